@@ -1,0 +1,58 @@
+"""One exception hierarchy. The library raises; only the CLI formats and exits.
+
+Every message names what is wrong and, through ``fix``, what to do about it, so the
+CLI can print a single actionable line.
+"""
+
+from __future__ import annotations
+
+
+class EdgeKDError(Exception):
+    """Base of every error edgekd raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+
+
+class ConfigError(EdgeKDError):
+    """A recipe, flag or option value is invalid."""
+
+
+class ProfileError(EdgeKDError):
+    """A device profile is unknown or malformed."""
+
+
+class DataError(EdgeKDError):
+    """A dataset is missing, unreadable or does not fit the model."""
+
+
+class ModelError(EdgeKDError):
+    """A teacher or student model cannot be built, loaded or run."""
+
+
+class BudgetError(EdgeKDError):
+    """No candidate can meet the latency or size budget."""
+
+
+class OutputError(EdgeKDError):
+    """The output location cannot be written safely."""
+
+
+class ExportError(EdgeKDError):
+    """An artifact could not be exported or quantized."""
+
+
+class RunnerError(EdgeKDError):
+    """Latency could not be measured on the device."""
+
+
+class ArtifactError(EdgeKDError):
+    """An artifact file is missing, corrupt or not ONNX."""

@@ -1,0 +1,65 @@
+"""Filesystem helpers: hashing and all-or-nothing writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import OutputError
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_new_output(path: Path, force: bool) -> None:
+    """Refuse to clobber a user's non-empty folder or any file unless ``force``."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output '{path}' exists and is a file", "choose another --out path")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise OutputError(f"output folder '{path}' exists and is not empty",
+                          "choose another --out or pass --force to replace it")
+
+
+@contextmanager
+def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a staging folder beside ``path``; on success it replaces ``path`` whole.
+
+    On any error the staging folder is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    check_new_output(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    try:
+        yield staging
+        check_new_output(path, force)  # something may have appeared while we worked
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

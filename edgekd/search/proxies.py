@@ -1,0 +1,110 @@
+"""Training-free scores of a student at random initialisation. Higher is better.
+
+``diswot`` follows DisWOT (Dong et al., CVPR 2023): a student whose randomly initialised
+features already relate samples the way the teacher's trained features do, and whose class
+activation maps already look at the same places, distils better. Both similarities are
+computed on one mini-batch. ``params`` (more parameters is better) is the baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.registry import Registry
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """The teacher's side of a proxy, computed once: its last feature map and CAMs on a mini-batch."""
+
+    x: Any  # torch.Tensor inputs
+    y: Any  # torch.Tensor labels
+    relation: Any  # (B, B) teacher sample-relation matrix
+    cam: Any | None  # (B, B) teacher CAM-similarity matrix, None when the teacher has no feature map
+
+
+Proxy = Callable[[Any, Probe], float]
+PROXIES: Registry[Proxy] = Registry("proxy")
+
+
+def make_probe(teacher: Any, x: np.ndarray, y: np.ndarray) -> Probe:
+    import torch
+
+    xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    feats, logits = _features_and_logits(teacher, xb, need_grad=True)
+    if feats is None:  # e.g. a torch.export program: no hooks; fall back to the logits' relations
+        return Probe(xb, yb, _relation(logits.detach()), None)
+    return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb))
+
+
+@PROXIES.register("diswot")
+def diswot(student: Any, probe: Probe) -> float:
+    feats, logits = _features_and_logits(student, probe.x, need_grad=probe.cam is not None)
+    if feats is None or probe.cam is None:
+        return -_distance(_relation(logits.detach()), probe.relation)
+    rel = _distance(_relation(feats.detach()), probe.relation)
+    sem = _distance(_cam_relation(feats, logits, probe.y), probe.cam)
+    return -(rel + sem)
+
+
+@PROXIES.register("params")
+def params(student: Any, probe: Probe) -> float:
+    return float(sum(p.numel() for p in student.parameters()))
+
+
+def _features_and_logits(model: Any, x: Any, need_grad: bool) -> tuple[Any, Any]:
+    """Run ``model`` once, capturing the last multi-pixel 4-D activation through forward hooks."""
+    import torch
+
+    captured: list[Any] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            if need_grad and output.requires_grad:
+                output.retain_grad()
+            captured.append(output)
+
+    handles = [m.register_forward_hook(hook) for _, m in model.named_modules()
+               if isinstance(m, torch.nn.Module) and not list(m.children())]
+    try:
+        model.eval()
+        with torch.set_grad_enabled(need_grad):
+            logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return (captured[-1] if captured else None), logits
+
+
+def _relation(feats: Any) -> Any:
+    import torch.nn.functional as F
+
+    flat = feats.flatten(1)
+    gram = flat @ flat.t()
+    return F.normalize(gram, dim=1)
+
+
+def _cam_relation(feats: Any, logits: Any, labels: Any) -> Any:
+    """Grad-CAM of each sample's own class, compared across samples (B x B)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not logits.requires_grad:
+        return _relation(feats.detach())
+    score = logits.gather(1, labels[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, feats, retain_graph=False, allow_unused=True)
+    if grads is None:
+        return _relation(feats.detach())
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feats).sum(1, keepdim=True)).detach()
+    cam = F.adaptive_avg_pool2d(cam, 8).flatten(1)
+    cam = F.normalize(cam, dim=1)
+    return F.normalize(cam @ cam.t(), dim=1)
+
+
+def _distance(a: Any, b: Any) -> float:
+    return float(((a - b) ** 2).sum().sqrt())

@@ -1,0 +1,232 @@
+"""Teachers: the embedded default (trained on the fly, cached) and a user's own model.
+
+A user's teacher is ``module_or_file.py:factory`` plus a state-dict file, or a ``torch.export``
+``.pt2`` program. Checkpoints load with ``weights_only=True``: a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.data import Dataset
+from edgekd.errors import DataError, ModelError
+from edgekd.types import DistillConfig
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """The embedded default teacher: a small ResNet trained on the default data."""
+
+    stem: int = 24
+    widths: tuple[int, ...] = (24, 48, 96)
+    depths: tuple[int, ...] = (2, 2, 2)
+    training: DistillConfig = field(default_factory=lambda: DistillConfig(
+        epochs=15, lr=3e-3, weight_decay=1e-4, augment=True, seed=0))
+
+    def digest(self, data: Dataset) -> str:
+        payload = json.dumps({"recipe": asdict(self), "data": data.describe(), "version": 1}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class Teacher:
+    module: Any  # torch.nn.Module in eval mode
+    source: str  # how it was obtained, for the manifest
+    exportable: bool = True  # an eager nn.Module (or .pt2 program) the ONNX exporter accepts
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("EDGEKD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekd"
+
+
+def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress: bool = True) -> Teacher:
+    """The default ResNet teacher for ``data``: loaded from the cache, or trained and cached."""
+    import torch
+
+    from edgekd.distill.trainer import distill
+    from edgekd.models import resnet
+
+    recipe = recipe or TeacherRecipe()
+    c, _, _ = data.input_shape
+    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths)
+    path = cache_dir() / "teachers" / f"resnet-{recipe.digest(data)}.pt"
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.eval()
+            return Teacher(model, f"default resnet teacher (cached {path})")
+        except Exception:  # a corrupt cache entry is retrained, never trusted
+            path.unlink(missing_ok=True)
+    torch.manual_seed(recipe.training.seed)
+    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths)
+    distill(model, data, recipe.training, teacher=None, progress=progress, desc="train default teacher")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return Teacher(model, f"default resnet teacher (trained, cached {path})")
+
+
+def load_teacher(spec: str, weights: str | None = None) -> Teacher:
+    """A user's teacher: ``file.py:factory`` / ``package.module:factory`` with ``weights``, or a ``.pt2`` file."""
+    if spec.endswith(".pt2"):
+        return _load_exported(Path(spec))
+    module_ref, sep, factory_name = spec.rpartition(":")
+    if not sep or not module_ref or not factory_name:
+        raise ModelError(f"teacher '{spec}' is not of the form module_or_file.py:factory or file.pt2",
+                         "pass e.g. --teacher my_model.py:build --weights model.pt")
+    module = _import(module_ref)
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        raise ModelError(f"'{module_ref}' has no factory '{factory_name}'",
+                         f"callables defined there: {', '.join(names) or 'none'}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelError(f"factory '{spec}' failed: {type(exc).__name__}: {exc}",
+                         "make the factory callable with no arguments") from None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module",
+                         "return the model instance from the factory")
+    if weights is None:
+        raise ModelError(f"teacher '{spec}' needs its trained weights", "pass --weights path/to/state_dict.pt")
+    _load_weights(model, Path(weights))
+    model.eval()
+    return Teacher(model, f"{spec} with weights {weights}")
+
+
+def check_fits(teacher: Teacher, data: Dataset) -> None:
+    """Run one sample through the teacher; shape errors become a DataError naming both shapes."""
+    import torch
+
+    sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:2]))
+    try:
+        with torch.inference_mode():
+            out = teacher.module(sample)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
+                        "pass data at the resolution and channel count the teacher was trained on "
+                        "(see --resolution)") from None
+    if not hasattr(out, "shape") or out.ndim != 2 or out.shape[1] != data.num_classes:
+        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise DataError(f"teacher outputs {shape} but the data has {data.num_classes} classes",
+                        "pass data with as many classes as the teacher predicts")
+
+
+def _import(ref: str) -> Any:
+    if ref.endswith(".py") or os.sep in ref:
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise ModelError(f"teacher module file '{ref}' does not exist", "check the path before ':'")
+        name = f"edgekd_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise ModelError(f"importing '{ref}' failed: {type(exc).__name__}: {exc}", "fix that file") from None
+        return module
+    try:
+        return importlib.import_module(ref)
+    except ImportError as exc:
+        raise ModelError(f"cannot import teacher module '{ref}' ({exc})",
+                         "pass a .py file path or an importable module name") from None
+
+
+def _load_weights(model: Any, path: Path) -> None:
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"weights file '{path}' does not exist", "check the --weights path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise ModelError(f"weights file '{path}' cannot be loaded safely ({first})",
+                         "save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ModelError(f"weights file '{path}' holds {type(state).__name__}, not a state dict",
+                         "save it with torch.save(model.state_dict(), path)")
+    result = _try_load(model, state)
+    if result:
+        raise ModelError(f"weights '{path}' do not match the model: {result}",
+                         "pass the weights saved from this exact architecture")
+
+
+def _try_load(model: Any, state: dict) -> str | None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+        return (lines[0] if lines else str(exc).splitlines()[0])[:200]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        return ", ".join(parts)
+    return None
+
+
+def _load_exported(path: Path) -> Teacher:
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"teacher program '{path}' does not exist", "check the .pt2 path")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"'{path}' is not a torch.export program ({first})",
+                         "save one with torch.export.save(torch.export.export(model, (x,)), path)") from None
+    return Teacher(_ExportedTeacher(program), f"torch.export program {path}")
+
+
+class _ExportedTeacher:
+    """Callable wrapper around an ExportedProgram with nn.Module's eval()/train() no-ops."""
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+        self.module = program.module()
+
+    def __call__(self, x: Any) -> Any:
+        return self.module(x)
+
+    def eval(self) -> _ExportedTeacher:
+        return self
+
+    def train(self, mode: bool = True) -> _ExportedTeacher:
+        return self
+
+    def parameters(self) -> Any:
+        return self.module.parameters()
+
+    def named_modules(self) -> Any:
+        return self.module.named_modules()

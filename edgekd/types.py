@@ -1,0 +1,288 @@
+"""Frozen dataclasses that cross stage boundaries; each converts to and from plain JSON data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekd.errors import ConfigError
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the deployed student must meet. ``None`` means unconstrained."""
+
+    latency_ms: float | None = None
+    max_size_kb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("latency_ms", "max_size_kb"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a number, got {value!r}", "pass a positive number")
+            if value <= 0:
+                flag = "--budget-ms" if name == "latency_ms" else "--max-size-kb"
+                raise ConfigError(f"{flag} must be positive, got {value:g}", f"pass {flag} greater than 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Budget:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """A latency distribution measured on a profile's runtime, in milliseconds."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    cv: float  # coefficient of variation of the per-repeat medians
+    runs: int
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A point in a search space: the space's name and its JSON-able architecture config."""
+
+    space: str
+    config: dict[str, Any] = field(hash=False)
+
+    def key(self) -> str:
+        import json
+
+        return f"{self.space}:{json.dumps(self.config, sort_keys=True)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentSpec:
+        return cls(space=data["space"], config=dict(data["config"]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
+
+    spec: StudentSpec
+    params: int
+    size_bytes: int
+    score: float
+    latency_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+            "score": self.score,
+            "latency_ms": self.latency_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(
+            spec=StudentSpec.from_dict(data["spec"]),
+            params=int(data["params"]),
+            size_bytes=int(data["size_bytes"]),
+            score=float(data["score"]),
+            latency_ms=data.get("latency_ms"),
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    proxy: str
+    evaluated: int
+    measured: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "proxy": self.proxy,
+            "evaluated": self.evaluated,
+            "measured": self.measured,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
+        return cls(
+            chosen=Candidate.from_dict(data["chosen"]),
+            candidates=tuple(Candidate.from_dict(c) for c in data["candidates"]),
+            proxy=data["proxy"],
+            evaluated=int(data["evaluated"]),
+            measured=int(data["measured"]),
+            seconds=float(data["seconds"]),
+        )
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One training recipe. ``teacher`` absent means plain supervised training."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the KD term; 1 - alpha goes to the label loss
+    seed: int = 0
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 1 or more")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}", "pass a positive batch size")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}", "pass a positive --lr")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}", "pass a positive temperature")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be within [0, 1], got {self.alpha}", "pass a value between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class DistillResult:
+    """The trained model (best validation epoch) and its history."""
+
+    model: Any  # torch.nn.Module, kept untyped so this module imports without torch
+    best_epoch: int
+    best_val_accuracy: float
+    history: tuple[EpochRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "history": [_as_dict(h) for h in self.history],
+        }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported model file."""
+
+    name: str  # e.g. "student-int8"
+    role: str  # "teacher" | "student"
+    precision: str  # "fp32" | "int8"
+    path: str
+    exporter: str
+    opset: int
+    sha256: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Parity:
+    top1_agreement: float
+    max_abs_diff: float
+    reference: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactReport:
+    """Validation of one artifact on one profile."""
+
+    artifact: Artifact
+    checker_ok: bool
+    parity: Parity | None
+    accuracy: float | None
+    latency: LatencyStats | None
+    verdicts: dict[str, bool] = field(hash=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.checker_ok and all(self.verdicts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact.to_dict(),
+            "checker_ok": self.checker_ok,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "accuracy": self.accuracy,
+            "latency": self.latency.to_dict() if self.latency else None,
+            "verdicts": dict(self.verdicts),
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """All artifacts of one run, validated side by side, and which one ships."""
+
+    profile: str
+    budget: Budget
+    reports: tuple[ArtifactReport, ...]
+    primary: str  # name of the artifact that ships
+    notes: tuple[str, ...] = ()
+
+    def get(self, name: str) -> ArtifactReport:
+        for report in self.reports:
+            if report.artifact.name == name:
+                return report
+        raise KeyError(name)
+
+    @property
+    def passed(self) -> bool:
+        return self.get(self.primary).passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "budget": self.budget.to_dict(),
+            "primary": self.primary,
+            "passed": self.passed,
+            "notes": list(self.notes),
+            "artifacts": [r.to_dict() for r in self.reports],
+        }

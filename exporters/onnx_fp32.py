@@ -1,0 +1,53 @@
+"""fp32 ONNX through torch's dynamo exporter: one self-contained file, dynamic batch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+from edgekd.errors import ExportError
+from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.types import Artifact
+from exporters._common import finish
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+@EXPORTERS.register("onnx-fp32")
+def export_fp32(request: ExportRequest) -> Artifact:
+    import torch
+
+    if request.model is None or request.sample is None:
+        raise ExportError("onnx-fp32 needs a model and a sample input", "pass both in the ExportRequest")
+    path = Path(request.out_dir) / f"{request.name}.onnx"
+    model = getattr(request.model, "program", request.model)  # a .pt2 teacher exports its program
+    sample = torch.from_numpy(request.sample[:1].copy())
+    kwargs: dict = {}
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    try:
+        with _quiet():
+            torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False,
+                              opset_version=request.opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              verbose=False)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch could not export '{request.name}' to ONNX: {first}",
+                          "make the model traceable by torch.export (no data-dependent control flow)") from None
+    return finish(path, request.name, request.role, "fp32", "onnx-fp32")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress and warnings that mean nothing to our users."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch.export").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield

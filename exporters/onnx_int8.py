@@ -1,0 +1,59 @@
+"""int8 QDQ ONNX through onnxruntime's static quantizer, calibrated on representative inputs.
+
+U8 activations / per-channel S8 weights in QDQ format is the combination onnxruntime's x86 CPU
+kernels fuse fully (see STACK.md); other combinations ran slower than fp32 here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import ExportError
+from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.types import Artifact
+from exporters._common import finish
+
+
+@EXPORTERS.register("onnx-int8")
+def export_int8(request: ExportRequest) -> Artifact:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if request.source is None or request.calibration is None or len(request.calibration) == 0:
+        raise ExportError("onnx-int8 needs an fp32 ONNX source and calibration inputs",
+                          "export onnx-fp32 first and pass training images for calibration")
+    path = Path(request.out_dir) / f"{request.name}.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(request.source.path, str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(path), _Reader(request.calibration, _input_name(pre)),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        except Exception as exc:
+            path.unlink(missing_ok=True)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"onnxruntime could not quantize '{request.source.path}': {first}",
+                              "check that the fp32 model runs in onnxruntime") from None
+    return finish(path, request.name, request.role, "int8", "onnx-int8")
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an array, in small batches."""
+
+    def __init__(self, x: np.ndarray, name: str, batch: int = 32) -> None:
+        self._batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)}
+                              for i in range(0, len(x), batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
