@@ -1,0 +1,55 @@
+"""edgekd: turn a trained PyTorch model into a small, fast int8 ONNX student for an edge device.
+
+The public API is listed in ``__all__``; names load lazily so ``edgekd --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "compress": "edgekd.pipeline",
+    "CompressConfig": "edgekd.pipeline",
+    "CompressResult": "edgekd.pipeline",
+    "load_recipe": "edgekd.pipeline",
+    "search": "edgekd.search.search",
+    "SearchConfig": "edgekd.search.search",
+    "distill": "edgekd.distill.trainer",
+    "validate": "edgekd.validate",
+    "artifact_from_file": "edgekd.validate",
+    "measure": "edgekd.latency.measure",
+    "load_profile": "edgekd.profiles",
+    "list_profiles": "edgekd.profiles",
+    "DeviceProfile": "edgekd.profiles",
+    "load_data": "edgekd.data",
+    "Dataset": "edgekd.data",
+    "default_teacher": "edgekd.teacher",
+    "load_teacher": "edgekd.teacher",
+    "build_student": "edgekd.search.spaces",
+    "get_exporter": "edgekd.export",
+    "ExportRequest": "edgekd.export",
+    "Budget": "edgekd.types",
+    "DistillConfig": "edgekd.types",
+    "StudentSpec": "edgekd.types",
+    "Candidate": "edgekd.types",
+    "SearchResult": "edgekd.types",
+    "Artifact": "edgekd.types",
+    "ValidationReport": "edgekd.types",
+    "LatencyStats": "edgekd.types",
+    "EdgeKDError": "edgekd.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'edgekd' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -211,6 +211,7 @@ class Artifact:
     opset: int
     sha256: str
     size_bytes: int
+    details: dict[str, Any] = field(default_factory=dict, hash=False)  # exporter specifics, e.g. excluded nodes
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)

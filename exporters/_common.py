@@ -9,7 +9,26 @@ from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
 
-def finish(path: Path, name: str, role: str, precision: str, exporter: str) -> Artifact:
+def strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (source names, stack traces): on a small model it is
+    more than half the file, and a device has no use for it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        del value.metadata_props[:]
+    for init in graph.initializer:
+        del init.metadata_props[:]
+    del graph.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+def finish(path: Path, name: str, role: str, precision: str, exporter: str,
+           details: dict | None = None) -> Artifact:
     """Run the ONNX checker on ``path`` and return its Artifact record."""
     import onnx
 
@@ -21,4 +40,4 @@ def finish(path: Path, name: str, role: str, precision: str, exporter: str) -> A
                           "report this with the model that triggered it") from None
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return Artifact(name=name, role=role, precision=precision, path=str(path), exporter=exporter, opset=opset,
-                    sha256=sha256(path), size_bytes=path.stat().st_size)
+                    sha256=sha256(path), size_bytes=path.stat().st_size, details=details or {})

@@ -8,10 +8,12 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish
+from exporters._common import finish, strip_debug_metadata
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -24,7 +26,8 @@ def export_fp32(request: ExportRequest) -> Artifact:
         raise ExportError("onnx-fp32 needs a model and a sample input", "pass both in the ExportRequest")
     path = Path(request.out_dir) / f"{request.name}.onnx"
     model = getattr(request.model, "program", request.model)  # a .pt2 teacher exports its program
-    sample = torch.from_numpy(request.sample[:1].copy())
+    # Batch 2, not 1: torch.export specialises size-1 dimensions, which would fix the batch.
+    sample = torch.from_numpy(np.repeat(request.sample[:1], 2, axis=0))
     kwargs: dict = {}
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -33,12 +36,13 @@ def export_fp32(request: ExportRequest) -> Artifact:
         with _quiet():
             torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False,
                               opset_version=request.opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              verbose=False)
+                              verbose=False, **kwargs)
     except Exception as exc:
         path.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch could not export '{request.name}' to ONNX: {first}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
+    strip_debug_metadata(path)
     return finish(path, request.name, request.role, "fp32", "onnx-fp32")
 
 

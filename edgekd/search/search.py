@@ -42,7 +42,7 @@ def estimate_int8_bytes(model: Any) -> int:
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             out = module.weight.shape[0]
-            total += module.weight.numel() + out * (4 + 4 + 1) + 400
+            total += module.weight.numel() + out * (4 + 4 + 1) + 1400  # + Q/DQ nodes and names
     return total + 2048
 
 

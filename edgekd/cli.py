@@ -1,0 +1,184 @@
+"""Thin click commands over the Python API. The one place an EdgeKDError becomes a message and exit code.
+
+Exit codes: 0 success, 1 a check failed (budget, verdict), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from edgekd import __version__
+from edgekd.errors import EdgeKDError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekd")
+def cli() -> None:
+    """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
+
+
+_COMPRESS_OPTIONS = [
+    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
+    click.option("--teacher", type=str, help="file.py:factory, package.module:factory, or a torch.export .pt2 file. "
+                                             "Default: the embedded ResNet teacher."),
+    click.option("--weights", type=str, help="State-dict file for --teacher (loaded with weights_only=True)."),
+    click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
+                                          "or 'digits' (the embedded default)."),
+    click.option("--resolution", type=int, help="Resize images to this square side (digits default: 32)."),
+    click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
+    click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
+    click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
+    click.option("--space", type=str, help="Student search space (default: mbv2)."),
+    click.option("--proxy", type=str, help="Training-free score (default: diswot)."),
+    click.option("--candidates", type=int, help="Candidates sampled from the space (default: 100)."),
+    click.option("--epochs", type=int, help="Distillation epochs (default: 40)."),
+    click.option("--lr", type=float, help="Peak learning rate (default: 0.005)."),
+    click.option("--batch-size", type=int, help="Training batch size (default: 64)."),
+    click.option("--temperature", type=float, help="KD temperature (default: 4)."),
+    click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
+    click.option("--seed", type=int, help="Random seed (default: 0)."),
+    click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
+    click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages."),
+]
+
+
+def _with_options(options: list) -> Any:
+    def wrap(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+@cli.command()
+@_with_options(_COMPRESS_OPTIONS)
+@click.pass_context
+def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
+    """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
+    from edgekd.pipeline import CompressConfig, compress as run, load_recipe
+    from edgekd.report import summary_table
+
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    force = bool(flags.pop("force"))
+    for name, value in flags.items():
+        given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        if value is not None and (given or name not in values):
+            values[name] = value  # flags win over the recipe
+    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
+    result = run(config, log=log)
+    manifest = result.manifest
+    click.echo(summary_table(manifest))
+    for note in manifest["notes"]:
+        click.echo(f"note: {note}")
+    verdict = "PASS" if result.passed else "FAIL"
+    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ (report.md, manifest.json)")
+    if not result.passed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("--profile", default="host-cpu-1t", show_default=True, help="Device profile name or .toml path.")
+@click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
+@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
+@click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
+@click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
+@click.pass_context
+def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
+             budget_ms: float | None, max_size_kb: float | None, input_shape: str | None,
+             json_out: str | None) -> None:
+    """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget."""
+    from edgekd.data import load_data
+    from edgekd.profiles import load_profile
+    from edgekd.types import Budget
+    from edgekd.validate import artifact_from_file, validate as run
+
+    budget = Budget(budget_ms, max_size_kb)
+    prof = load_profile(profile)
+    shape = _parse_shape(input_shape) if input_shape else None
+    artifact = artifact_from_file(model)
+    dataset = load_data(data, resolution=resolution) if data else None
+    report = run([artifact], prof, budget, dataset, input_shape=shape)
+    r = report.reports[0]
+    lat = r.latency
+    click.echo(f"{artifact.path}: {artifact.precision}, opset {artifact.opset}, {artifact.size_bytes / 1024:.1f} KB, "
+               f"checker {'ok' if r.checker_ok else 'FAILED'}")
+    click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
+               f"(cv {lat.cv:.1%}, {lat.runs} runs)")
+    if r.accuracy is not None:
+        click.echo(f"accuracy on {dataset.name} test split: {r.accuracy * 100:.2f}%")
+    for name, ok in r.verdicts.items():
+        click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
+    if json_out:
+        from edgekd.fsutil import write_json
+
+        write_json(json_out, report.to_dict())
+    if not r.passed:
+        ctx.exit(1)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"--input-shape '{text}' is not a list of positive integers", "write it as 1,3,224,224")
+    return dims
+
+
+@cli.group()
+def profiles() -> None:
+    """List and inspect device profiles."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Every profile found: built-in and in the user profile folder."""
+    from edgekd.profiles import list_profiles, user_dir
+
+    for p in list_profiles():
+        threads = p.runtime["intra_op_threads"] or "all"
+        click.echo(f"{p.name:<16} {p.runner['kind']:<6} threads={threads!s:<4} {p.description}")
+    click.echo(f"(add your own .toml files to {user_dir()} or pass --profile path/to/file.toml)")
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name: str) -> None:
+    """Print one profile, resolved with defaults, as JSON."""
+    from edgekd.profiles import load_profile
+
+    click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns edgekd errors into one clean line and exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
+    except EdgeKDError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing was written", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

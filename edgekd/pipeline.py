@@ -1,0 +1,189 @@
+"""compress(): the only place that chains the stages and writes the output folder (atomically)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.fsutil import atomic_dir, check_new_output, write_json
+from edgekd.types import Budget, DistillConfig
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Everything ``edgekd compress`` takes; a recipe TOML holds the same keys."""
+
+    out: str = "edgekd-out"
+    teacher: str | None = None  # None: the embedded default teacher
+    weights: str | None = None
+    data: str | None = None  # None: the embedded digits
+    resolution: int | None = None
+    profile: str = "host-cpu-1t"
+    budget_ms: float | None = None
+    max_size_kb: float | None = None
+    space: str = "mbv2"
+    proxy: str = "diswot"
+    candidates: int = 100
+    epochs: int = 40
+    lr: float = 5e-3
+    batch_size: int = 64
+    temperature: float = 4.0
+    alpha: float = 0.9
+    augment: bool = False
+    calibration_samples: int = 256
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+    budget: Budget = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb))
+        if self.calibration_samples < 1:
+            raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
+        if self.resolution is not None and self.resolution < 4:
+            raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
+        self.distill_config()  # validates the training options early
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
+                             temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(CompressConfig) if f.init]
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe TOML (keys as the flags, '-' or '_'); unknown keys are rejected."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"recipe '{path}' does not exist", "check the --config path") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"recipe '{path}' cannot be read ({exc})", "fix the TOML syntax") from None
+    raw = raw.get("compress", raw)  # allow a [compress] table or top-level keys
+    known = set(config_fields()) - {"force", "progress"}
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"recipe '{path}': unknown key '{key}'", f"valid keys are {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CompressResult:
+    out: Path
+    manifest: dict[str, Any]
+    report_md: str
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.manifest["passed"])
+
+
+def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
+    """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
+    from edgekd.data import load_data
+    from edgekd.profiles import load_profile
+
+    log = log or (lambda _msg: None)
+    out = Path(config.out)
+    check_new_output(out, config.force)  # fail before hours of work, not after
+    profile = load_profile(config.profile)
+    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
+        f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
+    teacher = _teacher(config, data, log)
+    search_result, student = _search_and_distill(config, teacher, data, profile, log)
+    with atomic_dir(out, force=config.force) as staging:
+        artifacts, references = _export(config, teacher, student.model, data, staging, log)
+        log(f"validate on '{profile.name}' (latency interleaved across {len(artifacts)} artifacts)")
+        from edgekd.validate import validate, with_paths_relative
+
+        report = validate(artifacts, profile, config.budget, data, references,
+                          budgeted=[a.name for a in artifacts if a.role == "student"])
+        report = with_paths_relative(report, staging)
+        manifest = _manifest(config, report, profile, data, teacher, search_result, student)
+        write_json(staging / "manifest.json", manifest)
+        write_json(staging / "search.json", search_result.to_dict())
+        from edgekd.report import render_markdown
+
+        report_md = render_markdown(manifest)
+        (staging / "report.md").write_text(report_md, encoding="utf-8")
+    return CompressResult(out, manifest, report_md)
+
+
+def _teacher(config: CompressConfig, data: Any, log: Log) -> Any:
+    from edgekd.teacher import check_fits, default_teacher, load_teacher
+
+    if config.teacher:
+        teacher = load_teacher(config.teacher, config.weights)
+    else:
+        log("teacher: embedded default (trained once, then cached)")
+        teacher = default_teacher(data, progress=config.progress)
+    check_fits(teacher, data)
+    return teacher
+
+
+def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log) -> tuple:
+    import torch
+
+    from edgekd.distill.trainer import distill
+    from edgekd.search import SearchConfig, build_student, search
+
+    log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
+    result = search(teacher.module, data, profile, config.budget,
+                    SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
+                                 seed=config.seed), progress=config.progress)
+    chosen = result.chosen
+    log(f"search: chose {chosen.spec.config} ({chosen.params:,} params, {chosen.latency_ms:.3f} ms fp32 measured)")
+    torch.manual_seed(config.seed)
+    student = build_student(chosen.spec, data.input_shape, data.num_classes)
+    log(f"distill: {config.epochs} epochs of KD (T={config.temperature}, alpha={config.alpha})")
+    trained = distill(student, data, config.distill_config(), teacher=teacher.module, loss="kd",
+                      progress=config.progress)
+    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch}")
+    return result, trained
+
+
+def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, staging: Path, log: Log) -> tuple:
+    import numpy as np
+
+    from edgekd.export import ExportRequest, get_exporter
+
+    log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images)")
+    fp32, int8 = get_exporter("onnx-fp32"), get_exporter("onnx-int8")
+    teacher_art = fp32(ExportRequest("teacher-fp32", "teacher", staging, teacher.module, data.x_val[:1]))
+    student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
+    rng = np.random.default_rng(config.seed)
+    calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
+    student_int8 = int8(ExportRequest("student-int8", "student", staging, calibration=calib, source=student_fp32))
+    references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
+    import torch
+
+    torch.save(student.state_dict(), staging / "student.pt")
+    return [teacher_art, student_fp32, student_int8], references
+
+
+def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,
+              student: Any) -> dict[str, Any]:
+    from edgekd.report import build_manifest
+
+    chosen = search_result.chosen
+    return build_manifest(report, profile.to_dict(), {
+        "data": data.describe(),
+        "teacher": {"source": teacher.source},
+        "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",
+                    "search_latency_ms": chosen.latency_ms, "distill": student.to_dict()},
+        "recipe": {k: getattr(config, k) for k in config_fields() if k not in ("force", "progress")},
+    })

@@ -1,0 +1,103 @@
+"""manifest.json (versioned, machine-readable) and report.md (for people) from one run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from edgekd.types import ValidationReport
+
+MANIFEST_SCHEMA = "edgekd.manifest"
+MANIFEST_VERSION = 1
+_TOOLS = ("edgekd", "torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning", "numpy")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in _TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def build_manifest(validation: ValidationReport, profile: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The manifest: every artifact with hash, size, accuracy, parity, latency and verdicts."""
+    teacher = next((r for r in validation.reports if r.artifact.role == "teacher"), None)
+    artifacts = []
+    for r in validation.reports:
+        entry = r.to_dict()
+        entry["primary"] = r.artifact.name == validation.primary
+        if teacher is not None and teacher.latency and r.latency:
+            entry["speedup_vs_teacher"] = teacher.latency.p50_ms / r.latency.p50_ms
+            entry["size_ratio_vs_teacher"] = teacher.artifact.size_bytes / r.artifact.size_bytes
+        artifacts.append(entry)
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "schema_version": MANIFEST_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tools": tool_versions(),
+        "profile": profile,
+        "budget": validation.budget.to_dict(),
+        "primary": validation.primary,
+        "passed": validation.passed,
+        "notes": list(validation.notes),
+        "artifacts": artifacts,
+        **extra,
+    }
+
+
+def summary_table(manifest: dict[str, Any]) -> str:
+    """Markdown table: teacher vs students, accuracy, size, p50, speedup, verdict."""
+    rows = ["| artifact | accuracy | size (KB) | p50 (ms) | p90 (ms) | speedup vs teacher | verdict |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for a in manifest["artifacts"]:
+        art, lat = a["artifact"], a["latency"] or {}
+        acc = f"{a['accuracy'] * 100:.2f}%" if a["accuracy"] is not None else "-"
+        speed = f"{a['speedup_vs_teacher']:.2f}x" if "speedup_vs_teacher" in a else "-"
+        if not a["verdicts"]:
+            verdict = "reference"
+        else:
+            failed = [k for k, ok in a["verdicts"].items() if not ok]
+            verdict = "pass" if not failed and a["checker_ok"] else "FAIL: " + ", ".join(failed or ["checker"])
+        name = f"**{art['name']}** (primary)" if a.get("primary") else art["name"]
+        rows.append(f"| {name} | {acc} | {art['size_bytes'] / 1024:.1f} | {lat.get('p50_ms', float('nan')):.3f} "
+                    f"| {lat.get('p90_ms', float('nan')):.3f} | {speed} | {verdict} |")
+    return "\n".join(rows)
+
+
+def render_markdown(manifest: dict[str, Any]) -> str:
+    budget = manifest["budget"]
+    limits = []
+    if budget.get("latency_ms") is not None:
+        limits.append(f"p50 <= {budget['latency_ms']:g} ms")
+    if budget.get("max_size_kb") is not None:
+        limits.append(f"size <= {budget['max_size_kb']:g} KB")
+    profile = manifest["profile"]
+    lines = [
+        "# edgekd report",
+        "",
+        f"- Verdict: **{'PASS' if manifest['passed'] else 'FAIL'}** (primary artifact `{manifest['primary']}`)",
+        f"- Profile: `{profile['name']}`: {profile['description']}",
+        f"- Budget: {', '.join(limits) or 'none'}",
+        f"- Data: {manifest.get('data', {}).get('name', '?')}, test set of {manifest.get('data', {}).get('test', '?')}"
+        " images",
+        f"- Teacher: {manifest.get('teacher', {}).get('source', '?')}",
+    ]
+    student = manifest.get("student")
+    if student:
+        lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "
+                     f"({student['params']:,} parameters)")
+    lines += ["", summary_table(manifest), ""]
+    lat = manifest["artifacts"][0].get("latency") or {}
+    lines.append(f"Latency: {lat.get('repeats', '?')} interleaved repeats of {profile['measure']['runs_per_repeat']} "
+                 f"runs at batch {profile['measure']['batch_size']}, after {profile['measure']['warmup_runs']} "
+                 "warm-up runs; speedups are p50 ratios from that one run.")
+    if manifest["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
+    lines += ["", f"Tools: {', '.join(f'{k} {v}' for k, v in manifest['tools'].items())}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny data, a tiny user-style teacher with trained weights, a fast profile,
+and a CLI runner that behaves like the installed `edgekd` command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+RES = 16  # digits at 16x16 keeps every model in the tests tiny
+
+FAST_PROFILE = """
+schema = 1
+name = "fast-test"
+description = "host CPU, one thread, few repeats (tests only)"
+[runtime]
+intra_op_threads = 1
+[measure]
+warmup_runs = 3
+repeats = 3
+runs_per_repeat = 10
+max_cv = 0.5
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Never read or write the user's real cache or profile folder."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(base / "user-profiles"))
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    from edgekd.data import load_data
+
+    return load_data("digits", resolution=RES)
+
+
+@pytest.fixture(scope="session")
+def fast_profile_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("profiles") / "fast-test.toml"
+    path.write_text(FAST_PROFILE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fast_profile(fast_profile_path):
+    from edgekd.profiles import load_profile
+
+    return load_profile(fast_profile_path)
+
+
+@pytest.fixture(scope="session")
+def teacher_files(tmp_path_factory, small_data) -> tuple[Path, Path]:
+    """(teacher.py, weights.pt): the tiny teacher trained briefly on 16x16 digits."""
+    import torch
+
+    from edgekd.distill.trainer import distill
+    from edgekd.types import DistillConfig
+
+    folder = tmp_path_factory.mktemp("teacher")
+    module = folder / "tiny_teacher.py"
+    shutil.copy(ASSETS / "tiny_teacher.py", module)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_teacher_fixture", module)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    model = mod.build()
+    distill(model, small_data, DistillConfig(epochs=4, lr=1e-2, augment=False), progress=False)
+    weights = folder / "tiny_teacher.pt"
+    torch.save(model.state_dict(), weights)
+    return module, weights
+
+
+@pytest.fixture(scope="session")
+def teacher(teacher_files):
+    from edgekd.teacher import load_teacher
+
+    module, weights = teacher_files
+    return load_teacher(f"{module}:build", str(weights))
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process like the console script; returns (exit_code, stdout, stderr)."""
+    from edgekd.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    return run

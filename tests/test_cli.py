@@ -1,0 +1,128 @@
+"""The CLI as a user meets it: one-line errors, exit codes, no tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def _one_line_error(code, err, expected_code=2):
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def _base(teacher_files, profile, out):
+    module, weights = teacher_files
+    return ["compress", "--teacher", f"{module}:build", "--weights", str(weights), "--resolution", "16",
+            "--profile", str(profile), "--out", str(out), "--candidates", "4", "--epochs", "1", "-q"]
+
+
+def test_version_and_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "edgekd", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "0.1.0" in done.stdout
+
+
+@pytest.mark.parametrize("value, shown", [("0", "0"), ("-2", "-2")])
+def test_budget_must_be_positive(run_cli, tmp_path, value, shown):
+    line = _one_line_error(*run_cli("compress", "--budget-ms", value, "--out", tmp_path / "o")[::2])
+    assert f"--budget-ms must be positive, got {shown}" in line
+
+
+def test_unknown_profile_lists_known(run_cli, tmp_path):
+    line = _one_line_error(*run_cli("compress", "--profile", "toaster", "--out", tmp_path / "o")[::2])
+    assert "unknown profile 'toaster'" in line and "host-cpu-1t" in line
+
+
+def test_malformed_profile_file(run_cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n[runtime\n")
+    line = _one_line_error(*run_cli("compress", "--profile", bad, "--out", tmp_path / "o")[::2])
+    assert "malformed TOML" in line
+
+
+def test_teacher_errors(run_cli, teacher_files, fast_profile_path, tmp_path):
+    module, weights = teacher_files
+    args = _base(teacher_files, fast_profile_path, tmp_path / "o")
+    code, _, err = run_cli(*[a if a != str(weights) else str(tmp_path / "gone.pt") for a in args])
+    assert "weights file" in _one_line_error(code, err) and "does not exist" in err
+    code, _, err = run_cli(*[a if a != f"{module}:build" else f"{module}:nope" for a in args])
+    assert "no factory 'nope'" in _one_line_error(code, err) and "build" in err
+    code, _, err = run_cli(*[a if a != f"{module}:build" else f"{module}:build_wide" for a in args])
+    assert "do not match the model" in _one_line_error(code, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_errors(run_cli, teacher_files, fast_profile_path, tmp_path):
+    args = _base(teacher_files, fast_profile_path, tmp_path / "o")
+    line = _one_line_error(*run_cli(*args, "--data", tmp_path / "missing.npz")[::2])
+    assert "does not exist" in line
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00garbage")
+    assert "cannot be read" in _one_line_error(*run_cli(*args, "--data", garbage)[::2])
+    rgb = tmp_path / "rgb.npz"
+    rng = np.random.default_rng(0)
+    np.savez(rgb, x=rng.random((90, 3, 16, 16), dtype=np.float32), y=np.arange(90) % 10)
+    assert "do not fit the teacher" in _one_line_error(*run_cli(*args, "--data", rgb)[::2])
+
+
+def test_existing_output_folder_is_refused(run_cli, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x").write_text("keep")
+    line = _one_line_error(*run_cli("compress", "--out", out)[::2])
+    assert "not empty" in line and "--force" in line
+    assert (out / "x").read_text() == "keep"
+
+
+def test_recipe_is_read_and_flags_win(run_cli, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("budget-ms = 0\nmax_size_kb = 10\n")
+    assert "got 0" in _one_line_error(*run_cli("compress", "--config", recipe, "--out", tmp_path / "o")[::2])
+    line = _one_line_error(*run_cli("compress", "--config", recipe, "--budget-ms", "-3", "--out",
+                                    tmp_path / "o")[::2])
+    assert "got -3" in line
+    recipe.write_text("colour = 'blue'\n")
+    assert "unknown key 'colour'" in _one_line_error(*run_cli("compress", "--config", recipe)[::2])
+
+
+def test_compress_then_validate_end_to_end(run_cli, teacher_files, fast_profile_path, tmp_path):
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(*_base(teacher_files, fast_profile_path, out), "--budget-ms", "50")
+    assert code == 0, err
+    assert "student-int8" in stdout and ("PASS" in stdout)
+    manifest = json.loads((out / "manifest.json").read_text())
+    code, stdout, _ = run_cli("validate", out / "student-fp32.onnx", "--profile", fast_profile_path,
+                              "--data", "digits", "--resolution", "16", "--max-size-kb", "0.5",
+                              "--json", tmp_path / "v.json")
+    assert code == 1 and "size: FAIL" in stdout and "accuracy on digits" in stdout
+    report = json.loads((tmp_path / "v.json").read_text())
+    fp32 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-fp32")
+    assert report["artifacts"][0]["accuracy"] == pytest.approx(fp32["accuracy"])
+
+
+def test_validate_rejects_non_onnx(run_cli, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    line = _one_line_error(*run_cli("validate", bad)[::2])
+    assert "not a readable ONNX model" in line or "holds no ONNX graph" in line
+    assert "does not exist" in _one_line_error(*run_cli("validate", tmp_path / "nope.onnx")[::2])
+
+
+@pytest.mark.slow
+def test_readme_demo_command(tmp_path):
+    """`make demo`'s command exactly, with the default teacher: the Must-show figures hold."""
+    out = tmp_path / "demo-out"
+    done = subprocess.run([sys.executable, "-m", "edgekd", "compress", "--budget-ms", "0.5", "--max-size-kb", "128",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    by_name = {a["artifact"]["name"]: a for a in m["artifacts"]}
+    teacher, int8 = by_name["teacher-fp32"], by_name["student-int8"]
+    assert teacher["accuracy"] >= 0.97
+    assert int8["accuracy"] >= teacher["accuracy"] - 0.01
+    assert teacher["artifact"]["size_bytes"] >= 10 * int8["artifact"]["size_bytes"]
+    assert int8["speedup_vs_teacher"] >= 3

@@ -1,0 +1,92 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import BudgetError, OutputError
+from edgekd.fsutil import sha256
+from edgekd.pipeline import CompressConfig, compress
+
+
+def _config(teacher_files, profile_path, out, **kw):
+    module, weights = teacher_files
+    base = dict(out=str(out), teacher=f"{module}:build", weights=str(weights), data="digits", resolution=16,
+                profile=str(profile_path), budget_ms=50.0, max_size_kb=100.0, candidates=6, epochs=2,
+                progress=False)
+    base.update(kw)
+    return CompressConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def result(teacher_files, fast_profile_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress") / "out"
+    return compress(_config(teacher_files, fast_profile_path, out))
+
+
+def test_output_folder_has_every_artifact(result):
+    names = sorted(p.name for p in result.out.iterdir())
+    assert names == ["manifest.json", "report.md", "search.json", "student-fp32.onnx", "student-int8.onnx",
+                     "student.pt", "teacher-fp32.onnx"]
+    assert not list(result.out.parent.glob(".out.staging-*"))
+
+
+def test_manifest_is_complete_and_true(result):
+    m = json.loads((result.out / "manifest.json").read_text())
+    assert m["schema"] == "edgekd.manifest" and m["schema_version"] == 1
+    assert m["tools"]["onnxruntime"] and m["profile"]["name"] == "fast-test"
+    by_name = {a["artifact"]["name"]: a for a in m["artifacts"]}
+    assert set(by_name) == {"teacher-fp32", "student-fp32", "student-int8"}
+    for entry in by_name.values():
+        art = entry["artifact"]
+        path = result.out / art["path"]
+        assert art["sha256"] == sha256(path) and art["size_bytes"] == path.stat().st_size
+        assert 0 <= entry["accuracy"] <= 1 and entry["checker_ok"]
+        assert entry["latency"]["p50_ms"] > 0 and entry["parity"]["top1_agreement"] > 0.9
+    assert by_name["student-fp32"]["parity"]["max_abs_diff"] < 1e-3
+    assert set(by_name["student-int8"]["verdicts"]) == {"latency", "size", "parity"}
+    assert by_name["teacher-fp32"]["verdicts"] == {}  # the budget is the student's, not the teacher's
+    assert m["primary"] in ("student-int8", "student-fp32")
+    assert sum(a["primary"] for a in m["artifacts"]) == 1
+    assert m["passed"] == result.passed
+
+
+def test_int8_not_faster_means_fp32_ships(result):
+    m = result.manifest
+    by_name = {a["artifact"]["name"]: a for a in m["artifacts"]}
+    ratio = by_name["student-fp32"]["latency"]["p50_ms"] / by_name["student-int8"]["latency"]["p50_ms"]
+    if ratio < 1.02:
+        assert m["primary"] == "student-fp32" and any("NOT faster" in n for n in m["notes"])
+    else:
+        assert m["primary"] == "student-int8"
+
+
+def test_report_compares_teacher_and_students(result):
+    text = (result.out / "report.md").read_text()
+    for word in ("teacher-fp32", "student-fp32", "student-int8", "speedup", "p50"):
+        assert word in text
+
+
+def test_existing_output_is_refused_and_untouched(teacher_files, fast_profile_path, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(OutputError, match="not empty.*--force"):
+        compress(_config(teacher_files, fast_profile_path, out))
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_failure_leaves_nothing_behind(teacher_files, fast_profile_path, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(BudgetError):
+        compress(_config(teacher_files, fast_profile_path, out, budget_ms=1e-6))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_a_previous_run(teacher_files, fast_profile_path, tmp_path):
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    res = compress(_config(teacher_files, fast_profile_path, out, force=True, epochs=1))
+    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+    assert res.out == Path(out)
