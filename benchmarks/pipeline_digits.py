@@ -52,6 +52,7 @@ def main() -> None:
         "accuracy_gap_pt": (teacher["accuracy"] - int8["accuracy"]) * 100,
         "teacher_fp32_bytes": teacher["artifact"]["size_bytes"],
         "student_int8_bytes": int8["artifact"]["size_bytes"],
+        "student_fp32_bytes": arts["student-fp32"]["artifact"]["size_bytes"],
         "size_ratio": teacher["artifact"]["size_bytes"] / int8["artifact"]["size_bytes"],
         "speedup_int8_vs_teacher": speed["student-int8"],
         "speedup_fp32_vs_teacher": speed["student-fp32"],
@@ -89,7 +90,8 @@ def _markdown(f: dict, checks: dict, meta: dict) -> str:
         "|---|---:|---:|---:|---:|",
         f"| teacher fp32 | {f['teacher_accuracy'] * 100:.2f}% | {f['teacher_fp32_bytes'] / 1024:.1f} | "
         f"{med['teacher-fp32']:.3f} | 1.00x |",
-        f"| student fp32 | {f['student_fp32_accuracy'] * 100:.2f}% | - | {med['student-fp32']:.3f} | "
+        f"| student fp32 | {f['student_fp32_accuracy'] * 100:.2f}% | {f['student_fp32_bytes'] / 1024:.1f} | "
+        f"{med['student-fp32']:.3f} | "
         f"{f['speedup_fp32_vs_teacher']:.2f}x |",
         f"| student int8 | {f['student_int8_accuracy'] * 100:.2f}% | {f['student_int8_bytes'] / 1024:.1f} | "
         f"{med['student-int8']:.3f} | {f['speedup_int8_vs_teacher']:.2f}x |",

@@ -61,7 +61,8 @@ def _with_options(options: list) -> Any:
 @click.pass_context
 def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
-    from edgekd.pipeline import CompressConfig, compress as run, load_recipe
+    from edgekd.pipeline import CompressConfig, load_recipe
+    from edgekd.pipeline import compress as run
     from edgekd.report import summary_table
 
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}
@@ -100,7 +101,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     from edgekd.data import load_data
     from edgekd.profiles import load_profile
     from edgekd.types import Budget
-    from edgekd.validate import artifact_from_file, validate as run
+    from edgekd.validate import artifact_from_file
+    from edgekd.validate import validate as run
 
     budget = Budget(budget_ms, max_size_kb)
     prof = load_profile(profile)

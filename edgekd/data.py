@@ -87,7 +87,8 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Datase
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot be read as .npz ({exc})", "write it with numpy.savez(path, x=..., y=...)") from None
+        raise DataError(f"{path}: cannot be read as .npz ({exc})",
+                        "write it with numpy.savez(path, x=..., y=...)") from None
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
         if "x_val" not in parts:  # carve validation from train, deterministic

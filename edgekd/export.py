@@ -50,8 +50,9 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import exporters  # noqa: F401  (registers the built-in exporters)
     from importlib.metadata import entry_points
+
+    import exporters  # noqa: F401  (registers the built-in exporters)
 
     for ep in entry_points(group="edgekd.exporters"):
         if ep.name not in EXPORTERS:

@@ -13,8 +13,8 @@ def student(small_data):
     from edgekd.search.spaces import SPACES
 
     torch.manual_seed(0)
-    space = SPACES.get("mbv2")
-    return space.build(space.smallest(), small_data.input_shape, small_data.num_classes).eval()
+    config = {"stem": 16, "widths": [16, 32, 64], "depths": [1, 2, 2], "expands": [4, 4, 4], "kernels": [3, 3, 3]}
+    return SPACES.get("mbv2").build(config, small_data.input_shape, small_data.num_classes).eval()
 
 
 @pytest.fixture(scope="module")

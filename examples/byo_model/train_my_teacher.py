@@ -1,9 +1,9 @@
 """Stand-in for your own training script: trains my_teacher.build() on digits and saves a state dict."""
 
 import torch
+from my_teacher import build
 
 from edgekd import DistillConfig, distill, load_data
-from my_teacher import build
 
 data = load_data("digits")
 torch.manual_seed(0)
