@@ -140,6 +140,41 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+@cli.command()
+@click.argument("model", type=str)
+@click.option("--vs", "others", multiple=True, help="Another ONNX model to measure interleaved with MODEL "
+                                                      "(repeatable); ratios are against MODEL.")
+@click.option("--profile", default="host-cpu-1t", show_default=True, help="Device profile name or .toml path.")
+@click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--no-cache", is_flag=True, help="Measure again even if this comparison is cached.")
+@click.option("--json", "json_out", type=str, help="Also write the results as JSON here.")
+def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | None, no_cache: bool,
+          json_out: str | None) -> None:
+    """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
+    from edgekd.latency.cache import measure_cached
+    from edgekd.profiles import load_profile
+    from edgekd.validate import artifact_from_file
+
+    prof = load_profile(profile)
+    shape = _parse_shape(input_shape) if input_shape else None
+    paths = [model, *others]
+    for p in paths:
+        artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
+    stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache)
+    base = stats[0].p50_ms
+    click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")
+    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first |")
+    click.echo("|---|---:|---:|---:|---:|---:|")
+    for p, s in zip(paths, stats):
+        click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
+                   f"{base / s.p50_ms:.2f}x |")
+    if json_out:
+        from edgekd.fsutil import write_json
+
+        write_json(json_out, {"profile": prof.name, "cached": cached,
+                              "models": [{"path": p, **s.to_dict()} for p, s in zip(paths, stats)]})
+
+
 @cli.group()
 def profiles() -> None:
     """List and inspect device profiles."""
@@ -165,6 +200,32 @@ def profiles_show(name: str) -> None:
     click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
 
 
+@profiles.command("calibrate")
+@click.argument("name")
+@click.option("--space", default="mbv2", show_default=True, help="Search space whose blocks to calibrate.")
+@click.option("--input-shape", default="1,32,32", show_default=True, help="Input C,H,W the students will see.")
+@click.option("--classes", default=10, show_default=True, type=int, help="Number of classes.")
+@click.option("--networks", default=32, show_default=True, type=int,
+              help="Whole networks measured to fit the correction.")
+def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int) -> None:
+    """Measure a space's blocks on the profile's device and write its latency table (resumable)."""
+    from edgekd.latency.calibrate import calibrate
+    from edgekd.profiles import load_profile
+
+    shape = _parse_shape(input_shape)
+    if len(shape) != 3:
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"--input-shape '{input_shape}' must be C,H,W", "write it as 1,32,32")
+    prof = load_profile(name)
+    from edgekd.latency.table import table_path
+
+    table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]
+                      log=lambda m: click.echo(f"[edgekd] {m}", err=True))
+    click.echo(f"wrote {table_path(prof, space)} ({sum(len(v) for v in table.entries.values())} entries, "
+               f"{table.seconds:.0f} s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns edgekd errors into one clean line and exit code."""
     try:
@@ -172,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeKDError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # disk full, permission denied, ...: the system's own words, without a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}; check free space and permissions there", err=True)
+        sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -83,12 +83,15 @@ def load_digits(resolution: int = 32, seed: int = 0) -> Dataset:
 
 
 def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Dataset:
+    fix = "write it with numpy.savez(path, x=..., y=...)"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot be read as .npz ({exc})",
-                        "write it with numpy.savez(path, x=..., y=...)") from None
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot be read as .npz ({exc or type(exc).__name__})", fix) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: is a single .npy array, not a .npz archive", fix)
+    with archive:
+        arrays = {k: archive[k] for k in archive.files}
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
         if "x_val" not in parts:  # carve validation from train, deterministic

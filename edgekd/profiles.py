@@ -8,7 +8,9 @@ profile folder (``$EDGEKD_PROFILE_DIR``, default ``~/.config/edgekd/profiles``).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, Any
         "graph_optimization": ((str,), ("disable", "basic", "extended", "all"), "all"),
         "allow_spinning": ((bool,), None, True),
     },
-    "runner": {
-        "kind": ((str,), ("local",), "local"),
-    },
+    "runner": {},  # per kind: see _RUNNER_SCHEMA
     "measure": {
         "batch_size": ((int,), None, 1),
         "warmup_runs": ((int,), None, 20),
@@ -47,6 +47,37 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, Any
         "max_cv": ((float, int), None, 0.10),
     },
 }
+
+# [runner] keys per kind; ``None`` as a default means optional and unset ("host" is checked as required).
+_RUNNER_COMMON: dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, Any]] = {
+    "kind": ((str,), ("local", "ssh", "adb"), "local"),
+    "timeout_s": ((int, float), None, 600),
+}
+_RUNNER_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, Any]]] = {
+    "local": dict(_RUNNER_COMMON),
+    "ssh": {
+        **_RUNNER_COMMON,
+        "host": ((str,), None, None),
+        "port": ((int,), None, 22),
+        "user": ((str,), None, None),
+        "identity_file": ((str,), None, None),
+        "remote_dir": ((str,), None, "/tmp/edgekd"),
+        "python": ((str,), None, "python3"),
+        "connect_timeout_s": ((int,), None, 10),
+    },
+    "adb": {
+        **_RUNNER_COMMON,
+        "serial": ((str,), None, None),
+        "remote_dir": ((str,), None, "/data/local/tmp/edgekd"),
+        "mode": ((str,), ("python", "perf_test"), "python"),
+        "python": ((str,), None, "python3"),
+        "perf_test": ((str,), None, None),  # default: remote_dir + "/onnxruntime_perf_test"
+    },
+}
+# Runner keys that change how a device is reached, not what is measured on it: left out of digest().
+_NOT_MEASURED = ("timeout_s", "connect_timeout_s", "identity_file", "remote_dir")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._+/-]*")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*")
 
 
 @dataclass(frozen=True)
@@ -67,7 +98,9 @@ class DeviceProfile:
 
     def digest(self) -> str:
         """A hash of everything that affects a measurement (not the description)."""
-        payload = repr((self.runtime, self.runner, self.measure)).encode()
+        runner = {k: v for k, v in self.runner.items() if k not in _NOT_MEASURED}
+        # Canonical JSON: the same settings written in another order are the same profile.
+        payload = json.dumps([self.runtime, runner, self.measure], sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +114,13 @@ class DeviceProfile:
             "calibrated_here": self.calibrated_here,
             "digest": self.digest(),
         }
+
+
+def runner_defaults(kind: str) -> dict[str, Any]:
+    """Every [runner] key of ``kind`` with its default (``None`` for optional keys left unset)."""
+    if kind not in _RUNNER_SCHEMA:
+        raise ProfileError(f"unknown runner kind '{kind}'", f"use one of {', '.join(sorted(_RUNNER_SCHEMA))}")
+    return {key: default for key, (_, _, default) in _RUNNER_SCHEMA[kind].items()}
 
 
 def builtin_dir() -> Path:
@@ -142,7 +182,9 @@ def load_profile_file(path: Path) -> DeviceProfile:
         raise ProfileError(f"{path}: malformed TOML ({exc})", "fix the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot be read ({exc})", "check the file's permissions and encoding") from None
-    sections = {name: _check_section(path, name, raw if name == "" else raw.get(name, {})) for name in _SCHEMA}
+    sections = {name: _check_section(path, name, raw if name == "" else raw.get(name, {}))
+                for name in _SCHEMA if name != "runner"}
+    sections["runner"] = _check_runner(path, raw.get("runner", {}))
     extra = sorted(k for k, v in raw.items() if k not in _SCHEMA[""] and k not in _SCHEMA)
     if extra:
         raise ProfileError(
@@ -165,8 +207,10 @@ def load_profile_file(path: Path) -> DeviceProfile:
     return profile
 
 
-def _check_section(path: Path, section: str, raw: Any) -> dict[str, Any]:
-    schema = _SCHEMA[section]
+def _check_section(path: Path, section: str, raw: Any,
+                   schema: dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, Any]] | None = None,
+                   ) -> dict[str, Any]:
+    schema = _SCHEMA[section] if schema is None else schema
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: '{section}' must be a table", f"write it as [{section}]")
     out: dict[str, Any] = {}
@@ -207,3 +251,48 @@ def _check_ranges(path: Path, profile: DeviceProfile) -> None:
             raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at least {low}")
     if not 0 < profile.measure["max_cv"] < 1:
         raise ProfileError(f"{path}: key 'measure.max_cv' is {profile.measure['max_cv']}", "use a value in (0, 1)")
+
+
+def _check_runner(path: Path, raw: Any) -> dict[str, Any]:
+    """The [runner] table, checked against the keys of its kind, with that kind's defaults filled in."""
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: 'runner' must be a table", "write it as [runner]")
+    kind = _check_section(path, "runner", {"kind": raw.get("kind", "local")}, _RUNNER_COMMON)["kind"]
+    schema = _RUNNER_SCHEMA[kind]
+    unknown = sorted(k for k in raw if k not in schema)
+    if unknown:
+        raise ProfileError(f"{path}: unknown key 'runner.{unknown[0]}' for runner kind '{kind}'",
+                           f"valid keys for kind '{kind}' are {', '.join(sorted(schema))}")
+    runner = _check_section(path, "runner", raw, schema)
+    if kind == "adb" and runner["perf_test"] is None:
+        runner["perf_test"] = runner["remote_dir"].rstrip("/") + "/onnxruntime_perf_test"
+    _check_runner_values(path, runner)
+    return runner
+
+
+def _check_runner_values(path: Path, runner: dict[str, Any]) -> None:
+    kind = runner["kind"]
+    if runner["timeout_s"] <= 0:
+        raise ProfileError(f"{path}: key 'runner.timeout_s' is {runner['timeout_s']}",
+                           "use a positive number of seconds")
+    if kind == "ssh" and not runner["host"]:
+        raise ProfileError(f"{path}: runner kind 'ssh' needs key 'runner.host'",
+                           'add host = "name-or-address" under [runner]')
+    if kind == "ssh" and not 1 <= runner["port"] <= 65535:
+        raise ProfileError(f"{path}: key 'runner.port' is {runner['port']}", "use a port between 1 and 65535")
+    if kind == "ssh" and runner["connect_timeout_s"] < 1:
+        raise ProfileError(f"{path}: key 'runner.connect_timeout_s' is {runner['connect_timeout_s']}",
+                           "use at least 1 second")
+    for key in ("host", "user", "serial"):
+        value = runner.get(key)
+        if value is not None and not _SAFE_NAME.fullmatch(value):
+            raise ProfileError(f"{path}: key 'runner.{key}' is {value!r}",
+                               "use a plain name or address (letters, digits, . _ : % and inner -; no spaces or @)")
+    for key in ("remote_dir", "perf_test"):
+        value = runner.get(key)
+        if value is not None and not _SAFE_PATH.fullmatch(value):
+            raise ProfileError(f"{path}: key 'runner.{key}' is {value!r}",
+                               "use an absolute path of letters, digits and . _ + - / (no spaces or ~)")
+    for key in ("python", "perf_test", "identity_file"):
+        if key in runner and runner[key] is not None and not runner[key].strip():
+            raise ProfileError(f"{path}: key 'runner.{key}' is empty", "give a program name or path")

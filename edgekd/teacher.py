@@ -162,7 +162,7 @@ def _load_weights(model: Any, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160]
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"weights file '{path}' cannot be loaded safely ({first})",
                          "save it with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict):

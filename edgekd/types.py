@@ -89,6 +89,7 @@ class Candidate:
     size_bytes: int
     score: float
     latency_ms: float | None = None
+    predicted_ms: float | None = None  # from the profile's calibrated latency table, when there is one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +98,7 @@ class Candidate:
             "size_bytes": self.size_bytes,
             "score": self.score,
             "latency_ms": self.latency_ms,
+            "predicted_ms": self.predicted_ms,
         }
 
     @classmethod
@@ -107,6 +109,7 @@ class Candidate:
             size_bytes=int(data["size_bytes"]),
             score=float(data["score"]),
             latency_ms=data.get("latency_ms"),
+            predicted_ms=data.get("predicted_ms"),
         )
 
 
@@ -118,9 +121,11 @@ class SearchResult:
     evaluated: int
     measured: int
     seconds: float
+    latency_source: str = "measured"  # or "predicted+measured" with a calibrated table
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "latency_source": self.latency_source,
             "chosen": self.chosen.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
             "proxy": self.proxy,
@@ -138,6 +143,7 @@ class SearchResult:
             evaluated=int(data["evaluated"]),
             measured=int(data["measured"]),
             seconds=float(data["seconds"]),
+            latency_source=data.get("latency_source", "measured"),
         )
 
 

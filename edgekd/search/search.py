@@ -62,17 +62,22 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     specs = _sample_specs(space, config)
     idx = np.random.default_rng(config.seed).permutation(len(data.y_train))[:config.probe_batch]
     probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
+    predictor = _predictor(profile, config.space, data)
     scored: list[Candidate] = []
     for spec in tqdm(specs, desc="score candidates", disable=not progress, leave=False):
         torch.manual_seed(config.seed)
         model = space.build(spec.config, data.input_shape, data.num_classes)
         size = estimate_int8_bytes(model)
         nparams = sum(p.numel() for p in model.parameters())
-        if budget.max_size_kb is not None and size > budget.max_size_kb * 1024:
-            scored.append(Candidate(spec, nparams, size, float("-inf")))
+        predicted = predictor.predict(spec, "fp32") if predictor else None
+        too_slow = predicted is not None and budget.latency_ms is not None and predicted > budget.latency_ms * 1.1
+        if too_slow or (budget.max_size_kb is not None and size > budget.max_size_kb * 1024):
+            scored.append(Candidate(spec, nparams, size, float("-inf"), predicted_ms=predicted))
             continue
-        scored.append(Candidate(spec, nparams, size, proxy(model, probe)))
+        scored.append(Candidate(spec, nparams, size, proxy(model, probe), predicted_ms=predicted))
     fits = [c for c in scored if c.score != float("-inf")]
+    if not fits and predictor is not None and budget.latency_ms is not None:
+        fits = [min(scored, key=lambda c: c.predicted_ms)]  # let the measurement give the verdict
     if not fits:
         smallest = min(scored, key=lambda c: c.size_bytes)
         raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
@@ -84,7 +89,22 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     chosen = max(feasible, key=lambda c: c.score)
     by_key = {c.spec.key(): c for c in measured}
     final = tuple(by_key.get(c.spec.key(), c) for c in ranked)
-    return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start)
+    return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
+                        "predicted+measured" if predictor else "measured")
+
+
+def _predictor(profile: DeviceProfile, space: str, data: Dataset) -> Any:
+    """The profile's calibrated latency model for this space and input, or None (then we only measure)."""
+    from edgekd.errors import ProfileError
+    from edgekd.latency.predict import LatencyPredictor
+    from edgekd.latency.table import load_table
+    from edgekd.search.spaces import SPACES
+
+    try:
+        table = load_table(profile, space, data.input_shape, data.num_classes)
+    except ProfileError:
+        return None
+    return LatencyPredictor(table, SPACES.get(space))
 
 
 def _sample_specs(space: Any, config: SearchConfig) -> list[StudentSpec]:

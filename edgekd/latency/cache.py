@@ -1,0 +1,47 @@
+"""Measurement cache keyed by (model sha256s, profile digest, input shape).
+
+Models measured together are cached together: a ratio is only meaningful between models measured
+in the same interleaved run, so a cached comparison is never stitched from two separate runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgekd.fsutil import sha256, write_json
+from edgekd.profiles import DeviceProfile
+from edgekd.types import LatencyStats
+
+
+def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None) -> str:
+    parts = [sha256(p) for p in paths] + [profile.digest(), repr(tuple(shape) if shape else None)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _path(key: str) -> Path:
+    from edgekd.teacher import cache_dir
+
+    return cache_dir() / "latency" / f"{key}.json"
+
+
+def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None = None,
+                   use_cache: bool = True) -> tuple[list[LatencyStats], bool]:
+    """Measure (or recall) ``paths`` on ``profile``; returns (stats, came_from_cache)."""
+    from edgekd.latency.measure import measure
+
+    key = _key(paths, profile, shape)
+    path = _path(key)
+    if use_cache and path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return [LatencyStats.from_dict(d) for d in data["stats"]], True
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # a corrupt entry is dropped, never trusted
+    stats = measure(paths, profile, shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
+                      "stats": [s.to_dict() for s in stats]})
+    return stats, False

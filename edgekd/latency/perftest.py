@@ -1,0 +1,108 @@
+"""onnxruntime_perf_test on a device: its command line for a profile, its output parsed, repeats aggregated.
+
+Used by the adb runner's ``perf_test`` mode, for devices that have onnxruntime's C++ benchmark
+binary but no Python. Each invocation is one repeat of ``runs_per_repeat`` runs; the models take
+turns exactly as in the Python worker, and the per-repeat P50s play the part of its per-repeat medians.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ArtifactError, RunnerError
+from edgekd.types import LatencyStats
+
+_PROVIDERS = {"CPUExecutionProvider": "cpu", "XnnpackExecutionProvider": "xnnpack", "NnapiExecutionProvider": "nnapi",
+              "QNNExecutionProvider": "qnn", "CoreMLExecutionProvider": "coreml"}
+_OPT_LEVELS = {"disable": "0", "basic": "1", "extended": "2", "all": "99"}
+_LINE = re.compile(r"^\s*(Average inference time cost|P50 Latency|P90 Latency|P99 Latency)\s*:\s*"
+                   r"([-+0-9.eE]+)\s*(ms|us|s)?\s*$", re.MULTILINE)
+_KEYS = {"Average inference time cost": "mean", "P50 Latency": "p50", "P90 Latency": "p90", "P99 Latency": "p99"}
+_TO_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3}
+
+
+def command(program: str, model: str, runtime: dict[str, Any], runs: int, free_dims: Sequence[str]) -> list[str]:
+    """The argv (to run on the device) that times ``model`` ``runs`` times with the profile's runtime settings."""
+    providers = list(runtime.get("providers") or ["CPUExecutionProvider"])
+    if providers[0] not in _PROVIDERS:
+        raise RunnerError(f"onnxruntime_perf_test has no option for execution provider '{providers[0]}'",
+                          f"make runtime.providers start with one of {', '.join(_PROVIDERS)}, "
+                          "or use runner.mode = \"python\"")
+    argv = [program, "-e", _PROVIDERS[providers[0]], "-m", "times", "-r", str(runs),
+            "-x", str(runtime["intra_op_threads"]), "-o", _OPT_LEVELS[runtime["graph_optimization"]]]
+    if runtime["execution_mode"] == "parallel":
+        argv += ["-P", "-y", str(runtime["inter_op_threads"])]
+    if not runtime["allow_spinning"]:
+        argv += ["-C", "session.intra_op.allow_spinning|0"]
+    for dim in free_dims:
+        argv += ["-f", dim]
+    return argv + ["-I", model]
+
+
+def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list[str]:
+    """``name:value`` overrides for the model input's dynamic dimensions (perf_test's ``-f``)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf and onnx raise several unrelated types here
+        raise ArtifactError(f"onnx cannot load '{path}': {str(exc).strip()[:200] or type(exc).__name__}",
+                            "pass a complete, valid ONNX model (re-export it)") from None
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise RunnerError(f"model '{path}' has {len(inputs)} inputs", "edgekd measures single-input models")
+    dims = list(inputs[0].type.tensor_type.shape.dim)
+    if shape and len(shape) != len(dims):
+        raise RunnerError(f"--input-shape {','.join(map(str, shape))} has {len(shape)} dimensions but model "
+                          f"'{path}' takes {len(dims)}", "pass an input shape of the model's rank")
+    out: list[str] = []
+    for i, dim in enumerate(dims):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            continue
+        want = int(shape[i]) if shape else (batch if i == 0 else None)
+        if want is None:
+            raise RunnerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim.dim_param or '?'})",
+                              "pass --input-shape, e.g. --input-shape 1,3,224,224")
+        if not dim.dim_param:
+            raise RunnerError(f"dimension {i} of model input '{inputs[0].name}' is dynamic but unnamed, so "
+                              "onnxruntime_perf_test cannot set it",
+                              "export the model with a fixed shape or named dynamic axes, or use runner.mode = "
+                              "\"python\"")
+        if f"{dim.dim_param}:{want}" not in out:
+            out.append(f"{dim.dim_param}:{want}")
+    return out
+
+
+def parse(text: str) -> dict[str, float] | None:
+    """Average/P50/P90/P99 in ms from perf_test's output; ``None`` if any of them is missing."""
+    found: dict[str, float] = {}
+    for name, value, unit in _LINE.findall(text):
+        try:
+            found[_KEYS[name]] = float(value) * _TO_MS[unit or "ms"]
+        except ValueError:
+            return None
+    return found if len(found) == len(_KEYS) else None
+
+
+def cv(values: Sequence[float]) -> float:
+    mean = statistics.fmean(values)
+    return statistics.pstdev(values) / mean if mean > 0 else 0.0
+
+
+def aggregate(samples: Sequence[dict[str, float]], runs_per_repeat: int) -> LatencyStats:
+    """One model's repeats: p50/p90/p99 are medians of the repeats' percentiles, cv that of their P50s."""
+    p50s = [s["p50"] for s in samples]
+    return LatencyStats(
+        p50_ms=float(statistics.median(p50s)),
+        p90_ms=float(statistics.median(s["p90"] for s in samples)),
+        p99_ms=float(statistics.median(s["p99"] for s in samples)),
+        mean_ms=float(statistics.fmean(s["mean"] for s in samples)),
+        cv=cv(p50s),
+        runs=runs_per_repeat * len(samples),
+        repeats=len(samples),
+    )

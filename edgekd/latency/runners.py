@@ -1,0 +1,362 @@
+"""Runners: where a profile's models are measured, chosen by the profile's ``[runner] kind``.
+
+``local`` runs the standalone worker (``worker.py``) in a separate Python process on this machine;
+``ssh`` copies the worker and the models to a host and runs it there; ``adb`` does the same on an
+Android device, or drives ``onnxruntime_perf_test`` there (``mode = "perf_test"``). Every command
+is an argv list; the commands a remote shell runs are quoted with ``shlex.join``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgekd.errors import ArtifactError, RunnerError
+from edgekd.profiles import DeviceProfile, runner_defaults
+from edgekd.registry import Registry
+from edgekd.types import LatencyStats
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+class Runner(Protocol):
+    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]: ...
+
+
+RUNNERS: Registry[Any] = Registry("runner")
+
+
+def get_runner(profile: DeviceProfile) -> Runner:
+    """The runner the profile's ``[runner] kind`` names, configured by the profile."""
+    return RUNNERS.get(profile.runner.get("kind", "local"))(profile)
+
+
+def _settings(profile: DeviceProfile) -> dict[str, Any]:
+    return {**runner_defaults(profile.runner.get("kind", "local")), **profile.runner}
+
+
+def _existing(paths: Sequence[str | Path]) -> list[Path]:
+    out = [Path(p) for p in paths]
+    for path in out:
+        if not path.is_file():
+            raise ArtifactError(f"model file '{path}' does not exist", "check the path")
+    return out
+
+
+def _spec(models: Sequence[str], labels: Sequence[Path], shape: Sequence[int] | None,
+          profile: DeviceProfile) -> dict[str, Any]:
+    return {"models": list(models), "labels": [str(p) for p in labels],
+            "shape": [int(d) for d in shape] if shape else None,
+            "runtime": dict(profile.runtime), "measure": dict(profile.measure)}
+
+
+def _call(argv: list[str], timeout: float, where: str, step: str, fix: str) -> subprocess.CompletedProcess:
+    """Run ``argv``; a missing executable or a time-out becomes RunnerError naming ``where`` and ``step``."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              check=False, errors="replace")
+    except FileNotFoundError:
+        raise RunnerError(f"{argv[0]} is not installed or not on PATH",
+                          f"install {Path(argv[0]).name} (or add it to PATH), or pick a profile with another "
+                          "runner") from None
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"{where} timed out after {timeout:g} s while {step}", fix) from None
+
+
+def _first_line(proc: subprocess.CompletedProcess) -> str:
+    for text in (proc.stderr, proc.stdout):
+        for line in (text or "").splitlines():
+            if line.strip():
+                return line.strip()[:200]
+    return "(no output)"
+
+
+def _garbled(text: str) -> RunnerError:
+    return RunnerError(f"could not parse the runner's output: {text.strip()[:80]!r}",
+                       "check that the device runs edgekd's worker with a working Python, numpy and onnxruntime")
+
+
+def _json_line(stdout: str) -> dict[str, Any] | None:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        data = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "ok" in data else None
+
+
+def _worker_stats(data: dict[str, Any], stdout: str, count: int, where: str | None) -> list[LatencyStats]:
+    """The worker's answer as LatencyStats; its own failures keep their kind (bad model => ArtifactError)."""
+    if data.get("ok") is not True:
+        cls = ArtifactError if data.get("kind") == "artifact" else RunnerError
+        problem = str(data.get("error") or "the latency worker failed without saying why")
+        raise cls(f"{where}: {problem}" if where else problem, str(data.get("fix") or "") or None)
+    names = [f.name for f in dataclasses.fields(LatencyStats)]
+    try:
+        results = data["results"]
+        if not isinstance(results, list) or len(results) != count:
+            raise ValueError("wrong number of results")
+        return [LatencyStats(**{k: (int if k in ("runs", "repeats") else float)(r[k]) for k in names})
+                for r in results]
+    except (KeyError, TypeError, ValueError):
+        raise _garbled(stdout) from None
+
+
+@RUNNERS.register("local")
+@dataclass(frozen=True)
+class LocalRunner:
+    """The worker in a separate Python process (this interpreter) on this machine."""
+
+    profile: DeviceProfile
+
+    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]:
+        models = _existing(paths)
+        if not models:
+            return []
+        timeout = float(_settings(self.profile)["timeout_s"])
+        where = "the local latency worker"
+        with tempfile.TemporaryDirectory(prefix="edgekd-run-") as tmp:
+            spec = Path(tmp) / "spec.json"
+            spec.write_text(json.dumps(_spec([str(p.resolve()) for p in models], models, shape, self.profile)),
+                            encoding="utf-8")
+            proc = _call([sys.executable, str(WORKER), str(spec)], timeout, where, "measuring",
+                         "raise runner.timeout_s in the profile or measure fewer models")
+        data = _json_line(proc.stdout)
+        if data is None:
+            if proc.returncode != 0:
+                raise RunnerError(f"{where} failed (exit {proc.returncode}): {_first_line(proc)}",
+                                  "check that numpy and onnxruntime import in this Python")
+            raise _garbled(proc.stdout)
+        return _worker_stats(data, proc.stdout, len(models), None)
+
+
+def _stage(models: Sequence[Path], folder: Path) -> list[str]:
+    """Lay the models out in ``folder`` as m0/model.onnx, m1/... (with any ``.data`` sidecar); relative paths."""
+    rel = []
+    for i, path in enumerate(models):
+        sub = folder / f"m{i}"
+        sub.mkdir()
+        _place(path, sub / "model.onnx")
+        sidecar = path.with_name(path.name + ".data")  # external weights keep the name the model refers to
+        if sidecar.is_file():
+            _place(sidecar, sub / sidecar.name)
+        rel.append(f"m{i}/model.onnx")
+    return rel
+
+
+def _place(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@dataclass(frozen=True)
+class _RemoteRunner:
+    """Shared steps of the ssh and adb runners: make a run folder, copy, run, clean up."""
+
+    profile: DeviceProfile
+
+    # Filled in by each remote kind.
+    def _where(self) -> str: raise NotImplementedError
+    def _device(self) -> str: raise NotImplementedError
+    def _fix(self) -> str: raise NotImplementedError
+    def _shell(self, cmd: list[str]) -> list[str]: raise NotImplementedError
+    def _push(self, sources: list[str], dest: str) -> list[str]: raise NotImplementedError
+    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool: raise NotImplementedError
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return _settings(self.profile)
+
+    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]:
+        models = _existing(paths)
+        if not models:
+            return []
+        run_dir = f"{self.cfg['remote_dir'].rstrip('/')}/run-{uuid.uuid4().hex[:12]}"
+        with tempfile.TemporaryDirectory(prefix="edgekd-stage-") as tmp:
+            rel = _stage(models, Path(tmp))
+            remote = [f"{run_dir}/{r}" for r in rel]
+            if self._mode() == "python":
+                shutil.copy2(WORKER, Path(tmp) / "worker.py")
+                (Path(tmp) / "spec.json").write_text(json.dumps(_spec(remote, models, shape, self.profile)),
+                                                     encoding="utf-8")
+            self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder")
+            try:
+                sources = [str(Path(tmp) / name) for name in sorted(os.listdir(tmp))]
+                self._step(self._push(sources, run_dir), "copying the models")
+                if self._mode() == "python":
+                    return self._run_worker(run_dir, len(models))
+                return self._run_perf_test(models, remote, shape)
+            finally:
+                self._clean(run_dir)
+
+    def _mode(self) -> str:
+        return str(self.cfg.get("mode", "python"))
+
+    def _call(self, argv: list[str], step: str) -> subprocess.CompletedProcess:
+        return _call(argv, float(self.cfg["timeout_s"]), self._where(), step, self._fix())
+
+    def _step(self, argv: list[str], step: str) -> None:
+        proc = self._call(argv, step)
+        if proc.returncode != 0:
+            raise self._failure(proc, step)
+
+    def _failure(self, proc: subprocess.CompletedProcess, step: str) -> RunnerError:
+        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {_first_line(proc)}",
+                           self._fix())
+
+    def _raise_for(self, proc: subprocess.CompletedProcess, step: str, key: str) -> None:
+        """Raise for a failed transport, a missing program on the device, or a non-zero exit."""
+        if self._transport_failed(proc):
+            raise self._failure(proc, step)
+        output = f"{proc.stderr}\n{proc.stdout}".lower()
+        if proc.returncode == 127 or "not found" in output:
+            raise RunnerError(f"{self.cfg[key]} was not found on {self._device()}",
+                              f"set runner.{key} in the profile to its path on the device")
+        if proc.returncode != 0:
+            raise self._failure(proc, step)
+
+    def _run_worker(self, run_dir: str, count: int) -> list[LatencyStats]:
+        step = "running the measurement"
+        proc = self._call(self._shell([self.cfg["python"], f"{run_dir}/worker.py", f"{run_dir}/spec.json"]), step)
+        data = _json_line(proc.stdout)
+        if data is None or self._transport_failed(proc):
+            self._raise_for(proc, step, "python")
+            raise _garbled(proc.stdout)
+        return _worker_stats(data, proc.stdout, count, self._where())
+
+    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
+        raise RunnerError(f"runner kind '{self.cfg['kind']}' has no perf_test mode", "use runner.mode = \"python\"")
+
+    def _clean(self, run_dir: str) -> None:
+        """Best effort: a failed clean-up never hides the measurement or its error."""
+        try:
+            subprocess.run(self._shell(["rm", "-rf", run_dir]), capture_output=True, stdin=subprocess.DEVNULL,
+                           timeout=min(float(self.cfg["timeout_s"]), 30.0), check=False)
+        except (OSError, subprocess.SubprocessError, RunnerError):
+            pass
+
+
+@RUNNERS.register("ssh")
+@dataclass(frozen=True)
+class SshRunner(_RemoteRunner):
+    """The worker on a host reached with ssh/scp (key login; no password prompts)."""
+
+    def _target(self) -> str:
+        user = self.cfg.get("user")
+        return f"{user}@{self.cfg['host']}" if user else str(self.cfg["host"])
+
+    def _where(self) -> str:
+        return f"ssh to {self._target()}:{self.cfg['port']}"
+
+    def _device(self) -> str:
+        return str(self.cfg["host"])
+
+    def _fix(self) -> str:
+        return ("check the host is reachable, runner.host/port/user/identity_file in the profile, and that key "
+                "login works without a password (ssh runs with BatchMode=yes); raise runner.timeout_s for slow "
+                "devices")
+
+    def _options(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.cfg['connect_timeout_s']}"]
+        identity = self.cfg.get("identity_file")
+        if identity:
+            path = Path(identity).expanduser()
+            if not path.is_file():
+                raise RunnerError(f"identity file '{identity}' for {self._where()} does not exist",
+                                  "fix runner.identity_file in the profile")
+            opts += ["-i", str(path)]
+        return opts
+
+    def _shell(self, cmd: list[str]) -> list[str]:
+        # ssh hands its command to the remote shell as one string: quote each argument for it.
+        return ["ssh", *self._options(), "-p", str(self.cfg["port"]), self._target(), shlex.join(cmd)]
+
+    def _push(self, sources: list[str], dest: str) -> list[str]:
+        return ["scp", "-q", "-r", *self._options(), "-P", str(self.cfg["port"]), *sources,
+                f"{self._target()}:{dest}/"]
+
+    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
+        return proc.returncode == 255  # ssh's own failures; the remote command's codes pass through
+
+
+@RUNNERS.register("adb")
+@dataclass(frozen=True)
+class AdbRunner(_RemoteRunner):
+    """The worker (``mode = "python"``) or onnxruntime_perf_test (``mode = "perf_test"``) on an adb device."""
+
+    def _base(self) -> list[str]:
+        serial = self.cfg.get("serial")
+        return ["adb", "-s", serial] if serial else ["adb"]
+
+    def _device(self) -> str:
+        serial = self.cfg.get("serial")
+        return f"device {serial}" if serial else "the adb device"
+
+    def _where(self) -> str:
+        return f"adb on {self._device()}"
+
+    def _fix(self) -> str:
+        return ("check the device is connected with USB debugging on (`adb devices` lists it) and runner.serial "
+                "in the profile; raise runner.timeout_s for slow devices")
+
+    def _shell(self, cmd: list[str]) -> list[str]:
+        return [*self._base(), "shell", shlex.join(cmd)]
+
+    def _push(self, sources: list[str], dest: str) -> list[str]:
+        return [*self._base(), "push", *sources, f"{dest}/"]
+
+    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
+        first = _first_line(proc)
+        return proc.returncode != 0 and first.startswith(("adb:", "error:"))
+
+    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
+        from edgekd.latency import perftest
+
+        m = self.profile.measure
+        dims = [perftest.free_dims(p, int(m["batch_size"]), shape) for p in models]
+
+        def timed(i: int, runs: int) -> dict[str, float]:
+            cmd = perftest.command(self.cfg["perf_test"], remote[i], self.profile.runtime, runs, dims[i])
+            return self._perf_once(cmd, models[i])
+
+        if m["warmup_runs"]:
+            for i in range(len(models)):
+                timed(i, int(m["warmup_runs"]))
+        samples: list[list[dict[str, float]]] = [[] for _ in models]
+        self._perf_rounds(timed, samples)
+        if max(perftest.cv([s["p50"] for s in per]) for per in samples) > m["max_cv"]:
+            self._perf_rounds(timed, samples)  # noisy: measure as much again, as the worker does
+        return [perftest.aggregate(per, int(m["runs_per_repeat"])) for per in samples]
+
+    def _perf_rounds(self, timed: Any, samples: list[list[dict[str, float]]]) -> None:
+        n, m = len(samples), self.profile.measure
+        for rep in range(int(m["repeats"])):
+            for k in range(n):
+                i = (rep + k) % n  # rotate so no model always runs first after a switch
+                samples[i].append(timed(i, int(m["runs_per_repeat"])))
+
+    def _perf_once(self, cmd: list[str], model: Path) -> dict[str, float]:
+        from edgekd.latency import perftest
+
+        step = f"running onnxruntime_perf_test on {model.name}"
+        proc = self._call(self._shell(cmd), step)
+        sample = perftest.parse(proc.stdout)
+        if sample is None or proc.returncode != 0:
+            self._raise_for(proc, step, "perf_test")
+            raise _garbled(proc.stdout)
+        return sample

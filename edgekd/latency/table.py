@@ -1,0 +1,98 @@
+"""Calibrated latency tables: per-block latencies measured on one profile, stamped so a table is
+never used with another runtime version or another version of the profile."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ProfileError
+from edgekd.fsutil import write_json
+from edgekd.profiles import DeviceProfile, builtin_dir, user_dir
+
+TABLE_SCHEMA = "edgekd.latency-table"
+TABLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a table is valid for."""
+
+    profile: str
+    profile_digest: str
+    onnxruntime: str
+    space: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    @classmethod
+    def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int) -> Stamp:
+        import onnxruntime
+
+        return cls(profile.name, profile.digest(), onnxruntime.__version__, space,
+                   tuple(int(d) for d in input_shape), int(num_classes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    stamp: Stamp
+    # precision -> block key -> p50 in units of the reference network's p50 measured in the same run
+    entries: dict[str, dict[str, float]] = field(hash=False)
+    fit: dict[str, list[float]] = field(hash=False)  # precision -> [a, b, c]: units = a*sum + b*blocks + c
+    calibration_networks: int = 0
+    seconds: float = 0.0
+    reference_ms: float = 0.0  # the reference network's median p50 during calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stamp"]["input_shape"] = list(self.stamp.input_shape)
+        return {"schema": TABLE_SCHEMA, "schema_version": TABLE_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
+        stamp = dict(data["stamp"])
+        stamp["input_shape"] = tuple(stamp["input_shape"])
+        return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
+                   data.get("seconds", 0.0), float(data["reference_ms"]))
+
+
+def block_key(key: tuple) -> str:
+    return ":".join(str(k) for k in key)
+
+
+def table_path(profile: DeviceProfile, space: str) -> Path:
+    """Beside the user's profile file; built-in profiles get theirs in the user profile folder."""
+    source = Path(profile.source).resolve()
+    folder = user_dir() if source.parent == builtin_dir().resolve() else source.parent
+    return folder / f"{profile.name}.{space}.latency.json"
+
+
+def save_table(table: LatencyTable, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, table.to_dict())
+
+
+def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int,
+               path: Path | None = None) -> LatencyTable:
+    """The calibrated table for this profile and space; refused if stamped for anything else."""
+    path = path or table_path(profile, space)
+    fix = f"run `edgekd profiles calibrate {profile.name}`"
+    if not path.is_file():
+        raise ProfileError(f"profile '{profile.name}' has no latency table for space '{space}' ({path})", fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("schema") != TABLE_SCHEMA or data.get("schema_version") != TABLE_VERSION:
+            raise ValueError("not a version-1 latency table")
+        table = LatencyTable.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
+    want = Stamp.current(profile, space, input_shape, num_classes)
+    for name in ("profile_digest", "onnxruntime", "input_shape", "num_classes"):
+        have, need = getattr(table.stamp, name), getattr(want, name)
+        if have != need:
+            raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
+                               f"not {need}", f"recalibrate: {fix}" + (
+                                   f" --input-shape {','.join(map(str, need))}" if name == "input_shape" else ""))
+    return table

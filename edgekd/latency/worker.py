@@ -1,0 +1,211 @@
+"""edgekd latency worker: measures ONNX models interleaved, on the machine it runs on.
+
+Standalone on purpose (stdlib, numpy and onnxruntime only; no edgekd), because runners copy this
+one file to remote devices and run it there::
+
+    python3 worker.py spec.json
+
+The spec is a JSON object::
+
+    {"models": ["a.onnx", "b.onnx"],          # paths on this machine
+     "labels": ["a.onnx", "b.onnx"],          # optional: names for messages (the user's own paths)
+     "shape": [1, 3, 224, 224] or null,       # input shape; null: the model's own, dynamic batch = batch_size
+     "runtime": {...},                        # a profile's [runtime] table
+     "measure": {...}}                        # a profile's [measure] table
+
+It prints exactly one JSON line on stdout and nothing else there::
+
+    {"ok": true, "results": [{"p50_ms": ..., "p90_ms": ..., "p99_ms": ..., "mean_ms": ..., "cv": ...,
+                              "runs": ..., "repeats": ...}, ...], "onnxruntime": "1.20.0"}
+    {"ok": false, "error": "...", "fix": "...", "kind": "artifact" | "runner"}   (exit code 1)
+
+Each model is warmed up, then the models take turns in rotating order for ``repeats`` repeats of
+``runs_per_repeat`` timed runs; if the per-repeat medians of any model vary (coefficient of
+variation) more than ``max_cv``, as much again is measured and everything is judged together.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+_RUNTIME_KEYS = ("intra_op_threads", "inter_op_threads", "execution_mode", "graph_optimization", "allow_spinning",
+                 "providers")
+_MEASURE_KEYS = ("batch_size", "warmup_runs", "repeats", "runs_per_repeat", "max_cv")
+
+
+class WorkerError(Exception):
+    """A failure reported as {"ok": false, ...}; ``kind`` is "artifact" for a bad model file."""
+
+    def __init__(self, problem: str, fix: str, kind: str = "runner") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+        self.kind = kind
+
+
+def main(argv: list | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if len(args) != 1:
+            raise WorkerError("the worker takes exactly one argument", "run it as: python3 worker.py spec.json")
+        results, version = run(load_spec(args[0]))
+    except WorkerError as exc:
+        _emit({"ok": False, "error": exc.problem, "fix": exc.fix, "kind": exc.kind})
+        return 1
+    except Exception as exc:  # anything unforeseen still answers with one JSON line
+        _emit({"ok": False, "error": f"the latency worker failed: {type(exc).__name__}: {exc}",
+               "fix": "check the device's numpy and onnxruntime installation", "kind": "runner"})
+        return 1
+    _emit({"ok": True, "results": results, "onnxruntime": version})
+    return 0
+
+
+def _emit(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def load_spec(path: str) -> dict:
+    """Read and check the spec file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            spec = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise WorkerError(f"cannot read the worker spec '{path}' ({exc})",
+                          "pass the path of the JSON spec the runner wrote") from None
+    if not isinstance(spec, dict):
+        raise WorkerError(f"the worker spec '{path}' is not a JSON object", "write the spec as a JSON object")
+    models = spec.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise WorkerError("the worker spec has no list of model paths", 'add "models": ["model.onnx", ...]')
+    labels = spec.get("labels") or models
+    if not isinstance(labels, list) or len(labels) != len(models):
+        raise WorkerError("the worker spec's labels do not match its models", "give one label per model")
+    shape = spec.get("shape")
+    if shape is not None and (not isinstance(shape, list) or not all(isinstance(d, int) for d in shape)):
+        raise WorkerError(f"the worker spec's shape {shape!r} is not a list of integers",
+                          'write it as e.g. "shape": [1, 3, 224, 224] or null')
+    for table, keys in (("runtime", _RUNTIME_KEYS), ("measure", _MEASURE_KEYS)):
+        missing = [k for k in keys if k not in (spec.get(table) or {})]
+        if missing:
+            raise WorkerError(f"the worker spec's {table} table lacks {', '.join(missing)}",
+                              f"write the full [{table}] table of the profile into the spec")
+    return {"models": models, "labels": [str(x) for x in labels], "shape": shape, "runtime": spec["runtime"],
+            "measure": spec["measure"]}
+
+
+def _import_runtime() -> tuple:
+    try:
+        import numpy
+        import onnxruntime
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise WorkerError(f"{missing} is not installed for {sys.executable}",
+                          "install numpy and onnxruntime for that Python (pip install numpy onnxruntime) or "
+                          "set runner.python in the profile to a Python that has them") from None
+    return numpy, onnxruntime
+
+
+def run(spec: dict) -> tuple:
+    """Measure the spec's models; returns (one stats dict per model, onnxruntime version)."""
+    np, ort = _import_runtime()
+    m = spec["measure"]
+    options = _session_options(ort, spec["runtime"])
+    sessions = [_open(ort, path, label, options, spec["runtime"]["providers"])
+                for path, label in zip(spec["models"], spec["labels"])]
+    feeds = []
+    for sess in sessions:
+        shape = _input_shape(sess, int(m["batch_size"]), spec["shape"])
+        data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        feeds.append({sess.get_inputs()[0].name: data})
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(int(m["warmup_runs"])):
+            sess.run(None, feed)
+    runs = [[] for _ in sessions]
+    medians = [[] for _ in sessions]
+    _repeat(np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
+    if max(_cv(np, med) for med in medians) > float(m["max_cv"]):
+        # A noisy stretch: measure as much again and judge on all of it rather than on the noise.
+        _repeat(np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
+    return [_stats(np, r, med) for r, med in zip(runs, medians)], ort.__version__
+
+
+def _session_options(ort, rt: dict):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(rt["intra_op_threads"])
+    opts.inter_op_num_threads = int(rt["inter_op_threads"])
+    opts.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if rt["execution_mode"] == "parallel"
+                           else ort.ExecutionMode.ORT_SEQUENTIAL)
+    level = _OPT_LEVELS.get(rt["graph_optimization"], "ORT_ENABLE_ALL")
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if rt["allow_spinning"] else "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def _open(ort, path: str, label: str, options, providers: list):
+    import os
+
+    if not os.path.isfile(path):
+        raise WorkerError(f"model file '{label}' does not exist", "check the path", "artifact")
+    try:
+        return ort.InferenceSession(path, options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises several unrelated exception types here
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise WorkerError(f"onnxruntime cannot load '{label}': {first}",
+                          "pass a complete, valid ONNX model (re-export it)", "artifact") from None
+
+
+def _input_shape(session, batch: int, override: list | None) -> tuple:
+    """The concrete input shape: dynamic batch becomes ``batch``; other dynamic dims need ``override``."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise WorkerError(f"model has {len(inputs)} inputs", "edgekd measures single-input models")
+    if override:
+        return tuple(int(d) for d in override)
+    shape = []
+    for i, dim in enumerate(inputs[0].shape):
+        if isinstance(dim, int) and dim > 0:
+            shape.append(dim)
+        elif i == 0:
+            shape.append(batch)
+        else:
+            raise WorkerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim})",
+                              "pass --input-shape, e.g. --input-shape 1,3,224,224")
+    return tuple(shape)
+
+
+def _repeat(np, sessions: list, feeds: list, repeats: int, per_repeat: int, runs: list, medians: list) -> None:
+    n = len(sessions)
+    for rep in range(repeats):
+        for k in range(n):
+            i = (rep + k) % n  # rotate so no model always runs first after a switch
+            sess, feed = sessions[i], feeds[i]
+            times = []
+            for _ in range(per_repeat):
+                start = time.perf_counter_ns()
+                sess.run(None, feed)
+                times.append((time.perf_counter_ns() - start) / 1e6)
+            runs[i].extend(times)
+            medians[i].append(float(np.median(times)))
+
+
+def _cv(np, values: list) -> float:
+    arr = np.asarray(values)
+    return float(arr.std() / arr.mean()) if arr.mean() > 0 else 0.0
+
+
+def _stats(np, runs: list, medians: list) -> dict:
+    arr = np.asarray(runs)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()), "cv": _cv(np, medians),
+            "runs": len(runs), "repeats": len(medians)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

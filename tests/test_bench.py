@@ -1,0 +1,67 @@
+"""`edgekd bench`: interleaved comparison, result cache, and its error paths."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    import torch
+
+    folder = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    big = torch.nn.Sequential(*[torch.nn.Conv2d(1 if i == 0 else 32, 32, 3, padding=1) for i in range(4)])
+    x = torch.from_numpy(np.zeros((1, 1, 16, 16), np.float32))
+    for name, model in (("small", small), ("big", big)):
+        torch.onnx.export(model.eval(), (x,), str(folder / f"{name}.onnx"), dynamo=False, input_names=["input"])
+    torch.onnx.export(small.eval(), (x,), str(folder / "dynamic.onnx"), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}})
+    return folder
+
+
+def test_bench_compares_interleaved_and_caches(run_cli, models, fast_profile_path, tmp_path):
+    args = ["bench", models / "big.onnx", "--vs", models / "small.onnx", "--profile", fast_profile_path,
+            "--json", tmp_path / "b.json"]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "cached" not in out and "big.onnx" in out and "small.onnx" in out
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["models"][0]["p50_ms"] > data["models"][1]["p50_ms"]
+    code, out, _ = run_cli(*args)
+    assert code == 0 and "(cached result)" in out
+    code, out, _ = run_cli(*args, "--no-cache")
+    assert code == 0 and "cached" not in out
+
+
+def test_dynamic_model_needs_input_shape(run_cli, models, fast_profile_path):
+    code, _, err = run_cli("bench", models / "dynamic.onnx", "--profile", fast_profile_path, "--no-cache")
+    assert code == 2 and "--input-shape" in err and "Traceback" not in err
+    code, out, err = run_cli("bench", models / "dynamic.onnx", "--profile", fast_profile_path,
+                             "--input-shape", "1,1,16,16", "--no-cache")
+    assert code == 0, err
+    code, _, err = run_cli("bench", models / "dynamic.onnx", "--input-shape", "1,x,16", "--profile",
+                           fast_profile_path)
+    assert code == 2 and "positive integers" in err
+
+
+def test_bench_rejects_missing_and_non_onnx(run_cli, tmp_path):
+    code, _, err = run_cli("bench", tmp_path / "nope.onnx")
+    assert code == 2 and "does not exist" in err
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("hello")
+    code, _, err = run_cli("bench", bad)
+    assert code == 2 and err.startswith("error: ")
+
+
+def test_corrupt_cache_entry_is_remeasured(models, fast_profile, monkeypatch):
+    from edgekd.latency import cache
+
+    paths = [models / "small.onnx"]
+    stats, cached = cache.measure_cached(paths, fast_profile)
+    entry = cache._path(cache._key(paths, fast_profile, None))
+    entry.write_text("{garbage")
+    again, cached = cache.measure_cached(paths, fast_profile)
+    assert not cached and again[0].p50_ms > 0 and json.loads(entry.read_text())["stats"]

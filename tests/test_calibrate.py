@@ -1,0 +1,104 @@
+"""Calibration, the latency table's stamp, resume after interruption, and the predictor."""
+
+import json
+import time
+
+import pytest
+
+from edgekd.errors import ProfileError
+from edgekd.latency import calibrate as calib_mod
+from edgekd.latency.calibrate import calibrate, sample_specs
+from edgekd.latency.predict import LatencyPredictor
+from edgekd.latency.table import load_table, table_path
+from edgekd.search.spaces import SPACES, MobileNetV2Space
+
+SHAPE = (1, 16, 16)
+TINY = "mbv2-tiny-test"
+if TINY not in SPACES:
+    SPACES.register(TINY)(MobileNetV2Space(name=TINY, stems=(8,), widths=((8,), (8, 12), (12,)), depths=(1, 2),
+                                           expands=(2,), kernels=(3,)))
+
+
+@pytest.fixture(scope="module")
+def table_file(fast_profile, tmp_path_factory):
+    path = tmp_path_factory.mktemp("table") / "t.json"
+    calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=8, path=path)
+    return path
+
+
+def test_calibration_writes_a_stamped_table(table_file, fast_profile):
+    data = json.loads(table_file.read_text())
+    assert data["schema"] == "edgekd.latency-table" and data["stamp"]["profile_digest"] == fast_profile.digest()
+    n_blocks = len(SPACES.get(TINY).all_blocks(SHAPE, 10))
+    assert len(data["entries"]["fp32"]) == len(data["entries"]["int8"]) == n_blocks
+    assert all(v > 0 for v in data["entries"]["fp32"].values())
+    assert not table_file.with_name(table_file.name + ".partial").exists()
+
+
+def test_predictions_are_positive_and_fast(table_file, fast_profile):
+    table = load_table(fast_profile, TINY, SHAPE, 10, path=table_file)
+    predictor = LatencyPredictor(table, SPACES.get(TINY))
+    specs = sample_specs(SPACES.get(TINY), 6, 1)
+    assert all(predictor.predict(s, p) > 0 for s in specs for p in ("fp32", "int8"))
+    start = time.perf_counter()
+    for i in range(10_000):
+        predictor.predict(specs[i % len(specs)])
+    assert 10_000 / (time.perf_counter() - start) >= 10_000
+
+
+def test_table_from_another_runtime_or_profile_is_refused(table_file, fast_profile, tmp_path):
+    data = json.loads(table_file.read_text())
+    data["stamp"]["onnxruntime"] = "0.0.1"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="onnxruntime 0.0.1.*recalibrate"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=other)
+    data = json.loads(table_file.read_text())
+    data["stamp"]["profile_digest"] = "feedface"
+    other.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="profile digest"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=other)
+    with pytest.raises(ProfileError, match="input shape"):
+        load_table(fast_profile, TINY, (1, 32, 32), 10, path=table_file)
+    other.write_text("{not json")
+    with pytest.raises(ProfileError, match="unreadable"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=other)
+    with pytest.raises(ProfileError, match="no latency table.*calibrate"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=tmp_path / "missing.json")
+
+
+def test_interrupted_calibration_resumes(fast_profile, tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    real = calib_mod._measure_blocks
+    calls: list[int] = []
+
+    def flaky(space, keys, precision, profile, ref):
+        calls.append(len(keys))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second chunk
+        return real(space, keys, precision, profile, ref)
+
+    monkeypatch.setattr(calib_mod, "_measure_blocks", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=4, path=path)
+    assert not path.exists() and path.with_name(path.name + ".partial").is_file()
+    calls.clear()
+    monkeypatch.setattr(calib_mod, "_measure_blocks", lambda *a: (calls.append(len(a[1])), real(*a))[1])
+    calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=4, path=path)
+    total = 2 * len(SPACES.get(TINY).all_blocks(SHAPE, 10))
+    assert sum(calls) == total - 4  # the first chunk was not measured again
+    assert path.is_file()
+
+
+def test_too_few_networks_is_refused(fast_profile, tmp_path):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="too few"):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=3, path=tmp_path / "x.json")
+
+
+def test_builtin_profiles_write_tables_to_the_user_folder(monkeypatch, tmp_path):
+    from edgekd.profiles import load_profile
+
+    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(tmp_path))
+    assert table_path(load_profile("host-cpu-1t"), "mbv2") == tmp_path / "host-cpu-1t.mbv2.latency.json"

@@ -1,0 +1,221 @@
+"""Data loading: embedded digits, .npz files and image folders, and the errors each can raise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.data import load_data
+from edgekd.errors import DataError
+
+
+def _sizes(ds) -> int:
+    return len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+
+
+def _check_consistent(ds) -> None:
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test)):
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert len(x) == len(y) > 0
+        assert x.shape[1:] == ds.input_shape
+
+
+# --- digits ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def test_digits_default_shape_and_classes(digits):
+    assert digits.input_shape == (1, 32, 32)
+    assert digits.num_classes == 10
+    assert _sizes(digits) == 1797
+    _check_consistent(digits)
+    assert set(np.unique(digits.y_train)) == set(range(10))
+
+
+def test_digits_none_is_digits(digits):
+    again = load_data(None)
+    assert again.name == digits.name == "digits"
+    assert again.describe() == digits.describe()
+
+
+def test_digits_deterministic(digits):
+    again = load_data("digits")
+    assert np.array_equal(again.x_train, digits.x_train)
+    assert np.array_equal(again.y_train, digits.y_train)
+    assert np.array_equal(again.x_val, digits.x_val)
+    assert np.array_equal(again.y_test, digits.y_test)
+
+
+def test_digits_resolution():
+    ds = load_data("digits", resolution=16)
+    assert ds.input_shape == (1, 16, 16)
+    assert _sizes(ds) == 1797
+
+
+# --- .npz ------------------------------------------------------------------------------------------------
+
+def _xy(n: int = 200, classes: int = 4, shape=(8, 8)):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    y = np.arange(n) % classes  # every class present
+    return x, y
+
+
+def test_npz_x_y(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    ds = load_data(str(path))
+    assert ds.name == "data.npz"
+    assert ds.input_shape == (1, 8, 8)
+    assert ds.num_classes == 4
+    assert _sizes(ds) == 200
+    _check_consistent(ds)
+
+
+def test_npz_resolution(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    assert load_data(str(path), resolution=12).input_shape == (1, 12, 12)
+
+
+def test_npz_predefined_splits_carve_val(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "split.npz"
+    np.savez(path, x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    ds = load_data(str(path))
+    assert len(ds.y_test) == 40
+    assert len(ds.y_val) == 20  # 12.5% of 160
+    assert len(ds.y_train) == 140
+    assert ds.num_classes == 4
+    _check_consistent(ds)
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(str(tmp_path / "absent.npz"))
+
+
+def test_npz_garbage(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_bytes(b"this is not a numpy archive\x00\x01\x02" * 10)
+    with pytest.raises(DataError, match="cannot be read"):
+        load_data(str(path))
+
+
+def test_npz_wrong_keys(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "keys.npz"
+    np.savez(path, images=x, labels=y)
+    with pytest.raises(DataError, match=r"\['images', 'labels'\], not 'x' and 'y'"):
+        load_data(str(path))
+
+
+def test_npz_single_class(tmp_path):
+    x, _ = _xy()
+    path = tmp_path / "one.npz"
+    np.savez(path, x=x, y=np.zeros(len(x), dtype=np.int64))
+    with pytest.raises(DataError, match="single class"):
+        load_data(str(path))
+
+
+def test_npz_label_length_mismatch(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "short.npz"
+    np.savez(path, x=x, y=y[:-5])
+    with pytest.raises(DataError, match=r"y has shape \(195,\).*for 200 images"):
+        load_data(str(path))
+
+
+def test_npz_float_labels(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "float.npz"
+    np.savez(path, x=x, y=y.astype(np.float32))
+    with pytest.raises(DataError, match="integer class labels"):
+        load_data(str(path))
+
+
+def test_npz_negative_labels(tmp_path):
+    x, y = _xy()
+    path = tmp_path / "neg.npz"
+    np.savez(path, x=x, y=y - 1)
+    with pytest.raises(DataError, match="negative labels"):
+        load_data(str(path))
+
+
+def test_not_npz_regular_file(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("1,2,3\n")
+    with pytest.raises(DataError, match="neither a .npz file nor a folder"):
+        load_data(str(path))
+
+
+def test_empty_npz_is_a_data_error(tmp_path):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="cannot be read as .npz"):
+        load_data(str(path))
+
+
+def test_npy_named_npz_is_a_data_error(tmp_path):
+    path = tmp_path / "array.npz"
+    with open(path, "wb") as fh:
+        np.save(fh, np.zeros((4, 8, 8), dtype=np.uint8))
+    with pytest.raises(DataError, match="single .npy array, not a .npz archive"):
+        load_data(str(path))
+
+
+# --- image folders ---------------------------------------------------------------------------------------
+
+def _image_folder(root, classes=("cat", "dog"), per_class: int = 12, size: int = 10):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in classes:
+        (root / name).mkdir()
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def test_image_folder(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    ds = load_data(str(root))
+    assert ds.class_names == ("cat", "dog")
+    assert ds.num_classes == 2
+    assert ds.input_shape == (1, 10, 10)
+    assert _sizes(ds) == 24
+    _check_consistent(ds)
+
+
+def test_image_folder_resolution(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    assert load_data(str(root), resolution=8).input_shape == (1, 8, 8)
+
+
+def test_image_folder_corrupt_png(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "dog" / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"broken\.png: cannot be read as an image"):
+        load_data(str(root))
+
+
+def test_image_folder_single_class(tmp_path):
+    root = _image_folder(tmp_path / "imgs", classes=("only",))
+    with pytest.raises(DataError, match="found 1 class folders"):
+        load_data(str(root))
+
+
+def test_image_folder_without_images(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="found 2 class folders and 0 images"):
+        load_data(str(root))

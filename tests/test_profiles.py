@@ -1,0 +1,215 @@
+"""Device profiles: built-ins, the user folder, validation errors, digest, and the `profiles` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import ProfileError
+from edgekd.profiles import load_profile, profile_names
+
+VALID = """
+schema = 1
+name = "{name}"
+description = "{description}"
+[runtime]
+intra_op_threads = {threads}
+[measure]
+repeats = 3
+"""
+
+
+def _write(folder: Path, stem: str, text: str) -> Path:
+    path = folder / f"{stem}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _valid(name: str = "custom", description: str = "a test profile", threads: int = 2) -> str:
+    return VALID.format(name=name, description=description, threads=threads)
+
+
+@pytest.fixture
+def user_folder():
+    """The user profile folder set up by the autouse fixture; files written there are removed afterwards."""
+    folder = Path(os.environ["EDGEKD_PROFILE_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    yield folder
+    for path in set(folder.iterdir()) - before:
+        path.unlink()
+
+
+# --- built-ins -------------------------------------------------------------------------------------------
+
+def test_builtin_host_cpu_uses_all_cores():
+    prof = load_profile("host-cpu")
+    assert prof.name == "host-cpu"
+    assert prof.threads == 0  # 0 = onnxruntime's default, one per core
+    assert prof.runner["kind"] == "local"
+
+
+def test_builtin_host_cpu_1t_uses_one_thread():
+    prof = load_profile("host-cpu-1t")
+    assert prof.name == "host-cpu-1t"
+    assert prof.threads == 1
+    assert prof.runtime["engine"] == "onnxruntime"
+
+
+def test_profile_names_include_builtins():
+    names = profile_names()
+    assert "host-cpu" in names and "host-cpu-1t" in names
+    assert names == sorted(names)
+
+
+def test_unknown_profile_lists_known_names():
+    with pytest.raises(ProfileError, match=r"unknown profile 'nope'.*host-cpu, host-cpu-1t") as exc:
+        load_profile("nope")
+    assert "host-cpu-1t" in exc.value.fix
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+def test_malformed_toml(tmp_path):
+    path = _write(tmp_path, "bad", 'name = "bad"\n[runtime\nintra_op_threads = 1\n')
+    with pytest.raises(ProfileError, match="malformed TOML"):
+        load_profile(path)
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = _write(tmp_path, "extra", 'colour = "blue"\n' + _valid())
+    with pytest.raises(ProfileError, match="unknown key 'colour'"):
+        load_profile(path)
+
+
+def test_unknown_runtime_key(tmp_path):
+    path = _write(tmp_path, "extra", _valid().replace("[runtime]\n", "[runtime]\nturbo = true\n"))
+    with pytest.raises(ProfileError, match=r"unknown key 'runtime\.turbo'"):
+        load_profile(path)
+
+
+def test_unknown_runner_key(tmp_path):
+    path = _write(tmp_path, "extra", _valid() + '[runner]\nkind = "local"\nhost = "pi"\n')
+    with pytest.raises(ProfileError, match="unknown key 'runner.host' for runner kind 'local'"):
+        load_profile(path)
+
+
+def test_wrong_type(tmp_path):
+    path = _write(tmp_path, "typed", _valid().replace("intra_op_threads = 2", 'intra_op_threads = "one"'))
+    with pytest.raises(ProfileError, match=r"runtime\.intra_op_threads' must be int"):
+        load_profile(path)
+
+
+def test_bool_is_not_an_int(tmp_path):
+    path = _write(tmp_path, "typed", _valid().replace("intra_op_threads = 2", "intra_op_threads = true"))
+    with pytest.raises(ProfileError, match="must be int, got bool"):
+        load_profile(path)
+
+
+def test_disallowed_value(tmp_path):
+    path = _write(tmp_path, "mode", _valid().replace("[runtime]\n", '[runtime]\nexecution_mode = "weird"\n'))
+    with pytest.raises(ProfileError, match=r"execution_mode' is 'weird'.*'sequential', 'parallel'"):
+        load_profile(path)
+
+
+def test_out_of_range(tmp_path):
+    path = _write(tmp_path, "range", _valid().replace("repeats = 3", "repeats = 0"))
+    with pytest.raises(ProfileError, match=r"measure\.repeats' is 0.*at least 1"):
+        load_profile(path)
+
+
+def test_max_cv_out_of_range(tmp_path):
+    path = _write(tmp_path, "cv", _valid() + "max_cv = 1.5\n")
+    with pytest.raises(ProfileError, match=r"max_cv' is 1\.5"):
+        load_profile(path)
+
+
+def test_missing_name(tmp_path):
+    path = _write(tmp_path, "noname", _valid().replace('name = "custom"\n', ""))
+    with pytest.raises(ProfileError, match="missing key 'name'"):
+        load_profile(path)
+
+
+def test_section_must_be_a_table(tmp_path):
+    path = _write(tmp_path, "flat", 'name = "flat"\nruntime = 3\n')
+    with pytest.raises(ProfileError, match="'runtime' must be a table"):
+        load_profile(path)
+
+
+def test_ssh_runner_needs_host(tmp_path):
+    path = _write(tmp_path, "ssh", _valid() + '[runner]\nkind = "ssh"\n')
+    with pytest.raises(ProfileError, match="needs key 'runner.host'"):
+        load_profile(path)
+
+
+# --- where profiles come from ----------------------------------------------------------------------------
+
+def test_user_folder_profile_is_listed_and_loadable(user_folder):
+    _write(user_folder, "my-board", _valid(name="my-board", threads=3))
+    assert "my-board" in profile_names()
+    prof = load_profile("my-board")
+    assert prof.name == "my-board" and prof.threads == 3
+    assert Path(prof.source).parent == user_folder
+
+
+def test_load_by_toml_path(tmp_path):
+    path = _write(tmp_path, "by-path", _valid(name="by-path"))
+    prof = load_profile(str(path))
+    assert prof.name == "by-path"
+    assert prof.source == str(path)
+    assert prof.measure["repeats"] == 3
+    assert prof.measure["warmup_runs"] == 20  # default filled in
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(str(tmp_path / "absent.toml"))
+
+
+# --- digest ----------------------------------------------------------------------------------------------
+
+def test_digest_tracks_measurement_not_description(tmp_path):
+    base = load_profile(_write(tmp_path, "a", _valid(description="first")))
+    renamed = load_profile(_write(tmp_path, "b", _valid(description="something else entirely")))
+    threads = load_profile(_write(tmp_path, "c", _valid(description="first", threads=4)))
+    assert base.digest() == renamed.digest()
+    assert base.digest() != threads.digest()
+    assert base.to_dict()["digest"] == base.digest()
+
+
+def test_digest_ignores_key_order(tmp_path):
+    one = load_profile(_write(tmp_path, "a", 'name = "x"\n[runtime]\nintra_op_threads = 1\ninter_op_threads = 1\n'))
+    two = load_profile(_write(tmp_path, "b", 'name = "x"\n[runtime]\ninter_op_threads = 1\nintra_op_threads = 1\n'))
+    assert one.runtime == two.runtime
+    assert one.digest() == two.digest()
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+def test_cli_profiles_list(run_cli):
+    code, out, err = run_cli("profiles", "list")
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert "host-cpu" in names and "host-cpu-1t" in names
+
+
+def test_cli_profiles_show(run_cli):
+    code, out, err = run_cli("profiles", "show", "host-cpu-1t")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["name"] == "host-cpu-1t"
+    assert data["runtime"]["intra_op_threads"] == 1
+    assert data["digest"] == load_profile("host-cpu-1t").digest()
+
+
+def test_cli_profiles_show_unknown(run_cli):
+    code, out, err = run_cli("profiles", "show", "nope")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: unknown profile")
+    assert "host-cpu" in lines[0]
+    assert "Traceback" not in err and out == ""

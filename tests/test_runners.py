@@ -1,0 +1,381 @@
+"""Runners for real: the ssh and adb runners drive stand-in ``ssh``, ``scp`` and ``adb`` executables that
+run the "remote" side on this machine, so every argv, copy, quoting and parse step is exercised."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.errors import ArtifactError, ProfileError, RunnerError
+from edgekd.latency.measure import measure, speedup
+from edgekd.profiles import load_profile
+
+PY = sys.executable
+WORKER = Path(__file__).resolve().parents[1] / "edgekd" / "latency" / "worker.py"
+SHAPE = (1, 1, 16, 16)
+
+# --- stand-ins: each logs its argv (one JSON list a line) to $FAKE_LOG, then does the job locally -------------
+FAKE_SSH = f"""#!{PY}
+import json, os, subprocess, sys, time
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps(["ssh"] + args) + "\\n")
+time.sleep(float(os.environ.get("FAKE_SSH_SLEEP", "0")))
+if os.environ.get("FAKE_SSH_FAIL"):
+    sys.stderr.write("ssh: connect to host box port 2222: " + os.environ["FAKE_SSH_FAIL"] + "\\n")
+    sys.exit(255)
+i = 0
+while args[i].startswith("-"):
+    i += 2 if args[i] in ("-o", "-p", "-i", "-l") else 1
+# the remote shell: the command string(s) after the destination, run by bash here
+sys.exit(subprocess.run(["bash", "-c", " ".join(args[i + 1:])]).returncode)
+"""
+
+COPY = """
+import shutil
+def copy(sources, dest):
+    if not os.path.isdir(dest):
+        sys.stderr.write(dest + ": No such file or directory\\n")
+        sys.exit(1)
+    for src in sources:
+        target = os.path.join(dest, os.path.basename(src.rstrip("/")))
+        (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, target)
+"""
+
+FAKE_SCP = f"""#!{PY}
+import json, os, sys
+{COPY}
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps(["scp"] + args) + "\\n")
+rest, i = [], 0
+while i < len(args):
+    if args[i] in ("-P", "-o", "-i"):
+        i += 2
+    elif args[i].startswith("-"):
+        i += 1
+    else:
+        rest.append(args[i])
+        i += 1
+host, path = rest[-1].split(":", 1)  # host:/remote/path maps to the local /remote/path
+copy(rest[:-1], path)
+"""
+
+FAKE_ADB = f"""#!{PY}
+import json, os, subprocess, sys
+{COPY}
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps(["adb"] + args) + "\\n")
+serial = None
+if args[0] == "-s":
+    serial, args = args[1], args[2:]
+if os.environ.get("FAKE_ADB_SERIAL") and serial != os.environ["FAKE_ADB_SERIAL"]:
+    sys.stderr.write("adb: device '%s' not found\\n" % serial)
+    sys.exit(1)
+if args[0] == "push":
+    copy(args[1:-1], args[-1])
+elif args[0] == "shell":
+    sys.exit(subprocess.run(["bash", "-c", " ".join(args[1:])]).returncode)
+"""
+
+# onnxruntime_perf_test as it prints; latency grows with the model file's size (the big model is slower)
+FAKE_PERF_TEST = f"""#!{PY}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_PERF_LOG"], "a") as fh:
+    fh.write(json.dumps(args) + "\\n")
+runs, model = int(args[args.index("-r") + 1]), args[-1]
+ms = 0.2 if os.path.getsize(model) < 20000 else 2.0
+print("Setting intra_op_num_threads to " + args[args.index("-x") + 1])
+print("Session creation time cost: 0.0352 s")
+print("First inference time cost: 3 ms")
+print("Total inference time cost: %g s" % (runs * ms / 1e3))
+print("Total inference requests: %d" % runs)
+print("Average inference time cost: %g ms" % (ms * 1.05))
+print("Total inference run time: %g s" % (runs * ms / 1e3 + 0.0001))
+print("Number of inferences per second: %g" % (1e3 / ms))
+print("Avg CPU usage: 96 %")
+print("Peak working set size: 25165824 bytes")
+print("Avg CPU usage:96")
+print("Peak working set size:25165824")
+print("Runs:%d" % runs)
+print("Min Latency: %g s" % (ms * 0.9 / 1e3))
+print("Max Latency: %g s" % (ms * 1.5 / 1e3))
+print("P50 Latency: %g s" % (ms / 1e3))
+print("P90 Latency: %g s" % (ms * 1.2 / 1e3))
+print("P95 Latency: %g s" % (ms * 1.3 / 1e3))
+print("P99 Latency: %g s" % (ms * 1.4 / 1e3))
+print("P999 Latency: %g s" % (ms * 1.5 / 1e3))
+"""
+
+
+def _script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+class Fakes:
+    def __init__(self, root: Path) -> None:
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.log = root / "calls.log"
+        self.remote = root / "remote"  # the "device's" file system folder
+        for name, text in (("ssh", FAKE_SSH), ("scp", FAKE_SCP), ("adb", FAKE_ADB)):
+            _script(self.bin / name, text)
+
+    def calls(self, tool: str) -> list[list[str]]:
+        if not self.log.is_file():
+            return []
+        lines = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [line[1:] for line in lines if line[0] == tool]
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch) -> Fakes:
+    fakes = Fakes(tmp_path)
+    monkeypatch.setenv("FAKE_LOG", str(fakes.log))
+    monkeypatch.setenv("PATH", f"{fakes.bin}{os.pathsep}{os.environ['PATH']}")
+    return fakes
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _profile(folder: Path, runner: dict, threads: int = 1):
+    lines = ['schema = 1', 'name = "runner-test"', "[runtime]", f"intra_op_threads = {threads}", "[runner]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in runner.items()]
+    lines += ["[measure]", "warmup_runs = 2", "repeats = 2", "runs_per_repeat = 5", "max_cv = 0.5"]
+    path = folder / "runner-test.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_profile(path)
+
+
+def _ssh(fakes: Fakes, **extra):
+    return {"kind": "ssh", "host": "edge-box", "user": "pi", "port": 2222, "remote_dir": str(fakes.remote),
+            "python": PY, "timeout_s": 60, "connect_timeout_s": 7, **extra}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """(small, big) ONNX models with a fixed 1x1x16x16 input; the big one is far slower and larger."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("runner-models")
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    big = torch.nn.Sequential(*[torch.nn.Conv2d(1 if i == 0 else 48, 48, 3, padding=1) for i in range(5)],
+                              torch.nn.Flatten())
+    for name, model in (("small", small), ("big", big)):
+        torch.onnx.export(model.eval(), (torch.zeros(SHAPE),), str(folder / f"{name}.onnx"), dynamo=False,
+                          input_names=["input"])
+    return folder / "small.onnx", folder / "big.onnx"
+
+
+def _check_ordered(small, big) -> None:
+    for s in (small, big):
+        assert 0 < s.p50_ms <= s.p90_ms <= s.p99_ms
+        assert s.repeats in (2, 4) and s.runs == 5 * s.repeats
+    assert speedup(big, small) > 2
+
+
+# --- ssh ---------------------------------------------------------------------------------------------------
+def test_ssh_measures_two_models_in_order(fakes, models, tmp_path):
+    key = tmp_path / "id_test"
+    key.write_text("not a real key")
+    profile = _profile(tmp_path, _ssh(fakes, identity_file=str(key)))
+    small, big = measure(list(models), profile)
+    _check_ordered(small, big)
+    ssh, scp = fakes.calls("ssh"), fakes.calls("scp")
+    assert len(ssh) == 3 and len(scp) == 1  # mkdir, run, clean up; one copy
+    for argv in ssh:
+        assert argv[:6] == ["-o", "BatchMode=yes", "-o", "ConnectTimeout=7", "-i", str(key)]
+        assert argv[6:9] == ["-p", "2222", "pi@edge-box"] and len(argv) == 10
+    assert ssh[0][-1].startswith(f"mkdir -p {fakes.remote}/run-")
+    assert ssh[1][-1].startswith(f"{PY} {fakes.remote}/run-") and ssh[1][-1].endswith("/spec.json")
+    assert scp[0][scp[0].index("-P") + 1] == "2222" and "BatchMode=yes" in scp[0]
+    assert scp[0][-1].startswith(f"pi@edge-box:{fakes.remote}/run-")
+    assert sorted(Path(p).name for p in scp[0] if p.startswith("/") and "edgekd-stage" in p) == \
+        ["m0", "m1", "spec.json", "worker.py"]
+    assert list(fakes.remote.iterdir()) == []  # the run folder was removed afterwards
+
+
+def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_SSH_SLEEP", "5")
+    profile = _profile(tmp_path, _ssh(fakes, timeout_s=1))
+    with pytest.raises(RunnerError, match=r"ssh to pi@edge-box:2222 timed out after 1 s while creating the remote "
+                                          r"folder.*runner\.host"):
+        measure([models[0]], profile)
+
+
+def test_ssh_connection_refused(fakes, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    with pytest.raises(RunnerError, match="ssh to pi@edge-box:2222 failed while creating the remote folder "
+                                          r"\(exit 255\): ssh: connect to host .*Connection refused"):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes)))
+
+
+def test_ssh_remote_python_missing(fakes, models, tmp_path):
+    profile = _profile(tmp_path, _ssh(fakes, python="python-does-not-exist"))
+    with pytest.raises(RunnerError, match="python-does-not-exist was not found on edge-box; set runner.python"):
+        measure([models[0]], profile)
+    assert list(fakes.remote.iterdir()) == []  # cleaned up after a failure too
+
+
+def test_ssh_garbled_output(fakes, models, tmp_path):
+    junk = _script(tmp_path / "junk-python", "#!/bin/sh\necho 'Welcome to edge-box! Last login: yesterday'\n")
+    with pytest.raises(RunnerError, match="could not parse the runner's output: 'Welcome to edge-box"):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes, python=str(junk))))
+
+
+def test_ssh_not_installed(fakes, models, tmp_path, monkeypatch):
+    profile = _profile(tmp_path, _ssh(fakes))
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(RunnerError, match="ssh is not installed or not on PATH"):
+        measure([models[0]], profile)
+
+
+def test_remote_errors_keep_their_kind(fakes, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    profile = _profile(tmp_path, _ssh(fakes))
+    with pytest.raises(ArtifactError, match=r"ssh to pi@edge-box:2222: onnxruntime cannot load '.*bad\.onnx'"):
+        measure([bad], profile)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        measure([tmp_path / "nope.onnx"], profile)
+
+
+# --- adb ---------------------------------------------------------------------------------------------------
+def test_adb_python_mode(fakes, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_SERIAL", "emulator-5554")
+    profile = _profile(tmp_path, {"kind": "adb", "serial": "emulator-5554", "remote_dir": str(fakes.remote),
+                                  "python": PY, "timeout_s": 60})
+    small, big = measure(list(models), profile)
+    _check_ordered(small, big)
+    adb = fakes.calls("adb")
+    assert [a[2] for a in adb] == ["shell", "push", "shell", "shell"]
+    assert all(a[:2] == ["-s", "emulator-5554"] for a in adb)
+    assert adb[2][-1].startswith(f"{PY} {fakes.remote}/run-")
+    assert list(fakes.remote.iterdir()) == []
+
+
+def test_adb_wrong_serial(fakes, models, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_SERIAL", "emulator-5554")
+    profile = _profile(tmp_path, {"kind": "adb", "serial": "R58M", "remote_dir": str(fakes.remote), "python": PY})
+    with pytest.raises(RunnerError, match="adb on device R58M failed while creating the remote folder .*"
+                                          "device 'R58M' not found.*adb devices"):
+        measure([models[0]], profile)
+
+
+def test_adb_perf_test_mode(fakes, models, tmp_path, monkeypatch):
+    perf_log = tmp_path / "perf.log"
+    monkeypatch.setenv("FAKE_PERF_LOG", str(perf_log))
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test", FAKE_PERF_TEST)
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)}, threads=2)
+    small, big = measure(list(models), profile)
+    assert (small.p50_ms, small.p90_ms, small.p99_ms) == pytest.approx((0.2, 0.24, 0.28))
+    assert big.p50_ms == pytest.approx(2.0) and big.mean_ms == pytest.approx(2.1)
+    assert (small.runs, small.repeats, small.cv) == (10, 2, 0.0)
+    calls = [json.loads(line) for line in perf_log.read_text().splitlines()]
+    assert [c[c.index("-r") + 1] for c in calls] == ["2", "2", "5", "5", "5", "5"]  # warm-up, then timed repeats
+    order = [c[-1].split("/")[-2] for c in calls[2:]]
+    assert order == ["m0", "m1", "m1", "m0"]  # models take turns in rotating order
+    assert all(c[:4] == ["-e", "cpu", "-m", "times"] and c[c.index("-x") + 1] == "2" and c[-2] == "-I"
+               for c in calls)
+
+
+def test_adb_perf_test_missing(fakes, models, tmp_path):
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
+    with pytest.raises(RunnerError, match=r"onnxruntime_perf_test was not found on the adb device; "
+                                          r"set runner\.perf_test"):
+        measure([models[0]], profile)
+
+
+# --- local and the worker ----------------------------------------------------------------------------------
+def test_local_runner_measures_in_a_separate_process(models, fast_profile, monkeypatch):
+    import edgekd.latency.runners as runners
+
+    seen = []
+    real_run = subprocess.run
+
+    def spy(argv, **kwargs):
+        seen.append(list(argv))
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(runners.subprocess, "run", spy)
+    small, big = measure(list(models), fast_profile)
+    assert len(seen) == 1 and seen[0][:2] == [sys.executable, str(runners.WORKER)]
+    assert 0 < small.p50_ms <= small.p99_ms and speedup(big, small) > 2
+    assert small.runs == 10 * small.repeats
+
+
+def test_worker_is_standalone(models, tmp_path):
+    tree = ast.parse(WORKER.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+    assert imported <= {"__future__", "json", "os", "sys", "time", "numpy", "onnxruntime"}
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    spec = tmp_path / "spec.json"
+    rt = {"intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential", "graph_optimization": "all",
+          "allow_spinning": True, "providers": ["CPUExecutionProvider"]}
+    ms = {"batch_size": 1, "warmup_runs": 1, "repeats": 1, "runs_per_repeat": 1, "max_cv": 0.5}
+    spec.write_text(json.dumps({"models": [str(bad)], "shape": None, "runtime": rt, "measure": ms}))
+    proc = subprocess.run([PY, str(WORKER), "spec.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1 and len(lines) == 1
+    answer = json.loads(lines[0])
+    assert answer["ok"] is False and "cannot load" in answer["error"] and answer["fix"] and answer["kind"] == "artifact"
+
+
+def test_perf_test_output_parsing():
+    from edgekd.latency.perftest import parse
+
+    text = "Average inference time cost: 1.5 ms\nP50 Latency: 0.0012 s\nP90 Latency: 1400 us\nP99 Latency: 0.002 s\n"
+    assert parse(text) == pytest.approx({"mean": 1.5, "p50": 1.2, "p90": 1.4, "p99": 2.0})
+    assert parse("P50 Latency: 0.0012 s\n") is None
+
+
+# --- profiles ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("runner, match", [
+    ({"kind": "ssh", "user": "pi"}, "needs key 'runner.host'"),
+    ({"kind": "ssh", "host": "box", "hostname": "box"}, "unknown key 'runner.hostname' for runner kind 'ssh'"),
+    ({"kind": "local", "host": "box"}, "unknown key 'runner.host'"),
+    ({"kind": "adb", "mode": "fast"}, "runner.mode.*use one of 'python', 'perf_test'"),
+    ({"kind": "ssh", "host": "box", "port": "22"}, "'runner.port' must be int"),
+    ({"kind": "ssh", "host": "-oProxyCommand=x"}, "runner.host"),
+    ({"kind": "ssh", "host": "box", "remote_dir": "~/edgekd"}, "absolute path"),
+    ({"kind": "telnet"}, "runner.kind"),
+])
+def test_runner_validation(tmp_path, runner, match):
+    with pytest.raises(ProfileError, match=match) as exc:
+        _profile(tmp_path, runner)
+    assert "runner-test.toml" in str(exc.value)
+
+
+def test_shipped_remote_profiles_load():
+    rpi, android = load_profile("rpi4-arm64"), load_profile("android-arm64")
+    assert rpi.runner["kind"] == "ssh" and rpi.runner["host"] == "raspberrypi.local" and rpi.threads == 4
+    assert android.runner["kind"] == "adb" and android.runner["mode"] == "perf_test"
+    assert not rpi.calibrated_here and not android.calibrated_here
+    assert "NOT calibrated" in rpi.description and "NOT calibrated" in android.description
+
+
+def test_timeouts_do_not_change_the_digest(tmp_path):
+    a = _profile(tmp_path, {"kind": "local"})
+    b = _profile(tmp_path, {"kind": "local", "timeout_s": 5})
+    assert a.digest() == b.digest() and np.isclose(b.runner["timeout_s"], 5)

@@ -1,0 +1,185 @@
+"""User teachers: file.py:factory + weights, .pt2 programs, and check_fits against the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data import load_data
+from edgekd.errors import DataError, ModelError
+from edgekd.teacher import check_fits, load_teacher
+
+
+def _logits(teacher, x: np.ndarray) -> torch.Tensor:
+    with torch.inference_mode():
+        return teacher.module(torch.from_numpy(np.ascontiguousarray(x)))
+
+
+def _npz_dataset(tmp_path, channels: int, classes: int, n: int = 60, side: int = 16):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, channels, side, side)).astype(np.float32)
+    y = np.arange(n) % classes
+    path = tmp_path / f"c{channels}k{classes}.npz"
+    np.savez(path, x=x, y=y)
+    return load_data(str(path))
+
+
+# --- file.py:factory + weights ---------------------------------------------------------------------------
+
+def test_load_teacher_from_file(teacher_files, small_data):
+    module, weights = teacher_files
+    teacher = load_teacher(f"{module}:build", str(weights))
+    assert not teacher.module.training
+    assert str(weights) in teacher.source
+    out = _logits(teacher, small_data.x_val[:2])
+    assert tuple(out.shape) == (2, 10)
+    check_fits(teacher, small_data)  # fits: no error
+
+
+def test_missing_factory_lists_callables(teacher_files):
+    module, weights = teacher_files
+    with pytest.raises(ModelError, match=r"no factory 'nope'.*callables defined there: .*\bbuild\b") as exc:
+        load_teacher(f"{module}:nope", str(weights))
+    assert "build_wide" in exc.value.fix and "TinyNet" in exc.value.fix
+
+
+def test_factory_not_callable(teacher_files):
+    module, weights = teacher_files
+    with pytest.raises(ModelError, match="no factory 'NOT_CALLABLE'"):
+        load_teacher(f"{module}:NOT_CALLABLE", str(weights))
+
+
+def test_module_file_missing(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_teacher(f"{tmp_path / 'absent.py'}:build", "w.pt")
+
+
+def test_module_not_importable():
+    with pytest.raises(ModelError, match="cannot import teacher module 'edgekd_no_such_module_xyz'"):
+        load_teacher("edgekd_no_such_module_xyz:build", "w.pt")
+
+
+def test_module_import_fails(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ModelError, match="importing .* failed: RuntimeError: boom"):
+        load_teacher(f"{path}:build", "w.pt")
+
+
+def test_spec_without_colon(teacher_files):
+    module, weights = teacher_files
+    with pytest.raises(ModelError, match="not of the form module_or_file.py:factory"):
+        load_teacher(str(module), str(weights))
+
+
+def test_factory_returning_non_module(tmp_path):
+    path = tmp_path / "odd.py"
+    path.write_text("def build():\n    return 42\n")
+    with pytest.raises(ModelError, match="returned int, not a torch.nn.Module"):
+        load_teacher(f"{path}:build", "w.pt")
+
+
+def test_weights_required(teacher_files):
+    module, _ = teacher_files
+    with pytest.raises(ModelError, match="--weights"):
+        load_teacher(f"{module}:build", None)
+
+
+def test_weights_missing(teacher_files, tmp_path):
+    module, _ = teacher_files
+    with pytest.raises(ModelError, match="weights file .* does not exist"):
+        load_teacher(f"{module}:build", str(tmp_path / "absent.pt"))
+
+
+def test_weights_do_not_match(teacher_files):
+    module, weights = teacher_files
+    with pytest.raises(ModelError, match=r"do not match the model: size mismatch for fc\.weight"):
+        load_teacher(f"{module}:build_wide", str(weights))
+
+
+def test_weights_missing_keys(teacher_files, tmp_path):
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    del state["fc.bias"]
+    partial = tmp_path / "partial.pt"
+    torch.save(state, partial)
+    with pytest.raises(ModelError, match=r"do not match the model: 1 missing keys \(e\.g\. fc\.bias\)"):
+        load_teacher(f"{module}:build", str(partial))
+
+
+def test_weights_wrapped_in_checkpoint_dict(teacher_files, tmp_path, small_data):
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    wrapped = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": state, "epoch": 3}, wrapped)
+    plain = load_teacher(f"{module}:build", str(weights))
+    nested = load_teacher(f"{module}:build", str(wrapped))
+    x = small_data.x_val[:2]
+    assert torch.allclose(_logits(plain, x), _logits(nested, x))
+
+
+def test_weights_garbage(teacher_files, tmp_path):
+    module, _ = teacher_files
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"definitely not a torch checkpoint \x00\x01\x02\x03" * 8)
+    with pytest.raises(ModelError, match="cannot be loaded safely"):
+        load_teacher(f"{module}:build", str(bad))
+
+
+def test_weights_not_a_state_dict(teacher_files, tmp_path):
+    module, _ = teacher_files
+    bad = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), bad)
+    with pytest.raises(ModelError, match="holds Tensor, not a state dict"):
+        load_teacher(f"{module}:build", str(bad))
+
+
+def test_weights_empty_file(teacher_files, tmp_path):
+    module, _ = teacher_files
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="cannot be loaded safely"):
+        load_teacher(f"{module}:build", str(empty))
+
+
+# --- .pt2 programs ---------------------------------------------------------------------------------------
+
+def test_pt2_teacher_matches_module(teacher, small_data, tmp_path):
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    path = tmp_path / "teacher.pt2"
+    torch.export.save(torch.export.export(teacher.module, (x,)), str(path))
+    exported = load_teacher(str(path))
+    assert "torch.export program" in exported.source
+    assert exported.module.eval() is exported.module
+    out = _logits(exported, small_data.x_val[:2])
+    assert tuple(out.shape) == (2, 10)
+    torch.testing.assert_close(out, _logits(teacher, small_data.x_val[:2]), atol=1e-5, rtol=0)
+    check_fits(exported, small_data)
+
+
+def test_pt2_missing(tmp_path):
+    with pytest.raises(ModelError, match="teacher program .* does not exist"):
+        load_teacher(str(tmp_path / "absent.pt2"))
+
+
+def test_pt2_garbage(tmp_path):
+    path = tmp_path / "garbage.pt2"
+    path.write_bytes(b"not an exported program")
+    with pytest.raises(ModelError, match="is not a torch.export program"):
+        load_teacher(str(path))
+
+
+# --- check_fits ------------------------------------------------------------------------------------------
+
+def test_check_fits_wrong_channels(teacher, tmp_path):
+    data = _npz_dataset(tmp_path, channels=3, classes=3)
+    assert data.input_shape == (3, 16, 16)
+    with pytest.raises(DataError, match=r"shape \(3, 16, 16\) do not fit the teacher"):
+        check_fits(teacher, data)
+
+
+def test_check_fits_wrong_class_count(teacher, tmp_path):
+    data = _npz_dataset(tmp_path, channels=1, classes=3)
+    with pytest.raises(DataError, match=r"teacher outputs \(2, 10\) but the data has 3 classes"):
+        check_fits(teacher, data)

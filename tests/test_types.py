@@ -1,0 +1,62 @@
+"""Small shared types: Budget validation and the name Registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edgekd.errors import ConfigError
+from edgekd.registry import Registry
+from edgekd.types import Budget
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5])
+def test_budget_latency_must_be_positive(value):
+    with pytest.raises(ConfigError, match="--budget-ms must be positive"):
+        Budget(latency_ms=value)
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_budget_size_must_be_positive(value):
+    with pytest.raises(ConfigError, match="--max-size-kb must be positive"):
+        Budget(max_size_kb=value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, True, "5"])
+def test_budget_must_be_a_finite_number(value):
+    with pytest.raises(ConfigError, match="latency_ms must be a number"):
+        Budget(latency_ms=value)
+
+
+def test_budget_valid_and_round_trips():
+    assert Budget() == Budget(None, None)
+    budget = Budget(latency_ms=2.5, max_size_kb=100)
+    assert budget.to_dict() == {"latency_ms": 2.5, "max_size_kb": 100}
+    assert Budget.from_dict(budget.to_dict()) == budget
+
+
+def _registry() -> Registry:
+    reg: Registry = Registry("loss")
+    reg.register("kd")(object())
+    reg.register("ce")(object())
+    return reg
+
+
+def test_registry_lookup_and_names():
+    reg = _registry()
+    assert reg.names() == ["ce", "kd"]
+    assert list(reg) == ["ce", "kd"]
+    assert "kd" in reg and "mse" not in reg
+    assert reg.get("kd") is reg.get("kd")
+
+
+def test_registry_unknown_lists_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose one of: ce, kd"):
+        _registry().get("mse")
+
+
+def test_registry_duplicate_registration():
+    reg = _registry()
+    with pytest.raises(ValueError, match="loss 'kd' is registered twice"):
+        reg.register("kd")(object())
