@@ -26,6 +26,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_digits.py
+	$(BIN)/python benchmarks/latency_predictor.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

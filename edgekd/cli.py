@@ -175,6 +175,52 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
                               "models": [{"path": p, **s.to_dict()} for p, s in zip(paths, stats)]})
 
 
+@cli.command()
+@click.argument("target", type=str)
+@click.option("--max-size", type=str, help="Largest allowed file on disk, e.g. 128KB, 1.5MiB (bare number: KB).")
+@click.option("--max-latency", type=str, help="Largest allowed p50 on the profile, e.g. 2ms, 800us (bare: ms).")
+@click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
+@click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")
+@click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
+@click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
+@click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
+@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--profile", type=str, help="Device profile for latency and accuracy (default host-cpu-1t).")
+@click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
+@click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
+@click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
+@click.option("--config", "config_path", type=str, default="pyproject.toml", show_default=True,
+              help="pyproject.toml whose [tool.edgekd.gate] table holds default thresholds.")
+@click.option("--junit", type=str, help="Write a JUnit XML report here.")
+@click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
+@click.pass_context
+def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None,
+         **flags: Any) -> None:
+    """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input."""
+    import os
+    from pathlib import Path
+
+    from edgekd.gate import annotations, build_config, junit_xml, pyproject_settings, run_gate, summary_markdown
+
+    values = pyproject_settings(Path(config_path))
+    values.update({k: v for k, v in flags.items() if v is not None})  # flags win
+    result = run_gate(target, build_config(values))
+    text = summary_markdown(result)
+    click.echo(text)
+    if junit:
+        Path(junit).write_text(junit_xml(result), encoding="utf-8")
+    if summary:
+        Path(summary).write_text(text, encoding="utf-8")
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(text)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in annotations(result):
+            click.echo(line)
+    if not result.passed:
+        ctx.exit(1)
+
+
 @cli.group()
 def profiles() -> None:
     """List and inspect device profiles."""

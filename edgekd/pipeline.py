@@ -185,6 +185,7 @@ def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teac
         "data": data.describe(),
         "teacher": {"source": teacher.source},
         "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",
-                    "search_latency_ms": chosen.latency_ms, "distill": student.to_dict()},
+                    "search_latency_ms": chosen.latency_ms, "predicted_latency_ms": chosen.predicted_ms,
+                    "latency_source": search_result.latency_source, "distill": student.to_dict()},
         "recipe": {k: getattr(config, k) for k in config_fields() if k not in ("force", "progress")},
     })

@@ -102,3 +102,21 @@ def test_builtin_profiles_write_tables_to_the_user_folder(monkeypatch, tmp_path)
 
     monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(tmp_path))
     assert table_path(load_profile("host-cpu-1t"), "mbv2") == tmp_path / "host-cpu-1t.mbv2.latency.json"
+
+
+def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
+    """With a table beside the profile, candidates carry predictions and the search says so."""
+    from edgekd.search import SearchConfig, search
+    from edgekd.types import Budget
+
+    path = table_path(fast_profile, TINY)
+    calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=10, chunk=16)
+    try:
+        result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50),
+                        SearchConfig(space=TINY, candidates=6, measure_top=2, rounds=1, probe_batch=16),
+                        progress=False)
+    finally:
+        path.unlink()
+    assert result.latency_source == "predicted+measured"
+    assert all(c.predicted_ms and c.predicted_ms > 0 for c in result.candidates)
+    assert result.chosen.latency_ms is not None  # the chosen one is still measured

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ArtifactError, RunnerError
+from edgekd.errors import ArtifactError
 from edgekd.profiles import DeviceProfile
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -44,30 +43,6 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"onnxruntime cannot load '{path}': {first}",
                             "pass a complete, valid ONNX model (re-export it)") from None
-
-
-def input_shape(session: Any, batch: int, override: Sequence[int] | None = None) -> tuple[int, ...]:
-    """The concrete input shape to feed: dynamic batch becomes ``batch``; other dynamic dims need ``override``."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise RunnerError(f"model has {len(inputs)} inputs", "edgekd measures single-input models")
-    if override:
-        return tuple(int(d) for d in override)
-    dims = list(inputs[0].shape)
-    shape: list[int] = []
-    for i, dim in enumerate(dims):
-        if isinstance(dim, int) and dim > 0:
-            shape.append(dim)
-        elif i == 0:
-            shape.append(batch)
-        else:
-            raise RunnerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim})",
-                              "pass --input-shape, e.g. --input-shape 1,3,224,224")
-    return tuple(shape)
-
-
-def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32)
 
 
 def run_batches(session: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -1,0 +1,256 @@
+"""CI gate: check an artifact (or a manifest's primary artifact) against size, latency, accuracy
+and operator thresholds; noise-aware latency; JUnit XML and a markdown summary.
+
+Thresholds come from flags or a ``[tool.edgekd.gate]`` table in pyproject.toml (flags win). Sizes
+and latencies may carry units ("512KB", "1.5MiB", "800us", "2ms").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgekd.errors import ArtifactError, ConfigError
+
+_SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
+_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
+             "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+
+
+def parse_quantity(text: Any, units: dict[str, float], default: str, what: str) -> float:
+    """'512KB' -> bytes, '2ms' -> ms; a bare number is in ``default`` units. Refuses negatives and unknown units."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not match:
+        raise ConfigError(f"{what} '{text}' is not a non-negative number with an optional unit",
+                          f"write e.g. 12.5{default} (units: {', '.join(units)})")
+    value, unit = float(match.group(1)), (match.group(2) or default).lower()
+    if unit not in units:
+        raise ConfigError(f"{what} '{text}' has unknown unit '{match.group(2)}'", f"use one of: {', '.join(units)}")
+    return value * units[unit]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_size_bytes: float | None = None
+    max_latency_ms: float | None = None
+    latency_tolerance: float = 0.10
+    rounds: int = 3
+    min_accuracy: float | None = None
+    data: str | None = None
+    resolution: int | None = None
+    profile: str = "host-cpu-1t"
+    allowed_ops: tuple[str, ...] | None = None
+    max_opset: int | None = None
+    baseline: str | None = None
+    artifact: str | None = None
+
+    def __post_init__(self) -> None:
+        if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
+                                            self.allowed_ops, self.max_opset, self.baseline)):
+            raise ConfigError("the gate has no thresholds",
+                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
+                              "--max-opset, or set them in [tool.edgekd.gate] in pyproject.toml")
+        if not 0 <= self.latency_tolerance < 1:
+            raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {self.rounds}", "pass --rounds 3")
+        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+            raise ConfigError(f"min accuracy {self.min_accuracy} is outside [0, 1]", "pass a fraction, e.g. 0.97")
+        if self.min_accuracy is not None and not self.data:
+            raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+
+
+def build_config(values: dict[str, Any]) -> GateConfig:
+    """GateConfig from raw values (flags merged over the pyproject table), parsing units."""
+    unknown = set(values) - GATE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown gate setting '{sorted(unknown)[0]}'", f"valid: {', '.join(sorted(GATE_KEYS))}")
+    v = dict(values)
+    size = v.pop("max_size", None)
+    latency = v.pop("max_latency", None)
+    ops = v.pop("allowed_ops", None)
+    if isinstance(ops, str):
+        ops = [o.strip() for o in ops.split(",") if o.strip()]
+    return GateConfig(
+        max_size_bytes=parse_quantity(size, _SIZE_UNITS, "kb", "max size") if size is not None else None,
+        max_latency_ms=parse_quantity(latency, _TIME_UNITS, "ms", "max latency") if latency is not None else None,
+        allowed_ops=tuple(ops) if ops is not None else None,
+        **{k: val for k, val in v.items() if val is not None},
+    )
+
+
+def pyproject_settings(path: Path = Path("pyproject.toml")) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})", "fix the syntax") from None
+    return {k.replace("-", "_"): v for k, v in data.get("tool", {}).get("edgekd", {}).get("gate", {}).items()}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    message: str
+    measured: Any = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    target: str
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def run_gate(target: str, config: GateConfig) -> GateResult:
+    """Run every configured check on ``target`` (an .onnx file or a manifest.json)."""
+    from edgekd.profiles import load_profile
+    from edgekd.validate import artifact_from_file
+
+    model, entry = _resolve(target, config.artifact)
+    art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
+    checks: list[Check] = []
+    if entry is not None:
+        same = entry["artifact"]["sha256"] == art.sha256
+        checks.append(Check("integrity", same, "file matches its manifest entry" if same else
+                            f"{model.name} changed since the manifest was written (sha256 differs)"))
+    if config.max_size_bytes is not None:
+        ok = art.size_bytes <= config.max_size_bytes
+        checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk, limit "
+                            f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
+    checks += _op_checks(model, art.opset, config)
+    if config.max_latency_ms is not None or config.baseline:
+        checks += _latency_checks(model, load_profile(config.profile), config)
+    if config.min_accuracy is not None:
+        checks.append(_accuracy_check(model, config))
+    return GateResult(str(target), tuple(checks))
+
+
+def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
+    path = Path(target)
+    if path.suffix.lower() != ".json":
+        return path, None
+    manifest = load_manifest(path)
+    name = artifact or manifest["primary"]
+    for entry in manifest["artifacts"]:
+        if entry["artifact"]["name"] == name:
+            return path.parent / entry["artifact"]["path"], entry
+    names = ", ".join(e["artifact"]["name"] for e in manifest["artifacts"])
+    raise ConfigError(f"manifest '{path}' has no artifact '{name}'", f"choose one of: {names}")
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    from edgekd.report import MANIFEST_SCHEMA, MANIFEST_VERSION
+
+    if not path.is_file():
+        raise ArtifactError(f"manifest '{path}' does not exist", "check the path")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"'{path}' is not valid JSON ({exc})", "pass the manifest.json edgekd wrote") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        raise ArtifactError(f"'{path}' is not an edgekd manifest", "pass the manifest.json edgekd wrote")
+    if data.get("schema_version") != MANIFEST_VERSION:
+        raise ArtifactError(f"manifest '{path}' has schema version {data.get('schema_version')}, this edgekd reads "
+                            f"version {MANIFEST_VERSION}", "regenerate it with this edgekd version")
+    return data
+
+
+def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
+    import onnx
+
+    checks = []
+    if config.max_opset is not None:
+        ok = opset <= config.max_opset
+        checks.append(Check("opset", ok, f"opset {opset}, target runtime supports up to {config.max_opset}", opset))
+    if config.allowed_ops is not None:
+        ops = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+        extra = sorted(ops - set(config.allowed_ops))
+        checks.append(Check("operators", not extra, "all operators allowed" if not extra else
+                            f"operators not supported by the target: {', '.join(extra)}", sorted(ops)))
+    return checks
+
+
+def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check]:
+    from edgekd.latency.measure import measure
+
+    baseline, recorded = _baseline(config.baseline) if config.baseline else (None, None)
+    paths = [model] + ([baseline] if baseline else [])
+    rounds = [measure(paths, profile) for _ in range(config.rounds)]
+    p50 = statistics.median(r[0].p50_ms for r in rounds)
+    checks = []
+    tol = config.latency_tolerance
+    if config.max_latency_ms is not None:
+        limit = config.max_latency_ms * (1 + tol)
+        checks.append(Check("latency", p50 <= limit, f"p50 {p50:.3f} ms (median of {config.rounds} rounds) on "
+                            f"{profile.name}, limit {config.max_latency_ms:g} ms +{tol:.0%} tolerance", p50))
+    if baseline is not None:
+        ratio = statistics.median(r[0].p50_ms / r[1].p50_ms for r in rounds)
+        checks.append(Check("regression", ratio <= 1 + tol, f"{ratio:.2f}x the baseline's p50, measured interleaved "
+                            f"(tolerance +{tol:.0%})", ratio))
+    elif recorded is not None:
+        ratio = p50 / recorded
+        checks.append(Check("regression", ratio <= 1 + tol, f"{ratio:.2f}x the baseline manifest's recorded p50 "
+                            "(its model file is absent, so not re-measured: drift between runs counts here)", ratio))
+    return checks
+
+
+def _baseline(ref: str) -> tuple[Path | None, float | None]:
+    """A baseline model to re-measure side by side, or (when only its manifest is left) its recorded p50."""
+    path = Path(ref)
+    if path.suffix.lower() != ".json":
+        if not path.is_file():
+            raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
+        return path, None
+    model, entry = _resolve(ref, None)
+    if model.is_file():
+        return model, None
+    return None, float(entry["latency"]["p50_ms"])  # type: ignore[index]
+
+
+def _accuracy_check(model: Path, config: GateConfig) -> Check:
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import open_session, run_batches
+    from edgekd.profiles import load_profile
+
+    data = load_data(config.data, resolution=config.resolution)
+    logits = run_batches(open_session(model, load_profile(config.profile)), data.x_test)
+    acc = float((logits.argmax(1) == data.y_test).mean())
+    return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
+                 f"{acc * 100:.2f}% on {data.name} test split, minimum {config.min_accuracy * 100:.2f}%", acc)
+
+
+def summary_markdown(result: GateResult) -> str:
+    lines = [f"### edgekd gate: {'PASS' if result.passed else 'FAIL'} `{result.target}`", "",
+             "| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.message} |" for c in result.checks]
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(result: GateResult) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    failures = sum(not c.passed for c in result.checks)
+    cases = []
+    for c in result.checks:
+        body = "" if c.passed else f"<failure message={quoteattr(c.message)}/>"
+        cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(c.name)}>{body}</testcase>')
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="edgekd-gate" tests="{len(result.checks)}" '
+            f'failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")
+
+
+def annotations(result: GateResult) -> list[str]:
+    """GitHub Actions workflow commands, one per failed check."""
+    return [f"::error title=edgekd gate {c.name}::{c.message}" for c in result.checks if not c.passed]

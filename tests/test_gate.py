@@ -1,0 +1,122 @@
+"""`edgekd gate`: thresholds with units, manifests, noise-aware latency, JUnit/summary, exit codes."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgekd.pipeline import CompressConfig, compress
+
+
+@pytest.fixture(scope="module")
+def run_dir(teacher_files, fast_profile_path, tmp_path_factory) -> Path:
+    module, weights = teacher_files
+    out = tmp_path_factory.mktemp("gate") / "out"
+    compress(CompressConfig(out=str(out), teacher=f"{module}:build", weights=str(weights), resolution=16,
+                            profile=str(fast_profile_path), budget_ms=50, candidates=4, epochs=4, progress=False))
+    return out
+
+
+def _gate(run_cli, *args):
+    return run_cli("gate", *args, "--config", "/nonexistent/pyproject.toml")
+
+
+def test_size_pass_and_fail_with_reports(run_cli, run_dir, tmp_path, monkeypatch):
+    model = run_dir / "student-int8.onnx"
+    code, out, _ = _gate(run_cli, model, "--max-size", "10MiB")
+    assert code == 0 and "PASS" in out
+    summary_env = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_env))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, out, _ = _gate(run_cli, model, "--max-size", "1KB", "--junit", tmp_path / "j.xml",
+                         "--summary", tmp_path / "s.md")
+    assert code == 1 and "::error title=edgekd gate size::" in out
+    junit = (tmp_path / "j.xml").read_text()
+    assert 'failures="1"' in junit and "<failure" in junit
+    assert "FAIL" in (tmp_path / "s.md").read_text() and "FAIL" in summary_env.read_text()
+
+
+def test_manifest_target_checks_integrity(run_cli, run_dir, tmp_path):
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB")
+    assert code == 0 and "integrity" in out
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    primary = json.loads((copy / "manifest.json").read_text())["primary"]
+    shutil.copy(copy / "teacher-fp32.onnx", copy / f"{primary}.onnx")  # a valid model, but not the one recorded
+    code, out, _ = _gate(run_cli, copy / "manifest.json", "--max-size", "10MB")
+    assert code == 1 and "changed since the manifest" in out
+
+
+def _conv_stack(path: Path, layers: int) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Conv2d(1 if i == 0 else 32, 32, 3, padding=1) for i in range(layers)])
+    torch.onnx.export(model.eval(), (torch.zeros(1, 1, 32, 32),), str(path), dynamo=False, input_names=["input"])
+    return path
+
+
+def test_noise_aware_regression_against_baseline(run_cli, run_dir, fast_profile_path, tmp_path):
+    args = ["--profile", fast_profile_path, "--latency-tolerance", "0.1", "--rounds", "3"]
+    code, out, _ = _gate(run_cli, run_dir / "student-fp32.onnx", "--baseline", run_dir / "student-fp32.onnx", *args)
+    assert code == 0, out  # the same model against itself is no regression
+    code, out, _ = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--baseline", run_dir / "manifest.json", *args,
+                         "--artifact", "teacher-fp32")
+    assert code == 0, out
+    fast, slow = _conv_stack(tmp_path / "fast.onnx", 2), _conv_stack(tmp_path / "slow.onnx", 4)
+    code, out, _ = _gate(run_cli, slow, "--baseline", fast, *args)
+    assert code == 1 and "regression" in out
+
+
+def test_latency_ops_opset_accuracy(run_cli, run_dir, fast_profile_path):
+    model = run_dir / "student-fp32.onnx"
+    code, out, _ = _gate(run_cli, model, "--max-latency", "500ms", "--profile", fast_profile_path, "--rounds", "1")
+    assert code == 0, out
+    code, out, _ = _gate(run_cli, model, "--max-latency", "1us", "--profile", fast_profile_path, "--rounds", "1")
+    assert code == 1
+    code, out, _ = _gate(run_cli, model, "--allowed-ops", "Conv")
+    assert code == 1 and "not supported by the target" in out
+    code, out, _ = _gate(run_cli, model, "--max-opset", "17")
+    assert code == 1 and "opset 18" in out
+    code, out, _ = _gate(run_cli, model, "--min-accuracy", "0.5", "--data", "digits", "--resolution", "16")
+    assert code == 0, out
+
+
+def test_pyproject_table_and_flags_win(run_cli, run_dir, tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.edgekd.gate]\nmax-size = "1KB"\n')
+    model = run_dir / "student-int8.onnx"
+    assert run_cli("gate", model, "--config", pyproject)[0] == 1
+    assert run_cli("gate", model, "--config", pyproject, "--max-size", "10MB")[0] == 0
+    pyproject.write_text('[tool.edgekd.gate]\nmax-speed = "1KB"\n')
+    code, _, err = run_cli("gate", model, "--config", pyproject)
+    assert code == 2 and "unknown gate setting 'max_speed'" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-size", "12furlongs", "unknown unit 'furlongs'"),
+    ("--max-size", "-5KB", "not a non-negative number"),
+    ("--max-latency", "2 parsecs", "unknown unit"),
+    ("--latency-tolerance", "1.5", "outside"),
+])
+def test_bad_thresholds_are_usage_errors(run_cli, run_dir, flag, value, message):
+    code, _, err = _gate(run_cli, run_dir / "student-int8.onnx", flag, value, *(
+        ["--max-size", "1MB"] if flag == "--latency-tolerance" else []))
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_no_thresholds_and_bad_targets(run_cli, run_dir, tmp_path):
+    code, _, err = _gate(run_cli, run_dir / "student-int8.onnx")
+    assert code == 2 and "no thresholds" in err
+    data = json.loads((run_dir / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    code, _, err = _gate(run_cli, tmp_path / "m.json", "--max-size", "1MB")
+    assert code == 2 and "schema version 99" in err
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes((run_dir / "student-int8.onnx").read_bytes()[:500])
+    code, _, err = _gate(run_cli, truncated, "--max-size", "1MB")
+    assert code == 2 and "not a readable ONNX model" in err
+    (tmp_path / "x.onnx").write_text("not onnx")
+    assert _gate(run_cli, tmp_path / "x.onnx", "--max-size", "1MB")[0] == 2
