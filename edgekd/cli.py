@@ -41,10 +41,14 @@ _COMPRESS_OPTIONS = [
     click.option("--temperature", type=float, help="KD temperature (default: 4)."),
     click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
     click.option("--seed", type=int, help="Random seed (default: 0)."),
+    click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
     click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages."),
 ]
+
+
+_TRAINING_ONLY = {11, 12, 13, 14, 15, 17}  # --epochs, --lr, --batch-size, --temperature, --alpha, --search
 
 
 def _with_options(options: list) -> Any:
@@ -82,6 +86,33 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ (report.md, manifest.json)")
     if not result.passed:
         ctx.exit(1)
+
+
+@cli.command("search")
+@_with_options([o for i, o in enumerate(_COMPRESS_OPTIONS) if i not in _TRAINING_ONLY])
+@click.pass_context
+def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
+    """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
+    from edgekd.pipeline import CompressConfig, load_recipe, run_search
+
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    force = bool(flags.pop("force"))
+    for name, value in flags.items():
+        given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        if value is not None and (given or name not in values):
+            values[name] = value
+    out = values.pop("out", None) or "search.json"
+    config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
+    result = run_search(config, out, force=force, log=log)
+    click.echo("| rank | params | est. int8 KB | score | measured ms | predicted ms | config |")
+    click.echo("|---:|---:|---:|---:|---:|---:|---|")
+    for rank, c in enumerate(result.candidates[:10], 1):
+        ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
+        pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
+        click.echo(f"| {rank} | {c.params:,} | {c.size_bytes / 1024:.1f} | {c.score:.3f} | {ms} | {pred} | "
+                   f"{c.spec.config} |")
+    click.echo(f"chose {result.chosen.spec.config} -> {out} (compress with --search {out})")
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from typing import Any
 
 import tomllib
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, OutputError
 from edgekd.fsutil import atomic_dir, check_new_output, write_json
 from edgekd.types import Budget, DistillConfig
 
@@ -39,6 +39,7 @@ class CompressConfig:
     alpha: float = 0.9
     augment: bool = False
     calibration_samples: int = 256
+    search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -136,16 +137,59 @@ def _teacher(config: CompressConfig, data: Any, log: Log) -> Any:
     return teacher
 
 
+def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
+    """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
+    write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
+    from edgekd.data import load_data
+    from edgekd.profiles import load_profile
+    from edgekd.search import SearchConfig, search
+
+    log = log or (lambda _msg: None)
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputError(f"'{out}' already exists", "choose another --out or pass --force to replace it")
+    profile = load_profile(config.profile)
+    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    teacher = _teacher(config, data, log)
+    result = search(teacher.module, data, profile, config.budget,
+                    SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
+                                 seed=config.seed), progress=config.progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, {**result.to_dict(), "profile": profile.name, "budget": config.budget.to_dict(),
+                     "data": data.describe()})
+    return result
+
+
+def load_search(path: str | Path) -> Any:
+    """A SearchResult from a search.json; a missing or foreign file is a ConfigError."""
+    import json
+
+    from edgekd.types import SearchResult
+
+    path = Path(path)
+    try:
+        return SearchResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"'{path}' is not a search result ({exc})",
+                          "pass the JSON file `edgekd search --out` wrote") from None
+
+
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log) -> tuple:
     import torch
 
     from edgekd.distill.trainer import distill
     from edgekd.search import SearchConfig, build_student, search
 
-    log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
-    result = search(teacher.module, data, profile, config.budget,
-                    SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
-                                 seed=config.seed), progress=config.progress)
+    if config.search_file:
+        result = load_search(config.search_file)
+        log(f"search: reusing {config.search_file}")
+    else:
+        log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
+        result = search(teacher.module, data, profile, config.budget,
+                        SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
+                                     seed=config.seed), progress=config.progress)
     chosen = result.chosen
     log(f"search: chose {chosen.spec.config} ({chosen.params:,} params, {chosen.latency_ms:.3f} ms fp32 measured)")
     torch.manual_seed(config.seed)

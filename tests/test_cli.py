@@ -126,3 +126,22 @@ def test_readme_demo_command(tmp_path):
     assert int8["accuracy"] >= teacher["accuracy"] - 0.01
     assert teacher["artifact"]["size_bytes"] >= 10 * int8["artifact"]["size_bytes"]
     assert int8["speedup_vs_teacher"] >= 3
+
+
+def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profile_path, tmp_path):
+    module, weights = teacher_files
+    found = tmp_path / "search.json"
+    common = ["--teacher", f"{module}:build", "--weights", str(weights), "--resolution", "16",
+              "--profile", str(fast_profile_path), "-q"]
+    code, out, err = run_cli("search", *common, "--candidates", "5", "--budget-ms", "50", "--out", found)
+    assert code == 0, err
+    chosen = json.loads(found.read_text())["chosen"]["spec"]
+    assert "chose" in out and chosen["space"] == "mbv2"
+    code, _, err = run_cli("search", *common, "--candidates", "5", "--out", found)
+    assert code == 2 and "already exists" in err
+    out_dir = tmp_path / "o"
+    code, _, err = run_cli("compress", *common, "--search", found, "--epochs", "1", "--out", out_dir)
+    assert code in (0, 1), err
+    assert json.loads((out_dir / "manifest.json").read_text())["student"]["spec"] == chosen
+    code, _, err = run_cli("compress", *common, "--search", tmp_path / "nope.json", "--out", tmp_path / "o2")
+    assert code == 2 and "does not exist" in err and not (tmp_path / "o2").exists()
