@@ -98,6 +98,10 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Datase
             xt, yt, xv, yv = _holdout(parts["x_train"], parts["y_train"], 0.125, seed)
             parts.update(x_train=xt, y_train=yt, x_val=xv, y_val=yv)
         xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution) for k in ("train", "val", "test")}
+        shapes = {k: v.shape[1:] for k, v in xs.items()}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{path}: the splits' images differ in shape ({shapes})",
+                            "store every split at one shape, or pass --resolution to resize them")
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         num_classes = int(max(y.max() for y in ys.values())) + 1
         _check_classes(path, ys["train"])

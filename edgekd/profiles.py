@@ -163,6 +163,9 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise ProfileError(f"profile '{text}' is a folder, not a .toml file",
+                               "pass the profile file itself, or put it in the user profile folder")
         if not path.is_file():
             raise ProfileError(f"profile file '{text}' does not exist", "check the path")
         return load_profile_file(path)

@@ -219,3 +219,13 @@ def test_image_folder_without_images(tmp_path):
     (root / "a" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="found 2 class folders and 0 images"):
         load_data(str(root))
+
+
+def test_npz_splits_of_different_shapes_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "splits.npz"
+    np.savez(path, x_train=rng.random((40, 8, 8), dtype=np.float32), y_train=np.arange(40) % 4,
+             x_test=rng.random((12, 10, 10), dtype=np.float32), y_test=np.arange(12) % 4)
+    with pytest.raises(DataError, match="differ in shape"):
+        load_data(str(path))
+    assert load_data(str(path), resolution=8).input_shape == (1, 8, 8)

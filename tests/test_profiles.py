@@ -213,3 +213,10 @@ def test_cli_profiles_show_unknown(run_cli):
     assert lines[0].startswith("error: unknown profile")
     assert "host-cpu" in lines[0]
     assert "Traceback" not in err and out == ""
+
+
+def test_profile_path_that_is_a_folder(tmp_path):
+    folder = tmp_path / "looks.toml"
+    folder.mkdir()
+    with pytest.raises(ProfileError, match="is a folder, not a .toml file"):
+        load_profile(str(folder))
