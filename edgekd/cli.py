@@ -41,6 +41,8 @@ _COMPRESS_OPTIONS = [
     click.option("--temperature", type=float, help="KD temperature (default: 4)."),
     click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
     click.option("--seed", type=int, help="Random seed (default: 0)."),
+    click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
+                 help="int8 calibration method (default: minmax)."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
     click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
@@ -48,7 +50,7 @@ _COMPRESS_OPTIONS = [
 ]
 
 
-_TRAINING_ONLY = {11, 12, 13, 14, 15, 17}  # --epochs, --lr, --batch-size, --temperature, --alpha, --search
+_TRAINING_ONLY = {11, 12, 13, 14, 15, 17, 18}  # --epochs --lr --batch-size --temperature --alpha --calibration --search
 
 
 def _with_options(options: list) -> Any:

@@ -4,7 +4,7 @@ package exposing the ``edgekd.exporters`` entry point); the core reaches them on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class ExportRequest:
     calibration: np.ndarray | None = None  # representative inputs for int8 calibration
     source: Artifact | None = None
     opset: int = DEFAULT_OPSET
+    options: dict[str, Any] = field(default_factory=dict)  # exporter-specific, e.g. {"calibration": "entropy"}
 
 
 Exporter = Callable[[ExportRequest], Artifact]

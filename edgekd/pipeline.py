@@ -39,6 +39,7 @@ class CompressConfig:
     alpha: float = 0.9
     augment: bool = False
     calibration_samples: int = 256
+    calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
     seed: int = 0
     force: bool = False
@@ -47,6 +48,9 @@ class CompressConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb))
+        if self.calibration not in ("minmax", "entropy", "percentile"):
+            raise ConfigError(f"unknown calibration method '{self.calibration}'",
+                              "choose one of: minmax, entropy, percentile")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.resolution is not None and self.resolution < 4:
@@ -212,7 +216,8 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
     student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
-    student_int8 = int8(ExportRequest("student-int8", "student", staging, calibration=calib, source=student_fp32))
+    student_int8 = int8(ExportRequest("student-int8", "student", staging, calibration=calib, source=student_fp32,
+                                      options={"calibration": config.calibration}))
     references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
     import torch
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import ExportError
+from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
 from exporters._common import finish
+
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 @EXPORTERS.register("onnx-int8")
@@ -29,6 +31,10 @@ def export_int8(request: ExportRequest) -> Artifact:
     if request.source is None or request.calibration is None or len(request.calibration) == 0:
         raise ExportError("onnx-int8 needs an fp32 ONNX source and calibration inputs",
                           "export onnx-fp32 first and pass training images for calibration")
+    method = CALIBRATION_METHODS.get(str(request.options.get("calibration", "minmax")).lower())
+    if method is None:
+        raise ConfigError(f"unknown calibration method '{request.options.get('calibration')}'",
+                          f"choose one of: {', '.join(CALIBRATION_METHODS)}")
     path = Path(request.out_dir) / f"{request.name}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -38,13 +44,13 @@ def export_int8(request: ExportRequest) -> Artifact:
             quantize_static(str(pre), str(path), _Reader(request.calibration, _input_name(pre)),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+                            calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=excluded)
         except Exception as exc:
             path.unlink(missing_ok=True)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"onnxruntime could not quantize '{request.source.path}': {first}",
                               "check that the fp32 model runs in onnxruntime") from None
-    details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": "MinMax",
+    details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
                "calibration_samples": int(len(request.calibration)),
                "excluded_nodes": {name: "first conv / classifier kept fp32 for accuracy" for name in excluded}}
     return finish(path, request.name, request.role, "int8", "onnx-int8", details)

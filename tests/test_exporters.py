@@ -70,3 +70,20 @@ def test_untraceable_model_gives_export_error(small_data, tmp_path):
     with pytest.raises(ExportError, match="could not export"):
         get_exporter("onnx-fp32")(ExportRequest("bad", "student", tmp_path, DataDependent(), small_data.x_val[:1]))
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_artifact_records_signature_and_ops(fp32_artifact):
+    details = fp32_artifact.details
+    assert "Conv" in details["op_types"]
+    assert details["inputs"][0]["name"] == "input" and details["inputs"][0]["dtype"] == "float"
+    assert isinstance(details["inputs"][0]["shape"][0], str)  # the symbolic batch dimension
+    assert details["outputs"][0]["shape"][1] == 10
+
+
+def test_int8_calibration_methods(fp32_artifact, small_data, tmp_path):
+    art = get_exporter("onnx-int8")(ExportRequest("e", "student", tmp_path, calibration=small_data.x_train[:32],
+                                                  source=fp32_artifact, options={"calibration": "percentile"}))
+    assert art.details["calibration"] == "Percentile" and art.details["excluded_nodes"]
+    with pytest.raises(ConfigError, match="unknown calibration method 'magic'"):
+        get_exporter("onnx-int8")(ExportRequest("m", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact, options={"calibration": "magic"}))
