@@ -90,3 +90,15 @@ def test_force_replaces_a_previous_run(teacher_files, fast_profile_path, tmp_pat
     assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
     assert res.out == Path(out)
+
+
+def test_manifest_matches_its_published_schema(result):
+    import jsonschema
+
+    schema_path = Path(__file__).parents[1] / "edgekd" / "schemas" / "manifest-v1.schema.json"
+    schema = json.loads(schema_path.read_text())
+    jsonschema.validate(json.loads((result.out / "manifest.json").read_text()), schema)
+    broken = json.loads((result.out / "manifest.json").read_text())
+    broken["artifacts"][0]["artifact"]["sha256"] = "not-a-hash"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
