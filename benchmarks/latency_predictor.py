@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--noise-subset", type=int, default=30)
     args = ap.parse_args()
     space = SPACES.get("mbv2")
-    calib_keys = {s.key() for s in sample_specs(space, 32, 12345)}
+    calib_keys = {s.key() for s in sample_specs(space, 48, 12345)}
     specs = [s for s in sample_specs(space, args.n + 30, 777) if s.key() not in calib_keys][:args.n]
     macs, params = _complexity(specs)
     results, meta = {}, {"n": len(specs), "platform": platform.platform(), "tools": tool_versions()}
@@ -115,7 +115,7 @@ def _profile_run(name: str, space, specs, paths, macs, params, noise_subset: int
         calib_seconds = time.perf_counter() - t0
         reused = False
     predictor = LatencyPredictor(table, space)
-    calib_specs = sample_specs(space, 32, 12345)
+    calib_specs = sample_specs(space, 48, 12345)
     c_macs, c_params = _complexity(calib_specs)
     out = {"calibration_seconds": calib_seconds, "table_reused": reused, "reference_ms": table.reference_ms}
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +160,7 @@ def _markdown(results: dict, meta: dict) -> str:
              f"{meta['n']} random `mbv2` students (none used in calibration), exported as the pipeline does; "
              "measured p50 (interleaved in chunks of 8 with a fixed reference network; latencies in units of the "
              "reference's p50 from the same run, which cancels the machine's drift) vs predicted. Baselines are "
-             "fitted on the same 32 calibration networks, in the same units. `edgekd_absolute_ms` compares "
+             "fitted on the same 48 calibration networks, in the same units. `edgekd_absolute_ms` compares "
              "milliseconds directly, with the reference's latency from calibration time (drift included). "
              "*noise_remeasure* compares a second measurement of the first 30 students with the first.",
              "", "| profile | precision | method | within ±5% | within ±10% | median error | Spearman |",

@@ -30,7 +30,7 @@ REFERENCE = {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands":
 
 
 def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tuple[int, int, int] = (1, 32, 32),
-              num_classes: int = 10, networks: int = 32, chunk: int = 24, seed: int = 12345,
+              num_classes: int = 10, networks: int = 48, chunk: int = 24, seed: int = 12345,
               path: Path | None = None, log: Callable[[str], None] | None = None) -> LatencyTable:
     """Measure ``space_name``'s blocks and ``networks`` whole networks on ``profile``; write and return the table."""
     from edgekd.errors import ConfigError
@@ -213,16 +213,17 @@ def sample_specs(space: Any, n: int, seed: int) -> list[StudentSpec]:
 
 def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_shape: tuple[int, int, int],
                      num_classes: int, ref: Path, chunk: int = 8) -> tuple[dict[str, list[float]], list[float]]:
-    """Export each spec as the pipeline does (fp32 and int8) and measure them, interleaved in chunks
-    with the reference; results in reference units, plus the reference's p50 in each chunk."""
+    """Export each spec as the pipeline does (fp32 and int8) and measure them, one precision at a time in
+    chunks interleaved with the reference: the same protocol ``benchmarks/latency_predictor.py`` measures
+    with, so the fit carries no bias from a different mix of models. Results in reference units, plus the
+    reference's p50 in each chunk."""
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.search.spaces import build_student
 
     fp32_exp, int8_exp = get_exporter("onnx-fp32"), get_exporter("onnx-int8")
-    rng = np.random.default_rng(0)
-    calib = rng.standard_normal((32, *input_shape)).astype(np.float32)
+    calib = np.random.default_rng(0).standard_normal((32, *input_shape)).astype(np.float32)
     out: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     refs: list[float] = []
     for start in range(0, len(specs), chunk):
@@ -235,9 +236,8 @@ def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_sha
                 b = int8_exp(ExportRequest(f"n{i}q", "student", Path(tmp), calibration=calib, source=a))
                 paths["fp32"].append(a.path)
                 paths["int8"].append(b.path)
-            units, ref_ms = measure_relative(paths["fp32"] + paths["int8"], profile, ref)
-            n = len(paths["fp32"])
-            out["fp32"] += units[:n]
-            out["int8"] += units[n:]
-            refs.append(ref_ms)
+            for precision in PRECISIONS:
+                units, ref_ms = measure_relative(paths[precision], profile, ref)
+                out[precision] += units
+                refs.append(ref_ms)
     return out, refs
