@@ -62,23 +62,31 @@ def _with_options(options: list) -> Any:
     return wrap
 
 
-@cli.command()
-@_with_options(_COMPRESS_OPTIONS)
-@click.pass_context
-def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
-    """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
-    from edgekd.pipeline import CompressConfig, load_recipe
-    from edgekd.pipeline import compress as run
-    from edgekd.report import summary_table
+def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any]) -> tuple:
+    """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger."""
+    from edgekd.pipeline import load_recipe
 
     values: dict[str, Any] = load_recipe(recipe) if recipe else {}
     force = bool(flags.pop("force"))
     for name, value in flags.items():
         given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         if value is not None and (given or name not in values):
-            values[name] = value  # flags win over the recipe
-    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+            values[name] = value
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
+    return values, force, log
+
+
+@cli.command()
+@_with_options(_COMPRESS_OPTIONS)
+@click.pass_context
+def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
+    """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline import compress as run
+    from edgekd.report import summary_table
+
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     result = run(config, log=log)
     manifest = result.manifest
     click.echo(summary_table(manifest))
@@ -95,17 +103,11 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
 @click.pass_context
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
-    from edgekd.pipeline import CompressConfig, load_recipe, run_search
+    from edgekd.pipeline import CompressConfig, run_search
 
-    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
-    force = bool(flags.pop("force"))
-    for name, value in flags.items():
-        given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-        if value is not None and (given or name not in values):
-            values[name] = value
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = values.pop("out", None) or "search.json"
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
-    log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
     result = run_search(config, out, force=force, log=log)
     click.echo("| rank | params | est. int8 KB | score | measured ms | predicted ms | config |")
     click.echo("|---:|---:|---:|---:|---:|---:|---|")
