@@ -76,15 +76,11 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
             accuracy = float((logits.argmax(1) == data.y_test).mean())
             ref = references.get(art.name)
             if ref is not None:
-                parity = _parity(logits, _ref_logits(ref, data, ref_logits), ref_name(ref))
+                parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)
         verdicts = _verdicts(art, lat, parity, budget) if art.name in budgeted else {}
         reports.append(ArtifactReport(art, ok, parity, accuracy, lat, verdicts))
     primary, notes = _choose_primary(reports)
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes))
-
-
-def ref_name(ref: Any) -> str:
-    return type(ref).__name__
 
 
 def _ref_logits(ref: Any, data: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:

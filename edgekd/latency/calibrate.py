@@ -57,7 +57,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
                 units, ref_ms = _measure_blocks(space, todo[i:i + chunk], precision, profile, ref)
                 entries[precision].update(units)
                 refs.append(ref_ms)
-                write_json(partial, {"stamp": _stamp_dict(stamp), "entries": entries, "refs": refs})  # resume point
+                write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs})  # resume point
                 log(f"calibrate {profile.name}: {precision} blocks "
                     f"{len(keys) - len(todo) + min(i + chunk, len(todo))}/{len(keys)}")
         fit, net_refs = _fit(space, entries, profile, input_shape, num_classes, networks, seed, ref, log)
@@ -68,14 +68,6 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     return table
 
 
-def _stamp_dict(stamp: Stamp) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    data = asdict(stamp)
-    data["input_shape"] = list(stamp.input_shape)
-    return data
-
-
 def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float]]:
     empty: dict[str, dict[str, float]] = {p: {} for p in PRECISIONS}
     if not partial.is_file():
@@ -84,7 +76,7 @@ def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], l
         data = json.loads(partial.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return empty, []
-    if data.get("stamp") != _stamp_dict(stamp):  # another runtime or profile version: start over
+    if data.get("stamp") != stamp.to_dict():  # another runtime or profile version: start over
         return empty, []
     return {p: dict(data.get("entries", {}).get(p, {})) for p in PRECISIONS}, list(data.get("refs", []))
 

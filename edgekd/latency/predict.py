@@ -15,7 +15,7 @@ from typing import Any
 
 from edgekd.errors import ProfileError
 from edgekd.latency.calibrate import network_features
-from edgekd.latency.table import LatencyTable, block_key
+from edgekd.latency.table import LatencyTable
 from edgekd.types import StudentSpec
 
 
@@ -43,7 +43,3 @@ class LatencyPredictor:
         value = sum(c * f for c, f in zip(self.table.fit[precision], features))
         # A network never costs less than a fraction of its isolated blocks; guards extrapolation.
         return max(value, 0.1 * features[0])
-
-    def block_sum(self, spec: StudentSpec, precision: str = "fp32") -> tuple[float, int]:
-        keys = self.space.blocks(spec.config, self._shape, self._classes)
-        return sum(self.table.entries[precision][block_key(k)] for k in keys), len(keys)

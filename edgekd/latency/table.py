@@ -34,6 +34,9 @@ class Stamp:
         return cls(profile.name, profile.digest(), onnxruntime.__version__, space,
                    tuple(int(d) for d in input_shape), int(num_classes))  # type: ignore[arg-type]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "input_shape": list(self.input_shape)}
+
 
 @dataclass(frozen=True)
 class LatencyTable:
@@ -46,8 +49,7 @@ class LatencyTable:
     reference_ms: float = 0.0  # the reference network's median p50 during calibration
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["stamp"]["input_shape"] = list(self.stamp.input_shape)
+        data = {**asdict(self), "stamp": self.stamp.to_dict()}
         return {"schema": TABLE_SCHEMA, "schema_version": TABLE_VERSION, **data}
 
     @classmethod
