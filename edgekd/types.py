@@ -122,10 +122,14 @@ class SearchResult:
     measured: int
     seconds: float
     latency_source: str = "measured"  # or "predicted+measured" with a calibrated table
+    pareto: tuple[str, ...] = ()  # spec keys of the candidates on the score-vs-latency Pareto front
+    precision: str = "fp32"  # the deployment precision the latency constraint was checked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "latency_source": self.latency_source,
+            "precision": self.precision,
+            "pareto": list(self.pareto),
             "chosen": self.chosen.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
             "proxy": self.proxy,
@@ -144,6 +148,8 @@ class SearchResult:
             measured=int(data["measured"]),
             seconds=float(data["seconds"]),
             latency_source=data.get("latency_source", "measured"),
+            pareto=tuple(data.get("pareto", ())),
+            precision=data.get("precision", "fp32"),
         )
 
 
