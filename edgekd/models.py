@@ -34,16 +34,33 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expand, kxk depthwise, 1x1 project, residual when shapes match."""
+class SqueezeExcite(nn.Module):
+    """Channel gating from globally pooled features (Hu et al.), as in MobileNetV3's blocks."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, kernel: int) -> None:
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        squeezed = max(4, channels // reduction)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, squeezed, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(squeezed, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, kxk depthwise, optional squeeze-excitation, 1x1 project,
+    residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, kernel: int, se: bool = False) -> None:
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(conv_bn(cin, hidden, 1))
-        layers += [conv_bn(hidden, hidden, kernel, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
+        layers.append(conv_bn(hidden, hidden, kernel, stride, groups=hidden))
+        if se:
+            layers.append(SqueezeExcite(hidden))
+        layers.append(conv_bn(hidden, cout, 1, act=False))
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -67,23 +84,24 @@ class Classifier(nn.Module):
 
 
 def resnet(in_ch: int, num_classes: int, stem: int, widths: Sequence[int], depths: Sequence[int],
-           strides: Sequence[int] = (1, 2, 2)) -> Classifier:
+           strides: Sequence[int] = (1, 2, 2), stem_stride: int = 1) -> Classifier:
     blocks: list[nn.Module] = []
     cin = stem
     for width, depth, stride in zip(widths, depths, strides):
         for i in range(depth):
             blocks.append(BasicBlock(cin, width, stride if i == 0 else 1))
             cin = width
-    return Classifier(conv_bn(in_ch, stem, 3), nn.Sequential(*blocks), cin, num_classes)
+    return Classifier(conv_bn(in_ch, stem, 3, stem_stride), nn.Sequential(*blocks), cin, num_classes)
 
 
 def mobilenet_v2(in_ch: int, num_classes: int, stem: int, widths: Sequence[int], depths: Sequence[int],
                  expands: Sequence[int], kernels: Sequence[int], stem_stride: int = 2,
-                 strides: Sequence[int] = (1, 2, 2)) -> Classifier:
+                 strides: Sequence[int] = (1, 2, 2), se: Sequence[int] | None = None) -> Classifier:
     blocks: list[nn.Module] = []
     cin = stem
-    for width, depth, expand, kernel, stride in zip(widths, depths, expands, kernels, strides):
+    se = se or [0] * len(widths)
+    for width, depth, expand, kernel, stride, gated in zip(widths, depths, expands, kernels, strides, se):
         for i in range(depth):
-            blocks.append(InvertedResidual(cin, width, stride if i == 0 else 1, expand, kernel))
+            blocks.append(InvertedResidual(cin, width, stride if i == 0 else 1, expand, kernel, bool(gated)))
             cin = width
     return Classifier(conv_bn(in_ch, stem, 3, stem_stride), nn.Sequential(*blocks), cin, num_classes)

@@ -29,9 +29,10 @@ class CompressConfig:
     profile: str = "host-cpu-1t"
     budget_ms: float | None = None
     max_size_kb: float | None = None
-    space: str = "mbv2"
+    space: str = "mbv2"  # or several: "mbv2,resnet,pruned"
     proxy: str = "diswot"
     candidates: int = 100
+    precision: str = "int8"  # the search checks latency and size limits for this deployment precision
     epochs: int = 40
     lr: float = 5e-3
     batch_size: int = 64
@@ -56,6 +57,13 @@ class CompressConfig:
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         self.distill_config()  # validates the training options early
+        self.search_config()
+
+    def search_config(self) -> Any:
+        from edgekd.search import SearchConfig
+
+        return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
+                            precision=self.precision, seed=self.seed)
 
     def distill_config(self) -> DistillConfig:
         return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
@@ -146,7 +154,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
     from edgekd.data import load_data
     from edgekd.profiles import load_profile
-    from edgekd.search import SearchConfig, search
+    from edgekd.search import search
 
     log = log or (lambda _msg: None)
     out = Path(out)
@@ -155,9 +163,8 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     profile = load_profile(config.profile)
     data = load_data(config.data, resolution=config.resolution, seed=config.seed)
     teacher = _teacher(config, data, log)
-    result = search(teacher.module, data, profile, config.budget,
-                    SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
-                                 seed=config.seed), progress=config.progress)
+    result = search(teacher.module, data, profile, config.budget, config.search_config(),
+                    progress=config.progress, log=log)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {**result.to_dict(), "profile": profile.name, "budget": config.budget.to_dict(),
                      "data": data.describe()})
@@ -184,20 +191,20 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     import torch
 
     from edgekd.distill.trainer import distill
-    from edgekd.search import SearchConfig, build_student, search
+    from edgekd.search import build_student, search
 
     if config.search_file:
         result = load_search(config.search_file)
         log(f"search: reusing {config.search_file}")
     else:
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
-        result = search(teacher.module, data, profile, config.budget,
-                        SearchConfig(space=config.space, proxy=config.proxy, candidates=config.candidates,
-                                     seed=config.seed), progress=config.progress)
+        result = search(teacher.module, data, profile, config.budget, config.search_config(),
+                        progress=config.progress, log=log)
     chosen = result.chosen
-    log(f"search: chose {chosen.spec.config} ({chosen.params:,} params, {chosen.latency_ms:.3f} ms fp32 measured)")
+    log(f"search: chose {chosen.spec.space} {chosen.spec.config} ({chosen.params:,} params, "
+        f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
     torch.manual_seed(config.seed)
-    student = build_student(chosen.spec, data.input_shape, data.num_classes)
+    student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
     log(f"distill: {config.epochs} epochs of KD (T={config.temperature}, alpha={config.alpha})")
     trained = distill(student, data, config.distill_config(), teacher=teacher.module, loss="kd",
                       progress=config.progress)

@@ -188,8 +188,8 @@ def network_features(space: Any, entries: dict[str, float], spec: StudentSpec, i
     inner = sum(entries[block_key(k)] for k in keys if k[0] not in ("stem", "head"))
     io = 0
     for k in keys:
-        if k[0] == "ir":
-            _, cin, cout, stride, _, _, h, w = k
+        if k[0] in ("ir", "basic"):  # (kind, cin, cout, stride, ..., h, w)
+            (cin, cout, stride), (h, w) = k[1:4], k[-2:]
             io += cin * h * w + cout * ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
     return [total, inner, float(len(keys)), io / 1e4, 1.0]
 

@@ -26,13 +26,15 @@ class Stamp:
     space: str
     input_shape: tuple[int, int, int]
     num_classes: int
+    space_digest: str = ""  # of the space's block list: a table outlives no change to the space
 
     @classmethod
     def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int) -> Stamp:
         import onnxruntime
 
+        shape = tuple(int(d) for d in input_shape)
         return cls(profile.name, profile.digest(), onnxruntime.__version__, space,
-                   tuple(int(d) for d in input_shape), int(num_classes))  # type: ignore[arg-type]
+                   shape, int(num_classes), space_digest(space, shape, int(num_classes)))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "input_shape": list(self.input_shape)}
@@ -58,6 +60,15 @@ class LatencyTable:
         stamp["input_shape"] = tuple(stamp["input_shape"])
         return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
                    data.get("seconds", 0.0), float(data["reference_ms"]))
+
+
+def space_digest(space: str, input_shape: tuple[int, ...], num_classes: int) -> str:
+    import hashlib
+
+    from edgekd.search.spaces import SPACES
+
+    keys = SPACES.get(space).all_blocks(tuple(input_shape), num_classes)
+    return hashlib.sha256(json.dumps([block_key(k) for k in keys]).encode()).hexdigest()[:16]
 
 
 def block_key(key: tuple) -> str:
@@ -97,4 +108,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
             raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
                                f"not {need}", f"recalibrate: {fix}" + (
                                    f" --input-shape {','.join(map(str, need))}" if name == "input_shape" else ""))
+    if table.stamp.space_digest != want.space_digest:
+        raise ProfileError(f"latency table '{path}' was calibrated for an older version of search space '{space}'",
+                           f"recalibrate: {fix}")
     return table

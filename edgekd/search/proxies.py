@@ -3,7 +3,9 @@
 ``diswot`` follows DisWOT (Dong et al., CVPR 2023): a student whose randomly initialised
 features already relate samples the way the teacher's trained features do, and whose class
 activation maps already look at the same places, distils better. Both similarities are
-computed on one mini-batch. ``params`` (more parameters is better) is the baseline.
+computed on one mini-batch. ``naswot``, ``synflow`` and ``grad_norm`` are the zero-cost proxies
+of the NAS literature (Mellor et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which
+ignore the teacher. ``params`` (more parameters is better) is the baseline every proxy must beat.
 """
 
 from __future__ import annotations
@@ -54,6 +56,62 @@ def diswot(student: Any, probe: Probe) -> float:
 @PROXIES.register("params")
 def params(student: Any, probe: Probe) -> float:
     return float(sum(p.numel() for p in student.parameters()))
+
+
+@PROXIES.register("naswot")
+def naswot(student: Any, probe: Probe) -> float:
+    """log|K| of the Hamming-similarity kernel of ReLU on/off codes: inputs the untrained network
+    already tells apart. Mellor et al., "Neural Architecture Search without Training", 2021."""
+    import torch
+
+    codes: list[Any] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        codes.append((output.detach().flatten(1) > 0).double())
+
+    handles = [m.register_forward_hook(hook) for m in student.modules() if isinstance(m, torch.nn.ReLU)]
+    try:
+        student.eval()
+        with torch.no_grad():
+            student(probe.x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not codes:
+        return 0.0
+    c = torch.cat(codes, dim=1)
+    kernel = c @ c.t() + (1 - c) @ (1 - c).t()
+    return float(torch.linalg.slogdet(kernel)[1])
+
+
+@PROXIES.register("synflow")
+def synflow(student: Any, probe: Probe) -> float:
+    """log of sum |theta * dR/dtheta| with R the output of the all-positive (|theta|) network on an
+    all-ones input: data-free saliency flow (Tanaka et al. 2020). Computed in float64 on a copy."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(student).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    model(torch.ones((1, *probe.x.shape[1:]), dtype=torch.float64)).sum().backward()
+    total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    return float(np.log(total)) if total > 0 else float("-inf")
+
+
+@PROXIES.register("grad_norm")
+def grad_norm(student: Any, probe: Probe) -> float:
+    """Sum of the per-tensor L2 norms of the cross-entropy gradient on the probe batch."""
+    import copy
+
+    import torch.nn.functional as F
+
+    model = copy.deepcopy(student).train()  # a copy: train mode would move the student's BN statistics
+    F.cross_entropy(model(probe.x), probe.y).backward()
+    return sum(float(p.grad.norm()) for p in model.parameters() if p.grad is not None)
 
 
 def _features_and_logits(model: Any, x: Any, need_grad: bool) -> tuple[Any, Any]:

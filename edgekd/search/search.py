@@ -3,10 +3,8 @@ then measure the best-ranked candidates on the profile and choose the best one u
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +17,12 @@ from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 @dataclass(frozen=True)
 class SearchConfig:
-    space: str = "mbv2"
+    space: str = "mbv2"  # one space, or several separated by commas ("mbv2,resnet")
     proxy: str = "diswot"
-    candidates: int = 100  # sampled from the space
+    candidates: int = 100  # distinct candidates evaluated by the evolution
+    population: int = 24
+    tournament: int = 6
+    precision: str = "int8"  # what ships: latency and size limits are checked for this precision
     measure_top: int = 5  # best-ranked candidates measured per round
     rounds: int = 3  # measurement rounds before falling back to the fastest candidate
     probe_batch: int = 64
@@ -31,6 +32,25 @@ class SearchConfig:
         if self.candidates < 1 or self.measure_top < 1 or self.rounds < 1 or self.probe_batch < 2:
             raise ConfigError("search sizes must be positive (candidates, measure_top, rounds, probe_batch >= 2)",
                               "pass positive values")
+        if self.population < 2 or not 1 <= self.tournament <= self.population:
+            raise ConfigError(f"population {self.population} / tournament {self.tournament} is not usable",
+                              "use a population of 2 or more and a tournament between 1 and the population")
+        if self.precision not in ("fp32", "int8"):
+            raise ConfigError(f"unknown precision '{self.precision}'", "choose one of: fp32, int8")
+        self.spaces()  # unknown names fail here, listing the valid ones
+        from edgekd.search.proxies import PROXIES
+
+        PROXIES.get(self.proxy)
+
+    def spaces(self) -> list[str]:
+        from edgekd.search.spaces import SPACES
+
+        names = [n.strip() for n in self.space.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("no search space given", f"choose from: {', '.join(SPACES.names())}")
+        for name in names:
+            SPACES.get(name)
+        return list(dict.fromkeys(names))
 
 
 def estimate_int8_bytes(model: Any) -> int:
@@ -47,117 +67,108 @@ def estimate_int8_bytes(model: Any) -> int:
 
 
 def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
-           config: SearchConfig | None = None, progress: bool = True) -> SearchResult:
-    """Rank ``config.candidates`` students by ``config.proxy`` and return the best one within ``budget``."""
-    import torch
+           config: SearchConfig | None = None, progress: bool = True,
+           log: Any = None) -> SearchResult:
+    """Evolve students of ``config.space`` under ``budget``, ranked by ``config.proxy``; measure the
+    best-ranked on ``profile`` and return the best one that meets the budget."""
     from tqdm.auto import tqdm
 
+    from edgekd.search.evolution import evolve, pareto_front
+    from edgekd.search.latency_model import latency_model
     from edgekd.search.proxies import PROXIES, make_probe
-    from edgekd.search.spaces import SPACES
+    from edgekd.search.spaces import resolve_space
 
     config = config or SearchConfig()
-    space = SPACES.get(config.space)
-    proxy = PROXIES.get(config.proxy)
+    log = log or (lambda _m: None)
     start = time.perf_counter()
-    specs = _sample_specs(space, config)
-    idx = np.random.default_rng(config.seed).permutation(len(data.y_train))[:config.probe_batch]
+    spaces = [resolve_space(name, teacher, data.input_shape) for name in config.spaces()]
+    proxy = PROXIES.get(config.proxy)
+    rng = np.random.default_rng(config.seed)
+    idx = rng.permutation(len(data.y_train))[:config.probe_batch]
     probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
-    predictor = _predictor(profile, config.space, data)
-    scored: list[Candidate] = []
-    for spec in tqdm(specs, desc="score candidates", disable=not progress, leave=False):
+    if probe.cam is None and config.proxy == "diswot":
+        log("search: the teacher exposes no 4-D feature map, so diswot compares logit relations only")
+    calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
+    models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
+                                    seed=config.seed) for s in spaces}
+    for name, model in models.items():
+        log(f"search: '{name}' {config.precision} latency from the {model.source}")
+    by_name = {s.name: s for s in spaces}
+
+    def evaluate(spec: StudentSpec) -> Candidate:
+        import torch
+
         torch.manual_seed(config.seed)
-        model = space.build(spec.config, data.input_shape, data.num_classes)
-        size = estimate_int8_bytes(model)
+        model = by_name[spec.space].build(spec.config, data.input_shape, data.num_classes)
+        size = estimate_int8_bytes(model) if config.precision == "int8" else _fp32_bytes(model)
         nparams = sum(p.numel() for p in model.parameters())
-        predicted = predictor.predict(spec, "fp32") if predictor else None
-        too_slow = predicted is not None and budget.latency_ms is not None and predicted > budget.latency_ms * 1.1
-        if too_slow or (budget.max_size_kb is not None and size > budget.max_size_kb * 1024):
-            scored.append(Candidate(spec, nparams, size, float("-inf"), predicted_ms=predicted))
-            continue
-        scored.append(Candidate(spec, nparams, size, proxy(model, probe), predicted_ms=predicted))
-    fits = [c for c in scored if c.score != float("-inf")]
-    if not fits and predictor is not None and budget.latency_ms is not None:
-        fits = [min(scored, key=lambda c: c.predicted_ms)]  # let the measurement give the verdict
+        predicted = models[spec.space].predict(spec, model)
+        too_slow = budget.latency_ms is not None and predicted > budget.latency_ms * 1.1
+        too_big = budget.max_size_kb is not None and size > budget.max_size_kb * 1024
+        score = float("-inf") if too_slow or too_big else proxy(model, probe)
+        return Candidate(spec, nparams, size, score, predicted_ms=predicted)
+
+    bar = tqdm(total=config.candidates, desc="search", disable=not progress, leave=False, unit="cand")
+    scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament,
+                    on_step=lambda: bar.update(1))
+    bar.close()
+    fits = [c for c in scored if np.isfinite(c.score)]
     if not fits:
-        smallest = min(scored, key=lambda c: c.size_bytes)
-        raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
-                          f"{smallest.size_bytes / 1024:.1f} KB",
-                          f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
+        small = [c for c in scored if budget.max_size_kb is None or c.size_bytes <= budget.max_size_kb * 1024]
+        if not small:
+            smallest = min(scored, key=lambda c: c.size_bytes)
+            raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
+                              f"{smallest.size_bytes / 1024:.1f} KB ({config.precision})",
+                              f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
+        fits = [min(small, key=lambda c: c.predicted_ms)]  # predicted too slow: the measurement decides
     ranked = sorted(fits, key=lambda c: c.score, reverse=True)
-    measured = _measure_until_feasible(ranked, data, profile, budget, config)
+    measured = _measure_until_feasible(ranked, data, profile, budget, config, by_name, calib)
     feasible = [c for c in measured if budget.latency_ms is None or c.latency_ms <= budget.latency_ms]
     chosen = max(feasible, key=lambda c: c.score)
     by_key = {c.spec.key(): c for c in measured}
     final = tuple(by_key.get(c.spec.key(), c) for c in ranked)
+    sources = "; ".join(f"{n}: {m.source}" for n, m in models.items())
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
-                        "predicted+measured" if predictor else "measured")
+                        f"predicted ({sources}) + measured", tuple(c.spec.key() for c in pareto_front(final)),
+                        config.precision)
 
 
-def _predictor(profile: DeviceProfile, space: str, data: Dataset) -> Any:
-    """The profile's calibrated latency model for this space and input, or None (then we only measure)."""
-    from edgekd.errors import ProfileError
-    from edgekd.latency.predict import LatencyPredictor
-    from edgekd.latency.table import load_table
-    from edgekd.search.spaces import SPACES
-
-    try:
-        table = load_table(profile, space, data.input_shape, data.num_classes)
-    except ProfileError:
-        return None
-    return LatencyPredictor(table, SPACES.get(space))
-
-
-def _sample_specs(space: Any, config: SearchConfig) -> list[StudentSpec]:
-    rng = np.random.default_rng(config.seed)
-    seen: dict[str, StudentSpec] = {}
-    smallest = StudentSpec(space.name, space.smallest())
-    seen[smallest.key()] = smallest
-    attempts = 0
-    while len(seen) < config.candidates and attempts < config.candidates * 20:
-        spec = StudentSpec(space.name, space.sample(rng))
-        seen.setdefault(spec.key(), spec)
-        attempts += 1
-    return list(seen.values())
+def _fp32_bytes(model: Any) -> int:
+    """Size of the fp32 ONNX file: 4 bytes per parameter plus a small graph overhead."""
+    return 4 * sum(p.numel() for p in model.parameters()) + 200 * sum(1 for _ in model.modules()) + 2048
 
 
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
-                            config: SearchConfig) -> list[Candidate]:
+                            config: SearchConfig, spaces: dict[str, Any], calib: np.ndarray) -> list[Candidate]:
     """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round."""
-    fastest = min(ranked, key=lambda c: (c.size_bytes, -c.score))
-    done: list[Candidate] = _measure([fastest], data, profile)
+    fastest = min(ranked, key=lambda c: (c.predicted_ms, -c.score))
+    done: list[Candidate] = _measure([fastest], data, config, spaces, profile, calib)
     if budget.latency_ms is not None and done[0].latency_ms > budget.latency_ms:
         raise BudgetError(
             f"no candidate can meet --budget-ms {budget.latency_ms:g} on '{profile.name}': the fastest "
-            f"candidate measured {done[0].latency_ms:.3f} ms",
+            f"candidate measured {done[0].latency_ms:.3f} ms ({config.precision})",
             f"raise --budget-ms to at least {done[0].latency_ms * 1.1:.3f} or choose a faster profile")
     queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
     for round_ in range(config.rounds):
         batch = queue[round_ * config.measure_top:(round_ + 1) * config.measure_top]
         if not batch:
             break
-        done += _measure(batch, data, profile)
+        done += _measure(batch, data, config, spaces, profile, calib)
         if budget.latency_ms is None or any(c.latency_ms <= budget.latency_ms for c in done[1:]):
             break
     return done
 
 
-def _measure(cands: list[Candidate], data: Dataset, profile: DeviceProfile) -> list[Candidate]:
-    """Export each candidate to fp32 ONNX and measure them together. fp32 is what ships when int8
-    is not faster, so a budget met in fp32 holds for whichever artifact ships."""
+def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces: dict[str, Any],
+             profile: DeviceProfile, calib: np.ndarray) -> list[Candidate]:
+    """Export each candidate at the search's precision and measure them together."""
     import torch
 
-    from edgekd.export import ExportRequest, get_exporter
-    from edgekd.latency.measure import measure
-    from edgekd.search.spaces import build_student
+    from edgekd.search.latency_model import measure_models
 
-    exporter = get_exporter("onnx-fp32")
-    with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
-        paths = []
-        for i, cand in enumerate(cands):
-            torch.manual_seed(0)
-            model = build_student(cand.spec, data.input_shape, data.num_classes)
-            art = exporter(ExportRequest(name=f"cand{i}", role="student", out_dir=Path(tmp), model=model,
-                                         sample=data.x_val[:1]))
-            paths.append(art.path)
-        stats = measure(paths, profile)
-    return [replace(c, latency_ms=s.p50_ms) for c, s in zip(cands, stats)]
+    models = []
+    for cand in cands:
+        torch.manual_seed(config.seed)
+        models.append(spaces[cand.spec.space].build(cand.spec.config, data.input_shape, data.num_classes))
+    ms = measure_models(models, profile, config.precision, calib)
+    return [replace(c, latency_ms=value) for c, value in zip(cands, ms)]

@@ -1,4 +1,10 @@
-"""Registered student search spaces. A space samples JSON-able configs and builds nn.Modules."""
+"""Registered student search spaces. A space samples and mutates JSON-able configs and builds nn.Modules.
+
+A config is a dict of genes: an int, or a list of ints with one entry per stage. Each space lists
+its genes with their options (``genes()``), so sampling, mutation and the smallest config are
+written once. Spaces that know their blocks (``blocks``/``all_blocks``/``build_block``) can be
+calibrated into a latency table; the others are measured.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +16,73 @@ import numpy as np
 from edgekd.registry import Registry
 from edgekd.types import StudentSpec
 
+# (gene name, stage index or None for a scalar gene, the options)
+Gene = tuple[str, "int | None", tuple]
+
 
 class SearchSpace(Protocol):
     name: str
 
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]: ...
-
-    def smallest(self) -> dict[str, Any]: ...
+    def genes(self) -> list[Gene]: ...
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any: ...
 
-    def blocks(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]: ...
 
-    def all_blocks(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]: ...
-
-    def build_block(self, key: tuple) -> tuple[Any, tuple[int, ...]]: ...
+SPACES: Registry[Any] = Registry("search space")
 
 
-SPACES: Registry[SearchSpace] = Registry("search space")
+def sample(space: SearchSpace, rng: np.random.Generator) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for name, index, options in space.genes():
+        value = options[int(rng.integers(len(options)))]
+        _set(config, name, index, value)
+    return config
+
+
+def smallest(space: SearchSpace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for name, index, options in space.genes():
+        _set(config, name, index, min(options))
+    return config
+
+
+def mutate(space: SearchSpace, config: dict[str, Any], rng: np.random.Generator, genes: int = 1) -> dict[str, Any]:
+    """A copy of ``config`` with ``genes`` genes changed to another of their options."""
+    child = {k: (list(v) if isinstance(v, list) else v) for k, v in config.items()}
+    choices = [g for g in space.genes() if len(g[2]) > 1]
+    for pick in rng.choice(len(choices), size=min(genes, len(choices)), replace=False):
+        name, index, options = choices[int(pick)]
+        current = child[name] if index is None else child[name][index]
+        others = [o for o in options if o != current]
+        _set(child, name, index, others[int(rng.integers(len(others)))])
+    return child
+
+
+def _set(config: dict[str, Any], name: str, index: int | None, value: Any) -> None:
+    value = value.item() if hasattr(value, "item") else value
+    if index is None:
+        config[name] = value
+        return
+    values = config.setdefault(name, [])
+    values.extend([None] * (index + 1 - len(values)))
+    values[index] = value
+
+
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+def _stem_stride(h: int, w: int) -> int:
+    # Downsample early only when the image is large enough to afford it.
+    return 2 if min(h, w) >= 24 else 1
+
+
+STRIDES = (1, 2, 2)
 
 
 @dataclass(frozen=True)
 class MobileNetV2Space:
-    """Inverted residual stages: per-stage width, depth, expansion and kernel size."""
+    """Inverted residual stages: per-stage width, depth, expansion, kernel size and squeeze-excitation."""
 
     name: str = "mbv2"
     stems: tuple[int, ...] = (8, 12, 16)
@@ -41,95 +91,177 @@ class MobileNetV2Space:
     expands: tuple[int, ...] = (2, 3, 4, 6)
     kernels: tuple[int, ...] = (3, 5)
 
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        def pick(options: tuple[int, ...]) -> int:
-            return int(options[rng.integers(len(options))])
+    def genes(self) -> list[Gene]:
+        out: list[Gene] = [("stem", None, self.stems)]
+        for i, widths in enumerate(self.widths):
+            out += [("widths", i, widths), ("depths", i, self.depths), ("expands", i, self.expands),
+                    ("kernels", i, self.kernels), ("se", i, (0, 1))]
+        return out
 
-        stages = len(self.widths)
-        return {
-            "stem": pick(self.stems),
-            "widths": [pick(w) for w in self.widths],
-            "depths": [pick(self.depths) for _ in range(stages)],
-            "expands": [pick(self.expands) for _ in range(stages)],
-            "kernels": [pick(self.kernels) for _ in range(stages)],
-        }
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return sample(self, rng)
 
     def smallest(self) -> dict[str, Any]:
-        stages = len(self.widths)
-        return {
-            "stem": min(self.stems),
-            "widths": [min(w) for w in self.widths],
-            "depths": [min(self.depths)] * stages,
-            "expands": [min(self.expands)] * stages,
-            "kernels": [min(self.kernels)] * stages,
-        }
+        return smallest(self)
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
         from edgekd.models import mobilenet_v2
 
         c, h, w = input_shape
-        # Downsample early only when the image is large enough to afford it.
-        stem_stride = 2 if min(h, w) >= 24 else 1
         return mobilenet_v2(c, num_classes, config["stem"], config["widths"], config["depths"],
-                            config["expands"], config["kernels"], stem_stride=stem_stride)
-
+                            config["expands"], config["kernels"], stem_stride=_stem_stride(h, w),
+                            se=config.get("se"))
 
     # Latency-table support: a network is the sequence of its blocks, each keyed by everything that
-    # changes its cost (kind, channels, stride, expansion, kernel, input resolution).
+    # changes its cost (kind, channels, stride, expansion, kernel, input resolution). A squeeze-excite
+    # gate is its own entry after the block it sits in, so gated blocks do not double the table.
     def blocks(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = 2 if min(h, w) >= 24 else 1
+        stride = _stem_stride(h, w)
+        keys: list[tuple] = [("stem", c, config["stem"], stride, h, w)]
+        h, w = _out(h, stride), _out(w, stride)
+        cin = config["stem"]
+        gates = config.get("se") or [0] * len(config["widths"])
+        for i, (width, depth) in enumerate(zip(config["widths"], config["depths"])):
+            e = config["expands"][i]
+            for j in range(depth):
+                s = STRIDES[i] if j == 0 else 1
+                keys.append(("ir", cin, width, s, e, config["kernels"][i], h, w))
+                h, w = _out(h, s), _out(w, s)
+                if gates[i]:
+                    keys.append(("se", cin * e, h, w))
+                cin = width
+        keys.append(("head", cin, num_classes, h, w))
+        return keys
+
+    def all_blocks(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
+        c, h, w = input_shape
+        stride = _stem_stride(h, w)
+        keys = {("stem", c, stem, stride, h, w) for stem in self.stems}
+        h, w = _out(h, stride), _out(w, stride)
+        inputs = set(self.stems)
+        for i, widths in enumerate(self.widths):
+            s = STRIDES[i]
+            ho, wo = _out(h, s), _out(w, s)
+            for e in self.expands:
+                for k in self.kernels:
+                    keys |= {("ir", cin, cout, s, e, k, h, w) for cin in inputs for cout in widths}
+                    keys |= {("ir", cout, cout, 1, e, k, ho, wo) for cout in widths}
+                keys |= {("se", cin * e, ho, wo) for cin in inputs | set(widths)}
+            h, w, inputs = ho, wo, set(widths)
+        keys |= {("head", cin, num_classes, h, w) for cin in inputs}
+        return sorted(keys)
+
+    def build_block(self, key: tuple) -> tuple[Any, tuple[int, ...]]:
+        from edgekd.models import InvertedResidual, SqueezeExcite
+
+        if key[0] == "ir":
+            _, cin, cout, stride, e, k, h, w = key
+            return InvertedResidual(cin, cout, stride, e, k), (1, cin, h, w)
+        if key[0] == "se":
+            _, channels, h, w = key
+            return SqueezeExcite(channels), (1, channels, h, w)
+        return _stem_or_head(key)
+
+
+@dataclass(frozen=True)
+class ResNetSpace:
+    """Basic-block (two 3x3 convs) stages: per-stage width and depth."""
+
+    name: str = "resnet"
+    stems: tuple[int, ...] = (8, 12, 16)
+    widths: tuple[tuple[int, ...], ...] = ((8, 12, 16), (16, 24, 32), (24, 32, 48, 64))
+    depths: tuple[int, ...] = (1, 2, 3)
+
+    def genes(self) -> list[Gene]:
+        out: list[Gene] = [("stem", None, self.stems)]
+        for i, widths in enumerate(self.widths):
+            out += [("widths", i, widths), ("depths", i, self.depths)]
+        return out
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return sample(self, rng)
+
+    def smallest(self) -> dict[str, Any]:
+        return smallest(self)
+
+    def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
+        from edgekd.models import resnet
+
+        c, h, w = input_shape
+        return resnet(c, num_classes, config["stem"], config["widths"], config["depths"], STRIDES,
+                      stem_stride=_stem_stride(h, w))
+
+    def blocks(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
+        c, h, w = input_shape
+        stride = _stem_stride(h, w)
         keys: list[tuple] = [("stem", c, config["stem"], stride, h, w)]
         h, w = _out(h, stride), _out(w, stride)
         cin = config["stem"]
         for i, (width, depth) in enumerate(zip(config["widths"], config["depths"])):
             for j in range(depth):
-                s = (1, 2, 2)[i] if j == 0 else 1
-                keys.append(("ir", cin, width, s, config["expands"][i], config["kernels"][i], h, w))
+                s = STRIDES[i] if j == 0 else 1
+                keys.append(("basic", cin, width, s, h, w))
                 h, w, cin = _out(h, s), _out(w, s), width
         keys.append(("head", cin, num_classes, h, w))
         return keys
 
     def all_blocks(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = 2 if min(h, w) >= 24 else 1
+        stride = _stem_stride(h, w)
         keys = {("stem", c, stem, stride, h, w) for stem in self.stems}
         h, w = _out(h, stride), _out(w, stride)
         inputs = set(self.stems)
         for i, widths in enumerate(self.widths):
-            s = (1, 2, 2)[i]
-            for e in self.expands:
-                for k in self.kernels:
-                    keys |= {("ir", cin, cout, s, e, k, h, w) for cin in inputs for cout in widths}
-                    keys |= {("ir", cout, cout, 1, e, k, _out(h, s), _out(w, s)) for cout in widths}
-            h, w, inputs = _out(h, s), _out(w, s), set(widths)
+            s = STRIDES[i]
+            ho, wo = _out(h, s), _out(w, s)
+            keys |= {("basic", cin, cout, s, h, w) for cin in inputs for cout in widths}
+            keys |= {("basic", cout, cout, 1, ho, wo) for cout in widths}
+            h, w, inputs = ho, wo, set(widths)
         keys |= {("head", cin, num_classes, h, w) for cin in inputs}
         return sorted(keys)
 
     def build_block(self, key: tuple) -> tuple[Any, tuple[int, ...]]:
-        import torch
+        from edgekd.models import BasicBlock
 
-        from edgekd.models import InvertedResidual, conv_bn
-
-        kind = key[0]
-        if kind == "stem":
-            _, c, out, stride, h, w = key
-            return conv_bn(c, out, 3, stride), (1, c, h, w)
-        if kind == "ir":
-            _, cin, cout, stride, e, k, h, w = key
-            return InvertedResidual(cin, cout, stride, e, k), (1, cin, h, w)
-        _, cin, classes, h, w = key
-        head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(cin, classes))
-        return head, (1, cin, h, w)
+        if key[0] == "basic":
+            _, cin, cout, stride, h, w = key
+            return BasicBlock(cin, cout, stride), (1, cin, h, w)
+        return _stem_or_head(key)
 
 
-def _out(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1
+def _stem_or_head(key: tuple) -> tuple[Any, tuple[int, ...]]:
+    import torch
+
+    from edgekd.models import conv_bn
+
+    if key[0] == "stem":
+        _, c, out, stride, h, w = key
+        return conv_bn(c, out, 3, stride), (1, c, h, w)
+    _, cin, classes, h, w = key
+    head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(cin, classes))
+    return head, (1, cin, h, w)
 
 
 SPACES.register("mbv2")(MobileNetV2Space())
+SPACES.register("resnet")(ResNetSpace())
+from edgekd.search import pruned as _pruned  # noqa: E402, F401  (registers the teacher-derived 'pruned' space)
 
 
-def build_student(spec: StudentSpec, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+def resolve_space(name: str, teacher: Any = None, input_shape: tuple[int, int, int] | None = None) -> Any:
+    """The space called ``name``; a teacher-derived family (``pruned``) is bound to ``teacher`` first."""
+    space = SPACES.get(name)
+    if hasattr(space, "bind"):
+        from edgekd.errors import ConfigError
+
+        if teacher is None or input_shape is None:
+            raise ConfigError(f"search space '{name}' is derived from the teacher, and no teacher was given",
+                              "pass the teacher (the Python API's teacher=..., or --teacher)")
+        space = space.bind(teacher, input_shape)
+    return space
+
+
+def build_student(spec: StudentSpec, input_shape: tuple[int, int, int], num_classes: int,
+                  teacher: Any = None) -> Any:
     """The nn.Module for ``spec``; unknown spaces list the valid ones."""
-    return SPACES.get(spec.space).build(spec.config, input_shape, num_classes)
+    return resolve_space(spec.space, teacher, input_shape).build(spec.config, input_shape, num_classes)

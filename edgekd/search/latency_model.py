@@ -1,0 +1,111 @@
+"""Latency of a candidate on the profile, cheap enough for search's inner loop.
+
+A space calibrated on the profile (``edgekd profiles calibrate NAME --space S``) is predicted from its
+block table. Any other space (the teacher-derived ``pruned`` family, or a space not calibrated yet)
+gets a small model fitted on the spot: a handful of the space's networks are exported as they will
+ship, measured interleaved on the profile, and latency is fitted linearly on MACs and layer count.
+Either way, the best candidates are measured before one is chosen.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.profiles import DeviceProfile
+from edgekd.types import StudentSpec
+
+
+@dataclass(frozen=True, eq=False)
+class LatencyModel:
+    predict: Callable[[StudentSpec, Any], float]  # (spec, built module) -> ms
+    source: str  # said in search.json and the report
+
+
+def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
+                  precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0) -> LatencyModel:
+    table = _table_model(space, profile, input_shape, num_classes, precision)
+    if table is not None:
+        return table
+    return fitted_model(space, profile, input_shape, num_classes, precision, calibration, anchors, seed)
+
+
+def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
+                 precision: str) -> LatencyModel | None:
+    from edgekd.errors import ProfileError
+    from edgekd.latency.predict import LatencyPredictor
+    from edgekd.latency.table import load_table
+
+    if not hasattr(space, "all_blocks"):
+        return None
+    try:
+        table = load_table(profile, space.name, input_shape, num_classes)
+    except ProfileError:
+        return None
+    predictor = LatencyPredictor(table, space)
+    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision), "latency table")
+
+
+def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
+    """[MMACs, conv/linear layers, 1]: what the fitted model is linear in."""
+    import torch
+    import torch_pruning as tp
+
+    macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
+    layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+    return [float(macs) / 1e6, float(layers), 1.0]
+
+
+def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
+                 precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0) -> LatencyModel:
+    """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit ms on cost features."""
+    import torch
+
+    from edgekd.search.spaces import smallest
+
+    rng = np.random.default_rng(seed + 7919)
+    specs = {StudentSpec(space.name, smallest(space)).key(): StudentSpec(space.name, smallest(space))}
+    for _ in range(anchors * 20):
+        if len(specs) >= anchors:
+            break
+        spec = StudentSpec(space.name, space.sample(rng))
+        specs.setdefault(spec.key(), spec)
+    models = []
+    for spec in specs.values():
+        torch.manual_seed(seed)
+        models.append(space.build(spec.config, input_shape, num_classes))
+    ms = measure_models(models, profile, precision, calibration)
+    x = np.asarray([cost_features(m, input_shape) for m in models])
+    y = np.asarray(ms)
+    # Relative least squares, as for the calibrated table: small networks matter as much as big ones.
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    floor = 0.5 * float(y.min())
+
+    def predict(_spec: StudentSpec, model: Any) -> float:
+        return max(float(np.dot(coef, cost_features(model, input_shape))), floor)
+
+    return LatencyModel(predict, f"fitted on {len(models)} measured '{space.name}' networks (MACs, layers)")
+
+
+def measure_models(models: list[Any], profile: DeviceProfile, precision: str, calibration: np.ndarray) -> list[float]:
+    """Export ``models`` as they would ship (fp32, or int8 QDQ) and measure them interleaved: p50 ms each."""
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.latency.measure import measure
+
+    fp32 = get_exporter("onnx-fp32")
+    with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
+        paths = []
+        for i, model in enumerate(models):
+            art = fp32(ExportRequest(name=f"cand{i}", role="student", out_dir=Path(tmp), model=model.eval(),
+                                     sample=calibration[:1]))
+            if precision == "int8":
+                art = get_exporter("onnx-int8")(ExportRequest(name=f"cand{i}-int8", role="student",
+                                                              out_dir=Path(tmp), calibration=calibration,
+                                                              source=art))
+            paths.append(art.path)
+        return [s.p50_ms for s in measure(paths, profile)]

@@ -1,0 +1,126 @@
+"""The ``pruned`` space: the teacher itself with a channel keep ratio per stage, realised with
+torch-pruning's dependency graph, so any user teacher has a student family.
+
+A stage is a run of convolutions at one output resolution (found by running the teacher once),
+which lines up with where residual connections couple channels. The student keeps the teacher's
+most important channels (L2 group magnitude) and their weights: distillation starts from them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import ModelError
+from edgekd.search.spaces import SPACES, Gene, sample, smallest
+
+KEEPS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+@dataclass(frozen=True)
+class PrunedFamily:
+    """Registered under ``pruned``; ``bind`` makes the space for one teacher."""
+
+    name: str = "pruned"
+
+    def bind(self, teacher: Any, input_shape: tuple[int, int, int]) -> PrunedSpace:
+        return PrunedSpace(teacher, tuple(input_shape), _stages(teacher, input_shape))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class PrunedSpace:
+    teacher: Any
+    input_shape: tuple[int, int, int]
+    stages: tuple[tuple[str, ...], ...]  # conv module names per stage, in execution order
+    name: str = "pruned"
+
+    def genes(self) -> list[Gene]:
+        return [("keep", i, KEEPS) for i in range(len(self.stages))]
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return sample(self, rng)
+
+    def smallest(self) -> dict[str, Any]:
+        return smallest(self)
+
+    def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
+        keep = [float(k) for k in config["keep"]]
+        if len(keep) != len(self.stages):
+            raise ModelError(f"pruned student has {len(keep)} keep ratios but the teacher has {len(self.stages)} "
+                             "stages", "search again with this teacher (`edgekd search --space pruned`)")
+        if any(not 0.0 < k <= 1.0 for k in keep):
+            raise ModelError(f"keep ratios must be within (0, 1], got {keep}", "use ratios such as 0.5 or 0.75")
+        return prune(self.teacher, self.input_shape, {i: k for i, k in enumerate(keep)}, self.stages)
+
+
+def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float],
+          stages: tuple[tuple[str, ...], ...], importance: str = "l2") -> Any:
+    """A pruned copy of ``teacher`` keeping ``keep[stage]`` of each stage's channels (plan, check, apply)."""
+    import torch
+    import torch_pruning as tp
+
+    model = copy.deepcopy(teacher).eval()
+    modules = dict(model.named_modules())
+    ratios = {modules[name]: 1.0 - keep[i] for i, names in enumerate(stages) for name in names if keep[i] < 1.0}
+    if not ratios:
+        return model
+    example = torch.zeros(1, *input_shape)
+    pruner = tp.pruner.MetaPruner(model, example, importance=_importance(importance), pruning_ratio=0.0,
+                                  pruning_ratio_dict=ratios, ignored_layers=_classifiers(model))
+    pruner.step()
+    return model.eval()
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    options = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+               "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+               "fpgm": lambda: tp.importance.FPGMImportance(),
+               "lamp": lambda: tp.importance.LAMPImportance(),
+               "taylor": lambda: tp.importance.GroupTaylorImportance()}
+    if name not in options:
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"unknown pruning importance '{name}'", f"choose one of: {', '.join(options)}")
+    return options[name]()
+
+
+def _classifiers(model: Any) -> list[Any]:
+    """Layers whose outputs are the model's outputs: pruning them would change the class count."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1:]
+
+
+def _stages(teacher: Any, input_shape: tuple[int, int, int]) -> tuple[tuple[str, ...], ...]:
+    import torch
+
+    if not isinstance(teacher, torch.nn.Module):
+        raise ModelError("the 'pruned' space needs the teacher as an nn.Module (a .pt2 program cannot be pruned)",
+                         "pass the teacher as file.py:factory with --weights, or choose --space mbv2/resnet")
+    order: list[tuple[str, tuple[int, int]]] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: order.append((name, tuple(out.shape[-2:]))))
+               for name, m in teacher.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        teacher.eval()
+        with torch.no_grad():
+            teacher(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise ModelError("the teacher has no Conv2d layer, so the 'pruned' space has nothing to prune",
+                         "choose --space mbv2 or resnet")
+    resolutions: dict[tuple[int, int], list[str]] = {}
+    for name, res in order:
+        if name not in resolutions.setdefault(res, []):
+            resolutions[res].append(name)
+    return tuple(tuple(names) for names in resolutions.values())
+
+
+SPACES.register("pruned")(PrunedFamily())
