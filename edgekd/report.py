@@ -51,10 +51,12 @@ def build_manifest(validation: ValidationReport, profile: dict[str, Any], extra:
     }
 
 
-def summary_table(manifest: dict[str, Any]) -> str:
-    """Markdown table: teacher vs students, accuracy, size, p50, speedup, verdict."""
-    rows = ["| artifact | accuracy | size (KB) | p50 (ms) | p90 (ms) | speedup vs teacher | verdict |",
-            "|---|---:|---:|---:|---:|---:|---|"]
+SUMMARY_HEADER = ("artifact", "accuracy", "size (KB)", "p50 (ms)", "p90 (ms)", "speedup vs teacher", "verdict")
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[tuple[bool, tuple[str, ...]]]:
+    """(is primary, cells) per artifact, cells as in SUMMARY_HEADER: the table report.md and report.html share."""
+    rows = []
     for a in manifest["artifacts"]:
         art, lat = a["artifact"], a["latency"] or {}
         acc = f"{a['accuracy'] * 100:.2f}%" if a["accuracy"] is not None else "-"
@@ -64,26 +66,47 @@ def summary_table(manifest: dict[str, Any]) -> str:
         else:
             failed = [k for k, ok in a["verdicts"].items() if not ok]
             verdict = "pass" if not failed and a["checker_ok"] else "FAIL: " + ", ".join(failed or ["checker"])
-        name = f"**{art['name']}** (primary)" if a.get("primary") else art["name"]
-        rows.append(f"| {name} | {acc} | {art['size_bytes'] / 1024:.1f} | {lat.get('p50_ms', float('nan')):.3f} "
-                    f"| {lat.get('p90_ms', float('nan')):.3f} | {speed} | {verdict} |")
+        rows.append((bool(a.get("primary")), (art["name"], acc, f"{art['size_bytes'] / 1024:.1f}",
+                                              f"{lat.get('p50_ms', float('nan')):.3f}",
+                                              f"{lat.get('p90_ms', float('nan')):.3f}", speed, verdict)))
+    return rows
+
+
+def summary_table(manifest: dict[str, Any]) -> str:
+    """Markdown table: teacher vs students, accuracy, size, p50, speedup, verdict."""
+    rows = ["| " + " | ".join(SUMMARY_HEADER) + " |", "|---|---:|---:|---:|---:|---:|---|"]
+    for primary, cells in summary_rows(manifest):
+        name = f"**{cells[0]}** (primary)" if primary else cells[0]
+        rows.append("| " + " | ".join((name, *cells[1:])) + " |")
     return "\n".join(rows)
 
 
-def render_markdown(manifest: dict[str, Any]) -> str:
-    budget = manifest["budget"]
+def budget_text(budget: dict[str, Any]) -> str:
     limits = []
     if budget.get("latency_ms") is not None:
         limits.append(f"p50 <= {budget['latency_ms']:g} ms")
     if budget.get("max_size_kb") is not None:
         limits.append(f"size <= {budget['max_size_kb']:g} KB")
+    return ", ".join(limits) or "none"
+
+
+def latency_method(manifest: dict[str, Any]) -> str:
+    """One sentence on how the latencies were measured (from the recorded profile)."""
+    measure = manifest["profile"]["measure"]
+    lat = manifest["artifacts"][0].get("latency") or {}
+    return (f"Latency: {lat.get('repeats', '?')} interleaved repeats of {measure['runs_per_repeat']} runs at batch "
+            f"{measure['batch_size']}, after {measure['warmup_runs']} warm-up runs; speedups are p50 ratios from "
+            "that one run.")
+
+
+def render_markdown(manifest: dict[str, Any]) -> str:
     profile = manifest["profile"]
     lines = [
         "# edgekd report",
         "",
         f"- Verdict: **{'PASS' if manifest['passed'] else 'FAIL'}** (primary artifact `{manifest['primary']}`)",
         f"- Profile: `{profile['name']}`: {profile['description']}",
-        f"- Budget: {', '.join(limits) or 'none'}",
+        f"- Budget: {budget_text(manifest['budget'])}",
         f"- Data: {manifest.get('data', {}).get('name', '?')}, test set of {manifest.get('data', {}).get('test', '?')}"
         " images",
         f"- Teacher: {manifest.get('teacher', {}).get('source', '?')}",
@@ -92,11 +115,7 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     if student:
         lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "
                      f"({student['params']:,} parameters)")
-    lines += ["", summary_table(manifest), ""]
-    lat = manifest["artifacts"][0].get("latency") or {}
-    lines.append(f"Latency: {lat.get('repeats', '?')} interleaved repeats of {profile['measure']['runs_per_repeat']} "
-                 f"runs at batch {profile['measure']['batch_size']}, after {profile['measure']['warmup_runs']} "
-                 "warm-up runs; speedups are p50 ratios from that one run.")
+    lines += ["", summary_table(manifest), "", latency_method(manifest)]
     if manifest["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
     lines += ["", f"Tools: {', '.join(f'{k} {v}' for k, v in manifest['tools'].items())}", ""]

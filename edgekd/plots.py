@@ -1,0 +1,181 @@
+"""The report's plots, each a base64 PNG (matplotlib, Agg backend, imported only here and only when
+called), or ``None`` when the manifest or search result lacks what the plot needs.
+
+Every function takes plain manifest/search dicts, so a report can be rendered again from the JSON
+files of any finished run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_BUDGET_STYLE = {"color": "tab:red", "linestyle": "--", "linewidth": 1}
+_LATENCY_SERIES = (("candidate", "tab:blue", "o", 30), ("chosen student", "tab:orange", "*", 160),
+                   ("shipped student (validation)", "tab:red", "D", 60))
+
+
+@contextmanager
+def _figure(ncols: int = 1, width: float = 6.4) -> Iterator[tuple[Any, Any, list[str]]]:
+    """A figure with ``ncols`` axes; its PNG, base64-encoded, lands in the yielded list on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width, 4.0), squeeze=False)
+    png: list[str] = []
+    try:
+        yield fig, list(axes[0]), png
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=96)
+        png.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    finally:
+        plt.close(fig)
+
+
+def candidate_key(candidate: dict[str, Any]) -> str:
+    """The key search.json's ``pareto`` list uses (``StudentSpec.key``)."""
+    spec = candidate["spec"]
+    return f"{spec['space']}:{json.dumps(spec['config'], sort_keys=True)}"
+
+
+def _latency(candidate: dict[str, Any]) -> float | None:
+    """Measured latency when there is one, else the predicted one."""
+    value = candidate.get("latency_ms")
+    return value if value is not None else candidate.get("predicted_ms")
+
+
+def pareto_plot(search: dict[str, Any] | None, budget_ms: float | None = None) -> str | None:
+    """Proxy score vs latency of every candidate; the Pareto front joined, the chosen one starred."""
+    if not search or not search.get("candidates"):
+        return None
+    points = [(c, _latency(c)) for c in search["candidates"]]
+    points = [(c, ms) for c, ms in points if ms is not None]
+    if not points:
+        return None
+    front = set(search.get("pareto", ()))
+    chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
+    with _figure() as (_, (ax,), png):
+        ax.scatter([ms for _, ms in points], [c["score"] for c, _ in points], s=18, color="tab:gray", alpha=0.6,
+                   label="candidates")
+        on_front = sorted((ms, c["score"]) for c, ms in points if candidate_key(c) in front)
+        if on_front:
+            ax.plot(*zip(*on_front), "o-", color="tab:blue", markersize=5, label="Pareto front")
+        picked = [(ms, c["score"]) for c, ms in points if candidate_key(c) == chosen]
+        if picked:
+            ax.scatter(*zip(*picked), marker="*", s=220, color="tab:orange", edgecolor="black", zorder=5,
+                       label="chosen")
+        if budget_ms is not None:
+            ax.axvline(budget_ms, **_BUDGET_STYLE, label=f"budget {budget_ms:g} ms")
+        ax.set_xlabel("latency (ms; measured, else predicted)")
+        ax.set_ylabel(f"proxy score ({search.get('proxy', '?')})")
+        ax.set_title("Search: score vs latency")
+        ax.legend(fontsize=8)
+    return png[0]
+
+
+def latency_pairs(manifest: dict[str, Any], search: dict[str, Any] | None) -> list[tuple[str, float, float]]:
+    """(label, predicted ms, measured ms) wherever both are known: search candidates and the chosen student."""
+    pairs = []
+    for c in (search or {}).get("candidates", []):
+        if c.get("predicted_ms") is not None and c.get("latency_ms") is not None:
+            pairs.append(("candidate", float(c["predicted_ms"]), float(c["latency_ms"])))
+    student = manifest.get("student") or {}
+    predicted = student.get("predicted_latency_ms")
+    if predicted is None:
+        return pairs
+    if student.get("search_latency_ms") is not None:
+        pairs.append(("chosen student", float(predicted), float(student["search_latency_ms"])))
+    precision = (search or {}).get("precision", "fp32")  # the precision the search predicted latency for
+    for entry in manifest.get("artifacts") or []:
+        art = entry["artifact"]
+        if art["role"] == "student" and art["precision"] == precision and entry.get("latency"):
+            pairs.append(("shipped student (validation)", float(predicted), float(entry["latency"]["p50_ms"])))
+    return pairs
+
+
+def latency_plot(manifest: dict[str, Any], search: dict[str, Any] | None) -> str | None:
+    """Predicted vs measured latency with the y = x line and a +-10% band."""
+    pairs = latency_pairs(manifest, search)
+    if not pairs:
+        return None
+    with _figure() as (_, (ax,), png):
+        for label, color, marker, size in _LATENCY_SERIES:
+            xs = [(p, m) for lab, p, m in pairs if lab == label]
+            if xs:
+                ax.scatter(*zip(*xs), s=size, color=color, label=label, marker=marker, edgecolor="black",
+                           linewidth=0.3, zorder=4)
+        hi = max(max(p, m) for _, p, m in pairs) * 1.1
+        ax.plot([0, hi], [0, hi], color="black", linewidth=1, label="measured = predicted")
+        ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.12, label="+-10%")
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+        ax.set_xlabel("predicted latency (ms)")
+        ax.set_ylabel("measured latency (ms)")
+        ax.set_title("Latency model: predicted vs measured")
+        ax.legend(fontsize=8)
+    return png[0]
+
+
+def training_history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(((manifest.get("student") or {}).get("distill") or {}).get("history") or [])
+
+
+def training_plot(manifest: dict[str, Any]) -> str | None:
+    """Train loss and validation accuracy per distillation epoch; the selected epoch marked."""
+    history = training_history(manifest)
+    if not history:
+        return None
+    distill = manifest["student"]["distill"]
+    epochs = [h["epoch"] for h in history]
+    with _figure(ncols=2, width=9.6) as (_, (loss_ax, acc_ax), png):
+        loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", markersize=3)
+        loss_ax.set_xlabel("epoch")
+        loss_ax.set_ylabel("train loss")
+        loss_ax.set_title("Distillation: train loss")
+        acc_ax.plot(epochs, [h["val_accuracy"] * 100 for h in history], "o-", color="tab:green", markersize=3)
+        best = distill.get("best_epoch")
+        if best is not None:
+            acc_ax.axvline(best, color="tab:orange", linestyle=":", label=f"selected epoch {best}")
+            acc_ax.legend(fontsize=8)
+        acc_ax.set_xlabel("epoch")
+        acc_ax.set_ylabel("validation accuracy (%)" if distill.get("selected_on", "val_labels") == "val_labels"
+                          else "agreement with teacher (%)")
+        acc_ax.set_title("Distillation: validation")
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in (loss_ax, acc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return png[0]
+
+
+def comparison_plot(manifest: dict[str, Any]) -> str | None:
+    """Accuracy, size and p50 latency of every artifact side by side; budget lines where there is a budget."""
+    entries = manifest.get("artifacts") or []
+    if not entries:
+        return None
+    names = [e["artifact"]["name"] for e in entries]
+    colors = ["tab:gray" if e["artifact"]["role"] == "teacher" else
+              ("tab:orange" if e.get("primary") else "tab:blue") for e in entries]
+    budget = manifest.get("budget") or {}
+    panels = [
+        ("accuracy (%)", [e["accuracy"] * 100 if e.get("accuracy") is not None else 0 for e in entries], None),
+        ("size (KB)", [e["artifact"]["size_bytes"] / 1024 for e in entries], budget.get("max_size_kb")),
+        ("p50 latency (ms)", [(e.get("latency") or {}).get("p50_ms", 0) for e in entries], budget.get("latency_ms")),
+    ]
+    with _figure(ncols=3, width=12.0) as (_, axes, png):
+        for ax, (label, values, limit) in zip(axes, panels):
+            bars = ax.bar(range(len(names)), values, color=colors)
+            ax.bar_label(bars, fmt="%.4g", fontsize=7)
+            if limit is not None:
+                ax.axhline(limit, **_BUDGET_STYLE, label=f"budget {limit:g}")
+                ax.legend(fontsize=8)
+            ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+            ax.set_title(label)
+    return png[0]

@@ -1,0 +1,161 @@
+"""report.html: one self-contained file (plots inlined as base64 PNG) with the tables of report.md,
+the search's Pareto front, predicted vs measured latency, training curves and the teacher/student
+comparison. Any piece the run did not record is left out with a sentence saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ArtifactError, OutputError
+from edgekd.report import SUMMARY_HEADER, budget_text, latency_method, summary_rows
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+tr.primary { background: #fff4e0; font-weight: bold; }
+.pass { color: #17702a; } .fail { color: #b3261e; }
+img { max-width: 100%; } .missing { color: #666; font-style: italic; }
+footer { color: #666; font-size: 0.8rem; margin-top: 2rem; }
+"""
+
+
+def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) -> str:
+    """The whole report as one HTML string. ``search`` is search.json's content (``SearchResult.to_dict()``);
+    without it the search sections say there was none."""
+    from edgekd import plots
+
+    budget_ms = (manifest.get("budget") or {}).get("latency_ms")
+    sections = [
+        _header(manifest),
+        _section("Teacher and students", plots.comparison_plot(manifest), "no artifacts were recorded",
+                 _summary_table(manifest) + f"<p>{escape(latency_method(manifest))}</p>"),
+        _section("Search: Pareto front", plots.pareto_plot(search, budget_ms),
+                 "no search result (search.json) was given, so there is no Pareto front to show",
+                 _candidates_table(search) if search else ""),
+        _section("Latency: predicted vs measured", plots.latency_plot(manifest, search),
+                 "no latency was both predicted and measured (the profile has no calibrated latency table)"),
+        _section("Training curves", plots.training_plot(manifest),
+                 "the manifest records no distillation history"),
+        _notes(manifest),
+    ]
+    tools = ", ".join(f"{k} {v}" for k, v in (manifest.get("tools") or {}).items())
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>edgekd report</title>"
+            f"<style>{_STYLE}</style></head>\n<body>\n" + "\n".join(sections)
+            + f"\n<footer>Tools: {escape(tools)}. Created {escape(str(manifest.get('created', '?')))}.</footer>"
+            "\n</body></html>\n")
+
+
+def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
+    """Render ``out_dir``/report.html from the manifest.json (and search.json, if present) there.
+
+    Writes atomically; an existing report.html is replaced only with ``force``.
+    """
+    from edgekd.gate import load_manifest
+
+    out_dir = Path(out_dir)
+    target = out_dir / "report.html"
+    if target.exists() and not force:
+        raise OutputError(f"'{target}' already exists", "pass force=True (--force) to replace it")
+    manifest = load_manifest(out_dir / "manifest.json")
+    html = render_html(manifest, _read_search(out_dir / "search.json"))
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _read_search(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"'{path}' is not valid JSON ({exc})",
+                            "restore the search.json edgekd wrote, or remove it to render without the search") from None
+    if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
+        raise ArtifactError(f"'{path}' is not an edgekd search result",
+                            "restore the search.json edgekd wrote, or remove it to render without the search")
+    return data
+
+
+def _header(manifest: dict[str, Any]) -> str:
+    passed = bool(manifest.get("passed"))
+    profile = manifest.get("profile") or {}
+    data = manifest.get("data") or {}
+    facts = [
+        ("Verdict", f"<strong class=\"{'pass' if passed else 'fail'}\">{'PASS' if passed else 'FAIL'}</strong> "
+                    f"(primary artifact <code>{escape(str(manifest.get('primary')))}</code>)"),
+        ("Profile", f"<code>{escape(str(profile.get('name', '?')))}</code>: "
+                    f"{escape(str(profile.get('description', '')))}"),
+        ("Budget", escape(budget_text(manifest.get("budget") or {}))),
+        ("Data", escape(f"{data.get('name', '?')}, test set of {data.get('test', '?')} images")),
+        ("Teacher", escape(str((manifest.get("teacher") or {}).get("source", "?")))),
+    ]
+    student = manifest.get("student")
+    if student:
+        spec = student["spec"]
+        facts.append(("Student", f"<code>{escape(spec['space'])}</code> {escape(json.dumps(spec['config']))} "
+                                 f"({student['params']:,} parameters)"))
+    items = "".join(f"<li>{k}: {v}</li>" for k, v in facts)
+    return f"<h1>edgekd report</h1>\n<ul>{items}</ul>"
+
+
+def _section(title: str, png: str | None, missing: str, body: str = "") -> str:
+    figure = (f'<img alt="{escape(title)}" src="data:image/png;base64,{png}">' if png
+              else f'<p class="missing">No plot: {escape(missing)}.</p>')
+    return f"<h2>{escape(title)}</h2>\n{figure}\n{body}"
+
+
+def _summary_table(manifest: dict[str, Any]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in SUMMARY_HEADER)
+    rows = []
+    for primary, cells in summary_rows(manifest):
+        verdict = cells[-1]
+        css = "fail" if verdict.startswith("FAIL") else ("pass" if verdict == "pass" else "")
+        name = escape(cells[0]) + (" (primary)" if primary else "")
+        tds = "".join(f"<td>{escape(c)}</td>" for c in cells[1:-1])
+        rows.append(f'<tr{" class=primary" if primary else ""}><td>{name}</td>{tds}'
+                    f'<td class="text {css}">{escape(verdict)}</td></tr>')
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
+    from edgekd.plots import candidate_key
+
+    front = set(search.get("pareto", ()))
+    chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
+    rows = []
+    for rank, c in enumerate(search["candidates"][:top], 1):
+        key = candidate_key(c)
+        mark = "chosen" if key == chosen else ("Pareto" if key in front else "")
+        cells = [str(rank), f"{c['params']:,}", f"{c['size_bytes'] / 1024:.1f}", f"{c['score']:.3f}",
+                 _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]
+        rows.append("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in cells)
+                    + f'<td class="text">{mark}</td><td class="text"><code>'
+                      f"{escape(json.dumps(c['spec']['config']))}</code></td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "params", "est. KB", "score", "measured ms", "predicted ms",
+                                              "", "config"))
+    shown = min(top, len(search["candidates"]))
+    return (f"<p>{len(search['candidates'])} candidates ranked by <code>{escape(str(search.get('proxy', '?')))}"
+            f"</code>; the first {shown}:</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _notes(manifest: dict[str, Any]) -> str:
+    notes = manifest.get("notes") or []
+    if not notes:
+        return ""
+    return "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"

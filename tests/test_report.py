@@ -1,0 +1,138 @@
+"""report.md tables and the self-contained report.html: plots, missing pieces, atomic writing."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from edgekd.errors import ArtifactError, OutputError
+from edgekd.report import render_markdown, summary_table
+from edgekd.report_html import render_html, write_html_report
+
+
+def _entry(name, role, precision, accuracy, size, p50, primary=False, verdicts=None):
+    return {"artifact": {"name": name, "role": role, "precision": precision, "path": f"{name}.onnx",
+                         "exporter": f"onnx-{precision}", "opset": 18, "sha256": "0" * 64, "size_bytes": size,
+                         "details": {}},
+            "checker_ok": True, "parity": None, "accuracy": accuracy,
+            "latency": {"p50_ms": p50, "p90_ms": p50 * 1.2, "p99_ms": p50 * 1.5, "mean_ms": p50, "cv": 0.01,
+                        "runs": 280, "repeats": 7},
+            "verdicts": verdicts if verdicts is not None else {}, "passed": True, "primary": primary}
+
+
+def _config(widths):
+    return {"stem": 16, "widths": widths, "depths": [1, 1, 1]}
+
+
+def _candidate(widths, score, ms, predicted):
+    return {"spec": {"space": "mbv2", "config": _config(widths)}, "params": 1000 * widths[0], "size_bytes": 4000,
+            "score": score, "latency_ms": ms, "predicted_ms": predicted}
+
+
+@pytest.fixture
+def manifest():
+    history = [{"epoch": e, "train_loss": 3.0 / e, "val_accuracy": 0.5 + e / 10, "seconds": 1.0} for e in (1, 2, 3)]
+    return {
+        "schema": "edgekd.manifest", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
+        "tools": {"edgekd": "0.1.0"},
+        "profile": {"name": "fast-test", "description": "test <profile>", "digest": "x", "runtime": {},
+                    "runner": {"kind": "local"},
+                    "measure": {"batch_size": 1, "warmup_runs": 3, "repeats": 7, "runs_per_repeat": 40}},
+        "budget": {"latency_ms": 0.5, "max_size_kb": 128},
+        "primary": "student-int8", "passed": True, "notes": ["int8 student ships: 1.50x faster"],
+        "artifacts": [_entry("teacher-fp32", "teacher", "fp32", 0.99, 1_500_000, 2.0),
+                      _entry("student-fp32", "student", "fp32", 0.97, 100_000, 0.3, verdicts={"latency": True}),
+                      _entry("student-int8", "student", "int8", 0.96, 40_000, 0.2, True, {"latency": True})],
+        "data": {"name": "digits", "test": 359},
+        "teacher": {"source": "tiny teacher"},
+        "student": {"spec": {"space": "mbv2", "config": _config([8, 16, 24])}, "params": 8000,
+                    "search_latency_ms": 0.25, "predicted_latency_ms": 0.27,
+                    "distill": {"best_epoch": 3, "best_val_accuracy": 0.8, "history": history}},
+    }
+
+
+@pytest.fixture
+def search():
+    cands = [_candidate([8, 16, 24], -1.0, 0.25, 0.27), _candidate([8, 8, 8], -2.0, 0.1, 0.11),
+             _candidate([16, 16, 16], -1.5, 0.4, None), _candidate([4, 4, 4], -3.0, None, 0.05)]
+    key = "mbv2:" + json.dumps(_config([8, 8, 8]), sort_keys=True)
+    chosen = "mbv2:" + json.dumps(_config([8, 16, 24]), sort_keys=True)
+    return {"chosen": cands[0], "candidates": cands, "pareto": [key, chosen], "proxy": "diswot",
+            "precision": "fp32", "latency_source": "predicted+measured", "evaluated": 4, "measured": 3, "seconds": 1}
+
+
+def _images(html):
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_html_has_every_plot_inline_and_the_tables(manifest, search):
+    html = render_html(manifest, search)
+    images = _images(html)
+    assert len(images) == 4 and all(png.startswith(b"\x89PNG") for png in images)
+    assert "No plot" not in html
+    assert "<tr class=primary><td>student-int8 (primary)</td>" in html
+    assert "p50 &lt;= 0.5 ms, size &lt;= 128 KB" in html and "test &lt;profile&gt;" in html  # escaped
+    assert "int8 student ships" in html and "diswot" in html and ">chosen<" in html and ">Pareto<" in html
+    assert not re.search(r'(src|href)="(http|file|/)', html)  # nothing outside the one file
+
+
+def test_html_degrades_without_search_or_history(manifest):
+    del manifest["student"]
+    html = render_html(manifest, None)
+    assert len(_images(html)) == 1  # the teacher/student comparison only
+    assert "No plot: no search result (search.json) was given" in html
+    assert "No plot: the manifest records no distillation history" in html
+    assert "No plot: no latency was both predicted and measured" in html
+
+
+def test_latency_plot_uses_predicted_when_not_measured(manifest, search):
+    from edgekd.plots import latency_pairs, pareto_plot
+
+    pairs = latency_pairs(manifest, search)
+    labels = [p[0] for p in pairs]
+    assert labels.count("candidate") == 2 and "chosen student" in labels
+    assert ("shipped student (validation)", 0.27, 0.3) in pairs  # the fp32 student: the search's precision
+    assert pareto_plot({**search, "candidates": [search["candidates"][3]]}) is not None  # predicted only
+    assert pareto_plot({**search, "candidates": []}) is None
+
+
+def test_write_html_report_is_atomic_and_refuses_to_overwrite(manifest, search, tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    path = write_html_report(tmp_path)
+    assert path == tmp_path / "report.html" and len(_images(path.read_text())) == 4
+    with pytest.raises(OutputError, match="already exists; pass force=True"):
+        write_html_report(tmp_path)
+    (tmp_path / "search.json").unlink()
+    assert "no search result" in write_html_report(tmp_path, force=True).read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "report.html"]  # no temp files left
+
+
+def test_write_html_report_bad_inputs(manifest, tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        write_html_report(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    with pytest.raises(ArtifactError, match="schema version 99, this edgekd reads version 1"):
+        write_html_report(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "search.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="search.json' is not valid JSON"):
+        write_html_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_markdown_table_marks_the_primary(manifest):
+    table = summary_table(manifest)
+    assert "| **student-int8** (primary) | 96.00% | 39.1 | 0.200 | 0.240 | - | pass |" in table
+    assert "| teacher-fp32 | 99.00% |" in table and "reference |" in table
+    text = render_markdown(manifest)
+    assert "- Budget: p50 <= 0.5 ms, size <= 128 KB" in text and "7 interleaved repeats of 40 runs" in text
+
+
+def test_matplotlib_is_imported_only_when_plotting():
+    code = "import sys, edgekd.report_html, edgekd.plots; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
