@@ -6,7 +6,7 @@ from edgekd.search import SPACES, SearchConfig, build_student, search
 from edgekd.search.proxies import PROXIES, make_probe
 from edgekd.types import Budget, StudentSpec
 
-CFG = SearchConfig(candidates=12, measure_top=2, rounds=1, probe_batch=16)
+CFG = SearchConfig(candidates=12, measure_top=2, rounds=1, probe_batch=16, anchors=3)
 
 
 def test_space_samples_build_and_run(small_data):
@@ -49,7 +49,159 @@ def test_unmeetable_size_names_the_smallest(teacher, small_data, fast_profile):
 
 
 def test_unknown_space_and_proxy(teacher, small_data, fast_profile):
-    with pytest.raises(ConfigError, match="unknown search space 'nope'; choose one of: mbv2"):
-        search(teacher.module, small_data, fast_profile, Budget(), SearchConfig(space="nope"), progress=False)
-    with pytest.raises(ConfigError, match="unknown proxy 'nope'; choose one of: diswot, params"):
-        search(teacher.module, small_data, fast_profile, Budget(), SearchConfig(proxy="nope"), progress=False)
+    with pytest.raises(ConfigError, match="unknown search space 'nope'; choose one of: mbv2, pruned, resnet"):
+        SearchConfig(space="mbv2,nope")
+    with pytest.raises(ConfigError, match="unknown proxy 'nope'; choose one of: diswot, grad_norm, naswot, params, "
+                                          "synflow"):
+        SearchConfig(proxy="nope")
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        SearchConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("name", ["mbv2", "resnet"])
+def test_spaces_sample_mutate_and_build(name, small_data):
+    import torch
+
+    from edgekd.search.spaces import mutate, smallest
+
+    space = SPACES.get(name)
+    rng = np.random.default_rng(1)
+    config = space.sample(rng)
+    child = mutate(space, config, rng)
+    changed = [k for k in config if config[k] != child[k]]
+    assert len(changed) == 1  # one gene moved
+    for cfg in (config, child, smallest(space)):
+        model = build_student(StudentSpec(name, cfg), small_data.input_shape, 10)
+        assert model(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)
+    assert len(space.blocks(config, (1, 32, 32), 10)) >= 3
+    assert set(space.blocks(config, (1, 32, 32), 10)) <= set(space.all_blocks((1, 32, 32), 10))
+
+
+def test_mbv2_squeeze_excitation_is_a_table_entry():
+    space = SPACES.get("mbv2")
+    config = {**space.smallest(), "se": [0, 1, 0]}
+    keys = space.blocks(config, (1, 32, 32), 10)
+    assert [k[0] for k in keys].count("se") == config["depths"][1]
+    assert set(keys) <= set(space.all_blocks((1, 32, 32), 10))
+
+
+def test_pruned_space_prunes_the_teacher_per_stage(teacher, small_data):
+    import torch
+
+    from edgekd.search.spaces import resolve_space
+
+    space = resolve_space("pruned", teacher.module, small_data.input_shape)
+    assert len(space.stages) >= 2
+    full = sum(p.numel() for p in teacher.module.parameters())
+    half = build_student(StudentSpec("pruned", {"keep": [0.5] * len(space.stages)}), small_data.input_shape, 10,
+                         teacher=teacher.module)
+    assert sum(p.numel() for p in half.parameters()) < 0.5 * full
+    assert half(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)
+    same = space.build({"keep": [1.0] * len(space.stages)}, small_data.input_shape, 10)
+    x = torch.from_numpy(small_data.x_val[:4])
+    assert torch.allclose(same(x), teacher.module.eval()(x))  # keep 1.0 is the teacher itself
+
+
+def test_pruned_space_errors(teacher, small_data):
+    import torch
+
+    from edgekd.errors import ModelError
+    from edgekd.search.spaces import resolve_space
+
+    with pytest.raises(ConfigError, match="derived from the teacher"):
+        build_student(StudentSpec("pruned", {"keep": [0.5]}), small_data.input_shape, 10)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 10))
+    with pytest.raises(ModelError, match="no Conv2d layer"):
+        resolve_space("pruned", mlp, small_data.input_shape)
+    space = resolve_space("pruned", teacher.module, small_data.input_shape)
+    with pytest.raises(ModelError, match="keep ratios but the teacher has"):
+        space.build({"keep": [0.5]}, small_data.input_shape, 10)
+
+
+@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm"])
+def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(name, teacher, small_data):
+    import torch
+
+    probe = make_probe(teacher.module, small_data.x_train[:16], small_data.y_train[:16])
+    torch.manual_seed(0)
+    model = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a, b = PROXIES.get(name)(model, probe), PROXIES.get(name)(model, probe)
+    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_diswot_falls_back_to_logits_when_the_teacher_has_no_feature_map(small_data):
+    import torch
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 10))
+    probe = make_probe(mlp, small_data.x_train[:16], small_data.y_train[:16])
+    assert probe.cam is None
+    student = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
+    assert np.isfinite(PROXIES.get("diswot")(student, probe))
+
+
+def test_evolution_respects_constraints_and_beats_random():
+    """On a synthetic objective, aging evolution finds better configs than as many random samples."""
+    from edgekd.search.evolution import evolve
+    from edgekd.search.spaces import ResNetSpace, sample
+    from edgekd.types import Candidate
+
+    space = ResNetSpace()
+
+    def objective(cfg):
+        return -abs(sum(cfg["widths"]) - 70) - 3 * abs(sum(cfg["depths"]) - 6)
+
+    def evaluate(spec):
+        feasible = spec.config["widths"][2] <= 48  # a hard constraint
+        return Candidate(spec, 0, 0, float(objective(spec.config)) if feasible else float("-inf"))
+
+    found = evolve([space], evaluate, 120, np.random.default_rng(0), population=16, tournament=4)
+    assert len({c.spec.key() for c in found}) == len(found) == 120
+    best = max(c.score for c in found)
+    rng = np.random.default_rng(0)
+    randoms = [sample(space, rng) for _ in range(120)]
+    best_random = max(objective(c) for c in randoms if c["widths"][2] <= 48)
+    assert best >= best_random
+    assert all(c.spec.config["widths"][2] <= 48 for c in found if np.isfinite(c.score))
+
+
+def test_pareto_front():
+    from edgekd.search.evolution import pareto_front
+    from edgekd.types import Candidate
+
+    def cand(i, score, ms):
+        return Candidate(StudentSpec("mbv2", {"i": i}), 0, 0, score, predicted_ms=ms)
+
+    cands = [cand(0, 1.0, 1.0), cand(1, 2.0, 2.0), cand(2, 1.5, 2.5), cand(3, 3.0, 3.0), cand(4, -np.inf, 0.1)]
+    assert [c.spec.config["i"] for c in pareto_front(cands)] == [0, 1, 3]
+
+
+def test_search_over_several_spaces_writes_a_pareto_front(teacher, small_data, fast_profile):
+    cfg = SearchConfig(space="mbv2,resnet", candidates=16, population=6, tournament=3, measure_top=2, rounds=1,
+                       probe_batch=16, anchors=3, precision="fp32")
+    result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50), cfg, progress=False)
+    spaces = {c.spec.space for c in result.candidates}
+    assert spaces == {"mbv2", "resnet"}
+    keys = {c.spec.key() for c in result.candidates}
+    assert result.pareto and set(result.pareto) <= keys
+    assert result.precision == "fp32" and "fitted on 3 measured 'resnet' networks" in result.latency_source
+    again = type(result).from_dict(result.to_dict())
+    assert again.pareto == result.pareto
+
+
+def test_stale_table_after_a_space_change_is_refused(tmp_path, fast_profile):
+    import json
+
+    from edgekd.errors import ProfileError
+    from edgekd.latency.table import LatencyTable, Stamp, load_table, save_table
+
+    stamp = Stamp.current(fast_profile, "mbv2", (1, 16, 16), 10)
+    table = LatencyTable(stamp, {"fp32": {}, "int8": {}}, {"fp32": [1.0], "int8": [1.0]}, reference_ms=1.0)
+    path = tmp_path / "t.json"
+    save_table(table, path)
+    data = json.loads(path.read_text())
+    data["stamp"]["space_digest"] = "0123456789abcdef"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="older version of search space 'mbv2'.*recalibrate"):
+        load_table(fast_profile, "mbv2", (1, 16, 16), 10, path=path)

@@ -23,14 +23,16 @@ class SearchConfig:
     population: int = 24
     tournament: int = 6
     precision: str = "int8"  # what ships: latency and size limits are checked for this precision
+    anchors: int = 8  # networks measured to fit the latency of a space with no calibrated table
     measure_top: int = 5  # best-ranked candidates measured per round
     rounds: int = 3  # measurement rounds before falling back to the fastest candidate
     probe_batch: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.measure_top < 1 or self.rounds < 1 or self.probe_batch < 2:
-            raise ConfigError("search sizes must be positive (candidates, measure_top, rounds, probe_batch >= 2)",
+        if min(self.candidates, self.measure_top, self.rounds) < 1 or self.probe_batch < 2 or self.anchors < 3:
+            raise ConfigError("search sizes must be positive (candidates, measure_top, rounds; probe_batch >= 2, "
+                              "anchors >= 3)",
                               "pass positive values")
         if self.population < 2 or not 1 <= self.tournament <= self.population:
             raise ConfigError(f"population {self.population} / tournament {self.tournament} is not usable",
@@ -90,7 +92,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         log("search: the teacher exposes no 4-D feature map, so diswot compares logit relations only")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
-                                    seed=config.seed) for s in spaces}
+                                    anchors=config.anchors, seed=config.seed) for s in spaces}
     for name, model in models.items():
         log(f"search: '{name}' {config.precision} latency from the {model.source}")
     by_name = {s.name: s for s in spaces}
