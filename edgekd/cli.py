@@ -121,18 +121,43 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 
 @cli.command()
 @click.argument("model", type=str)
-@click.option("--profile", default="host-cpu-1t", show_default=True, help="Device profile name or .toml path.")
+@click.option("--profile", default="host-cpu-1t", show_default=True,
+              help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
 @click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
 @click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--manifest", type=str, help="Re-check MODEL against its entry in this manifest.json: hash, size, "
+                                           "opset, operators, signature, accuracy and latency as recorded.")
+@click.option("--artifact", type=str, help="With --manifest: the entry to compare with (default: by file name).")
+@click.option("--accuracy-tolerance", type=float, default=0.005, show_default=True,
+              help="With --manifest: allowed accuracy difference from the record, as a fraction.")
+@click.option("--latency-tolerance", type=float, default=0.10, show_default=True,
+              help="With --manifest: how much slower than recorded p50 still passes.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="With --manifest: latency rounds (median).")
 @click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
-             budget_ms: float | None, max_size_kb: float | None, input_shape: str | None,
+             budget_ms: float | None, max_size_kb: float | None, input_shape: str | None, manifest: str | None,
+             artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
              json_out: str | None) -> None:
-    """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget."""
+    """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
+    --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
+    from edgekd.errors import ConfigError
+
+    if manifest:
+        given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
+                                ("--input-shape", input_shape)) if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
+                              "drop it, or use `edgekd gate` to check thresholds")
+        explicit = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
+        _recheck(ctx, model, manifest, artifact, data, resolution, profile if explicit else None,
+                 accuracy_tolerance, latency_tolerance, rounds, json_out)
+        return
+    if artifact:
+        raise ConfigError("--artifact needs --manifest", "pass --manifest manifest.json")
     from edgekd.data import load_data
     from edgekd.profiles import load_profile
     from edgekd.types import Budget
@@ -142,12 +167,12 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     budget = Budget(budget_ms, max_size_kb)
     prof = load_profile(profile)
     shape = _parse_shape(input_shape) if input_shape else None
-    artifact = artifact_from_file(model)
+    art = artifact_from_file(model)
     dataset = load_data(data, resolution=resolution) if data else None
-    report = run([artifact], prof, budget, dataset, input_shape=shape)
+    report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
-    click.echo(f"{artifact.path}: {artifact.precision}, opset {artifact.opset}, {artifact.size_bytes / 1024:.1f} KB, "
+    click.echo(f"{art.path}: {art.precision}, opset {art.opset}, {art.size_bytes / 1024:.1f} KB, "
                f"checker {'ok' if r.checker_ok else 'FAILED'}")
     click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
                f"(cv {lat.cv:.1%}, {lat.runs} runs)")
@@ -160,6 +185,27 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
         write_json(json_out, report.to_dict())
     if not r.passed:
+        ctx.exit(1)
+
+
+def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
+             resolution: int | None, profile: str | None, accuracy_tolerance: float, latency_tolerance: float,
+             rounds: int, json_out: str | None) -> None:
+    """`validate --manifest`: a per-check table; exit 1 when any check fails."""
+    from edgekd.validate import RecheckConfig, recheck, recheck_table
+
+    config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, profile=profile,
+                           accuracy_tolerance=accuracy_tolerance, latency_tolerance=latency_tolerance, rounds=rounds)
+    result = recheck(model, manifest, config)
+    click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
+    click.echo(recheck_table(result))
+    if json_out:
+        from edgekd.fsutil import write_json
+
+        write_json(json_out, result.to_dict())
+    failed = [c.name for c in result.checks if not c.passed]
+    click.echo("PASS: the artifact matches its manifest entry" if not failed else f"FAIL: {', '.join(failed)}")
+    if failed:
         ctx.exit(1)
 
 

@@ -32,25 +32,14 @@ def finish(path: Path, name: str, role: str, precision: str, exporter: str,
     """Run the ONNX checker on ``path`` and return its Artifact record."""
     import onnx
 
+    from edgekd.onnxfile import describe, opset_of
+
     try:
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ExportError(f"{exporter} wrote an invalid model '{path.name}': {str(exc).splitlines()[0][:200]}",
                           "report this with the model that triggered it") from None
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    described = {"op_types": sorted({n.op_type for n in model.graph.node}),
-                 "inputs": [_signature(v) for v in model.graph.input],
-                 "outputs": [_signature(v) for v in model.graph.output], **(details or {})}
-    return Artifact(name=name, role=role, precision=precision, path=str(path), exporter=exporter, opset=opset,
-                    sha256=sha256(path), size_bytes=path.stat().st_size, details=described)
-
-
-def _signature(value: object) -> dict:
-    """Name, element type and shape (symbolic dims by name) of a graph input or output."""
-    import onnx
-
-    tensor = value.type.tensor_type  # type: ignore[attr-defined]
-    dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
-    return {"name": value.name, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(),  # type: ignore
-            "shape": dims}
+    return Artifact(name=name, role=role, precision=precision, path=str(path), exporter=exporter,
+                    opset=opset_of(model), sha256=sha256(path), size_bytes=path.stat().st_size,
+                    details={**describe(model), **(details or {})})

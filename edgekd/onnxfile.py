@@ -1,0 +1,114 @@
+"""Open an ONNX file safely and describe it. Every command that takes a user's .onnx file (validate,
+gate, bench) goes through ``load_model`` first, so a truncated, corrupt or foreign file, or external
+data that points outside the model's folder, is one clear ArtifactError before anything runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ArtifactError
+
+_REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or damaged)"
+
+
+def load_model(path: str | Path) -> Any:
+    """The ModelProto of ``path`` without its external data; checks that the file is a whole ONNX model
+    and that every external-data reference stays inside the model's folder and exists."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model file '{path}' does not exist", "check the path")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"'{path}' is not a readable ONNX model ({first})", _REEXPORT) from None
+    if model.ir_version < 1 or not model.graph.node or not model.opset_import:
+        raise ArtifactError(f"'{path}' is not a readable ONNX model (it holds no ONNX graph)", _REEXPORT)
+    _check_complete(path, model)
+    for tensor in _external_tensors(model):
+        _check_external(path, tensor)
+    return model
+
+
+def _check_complete(path: Path, model: Any) -> None:
+    """Every top-level node input is defined earlier: a cut-off file usually loses nodes or initializers."""
+    graph = model.graph
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    known |= {t.values.name for t in graph.sparse_initializer}
+    for node in graph.node:
+        missing = next((name for name in node.input if name and name not in known), None)
+        if missing is not None:
+            raise ArtifactError(f"'{path}' is incomplete: node '{node.name or node.op_type}' reads '{missing}', "
+                                "which nothing defines", _REEXPORT)
+        known.update(node.output)
+    undefined = [o.name for o in graph.output if o.name not in known]
+    if undefined:
+        raise ArtifactError(f"'{path}' is incomplete: output '{undefined[0]}' is never computed", _REEXPORT)
+
+
+def _external_tensors(model: Any) -> list[Any]:
+    import onnx
+
+    return [t for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _tensors(graph: Any) -> list[Any]:
+    """Every tensor a graph stores: initializers and tensor attributes, subgraphs included."""
+    out = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            out += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                out += _tensors(sub)
+    return out
+
+
+def _check_external(path: Path, tensor: Any) -> None:
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    fix = "keep external data files beside the model (a plain relative file name), or re-export as one file"
+    where = Path(location)
+    if not location or where.is_absolute() or ".." in where.parts or location.startswith(("/", "\\")):
+        raise ArtifactError(f"'{path}': tensor '{tensor.name}' keeps its data at '{location}', outside the model's "
+                            "folder (absolute paths and '..' are refused)", fix)
+    folder = path.parent.resolve()
+    target = (folder / where).resolve()
+    if not target.is_relative_to(folder):  # a symlink that leads out of the folder
+        raise ArtifactError(f"'{path}': tensor '{tensor.name}' keeps its data at '{location}', which resolves "
+                            f"outside the model's folder ({target})", fix)
+    if not target.is_file():
+        raise ArtifactError(f"'{path}': external data file '{location}' of tensor '{tensor.name}' is missing",
+                            "copy the model's data files along with it")
+    end = int(entries.get("offset", 0) or 0) + int(entries.get("length", 0) or 0)
+    if end > target.stat().st_size:
+        raise ArtifactError(f"'{path}': external data file '{location}' is shorter than tensor '{tensor.name}' "
+                            "needs (truncated?)", "copy the model's data files again, whole")
+
+
+def opset_of(model: Any) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def is_int8(model: Any) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
+               for n in model.graph.node)
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """Operator types and input/output signature, as the manifest records them."""
+    return {"op_types": sorted({n.op_type for n in model.graph.node}),
+            "inputs": [signature(v) for v in model.graph.input],
+            "outputs": [signature(v) for v in model.graph.output]}
+
+
+def signature(value: Any) -> dict[str, Any]:
+    """Name, element type and shape (symbolic dims by name) of a graph input or output."""
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(), "shape": dims}

@@ -1,0 +1,210 @@
+"""`edgekd validate`: re-checking an artifact against its manifest entry, and refusing unsafe or broken ONNX files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgekd.errors import ArtifactError
+from edgekd.validate import artifact_from_file
+
+LOOSE = ["--rounds", "1", "--latency-tolerance", "0.9"]  # latency plumbing only: this machine's timing is noisy
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_data, fast_profile, tmp_path_factory) -> Path:
+    """A manifest folder like compress writes (student fp32 + int8), built without search or training."""
+    import torch
+
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.fsutil import write_json
+    from edgekd.report import build_manifest
+    from edgekd.search.spaces import SPACES
+    from edgekd.types import Budget
+    from edgekd.validate import validate, with_paths_relative
+
+    out = tmp_path_factory.mktemp("validate") / "run"
+    out.mkdir()
+    torch.manual_seed(0)
+    config = {"stem": 8, "widths": [8, 16, 16], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3]}
+    model = SPACES.get("mbv2").build(config, small_data.input_shape, small_data.num_classes).eval()
+    fp32 = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", out, model, small_data.x_val[:1]))
+    int8 = get_exporter("onnx-int8")(ExportRequest("student-int8", "student", out, source=fp32,
+                                                   calibration=small_data.x_train[:64]))
+    report = validate([fp32, int8], fast_profile, Budget(), small_data)
+    manifest = build_manifest(with_paths_relative(report, out), fast_profile.to_dict(),
+                              {"data": small_data.describe(), "recipe": {"seed": 0}})
+    write_json(out / "manifest.json", manifest)
+    return out
+
+
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run_dir, tmp_path / "copy"))
+
+
+def _edit_manifest(folder: Path, edit) -> Path:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _entry(data: dict, name: str) -> dict:
+    return next(e for e in data["artifacts"] if e["artifact"]["name"] == name)
+
+
+def test_unchanged_artifact_passes_every_check(run_cli, run_dir, tmp_path):
+    code, out, err = run_cli("validate", run_dir / "student-int8.onnx", "--manifest", run_dir / "manifest.json",
+                             *LOOSE, "--json", tmp_path / "r.json")
+    assert code == 0, out + err
+    for check in ("sha256", "size", "opset", "operators", "signature", "accuracy", "latency"):
+        assert f"| {check} | pass |" in out
+    assert "relative to student-fp32, measured interleaved" in out  # its twin is in the folder: drift cancels
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["passed"] and result["artifact"] == "student-int8"
+
+
+def test_replaced_file_fails_hash_size_and_operators(run_cli, run_dir, tmp_path):
+    copy = _copy(run_dir, tmp_path)
+    shutil.copy(copy / "student-fp32.onnx", copy / "student-int8.onnx")  # valid ONNX, but not the recorded one
+    code, out, _ = run_cli("validate", copy / "student-int8.onnx", "--manifest", copy / "manifest.json", *LOOSE)
+    assert code == 1
+    assert "| sha256 | FAIL |" in out and "| size | FAIL |" in out and "| operators | FAIL |" in out
+    assert "-QuantizeLinear" in out and "FAIL: sha256, size, operators" in out
+
+
+def test_accuracy_and_latency_are_compared_with_the_record(run_cli, run_dir, tmp_path):
+    copy = _copy(run_dir, tmp_path)
+
+    def claim_better(data):
+        entry = _entry(data, "student-fp32")
+        entry["accuracy"] = min(1.0, entry["accuracy"] + 0.2)
+        entry["latency"]["p50_ms"] /= 5  # recorded as 5x faster than it is, relative to its int8 twin
+
+    manifest = _edit_manifest(copy, claim_better)
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
+    assert code == 1 and "| accuracy | FAIL |" in out and "| latency | FAIL |" in out
+    assert "| sha256 | pass |" in out
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE,
+                           "--accuracy-tolerance", "0.5", "--latency-tolerance", "0.99")
+    assert "| accuracy | pass |" in out
+
+
+def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run_dir / "manifest.json", alone)
+    shutil.copy(run_dir / "student-int8.onnx", alone)
+    code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", alone / "manifest.json", *LOOSE)
+    assert code == 0 and "drift between runs counts here" in out
+
+
+def test_manifest_of_another_version_or_schema(run_cli, run_dir, tmp_path):
+    copy = _copy(run_dir, tmp_path)
+    model = copy / "student-int8.onnx"
+    manifest = _edit_manifest(copy, lambda d: d.update(schema_version=2))
+    code, _, err = run_cli("validate", model, "--manifest", manifest)
+    assert code == 2 and "has schema version 2, this edgekd reads version 1" in err
+    manifest = _edit_manifest(copy, lambda d: d.update(schema="other.manifest"))
+    code, _, err = run_cli("validate", model, "--manifest", manifest)
+    assert code == 2 and "is not an edgekd manifest" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--artifact", "nope"], "has no artifact 'nope'; choose one of: student-fp32, student-int8"),
+    (["--budget-ms", "5"], "--budget-ms does not apply with --manifest"),
+    (["--profile", "host-cpu-1t"], "measures differently from the one the manifest records"),
+    (["--rounds", "0"], "rounds must be at least 1"),
+])
+def test_recheck_usage_errors(run_cli, run_dir, args, message):
+    code, _, err = run_cli("validate", run_dir / "student-int8.onnx", "--manifest", run_dir / "manifest.json", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unknown_file_needs_artifact_name(run_cli, run_dir, tmp_path):
+    other = tmp_path / "renamed.onnx"
+    shutil.copy(run_dir / "student-fp32.onnx", other)
+    code, out, _ = run_cli("validate", other, "--manifest", run_dir / "manifest.json", *LOOSE)
+    assert code == 0 and "entry 'student-fp32'" in out
+    code, _, err = run_cli("validate", tmp_path / "x.onnx", "--artifact", "student-fp32")
+    assert code == 2 and "--artifact needs --manifest" in err
+
+
+# -- unsafe or broken ONNX files --------------------------------------------------------------------------------
+
+
+def _model_with_weight(path: Path, location: str | None = None, dangling: bool = False) -> Path:
+    """A one-node model (y = x + w); with ``location``, w's data is stored externally there."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4], np.ones(4, np.float32).tobytes(), raw=True)
+    if location is not None:
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+            weight.external_data.add(key=key, value=value)
+    node = helper.make_node("Add", ["x", "w_missing" if dangling else "w"], ["y"], name="add")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location, message", [
+    ("/etc/passwd", "outside the model's folder (absolute paths and '..' are refused)"),
+    ("../secret.bin", "outside the model's folder (absolute paths and '..' are refused)"),
+    ("data/../../secret.bin", "outside the model's folder"),
+    ("missing.bin", "external data file 'missing.bin' of tensor 'w' is missing"),
+])
+def test_external_data_must_stay_in_the_model_folder(run_cli, tmp_path, location, message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    model = _model_with_weight(folder / "m.onnx", location)
+    for command in (["validate", model], ["gate", model, "--max-size", "1MB", "--config", "/nonexistent.toml"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_symlink_out_of_the_folder_and_short_data_are_refused(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    (folder / "link.bin").symlink_to(tmp_path / "secret.bin")
+    with pytest.raises(ArtifactError, match="resolves outside the model's folder"):
+        artifact_from_file(_model_with_weight(folder / "m.onnx", "link.bin"))
+    (folder / "short.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ArtifactError, match="shorter than tensor 'w' needs"):
+        artifact_from_file(_model_with_weight(folder / "m.onnx", "short.bin"))
+    (folder / "ok.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    assert artifact_from_file(_model_with_weight(folder / "m.onnx", "ok.bin")).details["op_types"] == ["Add"]
+
+
+def test_truncated_corrupt_and_foreign_files(run_cli, run_dir, tmp_path):
+    whole = (run_dir / "student-int8.onnx").read_bytes()
+    cases = {
+        "truncated.onnx": (whole[: len(whole) // 2], "is not a readable ONNX model"),
+        "text.onnx": (b"not onnx at all", "is not a readable ONNX model"),
+        "empty.onnx": (b"", "is not a readable ONNX model (it holds no ONNX graph)"),
+        "image.onnx": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "is not a readable ONNX model"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        code, _, err = run_cli("validate", tmp_path / name)
+        assert code == 2 and message in err and "re-export it" in err and "Traceback" not in err, name
+    incomplete = _model_with_weight(tmp_path / "dangling.onnx", dangling=True)
+    code, _, err = run_cli("validate", incomplete, "--manifest", run_dir / "manifest.json")
+    assert code == 2 and "is incomplete: node 'add' reads 'w_missing'" in err
+
+
+def test_artifact_from_file_records_what_the_manifest_records(run_dir):
+    art = artifact_from_file(run_dir / "student-int8.onnx")
+    recorded = _entry(json.loads((run_dir / "manifest.json").read_text()), "student-int8")["artifact"]
+    assert art.precision == "int8" and art.opset == recorded["opset"]
+    assert {k: art.details[k] for k in ("op_types", "inputs", "outputs")} == {
+        k: recorded["details"][k] for k in ("op_types", "inputs", "outputs")}
+    assert onnx.load(str(run_dir / "student-int8.onnx")).graph.node  # untouched on disk
