@@ -153,18 +153,77 @@ class SearchResult:
         )
 
 
+def parse_losses(spec: Any) -> tuple[tuple[str, float], ...]:
+    """A loss combination as ``((name, weight), ...)``, from ``"kd"``, ``"kd:1,hint:0.5"``, a mapping
+    ``{"kd": 1.0, "hint": 0.5}`` or a sequence of ``(name, weight)`` pairs (as JSON/TOML give them back).
+
+    Names are checked against the registered losses; weights must be positive and finite.
+    """
+    from edgekd.distill.losses import LOSSES
+
+    fix = 'write it like "kd:1,hint:0.5" or {"kd": 1.0, "hint": 0.5}'
+    if isinstance(spec, str):
+        pairs = [part.split(":", 1) if ":" in part else (part, 1.0) for part in spec.split(",") if part.strip()]
+    elif isinstance(spec, dict):
+        pairs = list(spec.items())
+    elif isinstance(spec, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in spec):
+        pairs = [tuple(p) for p in spec]
+    else:
+        raise ConfigError(f"cannot read the loss combination {spec!r}", fix)
+    out: dict[str, float] = {}
+    for name, weight in pairs:
+        name = str(name).strip()
+        if name not in LOSSES:
+            raise ConfigError(f"unknown loss '{name}' in {spec!r}", f"choose from: {', '.join(LOSSES.names())}")
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"loss '{name}' has weight {weight!r}, not a number", fix) from None
+        if not math.isfinite(value) or value <= 0 or isinstance(weight, bool):
+            raise ConfigError(f"loss '{name}' has weight {weight!r}", "give every loss a positive, finite weight")
+        if name in out:
+            raise ConfigError(f"loss '{name}' appears twice in {spec!r}", "list each loss once")
+        out[name] = value
+    if not out:
+        raise ConfigError(f"the loss combination {spec!r} names no loss", fix)
+    return tuple(out.items())
+
+
+def _as_names(value: Any, field_name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{field_name} must be a list of module paths, got {value!r}",
+                          'pass module paths like ["layer3", "layer4"] (see model.named_modules())')
+    return tuple(v.strip() for v in value)
+
+
 @dataclass(frozen=True)
 class DistillConfig:
-    """One training recipe. ``teacher`` absent means plain supervised training."""
+    """One training recipe. ``teacher`` absent means plain supervised training.
+
+    ``losses`` combines registered losses with weights, e.g. ``{"kd": 1.0, "hint": 0.5}`` or
+    ``"kd:1,hint:0.5"`` (kept as ``(("kd", 1.0), ("hint", 0.5))``); empty means the ``loss`` argument of
+    ``distill`` (default ``kd``). The weighted sum of the teacher losses gets ``alpha``, the label
+    cross-entropy ``1 - alpha``. ``student_taps``/``teacher_taps`` pair feature layers by module path
+    for ``hint``, ``at`` and ``rkd`` (default: each model's last 4-D feature map). ``use_labels=False``
+    (or labels of -1) trains on the teacher's soft labels alone.
+    """
 
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.01
     weight_decay: float = 5e-4
     temperature: float = 4.0
-    alpha: float = 0.9  # weight of the KD term; 1 - alpha goes to the label loss
+    alpha: float = 0.9  # weight of the teacher terms; 1 - alpha goes to the label loss
     seed: int = 0
     augment: bool = True
+    losses: tuple[tuple[str, float], ...] = ()
+    student_taps: tuple[str, ...] = ()
+    teacher_taps: tuple[str, ...] = ()
+    use_labels: bool = True
+    dkd_alpha: float = 1.0  # DKD: weight of target-class KD (TCKD)
+    dkd_beta: float = 8.0  # DKD: weight of non-target-class KD (NCKD)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -177,9 +236,25 @@ class DistillConfig:
             raise ConfigError(f"temperature must be positive, got {self.temperature}", "pass a positive temperature")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be within [0, 1], got {self.alpha}", "pass a value between 0 and 1")
+        for name in ("dkd_alpha", "dkd_beta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative number, got {value!r}", "pass a number >= 0")
+        object.__setattr__(self, "losses", parse_losses(self.losses) if self.losses else ())
+        object.__setattr__(self, "student_taps", _as_names(self.student_taps, "student_taps"))
+        object.__setattr__(self, "teacher_taps", _as_names(self.teacher_taps, "teacher_taps"))
+        if len(self.student_taps) != len(self.teacher_taps) and self.student_taps and self.teacher_taps:
+            raise ConfigError(f"{len(self.student_taps)} student taps but {len(self.teacher_taps)} teacher taps",
+                              "pair every student layer with one teacher layer")
+        if bool(self.student_taps) != bool(self.teacher_taps):
+            raise ConfigError("feature taps given for only one of student and teacher",
+                              "give student_taps and teacher_taps together, or neither for the defaults")
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        data = _as_dict(self)
+        data["losses"] = dict(self.losses)
+        data["student_taps"], data["teacher_taps"] = list(self.student_taps), list(self.teacher_taps)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
@@ -190,8 +265,15 @@ class DistillConfig:
 class EpochRecord:
     epoch: int
     train_loss: float
-    val_accuracy: float
+    val_accuracy: float  # on the validation labels, or agreement with the teacher without them
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
+        return cls(**data)
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,12 +284,16 @@ class DistillResult:
     best_epoch: int
     best_val_accuracy: float
     history: tuple[EpochRecord, ...]
+    selected_on: str = "val_labels"  # or "teacher_agreement" when the validation split has no labels
+    checkpoint: str | None = None  # the last checkpoint written, when checkpointing was on
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
-            "history": [_as_dict(h) for h in self.history],
+            "selected_on": self.selected_on,
+            "checkpoint": self.checkpoint,
+            "history": [h.to_dict() for h in self.history],
         }
 
 

@@ -1,51 +1,174 @@
+"""The training loop: seeded, backward compatible, unlabelled data, bad input.
+
+Tiny synthetic data (8x8, 4 classes) and tiny CNNs keep every run here well under a second; the
+helpers are shared with the other test_distill_* files and the resume script.
+"""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from edgekd.distill.losses import LOSSES
+from edgekd.data import Dataset
 from edgekd.distill.trainer import accuracy, distill, predict
-from edgekd.errors import ModelError
-from edgekd.search import SPACES, build_student
-from edgekd.types import DistillConfig, StudentSpec
+from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.types import DistillConfig
 
 
-def test_kd_loss_is_zero_soft_term_for_identical_logits():
-    cfg = DistillConfig(alpha=1.0, temperature=4.0)
-    logits = torch.randn(8, 10)
-    assert LOSSES.get("kd")(logits, logits.clone(), torch.zeros(8, dtype=torch.long), cfg).item() == \
-        pytest.approx(0.0, abs=1e-6)
+class TinyNet(nn.Module):
+    """conv-bn-relu, strided conv-relu (``features``), global pool, linear: a few hundred parameters."""
+
+    def __init__(self, width: int = 4, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def test_kd_loss_matches_hand_computation():
-    cfg = DistillConfig(alpha=0.5, temperature=2.0)
-    s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    y = torch.tensor([0])
-    ps, pt = torch.softmax(s / 2, 1), torch.softmax(t / 2, 1)
-    kl = (pt * (pt.log() - ps.log())).sum() * 4
-    ce = -torch.log_softmax(s, 1)[0, 0]
-    assert LOSSES.get("kd")(s, t, y, cfg).item() == pytest.approx((0.5 * kl + 0.5 * ce).item(), rel=1e-5)
+def tiny_data(n: int = 240, classes: int = 4, side: int = 8, seed: int = 0) -> Dataset:
+    """Noisy copies of one random prototype image per class, split 60/20/20."""
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(classes, 1, side, side)).astype(np.float32)
+    y = rng.permutation(np.arange(n) % classes).astype(np.int64)
+    x = (protos[y] + 0.5 * rng.normal(size=(n, 1, side, side))).astype(np.float32)
+    a, b = int(n * 0.6), int(n * 0.8)
+    return Dataset("tiny", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], tuple(str(i) for i in range(classes)))
 
 
-def _student(data):
-    torch.manual_seed(0)
-    return build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), data.input_shape, data.num_classes)
+def with_labels(data: Dataset, y_train: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                x_train: np.ndarray | None = None) -> Dataset:
+    return Dataset(data.name, data.x_train if x_train is None else x_train,
+                   data.y_train if y_train is None else y_train, data.x_val,
+                   data.y_val if y_val is None else y_val, data.x_test, data.y_test, data.class_names)
 
 
-def test_distillation_learns_and_is_seeded(teacher, small_data):
-    cfg = DistillConfig(epochs=3, lr=1e-2, seed=1, augment=False)
-    a = distill(_student(small_data), small_data, cfg, teacher=teacher.module, progress=False)
-    b = distill(_student(small_data), small_data, cfg, teacher=teacher.module, progress=False)
-    assert accuracy(predict(a.model, small_data.x_test), small_data.y_test) > 0.5
-    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
-        assert torch.equal(pa, pb)
-    assert a.best_epoch == max(a.history, key=lambda h: h.val_accuracy).epoch or a.best_val_accuracy == max(
-        h.val_accuracy for h in a.history)
+def student(width: int = 4, classes: int = 4, seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet(width, classes)
 
 
-def test_nan_loss_stops_with_a_clear_error(small_data):
-    cfg = DistillConfig(epochs=1, augment=False)
-    bad = small_data.__class__(small_data.name, np.full_like(small_data.x_train, np.nan), small_data.y_train,
-                               small_data.x_val, small_data.y_val, small_data.x_test, small_data.y_test,
-                               small_data.class_names)
-    with pytest.raises(ModelError, match="loss became nan"):
-        distill(_student(small_data), bad, cfg, progress=False)
+def trained_teacher(data: Dataset) -> TinyNet:
+    model = student(width=8, seed=1)
+    distill(model, data, DistillConfig(epochs=6, lr=2e-2, batch_size=32, augment=False), progress=False)
+    model.eval()
+    return model
+
+
+FAST = DistillConfig(epochs=4, lr=5e-2, batch_size=32, augment=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one thread is 10-50x faster than two fighting for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def teacher(data) -> TinyNet:
+    return trained_teacher(data)
+
+
+def test_supervised_training_learns(data):
+    result = distill(student(), data, FAST, progress=False)
+    assert accuracy(predict(result.model, data.x_test), data.y_test) > 0.8
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4]
+    assert result.selected_on == "val_labels" and result.checkpoint is None
+
+
+def test_distillation_is_seeded_and_keeps_the_best_epoch(data, teacher):
+    a = distill(student(), data, FAST, teacher=teacher, progress=False)
+    b = distill(student(), data, FAST, teacher=teacher, loss="kd", progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    best = max(a.history, key=lambda h: h.val_accuracy)
+    assert a.best_val_accuracy == best.val_accuracy
+    assert accuracy(predict(a.model, data.x_test), data.y_test) > 0.45  # chance: 0.25
+
+
+@pytest.mark.parametrize("losses", ["kd", "dkd", "dist", "hint", "rkd", "at", "kd:1,hint:0.5", "dkd:1,at:1,rkd:1"])
+def test_every_loss_trains_the_student(data, teacher, losses):
+    cfg = DistillConfig(epochs=3, lr=5e-2, batch_size=32, augment=False, losses=losses)
+    result = distill(student(), data, cfg, teacher=teacher, progress=False)
+    losses = [h.train_loss for h in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_feature_losses_with_augmentation_run_the_teacher_per_batch(data, teacher):
+    cfg = DistillConfig(epochs=1, lr=5e-2, batch_size=32, augment=True, losses={"hint": 1.0, "at": 1.0})
+    assert np.isfinite(distill(student(), data, cfg, teacher=teacher, progress=False).history[0].train_loss)
+
+
+def test_unlabelled_data_learns_from_the_teacher_alone(data, teacher):
+    unlabelled = with_labels(data, y_train=np.full_like(data.y_train, -1))
+    a = distill(student(), unlabelled, FAST, teacher=teacher, progress=False)
+    b = distill(student(), data, DistillConfig(**{**FAST.to_dict(), "use_labels": False}), teacher=teacher,
+                progress=False)
+    for va, vb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        assert torch.equal(va, vb)  # labels of -1 and use_labels=False are the same run
+    assert a.selected_on == "val_labels"
+    assert accuracy(predict(a.model, data.x_test), data.y_test) > 0.45
+
+
+def test_without_validation_labels_the_best_epoch_agrees_most_with_the_teacher(data, teacher):
+    blind = with_labels(data, y_train=np.full_like(data.y_train, -1), y_val=np.full_like(data.y_val, -1))
+    result = distill(student(), blind, FAST, teacher=teacher, progress=False)
+    agreement = accuracy(predict(result.model, data.x_val), predict(teacher, data.x_val).argmax(1))
+    assert result.selected_on == "teacher_agreement"
+    assert result.best_val_accuracy == pytest.approx(agreement)
+
+
+def test_partly_labelled_data_trains(data, teacher):
+    y = data.y_train.copy()
+    y[::2] = -1
+    result = distill(student(), with_labels(data, y_train=y), FAST, teacher=teacher, progress=False)
+    assert all(np.isfinite(h.train_loss) for h in result.history)
+
+
+def test_loss_argument_and_config_losses_must_agree(data, teacher):
+    cfg = DistillConfig(epochs=1, losses="dkd")
+    with pytest.raises(ConfigError, match="give the loss combination in one place"):
+        distill(student(), data, cfg, teacher=teacher, loss="kd", progress=False)
+
+
+def test_teacher_and_student_output_shapes_must_match(data):
+    wide = TinyNet(8, classes=6)
+    with pytest.raises(ModelError, match=r"differ in shape: teacher \(2, 6\), student \(2, 4\)"):
+        distill(student(), data, FAST, teacher=wide, progress=False)
+
+
+def test_single_class_training_data_is_refused(data):
+    one = with_labels(data, y_train=np.full_like(data.y_train, 2))
+    with pytest.raises(DataError, match="training data has a single class"):
+        distill(student(), one, FAST, progress=False)
+
+
+def test_no_labels_and_no_teacher_is_refused(data):
+    with pytest.raises(DataError, match="no labels .* and there is no teacher"):
+        distill(student(), data, DistillConfig(epochs=1, use_labels=False), progress=False)
+
+
+def test_labels_beyond_the_student_outputs_are_refused(data):
+    with pytest.raises(DataError, match="labels go up to 3 but the student has 3 outputs"):
+        distill(student(classes=3), data, FAST, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_error(data):
+    bad = with_labels(data, x_train=np.full_like(data.x_train, np.nan))
+    with pytest.raises(ModelError, match="loss became nan at epoch 1"):
+        distill(student(), bad, FAST, progress=False)

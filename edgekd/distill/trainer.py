@@ -1,18 +1,24 @@
-"""The one training loop: supervised training (no teacher) and distillation are the same loop
-with a different loss. Seeded, best-on-validation, with a progress bar."""
+"""The one training loop: supervised training (no teacher) and distillation are the same loop with a
+different loss. Seeded, best-on-validation, with a progress bar, feature taps for the feature losses,
+and an atomic checkpoint after every epoch that a killed run resumes from bit for bit."""
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import ModelError
-from edgekd.types import DistillConfig, DistillResult, EpochRecord
+from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.types import DistillConfig, DistillResult, EpochRecord, parse_losses
+
+CACHE_LIMIT_BYTES = 1 << 30  # teacher features beyond this are recomputed per batch, not cached
 
 
 def predict(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -31,70 +37,340 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
 
-def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
-            loss: str = "kd", progress: bool = True, desc: str = "distill") -> DistillResult:
-    """Train ``student`` on ``data``; with a ``teacher``, learn from its logits through ``loss``.
+@dataclass(eq=False)
+class _Progress:
+    """What an epoch changes besides the weights; a checkpoint stores it."""
 
-    Returns the student with the weights of its best validation epoch.
+    epoch: int = 0
+    best_state: dict[str, Any] | None = None
+    best_acc: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Run:
+    """Everything one ``distill`` call trains with."""
+
+    student: Any
+    teacher: Any
+    config: DistillConfig
+    terms: tuple[tuple[str, float], ...]
+    x: Any  # torch tensors of the training split
+    y: Any  # int64, -1 where the label is unknown or unused
+    rng: np.random.Generator
+    val_index: np.ndarray
+    val_targets: np.ndarray
+    selected_on: str
+    x_val: np.ndarray
+    parts: Any = None  # nn.ModuleDict of learned loss parts (hint projectors)
+    student_taps: Any = None
+    teacher_taps: Any = None
+    cache: Any = None  # (teacher logits, teacher features) over the training split
+    opt: Any = None
+    sched: Any = None
+    arch: str = ""
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for taps in (self.student_taps, self.teacher_taps):
+            if taps is not None:
+                taps.remove()
+
+
+def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
+            loss: str | dict[str, float] | None = None, progress: bool = True, desc: str = "distill",
+            checkpoint: str | Path | None = None, resume: bool | str | Path = False) -> DistillResult:
+    """Train ``student`` on ``data``; with a ``teacher``, learn from it through the configured losses.
+
+    The losses are ``config.losses`` or, when that is empty, ``loss`` (``"kd"``, ``"kd:1,hint:0.5"``,
+    ``{"kd": 1.0, "hint": 0.5}``; default ``kd``). Without a teacher it is plain cross-entropy.
+    ``checkpoint`` is a file written atomically after every epoch; ``resume=True`` continues from it
+    (``resume=PATH`` from that file) and, with the same config and seed, ends with the same weights as
+    an uninterrupted run. Returns the student with the weights of its best validation epoch.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from edgekd.distill.losses import LOSSES
-
-    loss_fn = LOSSES.get(loss if teacher is not None else "ce")
+    terms = _resolve_losses(config, loss)
+    save_to, load_from = _checkpoint_paths(checkpoint, resume)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    x_train = torch.from_numpy(data.x_train)
-    y_train = torch.from_numpy(data.y_train)
-    # Without augmentation the teacher sees the same inputs every epoch: run it once.
-    cached = torch.from_numpy(predict(teacher, data.x_train)) if teacher is not None and not config.augment else None
-    if teacher is not None:
-        teacher.eval()
-    steps = config.epochs * math.ceil(len(y_train) / config.batch_size)
-    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.15)
-    best_state, best_acc, best_loss, best_epoch = None, -1.0, math.inf, 0
-    history: list[EpochRecord] = []
-    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
-    for epoch in bar:
-        start = time.perf_counter()
-        student.train()
-        total, seen = 0.0, 0
-        for idx in np.array_split(rng.permutation(len(y_train)), max(1, len(y_train) // config.batch_size)):
-            index = torch.from_numpy(idx)
-            xb, yb = x_train[index], y_train[index]
-            if config.augment:
-                xb = _shift(xb, rng)
-            tb = None
-            if teacher is not None:
-                if cached is not None:
-                    tb = cached[index]
-                else:
-                    with torch.inference_mode():
-                        tb = teacher(xb).float()
-            value = loss_fn(student(xb), tb, yb, config)
-            if not torch.isfinite(value):
-                raise ModelError(f"training loss became {value.item()} at epoch {epoch}",
-                                 "lower the learning rate (--lr) or check the data for NaN/inf values")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            sched.step()
-            total += value.item() * len(idx)
-            seen += len(idx)
-        val_logits = predict(student, data.x_val)
-        val_acc, val_loss = accuracy(val_logits, data.y_val), _nll(val_logits, data.y_val)
-        history.append(EpochRecord(epoch, total / seen, val_acc, time.perf_counter() - start))
-        # Small validation sets tie on accuracy often; the lower validation loss breaks the tie.
-        if (val_acc, -val_loss) > (best_acc, -best_loss):
-            best_acc, best_loss, best_epoch = val_acc, val_loss, epoch
-            best_state = copy.deepcopy(student.state_dict())
-        bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
-    bar.close()
-    student.load_state_dict(best_state)
+    run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed))
+    bar = None
+    try:
+        state = _restore(run, load_from) if load_from else _Progress()
+        bar = tqdm(total=config.epochs, initial=state.epoch, desc=desc, disable=not progress, leave=False,
+                   unit="epoch")
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            start = time.perf_counter()
+            train_loss = _train_epoch(run, epoch, state, save_to)
+            _record(run, state, epoch, train_loss, time.perf_counter() - start)
+            if save_to is not None:
+                _save(run, state, save_to)
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
+                            best=f"{state.best_acc:.3f}")
+    finally:
+        run.close()
+        if bar is not None:
+            bar.close()
+    student.load_state_dict(state.best_state)
     student.eval()
-    return DistillResult(student, best_epoch, best_acc, tuple(history))
+    return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
+                         str(save_to) if save_to else None)
+
+
+def _resolve_losses(config: DistillConfig, loss: str | dict[str, float] | None) -> tuple[tuple[str, float], ...]:
+    if loss is None:
+        return config.losses or (("kd", 1.0),)
+    terms = parse_losses(loss)
+    if config.losses and terms != config.losses:
+        raise ConfigError(f"distill() got loss={loss!r} and config.losses={dict(config.losses)}",
+                          "give the loss combination in one place (config.losses)")
+    return terms
+
+
+def _checkpoint_paths(checkpoint: str | Path | None, resume: bool | str | Path) -> tuple[Path | None, Path | None]:
+    """(where to write checkpoints, where to resume from)."""
+    save_to = Path(checkpoint) if checkpoint else None
+    if resume is False or resume is None:
+        return save_to, None
+    if resume is True:
+        if save_to is None:
+            raise ConfigError("resume needs a checkpoint to resume from", "pass checkpoint=PATH (or resume=PATH)")
+        return save_to, save_to
+    return save_to or Path(resume), Path(resume)
+
+
+def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, terms: tuple[tuple[str, float], ...],
+           rng: np.random.Generator) -> _Run:
+    import torch
+
+    from edgekd.distill.checkpoint import arch_fingerprint
+    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.taps import output_shapes
+
+    guide = teacher if any(LOSSES.get(name).teacher for name, _ in terms) else None
+    labels = _train_labels(data, config, guide)
+    x = torch.from_numpy(data.x_train)
+    s_shape, s_seen = output_shapes(student, x[:2])
+    _check_labels(labels, s_shape)
+    val_index, val_targets, selected_on = _val_targets(data, teacher)
+    run = _Run(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, val_targets,
+               selected_on, data.x_val, parts=torch.nn.ModuleDict())
+    try:
+        if guide is not None:
+            guide.eval()
+            t_shape, t_seen = output_shapes(guide, x[:2])
+            if t_shape != s_shape:
+                raise ModelError(f"teacher and student outputs differ in shape: teacher {t_shape}, student "
+                                 f"{s_shape}", f"build the student with the teacher's {t_shape[-1]} outputs")
+            _attach_features(run, s_seen, t_seen)
+            run.cache = _teacher_cache(run) if not config.augment else None
+        params = list(student.parameters()) + list(run.parts.parameters())
+        steps = config.epochs * math.ceil(len(labels) / config.batch_size)
+        run.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=config.lr, total_steps=steps,
+                                                        pct_start=0.15)
+        run.arch = arch_fingerprint(student)
+        run.run_info = _run_info(run, data)
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def _train_labels(data: Dataset, config: DistillConfig, teacher: Any) -> np.ndarray:
+    """Training labels, -1 where unknown; refuses data that cannot teach anything."""
+    y = data.y_train.astype(np.int64) if config.use_labels else np.full(len(data.y_train), -1, np.int64)
+    labelled = np.unique(y[y >= 0])
+    if len(labelled) == 0 and teacher is None:
+        raise DataError("the training data has no labels (or use_labels is off) and there is no teacher",
+                        "pass a teacher to learn from its soft labels, or labelled data")
+    if len(labelled) == 1:
+        raise DataError(f"training data has a single class (label {labelled[0]}) among its labelled images",
+                        "provide images of at least two classes")
+    return y
+
+
+def _check_labels(labels: np.ndarray, s_shape: tuple[int, ...]) -> None:
+    if len(s_shape) != 2:
+        raise ModelError(f"the student outputs shape {s_shape}, not (batch, classes) logits",
+                         "end the student with a classifier returning (N, classes)")
+    top = int(labels.max()) if len(labels) else -1
+    if top >= s_shape[1]:
+        raise DataError(f"labels go up to {top} but the student has {s_shape[1]} outputs",
+                        f"build the student with at least {top + 1} classes")
+
+
+def _val_targets(data: Dataset, teacher: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """(indices, targets, name): the labelled validation images, or all of them against the teacher."""
+    labelled = np.flatnonzero(data.y_val >= 0)
+    if len(labelled):
+        return labelled, data.y_val[labelled].astype(np.int64), "val_labels"
+    if teacher is None:
+        raise DataError("the validation split has no labels and there is no teacher to agree with",
+                        "label the validation images or pass a teacher")
+    return np.arange(len(data.y_val)), predict(teacher, data.x_val).argmax(1), "teacher_agreement"
+
+
+def _attach_features(run: _Run, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
+    """Hooks on the tapped layers and the learned parts the feature losses need."""
+    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.taps import Taps, default_tap, feature_maps, find_module, tap_shapes
+
+    if not any(LOSSES.get(name).features for name, _ in run.terms):
+        return
+    cfg = run.config
+    s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
+    t_paths = cfg.teacher_taps or (default_tap(t_seen, "teacher"),)
+    for model, paths, seen, role in ((run.student, s_paths, s_seen, "student"),
+                                     (run.teacher, t_paths, t_seen, "teacher")):
+        for path in paths:
+            find_module(model, path, role, feature_maps(seen))
+    shapes = list(zip(tap_shapes(s_seen, s_paths, "student"), tap_shapes(t_seen, t_paths, "teacher")))
+    if "at" in dict(run.terms) and any(len(s) != 4 or len(t) != 4 for s, t in shapes):
+        raise ConfigError(f"attention transfer needs 4-D feature maps; the tapped shapes are {shapes}",
+                          "tap convolutional layers for 'at'")
+    for name, _ in run.terms:
+        build = LOSSES.get(name).build
+        if build is not None:
+            run.parts[name] = build(shapes)
+    run.student_taps = Taps(run.student, s_paths, "student")
+    run.teacher_taps = Taps(run.teacher, t_paths, "teacher")
+
+
+def _teacher_forward(run: _Run, xb: Any) -> tuple[Any, tuple[Any, ...]]:
+    import torch
+
+    with torch.no_grad():
+        if run.teacher_taps is None:
+            return run.teacher(xb).float(), ()
+        with run.teacher_taps.capture() as taps:
+            logits = run.teacher(xb).float()
+            return logits, tuple(f.float() for f in taps.features())
+
+
+def _teacher_cache(run: _Run, batch: int = 512) -> tuple[Any, tuple[Any, ...]] | None:
+    """Without augmentation the teacher sees the same inputs every epoch: run it once."""
+    import torch
+
+    per_image = sum(math.prod(s[1:]) for s in _tapped_shapes(run))
+    if per_image * 4 * len(run.x) > CACHE_LIMIT_BYTES:
+        return None
+    chunks = [_teacher_forward(run, run.x[i:i + batch]) for i in range(0, len(run.x), batch)]
+    logits = torch.cat([c[0] for c in chunks])
+    feats = tuple(torch.cat([c[1][k] for c in chunks]) for k in range(len(chunks[0][1])))
+    return logits, feats
+
+
+def _tapped_shapes(run: _Run) -> list[tuple[int, ...]]:
+    if run.teacher_taps is None:
+        return []
+    _, feats = _teacher_forward(run, run.x[:1])
+    return [tuple(f.shape) for f in feats]
+
+
+def _run_info(run: _Run, data: Dataset) -> dict[str, Any]:
+    """What makes two runs the same run; a checkpoint records it and resume compares it."""
+    from edgekd.distill.checkpoint import arch_fingerprint, data_fingerprint
+
+    info = {
+        "config": run.config.to_dict(),
+        "losses": [list(t) for t in run.terms],
+        "taps": [list(t.paths) if t else None for t in (run.student_taps, run.teacher_taps)],
+        "teacher": arch_fingerprint(run.teacher) if run.teacher is not None else None,
+        "data": data_fingerprint(data.x_train, run.y.numpy()),
+    }
+    return json.loads(json.dumps(info))
+
+
+def _train_epoch(run: _Run, epoch: int, state: _Progress, save_to: Path | None) -> float:
+    import torch
+
+    from edgekd.distill.losses import total_loss
+
+    run.student.train()
+    run.parts.train()
+    n, total = len(run.y), 0.0
+    for idx in np.array_split(run.rng.permutation(n), max(1, n // run.config.batch_size)):
+        index = torch.from_numpy(idx)
+        xb = run.x[index]
+        if run.config.augment:
+            xb = _shift(xb, run.rng)
+        value = total_loss(run.terms, _batch(run, index, xb), run.config, run.parts)
+        if not torch.isfinite(value):
+            kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {save_to}" \
+                if save_to is not None and state.epoch else ""
+            raise ModelError(f"training loss became {value.item()} at epoch {epoch}{kept}",
+                             "lower the learning rate (--lr) or check the data for NaN/inf values")
+        run.opt.zero_grad(set_to_none=True)
+        value.backward()
+        run.opt.step()
+        run.sched.step()
+        total += value.item() * len(idx)
+    return total / n
+
+
+def _batch(run: _Run, index: Any, xb: Any) -> Any:
+    from edgekd.distill.losses import Batch
+
+    t_logits, t_feats = None, ()
+    if run.teacher is not None:
+        if run.cache is not None:
+            t_logits, t_feats = run.cache[0][index], tuple(f[index] for f in run.cache[1])
+        else:
+            t_logits, t_feats = _teacher_forward(run, xb)
+    if run.student_taps is None:
+        return Batch(run.student(xb), t_logits, run.y[index])
+    with run.student_taps.capture() as taps:
+        logits = run.student(xb)
+        return Batch(logits, t_logits, run.y[index], taps.features(), t_feats)
+
+
+def _record(run: _Run, state: _Progress, epoch: int, train_loss: float, seconds: float) -> None:
+    """Validate, append to the history and keep the best weights."""
+    logits = predict(run.student, run.x_val)[run.val_index]
+    val_acc, val_loss = accuracy(logits, run.val_targets), _nll(logits, run.val_targets)
+    state.history.append(EpochRecord(epoch, train_loss, val_acc, seconds))
+    state.epoch = epoch
+    # Small validation sets tie on accuracy often; the lower validation loss breaks the tie.
+    if (val_acc, -val_loss) > (state.best_acc, -state.best_loss):
+        state.best_acc, state.best_loss, state.best_epoch = val_acc, val_loss, epoch
+        state.best_state = copy.deepcopy(run.student.state_dict())
+
+
+def _save(run: _Run, state: _Progress, path: Path) -> None:
+    from edgekd.distill.checkpoint import rng_state, save_checkpoint
+
+    save_checkpoint(path, {
+        "arch": run.arch,
+        "run": json.dumps(run.run_info, sort_keys=True),
+        "epoch": state.epoch,
+        "student": run.student.state_dict(),
+        "parts": run.parts.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "rng": rng_state(run.rng),
+        "best": {"state": state.best_state, "epoch": state.best_epoch, "accuracy": state.best_acc,
+                 "loss": state.best_loss},
+        "history": [h.to_dict() for h in state.history],
+    })
+
+
+def _restore(run: _Run, path: Path) -> _Progress:
+    from edgekd.distill.checkpoint import load_checkpoint, set_rng_state
+
+    data = load_checkpoint(path, run.arch, run.run_info)
+    run.student.load_state_dict(data["student"])
+    run.parts.load_state_dict(data["parts"])
+    run.opt.load_state_dict(data["optimizer"])
+    run.sched.load_state_dict(data["scheduler"])
+    set_rng_state(data["rng"], run.rng)
+    best = data["best"]
+    return _Progress(int(data["epoch"]), best["state"], float(best["accuracy"]), float(best["loss"]),
+                     int(best["epoch"]), [EpochRecord.from_dict(h) for h in data["history"]])
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -1,0 +1,97 @@
+"""Training checkpoints: written atomically after every epoch, loaded with ``weights_only=True``, and
+refused when they come from another architecture or another run configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.errors import ConfigError, ModelError
+
+FORMAT = 1
+
+
+def arch_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the sorted state_dict keys and shapes: equal for models of one architecture."""
+    layout = sorted((k, list(v.shape)) for k, v in model.state_dict().items())
+    return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """Shapes, all labels and the first images: enough to tell two datasets apart cheaply."""
+    h = hashlib.sha256(json.dumps([list(x.shape), str(x.dtype)]).encode())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(np.ascontiguousarray(x[:64]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """torch's and numpy's generator states as tensors and plain types (``weights_only`` loads them)."""
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(rng.bit_generator.state)}
+
+
+def set_rng_state(state: dict[str, Any], rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = json.loads(state["numpy"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync, then ``os.replace``: a reader (or a run
+    killed mid-write) only ever sees the previous complete checkpoint or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:
+    """Read ``path`` and check it belongs to this architecture (``arch``) and run description (``run``)."""
+    fresh = "start fresh (no resume) or point resume at this run's checkpoint"
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path} to resume from", "run without resume to start fresh")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise ModelError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
+                         f"delete it and {fresh}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an edgekd training checkpoint (format {FORMAT})", fresh)
+    if data["arch"] != arch:
+        raise ModelError(f"checkpoint {path} was written for another student architecture "
+                         f"(fingerprint {data['arch']}, this student is {arch})", fresh)
+    saved = json.loads(data["run"])
+    if saved != run:
+        raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
+                          f"resume with the original settings, or {fresh}")
+    return data
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and key == "config":
+            out += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]
+        elif old != new:
+            out.append(f"{key}: {_short(old)} -> {_short(new)}")
+    return "; ".join(out)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

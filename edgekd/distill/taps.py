@@ -1,0 +1,158 @@
+"""Feature taps: forward hooks that keep the outputs of submodules named by path, and the learned
+projector that maps a student map onto its teacher map for ``hint``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.errors import ConfigError, ModelError
+
+POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+
+
+class Taps:
+    """Hooks on ``model``'s submodules at ``paths``; inside ``capture()`` each forward keeps their outputs."""
+
+    def __init__(self, model: nn.Module, paths: Sequence[str], role: str = "model") -> None:
+        self.paths = tuple(paths)
+        self.role = role
+        self._active = False
+        self._out: dict[str, torch.Tensor] = {}
+        modules = [find_module(model, path, role) for path in self.paths]
+        self._handles = [m.register_forward_hook(self._hook(p)) for m, p in zip(modules, self.paths)]
+
+    def _hook(self, path: str) -> Any:
+        def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not self._active:
+                return
+            if not isinstance(output, torch.Tensor):
+                raise ConfigError(f"{self.role} module '{path}' returns {type(output).__name__}, not a tensor",
+                                  "tap a module whose output is a feature map")
+            # A copy: a later in-place op (ReLU(inplace=True)) must not change what the loss sees.
+            self._out[path] = output.clone()
+
+        return keep
+
+    @contextmanager
+    def capture(self) -> Iterator[Taps]:
+        self._out.clear()
+        self._active = True
+        try:
+            yield self
+        finally:
+            self._active = False
+
+    def features(self) -> tuple[torch.Tensor, ...]:
+        missing = [p for p in self.paths if p not in self._out]
+        if missing:
+            raise ModelError(f"{self.role} modules {missing} did not run in the forward pass",
+                             "tap modules that the model's forward() calls")
+        return tuple(self._out[p] for p in self.paths)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._out.clear()
+
+
+def find_module(model: nn.Module, path: str, role: str = "model",
+                candidates: Sequence[str] | None = None) -> nn.Module:
+    """``model.get_submodule(path)``, or a ConfigError that lists ``candidates`` (default: every named
+    module) and the closest names."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = list(candidates) if candidates else [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(path, [n for n, _ in model.named_modules() if n], n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"{role} has no module '{path}'",
+                          f"{hint}tap one of: {_shorten(names)}") from None
+
+
+def _shorten(names: Sequence[str], limit: int = 24) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names) - limit} more; see model.named_modules())"
+
+
+def output_shapes(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """Run ``model`` once on ``example`` (eval mode, no grad, training flag restored): the output shape
+    and, in the order they finish, every named submodule's output shape and type."""
+    seen: dict[str, Any] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                seen[name] = (tuple(output.shape), module)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"the model returned {type(out).__name__}, not a tensor of logits",
+                         "pass a model whose forward() returns one (N, classes) tensor")
+    return tuple(out.shape), seen
+
+
+def default_tap(seen: dict[str, Any], role: str) -> str:
+    """The last module (in execution order) that outputs a 4-D feature map, pooling layers excepted."""
+    maps = [name for name in feature_maps(seen) if not isinstance(seen[name][1], POOLS)]
+    if not maps:
+        raise ConfigError(f"the {role} has no module that outputs a 4-D feature map",
+                          f"name the {role} layers to tap ({role}_taps)")
+    return maps[-1]
+
+
+def feature_maps(seen: dict[str, Any]) -> list[str]:
+    """Names of the modules whose output is a 4-D feature map: the usual tap candidates."""
+    return [name for name, (shape, _) in seen.items() if len(shape) == 4]
+
+
+def tap_shapes(seen: dict[str, Any], paths: Sequence[str], role: str) -> list[tuple[int, ...]]:
+    """Output shapes of the tapped modules, from ``output_shapes``' record."""
+    out = []
+    for path in paths:
+        if path not in seen:
+            raise ConfigError(f"{role} module '{path}' produced no tensor in a forward pass",
+                              f"tap one of: {_shorten(list(seen))}")
+        out.append(seen[path][0])
+    return out
+
+
+class Projector(nn.Module):
+    """Maps a student feature (N, Cs[, H, W]) onto the teacher's (N, Ct[, H', W']): 1x1 conv + BN
+    (a linear layer for vectors), then a bilinear resize when the spatial sizes differ."""
+
+    def __init__(self, student: Sequence[int], teacher: Sequence[int]) -> None:
+        super().__init__()
+        if len(student) != len(teacher) or len(student) not in (2, 4):
+            raise ConfigError(f"cannot project a student feature of shape {tuple(student)} onto a teacher "
+                              f"feature of shape {tuple(teacher)}",
+                              "tap layers that both give 4-D maps (or both vectors)")
+        if len(student) == 4:
+            self.map = nn.Sequential(nn.Conv2d(student[1], teacher[1], 1, bias=False), nn.BatchNorm2d(teacher[1]))
+        else:
+            self.map = nn.Linear(student[1], teacher[1])
+        self.size = tuple(teacher[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.map(x)
+        if self.size and tuple(y.shape[-2:]) != self.size:
+            y = nn.functional.interpolate(y, size=self.size, mode="bilinear", align_corners=False)
+        return y
