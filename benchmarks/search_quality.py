@@ -1,0 +1,214 @@
+"""Search quality on digits: do the training-free proxies rank students the way distillation does?
+
+Per search space: a latency budget met by about 60% of the space (predicted on the profile), N random
+students under it, each scored by every proxy and distilled with one short recipe. Reports Kendall tau
+between each proxy and distilled test accuracy, the cost of a proxy evaluation vs a distillation, and
+the distilled accuracy of the searched student vs a random and the largest student under the budget.
+Also times a 1,000-candidate search.
+
+Writes benchmarks/results/search_quality.{md,json}.
+
+    .venv/bin/python benchmarks/search_quality.py [--per-space 30] [--epochs 6] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+PROXY_NAMES = ("diswot", "naswot", "synflow", "grad_norm", "params")
+
+
+def _models_and_budget(space: Any, lat: Any, data: Any, rng: np.random.Generator, quantile: float) -> tuple:
+    """A budget met by ``quantile`` of the space, from 300 random members' predicted latency."""
+    import torch
+
+    from edgekd.types import StudentSpec
+
+    pool: dict[str, tuple] = {}
+    for _ in range(3000):
+        if len(pool) >= 300:
+            break
+        spec = StudentSpec(space.name, space.sample(rng))
+        if spec.key() in pool:
+            continue
+        torch.manual_seed(0)
+        model = space.build(spec.config, data.input_shape, data.num_classes)
+        pool[spec.key()] = (spec, lat.predict(spec, model), sum(p.numel() for p in model.parameters()))
+    budget = float(np.quantile([p[1] for p in pool.values()], quantile))
+    return list(pool.values()), budget
+
+
+def _distill(space: Any, spec: Any, data: Any, teacher: Any, epochs: int, seed: int) -> tuple[float, float]:
+    import torch
+
+    from edgekd.distill.trainer import accuracy, distill, predict
+    from edgekd.types import DistillConfig
+
+    torch.manual_seed(seed)
+    model = space.build(spec.config, data.input_shape, data.num_classes)
+    start = time.perf_counter()
+    cfg = DistillConfig(epochs=epochs, batch_size=64, lr=5e-3, weight_decay=1e-4, temperature=4.0, alpha=0.9,
+                        seed=seed, augment=False)
+    result = distill(model, data, cfg, teacher=teacher, loss="kd", progress=False)
+    seconds = time.perf_counter() - start
+    return accuracy(predict(result.model, data.x_test), data.y_test), seconds
+
+
+def _proxy_scores(space: Any, spec: Any, data: Any, probe: Any) -> tuple[dict[str, float], dict[str, float]]:
+    import torch
+
+    from edgekd.search.proxies import PROXIES
+
+    scores, seconds = {}, {}
+    for name in PROXY_NAMES:
+        torch.manual_seed(0)  # the same initialisation search uses
+        model = space.build(spec.config, data.input_shape, data.num_classes)
+        start = time.perf_counter()
+        scores[name] = float(PROXIES.get(name)(model, probe))
+        seconds[name] = time.perf_counter() - start
+    return scores, seconds
+
+
+def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, profile: Any, log: Any) -> dict:
+    from scipy.stats import kendalltau
+
+    from edgekd.search import SearchConfig, search
+    from edgekd.search.latency_model import latency_model
+    from edgekd.search.proxies import make_probe
+    from edgekd.search.spaces import resolve_space
+    from edgekd.types import Budget
+
+    rng = np.random.default_rng(args.seed)
+    space = resolve_space(name, teacher, data.input_shape)
+    calib = data.x_train[:64]
+    lat = latency_model(space, profile, data.input_shape, data.num_classes, args.precision, calib, seed=args.seed)
+    pool, budget_ms = _models_and_budget(space, lat, data, rng, args.quantile)
+    under = [p for p in pool if p[1] <= budget_ms]
+    picks = [under[int(i)] for i in rng.permutation(len(under))[:args.per_space]]
+    idx = np.random.default_rng(0).permutation(len(data.y_train))[:64]
+    probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
+    rows = []
+    for i, (spec, predicted, params) in enumerate(picks):
+        scores, proxy_s = _proxy_scores(space, spec, data, probe)
+        acc, distill_s = _distill(space, spec, data, teacher, args.epochs, 0)
+        rows.append({"spec": spec.to_dict(), "predicted_ms": predicted, "params": params, "accuracy": acc,
+                     "distill_s": distill_s, "scores": scores, "proxy_s": proxy_s})
+        log(f"{name} {i + 1}/{len(picks)}: acc {acc:.4f} params {params} diswot {scores['diswot']:.3f} "
+            f"({distill_s:.1f} s)")
+    accs = [r["accuracy"] for r in rows]
+    taus = {p: float(kendalltau([r["scores"][p] for r in rows], accs).statistic) for p in PROXY_NAMES}
+    # The searched student (evolution under the same budget, top candidates measured) vs the baselines.
+    start = time.perf_counter()
+    found = search(teacher, data, profile, Budget(latency_ms=budget_ms),
+                   SearchConfig(space=name, candidates=args.search_candidates, precision=args.precision,
+                                seed=args.seed), progress=False)
+    search_s = time.perf_counter() - start
+    largest = max(under, key=lambda p: p[2])[0]
+    random_pick = picks[0][0]
+    compare = {}
+    for label, spec in (("searched", found.chosen.spec), ("largest", largest), ("random", random_pick)):
+        values = [_distill(space, spec, data, teacher, args.epochs, s)[0] for s in range(args.seeds)]
+        compare[label] = {"spec": spec.to_dict(), "accuracy_mean": statistics.mean(values),
+                          "accuracy_std": statistics.pstdev(values), "accuracies": values}
+        log(f"{name} {label}: {statistics.mean(values):.4f} over {args.seeds} seeds")
+    return {"space": name, "budget_ms": budget_ms, "latency_source": lat.source, "candidates": rows, "tau": taus,
+            "random_mean_accuracy": statistics.mean(accs), "proxy_s_median": {
+                p: statistics.median(r["proxy_s"][p] for r in rows) for p in PROXY_NAMES},
+            "distill_s_median": statistics.median(r["distill_s"] for r in rows),
+            "search_seconds": search_s, "search_chosen_measured_ms": found.chosen.latency_ms, "compare": compare}
+
+
+def _timed_search(args: argparse.Namespace, data: Any, teacher: Any, profile: Any) -> dict:
+    from edgekd.search import SearchConfig, search
+    from edgekd.types import Budget
+
+    start = time.perf_counter()
+    result = search(teacher, data, profile, Budget(), SearchConfig(space="mbv2", candidates=args.timed_candidates,
+                                                                   precision=args.precision, seed=args.seed),
+                    progress=False)
+    return {"candidates": result.evaluated, "seconds": time.perf_counter() - start,
+            "latency_source": result.latency_source, "pareto_size": len(result.pareto)}
+
+
+def _markdown(out: dict) -> str:
+    lines = ["# Search quality (digits)", "",
+             f"Profile `{out['profile']}`, precision {out['precision']}, {out['per_space']} random students per "
+             f"space under a budget met by {out['quantile']:.0%} of the space, each distilled for {out['epochs']} "
+             f"epochs (KD, T=4); accuracy on the test split. Rerun: `{out['command']}`.", "",
+             "## Kendall tau: proxy score vs distilled accuracy", "",
+             "| space | budget (ms) | " + " | ".join(PROXY_NAMES) + " |",
+             "|---|---|" + "---|" * len(PROXY_NAMES)]
+    for s in out["spaces"]:
+        lines.append(f"| {s['space']} | {s['budget_ms']:.3f} | " + " | ".join(
+            f"{s['tau'][p]:+.2f}" for p in PROXY_NAMES) + " |")
+    lines += ["", "## Cost: proxy evaluation vs distillation (medians)", "",
+              "| space | diswot (s) | distillation (s) | ratio |", "|---|---|---|---|"]
+    for s in out["spaces"]:
+        ratio = s["distill_s_median"] / s["proxy_s_median"]["diswot"]
+        lines.append(f"| {s['space']} | {s['proxy_s_median']['diswot']:.4f} | {s['distill_s_median']:.1f} | "
+                     f"{ratio:,.0f}x |")
+    lines += ["", f"## Searched vs baseline students (test accuracy, mean ± std over {out['seeds']} seeds)", "",
+              "| space | searched | largest under budget | random under budget | mean of the random students |",
+              "|---|---|---|---|---|"]
+    for s in out["spaces"]:
+        c = s["compare"]
+        lines.append(f"| {s['space']} | " + " | ".join(
+            f"{c[k]['accuracy_mean'] * 100:.2f} ± {c[k]['accuracy_std'] * 100:.2f}"
+            for k in ("searched", "largest", "random")) + f" | {s['random_mean_accuracy'] * 100:.2f} |")
+    t = out["search_1000"]
+    lines += ["", f"Search over {t['candidates']} mbv2 candidates: {t['seconds']:.1f} s on {out['machine']} "
+              f"(latency: {t['latency_source']}).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from edgekd.data import load_data
+    from edgekd.profiles import load_profile
+    from edgekd.report import tool_versions
+    from edgekd.teacher import default_teacher
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spaces", default="mbv2,resnet,pruned")
+    ap.add_argument("--per-space", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--quantile", type=float, default=0.6)
+    ap.add_argument("--search-candidates", type=int, default=300)
+    ap.add_argument("--timed-candidates", type=int, default=1000)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--profile", default="host-cpu-1t")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(RESULTS / "search_quality"))
+    args = ap.parse_args()
+    start = time.perf_counter()
+    data = load_data(None, seed=0)
+    teacher = default_teacher(data, progress=False).module
+    profile = load_profile(args.profile)
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
+
+    spaces = [_space_study(n, args, data, teacher, profile, log) for n in args.spaces.split(",")]
+    out = {"profile": profile.name, "precision": args.precision, "per_space": args.per_space,
+           "epochs": args.epochs, "seeds": args.seeds, "quantile": args.quantile,
+           "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "versions": tool_versions(),
+           "command": "make bench-search", "spaces": spaces,
+           "search_1000": _timed_search(args, data, teacher, profile),
+           "seconds": time.perf_counter() - start}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
+    Path(args.out + ".md").write_text(_markdown(out))
+    print(_markdown(out))
+
+
+if __name__ == "__main__":
+    main()
