@@ -176,11 +176,13 @@ def parse_losses(spec: Any) -> tuple[tuple[str, float], ...]:
         if name not in LOSSES:
             raise ConfigError(f"unknown loss '{name}' in {spec!r}", f"choose from: {', '.join(LOSSES.names())}")
         try:
-            value = float(weight)
+            value = float(weight) if not isinstance(weight, bool) else math.nan
         except (TypeError, ValueError):
-            raise ConfigError(f"loss '{name}' has weight {weight!r}, not a number", fix) from None
-        if not math.isfinite(value) or value <= 0 or isinstance(weight, bool):
-            raise ConfigError(f"loss '{name}' has weight {weight!r}", "give every loss a positive, finite weight")
+            value = math.nan
+        if math.isnan(value) and not (isinstance(weight, float) and math.isnan(weight)):
+            raise ConfigError(f"loss '{name}' has weight {weight!r}, not a number", fix)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"loss '{name}' has weight {value:g}", "give every loss a positive, finite weight")
         if name in out:
             raise ConfigError(f"loss '{name}' appears twice in {spec!r}", "list each loss once")
         out[name] = value

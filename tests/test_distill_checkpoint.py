@@ -1,0 +1,206 @@
+"""Checkpoints: written atomically every epoch, refused from another architecture or run, kept when the
+loss turns NaN, and a run killed with SIGKILL resumes to bit-identical weights.
+
+Run as a script (``python test_distill_checkpoint.py CKPT TEACHER_WEIGHTS STOP_AFTER``) this file is
+the training run that the kill test starts in a subprocess and kills.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_distill import TinyNet, student, tiny_data, trained_teacher, with_labels
+
+from edgekd.distill.trainer import distill
+from edgekd.errors import ConfigError, ModelError
+from edgekd.types import DistillConfig
+
+# Feature loss (projector state), augmentation (numpy RNG every batch), OneCycle schedule, AdamW state.
+RESUMABLE = DistillConfig(epochs=4, lr=5e-2, batch_size=32, augment=True, losses="kd:1,hint:0.5", seed=3)
+QUICK = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    return trained_teacher(data)
+
+
+def test_a_checkpoint_is_written_every_epoch_and_loads_weights_only(data, tmp_path):
+    path = tmp_path / "ckpt" / "run.pt"
+    result = distill(student(), data, QUICK, progress=False, checkpoint=path)
+    ckpt = torch.load(path, weights_only=True)
+    assert result.checkpoint == str(path)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    assert {"student", "optimizer", "scheduler", "parts", "rng", "best", "arch", "run"} <= set(ckpt)
+    assert ckpt["best"]["epoch"] == result.best_epoch
+    assert [p.name for p in path.parent.iterdir()] == ["run.pt"]  # no temporary files left behind
+
+
+def test_resuming_a_finished_run_returns_its_best_weights(data, tmp_path):
+    path = tmp_path / "run.pt"
+    first = distill(student(), data, QUICK, progress=False, checkpoint=path)
+    again = distill(student(seed=5), data, QUICK, progress=False, checkpoint=path, resume=True)
+    assert again.best_epoch == first.best_epoch and len(again.history) == 2
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(data, tmp_path):
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    with pytest.raises(ModelError, match="written for another student architecture.*start fresh"):
+        distill(student(width=6), data, QUICK, progress=False, checkpoint=path, resume=True)
+
+
+def test_a_checkpoint_of_another_run_configuration_is_refused(data, tmp_path):
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    changed = DistillConfig(**{**QUICK.to_dict(), "lr": 0.01})
+    with pytest.raises(ConfigError, match=r"another run configuration \(lr: 0.05 -> 0.01\).*original settings"):
+        distill(student(), data, changed, progress=False, resume=path)
+    other = with_labels(data, y_train=np.roll(data.y_train, 1))
+    with pytest.raises(ConfigError, match=r"another run configuration \(data: "):
+        distill(student(), other, QUICK, progress=False, resume=path)
+
+
+def test_resume_needs_an_existing_readable_checkpoint(data, tmp_path):
+    with pytest.raises(ConfigError, match="resume needs a checkpoint"):
+        distill(student(), data, QUICK, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="no checkpoint at .*missing.pt"):
+        distill(student(), data, QUICK, progress=False, resume=tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="junk.pt cannot be read"):
+        distill(student(), data, QUICK, progress=False, resume=junk)
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    from edgekd.distill import checkpoint as ckpt_module
+
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt_module.save_checkpoint(path, {"epoch": 3})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+class NanAfter(TinyNet):
+    """Returns NaN logits once it has trained on ``steps`` batches."""
+
+    def __init__(self, steps: int) -> None:
+        torch.manual_seed(0)
+        super().__init__()
+        self.steps, self.calls = steps, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    path = tmp_path / "run.pt"
+    batches = len(data.y_train) // QUICK.batch_size
+    with pytest.raises(ModelError, match=r"loss became nan at epoch 2; the last good checkpoint \(epoch 1\) "
+                                         r"is kept at .*run\.pt; lower the learning rate"):
+        distill(NanAfter(batches), data, QUICK, progress=False, checkpoint=path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["student"].values() if v.is_floating_point())
+
+
+def _start_killable(tmp_path: Path, teacher: TinyNet, stop_after: int) -> subprocess.Popen:
+    teacher_path = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), teacher_path)
+    args = [sys.executable, __file__, str(tmp_path / "cut.ckpt"), str(teacher_path), str(stop_after)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_after_checkpoint(proc: subprocess.Popen, epoch: int) -> None:
+    ready, _, _ = select.select([proc.stdout], [], [], 300)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith(f"checkpoint {epoch} written"):
+        proc.kill()
+        pytest.fail(f"the training subprocess did not reach epoch {epoch}: {line}{proc.communicate()[1][-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_killed_run_resumes_to_bit_identical_weights(data, teacher, tmp_path):
+    """A subprocess trains and is SIGKILLed after its epoch-2 checkpoint; this process resumes it and
+    compares with an uninterrupted run (trained meanwhile), tensor by tensor."""
+    killed = _start_killable(tmp_path, teacher, stop_after=2)
+    full = distill(student(), data, RESUMABLE, teacher=teacher, progress=False, checkpoint=tmp_path / "full.ckpt")
+    _kill_after_checkpoint(killed, 2)
+    assert torch.load(tmp_path / "cut.ckpt", weights_only=True)["epoch"] == 2
+    resumed = distill(student(seed=9), data, RESUMABLE, teacher=teacher, progress=False,
+                      checkpoint=tmp_path / "cut.ckpt", resume=True)
+    assert [h.epoch for h in resumed.history] == [1, 2, 3, 4] and resumed.best_epoch == full.best_epoch
+    assert [(h.train_loss, h.val_accuracy) for h in resumed.history] == \
+        [(h.train_loss, h.val_accuracy) for h in full.history]
+    a, b = (torch.load(tmp_path / f"{name}.ckpt", weights_only=True) for name in ("full", "cut"))
+    pairs = ((full.model.state_dict(), resumed.model.state_dict()), (a["student"], b["student"]),
+             (a["parts"], b["parts"]))
+    for left, right in pairs:
+        assert left.keys() == right.keys()
+        assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+def _script(argv: list[str]) -> None:
+    """The run the kill test starts: trains like the test does, and after checkpoint ``stop_after``
+    waits to be killed."""
+    import time
+
+    import edgekd.distill.trainer as trainer
+
+    ckpt, teacher_path, stop_after = argv[0], argv[1], int(argv[2])
+    torch.set_num_threads(1)
+    save = trainer._save
+
+    def save_then_wait(run, state, path):
+        save(run, state, path)
+        if state.epoch == stop_after:
+            print(f"checkpoint {stop_after} written", flush=True)
+            time.sleep(600)
+
+    trainer._save = save_then_wait
+    teacher = TinyNet(width=8)
+    teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
+    distill(student(), tiny_data(), RESUMABLE, teacher=teacher.eval(), progress=False, checkpoint=ckpt)
+
+
+if __name__ == "__main__":
+    _script(sys.argv[1:])

@@ -1,0 +1,121 @@
+"""Feature taps (forward hooks by module path), default tap layers, projectors, and how the trainer
+uses them: projectors trained but never part of the student, hooks gone afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_distill import FAST, TinyNet, student, tiny_data, trained_teacher
+from torch import nn
+
+from edgekd.distill.taps import Projector, Taps, default_tap, find_module, output_shapes
+from edgekd.distill.trainer import distill
+from edgekd.errors import ConfigError
+from edgekd.types import DistillConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    return trained_teacher(data)
+
+
+def test_taps_keep_outputs_only_while_capturing():
+    model = TinyNet().eval()
+    taps = Taps(model, ["features.0", "features"])
+    x = torch.randn(2, 1, 8, 8)
+    model(x)
+    with taps.capture():
+        model(x)
+        first, last = taps.features()
+    assert first.shape == (2, 4, 8, 8) and last.shape == (2, 8, 4, 4)
+    taps.remove()
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_a_tapped_output_is_not_changed_by_a_later_in_place_op():
+    model = TinyNet().eval()
+    taps = Taps(model, ["features.1"])  # BatchNorm, followed by ReLU(inplace=True)
+    with taps.capture():
+        model(torch.randn(2, 1, 8, 8))
+        (bn_out,) = taps.features()
+    assert (bn_out < 0).any()
+
+
+def test_unknown_tap_path_lists_candidates():
+    model = TinyNet()
+    _, seen = output_shapes(model, torch.randn(2, 1, 8, 8))
+    maps = [n for n, (shape, _) in seen.items() if len(shape) == 4]
+    with pytest.raises(ConfigError, match=r"student has no module 'feature'.*did you mean features.*features\.0"):
+        find_module(model, "feature", "student", maps)
+
+
+def test_default_tap_is_the_last_feature_map_before_pooling():
+    _, seen = output_shapes(TinyNet(), torch.randn(2, 1, 8, 8))
+    assert default_tap(seen, "student") == "features"
+
+
+def test_a_model_without_feature_maps_needs_explicit_taps():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    _, seen = output_shapes(mlp, torch.randn(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match="no module that outputs a 4-D feature map"):
+        default_tap(seen, "teacher")
+
+
+def test_output_shapes_restores_the_training_flag():
+    model = TinyNet().train()
+    shape, _ = output_shapes(model, torch.randn(2, 1, 8, 8))
+    assert shape == (2, 4) and model.training
+
+
+def test_projector_maps_channels_and_size():
+    proj = Projector((2, 4, 8, 8), (2, 16, 4, 4))
+    assert proj(torch.randn(2, 4, 8, 8)).shape == (2, 16, 4, 4)
+    assert Projector((2, 4), (2, 9))(torch.randn(2, 4)).shape == (2, 9)
+    with pytest.raises(ConfigError, match=r"cannot project a student feature of shape \(2, 4\)"):
+        Projector((2, 4), (2, 8, 4, 4))
+
+
+def test_hint_projectors_are_trained_and_stay_out_of_the_student(data, teacher, tmp_path):
+    cfg = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=False, losses="kd:1,hint:1")
+    model = student()
+    keys = set(model.state_dict())
+    result = distill(model, data, cfg, teacher=teacher, progress=False, checkpoint=tmp_path / "run.pt")
+    assert set(result.model.state_dict()) == keys
+    assert not any(m._forward_hooks for m in list(model.modules()) + list(teacher.modules()))
+    parts = torch.load(tmp_path / "run.pt", weights_only=True)["parts"]
+    fresh = Projector((2, 8, 4, 4), (2, 16, 4, 4)).state_dict()
+    assert parts["hint.0.map.0.weight"].shape == fresh["map.0.weight"].shape == (16, 8, 1, 1)
+    assert not torch.equal(parts["hint.0.map.1.weight"], fresh["map.1.weight"])  # BN gamma moved off 1
+
+
+def test_explicit_taps_pair_layers_by_position(data, teacher):
+    cfg = DistillConfig(epochs=1, lr=5e-2, batch_size=32, augment=False, losses="at:1,hint:1,rkd:1",
+                        student_taps=("features.2", "features"), teacher_taps=("features.2", "features"))
+    assert distill(student(), data, cfg, teacher=teacher, progress=False).history[0].train_loss > 0
+
+
+def test_unknown_hint_layer_is_refused_with_candidates(data, teacher):
+    cfg = FAST.__class__(**{**FAST.to_dict(), "losses": {"hint": 1.0}, "student_taps": ["features.9"],
+                            "teacher_taps": ["features"]})
+    with pytest.raises(ConfigError, match=r"student has no module 'features\.9'.*tap one of: features\.0"):
+        distill(student(), data, cfg, teacher=teacher, progress=False)
+    assert not any(m._forward_hooks for m in teacher.modules())
+
+
+def test_attention_transfer_needs_feature_maps(data, teacher):
+    cfg = DistillConfig(epochs=1, losses="at", student_taps=("fc",), teacher_taps=("fc",))
+    with pytest.raises(ConfigError, match="attention transfer needs 4-D feature maps"):
+        distill(student(), data, cfg, teacher=teacher, progress=False)
