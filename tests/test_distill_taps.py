@@ -119,3 +119,16 @@ def test_attention_transfer_needs_feature_maps(data, teacher):
     cfg = DistillConfig(epochs=1, losses="at", student_taps=("fc",), teacher_taps=("fc",))
     with pytest.raises(ConfigError, match="attention transfer needs 4-D feature maps"):
         distill(student(), data, cfg, teacher=teacher, progress=False)
+
+
+def test_a_torch_export_teacher_teaches_logits_but_cannot_be_tapped(data, teacher, tmp_path):
+    from edgekd.teacher import load_teacher
+
+    x = torch.from_numpy(data.x_train[:2])
+    program = torch.export.export(teacher, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, tmp_path / "teacher.pt2")
+    exported = load_teacher(str(tmp_path / "teacher.pt2")).module
+    kd = DistillConfig(epochs=1, lr=5e-2, batch_size=32, augment=False)
+    assert distill(student(), data, kd, teacher=exported, progress=False).history[0].train_loss > 0
+    with pytest.raises(ConfigError, match="a torch.export program has none to tap; use kd, dkd or dist"):
+        distill(student(), data, DistillConfig(epochs=1, losses="hint"), teacher=exported, progress=False)

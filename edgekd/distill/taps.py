@@ -95,7 +95,7 @@ def output_shapes(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, .
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    was_training = model.training
+    was_training = getattr(model, "training", False)  # a torch.export teacher wrapper has no flag
     try:
         model.eval()
         with torch.no_grad():

@@ -222,6 +222,10 @@ def _attach_features(run: _Run, s_seen: dict[str, Any], t_seen: dict[str, Any]) 
 
     if not any(LOSSES.get(name).features for name, _ in run.terms):
         return
+    if not hasattr(run.teacher, "get_submodule"):
+        raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
+                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
+                          "file.py:factory with its weights")
     cfg = run.config
     s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
     t_paths = cfg.teacher_taps or (default_tap(t_seen, "teacher"),)
