@@ -72,6 +72,8 @@ class _Run:
     sched: Any = None
     arch: str = ""
     run_info: dict[str, Any] = field(default_factory=dict)
+    world: Any = None  # ddp.World: this process's rank among the training processes
+    step: Any = None  # (index, inputs) -> loss; a DistributedDataParallel module with several processes
 
     def close(self) -> None:
         for taps in (self.student_taps, self.teacher_taps):
@@ -88,37 +90,52 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     ``{"kd": 1.0, "hint": 0.5}``; default ``kd``). Without a teacher it is plain cross-entropy.
     ``checkpoint`` is a file written atomically after every epoch; ``resume=True`` continues from it
     (``resume=PATH`` from that file) and, with the same config and seed, ends with the same weights as
-    an uninterrupted run. Returns the student with the weights of its best validation epoch.
+    an uninterrupted run. Started by ``torchrun --nproc-per-node N``, the N processes train one model
+    data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of its best
+    validation epoch.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from edgekd.distill import ddp
 
     terms = _resolve_losses(config, loss)
     save_to, load_from = _checkpoint_paths(checkpoint, resume)
-    torch.manual_seed(config.seed)
-    run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed))
-    bar = None
+    world = ddp.join(student)
     try:
-        state = _restore(run, load_from) if load_from else _Progress()
-        bar = tqdm(total=config.epochs, initial=state.epoch, desc=desc, disable=not progress, leave=False,
-                   unit="epoch")
-        for epoch in range(state.epoch + 1, config.epochs + 1):
+        torch.manual_seed(config.seed)
+        run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
+        try:
+            state = _restore(run, load_from) if load_from else _Progress()
+            run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
+            _train(run, state, save_to, progress and world.main, desc)
+        finally:
+            run.close()
+    finally:
+        ddp.leave(world)
+    student.load_state_dict(state.best_state)
+    student.eval()
+    return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
+                         str(save_to) if save_to else None)
+
+
+def _train(run: _Run, state: _Progress, save_to: Path | None, progress: bool, desc: str) -> None:
+    """The epochs left: train, validate, keep the best, checkpoint (rank 0 only)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.config.epochs, initial=state.epoch, desc=desc, disable=not progress, leave=False,
+               unit="epoch")
+    try:
+        for epoch in range(state.epoch + 1, run.config.epochs + 1):
             start = time.perf_counter()
             train_loss = _train_epoch(run, epoch, state, save_to)
             _record(run, state, epoch, train_loss, time.perf_counter() - start)
-            if save_to is not None:
+            if save_to is not None and run.world.main:
                 _save(run, state, save_to)
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
                             best=f"{state.best_acc:.3f}")
     finally:
-        run.close()
-        if bar is not None:
-            bar.close()
-    student.load_state_dict(state.best_state)
-    student.eval()
-    return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
-                         str(save_to) if save_to else None)
+        bar.close()
 
 
 def _resolve_losses(config: DistillConfig, loss: str | dict[str, float] | None) -> tuple[tuple[str, float], ...]:
@@ -144,7 +161,7 @@ def _checkpoint_paths(checkpoint: str | Path | None, resume: bool | str | Path) 
 
 
 def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, terms: tuple[tuple[str, float], ...],
-           rng: np.random.Generator) -> _Run:
+           rng: np.random.Generator, world: Any) -> _Run:
     import torch
 
     from edgekd.distill.checkpoint import arch_fingerprint
@@ -157,8 +174,11 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     s_shape, s_seen = output_shapes(student, x[:2])
     _check_labels(labels, s_shape)
     val_index, val_targets, selected_on = _val_targets(data, teacher)
+    if world.size > config.batch_size:
+        raise ConfigError(f"batch size {config.batch_size} is smaller than the {world.size} training processes",
+                          f"use a batch size of at least {world.size}")
     run = _Run(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, val_targets,
-               selected_on, data.x_val, parts=torch.nn.ModuleDict())
+               selected_on, data.x_val, parts=torch.nn.ModuleDict(), world=world)
     try:
         if guide is not None:
             guide.eval()
@@ -286,6 +306,7 @@ def _run_info(run: _Run, data: Dataset) -> dict[str, Any]:
         "taps": [list(t.paths) if t else None for t in (run.student_taps, run.teacher_taps)],
         "teacher": arch_fingerprint(run.teacher) if run.teacher is not None else None,
         "data": data_fingerprint(data.x_train, run.y.numpy()),
+        "processes": run.world.size,
     }
     return json.loads(json.dumps(info))
 
@@ -293,28 +314,36 @@ def _run_info(run: _Run, data: Dataset) -> dict[str, Any]:
 def _train_epoch(run: _Run, epoch: int, state: _Progress, save_to: Path | None) -> float:
     import torch
 
-    from edgekd.distill.losses import total_loss
+    from edgekd.distill.ddp import global_mean, shard, sync_buffers
 
     run.student.train()
     run.parts.train()
     n, total = len(run.y), 0.0
-    for idx in np.array_split(run.rng.permutation(n), max(1, n // run.config.batch_size)):
-        index = torch.from_numpy(idx)
+    for batch in np.array_split(run.rng.permutation(n), max(1, n // run.config.batch_size)):
+        index = torch.from_numpy(shard(batch, run.world))
         xb = run.x[index]
         if run.config.augment:
             xb = _shift(xb, run.rng)
-        value = total_loss(run.terms, _batch(run, index, xb), run.config, run.parts)
-        if not torch.isfinite(value):
+        value = run.step(index, xb)
+        mean = global_mean(value, run.world)
+        if not torch.isfinite(mean):
             kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {save_to}" \
                 if save_to is not None and state.epoch else ""
-            raise ModelError(f"training loss became {value.item()} at epoch {epoch}{kept}",
+            raise ModelError(f"training loss became {mean.item()} at epoch {epoch}{kept}",
                              "lower the learning rate (--lr) or check the data for NaN/inf values")
         run.opt.zero_grad(set_to_none=True)
         value.backward()
         run.opt.step()
         run.sched.step()
-        total += value.item() * len(idx)
+        total += mean.item() * len(batch)
+    sync_buffers(run.world, run.student, run.parts)
     return total / n
+
+
+def _loss(run: _Run, index: Any, xb: Any) -> Any:
+    from edgekd.distill.losses import total_loss
+
+    return total_loss(run.terms, _batch(run, index, xb), run.config, run.parts)
 
 
 def _batch(run: _Run, index: Any, xb: Any) -> Any:

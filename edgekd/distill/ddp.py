@@ -1,0 +1,113 @@
+"""Data-parallel training when started by ``torchrun --nproc-per-node N`` (no home-made launcher).
+
+torchrun sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; the trainer then joins the process group (gloo
+on CPU, nccl on CUDA), every rank draws the same batch order and trains on its slice of each batch,
+DistributedDataParallel averages the gradients of the student and the loss parts (projectors) and
+broadcasts BN buffers from rank 0, so all ranks keep identical weights; only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    created: bool = False  # this call started the process group, and ends it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join(student: nn.Module) -> World:
+    """The current process group, or a new one when torchrun's environment asks for more than one process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_available():
+        raise ConfigError(f"WORLD_SIZE={size} but this torch build has no torch.distributed",
+                          "run a single process, or install a torch build with distributed support")
+    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
+        raise ConfigError(f"WORLD_SIZE={size} is set without RANK/MASTER_ADDR",
+                          "start distributed training with torchrun --nproc-per-node N")
+    cuda = any(p.is_cuda for p in student.parameters())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), created=True)
+
+
+def leave(world: World) -> None:
+    import torch.distributed as dist
+
+    if world.created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _Step(nn.Module):
+    """Student and loss parts as one module whose forward returns the training loss, so that
+    DistributedDataParallel sees (and synchronises) every trained parameter."""
+
+    def __init__(self, student: nn.Module, parts: nn.Module, loss: Callable[[Any, Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.student = student
+        self.parts = parts
+        self._loss = loss
+
+    def forward(self, index: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return self._loss(index, xb)
+
+
+def wrap(world: World, student: nn.Module, parts: nn.Module,
+         loss: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:
+    """``loss`` itself for one process; a DistributedDataParallel module computing it otherwise."""
+    if world.size == 1:
+        return loss
+    return nn.parallel.DistributedDataParallel(_Step(student, parts, loss))
+
+
+def sync_buffers(world: World, *modules: nn.Module) -> None:
+    """Average the BN running statistics over the ranks (each rank's last batches updated its own copy)
+    so that validation, best weights and checkpoints agree on every rank; other buffers come from rank 0."""
+    if world.size == 1:
+        return
+    import torch.distributed as dist
+
+    for module in modules:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= world.size
+            else:
+                dist.broadcast(buffer, src=0)
+
+
+def shard(idx: Any, world: World) -> Any:
+    """This rank's slice of one batch's indices."""
+    return idx if world.size == 1 else idx[world.rank::world.size]
+
+
+def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The loss averaged over the ranks (NaN on every rank when it is NaN on one)."""
+    if world.size == 1:
+        return value.detach()
+    import torch.distributed as dist
+
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world.size

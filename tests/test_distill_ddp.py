@@ -1,0 +1,70 @@
+"""Data-parallel distillation under ``torchrun --nproc-per-node 2`` (gloo on CPU): both ranks end with
+identical weights and only rank 0 writes the checkpoint.
+
+Run by torchrun (``test_distill_ddp.py OUT_DIR TEACHER_WEIGHTS``) this file is the training worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_distill import TinyNet, student, tiny_data, trained_teacher
+
+from edgekd.distill.ddp import World, shard
+from edgekd.distill.trainer import distill
+from edgekd.types import DistillConfig
+
+CFG = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=True, losses="kd:1,hint:0.5", seed=1)
+
+
+def test_each_rank_trains_on_its_slice_of_every_batch():
+    idx = torch.arange(10).numpy()
+    parts = [shard(idx, World(rank, 3)).tolist() for rank in range(3)]
+    assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert shard(idx, World()).tolist() == list(range(10))
+
+
+@pytest.mark.slow  # ~20 s on 2 shared cores: three processes import torch
+def test_torchrun_ranks_end_with_identical_weights(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        teacher = trained_teacher(tiny_data())
+    finally:
+        torch.set_num_threads(before)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           __file__, str(tmp_path), str(tmp_path / "teacher.pt")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    best = [r["best"] for r in ranks]
+    assert best[0].keys() == best[1].keys() and all(torch.equal(best[0][k], best[1][k]) for k in best[0])
+    assert ranks[0]["history"] == ranks[1]["history"] and ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".ckpt") == ["run.ckpt"]
+    ckpt = torch.load(tmp_path / "run.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and json.loads(ckpt["run"])["processes"] == 2
+    assert all(torch.equal(ckpt["best"]["state"][k], best[0][k]) for k in best[0])
+
+
+def _worker(out: str, teacher_path: str) -> None:
+    from pathlib import Path
+
+    torch.set_num_threads(1)
+    teacher = TinyNet(width=8)
+    teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
+    result = distill(student(), tiny_data(), CFG, teacher=teacher.eval(), progress=False,
+                     checkpoint=Path(out) / "run.ckpt")
+    torch.save({"best": result.model.state_dict(), "best_epoch": result.best_epoch,
+                "history": [(h.epoch, h.train_loss, h.val_accuracy) for h in result.history]},
+               Path(out) / f"rank{os.environ['RANK']}.pt")
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:3])
