@@ -108,8 +108,8 @@ def test_explicit_taps_pair_layers_by_position(data, teacher):
 
 
 def test_unknown_hint_layer_is_refused_with_candidates(data, teacher):
-    cfg = FAST.__class__(**{**FAST.to_dict(), "losses": {"hint": 1.0}, "student_taps": ["features.9"],
-                            "teacher_taps": ["features"]})
+    cfg = DistillConfig(**{**FAST.to_dict(), "losses": {"hint": 1.0}, "student_taps": ["features.9"],
+                           "teacher_taps": ["features"]})
     with pytest.raises(ConfigError, match=r"student has no module 'features\.9'.*tap one of: features\.0"):
         distill(student(), data, cfg, teacher=teacher, progress=False)
     assert not any(m._forward_hooks for m in teacher.modules())
