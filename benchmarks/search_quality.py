@@ -188,7 +188,13 @@ def main() -> None:
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "search_quality"))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
+                         "were up to 10x slower here)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = load_data(None, seed=0)
     teacher = default_teacher(data, progress=False).module
@@ -199,7 +205,7 @@ def main() -> None:
 
     spaces = [_space_study(n, args, data, teacher, profile, log) for n in args.spaces.split(",")]
     out = {"profile": profile.name, "precision": args.precision, "per_space": args.per_space,
-           "epochs": args.epochs, "seeds": args.seeds, "quantile": args.quantile,
+           "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads, "quantile": args.quantile,
            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "versions": tool_versions(),
            "command": "make bench-search", "spaces": spaces,
            "search_1000": _timed_search(args, data, teacher, profile),

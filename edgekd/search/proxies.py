@@ -98,7 +98,7 @@ def synflow(student: Any, probe: Probe) -> float:
             p.abs_()
     model.zero_grad()
     model(torch.ones((1, *probe.x.shape[1:]), dtype=torch.float64)).sum().backward()
-    total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    total = sum(float((p.detach() * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
     return float(np.log(total)) if total > 0 else float("-inf")
 
 
