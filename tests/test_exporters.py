@@ -24,7 +24,7 @@ def fp32_artifact(student, small_data, tmp_path_factory):
 
 
 def test_registry_lists_builtin_exporters():
-    assert {"onnx-fp32", "onnx-int8"} <= set(exporter_names())
+    assert {"onnx-fp32", "onnx-int8", "inc"} <= set(exporter_names())
     with pytest.raises(ConfigError, match="unknown exporter 'nope'; choose one of: .*onnx-fp32"):
         get_exporter("nope")
 
@@ -87,3 +87,117 @@ def test_int8_calibration_methods(fp32_artifact, small_data, tmp_path):
     with pytest.raises(ConfigError, match="unknown calibration method 'magic'"):
         get_exporter("onnx-int8")(ExportRequest("m", "student", tmp_path, calibration=small_data.x_train[:8],
                                                 source=fp32_artifact, options={"calibration": "magic"}))
+
+
+# -- inc: neural-compressor accuracy-aware tuning -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inc_artifact(student, small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inc")
+    return get_exporter("inc")(ExportRequest("inc", "student", out, student, small_data.x_val[:1],
+                                             calibration=small_data.x_train[:128],
+                                             options={"tolerable_loss": 0.05}))
+
+
+def test_inc_is_tuned_folded_single_file_int8(inc_artifact, fp32_artifact, small_data):
+    import onnxruntime as ort
+
+    model = onnx.load(inc_artifact.path)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Clip" not in ops
+    assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)  # weights stored as int8
+    assert inc_artifact.precision == "int8" and inc_artifact.exporter == "inc"
+    assert inc_artifact.size_bytes < fp32_artifact.size_bytes / 2
+    details = inc_artifact.details
+    assert details["folded_weight_quantizers"] > 0 and details["trials"] >= 1 and details["config"]
+    assert details["int8_metric"] >= details["fp32_metric"] * 0.95 and "onnxruntime" in details["metric"]
+    x = small_data.x_test[:64]
+    runs = [ort.InferenceSession(a.path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for a in (fp32_artifact, inc_artifact)]
+    assert (runs[0].argmax(1) == runs[1].argmax(1)).mean() >= 0.9
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"tolerable_loss": 1.5}, "outside \\[0, 1\\)"),
+    ({"tolerable_loss": "1%"}, "outside \\[0, 1\\)"),
+    ({"max_trials": 0}, "not a positive integer"),
+    ({"speed": "max"}, "unknown inc option 'speed'; valid: eval_data, max_trials, tolerable_loss"),
+    ({"eval_data": ([1.0], [1, 2])}, "1 inputs and 2 labels"),
+])
+def test_inc_rejects_bad_options(student, small_data, tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
+                                          calibration=small_data.x_train[:8], options=options))
+
+
+def test_inc_needs_a_torch_model_and_calibration(fp32_artifact, small_data, tmp_path):
+    with pytest.raises(ExportError, match="inc needs a torch model, a sample input and calibration inputs"):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, source=fp32_artifact,
+                                          calibration=small_data.x_train[:8]))
+
+
+def test_inc_says_when_no_configuration_meets_the_tolerance(student, small_data, tmp_path, monkeypatch):
+    import exporters.inc as inc
+
+    monkeypatch.setattr(inc, "_ort_logits", lambda path, x: np.zeros((len(x), 10), np.float32))  # every int8 wrong
+    from edgekd.distill.trainer import predict
+
+    labels = predict(student, small_data.x_train[:32]).argmax(1)  # fp32 scores 1.0
+    with pytest.raises(ExportError, match="no int8 configuration kept the top-1 accuracy on eval_data within 1.0% "
+                                          "of fp32 in onnxruntime .*; raise tolerable_loss"):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
+                                          calibration=small_data.x_train[:32], options={
+                                              "max_trials": 1, "eval_data": (small_data.x_train[:32], labels)}))
+    assert not (tmp_path / "i.onnx").exists()
+    with pytest.raises(ExportError, match="the fp32 model scores 0 on the top-1 accuracy on eval_data"):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
+                                          calibration=small_data.x_train[:32], options={
+                                              "eval_data": (small_data.x_train[:32], (labels + 1) % 10)}))
+
+
+def test_inc_untraceable_model_gives_export_error(small_data, tmp_path):
+    import torch
+
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x.flatten(1)[:, :10]
+            return -x.flatten(1)[:, :10]
+
+    with pytest.raises(ExportError, match="could not capture the model"):
+        get_exporter("inc")(ExportRequest("bad", "student", tmp_path, DataDependent(), small_data.x_val[:1],
+                                          calibration=small_data.x_train[:8]))
+
+
+def test_weight_quantizer_folding_is_exact(tmp_path):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters.inc import fold_weight_quantization
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    scale = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(scale, "s"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "z"), numpy_helper.from_array(np.int8(-127), "lo"),
+             numpy_helper.from_array(np.int8(127), "hi")]
+    nodes = [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"], axis=0),
+             helper.make_node("Clip", ["wq", "lo", "hi"], ["wc"]),
+             helper.make_node("DequantizeLinear", ["wc", "s", "z"], ["wd"], axis=0),
+             helper.make_node("Conv", ["x", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = rng.normal(size=(1, 2, 5, 5)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert fold_weight_quantization(path) == 1
+    folded = onnx.load(str(path))
+    assert [n.op_type for n in folded.graph.node] == ["DequantizeLinear", "Conv"]
+    assert {i.name for i in folded.graph.initializer} == {"wc", "s", "z"}  # the fp32 weight is gone
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)
+    assert fold_weight_quantization(path) == 0  # nothing left to fold
