@@ -32,9 +32,13 @@ _COMPRESS_OPTIONS = [
     click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
     click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
     click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
-    click.option("--space", type=str, help="Student search space (default: mbv2)."),
-    click.option("--proxy", type=str, help="Training-free score (default: diswot)."),
-    click.option("--candidates", type=int, help="Candidates sampled from the space (default: 100)."),
+    click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
+                                           "(the teacher with fewer channels) (default: mbv2)."),
+    click.option("--proxy", type=str, help="Training-free score: diswot, naswot, synflow, grad_norm, params "
+                                           "(default: diswot)."),
+    click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
+    click.option("--precision", type=click.Choice(["int8", "fp32"]),
+                 help="Deployment precision the search checks the budgets for (default: int8)."),
     click.option("--epochs", type=int, help="Distillation epochs (default: 40)."),
     click.option("--lr", type=float, help="Peak learning rate (default: 0.005)."),
     click.option("--batch-size", type=int, help="Training batch size (default: 64)."),
@@ -50,7 +54,16 @@ _COMPRESS_OPTIONS = [
 ]
 
 
-_TRAINING_ONLY = {11, 12, 13, 14, 15, 17, 18}  # --epochs --lr --batch-size --temperature --alpha --calibration --search
+# Options of compress that the search stage does not take.
+_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search"}
+
+
+def _search_options() -> list:
+    def flag(option: Any) -> str:
+        probe = option(lambda: None)
+        return probe.__click_params__[0].opts[0]
+
+    return [o for o in _COMPRESS_OPTIONS if flag(o) not in _TRAINING_ONLY]
 
 
 def _with_options(options: list) -> Any:
@@ -93,13 +106,14 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     for note in manifest["notes"]:
         click.echo(f"note: {note}")
     verdict = "PASS" if result.passed else "FAIL"
-    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ (report.md, manifest.json)")
+    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ "
+               "(report.html, report.md, manifest.json)")
     if not result.passed:
         ctx.exit(1)
 
 
 @cli.command("search")
-@_with_options([o for i, o in enumerate(_COMPRESS_OPTIONS) if i not in _TRAINING_ONLY])
+@_with_options(_search_options())
 @click.pass_context
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
@@ -109,14 +123,16 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
     out = values.pop("out", None) or "search.json"
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
-    click.echo("| rank | params | est. int8 KB | score | measured ms | predicted ms | config |")
-    click.echo("|---:|---:|---:|---:|---:|---:|---|")
+    click.echo(f"| rank | params | est. {result.precision} KB | score | measured ms | predicted ms | space | config |")
+    click.echo("|---:|---:|---:|---:|---:|---:|---|---|")
     for rank, c in enumerate(result.candidates[:10], 1):
         ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
         pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
         click.echo(f"| {rank} | {c.params:,} | {c.size_bytes / 1024:.1f} | {c.score:.3f} | {ms} | {pred} | "
-                   f"{c.spec.config} |")
-    click.echo(f"chose {result.chosen.spec.config} -> {out} (compress with --search {out})")
+                   f"{c.spec.space} | {c.spec.config} |")
+    click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
+               f"{result.measured} measured")
+    click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")
 
 
 @cli.command()
@@ -300,6 +316,16 @@ def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, s
             click.echo(line)
     if not result.passed:
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("out_dir", type=str)
+@click.option("--force", is_flag=True, help="Replace an existing report.html.")
+def report(out_dir: str, force: bool) -> None:
+    """Render OUT_DIR/report.html (plots: Pareto front, latency, training curves) from its manifest.json."""
+    from edgekd.report_html import write_html_report
+
+    click.echo(f"wrote {write_html_report(out_dir, force=force)}")
 
 
 @cli.group()

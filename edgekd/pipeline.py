@@ -131,9 +131,11 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         write_json(staging / "manifest.json", manifest)
         write_json(staging / "search.json", search_result.to_dict())
         from edgekd.report import render_markdown
+        from edgekd.report_html import render_html
 
         report_md = render_markdown(manifest)
         (staging / "report.md").write_text(report_md, encoding="utf-8")
+        (staging / "report.html").write_text(render_html(manifest, search_result.to_dict()), encoding="utf-8")
     return CompressResult(out, manifest, report_md)
 
 

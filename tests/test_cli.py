@@ -128,6 +128,26 @@ def test_readme_demo_command(tmp_path):
     assert int8["speedup_vs_teacher"] >= 3
 
 
+def test_search_over_pruned_and_resnet_spaces(run_cli, teacher_files, fast_profile_path, tmp_path):
+    module, weights = teacher_files
+    found = tmp_path / "search.json"
+    code, out, err = run_cli("search", "--teacher", f"{module}:build", "--weights", str(weights), "--resolution",
+                             "16", "--profile", str(fast_profile_path), "-q", "--space", "pruned,resnet",
+                             "--precision", "fp32", "--candidates", "10", "--out", found)
+    assert code == 0, err
+    result = json.loads(found.read_text())
+    assert {c["spec"]["space"] for c in result["candidates"]} == {"pruned", "resnet"}
+    assert result["pareto"] and result["precision"] == "fp32" and "Pareto front" in out
+
+
+def test_search_rejects_unknown_space_and_proxy(run_cli, tmp_path):
+    code, _, err = run_cli("search", "--space", "mbv2,vit", "--out", tmp_path / "s.json")
+    assert code == 2 and "unknown search space 'vit'; choose one of: mbv2, pruned, resnet" in err
+    code, _, err = run_cli("search", "--proxy", "zen", "--out", tmp_path / "s.json")
+    assert code == 2 and "unknown proxy 'zen'" in err and "naswot" in err
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profile_path, tmp_path):
     module, weights = teacher_files
     found = tmp_path / "search.json"

@@ -25,8 +25,8 @@ def result(teacher_files, fast_profile_path, tmp_path_factory):
 
 def test_output_folder_has_every_artifact(result):
     names = sorted(p.name for p in result.out.iterdir())
-    assert names == ["manifest.json", "report.md", "search.json", "student-fp32.onnx", "student-int8.onnx",
-                     "student.pt", "teacher-fp32.onnx"]
+    assert names == ["manifest.json", "report.html", "report.md", "search.json", "student-fp32.onnx",
+                     "student-int8.onnx", "student.pt", "teacher-fp32.onnx"]
     assert not list(result.out.parent.glob(".out.staging-*"))
 
 
@@ -64,6 +64,16 @@ def test_report_compares_teacher_and_students(result):
     text = (result.out / "report.md").read_text()
     for word in ("teacher-fp32", "student-fp32", "student-int8", "speedup", "p50"):
         assert word in text
+    html = (result.out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3  # self-contained plots, Pareto front among them
+    assert "Pareto" in html
+
+
+def test_report_command_rerenders_only_with_force(result, run_cli):
+    code, _, err = run_cli("report", result.out)
+    assert code == 2 and "--force" in err
+    code, out, err = run_cli("report", result.out, "--force")
+    assert code == 0 and "report.html" in out, err
 
 
 def test_existing_output_is_refused_and_untouched(teacher_files, fast_profile_path, tmp_path):
