@@ -6,12 +6,9 @@ Progress is saved after every chunk, so an interrupted calibration resumes where
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.fsutil import write_json
+from edgekd.latency.quick_export import export_fixed
 from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
 from edgekd.profiles import DeviceProfile
 from edgekd.types import StudentSpec
@@ -90,7 +88,7 @@ def reference_model(input_shape: tuple[int, ...], num_classes: int, folder: Path
     torch.manual_seed(0)
     model = SPACES.get("mbv2").build(REFERENCE, tuple(input_shape), num_classes).eval()  # type: ignore[arg-type]
     path = folder / "reference.onnx"
-    _export_fixed(model, (1, *input_shape), path)
+    export_fixed(model, (1, *input_shape), path)
     return path
 
 
@@ -113,7 +111,7 @@ def _measure_blocks(space: Any, keys: list[tuple], precision: str, profile: Devi
             torch.manual_seed(i)
             module, shape = space.build_block(key)
             fp32 = Path(tmp) / f"b{i}.onnx"
-            _export_fixed(module.eval(), shape, fp32)
+            export_fixed(module.eval(), shape, fp32)
             # The int8 exporter keeps stem and classifier in fp32, so only inner blocks are quantized here.
             if precision == "int8" and key[0] not in ("stem", "head"):
                 q = Path(tmp) / f"b{i}.int8.onnx"
@@ -122,17 +120,6 @@ def _measure_blocks(space: Any, keys: list[tuple], precision: str, profile: Devi
             paths.append(fp32)
         units, ref_ms = measure_relative(paths, profile, ref)
     return {block_key(k): u for k, u in zip(keys, units)}, ref_ms
-
-
-def _export_fixed(module: Any, shape: tuple[int, ...], path: Path) -> None:
-    """A block at a fixed shape through torch's TorchScript exporter: 20x quicker than dynamo for
-    hundreds of micro-models, and the runtime sees the same fused Conv/Relu/Add graph."""
-    import torch
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.randn(*shape),), str(path), dynamo=False, input_names=["input"],
-                          opset_version=18)
 
 
 def _quantize(src: Path, shape: tuple[int, ...], out: Path) -> None:

@@ -93,19 +93,22 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
 
 
 def measure_models(models: list[Any], profile: DeviceProfile, precision: str, calibration: np.ndarray) -> list[float]:
-    """Export ``models`` as they would ship (fp32, or int8 QDQ) and measure them interleaved: p50 ms each."""
+    """Export ``models`` as they would run (fp32, or int8 QDQ quantized as the onnx-int8 exporter does) and
+    measure them interleaved: p50 ms each."""
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.latency.measure import measure
+    from edgekd.latency.quick_export import export_fixed
+    from edgekd.validate import artifact_from_file
 
-    fp32 = get_exporter("onnx-fp32")
+    shape = (1, *calibration.shape[1:])
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
         paths = []
         for i, model in enumerate(models):
-            art = fp32(ExportRequest(name=f"cand{i}", role="student", out_dir=Path(tmp), model=model.eval(),
-                                     sample=calibration[:1]))
+            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx")
             if precision == "int8":
-                art = get_exporter("onnx-int8")(ExportRequest(name=f"cand{i}-int8", role="student",
-                                                              out_dir=Path(tmp), calibration=calibration,
-                                                              source=art))
-            paths.append(art.path)
-        return [s.p50_ms for s in measure(paths, profile)]
+                source = artifact_from_file(path, role="student")
+                path = Path(get_exporter("onnx-int8")(ExportRequest(
+                    name=f"cand{i}-int8", role="student", out_dir=Path(tmp), calibration=calibration,
+                    source=source)).path)
+            paths.append(path)
+        return [s.p50_ms for s in measure(paths, profile, shape)]
