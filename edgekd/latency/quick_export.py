@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 
-def export_fixed(module: Any, shape: tuple[int, ...], path: Path) -> Path:
-    """``module`` at the fixed input ``shape`` as ONNX (opset 18) at ``path``."""
+def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch: bool = False) -> Path:
+    """``module`` at the input ``shape`` as ONNX (opset 18) at ``path``; the batch dimension stays
+    free with ``dynamic_batch`` (int8 calibration feeds whole batches)."""
     import torch
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (torch.randn(*shape),), str(path), dynamo=False, input_names=["input"],
-                          opset_version=18)
+                          opset_version=18, dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
     return path

@@ -104,7 +104,7 @@ def measure_models(models: list[Any], profile: DeviceProfile, precision: str, ca
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
         paths = []
         for i, model in enumerate(models):
-            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx")
+            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx", dynamic_batch=precision == "int8")
             if precision == "int8":
                 source = artifact_from_file(path, role="student")
                 path = Path(get_exporter("onnx-int8")(ExportRequest(

@@ -1,0 +1,486 @@
+"""Quantization-aware training that mirrors the int8 ONNX onnxruntime will run.
+
+``prepare_qat`` plans, checks and then applies fake quantization to a student, in place:
+
+- every ``Conv2d`` fake-quantizes its weight per output channel, symmetric int8 in [-127, 127] (what
+  onnxruntime's QDQ quantizer computes: scale = max|w| / 127), after folding the ``BatchNorm2d`` that
+  follows it, because onnxruntime quantizes the folded weight; the BN still runs (batch statistics while
+  they are trained, running statistics once frozen), so the weight it sees is ``fq(w * s) / s``;
+- activations are fake-quantized to uint8 (affine, moving-average min/max observers) at exactly the
+  tensors onnxruntime's QDQ quantizer quantizes for the operator types in ``ORT_OP_TYPES``: the inputs of
+  every convolution (the first one included: every convolution runs as an int8 kernel), the inputs and
+  outputs of Add, Mul and Sigmoid, the input of global average pooling, the output of a ReLU whose input is
+  quantized (onnxruntime drops that ReLU and quantizes its input with the ReLU's range, a single
+  quantizer here too). Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible
+  share of the compute, and the logits keep their precision.
+
+The places come from the student's torch.fx graph; each becomes a forward hook on the module that produces
+the tensor (or a pre-hook on the model for its input), so the student keeps its class, its module paths,
+its parameters (the optimizer goes on) and its state_dict keys (plus the observers' buffers).
+``exporters/onnx_int8_qat.py`` carries the learned activation scales into onnxruntime's quantizer and
+checks that onnxruntime quantized the same tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd.errors import ConfigError
+
+ACT_QMAX = 255  # uint8 activations
+WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127]
+REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
+EMA = 0.01  # moving-average constant of the activation observers (torch's MovingAverageMinMaxObserver)
+ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "ReduceMean", "GlobalAveragePool")
+ORT_NO_OUTPUT_QUANT = ("ReduceMean", "GlobalAveragePool")  # pooled vectors feed fp32 or re-quantize anyway
+
+
+@dataclass(frozen=True)
+class Site:
+    """One activation quantizer: it quantizes the output of ``module``'s ``call``-th call (the model's
+    input when ``module`` is ""), and lives at ``name`` in the model."""
+
+    name: str
+    module: str
+    call: int
+    tensor: str  # the traced value, for messages
+
+
+@dataclass(frozen=True)
+class QATPlan:
+    """Where a student is fake-quantized; kept on the prepared model (``qat_plan``)."""
+
+    convs: tuple[tuple[str, str], ...]  # (conv path, path of the BatchNorm folded into it or "")
+    sites: tuple[Site, ...]
+    weight_qmax: int = WEIGHT_QMAX
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"convs": [list(c) for c in self.convs], "weight_qmax": self.weight_qmax,
+                "sites": [vars(s) for s in self.sites]}
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+def fake_quant_weight(w: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Per-output-channel symmetric fake quantization, computed as onnxruntime quantizes the weight
+    (x / scale, round half to even, clip); the gradient passes straight through."""
+    absmax = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
+    q = torch.clamp(torch.round(w.detach() / scale), -qmax, qmax)
+    return w + (q * scale - w).detach()
+
+
+def fold_factor(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """gamma / sqrt(running_var + eps): the per-channel factor folding ``bn`` multiplies a weight by."""
+    std = torch.sqrt(bn.running_var + bn.eps)
+    return bn.weight / std if bn.weight is not None else 1.0 / std
+
+
+class QATConv2d(nn.Conv2d):
+    """A Conv2d (the same object, its class swapped) whose weight is fake-quantized after folding the
+    BatchNorm that follows it: it convolves with ``fq(w * s) / s``, and the BN then applies ``s``."""
+
+    weight_qmax: int = WEIGHT_QMAX
+    _bn: tuple[nn.BatchNorm2d, ...] = ()  # in a tuple: a reference, not a second registration
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._bn:
+            return self._conv_forward(x, fake_quant_weight(self.weight, self.weight_qmax), self.bias)
+        s = fold_factor(self._bn[0]).reshape(-1, 1, 1, 1)
+        safe = torch.where(s == 0, torch.ones_like(s), s)
+        return self._conv_forward(x, fake_quant_weight(self.weight * s, self.weight_qmax) / safe, self.bias)
+
+
+class ActQuant(nn.Module):
+    """uint8 affine fake quantization with a min/max observer: the running min/max while calibrating,
+    a moving average while training (until frozen), fixed in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("min_val", torch.tensor(float("inf")))
+        self.register_buffer("max_val", torch.tensor(float("-inf")))
+        self.observe = True  # False once the observers are frozen
+        self.calibrating = False
+        self.export_qparams: tuple[float, int] | None = None  # set on export copies: emit Q/DQ
+        self.enabled = True  # False on fp32 copies
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero point) as onnxruntime derives them: the range widened to include 0, 255 steps."""
+        if not (torch.isfinite(self.min_val) and torch.isfinite(self.max_val)):
+            raise ConfigError("an activation quantizer has observed no data", "calibrate the QAT model first")
+        lo, hi = torch.clamp(self.min_val, max=0.0), torch.clamp(self.max_val, min=0.0)
+        scale = (hi - lo) / ACT_QMAX
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero = torch.clamp(torch.round(-lo / scale), 0, ACT_QMAX).to(torch.int32)
+        return scale.reshape(1), zero.reshape(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.export_qparams is not None:
+            return _qdq(x, *self.export_qparams)
+        if self.training and (self.observe or self.calibrating):
+            self._observe(x.detach())
+        scale, zero = self.qparams()
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, ACT_QMAX)
+
+    def _observe(self, x: torch.Tensor) -> None:
+        lo, hi = torch.aminmax(x)
+        if self.calibrating or not torch.isfinite(self.min_val):
+            self.min_val.copy_(torch.minimum(self.min_val, lo))
+            self.max_val.copy_(torch.maximum(self.max_val, hi))
+        else:
+            self.min_val.add_(EMA * (lo - self.min_val))
+            self.max_val.add_(EMA * (hi - self.max_val))
+
+
+def _qdq(x: torch.Tensor, scale: float, zero: int) -> torch.Tensor:
+    """QuantizeLinear -> DequantizeLinear as torch.export and the ONNX exporter understand them."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quantized_decomposed ops)
+
+    ops = torch.ops.quantized_decomposed
+    q = ops.quantize_per_tensor(x, scale, zero, 0, ACT_QMAX, torch.uint8)
+    return ops.dequantize_per_tensor(q, scale, zero, 0, ACT_QMAX, torch.uint8)
+
+
+class _OutputHook:
+    """Forward hook: the output of the module's k-th call goes through the quantizer child ``names[k]``."""
+
+    def __init__(self, names: list[str | None]) -> None:
+        self.names = names
+        self.calls = 0
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
+        name = self.names[self.calls % len(self.names)]
+        self.calls += 1
+        return module.get_submodule(name)(output) if name else None
+
+
+class _RootHook:
+    """Forward pre-hook on the model: restarts the call counts and quantizes the input when planned."""
+
+    def __init__(self, hooks: list[_OutputHook], input_quant: str | None) -> None:
+        self.hooks = hooks
+        self.input_quant = input_quant
+
+    def __call__(self, module: nn.Module, args: Any) -> Any:
+        for hook in self.hooks:
+            hook.calls = 0
+        if self.input_quant is None:
+            return None
+        return (module.get_submodule(self.input_quant)(args[0]), *args[1:])
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+_FP32_MODULES = (nn.Linear, nn.Flatten, nn.Hardswish, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d, nn.Upsample,
+                 nn.Tanh, nn.LeakyReLU, nn.Softmax)
+_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
+_FUNCTIONS = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "mul", torch.mul: "mul",
+              operator.imul: "mul", torch.relu: "relu", F.relu: "relu", F.relu6: "relu", torch.sigmoid: "sigmoid",
+              torch.mean: "pool", torch.flatten: "fp32", torch.reshape: "fp32", F.dropout: "alias",
+              getattr: "fp32", operator.getitem: "fp32", F.hardswish: "fp32", F.max_pool2d: "fp32",
+              F.avg_pool2d: "fp32", torch.cat: "fp32", F.interpolate: "fp32", torch.tanh: "fp32",
+              F.leaky_relu: "fp32", F.softmax: "fp32"}
+_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "add": "add", "add_": "add", "mul": "mul",
+            "mul_": "mul", "mean": "pool", "flatten": "fp32", "view": "fp32", "reshape": "fp32", "size": "fp32",
+            "contiguous": "alias", "permute": "fp32", "transpose": "fp32", "softmax": "fp32"}
+
+
+class _Graph:
+    """The student's fx graph with each node's role in onnxruntime's QDQ quantization."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+        self.gm = _trace(model, example)
+        self.nodes = list(self.gm.graph.nodes)
+        self.kind = {n: self._kind(n) for n in self.nodes}
+        self.folded = self._fold_bn()
+
+    def _kind(self, n: Any) -> str:
+        if n.op in ("placeholder", "output", "get_attr"):
+            return {"placeholder": "input", "output": "output", "get_attr": "fp32"}[n.op]
+        if not _is_tensor(n):
+            return "fp32"  # python values: sizes, shapes
+        if n.op == "call_module":
+            return _module_kind(self.gm.get_submodule(n.target))
+        kind = _FUNCTIONS.get(n.target) if n.op == "call_function" else _METHODS.get(n.target)
+        if n.target is F.adaptive_avg_pool2d:
+            kind = "pool" if n.args[1:2] in ((1,), ((1, 1),)) else None
+        if kind in ("add", "mul") and not all(_is_tensor(a) for a in n.args[:2]):
+            kind = None  # a constant operand: onnxruntime would quantize it as an activation
+        return kind or "unknown"
+
+    def _fold_bn(self) -> dict[Any, Any]:
+        """{bn node: conv node} for every BatchNorm whose input is a conv used by nothing else."""
+        folded = {}
+        for n in self.nodes:
+            if self.kind[n] == "bn":
+                src = self.canon(n.args[0])
+                if self.kind[src] == "conv" and self.users(src) == [n]:
+                    folded[n] = src
+                else:
+                    self.kind[n] = "fp32"  # a standalone BN stays an fp32 BatchNormalization
+        return folded
+
+    def canon(self, n: Any) -> Any:
+        while self.kind.get(n) == "alias":
+            n = n.args[0]
+        return n
+
+    def users(self, n: Any) -> list[Any]:
+        out: list[Any] = []
+        for u in n.users:
+            out += self.users(u) if self.kind[u] == "alias" else [u]
+        return list(dict.fromkeys(out))
+
+    def scope(self, n: Any) -> list[str]:
+        return list((n.meta.get("nn_module_stack") or {}).keys())
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> Any:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:
+        raise ConfigError(f"quantization-aware training needs a student torch.fx can trace: {_first(exc)}",
+                          "use a student from a search space (or a traceable model), or train without "
+                          "qat_epochs and export with onnx-int8") from None
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    finally:
+        model.train(was)
+    return gm
+
+
+def _is_tensor(n: Any) -> bool:
+    return hasattr(n, "meta") and "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape")
+
+
+def _module_kind(m: nn.Module) -> str:
+    if type(m) is nn.Conv2d:
+        return "conv"
+    if isinstance(m, nn.BatchNorm2d):
+        return "bn"
+    if isinstance(m, (nn.ReLU, nn.ReLU6)):
+        return "relu"
+    if isinstance(m, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return "pool" if m.output_size in (1, (1, 1)) else "unknown"
+    if isinstance(m, _ALIAS_MODULES):
+        return "alias"
+    return "fp32" if isinstance(m, _FP32_MODULES) else "unknown"
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _marked(g: _Graph) -> list[Any]:
+    """The tensors onnxruntime's QDQ quantizer quantizes, found with its own rules, in its node order."""
+    marked: dict[Any, None] = {}
+    for n in g.nodes:
+        kind, ins = g.kind[n], [g.canon(a) for a in n.args[:2] if _is_tensor(a)]
+        if kind == "conv" or kind == "pool":
+            marked[ins[0]] = None
+        elif kind == "relu" and ins[0] in marked:
+            src = ins[0]  # quantized already: onnxruntime removes the ReLU and gives src the ReLU's range
+            if len(g.users(src)) == 1 and src.op != "placeholder" and g.kind[g.users(src)[0]] != "output":
+                del marked[src]
+            marked[n] = None
+        elif kind in ("add", "mul", "sigmoid"):
+            marked.update(dict.fromkeys([*ins, n]))
+    return list(marked)
+
+
+def _sites(g: _Graph, marked: list[Any]) -> list[Site]:
+    """Where each quantized tensor is produced: a module's output (the k-th call of a leaf module, or the
+    value a submodule's forward returns), or the model's input."""
+    sites = []
+    for t in marked:
+        if t.op == "placeholder":
+            sites.append(Site("input_quant", "", 0, t.name))
+            continue
+        if t.op == "call_module":
+            call = [n.target for n in g.nodes[:g.nodes.index(t)] if n.op == "call_module"].count(t.target)
+            path = t.target
+        else:
+            path, call = _owner(g, t), 0
+        sites.append(Site(f"{path}.act_quant" + (f"_{call}" if call else ""), path, call, t.name))
+    return sites
+
+
+def _owner(g: _Graph, t: Any) -> str:
+    """The innermost module whose forward returns ``t``: every use of ``t`` lies outside it."""
+    users = g.users(t)
+    for path in reversed(g.scope(t)):
+        if all(path not in g.scope(u) for u in users):
+            return path
+    where = g.scope(t)[-1] if g.scope(t) else "the model"
+    raise ConfigError(f"cannot fake-quantize '{t.name}' ({getattr(t.target, '__name__', t.target)}) inside "
+                      f"{where}.forward: onnxruntime quantizes it, and no module returns it",
+                      "compute it in a submodule that returns it, or train without qat_epochs")
+
+
+def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = False) -> QATPlan:
+    """Where ``prepare_qat`` would fake-quantize ``model``; refuses operations it cannot mirror."""
+    g = _Graph(model, example)
+    unknown = sorted({_describe(g, n) for n in g.nodes if g.kind[n] == "unknown"})
+    if unknown:
+        raise ConfigError(f"quantization-aware training cannot mirror how onnxruntime quantizes: "
+                          f"{', '.join(unknown)}",
+                          "use ReLU/ReLU6, sigmoid, tensor add/mul, global average pooling, conv, BN and "
+                          "linear layers, or train without qat_epochs and export with onnx-int8")
+    sites = _sites(g, _marked(g))
+    if any(s.module == "" for s in sites) and isinstance(model, (nn.Sequential, nn.ModuleList)):
+        raise ConfigError("the model's input is quantized, and a Sequential model cannot host its quantizer",
+                          "wrap the Sequential in a module whose forward calls it")
+    bn_of = {conv.target: bn.target for bn, conv in g.folded.items()}
+    convs = tuple((n.target, bn_of.get(n.target, "")) for n in g.nodes if g.kind[n] == "conv")
+    return QATPlan(convs, tuple(sites), REDUCED_WEIGHT_QMAX if reduce_range else WEIGHT_QMAX)
+
+
+def _describe(g: _Graph, n: Any) -> str:
+    if n.op == "call_module":
+        return f"{type(g.gm.get_submodule(n.target)).__name__} ('{n.target}')"
+    return f"{getattr(n.target, '__name__', n.target)}"
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+def prepare_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = False) -> QATPlan:
+    """Fake-quantize ``model`` in place as planned by ``plan_qat``; returns the plan (also kept on the
+    model, see ``qat_plan``). Parameters stay the same objects, so an optimizer over them goes on.
+    The observers start empty: ``calibrate`` the model, or load a QAT state_dict into it."""
+    if qat_plan(model) is not None:
+        raise ConfigError("the model is already prepared for quantization-aware training",
+                          "prepare a fresh fp32 model")
+    plan = plan_qat(model, example, reduce_range)
+    for conv_path, bn_path in plan.convs:
+        conv = model.get_submodule(conv_path)
+        conv.__class__ = QATConv2d
+        conv.weight_qmax = plan.weight_qmax
+        conv._bn = (model.get_submodule(bn_path),) if bn_path else ()
+    hooks = []
+    for path in dict.fromkeys(s.module for s in plan.sites if s.module):
+        mine = [s for s in plan.sites if s.module == path]
+        names: list[str | None] = [None] * (max(s.call for s in mine) + 1)
+        for s in mine:
+            leaf = s.name.rpartition(".")[2]
+            model.get_submodule(path).add_module(leaf, ActQuant())
+            names[s.call] = leaf
+        hooks.append(_OutputHook(names))
+        model.get_submodule(path).register_forward_hook(hooks[-1])
+    has_input = any(s.module == "" for s in plan.sites)
+    if has_input:
+        model.add_module("input_quant", ActQuant())
+    model.register_forward_pre_hook(_RootHook(hooks, "input_quant" if has_input else None))
+    model._edgekd_qat = plan
+    return plan
+
+
+def qat_plan(model: Any) -> QATPlan | None:
+    """The plan of a model prepared by ``prepare_qat``; None for any other model."""
+    return getattr(model, "_edgekd_qat", None)
+
+
+def quantizers(model: nn.Module) -> dict[str, ActQuant]:
+    """The activation quantizers by their path in the model."""
+    plan = qat_plan(model)
+    return {s.name: model.get_submodule(s.name) for s in plan.sites} if plan else {}
+
+
+def calibrate(model: nn.Module, x: torch.Tensor, batch: int = 256, limit: int = 1024) -> None:
+    """Set the observers' ranges from the running min/max over ``x[:limit]`` (eval-mode BN, no grad)."""
+    was = model.training
+    model.eval()
+    quants = quantizers(model).values()
+    try:
+        for q in quants:
+            q.train()
+            q.calibrating = True
+        with torch.no_grad():
+            for start in range(0, min(len(x), limit), batch):
+                model(x[start:min(start + batch, limit)])
+    finally:
+        for q in quants:
+            q.calibrating = False
+        model.train(was)
+
+
+def set_frozen(model: nn.Module, bn: bool, observers: bool) -> None:
+    """Freeze (or thaw) the folded BNs' statistics and the observers. Call it after ``model.train()``,
+    which puts the BNs back in training mode."""
+    plan = qat_plan(model)
+    for _, bn_path in plan.convs:
+        if bn_path:
+            model.get_submodule(bn_path).train(model.training and not bn)
+    for q in quantizers(model).values():
+        q.observe = not observers
+
+
+def qparams(model: nn.Module) -> dict[str, tuple[float, int]]:
+    """{quantizer path: (scale, zero point)} as the model uses them now."""
+    out = {}
+    for name, q in quantizers(model).items():
+        scale, zero = q.qparams()
+        out[name] = (float(scale.item()), int(zero.item()))
+    return out
+
+
+def export_copy(model: nn.Module, fake_quant: bool = True) -> nn.Module:
+    """A deep copy for export: each BN folded into its conv (a plain Conv2d with the folded fp32 weight
+    that onnxruntime will quantize exactly as ``QATConv2d`` fake-quantizes it), and the activation
+    quantizers emitting QuantizeLinear/DequantizeLinear with their current (scale, zero point) as
+    constants (``fake_quant=False``: left out, the fp32 twin)."""
+    plan = qat_plan(model)
+    if plan is None:
+        raise ConfigError("the model was not prepared for quantization-aware training",
+                          "train it with qat_epochs > 0")
+    copied = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for conv_path, bn_path in plan.convs:
+            _fold(copied, conv_path, bn_path)
+    for q in quantizers(copied).values():
+        scale, zero = q.qparams()
+        q.export_qparams = (float(scale.item()), int(zero.item())) if fake_quant else None
+        q.enabled = fake_quant
+    return copied
+
+
+def _fold(model: nn.Module, conv_path: str, bn_path: str) -> None:
+    conv = model.get_submodule(conv_path)
+    conv.__class__ = nn.Conv2d
+    bn = conv.__dict__.pop("_bn", ())
+    if not bn:
+        return
+    s = fold_factor(bn[0])
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(s)
+    beta = bn[0].bias if bn[0].bias is not None else torch.zeros_like(s)
+    conv.weight = nn.Parameter(conv.weight * s.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - bn[0].running_mean) * s + beta)
+    _replace(model, bn_path, nn.Identity())
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+    """Put ``new`` at ``path``, with the old module's hooks and quantizers."""
+    old = model.get_submodule(path)
+    for attr in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                 "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
+        setattr(new, attr, getattr(old, attr))
+    for name, child in old.named_children():
+        new.add_module(name, child)
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent), leaf, new)
