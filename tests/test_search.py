@@ -205,3 +205,14 @@ def test_stale_table_after_a_space_change_is_refused(tmp_path, fast_profile):
     path.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="older version of search space 'mbv2'.*recalibrate"):
         load_table(fast_profile, "mbv2", (1, 16, 16), 10, path=path)
+
+
+def test_cost_features_count_macs_by_hand():
+    import torch
+
+    from edgekd.search.latency_model import cost_features
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1, groups=4),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    macs, layers, one = cost_features(model, (1, 8, 8))
+    assert macs * 1e6 == pytest.approx(4 * 64 * 9 + 4 * 64 * 9 + 40) and layers == 3 and one == 1.0

@@ -52,13 +52,28 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
 
 
 def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
-    """[MMACs, conv/linear layers, 1]: what the fitted model is linear in."""
+    """[MMACs, conv/linear layers, 1]: what the fitted model is linear in. Counted with hooks on one
+    forward pass (torch-pruning's counter deep-copies the model first: half the search's time)."""
     import torch
-    import torch_pruning as tp
 
-    macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_shape))
-    layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
-    return [float(macs) / 1e6, float(layers), 1.0]
+    macs = [0]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+    def hook(module: Any, _inputs: Any, out: Any) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs[0] += out.numel() * k
+        else:
+            macs[0] += out.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return [macs[0] / 1e6, float(len(layers)), 1.0]
 
 
 def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
