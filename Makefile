@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint clean bench-search
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_digits.py
 	$(BIN)/python benchmarks/latency_predictor.py
 	$(BIN)/python benchmarks/gate_stability.py
+	$(BIN)/python benchmarks/search_quality.py
+
+bench-search: $(STAMP)
+	$(BIN)/python benchmarks/search_quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
