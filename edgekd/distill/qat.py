@@ -2,21 +2,23 @@
 
 ``prepare_qat`` plans, checks and then applies fake quantization to a student, in place:
 
-- every ``Conv2d`` fake-quantizes its weight per output channel, symmetric int8 in [-127, 127] (what
-  onnxruntime's QDQ quantizer computes: scale = max|w| / 127), after folding the ``BatchNorm2d`` that
-  follows it, because onnxruntime quantizes the folded weight; the BN still runs (batch statistics while
-  they are trained, running statistics once frozen), so the weight it sees is ``fq(w * s) / s``;
-- activations are fake-quantized to uint8 (affine, moving-average min/max observers) at exactly the
-  tensors onnxruntime's QDQ quantizer quantizes for the operator types in ``ORT_OP_TYPES``: the inputs of
-  every convolution (the first one included: every convolution runs as an int8 kernel), the inputs and
-  outputs of Add, Mul and Sigmoid, the input of global average pooling, the output of a ReLU whose input is
-  quantized (onnxruntime drops that ReLU and quantizes its input with the ReLU's range, a single
-  quantizer here too). Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible
-  share of the compute, and the logits keep their precision.
+- every ``Conv2d`` (the first one included: every convolution runs as an int8 kernel) fake-quantizes its
+  weight per output channel, symmetric, as onnxruntime's QDQ quantizer will: scale = max|w| / 64 (the
+  default ``reduce_range``, [-64, 64]; see ``DistillConfig.qat_reduce_range``) or / 127, on the weight with
+  the following ``BatchNorm2d`` folded in; the BN still runs (batch statistics while they are trained,
+  running statistics once frozen), so the conv uses ``fq(w * s) / s``. The folded bias is rounded to
+  int32 steps of input scale x weight scale, as onnxruntime stores it;
+- activations are fake-quantized to uint8 (affine, min/max observers: calibrated, then a moving average)
+  at exactly the tensors onnxruntime's QDQ quantizer quantizes for the operator types ``ORT_OP_TYPES``,
+  found with its rules: the inputs of every convolution, the inputs and outputs of Add, Mul and Sigmoid,
+  the input of global average pooling, the output of a ReLU whose input is quantized already
+  (onnxruntime then drops that ReLU and gives its input the ReLU's range: one quantizer here too).
+  Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible share of the
+  compute, and the logits keep their precision.
 
 The places come from the student's torch.fx graph; each becomes a forward hook on the module that produces
-the tensor (or a pre-hook on the model for its input), so the student keeps its class, its module paths,
-its parameters (the optimizer goes on) and its state_dict keys (plus the observers' buffers).
+the tensor (or a pre-hook on the model for its input), so the student keeps its class, module paths,
+parameters (an optimizer over them goes on) and state_dict keys (plus the observers' buffers).
 ``exporters/onnx_int8_qat.py`` carries the learned activation scales into onnxruntime's quantizer and
 checks that onnxruntime quantized the same tensors.
 """
@@ -35,7 +37,7 @@ from torch import nn
 from edgekd.errors import ConfigError
 
 ACT_QMAX = 255  # uint8 activations
-WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127]
+WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127] (onnxruntime's default)
 REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
 EMA = 0.01  # moving-average constant of the activation observers (torch's MovingAverageMinMaxObserver)
 ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "ReduceMean", "GlobalAveragePool")
@@ -57,7 +59,7 @@ class Site:
 class QATPlan:
     """Where a student is fake-quantized; kept on the prepared model (``qat_plan``)."""
 
-    convs: tuple[tuple[str, str], ...]  # (conv path, path of the BatchNorm folded into it or "")
+    convs: tuple[tuple[str, str, str], ...]  # (conv, BatchNorm folded into it or "", its input's quantizer)
     sites: tuple[Site, ...]
     weight_qmax: int = WEIGHT_QMAX
 
@@ -68,13 +70,14 @@ class QATPlan:
 
 # ---------------------------------------------------------------------------------------------- modules
 
-def fake_quant_weight(w: torch.Tensor, qmax: int) -> torch.Tensor:
-    """Per-output-channel symmetric fake quantization, computed as onnxruntime quantizes the weight
-    (x / scale, round half to even, clip); the gradient passes straight through."""
+def fake_quant_weight(w: torch.Tensor, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric fake quantization as onnxruntime quantizes the weight (scale =
+    max|w| / qmax, x / scale rounded half to even, clipped), and the scales; the gradient passes straight
+    through."""
     absmax = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
     scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
     q = torch.clamp(torch.round(w.detach() / scale), -qmax, qmax)
-    return w + (q * scale - w).detach()
+    return w + (q * scale - w).detach(), scale.reshape(-1)
 
 
 def fold_factor(bn: nn.BatchNorm2d) -> torch.Tensor:
@@ -83,19 +86,44 @@ def fold_factor(bn: nn.BatchNorm2d) -> torch.Tensor:
     return bn.weight / std if bn.weight is not None else 1.0 / std
 
 
+def folded_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor | None:
+    """The bias of ``conv`` with ``bn`` folded in (running statistics); None for no bias at all."""
+    if bn is None:
+        return conv.bias
+    s = fold_factor(bn)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(s)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(s)
+    return (bias - bn.running_mean) * s + beta
+
+
 class QATConv2d(nn.Conv2d):
-    """A Conv2d (the same object, its class swapped) whose weight is fake-quantized after folding the
-    BatchNorm that follows it: it convolves with ``fq(w * s) / s``, and the BN then applies ``s``."""
+    """A Conv2d (the same object, its class swapped) that computes what onnxruntime's int8 kernel will:
+    the weight fake-quantized after folding the BatchNorm that follows (it convolves with
+    ``fq(w * s) / s``, and the BN then applies ``s``), and the folded bias rounded to int32 steps of
+    input scale x weight scale, as onnxruntime stores it."""
 
     weight_qmax: int = WEIGHT_QMAX
-    _bn: tuple[nn.BatchNorm2d, ...] = ()  # in a tuple: a reference, not a second registration
+    _bn: tuple[nn.BatchNorm2d, ...] = ()  # in tuples: references, not second registrations
+    _in: tuple[ActQuant, ...] = ()  # the quantizer of this conv's input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._bn:
-            return self._conv_forward(x, fake_quant_weight(self.weight, self.weight_qmax), self.bias)
-        s = fold_factor(self._bn[0]).reshape(-1, 1, 1, 1)
-        safe = torch.where(s == 0, torch.ones_like(s), s)
-        return self._conv_forward(x, fake_quant_weight(self.weight * s, self.weight_qmax) / safe, self.bias)
+        bn = self._bn[0] if self._bn else None
+        s = fold_factor(bn).reshape(-1, 1, 1, 1) if bn is not None else None
+        w, w_scale = fake_quant_weight(self.weight if s is None else self.weight * s, self.weight_qmax)
+        safe = None if s is None else torch.where(s == 0, torch.ones_like(s), s)
+        y = self._conv_forward(x, w if safe is None else w / safe, self.bias)
+        if not self._in or (bn is None and self.bias is None):
+            return y
+        error = self._bias_error(bn, w_scale).reshape(1, -1, 1, 1)
+        return y + (error if safe is None else error / safe.reshape(1, -1, 1, 1))
+
+    @torch.no_grad()
+    def _bias_error(self, bn: nn.BatchNorm2d | None, w_scale: torch.Tensor) -> torch.Tensor:
+        """int32-quantized folded bias minus the folded bias (onnxruntime: scale = x_scale * w_scale)."""
+        bias = folded_bias(self, bn)
+        scale = self._in[0].qparams()[0] * w_scale
+        q = torch.clamp(torch.round(bias.double() / scale.double()), -2**31, 2**31 - 1)
+        return q.float() * scale - bias
 
 
 class ActQuant(nn.Module):
@@ -297,7 +325,7 @@ def _marked(g: _Graph) -> list[Any]:
             marked[ins[0]] = None
         elif kind == "relu" and ins[0] in marked:
             src = ins[0]  # quantized already: onnxruntime removes the ReLU and gives src the ReLU's range
-            if len(g.users(src)) == 1 and src.op != "placeholder" and g.kind[g.users(src)[0]] != "output":
+            if len(g.users(src)) == 1 and src.op != "placeholder":
                 del marked[src]
             marked[n] = None
         elif kind in ("add", "mul", "sigmoid"):
@@ -334,7 +362,7 @@ def _owner(g: _Graph, t: Any) -> str:
                       "compute it in a submodule that returns it, or train without qat_epochs")
 
 
-def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = False) -> QATPlan:
+def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True) -> QATPlan:
     """Where ``prepare_qat`` would fake-quantize ``model``; refuses operations it cannot mirror."""
     g = _Graph(model, example)
     unknown = sorted({_describe(g, n) for n in g.nodes if g.kind[n] == "unknown"})
@@ -348,7 +376,9 @@ def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = False
         raise ConfigError("the model's input is quantized, and a Sequential model cannot host its quantizer",
                           "wrap the Sequential in a module whose forward calls it")
     bn_of = {conv.target: bn.target for bn, conv in g.folded.items()}
-    convs = tuple((n.target, bn_of.get(n.target, "")) for n in g.nodes if g.kind[n] == "conv")
+    quant_of = {s.tensor: s.name for s in sites}
+    convs = tuple((n.target, bn_of.get(n.target, ""), quant_of.get(g.canon(n.args[0]).name, ""))
+                  for n in g.nodes if g.kind[n] == "conv")
     return QATPlan(convs, tuple(sites), REDUCED_WEIGHT_QMAX if reduce_range else WEIGHT_QMAX)
 
 
@@ -360,7 +390,7 @@ def _describe(g: _Graph, n: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- public API
 
-def prepare_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = False) -> QATPlan:
+def prepare_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True) -> QATPlan:
     """Fake-quantize ``model`` in place as planned by ``plan_qat``; returns the plan (also kept on the
     model, see ``qat_plan``). Parameters stay the same objects, so an optimizer over them goes on.
     The observers start empty: ``calibrate`` the model, or load a QAT state_dict into it."""
@@ -368,11 +398,6 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = Fa
         raise ConfigError("the model is already prepared for quantization-aware training",
                           "prepare a fresh fp32 model")
     plan = plan_qat(model, example, reduce_range)
-    for conv_path, bn_path in plan.convs:
-        conv = model.get_submodule(conv_path)
-        conv.__class__ = QATConv2d
-        conv.weight_qmax = plan.weight_qmax
-        conv._bn = (model.get_submodule(bn_path),) if bn_path else ()
     hooks = []
     for path in dict.fromkeys(s.module for s in plan.sites if s.module):
         mine = [s for s in plan.sites if s.module == path]
@@ -387,6 +412,12 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = Fa
     if has_input:
         model.add_module("input_quant", ActQuant())
     model.register_forward_pre_hook(_RootHook(hooks, "input_quant" if has_input else None))
+    for conv_path, bn_path, in_path in plan.convs:
+        conv = model.get_submodule(conv_path)
+        conv.__class__ = QATConv2d
+        conv.weight_qmax = plan.weight_qmax
+        conv._bn = (model.get_submodule(bn_path),) if bn_path else ()
+        conv._in = (model.get_submodule(in_path),) if in_path else ()
     model._edgekd_qat = plan
     return plan
 
@@ -424,7 +455,7 @@ def set_frozen(model: nn.Module, bn: bool, observers: bool) -> None:
     """Freeze (or thaw) the folded BNs' statistics and the observers. Call it after ``model.train()``,
     which puts the BNs back in training mode."""
     plan = qat_plan(model)
-    for _, bn_path in plan.convs:
+    for _, bn_path, _ in plan.convs:
         if bn_path:
             model.get_submodule(bn_path).train(model.training and not bn)
     for q in quantizers(model).values():
@@ -451,7 +482,7 @@ def export_copy(model: nn.Module, fake_quant: bool = True) -> nn.Module:
                           "train it with qat_epochs > 0")
     copied = copy.deepcopy(model).eval()
     with torch.no_grad():
-        for conv_path, bn_path in plan.convs:
+        for conv_path, bn_path, _ in plan.convs:
             _fold(copied, conv_path, bn_path)
     for q in quantizers(copied).values():
         scale, zero = q.qparams()
@@ -463,14 +494,12 @@ def export_copy(model: nn.Module, fake_quant: bool = True) -> nn.Module:
 def _fold(model: nn.Module, conv_path: str, bn_path: str) -> None:
     conv = model.get_submodule(conv_path)
     conv.__class__ = nn.Conv2d
+    conv.__dict__.pop("_in", None)
     bn = conv.__dict__.pop("_bn", ())
     if not bn:
         return
-    s = fold_factor(bn[0])
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(s)
-    beta = bn[0].bias if bn[0].bias is not None else torch.zeros_like(s)
-    conv.weight = nn.Parameter(conv.weight * s.reshape(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((bias - bn[0].running_mean) * s + beta)
+    conv.weight = nn.Parameter(conv.weight * fold_factor(bn[0]).reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(folded_bias(conv, bn[0]))
     _replace(model, bn_path, nn.Identity())
 
 

@@ -1,6 +1,8 @@
 """The one training loop: supervised training (no teacher) and distillation are the same loop with a
 different loss. Seeded, best-on-validation, with a progress bar, feature taps for the feature losses,
-and an atomic checkpoint after every epoch that a killed run resumes from bit for bit."""
+and an atomic checkpoint after every epoch that a killed run resumes from bit for bit. With
+``qat_epochs`` the last epochs are quantization-aware: the student is fake-quantized in place (see
+``edgekd.distill.qat``) at the start of the first QAT epoch and the loop goes on."""
 
 from __future__ import annotations
 
@@ -92,7 +94,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     (``resume=PATH`` from that file) and, with the same config and seed, ends with the same weights as
     an uninterrupted run. Started by ``torchrun --nproc-per-node N``, the N processes train one model
     data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of its best
-    validation epoch.
+    validation epoch; with ``config.qat_epochs`` the student is the fake-quantized QAT model (prepared in
+    place) and its best epoch is the best QAT epoch.
     """
     import torch
 
@@ -126,6 +129,8 @@ def _train(run: _Run, state: _Progress, save_to: Path | None, progress: bool, de
                unit="epoch")
     try:
         for epoch in range(state.epoch + 1, run.config.epochs + 1):
+            if epoch == run.config.qat_start:
+                _begin_qat(run, state)
             start = time.perf_counter()
             train_loss = _train_epoch(run, epoch, state, save_to)
             _record(run, state, epoch, train_loss, time.perf_counter() - start)
@@ -318,6 +323,8 @@ def _train_epoch(run: _Run, epoch: int, state: _Progress, save_to: Path | None) 
 
     run.student.train()
     run.parts.train()
+    if run.config.qat_epochs and epoch >= run.config.qat_start:
+        _freeze_qat(run.student, run.config, epoch)
     n, total = len(run.y), 0.0
     for batch in np.array_split(run.rng.permutation(n), max(1, n // run.config.batch_size)):
         index = torch.from_numpy(shard(batch, run.world))
@@ -396,6 +403,8 @@ def _restore(run: _Run, path: Path) -> _Progress:
     from edgekd.distill.checkpoint import load_checkpoint, set_rng_state
 
     data = load_checkpoint(path, run.arch, run.run_info)
+    if run.config.qat_epochs and int(data["epoch"]) >= run.config.qat_start:
+        _prepare_qat(run)  # the checkpoint holds the QAT student: its observers come from it
     run.student.load_state_dict(data["student"])
     run.parts.load_state_dict(data["parts"])
     run.opt.load_state_dict(data["optimizer"])
@@ -404,6 +413,33 @@ def _restore(run: _Run, path: Path) -> _Progress:
     best = data["best"]
     return _Progress(int(data["epoch"]), best["state"], float(best["accuracy"]), float(best["loss"]),
                      int(best["epoch"]), [EpochRecord.from_dict(h) for h in data["history"]])
+
+
+def _prepare_qat(run: _Run) -> None:
+    from edgekd.distill import ddp
+    from edgekd.distill.qat import prepare_qat
+
+    prepare_qat(run.student, run.x[:2], reduce_range=run.config.qat_reduce_range)
+    if run.world.size > 1:  # DistributedDataParallel must see the observers' buffers
+        run.step = ddp.wrap(run.world, run.student, run.parts, lambda index, xb: _loss(run, index, xb))
+
+
+def _begin_qat(run: _Run, state: _Progress) -> None:
+    """Fake-quantize the student, set its observers from the training images, and choose the best
+    epoch among the QAT epochs from now on (an fp32 state does not fit the QAT student)."""
+    from edgekd.distill.qat import calibrate
+
+    _prepare_qat(run)
+    calibrate(run.student, run.x)
+    state.best_state, state.best_acc, state.best_loss, state.best_epoch = None, -1.0, math.inf, 0
+
+
+def _freeze_qat(student: Any, config: DistillConfig, epoch: int) -> None:
+    """BN statistics and observers frozen for the configured last QAT epochs."""
+    from edgekd.distill.qat import set_frozen
+
+    left = config.epochs - epoch + 1  # QAT epochs from this one to the end
+    set_frozen(student, bn=left <= config.qat_freeze_bn_epochs, observers=left <= config.qat_freeze_observer_epochs)
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
