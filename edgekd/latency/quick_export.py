@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch: bool = False) -> Path:
@@ -25,3 +28,24 @@ def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch:
         torch.onnx.export(module.eval(), (torch.randn(*shape),), str(path), dynamo=False, input_names=["input"],
                           opset_version=18, dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
     return path
+
+
+def measure_modules(models: list[Any], profile: Any, precision: str, calibration: np.ndarray) -> list[float]:
+    """Export ``models`` as they would run (fp32, or int8 QDQ quantized as the onnx-int8 exporter does) and
+    measure them interleaved: p50 ms each."""
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.latency.measure import measure
+    from edgekd.validate import artifact_from_file
+
+    shape = (1, *calibration.shape[1:])
+    with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
+        paths = []
+        for i, model in enumerate(models):
+            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx", dynamic_batch=precision == "int8")
+            if precision == "int8":
+                source = artifact_from_file(path, role="student")
+                path = Path(get_exporter("onnx-int8")(ExportRequest(
+                    name=f"cand{i}-int8", role="student", out_dir=Path(tmp), calibration=calibration,
+                    source=source)).path)
+            paths.append(path)
+        return [s.p50_ms for s in measure(paths, profile, shape)]

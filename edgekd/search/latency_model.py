@@ -9,10 +9,8 @@ Either way, the best candidates are measured before one is chosen.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,7 +92,9 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     for spec in specs.values():
         torch.manual_seed(seed)
         models.append(space.build(spec.config, input_shape, num_classes))
-    ms = measure_models(models, profile, precision, calibration)
+    from edgekd.latency.quick_export import measure_modules
+
+    ms = measure_modules(models, profile, precision, calibration)
     x = np.asarray([cost_features(m, input_shape) for m in models])
     y = np.asarray(ms)
     # Relative least squares, as for the calibrated table: small networks matter as much as big ones.
@@ -105,25 +105,3 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
         return max(float(np.dot(coef, cost_features(model, input_shape))), floor)
 
     return LatencyModel(predict, f"fitted on {len(models)} measured '{space.name}' networks (MACs, layers)")
-
-
-def measure_models(models: list[Any], profile: DeviceProfile, precision: str, calibration: np.ndarray) -> list[float]:
-    """Export ``models`` as they would run (fp32, or int8 QDQ quantized as the onnx-int8 exporter does) and
-    measure them interleaved: p50 ms each."""
-    from edgekd.export import ExportRequest, get_exporter
-    from edgekd.latency.measure import measure
-    from edgekd.latency.quick_export import export_fixed
-    from edgekd.validate import artifact_from_file
-
-    shape = (1, *calibration.shape[1:])
-    with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
-        paths = []
-        for i, model in enumerate(models):
-            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx", dynamic_batch=precision == "int8")
-            if precision == "int8":
-                source = artifact_from_file(path, role="student")
-                path = Path(get_exporter("onnx-int8")(ExportRequest(
-                    name=f"cand{i}-int8", role="student", out_dir=Path(tmp), calibration=calibration,
-                    source=source)).path)
-            paths.append(path)
-        return [s.p50_ms for s in measure(paths, profile, shape)]

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.distill.prune import importance as make_importance
+from edgekd.distill.prune import output_layers
 from edgekd.errors import ModelError
 from edgekd.search.spaces import SPACES, Gene, sample, smallest
 
@@ -68,33 +70,10 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     if not ratios:
         return model
     example = torch.zeros(1, *input_shape)
-    pruner = tp.pruner.MetaPruner(model, example, importance=_importance(importance), pruning_ratio=0.0,
-                                  pruning_ratio_dict=ratios, ignored_layers=_classifiers(model))
+    pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
+                                  pruning_ratio_dict=ratios, ignored_layers=output_layers(model))
     pruner.step()
     return model.eval()
-
-
-def _importance(name: str) -> Any:
-    import torch_pruning as tp
-
-    options = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-               "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-               "fpgm": lambda: tp.importance.FPGMImportance(),
-               "lamp": lambda: tp.importance.LAMPImportance(),
-               "taylor": lambda: tp.importance.GroupTaylorImportance()}
-    if name not in options:
-        from edgekd.errors import ConfigError
-
-        raise ConfigError(f"unknown pruning importance '{name}'", f"choose one of: {', '.join(options)}")
-    return options[name]()
-
-
-def _classifiers(model: Any) -> list[Any]:
-    """Layers whose outputs are the model's outputs: pruning them would change the class count."""
-    import torch
-
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return linears[-1:]
 
 
 def _stages(teacher: Any, input_shape: tuple[int, int, int]) -> tuple[tuple[str, ...], ...]:

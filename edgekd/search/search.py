@@ -166,11 +166,11 @@ def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces
     """Export each candidate at the search's precision and measure them together."""
     import torch
 
-    from edgekd.search.latency_model import measure_models
+    from edgekd.latency.quick_export import measure_modules
 
     models = []
     for cand in cands:
         torch.manual_seed(config.seed)
         models.append(spaces[cand.spec.space].build(cand.spec.config, data.input_shape, data.num_classes))
-    ms = measure_models(models, profile, config.precision, calib)
+    ms = measure_modules(models, profile, config.precision, calib)
     return [replace(c, latency_ms=value) for c, value in zip(cands, ms)]
