@@ -1,0 +1,45 @@
+"""Load a state dict into a model whose channels were pruned since it was built.
+
+A pruned student's ``student.pt`` is a plain state dict (tensors only, so it loads with
+``weights_only=True``); its tensor shapes say how many channels each layer kept. Rebuilding it from
+its spec gives the unpruned layers, which are resized here to the saved shapes before loading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.errors import ModelError
+
+
+def load_resized(model: Any, state: dict[str, Any]) -> Any:
+    """``model`` with every Conv2d / BatchNorm2d / Linear resized to ``state``'s shapes, then loaded."""
+    import torch
+
+    for name, module in model.named_modules():
+        weight = state.get(f"{name}.weight" if name else "weight")
+        if weight is None or not isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear)):
+            continue
+        if tuple(weight.shape) == tuple(module.weight.shape):
+            continue
+        if isinstance(module, torch.nn.Conv2d):
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            module.out_channels = int(weight.shape[0])
+            module.groups = int(weight.shape[0]) if depthwise else module.groups
+            module.in_channels = int(weight.shape[1]) * module.groups
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.num_features = int(weight.shape[0])
+            for buf in ("running_mean", "running_var"):
+                setattr(module, buf, torch.zeros(module.num_features))
+        else:
+            module.out_features, module.in_features = int(weight.shape[0]), int(weight.shape[1])
+        module.weight = torch.nn.Parameter(torch.empty_like(weight))
+        if getattr(module, "bias", None) is not None:
+            module.bias = torch.nn.Parameter(torch.empty(weight.shape[0]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ModelError(f"the saved student does not fit its architecture ({first})",
+                         "pass the student.pt written together with this spec (same run folder)") from None
+    return model.eval()

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from edgekd.distill.prune import PruneConfig, make_pruner
+from edgekd.distill.structure import load_resized
+from edgekd.errors import ModelError
+from edgekd.search.spaces import SPACES
+
+CFG = {"stem": 8, "widths": [8, 16, 24], "depths": [1, 2, 1], "expands": [2, 3, 4], "kernels": [3, 5, 3],
+       "se": [0, 1, 0]}
+
+
+def test_pruned_student_reloads_from_a_plain_state_dict(tmp_path):
+    torch.manual_seed(0)
+    space = SPACES.get("mbv2")
+    model = space.build(CFG, (1, 16, 16), 10)
+    pruner = make_pruner(model, (1, 16, 16), PruneConfig(target_ms=1, steps=2))
+    pruner.step()
+    torch.save(model.state_dict(), tmp_path / "student.pt")
+    state = torch.load(tmp_path / "student.pt", weights_only=True)
+    again = load_resized(space.build(CFG, (1, 16, 16), 10), state)
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.allclose(model.eval()(x), again(x))
+
+
+def test_a_state_dict_from_another_architecture_is_refused():
+    space = SPACES.get("mbv2")
+    other = SPACES.get("resnet").build({"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1]}, (1, 16, 16), 10)
+    with pytest.raises(ModelError, match="does not fit its architecture"):
+        load_resized(space.build(CFG, (1, 16, 16), 10), other.state_dict())
