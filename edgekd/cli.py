@@ -44,6 +44,17 @@ _COMPRESS_OPTIONS = [
     click.option("--batch-size", type=int, help="Training batch size (default: 64)."),
     click.option("--temperature", type=float, help="KD temperature (default: 4)."),
     click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
+    click.option("--losses", type=str, help="Distillation losses with weights, e.g. kd:1,dkd:0.5 "
+                                            "(kd, dkd, dist, hint, rkd, at; default: kd)."),
+    click.option("--hint-student", type=str, help="Student module paths tapped for hint/at/rkd (comma-separated)."),
+    click.option("--hint-teacher", type=str, help="Teacher module paths paired with --hint-student."),
+    click.option("--labels/--no-labels", default=None, help="--no-labels: learn from the teacher's soft labels "
+                                                            "alone (unlabelled data)."),
+    click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
+    click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
+    click.option("--prune-steps", type=int, help="Iterative pruning steps (default: 16)."),
+    click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
+    click.option("--prune-round-to", type=int, help="Keep pruned channel counts multiples of this."),
     click.option("--seed", type=int, help="Random seed (default: 0)."),
     click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
                  help="int8 calibration method (default: minmax)."),
@@ -55,15 +66,23 @@ _COMPRESS_OPTIONS = [
 
 
 # Options of compress that the search stage does not take.
-_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search"}
+_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
+                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--target-ms",
+                  "--prune-steps", "--prune-importance", "--prune-round-to"}
+
+
+def _flag(option: Any) -> str:
+    probe = option(lambda: None)
+    return probe.__click_params__[0].opts[0]
 
 
 def _search_options() -> list:
-    def flag(option: Any) -> str:
-        probe = option(lambda: None)
-        return probe.__click_params__[0].opts[0]
+    return [o for o in _COMPRESS_OPTIONS if _flag(o) not in _TRAINING_ONLY]
 
-    return [o for o in _COMPRESS_OPTIONS if flag(o) not in _TRAINING_ONLY]
+
+def _distill_options() -> list:
+    return [o for o in _COMPRESS_OPTIONS if _flag(o) != "--calibration"] + [
+        click.option("--resume", is_flag=True, help="Continue the run whose checkpoint.pt is in --out.")]
 
 
 def _with_options(options: list) -> Any:
@@ -133,6 +152,22 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
                f"{result.measured} measured")
     click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")
+
+
+@cli.command("distill")
+@_with_options(_distill_options())
+@click.pass_context
+def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: bool, **flags: Any) -> None:
+    """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
+    student.pt, student-fp32.onnx and distill.json to --out, with a checkpoint after every epoch."""
+    from edgekd.pipeline import CompressConfig, run_distill
+
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    out = values.pop("out", None) or "edgekd-distill"
+    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    trained = run_distill(config, out, resume=resume, log=log)
+    click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch} "
+               f"-> {out}/ (student.pt, distill.json)")
 
 
 @cli.command()

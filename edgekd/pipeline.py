@@ -39,6 +39,15 @@ class CompressConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     augment: bool = False
+    losses: str = "kd"  # registered losses with weights, e.g. "kd:1,dkd:0.5" (kd, dkd, dist, hint, rkd, at)
+    hint_student: str | None = None  # comma-separated student module paths tapped for hint/at/rkd
+    hint_teacher: str | None = None  # the teacher module paths they pair with
+    labels: bool = True  # False: learn from the teacher's soft labels alone (unlabelled data)
+    qat_epochs: int = 0  # last epochs of distillation run quantization-aware
+    target_ms: float | None = None  # pruning-aware KD until the measured latency reaches this
+    prune_steps: int = 16
+    prune_importance: str = "l2"
+    prune_round_to: int | None = None
     calibration_samples: int = 256
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
@@ -58,6 +67,10 @@ class CompressConfig:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         self.distill_config()  # validates the training options early
         self.search_config()
+        self.prune_config()
+        if self.target_ms is not None and self.qat_epochs:
+            raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
+                              "choose pruning toward a latency target or quantization-aware training")
 
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig
@@ -67,7 +80,22 @@ class CompressConfig:
 
     def distill_config(self) -> DistillConfig:
         return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
-                             temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment)
+                             temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment,
+                             losses=self.losses, student_taps=_paths(self.hint_student),
+                             teacher_taps=_paths(self.hint_teacher), use_labels=self.labels,
+                             qat_epochs=self.qat_epochs)
+
+    def prune_config(self) -> Any:
+        from edgekd.distill.prune import PruneConfig
+
+        if self.target_ms is None:
+            return None
+        return PruneConfig(target_ms=self.target_ms, precision=self.precision, steps=self.prune_steps,
+                           finetune_epochs=self.epochs, importance=self.prune_importance, round_to=self.prune_round_to)
+
+
+def _paths(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
 
 def config_fields() -> list[str]:
@@ -173,6 +201,51 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     return result
 
 
+def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None) -> Any:
+    """The distill stage alone: train the student of ``config.search_file`` (or of a fresh search) from
+    the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, and
+    checkpoint.pt after every epoch (``resume`` continues a killed run from it)."""
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.profiles import load_profile
+
+    log = log or (lambda _msg: None)
+    out = Path(out)
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+    if not resume and out.exists() and any(out.iterdir()):
+        if not config.force:
+            raise OutputError(f"output folder '{out}' is not empty",
+                              "choose another --out, pass --resume to continue its run, or --force to start over")
+        import shutil
+
+        shutil.rmtree(out)
+    profile = load_profile(config.profile)
+    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    teacher = _teacher(config, data, log)
+    result, trained = _search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
+                                          resume=resume, out=out)
+    with atomic_dir(out / ".final", force=True) as staging:
+        torch.save(trained.model.state_dict(), staging / "student.pt")
+        if config.qat_epochs:
+            get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
+                                                        data.x_val[:1], calibration=data.x_train[:256]))
+        else:
+            get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
+                                                    data.x_val[:1]))
+        write_json(staging / "distill.json", {
+            "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
+            "distill": trained.to_dict(), "recipe": {k: getattr(config, k) for k in config_fields()
+                                                     if k not in ("force", "progress")},
+            "data": data.describe(), "teacher": {"source": teacher.source}})
+    for path in (out / ".final").iterdir():
+        path.replace(out / path.name)
+    (out / ".final").rmdir()
+    return trained
+
+
 def load_search(path: str | Path) -> Any:
     """A SearchResult from a search.json; a missing or foreign file is a ConfigError."""
     import json
@@ -189,10 +262,10 @@ def load_search(path: str | Path) -> Any:
                           "pass the JSON file `edgekd search --out` wrote") from None
 
 
-def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log) -> tuple:
+def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
+                        checkpoint: Path | None = None, resume: bool = False, out: Path | None = None) -> tuple:
     import torch
 
-    from edgekd.distill.trainer import distill
     from edgekd.search import build_student, search
 
     if config.search_file:
@@ -207,11 +280,36 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
     torch.manual_seed(config.seed)
     student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
-    log(f"distill: {config.epochs} epochs of KD (T={config.temperature}, alpha={config.alpha})")
-    trained = distill(student, data, config.distill_config(), teacher=teacher.module, loss="kd",
-                      progress=config.progress)
-    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
     return result, trained
+
+
+def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,
+                  checkpoint: Path | None = None, resume: bool = False) -> Any:
+    """The distill stage: KD with the configured losses (QAT in its last epochs), or pruning-aware KD
+    toward ``config.target_ms``. Returns a DistillResult."""
+    from edgekd.distill.trainer import distill
+
+    prune = config.prune_config()
+    if prune is not None:
+        from edgekd.distill.prune import prune_distill
+
+        log(f"distill: pruning-aware KD toward {prune.target_ms:g} ms ({prune.precision}) on '{profile.name}'")
+        if resume:
+            raise ConfigError("--resume continues plain or quantization-aware KD, not pruning-aware KD",
+                              "run the pruning again without --resume")
+        pruned = prune_distill(student, data, config.distill_config(), prune, profile, teacher=teacher, log=log,
+                               progress=config.progress)
+        log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)")
+        return dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history)
+    log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
+        + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
+    trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
+                      checkpoint=checkpoint, resume=resume)
+    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch}")
+    return trained
 
 
 def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, staging: Path, log: Log) -> tuple:
@@ -219,15 +317,26 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
 
     from edgekd.export import ExportRequest, get_exporter
 
-    log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images)")
-    fp32, int8 = get_exporter("onnx-fp32"), get_exporter("onnx-int8")
+    fp32 = get_exporter("onnx-fp32")
     teacher_art = fp32(ExportRequest("teacher-fp32", "teacher", staging, teacher.module, data.x_val[:1]))
-    student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
-    student_int8 = int8(ExportRequest("student-int8", "student", staging, calibration=calib, source=student_fp32,
-                                      options={"calibration": config.calibration}))
-    references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
+    if config.qat_epochs:
+        from edgekd.distill.qat import export_copy
+
+        log("export: teacher fp32, student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
+        twin = export_copy(student, fake_quant=False)
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1]))
+        student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
+                                                                   data.x_val[:1], calibration=calib))
+        references = {"teacher-fp32": teacher.module, "student-fp32": twin, "student-int8": student}
+    else:
+        log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images)")
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
+        student_int8 = get_exporter("onnx-int8")(ExportRequest(
+            "student-int8", "student", staging, calibration=calib, source=student_fp32,
+            options={"calibration": config.calibration}))
+        references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")

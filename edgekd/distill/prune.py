@@ -67,6 +67,7 @@ class PruneResult:
     reached: bool
     steps: tuple[PruneStep, ...]
     history: tuple[Any, ...]  # EpochRecords of every KD phase, in order
+    last: Any = None  # the DistillResult of the last KD phase (fine-tuning, or the last step's)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_ms": self.target_ms, "measured_ms": self.measured_ms, "reached": self.reached,
@@ -129,27 +130,27 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
                           f"{floor_ms:.3f} ms ({config.precision})",
                           f"raise --target-ms to at least {floor_ms * 1.1:.3f}, or start from a smaller student")
     pruner = make_pruner(student, data.input_shape, config)
-    steps, history, measured = [], [], start_ms
+    steps, history, measured, last = [], [], start_ms, None
     step_cfg = replace(distill_config, epochs=max(1, config.epochs_per_step))
     for step in range(1, config.steps + 1):
         if measured <= config.target_ms:
             break
         pruner.step()
         if config.epochs_per_step:
-            trained = _distill_with_regularizer(distill, pruner, config, student, data, step_cfg, teacher, loss,
-                                                progress, f"prune step {step}")
-            history += list(trained.history)
+            last = _distill_with_regularizer(distill, pruner, config, student, data, step_cfg, teacher, loss,
+                                             progress, f"prune step {step}")
+            history += list(last.history)
         (measured,) = clock.measure(student)
         macs = cost_features(student, data.input_shape)[0]
         steps.append(PruneStep(step, sum(p.numel() for p in student.parameters()), macs, measured))
         log(f"prune: step {step}/{config.steps}: {macs:.2f} MMACs, {measured:.3f} ms")
     if config.finetune_epochs:
-        trained = distill(student, data, replace(distill_config, epochs=config.finetune_epochs), teacher=teacher,
-                          loss=loss, progress=progress, desc="prune fine-tune")
-        history += list(trained.history)
+        last = distill(student, data, replace(distill_config, epochs=config.finetune_epochs), teacher=teacher,
+                       loss=loss, progress=progress, desc="prune fine-tune")
+        history += list(last.history)
     (final,) = clock.measure(student)
     return PruneResult(student.eval(), config.target_ms, final, final <= config.target_ms * 1.1, tuple(steps),
-                       tuple(history))
+                       tuple(history), last)
 
 
 class _Clock:
