@@ -17,7 +17,7 @@ from edgekd.distill.trainer import distill, predict
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ExportRequest, get_exporter
 from edgekd.types import DistillConfig
-from exporters.onnx_int8_qat import optimized_op_types
+from exporters.onnx_int8_qat import check_overrides, optimized_op_types
 
 MBV2 = {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3],
         "se": [1, 0, 0]}
@@ -82,7 +82,7 @@ def test_the_qat_phase_fake_quantizes_the_student_in_place(trained):
     assert {"input_quant", "stages.0.act_quant", "stages.0.body.2.act_quant"} <= set(qat.quantizers(model))
     assert all(0 < scale and 0 <= zero <= 255 for scale, zero in qat.qparams(model).values())
     assert len(result.history) == config.epochs and result.best_epoch >= config.qat_start
-    assert not any(isinstance(m, torch.nn.Linear) for m in qat.quantizers(model).values())  # classifier fp32
+    assert not any(s.module in ("pool", "fc") for s in plan.sites)  # the classifier stays fp32
 
 
 def test_unmirrorable_operations_are_refused_before_training(small_data):
@@ -208,3 +208,23 @@ def test_qat_scales_are_what_the_int8_file_uses(artifact, trained):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     used = {round(float(inits[n.input[1]]), 12) for n in graph.node if n.op_type == "QuantizeLinear"}
     assert used and used <= learned
+
+
+def test_the_placement_check_reports_every_difference(artifact):
+    learned = _onnx_qparams(artifact.path)
+    assert check_overrides(artifact.path, learned) == []
+    first = next(iter(learned))
+    changed = {**learned, first: (learned[first][0] * 2, learned[first][1]), "extra": (0.1, 0)}
+    del changed[list(learned)[-1]]
+    problems = check_overrides(artifact.path, changed)
+    assert len(problems) == 3
+    assert any("quantized by onnxruntime only" in p for p in problems)
+    assert any("'extra' is fake-quantized in torch only" in p for p in problems)
+    assert any(p.startswith(f"'{first}' has scale/zero point") for p in problems)
+
+
+def _onnx_qparams(path) -> dict[str, tuple[float, int]]:
+    graph = onnx.load(path).graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    return {n.input[0]: (float(inits[n.input[1]]), int(inits[n.input[2]]))
+            for n in graph.node if n.op_type == "QuantizeLinear"}
