@@ -6,6 +6,10 @@ kernels fuse fully (see STACK.md); other combinations ran slower than fp32 here.
 The first convolution (it sees the raw image, often one or three channels) and the classifier
 stay in fp32: quantizing them cost a student 1.1 accuracy points on digits, keeping them cost
 0.3, and they hold a negligible share of the compute.
+
+``options["nodes_to_exclude"]`` keeps more nodes in fp32 on top of those: a list of node names, or a
+mapping of node name to the reason (recorded in ``details["excluded_nodes"]``). Names are those of the
+fp32 file, which onnxruntime's pre-processing keeps; ``edgekd.int8_fallback`` picks them from a profile.
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ def export_int8(request: ExportRequest) -> Artifact:
         try:
             quant_pre_process(request.source.path, str(pre), skip_symbolic_shape=True)
             excluded = _first_and_last(pre)
+            extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, excluded)
             quantize_static(str(pre), str(path), _Reader(request.calibration, _input_name(pre)),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=excluded)
+                            calibrate_method=getattr(CalibrationMethod, method),
+                            nodes_to_exclude=sorted({*excluded, *extra}))
+        except ConfigError:
+            raise
         except Exception as exc:
             path.unlink(missing_ok=True)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -52,7 +60,8 @@ def export_int8(request: ExportRequest) -> Artifact:
                               "check that the fp32 model runs in onnxruntime") from None
     details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
                "calibration_samples": int(len(request.calibration)),
-               "excluded_nodes": {name: "first conv / classifier kept fp32 for accuracy" for name in excluded}}
+               "excluded_nodes": {**{name: "first conv / classifier kept fp32 for accuracy" for name in excluded},
+                                  **extra}}
     return finish(path, request.name, request.role, "int8", "onnx-int8", details)
 
 
@@ -61,6 +70,26 @@ def _first_and_last(path: Path) -> list[str]:
 
     compute = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     return sorted({compute[0], compute[-1]}) if len(compute) > 2 else []
+
+
+def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[str, str]:
+    """``nodes_to_exclude`` as {name: reason}, checked against the graph being quantized."""
+    import onnx
+
+    if not option:
+        return {}
+    if isinstance(option, str) or not isinstance(option, (list, tuple, dict)):
+        raise ConfigError(f"nodes_to_exclude must be a list of node names or a mapping name -> reason, "
+                          f"not {type(option).__name__}", 'pass e.g. {"nodes_to_exclude": ["node_Conv_12"]}')
+    reasons = ({str(k): str(v) for k, v in option.items()} if isinstance(option, dict)
+               else {str(k): "excluded on request" for k in option})
+    names = {n.name for n in onnx.load(str(path), load_external_data=False).graph.node}
+    unknown = sorted(set(reasons) - names)
+    if unknown:
+        raise ConfigError(f"nodes_to_exclude names {len(unknown)} node(s) the model does not have: "
+                          f"{', '.join(unknown[:5])}", f"use node names of the fp32 model, e.g. "
+                          f"{', '.join(sorted(names)[:5])}")
+    return {k: v for k, v in reasons.items() if k not in default}
 
 
 def _input_name(path: Path) -> str:
