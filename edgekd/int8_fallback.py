@@ -1,0 +1,398 @@
+"""The int8 guarantee: an int8 artifact that is not faster than its fp32 twin gets node-level fallback.
+
+Quantize; measure int8 against fp32 interleaved on the profile; if int8 is not faster by ``margin``,
+profile both per node (``edgekd.latency.nodeprofile``) and keep in fp32 the set of quantized nodes whose
+int8 kernels, with the quantize/dequantize and layout nodes charged to them, cost more than the same
+nodes in fp32 plus the new int8/fp32 boundaries that cutting them out adds (``plan_exclusions``: an
+exact minimum cut over the int8 regions); quantize again and measure again. A few rounds at most; then
+every round's file is measured once more in one interleaved run with fp32, and the fastest is kept.
+Nothing is assumed: each decision is a measurement, and the result says whether int8 ended up faster.
+
+Measured here (AVX2 without VNNI, host-cpu-1t, mbv2 students on 1x32x32): small students run 1.2-1.6x
+slower in int8 and fall back to an (effectively fp32) graph at ~1.0x; students with squeeze-excitation
+blocks lose most in their ReduceMean/Mul/Sigmoid and residual QLinearAdd nodes, and keeping those fp32
+turned one from 1.01x into 0.95x (faster). Bigger students without SE were faster in int8 at once.
+
+Per-node times come from onnxruntime on this machine with the profile's session settings. The
+round measurements go through the profile's runner, so for a remote device they are the device's
+while the node times that guide the exclusions are this host's (the result notes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.errors import ConfigError
+from edgekd.profiles import DeviceProfile
+from edgekd.types import Artifact
+
+if TYPE_CHECKING:
+    from edgekd.latency.nodeprofile import NodeProfile, SourceCost
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    """How hard to try (see ``plan_exclusions`` for how nodes are picked).
+
+    ``margin``: int8 counts as faster when its p50 is at most (1 - margin) of fp32's (validate's
+    INT8_MIN_GAIN). A set of nodes is kept fp32 when its int8 cost exceeds its fp32 cost times
+    (1 + ``node_tolerance``), plus, with ``boundaries``, the estimated cost of the dequantize/quantize and
+    layout changes that cutting it out of its int8 region adds (measured per element on the int8 file's
+    existing boundaries), by more than ``node_min_ms`` (default 1 us: the profiler counts whole
+    microseconds). ``max_per_round``: at most this many nodes kept fp32 per round (``None``: no limit).
+    """
+
+    rounds: int = 3  # re-quantizations after the first quantization
+    margin: float = 0.02
+    node_tolerance: float = 0.0
+    node_min_ms: float = 0.001
+    boundaries: bool = True  # count the estimated cost of the int8/fp32 boundaries an exclusion adds
+    max_per_round: int | None = None
+    profile_runs: int = 200
+    profile_warmup: int = 20
+    calibration_method: str = "minmax"  # the onnx-int8 exporter's: minmax, entropy or percentile
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ConfigError(f"rounds must be >= 0, got {self.rounds}", "pass rounds=0 for no fallback")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ConfigError(f"margin {self.margin} is not a fraction", "pass a margin between 0 and 1, e.g. 0.02")
+        if self.node_tolerance < -1.0:
+            raise ConfigError(f"node_tolerance {self.node_tolerance} is below -1", "pass a value >= -1, e.g. 0.0")
+        if self.node_min_ms < 0:
+            raise ConfigError(f"node_min_ms {self.node_min_ms} is negative", "pass 0 or more, e.g. 0.001")
+        if self.max_per_round is not None and self.max_per_round < 1:
+            raise ConfigError(f"max_per_round must be >= 1, got {self.max_per_round}", "or None for no limit")
+        if self.profile_runs < 1 or self.profile_warmup < 0:
+            raise ConfigError("profile_runs must be >= 1 and profile_warmup >= 0",
+                              "pass e.g. profile_runs=200, profile_warmup=20")
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A node kept in fp32, with the measurement that put it there."""
+
+    node: str  # the node's name in the fp32 file (and in the int8 file)
+    op_type: str  # its op in the file, e.g. "Conv"
+    int8_ms: float  # its int8 kernels plus the Q/DQ and layout nodes charged to it, per run
+    fp32_ms: float  # the same node in fp32 (0 when onnxruntime fused it into a neighbour)
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FallbackRound:
+    """One quantization: the nodes newly excluded before it and how it measured against fp32."""
+
+    index: int
+    excluded: tuple[Exclusion, ...]
+    quantized: int  # nodes still quantized in this round's file
+    int8_p50_ms: float
+    fp32_p50_ms: float
+    final_ratio: float | None = None  # int8/fp32 in the closing interleaved run of all rounds
+
+    @property
+    def ratio(self) -> float:
+        """int8 p50 / fp32 p50 measured interleaved in this round (below 1: int8 is faster)."""
+        return self.int8_p50_ms / self.fp32_p50_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "excluded": [e.to_dict() for e in self.excluded], "quantized": self.quantized,
+                "int8_p50_ms": self.int8_p50_ms, "fp32_p50_ms": self.fp32_p50_ms, "ratio": self.ratio,
+                "final_ratio": self.final_ratio}
+
+
+@dataclass(frozen=True)
+class FallbackResult:
+    """The kept int8 artifact (the best round's file, in ``out_dir``) and how it was reached."""
+
+    artifact: Artifact
+    rounds: tuple[FallbackRound, ...]
+    best_round: int
+    faster: bool  # the kept int8 beat fp32 by the margin in the closing measurement
+    stopped: str  # why the loop ended
+    notes: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.artifact.path
+
+    @property
+    def ratio(self) -> float:
+        """The kept round's int8/fp32 p50 ratio (the closing run's when there was one)."""
+        best = self.rounds[self.best_round]
+        return best.final_ratio if best.final_ratio is not None else best.ratio
+
+    @property
+    def excluded(self) -> tuple[Exclusion, ...]:
+        """Every node the fallback kept in fp32 in the kept round (the exporter's defaults not included)."""
+        return tuple(e for r in self.rounds[: self.best_round + 1] for e in r.excluded)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": self.artifact.to_dict(), "rounds": [r.to_dict() for r in self.rounds],
+                "best_round": self.best_round, "ratio": self.ratio, "faster": self.faster,
+                "stopped": self.stopped, "notes": list(self.notes)}
+
+
+def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: DeviceProfile,
+                       out_dir: str | Path, config: FallbackConfig | None = None, *, name: str = "student-int8",
+                       role: str = "student", shape: tuple[int, ...] | None = None) -> FallbackResult:
+    """Quantize ``fp32_path`` to int8 QDQ (the ``onnx-int8`` exporter), falling back node by node to fp32
+    where int8 is slower on ``profile``; writes ``out_dir/<name>.onnx``. ``calibration`` are representative
+    inputs (NCHW float32); ``shape`` the input shape to time with (default: the model's, batch from the
+    profile). Raises ArtifactError for a missing or non-ONNX ``fp32_path``, ExportError if quantization fails."""
+    from edgekd.onnxfile import load_model
+
+    config = config or FallbackConfig()
+    load_model(fp32_path)  # a clear ArtifactError before anything runs it
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgekd-fallback-") as tmp:
+        loop = _Loop(Path(fp32_path), calibration, profile, config, Path(tmp), name, role, shape)
+        rounds, stopped = loop.run()
+        rounds = loop.close(rounds)
+        best = min(range(len(rounds)), key=lambda i: _ratio(rounds[i]))
+        final = out / f"{name}.onnx"
+        shutil.copyfile(loop.artifacts[best].path, final)
+    faster = _ratio(rounds[best]) <= 1.0 - config.margin
+    notes = [] if profile.runner.get("kind", "local") == "local" else [
+        f"node times were profiled on this host with {profile.name}'s runtime settings; "
+        "every round was measured on the device"]
+    result = FallbackResult(loop.artifacts[best], tuple(rounds), best, faster, stopped, tuple(notes))
+    details = {**result.artifact.details, "int8_fallback": {k: v for k, v in result.to_dict().items()
+                                                             if k != "artifact"}}
+    return dataclasses.replace(result, artifact=dataclasses.replace(result.artifact, path=str(final),
+                                                                     details=details))
+
+
+def _ratio(r: FallbackRound) -> float:
+    return r.final_ratio if r.final_ratio is not None else r.ratio
+
+
+class _Loop:
+    """The rounds, with the state they share (the pre-processed fp32 twin, exclusions so far)."""
+
+    def __init__(self, fp32: Path, calibration: np.ndarray, profile: DeviceProfile, config: FallbackConfig,
+                 tmp: Path, name: str, role: str, shape: tuple[int, ...] | None) -> None:
+        self.fp32, self.calibration, self.profile, self.config = fp32, calibration, profile, config
+        self.tmp, self.name, self.role, self.shape = tmp, name, role, shape
+        self.excluded: dict[str, Exclusion] = {}
+        self.artifacts: list[Artifact] = []
+
+    def run(self) -> tuple[list[FallbackRound], str]:
+        from edgekd.latency.measure import measure
+
+        rounds: list[FallbackRound] = []
+        new: tuple[Exclusion, ...] = ()
+        while True:
+            index = len(rounds)
+            self.excluded.update({e.node: e for e in new})
+            art = self._quantize(index)
+            fp32_stats, int8_stats = measure([self.fp32, art.path], self.profile, self.shape)
+            quantized = quantized_nodes(art.path, art.details.get("excluded_nodes", {}))
+            rounds.append(FallbackRound(index, new, len(quantized), int8_stats.p50_ms, fp32_stats.p50_ms))
+            if rounds[-1].ratio <= 1.0 - self.config.margin:
+                return rounds, f"int8 is faster than fp32 in round {index}"
+            if index == self.config.rounds:
+                return rounds, f"int8 still not faster after {index} fallback round(s)"
+            new = self._next_exclusions(art, quantized)
+            if not new:
+                left = "no quantized node is slower in int8 than in fp32" if quantized else "no quantized node left"
+                return rounds, f"{left} after round {index}"
+
+    def close(self, rounds: list[FallbackRound]) -> list[FallbackRound]:
+        """Measure every round's file again in one interleaved run with fp32, so the pick is fair."""
+        from edgekd.latency.measure import measure
+
+        if len(rounds) == 1:
+            return rounds
+        stats = measure([self.fp32, *[a.path for a in self.artifacts]], self.profile, self.shape)
+        return [dataclasses.replace(r, final_ratio=s.p50_ms / stats[0].p50_ms) for r, s in zip(rounds, stats[1:])]
+
+    def _quantize(self, index: int) -> Artifact:
+        from edgekd.export import ExportRequest, get_exporter
+
+        folder = self.tmp / f"round{index}"
+        folder.mkdir()
+        source = Artifact(self.fp32.stem, self.role, "fp32", str(self.fp32), "given", 0, "", 0)
+        options = {"calibration": self.config.calibration_method,
+                   "nodes_to_exclude": {n: e.reason for n, e in self.excluded.items()}}
+        art = get_exporter("onnx-int8")(ExportRequest(self.name, self.role, folder, calibration=self.calibration,
+                                                      source=source, options=options))
+        self.artifacts.append(art)
+        return art
+
+    def _next_exclusions(self, art: Artifact, quantized: dict[str, str]) -> tuple[Exclusion, ...]:
+        from edgekd.latency.nodeprofile import profile_nodes
+
+        twin = self.tmp / "fp32-pre.onnx"
+        if not twin.is_file():
+            _pre_process(self.fp32, twin)
+        fp32_prof, int8_prof = profile_nodes([twin, art.path], self.profile, self.config.profile_runs,
+                                             self.config.profile_warmup, self.shape)
+        rate = boundary_ms_per_element(int8_prof) if self.config.boundaries else 0.0
+        return tuple(plan_exclusions(quantized, qdq_edges(art.path, quantized), fp32_prof.costs(),
+                                     int8_prof.costs(), rate, self.config))
+
+
+def _pre_process(src: Path, dst: Path) -> None:
+    """onnxruntime's quantization pre-processing alone: the fp32 graph the quantizer starts from, with the
+    node names the int8 file keeps, so both profiles map onto the same names."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekd.errors import ExportError
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception as exc:  # onnxruntime raises several unrelated types here
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"onnxruntime could not pre-process '{src}': {first}",
+                          "check that the fp32 model runs in onnxruntime") from None
+
+
+def quantized_nodes(int8_path: str | Path, excluded: Collection[str] = ()) -> dict[str, str]:
+    """{name: op type}, in graph order, of the nodes a QDQ file runs in int8 (an input from a
+    DequantizeLinear and every used output into a QuantizeLinear), leaving out ``excluded`` (a node kept
+    fp32 between two int8 nodes looks the same from outside)."""
+    g = _Graph(int8_path)
+    return {n.name: n.op_type for n in g.nodes if n.name not in excluded and g.looks_quantized(n)}
+
+
+def qdq_edges(int8_path: str | Path, quantized: Collection[str]) -> list[tuple[str, str]]:
+    """(producer, consumer) pairs of quantized nodes joined by a tensor (through its Q/DQ pair): the
+    places where keeping one side fp32 would add a dequantize or quantize and a layout change."""
+    g = _Graph(int8_path)
+    edges = []
+    for node in g.nodes:
+        if node.name in quantized:
+            for tensor in node.input:
+                p = g.behind(tensor)
+                if p is not None and p.name in quantized and (p.name, node.name) not in edges:
+                    edges.append((p.name, node.name))
+    return edges
+
+
+class _Graph:
+    def __init__(self, path: str | Path) -> None:
+        import onnx
+
+        self.nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in self.nodes:
+            for t in n.input:
+                self.consumers.setdefault(t, []).append(n)
+
+    def looks_quantized(self, node: Any) -> bool:
+        if node.op_type in _QDQ:
+            return False
+        used = [self.consumers[o] for o in node.output if o in self.consumers]
+        return (any(i in self.producer and self.producer[i].op_type == "DequantizeLinear" for i in node.input)
+                and bool(used) and all(any(c.op_type == "QuantizeLinear" for c in cs) for cs in used))
+
+    def behind(self, tensor: str) -> Any:
+        """The node that computes ``tensor`` behind a chain of Q/DQ; None for graph inputs and weights."""
+        node = self.producer.get(tensor)
+        while node is not None and node.op_type in _QDQ:
+            node = self.producer.get(node.input[0])
+        return node
+
+
+def boundary_ms_per_element(int8: NodeProfile) -> float:
+    """What crossing between int8 and fp32 costs per tensor element on this runtime, measured on the
+    boundaries the int8 file already has: all quantize/dequantize/layout time over the elements that
+    went through a QuantizeLinear or DequantizeLinear."""
+    overhead = sum(n.ms for n in int8.nodes if n.source is None)
+    elements = sum(n.out_elements for n in int8.nodes if n.op_type in _QDQ)
+    return overhead / elements if elements else 0.0
+
+
+def plan_exclusions(quantized: dict[str, str], edges: list[tuple[str, str]], fp32: dict[str, SourceCost],
+                    int8: dict[str, SourceCost], rate: float, config: FallbackConfig) -> list[Exclusion]:
+    """Which quantized nodes to keep fp32 next: the set S that maximises the estimated saving
+    sum over S of (int8 cost - fp32 cost * (1 + tolerance)) - rate * (elements crossing the new int8/fp32
+    boundaries S cuts along ``edges``), found exactly as a minimum s-t cut. A node's int8 cost includes the
+    quantize/dequantize/layout time charged to it, so boundaries that disappear count as saved. Nothing is
+    picked unless the saving exceeds ``node_min_ms``; past ``max_per_round``, the nodes of S that gain most
+    on their own are kept."""
+    def ms(costs: dict[str, SourceCost], n: str) -> float:
+        c = costs.get(n)
+        return c.ms if c is not None else 0.0
+
+    def size(n: str) -> int:
+        c = fp32.get(n) or int8.get(n)
+        return c.out_elements if c is not None else 0
+
+    gain = {n: ms(int8, n) - ms(fp32, n) * (1.0 + config.node_tolerance) for n in quantized}
+    cost = {(a, b): rate * size(a) for a, b in edges}
+    chosen = _best_cut(gain, cost)
+    cut = sum(c for (a, b), c in cost.items() if (a in chosen) != (b in chosen))
+    if sum(gain[n] for n in chosen) - cut <= config.node_min_ms:
+        return []
+    group = tuple(n for n in quantized if n in chosen)  # graph order
+    if config.max_per_round is not None and len(group) > config.max_per_round:
+        keep = set(sorted(group, key=lambda n: -gain[n])[: config.max_per_round])
+        group = tuple(n for n in group if n in keep)
+        cut = sum(c for (a, b), c in cost.items() if (a in keep) != (b in keep))
+    return [_exclusion(n, quantized[n], group, fp32, int8, cut) for n in group]
+
+
+def _best_cut(gain: dict[str, float], cost: dict[tuple[str, str], float]) -> set[str]:
+    """The set S maximising sum(gain[S]) - sum(cost of edges with one end in S): a minimum s-t cut
+    (source side = S) with s->n of capacity gain[n] > 0, n->t of -gain[n] > 0, and each edge both ways."""
+    cap: dict[str, dict[str, float]] = {n: {} for n in [*gain, "<s>", "<t>"]}
+    for n, g in gain.items():
+        if g > 0:
+            cap["<s>"][n] = g
+        elif g < 0:
+            cap[n]["<t>"] = -g
+    for (a, b), c in cost.items():
+        cap[a][b] = cap[a].get(b, 0.0) + c
+        cap[b][a] = cap[b].get(a, 0.0) + c
+    while True:  # Edmonds-Karp: augment along shortest residual paths
+        parent = {"<s>": "<s>"}
+        queue = ["<s>"]
+        for u in queue:
+            for v, c in cap[u].items():
+                if c > 1e-12 and v not in parent:
+                    parent[v] = u
+                    queue.append(v)
+        if "<t>" not in parent:
+            return {n for n in parent if n in gain}  # reachable from s in the residual graph
+        path, v = [], "<t>"
+        while v != "<s>":
+            path.append((parent[v], v))
+            v = parent[v]
+        flow = min(cap[u][v] for u, v in path)
+        for u, v in path:
+            cap[u][v] -= flow
+            cap[v][u] = cap[v].get(u, 0.0) + flow
+
+
+def _exclusion(node: str, op: str, group: tuple[str, ...], fp32: dict[str, SourceCost],
+               int8: dict[str, SourceCost], cut_ms: float) -> Exclusion:
+    q, f = int8.get(node), fp32.get(node)
+    q_ms, f_ms = (q.ms if q else 0.0), (f.ms if f else 0.0)
+    mine = (f"{'+'.join(q.op_types) if q else op} {q_ms:.4f} ms (incl. {q.overhead_ms if q else 0.0:.4f} ms "
+            "quantize/dequantize/layout) vs " + (f"{'+'.join(f.op_types)} {f_ms:.4f} ms in fp32" if f else
+                                                  "nothing in fp32 (fused into a neighbouring kernel)"))
+    if len(group) > 1:
+        g_q = sum(int8[n].ms for n in group if n in int8)
+        g_f = sum(fp32[n].ms for n in group if n in fp32)
+        mine += (f"; kept fp32 together with {len(group) - 1} other node(s): {g_q:.4f} ms int8 vs {g_f:.4f} ms "
+                 f"fp32 + ~{cut_ms:.4f} ms new int8/fp32 boundaries")
+    elif cut_ms:
+        mine += f"; + ~{cut_ms:.4f} ms new int8/fp32 boundaries"
+    return Exclusion(node, op, round(q_ms, 5), round(f_ms, 5), mine)

@@ -1,0 +1,193 @@
+"""Node-level int8 fallback: the per-node profiler, the name mapping, the exclusion plan and the loop."""
+
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgekd.errors import ArtifactError, ConfigError
+from edgekd.export import ExportRequest, get_exporter
+from edgekd.int8_fallback import (
+    FallbackConfig,
+    _best_cut,
+    int8_with_fallback,
+    plan_exclusions,
+    qdq_edges,
+    quantized_nodes,
+)
+from edgekd.latency.nodeprofile import SourceCost, _SourceIndex, profile_nodes
+
+CONFIG = {"stem": 8, "widths": [8, 16, 16], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3]}
+
+
+@pytest.fixture(scope="module")
+def fp32(small_data, tmp_path_factory):
+    import torch
+
+    from edgekd.search.spaces import SPACES
+
+    torch.manual_seed(0)
+    model = SPACES.get("mbv2").build(CONFIG, small_data.input_shape, small_data.num_classes).eval()
+    out = tmp_path_factory.mktemp("fallback-fp32")
+    return get_exporter("onnx-fp32")(ExportRequest("s", "student", out, model, small_data.x_val[:1]))
+
+
+@pytest.fixture(scope="module")
+def int8(fp32, small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fallback-int8")
+    return get_exporter("onnx-int8")(ExportRequest("q", "student", out, calibration=small_data.x_train[:32],
+                                                   source=fp32))
+
+
+def _ops(path, op_types=("Conv", "Gemm", "MatMul")):
+    return {n.name: n.op_type for n in onnx.load(path).graph.node if n.op_type in op_types}
+
+
+def test_profile_times_every_compute_node_and_maps_int8_names_to_fp32_names(fp32, int8, fast_profile):
+    fp32_prof, int8_prof = profile_nodes([fp32.path, int8.path], fast_profile, runs=10, warmup=2)
+    convs = _ops(fp32.path)
+    fp32_costs, int8_costs = fp32_prof.costs(), int8_prof.costs()
+    assert set(convs) <= set(fp32_costs) and set(convs) <= set(int8_costs)
+    assert all(fp32_costs[n].ms > 0 and int8_costs[n].ms > 0 for n in convs)
+    kept = set(int8.details["excluded_nodes"])  # first conv and classifier stay fp32
+    for name in convs:
+        assert int8_costs[name].quantized == (name not in kept), (name, int8_costs[name].op_types)
+    # every kernel's time lands on a node of the file, Q/DQ and layout overhead included
+    assert fp32_prof.unmapped_ms() == 0 and int8_prof.unmapped_ms() == 0
+    assert sum(c.overhead_ms for c in int8_costs.values()) > 0
+    assert all(n.calls == 12 for n in int8_prof.nodes)
+
+
+def test_optimised_names_map_back_through_suffixes_and_fused_activations():
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="node_Conv_3"),
+         helper.make_node("Relu", ["c"], ["relu"], name="node_relu"),
+         helper.make_node("QuantizeLinear", ["relu", "s"], ["q"], name="relu_QuantizeLinear")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 1, 4, 4])])
+    index = _SourceIndex(graph)
+    assert index.lookup("node_Conv_3_token_12", "QLinearConv") == "node_Conv_3"  # QDQ fusion
+    assert index.lookup("relu_nchwc", "Conv") == "node_Conv_3"  # NCHWc: named after the fused output
+    assert index.lookup("c_nchwc", "Conv") == "node_Conv_3"
+    assert index.lookup("relu_QuantizeLinear", "QuantizeLinear") is None  # overhead, charged elsewhere
+    assert index.lookup("Transpose_token_7", "Transpose") is None
+
+
+def test_best_cut_weighs_gains_against_new_boundaries():
+    chain = {("a", "b"): 3.0, ("b", "c"): 3.0}
+    assert _best_cut({"a": 5.0, "b": -1.0, "c": 5.0}, chain) == {"a", "b", "c"}  # 9 beats {a, c}: 10 - 12
+    assert _best_cut({"a": 5.0, "b": -10.0, "c": 5.0}, chain) == {"a", "c"}  # 10 - 6 beats 0
+    assert _best_cut({"a": 1.0, "b": -10.0, "c": 1.0}, chain) == set()
+
+
+def test_plan_records_why_each_node_is_kept_fp32():
+    def cost(name, ms, ops, overhead=0.0):
+        return SourceCost(name, ms, overhead, ops, 100, 100)
+
+    quantized = {"a": "Conv", "b": "Conv", "c": "Add"}
+    fp32 = {"a": cost("a", 0.010, ("Conv",)), "b": cost("b", 0.050, ("Conv",))}
+    int8 = {"a": cost("a", 0.030, ("QLinearConv",), 0.008), "b": cost("b", 0.010, ("QLinearConv",)),
+            "c": cost("c", 0.009, ("QLinearAdd",))}
+    # 100 elements per edge at 1e-4 ms each: a new boundary costs 0.01 ms, more than c's 0.009 ms gain
+    plan = plan_exclusions(quantized, [("a", "b"), ("b", "c")], fp32, int8, 1e-4, FallbackConfig())
+    assert [e.node for e in plan] == ["a"]
+    assert plan[0].reason.startswith("QLinearConv 0.0300 ms (incl. 0.0080 ms quantize/dequantize/layout) vs "
+                                     "Conv 0.0100 ms in fp32")
+    both = plan_exclusions(quantized, [("a", "b"), ("b", "c")], fp32, int8, 0.0, FallbackConfig())
+    assert {e.node for e in both} == {"a", "c"}
+    assert "nothing in fp32 (fused into a neighbouring kernel)" in next(e.reason for e in both if e.node == "c")
+    assert plan_exclusions(quantized, [], fp32, int8, 0.0, FallbackConfig(node_min_ms=1.0)) == []
+
+
+def test_exporter_keeps_requested_nodes_fp32(fp32, small_data, tmp_path):
+    target = sorted(quantized_nodes(_int8_path(fp32, small_data, tmp_path / "a")))[0]
+    art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:32],
+                                                  source=fp32, options={"nodes_to_exclude": {target: "why"}}))
+    assert art.details["excluded_nodes"][target] == "why"
+    assert target not in quantized_nodes(art.path, ())
+    _assert_fp32_node(art.path, target)
+
+
+def test_exporter_refuses_unknown_or_malformed_exclusions(fp32, small_data, tmp_path):
+    export = get_exporter("onnx-int8")
+    with pytest.raises(ConfigError, match="does not have: nope; use node names of the fp32 model"):
+        export(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8], source=fp32,
+                             options={"nodes_to_exclude": ["nope"]}))
+    with pytest.raises(ConfigError, match="must be a list of node names"):
+        export(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8], source=fp32,
+                             options={"nodes_to_exclude": "node_Conv_1"}))
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data, fast_profile, tmp_path):
+    # margin=1 never counts int8 as faster, node_tolerance=-1 without boundaries makes every quantized node
+    # worth excluding, two per round: deterministic whatever this machine's timings are.
+    config = FallbackConfig(rounds=2, margin=1.0, node_tolerance=-1.0, node_min_ms=0.0, boundaries=False,
+                            max_per_round=2, profile_runs=10, profile_warmup=2)
+    result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, config,
+                                name="student-int8")
+    assert [len(r.excluded) for r in result.rounds] == [0, 2, 2]
+    assert [r.quantized for r in result.rounds] == [result.rounds[0].quantized - k for k in (0, 2, 4)]
+    assert all(r.final_ratio is not None and r.ratio > 0 for r in result.rounds)
+    assert not result.faster and "still not faster after 2" in result.stopped
+    assert result.path == str(tmp_path / "student-int8.onnx")
+    onnx.checker.check_model(result.path, full_check=True)
+    excluded = result.artifact.details["excluded_nodes"]
+    for e in result.excluded:
+        assert " ms " in e.reason and excluded[e.node] == e.reason
+        assert e.node not in quantized_nodes(result.path, ())
+        _assert_fp32_node(result.path, e.node)
+    summary = result.artifact.details["int8_fallback"]
+    assert len(summary["rounds"]) == 3 and summary["faster"] is False
+    json.dumps(result.to_dict())
+
+
+def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
+    result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path,
+                                FallbackConfig(rounds=0, margin=1.0))
+    assert len(result.rounds) == 1 and result.best_round == 0 and result.rounds[0].final_ratio is None
+    assert result.ratio == pytest.approx(result.rounds[0].int8_p50_ms / result.rounds[0].fp32_p50_ms)
+
+
+def test_missing_or_foreign_fp32_file_is_a_clear_error(small_data, fast_profile, tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        int8_with_fallback(tmp_path / "nope.onnx", small_data.x_train[:8], fast_profile, tmp_path)
+    text = tmp_path / "model.onnx"
+    text.write_text("not a model")
+    with pytest.raises(ArtifactError, match="is not a readable ONNX model"):
+        int8_with_fallback(text, small_data.x_train[:8], fast_profile, tmp_path)
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="margin 1.5 is not a fraction"):
+        FallbackConfig(margin=1.5)
+    with pytest.raises(ConfigError, match="max_per_round must be >= 1"):
+        FallbackConfig(max_per_round=0)
+
+
+def test_qdq_edges_join_quantized_neighbours(int8):
+    quantized = quantized_nodes(int8.path, int8.details["excluded_nodes"])
+    edges = qdq_edges(int8.path, quantized)
+    assert edges and all(a in quantized and b in quantized for a, b in edges)
+    assert not set(int8.details["excluded_nodes"]) & set(quantized)
+
+
+def _int8_path(fp32, small_data, folder):
+    folder.mkdir()
+    return get_exporter("onnx-int8")(ExportRequest("q", "student", folder, calibration=small_data.x_train[:32],
+                                                   source=fp32)).path
+
+
+def _assert_fp32_node(path, name):
+    """The node is still there, with its weights as plain fp32 initializers, not dequantized int8."""
+    graph = onnx.load(path).graph
+    node = next(n for n in graph.node if n.name == name)
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    for tensor in node.input:
+        if tensor in inits:
+            assert inits[tensor].data_type == TensorProto.FLOAT
+        elif tensor in producer and producer[tensor].op_type == "DequantizeLinear":
+            assert producer[tensor].input[0] not in inits, f"{name} reads int8 weights {tensor}"
+    assert any(inits[t].data_type == TensorProto.FLOAT for t in node.input if t in inits) or node.op_type == "Add"
