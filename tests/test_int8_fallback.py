@@ -57,6 +57,8 @@ def test_profile_times_every_compute_node_and_maps_int8_names_to_fp32_names(fp32
     assert fp32_prof.unmapped_ms() == 0 and int8_prof.unmapped_ms() == 0
     assert sum(c.overhead_ms for c in int8_costs.values()) > 0
     assert all(n.calls == 12 for n in int8_prof.nodes)
+    half = int8_prof.scaled(sum(n.ms for n in int8_prof.nodes) / 2)
+    assert sum(c.ms for c in half.costs().values()) == pytest.approx(sum(c.ms for c in int8_costs.values()) / 2)
 
 
 def test_optimised_names_map_back_through_suffixes_and_fused_activations():
@@ -128,7 +130,7 @@ def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data
     result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, config,
                                 name="student-int8")
     assert [len(r.excluded) for r in result.rounds] == [0, 2, 2]
-    assert [r.quantized for r in result.rounds] == [result.rounds[0].quantized - k for k in (0, 2, 4)]
+    assert all(b.quantized <= a.quantized - 2 for a, b in zip(result.rounds, result.rounds[1:]))
     assert all(r.final_ratio is not None and r.ratio > 0 for r in result.rounds)
     assert not result.faster and "still not faster after 2" in result.stopped
     assert result.path == str(tmp_path / "student-int8.onnx")
@@ -141,6 +143,14 @@ def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data
     summary = result.artifact.details["int8_fallback"]
     assert len(summary["rounds"]) == 3 and summary["faster"] is False
     json.dumps(result.to_dict())
+
+
+def test_a_graph_with_nothing_left_in_int8_is_never_the_int8_artifact(fp32, small_data, fast_profile, tmp_path):
+    config = FallbackConfig(rounds=3, margin=1.0, node_tolerance=-1.0, node_min_ms=0.0, boundaries=False,
+                            profile_runs=10, profile_warmup=2)
+    result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, config)
+    assert [r.quantized for r in result.rounds][1:] == [0] and "every quantized node fell back" in result.stopped
+    assert result.best_round == 0 and not result.faster and result.excluded == ()
 
 
 def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
