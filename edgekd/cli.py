@@ -52,7 +52,7 @@ _COMPRESS_OPTIONS = [
                                                             "alone (unlabelled data)."),
     click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
     click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
-    click.option("--prune-steps", type=int, help="Iterative pruning steps (default: 16)."),
+    click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
     click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
     click.option("--prune-round-to", type=int, help="Keep pruned channel counts multiples of this."),
     click.option("--seed", type=int, help="Random seed (default: 0)."),

@@ -45,7 +45,7 @@ class CompressConfig:
     labels: bool = True  # False: learn from the teacher's soft labels alone (unlabelled data)
     qat_epochs: int = 0  # last epochs of distillation run quantization-aware
     target_ms: float | None = None  # pruning-aware KD until the measured latency reaches this
-    prune_steps: int = 16
+    prune_steps: int = 8
     prune_importance: str = "l2"
     prune_round_to: int | None = None
     calibration_samples: int = 256

@@ -33,10 +33,11 @@ def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_p
     params = sum(p.numel() for p in student.parameters())
     (start,) = measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])
     target = 0.7 * start
-    result = prune_distill(student, small_data, FAST, PruneConfig(target_ms=target, steps=8, finetune_epochs=1,
-                                                                  round_to=8), fast_profile)
-    assert result.steps and result.steps[-1].measured_ms <= target  # stopped at the first step within target
-    assert result.reached and result.measured_ms <= target * 1.1
+    result = prune_distill(student, small_data, FAST, PruneConfig(target_ms=target, steps=3, finetune_epochs=1),
+                           fast_profile)
+    assert len(result.steps) == 3 and result.steps[0].macs > result.steps[-1].macs  # gradual, toward the plan
+    # The plan lands near the target, not a whole step below it (timing noise allowed for).
+    assert result.reached and 0.7 * target <= result.measured_ms <= target * 1.1
     assert sum(p.numel() for p in result.model.parameters()) < params
     assert result.model(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)  # still a plain module
     assert len(result.history) == len(result.steps) + 1  # one KD epoch per step, one fine-tune epoch

@@ -27,7 +27,7 @@ IMPORTANCES = ("l2", "l1", "fpgm", "lamp", "taylor")
 class PruneConfig:
     target_ms: float
     precision: str = "fp32"  # the latency that must reach the target: of the fp32 or the int8 export
-    steps: int = 16  # iterative pruning steps up to max_ratio; small steps land close to the target
+    steps: int = 8  # iterative pruning steps to the planned ratio, with KD between them
     max_ratio: float = 0.9  # the most of each layer's channels pruning may remove
     epochs_per_step: int = 1  # KD epochs between pruning steps
     finetune_epochs: int = 5  # KD epochs after the target is reached
@@ -109,9 +109,10 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig) -
 def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, config: PruneConfig, profile: Any,
                   teacher: Any = None, loss: str = "kd", log: Callable[[str], None] | None = None,
                   progress: bool = False) -> PruneResult:
-    """Prune ``student`` step by step during KD until its measured latency on ``profile`` is within
-    ``config.target_ms``; then fine-tune with KD. Raises BudgetError up front when even the most
-    pruned student cannot reach the target (nothing is trained in vain)."""
+    """Prune ``student`` during KD to a measured latency on ``profile`` within ``config.target_ms``: the
+    channel ratio is planned first (bisection on measured one-shot pruned copies), then reached in
+    ``config.steps`` steps with KD between them, then KD fine-tunes. Raises BudgetError up front when
+    even the most pruned student cannot reach the target (nothing is trained in vain)."""
     import copy
 
     from edgekd.distill.trainer import distill
@@ -129,21 +130,23 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
                           f"removing {config.max_ratio:.0%} of every layer's channels still measures "
                           f"{floor_ms:.3f} ms ({config.precision})",
                           f"raise --target-ms to at least {floor_ms * 1.1:.3f}, or start from a smaller student")
-    pruner = make_pruner(student, data.input_shape, config)
-    steps, history, measured, last = [], [], start_ms, None
-    step_cfg = replace(distill_config, epochs=max(1, config.epochs_per_step))
-    for step in range(1, config.steps + 1):
-        if measured <= config.target_ms:
-            break
-        pruner.step()
-        if config.epochs_per_step:
-            last = _distill_with_regularizer(distill, pruner, config, student, data, step_cfg, teacher, loss,
-                                             progress, f"prune step {step}")
-            history += list(last.history)
-        (measured,) = clock.measure(student)
-        macs = cost_features(student, data.input_shape)[0]
-        steps.append(PruneStep(step, sum(p.numel() for p in student.parameters()), macs, measured))
-        log(f"prune: step {step}/{config.steps}: {macs:.2f} MMACs, {measured:.3f} ms")
+    steps: list[PruneStep] = []
+    history: list[Any] = []
+    last = None
+    if start_ms > config.target_ms:
+        ratio = _plan_ratio(student, data.input_shape, config, clock, log)
+        pruner = make_pruner(student, data.input_shape, replace(config, max_ratio=ratio))
+        step_cfg = replace(distill_config, epochs=max(1, config.epochs_per_step))
+        for step in range(1, config.steps + 1):
+            pruner.step()
+            if config.epochs_per_step:
+                last = _distill_with_regularizer(distill, pruner, config, student, data, step_cfg, teacher, loss,
+                                                 progress, f"prune step {step}")
+                history += list(last.history)
+            (measured,) = clock.measure(student)
+            macs = cost_features(student, data.input_shape)[0]
+            steps.append(PruneStep(step, sum(p.numel() for p in student.parameters()), macs, measured))
+            log(f"prune: step {step}/{config.steps}: {macs:.2f} MMACs, {measured:.3f} ms")
     if config.finetune_epochs:
         last = distill(student, data, replace(distill_config, epochs=config.finetune_epochs), teacher=teacher,
                        loss=loss, progress=progress, desc="prune fine-tune")
@@ -168,6 +171,23 @@ class _Clock:
         self.reference_ms.append(ref)
         scale = float(np.median(self.reference_ms))
         return [ms / ref * scale for ms in rest]
+
+
+def _plan_ratio(student: Any, input_shape: tuple[int, ...], config: PruneConfig, clock: _Clock,
+                log: Callable[[str], None], rounds: int = 7) -> float:
+    """The smallest channel ratio whose one-shot pruned copy measures within the target (bisection on
+    measured latency). Planned before training, then reached gradually during KD: stepping until the
+    target is crossed overshoots it by a whole step (20% was seen here)."""
+    import copy
+
+    lo, hi = 0.0, config.max_ratio
+    for _ in range(rounds):
+        mid = (lo + hi) / 2
+        trial = _most_pruned(copy.deepcopy(student), input_shape, replace(config, max_ratio=mid, steps=1))
+        (ms,) = clock.measure(trial)
+        lo, hi = (mid, hi) if ms > config.target_ms else (lo, mid)
+    log(f"prune: plan: remove {hi:.1%} of each layer's channels (measured on one-shot pruned copies)")
+    return hi
 
 
 def _most_pruned(model: Any, input_shape: tuple[int, ...], config: PruneConfig) -> Any:

@@ -1,0 +1,235 @@
+"""Distillation methods on digits, all in one run, mean ± std over seeds.
+
+1. Losses: a student trained without a teacher vs each registered loss (with the label term), on digits
+   and on a harder setting (a student under 5k parameters).
+2. int8: onnxruntime post-training quantization of the KD student vs quantization-aware KD exported with
+   onnx-int8-qat (accuracy, agreement with the torch QAT model, fp32 student beside them).
+3. Pruning: pruning-aware KD to a latency target (measured) vs torch-pruning's own MACs-ratio pruning at
+   the same MACs followed by the same fine-tuning; measured latency and accuracy of both.
+
+Writes benchmarks/results/distill_methods.{md,json}.
+
+    .venv/bin/python benchmarks/distill_methods.py [--seeds 3] [--epochs 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("none", "kd", "dkd", "dist", "hint", "rkd", "at")
+SETTINGS = {  # name -> mbv2 config
+    "digits": {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [3, 3, 3], "kernels": [3, 3, 3]},
+    "tiny (<5k params)": {"stem": 8, "widths": [8, 8, 16], "depths": [1, 1, 1], "expands": [2, 2, 2],
+                          "kernels": [3, 3, 3]},
+}
+WIDE = {"stem": 16, "widths": [32, 48, 64], "depths": [1, 1, 1]}  # resnet student for the pruning study
+
+
+def _student(cfg: dict, data: Any, seed: int, space: str = "mbv2") -> Any:
+    import torch
+
+    from edgekd.search.spaces import SPACES
+
+    torch.manual_seed(seed)
+    return SPACES.get(space).build(cfg, data.input_shape, data.num_classes)
+
+
+def _test_acc(model: Any, data: Any) -> float:
+    from edgekd.distill.trainer import accuracy, predict
+
+    return accuracy(predict(model, data.x_test), data.y_test)
+
+
+def _onnx_acc(path: str, data: Any) -> tuple[float, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = np.concatenate([sess.run(None, {name: data.x_test[i:i + 256]})[0]
+                             for i in range(0, len(data.x_test), 256)])
+    return float((logits.argmax(1) == data.y_test).mean()), logits.argmax(1)
+
+
+def _train(model: Any, data: Any, cfg: Any, teacher: Any, method: str) -> Any:
+    from edgekd.distill.trainer import distill
+
+    if method == "none":
+        return distill(model, data, cfg, teacher=None, progress=False).model
+    return distill(model, data, replace(cfg, losses=method), teacher=teacher, progress=False).model
+
+
+def losses_study(data: Any, teacher: Any, base: Any, seeds: int, log: Any) -> dict:
+    out: dict[str, dict] = {}
+    for setting, cfg in SETTINGS.items():
+        rows = {}
+        for method in METHODS:
+            accs = [_test_acc(_train(_student(cfg, data, s), data, replace(base, seed=s), teacher, method), data)
+                    for s in range(seeds)]
+            rows[method] = {"mean": statistics.mean(accs), "std": statistics.pstdev(accs), "runs": accs}
+            log(f"losses {setting} {method}: {statistics.mean(accs):.4f}")
+        params = sum(p.numel() for p in _student(cfg, data, 0).parameters())
+        out[setting] = {"params": params, "methods": rows}
+    return out
+
+
+def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, log: Any) -> dict:
+    from edgekd.distill.qat import export_copy
+    from edgekd.export import ExportRequest, get_exporter
+
+    cfg = SETTINGS["digits"]
+    res: dict[str, list] = {"fp32": [], "ptq": [], "qat_fp32": [], "qat_int8": [], "qat_agreement": []}
+    for s in range(seeds):
+        with tempfile.TemporaryDirectory() as tmp:
+            kd = _train(_student(cfg, data, s), data, replace(base, seed=s), teacher, "kd")
+            fp32 = get_exporter("onnx-fp32")(ExportRequest("fp32", "student", Path(tmp), kd, data.x_val[:1]))
+            ptq = get_exporter("onnx-int8")(ExportRequest("ptq", "student", Path(tmp), calibration=data.x_train[:256],
+                                                          source=fp32))
+            res["fp32"].append(_test_acc(kd, data))
+            res["ptq"].append(_onnx_acc(ptq.path, data)[0])
+            qat = _train(_student(cfg, data, s), data, replace(base, seed=s, qat_epochs=qat_epochs), teacher, "kd")
+            art = get_exporter("onnx-int8-qat")(ExportRequest("qat", "student", Path(tmp), qat, data.x_val[:1],
+                                                              calibration=data.x_train[:256]))
+            acc, pred = _onnx_acc(art.path, data)
+            from edgekd.distill.trainer import predict
+
+            torch_pred = predict(qat, data.x_test).argmax(1)
+            res["qat_int8"].append(acc)
+            res["qat_fp32"].append(_test_acc(export_copy(qat, fake_quant=False), data))
+            res["qat_agreement"].append(float((pred == torch_pred).mean()))
+        log(f"int8 seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} qat {acc:.4f} "
+            f"agreement {res['qat_agreement'][-1]:.4f}")
+    return {k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()}
+
+
+def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
+    import torch_pruning as tp
+
+    from edgekd.distill.prune import PruneConfig, importance, output_layers, prune_distill
+    from edgekd.distill.trainer import distill
+    from edgekd.latency.quick_export import measure_modules
+    from edgekd.search.latency_model import cost_features
+
+    rows = []
+    for s in range(seeds):
+        trained = _train(_student(WIDE, data, s, "resnet"), data, replace(base, seed=s), teacher, "kd")
+        (start_ms,) = measure_modules([trained], profile, "fp32", data.x_train[:64])
+        target = ratio * start_ms
+        ours = prune_distill(copy.deepcopy(trained), data, replace(base, seed=s),
+                             PruneConfig(target_ms=target, steps=8, finetune_epochs=base.epochs), profile,
+                             teacher=teacher)
+        macs = cost_features(ours.model, data.input_shape)[0]
+        # torch-pruning's own way: one MACs-ratio prune to the same MACs, then the same fine-tuning.
+        baseline = copy.deepcopy(trained)
+        full = cost_features(baseline, data.input_shape)[0]
+        lo, hi = 0.0, 0.95
+        for _ in range(12):  # the channel ratio whose MACs match ours
+            mid = (lo + hi) / 2
+            probe = copy.deepcopy(trained)
+            import torch
+
+            tp.pruner.MetaPruner(probe, torch.zeros(1, *data.input_shape), importance=importance("l2"),
+                                 pruning_ratio=mid, ignored_layers=output_layers(probe)).step()
+            lo, hi = (mid, hi) if cost_features(probe, data.input_shape)[0] > macs else (lo, mid)
+        tp.pruner.MetaPruner(baseline, torch.zeros(1, *data.input_shape), importance=importance("l2"),
+                             pruning_ratio=hi, ignored_layers=output_layers(baseline)).step()
+        baseline = distill(baseline, data, replace(base, seed=s), teacher=teacher, progress=False).model
+        ours_ms, base_ms = measure_modules([ours.model, baseline], profile, "fp32", data.x_train[:64])
+        row = {"seed": s, "start_ms": start_ms, "target_ms": target, "full_mmacs": full,
+               "ours": {"ms": ours_ms, "mmacs": macs, "accuracy": _test_acc(ours.model, data),
+                        "steps": len(ours.steps)},
+               "macs_ratio": {"ms": base_ms, "mmacs": cost_features(baseline, data.input_shape)[0],
+                              "accuracy": _test_acc(baseline, data), "ratio": hi}}
+        rows.append(row)
+        log(f"prune seed {s}: target {target:.4f} ms; ours {ours_ms:.4f} ms acc {row['ours']['accuracy']:.4f}; "
+            f"MACs-ratio {base_ms:.4f} ms acc {row['macs_ratio']['accuracy']:.4f}")
+    return {"rows": rows}
+
+
+def _pm(d: dict) -> str:
+    return f"{d['mean'] * 100:.2f} ± {d['std'] * 100:.2f}"
+
+
+def _markdown(out: dict) -> str:
+    lines = ["# Distillation methods (digits)", "",
+             f"Resolution {out['resolution']}, {out['epochs']} epochs, {out['seeds']} seeds (mean ± std of test "
+             f"accuracy, %). Rerun: `{out['command']}`.", "", "## Losses vs no teacher", "",
+             "| setting | params | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+    for setting, row in out["losses"].items():
+        lines.append(f"| {setting} | {row['params']:,} | " + " | ".join(_pm(row["methods"][m]) for m in METHODS)
+                     + " |")
+    q = out["int8"]
+    lines += ["", "## Post-training int8 vs quantization-aware KD", "",
+              "| KD fp32 | PTQ int8 (onnx-int8) | QAT-KD fp32 twin | QAT-KD int8 (onnx-int8-qat) | "
+              "torch/ONNX agreement |",
+              "|---|---|---|---|---|",
+              f"| {_pm(q['fp32'])} | {_pm(q['ptq'])} | {_pm(q['qat_fp32'])} | {_pm(q['qat_int8'])} | "
+              f"{q['qat_agreement']['mean'] * 100:.2f}% (min {min(q['qat_agreement']['runs']) * 100:.2f}%) |"]
+    lines += ["", f"## Pruning-aware KD to a latency target vs MACs-ratio pruning at the same MACs "
+              f"(profile {out['profile']})", "",
+              "| seed | target ms | ours ms (vs target) | ours acc | MACs-ratio ms | MACs-ratio acc | "
+              "MMACs ours / theirs |",
+              "|---|---|---|---|---|---|---|"]
+    for r in out["prune"]["rows"]:
+        o, b = r["ours"], r["macs_ratio"]
+        lines.append(f"| {r['seed']} | {r['target_ms']:.4f} | {o['ms']:.4f} ({o['ms'] / r['target_ms'] - 1:+.1%}) | "
+                     f"{o['accuracy'] * 100:.2f} | {b['ms']:.4f} | {b['accuracy'] * 100:.2f} | "
+                     f"{o['mmacs']:.2f} / {b['mmacs']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.profiles import load_profile
+    from edgekd.report import tool_versions
+    from edgekd.teacher import default_teacher
+    from edgekd.types import DistillConfig
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--qat-epochs", type=int, default=3)
+    ap.add_argument("--resolution", type=int, default=16)
+    ap.add_argument("--prune-ratio", type=float, default=0.6, help="latency target as a fraction of the start")
+    ap.add_argument("--profile", default="host-cpu-1t")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESULTS / "distill_methods"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
+
+    data = load_data(None, resolution=args.resolution, seed=0)
+    teacher = default_teacher(data, progress=False).module
+    base = DistillConfig(epochs=args.epochs, batch_size=64, lr=5e-3, weight_decay=1e-4, augment=False)
+    profile = load_profile(args.profile)
+    out = {"resolution": args.resolution, "epochs": args.epochs, "seeds": args.seeds, "profile": profile.name,
+           "machine": f"{platform.machine()}, threads {args.threads}", "versions": tool_versions(),
+           "command": "make bench-distill",
+           "losses": losses_study(data, teacher, base, args.seeds, log),
+           "int8": int8_study(data, teacher, base, args.seeds, args.qat_epochs, log),
+           "prune": prune_study(data, teacher, base, args.seeds, profile, args.prune_ratio, log)}
+    out["seconds"] = time.perf_counter() - start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
+    Path(args.out + ".md").write_text(_markdown(out))
+    print(_markdown(out))
+
+
+if __name__ == "__main__":
+    main()
