@@ -209,7 +209,7 @@ def measure_speed(cells: list[dict[str, Any]], profile: Any, shape: tuple[int, .
     if not fp32.get("path") or not int8:
         return
     runs = [measure([c["path"] for c in [fp32, *int8]], profile, shape) for _ in range(rounds)]
-    fp32["p50_ms"] = [r[0].p50_ms for r in runs]
+    fp32["p50_ms"], fp32["cv"] = [r[0].p50_ms for r in runs], [r[0].cv for r in runs]
     fp32["speedup"] = 1.0
     for i, cell in enumerate(int8, start=1):
         cell["p50_ms"] = [r[i].p50_ms for r in runs]
@@ -260,7 +260,14 @@ def run_row(row: Row, columns: list[str], missing: dict[str, str], data: Any, ou
         _log(f"{row.name} / {exporter}: {cell['status']} {'; '.join(cell['reasons'])} ({cell['export_s']:.1f} s)")
         cells.append(cell)
     ordered = sorted(cells, key=lambda c: c["exporter"] != "onnx-fp32")  # fp32 first: the speed reference
-    measure_speed([c for c in ordered if c["status"] != "n/a"], profile, (1, *data.input_shape), args.rounds)
+    try:
+        measure_speed([c for c in ordered if c["status"] != "n/a"], profile, (1, *data.input_shape), args.rounds)
+    except Exception as exc:  # a failed measurement fails the row's int8 cells, not the run
+        for cell in ordered[1:]:
+            if cell.get("path"):
+                cell["checks"]["speed"] = False
+                cell["reasons"].append(f"speed: measurement failed: {_first(exc)}")
+                _settle(cell)
     for cell in cells:
         cell.pop("path", None)  # a temporary folder
     return cells
@@ -362,7 +369,8 @@ def int8_vs_inc(matrix: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
                                                    "size_bytes", "status", "reasons")}
         if ort.get("p50_ms") and inc.get("p50_ms"):
             entry["inc_over_ort_p50"] = statistics.median(i / o for i, o in zip(inc["p50_ms"], ort["p50_ms"]))
-        entry["inc_config"] = (inc.get("details") or {}).get("config")
+        details = inc.get("details") or {}
+        entry["inc_config"] = details.get("config") and f"{details['config']} (trial {details['trials']})"
         entry["fp32_accuracy"] = by.get("onnx-fp32", {}).get("accuracy")
         out.append(entry)
     return out
@@ -404,15 +412,17 @@ def markdown(out: dict[str, Any]) -> str:
     lines += [f"| {row} | " + " | ".join(_short(c) for c in cells) + " |" for row, cells in matrix.items()]
     lines += ["", "Each cell: status, speed-up over fp32, test accuracy. Details:", "",
               "| model | exporter | status | export s | top-1 agreement | max abs logit diff | accuracy "
-              "(torch) | int8 speed-up (min-max) | size KB | reason |", "|---|---|---|---:|---:|---:|---|---|---:|---|"]
+              "(torch) | p50 ms | int8 speed-up (min-max) | size KB | reason |",
+              "|---|---|---|---:|---:|---:|---|---:|---|---:|---|"]
     for row, cells in matrix.items():
         for c in cells:
             acc = f"{_pct(c.get('accuracy'))} ({_pct(c.get('torch_accuracy'))})" if c.get("accuracy") else "-"
             diff = f"{c['max_abs_diff']:.1e}" if c.get("max_abs_diff") is not None else "-"
             size = f"{c['size_bytes'] / 1024:.0f}" if c.get("size_bytes") else "-"
             secs = f"{c['export_s']:.1f}" if c.get("export_s") is not None else "-"
+            p50 = f"{statistics.median(c['p50_ms']):.3f}" if c.get("p50_ms") else "-"
             lines.append(f"| {row} | `{c['exporter']}` | {c['status']} | {secs} | {_pct(c.get('top1_agreement'))} | "
-                         f"{diff} | {acc} | {_x(c)} | {size} | {'; '.join(c['reasons']) or '-'} |")
+                         f"{diff} | {acc} | {p50} | {_x(c)} | {size} | {'; '.join(c['reasons']) or '-'} |")
     lines += ["", "Models:", ""] + [f"- **{r['name']}** ({r['parameters']:,} parameters): {r['description']}"
                                     for r in out["rows"]]
     lines += ["", *_inc_table(out), "", _footer(out), ""]
