@@ -148,7 +148,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     teacher = _teacher(config, data, log)
     search_result, student = _search_and_distill(config, teacher, data, profile, log)
     with atomic_dir(out, force=config.force) as staging:
-        artifacts, references = _export(config, teacher, student.model, data, staging, log)
+        artifacts, references = _export(config, teacher, student.model, data, staging, log, profile)
         log(f"validate on '{profile.name}' (latency interleaved across {len(artifacts)} artifacts)")
         from edgekd.validate import validate, with_paths_relative
 
@@ -312,7 +312,8 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
     return trained
 
 
-def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, staging: Path, log: Log) -> tuple:
+def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, staging: Path, log: Log,
+            profile: Any) -> tuple:
     import numpy as np
 
     from edgekd.export import ExportRequest, get_exporter
@@ -331,11 +332,16 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
                                                                    data.x_val[:1], calibration=calib))
         references = {"teacher-fp32": teacher.module, "student-fp32": twin, "student-int8": student}
     else:
-        log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images)")
+        from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
+
+        log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images; nodes that "
+            "run slower in int8 on the profile fall back to fp32)")
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
-        student_int8 = get_exporter("onnx-int8")(ExportRequest(
-            "student-int8", "student", staging, calibration=calib, source=student_fp32,
-            options={"calibration": config.calibration}))
+        fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
+                                      FallbackConfig(calibration_method=config.calibration))
+        student_int8 = fallback.artifact
+        log(f"export: int8/fp32 latency {fallback.ratio:.2f} after {len(fallback.rounds)} round(s), "
+            f"{len(fallback.excluded)} node(s) kept fp32 ({fallback.stopped})")
         references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
     import torch
 
