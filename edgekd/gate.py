@@ -146,7 +146,11 @@ def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
     name = artifact or manifest["primary"]
     for entry in manifest["artifacts"]:
         if entry["artifact"]["name"] == name:
-            return path.parent / entry["artifact"]["path"], entry
+            model = (path.parent / entry["artifact"]["path"]).resolve()
+            if not model.is_relative_to(path.parent.resolve()):
+                raise ArtifactError(f"manifest '{path}' points artifact '{name}' outside its folder "
+                                    f"({entry['artifact']['path']})", "use the manifest edgekd wrote, unedited")
+            return model, entry
     names = ", ".join(e["artifact"]["name"] for e in manifest["artifacts"])
     raise ConfigError(f"manifest '{path}' has no artifact '{name}'", f"choose one of: {names}")
 
@@ -161,7 +165,9 @@ def load_manifest(path: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"'{path}' is not valid JSON ({exc})", "pass the manifest.json edgekd wrote") from None
     if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
-        raise ArtifactError(f"'{path}' is not an edgekd manifest", "pass the manifest.json edgekd wrote")
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise ArtifactError(f"'{path}' is not an edgekd manifest (schema {found!r}, expected {MANIFEST_SCHEMA!r})",
+                            "pass the manifest.json edgekd wrote")
     if data.get("schema_version") != MANIFEST_VERSION:
         raise ArtifactError(f"manifest '{path}' has schema version {data.get('schema_version')}, this edgekd reads "
                             f"version {MANIFEST_VERSION}", "regenerate it with this edgekd version")

@@ -34,7 +34,12 @@ class TeacherRecipe:
         epochs=15, lr=3e-3, weight_decay=1e-4, augment=True, seed=0))
 
     def digest(self, data: Dataset) -> str:
-        payload = json.dumps({"recipe": asdict(self), "data": data.describe(), "version": 1}, sort_keys=True)
+        """Of what changes the trained teacher. Training options left at their defaults are left out, so a
+        new option added to DistillConfig does not make every cached teacher stale."""
+        recipe = asdict(self)
+        defaults = DistillConfig().to_dict()
+        recipe["training"] = {k: v for k, v in self.training.to_dict().items() if v != defaults.get(k)}
+        payload = json.dumps({"recipe": recipe, "data": data.describe(), "version": 2}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -120,3 +120,17 @@ def test_no_thresholds_and_bad_targets(run_cli, run_dir, tmp_path):
     assert code == 2 and "not a readable ONNX model" in err
     (tmp_path / "x.onnx").write_text("not onnx")
     assert _gate(run_cli, tmp_path / "x.onnx", "--max-size", "1MB")[0] == 2
+
+
+def test_manifest_of_another_schema_or_escaping_paths(run_cli, run_dir, tmp_path):
+    data = json.loads((run_dir / "manifest.json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps({**data, "schema": "someone.else"}))
+    code, _, err = _gate(run_cli, tmp_path / "other.json", "--max-size", "1MB")
+    assert code == 2 and "schema 'someone.else', expected 'edgekd.manifest'" in err
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    for entry in data["artifacts"]:
+        entry["artifact"]["path"] = "../" + entry["artifact"]["path"]
+    (folder / "manifest.json").write_text(json.dumps(data))
+    code, _, err = _gate(run_cli, folder / "manifest.json", "--max-size", "1MB")
+    assert code == 2 and "outside its folder" in err
