@@ -228,3 +228,68 @@ def _onnx_qparams(path) -> dict[str, tuple[float, int]]:
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     return {n.input[0]: (float(inits[n.input[1]]), int(inits[n.input[2]]))
             for n in graph.node if n.op_type == "QuantizeLinear"}
+
+
+class SqueezeExcite(torch.nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, 8, 1), nn.ReLU(),
+                                  nn.Conv2d(8, channels, 1), nn.Hardsigmoid())
+
+    def forward(self, x):
+        return x * self.gate(x)
+
+
+class HardNet(torch.nn.Module):
+    """MobileNetV3-style: conv-bn-hardswish, a squeeze-excite gate ending in hardsigmoid, a LeakyReLU, a
+    tanh after an unfolded conv; every convolution's output feeds an activation onnxruntime keeps fp32
+    (or, for LeakyReLU, fuses into QLinearLeakyRelu)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish(), SqueezeExcite(8),
+            nn.Conv2d(8, 16, 3, 2, 1, groups=2, bias=False), nn.BatchNorm2d(16), nn.LeakyReLU(0.1),
+            nn.Conv2d(16, 16, 1), nn.Tanh())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_convs_feeding_hard_activations_quantize_their_output_as_onnxruntime_does(small_data, tmp_path):
+    torch.manual_seed(0)
+    config = DistillConfig(epochs=3, qat_epochs=1, lr=2e-2, augment=False)
+    model = distill(HardNet(), small_data, config, progress=False).model
+    plan = qat.qat_plan(model)
+    # the outputs of the folded stem conv (its BN), of the SE's expand conv and of the unfolded 1x1 conv
+    assert {"features.1.act_quant", "features.3.gate.3.act_quant", "features.7.act_quant"} <= {
+        s.name for s in plan.sites}
+    art = get_exporter("onnx-int8-qat")(ExportRequest("hard", "student", tmp_path, model, small_data.x_val[:1],
+                                                      small_data.x_train[:256]))
+    onnx.checker.check_model(art.path, full_check=True)
+    ops = optimized_op_types(art.path)
+    assert ops[INT8_CONV] == len(plan.convs) == 5 and not any(ops[op] for op in FP32_CONVS)
+    assert ops["QLinearMul"] and ops["QLinearLeakyRelu"]
+    assert art.details["fp32_convs"] == 0 and art.details["scales_carried"] == len(plan.sites)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(art.path, providers=["CPUExecutionProvider"])
+    int8 = session.run(None, {"input": small_data.x_test})[0]
+    agreement = float((int8.argmax(1) == predict(model, small_data.x_test).argmax(1)).mean())
+    assert agreement >= 0.995 and art.details["torch_agreement"] >= 0.995, agreement
+
+
+def test_a_quantized_tensor_returned_by_the_model_is_refused_before_training():
+    class ConvOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(ConfigError, match=r"quantizes the model's output 'conv'.*end the model with a Linear"):
+        qat.prepare_qat(ConvOut(), torch.zeros(2, 1, 8, 8))

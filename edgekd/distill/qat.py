@@ -10,9 +10,12 @@
   int32 steps of input scale x weight scale, as onnxruntime stores it;
 - activations are fake-quantized to uint8 (affine, min/max observers: calibrated, then a moving average)
   at exactly the tensors onnxruntime's QDQ quantizer quantizes for the operator types ``ORT_OP_TYPES``,
-  found with its rules: the inputs of every convolution, the inputs and outputs of Add, Mul and Sigmoid,
-  the input of global average pooling, the output of a ReLU whose input is quantized already
-  (onnxruntime then drops that ReLU and gives its input the ReLU's range: one quantizer here too).
+  found with its rules: the input and the output of every convolution (after the BatchNorm folded into
+  it), the inputs and outputs of Add, Mul, Sigmoid and LeakyReLU, the input of global average pooling,
+  the output of a ReLU/ReLU6 whose input is quantized already (onnxruntime then drops that ReLU and gives
+  its input the ReLU's range: one quantizer here too). Activations onnxruntime has no int8 kernel for
+  (HardSwish, HardSigmoid, Tanh, ...) stay fp32 between the quantized tensors around them: a convolution's
+  output is quantized whatever consumes it, and the next convolution quantizes its input again.
   Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible share of the
   compute, and the logits keep their precision.
 
@@ -40,7 +43,7 @@ ACT_QMAX = 255  # uint8 activations
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127] (onnxruntime's default)
 REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
 EMA = 0.01  # moving-average constant of the activation observers (torch's MovingAverageMinMaxObserver)
-ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "ReduceMean", "GlobalAveragePool")
+ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "LeakyRelu", "ReduceMean", "GlobalAveragePool")
 ORT_NO_OUTPUT_QUANT = ("ReduceMean", "GlobalAveragePool")  # pooled vectors feed fp32 or re-quantize anyway
 
 
@@ -209,15 +212,15 @@ class _RootHook:
 # ---------------------------------------------------------------------------------------------- planning
 
 _FP32_MODULES = (nn.Linear, nn.Flatten, nn.Hardswish, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d, nn.Upsample,
-                 nn.Tanh, nn.LeakyReLU, nn.Softmax)
+                 nn.Tanh, nn.Softmax)
 _ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
 _FUNCTIONS = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "mul", torch.mul: "mul",
-              operator.imul: "mul", torch.relu: "relu", F.relu: "relu", F.relu6: "relu", torch.sigmoid: "sigmoid",
+              operator.imul: "mul", torch.relu: "relu", F.relu: "relu", F.relu6: "relu", torch.sigmoid: "unary",
               torch.mean: "pool", torch.flatten: "fp32", torch.reshape: "fp32", F.dropout: "alias",
-              getattr: "fp32", operator.getitem: "fp32", F.hardswish: "fp32", F.max_pool2d: "fp32",
-              F.avg_pool2d: "fp32", torch.cat: "fp32", F.interpolate: "fp32", torch.tanh: "fp32",
-              F.leaky_relu: "fp32", F.softmax: "fp32"}
-_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "add": "add", "add_": "add", "mul": "mul",
+              getattr: "fp32", operator.getitem: "fp32", F.hardswish: "fp32", F.hardsigmoid: "fp32",
+              F.max_pool2d: "fp32", F.avg_pool2d: "fp32", torch.cat: "fp32", F.interpolate: "fp32",
+              torch.tanh: "fp32", F.leaky_relu: "unary", F.softmax: "fp32"}
+_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "unary", "add": "add", "add_": "add", "mul": "mul",
             "mul_": "mul", "mean": "pool", "flatten": "fp32", "view": "fp32", "reshape": "fp32", "size": "fp32",
             "contiguous": "alias", "permute": "fp32", "transpose": "fp32", "softmax": "fp32"}
 
@@ -302,8 +305,8 @@ def _module_kind(m: nn.Module) -> str:
         return "bn"
     if isinstance(m, (nn.ReLU, nn.ReLU6)):
         return "relu"
-    if isinstance(m, nn.Sigmoid):
-        return "sigmoid"
+    if isinstance(m, (nn.Sigmoid, nn.LeakyReLU)):
+        return "unary"  # quantized input and output: onnxruntime fuses them into QLinearSigmoid/QLinearLeakyRelu
     if isinstance(m, nn.AdaptiveAvgPool2d):
         return "pool" if m.output_size in (1, (1, 1)) else "unknown"
     if isinstance(m, _ALIAS_MODULES):
@@ -317,18 +320,29 @@ def _first(exc: BaseException) -> str:
 
 
 def _marked(g: _Graph) -> list[Any]:
-    """The tensors onnxruntime's QDQ quantizer quantizes, found with its own rules, in its node order."""
+    """The tensors onnxruntime's QDQ quantizer quantizes, found with its own rules, in its node order:
+    QDQConv quantizes a convolution's input and output (whatever consumes it: a HardSwish too), the
+    generic QDQ operator the inputs and outputs of Add, Mul, Sigmoid and LeakyRelu, QDQRemovableActivation
+    a Relu/Clip's output when its input is quantized (and drops the Relu when it is that input's only
+    consumer), and the pooling its input only (``ORT_NO_OUTPUT_QUANT``)."""
     marked: dict[Any, None] = {}
+    folded = set(g.folded.values())
     for n in g.nodes:
         kind, ins = g.kind[n], [g.canon(a) for a in n.args[:2] if _is_tensor(a)]
-        if kind == "conv" or kind == "pool":
+        if kind == "conv":
+            marked[ins[0]] = None
+            if n not in folded:
+                marked[n] = None
+        elif kind == "bn":  # folded: its output is the convolution's output in the exported graph
+            marked[n] = None
+        elif kind == "pool":
             marked[ins[0]] = None
         elif kind == "relu" and ins[0] in marked:
             src = ins[0]  # quantized already: onnxruntime removes the ReLU and gives src the ReLU's range
             if len(g.users(src)) == 1 and src.op != "placeholder":
                 del marked[src]
             marked[n] = None
-        elif kind in ("add", "mul", "sigmoid"):
+        elif kind in ("add", "mul", "unary"):
             marked.update(dict.fromkeys([*ins, n]))
     return list(marked)
 
@@ -369,9 +383,17 @@ def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True)
     if unknown:
         raise ConfigError(f"quantization-aware training cannot mirror how onnxruntime quantizes: "
                           f"{', '.join(unknown)}",
-                          "use ReLU/ReLU6, sigmoid, tensor add/mul, global average pooling, conv, BN and "
-                          "linear layers, or train without qat_epochs and export with onnx-int8")
-    sites = _sites(g, _marked(g))
+                          "use ReLU/ReLU6, sigmoid, LeakyReLU, hardswish, hardsigmoid, tanh, tensor add/mul, "
+                          "pooling, conv, BN and linear layers, or train without qat_epochs and export with "
+                          "onnx-int8")
+    marked = _marked(g)
+    returned = [t for t in marked if any(u.op == "output" for u in g.users(t))]
+    if returned:
+        raise ConfigError(f"onnxruntime quantizes the model's output '{returned[0].name}' "
+                          f"({_describe(g, returned[0])}), and the int8 model must return fp32 values",
+                          "end the model with a Linear layer (or a flatten/pooling after the last convolution), "
+                          "or train without qat_epochs and export with onnx-int8")
+    sites = _sites(g, marked)
     if any(s.module == "" for s in sites) and isinstance(model, (nn.Sequential, nn.ModuleList)):
         raise ConfigError("the model's input is quantized, and a Sequential model cannot host its quantizer",
                           "wrap the Sequential in a module whose forward calls it")
