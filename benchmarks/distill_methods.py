@@ -29,10 +29,12 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("none", "kd", "dkd", "dist", "hint", "rkd", "at")
-SETTINGS = {  # name -> mbv2 config
-    "digits": {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [3, 3, 3], "kernels": [3, 3, 3]},
-    "tiny (<5k params)": {"stem": 8, "widths": [8, 8, 16], "depths": [1, 1, 1], "expands": [2, 2, 2],
-                          "kernels": [3, 3, 3]},
+STUDENT = {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [3, 3, 3], "kernels": [3, 3, 3]}
+TINY = {"stem": 8, "widths": [8, 8, 16], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3]}
+SETTINGS = {  # name -> (mbv2 config, share of training labels kept)
+    "digits": (STUDENT, 1.0),
+    "10% of the labels": (STUDENT, 0.1),
+    "tiny (<5k params)": (TINY, 1.0),
 }
 WIDE = {"stem": 16, "widths": [32, 48, 64], "depths": [1, 1, 1]}  # resnet student for the pruning study
 
@@ -70,17 +72,35 @@ def _train(model: Any, data: Any, cfg: Any, teacher: Any, method: str) -> Any:
     return distill(model, data, replace(cfg, losses=method), teacher=teacher, progress=False).model
 
 
+def _few_labels(data: Any, share: float, method: str) -> Any:
+    """``share`` of the training labels kept (stratified by seed 0). Without a teacher, the student trains on
+    the labelled images alone; with one, on every image (teacher soft labels) plus the kept labels."""
+    if share >= 1.0:
+        return data
+    rng = np.random.default_rng(0)
+    keep = np.zeros(len(data.y_train), bool)
+    for c in np.unique(data.y_train):
+        idx = np.flatnonzero(data.y_train == c)
+        keep[rng.permutation(idx)[:max(1, round(share * len(idx)))]] = True
+    if method == "none":
+        return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+    return replace(data, y_train=np.where(keep, data.y_train, -1))
+
+
 def losses_study(data: Any, teacher: Any, base: Any, seeds: int, log: Any) -> dict:
     out: dict[str, dict] = {}
-    for setting, cfg in SETTINGS.items():
+    for setting, (cfg, share) in SETTINGS.items():
         rows = {}
         for method in METHODS:
-            accs = [_test_acc(_train(_student(cfg, data, s), data, replace(base, seed=s), teacher, method), data)
-                    for s in range(seeds)]
+            train = _few_labels(data, share, method)
+            # Trained on fewer images, the no-teacher student gets as many optimizer steps as the others.
+            epochs = base.epochs if len(train.y_train) == len(data.y_train) else round(base.epochs / share)
+            accs = [_test_acc(_train(_student(cfg, data, s), train, replace(base, seed=s, epochs=epochs), teacher,
+                                     method), data) for s in range(seeds)]
             rows[method] = {"mean": statistics.mean(accs), "std": statistics.pstdev(accs), "runs": accs}
             log(f"losses {setting} {method}: {statistics.mean(accs):.4f}")
         params = sum(p.numel() for p in _student(cfg, data, 0).parameters())
-        out[setting] = {"params": params, "methods": rows}
+        out[setting] = {"params": params, "label_share": share, "methods": rows}
     return out
 
 
@@ -88,7 +108,7 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
     from edgekd.distill.qat import export_copy
     from edgekd.export import ExportRequest, get_exporter
 
-    cfg = SETTINGS["digits"]
+    cfg = STUDENT
     res: dict[str, list] = {"fp32": [], "ptq": [], "qat_fp32": [], "qat_int8": [], "qat_agreement": []}
     for s in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
