@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow bench lint clean bench-search
+.PHONY: demo test test-slow bench lint clean bench-search bench-distill
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/latency_predictor.py
 	$(BIN)/python benchmarks/gate_stability.py
 	$(BIN)/python benchmarks/search_quality.py
+	$(BIN)/python benchmarks/distill_methods.py
+	$(BIN)/python benchmarks/export_matrix.py
+
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/distill_methods.py
 
 bench-search: $(STAMP)
 	$(BIN)/python benchmarks/search_quality.py
