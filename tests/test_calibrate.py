@@ -117,6 +117,6 @@ def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
                         progress=False)
     finally:
         path.unlink()
-    assert result.latency_source == "predicted+measured"
+    assert result.latency_source == f"predicted ({TINY}: latency table) + measured"
     assert all(c.predicted_ms and c.predicted_ms > 0 for c in result.candidates)
     assert result.chosen.latency_ms is not None  # the chosen one is still measured
