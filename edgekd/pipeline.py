@@ -226,7 +226,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     data = load_data(config.data, resolution=config.resolution, seed=config.seed)
     teacher = _teacher(config, data, log)
     result, trained = _search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
-                                          resume=resume, out=out)
+                                          resume=resume)
     with atomic_dir(out / ".final", force=True) as staging:
         torch.save(trained.model.state_dict(), staging / "student.pt")
         if config.qat_epochs:
@@ -263,7 +263,7 @@ def load_search(path: str | Path) -> Any:
 
 
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
-                        checkpoint: Path | None = None, resume: bool = False, out: Path | None = None) -> tuple:
+                        checkpoint: Path | None = None, resume: bool = False) -> tuple:
     import torch
 
     from edgekd.search import build_student, search
@@ -280,8 +280,6 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
     torch.manual_seed(config.seed)
     student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
     return result, trained
 

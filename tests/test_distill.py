@@ -65,13 +65,7 @@ def trained_teacher(data: Dataset) -> TinyNet:
 FAST = DistillConfig(epochs=4, lr=5e-2, batch_size=32, augment=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread is 10-50x faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,7 @@ RESUMABLE = DistillConfig(epochs=4, lr=5e-2, batch_size=32, augment=True, losses
 QUICK = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ WIDE = {"stem": 16, "widths": [32, 48, 64], "depths": [1, 1, 1]}
 FAST = DistillConfig(epochs=1, augment=False, lr=5e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _student(data):

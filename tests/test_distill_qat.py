@@ -25,13 +25,7 @@ INT8_CONV = "QLinearConv"
 FP32_CONVS = ("Conv", "FusedConv", "NchwcConv", "ConvInteger")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread is 10-50x faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(space: str, data, config: dict | None = None, seed: int = 0):

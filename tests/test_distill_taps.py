@@ -13,13 +13,7 @@ from edgekd.distill.trainer import distill
 from edgekd.errors import ConfigError
 from edgekd.types import DistillConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

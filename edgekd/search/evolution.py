@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.search.spaces import mutate
+from edgekd.search.spaces import mutate, smallest
 from edgekd.types import Candidate, StudentSpec
 
 Evaluate = Callable[[StudentSpec], Candidate]  # score -inf means infeasible
@@ -38,8 +38,6 @@ def evolve(spaces: Sequence[Any], evaluate: Evaluate, budget: int, rng: np.rando
 
     by_name = {space.name: space for space in spaces}
     for space in spaces:  # each space's smallest member: the fallback when the budget is tight
-        from edgekd.search.spaces import smallest
-
         spec = StudentSpec(space.name, smallest(space))
         if spec.key() not in seen and len(seen) < budget:
             add(spec)

@@ -12,12 +12,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from edgekd.distill.prune import importance as make_importance
 from edgekd.distill.prune import output_layers
 from edgekd.errors import ModelError
-from edgekd.search.spaces import SPACES, Gene, sample, smallest
+from edgekd.search.spaces import SPACES, Gene, GeneSpace
 
 KEEPS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 
@@ -33,7 +31,7 @@ class PrunedFamily:
 
 
 @dataclass(frozen=True, eq=False)
-class PrunedSpace:
+class PrunedSpace(GeneSpace):
     teacher: Any
     input_shape: tuple[int, int, int]
     stages: tuple[tuple[str, ...], ...]  # conv module names per stage, in execution order
@@ -41,12 +39,6 @@ class PrunedSpace:
 
     def genes(self) -> list[Gene]:
         return [("keep", i, KEEPS) for i in range(len(self.stages))]
-
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return sample(self, rng)
-
-    def smallest(self) -> dict[str, Any]:
-        return smallest(self)
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
         keep = [float(k) for k in config["keep"]]

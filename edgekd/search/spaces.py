@@ -58,6 +58,16 @@ def mutate(space: SearchSpace, config: dict[str, Any], rng: np.random.Generator,
     return child
 
 
+class GeneSpace:
+    """``sample`` and ``smallest`` as methods, for spaces that list their genes."""
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return sample(self, rng)  # type: ignore[arg-type]
+
+    def smallest(self) -> dict[str, Any]:
+        return smallest(self)  # type: ignore[arg-type]
+
+
 def _set(config: dict[str, Any], name: str, index: int | None, value: Any) -> None:
     value = value.item() if hasattr(value, "item") else value
     if index is None:
@@ -81,7 +91,7 @@ STRIDES = (1, 2, 2)
 
 
 @dataclass(frozen=True)
-class MobileNetV2Space:
+class MobileNetV2Space(GeneSpace):
     """Inverted residual stages: per-stage width, depth, expansion, kernel size and squeeze-excitation."""
 
     name: str = "mbv2"
@@ -97,12 +107,6 @@ class MobileNetV2Space:
             out += [("widths", i, widths), ("depths", i, self.depths), ("expands", i, self.expands),
                     ("kernels", i, self.kernels), ("se", i, (0, 1))]
         return out
-
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return sample(self, rng)
-
-    def smallest(self) -> dict[str, Any]:
-        return smallest(self)
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
         from edgekd.models import mobilenet_v2
@@ -165,7 +169,7 @@ class MobileNetV2Space:
 
 
 @dataclass(frozen=True)
-class ResNetSpace:
+class ResNetSpace(GeneSpace):
     """Basic-block (two 3x3 convs) stages: per-stage width and depth."""
 
     name: str = "resnet"
@@ -178,12 +182,6 @@ class ResNetSpace:
         for i, widths in enumerate(self.widths):
             out += [("widths", i, widths), ("depths", i, self.depths)]
         return out
-
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return sample(self, rng)
-
-    def smallest(self) -> dict[str, Any]:
-        return smallest(self)
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
         from edgekd.models import resnet
