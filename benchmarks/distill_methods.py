@@ -144,7 +144,7 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
     rows = []
     for s in range(seeds):
         trained = _train(_student(WIDE, data, s, "resnet"), data, replace(base, seed=s), teacher, "kd")
-        (start_ms,) = measure_modules([trained], profile, "fp32", data.x_train[:64])
+        start_ms = measure_modules([trained], profile, "fp32", data.x_train[:64])[0].p50_ms
         target = ratio * start_ms
         ours = prune_distill(copy.deepcopy(trained), data, replace(base, seed=s),
                              PruneConfig(target_ms=target, steps=8, finetune_epochs=base.epochs), profile,
@@ -165,7 +165,8 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
         tp.pruner.MetaPruner(baseline, torch.zeros(1, *data.input_shape), importance=importance("l2"),
                              pruning_ratio=hi, ignored_layers=output_layers(baseline)).step()
         baseline = distill(baseline, data, replace(base, seed=s), teacher=teacher, progress=False).model
-        ours_ms, base_ms = measure_modules([ours.model, baseline], profile, "fp32", data.x_train[:64])
+        ours_ms, base_ms = (s.p50_ms for s in measure_modules([ours.model, baseline], profile, "fp32",
+                                                             data.x_train[:64]))
         row = {"seed": s, "start_ms": start_ms, "target_ms": target, "full_mmacs": full,
                "ours": {"ms": ours_ms, "mmacs": macs, "accuracy": _test_acc(ours.model, data),
                         "steps": len(ours.steps)},

@@ -1,12 +1,17 @@
-"""Latency-model accuracy: predicted vs measured p50 for random students never used in calibration.
+"""Latency-model accuracy: predicted vs measured latency for random students never used in calibration,
+for every search space.
 
-For each profile: calibrate (or reuse a valid table), export N random `mbv2` students as the
-pipeline does (fp32 and int8), measure them interleaved in chunks, predict each from the table, and
-compare with two baselines fitted on the same calibration networks: latency linear in MACs and
-linear in parameters. Measurement noise is reported beside it: a subset measured twice.
-Writes benchmarks/results/latency_predictor.{md,json}.
+For each profile and space: calibrate the space (or reuse a valid table; the ``pruned`` family of the
+default teacher has no table and is predicted as search predicts it, from a fit on 8 measured networks
+of that family), export N random students as they run (fp32 and int8), measure them interleaved in
+chunks with the reference network (three rotated runs per chunk, median kept: the calibration's own
+protocol), predict each, and compare with two baselines fitted on the same calibration networks:
+latency linear in MACs and linear in parameters. Measurement noise is reported beside it: a subset
+measured a second time. A side check shows that the quick TorchScript export timed here runs as fast
+as the dynamo export that ships. Writes benchmarks/results/latency_predictor.{md,json}.
 
     .venv/bin/python benchmarks/latency_predictor.py [--n 200] [--profiles host-cpu-1t,host-cpu]
+                                                     [--spaces mbv2,resnet,pruned]
 """
 
 from __future__ import annotations
@@ -17,44 +22,49 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgekd.latency.calibrate import (
-    PRECISIONS,
-    calibrate,
-    measure_networks,
-    measure_relative,
-    reference_model,
-    sample_specs,
-)
+from edgekd.latency.calibrate import PRECISIONS, calibrate, reference_model, sample_specs, undisturbed
+from edgekd.latency.measure import measure
 from edgekd.latency.predict import LatencyPredictor
+from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
-from edgekd.search.spaces import SPACES, build_student
+from edgekd.search.latency_model import cost_features, fitted_model
+from edgekd.search.spaces import resolve_space
+from edgekd.types import StudentSpec
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE, CLASSES = (1, 32, 32), 10
+METHODS = ("edgekd", "edgekd_absolute_ms", "linear_in_macs", "linear_in_params", "noise_remeasure")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--profiles", default="host-cpu-1t,host-cpu")
+    ap.add_argument("--spaces", default="mbv2,resnet,pruned")
     ap.add_argument("--noise-subset", type=int, default=30)
     args = ap.parse_args()
-    space = SPACES.get("mbv2")
-    calib_keys = {s.key() for s in sample_specs(space, 48, 12345)}
-    specs = [s for s in sample_specs(space, args.n + 30, 777) if s.key() not in calib_keys][:args.n]
-    macs, params = _complexity(specs)
-    results, meta = {}, {"n": len(specs), "platform": platform.platform(), "tools": tool_versions()}
+    teacher = _teacher()
+    calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
+    results: dict[str, Any] = {}
+    meta: dict[str, Any] = {"n": args.n, "platform": platform.platform(), "tools": tool_versions(), "export_seconds": {}}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        paths = _export_all(specs, Path(tmp))
-        meta["export_seconds"] = time.perf_counter() - t0
+        ref = reference_model(SHAPE, CLASSES, Path(tmp))
         for name in args.profiles.split(","):
-            results[name] = _profile_run(name, space, specs, paths, macs, params, args.noise_subset)
+            profile = load_profile(name)
+            results[name] = {}
+            for space_name in args.spaces.split(","):
+                space = resolve_space(space_name, teacher, SHAPE)
+                results[name][space_name] = _space_run(profile, space, args.n, args.noise_subset, calib, ref,
+                                                       Path(tmp), meta)
+        meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
+    meta["total_seconds"] = time.perf_counter() - start
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency_predictor.json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
     md = _markdown(results, meta)
@@ -62,84 +72,128 @@ def main() -> None:
     print(md)
 
 
-def _complexity(specs: list) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-    import torch_pruning as tp
-
-    macs, params = [], []
-    for spec in specs:
-        model = build_student(spec, SHAPE, CLASSES).eval()
-        ops, n = tp.utils.count_ops_and_params(model, torch.zeros(1, *SHAPE))
-        macs.append(ops)
-        params.append(n)
-    return np.asarray(macs, float), np.asarray(params, float)
-
-
-def _export_all(specs: list, folder: Path) -> dict[str, list[str]]:
+def _teacher() -> Any:
+    """The default teacher's architecture (weights do not change latency)."""
     import torch
 
-    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.models import resnet
+    from edgekd.teacher import TeacherRecipe
 
-    fp32, int8 = get_exporter("onnx-fp32"), get_exporter("onnx-int8")
-    calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
-    out: dict[str, list[str]] = {"fp32": [], "int8": []}
+    r = TeacherRecipe()
+    torch.manual_seed(0)
+    return resnet(SHAPE[0], CLASSES, r.stem, r.widths, r.depths).eval()
+
+
+def _build(space: Any, specs: list[StudentSpec]) -> list[Any]:
+    import torch
+
+    models = []
     for i, spec in enumerate(specs):
         torch.manual_seed(i)
-        model = build_student(spec, SHAPE, CLASSES).eval()
-        a = fp32(ExportRequest(f"c{i}", "student", folder, model, calib[:1]))
-        b = int8(ExportRequest(f"c{i}q", "student", folder, calibration=calib, source=a))
-        out["fp32"].append(a.path)
-        out["int8"].append(b.path)
-    return out
+        models.append(space.build(spec.config, SHAPE, CLASSES).eval())
+    return models
 
 
-def _measure(paths: list[str], profile, ref: Path, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(p50 in reference units, p50 in ms), each chunk interleaved with the reference network."""
+def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds: int = 3) -> tuple[np.ndarray, ...]:
+    """(units, ms): each chunk run ``rounds`` times in rotated order, interleaved with the reference;
+    units = p10 / reference p10 (what calibration stores), ms = p50; median over the runs."""
     units, ms = [], []
     for i in range(0, len(paths), chunk):
-        u, ref_ms = measure_relative(paths[i:i + chunk], profile, ref)
-        units += u
-        ms += [x * ref_ms for x in u]
+        part = paths[i:i + chunk]
+        u_runs, ms_runs = [], []
+        for r in range(rounds):
+            shift = r * len(part) // rounds
+            stats = measure([ref, *part[shift:], *part[:shift]], profile)
+            back = stats[1:][len(part) - shift:] + stats[1:][:len(part) - shift]
+            u_runs.append([undisturbed(s) / undisturbed(stats[0]) for s in back])
+            ms_runs.append([s.p50_ms for s in back])
+        units += list(np.median(u_runs, axis=0))
+        ms += list(np.median(ms_runs, axis=0))
     return np.asarray(units), np.asarray(ms)
 
 
-def _profile_run(name: str, space, specs, paths, macs, params, noise_subset: int) -> dict:
-    profile = load_profile(name)
+def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.ndarray, ref: Path,
+               tmp: Path, meta: dict) -> dict:
     t0 = time.perf_counter()
-    try:
-        table = load_table(profile, "mbv2", SHAPE, CLASSES)
-        calib_seconds = table.seconds
-        reused = True
-    except Exception:
-        table = calibrate(profile, "mbv2", SHAPE, CLASSES, log=print)
-        calib_seconds = time.perf_counter() - t0
-        reused = False
-    predictor = LatencyPredictor(table, space)
-    calib_specs = sample_specs(space, 48, 12345)
-    c_macs, c_params = _complexity(calib_specs)
-    out = {"calibration_seconds": calib_seconds, "table_reused": reused, "reference_ms": table.reference_ms}
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = reference_model(SHAPE, CLASSES, Path(tmp))
-        calib_measured, _ = measure_networks(calib_specs, profile, SHAPE, CLASSES, ref)
-        for precision in PRECISIONS:
-            measured, measured_ms = _measure(paths[precision], profile, ref)
-            again, _ = _measure(paths[precision][:noise_subset], profile, ref)
-            t = time.perf_counter()
+    out: dict[str, Any] = {}
+    if hasattr(space, "all_blocks"):
+        try:
+            table = load_table(profile, space.name, SHAPE, CLASSES)
+            out["table_reused"] = True
+        except Exception:
+            table = calibrate(profile, space.name, SHAPE, CLASSES, log=print)
+            out["table_reused"] = False
+        out["calibration_seconds"] = table.seconds
+        seen = set(table.networks["keys"])
+        predictor = LatencyPredictor(table, space)
+        cal_specs = [StudentSpec(space.name, json.loads(k.split(":", 1)[1])) for k in table.networks["keys"]]
+        cal_cost = np.asarray([_cost(m) for m in _build(space, cal_specs)])
+    else:
+        table = predictor = None
+        seen = set()
+    specs = [s for s in sample_specs(space, n + 64, 777) if s.key() not in seen][:n]
+    models = _build(space, specs)
+    cost = np.asarray([_cost(m) for m in models])
+    for precision in PRECISIONS:
+        folder = tmp / f"{profile.name}-{space.name}-{precision}"
+        folder.mkdir()
+        t = time.perf_counter()
+        paths = export_for_timing(models, precision, calib, folder)
+        meta["export_seconds"][f"{space.name}-{precision}"] = time.perf_counter() - t
+        if table is None:
+            model = fitted_model(space, profile, SHAPE, CLASSES, precision, calib)
+        measured, measured_ms = _measure(paths, profile, ref)
+        again, again_ms = _measure(paths[:noise_subset], profile, ref)
+        t = time.perf_counter()
+        if table is not None:
             predicted = np.asarray([predictor.predict_units(s, precision) for s in specs])
-            rate = len(specs) / (time.perf_counter() - t)
-            y_cal = np.asarray(calib_measured[precision])
-            out[precision] = {
+        else:
+            predicted = np.asarray([model.units(s, m) for s, m in zip(specs, models)])
+        rate = len(specs) / (time.perf_counter() - t)
+        res: dict[str, Any] = {"predictions_per_second": rate,
+                               "measured_ms_range": [float(measured_ms.min()), float(measured_ms.max())]}
+        if table is not None:
+            y_cal = np.asarray(table.networks[precision])
+            res.update({
                 "edgekd": _scores(predicted, measured),
                 "edgekd_absolute_ms": _scores(predicted * table.reference_ms, measured_ms),
-                "linear_in_macs": _scores(_linear(c_macs, y_cal, macs), measured),
-                "linear_in_params": _scores(_linear(c_params, y_cal, params), measured),
+                "linear_in_macs": _scores(_linear(cal_cost[:, 0], y_cal, cost[:, 0]), measured),
+                "linear_in_params": _scores(_linear(cal_cost[:, 1], y_cal, cost[:, 1]), measured),
                 "noise_remeasure": _scores(again, measured[:noise_subset]),
-                "predictions_per_second": rate,
-                "measured_ms_range": [float(measured_ms.min()), float(measured_ms.max())],
-                "measured_units": measured.tolist(),
-                "predicted_units": predicted.tolist(),
-            }
+                "measured_units": measured.tolist(), "predicted_units": predicted.tolist()})
+        else:
+            predicted_ms = np.asarray([model.predict(s, m) for s, m in zip(specs, models)])
+            res.update({"edgekd": _scores(predicted, measured),
+                        "edgekd_absolute_ms": _scores(predicted_ms, measured_ms),
+                        "noise_remeasure": _scores(again, measured[:noise_subset]),
+                        "source": model.source,
+                        "measured_units": measured.tolist(), "predicted_units": predicted.tolist()})
+        out[precision] = res
+        print(f"{profile.name} {space.name} {precision}: " + ", ".join(
+            f"{k} {v['within_10pct']:.1%}" for k, v in res.items() if isinstance(v, dict) and "within_10pct" in v),
+            flush=True)
+    out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _cost(model: Any) -> tuple[float, float]:
+    return cost_features(model, SHAPE)[0], float(sum(p.numel() for p in model.parameters()))
+
+
+def _export_parity(profile: Any, ref: Path, calib: np.ndarray, n: int = 8) -> dict:
+    """The quick export timed here vs the dynamo export that ships, side by side (fp32, mbv2)."""
+    from edgekd.export import ExportRequest, get_exporter
+
+    space = resolve_space("mbv2")
+    models = _build(space, sample_specs(space, n, 4242))
+    with tempfile.TemporaryDirectory() as tmp:
+        quick = export_for_timing(models, "fp32", calib, Path(tmp))
+        shipped = [Path(get_exporter("onnx-fp32")(ExportRequest(f"s{i}", "student", Path(tmp), m, calib[:1])).path)
+                   for i, m in enumerate(models)]
+        units, _ = _measure(quick + shipped, profile, ref, chunk=2 * n)
+    ratio = units[n:] / units[:n]
+    return {"n": n, "median_ratio_shipped_over_quick": float(np.median(ratio)),
+            "max_abs_deviation_pct": float(np.max(np.abs(ratio - 1)) * 100)}
 
 
 def _linear(x_cal: np.ndarray, y_cal: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -157,29 +211,41 @@ def _scores(pred: np.ndarray, meas: np.ndarray) -> dict:
 
 def _markdown(results: dict, meta: dict) -> str:
     lines = ["## Latency model (`benchmarks/latency_predictor.py`)", "",
-             f"{meta['n']} random `mbv2` students (none used in calibration), exported as the pipeline does; "
-             "measured p50 (interleaved in chunks of 8 with a fixed reference network; latencies in units of the "
-             "reference's p50 from the same run, which cancels the machine's drift) vs predicted. Baselines are "
-             "fitted on the same 48 calibration networks, in the same units. `edgekd_absolute_ms` compares "
-             "milliseconds directly, with the reference's latency from calibration time (drift included). "
-             "*noise_remeasure* compares a second measurement of the first 30 students with the first.",
-             "", "| profile | precision | method | within ±5% | within ±10% | median error | Spearman |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for name, res in results.items():
-        for precision in PRECISIONS:
-            for method in ("edgekd", "edgekd_absolute_ms", "linear_in_macs", "linear_in_params",
-                           "noise_remeasure"):
-                s = res[precision][method]
-                lines.append(f"| {name} | {precision} | {method} | {s['within_5pct']:.1%} | {s['within_10pct']:.1%} "
-                             f"| {s['median_abs_err_pct']:.1f}% | {s['spearman']:.3f} |")
+             f"{meta['n']} random students per search space (none used in calibration), exported as they run "
+             "(fp32, and int8 QDQ as the onnx-int8 exporter quantizes); each measured in chunks of 8 interleaved "
+             "with a fixed reference network, three rotated runs per chunk, median kept. `edgekd` compares in "
+             "units of the reference (10th percentiles: on a shared machine the median jumps with the "
+             "neighbours' load, see `measure_relative`), which cancels the machine's drift; "
+             "`edgekd_absolute_ms` compares predicted milliseconds (units x the reference's p50 at calibration "
+             "time) with measured p50 milliseconds, drift included. Baselines are fitted on the same calibration "
+             "networks, in the same units. *noise_remeasure* compares a second measurement of the first 30 "
+             "students with the first. `pruned` is the default teacher's pruned family: it has no block table "
+             "and is predicted as search predicts it, from 8 networks of the family measured with the same protocol "
+             "(linear in MACs; a pruned family has a constant layer count), so it has no baselines here.",
+             "", "| profile | space | precision | method | within ±5% | within ±10% | median error | Spearman |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for name, spaces in results.items():
+        for space, res in spaces.items():
+            for precision in PRECISIONS:
+                for method in METHODS:
+                    s = res[precision].get(method)
+                    if s is None:
+                        continue
+                    lines.append(f"| {name} | {space} | {precision} | {method} | {s['within_5pct']:.1%} | "
+                                 f"{s['within_10pct']:.1%} | {s['median_abs_err_pct']:.1f}% | {s['spearman']:.3f} |")
     lines.append("")
-    for name, res in results.items():
-        rate = min(res[p]["predictions_per_second"] for p in PRECISIONS)
-        lines.append(f"- `{name}`: calibration {res['calibration_seconds']:.0f} s"
-                     f"{' (table reused)' if res['table_reused'] else ''}; {rate:,.0f} predictions/s; measured "
-                     f"fp32 {res['fp32']['measured_ms_range'][0]:.3f}-{res['fp32']['measured_ms_range'][1]:.3f} ms.")
-    lines += ["", f"Machine: {meta['platform']}; onnxruntime {meta['tools']['onnxruntime']}; "
-              f"export of all students {meta['export_seconds']:.0f} s.", ""]
+    for name, spaces in results.items():
+        for space, res in spaces.items():
+            rate = min(res[p]["predictions_per_second"] for p in PRECISIONS)
+            calib = (f"calibration {res['calibration_seconds']:.0f} s{' (table reused)' if res['table_reused'] else ''}"
+                     if "calibration_seconds" in res else "no table (fitted on 8 measured networks)")
+            lines.append(f"- `{name}` / `{space}`: {calib}; {rate:,.0f} predictions/s; measured fp32 "
+                         f"{res['fp32']['measured_ms_range'][0]:.3f}-{res['fp32']['measured_ms_range'][1]:.3f} ms.")
+    p = meta["parity_quick_vs_shipped_export"]
+    lines += ["", f"Quick export vs shipped (dynamo) export, {p['n']} mbv2 students side by side: median latency ratio "
+              f"{p['median_ratio_shipped_over_quick']:.3f}, largest deviation {p['max_abs_deviation_pct']:.1f}%.",
+              "", f"Machine: {meta['platform']}; onnxruntime {meta['tools']['onnxruntime']}; whole run "
+              f"{meta['total_seconds'] / 60:.0f} min.", ""]
     return "\n".join(lines)
 
 

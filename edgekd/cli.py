@@ -393,7 +393,7 @@ def profiles_show(name: str) -> None:
 @click.option("--space", default="mbv2", show_default=True, help="Search space whose blocks to calibrate.")
 @click.option("--input-shape", default="1,32,32", show_default=True, help="Input C,H,W the students will see.")
 @click.option("--classes", default=10, show_default=True, type=int, help="Number of classes.")
-@click.option("--networks", default=48, show_default=True, type=int,
+@click.option("--networks", default=96, show_default=True, type=int,
               help="Whole networks measured to fit the correction.")
 def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int) -> None:
     """Measure a space's blocks on the profile's device and write its latency table (resumable)."""

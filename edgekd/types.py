@@ -51,6 +51,10 @@ class LatencyStats:
     cv: float  # coefficient of variation of the per-repeat medians
     runs: int
     repeats: int
+    onnxruntime: str = ""  # the runtime version that measured it, as the device reported it ("" if unknown)
+    # The undisturbed latency on a shared machine (see calibrate.measure_relative); 0 when the runner
+    # cannot tell (onnxruntime_perf_test prints no low percentile).
+    p10_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)

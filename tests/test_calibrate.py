@@ -22,7 +22,7 @@ if TINY not in SPACES:
 @pytest.fixture(scope="module")
 def table_file(fast_profile, tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "t.json"
-    calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=8, path=path)
+    calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=8, path=path, rounds=1)
     return path
 
 
@@ -60,6 +60,11 @@ def test_table_from_another_runtime_or_profile_is_refused(table_file, fast_profi
         load_table(fast_profile, TINY, SHAPE, 10, path=other)
     with pytest.raises(ProfileError, match="input shape"):
         load_table(fast_profile, TINY, (1, 32, 32), 10, path=table_file)
+    data = json.loads(table_file.read_text())
+    data["schema_version"] = 1
+    other.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="written by another version of edgekd.*recalibrate"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=other)
     other.write_text("{not json")
     with pytest.raises(ProfileError, match="unreadable"):
         load_table(fast_profile, TINY, SHAPE, 10, path=other)
@@ -72,22 +77,36 @@ def test_interrupted_calibration_resumes(fast_profile, tmp_path, monkeypatch):
     real = calib_mod._measure_blocks
     calls: list[int] = []
 
-    def flaky(space, keys, precision, profile, ref):
+    def flaky(space, keys, *rest):
         calls.append(len(keys))
         if len(calls) == 2:
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second chunk
-        return real(space, keys, precision, profile, ref)
+        return real(space, keys, *rest)
 
     monkeypatch.setattr(calib_mod, "_measure_blocks", flaky)
     with pytest.raises(KeyboardInterrupt):
-        calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=4, path=path)
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
     assert not path.exists() and path.with_name(path.name + ".partial").is_file()
     calls.clear()
     monkeypatch.setattr(calib_mod, "_measure_blocks", lambda *a: (calls.append(len(a[1])), real(*a))[1])
-    calibrate(fast_profile, TINY, SHAPE, 10, networks=10, chunk=4, path=path)
+    calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
     total = 2 * len(SPACES.get(TINY).all_blocks(SHAPE, 10))
     assert sum(calls) == total - 4  # the first chunk was not measured again
     assert path.is_file()
+
+
+def test_table_keeps_its_measured_networks_and_fits_through_outliers(table_file):
+    import numpy as np
+
+    data = json.loads(table_file.read_text())
+    nets = data["networks"]
+    assert len(nets["keys"]) == len(nets["fp32"]) == len(nets["int8"]) == 16
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.uniform(1, 3, 40), np.ones(40)])
+    y = rows @ np.array([0.8, 0.1])
+    y[3] *= 1.4  # one measurement disturbed by a neighbour
+    coef = calib_mod.fit_relative(rows, y)
+    assert coef == pytest.approx([0.8, 0.1], rel=1e-6)
 
 
 def test_too_few_networks_is_refused(fast_profile, tmp_path):
@@ -110,7 +129,7 @@ def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
     from edgekd.types import Budget
 
     path = table_path(fast_profile, TINY)
-    calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=10, chunk=16)
+    calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=16, chunk=16, rounds=1)
     try:
         result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50),
                         SearchConfig(space=TINY, candidates=6, measure_top=2, rounds=1, probe_batch=16),

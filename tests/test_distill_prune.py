@@ -26,7 +26,7 @@ def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_p
 
     student = _student(small_data)
     params = sum(p.numel() for p in student.parameters())
-    (start,) = measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])
+    start = measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])[0].p50_ms
     target = 0.7 * start
     result = prune_distill(student, small_data, FAST, PruneConfig(target_ms=target, steps=3, finetune_epochs=1),
                            fast_profile)

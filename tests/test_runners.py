@@ -246,6 +246,27 @@ def test_ssh_not_installed(fakes, models, tmp_path, monkeypatch):
         measure([models[0]], profile)
 
 
+def test_device_reports_its_onnxruntime_and_a_table_from_another_is_refused(fakes, models, tmp_path):
+    """A remote table is stamped with the version the device reports, and a device that has since changed
+    runtime is caught when it next measures (the host's own version says nothing about the device)."""
+    from edgekd.latency.calibrate import device_runtime
+    from edgekd.latency.table import Stamp
+    from edgekd.search.latency_model import LatencyModel
+    from edgekd.search.search import check_runtime
+
+    newer = _script(tmp_path / "newer-python", f'#!/bin/sh\n"{PY}" "$@" | '
+                    "sed 's/\"onnxruntime\": \"[^\"]*\"/\"onnxruntime\": \"9.9.9\"/'\n")
+    profile = _profile(tmp_path, _ssh(fakes, python=str(newer)))
+    assert device_runtime(profile, models[0]) == "9.9.9"
+    assert Stamp.current(profile, "mbv2", (1, 32, 32), 10).onnxruntime == ""  # unknown until the device says
+    (stats,) = measure([models[0]], profile)
+    assert stats.onnxruntime == "9.9.9" and 0 < stats.p10_ms <= stats.p50_ms
+    check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "9.9.9"), stats, profile)  # same: fine
+    with pytest.raises(ProfileError, match=r"calibrated with onnxruntime 1\.0\.0, but the device now runs 9\.9\.9.*"
+                                           r"edgekd profiles calibrate runner-test"):
+        check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "1.0.0"), stats, profile)
+
+
 def test_remote_errors_keep_their_kind(fakes, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model at all")

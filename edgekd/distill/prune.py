@@ -167,7 +167,8 @@ class _Clock:
     def measure(self, *models: Any) -> list[float]:
         from edgekd.latency.quick_export import measure_modules
 
-        ref, *rest = measure_modules([self.reference, *models], self.profile, self.precision, self.calib)
+        ref, *rest = (s.p50_ms for s in measure_modules([self.reference, *models], self.profile, self.precision,
+                                                         self.calib))
         self.reference_ms.append(ref)
         scale = float(np.median(self.reference_ms))
         return [ms / ref * scale for ms in rest]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.errors import ProfileError
-from edgekd.latency.calibrate import network_features
+from edgekd.latency.calibrate import network_features, resolution_levels
 from edgekd.latency.table import LatencyTable
 from edgekd.types import StudentSpec
 
@@ -25,6 +25,7 @@ class LatencyPredictor:
         self.space = space
         self._shape = table.stamp.input_shape
         self._classes = table.stamp.num_classes
+        self._levels = resolution_levels(space, self._shape, self._classes)
 
     def predict(self, spec: StudentSpec, precision: str = "fp32", reference_ms: float | None = None) -> float:
         """Predicted p50 in milliseconds for ``spec`` deployed at ``precision`` ("fp32" or "int8")."""
@@ -36,10 +37,13 @@ class LatencyPredictor:
         if entries is None:
             raise ProfileError(f"latency table has no '{precision}' entries", "recalibrate the profile")
         try:
-            features = network_features(self.space, entries, spec, self._shape, self._classes)
+            features = network_features(self.space, entries, spec, self._shape, self._classes, self._levels)
         except KeyError as exc:
             raise ProfileError(f"latency table lacks block {exc.args[0]}",
                                "recalibrate: the search space changed since calibration") from None
-        value = sum(c * f for c, f in zip(self.table.fit[precision], features))
+        fit = self.table.fit[precision]
+        if len(fit) != len(features):
+            raise ProfileError("latency table was fitted on other features", "recalibrate the profile")
+        value = sum(c * f for c, f in zip(fit, features))
         # A network never costs less than a fraction of its isolated blocks; guards extrapolation.
-        return max(value, 0.1 * features[0])
+        return max(value, 0.1 * sum(features[:-3]))

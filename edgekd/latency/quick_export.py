@@ -30,22 +30,31 @@ def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch:
     return path
 
 
-def measure_modules(models: list[Any], profile: Any, precision: str, calibration: np.ndarray) -> list[float]:
-    """Export ``models`` as they would run (fp32, or int8 QDQ quantized as the onnx-int8 exporter does) and
-    measure them interleaved: p50 ms each."""
+def export_for_timing(models: list[Any], precision: str, calibration: np.ndarray, folder: Path,
+                      prefix: str = "cand") -> list[Path]:
+    """Export ``models`` into ``folder`` as they would run: fp32, or int8 QDQ quantized as the onnx-int8
+    exporter quantizes a shipped student."""
     from edgekd.export import ExportRequest, get_exporter
-    from edgekd.latency.measure import measure
     from edgekd.validate import artifact_from_file
 
     shape = (1, *calibration.shape[1:])
+    paths = []
+    for i, model in enumerate(models):
+        path = export_fixed(model, shape, folder / f"{prefix}{i}.onnx", dynamic_batch=precision == "int8")
+        if precision == "int8":
+            source = artifact_from_file(path, role="student")
+            path = Path(get_exporter("onnx-int8")(ExportRequest(
+                name=f"{prefix}{i}-int8", role="student", out_dir=folder, calibration=calibration,
+                source=source)).path)
+        paths.append(path)
+    return paths
+
+
+def measure_modules(models: list[Any], profile: Any, precision: str, calibration: np.ndarray) -> list[Any]:
+    """Export ``models`` as they would run (see ``export_for_timing``) and measure them interleaved:
+    one LatencyStats each."""
+    from edgekd.latency.measure import measure
+
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
-        paths = []
-        for i, model in enumerate(models):
-            path = export_fixed(model, shape, Path(tmp) / f"cand{i}.onnx", dynamic_batch=precision == "int8")
-            if precision == "int8":
-                source = artifact_from_file(path, role="student")
-                path = Path(get_exporter("onnx-int8")(ExportRequest(
-                    name=f"cand{i}-int8", role="student", out_dir=Path(tmp), calibration=calibration,
-                    source=source)).path)
-            paths.append(path)
-        return [s.p50_ms for s in measure(paths, profile, shape)]
+        paths = export_for_timing(models, precision, calibration, Path(tmp))
+        return measure(paths, profile, (1, *calibration.shape[1:]))

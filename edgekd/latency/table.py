@@ -13,7 +13,7 @@ from edgekd.fsutil import write_json
 from edgekd.profiles import DeviceProfile, builtin_dir, user_dir
 
 TABLE_SCHEMA = "edgekd.latency-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: fit on per-resolution features, p10-based units, measured networks kept
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,14 @@ class Stamp:
     space_digest: str = ""  # of the space's block list: a table outlives no change to the space
 
     @classmethod
-    def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int) -> Stamp:
-        import onnxruntime
-
+    def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int,
+                onnxruntime: str | None = None) -> Stamp:
+        """``onnxruntime``: the version the device reported; by default this machine's for a local
+        profile and unknown ("") for a remote one, which says its version only when it measures."""
+        if onnxruntime is None:
+            onnxruntime = host_runtime() if profile.runner.get("kind", "local") == "local" else ""
         shape = tuple(int(d) for d in input_shape)
-        return cls(profile.name, profile.digest(), onnxruntime.__version__, space,
+        return cls(profile.name, profile.digest(), onnxruntime, space,
                    shape, int(num_classes), space_digest(space, shape, int(num_classes)))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,6 +52,8 @@ class LatencyTable:
     calibration_networks: int = 0
     seconds: float = 0.0
     reference_ms: float = 0.0  # the reference network's median p50 during calibration
+    # The whole networks the fit was made on: {"keys": [spec key...], precision: [units...]}
+    networks: dict[str, list] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "stamp": self.stamp.to_dict()}
@@ -59,7 +64,13 @@ class LatencyTable:
         stamp = dict(data["stamp"])
         stamp["input_shape"] = tuple(stamp["input_shape"])
         return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
-                   data.get("seconds", 0.0), float(data["reference_ms"]))
+                   data.get("seconds", 0.0), float(data["reference_ms"]), data.get("networks", {}))
+
+
+def host_runtime() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
 
 
 def space_digest(space: str, input_shape: tuple[int, ...], num_classes: int) -> str:
@@ -96,14 +107,20 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
         raise ProfileError(f"profile '{profile.name}' has no latency table for space '{space}' ({path})", fix)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("schema") != TABLE_SCHEMA or data.get("schema_version") != TABLE_VERSION:
-            raise ValueError("not a version-1 latency table")
+        if data.get("schema") != TABLE_SCHEMA:
+            raise ValueError("not an edgekd latency table")
+        if data.get("schema_version") != TABLE_VERSION:
+            raise ProfileError(f"latency table '{path}' was written by another version of edgekd "
+                               f"(table version {data.get('schema_version')}, this edgekd reads {TABLE_VERSION})",
+                               f"recalibrate: {fix}")
         table = LatencyTable.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
     want = Stamp.current(profile, space, input_shape, num_classes)
     for name in ("profile_digest", "onnxruntime", "input_shape", "num_classes"):
         have, need = getattr(table.stamp, name), getattr(want, name)
+        if name == "onnxruntime" and not need:  # a remote device: checked when it next measures
+            continue
         if have != need:
             raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
                                f"not {need}", f"recalibrate: {fix}" + (

@@ -23,6 +23,8 @@ from edgekd.types import StudentSpec
 class LatencyModel:
     predict: Callable[[StudentSpec, Any], float]  # (spec, built module) -> ms
     source: str  # said in search.json and the report
+    onnxruntime: str = ""  # the runtime version a calibrated table was measured with
+    units: Callable[[StudentSpec, Any], float] | None = None  # the same in units of the reference network
 
 
 def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
@@ -46,7 +48,8 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     except ProfileError:
         return None
     predictor = LatencyPredictor(table, space)
-    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision), "latency table")
+    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision), "latency table",
+                        table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
 
 
 def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
@@ -76,8 +79,17 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
 
 def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
                  precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0) -> LatencyModel:
-    """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit ms on cost features."""
+    """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit their latency on
+    cost features. Measured as calibration measures (interleaved with the reference network, three
+    rotated runs, in its units), so one disturbed run does not bend the fit; ms = units x the
+    reference's p50 in those runs."""
+    import tempfile
+    from pathlib import Path
+
     import torch
+
+    from edgekd.latency.calibrate import measure_relative, reference_model
+    from edgekd.latency.quick_export import export_for_timing
 
     from edgekd.search.spaces import smallest
 
@@ -92,16 +104,19 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     for spec in specs.values():
         torch.manual_seed(seed)
         models.append(space.build(spec.config, input_shape, num_classes))
-    from edgekd.latency.quick_export import measure_modules
-
-    ms = measure_modules(models, profile, precision, calibration)
+    with tempfile.TemporaryDirectory(prefix="edgekd-anchors-") as tmp:
+        ref = reference_model(input_shape, num_classes, Path(tmp))
+        paths = export_for_timing(models, precision, calibration, Path(tmp))
+        units, ref_ms = measure_relative(paths, profile, ref, rounds=3)
     x = np.asarray([cost_features(m, input_shape) for m in models])
-    y = np.asarray(ms)
+    y = np.asarray(units)
     # Relative least squares, as for the calibrated table: small networks matter as much as big ones.
     coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
     floor = 0.5 * float(y.min())
 
-    def predict(_spec: StudentSpec, model: Any) -> float:
+    def predict_units(_spec: StudentSpec, model: Any) -> float:
         return max(float(np.dot(coef, cost_features(model, input_shape))), floor)
 
-    return LatencyModel(predict, f"fitted on {len(models)} measured '{space.name}' networks (MACs, layers)")
+    return LatencyModel(lambda spec, model: predict_units(spec, model) * ref_ms,
+                        f"fitted on {len(models)} measured '{space.name}' networks (MACs, layers)",
+                        units=predict_units)

@@ -124,7 +124,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
                               f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
         fits = [min(small, key=lambda c: c.predicted_ms)]  # predicted too slow: the measurement decides
     ranked = sorted(fits, key=lambda c: c.score, reverse=True)
-    measured = _measure_until_feasible(ranked, data, profile, budget, config, by_name, calib)
+    measured = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models, calib)
     feasible = [c for c in measured if budget.latency_ms is None or c.latency_ms <= budget.latency_ms]
     chosen = max(feasible, key=lambda c: c.score)
     by_key = {c.spec.key(): c for c in measured}
@@ -141,10 +141,11 @@ def _fp32_bytes(model: Any) -> int:
 
 
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
-                            config: SearchConfig, spaces: dict[str, Any], calib: np.ndarray) -> list[Candidate]:
+                            config: SearchConfig, spaces: dict[str, Any], latency: dict[str, Any],
+                            calib: np.ndarray) -> list[Candidate]:
     """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round."""
     fastest = min(ranked, key=lambda c: (c.predicted_ms, -c.score))
-    done: list[Candidate] = _measure([fastest], data, config, spaces, profile, calib)
+    done: list[Candidate] = _measure([fastest], data, config, spaces, latency, profile, calib)
     if budget.latency_ms is not None and done[0].latency_ms > budget.latency_ms:
         raise BudgetError(
             f"no candidate can meet --budget-ms {budget.latency_ms:g} on '{profile.name}': the fastest "
@@ -155,14 +156,14 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
         batch = queue[round_ * config.measure_top:(round_ + 1) * config.measure_top]
         if not batch:
             break
-        done += _measure(batch, data, config, spaces, profile, calib)
+        done += _measure(batch, data, config, spaces, latency, profile, calib)
         if budget.latency_ms is None or any(c.latency_ms <= budget.latency_ms for c in done[1:]):
             break
     return done
 
 
 def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces: dict[str, Any],
-             profile: DeviceProfile, calib: np.ndarray) -> list[Candidate]:
+             latency: dict[str, Any], profile: DeviceProfile, calib: np.ndarray) -> list[Candidate]:
     """Export each candidate at the search's precision and measure them together."""
     import torch
 
@@ -172,5 +173,20 @@ def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces
     for cand in cands:
         torch.manual_seed(config.seed)
         models.append(spaces[cand.spec.space].build(cand.spec.config, data.input_shape, data.num_classes))
-    ms = measure_modules(models, profile, config.precision, calib)
-    return [replace(c, latency_ms=value) for c, value in zip(cands, ms)]
+    stats = measure_modules(models, profile, config.precision, calib)
+    for cand, s in zip(cands, stats):
+        check_runtime(latency[cand.spec.space], s, profile)
+    return [replace(c, latency_ms=s.p50_ms) for c, s in zip(cands, stats)]
+
+
+def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
+    """A table calibrated with another onnxruntime than the device now runs predicts the wrong latencies.
+    A local profile's table is checked when it is loaded; a remote device says its version only when
+    it measures, so its table is checked here."""
+    from edgekd.errors import ProfileError
+
+    stamped = getattr(model, "onnxruntime", "")
+    if stamped and stats.onnxruntime and stamped != stats.onnxruntime:
+        raise ProfileError(f"the latency table of '{profile.name}' was calibrated with onnxruntime {stamped}, but "
+                           f"the device now runs {stats.onnxruntime}",
+                           f"recalibrate: run `edgekd profiles calibrate {profile.name}`")
