@@ -100,7 +100,9 @@ def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path)
     alone.mkdir()
     shutil.copy(run_dir / "manifest.json", alone)
     shutil.copy(run_dir / "student-int8.onnx", alone)
-    code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", alone / "manifest.json", *LOOSE)
+    # The widest tolerance: this compares absolute times across runs, which a loaded machine moves ~2x.
+    code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", alone / "manifest.json", *LOOSE,
+                           "--latency-tolerance", "0.99")
     assert code == 0 and "drift between runs counts here" in out
 
 
