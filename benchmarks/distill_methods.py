@@ -109,7 +109,8 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
     from edgekd.export import ExportRequest, get_exporter
 
     cfg = STUDENT
-    res: dict[str, list] = {"fp32": [], "ptq": [], "qat_fp32": [], "qat_int8": [], "qat_agreement": []}
+    res: dict[str, list] = {"fp32": [], "ptq": [], "ptq_all_convs": [], "qat_fp32": [], "qat_int8": [],
+                            "qat_agreement": []}
     for s in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
             kd = _train(_student(cfg, data, s), data, replace(base, seed=s), teacher, "kd")
@@ -118,6 +119,11 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
                                                           source=fp32))
             res["fp32"].append(_test_acc(kd, data))
             res["ptq"].append(_onnx_acc(ptq.path, data)[0])
+            # The placement QAT trains for: every convolution int8, the first included.
+            ptq_all = get_exporter("onnx-int8")(ExportRequest("ptq-all", "student", Path(tmp),
+                                                              calibration=data.x_train[:256], source=fp32,
+                                                              options={"quantize_first_conv": True}))
+            res["ptq_all_convs"].append(_onnx_acc(ptq_all.path, data)[0])
             qat = _train(_student(cfg, data, s), data, replace(base, seed=s, qat_epochs=qat_epochs), teacher, "kd")
             art = get_exporter("onnx-int8-qat")(ExportRequest("qat", "student", Path(tmp), qat, data.x_val[:1],
                                                               calibration=data.x_train[:256]))
@@ -128,7 +134,8 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
             res["qat_int8"].append(acc)
             res["qat_fp32"].append(_test_acc(export_copy(qat, fake_quant=False), data))
             res["qat_agreement"].append(float((pred == torch_pred).mean()))
-        log(f"int8 seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} qat {acc:.4f} "
+        log(f"int8 seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} "
+            f"ptq-all-convs {res['ptq_all_convs'][-1]:.4f} qat {acc:.4f} "
             f"agreement {res['qat_agreement'][-1]:.4f}")
     return {k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()}
 
@@ -178,8 +185,8 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
     return {"rows": rows}
 
 
-def _pm(d: dict) -> str:
-    return f"{d['mean'] * 100:.2f} ± {d['std'] * 100:.2f}"
+def _pm(d: dict | None) -> str:
+    return "n/a" if d is None else f"{d['mean'] * 100:.2f} ± {d['std'] * 100:.2f}"
 
 
 def _markdown(out: dict) -> str:
@@ -192,10 +199,13 @@ def _markdown(out: dict) -> str:
                      + " |")
     q = out["int8"]
     lines += ["", "## Post-training int8 vs quantization-aware KD", "",
-              "| KD fp32 | PTQ int8 (onnx-int8) | QAT-KD fp32 twin | QAT-KD int8 (onnx-int8-qat) | "
-              "torch/ONNX agreement |",
-              "|---|---|---|---|---|",
-              f"| {_pm(q['fp32'])} | {_pm(q['ptq'])} | {_pm(q['qat_fp32'])} | {_pm(q['qat_int8'])} | "
+              "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
+              "quantizes it too, the placement QAT-KD trains for and ships.", "",
+              "| KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
+              "QAT-KD int8 (onnx-int8-qat) | torch/ONNX agreement |",
+              "|---|---|---|---|---|---|",
+              f"| {_pm(q['fp32'])} | {_pm(q['ptq'])} | {_pm(q.get('ptq_all_convs'))} | {_pm(q['qat_fp32'])} | "
+              f"{_pm(q['qat_int8'])} | "
               f"{q['qat_agreement']['mean'] * 100:.2f}% (min {min(q['qat_agreement']['runs']) * 100:.2f}%) |"]
     lines += ["", f"## Pruning-aware KD to a latency target vs MACs-ratio pruning at the same MACs "
               f"(profile {out['profile']})", "",
@@ -228,6 +238,8 @@ def main() -> None:
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "distill_methods"))
+    ap.add_argument("--only", choices=("losses", "int8", "prune"),
+                    help="rerun one study and keep the others from the existing results file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -239,13 +251,24 @@ def main() -> None:
     teacher = default_teacher(data, progress=False).module
     base = DistillConfig(epochs=args.epochs, batch_size=64, lr=5e-3, weight_decay=1e-4, augment=False)
     profile = load_profile(args.profile)
+    studies = {"losses": lambda: losses_study(data, teacher, base, args.seeds, log),
+               "int8": lambda: int8_study(data, teacher, base, args.seeds, args.qat_epochs, log),
+               "prune": lambda: prune_study(data, teacher, base, args.seeds, profile, args.prune_ratio, log)}
     out = {"resolution": args.resolution, "epochs": args.epochs, "seeds": args.seeds, "profile": profile.name,
            "machine": f"{platform.machine()}, threads {args.threads}", "versions": tool_versions(),
-           "command": "make bench-distill",
-           "losses": losses_study(data, teacher, base, args.seeds, log),
-           "int8": int8_study(data, teacher, base, args.seeds, args.qat_epochs, log),
-           "prune": prune_study(data, teacher, base, args.seeds, profile, args.prune_ratio, log)}
-    out["seconds"] = time.perf_counter() - start
+           "command": "make bench-distill"}
+    if args.only:
+        previous = json.loads(Path(args.out + ".json").read_text())
+        for key in ("resolution", "epochs", "seeds", "profile"):
+            if previous[key] != out[key]:
+                raise SystemExit(f"--only {args.only}: the existing results used {key} {previous[key]}, not "
+                                 f"{out[key]}; rerun every study")
+        out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()})
+        out["seconds"] = {**({"all": previous["seconds"]} if not isinstance(previous["seconds"], dict)
+                             else previous["seconds"]), args.only: time.perf_counter() - start}
+    else:
+        out.update({name: run() for name, run in studies.items()})
+        out["seconds"] = time.perf_counter() - start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=2))
     Path(args.out + ".md").write_text(_markdown(out))

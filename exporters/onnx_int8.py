@@ -7,6 +7,9 @@ The first convolution (it sees the raw image, often one or three channels) and t
 stay in fp32: quantizing them cost a student 1.1 accuracy points on digits, keeping them cost
 0.3, and they hold a negligible share of the compute.
 
+``options["quantize_first_conv"] = True`` quantizes the first convolution too (every convolution then
+runs as an int8 kernel, as in a quantization-aware student); the classifier stays fp32.
+
 ``options["nodes_to_exclude"]`` keeps more nodes in fp32 on top of those: a list of node names, or a
 mapping of node name to the reason (recorded in ``details["excluded_nodes"]``). Names are those of the
 fp32 file, which onnxruntime's pre-processing keeps; ``edgekd.int8_fallback`` picks them from a profile.
@@ -44,7 +47,7 @@ def export_int8(request: ExportRequest) -> Artifact:
         pre = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(request.source.path, str(pre), skip_symbolic_shape=True)
-            excluded = _first_and_last(pre)
+            excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
             extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, excluded)
             quantize_static(str(pre), str(path), _Reader(request.calibration, _input_name(pre)),
                             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -65,11 +68,13 @@ def export_int8(request: ExportRequest) -> Artifact:
     return finish(path, request.name, request.role, "int8", "onnx-int8", details)
 
 
-def _first_and_last(path: Path) -> list[str]:
+def _first_and_last(path: Path, quantize_first: bool = False) -> list[str]:
     import onnx
 
     compute = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-    return sorted({compute[0], compute[-1]}) if len(compute) > 2 else []
+    if len(compute) <= 2:
+        return []
+    return [compute[-1]] if quantize_first else sorted({compute[0], compute[-1]})
 
 
 def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[str, str]:

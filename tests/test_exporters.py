@@ -89,6 +89,21 @@ def test_int8_calibration_methods(fp32_artifact, small_data, tmp_path):
                                                 source=fp32_artifact, options={"calibration": "magic"}))
 
 
+def test_int8_can_quantize_the_first_conv(fp32_artifact, small_data, tmp_path):
+    def first_conv_weight_is_int8(path: str) -> bool:
+        graph = onnx.load(path).graph
+        producers = {o: n.op_type for n in graph.node for o in n.output}
+        conv = next(n for n in graph.node if n.op_type == "Conv")
+        return producers.get(conv.input[1]) == "DequantizeLinear"
+
+    default = get_exporter("onnx-int8")(ExportRequest("d", "student", tmp_path, calibration=small_data.x_train[:32],
+                                                      source=fp32_artifact))
+    every = get_exporter("onnx-int8")(ExportRequest("a", "student", tmp_path, calibration=small_data.x_train[:32],
+                                                    source=fp32_artifact, options={"quantize_first_conv": True}))
+    assert len(default.details["excluded_nodes"]) == 2 and not first_conv_weight_is_int8(default.path)
+    assert len(every.details["excluded_nodes"]) == 1 and first_conv_weight_is_int8(every.path)
+
+
 # -- inc: neural-compressor accuracy-aware tuning -----------------------------------------------------------------
 
 
