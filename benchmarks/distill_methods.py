@@ -137,7 +137,8 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
         log(f"int8 seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} "
             f"ptq-all-convs {res['ptq_all_convs'][-1]:.4f} qat {acc:.4f} "
             f"agreement {res['qat_agreement'][-1]:.4f}")
-    return {k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()}
+    return {**{k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()},
+            "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu()}}
 
 
 def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
@@ -185,6 +186,17 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
     return {"rows": rows}
 
 
+def _cpu() -> str:
+    """The CPU, with whether it has int8 dot-product instructions (VNNI): int8 accuracy and speed depend on it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.machine())
+    return f"{name}, {'with' if 'vnni' in text else 'without'} VNNI"
+
+
 def _pm(d: dict | None) -> str:
     return "n/a" if d is None else f"{d['mean'] * 100:.2f} ± {d['std'] * 100:.2f}"
 
@@ -198,7 +210,11 @@ def _markdown(out: dict) -> str:
         lines.append(f"| {setting} | {row['params']:,} | " + " | ".join(_pm(row["methods"][m]) for m in METHODS)
                      + " |")
     q = out["int8"]
+    run = q.get("run")
     lines += ["", "## Post-training int8 vs quantization-aware KD", "",
+              *([f"Run {run['date']} on {run['cpu']}" + (" (rerun alone with `--only int8`: its KD fp32 column is "
+                 "this run's own, the losses table above may come from another run and machine)."
+                 if out.get("only") == "int8" else "."), ""] if run else []),
               "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
               "quantizes it too, the placement QAT-KD trains for and ships.", "",
               "| KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
@@ -263,7 +279,7 @@ def main() -> None:
             if previous[key] != out[key]:
                 raise SystemExit(f"--only {args.only}: the existing results used {key} {previous[key]}, not "
                                  f"{out[key]}; rerun every study")
-        out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()})
+        out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()}, only=args.only)
         out["seconds"] = {**({"all": previous["seconds"]} if not isinstance(previous["seconds"], dict)
                              else previous["seconds"]), args.only: time.perf_counter() - start}
     else:

@@ -48,8 +48,23 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     except ProfileError:
         return None
     predictor = LatencyPredictor(table, space)
-    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision), "latency table",
+    ref_ms = _reference_now(profile, input_shape, num_classes)
+    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), "latency table",
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
+
+
+def _reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> float:
+    """The reference network's p50 on the profile today. The table is in its units; converting with the
+    p50 from calibration day carries the machine's drift since then (predictions 15-40% off in ms here
+    on a shared machine, while the units stayed within 10%)."""
+    import tempfile
+    from pathlib import Path
+
+    from edgekd.latency.calibrate import reference_model
+    from edgekd.latency.measure import measure
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-ref-") as tmp:
+        return measure([reference_model(input_shape, num_classes, Path(tmp))], profile)[0].p50_ms
 
 
 def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
