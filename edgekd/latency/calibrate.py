@@ -175,7 +175,7 @@ def _quantize(src: Path, shape: tuple[int, ...], out: Path) -> None:
 def _fit(space: Any, entries: dict, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
          networks: int, seed: int, ref: Path, log: Callable[[str], None],
          rounds: int) -> tuple[dict, list[float], dict]:
-    """Least squares of measured network p50 on ``network_features``, per precision (reference units);
+    """Least squares of measured network latency on ``network_features``, per precision (reference units);
     also returns the measured networks (spec keys and units), kept in the table for refits and baselines."""
     specs = sample_specs(space, networks, seed)
     measured, refs = measure_networks(specs, profile, input_shape, num_classes, ref, rounds=rounds)

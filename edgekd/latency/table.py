@@ -46,9 +46,9 @@ class Stamp:
 @dataclass(frozen=True)
 class LatencyTable:
     stamp: Stamp
-    # precision -> block key -> p50 in units of the reference network's p50 measured in the same run
+    # precision -> block key -> latency in units of the reference network's, measured in the same run
     entries: dict[str, dict[str, float]] = field(hash=False)
-    fit: dict[str, list[float]] = field(hash=False)  # precision -> [a, b, c]: units = a*sum + b*blocks + c
+    fit: dict[str, list[float]] = field(hash=False)  # precision -> coefficients on calibrate.network_features
     calibration_networks: int = 0
     seconds: float = 0.0
     reference_ms: float = 0.0  # the reference network's median p50 during calibration
