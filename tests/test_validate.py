@@ -103,7 +103,7 @@ def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path)
     # The widest tolerance: this compares absolute times across runs, which a loaded machine moves ~2x.
     code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", alone / "manifest.json", *LOOSE,
                            "--latency-tolerance", "0.99")
-    assert code == 0 and "drift between runs counts here" in out
+    assert code == 0 and "drift between runs counts here" in out, out
 
 
 def test_manifest_of_another_version_or_schema(run_cli, run_dir, tmp_path):

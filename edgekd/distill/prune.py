@@ -68,9 +68,11 @@ class PruneResult:
     steps: tuple[PruneStep, ...]
     history: tuple[Any, ...]  # EpochRecords of every KD phase, in order
     last: Any = None  # the DistillResult of the last KD phase (fine-tuning, or the last step's)
+    ratio: float = 0.0  # the planned share of each layer's channels removed (0: the start already met the target)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_ms": self.target_ms, "measured_ms": self.measured_ms, "reached": self.reached,
+                "ratio": self.ratio,
                 "steps": [s.__dict__ for s in self.steps],
                 "history": [h.__dict__ if hasattr(h, "__dict__") else h for h in self.history]}
 
@@ -133,6 +135,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     steps: list[PruneStep] = []
     history: list[Any] = []
     last = None
+    ratio = 0.0
     if start_ms > config.target_ms:
         ratio = _plan_ratio(student, data.input_shape, config, clock, log)
         pruner = make_pruner(student, data.input_shape, replace(config, max_ratio=ratio))
@@ -153,25 +156,27 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
         history += list(last.history)
     (final,) = clock.measure(student)
     return PruneResult(student.eval(), config.target_ms, final, final <= config.target_ms * 1.1, tuple(steps),
-                       tuple(history), last)
+                       tuple(history), last, ratio)
 
 
 class _Clock:
     """Latency measured interleaved with the unpruned student, in units of it, times its running
-    median: a machine that drifts between steps (2x was seen here under load) moves both alike."""
+    median p50: a machine that drifts between steps (2x was seen here under load) moves both alike.
+    Units are ratios of 10th percentiles, as in calibration (``calibrate.measure_relative``): on a
+    shared machine the medians of one run jump with the neighbours' load."""
 
     def __init__(self, reference: Any, profile: Any, precision: str, calib: np.ndarray) -> None:
         self.reference, self.profile, self.precision, self.calib = reference, profile, precision, calib
         self.reference_ms: list[float] = []
 
     def measure(self, *models: Any) -> list[float]:
+        from edgekd.latency.calibrate import undisturbed
         from edgekd.latency.quick_export import measure_modules
 
-        ref, *rest = (s.p50_ms for s in measure_modules([self.reference, *models], self.profile, self.precision,
-                                                         self.calib))
-        self.reference_ms.append(ref)
+        ref, *rest = measure_modules([self.reference, *models], self.profile, self.precision, self.calib)
+        self.reference_ms.append(ref.p50_ms)
         scale = float(np.median(self.reference_ms))
-        return [ms / ref * scale for ms in rest]
+        return [undisturbed(s) / undisturbed(ref) * scale for s in rest]
 
 
 def _plan_ratio(student: Any, input_shape: tuple[int, ...], config: PruneConfig, clock: _Clock,
