@@ -138,7 +138,7 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
             f"ptq-all-convs {res['ptq_all_convs'][-1]:.4f} qat {acc:.4f} "
             f"agreement {res['qat_agreement'][-1]:.4f}")
     return {**{k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()},
-            "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu()}}
+            "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
 
 
 def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
@@ -212,7 +212,7 @@ def _markdown(out: dict) -> str:
     q = out["int8"]
     run = q.get("run")
     lines += ["", "## Post-training int8 vs quantization-aware KD", "",
-              *([f"Run {run['date']} on {run['cpu']}" + (" (rerun alone with `--only int8`: its KD fp32 column is "
+              *([f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds" + (" (rerun alone with `--only int8`: its KD fp32 column is "
                  "this run's own, the losses table above may come from another run and machine)."
                  if out.get("only") == "int8" else "."), ""] if run else []),
               "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
@@ -275,11 +275,12 @@ def main() -> None:
            "command": "make bench-distill"}
     if args.only:
         previous = json.loads(Path(args.out + ".json").read_text())
-        for key in ("resolution", "epochs", "seeds", "profile"):
+        for key in ("resolution", "epochs", "profile"):  # more seeds for one study is fine: it says so
             if previous[key] != out[key]:
                 raise SystemExit(f"--only {args.only}: the existing results used {key} {previous[key]}, not "
                                  f"{out[key]}; rerun every study")
-        out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()}, only=args.only)
+        out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()}, only=args.only,
+                   seeds=previous["seeds"])
         out["seconds"] = {**({"all": previous["seconds"]} if not isinstance(previous["seconds"], dict)
                              else previous["seconds"]), args.only: time.perf_counter() - start}
     else:
