@@ -162,21 +162,27 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
 class _Clock:
     """Latency measured interleaved with the unpruned student, in units of it, times its running
     median p50: a machine that drifts between steps (2x was seen here under load) moves both alike.
-    Units are ratios of 10th percentiles, as in calibration (``calibrate.measure_relative``): on a
-    shared machine the medians of one run jump with the neighbours' load."""
+    Measured as calibration measures (``calibrate.measure_relative``: ratios of 10th percentiles, the
+    median of three rotated runs): on a shared machine one run's medians jump with the neighbours'
+    load, and a step judged on one disturbed run is a step too far or too short."""
 
     def __init__(self, reference: Any, profile: Any, precision: str, calib: np.ndarray) -> None:
         self.reference, self.profile, self.precision, self.calib = reference, profile, precision, calib
         self.reference_ms: list[float] = []
 
     def measure(self, *models: Any) -> list[float]:
-        from edgekd.latency.calibrate import undisturbed
-        from edgekd.latency.quick_export import measure_modules
+        import tempfile
+        from pathlib import Path
 
-        ref, *rest = measure_modules([self.reference, *models], self.profile, self.precision, self.calib)
-        self.reference_ms.append(ref.p50_ms)
+        from edgekd.latency.calibrate import measure_relative
+        from edgekd.latency.quick_export import export_for_timing
+
+        with tempfile.TemporaryDirectory(prefix="edgekd-prune-") as tmp:
+            ref, *paths = export_for_timing([self.reference, *models], self.precision, self.calib, Path(tmp))
+            units, ref_ms = measure_relative(paths, self.profile, ref, rounds=3)
+        self.reference_ms.append(ref_ms)
         scale = float(np.median(self.reference_ms))
-        return [undisturbed(s) / undisturbed(ref) * scale for s in rest]
+        return [u * scale for u in units]
 
 
 def _plan_ratio(student: Any, input_shape: tuple[int, ...], config: PruneConfig, clock: _Clock,
