@@ -197,6 +197,15 @@ def _cpu() -> str:
     return f"{name}, {'with' if 'vnni' in text else 'without'} VNNI"
 
 
+def _run_line(out: dict, run: dict | None) -> list[str]:
+    """Where and when the int8 study ran, and whether it was rerun on its own."""
+    if not run:
+        return []
+    alone = (" (rerun alone with `--only int8`: its KD fp32 column is this run's own, the losses table above "
+             "may come from another run and machine)") if out.get("only") == "int8" else ""
+    return [f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds{alone}.", ""]
+
+
 def _pm(d: dict | None) -> str:
     return "n/a" if d is None else f"{d['mean'] * 100:.2f} ± {d['std'] * 100:.2f}"
 
@@ -210,11 +219,7 @@ def _markdown(out: dict) -> str:
         lines.append(f"| {setting} | {row['params']:,} | " + " | ".join(_pm(row["methods"][m]) for m in METHODS)
                      + " |")
     q = out["int8"]
-    run = q.get("run")
-    lines += ["", "## Post-training int8 vs quantization-aware KD", "",
-              *([f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds" + (" (rerun alone with `--only int8`: its KD fp32 column is "
-                 "this run's own, the losses table above may come from another run and machine)."
-                 if out.get("only") == "int8" else "."), ""] if run else []),
+    lines += ["", "## Post-training int8 vs quantization-aware KD", "", *_run_line(out, q.get("run")),
               "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
               "quantizes it too, the placement QAT-KD trains for and ships.", "",
               "| KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "

@@ -26,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.latency.calibrate import PRECISIONS, calibrate, reference_model, sample_specs, undisturbed
-from edgekd.latency.measure import measure
+from edgekd.latency.calibrate import (
+    PRECISIONS,
+    calibrate,
+    measure_rotated,
+    reference_model,
+    sample_specs,
+    undisturbed,
+)
 from edgekd.latency.predict import LatencyPredictor
 from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import load_table
@@ -52,7 +58,8 @@ def main() -> None:
     teacher = _teacher()
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
-    meta: dict[str, Any] = {"n": args.n, "platform": platform.platform(), "tools": tool_versions(), "export_seconds": {}}
+    meta: dict[str, Any] = {"n": args.n, "platform": platform.platform(), "tools": tool_versions(),
+                            "export_seconds": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ref = reference_model(SHAPE, CLASSES, Path(tmp))
@@ -99,16 +106,9 @@ def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds:
     units = p10 / reference p10 (what calibration stores), ms = p50; median over the runs."""
     units, ms = [], []
     for i in range(0, len(paths), chunk):
-        part = paths[i:i + chunk]
-        u_runs, ms_runs = [], []
-        for r in range(rounds):
-            shift = r * len(part) // rounds
-            stats = measure([ref, *part[shift:], *part[:shift]], profile)
-            back = stats[1:][len(part) - shift:] + stats[1:][:len(part) - shift]
-            u_runs.append([undisturbed(s) / undisturbed(stats[0]) for s in back])
-            ms_runs.append([s.p50_ms for s in back])
-        units += list(np.median(u_runs, axis=0))
-        ms += list(np.median(ms_runs, axis=0))
+        runs = measure_rotated(paths[i:i + chunk], profile, ref, rounds)
+        units += list(np.median([[undisturbed(s) / undisturbed(r) for s in rest] for r, *rest in runs], axis=0))
+        ms += list(np.median([[s.p50_ms for s in rest] for _r, *rest in runs], axis=0))
     return np.asarray(units), np.asarray(ms)
 
 

@@ -23,12 +23,11 @@ def _student(data):
 
 
 def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_profile):
-    from edgekd.latency.quick_export import measure_modules
-
     import copy
     from dataclasses import replace
 
     from edgekd.distill.prune import _most_pruned
+    from edgekd.latency.quick_export import measure_modules
     from edgekd.search.latency_model import cost_features
 
     student = _student(small_data)

@@ -113,16 +113,22 @@ def measure_relative(paths: list, profile: DeviceProfile, ref: Path, rounds: int
     while the fast mode (what the device runs undisturbed) stays put. Measured here on a busy day, four
     runs of the same 8 students against the reference spread by a median 1.2% at p10 and 6.7% at p50.
     Runners that report no p10 (onnxruntime_perf_test) fall back to the median."""
+    runs = measure_rotated(paths, profile, ref, rounds)
+    units = [[undisturbed(s) / undisturbed(ref_stats) for s in rest] for ref_stats, *rest in runs]
+    return [float(v) for v in np.median(np.asarray(units), axis=0)], float(np.median([r[0].p50_ms for r in runs]))
+
+
+def measure_rotated(paths: list, profile: DeviceProfile, ref: Path, rounds: int) -> list[list[Any]]:
+    """``rounds`` interleaved runs of the reference and ``paths``, the models' order rotated each run;
+    per run, the LatencyStats of [reference, *paths] in the order given."""
     from edgekd.latency.measure import measure
 
-    runs, refs = [], []
+    runs = []
     for r in range(rounds):
         shift = r * len(paths) // rounds
-        stats = measure([ref, *paths[shift:], *paths[:shift]], profile)
-        units = [undisturbed(s) / undisturbed(stats[0]) for s in stats[1:]]
-        runs.append(units[len(paths) - shift:] + units[:len(paths) - shift])
-        refs.append(stats[0].p50_ms)
-    return [float(v) for v in np.median(np.asarray(runs), axis=0)], float(np.median(refs))
+        ref_stats, *stats = measure([ref, *paths[shift:], *paths[:shift]], profile)
+        runs.append([ref_stats, *stats[len(paths) - shift:], *stats[:len(paths) - shift]])
+    return runs
 
 
 def undisturbed(stats: Any) -> float:

@@ -202,9 +202,9 @@ def _cv(np, values: list) -> float:
 
 def _stats(np, runs: list, medians: list) -> dict:
     arr = np.asarray(runs)
-    return {"p10_ms": float(np.percentile(arr, 10)), "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
-            "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()), "cv": _cv(np, medians),
-            "runs": len(runs), "repeats": len(medians)}
+    return {"p10_ms": float(np.percentile(arr, 10)), "p50_ms": float(np.percentile(arr, 50)),
+            "p90_ms": float(np.percentile(arr, 90)), "p99_ms": float(np.percentile(arr, 99)),
+            "mean_ms": float(arr.mean()), "cv": _cv(np, medians), "runs": len(runs), "repeats": len(medians)}
 
 
 if __name__ == "__main__":

@@ -105,7 +105,6 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
 
     from edgekd.latency.calibrate import measure_relative, reference_model
     from edgekd.latency.quick_export import export_for_timing
-
     from edgekd.search.spaces import smallest
 
     rng = np.random.default_rng(seed + 7919)

@@ -185,7 +185,7 @@ def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
     it measures, so its table is checked here."""
     from edgekd.errors import ProfileError
 
-    stamped = getattr(model, "onnxruntime", "")
+    stamped = model.onnxruntime
     if stamped and stats.onnxruntime and stamped != stats.onnxruntime:
         raise ProfileError(f"the latency table of '{profile.name}' was calibrated with onnxruntime {stamped}, but "
                            f"the device now runs {stats.onnxruntime}",
