@@ -31,8 +31,8 @@ from edgekd.latency.calibrate import (
     calibrate,
     measure_rotated,
     reference_model,
+    relative_units,
     sample_specs,
-    undisturbed,
 )
 from edgekd.latency.predict import LatencyPredictor
 from edgekd.latency.quick_export import export_for_timing
@@ -103,11 +103,11 @@ def _build(space: Any, specs: list[StudentSpec]) -> list[Any]:
 
 def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds: int = 3) -> tuple[np.ndarray, ...]:
     """(units, ms): each chunk run ``rounds`` times in rotated order, interleaved with the reference;
-    units = p10 / reference p10 (what calibration stores), ms = p50; median over the runs."""
+    units as calibration stores them (``relative_units``), ms = p50, median over the runs."""
     units, ms = [], []
     for i in range(0, len(paths), chunk):
         runs = measure_rotated(paths[i:i + chunk], profile, ref, rounds)
-        units += list(np.median([[undisturbed(s) / undisturbed(r) for s in rest] for r, *rest in runs], axis=0))
+        units += relative_units(runs)
         ms += list(np.median([[s.p50_ms for s in rest] for _r, *rest in runs], axis=0))
     return np.asarray(units), np.asarray(ms)
 

@@ -139,3 +139,20 @@ def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
     assert result.latency_source == f"predicted ({TINY}: latency table) + measured"
     assert all(c.predicted_ms and c.predicted_ms > 0 for c in result.candidates)
     assert result.chosen.latency_ms is not None  # the chosen one is still measured
+
+
+def test_relative_units_keep_each_models_fastest_state():
+    from edgekd.latency.calibrate import relative_units
+    from edgekd.types import LatencyStats
+
+    def stats(p10: float, p50: float | None = None) -> LatencyStats:
+        return LatencyStats(p50 or p10 * 1.1, 0, 0, 0, 0.0, 10, 1, p10_ms=p10)
+
+    # Run 2 caught the student in a slow stretch that barely touched the reference (as measured on a
+    # shared machine); run 3 caught the reference in one. The median of per-run ratios (0.8) would be
+    # off; each model's fastest state gives the undisturbed ratio.
+    runs = [[stats(0.133), stats(0.100)], [stats(0.140), stats(0.131)], [stats(0.180), stats(0.144)]]
+    assert relative_units(runs) == pytest.approx([0.100 / 0.133])
+    # A runner without a low percentile (onnxruntime_perf_test) is compared on its medians.
+    no_p10 = [[LatencyStats(2.0, 0, 0, 0, 0.0, 10, 1), LatencyStats(1.0, 0, 0, 0, 0.0, 10, 1)]]
+    assert relative_units(no_p10) == [0.5]

@@ -13,7 +13,7 @@ from edgekd.fsutil import write_json
 from edgekd.profiles import DeviceProfile, builtin_dir, user_dir
 
 TABLE_SCHEMA = "edgekd.latency-table"
-TABLE_VERSION = 2  # 2: fit on per-resolution features, p10-based units, measured networks kept
+TABLE_VERSION = 3  # 2: per-resolution fit, p10 units, networks kept; 3: units from each model's fastest p10 over runs
 
 
 @dataclass(frozen=True)
