@@ -4,11 +4,12 @@ for every search space.
 For each profile and space: calibrate the space (or reuse a valid table; the ``pruned`` family of the
 default teacher has no table and is predicted as search predicts it, from a fit on 8 measured networks
 of that family), export N random students as they run (fp32 and int8), measure them interleaved in
-chunks with the reference network (three rotated runs per chunk, median kept: the calibration's own
-protocol), predict each, and compare with two baselines fitted on the same calibration networks:
-latency linear in MACs and linear in parameters. Measurement noise is reported beside it: a subset
-measured a second time. A side check shows that the quick TorchScript export timed here runs as fast
-as the dynamo export that ships. Writes benchmarks/results/latency_predictor.{md,json}.
+chunks with the reference network (three rotated runs per chunk, each model's fastest 10th percentile
+kept: the calibration's own protocol, ``relative_units``), predict each, and compare with two baselines
+fitted on the same calibration networks: latency linear in MACs and linear in parameters. Measurement
+noise is reported beside it: a subset measured a second time. A side check shows that the quick
+TorchScript export timed here runs as fast as the dynamo export that ships. Writes
+benchmarks/results/latency_predictor.{md,json}.
 
     .venv/bin/python benchmarks/latency_predictor.py [--n 200] [--profiles host-cpu-1t,host-cpu]
                                                      [--spaces mbv2,resnet,pruned]
@@ -213,9 +214,10 @@ def _markdown(results: dict, meta: dict) -> str:
     lines = ["## Latency model (`benchmarks/latency_predictor.py`)", "",
              f"{meta['n']} random students per search space (none used in calibration), exported as they run "
              "(fp32, and int8 QDQ as the onnx-int8 exporter quantizes); each measured in chunks of 8 interleaved "
-             "with a fixed reference network, three rotated runs per chunk, median kept. `edgekd` compares in "
-             "units of the reference (10th percentiles: on a shared machine the median jumps with the "
-             "neighbours' load, see `measure_relative`), which cancels the machine's drift; "
+             "with a fixed reference network, three rotated runs per chunk. `edgekd` compares in units of the "
+             "reference: each model's fastest 10th percentile over the three runs (a shared machine's slow "
+             "stretches slow small models out of proportion, see `relative_units`), which cancels the "
+             "machine's drift; "
              "`edgekd_absolute_ms` compares predicted milliseconds (units x the reference's p50 at calibration "
              "time) with measured p50 milliseconds, drift included. Baselines are fitted on the same calibration "
              "networks, in the same units. *noise_remeasure* compares a second measurement of the first 30 "
