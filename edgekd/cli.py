@@ -58,6 +58,8 @@ _COMPRESS_OPTIONS = [
     click.option("--seed", type=int, help="Random seed (default: 0)."),
     click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
                  help="int8 calibration method (default: minmax)."),
+    click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
+                                                    "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
     click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
@@ -68,7 +70,8 @@ _COMPRESS_OPTIONS = [
 # Options of compress that the search stage does not take.
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
                   "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--target-ms",
-                  "--prune-steps", "--prune-importance", "--prune-round-to"}
+                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds"}
+_EXPORT_ONLY = {"--calibration", "--latency-rounds"}  # options of compress that distill does not take
 
 
 def _flag(option: Any) -> str:
@@ -81,7 +84,7 @@ def _search_options() -> list:
 
 
 def _distill_options() -> list:
-    return [o for o in _COMPRESS_OPTIONS if _flag(o) != "--calibration"] + [
+    return [o for o in _COMPRESS_OPTIONS if _flag(o) not in _EXPORT_ONLY] + [
         click.option("--resume", is_flag=True, help="Continue the run whose checkpoint.pt is in --out.")]
 
 

@@ -50,6 +50,7 @@ class CompressConfig:
     prune_round_to: int | None = None
     calibration_samples: int = 256
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
+    latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
     seed: int = 0
     force: bool = False
@@ -63,6 +64,8 @@ class CompressConfig:
                               "choose one of: minmax, entropy, percentile")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
+        if self.latency_rounds < 1:
+            raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}", "pass 3")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         self.distill_config()  # validates the training options early
@@ -153,7 +156,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         from edgekd.validate import validate, with_paths_relative
 
         report = validate(artifacts, profile, config.budget, data, references,
-                          budgeted=[a.name for a in artifacts if a.role == "student"])
+                          budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds)
         report = with_paths_relative(report, staging)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         write_json(staging / "manifest.json", manifest)

@@ -46,6 +46,7 @@ def build_manifest(validation: ValidationReport, profile: dict[str, Any], extra:
         "primary": validation.primary,
         "passed": validation.passed,
         "notes": list(validation.notes),
+        **validation.latency_dict(),
         "artifacts": artifacts,
         **extra,
     }
@@ -94,9 +95,19 @@ def latency_method(manifest: dict[str, Any]) -> str:
     """One sentence on how the latencies were measured (from the recorded profile)."""
     measure = manifest["profile"]["measure"]
     lat = manifest["artifacts"][0].get("latency") or {}
-    return (f"Latency: {lat.get('repeats', '?')} interleaved repeats of {measure['runs_per_repeat']} runs at batch "
-            f"{measure['batch_size']}, after {measure['warmup_runs']} warm-up runs; speedups are p50 ratios from "
-            "that one run.")
+    rounds = int(manifest.get("latency_rounds", 1))
+    text = (f"Latency: {lat.get('repeats', '?')} interleaved repeats of {measure['runs_per_repeat']} runs at batch "
+            f"{measure['batch_size']}, after {measure['warmup_runs']} warm-up runs")
+    if rounds == 1:
+        return text + "; speedups are p50 ratios from that one run."
+    speedup = manifest.get("int8_speedup")
+    text += (f"; {rounds} such runs, each artifact shown from its median run; speedups are p50 ratios of those "
+             "median runs")
+    if speedup:
+        runs = ", ".join(f"{v:.2f}x" for v in speedup["runs"])
+        text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
+                 f"the {rounds} runs' ratios: {speedup['median']:.2f}x ({runs})")
+    return text + "."
 
 
 def render_markdown(manifest: dict[str, Any]) -> str:

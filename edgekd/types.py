@@ -409,6 +409,8 @@ class ValidationReport:
     reports: tuple[ArtifactReport, ...]
     primary: str  # name of the artifact that ships
     notes: tuple[str, ...] = ()
+    rounds: int = 1  # interleaved latency runs; each artifact reports its median run
+    int8_speedup: tuple[float, ...] = ()  # fp32 p50 / int8 p50 of the students, per run (empty without twins)
 
     def get(self, name: str) -> ArtifactReport:
         for report in self.reports:
@@ -427,5 +429,14 @@ class ValidationReport:
             "primary": self.primary,
             "passed": self.passed,
             "notes": list(self.notes),
+            **self.latency_dict(),
             "artifacts": [r.to_dict() for r in self.reports],
         }
+
+    def latency_dict(self) -> dict[str, Any]:
+        """How latency was decided: the run count and the int8 student's speedup over its fp32 twin."""
+        import statistics
+
+        speedup = ({"median": statistics.median(self.int8_speedup), "runs": list(self.int8_speedup)}
+                   if self.int8_speedup else None)
+        return {"latency_rounds": self.rounds, "int8_speedup": speedup}

@@ -32,6 +32,11 @@ def test_budget_must_be_positive(run_cli, tmp_path, value, shown):
     assert f"--budget-ms must be positive, got {shown}" in line
 
 
+def test_latency_rounds_must_be_positive(run_cli, tmp_path):
+    line = _one_line_error(*run_cli("compress", "--latency-rounds", "0", "--out", tmp_path / "o")[::2])
+    assert "--latency-rounds must be at least 1, got 0" in line and not (tmp_path / "o").exists()
+
+
 def test_unknown_profile_lists_known(run_cli, tmp_path):
     line = _one_line_error(*run_cli("compress", "--profile", "toaster", "--out", tmp_path / "o")[::2])
     assert "unknown profile 'toaster'" in line and "host-cpu-1t" in line

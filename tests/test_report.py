@@ -136,3 +136,13 @@ def test_matplotlib_is_imported_only_when_plotting():
     code = "import sys, edgekd.report_html, edgekd.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_latency_method_says_how_many_runs_decided(manifest):
+    from edgekd.report import latency_method
+
+    assert "from that one run" in latency_method(manifest)  # a manifest written before rounds existed
+    manifest.update(latency_rounds=3, int8_speedup={"median": 1.05, "runs": [1.01, 1.05, 1.10]})
+    text = latency_method(manifest)
+    assert "3 such runs" in text and "median of the 3 runs' ratios: 1.05x (1.01x, 1.05x, 1.10x)" in text
+    assert "median of the 3 runs' ratios" in render_markdown(manifest)

@@ -210,3 +210,38 @@ def test_artifact_from_file_records_what_the_manifest_records(run_dir):
     assert {k: art.details[k] for k in ("op_types", "inputs", "outputs")} == {
         k: recorded["details"][k] for k in ("op_types", "inputs", "outputs")}
     assert onnx.load(str(run_dir / "student-int8.onnx")).graph.node  # untouched on disk
+
+
+def test_ship_decision_is_the_median_of_the_runs():
+    """One disturbed run neither ships a slower int8 student nor holds back a faster one."""
+    from edgekd.types import Artifact, ArtifactReport, LatencyStats
+    from edgekd.validate import _choose_primary, _int8_speedup, _median_run
+
+    def stats(p50: float) -> LatencyStats:
+        return LatencyStats(p50, p50, p50, p50, 0.0, 10, 1)
+
+    def art(name: str, precision: str) -> Artifact:
+        return Artifact(name, "student", precision, f"{name}.onnx", "test", 17, "0" * 64, 1000, {})
+
+    fp32, int8 = art("student-fp32", "fp32"), art("student-int8", "int8")
+    # int8 is 0.95x, 1.10x (a run where fp32 was disturbed) and 0.97x of fp32's speed.
+    runs = [[stats(1.00), stats(1.0 / 0.95)], [stats(1.10), stats(1.00)], [stats(0.97), stats(1.00)]]
+    speedup = _int8_speedup([fp32, int8], runs)
+    assert speedup == pytest.approx([0.95, 1.10, 0.97])
+    reports = [ArtifactReport(a, True, None, None, _median_run([r[i] for r in runs]), {})
+               for i, a in enumerate([fp32, int8])]
+    assert reports[0].latency.p50_ms == 1.00  # each artifact reports its median run
+    primary, notes = _choose_primary(reports, speedup)
+    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.97x, median of 3" in notes[0]
+    primary, notes = _choose_primary(reports, [1.10, 0.96, 1.05, 1.08])
+    assert primary == "student-int8" and "1.06x faster" in notes[0]
+    assert _int8_speedup([fp32], [[stats(1.0)]]) == []  # no twin, no ratio
+
+
+def test_validate_refuses_zero_rounds(fast_profile):
+    from edgekd.errors import ConfigError
+    from edgekd.types import Budget
+    from edgekd.validate import validate
+
+    with pytest.raises(ConfigError, match="rounds must be at least 1"):
+        validate([], fast_profile, Budget(None, None), rounds=0)
