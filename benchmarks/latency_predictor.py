@@ -2,8 +2,8 @@
 for every search space.
 
 For each profile and space: calibrate the space (or reuse a valid table; the ``pruned`` family of the
-default teacher has no table and is predicted as search predicts it, from a fit on 8 measured networks
-of that family), export N random students as they run (fp32 and int8), measure them interleaved in
+default teacher has no table and is predicted as search predicts it, from a fit on 16 measured
+networks of that family), export N random students as they run (fp32 and int8), measure them interleaved in
 chunks with the reference network (three rotated runs per chunk, each model's fastest 10th percentile
 kept: the calibration's own protocol, ``relative_units``), predict each, and compare with two baselines
 fitted on the same calibration networks: latency linear in MACs and linear in parameters. Measurement
@@ -13,6 +13,8 @@ benchmarks/results/latency_predictor.{md,json}.
 
     .venv/bin/python benchmarks/latency_predictor.py [--n 200] [--profiles host-cpu-1t,host-cpu]
                                                      [--spaces mbv2,resnet,pruned]
+
+A run over some of the spaces keeps the other spaces' rows from the last results file, and says so.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
-from edgekd.search.latency_model import cost_features, fitted_model
+from edgekd.search.latency_model import _relative_fit, conv_records, cost_features, fitted_model, layout_features
 from edgekd.search.spaces import resolve_space
 from edgekd.types import StudentSpec
 
@@ -60,7 +62,7 @@ def main() -> None:
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
     meta: dict[str, Any] = {"n": args.n, "platform": platform.platform(), "tools": tool_versions(),
-                            "export_seconds": {}}
+                            "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ref = reference_model(SHAPE, CLASSES, Path(tmp))
@@ -73,11 +75,26 @@ def main() -> None:
                                                        Path(tmp), meta)
         meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
     meta["total_seconds"] = time.perf_counter() - start
+    results, meta = _keep_other_spaces(results, meta, args.spaces.split(","))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency_predictor.json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
     md = _markdown(results, meta)
     (RESULTS / "latency_predictor.md").write_text(md)
     print(md)
+
+
+def _keep_other_spaces(results: dict, meta: dict, spaces: list[str]) -> tuple[dict, dict]:
+    """A rerun of some spaces keeps the other spaces' results from the last full run, and says so."""
+    path = RESULTS / "latency_predictor.json"
+    if not path.exists():
+        return results, meta
+    old = json.loads(path.read_text())
+    kept = {p: {s: r for s, r in spaces_.items() if s not in spaces} for p, spaces_ in old["results"].items()}
+    if not any(kept.values()):
+        return results, meta
+    merged = {p: {**kept.get(p, {}), **results.get(p, {})} for p in {*kept, *results}}
+    base = old["meta"].get("base_meta", old["meta"])
+    return merged, {**meta, "rerun_spaces": spaces, "base_meta": base}
 
 
 def _teacher() -> Any:
@@ -164,8 +181,13 @@ def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.nd
                 "measured_units": measured.tolist(), "predicted_units": predicted.tolist()})
         else:
             predicted_ms = np.asarray([model.predict(s, m) for s, m in zip(specs, models)])
+            # The baseline: the same anchors fitted linearly in MACs (what this model was before layouts).
+            a_records, a_units = zip(*model.anchors)
+            coef = _relative_fit(np.asarray([layout_features(r, "macs") for r in a_records]), np.asarray(a_units))
+            macs_fit = np.asarray([float(coef @ layout_features(conv_records(m, SHAPE), "macs")) for m in models])
             res.update({"edgekd": _scores(predicted, measured),
                         "edgekd_absolute_ms": _scores(predicted_ms, measured_ms),
+                        "linear_in_macs": _scores(macs_fit, measured),
                         "noise_remeasure": _scores(again, measured[:noise_subset]),
                         "source": model.source,
                         "measured_units": measured.tolist(), "predicted_units": predicted.tolist()})
@@ -222,8 +244,10 @@ def _markdown(results: dict, meta: dict) -> str:
              "time) with measured p50 milliseconds, drift included. Baselines are fitted on the same calibration "
              "networks, in the same units. *noise_remeasure* compares a second measurement of the first 30 "
              "students with the first. `pruned` is the default teacher's pruned family: it has no block table "
-             "and is predicted as search predicts it, from 8 networks of the family measured with the same protocol "
-             "(linear in MACs; a pruned family has a constant layer count), so it has no baselines here.",
+             "and is predicted as search predicts it, from 16 networks of the family measured on the spot with "
+             "the same protocol, linear in MACs split by channel layout (the layout chosen on those 16 networks by "
+             "leave-one-out, see `latency_model.LAYOUTS`); its `linear_in_macs` baseline is the same 16 networks "
+             "fitted on plain MACs (what search used before) and it has no parameter baseline.",
              "", "| profile | space | precision | method | within ±5% | within ±10% | median error | Spearman |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     for name, spaces in results.items():
@@ -240,15 +264,21 @@ def _markdown(results: dict, meta: dict) -> str:
         for space, res in spaces.items():
             rate = min(res[p]["predictions_per_second"] for p in PRECISIONS)
             calib = (f"calibration {res['calibration_seconds']:.0f} s{' (table reused)' if res['table_reused'] else ''}"
-                     if "calibration_seconds" in res else "no table (fitted on 8 measured networks)")
+                     if "calibration_seconds" in res else
+                     f"no table (fp32 {res['fp32'].get('source', 'fitted')}; "
+                     f"int8 {res['int8'].get('source', 'fitted')})")
             lines.append(f"- `{name}` / `{space}`: {calib}; {rate:,.0f} predictions/s; measured fp32 "
                          f"{res['fp32']['measured_ms_range'][0]:.3f}-{res['fp32']['measured_ms_range'][1]:.3f} ms.")
     p = meta["parity_quick_vs_shipped_export"]
     lines += ["", f"Quick export vs shipped (dynamo) export, {p['n']} mbv2 students side by side: median latency ratio "
               f"{p['median_ratio_shipped_over_quick']:.3f}, largest deviation {p['max_abs_deviation_pct']:.1f}%.",
               "", f"Machine: {meta['platform']}; onnxruntime {meta['tools']['onnxruntime']}; whole run "
-              f"{meta['total_seconds'] / 60:.0f} min.", ""]
-    return "\n".join(lines)
+              f"{meta['total_seconds'] / 60:.0f} min."]
+    if "rerun_spaces" in meta:
+        lines += ["", f"Spaces {', '.join(meta['rerun_spaces'])} were rerun on their own ({meta['run']}); the other "
+                  f"spaces' rows are from the last full run ({meta['base_meta'].get('run', 'earlier')}, "
+                  f"{meta['base_meta']['total_seconds'] / 60:.0f} min)."]
+    return "\n".join(lines + [""])
 
 
 if __name__ == "__main__":

@@ -216,3 +216,36 @@ def test_cost_features_count_macs_by_hand():
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
     macs, layers, one = cost_features(model, (1, 8, 8))
     assert macs * 1e6 == pytest.approx(4 * 64 * 9 + 4 * 64 * 9 + 40) and layers == 3 and one == 1.0
+
+
+def test_layout_features_split_macs_by_channel_blocking():
+    from edgekd.search.latency_model import layout_features
+
+    # (in, out, groups, kernel area, output pixels): 16->21 blocks (input a multiple of 4), 21->21 does not
+    # (21 input channels, not below the block and not a multiple of 4), and a linear layer 21->10.
+    records = [(16, 21, 1, 9, 64), (21, 21, 1, 9, 64), (21, 10, 1, 1, 1)]
+    macs = 9 * 64 * 21 * 16 + 9 * 64 * 21 * 21 + 21 * 10
+    assert layout_features(records, "macs") == pytest.approx([macs / 1e6, 1.0])
+    # nchwc16: the blocked conv computes whole blocks of 16 output channels (21 -> 32).
+    assert layout_features(records, "nchwc16") == pytest.approx(
+        [9 * 64 * 32 * 16 / 1e6, (9 * 64 * 21 * 21 + 21 * 10) / 1e6, 1.0])
+    # nchwc8: 16 input channels are not below 8 but a multiple of 4; outputs round up to 24.
+    assert layout_features(records, "nchwc8")[0] == pytest.approx(9 * 64 * 24 * 16 / 1e6)
+    # align4: input and output channels padded to 4, blocked only where the input is a multiple of 4.
+    assert layout_features(records, "align4") == pytest.approx(
+        [9 * 64 * 24 * 16 / 1e6, (9 * 64 * 24 * 24 + 24 * 12) / 1e6, 1.0])
+
+
+def test_choose_layout_finds_the_rule_the_latencies_follow():
+    """Latencies generated from one layout's features: leave-one-out picks that layout and its fit."""
+    from edgekd.search.latency_model import choose_layout, layout_features
+
+    rng = np.random.default_rng(0)
+    networks = [[(int(rng.integers(3, 20)), int(rng.integers(8, 48)), 1, 9, 64),
+                 (int(rng.integers(8, 48)), int(rng.integers(8, 48)), 1, 9, 16)] for _ in range(16)]
+    for truth in ("nchwc16", "nchwc8", "align4"):
+        y = np.asarray([np.dot([2.0, 5.0, 0.3], layout_features(n, truth)) for n in networks])
+        layout, coef = choose_layout(networks, y)
+        assert layout == truth and coef == pytest.approx([2.0, 5.0, 0.3], rel=1e-6)
+    # Too few anchors for a three-term fit: plain MACs.
+    assert choose_layout(networks[:5], np.ones(5))[0] == "macs"

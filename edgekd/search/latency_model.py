@@ -3,8 +3,9 @@
 A space calibrated on the profile (``edgekd profiles calibrate NAME --space S``) is predicted from its
 block table. Any other space (the teacher-derived ``pruned`` family, or a space not calibrated yet)
 gets a small model fitted on the spot: a handful of the space's networks are exported as they will
-ship, measured interleaved on the profile, and latency is fitted linearly on MACs and layer count.
-Either way, the best candidates are measured before one is chosen.
+ship, measured interleaved on the profile, and latency is fitted linearly on MACs split by channel
+layout (``LAYOUTS``), the layout chosen on those networks. Either way, the best candidates are
+measured before one is chosen.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class LatencyModel:
     source: str  # said in search.json and the report
     onnxruntime: str = ""  # the runtime version a calibrated table was measured with
     units: Callable[[StudentSpec, Any], float] | None = None  # the same in units of the reference network
+    # A fitted model's anchors: (conv_records, measured units) per network, for comparing fits side by side.
+    anchors: tuple[tuple[Any, float], ...] = ()
 
 
 def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
@@ -92,12 +95,96 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
     return [macs[0] / 1e6, float(len(layers)), 1.0]
 
 
+# How the runtime's kernels block channels, as MACs features ([MACs that run the blocked kernel,
+# MACs that do not, 1]). onnxruntime's x86 CPU kernels convert a convolution to the NCHWc layout (channels
+# in blocks of 8 with AVX2, 16 with AVX-512) only when its input has fewer channels than a block or a
+# multiple of 4 (checked on its optimised graphs here), and then compute whole blocks of output
+# channels; int8 kernels pack channels in groups of 4. A teacher's pruned family has channel counts
+# like 21 and 42, where latency jumps: on 64 measured networks of the default teacher's family
+# (host-cpu-1t, AVX-512) a fit on 16 of them predicted the other 48 within 10% for 50% (fp32) and
+# 58% (int8) from plain MACs, 81% from "nchwc16" (fp32) and 100% from "nchwc8" (int8). Which rule
+# holds depends on the device and precision, so each fit picks it by leave-one-out on its anchors.
+LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8")
+
+
+def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
+    """(in channels, out channels, groups, kernel area, output pixels) per convolution, and per linear
+    layer as a 1x1 convolution on one pixel, from one forward pass."""
+    import torch
+
+    records: list[tuple[int, int, int, int, int]] = []
+
+    def hook(module: Any, _inputs: Any, out: Any) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            area = module.kernel_size[0] * module.kernel_size[1]
+            records.append((module.in_channels, module.out_channels, module.groups, area, out.shape[2] * out.shape[3]))
+        else:
+            records.append((module.in_features, module.out_features, 1, 1, out.numel() // module.out_features))
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return records
+
+
+def layout_features(records: list[tuple[int, int, int, int, int]], layout: str) -> list[float]:
+    """Millions of MACs per kind under ``layout`` (one of LAYOUTS), and a constant."""
+    if layout == "macs":
+        return [sum(hw * k * cout * cin / g for cin, cout, g, k, hw in records) / 1e6, 1.0]
+    block = int(layout.removeprefix("nchwc").removeprefix("align"))
+    blocked = other = 0.0
+    for cin, cout, g, k, hw in records:
+        if layout.startswith("nchwc"):
+            ok = (cin < block or cin % 4 == 0) if g == 1 else cin % 4 == 0
+            macs = hw * k * (_round_up(cout, block) if ok else cout) * cin / g
+        else:
+            ok = cin % block == 0
+            macs = hw * k * _round_up(cout, block) * _round_up(cin, block) / g
+        if ok:
+            blocked += macs
+        else:
+            other += macs
+    return [blocked / 1e6, other / 1e6, 1.0]
+
+
+def _round_up(n: int, block: int) -> int:
+    return -(-n // block) * block
+
+
+def _relative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares on relative error, as for the calibrated table: small networks matter as much as big ones."""
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    return coef
+
+
+def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.ndarray) -> tuple[str, np.ndarray]:
+    """The layout whose fit predicts each anchor best from the others (leave-one-out, mean squared
+    relative error), and its fit on all anchors. Too few anchors for a three-term fit: plain MACs."""
+    layouts = LAYOUTS if len(y) >= 6 else LAYOUTS[:1]
+    best, best_err = layouts[0], np.inf
+    for layout in layouts:
+        x = np.asarray([layout_features(r, layout) for r in records])
+        errors = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            errors.append(float(x[i] @ _relative_fit(x[keep], y[keep])) / y[i] - 1.0)
+        err = float(np.mean(np.square(errors)))
+        if err < best_err:
+            best, best_err = layout, err
+    return best, _relative_fit(np.asarray([layout_features(r, best) for r in records]), y)
+
+
 def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-                 precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0) -> LatencyModel:
+                 precision: str, calibration: np.ndarray, anchors: int = 16, seed: int = 0) -> LatencyModel:
     """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit their latency on
-    cost features. Measured as calibration measures (interleaved with the reference network, three
-    rotated runs, in its units), so one disturbed run does not bend the fit; ms = units x the
-    reference's p50 in those runs."""
+    MACs by channel layout (``choose_layout``). Measured as calibration measures (interleaved with the
+    reference network, three rotated runs, in its units), so one disturbed run does not bend the fit;
+    ms = units x the reference's p50 in those runs."""
     import tempfile
     from pathlib import Path
 
@@ -122,15 +209,15 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
         ref = reference_model(input_shape, num_classes, Path(tmp))
         paths = export_for_timing(models, precision, calibration, Path(tmp))
         units, ref_ms = measure_relative(paths, profile, ref, rounds=3)
-    x = np.asarray([cost_features(m, input_shape) for m in models])
     y = np.asarray(units)
-    # Relative least squares, as for the calibrated table: small networks matter as much as big ones.
-    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    records = [conv_records(m, input_shape) for m in models]
+    layout, coef = choose_layout(records, y)
     floor = 0.5 * float(y.min())
 
     def predict_units(_spec: StudentSpec, model: Any) -> float:
-        return max(float(np.dot(coef, cost_features(model, input_shape))), floor)
+        return max(float(np.dot(coef, layout_features(conv_records(model, input_shape), layout))), floor)
 
     return LatencyModel(lambda spec, model: predict_units(spec, model) * ref_ms,
-                        f"fitted on {len(models)} measured '{space.name}' networks (MACs, layers)",
-                        units=predict_units)
+                        f"fitted on {len(models)} measured '{space.name}' networks (MACs by channel layout "
+                        f"'{layout}', chosen on them)", units=predict_units,
+                        anchors=tuple(zip(records, units)))
