@@ -71,28 +71,10 @@ def _reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], nu
 
 
 def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
-    """[MMACs, conv/linear layers, 1]: what the fitted model is linear in. Counted with hooks on one
-    forward pass (torch-pruning's counter deep-copies the model first: half the search's time)."""
-    import torch
-
-    macs = [0]
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-
-    def hook(module: Any, _inputs: Any, out: Any) -> None:
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            macs[0] += out.numel() * k
-        else:
-            macs[0] += out.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    return [macs[0] / 1e6, float(len(layers)), 1.0]
+    """[MMACs, conv/linear layers, 1], counted with hooks on one forward pass (``conv_records``;
+    torch-pruning's counter deep-copies the model first: half the search's time)."""
+    records = conv_records(model, input_shape)
+    return [layout_features(records, "macs")[0], float(len(records)), 1.0]
 
 
 # How the runtime's kernels block channels, as MACs features ([MACs that run the blocked kernel,
