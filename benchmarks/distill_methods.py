@@ -183,7 +183,7 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
         rows.append(row)
         log(f"prune seed {s}: target {target:.4f} ms; ours {ours_ms:.4f} ms acc {row['ours']['accuracy']:.4f}; "
             f"MACs-ratio {base_ms:.4f} ms acc {row['macs_ratio']['accuracy']:.4f}")
-    return {"rows": rows}
+    return {"rows": rows, "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
 
 
 def _cpu() -> str:
@@ -229,7 +229,7 @@ def _markdown(out: dict) -> str:
               f"{_pm(q['qat_int8'])} | "
               f"{q['qat_agreement']['mean'] * 100:.2f}% (min {min(q['qat_agreement']['runs']) * 100:.2f}%) |"]
     lines += ["", f"## Pruning-aware KD to a latency target vs MACs-ratio pruning at the same MACs "
-              f"(profile {out['profile']})", "",
+              f"(profile {out['profile']})", "", *_run_line(out, out["prune"].get("run")),
               "| seed | target ms | ours ms (vs target) | ours acc | MACs-ratio ms | MACs-ratio acc | "
               "MMACs ours / theirs |",
               "|---|---|---|---|---|---|---|"]
