@@ -198,7 +198,7 @@ def _cpu() -> str:
 
 
 def _run_line(out: dict, run: dict | None) -> list[str]:
-    """Where and when the int8 study ran, and whether it was rerun on its own."""
+    """Where and when a study ran, and whether the int8 study was rerun on its own."""
     if not run:
         return []
     alone = (" (rerun alone with `--only int8`: its KD fp32 column is this run's own, the losses table above "
