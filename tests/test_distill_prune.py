@@ -92,3 +92,39 @@ def test_target_below_reach_fails_before_training(small_data, fast_profile):
 def test_bad_prune_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         PruneConfig(**kwargs)
+
+
+def test_plan_measures_its_choice_again(small_data):
+    """A ratio that measured within the target once (a lucky run) is measured again before it is the plan."""
+    from edgekd.distill.prune import _plan_ratio
+    from edgekd.search.latency_model import cost_features
+
+    student = _student(small_data)
+    full = cost_features(student, small_data.input_shape)[0]
+    seen: dict[float, int] = {}
+
+    class LuckyOnce:
+        """ms proportional to MACs; each architecture's first measurement is 15% fast."""
+
+        def measure(self, model):
+            macs = round(cost_features(model, small_data.input_shape)[0], 6)
+            seen[macs] = seen.get(macs, 0) + 1
+            return [macs / full * (0.85 if seen[macs] == 1 else 1.0)]
+
+    config = PruneConfig(target_ms=0.5, steps=1)
+    lines: list[str] = []
+    ratio = _plan_ratio(student, small_data.input_shape, config, LuckyOnce(), lines.append)
+    assert any(n > 1 for n in seen.values())  # the choice was measured a second time
+    planned = _most_pruned_macs(student, small_data, ratio)
+    assert planned / full <= 0.5  # the plan meets the target on its honest measurement
+    assert lines[-1].startswith("prune: plan: remove")
+
+
+def _most_pruned_macs(student, data, ratio):
+    import copy
+
+    from edgekd.distill.prune import _most_pruned
+    from edgekd.search.latency_model import cost_features
+
+    model = _most_pruned(copy.deepcopy(student), data.input_shape, PruneConfig(target_ms=1, steps=1, max_ratio=ratio))
+    return cost_features(model, data.input_shape)[0]
