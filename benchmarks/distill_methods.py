@@ -201,8 +201,8 @@ def _run_line(out: dict, run: dict | None) -> list[str]:
     """Where and when a study ran, and whether the int8 study was rerun on its own."""
     if not run:
         return []
-    alone = (" (rerun alone with `--only int8`: its KD fp32 column is this run's own, the losses table above "
-             "may come from another run and machine)") if out.get("only") == "int8" else ""
+    alone = (" (rerun alone with `--only`: every column of this table is this run's own; the other tables may "
+             "come from another run and machine)") if run.get("alone") else ""
     return [f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds{alone}.", ""]
 
 
@@ -286,6 +286,7 @@ def main() -> None:
                                  f"{out[key]}; rerun every study")
         out.update({name: previous[name] for name in studies}, **{args.only: studies[args.only]()}, only=args.only,
                    seeds=previous["seeds"])
+        out[args.only].setdefault("run", {})["alone"] = True
         out["seconds"] = {**({"all": previous["seconds"]} if not isinstance(previous["seconds"], dict)
                              else previous["seconds"]), args.only: time.perf_counter() - start}
     else:
