@@ -34,6 +34,7 @@ from edgekd.latency.calibrate import (
     calibrate,
     measure_rotated,
     reference_model,
+    relative_lstsq,
     relative_units,
     sample_specs,
 )
@@ -42,7 +43,7 @@ from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
-from edgekd.search.latency_model import _relative_fit, conv_records, cost_features, fitted_model, layout_features
+from edgekd.search.latency_model import conv_records, cost_features, fitted_model, layout_features
 from edgekd.search.spaces import resolve_space
 from edgekd.types import StudentSpec
 
@@ -183,7 +184,7 @@ def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.nd
             predicted_ms = np.asarray([model.predict(s, m) for s, m in zip(specs, models)])
             # The baseline: the same anchors fitted linearly in MACs (what this model was before layouts).
             a_records, a_units = zip(*model.anchors)
-            coef = _relative_fit(np.asarray([layout_features(r, "macs") for r in a_records]), np.asarray(a_units))
+            coef = relative_lstsq(np.asarray([layout_features(r, "macs") for r in a_records]), np.asarray(a_units))
             macs_fit = np.asarray([float(coef @ layout_features(conv_records(m, SHAPE), "macs")) for m in models])
             res.update({"edgekd": _scores(predicted, measured),
                         "edgekd_absolute_ms": _scores(predicted_ms, measured_ms),

@@ -209,12 +209,18 @@ def fit_relative(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares weighted by 1/y (the error that matters is relative, and small networks must not
     be ignored), refitted without the networks whose measurement was an outlier: residuals beyond
     4 robust standard deviations (and 3%), which a shared machine produces now and then."""
-    coef, *_ = np.linalg.lstsq(rows / y[:, None], np.ones_like(y), rcond=None)
+    coef = relative_lstsq(rows, y)
     r = rows @ coef / y - 1.0
     spread = 1.4826 * float(np.median(np.abs(r - np.median(r))))
     keep = np.abs(r) <= max(4.0 * spread, 0.03)
     if keep.sum() >= rows.shape[1] * 2 and not keep.all():
-        coef, *_ = np.linalg.lstsq(rows[keep] / y[keep, None], np.ones(int(keep.sum())), rcond=None)
+        coef = relative_lstsq(rows[keep], y[keep])
+    return coef
+
+
+def relative_lstsq(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares on relative error (rows and targets divided by y)."""
+    coef, *_ = np.linalg.lstsq(rows / y[:, None], np.ones_like(y), rcond=None)
     return coef
 
 

@@ -31,15 +31,19 @@ class LatencyModel:
 
 
 def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-                  precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0) -> LatencyModel:
-    table = _table_model(space, profile, input_shape, num_classes, precision)
+                  precision: str, calibration: np.ndarray, anchors: int = 8, seed: int = 0,
+                  reference_ms: Callable[[], float] | None = None) -> LatencyModel:
+    """``reference_ms`` gives today's p50 of the reference network (default: measured now); a search over
+    several calibrated spaces passes one measurement to all of them."""
+    table = _table_model(space, profile, input_shape, num_classes, precision,
+                         reference_ms or (lambda: reference_now(profile, input_shape, num_classes)))
     if table is not None:
         return table
     return fitted_model(space, profile, input_shape, num_classes, precision, calibration, anchors, seed)
 
 
 def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-                 precision: str) -> LatencyModel | None:
+                 precision: str, reference_ms: Callable[[], float]) -> LatencyModel | None:
     from edgekd.errors import ProfileError
     from edgekd.latency.predict import LatencyPredictor
     from edgekd.latency.table import load_table
@@ -51,12 +55,12 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     except ProfileError:
         return None
     predictor = LatencyPredictor(table, space)
-    ref_ms = _reference_now(profile, input_shape, num_classes)
+    ref_ms = reference_ms()
     return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), "latency table",
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
 
 
-def _reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> float:
+def reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> float:
     """The reference network's p50 on the profile today. The table is in its units; converting with the
     p50 from calibration day carries the machine's drift since then (predictions 15-40% off in ms here
     on a shared machine, while the units stayed within 10%)."""
@@ -138,15 +142,12 @@ def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
-def _relative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares on relative error, as for the calibrated table: small networks matter as much as big ones."""
-    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
-    return coef
-
-
 def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.ndarray) -> tuple[str, np.ndarray]:
     """The layout whose fit predicts each anchor best from the others (leave-one-out, mean squared
-    relative error), and its fit on all anchors. Too few anchors for a three-term fit: plain MACs."""
+    relative error), and its fit on all anchors. Too few anchors for a three-term fit: plain MACs.
+    Fitted on relative error, as the calibrated table is: small networks matter as much as big ones."""
+    from edgekd.latency.calibrate import relative_lstsq
+
     layouts = LAYOUTS if len(y) >= 6 else LAYOUTS[:1]
     best, best_err = layouts[0], np.inf
     for layout in layouts:
@@ -154,11 +155,11 @@ def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.nda
         errors = []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
-            errors.append(float(x[i] @ _relative_fit(x[keep], y[keep])) / y[i] - 1.0)
+            errors.append(float(x[i] @ relative_lstsq(x[keep], y[keep])) / y[i] - 1.0)
         err = float(np.mean(np.square(errors)))
         if err < best_err:
             best, best_err = layout, err
-    return best, _relative_fit(np.asarray([layout_features(r, best) for r in records]), y)
+    return best, relative_lstsq(np.asarray([layout_features(r, best) for r in records]), y)
 
 
 def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,

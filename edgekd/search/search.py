@@ -73,10 +73,12 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
            log: Any = None) -> SearchResult:
     """Evolve students of ``config.space`` under ``budget``, ranked by ``config.proxy``; measure the
     best-ranked on ``profile`` and return the best one that meets the budget."""
+    import functools
+
     from tqdm.auto import tqdm
 
     from edgekd.search.evolution import evolve, pareto_front
-    from edgekd.search.latency_model import latency_model
+    from edgekd.search.latency_model import latency_model, reference_now
     from edgekd.search.proxies import PROXIES, make_probe
     from edgekd.search.spaces import resolve_space
 
@@ -91,8 +93,10 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     if probe.cam is None and config.proxy == "diswot":
         log("search: the teacher exposes no 4-D feature map, so diswot compares logit relations only")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
+    # One measurement of the reference network converts every calibrated space's table to ms.
+    reference = functools.cache(lambda: reference_now(profile, data.input_shape, data.num_classes))
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
-                                    anchors=config.anchors, seed=config.seed) for s in spaces}
+                                    anchors=config.anchors, seed=config.seed, reference_ms=reference) for s in spaces}
     for name, model in models.items():
         log(f"search: '{name}' {config.precision} latency from the {model.source}")
     by_name = {s.name: s for s in spaces}
