@@ -22,7 +22,7 @@ def _student(data):
     return SPACES.get("resnet").build(WIDE, data.input_shape, 10)
 
 
-def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_profile):
+def test_prunes_until_the_measured_latency_reaches_the_target(small_data, steady_profile):
     import copy
     from dataclasses import replace
 
@@ -34,16 +34,18 @@ def test_prunes_until_the_measured_latency_reaches_the_target(small_data, fast_p
     original = copy.deepcopy(student)
     params = sum(p.numel() for p in student.parameters())
     # Median of three runs: one run on a shared machine can be far off, and the target derives from it.
-    start = float(np.median([measure_modules([student], fast_profile, "fp32", small_data.x_train[:32])[0].p50_ms
+    start = float(np.median([measure_modules([student], steady_profile, "fp32", small_data.x_train[:32])[0].p50_ms
                              for _ in range(3)]))
     target = 0.7 * start
     config = PruneConfig(target_ms=target, steps=3, finetune_epochs=1)
-    result = prune_distill(student, small_data, FAST, config, fast_profile)
+    lines: list[str] = []
+    result = prune_distill(student, small_data, FAST, config, steady_profile, log=lines.append)
     assert len(result.steps) == 3 and result.steps[0].macs > result.steps[-1].macs  # gradual, toward the plan
-    assert result.reached and result.measured_ms <= target * 1.1
+    assert result.reached and result.measured_ms <= target * 1.1, "\n".join([*lines, f"final {result.measured_ms}"])
     # The gradual steps end exactly at the planned architecture: the one-shot copy the plan measured. (How near
     # the target that lands depends on the CPU: on AVX-512 latency jumps with channel counts.)
-    planned = _most_pruned(original, small_data.input_shape, replace(config, max_ratio=result.ratio, steps=1))
+    planned = _most_pruned(original, small_data.input_shape, replace(config, max_ratio=result.ratio, steps=1),
+                           result.stage_ratios)
     assert 0 < result.ratio < 1
     assert cost_features(result.model, small_data.input_shape)[0] == pytest.approx(
         cost_features(planned, small_data.input_shape)[0])
@@ -102,6 +104,7 @@ def test_plan_measures_its_choice_again(small_data):
     student = _student(small_data)
     full = cost_features(student, small_data.input_shape)[0]
     seen: dict[float, int] = {}
+    last: dict[float, float] = {}
 
     class LuckyOnce:
         """ms proportional to MACs; each architecture's first measurement is 15% fast."""
@@ -109,22 +112,80 @@ def test_plan_measures_its_choice_again(small_data):
         def measure(self, model):
             macs = round(cost_features(model, small_data.input_shape)[0], 6)
             seen[macs] = seen.get(macs, 0) + 1
-            return [macs / full * (0.85 if seen[macs] == 1 else 1.0)]
+            last[macs] = macs / full * (0.85 if seen[macs] == 1 else 1.0)
+            return [last[macs]]
 
     config = PruneConfig(target_ms=0.5, steps=1)
     lines: list[str] = []
-    ratio = _plan_ratio(student, small_data.input_shape, config, LuckyOnce(), lines.append)
+    ratio, ms = _plan_ratio(student, small_data.input_shape, config, LuckyOnce(), lines.append)
     assert any(n > 1 for n in seen.values())  # the choice was measured a second time
     planned = _most_pruned_macs(student, small_data, ratio)
     assert planned / full <= 0.5  # the plan meets the target on its honest measurement
+    assert ms == last[round(planned, 6)]  # and says what its latest measurement was
     assert lines[-1].startswith("prune: plan: remove")
 
 
-def _most_pruned_macs(student, data, ratio):
+class _MacsClock:
+    """ms = the model's share of ``full`` MACs: a staircase-free stand-in for the profile."""
+
+    def __init__(self, data, full, second_look=None):
+        self.data, self.full, self.second_look, self.seen = data, full, second_look, {}
+
+    def measure(self, model):
+        from edgekd.search.latency_model import cost_features
+
+        macs = round(cost_features(model, self.data.input_shape)[0], 6)
+        self.seen[macs] = self.seen.get(macs, 0) + 1
+        if self.second_look is not None:
+            return [self.second_look(self.seen[macs])]
+        return [macs / self.full]
+
+
+def test_plan_gives_channels_back_by_stage_when_the_uniform_ratio_lands_well_under(small_data):
+    from edgekd.distill.prune import _refine_by_stage
+    from edgekd.search.latency_model import cost_features
+
+    student = _student(small_data)
+    full = cost_features(student, small_data.input_shape)[0]
+    config = PruneConfig(target_ms=0.5, steps=1)
+    uniform = _most_pruned_macs(student, small_data, 0.6) / full  # well under the target: slack to give back
+    assert uniform < 0.45
+    lines: list[str] = []
+    ratios = _refine_by_stage(student, small_data.input_shape, config, _MacsClock(small_data, full), lines.append,
+                              0.6, uniform)
+    assert len(ratios) == 3 and min(ratios) < 0.6 and max(ratios) <= 0.6  # one per resolution, some kept more
+    refined = _most_pruned_macs(student, small_data, 0.6, ratios) / full
+    assert uniform < refined <= 0.5  # closer to the target, never over it
+    assert refined >= 0.45 or ratios == (0.0,) * 3
+    assert lines[-1].startswith("prune: plan: remove") and "by stage" in lines[-1]
+    # Already near the target: nothing to refine, no measurement spent.
+    assert _refine_by_stage(student, small_data.input_shape, config, None, lines.append, 0.6, 0.46) == ()
+
+
+def test_per_stage_plan_measured_over_on_a_second_look_falls_back_to_uniform(small_data):
+    from edgekd.distill.prune import _refine_by_stage
+
+    lines: list[str] = []
+    clock = _MacsClock(small_data, 1.0, second_look=lambda n: 0.1 if n == 1 else 10.0)  # only first looks are in
+    ratios = _refine_by_stage(_student(small_data), small_data.input_shape, PruneConfig(target_ms=0.5, steps=1),
+                              clock, lines.append, 0.6, 0.2)
+    assert ratios == ()
+    assert "keeping the uniform one" in lines[-1]
+
+
+def _most_pruned_macs(student, data, ratio, stage_ratios=()):
     import copy
 
     from edgekd.distill.prune import _most_pruned
     from edgekd.search.latency_model import cost_features
 
-    model = _most_pruned(copy.deepcopy(student), data.input_shape, PruneConfig(target_ms=1, steps=1, max_ratio=ratio))
+    model = _most_pruned(copy.deepcopy(student), data.input_shape, PruneConfig(target_ms=1, steps=1, max_ratio=ratio),
+                         stage_ratios)
     return cost_features(model, data.input_shape)[0]
+
+
+def test_stage_ratios_must_match_the_model_stages(small_data):
+    from edgekd.distill.prune import make_pruner
+
+    with pytest.raises(ConfigError, match="1 stage ratios for a model with 3 stages"):
+        make_pruner(_student(small_data), small_data.input_shape, PruneConfig(target_ms=1), (0.5,))

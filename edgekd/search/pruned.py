@@ -27,7 +27,7 @@ class PrunedFamily:
     name: str = "pruned"
 
     def bind(self, teacher: Any, input_shape: tuple[int, int, int]) -> PrunedSpace:
-        return PrunedSpace(teacher, tuple(input_shape), _stages(teacher, input_shape))  # type: ignore[arg-type]
+        return PrunedSpace(teacher, tuple(input_shape), conv_stages(teacher, input_shape))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +68,9 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     return model.eval()
 
 
-def _stages(teacher: Any, input_shape: tuple[int, int, int]) -> tuple[tuple[str, ...], ...]:
+def conv_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
+    """Conv module names grouped by output resolution, in execution order (residual couplings stay within
+    a stage)."""
     import torch
 
     if not isinstance(teacher, torch.nn.Module):
