@@ -95,15 +95,19 @@ def test_accuracy_and_latency_are_compared_with_the_record(run_cli, run_dir, tmp
     assert "| accuracy | pass |" in out
 
 
-def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path):
+@pytest.mark.parametrize("scale, verdict", [(20.0, "pass"), (1 / 20, "FAIL")])
+def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path, scale, verdict):
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(run_dir / "manifest.json", alone)
     shutil.copy(run_dir / "student-int8.onnx", alone)
-    # The widest tolerance: this compares absolute times across runs, which a loaded machine moves ~2x.
-    code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", alone / "manifest.json", *LOOSE,
-                           "--latency-tolerance", "0.99")
-    assert code == 0 and "drift between runs counts here" in out, out
+    # Absolute times move up to ~2x between runs on a loaded machine (this test once failed at its widest
+    # tolerance), so the record is moved 20x either way: the verdict shows the comparison, not the machine.
+    manifest = _edit_manifest(alone, lambda d: _entry(d, "student-int8")["latency"].update(
+        p50_ms=_entry(d, "student-int8")["latency"]["p50_ms"] * scale))
+    code, out, _ = run_cli("validate", alone / "student-int8.onnx", "--manifest", manifest, *LOOSE)
+    assert f"| latency | {verdict} |" in out and "drift between runs counts here" in out, out
+    assert code == (0 if verdict == "pass" else 1)
 
 
 def test_manifest_of_another_version_or_schema(run_cli, run_dir, tmp_path):
