@@ -152,10 +152,10 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
     rows = []
     for s in range(seeds):
         trained = _train(_student(WIDE, data, s, "resnet"), data, replace(base, seed=s), teacher, "kd")
-        # The target derives from the start's latency: a median of three runs, since one run on a shared
-        # machine can be 20% off (0.134-0.171 ms for one architecture in three seeds' single runs here).
-        start_ms = statistics.median(measure_modules([trained], profile, "fp32", data.x_train[:64])[0].p50_ms
-                                     for _ in range(3))
+        # The target derives from the start's latency: its p50 in the fastest of three runs, as edgekd's
+        # pruning clock reads it, since one run on a shared machine can be 20% slow (0.134-0.171 ms for one
+        # architecture in three seeds' single runs here) and slow stretches only add time.
+        start_ms = min(measure_modules([trained], profile, "fp32", data.x_train[:64])[0].p50_ms for _ in range(3))
         target = ratio * start_ms
         ours = prune_distill(copy.deepcopy(trained), data, replace(base, seed=s),
                              PruneConfig(target_ms=target, steps=8, finetune_epochs=base.epochs), profile,
@@ -176,7 +176,7 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
         tp.pruner.MetaPruner(baseline, torch.zeros(1, *data.input_shape), importance=importance("l2"),
                              pruning_ratio=hi, ignored_layers=output_layers(baseline)).step()
         baseline = distill(baseline, data, replace(base, seed=s), teacher=teacher, progress=False).model
-        ours_ms, base_ms = _side_by_side(trained, [ours.model, baseline], profile, data)
+        ours_ms, base_ms = (u * start_ms for u in _side_by_side(trained, [ours.model, baseline], profile, data))
         row = {"seed": s, "start_ms": start_ms, "target_ms": target, "full_mmacs": full,
                "ours": {"ms": ours_ms, "mmacs": macs, "accuracy": _test_acc(ours.model, data),
                         "steps": len(ours.steps), "own_ms": ours.measured_ms, "ratio": ours.ratio,
@@ -190,9 +190,10 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
 
 
 def _side_by_side(reference: Any, models: list, profile: Any, data: Any) -> list[float]:
-    """ms of ``models``, measured as the pruning clock measures (six rotated runs interleaved with the
-    unpruned ``reference``, each model's fastest 10th percentile over the reference's) times the
-    reference's p50 in those runs: an independent look, not the tool's own reading."""
+    """Latency of ``models`` in units of the unpruned ``reference``, measured beside it as the pruning
+    clock measures (six rotated runs, each model's fastest 10th percentile): an independent look, not
+    the tool's own reading. Times the start's ms, the target's own ruler, it compares with the target
+    without a second absolute time."""
     import tempfile
 
     from edgekd.latency.calibrate import measure_relative
@@ -200,8 +201,8 @@ def _side_by_side(reference: Any, models: list, profile: Any, data: Any) -> list
 
     with tempfile.TemporaryDirectory(prefix="bench-prune-") as tmp:
         ref, *paths = export_for_timing([reference, *models], "fp32", data.x_train[:64], Path(tmp))
-        units, ref_ms = measure_relative(paths, profile, ref, rounds=6)
-    return [u * ref_ms for u in units]
+        units, _ = measure_relative(paths, profile, ref, rounds=6)
+    return units
 
 
 def _cpu() -> str:
@@ -221,7 +222,8 @@ def _run_line(out: dict, run: dict | None) -> list[str]:
         return []
     alone = (" (rerun alone with `--only`: every column of this table is this run's own; the other tables may "
              "come from another run and machine)") if run.get("alone") else ""
-    return [f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds{alone}.", ""]
+    note = f" {run['note'].rstrip('.')}." if run.get("note") else ""
+    return [f"Run {run['date']} on {run['cpu']}, {run.get('seeds', out['seeds'])} seeds{alone}.{note}", ""]
 
 
 def _pm(d: dict | None) -> str:
@@ -278,6 +280,8 @@ def main() -> None:
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "distill_methods"))
+    ap.add_argument("--run-note", default="",
+                    help="said beside the run's date, e.g. what else the machine was running")
     ap.add_argument("--only", choices=("losses", "int8", "prune"),
                     help="rerun one study and keep the others from the existing results file")
     args = ap.parse_args()
@@ -311,6 +315,10 @@ def main() -> None:
     else:
         out.update({name: run() for name, run in studies.items()})
         out["seconds"] = time.perf_counter() - start
+    if args.run_note:
+        for study in ("losses", "int8", "prune"):
+            if args.only in (None, study) and isinstance(out.get(study), dict):
+                out[study].setdefault("run", {})["note"] = args.run_note
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=2))
     Path(args.out + ".md").write_text(_markdown(out))
