@@ -71,10 +71,11 @@ class PruneResult:
     last: Any = None  # the DistillResult of the last KD phase (fine-tuning, or the last step's)
     ratio: float = 0.0  # the planned share of each layer's channels removed (0: the start already met the target)
     stage_ratios: tuple[float, ...] = ()  # per stage of convolutions, when the plan refined ``ratio`` by stage
+    scale_ms: float = 0.0  # the unpruned student's p50 that turned measured units into ms (the run's ruler)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_ms": self.target_ms, "measured_ms": self.measured_ms, "reached": self.reached,
-                "ratio": self.ratio, "stage_ratios": list(self.stage_ratios),
+                "ratio": self.ratio, "stage_ratios": list(self.stage_ratios), "scale_ms": self.scale_ms,
                 "steps": [s.__dict__ for s in self.steps],
                 "history": [h.__dict__ if hasattr(h, "__dict__") else h for h in self.history]}
 
@@ -178,7 +179,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     # them to move it (it did through three here once, +50% on a model whose last step measured in range).
     (final,) = clock.measure(student, rounds=6)
     return PruneResult(student.eval(), config.target_ms, final, final <= config.target_ms * 1.1, tuple(steps),
-                       tuple(history), last, ratio, stage_ratios)
+                       tuple(history), last, ratio, stage_ratios, clock.scale_ms)
 
 
 class _Clock:
