@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-PROXY_NAMES = ("diswot", "naswot", "synflow", "grad_norm", "params")
+PROXY_NAMES = ("diswot", "diswot_init", "naswot", "synflow", "grad_norm", "params")
 
 
 def _models_and_budget(space: Any, lat: Any, data: Any, rng: np.random.Generator, quantile: float) -> tuple:
@@ -78,12 +78,43 @@ def _proxy_scores(space: Any, spec: Any, data: Any, probe: Any) -> tuple[dict[st
     return scores, seconds
 
 
+def _probe(data: Any, teacher: Any) -> Any:
+    from edgekd.search.proxies import make_probe
+
+    idx = np.random.default_rng(0).permutation(len(data.y_train))[:64]
+    return make_probe(teacher, data.x_train[idx], data.y_train[idx])
+
+
+def _taus(rows: list[dict]) -> dict[str, float]:
+    from scipy.stats import kendalltau
+
+    accs = [r["accuracy"] for r in rows]
+    return {p: float(kendalltau([r["scores"][p] for r in rows], accs).statistic) for p in PROXY_NAMES}
+
+
+def _rescore(out: dict, data: Any, teacher: Any, log: Any) -> dict:
+    """Every proxy scored again on the recorded students (a proxy added since the run, or changed):
+    proxies are deterministic given the student and the probe, the distilled accuracies are kept."""
+    from edgekd.search.spaces import resolve_space
+    from edgekd.types import StudentSpec
+
+    probe = _probe(data, teacher)
+    for study in out["spaces"]:
+        space = resolve_space(study["space"], teacher, data.input_shape)
+        for row in study["candidates"]:
+            row["scores"], row["proxy_s"] = _proxy_scores(space, StudentSpec.from_dict(row["spec"]), data, probe)
+        study["tau"] = _taus(study["candidates"])
+        study["proxy_s_median"] = {p: statistics.median(r["proxy_s"][p] for r in study["candidates"])
+                                   for p in PROXY_NAMES}
+        log(f"{study['space']}: rescored {len(study['candidates'])} students")
+    return {**out, "rescored": time.strftime("%Y-%m-%d")}
+
+
 def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, profile: Any, log: Any) -> dict:
     from scipy.stats import kendalltau
 
     from edgekd.search import SearchConfig, search
     from edgekd.search.latency_model import latency_model
-    from edgekd.search.proxies import make_probe
     from edgekd.search.spaces import resolve_space
     from edgekd.types import Budget
 
@@ -94,8 +125,7 @@ def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, p
     pool, budget_ms = _models_and_budget(space, lat, data, rng, args.quantile)
     under = [p for p in pool if p[1] <= budget_ms]
     picks = [under[int(i)] for i in rng.permutation(len(under))[:args.per_space]]
-    idx = np.random.default_rng(0).permutation(len(data.y_train))[:64]
-    probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
+    probe = _probe(data, teacher)
     rows = []
     for i, (spec, predicted, params) in enumerate(picks):
         scores, proxy_s = _proxy_scores(space, spec, data, probe)
@@ -107,7 +137,7 @@ def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, p
         log(f"{name} {i + 1}/{len(picks)}: acc {acc:.4f} params {params} diswot {scores['diswot']:.3f} "
             f"({runs[0][1]:.1f} s)")
     accs = [r["accuracy"] for r in rows]
-    taus = {p: float(kendalltau([r["scores"][p] for r in rows], accs).statistic) for p in PROXY_NAMES}
+    taus = _taus(rows)
     # The ranking's own noise: how well one distillation seed ranks the same students as another. A proxy
     # is scored against the mean of the seeds, which is steadier than one seed, but this is the scale.
     seed_tau = (float(kendalltau([r["accuracies"][0] for r in rows], [r["accuracies"][1] for r in rows]).statistic)
@@ -151,7 +181,9 @@ def _markdown(out: dict) -> str:
              f"Profile `{out['profile']}`, precision {out['precision']}, {out['per_space']} random students per "
              f"space under a budget met by {out['quantile']:.0%} of the space, each distilled for {out['epochs']} "
              f"epochs (KD, T=4) with {out.get('truth_seeds', 1)} seed(s); accuracy on the test split, the mean over "
-             f"the seeds. Rerun: `{out['command']}`.", "",
+             f"the seeds. Rerun: `{out['command']}`."
+             + (f" Proxies rescored on the recorded students on {out['rescored']} (`--rescore`)."
+                if out.get("rescored") else ""), "",
              "## Kendall tau: proxy score vs distilled accuracy", "",
              "The last column is the ground truth's own noise: tau between the accuracies of two distillation "
              "seeds of the same students.", "",
@@ -201,6 +233,9 @@ def main() -> None:
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "search_quality"))
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the students recorded in OUT.json with every proxy again (minutes), keeping "
+                         "their distilled accuracies: for a proxy added or changed since the run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
                          "were up to 10x slower here)")
@@ -216,6 +251,12 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
+    if args.rescore:
+        out = _rescore(json.loads(Path(args.out + ".json").read_text()), data, teacher, log)
+        Path(args.out + ".json").write_text(json.dumps(out, indent=2))
+        Path(args.out + ".md").write_text(_markdown(out))
+        print(_markdown(out))
+        return
     spaces = [_space_study(n, args, data, teacher, profile, log) for n in args.spaces.split(",")]
     out = {"profile": profile.name, "precision": args.precision, "per_space": args.per_space,
            "epochs": args.epochs, "seeds": args.seeds, "truth_seeds": args.truth_seeds, "threads": args.threads,

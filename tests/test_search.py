@@ -118,7 +118,7 @@ def test_pruned_space_errors(teacher, small_data):
         space.build({"keep": [0.5]}, small_data.input_shape, 10)
 
 
-@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm"])
+@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm", "diswot_init"])
 def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(name, teacher, small_data):
     import torch
 
@@ -129,6 +129,40 @@ def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(
     a, b = PROXIES.get(name)(model, probe), PROXIES.get(name)(model, probe)
     assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_diswot_init_scores_the_teachers_own_architecture_highest(teacher, small_data):
+    """At random initialisation (the paper's setting) the teacher's architecture is identical to itself,
+    whatever its trained weights: distance 0, the maximum."""
+    import copy
+
+    import torch
+
+    probe = make_probe(teacher.module, small_data.x_train[:16], small_data.y_train[:16])
+    assert probe.init is not None
+    trained_away = copy.deepcopy(teacher.module)
+    with torch.no_grad():
+        for p in trained_away.parameters():
+            p.add_(1.0)  # other weights, same architecture
+    same = PROXIES.get("diswot_init")(trained_away, probe)
+    other = PROXIES.get("diswot_init")(build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()),
+                                                     small_data.input_shape, 10), probe)
+    assert same == pytest.approx(0.0, abs=1e-5) and other < same
+
+
+def test_diswot_init_needs_linear_classifiers(small_data):
+    import torch
+
+    from edgekd.errors import ModelError
+
+    conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    probe = make_probe(conv_only, small_data.x_train[:16], small_data.y_train[:16])
+    student = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
+    with pytest.raises(ModelError, match="teacher as an nn.Module ending in a Linear classifier; use --proxy diswot"):
+        PROXIES.get("diswot_init")(student, probe)
+    probe = make_probe(student, small_data.x_train[:16], small_data.y_train[:16])
+    with pytest.raises(ModelError, match="students ending in a Linear classifier"):
+        PROXIES.get("diswot_init")(conv_only, probe)
 
 
 def test_diswot_falls_back_to_logits_when_the_teacher_has_no_feature_map(small_data):

@@ -3,9 +3,12 @@
 ``diswot`` follows DisWOT (Dong et al., CVPR 2023): a student whose randomly initialised
 features already relate samples the way the teacher's trained features do, and whose class
 activation maps already look at the same places, distils better. Both similarities are
-computed on one mini-batch. ``naswot``, ``synflow`` and ``grad_norm`` are the zero-cost proxies
-of the NAS literature (Mellor et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which
-ignore the teacher. ``params`` (more parameters is better) is the baseline every proxy must beat.
+computed on one mini-batch, against the trained teacher. ``diswot_init`` is the paper's own
+setting: the teacher's architecture and the student both at random initialisation, the semantic
+term from the classifier's weight gradients (class-by-class similarity) instead of CAMs.
+``naswot``, ``synflow`` and ``grad_norm`` are the zero-cost proxies of the NAS literature (Mellor
+et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which ignore the teacher. ``params``
+(more parameters is better) is the baseline every proxy must beat.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ class Probe:
     y: Any  # torch.Tensor labels
     relation: Any  # (B, B) teacher sample-relation matrix
     cam: Any | None  # (B, B) teacher CAM-similarity matrix, None when the teacher has no feature map
+    # (relation, class similarity) of the teacher's architecture at random initialisation, for diswot_init;
+    # None when the teacher is not an nn.Module with a Linear classifier
+    init: tuple[Any, Any] | None = None
 
 
 Proxy = Callable[[Any, Probe], float]
@@ -37,10 +43,11 @@ def make_probe(teacher: Any, x: np.ndarray, y: np.ndarray) -> Probe:
     import torch
 
     xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    init = _at_init(teacher, xb, yb) if isinstance(teacher, torch.nn.Module) and _classifier(teacher) else None
     feats, logits = _features_and_logits(teacher, xb, need_grad=True)
     if feats is None:  # e.g. a torch.export program: no hooks; fall back to the logits' relations
-        return Probe(xb, yb, _relation(logits.detach()), None)
-    return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb))
+        return Probe(xb, yb, _relation(logits.detach()), None, init)
+    return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb), init)
 
 
 @PROXIES.register("diswot")
@@ -51,6 +58,22 @@ def diswot(student: Any, probe: Probe) -> float:
     rel = _distance(_relation(feats.detach()), probe.relation)
     sem = _distance(_cam_relation(feats, logits, probe.y), probe.cam)
     return -(rel + sem)
+
+
+@PROXIES.register("diswot_init")
+def diswot_init(student: Any, probe: Probe) -> float:
+    """DisWOT as Dong et al. set it: the student and the teacher's architecture both randomly initialised
+    (the student re-initialised here too, so a ``pruned`` student is scored at init like the others)."""
+    from edgekd.errors import ModelError
+
+    if probe.init is None:
+        raise ModelError("the diswot_init proxy needs the teacher as an nn.Module ending in a Linear classifier",
+                         "use --proxy diswot (it compares with the trained teacher's outputs)")
+    if not _classifier(student):
+        raise ModelError("the diswot_init proxy needs students ending in a Linear classifier",
+                         "use --proxy diswot")
+    relation, classes = _at_init(student, probe.x, probe.y)
+    return -(_distance(relation, probe.init[0]) + _distance(classes, probe.init[1]))
 
 
 @PROXIES.register("params")
@@ -162,6 +185,40 @@ def _cam_relation(feats: Any, logits: Any, labels: Any) -> Any:
     cam = F.adaptive_avg_pool2d(cam, 8).flatten(1)
     cam = F.normalize(cam, dim=1)
     return F.normalize(cam @ cam.t(), dim=1)
+
+
+def _classifier(model: Any) -> Any:
+    """The last Linear layer, or None."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _at_init(model: Any, x: Any, y: Any) -> tuple[Any, Any]:
+    """(sample relation, class similarity) of a copy of ``model`` re-initialised with a fixed seed: the
+    relation of its last multi-pixel feature map (or logits), and the cosine similarity between classes of
+    the cross-entropy gradient of its classifier's weights. The caller's random state is left as it was."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = copy.deepcopy(model)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    feats, logits = _features_and_logits(model, x, need_grad=False)
+    relation = _relation((logits if feats is None else feats).detach())
+    model.zero_grad()
+    with torch.enable_grad():
+        F.cross_entropy(model(x), y).backward()
+    grad = F.normalize(_classifier(model).weight.grad.detach(), dim=1)
+    return relation, F.normalize(grad @ grad.t(), dim=1)
 
 
 def _distance(a: Any, b: Any) -> float:
