@@ -34,8 +34,8 @@ _COMPRESS_OPTIONS = [
     click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
-    click.option("--proxy", type=str, help="Training-free score: diswot, naswot, synflow, grad_norm, params "
-                                           "(default: diswot)."),
+    click.option("--proxy", type=str, help="Training-free score: diswot, diswot_init, naswot, synflow, grad_norm, "
+                                           "params (default: diswot)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--precision", type=click.Choice(["int8", "fp32"]),
                  help="Deployment precision the search checks the budgets for (default: int8)."),
