@@ -165,6 +165,19 @@ def test_diswot_init_needs_linear_classifiers(small_data):
         PROXIES.get("diswot_init")(conv_only, probe)
 
 
+def test_search_with_diswot_init_refuses_a_teacher_without_classifier_before_measuring(small_data, monkeypatch):
+    import torch
+
+    from edgekd.errors import ModelError
+    from edgekd.search import latency_model
+
+    monkeypatch.setattr(latency_model, "latency_model", lambda *a, **k: pytest.fail("measured before the check"))
+    conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(ModelError, match="diswot_init proxy needs the teacher"):
+        search(conv_only, small_data, None, Budget(), SearchConfig(proxy="diswot_init", candidates=4),
+               progress=False)
+
+
 def test_diswot_falls_back_to_logits_when_the_teacher_has_no_feature_map(small_data):
     import torch
 

@@ -66,14 +66,21 @@ def diswot_init(student: Any, probe: Probe) -> float:
     (the student re-initialised here too, so a ``pruned`` student is scored at init like the others)."""
     from edgekd.errors import ModelError
 
-    if probe.init is None:
-        raise ModelError("the diswot_init proxy needs the teacher as an nn.Module ending in a Linear classifier",
-                         "use --proxy diswot (it compares with the trained teacher's outputs)")
+    require_init(probe)
     if not _classifier(student):
         raise ModelError("the diswot_init proxy needs students ending in a Linear classifier",
                          "use --proxy diswot")
     relation, classes = _at_init(student, probe.x, probe.y)
     return -(_distance(relation, probe.init[0]) + _distance(classes, probe.init[1]))
+
+
+def require_init(probe: Probe) -> None:
+    """diswot_init's teacher side exists (the teacher is an nn.Module ending in a Linear classifier)."""
+    from edgekd.errors import ModelError
+
+    if probe.init is None:
+        raise ModelError("the diswot_init proxy needs the teacher as an nn.Module ending in a Linear classifier",
+                         "use --proxy diswot (it compares with the trained teacher's outputs)")
 
 
 @PROXIES.register("params")

@@ -79,7 +79,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
 
     from edgekd.search.evolution import evolve, pareto_front
     from edgekd.search.latency_model import latency_model, reference_now
-    from edgekd.search.proxies import PROXIES, make_probe
+    from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
 
     config = config or SearchConfig()
@@ -92,6 +92,8 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
     if probe.cam is None and config.proxy == "diswot":
         log("search: the teacher exposes no 4-D feature map, so diswot compares logit relations only")
+    if config.proxy == "diswot_init":
+        require_init(probe)  # before any latency is measured
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
     # One measurement of the reference network converts every calibrated space's table to ms.
     reference = functools.cache(lambda: reference_now(profile, data.input_shape, data.num_classes))
