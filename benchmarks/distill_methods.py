@@ -157,9 +157,10 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
         # architecture in three seeds' single runs here) and slow stretches only add time.
         start_ms = min(measure_modules([trained], profile, "fp32", data.x_train[:64])[0].p50_ms for _ in range(3))
         target = ratio * start_ms
+        plan_log: list[str] = []
         ours = prune_distill(copy.deepcopy(trained), data, replace(base, seed=s),
                              PruneConfig(target_ms=target, steps=8, finetune_epochs=base.epochs), profile,
-                             teacher=teacher)
+                             teacher=teacher, log=plan_log.append)
         macs = cost_features(ours.model, data.input_shape)[0]
         # torch-pruning's own way: one MACs-ratio prune to the same MACs, then the same fine-tuning.
         baseline = copy.deepcopy(trained)
@@ -183,7 +184,7 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
                "scale_ms": ours.scale_ms,
                "ours": {"ms": ours_ms, "mmacs": macs, "accuracy": _test_acc(ours.model, data),
                         "steps": len(ours.steps), "own_ms": ours.measured_ms, "ratio": ours.ratio,
-                        "stage_ratios": list(ours.stage_ratios)},
+                        "stage_ratios": list(ours.stage_ratios), "log": plan_log},
                "macs_ratio": {"ms": base_ms, "mmacs": cost_features(baseline, data.input_shape)[0],
                               "accuracy": _test_acc(baseline, data), "ratio": hi}}
         rows.append(row)
