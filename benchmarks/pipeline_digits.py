@@ -100,7 +100,8 @@ def _markdown(f: dict, checks: dict, meta: dict) -> str:
         "",
         "| target | measured | met |",
         "|---|---|---|",
-        f"| int8 accuracy within 1.0 pt of teacher | {f['accuracy_gap_pt']:+.2f} pt below teacher | "
+        f"| int8 accuracy within 1.0 pt of teacher | {abs(f['accuracy_gap_pt']):.2f} pt "
+        f"{'below' if f['accuracy_gap_pt'] >= 0 else 'above'} teacher | "
         f"{'yes' if checks['int8 accuracy within 1.0 pt of teacher'] else 'NO'} |",
         f"| int8 file >= 10x smaller than teacher fp32 | {f['size_ratio']:.1f}x | "
         f"{'yes' if checks['int8 file >= 10x smaller than teacher fp32'] else 'NO'} |",
