@@ -123,8 +123,14 @@ def _by_stage(model: Any, input_shape: tuple[int, ...], stage_ratios: tuple[floa
     if len(stages) != len(stage_ratios):
         raise ConfigError(f"{len(stage_ratios)} stage ratios for a model with {len(stages)} stages of convolutions",
                           "plan the ratios on this model")
+    return stage_ratio_dict(model, stages, stage_ratios)
+
+
+def stage_ratio_dict(model: Any, stages: tuple[tuple[str, ...], ...], ratios: Any) -> dict[Any, float]:
+    """torch-pruning's ``pruning_ratio_dict``: ``ratios[i]`` for every convolution of ``stages[i]`` (module
+    names, as ``conv_stages`` gives them)."""
     modules = dict(model.named_modules())
-    return {modules[name]: ratio for names, ratio in zip(stages, stage_ratios) for name in names}
+    return {modules[name]: ratio for names, ratio in zip(stages, ratios) for name in names}
 
 
 def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, config: PruneConfig, profile: Any,

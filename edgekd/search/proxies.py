@@ -13,6 +13,7 @@ et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which ignore the tea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,18 @@ class Probe:
     y: Any  # torch.Tensor labels
     relation: Any  # (B, B) teacher sample-relation matrix
     cam: Any | None  # (B, B) teacher CAM-similarity matrix, None when the teacher has no feature map
-    # (relation, class similarity) of the teacher's architecture at random initialisation, for diswot_init;
-    # None when the teacher is not an nn.Module with a Linear classifier
-    init: tuple[Any, Any] | None = None
+    teacher: Any = None
+
+    @functools.cached_property
+    def init(self) -> tuple[Any, Any] | None:
+        """(relation, class similarity) of the teacher's architecture at random initialisation, for
+        diswot_init; None when the teacher is not an nn.Module with a Linear classifier. Computed on first
+        use: only diswot_init needs it, and it copies the teacher."""
+        import torch
+
+        if not isinstance(self.teacher, torch.nn.Module) or not _classifier(self.teacher):
+            return None
+        return _at_init(self.teacher, self.x, self.y)
 
 
 Proxy = Callable[[Any, Probe], float]
@@ -43,11 +53,10 @@ def make_probe(teacher: Any, x: np.ndarray, y: np.ndarray) -> Probe:
     import torch
 
     xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    init = _at_init(teacher, xb, yb) if isinstance(teacher, torch.nn.Module) and _classifier(teacher) else None
     feats, logits = _features_and_logits(teacher, xb, need_grad=True)
     if feats is None:  # e.g. a torch.export program: no hooks; fall back to the logits' relations
-        return Probe(xb, yb, _relation(logits.detach()), None, init)
-    return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb), init)
+        return Probe(xb, yb, _relation(logits.detach()), None, teacher)
+    return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb), teacher)
 
 
 @PROXIES.register("diswot")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekd.distill.prune import importance as make_importance
-from edgekd.distill.prune import output_layers
+from edgekd.distill.prune import output_layers, stage_ratio_dict
 from edgekd.errors import ModelError
 from edgekd.search.spaces import SPACES, Gene, GeneSpace
 
@@ -57,10 +57,9 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     import torch_pruning as tp
 
     model = copy.deepcopy(teacher).eval()
-    modules = dict(model.named_modules())
-    ratios = {modules[name]: 1.0 - keep[i] for i, names in enumerate(stages) for name in names if keep[i] < 1.0}
-    if not ratios:
+    if all(keep[i] >= 1.0 for i in range(len(stages))):
         return model
+    ratios = stage_ratio_dict(model, stages, [1.0 - keep[i] for i in range(len(stages))])
     example = torch.zeros(1, *input_shape)
     pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
                                   pruning_ratio_dict=ratios, ignored_layers=output_layers(model))
