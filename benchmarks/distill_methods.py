@@ -65,11 +65,15 @@ def _onnx_acc(path: str, data: Any) -> tuple[float, np.ndarray]:
 
 
 def _train(model: Any, data: Any, cfg: Any, teacher: Any, method: str) -> Any:
+    return _train_result(model, data, cfg, teacher, method).model
+
+
+def _train_result(model: Any, data: Any, cfg: Any, teacher: Any, method: str) -> Any:
     from edgekd.distill.trainer import distill
 
     if method == "none":
-        return distill(model, data, cfg, teacher=None, progress=False).model
-    return distill(model, data, replace(cfg, losses=method), teacher=teacher, progress=False).model
+        return distill(model, data, cfg, teacher=None, progress=False)
+    return distill(model, data, replace(cfg, losses=method), teacher=teacher, progress=False)
 
 
 def _few_labels(data: Any, share: float, method: str) -> Any:
@@ -110,7 +114,7 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
 
     cfg = STUDENT
     res: dict[str, list] = {"fp32": [], "ptq": [], "ptq_all_convs": [], "qat_fp32": [], "qat_int8": [],
-                            "qat_agreement": []}
+                            "qat_agreement": [], "qat_best_epoch": []}
     for s in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
             kd = _train(_student(cfg, data, s), data, replace(base, seed=s), teacher, "kd")
@@ -124,7 +128,11 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
                                                               calibration=data.x_train[:256], source=fp32,
                                                               options={"quantize_first_conv": True}))
             res["ptq_all_convs"].append(_onnx_acc(ptq_all.path, data)[0])
-            qat = _train(_student(cfg, data, s), data, replace(base, seed=s, qat_epochs=qat_epochs), teacher, "kd")
+            # QAT fine-tunes the KD student above: its fp32 epochs are that run's, same seed and schedule.
+            qat_cfg = replace(base, seed=s, epochs=base.epochs + qat_epochs, qat_epochs=qat_epochs)
+            qat_result = _train_result(_student(cfg, data, s), data, qat_cfg, teacher, "kd")
+            qat = qat_result.model
+            res["qat_best_epoch"].append(qat_result.best_epoch)
             art = get_exporter("onnx-int8-qat")(ExportRequest("qat", "student", Path(tmp), qat, data.x_val[:1],
                                                               calibration=data.x_train[:256]))
             acc, pred = _onnx_acc(art.path, data)
@@ -138,7 +146,7 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
             f"ptq-all-convs {res['ptq_all_convs'][-1]:.4f} qat {acc:.4f} "
             f"agreement {res['qat_agreement'][-1]:.4f}")
     return {**{k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()},
-            "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
+            "qat_epochs": qat_epochs, "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
 
 
 def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
@@ -244,7 +252,12 @@ def _markdown(out: dict) -> str:
     q = out["int8"]
     lines += ["", "## Post-training int8 vs quantization-aware KD", "", *_run_line(out, q.get("run")),
               "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
-              "quantizes it too, the placement QAT-KD trains for and ships.", "",
+              "quantizes it too, the placement QAT-KD trains for and ships. QAT-KD fine-tunes the KD student "
+              f"(the same {out['epochs']} fp32 epochs, same seed) for {q.get('qat_epochs', '?')} more epochs "
+              "with fake quantization, and keeps the calibrated student before any QAT step if no QAT epoch "
+              "validates better: it did in "
+              f"{sum(e == out['epochs'] for e in q.get('qat_best_epoch', {}).get('runs', []))} of "
+              f"{len(q['qat_int8']['runs'])} seeds.", "",
               "| KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
               "QAT-KD int8 (onnx-int8-qat) | torch/ONNX agreement |",
               "|---|---|---|---|---|---|",

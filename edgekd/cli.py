@@ -51,6 +51,8 @@ _COMPRESS_OPTIONS = [
     click.option("--labels/--no-labels", default=None, help="--no-labels: learn from the teacher's soft labels "
                                                             "alone (unlabelled data)."),
     click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
+    click.option("--qat-lr", type=float, help="Peak learning rate of the quantization-aware epochs "
+                                              "(default: --lr / 10)."),
     click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
     click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
     click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
@@ -69,7 +71,7 @@ _COMPRESS_OPTIONS = [
 
 # Options of compress that the search stage does not take.
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
-                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--target-ms",
+                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds"}
 _EXPORT_ONLY = {"--calibration", "--latency-rounds"}  # options of compress that distill does not take
 

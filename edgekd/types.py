@@ -218,7 +218,12 @@ class DistillConfig:
     ``qat_epochs > 0`` makes the last ``qat_epochs`` of the ``epochs`` quantization-aware (see
     ``edgekd.distill.qat``): the student is fake-quantized as its int8 ONNX will run (per-channel symmetric
     int8 weights, uint8 activations, where onnxruntime quantizes them) and distillation goes on; the best
-    validation epoch is chosen among the QAT epochs. The folded BatchNorms' statistics are frozen for the
+    validation epoch is chosen among the QAT epochs. The fp32 epochs have their own one-cycle schedule, so
+    they converge as a run without QAT would; QAT then fine-tunes the best fp32 epoch with a fresh AdamW,
+    its learning rate ``qat_lr`` (default ``lr / 10``) annealed to 0 (cosine). The calibrated student
+    before any QAT step is a candidate too (``best_epoch == qat_start - 1``): QAT keeps it when no QAT
+    epoch validates better, so it never ends below post-training quantization of the same weights on
+    the validation set. The folded BatchNorms' statistics are frozen for the
     last ``qat_freeze_bn_epochs`` QAT epochs and the activation observers for the last
     ``qat_freeze_observer_epochs`` (0: never). ``qat_reduce_range`` (default) keeps weights in [-64, 64]:
     onnxruntime's x86 u8s8 kernels without VNNI add pairs of products in 16 bits, which saturate with full
@@ -244,6 +249,7 @@ class DistillConfig:
     qat_freeze_bn_epochs: int = 1
     qat_freeze_observer_epochs: int = 1
     qat_reduce_range: bool = True
+    qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning; None: lr / 10
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -279,6 +285,10 @@ class DistillConfig:
         if not isinstance(self.qat_reduce_range, bool):
             raise ConfigError(f"qat_reduce_range must be true or false, got {self.qat_reduce_range!r}",
                               "pass a boolean")
+        if self.qat_lr is not None and (isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float))
+                                        or not math.isfinite(self.qat_lr) or self.qat_lr <= 0):
+            raise ConfigError(f"qat_lr must be a positive number, got {self.qat_lr!r}",
+                              "pass a positive --qat-lr, or leave it out for lr / 10")
         if self.qat_epochs >= self.epochs:
             raise ConfigError(f"qat_epochs ({self.qat_epochs}) must be fewer than epochs ({self.epochs}): "
                               "quantization-aware training fine-tunes a student trained in fp32 first",
@@ -288,6 +298,11 @@ class DistillConfig:
                 if getattr(self, name) > self.qat_epochs:
                     raise ConfigError(f"{name} ({getattr(self, name)}) is more than qat_epochs ({self.qat_epochs})",
                                       f"freeze for at most the {self.qat_epochs} QAT epochs")
+
+    @property
+    def qat_peak_lr(self) -> float:
+        """The learning rate QAT fine-tuning starts from."""
+        return float(self.qat_lr) if self.qat_lr is not None else self.lr / 10
 
     @property
     def qat_start(self) -> int:

@@ -48,6 +48,10 @@ def test_resume_without_a_checkpoint_and_bad_losses(run_cli, common, searched, t
     code, _, err = run_cli("distill", *common, "--search", searched, "--target-ms", "1", "--qat-epochs", "1",
                            "--out", tmp_path / "y")
     assert code == 2 and "cannot be combined" in err
+    code, _, err = run_cli("distill", *common, "--search", searched, "--qat-epochs", "1", "--qat-lr", "0",
+                           "--out", tmp_path / "z")
+    assert code == 2 and "qat_lr must be a positive number, got 0.0" in err and not (tmp_path / "z").exists()
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow

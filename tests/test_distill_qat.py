@@ -5,6 +5,8 @@ model). A tiny mbv2 student (residual add, squeeze-excitation) on 16x16 digits; 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -61,8 +63,61 @@ def test_bad_qat_settings_are_refused():
         DistillConfig(epochs=4, qat_epochs=2, qat_freeze_bn_epochs=3)
     with pytest.raises(ConfigError, match="qat_reduce_range must be true or false"):
         DistillConfig(epochs=4, qat_epochs=2, qat_reduce_range="yes")
+    for bad in (0, -1e-3, float("nan"), True):
+        with pytest.raises(ConfigError, match="qat_lr must be a positive number.*--qat-lr"):
+            DistillConfig(epochs=4, qat_epochs=2, qat_lr=bad)
     config = DistillConfig(epochs=6, qat_epochs=2, qat_freeze_observer_epochs=0)
     assert config.qat_start == 5 and DistillConfig.from_dict(config.to_dict()) == config
+    assert config.qat_peak_lr == config.lr / 10 and DistillConfig(epochs=6, qat_lr=3e-4).qat_peak_lr == 3e-4
+
+
+def test_qat_fine_tunes_the_student_a_run_without_qat_ends_with(monkeypatch):
+    data = tiny_data()
+    base = DistillConfig(epochs=3, lr=5e-2, batch_size=32, augment=True, seed=1)
+    plain = distill(student(), data, base, progress=False)
+    started = {}
+    begin = trainer._begin_qat
+
+    def spy(run, state):
+        begin(run, state)
+        started["lr"] = run.opt.param_groups[0]["lr"]
+        started["weights"] = {k: v.clone() for k, v in run.student.state_dict().items() if "act_quant" not in k
+                              and "input_quant" not in k}
+
+    monkeypatch.setattr(trainer, "_begin_qat", spy)
+    qat_run = distill(student(), data, replace(base, epochs=5, qat_epochs=2, qat_lr=4e-3), progress=False)
+    # The fp32 epochs follow the schedule of a 3-epoch run: QAT starts from that run's best epoch ...
+    fp32 = plain.model.state_dict()
+    assert started["weights"].keys() == fp32.keys()
+    assert all(torch.equal(started["weights"][k], fp32[k]) for k in fp32)
+    assert [h.val_accuracy for h in qat_run.history[:3]] == [h.val_accuracy for h in plain.history]
+    assert started["lr"] == pytest.approx(4e-3)  # ... with its own learning rate
+
+
+def test_the_calibrated_student_is_kept_when_no_qat_epoch_validates_better(monkeypatch):
+    data = tiny_data()
+    config = DistillConfig(epochs=4, qat_epochs=2, lr=5e-2, batch_size=32, augment=False)
+    validate, calls = trainer._validate, []
+
+    def qat_epochs_validate_worse(run):
+        calls.append(qat.qat_plan(run.student) is not None)
+        first_qat = calls.count(True) == 1
+        return validate(run) if not calls[-1] or first_qat else (0.0, float("inf"))
+
+    kept = {}
+    begin = trainer._begin_qat
+
+    def spy(run, state):
+        begin(run, state)
+        kept.update({k: v.clone() for k, v in run.student.state_dict().items()})
+
+    monkeypatch.setattr(trainer, "_validate", qat_epochs_validate_worse)
+    monkeypatch.setattr(trainer, "_begin_qat", spy)
+    result = distill(student(), data, config, progress=False)
+    assert calls == [False, False, True, True, True]  # 2 fp32 epochs, the calibrated student, 2 QAT epochs
+    assert result.best_epoch == config.qat_start - 1 == 2
+    final = result.model.state_dict()
+    assert final.keys() == kept.keys() and all(torch.equal(final[k], kept[k]) for k in kept)
 
 
 def test_the_qat_phase_fake_quantizes_the_student_in_place(trained):
@@ -75,7 +130,7 @@ def test_the_qat_phase_fake_quantizes_the_student_in_place(trained):
     assert plan.weight_qmax == qat.REDUCED_WEIGHT_QMAX
     assert {"input_quant", "stages.0.act_quant", "stages.0.body.2.act_quant"} <= set(qat.quantizers(model))
     assert all(0 < scale and 0 <= zero <= 255 for scale, zero in qat.qparams(model).values())
-    assert len(result.history) == config.epochs and result.best_epoch >= config.qat_start
+    assert len(result.history) == config.epochs and result.best_epoch >= config.qat_start - 1
     assert not any(s.module in ("pool", "fc") for s in plan.sites)  # the classifier stays fp32
 
 

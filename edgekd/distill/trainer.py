@@ -2,7 +2,8 @@
 different loss. Seeded, best-on-validation, with a progress bar, feature taps for the feature losses,
 and an atomic checkpoint after every epoch that a killed run resumes from bit for bit. With
 ``qat_epochs`` the last epochs are quantization-aware: the student is fake-quantized in place (see
-``edgekd.distill.qat``) at the start of the first QAT epoch and the loop goes on."""
+``edgekd.distill.qat``) at the start of the first QAT epoch, from the best fp32 epoch's weights, and
+fine-tuned with its own optimizer and schedule."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     an uninterrupted run. Started by ``torchrun --nproc-per-node N``, the N processes train one model
     data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of its best
     validation epoch; with ``config.qat_epochs`` the student is the fake-quantized QAT model (prepared in
-    place) and its best epoch is the best QAT epoch.
+    place) and its best epoch is the best QAT epoch, or ``qat_start - 1`` when the calibrated student
+    before any QAT step validated best.
     """
     import torch
 
@@ -194,7 +196,8 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
             _attach_features(run, s_seen, t_seen)
             run.cache = _teacher_cache(run) if not config.augment else None
         params = list(student.parameters()) + list(run.parts.parameters())
-        steps = config.epochs * math.ceil(len(labels) / config.batch_size)
+        # The fp32 epochs get a whole one-cycle of their own; QAT fine-tunes afterwards (_qat_optimizer).
+        steps = (config.epochs - config.qat_epochs) * math.ceil(len(labels) / config.batch_size)
         run.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=config.lr, total_steps=steps,
                                                         pct_start=0.15)
@@ -371,14 +374,19 @@ def _batch(run: _Run, index: Any, xb: Any) -> Any:
 
 def _record(run: _Run, state: _Progress, epoch: int, train_loss: float, seconds: float) -> None:
     """Validate, append to the history and keep the best weights."""
-    logits = predict(run.student, run.x_val)[run.val_index]
-    val_acc, val_loss = accuracy(logits, run.val_targets), _nll(logits, run.val_targets)
+    val_acc, val_loss = _validate(run)
     state.history.append(EpochRecord(epoch, train_loss, val_acc, seconds))
     state.epoch = epoch
     # Small validation sets tie on accuracy often; the lower validation loss breaks the tie.
     if (val_acc, -val_loss) > (state.best_acc, -state.best_loss):
         state.best_acc, state.best_loss, state.best_epoch = val_acc, val_loss, epoch
         state.best_state = copy.deepcopy(run.student.state_dict())
+
+
+def _validate(run: _Run) -> tuple[float, float]:
+    """(accuracy, negative log-likelihood) on the validation targets."""
+    logits = predict(run.student, run.x_val)[run.val_index]
+    return accuracy(logits, run.val_targets), _nll(logits, run.val_targets)
 
 
 def _save(run: _Run, state: _Progress, path: Path) -> None:
@@ -405,6 +413,7 @@ def _restore(run: _Run, path: Path) -> _Progress:
     data = load_checkpoint(path, run.arch, run.run_info)
     if run.config.qat_epochs and int(data["epoch"]) >= run.config.qat_start:
         _prepare_qat(run)  # the checkpoint holds the QAT student: its observers come from it
+        _qat_optimizer(run)  # and the fine-tuning optimizer's state
     run.student.load_state_dict(data["student"])
     run.parts.load_state_dict(data["parts"])
     run.opt.load_state_dict(data["optimizer"])
@@ -425,13 +434,32 @@ def _prepare_qat(run: _Run) -> None:
 
 
 def _begin_qat(run: _Run, state: _Progress) -> None:
-    """Fake-quantize the student, set its observers from the training images, and choose the best
-    epoch among the QAT epochs from now on (an fp32 state does not fit the QAT student)."""
+    """Fake-quantize the best fp32 epoch's student, set its observers from the training images, and
+    choose the best epoch among the QAT student's from now on (an fp32 state does not fit it). The
+    calibrated student before any QAT step is the first candidate: post-training quantization of the
+    same weights, which QAT has to beat on validation to replace."""
     from edgekd.distill.qat import calibrate
 
+    if state.best_state is not None:
+        run.student.load_state_dict(state.best_state)
     _prepare_qat(run)
     calibrate(run.student, run.x)
-    state.best_state, state.best_acc, state.best_loss, state.best_epoch = None, -1.0, math.inf, 0
+    _qat_optimizer(run)
+    state.best_acc, state.best_loss = _validate(run)
+    state.best_epoch = run.config.qat_start - 1
+    state.best_state = copy.deepcopy(run.student.state_dict())
+
+
+def _qat_optimizer(run: _Run) -> None:
+    """A fresh AdamW for the fake-quantized student (the fp32 phase's moments describe another loss
+    surface), its learning rate annealed from ``qat_peak_lr`` to 0 over the QAT steps."""
+    import torch
+
+    cfg = run.config
+    params = list(run.student.parameters()) + list(run.parts.parameters())
+    run.opt = torch.optim.AdamW(params, lr=cfg.qat_peak_lr, weight_decay=cfg.weight_decay)
+    steps = cfg.qat_epochs * max(1, len(run.y) // cfg.batch_size)
+    run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=steps)
 
 
 def _freeze_qat(student: Any, config: DistillConfig, epoch: int) -> None:
