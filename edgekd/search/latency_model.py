@@ -127,7 +127,9 @@ def layout_features(records: list[tuple[int, int, int, int, int]], layout: str) 
     for cin, cout, g, k, hw in records:
         if layout.startswith("nchwc"):
             ok = (cin < block or cin % 4 == 0) if g == 1 else cin % 4 == 0
-            macs = hw * k * (_round_up(cout, block) if ok else cout) * cin / g
+            # A blocked input is padded to whole blocks too; fewer channels than a block stay NCHW.
+            padded_in = _round_up(cin, block) if ok and cin >= block else cin
+            macs = hw * k * (_round_up(cout, block) if ok else cout) * padded_in / g
         else:
             ok = cin % block == 0
             macs = hw * k * _round_up(cout, block) * _round_up(cin, block) / g
