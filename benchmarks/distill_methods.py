@@ -108,16 +108,28 @@ def losses_study(data: Any, teacher: Any, base: Any, seeds: int, log: Any) -> di
     return out
 
 
+INT8_SETTINGS = {"digits": STUDENT, "tiny (<5k params)": TINY}
+
+
 def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, log: Any) -> dict:
+    settings = {name: _int8_setting(name, cfg, data, teacher, base, seeds, qat_epochs, log)
+                for name, cfg in INT8_SETTINGS.items()}
+    return {"settings": settings, "qat_epochs": qat_epochs,
+            "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
+
+
+def _int8_setting(name: str, cfg: dict, data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int,
+                  log: Any) -> dict:
     from edgekd.distill.qat import export_copy
+    from edgekd.distill.trainer import predict
     from edgekd.export import ExportRequest, get_exporter
 
-    cfg = STUDENT
     res: dict[str, list] = {"fp32": [], "ptq": [], "ptq_all_convs": [], "qat_fp32": [], "qat_int8": [],
                             "qat_agreement": [], "qat_best_epoch": []}
     for s in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            kd = _train(_student(cfg, data, s), data, replace(base, seed=s), teacher, "kd")
+            kd_result = _train_result(_student(cfg, data, s), data, replace(base, seed=s), teacher, "kd")
+            kd = kd_result.model
             fp32 = get_exporter("onnx-fp32")(ExportRequest("fp32", "student", Path(tmp), kd, data.x_val[:1]))
             ptq = get_exporter("onnx-int8")(ExportRequest("ptq", "student", Path(tmp), calibration=data.x_train[:256],
                                                           source=fp32))
@@ -131,22 +143,31 @@ def int8_study(data: Any, teacher: Any, base: Any, seeds: int, qat_epochs: int, 
             # QAT fine-tunes the KD student above: its fp32 epochs are that run's, same seed and schedule.
             qat_cfg = replace(base, seed=s, epochs=base.epochs + qat_epochs, qat_epochs=qat_epochs)
             qat_result = _train_result(_student(cfg, data, s), data, qat_cfg, teacher, "kd")
+            fp32_epochs = [h.val_accuracy for h in qat_result.history[:base.epochs]]
+            if fp32_epochs != [h.val_accuracy for h in kd_result.history]:
+                raise SystemExit(f"int8 {name} seed {s}: the QAT run's fp32 epochs differ from the KD run's")
             qat = qat_result.model
             res["qat_best_epoch"].append(qat_result.best_epoch)
             art = get_exporter("onnx-int8-qat")(ExportRequest("qat", "student", Path(tmp), qat, data.x_val[:1],
                                                               calibration=data.x_train[:256]))
             acc, pred = _onnx_acc(art.path, data)
-            from edgekd.distill.trainer import predict
-
             torch_pred = predict(qat, data.x_test).argmax(1)
             res["qat_int8"].append(acc)
             res["qat_fp32"].append(_test_acc(export_copy(qat, fake_quant=False), data))
             res["qat_agreement"].append(float((pred == torch_pred).mean()))
-        log(f"int8 seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} "
+        log(f"int8 {name} seed {s}: fp32 {res['fp32'][-1]:.4f} ptq {res['ptq'][-1]:.4f} "
             f"ptq-all-convs {res['ptq_all_convs'][-1]:.4f} qat {acc:.4f} "
-            f"agreement {res['qat_agreement'][-1]:.4f}")
+            f"agreement {res['qat_agreement'][-1]:.4f} best epoch {qat_result.best_epoch}")
+    params = sum(p.numel() for p in _student(cfg, data, 0).parameters())
     return {**{k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "runs": v} for k, v in res.items()},
-            "qat_epochs": qat_epochs, "run": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds}}
+            "params": params, "qat_minus_ptq": _paired(res["qat_int8"], res["ptq"])}
+
+
+def _paired(a: list[float], b: list[float]) -> dict:
+    """Mean paired difference a - b in points, and its standard error."""
+    diff = [100 * (x - y) for x, y in zip(a, b)]
+    se = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
+    return {"mean": statistics.mean(diff), "se": se}
 
 
 def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
@@ -250,20 +271,23 @@ def _markdown(out: dict) -> str:
         lines.append(f"| {setting} | {row['params']:,} | " + " | ".join(_pm(row["methods"][m]) for m in METHODS)
                      + " |")
     q = out["int8"]
+    kept = ", ".join(f"{name} {sum(e == out['epochs'] for e in row['qat_best_epoch']['runs'])} of "
+                     f"{len(row['qat_best_epoch']['runs'])}" for name, row in q["settings"].items())
     lines += ["", "## Post-training int8 vs quantization-aware KD", "", *_run_line(out, q.get("run")),
               "PTQ int8 keeps the first convolution in fp32 (the `onnx-int8` default); *PTQ, every conv int8* "
               "quantizes it too, the placement QAT-KD trains for and ships. QAT-KD fine-tunes the KD student "
-              f"(the same {out['epochs']} fp32 epochs, same seed) for {q.get('qat_epochs', '?')} more epochs "
-              "with fake quantization, and keeps the calibrated student before any QAT step if no QAT epoch "
-              "validates better: it did in "
-              f"{sum(e == out['epochs'] for e in q.get('qat_best_epoch', {}).get('runs', []))} of "
-              f"{len(q['qat_int8']['runs'])} seeds.", "",
-              "| KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
-              "QAT-KD int8 (onnx-int8-qat) | torch/ONNX agreement |",
-              "|---|---|---|---|---|---|",
-              f"| {_pm(q['fp32'])} | {_pm(q['ptq'])} | {_pm(q.get('ptq_all_convs'))} | {_pm(q['qat_fp32'])} | "
-              f"{_pm(q['qat_int8'])} | "
-              f"{q['qat_agreement']['mean'] * 100:.2f}% (min {min(q['qat_agreement']['runs']) * 100:.2f}%) |"]
+              f"that PTQ quantizes (its first {out['epochs']} epochs are that run's, checked) for "
+              f"{q['qat_epochs']} more epochs with fake quantization, and keeps the calibrated student before "
+              f"any QAT step when no QAT epoch validates better (seeds where it did: {kept}). *QAT - PTQ*: mean "
+              "paired difference in points ± its standard error.", "",
+              "| setting | params | KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
+              "QAT-KD int8 (onnx-int8-qat) | QAT - PTQ | torch/ONNX agreement |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in q["settings"].items():
+        d = r["qat_minus_ptq"]
+        lines.append(f"| {name} | {r['params']:,} | {_pm(r['fp32'])} | {_pm(r['ptq'])} | {_pm(r['ptq_all_convs'])} | "
+                     f"{_pm(r['qat_fp32'])} | {_pm(r['qat_int8'])} | {d['mean']:+.2f} ± {d['se']:.2f} | "
+                     f"{r['qat_agreement']['mean'] * 100:.2f}% (min {min(r['qat_agreement']['runs']) * 100:.2f}%) |")
     lines += ["", f"## Pruning-aware KD to a latency target vs MACs-ratio pruning at the same MACs "
               f"(profile {out['profile']})", "", *_run_line(out, out["prune"].get("run")),
               "The unpruned student's ms: as the benchmark measured it to set the target (p50, fastest of three "
