@@ -141,7 +141,10 @@ def _int8_setting(name: str, cfg: dict, data: Any, teacher: Any, base: Any, seed
                                                               options={"quantize_first_conv": True}))
             res["ptq_all_convs"].append(_onnx_acc(ptq_all.path, data)[0])
             # QAT fine-tunes the KD student above: its fp32 epochs are that run's, same seed and schedule.
-            qat_cfg = replace(base, seed=s, epochs=base.epochs + qat_epochs, qat_epochs=qat_epochs)
+            # Weights in [-127, 127] as onnx-int8 quantizes them for PTQ (the QAT default, [-64, 64], guards
+            # x86 CPUs without VNNI, where both would lose alike; the agreement column shows it).
+            qat_cfg = replace(base, seed=s, epochs=base.epochs + qat_epochs, qat_epochs=qat_epochs,
+                              qat_reduce_range=False)
             qat_result = _train_result(_student(cfg, data, s), data, qat_cfg, teacher, "kd")
             fp32_epochs = [h.val_accuracy for h in qat_result.history[:base.epochs]]
             if fp32_epochs != [h.val_accuracy for h in kd_result.history]:
@@ -278,7 +281,8 @@ def _markdown(out: dict) -> str:
               "quantizes it too, the placement QAT-KD trains for and ships. QAT-KD fine-tunes the KD student "
               f"that PTQ quantizes (its first {out['epochs']} epochs are that run's, checked) for "
               f"{q['qat_epochs']} more epochs with fake quantization, and keeps the calibrated student before "
-              f"any QAT step when no QAT epoch validates better (seeds where it did: {kept}). *QAT - PTQ*: mean "
+              f"any QAT step when no QAT epoch validates better (seeds where it did: {kept}). Both use int8 "
+              "weights in [-127, 127] (`qat_reduce_range=False`, as `onnx-int8` quantizes). *QAT - PTQ*: mean "
               "paired difference in points ± its standard error.", "",
               "| setting | params | KD fp32 | PTQ int8 (onnx-int8) | PTQ, every conv int8 | QAT-KD fp32 twin | "
               "QAT-KD int8 (onnx-int8-qat) | QAT - PTQ | torch/ONNX agreement |",
