@@ -53,6 +53,9 @@ _COMPRESS_OPTIONS = [
     click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
     click.option("--qat-lr", type=float, help="Peak learning rate of the quantization-aware epochs "
                                               "(default: --lr / 10)."),
+    click.option("--qat-full-range/--qat-reduced-range", default=None,
+                 help="QAT int8 weights in [-127, 127], for CPUs with int8 dot products (x86 VNNI, ARM), or in "
+                      "[-64, 64] (default: safe on every x86 CPU, where older int8 kernels saturate)."),
     click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
     click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
     click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
@@ -71,7 +74,8 @@ _COMPRESS_OPTIONS = [
 
 # Options of compress that the search stage does not take.
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
-                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr", "--target-ms",
+                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
+                  "--qat-full-range", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds"}
 _EXPORT_ONLY = {"--calibration", "--latency-rounds"}  # options of compress that distill does not take
 

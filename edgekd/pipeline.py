@@ -45,6 +45,7 @@ class CompressConfig:
     labels: bool = True  # False: learn from the teacher's soft labels alone (unlabelled data)
     qat_epochs: int = 0  # last epochs of distillation run quantization-aware
     qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning (None: lr / 10)
+    qat_full_range: bool = False  # QAT int8 weights in [-127, 127] (VNNI x86, ARM) instead of [-64, 64]
     target_ms: float | None = None  # pruning-aware KD until the measured latency reaches this
     prune_steps: int = 8
     prune_importance: str = "l2"
@@ -87,7 +88,8 @@ class CompressConfig:
                              temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment,
                              losses=self.losses, student_taps=_paths(self.hint_student),
                              teacher_taps=_paths(self.hint_teacher), use_labels=self.labels,
-                             qat_epochs=self.qat_epochs, qat_lr=self.qat_lr)
+                             qat_epochs=self.qat_epochs, qat_lr=self.qat_lr,
+                             qat_reduce_range=not self.qat_full_range)
 
     def prune_config(self) -> Any:
         from edgekd.distill.prune import PruneConfig

@@ -54,6 +54,23 @@ def test_resume_without_a_checkpoint_and_bad_losses(run_cli, common, searched, t
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(("flag", "qmax"), [(None, 64), ("--qat-full-range", 127)])
+def test_distill_with_qat_exports_int8_weights_in_the_chosen_range(run_cli, common, searched, tmp_path, flag, qmax):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "qat"
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--qat-epochs", "1",
+                           "--qat-lr", "1e-4", *([flag] if flag else []), "--out", out)
+    assert code == 0, err
+    recipe = json.loads((out / "distill.json").read_text())["recipe"]
+    assert recipe["qat_lr"] == 1e-4 and recipe["qat_full_range"] is (flag is not None)
+    model = onnx.load(out / "student-int8.onnx")
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == qmax
+
+
 @pytest.mark.slow
 def test_distill_prunes_toward_a_target(run_cli, common, searched, tmp_path):
     out = tmp_path / "p"
