@@ -268,22 +268,25 @@ def test_cost_features_count_macs_by_hand():
 def test_layout_features_split_macs_by_channel_blocking():
     from edgekd.search.latency_model import layout_features
 
-    # (in, out, groups, kernel area, output pixels): 16->21 blocks (input a multiple of 4), 21->21 does not
-    # (21 input channels, not below the block and not a multiple of 4), 20->16 blocks, a linear layer 21->10.
-    records = [(16, 21, 1, 9, 64), (21, 21, 1, 9, 64), (20, 16, 1, 1, 64), (21, 10, 1, 1, 1)]
-    macs = 9 * 64 * 21 * 16 + 9 * 64 * 21 * 21 + 64 * 16 * 20 + 21 * 10
+    # (in, out, groups, kernel area, output pixels): 16->20 blocks (input and output multiples of 4), 20->21
+    # does not (21 outputs), 21->21 does not (21 inputs: not below the block, not a multiple of 4), 20->16
+    # blocks, and a linear layer 21->10.
+    records = [(16, 20, 1, 9, 64), (20, 21, 1, 9, 64), (21, 21, 1, 9, 64), (20, 16, 1, 1, 64), (21, 10, 1, 1, 1)]
+    unblocked = 9 * 64 * 21 * 20 + 9 * 64 * 21 * 21 + 21 * 10
+    macs = 9 * 64 * 20 * 16 + 64 * 16 * 20 + unblocked
     assert layout_features(records, "macs") == pytest.approx([macs / 1e6, 1.0])
-    # nchwc16: a blocked conv computes whole blocks of 16 output channels (21 -> 32) from whole blocks of
+    # nchwc16: a blocked conv computes whole blocks of 16 output channels (20 -> 32) from whole blocks of
     # input channels (20 -> 32).
     assert layout_features(records, "nchwc16") == pytest.approx(
-        [(9 * 64 * 32 * 16 + 64 * 16 * 32) / 1e6, (9 * 64 * 21 * 21 + 21 * 10) / 1e6, 1.0])
-    # nchwc8: 16 and 20 input channels are not below 8 but multiples of 4; blocks of 8 (21 -> 24, 20 -> 24).
-    assert layout_features(records, "nchwc8")[0] == pytest.approx((9 * 64 * 24 * 16 + 64 * 16 * 24) / 1e6)
+        [(9 * 64 * 32 * 16 + 64 * 16 * 32) / 1e6, unblocked / 1e6, 1.0])
+    # nchwc8: blocks of 8 (20 -> 24).
+    assert layout_features(records, "nchwc8") == pytest.approx(
+        [(9 * 64 * 24 * 16 + 64 * 16 * 24) / 1e6, unblocked / 1e6, 1.0])
     # A blocked conv with fewer input channels than a block reads them as they are (NCHW input).
-    assert layout_features([(3, 21, 1, 9, 64)], "nchwc16")[0] == pytest.approx(9 * 64 * 32 * 3 / 1e6)
+    assert layout_features([(3, 20, 1, 9, 64)], "nchwc16")[0] == pytest.approx(9 * 64 * 32 * 3 / 1e6)
     # align4: input and output channels padded to 4, blocked only where the input is a multiple of 4.
     assert layout_features(records, "align4") == pytest.approx(
-        [(9 * 64 * 24 * 16 + 64 * 16 * 20) / 1e6, (9 * 64 * 24 * 24 + 24 * 12) / 1e6, 1.0])
+        [(9 * 64 * 20 * 16 + 9 * 64 * 24 * 20 + 64 * 16 * 20) / 1e6, (9 * 64 * 24 * 24 + 24 * 12) / 1e6, 1.0])
 
 
 def test_choose_layout_finds_the_rule_the_latencies_follow():
