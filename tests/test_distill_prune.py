@@ -156,10 +156,10 @@ def test_plan_gives_channels_back_by_stage_when_the_uniform_ratio_lands_well_und
     assert len(ratios) == 3 and min(ratios) < 0.6 and max(ratios) <= 0.6  # one per resolution, some kept more
     refined = _most_pruned_macs(student, small_data, 0.6, ratios) / full
     assert uniform < refined <= 0.5  # closer to the target, never over it
-    assert refined >= 0.45 or ratios == (0.0,) * 3
+    assert refined >= 0.475 or ratios == (0.0,) * 3
     assert lines[-1].startswith("prune: plan: remove") and "by stage" in lines[-1]
     # Already near the target: nothing to refine, no measurement spent.
-    assert _refine_by_stage(student, small_data.input_shape, config, None, lines.append, 0.6, 0.46) == ()
+    assert _refine_by_stage(student, small_data.input_shape, config, None, lines.append, 0.6, 0.48) == ()
 
 
 def test_per_stage_plan_measured_over_on_a_second_look_falls_back_to_uniform(small_data):
