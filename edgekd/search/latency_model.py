@@ -85,11 +85,12 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
 # MACs that do not, 1]). onnxruntime's x86 CPU kernels convert a convolution to the NCHWc layout (channels
 # in blocks of 8 with AVX2, 16 with AVX-512) only when its input has fewer channels than a block or a
 # multiple of 4 (checked on its optimised graphs here), and then compute whole blocks of output
-# channels; int8 kernels pack channels in groups of 4. A teacher's pruned family has channel counts
-# like 21 and 42, where latency jumps: on 64 measured networks of the default teacher's family
-# (host-cpu-1t, AVX-512) a fit on 16 of them predicted the other 48 within 10% for 50% (fp32) and
-# 58% (int8) from plain MACs, 81% from "nchwc16" (fp32) and 100% from "nchwc8" (int8). Which rule
-# holds depends on the device and precision, so each fit picks it by leave-one-out on its anchors.
+# channels from whole blocks of input channels; int8 kernels pack channels in groups of 4. A teacher's
+# pruned family has channel counts like 21 and 42, where latency jumps. On three measurements of 200
+# networks of the default teacher's family (host-cpu-1t, AVX-512), fits on 16 of them predicted the
+# rest within 10% for 79-82% (fp32) from "nchwc16" without input padding and output rule, 93-94% with
+# them; the benchmark's plain-MACs fit: about 60%. Which rule holds depends on the device and precision, so each fit picks
+# it by leave-one-out on its anchors.
 LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8")
 
 
