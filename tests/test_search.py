@@ -289,6 +289,39 @@ def test_layout_features_split_macs_by_channel_blocking():
         [(9 * 64 * 20 * 16 + 9 * 64 * 24 * 20 + 64 * 16 * 20) / 1e6, (9 * 64 * 24 * 24 + 24 * 12) / 1e6, 1.0])
 
 
+def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
+    """The fitted latency model's fast path: a pruned student's records, from its modules and the family's
+    geometry, are the forward pass's records (in another order); other networks are refused."""
+    import torch
+
+    from edgekd.search.latency_model import conv_records, layer_pixels, records_from_modules
+    from edgekd.search.spaces import resolve_space
+
+    space = resolve_space("pruned", teacher.module, small_data.input_shape)
+    assert space.fixed_geometry
+    rng = np.random.default_rng(0)
+    students = [space.build(space.sample(rng), small_data.input_shape, small_data.num_classes) for _ in range(3)]
+    pixels = layer_pixels(students[0], small_data.input_shape)
+    assert pixels
+    for student in students:
+        by_modules = records_from_modules(student, pixels)
+        assert sorted(by_modules) == sorted(conv_records(student, small_data.input_shape))
+    # A network with a layer the family lacks, and one that runs a layer twice, take the forward pass.
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    other(torch.zeros(1, *small_data.input_shape))
+    assert records_from_modules(other, pixels) is None
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(self.conv(x))
+
+    assert layer_pixels(Twice(), small_data.input_shape) == {}
+
+
 def test_choose_layout_finds_the_rule_the_latencies_follow():
     """Latencies generated from one layout's features: leave-one-out picks that layout and its fit."""
     from edgekd.search.latency_model import choose_layout, layout_features

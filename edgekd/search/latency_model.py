@@ -89,8 +89,8 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
 # pruned family has channel counts like 21 and 42, where latency jumps. On three measurements of 200
 # networks of the default teacher's family (host-cpu-1t, AVX-512), fits on 16 of them predicted the
 # rest within 10% for 79-82% (fp32) from "nchwc16" without input padding and output rule, 93-94% with
-# them; the benchmark's plain-MACs fit: about 60%. Which rule holds depends on the device and precision, so each fit picks
-# it by leave-one-out on its anchors.
+# them; the benchmark's plain-MACs fit: about 60%. Which rule holds depends on the device and
+# precision, so each fit picks it by leave-one-out on its anchors.
 LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8")
 
 
@@ -117,6 +117,52 @@ def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[in
         for h in handles:
             h.remove()
     return records
+
+
+def layer_pixels(model: Any, input_shape: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
+    """(kernel area, output pixels) per convolution and linear layer, by module path, from one forward
+    pass; empty when a layer runs more than once (its records then differ from its module's)."""
+    import torch
+
+    seen: dict[str, tuple[int, int]] = {}
+    calls: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: Any, _inputs: Any, out: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(module, torch.nn.Conv2d):
+                seen[name] = (module.kernel_size[0] * module.kernel_size[1], out.shape[2] * out.shape[3])
+            else:
+                seen[name] = (1, out.numel() // module.out_features)
+        return record
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return seen if all(c == 1 for c in calls.values()) else {}
+
+
+def records_from_modules(model: Any, pixels: dict[str, tuple[int, int]]) -> list[tuple[int, int, int, int, int]] | None:
+    """``conv_records`` without a forward pass, for a network whose layers (by path) have the kernel and
+    output resolution in ``pixels`` (``layer_pixels`` of one of its family); None where they do not."""
+    import torch
+
+    records = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            if name not in pixels:
+                return None
+            records.append((module.in_channels, module.out_channels, module.groups, *pixels[name]))
+        elif isinstance(module, torch.nn.Linear):
+            if name not in pixels:
+                return None
+            records.append((module.in_features, module.out_features, 1, *pixels[name]))
+    return records if len(records) == len(pixels) else None
 
 
 def layout_features(records: list[tuple[int, int, int, int, int]], layout: str) -> list[float]:
@@ -201,9 +247,14 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     records = [conv_records(m, input_shape) for m in models]
     layout, coef = choose_layout(records, y)
     floor = 0.5 * float(y.min())
+    # A family whose networks share their layers and resolutions (a pruned teacher) is read off the
+    # modules: search's inner loop predicts tens of thousands of candidates.
+    pixels = layer_pixels(models[0], input_shape) if getattr(space, "fixed_geometry", False) else {}
 
     def predict_units(_spec: StudentSpec, model: Any) -> float:
-        return max(float(np.dot(coef, layout_features(conv_records(model, input_shape), layout))), floor)
+        found = records_from_modules(model, pixels) if pixels else None
+        found = found if found is not None else conv_records(model, input_shape)
+        return max(float(np.dot(coef, layout_features(found, layout))), floor)
 
     return LatencyModel(lambda spec, model: predict_units(spec, model) * ref_ms,
                         f"fitted on {len(models)} measured '{space.name}' networks (MACs by channel layout "

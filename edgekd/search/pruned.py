@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from edgekd.distill.prune import importance as make_importance
 from edgekd.distill.prune import output_layers, stage_ratio_dict
@@ -36,6 +36,7 @@ class PrunedSpace(GeneSpace):
     input_shape: tuple[int, int, int]
     stages: tuple[tuple[str, ...], ...]  # conv module names per stage, in execution order
     name: str = "pruned"
+    fixed_geometry: ClassVar[bool] = True  # every student keeps the teacher's layers and resolutions
 
     def genes(self) -> list[Gene]:
         return [("keep", i, KEEPS) for i in range(len(self.stages))]
