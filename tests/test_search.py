@@ -319,7 +319,7 @@ def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
         def forward(self, x):
             return self.conv(self.conv(x))
 
-    assert layer_pixels(Twice(), small_data.input_shape) == {}
+    assert layer_pixels(Twice(), small_data.input_shape) == ()
 
 
 def test_choose_layout_finds_the_rule_the_latencies_follow():

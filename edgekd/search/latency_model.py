@@ -119,9 +119,14 @@ def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[in
     return records
 
 
-def layer_pixels(model: Any, input_shape: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
-    """(kernel area, output pixels) per convolution and linear layer, by module path, from one forward
-    pass; empty when a layer runs more than once (its records then differ from its module's)."""
+# One layer of a family whose members share their layers and resolutions: its module path (as keys),
+# kernel area and output pixels.
+LayerGeometry = tuple[tuple[str, ...], int, int]
+
+
+def layer_pixels(model: Any, input_shape: tuple[int, int, int]) -> tuple[LayerGeometry, ...]:
+    """Every convolution and linear layer's path, kernel area and output pixels, from one forward pass;
+    empty when a layer runs more than once or not at all (its records then differ from its module's)."""
     import torch
 
     seen: dict[str, tuple[int, int]] = {}
@@ -144,25 +149,30 @@ def layer_pixels(model: Any, input_shape: tuple[int, int, int]) -> dict[str, tup
     finally:
         for h in handles:
             h.remove()
-    return seen if all(c == 1 for c in calls.values()) else {}
+    if any(calls.get(n) != 1 for n, _ in layers):
+        return ()
+    return tuple((tuple(n.split(".")), *seen[n]) for n, _ in layers)
 
 
-def records_from_modules(model: Any, pixels: dict[str, tuple[int, int]]) -> list[tuple[int, int, int, int, int]] | None:
-    """``conv_records`` without a forward pass, for a network whose layers (by path) have the kernel and
-    output resolution in ``pixels`` (``layer_pixels`` of one of its family); None where they do not."""
-    import torch
-
+def records_from_modules(model: Any,
+                         geometry: tuple[LayerGeometry, ...]) -> list[tuple[int, int, int, int, int]] | None:
+    """``conv_records`` without a forward pass (search's inner loop reads every candidate), for a network
+    of the family ``geometry`` came from (``layer_pixels``); None when a layer is missing. Walks the
+    module dicts by path: building every module's name costs more than the prediction."""
     records = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
-            if name not in pixels:
+    for path, area, pixels in geometry:
+        module = model
+        for key in path:
+            module = module._modules.get(key)
+            if module is None:
                 return None
-            records.append((module.in_channels, module.out_channels, module.groups, *pixels[name]))
-        elif isinstance(module, torch.nn.Linear):
-            if name not in pixels:
-                return None
-            records.append((module.in_features, module.out_features, 1, *pixels[name]))
-    return records if len(records) == len(pixels) else None
+        if hasattr(module, "groups"):
+            records.append((module.in_channels, module.out_channels, module.groups, area, pixels))
+        elif hasattr(module, "in_features"):
+            records.append((module.in_features, module.out_features, 1, area, pixels))
+        else:
+            return None
+    return records
 
 
 def layout_features(records: list[tuple[int, int, int, int, int]], layout: str) -> list[float]:
@@ -249,7 +259,7 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     floor = 0.5 * float(y.min())
     # A family whose networks share their layers and resolutions (a pruned teacher) is read off the
     # modules: search's inner loop predicts tens of thousands of candidates.
-    pixels = layer_pixels(models[0], input_shape) if getattr(space, "fixed_geometry", False) else {}
+    pixels = layer_pixels(models[0], input_shape) if getattr(space, "fixed_geometry", False) else ()
 
     def predict_units(_spec: StudentSpec, model: Any) -> float:
         found = records_from_modules(model, pixels) if pixels else None
