@@ -76,7 +76,7 @@ def main() -> None:
                                                        Path(tmp), meta)
         meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
     meta["total_seconds"] = time.perf_counter() - start
-    results, meta = _keep_other_spaces(results, meta, args.spaces.split(","))
+    results, meta = _keep_other_rows(results, meta, args.profiles.split(","), args.spaces.split(","))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency_predictor.json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
     md = _markdown(results, meta)
@@ -84,18 +84,37 @@ def main() -> None:
     print(md)
 
 
-def _keep_other_spaces(results: dict, meta: dict, spaces: list[str]) -> tuple[dict, dict]:
-    """A rerun of some spaces keeps the other spaces' results from the last full run, and says so."""
+def _keep_other_rows(results: dict, meta: dict, profiles: list[str], spaces: list[str]) -> tuple[dict, dict]:
+    """A rerun of some profiles and spaces keeps every other (profile, space) row of the results file;
+    each rerun row says when and at which commit it was measured."""
+    stamp = f"{meta['run']}, commit {_commit()}"
+    for rows in results.values():
+        for res in rows.values():
+            res["measured_in"] = stamp
     path = RESULTS / "latency_predictor.json"
     if not path.exists():
         return results, meta
     old = json.loads(path.read_text())
-    kept = {p: {s: r for s, r in spaces_.items() if s not in spaces} for p, spaces_ in old["results"].items()}
+    kept = {p: {s: r for s, r in rows.items() if not (p in profiles and s in spaces)}
+            for p, rows in old["results"].items()}
     if not any(kept.values()):
+        for rows in results.values():
+            for res in rows.values():
+                res.pop("measured_in")
         return results, meta
-    merged = {p: {**kept.get(p, {}), **results.get(p, {})} for p in {*kept, *results}}
+    merged = {p: {**kept.get(p, {}), **results.get(p, {})} for p in dict.fromkeys([*old["results"], *results])}
     base = old["meta"].get("base_meta", old["meta"])
-    return merged, {**meta, "rerun_spaces": spaces, "base_meta": base}
+    return merged, {**meta, "rerun": {"profiles": profiles, "spaces": spaces}, "base_meta": base}
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _teacher() -> Any:
@@ -275,10 +294,11 @@ def _markdown(results: dict, meta: dict) -> str:
               f"{p['median_ratio_shipped_over_quick']:.3f}, largest deviation {p['max_abs_deviation_pct']:.1f}%.",
               "", f"Machine: {meta['platform']}; onnxruntime {meta['tools']['onnxruntime']}; whole run "
               f"{meta['total_seconds'] / 60:.0f} min."]
-    if "rerun_spaces" in meta:
-        lines += ["", f"Spaces {', '.join(meta['rerun_spaces'])} were rerun on their own ({meta['run']}); the other "
-                  f"spaces' rows are from the last full run ({meta['base_meta'].get('run', 'earlier')}, "
-                  f"{meta['base_meta']['total_seconds'] / 60:.0f} min)."]
+    rerun = [f"`{name}` / `{space}` ({res['measured_in']})" for name, rows in results.items()
+             for space, res in rows.items() if "measured_in" in res]
+    if rerun:
+        lines += ["", f"Rerun on their own: {'; '.join(rerun)}. The other rows are from the last full run "
+                  f"({meta['base_meta'].get('run', 'earlier')}, {meta['base_meta']['total_seconds'] / 60:.0f} min)."]
     return "\n".join(lines + [""])
 
 
