@@ -1,0 +1,39 @@
+"""benchmarks/latency_predictor.py: a rerun of some (profile, space) rows keeps the others and stamps its own."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_predictor.py"
+
+
+@pytest.fixture()
+def bench(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("latency_predictor_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(module, "RESULTS", tmp_path)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_a_rerun_keeps_the_rows_it_did_not_measure(bench, tmp_path):
+    old = {"results": {"p1": {"a": {"v": 1}, "b": {"v": 2}}, "p2": {"a": {"v": 3}, "b": {"v": 4}}},
+           "meta": {"run": "day 1", "total_seconds": 60.0}}
+    (tmp_path / "latency_predictor.json").write_text(json.dumps(old))
+    results, meta = bench._keep_other_rows({"p1": {"a": {"v": 10}}}, {"run": "day 2"}, ["p1"], ["a"])
+    assert results["p1"]["a"]["v"] == 10 and "day 2, commit " in results["p1"]["a"]["measured_in"]
+    assert results["p1"]["b"] == {"v": 2} and results["p2"] == old["results"]["p2"]  # p2 / a was not rerun
+    assert meta["base_meta"]["run"] == "day 1" and meta["rerun"] == {"profiles": ["p1"], "spaces": ["a"]}
+
+
+def test_a_full_run_replaces_everything_unstamped(bench, tmp_path):
+    (tmp_path / "latency_predictor.json").write_text(json.dumps({"results": {"p1": {"a": {"v": 1}}}, "meta": {}}))
+    results, meta = bench._keep_other_rows({"p1": {"a": {"v": 2}}}, {"run": "day 2"}, ["p1"], ["a"])
+    assert results == {"p1": {"a": {"v": 2}}} and meta == {"run": "day 2"}
