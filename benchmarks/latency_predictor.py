@@ -87,21 +87,16 @@ def main() -> None:
 def _keep_other_rows(results: dict, meta: dict, profiles: list[str], spaces: list[str]) -> tuple[dict, dict]:
     """A rerun of some profiles and spaces keeps every other (profile, space) row of the results file;
     each rerun row says when and at which commit it was measured."""
+    path = RESULTS / "latency_predictor.json"
+    old = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    kept = {p: {s: r for s, r in rows.items() if not (p in profiles and s in spaces)}
+            for p, rows in old["results"].items()}
+    if not any(kept.values()):
+        return results, meta
     stamp = f"{meta['run']}, commit {_commit()}"
     for rows in results.values():
         for res in rows.values():
             res["measured_in"] = stamp
-    path = RESULTS / "latency_predictor.json"
-    if not path.exists():
-        return results, meta
-    old = json.loads(path.read_text())
-    kept = {p: {s: r for s, r in rows.items() if not (p in profiles and s in spaces)}
-            for p, rows in old["results"].items()}
-    if not any(kept.values()):
-        for rows in results.values():
-            for res in rows.values():
-                res.pop("measured_in")
-        return results, meta
     merged = {p: {**kept.get(p, {}), **results.get(p, {})} for p in dict.fromkeys([*old["results"], *results])}
     base = old["meta"].get("base_meta", old["meta"])
     return merged, {**meta, "rerun": {"profiles": profiles, "spaces": spaces}, "base_meta": base}

@@ -195,10 +195,9 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
                                  f"{s_shape}", f"build the student with the teacher's {t_shape[-1]} outputs")
             _attach_features(run, s_seen, t_seen)
             run.cache = _teacher_cache(run) if not config.augment else None
-        params = list(student.parameters()) + list(run.parts.parameters())
         # The fp32 epochs get a whole one-cycle of their own; QAT fine-tunes afterwards (_qat_optimizer).
         steps = (config.epochs - config.qat_epochs) * math.ceil(len(labels) / config.batch_size)
-        run.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        run.opt = torch.optim.AdamW(_trained(run), lr=config.lr, weight_decay=config.weight_decay)
         run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=config.lr, total_steps=steps,
                                                         pct_start=0.15)
         run.arch = arch_fingerprint(student)
@@ -456,10 +455,14 @@ def _qat_optimizer(run: _Run) -> None:
     import torch
 
     cfg = run.config
-    params = list(run.student.parameters()) + list(run.parts.parameters())
-    run.opt = torch.optim.AdamW(params, lr=cfg.qat_peak_lr, weight_decay=cfg.weight_decay)
+    run.opt = torch.optim.AdamW(_trained(run), lr=cfg.qat_peak_lr, weight_decay=cfg.weight_decay)
     steps = cfg.qat_epochs * max(1, len(run.y) // cfg.batch_size)
     run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=steps)
+
+
+def _trained(run: _Run) -> list[Any]:
+    """What the optimizer trains: the student and the losses' learned parts (projectors)."""
+    return list(run.student.parameters()) + list(run.parts.parameters())
 
 
 def _freeze_qat(student: Any, config: DistillConfig, epoch: int) -> None:

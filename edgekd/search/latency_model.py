@@ -97,26 +97,7 @@ LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8")
 def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
     """(in channels, out channels, groups, kernel area, output pixels) per convolution, and per linear
     layer as a 1x1 convolution on one pixel, from one forward pass."""
-    import torch
-
-    records: list[tuple[int, int, int, int, int]] = []
-
-    def hook(module: Any, _inputs: Any, out: Any) -> None:
-        if isinstance(module, torch.nn.Conv2d):
-            area = module.kernel_size[0] * module.kernel_size[1]
-            records.append((module.in_channels, module.out_channels, module.groups, area, out.shape[2] * out.shape[3]))
-        else:
-            records.append((module.in_features, module.out_features, 1, 1, out.numel() // module.out_features))
-
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    return records
+    return [(*_channels(module), *_geometry(module, out)) for _name, module, out in _layer_calls(model, input_shape)]
 
 
 # One layer of a family whose members share their layers and resolutions: its module path (as keys),
@@ -127,31 +108,12 @@ LayerGeometry = tuple[tuple[str, ...], int, int]
 def layer_pixels(model: Any, input_shape: tuple[int, int, int]) -> tuple[LayerGeometry, ...]:
     """Every convolution and linear layer's path, kernel area and output pixels, from one forward pass;
     empty when a layer runs more than once or not at all (its records then differ from its module's)."""
-    import torch
-
-    seen: dict[str, tuple[int, int]] = {}
-    calls: dict[str, int] = {}
-
-    def hook(name: str) -> Any:
-        def record(module: Any, _inputs: Any, out: Any) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if isinstance(module, torch.nn.Conv2d):
-                seen[name] = (module.kernel_size[0] * module.kernel_size[1], out.shape[2] * out.shape[3])
-            else:
-                seen[name] = (1, out.numel() // module.out_features)
-        return record
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    if any(calls.get(n) != 1 for n, _ in layers):
+    calls = _layer_calls(model, input_shape)
+    names = [name for name, _module, _out in calls]
+    layers = _layers(model)
+    if len(set(names)) != len(names) or set(names) != set(layers):
         return ()
-    return tuple((tuple(n.split(".")), *seen[n]) for n, _ in layers)
+    return tuple((tuple(name.split(".")), *_geometry(module, out)) for name, module, out in calls)
 
 
 def records_from_modules(model: Any,
@@ -166,13 +128,50 @@ def records_from_modules(model: Any,
             module = module._modules.get(key)
             if module is None:
                 return None
-        if hasattr(module, "groups"):
-            records.append((module.in_channels, module.out_channels, module.groups, area, pixels))
-        elif hasattr(module, "in_features"):
-            records.append((module.in_features, module.out_features, 1, area, pixels))
-        else:
+        channels = _channels(module)
+        if channels is None:
             return None
+        records.append((*channels, area, pixels))
     return records
+
+
+def _layers(model: Any) -> dict[str, Any]:
+    """The convolutions and linear layers by module path."""
+    import torch
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
+def _layer_calls(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[str, Any, Any]]:
+    """(path, module, output) of every convolution and linear layer call, in order, from one forward pass."""
+    import torch
+
+    calls: list[tuple[str, Any, Any]] = []
+    handles = [m.register_forward_hook(lambda module, _inputs, out, name=n: calls.append((name, module, out)))
+               for n, m in _layers(model).items()]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _channels(module: Any) -> tuple[int, int, int] | None:
+    """(in channels, out channels, groups) of a convolution; a linear layer's features with 1 group."""
+    if hasattr(module, "groups"):
+        return module.in_channels, module.out_channels, module.groups
+    if hasattr(module, "in_features"):
+        return module.in_features, module.out_features, 1
+    return None
+
+
+def _geometry(module: Any, out: Any) -> tuple[int, int]:
+    """(kernel area, output pixels) of one call; a linear layer is a 1x1 kernel over its rows."""
+    if hasattr(module, "kernel_size"):
+        return module.kernel_size[0] * module.kernel_size[1], out.shape[2] * out.shape[3]
+    return 1, out.numel() // module.out_features
 
 
 def layout_features(records: list[tuple[int, int, int, int, int]], layout: str) -> list[float]:
