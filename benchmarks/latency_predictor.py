@@ -33,6 +33,7 @@ from edgekd.latency.calibrate import (
     PRECISIONS,
     calibrate,
     measure_rotated,
+    passes_for,
     reference_model,
     relative_lstsq,
     relative_units,
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--profiles", default="host-cpu-1t,host-cpu")
     ap.add_argument("--spaces", default="mbv2,resnet,pruned")
     ap.add_argument("--noise-subset", type=int, default=30)
+    ap.add_argument("--passes", type=int, default=None,
+                    help="measurement passes per student, median kept (default: 1 on one thread, else 3)")
     args = ap.parse_args()
     teacher = _teacher()
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
@@ -73,7 +76,7 @@ def main() -> None:
             for space_name in args.spaces.split(","):
                 space = resolve_space(space_name, teacher, SHAPE)
                 results[name][space_name] = _space_run(profile, space, args.n, args.noise_subset, calib, ref,
-                                                       Path(tmp), meta)
+                                                       Path(tmp), meta, args.passes or passes_for(profile))
         meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
     meta["total_seconds"] = time.perf_counter() - start
     results, meta = _keep_other_rows(results, meta, args.profiles.split(","), args.spaces.split(","))
@@ -134,21 +137,27 @@ def _build(space: Any, specs: list[StudentSpec]) -> list[Any]:
     return models
 
 
-def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds: int = 3) -> tuple[np.ndarray, ...]:
+def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds: int = 3,
+             passes: int = 1) -> tuple[np.ndarray, ...]:
     """(units, ms): each chunk run ``rounds`` times in rotated order, interleaved with the reference;
-    units as calibration stores them (``relative_units``), ms = p50, median over the runs."""
+    units as calibration stores them (``relative_units``), ms = p50, median over the runs. With several
+    ``passes`` every chunk is measured once per pass, so a model's measurements lie minutes apart, and
+    each model keeps its median over the passes."""
     units, ms = [], []
-    for i in range(0, len(paths), chunk):
-        runs = measure_rotated(paths[i:i + chunk], profile, ref, rounds)
-        units += relative_units(runs)
-        ms += list(np.median([[s.p50_ms for s in rest] for _r, *rest in runs], axis=0))
-    return np.asarray(units), np.asarray(ms)
+    for _ in range(passes):
+        units.append([])
+        ms.append([])
+        for i in range(0, len(paths), chunk):
+            runs = measure_rotated(paths[i:i + chunk], profile, ref, rounds)
+            units[-1] += relative_units(runs)
+            ms[-1] += list(np.median([[s.p50_ms for s in rest] for _r, *rest in runs], axis=0))
+    return np.median(units, axis=0), np.median(ms, axis=0)
 
 
 def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.ndarray, ref: Path,
-               tmp: Path, meta: dict) -> dict:
+               tmp: Path, meta: dict, passes: int = 1) -> dict:
     t0 = time.perf_counter()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"passes": passes}
     if hasattr(space, "all_blocks"):
         try:
             table = load_table(profile, space.name, SHAPE, CLASSES)
@@ -175,8 +184,8 @@ def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.nd
         meta["export_seconds"][f"{space.name}-{precision}"] = time.perf_counter() - t
         if table is None:
             model = fitted_model(space, profile, SHAPE, CLASSES, precision, calib)
-        measured, measured_ms = _measure(paths, profile, ref)
-        again, again_ms = _measure(paths[:noise_subset], profile, ref)
+        measured, measured_ms = _measure(paths, profile, ref, passes=passes)
+        again, again_ms = _measure(paths[:noise_subset], profile, ref, passes=passes)
         t = time.perf_counter()
         if table is not None:
             predicted = np.asarray([predictor.predict_units(s, precision) for s in specs])
@@ -251,7 +260,10 @@ def _markdown(results: dict, meta: dict) -> str:
     lines = ["## Latency model (`benchmarks/latency_predictor.py`)", "",
              f"{meta['n']} random students per search space (none used in calibration), exported as they run "
              "(fp32, and int8 QDQ as the onnx-int8 exporter quantizes); each measured in chunks of 8 interleaved "
-             "with a fixed reference network, three rotated runs per chunk. `edgekd` compares in units of the "
+             "with a fixed reference network, three rotated runs per chunk; on a profile running more than one "
+             "thread, every chunk is measured in 3 passes over all students (minutes apart) and each student "
+             "keeps its median over them (`passes` per row in the JSON), because one pass of a 2-thread "
+             "measurement repeats poorly on this shared machine. `edgekd` compares in units of the "
              "reference: each model's fastest 10th percentile over the three runs (a shared machine's slow "
              "stretches slow small models out of proportion, see `relative_units`), which cancels the "
              "machine's drift; "

@@ -175,7 +175,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     out = values.pop("out", None) or "edgekd-distill"
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     trained = run_distill(config, out, resume=resume, log=log)
-    click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch} "
+    click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()} "
                f"-> {out}/ (student.pt, distill.json)")
 
 

@@ -312,7 +312,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
     trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
                       checkpoint=checkpoint, resume=resume)
-    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at epoch {trained.best_epoch}")
+    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()}")
     return trained
 
 

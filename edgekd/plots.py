@@ -127,6 +127,15 @@ def training_history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return list(((manifest.get("student") or {}).get("distill") or {}).get("history") or [])
 
 
+def calibrated_point(distill: dict[str, Any]) -> tuple[list[int], list[float]] | None:
+    """([epoch], [accuracy %]) of the kept student when QAT kept the calibrated one: that epoch's weights
+    quantized before any QAT step, whose accuracy is not the fp32 point the curve shows at that epoch."""
+    best, qat_start, acc = distill.get("best_epoch"), distill.get("qat_start"), distill.get("best_val_accuracy")
+    if best is None or qat_start is None or acc is None or best != qat_start - 1:
+        return None
+    return [best], [acc * 100]
+
+
 def training_plot(manifest: dict[str, Any]) -> str | None:
     """Train loss and validation accuracy per distillation epoch; the selected epoch marked."""
     history = training_history(manifest)
@@ -143,6 +152,9 @@ def training_plot(manifest: dict[str, Any]) -> str | None:
         best = distill.get("best_epoch")
         if best is not None:
             acc_ax.axvline(best, color="tab:orange", linestyle=":", label=f"selected epoch {best}")
+            kept = calibrated_point(distill)
+            if kept is not None:
+                acc_ax.plot(*kept, "*", color="tab:orange", markersize=10, label="kept: quantized before QAT")
             acc_ax.legend(fontsize=8)
         acc_ax.set_xlabel("epoch")
         acc_ax.set_ylabel("validation accuracy (%)" if distill.get("selected_on", "val_labels") == "val_labels"

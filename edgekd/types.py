@@ -345,6 +345,20 @@ class DistillResult:
     history: tuple[EpochRecord, ...]
     selected_on: str = "val_labels"  # or "teacher_agreement" when the validation split has no labels
     checkpoint: str | None = None  # the last checkpoint written, when checkpointing was on
+    qat_start: int | None = None  # the first quantization-aware epoch, None without QAT
+
+    @property
+    def kept_calibrated(self) -> bool:
+        """QAT kept the calibrated student: no QAT epoch validated better than post-training quantization of
+        the best fp32 weights. ``best_epoch`` then names those weights' fp32 epoch, whose history record is
+        the fp32 accuracy; ``best_val_accuracy`` is the quantized student's."""
+        return self.qat_start is not None and self.best_epoch == self.qat_start - 1
+
+    def selection(self) -> str:
+        """Which student was kept, in words: 'epoch N', or the calibrated student before QAT."""
+        if self.kept_calibrated:
+            return f"epoch {self.best_epoch}'s weights quantized before QAT (no QAT epoch validated better)"
+        return f"epoch {self.best_epoch}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -352,6 +366,7 @@ class DistillResult:
             "best_val_accuracy": self.best_val_accuracy,
             "selected_on": self.selected_on,
             "checkpoint": self.checkpoint,
+            "qat_start": self.qat_start,
             "history": [h.to_dict() for h in self.history],
         }
 

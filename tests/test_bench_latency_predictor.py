@@ -37,3 +37,21 @@ def test_a_full_run_replaces_everything_unstamped(bench, tmp_path):
     (tmp_path / "latency_predictor.json").write_text(json.dumps({"results": {"p1": {"a": {"v": 1}}}, "meta": {}}))
     results, meta = bench._keep_other_rows({"p1": {"a": {"v": 2}}}, {"run": "day 2"}, ["p1"], ["a"])
     assert results == {"p1": {"a": {"v": 2}}} and meta == {"run": "day 2"}
+
+
+def test_several_passes_measure_every_chunk_once_per_pass_and_keep_the_median(bench, monkeypatch):
+    from edgekd.types import LatencyStats
+
+    order, pass_speed = [], iter([1.0] * 3 + [2.0] * 3 + [1.1] * 3)  # the second pass: everything 2x slower
+
+    def fake_rotated(paths, profile, ref, rounds):
+        order.extend(paths)
+        speed = next(pass_speed)
+        return [[LatencyStats(speed, 0, 0, 0, 0.0, 10, 1, p10_ms=1.0),
+                 *(LatencyStats(speed * p, 0, 0, 0, 0.0, 10, 1, p10_ms=p) for p in paths)]]
+
+    monkeypatch.setattr(bench, "measure_rotated", fake_rotated)
+    paths = [0.1 * (i + 1) for i in range(20)]
+    units, ms = bench._measure(paths, None, None, chunk=8, passes=3)
+    assert order == paths * 3  # chunk by chunk, all students once per pass
+    assert units == pytest.approx(paths) and ms == pytest.approx([1.1 * p for p in paths])

@@ -156,3 +156,26 @@ def test_relative_units_keep_each_models_fastest_state():
     # A runner without a low percentile (onnxruntime_perf_test) is compared on its medians.
     no_p10 = [[LatencyStats(2.0, 0, 0, 0, 0.0, 10, 1), LatencyStats(1.0, 0, 0, 0, 0.0, 10, 1)]]
     assert relative_units(no_p10) == [0.5]
+
+
+def test_several_passes_keep_each_models_median_units(monkeypatch, tmp_path):
+    from edgekd.latency.calibrate import measure_relative, passes_for
+    from edgekd.profiles import load_profile
+    from edgekd.types import LatencyStats
+
+    def stats(p10: float) -> LatencyStats:
+        return LatencyStats(p10 * 1.1, 0, 0, 0, 0.0, 10, 1, p10_ms=p10)
+
+    # One pass per call: the reference at 1.0 ms, then (a, b); the second pass caught b in a slow state.
+    passes = iter([(1.0, 0.50, 0.20), (1.0, 0.52, 0.40), (1.0, 0.48, 0.21)])
+    calls = []
+
+    def fake_rotated(paths, profile, ref, rounds):
+        calls.append(rounds)
+        ref_ms, *models = next(passes)
+        return [[stats(ref_ms), *map(stats, models)]]
+
+    monkeypatch.setattr(calib_mod, "measure_rotated", fake_rotated)
+    units, ref_ms = measure_relative(["a", "b"], None, tmp_path / "ref.onnx", rounds=2, passes=3)
+    assert units == pytest.approx([0.50, 0.21]) and ref_ms == pytest.approx(1.1) and calls == [2, 2, 2]
+    assert passes_for(load_profile("host-cpu-1t")) == 1 and passes_for(load_profile("host-cpu")) == 3

@@ -18,7 +18,8 @@ from edgekd.distill import qat, trainer
 from edgekd.distill.trainer import distill, predict
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ExportRequest, get_exporter
-from edgekd.types import DistillConfig
+from edgekd.plots import calibrated_point
+from edgekd.types import DistillConfig, DistillResult
 from exporters.onnx_int8_qat import check_overrides, optimized_op_types
 
 MBV2 = {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3],
@@ -116,6 +117,8 @@ def test_the_calibrated_student_is_kept_when_no_qat_epoch_validates_better(monke
     result = distill(student(), data, config, progress=False)
     assert calls == [False, False, True, True, True]  # 2 fp32 epochs, the calibrated student, 2 QAT epochs
     assert result.best_epoch == config.qat_start - 1 == 2
+    assert result.kept_calibrated and "quantized before QAT" in result.selection()
+    assert calibrated_point(result.to_dict()) == ([2], [result.best_val_accuracy * 100])
     final = result.model.state_dict()
     assert final.keys() == kept.keys() and all(torch.equal(final[k], kept[k]) for k in kept)
 
@@ -342,3 +345,11 @@ def test_a_quantized_tensor_returned_by_the_model_is_refused_before_training():
 
     with pytest.raises(ConfigError, match=r"quantizes the model's output 'conv'.*end the model with a Linear"):
         qat.prepare_qat(ConvOut(), torch.zeros(2, 1, 8, 8))
+
+
+def test_a_selected_qat_epoch_is_named_as_an_epoch():
+    for qat_start, best in ((None, 4), (3, 4), (3, 3)):
+        result = DistillResult(None, best, 0.9, (), qat_start=qat_start)
+        assert not result.kept_calibrated and result.selection() == f"epoch {best}"
+        assert calibrated_point(result.to_dict()) is None
+    assert DistillResult(None, 2, 0.9, (), qat_start=3).kept_calibrated

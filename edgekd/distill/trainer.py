@@ -120,7 +120,7 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     student.load_state_dict(state.best_state)
     student.eval()
     return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
-                         str(save_to) if save_to else None)
+                         str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None)
 
 
 def _train(run: _Run, state: _Progress, save_to: Path | None, progress: bool, desc: str) -> None:

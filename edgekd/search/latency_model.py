@@ -226,14 +226,15 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
                  precision: str, calibration: np.ndarray, anchors: int = 16, seed: int = 0) -> LatencyModel:
     """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit their latency on
     MACs by channel layout (``choose_layout``). Measured as calibration measures (interleaved with the
-    reference network, three rotated runs, in its units), so one disturbed run does not bend the fit;
-    ms = units x the reference's p50 in those runs."""
+    reference network, three rotated runs, in its units; median of ``passes_for(profile)`` such
+    measurements), so one disturbed run does not bend the fit; ms = units x the reference's p50 in those
+    runs."""
     import tempfile
     from pathlib import Path
 
     import torch
 
-    from edgekd.latency.calibrate import measure_relative, reference_model
+    from edgekd.latency.calibrate import measure_relative, passes_for, reference_model
     from edgekd.latency.quick_export import export_for_timing
     from edgekd.search.spaces import smallest
 
@@ -251,7 +252,7 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     with tempfile.TemporaryDirectory(prefix="edgekd-anchors-") as tmp:
         ref = reference_model(input_shape, num_classes, Path(tmp))
         paths = export_for_timing(models, precision, calibration, Path(tmp))
-        units, ref_ms = measure_relative(paths, profile, ref, rounds=3)
+        units, ref_ms = measure_relative(paths, profile, ref, rounds=3, passes=passes_for(profile))
     y = np.asarray(units)
     records = [conv_records(m, input_shape) for m in models]
     layout, coef = choose_layout(records, y)
