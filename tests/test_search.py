@@ -287,6 +287,10 @@ def test_layout_features_split_macs_by_channel_blocking():
     # align4: input and output channels padded to 4, blocked only where the input is a multiple of 4.
     assert layout_features(records, "align4") == pytest.approx(
         [(9 * 64 * 20 * 16 + 9 * 64 * 24 * 20 + 64 * 16 * 20) / 1e6, (9 * 64 * 24 * 24 + 24 * 12) / 1e6, 1.0])
+    # int8 fits add the layers' output elements (quantize / requantize work) before the constant.
+    outputs = 64 * (20 + 21 + 21 + 16) + 10
+    assert layout_features(records, "nchwc8", activations=True) == pytest.approx(
+        [*layout_features(records, "nchwc8")[:-1], outputs / 1e6, 1.0])
 
 
 def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
@@ -335,3 +339,8 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
         assert layout == truth and coef == pytest.approx([2.0, 5.0, 0.3], rel=1e-6)
     # Too few anchors for a three-term fit: plain MACs.
     assert choose_layout(networks[:5], np.ones(5))[0] == "macs"
+    # With the output-elements term (int8) the fit recovers its weight too.
+    y = np.asarray([np.dot([2.0, 5.0, 40.0, 0.3], layout_features(n, "nchwc8", True)) for n in networks])
+    layout, coef = choose_layout(networks, y, activations=True)
+    assert layout == "nchwc8" and coef == pytest.approx([2.0, 5.0, 40.0, 0.3], rel=1e-6)
+    assert choose_layout(networks[:6], np.ones(6), activations=True)[0] == "macs"  # four terms need 7
