@@ -122,7 +122,8 @@ def passes_for(profile: DeviceProfile) -> int:
     (40 pruned students measured 6 times, 2 minutes apart: every pair of passes agreed within 10% for
     97-100% of them). On several threads sharing this 2-core machine with its neighbours, one pass agreed
     with another for only 80% (fp32) and 85% (int8) of them, while the median of 3 passes agreed with
-    the median of 3 others for 93.5% and 99.5%."""
+    the median of 3 others for 93.5% and 99.5%. A multi-threaded run waits for its slowest thread, so any
+    device whose cores are not all free gets the three passes; they cost time, not accuracy."""
     return 1 if profile.threads == 1 else 3
 
 
