@@ -130,8 +130,10 @@ def training_history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 def calibrated_point(distill: dict[str, Any]) -> tuple[list[int], list[float]] | None:
     """([epoch], [accuracy %]) of the kept student when QAT kept the calibrated one: that epoch's weights
     quantized before any QAT step, whose accuracy is not the fp32 point the curve shows at that epoch."""
-    best, qat_start, acc = distill.get("best_epoch"), distill.get("qat_start"), distill.get("best_val_accuracy")
-    if best is None or qat_start is None or acc is None or best != qat_start - 1:
+    from edgekd.types import kept_calibrated
+
+    best, acc = distill.get("best_epoch"), distill.get("best_val_accuracy")
+    if acc is None or not kept_calibrated(best, distill.get("qat_start")):
         return None
     return [best], [acc * 100]
 

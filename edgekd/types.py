@@ -335,6 +335,11 @@ class EpochRecord:
         return cls(**data)
 
 
+def kept_calibrated(best_epoch: int | None, qat_start: int | None) -> bool:
+    """The epoch selected is the one before QAT: the calibrated student before any QAT step was kept."""
+    return best_epoch is not None and qat_start is not None and best_epoch == qat_start - 1
+
+
 @dataclass(frozen=True, eq=False)
 class DistillResult:
     """The trained model (best validation epoch) and its history."""
@@ -352,7 +357,7 @@ class DistillResult:
         """QAT kept the calibrated student: no QAT epoch validated better than post-training quantization of
         the best fp32 weights. ``best_epoch`` then names those weights' fp32 epoch, whose history record is
         the fp32 accuracy; ``best_val_accuracy`` is the quantized student's."""
-        return self.qat_start is not None and self.best_epoch == self.qat_start - 1
+        return kept_calibrated(self.best_epoch, self.qat_start)
 
     def selection(self) -> str:
         """Which student was kept, in words: 'epoch N', or the calibrated student before QAT."""
