@@ -32,6 +32,7 @@ class CompressConfig:
     space: str = "mbv2"  # or several: "mbv2,resnet,pruned"
     proxy: str = "diswot"
     candidates: int = 100
+    latency_anchors: int | None = None  # networks measured to fit a space with no latency table (None: 32)
     precision: str = "int8"  # the search checks latency and size limits for this deployment precision
     epochs: int = 40
     lr: float = 5e-3
@@ -68,6 +69,9 @@ class CompressConfig:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.latency_rounds < 1:
             raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}", "pass 3")
+        if self.latency_anchors is not None and self.latency_anchors < 3:
+            raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
+                              "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         self.distill_config()  # validates the training options early
@@ -81,7 +85,8 @@ class CompressConfig:
         from edgekd.search import SearchConfig
 
         return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
-                            precision=self.precision, seed=self.seed)
+                            precision=self.precision, seed=self.seed,
+                            **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
 
     def distill_config(self) -> DistillConfig:
         return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,

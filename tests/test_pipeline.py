@@ -116,3 +116,10 @@ def test_manifest_matches_its_published_schema(result):
     broken["artifacts"][0]["artifact"]["sha256"] = "not-a-hash"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_latency_anchors_reach_the_search_and_default_to_the_latency_model_s():
+    from edgekd.search.latency_model import ANCHORS
+
+    assert CompressConfig().search_config().anchors == ANCHORS == 32
+    assert CompressConfig(latency_anchors=5).search_config().anchors == 5

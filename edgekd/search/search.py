@@ -12,6 +12,7 @@ import numpy as np
 from edgekd.data import Dataset
 from edgekd.errors import BudgetError, ConfigError
 from edgekd.profiles import DeviceProfile
+from edgekd.search.latency_model import ANCHORS
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 
@@ -23,7 +24,7 @@ class SearchConfig:
     population: int = 24
     tournament: int = 6
     precision: str = "int8"  # what ships: latency and size limits are checked for this precision
-    anchors: int = 16  # networks measured to fit the latency of a space with no calibrated table
+    anchors: int = ANCHORS  # networks measured to fit the latency of a space with no calibrated table
     measure_top: int = 5  # best-ranked candidates measured per round
     rounds: int = 3  # measurement rounds before falling back to the fastest candidate
     probe_batch: int = 64
