@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow bench lint clean bench-search bench-distill
+.PHONY: demo test test-slow bench lint clean bench-search bench-search-truth bench-distill
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-distill: $(STAMP)
 
 bench-search: $(STAMP)
 	$(BIN)/python benchmarks/search_quality.py
+
+bench-search-truth: $(STAMP)
+	$(BIN)/python benchmarks/search_truth.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

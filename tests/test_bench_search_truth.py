@@ -1,0 +1,51 @@
+"""benchmarks/search_truth.py: recipe parsing, the training subset, and the ground-truth summary."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_truth.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("search_truth_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_recipes_parse_and_bad_ones_say_the_format(bench):
+    assert bench.parse_recipes("2@1, 15@0.2,5") == [(2, 1.0), (15, 0.2), (5, 1.0)]
+    for bad in ("two@1", "2@x", "0@1", "2@1.5", "2@0"):
+        with pytest.raises(SystemExit, match="EPOCHS@FRACTION|epochs >= 1"):
+            bench.parse_recipes(bad)
+
+
+def test_subset_keeps_a_fraction_of_training_images_only(bench):
+    from edgekd.data import load_data
+
+    data = load_data(None, seed=0)
+    small = bench.subset(data, 0.2)
+    assert len(small.y_train) == int(0.2 * len(data.y_train)) and len(set(small.y_train.tolist())) == 10
+    assert small.x_test is data.x_test and small.x_val is data.x_val
+    assert bench.subset(data, 1.0) is data
+
+
+def test_summary_ranks_seeds_and_proxies_against_the_mean(bench):
+    names = bench.PROXY_NAMES
+    acc = [[0.90, 0.91], [0.93, 0.92], [0.95, 0.96], [0.97, 0.98]]
+    scores = [{p: float(i if p == "params" else -i) for p in names} for i in range(4)]
+    s = bench.summary(acc, scores)
+    assert s["seed_tau"] == [pytest.approx(1.0)] and s["seed_tau_mean"] == pytest.approx(1.0)
+    assert s["tau"]["params"] == pytest.approx(1.0) and s["tau"]["diswot"] == pytest.approx(-1.0)
+    assert s["accuracy_min"] == pytest.approx(0.905) and s["accuracy_max"] == pytest.approx(0.975)
+    noisy = bench.summary([[0.9, 0.95], [0.95, 0.9], [0.92, 0.96]], scores[:3])
+    assert noisy["seed_tau"][0] < 0 and np.isfinite(noisy["tau"]["params"])
