@@ -1,13 +1,14 @@
 """Latency-model accuracy: predicted vs measured latency for random students never used in calibration,
 for every search space.
 
-For each profile and space: calibrate the space (or reuse a valid table; the ``pruned`` family of the
-default teacher has no table and is predicted as search predicts it, from a fit on 16 measured
-networks of that family), export N random students as they run (fp32 and int8), measure them interleaved in
-chunks with the reference network (three rotated runs per chunk, each model's fastest 10th percentile
-kept: the calibration's own protocol, ``relative_units``), predict each, and compare with two baselines
-fitted on the same calibration networks: latency linear in MACs and linear in parameters. Measurement
-noise is reported beside it: a subset measured a second time. A side check shows that the quick
+For each profile and space: calibrate the space (or reuse a valid table; the ``pruned`` family of
+the default teacher has no table and is predicted as search predicts it, from a fit on
+``latency_model.ANCHORS`` measured networks of that family), export N random students as they run
+(fp32 and int8), measure them interleaved in chunks with the reference network (three rotated runs
+per chunk, each model's fastest 10th percentile kept: the calibration's own protocol,
+``relative_units``), predict each, and compare with two baselines fitted on the same calibration
+networks: latency linear in MACs and linear in parameters. Measurement noise is reported beside it:
+a subset measured a second time. A side check shows that the quick
 TorchScript export timed here runs as fast as the dynamo export that ships. Writes
 benchmarks/results/latency_predictor.{md,json}.
 
@@ -44,7 +45,7 @@ from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
-from edgekd.search.latency_model import conv_records, cost_features, fitted_model, layout_features
+from edgekd.search.latency_model import ANCHORS, conv_records, cost_features, fitted_model, layout_features
 from edgekd.search.spaces import resolve_space
 from edgekd.types import StudentSpec
 
@@ -271,10 +272,11 @@ def _markdown(results: dict, meta: dict) -> str:
              "time) with measured p50 milliseconds, drift included. Baselines are fitted on the same calibration "
              "networks, in the same units. *noise_remeasure* compares a second measurement of the first 30 "
              "students with the first. `pruned` is the default teacher's pruned family: it has no block table "
-             "and is predicted as search predicts it, from 16 networks of the family measured on the spot with "
-             "the same protocol, linear in MACs split by channel layout (the layout chosen on those 16 networks by "
-             "leave-one-out, see `latency_model.LAYOUTS`); its `linear_in_macs` baseline is the same 16 networks "
-             "fitted on plain MACs (what search used before) and it has no parameter baseline.",
+             f"and is predicted as search predicts it, from {ANCHORS} networks of the family measured on the spot "
+             "with the same protocol, linear in MACs split by channel layout (the layout chosen on those networks "
+             "by leave-one-out, see `latency_model.LAYOUTS`; int8 adds the layers' output elements); its "
+             "`linear_in_macs` baseline is the same networks fitted on plain MACs (what search used before) and it "
+             "has no parameter baseline. The anchor count of each row is in its `source` below.",
              "", "| profile | space | precision | method | within ±5% | within ±10% | median error | Spearman |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     for name, spaces in results.items():
