@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_digits.py
 	$(BIN)/python benchmarks/latency_predictor.py
+	$(BIN)/python benchmarks/latency_fit_cv.py
 	$(BIN)/python benchmarks/gate_stability.py
 	$(BIN)/python benchmarks/search_quality.py
 	$(BIN)/python benchmarks/distill_methods.py
