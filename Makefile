@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/latency_fit_cv.py
 	$(BIN)/python benchmarks/gate_stability.py
 	$(BIN)/python benchmarks/search_quality.py
+	$(BIN)/python benchmarks/search_truth.py
 	$(BIN)/python benchmarks/distill_methods.py
 	$(BIN)/python benchmarks/export_matrix.py
 
