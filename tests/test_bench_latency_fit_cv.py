@@ -38,3 +38,25 @@ def test_linear_latency_is_predicted_exactly_and_noise_is_not(bench):
     assert sum(exact["layouts"].values()) == 5
     noisy = bench.cross_validate(records, y * rng.uniform(0.5, 1.5, len(y)), anchors=12, activations=False, draws=5)
     assert noisy["within_10pct_mean"] < 0.6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--anchors", "8,x"], "is not a list of integers"),
+    (["--anchors", "2,16"], "anchors must lie in 3..199"),
+    (["--draws", "0"], "--draws be positive"),
+    (["--source", "missing.json"], "not found; run benchmarks/latency_predictor.py"),
+    (["--source", "mbv2-only.json"], "has no pruned rows"),
+])
+def test_bad_arguments_stop_before_any_fit(bench, tmp_path, monkeypatch, argv, message):
+    import json
+
+    good = {"results": {"host-cpu-1t": {"pruned": {}}}, "meta": {"n": 200}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "mbv2-only.json").write_text(json.dumps({"results": {"host-cpu-1t": {"mbv2": {}}}, "meta": {"n": 200}}))
+    argv = [str(tmp_path / a) if a.endswith(".json") else a for a in argv]
+    if "--source" not in argv:
+        argv += ["--source", str(tmp_path / "good.json")]
+    monkeypatch.setattr(sys, "argv", ["latency_fit_cv.py", "--out", str(tmp_path / "o"), *argv])
+    with pytest.raises(SystemExit, match=message):
+        bench.main()
+    assert not list(tmp_path.glob("o.*"))

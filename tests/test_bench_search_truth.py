@@ -49,3 +49,19 @@ def test_summary_ranks_seeds_and_proxies_against_the_mean(bench):
     assert s["accuracy_min"] == pytest.approx(0.905) and s["accuracy_max"] == pytest.approx(0.975)
     noisy = bench.summary([[0.9, 0.95], [0.95, 0.9], [0.92, 0.96]], scores[:3])
     assert noisy["seed_tau"][0] < 0 and np.isfinite(noisy["tau"]["params"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--source", "missing.json"], "not found; run benchmarks/search_quality.py first"),
+    (["--spaces", "vit"], "has no students of vit; choose from mbv2"),
+])
+def test_bad_arguments_stop_before_any_training(bench, tmp_path, monkeypatch, argv, message):
+    source = tmp_path / "sq.json"
+    source.write_text('{"spaces": [{"space": "mbv2", "candidates": []}], "epochs": 5, "per_space": 0}')
+    argv = [a if a != "missing.json" else str(tmp_path / a) for a in argv]
+    monkeypatch.setattr(sys, "argv", ["search_truth.py", "--source", str(source), "--out", str(tmp_path / "o"),
+                                      *argv])
+    with pytest.raises(SystemExit, match=message):
+        bench.main()
+    assert not list(tmp_path.glob("o.*"))
