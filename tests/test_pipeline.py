@@ -123,3 +123,11 @@ def test_latency_anchors_reach_the_search_and_default_to_the_latency_model_s():
 
     assert CompressConfig().search_config().anchors == ANCHORS == 32
     assert CompressConfig(latency_anchors=5).search_config().anchors == 5
+
+
+def test_the_example_recipe_is_a_valid_config():
+    from edgekd.pipeline import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "examples" / "recipe.toml")
+    config = CompressConfig(**recipe)
+    assert config.search_config().anchors == 32 and config.space == "mbv2,resnet"
