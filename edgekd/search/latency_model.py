@@ -19,10 +19,10 @@ import numpy as np
 from edgekd.profiles import DeviceProfile
 from edgekd.types import StudentSpec
 
-# Networks measured to fit a space with no calibrated table. Cross-validated on 200 measured pruned
-# students (fit N, predict the rest, 60 draws), one thread, within 10%: fp32 94.5% with 16, 96.3% with
-# 32; int8 96.1% and 98.6%, and the worst draws gain most (10th percentile 89% -> 97% int8). 32 cost
-# about 7 s more on one thread, 30 s on two (three passes).
+# Networks measured to fit a space with no calibrated table. benchmarks/latency_fit_cv.py, on 200
+# measured pruned students (fit N, predict the rest, 60 draws), one thread, within 10%: fp32 94.0% with
+# 16, 96.2% with 32; int8 95.8% and 98.2%; and the unlucky draws gain most (10th percentile 88.6% ->
+# 93.5% fp32, 89.7% -> 95.2% int8). 32 cost about 7 s more on one thread, 30 s on two (three passes).
 ANCHORS = 32
 
 
