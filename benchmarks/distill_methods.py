@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import write_results
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("none", "kd", "dkd", "dist", "hint", "rkd", "at")
@@ -367,10 +368,7 @@ def main() -> None:
         for study in ("losses", "int8", "prune"):
             if args.only in (None, study) and isinstance(out.get(study), dict):
                 out[study].setdefault("run", {})["note"] = args.run_note
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
-    Path(args.out + ".md").write_text(_markdown(out))
-    print(_markdown(out))
+    write_results(args.out, out, _markdown(out))
 
 
 if __name__ == "__main__":

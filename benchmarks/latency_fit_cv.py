@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latency_predictor import RESULTS, SHAPE, _build, _teacher  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 
 def cross_validate(records: list, y: np.ndarray, anchors: int, activations: bool, draws: int,
@@ -107,9 +108,7 @@ def main() -> None:
     stamp = recorded["meta"].get("run", "?")
     out = {"source": f"{source.name}, run {stamp}", "n": n, "draws": args.draws, "anchors": counts, "rows": rows,
            "seconds": time.perf_counter() - start}
-    Path(args.out + ".json").write_text(json.dumps(out, indent=2) + "\n")
-    Path(args.out + ".md").write_text(_markdown(out))
-    print(_markdown(out))
+    write_results(args.out, out, _markdown(out))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import write_results
 
 RESULTS = Path(__file__).parent / "results"
 PROXY_NAMES = ("diswot", "diswot_init", "naswot", "synflow", "grad_norm", "params")
@@ -253,9 +254,7 @@ def main() -> None:
 
     if args.rescore:
         out = _rescore(json.loads(Path(args.out + ".json").read_text()), data, teacher, log)
-        Path(args.out + ".json").write_text(json.dumps(out, indent=2))
-        Path(args.out + ".md").write_text(_markdown(out))
-        print(_markdown(out))
+        write_results(args.out, out, _markdown(out))
         return
     spaces = [_space_study(n, args, data, teacher, profile, log) for n in args.spaces.split(",")]
     out = {"profile": profile.name, "precision": args.precision, "per_space": args.per_space,
@@ -265,10 +264,7 @@ def main() -> None:
            "command": "make bench-search", "spaces": spaces,
            "search_1000": _timed_search(args, data, teacher, profile),
            "seconds": time.perf_counter() - start}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
-    Path(args.out + ".md").write_text(_markdown(out))
-    print(_markdown(out))
+    write_results(args.out, out, _markdown(out))
 
 
 if __name__ == "__main__":

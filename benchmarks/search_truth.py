@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from results_io import write_results  # noqa: E402
 from search_quality import PROXY_NAMES, RESULTS, _distill  # noqa: E402
 
 
@@ -133,10 +134,7 @@ def main() -> None:
                   f"seed tau {rows[-1]['summary']['seed_tau_mean']:+.2f}", flush=True)
     out = {"source": source.name, "source_run": f"{recorded['per_space']} students per space", "seeds": args.seeds,
            "command": "make bench-search-truth", "rows": rows, "seconds": time.perf_counter() - start}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(out, indent=2))
-    Path(args.out + ".md").write_text(_markdown(out))
-    print(_markdown(out))
+    write_results(args.out, out, _markdown(out))
 
 
 if __name__ == "__main__":

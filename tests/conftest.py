@@ -3,12 +3,15 @@ and a CLI runner that behaves like the installed `edgekd` command."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ASSETS = Path(__file__).parent / "assets"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RES = 16  # digits at 16x16 keeps every model in the tests tiny
 
 FAST_PROFILE = """
@@ -122,3 +125,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Import a script of benchmarks/ by name (they are scripts, not a package): a fresh module per call,
+    registered in sys.modules while the session runs, because a dataclass looks its module up while
+    being defined."""
+    loaded = []
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        loaded.append(spec.name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

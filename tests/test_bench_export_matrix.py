@@ -1,25 +1,13 @@
 """benchmarks/export_matrix.py: one cell per path (pass, named failure), the interleaved speed rounds and both
 tables, on a tiny model, so the benchmark cannot rot silently."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "export_matrix.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("export_matrix_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def bench(load_benchmark):
+    return load_benchmark("export_matrix")
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,14 @@
 """benchmarks/latency_fit_cv.py: the anchors cross-validation scores a fit, not the data it was given."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_fit_cv.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("latency_fit_cv_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def bench(load_benchmark):
+    return load_benchmark("latency_fit_cv")
 
 
 def _records(rng, count):

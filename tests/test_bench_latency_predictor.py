@@ -1,26 +1,15 @@
 """benchmarks/latency_predictor.py: a rerun of some (profile, space) rows keeps the others and stamps its own."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "latency_predictor.py"
-
 
 @pytest.fixture()
-def bench(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("latency_predictor_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        monkeypatch.setattr(module, "RESULTS", tmp_path)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def bench(load_benchmark, tmp_path, monkeypatch):
+    module = load_benchmark("latency_predictor")
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    return module
 
 
 def test_a_rerun_keeps_the_rows_it_did_not_measure(bench, tmp_path):

@@ -1,25 +1,14 @@
 """benchmarks/search_truth.py: recipe parsing, the training subset, and the ground-truth summary."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_truth.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("search_truth_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def bench(load_benchmark):
+    return load_benchmark("search_truth")
 
 
 def test_recipes_parse_and_bad_ones_say_the_format(bench):
