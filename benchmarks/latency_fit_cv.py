@@ -4,8 +4,9 @@ Reads the `pruned` students that `latency_predictor.py` measured (their units in
 `results/latency_predictor.json`), rebuilds the same students, and cross-validates the fit search
 uses (`latency_model.choose_layout`): N random students fitted, the others predicted, many draws.
 Reports the mean share within ±10% and its 10th percentile over draws (a bad draw is what a search
-gets unlucky with), for each anchor count, with and without the int8 output-elements term. No
-measurement: a minute or two.
+gets unlucky with), for each anchor count, with and without the int8 output-elements term, and with
+and without the im2col layouts (``+im2col`` in ``latency_model.LAYOUTS``). No measurement: a few
+minutes.
 
 Writes benchmarks/results/latency_fit_cv.{md,json}.
 
@@ -28,17 +29,20 @@ from results_io import write_results  # noqa: E402
 
 
 def cross_validate(records: list, y: np.ndarray, anchors: int, activations: bool, draws: int,
-                   seed: int = 1) -> dict:
+                   seed: int = 1, im2col: bool = True) -> dict:
     """Share of held-out networks predicted within ±10% by a fit on ``anchors`` random ones: mean and
-    10th percentile over ``draws``, and how often each layout was chosen."""
-    from edgekd.search.latency_model import choose_layout, layout_features
+    10th percentile over ``draws``, and how often each layout was chosen (without ``im2col``, among the
+    layouts without that term)."""
+    from edgekd.search.latency_model import LAYOUTS, choose_layout, layout_features
+
+    layouts = LAYOUTS if im2col else tuple(lay for lay in LAYOUTS if not lay.endswith("+im2col"))
 
     rng = np.random.default_rng(seed)
     shares, chosen = [], {}
     for _ in range(draws):
         order = rng.permutation(len(y))
         fit, rest = order[:anchors], order[anchors:]
-        layout, coef = choose_layout([records[i] for i in fit], y[fit], activations)
+        layout, coef = choose_layout([records[i] for i in fit], y[fit], activations, layouts)
         chosen[layout] = chosen.get(layout, 0) + 1
         predicted = np.asarray([float(np.dot(coef, layout_features(records[i], layout, activations))) for i in rest])
         shares.append(float(np.mean(np.abs(predicted / y[rest] - 1.0) <= 0.10)))
@@ -53,12 +57,14 @@ def _markdown(out: dict) -> str:
              "them fitted with the fit search uses on its anchors (`choose_layout`), the other "
              f"{out['n']} - N predicted, {out['draws']} draws. Share "
              "within ±10%: mean over draws (10th percentile over draws). 'search' marks the terms search uses "
-             "(int8: MACs by layout + output elements; fp32: MACs by layout).", "",
+             "(int8: MACs by layout + output elements; fp32: MACs by layout; both with the layouts that add "
+             "unblocked convolutions' im2col elements as candidates).", "",
              "| profile | precision | terms | " + " | ".join(f"N={n}" for n in counts) + " |",
              "|---|---|---|" + "---:|" * len(counts)]
     for row in out["rows"]:
         terms = "+ output elements" if row["activations"] else "MACs by layout"
-        if row["activations"] == (row["precision"] == "int8"):
+        terms += ", im2col layouts too" if row["im2col"] else ""
+        if row["activations"] == (row["precision"] == "int8") and row["im2col"]:
             terms += " (search)"
         lines.append(f"| {row['profile']} | {row['precision']} | {terms} | " + " | ".join(
             f"{row['cv'][str(n)]['within_10pct_mean']:.1%} ({row['cv'][str(n)]['within_10pct_p10']:.1%})"
@@ -101,10 +107,14 @@ def main() -> None:
         for precision in ("fp32", "int8"):
             y = np.asarray(run[precision]["measured_units"])
             for activations in (False, True):
-                cv = {str(c): cross_validate(records, y, c, activations, args.draws) for c in counts}
-                rows.append({"profile": profile, "precision": precision, "activations": activations, "cv": cv})
-                print(f"[{time.perf_counter() - start:6.1f}s] {profile} {precision} activations={activations}: "
-                      + ", ".join(f"{c} {v['within_10pct_mean']:.1%}" for c, v in cv.items()), flush=True)
+                for im2col in (False, True):
+                    cv = {str(c): cross_validate(records, y, c, activations, args.draws, im2col=im2col)
+                          for c in counts}
+                    rows.append({"profile": profile, "precision": precision, "activations": activations,
+                                 "im2col": im2col, "cv": cv})
+                    print(f"[{time.perf_counter() - start:6.1f}s] {profile} {precision} activations={activations} "
+                          f"im2col={im2col}: "
+                          + ", ".join(f"{c} {v['within_10pct_mean']:.1%}" for c, v in cv.items()), flush=True)
     stamp = recorded["meta"].get("run", "?")
     out = {"source": f"{source.name}, run {stamp}", "n": n, "draws": args.draws, "anchors": counts, "rows": rows,
            "seconds": time.perf_counter() - start}

@@ -29,6 +29,22 @@ def test_linear_latency_is_predicted_exactly_and_noise_is_not(bench):
     assert noisy["within_10pct_mean"] < 0.6
 
 
+def test_the_im2col_layouts_can_be_left_out(bench):
+    """Latencies that carry unblocked convolutions' im2col cost: only the fit offered that term predicts them
+    exactly, and the restricted fit never picks an im2col layout."""
+    from edgekd.search.latency_model import layout_features
+
+    rng = np.random.default_rng(1)
+    widths = [6, 8, 12, 16, 21, 24, 30, 32, 42, 48]  # some block, some do not
+    records = [[(1, int(rng.choice(widths)), 1, 9, 256), (int(rng.choice(widths)), int(rng.choice(widths)), 1, 9, 64),
+                (int(rng.choice(widths)), int(rng.choice(widths)), 1, 9, 16)] for _ in range(60)]
+    y = np.asarray([float(np.dot([2.0, 5.0, 30.0, 0.3], layout_features(r, "nchwc8+im2col"))) for r in records])
+    offered = bench.cross_validate(records, y, anchors=16, activations=False, draws=4)
+    assert offered["within_10pct_mean"] == pytest.approx(1.0) and offered["layouts"] == {"nchwc8+im2col": 4}
+    without = bench.cross_validate(records, y, anchors=16, activations=False, draws=4, im2col=False)
+    assert not any(layout.endswith("+im2col") for layout in without["layouts"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--anchors", "8,x"], "is not a list of integers"),
     (["--anchors", "2,16"], "anchors must lie in 3..199"),

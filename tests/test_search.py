@@ -291,6 +291,12 @@ def test_layout_features_split_macs_by_channel_blocking():
     outputs = 64 * (20 + 21 + 21 + 16) + 10
     assert layout_features(records, "nchwc8", activations=True) == pytest.approx(
         [*layout_features(records, "nchwc8")[:-1], outputs / 1e6, 1.0])
+    # "+im2col" adds the elements an unblocked k x k conv copies (k x k x input channels per output pixel):
+    # 20->21 and 21->21 here; blocked convs and the linear layer copy nothing.
+    assert layout_features(records, "nchwc16+im2col") == pytest.approx(
+        [*layout_features(records, "nchwc16")[:-1], 64 * 9 * (20 + 21) / 1e6, 1.0])
+    assert layout_features(records, "nchwc8+im2col", activations=True) == pytest.approx(
+        [*layout_features(records, "nchwc8+im2col")[:-1], outputs / 1e6, 1.0])
 
 
 def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
@@ -344,3 +350,10 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
     layout, coef = choose_layout(networks, y, activations=True)
     assert layout == "nchwc8" and coef == pytest.approx([2.0, 5.0, 40.0, 0.3], rel=1e-6)
     assert choose_layout(networks[:6], np.ones(6), activations=True)[0] == "macs"  # four terms need 7
+    # The im2col term is fitted when the latencies carry it, and only with enough anchors for four terms.
+    y = np.asarray([np.dot([2.0, 5.0, 3.0, 0.3], layout_features(n, "nchwc8+im2col")) for n in networks])
+    layout, coef = choose_layout(networks, y)
+    assert layout == "nchwc8+im2col" and coef == pytest.approx([2.0, 5.0, 3.0, 0.3], rel=1e-6)
+    assert "+im2col" not in choose_layout(networks[:6], y[:6])[0]
+    # A restricted choice (the cross-validation benchmark compares with and without the term).
+    assert choose_layout(networks, y, layouts=("macs", "nchwc8"))[0] == "nchwc8"

@@ -97,7 +97,8 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
 # rest within 10% for 79-82% (fp32) from "nchwc16" without input padding and output rule, 93-94% with
 # them; the benchmark's plain-MACs fit: about 60%. Which rule holds depends on the device and
 # precision, so each fit picks it by leave-one-out on its anchors.
-LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8")
+# "+im2col" also counts the unblocked k x k convolutions' im2col elements (see layout_features).
+LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8", "nchwc8+im2col", "nchwc16+im2col")
 
 
 def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
@@ -182,21 +183,27 @@ def _geometry(module: Any, out: Any) -> tuple[int, int]:
 
 def layout_features(records: list[tuple[int, int, int, int, int]], layout: str,
                     activations: bool = False) -> list[float]:
-    """Millions of MACs per kind under ``layout`` (one of LAYOUTS), with ``activations`` also millions of
-    layer output elements, and a constant.
+    """Millions of MACs per kind under ``layout`` (one of LAYOUTS), with "+im2col" also millions of
+    im2col elements, with ``activations`` also millions of layer output elements, and a constant.
 
     An int8 QDQ network quantizes, requantizes and reorders every layer's output, work that grows with
     the output's elements rather than with MACs. On two measurements of 200 int8 networks of the default
     teacher's pruned family (one and two threads), fits on 16 of them predicted the rest within 10% for
     97.2% and 89.5% with that term, 90.3% and 81.9% without it; for fp32 the term let the layout choice
-    overfit (95.0% -> 91.8% on one thread), so only int8 fits use it."""
+    overfit (95.0% -> 91.8% on one thread), so only int8 fits use it.
+
+    A k x k convolution that cannot block runs as im2col + GEMM: it first copies k x k x its input
+    channels per output pixel, memory traffic that MACs do not count. Whether that term pays is left to
+    the leave-one-out choice (``choose_layout``), as the block size is: on eight measurements of the
+    same 200 pruned students (benchmarks/latency_fit_cv.py) it did on most, not all."""
     if activations:
         return layout_features(records, layout)[:-1] + [sum(hw * cout for _cin, cout, _g, _k, hw in records) / 1e6,
                                                        1.0]
     if layout == "macs":
         return [sum(hw * k * cout * cin / g for cin, cout, g, k, hw in records) / 1e6, 1.0]
+    layout, im2col = layout.removesuffix("+im2col"), layout.endswith("+im2col")
     block = int(layout.removeprefix("nchwc").removeprefix("align"))
-    blocked = other = 0.0
+    blocked = other = copied = 0.0
     for cin, cout, g, k, hw in records:
         if layout.startswith("nchwc"):
             # Output channels not a multiple of 4 feed convolutions that cannot block (their input): such a
@@ -212,7 +219,9 @@ def layout_features(records: list[tuple[int, int, int, int, int]], layout: str,
             blocked += macs
         else:
             other += macs
-    return [blocked / 1e6, other / 1e6, 1.0]
+            if k > 1:
+                copied += hw * k * cin
+    return [blocked / 1e6, other / 1e6, *([copied / 1e6] if im2col else []), 1.0]
 
 
 def _round_up(n: int, block: int) -> int:
@@ -220,23 +229,24 @@ def _round_up(n: int, block: int) -> int:
 
 
 def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.ndarray,
-                  activations: bool = False) -> tuple[str, np.ndarray]:
-    """The layout whose fit predicts each anchor best from the others (leave-one-out, mean squared
-    relative error), and its fit on all anchors (``layout_features`` with ``activations``). Too few
-    anchors for a three-term fit: plain MACs. Fitted on relative error, as the calibrated table is:
-    small networks matter as much as big ones."""
+                  activations: bool = False, layouts: tuple[str, ...] = LAYOUTS) -> tuple[str, np.ndarray]:
+    """The layout (of ``layouts``) whose fit predicts each anchor best from the others (leave-one-out,
+    mean squared relative error), and its fit on all anchors (``layout_features`` with ``activations``).
+    A layout is tried only with at least three more anchors than its fit has terms (plain MACs always).
+    Fitted on relative error, as the calibrated table is: small networks matter as much as big ones."""
     from edgekd.latency.calibrate import relative_lstsq
 
-    layouts = LAYOUTS if len(y) >= 6 + activations else LAYOUTS[:1]
-    best, best_err = layouts[0], np.inf
+    best, best_err = "macs", np.inf
     for layout in layouts:
         x = np.asarray([layout_features(r, layout, activations) for r in records])
+        if layout != "macs" and len(y) < x.shape[1] + 3:
+            continue
         errors = []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             errors.append(float(x[i] @ relative_lstsq(x[keep], y[keep])) / y[i] - 1.0)
         err = float(np.mean(np.square(errors)))
-        if err < best_err:
+        if err < best_err - 1e-12:  # a tie (an exact fit) goes to the earlier layout, which has fewer terms
             best, best_err = layout, err
     return best, relative_lstsq(np.asarray([layout_features(r, best, activations) for r in records]), y)
 
