@@ -193,9 +193,12 @@ def layout_features(records: list[tuple[int, int, int, int, int]], layout: str,
     overfit (95.0% -> 91.8% on one thread), so only int8 fits use it.
 
     A k x k convolution that cannot block runs as im2col + GEMM: it first copies k x k x its input
-    channels per output pixel, memory traffic that MACs do not count. Whether that term pays is left to
-    the leave-one-out choice (``choose_layout``), as the block size is: on eight measurements of the
-    same 200 pruned students (benchmarks/latency_fit_cv.py) it did on most, not all."""
+    channels per output pixel, memory traffic that MACs do not count. "+im2col" layouts count those
+    elements, and count a convolution that blocks only its output (fewer input channels than a block,
+    such as the stem) with the unblocked ones rather than the blocked ones. Whether that form pays is left
+    to the leave-one-out choice (``choose_layout``), as the block size is; cross-validated on nine
+    measurements of the same 200 pruned students (benchmarks/latency_fit_cv.py), it raised one-thread
+    fp32 on most, int8 on all."""
     if activations:
         return layout_features(records, layout)[:-1] + [sum(hw * cout for _cin, cout, _g, _k, hw in records) / 1e6,
                                                        1.0]
@@ -215,11 +218,11 @@ def layout_features(records: list[tuple[int, int, int, int, int]], layout: str,
         else:
             ok = cin % block == 0
             macs = hw * k * _round_up(cout, block) * _round_up(cin, block) / g
-        if ok:
+        if ok and (cin >= block or not im2col):
             blocked += macs
         else:
             other += macs
-            if k > 1:
+            if not ok and k > 1:
                 copied += hw * k * cin
     return [blocked / 1e6, other / 1e6, *([copied / 1e6] if im2col else []), 1.0]
 
