@@ -44,3 +44,18 @@ def test_several_passes_measure_every_chunk_once_per_pass_and_keep_the_median(be
     units, ms = bench._measure(paths, None, None, chunk=8, passes=3)
     assert order == paths * 3  # chunk by chunk, all students once per pass
     assert units == pytest.approx(paths) and ms == pytest.approx([1.1 * p for p in paths])
+
+
+def test_the_prediction_rate_is_the_median_pass_so_one_stall_does_not_set_it(bench):
+    import time
+
+    calls = []
+
+    def predict_all():
+        calls.append(1)
+        time.sleep(0.5 if len(calls) == 1 else 0.01)  # the first pass stalls
+        return [1.0] * 100
+
+    predicted, rate = bench._timed_predictions(predict_all, repeats=5)
+    assert len(calls) == 5 and list(predicted) == [1.0] * 100
+    assert 1500 < rate < 10_000  # about 100 / 0.01 s; the first pass alone would give 200, the mean pass 926
