@@ -16,6 +16,7 @@ Writes benchmarks/results/latency_fit_cv.{md,json}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -33,9 +34,9 @@ def cross_validate(records: list, y: np.ndarray, anchors: int, activations: bool
     """Share of held-out networks predicted within ±10% by a fit on ``anchors`` random ones: mean and
     10th percentile over ``draws``, and how often each layout was chosen (without ``im2col``, among the
     layouts without that term)."""
-    from edgekd.search.latency_model import LAYOUTS, choose_layout, layout_features
+    from edgekd.search.latency_model import IM2COL, LAYOUTS, choose_layout, layout_features
 
-    layouts = LAYOUTS if im2col else tuple(lay for lay in LAYOUTS if not lay.endswith("+im2col"))
+    layouts = LAYOUTS if im2col else tuple(lay for lay in LAYOUTS if not lay.endswith(IM2COL))
 
     rng = np.random.default_rng(seed)
     shares, chosen = [], {}
@@ -103,18 +104,15 @@ def main() -> None:
     # so none is skipped as a calibration network).
     records = [conv_records(m, SHAPE) for m in _build(space, sample_specs(space, n + 64, 777)[:n])]
     rows = []
-    for profile, run in runs.items():
-        for precision in ("fp32", "int8"):
-            y = np.asarray(run[precision]["measured_units"])
-            for activations in (False, True):
-                for im2col in (False, True):
-                    cv = {str(c): cross_validate(records, y, c, activations, args.draws, im2col=im2col)
-                          for c in counts}
-                    rows.append({"profile": profile, "precision": precision, "activations": activations,
-                                 "im2col": im2col, "cv": cv})
-                    print(f"[{time.perf_counter() - start:6.1f}s] {profile} {precision} activations={activations} "
-                          f"im2col={im2col}: "
-                          + ", ".join(f"{c} {v['within_10pct_mean']:.1%}" for c, v in cv.items()), flush=True)
+    for (profile, run), precision, activations, im2col in itertools.product(
+            runs.items(), ("fp32", "int8"), (False, True), (False, True)):
+        y = np.asarray(run[precision]["measured_units"])
+        cv = {str(c): cross_validate(records, y, c, activations, args.draws, im2col=im2col) for c in counts}
+        rows.append({"profile": profile, "precision": precision, "activations": activations, "im2col": im2col,
+                     "cv": cv})
+        print(f"[{time.perf_counter() - start:6.1f}s] {profile} {precision} activations={activations} "
+              f"im2col={im2col}: " + ", ".join(f"{c} {v['within_10pct_mean']:.1%}" for c, v in cv.items()),
+              flush=True)
     stamp = recorded["meta"].get("run", "?")
     out = {"source": f"{source.name}, run {stamp}", "n": n, "draws": args.draws, "anchors": counts, "rows": rows,
            "seconds": time.perf_counter() - start}

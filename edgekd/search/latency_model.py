@@ -97,8 +97,9 @@ def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
 # rest within 10% for 79-82% (fp32) from "nchwc16" without input padding and output rule, 93-94% with
 # them; the benchmark's plain-MACs fit: about 60%. Which rule holds depends on the device and
 # precision, so each fit picks it by leave-one-out on its anchors.
-# "+im2col" also counts the unblocked k x k convolutions' im2col elements (see layout_features).
-LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8", "nchwc8+im2col", "nchwc16+im2col")
+# IM2COL-suffixed layouts also count the unblocked k x k convolutions' im2col elements (layout_features).
+IM2COL = "+im2col"
+LAYOUTS = ("macs", "nchwc8", "nchwc16", "align4", "align8", f"nchwc8{IM2COL}", f"nchwc16{IM2COL}")
 
 
 def conv_records(model: Any, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
@@ -197,14 +198,15 @@ def layout_features(records: list[tuple[int, int, int, int, int]], layout: str,
     elements, and count a convolution that blocks only its output (fewer input channels than a block,
     such as the stem) with the unblocked ones rather than the blocked ones. Whether that form pays is left
     to the leave-one-out choice (``choose_layout``), as the block size is. benchmarks/latency_fit_cv.py
-    on 200 measured pruned students, 32 fitted, within 10%: one thread 88.9% -> 91.5% (fp32) and 98.1% ->
-    99.3% (int8); two threads 75.1% -> 80.6% (fp32), int8 unchanged."""
+    on two measurements of 200 pruned students, 32 fitted, within 10% without -> with these layouts: one
+    thread fp32 88.9% -> 91.5% and 96.1% -> 98.6%, int8 98.1% -> 99.3% and 98.7% -> 100%; two threads
+    fp32 75.1% -> 80.6%, int8 unchanged."""
     if activations:
         return layout_features(records, layout)[:-1] + [sum(hw * cout for _cin, cout, _g, _k, hw in records) / 1e6,
                                                        1.0]
     if layout == "macs":
         return [sum(hw * k * cout * cin / g for cin, cout, g, k, hw in records) / 1e6, 1.0]
-    layout, im2col = layout.removesuffix("+im2col"), layout.endswith("+im2col")
+    layout, im2col = layout.removesuffix(IM2COL), layout.endswith(IM2COL)
     block = int(layout.removeprefix("nchwc").removeprefix("align"))
     blocked = other = copied = 0.0
     for cin, cout, g, k, hw in records:
