@@ -88,8 +88,17 @@ def _flag(option: Any) -> str:
     return probe.__click_params__[0].opts[0]
 
 
+# search writes one JSON file, not a folder: its --out and --force say so.
+_SEARCH_FILE_OPTIONS = {
+    "--out": click.option("--out", "-o", type=str,
+                          help="Ranking JSON file to write (default: search.json); compress and distill take it "
+                               "with --search."),
+    "--force": click.option("--force", is_flag=True, help="Replace an existing --out file."),
+}
+
+
 def _search_options() -> list:
-    return [o for o in _COMPRESS_OPTIONS if _flag(o) not in _TRAINING_ONLY]
+    return [_SEARCH_FILE_OPTIONS.get(_flag(o), o) for o in _COMPRESS_OPTIONS if _flag(o) not in _TRAINING_ONLY]
 
 
 def _distill_options() -> list:

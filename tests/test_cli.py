@@ -26,6 +26,17 @@ def test_version_and_module_entry_point():
     assert done.returncode == 0 and "0.1.0" in done.stdout
 
 
+def test_search_help_describes_its_file_output(run_cli):
+    """search writes one JSON file, compress a folder: each help says what its --out and --force mean."""
+    code, out, _ = run_cli("search", "--help")
+    out = " ".join(out.split())  # click wraps to the terminal's width
+    assert code == 0 and "Ranking JSON file to write" in out and "Replace an existing --out file" in out
+    assert "Output folder" not in out
+    code, out, _ = run_cli("compress", "--help")
+    out = " ".join(out.split())
+    assert code == 0 and "Output folder" in out and "Ranking JSON file" not in out
+
+
 @pytest.mark.parametrize("value, shown", [("0", "0"), ("-2", "-2")])
 def test_budget_must_be_positive(run_cli, tmp_path, value, shown):
     line = _one_line_error(*run_cli("compress", "--budget-ms", value, "--out", tmp_path / "o")[::2])
