@@ -13,6 +13,7 @@ import click
 
 from edgekd import __version__
 from edgekd.errors import EdgeKDError
+from edgekd.fsutil import write_json, write_text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -209,14 +210,17 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
               help="With --manifest: how much slower than recorded p50 still passes.")
 @click.option("--rounds", type=int, default=3, show_default=True, help="With --manifest: latency rounds (median).")
 @click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
              budget_ms: float | None, max_size_kb: float | None, input_shape: str | None, manifest: str | None,
              artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
-             json_out: str | None) -> None:
+             json_out: str | None, force: bool) -> None:
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
     from edgekd.errors import ConfigError
+
+    _check_report_files(force, ("--json", json_out))
 
     if manifest:
         given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
@@ -253,8 +257,6 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     for name, ok in r.verdicts.items():
         click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
     if json_out:
-        from edgekd.fsutil import write_json
-
         write_json(json_out, report.to_dict())
     if not r.passed:
         ctx.exit(1)
@@ -272,13 +274,20 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
     click.echo(recheck_table(result))
     if json_out:
-        from edgekd.fsutil import write_json
-
         write_json(json_out, result.to_dict())
     failed = [c.name for c in result.checks if not c.passed]
     click.echo("PASS: the artifact matches its manifest entry" if not failed else f"FAIL: {', '.join(failed)}")
     if failed:
         ctx.exit(1)
+
+
+def _check_report_files(force: bool, *files: tuple[str, str | None]) -> None:
+    """Refuse (flag, path) report outputs that would clobber a file, before anything is measured."""
+    from edgekd.fsutil import check_new_file
+
+    for flag, path in files:
+        if path:
+            check_new_file(path, force, flag)
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -301,13 +310,15 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 @click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
 @click.option("--no-cache", is_flag=True, help="Measure again even if this comparison is cached.")
 @click.option("--json", "json_out", type=str, help="Also write the results as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
 def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | None, no_cache: bool,
-          json_out: str | None) -> None:
+          json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
     from edgekd.latency.cache import measure_cached
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
+    _check_report_files(force, ("--json", json_out))
     prof = load_profile(profile)
     shape = _parse_shape(input_shape) if input_shape else None
     paths = [model, *others]
@@ -322,8 +333,6 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
         click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
                    f"{base / s.p50_ms:.2f}x |")
     if json_out:
-        from edgekd.fsutil import write_json
-
         write_json(json_out, {"profile": prof.name, "cached": cached,
                               "models": [{"path": p, **s.to_dict()} for p, s in zip(paths, stats)]})
 
@@ -346,8 +355,9 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
               help="pyproject.toml whose [tool.edgekd.gate] table holds default thresholds.")
 @click.option("--junit", type=str, help="Write a JUnit XML report here.")
 @click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
+@click.option("--force", is_flag=True, help="Replace existing --junit and --summary files.")
 @click.pass_context
-def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None,
+def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None, force: bool,
          **flags: Any) -> None:
     """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input."""
     import os
@@ -355,15 +365,16 @@ def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, s
 
     from edgekd.gate import annotations, build_config, junit_xml, pyproject_settings, run_gate, summary_markdown
 
+    _check_report_files(force, ("--junit", junit), ("--summary", summary))
     values = pyproject_settings(Path(config_path))
     values.update({k: v for k, v in flags.items() if v is not None})  # flags win
     result = run_gate(target, build_config(values))
     text = summary_markdown(result)
     click.echo(text)
     if junit:
-        Path(junit).write_text(junit_xml(result), encoding="utf-8")
+        write_text(junit, junit_xml(result))
     if summary:
-        Path(summary).write_text(text, encoding="utf-8")
+        write_text(summary, text)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
             fh.write(text)

@@ -23,12 +23,33 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically, creating the parent folder: a reader sees the old file or the new one,
+    never half of one, and a failed write leaves no temporary file behind."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (``write_text``)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def check_new_file(path: str | Path, force: bool, flag: str) -> None:
+    """Refuse a file output that is a folder, or that exists unless ``force``. Called before any work, so
+    a refused path costs nothing and a measurement is never lost to it."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} '{path}' is a folder", f"give {flag} a file path")
+    if path.exists() and not force:
+        raise OutputError(f"{flag} '{path}' already exists",
+                          f"choose another {flag} path or pass --force to replace it")
 
 
 def check_new_output(path: Path, force: bool) -> None:

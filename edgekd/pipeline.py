@@ -11,7 +11,7 @@ from typing import Any
 import tomllib
 
 from edgekd.errors import ConfigError, OutputError
-from edgekd.fsutil import atomic_dir, check_new_output, write_json
+from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
 from edgekd.types import Budget, DistillConfig
 
 Log = Callable[[str], None]
@@ -199,14 +199,12 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
 
     log = log or (lambda _msg: None)
     out = Path(out)
-    if out.exists() and not force:
-        raise OutputError(f"'{out}' already exists", "choose another --out or pass --force to replace it")
+    check_new_file(out, force, "--out")
     profile = load_profile(config.profile)
     data = load_data(config.data, resolution=config.resolution, seed=config.seed)
     teacher = _teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {**result.to_dict(), "profile": profile.name, "budget": config.budget.to_dict(),
                      "data": data.describe()})
     return result

@@ -6,12 +6,12 @@ comparison. Any piece the run did not record is left out with a sentence saying 
 from __future__ import annotations
 
 import json
-import os
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ArtifactError, OutputError
+from edgekd.fsutil import write_text
 from edgekd.report import SUMMARY_HEADER, budget_text, latency_method, summary_rows
 
 _STYLE = """
@@ -65,12 +65,7 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
         raise OutputError(f"'{target}' already exists", "pass force=True (--force) to replace it")
     manifest = load_manifest(out_dir / "manifest.json")
     html = render_html(manifest, _read_search(out_dir / "search.json"))
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(target, html)
     return target
 
 

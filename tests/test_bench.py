@@ -23,16 +23,19 @@ def models(tmp_path_factory):
 
 
 def test_bench_compares_interleaved_and_caches(run_cli, models, fast_profile_path, tmp_path):
+    report = tmp_path / "reports" / "b.json"  # its folder does not exist yet
     args = ["bench", models / "big.onnx", "--vs", models / "small.onnx", "--profile", fast_profile_path,
-            "--json", tmp_path / "b.json"]
+            "--json", report]
     code, out, err = run_cli(*args)
     assert code == 0, err
     assert "cached" not in out and "big.onnx" in out and "small.onnx" in out
-    data = json.loads((tmp_path / "b.json").read_text())
-    assert data["models"][0]["p50_ms"] > data["models"][1]["p50_ms"]
-    code, out, _ = run_cli(*args)
-    assert code == 0 and "(cached result)" in out
-    code, out, _ = run_cli(*args, "--no-cache")
+    data = json.loads(report.read_text())
+    assert data["models"][0]["p50_ms"] > data["models"][1]["p50_ms"] and data["cached"] is False
+    code, _, err = run_cli(*args)
+    assert code == 2 and "already exists" in err and json.loads(report.read_text()) == data
+    code, out, _ = run_cli(*args, "--force")
+    assert code == 0 and "(cached result)" in out and json.loads(report.read_text())["cached"] is True
+    code, out, _ = run_cli(*args, "--no-cache", "--force")
     assert code == 0 and "cached" not in out
 
 

@@ -37,6 +37,20 @@ def test_search_help_describes_its_file_output(run_cli):
     assert code == 0 and "Output folder" in out and "Ranking JSON file" not in out
 
 
+@pytest.mark.parametrize("command", ["bench", "validate"])
+def test_json_report_never_overwrites_without_force(run_cli, tmp_path, command):
+    """An existing --json file is refused before anything is read or measured (the model here is not even
+    ONNX), and a folder is no file to write."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not an onnx model")
+    existing = tmp_path / "r.json"
+    existing.write_text("mine")
+    line = _one_line_error(*run_cli(command, model, "--json", existing)[::2])
+    assert f"--json '{existing}' already exists" in line and "--force" in line and existing.read_text() == "mine"
+    line = _one_line_error(*run_cli(command, model, "--json", tmp_path)[::2])
+    assert f"--json '{tmp_path}' is a folder" in line
+
+
 @pytest.mark.parametrize("value, shown", [("0", "0"), ("-2", "-2")])
 def test_budget_must_be_positive(run_cli, tmp_path, value, shown):
     line = _one_line_error(*run_cli("compress", "--budget-ms", value, "--out", tmp_path / "o")[::2])

@@ -29,12 +29,19 @@ def test_size_pass_and_fail_with_reports(run_cli, run_dir, tmp_path, monkeypatch
     summary_env = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_env))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    code, out, _ = _gate(run_cli, model, "--max-size", "1KB", "--junit", tmp_path / "j.xml",
-                         "--summary", tmp_path / "s.md")
+    junit_file, summary_file = tmp_path / "reports" / "j.xml", tmp_path / "s.md"  # reports/ does not exist yet
+    code, out, _ = _gate(run_cli, model, "--max-size", "1KB", "--junit", junit_file, "--summary", summary_file)
     assert code == 1 and "::error title=edgekd gate size::" in out
-    junit = (tmp_path / "j.xml").read_text()
+    junit = junit_file.read_text()
     assert 'failures="1"' in junit and "<failure" in junit
-    assert "FAIL" in (tmp_path / "s.md").read_text() and "FAIL" in summary_env.read_text()
+    assert "FAIL" in summary_file.read_text() and "FAIL" in summary_env.read_text()
+    # A report file is a user's file the next time: replaced only with --force, refused before any check runs.
+    code, _, err = _gate(run_cli, model, "--max-size", "10MiB", "--summary", summary_file)
+    assert code == 2 and f"--summary '{summary_file}' already exists" in err and "FAIL" in summary_file.read_text()
+    code, _, err = _gate(run_cli, model, "--max-size", "10MiB", "--junit", junit_file, "--summary", summary_file,
+                         "--force")
+    assert code == 0, err
+    assert 'failures="0"' in junit_file.read_text() and "PASS" in summary_file.read_text()
 
 
 def test_manifest_target_checks_integrity(run_cli, run_dir, tmp_path):
