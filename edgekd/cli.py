@@ -13,7 +13,7 @@ import click
 
 from edgekd import __version__
 from edgekd.errors import EdgeKDError
-from edgekd.fsutil import write_json, write_text
+from edgekd.fsutil import check_new_file, write_json, write_text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -283,8 +283,6 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
 
 def _check_report_files(force: bool, *files: tuple[str, str | None]) -> None:
     """Refuse (flag, path) report outputs that would clobber a file, before anything is measured."""
-    from edgekd.fsutil import check_new_file
-
     for flag, path in files:
         if path:
             check_new_file(path, force, flag)
