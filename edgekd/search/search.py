@@ -121,16 +121,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament,
                     on_step=lambda: bar.update(1))
     bar.close()
-    fits = [c for c in scored if np.isfinite(c.score)]
-    if not fits:
-        small = [c for c in scored if budget.max_size_kb is None or c.size_bytes <= budget.max_size_kb * 1024]
-        if not small:
-            smallest = min(scored, key=lambda c: c.size_bytes)
-            raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
-                              f"{smallest.size_bytes / 1024:.1f} KB ({config.precision})",
-                              f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
-        fits = [min(small, key=lambda c: c.predicted_ms)]  # predicted too slow: the measurement decides
-    ranked = sorted(fits, key=lambda c: c.score, reverse=True)
+    ranked = sorted(_fits(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
     measured = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models, calib)
     feasible = [c for c in measured if budget.latency_ms is None or c.latency_ms <= budget.latency_ms]
     chosen = max(feasible, key=lambda c: c.score)
@@ -140,6 +131,21 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
                         f"predicted ({sources}) + measured", tuple(c.spec.key() for c in pareto_front(final)),
                         config.precision)
+
+
+def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candidate]:
+    """The candidates predicted within budget; when none is, the fastest one small enough, so that a
+    measurement rather than the prediction decides (and says by how much the budget is missed)."""
+    fits = [c for c in scored if np.isfinite(c.score)]
+    if fits:
+        return fits
+    small = [c for c in scored if budget.max_size_kb is None or c.size_bytes <= budget.max_size_kb * 1024]
+    if not small:
+        smallest = min(scored, key=lambda c: c.size_bytes)
+        raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
+                          f"{smallest.size_bytes / 1024:.1f} KB ({precision})",
+                          f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
+    return [min(small, key=lambda c: c.predicted_ms)]
 
 
 def _fp32_bytes(model: Any) -> int:
