@@ -152,7 +152,7 @@ def _quantize(source: Path, target: Path, inputs: np.ndarray, overrides: dict[st
     """onnxruntime's static QDQ quantizer with the QAT activation parameters as overrides."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from edgekd.distill.qat import ORT_NO_OUTPUT_QUANT, ORT_OP_TYPES, REDUCED_WEIGHT_QMAX
+    from edgekd.distill.qat_plan import ORT_NO_OUTPUT_QUANT, ORT_OP_TYPES, REDUCED_WEIGHT_QMAX
 
     tensor_overrides = {name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}]
                         for name, (scale, zero) in overrides.items()}

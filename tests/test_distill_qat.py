@@ -14,7 +14,7 @@ import torch
 from test_distill import TinyNet, student, tiny_data
 
 import exporters.onnx_int8_qat  # noqa: F401  (registers onnx-int8-qat until exporters/__init__ imports it)
-from edgekd.distill import qat, trainer
+from edgekd.distill import qat, qat_plan, trainer
 from edgekd.distill.trainer import distill, predict
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ExportRequest, get_exporter
@@ -130,7 +130,7 @@ def test_the_qat_phase_fake_quantizes_the_student_in_place(trained):
     assert plan is not None and len(plan.convs) == len(convs)
     assert all(isinstance(m, qat.QATConv2d) and m._in for m in convs)  # every conv, the first one included
     assert sum(1 for _, bn, _ in plan.convs if bn) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert plan.weight_qmax == qat.REDUCED_WEIGHT_QMAX
+    assert plan.weight_qmax == qat_plan.REDUCED_WEIGHT_QMAX
     assert {"input_quant", "stages.0.act_quant", "stages.0.body.2.act_quant"} <= set(qat.quantizers(model))
     assert all(0 < scale and 0 <= zero <= 255 for scale, zero in qat.qparams(model).values())
     assert len(result.history) == config.epochs and result.best_epoch >= config.qat_start - 1

@@ -8,67 +8,37 @@
   the following ``BatchNorm2d`` folded in; the BN still runs (batch statistics while they are trained,
   running statistics once frozen), so the conv uses ``fq(w * s) / s``. The folded bias is rounded to
   int32 steps of input scale x weight scale, as onnxruntime stores it;
-- activations are fake-quantized to uint8 (affine, min/max observers: calibrated, then a moving average)
-  at exactly the tensors onnxruntime's QDQ quantizer quantizes for the operator types ``ORT_OP_TYPES``,
-  found with its rules: the input and the output of every convolution (after the BatchNorm folded into
-  it), the inputs and outputs of Add, Mul, Sigmoid and LeakyReLU, the input of global average pooling,
-  the output of a ReLU/ReLU6 whose input is quantized already (onnxruntime then drops that ReLU and gives
-  its input the ReLU's range: one quantizer here too). Activations onnxruntime has no int8 kernel for
-  (HardSwish, HardSigmoid, Tanh, ...) stay fp32 between the quantized tensors around them: a convolution's
-  output is quantized whatever consumes it, and the next convolution quantizes its input again.
-  Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible share of the
+- activations are fake-quantized to uint8 (affine, min/max observers: calibrated, then a moving average) at
+  exactly the tensors onnxruntime's QDQ quantizer quantizes for the operator types
+  ``qat_plan.ORT_OP_TYPES``, found with its rules: the input and the output of every convolution (after the
+  BatchNorm folded into it), the inputs and outputs of Add, Mul, Sigmoid and LeakyReLU, the input of global
+  average pooling, the output of a ReLU/ReLU6 whose input is quantized already (onnxruntime then drops that
+  ReLU and gives its input the ReLU's range: one quantizer here too). Activations onnxruntime has no int8
+  kernel for (HardSwish, HardSigmoid, Tanh, ...) stay fp32 between the quantized tensors around them: a
+  convolution's output is quantized whatever consumes it, and the next convolution quantizes its input
+  again. Linear layers (the classifier) stay fp32, as in the onnx-int8 exporter: a negligible share of the
   compute, and the logits keep their precision.
 
-The places come from the student's torch.fx graph; each becomes a forward hook on the module that produces
-the tensor (or a pre-hook on the model for its input), so the student keeps its class, module paths,
-parameters (an optimizer over them goes on) and state_dict keys (plus the observers' buffers).
-``exporters/onnx_int8_qat.py`` carries the learned activation scales into onnxruntime's quantizer and
-checks that onnxruntime quantized the same tensors.
+The places come from the student's torch.fx graph (``edgekd.distill.qat_plan``); each becomes a forward hook
+on the module that produces the tensor (or a pre-hook on the model for its input), so the student keeps its
+class, module paths, parameters (an optimizer over them goes on) and state_dict keys (plus the observers'
+buffers). ``exporters/onnx_int8_qat.py`` carries the learned activation scales into onnxruntime's quantizer
+and checks that onnxruntime quantized the same tensors.
 """
 
 from __future__ import annotations
 
 import copy
-import operator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from edgekd.distill.qat_plan import WEIGHT_QMAX, QATPlan, Site, plan_qat  # noqa: F401  (Site: re-exported with the plan)
 from edgekd.errors import ConfigError
 
 ACT_QMAX = 255  # uint8 activations
-WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127] (onnxruntime's default)
-REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
 EMA = 0.01  # moving-average constant of the activation observers (torch's MovingAverageMinMaxObserver)
-ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "LeakyRelu", "ReduceMean", "GlobalAveragePool")
-ORT_NO_OUTPUT_QUANT = ("ReduceMean", "GlobalAveragePool")  # pooled vectors feed fp32 or re-quantize anyway
-
-
-@dataclass(frozen=True)
-class Site:
-    """One activation quantizer: it quantizes the output of ``module``'s ``call``-th call (the model's
-    input when ``module`` is ""), and lives at ``name`` in the model."""
-
-    name: str
-    module: str
-    call: int
-    tensor: str  # the traced value, for messages
-
-
-@dataclass(frozen=True)
-class QATPlan:
-    """Where a student is fake-quantized; kept on the prepared model (``qat_plan``)."""
-
-    convs: tuple[tuple[str, str, str], ...]  # (conv, BatchNorm folded into it or "", its input's quantizer)
-    sites: tuple[Site, ...]
-    weight_qmax: int = WEIGHT_QMAX
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"convs": [list(c) for c in self.convs], "weight_qmax": self.weight_qmax,
-                "sites": [vars(s) for s in self.sites]}
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -207,207 +177,6 @@ class _RootHook:
         if self.input_quant is None:
             return None
         return (module.get_submodule(self.input_quant)(args[0]), *args[1:])
-
-
-# ---------------------------------------------------------------------------------------------- planning
-
-_FP32_MODULES = (nn.Linear, nn.Flatten, nn.Hardswish, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d, nn.Upsample,
-                 nn.Tanh, nn.Softmax)
-_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
-_FUNCTIONS = {operator.add: "add", torch.add: "add", operator.iadd: "add", operator.mul: "mul", torch.mul: "mul",
-              operator.imul: "mul", torch.relu: "relu", F.relu: "relu", F.relu6: "relu", torch.sigmoid: "unary",
-              torch.mean: "pool", torch.flatten: "fp32", torch.reshape: "fp32", F.dropout: "alias",
-              getattr: "fp32", operator.getitem: "fp32", F.hardswish: "fp32", F.hardsigmoid: "fp32",
-              F.max_pool2d: "fp32", F.avg_pool2d: "fp32", torch.cat: "fp32", F.interpolate: "fp32",
-              torch.tanh: "fp32", F.leaky_relu: "unary", F.softmax: "fp32"}
-_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "unary", "add": "add", "add_": "add", "mul": "mul",
-            "mul_": "mul", "mean": "pool", "flatten": "fp32", "view": "fp32", "reshape": "fp32", "size": "fp32",
-            "contiguous": "alias", "permute": "fp32", "transpose": "fp32", "softmax": "fp32"}
-
-
-class _Graph:
-    """The student's fx graph with each node's role in onnxruntime's QDQ quantization."""
-
-    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
-        self.gm = _trace(model, example)
-        self.nodes = list(self.gm.graph.nodes)
-        self.kind = {n: self._kind(n) for n in self.nodes}
-        self.folded = self._fold_bn()
-
-    def _kind(self, n: Any) -> str:
-        if n.op in ("placeholder", "output", "get_attr"):
-            return {"placeholder": "input", "output": "output", "get_attr": "fp32"}[n.op]
-        if not _is_tensor(n):
-            return "fp32"  # python values: sizes, shapes
-        if n.op == "call_module":
-            return _module_kind(self.gm.get_submodule(n.target))
-        kind = _FUNCTIONS.get(n.target) if n.op == "call_function" else _METHODS.get(n.target)
-        if n.target is F.adaptive_avg_pool2d:
-            kind = "pool" if n.args[1:2] in ((1,), ((1, 1),)) else None
-        if kind in ("add", "mul") and not all(_is_tensor(a) for a in n.args[:2]):
-            kind = None  # a constant operand: onnxruntime would quantize it as an activation
-        return kind or "unknown"
-
-    def _fold_bn(self) -> dict[Any, Any]:
-        """{bn node: conv node} for every BatchNorm whose input is a conv used by nothing else."""
-        folded = {}
-        for n in self.nodes:
-            if self.kind[n] == "bn":
-                src = self.canon(n.args[0])
-                if self.kind[src] == "conv" and self.users(src) == [n]:
-                    folded[n] = src
-                else:
-                    self.kind[n] = "fp32"  # a standalone BN stays an fp32 BatchNormalization
-        return folded
-
-    def canon(self, n: Any) -> Any:
-        while self.kind.get(n) == "alias":
-            n = n.args[0]
-        return n
-
-    def users(self, n: Any) -> list[Any]:
-        out: list[Any] = []
-        for u in n.users:
-            out += self.users(u) if self.kind[u] == "alias" else [u]
-        return list(dict.fromkeys(out))
-
-    def scope(self, n: Any) -> list[str]:
-        return list((n.meta.get("nn_module_stack") or {}).keys())
-
-
-def _trace(model: nn.Module, example: torch.Tensor) -> Any:
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:
-        raise ConfigError(f"quantization-aware training needs a student torch.fx can trace: {_first(exc)}",
-                          "use a student from a search space (or a traceable model), or train without "
-                          "qat_epochs and export with onnx-int8") from None
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
-    finally:
-        model.train(was)
-    return gm
-
-
-def _is_tensor(n: Any) -> bool:
-    return hasattr(n, "meta") and "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape")
-
-
-def _module_kind(m: nn.Module) -> str:
-    if type(m) is nn.Conv2d:
-        return "conv"
-    if isinstance(m, nn.BatchNorm2d):
-        return "bn"
-    if isinstance(m, (nn.ReLU, nn.ReLU6)):
-        return "relu"
-    if isinstance(m, (nn.Sigmoid, nn.LeakyReLU)):
-        return "unary"  # quantized input and output: onnxruntime fuses them into QLinearSigmoid/QLinearLeakyRelu
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return "pool" if m.output_size in (1, (1, 1)) else "unknown"
-    if isinstance(m, _ALIAS_MODULES):
-        return "alias"
-    return "fp32" if isinstance(m, _FP32_MODULES) else "unknown"
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _marked(g: _Graph) -> list[Any]:
-    """The tensors onnxruntime's QDQ quantizer quantizes, found with its own rules, in its node order:
-    QDQConv quantizes a convolution's input and output (whatever consumes it: a HardSwish too), the
-    generic QDQ operator the inputs and outputs of Add, Mul, Sigmoid and LeakyRelu, QDQRemovableActivation
-    a Relu/Clip's output when its input is quantized (and drops the Relu when it is that input's only
-    consumer), and the pooling its input only (``ORT_NO_OUTPUT_QUANT``)."""
-    marked: dict[Any, None] = {}
-    folded = set(g.folded.values())
-    for n in g.nodes:
-        kind, ins = g.kind[n], [g.canon(a) for a in n.args[:2] if _is_tensor(a)]
-        if kind == "conv":
-            marked[ins[0]] = None
-            if n not in folded:
-                marked[n] = None
-        elif kind == "bn":  # folded: its output is the convolution's output in the exported graph
-            marked[n] = None
-        elif kind == "pool":
-            marked[ins[0]] = None
-        elif kind == "relu" and ins[0] in marked:
-            src = ins[0]  # quantized already: onnxruntime removes the ReLU and gives src the ReLU's range
-            if len(g.users(src)) == 1 and src.op != "placeholder":
-                del marked[src]
-            marked[n] = None
-        elif kind in ("add", "mul", "unary"):
-            marked.update(dict.fromkeys([*ins, n]))
-    return list(marked)
-
-
-def _sites(g: _Graph, marked: list[Any]) -> list[Site]:
-    """Where each quantized tensor is produced: a module's output (the k-th call of a leaf module, or the
-    value a submodule's forward returns), or the model's input."""
-    sites = []
-    for t in marked:
-        if t.op == "placeholder":
-            sites.append(Site("input_quant", "", 0, t.name))
-            continue
-        if t.op == "call_module":
-            call = [n.target for n in g.nodes[:g.nodes.index(t)] if n.op == "call_module"].count(t.target)
-            path = t.target
-        else:
-            path, call = _owner(g, t), 0
-        sites.append(Site(f"{path}.act_quant" + (f"_{call}" if call else ""), path, call, t.name))
-    return sites
-
-
-def _owner(g: _Graph, t: Any) -> str:
-    """The innermost module whose forward returns ``t``: every use of ``t`` lies outside it."""
-    users = g.users(t)
-    for path in reversed(g.scope(t)):
-        if all(path not in g.scope(u) for u in users):
-            return path
-    where = g.scope(t)[-1] if g.scope(t) else "the model"
-    raise ConfigError(f"cannot fake-quantize '{t.name}' ({getattr(t.target, '__name__', t.target)}) inside "
-                      f"{where}.forward: onnxruntime quantizes it, and no module returns it",
-                      "compute it in a submodule that returns it, or train without qat_epochs")
-
-
-def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True) -> QATPlan:
-    """Where ``prepare_qat`` would fake-quantize ``model``; refuses operations it cannot mirror."""
-    g = _Graph(model, example)
-    unknown = sorted({_describe(g, n) for n in g.nodes if g.kind[n] == "unknown"})
-    if unknown:
-        raise ConfigError(f"quantization-aware training cannot mirror how onnxruntime quantizes: "
-                          f"{', '.join(unknown)}",
-                          "use ReLU/ReLU6, sigmoid, LeakyReLU, hardswish, hardsigmoid, tanh, tensor add/mul, "
-                          "pooling, conv, BN and linear layers, or train without qat_epochs and export with "
-                          "onnx-int8")
-    marked = _marked(g)
-    returned = [t for t in marked if any(u.op == "output" for u in g.users(t))]
-    if returned:
-        raise ConfigError(f"onnxruntime quantizes the model's output '{returned[0].name}' "
-                          f"({_describe(g, returned[0])}), and the int8 model must return fp32 values",
-                          "end the model with a Linear layer (or a flatten/pooling after the last convolution), "
-                          "or train without qat_epochs and export with onnx-int8")
-    sites = _sites(g, marked)
-    if any(s.module == "" for s in sites) and isinstance(model, (nn.Sequential, nn.ModuleList)):
-        raise ConfigError("the model's input is quantized, and a Sequential model cannot host its quantizer",
-                          "wrap the Sequential in a module whose forward calls it")
-    bn_of = {conv.target: bn.target for bn, conv in g.folded.items()}
-    quant_of = {s.tensor: s.name for s in sites}
-    convs = tuple((n.target, bn_of.get(n.target, ""), quant_of.get(g.canon(n.args[0]).name, ""))
-                  for n in g.nodes if g.kind[n] == "conv")
-    return QATPlan(convs, tuple(sites), REDUCED_WEIGHT_QMAX if reduce_range else WEIGHT_QMAX)
-
-
-def _describe(g: _Graph, n: Any) -> str:
-    if n.op == "call_module":
-        return f"{type(g.gm.get_submodule(n.target)).__name__} ('{n.target}')"
-    return f"{getattr(n.target, '__name__', n.target)}"
 
 
 # ---------------------------------------------------------------------------------------------- public API
