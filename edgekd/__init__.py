@@ -24,9 +24,9 @@ _EXPORTS = {
     "recheck": "edgekd.validate",
     "write_html_report": "edgekd.report_html",
     "run_gate": "edgekd.gate",
-    "search": "edgekd.search.search",
+    "search": "edgekd",  # the callable package (edgekd.callable_package)
     "SearchConfig": "edgekd.search.search",
-    "distill": "edgekd.distill.trainer",
+    "distill": "edgekd",
     "validate": "edgekd.validate",
     "artifact_from_file": "edgekd.validate",
     "measure": "edgekd.latency.measure",
@@ -55,6 +55,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if _EXPORTS.get(name) == __name__:
+        return import_module(f"{__name__}.{name}")
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'edgekd' has no attribute '{name}'")

@@ -1,6 +1,13 @@
-"""The one training loop and the registered distillation losses."""
+"""The one training loop and the registered distillation losses.
 
+Calling the package runs ``distill`` (``from edgekd import distill`` gives this package: see
+``edgekd.callable_package``).
+"""
+
+from edgekd.callable_package import make_callable
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.trainer import distill, predict
 
 __all__ = ["LOSSES", "distill", "predict"]
+
+make_callable(__name__, distill)

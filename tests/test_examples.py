@@ -1,0 +1,37 @@
+"""The shipped examples run as a user runs them (each in a copy, so the checkout stays clean)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def _env() -> dict[str, str]:
+    # The example scripts call `python` and `edgekd`: those of the environment running the tests.
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.mark.slow  # trains a teacher, then a full compress: a few minutes on 2 cores
+def test_byo_model_example_compresses_the_users_own_teacher(tmp_path: Path) -> None:
+    work = shutil.copytree(EXAMPLES / "byo_model", tmp_path / "byo_model")
+    done = subprocess.run(["bash", "run.sh"], cwd=work, env=_env(), capture_output=True, text=True, timeout=1800)
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a budget missed, which the report says
+    manifest = json.loads((work / "byo-out" / "manifest.json").read_text())
+    assert (work / "my_teacher.pt").is_file() and manifest["primary"]
+    assert "teacher-fp32" in {a["artifact"]["name"] for a in manifest["artifacts"]}
+
+
+@pytest.mark.slow  # a full compress through the Python API
+def test_python_api_example_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(EXAMPLES / "python_api.py")], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "primary artifact:" in done.stdout and (tmp_path / "api-out" / "manifest.json").is_file()
