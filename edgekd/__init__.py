@@ -24,10 +24,10 @@ _EXPORTS = {
     "recheck": "edgekd.validate",
     "write_html_report": "edgekd.report_html",
     "run_gate": "edgekd.gate",
-    "search": "edgekd",  # the callable package (edgekd.callable_package)
+    "search": "edgekd",  # a module that calls its function (edgekd.callable_module)
     "SearchConfig": "edgekd.search.search",
     "distill": "edgekd",
-    "validate": "edgekd.validate",
+    "validate": "edgekd",
     "artifact_from_file": "edgekd.validate",
     "measure": "edgekd.latency.measure",
     "load_profile": "edgekd.profiles",

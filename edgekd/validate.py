@@ -1,5 +1,8 @@
 """Validate artifacts: ONNX checker, parity with torch, accuracy, size, and latency measured on
-the profile's runtime (all artifacts interleaved in one run), against the budget."""
+the profile's runtime (all artifacts interleaved in one run), against the budget.
+
+Calling the module runs ``validate`` (``from edgekd import validate`` gives this module: see
+``edgekd.callable_module``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.callable_module import make_callable
 from edgekd.data import Dataset
 from edgekd.errors import ConfigError
 from edgekd.fsutil import sha256
@@ -362,3 +366,6 @@ def _reference_entries(entry: dict[str, Any], manifest: dict[str, Any], folder: 
         refs.append(other)
     own = float(entry["latency"]["p50_ms"])
     return sorted(refs, key=lambda e: abs(math.log(e["latency"]["p50_ms"] / own)))
+
+
+make_callable(__name__, validate)

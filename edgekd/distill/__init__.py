@@ -1,10 +1,10 @@
 """The one training loop and the registered distillation losses.
 
 Calling the package runs ``distill`` (``from edgekd import distill`` gives this package: see
-``edgekd.callable_package``).
+``edgekd.callable_module``).
 """
 
-from edgekd.callable_package import make_callable
+from edgekd.callable_module import make_callable
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.trainer import distill, predict
 
