@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+ROOT = Path(__file__).parents[1]
+EXAMPLES = ROOT / "examples"
 
 
 def _env() -> dict[str, str]:
@@ -35,3 +37,13 @@ def test_python_api_example_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "primary artifact:" in done.stdout and (tmp_path / "api-out" / "manifest.json").is_file()
+
+
+@pytest.mark.slow  # the README's Python API block, verbatim: a full compress
+def test_readme_python_blocks_run(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    for code in blocks:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, f"{code}\n{done.stderr[-2000:]}"
