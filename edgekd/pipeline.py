@@ -146,16 +146,13 @@ class CompressResult:
 
 def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
-    from edgekd.data import load_data
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
     out = Path(config.out)
     check_new_output(out, config.force)  # fail before hours of work, not after
     profile = load_profile(config.profile)
-    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
-    log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
-        f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
+    data = _data(config, log)
     teacher = _teacher(config, data, log)
     search_result, student = _search_and_distill(config, teacher, data, profile, log)
     with atomic_dir(out, force=config.force) as staging:
@@ -178,6 +175,16 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     return CompressResult(out, manifest, report_md)
 
 
+def _data(config: CompressConfig, log: Log) -> Any:
+    """The run's data, said in one line: every stage command shows what it trains and measures on."""
+    from edgekd.data import load_data
+
+    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
+        f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
+    return data
+
+
 def _teacher(config: CompressConfig, data: Any, log: Log) -> Any:
     from edgekd.teacher import check_fits, default_teacher, load_teacher
 
@@ -193,7 +200,6 @@ def _teacher(config: CompressConfig, data: Any, log: Log) -> Any:
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
     """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
     write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
-    from edgekd.data import load_data
     from edgekd.profiles import load_profile
     from edgekd.search import search
 
@@ -201,7 +207,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     out = Path(out)
     check_new_file(out, force, "--out")
     profile = load_profile(config.profile)
-    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    data = _data(config, log)
     teacher = _teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
@@ -216,7 +222,6 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     checkpoint.pt after every epoch (``resume`` continues a killed run from it)."""
     import torch
 
-    from edgekd.data import load_data
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.profiles import load_profile
 
@@ -232,7 +237,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
 
         shutil.rmtree(out)
     profile = load_profile(config.profile)
-    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    data = _data(config, log)
     teacher = _teacher(config, data, log)
     result, trained = _search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
                                           resume=resume)

@@ -101,7 +101,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
                                     anchors=config.anchors, seed=config.seed, reference_ms=reference) for s in spaces}
     for name, model in models.items():
-        log(f"search: '{name}' {config.precision} latency from the {model.source}")
+        log(f"search: '{name}' {config.precision} latency: {model.source}")
     by_name = {s.name: s for s in spaces}
 
     def evaluate(spec: StudentSpec) -> Candidate:
