@@ -33,6 +33,10 @@ _COMPRESS_OPTIONS = [
     click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
     click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
     click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
+    click.option("--min-accuracy", type=float, help="Accuracy budget: the shipped student's test accuracy, a "
+                                                    "fraction (e.g. 0.97)."),
+    click.option("--max-accuracy-drop", type=float, help="Accuracy budget: at most this many percentage points "
+                                                         "below the teacher's test accuracy (e.g. 1.0)."),
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
     click.option("--proxy", type=str, help="Training-free score: diswot, diswot_init, naswot, synflow, grad_norm, "
@@ -80,8 +84,10 @@ _COMPRESS_OPTIONS = [
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
                   "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--target-ms",
-                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds"}
-_EXPORT_ONLY = {"--calibration", "--latency-rounds"}  # options of compress that distill does not take
+                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
+                  "--min-accuracy", "--max-accuracy-drop"}
+# Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
+_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop"}
 
 
 def _flag(option: Any) -> str:
@@ -200,6 +206,8 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
+@click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
+                                                 "fraction (e.g. 0.97).")
 @click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
 @click.option("--manifest", type=str, help="Re-check MODEL against its entry in this manifest.json: hash, size, "
                                            "opset, operators, signature, accuracy and latency as recorded.")
@@ -213,7 +221,8 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
-             budget_ms: float | None, max_size_kb: float | None, input_shape: str | None, manifest: str | None,
+             budget_ms: float | None, max_size_kb: float | None, min_accuracy: float | None,
+             input_shape: str | None, manifest: str | None,
              artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
              json_out: str | None, force: bool) -> None:
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
@@ -224,7 +233,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
     if manifest:
         given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
-                                ("--input-shape", input_shape)) if v is not None]
+                                ("--min-accuracy", min_accuracy), ("--input-shape", input_shape)) if v is not None]
         if given:
             raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
                               "drop it, or use `edgekd gate` to check thresholds")
@@ -240,7 +249,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     from edgekd.validate import artifact_from_file
     from edgekd.validate import validate as run
 
-    budget = Budget(budget_ms, max_size_kb)
+    budget = Budget(budget_ms, max_size_kb, min_accuracy)
     prof = load_profile(profile)
     shape = _parse_shape(input_shape) if input_shape else None
     art = artifact_from_file(model)

@@ -29,6 +29,8 @@ class CompressConfig:
     profile: str = "host-cpu-1t"
     budget_ms: float | None = None
     max_size_kb: float | None = None
+    min_accuracy: float | None = None  # the shipped student's test accuracy, a fraction
+    max_accuracy_drop: float | None = None  # percentage points below the teacher's test accuracy
     space: str = "mbv2"  # or several: "mbv2,resnet,pruned"
     proxy: str = "diswot"
     candidates: int = 100
@@ -61,7 +63,8 @@ class CompressConfig:
     budget: Budget = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb))
+        object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb, self.min_accuracy,
+                                                 self.max_accuracy_drop))
         if self.calibration not in ("minmax", "entropy", "percentile"):
             raise ConfigError(f"unknown calibration method '{self.calibration}'",
                               "choose one of: minmax, entropy, percentile")

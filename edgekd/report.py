@@ -88,6 +88,10 @@ def budget_text(budget: dict[str, Any]) -> str:
         limits.append(f"p50 <= {budget['latency_ms']:g} ms")
     if budget.get("max_size_kb") is not None:
         limits.append(f"size <= {budget['max_size_kb']:g} KB")
+    if budget.get("min_accuracy") is not None:
+        limits.append(f"accuracy >= {budget['min_accuracy'] * 100:g}%")
+    if budget.get("max_accuracy_drop") is not None:
+        limits.append(f"accuracy at most {budget['max_accuracy_drop']:g} points below the teacher")
     return ", ".join(limits) or "none"
 
 

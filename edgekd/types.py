@@ -16,21 +16,36 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Budget:
-    """What the deployed student must meet. ``None`` means unconstrained."""
+    """What the deployed student must meet. ``None`` means unconstrained. Accuracy is measured on the
+    data's test split: ``min_accuracy`` as a fraction, ``max_accuracy_drop`` in percentage points below the
+    teacher measured in the same validation."""
 
     latency_ms: float | None = None
     max_size_kb: float | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("latency_ms", "max_size_kb"):
+        for name in ("latency_ms", "max_size_kb", "min_accuracy", "max_accuracy_drop"):
             value = getattr(self, name)
             if value is None:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a number, got {value!r}", "pass a positive number")
-            if value <= 0:
-                flag = "--budget-ms" if name == "latency_ms" else "--max-size-kb"
+        for name, flag in (("latency_ms", "--budget-ms"), ("max_size_kb", "--max-size-kb")):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
                 raise ConfigError(f"{flag} must be positive, got {value:g}", f"pass {flag} greater than 0")
+        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
+            raise ConfigError(f"--min-accuracy is a fraction in (0, 1], got {self.min_accuracy:g}",
+                              "pass e.g. 0.97 for 97%")
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 100:
+            raise ConfigError(f"--max-accuracy-drop is in percentage points below the teacher, got "
+                              f"{self.max_accuracy_drop:g}", "pass e.g. 1.0 to allow one point less than the teacher")
+
+    @property
+    def checks_accuracy(self) -> bool:
+        return self.min_accuracy is not None or self.max_accuracy_drop is not None
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)

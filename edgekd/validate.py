@@ -68,14 +68,14 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
 
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
+    _check_accuracy_budget(artifacts, budget, data)
     references = references or {}
     budgeted = list(budgeted) if budgeted is not None else [a.name for a in artifacts]
     runs = [measure([a.path for a in artifacts], profile, input_shape) for _ in range(rounds)]
     latencies = [_median_run([run[i] for run in runs]) for i in range(len(artifacts))]
-    reports = []
+    measured = []
     ref_logits: dict[int, np.ndarray] = {}
-    for art, lat in zip(artifacts, latencies):
-        ok, _ = check_onnx(art.path)
+    for art in artifacts:
         accuracy = parity = None
         if data is not None:
             logits = run_batches(open_session(art.path, profile), data.x_test)
@@ -83,8 +83,12 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
             ref = references.get(art.name)
             if ref is not None:
                 parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)
-        verdicts = _verdicts(art, lat, parity, budget) if art.name in budgeted else {}
-        reports.append(ArtifactReport(art, ok, parity, accuracy, lat, verdicts))
+        measured.append((accuracy, parity))
+    teacher = next((acc for art, (acc, _) in zip(artifacts, measured) if art.role == "teacher"), None)
+    reports = []
+    for art, lat, (accuracy, parity) in zip(artifacts, latencies, measured):
+        verdicts = _verdicts(art, lat, parity, accuracy, teacher, budget) if art.name in budgeted else {}
+        reports.append(ArtifactReport(art, check_onnx(art.path)[0], parity, accuracy, lat, verdicts))
     speedup = _int8_speedup(artifacts, runs)
     primary, notes = _choose_primary(reports, speedup)
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup))
@@ -118,12 +122,28 @@ def _parity(logits: np.ndarray, ref: np.ndarray, name: str) -> Parity:
                   max_abs_diff=float(np.abs(logits - ref).max()), reference=f"torch {name}")
 
 
-def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, budget: Budget) -> dict[str, bool]:
+def _check_accuracy_budget(artifacts: Sequence[Artifact], budget: Budget, data: Dataset | None) -> None:
+    """An accuracy budget needs data, and a drop needs the teacher beside the student: said before measuring."""
+    if budget.checks_accuracy and data is None:
+        flag = "--min-accuracy" if budget.min_accuracy is not None else "--max-accuracy-drop"
+        raise ConfigError(f"{flag} needs data to measure accuracy on", "pass --data (or drop the accuracy budget)")
+    if budget.max_accuracy_drop is not None and not any(a.role == "teacher" for a in artifacts):
+        raise ConfigError("--max-accuracy-drop compares with the teacher, and no teacher artifact is validated here",
+                          "use --min-accuracy, or validate the teacher's ONNX beside the student")
+
+
+def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, accuracy: float | None,
+              teacher_accuracy: float | None, budget: Budget) -> dict[str, bool]:
     verdicts: dict[str, bool] = {}
     if budget.latency_ms is not None:
         verdicts["latency"] = lat.p50_ms <= budget.latency_ms
     if budget.max_size_kb is not None:
         verdicts["size"] = art.size_bytes <= budget.max_size_kb * 1024
+    if budget.min_accuracy is not None and accuracy is not None:
+        verdicts["accuracy"] = accuracy >= budget.min_accuracy
+    if budget.max_accuracy_drop is not None and accuracy is not None and teacher_accuracy is not None:
+        # in points of the same test split; the tiny slack keeps an exact tie from failing on rounding
+        verdicts["accuracy_drop"] = (teacher_accuracy - accuracy) * 100 <= budget.max_accuracy_drop + 1e-9
     if parity is not None:
         verdicts["parity"] = (parity.max_abs_diff <= FP32_MAX_ABS_DIFF if art.precision == "fp32"
                               else parity.top1_agreement >= INT8_MIN_AGREEMENT)
@@ -140,6 +160,10 @@ def _choose_primary(reports: list[ArtifactReport], speedup: list[float]) -> tupl
     ratio = float(np.median(speedup))
     how = f"median of {len(speedup)} interleaved runs" if len(speedup) > 1 else "one interleaved run"
     if ratio >= 1.0 + INT8_MIN_GAIN:
+        if fp32.passed and not int8.passed:
+            failed = ", ".join(k for k, ok in int8.verdicts.items() if not ok) or "checker"
+            return fp32.artifact.name, [f"int8 student is {ratio:.2f}x faster than its fp32 twin ({how}) but breaks "
+                                        f"the budget ({failed}): the fp32 student ships as the primary artifact"]
         return int8.artifact.name, [f"int8 student ships: {ratio:.2f}x faster than its fp32 twin ({how})"]
     slower = (f"int8 student is NOT faster than fp32 on this profile ({ratio:.2f}x, {how}; needs >= "
               f"{1 + INT8_MIN_GAIN:.2f}x)")

@@ -57,6 +57,15 @@ def test_budget_must_be_positive(run_cli, tmp_path, value, shown):
     assert f"--budget-ms must be positive, got {shown}" in line
 
 
+def test_accuracy_budget_flags_belong_to_compress_only(run_cli, tmp_path):
+    line = _one_line_error(*run_cli("compress", "--max-accuracy-drop", "-1", "--out", tmp_path / "o")[::2])
+    assert "--max-accuracy-drop is in percentage points below the teacher, got -1" in line
+    assert not (tmp_path / "o").exists()
+    for command in ("search", "distill"):  # neither validates ONNX files, so neither takes an accuracy budget
+        code, _, err = run_cli(command, "--min-accuracy", "0.9")
+        assert code == 2 and "No such option '--min-accuracy'" in err
+
+
 def test_latency_rounds_must_be_positive(run_cli, tmp_path):
     line = _one_line_error(*run_cli("compress", "--latency-rounds", "0", "--out", tmp_path / "o")[::2])
     assert "--latency-rounds must be at least 1, got 0" in line and not (tmp_path / "o").exists()

@@ -131,3 +131,16 @@ def test_the_example_recipe_is_a_valid_config():
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "examples" / "recipe.toml")
     config = CompressConfig(**recipe)
     assert config.search_config().anchors == 32 and config.space == "mbv2,resnet"
+
+
+def test_an_accuracy_budget_the_student_misses_fails_the_run(teacher_files, fast_profile_path, tmp_path):
+    # Two epochs on digits at 16x16 cannot reach 100%, and 0 points below the teacher is at best a tie.
+    result = compress(_config(teacher_files, fast_profile_path, tmp_path / "out", min_accuracy=1.0,
+                              max_accuracy_drop=0.0, latency_rounds=1))
+    m = result.manifest
+    assert not result.passed and not m["passed"]
+    assert m["budget"]["min_accuracy"] == 1.0 and m["budget"]["max_accuracy_drop"] == 0.0
+    primary = next(a for a in m["artifacts"] if a["primary"])
+    assert primary["verdicts"]["accuracy"] is False and "accuracy_drop" in primary["verdicts"]
+    report = (result.out / "report.md").read_text()
+    assert "FAIL: " in report and "accuracy" in report and "accuracy >= 100%" in report

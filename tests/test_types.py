@@ -31,9 +31,23 @@ def test_budget_must_be_a_finite_number(value):
 
 def test_budget_valid_and_round_trips():
     assert Budget() == Budget(None, None)
-    budget = Budget(latency_ms=2.5, max_size_kb=100)
-    assert budget.to_dict() == {"latency_ms": 2.5, "max_size_kb": 100}
-    assert Budget.from_dict(budget.to_dict()) == budget
+    budget = Budget(latency_ms=2.5, max_size_kb=100, min_accuracy=0.97, max_accuracy_drop=1.0)
+    assert budget.to_dict() == {"latency_ms": 2.5, "max_size_kb": 100, "min_accuracy": 0.97, "max_accuracy_drop": 1.0}
+    assert Budget.from_dict(budget.to_dict()) == budget and budget.checks_accuracy
+    assert Budget.from_dict({"latency_ms": 1, "max_size_kb": None}) == Budget(1)  # search.json / manifests before
+    assert not Budget(1, 2).checks_accuracy
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_accuracy": 97}, r"--min-accuracy is a fraction in \(0, 1\], got 97; pass e.g. 0.97"),
+    ({"min_accuracy": 0}, "--min-accuracy is a fraction"),
+    ({"max_accuracy_drop": -1}, "--max-accuracy-drop is in percentage points below the teacher, got -1"),
+    ({"max_accuracy_drop": 100}, "--max-accuracy-drop is in percentage points"),
+    ({"min_accuracy": math.nan}, "min_accuracy must be a number"),
+])
+def test_budget_accuracy_limits_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Budget(**kwargs)
 
 
 def _registry() -> Registry:

@@ -124,6 +124,7 @@ def test_manifest_of_another_version_or_schema(run_cli, run_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--artifact", "nope"], "has no artifact 'nope'; choose one of: student-fp32, student-int8"),
     (["--budget-ms", "5"], "--budget-ms does not apply with --manifest"),
+    (["--min-accuracy", "0.9"], "--min-accuracy does not apply with --manifest"),
     (["--profile", "host-cpu-1t"], "measures differently from the one the manifest records"),
     (["--rounds", "0"], "rounds must be at least 1"),
 ])
@@ -249,3 +250,76 @@ def test_validate_refuses_zero_rounds(fast_profile):
 
     with pytest.raises(ConfigError, match="rounds must be at least 1"):
         validate([], fast_profile, Budget(None, None), rounds=0)
+
+
+def test_accuracy_verdicts_from_a_floor_and_a_drop_below_the_teacher():
+    from edgekd.types import Budget, LatencyStats
+    from edgekd.validate import _verdicts
+
+    art = _artifact("student-int8", "int8")
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+
+    def verdicts(**budget):
+        return _verdicts(art, lat, None, 0.95, 0.97, Budget(**budget))
+
+    assert verdicts(min_accuracy=0.95) == {"accuracy": True}
+    assert verdicts(min_accuracy=0.96) == {"accuracy": False}
+    assert verdicts(max_accuracy_drop=2.0) == {"accuracy_drop": True}  # exactly two points: a tie passes
+    assert verdicts(max_accuracy_drop=1.9) == {"accuracy_drop": False}
+    assert _verdicts(art, lat, None, None, None, Budget(min_accuracy=0.5)) == {}  # nothing measured, no verdict
+
+
+def test_accuracy_budgets_need_data_and_a_teacher_before_anything_is_measured(run_dir, small_data, fast_profile,
+                                                                              monkeypatch):
+    import sys
+
+    from edgekd.errors import ConfigError
+    from edgekd.types import Budget
+    from edgekd.validate import artifact_from_file, validate
+
+    monkeypatch.setattr(sys.modules["edgekd.latency.measure"], "measure",
+                        lambda *a, **k: pytest.fail("measured before refusing"))
+    student = artifact_from_file(run_dir / "student-int8.onnx", role="student")
+    with pytest.raises(ConfigError, match="--min-accuracy needs data to measure accuracy on; pass --data"):
+        validate([student], fast_profile, Budget(min_accuracy=0.5))
+    with pytest.raises(ConfigError, match="--max-accuracy-drop compares with the teacher.*--min-accuracy"):
+        validate([student], fast_profile, Budget(max_accuracy_drop=1.0), small_data)
+
+
+def test_validate_measures_accuracy_verdicts_against_the_teacher_artifact(run_dir, small_data, fast_profile):
+    from edgekd.types import Budget
+    from edgekd.validate import artifact_from_file, validate
+
+    teacher = artifact_from_file(run_dir / "student-fp32.onnx", role="teacher")  # any model stands in
+    student = artifact_from_file(run_dir / "student-int8.onnx", role="student")
+    report = validate([teacher, student], fast_profile, Budget(min_accuracy=0.01, max_accuracy_drop=99.0),
+                      small_data, budgeted=[student.name], rounds=1)
+    assert report.get(teacher.name).verdicts == {}
+    assert report.get(student.name).verdicts == {"accuracy": True, "accuracy_drop": True}
+
+
+def test_a_faster_int8_student_that_breaks_the_budget_does_not_ship_over_a_passing_fp32_one():
+    from edgekd.types import ArtifactReport, LatencyStats
+    from edgekd.validate import _choose_primary
+
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+    fp32 = ArtifactReport(_artifact("student-fp32", "fp32"), True, None, 0.97, lat, {"accuracy": True})
+    int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.90, lat, {"accuracy": False})
+    primary, notes = _choose_primary([fp32, int8], [1.3, 1.3, 1.3])
+    assert primary == "student-fp32" and "1.30x faster" in notes[0] and "breaks the budget (accuracy)" in notes[0]
+
+
+def _artifact(name: str, precision: str):
+    from edgekd.types import Artifact
+
+    return Artifact(name, "student", precision, f"{name}.onnx", "test", 17, "0" * 64, 1000, {})
+
+
+def test_validate_cli_accuracy_floor(run_cli, run_dir, small_data, tmp_path):
+    model = run_dir / "student-int8.onnx"
+    code, _, err = run_cli("validate", model, "--min-accuracy", "0.5")
+    assert code == 2 and "--min-accuracy needs data to measure accuracy on; pass --data" in err
+    code, _, err = run_cli("validate", model, "--min-accuracy", "97", "--data", "digits")
+    assert code == 2 and "--min-accuracy is a fraction in (0, 1], got 97" in err
+    code, out, err = run_cli("validate", model, "--data", "digits", "--resolution", "16", "--min-accuracy", "1")
+    assert code == 1 and "accuracy: FAIL" in out  # an untrained student is far from 100%
