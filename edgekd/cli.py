@@ -261,6 +261,9 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
                f"checker {'ok' if r.checker_ok else 'FAILED'}")
     click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
                f"(cv {lat.cv:.1%}, {lat.runs} runs)")
+    if lat.cv > prof.measure["max_cv"]:
+        click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
+                   "as long: the latency is rough; rerun when the machine is quieter")
     if r.accuracy is not None:
         click.echo(f"accuracy on {dataset.name} test split: {r.accuracy * 100:.2f}%")
     for name, ok in r.verdicts.items():
@@ -321,7 +324,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | None, no_cache: bool,
           json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
-    from edgekd.latency.cache import measure_cached
+    from edgekd.latency.cache import measure_cached, noisy
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
@@ -339,9 +342,16 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     for p, s in zip(paths, stats):
         click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
                    f"{base / s.p50_ms:.2f}x |")
+    shaky = noisy(stats, prof)
+    if shaky:
+        names = ", ".join(paths[i] for i in shaky)
+        click.echo(f"note: {names}: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring "
+                   "twice as long, so the figures are rough and were not cached; rerun when the machine is quieter, "
+                   "or raise measure.repeats in the profile")
     if json_out:
         write_json(json_out, {"profile": prof.name, "cached": cached,
-                              "models": [{"path": p, **s.to_dict()} for p, s in zip(paths, stats)]})
+                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky}
+                                         for i, (p, s) in enumerate(zip(paths, stats))]})
 
 
 @cli.command()

@@ -68,3 +68,20 @@ def test_corrupt_cache_entry_is_remeasured(models, fast_profile, monkeypatch):
     entry.write_text("{garbage")
     again, cached = cache.measure_cached(paths, fast_profile)
     assert not cached and again[0].p50_ms > 0 and json.loads(entry.read_text())["stats"]
+
+
+def test_a_measurement_still_noisy_after_repeating_is_said_and_not_cached(run_cli, models, fast_profile_path,
+                                                                          tmp_path):
+    # No real measurement has its per-repeat medians within 0.0001% of each other.
+    strict = tmp_path / "strict.toml"
+    strict.write_text(fast_profile_path.read_text().replace("max_cv = 0.5", "max_cv = 0.000001"))
+    assert "max_cv = 0.000001" in strict.read_text()
+    args = ["bench", models / "small.onnx", "--profile", strict, "--json", tmp_path / "b.json"]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "note: " in out and "small.onnx" in out and "not cached" in out and "measure.repeats" in out
+    assert json.loads((tmp_path / "b.json").read_text())["models"][0]["noisy"] is True
+    code, out, _ = run_cli(*args, "--force")
+    assert code == 0 and "(cached result)" not in out  # measured again
+    code, out, err = run_cli("validate", models / "small.onnx", "--profile", strict)
+    assert code == 0 and "note: cv above the profile's max_cv" in out, err

@@ -41,7 +41,14 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)  # a corrupt entry is dropped, never trusted
     stats = measure(paths, profile, shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
-                      "stats": [s.to_dict() for s in stats]})
+    if not noisy(stats, profile):  # a noisy stretch is not remembered: the next call measures again
+        write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
+                          "stats": [s.to_dict() for s in stats]})
     return stats, False
+
+
+def noisy(stats: Sequence[LatencyStats], profile: DeviceProfile) -> list[int]:
+    """Indices of the measurements whose per-repeat medians still vary more than the profile's
+    ``measure.max_cv`` after the runner measured twice as long."""
+    limit = float(profile.measure["max_cv"])
+    return [i for i, s in enumerate(stats) if s.cv > limit]
