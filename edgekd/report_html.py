@@ -62,7 +62,7 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
     out_dir = Path(out_dir)
     target = out_dir / "report.html"
     if target.exists() and not force:
-        raise OutputError(f"'{target}' already exists", "pass force=True (--force) to replace it")
+        raise OutputError(f"'{target}' already exists", "pass --force (force=True from Python) to replace it")
     manifest = load_manifest(out_dir / "manifest.json")
     html = render_html(manifest, _read_search(out_dir / "search.json"))
     write_text(target, html)

@@ -104,7 +104,7 @@ def test_write_html_report_is_atomic_and_refuses_to_overwrite(manifest, search, 
     (tmp_path / "search.json").write_text(json.dumps(search))
     path = write_html_report(tmp_path)
     assert path == tmp_path / "report.html" and len(_images(path.read_text())) == 4
-    with pytest.raises(OutputError, match="already exists; pass force=True"):
+    with pytest.raises(OutputError, match=r"already exists; pass --force \(force=True from Python\) to replace it"):
         write_html_report(tmp_path)
     (tmp_path / "search.json").unlink()
     assert "no search result" in write_html_report(tmp_path, force=True).read_text()
