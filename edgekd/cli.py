@@ -74,6 +74,8 @@ _COMPRESS_OPTIONS = [
     click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
                                                     "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
+    click.option("--distilled", type=str, help="Export, validate and report the student `edgekd distill --out DIR` "
+                                               "trained in DIR, without searching or training again."),
     click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages."),
@@ -85,9 +87,9 @@ _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha"
                   "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
-                  "--min-accuracy", "--max-accuracy-drop"}
+                  "--min-accuracy", "--max-accuracy-drop", "--distilled"}
 # Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
-_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop"}
+_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop", "--distilled"}
 
 
 def _flag(option: Any) -> str:
@@ -146,6 +148,8 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     from edgekd.report import summary_table
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    if values.get("distilled"):
+        _refuse_training_flags(ctx)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     result = run(config, log=log)
     manifest = result.manifest
@@ -157,6 +161,18 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
                "(report.html, report.md, manifest.json)")
     if not result.passed:
         ctx.exit(1)
+
+
+def _refuse_training_flags(ctx: click.Context) -> None:
+    """With --distilled the student is trained already: a search or training flag would be ignored."""
+    from edgekd.distilled import TRAINED_WITH
+    from edgekd.errors import ConfigError
+
+    given = [k for k in TRAINED_WITH if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --distilled (the student is trained "
+                          "already, with the recipe in its distill.json)",
+                          "drop it, or train again without --distilled")
 
 
 @cli.command("search")

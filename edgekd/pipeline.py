@@ -57,6 +57,7 @@ class CompressConfig:
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
     latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
+    distilled: str | None = None  # export and validate the student `edgekd distill --out` trained in this folder
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -80,6 +81,9 @@ class CompressConfig:
         self.distill_config()  # validates the training options early
         self.search_config()
         self.prune_config()
+        if self.distilled and self.search_file:
+            raise ConfigError("--distilled and --search cannot be combined: the distilled folder holds the search "
+                              "its student came from", "drop --search")
         if self.target_ms is not None and self.qat_epochs:
             raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
                               "choose pruning toward a latency target or quantization-aware training")
@@ -157,7 +161,16 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     profile = load_profile(config.profile)
     data = _data(config, log)
     teacher = _teacher(config, data, log)
-    search_result, student = _search_and_distill(config, teacher, data, profile, log)
+    if config.distilled:
+        from edgekd.distilled import load_distilled
+
+        found = load_distilled(config.distilled, teacher, data)
+        config = dataclasses.replace(config, **found.recipe)  # export and record it as it was trained
+        search_result, student = found.search, found.result
+        log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
+            f"accuracy {student.best_val_accuracy * 100:.2f}%)")
+    else:
+        search_result, student = _search_and_distill(config, teacher, data, profile, log)
     with atomic_dir(out, force=config.force) as staging:
         artifacts, references = _export(config, teacher, student.model, data, staging, log, profile)
         log(f"validate on '{profile.name}' (latency interleaved across {len(artifacts)} artifacts)")
@@ -221,8 +234,8 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
 
 def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None) -> Any:
     """The distill stage alone: train the student of ``config.search_file`` (or of a fresh search) from
-    the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, and
-    checkpoint.pt after every epoch (``resume`` continues a killed run from it)."""
+    the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, search.json
+    (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it)."""
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
@@ -252,6 +265,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         else:
             get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
                                                     data.x_val[:1]))
+        write_json(staging / "search.json", result.to_dict())  # what `compress --distilled` reports from
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
             "distill": trained.to_dict(), "recipe": {k: getattr(config, k) for k in config_fields()

@@ -1,6 +1,7 @@
 """`edgekd distill` and the distill options of `compress`, through the CLI as a user runs them."""
 
 import json
+import shutil
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
     code, stdout, err = run_cli("distill", *common, "--search", searched, "--epochs", "2",
                                 "--losses", "kd:1,dist:0.5", "--out", out)
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"student.pt", "student-fp32.onnx", "distill.json", "checkpoint.pt"}
+    assert {p.name for p in out.iterdir()} == {"student.pt", "student-fp32.onnx", "distill.json", "search.json",
+                                               "checkpoint.pt"}
     info = json.loads((out / "distill.json").read_text())
     assert info["recipe"]["losses"] == "kd:1,dist:0.5" and len(info["distill"]["history"]) == 2
     assert "best validation accuracy" in stdout
@@ -72,6 +74,13 @@ def test_distill_with_qat_exports_int8_weights_in_the_chosen_range(run_cli, comm
     model = onnx.load(out / "student-int8.onnx")
     weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w).max()) for w in weights) == qmax
+    if flag is None:  # the QAT student reloads (fake quantization and learned scales) and ships through compress
+        code, _, err = run_cli("compress", *common, "--distilled", out, "--out", tmp_path / "c")
+        assert code in (0, 1), err
+        manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+        int8 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-int8")
+        assert int8["artifact"]["exporter"] == "onnx-int8-qat" and int8["parity"]["top1_agreement"] >= 0.99
+        assert manifest["recipe"]["qat_epochs"] == 1
 
 
 @pytest.mark.slow
@@ -97,3 +106,54 @@ def test_compress_with_quantization_aware_kd(run_cli, common, searched, tmp_path
     int8 = by_name["student-int8"]
     assert int8["artifact"]["exporter"] == "onnx-int8-qat"
     assert int8["parity"]["top1_agreement"] >= 0.995
+
+
+@pytest.fixture(scope="module")
+def distilled(common, searched, tmp_path_factory):
+    """A finished `edgekd distill` folder (2 epochs), run through the CLI as a user would."""
+    from edgekd.cli import main
+
+    out = tmp_path_factory.mktemp("distilled") / "d"
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in ("distill", *common, "--search", searched, "--epochs", "2", "--out", out)])
+    assert exc.value.code in (0, None)
+    return out
+
+
+def test_compress_exports_and_validates_a_distilled_student_without_training(run_cli, common, distilled, tmp_path):
+    out = tmp_path / "c"
+    code, _, err = run_cli("compress", *common[:-1], "--distilled", distilled, "--out", out)
+    assert code in (0, 1), err
+    assert f"reusing the student trained in {distilled}" in err and "epochs, losses" not in err  # no training
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = json.loads((distilled / "distill.json").read_text())
+    assert manifest["student"]["distill"] == recorded["distill"]
+    assert manifest["student"]["spec"] == recorded["student"] and manifest["recipe"]["epochs"] == 2
+    fp32 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-fp32")
+    assert fp32["parity"]["max_abs_diff"] < 1e-3  # the reloaded weights are the ones exported
+    assert (out / "search.json").is_file() and (out / "student-int8.onnx").is_file()
+
+
+def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
+    def error(*args):
+        code, _, err = run_cli("compress", *common[:-1], "--out", tmp_path / "never", *args)
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "never").exists()
+        return err
+
+    assert "--epochs does not apply with --distilled" in error("--distilled", distilled, "--epochs", "3")
+    assert "--distilled and --search cannot be combined" in error("--distilled", distilled, "--search", "x.json")
+    assert f"'{tmp_path}' has no distill.json" in error("--distilled", tmp_path)
+    wrong_data = [a if a != "16" else "12" for a in common[:-1]]
+    code, _, err = run_cli("compress", *wrong_data, "--distilled", distilled, "--out", tmp_path / "never")
+    assert code == 2 and "was distilled on 'digits' (1x16x16" in err and "--resolution the distillation used" in err
+
+    edited = tmp_path / "edited"
+    shutil.copytree(distilled, edited)
+    info = json.loads((edited / "distill.json").read_text())
+    (edited / "distill.json").write_text(json.dumps({**info, "pruned": True}))
+    assert "was pruned while it was distilled" in error("--distilled", edited)
+    (edited / "distill.json").write_text(json.dumps(info))
+    import torch
+
+    torch.save({"foo": torch.zeros(1)}, edited / "student.pt")
+    assert "does not fit the student distill.json describes" in error("--distilled", edited)

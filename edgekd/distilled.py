@@ -1,0 +1,106 @@
+"""Reload the student `edgekd distill --out DIR` trained, so that `edgekd compress --distilled DIR` exports,
+validates and reports it without searching or training again (a long distillation is resumable with
+`distill --resume`; this is its way to the shipped artifacts).
+
+The folder holds distill.json (the student's spec, its training history and the recipe it was trained with),
+student.pt (its weights) and search.json (the ranking it was chosen from).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.types import DistillResult, EpochRecord, SearchResult, StudentSpec
+
+# The recipe keys that made the student: taken from distill.json, never from the compress invocation.
+TRAINED_WITH = ("space", "proxy", "candidates", "latency_anchors", "precision", "epochs", "lr",
+                "batch_size", "temperature", "alpha", "augment", "losses", "hint_student", "hint_teacher", "labels",
+                "qat_epochs", "qat_lr", "qat_full_range", "target_ms", "prune_steps", "prune_importance",
+                "prune_round_to", "seed")
+
+
+@dataclass(frozen=True)
+class Distilled:
+    search: SearchResult
+    result: DistillResult  # with the student model loaded, in eval mode
+    recipe: dict[str, Any]  # the TRAINED_WITH keys as distill.json records them
+
+
+def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
+    """The student in ``folder``, rebuilt for ``teacher`` and ``data``, which must be the ones it was
+    distilled from."""
+    folder = Path(folder)
+    info = _read_json(folder / "distill.json", folder)
+    if info.get("pruned"):
+        raise ConfigError(f"the student in '{folder}' was pruned while it was distilled, and its pruned "
+                          "architecture is recorded in its ONNX file only",
+                          "run `edgekd compress --target-ms ...` to prune, export and validate in one run")
+    recorded_data = info.get("data", {})
+    if recorded_data != data.describe():
+        raise ConfigError(f"'{folder}' was distilled on {_data_text(recorded_data)}, not on "
+                          f"{_data_text(data.describe())}", "pass the --data and --resolution the distillation used")
+    recorded_teacher = info.get("teacher", {}).get("source")
+    if recorded_teacher != teacher.source:
+        raise ConfigError(f"'{folder}' was distilled from the teacher {recorded_teacher!r}, not {teacher.source!r}",
+                          "pass the --teacher and --weights the distillation used")
+    try:
+        recipe = {k: info["recipe"][k] for k in TRAINED_WITH if k in info["recipe"]}
+        spec = StudentSpec.from_dict(info["student"])
+        distill = info["distill"]
+        history = tuple(EpochRecord.from_dict(h) for h in distill["history"])
+        search = SearchResult.from_dict(_read_json(folder / "search.json", folder))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (missing or malformed {exc})",
+                          "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None
+    model = _student(folder, spec, recipe, teacher, data)
+    result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
+                           distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
+                           distill.get("qat_start"))
+    return Distilled(search, result, recipe)
+
+
+def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: Any, data: Any) -> Any:
+    import torch
+
+    from edgekd.search.spaces import build_student
+
+    torch.manual_seed(int(recipe.get("seed", 0)))
+    model = build_student(spec, data.input_shape, data.num_classes, teacher=teacher.module)
+    if recipe.get("qat_epochs"):
+        from edgekd.distill.qat import prepare_qat
+
+        prepare_qat(model, torch.from_numpy(data.x_val[:1]), reduce_range=not recipe.get("qat_full_range", False))
+    weights = folder / "student.pt"
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise ConfigError(f"'{folder}' has no student.pt",
+                          "pass the --out folder of a finished `edgekd distill`") from None
+    except (RuntimeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"'{weights}' does not fit the student distill.json describes ({first})",
+                          "pass a folder `edgekd distill` wrote, unchanged") from None
+    return model.eval()
+
+
+def _read_json(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"'{folder}' has no {path.name}",
+                          "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None
+    except ValueError as exc:
+        raise ConfigError(f"'{path}' is not valid JSON ({exc})", "rerun `edgekd distill`") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{path}' is not what `edgekd distill` writes", "rerun `edgekd distill`")
+    return data
+
+
+def _data_text(d: dict[str, Any]) -> str:
+    shape = "x".join(str(s) for s in d.get("input_shape", []))
+    return f"'{d.get('name', '?')}' ({shape}, {d.get('train', '?')} training images)"
