@@ -260,6 +260,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if artifact:
         raise ConfigError("--artifact needs --manifest", "pass --manifest manifest.json")
     from edgekd.data import load_data
+    from edgekd.latency.cache import noisy
     from edgekd.profiles import load_profile
     from edgekd.types import Budget
     from edgekd.validate import artifact_from_file
@@ -277,7 +278,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
                f"checker {'ok' if r.checker_ok else 'FAILED'}")
     click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
                f"(cv {lat.cv:.1%}, {lat.runs} runs)")
-    if lat.cv > prof.measure["max_cv"]:
+    if noisy([lat], prof):
         click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
                    "as long: the latency is rough; rerun when the machine is quieter")
     if r.accuracy is not None:
