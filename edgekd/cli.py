@@ -381,7 +381,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
-@click.option("--profile", type=str, help="Device profile for latency and accuracy (default host-cpu-1t).")
+@click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
+              "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
 @click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
 @click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
@@ -393,7 +394,9 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.pass_context
 def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None, force: bool,
          **flags: Any) -> None:
-    """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input."""
+    """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
+
+    A manifest gated without any threshold is held to the budget it was built for."""
     import os
     from pathlib import Path
 
@@ -402,7 +405,7 @@ def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, s
     _check_report_files(force, ("--junit", junit), ("--summary", summary))
     values = pyproject_settings(Path(config_path))
     values.update({k: v for k, v in flags.items() if v is not None})  # flags win
-    result = run_gate(target, build_config(values))
+    result = run_gate(target, build_config(values, target))
     text = summary_markdown(result)
     click.echo(text)
     if junit:

@@ -2,7 +2,8 @@
 and operator thresholds; noise-aware latency; JUnit XML and a markdown summary.
 
 Thresholds come from flags or a ``[tool.edgekd.gate]`` table in pyproject.toml (flags win). Sizes
-and latencies may carry units ("512KB", "1.5MiB", "800us", "2ms").
+and latencies may carry units ("512KB", "1.5MiB", "800us", "2ms"). A manifest gated with no thresholds at
+all is held to the budget it was built for, on the profile it was measured on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
              "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
+DEFAULT_PROFILE = "host-cpu-1t"
 
 
 def parse_quantity(text: Any, units: dict[str, float], default: str, what: str) -> float:
@@ -45,18 +48,21 @@ class GateConfig:
     min_accuracy: float | None = None
     data: str | None = None
     resolution: int | None = None
-    profile: str = "host-cpu-1t"
+    profile: str = DEFAULT_PROFILE
     allowed_ops: tuple[str, ...] | None = None
     max_opset: int | None = None
     baseline: str | None = None
     artifact: str | None = None
+    # Where thresholds or the profile came from when not from the user (printed with the result).
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
                                             self.allowed_ops, self.max_opset, self.baseline)):
             raise ConfigError("the gate has no thresholds",
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
-                              "--max-opset, or set them in [tool.edgekd.gate] in pyproject.toml")
+                              "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
+                              "manifest.json (held to its own budget)")
         if not 0 <= self.latency_tolerance < 1:
             raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
         if self.rounds < 1:
@@ -67,12 +73,23 @@ class GateConfig:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
 
 
-def build_config(values: dict[str, Any]) -> GateConfig:
-    """GateConfig from raw values (flags merged over the pyproject table), parsing units."""
+def build_config(values: dict[str, Any], target: str | None = None) -> GateConfig:
+    """GateConfig from raw values (flags merged over the pyproject table), parsing units.
+
+    With ``target`` a manifest, the profile defaults to the one it was measured on, and when no threshold
+    is set at all the manifest's own budget supplies them (a manifest in CI is gated as it was built).
+    """
     unknown = set(values) - GATE_KEYS
     if unknown:
         raise ConfigError(f"unknown gate setting '{sorted(unknown)[0]}'", f"valid: {', '.join(sorted(GATE_KEYS))}")
-    v = dict(values)
+    v = {k: val for k, val in values.items() if val is not None}
+    notes: list[str] = []
+    if target is not None and _is_manifest(target):
+        manifest = load_manifest(Path(target))
+        if not any(k in v for k in THRESHOLD_KEYS):
+            v.update(_budget_thresholds(Path(target), manifest, v, notes))
+        if "profile" not in v:
+            v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
@@ -82,8 +99,81 @@ def build_config(values: dict[str, Any]) -> GateConfig:
         max_size_bytes=parse_quantity(size, _SIZE_UNITS, "kb", "max size") if size is not None else None,
         max_latency_ms=parse_quantity(latency, _TIME_UNITS, "ms", "max latency") if latency is not None else None,
         allowed_ops=tuple(ops) if ops is not None else None,
-        **{k: val for k, val in v.items() if val is not None},
+        notes=tuple(notes),
+        **v,
     )
+
+
+def _is_manifest(target: str) -> bool:
+    return Path(target).suffix.lower() == ".json"
+
+
+def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, Any],
+                       notes: list[str]) -> dict[str, Any]:
+    """The manifest's recorded budget as gate settings; an accuracy drop becomes a floor under the
+    teacher's recorded accuracy."""
+    from edgekd.report import budget_text
+
+    budget = manifest["budget"]
+    out: dict[str, Any] = {}
+    if budget.get("latency_ms") is not None:
+        out["max_latency"] = f"{budget['latency_ms']!r}ms"
+    if budget.get("max_size_kb") is not None:
+        out["max_size"] = f"{budget['max_size_kb']!r}KB"
+    floors = [budget["min_accuracy"]] if budget.get("min_accuracy") is not None else []
+    if budget.get("max_accuracy_drop") is not None:
+        teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
+        if teacher is None or teacher.get("accuracy") is None:
+            raise ConfigError(f"manifest '{path}' bounds the accuracy drop below the teacher but records no "
+                              "teacher accuracy", "pass --min-accuracy and --data")
+        floors.append(teacher["accuracy"] - budget["max_accuracy_drop"] / 100)
+    if floors:
+        out["min_accuracy"] = max(0.0, max(floors))
+        if "data" not in values:
+            recipe = manifest.get("recipe") or {}
+            if "recipe" not in manifest:
+                raise ConfigError(f"manifest '{path}' bounds accuracy but does not record its data",
+                                  "pass --data (and --resolution if the images were resized)")
+            data = recipe.get("data") or "digits"
+            if data != "digits" and not Path(data).exists():
+                raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data}', which is not here",
+                                  "pass --data with the same test data")
+            out["data"] = data
+            if recipe.get("resolution") is not None and "resolution" not in values:
+                out["resolution"] = recipe["resolution"]
+    if not out:
+        raise ConfigError(f"manifest '{path}' records no budget to gate against",
+                          "pass --max-size, --max-latency or --min-accuracy")
+    floor = f" (accuracy floor {out['min_accuracy'] * 100:.2f}%)" if "min_accuracy" in out else ""
+    notes.append(f"thresholds: the manifest's budget, {budget_text(budget)}{floor}")
+    return out
+
+
+def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> str:
+    """The profile the manifest was measured on: its file when still there, else the same name here."""
+    from edgekd.errors import ProfileError
+    from edgekd.profiles import load_profile
+
+    recorded = manifest["profile"]
+    needed = any(k in values for k in ("max_latency", "baseline", "min_accuracy"))
+    for ref in (recorded.get("source"), recorded["name"]):
+        if not ref:
+            continue
+        try:
+            profile = load_profile(ref)
+        except ProfileError:
+            continue
+        if profile.name != recorded["name"]:
+            continue
+        if needed:
+            changed = profile.digest() != recorded.get("digest")
+            notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
+                " (its settings differ here from the recorded ones)" if changed else ""))
+        return ref
+    if needed:
+        raise ConfigError(f"manifest '{path}' was measured on profile '{recorded['name']}', which is not found here",
+                          "pass --profile with that profile's name or .toml file")
+    return recorded["name"]
 
 
 def pyproject_settings(path: Path = Path("pyproject.toml")) -> dict[str, Any]:
@@ -108,6 +198,7 @@ class Check:
 class GateResult:
     target: str
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -135,12 +226,12 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks += _latency_checks(model, load_profile(config.profile), config)
     if config.min_accuracy is not None:
         checks.append(_accuracy_check(model, config))
-    return GateResult(str(target), tuple(checks))
+    return GateResult(str(target), tuple(checks), config.notes)
 
 
 def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
     path = Path(target)
-    if path.suffix.lower() != ".json":
+    if not _is_manifest(target):
         return path, None
     manifest = load_manifest(path)
     name = artifact or manifest["primary"]
@@ -242,6 +333,8 @@ def summary_markdown(result: GateResult) -> str:
     lines = [f"### edgekd gate: {'PASS' if result.passed else 'FAIL'} `{result.target}`", "",
              "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.message} |" for c in result.checks]
+    if result.notes:
+        lines += [""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
 

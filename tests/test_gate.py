@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgekd.pipeline import CompressConfig, compress
+from edgekd.profiles import load_profile
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,64 @@ def test_manifest_of_another_schema_or_escaping_paths(run_cli, run_dir, tmp_path
     (folder / "manifest.json").write_text(json.dumps(data))
     code, _, err = _gate(run_cli, folder / "manifest.json", "--max-size", "1MB")
     assert code == 2 and "outside its folder" in err
+
+
+def _edited_manifest(run_dir: Path, tmp_path: Path, **changes) -> Path:
+    """A copy of the run whose manifest has ``changes`` applied (dotted keys reach into nested tables)."""
+    folder = tmp_path / "edited"
+    shutil.copytree(run_dir, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        node = data
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder / "manifest.json"
+
+
+def test_manifest_without_thresholds_is_held_to_its_budget(run_cli, run_dir, fast_profile_path, tmp_path):
+    code, out, err = _gate(run_cli, run_dir / "manifest.json", "--rounds", "1")
+    assert code == 0, out + err
+    assert "thresholds: the manifest's budget, p50 <= 50 ms" in out and "| latency | pass |" in out
+    assert f"profile: {load_profile(fast_profile_path).name}, the one the manifest was measured on" in out
+    # Any threshold given by the user replaces the whole recorded budget: no latency measured here.
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB")
+    assert code == 0 and "latency" not in out and "manifest's budget" not in out
+    small = _edited_manifest(run_dir, tmp_path, budget__max_size_kb=1.0, budget__latency_ms=None)
+    code, out, _ = _gate(run_cli, small, "--rounds", "1")
+    assert code == 1 and "| size | **FAIL** |" in out and "latency" not in out
+
+
+def test_manifest_accuracy_budget_measured_on_its_own_data(run_cli, run_dir, tmp_path):
+    teacher = next(a for a in json.loads((run_dir / "manifest.json").read_text())["artifacts"]
+                   if a["artifact"]["role"] == "teacher")["accuracy"]
+    strict = _edited_manifest(run_dir, tmp_path, budget__latency_ms=None, budget__max_accuracy_drop=0.0,
+                              budget__min_accuracy=0.01)
+    code, out, _ = _gate(run_cli, strict)
+    # The floor is the teacher's recorded accuracy; measured on digits at the run's own resolution (16).
+    assert f"accuracy floor {teacher * 100:.2f}%" in out and "| accuracy |" in out
+    assert "on digits test split" in out and code == (0 if "| accuracy | pass |" in out else 1)
+
+
+def test_manifest_budget_refusals(run_cli, run_dir, tmp_path):
+    empty = _edited_manifest(run_dir, tmp_path, budget__latency_ms=None, budget__max_size_kb=None)
+    code, _, err = _gate(run_cli, empty)
+    assert code == 2 and "records no budget to gate against" in err and "--max-size" in err
+    shutil.rmtree(tmp_path / "edited")
+    gone = _edited_manifest(run_dir, tmp_path, budget__min_accuracy=0.5, recipe__data="/nonexistent/test.npz")
+    code, _, err = _gate(run_cli, gone)
+    assert code == 2 and "data '/nonexistent/test.npz', which is not here" in err and "--data" in err
+    shutil.rmtree(tmp_path / "edited")
+    elsewhere = _edited_manifest(run_dir, tmp_path, profile__name="no-such-board", profile__source="/nonexistent.toml")
+    code, _, err = _gate(run_cli, elsewhere)
+    assert code == 2 and "measured on profile 'no-such-board', which is not found here" in err
+    assert "--profile" in err and "Traceback" not in err
+    assert _gate(run_cli, elsewhere, "--max-size", "10MB")[0] == 0  # no profile needed for size alone
+
+
+def test_manifest_profile_edited_since_is_noted(run_cli, run_dir, tmp_path):
+    edited = _edited_manifest(run_dir, tmp_path, profile__digest="0000000000000000")
+    code, out, _ = _gate(run_cli, edited, "--rounds", "1")
+    assert code == 0 and "its settings differ here from the recorded ones" in out
