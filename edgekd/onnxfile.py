@@ -19,11 +19,14 @@ def load_model(path: str | Path) -> Any:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"model '{path}' is a folder, not an .onnx file", "pass one of the .onnx files in it")
     if not path.is_file():
         raise ArtifactError(f"model file '{path}' does not exist", "check the path")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
+        _refuse_json(path)
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"'{path}' is not a readable ONNX model ({first})", _REEXPORT) from None
     if model.ir_version < 1 or not model.graph.node or not model.opset_import:
@@ -32,6 +35,26 @@ def load_model(path: str | Path) -> Any:
     for tensor in _external_tensors(model):
         _check_external(path, tensor)
     return model
+
+
+def _refuse_json(path: Path) -> None:
+    """A JSON file given where a model goes is usually a manifest or report edgekd wrote: say which model to pass."""
+    import json
+
+    from edgekd.report import MANIFEST_SCHEMA
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return
+    if isinstance(data, dict) and data.get("schema") == MANIFEST_SCHEMA and data.get("primary"):
+        entry = next((a["artifact"] for a in data.get("artifacts", []) if a.get("artifact", {}).get("name")
+                      == data["primary"]), None)
+        model = path.parent / entry["path"] if entry and entry.get("path") else "one of its .onnx files"
+        raise ArtifactError(f"'{path}' is an edgekd manifest, not an ONNX model",
+                            f"pass a model it lists, e.g. its primary '{model}' (or give the manifest to "
+                            "`edgekd gate`, or to `edgekd validate --manifest`)")
+    raise ArtifactError(f"'{path}' is a JSON file, not an ONNX model", "pass an .onnx file")
 
 
 def _check_complete(path: Path, model: Any) -> None:

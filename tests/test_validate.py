@@ -208,6 +208,19 @@ def test_truncated_corrupt_and_foreign_files(run_cli, run_dir, tmp_path):
     assert code == 2 and "is incomplete: node 'add' reads 'w_missing'" in err
 
 
+def test_a_manifest_json_or_folder_where_a_model_goes_names_the_model_to_pass(run_cli, run_dir, tmp_path):
+    primary = json.loads((run_dir / "manifest.json").read_text())["primary"]
+    for command in ("validate", "bench"):
+        code, _, err = run_cli(command, run_dir / "manifest.json")
+        assert code == 2 and "is an edgekd manifest, not an ONNX model" in err, command
+        assert f"{primary}.onnx" in err and "Traceback" not in err
+        code, _, err = run_cli(command, run_dir)
+        assert code == 2 and "is a folder, not an .onnx file" in err, command
+    (tmp_path / "report.json").write_text('{"models": []}')
+    code, _, err = run_cli("validate", tmp_path / "report.json")
+    assert code == 2 and "is a JSON file, not an ONNX model" in err
+
+
 def test_artifact_from_file_records_what_the_manifest_records(run_dir):
     art = artifact_from_file(run_dir / "student-int8.onnx")
     recorded = _entry(json.loads((run_dir / "manifest.json").read_text()), "student-int8")["artifact"]
