@@ -30,6 +30,9 @@ _COMPRESS_OPTIONS = [
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
                                           "or 'digits' (the embedded default)."),
     click.option("--resolution", type=int, help="Resize images to this square side (digits default: 32)."),
+    click.option("--normalize", type=str, help="Input normalisation, as your teacher was trained: dataset "
+                                               "(default: the data's own mean and std), none (pixels scaled to "
+                                               "[0, 1]), or MEAN/STD, e.g. 0.485,0.456,0.406/0.229,0.224,0.225."),
     click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
     click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
     click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
@@ -220,6 +223,8 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
               help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
 @click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: with "
+                                            "--manifest the recorded one, else dataset).")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
 @click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
@@ -237,7 +242,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
-             budget_ms: float | None, max_size_kb: float | None, min_accuracy: float | None,
+             normalize: str | None, budget_ms: float | None, max_size_kb: float | None, min_accuracy: float | None,
              input_shape: str | None, manifest: str | None,
              artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
              json_out: str | None, force: bool) -> None:
@@ -254,7 +259,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
             raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
                               "drop it, or use `edgekd gate` to check thresholds")
         explicit = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
-        _recheck(ctx, model, manifest, artifact, data, resolution, profile if explicit else None,
+        _recheck(ctx, model, manifest, artifact, data, resolution, normalize, profile if explicit else None,
                  accuracy_tolerance, latency_tolerance, rounds, json_out)
         return
     if artifact:
@@ -270,7 +275,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     prof = load_profile(profile)
     shape = _parse_shape(input_shape) if input_shape else None
     art = artifact_from_file(model)
-    dataset = load_data(data, resolution=resolution) if data else None
+    dataset = load_data(data, resolution=resolution, normalize=normalize) if data else None
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
@@ -292,13 +297,14 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
 
 def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
-             resolution: int | None, profile: str | None, accuracy_tolerance: float, latency_tolerance: float,
-             rounds: int, json_out: str | None) -> None:
+             resolution: int | None, normalize: str | None, profile: str | None, accuracy_tolerance: float,
+             latency_tolerance: float, rounds: int, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
     from edgekd.validate import RecheckConfig, recheck, recheck_table
 
-    config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, profile=profile,
-                           accuracy_tolerance=accuracy_tolerance, latency_tolerance=latency_tolerance, rounds=rounds)
+    config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
+                           profile=profile, accuracy_tolerance=accuracy_tolerance,
+                           latency_tolerance=latency_tolerance, rounds=rounds)
     result = recheck(model, manifest, config)
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
     click.echo(recheck_table(result))
@@ -381,6 +387,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: a "
+                                            "manifest's recorded one, else dataset).")
 @click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
               "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")

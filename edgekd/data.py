@@ -1,7 +1,9 @@
 """One loader interface over three sources: embedded digits, a ``.npz`` file, an image folder.
 
 Everything becomes float32 NCHW arrays with a deterministic train/val/test split, so later
-stages never care where the data came from.
+stages never care where the data came from. How raw pixels became those arrays (scale, mean, std,
+resize) is kept as a ``Preprocess`` and recorded in the manifest: the shipped model expects exactly
+that input, and a deployment pipeline has to reproduce it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,69 @@ from edgekd.errors import DataError
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+TORCH_RESIZE = "bilinear, align_corners=False"  # torch.nn.functional.interpolate, as _resize calls it
+NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean and std), none (pixels "
+                 "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a raw image becomes the model's input: resized to ``resize`` (when set) with ``resize_method``,
+    then ``(pixel * scale - mean[c]) / std[c]`` per channel (one value: every channel), NCHW float32."""
+
+    scale: float  # 1/255 for 8-bit images, 1/16 for digits, 1 for float arrays
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: str  # "grayscale", "rgb", or "as stored" (a .npz)
+    resize: int | None = None
+    resize_method: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layout": "NCHW", "dtype": "float32", "channels": self.channels, "scale": self.scale,
+                "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
+                "resize_method": self.resize_method}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
+                   d.get("resize"), d.get("resize_method"))
+
+
+def describe_preprocess(d: dict[str, Any]) -> str:
+    """One line for people: what to feed the shipped model."""
+    scale = d["scale"]
+    pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
+    values = lambda v: f"{v[0]:.4g}" if len(v) == 1 else "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
+    resize = f"resized to {d['resize']}x{d['resize']} ({d['resize_method']}), " if d.get("resize") else ""
+    return (f"{d['channels']} {d['layout']} {d['dtype']}, {resize}({pixel} - {values(d['mean'])}) / "
+            f"{values(d['std'])}")
+
+
+def recorded_preprocess(manifest: dict[str, Any]) -> Preprocess | None:
+    """The preprocessing a manifest records for its data (None: a manifest from before it was recorded)."""
+    recorded = (manifest.get("data") or {}).get("preprocess")
+    return Preprocess.from_dict(recorded) if recorded else None
+
+
+def parse_normalize(spec: Any) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
+    """'dataset' (default), 'none', or 'MEAN/STD' with comma-separated per-channel values."""
+    if spec is None or spec == "dataset":
+        return "dataset"
+    if spec == "none":
+        return "none"
+    if isinstance(spec, Preprocess):
+        return spec.mean, spec.std
+    text = str(spec)
+    try:
+        mean_text, std_text = text.split("/")
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise DataError(f"--normalize '{text}' is not dataset, none or MEAN/STD", NORMALIZE_FIX) from None
+    if not all(v > 0 and v < float("inf") for v in std) or not all(abs(v) < float("inf") for v in mean):
+        raise DataError(f"--normalize '{text}' has a standard deviation that is not positive and finite",
+                        NORMALIZE_FIX)
+    return mean, std
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +96,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
+    preprocess: Preprocess | None = None  # how raw pixels became these arrays (None: built by hand)
 
     @property
     def num_classes(self) -> int:
@@ -49,40 +115,48 @@ class Dataset:
             "train": len(self.y_train),
             "val": len(self.y_val),
             "test": len(self.y_test),
+            **({"preprocess": self.preprocess.to_dict()} if self.preprocess else {}),
         }
 
 
-def load_data(source: str | None = None, *, resolution: int | None = None, seed: int = 0) -> Dataset:
+def load_data(source: str | None = None, *, resolution: int | None = None, seed: int = 0,
+              normalize: Any = None) -> Dataset:
     """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, or an image folder.
 
-    ``resolution`` resizes images to a square side (digits default: 32).
+    ``resolution`` resizes images to a square side (digits default: 32). ``normalize``: "dataset"
+    (default: standardise with the data's own mean and std), "none" (scaled pixels as they are), a
+    "MEAN/STD" string or a recorded ``Preprocess`` (the same numbers a model was trained with).
     """
+    parse_normalize(normalize)  # a malformed spec is refused before any data is read
     if source is None or source == "digits":
-        return load_digits(resolution=resolution or 32, seed=seed)
+        return load_digits(resolution=resolution or 32, seed=seed, normalize=normalize)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data '{source}' does not exist", "pass a .npz file, an image folder, or 'digits'")
     if path.is_dir():
-        return load_image_folder(path, resolution=resolution, seed=seed)
+        return load_image_folder(path, resolution=resolution, seed=seed, normalize=normalize)
     if path.suffix.lower() == ".npz":
-        return load_npz(path, resolution=resolution, seed=seed)
+        return load_npz(path, resolution=resolution, seed=seed, normalize=normalize)
     raise DataError(
         f"data '{source}' is neither a .npz file nor a folder", "pass a .npz file (x, y arrays) or an image folder"
     )
 
 
-def load_digits(resolution: int = 32, seed: int = 0) -> Dataset:
-    """scikit-learn's 1,797 real 8x8 digit scans, upsampled so convolutions have work to do."""
+def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None) -> Dataset:
+    """scikit-learn's 1,797 real 8x8 digit scans (values 0-16), upsampled so convolutions have work to do."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     x = _resize(x, resolution)
     y = bunch.target.astype(np.int64)
-    return _split("digits", _standardize(x), y, tuple(str(i) for i in range(10)), seed)
+    x, mean, std = _normalize(x, x, normalize, "digits")
+    pre = Preprocess(1 / 16, mean, std, "grayscale", resolution if resolution != 8 else None,
+                     TORCH_RESIZE if resolution != 8 else None)
+    return _split("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
 
 
-def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Dataset:
+def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:
     fix = "write it with numpy.savez(path, x=..., y=...)"
     try:
         archive = np.load(path, allow_pickle=False)
@@ -97,6 +171,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Datase
         if "x_val" not in parts:  # carve validation from train, deterministic
             xt, yt, xv, yv = _holdout(parts["x_train"], parts["y_train"], 0.125, seed)
             parts.update(x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+        scale = _scale(parts["x_train"])
         xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution) for k in ("train", "val", "test")}
         shapes = {k: v.shape[1:] for k, v in xs.items()}
         if len(set(shapes.values())) > 1:
@@ -105,25 +180,29 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0) -> Datase
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         num_classes = int(max(y.max() for y in ys.values())) + 1
         _check_classes(path, ys["train"])
-        mean, std = float(xs["train"].mean()), float(xs["train"].std()) or 1.0
-        norm = {k: ((v - mean) / std).astype(np.float32) for k, v in xs.items()}
+        norm = {k: _normalize(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
+        mean, std = norm["train"][1:]
+        pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
         return Dataset(
-            path.name, norm["train"], ys["train"], norm["val"], ys["val"], norm["test"], ys["test"],
-            tuple(str(i) for i in range(num_classes)),
+            path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
+            tuple(str(i) for i in range(num_classes)), pre,
         )
     if not {"x", "y"} <= arrays.keys():
         raise DataError(
             f"{path}: has arrays {sorted(arrays)}, not 'x' and 'y'",
             "save images as x (N,C,H,W or N,H,W) and labels as y (N,), optionally x_train/y_train/x_test/y_test",
         )
+    scale = _scale(arrays["x"])
     x = _to_nchw(path, arrays["x"], resolution)
     y = _labels(path, arrays["y"], len(x))
     _check_classes(path, y)
     num_classes = int(y.max()) + 1
-    return _split(path.name, _standardize(x), y, tuple(str(i) for i in range(num_classes)), seed)
+    x, mean, std = _normalize(x, x, normalize, str(path))
+    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
+    return _split(path.name, x, y, tuple(str(i) for i in range(num_classes)), seed, pre)
 
 
-def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0) -> Dataset:
+def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:
     """One sub-folder per class, PNG/JPEG files inside; grayscale unless any image has colour."""
     from PIL import Image, UnidentifiedImageError
 
@@ -144,12 +223,20 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0) 
             raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
     mode = "L" if all(img.mode in ("L", "1", "I;16", "I", "LA") for img in images) else "RGB"
     side = resolution or max(images[0].size)
-    arrays = [np.asarray(img.convert(mode).resize((side, side)), dtype=np.float32) / 255.0 for img in images]
+    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
+    arrays = [np.asarray(img.convert(mode).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+              for img in images]
     x = np.stack(arrays)
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
     _check_classes(path, y)
-    return _split(path.name, _standardize(x), y, tuple(classes), seed)
+    x, mean, std = _normalize(x, x, normalize, str(path))
+    pre = Preprocess(1 / 255, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic")
+    return _split(path.name, x, y, tuple(classes), seed, pre)
+
+
+def _scale(x: np.ndarray) -> float:
+    return 1 / 255 if x.dtype == np.uint8 else 1.0
 
 
 def _to_nchw(path: Path, x: np.ndarray, resolution: int | None) -> np.ndarray:
@@ -192,9 +279,25 @@ def _resize(x: np.ndarray, side: int) -> np.ndarray:
     return out.numpy().astype(np.float32)
 
 
-def _standardize(x: np.ndarray) -> np.ndarray:
-    std = float(x.std()) or 1.0
-    return ((x - float(x.mean())) / std).astype(np.float32)
+def _normalize(x: np.ndarray, stats_from: np.ndarray, normalize: Any, source: str,
+               ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """``x`` normalised as ``normalize`` says; the mean and std used (the data's own are one value over
+    every pixel of ``stats_from``)."""
+    spec = parse_normalize(normalize)
+    if spec == "dataset":
+        mean, std = (float(stats_from.mean()),), (float(stats_from.std()) or 1.0,)
+    elif spec == "none":
+        mean, std = (0.0,), (1.0,)
+    else:
+        mean, std = spec  # type: ignore[misc]
+    channels = x.shape[1]
+    for what, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise DataError(f"--normalize gives {len(values)} {what} values for the {channels}-channel images of "
+                            f"{source}", "give one value, or one per channel")
+    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return ((x - m) / s).astype(np.float32), tuple(mean), tuple(std)
 
 
 def _holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -204,7 +307,8 @@ def _holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.n
     return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int) -> Dataset:
+def _split(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int,
+           preprocess: Preprocess | None = None) -> Dataset:
     """Stratified, seeded split: every class keeps its share in each part."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -220,4 +324,4 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], se
                         "provide at least a handful of images per class")
     sel = {k: np.sort(np.array(v)) for k, v in parts.items()}
     return Dataset(name, x[sel["train"]], y[sel["train"]], x[sel["val"]], y[sel["val"]],
-                   x[sel["test"]], y[sel["test"]], classes)
+                   x[sel["test"]], y[sel["test"]], classes, preprocess)

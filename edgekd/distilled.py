@@ -42,7 +42,8 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     recorded_data = info.get("data", {})
     if recorded_data != data.describe():
         raise ConfigError(f"'{folder}' was distilled on {_data_text(recorded_data)}, not on "
-                          f"{_data_text(data.describe())}", "pass the --data and --resolution the distillation used")
+                          f"{_data_text(data.describe())}",
+                          "pass the --data, --resolution and --normalize the distillation used")
     recorded_teacher = info.get("teacher", {}).get("source")
     if recorded_teacher != teacher.source:
         raise ConfigError(f"'{folder}' was distilled from the teacher {recorded_teacher!r}, not {teacher.source!r}",
@@ -102,5 +103,8 @@ def _read_json(path: Path, folder: Path) -> dict[str, Any]:
 
 
 def _data_text(d: dict[str, Any]) -> str:
+    from edgekd.data import describe_preprocess
+
     shape = "x".join(str(s) for s in d.get("input_shape", []))
-    return f"'{d.get('name', '?')}' ({shape}, {d.get('train', '?')} training images)"
+    pre = f", input {describe_preprocess(d['preprocess'])}" if d.get("preprocess") else ""
+    return f"'{d.get('name', '?')}' ({shape}, {d.get('train', '?')} training images{pre})"

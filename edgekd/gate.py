@@ -22,7 +22,7 @@ from edgekd.errors import ArtifactError, ConfigError
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
-             "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+             "normalize", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -48,6 +48,7 @@ class GateConfig:
     min_accuracy: float | None = None
     data: str | None = None
     resolution: int | None = None
+    normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
     profile: str = DEFAULT_PROFILE
     allowed_ops: tuple[str, ...] | None = None
     max_opset: int | None = None
@@ -69,6 +70,10 @@ class GateConfig:
             raise ConfigError(f"rounds must be at least 1, got {self.rounds}", "pass --rounds 3")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
             raise ConfigError(f"min accuracy {self.min_accuracy} is outside [0, 1]", "pass a fraction, e.g. 0.97")
+        if isinstance(self.normalize, str):
+            from edgekd.data import parse_normalize
+
+            parse_normalize(self.normalize)
         if self.min_accuracy is not None and not self.data:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
 
@@ -90,6 +95,10 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
+        if "normalize" not in v and "min_accuracy" in v:
+            from edgekd.data import recorded_preprocess
+
+            v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
@@ -322,7 +331,7 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.latency.runtime import open_session, run_batches
     from edgekd.profiles import load_profile
 
-    data = load_data(config.data, resolution=config.resolution)
+    data = load_data(config.data, resolution=config.resolution, normalize=config.normalize)
     logits = run_batches(open_session(model, load_profile(config.profile)), data.x_test)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

@@ -26,6 +26,7 @@ class CompressConfig:
     weights: str | None = None
     data: str | None = None  # None: the embedded digits
     resolution: int | None = None
+    normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
     profile: str = "host-cpu-1t"
     budget_ms: float | None = None
     max_size_kb: float | None = None
@@ -78,6 +79,9 @@ class CompressConfig:
                               "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
+        from edgekd.data import parse_normalize
+
+        parse_normalize(self.normalize)
         self.distill_config()  # validates the training options early
         self.search_config()
         self.prune_config()
@@ -195,7 +199,7 @@ def _data(config: CompressConfig, log: Log) -> Any:
     """The run's data, said in one line: every stage command shows what it trains and measures on."""
     from edgekd.data import load_data
 
-    data = load_data(config.data, resolution=config.resolution, seed=config.seed)
+    data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize)
     log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
         f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
     return data

@@ -114,6 +114,13 @@ def latency_method(manifest: dict[str, Any]) -> str:
     return text + "."
 
 
+def input_text(preprocess: dict[str, Any]) -> str:
+    """What a deployment pipeline must feed the shipped model."""
+    from edgekd.data import describe_preprocess
+
+    return f"{describe_preprocess(preprocess)} (what the shipped models expect; `data.preprocess` in manifest.json)"
+
+
 def render_markdown(manifest: dict[str, Any]) -> str:
     profile = manifest["profile"]
     lines = [
@@ -126,6 +133,9 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         " images",
         f"- Teacher: {manifest.get('teacher', {}).get('source', '?')}",
     ]
+    preprocess = (manifest.get("data") or {}).get("preprocess")
+    if preprocess:
+        lines.insert(6, f"- Input: {input_text(preprocess)}")
     student = manifest.get("student")
     if student:
         lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "

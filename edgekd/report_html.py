@@ -12,7 +12,7 @@ from typing import Any
 
 from edgekd.errors import ArtifactError, OutputError
 from edgekd.fsutil import write_text
-from edgekd.report import SUMMARY_HEADER, budget_text, latency_method, summary_rows
+from edgekd.report import SUMMARY_HEADER, budget_text, input_text, latency_method, summary_rows
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -96,6 +96,8 @@ def _header(manifest: dict[str, Any]) -> str:
         ("Data", escape(f"{data.get('name', '?')}, test set of {data.get('test', '?')} images")),
         ("Teacher", escape(str((manifest.get("teacher") or {}).get("source", "?")))),
     ]
+    if data.get("preprocess"):
+        facts.insert(4, ("Input", escape(input_text(data["preprocess"]))))
     student = manifest.get("student")
     if student:
         spec = student["spec"]

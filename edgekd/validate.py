@@ -193,6 +193,7 @@ class RecheckConfig:
     artifact: str | None = None  # manifest entry name; default: the entry with the model's file name or hash
     data: str | None = None  # default: the manifest's own data when it is the embedded 'digits'
     resolution: int | None = None  # default: the recorded input size
+    normalize: str | None = None  # default: the recorded preprocessing (dataset, none or MEAN/STD otherwise)
     profile: str | None = None
     accuracy_tolerance: float = 0.005  # absolute, as a fraction
     latency_tolerance: float = 0.10  # p50 may be this much slower than recorded
@@ -327,7 +328,7 @@ def _sig(details: dict[str, Any]) -> str:
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
-    from edgekd.data import load_data
+    from edgekd.data import load_data, recorded_preprocess
     from edgekd.latency.runtime import open_session, run_batches
 
     recorded = entry.get("accuracy")
@@ -340,7 +341,8 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     shape = data_info.get("input_shape") or []
     resolution = config.resolution or (shape[-1] if shape and source == "digits" else None)
     seed = int((manifest.get("recipe") or {}).get("seed") or 0)  # the split the accuracy was measured on
-    data = load_data(source, resolution=resolution, seed=seed)
+    data = load_data(source, resolution=resolution, seed=seed,
+                     normalize=config.normalize or recorded_preprocess(manifest))
     logits = run_batches(open_session(model, profile), data.x_test)
     acc = float((logits.argmax(1) == data.y_test).mean())
     tol = config.accuracy_tolerance

@@ -106,6 +106,9 @@ def test_data_errors(run_cli, teacher_files, fast_profile_path, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(rgb, x=rng.random((90, 3, 16, 16), dtype=np.float32), y=np.arange(90) % 10)
     assert "do not fit the teacher" in _one_line_error(*run_cli(*args, "--data", rgb)[::2])
+    line = _one_line_error(*run_cli(*args, "--normalize", "imagenet")[::2])
+    assert "--normalize 'imagenet' is not dataset, none or MEAN/STD" in line and "0.485" in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_existing_output_folder_is_refused(run_cli, tmp_path):

@@ -229,3 +229,75 @@ def test_npz_splits_of_different_shapes_are_refused(tmp_path):
     with pytest.raises(DataError, match="differ in shape"):
         load_data(str(path))
     assert load_data(str(path), resolution=8).input_shape == (1, 8, 8)
+
+
+# --- input preprocessing: recorded, reproducible, chosen --------------------------------------------------
+
+def _rows(ds) -> np.ndarray:
+    return np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+
+
+def _as_deployed(pre: dict, raw: np.ndarray) -> np.ndarray:
+    """What a deployment pipeline computes from the recorded recipe alone (raw already resized, CHW)."""
+    mean = np.asarray(pre["mean"], np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre["std"], np.float32).reshape(-1, 1, 1)
+    return (raw.astype(np.float32) * np.float32(pre["scale"]) - mean) / std
+
+
+def _holds(ds, image: np.ndarray) -> bool:
+    return bool(np.isclose(_rows(ds), image[None], atol=1e-5).all(axis=(1, 2, 3)).any())
+
+
+def test_recorded_preprocess_reproduces_the_model_input_from_raw_pixels(tmp_path):
+    from PIL import Image
+
+    x, y = _xy()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    ds = load_data(str(tmp_path / "data.npz"))
+    pre = ds.describe()["preprocess"]
+    assert pre["scale"] == pytest.approx(1 / 255) and pre["resize"] is None and pre["channels"] == "as stored"
+    assert _holds(ds, _as_deployed(pre, x[7][None]))
+    root = _image_folder(tmp_path / "imgs")
+    ds = load_data(str(root), resolution=8)
+    pre = ds.describe()["preprocess"]
+    assert (pre["channels"], pre["resize"], pre["resize_method"]) == ("grayscale", 8, "bicubic")
+    with Image.open(root / "dog" / "03.png") as img:
+        raw = np.asarray(img.convert("L").resize((8, 8), Image.Resampling.BICUBIC))
+    assert _holds(ds, _as_deployed(pre, raw[None]))
+    digits = load_data("digits").describe()["preprocess"]
+    assert digits["scale"] == 1 / 16 and digits["resize"] == 32 and digits["resize_method"].startswith("bilinear")
+
+
+def test_given_splits_are_standardised_with_training_statistics_only(tmp_path):
+    x, y = _xy()
+    np.savez(tmp_path / "split.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:] // 2, y_test=y[160:])
+    ds = load_data(str(tmp_path / "split.npz"))
+    assert abs(float(ds.x_train.mean())) < 1e-4 and float(ds.x_test.mean()) < -0.5  # the test images are darker
+
+
+def test_normalize_none_and_per_channel_values(tmp_path):
+    ds = load_data("digits", normalize="none")
+    assert ds.x_train.min() == 0 and ds.x_train.max() == pytest.approx(1.0)
+    assert ds.describe()["preprocess"]["mean"] == [0.0] and ds.describe()["preprocess"]["std"] == [1.0]
+    rgb = np.random.default_rng(0).integers(0, 256, size=(60, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", x=rgb, y=np.arange(60) % 3)
+    ds = load_data(str(tmp_path / "rgb.npz"), normalize="0.485,0.456,0.406/0.229,0.224,0.225")
+    pre = ds.describe()["preprocess"]
+    assert pre["mean"] == [0.485, 0.456, 0.406] and ds.input_shape == (3, 6, 6)
+    assert _holds(ds, _as_deployed(pre, rgb[11].transpose(2, 0, 1)))
+    # A recorded Preprocess (as a manifest holds it) applies those numbers, not the data's own.
+    from edgekd.data import Preprocess
+
+    again = load_data("digits", normalize=Preprocess.from_dict(load_data("digits").describe()["preprocess"]))
+    assert np.array_equal(again.x_test, load_data("digits").x_test)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("imagenet", "is not dataset, none or MEAN/STD"),
+    ("0.5/0", "not positive and finite"),
+    ("0.5/-1", "not positive and finite"),
+    ("0.5,0.5/0.2,0.2", "gives 2 mean values for the 1-channel images"),
+])
+def test_bad_normalize_specs(spec, message):
+    with pytest.raises(DataError, match=message):
+        load_data("digits", normalize=spec)

@@ -145,7 +145,10 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
     assert f"'{tmp_path}' has no distill.json" in error("--distilled", tmp_path)
     wrong_data = [a if a != "16" else "12" for a in common[:-1]]
     code, _, err = run_cli("compress", *wrong_data, "--distilled", distilled, "--out", tmp_path / "never")
-    assert code == 2 and "was distilled on 'digits' (1x16x16" in err and "--resolution the distillation used" in err
+    assert code == 2 and "was distilled on 'digits' (1x16x16" in err and "--resolution and --normalize the" in err
+    code, _, err = run_cli("compress", *common[:-1], "--normalize", "none", "--distilled", distilled,
+                           "--out", tmp_path / "never")
+    assert code == 2 and "(pixel / 16 - 0) / 1)" in err  # the same images, normalised otherwise: refused
 
     edited = tmp_path / "edited"
     shutil.copytree(distilled, edited)

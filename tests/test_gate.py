@@ -203,3 +203,19 @@ def test_manifest_profile_edited_since_is_noted(run_cli, run_dir, tmp_path):
     edited = _edited_manifest(run_dir, tmp_path, profile__digest="0000000000000000")
     code, out, _ = _gate(run_cli, edited, "--rounds", "1")
     assert code == 0 and "its settings differ here from the recorded ones" in out
+
+
+def test_accuracy_is_measured_with_the_manifest_s_recorded_input_normalisation(run_cli, run_dir, tmp_path):
+    args = ("--min-accuracy", "0.5", "--data", "digits", "--resolution", "16")
+    assert _gate(run_cli, run_dir / "manifest.json", *args)[0] == 0
+    # The same data fed as a manifest says the model expects: a shifted mean wrecks accuracy, proving it is used.
+    shifted = _edited_manifest(run_dir, tmp_path, data__preprocess__mean=[40.0])
+    code, out, _ = _gate(run_cli, shifted, *args)
+    assert code == 1 and "| accuracy | **FAIL** |" in out
+    assert _gate(run_cli, shifted, *args, "--normalize", "dataset")[0] == 0  # a flag wins over the record
+    primary = json.loads(shifted.read_text())["primary"]
+    code, out, _ = run_cli("validate", shifted.parent / f"{primary}.onnx", "--manifest", shifted, "--data", "digits",
+                           "--rounds", "1", "--latency-tolerance", "0.9")
+    assert code == 1 and "| accuracy | FAIL |" in out
+    code, _, err = _gate(run_cli, run_dir / "manifest.json", *args, "--normalize", "0.5")
+    assert code == 2 and "--normalize '0.5' is not dataset, none or MEAN/STD" in err
