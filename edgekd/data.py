@@ -115,6 +115,7 @@ class Dataset:
             "train": len(self.y_train),
             "val": len(self.y_val),
             "test": len(self.y_test),
+            "class_names": list(self.class_names),  # output index -> label, for whoever reads the logits
             **({"preprocess": self.preprocess.to_dict()} if self.preprocess else {}),
         }
 

@@ -187,7 +187,7 @@ def _image_folder(root, classes=("cat", "dog"), per_class: int = 12, size: int =
 def test_image_folder(tmp_path):
     root = _image_folder(tmp_path / "imgs")
     ds = load_data(str(root))
-    assert ds.class_names == ("cat", "dog")
+    assert ds.class_names == ("cat", "dog") and ds.describe()["class_names"] == ["cat", "dog"]
     assert ds.num_classes == 2
     assert ds.input_shape == (1, 10, 10)
     assert _sizes(ds) == 24

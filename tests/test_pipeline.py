@@ -111,11 +111,19 @@ def test_manifest_matches_its_published_schema(result):
 
     schema_path = Path(__file__).parents[1] / "edgekd" / "schemas" / "manifest-v1.schema.json"
     schema = json.loads(schema_path.read_text())
-    jsonschema.validate(json.loads((result.out / "manifest.json").read_text()), schema)
-    broken = json.loads((result.out / "manifest.json").read_text())
-    broken["artifacts"][0]["artifact"]["sha256"] = "not-a-hash"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema)
+    manifest = json.loads((result.out / "manifest.json").read_text())
+    jsonschema.validate(manifest, schema)
+    # What a deployment pipeline reads besides the models: the input recipe and the label of each output.
+    assert manifest["data"]["class_names"] == [str(i) for i in range(10)]
+    assert manifest["data"]["preprocess"]["channels"] == "grayscale"
+    for key, value in (("sha256", "not-a-hash"), ("preprocess", {"std": [0.0]})):
+        broken = json.loads((result.out / "manifest.json").read_text())
+        if key == "sha256":
+            broken["artifacts"][0]["artifact"]["sha256"] = value
+        else:
+            broken["data"]["preprocess"].update(value)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
 
 
 def test_latency_anchors_reach_the_search_and_default_to_the_latency_model_s():
