@@ -24,6 +24,7 @@ from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, Parity,
 
 FP32_MAX_ABS_DIFF = 1e-3  # exporter + runtime should reproduce torch's fp32 logits this closely
 INT8_MIN_AGREEMENT = 0.97  # share of top-1 predictions an int8 model must keep
+ACCURACY_DROP_NOTE = 5.0  # points below the teacher that earn a note when no accuracy budget is set
 INT8_MIN_GAIN = 0.02  # int8 must beat fp32's p50 by this margin to count as faster, not noise
 
 
@@ -91,6 +92,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
         reports.append(ArtifactReport(art, check_onnx(art.path)[0], parity, accuracy, lat, verdicts))
     speedup = _int8_speedup(artifacts, runs)
     primary, notes = _choose_primary(reports, speedup)
+    notes += _against_teacher(reports, primary, budget)
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup))
 
 
@@ -173,6 +175,31 @@ def _choose_primary(reports: list[ArtifactReport], speedup: list[float]) -> tupl
                                     "ships as the primary artifact because it is the one within budget"]
     return fp32.artifact.name, [f"{slower}: the fp32 student ships as the primary artifact; the int8 file is "
                                 "kept for reference"]
+
+
+def _against_teacher(reports: list[ArtifactReport], primary: str, budget: Budget) -> list[str]:
+    """Say so when the shipped student gained nothing over the teacher, or lost much accuracy with no
+    accuracy budget to catch it: a PASS on latency alone would hide both."""
+    teacher = next((r for r in reports if r.artifact.role == "teacher"), None)
+    shipped = next((r for r in reports if r.artifact.name == primary), None)
+    if teacher is None or shipped is None or shipped is teacher:
+        return []
+    notes = []
+    if teacher.latency and shipped.latency and shipped.latency.p50_ms >= teacher.latency.p50_ms:
+        speed = teacher.latency.p50_ms / shipped.latency.p50_ms
+        larger = ", and larger" if shipped.artifact.size_bytes > teacher.artifact.size_bytes else ""
+        fits = (budget.latency_ms is not None and teacher.latency.p50_ms <= budget.latency_ms
+                and (budget.max_size_kb is None or teacher.artifact.size_bytes <= budget.max_size_kb * 1024))
+        advice = ("the teacher itself meets the budget: ship it, or tighten --budget-ms" if fits else
+                  "compressing gained nothing here: try a tighter --budget-ms, or --space pruned")
+        notes.append(f"the shipped student is not faster than the teacher ({speed:.2f}x its speed{larger}): {advice}")
+    drop = None if shipped.accuracy is None or teacher.accuracy is None else \
+        (teacher.accuracy - shipped.accuracy) * 100
+    if drop is not None and drop > ACCURACY_DROP_NOTE and not budget.checks_accuracy:
+        notes.append(f"the shipped student is {drop:.1f} points less accurate than the teacher "
+                     f"({shipped.accuracy * 100:.2f}% vs {teacher.accuracy * 100:.2f}%) and the budget sets no "
+                     f"accuracy bound: --max-accuracy-drop would fail this run")
+    return notes
 
 
 def with_paths_relative(report: ValidationReport, root: Path) -> ValidationReport:

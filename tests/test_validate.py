@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgekd.errors import ArtifactError
+from edgekd.types import Budget
 from edgekd.validate import artifact_from_file
 
 LOOSE = ["--rounds", "1", "--latency-tolerance", "0.9"]  # latency plumbing only: this machine's timing is noisy
@@ -322,10 +323,45 @@ def test_a_faster_int8_student_that_breaks_the_budget_does_not_ship_over_a_passi
     assert primary == "student-fp32" and "1.30x faster" in notes[0] and "breaks the budget (accuracy)" in notes[0]
 
 
-def _artifact(name: str, precision: str):
+def _artifact(name: str, precision: str, role: str = "student", size: int = 1000):
     from edgekd.types import Artifact
 
-    return Artifact(name, "student", precision, f"{name}.onnx", "test", 17, "0" * 64, 1000, {})
+    return Artifact(name, role, precision, f"{name}.onnx", "test", 17, "0" * 64, size, {})
+
+
+@pytest.mark.parametrize("teacher_ms, budget, expected", [
+    (0.5, Budget(latency_ms=1.0), "not faster than the teacher (0.50x its speed, and larger): the teacher itself "
+                                  "meets the budget"),
+    (0.5, Budget(latency_ms=1.0, max_size_kb=0.1), "compressing gained nothing here"),
+    (2.0, Budget(latency_ms=1.0), None),
+])
+def test_a_student_no_faster_than_its_teacher_is_said(teacher_ms, budget, expected):
+    from edgekd.types import ArtifactReport, LatencyStats
+    from edgekd.validate import _against_teacher
+
+    def lat(ms):
+        return LatencyStats(ms, ms, ms, ms, 0.0, 10, 1)
+
+    teacher = ArtifactReport(_artifact("teacher-fp32", "fp32", "teacher", 500), True, None, 0.99, lat(teacher_ms), {})
+    student = ArtifactReport(_artifact("student-fp32", "fp32", size=2000), True, None, 0.98, lat(1.0), {})
+    notes = _against_teacher([teacher, student], "student-fp32", budget)
+    assert notes == [] if expected is None else expected in notes[0]
+
+
+def test_a_large_accuracy_loss_without_an_accuracy_budget_is_said():
+    from edgekd.types import ArtifactReport, LatencyStats
+    from edgekd.validate import _against_teacher
+
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+    fast = LatencyStats(0.1, 0.1, 0.1, 0.1, 0.0, 10, 1)
+    teacher = ArtifactReport(_artifact("teacher-fp32", "fp32", "teacher"), True, None, 1.0, lat, {})
+    student = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.3333, fast, {})
+    notes = _against_teacher([teacher, student], "student-int8", Budget(latency_ms=1.0))
+    assert notes == ["the shipped student is 66.7 points less accurate than the teacher (33.33% vs 100.00%) and the "
+                     "budget sets no accuracy bound: --max-accuracy-drop would fail this run"]
+    assert _against_teacher([teacher, student], "student-int8", Budget(latency_ms=1.0, min_accuracy=0.3)) == []
+    close = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.97, fast, {})
+    assert _against_teacher([teacher, close], "student-int8", Budget(latency_ms=1.0)) == []
 
 
 def test_validate_cli_accuracy_floor(run_cli, run_dir, small_data, tmp_path):
