@@ -328,11 +328,11 @@ def _baseline(ref: str) -> tuple[Path | None, float | None]:
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.data import load_data
-    from edgekd.latency.runtime import open_session, run_batches
+    from edgekd.latency.runtime import logits_on_test_split
     from edgekd.profiles import load_profile
 
     data = load_data(config.data, resolution=config.resolution, normalize=config.normalize)
-    logits = run_batches(open_session(model, load_profile(config.profile)), data.x_test)
+    logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
                  f"{acc * 100:.2f}% on {data.name} test split, minimum {config.min_accuracy * 100:.2f}%", acc)

@@ -65,7 +65,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     student.
     """
     from edgekd.latency.measure import measure
-    from edgekd.latency.runtime import open_session, run_batches
+    from edgekd.latency.runtime import logits_on_test_split
 
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
@@ -79,7 +79,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     for art in artifacts:
         accuracy = parity = None
         if data is not None:
-            logits = run_batches(open_session(art.path, profile), data.x_test)
+            logits = logits_on_test_split(art.path, profile, data)
             accuracy = float((logits.argmax(1) == data.y_test).mean())
             ref = references.get(art.name)
             if ref is not None:
@@ -356,7 +356,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
     from edgekd.data import load_data, recorded_preprocess
-    from edgekd.latency.runtime import open_session, run_batches
+    from edgekd.latency.runtime import logits_on_test_split
 
     recorded = entry.get("accuracy")
     data_info = manifest.get("data") or {}
@@ -370,7 +370,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     seed = int((manifest.get("recipe") or {}).get("seed") or 0)  # the split the accuracy was measured on
     data = load_data(source, resolution=resolution, seed=seed,
                      normalize=config.normalize or recorded_preprocess(manifest))
-    logits = run_batches(open_session(model, profile), data.x_test)
+    logits = logits_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     tol = config.accuracy_tolerance
     return Check("accuracy", abs(acc - recorded) <= tol, f"{acc * 100:.2f}% on {data.name} test split, recorded "

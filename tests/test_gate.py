@@ -219,3 +219,5 @@ def test_accuracy_is_measured_with_the_manifest_s_recorded_input_normalisation(r
     assert code == 1 and "| accuracy | FAIL |" in out
     code, _, err = _gate(run_cli, run_dir / "manifest.json", *args, "--normalize", "0.5")
     assert code == 2 and "--normalize '0.5' is not dataset, none or MEAN/STD" in err
+    code, _, err = _gate(run_cli, run_dir / "manifest.json", "--min-accuracy", "0.5", "--data", "digits")
+    assert code == 2 and "takes 1x16x16 inputs, and data 'digits' has 1x32x32 images" in err

@@ -372,3 +372,18 @@ def test_validate_cli_accuracy_floor(run_cli, run_dir, small_data, tmp_path):
     assert code == 2 and "--min-accuracy is a fraction in (0, 1], got 97" in err
     code, out, err = run_cli("validate", model, "--data", "digits", "--resolution", "16", "--min-accuracy", "1")
     assert code == 1 and "accuracy: FAIL" in out  # an untrained student is far from 100%
+
+
+def test_data_that_does_not_fit_the_model_is_named_before_it_runs(run_cli, run_dir, small_data, tmp_path):
+    model = run_dir / "student-fp32.onnx"
+    side = small_data.input_shape[-1]
+    code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", str(side * 2))
+    assert code == 2 and f"takes 1x{side}x{side} inputs, and data 'digits' has 1x{side * 2}x{side * 2}" in err
+    assert "Traceback" not in err and "--resolution" in err
+    rng = np.random.default_rng(0)
+    many = tmp_path / "many.npz"
+    np.savez(many, x=rng.random((120, 1, side, side), dtype=np.float32), y=np.arange(120) % 12)
+    code, _, err = run_cli("validate", model, "--data", many)
+    assert code == 2 and "predicts 10 classes, and data 'many.npz' has 12" in err
+    code, _, err = run_cli("validate", model, "--manifest", run_dir / "manifest.json", "--data", many, "--rounds", "1")
+    assert code == 2 and "predicts 10 classes" in err and "Traceback" not in err

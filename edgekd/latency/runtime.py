@@ -45,6 +45,31 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
                             "pass a complete, valid ONNX model (re-export it)") from None
 
 
+def logits_on_test_split(path: str | Path, profile: DeviceProfile, data: Any) -> np.ndarray:
+    """The model's logits on ``data``'s test split, after checking that the model takes the data's images
+    and predicts at least its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
+    session = open_session(path, profile)
+    check_data_fits(session, data, path)
+    return run_batches(session, data.x_test)
+
+
+def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
+    from edgekd.errors import DataError
+
+    given = (len(data.x_test), *data.input_shape)
+    expected = session.get_inputs()[0].shape
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
+    if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
+        want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
+        raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
+                        "images", "pass the data the model was built for, at its resolution (--resolution)")
+    outputs = session.get_outputs()[0].shape
+    classes = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+    if classes is not None and classes < data.num_classes:
+        raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
+                        "pass the data the model was built for")
+
+
 def run_batches(session: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Run ``x`` through the session in chunks, honouring a fixed batch dimension by padding."""
     name = session.get_inputs()[0].name
