@@ -348,6 +348,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
           json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
     from edgekd.latency.cache import measure_cached, noisy
+    from edgekd.onnxfile import check_input_shape
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
@@ -356,7 +357,9 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     shape = _parse_shape(input_shape) if input_shape else None
     paths = [model, *others]
     for p in paths:
-        artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
+        art = artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
+        if shape:
+            check_input_shape(p, art.details, shape)
     stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache)
     base = stats[0].p50_ms
     click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")

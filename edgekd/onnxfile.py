@@ -135,3 +135,23 @@ def signature(value: Any) -> dict[str, Any]:
     tensor = value.type.tensor_type
     dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
     return {"name": value.name, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(), "shape": dims}
+
+
+def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """``shape`` (from --input-shape) must have the model input's rank and agree with its fixed dimensions:
+    said here in one line, not as the runtime's error from inside the measuring process."""
+    from edgekd.errors import ConfigError
+
+    if not details.get("inputs"):
+        return
+    dims = details["inputs"][0]["shape"]
+    given = ",".join(map(str, shape))
+    wanted = "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + ")"
+    example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+    if len(dims) != len(shape):
+        raise ConfigError(f"--input-shape {given} has {len(shape)} dimensions, and '{path}' takes {len(dims)} "
+                          f"{wanted}", f"pass {len(dims)} numbers, e.g. {example}")
+    for i, (d, s) in enumerate(zip(dims, shape)):
+        if isinstance(d, int) and d > 0 and d != s:
+            raise ConfigError(f"--input-shape {given} sets dimension {i} to {s}, and '{path}' fixes it at {d} "
+                              f"{wanted}", f"keep the model's fixed dimensions, e.g. {example}")

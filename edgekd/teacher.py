@@ -131,9 +131,13 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
                         "(see --resolution)") from None
-    if not hasattr(out, "shape") or out.ndim != 2 or out.shape[1] != data.num_classes:
-        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise DataError(f"teacher outputs {shape} but the data has {data.num_classes} classes",
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ModelError(f"the teacher's forward returns {what}, not (batch, classes) logits",
+                         "make forward return the logits tensor alone (wrap the model if it returns "
+                         "auxiliary outputs or a dict)")
+    if out.shape[1] != data.num_classes:
+        raise DataError(f"teacher outputs {tuple(out.shape)} but the data has {data.num_classes} classes",
                         "pass data with as many classes as the teacher predicts")
 
 

@@ -70,6 +70,11 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
+    if input_shape is not None:
+        from edgekd.onnxfile import check_input_shape
+
+        for art in artifacts:
+            check_input_shape(art.path, art.details, tuple(input_shape))
     references = references or {}
     budgeted = list(budgeted) if budgeted is not None else [a.name for a in artifacts]
     runs = [measure([a.path for a in artifacts], profile, input_shape) for _ in range(rounds)]

@@ -50,6 +50,18 @@ def test_dynamic_model_needs_input_shape(run_cli, models, fast_profile_path):
     assert code == 2 and "positive integers" in err
 
 
+@pytest.mark.parametrize("command", ["bench", "validate"])
+def test_an_input_shape_the_model_cannot_take_is_refused_before_measuring(run_cli, models, fast_profile_path,
+                                                                          command):
+    code, _, err = run_cli(command, models / "dynamic.onnx", "--input-shape", "1,16,16", "--profile",
+                           fast_profile_path)
+    assert code == 2 and "--input-shape 1,16,16 has 3 dimensions" in err and "takes 4 (b, 1, h, w)" in err
+    assert "e.g. 1,1,1,1" in err and "Traceback" not in err
+    code, _, err = run_cli(command, models / "big.onnx", "--input-shape", "1,3,16,16", "--profile",
+                           fast_profile_path)
+    assert code == 2 and "sets dimension 1 to 3, and" in err and "fixes it at 1 (1, 1, 16, 16)" in err
+
+
 def test_bench_rejects_missing_and_non_onnx(run_cli, tmp_path):
     code, _, err = run_cli("bench", tmp_path / "nope.onnx")
     assert code == 2 and "does not exist" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,25 @@ def test_check_fits_wrong_class_count(teacher, tmp_path):
     data = _npz_dataset(tmp_path, channels=1, classes=3)
     with pytest.raises(DataError, match=r"teacher outputs \(2, 10\) but the data has 3 classes"):
         check_fits(teacher, data)
+
+
+class _TwoHeads(torch.nn.Module):
+    """Returns (logits, aux), as detection-style or aux-loss models do."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.fc = torch.nn.Linear(16 * 16, classes)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y, y
+
+
+@pytest.mark.parametrize("module, what", [(_TwoHeads(), "a tuple"),
+                                          (torch.nn.Identity(), "a tensor of shape (2, 1, 16, 16)")])
+def test_check_fits_refuses_outputs_that_are_not_logits(module, what, tmp_path):
+    from edgekd.teacher import Teacher
+
+    data = _npz_dataset(tmp_path, channels=1, classes=10)
+    with pytest.raises(ModelError, match=f"forward returns {re.escape(what)}, not \\(batch, classes\\) logits"):
+        check_fits(Teacher(module, "test"), data)
