@@ -207,14 +207,20 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
     """One sub-folder per class, PNG/JPEG files inside; grayscale unless any image has colour."""
     from PIL import Image, UnidentifiedImageError
 
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+             if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     if len(classes) < 2 or not files:
         raise DataError(
             f"{path}: found {len(classes)} class folders and {len(files)} images",
             "use one sub-folder per class (at least two) holding .png/.jpg files",
         )
+    empty = sorted(set(classes) - {classes[i] for _, i in files})
+    if empty:
+        # An empty class would still get an output of the model, and nothing would ever train it.
+        raise DataError(f"{path}: class folder '{empty[0]}' holds no .png/.jpg images",
+                        "add its images, or move the folder out of the data")
     images = []
     for file, _ in files:
         try:

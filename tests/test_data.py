@@ -301,3 +301,15 @@ def test_normalize_none_and_per_channel_values(tmp_path):
 def test_bad_normalize_specs(spec, message):
     with pytest.raises(DataError, match=message):
         load_data("digits", normalize=spec)
+
+
+def test_image_folder_skips_hidden_folders_and_refuses_empty_classes(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "cat" / "._00.png").write_bytes(b"macOS resource fork, not an image")
+    ds = load_data(str(root))
+    assert ds.class_names == ("cat", "dog") and _sizes(ds) == 24
+    (root / "bird").mkdir()
+    (root / "bird" / "notes.txt").write_text("no images yet")
+    with pytest.raises(DataError, match="class folder 'bird' holds no .png/.jpg images"):
+        load_data(str(root))
