@@ -22,6 +22,14 @@ class EdgeKDError(Exception):
         return f"{self.problem}; {self.fix}" if self.fix else self.problem
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """"did you mean 'x'? " for the closest known name to a mistyped one, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
 class ConfigError(EdgeKDError):
     """A recipe, flag or option value is invalid."""
 

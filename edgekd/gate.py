@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from edgekd.errors import ArtifactError, ConfigError
+from edgekd.errors import ArtifactError, ConfigError, did_you_mean
 
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -86,7 +86,9 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
     """
     unknown = set(values) - GATE_KEYS
     if unknown:
-        raise ConfigError(f"unknown gate setting '{sorted(unknown)[0]}'", f"valid: {', '.join(sorted(GATE_KEYS))}")
+        name = sorted(unknown)[0]
+        raise ConfigError(f"unknown gate setting '{name}'",
+                          f"{did_you_mean(name, sorted(GATE_KEYS))}valid: {', '.join(sorted(GATE_KEYS))}")
     v = {k: val for k, val in values.items() if val is not None}
     notes: list[str] = []
     if target is not None and _is_manifest(target):

@@ -10,7 +10,7 @@ from typing import Any
 
 import tomllib
 
-from edgekd.errors import ConfigError, OutputError
+from edgekd.errors import ConfigError, OutputError, did_you_mean
 from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
 from edgekd.types import Budget, DistillConfig
 
@@ -139,7 +139,9 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ConfigError(f"recipe '{path}': unknown key '{key}'", f"valid keys are {', '.join(sorted(known))}")
+            keys = sorted(k.replace("_", "-") for k in known)
+            raise ConfigError(f"recipe '{path}': unknown key '{key}'",
+                              f"{did_you_mean(key.replace('_', '-'), keys)}valid keys are {', '.join(keys)}")
         out[name] = value
     return out
 

@@ -26,12 +26,14 @@ class Budget:
     max_accuracy_drop: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("latency_ms", "max_size_kb", "min_accuracy", "max_accuracy_drop"):
+        flags = {"latency_ms": "--budget-ms", "max_size_kb": "--max-size-kb", "min_accuracy": "--min-accuracy",
+                 "max_accuracy_drop": "--max-accuracy-drop"}
+        for name, flag in flags.items():
             value = getattr(self, name)
             if value is None:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a number, got {value!r}", "pass a positive number")
+                raise ConfigError(f"{flag} must be a number, got {value!r}", "pass a positive number")
         for name, flag in (("latency_ms", "--budget-ms"), ("max_size_kb", "--max-size-kb")):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -129,6 +129,11 @@ def test_recipe_is_read_and_flags_win(run_cli, tmp_path):
     assert "got -3" in line
     recipe.write_text("colour = 'blue'\n")
     assert "unknown key 'colour'" in _one_line_error(*run_cli("compress", "--config", recipe)[::2])
+    recipe.write_text("budgetms = 1\n")
+    line = _one_line_error(*run_cli("compress", "--config", recipe)[::2])
+    assert "unknown key 'budgetms'; did you mean 'budget-ms'?" in line and "max-size-kb" in line
+    recipe.write_text("budget-ms = 'fast'\n")
+    assert "--budget-ms must be a number, got 'fast'" in _one_line_error(*run_cli("compress", "--config", recipe)[::2])
 
 
 def test_compress_then_validate_end_to_end(run_cli, teacher_files, fast_profile_path, tmp_path):

@@ -99,7 +99,7 @@ def test_pyproject_table_and_flags_win(run_cli, run_dir, tmp_path):
     assert run_cli("gate", model, "--config", pyproject, "--max-size", "10MB")[0] == 0
     pyproject.write_text('[tool.edgekd.gate]\nmax-speed = "1KB"\n')
     code, _, err = run_cli("gate", model, "--config", pyproject)
-    assert code == 2 and "unknown gate setting 'max_speed'" in err
+    assert code == 2 and "unknown gate setting 'max_speed'; did you mean 'max_size'?" in err
 
 
 @pytest.mark.parametrize("flag, value, message", [

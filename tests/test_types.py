@@ -25,7 +25,7 @@ def test_budget_size_must_be_positive(value):
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, True, "5"])
 def test_budget_must_be_a_finite_number(value):
-    with pytest.raises(ConfigError, match="latency_ms must be a number"):
+    with pytest.raises(ConfigError, match="--budget-ms must be a number"):
         Budget(latency_ms=value)
 
 
@@ -43,7 +43,7 @@ def test_budget_valid_and_round_trips():
     ({"min_accuracy": 0}, "--min-accuracy is a fraction"),
     ({"max_accuracy_drop": -1}, "--max-accuracy-drop is in percentage points below the teacher, got -1"),
     ({"max_accuracy_drop": 100}, "--max-accuracy-drop is in percentage points"),
-    ({"min_accuracy": math.nan}, "min_accuracy must be a number"),
+    ({"min_accuracy": math.nan}, "--min-accuracy must be a number"),
 ])
 def test_budget_accuracy_limits_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):
