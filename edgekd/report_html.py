@@ -10,9 +10,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from edgekd.data import describe_preprocess
 from edgekd.errors import ArtifactError, OutputError
 from edgekd.fsutil import write_text
-from edgekd.report import SUMMARY_HEADER, budget_text, input_text, latency_method, summary_rows
+from edgekd.report import SUMMARY_HEADER, budget_text, latency_method, summary_rows
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -97,7 +98,8 @@ def _header(manifest: dict[str, Any]) -> str:
         ("Teacher", escape(str((manifest.get("teacher") or {}).get("source", "?")))),
     ]
     if data.get("preprocess"):
-        facts.insert(4, ("Input", escape(input_text(data["preprocess"]))))
+        facts.insert(4, ("Input", escape(describe_preprocess(data["preprocess"])) + " (what the shipped models "
+                         "expect; <code>data.preprocess</code> in manifest.json)"))
     student = manifest.get("student")
     if student:
         spec = student["spec"]
