@@ -146,3 +146,16 @@ def test_latency_method_says_how_many_runs_decided(manifest):
     text = latency_method(manifest)
     assert "3 such runs" in text and "median of the 3 runs' ratios: 1.05x (1.01x, 1.05x, 1.10x)" in text
     assert "median of the 3 runs' ratios" in render_markdown(manifest)
+
+
+def test_reports_say_what_input_the_shipped_models_expect(manifest, search):
+    from edgekd.report import render_markdown
+
+    assert "Input:" not in render_markdown(manifest)  # a manifest from before it was recorded
+    manifest["data"]["preprocess"] = {"layout": "NCHW", "dtype": "float32", "channels": "rgb", "scale": 1 / 255,
+                                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": 224,
+                                      "resize_method": "bicubic"}
+    line = ("rgb NCHW float32, resized to 224x224 (bicubic), (pixel / 255 - (0.485, 0.456, 0.406)) / "
+            "(0.229, 0.224, 0.225)")
+    assert f"- Input: {line} (what the shipped models expect" in render_markdown(manifest)
+    assert f"<li>Input: {line} (what the shipped models expect" in render_html(manifest, search)
