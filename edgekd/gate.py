@@ -294,7 +294,7 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
 def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check]:
     from edgekd.latency.measure import measure
 
-    baseline, recorded = _baseline(config.baseline) if config.baseline else (None, None)
+    baseline, recorded = _baseline(config.baseline, profile.name) if config.baseline else (None, None)
     paths = [model] + ([baseline] if baseline else [])
     rounds = [measure(paths, profile) for _ in range(config.rounds)]
     p50 = statistics.median(r[0].p50_ms for r in rounds)
@@ -315,8 +315,9 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
     return checks
 
 
-def _baseline(ref: str) -> tuple[Path | None, float | None]:
-    """A baseline model to re-measure side by side, or (when only its manifest is left) its recorded p50."""
+def _baseline(ref: str, profile: str) -> tuple[Path | None, float | None]:
+    """A baseline model to re-measure side by side, or (when only its manifest is left) its recorded p50,
+    which compares only with a p50 measured on the same profile."""
     path = Path(ref)
     if path.suffix.lower() != ".json":
         if not path.is_file():
@@ -325,6 +326,11 @@ def _baseline(ref: str) -> tuple[Path | None, float | None]:
     model, entry = _resolve(ref, None)
     if model.is_file():
         return model, None
+    recorded = load_manifest(path)["profile"]["name"]
+    if recorded != profile:
+        raise ConfigError(f"baseline '{ref}' has no model file left, and its recorded p50 was measured on profile "
+                          f"'{recorded}', not '{profile}'", f"pass --profile {recorded}, or keep the baseline's "
+                          "model files beside its manifest so it is re-measured here")
     return None, float(entry["latency"]["p50_ms"])  # type: ignore[index]
 
 

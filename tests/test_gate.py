@@ -221,3 +221,19 @@ def test_accuracy_is_measured_with_the_manifest_s_recorded_input_normalisation(r
     assert code == 2 and "--normalize '0.5' is not dataset, none or MEAN/STD" in err
     code, _, err = _gate(run_cli, run_dir / "manifest.json", "--min-accuracy", "0.5", "--data", "digits")
     assert code == 2 and "takes 1x16x16 inputs, and data 'digits' has 1x32x32 images" in err
+
+
+def test_a_baseline_without_its_model_files_compares_with_its_recorded_p50_on_the_same_profile_only(
+        run_cli, run_dir, fast_profile_path, tmp_path):
+    gone = tmp_path / "last-release"
+    shutil.copytree(run_dir, gone)
+    for model in gone.glob("*.onnx"):
+        model.unlink()
+    primary = json.loads((run_dir / "manifest.json").read_text())["primary"]
+    args = ["--baseline", gone / "manifest.json", "--rounds", "1", "--latency-tolerance", "0.9"]
+    code, out, _ = _gate(run_cli, run_dir / f"{primary}.onnx", *args, "--profile", fast_profile_path)
+    assert code == 0 and "the baseline manifest's recorded p50" in out and "not re-measured" in out
+    code, _, err = _gate(run_cli, run_dir / f"{primary}.onnx", *args, "--profile", "host-cpu-1t")
+    recorded = load_profile(fast_profile_path).name
+    assert code == 2 and f"measured on profile '{recorded}', not 'host-cpu-1t'" in err
+    assert f"pass --profile {recorded}" in err and "Traceback" not in err
