@@ -237,3 +237,13 @@ def test_a_baseline_without_its_model_files_compares_with_its_recorded_p50_on_th
     recorded = load_profile(fast_profile_path).name
     assert code == 2 and f"measured on profile '{recorded}', not 'host-cpu-1t'" in err
     assert f"pass --profile {recorded}" in err and "Traceback" not in err
+
+
+def test_a_latency_verdict_from_noisy_rounds_says_so(run_cli, run_dir, tmp_path):
+    from conftest import FAST_PROFILE
+
+    strict = tmp_path / "strict.toml"
+    strict.write_text(FAST_PROFILE.replace("max_cv = 0.5", "max_cv = 0.000001"))  # every round counts as noisy
+    code, out, _ = _gate(run_cli, run_dir / "student-fp32.onnx", "--max-latency", "500ms", "--profile", strict,
+                         "--rounds", "1")
+    assert code == 0 and "noisy: 1 of 1 rounds had cv above the profile's max_cv" in out
