@@ -1,0 +1,33 @@
+"""The `edgekd` click group and the small helpers its commands share."""
+
+from __future__ import annotations
+
+import click
+
+from edgekd import __version__
+from edgekd.fsutil import check_new_file
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekd")
+def cli() -> None:
+    """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
+
+
+def check_report_files(force: bool, *files: tuple[str, str | None]) -> None:
+    """Refuse (flag, path) report outputs that would clobber a file, before anything is measured."""
+    for flag, path in files:
+        if path:
+            check_new_file(path, force, flag)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"--input-shape '{text}' is not a list of positive integers", "write it as 1,3,224,224")
+    return dims

@@ -1,0 +1,217 @@
+"""The checking commands: validate, bench, gate and report, over ONNX files and manifests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgekd.cli.base import check_report_files, cli, parse_shape
+from edgekd.fsutil import write_json, write_text
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("--profile", default="host-cpu-1t", show_default=True,
+              help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
+@click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
+@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: with "
+                                            "--manifest the recorded one, else dataset).")
+@click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
+@click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
+@click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
+                                                 "fraction (e.g. 0.97).")
+@click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--manifest", type=str, help="Re-check MODEL against its entry in this manifest.json: hash, size, "
+                                           "opset, operators, signature, accuracy and latency as recorded.")
+@click.option("--artifact", type=str, help="With --manifest: the entry to compare with (default: by file name).")
+@click.option("--accuracy-tolerance", type=float, default=0.005, show_default=True,
+              help="With --manifest: allowed accuracy difference from the record, as a fraction.")
+@click.option("--latency-tolerance", type=float, default=0.10, show_default=True,
+              help="With --manifest: how much slower than recorded p50 still passes.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="With --manifest: latency rounds (median).")
+@click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+@click.pass_context
+def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
+             normalize: str | None, budget_ms: float | None, max_size_kb: float | None, min_accuracy: float | None,
+             input_shape: str | None, manifest: str | None,
+             artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
+             json_out: str | None, force: bool) -> None:
+    """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
+    --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
+    from edgekd.errors import ConfigError
+
+    check_report_files(force, ("--json", json_out))
+
+    if manifest:
+        given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
+                                ("--min-accuracy", min_accuracy), ("--input-shape", input_shape)) if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
+                              "drop it, or use `edgekd gate` to check thresholds")
+        explicit = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
+        _recheck(ctx, model, manifest, artifact, data, resolution, normalize, profile if explicit else None,
+                 accuracy_tolerance, latency_tolerance, rounds, json_out)
+        return
+    if artifact:
+        raise ConfigError("--artifact needs --manifest", "pass --manifest manifest.json")
+    from edgekd.data import load_data
+    from edgekd.latency.cache import noisy
+    from edgekd.profiles import load_profile
+    from edgekd.types import Budget
+    from edgekd.validate import artifact_from_file
+    from edgekd.validate import validate as run
+
+    budget = Budget(budget_ms, max_size_kb, min_accuracy)
+    prof = load_profile(profile)
+    shape = parse_shape(input_shape) if input_shape else None
+    art = artifact_from_file(model)
+    dataset = load_data(data, resolution=resolution, normalize=normalize) if data else None
+    report = run([art], prof, budget, dataset, input_shape=shape)
+    r = report.reports[0]
+    lat = r.latency
+    click.echo(f"{art.path}: {art.precision}, opset {art.opset}, {art.size_bytes / 1024:.1f} KB, "
+               f"checker {'ok' if r.checker_ok else 'FAILED'}")
+    click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
+               f"(cv {lat.cv:.1%}, {lat.runs} runs)")
+    if noisy([lat], prof):
+        click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
+                   "as long: the latency is rough; rerun when the machine is quieter")
+    if r.accuracy is not None:
+        click.echo(f"accuracy on {dataset.name} test split: {r.accuracy * 100:.2f}%")
+    for name, ok in r.verdicts.items():
+        click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
+    if json_out:
+        write_json(json_out, report.to_dict())
+    if not r.passed:
+        ctx.exit(1)
+
+
+def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
+             resolution: int | None, normalize: str | None, profile: str | None, accuracy_tolerance: float,
+             latency_tolerance: float, rounds: int, json_out: str | None) -> None:
+    """`validate --manifest`: a per-check table; exit 1 when any check fails."""
+    from edgekd.validate import RecheckConfig, recheck, recheck_table
+
+    config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
+                           profile=profile, accuracy_tolerance=accuracy_tolerance,
+                           latency_tolerance=latency_tolerance, rounds=rounds)
+    result = recheck(model, manifest, config)
+    click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
+    click.echo(recheck_table(result))
+    if json_out:
+        write_json(json_out, result.to_dict())
+    failed = [c.name for c in result.checks if not c.passed]
+    click.echo("PASS: the artifact matches its manifest entry" if not failed else f"FAIL: {', '.join(failed)}")
+    if failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("--vs", "others", multiple=True, help="Another ONNX model to measure interleaved with MODEL "
+                                                      "(repeatable); ratios are against MODEL.")
+@click.option("--profile", default="host-cpu-1t", show_default=True, help="Device profile name or .toml path.")
+@click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--no-cache", is_flag=True, help="Measure again even if this comparison is cached.")
+@click.option("--json", "json_out", type=str, help="Also write the results as JSON here.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | None, no_cache: bool,
+          json_out: str | None, force: bool) -> None:
+    """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
+    from edgekd.latency.cache import measure_cached, noisy
+    from edgekd.onnxfile import check_input_shape
+    from edgekd.profiles import load_profile
+    from edgekd.validate import artifact_from_file
+
+    check_report_files(force, ("--json", json_out))
+    prof = load_profile(profile)
+    shape = parse_shape(input_shape) if input_shape else None
+    paths = [model, *others]
+    for p in paths:
+        art = artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
+        if shape:
+            check_input_shape(p, art.details, shape)
+    stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache)
+    base = stats[0].p50_ms
+    click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")
+    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first |")
+    click.echo("|---|---:|---:|---:|---:|---:|")
+    for p, s in zip(paths, stats):
+        click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
+                   f"{base / s.p50_ms:.2f}x |")
+    shaky = noisy(stats, prof)
+    if shaky:
+        names = ", ".join(paths[i] for i in shaky)
+        click.echo(f"note: {names}: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring "
+                   "twice as long, so the figures are rough and were not cached; rerun when the machine is quieter, "
+                   "or raise measure.repeats in the profile")
+    if json_out:
+        write_json(json_out, {"profile": prof.name, "cached": cached,
+                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky}
+                                         for i, (p, s) in enumerate(zip(paths, stats))]})
+
+
+@cli.command()
+@click.argument("target", type=str)
+@click.option("--max-size", type=str, help="Largest allowed file on disk, e.g. 128KB, 1.5MiB (bare number: KB).")
+@click.option("--max-latency", type=str, help="Largest allowed p50 on the profile, e.g. 2ms, 800us (bare: ms).")
+@click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
+@click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")
+@click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
+@click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
+@click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
+@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: a "
+                                            "manifest's recorded one, else dataset).")
+@click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
+              "profile, else host-cpu-1t).")
+@click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
+@click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
+@click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
+@click.option("--config", "config_path", type=str, default="pyproject.toml", show_default=True,
+              help="pyproject.toml whose [tool.edgekd.gate] table holds default thresholds.")
+@click.option("--junit", type=str, help="Write a JUnit XML report here.")
+@click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
+@click.option("--force", is_flag=True, help="Replace existing --junit and --summary files.")
+@click.pass_context
+def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None, force: bool,
+         **flags: Any) -> None:
+    """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
+
+    A manifest gated without any threshold is held to the budget it was built for."""
+    import os
+    from pathlib import Path
+
+    from edgekd.gate import annotations, build_config, junit_xml, pyproject_settings, run_gate, summary_markdown
+
+    check_report_files(force, ("--junit", junit), ("--summary", summary))
+    values = pyproject_settings(Path(config_path))
+    values.update({k: v for k, v in flags.items() if v is not None})  # flags win
+    result = run_gate(target, build_config(values, target))
+    text = summary_markdown(result)
+    click.echo(text)
+    if junit:
+        write_text(junit, junit_xml(result))
+    if summary:
+        write_text(summary, text)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(text)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in annotations(result):
+            click.echo(line)
+    if not result.passed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("out_dir", type=str)
+@click.option("--force", is_flag=True, help="Replace an existing report.html.")
+def report(out_dir: str, force: bool) -> None:
+    """Render OUT_DIR/report.html (plots: Pareto front, latency, training curves) from its manifest.json."""
+    from edgekd.report_html import write_html_report
+
+    click.echo(f"wrote {write_html_report(out_dir, force=force)}")

@@ -1,0 +1,60 @@
+"""`edgekd profiles`: list, show and calibrate device profiles."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgekd.cli.base import cli, parse_shape
+
+
+@cli.group()
+def profiles() -> None:
+    """List and inspect device profiles."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Every profile found: built-in and in the user profile folder."""
+    from edgekd.profiles import list_profiles, user_dir
+
+    for p in list_profiles():
+        threads = p.runtime["intra_op_threads"] or "all"
+        click.echo(f"{p.name:<16} {p.runner['kind']:<6} threads={threads!s:<4} {p.description}")
+    click.echo(f"(add your own .toml files to {user_dir()} or pass --profile path/to/file.toml)")
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name: str) -> None:
+    """Print one profile, resolved with defaults, as JSON."""
+    from edgekd.profiles import load_profile
+
+    click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
+
+
+@profiles.command("calibrate")
+@click.argument("name")
+@click.option("--space", default="mbv2", show_default=True, help="Search space whose blocks to calibrate.")
+@click.option("--input-shape", default="1,32,32", show_default=True, help="Input C,H,W the students will see.")
+@click.option("--classes", default=10, show_default=True, type=int, help="Number of classes.")
+@click.option("--networks", default=96, show_default=True, type=int,
+              help="Whole networks measured to fit the correction.")
+def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int) -> None:
+    """Measure a space's blocks on the profile's device and write its latency table (resumable)."""
+    from edgekd.latency.calibrate import calibrate
+    from edgekd.profiles import load_profile
+
+    shape = parse_shape(input_shape)
+    if len(shape) != 3:
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"--input-shape '{input_shape}' must be C,H,W", "write it as 1,32,32")
+    prof = load_profile(name)
+    from edgekd.latency.table import table_path
+
+    table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]
+                      log=lambda m: click.echo(f"[edgekd] {m}", err=True))
+    click.echo(f"wrote {table_path(prof, space)} ({sum(len(v) for v in table.entries.values())} entries, "
+               f"{table.seconds:.0f} s)")

@@ -1,0 +1,204 @@
+"""The pipeline commands: compress, search and distill, which share compress's options and recipes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from edgekd.cli.base import cli
+
+_COMPRESS_OPTIONS = [
+    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
+    click.option("--teacher", type=str, help="file.py:factory, package.module:factory, or a torch.export .pt2 file. "
+                                             "Default: the embedded ResNet teacher."),
+    click.option("--weights", type=str, help="State-dict file for --teacher (loaded with weights_only=True)."),
+    click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
+                                          "or 'digits' (the embedded default)."),
+    click.option("--resolution", type=int, help="Resize images to this square side (digits default: 32)."),
+    click.option("--normalize", type=str, help="Input normalisation, as your teacher was trained: dataset "
+                                               "(default: the data's own mean and std), none (pixels scaled to "
+                                               "[0, 1]), or MEAN/STD, e.g. 0.485,0.456,0.406/0.229,0.224,0.225."),
+    click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
+    click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
+    click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
+    click.option("--min-accuracy", type=float, help="Accuracy budget: the shipped student's test accuracy, a "
+                                                    "fraction (e.g. 0.97)."),
+    click.option("--max-accuracy-drop", type=float, help="Accuracy budget: at most this many percentage points "
+                                                         "below the teacher's test accuracy (e.g. 1.0)."),
+    click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
+                                           "(the teacher with fewer channels) (default: mbv2)."),
+    click.option("--proxy", type=str, help="Training-free score: diswot, diswot_init, naswot, synflow, grad_norm, "
+                                           "params (default: diswot)."),
+    click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
+    click.option("--latency-anchors", type=int,
+                 help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "
+                      "fewer: a quicker, less accurate fit)."),
+    click.option("--precision", type=click.Choice(["int8", "fp32"]),
+                 help="Deployment precision the search checks the budgets for (default: int8)."),
+    click.option("--epochs", type=int, help="Distillation epochs (default: 40)."),
+    click.option("--lr", type=float, help="Peak learning rate (default: 0.005)."),
+    click.option("--batch-size", type=int, help="Training batch size (default: 64)."),
+    click.option("--temperature", type=float, help="KD temperature (default: 4)."),
+    click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
+    click.option("--losses", type=str, help="Distillation losses with weights, e.g. kd:1,dkd:0.5 "
+                                            "(kd, dkd, dist, hint, rkd, at; default: kd)."),
+    click.option("--hint-student", type=str, help="Student module paths tapped for hint/at/rkd (comma-separated)."),
+    click.option("--hint-teacher", type=str, help="Teacher module paths paired with --hint-student."),
+    click.option("--labels/--no-labels", default=None, help="--no-labels: learn from the teacher's soft labels "
+                                                            "alone (unlabelled data)."),
+    click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
+    click.option("--qat-lr", type=float, help="Peak learning rate of the quantization-aware epochs "
+                                              "(default: --lr / 10)."),
+    click.option("--qat-full-range/--qat-reduced-range", default=None,
+                 help="QAT int8 weights in [-127, 127], for CPUs with int8 dot products (x86 VNNI, ARM), or in "
+                      "[-64, 64] (default: safe on every x86 CPU, where older int8 kernels saturate)."),
+    click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
+    click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
+    click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
+    click.option("--prune-round-to", type=int, help="Keep pruned channel counts multiples of this."),
+    click.option("--seed", type=int, help="Random seed (default: 0)."),
+    click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
+                 help="int8 calibration method (default: minmax)."),
+    click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
+                                                    "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
+    click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
+    click.option("--distilled", type=str, help="Export, validate and report the student `edgekd distill --out DIR` "
+                                               "trained in DIR, without searching or training again."),
+    click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
+    click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages."),
+]
+
+
+# Options of compress that the search stage does not take.
+_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
+                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
+                  "--qat-full-range", "--target-ms",
+                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
+                  "--min-accuracy", "--max-accuracy-drop", "--distilled"}
+# Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
+_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop", "--distilled"}
+
+
+def _flag(option: Any) -> str:
+    probe = option(lambda: None)
+    return probe.__click_params__[0].opts[0]
+
+
+# search writes one JSON file, not a folder: its --out and --force say so.
+_SEARCH_FILE_OPTIONS = {
+    "--out": click.option("--out", "-o", type=str,
+                          help="Ranking JSON file to write (default: search.json); compress and distill take it "
+                               "with --search."),
+    "--force": click.option("--force", is_flag=True, help="Replace an existing --out file."),
+}
+
+
+def _search_options() -> list:
+    return [_SEARCH_FILE_OPTIONS.get(_flag(o), o) for o in _COMPRESS_OPTIONS if _flag(o) not in _TRAINING_ONLY]
+
+
+def _distill_options() -> list:
+    return [o for o in _COMPRESS_OPTIONS if _flag(o) not in _EXPORT_ONLY] + [
+        click.option("--resume", is_flag=True, help="Continue the run whose checkpoint.pt is in --out.")]
+
+
+def _with_options(options: list) -> Any:
+    def wrap(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any]) -> tuple:
+    """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger."""
+    from edgekd.pipeline import load_recipe
+
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    force = bool(flags.pop("force"))
+    for name, value in flags.items():
+        given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        if value is not None and (given or name not in values):
+            values[name] = value
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
+    return values, force, log
+
+
+@cli.command()
+@_with_options(_COMPRESS_OPTIONS)
+@click.pass_context
+def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
+    """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline import compress as run
+    from edgekd.report import summary_table
+
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    if values.get("distilled"):
+        _refuse_training_flags(ctx)
+    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    result = run(config, log=log)
+    manifest = result.manifest
+    click.echo(summary_table(manifest))
+    for note in manifest["notes"]:
+        click.echo(f"note: {note}")
+    verdict = "PASS" if result.passed else "FAIL"
+    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ "
+               "(report.html, report.md, manifest.json)")
+    if not result.passed:
+        ctx.exit(1)
+
+
+def _refuse_training_flags(ctx: click.Context) -> None:
+    """With --distilled the student is trained already: a search or training flag would be ignored."""
+    from edgekd.distilled import TRAINED_WITH
+    from edgekd.errors import ConfigError
+
+    given = [k for k in TRAINED_WITH if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --distilled (the student is trained "
+                          "already, with the recipe in its distill.json)",
+                          "drop it, or train again without --distilled")
+
+
+@cli.command("search")
+@_with_options(_search_options())
+@click.pass_context
+def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
+    """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
+    from edgekd.pipeline import CompressConfig, run_search
+
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    out = values.pop("out", None) or "search.json"
+    config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
+    result = run_search(config, out, force=force, log=log)
+    click.echo(f"| rank | params | est. {result.precision} KB | score | measured ms | predicted ms | space | config |")
+    click.echo("|---:|---:|---:|---:|---:|---:|---|---|")
+    for rank, c in enumerate(result.candidates[:10], 1):
+        ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
+        pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
+        click.echo(f"| {rank} | {c.params:,} | {c.size_bytes / 1024:.1f} | {c.score:.3f} | {ms} | {pred} | "
+                   f"{c.spec.space} | {c.spec.config} |")
+    click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
+               f"{result.measured} measured")
+    click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")
+
+
+@cli.command("distill")
+@_with_options(_distill_options())
+@click.pass_context
+def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: bool, **flags: Any) -> None:
+    """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
+    student.pt, student-fp32.onnx and distill.json to --out, with a checkpoint after every epoch."""
+    from edgekd.pipeline import CompressConfig, run_distill
+
+    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    out = values.pop("out", None) or "edgekd-distill"
+    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    trained = run_distill(config, out, resume=resume, log=log)
+    click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()} "
+               f"-> {out}/ (student.pt, distill.json)")
