@@ -1,177 +1,13 @@
-"""Frozen dataclasses that cross stage boundaries; each converts to and from plain JSON data."""
+"""What distillation takes (DistillConfig, its losses) and what it hands on (DistillResult)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edgekd.errors import ConfigError
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What the deployed student must meet. ``None`` means unconstrained. Accuracy is measured on the
-    data's test split: ``min_accuracy`` as a fraction, ``max_accuracy_drop`` in percentage points below the
-    teacher measured in the same validation."""
-
-    latency_ms: float | None = None
-    max_size_kb: float | None = None
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None
-
-    def __post_init__(self) -> None:
-        flags = {"latency_ms": "--budget-ms", "max_size_kb": "--max-size-kb", "min_accuracy": "--min-accuracy",
-                 "max_accuracy_drop": "--max-accuracy-drop"}
-        for name, flag in flags.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"{flag} must be a number, got {value!r}", "pass a positive number")
-        for name, flag in (("latency_ms", "--budget-ms"), ("max_size_kb", "--max-size-kb")):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{flag} must be positive, got {value:g}", f"pass {flag} greater than 0")
-        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
-            raise ConfigError(f"--min-accuracy is a fraction in (0, 1], got {self.min_accuracy:g}",
-                              "pass e.g. 0.97 for 97%")
-        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 100:
-            raise ConfigError(f"--max-accuracy-drop is in percentage points below the teacher, got "
-                              f"{self.max_accuracy_drop:g}", "pass e.g. 1.0 to allow one point less than the teacher")
-
-    @property
-    def checks_accuracy(self) -> bool:
-        return self.min_accuracy is not None or self.max_accuracy_drop is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Budget:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """A latency distribution measured on a profile's runtime, in milliseconds."""
-
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    cv: float  # coefficient of variation of the per-repeat medians
-    runs: int
-    repeats: int
-    onnxruntime: str = ""  # the runtime version that measured it, as the device reported it ("" if unknown)
-    # The undisturbed latency on a shared machine (see calibrate.measure_relative); 0 when the runner
-    # cannot tell (onnxruntime_perf_test prints no low percentile).
-    p10_ms: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    """A point in a search space: the space's name and its JSON-able architecture config."""
-
-    space: str
-    config: dict[str, Any] = field(hash=False)
-
-    def key(self) -> str:
-        import json
-
-        return f"{self.space}:{json.dumps(self.config, sort_keys=True)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"space": self.space, "config": self.config}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudentSpec:
-        return cls(space=data["space"], config=dict(data["config"]))
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
-
-    spec: StudentSpec
-    params: int
-    size_bytes: int
-    score: float
-    latency_ms: float | None = None
-    predicted_ms: float | None = None  # from the profile's calibrated latency table, when there is one
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec.to_dict(),
-            "params": self.params,
-            "size_bytes": self.size_bytes,
-            "score": self.score,
-            "latency_ms": self.latency_ms,
-            "predicted_ms": self.predicted_ms,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(
-            spec=StudentSpec.from_dict(data["spec"]),
-            params=int(data["params"]),
-            size_bytes=int(data["size_bytes"]),
-            score=float(data["score"]),
-            latency_ms=data.get("latency_ms"),
-            predicted_ms=data.get("predicted_ms"),
-        )
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    chosen: Candidate
-    candidates: tuple[Candidate, ...]
-    proxy: str
-    evaluated: int
-    measured: int
-    seconds: float
-    latency_source: str = "measured"  # or "predicted+measured" with a calibrated table
-    pareto: tuple[str, ...] = ()  # spec keys of the candidates on the score-vs-latency Pareto front
-    precision: str = "fp32"  # the deployment precision the latency constraint was checked for
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "latency_source": self.latency_source,
-            "precision": self.precision,
-            "pareto": list(self.pareto),
-            "chosen": self.chosen.to_dict(),
-            "candidates": [c.to_dict() for c in self.candidates],
-            "proxy": self.proxy,
-            "evaluated": self.evaluated,
-            "measured": self.measured,
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
-        return cls(
-            chosen=Candidate.from_dict(data["chosen"]),
-            candidates=tuple(Candidate.from_dict(c) for c in data["candidates"]),
-            proxy=data["proxy"],
-            evaluated=int(data["evaluated"]),
-            measured=int(data["measured"]),
-            seconds=float(data["seconds"]),
-            latency_source=data.get("latency_source", "measured"),
-            pareto=tuple(data.get("pareto", ())),
-            precision=data.get("precision", "fp32"),
-        )
 
 
 def parse_losses(spec: Any) -> tuple[tuple[str, float], ...]:
@@ -327,7 +163,7 @@ class DistillConfig:
         return self.epochs - self.qat_epochs + 1 if self.qat_epochs else 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
+        data = dataclasses.asdict(self)
         data["losses"] = dict(self.losses)
         data["student_taps"], data["teacher_taps"] = list(self.student_taps), list(self.teacher_taps)
         return data
@@ -345,7 +181,7 @@ class EpochRecord:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
@@ -391,104 +227,3 @@ class DistillResult:
             "qat_start": self.qat_start,
             "history": [h.to_dict() for h in self.history],
         }
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One exported model file."""
-
-    name: str  # e.g. "student-int8"
-    role: str  # "teacher" | "student"
-    precision: str  # "fp32" | "int8"
-    path: str
-    exporter: str
-    opset: int
-    sha256: str
-    size_bytes: int
-    details: dict[str, Any] = field(default_factory=dict, hash=False)  # exporter specifics, e.g. excluded nodes
-
-    def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Artifact:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class Parity:
-    top1_agreement: float
-    max_abs_diff: float
-    reference: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
-
-
-@dataclass(frozen=True)
-class ArtifactReport:
-    """Validation of one artifact on one profile."""
-
-    artifact: Artifact
-    checker_ok: bool
-    parity: Parity | None
-    accuracy: float | None
-    latency: LatencyStats | None
-    verdicts: dict[str, bool] = field(hash=False)
-
-    @property
-    def passed(self) -> bool:
-        return self.checker_ok and all(self.verdicts.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact.to_dict(),
-            "checker_ok": self.checker_ok,
-            "parity": self.parity.to_dict() if self.parity else None,
-            "accuracy": self.accuracy,
-            "latency": self.latency.to_dict() if self.latency else None,
-            "verdicts": dict(self.verdicts),
-            "passed": self.passed,
-        }
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """All artifacts of one run, validated side by side, and which one ships."""
-
-    profile: str
-    budget: Budget
-    reports: tuple[ArtifactReport, ...]
-    primary: str  # name of the artifact that ships
-    notes: tuple[str, ...] = ()
-    rounds: int = 1  # interleaved latency runs; each artifact reports its median run
-    int8_speedup: tuple[float, ...] = ()  # fp32 p50 / int8 p50 of the students, per run (empty without twins)
-
-    def get(self, name: str) -> ArtifactReport:
-        for report in self.reports:
-            if report.artifact.name == name:
-                return report
-        raise KeyError(name)
-
-    @property
-    def passed(self) -> bool:
-        return self.get(self.primary).passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile,
-            "budget": self.budget.to_dict(),
-            "primary": self.primary,
-            "passed": self.passed,
-            "notes": list(self.notes),
-            **self.latency_dict(),
-            "artifacts": [r.to_dict() for r in self.reports],
-        }
-
-    def latency_dict(self) -> dict[str, Any]:
-        """How latency was decided: the run count and the int8 student's speedup over its fp32 twin."""
-        import statistics
-
-        speedup = ({"median": statistics.median(self.int8_speedup), "runs": list(self.int8_speedup)}
-                   if self.int8_speedup else None)
-        return {"latency_rounds": self.rounds, "int8_speedup": speedup}

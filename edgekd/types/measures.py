@@ -1,0 +1,77 @@
+"""What a student must meet (Budget) and what a latency measurement found (LatencyStats)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from edgekd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the deployed student must meet. ``None`` means unconstrained. Accuracy is measured on the
+    data's test split: ``min_accuracy`` as a fraction, ``max_accuracy_drop`` in percentage points below the
+    teacher measured in the same validation."""
+
+    latency_ms: float | None = None
+    max_size_kb: float | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        flags = {"latency_ms": "--budget-ms", "max_size_kb": "--max-size-kb", "min_accuracy": "--min-accuracy",
+                 "max_accuracy_drop": "--max-accuracy-drop"}
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{flag} must be a number, got {value!r}", "pass a positive number")
+        for name, flag in (("latency_ms", "--budget-ms"), ("max_size_kb", "--max-size-kb")):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{flag} must be positive, got {value:g}", f"pass {flag} greater than 0")
+        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
+            raise ConfigError(f"--min-accuracy is a fraction in (0, 1], got {self.min_accuracy:g}",
+                              "pass e.g. 0.97 for 97%")
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 100:
+            raise ConfigError(f"--max-accuracy-drop is in percentage points below the teacher, got "
+                              f"{self.max_accuracy_drop:g}", "pass e.g. 1.0 to allow one point less than the teacher")
+
+    @property
+    def checks_accuracy(self) -> bool:
+        return self.min_accuracy is not None or self.max_accuracy_drop is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Budget:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """A latency distribution measured on a profile's runtime, in milliseconds."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    cv: float  # coefficient of variation of the per-repeat medians
+    runs: int
+    repeats: int
+    onnxruntime: str = ""  # the runtime version that measured it, as the device reported it ("" if unknown)
+    # The undisturbed latency on a shared machine (see calibrate.measure_relative); 0 when the runner
+    # cannot tell (onnxruntime_perf_test prints no low percentile).
+    p10_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        return cls(**data)

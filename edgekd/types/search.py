@@ -1,0 +1,99 @@
+"""What search hands on: a student architecture, its scored candidates and the ranked result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A point in a search space: the space's name and its JSON-able architecture config."""
+
+    space: str
+    config: dict[str, Any] = field(hash=False)
+
+    def key(self) -> str:
+        import json
+
+        return f"{self.space}:{json.dumps(self.config, sort_keys=True)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentSpec:
+        return cls(space=data["space"], config=dict(data["config"]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
+
+    spec: StudentSpec
+    params: int
+    size_bytes: int
+    score: float
+    latency_ms: float | None = None
+    predicted_ms: float | None = None  # from the profile's calibrated latency table, when there is one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+            "score": self.score,
+            "latency_ms": self.latency_ms,
+            "predicted_ms": self.predicted_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(
+            spec=StudentSpec.from_dict(data["spec"]),
+            params=int(data["params"]),
+            size_bytes=int(data["size_bytes"]),
+            score=float(data["score"]),
+            latency_ms=data.get("latency_ms"),
+            predicted_ms=data.get("predicted_ms"),
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    proxy: str
+    evaluated: int
+    measured: int
+    seconds: float
+    latency_source: str = "measured"  # or "predicted+measured" with a calibrated table
+    pareto: tuple[str, ...] = ()  # spec keys of the candidates on the score-vs-latency Pareto front
+    precision: str = "fp32"  # the deployment precision the latency constraint was checked for
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_source": self.latency_source,
+            "precision": self.precision,
+            "pareto": list(self.pareto),
+            "chosen": self.chosen.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "proxy": self.proxy,
+            "evaluated": self.evaluated,
+            "measured": self.measured,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
+        return cls(
+            chosen=Candidate.from_dict(data["chosen"]),
+            candidates=tuple(Candidate.from_dict(c) for c in data["candidates"]),
+            proxy=data["proxy"],
+            evaluated=int(data["evaluated"]),
+            measured=int(data["measured"]),
+            seconds=float(data["seconds"]),
+            latency_source=data.get("latency_source", "measured"),
+            pareto=tuple(data.get("pareto", ())),
+            precision=data.get("precision", "fp32"),
+        )

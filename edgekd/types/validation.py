@@ -1,0 +1,110 @@
+"""What export and validation hand on: artifacts and their reports against a budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekd.types.measures import Budget, LatencyStats
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported model file."""
+
+    name: str  # e.g. "student-int8"
+    role: str  # "teacher" | "student"
+    precision: str  # "fp32" | "int8"
+    path: str
+    exporter: str
+    opset: int
+    sha256: str
+    size_bytes: int
+    details: dict[str, Any] = field(default_factory=dict, hash=False)  # exporter specifics, e.g. excluded nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Parity:
+    top1_agreement: float
+    max_abs_diff: float
+    reference: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactReport:
+    """Validation of one artifact on one profile."""
+
+    artifact: Artifact
+    checker_ok: bool
+    parity: Parity | None
+    accuracy: float | None
+    latency: LatencyStats | None
+    verdicts: dict[str, bool] = field(hash=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.checker_ok and all(self.verdicts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact.to_dict(),
+            "checker_ok": self.checker_ok,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "accuracy": self.accuracy,
+            "latency": self.latency.to_dict() if self.latency else None,
+            "verdicts": dict(self.verdicts),
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """All artifacts of one run, validated side by side, and which one ships."""
+
+    profile: str
+    budget: Budget
+    reports: tuple[ArtifactReport, ...]
+    primary: str  # name of the artifact that ships
+    notes: tuple[str, ...] = ()
+    rounds: int = 1  # interleaved latency runs; each artifact reports its median run
+    int8_speedup: tuple[float, ...] = ()  # fp32 p50 / int8 p50 of the students, per run (empty without twins)
+
+    def get(self, name: str) -> ArtifactReport:
+        for report in self.reports:
+            if report.artifact.name == name:
+                return report
+        raise KeyError(name)
+
+    @property
+    def passed(self) -> bool:
+        return self.get(self.primary).passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "budget": self.budget.to_dict(),
+            "primary": self.primary,
+            "passed": self.passed,
+            "notes": list(self.notes),
+            **self.latency_dict(),
+            "artifacts": [r.to_dict() for r in self.reports],
+        }
+
+    def latency_dict(self) -> dict[str, Any]:
+        """How latency was decided: the run count and the int8 student's speedup over its fp32 twin."""
+        import statistics
+
+        speedup = ({"median": statistics.median(self.int8_speedup), "runs": list(self.int8_speedup)}
+                   if self.int8_speedup else None)
+        return {"latency_rounds": self.rounds, "int8_speedup": speedup}
