@@ -169,11 +169,11 @@ def test_nan_loss_stops_with_a_clear_error(data):
 
 
 def test_cached_teacher_features_match_per_batch_ones(data, teacher, monkeypatch):
-    import edgekd.distill.trainer as trainer
+    import edgekd.distill.teacher_side as teacher_side
 
     cfg = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=False, losses="kd:1,hint:1,rkd:1")
     cached = distill(student(), data, cfg, teacher=teacher, progress=False)
-    monkeypatch.setattr(trainer, "CACHE_LIMIT_BYTES", 0)
+    monkeypatch.setattr(teacher_side, "CACHE_LIMIT_BYTES", 0)
     per_batch = distill(student(), data, cfg, teacher=teacher, progress=False)
     for a, b in zip(cached.history, per_batch.history):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)

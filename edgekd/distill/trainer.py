@@ -11,17 +11,16 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd.data import Dataset
+from edgekd.distill.run_state import Progress, RunState
+from edgekd.distill.teacher_side import attach_features, teacher_cache, teacher_forward
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.types import DistillConfig, DistillResult, EpochRecord, parse_losses
-
-CACHE_LIMIT_BYTES = 1 << 30  # teacher features beyond this are recomputed per batch, not cached
 
 
 def predict(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -38,50 +37,6 @@ def predict(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
-
-
-@dataclass(eq=False)
-class _Progress:
-    """What an epoch changes besides the weights; a checkpoint stores it."""
-
-    epoch: int = 0
-    best_state: dict[str, Any] | None = None
-    best_acc: float = -1.0
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    history: list[EpochRecord] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Run:
-    """Everything one ``distill`` call trains with."""
-
-    student: Any
-    teacher: Any
-    config: DistillConfig
-    terms: tuple[tuple[str, float], ...]
-    x: Any  # torch tensors of the training split
-    y: Any  # int64, -1 where the label is unknown or unused
-    rng: np.random.Generator
-    val_index: np.ndarray
-    val_targets: np.ndarray
-    selected_on: str
-    x_val: np.ndarray
-    parts: Any = None  # nn.ModuleDict of learned loss parts (hint projectors)
-    student_taps: Any = None
-    teacher_taps: Any = None
-    cache: Any = None  # (teacher logits, teacher features) over the training split
-    opt: Any = None
-    sched: Any = None
-    arch: str = ""
-    run_info: dict[str, Any] = field(default_factory=dict)
-    world: Any = None  # ddp.World: this process's rank among the training processes
-    step: Any = None  # (index, inputs) -> loss; a DistributedDataParallel module with several processes
-
-    def close(self) -> None:
-        for taps in (self.student_taps, self.teacher_taps):
-            if taps is not None:
-                taps.remove()
 
 
 def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
@@ -110,7 +65,7 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
         torch.manual_seed(config.seed)
         run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
         try:
-            state = _restore(run, load_from) if load_from else _Progress()
+            state = _restore(run, load_from) if load_from else Progress()
             run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
             _train(run, state, save_to, progress and world.main, desc)
         finally:
@@ -123,7 +78,7 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
                          str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None)
 
 
-def _train(run: _Run, state: _Progress, save_to: Path | None, progress: bool, desc: str) -> None:
+def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str) -> None:
     """The epochs left: train, validate, keep the best, checkpoint (rank 0 only)."""
     from tqdm.auto import tqdm
 
@@ -168,7 +123,7 @@ def _checkpoint_paths(checkpoint: str | Path | None, resume: bool | str | Path) 
 
 
 def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, terms: tuple[tuple[str, float], ...],
-           rng: np.random.Generator, world: Any) -> _Run:
+           rng: np.random.Generator, world: Any) -> RunState:
     import torch
 
     from edgekd.distill.checkpoint import arch_fingerprint
@@ -184,7 +139,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     if world.size > config.batch_size:
         raise ConfigError(f"batch size {config.batch_size} is smaller than the {world.size} training processes",
                           f"use a batch size of at least {world.size}")
-    run = _Run(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, val_targets,
+    run = RunState(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, val_targets,
                selected_on, data.x_val, parts=torch.nn.ModuleDict(), world=world)
     try:
         if guide is not None:
@@ -193,8 +148,8 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
             if t_shape != s_shape:
                 raise ModelError(f"teacher and student outputs differ in shape: teacher {t_shape}, student "
                                  f"{s_shape}", f"build the student with the teacher's {t_shape[-1]} outputs")
-            _attach_features(run, s_seen, t_seen)
-            run.cache = _teacher_cache(run) if not config.augment else None
+            attach_features(run, s_seen, t_seen)
+            run.cache = teacher_cache(run) if not config.augment else None
         # The fp32 epochs get a whole one-cycle of their own; QAT fine-tunes afterwards (_qat_optimizer).
         steps = (config.epochs - config.qat_epochs) * math.ceil(len(labels) / config.batch_size)
         run.opt = torch.optim.AdamW(_trained(run), lr=config.lr, weight_decay=config.weight_decay)
@@ -242,68 +197,7 @@ def _val_targets(data: Dataset, teacher: Any) -> tuple[np.ndarray, np.ndarray, s
     return np.arange(len(data.y_val)), predict(teacher, data.x_val).argmax(1), "teacher_agreement"
 
 
-def _attach_features(run: _Run, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
-    """Hooks on the tapped layers and the learned parts the feature losses need."""
-    from edgekd.distill.losses import LOSSES
-    from edgekd.distill.taps import Taps, default_tap, feature_maps, find_module, tap_shapes
-
-    if not any(LOSSES.get(name).features for name, _ in run.terms):
-        return
-    if not hasattr(run.teacher, "get_submodule"):
-        raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
-                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
-                          "file.py:factory with its weights")
-    cfg = run.config
-    s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
-    t_paths = cfg.teacher_taps or (default_tap(t_seen, "teacher"),)
-    for model, paths, seen, role in ((run.student, s_paths, s_seen, "student"),
-                                     (run.teacher, t_paths, t_seen, "teacher")):
-        for path in paths:
-            find_module(model, path, role, feature_maps(seen))
-    shapes = list(zip(tap_shapes(s_seen, s_paths, "student"), tap_shapes(t_seen, t_paths, "teacher")))
-    if "at" in dict(run.terms) and any(len(s) != 4 or len(t) != 4 for s, t in shapes):
-        raise ConfigError(f"attention transfer needs 4-D feature maps; the tapped shapes are {shapes}",
-                          "tap convolutional layers for 'at'")
-    for name, _ in run.terms:
-        build = LOSSES.get(name).build
-        if build is not None:
-            run.parts[name] = build(shapes)
-    run.student_taps = Taps(run.student, s_paths, "student")
-    run.teacher_taps = Taps(run.teacher, t_paths, "teacher")
-
-
-def _teacher_forward(run: _Run, xb: Any) -> tuple[Any, tuple[Any, ...]]:
-    import torch
-
-    with torch.no_grad():
-        if run.teacher_taps is None:
-            return run.teacher(xb).float(), ()
-        with run.teacher_taps.capture() as taps:
-            logits = run.teacher(xb).float()
-            return logits, tuple(f.float() for f in taps.features())
-
-
-def _teacher_cache(run: _Run, batch: int = 512) -> tuple[Any, tuple[Any, ...]] | None:
-    """Without augmentation the teacher sees the same inputs every epoch: run it once."""
-    import torch
-
-    per_image = sum(math.prod(s[1:]) for s in _tapped_shapes(run))
-    if per_image * 4 * len(run.x) > CACHE_LIMIT_BYTES:
-        return None
-    chunks = [_teacher_forward(run, run.x[i:i + batch]) for i in range(0, len(run.x), batch)]
-    logits = torch.cat([c[0] for c in chunks])
-    feats = tuple(torch.cat([c[1][k] for c in chunks]) for k in range(len(chunks[0][1])))
-    return logits, feats
-
-
-def _tapped_shapes(run: _Run) -> list[tuple[int, ...]]:
-    if run.teacher_taps is None:
-        return []
-    _, feats = _teacher_forward(run, run.x[:1])
-    return [tuple(f.shape) for f in feats]
-
-
-def _run_info(run: _Run, data: Dataset) -> dict[str, Any]:
+def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
     """What makes two runs the same run; a checkpoint records it and resume compares it."""
     from edgekd.distill.checkpoint import arch_fingerprint, data_fingerprint
 
@@ -318,7 +212,7 @@ def _run_info(run: _Run, data: Dataset) -> dict[str, Any]:
     return json.loads(json.dumps(info))
 
 
-def _train_epoch(run: _Run, epoch: int, state: _Progress, save_to: Path | None) -> float:
+def _train_epoch(run: RunState, epoch: int, state: Progress, save_to: Path | None) -> float:
     import torch
 
     from edgekd.distill.ddp import global_mean, shard, sync_buffers
@@ -349,13 +243,13 @@ def _train_epoch(run: _Run, epoch: int, state: _Progress, save_to: Path | None) 
     return total / n
 
 
-def _loss(run: _Run, index: Any, xb: Any) -> Any:
+def _loss(run: RunState, index: Any, xb: Any) -> Any:
     from edgekd.distill.losses import total_loss
 
     return total_loss(run.terms, _batch(run, index, xb), run.config, run.parts)
 
 
-def _batch(run: _Run, index: Any, xb: Any) -> Any:
+def _batch(run: RunState, index: Any, xb: Any) -> Any:
     from edgekd.distill.losses import Batch
 
     t_logits, t_feats = None, ()
@@ -363,7 +257,7 @@ def _batch(run: _Run, index: Any, xb: Any) -> Any:
         if run.cache is not None:
             t_logits, t_feats = run.cache[0][index], tuple(f[index] for f in run.cache[1])
         else:
-            t_logits, t_feats = _teacher_forward(run, xb)
+            t_logits, t_feats = teacher_forward(run, xb)
     if run.student_taps is None:
         return Batch(run.student(xb), t_logits, run.y[index])
     with run.student_taps.capture() as taps:
@@ -371,7 +265,7 @@ def _batch(run: _Run, index: Any, xb: Any) -> Any:
         return Batch(logits, t_logits, run.y[index], taps.features(), t_feats)
 
 
-def _record(run: _Run, state: _Progress, epoch: int, train_loss: float, seconds: float) -> None:
+def _record(run: RunState, state: Progress, epoch: int, train_loss: float, seconds: float) -> None:
     """Validate, append to the history and keep the best weights."""
     val_acc, val_loss = _validate(run)
     state.history.append(EpochRecord(epoch, train_loss, val_acc, seconds))
@@ -382,13 +276,13 @@ def _record(run: _Run, state: _Progress, epoch: int, train_loss: float, seconds:
         state.best_state = copy.deepcopy(run.student.state_dict())
 
 
-def _validate(run: _Run) -> tuple[float, float]:
+def _validate(run: RunState) -> tuple[float, float]:
     """(accuracy, negative log-likelihood) on the validation targets."""
     logits = predict(run.student, run.x_val)[run.val_index]
     return accuracy(logits, run.val_targets), _nll(logits, run.val_targets)
 
 
-def _save(run: _Run, state: _Progress, path: Path) -> None:
+def _save(run: RunState, state: Progress, path: Path) -> None:
     from edgekd.distill.checkpoint import rng_state, save_checkpoint
 
     save_checkpoint(path, {
@@ -406,7 +300,7 @@ def _save(run: _Run, state: _Progress, path: Path) -> None:
     })
 
 
-def _restore(run: _Run, path: Path) -> _Progress:
+def _restore(run: RunState, path: Path) -> Progress:
     from edgekd.distill.checkpoint import load_checkpoint, set_rng_state
 
     data = load_checkpoint(path, run.arch, run.run_info)
@@ -419,11 +313,11 @@ def _restore(run: _Run, path: Path) -> _Progress:
     run.sched.load_state_dict(data["scheduler"])
     set_rng_state(data["rng"], run.rng)
     best = data["best"]
-    return _Progress(int(data["epoch"]), best["state"], float(best["accuracy"]), float(best["loss"]),
+    return Progress(int(data["epoch"]), best["state"], float(best["accuracy"]), float(best["loss"]),
                      int(best["epoch"]), [EpochRecord.from_dict(h) for h in data["history"]])
 
 
-def _prepare_qat(run: _Run) -> None:
+def _prepare_qat(run: RunState) -> None:
     from edgekd.distill import ddp
     from edgekd.distill.qat import prepare_qat
 
@@ -432,7 +326,7 @@ def _prepare_qat(run: _Run) -> None:
         run.step = ddp.wrap(run.world, run.student, run.parts, lambda index, xb: _loss(run, index, xb))
 
 
-def _begin_qat(run: _Run, state: _Progress) -> None:
+def _begin_qat(run: RunState, state: Progress) -> None:
     """Fake-quantize the best fp32 epoch's student, set its observers from the training images, and
     choose the best epoch among the QAT student's from now on (an fp32 state does not fit it). The
     calibrated student before any QAT step is the first candidate: post-training quantization of the
@@ -449,7 +343,7 @@ def _begin_qat(run: _Run, state: _Progress) -> None:
     state.best_state = copy.deepcopy(run.student.state_dict())
 
 
-def _qat_optimizer(run: _Run) -> None:
+def _qat_optimizer(run: RunState) -> None:
     """A fresh AdamW for the fake-quantized student (the fp32 phase's moments describe another loss
     surface), its learning rate annealed from ``qat_peak_lr`` to 0 over the QAT steps."""
     import torch
@@ -460,7 +354,7 @@ def _qat_optimizer(run: _Run) -> None:
     run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=steps)
 
 
-def _trained(run: _Run) -> list[Any]:
+def _trained(run: RunState) -> list[Any]:
     """What the optimizer trains: the student and the losses' learned parts (projectors)."""
     return list(run.student.parameters()) + list(run.parts.parameters())
 

@@ -1,0 +1,74 @@
+"""The teacher's side of a distillation run: hooks on the layers the feature losses tap, its forward
+pass without gradients, and its outputs over the training split computed once when inputs do not change
+between epochs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgekd.distill.run_state import RunState
+from edgekd.errors import ConfigError
+
+CACHE_LIMIT_BYTES = 1 << 30  # teacher features beyond this are recomputed per batch, not cached
+
+
+def attach_features(run: RunState, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
+    """Hooks on the tapped layers and the learned parts the feature losses need."""
+    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.taps import Taps, default_tap, feature_maps, find_module, tap_shapes
+
+    if not any(LOSSES.get(name).features for name, _ in run.terms):
+        return
+    if not hasattr(run.teacher, "get_submodule"):
+        raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
+                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
+                          "file.py:factory with its weights")
+    cfg = run.config
+    s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
+    t_paths = cfg.teacher_taps or (default_tap(t_seen, "teacher"),)
+    for model, paths, seen, role in ((run.student, s_paths, s_seen, "student"),
+                                     (run.teacher, t_paths, t_seen, "teacher")):
+        for path in paths:
+            find_module(model, path, role, feature_maps(seen))
+    shapes = list(zip(tap_shapes(s_seen, s_paths, "student"), tap_shapes(t_seen, t_paths, "teacher")))
+    if "at" in dict(run.terms) and any(len(s) != 4 or len(t) != 4 for s, t in shapes):
+        raise ConfigError(f"attention transfer needs 4-D feature maps; the tapped shapes are {shapes}",
+                          "tap convolutional layers for 'at'")
+    for name, _ in run.terms:
+        build = LOSSES.get(name).build
+        if build is not None:
+            run.parts[name] = build(shapes)
+    run.student_taps = Taps(run.student, s_paths, "student")
+    run.teacher_taps = Taps(run.teacher, t_paths, "teacher")
+
+
+def teacher_forward(run: RunState, xb: Any) -> tuple[Any, tuple[Any, ...]]:
+    import torch
+
+    with torch.no_grad():
+        if run.teacher_taps is None:
+            return run.teacher(xb).float(), ()
+        with run.teacher_taps.capture() as taps:
+            logits = run.teacher(xb).float()
+            return logits, tuple(f.float() for f in taps.features())
+
+
+def teacher_cache(run: RunState, batch: int = 512) -> tuple[Any, tuple[Any, ...]] | None:
+    """Without augmentation the teacher sees the same inputs every epoch: run it once."""
+    import torch
+
+    per_image = sum(math.prod(s[1:]) for s in _tapped_shapes(run))
+    if per_image * 4 * len(run.x) > CACHE_LIMIT_BYTES:
+        return None
+    chunks = [teacher_forward(run, run.x[i:i + batch]) for i in range(0, len(run.x), batch)]
+    logits = torch.cat([c[0] for c in chunks])
+    feats = tuple(torch.cat([c[1][k] for c in chunks]) for k in range(len(chunks[0][1])))
+    return logits, feats
+
+
+def _tapped_shapes(run: RunState) -> list[tuple[int, ...]]:
+    if run.teacher_taps is None:
+        return []
+    _, feats = teacher_forward(run, run.x[:1])
+    return [tuple(f.shape) for f in feats]
