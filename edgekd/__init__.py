@@ -21,7 +21,7 @@ _EXPORTS = {
     "PruneConfig": "edgekd.distill.prune",
     "int8_with_fallback": "edgekd.int8_fallback",
     "FallbackConfig": "edgekd.int8_fallback",
-    "recheck": "edgekd.validate",
+    "recheck": "edgekd.manifest_check",
     "write_html_report": "edgekd.report_html",
     "run_gate": "edgekd.gate",
     "search": "edgekd",  # a module that calls its function (edgekd.callable_module)

@@ -161,30 +161,24 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
 
 
 def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> str:
-    """The profile the manifest was measured on: its file when still there, else the same name here."""
+    """The profile the manifest was measured on (its file, or its name here), checked only when a
+    threshold needs it; its settings may have changed since, which is said, not refused (thresholds are
+    absolute, unlike ``validate --manifest``'s comparison with the recorded latency)."""
     from edgekd.errors import ProfileError
-    from edgekd.profiles import load_profile
+    from edgekd.profiles import load_recorded_profile
 
     recorded = manifest["profile"]
-    needed = any(k in values for k in ("max_latency", "baseline", "min_accuracy"))
-    for ref in (recorded.get("source"), recorded["name"]):
-        if not ref:
-            continue
-        try:
-            profile = load_profile(ref)
-        except ProfileError:
-            continue
-        if profile.name != recorded["name"]:
-            continue
-        if needed:
-            changed = profile.digest() != recorded.get("digest")
-            notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
-                " (its settings differ here from the recorded ones)" if changed else ""))
-        return ref
-    if needed:
+    if not any(k in values for k in ("max_latency", "baseline", "min_accuracy")):
+        return recorded["name"]
+    try:
+        profile = load_recorded_profile(recorded)
+    except ProfileError:
         raise ConfigError(f"manifest '{path}' was measured on profile '{recorded['name']}', which is not found here",
-                          "pass --profile with that profile's name or .toml file")
-    return recorded["name"]
+                          "pass --profile with that profile's name or .toml file") from None
+    changed = profile.digest() != recorded.get("digest")
+    notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
+        " (its settings differ here from the recorded ones)" if changed else ""))
+    return profile.source
 
 
 def pyproject_settings(path: Path = Path("pyproject.toml")) -> dict[str, Any]:

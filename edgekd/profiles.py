@@ -178,6 +178,20 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     return load_profile_file(files[text])
 
 
+def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
+    """The profile a manifest's ``profile`` section records: its file while that is still there and still
+    that profile, else the profile of that name here; ProfileError when neither loads."""
+    source, name = recorded.get("source"), recorded["name"]
+    if source and Path(source).is_file():
+        try:
+            profile = load_profile_file(Path(source))
+        except ProfileError:
+            profile = None
+        if profile is not None and profile.name == name:
+            return profile
+    return load_profile(name)
+
+
 def load_profile_file(path: Path) -> DeviceProfile:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -220,3 +220,16 @@ def test_profile_path_that_is_a_folder(tmp_path):
     folder.mkdir()
     with pytest.raises(ProfileError, match="is a folder, not a .toml file"):
         load_profile(str(folder))
+
+
+def test_load_recorded_profile_prefers_the_recorded_file_while_it_is_that_profile(tmp_path):
+    from edgekd.profiles import load_recorded_profile
+
+    board = tmp_path / "board.toml"
+    board.write_text('schema = 1\nname = "host-cpu-1t"\ndescription = "my copy"\n[runtime]\nintra_op_threads = 1\n')
+    assert load_recorded_profile({"name": "host-cpu-1t", "source": str(board)}).description == "my copy"
+    builtin = load_recorded_profile({"name": "host-cpu-1t", "source": str(tmp_path / "gone.toml")})
+    assert builtin.description != "my copy" and builtin.name == "host-cpu-1t"
+    assert load_recorded_profile({"name": "host-cpu", "source": str(board)}).name == "host-cpu"  # file renamed since
+    with pytest.raises(ProfileError, match="unknown profile 'lab-board'"):
+        load_recorded_profile({"name": "lab-board", "source": str(tmp_path / "gone.toml")})

@@ -93,7 +93,7 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
              resolution: int | None, normalize: str | None, profile: str | None, accuracy_tolerance: float,
              latency_tolerance: float, rounds: int, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
-    from edgekd.validate import RecheckConfig, recheck, recheck_table
+    from edgekd.manifest_check import RecheckConfig, recheck, recheck_table
 
     config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
                            profile=profile, accuracy_tolerance=accuracy_tolerance,

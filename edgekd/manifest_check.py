@@ -1,0 +1,223 @@
+"""Re-check a shipped artifact against its manifest entry (`edgekd validate MODEL --manifest manifest.json`):
+hash, size, opset, operators, signature, accuracy and latency as recorded, on the profile it was measured on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.fsutil import sha256
+from edgekd.gate import Check
+from edgekd.profiles import DeviceProfile
+from edgekd.types import Artifact
+from edgekd.validate import artifact_from_file
+
+
+@dataclass(frozen=True)
+class RecheckConfig:
+    """How strictly to re-check. ``profile`` None: the profile the manifest records (by its file, else its name)."""
+
+    artifact: str | None = None  # manifest entry name; default: the entry with the model's file name or hash
+    data: str | None = None  # default: the manifest's own data when it is the embedded 'digits'
+    resolution: int | None = None  # default: the recorded input size
+    normalize: str | None = None  # default: the recorded preprocessing (dataset, none or MEAN/STD otherwise)
+    profile: str | None = None
+    accuracy_tolerance: float = 0.005  # absolute, as a fraction
+    latency_tolerance: float = 0.10  # p50 may be this much slower than recorded
+    rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.accuracy_tolerance < 1:
+            raise ConfigError(f"accuracy tolerance {self.accuracy_tolerance} is outside [0, 1)", "pass e.g. 0.005")
+        if not 0 <= self.latency_tolerance < 1:
+            raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {self.rounds}", "pass --rounds 3")
+
+
+@dataclass(frozen=True)
+class RecheckResult:
+    model: str
+    manifest: str
+    artifact: str
+    checks: tuple[Check, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "manifest": self.manifest, "artifact": self.artifact, "passed": self.passed,
+                "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured}
+                           for c in self.checks],
+                "skipped": list(self.skipped)}
+
+
+def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig = RecheckConfig()) -> RecheckResult:
+    """Re-check ``model`` against its entry in ``manifest_path``: hash and size exactly, opset, operators and
+    I/O signature, accuracy within a tolerance, latency re-measured on the recorded profile."""
+    from edgekd.gate import load_manifest
+
+    manifest_path = Path(manifest_path)
+    manifest = load_manifest(manifest_path)  # another schema or version -> ArtifactError
+    art = artifact_from_file(model)
+    entry = _entry_for(manifest, manifest_path, art, config.artifact)
+    profile = recorded_profile(manifest, config.profile)
+    checks = _file_checks(art, entry["artifact"])
+    skipped = []
+    accuracy = _recheck_accuracy(Path(model), entry, manifest, profile, config)
+    checks += [accuracy] if isinstance(accuracy, Check) else []
+    skipped += [accuracy] if isinstance(accuracy, str) else []
+    if entry.get("latency"):
+        checks.append(_recheck_latency(Path(model), entry, manifest, manifest_path.parent, profile, config))
+    else:
+        skipped.append("latency: the manifest records no latency for this artifact")
+    return RecheckResult(str(model), str(manifest_path), entry["artifact"]["name"], tuple(checks), tuple(skipped))
+
+
+def recheck_table(result: RecheckResult) -> str:
+    lines = ["| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.message} |" for c in result.checks]
+    lines += [f"| {s.split(':', 1)[0]} | skipped | {s.split(':', 1)[1].strip()} |" for s in result.skipped]
+    return "\n".join(lines)
+
+
+def _entry_for(manifest: dict[str, Any], path: Path, art: Artifact, name: str | None) -> dict[str, Any]:
+    entries = manifest["artifacts"]
+    names = ", ".join(e["artifact"]["name"] for e in entries)
+    if name is not None:
+        found = [e for e in entries if e["artifact"]["name"] == name]
+        if not found:
+            raise ConfigError(f"manifest '{path}' has no artifact '{name}'", f"choose one of: {names}")
+        return found[0]
+    file_name = Path(art.path).name
+    found = ([e for e in entries if Path(e["artifact"]["path"]).name == file_name]
+             or [e for e in entries if e["artifact"]["sha256"] == art.sha256])
+    if len(found) != 1:
+        raise ConfigError(f"cannot tell which artifact of '{path}' '{file_name}' is",
+                          f"pass --artifact NAME (one of: {names})")
+    return found[0]
+
+
+def recorded_profile(manifest: dict[str, Any], override: str | None = None) -> DeviceProfile:
+    """The profile the manifest was measured on: ``override``, else the recorded file, else the recorded name;
+    refused when its measuring settings differ from the recorded ones (digest)."""
+    from edgekd.errors import ProfileError
+    from edgekd.profiles import load_profile, load_recorded_profile
+
+    recorded = manifest["profile"]
+    try:
+        profile = load_profile(override) if override else load_recorded_profile(recorded)
+    except ProfileError as exc:
+        raise ConfigError(f"the manifest's profile '{recorded['name']}' cannot be loaded ({exc.problem})",
+                          "pass --profile with the profile the manifest was measured on") from None
+    if recorded.get("digest") and profile.digest() != recorded["digest"]:
+        raise ConfigError(f"profile '{profile.name}' ({profile.source}) measures differently from the one the "
+                          f"manifest records (settings digest {profile.digest()}, recorded {recorded['digest']})",
+                          "pass --profile with the recorded settings (see the manifest's 'profile' section), or "
+                          "use `edgekd gate` to check a model against thresholds on another profile")
+    return profile
+
+
+def _file_checks(art: Artifact, recorded: dict[str, Any]) -> list[Check]:
+    name = Path(art.path).name
+    checks = [
+        Check("sha256", art.sha256 == recorded["sha256"], f"{name} is byte for byte the recorded file"
+              if art.sha256 == recorded["sha256"] else f"{name} differs from the recorded file (sha256 "
+              f"{art.sha256[:12]}..., recorded {recorded['sha256'][:12]}...)", art.sha256),
+        Check("size", art.size_bytes == recorded["size_bytes"], f"{art.size_bytes:,} bytes on disk, recorded "
+              f"{recorded['size_bytes']:,}", art.size_bytes),
+        Check("opset", art.opset == recorded["opset"], f"opset {art.opset}, recorded {recorded['opset']}", art.opset),
+    ]
+    details = recorded.get("details") or {}
+    if "op_types" in details:
+        ops, want = set(art.details["op_types"]), set(details["op_types"])
+        diff = [f"+{o}" for o in sorted(ops - want)] + [f"-{o}" for o in sorted(want - ops)]
+        checks.append(Check("operators", not diff, f"{len(ops)} operator types as recorded" if not diff else
+                            f"operator types differ from the record: {', '.join(diff)}", sorted(ops)))
+    if "inputs" in details and "outputs" in details:
+        same = art.details["inputs"] == details["inputs"] and art.details["outputs"] == details["outputs"]
+        checks.append(Check("signature", same, "inputs and outputs as recorded" if same else
+                            f"inputs/outputs {_sig(art.details)} differ from the recorded {_sig(details)}"))
+    return checks
+
+
+def _sig(details: dict[str, Any]) -> str:
+    def one(v: dict[str, Any]) -> str:
+        return f"{v['name']}:{v['dtype']}{v['shape']}"
+
+    return f"({', '.join(map(one, details['inputs']))}) -> ({', '.join(map(one, details['outputs']))})"
+
+
+def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
+                      config: RecheckConfig) -> Check | str:
+    """An accuracy Check, or the reason it was skipped."""
+    from edgekd.data import load_data, recorded_preprocess
+    from edgekd.latency.runtime import logits_on_test_split
+
+    recorded = entry.get("accuracy")
+    data_info = manifest.get("data") or {}
+    source = config.data or ("digits" if data_info.get("name") == "digits" else None)
+    if recorded is None:
+        return "accuracy: the manifest records no accuracy for this artifact"
+    if source is None:
+        return f"accuracy: the manifest's data '{data_info.get('name', '?')}' is not embedded; pass --data to check it"
+    shape = data_info.get("input_shape") or []
+    resolution = config.resolution or (shape[-1] if shape and source == "digits" else None)
+    seed = int((manifest.get("recipe") or {}).get("seed") or 0)  # the split the accuracy was measured on
+    data = load_data(source, resolution=resolution, seed=seed,
+                     normalize=config.normalize or recorded_preprocess(manifest))
+    logits = logits_on_test_split(model, profile, data)
+    acc = float((logits.argmax(1) == data.y_test).mean())
+    tol = config.accuracy_tolerance
+    return Check("accuracy", abs(acc - recorded) <= tol, f"{acc * 100:.2f}% on {data.name} test split, recorded "
+                 f"{recorded * 100:.2f}% (tolerance {tol * 100:.2g} points)", acc)
+
+
+def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any], folder: Path,
+                     profile: DeviceProfile, config: RecheckConfig) -> Check:
+    """p50 against the recorded p50. When another (unchanged) artifact of the manifest is present, the one
+    closest in recorded latency is measured interleaved and the ratio to it is compared with the recorded
+    ratio, so that drift between runs cancels."""
+    import statistics
+
+    from edgekd.latency.measure import measure
+
+    refs = _reference_entries(entry, manifest, folder)[:1]
+    paths = [model] + [folder / e["artifact"]["path"] for e in refs]
+    rounds = [measure(paths, profile) for _ in range(config.rounds)]
+    recorded = float(entry["latency"]["p50_ms"])
+    p50 = statistics.median(r[0].p50_ms for r in rounds)
+    tol = config.latency_tolerance
+    if refs:
+        recorded_ratio = recorded / refs[0]["latency"]["p50_ms"]
+        ratio = statistics.median((r[0].p50_ms / r[1].p50_ms) / recorded_ratio for r in rounds)
+        how = (f"relative to {refs[0]['artifact']['name']}, measured interleaved "
+               f"({config.rounds} round(s); drift between runs cancels)")
+    else:
+        ratio = p50 / recorded
+        how = (f"median of {config.rounds} round(s), no other artifact of the manifest present to measure beside it "
+               "(drift between runs counts here)")
+    return Check("latency", ratio <= 1 + tol, f"{ratio:.2f}x the recorded p50 {how}; p50 now {p50:.3f} ms, "
+                 f"recorded {recorded:.3f} ms on {profile.name} (tolerance +{tol:.0%})", ratio)
+
+
+def _reference_entries(entry: dict[str, Any], manifest: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """The manifest's other artifacts whose files are present, unchanged and inside the manifest's folder,
+    closest in recorded p50 first."""
+    refs = []
+    root = folder.resolve()
+    for other in manifest["artifacts"]:
+        art = other["artifact"]
+        path = (folder / art["path"]).resolve()
+        if (art["name"] == entry["artifact"]["name"] or not other.get("latency") or not path.is_relative_to(root)
+                or not path.is_file() or sha256(path) != art["sha256"]):
+            continue
+        refs.append(other)
+    own = float(entry["latency"]["p50_ms"])
+    return sorted(refs, key=lambda e: abs(math.log(e["latency"]["p50_ms"] / own)))
+
