@@ -8,6 +8,7 @@ that input, and a deployment pipeline has to reproduce it.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,13 @@ def describe_preprocess(d: dict[str, Any]) -> str:
     """One line for people: what to feed the shipped model."""
     scale = d["scale"]
     pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
-    values = lambda v: f"{v[0]:.4g}" if len(v) == 1 else "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
     resize = f"resized to {d['resize']}x{d['resize']} ({d['resize_method']}), " if d.get("resize") else ""
-    return (f"{d['channels']} {d['layout']} {d['dtype']}, {resize}({pixel} - {values(d['mean'])}) / "
-            f"{values(d['std'])}")
+    return (f"{d['channels']} {d['layout']} {d['dtype']}, {resize}({pixel} - {_per_channel(d['mean'])}) / "
+            f"{_per_channel(d['std'])}")
+
+
+def _per_channel(values: list[float]) -> str:
+    return f"{values[0]:.4g}" if len(values) == 1 else "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 def recorded_preprocess(manifest: dict[str, Any]) -> Preprocess | None:
@@ -78,7 +82,7 @@ def parse_normalize(spec: Any) -> str | tuple[tuple[float, ...], tuple[float, ..
         std = tuple(float(v) for v in std_text.split(","))
     except ValueError:
         raise DataError(f"--normalize '{text}' is not dataset, none or MEAN/STD", NORMALIZE_FIX) from None
-    if not all(v > 0 and v < float("inf") for v in std) or not all(abs(v) < float("inf") for v in mean):
+    if not all(v > 0 and math.isfinite(v) for v in std) or not all(math.isfinite(v) for v in mean):
         raise DataError(f"--normalize '{text}' has a standard deviation that is not positive and finite",
                         NORMALIZE_FIX)
     return mean, std

@@ -22,7 +22,7 @@ from edgekd.errors import ArtifactError, ConfigError, did_you_mean
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
-             "normalize", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+             "normalize", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -49,6 +49,7 @@ class GateConfig:
     data: str | None = None
     resolution: int | None = None
     normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
+    seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
     profile: str = DEFAULT_PROFILE
     allowed_ops: tuple[str, ...] | None = None
     max_opset: int | None = None
@@ -101,6 +102,8 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
             from edgekd.data import recorded_preprocess
 
             v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
+        if "seed" not in v and "min_accuracy" in v:
+            v["seed"] = int((manifest.get("recipe") or {}).get("seed") or 0)  # the test split it was measured on
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
@@ -338,7 +341,7 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.latency.runtime import logits_on_test_split
     from edgekd.profiles import load_profile
 
-    data = load_data(config.data, resolution=config.resolution, normalize=config.normalize)
+    data = load_data(config.data, resolution=config.resolution, normalize=config.normalize, seed=config.seed)
     logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

@@ -247,3 +247,13 @@ def test_a_latency_verdict_from_noisy_rounds_says_so(run_cli, run_dir, tmp_path)
     code, out, _ = _gate(run_cli, run_dir / "student-fp32.onnx", "--max-latency", "500ms", "--profile", strict,
                          "--rounds", "1")
     assert code == 0 and "noisy: 1 of 1 rounds had cv above the profile's max_cv" in out
+
+
+def test_a_manifest_s_accuracy_is_measured_on_the_test_split_it_was_measured_on(run_dir, tmp_path):
+    from edgekd.gate import build_config
+
+    edited = _edited_manifest(run_dir, tmp_path, budget__min_accuracy=0.5, recipe__seed=3)
+    config = build_config({}, str(edited))
+    assert (config.seed, config.data, config.resolution, config.min_accuracy) == (3, "digits", 16, 0.5)
+    assert build_config({"seed": 1}, str(edited)).seed == 1  # given: kept
+    assert build_config({"max_size": "1MB"}, str(edited)).seed == 0  # no accuracy check: no split needed
