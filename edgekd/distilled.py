@@ -40,7 +40,9 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
                           "architecture is recorded in its ONNX file only",
                           "run `edgekd compress --target-ms ...` to prune, export and validate in one run")
     recorded_data = info.get("data", {})
-    if recorded_data != data.describe():
+    # Compared on what the record holds: a folder distilled before class names and preprocessing were
+    # recorded still matches the same data.
+    if recorded_data != {k: v for k, v in data.describe().items() if k in recorded_data or not recorded_data}:
         raise ConfigError(f"'{folder}' was distilled on {_data_text(recorded_data)}, not on "
                           f"{_data_text(data.describe())}",
                           "pass the --data, --resolution and --normalize the distillation used")

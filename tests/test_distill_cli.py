@@ -160,3 +160,23 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
 
     torch.save({"foo": torch.zeros(1)}, edited / "student.pt")
     assert "does not fit the student distill.json describes" in error("--distilled", edited)
+
+
+def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(distilled, teacher_files, tmp_path):
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.teacher import load_teacher
+
+    old = tmp_path / "old"
+    shutil.copytree(distilled, old)
+    info = json.loads((old / "distill.json").read_text())
+    for key in ("class_names", "preprocess"):  # what an earlier edgekd did not write
+        del info["data"][key]
+    (old / "distill.json").write_text(json.dumps(info))
+    module, weights = teacher_files
+    teacher, data = load_teacher(f"{module}:build", str(weights)), load_data("digits", resolution=16)
+    assert load_distilled(old, teacher, data).result.best_epoch == info["distill"]["best_epoch"]
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="was distilled on 'digits' \\(1x16x16"):  # what it records still counts
+        load_distilled(old, teacher, load_data("digits", resolution=12))
