@@ -155,3 +155,24 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
         if isinstance(d, int) and d > 0 and d != s:
             raise ConfigError(f"--input-shape {given} sets dimension {i} to {s}, and '{path}' fixes it at {d} "
                               f"{wanted}", f"keep the model's fixed dimensions, e.g. {example}")
+
+
+def stamp_metadata(art: Any, props: dict[str, str]) -> Any:
+    """Write ``props`` into the model file's metadata (``metadata_props``, which onnxruntime hands back as
+    ``session.get_modelmeta().custom_metadata_map``) and return the Artifact with its new hash and size.
+    A deployment pipeline holding only the .onnx file can then read what input the model expects."""
+    import dataclasses
+
+    import onnx
+
+    from edgekd.fsutil import sha256
+
+    path = Path(art.path)
+    model = onnx.load(str(path), load_external_data=False)
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size)

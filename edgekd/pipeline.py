@@ -381,7 +381,21 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    return [teacher_art, student_fp32, student_int8], references
+    return [_stamped(a, data) for a in (teacher_art, student_fp32, student_int8)], references
+
+
+def _stamped(art: Any, data: Any) -> Any:
+    """The artifact carrying, in its own metadata, the input it expects and the label of each output."""
+    import json
+
+    from edgekd import __version__
+    from edgekd.onnxfile import stamp_metadata
+
+    described = data.describe()
+    props = {"edgekd.version": __version__, "edgekd.class_names": json.dumps(described["class_names"])}
+    if "preprocess" in described:
+        props["edgekd.preprocess"] = json.dumps(described["preprocess"], sort_keys=True)
+    return stamp_metadata(art, props)
 
 
 def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,

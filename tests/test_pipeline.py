@@ -50,6 +50,17 @@ def test_manifest_is_complete_and_true(result):
     assert m["passed"] == result.passed
 
 
+def test_every_onnx_file_says_what_input_it_expects_and_what_its_outputs_mean(result):
+    import onnxruntime as ort
+
+    data = json.loads((result.out / "manifest.json").read_text())["data"]
+    for name in ("student-int8.onnx", "student-fp32.onnx", "teacher-fp32.onnx"):
+        session = ort.InferenceSession(str(result.out / name), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map  # what a deployment pipeline reads from the file
+        assert json.loads(meta["edgekd.preprocess"]) == data["preprocess"], name
+        assert json.loads(meta["edgekd.class_names"]) == data["class_names"] and meta["edgekd.version"]
+
+
 def test_int8_not_faster_means_fp32_ships(result):
     m = result.manifest
     # Decided on the median of three interleaved runs' ratios, each run's ratio recorded.
