@@ -266,11 +266,12 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     with atomic_dir(out / ".final", force=True) as staging:
         torch.save(trained.model.state_dict(), staging / "student.pt")
         if config.qat_epochs:
-            get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
-                                                        data.x_val[:1], calibration=data.x_train[:256]))
+            art = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
+                                                              data.x_val[:1], calibration=data.x_train[:256]))
         else:
-            get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
-                                                    data.x_val[:1]))
+            art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
+                                                          data.x_val[:1]))
+        _stamped(art, data)
         write_json(staging / "search.json", result.to_dict())  # what `compress --distilled` reports from
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,

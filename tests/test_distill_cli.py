@@ -36,6 +36,10 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
                                                "checkpoint.pt"}
     info = json.loads((out / "distill.json").read_text())
     assert info["recipe"]["losses"] == "kd:1,dist:0.5" and len(info["distill"]["history"]) == 2
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(out / "student-fp32.onnx")).metadata_props}
+    assert json.loads(meta["edgekd.preprocess"]) == info["data"]["preprocess"]
     assert "best validation accuracy" in stdout
     code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--out", out)
     assert code == 2 and "--resume" in err and "--force" in err  # never overwritten silently
