@@ -300,6 +300,27 @@ def load_search(path: str | Path) -> Any:
                           "pass the JSON file `edgekd search --out` wrote") from None
 
 
+def _check_search_fits(config: CompressConfig, result: Any, data: Any, profile: Any) -> None:
+    """A search.json made for other data or another profile, or whose student misses this budget, is
+    refused: its ranking and latencies were measured for what it records."""
+    import json
+
+    raw = json.loads(Path(config.search_file).read_text(encoding="utf-8"))  # type: ignore[arg-type]
+    fix = "run `edgekd search` again for this data, profile and budget, or drop --search"
+    recorded = raw.get("data") or {}
+    for key in ("input_shape", "num_classes"):
+        if key in recorded and recorded[key] != data.describe()[key]:
+            raise ConfigError(f"'{config.search_file}' was searched for data with {key.replace('_', ' ')} "
+                              f"{recorded[key]}, and this data has {data.describe()[key]}", fix)
+    if raw.get("profile") not in (None, profile.name):
+        raise ConfigError(f"'{config.search_file}' measured its students on profile '{raw['profile']}', not "
+                          f"'{profile.name}'", fix)
+    chosen_ms = result.chosen.latency_ms
+    if config.budget_ms is not None and chosen_ms is not None and chosen_ms > config.budget_ms:
+        raise ConfigError(f"the student '{config.search_file}' chose measured {chosen_ms:.3f} ms, over --budget-ms "
+                          f"{config.budget_ms:g}", fix)
+
+
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
                         checkpoint: Path | None = None, resume: bool = False) -> tuple:
     import torch
@@ -308,6 +329,7 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
 
     if config.search_file:
         result = load_search(config.search_file)
+        _check_search_fits(config, result, data, profile)
         log(f"search: reusing {config.search_file}")
     else:
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")

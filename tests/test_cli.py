@@ -213,3 +213,12 @@ def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profi
     assert json.loads((out_dir / "manifest.json").read_text())["student"]["spec"] == chosen
     code, _, err = run_cli("compress", *common, "--search", tmp_path / "nope.json", "--out", tmp_path / "o2")
     assert code == 2 and "does not exist" in err and not (tmp_path / "o2").exists()
+    # A ranking made for other data, another profile, or a looser budget than this run's is refused.
+    wrong = [a if a != "16" else "12" for a in common]
+    code, _, err = run_cli("compress", *wrong, "--search", found, "--out", tmp_path / "o3")
+    assert code == 2 and "searched for data with input shape [1, 16, 16], and this data has [1, 12, 12]" in err
+    code, _, err = run_cli("compress", *common[:-3], "--profile", "host-cpu", "--search", found,
+                           "--out", tmp_path / "o3")
+    assert code == 2 and "measured its students on profile 'fast-test', not 'host-cpu'" in err
+    code, _, err = run_cli("compress", *common, "--search", found, "--budget-ms", "0.0001", "--out", tmp_path / "o3")
+    assert code == 2 and "over --budget-ms 0.0001" in err and not (tmp_path / "o3").exists()
