@@ -358,15 +358,17 @@ def summary_markdown(result: GateResult) -> str:
 
 
 def junit_xml(result: GateResult) -> str:
-    from xml.sax.saxutils import quoteattr
+    from xml.sax.saxutils import escape, quoteattr
 
     failures = sum(not c.passed for c in result.checks)
     cases = []
     for c in result.checks:
         body = "" if c.passed else f"<failure message={quoteattr(c.message)}/>"
         cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(c.name)}>{body}</testcase>')
+    # Where the thresholds and the profile came from, for whoever reads the CI report.
+    notes = "".join(f"  <system-out>{escape(n)}</system-out>\n" for n in result.notes)
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="edgekd-gate" tests="{len(result.checks)}" '
-            f'failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")
+            f'failures="{failures}">\n' + "\n".join(cases) + "\n" + notes + "</testsuite>\n")
 
 
 def annotations(result: GateResult) -> list[str]:

@@ -160,9 +160,14 @@ def _edited_manifest(run_dir: Path, tmp_path: Path, **changes) -> Path:
 
 
 def test_manifest_without_thresholds_is_held_to_its_budget(run_cli, run_dir, fast_profile_path, tmp_path):
-    code, out, err = _gate(run_cli, run_dir / "manifest.json", "--rounds", "1")
+    junit = tmp_path / "gate.xml"
+    code, out, err = _gate(run_cli, run_dir / "manifest.json", "--rounds", "1", "--junit", junit)
     assert code == 0, out + err
     assert "thresholds: the manifest's budget, p50 <= 50 ms" in out and "| latency | pass |" in out
+    import xml.etree.ElementTree as ET
+
+    said = [e.text for e in ET.parse(junit).getroot().iter("system-out")]
+    assert any(n.startswith("thresholds: the manifest's budget, p50 <= 50 ms") for n in said)
     assert f"profile: {load_profile(fast_profile_path).name}, the one the manifest was measured on" in out
     # Any threshold given by the user replaces the whole recorded budget: no latency measured here.
     code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB")
