@@ -171,6 +171,8 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
         raise DataError(f"{path}: is a single .npy array, not a .npz archive", fix)
     with archive:
         arrays = {k: archive[k] for k in archive.files}
+    if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
+        return _test_only(path, arrays, resolution, normalize)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
         if "x_val" not in parts:  # carve validation from train, deterministic
@@ -195,7 +197,8 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     if not {"x", "y"} <= arrays.keys():
         raise DataError(
             f"{path}: has arrays {sorted(arrays)}, not 'x' and 'y'",
-            "save images as x (N,C,H,W or N,H,W) and labels as y (N,), optionally x_train/y_train/x_test/y_test",
+            "save images as x (N,C,H,W or N,H,W) and labels as y (N,), or x_train/y_train/x_test/y_test, or "
+            "x_test/y_test alone (a test set for validate and gate)",
         )
     scale = _scale(arrays["x"])
     x = _to_nchw(path, arrays["x"], resolution)
@@ -205,6 +208,19 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     x, mean, std = _normalize(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
     return _split(path.name, x, y, tuple(str(i) for i in range(num_classes)), seed, pre)
+
+
+def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any) -> Dataset:
+    """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
+    validate and gate; the training stages refuse it."""
+    scale = _scale(arrays["x_test"])
+    x = _to_nchw(path, arrays["x_test"], resolution)
+    y = _labels(path, arrays["y_test"], len(x))
+    x, mean, std = _normalize(x, x, normalize, str(path))
+    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
+    none_x, none_y = x[:0], y[:0]
+    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y,
+                   tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0)), pre)
 
 
 def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:

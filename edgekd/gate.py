@@ -345,7 +345,8 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
-                 f"{acc * 100:.2f}% on {data.name} test split, minimum {config.min_accuracy * 100:.2f}%", acc)
+                 f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
+                 f"{config.min_accuracy * 100:.2f}%", acc)
 
 
 def summary_markdown(result: GateResult) -> str:

@@ -202,6 +202,12 @@ def _data(config: CompressConfig, log: Log) -> Any:
     from edgekd.data import load_data
 
     data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize)
+    if not len(data.y_train):
+        from edgekd.errors import DataError
+
+        raise DataError(f"data '{data.name}' holds only a test split (x_test, y_test), nothing to train on",
+                        "pass data with training images (x and y, or x_train/y_train as well); a test set alone "
+                        "is for `edgekd validate` and `edgekd gate`")
     log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
         f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
     return data

@@ -313,3 +313,12 @@ def test_image_folder_skips_hidden_folders_and_refuses_empty_classes(tmp_path):
     (root / "bird" / "notes.txt").write_text("no images yet")
     with pytest.raises(DataError, match="class folder 'bird' holds no .png/.jpg images"):
         load_data(str(root))
+
+
+def test_a_test_set_alone_is_all_test_split(tmp_path):
+    x, y = _xy()
+    np.savez(tmp_path / "test.npz", x_test=x, y_test=y)
+    ds = load_data(str(tmp_path / "test.npz"))
+    assert len(ds.y_test) == 200 and len(ds.y_train) == len(ds.y_val) == 0
+    assert ds.input_shape == (1, 8, 8) and ds.num_classes == 4
+    assert ds.describe()["preprocess"]["scale"] == pytest.approx(1 / 255)

@@ -387,3 +387,14 @@ def test_data_that_does_not_fit_the_model_is_named_before_it_runs(run_cli, run_d
     assert code == 2 and "predicts 10 classes, and data 'many.npz' has 12" in err
     code, _, err = run_cli("validate", model, "--manifest", run_dir / "manifest.json", "--data", many, "--rounds", "1")
     assert code == 2 and "predicts 10 classes" in err and "Traceback" not in err
+
+
+def test_a_held_out_test_set_is_measured_whole(run_cli, run_dir, small_data, tmp_path):
+    held_out = tmp_path / "test.npz"
+    np.savez(held_out, x_test=small_data.x_test[:50], y_test=small_data.y_test[:50])
+    code, out, err = run_cli("validate", run_dir / "student-fp32.onnx", "--data", held_out)
+    assert code == 0, err
+    assert "accuracy on test.npz test split (50 images)" in out
+    code, _, err = run_cli("compress", "--data", held_out, "--budget-ms", "1", "--out", tmp_path / "o")
+    assert code == 2 and "holds only a test split (x_test, y_test), nothing to train on" in err
+    assert not (tmp_path / "o").exists()

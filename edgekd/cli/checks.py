@@ -80,7 +80,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
                    "as long: the latency is rough; rerun when the machine is quieter")
     if r.accuracy is not None:
-        click.echo(f"accuracy on {dataset.name} test split: {r.accuracy * 100:.2f}%")
+        click.echo(f"accuracy on {dataset.name} test split ({len(dataset.y_test)} images): {r.accuracy * 100:.2f}%")
     for name, ok in r.verdicts.items():
         click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
     if json_out:
