@@ -216,11 +216,13 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
     scale = _scale(arrays["x_test"])
     x = _to_nchw(path, arrays["x_test"], resolution)
     y = _labels(path, arrays["y_test"], len(x))
+    if not len(y):
+        raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
     x, mean, std = _normalize(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y,
-                   tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0)), pre)
+                   tuple(str(i) for i in range(int(y.max()) + 1)), pre)
 
 
 def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:

@@ -322,3 +322,6 @@ def test_a_test_set_alone_is_all_test_split(tmp_path):
     assert len(ds.y_test) == 200 and len(ds.y_train) == len(ds.y_val) == 0
     assert ds.input_shape == (1, 8, 8) and ds.num_classes == 4
     assert ds.describe()["preprocess"]["scale"] == pytest.approx(1 / 255)
+    np.savez(tmp_path / "empty.npz", x_test=x[:0], y_test=y[:0])
+    with pytest.raises(DataError, match="x_test holds no images"):
+        load_data(str(tmp_path / "empty.npz"))
