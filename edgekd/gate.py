@@ -339,9 +339,11 @@ def _baseline(ref: str, profile: str) -> tuple[Path | None, float | None]:
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.data import load_data
     from edgekd.latency.runtime import logits_on_test_split
+    from edgekd.onnxfile import embedded_preprocess
     from edgekd.profiles import load_profile
 
-    data = load_data(config.data, resolution=config.resolution, normalize=config.normalize, seed=config.seed)
+    normalize = config.normalize if config.normalize is not None else embedded_preprocess(model)
+    data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed)
     logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

@@ -176,3 +176,20 @@ def stamp_metadata(art: Any, props: dict[str, str]) -> Any:
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size)
+
+
+def embedded_preprocess(path: str | Path) -> Any:
+    """The input preprocessing an edgekd-exported model carries in its metadata (a data.Preprocess), or
+    None for a model without it."""
+    import json
+
+    import onnx
+
+    from edgekd.data import Preprocess
+
+    model = onnx.load(str(path), load_external_data=False)
+    found = next((p.value for p in model.metadata_props if p.key == "edgekd.preprocess"), None)
+    try:
+        return Preprocess.from_dict(json.loads(found)) if found else None
+    except (ValueError, KeyError, TypeError):
+        return None  # edited by hand: fall back to the data's own statistics

@@ -262,3 +262,22 @@ def test_a_manifest_s_accuracy_is_measured_on_the_test_split_it_was_measured_on(
     assert (config.seed, config.data, config.resolution, config.min_accuracy) == (3, "digits", 16, 0.5)
     assert build_config({"seed": 1}, str(edited)).seed == 1  # given: kept
     assert build_config({"max_size": "1MB"}, str(edited)).seed == 0  # no accuracy check: no split needed
+
+
+def test_a_bare_onnx_file_is_fed_the_input_its_own_metadata_describes(run_cli, run_dir, tmp_path):
+    import shutil as sh
+
+    from edgekd.onnxfile import stamp_metadata
+    from edgekd.validate import artifact_from_file
+
+    model = tmp_path / "student.onnx"
+    sh.copy(run_dir / "student-fp32.onnx", model)
+    args = ("--min-accuracy", "0.5", "--data", "digits", "--resolution", "16")
+    assert _gate(run_cli, model, *args)[0] == 0
+    recorded = json.loads((run_dir / "manifest.json").read_text())["data"]["preprocess"]
+    stamp_metadata(artifact_from_file(model), {"edgekd.preprocess": json.dumps({**recorded, "mean": [40.0]})})
+    code, out, _ = _gate(run_cli, model, *args)
+    assert code == 1 and "| accuracy | **FAIL** |" in out  # the (shifted) embedded numbers were used
+    code, out, _ = run_cli("validate", model, "--data", "digits", "--resolution", "16", "--min-accuracy", "0.5")
+    assert code == 1 and "accuracy: FAIL" in out
+    assert _gate(run_cli, model, *args, "--normalize", "dataset")[0] == 0  # a flag wins

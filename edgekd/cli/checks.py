@@ -16,8 +16,8 @@ from edgekd.fsutil import write_json, write_text
               help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
 @click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
-@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: with "
-                                            "--manifest the recorded one, else dataset).")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
+                                            "the manifest or the model's metadata records, else dataset).")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
 @click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
@@ -68,6 +68,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     prof = load_profile(profile)
     shape = parse_shape(input_shape) if input_shape else None
     art = artifact_from_file(model)
+    if data and normalize is None:
+        from edgekd.onnxfile import embedded_preprocess
+
+        normalize = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
     dataset = load_data(data, resolution=resolution, normalize=normalize) if data else None
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
@@ -164,8 +168,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
-@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: a "
-                                            "manifest's recorded one, else dataset).")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
+                                            "the manifest or the model's metadata records, else dataset).")
 @click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
               "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
