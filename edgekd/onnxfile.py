@@ -11,6 +11,8 @@ from typing import Any
 from edgekd.errors import ArtifactError
 
 _REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or damaged)"
+# Keys of the model-file metadata edgekd writes (onnxruntime: session.get_modelmeta().custom_metadata_map).
+PREPROCESS_KEY, CLASS_NAMES_KEY, VERSION_KEY = "edgekd.preprocess", "edgekd.class_names", "edgekd.version"
 
 
 def load_model(path: str | Path) -> Any:
@@ -188,7 +190,7 @@ def embedded_preprocess(path: str | Path) -> Any:
     from edgekd.data import Preprocess
 
     model = onnx.load(str(path), load_external_data=False)
-    found = next((p.value for p in model.metadata_props if p.key == "edgekd.preprocess"), None)
+    found = next((p.value for p in model.metadata_props if p.key == PREPROCESS_KEY), None)
     try:
         return Preprocess.from_dict(json.loads(found)) if found else None
     except (ValueError, KeyError, TypeError):

@@ -418,12 +418,12 @@ def _stamped(art: Any, data: Any) -> Any:
     import json
 
     from edgekd import __version__
-    from edgekd.onnxfile import stamp_metadata
+    from edgekd.onnxfile import CLASS_NAMES_KEY, PREPROCESS_KEY, VERSION_KEY, stamp_metadata
 
     described = data.describe()
-    props = {"edgekd.version": __version__, "edgekd.class_names": json.dumps(described["class_names"])}
+    props = {VERSION_KEY: __version__, CLASS_NAMES_KEY: json.dumps(described["class_names"])}
     if "preprocess" in described:
-        props["edgekd.preprocess"] = json.dumps(described["preprocess"], sort_keys=True)
+        props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
     return stamp_metadata(art, props)
 
 
