@@ -161,13 +161,18 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
 
     recorded = entry.get("accuracy")
     data_info = manifest.get("data") or {}
-    source = config.data or ("digits" if data_info.get("name") == "digits" else None)
+    recipe = manifest.get("recipe") or {}
+    own = recipe.get("data")  # the user's data as compress was given it, when it is still where it was
+    source = config.data or (own if own and Path(own).exists() else None) or (
+        "digits" if data_info.get("name") == "digits" else None)
     if recorded is None:
         return "accuracy: the manifest records no accuracy for this artifact"
     if source is None:
-        return f"accuracy: the manifest's data '{data_info.get('name', '?')}' is not embedded; pass --data to check it"
+        return (f"accuracy: the manifest's data '{own or data_info.get('name', '?')}' is not here; pass --data to "
+                "check it")
     shape = data_info.get("input_shape") or []
-    resolution = config.resolution or (shape[-1] if shape and source == "digits" else None)
+    resolution = config.resolution or (recipe.get("resolution") if source == own else None) or (
+        shape[-1] if shape and source == "digits" else None)
     seed = int((manifest.get("recipe") or {}).get("seed") or 0)  # the split the accuracy was measured on
     data = load_data(source, resolution=resolution, seed=seed,
                      normalize=config.normalize or recorded_preprocess(manifest))

@@ -398,3 +398,23 @@ def test_a_held_out_test_set_is_measured_whole(run_cli, run_dir, small_data, tmp
     code, _, err = run_cli("compress", "--data", held_out, "--budget-ms", "1", "--out", tmp_path / "o")
     assert code == 2 and "holds only a test split (x_test, y_test), nothing to train on" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_recheck_measures_accuracy_on_the_run_s_own_data_while_it_is_there(run_cli, run_dir, small_data, tmp_path):
+    copy = _copy(run_dir, tmp_path)
+    own = tmp_path / "held.npz"
+
+    def user_data(path):
+        def edit(data):
+            data["data"]["name"] = "held.npz"
+            data["recipe"]["data"] = str(path)
+        return edit
+
+    manifest = _edit_manifest(copy, user_data(tmp_path / "gone.npz"))
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
+    assert f"| accuracy | skipped | the manifest's data '{tmp_path / 'gone.npz'}' is not here; pass --data" in out
+    np.savez(own, x=np.concatenate([small_data.x_train, small_data.x_test]),
+             y=np.concatenate([small_data.y_train, small_data.y_test]))
+    manifest = _edit_manifest(copy, user_data(own))
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
+    assert "on held.npz test split" in out and "skipped" not in out.split("| accuracy |")[1].split("\n")[0]
