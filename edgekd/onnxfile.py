@@ -195,3 +195,16 @@ def embedded_preprocess(path: str | Path) -> Any:
         return Preprocess.from_dict(json.loads(found)) if found else None
     except (ValueError, KeyError, TypeError):
         return None  # edited by hand: fall back to the data's own statistics
+
+
+def stamp_data_metadata(art: Any, data: Any) -> Any:
+    """The artifact carrying, in its own metadata, the input it expects and the label of each output."""
+    import json
+
+    from edgekd import __version__
+
+    described = data.describe()
+    props = {VERSION_KEY: __version__, CLASS_NAMES_KEY: json.dumps(described["class_names"])}
+    if "preprocess" in described:
+        props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
+    return stamp_metadata(art, props)

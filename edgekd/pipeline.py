@@ -277,7 +277,9 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
                                                           data.x_val[:1]))
-        _stamped(art, data)
+        from edgekd.onnxfile import stamp_data_metadata
+
+        stamp_data_metadata(art, data)
         write_json(staging / "search.json", result.to_dict())  # what `compress --distilled` reports from
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
@@ -290,43 +292,6 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     return trained
 
 
-def load_search(path: str | Path) -> Any:
-    """A SearchResult from a search.json; a missing or foreign file is a ConfigError."""
-    import json
-
-    from edgekd.types import SearchResult
-
-    path = Path(path)
-    try:
-        return SearchResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"'{path}' is not a search result ({exc})",
-                          "pass the JSON file `edgekd search --out` wrote") from None
-
-
-def _check_search_fits(config: CompressConfig, result: Any, data: Any, profile: Any) -> None:
-    """A search.json made for other data or another profile, or whose student misses this budget, is
-    refused: its ranking and latencies were measured for what it records."""
-    import json
-
-    raw = json.loads(Path(config.search_file).read_text(encoding="utf-8"))  # type: ignore[arg-type]
-    fix = "run `edgekd search` again for this data, profile and budget, or drop --search"
-    recorded = raw.get("data") or {}
-    for key in ("input_shape", "num_classes"):
-        if key in recorded and recorded[key] != data.describe()[key]:
-            raise ConfigError(f"'{config.search_file}' was searched for data with {key.replace('_', ' ')} "
-                              f"{recorded[key]}, and this data has {data.describe()[key]}", fix)
-    if raw.get("profile") not in (None, profile.name):
-        raise ConfigError(f"'{config.search_file}' measured its students on profile '{raw['profile']}', not "
-                          f"'{profile.name}'", fix)
-    chosen_ms = result.chosen.latency_ms
-    if config.budget_ms is not None and chosen_ms is not None and chosen_ms > config.budget_ms:
-        raise ConfigError(f"the student '{config.search_file}' chose measured {chosen_ms:.3f} ms, over --budget-ms "
-                          f"{config.budget_ms:g}", fix)
-
-
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
                         checkpoint: Path | None = None, resume: bool = False) -> tuple:
     import torch
@@ -334,8 +299,10 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     from edgekd.search import build_student, search
 
     if config.search_file:
+        from edgekd.search_file import check_search_fits, load_search
+
         result = load_search(config.search_file)
-        _check_search_fits(config, result, data, profile)
+        check_search_fits(config.search_file, result, data, profile, config.budget_ms)
         log(f"search: reusing {config.search_file}")
     else:
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
@@ -410,21 +377,9 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    return [_stamped(a, data) for a in (teacher_art, student_fp32, student_int8)], references
+    from edgekd.onnxfile import stamp_data_metadata
 
-
-def _stamped(art: Any, data: Any) -> Any:
-    """The artifact carrying, in its own metadata, the input it expects and the label of each output."""
-    import json
-
-    from edgekd import __version__
-    from edgekd.onnxfile import CLASS_NAMES_KEY, PREPROCESS_KEY, VERSION_KEY, stamp_metadata
-
-    described = data.describe()
-    props = {VERSION_KEY: __version__, CLASS_NAMES_KEY: json.dumps(described["class_names"])}
-    if "preprocess" in described:
-        props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
-    return stamp_metadata(art, props)
+    return [stamp_data_metadata(a, data) for a in (teacher_art, student_fp32, student_int8)], references
 
 
 def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,
