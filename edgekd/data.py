@@ -67,6 +67,27 @@ def recorded_preprocess(manifest: dict[str, Any]) -> Preprocess | None:
     return Preprocess.from_dict(recorded) if recorded else None
 
 
+@dataclass(frozen=True)
+class RecordedData:
+    """The data a manifest's accuracies were measured on, as ``load_data`` takes it again."""
+
+    source: str | None  # None: the run's own data is not here (or the manifest does not say)
+    named: str  # how the manifest names it, for messages
+    resolution: int | None
+    seed: int  # the split the test accuracy was measured on
+
+
+def recorded_data(manifest: dict[str, Any]) -> RecordedData:
+    """The run's own data (its recipe's --data and --resolution) while it is still where it was, or digits."""
+    info, recipe = manifest.get("data") or {}, manifest.get("recipe") or {}
+    own, shape, seed = recipe.get("data"), info.get("input_shape") or [], int(recipe.get("seed") or 0)
+    if own and own != "digits":
+        return RecordedData(own if Path(own).exists() else None, own, recipe.get("resolution"), seed)
+    if own == "digits" or info.get("name") == "digits":
+        return RecordedData("digits", "digits", shape[-1] if shape else recipe.get("resolution"), seed)
+    return RecordedData(None, info.get("name", "?"), None, seed)
+
+
 def parse_normalize(spec: Any) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
     """'dataset' (default), 'none', or 'MEAN/STD' with comma-separated per-channel values."""
     if spec is None or spec == "dataset":

@@ -103,7 +103,9 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
 
             v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
         if "seed" not in v and "min_accuracy" in v:
-            v["seed"] = int((manifest.get("recipe") or {}).get("seed") or 0)  # the test split it was measured on
+            from edgekd.data import recorded_data
+
+            v["seed"] = recorded_data(manifest).seed  # the test split it was measured on
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
@@ -144,17 +146,18 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
     if floors:
         out["min_accuracy"] = max(0.0, max(floors))
         if "data" not in values:
-            recipe = manifest.get("recipe") or {}
+            from edgekd.data import recorded_data
+
             if "recipe" not in manifest:
                 raise ConfigError(f"manifest '{path}' bounds accuracy but does not record its data",
                                   "pass --data (and --resolution if the images were resized)")
-            data = recipe.get("data") or "digits"
-            if data != "digits" and not Path(data).exists():
-                raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data}', which is not here",
+            data = recorded_data(manifest)
+            if data.source is None:
+                raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which is not here",
                                   "pass --data with the same test data")
-            out["data"] = data
-            if recipe.get("resolution") is not None and "resolution" not in values:
-                out["resolution"] = recipe["resolution"]
+            out["data"] = data.source
+            if data.resolution is not None and "resolution" not in values:
+                out["resolution"] = data.resolution
     if not out:
         raise ConfigError(f"manifest '{path}' records no budget to gate against",
                           "pass --max-size, --max-latency or --min-accuracy")

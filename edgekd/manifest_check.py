@@ -156,25 +156,20 @@ def _sig(details: dict[str, Any]) -> str:
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
-    from edgekd.data import load_data, recorded_preprocess
+    from edgekd.data import load_data, recorded_data, recorded_preprocess
     from edgekd.latency.runtime import logits_on_test_split
 
     recorded = entry.get("accuracy")
-    data_info = manifest.get("data") or {}
-    recipe = manifest.get("recipe") or {}
-    own = recipe.get("data")  # the user's data as compress was given it, when it is still where it was
-    source = config.data or (own if own and Path(own).exists() else None) or (
-        "digits" if data_info.get("name") == "digits" else None)
+    own = recorded_data(manifest)
+    source = config.data or own.source
     if recorded is None:
         return "accuracy: the manifest records no accuracy for this artifact"
     if source is None:
-        return (f"accuracy: the manifest's data '{own or data_info.get('name', '?')}' is not here; pass --data to "
-                "check it")
-    shape = data_info.get("input_shape") or []
-    resolution = config.resolution or (recipe.get("resolution") if source == own else None) or (
+        return f"accuracy: the manifest's data '{own.named}' is not here; pass --data to check it"
+    shape = (manifest.get("data") or {}).get("input_shape") or []
+    resolution = config.resolution or (own.resolution if source == own.source else None) or (
         shape[-1] if shape and source == "digits" else None)
-    seed = int((manifest.get("recipe") or {}).get("seed") or 0)  # the split the accuracy was measured on
-    data = load_data(source, resolution=resolution, seed=seed,
+    data = load_data(source, resolution=resolution, seed=own.seed,
                      normalize=config.normalize or recorded_preprocess(manifest))
     logits = logits_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == data.y_test).mean())

@@ -299,10 +299,9 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     from edgekd.search import build_student, search
 
     if config.search_file:
-        from edgekd.search_file import check_search_fits, load_search
+        from edgekd.search_file import load_search
 
-        result = load_search(config.search_file)
-        check_search_fits(config.search_file, result, data, profile, config.budget_ms)
+        result = load_search(config.search_file, data, profile, config.budget_ms)
         log(f"search: reusing {config.search_file}")
     else:
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
