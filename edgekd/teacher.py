@@ -182,10 +182,35 @@ def _load_weights(model: Any, path: Path) -> None:
     if not isinstance(state, dict):
         raise ModelError(f"weights file '{path}' holds {type(state).__name__}, not a state dict",
                          "save it with torch.save(model.state_dict(), path)")
+    state = _strip_wrapper_prefix(state, set(model.state_dict()))
     result = _try_load(model, state)
     if result:
         raise ModelError(f"weights '{path}' do not match the model: {result}",
                          "pass the weights saved from this exact architecture")
+
+
+def _strip_wrapper_prefix(state: dict, model_keys: set[str]) -> dict:
+    """The state under the key prefix that makes it this model's, when it was saved from a wrapper.
+
+    DataParallel and DDP save keys under ``module.``, ``torch.compile`` under ``_orig_mod.``, and a training
+    wrapper (a LightningModule, say) under its attribute name, beside keys of its own (a loss, an EMA copy).
+    Only a prefix under which the keys match the model's exactly is taken, so a real mismatch is still reported.
+    """
+    if model_keys <= state.keys():
+        return state
+    prefixes: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for depth in range(1, min(len(parts), 4)):
+            prefix = ".".join(parts[:depth]) + "."
+            prefixes[prefix] = prefixes.get(prefix, 0) + 1
+    for prefix, count in sorted(prefixes.items(), key=lambda item: -item[1]):
+        if count != len(model_keys):
+            continue
+        inner = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if inner.keys() == model_keys:
+            return inner
+    return state
 
 
 def _try_load(model: Any, state: dict) -> str | None:

@@ -121,6 +121,33 @@ def test_weights_wrapped_in_checkpoint_dict(teacher_files, tmp_path, small_data)
     assert torch.allclose(_logits(plain, x), _logits(nested, x))
 
 
+@pytest.mark.parametrize("prefix, extra", [
+    ("module.", {}),                                        # DataParallel / DDP
+    ("_orig_mod.", {}),                                     # torch.compile
+    ("_orig_mod.module.", {}),                              # both
+    ("model.", {"criterion.weight": torch.ones(10)}),       # a training wrapper with keys of its own
+])
+def test_weights_saved_from_a_wrapper(teacher_files, tmp_path, small_data, prefix, extra):
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {**{prefix + k: v for k, v in state.items()}, **extra}}, wrapped)
+    plain = load_teacher(f"{module}:build", str(weights))
+    loaded = load_teacher(f"{module}:build", str(wrapped))
+    x = small_data.x_val[:2]
+    assert torch.equal(_logits(plain, x), _logits(loaded, x))
+
+
+def test_weights_under_a_prefix_still_checked(teacher_files, tmp_path):
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    del state["fc.bias"]
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"module." + k: v for k, v in state.items()}, wrapped)
+    with pytest.raises(ModelError, match=r"do not match the model: .*missing keys"):
+        load_teacher(f"{module}:build", str(wrapped))
+
+
 def test_weights_garbage(teacher_files, tmp_path):
     module, _ = teacher_files
     bad = tmp_path / "garbage.pt"
