@@ -12,6 +12,7 @@ import tomllib
 
 from edgekd.errors import ConfigError, OutputError, did_you_mean
 from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
+from edgekd.run_inputs import check_inputs, recipe, run_data, run_teacher
 from edgekd.types import Budget, DistillConfig
 
 Log = Callable[[str], None]
@@ -22,9 +23,9 @@ class CompressConfig:
     """Everything ``edgekd compress`` takes; a recipe TOML holds the same keys."""
 
     out: str = "edgekd-out"
-    teacher: str | None = None  # None: the embedded default teacher
+    teacher: Any = None  # a spec or .pt2 path, a torch.nn.Module (Python API), or None: the embedded default
     weights: str | None = None
-    data: str | None = None  # None: the embedded digits
+    data: Any = None  # a path, 'digits', a Dataset (Python API), or None: the embedded digits
     resolution: int | None = None
     normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
     profile: str = "host-cpu-1t"
@@ -82,6 +83,7 @@ class CompressConfig:
         from edgekd.data import parse_normalize
 
         parse_normalize(self.normalize)
+        check_inputs(self)
         self.distill_config()  # validates the training options early
         self.search_config()
         self.prune_config()
@@ -165,8 +167,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     out = Path(config.out)
     check_new_output(out, config.force)  # fail before hours of work, not after
     profile = load_profile(config.profile)
-    data = _data(config, log)
-    teacher = _teacher(config, data, log)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
     if config.distilled:
         from edgekd.distilled import load_distilled
 
@@ -197,34 +199,6 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     return CompressResult(out, manifest, report_md)
 
 
-def _data(config: CompressConfig, log: Log) -> Any:
-    """The run's data, said in one line: every stage command shows what it trains and measures on."""
-    from edgekd.data import load_data
-
-    data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize)
-    if not len(data.y_train):
-        from edgekd.errors import DataError
-
-        raise DataError(f"data '{data.name}' holds only a test split (x_test, y_test), nothing to train on",
-                        "pass data with training images (x and y, or x_train/y_train as well); a test set alone "
-                        "is for `edgekd validate` and `edgekd gate`")
-    log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
-        f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
-    return data
-
-
-def _teacher(config: CompressConfig, data: Any, log: Log) -> Any:
-    from edgekd.teacher import check_fits, default_teacher, load_teacher
-
-    if config.teacher:
-        teacher = load_teacher(config.teacher, config.weights)
-    else:
-        log("teacher: embedded default (trained once, then cached)")
-        teacher = default_teacher(data, progress=config.progress)
-    check_fits(teacher, data)
-    return teacher
-
-
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
     """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
     write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
@@ -235,8 +209,8 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     out = Path(out)
     check_new_file(out, force, "--out")
     profile = load_profile(config.profile)
-    data = _data(config, log)
-    teacher = _teacher(config, data, log)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
     write_json(out, {**result.to_dict(), "profile": profile.name, "budget": config.budget.to_dict(),
@@ -265,8 +239,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
 
         shutil.rmtree(out)
     profile = load_profile(config.profile)
-    data = _data(config, log)
-    teacher = _teacher(config, data, log)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
     result, trained = _search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
                                           resume=resume)
     with atomic_dir(out / ".final", force=True) as staging:
@@ -283,8 +257,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         write_json(staging / "search.json", result.to_dict())  # what `compress --distilled` reports from
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
-            "distill": trained.to_dict(), "recipe": {k: getattr(config, k) for k in config_fields()
-                                                     if k not in ("force", "progress")},
+            "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
             "data": data.describe(), "teacher": {"source": teacher.source}})
     for path in (out / ".final").iterdir():
         path.replace(out / path.name)
@@ -392,5 +365,5 @@ def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teac
         "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",
                     "search_latency_ms": chosen.latency_ms, "predicted_latency_ms": chosen.predicted_ms,
                     "latency_source": search_result.latency_source, "distill": student.to_dict()},
-        "recipe": {k: getattr(config, k) for k in config_fields() if k not in ("force", "progress")},
+        "recipe": recipe(config, config_fields()),
     })

@@ -1,7 +1,8 @@
 """Teachers: the embedded default (trained on the fly, cached) and a user's own model.
 
-A user's teacher is ``module_or_file.py:factory`` plus a state-dict file, or a ``torch.export``
-``.pt2`` program. Checkpoints load with ``weights_only=True``: a checkpoint never runs code.
+A user's teacher is ``module_or_file.py:factory`` plus a state-dict file, a ``torch.export``
+``.pt2`` program, or (the Python API) a module already in memory. Checkpoints load with
+``weights_only=True``: a checkpoint never runs code.
 """
 
 from __future__ import annotations
@@ -116,6 +117,20 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     _load_weights(model, Path(weights))
     model.eval()
     return Teacher(model, f"{spec} with weights {weights}")
+
+
+def from_module(module: Any) -> Teacher:
+    """A teacher handed over in memory (the Python API). edgekd works on a copy in eval mode, so the
+    caller's module keeps its mode and its weights whatever the run does."""
+    import copy
+
+    try:
+        model = copy.deepcopy(module)
+    except Exception as exc:
+        raise ModelError(f"the teacher module cannot be copied ({type(exc).__name__}: {exc})",
+                         "pass it as file.py:factory with weights, or as a torch.export .pt2 file") from None
+    cls = type(module)
+    return Teacher(model.eval(), f"in-memory module {cls.__module__}.{cls.__qualname__} (Python API)")
 
 
 def check_fits(teacher: Teacher, data: Dataset) -> None:

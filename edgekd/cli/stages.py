@@ -13,7 +13,8 @@ _COMPRESS_OPTIONS = [
     click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
     click.option("--teacher", type=str, help="file.py:factory, package.module:factory, or a torch.export .pt2 file. "
                                              "Default: the embedded ResNet teacher."),
-    click.option("--weights", type=str, help="State dict or training checkpoint for --teacher (loaded with weights_only=True)."),
+    click.option("--weights", type=str, help="State dict or training checkpoint for --teacher "
+                                             "(loaded with weights_only=True)."),
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
                                           "or 'digits' (the embedded default)."),
     click.option("--resolution", type=int, help="Resize images to this square side (digits default: 32)."),

@@ -1,0 +1,74 @@
+"""A run's teacher and data passed in memory through the Python API, and the options refused with them."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from edgekd.data import recorded_data
+from edgekd.errors import ConfigError, ModelError
+from edgekd.pipeline import CompressConfig, compress
+from edgekd.teacher import from_module
+
+
+def test_compress_takes_a_module_and_a_dataset(teacher, small_data, fast_profile_path, tmp_path):
+    mine = teacher.module
+    mine.train()  # the caller's mode, which the run must leave alone
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    try:
+        result = compress(CompressConfig(out=str(tmp_path / "out"), teacher=mine, data=small_data,
+                                         profile=str(fast_profile_path), budget_ms=50.0, max_size_kb=100.0,
+                                         candidates=6, epochs=1, progress=False))
+        assert mine.training
+        assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
+    finally:
+        mine.eval()
+    manifest = result.manifest
+    assert re.fullmatch(r"in-memory module [\w.]+\.TinyNet \(Python API\)", manifest["teacher"]["source"])
+    assert manifest["recipe"]["teacher"] is None and manifest["recipe"]["data"] is None  # no path to record
+    assert manifest["data"] == small_data.describe()
+    own = recorded_data(manifest)  # what gate and validate --manifest measure accuracy on
+    assert (own.source, own.resolution) == ("digits", small_data.input_shape[-1])
+    assert (tmp_path / "out" / "student-int8.onnx").is_file()
+    schema = json.loads((Path(__file__).parents[1] / "edgekd" / "schemas" / "manifest-v1.schema.json").read_text())
+    jsonschema.validate(json.loads((tmp_path / "out" / "manifest.json").read_text()), schema)
+
+
+def test_in_memory_teacher_runs_like_the_same_model_from_files(teacher, small_data):
+    x = torch.from_numpy(small_data.x_val[:4])
+    copied = from_module(teacher.module)
+    assert copied.module is not teacher.module and not copied.module.training
+    with torch.inference_mode():
+        assert torch.equal(copied.module(x), teacher.module(x))
+
+
+def test_a_module_that_cannot_be_copied_is_refused(teacher):
+    class Locked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()
+
+    with pytest.raises(ModelError, match="cannot be copied.*file.py:factory"):
+        from_module(Locked())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(teacher=3), "teacher is a int, not a torch.nn.Module"),
+    (dict(teacher=torch.nn.Linear(2, 2), weights="w.pt"), "weights are given for a teacher that is already"),
+    (dict(data=[1, 2]), "data is a list, not a path or an edgekd Dataset"),
+])
+def test_inputs_of_the_wrong_kind_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        CompressConfig(**kwargs)
+
+
+@pytest.mark.parametrize("option", [dict(resolution=8), dict(normalize="none")])
+def test_loading_options_with_a_dataset_passed_in_are_refused(small_data, option):
+    with pytest.raises(ConfigError, match="apply when edgekd loads the data.*load_data"):
+        CompressConfig(data=small_data, **option)
