@@ -255,7 +255,25 @@ def _load_exported(path: Path) -> Teacher:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"'{path}' is not a torch.export program ({first})",
                          "save one with torch.export.save(torch.export.export(model, (x,)), path)") from None
+    _check_batch_is_dynamic(program, path)
     return Teacher(_ExportedTeacher(program), f"torch.export program {path}")
+
+
+def _check_batch_is_dynamic(program: Any, path: Path) -> None:
+    """A program exported from one example, without dynamic_shapes, only accepts batches of that size:
+    training and scoring feed others, so it is refused here rather than deep inside distillation."""
+    from torch.export.graph_signature import InputKind
+
+    fix = ("export it with a dynamic batch, from an example of 2 or more images: torch.export.export(model, (x,), "
+           "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    if len(names) != 1:
+        raise ModelError(f"'{path}' takes {len(names)} inputs; edgekd feeds a teacher one image batch", fix)
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0])
+    value = node.meta.get("val")
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) and isinstance(shape[0], int):
+        raise ModelError(f"'{path}' was exported for a fixed batch of {shape[0]} (input {tuple(shape)})", fix)
 
 
 class _ExportedTeacher:

@@ -177,7 +177,8 @@ def test_weights_empty_file(teacher_files, tmp_path):
 def test_pt2_teacher_matches_module(teacher, small_data, tmp_path):
     x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
     path = tmp_path / "teacher.pt2"
-    torch.export.save(torch.export.export(teacher.module, (x,)), str(path))
+    program = torch.export.export(teacher.module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
     exported = load_teacher(str(path))
     assert "torch.export program" in exported.source
     assert exported.module.eval() is exported.module
@@ -185,6 +186,27 @@ def test_pt2_teacher_matches_module(teacher, small_data, tmp_path):
     assert tuple(out.shape) == (2, 10)
     torch.testing.assert_close(out, _logits(teacher, small_data.x_val[:2]), atol=1e-5, rtol=0)
     check_fits(exported, small_data)
+
+
+def test_pt2_with_a_fixed_batch_is_refused(teacher, small_data, tmp_path):
+    # What torch.export.export(model, (x,)) gives: a program that takes batches of x's size and no other.
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:1]))
+    path = tmp_path / "batch1.pt2"
+    torch.export.save(torch.export.export(teacher.module, (x,)), str(path))
+    with pytest.raises(ModelError, match=r"exported for a fixed batch of 1 .*dynamic_shapes=\(\{0: torch\.export"):
+        load_teacher(str(path))
+
+
+def test_pt2_with_two_inputs_is_refused(tmp_path):
+    class TwoInputs(torch.nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    x = torch.zeros(2, 3)
+    path = tmp_path / "two.pt2"
+    torch.export.save(torch.export.export(TwoInputs(), (x, x)), str(path))
+    with pytest.raises(ModelError, match="takes 2 inputs; edgekd feeds a teacher one image batch"):
+        load_teacher(str(path))
 
 
 def test_pt2_missing(tmp_path):
