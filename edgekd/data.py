@@ -8,7 +8,6 @@ that input, and a deployment pipeline has to reproduce it.
 
 from __future__ import annotations
 
-import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,54 +16,18 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import DataError
+from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have always found them)
+    NORMALIZE_FIX,
+    Preprocess,
+    describe_preprocess,
+    normalize_images,
+    parse_normalize,
+    recorded_preprocess,
+)
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TORCH_RESIZE = "bilinear, align_corners=False"  # torch.nn.functional.interpolate, as _resize calls it
-NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean and std), none (pixels "
-                 "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a raw image becomes the model's input: resized to ``resize`` (when set) with ``resize_method``,
-    then ``(pixel * scale - mean[c]) / std[c]`` per channel (one value: every channel), NCHW float32."""
-
-    scale: float  # 1/255 for 8-bit images, 1/16 for digits, 1 for float arrays
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    channels: str  # "grayscale", "rgb", or "as stored" (a .npz)
-    resize: int | None = None
-    resize_method: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layout": "NCHW", "dtype": "float32", "channels": self.channels, "scale": self.scale,
-                "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
-                "resize_method": self.resize_method}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
-                   d.get("resize"), d.get("resize_method"))
-
-
-def describe_preprocess(d: dict[str, Any]) -> str:
-    """One line for people: what to feed the shipped model."""
-    scale = d["scale"]
-    pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
-    resize = f"resized to {d['resize']}x{d['resize']} ({d['resize_method']}), " if d.get("resize") else ""
-    return (f"{d['channels']} {d['layout']} {d['dtype']}, {resize}({pixel} - {_per_channel(d['mean'])}) / "
-            f"{_per_channel(d['std'])}")
-
-
-def _per_channel(values: list[float]) -> str:
-    return f"{values[0]:.4g}" if len(values) == 1 else "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def recorded_preprocess(manifest: dict[str, Any]) -> Preprocess | None:
-    """The preprocessing a manifest records for its data (None: a manifest from before it was recorded)."""
-    recorded = (manifest.get("data") or {}).get("preprocess")
-    return Preprocess.from_dict(recorded) if recorded else None
 
 
 @dataclass(frozen=True)
@@ -86,27 +49,6 @@ def recorded_data(manifest: dict[str, Any]) -> RecordedData:
     if own == "digits" or info.get("name") == "digits":
         return RecordedData("digits", "digits", shape[-1] if shape else recipe.get("resolution"), seed)
     return RecordedData(None, info.get("name", "?"), None, seed)
-
-
-def parse_normalize(spec: Any) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
-    """'dataset' (default), 'none', or 'MEAN/STD' with comma-separated per-channel values."""
-    if spec is None or spec == "dataset":
-        return "dataset"
-    if spec == "none":
-        return "none"
-    if isinstance(spec, Preprocess):
-        return spec.mean, spec.std
-    text = str(spec)
-    try:
-        mean_text, std_text = text.split("/")
-        mean = tuple(float(v) for v in mean_text.split(","))
-        std = tuple(float(v) for v in std_text.split(","))
-    except ValueError:
-        raise DataError(f"--normalize '{text}' is not dataset, none or MEAN/STD", NORMALIZE_FIX) from None
-    if not all(v > 0 and math.isfinite(v) for v in std) or not all(math.isfinite(v) for v in mean):
-        raise DataError(f"--normalize '{text}' has a standard deviation that is not positive and finite",
-                        NORMALIZE_FIX)
-    return mean, std
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,7 +118,7 @@ def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None) -> D
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     x = _resize(x, resolution)
     y = bunch.target.astype(np.int64)
-    x, mean, std = _normalize(x, x, normalize, "digits")
+    x, mean, std = normalize_images(x, x, normalize, "digits")
     pre = Preprocess(1 / 16, mean, std, "grayscale", resolution if resolution != 8 else None,
                      TORCH_RESIZE if resolution != 8 else None)
     return _split("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
@@ -208,7 +150,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         num_classes = int(max(y.max() for y in ys.values())) + 1
         _check_classes(path, ys["train"])
-        norm = {k: _normalize(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
+        norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
         mean, std = norm["train"][1:]
         pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
         return Dataset(
@@ -226,7 +168,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     y = _labels(path, arrays["y"], len(x))
     _check_classes(path, y)
     num_classes = int(y.max()) + 1
-    x, mean, std = _normalize(x, x, normalize, str(path))
+    x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
     return _split(path.name, x, y, tuple(str(i) for i in range(num_classes)), seed, pre)
 
@@ -239,7 +181,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
     y = _labels(path, arrays["y_test"], len(x))
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
-    x, mean, std = _normalize(x, x, normalize, str(path))
+    x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y,
@@ -280,7 +222,7 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
     _check_classes(path, y)
-    x, mean, std = _normalize(x, x, normalize, str(path))
+    x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(1 / 255, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic")
     return _split(path.name, x, y, tuple(classes), seed, pre)
 
@@ -327,27 +269,6 @@ def _resize(x: np.ndarray, side: int) -> np.ndarray:
     out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=(side, side), mode="bilinear",
                         align_corners=False)
     return out.numpy().astype(np.float32)
-
-
-def _normalize(x: np.ndarray, stats_from: np.ndarray, normalize: Any, source: str,
-               ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
-    """``x`` normalised as ``normalize`` says; the mean and std used (the data's own are one value over
-    every pixel of ``stats_from``)."""
-    spec = parse_normalize(normalize)
-    if spec == "dataset":
-        mean, std = (float(stats_from.mean()),), (float(stats_from.std()) or 1.0,)
-    elif spec == "none":
-        mean, std = (0.0,), (1.0,)
-    else:
-        mean, std = spec  # type: ignore[misc]
-    channels = x.shape[1]
-    for what, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, channels):
-            raise DataError(f"--normalize gives {len(values)} {what} values for the {channels}-channel images of "
-                            f"{source}", "give one value, or one per channel")
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return ((x - m) / s).astype(np.float32), tuple(mean), tuple(std)
 
 
 def _holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, ...]:
