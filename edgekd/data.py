@@ -19,6 +19,7 @@ from edgekd.errors import DataError
 from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have always found them)
     NORMALIZE_FIX,
     Preprocess,
+    convert_channels,
     describe_preprocess,
     normalize_images,
     parse_normalize,
@@ -88,29 +89,34 @@ class Dataset:
 
 
 def load_data(source: str | None = None, *, resolution: int | None = None, seed: int = 0,
-              normalize: Any = None) -> Dataset:
+              normalize: Any = None, channels: int | None = None) -> Dataset:
     """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, or an image folder.
 
     ``resolution`` resizes images to a square side (digits default: 32). ``normalize``: "dataset"
     (default: standardise with the data's own mean and std), "none" (scaled pixels as they are), a
     "MEAN/STD" string or a recorded ``Preprocess`` (the same numbers a model was trained with).
+    ``channels`` 3 repeats grayscale images to RGB, 1 turns RGB into luminance (default: as stored, or
+    as a recorded ``Preprocess`` converted them).
     """
     parse_normalize(normalize)  # a malformed spec is refused before any data is read
+    if channels is None and isinstance(normalize, Preprocess):
+        channels = normalize.to_channels
+    convert_channels(np.zeros((1, 1, 1, 1), np.float32), channels, "")  # a bad --channels, before any reading
     if source is None or source == "digits":
-        return load_digits(resolution=resolution or 32, seed=seed, normalize=normalize)
+        return load_digits(resolution=resolution or 32, seed=seed, normalize=normalize, channels=channels)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data '{source}' does not exist", "pass a .npz file, an image folder, or 'digits'")
     if path.is_dir():
-        return load_image_folder(path, resolution=resolution, seed=seed, normalize=normalize)
+        return load_image_folder(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() == ".npz":
-        return load_npz(path, resolution=resolution, seed=seed, normalize=normalize)
+        return load_npz(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
     raise DataError(
         f"data '{source}' is neither a .npz file nor a folder", "pass a .npz file (x, y arrays) or an image folder"
     )
 
 
-def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None) -> Dataset:
+def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None, channels: int | None = None) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digit scans (values 0-16), upsampled so convolutions have work to do."""
     from sklearn.datasets import load_digits as sk_digits
 
@@ -118,13 +124,15 @@ def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None) -> D
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     x = _resize(x, resolution)
     y = bunch.target.astype(np.int64)
+    x, to = convert_channels(x, channels, "digits")
     x, mean, std = normalize_images(x, x, normalize, "digits")
     pre = Preprocess(1 / 16, mean, std, "grayscale", resolution if resolution != 8 else None,
-                     TORCH_RESIZE if resolution != 8 else None)
+                     TORCH_RESIZE if resolution != 8 else None, to)
     return _split("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
 
 
-def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:
+def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
+             channels: int | None = None) -> Dataset:
     fix = "write it with numpy.savez(path, x=..., y=...)"
     try:
         archive = np.load(path, allow_pickle=False)
@@ -135,7 +143,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     with archive:
         arrays = {k: archive[k] for k in archive.files}
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
-        return _test_only(path, arrays, resolution, normalize)
+        return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
         if "x_val" not in parts:  # carve validation from train, deterministic
@@ -150,9 +158,11 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         num_classes = int(max(y.max() for y in ys.values())) + 1
         _check_classes(path, ys["train"])
+        converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
+        xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
         mean, std = norm["train"][1:]
-        pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
+        pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
             tuple(str(i) for i in range(num_classes)), pre,
@@ -168,12 +178,14 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     y = _labels(path, arrays["y"], len(x))
     _check_classes(path, y)
     num_classes = int(y.max()) + 1
+    x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
+    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     return _split(path.name, x, y, tuple(str(i) for i in range(num_classes)), seed, pre)
 
 
-def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any) -> Dataset:
+def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any,
+               channels: int | None) -> Dataset:
     """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
     validate and gate; the training stages refuse it."""
     scale = _scale(arrays["x_test"])
@@ -181,14 +193,16 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
     y = _labels(path, arrays["y_test"], len(x))
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
+    x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None)
+    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y,
                    tuple(str(i) for i in range(int(y.max()) + 1)), pre)
 
 
-def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None) -> Dataset:
+def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
+                      channels: int | None = None) -> Dataset:
     """One sub-folder per class, PNG/JPEG files inside; grayscale unless any image has colour."""
     from PIL import Image, UnidentifiedImageError
 
@@ -222,8 +236,9 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
     _check_classes(path, y)
+    x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(1 / 255, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic")
+    pre = Preprocess(1 / 255, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     return _split(path.name, x, y, tuple(classes), seed, pre)
 
 

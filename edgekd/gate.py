@@ -345,8 +345,10 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.onnxfile import embedded_preprocess
     from edgekd.profiles import load_profile
 
-    normalize = config.normalize if config.normalize is not None else embedded_preprocess(model)
-    data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed)
+    recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
+    normalize = config.normalize if config.normalize is not None else recorded
+    data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
+                     channels=recorded.to_channels if recorded else None)
     logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

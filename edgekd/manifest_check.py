@@ -169,8 +169,9 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     shape = (manifest.get("data") or {}).get("input_shape") or []
     resolution = config.resolution or (own.resolution if source == own.source else None) or (
         shape[-1] if shape and source == "digits" else None)
-    data = load_data(source, resolution=resolution, seed=own.seed,
-                     normalize=config.normalize or recorded_preprocess(manifest))
+    pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
+    data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
+                     channels=pre.to_channels if pre else None)
     logits = logits_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == data.y_test).mean())
     tol = config.accuracy_tolerance

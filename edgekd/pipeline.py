@@ -28,6 +28,7 @@ class CompressConfig:
     data: Any = None  # a path, 'digits', a Dataset (Python API), or None: the embedded digits
     resolution: int | None = None
     normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
+    channels: int | None = None  # 3: grayscale repeated to RGB, 1: RGB to luminance (None: as the data is)
     profile: str = "host-cpu-1t"
     budget_ms: float | None = None
     max_size_kb: float | None = None
@@ -78,6 +79,11 @@ class CompressConfig:
         if self.latency_anchors is not None and self.latency_anchors < 3:
             raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
                               "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
+        if self.channels is not None:  # the CLI gives "1"/"3", a recipe 1/3
+            if str(self.channels) not in ("1", "3"):
+                raise ConfigError(f"--channels {self.channels} is not 1 or 3",
+                                  "pass 3 to repeat grayscale images to RGB, 1 to take RGB images' luminance")
+            object.__setattr__(self, "channels", int(self.channels))
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         from edgekd.data import parse_normalize

@@ -17,6 +17,10 @@ from edgekd.errors import DataError
 NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean and std), none (pixels "
                  "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
 
+CHANNELS_FIX = "pass --channels 3 (grayscale repeated to RGB) or 1 (RGB to luminance), as your teacher takes them"
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights PIL converts RGB to grayscale with
+LUMA_TEXT = "0.299 R + 0.587 G + 0.114 B"
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -29,16 +33,18 @@ class Preprocess:
     channels: str  # "grayscale", "rgb", or "as stored" (a .npz)
     resize: int | None = None
     resize_method: str | None = None
+    to_channels: int | None = None  # --channels: grayscale repeated to 3, or RGB to luminance (None: as loaded)
 
     def to_dict(self) -> dict[str, Any]:
+        # to_channels only when set: records from before it existed stay equal to today's for the same data.
         return {"layout": "NCHW", "dtype": "float32", "channels": self.channels, "scale": self.scale,
                 "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
-                "resize_method": self.resize_method}
+                "resize_method": self.resize_method, **({"to_channels": self.to_channels} if self.to_channels else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
-                   d.get("resize"), d.get("resize_method"))
+                   d.get("resize"), d.get("resize_method"), d.get("to_channels"))
 
 
 def describe_preprocess(d: dict[str, Any]) -> str:
@@ -46,7 +52,8 @@ def describe_preprocess(d: dict[str, Any]) -> str:
     scale = d["scale"]
     pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
     resize = f"resized to {d['resize']}x{d['resize']} ({d['resize_method']}), " if d.get("resize") else ""
-    return (f"{d['channels']} {d['layout']} {d['dtype']}, {resize}({pixel} - {_per_channel(d['mean'])}) / "
+    convert = {3: "repeated to 3 channels, ", 1: f"to 1 channel of {LUMA_TEXT}, "}.get(d.get("to_channels"), "")
+    return (f"{d['channels']} {d['layout']} {d['dtype']}, {convert}{resize}({pixel} - {_per_channel(d['mean'])}) / "
             f"{_per_channel(d['std'])}")
 
 
@@ -100,3 +107,20 @@ def normalize_images(x: np.ndarray, stats_from: np.ndarray, normalize: Any, sour
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     return ((x - m) / s).astype(np.float32), tuple(mean), tuple(std)
+
+
+def convert_channels(x: np.ndarray, channels: int | None, source: str) -> tuple[np.ndarray, int | None]:
+    """NCHW ``x`` with ``channels`` channels, and ``channels`` when that converted anything (None: as it was).
+    Grayscale becomes RGB by repeating it (what a teacher trained on colour images needs to see grayscale
+    data), RGB becomes grayscale by its luminance."""
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"--channels {channels} is not 1 or 3", CHANNELS_FIX)
+    if channels is None or x.shape[1] == channels:
+        return x, None
+    if x.shape[1] == 1 and channels == 3:
+        return np.ascontiguousarray(np.repeat(x, 3, axis=1)), 3
+    if x.shape[1] == 3 and channels == 1:
+        luma = np.asarray(LUMA, np.float32).reshape(1, 3, 1, 1)
+        return (x * luma).sum(axis=1, keepdims=True, dtype=np.float32), 1
+    raise DataError(f"{source}: --channels {channels} cannot convert {x.shape[1]}-channel images",
+                    "store the images with 1 (grayscale) or 3 (RGB) channels")

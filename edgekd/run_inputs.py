@@ -28,9 +28,10 @@ def check_inputs(config: Any) -> None:
         if not isinstance(config.data, Dataset):
             raise ConfigError(f"data is a {type(config.data).__name__}, not a path or an edgekd Dataset",
                               "pass a .npz path, an image folder, 'digits', or load_data(...)'s result")
-        if config.resolution is not None or config.normalize != "dataset":
-            raise ConfigError("resolution and normalize apply when edgekd loads the data, not to a Dataset "
-                              "passed in", "pass them to load_data(..., resolution=..., normalize=...) instead")
+        if config.resolution is not None or config.normalize != "dataset" or config.channels is not None:
+            raise ConfigError("resolution, normalize and channels apply when edgekd loads the data, not to a "
+                              "Dataset passed in", "pass them to load_data(..., resolution=..., normalize=...) "
+                              "instead")
 
 
 def run_data(config: Any, log: Log) -> Any:
@@ -40,7 +41,8 @@ def run_data(config: Any, log: Log) -> Any:
     if isinstance(config.data, Dataset):
         data = config.data
     else:
-        data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize)
+        data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize,
+                         channels=config.channels)
     if not len(data.y_train):
         raise DataError(f"data '{data.name}' holds only a test split (x_test, y_test), nothing to train on",
                         "pass data with training images (x and y, or x_train/y_train as well); a test set alone "

@@ -145,7 +145,7 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
-                        "(see --resolution)") from None
+                        "(see --resolution and --channels)") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ModelError(f"the teacher's forward returns {what}, not (batch, classes) logits",

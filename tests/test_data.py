@@ -325,3 +325,55 @@ def test_a_test_set_alone_is_all_test_split(tmp_path):
     np.savez(tmp_path / "empty.npz", x_test=x[:0], y_test=y[:0])
     with pytest.raises(DataError, match="x_test holds no images"):
         load_data(str(tmp_path / "empty.npz"))
+
+
+# --- --channels: what a teacher trained on other channels takes ----------------------------------------------
+
+def test_grayscale_repeated_to_rgb_is_recorded_and_reproducible(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    ds = load_data(str(root), channels=3, normalize="0.485,0.456,0.406/0.229,0.224,0.225")
+    pre = ds.describe()["preprocess"]
+    assert ds.input_shape == (3, 10, 10) and pre["to_channels"] == 3 and pre["channels"] == "grayscale"
+    from PIL import Image
+
+    with Image.open(root / "cat" / "05.png") as img:
+        raw = np.asarray(img.convert("L"))
+    assert _holds(ds, _as_deployed(pre, np.repeat(raw[None], 3, axis=0)))
+    # Applied again from the record alone (as gate and validate do), even under an explicit normalisation.
+    from edgekd.data import Preprocess
+
+    again = load_data(str(root), normalize=Preprocess.from_dict(pre))
+    assert np.array_equal(again.x_test, ds.x_test)
+    assert load_data(str(root), normalize="none", channels=Preprocess.from_dict(pre).to_channels).input_shape[0] == 3
+
+
+def test_rgb_to_luminance_matches_pil(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "rgb"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    ds = load_data(str(root), channels=1, normalize="none")
+    assert ds.input_shape == (1, 6, 6) and ds.describe()["preprocess"]["to_channels"] == 1
+    with Image.open(root / "b" / "4.png") as img:
+        pil = np.asarray(img.convert("L")).astype(np.float32) / 255
+    nearest = np.abs(_rows(ds) - pil[None, None]).max(axis=(1, 2, 3)).min()
+    assert nearest <= 0.5 / 255 + 1e-6  # PIL rounds to whole grey levels; the weights are the same
+
+
+def test_data_already_in_the_asked_channels_records_no_conversion():
+    ds = load_data("digits", resolution=8, channels=1)
+    assert "to_channels" not in ds.describe()["preprocess"]
+    assert np.array_equal(ds.x_test, load_data("digits", resolution=8).x_test)
+
+
+def test_bad_channel_requests_are_refused(tmp_path):
+    with pytest.raises(DataError, match="--channels 2 is not 1 or 3; pass --channels 3"):
+        load_data("digits", channels=2)
+    four = np.zeros((30, 4, 5, 5), np.uint8)
+    np.savez(tmp_path / "rgba.npz", x=four, y=np.arange(30) % 2)
+    with pytest.raises(DataError, match="--channels 1 cannot convert 4-channel images"):
+        load_data(str(tmp_path / "rgba.npz"), channels=1)

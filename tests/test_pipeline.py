@@ -163,3 +163,44 @@ def test_an_accuracy_budget_the_student_misses_fails_the_run(teacher_files, fast
     assert primary["verdicts"]["accuracy"] is False and "accuracy_drop" in primary["verdicts"]
     report = (result.out / "report.md").read_text()
     assert "FAIL: " in report and "accuracy" in report and "accuracy >= 100%" in report
+
+
+def test_a_colour_teacher_on_grayscale_data_with_channels_3(fast_profile_path, tmp_path, run_cli):
+    """--channels 3 feeds a teacher trained on RGB grayscale data; the conversion travels with the artifacts,
+    so validate and gate measure on the same grayscale data without being told again."""
+    import importlib.util
+
+    import onnxruntime as ort
+    import torch
+
+    spec = importlib.util.spec_from_file_location("tiny_rgb", Path(__file__).parent / "assets" / "tiny_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    out = tmp_path / "out"
+    result = compress(CompressConfig(out=str(out), teacher=module.TinyNet(in_ch=3), data="digits", resolution=16,
+                                     channels=3, profile=str(fast_profile_path), budget_ms=50.0, candidates=4,
+                                     epochs=1, progress=False))
+    assert result.manifest["data"]["input_shape"] == [3, 16, 16]
+    assert result.manifest["data"]["preprocess"]["to_channels"] == 3 and result.manifest["recipe"]["channels"] == 3
+    meta = ort.InferenceSession(str(out / "student-int8.onnx")).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["edgekd.preprocess"])["to_channels"] == 3
+    code, text, err = run_cli("validate", out / "student-int8.onnx", "--data", "digits", "--resolution", "16",
+                              "--profile", fast_profile_path)
+    assert code == 0 and "accuracy" in text, err
+    code, text, err = run_cli("gate", out / "manifest.json", "--min-accuracy", "0.0", "--data", "digits",
+                              "--resolution", "16", "--normalize", "none", "--config", tmp_path / "none.toml")
+    assert code == 0, text + err
+
+
+@pytest.mark.parametrize("value", [2, "4", 0])
+def test_channels_other_than_1_or_3_are_refused(value):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"--channels {value} is not 1 or 3; pass 3 to repeat grayscale"):
+        CompressConfig(channels=value)
+
+
+def test_channels_flag_is_checked_by_the_cli(run_cli):
+    code, _, err = run_cli("compress", "--channels", "2")
+    assert code == 2 and "'2' is not one of '1', '3'" in err

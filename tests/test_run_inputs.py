@@ -68,7 +68,7 @@ def test_inputs_of_the_wrong_kind_are_refused(kwargs, message):
         CompressConfig(**kwargs)
 
 
-@pytest.mark.parametrize("option", [dict(resolution=8), dict(normalize="none")])
+@pytest.mark.parametrize("option", [dict(resolution=8), dict(normalize="none"), dict(channels=3)])
 def test_loading_options_with_a_dataset_passed_in_are_refused(small_data, option):
     with pytest.raises(ConfigError, match="apply when edgekd loads the data.*load_data"):
         CompressConfig(data=small_data, **option)

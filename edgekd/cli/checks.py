@@ -68,11 +68,13 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     prof = load_profile(profile)
     shape = parse_shape(input_shape) if input_shape else None
     art = artifact_from_file(model)
-    if data and normalize is None:
+    dataset = None
+    if data:
         from edgekd.onnxfile import embedded_preprocess
 
-        normalize = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
-    dataset = load_data(data, resolution=resolution, normalize=normalize) if data else None
+        recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
+        dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
+                            channels=recorded.to_channels if recorded else None)
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency

@@ -21,6 +21,9 @@ _COMPRESS_OPTIONS = [
     click.option("--normalize", type=str, help="Input normalisation, as your teacher was trained: dataset "
                                                "(default: the data's own mean and std), none (pixels scaled to "
                                                "[0, 1]), or MEAN/STD, e.g. 0.485,0.456,0.406/0.229,0.224,0.225."),
+    click.option("--channels", type=click.Choice(["1", "3"]), help="Channels your teacher takes, when the data "
+                                                                   "has others: 3 repeats grayscale to RGB, 1 takes "
+                                                                   "RGB's luminance."),
     click.option("--profile", type=str, help="Device profile name or .toml path (default: host-cpu-1t)."),
     click.option("--budget-ms", type=float, help="Latency budget: p50 on the profile, in milliseconds."),
     click.option("--max-size-kb", type=float, help="Size budget of the shipped artifact, in KiB."),
