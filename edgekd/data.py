@@ -27,7 +27,9 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
 )
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
+WIDE_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grayscale, as Pillow opens it
 TORCH_RESIZE = "bilinear, align_corners=False"  # torch.nn.functional.interpolate, as _resize calls it
 
 
@@ -203,7 +205,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
 
 def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
                       channels: int | None = None) -> Dataset:
-    """One sub-folder per class, PNG/JPEG files inside; grayscale unless any image has colour."""
+    """One sub-folder per class, image files inside; grayscale unless any image has colour."""
     from PIL import Image, UnidentifiedImageError
 
     # Hidden folders (.ipynb_checkpoints, .git) are not classes.
@@ -213,12 +215,12 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
     if len(classes) < 2 or not files:
         raise DataError(
             f"{path}: found {len(classes)} class folders and {len(files)} images",
-            "use one sub-folder per class (at least two) holding .png/.jpg files",
+            f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files",
         )
     empty = sorted(set(classes) - {classes[i] for _, i in files})
     if empty:
         # An empty class would still get an output of the model, and nothing would ever train it.
-        raise DataError(f"{path}: class folder '{empty[0]}' holds no .png/.jpg images",
+        raise DataError(f"{path}: class folder '{empty[0]}' holds no {IMAGE_KINDS} images",
                         "add its images, or move the folder out of the data")
     images = []
     for file, _ in files:
@@ -227,19 +229,44 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
                 images.append(img.copy())
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
-    mode = "L" if all(img.mode in ("L", "1", "I;16", "I", "LA") for img in images) else "RGB"
     side = resolution or max(images[0].size)
-    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
-    arrays = [np.asarray(img.convert(mode).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
-              for img in images]
-    x = np.stack(arrays)
+    x, mode, scale = _pixels(path, [f for f, _ in files], images, side)
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
     _check_classes(path, y)
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(1 / 255, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     return _split(path.name, x, y, tuple(classes), seed, pre)
+
+
+def _pixels(path: Path, files: list[Path], images: list[Any], side: int) -> tuple[np.ndarray, str, float]:
+    """The images as (N, H, W) or (N, H, W, 3) floats in [0, 1] at ``side``, their mode and the scale used.
+
+    16-bit grayscale (microscopy, X-ray) is read at its full depth: Pillow's conversion to 8-bit grayscale
+    clips every value above 255 instead of scaling, which would leave such images nearly white."""
+    from PIL import Image
+
+    wide = [img.mode in WIDE_GRAY for img in images]
+    if any(img.mode == "F" for img in images):
+        first = files[next(i for i, img in enumerate(images) if img.mode == "F")]
+        raise DataError(f"{first}: holds floating-point pixels", "store 8- or 16-bit images, or a .npz of floats")
+    if any(wide) and not all(wide):
+        first = files[wide.index(True)] if not wide[0] else files[wide.index(False)]
+        raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {first})",
+                        "store every image at one bit depth")
+    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
+    bicubic = Image.Resampling.BICUBIC
+    if all(wide):
+        x = np.stack([np.asarray(img.convert("F").resize((side, side), bicubic), dtype=np.float32)
+                      for img in images])
+        if float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more is a 32-bit image
+            raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
+        return x / 65535.0, "L", 1 / 65535
+    mode = "L" if all(img.mode in ("L", "1", "LA") for img in images) else "RGB"
+    x = np.stack([np.asarray(img.convert(mode).resize((side, side), bicubic), dtype=np.float32) / 255.0
+                  for img in images])
+    return x, mode, 1 / 255
 
 
 def _scale(x: np.ndarray) -> float:

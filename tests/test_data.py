@@ -311,7 +311,7 @@ def test_image_folder_skips_hidden_folders_and_refuses_empty_classes(tmp_path):
     assert ds.class_names == ("cat", "dog") and _sizes(ds) == 24
     (root / "bird").mkdir()
     (root / "bird" / "notes.txt").write_text("no images yet")
-    with pytest.raises(DataError, match="class folder 'bird' holds no .png/.jpg images"):
+    with pytest.raises(DataError, match="class folder 'bird' holds no .png/.jpg/.bmp/.tif/.webp images"):
         load_data(str(root))
 
 
@@ -377,3 +377,53 @@ def test_bad_channel_requests_are_refused(tmp_path):
     np.savez(tmp_path / "rgba.npz", x=four, y=np.arange(30) % 2)
     with pytest.raises(DataError, match="--channels 1 cannot convert 4-channel images"):
         load_data(str(tmp_path / "rgba.npz"), channels=1)
+
+
+# --- image depth and formats ------------------------------------------------------------------------------
+
+def _write(root, name, i, pixels, suffix=".png"):
+    from PIL import Image
+
+    (root / name).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(root / name / f"{i:02d}{suffix}")
+
+
+def test_16_bit_grayscale_is_read_at_full_depth(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = {}
+    for c in ("a", "b"):
+        for i in range(10):
+            raw[c, i] = rng.integers(1000, 60000, size=(6, 6), dtype=np.uint16)
+            _write(tmp_path / "xray", c, i, raw[c, i])
+    ds = load_data(str(tmp_path / "xray"), normalize="none")
+    pre = ds.describe()["preprocess"]
+    assert pre["scale"] == pytest.approx(1 / 65535) and pre["channels"] == "grayscale"
+    # Pillow's own 8-bit conversion would clip all of these to 255: nearly white, the digits lost.
+    assert 0.3 < float(ds.x_train.mean()) < 0.6
+    assert _holds(ds, _as_deployed(pre, raw["b", 3][None]))
+
+
+def test_16_bit_mixed_with_8_bit_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        _write(tmp_path / "mix", "a", i, rng.integers(0, 60000, size=(5, 5), dtype=np.uint16))
+        _write(tmp_path / "mix", "b", i, rng.integers(0, 255, size=(5, 5), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"mixes 16-bit grayscale with 8-bit images \(e\.g\. .*b/00\.png\)"):
+        load_data(str(tmp_path / "mix"))
+
+
+def test_float_images_are_refused(tmp_path):
+    for c in ("a", "b"):
+        for i in range(3):
+            _write(tmp_path / "floats", c, i, np.full((5, 5), 0.5, np.float32), ".tif")
+    with pytest.raises(DataError, match="holds floating-point pixels; store 8- or 16-bit images"):
+        load_data(str(tmp_path / "floats"))
+
+
+def test_bmp_tiff_and_webp_are_images_too(tmp_path):
+    rng = np.random.default_rng(0)
+    for c, suffix in (("a", ".bmp"), ("b", ".tif"), ("c", ".webp")):
+        for i in range(6):
+            _write(tmp_path / "kinds", c, i, rng.integers(0, 255, size=(7, 7), dtype=np.uint8), suffix)
+    ds = load_data(str(tmp_path / "kinds"))
+    assert ds.class_names == ("a", "b", "c") and _sizes(ds) == 18
