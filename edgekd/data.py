@@ -159,7 +159,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
                             "store every split at one shape, or pass --resolution to resize them")
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         num_classes = int(max(y.max() for y in ys.values())) + 1
-        _check_classes(path, ys["train"])
+        _check_classes(path, ys["train"], num_classes)
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
@@ -297,9 +297,18 @@ def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_classes(path: Any, y: np.ndarray) -> None:
-    if len(np.unique(y)) < 2:
+def _check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:
+    present = np.unique(y)
+    if len(present) < 2:
         raise DataError(f"{path}: all labels belong to a single class", "provide images of at least two classes")
+    # A label no training image has would still get an output of the model, and nothing would ever train it;
+    # most often the labels start at 1.
+    unused = sorted(set(range(num_classes or int(present[-1]) + 1)) - set(present.tolist()))
+    if unused:
+        fix = "subtract 1 from every label" if unused == [0] else "number the classes 0..K-1 with none left out"
+        raise DataError(f"{path}: no training image has label {unused[0]}"
+                        + (f" ({len(unused)} labels unused)" if len(unused) > 1 else "")
+                        + f"; labels run 0..{num_classes - 1 if num_classes else int(present[-1])}", fix)
 
 
 def _resize(x: np.ndarray, side: int) -> np.ndarray:

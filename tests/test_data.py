@@ -427,3 +427,23 @@ def test_bmp_tiff_and_webp_are_images_too(tmp_path):
             _write(tmp_path / "kinds", c, i, rng.integers(0, 255, size=(7, 7), dtype=np.uint8), suffix)
     ds = load_data(str(tmp_path / "kinds"))
     assert ds.class_names == ("a", "b", "c") and _sizes(ds) == 18
+
+
+@pytest.mark.parametrize("labels, message, fix", [
+    (lambda n: np.arange(n) % 3 + 1, r"no training image has label 0; labels run 0\.\.3", "subtract 1 from every"),
+    (lambda n: np.array([0, 1, 4])[np.arange(n) % 3], r"no training image has label 2 \(2 labels unused\)",
+     "number the classes 0..K-1"),
+])
+def test_labels_that_leave_a_class_out_are_refused(tmp_path, labels, message, fix):
+    x = np.zeros((30, 1, 4, 4), np.float32)
+    np.savez(tmp_path / "x_y.npz", x=x, y=labels(30))
+    np.savez(tmp_path / "splits.npz", x_train=x, y_train=labels(30), x_test=x[:6], y_test=labels(6))
+    for name in ("x_y.npz", "splits.npz"):
+        with pytest.raises(DataError, match=message) as err:
+            load_data(str(tmp_path / name))
+        assert fix in str(err.value)
+
+
+def test_a_test_set_alone_may_leave_classes_out(tmp_path):
+    np.savez(tmp_path / "test.npz", x_test=np.zeros((6, 1, 4, 4), np.float32), y_test=np.array([0, 2] * 3))
+    assert load_data(str(tmp_path / "test.npz")).num_classes == 3
