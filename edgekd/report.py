@@ -114,6 +114,25 @@ def latency_method(manifest: dict[str, Any]) -> str:
     return text + "."
 
 
+def int8_text(manifest: dict[str, Any]) -> str | None:
+    """How much of each int8 file runs in int8, when nodes fell back to fp32: an "int8" file that is mostly
+    fp32 is barely smaller than its twin, and a reader of the table should not have to guess why."""
+    parts = []
+    for entry in manifest.get("artifacts", []):
+        art = entry["artifact"]
+        fallback = (art.get("details") or {}).get("int8_fallback")
+        if not fallback or not fallback.get("rounds"):
+            continue
+        rounds = fallback["rounds"]
+        total, kept = rounds[0]["quantized"], rounds[fallback["best_round"]]["quantized"]
+        if total and kept < total:
+            parts.append(f"`{art['name']}` runs {kept} of its {total} quantizable nodes in int8; the other "
+                         f"{total - kept} stay fp32, where int8 ran slower on this profile")
+    if not parts:
+        return None
+    return "; ".join(parts) + " (node by node in `int8_fallback`, manifest.json)."
+
+
 def input_text(preprocess: dict[str, Any]) -> str:
     """What a deployment pipeline must feed the shipped model."""
     from edgekd.data import describe_preprocess
@@ -141,6 +160,8 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "
                      f"({student['params']:,} parameters)")
     lines += ["", summary_table(manifest), "", latency_method(manifest)]
+    if int8_text(manifest):
+        lines += ["", int8_text(manifest)]  # type: ignore[list-item]
     if manifest["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
     lines += ["", f"Tools: {', '.join(f'{k} {v}' for k, v in manifest['tools'].items())}", ""]

@@ -159,3 +159,15 @@ def test_reports_say_what_input_the_shipped_models_expect(manifest, search):
             "(0.229, 0.224, 0.225)")
     assert f"- Input: {line} (what the shipped models expect" in render_markdown(manifest)
     assert f"<li>Input: {line} (what the shipped models expect" in render_html(manifest, search)
+
+
+def test_reports_say_how_much_of_an_int8_file_fell_back_to_fp32(manifest, search):
+    assert "quantizable nodes" not in render_markdown(manifest)  # no fallback recorded: nothing to say
+    rounds = [{"index": 0, "excluded": [], "quantized": 22}, {"index": 1, "excluded": [{}] * 19, "quantized": 3},
+              {"index": 2, "excluded": [{}] * 3, "quantized": 0}]
+    manifest["artifacts"][2]["artifact"]["details"]["int8_fallback"] = {"rounds": rounds, "best_round": 1}
+    line = "runs 3 of its 22 quantizable nodes in int8; the other 19 stay fp32, where int8 ran slower"
+    assert f"`student-int8` {line}" in render_markdown(manifest)
+    assert f"student-int8 {line}" in render_html(manifest, search)
+    manifest["artifacts"][2]["artifact"]["details"]["int8_fallback"]["best_round"] = 0  # every node int8
+    assert "quantizable nodes" not in render_markdown(manifest)
