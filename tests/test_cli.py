@@ -222,3 +222,61 @@ def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profi
     assert code == 2 and "measured its students on profile 'fast-test', not 'host-cpu'" in err
     code, _, err = run_cli("compress", *common, "--search", found, "--budget-ms", "0.0001", "--out", tmp_path / "o3")
     assert code == 2 and "over --budget-ms 0.0001" in err and not (tmp_path / "o3").exists()
+
+
+# --- Ctrl-C: one line saying what was left behind, exit 130 ----------------------------------------------
+
+def _interrupt(*_args, **_kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_compress_says_nothing_was_written_and_how_to_resume_long_runs(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
+    code, out, err = run_cli("compress", "--out", tmp_path / "o")
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().startswith(f"interrupted: nothing was written to {tmp_path / 'o'}/")
+    assert "edgekd distill --out DIR" in err and "--resume" in err and "compress --distilled DIR" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_distill_points_at_its_checkpoint(run_cli, tmp_path, monkeypatch):
+    def trained_one_epoch(config, out, **_kwargs):
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "checkpoint.pt").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgekd.pipeline.run_distill", _interrupt)
+    code, _, err = run_cli("distill", "--out", tmp_path / "d")
+    assert code == 130 and err.strip() == f"interrupted: nothing was written to {tmp_path / 'd'}/"
+    monkeypatch.setattr("edgekd.pipeline.run_distill", trained_one_epoch)
+    code, _, err = run_cli("distill", "--out", tmp_path / "d")
+    assert code == 130
+    assert err.strip() == (f"interrupted: {tmp_path / 'd' / 'checkpoint.pt'} holds the last finished epoch; run the "
+                           "same command with --resume to continue")
+
+
+def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, monkeypatch):
+    from edgekd.latency.table import table_path
+    from edgekd.profiles import load_profile
+
+    partial = table_path(load_profile(fast_profile_path), "mbv2")
+    partial = partial.with_name(partial.name + ".partial")
+
+    def measured_a_chunk(*_args, **_kwargs):
+        partial.write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgekd.latency.calibrate.calibrate", measured_a_chunk)
+    try:
+        code, _, err = run_cli("profiles", "calibrate", fast_profile_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    assert code == 130 and f"the blocks measured so far are kept in {partial}; run the same command again" in err
+
+
+def test_a_later_command_does_not_inherit_an_earlier_ones_interruption_line(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
+    run_cli("compress", "--out", tmp_path / "o")
+    monkeypatch.setattr("edgekd.validate.artifact_from_file", _interrupt)
+    code, _, err = run_cli("validate", tmp_path / "m.onnx")
+    assert code == 130 and err.strip() == "interrupted: nothing was written"

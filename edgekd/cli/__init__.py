@@ -10,7 +10,7 @@ import sys
 import click
 
 from edgekd.cli import checks, profile_cmds, stages  # noqa: F401  (each registers its commands on the group)
-from edgekd.cli.base import cli
+from edgekd.cli.base import NOTHING_WRITTEN, cli, interrupted_message, on_interrupt
 from edgekd.errors import EdgeKDError
 
 __all__ = ["cli", "main"]
@@ -18,6 +18,7 @@ __all__ = ["cli", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns edgekd errors into one clean line and exit code."""
+    on_interrupt(lambda: NOTHING_WRITTEN)  # until the command says otherwise (main may run more than once)
     try:
         rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
     except EdgeKDError as exc:
@@ -32,10 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted: nothing was written", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo(interrupted_message(), err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from edgekd import __version__
@@ -12,6 +14,22 @@ from edgekd.fsutil import check_new_file
 @click.version_option(__version__, prog_name="edgekd")
 def cli() -> None:
     """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
+
+
+# What an interruption (Ctrl-C) leaves behind, as the running command knows it: one callable at a time.
+_ON_INTERRUPT: list[Callable[[], str]] = []
+
+
+def on_interrupt(say: Callable[[], str]) -> None:
+    """Register the line printed if the command is interrupted (evaluated then: what is on disk by then)."""
+    _ON_INTERRUPT[:] = [say]
+
+
+NOTHING_WRITTEN = "interrupted: nothing was written"
+
+
+def interrupted_message() -> str:
+    return _ON_INTERRUPT[0]() if _ON_INTERRUPT else NOTHING_WRITTEN
 
 
 def check_report_files(force: bool, *files: tuple[str, str | None]) -> None:

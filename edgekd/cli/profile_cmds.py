@@ -6,7 +6,7 @@ import json
 
 import click
 
-from edgekd.cli.base import cli, parse_shape
+from edgekd.cli.base import cli, on_interrupt, parse_shape
 
 
 @cli.group()
@@ -54,6 +54,9 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
     prof = load_profile(name)
     from edgekd.latency.table import table_path
 
+    partial = table_path(prof, space).with_name(table_path(prof, space).name + ".partial")
+    on_interrupt(lambda: f"interrupted: the blocks measured so far are kept in {partial}; run the same command "
+                 "again to resume" if partial.is_file() else "interrupted: nothing was written")
     table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]
                       log=lambda m: click.echo(f"[edgekd] {m}", err=True))
     click.echo(f"wrote {table_path(prof, space)} ({sum(len(v) for v in table.entries.values())} entries, "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from edgekd.cli.base import cli
+from edgekd.cli.base import cli, on_interrupt
 
 _COMPRESS_OPTIONS = [
     click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
@@ -145,6 +146,9 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     if values.get("distilled"):
         _refuse_training_flags(ctx)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    on_interrupt(lambda: f"interrupted: nothing was written to {config.out}/ (to make a long training resumable, "
+                 "run it as `edgekd distill --out DIR`, continue it with --resume, then ship it with "
+                 "`edgekd compress --distilled DIR`)")
     result = run(config, log=log)
     manifest = result.manifest
     click.echo(summary_table(manifest))
@@ -203,6 +207,9 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = values.pop("out", None) or "edgekd-distill"
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    checkpoint = Path(out) / "checkpoint.pt"
+    on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
+                 "--resume to continue" if checkpoint.is_file() else f"interrupted: nothing was written to {out}/")
     trained = run_distill(config, out, resume=resume, log=log)
     click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()} "
                f"-> {out}/ (student.pt, distill.json)")
