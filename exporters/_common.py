@@ -9,9 +9,11 @@ from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
 
-def strip_debug_metadata(path: Path) -> None:
-    """Drop the exporter's per-node debug metadata (source names, stack traces): on a small model it is
-    more than half the file, and a device has no use for it."""
+def tidy_for_device(path: Path) -> None:
+    """Drop what a device has no use for: the exporter's per-node debug metadata (source names, stack
+    traces; on a small model more than half the file), and opset imports of domains no node uses (the
+    quantizer's pre-processing leaves eight, such as com.microsoft.nchwc and org.pytorch.aten, which a
+    strict runtime or converter may refuse to load)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -24,7 +26,24 @@ def strip_debug_metadata(path: Path) -> None:
     for init in graph.initializer:
         del init.metadata_props[:]
     del graph.metadata_props[:]
+    used = _domains(graph.node) | {"", "ai.onnx"}
+    for function in model.functions:  # local functions: their own domain and whatever their bodies call
+        used |= {function.domain} | _domains(function.node)
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     onnx.save(model, str(path))
+
+
+def _domains(nodes: object) -> set[str]:
+    """Domains of these nodes, their subgraphs' (If, Loop, Scan bodies) included."""
+    found = set()
+    for node in nodes:  # type: ignore[attr-defined]
+        found.add(node.domain)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                found |= _domains(sub.node)
+    return found
 
 
 def finish(path: Path, name: str, role: str, precision: str, exporter: str,

@@ -33,7 +33,7 @@ import numpy as np
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish, strip_debug_metadata
+from exporters._common import finish, tidy_for_device
 
 DEFAULT_TOLERABLE_LOSS = 0.01
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -59,7 +59,7 @@ def export_inc(request: ExportRequest) -> Artifact:
                        lambda model: _to_onnx(model, sample, trial, request.opset), trial)
         shutil.copyfile(trial, path)  # the winner is the last trial, already exported
     folded = fold_weight_quantization(path)
-    strip_debug_metadata(path)
+    tidy_for_device(path)
     details = {"format": "QDQ (INC PT2E, X86InductorQuantizer)", "tolerable_loss": loss,
                "folded_weight_quantizers": folded, **tuning}
     return finish(path, request.name, request.role, "int8", "inc", details)

@@ -13,7 +13,7 @@ import numpy as np
 from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish, strip_debug_metadata
+from exporters._common import finish, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -42,7 +42,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch could not export '{request.name}' to ONNX: {first}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
-    strip_debug_metadata(path)
+    tidy_for_device(path)
     return finish(path, request.name, request.role, "fp32", "onnx-fp32")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish
+from exporters._common import finish, tidy_for_device
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -61,6 +61,7 @@ def export_int8(request: ExportRequest) -> Artifact:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"onnxruntime could not quantize '{request.source.path}': {first}",
                               "check that the fp32 model runs in onnxruntime") from None
+    tidy_for_device(path)
     details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
                "calibration_samples": int(len(request.calibration)),
                "excluded_nodes": {**{name: "first conv / classifier kept fp32 for accuracy" for name in excluded},

@@ -31,7 +31,7 @@ import numpy as np
 from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish, strip_debug_metadata
+from exporters._common import finish, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement is recorded
@@ -92,7 +92,7 @@ def _export_qat(model: Any, sample: np.ndarray, path: Path, opset: int) -> None:
     except Exception as exc:
         raise ExportError(f"torch could not export the QAT student: {_first(exc)}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
-    strip_debug_metadata(path)
+    tidy_for_device(path)
 
 
 def strip_qdq(source: Path, target: Path) -> dict[str, tuple[float, int]]:

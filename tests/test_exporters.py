@@ -48,9 +48,14 @@ def test_fp32_is_single_file_with_dynamic_batch_and_matches_torch(fp32_artifact,
 def test_int8_is_qdq_and_smaller(fp32_artifact, small_data, tmp_path):
     art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:64],
                                                   source=fp32_artifact))
-    ops = {n.op_type for n in onnx.load(art.path).graph.node}
+    model = onnx.load(art.path)
+    ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert art.precision == "int8" and art.size_bytes < fp32_artifact.size_bytes
+    # Only the domains its nodes use: the quantizer's pre-processing imports eight more (org.pytorch.aten,
+    # com.microsoft.nchwc, ...) that a strict runtime or converter may refuse.
+    assert {o.domain for o in model.opset_import} <= {n.domain for n in model.graph.node} | {""}
+    assert not any(n.metadata_props or n.doc_string for n in model.graph.node)
 
 
 def test_int8_without_calibration_is_refused(fp32_artifact, tmp_path):
@@ -117,6 +122,9 @@ def inc_artifact(student, small_data, tmp_path_factory):
 
 def test_inc_is_tuned_folded_single_file_int8(inc_artifact, fp32_artifact, small_data):
     import onnxruntime as ort
+
+    model = onnx.load(inc_artifact.path)
+    assert {o.domain for o in model.opset_import} <= {n.domain for n in model.graph.node} | {""}
 
     model = onnx.load(inc_artifact.path)
     ops = {n.op_type for n in model.graph.node}
