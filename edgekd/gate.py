@@ -282,7 +282,9 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
     checks = []
     if config.max_opset is not None:
         ok = opset <= config.max_opset
-        checks.append(Check("opset", ok, f"opset {opset}, target runtime supports up to {config.max_opset}", opset))
+        ir = onnx.load(str(model), load_external_data=False).ir_version
+        checks.append(Check("opset", ok, f"opset {opset} (IR version {ir}), target runtime supports up to "
+                            f"{config.max_opset}", opset))
     if config.allowed_ops is not None:
         ops = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
         extra = sorted(ops - set(config.allowed_ops))

@@ -124,8 +124,8 @@ def is_int8(model: Any) -> bool:
 
 
 def describe(model: Any) -> dict[str, Any]:
-    """Operator types and input/output signature, as the manifest records them."""
-    return {"op_types": sorted({n.op_type for n in model.graph.node}),
+    """IR version, operator types and input/output signature, as the manifest records them."""
+    return {"ir_version": int(model.ir_version), "op_types": sorted({n.op_type for n in model.graph.node}),
             "inputs": [signature(v) for v in model.graph.input],
             "outputs": [signature(v) for v in model.graph.output]}
 

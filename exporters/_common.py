@@ -11,9 +11,9 @@ from edgekd.types import Artifact
 
 def tidy_for_device(path: Path) -> None:
     """Drop what a device has no use for: the exporter's per-node debug metadata (source names, stack
-    traces; on a small model more than half the file), and opset imports of domains no node uses (the
+    traces; on a small model more than half the file), opset imports of domains no node uses (the
     quantizer's pre-processing leaves eight, such as com.microsoft.nchwc and org.pytorch.aten, which a
-    strict runtime or converter may refuse to load)."""
+    strict runtime or converter may refuse to load), and an IR version newer than the opsets need."""
     import onnx
 
     model = onnx.load(str(path))
@@ -32,6 +32,11 @@ def tidy_for_device(path: Path) -> None:
     kept = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(kept)
+    # The oldest IR version that carries these opsets: onnx stamps its newest (10), which runtimes before
+    # onnxruntime 1.16 (still in many mobile apps) refuse to load, while opset 18 needs only IR 8.
+    lowest = onnx.helper.find_min_ir_version_for(model.opset_import, ignore_unknown=True)
+    if not model.functions and lowest < model.ir_version:
+        model.ir_version = lowest
     onnx.save(model, str(path))
 
 

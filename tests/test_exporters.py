@@ -43,6 +43,8 @@ def test_fp32_is_single_file_with_dynamic_batch_and_matches_torch(fp32_artifact,
     got = sess.run(None, {"input": x})[0]
     np.testing.assert_allclose(got, predict(student, x), atol=1e-4)
     assert fp32_artifact.opset == 18 and len(fp32_artifact.sha256) == 64
+    # The oldest IR version that carries opset 18, so onnxruntime before 1.16 (IR 9 at most) loads it too.
+    assert model.ir_version == 8 == fp32_artifact.details["ir_version"]
 
 
 def test_int8_is_qdq_and_smaller(fp32_artifact, small_data, tmp_path):
@@ -56,6 +58,7 @@ def test_int8_is_qdq_and_smaller(fp32_artifact, small_data, tmp_path):
     # com.microsoft.nchwc, ...) that a strict runtime or converter may refuse.
     assert {o.domain for o in model.opset_import} <= {n.domain for n in model.graph.node} | {""}
     assert not any(n.metadata_props or n.doc_string for n in model.graph.node)
+    assert model.ir_version == 8
 
 
 def test_int8_without_calibration_is_refused(fp32_artifact, tmp_path):
