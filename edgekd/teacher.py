@@ -120,8 +120,9 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
 
 
 def from_module(module: Any) -> Teacher:
-    """A teacher handed over in memory (the Python API). edgekd works on a copy in eval mode, so the
-    caller's module keeps its mode and its weights whatever the run does."""
+    """A teacher handed over in memory (the Python API). edgekd works on a float32 CPU copy in eval mode
+    (it distils and exports on the CPU), so the caller's module keeps its device, dtype, mode and weights
+    whatever the run does."""
     import copy
 
     try:
@@ -130,7 +131,7 @@ def from_module(module: Any) -> Teacher:
         raise ModelError(f"the teacher module cannot be copied ({type(exc).__name__}: {exc})",
                          "pass it as file.py:factory with weights, or as a torch.export .pt2 file") from None
     cls = type(module)
-    return Teacher(model.eval(), f"in-memory module {cls.__module__}.{cls.__qualname__} (Python API)")
+    return Teacher(model.float().cpu().eval(), f"in-memory module {cls.__module__}.{cls.__qualname__} (Python API)")
 
 
 def check_fits(teacher: Teacher, data: Dataset) -> None:

@@ -48,6 +48,16 @@ def test_in_memory_teacher_runs_like_the_same_model_from_files(teacher, small_da
         assert torch.equal(copied.module(x), teacher.module(x))
 
 
+def test_a_half_precision_teacher_is_run_as_float32_and_left_as_it_was(teacher, small_data):
+    half = from_module(teacher.module).module.half()
+    copied = from_module(half)
+    assert next(half.parameters()).dtype == torch.float16  # the caller's module, untouched
+    assert next(copied.module.parameters()).dtype == torch.float32
+    with torch.inference_mode():
+        out = copied.module(torch.from_numpy(small_data.x_val[:4]))
+    assert out.dtype == torch.float32 and out.shape == (4, 10)
+
+
 def test_a_module_that_cannot_be_copied_is_refused(teacher):
     class Locked(torch.nn.Module):
         def __init__(self):
