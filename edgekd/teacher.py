@@ -115,8 +115,8 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     if weights is None:
         raise ModelError(f"teacher '{spec}' needs its trained weights", "pass --weights path/to/state_dict.pt")
     _load_weights(model, Path(weights))
-    model.eval()
-    return Teacher(model, f"{spec} with weights {weights}")
+    # float32 on the CPU, where edgekd distils and exports, whatever device or dtype the factory chose
+    return Teacher(model.float().cpu().eval(), f"{spec} with weights {weights}")
 
 
 def from_module(module: Any) -> Teacher:
