@@ -114,9 +114,11 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
                          "return the model instance from the factory")
     if weights is None:
         raise ModelError(f"teacher '{spec}' needs its trained weights", "pass --weights path/to/state_dict.pt")
+    # float32 on the CPU, where edgekd distils and exports, whatever device or dtype the factory chose;
+    # before the weights load, so that they keep their full precision
+    model = model.float().cpu()
     _load_weights(model, Path(weights))
-    # float32 on the CPU, where edgekd distils and exports, whatever device or dtype the factory chose
-    return Teacher(model.float().cpu().eval(), f"{spec} with weights {weights}")
+    return Teacher(model.eval(), f"{spec} with weights {weights}")
 
 
 def from_module(module: Any) -> Teacher:

@@ -256,3 +256,17 @@ def test_check_fits_refuses_outputs_that_are_not_logits(module, what, tmp_path):
     data = _npz_dataset(tmp_path, channels=1, classes=10)
     with pytest.raises(ModelError, match=f"forward returns {re.escape(what)}, not \\(batch, classes\\) logits"):
         check_fits(Teacher(module, "test"), data)
+
+
+def test_a_factory_returning_a_half_precision_model_runs_as_float32(teacher_files, tmp_path, small_data):
+    module, weights = teacher_files
+    half = tmp_path / "half_teacher.py"
+    half.write_text(f"import importlib.util\n"
+                    f"spec = importlib.util.spec_from_file_location('base', {str(module)!r})\n"
+                    f"base = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(base)\n\n\n"
+                    f"def build():\n    return base.build().half()\n")
+    loaded = load_teacher(f"{half}:build", str(weights))
+    plain = load_teacher(f"{module}:build", str(weights))
+    x = small_data.x_val[:3]
+    assert next(loaded.module.parameters()).dtype == torch.float32
+    assert torch.equal(_logits(loaded, x), _logits(plain, x))
