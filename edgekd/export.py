@@ -10,10 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.errors import ConfigError
 from edgekd.registry import Registry
 from edgekd.types import Artifact
 
-DEFAULT_OPSET = 18  # the lowest the dynamo exporter emits; widest runtime reach
+DEFAULT_OPSET = 18  # the lowest the dynamo exporter emits
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear, which every int8 export writes
+DYNAMO_MIN_OPSET = 18  # below it, torch's dynamo exporter still writes 18: the TorchScript exporter is used
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +32,19 @@ class ExportRequest:
     source: Artifact | None = None
     opset: int = DEFAULT_OPSET
     options: dict[str, Any] = field(default_factory=dict)  # exporter-specific, e.g. {"calibration": "entropy"}
+
+    def __post_init__(self) -> None:
+        check_opset(self.opset)
+
+
+def check_opset(opset: int) -> None:
+    """An opset edgekd can write: int8 needs per-channel Q/DQ (13), and onnx must know it."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= int(opset) <= newest:
+        raise ConfigError(f"--opset {opset} is outside {MIN_OPSET}..{newest}",
+                          f"pass {DEFAULT_OPSET} (the default), or down to {MIN_OPSET} for an older runtime")
 
 
 Exporter = Callable[[ExportRequest], Artifact]

@@ -58,6 +58,7 @@ class CompressConfig:
     prune_round_to: int | None = None
     calibration_samples: int = 256
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
+    opset: int = 18  # ONNX opset of the shipped files; down to 13 for older runtimes (not with QAT)
     latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
     distilled: str | None = None  # export and validate the student `edgekd distill --out` trained in this folder
@@ -96,6 +97,13 @@ class CompressConfig:
         if self.distilled and self.search_file:
             raise ConfigError("--distilled and --search cannot be combined: the distilled folder holds the search "
                               "its student came from", "drop --search")
+        from edgekd.export import DYNAMO_MIN_OPSET, check_opset
+
+        check_opset(self.opset)
+        if self.qat_epochs and self.opset < DYNAMO_MIN_OPSET:
+            raise ConfigError(f"--qat-epochs exports at opset {DYNAMO_MIN_OPSET} or later, not --opset {self.opset}",
+                              f"pass --opset {DYNAMO_MIN_OPSET}, or drop --qat-epochs (post-training int8 writes "
+                              "older opsets)")
         if self.target_ms is not None and self.qat_epochs:
             raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
                               "choose pruning toward a latency target or quantization-aware training")
@@ -253,10 +261,11 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         torch.save(trained.model.state_dict(), staging / "student.pt")
         if config.qat_epochs:
             art = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
-                                                              data.x_val[:1], calibration=data.x_train[:256]))
+                                                              data.x_val[:1], calibration=data.x_train[:256],
+                                                              opset=config.opset))
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
-                                                          data.x_val[:1]))
+                                                          data.x_val[:1], opset=config.opset))
         from edgekd.onnxfile import stamp_data_metadata
 
         stamp_data_metadata(art, data)
@@ -328,7 +337,8 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
     from edgekd.export import ExportRequest, get_exporter
 
     fp32 = get_exporter("onnx-fp32")
-    teacher_art = fp32(ExportRequest("teacher-fp32", "teacher", staging, teacher.module, data.x_val[:1]))
+    teacher_art = fp32(ExportRequest("teacher-fp32", "teacher", staging, teacher.module, data.x_val[:1],
+                                     opset=config.opset))
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
     if config.qat_epochs:
@@ -336,16 +346,19 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
 
         log("export: teacher fp32, student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
         twin = export_copy(student, fake_quant=False)
-        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1]))
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1],
+                                          opset=config.opset))
         student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
-                                                                   data.x_val[:1], calibration=calib))
+                                                                   data.x_val[:1], calibration=calib,
+                                                                   opset=config.opset))
         references = {"teacher-fp32": teacher.module, "student-fp32": twin, "student-int8": student}
     else:
         from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
 
         log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images; nodes that "
             "run slower in int8 on the profile fall back to fp32)")
-        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1]))
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1],
+                                          opset=config.opset))
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration))
         student_int8 = fallback.artifact

@@ -51,9 +51,21 @@ def _domains(nodes: object) -> set[str]:
     return found
 
 
+def require_dynamo_opset(request: object, exporter: str) -> None:
+    """Exporters built on torch's dynamo exporter write opset 18 and later only."""
+    from edgekd.export import DYNAMO_MIN_OPSET
+
+    opset = request.opset  # type: ignore[attr-defined]
+    if opset < DYNAMO_MIN_OPSET:
+        raise ExportError(f"{exporter} exports at opset {DYNAMO_MIN_OPSET} or later, not {opset}",
+                          f"pass --opset {DYNAMO_MIN_OPSET}, or use onnx-fp32 and onnx-int8 (post-training "
+                          "quantization), which write older opsets")
+
+
 def finish(path: Path, name: str, role: str, precision: str, exporter: str,
-           details: dict | None = None) -> Artifact:
-    """Run the ONNX checker on ``path`` and return its Artifact record."""
+           details: dict | None = None, opset: int | None = None) -> Artifact:
+    """Run the ONNX checker on ``path`` and return its Artifact record; ``opset``: the one asked for, which
+    the file must carry (an exporter that wrote another is not passed off as having written it)."""
     import onnx
 
     from edgekd.onnxfile import describe, opset_of
@@ -64,6 +76,10 @@ def finish(path: Path, name: str, role: str, precision: str, exporter: str,
     except Exception as exc:
         raise ExportError(f"{exporter} wrote an invalid model '{path.name}': {str(exc).splitlines()[0][:200]}",
                           "report this with the model that triggered it") from None
+    if opset is not None and opset_of(model) != opset:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{exporter} wrote opset {opset_of(model)} for '{name}', not the {opset} asked for",
+                          f"pass the opset it writes ({opset_of(model)}), or export with another exporter")
     return Artifact(name=name, role=role, precision=precision, path=str(path), exporter=exporter,
                     opset=opset_of(model), sha256=sha256(path), size_bytes=path.stat().st_size,
                     details={**describe(model), **(details or {})})

@@ -33,7 +33,7 @@ import numpy as np
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish, tidy_for_device
+from exporters._common import finish, require_dynamo_opset, tidy_for_device
 
 DEFAULT_TOLERABLE_LOSS = 0.01
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -49,6 +49,7 @@ def export_inc(request: ExportRequest) -> Artifact:
             or len(request.calibration) == 0:
         raise ExportError("inc needs a torch model, a sample input and calibration inputs",
                           "pass model, sample and calibration (training images) in the ExportRequest")
+    require_dynamo_opset(request, "inc")
     loss, max_trials, metric = _options(request)
     path = Path(request.out_dir) / f"{request.name}.onnx"
     sample = torch.from_numpy(np.repeat(request.sample[:1], 2, axis=0))  # batch 2: size-1 dims get specialised
@@ -62,7 +63,7 @@ def export_inc(request: ExportRequest) -> Artifact:
     tidy_for_device(path)
     details = {"format": "QDQ (INC PT2E, X86InductorQuantizer)", "tolerable_loss": loss,
                "folded_weight_quantizers": folded, **tuning}
-    return finish(path, request.name, request.role, "int8", "inc", details)
+    return finish(path, request.name, request.role, "int8", "inc", details, opset=request.opset)
 
 
 def _options(request: ExportRequest) -> tuple[float, int, tuple[str, np.ndarray, np.ndarray]]:

@@ -1,4 +1,5 @@
-"""fp32 ONNX through torch's dynamo exporter: one self-contained file, dynamic batch."""
+"""fp32 ONNX through torch's dynamo exporter (its TorchScript exporter below opset 18, which the dynamo one
+does not write): one self-contained file, dynamic batch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import ExportError
-from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
 from edgekd.types import Artifact
 from exporters._common import finish, tidy_for_device
 
@@ -32,18 +33,25 @@ def export_fp32(request: ExportRequest) -> Artifact:
     if isinstance(model, torch.nn.Module):
         model.eval()
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    legacy = request.opset < DYNAMO_MIN_OPSET
+    if legacy:
+        if not isinstance(model, torch.nn.Module):
+            raise ExportError(f"'{request.name}' is a torch.export program, which exports at opset "
+                              f"{DYNAMO_MIN_OPSET} or later, not {request.opset}",
+                              f"pass --opset {DYNAMO_MIN_OPSET}, or the model as file.py:factory with --weights")
+        kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     try:
         with _quiet():
-            torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False,
-                              opset_version=request.opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              verbose=False, **kwargs)
+            torch.onnx.export(model, (sample,), str(path), dynamo=not legacy, opset_version=request.opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                              **({} if legacy else {"external_data": False}), **kwargs)
     except Exception as exc:
         path.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch could not export '{request.name}' to ONNX: {first}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
     tidy_for_device(path)
-    return finish(path, request.name, request.role, "fp32", "onnx-fp32")
+    return finish(path, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
 
 
 @contextlib.contextmanager

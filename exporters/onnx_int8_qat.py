@@ -31,7 +31,7 @@ import numpy as np
 from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.types import Artifact
-from exporters._common import finish, tidy_for_device
+from exporters._common import finish, require_dynamo_opset, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement is recorded
@@ -41,6 +41,7 @@ CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement i
 def export_int8_qat(request: ExportRequest) -> Artifact:
     from edgekd.distill.qat import qat_plan
 
+    require_dynamo_opset(request, "onnx-int8-qat")
     plan = qat_plan(request.model)
     if plan is None:
         raise ExportError(f"onnx-int8-qat exports a quantization-aware trained student, and '{request.name}' "
@@ -72,7 +73,7 @@ def export_int8_qat(request: ExportRequest) -> Artifact:
                "fp32_convs": sum(n for op, n in ops.items() if op in ("Conv", "FusedConv", "ConvInteger")),
                "torch_agreement": _agreement(request.model, path, inputs[:CHECK_SAMPLES]),
                "agreement_samples": int(min(len(inputs), CHECK_SAMPLES))}
-    return finish(path, request.name, request.role, "int8", "onnx-int8-qat", details)
+    return finish(path, request.name, request.role, "int8", "onnx-int8-qat", details, opset=request.opset)
 
 
 def _export_qat(model: Any, sample: np.ndarray, path: Path, opset: int) -> None:

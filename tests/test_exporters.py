@@ -228,3 +228,55 @@ def test_weight_quantizer_folding_is_exact(tmp_path):
     after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(before, after)
     assert fold_weight_quantization(path) == 0  # nothing left to fold
+
+
+# --- --opset: older runtimes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opset, ir", [(13, 7), (17, 8)])
+def test_fp32_and_int8_at_an_older_opset(student, small_data, tmp_path, opset, ir):
+    import onnxruntime as ort
+
+    from edgekd.distill.trainer import predict
+
+    fp32 = get_exporter("onnx-fp32")(ExportRequest("s", "student", tmp_path, student, small_data.x_val[:1],
+                                                   opset=opset))
+    model = onnx.load(fp32.path)
+    assert fp32.opset == opset and model.ir_version == ir  # the oldest IR that carries the opset
+    x = small_data.x_test[:5]  # another batch size than exported with: the batch stays dynamic
+    got = ort.InferenceSession(fp32.path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, predict(student, x), atol=1e-4)
+    int8 = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:32],
+                                                   source=fp32))
+    assert int8.opset == opset and {"QuantizeLinear", "DequantizeLinear"} <= set(int8.details["op_types"])
+
+
+def test_opsets_the_exporters_cannot_write_are_refused(student, small_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"--opset 12 is outside 13\.\.\d+; pass 18"):
+        ExportRequest("s", "student", tmp_path, student, small_data.x_val[:1], opset=12)
+    for name in ("onnx-int8-qat", "inc"):
+        request = ExportRequest("s", "student", tmp_path, student, small_data.x_val[:1],
+                                calibration=small_data.x_train[:8], opset=17)
+        with pytest.raises(ExportError, match=f"{name} exports at opset 18 or later, not 17; pass --opset 18"):
+            get_exporter(name)(request)
+
+
+def test_a_pt2_program_exports_at_opset_18_or_later_only(student, small_data, tmp_path):
+    import torch
+
+    x = torch.from_numpy(np.repeat(small_data.x_val[:1], 2, axis=0))
+    program = torch.export.export(student, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with pytest.raises(ExportError, match="is a torch.export program, which exports at opset 18 or later, not 17"):
+        get_exporter("onnx-fp32")(ExportRequest("p", "teacher", tmp_path, program, small_data.x_val[:1], opset=17))
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_a_file_at_another_opset_than_asked_is_not_passed_off(fp32_artifact, tmp_path):
+    import shutil
+
+    from exporters._common import finish
+
+    copy = tmp_path / "other.onnx"
+    shutil.copy(fp32_artifact.path, copy)
+    with pytest.raises(ExportError, match="onnx-fp32 wrote opset 18 for 'other', not the 17 asked for"):
+        finish(copy, "other", "student", "fp32", "onnx-fp32", opset=17)
+    assert not copy.exists()

@@ -204,3 +204,26 @@ def test_channels_other_than_1_or_3_are_refused(value):
 def test_channels_flag_is_checked_by_the_cli(run_cli):
     code, _, err = run_cli("compress", "--channels", "2")
     assert code == 2 and "'2' is not one of '1', '3'" in err
+
+
+def test_opset_17_for_an_older_runtime_end_to_end(teacher_files, fast_profile_path, tmp_path, run_cli):
+    import onnx
+
+    out = tmp_path / "op17"
+    compress(_config(teacher_files, fast_profile_path, out, opset=17, candidates=4, epochs=1))
+    for name in ("teacher-fp32", "student-fp32", "student-int8"):
+        model = onnx.load(str(out / f"{name}.onnx"))
+        assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)] and model.ir_version == 8
+    code, text, err = run_cli("gate", out / "manifest.json", "--max-opset", "17", "--config", tmp_path / "none.toml")
+    assert code == 0 and "opset 17 (IR version 8)" in text, text + err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(opset=12), r"--opset 12 is outside 13\.\.\d+"),
+    (dict(opset=17, qat_epochs=1), "--qat-epochs exports at opset 18 or later, not --opset 17"),
+])
+def test_opsets_compress_cannot_write_are_refused_before_any_work(kwargs, message):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        CompressConfig(**kwargs)

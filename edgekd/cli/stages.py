@@ -66,6 +66,8 @@ _COMPRESS_OPTIONS = [
     click.option("--seed", type=int, help="Random seed (default: 0)."),
     click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
                  help="int8 calibration method (default: minmax)."),
+    click.option("--opset", type=int, help="ONNX opset of the shipped files (default: 18); down to 13 for an "
+                                           "older runtime (not with --qat-epochs)."),
     click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
                                                     "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
@@ -78,7 +80,8 @@ _COMPRESS_OPTIONS = [
 
 
 # Options of compress that the search stage does not take.
-_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
+_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--opset",
+                  "--search",
                   "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
