@@ -143,7 +143,13 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: is a single .npy array, not a .npz archive", fix)
     with archive:
-        arrays = {k: archive[k] for k in archive.files}
+        arrays = {}
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError:  # an object array: unpickling it could run code
+                raise DataError(f"{path}: array '{key}' holds Python objects, which edgekd does not unpickle",
+                                "store numbers, and names as a string array: np.array(names, dtype=str)") from None
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
@@ -158,8 +164,8 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
             raise DataError(f"{path}: the splits' images differ in shape ({shapes})",
                             "store every split at one shape, or pass --resolution to resize them")
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
-        num_classes = int(max(y.max() for y in ys.values())) + 1
-        _check_classes(path, ys["train"], num_classes)
+        names = _class_names(path, arrays, int(max(y.max() for y in ys.values())))
+        _check_classes(path, ys["train"], len(names))
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
@@ -167,7 +173,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
         pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
-            tuple(str(i) for i in range(num_classes)), pre,
+            names, pre,
         )
     if not {"x", "y"} <= arrays.keys():
         raise DataError(
@@ -178,12 +184,12 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     scale = _scale(arrays["x"])
     x = _to_nchw(path, arrays["x"], resolution)
     y = _labels(path, arrays["y"], len(x))
-    _check_classes(path, y)
-    num_classes = int(y.max()) + 1
+    names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
+    _check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
-    return _split(path.name, x, y, tuple(str(i) for i in range(num_classes)), seed, pre)
+    return _split(path.name, x, y, names, seed, pre)
 
 
 def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any,
@@ -199,8 +205,25 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     none_x, none_y = x[:0], y[:0]
-    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y,
-                   tuple(str(i) for i in range(int(y.max()) + 1)), pre)
+    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre)
+
+
+def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tuple[str, ...]:
+    """The archive's own ``class_names`` (the label of each output, in label order, carried into the
+    manifest and every .onnx file), or the label numbers."""
+    names = arrays.get("class_names")
+    if names is None:
+        return tuple(str(i) for i in range(highest + 1))
+    fix = "store them in label order as a string array: np.savez(..., class_names=np.array(['cat', 'dog']))"
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise DataError(f"{path}: class_names is not a list of strings (shape {names.shape}, dtype {names.dtype})",
+                        fix)
+    decoded = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+    if len(set(decoded)) != len(decoded):
+        raise DataError(f"{path}: class_names repeats a name", fix)
+    if len(decoded) <= highest:
+        raise DataError(f"{path}: class_names names {len(decoded)} classes, but the labels run to {highest}", fix)
+    return decoded
 
 
 def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,

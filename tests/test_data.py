@@ -447,3 +447,37 @@ def test_labels_that_leave_a_class_out_are_refused(tmp_path, labels, message, fi
 def test_a_test_set_alone_may_leave_classes_out(tmp_path):
     np.savez(tmp_path / "test.npz", x_test=np.zeros((6, 1, 4, 4), np.float32), y_test=np.array([0, 2] * 3))
     assert load_data(str(tmp_path / "test.npz")).num_classes == 3
+
+
+# --- class names of a .npz --------------------------------------------------------------------------------
+
+def test_npz_class_names_name_the_outputs(tmp_path):
+    x = np.zeros((30, 1, 4, 4), np.float32)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "named.npz", x=x, y=y, class_names=np.array(["cat", "dog", "owl"]))
+    ds = load_data(str(tmp_path / "named.npz"))
+    assert ds.class_names == ("cat", "dog", "owl") and ds.describe()["class_names"] == ["cat", "dog", "owl"]
+    np.savez(tmp_path / "bytes.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6],
+             class_names=np.array([b"cat", b"dog", b"owl", b"eel"]))
+    with pytest.raises(DataError, match="no training image has label 3"):  # a named class with no images
+        load_data(str(tmp_path / "bytes.npz"))
+    np.savez(tmp_path / "test.npz", x_test=x[:6], y_test=y[:6], class_names=np.array([b"cat", b"dog", b"owl", b"eel"]))
+    assert load_data(str(tmp_path / "test.npz")).class_names == ("cat", "dog", "owl", "eel")
+
+
+@pytest.mark.parametrize("names, message", [
+    (np.array(["cat", "dog"]), "class_names names 2 classes, but the labels run to 2"),
+    (np.array(["cat", "cat", "owl"]), "class_names repeats a name"),
+    (np.array([0, 1, 2]), r"class_names is not a list of strings \(shape \(3,\), dtype int64\)"),
+])
+def test_npz_class_names_that_do_not_fit_are_refused(tmp_path, names, message):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((30, 1, 4, 4), np.float32), y=np.arange(30) % 3, class_names=names)
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "bad.npz"))
+
+
+def test_npz_object_arrays_are_refused_not_unpickled(tmp_path):
+    np.savez(tmp_path / "objects.npz", x=np.zeros((30, 1, 4, 4), np.float32), y=np.arange(30) % 3,
+             class_names=np.array(["cat", None, "owl"], dtype=object))
+    with pytest.raises(DataError, match="array 'class_names' holds Python objects, which edgekd does not unpickle"):
+        load_data(str(tmp_path / "objects.npz"))
