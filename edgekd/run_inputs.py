@@ -63,7 +63,34 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
         log("teacher: embedded default (trained once, then cached)")
         teacher = default_teacher(data, progress=config.progress)
     check_fits(teacher, data)
+    if config.teacher is not None:  # the default one was trained on this very data
+        _check_teacher_knows_the_data(teacher, data, config, log)
     return teacher
+
+
+CHECKED_IMAGES = 512  # enough to tell a teacher at chance level from a working one, quick on any teacher
+
+
+def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log) -> None:
+    """A user's teacher that scores near chance on the data was almost always fed other preprocessing
+    (normalisation, resolution, channels, class order) than it was trained with; distilling from it
+    would train for hours toward noise, so it is refused before any of that."""
+    from edgekd.distill.trainer import accuracy, predict
+
+    x, y = data.x_val[:CHECKED_IMAGES], data.y_val[:CHECKED_IMAGES]
+    acc = accuracy(predict(teacher.module, x), y)
+    chance = 1.0 / data.num_classes
+    log(f"teacher: {acc * 100:.1f}% on {len(y)} validation images (chance: {chance * 100:.1f}%)")
+    if acc >= chance + 0.1 * (1 - chance):
+        return
+    said = (f"the teacher scores {acc * 100:.1f}% on {len(y)} validation images of '{data.name}', about chance "
+            f"({chance * 100:.1f}%)")
+    fix = ("feed it what it was trained on: --normalize (mean/std), --resolution, --channels, and labels in the "
+           "order of its outputs")
+    if not config.labels:  # unlabelled data: its labels may be placeholders, so only say it
+        log(f"warning: {said}; if the labels are real, {fix}")
+        return
+    raise DataError(said, fix)
 
 
 def recipe(config: Any, fields: list[str]) -> dict[str, Any]:

@@ -150,9 +150,14 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
     wrong_data = [a if a != "16" else "12" for a in common[:-1]]
     code, _, err = run_cli("compress", *wrong_data, "--distilled", distilled, "--out", tmp_path / "never")
     assert code == 2 and "was distilled on 'digits' (1x16x16" in err and "--resolution and --normalize the" in err
+    # The same images normalised otherwise (close enough that the teacher still knows them): refused.
+    code, _, err = run_cli("compress", *common[:-1], "--normalize", "0.3/0.33", "--distilled", distilled,
+                           "--out", tmp_path / "never")
+    assert code == 2 and "(pixel / 16 - 0.3) / 0.33)" in err, err
+    # Normalised far off, the teacher is at chance, which is refused before anything else.
     code, _, err = run_cli("compress", *common[:-1], "--normalize", "none", "--distilled", distilled,
                            "--out", tmp_path / "never")
-    assert code == 2 and "(pixel / 16 - 0) / 1)" in err  # the same images, normalised otherwise: refused
+    assert code == 2 and "the teacher scores" in err and "about chance" in err
 
     edited = tmp_path / "edited"
     shutil.copytree(distilled, edited)

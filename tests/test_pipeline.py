@@ -176,9 +176,15 @@ def test_a_colour_teacher_on_grayscale_data_with_channels_3(fast_profile_path, t
     spec = importlib.util.spec_from_file_location("tiny_rgb", Path(__file__).parent / "assets" / "tiny_teacher.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import distill
+    from edgekd.types import DistillConfig
+
     torch.manual_seed(0)
+    colour = module.TinyNet(in_ch=3)  # as if trained on RGB images
+    distill(colour, load_data("digits", resolution=16, channels=3), DistillConfig(epochs=2, lr=1e-2), progress=False)
     out = tmp_path / "out"
-    result = compress(CompressConfig(out=str(out), teacher=module.TinyNet(in_ch=3), data="digits", resolution=16,
+    result = compress(CompressConfig(out=str(out), teacher=colour, data="digits", resolution=16,
                                      channels=3, profile=str(fast_profile_path), budget_ms=50.0, candidates=4,
                                      epochs=1, progress=False))
     assert result.manifest["data"]["input_shape"] == [3, 16, 16]

@@ -82,3 +82,44 @@ def test_inputs_of_the_wrong_kind_are_refused(kwargs, message):
 def test_loading_options_with_a_dataset_passed_in_are_refused(small_data, option):
     with pytest.raises(ConfigError, match="apply when edgekd loads the data.*load_data"):
         CompressConfig(data=small_data, **option)
+
+
+# --- a teacher fed other preprocessing than it was trained with ---------------------------------------------
+
+def _untrained(small_data):
+    from edgekd.search.spaces import SPACES
+
+    torch.manual_seed(3)
+    return SPACES.get("resnet").build({"stem": 8, "widths": [8, 8, 8], "depths": [1, 1, 1]},
+                                      small_data.input_shape, small_data.num_classes)
+
+
+def test_a_teacher_at_chance_on_the_data_is_refused_before_any_work(small_data, tmp_path):
+    from edgekd.errors import DataError
+    from edgekd.run_inputs import run_teacher
+
+    config = CompressConfig(out=str(tmp_path / "out"), teacher=_untrained(small_data), data=small_data)
+    with pytest.raises(DataError, match=r"the teacher scores \d+\.\d% on 179 validation images of 'digits', about "
+                                        r"chance \(10\.0%\); feed it what it was trained on: --normalize"):
+        run_teacher(config, small_data, lambda _m: None)
+    with pytest.raises(DataError, match="about chance"):
+        compress(config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_with_unlabelled_data_a_teacher_at_chance_is_only_reported(small_data):
+    from edgekd.run_inputs import run_teacher
+
+    said = []
+    run_teacher(CompressConfig(teacher=_untrained(small_data), data=small_data, labels=False), small_data, said.append)
+    assert any(line.startswith("warning: the teacher scores") and "if the labels are real" in line for line in said)
+
+
+def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
+    from edgekd.run_inputs import run_teacher
+
+    said = []
+    run_teacher(CompressConfig(teacher=teacher.module, data=small_data), small_data, said.append)
+    line = next(s for s in said if s.startswith("teacher: "))
+    assert re.fullmatch(r"teacher: \d+\.\d% on 179 validation images \(chance: 10\.0%\)", line)
+    assert float(line.split()[1].rstrip("%")) > 50
