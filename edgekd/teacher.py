@@ -140,7 +140,7 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
     """Run one sample through the teacher; shape errors become a DataError naming both shapes."""
     import torch
 
-    sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:2]))
+    sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:4]))
     try:
         with torch.inference_mode():
             out = teacher.module(sample)
@@ -155,8 +155,13 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
                          "make forward return the logits tensor alone (wrap the model if it returns "
                          "auxiliary outputs or a dict)")
     if out.shape[1] != data.num_classes:
-        raise DataError(f"teacher outputs {tuple(out.shape)} but the data has {data.num_classes} classes",
+        raise DataError(f"the teacher predicts {out.shape[1]} classes but the data has {data.num_classes}",
                         "pass data with as many classes as the teacher predicts")
+    # Softmax outputs as logits would distil a nearly uniform target at any temperature.
+    if len(out) > 1 and float(out.min()) >= 0 and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-3):
+        raise ModelError("the teacher's forward returns probabilities (every row is >= 0 and sums to 1), and "
+                         "distillation needs logits", "return the scores before the softmax (log-probabilities "
+                         "from log_softmax work too)")
 
 
 def _import(ref: str) -> Any:

@@ -232,7 +232,7 @@ def test_check_fits_wrong_channels(teacher, tmp_path):
 
 def test_check_fits_wrong_class_count(teacher, tmp_path):
     data = _npz_dataset(tmp_path, channels=1, classes=3)
-    with pytest.raises(DataError, match=r"teacher outputs \(2, 10\) but the data has 3 classes"):
+    with pytest.raises(DataError, match=r"the teacher predicts 10 classes but the data has 3; pass data"):
         check_fits(teacher, data)
 
 
@@ -249,13 +249,25 @@ class _TwoHeads(torch.nn.Module):
 
 
 @pytest.mark.parametrize("module, what", [(_TwoHeads(), "a tuple"),
-                                          (torch.nn.Identity(), "a tensor of shape (2, 1, 16, 16)")])
+                                          (torch.nn.Identity(), "a tensor of shape (4, 1, 16, 16)")])
 def test_check_fits_refuses_outputs_that_are_not_logits(module, what, tmp_path):
     from edgekd.teacher import Teacher
 
     data = _npz_dataset(tmp_path, channels=1, classes=10)
     with pytest.raises(ModelError, match=f"forward returns {re.escape(what)}, not \\(batch, classes\\) logits"):
         check_fits(Teacher(module, "test"), data)
+
+
+def test_a_teacher_returning_probabilities_is_refused_and_log_probabilities_pass(tmp_path):
+    from edgekd.teacher import Teacher
+
+    data = _npz_dataset(tmp_path, channels=1, classes=10)
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10))
+    with pytest.raises(ModelError, match=r"returns probabilities \(every row is >= 0 and sums to 1\).*before the "
+                                         r"softmax"):
+        check_fits(Teacher(torch.nn.Sequential(head, torch.nn.Softmax(dim=1)), "test"), data)
+    check_fits(Teacher(torch.nn.Sequential(head, torch.nn.LogSoftmax(dim=1)), "test"), data)
+    check_fits(Teacher(head, "test"), data)
 
 
 def test_a_factory_returning_a_half_precision_model_runs_as_float32(teacher_files, tmp_path, small_data):
