@@ -27,9 +27,6 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
 )
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
-WIDE_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grayscale, as Pillow opens it
 TORCH_RESIZE = "bilinear, align_corners=False"  # torch.nn.functional.interpolate, as _resize calls it
 
 
@@ -110,6 +107,8 @@ def load_data(source: str | None = None, *, resolution: int | None = None, seed:
     if not path.exists():
         raise DataError(f"data '{source}' does not exist", "pass a .npz file, an image folder, or 'digits'")
     if path.is_dir():
+        from edgekd.images import load_image_folder  # here: it builds on this module
+
         return load_image_folder(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() == ".npz":
         return load_npz(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
@@ -130,7 +129,7 @@ def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None, chan
     x, mean, std = normalize_images(x, x, normalize, "digits")
     pre = Preprocess(1 / 16, mean, std, "grayscale", resolution if resolution != 8 else None,
                      TORCH_RESIZE if resolution != 8 else None, to)
-    return _split("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
+    return split_dataset("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
 
 
 def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
@@ -155,7 +154,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
         if "x_val" not in parts:  # carve validation from train, deterministic
-            xt, yt, xv, yv = _holdout(parts["x_train"], parts["y_train"], 0.125, seed)
+            xt, yt, xv, yv = holdout(parts["x_train"], parts["y_train"], 0.125, seed)
             parts.update(x_train=xt, y_train=yt, x_val=xv, y_val=yv)
         scale = _scale(parts["x_train"])
         xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution) for k in ("train", "val", "test")}
@@ -165,7 +164,7 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
                             "store every split at one shape, or pass --resolution to resize them")
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
         names = _class_names(path, arrays, int(max(y.max() for y in ys.values())))
-        _check_classes(path, ys["train"], len(names))
+        check_classes(path, ys["train"], len(names))
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
@@ -185,11 +184,11 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     x = _to_nchw(path, arrays["x"], resolution)
     y = _labels(path, arrays["y"], len(x))
     names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
-    _check_classes(path, y, len(names))
+    check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
-    return _split(path.name, x, y, names, seed, pre)
+    return split_dataset(path.name, x, y, names, seed, pre)
 
 
 def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any,
@@ -226,72 +225,6 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tup
     return decoded
 
 
-def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
-                      channels: int | None = None) -> Dataset:
-    """One sub-folder per class, image files inside; grayscale unless any image has colour."""
-    from PIL import Image, UnidentifiedImageError
-
-    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-    if len(classes) < 2 or not files:
-        raise DataError(
-            f"{path}: found {len(classes)} class folders and {len(files)} images",
-            f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files",
-        )
-    empty = sorted(set(classes) - {classes[i] for _, i in files})
-    if empty:
-        # An empty class would still get an output of the model, and nothing would ever train it.
-        raise DataError(f"{path}: class folder '{empty[0]}' holds no {IMAGE_KINDS} images",
-                        "add its images, or move the folder out of the data")
-    images = []
-    for file, _ in files:
-        try:
-            with Image.open(file) as img:
-                images.append(img.copy())
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
-    side = resolution or max(images[0].size)
-    x, mode, scale = _pixels(path, [f for f, _ in files], images, side)
-    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
-    y = np.array([label for _, label in files], dtype=np.int64)
-    _check_classes(path, y)
-    x, to = convert_channels(x, channels, str(path))
-    x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
-    return _split(path.name, x, y, tuple(classes), seed, pre)
-
-
-def _pixels(path: Path, files: list[Path], images: list[Any], side: int) -> tuple[np.ndarray, str, float]:
-    """The images as (N, H, W) or (N, H, W, 3) floats in [0, 1] at ``side``, their mode and the scale used.
-
-    16-bit grayscale (microscopy, X-ray) is read at its full depth: Pillow's conversion to 8-bit grayscale
-    clips every value above 255 instead of scaling, which would leave such images nearly white."""
-    from PIL import Image
-
-    wide = [img.mode in WIDE_GRAY for img in images]
-    if any(img.mode == "F" for img in images):
-        first = files[next(i for i, img in enumerate(images) if img.mode == "F")]
-        raise DataError(f"{first}: holds floating-point pixels", "store 8- or 16-bit images, or a .npz of floats")
-    if any(wide) and not all(wide):
-        first = files[wide.index(True)] if not wide[0] else files[wide.index(False)]
-        raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {first})",
-                        "store every image at one bit depth")
-    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
-    bicubic = Image.Resampling.BICUBIC
-    if all(wide):
-        x = np.stack([np.asarray(img.convert("F").resize((side, side), bicubic), dtype=np.float32)
-                      for img in images])
-        if float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more is a 32-bit image
-            raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
-        return x / 65535.0, "L", 1 / 65535
-    mode = "L" if all(img.mode in ("L", "1", "LA") for img in images) else "RGB"
-    x = np.stack([np.asarray(img.convert(mode).resize((side, side), bicubic), dtype=np.float32) / 255.0
-                  for img in images])
-    return x, mode, 1 / 255
-
-
 def _scale(x: np.ndarray) -> float:
     return 1 / 255 if x.dtype == np.uint8 else 1.0
 
@@ -320,7 +253,7 @@ def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:
+def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:
     present = np.unique(y)
     if len(present) < 2:
         raise DataError(f"{path}: all labels belong to a single class", "provide images of at least two classes")
@@ -345,14 +278,14 @@ def _resize(x: np.ndarray, side: int) -> np.ndarray:
     return out.numpy().astype(np.float32)
 
 
-def _holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, ...]:
+def holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     cut = max(1, int(round(len(y) * frac)))
     return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int,
+def split_dataset(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int,
            preprocess: Preprocess | None = None) -> Dataset:
     """Stratified, seeded split: every class keeps its share in each part."""
     rng = np.random.default_rng(seed)

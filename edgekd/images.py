@@ -1,0 +1,158 @@
+"""Image folders: one sub-folder per class, or torchvision's split layout (``train/``, ``val/`` and
+``test/``, each with one sub-folder per class), whose splits are kept as given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.data import Dataset, check_classes, holdout, split_dataset
+from edgekd.errors import DataError
+from edgekd.preprocess import Preprocess, convert_channels, normalize_images
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
+WIDE_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grayscale, as Pillow opens it
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+VAL_SHARE = 0.125  # of the training images, when no val/ folder is given (as for a .npz's given splits)
+
+
+def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
+                      channels: int | None = None) -> Dataset:
+    """Grayscale unless any image has colour; every image resized to ``resolution`` (default: the first
+    image's longer side). A split layout keeps its splits; class folders alone are split 70/10/20."""
+    folders = _visible_dirs(path)
+    splits = _split_layout(path, folders)
+    if splits is None:
+        classes = tuple(folders)
+        files = _class_files(path, classes, path)
+        x, mode, scale, side = _read(path, [f for f, _ in files], resolution)
+        y = np.array([label for _, label in files], dtype=np.int64)
+        check_classes(path, y)
+        x, to = convert_channels(x, channels, str(path))
+        x, mean, std = normalize_images(x, x, normalize, str(path))
+        pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+        return split_dataset(path.name, x, y, classes, seed, pre)
+    return _load_splits(path, splits, resolution, seed, normalize, channels)
+
+
+def _visible_dirs(path: Path) -> list[str]:
+    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
+    """{split: folder} when ``path`` holds train/ (and val/, test/) folders of class folders, else None."""
+    roles = {name: SPLIT_FOLDERS.get(name.lower()) for name in folders}
+    if not folders or None in roles.values() or "train" not in roles.values():
+        return None
+    if not all(_visible_dirs(path / name) for name in folders):
+        return None  # a class that happens to be named "train", holding its images
+    seen: dict[str, str] = {}
+    for name, role in roles.items():
+        if role in seen:
+            raise DataError(f"{path}: both '{seen[role]}' and '{name}' look like the {role} split",
+                            "keep one folder per split (train, val, test)")
+        seen[role] = name  # type: ignore[index]
+    return {role: path / name for name, role in roles.items()}  # type: ignore[misc]
+
+
+def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tuple[Path, int]]:
+    """(image file, class index) under ``folder``'s class folders; every class must hold images."""
+    present = [c for c in classes if (folder / c).is_dir()]
+    files = [(f, classes.index(c)) for c in present for f in sorted((folder / c).iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+    if folder == path and (len(classes) < 2 or not files):
+        raise DataError(f"{path}: found {len(classes)} class folders and {len(files)} images",
+                        f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files")
+    empty = sorted(set(present) - {classes[i] for _, i in files})
+    if empty:
+        # An empty class would still get an output of the model, and nothing would ever train it.
+        raise DataError(f"{folder}: class folder '{empty[0]}' holds no {IMAGE_KINDS} images",
+                        "add its images, or move the folder out of the data")
+    return files
+
+
+def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, seed: int, normalize: Any,
+                 channels: int | None) -> Dataset:
+    classes = tuple(_visible_dirs(splits["train"]))
+    for folder in splits.values():
+        extra = sorted(set(_visible_dirs(folder)) - set(classes))
+        if extra:
+            raise DataError(f"{folder}: class folder '{extra[0]}' is not in {splits['train'].name}/",
+                            "give every split the class folders of the training split")
+    files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
+    if len(classes) < 2 or not files["train"]:
+        raise DataError(f"{splits['train']}: found {len(classes)} class folders and {len(files['train'])} images",
+                        f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files")
+    order = [(role, f, label) for role, found in files.items() for f, label in found]
+    x, mode, scale, side = _read(path, [f for _, f, _ in order], resolution)
+    y = np.array([label for _, _, label in order], dtype=np.int64)
+    part = {role: np.array([r == role for r, _, _ in order]) for role in files}
+    xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
+    check_classes(splits["train"], ys["train"], len(classes))
+    if "test" not in xs:  # val/ alone is held out as the test split, as ImageNet's val/ is used
+        if "val" not in xs:
+            xs["test"], ys["test"] = np.empty_like(xs["train"][:0]), ys["train"][:0]
+        else:
+            xs["test"], ys["test"] = xs.pop("val"), ys.pop("val")
+    if "val" not in xs:
+        xs["train"], ys["train"], xs["val"], ys["val"] = holdout(xs["train"], ys["train"], VAL_SHARE, seed)
+    if not len(ys["test"]):
+        raise DataError(f"{path}: holds {splits['train'].name}/ alone, so nothing is held out to test on",
+                        "add a test/ (or val/) folder with the same class folders, or put the class folders "
+                        "directly in the data folder to have them split 70/10/20")
+    converted = {r: convert_channels(v, channels, str(path)) for r, v in xs.items()}
+    xs, to = {r: v[0] for r, v in converted.items()}, converted["train"][1]
+    norm = {r: normalize_images(v, xs["train"], normalize, str(path)) for r, v in xs.items()}
+    mean, std = norm["train"][1:]
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
+                   classes, pre)
+
+
+def _read(path: Path, files: list[Path], resolution: int | None) -> tuple[np.ndarray, str, float, int]:
+    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the side."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                images.append(img.copy())
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
+    side = resolution or max(images[0].size)
+    x, mode, scale = _pixels(path, files, images, side)
+    return (x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)), mode, scale, side
+
+
+def _pixels(path: Path, files: list[Path], images: list[Any], side: int) -> tuple[np.ndarray, str, float]:
+    """The images as (N, H, W) or (N, H, W, 3) floats in [0, 1] at ``side``, their mode and the scale used.
+
+    16-bit grayscale (microscopy, X-ray) is read at its full depth: Pillow's conversion to 8-bit grayscale
+    clips every value above 255 instead of scaling, which would leave such images nearly white."""
+    from PIL import Image
+
+    wide = [img.mode in WIDE_GRAY for img in images]
+    if any(img.mode == "F" for img in images):
+        first = files[next(i for i, img in enumerate(images) if img.mode == "F")]
+        raise DataError(f"{first}: holds floating-point pixels", "store 8- or 16-bit images, or a .npz of floats")
+    if any(wide) and not all(wide):
+        first = files[wide.index(True)] if not wide[0] else files[wide.index(False)]
+        raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {first})",
+                        "store every image at one bit depth")
+    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
+    bicubic = Image.Resampling.BICUBIC
+    if all(wide):
+        x = np.stack([np.asarray(img.convert("F").resize((side, side), bicubic), dtype=np.float32)
+                      for img in images])
+        if float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more is a 32-bit image
+            raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
+        return x / 65535.0, "L", 1 / 65535
+    mode = "L" if all(img.mode in ("L", "1", "LA") for img in images) else "RGB"
+    x = np.stack([np.asarray(img.convert(mode).resize((side, side), bicubic), dtype=np.float32) / 255.0
+                  for img in images])
+    return x, mode, 1 / 255

@@ -1,0 +1,59 @@
+"""Image folders in torchvision's split layout (train/, val/, test/ of class folders): splits kept as given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.data import load_data
+from edgekd.errors import DataError
+
+
+def _images(folder, classes, per_class, shade=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(len(str(folder)))
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.integers(0, 200, size=(6, 6)) + shade, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i:02d}.png")
+
+
+def test_train_val_test_folders_are_the_splits(tmp_path):
+    _images(tmp_path / "data" / "train", ("cat", "dog", "owl"), 8)
+    _images(tmp_path / "data" / "val", ("cat", "dog", "owl"), 2)
+    _images(tmp_path / "data" / "test", ("cat", "dog"), 3, shade=50)  # a test split may lack a class
+    ds = load_data(str(tmp_path / "data"))
+    assert ds.class_names == ("cat", "dog", "owl")
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (24, 6, 6)
+    assert sorted(ds.y_test.tolist()) == [0, 0, 0, 1, 1, 1]
+    # Standardised with the training images' statistics alone: the brighter test images stay brighter.
+    assert abs(float(ds.x_train.mean())) < 1e-4 and float(ds.x_test.mean()) > 0.3
+
+
+@pytest.mark.parametrize("other, role", [("val", "test"), ("validation", "test"), ("test", "test")])
+def test_a_missing_split_is_carved_or_taken_from_the_other(tmp_path, other, role):
+    _images(tmp_path / "data" / "train", ("a", "b"), 16)
+    _images(tmp_path / "data" / other, ("a", "b"), 4)
+    ds = load_data(str(tmp_path / "data"))
+    assert len(ds.y_test) == 8  # val/ alone is held out as the test split
+    assert (len(ds.y_train), len(ds.y_val)) == (28, 4)  # validation carved from the 32 training images
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train": ("a", "b")}, "holds train/ alone, so nothing is held out to test on; add a test/"),
+    ({"train": ("a", "b"), "test": ("a", "c")}, "class folder 'c' is not in train/"),
+    ({"train": ("a", "b"), "val": ("a",), "valid": ("b",)}, "both 'val' and 'valid' look like the val split"),
+])
+def test_split_layouts_that_do_not_fit_are_refused(tmp_path, layout, message):
+    for split, classes in layout.items():
+        _images(tmp_path / "data" / split, classes, 3)
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "data"))
+
+
+def test_classes_named_like_splits_that_hold_images_are_classes(tmp_path):
+    _images(tmp_path, ("train", "test"), 10)  # two classes, their images directly inside
+    ds = load_data(str(tmp_path))
+    assert ds.class_names == ("test", "train") and len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 20
