@@ -114,45 +114,78 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, se
 
 
 def _read(path: Path, files: list[Path], resolution: int | None) -> tuple[np.ndarray, str, float, int]:
-    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the side."""
+    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the side.
+
+    Headers first (opening an image decodes nothing): they decide the mode and the side, and whether the
+    result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
+    a folder of full-size photos never sits in memory whole."""
     from PIL import Image, UnidentifiedImageError
 
-    images = []
+    modes, size = [], None
     for file in files:
         try:
             with Image.open(file) as img:
-                images.append(img.copy())
+                modes.append(img.mode)
+                size = size or img.size
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
-    side = resolution or max(images[0].size)
-    x, mode, scale = _pixels(path, files, images, side)
-    return (x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)), mode, scale, side
+    side = resolution or max(size)  # type: ignore[arg-type]
+    mode, levels = _depth(path, files, modes)
+    channels = 3 if mode == "RGB" else 1
+    _check_memory(path, len(files), channels, side, resolution)
+    x = np.empty((len(files), side, side, channels), np.float32)
+    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
+    bicubic = Image.Resampling.BICUBIC
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as img:
+                converted = img.convert("F" if mode == "I;16" else mode).resize((side, side), bicubic)
+        except (OSError, UnidentifiedImageError) as exc:  # a truncated file fails when decoded
+            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
+        x[i] = np.asarray(converted, dtype=np.float32).reshape(side, side, channels)
+    if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
+        raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
+    x /= np.float32(levels)
+    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, side
 
 
-def _pixels(path: Path, files: list[Path], images: list[Any], side: int) -> tuple[np.ndarray, str, float]:
-    """The images as (N, H, W) or (N, H, W, 3) floats in [0, 1] at ``side``, their mode and the scale used.
-
-    16-bit grayscale (microscopy, X-ray) is read at its full depth: Pillow's conversion to 8-bit grayscale
-    clips every value above 255 instead of scaling, which would leave such images nearly white."""
-    from PIL import Image
-
-    wide = [img.mode in WIDE_GRAY for img in images]
-    if any(img.mode == "F" for img in images):
-        first = files[next(i for i, img in enumerate(images) if img.mode == "F")]
-        raise DataError(f"{first}: holds floating-point pixels", "store 8- or 16-bit images, or a .npz of floats")
+def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]:
+    """How the images are read: "I;16" (16-bit grayscale, at full depth: Pillow's conversion to 8-bit
+    clips every value above 255 instead of scaling, leaving such images nearly white), "L" or "RGB"; and
+    the top stored value, which becomes 1."""
+    if "F" in modes:
+        raise DataError(f"{files[modes.index('F')]}: holds floating-point pixels",
+                        "store 8- or 16-bit images, or a .npz of floats")
+    wide = [m in WIDE_GRAY for m in modes]
     if any(wide) and not all(wide):
         first = files[wide.index(True)] if not wide[0] else files[wide.index(False)]
         raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {first})",
                         "store every image at one bit depth")
-    # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
-    bicubic = Image.Resampling.BICUBIC
     if all(wide):
-        x = np.stack([np.asarray(img.convert("F").resize((side, side), bicubic), dtype=np.float32)
-                      for img in images])
-        if float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more is a 32-bit image
-            raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
-        return x / 65535.0, "L", 1 / 65535
-    mode = "L" if all(img.mode in ("L", "1", "LA") for img in images) else "RGB"
-    x = np.stack([np.asarray(img.convert(mode).resize((side, side), bicubic), dtype=np.float32) / 255.0
-                  for img in images])
-    return x, mode, 1 / 255
+        return "I;16", 65535.0
+    return ("L" if all(m in ("L", "1", "LA") for m in modes) else "RGB"), 255.0
+
+
+MEMORY_FACTOR = 3  # the array, its normalised copy and the splits cut from it, at the peak of loading
+
+
+def _check_memory(path: Path, count: int, channels: int, side: int, resolution: int | None) -> None:
+    """Refuse, before decoding anything, images that would not fit in memory at this side."""
+    need = count * channels * side * side * 4 * MEMORY_FACTOR
+    free = available_memory()
+    if free is not None and need > free:
+        chosen = "--resolution" if resolution else "the first image's size (no --resolution given)"
+        raise DataError(f"{path}: {count} images at {side}x{side} ({chosen}) would take about "
+                        f"{need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available",
+                        "pass a smaller --resolution (e.g. 224), or fewer images")
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give (MemAvailable), or None where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

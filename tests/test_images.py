@@ -57,3 +57,29 @@ def test_classes_named_like_splits_that_hold_images_are_classes(tmp_path):
     _images(tmp_path, ("train", "test"), 10)  # two classes, their images directly inside
     ds = load_data(str(tmp_path))
     assert ds.class_names == ("test", "train") and len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 20
+
+
+def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    import edgekd.images
+
+    _images(tmp_path / "photos", ("a", "b"), 10)
+    monkeypatch.setattr(edgekd.images, "available_memory", lambda: 1_000)
+    with pytest.raises(DataError, match=r"20 images at 6x6 \(the first image's size \(no --resolution given\)\) would "
+                                        r"take about 0\.0 GiB of memory.*pass a smaller --resolution"):
+        load_data(str(tmp_path / "photos"))
+    monkeypatch.setattr(edgekd.images, "available_memory", lambda: None)  # a system that does not say
+    assert load_data(str(tmp_path / "photos")).input_shape == (1, 6, 6)
+
+
+def test_available_memory_is_read_here():
+    from edgekd.images import available_memory
+
+    assert available_memory() is None or available_memory() > 0
+
+
+def test_a_truncated_image_is_named(tmp_path):
+    _images(tmp_path / "data", ("a", "b"), 6)
+    broken = tmp_path / "data" / "b" / "03.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.raises(DataError, match=r"03\.png: cannot be read as an image"):
+        load_data(str(tmp_path / "data"))
