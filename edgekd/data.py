@@ -253,6 +253,23 @@ def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
+    """``data``'s test labels as indices of a model's outputs ``names``. Class folders are numbered in
+    sorted order, so a test folder without one of the training classes would shift every later label:
+    named classes are matched by name. Numbered classes (labels as stored) are taken as they are."""
+    numbered = tuple(str(i) for i in range(data.num_classes))
+    if not names or data.class_names == names or data.class_names == numbered \
+            or names == tuple(str(i) for i in range(len(names))):
+        return data.y_test
+    unknown = [n for n in data.class_names if n not in names]
+    if unknown:
+        raise DataError(f"data '{data.name}' has class '{unknown[0]}', which the model does not predict "
+                        f"(its classes: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+                        "pass test data with the model's classes, named as in training")
+    index = np.array([names.index(n) for n in data.class_names], dtype=np.int64)
+    return index[data.y_test]
+
+
 def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:
     present = np.unique(y)
     if len(present) < 2:

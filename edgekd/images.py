@@ -1,5 +1,6 @@
 """Image folders: one sub-folder per class, or torchvision's split layout (``train/``, ``val/`` and
-``test/``, each with one sub-folder per class), whose splits are kept as given."""
+``test/``, each with one sub-folder per class), whose splits are kept as given; ``test/`` alone is a
+held-out test set, measured whole by validate and gate."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def _visible_dirs(path: Path) -> list[str]:
 def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
     """{split: folder} when ``path`` holds train/ (and val/, test/) folders of class folders, else None."""
     roles = {name: SPLIT_FOLDERS.get(name.lower()) for name in folders}
-    if not folders or None in roles.values() or "train" not in roles.values():
+    if not folders or None in roles.values() or not {"train", "test"} & set(roles.values()):
+        return None
+    if "train" not in roles.values() and set(roles.values()) != {"test"}:
         return None
     if not all(_visible_dirs(path / name) for name in folders):
         return None  # a class that happens to be named "train", holding its images
@@ -77,6 +80,8 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tup
 
 def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, seed: int, normalize: Any,
                  channels: int | None) -> Dataset:
+    if "train" not in splits:
+        return _test_only(path, splits["test"], resolution, normalize, channels)
     classes = tuple(_visible_dirs(splits["train"]))
     for folder in splits.values():
         extra = sorted(set(_visible_dirs(folder)) - set(classes))
@@ -111,6 +116,20 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, se
     pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
                    classes, pre)
+
+
+def _test_only(path: Path, folder: Path, resolution: int | None, normalize: Any, channels: int | None) -> Dataset:
+    """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
+    stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
+    classes = tuple(_visible_dirs(folder))
+    files = _class_files(folder, classes, folder)
+    x, mode, scale, side = _read(path, [f for f, _ in files], resolution)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    x, to = convert_channels(x, channels, str(path))
+    x, mean, std = normalize_images(x, x, normalize, str(path))
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    none_x, none_y = x[:0], y[:0]
+    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
 
 
 def _read(path: Path, files: list[Path], resolution: int | None) -> tuple[np.ndarray, str, float, int]:

@@ -197,6 +197,21 @@ def embedded_preprocess(path: str | Path) -> Any:
         return None  # edited by hand: fall back to the data's own statistics
 
 
+def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:
+    """The label of each output an edgekd-exported model carries in its metadata, or None."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found = next((p.value for p in model.metadata_props if p.key == CLASS_NAMES_KEY), None)
+    try:
+        names = json.loads(found) if found else None
+    except ValueError:
+        return None
+    return tuple(str(n) for n in names) if isinstance(names, list) else None
+
+
 def stamp_data_metadata(art: Any, data: Any) -> Any:
     """The artifact carrying, in its own metadata, the input it expects and the label of each output."""
     import json

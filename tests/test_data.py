@@ -481,3 +481,18 @@ def test_npz_object_arrays_are_refused_not_unpickled(tmp_path):
              class_names=np.array(["cat", None, "owl"], dtype=object))
     with pytest.raises(DataError, match="array 'class_names' holds Python objects, which edgekd does not unpickle"):
         load_data(str(tmp_path / "objects.npz"))
+
+
+def test_labels_for_matches_named_classes_only():
+    from dataclasses import replace
+
+    from edgekd.data import labels_for
+
+    ds = load_data("digits", resolution=8)
+    words = tuple("abcdefghij")
+    assert labels_for(ds, None) is ds.y_test and labels_for(ds, words) is ds.y_test  # numbered data: as stored
+    named = replace(ds, class_names=tuple("jihgfedcba"))
+    assert np.array_equal(labels_for(named, words), 9 - ds.y_test)  # by name
+    assert labels_for(named, tuple(str(i) for i in range(10))) is named.y_test  # a numbered model: by position
+    with pytest.raises(DataError, match="has class 'j', which the model does not predict"):
+        labels_for(named, tuple("abcdefghi"))

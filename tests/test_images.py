@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,71 @@ def test_a_truncated_image_is_named(tmp_path):
     broken.write_bytes(broken.read_bytes()[:60])  # the header survives, the pixels do not
     with pytest.raises(DataError, match=r"03\.png: cannot be read as an image"):
         load_data(str(tmp_path / "data"))
+
+
+# --- test/ alone: a held-out test set, its classes matched to a model's by name ----------------------------
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@pytest.fixture(scope="module")
+def named_teacher_onnx(teacher, small_data, tmp_path_factory):
+    """The trained tiny teacher as an .onnx file whose outputs are named by words, as a folder-trained model's are."""
+    import json
+
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.onnxfile import CLASS_NAMES_KEY, stamp_metadata
+
+    out = tmp_path_factory.mktemp("named")
+    art = get_exporter("onnx-fp32")(ExportRequest("teacher", "teacher", out, teacher.module, small_data.x_val[:1]))
+    stamp_metadata(art, {CLASS_NAMES_KEY: json.dumps(WORDS)})
+    return Path(art.path)
+
+
+def _digit_folder(root, digits):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    for d in digits:
+        (root / "test" / WORDS[d]).mkdir(parents=True)
+        for i, image in enumerate(bunch.images[bunch.target == d][:15]):
+            Image.fromarray((image * 255 / 16).astype(np.uint8)).save(root / "test" / WORDS[d] / f"{i}.png")
+    return root
+
+
+def test_a_test_folder_with_some_classes_is_measured_whole_by_name(named_teacher_onnx, fast_profile_path, tmp_path,
+                                                                  run_cli):
+    import onnxruntime as ort
+
+    from edgekd.latency.runtime import labels_of_test_split
+
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    data = load_data(str(folder), resolution=16)
+    assert data.class_names == ("seven", "two") and len(data.y_test) == 30 and not len(data.y_train)
+    labels = labels_of_test_split(named_teacher_onnx, data)
+    assert sorted(set(labels.tolist())) == [2, 7]  # by name, not the folder's own 0 and 1
+    logits = ort.InferenceSession(str(named_teacher_onnx)).run(None, {"input": data.x_test})[0]
+    expected = float((logits.argmax(1) == labels).mean())
+    assert expected > float((logits.argmax(1) == data.y_test).mean())  # matched by position: wrong
+    code, out, err = run_cli("validate", named_teacher_onnx, "--data", folder, "--resolution", "16",
+                             "--profile", fast_profile_path)
+    assert code == 0 and f"{expected * 100:.2f}%" in out, out + err
+
+
+def test_a_test_class_the_model_does_not_predict_is_refused(named_teacher_onnx, fast_profile_path, tmp_path,
+                                                            run_cli):
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    (folder / "test" / "seven").rename(folder / "test" / "eleven")
+    code, _, err = run_cli("validate", named_teacher_onnx, "--data", folder, "--resolution", "16",
+                           "--profile", fast_profile_path)
+    assert code == 2 and "has class 'eleven', which the model does not predict (its classes: zero, one" in err
+
+
+def test_a_test_folder_alone_is_not_for_training(tmp_path):
+    from edgekd.pipeline import CompressConfig
+    from edgekd.run_inputs import run_data
+
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    with pytest.raises(DataError, match="holds only a test split"):
+        run_data(CompressConfig(data=str(folder)), lambda _m: None)

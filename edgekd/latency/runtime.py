@@ -53,6 +53,14 @@ def logits_on_test_split(path: str | Path, profile: DeviceProfile, data: Any) ->
     return run_batches(session, data.x_test)
 
 
+def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
+    """``data``'s test labels as the model at ``path`` numbers its outputs (by the class names it carries)."""
+    from edgekd.data import labels_for
+    from edgekd.onnxfile import embedded_class_names
+
+    return labels_for(data, embedded_class_names(path))
+
+
 def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
     from edgekd.errors import DataError
 
