@@ -88,10 +88,8 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, se
         if extra:
             raise DataError(f"{folder}: class folder '{extra[0]}' is not in {splits['train'].name}/",
                             "give every split the class folders of the training split")
+    # train/ itself must hold at least two classes with images (checked where folder is the root given)
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
-    if len(classes) < 2 or not files["train"]:
-        raise DataError(f"{splits['train']}: found {len(classes)} class folders and {len(files['train'])} images",
-                        f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files")
     order = [(role, f, label) for role, found in files.items() for f, label in found]
     x, mode, scale, side = _read(path, [f for _, f, _ in order], resolution)
     y = np.array([label for _, _, label in order], dtype=np.int64)
