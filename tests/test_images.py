@@ -47,6 +47,7 @@ def test_a_missing_split_is_carved_or_taken_from_the_other(tmp_path, other, role
     ({"train": ("a", "b")}, "holds train/ alone, so nothing is held out to test on; add a test/"),
     ({"train": ("a", "b"), "test": ("a", "c")}, "class folder 'c' is not in train/"),
     ({"train": ("a", "b"), "val": ("a",), "valid": ("b",)}, "both 'val' and 'valid' look like the val split"),
+    ({"train": ("a",), "test": ("a",)}, r"train: found 1 class folders and 3 images; use one sub-folder per class"),
 ])
 def test_split_layouts_that_do_not_fit_are_refused(tmp_path, layout, message):
     for split, classes in layout.items():
