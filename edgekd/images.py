@@ -45,11 +45,11 @@ def _visible_dirs(path: Path) -> list[str]:
 
 
 def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
-    """{split: folder} when ``path`` holds train/ (and val/, test/) folders of class folders, else None."""
+    """{split: folder} when ``path`` holds train/ (with val/ or test/) or test/ alone, each a folder of
+    class folders; None for class folders."""
     roles = {name: SPLIT_FOLDERS.get(name.lower()) for name in folders}
-    if not folders or None in roles.values() or not {"train", "test"} & set(roles.values()):
-        return None
-    if "train" not in roles.values() and set(roles.values()) != {"test"}:
+    found = set(roles.values())
+    if not folders or None in found or not ("train" in found or found == {"test"}):
         return None
     if not all(_visible_dirs(path / name) for name in folders):
         return None  # a class that happens to be named "train", holding its images
@@ -63,7 +63,8 @@ def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
 
 
 def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tuple[Path, int]]:
-    """(image file, class index) under ``folder``'s class folders; every class must hold images."""
+    """(image file, class index) under ``folder``'s class folders (of ``classes``); a class folder there
+    must hold images, and the root given (``path``) at least two classes."""
     present = [c for c in classes if (folder / c).is_dir()]
     files = [(f, classes.index(c)) for c in present for f in sorted((folder / c).iterdir())
              if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
