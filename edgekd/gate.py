@@ -22,7 +22,7 @@ from edgekd.errors import ArtifactError, ConfigError, did_you_mean
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
-             "normalize", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+             "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -49,6 +49,7 @@ class GateConfig:
     data: str | None = None
     resolution: int | None = None
     normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
+    channels: Any = None  # 1 or 3 to convert --data to (None: as the model's metadata records, else as stored)
     seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
     profile: str = DEFAULT_PROFILE
     allowed_ops: tuple[str, ...] | None = None
@@ -75,6 +76,9 @@ class GateConfig:
             from edgekd.data import parse_normalize
 
             parse_normalize(self.normalize)
+        from edgekd.preprocess import parse_channels
+
+        object.__setattr__(self, "channels", parse_channels(self.channels))
         if self.min_accuracy is not None and not self.data:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
 
@@ -350,7 +354,7 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
     normalize = config.normalize if config.normalize is not None else recorded
     data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
-                     channels=recorded.to_channels if recorded else None)
+                     channels=config.channels or (recorded.to_channels if recorded else None))
     logits = logits_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == labels_of_test_split(model, data)).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

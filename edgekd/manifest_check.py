@@ -24,6 +24,7 @@ class RecheckConfig:
     data: str | None = None  # default: the manifest's own data when it is the embedded 'digits'
     resolution: int | None = None  # default: the recorded input size
     normalize: str | None = None  # default: the recorded preprocessing (dataset, none or MEAN/STD otherwise)
+    channels: int | None = None  # default: the recorded channel conversion
     profile: str | None = None
     accuracy_tolerance: float = 0.005  # absolute, as a fraction
     latency_tolerance: float = 0.10  # p50 may be this much slower than recorded
@@ -171,7 +172,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
         shape[-1] if shape and source == "digits" else None)
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
-                     channels=pre.to_channels if pre else None)
+                     channels=config.channels or (pre.to_channels if pre else None))
     logits = logits_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == labels_of_test_split(model, data)).mean())
     tol = config.accuracy_tolerance

@@ -80,11 +80,9 @@ class CompressConfig:
         if self.latency_anchors is not None and self.latency_anchors < 3:
             raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
                               "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
-        if self.channels is not None:  # the CLI gives "1"/"3", a recipe 1/3
-            if str(self.channels) not in ("1", "3"):
-                raise ConfigError(f"--channels {self.channels} is not 1 or 3",
-                                  "pass 3 to repeat grayscale images to RGB, 1 to take RGB images' luminance")
-            object.__setattr__(self, "channels", int(self.channels))
+        from edgekd.preprocess import parse_channels
+
+        object.__setattr__(self, "channels", parse_channels(self.channels))  # the CLI gives "3", a recipe 3
         if self.resolution is not None and self.resolution < 4:
             raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
         from edgekd.data import parse_normalize

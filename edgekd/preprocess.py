@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import DataError
+from edgekd.errors import ConfigError, DataError
 
 NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean and std), none (pixels "
                  "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
@@ -107,6 +107,16 @@ def normalize_images(x: np.ndarray, stats_from: np.ndarray, normalize: Any, sour
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     return ((x - m) / s).astype(np.float32), tuple(mean), tuple(std)
+
+
+def parse_channels(value: Any) -> int | None:
+    """--channels as the CLI ("3"), a recipe or pyproject (3) or the API gives it: 1, 3 or None."""
+    if value is None:
+        return None
+    if str(value) not in ("1", "3"):
+        raise ConfigError(f"--channels {value} is not 1 or 3",
+                          "pass 3 to repeat grayscale images to RGB, 1 to take RGB images' luminance")
+    return int(value)
 
 
 def convert_channels(x: np.ndarray, channels: int | None, source: str) -> tuple[np.ndarray, int | None]:

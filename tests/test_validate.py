@@ -418,3 +418,31 @@ def test_recheck_measures_accuracy_on_the_run_s_own_data_while_it_is_there(run_c
     manifest = _edit_manifest(copy, user_data(own))
     code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
     assert "on held.npz test split" in out and "skipped" not in out.split("| accuracy |")[1].split("\n")[0]
+
+
+def test_channels_flag_feeds_a_colour_model_without_metadata_grayscale_data(run_cli, fast_profile_path, tmp_path):
+    """A model exported elsewhere (no edgekd metadata) that takes RGB: --channels 3 on validate and gate."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 10)).eval()
+    path = tmp_path / "rgb.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    common = ["--data", "digits", "--resolution", "16", "--profile", fast_profile_path]
+    code, _, err = run_cli("validate", path, *common)
+    assert code == 2 and "takes 3x16x16 inputs" in err
+    code, out, err = run_cli("validate", path, *common, "--channels", "3")
+    assert code == 0 and "accuracy" in out, err
+    gate = ["--min-accuracy", "0", "--config", tmp_path / "none.toml"]
+    code, out, err = run_cli("gate", path, *gate, *common[:-2], "--channels", "3")
+    assert code == 0 and "accuracy" in out, out + err
+    code, _, err = run_cli("gate", path, *gate, *common[:-2], "--channels", "2")
+    assert code == 2 and "'2' is not one of '1', '3'" in err
+
+
+def test_channels_in_pyproject_must_be_1_or_3(tmp_path, run_cli):
+    (tmp_path / "pyproject.toml").write_text("[tool.edgekd.gate]\nmax-size = '1MB'\nchannels = 4\n")
+    code, _, err = run_cli("gate", tmp_path / "m.onnx", "--config", tmp_path / "pyproject.toml")
+    assert code == 2 and "--channels 4 is not 1 or 3" in err

@@ -18,6 +18,8 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
+              "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
 @click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
@@ -35,7 +37,8 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
-             normalize: str | None, budget_ms: float | None, max_size_kb: float | None, min_accuracy: float | None,
+             normalize: str | None, channels: str | None, budget_ms: float | None, max_size_kb: float | None,
+             min_accuracy: float | None,
              input_shape: str | None, manifest: str | None,
              artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
              json_out: str | None, force: bool) -> None:
@@ -52,8 +55,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
             raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
                               "drop it, or use `edgekd gate` to check thresholds")
         explicit = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
-        _recheck(ctx, model, manifest, artifact, data, resolution, normalize, profile if explicit else None,
-                 accuracy_tolerance, latency_tolerance, rounds, json_out)
+        _recheck(ctx, model, manifest, artifact, data, resolution, normalize, channels,
+                 profile if explicit else None, accuracy_tolerance, latency_tolerance, rounds, json_out)
         return
     if artifact:
         raise ConfigError("--artifact needs --manifest", "pass --manifest manifest.json")
@@ -74,7 +77,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                            channels=recorded.to_channels if recorded else None)
+                            channels=int(channels) if channels else (recorded.to_channels if recorded else None))
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
@@ -96,13 +99,15 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
 
 def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
-             resolution: int | None, normalize: str | None, profile: str | None, accuracy_tolerance: float,
+             resolution: int | None, normalize: str | None, channels: str | None, profile: str | None,
+             accuracy_tolerance: float,
              latency_tolerance: float, rounds: int, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
     from edgekd.manifest_check import RecheckConfig, recheck, recheck_table
 
     config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
-                           profile=profile, accuracy_tolerance=accuracy_tolerance,
+                           channels=int(channels) if channels else None, profile=profile,
+                           accuracy_tolerance=accuracy_tolerance,
                            latency_tolerance=latency_tolerance, rounds=rounds)
     result = recheck(model, manifest, config)
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
@@ -172,6 +177,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--resolution", type=int, help="Resize --data images to this square side.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
+              "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
 @click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
               "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
