@@ -19,6 +19,7 @@ from edgekd.errors import DataError
 from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have always found them)
     NORMALIZE_FIX,
     Preprocess,
+    check_channels,
     convert_channels,
     describe_preprocess,
     normalize_images,
@@ -100,7 +101,7 @@ def load_data(source: str | None = None, *, resolution: int | None = None, seed:
     parse_normalize(normalize)  # a malformed spec is refused before any data is read
     if channels is None and isinstance(normalize, Preprocess):
         channels = normalize.to_channels
-    convert_channels(np.zeros((1, 1, 1, 1), np.float32), channels, "")  # a bad --channels, before any reading
+    check_channels(channels)  # before any data is read
     if source is None or source == "digits":
         return load_digits(resolution=resolution or 32, seed=seed, normalize=normalize, channels=channels)
     path = Path(source).expanduser()

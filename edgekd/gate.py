@@ -347,7 +347,7 @@ def _baseline(ref: str, profile: str) -> tuple[Path | None, float | None]:
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.data import load_data
-    from edgekd.latency.runtime import labels_of_test_split, logits_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split
     from edgekd.onnxfile import embedded_preprocess
     from edgekd.profiles import load_profile
 
@@ -355,8 +355,8 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     normalize = config.normalize if config.normalize is not None else recorded
     data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
                      channels=config.channels or (recorded.to_channels if recorded else None))
-    logits = logits_on_test_split(model, load_profile(config.profile), data)
-    acc = float((logits.argmax(1) == labels_of_test_split(model, data)).mean())
+    logits, labels = predictions_on_test_split(model, load_profile(config.profile), data)
+    acc = float((logits.argmax(1) == labels).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
                  f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
                  f"{config.min_accuracy * 100:.2f}%", acc)

@@ -158,7 +158,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
     from edgekd.data import load_data, recorded_data, recorded_preprocess
-    from edgekd.latency.runtime import labels_of_test_split, logits_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split
 
     recorded = entry.get("accuracy")
     own = recorded_data(manifest)
@@ -173,8 +173,8 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))
-    logits = logits_on_test_split(model, profile, data)
-    acc = float((logits.argmax(1) == labels_of_test_split(model, data)).mean())
+    logits, labels = predictions_on_test_split(model, profile, data)
+    acc = float((logits.argmax(1) == labels).mean())
     tol = config.accuracy_tolerance
     return Check("accuracy", abs(acc - recorded) <= tol, f"{acc * 100:.2f}% on {data.name} test split, recorded "
                  f"{recorded * 100:.2f}% (tolerance {tol * 100:.2g} points)", acc)

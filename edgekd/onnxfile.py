@@ -199,14 +199,18 @@ def embedded_preprocess(path: str | Path) -> Any:
 
 def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:
     """The label of each output an edgekd-exported model carries in its metadata, or None."""
-    import json
-
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    found = next((p.value for p in model.metadata_props if p.key == CLASS_NAMES_KEY), None)
+    return parse_class_names(next((p.value for p in model.metadata_props if p.key == CLASS_NAMES_KEY), None))
+
+
+def parse_class_names(text: str | None) -> tuple[str, ...] | None:
+    """The ``edgekd.class_names`` metadata value as names, or None when absent or edited out of shape."""
+    import json
+
     try:
-        names = json.loads(found) if found else None
+        names = json.loads(text) if text else None
     except ValueError:
         return None
     return tuple(str(n) for n in names) if isinstance(names, list) else None

@@ -119,12 +119,16 @@ def parse_channels(value: Any) -> int | None:
     return int(value)
 
 
+def check_channels(channels: int | None) -> None:
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"--channels {channels} is not 1 or 3", CHANNELS_FIX)
+
+
 def convert_channels(x: np.ndarray, channels: int | None, source: str) -> tuple[np.ndarray, int | None]:
     """NCHW ``x`` with ``channels`` channels, and ``channels`` when that converted anything (None: as it was).
     Grayscale becomes RGB by repeating it (what a teacher trained on colour images needs to see grayscale
     data), RGB becomes grayscale by its luminance."""
-    if channels is not None and channels not in (1, 3):
-        raise DataError(f"--channels {channels} is not 1 or 3", CHANNELS_FIX)
+    check_channels(channels)
     if channels is None or x.shape[1] == channels:
         return x, None
     if x.shape[1] == 1 and channels == 3:

@@ -63,7 +63,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     student.
     """
     from edgekd.latency.measure import measure
-    from edgekd.latency.runtime import labels_of_test_split, logits_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split
 
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
@@ -82,8 +82,8 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     for art in artifacts:
         accuracy = parity = None
         if data is not None:
-            logits = logits_on_test_split(art.path, profile, data)
-            accuracy = float((logits.argmax(1) == labels_of_test_split(art.path, data)).mean())
+            logits, labels = predictions_on_test_split(art.path, profile, data)
+            accuracy = float((logits.argmax(1) == labels).mean())
             ref = references.get(art.name)
             if ref is not None:
                 parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)

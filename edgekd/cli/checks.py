@@ -45,6 +45,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
     from edgekd.errors import ConfigError
+    from edgekd.preprocess import parse_channels
 
     check_report_files(force, ("--json", json_out))
 
@@ -77,7 +78,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                            channels=int(channels) if channels else (recorded.to_channels if recorded else None))
+                            channels=parse_channels(channels) or (recorded.to_channels if recorded else None))
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
@@ -104,9 +105,10 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
              latency_tolerance: float, rounds: int, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
     from edgekd.manifest_check import RecheckConfig, recheck, recheck_table
+    from edgekd.preprocess import parse_channels
 
     config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
-                           channels=int(channels) if channels else None, profile=profile,
+                           channels=parse_channels(channels), profile=profile,
                            accuracy_tolerance=accuracy_tolerance,
                            latency_tolerance=latency_tolerance, rounds=rounds)
     result = recheck(model, manifest, config)

@@ -43,7 +43,8 @@ def profiles_show(name: str) -> None:
               help="Whole networks measured to fit the correction.")
 def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int) -> None:
     """Measure a space's blocks on the profile's device and write its latency table (resumable)."""
-    from edgekd.latency.calibrate import calibrate
+    from edgekd.latency.calibrate import calibrate, partial_path
+    from edgekd.latency.table import table_path
     from edgekd.profiles import load_profile
 
     shape = parse_shape(input_shape)
@@ -52,9 +53,7 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
 
         raise ConfigError(f"--input-shape '{input_shape}' must be C,H,W", "write it as 1,32,32")
     prof = load_profile(name)
-    from edgekd.latency.table import table_path
-
-    partial = table_path(prof, space).with_name(table_path(prof, space).name + ".partial")
+    partial = partial_path(table_path(prof, space))
     on_interrupt(lambda: f"interrupted: the blocks measured so far are kept in {partial}; run the same command "
                  "again to resume" if partial.is_file() else "interrupted: nothing was written")
     table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]

@@ -27,6 +27,11 @@ PRECISIONS = ("fp32", "int8")
 REFERENCE = {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [4, 4, 4], "kernels": [3, 3, 3]}
 
 
+def partial_path(table: Path) -> Path:
+    """Where an unfinished calibration of ``table`` keeps its measurements to resume from."""
+    return table.with_name(table.name + ".partial")
+
+
 def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tuple[int, int, int] = (1, 32, 32),
               num_classes: int = 10, networks: int = 96, chunk: int = 24, seed: int = 12345,
               path: Path | None = None, log: Callable[[str], None] | None = None, rounds: int = 3) -> LatencyTable:
@@ -41,7 +46,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
     log = log or (lambda _m: None)
     path = path or table_path(profile, space_name)
-    partial = path.with_name(path.name + ".partial")
+    partial = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     keys = space.all_blocks(input_shape, num_classes)

@@ -45,12 +45,17 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
                             "pass a complete, valid ONNX model (re-export it)") from None
 
 
-def logits_on_test_split(path: str | Path, profile: DeviceProfile, data: Any) -> np.ndarray:
-    """The model's logits on ``data``'s test split, after checking that the model takes the data's images
-    and predicts at least its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
+def predictions_on_test_split(path: str | Path, profile: DeviceProfile, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits on ``data``'s test split and the test labels numbered as its outputs (by the class
+    names in the session's metadata), after checking that the model takes the data's images and predicts
+    at least its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
+    from edgekd.data import labels_for
+    from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
+
     session = open_session(path, profile)
     check_data_fits(session, data, path)
-    return run_batches(session, data.x_test)
+    names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
+    return run_batches(session, data.x_test), labels_for(data, names)
 
 
 def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
