@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,17 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def creation_mode(path: Path, folder: bool) -> int:
+    """The permission bits a plain create would give ``path`` (those of the file or folder it replaces,
+    else the umask's), for files staged by ``tempfile``, which are private to the user (0600 / 0700): a
+    deployment job or web server reading the artifacts under another account must not lose access."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 def check_new_file(path: str | Path, force: bool, flag: str) -> None:
     """Refuse a file output that is a folder, or that exists unless ``force``. Called before any work, so
     a refused path costs nothing and a measurement is never lost to it."""
@@ -72,6 +84,7 @@ def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:
+        staging.chmod(creation_mode(path, folder=True))
         yield staging
         check_new_output(path, force)  # something may have appeared while we worked
         if path.exists():

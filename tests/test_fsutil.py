@@ -36,3 +36,33 @@ def test_check_new_file(tmp_path):
     check_new_file(existing, force=True, flag="--json")
     with pytest.raises(OutputError, match="is a folder; give --junit a file path"):
         check_new_file(tmp_path, force=True, flag="--junit")
+
+
+def test_staged_outputs_get_the_permissions_of_a_plain_create(tmp_path):
+    """tempfile stages privately (0700 / 0600); a job reading the artifacts under another account would be
+    locked out of a folder or checkpoint that kept those bits."""
+    import os
+    import stat
+
+    from edgekd.distill.checkpoint import save_checkpoint
+    from edgekd.fsutil import atomic_dir
+
+    def mode(p):
+        return stat.S_IMODE(p.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as staging:
+            (staging / "model.onnx").write_bytes(b"x")
+        assert mode(tmp_path / "out") == 0o755
+        save_checkpoint(tmp_path / "ckpt.pt", {"weights": {}})
+        assert mode(tmp_path / "ckpt.pt") == 0o644
+        # a replaced folder or file keeps the bits its owner gave it
+        (tmp_path / "out").chmod(0o750)
+        (tmp_path / "ckpt.pt").chmod(0o640)
+        with atomic_dir(tmp_path / "out", force=True) as staging:
+            (staging / "model.onnx").write_bytes(b"y")
+        save_checkpoint(tmp_path / "ckpt.pt", {"weights": {}})
+        assert mode(tmp_path / "out") == 0o750 and mode(tmp_path / "ckpt.pt") == 0o640
+    finally:
+        os.umask(old)

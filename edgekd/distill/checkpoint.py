@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import ConfigError, ModelError
+from edgekd.fsutil import creation_mode
 
 FORMAT = 1
 
@@ -48,8 +49,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then ``os.replace``: a reader (or a run
     killed mid-write) only ever sees the previous complete checkpoint or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = creation_mode(path, folder=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
