@@ -143,6 +143,13 @@ class FallbackResult:
         """Every node the fallback kept in fp32 in the kept round (the exporter's defaults not included)."""
         return tuple(e for r in self.rounds[: self.best_round + 1] for e in r.excluded)
 
+    def summary(self) -> str:
+        """One line for the log: which round's file is kept and how much of it runs in int8 (the loop may
+        stop at a round with nothing left in int8, whose file is never the one kept)."""
+        kept, total = self.rounds[self.best_round].quantized, self.rounds[0].quantized
+        return (f"int8 file from round {self.best_round} of {len(self.rounds)}, {kept} of {total} quantizable "
+                f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}; the rounds stopped: {self.stopped}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact.to_dict(), "rounds": [r.to_dict() for r in self.rounds],
                 "best_round": self.best_round, "ratio": self.ratio, "faster": self.faster,

@@ -360,8 +360,7 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration))
         student_int8 = fallback.artifact
-        log(f"export: int8/fp32 latency {fallback.ratio:.2f} after {len(fallback.rounds)} round(s), "
-            f"{len(fallback.excluded)} node(s) kept fp32 ({fallback.stopped})")
+        log(f"export: {fallback.summary()}")
         references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
     import torch
 

@@ -151,6 +151,9 @@ def test_a_graph_with_nothing_left_in_int8_is_never_the_int8_artifact(fp32, smal
     result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, config)
     assert [r.quantized for r in result.rounds][1:] == [0] and "every quantized node fell back" in result.stopped
     assert result.best_round == 0 and not result.faster and result.excluded == ()
+    total = result.rounds[0].quantized
+    # the log names the kept file, not the last round's (which has nothing left in int8)
+    assert result.summary().startswith(f"int8 file from round 0 of 2, {total} of {total} quantizable node(s) in int8")
 
 
 def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
