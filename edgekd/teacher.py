@@ -1,8 +1,8 @@
 """Teachers: the embedded default (trained on the fly, cached) and a user's own model.
 
-A user's teacher is ``module_or_file.py:factory`` plus a state-dict file, a ``torch.export``
-``.pt2`` program, or (the Python API) a module already in memory. Checkpoints load with
-``weights_only=True``: a checkpoint never runs code.
+A user's teacher is ``module_or_file.py:factory`` (with literal arguments if it takes any) plus a
+state-dict file, a ``torch.export`` ``.pt2`` program, or (the Python API) a module already in memory.
+Checkpoints load with ``weights_only=True``: a checkpoint never runs code.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,14 +88,43 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
     return Teacher(model, f"default resnet teacher (trained, cached {path})")
 
 
+_FACTORY_REF = re.compile(r"(?P<module>.+):(?P<name>[A-Za-z_]\w*)\s*(?:\((?P<args>.*)\))?\s*", re.DOTALL)
+
+
+def parse_factory_ref(spec: str) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+    """``module_or_file.py:factory`` or ``...:factory(arg, key=value)`` -> (module, name, args, kwargs).
+    Arguments are Python literals only (numbers, strings, booleans, None, lists, tuples, dicts), read
+    with ``ast.literal_eval``: a recipe or command line never runs code of its own."""
+    import ast
+
+    match = _FACTORY_REF.fullmatch(spec)
+    if match is None:
+        raise ModelError(f"teacher '{spec}' is not of the form module_or_file.py:factory or file.pt2",
+                         "pass e.g. --teacher my_model.py:build --weights model.pt, or "
+                         "--teacher 'my_model.py:build(num_classes=10)' for a factory that takes arguments")
+    if match["args"] is None or not match["args"].strip():
+        return match["module"], match["name"], (), {}
+    literal = "pass numbers, strings, True/False/None, lists or dicts, e.g. build(num_classes=10, width=0.5)"
+    try:
+        call = ast.parse(f"f({match['args']})", mode="eval").body
+    except SyntaxError:
+        raise ModelError(f"the arguments of teacher factory '{spec}' do not parse", literal) from None
+    try:
+        args = tuple(ast.literal_eval(a) for a in call.args)  # type: ignore[attr-defined]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}  # type: ignore[attr-defined]
+    except ValueError:
+        raise ModelError(f"the arguments of teacher factory '{spec}' are not all literals", literal) from None
+    if None in kwargs:  # **mapping
+        raise ModelError(f"the arguments of teacher factory '{spec}' unpack a mapping (**)", literal)
+    return match["module"], match["name"], args, kwargs
+
+
 def load_teacher(spec: str, weights: str | None = None) -> Teacher:
-    """A user's teacher: ``file.py:factory`` / ``package.module:factory`` with ``weights``, or a ``.pt2`` file."""
+    """A user's teacher: ``file.py:factory`` / ``package.module:factory`` (optionally with literal
+    arguments, ``factory(num_classes=10)``) with ``weights``, or a ``.pt2`` file."""
     if spec.endswith(".pt2"):
         return _load_exported(Path(spec))
-    module_ref, sep, factory_name = spec.rpartition(":")
-    if not sep or not module_ref or not factory_name:
-        raise ModelError(f"teacher '{spec}' is not of the form module_or_file.py:factory or file.pt2",
-                         "pass e.g. --teacher my_model.py:build --weights model.pt")
+    module_ref, factory_name, args, kwargs = parse_factory_ref(spec)
     module = _import(module_ref)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
@@ -103,10 +133,11 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
         raise ModelError(f"'{module_ref}' has no factory '{factory_name}'",
                          f"callables defined there: {', '.join(names) or 'none'}")
     try:
-        model = factory()
+        model = factory(*args, **kwargs)
     except Exception as exc:
         raise ModelError(f"factory '{spec}' failed: {type(exc).__name__}: {exc}",
-                         "make the factory callable with no arguments") from None
+                         f"pass its arguments as literals, e.g. --teacher '{module_ref}:{factory_name}"
+                         "(num_classes=10)', or fix the factory") from None
     import torch
 
     if not isinstance(model, torch.nn.Module):

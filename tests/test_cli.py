@@ -178,9 +178,10 @@ def test_readme_demo_command(tmp_path):
 def test_search_over_pruned_and_resnet_spaces(run_cli, teacher_files, fast_profile_path, tmp_path):
     module, weights = teacher_files
     found = tmp_path / "search.json"
-    code, out, err = run_cli("search", "--teacher", f"{module}:build", "--weights", str(weights), "--resolution",
-                             "16", "--profile", str(fast_profile_path), "-q", "--space", "pruned,resnet",
-                             "--precision", "fp32", "--candidates", "10", "--out", found)
+    # a factory that takes arguments, given as literals on the command line
+    code, out, err = run_cli("search", "--teacher", f"{module}:TinyNet(1, num_classes=10)", "--weights",
+                             str(weights), "--resolution", "16", "--profile", str(fast_profile_path), "-q",
+                             "--space", "pruned,resnet", "--precision", "fp32", "--candidates", "10", "--out", found)
     assert code == 0, err
     result = json.loads(found.read_text())
     assert {c["spec"]["space"] for c in result["candidates"]} == {"pruned", "resnet"}

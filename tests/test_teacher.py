@@ -10,7 +10,7 @@ import torch
 
 from edgekd.data import load_data
 from edgekd.errors import DataError, ModelError
-from edgekd.teacher import check_fits, load_teacher
+from edgekd.teacher import check_fits, load_teacher, parse_factory_ref
 
 
 def _logits(teacher, x: np.ndarray) -> torch.Tensor:
@@ -37,6 +37,38 @@ def test_load_teacher_from_file(teacher_files, small_data):
     out = _logits(teacher, small_data.x_val[:2])
     assert tuple(out.shape) == (2, 10)
     check_fits(teacher, small_data)  # fits: no error
+
+
+def test_a_factory_takes_literal_arguments(teacher_files, small_data):
+    module, weights = teacher_files
+    plain = _logits(load_teacher(f"{module}:build", str(weights)), small_data.x_val[:4])
+    for call in ("TinyNet(in_ch=1, num_classes=10)", "TinyNet(1, 10)", " TinyNet( 1 ,\n num_classes=10 ) "):
+        teacher = load_teacher(f"{module}:{call.strip()}", str(weights))
+        assert torch.equal(_logits(teacher, small_data.x_val[:4]), plain) and "TinyNet(" in teacher.source
+    assert parse_factory_ref("C:/models/net.py:build(sizes=[1, 2], name='a:b', cfg={'k': None})") == (
+        "C:/models/net.py", "build", (), {"sizes": [1, 2], "name": "a:b", "cfg": {"k": None}})
+    assert parse_factory_ref("pkg.mod:build()") == ("pkg.mod", "build", (), {})
+
+
+@pytest.mark.parametrize("call, message", [
+    ("TinyNet(num_classes=int('10'))", "are not all literals"),
+    ("TinyNet(num_classes=)", "do not parse"),
+    ("TinyNet(**{'num_classes': 10})", r"unpack a mapping \(\*\*\)"),
+    ("TinyNet(__import__('os'))", "are not all literals"),
+])
+def test_factory_arguments_that_are_not_literals_are_refused(teacher_files, call, message):
+    module, weights = teacher_files
+    with pytest.raises(ModelError, match=message) as exc:
+        load_teacher(f"{module}:{call}", str(weights))
+    assert "num_classes=10" in exc.value.fix
+
+
+def test_a_factory_that_needs_arguments_says_how_to_pass_them(tmp_path):
+    path = tmp_path / "needs.py"
+    path.write_text("def build(num_classes):\n    raise AssertionError('never called without it')\n")
+    with pytest.raises(ModelError, match=r"factory .*:build' failed: TypeError: .*num_classes") as exc:
+        load_teacher(f"{path}:build", "w.pt")
+    assert f"--teacher '{path}:build(num_classes=10)'" in exc.value.fix
 
 
 def test_missing_factory_lists_callables(teacher_files):

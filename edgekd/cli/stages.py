@@ -12,8 +12,9 @@ from edgekd.cli.base import cli, on_interrupt
 
 _COMPRESS_OPTIONS = [
     click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
-    click.option("--teacher", type=str, help="file.py:factory, package.module:factory, or a torch.export .pt2 file. "
-                                             "Default: the embedded ResNet teacher."),
+    click.option("--teacher", type=str, help="file.py:factory, package.module:factory, either with literal "
+                                             "arguments, e.g. 'torchvision.models:resnet18(num_classes=10)', or a "
+                                             "torch.export .pt2 file. Default: the embedded ResNet teacher."),
     click.option("--weights", type=str, help="State dict or training checkpoint for --teacher "
                                              "(loaded with weights_only=True)."),
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
