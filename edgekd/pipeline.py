@@ -12,7 +12,7 @@ import tomllib
 
 from edgekd.errors import ConfigError, OutputError, did_you_mean
 from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
-from edgekd.run_inputs import check_inputs, recipe, run_data, run_teacher
+from edgekd.run_inputs import check_inputs, near_chance, recipe, run_data, run_teacher
 from edgekd.types import Budget, DistillConfig
 
 Log = Callable[[str], None]
@@ -319,12 +319,22 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         pruned = prune_distill(student, data, config.distill_config(), prune, profile, teacher=teacher, log=log,
                                progress=config.progress)
         log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)")
-        return dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history)
-    log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
-        + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
-    trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
-                      checkpoint=checkpoint, resume=resume)
-    log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()}")
+        trained = dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history)
+    else:
+        log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
+            + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
+        trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
+                          checkpoint=checkpoint, resume=resume)
+        log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()}")
+    if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
+        # Few images and few epochs leave a student untrained with no error anywhere; say why here, where
+        # the fix is, rather than only as an accuracy drop in the final table.
+        steps = config.epochs * max(1, len(data.y_train) // config.batch_size)
+        epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+        log(f"warning: the student is still near chance ({trained.best_val_accuracy * 100:.1f}% on validation, "
+            f"chance {100 / data.num_classes:.1f}%) after about {steps} optimizer steps ({epochs} of "
+            f"{len(data.y_train)} training images in batches of {config.batch_size}): train longer (--epochs), "
+            "or with a smaller --batch-size or a higher --lr")
     return trained
 
 

@@ -68,6 +68,12 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
     return teacher
 
 
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """Within a tenth of the way from chance to perfect: a model that has learned nothing usable."""
+    chance = 1.0 / num_classes
+    return accuracy < chance + 0.1 * (1 - chance)
+
+
 CHECKED_IMAGES = 512  # enough to tell a teacher at chance level from a working one, quick on any teacher
 
 
@@ -81,7 +87,7 @@ def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log
     acc = accuracy(predict(teacher.module, x), y)
     chance = 1.0 / data.num_classes
     log(f"teacher: {acc * 100:.1f}% on {len(y)} validation images (chance: {chance * 100:.1f}%)")
-    if acc >= chance + 0.1 * (1 - chance):
+    if not near_chance(acc, data.num_classes):
         return
     said = (f"the teacher scores {acc * 100:.1f}% on {len(y)} validation images of '{data.name}', about chance "
             f"({chance * 100:.1f}%)")

@@ -233,3 +233,26 @@ def test_opsets_compress_cannot_write_are_refused_before_any_work(kwargs, messag
 
     with pytest.raises(ConfigError, match=message):
         CompressConfig(**kwargs)
+
+
+def test_a_student_left_near_chance_is_called_out_with_its_optimizer_steps(small_data, teacher, fast_profile_path):
+    import torch
+
+    from edgekd.pipeline import train_student
+    from edgekd.profiles import load_profile
+
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10))
+    lines: list[str] = []
+    config = CompressConfig(epochs=1, lr=1e-9, batch_size=256, progress=False)
+    trained = train_student(config, student, teacher.module, small_data, load_profile(str(fast_profile_path)),
+                            lines.append)
+    steps = len(small_data.y_train) // 256
+    assert trained.best_val_accuracy < 0.19
+    assert any(line.startswith("warning: the student is still near chance") and f"about {steps} optimizer steps "
+               f"(1 epoch of {len(small_data.y_train)} training images in batches of 256)" in line and
+               "--epochs" in line for line in lines), lines
+    lines.clear()
+    train_student(CompressConfig(epochs=3, lr=1e-2, progress=False), student, teacher.module, small_data,
+                  load_profile(str(fast_profile_path)), lines.append)
+    assert not any("near chance" in line for line in lines), lines
