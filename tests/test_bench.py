@@ -97,3 +97,18 @@ def test_a_measurement_still_noisy_after_repeating_is_said_and_not_cached(run_cl
     assert code == 0 and "(cached result)" not in out  # measured again
     code, out, err = run_cli("validate", models / "small.onnx", "--profile", strict)
     assert code == 0 and "note: cv above the profile's max_cv" in out, err
+
+
+def test_a_cached_measurement_does_not_outlive_an_upgrade_or_another_cpu(models, fast_profile, monkeypatch):
+    """A CI cache of ~/.cache restored on another runner type, or an onnxruntime upgrade, must measure anew."""
+    from edgekd.latency import cache, table
+
+    paths = [models / "small.onnx"]
+    here = cache._key(paths, fast_profile, None)
+    monkeypatch.setattr(table, "host_runtime", lambda: "0.0.1")
+    assert cache._key(paths, fast_profile, None) != here
+    monkeypatch.undo()
+    monkeypatch.setattr(table, "host_cpu", lambda: "Some Other CPU (4 CPUs)")
+    assert cache._key(paths, fast_profile, None) != here
+    monkeypatch.undo()
+    assert cache._key(paths, fast_profile, None) == here

@@ -1,4 +1,5 @@
-"""Measurement cache keyed by (model sha256s, profile digest, input shape).
+"""Measurement cache keyed by (model sha256s, profile digest, input shape, and for a local profile the
+onnxruntime version and the CPU).
 
 Models measured together are cached together: a ratio is only meaningful between models measured
 in the same interleaved run, so a cached comparison is never stitched from two separate runs.
@@ -17,7 +18,11 @@ from edgekd.types import LatencyStats
 
 
 def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None) -> str:
+    from edgekd.latency.table import host_cpu, host_runtime
+
     parts = [sha256(p) for p in paths] + [profile.digest(), repr(tuple(shape) if shape else None)]
+    if profile.runner.get("kind", "local") == "local":  # "this host": an upgrade or another CPU measures anew
+        parts += [host_runtime(), host_cpu()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

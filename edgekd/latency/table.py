@@ -1,5 +1,6 @@
 """Calibrated latency tables: per-block latencies measured on one profile, stamped so a table is
-never used with another runtime version or another version of the profile."""
+never used with another runtime version, another version of the profile or, for a local profile,
+on another CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from edgekd.fsutil import write_json
 from edgekd.profiles import DeviceProfile, builtin_dir, user_dir
 
 TABLE_SCHEMA = "edgekd.latency-table"
-TABLE_VERSION = 3  # 2: per-resolution fit, p10 units, networks kept; 3: units from each model's fastest p10 over runs
+# 2: per-resolution fit, p10 units, networks kept; 3: units from each model's fastest p10 over runs;
+# 4: stamped with the host CPU of a local profile
+TABLE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,19 @@ class Stamp:
     input_shape: tuple[int, int, int]
     num_classes: int
     space_digest: str = ""  # of the space's block list: a table outlives no change to the space
+    host: str = ""  # a local profile's CPU (host_cpu); "" for a remote device, named by its runner settings
 
     @classmethod
     def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int,
                 onnxruntime: str | None = None) -> Stamp:
         """``onnxruntime``: the version the device reported; by default this machine's for a local
         profile and unknown ("") for a remote one, which says its version only when it measures."""
+        local = profile.runner.get("kind", "local") == "local"
         if onnxruntime is None:
-            onnxruntime = host_runtime() if profile.runner.get("kind", "local") == "local" else ""
+            onnxruntime = host_runtime() if local else ""
         shape = tuple(int(d) for d in input_shape)
-        return cls(profile.name, profile.digest(), onnxruntime, space,
-                   shape, int(num_classes), space_digest(space, shape, int(num_classes)))  # type: ignore[arg-type]
+        return cls(profile.name, profile.digest(), onnxruntime, space, shape, int(num_classes),  # type: ignore[arg-type]
+                   space_digest(space, shape, int(num_classes)), host_cpu() if local else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "input_shape": list(self.input_shape)}
@@ -71,6 +76,24 @@ def host_runtime() -> str:
     import onnxruntime
 
     return str(onnxruntime.__version__)
+
+
+def host_cpu() -> str:
+    """This machine's processor and the CPUs this process may use. A local profile measures "this host",
+    so its table or cached measurement must not outlive a move to another CPU (a home folder shared
+    between machines, a CI cache restored on another runner type): an AVX2 laptop's block latencies
+    say nothing about a server with VNNI, nor 2 cores about 4."""
+    import os
+    import platform
+
+    name = ""
+    try:
+        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name or platform.processor() or platform.machine()} ({cpus} CPUs)"
 
 
 def space_digest(space: str, input_shape: tuple[int, ...], num_classes: int) -> str:
@@ -117,9 +140,9 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
     want = Stamp.current(profile, space, input_shape, num_classes)
-    for name in ("profile_digest", "onnxruntime", "input_shape", "num_classes"):
+    for name in ("profile_digest", "onnxruntime", "host", "input_shape", "num_classes"):
         have, need = getattr(table.stamp, name), getattr(want, name)
-        if name == "onnxruntime" and not need:  # a remote device: checked when it next measures
+        if name in ("onnxruntime", "host") and not need:  # a remote device: checked when it next measures
             continue
         if have != need:
             raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
