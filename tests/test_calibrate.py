@@ -9,7 +9,7 @@ from edgekd.errors import ProfileError
 from edgekd.latency import calibrate as calib_mod
 from edgekd.latency.calibrate import calibrate, sample_specs
 from edgekd.latency.predict import LatencyPredictor
-from edgekd.latency.table import load_table, table_path
+from edgekd.latency.table import host_cpu, load_table, table_path
 from edgekd.search.spaces import SPACES, MobileNetV2Space
 
 SHAPE = (1, 16, 16)
@@ -52,6 +52,12 @@ def test_table_from_another_runtime_or_profile_is_refused(table_file, fast_profi
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match="onnxruntime 0.0.1.*recalibrate"):
+        load_table(fast_profile, TINY, SHAPE, 10, path=other)
+    data = json.loads(table_file.read_text())
+    assert data["stamp"]["host"] == host_cpu() and "CPUs)" in data["stamp"]["host"]
+    data["stamp"]["host"] = "Some Other CPU (4 CPUs)"  # a home folder shared with, or a cache moved from, another host
+    other.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"calibrated for host Some Other CPU \(4 CPUs\), not .*recalibrate"):
         load_table(fast_profile, TINY, SHAPE, 10, path=other)
     data = json.loads(table_file.read_text())
     data["stamp"]["profile_digest"] = "feedface"
@@ -179,3 +185,34 @@ def test_several_passes_keep_each_models_median_units(monkeypatch, tmp_path):
     units, ref_ms = measure_relative(["a", "b"], None, tmp_path / "ref.onnx", rounds=2, passes=3)
     assert units == pytest.approx([0.50, 0.21]) and ref_ms == pytest.approx(1.1) and calls == [2, 2, 2]
     assert passes_for(load_profile("host-cpu-1t")) == 1 and passes_for(load_profile("host-cpu")) == 3
+
+
+def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_used(table_file, fast_profile,
+                                                                                   small_data, monkeypatch):
+    """The fit measures networks for minutes on a large input, with no progress bar in a CI log; and a
+    table calibrated once, then stale (another onnxruntime, CPU or input), must not be dropped in silence."""
+    import numpy as np
+
+    from edgekd.search import latency_model as lm
+
+    monkeypatch.setattr(lm, "fitted_model", lambda *a, **k: "fitted")
+    calib = np.zeros((1, *SHAPE), np.float32)
+    path = table_path(fast_profile, TINY)
+    lines: list[str] = []
+    assert not path.exists()
+    assert lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5,
+                            log=lines.append) == "fitted"
+    assert lines == [f"search: measuring 5 '{TINY}' networks (fp32) on '{fast_profile.name}' to fit its latency; "
+                     f"`edgekd profiles calibrate {fast_profile.name} --space {TINY} --input-shape 1,16,16 "
+                     "--classes 10` makes a table that spares this"]
+    data = json.loads(table_file.read_text())
+    data["stamp"]["onnxruntime"] = "0.0.1"
+    path.write_text(json.dumps(data))
+    lines.clear()
+    try:
+        assert lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5,
+                                log=lines.append) == "fitted"
+    finally:
+        path.unlink()
+    assert lines[0].startswith("warning: latency table") and "onnxruntime 0.0.1" in lines[0]
+    assert "recalibrate" in lines[0] and lines[1].startswith("search: measuring 5")

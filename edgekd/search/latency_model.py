@@ -38,27 +38,41 @@ class LatencyModel:
 
 def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
                   precision: str, calibration: np.ndarray, anchors: int = ANCHORS, seed: int = 0,
-                  reference_ms: Callable[[], float] | None = None) -> LatencyModel:
+                  reference_ms: Callable[[], float] | None = None,
+                  log: Callable[[str], None] | None = None) -> LatencyModel:
     """``reference_ms`` gives today's p50 of the reference network (default: measured now); a search over
-    several calibrated spaces passes one measurement to all of them."""
+    several calibrated spaces passes one measurement to all of them. ``log`` hears why a calibrated table
+    is not used and that networks are being measured instead (minutes on a large input, with no
+    progress bar in a CI log)."""
+    log = log or (lambda _m: None)
     table = _table_model(space, profile, input_shape, num_classes, precision,
-                         reference_ms or (lambda: reference_now(profile, input_shape, num_classes)))
+                         reference_ms or (lambda: reference_now(profile, input_shape, num_classes)), log)
     if table is not None:
         return table
+    how = ""
+    if hasattr(space, "all_blocks"):
+        c, h, w = input_shape
+        how = (f"; `edgekd profiles calibrate {profile.name} --space {space.name} --input-shape {c},{h},{w} "
+               f"--classes {num_classes}` makes a table that spares this")
+    log(f"search: measuring {anchors} '{space.name}' networks ({precision}) on '{profile.name}' to fit its "
+        f"latency{how}")
     return fitted_model(space, profile, input_shape, num_classes, precision, calibration, anchors, seed)
 
 
 def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-                 precision: str, reference_ms: Callable[[], float]) -> LatencyModel | None:
+                 precision: str, reference_ms: Callable[[], float],
+                 log: Callable[[str], None]) -> LatencyModel | None:
     from edgekd.errors import ProfileError
     from edgekd.latency.predict import LatencyPredictor
-    from edgekd.latency.table import load_table
+    from edgekd.latency.table import load_table, table_path
 
     if not hasattr(space, "all_blocks"):
         return None
     try:
         table = load_table(profile, space.name, input_shape, num_classes)
-    except ProfileError:
+    except ProfileError as exc:
+        if table_path(profile, space.name).is_file():  # calibrated once, now stale: say so, never silently
+            log(f"warning: {exc.message}")
         return None
     predictor = LatencyPredictor(table, space)
     ref_ms = reference_ms()

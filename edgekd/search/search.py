@@ -99,7 +99,8 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     # One measurement of the reference network converts every calibrated space's table to ms.
     reference = functools.cache(lambda: reference_now(profile, data.input_shape, data.num_classes))
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
-                                    anchors=config.anchors, seed=config.seed, reference_ms=reference) for s in spaces}
+                                    anchors=config.anchors, seed=config.seed, reference_ms=reference, log=log)
+              for s in spaces}
     for name, model in models.items():
         log(f"search: '{name}' {config.precision} latency: {model.source}")
     by_name = {s.name: s for s in spaces}
