@@ -324,7 +324,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
-                          checkpoint=checkpoint, resume=resume)
+                          checkpoint=checkpoint, resume=resume, log=log)
         log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()}")
     if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
         # Few images and few epochs leave a student untrained with no error anywhere; say why here, where

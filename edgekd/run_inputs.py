@@ -61,7 +61,7 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
         teacher = from_module(config.teacher)
     else:
         log("teacher: embedded default (trained once, then cached)")
-        teacher = default_teacher(data, progress=config.progress)
+        teacher = default_teacher(data, progress=config.progress, log=log)
     check_fits(teacher, data)
     if config.teacher is not None:  # the default one was trained on this very data
         _check_teacher_knows_the_data(teacher, data, config, log)

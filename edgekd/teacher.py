@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,10 @@ def cache_dir() -> Path:
     return Path(base) / "edgekd"
 
 
-def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress: bool = True) -> Teacher:
-    """The default ResNet teacher for ``data``: loaded from the cache, or trained and cached."""
+def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress: bool = True,
+                    log: Callable[[str], None] | None = None) -> Teacher:
+    """The default ResNet teacher for ``data``: loaded from the cache, or trained and cached (``log``
+    hears the epochs when there is no progress bar)."""
     import torch
 
     from edgekd.distill.trainer import distill
@@ -80,7 +83,7 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
             path.unlink(missing_ok=True)
     torch.manual_seed(recipe.training.seed)
     model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths)
-    distill(model, data, recipe.training, teacher=None, progress=progress, desc="train default teacher")
+    distill(model, data, recipe.training, teacher=None, progress=progress, desc="teacher: training", log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)

@@ -85,6 +85,23 @@ def test_supervised_training_learns(data):
     assert result.selected_on == "val_labels" and result.checkpoint is None
 
 
+def test_without_a_progress_bar_the_log_hears_the_epochs(data, monkeypatch):
+    """A CI log has no progress bar: the first epoch, the last and one every EVERY_S seconds are said."""
+    from edgekd import heartbeat
+
+    lines: list[str] = []
+    distill(student(), data, FAST, progress=False, log=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("distill: epoch 1/4, loss ")
+    assert lines[1].startswith("distill: epoch 4/4") and " validation " in lines[1] and "s per epoch" in lines[1]
+    monkeypatch.setattr(heartbeat, "EVERY_S", 0.0)
+    lines.clear()
+    distill(student(), data, FAST, progress=False, log=lines.append)
+    assert [line.split(",")[0] for line in lines] == [f"distill: epoch {e}/4" for e in (1, 2, 3, 4)]
+    lines.clear()
+    distill(student(), data, FAST, progress=True, log=lines.append)  # the bar says it instead
+    assert lines == []
+
+
 def test_distillation_is_seeded_and_keeps_the_best_epoch(data, teacher):
     a = distill(student(), data, FAST, teacher=teacher, progress=False)
     b = distill(student(), data, FAST, teacher=teacher, loss="kd", progress=False)

@@ -29,8 +29,12 @@ def test_diswot_prefers_a_copy_of_the_teacher(teacher, small_data):
 
 
 def test_search_chooses_best_scored_candidate_within_budget(teacher, small_data, fast_profile):
+    lines: list[str] = []
     result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=60), CFG,
-                    progress=False)
+                    progress=False, log=lines.append)
+    # without a progress bar the log hears the scoring: its first candidate and its last
+    assert [line for line in lines if "scored" in line] == ["search: scored 1/12 candidates",
+                                                            "search: scored 12/12 candidates"]
     assert result.chosen.latency_ms is not None and result.chosen.latency_ms <= 50
     assert result.chosen.size_bytes <= 60 * 1024
     measured = [c for c in result.candidates if c.latency_ms is not None]

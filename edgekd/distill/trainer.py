@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from edgekd.data import Dataset
 from edgekd.distill.run_state import Progress, RunState
 from edgekd.distill.teacher_side import attach_features, teacher_cache, teacher_forward
 from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.heartbeat import Heartbeat
 from edgekd.types import DistillConfig, DistillResult, EpochRecord, parse_losses
 
 
@@ -41,7 +43,8 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
             loss: str | dict[str, float] | None = None, progress: bool = True, desc: str = "distill",
-            checkpoint: str | Path | None = None, resume: bool | str | Path = False) -> DistillResult:
+            checkpoint: str | Path | None = None, resume: bool | str | Path = False,
+            log: Callable[[str], None] | None = None) -> DistillResult:
     """Train ``student`` on ``data``; with a ``teacher``, learn from it through the configured losses.
 
     The losses are ``config.losses`` or, when that is empty, ``loss`` (``"kd"``, ``"kd:1,hint:0.5"``,
@@ -52,7 +55,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of its best
     validation epoch; with ``config.qat_epochs`` the student is the fake-quantized QAT model (prepared in
     place) and its best epoch is the best QAT epoch, or ``qat_start - 1`` when the calibrated student
-    before any QAT step validated best.
+    before any QAT step validated best. Without a progress bar, ``log`` hears how the epochs go (a
+    heartbeat, ``edgekd.heartbeat``).
     """
     import torch
 
@@ -67,7 +71,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
         try:
             state = _restore(run, load_from) if load_from else Progress()
             run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
-            _train(run, state, save_to, progress and world.main, desc)
+            beat = Heartbeat(log if world.main and not progress else None)
+            _train(run, state, save_to, progress and world.main, desc, beat)
         finally:
             run.close()
     finally:
@@ -78,7 +83,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
                          str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None)
 
 
-def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str) -> None:
+def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str,
+           beat: Heartbeat) -> None:
     """The epochs left: train, validate, keep the best, checkpoint (rank 0 only)."""
     from tqdm.auto import tqdm
 
@@ -96,6 +102,10 @@ def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool,
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
                             best=f"{state.best_acc:.3f}")
+            metric = "validation" if run.selected_on == "val_labels" else "agreement with the teacher"
+            beat.tick(f"{desc}: epoch {epoch}/{run.config.epochs}, loss {train_loss:.3f}, {metric} "
+                      f"{state.history[-1].val_accuracy:.1%} (best {state.best_acc:.1%} at epoch {state.best_epoch}), "
+                      f"{state.history[-1].seconds:.1f} s per epoch", done=epoch == run.config.epochs)
     finally:
         bar.close()
 

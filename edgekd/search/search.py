@@ -11,6 +11,7 @@ import numpy as np
 
 from edgekd.data import Dataset
 from edgekd.errors import BudgetError, ConfigError
+from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
 from edgekd.search.latency_model import ANCHORS
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
@@ -119,8 +120,14 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         return Candidate(spec, nparams, size, score, predicted_ms=predicted)
 
     bar = tqdm(total=config.candidates, desc="search", disable=not progress, leave=False, unit="cand")
-    scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament,
-                    on_step=lambda: bar.update(1))
+    beat, done = Heartbeat(None if progress else log), [0]
+
+    def step() -> None:
+        bar.update(1)
+        done[0] += 1
+        beat.tick(f"search: scored {done[0]}/{config.candidates} candidates", done=done[0] == config.candidates)
+
+    scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament, on_step=step)
     bar.close()
     ranked = sorted(_fits(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
     measured = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models, calib)
