@@ -22,6 +22,28 @@ def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: 
     return nn.Sequential(*layers)
 
 
+# The shorter side, in pixels, the first stage may start at. The stages downsample 4x in all, so larger
+# images first go through max-pools after the stem conv, as ResNet's stem does: at 224x224 a student's
+# stages would otherwise run at 112, 56 and 28 px, several times the compute of a mobile network's
+# and a receptive field too small for the image, at no gain in what a 4-8 px final map holds.
+STAGE_INPUT_MAX = 64
+
+
+def stem_pools(side: int, stride: int) -> int:
+    """How many 3x3 stride-2 max-pools follow a stem conv of ``stride`` on an image whose shorter side
+    is ``side``: none up to 128 px with a stride-2 stem (so 32x32 digits are untouched), one at 224."""
+    side, pools = (side - 1) // stride + 1, 0
+    while side > STAGE_INPUT_MAX:
+        side, pools = (side - 1) // 2 + 1, pools + 1
+    return pools
+
+
+def stem_layers(in_ch: int, out: int, stride: int, pools: int = 0) -> nn.Sequential:
+    """conv-bn-relu, then ``pools`` max-pools (the layers stay ``stem.0``-``stem.2`` without them)."""
+    layers = conv_bn(in_ch, out, 3, stride)
+    return nn.Sequential(*layers, *[nn.MaxPool2d(3, 2, 1) for _ in range(pools)]) if pools else layers
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -84,19 +106,19 @@ class Classifier(nn.Module):
 
 
 def resnet(in_ch: int, num_classes: int, stem: int, widths: Sequence[int], depths: Sequence[int],
-           strides: Sequence[int] = (1, 2, 2), stem_stride: int = 1) -> Classifier:
+           strides: Sequence[int] = (1, 2, 2), stem_stride: int = 1, pools: int = 0) -> Classifier:
     blocks: list[nn.Module] = []
     cin = stem
     for width, depth, stride in zip(widths, depths, strides):
         for i in range(depth):
             blocks.append(BasicBlock(cin, width, stride if i == 0 else 1))
             cin = width
-    return Classifier(conv_bn(in_ch, stem, 3, stem_stride), nn.Sequential(*blocks), cin, num_classes)
+    return Classifier(stem_layers(in_ch, stem, stem_stride, pools), nn.Sequential(*blocks), cin, num_classes)
 
 
 def mobilenet_v2(in_ch: int, num_classes: int, stem: int, widths: Sequence[int], depths: Sequence[int],
                  expands: Sequence[int], kernels: Sequence[int], stem_stride: int = 2,
-                 strides: Sequence[int] = (1, 2, 2), se: Sequence[int] | None = None) -> Classifier:
+                 strides: Sequence[int] = (1, 2, 2), se: Sequence[int] | None = None, pools: int = 0) -> Classifier:
     blocks: list[nn.Module] = []
     cin = stem
     se = se or [0] * len(widths)
@@ -104,4 +126,4 @@ def mobilenet_v2(in_ch: int, num_classes: int, stem: int, widths: Sequence[int],
         for i in range(depth):
             blocks.append(InvertedResidual(cin, width, stride if i == 0 else 1, expand, kernel, bool(gated)))
             cin = width
-    return Classifier(conv_bn(in_ch, stem, 3, stem_stride), nn.Sequential(*blocks), cin, num_classes)
+    return Classifier(stem_layers(in_ch, stem, stem_stride, pools), nn.Sequential(*blocks), cin, num_classes)

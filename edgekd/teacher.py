@@ -68,11 +68,12 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
     import torch
 
     from edgekd.distill.trainer import distill
-    from edgekd.models import resnet
+    from edgekd.models import resnet, stem_pools
 
     recipe = recipe or TeacherRecipe()
-    c, _, _ = data.input_shape
-    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths)
+    c, h, w = data.input_shape
+    pools = stem_pools(min(h, w), 1)  # none at digits' 32x32; large images pooled as the students are
+    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
     path = cache_dir() / "teachers" / f"resnet-{recipe.digest(data)}.pt"
     if path.is_file():
         try:
@@ -82,7 +83,7 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
         except Exception:  # a corrupt cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
     torch.manual_seed(recipe.training.seed)
-    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths)
+    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
     distill(model, data, recipe.training, teacher=None, progress=progress, desc="teacher: training", log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

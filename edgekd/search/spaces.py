@@ -82,9 +82,20 @@ def _out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _stem_stride(h: int, w: int) -> int:
-    # Downsample early only when the image is large enough to afford it.
-    return 2 if min(h, w) >= 24 else 1
+def _stem(h: int, w: int) -> tuple[int, int]:
+    """(stem conv stride, max-pools after it): downsample early only when the image is large enough to
+    afford it, and pool large images down to ``models.STAGE_INPUT_MAX`` before the stages."""
+    from edgekd.models import stem_pools
+
+    stride = 2 if min(h, w) >= 24 else 1
+    return stride, stem_pools(min(h, w), stride)
+
+
+def _after_stem(h: int, w: int, stride: int, pools: int) -> tuple[int, int]:
+    h, w = _out(h, stride), _out(w, stride)
+    for _ in range(pools):
+        h, w = _out(h, 2), _out(w, 2)
+    return h, w
 
 
 STRIDES = (1, 2, 2)
@@ -112,18 +123,19 @@ class MobileNetV2Space(GeneSpace):
         from edgekd.models import mobilenet_v2
 
         c, h, w = input_shape
+        stride, pools = _stem(h, w)
         return mobilenet_v2(c, num_classes, config["stem"], config["widths"], config["depths"],
-                            config["expands"], config["kernels"], stem_stride=_stem_stride(h, w),
-                            se=config.get("se"))
+                            config["expands"], config["kernels"], stem_stride=stride, se=config.get("se"),
+                            pools=pools)
 
     # Latency-table support: a network is the sequence of its blocks, each keyed by everything that
     # changes its cost (kind, channels, stride, expansion, kernel, input resolution). A squeeze-excite
     # gate is its own entry after the block it sits in, so gated blocks do not double the table.
     def blocks(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = _stem_stride(h, w)
-        keys: list[tuple] = [("stem", c, config["stem"], stride, h, w)]
-        h, w = _out(h, stride), _out(w, stride)
+        stride, pools = _stem(h, w)
+        keys: list[tuple] = [("stem", c, config["stem"], stride, pools, h, w)]
+        h, w = _after_stem(h, w, stride, pools)
         cin = config["stem"]
         gates = config.get("se") or [0] * len(config["widths"])
         for i, (width, depth) in enumerate(zip(config["widths"], config["depths"])):
@@ -140,9 +152,9 @@ class MobileNetV2Space(GeneSpace):
 
     def all_blocks(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = _stem_stride(h, w)
-        keys = {("stem", c, stem, stride, h, w) for stem in self.stems}
-        h, w = _out(h, stride), _out(w, stride)
+        stride, pools = _stem(h, w)
+        keys = {("stem", c, stem, stride, pools, h, w) for stem in self.stems}
+        h, w = _after_stem(h, w, stride, pools)
         inputs = set(self.stems)
         for i, widths in enumerate(self.widths):
             s = STRIDES[i]
@@ -187,14 +199,15 @@ class ResNetSpace(GeneSpace):
         from edgekd.models import resnet
 
         c, h, w = input_shape
+        stride, pools = _stem(h, w)
         return resnet(c, num_classes, config["stem"], config["widths"], config["depths"], STRIDES,
-                      stem_stride=_stem_stride(h, w))
+                      stem_stride=stride, pools=pools)
 
     def blocks(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = _stem_stride(h, w)
-        keys: list[tuple] = [("stem", c, config["stem"], stride, h, w)]
-        h, w = _out(h, stride), _out(w, stride)
+        stride, pools = _stem(h, w)
+        keys: list[tuple] = [("stem", c, config["stem"], stride, pools, h, w)]
+        h, w = _after_stem(h, w, stride, pools)
         cin = config["stem"]
         for i, (width, depth) in enumerate(zip(config["widths"], config["depths"])):
             for j in range(depth):
@@ -206,9 +219,9 @@ class ResNetSpace(GeneSpace):
 
     def all_blocks(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple]:
         c, h, w = input_shape
-        stride = _stem_stride(h, w)
-        keys = {("stem", c, stem, stride, h, w) for stem in self.stems}
-        h, w = _out(h, stride), _out(w, stride)
+        stride, pools = _stem(h, w)
+        keys = {("stem", c, stem, stride, pools, h, w) for stem in self.stems}
+        h, w = _after_stem(h, w, stride, pools)
         inputs = set(self.stems)
         for i, widths in enumerate(self.widths):
             s = STRIDES[i]
@@ -231,11 +244,11 @@ class ResNetSpace(GeneSpace):
 def _stem_or_head(key: tuple) -> tuple[Any, tuple[int, ...]]:
     import torch
 
-    from edgekd.models import conv_bn
+    from edgekd.models import stem_layers
 
     if key[0] == "stem":
-        _, c, out, stride, h, w = key
-        return conv_bn(c, out, 3, stride), (1, c, h, w)
+        _, c, out, stride, pools, h, w = key
+        return stem_layers(c, out, stride, pools), (1, c, h, w)
     _, cin, classes, h, w = key
     head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(cin, classes))
     return head, (1, cin, h, w)
