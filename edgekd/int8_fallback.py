@@ -178,7 +178,7 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
         final = out / f"{name}.onnx"
         shutil.copyfile(loop.artifacts[best].path, final)
     faster = _ratio(rounds[best]) <= 1.0 - config.margin and rounds[best].quantized > 0
-    notes = [] if profile.runner.get("kind", "local") == "local" else [
+    notes = [] if profile.is_local else [
         f"node times were profiled on this host with {profile.name}'s runtime settings; "
         "every round was measured on the device"]
     result = FallbackResult(loop.artifacts[best], tuple(rounds), best, faster, stopped, tuple(notes))

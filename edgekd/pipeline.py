@@ -306,7 +306,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
                   checkpoint: Path | None = None, resume: bool = False) -> Any:
     """The distill stage: KD with the configured losses (QAT in its last epochs), or pruning-aware KD
     toward ``config.target_ms``. Returns a DistillResult."""
-    from edgekd.distill.trainer import distill
+    from edgekd.distill.trainer import batches_per_epoch, distill
 
     prune = config.prune_config()
     if prune is not None:
@@ -329,7 +329,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
     if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
         # Few images and few epochs leave a student untrained with no error anywhere; say why here, where
         # the fix is, rather than only as an accuracy drop in the final table.
-        steps = config.epochs * max(1, len(data.y_train) // config.batch_size)
+        steps = config.epochs * batches_per_epoch(len(data.y_train), config.batch_size)
         epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
         log(f"warning: the student is still near chance ({trained.best_val_accuracy * 100:.1f}% on validation, "
             f"chance {100 / data.num_classes:.1f}%) after about {steps} optimizer steps ({epochs} of "

@@ -93,6 +93,11 @@ class DeviceProfile:
     calibrated_here: bool = False
 
     @property
+    def is_local(self) -> bool:
+        """Measured on this host (the local runner), not on a device reached over ssh or adb."""
+        return self.runner.get("kind", "local") == "local"
+
+    @property
     def threads(self) -> int:
         return int(self.runtime["intra_op_threads"])
 

@@ -222,6 +222,12 @@ def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
     return json.loads(json.dumps(info))
 
 
+def batches_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: the shuffled images split into this many batches of about
+    ``batch_size`` (never fewer than one)."""
+    return max(1, images // batch_size)
+
+
 def _train_epoch(run: RunState, epoch: int, state: Progress, save_to: Path | None) -> float:
     import torch
 
@@ -232,7 +238,7 @@ def _train_epoch(run: RunState, epoch: int, state: Progress, save_to: Path | Non
     if run.config.qat_epochs and epoch >= run.config.qat_start:
         _freeze_qat(run.student, run.config, epoch)
     n, total = len(run.y), 0.0
-    for batch in np.array_split(run.rng.permutation(n), max(1, n // run.config.batch_size)):
+    for batch in np.array_split(run.rng.permutation(n), batches_per_epoch(n, run.config.batch_size)):
         index = torch.from_numpy(shard(batch, run.world))
         xb = run.x[index]
         if run.config.augment:
@@ -360,7 +366,7 @@ def _qat_optimizer(run: RunState) -> None:
 
     cfg = run.config
     run.opt = torch.optim.AdamW(_trained(run), lr=cfg.qat_peak_lr, weight_decay=cfg.weight_decay)
-    steps = cfg.qat_epochs * max(1, len(run.y) // cfg.batch_size)
+    steps = cfg.qat_epochs * batches_per_epoch(len(run.y), cfg.batch_size)
     run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=steps)
 
 

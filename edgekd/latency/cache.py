@@ -21,7 +21,7 @@ def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[in
     from edgekd.latency.table import host_cpu, host_runtime
 
     parts = [sha256(p) for p in paths] + [profile.digest(), repr(tuple(shape) if shape else None)]
-    if profile.runner.get("kind", "local") == "local":  # "this host": an upgrade or another CPU measures anew
+    if profile.is_local:  # "this host": an upgrade or another CPU measures anew
         parts += [host_runtime(), host_cpu()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 

@@ -4,6 +4,7 @@ on another CPU."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class Stamp:
                 onnxruntime: str | None = None) -> Stamp:
         """``onnxruntime``: the version the device reported; by default this machine's for a local
         profile and unknown ("") for a remote one, which says its version only when it measures."""
-        local = profile.runner.get("kind", "local") == "local"
+        local = profile.is_local
         if onnxruntime is None:
             onnxruntime = host_runtime() if local else ""
         shape = tuple(int(d) for d in input_shape)
@@ -78,6 +79,7 @@ def host_runtime() -> str:
     return str(onnxruntime.__version__)
 
 
+@functools.cache
 def host_cpu() -> str:
     """This machine's processor and the CPUs this process may use. A local profile measures "this host",
     so its table or cached measurement must not outlive a move to another CPU (a home folder shared

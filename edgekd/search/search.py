@@ -120,12 +120,14 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         return Candidate(spec, nparams, size, score, predicted_ms=predicted)
 
     bar = tqdm(total=config.candidates, desc="search", disable=not progress, leave=False, unit="cand")
-    beat, done = Heartbeat(None if progress else log), [0]
+    beat, scored_so_far = Heartbeat(None if progress else log), 0
 
     def step() -> None:
+        nonlocal scored_so_far
         bar.update(1)
-        done[0] += 1
-        beat.tick(f"search: scored {done[0]}/{config.candidates} candidates", done=done[0] == config.candidates)
+        scored_so_far += 1
+        beat.tick(f"search: scored {scored_so_far}/{config.candidates} candidates",
+                  done=scored_so_far == config.candidates)
 
     scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament, on_step=step)
     bar.close()

@@ -8,6 +8,7 @@ calibrated into a latency table; the others are measured.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +83,7 @@ def _out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
+@functools.cache  # blocks() runs per prediction, tens of thousands a second
 def _stem(h: int, w: int) -> tuple[int, int]:
     """(stem conv stride, max-pools after it): downsample early only when the image is large enough to
     afford it, and pool large images down to ``models.STAGE_INPUT_MAX`` before the stages."""
