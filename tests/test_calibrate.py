@@ -188,20 +188,22 @@ def test_several_passes_keep_each_models_median_units(monkeypatch, tmp_path):
 
 
 def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_used(table_file, fast_profile,
-                                                                                   small_data, monkeypatch):
+                                                                                   small_data, monkeypatch, tmp_path):
     """The fit measures networks for minutes on a large input, with no progress bar in a CI log; and a
     table calibrated once, then stale (another onnxruntime, CPU or input), must not be dropped in silence."""
     import numpy as np
 
     from edgekd.search import latency_model as lm
+    from edgekd.search.fit_cache import Fit
 
-    monkeypatch.setattr(lm, "fitted_model", lambda *a, **k: "fitted")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))  # no fit kept by another test
+    monkeypatch.setattr(lm, "measure_fit", lambda *a, **k: Fit("macs", (0.0, 1.0), 0.5, (), (1.0,), 2.0, "then"))
     calib = np.zeros((1, *SHAPE), np.float32)
     path = table_path(fast_profile, TINY)
     lines: list[str] = []
     assert not path.exists()
-    assert lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5,
-                            log=lines.append) == "fitted"
+    model = lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5, log=lines.append)
+    assert "fitted on 1 measured" in model.source
     assert lines == [f"search: measuring 5 '{TINY}' networks (fp32) on '{fast_profile.name}' to fit its latency; "
                      f"`edgekd profiles calibrate {fast_profile.name} --space {TINY} --input-shape 1,16,16 "
                      "--classes 10` makes a table that spares this"]
@@ -210,9 +212,13 @@ def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_
     path.write_text(json.dumps(data))
     lines.clear()
     try:
-        assert lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5,
-                                log=lines.append) == "fitted"
+        model = lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5,
+                                 log=lines.append, reference_ms=lambda: 3.0)
     finally:
         path.unlink()
     assert lines[0].startswith("warning: latency table") and "onnxruntime 0.0.1" in lines[0]
-    assert "recalibrate" in lines[0] and lines[1].startswith("search: measuring 5")
+    assert "recalibrate" in lines[0]
+    # The fit of the first call is kept, and said to be reused, with where it is kept and how to drop it.
+    assert lines[1].startswith(f"search: '{TINY}' fp32 latency from the fit of 1 networks measured on "
+                               f"'{fast_profile.name}' at then, kept in {tmp_path / 'cache'}")
+    assert "delete it to measure again" in lines[1] and "kept from then" in model.source

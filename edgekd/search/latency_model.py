@@ -4,8 +4,8 @@ A space calibrated on the profile (``edgekd profiles calibrate NAME --space S``)
 block table. Any other space (the teacher-derived ``pruned`` family, or a space not calibrated yet)
 gets a small model fitted on the spot: a handful of the space's networks are exported as they will
 ship, measured interleaved on the profile, and latency is fitted linearly on MACs split by channel
-layout (``LAYOUTS``), the layout chosen on those networks. Either way, the best candidates are
-measured before one is chosen.
+layout (``LAYOUTS``), the layout chosen on those networks; the fit is kept for the next run
+(``fit_cache``). Either way, the best candidates are measured before one is chosen.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.profiles import DeviceProfile
+from edgekd.search.fit_cache import Fit, fit_key, fit_path, load_fit, save_fit
 from edgekd.types import StudentSpec
 
 # Networks measured to fit a space with no calibrated table. benchmarks/latency_fit_cv.py, on 200
@@ -54,9 +55,21 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
         c, h, w = input_shape
         how = (f"; `edgekd profiles calibrate {profile.name} --space {space.name} --input-shape {c},{h},{w} "
                f"--classes {num_classes}` makes a table that spares this")
-    log(f"search: measuring {anchors} '{space.name}' networks ({precision}) on '{profile.name}' to fit its "
+    models = anchor_networks(space, input_shape, num_classes, anchors, seed)
+    records = [conv_records(m, input_shape) for m in models]
+    key = fit_key(space.name, models, records, profile, input_shape, num_classes, precision)
+    fit = load_fit(key)
+    if fit is not None:
+        log(f"search: '{space.name}' {precision} latency from the fit of {len(fit.units)} networks measured on "
+            f"'{profile.name}' at {fit.measured}, kept in {fit_path(key)} (delete it to measure again)")
+        return model_from_fit(fit, space, models[0], input_shape, precision, reference_ms(),
+                              f"; kept from {fit.measured}")
+    log(f"search: measuring {len(models)} '{space.name}' networks ({precision}) on '{profile.name}' to fit its "
         f"latency{how}")
-    return fitted_model(space, profile, input_shape, num_classes, precision, calibration, anchors, seed)
+    fit = measure_fit(models, records, profile, input_shape, num_classes, precision, calibration)
+    save_fit(key, fit, {"space": space.name, "precision": precision, "input_shape": list(input_shape),
+                        "classes": num_classes, "profile": profile.name})
+    return model_from_fit(fit, space, models[0], input_shape, precision, fit.ref_ms)
 
 
 def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
@@ -270,20 +283,11 @@ def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.nda
     return best, relative_lstsq(np.asarray([layout_features(r, best, activations) for r in records]), y)
 
 
-def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-                 precision: str, calibration: np.ndarray, anchors: int = ANCHORS, seed: int = 0) -> LatencyModel:
-    """Measure ``anchors`` networks of ``space`` (its smallest plus random ones) and fit their latency on
-    MACs by channel layout (``choose_layout``). Measured as calibration measures (interleaved with the
-    reference network, three rotated runs, in its units; median of ``passes_for(profile)`` such
-    measurements), so one disturbed run does not bend the fit; ms = units x the reference's p50 in those
-    runs."""
-    import tempfile
-    from pathlib import Path
-
+def anchor_networks(space: Any, input_shape: tuple[int, int, int], num_classes: int, anchors: int = ANCHORS,
+                    seed: int = 0) -> list[Any]:
+    """The networks a fit of ``space`` measures: its smallest plus random ones, built as seeded."""
     import torch
 
-    from edgekd.latency.calibrate import measure_relative, passes_for, reference_model
-    from edgekd.latency.quick_export import export_for_timing
     from edgekd.search.spaces import smallest
 
     rng = np.random.default_rng(seed + 7919)
@@ -297,25 +301,60 @@ def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     for spec in specs.values():
         torch.manual_seed(seed)
         models.append(space.build(spec.config, input_shape, num_classes))
+    return models
+
+
+def measure_fit(models: list[Any], records: list[list[tuple[int, int, int, int, int]]], profile: DeviceProfile,
+                input_shape: tuple[int, int, int], num_classes: int, precision: str,
+                calibration: np.ndarray) -> Fit:
+    """Measure ``models`` (with their ``conv_records``) and fit their latency on MACs by channel layout
+    (``choose_layout``). Measured as calibration measures (interleaved with the reference network, three
+    rotated runs, in its units; median of ``passes_for(profile)`` such measurements), so one disturbed
+    run does not bend the fit."""
+    import tempfile
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from edgekd.latency.calibrate import measure_relative, passes_for, reference_model
+    from edgekd.latency.quick_export import export_for_timing
+
     with tempfile.TemporaryDirectory(prefix="edgekd-anchors-") as tmp:
         ref = reference_model(input_shape, num_classes, Path(tmp))
         paths = export_for_timing(models, precision, calibration, Path(tmp))
         units, ref_ms = measure_relative(paths, profile, ref, rounds=3, passes=passes_for(profile))
     y = np.asarray(units)
-    records = [conv_records(m, input_shape) for m in models]
+    layout, coef = choose_layout(records, y, activations=precision == "int8")
+    return Fit(layout, tuple(float(c) for c in coef), 0.5 * float(y.min()),
+               tuple(tuple(tuple(r) for r in net) for net in records), tuple(units), ref_ms,
+               datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def model_from_fit(fit: Fit, space: Any, first: Any, input_shape: tuple[int, int, int], precision: str,
+                   ref_ms: float, note: str = "") -> LatencyModel:
+    """Predictions from ``fit`` in ms (units x ``ref_ms``); ``first`` is one of its anchor networks."""
     int8 = precision == "int8"
-    layout, coef = choose_layout(records, y, activations=int8)
-    floor = 0.5 * float(y.min())
+    coef = np.asarray(fit.coef)
     # A family whose networks share their layers and resolutions (a pruned teacher) is read off the
     # modules: search's inner loop predicts tens of thousands of candidates.
-    pixels = layer_pixels(models[0], input_shape) if getattr(space, "fixed_geometry", False) else ()
+    pixels = layer_pixels(first, input_shape) if getattr(space, "fixed_geometry", False) else ()
 
     def predict_units(_spec: StudentSpec, model: Any) -> float:
         found = records_from_modules(model, pixels) if pixels else None
         found = found if found is not None else conv_records(model, input_shape)
-        return max(float(np.dot(coef, layout_features(found, layout, int8))), floor)
+        return max(float(np.dot(coef, layout_features(found, fit.layout, int8))), fit.floor)
 
+    records = [list(net) for net in fit.records]
     return LatencyModel(lambda spec, model: predict_units(spec, model) * ref_ms,
-                        f"fitted on {len(models)} measured '{space.name}' networks (MACs by channel layout "
-                        f"'{layout}'{' and output elements' if int8 else ''}, chosen on them)", units=predict_units,
-                        anchors=tuple(zip(records, units)))
+                        f"fitted on {len(fit.units)} measured '{space.name}' networks (MACs by channel layout "
+                        f"'{fit.layout}'{' and output elements' if int8 else ''}, chosen on them){note}",
+                        units=predict_units, anchors=tuple(zip(records, fit.units)))
+
+
+def fitted_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
+                 precision: str, calibration: np.ndarray, anchors: int = ANCHORS, seed: int = 0) -> LatencyModel:
+    """Measure ``anchors`` networks of ``space`` (``anchor_networks``) and fit them (``measure_fit``), never
+    from the cache; ms = units x the reference's p50 in those runs."""
+    models = anchor_networks(space, input_shape, num_classes, anchors, seed)
+    records = [conv_records(m, input_shape) for m in models]
+    fit = measure_fit(models, records, profile, input_shape, num_classes, precision, calibration)
+    return model_from_fit(fit, space, models[0], input_shape, precision, fit.ref_ms)

@@ -1,0 +1,83 @@
+"""Latency fits of uncalibrated spaces, kept between runs.
+
+Fitting a space measures 32 of its networks: half a minute on 16x16 digits, minutes at 224x224, paid
+again by every ``compress`` or ``search`` of the same teacher on the same profile. A fit is kept in the
+cache under everything that decides what was measured: the anchor networks themselves (each one's
+module structure and every convolution's channels, kernel and output size, from a forward pass), the
+precision, input shape and classes, the profile's measuring settings, and for a local profile the
+onnxruntime version and the CPU. Weights and calibration images are not part of it: they change no
+layer's shape, and so no kernel the runtime picks. A fit is kept in units of the reference network, so
+a reused one is converted with today's reference p50, as a calibrated table is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.profiles import DeviceProfile
+
+FIT_VERSION = 1  # bump when what a fit holds, or how it is measured, changes
+
+Records = tuple[tuple[int, int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Latency in units of the reference network, fitted on measured anchor networks."""
+    layout: str  # one of latency_model.LAYOUTS
+    coef: tuple[float, ...]
+    floor: float  # no prediction goes below this many units
+    records: tuple[Records, ...]  # per anchor network, as latency_model.conv_records
+    units: tuple[float, ...]  # per anchor network, measured
+    ref_ms: float  # the reference's p50 in the fitting runs
+    measured: str  # when, as an ISO date and time (said when the fit is reused)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fit:
+        return cls(str(d["layout"]), tuple(float(c) for c in d["coef"]), float(d["floor"]),
+                   tuple(tuple(tuple(int(v) for v in r) for r in net) for net in d["records"]),
+                   tuple(float(u) for u in d["units"]), float(d["ref_ms"]), str(d["measured"]))
+
+
+def fit_key(space: str, models: list[Any], records: list[list[tuple[int, ...]]], profile: DeviceProfile,
+            input_shape: tuple[int, int, int], num_classes: int, precision: str) -> str:
+    from edgekd import __version__
+    from edgekd.latency.table import host_cpu, host_runtime
+
+    parts: list[Any] = [FIT_VERSION, __version__, space, precision, list(input_shape), num_classes,
+                        [repr(m) for m in models], records, profile.digest()]
+    if profile.is_local:  # "this host": an upgrade or another CPU measures anew
+        parts += [host_runtime(), host_cpu()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def fit_path(key: str) -> Path:
+    from edgekd.teacher import cache_dir
+
+    return cache_dir() / "latency-fits" / f"{key}.json"
+
+
+def load_fit(key: str) -> Fit | None:
+    """The fit kept under ``key``, or None; an unreadable entry is dropped, never trusted."""
+    path = fit_path(key)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != FIT_VERSION:
+            raise ValueError("another fit version")
+        return Fit.from_dict(data["fit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save_fit(key: str, fit: Fit, about: dict[str, Any]) -> None:
+    """Keep ``fit`` (written atomically); ``about`` says in words what it was measured for."""
+    from edgekd.fsutil import write_json
+
+    write_json(fit_path(key), {"version": FIT_VERSION, "about": about, "fit": asdict(fit)})

@@ -1,0 +1,85 @@
+"""A space's latency fit is kept between runs, under everything that decides what was measured."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edgekd.search import latency_model as lm
+from edgekd.search.fit_cache import fit_key, fit_path, load_fit
+from edgekd.search.spaces import SPACES, MobileNetV2Space
+
+SHAPE = (1, 16, 16)
+SPACE = "mbv2-fit-cache-test"
+if SPACE not in SPACES:
+    SPACES.register(SPACE)(MobileNetV2Space(name=SPACE, stems=(8,), widths=((8,), (8, 12), (12,)), depths=(1, 2),
+                                            expands=(2,), kernels=(3,)))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "latency-fits"
+
+
+def _fit(profile, lines, precision="fp32", shape=SHAPE, reference_ms=None):
+    calib = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
+    return lm.latency_model(SPACES.get(SPACE), profile, shape, 10, precision, calib, anchors=4,
+                            reference_ms=reference_ms, log=lines.append)
+
+
+def _key(profile, precision="fp32", shape=SHAPE, classes=10, seed=0):
+    models = lm.anchor_networks(SPACES.get(SPACE), shape, classes, 4, seed)
+    records = [lm.conv_records(m, shape) for m in models]
+    return fit_key(SPACE, models, records, profile, shape, classes, precision)
+
+
+def test_a_second_run_reuses_the_fit_without_measuring(cache, fast_profile, monkeypatch):
+    lines: list[str] = []
+    first = _fit(fast_profile, lines)
+    assert lines[0].startswith(f"search: measuring 4 '{SPACE}'") and len(list(cache.glob("*.json"))) == 1
+    kept = json.loads(next(cache.glob("*.json")).read_text())
+    assert kept["about"] == {"space": SPACE, "precision": "fp32", "input_shape": [1, 16, 16], "classes": 10,
+                             "profile": fast_profile.name}
+
+    def refuse(*_a, **_k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(lm, "measure_fit", refuse)
+    lines.clear()
+    again = _fit(fast_profile, lines, reference_ms=lambda: 2.0)
+    assert "latency from the fit of 4 networks" in lines[0] and "delete it to measure again" in lines[0]
+    net = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 6, seed=1)[-1]
+    # The same fit in units; in ms, converted with today's reference p50, as a calibrated table is.
+    assert again.units(None, net) == first.units(None, net) and again.predict(None, net) == 2.0 * again.units(None, net)
+    assert [a[1] for a in again.anchors] == [a[1] for a in first.anchors]
+
+
+def test_anything_that_changes_what_is_measured_changes_the_key(fast_profile, monkeypatch):
+    from edgekd.latency import table
+
+    key = _key(fast_profile)
+    assert key == _key(fast_profile)  # a rebuild of the same networks
+    slower = replace(fast_profile, measure={**fast_profile.measure, "repeats": 9})
+    others = {_key(fast_profile, precision="int8"), _key(fast_profile, shape=(1, 24, 24)),
+              _key(fast_profile, classes=5), _key(fast_profile, seed=3), _key(slower)}
+    assert key not in others and len(others) == 5
+    remote = replace(fast_profile, runner={"kind": "ssh", "host": "pi"})
+    remote_key = _key(remote)
+    monkeypatch.setattr(table, "host_runtime", lambda: "0.0.1")  # an onnxruntime upgrade here measures anew
+    assert _key(fast_profile) != key
+    assert _key(remote) == remote_key  # ...but not a board's fit, which does not run on this host
+
+
+def test_an_unreadable_or_older_fit_is_dropped_and_measured_again(cache, fast_profile):
+    key = _key(fast_profile)
+    path = fit_path(key)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert load_fit(key) is None and not path.exists()
+    path.write_text(json.dumps({"version": 0, "fit": {}}))
+    assert load_fit(key) is None and not path.exists()
+    lines: list[str] = []
+    _fit(fast_profile, lines)
+    assert lines[0].startswith("search: measuring") and load_fit(key) is not None
