@@ -6,6 +6,7 @@ import pytest
 from edgekd.errors import BudgetError, OutputError
 from edgekd.fsutil import sha256
 from edgekd.pipeline import CompressConfig, compress
+from edgekd.validate import INT8_MIN_AGREEMENT
 
 
 def _config(teacher_files, profile_path, out, **kw):
@@ -41,9 +42,15 @@ def test_manifest_is_complete_and_true(result):
         path = result.out / art["path"]
         assert art["sha256"] == sha256(path) and art["size_bytes"] == path.stat().st_size
         assert 0 <= entry["accuracy"] <= 1 and entry["checker_ok"]
-        assert entry["latency"]["p50_ms"] > 0 and entry["parity"]["top1_agreement"] > 0.9
+        assert entry["latency"]["p50_ms"] > 0 and entry["parity"]["top1_agreement"] > 0.5
     assert by_name["student-fp32"]["parity"]["max_abs_diff"] < 1e-3
-    assert set(by_name["student-int8"]["verdicts"]) == {"latency", "size", "parity"}
+    int8 = by_name["student-int8"]
+    assert set(int8["verdicts"]) == {"latency", "size", "parity"}
+    # How well a 2-epoch student survives int8 depends on which nodes the fallback kept in fp32, chosen by
+    # measured latency (0.87-0.99 agreement here); the manifest must say which side of the bar it is on.
+    assert int8["verdicts"]["parity"] == (int8["parity"]["top1_agreement"] >= INT8_MIN_AGREEMENT)
+    if not int8["verdicts"]["parity"] and all(by_name["student-fp32"]["verdicts"].values()):
+        assert m["primary"] == "student-fp32"
     assert by_name["teacher-fp32"]["verdicts"] == {}  # the budget is the student's, not the teacher's
     assert m["primary"] in ("student-int8", "student-fp32")
     assert sum(a["primary"] for a in m["artifacts"]) == 1
