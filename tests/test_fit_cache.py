@@ -83,3 +83,14 @@ def test_an_unreadable_or_older_fit_is_dropped_and_measured_again(cache, fast_pr
     lines: list[str] = []
     _fit(fast_profile, lines)
     assert lines[0].startswith("search: measuring") and load_fit(key) is not None
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_search(tmp_path, monkeypatch, fast_profile):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(blocker / "cache"))  # a folder under a file: never creatable
+    lines: list[str] = []
+    model = _fit(fast_profile, lines)
+    assert model.source.startswith("fitted on 4 measured")
+    assert lines[-1].startswith("warning: the latency fit could not be kept for the next run: ")
+    assert str(blocker) in lines[-1] and "EDGEKD_CACHE_DIR" in lines[-1]

@@ -76,8 +76,13 @@ def load_fit(key: str) -> Fit | None:
         return None
 
 
-def save_fit(key: str, fit: Fit, about: dict[str, Any]) -> None:
-    """Keep ``fit`` (written atomically); ``about`` says in words what it was measured for."""
+def save_fit(key: str, fit: Fit, about: dict[str, Any]) -> str | None:
+    """Keep ``fit`` (written atomically); ``about`` says in words what it was measured for. Returns why it
+    could not be kept, or None: a cache that cannot be written must not cost the search it served."""
     from edgekd.fsutil import write_json
 
-    write_json(fit_path(key), {"version": FIT_VERSION, "about": about, "fit": asdict(fit)})
+    try:
+        write_json(fit_path(key), {"version": FIT_VERSION, "about": about, "fit": asdict(fit)})
+    except OSError as exc:
+        return f"{exc.strerror or exc} ({fit_path(key)})"
+    return None

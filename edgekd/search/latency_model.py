@@ -67,8 +67,10 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     log(f"search: measuring {len(models)} '{space.name}' networks ({precision}) on '{profile.name}' to fit its "
         f"latency{how}")
     fit = measure_fit(models, records, profile, input_shape, num_classes, precision, calibration)
-    save_fit(key, fit, {"space": space.name, "precision": precision, "input_shape": list(input_shape),
-                        "classes": num_classes, "profile": profile.name})
+    failed = save_fit(key, fit, {"space": space.name, "precision": precision, "input_shape": list(input_shape),
+                                 "classes": num_classes, "profile": profile.name})
+    if failed:
+        log(f"warning: the latency fit could not be kept for the next run: {failed}; check EDGEKD_CACHE_DIR")
     return model_from_fit(fit, space, models[0], input_shape, precision, fit.ref_ms)
 
 
