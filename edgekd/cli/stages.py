@@ -40,7 +40,8 @@ _COMPRESS_OPTIONS = [
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--latency-anchors", type=int,
                  help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "
-                      "fewer: a quicker, less accurate fit)."),
+                      "fewer: a quicker, less accurate fit). The fit is cached for the next run on the same "
+                      "profile and input."),
     click.option("--precision", type=click.Choice(["int8", "fp32"]),
                  help="Deployment precision the search checks the budgets for (default: int8)."),
     click.option("--epochs", type=int, help="Distillation epochs (default: 40)."),
