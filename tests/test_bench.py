@@ -112,3 +112,14 @@ def test_a_cached_measurement_does_not_outlive_an_upgrade_or_another_cpu(models,
     assert cache._key(paths, fast_profile, None) != here
     monkeypatch.undo()
     assert cache._key(paths, fast_profile, None) == here
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_measurement(run_cli, models, fast_profile_path,
+                                                                            tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(blocker / "cache"))  # a folder under a file: never creatable
+    code, out, err = run_cli("bench", models / "small.onnx", "--profile", fast_profile_path)
+    assert code == 0 and "| p50 (ms) |" in out and "small.onnx" in out
+    assert err.startswith("warning: the measurement could not be cached: ") and str(blocker) in err
+    assert "EDGEKD_CACHE_DIR" in err and "Traceback" not in err

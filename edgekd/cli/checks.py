@@ -147,7 +147,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
         art = artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
         if shape:
             check_input_shape(p, art.details, shape)
-    stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache)
+    stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache, log=lambda m: click.echo(m, err=True))
     base = stats[0].p50_ms
     click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")
     click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first |")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgekd.fsutil import sha256, write_json
@@ -33,8 +33,10 @@ def _path(key: str) -> Path:
 
 
 def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None = None,
-                   use_cache: bool = True) -> tuple[list[LatencyStats], bool]:
-    """Measure (or recall) ``paths`` on ``profile``; returns (stats, came_from_cache)."""
+                   use_cache: bool = True,
+                   log: Callable[[str], None] | None = None) -> tuple[list[LatencyStats], bool]:
+    """Measure (or recall) ``paths`` on ``profile``; returns (stats, came_from_cache). ``log`` hears when
+    the result could not be cached: an unwritable cache must not cost the measurement."""
     from edgekd.latency.measure import measure
 
     key = _key(paths, profile, shape)
@@ -47,8 +49,12 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
             path.unlink(missing_ok=True)  # a corrupt entry is dropped, never trusted
     stats = measure(paths, profile, shape)
     if not noisy(stats, profile):  # a noisy stretch is not remembered: the next call measures again
-        write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
-                          "stats": [s.to_dict() for s in stats]})
+        try:
+            write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
+                              "stats": [s.to_dict() for s in stats]})
+        except OSError as exc:
+            (log or (lambda _m: None))(f"warning: the measurement could not be cached: {exc.strerror or exc} "
+                                       f"({path}); check EDGEKD_CACHE_DIR")
     return stats, False
 
 
