@@ -7,6 +7,7 @@ Checkpoints load with ``weights_only=True``: a checkpoint never runs code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -85,10 +86,19 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
     torch.manual_seed(recipe.training.seed)
     model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
     distill(model, data, recipe.training, teacher=None, progress=progress, desc="teacher: training", log=log)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
+        # minutes of training are not thrown away for a cache: the run goes on, and says so
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        (log or (lambda _m: None))(f"warning: the trained teacher could not be cached ({path}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}); the next run trains it again; "
+                                   "check EDGEKD_CACHE_DIR")
+        return Teacher(model, "default resnet teacher (trained, not cached)")
     return Teacher(model, f"default resnet teacher (trained, cached {path})")
 
 

@@ -314,3 +314,40 @@ def test_a_factory_returning_a_half_precision_model_runs_as_float32(teacher_file
     x = small_data.x_val[:3]
     assert next(loaded.module.parameters()).dtype == torch.float32
     assert torch.equal(_logits(loaded, x), _logits(plain, x))
+
+
+def _tiny_recipe():
+    from edgekd.teacher import TeacherRecipe
+    from edgekd.types import DistillConfig
+
+    return TeacherRecipe(stem=4, widths=(4, 8), depths=(1, 1), training=DistillConfig(epochs=1, seed=0))
+
+
+def test_the_default_teacher_is_trained_once_then_loaded_and_a_corrupt_entry_retrained(small_data, tmp_path,
+                                                                                        monkeypatch):
+    from edgekd.teacher import default_teacher
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    first = default_teacher(small_data, _tiny_recipe(), progress=False)
+    assert first.source.startswith("default resnet teacher (trained, cached ")
+    (entry,) = (tmp_path / "cache" / "teachers").glob("resnet-*.pt")
+    again = default_teacher(small_data, _tiny_recipe(), progress=False)
+    assert again.source == f"default resnet teacher (cached {entry})"
+    x = torch.from_numpy(small_data.x_test[:4])
+    assert torch.equal(first.module(x), again.module(x))
+    entry.write_bytes(b"not a state dict")
+    assert "trained" in default_teacher(small_data, _tiny_recipe(), progress=False).source
+
+
+def test_a_default_teacher_that_cannot_be_cached_is_used_with_a_warning(small_data, tmp_path, monkeypatch):
+    from edgekd.teacher import default_teacher
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(blocker / "cache"))  # a folder under a file: never creatable
+    lines: list[str] = []
+    teacher = default_teacher(small_data, _tiny_recipe(), progress=False, log=lines.append)
+    assert teacher.source == "default resnet teacher (trained, not cached)"
+    assert teacher.module(torch.zeros(1, *small_data.input_shape)).shape == (1, small_data.num_classes)
+    (warning,) = [m for m in lines if m.startswith("warning:")]
+    assert "could not be cached" in warning and str(blocker) in warning and "trains it again" in warning
