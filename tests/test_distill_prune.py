@@ -22,6 +22,9 @@ def _student(data):
     return SPACES.get("resnet").build(WIDE, data.input_shape, 10)
 
 
+# Slow (about 45 s) and timing-bound: the target is 70% of a latency measured on this machine, so a run that
+# starts in a quiet stretch and ends in a busy one can miss it. `make test-slow` runs it.
+@pytest.mark.slow
 def test_prunes_until_the_measured_latency_reaches_the_target(small_data, steady_profile):
     import copy
     from dataclasses import replace
