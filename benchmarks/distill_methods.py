@@ -243,13 +243,13 @@ def _side_by_side(reference: Any, models: list, profile: Any, data: Any) -> list
 
 def _cpu() -> str:
     """The CPU, with whether it has int8 dot-product instructions (VNNI): int8 accuracy and speed depend on it."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from edgekd.latency.table import cpu_info
+
+    name, flags = cpu_info()
+    if not name and not flags:
         return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                platform.machine())
-    return f"{name}, {'with' if 'vnni' in text else 'without'} VNNI"
+    vnni = any("vnni" in f for f in flags)
+    return f"{name or platform.machine()}, {'with' if vnni else 'without'} VNNI"
 
 
 def _run_line(out: dict, run: dict | None) -> list[str]:

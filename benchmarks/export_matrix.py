@@ -285,15 +285,15 @@ def _attach_qat(rows: list[Row], data: Any, args: argparse.Namespace) -> None:
 
 
 def machine() -> dict[str, Any]:
+    from edgekd.latency.table import cpu_info
+
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
                             "cpu_count": os.cpu_count(), "loadavg_start": list(os.getloadavg())}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
-        info["int8_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
-    except (OSError, StopIteration):
-        pass
+    name, flags = cpu_info()
+    if name:
+        info["cpu"] = name
+    if flags:
+        info["int8_flags"] = list(flags)
     return info
 
 

@@ -79,23 +79,45 @@ def host_runtime() -> str:
     return str(onnxruntime.__version__)
 
 
+# Instruction sets onnxruntime's CPU kernels choose by (x86: AVX2 vs AVX-512 sets the NCHWc block, VNNI and AMX
+# the int8 dot products; Arm: dot product, int8 matrix multiply, SVE). A virtual machine may hide some of a
+# CPU's sets, so the model name alone does not say which kernels run.
+KERNEL_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve"})
+
+
+@functools.cache
+def cpu_info() -> tuple[str, tuple[str, ...]]:
+    """This machine's ``parse_cpuinfo``; ("", ()) where there is no /proc/cpuinfo."""
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:  # not Linux
+        return "", ()
+
+
+def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
+    """(model name, the KERNEL_FLAGS it lists, sorted) from /proc/cpuinfo's text (x86 "flags", Arm
+    "Features"; the first processor's)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    return fields.get("model name", ""), tuple(sorted(set(flags) & KERNEL_FLAGS))
+
+
 @functools.cache
 def host_cpu() -> str:
-    """This machine's processor and the CPUs this process may use. A local profile measures "this host",
-    so its table or cached measurement must not outlive a move to another CPU (a home folder shared
-    between machines, a CI cache restored on another runner type): an AVX2 laptop's block latencies
-    say nothing about a server with VNNI, nor 2 cores about 4."""
+    """This machine's processor, its kernel-relevant instruction sets and the CPUs this process may use. A
+    local profile measures "this host", so its table or cached measurement must not outlive a move to
+    another CPU (a home folder shared between machines, a CI cache restored on another runner type): an
+    AVX2 laptop's block latencies say nothing about a server with VNNI, nor 2 cores about 4."""
     import os
     import platform
 
-    name = ""
-    try:
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "")
-    except OSError:  # not Linux
-        pass
+    name, flags = cpu_info()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name or platform.processor() or platform.machine()} ({cpus} CPUs)"
+    return f"{name or platform.processor() or platform.machine()} ({cpus} CPUs{'; ' if flags else ''}{' '.join(flags)})"
 
 
 def space_digest(space: str, input_shape: tuple[int, ...], num_classes: int) -> str:
