@@ -126,7 +126,8 @@ def test_builtin_profiles_write_tables_to_the_user_folder(monkeypatch, tmp_path)
     from edgekd.profiles import load_profile
 
     monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(tmp_path))
-    assert table_path(load_profile("host-cpu-1t"), "mbv2") == tmp_path / "host-cpu-1t.mbv2.latency.json"
+    assert (table_path(load_profile("host-cpu-1t"), "mbv2", (1, 32, 32), 10)
+            == tmp_path / "host-cpu-1t.mbv2.1x32x32-10.latency.json")
 
 
 def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
@@ -134,7 +135,7 @@ def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
     from edgekd.search import SearchConfig, search
     from edgekd.types import Budget
 
-    path = table_path(fast_profile, TINY)
+    path = table_path(fast_profile, TINY, small_data.input_shape, small_data.num_classes)
     calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=16, chunk=16, rounds=1)
     try:
         result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50),
@@ -199,7 +200,7 @@ def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))  # no fit kept by another test
     monkeypatch.setattr(lm, "measure_fit", lambda *a, **k: Fit("macs", (0.0, 1.0), 0.5, (), (1.0,), 2.0, "then"))
     calib = np.zeros((1, *SHAPE), np.float32)
-    path = table_path(fast_profile, TINY)
+    path = table_path(fast_profile, TINY, SHAPE, 10)
     lines: list[str] = []
     assert not path.exists()
     model = lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5, log=lines.append)
@@ -237,3 +238,26 @@ def test_the_host_names_the_instruction_sets_its_kernels_choose_by():
     arm = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd asimddp sha2 i8mm\nCPU part\t: 0xd0b\n"
     assert parse_cpuinfo(arm) == ("", ("asimddp", "i8mm"))
     assert parse_cpuinfo("") == ("", ())
+
+
+def test_tables_are_kept_per_input_shape_and_one_named_before_that_is_still_read(table_file, fast_profile):
+    import shutil
+
+    from edgekd.latency.table import legacy_table_path
+
+    here, legacy = table_path(fast_profile, TINY, SHAPE, 10), legacy_table_path(fast_profile, TINY)
+    assert here != table_path(fast_profile, TINY, (1, 24, 24), 10) != table_path(fast_profile, TINY, SHAPE, 5)
+    shutil.copy(table_file, here)
+    try:
+        assert load_table(fast_profile, TINY, SHAPE, 10).stamp.input_shape == SHAPE
+        with pytest.raises(ProfileError) as exc:
+            load_table(fast_profile, TINY, (1, 24, 24), 10)  # another project's resolution: its own table
+        assert f"no latency table for space '{TINY}' at input 1x24x24" in exc.value.message
+        assert f"--space {TINY} --input-shape 1,24,24 --classes 10" in exc.value.fix
+        here.rename(legacy)  # as calibrated before tables were kept per shape
+        assert load_table(fast_profile, TINY, SHAPE, 10).stamp.input_shape == SHAPE
+        with pytest.raises(ProfileError, match="calibrated for input shape"):
+            load_table(fast_profile, TINY, (1, 24, 24), 10)
+    finally:
+        here.unlink(missing_ok=True)
+        legacy.unlink(missing_ok=True)

@@ -260,7 +260,7 @@ def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, mon
     from edgekd.latency.table import table_path
     from edgekd.profiles import load_profile
 
-    partial = table_path(load_profile(fast_profile_path), "mbv2")
+    partial = table_path(load_profile(fast_profile_path), "mbv2", (1, 32, 32), 10)  # the command's defaults
     partial = partial.with_name(partial.name + ".partial")
 
     def measured_a_chunk(*_args, **_kwargs):

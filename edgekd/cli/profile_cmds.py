@@ -53,10 +53,11 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
 
         raise ConfigError(f"--input-shape '{input_shape}' must be C,H,W", "write it as 1,32,32")
     prof = load_profile(name)
-    partial = partial_path(table_path(prof, space))
+    path = table_path(prof, space, shape, classes)  # type: ignore[arg-type]
+    partial = partial_path(path)
     on_interrupt(lambda: f"interrupted: the blocks measured so far are kept in {partial}; run the same command "
                  "again to resume" if partial.is_file() else "interrupted: nothing was written")
     table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]
                       log=lambda m: click.echo(f"[edgekd] {m}", err=True))
-    click.echo(f"wrote {table_path(prof, space)} ({sum(len(v) for v in table.entries.values())} entries, "
+    click.echo(f"wrote {path} ({sum(len(v) for v in table.entries.values())} entries, "
                f"{table.seconds:.0f} s)")

@@ -45,7 +45,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     if networks < need:
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
     log = log or (lambda _m: None)
-    path = path or table_path(profile, space_name)
+    path = path or table_path(profile, space_name, input_shape, num_classes)
     partial = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

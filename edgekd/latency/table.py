@@ -133,11 +133,22 @@ def block_key(key: tuple) -> str:
     return ":".join(str(k) for k in key)
 
 
-def table_path(profile: DeviceProfile, space: str) -> Path:
-    """Beside the user's profile file; built-in profiles get theirs in the user profile folder."""
+def table_path(profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int) -> Path:
+    """Beside the user's profile file (built-in profiles get theirs in the user profile folder), one per
+    input shape and class count: a project at 32x32 and one at 64x64 each keep their own."""
+    shape = "x".join(str(d) for d in input_shape)
+    return _table_folder(profile) / f"{profile.name}.{space}.{shape}-{num_classes}.latency.json"
+
+
+def legacy_table_path(profile: DeviceProfile, space: str) -> Path:
+    """Where tables were written before they were kept per input shape; still read (their stamp says which
+    shape they hold)."""
+    return _table_folder(profile) / f"{profile.name}.{space}.latency.json"
+
+
+def _table_folder(profile: DeviceProfile) -> Path:
     source = Path(profile.source).resolve()
-    folder = user_dir() if source.parent == builtin_dir().resolve() else source.parent
-    return folder / f"{profile.name}.{space}.latency.json"
+    return user_dir() if source.parent == builtin_dir().resolve() else source.parent
 
 
 def save_table(table: LatencyTable, path: Path) -> None:
@@ -147,11 +158,17 @@ def save_table(table: LatencyTable, path: Path) -> None:
 
 def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int,
                path: Path | None = None) -> LatencyTable:
-    """The calibrated table for this profile and space; refused if stamped for anything else."""
-    path = path or table_path(profile, space)
-    fix = f"run `edgekd profiles calibrate {profile.name}`"
+    """The calibrated table for this profile, space, input shape and classes (``table_path``, else one
+    written before tables were kept per shape); refused if stamped for anything else."""
+    shape_flags = f"--space {space} --input-shape {','.join(map(str, input_shape))} --classes {num_classes}"
+    fix = f"run `edgekd profiles calibrate {profile.name} {shape_flags}`"
+    if path is None:
+        path = table_path(profile, space, input_shape, num_classes)
+        if not path.is_file() and legacy_table_path(profile, space).is_file():
+            path = legacy_table_path(profile, space)
     if not path.is_file():
-        raise ProfileError(f"profile '{profile.name}' has no latency table for space '{space}' ({path})", fix)
+        raise ProfileError(f"profile '{profile.name}' has no latency table for space '{space}' at input "
+                           f"{'x'.join(map(str, input_shape))} ({path})", fix)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("schema") != TABLE_SCHEMA:
@@ -170,8 +187,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
             continue
         if have != need:
             raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
-                               f"not {need}", f"recalibrate: {fix}" + (
-                                   f" --input-shape {','.join(map(str, need))}" if name == "input_shape" else ""))
+                               f"not {need}", f"recalibrate: {fix}")
     if table.stamp.space_digest != want.space_digest:
         raise ProfileError(f"latency table '{path}' was calibrated for an older version of search space '{space}'",
                            f"recalibrate: {fix}")

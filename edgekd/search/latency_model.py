@@ -79,14 +79,16 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
                  log: Callable[[str], None]) -> LatencyModel | None:
     from edgekd.errors import ProfileError
     from edgekd.latency.predict import LatencyPredictor
-    from edgekd.latency.table import load_table, table_path
+    from edgekd.latency.table import legacy_table_path, load_table, table_path
 
     if not hasattr(space, "all_blocks"):
         return None
     try:
         table = load_table(profile, space.name, input_shape, num_classes)
     except ProfileError as exc:
-        if table_path(profile, space.name).is_file():  # calibrated once, now stale: say so, never silently
+        # calibrated once for this input, now stale: say so, never silently
+        if (table_path(profile, space.name, input_shape, num_classes).is_file()
+                or legacy_table_path(profile, space.name).is_file()):
             log(f"warning: {exc.message}")
         return None
     predictor = LatencyPredictor(table, space)
