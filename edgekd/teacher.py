@@ -62,6 +62,11 @@ def cache_dir() -> Path:
     return Path(base) / "edgekd"
 
 
+def uncached_warning(what: str, path: Path, exc: Exception) -> str:
+    """The line logged when a cache entry cannot be written: a cache only saves work, so the run goes on."""
+    return f"warning: {what}: {getattr(exc, 'strerror', None) or exc} ({path}); check EDGEKD_CACHE_DIR"
+
+
 def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress: bool = True,
                     log: Callable[[str], None] | None = None) -> Teacher:
     """The default ResNet teacher for ``data``: loaded from the cache, or trained and cached (``log``
@@ -95,9 +100,8 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
         # minutes of training are not thrown away for a cache: the run goes on, and says so
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        (log or (lambda _m: None))(f"warning: the trained teacher could not be cached ({path}: "
-                                   f"{getattr(exc, 'strerror', None) or exc}); the next run trains it again; "
-                                   "check EDGEKD_CACHE_DIR")
+        (log or (lambda _m: None))(uncached_warning("the trained teacher could not be cached (the next run "
+                                                    "trains it again)", path, exc))
         return Teacher(model, "default resnet teacher (trained, not cached)")
     return Teacher(model, f"default resnet teacher (trained, cached {path})")
 

@@ -38,6 +38,7 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
     """Measure (or recall) ``paths`` on ``profile``; returns (stats, came_from_cache). ``log`` hears when
     the result could not be cached: an unwritable cache must not cost the measurement."""
     from edgekd.latency.measure import measure
+    from edgekd.teacher import uncached_warning
 
     key = _key(paths, profile, shape)
     path = _path(key)
@@ -53,8 +54,7 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
             write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
                               "stats": [s.to_dict() for s in stats]})
         except OSError as exc:
-            (log or (lambda _m: None))(f"warning: the measurement could not be cached: {exc.strerror or exc} "
-                                       f"({path}); check EDGEKD_CACHE_DIR")
+            (log or (lambda _m: None))(uncached_warning("the measurement could not be cached", path, exc))
     return stats, False
 
 

@@ -146,6 +146,15 @@ def legacy_table_path(profile: DeviceProfile, space: str) -> Path:
     return _table_folder(profile) / f"{profile.name}.{space}.latency.json"
 
 
+def find_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int) -> Path | None:
+    """The table file ``load_table`` reads for this input (``table_path``, else a ``legacy_table_path`` one),
+    or None when neither exists."""
+    for path in (table_path(profile, space, input_shape, num_classes), legacy_table_path(profile, space)):
+        if path.is_file():
+            return path
+    return None
+
+
 def _table_folder(profile: DeviceProfile) -> Path:
     source = Path(profile.source).resolve()
     return user_dir() if source.parent == builtin_dir().resolve() else source.parent
@@ -162,10 +171,9 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     written before tables were kept per shape); refused if stamped for anything else."""
     shape_flags = f"--space {space} --input-shape {','.join(map(str, input_shape))} --classes {num_classes}"
     fix = f"run `edgekd profiles calibrate {profile.name} {shape_flags}`"
-    if path is None:
-        path = table_path(profile, space, input_shape, num_classes)
-        if not path.is_file() and legacy_table_path(profile, space).is_file():
-            path = legacy_table_path(profile, space)
+    if path is None:  # a missing table is named by where calibrate would write it
+        path = find_table(profile, space, input_shape, num_classes) or table_path(profile, space, input_shape,
+                                                                                   num_classes)
     if not path.is_file():
         raise ProfileError(f"profile '{profile.name}' has no latency table for space '{space}' at input "
                            f"{'x'.join(map(str, input_shape))} ({path})", fix)

@@ -77,12 +77,14 @@ def load_fit(key: str) -> Fit | None:
 
 
 def save_fit(key: str, fit: Fit, about: dict[str, Any]) -> str | None:
-    """Keep ``fit`` (written atomically); ``about`` says in words what it was measured for. Returns why it
-    could not be kept, or None: a cache that cannot be written must not cost the search it served."""
+    """Keep ``fit`` (written atomically); ``about`` says in words what it was measured for. Returns the
+    warning to log when it could not be kept, or None: a cache must not cost the search it served."""
     from edgekd.fsutil import write_json
+    from edgekd.teacher import uncached_warning
 
+    path = fit_path(key)
     try:
-        write_json(fit_path(key), {"version": FIT_VERSION, "about": about, "fit": asdict(fit)})
+        write_json(path, {"version": FIT_VERSION, "about": about, "fit": asdict(fit)})
     except OSError as exc:
-        return f"{exc.strerror or exc} ({fit_path(key)})"
+        return uncached_warning("the latency fit could not be kept for the next run", path, exc)
     return None

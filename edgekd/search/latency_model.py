@@ -67,10 +67,10 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     log(f"search: measuring {len(models)} '{space.name}' networks ({precision}) on '{profile.name}' to fit its "
         f"latency{how}")
     fit = measure_fit(models, records, profile, input_shape, num_classes, precision, calibration)
-    failed = save_fit(key, fit, {"space": space.name, "precision": precision, "input_shape": list(input_shape),
-                                 "classes": num_classes, "profile": profile.name})
-    if failed:
-        log(f"warning: the latency fit could not be kept for the next run: {failed}; check EDGEKD_CACHE_DIR")
+    warning = save_fit(key, fit, {"space": space.name, "precision": precision, "input_shape": list(input_shape),
+                                  "classes": num_classes, "profile": profile.name})
+    if warning:
+        log(warning)
     return model_from_fit(fit, space, models[0], input_shape, precision, fit.ref_ms)
 
 
@@ -79,16 +79,14 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
                  log: Callable[[str], None]) -> LatencyModel | None:
     from edgekd.errors import ProfileError
     from edgekd.latency.predict import LatencyPredictor
-    from edgekd.latency.table import legacy_table_path, load_table, table_path
+    from edgekd.latency.table import find_table, load_table
 
     if not hasattr(space, "all_blocks"):
         return None
     try:
         table = load_table(profile, space.name, input_shape, num_classes)
     except ProfileError as exc:
-        # calibrated once for this input, now stale: say so, never silently
-        if (table_path(profile, space.name, input_shape, num_classes).is_file()
-                or legacy_table_path(profile, space.name).is_file()):
+        if find_table(profile, space.name, input_shape, num_classes):  # calibrated once, now stale: say so
             log(f"warning: {exc.message}")
         return None
     predictor = LatencyPredictor(table, space)
