@@ -58,16 +58,21 @@ def fast_profile(fast_profile_path):
 
 
 @pytest.fixture(scope="session")
-def steady_profile(tmp_path_factory):
+def steady_profile_path(tmp_path_factory) -> Path:
     """The test profile with the default profile's repeats: a tiny model's runs cost next to nothing next to
     exporting and opening it, and 30 runs per measurement let the same architecture read 0.110-0.133 ms
     within a minute here, more than the 10% the target allows."""
-    from edgekd.profiles import load_profile
-
     path = tmp_path_factory.mktemp("profiles") / "steady-test.toml"
     path.write_text(FAST_PROFILE.replace("warmup_runs = 3", "warmup_runs = 20")
                     .replace("repeats = 3", "repeats = 7").replace("runs_per_repeat = 10", "runs_per_repeat = 40"))
-    return load_profile(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def steady_profile(steady_profile_path):
+    from edgekd.profiles import load_profile
+
+    return load_profile(steady_profile_path)
 
 
 @pytest.fixture(scope="session")

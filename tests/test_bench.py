@@ -31,12 +31,24 @@ def test_bench_compares_interleaved_and_caches(run_cli, models, fast_profile_pat
     assert "cached" not in out and "big.onnx" in out and "small.onnx" in out
     data = json.loads(report.read_text())
     assert data["models"][0]["p50_ms"] > data["models"][1]["p50_ms"] and data["cached"] is False
+    vs = data["models"][1]["vs_first"]  # small against big, repeat by repeat
+    assert vs["median"] > 1 and vs["low"] <= vs["median"] <= vs["high"] and vs["pairs"] == data["models"][1]["repeats"]
+    assert data["models"][0]["vs_first"]["median"] == 1
     code, _, err = run_cli(*args)
     assert code == 2 and "already exists" in err and json.loads(report.read_text()) == data
     code, out, _ = run_cli(*args, "--force")
     assert code == 0 and "(cached result)" in out and json.loads(report.read_text())["cached"] is True
     code, out, _ = run_cli(*args, "--no-cache", "--force")
     assert code == 0 and "cached" not in out
+
+
+def test_bench_gives_the_ratio_an_interval_once_there_are_enough_paired_repeats(run_cli, models, steady_profile_path):
+    code, out, err = run_cli("bench", models / "big.onnx", "--vs", models / "small.onnx", "--profile",
+                             steady_profile_path, "--no-cache")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "small.onnx" in line).split("|")
+    low, high = (float(x) for x in row[-2].strip().rstrip("x").split("-"))
+    assert 1 < low <= float(row[-3].strip().rstrip("x")) <= high  # 7 repeats: the interval is shown
 
 
 def test_dynamic_model_needs_input_shape(run_cli, models, fast_profile_path):

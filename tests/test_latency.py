@@ -32,6 +32,9 @@ def test_interleaved_measurement_orders_models(two_models, fast_profile):
     assert small.p50_ms <= small.p90_ms <= small.p99_ms
     assert small.runs >= 30 and small.repeats >= 3
     assert speedup(big, small) > 3  # the 6-layer 64-channel net is far slower
+    # Each repeat's median comes back, in order, so that models measured together pair up repeat by repeat.
+    assert len(small.repeat_p50_ms) == small.repeats == big.repeats == len(big.repeat_p50_ms)
+    assert all(b > s for s, b in zip(small.repeat_p50_ms, big.repeat_p50_ms))
 
 
 def test_dynamic_dims_need_an_input_shape(two_models, fast_profile):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -135,6 +136,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
           json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
     from edgekd.latency.cache import measure_cached, noisy
+    from edgekd.latency.compare import MIN_PAIRS, ratio
     from edgekd.onnxfile import check_input_shape
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
@@ -148,13 +150,15 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
         if shape:
             check_input_shape(p, art.details, shape)
     stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache, log=lambda m: click.echo(m, err=True))
-    base = stats[0].p50_ms
+    # How many times faster than MODEL, repeat by repeat (the repeats ran side by side), with its interval.
+    vs = [ratio([stats], 0, i) for i in range(len(stats))]
     click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")
-    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first |")
-    click.echo("|---|---:|---:|---:|---:|---:|")
-    for p, s in zip(paths, stats):
-        click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
-                   f"{base / s.p50_ms:.2f}x |")
+    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first | 95% interval |")
+    click.echo("|---|---:|---:|---:|---:|---:|---:|")
+    for i, (p, s, r) in enumerate(zip(paths, stats, vs)):
+        span = f"{r.low:.2f}-{r.high:.2f}x" if i and r.pairs >= MIN_PAIRS else ""
+        click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | {r.median:.2f}x | "
+                   f"{span} |")
     shaky = noisy(stats, prof)
     if shaky:
         names = ", ".join(paths[i] for i in shaky)
@@ -163,8 +167,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
                    "or raise measure.repeats in the profile")
     if json_out:
         write_json(json_out, {"profile": prof.name, "cached": cached,
-                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky}
-                                         for i, (p, s) in enumerate(zip(paths, stats))]})
+                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": asdict(r)}
+                                         for i, (p, s, r) in enumerate(zip(paths, stats, vs))]})
 
 
 @cli.command()

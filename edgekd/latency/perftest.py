@@ -105,4 +105,5 @@ def aggregate(samples: Sequence[dict[str, float]], runs_per_repeat: int) -> Late
         cv=cv(p50s),
         runs=runs_per_repeat * len(samples),
         repeats=len(samples),
+        repeat_p50_ms=tuple(float(x) for x in p50s),
     )

@@ -104,14 +104,17 @@ def _worker_stats(data: dict[str, Any], stdout: str, count: int, where: str | No
         cls = ArtifactError if data.get("kind") == "artifact" else RunnerError
         problem = str(data.get("error") or "the latency worker failed without saying why")
         raise cls(f"{where}: {problem}" if where else problem, str(data.get("fix") or "") or None)
-    names = [f.name for f in dataclasses.fields(LatencyStats) if f.name != "onnxruntime"]  # p10 included
+    names = [f.name for f in dataclasses.fields(LatencyStats)
+             if f.name not in ("onnxruntime", "repeat_p50_ms")]  # p10 included
     version = str(data.get("onnxruntime") or "")
     try:
         results = data["results"]
         if not isinstance(results, list) or len(results) != count:
             raise ValueError("wrong number of results")
+        # Without per-repeat medians, comparisons fall back to each run's whole p50 (latency.compare).
         return [LatencyStats(**{k: (int if k in ("runs", "repeats") else float)(r[k]) for k in names},
-                             onnxruntime=version) for r in results]
+                             onnxruntime=version, repeat_p50_ms=tuple(float(x) for x in r.get("repeat_p50_ms", ())))
+                for r in results]
     except (KeyError, TypeError, ValueError):
         raise _garbled(stdout) from None
 

@@ -16,7 +16,7 @@ The spec is a JSON object::
 It prints exactly one JSON line on stdout and nothing else there::
 
     {"ok": true, "results": [{"p50_ms": ..., "p90_ms": ..., "p99_ms": ..., "mean_ms": ..., "cv": ...,
-                              "runs": ..., "repeats": ...}, ...], "onnxruntime": "1.20.0"}
+                              "runs": ..., "repeats": ..., "repeat_p50_ms": [...]}, ...], "onnxruntime": "1.20.0"}
     {"ok": false, "error": "...", "fix": "...", "kind": "artifact" | "runner"}   (exit code 1)
 
 Each model is warmed up, then the models take turns in rotating order for ``repeats`` repeats of
@@ -204,7 +204,8 @@ def _stats(np, runs: list, medians: list) -> dict:
     arr = np.asarray(runs)
     return {"p10_ms": float(np.percentile(arr, 10)), "p50_ms": float(np.percentile(arr, 50)),
             "p90_ms": float(np.percentile(arr, 90)), "p99_ms": float(np.percentile(arr, 99)),
-            "mean_ms": float(arr.mean()), "cv": _cv(np, medians), "runs": len(runs), "repeats": len(medians)}
+            "mean_ms": float(arr.mean()), "cv": _cv(np, medians), "runs": len(runs), "repeats": len(medians),
+            "repeat_p50_ms": [float(x) for x in medians]}
 
 
 if __name__ == "__main__":

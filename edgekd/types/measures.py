@@ -68,10 +68,15 @@ class LatencyStats:
     # The undisturbed latency on a shared machine (see calibrate.measure_relative); 0 when the runner
     # cannot tell (onnxruntime_perf_test prints no low percentile).
     p10_ms: float = 0.0
+    # Each repeat's median, in measuring order. Models measured together took turns repeat by repeat, so
+    # their k-th repeats ran moments apart and pair up (see latency.compare); empty when not reported.
+    repeat_p50_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["repeat_p50_ms"] = list(self.repeat_p50_ms)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
-        return cls(**data)
+        return cls(**{**data, "repeat_p50_ms": tuple(float(x) for x in data.get("repeat_p50_ms") or ())})
