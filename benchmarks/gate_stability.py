@@ -1,5 +1,9 @@
 """Gate stability: an unchanged model gated against its own baseline manifest must never fail, and a
-model made ~30% slower must fail every time (±10% latency tolerance, noise-aware gate).
+model made ~30% slower must fail every time (±10% latency tolerance, noise-aware gate), on a quiet machine
+and with a second process competing for the CPU in bursts, as on a shared CI runner.
+
+The tiny model is the case CI failed on (stop 19): a ~0.1 ms student read 1.21x slower than itself when the
+regression verdict rested on three whole-run p50 ratios; it now rests on repeat-by-repeat ratios.
 
 Writes benchmarks/results/gate_stability.{md,json}.
 
@@ -9,22 +13,32 @@ Writes benchmarks/results/gate_stability.{md,json}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+# Busy for 4 ms, asleep for 2 ms, forever: bursts that land on some repeats and not others.
+_LOAD = "import time\nwhile True:\n    t = time.perf_counter()\n    while time.perf_counter() - t < 0.004: pass\n" \
+        "    time.sleep(0.002)\n"
 
 
-def _conv_stack(path: Path, layers: int) -> Path:
+def _conv_stack(path: Path, layers: int, channels: int = 32, side: int = 32) -> Path:
     import torch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[m for i in range(layers) for m in (
-        torch.nn.Conv2d(1 if i == 0 else 32, 32, 3, padding=1), torch.nn.ReLU())])
-    torch.onnx.export(model.eval(), (torch.zeros(1, 1, 32, 32),), str(path), dynamo=False, input_names=["input"])
+        torch.nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1), torch.nn.ReLU())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model.eval(), (torch.zeros(1, 1, side, side),), str(path), dynamo=False,
+                      input_names=["input"])
     return path
 
 
@@ -42,9 +56,33 @@ def _baseline_manifest(model: Path, profile_name: str) -> Path:
     return path
 
 
-def main() -> None:
+@contextlib.contextmanager
+def _load(on: bool) -> Iterator[None]:
+    proc = subprocess.Popen([sys.executable, "-c", _LOAD]) if on else None
+    try:
+        yield
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
+
+
+def _case(name: str, model: Path, manifest: Path, loaded: bool, expect_fail: bool, gates: int,
+          tolerance: float, profile: str) -> dict:
     from edgekd.gate import GateConfig, run_gate
+
+    config = GateConfig(baseline=str(manifest), latency_tolerance=tolerance, profile=profile)
+    with _load(loaded):
+        results = [run_gate(str(model), config) for _ in range(gates)]
+    checks = [next(c for c in r.checks if c.name == "regression") for r in results]
+    return {"case": name, "loaded": loaded, "expect_fail": expect_fail, "failures": sum(not r.passed for r in results),
+            "ratios": [c.measured for c in checks], "near_the_line": sum("near the line" in c.message for c in checks),
+            "details": [c.message for c in checks]}
+
+
+def main() -> None:
     from edgekd.latency.measure import measure
+    from edgekd.latency.table import host_cpu
     from edgekd.profiles import load_profile
     from edgekd.report import tool_versions
 
@@ -55,39 +93,45 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        base_dir, slow_dir = Path(tmp) / "base", Path(tmp) / "slow"
-        base_dir.mkdir()
-        slow_dir.mkdir()
-        base = _conv_stack(base_dir / "model.onnx", 10)
-        slow = _conv_stack(slow_dir / "model.onnx", 13)  # 30% more convolutions
-        manifest = _baseline_manifest(base, args.profile)
-        a, b = measure([base, slow], load_profile(args.profile))
-        true_ratio = b.p50_ms / a.p50_ms
-        config = GateConfig(baseline=str(manifest), latency_tolerance=args.tolerance, profile=args.profile)
-        unchanged = [run_gate(str(base), config) for _ in range(args.gates)]
-        slower = [run_gate(str(slow), config) for _ in range(args.gates)]
-    ratios = lambda results: [next(c.measured for c in r.checks if c.name == "regression") for r in results]  # noqa: E731
-    out = {
-        "gates": args.gates, "tolerance": args.tolerance, "profile": args.profile,
-        "slow_model_ratio_measured": true_ratio,
-        "unchanged_false_failures": sum(not r.passed for r in unchanged),
-        "unchanged_ratios": ratios(unchanged),
-        "slower_detected": sum(not r.passed for r in slower),
-        "slower_ratios": ratios(slower),
-        "platform": platform.platform(), "tools": tool_versions(), "seconds": time.perf_counter() - start,
-    }
+        base = _conv_stack(Path(tmp) / "base" / "model.onnx", 10)
+        slow = _conv_stack(Path(tmp) / "slow" / "model.onnx", 13)  # 30% more convolutions
+        tiny = _conv_stack(Path(tmp) / "tiny" / "model.onnx", 2, channels=8, side=16)
+        base_manifest, tiny_manifest = _baseline_manifest(base, args.profile), _baseline_manifest(tiny, args.profile)
+        prof = load_profile(args.profile)
+        pair = [measure([base, slow], prof) for _ in range(3)]
+        true_ratio = statistics.median(b.p50_ms / a.p50_ms for a, b in pair)
+        tiny_ms = statistics.median(measure([tiny], prof)[0].p50_ms for _ in range(3))
+        base_ms = statistics.median(a.p50_ms for a, _ in pair)
+        common = {"gates": args.gates, "tolerance": args.tolerance, "profile": args.profile}
+        cases = [
+            _case("unchanged model vs its own baseline manifest", base, base_manifest, False, False, **common),
+            _case("unchanged model vs its own baseline manifest", base, base_manifest, True, False, **common),
+            _case(f"unchanged tiny model ({tiny_ms:.3f} ms) vs its own baseline manifest", tiny, tiny_manifest,
+                  True, False, **common),
+            _case(f"model with 30% more convolutions (measured {true_ratio:.2f}x slower)", slow, base_manifest,
+                  False, True, **common),
+            _case(f"model with 30% more convolutions (measured {true_ratio:.2f}x slower)", slow, base_manifest,
+                  True, True, **common),
+        ]
+    out = {**common, "slow_model_ratio_measured": true_ratio, "base_p50_ms": base_ms, "tiny_p50_ms": tiny_ms,
+           "cases": cases, "cpu": host_cpu(), "platform": platform.platform(), "tools": tool_versions(),
+           "seconds": time.perf_counter() - start}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gate_stability.json").write_text(json.dumps(out, indent=2) + "\n")
+    rows = [f"| {c['case']} | {'loaded' if c['loaded'] else 'quiet'} | {'fail' if c['expect_fail'] else 'pass'} | "
+            f"{c['failures']}/{args.gates} | {min(c['ratios']):.3f}-{max(c['ratios']):.3f} | "
+            f"{c['near_the_line']}/{args.gates} |" for c in cases]
+    wrong = sum(c["failures"] if not c["expect_fail"] else args.gates - c["failures"] for c in cases)
     md = "\n".join([
         "## Gate stability (`benchmarks/gate_stability.py`)", "",
-        f"{args.gates} gates each, profile `{args.profile}`, latency tolerance ±{args.tolerance:.0%}, 3 rounds per "
-        "gate, baseline re-measured interleaved with the candidate.", "",
-        "| case | failures | gate's measured ratio to baseline (min-max) |", "|---|---:|---|",
-        f"| unchanged model vs its own baseline manifest | {out['unchanged_false_failures']}/{args.gates} | "
-        f"{min(out['unchanged_ratios']):.3f}-{max(out['unchanged_ratios']):.3f} |",
-        f"| model with 30% more convolutions (measured {true_ratio:.2f}x slower) | "
-        f"{out['slower_detected']}/{args.gates} | {min(out['slower_ratios']):.3f}-{max(out['slower_ratios']):.3f} |",
-        "", f"Targets: 0 false failures; every slower gate fails. Took {out['seconds']:.0f} s.", ""])
+        f"{args.gates} gates per row, profile `{args.profile}`, latency tolerance ±{args.tolerance:.0%}, 3 rounds per "
+        "gate, the baseline model re-measured interleaved with the candidate; the verdict is the median of the "
+        "repeat-by-repeat ratios. *Loaded*: a second process busy 4 ms of every 6 ms on this 2-core machine while the "
+        f"gates run. The 10-convolution model's p50 is {base_ms:.3f} ms.", "",
+        "| case | machine | should | failures | gate's ratio to baseline (min-max) | measured longer (near the line) |",
+        "|---|---|---|---:|---|---:|", *rows, "",
+        f"Targets: 0 false failures; every slower gate fails. Wrong verdicts: {wrong}. Took {out['seconds']:.0f} s "
+        f"on {out['cpu']}.", ""])
     (RESULTS / "gate_stability.md").write_text(md)
     print(md)
 
