@@ -324,7 +324,8 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
         # The median decides; the interval says how sure it is, and a near call was measured twice as long.
         near = (f"; near the line, so {extra} more round(s) were measured" if extra else "")
         checks.append(Check("regression", found.median <= 1 + tol, f"{found.median:.2f}x the baseline's latency, "
-                            f"measured interleaved ({found.interval()}; tolerance +{tol:.0%}){near}{noise}",
+                            f"measured interleaved (median of {found.pairs} paired repeats, {found.interval()}; "
+                            f"tolerance +{tol:.0%}){near}{noise}",
                             found.median))
     elif recorded is not None:
         ratio = p50 / recorded

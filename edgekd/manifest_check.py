@@ -200,7 +200,7 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
                                                scale=recorded_ratio)
         ratio = found.median
         how = (f"relative to {refs[0]['artifact']['name']}, measured interleaved ({len(rounds)} round(s), "
-               f"{found.interval()}; drift between runs cancels)")
+               f"median of {found.pairs} paired repeats, {found.interval()}; drift between runs cancels)")
     else:
         rounds = [measure([model], profile) for _ in range(config.rounds)]
         ratio = statistics.median(r[0].p50_ms for r in rounds) / recorded

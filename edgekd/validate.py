@@ -18,7 +18,7 @@ from edgekd.data import Dataset
 from edgekd.errors import ConfigError
 from edgekd.fsutil import sha256
 from edgekd.profiles import DeviceProfile
-from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, Parity, ValidationReport
+from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, Parity, Ratio, ValidationReport
 
 FP32_MAX_ABS_DIFF = 1e-3  # exporter + runtime should reproduce torch's fp32 logits this closely
 INT8_MIN_AGREEMENT = 0.97  # share of top-1 predictions an int8 model must keep
@@ -94,9 +94,11 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
         verdicts = _verdicts(art, lat, parity, accuracy, teacher, budget) if art.name in budgeted else {}
         reports.append(ArtifactReport(art, check_onnx(art.path)[0], parity, accuracy, lat, verdicts))
     speedup = _int8_speedup(artifacts, runs)
-    primary, notes = _choose_primary(reports, speedup)
+    int8_ratio = _int8_ratio(artifacts, runs)
+    primary, notes = _choose_primary(reports, int8_ratio, len(runs))
     notes += _against_teacher(reports, primary, budget)
-    return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup))
+    return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup),
+                            int8_ratio)
 
 
 def _median_run(stats: list[LatencyStats]) -> LatencyStats:
@@ -104,14 +106,26 @@ def _median_run(stats: list[LatencyStats]) -> LatencyStats:
     return sorted(stats, key=lambda s: s.p50_ms)[(len(stats) - 1) // 2]
 
 
-def _int8_speedup(artifacts: Sequence[Artifact], runs: list[list[LatencyStats]]) -> list[float]:
-    """fp32 p50 / int8 p50 of the student twins in each run (empty without both twins). Compared
-    within each run, then the median over runs: on a shared 2-core machine one run's ratio for a
-    near-tie moved 0.85-1.03x between runs, and a single run decided what shipped by chance."""
+def _twins(artifacts: Sequence[Artifact]) -> tuple[int, int] | None:
+    """Indices of the fp32 and int8 students, when both are there."""
     index = {a.precision: i for i, a in enumerate(artifacts) if a.role == "student"}
-    if set(index) != {"fp32", "int8"}:
-        return []
-    return [run[index["fp32"]].p50_ms / run[index["int8"]].p50_ms for run in runs]
+    return (index["fp32"], index["int8"]) if set(index) == {"fp32", "int8"} else None
+
+
+def _int8_speedup(artifacts: Sequence[Artifact], runs: list[list[LatencyStats]]) -> list[float]:
+    """fp32 p50 / int8 p50 of the student twins in each run (empty without both twins), for the record."""
+    twins = _twins(artifacts)
+    return [run[twins[0]].p50_ms / run[twins[1]].p50_ms for run in runs] if twins else []
+
+
+def _int8_ratio(artifacts: Sequence[Artifact], runs: list[list[LatencyStats]]) -> Ratio | None:
+    """How many times faster int8 is than fp32, from the repeats of all runs paired up: on a shared 2-core
+    machine one run's ratio for a near-tie moved 0.85-1.03x between runs, so neither a single run nor a
+    single disturbed stretch may decide what ships."""
+    from edgekd.latency.compare import ratio
+
+    twins = _twins(artifacts)
+    return ratio(runs, *twins) if twins else None
 
 
 def _ref_logits(ref: Any, data: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
@@ -155,15 +169,16 @@ def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, accuracy:
     return verdicts
 
 
-def _choose_primary(reports: list[ArtifactReport], speedup: list[float]) -> tuple[str, list[str]]:
+def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: int) -> tuple[str, list[str]]:
     students = {r.artifact.precision: r for r in reports if r.artifact.role == "student"}
     if not students:
         return reports[0].artifact.name, []
     fp32, int8 = students.get("fp32"), students.get("int8")
-    if int8 is None or fp32 is None:
+    if int8 is None or fp32 is None or speedup is None:
         return (int8 or fp32).artifact.name, []  # type: ignore[union-attr]
-    ratio = float(np.median(speedup))
-    how = f"median of {len(speedup)} interleaved runs" if len(speedup) > 1 else "one interleaved run"
+    ratio = speedup.median
+    how = (f"median of {speedup.pairs} repeat-by-repeat ratios over {runs} interleaved "
+           f"{'runs' if runs > 1 else 'run'}, {speedup.interval()}")
     if ratio >= 1.0 + INT8_MIN_GAIN:
         if fp32.passed and not int8.passed:
             failed = ", ".join(k for k, ok in int8.verdicts.items() if not ok) or "checker"

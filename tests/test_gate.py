@@ -71,7 +71,7 @@ def test_noise_aware_regression_against_baseline(run_cli, run_dir, steady_profil
     args = ["--profile", steady_profile_path, "--latency-tolerance", "0.1", "--rounds", "3"]
     code, out, _ = _gate(run_cli, run_dir / "student-fp32.onnx", "--baseline", run_dir / "student-fp32.onnx", *args)
     assert code == 0, out  # the same model against itself is no regression
-    assert "the baseline's latency, measured interleaved (95% interval" in out and "paired repeats" in out
+    assert "the baseline's latency, measured interleaved (median of " in out and "paired repeats, 95% interval" in out
     code, out, _ = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--baseline", run_dir / "manifest.json", *args,
                          "--artifact", "teacher-fp32")
     assert code == 0, out

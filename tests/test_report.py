@@ -146,6 +146,9 @@ def test_latency_method_says_how_many_runs_decided(manifest):
     text = latency_method(manifest)
     assert "3 such runs" in text and "median of the 3 runs' ratios: 1.05x (1.01x, 1.05x, 1.10x)" in text
     assert "median of the 3 runs' ratios" in render_markdown(manifest)
+    manifest.update(int8_speedup={"median": 1.05, "low": 1.02, "high": 1.08, "pairs": 21, "runs": [1.01, 1.05, 1.10]})
+    assert ("median of 21 repeat-by-repeat ratios over the 3 runs: 1.05x (95% interval 1.02-1.08x; per run 1.01x, "
+            "1.05x, 1.10x)") in latency_method(manifest)
 
 
 def test_reports_say_what_input_the_shipped_models_expect(manifest, search):

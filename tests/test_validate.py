@@ -231,30 +231,37 @@ def test_artifact_from_file_records_what_the_manifest_records(run_dir):
     assert onnx.load(str(run_dir / "student-int8.onnx")).graph.node  # untouched on disk
 
 
-def test_ship_decision_is_the_median_of_the_runs():
-    """One disturbed run neither ships a slower int8 student nor holds back a faster one."""
+def test_ship_decision_is_the_median_of_the_paired_repeats():
+    """One disturbed stretch neither ships a slower int8 student nor holds back a faster one."""
     from edgekd.types import Artifact, ArtifactReport, LatencyStats
-    from edgekd.validate import _choose_primary, _int8_speedup, _median_run
+    from edgekd.validate import _choose_primary, _int8_ratio, _int8_speedup, _median_run
 
-    def stats(p50: float) -> LatencyStats:
-        return LatencyStats(p50, p50, p50, p50, 0.0, 10, 1)
+    def stats(p50: float, repeats: tuple[float, ...] = ()) -> LatencyStats:
+        return LatencyStats(p50, p50, p50, p50, 0.0, 10, max(len(repeats), 1), repeat_p50_ms=repeats)
 
     def art(name: str, precision: str) -> Artifact:
         return Artifact(name, "student", precision, f"{name}.onnx", "test", 17, "0" * 64, 1000, {})
 
     fp32, int8 = art("student-fp32", "fp32"), art("student-int8", "int8")
-    # int8 is 0.95x, 1.10x (a run where fp32 was disturbed) and 0.97x of fp32's speed.
+    # Without per-repeat figures each run is one pair: int8 is 0.95x, 1.10x (fp32 disturbed) and 0.97x of fp32's speed.
     runs = [[stats(1.00), stats(1.0 / 0.95)], [stats(1.10), stats(1.00)], [stats(0.97), stats(1.00)]]
-    speedup = _int8_speedup([fp32, int8], runs)
-    assert speedup == pytest.approx([0.95, 1.10, 0.97])
+    assert _int8_speedup([fp32, int8], runs) == pytest.approx([0.95, 1.10, 0.97])
     reports = [ArtifactReport(a, True, None, None, _median_run([r[i] for r in runs]), {})
                for i, a in enumerate([fp32, int8])]
     assert reports[0].latency.p50_ms == 1.00  # each artifact reports its median run
-    primary, notes = _choose_primary(reports, speedup)
-    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.97x, median of 3" in notes[0]
-    primary, notes = _choose_primary(reports, [1.10, 0.96, 1.05, 1.08])
-    assert primary == "student-int8" and "1.06x faster" in notes[0]
-    assert _int8_speedup([fp32], [[stats(1.0)]]) == []  # no twin, no ratio
+    primary, notes = _choose_primary(reports, _int8_ratio([fp32, int8], runs), len(runs))
+    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.97x, median of 3 repeat-by-repeat" in notes[0]
+    assert "range 0.95-1.10x (too few paired repeats for a 95% interval)" in notes[0]
+    # Seven repeats per run: fp32 was disturbed in two repeats of the first run (its whole-run p50 went up by a
+    # third, which alone would read int8 as 1.33x faster); paired up, int8 is 1.06x faster.
+    fast = (1.0,) * 7
+    runs = [[stats(1.33, (1.5, 1.5, 1.06, 1.06, 1.06, 1.06, 1.06)), stats(1.0, fast)],
+            [stats(1.06, (1.06,) * 7), stats(1.0, fast)], [stats(1.06, (1.06,) * 7), stats(1.0, fast)]]
+    found = _int8_ratio([fp32, int8], runs)
+    assert found.median == pytest.approx(1.06) and found.pairs == 21 and found.confident
+    primary, notes = _choose_primary(reports, found, len(runs))
+    assert primary == "student-int8" and "1.06x faster" in notes[0] and "95% interval 1.06-1.06x" in notes[0]
+    assert _int8_speedup([fp32], [[stats(1.0)]]) == [] and _int8_ratio([fp32], [[stats(1.0)]]) is None  # no twin
 
 
 def test_validate_refuses_zero_rounds(fast_profile):
@@ -313,13 +320,13 @@ def test_validate_measures_accuracy_verdicts_against_the_teacher_artifact(run_di
 
 
 def test_a_faster_int8_student_that_breaks_the_budget_does_not_ship_over_a_passing_fp32_one():
-    from edgekd.types import ArtifactReport, LatencyStats
+    from edgekd.types import ArtifactReport, LatencyStats, Ratio
     from edgekd.validate import _choose_primary
 
     lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
     fp32 = ArtifactReport(_artifact("student-fp32", "fp32"), True, None, 0.97, lat, {"accuracy": True})
     int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.90, lat, {"accuracy": False})
-    primary, notes = _choose_primary([fp32, int8], [1.3, 1.3, 1.3])
+    primary, notes = _choose_primary([fp32, int8], Ratio(1.3, 1.25, 1.35, 21), 3)
     assert primary == "student-fp32" and "1.30x faster" in notes[0] and "breaks the budget (accuracy)" in notes[0]
 
 

@@ -136,7 +136,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
           json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile."""
     from edgekd.latency.cache import measure_cached, noisy
-    from edgekd.latency.compare import MIN_PAIRS, ratio
+    from edgekd.latency.compare import ratio
     from edgekd.onnxfile import check_input_shape
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
@@ -156,7 +156,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first | 95% interval |")
     click.echo("|---|---:|---:|---:|---:|---:|---:|")
     for i, (p, s, r) in enumerate(zip(paths, stats, vs)):
-        span = f"{r.low:.2f}-{r.high:.2f}x" if i and r.pairs >= MIN_PAIRS else ""
+        span = f"{r.low:.2f}-{r.high:.2f}x" if i and r.confident else ""
         click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | {r.median:.2f}x | "
                    f"{span} |")
     shaky = noisy(stats, prof)

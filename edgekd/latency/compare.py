@@ -12,29 +12,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from edgekd.types import LatencyStats
+from edgekd.types import LatencyStats, Ratio
 
 CONFIDENCE = 0.95
-MIN_PAIRS = 6  # fewer paired samples cannot bracket a median with 95% confidence, whatever they are
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """``a``'s latency over ``b``'s: the median of paired samples and a ~95% interval around it."""
-
-    median: float
-    low: float
-    high: float
-    pairs: int  # paired samples behind it (one per repeat, or one per run when repeats are not reported)
-
-    def straddles(self, limit: float) -> bool:
-        """The interval holds ``limit``: the data cannot yet tell which side the true ratio is on."""
-        return self.low <= limit < self.high
-
-    def interval(self) -> str:
-        return f"95% interval {self.low:.2f}-{self.high:.2f}x over {self.pairs} paired repeats"
 
 
 def paired_ratios(runs: Sequence[Sequence[LatencyStats]], a: int = 0, b: int = 1) -> list[float]:

@@ -1,4 +1,5 @@
-"""What a student must meet (Budget) and what a latency measurement found (LatencyStats)."""
+"""What a student must meet (Budget), what a latency measurement found (LatencyStats), and how two models
+measured together compare (Ratio)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,33 @@ class LatencyStats:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
         return cls(**{**data, "repeat_p50_ms": tuple(float(x) for x in data.get("repeat_p50_ms") or ())})
+
+
+MIN_PAIRS = 6  # fewer paired samples cannot bracket a median with 95% confidence, whatever their values
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One model's latency over another's, measured together: the median of their repeat-by-repeat ratios
+    and a ~95% interval around it (see latency.compare)."""
+
+    median: float
+    low: float
+    high: float
+    pairs: int  # paired samples behind it (one per repeat, or one per run when repeats are not reported)
+
+    def straddles(self, limit: float) -> bool:
+        """The interval holds ``limit``: the data cannot yet tell which side the true ratio is on."""
+        return self.low <= limit < self.high
+
+    @property
+    def confident(self) -> bool:
+        return self.pairs >= MIN_PAIRS
+
+    def interval(self) -> str:
+        if self.confident:
+            return f"95% interval {self.low:.2f}-{self.high:.2f}x"
+        return f"range {self.low:.2f}-{self.high:.2f}x (too few paired repeats for a 95% interval)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekd.types.measures import Budget, LatencyStats
+from edgekd.types.measures import Budget, LatencyStats, Ratio
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class ValidationReport:
     notes: tuple[str, ...] = ()
     rounds: int = 1  # interleaved latency runs; each artifact reports its median run
     int8_speedup: tuple[float, ...] = ()  # fp32 p50 / int8 p50 of the students, per run (empty without twins)
+    int8_ratio: Ratio | None = None  # what decided the ship: the same, repeat by repeat over all runs
 
     def get(self, name: str) -> ArtifactReport:
         for report in self.reports:
@@ -105,6 +106,9 @@ class ValidationReport:
         """How latency was decided: the run count and the int8 student's speedup over its fp32 twin."""
         import statistics
 
-        speedup = ({"median": statistics.median(self.int8_speedup), "runs": list(self.int8_speedup)}
-                   if self.int8_speedup else None)
+        speedup = None
+        if self.int8_ratio is not None:
+            speedup = {**self.int8_ratio.to_dict(), "runs": list(self.int8_speedup)}
+        elif self.int8_speedup:
+            speedup = {"median": statistics.median(self.int8_speedup), "runs": list(self.int8_speedup)}
         return {"latency_rounds": self.rounds, "int8_speedup": speedup}
