@@ -9,6 +9,7 @@ that input, and a deployment pipeline has to reproduce it.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +128,10 @@ def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None, chan
     x = _resize(x, resolution)
     y = bunch.target.astype(np.int64)
     x, to = convert_channels(x, channels, "digits")
-    x, mean, std = normalize_images(x, x, normalize, "digits")
-    pre = Preprocess(1 / 16, mean, std, "grayscale", resolution if resolution != 8 else None,
-                     TORCH_RESIZE if resolution != 8 else None, to)
-    return split_dataset("digits", x, y, tuple(str(i) for i in range(10)), seed, pre)
+    side = resolution if resolution != 8 else None
+    return split_normalized("digits", x, y, tuple(str(i) for i in range(10)), seed, normalize, "digits",
+                            lambda mean, std: Preprocess(1 / 16, mean, std, "grayscale", side,
+                                                         TORCH_RESIZE if side else None, to))
 
 
 def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
@@ -187,9 +188,9 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
     check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
-    x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
-    return split_dataset(path.name, x, y, names, seed, pre)
+    return split_normalized(path.name, x, y, names, seed, normalize, str(path),
+                            lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
+                                                         TORCH_RESIZE if resolution else None, to))
 
 
 def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any,
@@ -303,9 +304,19 @@ def holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.nd
     return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
 
 
-def split_dataset(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int,
-           preprocess: Preprocess | None = None) -> Dataset:
-    """Stratified, seeded split: every class keeps its share in each part."""
+def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int, normalize: Any,
+                     source: str, preprocess: Callable[[tuple[float, ...], tuple[float, ...]], Preprocess]) -> Dataset:
+    """A stratified, seeded split, normalised with statistics of the training part alone ("dataset"):
+    test images must not shape the preprocessing they are then scored through. ``preprocess(mean, std)``
+    makes the record of it."""
+    sel = split_indices(name, y, seed)
+    x, mean, std = normalize_images(x, x[sel["train"]], normalize, source)
+    return Dataset(name, x[sel["train"]], y[sel["train"]], x[sel["val"]], y[sel["val"]],
+                   x[sel["test"]], y[sel["test"]], classes, preprocess(mean, std))
+
+
+def split_indices(name: str, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The stratified, seeded split as sorted indices per part ("train", "val", "test")."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for label in np.unique(y):
@@ -318,6 +329,4 @@ def split_dataset(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, .
     if min(len(v) for v in parts.values()) == 0:
         raise DataError(f"{name}: too few images ({len(y)}) to split into train/val/test",
                         "provide at least a handful of images per class")
-    sel = {k: np.sort(np.array(v)) for k, v in parts.items()}
-    return Dataset(name, x[sel["train"]], y[sel["train"]], x[sel["val"]], y[sel["val"]],
-                   x[sel["test"]], y[sel["test"]], classes, preprocess)
+    return {k: np.sort(np.array(v, dtype=np.int64)) for k, v in parts.items()}

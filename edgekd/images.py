@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, holdout, split_dataset
+from edgekd.data import Dataset, check_classes, holdout, split_normalized
 from edgekd.errors import DataError
 from edgekd.preprocess import Preprocess, convert_channels, normalize_images
 
@@ -33,9 +33,9 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
         y = np.array([label for _, label in files], dtype=np.int64)
         check_classes(path, y)
         x, to = convert_channels(x, channels, str(path))
-        x, mean, std = normalize_images(x, x, normalize, str(path))
-        pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
-        return split_dataset(path.name, x, y, classes, seed, pre)
+        return split_normalized(path.name, x, y, classes, seed, normalize, str(path),
+                                lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
+                                                             side, "bicubic", to))
     return _load_splits(path, splits, resolution, seed, normalize, channels)
 
 

@@ -275,6 +275,30 @@ def test_given_splits_are_standardised_with_training_statistics_only(tmp_path):
     assert abs(float(ds.x_train.mean())) < 1e-4 and float(ds.x_test.mean()) < -0.5  # the test images are darker
 
 
+@pytest.mark.parametrize("source", ["digits", "xy.npz", "flat"])
+def test_one_pool_of_images_is_split_before_its_statistics_are_taken(source, tmp_path):
+    """digits, an x/y npz and a folder of class folders are split by edgekd: mean and std come from the
+    training part alone, so the test images do not shape the preprocessing they are scored through."""
+    from PIL import Image
+
+    x, y = _xy()
+    x[y == 3] //= 4  # one class darker, so that the parts' statistics differ
+    if source == "xy.npz":
+        np.savez(tmp_path / "xy.npz", x=x, y=y)
+        source = str(tmp_path / "xy.npz")
+    elif source == "flat":
+        for i, (img, label) in enumerate(zip(x, y)):
+            (tmp_path / "flat" / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / "flat" / f"c{label}" / f"{i:03d}.png")
+        source = str(tmp_path / "flat")
+    ds = load_data(source)
+    pre = ds.describe()["preprocess"]
+    assert abs(float(ds.x_train.mean())) < 1e-5 and abs(float(ds.x_train.std()) - 1) < 1e-4
+    everything = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert abs(float(everything.mean())) > 1e-3  # the other parts were not in the statistics
+    assert pre["std"][0] > 0 and len(pre["mean"]) == 1
+
+
 def test_normalize_none_and_per_channel_values(tmp_path):
     ds = load_data("digits", normalize="none")
     assert ds.x_train.min() == 0 and ds.x_train.max() == pytest.approx(1.0)
