@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import click
@@ -167,7 +166,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
                    "or raise measure.repeats in the profile")
     if json_out:
         write_json(json_out, {"profile": prof.name, "cached": cached,
-                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": asdict(r)}
+                              "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": r.to_dict()}
                                          for i, (p, s, r) in enumerate(zip(paths, stats, vs))]})
 
 

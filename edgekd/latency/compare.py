@@ -1,7 +1,7 @@
 """How much slower one model is than another, measured interleaved, with a confidence interval.
 
-A ratio of two whole-run p50s rests on few independent numbers: on a loaded 2-core runner one run of
-a 0.1 ms model came out 1.21x slower than *itself* (CI, stop 19). The models' repeats take turns, so
+A ratio of two whole-run p50s rests on few independent numbers: on a loaded 2-core CI runner a 0.1 ms
+model came out 1.21x slower than *itself* as the median of three such ratios. The models' repeats take turns, so
 the k-th repeat of each ran moments apart under the same load; their ratios are many paired samples
 whose median shrugs off a noisy stretch that hits one side. The interval around that median is
 distribution-free (order statistics), so it holds for the skewed, bursty timings a shared machine gives.
