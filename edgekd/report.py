@@ -110,12 +110,12 @@ def latency_method(manifest: dict[str, Any]) -> str:
     if speedup:
         runs = ", ".join(f"{v:.2f}x" for v in speedup["runs"])
         if "pairs" in speedup:
-            from edgekd.types.measures import MIN_PAIRS
+            from edgekd.types import Ratio
 
-            span = "95% interval" if speedup["pairs"] >= MIN_PAIRS else "range"
+            found = Ratio.from_dict(speedup)
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
-                     f"{speedup['pairs']} repeat-by-repeat ratios over the {rounds} runs: {speedup['median']:.2f}x "
-                     f"({span} {speedup['low']:.2f}-{speedup['high']:.2f}x; per run {runs})")
+                     f"{found.pairs} repeat-by-repeat ratios over the {rounds} runs: {found.median:.2f}x "
+                     f"({found.interval()}; per run {runs})")
         else:  # a manifest from before the repeats were paired
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
                      f"the {rounds} runs' ratios: {speedup['median']:.2f}x ({runs})")

@@ -111,3 +111,8 @@ class Ratio:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ratio:
+        """From ``to_dict``'s keys; other keys beside them (a manifest's per-run list) are ignored."""
+        return cls(float(data["median"]), float(data["low"]), float(data["high"]), int(data["pairs"]))
