@@ -56,6 +56,16 @@ def test_a_second_run_reuses_the_fit_without_measuring(cache, fast_profile, monk
     assert [a[1] for a in again.anchors] == [a[1] for a in first.anchors]
 
 
+def test_a_kept_fit_without_a_given_reference_measures_the_reference_now(cache, fast_profile, monkeypatch):
+    """The Python API's default (no ``reference_ms``) holds on the kept-fit path too, not only on a fresh fit."""
+    first = _fit(fast_profile, [])
+    monkeypatch.setattr(lm, "measure_fit", lambda *_a, **_k: pytest.fail("measured again"))
+    monkeypatch.setattr(lm, "reference_now", lambda *_a: 3.0)
+    again = _fit(fast_profile, [])
+    net = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 6, seed=1)[-1]
+    assert again.predict(None, net) == pytest.approx(3.0 * first.units(None, net))
+
+
 def test_anything_that_changes_what_is_measured_changes_the_key(fast_profile, monkeypatch):
     from edgekd.latency import table
 

@@ -46,8 +46,8 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     is not used and that networks are being measured instead (minutes on a large input, with no
     progress bar in a CI log)."""
     log = log or (lambda _m: None)
-    table = _table_model(space, profile, input_shape, num_classes, precision,
-                         reference_ms or (lambda: reference_now(profile, input_shape, num_classes)), log)
+    reference_ms = reference_ms or (lambda: reference_now(profile, input_shape, num_classes))
+    table = _table_model(space, profile, input_shape, num_classes, precision, reference_ms, log)
     if table is not None:
         return table
     how = ""
