@@ -33,7 +33,7 @@ import numpy as np
 
 from edgekd.errors import ConfigError
 from edgekd.profiles import DeviceProfile
-from edgekd.types import Artifact
+from edgekd.types import Artifact, Ratio
 
 if TYPE_CHECKING:
     from edgekd.latency.nodeprofile import NodeProfile, SourceCost
@@ -102,17 +102,25 @@ class FallbackRound:
     quantized: int  # nodes still quantized in this round's file
     int8_p50_ms: float
     fp32_p50_ms: float
-    final_ratio: float | None = None  # int8/fp32 in the closing interleaved run of all rounds
+    paired: Ratio | None = None  # int8/fp32 over this round's repeat-by-repeat pairs
+    final: Ratio | None = None  # the same in the closing interleaved run of all rounds
 
     @property
     def ratio(self) -> float:
-        """int8 p50 / fp32 p50 measured interleaved in this round (below 1: int8 is faster)."""
-        return self.int8_p50_ms / self.fp32_p50_ms
+        """int8/fp32 measured interleaved in this round (below 1: int8 is faster): the median of the
+        repeat-by-repeat ratios, which one busy stretch over one side's run cannot swing as it swings the
+        ratio of two whole-run p50s; that ratio when the runner gave no repeat medians."""
+        return self.paired.median if self.paired else self.int8_p50_ms / self.fp32_p50_ms
+
+    @property
+    def final_ratio(self) -> float | None:
+        return self.final.median if self.final else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "excluded": [e.to_dict() for e in self.excluded], "quantized": self.quantized,
                 "int8_p50_ms": self.int8_p50_ms, "fp32_p50_ms": self.fp32_p50_ms, "ratio": self.ratio,
-                "final_ratio": self.final_ratio}
+                "final_ratio": self.final_ratio, "paired": self.paired.to_dict() if self.paired else None,
+                "final": self.final.to_dict() if self.final else None}
 
 
 @dataclass(frozen=True)
@@ -134,9 +142,8 @@ class FallbackResult:
 
     @property
     def ratio(self) -> float:
-        """The kept round's int8/fp32 p50 ratio (the closing run's when there was one)."""
-        best = self.rounds[self.best_round]
-        return best.final_ratio if best.final_ratio is not None else best.ratio
+        """The kept round's int8/fp32 ratio (the closing run's when there was one)."""
+        return _ratio(self.rounds[self.best_round])
 
     @property
     def excluded(self) -> tuple[Exclusion, ...]:
@@ -146,9 +153,12 @@ class FallbackResult:
     def summary(self) -> str:
         """One line for the log: which round's file is kept and how much of it runs in int8 (the loop may
         stop at a round with nothing left in int8, whose file is never the one kept)."""
-        kept, total = self.rounds[self.best_round].quantized, self.rounds[0].quantized
+        best = self.rounds[self.best_round]
+        kept, total = best.quantized, self.rounds[0].quantized
+        measured = best.final or best.paired
+        spread = f" ({measured.interval()})" if measured else ""
         return (f"int8 file from round {self.best_round} of {len(self.rounds)}, {kept} of {total} quantizable "
-                f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}; the rounds stopped: {self.stopped}")
+                f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}{spread}; the rounds stopped: {self.stopped}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact.to_dict(), "rounds": [r.to_dict() for r in self.rounds],
@@ -203,6 +213,7 @@ class _Loop:
         self.artifacts: list[Artifact] = []
 
     def run(self) -> tuple[list[FallbackRound], str]:
+        from edgekd.latency.compare import ratio
         from edgekd.latency.measure import measure
 
         rounds: list[FallbackRound] = []
@@ -211,9 +222,10 @@ class _Loop:
             index = len(rounds)
             self.excluded.update({e.node: e for e in new})
             art = self._quantize(index)
-            fp32_stats, int8_stats = measure([self.fp32, art.path], self.profile, self.shape)
+            fp32_stats, int8_stats = stats = measure([self.fp32, art.path], self.profile, self.shape)
             quantized = quantized_nodes(art.path, art.details.get("excluded_nodes", {}))
-            rounds.append(FallbackRound(index, new, len(quantized), int8_stats.p50_ms, fp32_stats.p50_ms))
+            rounds.append(FallbackRound(index, new, len(quantized), int8_stats.p50_ms, fp32_stats.p50_ms,
+                                        ratio([stats], a=1, b=0)))
             if not quantized:  # an fp32 graph under another name: never the int8 artifact
                 return rounds, f"every quantized node fell back to fp32 by round {index}: int8 gains nothing here"
             if rounds[-1].ratio <= 1.0 - self.config.margin:
@@ -226,12 +238,13 @@ class _Loop:
 
     def close(self, rounds: list[FallbackRound]) -> list[FallbackRound]:
         """Measure every round's file again in one interleaved run with fp32, so the pick is fair."""
+        from edgekd.latency.compare import ratio
         from edgekd.latency.measure import measure
 
         if len(rounds) == 1:
             return rounds
         stats = measure([self.fp32, *[a.path for a in self.artifacts]], self.profile, self.shape)
-        return [dataclasses.replace(r, final_ratio=s.p50_ms / stats[0].p50_ms) for r, s in zip(rounds, stats[1:])]
+        return [dataclasses.replace(r, final=ratio([stats], a=i + 1, b=0)) for i, r in enumerate(rounds)]
 
     def _quantize(self, index: int) -> Artifact:
         from edgekd.export import ExportRequest, get_exporter

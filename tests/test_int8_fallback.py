@@ -131,7 +131,13 @@ def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data
                                 name="student-int8")
     assert [len(r.excluded) for r in result.rounds] == [0, 2, 2]
     assert all(b.quantized <= a.quantized - 2 for a, b in zip(result.rounds, result.rounds[1:]))
-    assert all(r.final_ratio is not None and r.ratio > 0 for r in result.rounds)
+    repeats = int(fast_profile.measure["repeats"])
+    # Each ratio is the median of repeat-by-repeat pairs: those of the round's own run, then of the closing run.
+    assert all(r.paired.pairs >= repeats and r.ratio == r.paired.median for r in result.rounds)
+    assert all(r.final.pairs >= repeats and r.final_ratio == r.final.median for r in result.rounds)
+    assert result.ratio == result.rounds[result.best_round].final.median
+    assert f"int8/fp32 latency {result.ratio:.2f} ({result.rounds[result.best_round].final.interval()})" \
+        in result.summary()
     assert not result.faster and "still not faster after 2" in result.stopped
     assert result.path == str(tmp_path / "student-int8.onnx")
     onnx.checker.check_model(result.path, full_check=True)
@@ -159,8 +165,21 @@ def test_a_graph_with_nothing_left_in_int8_is_never_the_int8_artifact(fp32, smal
 def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
     result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path,
                                 FallbackConfig(rounds=0, margin=1.0))
-    assert len(result.rounds) == 1 and result.best_round == 0 and result.rounds[0].final_ratio is None
-    assert result.ratio == pytest.approx(result.rounds[0].int8_p50_ms / result.rounds[0].fp32_p50_ms)
+    only = result.rounds[0]
+    assert len(result.rounds) == 1 and result.best_round == 0 and only.final_ratio is None and only.final is None
+    assert result.ratio == only.paired.median
+    saved = result.to_dict()["rounds"][0]
+    assert saved["ratio"] == only.paired.median and saved["paired"]["pairs"] == only.paired.pairs
+
+
+def test_a_round_without_repeat_medians_falls_back_to_the_p50s():
+    from edgekd.int8_fallback import FallbackRound
+    from edgekd.types import Ratio
+
+    plain = FallbackRound(0, (), 5, int8_p50_ms=0.9, fp32_p50_ms=1.0)
+    assert plain.ratio == pytest.approx(0.9) and plain.final_ratio is None
+    paired = FallbackRound(0, (), 5, 1.1, 1.0, paired=Ratio(0.95, 0.9, 1.0, 12))
+    assert paired.ratio == 0.95  # the whole-run p50s said int8 was slower; the paired repeats say otherwise
 
 
 def test_missing_or_foreign_fp32_file_is_a_clear_error(small_data, fast_profile, tmp_path):
