@@ -9,6 +9,10 @@ Also times a 1,000-candidate search.
 Writes benchmarks/results/search_quality.{md,json}.
 
     .venv/bin/python benchmarks/search_quality.py [--per-space 30] [--epochs 5] [--seeds 3] [--truth-seeds 2]
+        [--seed 1] [--search-proxies diswot,diswot_params]
+
+``make bench-search`` draws its students with seed 1: ``diswot_params`` was composed after looking at the
+seed-0 draw (``results/search_quality_seed0.*``), so its figures are taken on students it was not chosen on.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import write_results
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_io import write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-PROXY_NAMES = ("diswot", "diswot_init", "naswot", "synflow", "grad_norm", "params")
+PROXY_NAMES = ("diswot", "diswot_params", "diswot_init", "naswot", "synflow", "grad_norm", "params")
 
 
 def _models_and_budget(space: Any, lat: Any, data: Any, rng: np.random.Generator, quantile: float) -> tuple:
@@ -114,6 +121,7 @@ def _rescore(out: dict, data: Any, teacher: Any, log: Any) -> dict:
 def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, profile: Any, log: Any) -> dict:
     from scipy.stats import kendalltau
 
+    from edgekd.errors import BudgetError
     from edgekd.search import SearchConfig, search
     from edgekd.search.latency_model import latency_model
     from edgekd.search.spaces import resolve_space
@@ -143,16 +151,25 @@ def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, p
     # is scored against the mean of the seeds, which is steadier than one seed, but this is the scale.
     seed_tau = (float(kendalltau([r["accuracies"][0] for r in rows], [r["accuracies"][1] for r in rows]).statistic)
                 if args.truth_seeds > 1 else None)
-    # The searched student (evolution under the same budget, top candidates measured) vs the baselines.
-    start = time.perf_counter()
-    found = search(teacher, data, profile, Budget(latency_ms=budget_ms),
-                   SearchConfig(space=name, candidates=args.search_candidates, precision=args.precision,
-                                seed=args.seed), progress=False)
-    search_s = time.perf_counter() - start
+    # The searched student (evolution under the same budget, top candidates measured), one per proxy
+    # searched with, vs the baselines.
+    searched, search_s, chosen_ms, compare = [], {}, {}, {}
+    for proxy in args.search_proxies.split(","):
+        start = time.perf_counter()
+        try:
+            found = search(teacher, data, profile, Budget(latency_ms=budget_ms),
+                           SearchConfig(space=name, proxy=proxy, candidates=args.search_candidates,
+                                        precision=args.precision, seed=args.seed), progress=False)
+        except BudgetError as exc:  # the budget is set on predictions; measured, nothing may meet it
+            search_s[proxy], chosen_ms[proxy] = time.perf_counter() - start, None
+            compare[f"searched:{proxy}"] = {"error": exc.message}
+            log(f"{name} searched:{proxy}: {exc.message}")
+            continue
+        search_s[proxy], chosen_ms[proxy] = time.perf_counter() - start, found.chosen.latency_ms
+        searched.append((f"searched:{proxy}", found.chosen.spec))
     largest = max(under, key=lambda p: p[2])[0]
     random_pick = picks[0][0]
-    compare = {}
-    for label, spec in (("searched", found.chosen.spec), ("largest", largest), ("random", random_pick)):
+    for label, spec in (*searched, ("largest", largest), ("random", random_pick)):
         values = [_distill(space, spec, data, teacher, args.epochs, s)[0] for s in range(args.seeds)]
         compare[label] = {"spec": spec.to_dict(), "accuracy_mean": statistics.mean(values),
                           "accuracy_std": statistics.pstdev(values), "accuracies": values}
@@ -162,7 +179,7 @@ def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, p
             "random_mean_accuracy": statistics.mean(accs), "proxy_s_median": {
                 p: statistics.median(r["proxy_s"][p] for r in rows) for p in PROXY_NAMES},
             "distill_s_median": statistics.median(r["distill_s"] for r in rows),
-            "search_seconds": search_s, "search_chosen_measured_ms": found.chosen.latency_ms, "compare": compare}
+            "search_seconds": search_s, "search_chosen_measured_ms": chosen_ms, "compare": compare}
 
 
 def _timed_search(args: argparse.Namespace, data: Any, teacher: Any, profile: Any) -> dict:
@@ -182,7 +199,7 @@ def _markdown(out: dict) -> str:
              f"Profile `{out['profile']}`, precision {out['precision']}, {out['per_space']} random students per "
              f"space under a budget met by {out['quantile']:.0%} of the space, each distilled for {out['epochs']} "
              f"epochs (KD, T=4) with {out.get('truth_seeds', 1)} seed(s); accuracy on the test split, the mean over "
-             f"the seeds. Rerun: `{out['command']}`."
+             f"the seeds. Students drawn with seed {out.get('seed', 0)}. Rerun: `{out['command']}`."
              + (f" Proxies rescored on the recorded students on {out['rescored']} (`--rescore`)."
                 if out.get("rescored") else ""), "",
              "## Kendall tau: proxy score vs distilled accuracy", "",
@@ -200,18 +217,46 @@ def _markdown(out: dict) -> str:
         ratio = s["distill_s_median"] / s["proxy_s_median"]["diswot"]
         lines.append(f"| {s['space']} | {s['proxy_s_median']['diswot']:.4f} | {s['distill_s_median']:.1f} | "
                      f"{ratio:,.0f}x |")
+    # Older records hold one "searched" student, found with the default proxy of their day.
+    keys = list(dict.fromkeys(k for s in out["spaces"] for k in s["compare"] if k.startswith("searched")))
+    heads = [k.replace("searched:", "searched with ") for k in keys]
     lines += ["", f"## Searched vs baseline students (test accuracy, mean ± std over {out['seeds']} seeds)", "",
-              "| space | searched | largest under budget | random under budget | mean of the random students |",
-              "|---|---|---|---|---|"]
+              "| space | " + " | ".join(heads) + " | largest under budget | random under budget | mean of the random "
+              "students |", "|---|" + "---|" * (len(keys) + 3)]
     for s in out["spaces"]:
         c = s["compare"]
-        lines.append(f"| {s['space']} | " + " | ".join(
-            f"{c[k]['accuracy_mean'] * 100:.2f} ± {c[k]['accuracy_std'] * 100:.2f}"
-            for k in ("searched", "largest", "random")) + f" | {s['random_mean_accuracy'] * 100:.2f} |")
+        lines.append(f"| {s['space']} | " + " | ".join(_cell(c.get(k)) for k in (*keys, "largest", "random"))
+                     + f" | {s['random_mean_accuracy'] * 100:.2f} |")
     t = out["search_1000"]
     lines += ["", f"Search over {t['candidates']} mbv2 candidates: {t['seconds']:.1f} s on {out['machine']} "
               f"(latency: {t['latency_source']}).", ""]
     return "\n".join(lines)
+
+
+def _cell(result: dict | None) -> str:
+    if result is None:
+        return "n/a"
+    if "error" in result:
+        return "none under the budget when measured"
+    return f"{result['accuracy_mean'] * 100:.2f} ± {result['accuracy_std'] * 100:.2f}"
+
+
+def _resumed(args: argparse.Namespace, log: Any) -> tuple[Path, dict[str, dict]]:
+    """OUT.partial.json keeps every finished space (tens of minutes each); ``--resume`` takes them back when
+    they were run with the same settings."""
+    partial = Path(args.out + ".partial.json")
+    if not (args.resume and partial.is_file()):
+        return partial, {}
+    kept = json.loads(partial.read_text())
+    if kept["settings"] != _settings(args):
+        log(f"{partial} was run with other settings; starting again")
+        return partial, {}
+    log(f"resuming: {', '.join(s['space'] for s in kept['spaces'])} kept from {partial}")
+    return partial, {s["space"]: s for s in kept["spaces"]}
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("out", "resume", "rescore", "spaces")}
 
 
 def main() -> None:
@@ -228,12 +273,16 @@ def main() -> None:
     ap.add_argument("--truth-seeds", type=int, default=2,
                     help="distillation seeds per random student; their mean is what the proxies must rank")
     ap.add_argument("--quantile", type=float, default=0.6)
+    ap.add_argument("--search-proxies", default="diswot,diswot_params",
+                    help="proxies to search with, comma-separated: one searched student each")
     ap.add_argument("--search-candidates", type=int, default=300)
     ap.add_argument("--timed-candidates", type=int, default=1000)
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "search_quality"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the spaces finished in OUT.partial.json by an interrupted run with the same settings")
     ap.add_argument("--rescore", action="store_true",
                     help="score the students recorded in OUT.json with every proxy again (minutes), keeping "
                          "their distilled accuracies: for a proxy added or changed since the run")
@@ -256,15 +305,20 @@ def main() -> None:
         out = _rescore(json.loads(Path(args.out + ".json").read_text()), data, teacher, log)
         write_results(args.out, out, _markdown(out))
         return
-    spaces = [_space_study(n, args, data, teacher, profile, log) for n in args.spaces.split(",")]
+    partial, done = _resumed(args, log)
+    spaces: list[dict] = []
+    for name in args.spaces.split(","):
+        spaces.append(done.get(name) or _space_study(name, args, data, teacher, profile, log))
+        partial.write_text(json.dumps({"settings": _settings(args), "spaces": spaces}))
     out = {"profile": profile.name, "precision": args.precision, "per_space": args.per_space,
            "epochs": args.epochs, "seeds": args.seeds, "truth_seeds": args.truth_seeds, "threads": args.threads,
-           "quantile": args.quantile,
+           "quantile": args.quantile, "seed": args.seed,
            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "versions": tool_versions(),
            "command": "make bench-search", "spaces": spaces,
            "search_1000": _timed_search(args, data, teacher, profile),
            "seconds": time.perf_counter() - start}
     write_results(args.out, out, _markdown(out))
+    partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

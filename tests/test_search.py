@@ -157,7 +157,7 @@ def test_pruned_space_errors(teacher, small_data):
         space.build({"keep": [0.5]}, small_data.input_shape, 10)
 
 
-@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm", "diswot_init"])
+@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm", "diswot_init", "diswot_params"])
 def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(name, teacher, small_data):
     import torch
 
@@ -168,6 +168,18 @@ def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(
     a, b = PROXIES.get(name)(model, probe), PROXIES.get(name)(model, probe)
     assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_diswot_params_adds_the_log_of_the_parameter_count_to_diswot(teacher, small_data):
+    import torch
+
+    probe = make_probe(teacher.module, small_data.x_train[:16], small_data.y_train[:16])
+    small = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
+    wide = torch.nn.Sequential(small, torch.nn.Linear(10, 10))  # more parameters
+    for model in (small, wide):
+        n = sum(p.numel() for p in model.parameters())
+        assert PROXIES.get("diswot_params")(model, probe) == pytest.approx(
+            PROXIES.get("diswot")(model, probe) + np.log(n), rel=1e-6)
 
 
 def test_diswot_init_scores_the_teachers_own_architecture_highest(teacher, small_data):
@@ -225,6 +237,7 @@ def test_diswot_falls_back_to_logits_when_the_teacher_has_no_feature_map(small_d
     assert probe.cam is None
     student = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
     assert np.isfinite(PROXIES.get("diswot")(student, probe))
+    assert np.isfinite(PROXIES.get("diswot_params")(student, probe))
 
 
 def test_evolution_respects_constraints_and_beats_random():

@@ -35,8 +35,8 @@ _COMPRESS_OPTIONS = [
                                                          "below the teacher's test accuracy (e.g. 1.0)."),
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
-    click.option("--proxy", type=str, help="Training-free score: diswot, diswot_init, naswot, synflow, grad_norm, "
-                                           "params (default: diswot)."),
+    click.option("--proxy", type=str, help="Training-free score: diswot, diswot_params, diswot_init, naswot, synflow, "
+                                           "grad_norm, params (default: diswot)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--latency-anchors", type=int,
                  help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "

@@ -8,7 +8,9 @@ setting: the teacher's architecture and the student both at random initialisatio
 term from the classifier's weight gradients (class-by-class similarity) instead of CAMs.
 ``naswot``, ``synflow`` and ``grad_norm`` are the zero-cost proxies of the NAS literature (Mellor
 et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which ignore the teacher. ``params``
-(more parameters is better) is the baseline every proxy must beat.
+(more parameters is better) is the baseline every proxy must beat. ``diswot_params`` adds the two:
+DisWOT's similarities say how alike a student already is to the teacher, not how much it can learn, and
+on digits parameter count ranked distilled students better than any similarity alone.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def diswot(student: Any, probe: Probe) -> float:
     rel = _distance(_relation(feats.detach()), probe.relation)
     sem = _distance(_cam_relation(feats, logits, probe.y), probe.cam)
     return -(rel + sem)
+
+
+@PROXIES.register("diswot_params")
+def diswot_params(student: Any, probe: Probe) -> float:
+    """diswot plus the natural log of the parameter count, unweighted: doubling a student's parameters is
+    worth as much as closing 0.69 of its distance to the teacher (5-12 on digits). On that log scale
+    capacity decides between students of very different sizes, similarity between students of about one."""
+    return diswot(student, probe) + float(np.log(params(student, probe)))
 
 
 @PROXIES.register("diswot_init")

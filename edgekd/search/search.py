@@ -92,8 +92,8 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     rng = np.random.default_rng(config.seed)
     idx = rng.permutation(len(data.y_train))[:config.probe_batch]
     probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
-    if probe.cam is None and config.proxy == "diswot":
-        log("search: the teacher exposes no 4-D feature map, so diswot compares logit relations only")
+    if probe.cam is None and config.proxy in ("diswot", "diswot_params"):
+        log(f"search: the teacher exposes no 4-D feature map, so {config.proxy} compares logit relations only")
     if config.proxy == "diswot_init":
         require_init(probe)  # before any latency is measured
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]

@@ -1,0 +1,35 @@
+"""benchmarks/search_quality.py: resuming an interrupted run, and a searched student that misses its budget."""
+
+import argparse
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("search_quality")
+
+
+def _args(tmp_path, **changes):
+    base = {"spaces": "mbv2,resnet", "per_space": 30, "epochs": 5, "seed": 1, "out": str(tmp_path / "sq"),
+            "resume": True, "rescore": False}
+    return argparse.Namespace(**{**base, **changes})
+
+
+def test_resume_keeps_finished_spaces_only_under_the_same_settings(bench, tmp_path):
+    lines: list[str] = []
+    args = _args(tmp_path)
+    partial, done = bench._resumed(args, lines.append)
+    assert partial == tmp_path / "sq.partial.json" and done == {}
+    partial.write_text(json.dumps({"settings": bench._settings(args), "spaces": [{"space": "mbv2", "tau": {}}]}))
+    assert list(bench._resumed(args, lines.append)[1]) == ["mbv2"] and "resuming: mbv2" in lines[-1]
+    assert bench._resumed(_args(tmp_path, resume=False), lines.append)[1] == {}
+    assert bench._resumed(_args(tmp_path, seed=2), lines.append)[1] == {}
+    assert "other settings; starting again" in lines[-1]
+
+
+def test_a_search_that_finds_nothing_under_the_budget_is_a_table_cell_not_a_crash(bench):
+    assert bench._cell({"error": "no candidate can meet --budget-ms 0.14"}) == "none under the budget when measured"
+    assert bench._cell({"accuracy_mean": 0.9712, "accuracy_std": 0.0041}) == "97.12 ± 0.41"
+    assert bench._cell(None) == "n/a"
