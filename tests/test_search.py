@@ -55,8 +55,8 @@ def test_unmeetable_size_names_the_smallest(teacher, small_data, fast_profile):
 def test_unknown_space_and_proxy(teacher, small_data, fast_profile):
     with pytest.raises(ConfigError, match="unknown search space 'nope'; choose one of: mbv2.*, pruned, resnet"):
         SearchConfig(space="mbv2,nope")
-    with pytest.raises(ConfigError, match="unknown proxy 'nope'; choose one of: diswot, diswot_init, grad_norm, "
-                                          "naswot, params, synflow"):
+    with pytest.raises(ConfigError, match="unknown proxy 'nope'; choose one of: diswot, diswot_init, diswot_params, "
+                                          "grad_norm, naswot, params, synflow"):
         SearchConfig(proxy="nope")
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         SearchConfig(precision="fp16")
