@@ -25,7 +25,9 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
     describe_preprocess,
     normalize_images,
     parse_normalize,
+    parse_resolution,
     recorded_preprocess,
+    resize_value,
 )
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
@@ -38,7 +40,7 @@ class RecordedData:
 
     source: str | None  # None: the run's own data is not here (or the manifest does not say)
     named: str  # how the manifest names it, for messages
-    resolution: int | None
+    resolution: Any  # one side, (height, width) or as the recipe recorded it (parse_resolution reads each form)
     seed: int  # the split the test accuracy was measured on
 
 
@@ -49,7 +51,8 @@ def recorded_data(manifest: dict[str, Any]) -> RecordedData:
     if own and own != "digits":
         return RecordedData(own if Path(own).exists() else None, own, recipe.get("resolution"), seed)
     if own == "digits" or info.get("name") == "digits":
-        return RecordedData("digits", "digits", shape[-1] if shape else recipe.get("resolution"), seed)
+        return RecordedData("digits", "digits", resize_value(parse_resolution(shape[-2:])) if shape
+                            else recipe.get("resolution"), seed)
     return RecordedData(None, info.get("name", "?"), None, seed)
 
 
@@ -89,53 +92,57 @@ class Dataset:
         }
 
 
-def load_data(source: str | None = None, *, resolution: int | None = None, seed: int = 0,
+def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 0,
               normalize: Any = None, channels: int | None = None) -> Dataset:
     """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, or an image folder.
 
-    ``resolution`` resizes images to a square side (digits default: 32). ``normalize``: "dataset"
+    ``resolution`` resizes images: one side (square) or height and width ("240x320", (240, 320));
+    digits default: 32. ``normalize``: "dataset"
     (default: standardise with the data's own mean and std), "none" (scaled pixels as they are), a
     "MEAN/STD" string or a recorded ``Preprocess`` (the same numbers a model was trained with).
     ``channels`` 3 repeats grayscale images to RGB, 1 turns RGB into luminance (default: as stored, or
     as a recorded ``Preprocess`` converted them).
     """
     parse_normalize(normalize)  # a malformed spec is refused before any data is read
+    hw = parse_resolution(resolution)
     if channels is None and isinstance(normalize, Preprocess):
         channels = normalize.to_channels
     check_channels(channels)  # before any data is read
     if source is None or source == "digits":
-        return load_digits(resolution=resolution or 32, seed=seed, normalize=normalize, channels=channels)
+        return load_digits(resolution=hw or 32, seed=seed, normalize=normalize, channels=channels)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data '{source}' does not exist", "pass a .npz file, an image folder, or 'digits'")
     if path.is_dir():
         from edgekd.images import load_image_folder  # here: it builds on this module
 
-        return load_image_folder(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
+        return load_image_folder(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() == ".npz":
-        return load_npz(path, resolution=resolution, seed=seed, normalize=normalize, channels=channels)
+        return load_npz(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     raise DataError(
         f"data '{source}' is neither a .npz file nor a folder", "pass a .npz file (x, y arrays) or an image folder"
     )
 
 
-def load_digits(resolution: int = 32, seed: int = 0, normalize: Any = None, channels: int | None = None) -> Dataset:
+def load_digits(resolution: Any = 32, seed: int = 0, normalize: Any = None, channels: int | None = None) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digit scans (values 0-16), upsampled so convolutions have work to do."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
-    x = _resize(x, resolution)
+    hw = parse_resolution(resolution) or (32, 32)
+    x = _resize(x, hw)
     y = bunch.target.astype(np.int64)
     x, to = convert_channels(x, channels, "digits")
-    side = resolution if resolution != 8 else None
+    side = resize_value(hw) if hw != (8, 8) else None
     return split_normalized("digits", x, y, tuple(str(i) for i in range(10)), seed, normalize, "digits",
                             lambda mean, std: Preprocess(1 / 16, mean, std, "grayscale", side,
                                                          TORCH_RESIZE if side else None, to))
 
 
-def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
+def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
              channels: int | None = None) -> Dataset:
+    resolution = parse_resolution(resolution)
     fix = "write it with numpy.savez(path, x=..., y=...)"
     try:
         archive = np.load(path, allow_pickle=False)
@@ -171,7 +178,8 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
         mean, std = norm["train"][1:]
-        pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
+        pre = Preprocess(scale, mean, std, "as stored", resize_value(resolution), TORCH_RESIZE if resolution else None,
+                         to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
             names, pre,
@@ -189,11 +197,11 @@ def load_npz(path: Path, resolution: int | None = None, seed: int = 0, normalize
     check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
     return split_normalized(path.name, x, y, names, seed, normalize, str(path),
-                            lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
+                            lambda mean, std: Preprocess(scale, mean, std, "as stored", resize_value(resolution),
                                                          TORCH_RESIZE if resolution else None, to))
 
 
-def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None, normalize: Any,
+def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, normalize: Any,
                channels: int | None) -> Dataset:
     """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
     validate and gate; the training stages refuse it."""
@@ -204,7 +212,8 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: int | None
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
+    pre = Preprocess(scale, mean, std, "as stored", resize_value(resolution), TORCH_RESIZE if resolution else None,
+                         to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre)
 
@@ -231,7 +240,7 @@ def _scale(x: np.ndarray) -> float:
     return 1 / 255 if x.dtype == np.uint8 else 1.0
 
 
-def _to_nchw(path: Path, x: np.ndarray, resolution: int | None) -> np.ndarray:
+def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise DataError(f"{path}: x has dtype {x.dtype}", "store images as numbers (uint8 or float)")
     x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
@@ -286,13 +295,13 @@ def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> N
                         + f"; labels run 0..{num_classes - 1 if num_classes else int(present[-1])}", fix)
 
 
-def _resize(x: np.ndarray, side: int) -> np.ndarray:
-    if x.shape[-2:] == (side, side):
+def _resize(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if x.shape[-2:] == tuple(hw):
         return np.ascontiguousarray(x, dtype=np.float32)
     import torch
     import torch.nn.functional as F
 
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=(side, side), mode="bilinear",
+    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=tuple(hw), mode="bilinear",
                         align_corners=False)
     return out.numpy().astype(np.float32)
 

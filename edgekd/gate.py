@@ -47,7 +47,7 @@ class GateConfig:
     rounds: int = 3
     min_accuracy: float | None = None
     data: str | None = None
-    resolution: int | None = None
+    resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width) (None: as stored)
     normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
     channels: Any = None  # 1 or 3 to convert --data to (None: as the model's metadata records, else as stored)
     seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
@@ -66,6 +66,9 @@ class GateConfig:
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
                               "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
                               "manifest.json (held to its own budget)")
+        from edgekd.preprocess import parse_resolution, resize_value
+
+        object.__setattr__(self, "resolution", resize_value(parse_resolution(self.resolution)))  # refused early
         if not 0 <= self.latency_tolerance < 1:
             raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
         if self.rounds < 1:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, holdout, split_normalized
 from edgekd.errors import DataError
-from edgekd.preprocess import Preprocess, convert_channels, normalize_images
+from edgekd.preprocess import Preprocess, convert_channels, normalize_images, parse_resolution, resize_value
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
@@ -20,10 +20,12 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 VAL_SHARE = 0.125  # of the training images, when no val/ folder is given (as for a .npz's given splits)
 
 
-def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, normalize: Any = None,
+def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
                       channels: int | None = None) -> Dataset:
-    """Grayscale unless any image has colour; every image resized to ``resolution`` (default: the first
-    image's longer side). A split layout keeps its splits; class folders alone are split 70/10/20."""
+    """Grayscale unless any image has colour; every image resized to ``resolution`` (one side, or height
+    and width; default: the first image's height and width, so its aspect ratio is kept). A split layout
+    keeps its splits; class folders alone are split 70/10/20."""
+    resolution = parse_resolution(resolution)
     folders = _visible_dirs(path)
     splits = _split_layout(path, folders)
     if splits is None:
@@ -35,7 +37,7 @@ def load_image_folder(path: Path, resolution: int | None = None, seed: int = 0, 
         x, to = convert_channels(x, channels, str(path))
         return split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                                 lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
-                                                             side, "bicubic", to))
+                                                             resize_value(side), "bicubic", to))
     return _load_splits(path, splits, resolution, seed, normalize, channels)
 
 
@@ -79,7 +81,7 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tup
     return files
 
 
-def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, seed: int, normalize: Any,
+def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int] | None, seed: int, normalize: Any,
                  channels: int | None) -> Dataset:
     if "train" not in splits:
         return _test_only(path, splits["test"], resolution, normalize, channels)
@@ -112,12 +114,14 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: int | None, se
     xs, to = {r: v[0] for r, v in converted.items()}, converted["train"][1]
     norm = {r: normalize_images(v, xs["train"], normalize, str(path)) for r, v in xs.items()}
     mean, std = norm["train"][1:]
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", resize_value(side), "bicubic",
+                     to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
                    classes, pre)
 
 
-def _test_only(path: Path, folder: Path, resolution: int | None, normalize: Any, channels: int | None) -> Dataset:
+def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, normalize: Any,
+               channels: int | None) -> Dataset:
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
     classes = tuple(_visible_dirs(folder))
@@ -126,15 +130,18 @@ def _test_only(path: Path, folder: Path, resolution: int | None, normalize: Any,
     y = np.array([label for _, label in files], dtype=np.int64)
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", resize_value(side), "bicubic",
+                     to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
 
 
-def _read(path: Path, files: list[Path], resolution: int | None) -> tuple[np.ndarray, str, float, int]:
-    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the side.
+def _read(path: Path, files: list[Path], resolution: tuple[int, int] | None,
+          ) -> tuple[np.ndarray, str, float, tuple[int, int]]:
+    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the (height,
+    width) they were resized to.
 
-    Headers first (opening an image decodes nothing): they decide the mode and the side, and whether the
+    Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
     a folder of full-size photos never sits in memory whole."""
     from PIL import Image, UnidentifiedImageError
@@ -147,24 +154,24 @@ def _read(path: Path, files: list[Path], resolution: int | None) -> tuple[np.nda
                 size = size or img.size
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
-    side = resolution or max(size)  # type: ignore[arg-type]
+    h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
     mode, levels = _depth(path, files, modes)
     channels = 3 if mode == "RGB" else 1
-    _check_memory(path, len(files), channels, side, resolution)
-    x = np.empty((len(files), side, side, channels), np.float32)
+    _check_memory(path, len(files), channels, (h, w), resolution)
+    x = np.empty((len(files), h, w, channels), np.float32)
     # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
     bicubic = Image.Resampling.BICUBIC
     for i, file in enumerate(files):
         try:
             with Image.open(file) as img:
-                converted = img.convert("F" if mode == "I;16" else mode).resize((side, side), bicubic)
+                converted = img.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
         except (OSError, UnidentifiedImageError) as exc:  # a truncated file fails when decoded
             raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
-        x[i] = np.asarray(converted, dtype=np.float32).reshape(side, side, channels)
+        x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, channels)
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
-    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, side
+    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w)
 
 
 def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]:
@@ -187,13 +194,14 @@ def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]
 MEMORY_FACTOR = 3  # the array, its normalised copy and the splits cut from it, at the peak of loading
 
 
-def _check_memory(path: Path, count: int, channels: int, side: int, resolution: int | None) -> None:
-    """Refuse, before decoding anything, images that would not fit in memory at this side."""
-    need = count * channels * side * side * 4 * MEMORY_FACTOR
+def _check_memory(path: Path, count: int, channels: int, hw: tuple[int, int],
+                  resolution: tuple[int, int] | None) -> None:
+    """Refuse, before decoding anything, images that would not fit in memory at this size."""
+    need = count * channels * hw[0] * hw[1] * 4 * MEMORY_FACTOR
     free = available_memory()
     if free is not None and need > free:
         chosen = "--resolution" if resolution else "the first image's size (no --resolution given)"
-        raise DataError(f"{path}: {count} images at {side}x{side} ({chosen}) would take about "
+        raise DataError(f"{path}: {count} images at {hw[0]}x{hw[1]} (height x width, {chosen}) would take about "
                         f"{need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available",
                         "pass a smaller --resolution (e.g. 224), or fewer images")
 

@@ -22,7 +22,7 @@ class RecheckConfig:
 
     artifact: str | None = None  # manifest entry name; default: the entry with the model's file name or hash
     data: str | None = None  # default: the manifest's own data when it is the embedded 'digits'
-    resolution: int | None = None  # default: the recorded input size
+    resolution: Any = None  # one side or "HEIGHTxWIDTH"; default: the recorded input size
     normalize: str | None = None  # default: the recorded preprocessing (dataset, none or MEAN/STD otherwise)
     channels: int | None = None  # default: the recorded channel conversion
     profile: str | None = None
@@ -31,6 +31,9 @@ class RecheckConfig:
     rounds: int = 3
 
     def __post_init__(self) -> None:
+        from edgekd.preprocess import parse_resolution, resize_value
+
+        object.__setattr__(self, "resolution", resize_value(parse_resolution(self.resolution)))  # refused early
         if not 0 <= self.accuracy_tolerance < 1:
             raise ConfigError(f"accuracy tolerance {self.accuracy_tolerance} is outside [0, 1)", "pass e.g. 0.005")
         if not 0 <= self.latency_tolerance < 1:
@@ -169,7 +172,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
         return f"accuracy: the manifest's data '{own.named}' is not here; pass --data to check it"
     shape = (manifest.get("data") or {}).get("input_shape") or []
     resolution = config.resolution or (own.resolution if source == own.source else None) or (
-        shape[-1] if shape and source == "digits" else None)
+        shape[-2:] if shape and source == "digits" else None)
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))

@@ -26,7 +26,7 @@ class CompressConfig:
     teacher: Any = None  # a spec or .pt2 path, a torch.nn.Module (Python API), or None: the embedded default
     weights: str | None = None
     data: Any = None  # a path, 'digits', a Dataset (Python API), or None: the embedded digits
-    resolution: int | None = None
+    resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width); kept as a side or (height, width)
     normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
     channels: int | None = None  # 3: grayscale repeated to RGB, 1: RGB to luminance (None: as the data is)
     profile: str = "host-cpu-1t"
@@ -83,8 +83,13 @@ class CompressConfig:
         from edgekd.preprocess import parse_channels
 
         object.__setattr__(self, "channels", parse_channels(self.channels))  # the CLI gives "3", a recipe 3
-        if self.resolution is not None and self.resolution < 4:
-            raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more")
+        from edgekd.preprocess import parse_resolution, resize_value
+
+        hw = parse_resolution(self.resolution)
+        if hw is not None and min(hw) < 4:
+            raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more for each side")
+        # One recorded form: a side for a square size, (height, width) otherwise (the recipe keeps a list).
+        object.__setattr__(self, "resolution", resize_value(hw))
         from edgekd.data import parse_normalize
 
         parse_normalize(self.normalize)

@@ -17,6 +17,7 @@ from edgekd.errors import ConfigError, DataError
 NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean and std), none (pixels "
                  "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
 
+RESOLUTION_FIX = "pass one side for square images (e.g. 224) or HEIGHTxWIDTH (e.g. 240x320)"
 CHANNELS_FIX = "pass --channels 3 (grayscale repeated to RGB) or 1 (RGB to luminance), as your teacher takes them"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights PIL converts RGB to grayscale with
 LUMA_TEXT = "0.299 R + 0.587 G + 0.114 B"
@@ -25,33 +26,76 @@ LUMA_TEXT = "0.299 R + 0.587 G + 0.114 B"
 @dataclass(frozen=True)
 class Preprocess:
     """How a raw image becomes the model's input: resized to ``resize`` (when set) with ``resize_method``,
-    then ``(pixel * scale - mean[c]) / std[c]`` per channel (one value: every channel), NCHW float32."""
+    then ``(pixel * scale - mean[c]) / std[c]`` per channel (one value: every channel), NCHW float32.
+    ``resize`` is one side for a square size, ``(height, width)`` otherwise."""
 
     scale: float  # 1/255 for 8-bit images, 1/16 for digits, 1 for float arrays
     mean: tuple[float, ...]
     std: tuple[float, ...]
     channels: str  # "grayscale", "rgb", or "as stored" (a .npz)
-    resize: int | None = None
+    resize: int | tuple[int, int] | None = None
     resize_method: str | None = None
     to_channels: int | None = None  # --channels: grayscale repeated to 3, or RGB to luminance (None: as loaded)
 
     def to_dict(self) -> dict[str, Any]:
         # to_channels only when set: records from before it existed stay equal to today's for the same data.
         return {"layout": "NCHW", "dtype": "float32", "channels": self.channels, "scale": self.scale,
-                "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
+                "mean": list(self.mean), "std": list(self.std), "resize": _resize_record(self.resize),
                 "resize_method": self.resize_method, **({"to_channels": self.to_channels} if self.to_channels else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
-                   d.get("resize"), d.get("resize_method"), d.get("to_channels"))
+                   resize_value(parse_resolution(d.get("resize"))), d.get("resize_method"), d.get("to_channels"))
+
+
+def parse_resolution(value: Any) -> tuple[int, int] | None:
+    """--resolution as (height, width): one side (224, "224") is square; "HEIGHTxWIDTH" ("240x320") or a
+    pair ([240, 320], as a recipe or a manifest records it) is not. Height first, as in NCHW shapes."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        parts: list[Any] = list(value)
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        parts = [value, value]
+    else:
+        text = str(value).strip().lower().replace("×", "x")
+        parts = text.split("x") if "x" in text else [text, text]
+    try:
+        hw = tuple(int(str(v).strip()) for v in parts)
+    except ValueError:
+        hw = ()
+    if len(hw) != 2 or min(hw) < 1:
+        raise ConfigError(f"--resolution {value} is not a positive side or HEIGHTxWIDTH", RESOLUTION_FIX)
+    return hw  # type: ignore[return-value]
+
+
+def resize_value(hw: tuple[int, int] | None) -> int | tuple[int, int] | None:
+    """The size as it is recorded and shown: one side when square (as it always was), else (height, width)."""
+    if hw is None:
+        return None
+    return hw[0] if hw[0] == hw[1] else (hw[0], hw[1])
+
+
+def resolution_text(value: Any) -> str:
+    """'224' or '240x320' (height x width), for messages and --resolution suggestions."""
+    hw = parse_resolution(value)
+    return "" if hw is None else (str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}")
+
+
+def _resize_record(resize: int | tuple[int, int] | None) -> int | list[int] | None:
+    # JSON (manifest, ONNX metadata) gets a list for a non-square size; a square one stays one integer,
+    # so records and readers from before non-square sizes existed are unchanged.
+    return list(resize) if isinstance(resize, tuple) else resize
 
 
 def describe_preprocess(d: dict[str, Any]) -> str:
     """One line for people: what to feed the shipped model."""
     scale = d["scale"]
     pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
-    resize = f"resized to {d['resize']}x{d['resize']} ({d['resize_method']}), " if d.get("resize") else ""
+    hw = parse_resolution(d.get("resize"))
+    size = "" if not hw else f"{hw[0]}x{hw[1]}" if hw[0] == hw[1] else f"{hw[0]} high x {hw[1]} wide"
+    resize = f"resized to {size} ({d['resize_method']}), " if hw else ""
     convert = {3: "repeated to 3 channels, ", 1: f"to 1 channel of {LUMA_TEXT}, "}.get(d.get("to_channels"), "")
     return (f"{d['channels']} {d['layout']} {d['dtype']}, {convert}{resize}({pixel} - {_per_channel(d['mean'])}) / "
             f"{_per_channel(d['std'])}")

@@ -108,6 +108,10 @@ def test_data_errors(run_cli, teacher_files, fast_profile_path, tmp_path):
     assert "do not fit the teacher" in _one_line_error(*run_cli(*args, "--data", rgb)[::2])
     line = _one_line_error(*run_cli(*args, "--normalize", "imagenet")[::2])
     assert "--normalize 'imagenet' is not dataset, none or MEAN/STD" in line and "0.485" in line
+    line = _one_line_error(*run_cli(*args, "--resolution", "16by24")[::2])
+    assert "--resolution 16by24 is not a positive side or HEIGHTxWIDTH" in line and "240x320" in line
+    assert "--resolution 3x24 is too small; pass 4 or more for each side" in _one_line_error(
+        *run_cli(*args, "--resolution", "3x24")[::2])
     assert not (tmp_path / "o").exists()
 
 

@@ -520,3 +520,47 @@ def test_labels_for_matches_named_classes_only():
     assert labels_for(named, tuple(str(i) for i in range(10))) is named.y_test  # a numbered model: by position
     with pytest.raises(DataError, match="has class 'j', which the model does not predict"):
         labels_for(named, tuple("abcdefghi"))
+
+
+# --- --resolution: one side or height x width --------------------------------------------------------------
+
+@pytest.mark.parametrize("given, hw", [(16, (16, 16)), ("16", (16, 16)), ("12x20", (12, 20)), ("12X20", (12, 20)),
+                                       (" 12 x 20 ", (12, 20)), ([12, 20], (12, 20)), ((12, 20), (12, 20)),
+                                       (np.int64(9), (9, 9)), (None, None)])
+def test_resolution_is_one_side_or_height_by_width(given, hw):
+    from edgekd.preprocess import parse_resolution, resize_value
+
+    assert parse_resolution(given) == hw
+    assert resize_value(hw) == (None if hw is None else hw[0] if hw[0] == hw[1] else hw)
+
+
+@pytest.mark.parametrize("given", ["abc", "0", "-2", "0x4", "12x", "3x4x5", "12.5", [12], [1, 2, 3], True])
+def test_a_resolution_that_is_not_a_size_is_refused_before_any_data_is_read(given):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--resolution .* is not a positive side or HEIGHTxWIDTH; pass one side "
+                                          r"for square images \(e\.g\. 224\) or HEIGHTxWIDTH \(e\.g\. 240x320\)"):
+        load_data("no-such-data.npz", resolution=given)
+
+
+def test_non_square_resolution_resizes_digits_and_npz_and_is_recorded(tmp_path):
+    from edgekd.data import Preprocess, describe_preprocess
+
+    ds = load_data("digits", resolution="16x24")
+    _check_consistent(ds)
+    pre = ds.describe()["preprocess"]
+    assert ds.input_shape == (1, 16, 24) and pre["resize"] == [16, 24]
+    assert "resized to 16 high x 24 wide (bilinear" in describe_preprocess(pre)
+    assert Preprocess.from_dict(pre) == ds.preprocess  # the record reads back as it was written
+    x, y = _xy()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    ds = load_data(str(tmp_path / "data.npz"), resolution=(6, 10))
+    assert ds.input_shape == (1, 6, 10) and ds.describe()["preprocess"]["resize"] == [6, 10]
+    assert load_data("digits", resolution=16).describe()["preprocess"]["resize"] == 16  # square stays one side
+
+
+def test_a_non_square_digits_manifest_is_reloaded_at_its_own_height_and_width():
+    from edgekd.data import recorded_data
+
+    data = recorded_data({"data": {"name": "digits", "input_shape": [1, 24, 32]}, "recipe": {"data": "digits"}})
+    assert load_data(data.source, resolution=data.resolution).input_shape == (1, 24, 32)

@@ -110,10 +110,11 @@ def test_pyproject_table_and_flags_win(run_cli, run_dir, tmp_path):
     ("--max-size", "-5KB", "not a non-negative number"),
     ("--max-latency", "2 parsecs", "unknown unit"),
     ("--latency-tolerance", "1.5", "outside"),
+    ("--resolution", "wide", "--resolution wide is not a positive side or HEIGHTxWIDTH"),
 ])
 def test_bad_thresholds_are_usage_errors(run_cli, run_dir, flag, value, message):
     code, _, err = _gate(run_cli, run_dir / "student-int8.onnx", flag, value, *(
-        ["--max-size", "1MB"] if flag == "--latency-tolerance" else []))
+        ["--max-size", "1MB"] if flag in ("--latency-tolerance", "--resolution") else []))
     assert code == 2 and message in err and "Traceback" not in err
 
 

@@ -67,7 +67,8 @@ def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_pat
 
     _images(tmp_path / "photos", ("a", "b"), 10)
     monkeypatch.setattr(edgekd.images, "available_memory", lambda: 1_000)
-    with pytest.raises(DataError, match=r"20 images at 6x6 \(the first image's size \(no --resolution given\)\) would "
+    with pytest.raises(DataError, match=r"20 images at 6x6 \(height x width, the first image's size \(no --resolution "
+                                        r"given\)\) would "
                                         r"take about 0\.0 GiB of memory.*pass a smaller --resolution"):
         load_data(str(tmp_path / "photos"))
     monkeypatch.setattr(edgekd.images, "available_memory", lambda: None)  # a system that does not say
@@ -154,3 +155,34 @@ def test_a_test_folder_alone_is_not_for_training(tmp_path):
     folder = _digit_folder(tmp_path / "heldout", (7, 2))
     with pytest.raises(DataError, match="holds only a test split"):
         run_data(CompressConfig(data=str(folder)), lambda _m: None)
+
+
+def _wide_images(folder, classes, per_class, height=30, width=40):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)).save(
+                folder / name / f"{i:02d}.png")
+
+
+def test_non_square_images_keep_their_aspect_ratio_unless_resized(tmp_path):
+    from edgekd.preprocess import describe_preprocess
+
+    _wide_images(tmp_path / "wide", ("a", "b"), 6)
+    ds = load_data(str(tmp_path / "wide"))
+    assert ds.input_shape == (3, 30, 40)  # as stored: not stretched to a 40x40 square
+    pre = ds.describe()["preprocess"]
+    assert pre["resize"] == [30, 40] and "resized to 30 high x 40 wide (bicubic)" in describe_preprocess(pre)
+    ds = load_data(str(tmp_path / "wide"), resolution="15x20")
+    assert ds.input_shape == (3, 15, 20) and ds.describe()["preprocess"]["resize"] == [15, 20]
+    from PIL import Image
+
+    with Image.open(tmp_path / "wide" / "b" / "02.png") as img:  # Pillow sizes are (width, height)
+        raw = np.asarray(img.resize((20, 15), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    deployed = (raw.transpose(2, 0, 1) - ds.preprocess.mean[0]) / ds.preprocess.std[0]
+    rows = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert np.isclose(rows, deployed[None], atol=1e-5).all(axis=(1, 2, 3)).any()  # the record reproduces it
+    assert load_data(str(tmp_path / "wide"), resolution=16).describe()["preprocess"]["resize"] == 16

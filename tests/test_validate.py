@@ -386,7 +386,9 @@ def test_data_that_does_not_fit_the_model_is_named_before_it_runs(run_cli, run_d
     side = small_data.input_shape[-1]
     code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", str(side * 2))
     assert code == 2 and f"takes 1x{side}x{side} inputs, and data 'digits' has 1x{side * 2}x{side * 2}" in err
-    assert "Traceback" not in err and "--resolution" in err
+    assert "Traceback" not in err and f"at its resolution (--resolution {side})" in err
+    code, _, err = run_cli("validate", model, "--manifest", run_dir / "manifest.json", "--resolution", "0x16")
+    assert code == 2 and "--resolution 0x16 is not a positive side or HEIGHTxWIDTH" in err
     rng = np.random.default_rng(0)
     many = tmp_path / "many.npz"
     np.savez(many, x=rng.random((120, 1, side, side), dtype=np.float32), y=np.arange(120) % 12)

@@ -15,7 +15,7 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--profile", default="host-cpu-1t", show_default=True,
               help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
 @click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
-@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
@@ -36,7 +36,7 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
-def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: int | None,
+def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: str | None,
              normalize: str | None, channels: str | None, budget_ms: float | None, max_size_kb: float | None,
              min_accuracy: float | None,
              input_shape: str | None, manifest: str | None,
@@ -100,7 +100,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
 
 def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
-             resolution: int | None, normalize: str | None, channels: str | None, profile: str | None,
+             resolution: str | None, normalize: str | None, channels: str | None, profile: str | None,
              accuracy_tolerance: float,
              latency_tolerance: float, rounds: int, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
@@ -179,7 +179,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
-@click.option("--resolution", type=int, help="Resize --data images to this square side.")
+@click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "

@@ -19,7 +19,8 @@ _COMPRESS_OPTIONS = [
                                              "(loaded with weights_only=True)."),
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
                                           "or 'digits' (the embedded default)."),
-    click.option("--resolution", type=int, help="Resize images to this square side (digits default: 32)."),
+    click.option("--resolution", type=str, help="Resize images to one side (square, e.g. 224) or HEIGHTxWIDTH "
+                                                "(e.g. 240x320). Default: the first image's size; digits: 32."),
     click.option("--normalize", type=str, help="Input normalisation, as your teacher was trained: dataset "
                                                "(default: the data's own mean and std), none (pixels scaled to "
                                                "[0, 1]), or MEAN/STD, e.g. 0.485,0.456,0.406/0.229,0.224,0.225."),
