@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/latency_predictor.py
 	$(BIN)/python benchmarks/latency_fit_cv.py
 	$(BIN)/python benchmarks/gate_stability.py
-	$(BIN)/python benchmarks/search_quality.py --seed 1
+	$(BIN)/python benchmarks/search_quality.py --seed 2
 	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json
 	$(BIN)/python benchmarks/distill_methods.py
 	$(BIN)/python benchmarks/export_matrix.py
@@ -38,7 +38,7 @@ bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distill_methods.py
 
 bench-search: $(STAMP)
-	$(BIN)/python benchmarks/search_quality.py --seed 1
+	$(BIN)/python benchmarks/search_quality.py --seed 2
 
 bench-search-truth: $(STAMP)
 	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json

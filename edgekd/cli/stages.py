@@ -20,7 +20,8 @@ _COMPRESS_OPTIONS = [
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
                                           "or 'digits' (the embedded default)."),
     click.option("--resolution", type=str, help="Resize images to one side (square, e.g. 224) or HEIGHTxWIDTH "
-                                                "(e.g. 240x320). Default: the first image's size; digits: 32."),
+                                                "(e.g. 240x320). Default: as stored (an image folder: its first "
+                                                "image's size); digits: 32."),
     click.option("--normalize", type=str, help="Input normalisation, as your teacher was trained: dataset "
                                                "(default: the data's own mean and std), none (pixels scaled to "
                                                "[0, 1]), or MEAN/STD, e.g. 0.485,0.456,0.406/0.229,0.224,0.225."),
@@ -37,7 +38,8 @@ _COMPRESS_OPTIONS = [
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
     click.option("--proxy", type=str, help="Training-free score: diswot, diswot_params, diswot_init, naswot, synflow, "
-                                           "grad_norm, params (default: diswot)."),
+                                           "grad_norm, params (default: params, the most parameters the budgets "
+                                           "allow: on held-out data it searched better students than diswot)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--latency-anchors", type=int,
                  help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "
