@@ -62,6 +62,9 @@ class FallbackConfig:
     profile_runs: int = 200
     profile_warmup: int = 20
     calibration_method: str = "minmax"  # the onnx-int8 exporter's: minmax, entropy or percentile
+    # The size budget (--max-size-kb) in bytes: every node kept fp32 makes the file larger, so a round whose
+    # file breaks the budget is kept only when no round fits (None: no limit).
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -74,6 +77,8 @@ class FallbackConfig:
             raise ConfigError(f"node_min_ms {self.node_min_ms} is negative", "pass 0 or more, e.g. 0.001")
         if self.max_per_round is not None and self.max_per_round < 1:
             raise ConfigError(f"max_per_round must be >= 1, got {self.max_per_round}", "or None for no limit")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ConfigError(f"max_bytes {self.max_bytes} is negative", "pass the size budget in bytes, or None")
         if self.profile_runs < 1 or self.profile_warmup < 0:
             raise ConfigError("profile_runs must be >= 1 and profile_warmup >= 0",
                               "pass e.g. profile_runs=200, profile_warmup=20")
@@ -184,13 +189,20 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
         rounds, stopped = loop.run()
         rounds = loop.close(rounds)
         usable = [i for i, r in enumerate(rounds) if r.quantized] or list(range(len(rounds)))
-        best = min(usable, key=lambda i: _ratio(rounds[i]))
+        fastest = min(usable, key=lambda i: _ratio(rounds[i]))
+        limit = config.max_bytes
+        fits = [i for i in usable if limit is None or loop.artifacts[i].size_bytes <= limit]
+        best = min(fits, key=lambda i: _ratio(rounds[i])) if fits else fastest
         final = out / f"{name}.onnx"
         shutil.copyfile(loop.artifacts[best].path, final)
     faster = _ratio(rounds[best]) <= 1.0 - config.margin and rounds[best].quantized > 0
     notes = [] if profile.is_local else [
         f"node times were profiled on this host with {profile.name}'s runtime settings; "
         "every round was measured on the device"]
+    if best != fastest:
+        size = loop.artifacts[fastest].size_bytes / 1024
+        notes.append(f"round {fastest} ran faster, but its file ({size:.1f} KB, more nodes kept fp32) breaks the "
+                     f"size budget of {limit / 1024:.1f} KB: round {best}'s file is kept")  # type: ignore[operator]
     result = FallbackResult(loop.artifacts[best], tuple(rounds), best, faster, stopped, tuple(notes))
     details = {**result.artifact.details, "int8_fallback": {k: v for k, v in result.to_dict().items()
                                                              if k != "artifact"}}

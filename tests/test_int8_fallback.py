@@ -151,6 +151,28 @@ def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data
     json.dumps(result.to_dict())
 
 
+def test_a_round_whose_file_breaks_the_size_budget_is_kept_only_when_none_fits(fp32, small_data, fast_profile,
+                                                                              tmp_path):
+    def run(rounds, max_bytes, folder):  # deterministic rounds, as above
+        config = FallbackConfig(rounds=rounds, margin=1.0, node_tolerance=-1.0, node_min_ms=0.0, boundaries=False,
+                                max_per_round=2, profile_runs=10, profile_warmup=2, max_bytes=max_bytes)
+        return int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path / folder, config)
+
+    def fastest(result):
+        return min((i for i, r in enumerate(result.rounds) if r.quantized), key=lambda i: result.rounds[i].final_ratio)
+
+    whole = run(0, None, "whole").artifact.size_bytes  # every node int8: the smallest file
+    fitted = run(2, whole, "fitted")
+    assert fitted.artifact.size_bytes <= whole  # the kept file meets the budget, whichever round ran fastest
+    moved = fitted.best_round != fastest(fitted)
+    assert moved == any(f"breaks the size budget of {whole / 1024:.1f} KB: round {fitted.best_round}'s file is kept"
+                        in n for n in fitted.notes)
+    nothing_fits = run(2, 0, "none")  # no file can meet it: the fastest round is kept, as without a budget
+    assert nothing_fits.best_round == fastest(nothing_fits) and not nothing_fits.notes
+    with pytest.raises(ConfigError, match="max_bytes -1 is negative"):
+        FallbackConfig(max_bytes=-1)
+
+
 def test_a_graph_with_nothing_left_in_int8_is_never_the_int8_artifact(fp32, small_data, fast_profile, tmp_path):
     config = FallbackConfig(rounds=3, margin=1.0, node_tolerance=-1.0, node_min_ms=0.0, boundaries=False,
                             profile_runs=10, profile_warmup=2)

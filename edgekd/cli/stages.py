@@ -38,8 +38,8 @@ _COMPRESS_OPTIONS = [
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
     click.option("--proxy", type=str, help="Training-free score: diswot, diswot_params, diswot_init, naswot, synflow, "
-                                           "grad_norm, params (default: params, the most parameters the budgets "
-                                           "allow: on held-out data it searched better students than diswot)."),
+                                           "grad_norm, params (default: diswot; on held-out digits params searched "
+                                           "more accurate students, see the README's Search quality)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--latency-anchors", type=int,
                  help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "
