@@ -27,7 +27,7 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
     parse_normalize,
     parse_resolution,
     recorded_preprocess,
-    resize_value,
+    resolution_value,
 )
 
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test
@@ -51,7 +51,7 @@ def recorded_data(manifest: dict[str, Any]) -> RecordedData:
     if own and own != "digits":
         return RecordedData(own if Path(own).exists() else None, own, recipe.get("resolution"), seed)
     if own == "digits" or info.get("name") == "digits":
-        return RecordedData("digits", "digits", resize_value(parse_resolution(shape[-2:])) if shape
+        return RecordedData("digits", "digits", resolution_value(shape[-2:]) if shape
                             else recipe.get("resolution"), seed)
     return RecordedData(None, info.get("name", "?"), None, seed)
 
@@ -134,7 +134,7 @@ def load_digits(resolution: Any = 32, seed: int = 0, normalize: Any = None, chan
     x = _resize(x, hw)
     y = bunch.target.astype(np.int64)
     x, to = convert_channels(x, channels, "digits")
-    side = resize_value(hw) if hw != (8, 8) else None
+    side = hw if hw != (8, 8) else None
     return split_normalized("digits", x, y, tuple(str(i) for i in range(10)), seed, normalize, "digits",
                             lambda mean, std: Preprocess(1 / 16, mean, std, "grayscale", side,
                                                          TORCH_RESIZE if side else None, to))
@@ -178,8 +178,7 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
         norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
         mean, std = norm["train"][1:]
-        pre = Preprocess(scale, mean, std, "as stored", resize_value(resolution), TORCH_RESIZE if resolution else None,
-                         to)
+        pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
             names, pre,
@@ -197,7 +196,7 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
     check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
     return split_normalized(path.name, x, y, names, seed, normalize, str(path),
-                            lambda mean, std: Preprocess(scale, mean, std, "as stored", resize_value(resolution),
+                            lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
                                                          TORCH_RESIZE if resolution else None, to))
 
 
@@ -212,8 +211,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "as stored", resize_value(resolution), TORCH_RESIZE if resolution else None,
-                         to)
+    pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre)
 

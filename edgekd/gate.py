@@ -66,9 +66,9 @@ class GateConfig:
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
                               "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
                               "manifest.json (held to its own budget)")
-        from edgekd.preprocess import parse_resolution, resize_value
+        from edgekd.preprocess import resolution_value
 
-        object.__setattr__(self, "resolution", resize_value(parse_resolution(self.resolution)))  # refused early
+        object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
         if not 0 <= self.latency_tolerance < 1:
             raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
         if self.rounds < 1:

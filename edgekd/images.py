@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, holdout, split_normalized
 from edgekd.errors import DataError
-from edgekd.preprocess import Preprocess, convert_channels, normalize_images, parse_resolution, resize_value
+from edgekd.preprocess import Preprocess, convert_channels, normalize_images, parse_resolution
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
@@ -37,7 +37,7 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
         x, to = convert_channels(x, channels, str(path))
         return split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                                 lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
-                                                             resize_value(side), "bicubic", to))
+                                                             side, "bicubic", to))
     return _load_splits(path, splits, resolution, seed, normalize, channels)
 
 
@@ -114,8 +114,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     xs, to = {r: v[0] for r, v in converted.items()}, converted["train"][1]
     norm = {r: normalize_images(v, xs["train"], normalize, str(path)) for r, v in xs.items()}
     mean, std = norm["train"][1:]
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", resize_value(side), "bicubic",
-                     to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
                    classes, pre)
 
@@ -130,8 +129,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     y = np.array([label for _, label in files], dtype=np.int64)
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", resize_value(side), "bicubic",
-                     to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
 

@@ -31,9 +31,9 @@ class RecheckConfig:
     rounds: int = 3
 
     def __post_init__(self) -> None:
-        from edgekd.preprocess import parse_resolution, resize_value
+        from edgekd.preprocess import resolution_value
 
-        object.__setattr__(self, "resolution", resize_value(parse_resolution(self.resolution)))  # refused early
+        object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
         if not 0 <= self.accuracy_tolerance < 1:
             raise ConfigError(f"accuracy tolerance {self.accuracy_tolerance} is outside [0, 1)", "pass e.g. 0.005")
         if not 0 <= self.latency_tolerance < 1:

@@ -37,6 +37,10 @@ class Preprocess:
     resize_method: str | None = None
     to_channels: int | None = None  # --channels: grayscale repeated to 3, or RGB to luminance (None: as loaded)
 
+    def __post_init__(self) -> None:
+        # Loaders pass (height, width), a record an integer or a list: one form, so records compare equal.
+        object.__setattr__(self, "resize", resolution_value(self.resize))
+
     def to_dict(self) -> dict[str, Any]:
         # to_channels only when set: records from before it existed stay equal to today's for the same data.
         return {"layout": "NCHW", "dtype": "float32", "channels": self.channels, "scale": self.scale,
@@ -46,7 +50,7 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
-                   resize_value(parse_resolution(d.get("resize"))), d.get("resize_method"), d.get("to_channels"))
+                   d.get("resize"), d.get("resize_method"), d.get("to_channels"))
 
 
 def parse_resolution(value: Any) -> tuple[int, int] | None:
@@ -70,11 +74,13 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
     return hw  # type: ignore[return-value]
 
 
-def resize_value(hw: tuple[int, int] | None) -> int | tuple[int, int] | None:
-    """The size as it is recorded and shown: one side when square (as it always was), else (height, width)."""
+def resolution_value(value: Any) -> int | tuple[int, int] | None:
+    """Any --resolution form as it is kept and recorded: one side when square (as it always was), else
+    (height, width)."""
+    hw = parse_resolution(value)
     if hw is None:
         return None
-    return hw[0] if hw[0] == hw[1] else (hw[0], hw[1])
+    return hw[0] if hw[0] == hw[1] else hw
 
 
 def resolution_text(value: Any) -> str:

@@ -528,10 +528,10 @@ def test_labels_for_matches_named_classes_only():
                                        (" 12 x 20 ", (12, 20)), ([12, 20], (12, 20)), ((12, 20), (12, 20)),
                                        (np.int64(9), (9, 9)), (None, None)])
 def test_resolution_is_one_side_or_height_by_width(given, hw):
-    from edgekd.preprocess import parse_resolution, resize_value
+    from edgekd.preprocess import parse_resolution, resolution_value
 
     assert parse_resolution(given) == hw
-    assert resize_value(hw) == (None if hw is None else hw[0] if hw[0] == hw[1] else hw)
+    assert resolution_value(hw) == (None if hw is None else hw[0] if hw[0] == hw[1] else hw)
 
 
 @pytest.mark.parametrize("given", ["abc", "0", "-2", "0x4", "12x", "3x4x5", "12.5", [12], [1, 2, 3], True])

@@ -74,9 +74,10 @@ def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
-        hw = fixed[-2:] if len(fixed) == 4 else [None]
-        size = (f" (--resolution {hw[0] if hw[0] == hw[1] else f'{hw[0]}x{hw[1]}'})"
-                if None not in hw and len(fixed) == len(given) and fixed[1] == given[1] else " (--resolution)")
+        from edgekd.preprocess import resolution_text
+
+        sized = len(fixed) == len(given) == 4 and None not in fixed[2:] and fixed[1] == given[1]
+        size = f" (--resolution {resolution_text(fixed[2:])})" if sized else " (--resolution)"
         raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
                         "images", f"pass the data the model was built for, at its resolution{size}")
     outputs = session.get_outputs()[0].shape
