@@ -131,6 +131,7 @@ def _summary_table(manifest: dict[str, Any]) -> str:
 
 def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
     from edgekd.plots import candidate_key
+    from edgekd.types.search import size_kb_text
 
     front = set(search.get("pareto", ()))
     chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
@@ -138,13 +139,13 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
     for rank, c in enumerate(search["candidates"][:top], 1):
         key = candidate_key(c)
         mark = "chosen" if key == chosen else ("Pareto" if key in front else "")
-        cells = [str(rank), f"{c['params']:,}", f"{c['size_bytes'] / 1024:.1f}", f"{c['score']:.3f}",
+        cells = [str(rank), f"{c['params']:,}", size_kb_text(c["size_bytes"], c.get("file_bytes")), f"{c['score']:.3f}",
                  _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]
         rows.append("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in cells)
                     + f'<td class="text">{mark}</td><td class="text"><code>'
                       f"{escape(json.dumps(c['spec']['config']))}</code></td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("rank", "params", "est. KB", "score", "measured ms", "predicted ms",
-                                              "", "config"))
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "params", "KB (~ estimated)", "score", "measured ms",
+                                              "predicted ms", "", "config"))
     shown = min(top, len(search["candidates"]))
     return (f"<p>{len(search['candidates'])} candidates ranked by <code>{escape(str(search.get('proxy', '?')))}"
             f"</code>; the first {shown}:</p><table><tr>{head}</tr>{''.join(rows)}</table>")

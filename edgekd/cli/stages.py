@@ -38,8 +38,9 @@ _COMPRESS_OPTIONS = [
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
     click.option("--proxy", type=str, help="Training-free score: diswot, diswot_params, diswot_init, naswot, synflow, "
-                                           "grad_norm, params (default: diswot; on held-out digits params searched "
-                                           "more accurate students, see the README's Search quality)."),
+                                           "grad_norm, params (default: params, the largest student the budgets "
+                                           "allow, which distilled best on held-out digits draws; see the README's "
+                                           "Search quality)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),
     click.option("--latency-anchors", type=int,
                  help="Networks measured to fit the latency of a space with no calibrated table (default: 32; "
@@ -187,18 +188,21 @@ def _refuse_training_flags(ctx: click.Context) -> None:
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
     from edgekd.pipeline import CompressConfig, run_search
+    from edgekd.types.search import size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = values.pop("out", None) or "search.json"
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
-    click.echo(f"| rank | params | est. {result.precision} KB | score | measured ms | predicted ms | space | config |")
+    click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | space "
+               "| config |")
     click.echo("|---:|---:|---:|---:|---:|---:|---|---|")
     for rank, c in enumerate(result.candidates[:10], 1):
         ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
         pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
-        click.echo(f"| {rank} | {c.params:,} | {c.size_bytes / 1024:.1f} | {c.score:.3f} | {ms} | {pred} | "
-                   f"{c.spec.space} | {c.spec.config} |")
+        size = size_kb_text(c.size_bytes, c.file_bytes)
+        click.echo(f"| {rank} | {c.params:,} | {size} | {c.score:.3f} | {ms} | {pred} | {c.spec.space} | "
+                   f"{c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
                f"{result.measured} measured")
     click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")

@@ -26,6 +26,11 @@ class StudentSpec:
         return cls(space=data["space"], config=dict(data["config"]))
 
 
+def size_kb_text(size_bytes: int, file_bytes: int | None) -> str:
+    """A candidate's size for a table: the written file's in KB, or the estimate marked with '~'."""
+    return f"{file_bytes / 1024:.1f}" if file_bytes is not None else f"~{size_bytes / 1024:.1f}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
@@ -36,6 +41,12 @@ class Candidate:
     score: float
     latency_ms: float | None = None
     predicted_ms: float | None = None  # from the profile's calibrated latency table, when there is one
+    file_bytes: int | None = None  # the shipped file's real size, when the search wrote it (near --max-size-kb)
+
+    @property
+    def shipped_bytes(self) -> int:
+        """The written file's size when known, the estimate otherwise."""
+        return self.file_bytes if self.file_bytes is not None else self.size_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +56,7 @@ class Candidate:
             "score": self.score,
             "latency_ms": self.latency_ms,
             "predicted_ms": self.predicted_ms,
+            "file_bytes": self.file_bytes,
         }
 
     @classmethod
@@ -56,6 +68,7 @@ class Candidate:
             score=float(data["score"]),
             latency_ms=data.get("latency_ms"),
             predicted_ms=data.get("predicted_ms"),
+            file_bytes=None if data.get("file_bytes") is None else int(data["file_bytes"]),
         )
 
 
