@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_digits.py
 	$(BIN)/python benchmarks/latency_predictor.py
 	$(BIN)/python benchmarks/latency_fit_cv.py
+	$(BIN)/python benchmarks/size_estimate.py
 	$(BIN)/python benchmarks/gate_stability.py
 	$(BIN)/python benchmarks/search_quality.py --seed 2
 	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json
