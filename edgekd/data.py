@@ -8,6 +8,7 @@ that input, and a deployment pipeline has to reproduce it.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
     convert_channels,
     describe_preprocess,
     normalize_images,
+    orientation_notes,
     parse_normalize,
     parse_resolution,
     recorded_preprocess,
@@ -69,6 +71,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     preprocess: Preprocess | None = None  # how raw pixels became these arrays (None: built by hand)
+    notes: tuple[str, ...] = ()  # warnings about the loading the run should show (an orientation flip)
 
     @property
     def num_classes(self) -> int:
@@ -181,7 +184,7 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
         pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
-            names, pre,
+            names, pre, _orientation(parts["x_train"], resolution),
         )
     if not {"x", "y"} <= arrays.keys():
         raise DataError(
@@ -195,9 +198,10 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
     names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
     check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
-    return split_normalized(path.name, x, y, names, seed, normalize, str(path),
+    data = split_normalized(path.name, x, y, names, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
                                                          TORCH_RESIZE if resolution else None, to))
+    return dataclasses.replace(data, notes=_orientation(arrays["x"], resolution))
 
 
 def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, normalize: Any,
@@ -236,6 +240,15 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tup
 
 def _scale(x: np.ndarray) -> float:
     return 1 / 255 if x.dtype == np.uint8 else 1.0
+
+
+def _orientation(stored: np.ndarray, resolution: tuple[int, int] | None) -> tuple[str, ...]:
+    """The orientation warning for images stored as ``stored`` (NCHW, NHWC or NHW), resized to ``resolution``."""
+    if stored.ndim not in (3, 4):
+        return ()
+    nhwc = stored.ndim == 4 and stored.shape[-1] in (1, 3) and stored.shape[1] not in (1, 3)
+    hw = stored.shape[1:3] if stored.ndim == 3 or nhwc else stored.shape[2:4]
+    return orientation_notes((int(hw[0]), int(hw[1])), resolution)
 
 
 def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None) -> np.ndarray:

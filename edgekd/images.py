@@ -4,6 +4,7 @@ held-out test set, measured whole by validate and gate."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, holdout, split_normalized
 from edgekd.errors import DataError
-from edgekd.preprocess import Preprocess, convert_channels, normalize_images, parse_resolution
+from edgekd.preprocess import Preprocess, convert_channels, normalize_images, orientation_notes, parse_resolution
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
@@ -31,13 +32,14 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     if splits is None:
         classes = tuple(folders)
         files = _class_files(path, classes, path)
-        x, mode, scale, side = _read(path, [f for f, _ in files], resolution)
+        x, mode, scale, side, stored = _read(path, [f for f, _ in files], resolution)
         y = np.array([label for _, label in files], dtype=np.int64)
         check_classes(path, y)
         x, to = convert_channels(x, channels, str(path))
-        return split_normalized(path.name, x, y, classes, seed, normalize, str(path),
+        data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                                 lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
                                                              side, "bicubic", to))
+        return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
     return _load_splits(path, splits, resolution, seed, normalize, channels)
 
 
@@ -94,7 +96,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     # train/ itself must hold at least two classes with images (checked where folder is the root given)
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
-    x, mode, scale, side = _read(path, [f for _, f, _ in order], resolution)
+    x, mode, scale, side, stored = _read(path, [f for _, f, _ in order], resolution)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
@@ -116,7 +118,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     mean, std = norm["train"][1:]
     pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
-                   classes, pre)
+                   classes, pre, orientation_notes(stored, resolution))
 
 
 def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, normalize: Any,
@@ -125,7 +127,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
     classes = tuple(_visible_dirs(folder))
     files = _class_files(folder, classes, folder)
-    x, mode, scale, side = _read(path, [f for f, _ in files], resolution)
+    x, mode, scale, side, _ = _read(path, [f for f, _ in files], resolution)
     y = np.array([label for _, label in files], dtype=np.int64)
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
@@ -135,9 +137,9 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
 
 
 def _read(path: Path, files: list[Path], resolution: tuple[int, int] | None,
-          ) -> tuple[np.ndarray, str, float, tuple[int, int]]:
-    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used and the (height,
-    width) they were resized to.
+          ) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
+    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used, the (height,
+    width) they were resized to and the first image's own (height, width).
 
     Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
@@ -169,7 +171,7 @@ def _read(path: Path, files: list[Path], resolution: tuple[int, int] | None,
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
-    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w)
+    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w), (size[1], size[0])
 
 
 def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]:

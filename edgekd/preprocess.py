@@ -95,6 +95,19 @@ def _resize_record(resize: int | tuple[int, int] | None) -> int | list[int] | No
     return list(resize) if isinstance(resize, tuple) else resize
 
 
+def orientation_notes(stored_hw: tuple[int, int], resolution: tuple[int, int] | None) -> tuple[str, ...]:
+    """A warning when ``resolution`` turns landscape images portrait, or the reverse: a camera's WIDTHxHEIGHT
+    (640x480) typed where edgekd reads HEIGHTxWIDTH is the likely cause, and it distorts every image."""
+    if resolution is None:
+        return ()
+    (h0, w0), (h, w) = stored_hw, resolution
+    if h0 == w0 or h == w or (h0 > w0) == (h > w):
+        return ()
+    turned = "portrait" if h > w else "landscape"
+    return (f"--resolution {h}x{w} is HEIGHTxWIDTH and makes the images, stored {h0} high x {w0} wide, {turned}; "
+            f"pass --resolution {w}x{h} to keep their orientation",)
+
+
 def describe_preprocess(d: dict[str, Any]) -> str:
     """One line for people: what to feed the shipped model."""
     scale = d["scale"]

@@ -49,6 +49,8 @@ def run_data(config: Any, log: Log) -> Any:
                         "is for `edgekd validate` and `edgekd gate`")
     log(f"data: {data.name} {data.input_shape}, {data.num_classes} classes, "
         f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
+    for note in data.notes:
+        log(f"warning: {note}")
     return data
 
 

@@ -559,6 +559,21 @@ def test_non_square_resolution_resizes_digits_and_npz_and_is_recorded(tmp_path):
     assert load_data("digits", resolution=16).describe()["preprocess"]["resize"] == 16  # square stays one side
 
 
+def test_an_npz_resized_to_the_other_orientation_is_warned_about(tmp_path):
+    x, y = _xy(shape=(12, 20))  # NHW, landscape
+    np.savez(tmp_path / "nhw.npz", x=x, y=y)
+    assert "stored 12 high x 20 wide, portrait; pass --resolution 12x20" in \
+        load_data(str(tmp_path / "nhw.npz"), resolution="20x12").notes[0]
+    assert load_data(str(tmp_path / "nhw.npz"), resolution="6x10").notes == ()
+    nhwc = np.repeat(x[..., None], 3, axis=-1)  # the same images as NHWC colour, in given splits
+    np.savez(tmp_path / "splits.npz", x_train=nhwc[:150], y_train=y[:150], x_test=nhwc[150:], y_test=y[150:])
+    assert "pass --resolution 12x20" in load_data(str(tmp_path / "splits.npz"), resolution="20x12").notes[0]
+    nchw = x[:, None]
+    np.savez(tmp_path / "nchw.npz", x=nchw, y=y)
+    assert load_data(str(tmp_path / "nchw.npz"), resolution="20x12").notes
+    assert load_data(str(tmp_path / "nchw.npz")).notes == ()
+
+
 def test_a_non_square_digits_manifest_is_reloaded_at_its_own_height_and_width():
     from edgekd.data import recorded_data
 

@@ -186,3 +186,28 @@ def test_non_square_images_keep_their_aspect_ratio_unless_resized(tmp_path):
     rows = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
     assert np.isclose(rows, deployed[None], atol=1e-5).all(axis=(1, 2, 3)).any()  # the record reproduces it
     assert load_data(str(tmp_path / "wide"), resolution=16).describe()["preprocess"]["resize"] == 16
+
+
+def test_a_resolution_that_turns_the_images_is_warned_about(tmp_path):
+    """640x480 typed as a camera's width x height turns landscape frames portrait: loaded as asked, with a warning
+    that names the --resolution that keeps them as they are; a split layout says so too."""
+    _wide_images(tmp_path / "wide", ("a", "b"), 6)
+    turned = load_data(str(tmp_path / "wide"), resolution="40x30")
+    assert turned.input_shape == (3, 40, 30)
+    assert turned.notes == ("--resolution 40x30 is HEIGHTxWIDTH and makes the images, stored 30 high x 40 wide, "
+                            "portrait; pass --resolution 30x40 to keep their orientation",)
+    for kept in ("15x20", "16", None):  # same orientation, square, as stored: nothing to say
+        assert load_data(str(tmp_path / "wide"), resolution=kept).notes == ()
+    _wide_images(tmp_path / "split" / "train", ("a", "b"), 6)
+    _wide_images(tmp_path / "split" / "test", ("a", "b"), 2)
+    assert "pass --resolution 30x40" in load_data(str(tmp_path / "split"), resolution="40x30").notes[0]
+
+
+def test_the_run_logs_the_orientation_warning(tmp_path):
+    from edgekd.pipeline import CompressConfig
+    from edgekd.run_inputs import run_data
+
+    _wide_images(tmp_path / "wide", ("a", "b"), 6)
+    lines: list[str] = []
+    run_data(CompressConfig(data=str(tmp_path / "wide"), resolution="40x30", progress=False), lines.append)
+    assert any(line.startswith("warning: --resolution 40x30 is HEIGHTxWIDTH") for line in lines)
