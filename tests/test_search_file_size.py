@@ -159,3 +159,13 @@ def test_the_int8_estimate_is_within_a_few_percent_of_the_written_file(space, te
     model = family.build(family.sample(np.random.default_rng(4)), small_data.input_shape, 10)
     written = shipped_bytes(model, small_data, small_data.x_train[:32], "int8")
     assert abs(estimate_int8_bytes(model) / written - 1) < 0.08, (space, estimate_int8_bytes(model), written)
+
+
+def test_writing_a_file_leaves_the_model_as_it_was(small_data):
+    import torch
+
+    model = build_student(SPEC, small_data.input_shape, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    shipped_bytes(model, small_data, small_data.x_train[:8], "int8")
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())

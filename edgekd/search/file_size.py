@@ -12,11 +12,14 @@ when their estimate comes near the limit, and the file decides.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekd.types import Candidate
 
 # A candidate whose estimate is under this share of the limit is not written. The estimate's error was
 # 3.5% at most on the spaces it was fitted on; the wide margin is for layers it has not seen.
@@ -24,11 +27,15 @@ NEAR_LIMIT = 0.8
 
 
 def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str) -> int:
-    """Bytes of ``model``'s ``precision`` file as the pipeline ships it: the onnx-fp32 export, quantized by
-    the onnx-int8 exporter for int8, with the data metadata stamped in."""
+    """Bytes of ``model``'s ``precision`` file as the pipeline ships it once trained: the onnx-fp32 export,
+    quantized by the onnx-int8 exporter for int8, with the data metadata stamped in. ``model`` itself is
+    left as it is."""
+    import copy
+
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.onnxfile import stamp_data_metadata
 
+    model = copy.deepcopy(model)
     _as_if_trained(model)
     with tempfile.TemporaryDirectory(prefix="edgekd-size-") as tmp:
         folder = Path(tmp)
@@ -61,30 +68,28 @@ class SizeCheck:
     ranking whose head all sits at the limit is not written file by file."""
 
     limit: int | None
-    write: Any  # Candidate -> bytes of its shipped file
+    write: Callable[[Candidate], int]  # bytes of the candidate's shipped file
     underestimate: dict[str, float] = field(default_factory=dict)  # space -> largest file/estimate ratio seen
     written: int = 0
 
-    def corrected(self, cand: Any) -> float:
+    def corrected(self, cand: Candidate) -> float:
         return cand.size_bytes * max(1.0, self.underestimate.get(cand.spec.space, 1.0))
 
-    def may_fit(self, cand: Any) -> bool:
+    def may_fit(self, cand: Candidate) -> bool:
         """False when the candidate is known, or expected from its space's estimate error, to be too big."""
         if self.limit is None:
             return True
-        return (cand.shipped_bytes if cand.file_bytes is not None else self.corrected(cand)) <= self.limit
+        return (cand.file_bytes if cand.file_bytes is not None else self.corrected(cand)) <= self.limit
 
-    def check(self, cand: Any) -> Any:
+    def check(self, cand: Candidate) -> Candidate:
         """The candidate with its written size when its estimate is near the limit; itself otherwise."""
-        import dataclasses
-
         if self.limit is None or cand.file_bytes is not None or self.corrected(cand) < NEAR_LIMIT * self.limit:
             return cand
         size = self.write(cand)
         self.written += 1
         space = cand.spec.space
         self.underestimate[space] = max(self.underestimate.get(space, 0.0), size / cand.size_bytes)
-        return dataclasses.replace(cand, file_bytes=size)
+        return replace(cand, file_bytes=size)
 
-    def fits(self, cand: Any) -> bool:
+    def fits(self, cand: Candidate) -> bool:
         return self.limit is None or cand.shipped_bytes <= self.limit
