@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -412,3 +414,14 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
     assert "+im2col" not in choose_layout(networks[:6], y[:6])[0]
     # A restricted choice (the cross-validation benchmark compares with and without the term).
     assert choose_layout(networks, y, layouts=("macs", "nchwc16"))[0] in ("macs", "nchwc16")
+
+
+def test_params_without_any_budget_warns_that_it_picks_the_largest_student(teacher, small_data, fast_profile):
+    lines: list[str] = []
+    params = replace(CFG, proxy="params")
+    search(teacher.module, small_data, fast_profile, Budget(), params, progress=False, log=lines.append)
+    assert any(line.startswith("warning: search: no --budget-ms or --max-size-kb") for line in lines)
+    lines.clear()
+    search(teacher.module, small_data, fast_profile, Budget(max_size_kb=500), params, progress=False,
+           log=lines.append)
+    assert not any("no --budget-ms" in line for line in lines)

@@ -64,8 +64,8 @@ def _as_if_trained(model: Any) -> None:
 @dataclass
 class SizeCheck:
     """Checks candidates against ``limit`` bytes: by their estimate when it is far under, by their written
-    file otherwise. Each space's worst estimate error so far scales its later estimates up, so that a
-    ranking whose head all sits at the limit is not written file by file."""
+    file otherwise. Each space's worst estimate error so far scales its later estimates up, so that the
+    candidates a written file has shown to be too big are passed over without being written or measured."""
 
     limit: int | None
     write: Callable[[Candidate], int]  # bytes of the candidate's shipped file

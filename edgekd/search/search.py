@@ -104,6 +104,9 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         log(f"search: the teacher exposes no 4-D feature map, so {config.proxy} compares logit relations only")
     if config.proxy == "diswot_init":
         require_init(probe)  # before any latency is measured
+    if config.proxy == "params" and budget.latency_ms is None and budget.max_size_kb is None:
+        log("warning: search: no --budget-ms or --max-size-kb, so the params proxy picks the largest student of the "
+            "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
     # One measurement of the reference network converts every calibrated space's table to ms.
     reference = functools.cache(lambda: reference_now(profile, data.input_shape, data.num_classes))
@@ -139,15 +142,14 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     ranked = sorted(_fits(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
     sizes = SizeCheck(None if budget.max_size_kb is None else int(budget.max_size_kb * 1024),
                       lambda c: shipped_bytes(_build(c.spec, by_name, data, config), data, calib, config.precision))
-    measured, too_big = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models, calib,
-                                                sizes)
+    measured, too_big, chosen = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models,
+                                                        calib, sizes)
     if sizes.written:
         over = sum(not sizes.fits(c) for c in (*too_big, *measured))
         log(f"search: wrote the {config.precision} files of {sizes.written} candidate(s) near --max-size-kb "
             f"{budget.max_size_kb:g}; {over} came out over it and cannot be chosen"
             + "".join(f"; '{s}' estimates were up to {(r - 1) * 100:.0f}% low" for s, r in sizes.underestimate.items()
                       if r > 1))
-    chosen = max((c for c in measured if _meets(c, budget, sizes)), key=lambda c: c.score)
     by_key = {c.spec.key(): c for c in (*too_big, *measured)}
     final = tuple(by_key.get(c.spec.key(), c) for c in ranked)
     sources = "; ".join(f"{n}: {m.source}" for n, m in models.items())
@@ -176,78 +178,88 @@ def _fp32_bytes(model: Any) -> int:
     return 4 * sum(p.numel() for p in model.parameters()) + 200 * sum(1 for _ in model.modules()) + 2048
 
 
-def _meets(cand: Candidate, budget: Budget, sizes: SizeCheck) -> bool:
-    latency = cand.latency_ms
-    return (latency is not None and (budget.latency_ms is None or latency <= budget.latency_ms)
-            and sizes.fits(cand))
-
-
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
                             config: SearchConfig, spaces: dict[str, Any], latency: dict[str, Any],
-                            calib: np.ndarray, sizes: SizeCheck) -> tuple[list[Candidate], list[Candidate]]:
-    """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round.
-    A candidate near the size limit has its file written first; one over the limit is not timed.
-    Returns (measured, written and too big)."""
-    def measure(done: list[Candidate], cands: list[Candidate]) -> list[Candidate]:
-        """``done`` and ``cands`` measured; the estimate error learned since may bring one measured earlier
-        near the limit, and then its file is written too."""
-        return [sizes.check(c) for c in done + _measure(cands, data, config, spaces, latency, profile, calib)]
+                            calib: np.ndarray, sizes: SizeCheck
+                            ) -> tuple[list[Candidate], list[Candidate], Candidate]:
+    """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round,
+    until the best-scored one within both limits cannot be beaten by a candidate not measured yet.
+    Returns (measured, written too big without being measured, chosen)."""
+    def measure(cands: list[Candidate]) -> list[Candidate]:
+        return _measure(cands, data, config, spaces, latency, profile, calib)
 
     fastest = min(ranked, key=lambda c: (c.predicted_ms, -c.score))
-    done = measure([], [sizes.check(fastest)])
+    done = measure([fastest])
     if budget.latency_ms is not None and done[0].latency_ms > budget.latency_ms:
         raise BudgetError(
             f"no candidate can meet --budget-ms {budget.latency_ms:g} on '{profile.name}': the fastest "
             f"candidate measured {done[0].latency_ms:.3f} ms ({config.precision})",
             f"raise --budget-ms to at least {done[0].latency_ms * 1.1:.3f} or choose a faster profile")
     queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
-    too_big: list[Candidate] = []
+    chosen = None
     for _ in range(config.rounds):
-        batch: list[Candidate] = []
-        while queue and len(batch) < config.measure_top:
-            cand = queue.pop(0)
-            cand = sizes.check(cand) if sizes.may_fit(cand) else cand
-            if sizes.may_fit(cand):
-                batch.append(cand)
-            elif cand.file_bytes is not None:
-                too_big.append(cand)
+        # an estimate its space's files have shown to be low skips a candidate without measuring it
+        batch = [c for c in queue if sizes.may_fit(c)][:config.measure_top]
         if not batch:
             break
-        done = measure(done, batch)
-        if any(_meets(c, budget, sizes) for c in done[1:]):
+        taken = {c.spec.key() for c in batch}
+        queue = [c for c in queue if c.spec.key() not in taken]
+        done, chosen = _choose(done + measure(batch), budget, sizes)
+        if chosen is not None and (not queue or chosen.score >= queue[0].score):
             break
-    if not any(_meets(c, budget, sizes) for c in done):
-        done = _smallest_try(queue, sizes, too_big, measure, done)
-    if not any(_meets(c, budget, sizes) for c in done):
+    too_big: list[Candidate] = []
+    if chosen is None:
+        done, chosen = _smallest_try(queue, sizes, too_big, measure, done, budget)
+    if chosen is None:
         raise _neither(done, too_big, budget, config.precision, profile, sizes)
-    return done, too_big
+    return done, too_big, chosen
+
+
+def _choose(done: list[Candidate], budget: Budget, sizes: SizeCheck) -> tuple[list[Candidate], Candidate | None]:
+    """The best-scored measured candidate within both limits, with ``done`` as its files left it. Files are
+    written best-first and only near the limit, so a search writes the one or two it chooses between, not
+    one for every candidate it times."""
+    done = list(done)
+    for i in sorted(range(len(done)), key=lambda i: done[i].score, reverse=True):
+        cand = done[i]
+        too_slow = cand.latency_ms is None or (budget.latency_ms is not None and cand.latency_ms > budget.latency_ms)
+        if too_slow or not sizes.may_fit(cand):
+            continue
+        done[i] = sizes.check(cand)
+        if sizes.fits(done[i]):
+            return done, done[i]
+    return done, None
 
 
 def _smallest_try(queue: list[Candidate], sizes: SizeCheck, too_big: list[Candidate], measure: Any,
-                  done: list[Candidate]) -> list[Candidate]:
-    """When the fastest candidate's file is over the size limit and the ranking's head found nothing,
-    the smallest candidate left is the last one worth measuring."""
+                  done: list[Candidate], budget: Budget) -> tuple[list[Candidate], Candidate | None]:
+    """When the ranking's head left nothing within both limits (the fastest candidate's file over the size
+    limit, the rest too slow), the smallest candidate left is the last one worth measuring."""
     if sizes.limit is None or not queue:
-        return done
+        return done, None
     cand = sizes.check(min(queue, key=sizes.corrected))
     if not sizes.fits(cand):
         too_big.append(cand)
-        return done
-    return measure(done, [cand])
+        return done, None
+    return _choose(done + measure([cand]), budget, sizes)
 
 
 def _neither(done: list[Candidate], too_big: list[Candidate], budget: Budget, precision: str,
              profile: DeviceProfile, sizes: SizeCheck) -> BudgetError:
     """No measured candidate meets both limits (the fastest one meets the latency budget, so its file broke
-    the size limit): say which limit the search could not meet, and by how much."""
+    the size limit, or is expected to): say which limit the search could not meet, and by how much."""
     limit_kb = budget.max_size_kb or 0.0
-    smallest = min((*done, *too_big), key=lambda c: c.shipped_bytes)
-    fitting = [c for c in done if sizes.fits(c)]
+    fitting = [c for c in done if sizes.may_fit(c)]
     if not fitting:
-        kb = smallest.shipped_bytes / 1024
-        return BudgetError(f"no candidate fits --max-size-kb {limit_kb:g}: the smallest {precision} file the search "
-                           f"wrote is {kb:.1f} KB (estimated {smallest.size_bytes / 1024:.1f} KB)",
-                           f"raise --max-size-kb to at least {kb:.1f}")
+        written = [c for c in (*done, *too_big) if c.file_bytes is not None]
+        if written:
+            smallest = min(written, key=lambda c: c.shipped_bytes)
+            kb, said = smallest.shipped_bytes / 1024, f"the smallest {precision} file the search wrote is"
+        else:
+            smallest = min(done, key=sizes.corrected)
+            kb, said = sizes.corrected(smallest) / 1024, "the smallest measured needs about"
+        return BudgetError(f"no candidate fits --max-size-kb {limit_kb:g}: {said} {kb:.1f} KB (estimated "
+                           f"{smallest.size_bytes / 1024:.1f} KB)", f"raise --max-size-kb to at least {kb:.1f}")
     quickest = min(fitting, key=lambda c: c.latency_ms)  # type: ignore[arg-type, return-value]
     return BudgetError(f"no candidate meets both --budget-ms {budget.latency_ms:g} and --max-size-kb {limit_kb:g} "
                        f"on '{profile.name}': the fastest one within the size limit measured "
