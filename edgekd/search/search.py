@@ -198,13 +198,12 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
     queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
     chosen = None
     for _ in range(config.rounds):
-        # an estimate its space's files have shown to be low skips a candidate without measuring it
-        batch = [c for c in queue if sizes.may_fit(c)][:config.measure_top]
+        batch, queue = queue[:config.measure_top], queue[config.measure_top:]
         if not batch:
             break
-        taken = {c.spec.key() for c in batch}
-        queue = [c for c in queue if c.spec.key() not in taken]
         done, chosen = _choose(done + measure(batch), budget, sizes)
+        # a space whose files came out larger than estimated rules out more of the rest (never fewer)
+        queue = [c for c in queue if sizes.may_fit(c)]
         if chosen is not None and (not queue or chosen.score >= queue[0].score):
             break
     too_big: list[Candidate] = []
