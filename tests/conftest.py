@@ -13,6 +13,10 @@ import pytest
 ASSETS = Path(__file__).parent / "assets"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RES = 16  # digits at 16x16 keeps every model in the tests tiny
+# Tests of the pipeline's mechanics search with diswot, whose students are small: params, the default,
+# picks the largest student the budget allows, which doubled their time. tests/test_search*.py and
+# `make demo` run the default.
+QUICK_PROXY = "diswot"
 
 FAST_PROFILE = """
 schema = 1

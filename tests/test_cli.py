@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import QUICK_PROXY
 
 
 def _one_line_error(code, err, expected_code=2):
@@ -18,7 +19,8 @@ def _one_line_error(code, err, expected_code=2):
 def _base(teacher_files, profile, out):
     module, weights = teacher_files
     return ["compress", "--teacher", f"{module}:build", "--weights", str(weights), "--resolution", "16",
-            "--profile", str(profile), "--out", str(out), "--candidates", "4", "--epochs", "1", "-q"]
+            "--profile", str(profile), "--out", str(out), "--candidates", "4", "--epochs", "1", "--proxy", QUICK_PROXY,
+            "-q"]
 
 
 def test_version_and_module_entry_point():

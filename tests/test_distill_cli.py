@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from conftest import QUICK_PROXY
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def searched(teacher_files, fast_profile_path, tmp_path_factory):
     path = tmp_path_factory.mktemp("search") / "search.json"
     said: list[str] = []
     run_search(CompressConfig(teacher=f"{module}:build", weights=str(weights), resolution=16,
-                              profile=str(fast_profile_path), candidates=4, precision="fp32", progress=False), path,
+                              profile=str(fast_profile_path), candidates=4, precision="fp32", proxy=QUICK_PROXY,
+                              progress=False), path,
                log=said.append)
     assert said[0].startswith("data: digits (1, 16, 16), 10 classes")  # the stage says what it runs on
     return path

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import QUICK_PROXY
 
 from edgekd.errors import BudgetError, OutputError
 from edgekd.fsutil import sha256
@@ -13,7 +14,7 @@ def _config(teacher_files, profile_path, out, **kw):
     module, weights = teacher_files
     base = dict(out=str(out), teacher=f"{module}:build", weights=str(weights), data="digits", resolution=16,
                 profile=str(profile_path), budget_ms=50.0, max_size_kb=100.0, candidates=6, epochs=2,
-                progress=False)
+                proxy=QUICK_PROXY, progress=False)
     base.update(kw)
     return CompressConfig(**base)
 
@@ -196,6 +197,7 @@ def test_a_colour_teacher_on_grayscale_data_with_channels_3(fast_profile_path, t
     out = tmp_path / "out"
     result = compress(CompressConfig(out=str(out), teacher=colour, data="digits", resolution=16,
                                      channels=3, profile=str(fast_profile_path), budget_ms=50.0, candidates=4,
+                                     proxy=QUICK_PROXY,
                                      epochs=1, progress=False))
     assert result.manifest["data"]["input_shape"] == [3, 16, 16]
     assert result.manifest["data"]["preprocess"]["to_channels"] == 3 and result.manifest["recipe"]["channels"] == 3

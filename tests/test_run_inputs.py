@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
+from conftest import QUICK_PROXY
 
 from edgekd.data import recorded_data
 from edgekd.errors import ConfigError, ModelError
@@ -24,7 +25,7 @@ def test_compress_takes_a_module_and_a_dataset(teacher, small_data, fast_profile
     try:
         result = compress(CompressConfig(out=str(tmp_path / "out"), teacher=mine, data=small_data,
                                          profile=str(fast_profile_path), budget_ms=50.0, max_size_kb=100.0,
-                                         candidates=6, epochs=1, progress=False))
+                                         candidates=6, epochs=1, proxy=QUICK_PROXY, progress=False))
         assert mine.training
         assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
     finally:
