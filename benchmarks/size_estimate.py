@@ -51,8 +51,7 @@ def measure(per_space: int, resolutions: list[int], seed: int) -> list[dict[str,
 
     from edgekd.data import load_digits
     from edgekd.models import resnet
-    from edgekd.search.file_size import shipped_bytes
-    from edgekd.search.search import estimate_int8_bytes
+    from edgekd.search.file_size import estimate_int8_bytes, shipped_bytes
     from edgekd.search.spaces import resolve_space
     from edgekd.teacher import TeacherRecipe
 

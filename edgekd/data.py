@@ -243,24 +243,26 @@ def _scale(x: np.ndarray) -> float:
 
 
 def _orientation(stored: np.ndarray, resolution: tuple[int, int] | None) -> tuple[str, ...]:
-    """The orientation warning for images stored as ``stored`` (NCHW, NHWC or NHW), resized to ``resolution``."""
-    if stored.ndim not in (3, 4):
-        return ()
-    nhwc = stored.ndim == 4 and stored.shape[-1] in (1, 3) and stored.shape[1] not in (1, 3)
-    hw = stored.shape[1:3] if stored.ndim == 3 or nhwc else stored.shape[2:4]
-    return orientation_notes((int(hw[0]), int(hw[1])), resolution)
+    """The orientation warning for images stored as ``stored``, resized to ``resolution``."""
+    view = _nchw_view(stored)
+    return orientation_notes((int(view.shape[2]), int(view.shape[3])), resolution) if view.ndim == 4 else ()
+
+
+def _nchw_view(x: np.ndarray) -> np.ndarray:
+    """``x`` (N,C,H,W, N,H,W,C or N,H,W) viewed as N,C,H,W without copying; other ranks as they are."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC
+        return x.transpose(0, 3, 1, 2)
+    return x
 
 
 def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise DataError(f"{path}: x has dtype {x.dtype}", "store images as numbers (uint8 or float)")
-    x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
-    if x.ndim == 3:
-        x = x[:, None]
+    x = _nchw_view(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
     if x.ndim != 4:
         raise DataError(f"{path}: x has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
-    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC
-        x = x.transpose(0, 3, 1, 2)
     return _resize(x, resolution) if resolution else np.ascontiguousarray(x)
 
 

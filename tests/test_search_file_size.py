@@ -167,7 +167,7 @@ def test_the_int8_estimate_is_within_a_few_percent_of_the_written_file(space, te
     """The tiny teacher and 16 px inputs are outside what the estimate was fitted on (benchmarks/size_estimate.py)."""
     import numpy as np
 
-    from edgekd.search.search import estimate_int8_bytes
+    from edgekd.search.file_size import estimate_int8_bytes
     from edgekd.search.spaces import resolve_space
 
     family = resolve_space(space, teacher.module, small_data.input_shape)

@@ -13,7 +13,7 @@ from edgekd.data import Dataset
 from edgekd.errors import BudgetError, ConfigError
 from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
-from edgekd.search.file_size import SizeCheck, shipped_bytes
+from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
 from edgekd.search.latency_model import ANCHORS
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
@@ -58,26 +58,6 @@ class SearchConfig:
         return list(dict.fromkeys(names))
 
 
-def estimate_int8_bytes(model: Any) -> int:
-    """Size of the int8 QDQ file the onnx-int8 exporter writes for ``model``, from its layers alone.
-
-    Each quantized convolution or linear layer stores 1 byte a weight, 17 bytes an output channel (the
-    weight's fp32 scale and int8 zero point; the bias as int32 with its own fp32 scale and int32 zero
-    point) and about 1.8 KB of Q/DQ nodes, tensor names and activation scales. The first convolution and
-    the classifier stay fp32 (4 bytes a weight and a bias). Fitted on 72 students of mbv2, resnet and
-    pruned at 16 and 32 px, written as if trained: within 3.5% of the file either way (the parameter
-    count alone was up to 25% low on mbv2). Near ``--max-size-kb`` the search writes the real file."""
-    import torch
-
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    fp32 = {id(layers[0]), id(layers[-1])} if len(layers) > 2 else set()  # as exporters/onnx_int8.py
-    total = 1024
-    for layer in layers:
-        weights, out = layer.weight.numel(), layer.weight.shape[0]
-        total += 4 * (weights + out) if id(layer) in fp32 else weights + 17 * out + 1800
-    return total
-
-
 def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
            config: SearchConfig | None = None, progress: bool = True,
            log: Any = None) -> SearchResult:
@@ -119,7 +99,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
 
     def evaluate(spec: StudentSpec) -> Candidate:
         model = _build(spec, by_name, data, config)
-        size = estimate_int8_bytes(model) if config.precision == "int8" else _fp32_bytes(model)
+        size = estimate_int8_bytes(model) if config.precision == "int8" else fp32_bytes(model)
         nparams = sum(p.numel() for p in model.parameters())
         predicted = models[spec.space].predict(spec, model)
         too_slow = budget.latency_ms is not None and predicted > budget.latency_ms * 1.1
@@ -171,11 +151,6 @@ def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candi
                           f"{smallest.size_bytes / 1024:.1f} KB ({precision})",
                           f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
     return [min(small, key=lambda c: c.predicted_ms)]
-
-
-def _fp32_bytes(model: Any) -> int:
-    """Size of the fp32 ONNX file: 4 bytes per parameter plus a small graph overhead."""
-    return 4 * sum(p.numel() for p in model.parameters()) + 200 * sum(1 for _ in model.modules()) + 2048
 
 
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
