@@ -10,6 +10,8 @@ Writes benchmarks/results/search_quality.{md,json}.
 
     .venv/bin/python benchmarks/search_quality.py [--per-space 30] [--epochs 5] [--seeds 3] [--truth-seeds 2]
         [--seed 2] [--search-proxies diswot,diswot_params,params]
+    .venv/bin/python benchmarks/search_quality.py --out benchmarks/results/search_quality_seed1 --rescore
+        [--add-searched zico]   # a recorded run: every proxy scored again / a searched student per proxy added
 
 ``make bench-search`` draws its students with seed 2, the draw the default proxy was chosen on by a rule written
 before the run (``benchmarks/preregistered.md``). ``diswot_params`` was composed after looking at the seed-0 draw
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_io import write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-PROXY_NAMES = ("diswot", "diswot_params", "diswot_init", "naswot", "synflow", "grad_norm", "params")
+PROXY_NAMES = ("diswot", "diswot_params", "diswot_init", "naswot", "synflow", "grad_norm", "zico", "params")
 
 
 def _models_and_budget(space: Any, lat: Any, data: Any, rng: np.random.Generator, quantile: float) -> tuple:
@@ -122,11 +124,8 @@ def _rescore(out: dict, data: Any, teacher: Any, log: Any) -> dict:
 def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, profile: Any, log: Any) -> dict:
     from scipy.stats import kendalltau
 
-    from edgekd.errors import BudgetError
-    from edgekd.search import SearchConfig, search
     from edgekd.search.latency_model import latency_model
     from edgekd.search.spaces import resolve_space
-    from edgekd.types import Budget
 
     rng = np.random.default_rng(args.seed)
     space = resolve_space(name, teacher, data.input_shape)
@@ -154,33 +153,66 @@ def _space_study(name: str, args: argparse.Namespace, data: Any, teacher: Any, p
                 if args.truth_seeds > 1 else None)
     # The searched student (evolution under the same budget, top candidates measured), one per proxy
     # searched with, vs the baselines.
-    searched, search_s, chosen_ms, compare = [], {}, {}, {}
+    search_s, chosen_ms, compare = {}, {}, {}
     for proxy in args.search_proxies.split(","):
-        start = time.perf_counter()
-        try:
-            found = search(teacher, data, profile, Budget(latency_ms=budget_ms),
-                           SearchConfig(space=name, proxy=proxy, candidates=args.search_candidates,
-                                        precision=args.precision, seed=args.seed), progress=False)
-        except BudgetError as exc:  # the budget is set on predictions; measured, nothing may meet it
-            search_s[proxy], chosen_ms[proxy] = time.perf_counter() - start, None
-            compare[f"searched:{proxy}"] = {"error": exc.message}
-            log(f"{name} searched:{proxy}: {exc.message}")
-            continue
-        search_s[proxy], chosen_ms[proxy] = time.perf_counter() - start, found.chosen.latency_ms
-        searched.append((f"searched:{proxy}", found.chosen.spec))
+        search_s[proxy], chosen_ms[proxy], compare[f"searched:{proxy}"] = _searched(
+            name, proxy, budget_ms, args, data, teacher, profile, log)
     largest = max(under, key=lambda p: p[2])[0]
     random_pick = picks[0][0]
-    for label, spec in (*searched, ("largest", largest), ("random", random_pick)):
-        values = [_distill(space, spec, data, teacher, args.epochs, s)[0] for s in range(args.seeds)]
-        compare[label] = {"spec": spec.to_dict(), "accuracy_mean": statistics.mean(values),
-                          "accuracy_std": statistics.pstdev(values), "accuracies": values}
-        log(f"{name} {label}: {statistics.mean(values):.4f} over {args.seeds} seeds")
+    for label, spec in (("largest", largest), ("random", random_pick)):
+        compare[label] = _compared(space, spec, args, data, teacher)
+        log(f"{name} {label}: {compare[label]['accuracy_mean']:.4f} over {args.seeds} seeds")
     return {"space": name, "budget_ms": budget_ms, "latency_source": lat.source, "candidates": rows, "tau": taus,
             "seed_tau": seed_tau,
             "random_mean_accuracy": statistics.mean(accs), "proxy_s_median": {
                 p: statistics.median(r["proxy_s"][p] for r in rows) for p in PROXY_NAMES},
             "distill_s_median": statistics.median(r["distill_s"] for r in rows),
             "search_seconds": search_s, "search_chosen_measured_ms": chosen_ms, "compare": compare}
+
+
+def _searched(name: str, proxy: str, budget_ms: float, args: argparse.Namespace, data: Any, teacher: Any,
+              profile: Any, log: Any) -> tuple[float, float | None, dict]:
+    """Search the space with ``proxy`` under the budget (evolution, top candidates measured) and distil the
+    student it chooses with every seed: (search seconds, the chosen one's measured ms, its compare entry)."""
+    from edgekd.errors import BudgetError
+    from edgekd.search import SearchConfig, search
+    from edgekd.search.spaces import resolve_space
+    from edgekd.types import Budget
+
+    start = time.perf_counter()
+    try:
+        found = search(teacher, data, profile, Budget(latency_ms=budget_ms),
+                       SearchConfig(space=name, proxy=proxy, candidates=args.search_candidates,
+                                    precision=args.precision, seed=args.seed), progress=False)
+    except BudgetError as exc:  # the budget is set on predictions; measured, nothing may meet it
+        log(f"{name} searched:{proxy}: {exc.message}")
+        return time.perf_counter() - start, None, {"error": exc.message}
+    seconds = time.perf_counter() - start
+    entry = _compared(resolve_space(name, teacher, data.input_shape), found.chosen.spec, args, data, teacher)
+    log(f"{name} searched:{proxy}: {entry['accuracy_mean']:.4f} over {args.seeds} seeds")
+    return seconds, found.chosen.latency_ms, entry
+
+
+def _compared(space: Any, spec: Any, args: argparse.Namespace, data: Any, teacher: Any) -> dict:
+    """One student distilled with each of ``args.seeds`` seeds: its compare entry."""
+    values = [_distill(space, spec, data, teacher, args.epochs, s)[0] for s in range(args.seeds)]
+    return {"spec": spec.to_dict(), "accuracy_mean": statistics.mean(values),
+            "accuracy_std": statistics.pstdev(values), "accuracies": values}
+
+
+def _add_searched(out: dict, proxies: list[str], args: argparse.Namespace, data: Any, teacher: Any, profile: Any,
+                  log: Any) -> dict:
+    """A searched student for each of ``proxies`` added to a recorded run: the search repeated under each
+    space's recorded budget with the run's own seed, precision and recipe; everything recorded is kept."""
+    args = argparse.Namespace(**{**vars(args), **{k: out[k] for k in ("seed", "precision", "epochs", "seeds")}})
+    for study in out["spaces"]:
+        for proxy in proxies:
+            seconds, ms, entry = _searched(study["space"], proxy, study["budget_ms"], args, data, teacher, profile,
+                                           log)
+            study["search_seconds"][proxy], study["search_chosen_measured_ms"][proxy] = seconds, ms
+            study["compare"][f"searched:{proxy}"] = entry
+    return {**out, "added_searched": {**out.get("added_searched", {}), **dict.fromkeys(proxies,
+                                                                                        time.strftime("%Y-%m-%d"))}}
 
 
 def _timed_search(args: argparse.Namespace, data: Any, teacher: Any, profile: Any) -> dict:
@@ -202,7 +234,9 @@ def _markdown(out: dict) -> str:
              f"epochs (KD, T=4) with {out.get('truth_seeds', 1)} seed(s); accuracy on the test split, the mean over "
              f"the seeds. Students drawn with seed {out.get('seed', 0)}. Rerun: `{out['command']}`."
              + (f" Proxies rescored on the recorded students on {out['rescored']} (`--rescore`)."
-                if out.get("rescored") else ""), "",
+                if out.get("rescored") else "")
+             + "".join(f" Searched with `{p}` added to the recorded run on {day} (`--add-searched`)."
+                       for p, day in out.get("added_searched", {}).items()), "",
              "## Kendall tau: proxy score vs distilled accuracy", "",
              "The last column is the ground truth's own noise: tau between the accuracies of two distillation "
              "seeds of the same students.", "",
@@ -257,7 +291,7 @@ def _resumed(args: argparse.Namespace, log: Any) -> tuple[Path, dict[str, dict]]
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("out", "resume", "rescore", "spaces")}
+    return {k: v for k, v in vars(args).items() if k not in ("out", "resume", "rescore", "add_searched", "spaces")}
 
 
 def main() -> None:
@@ -287,6 +321,9 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="score the students recorded in OUT.json with every proxy again (minutes), keeping "
                          "their distilled accuracies: for a proxy added or changed since the run")
+    ap.add_argument("--add-searched", default="",
+                    help="proxies, comma-separated, to search with under the budgets recorded in OUT.json, adding "
+                         "their searched students (3 seeds each) to the record: for a proxy added since the run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
                          "were up to 10x slower here)")
@@ -302,8 +339,12 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
-    if args.rescore:
-        out = _rescore(json.loads(Path(args.out + ".json").read_text()), data, teacher, log)
+    if args.rescore or args.add_searched:
+        out = json.loads(Path(args.out + ".json").read_text())
+        if args.rescore:
+            out = _rescore(out, data, teacher, log)
+        if args.add_searched:
+            out = _add_searched(out, args.add_searched.split(","), args, data, teacher, profile, log)
         write_results(args.out, out, _markdown(out))
         return
     partial, done = _resumed(args, log)

@@ -33,3 +33,24 @@ def test_a_search_that_finds_nothing_under_the_budget_is_a_table_cell_not_a_cras
     assert bench._cell({"error": "no candidate can meet --budget-ms 0.14"}) == "none under the budget when measured"
     assert bench._cell({"accuracy_mean": 0.9712, "accuracy_std": 0.0041}) == "97.12 ± 0.41"
     assert bench._cell(None) == "n/a"
+
+
+def test_add_searched_adds_a_proxys_searched_student_under_the_recorded_budget_and_keeps_the_rest(bench, monkeypatch):
+    calls = []
+
+    def searched(name, proxy, budget_ms, args, *_rest):
+        calls.append((name, proxy, budget_ms, args.seed, args.precision, args.epochs, args.seeds))
+        return 1.5, 0.12, {"accuracy_mean": 0.98, "accuracy_std": 0.0, "accuracies": [0.98]}
+
+    monkeypatch.setattr(bench, "_searched", searched)
+    kept = {"searched:params": {"accuracy_mean": 0.97}}
+    out = {"seed": 2, "precision": "int8", "epochs": 5, "seeds": 3,
+           "spaces": [{"space": "mbv2", "budget_ms": 0.17, "search_seconds": {"params": 9.0},
+                       "search_chosen_measured_ms": {"params": 0.16}, "compare": dict(kept)}]}
+    args = argparse.Namespace(seed=0, precision="fp32", epochs=1, seeds=1, search_candidates=300)
+    result = bench._add_searched(out, ["zico"], args, None, None, None, print)
+    assert calls == [("mbv2", "zico", 0.17, 2, "int8", 5, 3)]  # the record's settings, not the command line's
+    study = result["spaces"][0]
+    assert study["compare"]["searched:params"] == kept["searched:params"]
+    assert study["compare"]["searched:zico"]["accuracy_mean"] == 0.98
+    assert study["search_seconds"] == {"params": 9.0, "zico": 1.5} and "zico" in result["added_searched"]

@@ -58,7 +58,7 @@ def test_unknown_space_and_proxy(teacher, small_data, fast_profile):
     with pytest.raises(ConfigError, match="unknown search space 'nope'; choose one of: mbv2.*, pruned, resnet"):
         SearchConfig(space="mbv2,nope")
     with pytest.raises(ConfigError, match="unknown proxy 'nope'; choose one of: diswot, diswot_init, diswot_params, "
-                                          "grad_norm, naswot, params, synflow"):
+                                          "grad_norm, naswot, params, synflow, zico"):
         SearchConfig(proxy="nope")
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         SearchConfig(precision="fp16")
@@ -159,7 +159,7 @@ def test_pruned_space_errors(teacher, small_data):
         space.build({"keep": [0.5]}, small_data.input_shape, 10)
 
 
-@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm", "diswot_init", "diswot_params"])
+@pytest.mark.parametrize("name", ["naswot", "synflow", "grad_norm", "zico", "diswot_init", "diswot_params"])
 def test_zero_cost_proxies_are_finite_deterministic_and_leave_the_student_alone(name, teacher, small_data):
     import torch
 
@@ -425,3 +425,27 @@ def test_params_without_any_budget_warns_that_it_picks_the_largest_student(teach
     search(teacher.module, small_data, fast_profile, Budget(max_size_kb=500), params, progress=False,
            log=lines.append)
     assert not any("no --budget-ms" in line for line in lines)
+
+
+def test_zico_is_the_log_of_the_summed_inverse_coefficient_of_variation_per_layer(small_data):
+    """One Linear layer, two halves of the probe batch: log(sum over weights of mean|g| / std(g)), weights
+    whose gradient is the same in both halves left out."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 10))
+    x = small_data.x_train[:16].copy()
+    x[..., 0, 0] = 0  # a blank pixel: its weights get no gradient in either half
+    probe = make_probe(model, x, small_data.y_train[:16])
+    grads = []
+    for xb, yb in ((probe.x[:8], probe.y[:8]), (probe.x[8:], probe.y[8:])):
+        model.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        grads.append(model[1].weight.grad.flatten().double().clone())
+    g = torch.stack(grads)
+    std, mean_abs = (g[0] - g[1]).abs() / 2, g.abs().mean(0)
+    varies = std > 0
+    assert 0 < varies.sum() < varies.numel()
+    expected = float(torch.log((mean_abs[varies] / std[varies]).sum()))
+    assert PROXIES.get("zico")(model, probe) == pytest.approx(expected, rel=1e-9)

@@ -38,7 +38,7 @@ _COMPRESS_OPTIONS = [
     click.option("--space", type=str, help="Student search space(s), comma-separated: mbv2, resnet, pruned "
                                            "(the teacher with fewer channels) (default: mbv2)."),
     click.option("--proxy", type=str, help="Training-free score: diswot, diswot_params, diswot_init, naswot, synflow, "
-                                           "grad_norm, params (default: params, the largest student the budgets "
+                                           "grad_norm, zico, params (default: params, the largest student the budgets "
                                            "allow, which distilled best on held-out digits draws; see the README's "
                                            "Search quality)."),
     click.option("--candidates", type=int, help="Distinct candidates the evolutionary search scores (default: 100)."),

@@ -8,7 +8,9 @@ setting: the teacher's architecture and the student both at random initialisatio
 term from the classifier's weight gradients (class-by-class similarity) instead of CAMs.
 ``naswot``, ``synflow`` and ``grad_norm`` are the zero-cost proxies of the NAS literature (Mellor
 et al. 2021; Tanaka et al. 2020 / Abdelfattah et al. 2021), which ignore the teacher. ``params``
-(more parameters is better) is the baseline every proxy must beat. ``diswot_params`` adds the two:
+(more parameters is better) is the baseline every proxy must beat. ``zico`` (Li et al., ICLR 2023) is the
+zero-cost proxy published as beating parameter count across NAS benchmarks: how consistent the
+gradients are across mini-batches, relative to their size. ``diswot_params`` adds the two:
 DisWOT's similarities say how alike a student already is to the teacher, not how much it can learn, and
 on digits parameter count ranked distilled students better than any similarity alone.
 """
@@ -161,6 +163,43 @@ def grad_norm(student: Any, probe: Probe) -> float:
     model = copy.deepcopy(student).train()  # a copy: train mode would move the student's BN statistics
     F.cross_entropy(model(probe.x), probe.y).backward()
     return sum(float(p.grad.norm()) for p in model.parameters() if p.grad is not None)
+
+
+ZICO_BATCHES = 2  # the paper's split of one batch; more halves the images each gradient sees
+
+
+@PROXIES.register("zico")
+def zico(student: Any, probe: Probe) -> float:
+    """Sum over Conv2d and Linear layers of log(sum over weights of mean|g| / std(g)), with g the
+    cross-entropy gradient of each of ``ZICO_BATCHES`` parts of the probe batch (ZiCo, Li et al.,
+    "Zero-shot NAS via Inverse Coefficient of Variation on Gradients", ICLR 2023): a network whose
+    gradients are large and agree across batches trains fast and far. Weights whose gradient does not
+    vary are left out, as in the paper."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    model = copy.deepcopy(student).train()  # a copy: train mode would move the student's BN statistics
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    grads: list[list[Any]] = [[] for _ in layers]
+    for xb, yb in zip(probe.x.chunk(ZICO_BATCHES), probe.y.chunk(ZICO_BATCHES), strict=True):
+        model.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        for per_layer, layer in zip(grads, layers, strict=True):
+            if layer.weight.grad is not None:
+                per_layer.append(layer.weight.grad.detach().flatten().clone())
+    total = 0.0
+    for per_layer in grads:
+        if len(per_layer) < 2:
+            continue
+        g = torch.stack(per_layer).double()
+        std = g.std(dim=0, unbiased=False)
+        varies = std > 0
+        ratio = float((g.abs().mean(dim=0)[varies] / std[varies]).sum())
+        if ratio > 0:
+            total += float(np.log(ratio))
+    return total
 
 
 def _features_and_logits(model: Any, x: Any, need_grad: bool) -> tuple[Any, Any]:
