@@ -1,0 +1,90 @@
+"""The search's latency check: measurements correct the predictions they contradict, and one disturbed
+measurement of the fastest candidate does not fail the search. The measurement itself is swapped for a
+rule (measured = factor x predicted) so that the predictions are wrong by a known amount."""
+
+import importlib
+
+import pytest
+
+from edgekd.errors import BudgetError
+from edgekd.profiles import load_profile
+from edgekd.search import SearchConfig
+from edgekd.search.file_size import SizeCheck
+from edgekd.search.search import latency_scale
+from edgekd.types import Budget, Candidate, StudentSpec
+
+search_module = importlib.import_module("edgekd.search.search")  # the package exports search() itself
+
+
+def _cand(i: int, predicted: float, space: str = "mbv2", measured: float | None = None) -> Candidate:
+    return Candidate(StudentSpec(space, {"i": i}), 1000 * i, 1000, float(predicted), latency_ms=measured,
+                     predicted_ms=predicted)
+
+
+def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None):
+    """``_measure_until_feasible`` over ``ranked`` (best first), every measurement ``factor`` x the prediction
+    (the first one ``first_factor`` x, when given). Returns (measured, chosen, log lines, calls)."""
+    calls: list[list[Candidate]] = []
+
+    def measure(cands, *_args):
+        calls.append(list(cands))
+        f = first_factor if first_factor is not None and len(calls) == 1 else factor
+        return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=c.predicted_ms * f,
+                          predicted_ms=c.predicted_ms) for c in cands]
+
+    monkeypatch.setattr(search_module, "_measure", measure)
+    lines: list[str] = []
+    config = SearchConfig(measure_top=2, rounds=rounds)
+    done, _too_big, chosen = search_module._measure_until_feasible(
+        ranked, None, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), config, {}, {}, None, SizeCheck(None, lambda c: 0),
+        lines.append)
+    return done, chosen, lines, calls
+
+
+def _params_like(n: int = 10) -> list[Candidate]:
+    """Predicted 0.1 .. 1.0 ms, and the slower the better scored (a params-like proxy)."""
+    return sorted((_cand(i, i / 10) for i in range(1, n + 1)), key=lambda c: c.score, reverse=True)
+
+
+def test_latency_scale_is_the_median_measured_over_predicted_per_space_never_below_one():
+    measured = [_cand(1, 0.1, measured=0.15), _cand(2, 0.2, measured=0.36), _cand(3, 0.4, measured=0.4),
+                _cand(4, 0.1, "resnet", measured=0.05), _cand(5, 0.2, "resnet", measured=0.1),
+                _cand(6, 0.3, "resnet", measured=0.2), _cand(7, 0.1, "pruned", measured=0.5),
+                _cand(8, 0.2, "pruned", measured=None)]
+    scale = latency_scale(measured)
+    assert scale["mbv2"] == pytest.approx(1.5)
+    assert scale["resnet"] == 1.0  # faster than predicted: nothing more to rule out, nothing admitted
+    assert "pruned" not in scale  # one measurement is not enough to correct a space
+
+
+def test_a_space_measuring_slower_than_predicted_rules_out_the_candidates_that_would_miss(monkeypatch):
+    """Measured 1.6x the prediction: the two best-ranked miss the 1.0 ms budget, and the second round goes to
+    the best candidate the corrected prediction lets through (0.6 ms predicted, 0.96 measured) instead of
+    the next two that would miss too, which would leave only the fastest, the worst-scored, to choose."""
+    done, chosen, lines, calls = _run(monkeypatch, _params_like(), 1.0, 1.6)
+    assert chosen.predicted_ms == pytest.approx(0.6) and chosen.latency_ms <= 1.0
+    measured = {round(c.predicted_ms, 1) for c in done}
+    assert {0.8, 0.7}.isdisjoint(measured) and {0.1, 1.0, 0.9, 0.6}.issubset(measured)
+    assert any("'mbv2' candidates measured 60% slower than predicted" in line for line in lines)
+
+
+def test_predictions_that_hold_are_left_alone(monkeypatch):
+    done, chosen, lines, _ = _run(monkeypatch, _params_like(), 1.0, 1.0)
+    assert chosen.predicted_ms == pytest.approx(1.0)
+    assert not any("slower than predicted" in line for line in lines)
+
+
+def test_one_disturbed_measurement_of_the_fastest_candidate_is_measured_again(monkeypatch):
+    """The fastest candidate (0.1 ms predicted) first measures 20x slow, over the 1.0 ms budget: a second
+    measurement decides, and the search goes on."""
+    _done, chosen, lines, calls = _run(monkeypatch, _params_like(), 1.0, 1.0, first_factor=20)
+    assert [c.predicted_ms for c in calls[0]] == [0.1] and [c.predicted_ms for c in calls[1]] == [0.1]
+    assert any("the fastest candidate measured 2.000 ms, over --budget-ms 1; measuring it again" in line
+               for line in lines)
+    assert chosen.predicted_ms == pytest.approx(1.0)
+
+
+def test_a_fastest_candidate_over_the_budget_twice_fails_with_its_better_measurement(monkeypatch):
+    with pytest.raises(BudgetError, match=r"the fastest candidate measured 0\.300 ms") as err:
+        _run(monkeypatch, _params_like(), 0.2, 3.0, first_factor=5.0)
+    assert "raise --budget-ms to at least 0.330" in err.value.fix
