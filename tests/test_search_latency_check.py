@@ -3,6 +3,7 @@ measurement of the fastest candidate does not fail the search. The measurement i
 rule (measured = factor x predicted) so that the predictions are wrong by a known amount."""
 
 import importlib
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,7 +22,7 @@ def _cand(i: int, predicted: float, space: str = "mbv2", measured: float | None 
                      predicted_ms=predicted)
 
 
-def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None):
+def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None, source="fitted on 32 networks"):
     """``_measure_until_feasible`` over ``ranked`` (best first), every measurement ``factor`` x the prediction
     (the first one ``first_factor`` x, when given). Returns (measured, chosen, log lines, calls)."""
     calls: list[list[Candidate]] = []
@@ -35,9 +36,11 @@ def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None):
     monkeypatch.setattr(search_module, "_measure", measure)
     lines: list[str] = []
     config = SearchConfig(measure_top=2, rounds=rounds)
+    data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
+    spaces = {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}
     done, _too_big, chosen = search_module._measure_until_feasible(
-        ranked, None, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), config, {}, {}, None, SizeCheck(None, lambda c: 0),
-        lines.append)
+        ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), config, spaces,
+        {"mbv2": SimpleNamespace(source=source)}, None, SizeCheck(None, lambda c: 0), lines.append)
     return done, chosen, lines, calls
 
 
@@ -88,3 +91,25 @@ def test_a_fastest_candidate_over_the_budget_twice_fails_with_its_better_measure
     with pytest.raises(BudgetError, match=r"the fastest candidate measured 0\.300 ms") as err:
         _run(monkeypatch, _params_like(), 0.2, 3.0, first_factor=5.0)
     assert "raise --budget-ms to at least 0.330" in err.value.fix
+
+
+def test_a_search_left_with_only_its_fastest_candidate_warns_and_names_the_calibration(monkeypatch):
+    """Every better-ranked candidate measures 5x its prediction: the fastest (measured as predicted) is all
+    that meets the budget, and the log says that the choice is a fallback and how to fix the predictions."""
+    _done, chosen, lines, _ = _run(monkeypatch, _params_like(), 1.0, 5.0, rounds=1, first_factor=1.0)
+    assert chosen.predicted_ms == pytest.approx(0.1)
+    warning = [line for line in lines if line.startswith("warning: search: none of the 2 better-ranked")]
+    assert warning and "measured up to 5.0x their prediction" in warning[0]
+    assert "`edgekd profiles calibrate host-cpu-1t --space mbv2 --input-shape 1,16,16 --classes 10`" in warning[0]
+    # a calibrated space has nothing to calibrate: the warning stays, the hint goes
+    _done, _chosen, lines, _ = _run(monkeypatch, _params_like(), 1.0, 5.0, rounds=1, first_factor=1.0,
+                                    source="latency table")
+    assert any(line.startswith("warning: search: none of") and "calibrate" not in line for line in lines)
+
+
+def test_a_fastest_candidate_chosen_on_its_merits_is_not_a_fallback(monkeypatch):
+    ranked = [_cand(1, 0.1)] + [_cand(i, i / 10 + 1) for i in range(2, 4)]  # the fastest is also the best
+    ranked[0] = Candidate(ranked[0].spec, 0, 1000, 99.0, predicted_ms=0.1)
+    _done, chosen, lines, _ = _run(monkeypatch, ranked, 5.0, 1.0, rounds=1)
+    assert chosen.predicted_ms == pytest.approx(0.1)
+    assert not any(line.startswith("warning:") for line in lines)

@@ -202,12 +202,32 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
         log("search: " + "; ".join(f"'{n}' candidates measured {(r - 1) * 100:.0f}% slower than predicted (median)"
                                    for n, r in slow.items())
             + ", so the rest were judged by the corrected prediction")
+    missed = [c for c in done if chosen is not None and c.score > chosen.score and c.latency_ms is not None
+              and budget.latency_ms is not None and c.latency_ms > budget.latency_ms]
+    if chosen is not None and chosen.spec.key() == fastest.spec.key() and missed:
+        log(_fell_back(missed, budget, profile, latency, spaces, data))
     too_big: list[Candidate] = []
     if chosen is None:
         done, chosen = _smallest_try(queue, sizes, too_big, measure, done, budget)
     if chosen is None:
         raise _neither(done, too_big, budget, config.precision, profile, sizes)
     return done, too_big, chosen
+
+
+def _fell_back(missed: list[Candidate], budget: Budget, profile: DeviceProfile, latency: dict[str, Any],
+               spaces: dict[str, Any], data: Dataset) -> str:
+    """The warning for a search that chose its fastest candidate because the better-ranked ones it measured
+    (``missed``) missed the budget: the latency model mispredicts this ranking's favourites, and the choice
+    is the fastest student rather than the best one. A calibrated table predicts far better than a fit."""
+    worst = max((c.latency_ms / c.predicted_ms for c in missed if c.predicted_ms), default=1.0)
+    fitted = sorted(n for n, model in latency.items()
+                    if model.source != "latency table" and hasattr(spaces.get(n), "all_blocks"))
+    c, h, w = data.input_shape
+    hint = (f"; calibrate a latency table so that predictions hold: `edgekd profiles calibrate {profile.name} "
+            f"--space {fitted[0]} --input-shape {c},{h},{w} --classes {data.num_classes}`" if fitted else "")
+    return (f"warning: search: none of the {len(missed)} better-ranked candidates it measured met --budget-ms "
+            f"{budget.latency_ms:g} (measured up to {worst:.1f}x their prediction), so it chose its fastest "
+            f"candidate, which may be far from the best student under the budget{hint}")
 
 
 def latency_scale(measured: list[Candidate]) -> dict[str, float]:
