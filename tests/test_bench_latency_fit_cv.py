@@ -50,7 +50,7 @@ def test_the_im2col_layouts_can_be_left_out(bench):
     (["--anchors", "2,16"], "anchors must lie in 3..199"),
     (["--draws", "0"], "--draws be positive"),
     (["--source", "missing.json"], "not found; run benchmarks/latency_predictor.py"),
-    (["--source", "mbv2-only.json"], "has no pruned rows"),
+    (["--source", "mbv2-only.json"], "has no 'pruned' rows"),
 ])
 def test_bad_arguments_stop_before_any_fit(bench, tmp_path, monkeypatch, argv, message):
     import json
@@ -65,3 +65,14 @@ def test_bad_arguments_stop_before_any_fit(bench, tmp_path, monkeypatch, argv, m
     with pytest.raises(SystemExit, match=message):
         bench.main()
     assert not list(tmp_path.glob("o.*"))
+
+
+def test_rebuilt_students_must_rank_as_the_recorded_macs_baseline(bench):
+    """A draw that differs from the measured one (a calibration network not skipped, say) is caught: plain
+    MACs would rank the rebuilt students otherwise than the recorded baseline ranked the measured ones."""
+    records = [[(8, 8 * (i + 1), 1, 9, 64)] for i in range(10)]
+    units = [float(i) for i in range(10)]
+    run = {"fp32": {"measured_units": units, "linear_in_macs": {"spearman": 1.0}}}
+    assert bench.aligned(records, run)
+    assert not bench.aligned(records[::-1], run)
+    assert bench.aligned(records[::-1], {"fp32": {"measured_units": units}})  # pruned rows record no baseline

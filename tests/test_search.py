@@ -390,8 +390,14 @@ def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
 
 
 def test_choose_layout_finds_the_rule_the_latencies_follow():
-    """Latencies generated from one layout's features: leave-one-out picks that layout and its fit."""
-    from edgekd.search.latency_model import choose_layout, layout_features
+    """Latencies generated from one layout's features: leave-one-out picks that layout and its fit (on the
+    layout's features alone; the per-layer terms search adds are tested below)."""
+    import functools
+
+    from edgekd.search.latency_model import choose_layout as choose_with_layer_terms
+    from edgekd.search.latency_model import layout_features
+
+    choose_layout = functools.partial(choose_with_layer_terms, features=layout_features)
 
     rng = np.random.default_rng(0)
     networks = [[(int(rng.integers(3, 20)), int(rng.integers(8, 48)), 1, 9, 64),
@@ -411,9 +417,45 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
     y = np.asarray([np.dot([2.0, 5.0, 3.0, 0.3], layout_features(n, "nchwc8+im2col")) for n in networks])
     layout, coef = choose_layout(networks, y)
     assert layout == "nchwc8+im2col" and coef == pytest.approx([2.0, 5.0, 3.0, 0.3], rel=1e-6)
-    assert "+im2col" not in choose_layout(networks[:6], y[:6])[0]
+    # on 6 anchors only fits of at most 3 independent terms are tried (a term constant among them adds none)
+    few = choose_layout(networks[:6], y[:6])[0]
+    assert np.linalg.matrix_rank(np.asarray([layout_features(n, few) for n in networks[:6]])) <= 3
     # A restricted choice (the cross-validation benchmark compares with and without the term).
     assert choose_layout(networks, y, layouts=("macs", "nchwc16"))[0] in ("macs", "nchwc16")
+
+
+def test_the_fit_learns_the_cost_of_layers_and_of_gated_maps():
+    """Latencies that carry a cost per layer and per squeeze-excitation-gated element besides MACs: the fit
+    search uses recovers both, where the layout's features alone cannot."""
+    from edgekd.search.latency_model import choose_layout, fit_features, layout_features
+
+    rng = np.random.default_rng(3)
+    networks = []
+    for _ in range(24):
+        net, c = [(1, 16, 1, 9, 256)], 16
+        for _block in range(int(rng.integers(1, 5))):
+            out = int(rng.choice([16, 32, 48]))
+            net.append((c, out, 1, 9, 64))
+            if rng.random() < 0.5:  # squeeze-excitation: two layers on the pooled vector, then the next layer
+                net += [(out, 8, 1, 1, 1), (8, out, 1, 1, 1)]
+            c = out
+        networks.append(net + [(c, 10, 1, 1, 1)])  # the classifier gates nothing
+    truth = [2.0, 0.8, 30.0, 0.3]  # MACs, layers, gated elements, constant
+    y = np.asarray([np.dot(truth, fit_features(n, "macs")) for n in networks])
+    layout, coef = choose_layout(networks, y, layouts=("macs",))
+    assert layout == "macs" and coef == pytest.approx(truth, rel=1e-6)
+    _layout, without = choose_layout(networks, y, layouts=("macs",), features=layout_features)
+    predicted = np.asarray([np.dot(without, layout_features(n, "macs")) for n in networks])
+    assert np.max(np.abs(predicted / y - 1)) > 0.1
+
+
+def test_gated_elements_count_the_map_before_each_squeeze_excitation():
+    from edgekd.search.latency_model import gated_elements
+
+    se_block = [(3, 16, 1, 9, 64), (16, 4, 1, 1, 1), (4, 16, 1, 1, 1), (16, 32, 1, 1, 64), (32, 10, 1, 1, 1)]
+    assert gated_elements(se_block) == 16 * 64  # the first layer's map, once; the classifier gates nothing
+    assert gated_elements([(3, 16, 1, 9, 64), (16, 10, 1, 1, 1)]) == 0
+    assert gated_elements([(16, 4, 1, 1, 1), (4, 16, 1, 1, 1), (16, 8, 1, 1, 4)]) == 0  # nothing before it
 
 
 def test_params_without_any_budget_warns_that_it_picks_the_largest_student(teacher, small_data, fast_profile):
