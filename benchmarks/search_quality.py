@@ -235,8 +235,9 @@ def _markdown(out: dict) -> str:
              f"the seeds. Students drawn with seed {out.get('seed', 0)}. Rerun: `{out['command']}`."
              + (f" Proxies rescored on the recorded students on {out['rescored']} (`--rescore`)."
                 if out.get("rescored") else "")
-             + "".join(f" Searched with `{p}` added to the recorded run on {day} (`--add-searched`)."
-                       for p, day in out.get("added_searched", {}).items()), "",
+             + (" Students searched with " + ", ".join(f"`{p}`" for p in out["added_searched"])
+                + f" under the recorded budgets on {max(out['added_searched'].values())} (`--add-searched`), "
+                  "with the search of that day." if out.get("added_searched") else ""), "",
              "## Kendall tau: proxy score vs distilled accuracy", "",
              "The last column is the ground truth's own noise: tau between the accuracies of two distillation "
              "seeds of the same students.", "",
