@@ -374,8 +374,7 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
                                           opset=config.opset))
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration,
-                                                     max_bytes=None if config.max_size_kb is None
-                                                     else int(config.max_size_kb * 1024)))
+                                                     max_bytes=config.budget.max_bytes))
         student_int8 = fallback.artifact
         log(f"export: {fallback.summary()}")
         for note in fallback.notes:

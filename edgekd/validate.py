@@ -156,8 +156,8 @@ def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, accuracy:
     verdicts: dict[str, bool] = {}
     if budget.latency_ms is not None:
         verdicts["latency"] = lat.p50_ms <= budget.latency_ms
-    if budget.max_size_kb is not None:
-        verdicts["size"] = art.size_bytes <= budget.max_size_kb * 1024
+    if budget.max_bytes is not None:
+        verdicts["size"] = art.size_bytes <= budget.max_bytes
     if budget.min_accuracy is not None and accuracy is not None:
         verdicts["accuracy"] = accuracy >= budget.min_accuracy
     if budget.max_accuracy_drop is not None and accuracy is not None and teacher_accuracy is not None:
@@ -207,7 +207,7 @@ def _against_teacher(reports: list[ArtifactReport], primary: str, budget: Budget
         speed = teacher.latency.p50_ms / shipped.latency.p50_ms
         larger = ", and larger" if shipped.artifact.size_bytes > teacher.artifact.size_bytes else ""
         fits = (budget.latency_ms is not None and teacher.latency.p50_ms <= budget.latency_ms
-                and (budget.max_size_kb is None or teacher.artifact.size_bytes <= budget.max_size_kb * 1024))
+                and (budget.max_bytes is None or teacher.artifact.size_bytes <= budget.max_bytes))
         advice = ("the teacher itself meets the budget: ship it, or tighten --budget-ms" if fits else
                   "compressing gained nothing here: try a tighter --budget-ms, or --space pruned")
         notes.append(f"the shipped student is not faster than the teacher ({speed:.2f}x its speed{larger}): {advice}")

@@ -74,3 +74,9 @@ def test_registry_duplicate_registration():
     reg = _registry()
     with pytest.raises(ValueError, match="loss 'kd' is registered twice"):
         reg.register("kd")(object())
+
+
+def test_budget_max_bytes_is_the_size_limit_in_bytes_that_files_are_compared_with():
+    assert Budget(max_size_kb=128).max_bytes == 128 * 1024
+    assert Budget(max_size_kb=0.3).max_bytes == 307  # a file of 307 bytes fits 0.3 KB, one of 308 does not
+    assert Budget(latency_ms=1.0).max_bytes is None

@@ -108,7 +108,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         nparams = sum(p.numel() for p in model.parameters())
         predicted = models[spec.space].predict(spec, model)
         too_slow = budget.latency_ms is not None and predicted > budget.latency_ms * SLACK
-        too_big = budget.max_size_kb is not None and size > budget.max_size_kb * 1024
+        too_big = budget.max_bytes is not None and size > budget.max_bytes
         score = float("-inf") if too_slow or too_big else proxy(model, probe)
         return Candidate(spec, nparams, size, score, predicted_ms=predicted)
 
@@ -125,7 +125,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament, on_step=step)
     bar.close()
     ranked = sorted(_fits(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
-    sizes = SizeCheck(None if budget.max_size_kb is None else int(budget.max_size_kb * 1024),
+    sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(_build(c.spec, by_name, data, config), data, calib, config.precision))
     measured, too_big, chosen = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models,
                                                         calib, sizes, log)
@@ -149,7 +149,7 @@ def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candi
     fits = [c for c in scored if np.isfinite(c.score)]
     if fits:
         return fits
-    small = [c for c in scored if budget.max_size_kb is None or c.size_bytes <= budget.max_size_kb * 1024]
+    small = [c for c in scored if budget.max_bytes is None or c.size_bytes <= budget.max_bytes]
     if not small:
         smallest = min(scored, key=lambda c: c.size_bytes)
         raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "

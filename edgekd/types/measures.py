@@ -43,6 +43,11 @@ class Budget:
                               f"{self.max_accuracy_drop:g}", "pass e.g. 1.0 to allow one point less than the teacher")
 
     @property
+    def max_bytes(self) -> int | None:
+        """``max_size_kb`` in bytes (1 KB = 1024 bytes), what file sizes are compared with; None when unlimited."""
+        return None if self.max_size_kb is None else int(self.max_size_kb * 1024)
+
+    @property
     def checks_accuracy(self) -> bool:
         return self.min_accuracy is not None or self.max_accuracy_drop is not None
 
