@@ -291,6 +291,16 @@ def _resumed(args: argparse.Namespace, log: Any) -> tuple[Path, dict[str, dict]]
     return partial, {s["space"]: s for s in kept["spaces"]}
 
 
+def _check_proxies(names: str) -> None:
+    """Unknown names in --add-searched stop the run before the teacher is trained, not after a search."""
+    from edgekd.search.proxies import PROXIES
+
+    unknown = [n for n in filter(None, names.split(",")) if n not in PROXIES.names()]
+    if unknown:
+        raise SystemExit(f"error: unknown proxy '{unknown[0]}' in --add-searched; choose from: "
+                         f"{', '.join(PROXIES.names())}")
+
+
 def _settings(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("out", "resume", "rescore", "add_searched", "spaces")}
 
@@ -324,11 +334,13 @@ def main() -> None:
                          "their distilled accuracies: for a proxy added or changed since the run")
     ap.add_argument("--add-searched", default="",
                     help="proxies, comma-separated, to search with under the budgets recorded in OUT.json, adding "
-                         "their searched students (3 seeds each) to the record: for a proxy added since the run")
+                         "their searched students (distilled with the record's seeds) to the record: for a proxy "
+                         "added, or a search changed, since the run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
                          "were up to 10x slower here)")
     args = ap.parse_args()
+    _check_proxies(args.add_searched)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -54,3 +54,12 @@ def test_add_searched_adds_a_proxys_searched_student_under_the_recorded_budget_a
     assert study["compare"]["searched:params"] == kept["searched:params"]
     assert study["compare"]["searched:zico"]["accuracy_mean"] == 0.98
     assert study["search_seconds"] == {"params": 9.0, "zico": 1.5} and "zico" in result["added_searched"]
+
+
+def test_add_searched_refuses_an_unknown_proxy_before_any_work(bench, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["search_quality.py", "--add-searched", "params,nope"])
+    monkeypatch.setattr(bench, "_add_searched", lambda *a: pytest.fail("searched before the check"))
+    with pytest.raises(SystemExit, match="unknown proxy 'nope' in --add-searched; choose from: diswot, "):
+        bench.main()
