@@ -129,20 +129,21 @@ def main() -> None:
         raise SystemExit(f"error: anchors must lie in 3..{n - 1} and --draws be positive; write e.g. 8,16,32")
     start = time.perf_counter()
     rows = []
+    teacher = _teacher()
     for name in args.spaces.split(","):
         runs = {p: s[name] for p, s in recorded["results"].items() if name in s}
         if not runs:
             raise SystemExit(f"error: {source} has no '{name}' rows; run benchmarks/latency_predictor.py "
                              f"--spaces {name}")
-        space = resolve_space(name, _teacher(), SHAPE)
+        space = resolve_space(name, teacher, SHAPE)
         records = [conv_records(m, SHAPE) for m in _build(space, students(space, n))]
-        for (profile, run), precision, (terms, layer_terms, activations, im2col) in itertools.product(
-                runs.items(), ("fp32", "int8"), TERMS):
+        for profile, run in runs.items():
             if not aligned(records, run):
                 raise SystemExit(f"error: the rebuilt '{name}' students are not the ones {source} measured on "
                                  f"'{profile}'; rerun benchmarks/latency_predictor.py --spaces {name}")
-            int8 = precision == "int8"
-            activations = int8 if activations is None else activations
+        for (profile, run), precision, (terms, layer_terms, activations, im2col) in itertools.product(
+                runs.items(), ("fp32", "int8"), TERMS):
+            activations = precision == "int8" if activations is None else activations
             y = np.asarray(run[precision]["measured_units"])
             cv = {str(c): cross_validate(records, y, c, activations, args.draws, im2col=im2col,
                                          layer_terms=layer_terms) for c in counts}

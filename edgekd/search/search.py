@@ -185,7 +185,7 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
             f"candidate measured {done[0].latency_ms:.3f} ms ({config.precision})",
             f"raise --budget-ms to at least {done[0].latency_ms * 1.1:.3f} or choose a faster profile")
     queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
-    chosen = None
+    chosen, scale = None, {}
     for _ in range(config.rounds):
         batch, queue = queue[:config.measure_top], queue[config.measure_top:]
         if not batch:
@@ -197,7 +197,7 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
         queue = [c for c in queue if sizes.may_fit(c) and _may_meet(c, budget, scale)]
         if chosen is not None and (not queue or chosen.score >= queue[0].score):
             break
-    slow = {name: r for name, r in latency_scale(done).items() if r > 1}
+    slow = {name: r for name, r in scale.items() if r > 1}
     if slow and budget.latency_ms is not None:
         log("search: " + "; ".join(f"'{n}' candidates measured {(r - 1) * 100:.0f}% slower than predicted (median)"
                                    for n, r in slow.items())
