@@ -26,24 +26,39 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from latency_predictor import RESULTS, SHAPE, _build, _teacher  # noqa: E402
+from latency_predictor import RESULTS, SEED, SHAPE, _build, _teacher  # noqa: E402
 from results_io import write_results  # noqa: E402
 
-# (label, with the per-layer terms of fit_features, with the int8 output elements, with the im2col layouts)
-TERMS = (("MACs by layout", False, False, False), ("MACs by layout, im2col layouts too", False, False, True),
-         ("+ output elements", False, True, False), ("+ output elements, im2col layouts too", False, True, True),
-         ("+ layers and gated maps, im2col layouts too", True, None, True))
+# (label, features: "layout" (layout_features), "layers" (fit_features less its int8 depthwise terms) or
+# "search" (fit_features), with the int8 output elements (None: on int8), with the im2col layouts)
+TERMS = (("MACs by layout", "layout", False, False), ("MACs by layout, im2col layouts too", "layout", False, True),
+         ("+ output elements", "layout", True, False), ("+ output elements, im2col layouts too", "layout", True, True),
+         ("+ layers and gated maps, im2col layouts too", "layers", None, True),
+         ("+ layers, gated maps and depthwise tails, im2col layouts too", "search", None, True))
+
+
+def _without_depthwise(records: list, layout: str, activations: bool = False) -> list[float]:
+    from edgekd.search.latency_model import fit_features
+
+    full = fit_features(records, layout, activations)
+    return full[:-4] + [1.0] if activations else full
+
+
+def _features(name: str) -> Any:
+    from edgekd.search.latency_model import fit_features, layout_features
+
+    return {"layout": layout_features, "layers": _without_depthwise, "search": fit_features}[name]
 
 
 def cross_validate(records: list, y: np.ndarray, anchors: int, activations: bool, draws: int,
-                   seed: int = 1, im2col: bool = True, layer_terms: bool = True) -> dict:
+                   seed: int = 1, im2col: bool = True, terms: str = "search") -> dict:
     """Share of held-out networks predicted within ±10% by a fit on ``anchors`` random ones: mean and
     10th percentile over ``draws``, and how often each layout was chosen (without ``im2col``, among the
-    layouts without that term; without ``layer_terms``, on ``layout_features`` alone)."""
-    from edgekd.search.latency_model import IM2COL, LAYOUTS, choose_layout, fit_features, layout_features
+    layouts without that term; ``terms`` names the features, as in TERMS)."""
+    from edgekd.search.latency_model import IM2COL, LAYOUTS, choose_layout
 
     layouts = LAYOUTS if im2col else tuple(lay for lay in LAYOUTS if not lay.endswith(IM2COL))
-    features = fit_features if layer_terms else layout_features
+    features = _features(terms)
 
     rng = np.random.default_rng(seed)
     shares, chosen = [], {}
@@ -66,8 +81,9 @@ def _markdown(out: dict) -> str:
              f"calibrated table (`choose_layout`), the other {out['n']} - N predicted, {out['draws']} draws. Share "
              "within ±10%: mean over draws (10th percentile over draws). 'search' marks the terms search uses "
              "(MACs by channel layout with the im2col layouts as candidates, the number of layers and the "
-             "elements of squeeze-excitation-gated maps; int8 also the layers' output elements). The other rows "
-             "are earlier term sets, for comparison.", "",
+             "elements of squeeze-excitation-gated maps; int8 also the layers' output elements and the "
+             "depthwise channel tails and kernel pointers). The other rows are earlier term sets, for "
+             "comparison.", "",
              "| profile | space | precision | terms | " + " | ".join(f"N={n}" for n in counts) + " |",
              "|---|---|---|---|" + "---:|" * len(counts)]
     for row in out["rows"]:
@@ -78,9 +94,9 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines + [""])
 
 
-def students(space: Any, n: int) -> list:
-    """The students latency_predictor.py measured, in its order: its draw, less a calibrated space's
-    calibration networks (``calibrate``'s default draw)."""
+def students(space: Any, n: int, seed: int = SEED) -> list:
+    """The students latency_predictor.py measured, in its order: its draw (``seed``), less a calibrated
+    space's calibration networks (``calibrate``'s default draw)."""
     import inspect
 
     from edgekd.latency.calibrate import calibrate, sample_specs
@@ -88,7 +104,7 @@ def students(space: Any, n: int) -> list:
     defaults = inspect.signature(calibrate).parameters
     seen = ({s.key() for s in sample_specs(space, defaults["networks"].default, defaults["seed"].default)}
             if hasattr(space, "all_blocks") else set())
-    return [s for s in sample_specs(space, n + 64, 777) if s.key() not in seen][:n]
+    return [s for s in sample_specs(space, n + 64, seed) if s.key() not in seen][:n]
 
 
 def aligned(records: list, run: dict) -> bool:
@@ -124,7 +140,7 @@ def main() -> None:
     if not source.is_file():
         raise SystemExit(f"error: {source} not found; run benchmarks/latency_predictor.py first")
     recorded = json.loads(source.read_text())
-    n = recorded["meta"]["n"]
+    n, seed = recorded["meta"]["n"], recorded["meta"].get("seed", SEED)
     if not all(3 <= c < n for c in counts) or args.draws < 1:
         raise SystemExit(f"error: anchors must lie in 3..{n - 1} and --draws be positive; write e.g. 8,16,32")
     start = time.perf_counter()
@@ -136,24 +152,26 @@ def main() -> None:
             raise SystemExit(f"error: {source} has no '{name}' rows; run benchmarks/latency_predictor.py "
                              f"--spaces {name}")
         space = resolve_space(name, teacher, SHAPE)
-        records = [conv_records(m, SHAPE) for m in _build(space, students(space, n))]
+        records = [conv_records(m, SHAPE) for m in _build(space, students(space, n, seed))]
         for profile, run in runs.items():
             if not aligned(records, run):
                 raise SystemExit(f"error: the rebuilt '{name}' students are not the ones {source} measured on "
                                  f"'{profile}'; rerun benchmarks/latency_predictor.py --spaces {name}")
-        for (profile, run), precision, (terms, layer_terms, activations, im2col) in itertools.product(
+        for (profile, run), precision, (terms, features, activations, im2col) in itertools.product(
                 runs.items(), ("fp32", "int8"), TERMS):
+            if features == "layers" and precision == "fp32":
+                continue  # fp32 fits have no depthwise terms: the search row is this one
             activations = precision == "int8" if activations is None else activations
             y = np.asarray(run[precision]["measured_units"])
             cv = {str(c): cross_validate(records, y, c, activations, args.draws, im2col=im2col,
-                                         layer_terms=layer_terms) for c in counts}
+                                         terms=features) for c in counts}
             rows.append({"profile": profile, "space": name, "precision": precision, "terms": terms,
-                         "search": layer_terms, "cv": cv})
+                         "search": features == "search", "cv": cv})
             print(f"[{time.perf_counter() - start:6.1f}s] {profile} {name} {precision} {terms}: "
                   + ", ".join(f"{c} {v['within_10pct_mean']:.1%}" for c, v in cv.items()), flush=True)
     stamp = recorded["meta"].get("run", "?")
-    out = {"source": f"{source.name}, run {stamp}", "n": n, "draws": args.draws, "anchors": counts, "rows": rows,
-           "seconds": time.perf_counter() - start}
+    out = {"source": f"{source.name}, run {stamp}, draw {seed}", "n": n, "draws": args.draws, "anchors": counts,
+           "rows": rows, "seconds": time.perf_counter() - start}
     write_results(args.out, out, _markdown(out))
 
 

@@ -13,7 +13,8 @@ TorchScript export timed here runs as fast as the dynamo export that ships. Writ
 benchmarks/results/latency_predictor.{md,json}.
 
     .venv/bin/python benchmarks/latency_predictor.py [--n 200] [--profiles host-cpu-1t,host-cpu]
-                                                     [--spaces mbv2,resnet,pruned]
+                                                     [--spaces mbv2,resnet,pruned] [--seed 777]
+                                                     [--out benchmarks/results/latency_predictor]
 
 A run over some of the spaces keeps the other spaces' rows from the last results file, and says so.
 """
@@ -53,6 +54,7 @@ RESULTS = Path(__file__).parent / "results"
 SHAPE, CLASSES = (1, 32, 32), 10
 METHODS = ("edgekd", "edgekd_absolute_ms", "linear_in_macs", "linear_in_params", "noise_remeasure")
 PREDICTION_REPEATS = 7
+SEED = 777  # the students' draw recorded in results/latency_predictor.json
 
 
 def main() -> None:
@@ -63,12 +65,16 @@ def main() -> None:
     ap.add_argument("--noise-subset", type=int, default=30)
     ap.add_argument("--passes", type=int, default=None,
                     help="measurement passes per student, median kept (default: 1 on one thread, else 3)")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="draw of students; another seed gives a fresh set to test a fit's terms on")
+    ap.add_argument("--out", default=str(RESULTS / "latency_predictor"),
+                    help="results path without suffix (.json and .md are written)")
     args = ap.parse_args()
     teacher = _teacher()
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
-    meta: dict[str, Any] = {"n": args.n, "platform": platform.platform(), "tools": tool_versions(),
-                            "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
+    meta: dict[str, Any] = {"n": args.n, "seed": args.seed, "platform": platform.platform(),
+                            "tools": tool_versions(), "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ref = reference_model(SHAPE, CLASSES, Path(tmp))
@@ -78,22 +84,29 @@ def main() -> None:
             for space_name in args.spaces.split(","):
                 space = resolve_space(space_name, teacher, SHAPE)
                 results[name][space_name] = _space_run(profile, space, args.n, args.noise_subset, calib, ref,
-                                                       Path(tmp), meta, args.passes or passes_for(profile))
+                                                       Path(tmp), meta, args.passes or passes_for(profile),
+                                                       args.seed)
         meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
     meta["total_seconds"] = time.perf_counter() - start
-    results, meta = _keep_other_rows(results, meta, args.profiles.split(","), args.spaces.split(","))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency_predictor.json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
+    out = Path(args.out)
+    results, meta = _keep_other_rows(results, meta, args.profiles.split(","), args.spaces.split(","),
+                                     out.with_suffix(".json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
     md = _markdown(results, meta)
-    (RESULTS / "latency_predictor.md").write_text(md)
+    out.with_suffix(".md").write_text(md)
     print(md)
 
 
-def _keep_other_rows(results: dict, meta: dict, profiles: list[str], spaces: list[str]) -> tuple[dict, dict]:
-    """A rerun of some profiles and spaces keeps every other (profile, space) row of the results file;
-    each rerun row says when and at which commit it was measured."""
-    path = RESULTS / "latency_predictor.json"
+def _keep_other_rows(results: dict, meta: dict, profiles: list[str], spaces: list[str],
+                     path: Path | None = None) -> tuple[dict, dict]:
+    """A rerun of some profiles and spaces keeps every other (profile, space) row of the results file
+    ``path`` when that file drew the same students (seed); each rerun row says when and at which commit
+    it was measured."""
+    path = path or RESULTS / "latency_predictor.json"
     old = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    if old["results"] and old["meta"].get("seed", SEED) != meta.get("seed", SEED):
+        old = {"results": {}}
     kept = {p: {s: r for s, r in rows.items() if not (p in profiles and s in spaces)}
             for p, rows in old["results"].items()}
     if not any(kept.values()):
@@ -157,7 +170,7 @@ def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds:
 
 
 def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.ndarray, ref: Path,
-               tmp: Path, meta: dict, passes: int = 1) -> dict:
+               tmp: Path, meta: dict, passes: int = 1, seed: int = SEED) -> dict:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"passes": passes}
     if hasattr(space, "all_blocks"):
@@ -175,7 +188,7 @@ def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.nd
     else:
         table = predictor = None
         seen = set()
-    specs = [s for s in sample_specs(space, n + 64, 777) if s.key() not in seen][:n]
+    specs = [s for s in sample_specs(space, n + 64, seed) if s.key() not in seen][:n]
     models = _build(space, specs)
     cost = np.asarray([_cost(m) for m in models])
     for precision in PRECISIONS:

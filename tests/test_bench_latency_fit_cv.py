@@ -76,3 +76,13 @@ def test_rebuilt_students_must_rank_as_the_recorded_macs_baseline(bench):
     assert bench.aligned(records, run)
     assert not bench.aligned(records[::-1], run)
     assert bench.aligned(records[::-1], {"fp32": {"measured_units": units}})  # pruned rows record no baseline
+
+
+def test_the_students_follow_the_recorded_draw(bench):
+    """students() rebuilds the draw a results file names (its seed): another seed, other students."""
+    from edgekd.search.spaces import resolve_space
+
+    space = resolve_space("resnet", None, (1, 16, 16))
+    default = [s.key() for s in bench.students(space, 20)]
+    assert default == [s.key() for s in bench.students(space, 20, 777)]
+    assert len(set(default) & {s.key() for s in bench.students(space, 20, 778)}) < 10

@@ -22,6 +22,20 @@ def test_a_rerun_keeps_the_rows_it_did_not_measure(bench, tmp_path):
     assert meta["base_meta"]["run"] == "day 1" and meta["rerun"] == {"profiles": ["p1"], "spaces": ["a"]}
 
 
+def test_a_run_of_another_draw_keeps_nothing_of_the_file(bench, tmp_path):
+    """Rows measured on other students (another --seed) are never mixed into a run's file."""
+    old = {"results": {"p1": {"a": {"v": 1}, "b": {"v": 2}}}, "meta": {"run": "day 1", "seed": 777}}
+    (tmp_path / "fresh.json").write_text(json.dumps(old))
+    results, meta = bench._keep_other_rows({"p1": {"a": {"v": 10}}}, {"run": "day 2", "seed": 778}, ["p1"], ["a"],
+                                           tmp_path / "fresh.json")
+    assert results == {"p1": {"a": {"v": 10}}} and meta == {"run": "day 2", "seed": 778}
+    old["meta"]["seed"] = 778  # the same draw: kept, as above
+    (tmp_path / "fresh.json").write_text(json.dumps(old))
+    results, _ = bench._keep_other_rows({"p1": {"a": {"v": 10}}}, {"run": "day 2", "seed": 778}, ["p1"], ["a"],
+                                        tmp_path / "fresh.json")
+    assert results["p1"]["b"] == {"v": 2}
+
+
 def test_a_full_run_replaces_everything_unstamped(bench, tmp_path):
     (tmp_path / "latency_predictor.json").write_text(json.dumps({"results": {"p1": {"a": {"v": 1}}}, "meta": {}}))
     results, meta = bench._keep_other_rows({"p1": {"a": {"v": 2}}}, {"run": "day 2"}, ["p1"], ["a"])

@@ -449,6 +449,54 @@ def test_the_fit_learns_the_cost_of_layers_and_of_gated_maps():
     assert np.max(np.abs(predicted / y - 1)) > 0.1
 
 
+def test_int8_depthwise_terms_count_channel_tails_and_kernel_pointers():
+    """Only depthwise convolutions count: MACs of the channels past whole vectors of 16 and of 8, and one
+    input pointer per kernel tap and output pixel."""
+    from edgekd.search.latency_model import fit_features, int8_depthwise_terms
+
+    # depthwise 24 channels, 3x3, 64 pixels: 8 channels past 16, none past 8; 5x5 on 20 channels, 16 pixels:
+    # 4 past 16 and past 8; a dense conv and a grouped, non-depthwise conv count nothing.
+    records = [(3, 24, 1, 9, 64), (24, 24, 24, 9, 64), (20, 20, 20, 25, 16), (24, 24, 2, 9, 64)]
+    assert int8_depthwise_terms(records) == pytest.approx(
+        [(9 * 64 * 8 + 25 * 16 * 4) / 1e6, 25 * 16 * 4 / 1e6, (9 * 64 + 25 * 16) / 1e6])
+    assert int8_depthwise_terms([(16, 16, 16, 9, 64), (3, 20, 1, 9, 64)])[:2] == [0.0, 0.0]
+    # int8 fits add them before the constant; fp32 fits do not.
+    assert fit_features(records, "macs", activations=True)[-4:] == pytest.approx(
+        [*int8_depthwise_terms(records), 1.0])
+    assert len(fit_features(records, "macs", activations=True)) == len(fit_features(records, "macs")) + 4
+
+
+def test_an_int8_fit_learns_the_cost_of_depthwise_channel_tails():
+    """int8 latencies that charge the channels past whole vectors extra: the int8 fit recovers it, the fit
+    without the depthwise terms misses students by more than 10%."""
+    from edgekd.search.latency_model import choose_layout, fit_features, int8_depthwise_terms
+
+    rng = np.random.default_rng(5)
+    networks = []
+    for _ in range(30):
+        net, c, hw = [(1, 16, 1, 9, 256)], 16, 256
+        for _block in range(int(rng.integers(1, 4))):
+            hidden = int(c * rng.choice([2, 3, 4, 6]))
+            hw = hw // int(rng.choice([1, 4]))
+            out = int(rng.choice([12, 16, 24, 32]))
+            net += [(c, hidden, 1, 1, hw), (hidden, hidden, hidden, int(rng.choice([9, 25])), hw),
+                    (hidden, out, 1, 1, hw)]
+            c = out
+        networks.append(net + [(c, 10, 1, 1, 1)])
+    base = [fit_features(n, "macs", activations=True)[:-4] for n in networks]
+    truth_base = [1.0, 0.0, 0.5, 0.0]  # MACs, output elements, layers, gated elements
+    y = np.asarray([np.dot(truth_base, b) + np.dot([40.0, 20.0, 10.0], int8_depthwise_terms(n)) + 0.2
+                    for b, n in zip(base, networks)])
+    _layout, coef = choose_layout(networks, y, activations=True, layouts=("macs",))
+    predicted = np.asarray([np.dot(coef, fit_features(n, "macs", activations=True)) for n in networks])
+    assert np.max(np.abs(predicted / y - 1)) < 1e-6
+    _layout, without = choose_layout(networks, y, activations=True, layouts=("macs",),
+                                     features=lambda r, lay, a: fit_features(r, lay, a)[:-4] + [1.0])
+    predicted = np.asarray([np.dot(without, fit_features(n, "macs", activations=True)[:-4] + [1.0])
+                            for n in networks])
+    assert np.max(np.abs(predicted / y - 1)) > 0.1
+
+
 def test_gated_elements_count_the_map_before_each_squeeze_excitation():
     from edgekd.search.latency_model import gated_elements
 

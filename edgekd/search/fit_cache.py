@@ -20,7 +20,7 @@ from typing import Any
 
 from edgekd.profiles import DeviceProfile
 
-FIT_VERSION = 2  # bump when what a fit holds, or how it is measured, changes (2: fit_features' layer terms)
+FIT_VERSION = 3  # bump when what a fit holds, or how it is measured, changes (2: layer terms; 3: int8 depthwise)
 
 Records = tuple[tuple[int, int, int, int, int], ...]
 

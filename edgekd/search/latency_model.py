@@ -267,9 +267,28 @@ def fit_features(records: list[tuple[int, int, int, int, int]], layout: str,
     200 students per space that benchmarks/latency_predictor.py measured, 32 fitted, the rest predicted
     (benchmarks/latency_fit_cv.py), within 10% without -> with these terms, one thread: ``mbv2`` fp32
     38% -> 96%, int8 33% -> 47%; ``resnet`` fp32 95% -> 97%, int8 65% -> 81%; ``pruned``, whose
-    members share their layers, unchanged (98.6%, 100%)."""
+    members share their layers, unchanged (98.6%, 100%). With ``activations`` (int8 fits) also the
+    ``int8_depthwise_terms``."""
+    extra = int8_depthwise_terms(records) if activations else []
     return layout_features(records, layout, activations)[:-1] + [float(len(records)),
-                                                                 gated_elements(records) / 1e6, 1.0]
+                                                                 gated_elements(records) / 1e6, *extra, 1.0]
+
+
+def int8_depthwise_terms(records: list[tuple[int, int, int, int, int]]) -> list[float]:
+    """Work of int8 depthwise convolutions that MACs misprice, in millions: the MACs of channels past the
+    last whole 16-channel vector and past the last whole 8-channel one (onnxruntime's int8 depthwise
+    kernel steps through channels a vector at a time, 16 with AVX2 and 8 with SSE2 or NEON, and finishes
+    the rest one channel at a time), and the kernel's input pointers (it reads each output pixel through
+    one pointer per kernel tap, whatever the channel count). On the 200 ``mbv2`` students of
+    benchmarks/latency_predictor.py, 32 fitted, int8 within 10%: one thread 47% -> 79%, two threads
+    50% -> 65%; fp32 fits do not gain from them (96.0% -> 94.7% on one thread) and do not use them."""
+    tail16 = tail8 = pointers = 0.0
+    for cin, cout, g, k, hw in records:
+        if g > 1 and g == cin == cout:
+            tail16 += hw * k * (cout % 16)
+            tail8 += hw * k * (cout % 8)
+            pointers += hw * k
+    return [tail16 / 1e6, tail8 / 1e6, pointers / 1e6]
 
 
 def gated_elements(records: list[tuple[int, int, int, int, int]]) -> float:
@@ -382,7 +401,8 @@ def model_from_fit(fit: Fit, space: Any, first: Any, input_shape: tuple[int, int
     records = [list(net) for net in fit.records]
     return LatencyModel(lambda spec, model: predict_units(spec, model) * ref_ms,
                         f"fitted on {len(fit.units)} measured '{space.name}' networks (MACs by channel layout "
-                        f"'{fit.layout}'{' and output elements' if int8 else ''}, chosen on them){note}",
+                        f"'{fit.layout}'{', output elements and depthwise tails' if int8 else ''}, chosen on them)"
+                        f"{note}",
                         units=predict_units, anchors=tuple(zip(records, fit.units)))
 
 
