@@ -279,9 +279,12 @@ def int8_depthwise_terms(records: list[tuple[int, int, int, int, int]]) -> list[
     last whole 16-channel vector and past the last whole 8-channel one (onnxruntime's int8 depthwise
     kernel steps through channels a vector at a time, 16 with AVX2 and 8 with SSE2 or NEON, and finishes
     the rest one channel at a time), and the kernel's input pointers (it reads each output pixel through
-    one pointer per kernel tap, whatever the channel count). On the 200 ``mbv2`` students of
-    benchmarks/latency_predictor.py, 32 fitted, int8 within 10%: one thread 47% -> 79%, two threads
-    50% -> 65%; fp32 fits do not gain from them (96.0% -> 94.7% on one thread) and do not use them."""
+    one pointer per kernel tap, whatever the channel count). benchmarks/latency_fit_cv.py, 32 fitted, int8
+    within 10%, without -> with them: on the 200 ``mbv2`` students they were chosen on, one thread 47% ->
+    79%, two threads 50% -> 65%; on a fresh draw of 200 (``latency_predictor.py --seed 778``), one thread
+    63% -> 81%, two threads 64% -> 63% (its repeat measurement of 30 agreed within 10% for 13% of them).
+    fp32 depthwise runs in other kernels, and the two tail terms cost fp32 fits (96.0% -> 94.7% on one
+    thread): fp32 fits leave them out."""
     tail16 = tail8 = pointers = 0.0
     for cin, cout, g, k, hw in records:
         if g > 1 and g == cin == cout:
