@@ -38,10 +38,10 @@ TERMS = (("MACs by layout", "layout", False, False), ("MACs by layout, im2col la
 
 
 def _without_depthwise(records: list, layout: str, activations: bool = False) -> list[float]:
-    from edgekd.search.latency_model import fit_features
+    from edgekd.search.latency_model import fit_features, int8_depthwise_terms
 
     full = fit_features(records, layout, activations)
-    return full[:-4] + [1.0] if activations else full
+    return full[:-1 - len(int8_depthwise_terms(records))] + [1.0] if activations else full
 
 
 def _features(name: str) -> Any:

@@ -285,7 +285,8 @@ def _scores(pred: np.ndarray, meas: np.ndarray) -> dict:
 
 def _markdown(results: dict, meta: dict) -> str:
     lines = ["## Latency model (`benchmarks/latency_predictor.py`)", "",
-             f"{meta['n']} random students per search space (none used in calibration), exported as they run "
+             f"{meta['n']} random students per search space (draw {meta.get('seed', SEED)}; none used in "
+             "calibration), exported as they run "
              "(fp32, and int8 QDQ as the onnx-int8 exporter quantizes); each measured in chunks of 8 interleaved "
              "with a fixed reference network, three rotated runs per chunk; on a profile running more than one "
              "thread, every chunk is measured in 3 passes over all students (minutes apart) and each student "
