@@ -25,6 +25,7 @@ from edgekd.types import StudentSpec
 # 16, 96.2% with 32; int8 95.8% and 98.2%; and the unlucky draws gain most (10th percentile 88.6% ->
 # 93.5% fp32, 89.7% -> 95.2% int8). 32 cost about 7 s more on one thread, 30 s on two (three passes).
 ANCHORS = 32
+TABLE_SOURCE = "latency table"  # a LatencyModel's source when a calibrated table predicts
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +92,7 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
         return None
     predictor = LatencyPredictor(table, space)
     ref_ms = reference_ms()
-    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), "latency table",
+    return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), TABLE_SOURCE,
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
 
 

@@ -14,7 +14,7 @@ from edgekd.errors import BudgetError, ConfigError
 from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
 from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
-from edgekd.search.latency_model import ANCHORS
+from edgekd.search.latency_model import ANCHORS, TABLE_SOURCE
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 # A candidate predicted up to 10% over --budget-ms is still measured: the prediction's own error.
@@ -202,10 +202,11 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
         log("search: " + "; ".join(f"'{n}' candidates measured {(r - 1) * 100:.0f}% slower than predicted (median)"
                                    for n, r in slow.items())
             + ", so the rest were judged by the corrected prediction")
-    missed = [c for c in done if chosen is not None and c.score > chosen.score and c.latency_ms is not None
-              and budget.latency_ms is not None and c.latency_ms > budget.latency_ms]
-    if chosen is not None and chosen.spec.key() == fastest.spec.key() and missed:
-        log(_fell_back(missed, budget, profile, latency, spaces, data))
+    if chosen is not None and chosen.spec.key() == fastest.spec.key() and budget.latency_ms is not None:
+        missed = [c for c in done if c.score > chosen.score and c.latency_ms is not None
+                  and c.latency_ms > budget.latency_ms]
+        if missed:
+            log(_fell_back(missed, budget, profile, latency, spaces, data))
     too_big: list[Candidate] = []
     if chosen is None:
         done, chosen = _smallest_try(queue, sizes, too_big, measure, done, budget)
@@ -221,7 +222,7 @@ def _fell_back(missed: list[Candidate], budget: Budget, profile: DeviceProfile, 
     is the fastest student rather than the best one. A calibrated table predicts far better than a fit."""
     worst = max((c.latency_ms / c.predicted_ms for c in missed if c.predicted_ms), default=1.0)
     fitted = sorted(n for n, model in latency.items()
-                    if model.source != "latency table" and hasattr(spaces.get(n), "all_blocks"))
+                    if model.source != TABLE_SOURCE and hasattr(spaces.get(n), "all_blocks"))
     c, h, w = data.input_shape
     hint = (f"; calibrate a latency table so that predictions hold: `edgekd profiles calibrate {profile.name} "
             f"--space {fitted[0]} --input-shape {c},{h},{w} --classes {data.num_classes}`" if fitted else "")
