@@ -32,12 +32,16 @@ max_cv = 0.5
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Never read or write the user's real cache or profile folder."""
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_dirs(tmp_path_factory):
+    """Never read or write the user's real cache or profile folder. Session-scoped and autouse, so it is set
+    before any other session or module fixture runs (a function-scoped one came too late for the shared
+    compress runs, which wrote their latency fits into ~/.cache/edgekd)."""
     base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(base / "cache"))
-    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(base / "user-profiles"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEKD_CACHE_DIR", str(base / "cache"))
+        patch.setenv("EDGEKD_PROFILE_DIR", str(base / "user-profiles"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +113,22 @@ def teacher(teacher_files):
 
     module, weights = teacher_files
     return load_teacher(f"{module}:build", str(weights))
+
+
+@pytest.fixture(scope="session")
+def compressed(teacher_files, fast_profile_path, tmp_path_factory):
+    """One `compress` of the tiny teacher (its CompressResult), shared by the pipeline's and the gate's tests:
+    each run costs about 25 s here. Read it, never change it: a test that edits copies the folder first."""
+    from edgekd.pipeline import CompressConfig, compress
+
+    module, weights = teacher_files
+    out = tmp_path_factory.mktemp("compress") / "out"
+    # 4 epochs: the gate's tests hold the student to 50% accuracy on digits. No size budget: the gate's tests
+    # need a run that passes its own budget, and an int8 student missing the parity bar ships its fp32 twin,
+    # 4x the size (tests/test_pipeline.py's strict_rerun has a size budget).
+    return compress(CompressConfig(out=str(out), teacher=f"{module}:build", weights=str(weights), data="digits",
+                                   resolution=16, profile=str(fast_profile_path), budget_ms=50.0, candidates=6,
+                                   epochs=4, proxy=QUICK_PROXY, progress=False))
 
 
 @pytest.fixture

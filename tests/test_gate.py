@@ -5,20 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import QUICK_PROXY
 
-from edgekd.pipeline import CompressConfig, compress
 from edgekd.profiles import load_profile
 
 
 @pytest.fixture(scope="module")
-def run_dir(teacher_files, fast_profile_path, tmp_path_factory) -> Path:
-    module, weights = teacher_files
-    out = tmp_path_factory.mktemp("gate") / "out"
-    compress(CompressConfig(out=str(out), teacher=f"{module}:build", weights=str(weights), resolution=16,
-                            profile=str(fast_profile_path), budget_ms=50, candidates=4, epochs=4, proxy=QUICK_PROXY,
-                            progress=False))
-    return out
+def run_dir(compressed) -> Path:
+    return compressed.out
 
 
 def _gate(run_cli, *args):

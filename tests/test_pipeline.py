@@ -20,9 +20,8 @@ def _config(teacher_files, profile_path, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def result(teacher_files, fast_profile_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compress") / "out"
-    return compress(_config(teacher_files, fast_profile_path, out))
+def result(compressed):
+    return compressed
 
 
 def test_output_folder_has_every_artifact(result):
@@ -46,9 +45,9 @@ def test_manifest_is_complete_and_true(result):
         assert entry["latency"]["p50_ms"] > 0 and entry["parity"]["top1_agreement"] > 0.5
     assert by_name["student-fp32"]["parity"]["max_abs_diff"] < 1e-3
     int8 = by_name["student-int8"]
-    assert set(int8["verdicts"]) == {"latency", "size", "parity"}
-    # How well a 2-epoch student survives int8 depends on which nodes the fallback kept in fp32, chosen by
-    # measured latency (0.87-0.99 agreement here); the manifest must say which side of the bar it is on.
+    assert set(int8["verdicts"]) == {"latency", "parity"}  # no size budget in this run
+    # How well a few-epoch student survives int8 depends on which nodes the fallback kept in fp32, chosen by
+    # measured latency, so it varies from run to run; the manifest must say which side of the bar it is on.
     assert int8["verdicts"]["parity"] == (int8["parity"]["top1_agreement"] >= INT8_MIN_AGREEMENT)
     if not int8["verdicts"]["parity"] and all(by_name["student-fp32"]["verdicts"].values()):
         assert m["primary"] == "student-fp32"
@@ -118,14 +117,37 @@ def test_failure_leaves_nothing_behind(teacher_files, fast_profile_path, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_force_replaces_a_previous_run(teacher_files, fast_profile_path, tmp_path):
-    out = tmp_path / "again"
+@pytest.fixture(scope="module")
+def strict_rerun(teacher_files, fast_profile_path, tmp_path_factory):
+    """A second run with --force into a folder holding an earlier file, under an accuracy budget no 1-epoch
+    student meets: one compress (about 20 s) serves the tests of both."""
+    parent = tmp_path_factory.mktemp("rerun")
+    out = parent / "again"
     out.mkdir()
     (out / "old.txt").write_text("x")
-    res = compress(_config(teacher_files, fast_profile_path, out, force=True, epochs=1))
+    # 0 points below the teacher is at best a tie, and 100% is out of reach at 16x16 after one epoch.
+    res = compress(_config(teacher_files, fast_profile_path, out, force=True, epochs=1, min_accuracy=1.0,
+                           max_accuracy_drop=0.0, latency_rounds=1))
+    return res, out
+
+
+def test_force_replaces_a_previous_run(strict_rerun):
+    res, out = strict_rerun
     assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+    assert [p.name for p in out.parent.iterdir()] == ["again"]
     assert res.out == Path(out)
+
+
+def test_an_accuracy_budget_the_student_misses_fails_the_run(strict_rerun):
+    result, _ = strict_rerun
+    m = result.manifest
+    assert not result.passed and not m["passed"]
+    assert m["budget"]["min_accuracy"] == 1.0 and m["budget"]["max_accuracy_drop"] == 0.0
+    primary = next(a for a in m["artifacts"] if a["primary"])
+    assert primary["verdicts"]["accuracy"] is False and "accuracy_drop" in primary["verdicts"]
+    assert {"latency", "size"} <= set(primary["verdicts"])  # every budget is judged, not just the one missed
+    report = (result.out / "report.md").read_text()
+    assert "FAIL: " in report and "accuracy" in report and "accuracy >= 100%" in report
 
 
 def test_manifest_matches_its_published_schema(result):
@@ -161,19 +183,6 @@ def test_the_example_recipe_is_a_valid_config():
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "examples" / "recipe.toml")
     config = CompressConfig(**recipe)
     assert config.search_config().anchors == 32 and config.space == "mbv2,resnet"
-
-
-def test_an_accuracy_budget_the_student_misses_fails_the_run(teacher_files, fast_profile_path, tmp_path):
-    # Two epochs on digits at 16x16 cannot reach 100%, and 0 points below the teacher is at best a tie.
-    result = compress(_config(teacher_files, fast_profile_path, tmp_path / "out", min_accuracy=1.0,
-                              max_accuracy_drop=0.0, latency_rounds=1))
-    m = result.manifest
-    assert not result.passed and not m["passed"]
-    assert m["budget"]["min_accuracy"] == 1.0 and m["budget"]["max_accuracy_drop"] == 0.0
-    primary = next(a for a in m["artifacts"] if a["primary"])
-    assert primary["verdicts"]["accuracy"] is False and "accuracy_drop" in primary["verdicts"]
-    report = (result.out / "report.md").read_text()
-    assert "FAIL: " in report and "accuracy" in report and "accuracy >= 100%" in report
 
 
 def test_a_colour_teacher_on_grayscale_data_with_channels_3(fast_profile_path, tmp_path, run_cli):
