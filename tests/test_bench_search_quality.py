@@ -63,3 +63,36 @@ def test_add_searched_refuses_an_unknown_proxy_before_any_work(bench, monkeypatc
     monkeypatch.setattr(bench, "_add_searched", lambda *a: pytest.fail("searched before the check"))
     with pytest.raises(SystemExit, match="unknown proxy 'nope' in --add-searched; choose from: diswot, "):
         bench.main()
+
+
+def test_retime_times_the_search_again_with_the_records_seed_and_keeps_the_rest(bench, monkeypatch):
+    calls = []
+
+    def timed(args, *_rest):
+        import os
+
+        calls.append((args.seed, args.precision, os.environ["EDGEKD_CACHE_DIR"]))
+        seconds = 30.0 if len(calls) == 1 else 75.0 if len(calls) == 2 else 36.0
+        return {"candidates": 1000, "seconds": seconds, "proxy": "params", "latency_source": "latency table",
+                "pareto_size": 5}
+
+    monkeypatch.setattr(bench, "_timed_search", timed)
+    out = {"profile": "host-cpu-1t", "seed": 2, "precision": "int8", "machine": "x86_64, 2 cores",
+           "spaces": [{"space": "mbv2", "tau": {"params": 0.5}}],
+           "search_1000": {"candidates": 1000, "seconds": 47.0, "latency_source": "fit", "pareto_size": 16}}
+    args = argparse.Namespace(seed=0, precision="fp32", out="sq", timed_candidates=1000)
+    result = bench._retime(out, args, None, None, argparse.Namespace(name="host-cpu-1t"), print)
+    import os
+
+    cache = os.environ["EDGEKD_CACHE_DIR"]
+    # the record's settings, not the command line's; then twice with a cache (and profile folder) of their own
+    assert [c[:2] for c in calls] == [(2, "int8")] * 3 and calls[0][2] == cache
+    assert calls[1][2] == calls[2][2] != cache and os.environ["EDGEKD_CACHE_DIR"] == cache
+    assert result["spaces"] == out["spaces"] and result["search_1000"]["seconds"] == 30.0 and result["retimed"]
+    line = bench._timed_line(result)
+    assert line.startswith("Search over 1000 mbv2 candidates scored by `params`: 30.0 s on x86_64, 2 cores")
+    assert f"timed again on {result['retimed']} (`--retime`)" in line
+    assert "as on a user's first search: 75.0 s, the fit's networks measured inside that time; 36.0 s" in line
+    assert "scored by" not in bench._timed_line(out)  # an older record does not say which proxy it used
+    with pytest.raises(SystemExit, match="timed on profile 'host-cpu-1t', not 'host-cpu': pass --profile host-cpu-1t"):
+        bench._retime(out, args, None, None, argparse.Namespace(name="host-cpu"), print)
