@@ -237,8 +237,7 @@ def _side_by_side(reference: Any, models: list, profile: Any, data: Any) -> list
 
     with tempfile.TemporaryDirectory(prefix="bench-prune-") as tmp:
         ref, *paths = export_for_timing([reference, *models], "fp32", data.x_train[:64], Path(tmp))
-        units, _ = measure_relative(paths, profile, ref, rounds=6)
-    return units
+        return measure_relative(paths, profile, ref, rounds=6).units
 
 
 def _cpu() -> str:

@@ -171,7 +171,7 @@ def test_several_passes_keep_each_models_median_units(monkeypatch, tmp_path):
     from edgekd.types import LatencyStats
 
     def stats(p10: float) -> LatencyStats:
-        return LatencyStats(p10 * 1.1, 0, 0, 0, 0.0, 10, 1, p10_ms=p10)
+        return LatencyStats(p10 * 1.1, 0, 0, 0, 0.0, 10, 1, p10_ms=p10, onnxruntime="1.99.0")
 
     # One pass per call: the reference at 1.0 ms, then (a, b); the second pass caught b in a slow state.
     passes = iter([(1.0, 0.50, 0.20), (1.0, 0.52, 0.40), (1.0, 0.48, 0.21)])
@@ -183,8 +183,9 @@ def test_several_passes_keep_each_models_median_units(monkeypatch, tmp_path):
         return [[stats(ref_ms), *map(stats, models)]]
 
     monkeypatch.setattr(calib_mod, "measure_rotated", fake_rotated)
-    units, ref_ms = measure_relative(["a", "b"], None, tmp_path / "ref.onnx", rounds=2, passes=3)
+    units, ref_ms, runtime = measure_relative(["a", "b"], None, tmp_path / "ref.onnx", rounds=2, passes=3)
     assert units == pytest.approx([0.50, 0.21]) and ref_ms == pytest.approx(1.1) and calls == [2, 2, 2]
+    assert runtime == "1.99.0"  # as the device reported it: a kept fit is checked against it
     assert passes_for(load_profile("host-cpu-1t")) == 1 and passes_for(load_profile("host-cpu")) == 3
 
 

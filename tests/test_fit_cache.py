@@ -42,6 +42,9 @@ def test_a_second_run_reuses_the_fit_without_measuring(cache, fast_profile, monk
     kept = json.loads(next(cache.glob("*.json")).read_text())
     assert kept["about"] == {"space": SPACE, "precision": "fp32", "input_shape": [1, 16, 16], "classes": 10,
                              "profile": fast_profile.name}
+    from edgekd.latency.table import host_runtime
+
+    assert kept["fit"]["onnxruntime"] == host_runtime()  # as the measuring worker reported it
 
     def refuse(*_a, **_k):
         raise AssertionError("measured again")
@@ -104,3 +107,48 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_search(tmp_path,
     assert model.source.startswith("fitted on 4 measured")
     assert lines[-1].startswith("warning: the latency fit could not be kept for the next run: ")
     assert str(blocker) in lines[-1] and "EDGEKD_CACHE_DIR" in lines[-1]
+
+
+def test_a_remote_devices_kept_fit_is_measured_again_after_its_runtime_changed(cache, fast_profile, monkeypatch):
+    """A board's fit is keyed without its runtime (this host cannot see it before measuring); the reference
+    measured when the fit is reused says which version the board runs now."""
+    from edgekd.search.fit_cache import Fit
+
+    board = replace(fast_profile, runner={"kind": "ssh", "host": "pi"})
+    measured: list[str] = []
+
+    def fake_fit(models, records, profile, *_a):
+        version = ["1.17.0", "1.20.0"][len(measured)]
+        measured.append(version)
+        return Fit("macs", (1.0, 0.0, 0.0), 0.1, tuple(tuple(tuple(r) for r in net) for net in records),
+                   (1.0,) * len(models), 1.0, "2026-12-04T00:00:00+00:00", version)
+
+    monkeypatch.setattr(lm, "measure_fit", fake_fit)
+
+    def fit(runtime_now: str, lines: list[str]):
+        calib = np.zeros((4, *SHAPE), np.float32)
+        return lm.latency_model(SPACES.get(SPACE), board, SHAPE, 10, "fp32", calib, anchors=4, log=lines.append,
+                                reference_ms=lambda: 1.0, reference_runtime=lambda: runtime_now)
+
+    fit("1.17.0", [])
+    lines: list[str] = []
+    fit("1.17.0", lines)  # the same version: reused
+    assert measured == ["1.17.0"] and "latency from the fit of 4 networks" in lines[0]
+    lines.clear()
+    fit("1.20.0", lines)  # the board was upgraded
+    assert measured == ["1.17.0", "1.20.0"]
+    assert lines[0] == (f"search: the kept '{SPACE}' fp32 latency fit was measured with onnxruntime 1.17.0, and "
+                        f"'{board.name}' now runs 1.20.0: measuring it again")
+    assert load_fit(_key(board)).onnxruntime == "1.20.0"  # kept in place of the old one
+    lines.clear()
+    fit("", lines)  # a runner that reports no version cannot rule the fit out
+    assert measured == ["1.17.0", "1.20.0"] and "latency from the fit" in lines[0]
+    # A local profile's key holds this host's runtime already: its reuse asks the reference nothing.
+    measured.clear()
+    _fit(fast_profile, [])  # kept with version 1.17.0, which this host does not run
+    monkeypatch.setattr(lm, "reference_now", lambda *_a: 1.0)
+    again: list[str] = []
+    lm.latency_model(SPACES.get(SPACE), fast_profile, SHAPE, 10, "fp32", np.zeros((4, *SHAPE), np.float32),
+                     anchors=4, log=again.append,
+                     reference_runtime=lambda: pytest.fail("asked a local profile's runtime"))
+    assert "latency from the fit" in again[0] and measured == ["1.17.0"]

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -107,19 +107,24 @@ def device_runtime(profile: DeviceProfile, ref: Path) -> str:
     return measure([ref], profile)[0].onnxruntime
 
 
-def measure_relative(paths: list, profile: DeviceProfile, ref: Path, rounds: int = 1,
-                     passes: int = 1) -> tuple[list[float], float]:
-    """Latency of each model in units of the reference's, measured interleaved with it; also the
-    reference's p50 in ms. The run is repeated ``rounds`` times in rotated order (``measure_rotated``)
-    and combined by ``relative_units``; with several ``passes`` that whole measurement is repeated and
-    each model keeps its median over the passes. Runners that report no p10 (onnxruntime_perf_test)
-    fall back to the median."""
-    units, refs = [], []
+class Relative(NamedTuple):
+    units: list[float]  # each model's latency in units of the reference's
+    ref_ms: float  # the reference's p50 in those runs
+    onnxruntime: str  # the runtime version the device reported ("" if it reported none)
+
+
+def measure_relative(paths: list, profile: DeviceProfile, ref: Path, rounds: int = 1, passes: int = 1) -> Relative:
+    """Latency of each model in units of the reference's, measured interleaved with it. The run is
+    repeated ``rounds`` times in rotated order (``measure_rotated``) and combined by ``relative_units``;
+    with several ``passes`` that whole measurement is repeated and each model keeps its median over the
+    passes. Runners that report no p10 (onnxruntime_perf_test) fall back to the median."""
+    units, refs, runtime = [], [], ""
     for _ in range(passes):
         runs = measure_rotated(paths, profile, ref, rounds)
         units.append(relative_units(runs))
         refs += [r[0].p50_ms for r in runs]
-    return [float(u) for u in np.median(units, axis=0)], float(np.median(refs))
+        runtime = runtime or runs[0][0].onnxruntime
+    return Relative([float(u) for u in np.median(units, axis=0)], float(np.median(refs)), runtime)
 
 
 def passes_for(profile: DeviceProfile) -> int:
@@ -181,7 +186,7 @@ def _measure_blocks(space: Any, keys: list[tuple], precision: str, profile: Devi
                 _quantize(fp32, shape, q)
                 fp32 = q
             paths.append(fp32)
-        units, ref_ms = measure_relative(paths, profile, ref, rounds)
+        units, ref_ms, _ = measure_relative(paths, profile, ref, rounds)
     return {block_key(k): u for k, u in zip(keys, units)}, ref_ms
 
 
@@ -313,7 +318,7 @@ def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_sha
         for precision in PRECISIONS:
             with tempfile.TemporaryDirectory(prefix="edgekd-nets-") as tmp:
                 paths = export_for_timing(models, precision, calib, Path(tmp), prefix="n")
-                units, ref_ms = measure_relative(paths, profile, ref, rounds)
+                units, ref_ms, _ = measure_relative(paths, profile, ref, rounds)
             out[precision] += units
             refs.append(ref_ms)
     return out, refs

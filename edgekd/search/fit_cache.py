@@ -5,7 +5,8 @@ again by every ``compress`` or ``search`` of the same teacher on the same profil
 cache under everything that decides what was measured: the anchor networks themselves (each one's
 module structure and every convolution's channels, kernel and output size, from a forward pass), the
 precision, input shape and classes, the profile's measuring settings, and for a local profile the
-onnxruntime version and the CPU. Weights and calibration images are not part of it: they change no
+onnxruntime version and the CPU (a remote device's version is checked when the fit is reused, see
+``Fit.onnxruntime``). Weights and calibration images are not part of it: they change no
 layer's shape, and so no kernel the runtime picks. A fit is kept in units of the reference network, so
 a reused one is converted with today's reference p50, as a calibrated table is.
 """
@@ -35,12 +36,17 @@ class Fit:
     units: tuple[float, ...]  # per anchor network, measured
     ref_ms: float  # the reference's p50 in the fitting runs
     measured: str  # when, as an ISO date and time (said when the fit is reused)
+    # The runtime version the device reported while measuring. A local profile's key holds this host's
+    # version already; a remote device says its version only when it measures, so a reused fit is
+    # checked against the reference measured that day ("" in fits kept before it was recorded).
+    onnxruntime: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fit:
         return cls(str(d["layout"]), tuple(float(c) for c in d["coef"]), float(d["floor"]),
                    tuple(tuple(tuple(int(v) for v in r) for r in net) for net in d["records"]),
-                   tuple(float(u) for u in d["units"]), float(d["ref_ms"]), str(d["measured"]))
+                   tuple(float(u) for u in d["units"]), float(d["ref_ms"]), str(d["measured"]),
+                   str(d.get("onnxruntime", "")))
 
 
 def fit_key(space: str, models: list[Any], records: list[list[tuple[int, ...]]], profile: DeviceProfile,

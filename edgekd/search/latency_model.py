@@ -41,13 +41,16 @@ class LatencyModel:
 def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
                   precision: str, calibration: np.ndarray, anchors: int = ANCHORS, seed: int = 0,
                   reference_ms: Callable[[], float] | None = None,
-                  log: Callable[[str], None] | None = None) -> LatencyModel:
+                  log: Callable[[str], None] | None = None,
+                  reference_runtime: Callable[[], str] | None = None) -> LatencyModel:
     """``reference_ms`` gives today's p50 of the reference network (default: measured now); a search over
-    several calibrated spaces passes one measurement to all of them. ``log`` hears why a calibrated table
-    is not used and that networks are being measured instead (minutes on a large input, with no
-    progress bar in a CI log)."""
+    several calibrated spaces passes one measurement to all of them. ``reference_runtime`` gives the
+    onnxruntime version a remote device reported in that measurement (default: measured now). ``log``
+    hears why a calibrated table is not used and that networks are being measured instead (minutes on a
+    large input, with no progress bar in a CI log)."""
     log = log or (lambda _m: None)
     reference_ms = reference_ms or (lambda: reference_now(profile, input_shape, num_classes))
+    reference_runtime = reference_runtime or (lambda: reference_stats(profile, input_shape, num_classes).onnxruntime)
     table = _table_model(space, profile, input_shape, num_classes, precision, reference_ms, log)
     if table is not None:
         return table
@@ -60,6 +63,12 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     records = [conv_records(m, input_shape) for m in models]
     key = fit_key(space.name, models, records, profile, input_shape, num_classes, precision)
     fit = load_fit(key)
+    if fit is not None and not profile.is_local and fit.onnxruntime:
+        now = reference_runtime()
+        if now and now != fit.onnxruntime:  # the device was upgraded: its kernels, and so its latencies, differ
+            log(f"search: the kept '{space.name}' {precision} latency fit was measured with onnxruntime "
+                f"{fit.onnxruntime}, and '{profile.name}' now runs {now}: measuring it again")
+            fit = None
     if fit is not None:
         log(f"search: '{space.name}' {precision} latency from the fit of {len(fit.units)} networks measured on "
             f"'{profile.name}' at {fit.measured}, kept in {fit_path(key)} (delete it to measure again)")
@@ -100,6 +109,12 @@ def reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num
     """The reference network's p50 on the profile today. The table is in its units; converting with the
     p50 from calibration day carries the machine's drift since then (predictions 15-40% off in ms here
     on a shared machine, while the units stayed within 10%)."""
+    return reference_stats(profile, input_shape, num_classes).p50_ms
+
+
+def reference_stats(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """The reference network measured on the profile now (a LatencyStats: its p50, and the runtime
+    version the device reported)."""
     import tempfile
     from pathlib import Path
 
@@ -107,7 +122,7 @@ def reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num
     from edgekd.latency.measure import measure
 
     with tempfile.TemporaryDirectory(prefix="edgekd-ref-") as tmp:
-        return measure([reference_model(input_shape, num_classes, Path(tmp))], profile)[0].p50_ms
+        return measure([reference_model(input_shape, num_classes, Path(tmp))], profile)[0]
 
 
 def cost_features(model: Any, input_shape: tuple[int, int, int]) -> list[float]:
@@ -380,12 +395,12 @@ def measure_fit(models: list[Any], records: list[list[tuple[int, int, int, int, 
     with tempfile.TemporaryDirectory(prefix="edgekd-anchors-") as tmp:
         ref = reference_model(input_shape, num_classes, Path(tmp))
         paths = export_for_timing(models, precision, calibration, Path(tmp))
-        units, ref_ms = measure_relative(paths, profile, ref, rounds=3, passes=passes_for(profile))
+        units, ref_ms, runtime = measure_relative(paths, profile, ref, rounds=3, passes=passes_for(profile))
     y = np.asarray(units)
     layout, coef = choose_layout(records, y, activations=precision == "int8")
     return Fit(layout, tuple(float(c) for c in coef), 0.5 * float(y.min()),
                tuple(tuple(tuple(r) for r in net) for net in records), tuple(units), ref_ms,
-               datetime.now(timezone.utc).isoformat(timespec="seconds"))
+               datetime.now(timezone.utc).isoformat(timespec="seconds"), runtime)
 
 
 def model_from_fit(fit: Fit, space: Any, first: Any, input_shape: tuple[int, int, int], precision: str,

@@ -73,7 +73,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     from tqdm.auto import tqdm
 
     from edgekd.search.evolution import evolve, pareto_front
-    from edgekd.search.latency_model import latency_model, reference_now
+    from edgekd.search.latency_model import latency_model, reference_stats
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
 
@@ -93,10 +93,12 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         log("warning: search: no --budget-ms or --max-size-kb, so the params proxy picks the largest student of the "
             "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
-    # One measurement of the reference network converts every calibrated space's table to ms.
-    reference = functools.cache(lambda: reference_now(profile, data.input_shape, data.num_classes))
+    # One measurement of the reference network converts every calibrated space's table to ms (and says
+    # which runtime a remote device runs now, for its kept latency fits).
+    reference = functools.cache(lambda: reference_stats(profile, data.input_shape, data.num_classes))
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
-                                    anchors=config.anchors, seed=config.seed, reference_ms=reference, log=log)
+                                    anchors=config.anchors, seed=config.seed, reference_ms=lambda: reference().p50_ms,
+                                    log=log, reference_runtime=lambda: reference().onnxruntime)
               for s in spaces}
     for name, model in models.items():
         log(f"search: '{name}' {config.precision} latency: {model.source}")
