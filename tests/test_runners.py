@@ -267,6 +267,51 @@ def test_device_reports_its_onnxruntime_and_a_table_from_another_is_refused(fake
         check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "1.0.0"), stats, profile)
 
 
+def test_a_boards_kept_latency_fit_is_measured_again_once_the_board_runs_another_onnxruntime(fakes, tmp_path,
+                                                                                               monkeypatch):
+    """The fit cache's key cannot hold a board's runtime (this host cannot see it before measuring): the
+    version the board reports in the reference measurement decides whether a kept fit still holds."""
+    from edgekd.search import latency_model as lm
+    from edgekd.search.spaces import MobileNetV2Space
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    # the board's python, reporting the onnxruntime version $FAKE_ORT says it runs
+    board_python = _script(tmp_path / "board-python", f"""#!/bin/sh
+"{PY}" "$@" | sed 's/"onnxruntime": "[^"]*"/"onnxruntime": "'"$FAKE_ORT"'"/'
+""")
+    profile = _profile(tmp_path, _ssh(fakes, python=str(board_python)))
+    space = MobileNetV2Space(name="mbv2-board-test", stems=(8,), widths=((8,), (8, 12), (12,)), depths=(1, 2),
+                             expands=(2,), kernels=(3,))
+    calib = np.zeros((4, *SHAPE[1:]), np.float32)
+
+    def fit(version: str) -> list[str]:
+        monkeypatch.setenv("FAKE_ORT", version)
+        lines: list[str] = []
+        lm.latency_model(space, profile, SHAPE[1:], 10, "fp32", calib, anchors=4, log=lines.append)
+        return lines
+
+    assert fit("1.17.0")[0].startswith("search: measuring 4 'mbv2-board-test' networks (fp32) on 'runner-test'")
+    (kept,) = (tmp_path / "cache" / "latency-fits").glob("*.json")
+    assert json.loads(kept.read_text())["fit"]["onnxruntime"] == "1.17.0"
+    assert "latency from the fit of 4 networks" in fit("1.17.0")[0]
+    lines = fit("1.20.0")
+    assert lines[0] == ("search: the kept 'mbv2-board-test' fp32 latency fit was measured with onnxruntime 1.17.0, "
+                        "and 'runner-test' now runs 1.20.0: measuring it again")
+    assert lines[1].startswith("search: measuring 4") and json.loads(kept.read_text())["fit"]["onnxruntime"] == "1.20.0"
+
+
+def test_a_cached_bench_on_a_board_says_which_runtime_measured_it(fakes, models, tmp_path, run_cli):
+    profile = _profile(tmp_path, _ssh(fakes))
+    path = tmp_path / "runner-test.toml"
+    code, out, err = run_cli("bench", models[0], "--profile", path)
+    assert code == 0 and "cached" not in out, err
+    import onnxruntime
+
+    code, out, _ = run_cli("bench", models[0], "--profile", path)
+    assert code == 0 and f"profile {profile.name} (cached result, measured on the device with onnxruntime " \
+        f"{onnxruntime.__version__}; pass --no-cache after upgrading it)" in out
+
+
 def test_remote_errors_keep_their_kind(fakes, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model at all")

@@ -151,7 +151,12 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache, log=lambda m: click.echo(m, err=True))
     # How many times faster than MODEL, repeat by repeat (the repeats ran side by side), with its interval.
     vs = [ratio([stats], 0, i) for i in range(len(stats))]
-    click.echo(f"profile {prof.name}{' (cached result)' if cached else ''}")
+    said = ""
+    if cached:  # a board's runtime is not in the cache key (this host cannot see it without measuring)
+        said = " (cached result)" if prof.is_local else (
+            f" (cached result, measured on the device with onnxruntime {stats[0].onnxruntime or '(version unknown)'};"
+            " pass --no-cache after upgrading it)")
+    click.echo(f"profile {prof.name}{said}")
     click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first | 95% interval |")
     click.echo("|---|---:|---:|---:|---:|---:|---:|")
     for i, (p, s, r) in enumerate(zip(paths, stats, vs)):
