@@ -46,6 +46,12 @@ class RecordedData:
     seed: int  # the split the test accuracy was measured on
 
 
+def with_notes(detail: str, data: Dataset) -> str:
+    """A check's one-line ``detail`` followed by the loading's warnings (an orientation flip): validate and
+    gate load data with a --resolution of their own, and a turned image fails accuracy with no other clue."""
+    return detail + "".join(f"; warning: {note}" for note in data.notes)
+
+
 def recorded_data(manifest: dict[str, Any]) -> RecordedData:
     """The run's own data (its recipe's --data and --resolution) while it is still where it was, or digits."""
     info, recipe = manifest.get("data") or {}, manifest.get("recipe") or {}

@@ -357,7 +357,7 @@ def _baseline(ref: str, profile: str) -> tuple[Path | None, float | None]:
 
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
-    from edgekd.data import load_data
+    from edgekd.data import load_data, with_notes
     from edgekd.latency.runtime import predictions_on_test_split
     from edgekd.onnxfile import embedded_preprocess
     from edgekd.profiles import load_profile
@@ -369,8 +369,8 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     logits, labels = predictions_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == labels).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
-                 f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
-                 f"{config.min_accuracy * 100:.2f}%", acc)
+                 with_notes(f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
+                            f"{config.min_accuracy * 100:.2f}%", data), acc)
 
 
 def summary_markdown(result: GateResult) -> str:

@@ -160,7 +160,7 @@ def _sig(details: dict[str, Any]) -> str:
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
-    from edgekd.data import load_data, recorded_data, recorded_preprocess
+    from edgekd.data import load_data, recorded_data, recorded_preprocess, with_notes
     from edgekd.latency.runtime import predictions_on_test_split
 
     recorded = entry.get("accuracy")
@@ -179,8 +179,9 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     logits, labels = predictions_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == labels).mean())
     tol = config.accuracy_tolerance
-    return Check("accuracy", abs(acc - recorded) <= tol, f"{acc * 100:.2f}% on {data.name} test split, recorded "
-                 f"{recorded * 100:.2f}% (tolerance {tol * 100:.2g} points)", acc)
+    return Check("accuracy", abs(acc - recorded) <= tol, with_notes(
+        f"{acc * 100:.2f}% on {data.name} test split, recorded {recorded * 100:.2f}% (tolerance {tol * 100:.2g} "
+        "points)", data), acc)
 
 
 def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any], folder: Path,

@@ -79,6 +79,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
                             channels=parse_channels(channels) or (recorded.to_channels if recorded else None))
+        for note in dataset.notes:
+            click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
