@@ -1,11 +1,12 @@
-"""How close is the search's int8 size estimate to the file that ships?
+"""How close is the search's size estimate (int8 and fp32) to the file that ships?
 
 Samples random students of each space (``pruned`` from the default teacher's architecture) at each
 resolution, writes each one's int8 file as compress ships it (onnx-fp32, then the onnx-int8 exporter,
 metadata stamped; BatchNorm statistics set as training leaves them, see ``edgekd/search/file_size.py``)
 and compares it with ``estimate_int8_bytes`` and with the estimate the search used before (1 byte a
-weight, 9 bytes an output channel, 1.4 KB a layer). Reports estimate/file per space: min, median, max
-and the share within ±5%. No latency is measured: about 3 s a student.
+weight, 9 bytes an output channel, 1.4 KB a layer); the fp32 file (a ``--precision fp32`` search's
+limit) against ``fp32_bytes``. Reports estimate/file per space: min, median, max and the share within
+±5%. No latency is measured: about 6 s a student.
 
 Writes benchmarks/results/size_estimate.{md,json}.
 
@@ -40,6 +41,11 @@ def parameter_count_estimate(model: Any) -> int:
     return total
 
 
+def old_fp32_estimate(model: Any) -> int:
+    """The fp32 estimate the search used until 2026-12-04: 4 bytes a parameter, 200 bytes a module, 2 KB."""
+    return 4 * sum(p.numel() for p in model.parameters()) + 200 * sum(1 for _ in model.modules()) + 2048
+
+
 def summarise(ratios: list[float]) -> dict[str, float]:
     r = np.asarray(ratios, dtype=float)
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max()),
@@ -51,7 +57,7 @@ def measure(per_space: int, resolutions: list[int], seed: int) -> list[dict[str,
 
     from edgekd.data import load_digits
     from edgekd.models import resnet
-    from edgekd.search.file_size import estimate_int8_bytes, shipped_bytes
+    from edgekd.search.file_size import estimate_int8_bytes, fp32_bytes, shipped_bytes
     from edgekd.search.spaces import resolve_space
     from edgekd.teacher import TeacherRecipe
 
@@ -68,10 +74,14 @@ def measure(per_space: int, resolutions: list[int], seed: int) -> list[dict[str,
                 torch.manual_seed(0)
                 model = space.build(config, data.input_shape, data.num_classes).eval()
                 file = shipped_bytes(model, data, data.x_train[:64], "int8")
+                fp32_file = shipped_bytes(model, data, data.x_train[:64], "fp32")
                 rows.append({"space": name, "resolution": res, "config": config,
                              "params": int(sum(p.numel() for p in model.parameters())), "file_bytes": file,
-                             "estimate": estimate_int8_bytes(model), "old_estimate": parameter_count_estimate(model)})
-                print(f"{name} {res}px: file {file} B, estimate {rows[-1]['estimate']} B", flush=True)
+                             "estimate": estimate_int8_bytes(model), "old_estimate": parameter_count_estimate(model),
+                             "fp32_file_bytes": fp32_file, "fp32_estimate": fp32_bytes(model),
+                             "fp32_old_estimate": old_fp32_estimate(model)})
+                print(f"{name} {res}px: int8 file {file} B, estimate {rows[-1]['estimate']} B; fp32 file {fp32_file} "
+                      f"B, estimate {rows[-1]['fp32_estimate']} B", flush=True)
     return rows
 
 
@@ -83,10 +93,19 @@ def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(sel),
             "estimate": summarise([r["estimate"] / r["file_bytes"] for r in sel]),
             "old_estimate": summarise([r["old_estimate"] / r["file_bytes"] for r in sel]),
+            **_fp32(sel),
         }
     overall = {"estimate": summarise([r["estimate"] / r["file_bytes"] for r in rows]),
-               "old_estimate": summarise([r["old_estimate"] / r["file_bytes"] for r in rows])}
+               "old_estimate": summarise([r["old_estimate"] / r["file_bytes"] for r in rows]), **_fp32(rows)}
     return {"groups": groups, "overall": overall}
+
+
+def _fp32(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    fp32 = [r for r in rows if "fp32_file_bytes" in r]  # older records measured int8 only
+    if not fp32:
+        return {}
+    return {"fp32_estimate": summarise([r["fp32_estimate"] / r["fp32_file_bytes"] for r in fp32]),
+            "fp32_old_estimate": summarise([r["fp32_old_estimate"] / r["fp32_file_bytes"] for r in fp32])}
 
 
 def markdown(out: dict[str, Any]) -> str:
@@ -103,6 +122,15 @@ def markdown(out: dict[str, Any]) -> str:
         lines.append(f"| {name} | {g['n']} | {cells(g['estimate'])} | {cells(g['old_estimate'])} |")
     o = out["overall"]
     lines.append(f"| all | {out['n']} | {cells(o['estimate'])} | {cells(o['old_estimate'])} |")
+    if "fp32_estimate" in o:
+        lines += ["", "### fp32 (`fp32_bytes`, the limit of a `--precision fp32` search)", "",
+                  "The same students' fp32 files as compress ships them. Estimate / file size; 'before' is the "
+                  "estimate the search used until 2026-12-04 (4 bytes a parameter, 200 bytes a module).", "",
+                  "| space | n | estimate min | median | max | within ±5% | before: min | median | max | within ±5% |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {g['n']} | {cells(g['fp32_estimate'])} | {cells(g['fp32_old_estimate'])} |"
+                  for name, g in out["groups"].items()]
+        lines.append(f"| all | {out['n']} | {cells(o['fp32_estimate'])} | {cells(o['fp32_old_estimate'])} |")
     lines += ["", f"{out['seconds']:.0f} s in all."]
     return "\n".join(lines) + "\n"
 

@@ -46,10 +46,18 @@ def test_a_fresh_candidate_is_written_at_the_size_of_the_trained_student_that_sh
     assert untouched < 0.95 * shipped  # why the fresh student is written as if trained
 
 
-def test_fp32_files_are_written_too(small_data):
+def test_fp32_files_are_written_too_and_their_estimate_leaves_batchnorm_out(small_data):
+    import torch
+
+    from edgekd.search.file_size import fp32_bytes
+
     model = build_student(SPEC, small_data.input_shape, 10)
     params = sum(p.numel() for p in model.parameters())
-    assert shipped_bytes(model, small_data, small_data.x_train[:8], "fp32") > 3.5 * params
+    written = shipped_bytes(model, small_data, small_data.x_train[:8], "fp32")
+    assert written > 3.5 * params and abs(fp32_bytes(model) / written - 1) < 0.02, (fp32_bytes(model), written)
+    by_hand = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                  torch.nn.Linear(4, 2))
+    assert fp32_bytes(by_hand) == 4 * (36 + 4) + 570 + 4 * (8 + 2) + 570  # the BatchNorm: folded, not counted
 
 
 def _cand(space: str, size: int, file_bytes: int | None = None) -> Candidate:

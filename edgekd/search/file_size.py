@@ -47,8 +47,15 @@ def estimate_int8_bytes(model: Any) -> int:
 
 
 def fp32_bytes(model: Any) -> int:
-    """Size of the fp32 ONNX file: 4 bytes per parameter plus a small graph overhead."""
-    return 4 * sum(p.numel() for p in model.parameters()) + 200 * sum(1 for _ in model.modules()) + 2048
+    """Size of the fp32 ONNX file: 4 bytes a weight and an output channel's bias for every convolution and
+    linear layer (the exporter folds a BatchNorm into the convolution before it, so the BatchNorm's own
+    parameters are never written), and 570 bytes a layer for its node and names. Fitted on the 72 students
+    of ``benchmarks/size_estimate.py`` (seed 0), and within 0.2-0.4% of each of 72 others (seed 1); 4 bytes
+    a parameter and 200 bytes a module, the estimate before, was up to 13% over (BatchNorm counted twice)."""
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    return sum(4 * (m.weight.numel() + m.weight.shape[0]) + 570 for m in layers)
 
 
 def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str) -> int:
