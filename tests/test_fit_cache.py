@@ -61,9 +61,12 @@ def test_a_second_run_reuses_the_fit_without_measuring(cache, fast_profile, monk
 
 def test_a_kept_fit_without_a_given_reference_measures_the_reference_now(cache, fast_profile, monkeypatch):
     """The Python API's default (no ``reference_ms``) holds on the kept-fit path too, not only on a fresh fit."""
+    from edgekd.types import LatencyStats
+
     first = _fit(fast_profile, [])
+    first_stats = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
     monkeypatch.setattr(lm, "measure_fit", lambda *_a, **_k: pytest.fail("measured again"))
-    monkeypatch.setattr(lm, "reference_now", lambda *_a: 3.0)
+    monkeypatch.setattr(lm, "reference_stats", lambda *_a: replace(first_stats, p50_ms=3.0))
     again = _fit(fast_profile, [])
     net = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 6, seed=1)[-1]
     assert again.predict(None, net) == pytest.approx(3.0 * first.units(None, net))
@@ -146,9 +149,9 @@ def test_a_remote_devices_kept_fit_is_measured_again_after_its_runtime_changed(c
     # A local profile's key holds this host's runtime already: its reuse asks the reference nothing.
     measured.clear()
     _fit(fast_profile, [])  # kept with version 1.17.0, which this host does not run
-    monkeypatch.setattr(lm, "reference_now", lambda *_a: 1.0)
+    monkeypatch.setattr(lm, "reference_stats", lambda *_a: pytest.fail("measured the reference"))
     again: list[str] = []
     lm.latency_model(SPACES.get(SPACE), fast_profile, SHAPE, 10, "fp32", np.zeros((4, *SHAPE), np.float32),
-                     anchors=4, log=again.append,
+                     anchors=4, log=again.append, reference_ms=lambda: 1.0,
                      reference_runtime=lambda: pytest.fail("asked a local profile's runtime"))
     assert "latency from the fit" in again[0] and measured == ["1.17.0"]

@@ -10,6 +10,7 @@ layout (``LAYOUTS``), the layout chosen on those networks; the fit is kept for t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +50,9 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     hears why a calibrated table is not used and that networks are being measured instead (minutes on a
     large input, with no progress bar in a CI log)."""
     log = log or (lambda _m: None)
-    reference_ms = reference_ms or (lambda: reference_now(profile, input_shape, num_classes))
-    reference_runtime = reference_runtime or (lambda: reference_stats(profile, input_shape, num_classes).onnxruntime)
+    measured = functools.cache(lambda: reference_stats(profile, input_shape, num_classes))  # once, if at all
+    reference_ms = reference_ms or (lambda: measured().p50_ms)
+    reference_runtime = reference_runtime or (lambda: measured().onnxruntime)
     table = _table_model(space, profile, input_shape, num_classes, precision, reference_ms, log)
     if table is not None:
         return table
@@ -105,16 +107,11 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
 
 
-def reference_now(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> float:
-    """The reference network's p50 on the profile today. The table is in its units; converting with the
-    p50 from calibration day carries the machine's drift since then (predictions 15-40% off in ms here
-    on a shared machine, while the units stayed within 10%)."""
-    return reference_stats(profile, input_shape, num_classes).p50_ms
-
-
 def reference_stats(profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-    """The reference network measured on the profile now (a LatencyStats: its p50, and the runtime
-    version the device reported)."""
+    """The reference network measured on the profile now (a LatencyStats: its p50, and the runtime version
+    the device reported). Tables and fits are in its units; converting with the p50 from calibration day
+    carries the machine's drift since then (predictions 15-40% off in ms here on a shared machine, while
+    the units stayed within 10%)."""
     import tempfile
     from pathlib import Path
 
