@@ -22,7 +22,6 @@ and failed its rule on the seed-1 draw; both records are kept (``results/search_
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -235,24 +235,10 @@ def _timed_uncalibrated(args: argparse.Namespace, data: Any, teacher: Any, profi
     """The timed search as a user's first on a profile never calibrated for mbv2: no latency table and no
     kept fit, so the fit's networks are exported and measured inside the timing; then the same search again,
     with the fit kept."""
-    with tempfile.TemporaryDirectory(prefix="edgekd-timed-") as tmp, _environ(
-            EDGEKD_CACHE_DIR=str(Path(tmp) / "cache"), EDGEKD_PROFILE_DIR=str(Path(tmp) / "profiles")):
+    with tempfile.TemporaryDirectory(prefix="edgekd-timed-") as tmp, mock.patch.dict(os.environ, {
+            "EDGEKD_CACHE_DIR": str(Path(tmp) / "cache"), "EDGEKD_PROFILE_DIR": str(Path(tmp) / "profiles")}):
         return {"first": _timed_search(args, data, teacher, profile),
                 "again": _timed_search(args, data, teacher, profile)}
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _retime(out: dict, args: argparse.Namespace, data: Any, teacher: Any, profile: Any, log: Any) -> dict:

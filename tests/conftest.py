@@ -32,6 +32,19 @@ max_cv = 0.5
 """
 
 
+def foreign_onnx(path: Path, shape: tuple[int, int, int], classes: int) -> Path:
+    """A tiny convolutional classifier taking ``shape`` (C, H, W) inputs, exported as a user's own tooling would:
+    no edgekd metadata, batch left free."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(shape[0], 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, classes)).eval()
+    torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_dirs(tmp_path_factory):
     """Never read or write the user's real cache or profile folder. Session-scoped and autouse, so it is set

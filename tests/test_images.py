@@ -206,15 +206,10 @@ def test_a_resolution_that_turns_the_images_is_warned_about(tmp_path):
 def test_validate_and_gate_say_when_their_resolution_turns_the_images(tmp_path, run_cli, fast_profile_path):
     """Both load the data again with a --resolution of their own; a turned image fails accuracy with no other
     clue, so the warning comes with the accuracy line."""
-    import torch
+    from conftest import foreign_onnx
 
     _wide_images(tmp_path / "wide", ("a", "b"), 6)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 2)).eval()
-    path = tmp_path / "portrait.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 3, 40, 30),), str(path), dynamo=False, input_names=["input"],
-                      dynamic_axes={"input": {0: "batch"}})
+    path = foreign_onnx(tmp_path / "portrait.onnx", (3, 40, 30), 2)
     data = ["--data", str(tmp_path / "wide"), "--resolution", "40x30"]
     warning = "--resolution 40x30 is HEIGHTxWIDTH and makes the images, stored 30 high x 40 wide, portrait"
     code, out, err = run_cli("validate", path, *data, "--profile", fast_profile_path)

@@ -431,14 +431,9 @@ def test_recheck_measures_accuracy_on_the_run_s_own_data_while_it_is_there(run_c
 
 def test_channels_flag_feeds_a_colour_model_without_metadata_grayscale_data(run_cli, fast_profile_path, tmp_path):
     """A model exported elsewhere (no edgekd metadata) that takes RGB: --channels 3 on validate and gate."""
-    import torch
+    from conftest import foreign_onnx
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 10)).eval()
-    path = tmp_path / "rgb.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, input_names=["input"],
-                      dynamic_axes={"input": {0: "batch"}})
+    path = foreign_onnx(tmp_path / "rgb.onnx", (3, 16, 16), 10)
     common = ["--data", "digits", "--resolution", "16", "--profile", fast_profile_path]
     code, _, err = run_cli("validate", path, *common)
     assert code == 2 and "takes 3x16x16 inputs" in err
