@@ -13,6 +13,8 @@ Writes benchmarks/results/search_quality.{md,json}.
     .venv/bin/python benchmarks/search_quality.py --out benchmarks/results/search_quality_seed1 --rescore
         [--add-searched zico] [--retime]   # a recorded run: every proxy scored again / a searched student per
                                            # proxy added / the 1,000-candidate search timed again
+    .venv/bin/python benchmarks/search_quality.py --add-seeds 10   # the default proxy's student and the baselines
+                                                                   # over 10 seeds, and measured
 
 ``make bench-search`` draws its students with seed 2, the draw the default proxy was chosen on by a rule written
 before the run (``benchmarks/preregistered.md``). ``diswot_params`` was composed after looking at the seed-0 draw
@@ -219,6 +221,112 @@ def _add_searched(out: dict, proxies: list[str], args: argparse.Namespace, data:
                                                                                         time.strftime("%Y-%m-%d"))}}
 
 
+ADDED_LABELS = ("largest", "random")  # beside the default proxy's searched student
+
+
+def _add_seeds(out: dict, seeds: int, args: argparse.Namespace, data: Any, teacher: Any, profile: Any,
+               log: Any) -> dict:
+    """The default proxy's searched student and the two baselines of every space, distilled up to ``seeds``
+    seeds and measured side by side against the recorded budget (benchmarks/preregistered.md, 10 seeds)."""
+    from edgekd.search import SearchConfig
+    from edgekd.search.spaces import resolve_space
+
+    default = f"searched:{SearchConfig().proxy}"
+    missing = [s["space"] for s in out["spaces"] if default not in s["compare"] or "error" in s["compare"][default]]
+    if missing:
+        raise SystemExit(f"{args.out}.json has no {default} student in {', '.join(missing)}: run "
+                         f"--add-searched {SearchConfig().proxy} first")
+    if seeds <= out["seeds"]:
+        raise SystemExit(f"--add-seeds {seeds}: the record already has {out['seeds']} seeds; ask for more")
+    args = argparse.Namespace(**{**vars(args), **{k: out[k] for k in ("seed", "precision", "epochs")}})
+    for study in out["spaces"]:
+        space = resolve_space(study["space"], teacher, data.input_shape)
+        labels = (default, *ADDED_LABELS)
+        entries: dict[str, dict] = {}
+        for label in labels:
+            recorded = study["compare"][label]
+            twin = next((entries[k] for k in entries if study["compare"][k]["spec"] == recorded["spec"]), None)
+            entries[label] = twin or _more_seeds(space, recorded, seeds, args, data, teacher)
+            log(f"{study['space']} {label}: {entries[label]['accuracy_mean']:.4f} over {seeds} seeds "
+                f"({'reproduced' if entries[label]['reproduced'] else 'distilled afresh'})")
+        measured = _measured_side_by_side(space, [study["compare"][k]["spec"] for k in labels], args, data, profile)
+        study["more_seeds"] = {
+            "seeds": seeds, "entries": entries, "measured_ms": dict(zip(labels, measured)),
+            "differences": {k: _difference(entries[default]["accuracies"], entries[k]["accuracies"])
+                            for k in ADDED_LABELS}}
+    return {**out, "added_seeds": {"seeds": seeds, "default": default, "date": time.strftime("%Y-%m-%d")}}
+
+
+def _more_seeds(space: Any, recorded: dict, seeds: int, args: argparse.Namespace, data: Any, teacher: Any) -> dict:
+    """``recorded`` carried to ``seeds`` seeds. Seed 0 is distilled again first: only when today's trainer
+    reproduces it are the recorded seeds kept, else every seed is distilled afresh."""
+    from edgekd.types import StudentSpec
+
+    spec = StudentSpec.from_dict(recorded["spec"])
+    first = _distill(space, spec, data, teacher, args.epochs, 0)[0]
+    reproduced = abs(first - recorded["accuracies"][0]) < 1e-9
+    kept = recorded["accuracies"] if reproduced else [first]
+    values = [*kept, *(_distill(space, spec, data, teacher, args.epochs, s)[0] for s in range(len(kept), seeds))]
+    return {"spec": recorded["spec"], "accuracy_mean": statistics.mean(values),
+            "accuracy_std": statistics.pstdev(values), "accuracies": values, "reproduced": reproduced}
+
+
+def _measured_side_by_side(space: Any, specs: list[dict], args: argparse.Namespace, data: Any, profile: Any,
+                           rounds: int = 5) -> list[float]:
+    """Each student's median p50 over ``rounds`` interleaved measurements, exported at the record's precision
+    as search measures its candidates (the same initial weights: latency does not depend on them)."""
+    import torch
+
+    from edgekd.latency.quick_export import measure_modules
+    from edgekd.types import StudentSpec
+
+    models = []
+    for spec in specs:
+        torch.manual_seed(args.seed)
+        models.append(space.build(StudentSpec.from_dict(spec).config, data.input_shape, data.num_classes))
+    calib = data.x_train[np.random.default_rng(args.seed).permutation(len(data.x_train))[:64]]
+    runs = [[s.p50_ms for s in measure_modules(models, profile, args.precision, calib)] for _ in range(rounds)]
+    return [statistics.median(r[i] for r in runs) for i in range(len(specs))]
+
+
+def _difference(searched: list[float], baseline: list[float]) -> dict:
+    """Searched minus baseline mean accuracy with a 95% Welch interval (nan when neither varies)."""
+    from scipy.stats import ttest_ind
+
+    diff = statistics.mean(searched) - statistics.mean(baseline)
+    if statistics.pstdev(searched) == 0 and statistics.pstdev(baseline) == 0:
+        return {"diff": diff, "low": diff, "high": diff}
+    ci = ttest_ind(searched, baseline, equal_var=False).confidence_interval(0.95)
+    return {"diff": diff, "low": float(ci.low), "high": float(ci.high)}
+
+
+def _more_seeds_lines(out: dict) -> list[str]:
+    """The 10-seed comparison's section of the markdown (none in records without it)."""
+    added = out.get("added_seeds")
+    if not added:
+        return []
+    n, default = added["seeds"], added["default"]
+    lines = ["", f"## The default proxy's student against the baselines, {n} seeds ({added['date']}, `--add-seeds`)",
+             "", f"Mean ± std over {n} distillation seeds; latency: median p50 of 5 interleaved measurements "
+             f"({out['precision']}); difference: searched minus baseline, percentage points, with a 95% Welch "
+             "interval. Rule: `benchmarks/preregistered.md`.", "",
+             "| space | budget (ms) | " + default.replace("searched:", "searched with ") + " | largest | random | "
+             "searched - largest | searched - random | target met |", "|---|---|---|---|---|---|---|---|"]
+    for s in out["spaces"]:
+        m = s.get("more_seeds")
+        if not m:
+            continue
+        cells = [f"{_cell(m['entries'][k])} ({m['measured_ms'][k]:.3f} ms"
+                 + (", over budget)" if m["measured_ms"][k] > s["budget_ms"] else ")")
+                 for k in (default, *ADDED_LABELS)]
+        diffs = [m["differences"][k] for k in ADDED_LABELS]
+        met = all(d["diff"] >= 0 for d in diffs)
+        lines.append(f"| {s['space']} | {s['budget_ms']:.3f} | " + " | ".join(cells) + " | " + " | ".join(
+            f"{d['diff'] * 100:+.2f} [{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]" for d in diffs)
+            + f" | {'yes' if met else 'no'} |")
+    return lines
+
+
 def _timed_search(args: argparse.Namespace, data: Any, teacher: Any, profile: Any) -> dict:
     from edgekd.search import SearchConfig, search
     from edgekd.types import Budget
@@ -291,6 +399,7 @@ def _markdown(out: dict) -> str:
         c = s["compare"]
         lines.append(f"| {s['space']} | " + " | ".join(_cell(c.get(k)) for k in (*keys, "largest", "random"))
                      + f" | {s['random_mean_accuracy'] * 100:.2f} |")
+    lines += _more_seeds_lines(out)
     lines += ["", _timed_line(out), ""]
     return "\n".join(lines)
 
@@ -342,7 +451,8 @@ def _check_proxies(names: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("out", "resume", "rescore", "add_searched", "spaces")}
+    modes = ("out", "resume", "rescore", "add_searched", "add_seeds", "spaces")
+    return {k: v for k, v in vars(args).items() if k not in modes}
 
 
 def main() -> None:
@@ -379,6 +489,10 @@ def main() -> None:
     ap.add_argument("--retime", action="store_true",
                     help="time the 1,000-candidate search in OUT.json again (a minute or two), keeping the rest of "
                          "the record: for a search changed since the run")
+    ap.add_argument("--add-seeds", type=int, default=0, metavar="N",
+                    help="distil the default proxy's searched student and the largest and random students of OUT.json "
+                         "up to N seeds each and measure the three side by side against the recorded budget, "
+                         "keeping the rest of the record (benchmarks/preregistered.md)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
                          "were up to 10x slower here)")
@@ -395,7 +509,7 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
-    if args.rescore or args.add_searched or args.retime:
+    if args.rescore or args.add_searched or args.retime or args.add_seeds:
         out = json.loads(Path(args.out + ".json").read_text())
         if args.rescore:
             out = _rescore(out, data, teacher, log)
@@ -403,6 +517,8 @@ def main() -> None:
             out = _add_searched(out, args.add_searched.split(","), args, data, teacher, profile, log)
         if args.retime:
             out = _retime(out, args, data, teacher, profile, log)
+        if args.add_seeds:
+            out = _add_seeds(out, args.add_seeds, args, data, teacher, profile, log)
         write_results(args.out, out, _markdown(out))
         return
     partial, done = _resumed(args, log)

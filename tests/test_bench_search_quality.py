@@ -96,3 +96,82 @@ def test_retime_times_the_search_again_with_the_records_seed_and_keeps_the_rest(
     assert "scored by" not in bench._timed_line(out)  # an older record does not say which proxy it used
     with pytest.raises(SystemExit, match="timed on profile 'host-cpu-1t', not 'host-cpu': pass --profile host-cpu-1t"):
         bench._retime(out, args, None, None, argparse.Namespace(name="host-cpu"), print)
+
+
+def _record(compare, bench=None):
+    tau = dict.fromkeys(bench.PROXY_NAMES, 0.1) if bench else {}
+    return {"seed": 2, "precision": "int8", "epochs": 5, "seeds": 3, "per_space": 30, "quantile": 0.6,
+            "profile": "host-cpu-1t", "truth_seeds": 2, "command": "make bench-search", "machine": "x86_64, 2 cores",
+            "search_1000": {"candidates": 1000, "seconds": 26.0, "latency_source": "fit"},
+            "spaces": [{"space": "pruned", "budget_ms": 0.7, "tau": tau, "seed_tau": None, "random_mean_accuracy": 0.98,
+                        "proxy_s_median": {"diswot": 0.08}, "distill_s_median": 25.0, "compare": compare}]}
+
+
+def _entry(keep, accuracies):
+    return {"spec": {"space": "pruned", "config": {"keep": keep}}, "accuracies": accuracies,
+            "accuracy_mean": sum(accuracies) / len(accuracies), "accuracy_std": 0.0}
+
+
+def test_add_seeds_keeps_reproduced_seeds_distils_afresh_otherwise_and_measures_against_the_budget(bench,
+                                                                                                    monkeypatch):
+    distilled = []
+
+    def distill(space, spec, data, teacher, epochs, seed):
+        distilled.append((spec.config["keep"][0], seed, epochs))
+        if spec.config["keep"][0] == 0.5:  # today's trainer no longer gives the recorded seed 0
+            return 0.90 + seed / 1000, 1.0
+        return {0.25: 0.98, 0.375: 0.99}[spec.config["keep"][0]] + (0.004 if seed % 2 else 0.0), 1.0
+
+    monkeypatch.setattr(bench, "_distill", distill)
+    monkeypatch.setattr(bench, "_measured_side_by_side", lambda space, specs, *a: [0.65, 0.72, 0.60])
+    import edgekd.search.spaces as spaces
+
+    monkeypatch.setattr(spaces, "resolve_space", lambda *a: None)
+    out = _record({"searched:params": _entry([0.25], [0.98, 0.984, 0.98]),
+                   "largest": _entry([0.375], [0.99, 0.994, 0.99]),
+                   "random": _entry([0.5], [0.97, 0.97, 0.97])}, bench)
+    args = argparse.Namespace(seed=0, precision="fp32", epochs=1, out="sq")
+    result = bench._add_seeds(out, 6, args, argparse.Namespace(input_shape=(1, 32, 32)), None, None, print)
+    more = result["spaces"][0]["more_seeds"]
+    assert [s for k, s, e in distilled if k == 0.25] == [0, 3, 4, 5] and {e for *_, e in distilled} == {5}
+    assert [s for k, s, e in distilled if k == 0.5] == [0, 1, 2, 3, 4, 5]  # not reproduced: all 6 afresh
+    assert more["entries"]["searched:params"]["accuracies"] == [0.98, 0.984, 0.98, 0.984, 0.98, 0.984]
+    assert more["entries"]["largest"]["reproduced"] and not more["entries"]["random"]["reproduced"]
+    assert more["measured_ms"] == {"searched:params": 0.65, "largest": 0.72, "random": 0.60}
+    d = more["differences"]["largest"]
+    assert d["diff"] == pytest.approx(-0.01) and d["low"] < d["diff"] < d["high"] < 0
+    assert result["spaces"][0]["compare"] == out["spaces"][0]["compare"]  # the 3-seed table stays as recorded
+    md = bench._markdown(result)
+    row = next(line for line in md.splitlines() if line.startswith("| pruned | 0.700 | 98.20"))
+    assert "(0.720 ms, over budget)" in row and "(0.650 ms)" in row and row.endswith("| no |")
+    assert "-1.00 [" in row and "6 seeds" in md
+
+
+def test_add_seeds_refuses_a_record_without_the_default_proxys_student_or_with_enough_seeds(bench):
+    args = argparse.Namespace(seed=0, precision="int8", epochs=5, out="sq")
+    out = _record({"largest": _entry([0.375], [0.99]), "random": _entry([0.5], [0.97])})
+    with pytest.raises(SystemExit, match="sq.json has no searched:params student in pruned: run --add-searched "
+                                         "params first"):
+        bench._add_seeds(out, 10, args, None, None, None, print)
+    out = _record({"searched:params": _entry([0.25], [0.98]), "largest": _entry([0.375], [0.99]),
+                   "random": _entry([0.5], [0.97])})
+    with pytest.raises(SystemExit, match="--add-seeds 3: the record already has 3 seeds; ask for more"):
+        bench._add_seeds(out, 3, args, None, None, None, print)
+
+
+def test_a_difference_with_no_spread_has_a_zero_width_interval(bench):
+    assert bench._difference([0.99, 0.99], [0.98, 0.98]) == pytest.approx({"diff": 0.01, "low": 0.01, "high": 0.01})
+
+
+def test_add_seeds_distils_a_baseline_that_is_the_searched_student_once(bench, monkeypatch):
+    distilled = []
+    monkeypatch.setattr(bench, "_distill", lambda space, spec, d, t, e, seed: (distilled.append(seed) or 0.98, 1.0))
+    monkeypatch.setattr(bench, "_measured_side_by_side", lambda space, specs, *a: [0.6, 0.6, 0.6])
+    import edgekd.search.spaces as spaces
+
+    monkeypatch.setattr(spaces, "resolve_space", lambda *a: None)
+    same = _entry([0.375], [0.98, 0.98, 0.98])
+    out = _record({"searched:params": same, "largest": dict(same), "random": dict(same)}, bench)
+    args = argparse.Namespace(seed=0, precision="int8", epochs=5, out="sq")
+    more = bench._add_seeds(out, 4, args, argparse.Namespace(input_shape=(1, 32, 32)), None, None, print)
+    assert distilled == [0, 3] and more["spaces"][0]["more_seeds"]["entries"]["random"]["accuracies"] == [0.98] * 4
