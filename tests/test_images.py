@@ -226,3 +226,19 @@ def test_the_run_logs_the_orientation_warning(tmp_path):
     lines: list[str] = []
     run_data(CompressConfig(data=str(tmp_path / "wide"), resolution="40x30", progress=False), lines.append)
     assert any(line.startswith("warning: --resolution 40x30 is HEIGHTxWIDTH") for line in lines)
+
+
+def test_a_manifest_recheck_says_when_its_resolution_turns_the_images(tmp_path, fast_profile):
+    """validate --manifest measures accuracy on the run's own folder again; the warning joins the accuracy line."""
+    from conftest import foreign_onnx
+
+    from edgekd.manifest_check import RecheckConfig, _recheck_accuracy
+
+    _wide_images(tmp_path / "wide", ("a", "b"), 6)
+    path = foreign_onnx(tmp_path / "portrait.onnx", (3, 40, 30), 2)
+    manifest = {"data": {"name": "wide", "input_shape": [3, 40, 30]},
+                "recipe": {"data": str(tmp_path / "wide"), "resolution": "40x30"}}
+    check = _recheck_accuracy(path, {"accuracy": 0.5}, manifest, fast_profile, RecheckConfig())
+    assert check.name == "accuracy" and "recorded 50.00%" in check.message
+    assert "; warning: --resolution 40x30 is HEIGHTxWIDTH and makes the images" in check.message
+    assert "pass --resolution 30x40" in check.message
