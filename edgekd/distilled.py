@@ -34,6 +34,9 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     """The student in ``folder``, rebuilt for ``teacher`` and ``data``, which must be the ones it was
     distilled from."""
     folder = Path(folder)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a folder"
+        raise ConfigError(f"--distilled '{folder}' {what}", "pass the --out folder of a finished `edgekd distill`")
     info = _read_json(folder / "distill.json", folder)
     if info.get("pruned"):
         raise ConfigError(f"the student in '{folder}' was pruned while it was distilled, and its pruned "

@@ -8,7 +8,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,24 +53,69 @@ def creation_mode(path: Path, folder: bool) -> int:
     return (0o777 if folder else 0o666) & ~mask
 
 
-def check_new_file(path: str | Path, force: bool, flag: str) -> None:
-    """Refuse a file output that is a folder, or that exists unless ``force``. Called before any work, so
-    a refused path costs nothing and a measurement is never lost to it."""
+def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[Any] = ()) -> None:
+    """Refuse a file output that is a folder, that exists unless ``force``, that cannot be written, or that
+    is one of ``inputs``. Called before any work, so a refused path costs nothing and a measurement is never
+    lost to it."""
+    if not str(path).strip():  # Path("") is the current folder
+        raise OutputError(f"{flag} is empty", f"give {flag} a file path")
     path = Path(path)
+    check_not_input(path, inputs, flag)
     if path.is_dir():
         raise OutputError(f"{flag} '{path}' is a folder", f"give {flag} a file path")
     if path.exists() and not force:
         raise OutputError(f"{flag} '{path}' already exists",
                           f"choose another {flag} path or pass --force to replace it")
+    check_writable(path, flag)
 
 
-def check_new_output(path: Path, force: bool) -> None:
-    """Refuse to clobber a user's non-empty folder or any file unless ``force``."""
+def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) -> None:
+    """Refuse to clobber a user's non-empty folder or any file unless ``force``, a folder that holds one of
+    ``inputs``, or one that cannot be written."""
+    if not str(path).strip():
+        raise OutputError("--out is empty", "give --out a folder path")
+    path = Path(path)
+    check_not_input(path, inputs, "--out")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output '{path}' exists and is a file", "choose another --out path")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise OutputError(f"output folder '{path}' exists and is not empty",
                           "choose another --out or pass --force to replace it")
+    check_writable(path, "--out")
+
+
+def check_writable(path: str | Path, flag: str) -> None:
+    """Refuse an output whose folder cannot be written (a file in its path, a read-only folder) before any
+    work: outputs are staged beside their destination, so the nearest existing folder above it must take
+    new files, or a search or training run is lost at its last step."""
+    path = Path(path)
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} '{path}' cannot be created: '{parent}' is a file, not a folder",
+                          f"choose a {flag} path inside a folder")
+    if not _can_write(parent):
+        raise OutputError(f"{flag} '{path}' cannot be written: the folder '{parent}' is read-only for this user",
+                          f"choose a {flag} path in a writable folder")
+
+
+def _can_write(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str) -> None:
+    """Refuse an output that is, or (a folder) holds, one of the command's own inputs: --force would
+    replace what the command reads, the user's model or data, with its results."""
+    out = Path(path).resolve()
+    for item in inputs:
+        if item is None or not isinstance(item, (str, Path)) or not str(item) or not Path(item).exists():
+            continue
+        source = Path(item).resolve()
+        if source == out or out in source.parents:
+            what = "is" if source == out else "holds"
+            raise OutputError(f"{flag} '{path}' {what} '{item}', an input of this command",
+                              f"write {flag} somewhere else; --force never replaces a command's inputs")
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import tomllib
 from edgekd.errors import ConfigError, OutputError, did_you_mean
 from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
 from edgekd.run_inputs import check_inputs, near_chance, recipe, run_data, run_teacher
+from edgekd.search_file import search_record
 from edgekd.types import Budget, DistillConfig
 
 Log = Callable[[str], None]
@@ -181,8 +182,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
+    check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
     out = Path(config.out)
-    check_new_output(out, config.force)  # fail before hours of work, not after
     profile = load_profile(config.profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
@@ -206,7 +207,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         report = with_paths_relative(report, staging)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         write_json(staging / "manifest.json", manifest)
-        write_json(staging / "search.json", search_result.to_dict())
+        write_json(staging / "search.json", search_record(search_result, profile, config.budget, data))
         from edgekd.report import render_markdown
         from edgekd.report_html import render_html
 
@@ -223,15 +224,14 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     from edgekd.search import search
 
     log = log or (lambda _msg: None)
+    check_new_file(out, force, "--out", input_paths(config))
     out = Path(out)
-    check_new_file(out, force, "--out")
     profile = load_profile(config.profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
-    write_json(out, {**result.to_dict(), "profile": profile.name, "budget": config.budget.to_dict(),
-                     "data": data.describe()})
+    write_json(out, search_record(result, profile, config.budget, data))
     return result
 
 
@@ -245,6 +245,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
+    if not resume:
+        check_new_output(out, True, input_paths(config))  # emptied below only with --force
     out = Path(out)
     if resume and not (out / "checkpoint.pt").is_file():
         raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
@@ -272,7 +274,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         from edgekd.onnxfile import stamp_data_metadata
 
         stamp_data_metadata(art, data)
-        write_json(staging / "search.json", result.to_dict())  # what `compress --distilled` reports from
+        # what `compress --distilled` reports from
+        write_json(staging / "search.json", search_record(result, profile, config.budget, data))
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
             "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
@@ -281,6 +284,14 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         path.replace(out / path.name)
     (out / ".final").rmdir()
     return trained
+
+
+def input_paths(config: CompressConfig) -> list[Any]:
+    """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, or
+    the .py of a file.py:factory spec), its weights, the data, and a search or distill folder reused."""
+    teacher = config.teacher if isinstance(config.teacher, str) else None
+    return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, config.search_file,
+            config.distilled]
 
 
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,

@@ -10,6 +10,12 @@ from typing import Any
 from edgekd.errors import ConfigError
 
 
+def search_record(result: Any, profile: Any, budget: Any, data: Any) -> dict[str, Any]:
+    """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget and
+    data it was measured for, so that reusing it for others is refused."""
+    return {**result.to_dict(), "profile": profile.name, "budget": budget.to_dict(), "data": data.describe()}
+
+
 def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None) -> Any:
     """The SearchResult in ``path``, read once. A missing or foreign file, or one made for other data or
     another profile, or whose student misses this budget, is a ConfigError: its ranking and latencies were

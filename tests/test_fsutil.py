@@ -66,3 +66,60 @@ def test_staged_outputs_get_the_permissions_of_a_plain_create(tmp_path):
         assert mode(tmp_path / "out") == 0o750 and mode(tmp_path / "ckpt.pt") == 0o640
     finally:
         os.umask(old)
+
+
+def test_an_output_in_a_path_that_holds_a_file_is_refused_before_any_work(tmp_path):
+    from edgekd.fsutil import check_new_output
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"--out '.*notes.txt/out' cannot be created: '.*notes.txt' is a file, "
+                                          "not a folder; choose a --out path inside a folder"):
+        check_new_output(tmp_path / "notes.txt" / "out", force=False)
+    with pytest.raises(OutputError, match="--json '.*notes.txt/a/b.json' cannot be created"):
+        check_new_file(tmp_path / "notes.txt" / "a" / "b.json", force=True, flag="--json")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    import os
+
+    from edgekd import fsutil
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root writes anywhere but a read-only mount: stand one in
+        monkeypatch.setattr(fsutil, "_can_write", lambda folder: folder != locked)
+    try:
+        with pytest.raises(OutputError, match=r"--out '.*locked/run' cannot be written: the folder '.*locked' is "
+                                              "read-only for this user; choose a --out path in a writable folder"):
+            fsutil.check_new_output(locked / "run", force=False)
+        with pytest.raises(OutputError, match="--summary '.*locked/x/s.md' cannot be written"):
+            check_new_file(locked / "x" / "s.md", force=False, flag="--summary")
+        fsutil.check_new_output(tmp_path / "fine" / "run", force=False)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_force_never_replaces_an_input_of_the_command(tmp_path):
+    from edgekd.fsutil import check_new_output
+
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes(b"weights")
+    data = tmp_path / "images"
+    (data / "cat").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"--out '.*teacher.pt' is '.*teacher.pt', an input of this command; "
+                                          "write --out somewhere else; --force never replaces"):
+        check_new_file(weights, force=True, flag="--out", inputs=[None, "digits", weights])
+    with pytest.raises(OutputError, match=r"--out '.*' holds '.*images', an input of this command"):
+        check_new_output(tmp_path, force=True, inputs=[str(data)])
+    check_new_output(tmp_path / "elsewhere", force=True, inputs=[str(data), weights])
+    assert weights.read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--json"])
+def test_an_empty_output_path_is_refused(flag):
+    from edgekd.fsutil import check_new_output
+
+    with pytest.raises(OutputError, match=f"{flag} is empty"):
+        (check_new_output("", force=True) if flag == "--out" else check_new_file("", force=True, flag=flag))

@@ -49,3 +49,15 @@ def test_missing_and_corrupt_models(tmp_path, fast_profile):
     bad.write_bytes(b"not a model at all")
     with pytest.raises(ArtifactError, match="cannot load"):
         measure([bad], fast_profile)
+
+
+def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu(two_models, fast_profile):
+    """onnxruntime falls back to the CPU without a word when a listed provider is missing."""
+    import dataclasses
+
+    runtime = {**fast_profile.runtime, "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    gpu = dataclasses.replace(fast_profile, runtime=runtime)
+    with pytest.raises(RunnerError, match=r"onnxruntime .* here has no CUDAExecutionProvider \(it has .*"
+                                          r"CPUExecutionProvider\), so the profile's device cannot be measured; "
+                                          "install the onnxruntime build with that provider"):
+        measure([two_models[0]], gpu, shape=(1, 1, 32, 32))

@@ -110,6 +110,39 @@ def test_existing_output_is_refused_and_untouched(teacher_files, fast_profile_pa
     assert (out / "keep.txt").read_text() == "user data"
 
 
+def test_the_run_folders_search_json_is_refused_for_another_profile(result, teacher_files, tmp_path):
+    """compress --search takes the search.json of a compress folder too: it records what it was measured for."""
+    from edgekd.errors import ConfigError
+
+    recorded = json.loads((result.out / "search.json").read_text())
+    assert recorded["profile"] == "fast-test" and recorded["data"]["input_shape"] == [1, 16, 16]
+    module, weights = teacher_files
+    config = CompressConfig(out=str(tmp_path / "o"), teacher=f"{module}:build", weights=str(weights), resolution=16,
+                            profile="host-cpu", search_file=str(result.out / "search.json"), epochs=1,
+                            progress=False)
+    with pytest.raises(ConfigError, match="measured its students on profile 'fast-test', not 'host-cpu'"):
+        compress(config)
+    assert not (tmp_path / "o").exists()
+
+
+def test_outputs_that_would_replace_an_input_or_cannot_be_written_fail_before_any_work(teacher_files,
+                                                                                        fast_profile_path, tmp_path):
+    from edgekd.pipeline import run_distill, run_search
+
+    module, weights = teacher_files
+    before = weights.read_bytes()
+    with pytest.raises(OutputError, match="an input of this command"):
+        run_search(_config(teacher_files, fast_profile_path, tmp_path / "o"), weights, force=True)
+    with pytest.raises(OutputError, match="holds '.*tiny_teacher.py', an input of this command"):
+        compress(_config(teacher_files, fast_profile_path, module.parent, force=True))
+    assert weights.read_bytes() == before and module.exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="'.*notes.txt' is a file, not a folder"):
+        compress(_config(teacher_files, fast_profile_path, tmp_path / "notes.txt" / "out"))
+    with pytest.raises(OutputError, match="output '.*notes.txt' exists and is a file"):
+        run_distill(_config(teacher_files, fast_profile_path, tmp_path / "o"), tmp_path / "notes.txt")
+
+
 def test_failure_leaves_nothing_behind(teacher_files, fast_profile_path, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(BudgetError):

@@ -114,6 +114,7 @@ def run(spec: dict) -> tuple:
     """Measure the spec's models; returns (one stats dict per model, onnxruntime version)."""
     np, ort = _import_runtime()
     m = spec["measure"]
+    _check_providers(ort, spec["runtime"]["providers"])
     options = _session_options(ort, spec["runtime"])
     sessions = [_open(ort, path, label, options, spec["runtime"]["providers"])
                 for path, label in zip(spec["models"], spec["labels"])]
@@ -132,6 +133,18 @@ def run(spec: dict) -> tuple:
         # A noisy stretch: measure as much again and judge on all of it rather than on the noise.
         _repeat(np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
     return [_stats(np, r, med) for r, med in zip(runs, medians)], ort.__version__
+
+
+def _check_providers(ort, providers: list) -> None:
+    """onnxruntime drops a listed provider it lacks and runs on the CPU without a word: the latency of
+    another device. A profile's providers must all be there (the CPU is always there)."""
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise WorkerError(f"onnxruntime {ort.__version__} here has no {', '.join(missing)} (it has "
+                          f"{', '.join(available)}), so the profile's device cannot be measured",
+                          "install the onnxruntime build with that provider on the device, or set "
+                          "runtime.providers in the profile to the ones it has")
 
 
 def _session_options(ort, rt: dict):
