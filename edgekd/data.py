@@ -22,6 +22,8 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
     NORMALIZE_FIX,
     Preprocess,
     check_channels,
+    check_image_size,
+    check_memory,
     convert_channels,
     describe_preprocess,
     normalize_images,
@@ -119,6 +121,7 @@ def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 
     check_channels(channels)  # before any data is read
     if source is None or source == "digits":
         return load_digits(resolution=hw or 32, seed=seed, normalize=normalize, channels=channels)
+    check_data_source(source)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data '{source}' does not exist", "pass a .npz file, an image folder, or 'digits'")
@@ -133,6 +136,12 @@ def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 
     )
 
 
+def check_data_source(source: Any) -> None:
+    """An empty --data (an unset shell variable) would otherwise be read as the current folder."""
+    if isinstance(source, str) and not source.strip():
+        raise DataError("--data is empty", "pass a .npz file, an image folder, or 'digits'")
+
+
 def load_digits(resolution: Any = 32, seed: int = 0, normalize: Any = None, channels: int | None = None) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digit scans (values 0-16), upsampled so convolutions have work to do."""
     from sklearn.datasets import load_digits as sk_digits
@@ -140,7 +149,7 @@ def load_digits(resolution: Any = 32, seed: int = 0, normalize: Any = None, chan
     bunch = sk_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     hw = parse_resolution(resolution) or (32, 32)
-    x = _resize(x, hw)
+    x = _resize(x, hw, "digits")
     y = bunch.target.astype(np.int64)
     x, to = convert_channels(x, channels, "digits")
     side = hw if hw != (8, 8) else None
@@ -167,6 +176,7 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
             except ValueError:  # an object array: unpickling it could run code
                 raise DataError(f"{path}: array '{key}' holds Python objects, which edgekd does not unpickle",
                                 "store numbers, and names as a string array: np.array(names, dtype=str)") from None
+    _check_images(path, arrays)
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
@@ -175,7 +185,7 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
             xt, yt, xv, yv = holdout(parts["x_train"], parts["y_train"], 0.125, seed)
             parts.update(x_train=xt, y_train=yt, x_val=xv, y_val=yv)
         scale = _scale(parts["x_train"])
-        xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution) for k in ("train", "val", "test")}
+        xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution, f"x_{k}") for k in ("train", "val", "test")}
         shapes = {k: v.shape[1:] for k, v in xs.items()}
         if len(set(shapes.values())) > 1:
             raise DataError(f"{path}: the splits' images differ in shape ({shapes})",
@@ -215,7 +225,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
     """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
     validate and gate; the training stages refuse it."""
     scale = _scale(arrays["x_test"])
-    x = _to_nchw(path, arrays["x_test"], resolution)
+    x = _to_nchw(path, arrays["x_test"], resolution, "x_test")
     y = _labels(path, arrays["y_test"], len(x))
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
@@ -263,13 +273,40 @@ def _nchw_view(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None) -> np.ndarray:
+def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key: str = "x") -> np.ndarray:
     if x.dtype.kind not in "fiu":
-        raise DataError(f"{path}: x has dtype {x.dtype}", "store images as numbers (uint8 or float)")
+        raise DataError(f"{path}: {key} has dtype {x.dtype}", "store images as numbers (uint8 or float)")
     x = _nchw_view(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
     if x.ndim != 4:
-        raise DataError(f"{path}: x has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
-    return _resize(x, resolution) if resolution else np.ascontiguousarray(x)
+        raise DataError(f"{path}: {key} has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
+    if resolution:
+        return _resize(x, resolution, path)
+    check_image_size(path, (int(x.shape[2]), int(x.shape[3])))
+    return np.ascontiguousarray(x)
+
+
+def _check_images(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Each image array as stored (before a validation split is carved from it): not empty, and finite.
+    One NaN or infinity makes the dataset's mean, and so every normalised pixel, NaN: the run would train
+    and measure on nothing, reporting chance accuracy as if it meant something."""
+    for key in ("x", "x_train", "x_val", "x_test"):
+        x = arrays.get(key)
+        if x is None or x.dtype.kind not in "fiu" or x.ndim < 1:
+            continue  # refused with its dtype or shape when it is read
+        if not len(x):
+            raise DataError(f"{path}: {key} holds no images (shape {x.shape})", "store the images and their labels")
+        if x.dtype.kind == "f":
+            _check_finite(path, x, key)
+
+
+def _check_finite(path: Path, x: np.ndarray, key: str) -> None:
+    if np.isfinite(x).all():
+        return
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    if nan or inf:
+        what = " and ".join(f"{n:,} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+        raise DataError(f"{path}: {key} holds {what} value{'s' if nan + inf > 1 else ''} (of {x.size:,})",
+                        "replace them (e.g. np.nan_to_num(x)) or drop those images, then save the .npz again")
 
 
 def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
@@ -314,9 +351,10 @@ def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> N
                         + f"; labels run 0..{num_classes - 1 if num_classes else int(present[-1])}", fix)
 
 
-def _resize(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def _resize(x: np.ndarray, hw: tuple[int, int], source: Any) -> np.ndarray:
     if x.shape[-2:] == tuple(hw):
         return np.ascontiguousarray(x, dtype=np.float32)
+    check_memory(source, len(x), int(x.shape[1]), hw, hw)
     import torch
     import torch.nn.functional as F
 

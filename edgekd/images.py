@@ -5,6 +5,9 @@ held-out test set, measured whole by validate and gate."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,16 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, holdout, split_normalized
 from edgekd.errors import DataError
-from edgekd.preprocess import Preprocess, convert_channels, normalize_images, orientation_notes, parse_resolution
+from edgekd.preprocess import (
+    MAX_SIDE,
+    Preprocess,
+    check_image_size,
+    check_memory,
+    convert_channels,
+    normalize_images,
+    orientation_notes,
+    parse_resolution,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
@@ -70,6 +82,7 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tup
     """(image file, class index) under ``folder``'s class folders (of ``classes``); a class folder there
     must hold images, and the root given (``path``) at least two classes."""
     present = [c for c in classes if (folder / c).is_dir()]
+    _refuse_nested(folder, present)
     files = [(f, classes.index(c)) for c in present for f in sorted((folder / c).iterdir())
              if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     if folder == path and (len(classes) < 2 or not files):
@@ -81,6 +94,16 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tup
         raise DataError(f"{folder}: class folder '{empty[0]}' holds no {IMAGE_KINDS} images",
                         "add its images, or move the folder out of the data")
     return files
+
+
+def _refuse_nested(folder: Path, classes: list[str]) -> None:
+    """Only a class folder's own files are read: images in a sub-folder of it would be left out unseen."""
+    for name in classes:
+        nested = _visible_dirs(folder / name)
+        if nested:
+            raise DataError(f"{folder}: class folder '{name}' holds a sub-folder '{nested[0]}', whose images "
+                            "edgekd would not read", f"move the images of '{nested[0]}' up into '{name}/', or "
+                            "move the sub-folder out of the data")
 
 
 def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int] | None, seed: int, normalize: Any,
@@ -144,34 +167,50 @@ def _read(path: Path, files: list[Path], resolution: tuple[int, int] | None,
     Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
     a folder of full-size photos never sits in memory whole."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     modes, size = [], None
     for file in files:
-        try:
-            with Image.open(file) as img:
-                modes.append(img.mode)
-                size = size or img.size
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
+        with _opened(file) as img:
+            modes.append(img.mode)
+            size = size or img.size
     h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
+    if resolution is None:
+        check_image_size(path, (h, w))
     mode, levels = _depth(path, files, modes)
     channels = 3 if mode == "RGB" else 1
-    _check_memory(path, len(files), channels, (h, w), resolution)
+    check_memory(path, len(files), channels, (h, w), resolution)
     x = np.empty((len(files), h, w, channels), np.float32)
     # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
     bicubic = Image.Resampling.BICUBIC
     for i, file in enumerate(files):
-        try:
-            with Image.open(file) as img:
-                converted = img.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
-        except (OSError, UnidentifiedImageError) as exc:  # a truncated file fails when decoded
-            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
+        with _opened(file) as img:  # a truncated file fails here, when decoded
+            converted = img.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
         x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, channels)
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
     return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w), (size[1], size[0])
+
+
+@contextmanager
+def _opened(file: Path) -> Iterator[Any]:
+    """``file`` opened with Pillow; one it cannot read, or one too large to decode safely, is a DataError
+    naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        # Pillow only warns between its pixel limit and twice it: such an image is refused like a larger one.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(file) as img:
+                yield img
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            said = str(exc).split(", could be")[0]
+            raise DataError(f"{file}: is too large to decode safely ({said})",
+                            f"downscale it (edgekd trains at most {MAX_SIDE} pixels a side) or remove it") from None
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
 
 
 def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]:
@@ -189,29 +228,3 @@ def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]
     if all(wide):
         return "I;16", 65535.0
     return ("L" if all(m in ("L", "1", "LA") for m in modes) else "RGB"), 255.0
-
-
-MEMORY_FACTOR = 3  # the array, its normalised copy and the splits cut from it, at the peak of loading
-
-
-def _check_memory(path: Path, count: int, channels: int, hw: tuple[int, int],
-                  resolution: tuple[int, int] | None) -> None:
-    """Refuse, before decoding anything, images that would not fit in memory at this size."""
-    need = count * channels * hw[0] * hw[1] * 4 * MEMORY_FACTOR
-    free = available_memory()
-    if free is not None and need > free:
-        chosen = "--resolution" if resolution else "the first image's size (no --resolution given)"
-        raise DataError(f"{path}: {count} images at {hw[0]}x{hw[1]} (height x width, {chosen}) would take about "
-                        f"{need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available",
-                        "pass a smaller --resolution (e.g. 224), or fewer images")
-
-
-def available_memory() -> int | None:
-    """Bytes the system can still give (MemAvailable), or None where it does not say."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None

@@ -86,9 +86,7 @@ class CompressConfig:
         object.__setattr__(self, "channels", parse_channels(self.channels))  # the CLI gives "3", a recipe 3
         from edgekd.preprocess import parse_resolution, resolution_value
 
-        hw = parse_resolution(self.resolution)
-        if hw is not None and min(hw) < 4:
-            raise ConfigError(f"--resolution {self.resolution} is too small", "pass 4 or more for each side")
+        hw = parse_resolution(self.resolution)  # refuses sides outside 4-4096
         # One recorded form: a side for a square size, (height, width) otherwise (the recipe keeps a list).
         object.__setattr__(self, "resolution", resolution_value(hw))
         from edgekd.data import parse_normalize

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,9 @@ NORMALIZE_FIX = ("pass --normalize dataset (standardise with the data's own mean
                  "scaled to [0, 1] only) or MEAN/STD, e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225")
 
 RESOLUTION_FIX = "pass one side for square images (e.g. 224) or HEIGHTxWIDTH (e.g. 240x320)"
+# Sides a model is trained at: below 4 px the students' strided stems have nothing left to convolve; above
+# 4096 px one image takes 200 MiB as float32 and a batch of them no machine edgekd targets can train on.
+MIN_SIDE, MAX_SIDE = 4, 4096
 CHANNELS_FIX = "pass --channels 3 (grayscale repeated to RGB) or 1 (RGB to luminance), as your teacher takes them"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights PIL converts RGB to grayscale with
 LUMA_TEXT = "0.299 R + 0.587 G + 0.114 B"
@@ -71,7 +75,37 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
         hw = ()
     if len(hw) != 2 or min(hw) < 1:
         raise ConfigError(f"--resolution {value} is not a positive side or HEIGHTxWIDTH", RESOLUTION_FIX)
+    if min(hw) < MIN_SIDE:
+        raise ConfigError(f"--resolution {value} is too small", f"pass {MIN_SIDE} or more for each side")
+    if max(hw) > MAX_SIDE:
+        raise ConfigError(f"--resolution {value} is too large: edgekd trains at most {MAX_SIDE} pixels a side",
+                          f"pass {MAX_SIDE} or less for each side (e.g. 224)")
     return hw  # type: ignore[return-value]
+
+
+def parse_shape(value: Any) -> tuple[int, ...]:
+    """An input shape as "1,3,224,224" (or "1x3x224x224") or a list of positive integers."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).replace("x", ",").split(",")
+    try:
+        dims = tuple(int(str(d).strip()) for d in parts)
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        raise ConfigError(f"--input-shape '{text}' is not a list of positive integers", "write it as 1,3,224,224")
+    from edgekd.validate import check_input_size
+
+    check_input_size(dims)  # before a worker process tries to allocate it
+    return dims
+
+
+def check_image_size(source: Any, hw: tuple[int, int]) -> None:
+    """Images kept at their stored size (no --resolution) must have a side --resolution would accept."""
+    if MIN_SIDE <= min(hw) and max(hw) <= MAX_SIDE:
+        return
+    said = "too small" if min(hw) < MIN_SIDE else "too large"
+    raise DataError(f"{source}: images are {hw[0]}x{hw[1]} (height x width), {said} to use as stored",
+                    f"pass --resolution to resize them ({MIN_SIDE} to {MAX_SIDE} pixels a side, e.g. 32)")
 
 
 def resolution_value(value: Any) -> int | tuple[int, int] | None:
@@ -201,3 +235,29 @@ def convert_channels(x: np.ndarray, channels: int | None, source: str) -> tuple[
         return (x * luma).sum(axis=1, keepdims=True, dtype=np.float32), 1
     raise DataError(f"{source}: --channels {channels} cannot convert {x.shape[1]}-channel images",
                     "store the images with 1 (grayscale) or 3 (RGB) channels")
+
+
+MEMORY_FACTOR = 3  # the array, its normalised copy and the splits cut from it, at the peak of loading
+
+
+def check_memory(path: Any, count: int, channels: int, hw: tuple[int, int],
+                 resolution: tuple[int, int] | None) -> None:
+    """Refuse, before decoding anything, images that would not fit in memory at this size."""
+    need = count * channels * hw[0] * hw[1] * 4 * MEMORY_FACTOR
+    free = available_memory()
+    if free is not None and need > free:
+        chosen = "--resolution" if resolution else "the first image's size (no --resolution given)"
+        raise DataError(f"{path}: {count} images at {hw[0]}x{hw[1]} (height x width, {chosen}) would take about "
+                        f"{need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available",
+                        "pass a smaller --resolution (e.g. 224), or fewer images")
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give (MemAvailable), or None where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -3,7 +3,9 @@ the Python API, a ``torch.nn.Module`` and a ``Dataset`` already in memory; and t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError, DataError
@@ -13,7 +15,11 @@ Log = Callable[[str], None]
 
 def check_inputs(config: Any) -> None:
     """Refuse, before any work, a teacher or data of the wrong kind and options that cannot apply to them."""
-    from edgekd.data import Dataset
+    from edgekd.data import Dataset, check_data_source
+
+    check_data_source(config.data)
+    _check_teacher_paths(config)
+    _check_hints(config.hint_student, config.hint_teacher)
 
     if config.teacher is not None and not isinstance(config.teacher, str):
         import torch
@@ -32,6 +38,36 @@ def check_inputs(config: Any) -> None:
             raise ConfigError("resolution, normalize and channels apply when edgekd loads the data, not to a "
                               "Dataset passed in", "pass them to load_data(..., resolution=..., normalize=...) "
                               "instead")
+
+
+def _check_teacher_paths(config: Any) -> None:
+    for flag, value, wanted in (("--teacher", config.teacher, "file.py:factory or a .pt2 path"),
+                                ("--weights", config.weights, "the path of the teacher's state dict")):
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{flag} is empty", f"pass {wanted}, or leave {flag} out")
+    if config.weights is not None and config.teacher is None:
+        # Without --teacher the embedded default is trained, and the weights would be dropped unread.
+        raise ConfigError("--weights is given without --teacher, so the weights have no model to load into",
+                          "pass --teacher with the model they belong to (file.py:factory or package.module:factory), "
+                          "or drop --weights")
+
+
+def _check_hints(student: Any, teacher: Any) -> None:
+    """--hint-student and --hint-teacher pair modules in order, so they come together and in equal numbers."""
+    for name, value in (("hint_student", student), ("hint_teacher", teacher)):
+        if value is not None and not isinstance(value, str):  # only the Python API can pass another type
+            raise ConfigError(f"{name} is a {type(value).__name__}, not a string",
+                              "pass comma-separated module paths, e.g. 'layer3,layer4'")
+    paths = [[p for p in (v or "").split(",") if p.strip()] for v in (student, teacher)]
+    if bool(paths[0]) != bool(paths[1]):
+        given, missing = ("--hint-student", "--hint-teacher") if paths[0] else ("--hint-teacher", "--hint-student")
+        raise ConfigError(f"{given} is given without {missing}",
+                          f"pass {missing} too (one module path for each of {given}'s, paired in order), or "
+                          "neither to tap each model's last feature map")
+    if len(paths[0]) != len(paths[1]):
+        raise ConfigError(f"--hint-student names {len(paths[0])} module{'s' * (len(paths[0]) > 1)} and "
+                          f"--hint-teacher {len(paths[1])}",
+                          "pair every student module with one teacher module, in order")
 
 
 def run_data(config: Any, log: Log) -> Any:
@@ -109,3 +145,60 @@ def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
         if out.get(key) is not None and not isinstance(out[key], str):
             out[key] = None
     return out
+
+
+# What each recipe value must be, as its flag reads it; fields typed Any (the API also takes objects) by name.
+_KINDS = {"int": "a whole number", "float": "a number", "str": "a quoted string", "bool": "true or false",
+          "resolution": "one side or [height, width]"}
+_ANY_KINDS = {"teacher": "str", "data": "str", "resolution": "resolution"}
+_EXAMPLES = {"int": "8", "float": "2.5", "str": '"..."', "bool": "true", "resolution": "224"}
+COMMA_LISTS = {"space", "losses", "hint_student", "hint_teacher"}  # comma-separated on the command line
+
+
+def read_recipe(path: str) -> dict[str, Any]:
+    """A --config recipe, each value checked against the type of the option it sets, so a wrong one is a
+    one-line error naming the key instead of a crash deep in a stage (or, for 1.5 epochs, after the search)."""
+    import dataclasses
+
+    from edgekd.pipeline import CompressConfig, load_recipe
+
+    if Path(path).is_dir():
+        raise ConfigError(f"--config '{path}' is a folder, not a recipe file", "pass the path of a recipe .toml file")
+    fields = {f.name: f for f in dataclasses.fields(CompressConfig) if f.init}
+    return {key: _recipe_value(path, key, value, recipe_kind(key, str(fields[key].type)), fields[key].default)
+            for key, value in load_recipe(path).items()}
+
+
+def recipe_kind(name: str, annotation: str) -> str:
+    """The kind of value (a key of _KINDS) the recipe key ``name``, typed ``annotation``, takes."""
+    kind = _ANY_KINDS.get(name) or annotation.replace(" | None", "")
+    if kind not in _KINDS:
+        raise TypeError(f"recipe key '{name}' has type {annotation}, which read_recipe cannot check")
+    return kind
+
+
+def _recipe_value(path: str, key: str, value: Any, kind: str, default: Any) -> Any:
+    if key in COMMA_LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(v.strip() for v in value)  # a TOML list reads as the flag's comma-separated one
+    if key == "losses" and isinstance(value, dict) and all(_is(v, "float") for v in value.values()):
+        return ",".join(f"{name}:{weight}" for name, weight in value.items())
+    if _is(value, kind):
+        return value
+    flag = key.replace("_", "-")
+    example = json.dumps(default) if default is not None and _is(default, kind) else _EXAMPLES[kind]
+    also = ' or ["a", "b"]' if key in COMMA_LISTS else " or [240, 320]" if kind == "resolution" else ""
+    raise ConfigError(f"recipe '{path}': {flag} = {json.dumps(value, default=str)} is {_kind_of(value)}, not "
+                      f"{_KINDS[kind]}", f"write e.g. {flag} = {example}{also}")
+
+
+def _is(value: Any, kind: str) -> bool:
+    """``value`` (as TOML gives it) is of ``kind``; booleans are no numbers here, 1.0 no whole number."""
+    if kind == "resolution":
+        return type(value) in (int, str) or (isinstance(value, list) and all(type(v) is int for v in value))
+    return type(value) in {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[kind]
+
+
+def _kind_of(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
+             dict: "a table"}
+    return names.get(type(value), "a date or time")

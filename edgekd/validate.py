@@ -26,6 +26,20 @@ ACCURACY_DROP_NOTE = 5.0  # points below the teacher that earn a note when no ac
 INT8_MIN_GAIN = 0.02  # int8 must beat fp32's p50 by this margin to count as faster, not noise
 
 
+# One input the latency worker draws (in float64, then float32) and feeds every run: 256 MiB as float32 holds
+# a 3-channel 4096x4096 image (edgekd's largest --resolution); beyond that the worker fails for memory.
+MAX_INPUT_VALUES = 2**26
+
+
+def check_input_size(shape: Sequence[int]) -> None:
+    """Refuse an --input-shape too large to allocate, before a worker process tries."""
+    count = int(np.prod([int(d) for d in shape], dtype=object))
+    if count > MAX_INPUT_VALUES:
+        raise ConfigError(f"--input-shape {','.join(map(str, shape))} is {count:,} values ({count * 4 / 2**30:,.1f} "
+                          f"GiB as float32), more than the {MAX_INPUT_VALUES:,} edgekd measures with",
+                          "pass a smaller shape, e.g. 1,3,224,224 (batch, channels, height, width)")
+
+
 def artifact_from_file(path: str | Path, name: str | None = None, role: str = "model") -> Artifact:
     """Describe an existing ONNX file (hash, size, opset, op types, signature).
 
@@ -71,6 +85,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     if input_shape is not None:
         from edgekd.onnxfile import check_input_shape
 
+        check_input_size(input_shape)
         for art in artifacts:
             check_input_shape(art.path, art.details, tuple(input_shape))
     references = references or {}

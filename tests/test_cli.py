@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import QUICK_PROXY
+from conftest import QUICK_PROXY, foreign_onnx
 
 
 def _one_line_error(code, err, expected_code=2):
@@ -139,7 +139,8 @@ def test_recipe_is_read_and_flags_win(run_cli, tmp_path):
     line = _one_line_error(*run_cli("compress", "--config", recipe)[::2])
     assert "unknown key 'budgetms'; did you mean 'budget-ms'?" in line and "max-size-kb" in line
     recipe.write_text("budget-ms = 'fast'\n")
-    assert "--budget-ms must be a number, got 'fast'" in _one_line_error(*run_cli("compress", "--config", recipe)[::2])
+    line = _one_line_error(*run_cli("compress", "--config", recipe)[::2])
+    assert f"recipe '{recipe}': budget-ms = \"fast\" is a string, not a number" in line
 
 
 def test_compress_then_validate_end_to_end(run_cli, teacher_files, fast_profile_path, tmp_path):
@@ -287,3 +288,46 @@ def test_a_later_command_does_not_inherit_an_earlier_ones_interruption_line(run_
     monkeypatch.setattr("edgekd.validate.artifact_from_file", _interrupt)
     code, _, err = run_cli("validate", tmp_path / "m.onnx")
     assert code == 130 and err.strip() == "interrupted: nothing was written"
+
+
+@pytest.mark.parametrize("command", ["compress", "search", "distill"])
+def test_weights_without_a_teacher_are_refused_not_dropped(run_cli, tmp_path, command):
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes(b"weights")
+    line = _one_line_error(*run_cli(command, "--weights", weights, "--out", tmp_path / "o")[::2])
+    assert "--weights is given without --teacher" in line and "pass --teacher" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("search", ["--data", ""], "--data is empty; pass a .npz file, an image folder, or 'digits'"),
+    ("search", ["--resolution", "100000"], "--resolution 100000 is too large: edgekd trains at most 4096 pixels"),
+    ("search", ["--resolution", "1"], "--resolution 1 is too small; pass 4 or more for each side"),
+    ("distill", ["--losses", "hint:1", "--hint-student", "layer3"], "--hint-student is given without --hint-teacher"),
+])
+def test_stage_commands_refuse_inputs_before_writing_anything(run_cli, tmp_path, command, args, message):
+    line = _one_line_error(*run_cli(command, *args, "--out", tmp_path / "o")[::2])
+    assert message in line and not (tmp_path / "o").exists()
+
+
+def test_recipe_types_are_checked_even_where_the_key_is_for_training(run_cli, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    for text, said in (('epochs = "3"', 'epochs = "3" is a string, not a whole number'),
+                       ("epochs = 1.5", "epochs = 1.5 is a float, not a whole number")):
+        recipe.write_text(text)
+        for command in ("search", "distill"):
+            line = _one_line_error(*run_cli(command, "--config", recipe, "--out", tmp_path / "o")[::2])
+            assert f"recipe '{recipe}': {said}; write e.g. epochs = 40" in line
+    line = _one_line_error(*run_cli("search", "--config", tmp_path, "--out", tmp_path / "o.json")[::2])
+    assert f"--config '{tmp_path}' is a folder, not a recipe file" in line and "TOML syntax" not in line
+
+
+def test_validate_refuses_bad_pixels_and_an_input_too_large_to_allocate(run_cli, tmp_path):
+    model = foreign_onnx(tmp_path / "m.onnx", (1, 16, 16), 3)
+    line = _one_line_error(*run_cli("validate", model, "--input-shape", "1,1,100000,100000")[::2])
+    assert "--input-shape 1,1,100000,100000 is 10,000,000,000 values (37.3 GiB as float32)" in line
+    x = np.random.default_rng(0).random((30, 1, 16, 16), dtype=np.float32)
+    x[5, 0, 3, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(30) % 3)
+    line = _one_line_error(*run_cli("validate", model, "--data", tmp_path / "nan.npz")[::2])
+    assert "nan.npz: x holds 1 NaN value (of 7,680)" in line

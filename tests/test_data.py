@@ -579,3 +579,72 @@ def test_a_non_square_digits_manifest_is_reloaded_at_its_own_height_and_width():
 
     data = recorded_data({"data": {"name": "digits", "input_shape": [1, 24, 32]}, "recipe": {"data": "digits"}})
     assert load_data(data.source, resolution=data.resolution).input_shape == (1, 24, 32)
+
+
+# --- values and sizes no model can learn from ---------------------------------------------------------------
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x="nan2", y="y"), r"x holds 2 NaN values \(of 480\)"),
+    (dict(x_train="inf1", y_train="y", x_test="ok", y_test="y"), r"x_train holds 1 infinite value \(of 480\)"),
+    (dict(x_test="both", y_test="y"), r"x_test holds 1 NaN and 1 infinite values"),
+])
+def test_nan_or_inf_pixels_are_refused_naming_the_file_key_and_count(tmp_path, arrays, message):
+    ok = np.random.default_rng(0).random((30, 1, 4, 4), dtype=np.float32)
+    bad = {"ok": ok, "y": np.arange(30) % 3, "nan2": ok.copy(), "inf1": ok.copy(), "both": ok.copy()}
+    bad["nan2"][0, 0, 0, :2] = np.nan
+    bad["inf1"][3, 0, 1, 1] = np.inf
+    bad["both"][1, 0, 0, 0], bad["both"][2, 0, 0, 0] = np.nan, -np.inf
+    path = _npz(tmp_path / "bad.npz", **{k: bad[v] for k, v in arrays.items()})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before numpy could warn about NaN statistics
+        with pytest.raises(DataError, match=f"bad.npz: {message}.*np.nan_to_num"):
+            load_data(path)
+
+
+def test_an_npz_without_images_says_so(tmp_path):
+    path = _npz(tmp_path / "empty.npz", x=np.zeros((0, 1, 4, 4), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match=r"empty.npz: x holds no images \(shape \(0, 1, 4, 4\)\)"):
+        load_data(path)
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_data_path_is_not_the_current_folder(source):
+    with pytest.raises(DataError, match="--data is empty; pass a .npz file, an image folder, or 'digits'"):
+        load_data(source)
+
+
+@pytest.mark.parametrize("resolution, message", [
+    (1, "--resolution 1 is too small; pass 4 or more for each side"),
+    ("3x24", "--resolution 3x24 is too small"),
+    (100000, "--resolution 100000 is too large: edgekd trains at most 4096 pixels a side; pass 4096 or less"),
+    ("4097x16", "--resolution 4097x16 is too large"),
+])
+def test_a_resolution_outside_4_to_4096_is_refused_before_reading(resolution, message):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_data("missing.npz", resolution=resolution)
+
+
+def test_images_too_small_as_stored_need_a_resolution_as_the_flag_does(tmp_path):
+    path = _npz(tmp_path / "thin.npz", x=np.ones((30, 1, 1, 8), np.float32), y=np.arange(30) % 3)
+    with pytest.raises(DataError, match=r"thin.npz: images are 1x8 \(height x width\), too small to use as "
+                                        r"stored; pass --resolution"):
+        load_data(path)
+    assert load_data(path, resolution=8).input_shape == (1, 8, 8)
+
+
+def test_resizing_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
+    import edgekd.preprocess
+
+    path = _npz(tmp_path / "d.npz", x=np.ones((30, 1, 4, 4), np.float32), y=np.arange(30) % 3)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 1_000)
+    with pytest.raises(DataError, match=r"d.npz: 30 images at 64x64 \(height x width, --resolution\) would take"):
+        load_data(path, resolution=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,20 +64,20 @@ def test_classes_named_like_splits_that_hold_images_are_classes(tmp_path):
 
 
 def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch):
-    import edgekd.images
+    import edgekd.preprocess
 
     _images(tmp_path / "photos", ("a", "b"), 10)
-    monkeypatch.setattr(edgekd.images, "available_memory", lambda: 1_000)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 1_000)
     with pytest.raises(DataError, match=r"20 images at 6x6 \(height x width, the first image's size \(no --resolution "
                                         r"given\)\) would "
                                         r"take about 0\.0 GiB of memory.*pass a smaller --resolution"):
         load_data(str(tmp_path / "photos"))
-    monkeypatch.setattr(edgekd.images, "available_memory", lambda: None)  # a system that does not say
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: None)  # a system that does not say
     assert load_data(str(tmp_path / "photos")).input_shape == (1, 6, 6)
 
 
 def test_available_memory_is_read_here():
-    from edgekd.images import available_memory
+    from edgekd.preprocess import available_memory
 
     assert available_memory() is None or available_memory() > 0
 
@@ -214,7 +215,7 @@ def test_validate_and_gate_say_when_their_resolution_turns_the_images(tmp_path, 
     warning = "--resolution 40x30 is HEIGHTxWIDTH and makes the images, stored 30 high x 40 wide, portrait"
     code, out, err = run_cli("validate", path, *data, "--profile", fast_profile_path)
     assert code == 0 and "accuracy on wide test split" in out and f"warning: {warning}" in err, out + err
-    code, out, err = run_cli("gate", path, *data, "--min-accuracy", "0", "--config", tmp_path / "none.toml")
+    code, out, err = run_cli("gate", path, *data, "--min-accuracy", "0", "--config", os.devnull)
     assert code == 0 and f"; warning: {warning}; pass --resolution 30x40" in out.split("| accuracy |")[1], out + err
 
 
@@ -242,3 +243,37 @@ def test_a_manifest_recheck_says_when_its_resolution_turns_the_images(tmp_path, 
     assert check.name == "accuracy" and "recorded 50.00%" in check.message
     assert "; warning: --resolution 40x30 is HEIGHTxWIDTH and makes the images" in check.message
     assert "pass --resolution 30x40" in check.message
+
+
+@pytest.mark.parametrize("limit", [10, 20])  # Pillow raises beyond twice its limit, and only warns below that
+def test_an_image_too_large_to_decode_safely_is_named(tmp_path, monkeypatch, limit):
+    from PIL import Image
+
+    _images(tmp_path / "data", ("a", "b"), 3)  # 36 pixels each
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(DataError, match=r"a/00\.png: is too large to decode safely \(Image size \(36 pixels\) "
+                                        r"exceeds limit.*downscale it \(edgekd trains at most 4096 pixels a side\)"):
+        load_data(str(tmp_path / "data"))
+
+
+def test_images_in_a_sub_folder_of_a_class_are_refused_not_skipped(tmp_path):
+    _images(tmp_path / "data", ("a", "b"), 10)
+    _images(tmp_path / "data" / "a", (".thumbs",), 2)  # hidden: not data, as hidden class folders are not
+    assert load_data(str(tmp_path / "data")).num_classes == 2
+    _images(tmp_path / "data" / "a", ("more",), 2)
+    with pytest.raises(DataError, match=r"data: class folder 'a' holds a sub-folder 'more', whose images edgekd "
+                                        r"would not read; move the images of 'more' up into 'a/'"):
+        load_data(str(tmp_path / "data"))
+
+
+def test_images_too_small_as_stored_need_a_resolution_as_the_flag_does(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((1, 1), 40 * i, np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    with pytest.raises(DataError, match=r"images are 1x1 \(height x width\), too small to use as stored; "
+                                        r"pass --resolution to resize them \(4 to 4096 pixels a side"):
+        load_data(str(tmp_path / "data"))
+    assert load_data(str(tmp_path / "data"), resolution=4).input_shape == (1, 4, 4)

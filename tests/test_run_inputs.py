@@ -124,3 +124,84 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     line = next(s for s in said if s.startswith("teacher: "))
     assert re.fullmatch(r"teacher: \d+\.\d% on 179 validation images \(chance: 10\.0%\)", line)
     assert float(line.split()[1].rstrip("%")) > 50
+
+
+# --- options that cannot apply, and recipes of the wrong types ----------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weights="teacher.pt"), "--weights is given without --teacher, so the weights have no model to load into; "
+                                 "pass --teacher"),
+    (dict(data=""), "--data is empty"),
+    (dict(teacher=" "), "--teacher is empty; pass file.py:factory or a .pt2 path"),
+    (dict(teacher="t.py:build", weights=""), "--weights is empty"),
+    (dict(losses="hint:1", hint_student="layer3"), "--hint-student is given without --hint-teacher; pass "
+                                                   "--hint-teacher too"),
+    (dict(hint_teacher="layer3"), "--hint-teacher is given without --hint-student"),
+    (dict(hint_student="a,b", hint_teacher="c"), "--hint-student names 2 modules and --hint-teacher 1"),
+    (dict(hint_student=["a"], hint_teacher="c"), "hint_student is a list, not a string"),
+])
+def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
+    from edgekd.errors import EdgeKDError
+
+    with pytest.raises(EdgeKDError, match=re.escape(message)):
+        CompressConfig(**kwargs)
+
+
+def test_the_distill_api_names_its_own_fields_for_unpaired_taps():
+    from edgekd.types import DistillConfig
+
+    with pytest.raises(ConfigError, match="give student_taps and teacher_taps together"):
+        DistillConfig(student_taps=("a",))
+
+
+def _recipe(tmp_path, text):
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('epochs = "3"', 'epochs = "3" is a string, not a whole number; write e.g. epochs = 40'),
+    ("epochs = 1.5", "epochs = 1.5 is a float, not a whole number"),
+    ("epochs = true", "epochs = true is a boolean, not a whole number"),
+    ('budget_ms = "fast"', 'budget-ms = "fast" is a string, not a number; write e.g. budget-ms = 2.5'),
+    ('labels = "no"', 'labels = "no" is a string, not true or false; write e.g. labels = true'),
+    ("out = 5", 'out = 5 is an integer, not a quoted string; write e.g. out = "edgekd-out"'),
+    ("space = [1, 2]", 'space = [1, 2] is a list, not a quoted string; write e.g. space = "mbv2" or ["a", "b"]'),
+    ("resolution = 1.5", "resolution = 1.5 is a float, not one side or [height, width]"),
+    ("seed = 2024-01-01", 'seed = "2024-01-01" is a date or time, not a whole number'),
+])
+def test_recipe_values_of_the_wrong_type_name_the_key_the_file_and_the_type(tmp_path, text, message):
+    from edgekd.run_inputs import read_recipe
+
+    path = _recipe(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"recipe '{path}': {message}")):
+        read_recipe(path)
+
+
+def test_recipe_lists_read_as_the_flags_comma_separated_ones(tmp_path):
+    from edgekd.run_inputs import read_recipe
+
+    path = _recipe(tmp_path, 'space = ["mbv2", "resnet"]\nlosses = {kd = 1, dkd = 0.5}\nresolution = [24, 32]\n'
+                             'lr = 1\nhint-student = ["a"]\nhint-teacher = ["b"]\n')
+    values = read_recipe(path)
+    assert values == {"space": "mbv2,resnet", "losses": "kd:1,dkd:0.5", "resolution": [24, 32], "lr": 1,
+                      "hint_student": "a", "hint_teacher": "b"}
+    config = CompressConfig(**values)
+    assert config.search_config().space == "mbv2,resnet" and dict(config.distill_config().losses)["dkd"] == 0.5
+
+
+def test_a_recipe_that_is_a_folder_says_so(tmp_path):
+    from edgekd.run_inputs import read_recipe
+
+    with pytest.raises(ConfigError, match=f"--config '{tmp_path}' is a folder, not a recipe file"):
+        read_recipe(str(tmp_path))
+
+
+def test_every_recipe_key_has_a_type_the_recipe_check_knows():
+    import dataclasses
+
+    from edgekd.run_inputs import recipe_kind
+
+    fields = [f for f in dataclasses.fields(CompressConfig) if f.init and f.name not in ("force", "progress")]
+    assert all(recipe_kind(f.name, str(f.type)) for f in fields)

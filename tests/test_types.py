@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -80,3 +81,18 @@ def test_budget_max_bytes_is_the_size_limit_in_bytes_that_files_are_compared_wit
     assert Budget(max_size_kb=128).max_bytes == 128 * 1024
     assert Budget(max_size_kb=0.3).max_bytes == 307  # a file of 307 bytes fits 0.3 KB, one of 308 does not
     assert Budget(latency_ms=1.0).max_bytes is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=1.5), "epochs must be a whole number, got 1.5"),
+    (dict(epochs="3"), "epochs must be a whole number, got '3'"),
+    (dict(batch_size=True), "batch_size must be a whole number, got True"),
+    (dict(lr="0.1"), "lr must be a finite number, got '0.1'"),
+    (dict(temperature=math.inf), "temperature must be a finite number, got inf"),
+    (dict(augment="no"), "augment must be true or false, got 'no'"),
+])
+def test_distill_config_refuses_values_of_the_wrong_type(kwargs, message):
+    from edgekd.types import DistillConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DistillConfig(**kwargs)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 
@@ -32,20 +33,16 @@ def interrupted_message() -> str:
     return _ON_INTERRUPT[0]() if _ON_INTERRUPT else NOTHING_WRITTEN
 
 
-def check_report_files(force: bool, *files: tuple[str, str | None]) -> None:
-    """Refuse (flag, path) report outputs that would clobber a file, before anything is measured."""
+def check_report_files(force: bool, *files: tuple[str, str | None], inputs: Iterable[Any] = ()) -> None:
+    """Refuse (flag, path) report outputs that would clobber a file or replace one of the command's
+    ``inputs``, before anything is measured."""
+    inputs = list(inputs)
     for flag, path in files:
-        if path:
-            check_new_file(path, force, flag)
+        if path is not None:
+            check_new_file(path, force, flag, inputs)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if not dims or any(d < 1 for d in dims):
-        from edgekd.errors import ConfigError
+    from edgekd.preprocess import parse_shape as parse
 
-        raise ConfigError(f"--input-shape '{text}' is not a list of positive integers", "write it as 1,3,224,224")
-    return dims
+    return parse(text)

@@ -130,9 +130,9 @@ def _with_options(options: list) -> Any:
 
 def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any]) -> tuple:
     """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger."""
-    from edgekd.pipeline import load_recipe
+    from edgekd.run_inputs import read_recipe
 
-    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    values: dict[str, Any] = read_recipe(recipe) if recipe else {}
     force = bool(flags.pop("force"))
     for name, value in flags.items():
         given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
@@ -191,7 +191,8 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
     from edgekd.types.search import size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
-    out = values.pop("out", None) or "search.json"
+    out = values.pop("out", None)
+    out = "search.json" if out is None else out  # an empty --out is refused, not read as the default
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
     click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | space "
@@ -217,7 +218,8 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     from edgekd.pipeline import CompressConfig, run_distill
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
-    out = values.pop("out", None) or "edgekd-distill"
+    out = values.pop("out", None)
+    out = "edgekd-distill" if out is None else out
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     checkpoint = Path(out) / "checkpoint.pt"
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "

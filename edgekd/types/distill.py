@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,7 @@ class DistillConfig:
     qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning; None: lr / 10
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 1 or more")
         if self.batch_size < 1:
@@ -129,6 +131,21 @@ class DistillConfig:
         if bool(self.student_taps) != bool(self.teacher_taps):
             raise ConfigError("feature taps given for only one of student and teacher",
                               "give student_taps and teacher_taps together, or neither for the defaults")
+
+    def _check_types(self) -> None:
+        """Before the range checks: a string compares with nothing, and 1.5 epochs passes them to crash the
+        learning-rate schedule only after the search."""
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}", f"pass {name} as an integer")
+        for name in ("lr", "weight_decay", "temperature", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}", f"pass {name} as a number")
+        for name in ("augment", "use_labels"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}", "pass a boolean")
 
     def _check_qat(self) -> None:
         for name in ("qat_epochs", "qat_freeze_bn_epochs", "qat_freeze_observer_epochs"):
