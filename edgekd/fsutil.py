@@ -60,9 +60,9 @@ def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[An
     if not str(path).strip():  # Path("") is the current folder
         raise OutputError(f"{flag} is empty", f"give {flag} a file path")
     path = Path(path)
-    check_not_input(path, inputs, flag)
     if path.is_dir():
         raise OutputError(f"{flag} '{path}' is a folder", f"give {flag} a file path")
+    check_not_input(path, inputs, flag)
     if path.exists() and not force:
         raise OutputError(f"{flag} '{path}' already exists",
                           f"choose another {flag} path or pass --force to replace it")

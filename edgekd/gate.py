@@ -8,21 +8,22 @@ all is held to the budget it was built for, on the profile it was measured on.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgekd.errors import ArtifactError, ConfigError, did_you_mean
+from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
+from edgekd.manifest_io import load_manifest
+from edgekd.preprocess import parse_shape
 
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
-             "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact"}
+             "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
+             "input_shape"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -56,6 +57,7 @@ class GateConfig:
     max_opset: int | None = None
     baseline: str | None = None
     artifact: str | None = None
+    input_shape: tuple[int, ...] | None = None  # concrete input shape for a model with dynamic dimensions
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
 
@@ -84,6 +86,25 @@ class GateConfig:
         object.__setattr__(self, "channels", parse_channels(self.channels))
         if self.min_accuracy is not None and not self.data:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+        self._check_thresholds()
+
+    def _check_thresholds(self) -> None:
+        """Limits no model can meet are bad input (exit 2), not a failed check (exit 1)."""
+        if self.max_size_bytes is not None and self.max_size_bytes <= 0:
+            raise ConfigError(f"max size {self.max_size_bytes:g} bytes is not above zero, so every file would fail",
+                              "pass a positive size, e.g. 512KB")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise ConfigError(f"max latency {self.max_latency_ms:g} ms is not above zero, so every model would fail",
+                              "pass a positive time, e.g. 2ms")
+        if self.max_opset is not None and self.max_opset < 1:
+            raise ConfigError(f"max opset {self.max_opset} is not an opset (they start at 1)",
+                              "pass the highest opset the target runtime supports, e.g. 17")
+        if self.allowed_ops is not None and not self.allowed_ops:
+            raise ConfigError("allowed ops lists no operator type, which every model would fail",
+                              "pass comma-separated operator types, e.g. Conv,Relu,Gemm")
+        if self.input_shape is not None and self.max_latency_ms is None and not self.baseline:
+            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline, "
+                              "or drop --input-shape")
 
 
 def build_config(values: dict[str, Any], target: str | None = None) -> GateConfig:
@@ -116,12 +137,14 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
-    if isinstance(ops, str):
-        ops = [o.strip() for o in ops.split(",") if o.strip()]
+    if ops is not None:
+        ops = [o.strip() for o in (ops.split(",") if isinstance(ops, str) else ops) if o.strip()]
+    shape = v.pop("input_shape", None)
     return GateConfig(
         max_size_bytes=parse_quantity(size, _SIZE_UNITS, "kb", "max size") if size is not None else None,
         max_latency_ms=parse_quantity(latency, _TIME_UNITS, "ms", "max latency") if latency is not None else None,
         allowed_ops=tuple(ops) if ops is not None else None,
+        input_shape=parse_shape(shape) if shape is not None else None,
         notes=tuple(notes),
         **v,
     )
@@ -194,16 +217,6 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     return profile.source
 
 
-def pyproject_settings(path: Path = Path("pyproject.toml")) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML ({exc})", "fix the syntax") from None
-    return {k.replace("-", "_"): v for k, v in data.get("tool", {}).get("edgekd", {}).get("gate", {}).items()}
-
-
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -241,6 +254,10 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
     checks += _op_checks(model, art.opset, config)
     if config.max_latency_ms is not None or config.baseline:
+        if config.input_shape:  # refused before measuring when it does not fit the model
+            from edgekd.onnxfile import check_input_shape
+
+            check_input_shape(model, art.details, config.input_shape)
         checks += _latency_checks(model, load_profile(config.profile), config)
     if config.min_accuracy is not None:
         checks.append(_accuracy_check(model, config))
@@ -264,25 +281,6 @@ def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
     raise ConfigError(f"manifest '{path}' has no artifact '{name}'", f"choose one of: {names}")
 
 
-def load_manifest(path: Path) -> dict[str, Any]:
-    from edgekd.report import MANIFEST_SCHEMA, MANIFEST_VERSION
-
-    if not path.is_file():
-        raise ArtifactError(f"manifest '{path}' does not exist", "check the path")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"'{path}' is not valid JSON ({exc})", "pass the manifest.json edgekd wrote") from None
-    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else None
-        raise ArtifactError(f"'{path}' is not an edgekd manifest (schema {found!r}, expected {MANIFEST_SCHEMA!r})",
-                            "pass the manifest.json edgekd wrote")
-    if data.get("schema_version") != MANIFEST_VERSION:
-        raise ArtifactError(f"manifest '{path}' has schema version {data.get('schema_version')}, this edgekd reads "
-                            f"version {MANIFEST_VERSION}", "regenerate it with this edgekd version")
-    return data
-
-
 def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
     import onnx
 
@@ -302,17 +300,11 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
 
 def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check]:
     from edgekd.latency.cache import noisy
-    from edgekd.latency.compare import measure_until_clear
-    from edgekd.latency.measure import measure
 
-    baseline, recorded = _baseline(config.baseline, profile.name) if config.baseline else (None, None)
+    baseline, recorded = (_baseline(config.baseline, profile.name, config.input_shape) if config.baseline
+                          else (None, None))
     tol = config.latency_tolerance
-    found = None
-    if baseline is not None:
-        found, rounds, extra = measure_until_clear(lambda: measure([model, baseline], profile), config.rounds,
-                                                   1 + tol)
-    else:
-        rounds, extra = [measure([model], profile) for _ in range(config.rounds)], 0
+    found, rounds, extra = _measure_rounds(model, baseline, profile, config)
     p50 = statistics.median(r[0].p50_ms for r in rounds)
     shaky = sum(bool(noisy(r, profile)) for r in rounds)
     # A failure on a noisy machine reads differently from one on a quiet machine: say which this was.
@@ -337,23 +329,46 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
     return checks
 
 
-def _baseline(ref: str, profile: str) -> tuple[Path | None, float | None]:
-    """A baseline model to re-measure side by side, or (when only its manifest is left) its recorded p50,
-    which compares only with a p50 measured on the same profile."""
+def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: GateConfig) -> tuple[Any, list, int]:
+    """(the interleaved comparison with ``baseline``, or None without one; every round measured; how many extra
+    rounds a near call took)."""
+    from edgekd.latency.compare import measure_until_clear
+    from edgekd.latency.measure import measure
+
+    shape = config.input_shape
+    if baseline is None:
+        return None, [measure([model], profile, shape) for _ in range(config.rounds)], 0
+    return measure_until_clear(lambda: measure([model, baseline], profile, shape), config.rounds,
+                               1 + config.latency_tolerance)
+
+
+def _baseline(ref: str, profile: str, shape: tuple[int, ...] | None) -> tuple[Path | None, float | None]:
+    """A baseline model to re-measure side by side (fed ``shape`` too, so checked against it before measuring),
+    or (when only its manifest is left) its recorded p50, which compares only with a p50 measured on the same
+    profile."""
     path = Path(ref)
     if path.suffix.lower() != ".json":
         if not path.is_file():
             raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
-        return path, None
+        return _fits(path, shape), None
     model, entry = _resolve(ref, None)
     if model.is_file():
-        return model, None
+        return _fits(model, shape), None
     recorded = load_manifest(path)["profile"]["name"]
     if recorded != profile:
         raise ConfigError(f"baseline '{ref}' has no model file left, and its recorded p50 was measured on profile "
                           f"'{recorded}', not '{profile}'", f"pass --profile {recorded}, or keep the baseline's "
                           "model files beside its manifest so it is re-measured here")
     return None, float(entry["latency"]["p50_ms"])  # type: ignore[index]
+
+
+def _fits(model: Path, shape: tuple[int, ...] | None) -> Path:
+    if shape:
+        from edgekd.onnxfile import check_input_shape
+        from edgekd.validate import artifact_from_file
+
+        check_input_shape(model, artifact_from_file(model).details, shape)
+    return model
 
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:

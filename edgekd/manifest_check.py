@@ -64,7 +64,7 @@ class RecheckResult:
 def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig = RecheckConfig()) -> RecheckResult:
     """Re-check ``model`` against its entry in ``manifest_path``: hash and size exactly, opset, operators and
     I/O signature, accuracy within a tolerance, latency re-measured on the recorded profile."""
-    from edgekd.gate import load_manifest
+    from edgekd.manifest_io import load_manifest
 
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)  # another schema or version -> ArtifactError

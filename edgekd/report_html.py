@@ -59,7 +59,7 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
 
     Writes atomically; an existing report.html is replaced only with ``force``.
     """
-    from edgekd.gate import load_manifest
+    from edgekd.manifest_io import load_manifest
 
     out_dir = Path(out_dir)
     target = out_dir / "report.html"

@@ -1,6 +1,7 @@
 """`edgekd gate`: thresholds with units, manifests, noise-aware latency, JUnit/summary, exit codes."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ def run_dir(compressed) -> Path:
 
 
 def _gate(run_cli, *args):
-    return run_cli("gate", *args, "--config", "/nonexistent/pyproject.toml")
+    return run_cli("gate", *args, "--config", os.devnull)  # an empty config: never the checkout's pyproject.toml
 
 
 def test_size_pass_and_fail_with_reports(run_cli, run_dir, tmp_path, monkeypatch):
@@ -67,8 +68,7 @@ def test_noise_aware_regression_against_baseline(run_cli, run_dir, steady_profil
     code, out, _ = _gate(run_cli, run_dir / "student-fp32.onnx", "--baseline", run_dir / "student-fp32.onnx", *args)
     assert code == 0, out  # the same model against itself is no regression
     assert "the baseline's latency, measured interleaved (median of " in out and "paired repeats, 95% interval" in out
-    code, out, _ = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--baseline", run_dir / "manifest.json", *args,
-                         "--artifact", "teacher-fp32")
+    code, out, _ = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--baseline", run_dir / "manifest.json", *args)
     assert code == 0, out
     fast, slow = _conv_stack(tmp_path / "fast.onnx", 2), _conv_stack(tmp_path / "slow.onnx", 4)
     code, out, _ = _gate(run_cli, slow, "--baseline", fast, *args)
@@ -314,8 +314,132 @@ def test_the_ci_example_runs_as_written(run_cli, run_dir, tmp_path, monkeypatch)
     raw = load_data("digits", resolution=16, normalize="none")  # pixels as a pipeline stores them
     np.savez(tmp_path / "data" / "test.npz", x_test=raw.x_test, y_test=raw.y_test)
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(*args[1:], "--config", "/nonexistent/pyproject.toml")
+    code, out, err = run_cli(*args[1:], "--config", os.devnull)
     assert code in (0, 1), err  # 1: this test's tiny student may miss the example's 97%
     for check in ("integrity", "size", "regression", "accuracy", "opset"):
         assert check in out, out
     assert (tmp_path / "edgekd-gate.xml").is_file()
+
+
+# -- bad input refused before anything is measured (tiny models and hand-written manifests: no compress) ----------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from conftest import foreign_onnx
+
+    return foreign_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx", (1, 16, 16), 10)
+
+
+def _dynamic_hw(path: Path) -> Path:
+    """A model whose height and width are left free, as detection and segmentation models often are."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 16, 16),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    return path
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[tool.edgekd.gate]\nmax-size = "1MB"\nrounds = "three"\n',
+     '[tool.edgekd.gate] rounds = "three" is not an integer; write e.g. rounds = 3'),
+    ('[tool.edgekd.gate]\nallowed-ops = 5\n', "allowed-ops = 5 is not a string or a list of strings"),
+    ('[tool.edgekd.gate]\nallowed-ops = ["Conv", 5]\n', 'allowed-ops = ["Conv", 5] is not a string or a list'),
+    ('[tool.edgekd.gate]\nmax-opset = true\n', "max-opset = true is not an integer"),
+    ("[tool.edgekd]\ngate = 5\n", "gate in [tool.edgekd] is 5, not a table; write the gate's settings under a "
+                                  "[tool.edgekd.gate] header"),
+])
+def test_pyproject_settings_of_the_wrong_type_are_named_with_their_file(run_cli, tiny_model, tmp_path, table,
+                                                                        message):
+    (tmp_path / "pyproject.toml").write_text(table)
+    code, _, err = run_cli("gate", tiny_model, "--config", tmp_path / "pyproject.toml")
+    assert code == 2 and f"{tmp_path / 'pyproject.toml'}: " in err and message in err and "Traceback" not in err
+
+
+def test_a_config_file_given_must_exist_while_the_default_may_be_absent(run_cli, tiny_model, tmp_path, monkeypatch):
+    code, _, err = run_cli("gate", tiny_model, "--max-size", "1MB", "--config", tmp_path / "nope.toml")
+    assert code == 2 and f"--config '{tmp_path / 'nope.toml'}' does not exist" in err
+    code, _, err = run_cli("gate", tiny_model, "--max-size", "1MB", "--config", tmp_path)
+    assert code == 2 and "is a folder" in err
+    monkeypatch.chdir(tmp_path)  # no pyproject.toml here: no settings, said nothing about
+    code, out, err = run_cli("gate", tiny_model, "--max-size", "1MB")
+    assert code == 0 and err == "" and "| size | pass |" in out
+
+
+def test_input_shape_feeds_a_model_with_dynamic_height_and_width(run_cli, fast_profile_path, tmp_path):
+    model = _dynamic_hw(tmp_path / "dyn.onnx")
+    args = ["--profile", fast_profile_path, "--rounds", "1"]
+    code, _, err = _gate(run_cli, model, "--max-latency", "1s", *args)
+    assert code == 2 and "pass --input-shape" in err
+    code, out, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,1,24,24")
+    assert code == 0 and "| latency | pass |" in out, out + err
+    code, out, err = _gate(run_cli, model, "--baseline", model, *args, "--input-shape", "1,1,24,24")
+    assert code == 0 and "| regression | pass |" in out, out + err
+    code, _, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,3,24,24")
+    assert code == 2 and "sets dimension 1 to 3, and" in err and "fixes it at 1" in err
+    code, _, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,x")
+    assert code == 2 and "--input-shape '1,x' is not a list of positive integers" in err
+    code, _, err = _gate(run_cli, model, "--max-size", "1MB", "--input-shape", "1,1,24,24")
+    assert code == 2 and "--input-shape applies only to latency checks" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-latency", "0ms", "max latency 0 ms is not above zero"),
+    ("--max-size", "0KB", "max size 0 bytes is not above zero"),
+    ("--max-opset", "-1", "max opset -1 is not an opset"),
+    ("--max-opset", "0", "max opset 0 is not an opset"),
+    ("--allowed-ops", "", "allowed ops lists no operator type"),
+    ("--allowed-ops", " , ", "allowed ops lists no operator type"),
+])
+def test_thresholds_no_model_can_meet_are_usage_errors_not_failures(run_cli, tiny_model, flag, value, message):
+    code, out, err = _gate(run_cli, tiny_model, flag, value)
+    assert code == 2 and message in err and out == "", out + err  # refused before any check ran
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--artifact", "student-int8"], "--artifact needs a manifest.json TARGET"),
+    (["--data", "digits"], "--data needs --min-accuracy (it only feeds the accuracy check)"),
+    (["--resolution", "16"], "--resolution needs --min-accuracy"),
+    (["--normalize", "none"], "--normalize needs --min-accuracy"),
+    (["--channels", "3"], "--channels needs --min-accuracy"),
+])
+def test_flags_that_would_be_ignored_are_refused(run_cli, tiny_model, args, message):
+    code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args)
+    assert code == 2 and message in err and out == "", out + err
+
+
+def test_data_alone_is_taken_for_a_manifest_whose_budget_bounds_accuracy(run_cli, tmp_path):
+    from test_manifest_io import write_manifest
+
+    from edgekd.gate import build_config
+
+    bounded = write_manifest(tmp_path / "bounded", {"budget.min_accuracy": 0.5, "budget.latency_ms": None})
+    here = {"profile": "host-cpu-1t"}  # the recorded profile is a test's own
+    assert build_config({"data": "other.npz", **here}, str(bounded)).data == "other.npz"  # held to the recorded floor
+    code, _, err = _gate(run_cli, bounded, "--data", "digits", "--profile", "host-cpu-1t")
+    assert code == 2 and "needs --min-accuracy" not in err and "does not exist" in err  # it got to the model file
+    unbounded = write_manifest(tmp_path / "unbounded", {})
+    code, _, err = _gate(run_cli, unbounded, "--data", "digits", "--profile", "host-cpu-1t")
+    assert code == 2 and "--data needs --min-accuracy" in err
+
+
+def test_a_manifest_s_own_bad_budget_or_empty_artifacts_are_named_as_the_manifest_s(run_cli, tmp_path):
+    from test_manifest_io import write_manifest
+
+    code, _, err = _gate(run_cli, write_manifest(tmp_path / "neg", {"budget.latency_ms": -1}))
+    assert code == 2 and "budget.latency_ms is -1, not a number above zero" in err and "max latency" not in err
+    code, _, err = _gate(run_cli, write_manifest(tmp_path / "empty", {"artifacts": []}), "--max-size", "1MB")
+    assert code == 2 and "artifacts is empty, so there is no model to check" in err and "choose one of" not in err
+
+
+def test_an_unusable_step_summary_names_the_variable_before_measuring(run_cli, tiny_model, tmp_path, monkeypatch):
+    for where, problem in ((tmp_path, "is a folder"),
+                           (tmp_path / "gone" / "s.md", "is in a folder that does not exist")):
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(where))
+        code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB")
+        assert code == 2 and f"$GITHUB_STEP_SUMMARY '{where}' {problem}" in err and out == "", out + err
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
+    assert _gate(run_cli, tiny_model, "--max-size", "1MB")[0] == 0
+    assert "PASS" in (tmp_path / "s.md").read_text()

@@ -124,6 +124,18 @@ def test_write_html_report_bad_inputs(manifest, tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("artifacts", None, "artifacts is null, not a list"),
+    ("profile", "fast-test", 'profile is "fast-test", not an object'),
+    ("budget", {"latency_ms": "fast"}, 'budget.latency_ms is "fast", not a number above zero'),
+])
+def test_write_html_report_refuses_a_malformed_manifest_naming_the_field(manifest, tmp_path, field, value, message):
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+    with pytest.raises(ArtifactError, match=re.escape(message) + ".*not a manifest edgekd wrote, or it was edited"):
+        write_html_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_markdown_table_marks_the_primary(manifest):
     table = summary_table(manifest)
     assert "| **student-int8** (primary) | 96.00% | 39.1 | 0.200 | 0.240 | - | pass |" in table

@@ -1,6 +1,7 @@
 """`edgekd validate`: re-checking an artifact against its manifest entry, and refusing unsafe or broken ONNX files."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -134,6 +135,22 @@ def test_recheck_usage_errors(run_cli, run_dir, args, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--rounds", "2"], "--rounds needs --manifest"),
+    (["--latency-tolerance", "0.1"], "--latency-tolerance needs --manifest"),
+    (["--accuracy-tolerance", "0.005"], "--accuracy-tolerance needs --manifest"),  # its default, given: refused too
+    (["--resolution", "16"], "--resolution needs --data"),
+    (["--normalize", "none"], "--normalize needs --data"),
+    (["--channels", "3"], "--channels needs --data"),
+])
+def test_flags_that_would_be_ignored_are_refused(run_cli, tmp_path, args, message):
+    from conftest import foreign_onnx
+
+    model = foreign_onnx(tmp_path / "m.onnx", (1, 16, 16), 10)
+    code, out, err = run_cli("validate", model, *args)
+    assert code == 2 and message in err and out == "" and "Traceback" not in err, out + err
+
+
 def test_unknown_file_needs_artifact_name(run_cli, run_dir, tmp_path):
     other = tmp_path / "renamed.onnx"
     shutil.copy(run_dir / "student-fp32.onnx", other)
@@ -173,7 +190,7 @@ def test_external_data_must_stay_in_the_model_folder(run_cli, tmp_path, location
     folder.mkdir()
     (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
     model = _model_with_weight(folder / "m.onnx", location)
-    for command in (["validate", model], ["gate", model, "--max-size", "1MB", "--config", "/nonexistent.toml"]):
+    for command in (["validate", model], ["gate", model, "--max-size", "1MB", "--config", os.devnull]):
         code, _, err = run_cli(*command)
         assert code == 2 and message in err and "Traceback" not in err
 
@@ -439,7 +456,7 @@ def test_channels_flag_feeds_a_colour_model_without_metadata_grayscale_data(run_
     assert code == 2 and "takes 3x16x16 inputs" in err
     code, out, err = run_cli("validate", path, *common, "--channels", "3")
     assert code == 0 and "accuracy" in out, err
-    gate = ["--min-accuracy", "0", "--config", tmp_path / "none.toml"]
+    gate = ["--min-accuracy", "0", "--config", os.devnull]
     code, out, err = run_cli("gate", path, *gate, *common[:-2], "--channels", "3")
     assert code == 0 and "accuracy" in out, out + err
     code, _, err = run_cli("gate", path, *gate, *common[:-2], "--channels", "2")
@@ -450,3 +467,22 @@ def test_channels_in_pyproject_must_be_1_or_3(tmp_path, run_cli):
     (tmp_path / "pyproject.toml").write_text("[tool.edgekd.gate]\nmax-size = '1MB'\nchannels = 4\n")
     code, _, err = run_cli("gate", tmp_path / "m.onnx", "--config", tmp_path / "pyproject.toml")
     assert code == 2 and "--channels 4 is not 1 or 3" in err
+
+
+def test_a_report_file_never_replaces_the_model_or_data_it_checks_even_with_force(run_cli, run_dir, tmp_path):
+    model = _copy(run_dir, tmp_path) / "student-fp32.onnx"
+    before = model.read_bytes()
+    code, _, err = run_cli("validate", model, "--json", model, "--force")
+    assert code == 2 and "--json" in err and "an input of this command" in err and "Traceback" not in err
+    code, _, err = run_cli("bench", model, "--json", model, "--force")
+    assert code == 2 and "an input of this command" in err
+    code, _, err = run_cli("gate", model, "--max-size", "1MB", "--junit", model, "--force", "--config", os.devnull)
+    assert code == 2 and "--junit" in err and "an input of this command" in err
+    assert model.read_bytes() == before
+
+
+def test_an_empty_data_is_refused_not_skipped_and_a_huge_input_shape_before_measuring(run_cli, run_dir):
+    code, _, err = run_cli("validate", run_dir / "student-fp32.onnx", "--data", "")
+    assert code == 2 and "--data is empty" in err
+    code, _, err = run_cli("bench", run_dir / "student-fp32.onnx", "--input-shape", "1,1,100000,100000")
+    assert code == 2 and "is 10,000,000,000 values" in err and "Traceback" not in err

@@ -28,11 +28,11 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--manifest", type=str, help="Re-check MODEL against its entry in this manifest.json: hash, size, "
                                            "opset, operators, signature, accuracy and latency as recorded.")
 @click.option("--artifact", type=str, help="With --manifest: the entry to compare with (default: by file name).")
-@click.option("--accuracy-tolerance", type=float, default=0.005, show_default=True,
-              help="With --manifest: allowed accuracy difference from the record, as a fraction.")
-@click.option("--latency-tolerance", type=float, default=0.10, show_default=True,
-              help="With --manifest: how much slower than recorded p50 still passes.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="With --manifest: latency rounds (median).")
+@click.option("--accuracy-tolerance", type=float,
+              help="With --manifest: allowed accuracy difference from the record, as a fraction (default 0.005).")
+@click.option("--latency-tolerance", type=float,
+              help="With --manifest: how much slower than recorded p50 still passes (default 0.10).")
+@click.option("--rounds", type=int, help="With --manifest: latency rounds, their median decides (default 3).")
 @click.option("--json", "json_out", type=str, help="Also write the validation report as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
@@ -40,14 +40,14 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
              normalize: str | None, channels: str | None, budget_ms: float | None, max_size_kb: float | None,
              min_accuracy: float | None,
              input_shape: str | None, manifest: str | None,
-             artifact: str | None, accuracy_tolerance: float, latency_tolerance: float, rounds: int,
-             json_out: str | None, force: bool) -> None:
+             artifact: str | None, accuracy_tolerance: float | None, latency_tolerance: float | None,
+             rounds: int | None, json_out: str | None, force: bool) -> None:
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
     from edgekd.errors import ConfigError
     from edgekd.preprocess import parse_channels
 
-    check_report_files(force, ("--json", json_out))
+    check_report_files(force, ("--json", json_out), inputs=(model, data, manifest))
 
     if manifest:
         given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
@@ -59,8 +59,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         _recheck(ctx, model, manifest, artifact, data, resolution, normalize, channels,
                  profile if explicit else None, accuracy_tolerance, latency_tolerance, rounds, json_out)
         return
-    if artifact:
-        raise ConfigError("--artifact needs --manifest", "pass --manifest manifest.json")
+    _needs("--manifest", ("--artifact", artifact), ("--rounds", rounds), ("--latency-tolerance", latency_tolerance),
+           ("--accuracy-tolerance", accuracy_tolerance))
+    if data is None:
+        _needs("--data", ("--resolution", resolution), ("--normalize", normalize), ("--channels", channels))
     from edgekd.data import load_data
     from edgekd.latency.cache import noisy
     from edgekd.profiles import load_profile
@@ -73,7 +75,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     shape = parse_shape(input_shape) if input_shape else None
     art = artifact_from_file(model)
     dataset = None
-    if data:
+    if data is not None:  # an empty --data is refused by load_data, not skipped
         from edgekd.onnxfile import embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
@@ -101,18 +103,27 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         ctx.exit(1)
 
 
+def _needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:
+    """Refuse the first (flag, value) given without ``needed``, which alone gives it a meaning (said in ``why``)."""
+    from edgekd.errors import ConfigError
+
+    flag = next((f for f, v in given if v is not None), None)
+    if flag:
+        raise ConfigError(f"{flag} needs {needed}{why}", f"pass {needed}, or drop {flag}")
+
+
 def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None, data: str | None,
              resolution: str | None, normalize: str | None, channels: str | None, profile: str | None,
-             accuracy_tolerance: float,
-             latency_tolerance: float, rounds: int, json_out: str | None) -> None:
+             accuracy_tolerance: float | None,
+             latency_tolerance: float | None, rounds: int | None, json_out: str | None) -> None:
     """`validate --manifest`: a per-check table; exit 1 when any check fails."""
     from edgekd.manifest_check import RecheckConfig, recheck, recheck_table
     from edgekd.preprocess import parse_channels
 
+    given = {"accuracy_tolerance": accuracy_tolerance, "latency_tolerance": latency_tolerance, "rounds": rounds}
     config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
                            channels=parse_channels(channels), profile=profile,
-                           accuracy_tolerance=accuracy_tolerance,
-                           latency_tolerance=latency_tolerance, rounds=rounds)
+                           **{k: v for k, v in given.items() if v is not None})  # else RecheckConfig's defaults
     result = recheck(model, manifest, config)
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
     click.echo(recheck_table(result))
@@ -142,7 +153,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
-    check_report_files(force, ("--json", json_out))
+    check_report_files(force, ("--json", json_out), inputs=(model, *others))
     prof = load_profile(profile)
     shape = parse_shape(input_shape) if input_shape else None
     paths = [model, *others]
@@ -196,14 +207,16 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
 @click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
 @click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
-@click.option("--config", "config_path", type=str, default="pyproject.toml", show_default=True,
-              help="pyproject.toml whose [tool.edgekd.gate] table holds default thresholds.")
+@click.option("--input-shape", type=str, help="Concrete input shape for a model with dynamic dimensions, for the "
+              "latency checks, e.g. 1,3,224,224.")
+@click.option("--config", "config_path", type=str, help="pyproject.toml whose [tool.edgekd.gate] table holds default "
+              "thresholds (default: ./pyproject.toml when there is one).")
 @click.option("--junit", type=str, help="Write a JUnit XML report here.")
 @click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
 @click.option("--force", is_flag=True, help="Replace existing --junit and --summary files.")
 @click.pass_context
-def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, summary: str | None, force: bool,
-         **flags: Any) -> None:
+def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | None, summary: str | None,
+         force: bool, **flags: Any) -> None:
     """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
 
     A manifest gated without any threshold is held to the budget it was built for."""
@@ -212,24 +225,72 @@ def gate(ctx: click.Context, target: str, config_path: str, junit: str | None, s
 
     from edgekd.gate import annotations, build_config, junit_xml, pyproject_settings, run_gate, summary_markdown
 
-    check_report_files(force, ("--junit", junit), ("--summary", summary))
-    values = pyproject_settings(Path(config_path))
-    values.update({k: v for k, v in flags.items() if v is not None})  # flags win
-    result = run_gate(target, build_config(values, target))
+    check_report_files(force, ("--junit", junit), ("--summary", summary),
+                       inputs=(target, config_path, flags.get("baseline"), flags.get("data")))
+    step_summary = _step_summary_file()
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "artifact" in given and not target.lower().endswith(".json"):
+        _needs("a manifest.json TARGET", ("--artifact", given["artifact"]), why=" (it picks one of its artifacts)")
+    values = pyproject_settings(Path(config_path or "pyproject.toml"), required=config_path is not None)
+    values.update(given)  # flags win
+    config = build_config(values, target)
+    if config.min_accuracy is None:  # the data flags only feed the accuracy check
+        _needs("--min-accuracy", *((f"--{k}", given.get(k)) for k in _DATA_FLAGS),
+               why=" (it only feeds the accuracy check)")
+    result = run_gate(target, config)
     text = summary_markdown(result)
     click.echo(text)
     if junit:
         write_text(junit, junit_xml(result))
     if summary:
         write_text(summary, text)
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
-            fh.write(text)
+    if step_summary:
+        _append_step_summary(step_summary, text)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in annotations(result):
             click.echo(line)
     if not result.passed:
         ctx.exit(1)
+
+
+_DATA_FLAGS = ("data", "resolution", "normalize", "channels")
+
+
+def _step_summary_file() -> str | None:
+    """$GITHUB_STEP_SUMMARY, checked before anything is measured: a gate's verdict should not end in an error
+    about where its summary goes, and one that does should name the variable, which the user never typed."""
+    import os
+    from pathlib import Path
+
+    from edgekd.errors import OutputError
+
+    name = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not name:
+        return None
+    path = Path(name)
+    if path.is_dir():
+        problem = "is a folder"
+    elif not path.parent.is_dir():
+        problem = "is in a folder that does not exist"
+    elif not os.access(path if path.exists() else path.parent, os.W_OK):
+        problem = "is not writable"
+    else:
+        return name
+    raise OutputError(f"$GITHUB_STEP_SUMMARY '{name}' {problem}", _STEP_SUMMARY_FIX)
+
+
+_STEP_SUMMARY_FIX = "point GITHUB_STEP_SUMMARY at a writable file (GitHub Actions sets it), or unset it"
+
+
+def _append_step_summary(name: str, text: str) -> None:
+    from edgekd.errors import OutputError
+
+    try:
+        with open(name, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise OutputError(f"cannot append the summary to $GITHUB_STEP_SUMMARY '{name}' ({exc.strerror or exc})",
+                          _STEP_SUMMARY_FIX) from None
 
 
 @cli.command()

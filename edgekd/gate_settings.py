@@ -1,0 +1,96 @@
+"""The gate's settings from pyproject.toml (``[tool.edgekd.gate]``), checked for type where they are read, so a
+wrong type is named with its key and file rather than failing later as a TypeError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgekd.errors import ConfigError
+
+DEFAULT_PYPROJECT = Path("pyproject.toml")
+_NUMBER = (int, float)
+# key: (TOML types it may have, the type of a list's items (None: no list), an example value)
+_TYPES: dict[str, tuple[tuple[type, ...], type | None, str]] = {
+    "max_size": ((str, *_NUMBER), None, '"512KB"'),
+    "max_latency": ((str, *_NUMBER), None, '"2ms"'),
+    "latency_tolerance": (_NUMBER, None, "0.1"),
+    "rounds": ((int,), None, "3"),
+    "min_accuracy": (_NUMBER, None, "0.97"),
+    "data": ((str,), None, '"data/test.npz"'),
+    "resolution": ((int, str, list), int, '"240x320"'),
+    "normalize": ((str,), None, '"dataset"'),
+    "channels": ((int, str), None, "3"),
+    "seed": ((int,), None, "0"),
+    "profile": ((str,), None, '"host-cpu-1t"'),
+    "allowed_ops": ((str, list), str, '["Conv", "Relu", "Gemm"]'),
+    "max_opset": ((int,), None, "17"),
+    "baseline": ((str,), None, '"baseline/manifest.json"'),
+    "artifact": ((str,), None, '"student-int8"'),
+    "input_shape": ((str, list), int, '"1,3,224,224"'),
+}
+
+
+def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -> dict[str, Any]:
+    """The ``[tool.edgekd.gate]`` table, keys with underscores. A missing file is no settings, unless
+    ``required`` (a file the user named)."""
+    if required and (path.is_dir() or not path.exists()):
+        raise ConfigError(f"--config '{path}' {'is a folder' if path.is_dir() else 'does not exist'}",
+                          "pass a pyproject.toml file, or drop --config to read ./pyproject.toml when there is one")
+    if not required and not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})", "fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text", "pass a pyproject.toml file") from None
+    table = _table(path, data, ("tool", "edgekd", "gate"))
+    for key, value in table.items():
+        _check_type(path, key, value)
+    return {k.replace("-", "_"): v for k, v in table.items()}
+
+
+def _table(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """data[keys[0]][keys[1]]...: {} where absent, refused where one is not a table."""
+    for i, key in enumerate(keys):
+        data = data.get(key, {})
+        if not isinstance(data, dict):
+            where = ".".join(keys[:i])
+            raise ConfigError(f"{path}: {key} in [{where}] is {_show(data)}, not a table" if where else
+                              f"{path}: {key} is {_show(data)}, not a table",
+                              f"write the gate's settings under a [{'.'.join(keys)}] header")
+    return data
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    name = key.replace("-", "_")
+    if name not in _TYPES:
+        return  # build_config names an unknown key with the valid ones
+    types, item, example = _TYPES[name]
+    fits = isinstance(value, types) and not isinstance(value, bool)
+    if fits and isinstance(value, list):
+        fits = bool(item) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)  # type: ignore[arg-type]
+    if not fits:
+        raise ConfigError(f"{path}: [tool.edgekd.gate] {key} = {_show(value)} is not {_kind(types, item)}",
+                          f"write e.g. {key} = {example}")
+
+
+def _kind(types: tuple[type, ...], item: type | None) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: f"a list of {_plural(item)}"}
+    said = [names[t] for t in types if not (t is int and float in types)]
+    return " or ".join(said) if len(said) < 3 else f"{', '.join(said[:-1])} or {said[-1]}"
+
+
+def _plural(item: type | None) -> str:
+    return {str: "strings", int: "integers"}.get(item, "values")  # type: ignore[arg-type]
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except TypeError:  # a TOML date or time
+        return str(value)

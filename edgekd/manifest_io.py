@@ -1,0 +1,171 @@
+"""Reading manifest.json: the one loader `gate`, `validate --manifest` and `report` share.
+
+It checks the structure those commands read, so a foreign or hand-edited file is refused in one line that
+names the field, rather than failing with a KeyError deep inside a command. The full format is
+edgekd/schemas/manifest-v1.schema.json; jsonschema is only a test dependency, so the part edgekd relies on
+is checked here by a small table of field kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ArtifactError
+
+NOT_OURS = "this is not a manifest edgekd wrote, or it was edited: restore the manifest.json `edgekd compress` wrote"
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(what)
+        self.where, self.what = where, what
+
+
+Kind = Callable[[Any, str], None]  # raises _Bad(where, what) when the value does not fit
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(test: Callable[[Any], bool], text: str) -> Kind:
+    def check(value: Any, where: str) -> None:
+        if not test(value):
+            raise _Bad(where, f"is {_show(value)}, not {text}")
+
+    return check
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+ANY: Kind = _kind(lambda v: True, "anything")
+STR = _kind(lambda v: isinstance(v, str), "a string")
+NAME = _kind(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+BOOL = _kind(lambda v: isinstance(v, bool), "true or false")
+INT = _kind(_is_int, "an integer")
+NUMBER = _kind(_is_number, "a number")
+POSITIVE = _kind(lambda v: _is_number(v) and v > 0, "a number above zero")
+NON_NEGATIVE = _kind(lambda v: _is_number(v) and v >= 0, "a number of at least zero")
+FRACTION = _kind(lambda v: _is_number(v) and 0 <= v <= 1, "a fraction from 0 to 1")
+SHA256 = _kind(lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
+               "a sha256 (64 lowercase hex digits)")
+OBJECT = _kind(lambda v: isinstance(v, dict), "an object")
+
+
+def nullable(kind: Kind) -> Kind:
+    def check(value: Any, where: str) -> None:
+        if value is not None:
+            kind(value, where)
+
+    return check
+
+
+def list_of(item: Kind, empty: str | None = None) -> Kind:
+    """A list of ``item``s; with ``empty``, what to say when it has none (else an empty list is fine)."""
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise _Bad(where, f"is {_show(value)}, not a list")
+        if not value and empty:
+            raise _Bad(where, empty)
+        for i, v in enumerate(value):
+            item(v, f"{where}[{i}]")
+
+    return check
+
+
+def obj(required: dict[str, Kind] | None = None, optional: dict[str, Kind] | None = None,
+        values: Kind | None = None) -> Kind:
+    """An object with ``required`` and ``optional`` keys (checked in order), or any keys whose ``values`` fit."""
+    def check(value: Any, where: str) -> None:
+        OBJECT(value, where)
+        for key, kind in (required or {}).items():
+            if key not in value:
+                raise _Bad(where, f"has no '{key}'")
+            kind(value[key], _field(where, key))
+        for key, kind in (optional or {}).items():
+            if key in value:
+                kind(value[key], _field(where, key))
+        if values is not None:
+            for key, v in value.items():
+                values(v, _field(where, key))
+
+    return check
+
+
+def _field(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+_LATENCY = obj({"p50_ms": POSITIVE}, {k: NON_NEGATIVE for k in ("p90_ms", "p99_ms", "mean_ms", "cv", "p10_ms")}
+               | {"runs": INT, "repeats": INT, "repeat_p50_ms": list_of(NON_NEGATIVE)})
+_TENSOR = obj({"name": STR, "dtype": STR, "shape": list_of(ANY)})
+_ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT, "opset": INT},
+                {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
+                                                   "outputs": list_of(_TENSOR)}))})
+_ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
+              "verdicts": obj(values=BOOL), "checker_ok": BOOL},
+             {"primary": BOOL, "speedup_vs_teacher": NUMBER})
+_PROFILE = obj({"name": NAME, "measure": obj({"batch_size": INT, "warmup_runs": INT, "runs_per_repeat": INT})},
+               {"digest": nullable(STR), "source": nullable(STR), "description": STR})
+_BUDGET = obj(optional={"latency_ms": nullable(POSITIVE), "max_size_kb": nullable(POSITIVE),
+                        "min_accuracy": nullable(FRACTION), "max_accuracy_drop": nullable(NON_NEGATIVE)})
+_PREPROCESS = obj({"scale": POSITIVE, "mean": list_of(NUMBER, "is empty"), "std": list_of(POSITIVE, "is empty"),
+                   "channels": STR}, {"to_channels": nullable(INT)})
+_DATA = obj(optional={"name": STR, "input_shape": list_of(INT), "class_names": list_of(STR),
+                      "preprocess": nullable(_PREPROCESS)})
+_STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT})
+MANIFEST = obj(
+    {"primary": NAME, "artifacts": list_of(_ENTRY, "is empty, so there is no model to check"), "profile": _PROFILE,
+     "budget": _BUDGET},
+    {"passed": BOOL, "notes": list_of(STR), "tools": OBJECT, "data": nullable(_DATA),
+     "recipe": nullable(obj(optional={"seed": nullable(INT), "data": nullable(STR)})), "teacher": nullable(OBJECT),
+     "student": nullable(_STUDENT), "latency_rounds": INT,
+     "int8_speedup": nullable(obj({"median": NUMBER, "runs": list_of(NUMBER)}))})
+
+
+def check_manifest(data: dict[str, Any], path: Path) -> None:
+    """Refuse (ArtifactError) a manifest whose structure is not what edgekd writes, naming the first bad field."""
+    try:
+        MANIFEST(data, "")
+    except _Bad as bad:
+        raise ArtifactError(f"manifest '{path}': {bad.where} {bad.what}" if bad.where
+                            else f"manifest '{path}' {bad.what}",
+                            NOT_OURS) from None
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    """manifest.json as edgekd wrote it: its schema and version, and the structure gate, validate and report read."""
+    from edgekd.report import MANIFEST_SCHEMA, MANIFEST_VERSION
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"manifest '{path}' does not exist", "check the path")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"'{path}' is not valid JSON ({exc})", "pass the manifest.json edgekd wrote") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise ArtifactError(f"'{path}' is not an edgekd manifest (schema {found!r}, expected {MANIFEST_SCHEMA!r})",
+                            "pass the manifest.json edgekd wrote")
+    if data.get("schema_version") != MANIFEST_VERSION:
+        raise ArtifactError(f"manifest '{path}' has schema version {data.get('schema_version')}, this edgekd reads "
+                            f"version {MANIFEST_VERSION}", "regenerate it with this edgekd version")
+    check_manifest(data, path)
+    return data

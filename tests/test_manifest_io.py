@@ -1,0 +1,118 @@
+"""manifest.json loading: the one loader of gate, validate --manifest and report refuses a manifest whose structure
+is not what edgekd writes, naming the field, before any command reads it."""
+
+import copy
+import json
+import os
+
+import pytest
+
+from edgekd.errors import ArtifactError
+from edgekd.manifest_io import load_manifest
+
+
+def _entry(name, role, primary=False):
+    return {"artifact": {"name": name, "role": role, "precision": "fp32", "path": f"{name}.onnx",
+                         "exporter": "onnx-fp32", "opset": 18, "sha256": "0" * 64, "size_bytes": 1000,
+                         "details": {"op_types": ["Conv"], "inputs": [{"name": "x", "dtype": "float32",
+                                                                       "shape": [1, 1, 16, 16]}]}},
+            "checker_ok": True, "parity": None, "accuracy": 0.9,
+            "latency": {"p50_ms": 0.2, "p90_ms": 0.3, "p99_ms": 0.4, "mean_ms": 0.2, "cv": 0.01, "runs": 280,
+                        "repeats": 7},
+            "verdicts": {} if role == "teacher" else {"latency": True}, "passed": True, "primary": primary}
+
+
+GOOD = {
+    "schema": "edgekd.manifest", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
+    "tools": {"edgekd": "0.1.0"},
+    "profile": {"name": "fast-test", "description": "test", "digest": "x", "runtime": {}, "runner": {"kind": "local"},
+                "measure": {"batch_size": 1, "warmup_runs": 3, "repeats": 7, "runs_per_repeat": 40}},
+    "budget": {"latency_ms": 0.5, "max_size_kb": 128, "min_accuracy": None, "max_accuracy_drop": None},
+    "primary": "student-fp32", "passed": True, "notes": [],
+    "artifacts": [_entry("teacher-fp32", "teacher"), _entry("student-fp32", "student", True)],
+    "data": {"name": "digits", "input_shape": [1, 16, 16], "preprocess": {
+        "layout": "NCHW", "dtype": "float32", "channels": "as stored", "scale": 1.0, "mean": [0.3], "std": [0.3]}},
+    "recipe": {"seed": 0, "data": "digits"},
+}
+
+
+def edited(changes: dict) -> dict:
+    """GOOD with ``changes`` applied: dotted keys reach into objects (a number into a list); a key ending in '!'
+    is deleted."""
+    data = copy.deepcopy(GOOD)
+    for key, value in changes.items():
+        delete = key.endswith("!")
+        *parents, leaf = key.rstrip("!").split(".")
+        node = data
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        if delete:
+            del node[leaf]
+        else:
+            node[int(leaf) if leaf.isdigit() else leaf] = value
+    return data
+
+
+def write_manifest(folder, changes: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(edited(changes)))
+    return path
+
+
+MALFORMED = [
+    ({"primary!": None}, "has no 'primary'"),
+    ({"primary": 3}, "primary is 3, not a non-empty string"),
+    ({"artifacts": None}, "artifacts is null, not a list"),
+    ({"artifacts": {"student-fp32": {}}}, "artifacts is an object, not a list"),
+    ({"artifacts": ["student-fp32.onnx"]}, 'artifacts[0] is "student-fp32.onnx", not an object'),
+    ({"artifacts": []}, "artifacts is empty, so there is no model to check"),
+    ({"artifacts.0.artifact.path!": None}, "artifacts[0].artifact has no 'path'"),
+    ({"artifacts.1.artifact.sha256": 123}, "artifacts[1].artifact.sha256 is 123, not a sha256"),
+    ({"artifacts.1.artifact.details.inputs": [{"name": "x"}]}, "artifacts[1].artifact.details.inputs[0] has no"),
+    ({"artifacts.1.accuracy": "high"}, 'artifacts[1].accuracy is "high", not a fraction from 0 to 1'),
+    ({"artifacts.1.latency.p50_ms": "x"}, 'artifacts[1].latency.p50_ms is "x", not a number above zero'),
+    ({"artifacts.1.latency": "fast"}, 'artifacts[1].latency is "fast", not an object'),
+    ({"artifacts.1.verdicts": {"latency": "yes"}}, 'artifacts[1].verdicts.latency is "yes", not true or false'),
+    ({"profile": "host-cpu-1t"}, 'profile is "host-cpu-1t", not an object'),
+    ({"profile": None}, "profile is null, not an object"),
+    ({"profile.measure!": None}, "profile has no 'measure'"),
+    ({"budget": None}, "budget is null, not an object"),
+    ({"budget.latency_ms": "fast"}, 'budget.latency_ms is "fast", not a number above zero'),
+    ({"budget.latency_ms": -1}, "budget.latency_ms is -1, not a number above zero"),
+    ({"budget.max_size_kb": True}, "budget.max_size_kb is true, not a number above zero"),
+    ({"data": "digits"}, 'data is "digits", not an object'),
+    ({"data.preprocess.std": [0]}, "data.preprocess.std[0] is 0, not a number above zero"),
+    ({"recipe.seed": "x"}, 'recipe.seed is "x", not an integer'),
+    ({"notes": "ok"}, 'notes is "ok", not a list'),
+]
+
+
+@pytest.mark.parametrize("changes, message", MALFORMED)
+def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, message):
+    path = write_manifest(tmp_path, changes)
+    with pytest.raises(ArtifactError) as exc:
+        load_manifest(path)
+    assert message in exc.value.problem and str(path) in exc.value.problem
+    assert "not a manifest edgekd wrote, or it was edited" in exc.value.fix
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"data": None, "budget.latency_ms": None, "artifacts.0.latency": None, "artifacts.0.accuracy": None},
+    {"budget": {}, "recipe!": None, "data!": None, "notes!": None},
+])
+def test_what_edgekd_writes_and_may_leave_out_is_accepted(tmp_path, changes):
+    assert load_manifest(write_manifest(tmp_path, changes))["primary"] == "student-fp32"
+
+
+@pytest.mark.parametrize("command", ["gate", "validate", "report"])
+@pytest.mark.parametrize("changes, message", [MALFORMED[0], MALFORMED[2], MALFORMED[6], MALFORMED[13],
+                                              MALFORMED[16], MALFORMED[17], MALFORMED[10], MALFORMED[9]])
+def test_every_command_that_reads_a_manifest_refuses_it_in_one_line(run_cli, tmp_path, command, changes, message):
+    path = write_manifest(tmp_path / "run", changes)
+    args = {"gate": [path, "--config", os.devnull], "report": [path.parent],
+            "validate": [tmp_path / "run" / "student-fp32.onnx", "--manifest", path]}[command]
+    code, out, err = run_cli(command, *args)
+    assert code == 2 and message in err and "Traceback" not in err, out + err
+    assert err.count("\n") == 1 and not (tmp_path / "run" / "report.html").exists()
