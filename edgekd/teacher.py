@@ -12,9 +12,11 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -306,12 +308,19 @@ def _load_exported(path: Path) -> Teacher:
 
     if not path.is_file():
         raise ModelError(f"teacher program '{path}' does not exist", "check the .pt2 path")
+    fix = "save one with torch.export.save(torch.export.export(model, (x,)), path)"
+    if not zipfile.is_zipfile(path):  # torch would log its own traceback before raising
+        raise ModelError(f"'{path}' is not a torch.export program (not a .pt2 archive)", fix)
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # torch logs a traceback as a warning before it raises
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"'{path}' is not a torch.export program ({first})",
-                         "save one with torch.export.save(torch.export.export(model, (x,)), path)") from None
+        raise ModelError(f"'{path}' is not a torch.export program ({first})", fix) from None
+    finally:
+        logger.setLevel(level)
     _check_batch_is_dynamic(program, path)
     return Teacher(_ExportedTeacher(program), f"torch.export program {path}")
 

@@ -351,3 +351,19 @@ def test_a_default_teacher_that_cannot_be_cached_is_used_with_a_warning(small_da
     assert teacher.module(torch.zeros(1, *small_data.input_shape)).shape == (1, small_data.num_classes)
     (warning,) = [m for m in lines if m.startswith("warning:")]
     assert "could not be cached" in warning and str(blocker) in warning and "trains it again" in warning
+
+
+def test_a_pt2_that_is_not_a_program_says_so_without_torchs_logged_traceback(tmp_path, capfd):
+    import zipfile
+
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"not an exported program")
+    with pytest.raises(ModelError, match=r"'.*garbage.pt2' is not a torch.export program \(not a .pt2 archive\); "
+                                         "save one with torch.export.save"):
+        load_teacher(str(garbage))
+    other_zip = tmp_path / "other.pt2"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("readme.txt", "a zip, but not a program")
+    with pytest.raises(ModelError, match="is not a torch.export program"):
+        load_teacher(str(other_zip))
+    assert "Traceback" not in capfd.readouterr().err
