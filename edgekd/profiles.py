@@ -180,7 +180,11 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
             f"unknown profile '{text}'",
             f"choose one of: {', '.join(sorted(files))} (or pass a path to a .toml file)",
         )
-    return load_profile_file(files[text])
+    profile = load_profile_file(files[text])
+    if profile.name != text:  # recorded under its name, a run could not find its profile again by that name
+        raise ProfileError(f"{files[text]}: name = '{profile.name}', but the file is found as profile '{text}'",
+                           f"make them agree: name = \"{text}\", or rename the file {profile.name}.toml")
+    return profile
 
 
 def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:

@@ -155,6 +155,15 @@ def test_user_folder_profile_is_listed_and_loadable(user_folder):
     assert Path(prof.source).parent == user_folder
 
 
+def test_a_user_profile_whose_name_is_not_its_file_name_is_refused(user_folder):
+    """A run records the profile's name and finds it again by that name: a file found as 'host-cpu-1t' that
+    calls itself 'x' would be recorded as a profile nobody can load."""
+    _write(user_folder, "host-cpu-1t", _valid(name="x"))
+    with pytest.raises(ProfileError, match=r"host-cpu-1t.toml: name = 'x', but the file is found as profile "
+                                           r"'host-cpu-1t'; make them agree: name = \"host-cpu-1t\", or rename"):
+        load_profile("host-cpu-1t")
+
+
 def test_load_by_toml_path(tmp_path):
     path = _write(tmp_path, "by-path", _valid(name="by-path"))
     prof = load_profile(str(path))
