@@ -320,6 +320,20 @@ def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
+    """``data`` with a note when a model that numbers its classes (0..K-1, trained on numbered labels) is
+    scored on data that names its own: ``labels_for`` then takes the names in sorted order as the numbers,
+    which is right only if the model was trained in that order, and a wrong order reads as a bad model."""
+    numbered = tuple(str(i) for i in range(data.num_classes))
+    if not names or names != tuple(str(i) for i in range(len(names))) or data.class_names in (names, numbered):
+        return data
+    shown = ", ".join(data.class_names[:4]) + (", ..." if data.num_classes > 4 else "")
+    note = (f"the model numbers its classes 0..{len(names) - 1} and data '{data.name}' names its own ({shown}): "
+            "class i is taken to be the i-th name in sorted order, so the accuracy holds only if the model was "
+            "trained in that order")
+    return dataclasses.replace(data, notes=(*data.notes, note))
+
+
 def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
     """``data``'s test labels as indices of a model's outputs ``names``. Class folders are numbered in
     sorted order, so a test folder without one of the training classes would shift every later label:

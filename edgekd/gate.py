@@ -372,15 +372,16 @@ def _fits(model: Path, shape: tuple[int, ...] | None) -> Path:
 
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
-    from edgekd.data import load_data, with_notes
+    from edgekd.data import load_data, with_class_order_note, with_notes
     from edgekd.latency.runtime import predictions_on_test_split
-    from edgekd.onnxfile import embedded_preprocess
+    from edgekd.onnxfile import embedded_class_names, embedded_preprocess
     from edgekd.profiles import load_profile
 
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
     normalize = config.normalize if config.normalize is not None else recorded
     data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
                      channels=config.channels or (recorded.to_channels if recorded else None))
+    data = with_class_order_note(data, embedded_class_names(model))
     logits, labels = predictions_on_test_split(model, load_profile(config.profile), data)
     acc = float((logits.argmax(1) == labels).mean())
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]

@@ -160,8 +160,9 @@ def _sig(details: dict[str, Any]) -> str:
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
-    from edgekd.data import load_data, recorded_data, recorded_preprocess, with_notes
+    from edgekd.data import load_data, recorded_data, recorded_preprocess, with_class_order_note, with_notes
     from edgekd.latency.runtime import predictions_on_test_split
+    from edgekd.onnxfile import embedded_class_names
 
     recorded = entry.get("accuracy")
     own = recorded_data(manifest)
@@ -176,6 +177,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))
+    data = with_class_order_note(data, embedded_class_names(model))
     logits, labels = predictions_on_test_split(model, profile, data)
     acc = float((logits.argmax(1) == labels).mean())
     tol = config.accuracy_tolerance

@@ -149,6 +149,11 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
     assert "--epochs does not apply with --distilled" in error("--distilled", distilled, "--epochs", "3")
     assert "--distilled and --search cannot be combined" in error("--distilled", distilled, "--search", "x.json")
     assert f"'{tmp_path}' has no distill.json" in error("--distilled", tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "--distilled '" in error("--distilled", tmp_path / "notes.txt") and "is a file, not a folder" in error(
+        "--distilled", tmp_path / "notes.txt")
+    assert "does not exist; pass the --out folder of a finished `edgekd distill`" in error(
+        "--distilled", tmp_path / "gone")
     wrong_data = [a if a != "16" else "12" for a in common[:-1]]
     code, _, err = run_cli("compress", *wrong_data, "--distilled", distilled, "--out", tmp_path / "never")
     assert code == 2 and "was distilled on 'digits' (1x16x16" in err and "--resolution and --normalize the" in err

@@ -486,3 +486,29 @@ def test_an_empty_data_is_refused_not_skipped_and_a_huge_input_shape_before_meas
     assert code == 2 and "--data is empty" in err
     code, _, err = run_cli("bench", run_dir / "student-fp32.onnx", "--input-shape", "1,1,100000,100000")
     assert code == 2 and "is 10,000,000,000 values" in err and "Traceback" not in err
+
+
+def test_a_numbered_model_scored_on_named_classes_says_how_it_pairs_them(run_cli, run_dir, small_data, tmp_path):
+    """The digits student numbers its classes 0..9; a folder names its own (cat, dog): class i is taken to be
+    the i-th name in sorted order, which a user must hear, since a wrong order reads as a bad model."""
+    from PIL import Image
+
+    side = small_data.input_shape[-1]
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, size=(side, side), dtype=np.uint8)).save(
+                tmp_path / "pets" / name / f"{i}.png")
+    from edgekd.onnxfile import stamp_data_metadata
+
+    model = _copy(run_dir, tmp_path) / "student-fp32.onnx"
+    stamp_data_metadata(artifact_from_file(model), small_data)  # as compress ships it: classes named 0..9
+    note = "the model numbers its classes 0..9 and data 'pets' names its own (cat, dog): class i is taken to be"
+    code, out, err = run_cli("validate", model, "--data", tmp_path / "pets")
+    assert code == 0 and f"warning: {note}" in err, out + err
+    code, out, err = run_cli("gate", model, "--data", tmp_path / "pets", "--min-accuracy", "0",
+                             "--config", os.devnull)
+    assert code == 0 and f"; warning: {note}" in out.split("| accuracy |")[1], out + err
+    code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", str(side))
+    assert code == 0 and "numbers its classes" not in err  # numbered data: nothing to say

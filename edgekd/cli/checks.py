@@ -76,11 +76,13 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     art = artifact_from_file(model)
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
-        from edgekd.onnxfile import embedded_preprocess
+        from edgekd.data import with_class_order_note
+        from edgekd.onnxfile import embedded_class_names, embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
                             channels=parse_channels(channels) or (recorded.to_channels if recorded else None))
+        dataset = with_class_order_note(dataset, embedded_class_names(art.path))
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
