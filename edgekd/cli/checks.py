@@ -225,7 +225,8 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     import os
     from pathlib import Path
 
-    from edgekd.gate import annotations, build_config, junit_xml, pyproject_settings, run_gate, summary_markdown
+    from edgekd.gate import build_config, pyproject_settings, run_gate
+    from edgekd.gate_report import annotations, junit_xml, summary_markdown
 
     check_report_files(force, ("--junit", junit), ("--summary", summary),
                        inputs=(target, config_path, flags.get("baseline"), flags.get("data")))
