@@ -254,10 +254,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
     checks += _op_checks(model, art.opset, config)
     if config.max_latency_ms is not None or config.baseline:
-        if config.input_shape:  # refused before measuring when it does not fit the model
-            from edgekd.onnxfile import check_input_shape
-
-            check_input_shape(model, art.details, config.input_shape)
+        _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
         checks += _latency_checks(model, load_profile(config.profile), config)
     if config.min_accuracy is not None:
         checks.append(_accuracy_check(model, config))
@@ -362,12 +359,13 @@ def _baseline(ref: str, profile: str, shape: tuple[int, ...] | None) -> tuple[Pa
     return None, float(entry["latency"]["p50_ms"])  # type: ignore[index]
 
 
-def _fits(model: Path, shape: tuple[int, ...] | None) -> Path:
+def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | None = None) -> Path:
+    """``model``, after checking that it takes ``shape`` (when given); ``details`` as artifact_from_file gives."""
     if shape:
         from edgekd.onnxfile import check_input_shape
         from edgekd.validate import artifact_from_file
 
-        check_input_shape(model, artifact_from_file(model).details, shape)
+        check_input_shape(model, details if details is not None else artifact_from_file(model).details, shape)
     return model
 
 

@@ -5,7 +5,11 @@ data that points outside the model's folder, is one clear ArtifactError before a
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from edgekd.errors import ArtifactError
@@ -177,6 +181,7 @@ def stamp_metadata(art: Any, props: dict[str, str]) -> Any:
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
+    _metadata.cache_clear()  # a rewrite within the clock's tick may keep the file's mtime
     return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size)
 
 
@@ -185,12 +190,9 @@ def embedded_preprocess(path: str | Path) -> Any:
     None for a model without it."""
     import json
 
-    import onnx
-
     from edgekd.data import Preprocess
 
-    model = onnx.load(str(path), load_external_data=False)
-    found = next((p.value for p in model.metadata_props if p.key == PREPROCESS_KEY), None)
+    found = embedded_metadata(path).get(PREPROCESS_KEY)
     try:
         return Preprocess.from_dict(json.loads(found)) if found else None
     except (ValueError, KeyError, TypeError):
@@ -199,10 +201,22 @@ def embedded_preprocess(path: str | Path) -> Any:
 
 def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:
     """The label of each output an edgekd-exported model carries in its metadata, or None."""
+    return parse_class_names(embedded_metadata(path).get(CLASS_NAMES_KEY))
+
+
+def embedded_metadata(path: str | Path) -> Mapping[str, str]:
+    """The model file's metadata (key -> value), parsed once per version of the file: validate and gate ask
+    for its preprocessing and its class names in turn, and each read parses the whole protobuf."""
+    stat = os.stat(path)
+    return _metadata(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _metadata(path: str, _mtime_ns: int, _size: int) -> Mapping[str, str]:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return parse_class_names(next((p.value for p in model.metadata_props if p.key == CLASS_NAMES_KEY), None))
+    model = onnx.load(path, load_external_data=False)
+    return MappingProxyType({p.key: p.value for p in model.metadata_props})
 
 
 def parse_class_names(text: str | None) -> tuple[str, ...] | None:
