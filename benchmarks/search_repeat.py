@@ -58,6 +58,7 @@ def _setup(profile_name: str) -> tuple[Any, Any, Any]:
 
 def repeat(args: argparse.Namespace) -> None:
     """One search per space with the imported edgekd, appended to the record."""
+    from edgekd.errors import BudgetError
     from edgekd.search import SearchConfig, search
     from edgekd.types import Budget
 
@@ -67,18 +68,24 @@ def repeat(args: argparse.Namespace) -> None:
     for space in args.spaces.split(","):
         lines: list[str] = []
         start = time.perf_counter()
-        found = search(teacher, data, profile, Budget(latency_ms=BUDGETS[space]),
-                       SearchConfig(space=space, proxy="params", candidates=args.candidates, precision="int8",
-                                    seed=args.seed), progress=False, log=lines.append)
-        chosen = found.chosen
-        record["runs"].append({
-            "label": label, "space": space, "budget_ms": BUDGETS[space], "seed": args.seed,
-            "candidates": args.candidates, "profile": args.profile, "seconds": round(time.perf_counter() - start, 1),
-            "spec": chosen.spec.to_dict(), "params": chosen.params, "search_ms": chosen.latency_ms,
-            "predicted_ms": chosen.predicted_ms, "measured": found.measured,
-            "log": [line for line in lines if "slower" in line or "again" in line or "varied" in line]})
-        print(f"{label} {space}: {chosen.spec.key()} ({chosen.params} params) read {chosen.latency_ms:.3f} ms "
-              f"in the search", flush=True)
+        run = {"label": label, "space": space, "budget_ms": BUDGETS[space], "seed": args.seed,
+               "candidates": args.candidates, "profile": args.profile}
+        try:
+            found = search(teacher, data, profile, Budget(latency_ms=BUDGETS[space]),
+                           SearchConfig(space=space, proxy="params", candidates=args.candidates, precision="int8",
+                                        seed=args.seed), progress=False, log=lines.append)
+        except BudgetError as exc:  # a search that found nothing under the budget is a result too
+            run.update(seconds=round(time.perf_counter() - start, 1), error=exc.message)
+            print(f"{label} {space}: failed: {exc.message}", flush=True)
+        else:
+            chosen = found.chosen
+            run.update(seconds=round(time.perf_counter() - start, 1), spec=chosen.spec.to_dict(),
+                       params=chosen.params, search_ms=chosen.latency_ms, predicted_ms=chosen.predicted_ms,
+                       measured=found.measured)
+            print(f"{label} {space}: {chosen.spec.key()} ({chosen.params} params) read {chosen.latency_ms:.3f} ms "
+                  f"in the search", flush=True)
+        run["log"] = [line for line in lines if "slower" in line or "again" in line or "varied" in line]
+        record["runs"].append(run)
         _save(args.record, record)
 
 
@@ -99,7 +106,7 @@ def remeasure(args: argparse.Namespace) -> None:
     calib = data.x_train[:64]
     timed: dict[str, dict[str, float]] = {}
     for space in dict.fromkeys(r["space"] for r in record["runs"]):
-        runs = [r for r in record["runs"] if r["space"] == space]
+        runs = [r for r in record["runs"] if r["space"] == space and "spec" in r]
         keys = list(dict.fromkeys(StudentSpec.from_dict(r["spec"]).key() for r in runs))
         specs = {StudentSpec.from_dict(r["spec"]).key(): StudentSpec.from_dict(r["spec"]) for r in runs}
         family = resolve_space(space, teacher, data.input_shape)
@@ -127,18 +134,19 @@ def summary(record: dict) -> list[dict]:
     rows = []
     for space in dict.fromkeys(r["space"] for r in record["runs"]):
         for label in dict.fromkeys(r["label"] for r in record["runs"] if r["space"] == space):
-            runs = [r for r in record["runs"] if r["space"] == space and r["label"] == label]
-            budget = runs[0]["budget_ms"]
-            ms = [timed[_key(r)]["ms"] for r in runs]
+            tried = [r for r in record["runs"] if r["space"] == space and r["label"] == label]
+            runs = [r for r in tried if "spec" in r]
+            budget = tried[0]["budget_ms"]
+            ms = [timed[_key(r)]["ms"] for r in runs] or [float("nan")]
             rows.append({
-                "space": space, "label": label, "budget_ms": budget, "searches": len(runs),
-                "students": len({_key(r) for r in runs}),
+                "space": space, "label": label, "budget_ms": budget, "searches": len(tried),
+                "failed": len(tried) - len(runs), "students": len({_key(r) for r in runs}),
                 "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
                 "range_ms": max(ms) - min(ms), "over_budget": sum(m > budget for m in ms) / len(ms),
                 "params_median": statistics.median(r["params"] for r in runs),
-                "search_vs_remeasured": statistics.median(abs(r["search_ms"] / timed[_key(r)]["ms"] - 1)
-                                                          for r in runs),
-                "seconds_median": statistics.median(r["seconds"] for r in runs)})
+                "search_vs_remeasured": statistics.median([abs(r["search_ms"] / timed[_key(r)]["ms"] - 1)
+                                                           for r in runs] or [float("nan")]),
+                "seconds_median": statistics.median(r["seconds"] for r in tried)})
     return rows
 
 
@@ -151,14 +159,16 @@ def markdown(record: dict) -> str:
         f"The same search (proxy `params`, int8, `{first['profile']}`, seed {first['seed']}, {first['candidates']} "
         f"candidates) repeated under each space's recorded budget, the versions taking turns; then every student "
         f"the searches chose re-measured side by side on {meta['date']} ({meta['rounds']} rotated interleaved "
-        f"rounds, median p50). Rerun: `python benchmarks/search_repeat.py`.",
+        f"rounds, median p50); over budget: the share of the searches that chose a student whose re-measured "
+        f"p50 is over the budget; failed: searches that chose nothing. Rerun: `python benchmarks/search_repeat.py`.",
         "",
-        "| space | budget (ms) | version | searches | distinct students | re-measured ms: median [min, max] "
+        "| space | budget (ms) | version | searches | failed | distinct students | re-measured ms: median [min, max] "
         "| range | over budget | median params | search's reading vs re-measured (median abs) | search time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary(record):
-        out.append(f"| {row['space']} | {row['budget_ms']:g} | {row['label']} | {row['searches']} | {row['students']} "
+        out.append(f"| {row['space']} | {row['budget_ms']:g} | {row['label']} | {row['searches']} | {row['failed']} "
+                   f"| {row['students']} "
                    f"| {row['median_ms']:.3f} [{row['min_ms']:.3f}, {row['max_ms']:.3f}] | {row['range_ms']:.3f} "
                    f"| {row['over_budget']:.0%} | {row['params_median']:,.0f} | {row['search_vs_remeasured']:.0%} "
                    f"| {row['seconds_median']:.0f} |")
