@@ -160,7 +160,9 @@ def markdown(record: dict) -> str:
         f"candidates) repeated under each space's recorded budget, the versions taking turns; then every student "
         f"the searches chose re-measured side by side on {meta['date']} ({meta['rounds']} rotated interleaved "
         f"rounds, median p50); over budget: the share of the searches that chose a student whose re-measured "
-        f"p50 is over the budget; failed: searches that chose nothing. Rerun: `python benchmarks/search_repeat.py`.",
+        f"p50 is over the budget; failed: searches that chose nothing. Rerun: "
+        f"`python benchmarks/search_repeat.py` for one version; for two, their `repeat` steps in turns, then "
+        f"`remeasure` (the script's docstring).",
         "",
         "| space | budget (ms) | version | searches | failed | distinct students | re-measured ms: median [min, max] "
         "| range | over budget | median params | search's reading vs re-measured (median abs) | search time (s) |",

@@ -155,3 +155,12 @@ def test_a_remote_devices_kept_fit_is_measured_again_after_its_runtime_changed(c
                      anchors=4, log=again.append, reference_ms=lambda: 1.0,
                      reference_runtime=lambda: pytest.fail("asked a local profile's runtime"))
     assert "latency from the fit" in again[0] and measured == ["1.17.0"]
+
+
+def test_a_fresh_fit_converts_with_the_reference_figure_it_is_given(cache, fast_profile):
+    """A search converts every prediction and every measured candidate with one figure for the reference
+    (search.ruler); a fit measured on the spot follows it rather than the reference's p50 in the fit's runs."""
+    fresh = _fit(fast_profile, [], reference_ms=lambda: 2.5)
+    net = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 4, seed=0)[-1]
+    assert fresh.predict(None, net) == pytest.approx(2.5 * fresh.units(None, net))
+    assert load_fit(_key(fast_profile)).ref_ms != 2.5  # what is kept is the fit's own measurement

@@ -44,13 +44,14 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
                   reference_ms: Callable[[], float] | None = None,
                   log: Callable[[str], None] | None = None,
                   reference_runtime: Callable[[], str] | None = None) -> LatencyModel:
-    """``reference_ms`` gives today's p50 of the reference network (default: measured now); a search over
-    several calibrated spaces passes one measurement to all of them. ``reference_runtime`` gives the
-    onnxruntime version a remote device reported in that measurement (default: measured now). ``log``
-    hears why a calibrated table is not used and that networks are being measured instead (minutes on a
-    large input, with no progress bar in a CI log)."""
+    """``reference_ms`` gives today's p50 of the reference network (default: measured now, or for a fit
+    measured now, the reference's p50 in its runs); a search passes its one figure to all its spaces.
+    ``reference_runtime`` gives the onnxruntime version a remote device reported in that measurement
+    (default: measured now). ``log`` hears why a calibrated table is not used and that networks are being
+    measured instead (minutes on a large input, with no progress bar in a CI log)."""
     log = log or (lambda _m: None)
     measured = functools.cache(lambda: reference_stats(profile, input_shape, num_classes))  # once, if at all
+    given = reference_ms  # a search's one figure for the reference converts a fresh fit too
     reference_ms = reference_ms or (lambda: measured().p50_ms)
     reference_runtime = reference_runtime or (lambda: measured().onnxruntime)
     table = _table_model(space, profile, input_shape, num_classes, precision, reference_ms, log)
@@ -83,7 +84,7 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
                                   "classes": num_classes, "profile": profile.name})
     if warning:
         log(warning)
-    return model_from_fit(fit, space, models[0], input_shape, precision, fit.ref_ms)
+    return model_from_fit(fit, space, models[0], input_shape, precision, given() if given else fit.ref_ms)
 
 
 def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,

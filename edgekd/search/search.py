@@ -15,12 +15,15 @@ from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
 from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
 from edgekd.search.latency_model import ANCHORS, TABLE_SOURCE
+from edgekd.search.ruler import Ruler
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 # A candidate predicted up to 10% over --budget-ms is still measured: the prediction's own error.
 SLACK = 1.1
 # Measured candidates of a space needed before their measured/predicted ratio corrects its other predictions.
 SCALE_AFTER = 3
+# The reference's slowest reading over its fastest during a search beyond which the search says so.
+SWING = 1.25
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,6 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
            log: Any = None) -> SearchResult:
     """Evolve students of ``config.space`` under ``budget``, ranked by ``config.proxy``; measure the
     best-ranked on ``profile`` and return the best one that meets the budget."""
-    import functools
-
-    from tqdm.auto import tqdm
-
-    from edgekd.search.evolution import evolve, pareto_front
-    from edgekd.search.latency_model import latency_model, reference_stats
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
 
@@ -93,12 +90,23 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         log("warning: search: no --budget-ms or --max-size-kb, so the params proxy picks the largest student of the "
             "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
-    # One measurement of the reference network converts every calibrated space's table to ms (and says
-    # which runtime a remote device runs now, for its kept latency fits).
-    reference = functools.cache(lambda: reference_stats(profile, data.input_shape, data.num_classes))
+    with Ruler(profile, data.input_shape, data.num_classes) as ruler:
+        return _search(data, profile, budget, config, spaces, proxy, probe, calib, ruler, rng, progress, log, start)
+
+
+def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: SearchConfig,
+            spaces: list[Any], proxy: Any, probe: Any, calib: np.ndarray, ruler: Ruler,
+            rng: np.random.Generator, progress: bool, log: Any, start: float) -> SearchResult:
+    from tqdm.auto import tqdm
+
+    from edgekd.search.evolution import evolve, pareto_front
+    from edgekd.search.latency_model import latency_model
+
+    # The reference network's p50 converts every space's predictions to ms, and every measured candidate,
+    # timed beside it, too (``ruler``); it also says which runtime a remote device runs now.
     models = {s.name: latency_model(s, profile, data.input_shape, data.num_classes, config.precision, calib,
-                                    anchors=config.anchors, seed=config.seed, reference_ms=lambda: reference().p50_ms,
-                                    log=log, reference_runtime=lambda: reference().onnxruntime)
+                                    anchors=config.anchors, seed=config.seed, reference_ms=ruler.ms,
+                                    log=log, reference_runtime=ruler.runtime)
               for s in spaces}
     for name, model in models.items():
         log(f"search: '{name}' {config.precision} latency: {model.source}")
@@ -130,7 +138,10 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(_build(c.spec, by_name, data, config), data, calib, config.precision))
     measured, too_big, chosen = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models,
-                                                        calib, sizes, log)
+                                                        calib, sizes, log, ruler)
+    note = speed_note(ruler)
+    if note:
+        log(note)
     if sizes.written:
         over = sum(not sizes.fits(c) for c in (*too_big, *measured))
         log(f"search: wrote the {config.precision} files of {sizes.written} candidate(s) near --max-size-kb "
@@ -141,8 +152,20 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     final = tuple(by_key.get(c.spec.key(), c) for c in ranked)
     sources = "; ".join(f"{n}: {m.source}" for n, m in models.items())
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
-                        f"predicted ({sources}) + measured", tuple(c.spec.key() for c in pareto_front(final)),
+                        f"predicted ({sources}) + measured beside the reference network (its p50 "
+                        f"{ruler.ms():.4f} ms)", tuple(c.spec.key() for c in pareto_front(final)),
                         config.precision)
+
+
+def speed_note(ruler: Ruler) -> str | None:
+    """What the log says when the reference read far apart during the search: the machine's speed moved, and
+    the milliseconds the search reports are at the speed of its first runs."""
+    fastest, slowest = ruler.spread()
+    if slowest <= fastest * SWING:
+        return None
+    return (f"search: the machine's speed varied while it measured (the reference network read {fastest:.3f}-"
+            f"{slowest:.3f} ms); every candidate was timed beside it and converted at {ruler.ms():.3f} ms, so all "
+            f"were judged at one speed")
 
 
 def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candidate]:
@@ -165,7 +188,7 @@ NEAR_MISS = 1.25  # a candidate measured this far over the budget may have met a
 
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
                             config: SearchConfig, spaces: dict[str, Any], latency: dict[str, Any],
-                            calib: np.ndarray, sizes: SizeCheck, log: Any = None
+                            calib: np.ndarray, sizes: SizeCheck, log: Any = None, ruler: Ruler | None = None
                             ) -> tuple[list[Candidate], list[Candidate], Candidate]:
     """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round,
     until the best-scored one within both limits cannot be beaten by a candidate not measured yet.
@@ -175,7 +198,7 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
     log = log or (lambda _m: None)
 
     def measure(cands: list[Candidate]) -> list[Candidate]:
-        return _measure(cands, data, config, spaces, latency, profile, calib)
+        return _measure(cands, data, config, spaces, latency, profile, calib, ruler)
 
     fastest = min(ranked, key=lambda c: (c.predicted_ms, -c.score))
     done = measure([fastest])
@@ -334,15 +357,22 @@ def _build(spec: StudentSpec, spaces: dict[str, Any], data: Dataset, config: Sea
 
 
 def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces: dict[str, Any],
-             latency: dict[str, Any], profile: DeviceProfile, calib: np.ndarray) -> list[Candidate]:
-    """Export each candidate at the search's precision and measure them together."""
-    from edgekd.latency.quick_export import measure_modules
+             latency: dict[str, Any], profile: DeviceProfile, calib: np.ndarray, ruler: Ruler) -> list[Candidate]:
+    """Export each candidate at the search's precision and time them together, beside the reference network:
+    each one's latency is its p50 in units of the reference's, times the search's one figure for the
+    reference (``Ruler``)."""
+    import tempfile
+    from pathlib import Path
+
+    from edgekd.latency.quick_export import export_for_timing
 
     models = [_build(cand.spec, spaces, data, config) for cand in cands]
-    stats = measure_modules(models, profile, config.precision, calib)
-    for cand, s in zip(cands, stats):
-        check_runtime(latency[cand.spec.space], s, profile)
-    return [replace(c, latency_ms=s.p50_ms) for c, s in zip(cands, stats)]
+    with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
+        paths = export_for_timing(models, config.precision, calib, Path(tmp))
+        timed = ruler.measure(paths, (1, *calib.shape[1:]))
+    for cand, (stats, _units) in zip(cands, timed):
+        check_runtime(latency[cand.spec.space], stats, profile)
+    return [replace(c, latency_ms=units * ruler.ms()) for c, (_stats, units) in zip(cands, timed)]
 
 
 def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
