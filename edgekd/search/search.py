@@ -213,7 +213,10 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
             f"candidate measured {done[0].latency_ms:.3f} ms ({config.precision})",
             f"raise --budget-ms to at least {done[0].latency_ms * 1.1:.3f} or choose a faster profile")
     queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
-    chosen, scale = None, {}
+    # The fastest one is the choice until a better-scored one is measured within the limits; a ranking that
+    # holds nothing else (every other candidate predicted over the budget) ends with it.
+    done, chosen = _choose(done, budget, sizes)
+    scale: dict[str, float] = {}
     for _ in range(config.rounds):
         batch, queue = queue[:config.measure_top], queue[config.measure_top:]
         if not batch:
