@@ -205,7 +205,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         report = with_paths_relative(report, staging)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         write_json(staging / "manifest.json", manifest)
-        write_json(staging / "search.json", search_record(search_result, profile, config.budget, data))
+        write_json(staging / "search.json", search_record(search_result, profile, config.budget, data,
+                                                           teacher.module))
         from edgekd.report import render_markdown
         from edgekd.report_html import render_html
 
@@ -229,7 +230,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     teacher = run_teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
-    write_json(out, search_record(result, profile, config.budget, data))
+    write_json(out, search_record(result, profile, config.budget, data, teacher.module))
     return result
 
 
@@ -273,7 +274,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
 
         stamp_data_metadata(art, data)
         # what `compress --distilled` reports from
-        write_json(staging / "search.json", search_record(result, profile, config.budget, data))
+        write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module))
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
             "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
@@ -301,7 +302,7 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     if config.search_file:
         from edgekd.search_file import load_search
 
-        result = load_search(config.search_file, data, profile, config.budget_ms)
+        result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log)
         log(f"search: reusing {config.search_file}")
     else:
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")

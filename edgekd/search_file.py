@@ -10,16 +10,36 @@ from typing import Any
 from edgekd.errors import ConfigError
 
 
-def search_record(result: Any, profile: Any, budget: Any, data: Any) -> dict[str, Any]:
-    """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget and
-    data it was measured for, so that reusing it for others is refused."""
-    return {**result.to_dict(), "profile": profile.name, "budget": budget.to_dict(), "data": data.describe()}
+def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None) -> dict[str, Any]:
+    """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
+    and teacher it was measured for, so that reusing it for others is refused (or, where only the proxy's
+    scores depend on them, said)."""
+    record = {**result.to_dict(), "profile": profile.name, "budget": budget.to_dict(), "data": data.describe()}
+    return {**record, "teacher": teacher_record(teacher)} if teacher is not None else record
 
 
-def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None) -> Any:
+def teacher_record(module: Any) -> dict[str, Any]:
+    """The teacher's architecture as a search.json records it: a hash of its parameters' and buffers' names
+    and shapes (not their values), and its parameter count. A student of a teacher-derived space (``pruned``)
+    is that architecture with channels removed, so its latency holds for this architecture only."""
+    import hashlib
+
+    named = getattr(module, "named_parameters", None)
+    if named is None:  # a callable that is not an nn.Module has nothing to compare
+        return {}
+    tensors = [*named(), *module.named_buffers()]
+    shapes = "\n".join(f"{name}:{tuple(t.shape)}" for name, t in tensors)
+    return {"architecture": hashlib.sha256(shapes.encode()).hexdigest()[:16],
+            "params": int(sum(p.numel() for p in module.parameters()))}
+
+
+def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None, teacher: Any = None,
+                log: Any = None) -> Any:
     """The SearchResult in ``path``, read once. A missing or foreign file, or one made for other data or
-    another profile, or whose student misses this budget, is a ConfigError: its ranking and latencies were
-    measured for what it records."""
+    another profile, or whose student misses this budget, or whose student was pruned from another
+    teacher than ``teacher``, is a ConfigError: its ranking and latencies were measured for what it records.
+    A ranking whose proxy scored the candidates against other images or another teacher is only said to
+    ``log``: the students and their latencies still hold."""
     from edgekd.types import SearchResult
 
     path = Path(path)
@@ -43,4 +63,33 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     if budget_ms is not None and chosen_ms is not None and chosen_ms > budget_ms:
         raise ConfigError(f"the student '{path}' chose measured {chosen_ms:.3f} ms, over --budget-ms {budget_ms:g}",
                           fix)
+    for warning in _other_sources(path, raw, result, recorded, here, teacher, fix):
+        (log or (lambda _m: None))(f"warning: {warning}")
     return result
+
+
+def _other_sources(path: Path, raw: dict[str, Any], result: Any, recorded: dict[str, Any], here: dict[str, Any],
+                   teacher: Any, fix: str) -> list[str]:
+    """What differs between the run that made ``raw`` and this one without changing its students' latency
+    (warnings), and the one difference that does: a pruned student of another teacher (an error)."""
+    from edgekd.search.spaces import SPACES
+
+    warnings = []
+    was = (raw.get("teacher") or {}).get("architecture")
+    now = teacher_record(teacher).get("architecture") if teacher is not None else None
+    if was and now and was != now:
+        space = result.chosen.spec.space
+        if space in SPACES and hasattr(SPACES.get(space), "bind"):
+            raise ConfigError(f"'{path}' chose a '{space}' student of another teacher (architecture {was}, "
+                              f"{raw['teacher'].get('params', 0):,} params; this one is {now}): its channels and "
+                              f"latency were measured for that network", fix.replace("this data", "this teacher, data"))
+        if result.proxy != "params":
+            warnings.append(f"'{path}' ranked its candidates with '{result.proxy}' against another teacher "
+                            f"(architecture {was}, this one is {now}); its students and latencies hold, its scores "
+                            f"came from that teacher: run `edgekd search` again to rank against this one")
+    names = ("name", "class_names")
+    if result.proxy != "params" and any(k in recorded and recorded[k] != here[k] for k in names):
+        warnings.append(f"'{path}' ranked its candidates with '{result.proxy}' on data '{recorded.get('name')}', and "
+                        f"this run's is '{here['name']}'; its students and latencies hold, its scores came from those "
+                        f"images: run `edgekd search` again to rank on this data")
+    return warnings

@@ -117,6 +117,7 @@ def test_the_run_folders_search_json_is_refused_for_another_profile(result, teac
 
     recorded = json.loads((result.out / "search.json").read_text())
     assert recorded["profile"] == "fast-test" and recorded["data"]["input_shape"] == [1, 16, 16]
+    assert set(recorded["teacher"]) == {"architecture", "params"}
     module, weights = teacher_files
     config = CompressConfig(out=str(tmp_path / "o"), teacher=f"{module}:build", weights=str(weights), resolution=16,
                             profile="host-cpu", search_file=str(result.out / "search.json"), epochs=1,

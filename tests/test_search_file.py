@@ -1,0 +1,58 @@
+"""search.json records the teacher it was searched for: a pruned student of another teacher is refused, and
+a ranking whose proxy scored candidates against another teacher or other images is said, not silently reused."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from edgekd.errors import ConfigError
+from edgekd.profiles import load_profile
+from edgekd.search_file import load_search, search_record, teacher_record
+from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
+
+
+def _write(tmp_path, data, teacher, space="pruned", proxy="params"):
+    chosen = Candidate(StudentSpec(space, {"keep": [0.5]}), 1000, 4000, 1.0, latency_ms=0.1, predicted_ms=0.1)
+    result = SearchResult(chosen, (chosen,), proxy, 1, 1, 0.1, precision="int8")
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps(search_record(result, load_profile("host-cpu"), Budget(), data, teacher)))
+    return path
+
+
+def test_the_record_holds_the_teachers_architecture_not_its_weights():
+    a, b = torch.nn.Conv2d(1, 8, 3), torch.nn.Conv2d(1, 8, 3)
+    assert teacher_record(a) == teacher_record(b) and teacher_record(a)["params"] == 80
+    assert teacher_record(a)["architecture"] != teacher_record(torch.nn.Conv2d(1, 12, 3))["architecture"]
+    assert teacher_record(lambda x: x) == {}  # a plain callable has nothing to compare
+
+
+def test_a_pruned_student_of_another_teacher_is_refused(tmp_path, small_data):
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3))
+    with pytest.raises(ConfigError, match=r"chose a 'pruned' student of another teacher .*80 params.*measured for "
+                                          r"that network") as exc:
+        load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3))
+    assert "again for this teacher, data, profile and budget" in exc.value.fix
+    load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 8, 3))  # the same one
+
+
+def test_another_teacher_or_other_images_are_said_when_the_proxy_scored_against_them(tmp_path, small_data):
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3), space="mbv2", proxy="diswot")
+    lines: list[str] = []
+    other = replace(small_data, name="other-folder")
+    load_search(path, other, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3), lines.append)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"warning: '{path}' ranked its candidates with 'diswot' against another teacher")
+    assert f"on data '{small_data.name}'" in lines[1]
+    assert "this run's is 'other-folder'" in lines[1] and "run `edgekd search` again" in lines[1]
+
+
+def test_a_params_ranking_and_an_unrecorded_teacher_are_reused_without_a_word(tmp_path, small_data):
+    lines: list[str] = []
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3), space="mbv2")
+    load_search(path, replace(small_data, name="other"), load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3),
+                lines.append)
+    path = _write(tmp_path, small_data, None)  # written before the teacher was recorded
+    load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3), lines.append)
+    assert lines == []
