@@ -9,6 +9,8 @@ from typing import Any
 
 from edgekd.errors import ConfigError
 
+FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file that is not a search result
+
 
 def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None) -> dict[str, Any]:
     """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
@@ -49,8 +51,11 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     except FileNotFoundError:
         raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"'{path}' is not a search result ({exc})",
-                          "pass the JSON file `edgekd search --out` wrote") from None
+        raise ConfigError(f"'{path}' is not a search result ({exc})", FOREIGN) from None
+    for key, kind in (("data", dict), ("teacher", dict), ("profile", str)):
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise ConfigError(f"'{path}' is not a search result (its '{key}' is not a JSON "
+                              f"{'object' if kind is dict else 'string'})", FOREIGN)
     fix = "run `edgekd search` again for this data, profile and budget, or drop --search"
     recorded, here = raw.get("data") or {}, data.describe()
     for key in ("input_shape", "num_classes"):
@@ -80,9 +85,11 @@ def _other_sources(path: Path, raw: dict[str, Any], result: Any, recorded: dict[
     if was and now and was != now:
         space = result.chosen.spec.space
         if space in SPACES and hasattr(SPACES.get(space), "bind"):
-            raise ConfigError(f"'{path}' chose a '{space}' student of another teacher (architecture {was}, "
-                              f"{raw['teacher'].get('params', 0):,} params; this one is {now}): its channels and "
-                              f"latency were measured for that network", fix.replace("this data", "this teacher, data"))
+            params = raw["teacher"].get("params")
+            size = f", {params:,} params" if isinstance(params, int) else ""
+            raise ConfigError(f"'{path}' chose a '{space}' student of another teacher (architecture {was}{size}; "
+                              f"this one is {now}): its channels and latency were measured for that network",
+                              fix.replace("this data", "this teacher, data"))
         if result.proxy != "params":
             warnings.append(f"'{path}' ranked its candidates with '{result.proxy}' against another teacher "
                             f"(architecture {was}, this one is {now}); its students and latencies hold, its scores "

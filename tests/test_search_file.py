@@ -56,3 +56,21 @@ def test_a_params_ranking_and_an_unrecorded_teacher_are_reused_without_a_word(tm
     path = _write(tmp_path, small_data, None)  # written before the teacher was recorded
     load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3), lines.append)
     assert lines == []
+
+
+@pytest.mark.parametrize("key, value, kind", [("data", [1, 16, 16], "object"), ("teacher", "resnet18", "object"),
+                                              ("profile", {"name": "host-cpu"}, "string")])
+def test_a_record_whose_context_has_the_wrong_type_is_not_a_search_result(tmp_path, small_data, key, value, kind):
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3))
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, key: value}))
+    with pytest.raises(ConfigError, match=rf"is not a search result \(its '{key}' is not a JSON {kind}\)"):
+        load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3))
+
+
+def test_a_recorded_teacher_without_a_parameter_count_is_still_named_in_the_refusal(tmp_path, small_data):
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3))
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "teacher": {"architecture": "abc", "params": "many"}}))
+    with pytest.raises(ConfigError, match=r"another teacher \(architecture abc; this one is [0-9a-f]{16}\)"):
+        load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3))
