@@ -107,13 +107,13 @@ def remeasure(args: argparse.Namespace) -> None:
     timed: dict[str, dict[str, float]] = {}
     for space in dict.fromkeys(r["space"] for r in record["runs"]):
         runs = [r for r in record["runs"] if r["space"] == space and "spec" in r]
-        keys = list(dict.fromkeys(StudentSpec.from_dict(r["spec"]).key() for r in runs))
-        specs = {StudentSpec.from_dict(r["spec"]).key(): StudentSpec.from_dict(r["spec"]) for r in runs}
+        specs = {_key(r): StudentSpec.from_dict(r["spec"]) for r in runs}  # each chosen student once, in order
+        keys = list(specs)
         family = resolve_space(space, teacher, data.input_shape)
         models = []
-        for key in keys:
+        for spec in specs.values():
             torch.manual_seed(runs[0]["seed"])  # as the search builds its candidates
-            models.append(family.build(specs[key].config, data.input_shape, data.num_classes))
+            models.append(family.build(spec.config, data.input_shape, data.num_classes))
         with tempfile.TemporaryDirectory(prefix="edgekd-repeat-") as tmp:
             paths = export_for_timing(models, "int8", calib, Path(tmp))
             ref = reference_model(data.input_shape, data.num_classes, Path(tmp))

@@ -68,13 +68,13 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     if budget_ms is not None and chosen_ms is not None and chosen_ms > budget_ms:
         raise ConfigError(f"the student '{path}' chose measured {chosen_ms:.3f} ms, over --budget-ms {budget_ms:g}",
                           fix)
-    for warning in _other_sources(path, raw, result, recorded, here, teacher, fix):
+    for warning in _other_sources(path, raw, result, recorded, here, teacher):
         (log or (lambda _m: None))(f"warning: {warning}")
     return result
 
 
 def _other_sources(path: Path, raw: dict[str, Any], result: Any, recorded: dict[str, Any], here: dict[str, Any],
-                   teacher: Any, fix: str) -> list[str]:
+                   teacher: Any) -> list[str]:
     """What differs between the run that made ``raw`` and this one without changing its students' latency
     (warnings), and the one difference that does: a pruned student of another teacher (an error)."""
     from edgekd.search.spaces import SPACES
@@ -89,7 +89,8 @@ def _other_sources(path: Path, raw: dict[str, Any], result: Any, recorded: dict[
             size = f", {params:,} params" if isinstance(params, int) else ""
             raise ConfigError(f"'{path}' chose a '{space}' student of another teacher (architecture {was}{size}; "
                               f"this one is {now}): its channels and latency were measured for that network",
-                              fix.replace("this data", "this teacher, data"))
+                              "run `edgekd search` again for this teacher, data, profile and budget, or drop "
+                              "--search")
         if result.proxy != "params":
             warnings.append(f"'{path}' ranked its candidates with '{result.proxy}' against another teacher "
                             f"(architecture {was}, this one is {now}); its students and latencies hold, its scores "
