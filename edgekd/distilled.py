@@ -19,7 +19,7 @@ from edgekd.types import DistillResult, EpochRecord, SearchResult, StudentSpec
 # The recipe keys that made the student: taken from distill.json, never from the compress invocation.
 TRAINED_WITH = ("space", "proxy", "candidates", "latency_anchors", "precision", "epochs", "lr",
                 "batch_size", "temperature", "alpha", "augment", "losses", "hint_student", "hint_teacher", "labels",
-                "qat_epochs", "qat_lr", "qat_full_range", "target_ms", "prune_steps", "prune_importance",
+                "qat_epochs", "qat_lr", "qat_full_range", "keep_epoch", "target_ms", "prune_steps", "prune_importance",
                 "prune_round_to", "seed")
 
 
@@ -65,7 +65,7 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     model = _student(folder, spec, recipe, teacher, data)
     result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
                            distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
-                           distill.get("qat_start"))
+                           distill.get("qat_start"), distill.get("keep", "best"))
     return Distilled(search, result, recipe)
 
 

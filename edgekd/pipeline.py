@@ -53,6 +53,7 @@ class CompressConfig:
     qat_epochs: int = 0  # last epochs of distillation run quantization-aware
     qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning (None: lr / 10)
     qat_full_range: bool = False  # QAT int8 weights in [-127, 127] (VNNI x86, ARM) instead of [-64, 64]
+    keep_epoch: str = "best"  # whose weights distillation returns: "best" or "near-best" (DistillConfig.keep)
     target_ms: float | None = None  # pruning-aware KD until the measured latency reaches this
     prune_steps: int = 8
     prune_importance: str = "l2"
@@ -123,7 +124,7 @@ class CompressConfig:
                              losses=self.losses, student_taps=_paths(self.hint_student),
                              teacher_taps=_paths(self.hint_teacher), use_labels=self.labels,
                              qat_epochs=self.qat_epochs, qat_lr=self.qat_lr,
-                             qat_reduce_range=not self.qat_full_range)
+                             qat_reduce_range=not self.qat_full_range, keep=self.keep_epoch)
 
     def prune_config(self) -> Any:
         from edgekd.distill.prune import PruneConfig
@@ -340,7 +341,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
                           checkpoint=checkpoint, resume=resume, log=log)
-        log(f"distill: best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()}")
+        log(f"distill: {trained.kept_line()}")
     if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
         # Few images and few epochs leave a student untrained with no error anywhere; say why here, where
         # the fix is, rather than only as an accuracy drop in the final table.

@@ -6,6 +6,8 @@ helpers are shared with the other test_distill_* files and the resume script.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,43 @@ def test_distillation_is_seeded_and_keeps_the_best_epoch(data, teacher):
     best = max(a.history, key=lambda h: h.val_accuracy)
     assert a.best_val_accuracy == best.val_accuracy
     assert accuracy(predict(a.model, data.x_test), data.y_test) > 0.45  # chance: 0.25
+
+
+def _epochs_kept(history, images):
+    """(best, near-best) computed from a run's history, as the two rules define them."""
+    from edgekd.distill.trainer import near_best_margin
+
+    peak = max(h.val_accuracy for h in history)
+    near = max(h.epoch for h in history if h.val_accuracy >= peak - near_best_margin(peak, images))
+    return next(h.epoch for h in history if h.val_accuracy == peak), near
+
+
+def test_near_best_keeps_the_latest_epoch_within_a_standard_error_of_the_best(data, teacher):
+    config = replace(FAST, epochs=10, lr=2e-2)  # its validation peaks at epoch 8 and ends within reach of it
+    best = distill(student(), data, config, teacher=teacher, progress=False)
+    near = distill(student(), data, replace(config, keep="near-best"), teacher=teacher, progress=False)
+    assert [(h.train_loss, h.val_accuracy) for h in best.history] == \
+        [(h.train_loss, h.val_accuracy) for h in near.history]  # the rule only chooses; training is the same
+    first_best, latest_near = _epochs_kept(near.history, len(data.y_val))
+    assert near.best_epoch == latest_near and near.keep == "near-best"
+    assert near.best_val_accuracy == near.history[latest_near - 1].val_accuracy
+    assert best.best_val_accuracy == max(h.val_accuracy for h in best.history) and best.keep == "best"
+    assert near.best_epoch > best.best_epoch >= first_best
+    assert "within one standard error" in near.kept_line() and "best validation" in best.kept_line()
+
+
+def test_the_near_best_margin_is_a_standard_error_and_at_least_one_image():
+    from edgekd.distill.trainer import near_best_margin
+
+    assert 1 / 179 < near_best_margin(1.0, 179) < 1 / 179 + 1e-9  # 178/179 is within it despite rounding
+    assert 1.0 - near_best_margin(1.0, 179) <= 178 / 179
+    assert near_best_margin(0.9, 10_000) == pytest.approx(0.003)  # sqrt(0.9 * 0.1 / 10000)
+    assert near_best_margin(0.5, 100) == pytest.approx(0.05)
+
+
+def test_an_unknown_keep_rule_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown keep rule 'last'; choose one of: best, near-best"):
+        DistillConfig(keep="last")
 
 
 @pytest.mark.parametrize("losses", ["kd", "dkd", "dist", "hint", "rkd", "at", "kd:1,hint:0.5", "dkd:1,at:1,rkd:1"])

@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,16 @@ def test_resuming_a_finished_run_returns_its_best_weights(data, tmp_path):
     assert again.best_epoch == first.best_epoch and len(again.history) == 2
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_resumed_near_best_run_keeps_what_the_uninterrupted_one_kept(data, tmp_path):
+    path = tmp_path / "run.pt"
+    config = replace(QUICK, epochs=5, keep="near-best")
+    first = distill(student(), data, config, progress=False, checkpoint=path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["best"]["peak"] == max(h.val_accuracy for h in first.history)
+    again = distill(student(seed=5), data, config, progress=False, checkpoint=path, resume=True)
+    assert (again.best_epoch, again.keep) == (first.best_epoch, "near-best")
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(data, tmp_path):

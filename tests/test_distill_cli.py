@@ -50,6 +50,23 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
     assert code == 2 and "another run configuration (epochs: 2 -> 3)" in err, err
 
 
+def test_distill_keeps_the_near_best_epoch_when_asked(run_cli, common, searched, tmp_path):
+    out = tmp_path / "d"
+    code, stdout, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--keep-epoch",
+                                "near-best", "--out", out)
+    assert code == 0, err
+    info = json.loads((out / "distill.json").read_text())
+    assert info["recipe"]["keep_epoch"] == "near-best" and info["distill"]["keep"] == "near-best"
+    assert "the latest epoch within one standard error of the best (--keep-epoch near-best)" in stdout
+    code, _, err = run_cli("distill", *common, "--search", searched, "--keep-epoch", "last", "--out", tmp_path / "x")
+    assert code == 2 and "'last' is not one of 'best', 'near-best'" in err and not (tmp_path / "x").exists()
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('keep_epoch = "latest"\n')
+    code, _, err = run_cli("distill", *common, "--search", searched, "--config", recipe, "--out", tmp_path / "y")
+    assert code == 2 and "unknown keep rule 'latest'; choose one of: best, near-best" in err, err
+    assert not (tmp_path / "y").exists()
+
+
 def test_resume_without_a_checkpoint_and_bad_losses(run_cli, common, searched, tmp_path):
     code, _, err = run_cli("distill", *common, "--search", searched, "--out", tmp_path / "none", "--resume")
     assert code == 2 and "nothing to resume" in err

@@ -65,6 +65,10 @@ _COMPRESS_OPTIONS = [
     click.option("--qat-full-range/--qat-reduced-range", default=None,
                  help="QAT int8 weights in [-127, 127], for CPUs with int8 dot products (x86 VNNI, ARM), or in "
                       "[-64, 64] (default: safe on every x86 CPU, where older int8 kernels saturate)."),
+    click.option("--keep-epoch", type=click.Choice(["best", "near-best"]),
+                 help="Whose weights distillation keeps: the best validation epoch, or the latest one within one "
+                      "standard error of it (near-best; a small validation set tells epochs apart by chance) "
+                      "(default: best)."),
     click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
     click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
     click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
@@ -89,7 +93,7 @@ _COMPRESS_OPTIONS = [
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--opset",
                   "--search",
                   "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
-                  "--qat-full-range", "--target-ms",
+                  "--qat-full-range", "--keep-epoch", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
                   "--min-accuracy", "--max-accuracy-drop", "--distilled"}
 # Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
@@ -225,5 +229,4 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
                  "--resume to continue" if checkpoint.is_file() else f"interrupted: nothing was written to {out}/")
     trained = run_distill(config, out, resume=resume, log=log)
-    click.echo(f"best validation accuracy {trained.best_val_accuracy * 100:.2f}% at {trained.selection()} "
-               f"-> {out}/ (student.pt, distill.json)")
+    click.echo(f"{trained.kept_line()} -> {out}/ (student.pt, distill.json)")

@@ -21,6 +21,7 @@ class Progress:
     best_acc: float = -1.0
     best_loss: float = math.inf
     best_epoch: int = 0
+    peak_acc: float = -1.0  # the best validation accuracy so far, which "near-best" keeps within reach of
     history: list[EpochRecord] = field(default_factory=list)
 
 

@@ -80,7 +80,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     student.load_state_dict(state.best_state)
     student.eval()
     return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
-                         str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None)
+                         str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None,
+                         config.keep)
 
 
 def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str,
@@ -286,10 +287,26 @@ def _record(run: RunState, state: Progress, epoch: int, train_loss: float, secon
     val_acc, val_loss = _validate(run)
     state.history.append(EpochRecord(epoch, train_loss, val_acc, seconds))
     state.epoch = epoch
-    # Small validation sets tie on accuracy often; the lower validation loss breaks the tie.
-    if (val_acc, -val_loss) > (state.best_acc, -state.best_loss):
+    state.peak_acc = max(state.peak_acc, val_acc)
+    if _keeps(run, state, epoch, val_acc, val_loss):
         state.best_acc, state.best_loss, state.best_epoch = val_acc, val_loss, epoch
         state.best_state = copy.deepcopy(run.student.state_dict())
+
+
+def _keeps(run: RunState, state: Progress, epoch: int, val_acc: float, val_loss: float) -> bool:
+    """Whether this epoch's weights replace the kept ones (``DistillConfig.keep``)."""
+    qat = run.config.qat_epochs and epoch >= run.config.qat_start
+    if run.config.keep == "best" or qat:
+        # Small validation sets tie on accuracy often; the lower validation loss breaks the tie.
+        return (val_acc, -val_loss) > (state.best_acc, -state.best_loss)
+    return val_acc >= state.peak_acc - near_best_margin(state.peak_acc, len(run.val_targets))
+
+
+def near_best_margin(peak: float, images: int) -> float:
+    """How far below the best validation accuracy an epoch may be and still count as tied with it: one
+    binomial standard error of the best, and at least one image (a hair under, so that exactly one image
+    below is within it despite rounding)."""
+    return max(1.0 / images, math.sqrt(max(peak * (1.0 - peak), 0.0) / images)) * (1 + 1e-9)
 
 
 def _validate(run: RunState) -> tuple[float, float]:
@@ -311,7 +328,7 @@ def _save(run: RunState, state: Progress, path: Path) -> None:
         "scheduler": run.sched.state_dict(),
         "rng": rng_state(run.rng),
         "best": {"state": state.best_state, "epoch": state.best_epoch, "accuracy": state.best_acc,
-                 "loss": state.best_loss},
+                 "loss": state.best_loss, "peak": state.peak_acc},
         "history": [h.to_dict() for h in state.history],
     })
 
@@ -330,7 +347,8 @@ def _restore(run: RunState, path: Path) -> Progress:
     set_rng_state(data["rng"], run.rng)
     best = data["best"]
     return Progress(int(data["epoch"]), best["state"], float(best["accuracy"]), float(best["loss"]),
-                     int(best["epoch"]), [EpochRecord.from_dict(h) for h in data["history"]])
+                    int(best["epoch"]), float(best.get("peak", best["accuracy"])),
+                    [EpochRecord.from_dict(h) for h in data["history"]])
 
 
 def _prepare_qat(run: RunState) -> None:

@@ -58,6 +58,9 @@ def _as_names(value: Any, field_name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
+KEEP_RULES = ("best", "near-best")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """One training recipe. ``teacher`` absent means plain supervised training.
@@ -83,6 +86,13 @@ class DistillConfig:
     onnxruntime's x86 u8s8 kernels without VNNI add pairs of products in 16 bits, which saturate with full
     [-127, 127] weights so the int8 model no longer computes what the QAT model learned (top-1 agreement
     fell to 95-97% here, 100% with the reduced range); ``False`` suits ARM and VNNI targets.
+
+    ``keep`` names the epoch whose weights the run returns. ``"best"``: the best validation accuracy, ties
+    broken by the lower validation loss. ``"near-best"``: the latest epoch whose validation accuracy is
+    within one binomial standard error of the best (at least one validation image), since a validation
+    set of a few hundred images tells epochs apart by chance, and the one-cycle schedule's last epochs are
+    the converged ones. QAT epochs are always kept on ``"best"``: they replace the calibrated student only
+    when they validate better.
     """
 
     epochs: int = 30
@@ -104,6 +114,7 @@ class DistillConfig:
     qat_freeze_observer_epochs: int = 1
     qat_reduce_range: bool = True
     qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning; None: lr / 10
+    keep: str = "best"  # which epoch's weights are returned: "best" or "near-best" (see above)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -122,6 +133,9 @@ class DistillConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative number, got {value!r}", "pass a number >= 0")
         self._check_qat()
+        if self.keep not in KEEP_RULES:
+            raise ConfigError(f"unknown keep rule {self.keep!r}; choose one of: {', '.join(KEEP_RULES)}",
+                              "pass --keep-epoch best or --keep-epoch near-best")
         object.__setattr__(self, "losses", parse_losses(self.losses) if self.losses else ())
         object.__setattr__(self, "student_taps", _as_names(self.student_taps, "student_taps"))
         object.__setattr__(self, "teacher_taps", _as_names(self.teacher_taps, "teacher_taps"))
@@ -221,6 +235,7 @@ class DistillResult:
     selected_on: str = "val_labels"  # or "teacher_agreement" when the validation split has no labels
     checkpoint: str | None = None  # the last checkpoint written, when checkpointing was on
     qat_start: int | None = None  # the first quantization-aware epoch, None without QAT
+    keep: str = "best"  # the rule that chose best_epoch (DistillConfig.keep)
 
     @property
     def kept_calibrated(self) -> bool:
@@ -235,6 +250,13 @@ class DistillResult:
             return f"epoch {self.best_epoch}'s weights quantized before QAT (no QAT epoch validated better)"
         return f"epoch {self.best_epoch}"
 
+    def kept_line(self) -> str:
+        """Which weights were kept and how they validated, in one line."""
+        if self.keep == "best" or self.kept_calibrated:
+            return f"best validation accuracy {self.best_val_accuracy * 100:.2f}% at {self.selection()}"
+        return (f"validation accuracy {self.best_val_accuracy * 100:.2f}% at {self.selection()}, the latest "
+                "epoch within one standard error of the best (--keep-epoch near-best)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_epoch": self.best_epoch,
@@ -242,5 +264,6 @@ class DistillResult:
             "selected_on": self.selected_on,
             "checkpoint": self.checkpoint,
             "qat_start": self.qat_start,
+            "keep": self.keep,
             "history": [h.to_dict() for h in self.history],
         }

@@ -1,0 +1,163 @@
+"""Which epoch distillation keeps: the best validation epoch, or the latest one within one standard error of
+it (``--keep-epoch best`` / ``near-best``), on digits with compress's distillation defaults.
+
+Each (student, seed) is distilled once per rule. The rule only chooses whose weights a run returns, so the two
+runs must have the same history; the script checks that, then compares the kept students' test accuracy,
+paired by seed. For `make demo`'s student it also counts the seeds that end within 1 point of the teacher
+(the foundation issue's figure, for the fp32 student here; int8 is exported by `compress`).
+
+Writes benchmarks/results/distill_selection.{md,json}.
+
+    .venv/bin/python benchmarks/distill_selection.py [--seeds 1,2,3,4,5] [--epochs 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_results  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "distill_selection"
+STUDENTS = {  # name -> mbv2 config
+    # What `make demo`'s search chose on digits, int8 under 0.5 ms and 128 KB (69,260 parameters).
+    "demo": {"stem": 16, "widths": [12, 32, 32], "depths": [2, 2, 1], "expands": [4, 6, 6], "kernels": [5, 5, 5],
+             "se": [0, 1, 0]},
+    # distill_methods.py's student (20,558 parameters).
+    "small": {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [3, 3, 3], "kernels": [3, 3, 3]},
+}
+RULES = ("best", "near-best")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = print) -> dict:
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import accuracy, distill, predict
+    from edgekd.pipeline import CompressConfig
+    from edgekd.search.spaces import SPACES
+    from edgekd.teacher import default_teacher
+
+    data = load_data(None)
+    teacher = default_teacher(data, progress=False).module
+    teacher_acc = accuracy(predict(teacher, data.x_test), data.y_test)
+    rows = []
+    for name, cfg in students.items():
+        for seed in seeds:
+            row: dict[str, Any] = {"student": name, "seed": seed}
+            histories = []
+            for rule in RULES:
+                config = CompressConfig(epochs=epochs, seed=seed, keep_epoch=rule).distill_config()
+                torch.manual_seed(seed)
+                student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
+                started = time.perf_counter()
+                result = distill(student, data, config, teacher=teacher, progress=False)
+                row[rule] = {"test": accuracy(predict(result.model, data.x_test), data.y_test),
+                             "epoch": result.best_epoch, "val": result.best_val_accuracy,
+                             "seconds": round(time.perf_counter() - started, 1)}
+                histories.append([(h.epoch, h.train_loss, h.val_accuracy) for h in result.history])
+            if histories[0] != histories[1]:
+                raise SystemExit(f"{name} seed {seed}: the two rules' runs trained differently; the comparison "
+                                 "assumes the rule only chooses among the same epochs")
+            row["val_by_epoch"] = [v for _, _, v in histories[0]]
+            row["params"] = sum(p.numel() for p in student.parameters())
+            rows.append(row)
+            log(f"{name} seed {seed}: " + ", ".join(f"{r} epoch {row[r]['epoch']} test {row[r]['test']:.4f}"
+                                                      for r in RULES))
+    return {"teacher_test": teacher_acc, "rows": rows, "summary": summarise(rows, teacher_acc),
+            "meta": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds, "epochs": epochs,
+                     "validation_images": len(data.y_val), "test_images": len(data.y_test),
+                     "recipe": "compress defaults: KD T=4 alpha 0.9, lr 5e-3 one-cycle, batch 64, no augmentation",
+                     "tools": _tools()}}
+
+
+def _tools() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "numpy")} | {"python": platform.python_version()}
+
+
+def _paired(diffs: list[float]) -> dict[str, float]:
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return {"mean": statistics.mean(diffs), "se": se, "n": len(diffs)}
+
+
+def summarise(rows: list[dict], teacher_acc: float) -> dict:
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["student"] for r in rows):
+        mine = [r for r in rows if r["student"] == name]
+        out[name] = {
+            **{rule: {"mean": statistics.mean(r[rule]["test"] for r in mine),
+                      "std": statistics.pstdev(r[rule]["test"] for r in mine),
+                      "epoch_median": statistics.median(r[rule]["epoch"] for r in mine),
+                      "within_1pt_of_teacher": sum(r[rule]["test"] >= teacher_acc - 0.01 for r in mine)}
+               for rule in RULES},
+            "diff_points": _paired([100 * (r["near-best"]["test"] - r["best"]["test"]) for r in rows
+                                    if r["student"] == name]),
+            "seeds": len(mine)}
+    out["all"] = {"diff_points": _paired([100 * (r["near-best"]["test"] - r["best"]["test"]) for r in rows])}
+    return out
+
+
+def markdown(record: dict) -> str:
+    meta, summary = record["meta"], record["summary"]
+    lines = ["# Which epoch distillation keeps (digits)", "",
+             f"Run {meta['date']} on {meta['cpu']}; seeds {', '.join(map(str, meta['seeds']))}; {meta['epochs']} "
+             f"epochs, {meta['recipe']}; {meta['validation_images']} validation and {meta['test_images']} test "
+             f"images; teacher (this machine's default) {record['teacher_test'] * 100:.2f}% on test. Rerun: "
+             "`python benchmarks/distill_selection.py`.", "",
+             "*best*: the best validation epoch (ties to the lower validation loss). *near-best*: the latest epoch "
+             "within one standard error of the best validation accuracy (at least one image). Both from the "
+             "same training trajectory (checked). Test accuracy, mean ± std over seeds; difference paired by "
+             "seed, ± its standard error.", "",
+             "| student | params | best: test % | best: epoch (median) | near-best: test % | near-best: epoch "
+             "(median) | near-best - best (points) | seeds within 1 pt of the teacher (best / near-best) |",
+             "|---|---:|---|---:|---|---:|---|---|"]
+    params = {r["student"]: r["params"] for r in record["rows"]}
+    for name, s in summary.items():
+        if name == "all":
+            continue
+        b, n, d = s["best"], s["near-best"], s["diff_points"]
+        lines.append(f"| {name} | {params[name]:,} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
+                     f"{b['epoch_median']:g} | {100 * n['mean']:.2f} ± {100 * n['std']:.2f} | "
+                     f"{n['epoch_median']:g} | {d['mean']:+.2f} ± {d['se']:.2f} | "
+                     f"{b['within_1pt_of_teacher']} / {n['within_1pt_of_teacher']} of {s['seeds']} |")
+    d = summary["all"]["diff_points"]
+    lines += ["", f"All {d['n']} (student, seed) pairs: near-best - best = {d['mean']:+.2f} ± {d['se']:.2f} points.",
+              "", "| student | seed | best: epoch, test % | near-best: epoch, test % |", "|---|---:|---|---|"]
+    for r in record["rows"]:
+        lines.append(f"| {r['student']} | {r['seed']} | {r['best']['epoch']}, {100 * r['best']['test']:.2f} | "
+                     f"{r['near-best']['epoch']}, {100 * r['near-best']['test']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of: {', '.join(STUDENTS)}")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    students = {name: STUDENTS[name] for name in args.students.split(",")}
+    record = run(students, [int(s) for s in args.seeds.split(",")], args.epochs)
+    write_results(args.out, record, markdown(record))
+
+
+if __name__ == "__main__":
+    main()
