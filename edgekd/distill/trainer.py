@@ -1,9 +1,9 @@
 """The one training loop: supervised training (no teacher) and distillation are the same loop with a
-different loss. Seeded, best-on-validation, with a progress bar, feature taps for the feature losses,
-and an atomic checkpoint after every epoch that a killed run resumes from bit for bit. With
-``qat_epochs`` the last epochs are quantization-aware: the student is fake-quantized in place (see
-``edgekd.distill.qat``) at the start of the first QAT epoch, from the best fp32 epoch's weights, and
-fine-tuned with its own optimizer and schedule."""
+different loss. Seeded, keeping the best validation epoch (or the latest near it, ``DistillConfig.keep``), with
+a progress bar, feature taps for the feature losses, and an atomic checkpoint after every epoch that a killed run
+resumes from bit for bit. With ``qat_epochs`` the last epochs are quantization-aware: the student is
+fake-quantized in place (see ``edgekd.distill.qat``) at the start of the first QAT epoch, from the kept fp32
+epoch's weights, and fine-tuned with its own optimizer and schedule."""
 
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     ``checkpoint`` is a file written atomically after every epoch; ``resume=True`` continues from it
     (``resume=PATH`` from that file) and, with the same config and seed, ends with the same weights as
     an uninterrupted run. Started by ``torchrun --nproc-per-node N``, the N processes train one model
-    data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of its best
-    validation epoch; with ``config.qat_epochs`` the student is the fake-quantized QAT model (prepared in
-    place) and its best epoch is the best QAT epoch, or ``qat_start - 1`` when the calibrated student
-    before any QAT step validated best. Without a progress bar, ``log`` hears how the epochs go (a
-    heartbeat, ``edgekd.heartbeat``).
+    data-parallel (see ``edgekd.distill.ddp``). Returns the student with the weights of the epoch
+    ``config.keep`` chooses (its best validation epoch by default); with ``config.qat_epochs`` the student
+    is the fake-quantized QAT model (prepared in place) and its best epoch is the best QAT epoch, or
+    ``qat_start - 1`` when the calibrated student before any QAT step validated best. Without a progress
+    bar, ``log`` hears how the epochs go (a heartbeat, ``edgekd.heartbeat``).
     """
     import torch
 
