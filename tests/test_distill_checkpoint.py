@@ -7,6 +7,7 @@ the training run that the kill test starts in a subprocess and kills.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -70,6 +71,21 @@ def test_a_resumed_near_best_run_keeps_what_the_uninterrupted_one_kept(data, tmp
     assert ckpt["best"]["peak"] == max(h.val_accuracy for h in first.history)
     again = distill(student(seed=5), data, config, progress=False, checkpoint=path, resume=True)
     assert (again.best_epoch, again.keep) == (first.best_epoch, "near-best")
+    with pytest.raises(ConfigError, match=r"another run configuration \(keep: 'near-best' -> None\)"):
+        distill(student(), data, replace(config, keep="best"), progress=False, checkpoint=path, resume=True)
+
+
+def test_a_checkpoint_from_before_the_keep_option_still_resumes(data, tmp_path):
+    """The default rule leaves the run description as it was, so a run checkpointed by an older edgekd
+    (no "keep" in its description, no "peak" in its best record) resumes."""
+    path = tmp_path / "run.pt"
+    first = distill(student(), data, QUICK, progress=False, checkpoint=path)
+    ckpt = torch.load(path, weights_only=True)
+    assert "keep" not in json.loads(ckpt["run"])["config"]
+    del ckpt["best"]["peak"]
+    torch.save(ckpt, path)
+    again = distill(student(seed=5), data, QUICK, progress=False, checkpoint=path, resume=True)
+    assert again.best_epoch == first.best_epoch
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(data, tmp_path):
