@@ -1,0 +1,153 @@
+"""Distillation with and without random shifts of the training images (``augment``), on digits with compress's
+other distillation defaults: the same students and seeds as ``distill_selection.py``.
+
+With augmentation the teacher labels every shifted batch afresh (its outputs cannot be computed once), so the
+student learns the teacher's function on images it has not seen, at the cost of a teacher pass per batch. Each
+(student, seed) is distilled once per setting, paired by seed.
+
+``--baseline results/distill_selection.json`` takes the no-augmentation runs from that record instead of training
+them again (its *best* columns are exactly those runs); the script refuses a record of other seeds, epochs or
+teacher accuracy.
+
+Writes benchmarks/results/distill_augment.{md,json}.
+
+    .venv/bin/python benchmarks/distill_augment.py [--seeds 1,2,3,4,5] [--baseline PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_selection import STUDENTS, _cpu, _paired, _tools  # noqa: E402
+from results_io import write_results  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "distill_augment"
+SETTINGS = ("plain", "augment")
+
+
+def _train(cfg: dict, seed: int, epochs: int, augment: bool, data: Any, teacher: Any) -> dict:
+    import torch
+
+    from edgekd.distill.trainer import accuracy, distill, predict
+    from edgekd.pipeline import CompressConfig
+    from edgekd.search.spaces import SPACES
+
+    torch.manual_seed(seed)
+    student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
+    started = time.perf_counter()
+    result = distill(student, data, CompressConfig(epochs=epochs, seed=seed, augment=augment).distill_config(),
+                     teacher=teacher, progress=False)
+    return {"test": accuracy(predict(result.model, data.x_test), data.y_test), "epoch": result.best_epoch,
+            "seconds": round(time.perf_counter() - started, 1),
+            "params": sum(p.numel() for p in student.parameters())}
+
+
+def baseline_runs(path: Path, students: list[str], seeds: list[int], epochs: int, teacher_acc: float) -> dict:
+    """(student, seed) -> the no-augmentation run recorded by distill_selection.py (its *best* rule)."""
+    record = json.loads(path.read_text())
+    meta = record["meta"]
+    if meta["epochs"] != epochs or abs(record["teacher_test"] - teacher_acc) > 1e-9 or meta["cpu"] != _cpu():
+        raise SystemExit(f"{path} was run on {meta['cpu']} with {meta['epochs']} epochs and a teacher at "
+                         f"{record['teacher_test']:.4f}, not on {_cpu()} with {epochs} and {teacher_acc:.4f}: "
+                         "run without --baseline")
+    runs = {(r["student"], r["seed"]): {**r["best"], "params": r["params"]} for r in record["rows"]}
+    missing = [(s, n) for s in students for n in seeds if (s, n) not in runs]
+    if missing:
+        raise SystemExit(f"{path} has no run for {missing[0][0]} seed {missing[0][1]}: run without --baseline")
+    return runs
+
+
+def run(students: dict[str, dict], seeds: list[int], epochs: int, baseline: Path | None = None,
+        log: Any = print) -> dict:
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import accuracy, predict
+    from edgekd.teacher import default_teacher
+
+    data = load_data(None)
+    teacher = default_teacher(data, progress=False).module
+    teacher_acc = accuracy(predict(teacher, data.x_test), data.y_test)
+    recorded = baseline_runs(baseline, list(students), seeds, epochs, teacher_acc) if baseline else {}
+    rows = []
+    for name, cfg in students.items():
+        for seed in seeds:
+            plain = recorded.get((name, seed)) or _train(cfg, seed, epochs, False, data, teacher)
+            row = {"student": name, "seed": seed, "params": plain["params"], "plain": plain,
+                   "augment": _train(cfg, seed, epochs, True, data, teacher)}
+            rows.append(row)
+            log(f"{name} seed {seed}: plain {plain['test']:.4f}, augment {row['augment']['test']:.4f}")
+    return {"teacher_test": teacher_acc, "rows": rows, "summary": summarise(rows, teacher_acc),
+            "meta": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds, "epochs": epochs,
+                     "baseline": str(baseline) if baseline else None, "test_images": len(data.y_test),
+                     "recipe": "compress defaults: KD T=4 alpha 0.9, lr 5e-3 one-cycle, batch 64, best epoch",
+                     "tools": _tools()}}
+
+
+def summarise(rows: list[dict], teacher_acc: float) -> dict:
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["student"] for r in rows):
+        mine = [r for r in rows if r["student"] == name]
+        out[name] = {
+            **{s: {"mean": statistics.mean(r[s]["test"] for r in mine),
+                   "std": statistics.pstdev(r[s]["test"] for r in mine),
+                   "seconds_median": statistics.median(r[s]["seconds"] for r in mine),
+                   "within_1pt_of_teacher": sum(r[s]["test"] >= teacher_acc - 0.01 for r in mine)}
+               for s in SETTINGS},
+            "diff_points": _paired([100 * (r["augment"]["test"] - r["plain"]["test"]) for r in mine]),
+            "seeds": len(mine)}
+    out["all"] = {"diff_points": _paired([100 * (r["augment"]["test"] - r["plain"]["test"]) for r in rows])}
+    return out
+
+
+def markdown(record: dict) -> str:
+    meta, summary = record["meta"], record["summary"]
+    source = (f" The no-augmentation runs are `{Path(meta['baseline']).name}`'s *best* runs (same seeds, recipe "
+              "and teacher), their seconds from that run.") if meta["baseline"] else ""
+    lines = ["# Distillation with and without augmentation (digits)", "",
+             f"Run {meta['date']} on {meta['cpu']}; seeds {', '.join(map(str, meta['seeds']))}; {meta['epochs']} "
+             f"epochs, {meta['recipe']}; teacher (this machine's default) {record['teacher_test'] * 100:.2f}% on "
+             f"{meta['test_images']} test images.{source} Rerun: `python benchmarks/distill_augment.py`.", "",
+             "*augment*: every training batch shifted by up to 2 pixels, the teacher labelling each shifted batch. "
+             "Test accuracy, mean ± std over seeds; difference paired by seed, ± its standard error.", "",
+             "| student | params | plain: test % | augment: test % | augment - plain (points) | seconds per run "
+             "(median, plain / augment) | seeds within 1 pt of the teacher (plain / augment) |",
+             "|---|---:|---|---|---|---|---|"]
+    params = {r["student"]: r["params"] for r in record["rows"]}
+    for name, s in summary.items():
+        if name == "all":
+            continue
+        p, a, d = s["plain"], s["augment"], s["diff_points"]
+        lines.append(f"| {name} | {params[name]:,} | {100 * p['mean']:.2f} ± {100 * p['std']:.2f} | "
+                     f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f} | {d['mean']:+.2f} ± {d['se']:.2f} | "
+                     f"{p['seconds_median']:.0f} / {a['seconds_median']:.0f} | "
+                     f"{p['within_1pt_of_teacher']} / {a['within_1pt_of_teacher']} of {s['seeds']} |")
+    d = summary["all"]["diff_points"]
+    lines += ["", f"All {d['n']} (student, seed) pairs: augment - plain = {d['mean']:+.2f} ± {d['se']:.2f} points.",
+              "", "| student | seed | plain test % | augment test % |", "|---|---:|---|---|"]
+    for r in record["rows"]:
+        lines.append(f"| {r['student']} | {r['seed']} | {100 * r['plain']['test']:.2f} | "
+                     f"{100 * r['augment']['test']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of: {', '.join(STUDENTS)}")
+    parser.add_argument("--baseline", type=Path, help="distill_selection.py's JSON: reuse its no-augmentation runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    students = {name: STUDENTS[name] for name in args.students.split(",")}
+    record = run(students, [int(s) for s in args.seeds.split(",")], args.epochs, args.baseline)
+    write_results(args.out, record, markdown(record))
+
+
+if __name__ == "__main__":
+    main()
