@@ -63,7 +63,9 @@ def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = pri
             row: dict[str, Any] = {"student": name, "seed": seed}
             histories = []
             for rule in RULES:
-                config = CompressConfig(epochs=epochs, seed=seed, keep_epoch=rule).distill_config()
+                # Without augmentation, as compress distilled when this was run (distill_augment.py reuses
+                # these runs as its baseline).
+                config = CompressConfig(epochs=epochs, seed=seed, keep_epoch=rule, augment=False).distill_config()
                 torch.manual_seed(seed)
                 student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
                 started = time.perf_counter()

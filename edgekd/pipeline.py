@@ -45,7 +45,7 @@ class CompressConfig:
     batch_size: int = 64
     temperature: float = 4.0
     alpha: float = 0.9
-    augment: bool = False
+    augment: bool = True  # shift training images, the teacher labelling each batch (benchmarks/distill_augment.py)
     losses: str = "kd"  # registered losses with weights, e.g. "kd:1,dkd:0.5" (kd, dkd, dist, hint, rkd, at)
     hint_student: str | None = None  # comma-separated student module paths tapped for hint/at/rkd
     hint_teacher: str | None = None  # the teacher module paths they pair with
@@ -338,6 +338,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         trained = dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history)
     else:
         log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
+            + (", training images shifted (--no-augment: in place)" if config.augment else "")
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
                           checkpoint=checkpoint, resume=resume, log=log)

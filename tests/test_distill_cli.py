@@ -38,6 +38,7 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
                                                "checkpoint.pt"}
     info = json.loads((out / "distill.json").read_text())
     assert info["recipe"]["losses"] == "kd:1,dist:0.5" and len(info["distill"]["history"]) == 2
+    assert info["recipe"]["augment"] is True  # the default since benchmarks/distill_augment.py
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(out / "student-fp32.onnx")).metadata_props}
@@ -53,10 +54,11 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
 def test_distill_keeps_the_near_best_epoch_when_asked(run_cli, common, searched, tmp_path):
     out = tmp_path / "d"
     code, stdout, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--keep-epoch",
-                                "near-best", "--out", out)
+                                "near-best", "--no-augment", "--out", out)
     assert code == 0, err
     info = json.loads((out / "distill.json").read_text())
     assert info["recipe"]["keep_epoch"] == "near-best" and info["distill"]["keep"] == "near-best"
+    assert info["recipe"]["augment"] is False
     assert "the latest epoch within one standard error of the best (--keep-epoch near-best)" in stdout
     code, _, err = run_cli("distill", *common, "--search", searched, "--keep-epoch", "last", "--out", tmp_path / "x")
     assert code == 2 and "'last' is not one of 'best', 'near-best'" in err and not (tmp_path / "x").exists()

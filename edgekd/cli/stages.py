@@ -57,6 +57,10 @@ _COMPRESS_OPTIONS = [
                                             "(kd, dkd, dist, hint, rkd, at; default: kd)."),
     click.option("--hint-student", type=str, help="Student module paths tapped for hint/at/rkd (comma-separated)."),
     click.option("--hint-teacher", type=str, help="Teacher module paths paired with --hint-student."),
+    click.option("--augment/--no-augment", default=None,
+                 help="Shift the training images by up to 2 pixels while distilling, the teacher labelling each "
+                      "shifted batch (default); --no-augment for data whose content must stay in place (the "
+                      "teacher's outputs are then computed once)."),
     click.option("--labels/--no-labels", default=None, help="--no-labels: learn from the teacher's soft labels "
                                                             "alone (unlabelled data)."),
     click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
@@ -92,7 +96,7 @@ _COMPRESS_OPTIONS = [
 # Options of compress that the search stage does not take.
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--opset",
                   "--search",
-                  "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
+                  "--augment", "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--keep-epoch", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
                   "--min-accuracy", "--max-accuracy-drop", "--distilled"}
