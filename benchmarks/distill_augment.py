@@ -16,16 +16,25 @@ Writes benchmarks/results/distill_augment.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_selection import STUDENTS, _cpu, _paired, _tools  # noqa: E402
+from distill_selection import (  # noqa: E402
+    STUDENTS,
+    _cpu,
+    _tools,
+    accuracy_cell,
+    arguments,
+    diff_cell,
+    near_teacher_cell,
+    paired_summary,
+    pairs_line,
+    student_lines,
+)
 from results_io import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distill_augment"
@@ -90,23 +99,11 @@ def run(students: dict[str, dict], seeds: list[int], epochs: int, baseline: Path
 
 
 def summarise(rows: list[dict], teacher_acc: float) -> dict:
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(r["student"] for r in rows):
-        mine = [r for r in rows if r["student"] == name]
-        out[name] = {
-            **{s: {"mean": statistics.mean(r[s]["test"] for r in mine),
-                   "std": statistics.pstdev(r[s]["test"] for r in mine),
-                   "seconds_median": statistics.median(r[s]["seconds"] for r in mine),
-                   "within_1pt_of_teacher": sum(r[s]["test"] >= teacher_acc - 0.01 for r in mine)}
-               for s in SETTINGS},
-            "diff_points": _paired([100 * (r["augment"]["test"] - r["plain"]["test"]) for r in mine]),
-            "seeds": len(mine)}
-    out["all"] = {"diff_points": _paired([100 * (r["augment"]["test"] - r["plain"]["test"]) for r in rows])}
-    return out
+    return paired_summary(rows, SETTINGS, teacher_acc)
 
 
 def markdown(record: dict) -> str:
-    meta, summary = record["meta"], record["summary"]
+    meta = record["meta"]
     source = (f" The no-augmentation runs are `{Path(meta['baseline']).name}`'s *best* runs (same seeds, recipe "
               "and teacher), their seconds from that run.") if meta["baseline"] else ""
     lines = ["# Distillation with and without augmentation (digits)", "",
@@ -118,18 +115,11 @@ def markdown(record: dict) -> str:
              "| student | params | plain: test % | augment: test % | augment - plain (points) | seconds per run "
              "(median, plain / augment) | seeds within 1 pt of the teacher (plain / augment) |",
              "|---|---:|---|---|---|---|---|"]
-    params = {r["student"]: r["params"] for r in record["rows"]}
-    for name, s in summary.items():
-        if name == "all":
-            continue
-        p, a, d = s["plain"], s["augment"], s["diff_points"]
-        lines.append(f"| {name} | {params[name]:,} | {100 * p['mean']:.2f} ± {100 * p['std']:.2f} | "
-                     f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f} | {d['mean']:+.2f} ± {d['se']:.2f} | "
-                     f"{p['seconds_median']:.0f} / {a['seconds_median']:.0f} | "
-                     f"{p['within_1pt_of_teacher']} / {a['within_1pt_of_teacher']} of {s['seeds']} |")
-    d = summary["all"]["diff_points"]
-    lines += ["", f"All {d['n']} (student, seed) pairs: augment - plain = {d['mean']:+.2f} ± {d['se']:.2f} points.",
-              "", "| student | seed | plain test % | augment test % |", "|---|---:|---|---|"]
+    lines += student_lines(record, lambda s: [
+        accuracy_cell(s["plain"]), accuracy_cell(s["augment"]), diff_cell(s),
+        f"{s['plain']['seconds_median']:.0f} / {s['augment']['seconds_median']:.0f}", near_teacher_cell(s, SETTINGS)])
+    lines += ["", pairs_line(record, SETTINGS), "", "| student | seed | plain test % | augment test % |",
+              "|---|---:|---|---|"]
     for r in record["rows"]:
         lines.append(f"| {r['student']} | {r['seed']} | {100 * r['plain']['test']:.2f} | "
                      f"{100 * r['augment']['test']:.2f} |")
@@ -137,10 +127,7 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="1,2,3,4,5")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of: {', '.join(STUDENTS)}")
+    parser = arguments(__doc__)
     parser.add_argument("--baseline", type=Path, help="distill_selection.py's JSON: reuse its no-augmentation runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

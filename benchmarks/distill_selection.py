@@ -101,24 +101,65 @@ def _paired(diffs: list[float]) -> dict[str, float]:
 
 
 def summarise(rows: list[dict], teacher_acc: float) -> dict:
+    return paired_summary(rows, RULES, teacher_acc)
+
+
+def paired_summary(rows: list[dict], arms: tuple[str, str], teacher_acc: float) -> dict:
+    """Per student and over all rows: each arm's test accuracy (mean, std, seeds within 1 point of the teacher),
+    its kept epoch and seconds (medians), and ``arms[1] - arms[0]`` in points, paired by seed."""
+    def diff(mine: list[dict]) -> dict[str, float]:
+        return _paired([100 * (r[arms[1]]["test"] - r[arms[0]]["test"]) for r in mine])
+
     out: dict[str, Any] = {}
     for name in dict.fromkeys(r["student"] for r in rows):
         mine = [r for r in rows if r["student"] == name]
         out[name] = {
-            **{rule: {"mean": statistics.mean(r[rule]["test"] for r in mine),
-                      "std": statistics.pstdev(r[rule]["test"] for r in mine),
-                      "epoch_median": statistics.median(r[rule]["epoch"] for r in mine),
-                      "within_1pt_of_teacher": sum(r[rule]["test"] >= teacher_acc - 0.01 for r in mine)}
-               for rule in RULES},
-            "diff_points": _paired([100 * (r["near-best"]["test"] - r["best"]["test"]) for r in rows
-                                    if r["student"] == name]),
-            "seeds": len(mine)}
-    out["all"] = {"diff_points": _paired([100 * (r["near-best"]["test"] - r["best"]["test"]) for r in rows])}
+            **{arm: {"mean": statistics.mean(r[arm]["test"] for r in mine),
+                     "std": statistics.pstdev(r[arm]["test"] for r in mine),
+                     "epoch_median": statistics.median(r[arm]["epoch"] for r in mine),
+                     "seconds_median": statistics.median(r[arm]["seconds"] for r in mine),
+                     "within_1pt_of_teacher": sum(r[arm]["test"] >= teacher_acc - 0.01 for r in mine)}
+               for arm in arms},
+            "diff_points": diff(mine), "seeds": len(mine)}
+    out["all"] = {"diff_points": diff(rows)}
     return out
 
 
+def student_lines(record: dict, cells: Any) -> list[str]:
+    """One table row per student: its name, parameters, then ``cells(its summary)``."""
+    params = {r["student"]: r["params"] for r in record["rows"]}
+    return [f"| {name} | {params[name]:,} | " + " | ".join(cells(s)) + " |"
+            for name, s in record["summary"].items() if name != "all"]
+
+
+def accuracy_cell(arm: dict) -> str:
+    return f"{100 * arm['mean']:.2f} ± {100 * arm['std']:.2f}"
+
+
+def diff_cell(student: dict) -> str:
+    return f"{student['diff_points']['mean']:+.2f} ± {student['diff_points']['se']:.2f}"
+
+
+def near_teacher_cell(student: dict, arms: tuple[str, str]) -> str:
+    return " / ".join(str(student[a]["within_1pt_of_teacher"]) for a in arms) + f" of {student['seeds']}"
+
+
+def pairs_line(record: dict, arms: tuple[str, str]) -> str:
+    d = record["summary"]["all"]["diff_points"]
+    return f"All {d['n']} (student, seed) pairs: {arms[1]} - {arms[0]} = {d['mean']:+.2f} ± {d['se']:.2f} points."
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options both distillation benchmarks take."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of: {', '.join(STUDENTS)}")
+    return parser
+
+
 def markdown(record: dict) -> str:
-    meta, summary = record["meta"], record["summary"]
+    meta = record["meta"]
     lines = ["# Which epoch distillation keeps (digits)", "",
              f"Run {meta['date']} on {meta['cpu']}; seeds {', '.join(map(str, meta['seeds']))}; {meta['epochs']} "
              f"epochs, {meta['recipe']}; {meta['validation_images']} validation and {meta['test_images']} test "
@@ -131,18 +172,11 @@ def markdown(record: dict) -> str:
              "| student | params | best: test % | best: epoch (median) | near-best: test % | near-best: epoch "
              "(median) | near-best - best (points) | seeds within 1 pt of the teacher (best / near-best) |",
              "|---|---:|---|---:|---|---:|---|---|"]
-    params = {r["student"]: r["params"] for r in record["rows"]}
-    for name, s in summary.items():
-        if name == "all":
-            continue
-        b, n, d = s["best"], s["near-best"], s["diff_points"]
-        lines.append(f"| {name} | {params[name]:,} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
-                     f"{b['epoch_median']:g} | {100 * n['mean']:.2f} ± {100 * n['std']:.2f} | "
-                     f"{n['epoch_median']:g} | {d['mean']:+.2f} ± {d['se']:.2f} | "
-                     f"{b['within_1pt_of_teacher']} / {n['within_1pt_of_teacher']} of {s['seeds']} |")
-    d = summary["all"]["diff_points"]
-    lines += ["", f"All {d['n']} (student, seed) pairs: near-best - best = {d['mean']:+.2f} ± {d['se']:.2f} points.",
-              "", "| student | seed | best: epoch, test % | near-best: epoch, test % |", "|---|---:|---|---|"]
+    lines += student_lines(record, lambda s: [
+        accuracy_cell(s["best"]), f"{s['best']['epoch_median']:g}", accuracy_cell(s["near-best"]),
+        f"{s['near-best']['epoch_median']:g}", diff_cell(s), near_teacher_cell(s, RULES)])
+    lines += ["", pairs_line(record, RULES), "",
+              "| student | seed | best: epoch, test % | near-best: epoch, test % |", "|---|---:|---|---|"]
     for r in record["rows"]:
         lines.append(f"| {r['student']} | {r['seed']} | {r['best']['epoch']}, {100 * r['best']['test']:.2f} | "
                      f"{r['near-best']['epoch']}, {100 * r['near-best']['test']:.2f} |")
@@ -150,10 +184,7 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="1,2,3,4,5")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of: {', '.join(STUDENTS)}")
+    parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     students = {name: STUDENTS[name] for name in args.students.split(",")}
