@@ -26,13 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_selection import (  # noqa: E402
     STUDENTS,
     _cpu,
-    _tools,
     accuracy_cell,
     arguments,
     diff_cell,
+    distil_one,
     near_teacher_cell,
     paired_summary,
     pairs_line,
+    setup,
     student_lines,
 )
 from results_io import write_results  # noqa: E402
@@ -42,20 +43,11 @@ SETTINGS = ("plain", "augment")
 
 
 def _train(cfg: dict, seed: int, epochs: int, augment: bool, data: Any, teacher: Any) -> dict:
-    import torch
-
-    from edgekd.distill.trainer import accuracy, distill, predict
     from edgekd.pipeline import CompressConfig
-    from edgekd.search.spaces import SPACES
 
-    torch.manual_seed(seed)
-    student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
-    started = time.perf_counter()
-    result = distill(student, data, CompressConfig(epochs=epochs, seed=seed, augment=augment).distill_config(),
-                     teacher=teacher, progress=False)
-    return {"test": accuracy(predict(result.model, data.x_test), data.y_test), "epoch": result.best_epoch,
-            "seconds": round(time.perf_counter() - started, 1),
-            "params": sum(p.numel() for p in student.parameters())}
+    config = CompressConfig(epochs=epochs, seed=seed, augment=augment).distill_config()
+    done, result = distil_one(cfg, seed, config, data, teacher)
+    return {**done, "params": sum(p.numel() for p in result.model.parameters())}
 
 
 def baseline_runs(path: Path, students: list[str], seeds: list[int], epochs: int, teacher_acc: float) -> dict:
@@ -75,13 +67,9 @@ def baseline_runs(path: Path, students: list[str], seeds: list[int], epochs: int
 
 def run(students: dict[str, dict], seeds: list[int], epochs: int, baseline: Path | None = None,
         log: Any = print) -> dict:
-    from edgekd.data import load_data
-    from edgekd.distill.trainer import accuracy, predict
-    from edgekd.teacher import default_teacher
+    from edgekd.report import tool_versions
 
-    data = load_data(None)
-    teacher = default_teacher(data, progress=False).module
-    teacher_acc = accuracy(predict(teacher, data.x_test), data.y_test)
+    data, teacher, teacher_acc = setup()
     recorded = baseline_runs(baseline, list(students), seeds, epochs, teacher_acc) if baseline else {}
     rows = []
     for name, cfg in students.items():
@@ -95,7 +83,7 @@ def run(students: dict[str, dict], seeds: list[int], epochs: int, baseline: Path
             "meta": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds, "epochs": epochs,
                      "baseline": str(baseline) if baseline else None, "test_images": len(data.y_test),
                      "recipe": "compress defaults: KD T=4 alpha 0.9, lr 5e-3 one-cycle, batch 64, best epoch",
-                     "tools": _tools()}}
+                     "tools": tool_versions()}}
 
 
 def summarise(rows: list[dict], teacher_acc: float) -> dict:

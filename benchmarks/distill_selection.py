@@ -36,27 +36,43 @@ RULES = ("best", "near-best")
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from edgekd.latency.table import cpu_info
+
+    return cpu_info()[0] or platform.processor() or platform.machine()
 
 
-def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = print) -> dict:
-    import torch
-
+def setup() -> tuple[Any, Any, float]:
+    """Digits, this machine's default teacher and its test accuracy."""
     from edgekd.data import load_data
-    from edgekd.distill.trainer import accuracy, distill, predict
-    from edgekd.pipeline import CompressConfig
-    from edgekd.search.spaces import SPACES
+    from edgekd.distill.trainer import accuracy, predict
     from edgekd.teacher import default_teacher
 
     data = load_data(None)
     teacher = default_teacher(data, progress=False).module
-    teacher_acc = accuracy(predict(teacher, data.x_test), data.y_test)
+    return data, teacher, accuracy(predict(teacher, data.x_test), data.y_test)
+
+
+def distil_one(cfg: dict, seed: int, config: Any, data: Any, teacher: Any) -> tuple[dict, Any]:
+    """The mbv2 student ``cfg`` initialised with ``seed`` and distilled with ``config``: its test accuracy, kept
+    epoch, validation accuracy and seconds, and the DistillResult."""
+    import torch
+
+    from edgekd.distill.trainer import accuracy, distill, predict
+    from edgekd.search.spaces import SPACES
+
+    torch.manual_seed(seed)
+    student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
+    started = time.perf_counter()
+    result = distill(student, data, config, teacher=teacher, progress=False)
+    return {"test": accuracy(predict(result.model, data.x_test), data.y_test), "epoch": result.best_epoch,
+            "val": result.best_val_accuracy, "seconds": round(time.perf_counter() - started, 1)}, result
+
+
+def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = print) -> dict:
+    from edgekd.pipeline import CompressConfig
+    from edgekd.report import tool_versions
+
+    data, teacher, teacher_acc = setup()
     rows = []
     for name, cfg in students.items():
         for seed in seeds:
@@ -66,19 +82,13 @@ def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = pri
                 # Without augmentation, as compress distilled when this was run (distill_augment.py reuses
                 # these runs as its baseline).
                 config = CompressConfig(epochs=epochs, seed=seed, keep_epoch=rule, augment=False).distill_config()
-                torch.manual_seed(seed)
-                student = SPACES.get("mbv2").build(cfg, data.input_shape, data.num_classes)
-                started = time.perf_counter()
-                result = distill(student, data, config, teacher=teacher, progress=False)
-                row[rule] = {"test": accuracy(predict(result.model, data.x_test), data.y_test),
-                             "epoch": result.best_epoch, "val": result.best_val_accuracy,
-                             "seconds": round(time.perf_counter() - started, 1)}
+                row[rule], result = distil_one(cfg, seed, config, data, teacher)
                 histories.append([(h.epoch, h.train_loss, h.val_accuracy) for h in result.history])
             if histories[0] != histories[1]:
                 raise SystemExit(f"{name} seed {seed}: the two rules' runs trained differently; the comparison "
                                  "assumes the rule only chooses among the same epochs")
             row["val_by_epoch"] = [v for _, _, v in histories[0]]
-            row["params"] = sum(p.numel() for p in student.parameters())
+            row["params"] = sum(p.numel() for p in result.model.parameters())
             rows.append(row)
             log(f"{name} seed {seed}: " + ", ".join(f"{r} epoch {row[r]['epoch']} test {row[r]['test']:.4f}"
                                                       for r in RULES))
@@ -86,13 +96,7 @@ def run(students: dict[str, dict], seeds: list[int], epochs: int, log: Any = pri
             "meta": {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "seeds": seeds, "epochs": epochs,
                      "validation_images": len(data.y_val), "test_images": len(data.y_test),
                      "recipe": "compress defaults: KD T=4 alpha 0.9, lr 5e-3 one-cycle, batch 64, no augmentation",
-                     "tools": _tools()}}
-
-
-def _tools() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("torch", "numpy")} | {"python": platform.python_version()}
+                     "tools": tool_versions()}}
 
 
 def _paired(diffs: list[float]) -> dict[str, float]:
