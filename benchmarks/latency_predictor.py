@@ -43,7 +43,7 @@ from edgekd.latency.calibrate import (
 )
 from edgekd.latency.predict import LatencyPredictor
 from edgekd.latency.quick_export import export_for_timing
-from edgekd.latency.table import load_table
+from edgekd.latency.table import cpu_info, load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
 from edgekd.search.latency_model import ANCHORS, conv_records, cost_features, fitted_model, layout_features
@@ -74,6 +74,7 @@ def main() -> None:
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
     meta: dict[str, Any] = {"n": args.n, "seed": args.seed, "platform": platform.platform(),
+                            "cpu": " ".join(filter(None, (cpu_info()[0], ", ".join(cpu_info()[1])))),
                             "tools": tool_versions(), "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -331,8 +332,8 @@ def _markdown(results: dict, meta: dict) -> str:
     p = meta["parity_quick_vs_shipped_export"]
     lines += ["", f"Quick export vs shipped (dynamo) export, {p['n']} mbv2 students side by side: median latency ratio "
               f"{p['median_ratio_shipped_over_quick']:.3f}, largest deviation {p['max_abs_deviation_pct']:.1f}%.",
-              "", f"Machine: {meta['platform']}; onnxruntime {meta['tools']['onnxruntime']}; whole run "
-              f"{meta['total_seconds'] / 60:.0f} min."]
+              "", f"Machine: {meta['platform']}{f' ({cpu})' if (cpu := meta.get('cpu')) else ''}; onnxruntime "
+              f"{meta['tools']['onnxruntime']}; whole run {meta['total_seconds'] / 60:.0f} min."]
     rerun = [f"`{name}` / `{space}` ({res['measured_in']})" for name, rows in results.items()
              for space, res in rows.items() if "measured_in" in res]
     if rerun:
