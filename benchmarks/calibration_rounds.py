@@ -1,0 +1,123 @@
+"""Does calibrating with more rotated runs per chunk predict better on a noisy machine?
+
+Calibrates each space several times into scratch tables, taking turns between the round counts (ABBA by
+default), and scores every table on students whose latency a ``latency_predictor.py`` run measured: the share
+predicted within ±5% and ±10% (reference units, as that benchmark's ``edgekd`` rows). The rule it was run
+under is in ``preregistered.md`` ("Calibration rounds on a noisy machine").
+
+    .venv/bin/python benchmarks/calibration_rounds.py \\
+        --source benchmarks/results/latency_predictor_seed779.json [--order 3,5,5,3] [--spaces mbv2,resnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_results  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "calibration_rounds"
+SHAPE, CLASSES, PROFILE = (1, 32, 32), 10, "host-cpu-1t"
+
+
+def students(space: Any, seed: int, n: int, calibrated: set[str]) -> list[Any]:
+    """The students the source run measured: its draw, less its calibration networks (as it drew them)."""
+    from edgekd.latency.calibrate import sample_specs
+
+    return [s for s in sample_specs(space, n + 64, seed) if s.key() not in calibrated][:n]
+
+
+def score(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    err = np.abs(predicted - measured) / measured
+    return {"within_5pct": float((err <= 0.05).mean()), "within_10pct": float((err <= 0.10).mean()),
+            "median_abs_err_pct": float(np.median(err) * 100)}
+
+
+def run(source: dict, order: list[int], spaces: list[str], log: Any = print) -> dict:
+    from edgekd.latency.calibrate import calibrate
+    from edgekd.latency.predict import LatencyPredictor
+    from edgekd.latency.table import load_table
+    from edgekd.profiles import load_profile
+    from edgekd.search.spaces import resolve_space
+
+    profile = load_profile(PROFILE)
+    seed, n = source["meta"]["seed"], source["meta"]["n"]
+    measured = source["results"][PROFILE]
+    # The source run's students are fixed by its own table's calibration networks, which they were drawn around.
+    drawn = {name: students(resolve_space(name, None, SHAPE), seed, n,
+                            set(load_table(profile, name, SHAPE, CLASSES).networks["keys"])) for name in spaces}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="edgekd-rounds-") as tmp:
+        for i, rounds in enumerate(order):
+            for name in spaces:
+                space = resolve_space(name, None, SHAPE)
+                start = time.perf_counter()
+                table = calibrate(profile, name, SHAPE, CLASSES, rounds=rounds,
+                                  path=Path(tmp) / f"{i}-{name}.latency.json")
+                seconds = time.perf_counter() - start
+                predictor = LatencyPredictor(table, space)
+                row = {"turn": i, "rounds": rounds, "space": name, "seconds": seconds}
+                for precision in ("fp32", "int8"):
+                    predicted = np.asarray([predictor.predict_units(s, precision) for s in drawn[name]])
+                    row[precision] = score(predicted, np.asarray(measured[name][precision]["measured_units"]))
+                runs.append(row)
+                log(f"turn {i} ({rounds} rounds) {name}: fp32 {row['fp32']['within_10pct']:.1%}, "
+                    f"int8 {row['int8']['within_10pct']:.1%} within ±10% ({seconds:.0f} s)")
+    return {"profile": PROFILE, "order": order, "spaces": spaces, "source_seed": seed, "n": n, "runs": runs}
+
+
+def turn_scores(record: dict) -> list[dict]:
+    """Per calibration turn: its round count and its within ±10% averaged over spaces and precisions."""
+    out = []
+    for turn in sorted({r["turn"] for r in record["runs"]}):
+        rows = [r for r in record["runs"] if r["turn"] == turn]
+        values = [r[p]["within_10pct"] for r in rows for p in ("fp32", "int8")]
+        out.append({"turn": turn, "rounds": rows[0]["rounds"], "within_10pct": statistics.mean(values),
+                    "seconds_max": max(r["seconds"] for r in rows)})
+    return out
+
+
+def markdown(record: dict) -> str:
+    lines = ["# Calibration rounds", "",
+             f"`{record['profile']}`: each space calibrated {len(record['order'])} times into scratch tables, in "
+             f"the order {', '.join(map(str, record['order']))} (rotated runs per chunk), each table predicting "
+             f"the {record['n']} students of draw {record['source_seed']} measured by `latency_predictor.py`; "
+             "share within ±10% (±5%) in reference units. Rule: `benchmarks/preregistered.md`. Rerun: "
+             "`python benchmarks/calibration_rounds.py --source <that run's JSON>`.", "",
+             "| turn | rounds | space | fp32 ±10% (±5%) | int8 ±10% (±5%) | calibration (s) |",
+             "|---|---:|---|---:|---:|---:|"]
+    for r in record["runs"]:
+        cells = [f"{r[p]['within_10pct']:.1%} ({r[p]['within_5pct']:.1%})" for p in ("fp32", "int8")]
+        lines.append(f"| {r['turn']} | {r['rounds']} | {r['space']} | {cells[0]} | {cells[1]} | {r['seconds']:.0f} |")
+    lines += ["", "| turn | rounds | mean within ±10% (spaces x precisions) | slowest calibration (s) |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {t['turn']} | {t['rounds']} | {t['within_10pct']:.1%} | {t['seconds_max']:.0f} |"
+              for t in turn_scores(record)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", required=True, help="a latency_predictor.py JSON measured on this machine")
+    ap.add_argument("--order", default="3,5,5,3", help="round counts, one calibration per entry, in turn")
+    ap.add_argument("--spaces", default="mbv2,resnet")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    source = json.loads(Path(args.source).read_text())
+    record = run(source, [int(x) for x in args.order.split(",")], args.spaces.split(","))
+    record["source"] = args.source
+    record["date"] = time.strftime("%Y-%m-%d")
+    write_results(args.out, record, markdown(record))
+
+
+if __name__ == "__main__":
+    main()
