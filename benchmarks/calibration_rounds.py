@@ -3,7 +3,9 @@
 Calibrates each space several times into scratch tables, taking turns between the round counts (ABBA by
 default), and scores every table on students whose latency a ``latency_predictor.py`` run measured: the share
 predicted within ±5% and ±10% (reference units, as that benchmark's ``edgekd`` rows). The rule it was run
-under is in ``preregistered.md`` ("Calibration rounds on a noisy machine").
+under is in ``preregistered.md`` ("Calibration rounds on a noisy machine"). Run it on the machine that ran the
+``latency_predictor.py`` source, right after it: its students are drawn around the calibration networks of the
+table that run left in the profile's folder, and their measurements are that machine's.
 
     .venv/bin/python benchmarks/calibration_rounds.py \\
         --source benchmarks/results/latency_predictor_seed779.json [--order 3,5,5,3] [--spaces mbv2,resnet]
