@@ -8,15 +8,9 @@ from onnx import TensorProto, helper
 
 from edgekd.errors import ArtifactError, ConfigError
 from edgekd.export import ExportRequest, get_exporter
-from edgekd.int8_fallback import (
-    FallbackConfig,
-    _best_cut,
-    int8_with_fallback,
-    plan_exclusions,
-    qdq_edges,
-    quantized_nodes,
-)
-from edgekd.latency.nodeprofile import SourceCost, _SourceIndex, profile_nodes
+from edgekd.fallback_plan import qdq_edges, quantized_nodes
+from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
+from edgekd.latency.nodeprofile import _SourceIndex, profile_nodes
 
 CONFIG = {"stem": 8, "widths": [8, 16, 16], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3]}
 
@@ -74,32 +68,6 @@ def test_optimised_names_map_back_through_suffixes_and_fused_activations():
     assert index.lookup("c_nchwc", "Conv") == "node_Conv_3"
     assert index.lookup("relu_QuantizeLinear", "QuantizeLinear") is None  # overhead, charged elsewhere
     assert index.lookup("Transpose_token_7", "Transpose") is None
-
-
-def test_best_cut_weighs_gains_against_new_boundaries():
-    chain = {("a", "b"): 3.0, ("b", "c"): 3.0}
-    assert _best_cut({"a": 5.0, "b": -1.0, "c": 5.0}, chain) == {"a", "b", "c"}  # 9 beats {a, c}: 10 - 12
-    assert _best_cut({"a": 5.0, "b": -10.0, "c": 5.0}, chain) == {"a", "c"}  # 10 - 6 beats 0
-    assert _best_cut({"a": 1.0, "b": -10.0, "c": 1.0}, chain) == set()
-
-
-def test_plan_records_why_each_node_is_kept_fp32():
-    def cost(name, ms, ops, overhead=0.0):
-        return SourceCost(name, ms, overhead, ops, 100, 100)
-
-    quantized = {"a": "Conv", "b": "Conv", "c": "Add"}
-    fp32 = {"a": cost("a", 0.010, ("Conv",)), "b": cost("b", 0.050, ("Conv",))}
-    int8 = {"a": cost("a", 0.030, ("QLinearConv",), 0.008), "b": cost("b", 0.010, ("QLinearConv",)),
-            "c": cost("c", 0.009, ("QLinearAdd",))}
-    # 100 elements per edge at 1e-4 ms each: a new boundary costs 0.01 ms, more than c's 0.009 ms gain
-    plan = plan_exclusions(quantized, [("a", "b"), ("b", "c")], fp32, int8, 1e-4, FallbackConfig())
-    assert [e.node for e in plan] == ["a"]
-    assert plan[0].reason.startswith("QLinearConv 0.0300 ms (incl. 0.0080 ms quantize/dequantize/layout) vs "
-                                     "Conv 0.0100 ms in fp32")
-    both = plan_exclusions(quantized, [("a", "b"), ("b", "c")], fp32, int8, 0.0, FallbackConfig())
-    assert {e.node for e in both} == {"a", "c"}
-    assert "nothing in fp32 (fused into a neighbouring kernel)" in next(e.reason for e in both if e.node == "c")
-    assert plan_exclusions(quantized, [], fp32, int8, 0.0, FallbackConfig(node_min_ms=1.0)) == []
 
 
 def test_exporter_keeps_requested_nodes_fp32(fp32, small_data, tmp_path):

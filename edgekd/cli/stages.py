@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekd.cli.base import cli, on_interrupt
+from edgekd.types.distill import KEEP_RULES  # plain dataclasses: keeps the CLI's imports light
 
 _COMPRESS_OPTIONS = [
     click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
@@ -69,7 +70,7 @@ _COMPRESS_OPTIONS = [
     click.option("--qat-full-range/--qat-reduced-range", default=None,
                  help="QAT int8 weights in [-127, 127], for CPUs with int8 dot products (x86 VNNI, ARM), or in "
                       "[-64, 64] (default: safe on every x86 CPU, where older int8 kernels saturate)."),
-    click.option("--keep-epoch", type=click.Choice(["best", "near-best"]),
+    click.option("--keep-epoch", type=click.Choice(KEEP_RULES),
                  help="Whose weights distillation keeps: the best validation epoch, or the latest one within one "
                       "standard error of it (near-best; a small validation set tells epochs apart by chance) "
                       "(default: best)."),
