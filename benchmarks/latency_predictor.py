@@ -73,8 +73,9 @@ def main() -> None:
     teacher = _teacher()
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
+    cpu, flags = cpu_info()
     meta: dict[str, Any] = {"n": args.n, "seed": args.seed, "platform": platform.platform(),
-                            "cpu": " ".join(filter(None, (cpu_info()[0], ", ".join(cpu_info()[1])))),
+                            "cpu": " ".join(filter(None, (cpu, ", ".join(flags)))),
                             "tools": tool_versions(), "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
