@@ -19,10 +19,14 @@ if TINY not in SPACES:
                                            expands=(2,), kernels=(3,)))
 
 
+CALIBRATION_LOG: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def table_file(fast_profile, tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "t.json"
-    calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=8, path=path, rounds=1)
+    # 20 networks: enough for each of the eight cross-validation folds to fit the eight features
+    calibrate(fast_profile, TINY, SHAPE, 10, networks=20, chunk=8, path=path, rounds=1, log=CALIBRATION_LOG.append)
     return path
 
 
@@ -33,6 +37,12 @@ def test_calibration_writes_a_stamped_table(table_file, fast_profile):
     assert len(data["entries"]["fp32"]) == len(data["entries"]["int8"]) == n_blocks
     assert all(v > 0 for v in data["entries"]["fp32"].values())
     assert not table_file.with_name(table_file.name + ".partial").exists()
+
+
+def test_calibration_says_how_well_its_fit_predicts_networks_left_out_of_it(table_file):
+    said = [line for line in CALIBRATION_LOG if "calibration networks predicted within ±10% when left out" in line]
+    assert [line.split(": ")[1] for line in said] == ["fp32", "int8"]
+    assert all(" of its 20 calibration networks" in line for line in said)
 
 
 def test_predictions_are_positive_and_fast(table_file, fast_profile):
@@ -106,7 +116,7 @@ def test_table_keeps_its_measured_networks_and_fits_through_outliers(table_file)
 
     data = json.loads(table_file.read_text())
     nets = data["networks"]
-    assert len(nets["keys"]) == len(nets["fp32"]) == len(nets["int8"]) == 16
+    assert len(nets["keys"]) == len(nets["fp32"]) == len(nets["int8"]) == 20
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.uniform(1, 3, 40), np.ones(40)])
     y = rows @ np.array([0.8, 0.1])
@@ -136,13 +146,17 @@ def test_search_uses_a_calibrated_table(fast_profile, teacher, small_data):
     from edgekd.types import Budget
 
     path = table_path(fast_profile, TINY, small_data.input_shape, small_data.num_classes)
-    calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=16, chunk=16, rounds=1)
+    calibrate(fast_profile, TINY, small_data.input_shape, small_data.num_classes, networks=20, chunk=16, rounds=1)
+    lines: list[str] = []
     try:
         result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50),
                         SearchConfig(space=TINY, candidates=6, measure_top=2, rounds=1, probe_batch=16),
-                        progress=False)
+                        progress=False, log=lines.append)
     finally:
         path.unlink()
+    # the table's own accuracy on this device, for the precision searched (int8 by default)
+    assert any(line.startswith(f"search: '{TINY}' latency table, int8: ") and "of its 20 calibration networks" in line
+               for line in lines)
     assert result.latency_source.startswith(f"predicted ({TINY}: latency table) + measured beside the reference "
                                             f"network (its p50 ")
     assert all(c.predicted_ms and c.predicted_ms > 0 for c in result.candidates)

@@ -70,6 +70,10 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
                          float(np.median(refs + net_refs)), measured)
     save_table(table, path)
     partial.unlink(missing_ok=True)
+    from edgekd.latency.fit_check import cross_validate
+
+    for accuracy in cross_validate(table, space):
+        log(f"calibrate {profile.name}: {accuracy.line()}")
     return table
 
 

@@ -11,6 +11,7 @@ from calibration by default, or a fresh measurement of it (``reference_ms``) to 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from edgekd.errors import ProfileError
@@ -44,6 +45,11 @@ class LatencyPredictor:
         fit = self.table.fit[precision]
         if len(fit) != len(features):
             raise ProfileError("latency table was fitted on other features", "recalibrate the profile")
-        value = sum(c * f for c, f in zip(fit, features))
-        # A network never costs less than a fraction of its isolated blocks; guards extrapolation.
-        return max(value, 0.1 * sum(features[:-3]))
+        return apply_fit(fit, features)
+
+
+def apply_fit(fit: Sequence[float], features: Sequence[float]) -> float:
+    """A network's latency in reference units from its ``network_features`` and a fit's coefficients."""
+    value = sum(c * f for c, f in zip(fit, features))
+    # A network never costs less than a fraction of its isolated blocks; guards extrapolation.
+    return max(value, 0.1 * sum(features[:-3]))

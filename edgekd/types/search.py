@@ -25,6 +25,14 @@ class StudentSpec:
     def from_dict(cls, data: dict[str, Any]) -> StudentSpec:
         return cls(space=data["space"], config=dict(data["config"]))
 
+    @classmethod
+    def from_key(cls, key: str) -> StudentSpec:
+        """The spec whose ``key()`` this is ("space:{config as JSON}")."""
+        import json
+
+        space, _, config = key.partition(":")
+        return cls(space=space, config=json.loads(config))
+
 
 def size_kb_text(size_bytes: int, file_bytes: int | None) -> str:
     """A candidate's size for a table: the written file's in KB, or the estimate marked with '~'."""

@@ -1,0 +1,68 @@
+"""A calibrated table's own accuracy on its device: the whole-network fit cross-validated on the networks
+calibration measured.
+
+A table predicts from its blocks' isolated latencies and a fit on whole networks. How well that holds on a
+given device is not known in advance: on a quiet machine the recorded tables predicted 95-100% of unseen
+students within ±10% on one thread, on a noisier one 72-88% (README, Latency model). Each network is predicted
+by a fit made without it (k folds), so the figure needs no measurement beyond calibration's and is printed
+with every calibration: a user sees how far to trust the table before a search leans on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.latency.table import LatencyTable
+
+FOLDS = 8
+
+
+@dataclass(frozen=True)
+class FitAccuracy:
+    precision: str
+    networks: int  # calibration networks predicted, each by a fit made without it
+    folds: int
+    within_5pct: float
+    within_10pct: float
+    median_abs_err_pct: float
+
+    def line(self) -> str:
+        return (f"{self.precision}: {self.within_10pct:.0%} of its {self.networks} calibration networks predicted "
+                f"within ±10% when left out of the fit ({self.within_5pct:.0%} within ±5%, median error "
+                f"{self.median_abs_err_pct:.1f}%)")
+
+
+def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[FitAccuracy]:
+    """Per precision, the table's fit re-made ``folds`` times, each time without every ``folds``-th network,
+    and scored on the networks it left out. Empty for a table too small to split (or one that kept no
+    networks)."""
+    from edgekd.latency.calibrate import feature_names, fit_relative, network_features, resolution_levels
+    from edgekd.latency.predict import apply_fit
+    from edgekd.types import StudentSpec
+
+    keys = table.networks.get("keys", [])
+    shape, classes = table.stamp.input_shape, table.stamp.num_classes
+    levels = resolution_levels(space, shape, classes)
+    # every fold's fit needs as many networks as calibration itself requires (two per feature)
+    if len(keys) - math.ceil(len(keys) / folds) < 2 * len(feature_names(levels)):
+        return []
+    specs = [StudentSpec.from_key(k) for k in keys]
+    fold = np.arange(len(specs)) % folds
+    out = []
+    for precision, entries in table.entries.items():
+        measured = np.asarray(table.networks.get(precision, []), dtype=float)
+        if len(measured) != len(specs):
+            continue
+        rows = np.asarray([network_features(space, entries, s, shape, classes, levels) for s in specs])
+        predicted = np.empty_like(measured)
+        for k in range(folds):
+            coef = fit_relative(rows[fold != k], measured[fold != k])
+            predicted[fold == k] = [apply_fit(coef, r) for r in rows[fold == k]]
+        err = np.abs(predicted - measured) / measured
+        out.append(FitAccuracy(precision, len(specs), folds, float((err <= 0.05).mean()),
+                               float((err <= 0.10).mean()), float(np.median(err) * 100)))
+    return out

@@ -1,0 +1,77 @@
+"""A calibrated table's cross-validated accuracy on its own calibration networks."""
+
+import numpy as np
+import pytest
+
+from edgekd.latency.calibrate import block_key, feature_names, network_features, resolution_levels, sample_specs
+from edgekd.latency.fit_check import FitAccuracy, cross_validate
+from edgekd.latency.table import LatencyTable, Stamp
+from edgekd.search.spaces import MobileNetV2Space
+from edgekd.types import StudentSpec
+
+SHAPE = (1, 16, 16)
+SPACE = MobileNetV2Space(name="mbv2", stems=(8, 12), widths=((8, 12), (8, 12, 16), (12, 16)), depths=(1, 2),
+                         expands=(2, 4), kernels=(3, 5))
+
+
+def _table(n, noise=None, scramble=False):
+    """A table whose networks cost exactly a linear function of their features (``noise``: {index: factor};
+    ``scramble``: the costs shuffled between networks, which no fit explains)."""
+    rng = np.random.default_rng(0)
+    keys = SPACE.all_blocks(SHAPE, 10)
+    entries = {p: {block_key(k): float(rng.uniform(0.05, 0.5)) for k in keys} for p in ("fp32", "int8")}
+    levels = resolution_levels(SPACE, SHAPE, 10)
+    truth = np.array([0.5, 0.7, 1.2, 1.1, 1.05, 0.02, 0.01, 0.3])[:len(feature_names(levels))]
+    specs = sample_specs(SPACE, n, 3)
+    networks = {"keys": [s.key() for s in specs]}
+    for p in ("fp32", "int8"):
+        y = np.array([np.dot(truth, network_features(SPACE, entries[p], s, SHAPE, 10, levels)) for s in specs])
+        for i, factor in (noise or {}).items():
+            y[i] *= factor
+        if scramble:
+            y = np.random.default_rng(1).permutation(y)
+        networks[p] = y.tolist()
+    stamp = Stamp("host-cpu-1t", "d", "1.0", "mbv2", SHAPE, 10)
+    return LatencyTable(stamp, entries, {"fp32": [], "int8": []}, n, 1.0, 0.1, networks)
+
+
+def test_networks_that_follow_the_fit_are_all_predicted_when_left_out():
+    found = cross_validate(_table(48), SPACE)
+    assert [a.precision for a in found] == ["fp32", "int8"]
+    assert all(a.networks == 48 and a.folds == 8 and a.within_10pct == 1.0 for a in found)
+    assert all(a.median_abs_err_pct == pytest.approx(0.0, abs=1e-6) for a in found)
+
+
+def test_a_network_measured_in_a_busy_stretch_is_the_one_missed():
+    fp32, _int8 = cross_validate(_table(48, noise={5: 1.5}), SPACE)
+    assert fp32.within_10pct == pytest.approx(47 / 48)  # the outlier is dropped from the fits that include it
+
+
+def test_each_network_is_judged_by_a_fit_made_without_it():
+    from edgekd.latency.calibrate import fit_relative
+
+    table = _table(48, scramble=True)
+    levels = resolution_levels(SPACE, SHAPE, 10)
+    specs = [StudentSpec.from_key(k) for k in table.networks["keys"]]
+    rows = np.array([network_features(SPACE, table.entries["fp32"], s, SHAPE, 10, levels) for s in specs])
+    y = np.array(table.networks["fp32"])
+    in_sample = np.median(np.abs(rows @ fit_relative(rows, y) - y) / y) * 100
+    assert cross_validate(table, SPACE)[0].median_abs_err_pct > in_sample * 1.1  # left-out networks fit worse
+
+
+def test_a_table_too_small_to_split_or_without_networks_gives_no_figure():
+    assert cross_validate(_table(18), SPACE) == []  # a fold's fit would have fewer than two networks per feature
+    empty = _table(48)
+    empty = LatencyTable(empty.stamp, empty.entries, empty.fit, 0, 1.0, 0.1, {})
+    assert cross_validate(empty, SPACE) == []
+
+
+def test_the_line_says_what_was_left_out_and_how_close_it_came():
+    line = FitAccuracy("int8", 96, 8, 0.55, 0.84, 4.31).line()
+    assert line == ("int8: 84% of its 96 calibration networks predicted within ±10% when left out of the fit "
+                    "(55% within ±5%, median error 4.3%)")
+
+
+def test_a_spec_comes_back_from_its_key():
+    spec = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16], "se": [0, 1]})
+    assert StudentSpec.from_key(spec.key()) == spec
