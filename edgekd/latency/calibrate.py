@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgekd.fsutil import write_json
+from edgekd.latency.fit_check import cross_validate
 from edgekd.latency.quick_export import export_fixed
 from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
 from edgekd.profiles import DeviceProfile
@@ -70,8 +71,6 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
                          float(np.median(refs + net_refs)), measured)
     save_table(table, path)
     partial.unlink(missing_ok=True)
-    from edgekd.latency.fit_check import cross_validate
-
     for accuracy in cross_validate(table, space):
         log(f"calibrate {profile.name}: {accuracy.line()}")
     return table
