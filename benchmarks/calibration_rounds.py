@@ -25,23 +25,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency_predictor import draw_students as students  # noqa: E402  (the source run's draw, as it drew it)
 from results_io import write_results  # noqa: E402
+
+from edgekd.latency.fit_check import agreement as score  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_rounds"
 SHAPE, CLASSES, PROFILE = (1, 32, 32), 10, "host-cpu-1t"
-
-
-def students(space: Any, seed: int, n: int, calibrated: set[str]) -> list[Any]:
-    """The students the source run measured: its draw, less its calibration networks (as it drew them)."""
-    from edgekd.latency.calibrate import sample_specs
-
-    return [s for s in sample_specs(space, n + 64, seed) if s.key() not in calibrated][:n]
-
-
-def score(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    err = np.abs(predicted - measured) / measured
-    return {"within_5pct": float((err <= 0.05).mean()), "within_10pct": float((err <= 0.10).mean()),
-            "median_abs_err_pct": float(np.median(err) * 100)}
 
 
 def run(source: dict, order: list[int], spaces: list[str], log: Any = print) -> dict:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from latency_predictor import RESULTS, SEED, SHAPE, _build, _teacher  # noqa: E402
+from latency_predictor import RESULTS, SEED, SHAPE, _build, _teacher, draw_students  # noqa: E402
 from results_io import write_results  # noqa: E402
 
 # (label, features: "layout" (layout_features), "layers" (fit_features less its int8 depthwise terms) or
@@ -104,7 +104,7 @@ def students(space: Any, n: int, seed: int = SEED) -> list:
     defaults = inspect.signature(calibrate).parameters
     seen = ({s.key() for s in sample_specs(space, defaults["networks"].default, defaults["seed"].default)}
             if hasattr(space, "all_blocks") else set())
-    return [s for s in sample_specs(space, n + 64, seed) if s.key() not in seen][:n]
+    return draw_students(space, seed, n, seen)
 
 
 def aligned(records: list, run: dict) -> bool:

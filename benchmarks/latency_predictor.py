@@ -41,6 +41,7 @@ from edgekd.latency.calibrate import (
     relative_units,
     sample_specs,
 )
+from edgekd.latency.fit_check import agreement
 from edgekd.latency.predict import LatencyPredictor
 from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import cpu_info, load_table
@@ -171,6 +172,11 @@ def _measure(paths: list[Path], profile: Any, ref: Path, chunk: int = 8, rounds:
     return np.median(units, axis=0), np.median(ms, axis=0)
 
 
+def draw_students(space: Any, seed: int, n: int, seen: set[str]) -> list[StudentSpec]:
+    """The students a run measures: ``n`` of draw ``seed``, leaving out the calibration networks (``seen``)."""
+    return [s for s in sample_specs(space, n + 64, seed) if s.key() not in seen][:n]
+
+
 def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.ndarray, ref: Path,
                tmp: Path, meta: dict, passes: int = 1, seed: int = SEED) -> dict:
     t0 = time.perf_counter()
@@ -190,7 +196,7 @@ def _space_run(profile: Any, space: Any, n: int, noise_subset: int, calib: np.nd
     else:
         table = predictor = None
         seen = set()
-    specs = [s for s in sample_specs(space, n + 64, seed) if s.key() not in seen][:n]
+    specs = draw_students(space, seed, n, seen)
     models = _build(space, specs)
     cost = np.asarray([_cost(m) for m in models])
     for precision in PRECISIONS:
@@ -280,9 +286,7 @@ def _linear(x_cal: np.ndarray, y_cal: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _scores(pred: np.ndarray, meas: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
-    err = np.abs(pred - meas) / meas
-    return {"within_5pct": float((err <= 0.05).mean()), "within_10pct": float((err <= 0.10).mean()),
-            "median_abs_err_pct": float(np.median(err) * 100), "spearman": float(spearmanr(pred, meas)[0])}
+    return {**agreement(pred, meas), "spearman": float(spearmanr(pred, meas)[0])}
 
 
 def _markdown(results: dict, meta: dict) -> str:

@@ -36,6 +36,13 @@ class FitAccuracy:
                 f"{self.median_abs_err_pct:.1f}%)")
 
 
+def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """How close predictions came to measurements: the shares within ±5% and ±10%, and the median error (%)."""
+    err = np.abs(np.asarray(predicted) - measured) / measured
+    return {"within_5pct": float((err <= 0.05).mean()), "within_10pct": float((err <= 0.10).mean()),
+            "median_abs_err_pct": float(np.median(err) * 100)}
+
+
 def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[FitAccuracy]:
     """Per precision, the table's fit re-made ``folds`` times, each time without every ``folds``-th network,
     and scored on the networks it left out. Empty for a table too small to split (or one that kept no
@@ -62,7 +69,5 @@ def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[
         for k in range(folds):
             coef = fit_relative(rows[fold != k], measured[fold != k])
             predicted[fold == k] = [apply_fit(coef, r) for r in rows[fold == k]]
-        err = np.abs(predicted - measured) / measured
-        out.append(FitAccuracy(precision, len(specs), folds, float((err <= 0.05).mean()),
-                               float((err <= 0.10).mean()), float(np.median(err) * 100)))
+        out.append(FitAccuracy(precision, len(specs), folds, **agreement(predicted, measured)))
     return out
