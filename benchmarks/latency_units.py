@@ -1,0 +1,199 @@
+"""Which reading of interleaved runs gives latency units that repeat and that a calibrated table predicts?
+
+Calibration, search's fits and ``latency_predictor.py`` measure models in chunks beside a fixed reference network,
+in rotated runs, and turn each chunk's runs into units of the reference. Two readings of the same runs:
+
+- ``fastest_state``: each model's fastest 10th percentile over the runs, over the reference's;
+- ``paired_median``: the median, over every repeat of every run, of the model's repeat median over the reference's
+  in the same repeat (``latency.compare.paired_ratios``: samples taken moments apart).
+
+Both are judged on the same raw measurements: one calibration per space, a draw of students it never saw, and a
+second measurement of some of them are measured once with every run recorded; then calibration and the students
+are replayed from the record under each reading, so each reading gets its own table (entries and fit) and its own
+measured students, with no difference of machine state between them. Per space and precision: the share of
+students predicted within ±5% / ±10% of their measured units, and the share whose second measurement agreed with
+the first. The rule the run was read by is in ``preregistered.md`` ("How interleaved runs become reference units").
+
+    .venv/bin/python benchmarks/latency_units.py [--spaces mbv2,resnet] [--n 120] [--seed 781] [--noise-subset 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency_predictor import draw_students  # noqa: E402  (the students a latency_predictor run would draw)
+from results_io import write_results  # noqa: E402
+
+from edgekd.latency import calibrate as calib  # noqa: E402
+from edgekd.latency.compare import paired_ratios  # noqa: E402
+from edgekd.latency.fit_check import agreement  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency_units"
+SHAPE, CLASSES, PROFILE = (1, 32, 32), 10, "host-cpu-1t"
+PRECISIONS = ("fp32", "int8")
+
+
+def fastest_state(runs: list[list[Any]]) -> list[float]:
+    """Each model's fastest 10th percentile (its median where the runner reports none) over the reference's."""
+    ref = min(r[0].p10_ms or r[0].p50_ms for r in runs)
+    return [min(r[i].p10_ms or r[i].p50_ms for r in runs) / ref for i in range(1, len(runs[0]))]
+
+
+def paired_median(runs: list[list[Any]]) -> list[float]:
+    """Each model's median repeat-by-repeat ratio to the reference over all the runs."""
+    return [statistics.median(paired_ratios(runs, i, 0)) for i in range(1, len(runs[0]))]
+
+
+READINGS: dict[str, Callable[[list[list[Any]]], list[float]]] = {"fastest_state": fastest_state,
+                                                                 "paired_median": paired_median}
+
+
+class Record:
+    """Stands in for ``calibrate.measure_rotated``: measures and keeps every run while recording, then hands
+    the same runs back in the same order while replaying."""
+
+    def __init__(self, measure: Callable[..., list[list[Any]]]) -> None:
+        self.measure = measure
+        self.runs: list[list[list[Any]]] = []
+        self.position: int | None = None  # None: recording
+
+    def replay(self) -> None:
+        self.position = 0
+
+    def __call__(self, paths: list, profile: Any, ref: Path, rounds: int) -> list[list[Any]]:
+        if self.position is None:
+            runs = self.measure(paths, profile, ref, rounds)
+            self.runs.append(runs)
+            return runs
+        if self.position >= len(self.runs) or len(self.runs[self.position][0]) != len(paths) + 1:
+            raise RuntimeError("the replay asked for other measurements than the recording made")
+        self.position += 1
+        return self.runs[self.position - 1]
+
+
+@contextmanager
+def patched(module: Any, **names: Any) -> Iterator[None]:
+    old = {k: getattr(module, k) for k in names}
+    for k, v in names.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def space_run(profile: Any, name: str, n: int, seed: int, noise_subset: int, folder: Path,
+              log: Callable[[str], None] = print, shape: tuple[int, int, int] = SHAPE, classes: int = CLASSES,
+              measure: Callable[..., list[list[Any]]] | None = None, **calibration: Any) -> dict[str, Any]:
+    """Calibrate ``name`` (``calibration``: calibrate's keyword arguments), measure ``n`` students of draw
+    ``seed`` and ``noise_subset`` of them again, once; score every reading on those runs. Returns
+    {reading: {precision: scores}, "measured_seconds": ..., "runs_recorded": ...}."""
+    from edgekd.latency.predict import LatencyPredictor
+    from edgekd.search.spaces import resolve_space
+
+    space = resolve_space(name, None, shape)
+    record = Record(measure or calib.measure_rotated)
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    for i, (reading, units) in enumerate(READINGS.items()):
+        if i:
+            record.replay()
+        with patched(calib, measure_rotated=record, relative_units=units):
+            table = calib.calibrate(profile, name, shape, classes, path=folder / f"{reading}-{name}.latency.json",
+                                    log=log if not i else None, **calibration)
+            students = draw_students(space, seed, n, set(table.networks["keys"]))
+            ref = _reference(folder, shape, classes)
+            first, _ = calib.measure_networks(students, profile, shape, classes, ref)
+            again, _ = calib.measure_networks(students[:noise_subset], profile, shape, classes, ref)
+        if record.position not in (None, len(record.runs)):
+            raise RuntimeError("the replay used fewer measurements than the recording made")
+        if not i:
+            out["measured_seconds"] = time.perf_counter() - start
+        predictor = LatencyPredictor(table, space)
+        out[reading] = {}
+        for p in PRECISIONS:
+            measured = np.asarray(first[p])
+            predicted = np.asarray([predictor.predict_units(s, p) for s in students])
+            out[reading][p] = {"predicted": agreement(predicted, measured),
+                               "remeasured": agreement(np.asarray(again[p]), measured[:noise_subset]),
+                               "measured_units": [float(x) for x in measured]}
+        log(f"{name} {reading}: " + ", ".join(f"{p} {out[reading][p]['predicted']['within_10pct']:.1%} predicted, "
+                                            f"{out[reading][p]['remeasured']['within_10pct']:.1%} re-measured"
+                                            for p in PRECISIONS) + " within ±10%")
+    out["students"], out["runs_recorded"] = n, len(record.runs)
+    return out
+
+
+def _reference(folder: Path, shape: tuple[int, int, int], classes: int) -> Path:
+    ref = folder / "reference.onnx"
+    return ref if ref.is_file() else calib.reference_model(shape, classes, folder)
+
+
+def summary(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per reading, means over the rows (spaces x precisions) of predicted and re-measured within ±10%."""
+    out = {}
+    for reading in READINGS:
+        rows = [record["spaces"][s][reading][p] for s in record["spaces"] for p in PRECISIONS]
+        out[reading] = {"predicted_within_10pct": statistics.mean(r["predicted"]["within_10pct"] for r in rows),
+                        "remeasured_within_10pct": statistics.mean(r["remeasured"]["within_10pct"] for r in rows)}
+    return out
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = ["# Reference units: fastest state vs paired median", "",
+             f"`{record['profile']}` on {record['cpu']}, {record['date']}. Per space: one calibration, "
+             f"{record['n']} students of draw {record['seed']} and {record['noise_subset']} of them measured "
+             "again, each measured once and read both ways (replayed from the recorded runs). Rule: "
+             "`benchmarks/preregistered.md`. Rerun: `python benchmarks/latency_units.py`.", "",
+             "| space | precision | reading | students predicted within ±10% (±5%) | median error | "
+             "second measurement within ±10% of the first |",
+             "|---|---|---|---:|---:|---:|"]
+    for name, res in record["spaces"].items():
+        for p in PRECISIONS:
+            for reading in READINGS:
+                pred, again = res[reading][p]["predicted"], res[reading][p]["remeasured"]
+                lines.append(f"| {name} | {p} | {reading} | {pred['within_10pct']:.1%} ({pred['within_5pct']:.1%}) | "
+                             f"{pred['median_abs_err_pct']:.1f}% | {again['within_10pct']:.1%} |")
+    lines += ["", "| reading | mean predicted within ±10% | mean second measurement within ±10% |", "|---|---:|---:|"]
+    lines += [f"| {r} | {s['predicted_within_10pct']:.1%} | {s['remeasured_within_10pct']:.1%} |"
+              for r, s in summary(record).items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from edgekd.latency.table import cpu_info
+    from edgekd.profiles import load_profile
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spaces", default="mbv2,resnet")
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=781, help="the students' draw (latency_predictor.draw_students)")
+    ap.add_argument("--noise-subset", type=int, default=30)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    profile = load_profile(PROFILE)
+    cpu, flags = cpu_info()
+    record: dict[str, Any] = {"profile": PROFILE, "cpu": " ".join(filter(None, (cpu, ", ".join(flags)))),
+                              "date": time.strftime("%Y-%m-%d"), "n": args.n, "seed": args.seed,
+                              "noise_subset": args.noise_subset, "spaces": {}}
+    with tempfile.TemporaryDirectory(prefix="edgekd-units-") as tmp:
+        for name in args.spaces.split(","):
+            record["spaces"][name] = space_run(profile, name, args.n, args.seed, args.noise_subset, Path(tmp))
+    record["summary"] = summary(record)
+    write_results(args.out, record, markdown(record))
+
+
+if __name__ == "__main__":
+    main()
