@@ -129,7 +129,9 @@ def space_digest(space: str, input_shape: tuple[int, ...], num_classes: int) -> 
     return hashlib.sha256(json.dumps([block_key(k) for k in keys]).encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4096)
 def block_key(key: tuple) -> str:
+    # cached: the predictor looks every block of every candidate up by it, and a space has a few hundred
     return ":".join(str(k) for k in key)
 
 
