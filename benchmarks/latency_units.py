@@ -1,20 +1,24 @@
-"""Which reading of interleaved runs gives latency units that repeat and that a calibrated table predicts?
+"""Which latency units repeat, and which does a calibrated table predict best?
 
 Calibration, search's fits and ``latency_predictor.py`` measure models in chunks beside a fixed reference network,
-in rotated runs, and turn each chunk's runs into units of the reference. Two readings of the same runs:
+in rotated runs, and turn each chunk's runs into units of the reference. The arms (``ARMS``) differ in how:
 
-- ``fastest_state``: each model's fastest 10th percentile over the runs, over the reference's;
+- ``fastest_state``: each model's fastest 10th percentile over the runs, over the reference's (edgekd's reading);
 - ``paired_median``: the median, over every repeat of every run, of the model's repeat median over the reference's
-  in the same repeat (``latency.compare.paired_ratios``: samples taken moments apart).
+  in the same repeat (``latency.compare.paired_ratios``: samples taken moments apart);
+- ``resnet_reference``: the fastest state, over a ``resnet`` reference network (``SECOND_REFERENCE``, fp32) instead
+  of edgekd's ``mbv2`` one. When an arm needs it, every run carries both references.
 
-Both are judged on the same raw measurements: one calibration per space, a draw of students it never saw, and a
+All arms are judged on the same raw measurements: one calibration per space, a draw of students it never saw, and a
 second measurement of some of them are measured once with every run recorded; then calibration and the students
-are replayed from the record under each reading, so each reading gets its own table (entries and fit) and its own
-measured students, with no difference of machine state between them. Per space and precision: the share of
-students predicted within ±5% / ±10% of their measured units, and the share whose second measurement agreed with
-the first. The rule the run was read by is in ``preregistered.md`` ("How interleaved runs become reference units").
+are replayed from the record for each arm, so each arm gets its own table (entries and fit) and its own measured
+students, with no difference of machine state between them. Per space and precision: the share of students
+predicted within ±5% / ±10% of their measured units, and the share whose second measurement agreed with the first.
+Rules the runs were read by: ``preregistered.md`` ("How interleaved runs become reference units", "Which network is
+the reference").
 
-    .venv/bin/python benchmarks/latency_units.py [--spaces mbv2,resnet] [--n 120] [--seed 781] [--noise-subset 30]
+    .venv/bin/python benchmarks/latency_units.py [--arms fastest_state,paired_median] [--spaces mbv2,resnet]
+                                                 [--n 120] [--seed 781] [--noise-subset 30] [--out ...]
 """
 
 from __future__ import annotations
@@ -55,31 +59,40 @@ def paired_median(runs: list[list[Any]]) -> list[float]:
     return [statistics.median(paired_ratios(runs, i, 0)) for i in range(1, len(runs[0]))]
 
 
-READINGS: dict[str, Callable[[list[list[Any]]], list[float]]] = {"fastest_state": fastest_state,
-                                                                 "paired_median": paired_median}
+# arm -> (reading, which reference: 0 edgekd's, 1 SECOND_REFERENCE)
+ARMS: dict[str, tuple[Callable[[list[list[Any]]], list[float]], int]] = {
+    "fastest_state": (fastest_state, 0), "paired_median": (paired_median, 0), "resnet_reference": (fastest_state, 1)}
+SECOND_REFERENCE = ("resnet", {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 1]})
 
 
 class Record:
-    """Stands in for ``calibrate.measure_rotated``: measures and keeps every run while recording, then hands
-    the same runs back in the same order while replaying."""
+    """Stands in for ``calibrate.measure_rotated``: measures and keeps every run while recording (with
+    ``second``, a second reference model, in every run), then hands the same runs back in the same order while
+    replaying. ``reference`` picks which reference leads the runs handed back (the other is left out)."""
 
-    def __init__(self, measure: Callable[..., list[list[Any]]]) -> None:
+    def __init__(self, measure: Callable[..., list[list[Any]]], second: Path | None = None) -> None:
         self.measure = measure
+        self.second = second
         self.runs: list[list[list[Any]]] = []
         self.position: int | None = None  # None: recording
+        self.reference = 0
 
     def replay(self) -> None:
         self.position = 0
 
     def __call__(self, paths: list, profile: Any, ref: Path, rounds: int) -> list[list[Any]]:
         if self.position is None:
-            runs = self.measure(paths, profile, ref, rounds)
+            runs = self.measure([self.second, *paths] if self.second else paths, profile, ref, rounds)
             self.runs.append(runs)
+        else:
+            if self.position >= len(self.runs) or len(self.runs[self.position][0]) != len(paths) + 1 + bool(
+                    self.second):
+                raise RuntimeError("the replay asked for other measurements than the recording made")
+            runs = self.runs[self.position]
+            self.position += 1
+        if not self.second:
             return runs
-        if self.position >= len(self.runs) or len(self.runs[self.position][0]) != len(paths) + 1:
-            raise RuntimeError("the replay asked for other measurements than the recording made")
-        self.position += 1
-        return self.runs[self.position - 1]
+        return [[run[self.reference], *run[2:]] for run in runs]
 
 
 @contextmanager
@@ -96,18 +109,21 @@ def patched(module: Any, **names: Any) -> Iterator[None]:
 
 def space_run(profile: Any, name: str, n: int, seed: int, noise_subset: int, folder: Path,
               log: Callable[[str], None] = print, shape: tuple[int, int, int] = SHAPE, classes: int = CLASSES,
-              measure: Callable[..., list[list[Any]]] | None = None, **calibration: Any) -> dict[str, Any]:
+              measure: Callable[..., list[list[Any]]] | None = None, arms: tuple[str, ...] = tuple(ARMS),
+              **calibration: Any) -> dict[str, Any]:
     """Calibrate ``name`` (``calibration``: calibrate's keyword arguments), measure ``n`` students of draw
-    ``seed`` and ``noise_subset`` of them again, once; score every reading on those runs. Returns
-    {reading: {precision: scores}, "measured_seconds": ..., "runs_recorded": ...}."""
+    ``seed`` and ``noise_subset`` of them again, once; score every arm on those runs. Returns
+    {arm: {precision: scores}, "measured_seconds": ..., "runs_recorded": ...}."""
     from edgekd.latency.predict import LatencyPredictor
     from edgekd.search.spaces import resolve_space
 
     space = resolve_space(name, None, shape)
-    record = Record(measure or calib.measure_rotated)
+    second = _second_reference(folder, shape, classes) if any(ARMS[a][1] for a in arms) else None
+    record = Record(measure or calib.measure_rotated, second)
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    for i, (reading, units) in enumerate(READINGS.items()):
+    for i, reading in enumerate(arms):
+        units, record.reference = ARMS[reading]
         if i:
             record.replay()
         with patched(calib, measure_rotated=record, relative_units=units):
@@ -141,10 +157,24 @@ def _reference(folder: Path, shape: tuple[int, int, int], classes: int) -> Path:
     return ref if ref.is_file() else calib.reference_model(shape, classes, folder)
 
 
+def _second_reference(folder: Path, shape: tuple[int, int, int], classes: int) -> Path:
+    import torch
+
+    from edgekd.latency.quick_export import export_fixed
+    from edgekd.search.spaces import SPACES
+
+    path = folder / "second-reference.onnx"
+    if not path.is_file():
+        torch.manual_seed(0)
+        space, config = SECOND_REFERENCE
+        export_fixed(SPACES.get(space).build(config, shape, classes).eval(), (1, *shape), path)
+    return path
+
+
 def summary(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per reading, means over the rows (spaces x precisions) of predicted and re-measured within ±10%."""
+    """Per arm, means over the rows (spaces x precisions) of predicted and re-measured within ±10%."""
     out = {}
-    for reading in READINGS:
+    for reading in record["arms"]:
         rows = [record["spaces"][s][reading][p] for s in record["spaces"] for p in PRECISIONS]
         out[reading] = {"predicted_within_10pct": statistics.mean(r["predicted"]["within_10pct"] for r in rows),
                         "remeasured_within_10pct": statistics.mean(r["remeasured"]["within_10pct"] for r in rows)}
@@ -152,21 +182,23 @@ def summary(record: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    lines = ["# Reference units: fastest state vs paired median", "",
+    arms = record["arms"]
+    lines = [f"# Reference units: {' vs '.join(arms)}", "",
              f"`{record['profile']}` on {record['cpu']}, {record['date']}. Per space: one calibration, "
              f"{record['n']} students of draw {record['seed']} and {record['noise_subset']} of them measured "
-             "again, each measured once and read both ways (replayed from the recorded runs). Rule: "
-             "`benchmarks/preregistered.md`. Rerun: `python benchmarks/latency_units.py`.", "",
-             "| space | precision | reading | students predicted within ±10% (±5%) | median error | "
+             "again, each measured once and read by every arm (replayed from the recorded runs). Rule: "
+             "`benchmarks/preregistered.md`. Rerun: `python benchmarks/latency_units.py --arms "
+             f"{','.join(arms)} --seed {record['seed']}`.", "",
+             "| space | precision | arm | students predicted within ±10% (±5%) | median error | "
              "second measurement within ±10% of the first |",
              "|---|---|---|---:|---:|---:|"]
     for name, res in record["spaces"].items():
         for p in PRECISIONS:
-            for reading in READINGS:
+            for reading in arms:
                 pred, again = res[reading][p]["predicted"], res[reading][p]["remeasured"]
                 lines.append(f"| {name} | {p} | {reading} | {pred['within_10pct']:.1%} ({pred['within_5pct']:.1%}) | "
                              f"{pred['median_abs_err_pct']:.1f}% | {again['within_10pct']:.1%} |")
-    lines += ["", "| reading | mean predicted within ±10% | mean second measurement within ±10% |", "|---|---:|---:|"]
+    lines += ["", "| arm | mean predicted within ±10% | mean second measurement within ±10% |", "|---|---:|---:|"]
     lines += [f"| {r} | {s['predicted_within_10pct']:.1%} | {s['remeasured_within_10pct']:.1%} |"
               for r, s in summary(record).items()]
     return "\n".join(lines) + "\n"
@@ -177,20 +209,26 @@ def main() -> None:
     from edgekd.profiles import load_profile
 
     ap = argparse.ArgumentParser()
+    ap.add_argument("--arms", default="fastest_state,paired_median", help=f"of {', '.join(ARMS)}")
     ap.add_argument("--spaces", default="mbv2,resnet")
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--seed", type=int, default=781, help="the students' draw (latency_predictor.draw_students)")
     ap.add_argument("--noise-subset", type=int, default=30)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
+    arms = tuple(args.arms.split(","))
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"error: unknown arm '{unknown[0]}'; choose from {', '.join(ARMS)}")
     profile = load_profile(PROFILE)
     cpu, flags = cpu_info()
     record: dict[str, Any] = {"profile": PROFILE, "cpu": " ".join(filter(None, (cpu, ", ".join(flags)))),
-                              "date": time.strftime("%Y-%m-%d"), "n": args.n, "seed": args.seed,
+                              "date": time.strftime("%Y-%m-%d"), "arms": list(arms), "n": args.n, "seed": args.seed,
                               "noise_subset": args.noise_subset, "spaces": {}}
     with tempfile.TemporaryDirectory(prefix="edgekd-units-") as tmp:
         for name in args.spaces.split(","):
-            record["spaces"][name] = space_run(profile, name, args.n, args.seed, args.noise_subset, Path(tmp))
+            record["spaces"][name] = space_run(profile, name, args.n, args.seed, args.noise_subset, Path(tmp),
+                                               arms=arms)
     record["summary"] = summary(record)
     write_results(args.out, record, markdown(record))
 

@@ -1,6 +1,7 @@
 """benchmarks/latency_units.py: the two readings of interleaved runs, the record/replay that gives both the same
 runs, and the tables."""
 
+import numpy as np
 import pytest
 
 from edgekd.types import LatencyStats
@@ -43,6 +44,19 @@ def test_a_replay_hands_back_the_recorded_runs_and_refuses_other_measurements(be
         record(["a"], None, None, 1)
 
 
+def test_with_a_second_reference_every_run_carries_both_and_an_arm_reads_one(bench):
+    def measure(paths, profile, ref, rounds):
+        return [[_stats(1.0, [1.0]), *[_stats(float(i + 2), [float(i + 2)]) for i in range(len(paths))]]]
+
+    record = bench.Record(measure, second="second.onnx")
+    (run,) = record(["a", "b"], None, None, 1)
+    assert [s.p50_ms for s in run] == [1.0, 3.0, 4.0]  # edgekd's reference, then the models: the second left out
+    record.replay()
+    record.reference = 1
+    (run,) = record(["a", "b"], None, None, 1)
+    assert [s.p50_ms for s in run] == [2.0, 3.0, 4.0]  # the second reference leads instead
+
+
 def test_both_readings_are_scored_on_one_recorded_set_of_runs(bench, fast_profile, tmp_path):
     import test_calibrate  # registers its tiny space
 
@@ -55,15 +69,18 @@ def test_both_readings_are_scored_on_one_recorded_set_of_runs(bench, fast_profil
         return [[_stats(t * slow, [t * slow] * 3) for t in (p.stat().st_size / 1e5 for p in [ref, *paths])]
                 for _ in range(rounds)]
 
+    arms = ("fastest_state", "paired_median", "resnet_reference")
     res = bench.space_run(fast_profile, test_calibrate.TINY, 6, 3, 2, tmp_path, log=lambda _m: None,
-                          shape=test_calibrate.SHAPE, measure=measure, networks=20, chunk=8, rounds=2)
-    assert res["runs_recorded"] == len(calls)  # the second reading measured nothing
-    for reading in bench.READINGS:
+                          shape=test_calibrate.SHAPE, measure=measure, arms=arms, networks=20, chunk=8, rounds=2)
+    assert res["runs_recorded"] == len(calls)  # the later arms measured nothing
+    for reading in arms:
         for p in ("fp32", "int8"):
             assert len(res[reading][p]["measured_units"]) == 6
             assert res[reading][p]["remeasured"]["within_10pct"] == 1.0
-    fastest, paired = (res[r]["int8"]["measured_units"] for r in bench.READINGS)
+    fastest, paired, other = (np.asarray(res[r]["int8"]["measured_units"]) for r in arms)
     assert fastest == pytest.approx(paired)
+    # over another reference every student's units change by one factor: the two references' ratio
+    assert np.ptp(other / fastest) < 1e-9 and not np.allclose(other, fastest)
 
 
 def test_the_tables_have_a_row_per_space_precision_and_reading_and_the_means(bench):
@@ -72,6 +89,7 @@ def test_the_tables_have_a_row_per_space_precision_and_reading_and_the_means(ben
                 "remeasured": {"within_5pct": again, "within_10pct": again, "median_abs_err_pct": 1.0}}
 
     record = {"profile": "host-cpu-1t", "cpu": "Some CPU", "date": "2026-12-05", "n": 120, "seed": 781,
+              "arms": ["fastest_state", "paired_median"],
               "noise_subset": 30,
               "spaces": {"mbv2": {"fastest_state": {"fp32": cell(0.8, 0.9), "int8": cell(0.6, 0.7)},
                                   "paired_median": {"fp32": cell(0.9, 1.0), "int8": cell(0.9, 1.0)}}}}
