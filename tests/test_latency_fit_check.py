@@ -72,6 +72,13 @@ def test_the_line_says_what_was_left_out_and_how_close_it_came():
                     "(55% within ±5%, median error 4.3%)")
 
 
+def test_a_low_figure_comes_with_advice_and_a_high_one_without():
+    assert FitAccuracy("fp32", 96, 8, 0.7, 0.90, 3.0).advice() is None
+    advice = FitAccuracy("int8", 96, 8, 0.55, 0.84, 4.31).advice()
+    assert advice.startswith("under 90% of the calibration networks were predicted within ±10% (int8)")
+    assert "calibrate again while it is idle" in advice
+
+
 def test_a_spec_comes_back_from_its_key():
     spec = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16], "se": [0, 1]})
     assert StudentSpec.from_key(spec.key()) == spec

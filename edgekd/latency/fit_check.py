@@ -19,6 +19,7 @@ import numpy as np
 from edgekd.latency.table import LatencyTable
 
 FOLDS = 8
+TRUSTED = 0.90  # a table whose left-out networks fall below this share within ±10% comes with advice
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,15 @@ class FitAccuracy:
         return (f"{self.precision}: {self.within_10pct:.0%} of its {self.networks} calibration networks predicted "
                 f"within ±10% when left out of the fit ({self.within_5pct:.0%} within ±5%, median error "
                 f"{self.median_abs_err_pct:.1f}%)")
+
+    def advice(self) -> str | None:
+        """What to do when the figure is low; None when it is not. A busy device during calibration, or one
+        that does not follow the table's form, leaves the search misjudging more candidates' latency."""
+        if self.within_10pct >= TRUSTED:
+            return None
+        return (f"under {TRUSTED:.0%} of the calibration networks were predicted within ±10% ({self.precision}): "
+                "the device was probably busy while calibrating; calibrate again while it is idle (search "
+                "re-measures its best candidates either way)")
 
 
 def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
