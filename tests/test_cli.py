@@ -282,6 +282,11 @@ def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, mon
     assert code == 130 and f"the blocks measured so far are kept in {partial}; run the same command again" in err
 
 
+def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
+    line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
+    assert "the 'pruned' space has no latency table to calibrate" in line and "calibrate one of: mbv2, resnet" in line
+
+
 def test_a_later_command_does_not_inherit_an_earlier_ones_interruption_line(run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
     run_cli("compress", "--out", tmp_path / "o")

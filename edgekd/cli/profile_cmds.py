@@ -36,7 +36,8 @@ def profiles_show(name: str) -> None:
 
 @profiles.command("calibrate")
 @click.argument("name")
-@click.option("--space", default="mbv2", show_default=True, help="Search space whose blocks to calibrate.")
+@click.option("--space", default="mbv2", show_default=True,
+              help="Search space whose blocks to calibrate: mbv2 or resnet (search fits the pruned family itself).")
 @click.option("--input-shape", default="1,32,32", show_default=True, help="Input C,H,W the students will see.")
 @click.option("--classes", default=10, show_default=True, type=int, help="Number of classes.")
 @click.option("--networks", default=96, show_default=True, type=int,

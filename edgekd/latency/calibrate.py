@@ -42,6 +42,11 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     from edgekd.search.spaces import SPACES
 
     space = SPACES.get(space_name)
+    if not hasattr(space, "all_blocks"):
+        tabled = [n for n in SPACES.names() if hasattr(SPACES.get(n), "all_blocks")]
+        raise ConfigError(f"the '{space_name}' space has no latency table to calibrate: its networks come from your "
+                          "teacher at search time, and search measures some of them to fit their latency (and keeps "
+                          "the fit)", f"calibrate one of: {', '.join(tabled)}")
     need = 2 * len(feature_names(resolution_levels(space, input_shape, num_classes)))
     if networks < need:
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
