@@ -287,6 +287,12 @@ def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fas
     assert "the 'pruned' space has no latency table to calibrate" in line and "calibrate one of: mbv2, resnet" in line
 
 
+@pytest.mark.parametrize("classes", ["0", "-3"])
+def test_calibrating_for_no_classes_is_refused_in_one_line(run_cli, fast_profile_path, classes):
+    line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--classes", classes)[::2])
+    assert f"--classes {classes} is not a number of classes" in line and "e.g. --classes 10" in line
+
+
 def test_a_later_command_does_not_inherit_an_earlier_ones_interruption_line(run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
     run_cli("compress", "--out", tmp_path / "o")

@@ -41,6 +41,9 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     from edgekd.errors import ConfigError
     from edgekd.search.spaces import SPACES
 
+    if num_classes < 1:
+        raise ConfigError(f"--classes {num_classes} is not a number of classes", "pass the classes your model "
+                          "predicts, e.g. --classes 10")
     space = SPACES.get(space_name)
     if not hasattr(space, "all_blocks"):
         tabled = [n for n in SPACES.names() if hasattr(SPACES.get(n), "all_blocks")]
