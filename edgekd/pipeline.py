@@ -110,6 +110,14 @@ class CompressConfig:
         if self.target_ms is not None and self.qat_epochs:
             raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
                               "choose pruning toward a latency target or quantization-aware training")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        idle = [f"--{name.replace('_', '-')}" for name in ("prune_steps", "prune_importance", "prune_round_to")
+                if getattr(self, name) != defaults[name]]
+        if self.target_ms is None and idle:
+            # Without a target nothing is pruned: a setting that would be ignored is refused rather than dropped.
+            raise ConfigError(f"{', '.join(idle)} only {'applies' if len(idle) == 1 else 'apply'} to pruning, and "
+                              "nothing is pruned without --target-ms",
+                              "pass --target-ms MS to prune toward a latency, or leave the pruning settings out")
 
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig

@@ -287,6 +287,19 @@ def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fas
     assert "the 'pruned' space has no latency table to calibrate" in line and "calibrate one of: mbv2, resnet" in line
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--prune-steps", "3"], "--prune-steps only applies to pruning, and nothing is pruned without --target-ms"),
+    (["--prune-importance", "l1", "--prune-round-to", "8"],
+     "--prune-importance, --prune-round-to only apply to pruning, and nothing is pruned without --target-ms"),
+    (["--target-ms", "0.1", "--prune-steps", "0"], "--prune-steps must be at least 1, got 0"),
+    (["--target-ms", "0.1", "--prune-round-to", "0"], "--prune-round-to must be a positive channel count, got 0"),
+    (["--target-ms", "0.1", "--prune-round-to", "-4"], "--prune-round-to must be a positive channel count, got -4"),
+])
+def test_pruning_settings_that_would_do_nothing_or_make_no_sense_are_refused(run_cli, tmp_path, args, expected):
+    line = _one_line_error(*run_cli("compress", *args, "--out", tmp_path / "o")[::2])
+    assert expected in line and not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("classes", ["0", "-3"])
 def test_calibrating_for_no_classes_is_refused_in_one_line(run_cli, fast_profile_path, classes):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--classes", classes)[::2])

@@ -41,8 +41,13 @@ class PruneConfig:
             raise ConfigError(f"--target-ms must be positive, got {self.target_ms}", "pass a latency in ms")
         if self.precision not in ("fp32", "int8"):
             raise ConfigError(f"unknown precision '{self.precision}'", "choose one of: fp32, int8")
-        if self.steps < 1 or self.epochs_per_step < 0 or self.finetune_epochs < 0:
-            raise ConfigError("pruning steps must be >= 1 and epoch counts >= 0", "fix the pruning settings")
+        if self.steps < 1:
+            raise ConfigError(f"--prune-steps must be at least 1, got {self.steps}", "pass 8 (the default)")
+        if self.epochs_per_step < 0 or self.finetune_epochs < 0:
+            raise ConfigError("pruning epoch counts must be >= 0", "fix the pruning settings")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"--prune-round-to must be a positive channel count, got {self.round_to}",
+                              "pass e.g. 8, or leave it out to keep any channel count")
         if not 0.0 < self.max_ratio < 1.0:
             raise ConfigError(f"max_ratio must be within (0, 1), got {self.max_ratio}", "pass e.g. 0.9")
         if self.importance not in IMPORTANCES:
