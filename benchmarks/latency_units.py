@@ -40,6 +40,7 @@ from latency_predictor import draw_students  # noqa: E402  (the students a laten
 from results_io import write_results  # noqa: E402
 
 from edgekd.latency import calibrate as calib  # noqa: E402
+from edgekd.latency import quick_export  # noqa: E402
 from edgekd.latency.compare import paired_ratios  # noqa: E402
 from edgekd.latency.fit_check import agreement  # noqa: E402
 
@@ -122,11 +123,16 @@ def space_run(profile: Any, name: str, n: int, seed: int, noise_subset: int, fol
     record = Record(measure or calib.measure_rotated, second)
     out: dict[str, Any] = {}
     start = time.perf_counter()
+    runtime = ""
     for i, reading in enumerate(arms):
         units, record.reference = ARMS[reading]
+        # A replay measures nothing, so it exports nothing either: only the number of files is checked.
+        skip: dict[str, Any] = {}
         if i:
             record.replay()
-        with patched(calib, measure_rotated=record, relative_units=units):
+            skip = {"export_fixed": _no_file, "_quantize": _no_file, "device_runtime": lambda *_a, _r=runtime: _r}
+        with patched(calib, measure_rotated=record, relative_units=units, **skip), \
+                patched(quick_export, **({"export_for_timing": _no_files} if i else {})):
             table = calib.calibrate(profile, name, shape, classes, path=folder / f"{reading}-{name}.latency.json",
                                     log=log if not i else None, **calibration)
             students = draw_students(space, seed, n, set(table.networks["keys"]))
@@ -137,6 +143,7 @@ def space_run(profile: Any, name: str, n: int, seed: int, noise_subset: int, fol
             raise RuntimeError("the replay used fewer measurements than the recording made")
         if not i:
             out["measured_seconds"] = time.perf_counter() - start
+            runtime = table.stamp.onnxruntime
         predictor = LatencyPredictor(table, space)
         out[reading] = {}
         for p in PRECISIONS:
@@ -150,6 +157,14 @@ def space_run(profile: Any, name: str, n: int, seed: int, noise_subset: int, fol
                                             for p in PRECISIONS) + " within ±10%")
     out["students"], out["runs_recorded"] = n, len(record.runs)
     return out
+
+
+def _no_file(*args: Any, **_kwargs: Any) -> Any:
+    return next((a for a in args if isinstance(a, Path)), None)
+
+
+def _no_files(models: list[Any], _precision: str, _calibration: Any, folder: Path, prefix: str = "cand") -> list[Path]:
+    return [folder / f"{prefix}{i}.onnx" for i in range(len(models))]
 
 
 def _reference(folder: Path, shape: tuple[int, int, int], classes: int) -> Path:

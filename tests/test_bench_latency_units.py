@@ -69,16 +69,16 @@ def test_both_readings_are_scored_on_one_recorded_set_of_runs(bench, fast_profil
         return [[_stats(t * slow, [t * slow] * 3) for t in (p.stat().st_size / 1e5 for p in [ref, *paths])]
                 for _ in range(rounds)]
 
-    arms = ("fastest_state", "paired_median", "resnet_reference")
-    res = bench.space_run(fast_profile, test_calibrate.TINY, 6, 3, 2, tmp_path, log=lambda _m: None,
-                          shape=test_calibrate.SHAPE, measure=measure, arms=arms, networks=20, chunk=8, rounds=2)
-    assert res["runs_recorded"] == len(calls)  # the later arms measured nothing
+    # two arms (the replay and the second reference are what this checks; the readings are checked above)
+    arms = ("fastest_state", "resnet_reference")
+    res = bench.space_run(fast_profile, test_calibrate.TINY, 4, 3, 2, tmp_path, log=lambda _m: None,
+                          shape=test_calibrate.SHAPE, measure=measure, arms=arms, networks=16, chunk=8, rounds=1)
+    assert res["runs_recorded"] == len(calls)  # the second arm measured nothing
     for reading in arms:
         for p in ("fp32", "int8"):
-            assert len(res[reading][p]["measured_units"]) == 6
+            assert len(res[reading][p]["measured_units"]) == 4
             assert res[reading][p]["remeasured"]["within_10pct"] == 1.0
-    fastest, paired, other = (np.asarray(res[r]["int8"]["measured_units"]) for r in arms)
-    assert fastest == pytest.approx(paired)
+    fastest, other = (np.asarray(res[r]["int8"]["measured_units"]) for r in arms)
     # over another reference every student's units change by one factor: the two references' ratio
     assert np.ptp(other / fastest) < 1e-9 and not np.allclose(other, fastest)
 
