@@ -90,7 +90,9 @@ def test_target_below_reach_fails_before_training(small_data, fast_profile):
     ({"target_ms": 1, "precision": "fp16"}, "unknown precision"),
     ({"target_ms": 1, "max_ratio": 1.0}, "max_ratio"),
     ({"target_ms": 1, "importance": "random"}, "unknown pruning importance 'random'; choose one of: l2"),
-    ({"target_ms": 1, "steps": 0}, "steps must be >= 1"),
+    ({"target_ms": 1, "steps": 0}, "--prune-steps must be at least 1, got 0"),
+    ({"target_ms": 1, "finetune_epochs": -1}, "pruning epoch counts must be >= 0"),
+    ({"target_ms": 1, "round_to": 0}, "--prune-round-to must be a positive channel count, got 0"),
 ])
 def test_bad_prune_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
