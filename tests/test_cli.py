@@ -284,7 +284,9 @@ def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, mon
 
 def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
-    assert "the 'pruned' space has no latency table to calibrate" in line and "calibrate one of: mbv2, resnet" in line
+    assert "the 'pruned' space has no latency table to calibrate" in line
+    offered = line.split("calibrate one of: ")[1].split(", ")  # other tests may have registered spaces of their own
+    assert {"mbv2", "resnet"} <= set(offered) and "pruned" not in offered
 
 
 @pytest.mark.parametrize(("args", "expected"), [
