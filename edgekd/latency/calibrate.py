@@ -81,8 +81,8 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     partial.unlink(missing_ok=True)
     for accuracy in cross_validate(table, space):
         log(f"calibrate {profile.name}: {accuracy.line()}")
-        if accuracy.advice():
-            log(f"warning: {accuracy.advice()}")
+        if advice := accuracy.advice():
+            log(f"warning: {advice}")
     return table
 
 

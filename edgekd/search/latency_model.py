@@ -107,8 +107,8 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
     for accuracy in cross_validate(table, space):
         if accuracy.precision == precision:  # how far to trust the table on this device, before it steers the search
             log(f"search: '{space.name}' latency table, {accuracy.line()}")
-            if accuracy.advice():
-                log(f"warning: '{space.name}' latency table: {accuracy.advice()}")
+            if advice := accuracy.advice():
+                log(f"warning: '{space.name}' latency table: {advice}")
     ref_ms = reference_ms()
     return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), TABLE_SOURCE,
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
