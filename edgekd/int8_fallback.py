@@ -182,8 +182,10 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
         "every round was measured on the device"]
     if best != fastest:
         size = loop.artifacts[fastest].size_bytes / 1024
-        notes.append(f"round {fastest} ran faster, but its file ({size:.1f} KB, more nodes kept fp32) breaks the "
-                     f"size budget of {limit / 1024:.1f} KB: round {best}'s file is kept")  # type: ignore[operator]
+        notes.append(f"round {fastest} ran faster (int8/fp32 latency {_ratio(rounds[fastest]):.2f}, "
+                     f"{rounds[fastest].quantized} of {rounds[0].quantized} quantizable node(s) in int8), but its "
+                     f"file ({size:.1f} KB, more nodes kept fp32) breaks the size budget of {limit / 1024:.1f} KB: "
+                     f"round {best}'s file is kept")  # type: ignore[operator]
     result = FallbackResult(loop.artifacts[best], tuple(rounds), best, faster, stopped, tuple(notes))
     details = {**result.artifact.details, "int8_fallback": {k: v for k, v in result.to_dict().items()
                                                              if k != "artifact"}}

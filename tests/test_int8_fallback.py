@@ -135,6 +135,11 @@ def test_a_round_whose_file_breaks_the_size_budget_is_kept_only_when_none_fits(f
     moved = fitted.best_round != fastest(fitted)
     assert moved == any(f"breaks the size budget of {whole / 1024:.1f} KB: round {fitted.best_round}'s file is kept"
                         in n for n in fitted.notes)
+    if moved:  # the note says how much faster the round was, and with how much of it left in int8
+        quick = fitted.rounds[fastest(fitted)]
+        assert any(n.startswith(f"round {fastest(fitted)} ran faster (int8/fp32 latency {quick.final_ratio:.2f}, "
+                                f"{quick.quantized} of {fitted.rounds[0].quantized} quantizable node(s) in int8)")
+                   for n in fitted.notes)
     nothing_fits = run(2, 0, "none")  # no file can meet it: the fastest round is kept, as without a budget
     assert nothing_fits.best_round == fastest(nothing_fits) and not nothing_fits.notes
     with pytest.raises(ConfigError, match="max_bytes -1 is negative"):

@@ -16,6 +16,7 @@ from edgekd.profiles import DeviceProfile
 from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
 from edgekd.search.latency_model import ANCHORS, TABLE_SOURCE
 from edgekd.search.ruler import Ruler
+from edgekd.search.teacher_fit import teacher_fit
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 # A candidate predicted up to 10% over --budget-ms is still measured: the prediction's own error.
@@ -91,6 +92,9 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
             "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
     with Ruler(profile, data.input_shape, data.num_classes) as ruler:
+        fit = teacher_fit(teacher, data.input_shape, budget, ruler)
+        if fit is not None:
+            log(fit.message(budget))
         return _search(data, profile, budget, config, spaces, proxy, probe, calib, ruler, rng, progress, log, start)
 
 

@@ -1,0 +1,71 @@
+"""Whether the teacher, as it is, already meets the budget.
+
+A student that has to fit a budget the teacher already meets can only match the teacher or lose accuracy.
+Validation says so at the end of a run; this check says it before the search, so that a user who set a
+loose budget learns it before hours of distillation rather than after. It is a warning: the run goes on,
+since a user may want a smaller model anyway.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.types import Budget
+
+
+@dataclass(frozen=True)
+class TeacherFit:
+    """The teacher's fp32 file and, when a latency budget is set, its p50 on the profile (ms, the search's scale)."""
+
+    size_bytes: int
+    latency_ms: float | None
+
+    def message(self, budget: Budget) -> str:
+        parts = []
+        if budget.latency_ms is not None and self.latency_ms is not None:
+            parts.append(f"{self.latency_ms:.3f} ms measured (--budget-ms {budget.latency_ms:g})")
+        if budget.max_size_kb is not None:
+            parts.append(f"{self.size_bytes / 1024:.1f} KB (--max-size-kb {budget.max_size_kb:g})")
+        return ("warning: search: the teacher as it is (fp32) already meets the budget: " + ", ".join(parts) +
+                "; a student can only match it or lose accuracy: ship the teacher, or tighten the budget")
+
+
+def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, ruler: Any) -> TeacherFit | None:
+    """A ``TeacherFit`` when the teacher's fp32 file meets every latency and size limit ``budget`` sets (at
+    least one), else None. The teacher is exported only when its weights alone fit the size limit, and
+    measured only when its file does, beside the search's reference network (``ruler``), so its
+    milliseconds are on the scale the candidates are judged on."""
+    from edgekd.search.file_size import fp32_bytes
+
+    if budget.latency_ms is None and budget.max_bytes is None:
+        return None
+    # Every convolution's and linear layer's weights are written, so this is a floor on the file's size:
+    # a teacher over it is not exported at all (a large one takes long to export).
+    if budget.max_bytes is not None and fp32_bytes(teacher) > budget.max_bytes:
+        return None
+    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
+        path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx")
+        if path is None:
+            return None
+        size = path.stat().st_size
+        if budget.max_bytes is not None and size > budget.max_bytes:
+            return None
+        if budget.latency_ms is None:
+            return TeacherFit(size, None)
+        ((_stats, units),) = ruler.measure([path], (1, *input_shape))
+    latency = units * ruler.ms()
+    return TeacherFit(size, latency) if latency <= budget.latency_ms else None
+
+
+def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | None:
+    """The teacher as fp32 ONNX, or None when the quick exporter cannot trace it (a teacher the shipped
+    exporter handles, or a .pt2 program): the check is advice, and validation measures the teacher anyway."""
+    from edgekd.latency.quick_export import export_fixed
+
+    try:
+        return export_fixed(teacher, (1, *input_shape), path)
+    except Exception:  # any tracing failure means only that this advice is skipped
+        return None

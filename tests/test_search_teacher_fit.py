@@ -1,0 +1,69 @@
+import importlib
+
+import pytest
+
+from edgekd.search import SearchConfig, search
+from edgekd.search.ruler import Ruler
+from edgekd.search.teacher_fit import TeacherFit, teacher_fit
+from edgekd.types import Budget
+
+CFG = SearchConfig(candidates=6, measure_top=2, rounds=1, probe_batch=16, anchors=3)
+WARNING = "warning: search: the teacher as it is (fp32) already meets the budget"
+
+
+def _measured(teacher, data, profile, budget):
+    with Ruler(profile, data.input_shape, data.num_classes) as ruler:
+        return teacher_fit(teacher.module, data.input_shape, budget, ruler), ruler
+
+
+def test_a_teacher_within_both_limits_is_measured_on_the_search_scale(teacher, small_data, fast_profile):
+    fit, ruler = _measured(teacher, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=500))
+    assert fit is not None and 0 < fit.latency_ms <= 50
+    # the tiny teacher's fp32 file: two convolutions and a linear layer, about 20 KB
+    assert 10 * 1024 < fit.size_bytes < 40 * 1024
+    assert len(ruler.readings) >= 1  # timed beside the reference network
+    message = fit.message(Budget(latency_ms=50, max_size_kb=500))
+    assert message.startswith(WARNING) and "(--budget-ms 50)" in message and "(--max-size-kb 500)" in message
+
+
+def test_a_teacher_over_the_latency_budget_is_not_reported(teacher, small_data, fast_profile):
+    fit, _ = _measured(teacher, small_data, fast_profile, Budget(latency_ms=1e-6))
+    assert fit is None
+
+
+def test_a_teacher_whose_weights_break_the_size_limit_is_not_exported(teacher, small_data, fast_profile,
+                                                                      monkeypatch):
+    quick = importlib.import_module("edgekd.latency.quick_export")
+    monkeypatch.setattr(quick, "export_fixed", lambda *a, **k: pytest.fail("exported a teacher over the limit"))
+    fit, ruler = _measured(teacher, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=4))
+    assert fit is None and ruler.readings == []
+
+
+def test_a_size_limit_alone_needs_no_measurement(teacher, small_data, fast_profile):
+    fit, ruler = _measured(teacher, small_data, fast_profile, Budget(max_size_kb=500))
+    assert fit == TeacherFit(fit.size_bytes, None) and ruler.readings == []
+    assert "ms measured" not in fit.message(Budget(max_size_kb=500))
+
+
+def test_no_budget_is_no_check(teacher, small_data, fast_profile):
+    fit, ruler = _measured(teacher, small_data, fast_profile, Budget())
+    assert fit is None and ruler.readings == []
+
+
+def test_a_teacher_the_quick_exporter_cannot_trace_skips_the_advice(teacher, small_data, fast_profile,
+                                                                   monkeypatch):
+    def untraceable(*_a, **_k):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(importlib.import_module("edgekd.latency.quick_export"), "export_fixed", untraceable)
+    fit, ruler = _measured(teacher, small_data, fast_profile, Budget(latency_ms=50))
+    assert fit is None and ruler.readings == []
+
+
+def test_search_warns_before_scoring_when_the_teacher_already_fits(teacher, small_data, fast_profile):
+    lines: list[str] = []
+    search(teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=500), CFG,
+           progress=False, log=lines.append)
+    warned = [i for i, line in enumerate(lines) if line.startswith(WARNING)]
+    scored = [i for i, line in enumerate(lines) if line.startswith("search: scored")]
+    assert len(warned) == 1 and warned[0] < scored[0]
