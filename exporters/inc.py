@@ -18,12 +18,9 @@ speed of fp32 (uint8, first/last layer fp32) or 0.17x (int8 activations), where 
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import math
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ import numpy as np
 
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
 from exporters._common import finish, require_dynamo_opset, tidy_for_device
 
@@ -267,11 +265,7 @@ def _first(exc: BaseException) -> str:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """INC and torch.export log every step at INFO; none of it means anything to our users."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        logging.getLogger("torchao").setLevel(logging.ERROR)
+    with quiet():
         import neural_compressor.torch.quantization  # noqa: F401  (sets its logger's level when first imported)
-
-        for name in ("neural_compressor", "torch.onnx", "torch._dynamo", "torch.export"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    with quiet("torchao", "neural_compressor", *TORCH_EXPORT):
         yield

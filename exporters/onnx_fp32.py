@@ -3,16 +3,13 @@ does not write): one self-contained file, dynamic batch."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
+from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
 from exporters._common import finish, tidy_for_device
 
@@ -41,7 +38,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
                               f"pass --opset {DYNAMO_MIN_OPSET}, or the model as file.py:factory with --weights")
         kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     try:
-        with _quiet():
+        with quiet(*TORCH_EXPORT):
             torch.onnx.export(model, (sample,), str(path), dynamo=not legacy, opset_version=request.opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               **({} if legacy else {"external_data": False}), **kwargs)
@@ -52,14 +49,3 @@ def export_fp32(request: ExportRequest) -> Artifact:
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
     tidy_for_device(path)
     return finish(path, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporter prints progress and warnings that mean nothing to our users."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-    logging.getLogger("torch.export").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield

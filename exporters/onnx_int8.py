@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
 from exporters._common import finish, tidy_for_device
 
@@ -43,7 +44,7 @@ def export_int8(request: ExportRequest) -> Artifact:
         raise ConfigError(f"unknown calibration method '{request.options.get('calibration')}'",
                           f"choose one of: {', '.join(CALIBRATION_METHODS)}")
     path = Path(request.out_dir) / f"{request.name}.onnx"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet(ROOT):
         pre = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(request.source.path, str(pre), skip_symbolic_shape=True)

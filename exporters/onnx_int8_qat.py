@@ -16,13 +16,8 @@ search spaces) and the top-1 agreement with the torch QAT model on the calibrati
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,7 @@ import numpy as np
 
 from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.quiet import ROOT, TORCH_EXPORT, quiet
 from edgekd.types import Artifact
 from exporters._common import finish, require_dynamo_opset, tidy_for_device
 
@@ -86,7 +82,7 @@ def _export_qat(model: Any, sample: np.ndarray, path: Path, opset: int) -> None:
     deploy = export_copy(model)
     x = torch.from_numpy(np.repeat(sample, 2, axis=0))  # batch 2: torch.export specialises size-1 dims
     try:
-        with _quiet():
+        with quiet(*TORCH_EXPORT, ROOT):
             torch.onnx.export(deploy, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
@@ -158,7 +154,7 @@ def _quantize(source: Path, target: Path, inputs: np.ndarray, overrides: dict[st
     tensor_overrides = {name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}]
                         for name, (scale, zero) in overrides.items()}
     try:
-        with _quiet():
+        with quiet(*TORCH_EXPORT, ROOT):
             quantize_static(str(source), str(target), _Reader(inputs[:64]), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(ORT_OP_TYPES), per_channel=True,
                             reduce_range=weight_qmax == REDUCED_WEIGHT_QMAX, activation_type=QuantType.QUInt8,
@@ -246,19 +242,3 @@ class _Reader:
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter and the quantizer print progress and warnings that mean nothing to our users."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)

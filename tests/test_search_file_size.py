@@ -1,5 +1,5 @@
-"""The search's size check: candidates near --max-size-kb are written as they would ship, and the file
-decides. The files are real exports; only the estimate is swapped in some tests, to put it wrong."""
+"""The search's size check: candidates near --max-size-kb, and the one chosen, are written as they would
+ship, and the file decides. The files are real exports; only the estimate is swapped in some tests, to put it wrong."""
 
 import importlib
 
@@ -114,6 +114,22 @@ def test_search_never_chooses_a_candidate_whose_file_breaks_the_size_limit(teach
     assert len([c for c in result.candidates if c.file_bytes is not None]) < len(measured)
     assert any("came out over it and cannot be chosen" in line and "estimates were up to" in line
                for line in lines)
+
+
+def test_the_chosen_candidate_is_written_even_when_every_estimate_is_far_under_the_limit(
+        teacher, small_data, fast_profile, monkeypatch):
+    """A user's teacher can be built of layers the estimate does not count (a small transformer's int8 file
+    came out 2-2.8x its estimate): with every estimate a tenth of the file, none comes near the limit,
+    so only the written file of the choice itself can keep the search from choosing a file over it."""
+    search_module = importlib.import_module("edgekd.search.search")
+    real = search_module.estimate_int8_bytes
+    monkeypatch.setattr(search_module, "estimate_int8_bytes", lambda model: real(model) // 10)
+    limit = 40 * 1024
+    result = search(teacher.module, small_data, fast_profile, Budget(max_size_kb=40), CFG, progress=False)
+    assert all(c.size_bytes < 0.8 * limit for c in result.candidates)  # no estimate alone would be written
+    assert result.chosen.file_bytes is not None and result.chosen.file_bytes <= limit
+    assert shipped_bytes(build_student(result.chosen.spec, small_data.input_shape, 10), small_data,
+                         small_data.x_train[:64], "int8") <= limit
 
 
 def test_a_size_limit_no_written_file_meets_names_the_smallest_file(teacher, small_data, fast_profile,

@@ -112,13 +112,16 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
     import torch
     import torch_pruning as tp
 
+    from edgekd.quiet import quiet
+
     kind = tp.pruner.GroupNormPruner if config.regularize > 0 else tp.pruner.MetaPruner
     extra: dict[str, Any] = {"reg": config.regularize} if config.regularize > 0 else {}
     if stage_ratios:
         extra["pruning_ratio_dict"] = _by_stage(model, input_shape, stage_ratios)
-    return kind(model, torch.zeros(1, *input_shape), importance=importance(config.importance),
-                pruning_ratio=config.max_ratio, iterative_steps=config.steps, ignored_layers=output_layers(model),
-                round_to=config.round_to, **extra)
+    with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding)
+        return kind(model, torch.zeros(1, *input_shape), importance=importance(config.importance),
+                    pruning_ratio=config.max_ratio, iterative_steps=config.steps,
+                    ignored_layers=output_layers(model), round_to=config.round_to, **extra)
 
 
 def _by_stage(model: Any, input_shape: tuple[int, ...], stage_ratios: tuple[float, ...]) -> dict[Any, float]:

@@ -205,15 +205,12 @@ def _measure_blocks(space: Any, keys: list[tuple], precision: str, profile: Devi
 
 def _quantize(src: Path, shape: tuple[int, ...], out: Path) -> None:
     """Quantize a block exactly as the onnx-int8 exporter quantizes a network (pre-processing included)."""
-    import logging
-
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice goes to the root logger
+    from edgekd.quiet import ROOT, quiet
+
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    src = pre
     rng = np.random.default_rng(0)
     batches = iter([{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
 
@@ -221,8 +218,10 @@ def _quantize(src: Path, shape: tuple[int, ...], out: Path) -> None:
         def get_next(self) -> dict | None:
             return next(batches, None)
 
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with quiet(ROOT):
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def _fit(space: Any, entries: dict, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,

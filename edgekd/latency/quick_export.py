@@ -8,14 +8,13 @@ two exports of one student measured within 1% of each other. Shipped artifacts s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekd.quiet import TORCH_EXPORT, quiet
 
 
 def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch: bool = False) -> Path:
@@ -23,8 +22,7 @@ def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch:
     free with ``dynamic_batch`` (int8 calibration feeds whole batches)."""
     import torch
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet(*TORCH_EXPORT):
         torch.onnx.export(module.eval(), (torch.randn(*shape),), str(path), dynamo=False, input_names=["input"],
                           opset_version=18, dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
     return path

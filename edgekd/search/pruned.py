@@ -57,14 +57,17 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     import torch
     import torch_pruning as tp
 
+    from edgekd.quiet import quiet
+
     model = copy.deepcopy(teacher).eval()
     if all(keep[i] >= 1.0 for i in range(len(stages))):
         return model
     ratios = stage_ratio_dict(model, stages, [1.0 - keep[i] for i in range(len(stages))])
     example = torch.zeros(1, *input_shape)
-    pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
-                                  pruning_ratio_dict=ratios, ignored_layers=output_layers(model))
-    pruner.step()
+    with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding), per build
+        pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
+                                      pruning_ratio_dict=ratios, ignored_layers=output_layers(model))
+        pruner.step()
     return model.eval()
 
 

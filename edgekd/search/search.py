@@ -148,8 +148,9 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
         log(note)
     if sizes.written:
         over = sum(not sizes.fits(c) for c in (*too_big, *measured))
-        log(f"search: wrote the {config.precision} files of {sizes.written} candidate(s) near --max-size-kb "
-            f"{budget.max_size_kb:g}; {over} came out over it and cannot be chosen"
+        log(f"search: wrote the {config.precision} files of {sizes.written} candidate(s) to check them against "
+            f"--max-size-kb {budget.max_size_kb:g} (those near it, and the one chosen); {over} came out over it "
+            "and cannot be chosen"
             + "".join(f"; '{s}' estimates were up to {(r - 1) * 100:.0f}% low" for s, r in sizes.underestimate.items()
                       if r > 1))
     by_key = {c.spec.key(): c for c in (*too_big, *measured)}
@@ -247,6 +248,7 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
     too_big: list[Candidate] = []
     if chosen is None:
         done, chosen = _smallest_try(queue, sizes, too_big, measure, done, budget)
+    done, chosen = _confirmed(done, chosen, budget, sizes)
     if chosen is None:
         raise _neither(done, too_big, budget, config.precision, profile, sizes)
     return done, too_big, chosen
@@ -306,7 +308,7 @@ def _may_meet(cand: Candidate, budget: Budget, scale: dict[str, float]) -> bool:
 def _choose(done: list[Candidate], budget: Budget, sizes: SizeCheck) -> tuple[list[Candidate], Candidate | None]:
     """The best-scored measured candidate within both limits, with ``done`` as its files left it. Files are
     written best-first and only near the limit, so a search writes the one or two it chooses between, not
-    one for every candidate it times."""
+    one for every candidate it times (and the final choice's, ``_confirmed``)."""
     done = list(done)
     for i in sorted(range(len(done)), key=lambda i: done[i].score, reverse=True):
         cand = done[i]
@@ -317,6 +319,20 @@ def _choose(done: list[Candidate], budget: Budget, sizes: SizeCheck) -> tuple[li
         if sizes.fits(done[i]):
             return done, done[i]
     return done, None
+
+
+def _confirmed(done: list[Candidate], chosen: Candidate | None, budget: Budget,
+               sizes: SizeCheck) -> tuple[list[Candidate], Candidate | None]:
+    """The choice with its own file written, when only its estimate said it fits the size limit: an
+    estimate can be far off for a teacher's own layers. A file over the limit passes the choice to the
+    next best candidate, whose file is written in turn."""
+    while chosen is not None and sizes.limit is not None and chosen.file_bytes is None:
+        i = next(i for i, c in enumerate(done) if c.spec.key() == chosen.spec.key())
+        done[i] = sizes.check(chosen, confirm=True)
+        if sizes.fits(done[i]):
+            return done, done[i]
+        done, chosen = _choose(done, budget, sizes)
+    return done, chosen
 
 
 def _smallest_try(queue: list[Candidate], sizes: SizeCheck, too_big: list[Candidate], measure: Any,

@@ -1,0 +1,34 @@
+"""Library chatter silenced where edgekd calls the library, and only there.
+
+torch's exporters, onnxruntime's quantizer, neural-compressor and torch-pruning log progress and advice
+(onnxruntime's quantizer to the root logger: one "Axis 1 is out-of-range" line per LayerNorm weight of a
+transformer) that means nothing to a user of edgekd, who gets edgekd's own messages and its errors. The
+loggers' levels are put back afterwards, so a Python API user's own logging is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+
+TORCH_EXPORT = ("torch.onnx", "torch._dynamo", "torch.export")
+ROOT = ""  # the root logger, where onnxruntime's quantizer writes
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """For the block: the named loggers only at ERROR and above, no Python warnings, no stdout."""
+    chosen = [logging.getLogger(name or None) for name in loggers]
+    levels = [logger.level for logger in chosen]
+    for logger in chosen:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(chosen, levels):
+            logger.setLevel(level)

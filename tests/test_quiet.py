@@ -1,0 +1,66 @@
+"""Library chatter stays inside edgekd's calls: a transformer-like teacher (LayerNorm, a parameter outside
+any layer) is quantized and pruned without onnxruntime's or torch-pruning's advice reaching the user, and
+the loggers are left as they were."""
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.quiet import ROOT, quiet
+
+
+class Tokens(nn.Module):
+    """A patch embedding, a position embedding (a bare parameter) and a LayerNorm'd linear block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, 16, 4, stride=4)
+        self.pos = nn.Parameter(torch.zeros(1, 16, 16))
+        self.norm = nn.LayerNorm(16)
+        self.mlp = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.mlp(self.norm(t)).mean(1))
+
+
+def test_quiet_silences_loggers_warnings_and_stdout_and_puts_the_levels_back(capsys, caplog):
+    root, named = logging.getLogger(), logging.getLogger("torch.onnx")
+    before = root.level, named.level
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet(ROOT, "torch.onnx"):
+            logging.warning("advice to the root logger")
+            named.warning("advice from the exporter")
+            warnings.warn("a library warning", UserWarning, stacklevel=1)
+            print("progress")
+        assert (root.level, named.level) == before
+        logging.warning("the user's own warning")
+    assert [r.getMessage() for r in caplog.records] == ["the user's own warning"]
+    assert not seen and capsys.readouterr().out == ""
+
+
+def test_quantizing_a_layernorm_model_prints_no_quantizer_advice(tmp_path, capfd, caplog):
+    from edgekd.export import ExportRequest, get_exporter
+
+    sample = np.random.default_rng(0).random((16, 1, 16, 16), dtype=np.float32)
+    fp32 = get_exporter("onnx-fp32")(ExportRequest("m", "student", tmp_path, Tokens().eval(), sample[:1]))
+    with caplog.at_level(logging.WARNING):
+        get_exporter("onnx-int8")(ExportRequest("m-int8", "student", tmp_path, calibration=sample, source=fp32))
+    said = capfd.readouterr()
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]  # one per LayerNorm weight before
+    assert "out-of-range" not in said.err + said.out
+
+
+def test_pruning_a_model_with_a_bare_parameter_gives_no_torch_pruning_warning():
+    from edgekd.search.pruned import prune
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pruned = prune(Tokens(), (1, 16, 16), {0: 0.5}, (("embed",),))
+    assert not [w for w in seen if "Unwrapped parameters" in str(w.message)]
+    assert pruned.embed.out_channels == 8 and pruned.pos.shape[-1] == 8  # torch-pruning did prune it
