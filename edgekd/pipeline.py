@@ -314,6 +314,11 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log)
         log(f"search: reusing {config.search_file}")
     else:
+        if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
+            # The pruned family is the teacher's own layers: one QAT cannot mirror is refused before the search.
+            from edgekd.distill.qat_plan import plan_qat
+
+            plan_qat(teacher.module, torch.as_tensor(data.x_train[:2]))
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
         result = search(teacher.module, data, profile, config.budget, config.search_config(),
                         progress=config.progress, log=log)

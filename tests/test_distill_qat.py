@@ -334,6 +334,23 @@ def test_convs_feeding_hard_activations_quantize_their_output_as_onnxruntime_doe
     assert agreement >= 0.995 and art.details["torch_agreement"] >= 0.995, agreement
 
 
+def test_distill_refuses_a_student_qat_cannot_mirror_before_its_fp32_epochs(monkeypatch, tmp_path):
+    """A transformer-style student (LayerNorm) used to train its fp32 epochs and fail when QAT began."""
+    class Normed(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(8)
+
+        def forward(self, x):
+            return super().forward(self.norm(x))
+
+    monkeypatch.setattr(trainer, "_train_epoch", lambda *a, **k: pytest.fail("an epoch ran before the refusal"))
+    with pytest.raises(ConfigError, match=r"cannot mirror how onnxruntime quantizes: LayerNorm \('norm'\)"):
+        distill(Normed(), tiny_data(), DistillConfig(epochs=3, qat_epochs=1), progress=False,
+                checkpoint=tmp_path / "checkpoint.pt")
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_a_quantized_tensor_returned_by_the_model_is_refused_before_training():
     class ConvOut(torch.nn.Module):
         def __init__(self):

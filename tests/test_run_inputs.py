@@ -205,3 +205,27 @@ def test_every_recipe_key_has_a_type_the_recipe_check_knows():
 
     fields = [f for f in dataclasses.fields(CompressConfig) if f.init and f.name not in ("force", "progress")]
     assert all(recipe_kind(f.name, str(f.type)) for f in fields)
+
+
+def test_a_pruned_search_with_qat_refuses_a_teacher_qat_cannot_mirror_before_searching(teacher, small_data,
+                                                                                      fast_profile_path, tmp_path,
+                                                                                      monkeypatch):
+    """The pruned family is the teacher's own layers; a LayerNorm in it failed only when QAT began, after
+    the search and the fp32 epochs."""
+    import edgekd.search
+
+    class Normed(torch.nn.Module):  # a LayerNorm over the logits leaves every prediction as it was
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.norm = inner, torch.nn.LayerNorm(10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.inner(x))
+
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched before the refusal"))
+    config = CompressConfig(out=str(tmp_path / "out"), teacher=Normed(teacher.module).eval(), data=small_data,
+                            profile=str(fast_profile_path), budget_ms=50.0, space="pruned", epochs=2,
+                            qat_epochs=1, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot mirror how onnxruntime quantizes: LayerNorm \('norm'\)"):
+        compress(config)
+    assert not (tmp_path / "out").exists()

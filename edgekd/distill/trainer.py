@@ -63,6 +63,10 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     from edgekd.distill import ddp
 
     terms = _resolve_losses(config, loss)
+    if config.qat_epochs:  # a student QAT cannot mirror is refused before its fp32 epochs, not after them
+        from edgekd.distill.qat_plan import plan_qat
+
+        plan_qat(student, torch.as_tensor(data.x_train[:2]), reduce_range=config.qat_reduce_range)
     save_to, load_from = _checkpoint_paths(checkpoint, resume)
     world = ddp.join(student)
     try:

@@ -235,7 +235,7 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
             break
     if chosen is not None and budget.latency_ms is not None:
         done, chosen = _near_misses_again(done, chosen, budget, sizes, config.measure_top, measure, log)
-    slow = {name: r for name, r in scale.items() if r > 1}
+    slow = {name: r for name, r in scale.items() if r >= 1.005}  # what the log would round to 0% is not news
     if slow and budget.latency_ms is not None:
         log("search: " + "; ".join(f"'{n}' candidates measured {(r - 1) * 100:.0f}% slower than predicted (median)"
                                    for n, r in slow.items())
