@@ -310,6 +310,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--inc-tolerable-loss", type=float, default=0.01)
+    ap.add_argument("--out", default=str(RESULTS / "export_matrix"),
+                    help="where the table goes: OUT.md and OUT.json (another machine's run beside the recorded one)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # tiny models; the machine is shared
     start, info = time.perf_counter(), machine()
@@ -327,10 +329,11 @@ def main() -> None:
     out = assemble(settings, columns, [{"name": r.name, "description": r.description, "train_s": r.train_s,
                                         "parameters": sum(p.numel() for p in r.model.parameters())} for r in rows],
                    matrix, info, time.perf_counter() - start)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export_matrix.json").write_text(json.dumps(out, indent=2, default=_jsonable) + "\n")
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".json").write_text(json.dumps(out, indent=2, default=_jsonable) + "\n")
     md = markdown(out)
-    (RESULTS / "export_matrix.md").write_text(md)
+    target.with_suffix(".md").write_text(md)
     print(md)
 
 
