@@ -39,6 +39,18 @@ def test_a_teacher_whose_weights_break_the_size_limit_is_not_exported(teacher, s
     assert fit is None and ruler.readings == []
 
 
+def test_the_weight_floor_counts_each_weight_once_and_stays_under_the_file(teacher, small_data, tmp_path):
+    import torch
+
+    from edgekd.latency.quick_export import export_fixed
+    from edgekd.search.teacher_fit import _weight_bytes
+
+    shared = torch.nn.Linear(4, 4)
+    assert _weight_bytes(torch.nn.Sequential(shared, torch.nn.ReLU(), shared)) == 4 * 16
+    path = export_fixed(teacher.module, (1, *small_data.input_shape), tmp_path / "t.onnx")
+    assert 0 < _weight_bytes(teacher.module) < path.stat().st_size
+
+
 def test_a_size_limit_alone_needs_no_measurement(teacher, small_data, fast_profile):
     fit, ruler = _measured(teacher, small_data, fast_profile, Budget(max_size_kb=500))
     assert fit == TeacherFit(fit.size_bytes, None) and ruler.readings == []

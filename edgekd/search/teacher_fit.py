@@ -38,13 +38,10 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
     least one), else None. The teacher is exported only when its weights alone fit the size limit, and
     measured only when its file does, beside the search's reference network (``ruler``), so its
     milliseconds are on the scale the candidates are judged on."""
-    from edgekd.search.file_size import fp32_bytes
-
     if budget.latency_ms is None and budget.max_bytes is None:
         return None
-    # Every convolution's and linear layer's weights are written, so this is a floor on the file's size:
-    # a teacher over it is not exported at all (a large one takes long to export).
-    if budget.max_bytes is not None and fp32_bytes(teacher) > budget.max_bytes:
+    # A teacher whose weights alone break the size limit is not exported at all (a large one takes long).
+    if budget.max_bytes is not None and _weight_bytes(teacher) > budget.max_bytes:
         return None
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
         path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx")
@@ -58,6 +55,15 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
         ((_stats, units),) = ruler.measure([path], (1, *input_shape))
     latency = units * ruler.ms()
     return TeacherFit(size, latency) if latency <= budget.latency_ms else None
+
+
+def _weight_bytes(teacher: Any) -> int:
+    """4 bytes for every convolution and linear weight, each counted once: a floor on the fp32 file's size,
+    which holds every one of them (biases, folded BatchNorms and the graph come on top)."""
+    import torch
+
+    layers = [m for m in teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    return 4 * sum({id(m.weight): m.weight.numel() for m in layers}.values())
 
 
 def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | None:
