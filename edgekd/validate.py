@@ -223,8 +223,16 @@ def _against_teacher(reports: list[ArtifactReport], primary: str, budget: Budget
         larger = ", and larger" if shipped.artifact.size_bytes > teacher.artifact.size_bytes else ""
         fits = (budget.latency_ms is not None and teacher.latency.p50_ms <= budget.latency_ms
                 and (budget.max_bytes is None or teacher.artifact.size_bytes <= budget.max_bytes))
-        advice = ("the teacher itself meets the budget: ship it, or tighten --budget-ms" if fits else
-                  "compressing gained nothing here: try a tighter --budget-ms, or --space pruned")
+        # A student that meets the size limit its teacher breaks did gain what the budget asked for.
+        sized = (budget.max_bytes is not None and teacher.artifact.size_bytes > budget.max_bytes
+                 >= shipped.artifact.size_bytes)
+        if fits:
+            advice = "the teacher itself meets the budget: ship it, or tighten --budget-ms"
+        elif sized:
+            advice = (f"it meets --max-size-kb {budget.max_size_kb:g}, which the teacher "
+                      f"({teacher.artifact.size_bytes / 1024:.1f} KB) breaks; for speed as well, tighten --budget-ms")
+        else:
+            advice = "compressing gained nothing here: try a tighter --budget-ms, or --space pruned"
         notes.append(f"the shipped student is not faster than the teacher ({speed:.2f}x its speed{larger}): {advice}")
     drop = None if shipped.accuracy is None or teacher.accuracy is None else \
         (teacher.accuracy - shipped.accuracy) * 100

@@ -372,6 +372,20 @@ def test_a_student_no_faster_than_its_teacher_is_said(teacher_ms, budget, expect
     assert notes == [] if expected is None else expected in notes[0]
 
 
+def test_a_slower_student_that_meets_the_size_limit_its_teacher_breaks_is_not_called_a_loss():
+    from edgekd.types import ArtifactReport, LatencyStats
+    from edgekd.validate import _against_teacher
+
+    def lat(ms):
+        return LatencyStats(ms, ms, ms, ms, 0.0, 10, 1)
+
+    teacher = ArtifactReport(_artifact("teacher-fp32", "fp32", "teacher", 3000), True, None, 0.99, lat(0.5), {})
+    student = ArtifactReport(_artifact("student-int8", "int8", size=1000), True, None, 0.98, lat(1.0), {})
+    notes = _against_teacher([teacher, student], "student-int8", Budget(latency_ms=2.0, max_size_kb=2.0))
+    assert notes == ["the shipped student is not faster than the teacher (0.50x its speed): it meets --max-size-kb 2, "
+                     "which the teacher (2.9 KB) breaks; for speed as well, tighten --budget-ms"]
+
+
 def test_a_large_accuracy_loss_without_an_accuracy_budget_is_said():
     from edgekd.types import ArtifactReport, LatencyStats
     from edgekd.validate import _against_teacher
