@@ -79,3 +79,23 @@ def test_search_warns_before_scoring_when_the_teacher_already_fits(teacher, smal
     warned = [i for i, line in enumerate(lines) if line.startswith(WARNING)]
     scored = [i for i, line in enumerate(lines) if line.startswith("search: scored")]
     assert len(warned) == 1 and warned[0] < scored[0]
+
+
+def test_a_pt2_teacher_is_checked_through_the_module_its_program_runs(teacher, small_data, fast_profile, tmp_path):
+    """A .pt2 teacher comes wrapped (no ``modules()``): the check used to fail with an AttributeError."""
+    import numpy as np
+    import torch
+
+    from edgekd.teacher import load_teacher
+
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    program = torch.export.export(teacher.module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "teacher.pt2"))
+    exported = load_teacher(str(tmp_path / "teacher.pt2"))
+    assert not isinstance(exported.module, torch.nn.Module)  # the wrapper, as search receives it
+    lines: list[str] = []
+    search(exported.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=500), CFG,
+           progress=False, log=lines.append)
+    assert any(line.startswith(WARNING) for line in lines)  # the program's module exports and is timed
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        assert teacher_fit(object(), small_data.input_shape, Budget(latency_ms=50), ruler) is None

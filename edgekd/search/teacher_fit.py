@@ -38,7 +38,11 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
     least one), else None. The teacher is exported only when its weights alone fit the size limit, and
     measured only when its file does, beside the search's reference network (``ruler``), so its
     milliseconds are on the scale the candidates are judged on."""
+    import torch
+
     if budget.latency_ms is None and budget.max_bytes is None:
+        return None
+    if not isinstance(teacher, torch.nn.Module) and not hasattr(teacher, "program"):
         return None
     # A teacher whose weights alone break the size limit is not exported at all (a large one takes long).
     if budget.max_bytes is not None and _weight_bytes(teacher) > budget.max_bytes:
@@ -62,16 +66,26 @@ def _weight_bytes(teacher: Any) -> int:
     which holds every one of them (biases, folded BatchNorms and the graph come on top)."""
     import torch
 
+    if not isinstance(teacher, torch.nn.Module):  # a .pt2 program: its layers are graph calls, not modules
+        return 0
     layers = [m for m in teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     return 4 * sum({id(m.weight): m.weight.numel() for m in layers}.values())
 
 
 def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | None:
-    """The teacher as fp32 ONNX, or None when the quick exporter cannot trace it (a teacher the shipped
-    exporter handles, or a .pt2 program): the check is advice, and validation measures the teacher anyway."""
+    """The teacher as fp32 ONNX: a module through the quick exporter, a .pt2 program through the shipped one
+    (the quick one traces modules only). None when it cannot be exported: the check is advice, and
+    validation measures the teacher anyway."""
+    import numpy as np
+    import torch
+
+    from edgekd.export import ExportRequest, get_exporter
     from edgekd.latency.quick_export import export_fixed
 
     try:
-        return export_fixed(teacher, (1, *input_shape), path)
-    except Exception:  # any tracing failure means only that this advice is skipped
+        if isinstance(teacher, torch.nn.Module):
+            return export_fixed(teacher, (1, *input_shape), path)
+        sample = np.zeros((1, *input_shape), dtype=np.float32)
+        return Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
+    except Exception:  # any export failure means only that this advice is skipped
         return None
