@@ -26,6 +26,16 @@ def test_a_teacher_within_both_limits_is_measured_on_the_search_scale(teacher, s
     assert message.startswith(WARNING) and "(--budget-ms 50)" in message and "(--max-size-kb 500)" in message
 
 
+def test_the_check_leaves_a_teacher_in_the_mode_it_came_in(teacher, small_data, fast_profile):
+    module = teacher.module
+    module.train()
+    try:
+        _measured(teacher, small_data, fast_profile, Budget(latency_ms=50))
+        assert module.training
+    finally:
+        module.eval()
+
+
 def test_a_teacher_over_the_latency_budget_is_not_reported(teacher, small_data, fast_profile):
     fit, _ = _measured(teacher, small_data, fast_profile, Budget(latency_ms=1e-6))
     assert fit is None

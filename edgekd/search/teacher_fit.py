@@ -84,7 +84,11 @@ def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | 
 
     try:
         if isinstance(teacher, torch.nn.Module):
-            return export_fixed(teacher, (1, *input_shape), path)
+            was = teacher.training
+            try:
+                return export_fixed(teacher, (1, *input_shape), path)
+            finally:
+                teacher.train(was)  # the exporter puts it in eval mode; a caller's module keeps its own
         sample = np.zeros((1, *input_shape), dtype=np.float32)
         return Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
     except Exception:  # any export failure means only that this advice is skipped
