@@ -109,3 +109,6 @@ def test_a_pt2_teacher_is_checked_through_the_module_its_program_runs(teacher, s
     assert any(line.startswith(WARNING) for line in lines)  # the program's module exports and is timed
     with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
         assert teacher_fit(object(), small_data.input_shape, Budget(latency_ms=50), ruler) is None
+    from edgekd.search.teacher_fit import _weight_bytes
+
+    assert _weight_bytes(exported.module) == _weight_bytes(teacher.module) > 0  # the floor holds for programs too

@@ -67,7 +67,8 @@ def _weight_bytes(teacher: Any) -> int:
     import torch
 
     if not isinstance(teacher, torch.nn.Module):  # a .pt2 program: its layers are graph calls, not modules
-        return 0
+        weights = teacher.program.state_dict.values()  # matrices and kernels, not BatchNorm's vectors
+        return 4 * sum(t.numel() for t in weights if t.ndim >= 2)
     layers = [m for m in teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     return 4 * sum({id(m.weight): m.weight.numel() for m in layers}.values())
 
