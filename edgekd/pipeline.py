@@ -306,6 +306,7 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
                         checkpoint: Path | None = None, resume: bool = False) -> tuple:
     import torch
 
+    from edgekd.distill.teacher_side import teacher_taps, uses_features
     from edgekd.search import build_student, search
 
     if config.search_file:
@@ -314,6 +315,13 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log)
         log(f"search: reusing {config.search_file}")
     else:
+        distill_config = config.distill_config()
+        if uses_features(distill_config.losses):
+            # The teacher's taps are known now; the student's only once the search has chosen one.
+            from edgekd.distill.taps import output_shapes
+
+            _, seen = output_shapes(teacher.module, torch.as_tensor(data.x_train[:2]))
+            teacher_taps(teacher.module, seen, distill_config.teacher_taps)
         if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
             # The pruned family is the teacher's own layers: one QAT cannot mirror is refused before the search.
             from edgekd.distill.qat_plan import plan_qat

@@ -229,3 +229,19 @@ def test_a_pruned_search_with_qat_refuses_a_teacher_qat_cannot_mirror_before_sea
     with pytest.raises(ConfigError, match=r"cannot mirror how onnxruntime quantizes: LayerNorm \('norm'\)"):
         compress(config)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_layer_to_tap_that_does_not_exist_is_refused_before_searching(teacher, small_data,
+                                                                                fast_profile_path, tmp_path,
+                                                                                monkeypatch):
+    """The teacher's taps were checked only when distillation began, after a search of minutes."""
+    import edgekd.search
+
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched before the refusal"))
+    config = CompressConfig(out=str(tmp_path / "out"), teacher=teacher.module, data=small_data,
+                            profile=str(fast_profile_path), budget_ms=50.0, epochs=2, losses="kd:1,hint:1",
+                            hint_student="stages.2", hint_teacher="featurez", progress=False)
+    with pytest.raises(ConfigError, match=r"teacher has no module 'featurez'") as err:
+        compress(config)
+    assert "did you mean features" in err.value.fix
+    assert not (tmp_path / "out").exists()

@@ -13,24 +13,41 @@ from edgekd.errors import ConfigError
 CACHE_LIMIT_BYTES = 1 << 30  # teacher features beyond this are recomputed per batch, not cached
 
 
+def uses_features(terms: Any) -> bool:
+    from edgekd.distill.losses import LOSSES
+
+    return any(LOSSES.get(name).features for name, _ in terms)
+
+
+def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The teacher layers the feature losses tap (``paths``, or its last feature map), checked against the
+    teacher and its forward pass (``t_seen``, from ``taps.output_shapes``). The pipeline checks them before
+    a search, since the student's own taps can only be checked once a student is chosen."""
+    from edgekd.distill.taps import default_tap, feature_maps, find_module, tap_shapes
+
+    if not hasattr(teacher, "get_submodule"):
+        raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
+                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
+                          "file.py:factory with its weights")
+    paths = paths or (default_tap(t_seen, "teacher"),)
+    for path in paths:
+        find_module(teacher, path, "teacher", feature_maps(t_seen))
+    tap_shapes(t_seen, paths, "teacher")
+    return paths
+
+
 def attach_features(run: RunState, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
     """Hooks on the tapped layers and the learned parts the feature losses need."""
     from edgekd.distill.losses import LOSSES
     from edgekd.distill.taps import Taps, default_tap, feature_maps, find_module, tap_shapes
 
-    if not any(LOSSES.get(name).features for name, _ in run.terms):
+    if not uses_features(run.terms):
         return
-    if not hasattr(run.teacher, "get_submodule"):
-        raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
-                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
-                          "file.py:factory with its weights")
     cfg = run.config
+    t_paths = teacher_taps(run.teacher, t_seen, cfg.teacher_taps)
     s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
-    t_paths = cfg.teacher_taps or (default_tap(t_seen, "teacher"),)
-    for model, paths, seen, role in ((run.student, s_paths, s_seen, "student"),
-                                     (run.teacher, t_paths, t_seen, "teacher")):
-        for path in paths:
-            find_module(model, path, role, feature_maps(seen))
+    for path in s_paths:
+        find_module(run.student, path, "student", feature_maps(s_seen))
     shapes = list(zip(tap_shapes(s_seen, s_paths, "student"), tap_shapes(t_seen, t_paths, "teacher")))
     if "at" in dict(run.terms) and any(len(s) != 4 or len(t) != 4 for s, t in shapes):
         raise ConfigError(f"attention transfer needs 4-D feature maps; the tapped shapes are {shapes}",
