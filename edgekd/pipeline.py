@@ -306,7 +306,6 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
                         checkpoint: Path | None = None, resume: bool = False) -> tuple:
     import torch
 
-    from edgekd.distill.teacher_side import teacher_taps, uses_features
     from edgekd.search import build_student, search
 
     if config.search_file:
@@ -315,18 +314,7 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log)
         log(f"search: reusing {config.search_file}")
     else:
-        distill_config = config.distill_config()
-        if uses_features(distill_config.losses):
-            # The teacher's taps are known now; the student's only once the search has chosen one.
-            from edgekd.distill.taps import output_shapes
-
-            _, seen = output_shapes(teacher.module, torch.as_tensor(data.x_train[:2]))
-            teacher_taps(teacher.module, seen, distill_config.teacher_taps)
-        if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
-            # The pruned family is the teacher's own layers: one QAT cannot mirror is refused before the search.
-            from edgekd.distill.qat_plan import plan_qat
-
-            plan_qat(teacher.module, torch.as_tensor(data.x_train[:2]))
+        _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
         result = search(teacher.module, data, profile, config.budget, config.search_config(),
                         progress=config.progress, log=log)
@@ -337,6 +325,23 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
     trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
     return result, trained
+
+
+def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: Any) -> None:
+    """What distillation would refuse about the teacher, refused before a search of minutes: the layers the
+    feature losses tap (the student's are known only once one is chosen), and, when every student is the
+    teacher's own layers (``--space pruned``), layers QAT cannot mirror."""
+    from edgekd.distill.teacher_side import teacher_taps, uses_features
+
+    distill_config = config.distill_config()
+    if uses_features(distill_config.losses):
+        from edgekd.distill.taps import output_shapes
+
+        teacher_taps(teacher, output_shapes(teacher, example)[1], distill_config.teacher_taps)
+    if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
+        from edgekd.distill.qat_plan import plan_qat
+
+        plan_qat(teacher, example)
 
 
 def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,

@@ -62,15 +62,13 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
 
 
 def _weight_bytes(teacher: Any) -> int:
-    """4 bytes for every convolution and linear weight, each counted once: a floor on the fp32 file's size,
-    which holds every one of them (biases, folded BatchNorms and the graph come on top)."""
+    """4 bytes for every weight matrix and kernel (parameters of 2 or more dimensions, each counted once): a
+    floor on the fp32 file's size, which holds every one of them (biases, folded BatchNorms and the graph come
+    on top). A .pt2 program's layers are graph calls, not modules, so its weights come from its state dict."""
     import torch
 
-    if not isinstance(teacher, torch.nn.Module):  # a .pt2 program: its layers are graph calls, not modules
-        weights = teacher.program.state_dict.values()  # matrices and kernels, not BatchNorm's vectors
-        return 4 * sum(t.numel() for t in weights if t.ndim >= 2)
-    layers = [m for m in teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    return 4 * sum({id(m.weight): m.weight.numel() for m in layers}.values())
+    weights = teacher.parameters() if isinstance(teacher, torch.nn.Module) else teacher.program.state_dict.values()
+    return 4 * sum(t.numel() for t in weights if t.ndim >= 2)
 
 
 def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | None:
