@@ -151,6 +151,10 @@ def config_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(CompressConfig) if f.init]
 
 
+# Recipe keys spelled as their flag where the flag's name differs from the config field's.
+_RECIPE_ALIASES = {"search": "search_file"}
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe TOML (keys as the flags, '-' or '_'); unknown keys are rejected."""
     path = Path(path)
@@ -160,13 +164,20 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe '{path}' does not exist", "check the --config path") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"recipe '{path}' cannot be read ({exc})", "fix the TOML syntax") from None
-    raw = raw.get("compress", raw)  # allow a [compress] table or top-level keys
+    if isinstance(raw.get("compress"), dict):  # a [compress] table, or keys at the top level, not both
+        loose = sorted(k for k in raw if k != "compress")
+        if loose:
+            raise ConfigError(f"recipe '{path}' has keys both at the top level ({', '.join(loose)}) and in its "
+                              "[compress] table, so one set would be ignored",
+                              "move every key into the [compress] table, or drop the table header")
+        raw = raw["compress"]
     known = set(config_fields()) - {"force", "progress"}
     out = {}
     for key, value in raw.items():
-        name = key.replace("-", "_")
+        name = _RECIPE_ALIASES.get(key, key.replace("-", "_"))
         if name not in known:
-            keys = sorted(k.replace("_", "-") for k in known)
+            flags = {field: key for key, field in _RECIPE_ALIASES.items()}
+            keys = sorted(flags.get(k, k.replace("_", "-")) for k in known)
             raise ConfigError(f"recipe '{path}': unknown key '{key}'",
                               f"{did_you_mean(key.replace('_', '-'), keys)}valid keys are {', '.join(keys)}")
         out[name] = value

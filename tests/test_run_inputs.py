@@ -191,6 +191,25 @@ def test_recipe_lists_read_as_the_flags_comma_separated_ones(tmp_path):
     assert config.search_config().space == "mbv2,resnet" and dict(config.distill_config().losses)["dkd"] == 0.5
 
 
+def test_a_recipe_takes_the_flag_s_name_where_it_differs_from_the_setting_s(tmp_path):
+    """--search is the flag; its recipe key was only 'search-file', which no user would guess."""
+    from edgekd.run_inputs import read_recipe
+
+    assert read_recipe(_recipe(tmp_path, 'search = "runs/search.json"\n')) == {"search_file": "runs/search.json"}
+    with pytest.raises(ConfigError, match=r"unknown key 'serach'; did you mean 'search'\?.* search, seed"):
+        read_recipe(_recipe(tmp_path, 'serach = "runs/search.json"\n'))
+
+
+def test_a_recipe_with_keys_outside_its_compress_table_is_refused(tmp_path):
+    """Top-level keys beside a [compress] table were dropped without a word (the seed below ran as 0)."""
+    from edgekd.run_inputs import read_recipe
+
+    path = _recipe(tmp_path, "seed = 1\n[compress]\nbudget-ms = 0.5\n")
+    with pytest.raises(ConfigError, match=r"keys both at the top level \(seed\) and in its \[compress\] table"):
+        read_recipe(path)
+    assert read_recipe(_recipe(tmp_path, "[compress]\nseed = 1\nbudget-ms = 0.5\n")) == {"seed": 1, "budget_ms": 0.5}
+
+
 def test_a_recipe_that_is_a_folder_says_so(tmp_path):
     from edgekd.run_inputs import read_recipe
 
