@@ -124,6 +124,8 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
         manifest = load_manifest(Path(target))
         if not any(k in v for k in THRESHOLD_KEYS):
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
+        else:
+            notes.extend(_unchecked_budget(manifest["budget"], v))
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
         if "normalize" not in v and "min_accuracy" in v:
@@ -194,6 +196,33 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
     floor = f" (accuracy floor {out['min_accuracy'] * 100:.2f}%)" if "min_accuracy" in out else ""
     notes.append(f"thresholds: the manifest's budget, {budget_text(budget)}{floor}")
     return out
+
+
+def _unchecked_budget(budget: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """A note naming the parts of the manifest's budget that the given thresholds leave unchecked: any
+    threshold replaces the whole budget, which a CI job adding only --baseline would not expect."""
+    from edgekd.report import budget_text
+
+    left = {k: val for k, val in budget.items() if val is not None and k in _BUDGET_FLAGS
+            and _BUDGET_FLAGS[k][0] not in values}
+    if not left:
+        return []
+    flags = [f"--{_BUDGET_FLAGS[k][0].replace('_', '-')} {_BUDGET_FLAGS[k][1](val)}" for k, val in left.items()
+             if _BUDGET_FLAGS[k][1] is not None]
+    fix = f"add {' '.join(flags)}" if flags else ""
+    if any(k in left for k in ("min_accuracy", "max_accuracy_drop")):
+        fix = (fix + " and " if fix else "add ") + "--min-accuracy with --data"
+    return [f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
+            f"{fix} to check it too"]
+
+
+# Manifest budget key -> (the gate setting that checks it, its flag value, or None where it needs more).
+_BUDGET_FLAGS: dict[str, tuple[str, Any]] = {
+    "latency_ms": ("max_latency", lambda ms: f"{ms:g}ms"),
+    "max_size_kb": ("max_size", lambda kb: f"{kb:g}KB"),
+    "min_accuracy": ("min_accuracy", None),
+    "max_accuracy_drop": ("min_accuracy", None),
+}
 
 
 def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> str:

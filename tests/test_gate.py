@@ -168,9 +168,15 @@ def test_manifest_without_thresholds_is_held_to_its_budget(run_cli, run_dir, fas
     said = [e.text for e in ET.parse(junit).getroot().iter("system-out")]
     assert any(n.startswith("thresholds: the manifest's budget, p50 <= 50 ms") for n in said)
     assert f"profile: {load_profile(fast_profile_path).name}, the one the manifest was measured on" in out
-    # Any threshold given by the user replaces the whole recorded budget: no latency measured here.
+    # Any threshold given by the user replaces the whole recorded budget: no latency measured here, and the
+    # output says which part of the budget went unchecked and how to keep it.
     code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB")
-    assert code == 0 and "latency" not in out and "manifest's budget" not in out
+    assert code == 0 and "| latency |" not in out and "manifest's budget" not in out
+    assert ("not checked: the manifest's own p50 <= 50 ms (given thresholds replace its budget); add "
+            "--max-latency 50ms to check it too") in out
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB", "--max-latency", "50ms",
+                         "--rounds", "1")
+    assert code == 0 and "| latency | pass |" in out and "not checked" not in out
     small = _edited_manifest(run_dir, tmp_path, budget__max_size_kb=1.0, budget__latency_ms=None)
     code, out, _ = _gate(run_cli, small, "--rounds", "1")
     assert code == 1 and "| size | **FAIL** |" in out and "latency" not in out
@@ -443,3 +449,14 @@ def test_an_unusable_step_summary_names_the_variable_before_measuring(run_cli, t
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
     assert _gate(run_cli, tiny_model, "--max-size", "1MB")[0] == 0
     assert "PASS" in (tmp_path / "s.md").read_text()
+
+
+def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it():
+    from edgekd.gate import _unchecked_budget
+
+    budget = {"latency_ms": 0.5, "max_size_kb": 128.0, "min_accuracy": None, "max_accuracy_drop": 1.0}
+    assert _unchecked_budget(budget, {"baseline": "main/manifest.json"}) == [
+        "not checked: the manifest's own p50 <= 0.5 ms, size <= 128 KB, accuracy at most 1 points below the "
+        "teacher (given thresholds replace its budget); add --max-latency 0.5ms --max-size 128KB and "
+        "--min-accuracy with --data to check it too"]
+    assert _unchecked_budget(budget, {"max_latency": "1ms", "max_size": "1MB", "min_accuracy": 0.9}) == []
