@@ -204,6 +204,26 @@ def test_search_rejects_unknown_space_and_proxy(run_cli, tmp_path):
     assert not (tmp_path / "s.json").exists()
 
 
+def test_search_table_says_why_better_scored_candidates_were_passed_over(run_cli, monkeypatch, tmp_path):
+    """Rank 1's written file was 8 bytes over --max-size-kb 100 and showed as '100.0' KB with nothing to say
+    why rank 2 was chosen."""
+    import edgekd.pipeline
+    from edgekd.types.search import Candidate, SearchResult, StudentSpec
+
+    def cand(stem, ms, file_bytes):
+        return Candidate(StudentSpec("resnet", {"stem": stem}), params=1000 * stem, size_bytes=100_000,
+                         score=float(stem), latency_ms=ms, file_bytes=file_bytes)
+
+    ranked = (cand(16, 0.05, 102_408), cand(12, 0.40, 90_000), cand(8, 0.06, 100_333), cand(4, None, None))
+    result = SearchResult(chosen=ranked[2], candidates=ranked, proxy="params", evaluated=4, measured=3, seconds=1.0)
+    monkeypatch.setattr(edgekd.pipeline, "run_search", lambda *args, **kwargs: result)
+    code, out, err = run_cli("search", "--budget-ms", "0.3", "--max-size-kb", "100", "--out", tmp_path / "s.json")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "resnet" in line]
+    assert [row.split(" | ")[6] for row in rows] == ["over --max-size-kb", "over --budget-ms", "chosen", ""]
+    assert rows[0].startswith("| 1 | 16,000 | 100.0 |")
+
+
 def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profile_path, tmp_path):
     module, weights = teacher_files
     found = tmp_path / "search.json"

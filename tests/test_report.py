@@ -79,6 +79,14 @@ def test_html_has_every_plot_inline_and_the_tables(manifest, search):
     assert not re.search(r'(src|href)="(http|file|/)', html)  # nothing outside the one file
 
 
+def test_html_candidates_table_marks_the_limits_passed_over_candidates_broke(manifest, search):
+    search = {**search, "budget": {"latency_ms": 0.3, "max_size_kb": 3.0}}
+    search["candidates"][1] = {**search["candidates"][1], "file_bytes": 3073}  # on the front, 1 byte over
+    html = render_html(manifest, search)
+    assert ">Pareto, over --max-size-kb<" in html and ">over --budget-ms<" in html  # the third: 0.4 ms measured
+    assert html.count("over --") == 2  # the fourth is only predicted: nothing known broken
+
+
 def test_html_degrades_without_search_or_history(manifest):
     del manifest["student"]
     html = render_html(manifest, None)

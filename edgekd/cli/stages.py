@@ -197,21 +197,25 @@ def _refuse_training_flags(ctx: click.Context) -> None:
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
     from edgekd.pipeline import CompressConfig, run_search
-    from edgekd.types.search import size_kb_text
+    from edgekd.types.search import broken_limits, size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = values.pop("out", None)
     out = "search.json" if out is None else out  # an empty --out is refused, not read as the default
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
-    click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | space "
-               "| config |")
-    click.echo("|---:|---:|---:|---:|---:|---:|---|---|")
+    click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | "
+               "| space | config |")
+    click.echo("|---:|---:|---:|---:|---:|---:|---|---|---|")
+    chosen = result.chosen.spec.key()
     for rank, c in enumerate(result.candidates[:10], 1):
         ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
         pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
         size = size_kb_text(c.size_bytes, c.file_bytes)
-        click.echo(f"| {rank} | {c.params:,} | {size} | {c.score:.3f} | {ms} | {pred} | {c.spec.space} | "
+        # Why a better-scored candidate was passed over: the limit its measurement or file broke.
+        mark = "chosen" if c.spec.key() == chosen else broken_limits(c.latency_ms, c.file_bytes, config.budget_ms,
+                                                                     config.max_size_kb)
+        click.echo(f"| {rank} | {c.params:,} | {size} | {c.score:.3f} | {ms} | {pred} | {mark} | {c.spec.space} | "
                    f"{c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
                f"{result.measured} measured")

@@ -39,6 +39,18 @@ def size_kb_text(size_bytes: int, file_bytes: int | None) -> str:
     return f"{file_bytes / 1024:.1f}" if file_bytes is not None else f"~{size_bytes / 1024:.1f}"
 
 
+def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: float | None,
+                  max_size_kb: float | None) -> str:
+    """The limits a ranked candidate is known to break, for a table: its measured latency over the budget,
+    its written file over the size limit (an estimate proves neither); '' when none is known broken."""
+    broken = []
+    if budget_ms is not None and latency_ms is not None and latency_ms > budget_ms:
+        broken.append("over --budget-ms")
+    if max_size_kb is not None and file_bytes is not None and file_bytes > int(max_size_kb * 1024):
+        broken.append("over --max-size-kb")
+    return ", ".join(broken)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
