@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -153,7 +153,7 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
     dims = details["inputs"][0]["shape"]
     given = ",".join(map(str, shape))
     wanted = "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + ")"
-    example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+    example = shape_example(dims)
     if len(dims) != len(shape):
         raise ConfigError(f"--input-shape {given} has {len(shape)} dimensions, and '{path}' takes {len(dims)} "
                           f"{wanted}", f"pass {len(dims)} numbers, e.g. {example}")
@@ -161,6 +161,26 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
         if isinstance(d, int) and d > 0 and d != s:
             raise ConfigError(f"--input-shape {given} sets dimension {i} to {s}, and '{path}' fixes it at {d} "
                               f"{wanted}", f"keep the model's fixed dimensions, e.g. {example}")
+
+
+def _fixed(dim: Any) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def shape_example(dims: Sequence[Any]) -> str:
+    """An --input-shape for an input of ``dims``: its fixed dimensions kept, batch 1, any other dynamic one
+    224 (an example to edit, with the channels the model takes)."""
+    return ",".join(str(d) if _fixed(d) else "1" if i == 0 else "224" for i, d in enumerate(dims))
+
+
+def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int) -> tuple[int, ...] | None:
+    """The shape to measure a model at whose input has dynamic dimensions besides the batch: the data's
+    ``sample`` shape at the model's batch (``batch`` when that is dynamic too); None when nothing beyond the
+    batch is dynamic, or the data's rank does not match the model's."""
+    dims = (details.get("inputs") or [{}])[0].get("shape")
+    if not dims or all(_fixed(d) for d in dims[1:]) or len(dims) != len(sample) + 1:
+        return None
+    return (dims[0] if _fixed(dims[0]) else batch, *sample)
 
 
 def stamp_metadata(art: Any, props: dict[str, str]) -> Any:

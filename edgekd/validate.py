@@ -82,6 +82,12 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
+    shape_notes = []
+    if input_shape is None and data is not None:
+        input_shape = _data_shape(artifacts, profile, data)
+        if input_shape is not None:
+            shape_notes.append(f"latency measured at input shape {','.join(map(str, input_shape))}, the test "
+                               "data's, since the model's input has dynamic dimensions (--input-shape sets another)")
     if input_shape is not None:
         from edgekd.onnxfile import check_input_shape
 
@@ -111,9 +117,19 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     speedup = _int8_speedup(artifacts, runs)
     int8_ratio = _int8_ratio(artifacts, runs)
     primary, notes = _choose_primary(reports, int8_ratio, len(runs))
-    notes += _against_teacher(reports, primary, budget)
+    notes += _against_teacher(reports, primary, budget) + shape_notes
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup),
                             int8_ratio)
+
+
+def _data_shape(artifacts: Sequence[Artifact], profile: DeviceProfile, data: Dataset) -> tuple[int, ...] | None:
+    """The data's input shape, for models whose input leaves its size open: the accuracy is measured at that
+    size, so the latency is too (one shape for all, as they are measured side by side)."""
+    from edgekd.onnxfile import data_input_shape
+
+    batch = int(profile.measure["batch_size"])
+    shapes = {data_input_shape(a.details, tuple(data.input_shape), batch) for a in artifacts}
+    return next(iter(shapes)) if len(shapes) == 1 else None
 
 
 def _median_run(stats: list[LatencyStats]) -> LatencyStats:

@@ -53,7 +53,8 @@ def test_bench_gives_the_ratio_an_interval_once_there_are_enough_paired_repeats(
 
 def test_dynamic_model_needs_input_shape(run_cli, models, fast_profile_path):
     code, _, err = run_cli("bench", models / "dynamic.onnx", "--profile", fast_profile_path, "--no-cache")
-    assert code == 2 and "--input-shape" in err and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert "e.g. --input-shape 1,1,224,224" in err  # the model's own 1 channel, not a generic RGB shape
     code, out, err = run_cli("bench", models / "dynamic.onnx", "--profile", fast_profile_path,
                              "--input-shape", "1,1,16,16", "--no-cache")
     assert code == 0, err
@@ -68,10 +69,21 @@ def test_an_input_shape_the_model_cannot_take_is_refused_before_measuring(run_cl
     code, _, err = run_cli(command, models / "dynamic.onnx", "--input-shape", "1,16,16", "--profile",
                            fast_profile_path)
     assert code == 2 and "--input-shape 1,16,16 has 3 dimensions" in err and "takes 4 (b, 1, h, w)" in err
-    assert "e.g. 1,1,1,1" in err and "Traceback" not in err
+    assert "e.g. 1,1,224,224" in err and "Traceback" not in err
     code, _, err = run_cli(command, models / "big.onnx", "--input-shape", "1,3,16,16", "--profile",
                            fast_profile_path)
     assert code == 2 and "sets dimension 1 to 3, and" in err and "fixes it at 1 (1, 1, 16, 16)" in err
+
+
+def test_validate_measures_a_dynamic_model_at_its_data_s_shape(run_cli, models, fast_profile_path):
+    """With --data, the images the accuracy is measured on give the size to time it at; --input-shape wins."""
+    args = ["validate", models / "dynamic.onnx", "--profile", fast_profile_path, "--data", "digits",
+            "--resolution", "18"]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "note: latency measured at input shape 1,1,18,18, the test data's" in out
+    code, out, err = run_cli(*args[:-1], "16", "--input-shape", "1,1,16,16")
+    assert code == 0 and "latency measured at input shape" not in out, err
 
 
 def test_bench_rejects_missing_and_non_onnx(run_cli, tmp_path):

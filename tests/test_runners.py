@@ -408,6 +408,30 @@ def test_worker_is_standalone(models, tmp_path):
     assert answer["ok"] is False and "cannot load" in answer["error"] and answer["fix"] and answer["kind"] == "artifact"
 
 
+def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
+    """onnxruntime_perf_test sets dynamic dimensions by name (-f name:value); a size it cannot guess asks for
+    --input-shape, with an example that keeps the model's own channels."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd.latency.perftest import free_dims
+
+    def model(dims):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.onnx"
+        onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])),
+                  str(path))
+        return path
+
+    named = model(["n", 1, "h", "w"])
+    assert free_dims(named, 4, [2, 1, 8, 8]) == ["n:2", "h:8", "w:8"]
+    with pytest.raises(RunnerError, match=r"dynamic dimension 2 \(h\).*e\.g\. --input-shape 1,1,224,224"):
+        free_dims(named, 4, None)
+    with pytest.raises(RunnerError, match="dimension 2 of model input 'x' is dynamic but unnamed"):
+        free_dims(model(["n", 1, None, 8]), 1, [1, 1, 8, 8])
+
+
 def test_perf_test_output_parsing():
     from edgekd.latency.perftest import parse
 

@@ -99,6 +99,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         click.echo(f"accuracy on {dataset.name} test split ({len(dataset.y_test)} images): {r.accuracy * 100:.2f}%")
     for name, ok in r.verdicts.items():
         click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     if json_out:
         write_json(json_out, report.to_dict())
     if not r.passed:

@@ -66,8 +66,11 @@ def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list
             continue
         want = int(shape[i]) if shape else (batch if i == 0 else None)
         if want is None:
+            from edgekd.onnxfile import shape_example
+
+            example = shape_example([d.dim_value if d.HasField("dim_value") else None for d in dims])
             raise RunnerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim.dim_param or '?'})",
-                              "pass --input-shape, e.g. --input-shape 1,3,224,224")
+                              f"pass --input-shape, e.g. --input-shape {example}")
         if not dim.dim_param:
             raise RunnerError(f"dimension {i} of model input '{inputs[0].name}' is dynamic but unnamed, so "
                               "onnxruntime_perf_test cannot set it",

@@ -188,8 +188,11 @@ def _input_shape(session, batch: int, override: list | None) -> tuple:
         elif i == 0:
             shape.append(batch)
         else:
+            # The example keeps the fixed dimensions (a grayscale model's 1 channel), like onnxfile.shape_example.
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" if j == 0 else "224"
+                               for j, d in enumerate(inputs[0].shape))
             raise WorkerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim})",
-                              "pass --input-shape, e.g. --input-shape 1,3,224,224")
+                              f"pass --input-shape, e.g. --input-shape {example}")
     return tuple(shape)
 
 
