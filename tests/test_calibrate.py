@@ -286,3 +286,36 @@ def test_tables_are_kept_per_input_shape_and_one_named_before_that_is_still_read
     finally:
         here.unlink(missing_ok=True)
         legacy.unlink(missing_ok=True)
+
+
+def test_profiles_show_lists_its_tables_and_whether_search_can_use_each(table_file, fast_profile_path, tmp_path,
+                                                                        run_cli):
+    import shutil
+    from pathlib import Path
+
+    from edgekd.profiles import load_profile
+
+    board = tmp_path / "fast-test.toml"
+    shutil.copy(fast_profile_path, board)
+    profile = load_profile(board)
+    good = table_path(profile, TINY, SHAPE, 10)
+    shutil.copy(table_file, good)
+    stale = json.loads(table_file.read_text())
+    stale["stamp"]["onnxruntime"] = "1.0.0"
+    table_path(profile, TINY, (1, 24, 24), 10).write_text(json.dumps({**stale, "stamp": {
+        **stale["stamp"], "input_shape": [1, 24, 24]}}))
+    (tmp_path / "fast-test.mbv2.1x8x8-10.latency.json").write_text("{ not json")
+    (tmp_path / "fast-test-2.mbv2.1x16x16-10.latency.json").write_text(
+        json.dumps({**stale, "stamp": {**stale["stamp"], "profile": "fast-test-2"}}))  # another profile's
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    tables = {Path(t["path"]).name: t for t in json.loads(out)["latency_tables"]}
+    assert sorted(tables) == sorted(["fast-test.mbv2.1x8x8-10.latency.json", good.name,
+                                     f"fast-test.{TINY}.1x24x24-10.latency.json"])
+    assert tables[good.name]["usable"] is True and tables[good.name]["input_shape"] == list(SHAPE)
+    stale_entry = tables[f"fast-test.{TINY}.1x24x24-10.latency.json"]
+    assert stale_entry["usable"] is False and "calibrated for onnxruntime 1.0.0" in stale_entry["why"]
+    assert "recalibrate: run `edgekd profiles calibrate" in stale_entry["why"]
+    assert tables["fast-test.mbv2.1x8x8-10.latency.json"] == {
+        "path": str(tmp_path / "fast-test.mbv2.1x8x8-10.latency.json"), "usable": False,
+        "why": "unreadable: delete it and calibrate again"}

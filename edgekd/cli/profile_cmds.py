@@ -28,10 +28,13 @@ def profiles_list() -> None:
 @profiles.command("show")
 @click.argument("name")
 def profiles_show(name: str) -> None:
-    """Print one profile, resolved with defaults, as JSON."""
+    """Print one profile, resolved with defaults, as JSON, with the latency tables calibrated for it and
+    whether search can use each here."""
+    from edgekd.latency.table import table_summaries
     from edgekd.profiles import load_profile
 
-    click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
+    profile = load_profile(name)
+    click.echo(json.dumps({**profile.to_dict(), "latency_tables": table_summaries(profile)}, indent=2))
 
 
 @profiles.command("calibrate")

@@ -202,3 +202,29 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
         raise ProfileError(f"latency table '{path}' was calibrated for an older version of search space '{space}'",
                            f"recalibrate: {fix}")
     return table
+
+
+def table_summaries(profile: DeviceProfile) -> list[dict[str, Any]]:
+    """The latency tables calibrated for ``profile`` (every space and input), each with whether search can
+    use it here and, when not, why, in load_table's words: what `profiles show` tells a user before a search
+    falls back to measuring."""
+    found = []
+    for path in sorted(_table_folder(profile).glob(f"{profile.name}.*.latency.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stamp = data["stamp"]
+            if data.get("schema") != TABLE_SCHEMA or stamp["profile"] != profile.name:
+                continue  # another file, or another profile whose name starts the same
+            space, classes = stamp["space"], int(stamp["num_classes"])
+            shape = tuple(int(d) for d in stamp["input_shape"])
+        except (ValueError, KeyError, TypeError, OSError):
+            found.append({"path": str(path), "usable": False, "why": "unreadable: delete it and calibrate again"})
+            continue
+        entry = {"path": str(path), "space": space, "input_shape": list(shape), "num_classes": classes,
+                 "onnxruntime": stamp.get("onnxruntime", ""), "networks": data.get("calibration_networks", 0)}
+        try:
+            load_table(profile, space, shape, classes, path=path)
+            found.append({**entry, "usable": True})
+        except ProfileError as exc:
+            found.append({**entry, "usable": False, "why": exc.message})
+    return found
