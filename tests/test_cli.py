@@ -224,6 +224,35 @@ def test_search_table_says_why_better_scored_candidates_were_passed_over(run_cli
     assert rows[0].startswith("| 1 | 16,000 | 100.0 |")
 
 
+def test_stage_commands_keep_a_recipe_s_out_for_compress(run_cli, monkeypatch, tmp_path, capsys):
+    """One recipe drives every stage; its `out` is compress's folder. `search --config` wrote its JSON file
+    there, and the recipe's own compress then refused that path."""
+    import edgekd.pipeline
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('out = "recipe-out"\nepochs = 3\n')
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(config, out, **kwargs):
+        seen.append(str(out))
+        raise Stop  # the stage's own work is not what this test is about
+
+    monkeypatch.setattr(edgekd.pipeline, "run_search", record)
+    monkeypatch.setattr(edgekd.pipeline, "run_distill", record)
+    for command, default in (("search", "search.json"), ("distill", "edgekd-distill")):
+        with pytest.raises(Stop):
+            run_cli(command, "--config", recipe)
+        assert (f"the recipe's out (recipe-out) names compress's output folder; {command} writes {default} "
+                "(pass --out to choose)") in capsys.readouterr().err
+        with pytest.raises(Stop):
+            run_cli(command, "--config", recipe, "--out", tmp_path / "mine")
+        assert "recipe's out" not in capsys.readouterr().err
+    assert seen == ["search.json", str(tmp_path / "mine"), "edgekd-distill", str(tmp_path / "mine")]
+
+
 def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profile_path, tmp_path):
     module, weights = teacher_files
     found = tmp_path / "search.json"

@@ -179,6 +179,18 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
         ctx.exit(1)
 
 
+def _stage_out(ctx: click.Context, values: dict[str, Any], default: str, log: Any) -> str:
+    """A stage command's --out, from its command line only: a recipe's `out` names compress's folder, and a
+    search file or distill folder written there would make the recipe's own compress refuse it."""
+    recipe_out = values.pop("out", None)
+    if ctx.get_parameter_source("out") is click.core.ParameterSource.COMMANDLINE:
+        return ctx.params["out"]  # an empty --out is refused later, not read as the default
+    if recipe_out is not None:
+        log(f"the recipe's out ({recipe_out}) names compress's output folder; {ctx.info_name} writes {default} "
+            "(pass --out to choose)")
+    return default
+
+
 def _refuse_training_flags(ctx: click.Context) -> None:
     """With --distilled the student is trained already: a search or training flag would be ignored."""
     from edgekd.distilled import TRAINED_WITH
@@ -200,8 +212,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
     from edgekd.types.search import broken_limits, size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
-    out = values.pop("out", None)
-    out = "search.json" if out is None else out  # an empty --out is refused, not read as the default
+    out = _stage_out(ctx, values, "search.json", log)
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
     click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | "
@@ -231,8 +242,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     from edgekd.pipeline import CompressConfig, run_distill
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
-    out = values.pop("out", None)
-    out = "edgekd-distill" if out is None else out
+    out = _stage_out(ctx, values, "edgekd-distill", log)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     checkpoint = Path(out) / "checkpoint.pt"
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
