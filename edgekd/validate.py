@@ -250,6 +250,11 @@ def _against_teacher(reports: list[ArtifactReport], primary: str, budget: Budget
         else:
             advice = "compressing gained nothing here: try a tighter --budget-ms, or --space pruned"
         notes.append(f"the shipped student is not faster than the teacher ({speed:.2f}x its speed{larger}): {advice}")
+    elif budget.max_bytes is None and shipped.artifact.size_bytes > teacher.artifact.size_bytes:
+        # Faster, yet bigger than what it compresses: with no size limit the search may pick any size.
+        notes.append(f"the shipped student is larger than the teacher ({shipped.artifact.size_bytes / 1024:.1f} KB vs "
+                     f"{teacher.artifact.size_bytes / 1024:.1f} KB) and the budget sets no size limit: "
+                     "--max-size-kb bounds it")
     drop = None if shipped.accuracy is None or teacher.accuracy is None else \
         (teacher.accuracy - shipped.accuracy) * 100
     if drop is not None and drop > ACCURACY_DROP_NOTE and not budget.checks_accuracy:

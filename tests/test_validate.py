@@ -357,7 +357,9 @@ def _artifact(name: str, precision: str, role: str = "student", size: int = 1000
     (0.5, Budget(latency_ms=1.0), "not faster than the teacher (0.50x its speed, and larger): the teacher itself "
                                   "meets the budget"),
     (0.5, Budget(latency_ms=1.0, max_size_kb=0.1), "compressing gained nothing here"),
-    (2.0, Budget(latency_ms=1.0), None),
+    (2.0, Budget(latency_ms=1.0), "the shipped student is larger than the teacher (2.0 KB vs 0.5 KB) and the budget "
+                                  "sets no size limit: --max-size-kb bounds it"),
+    (2.0, Budget(latency_ms=1.0, max_size_kb=4.0), None),
 ])
 def test_a_student_no_faster_than_its_teacher_is_said(teacher_ms, budget, expected):
     from edgekd.types import ArtifactReport, LatencyStats
