@@ -243,6 +243,12 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     changed = profile.digest() != recorded.get("digest")
     notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
         " (its settings differ here from the recorded ones)" if changed else ""))
+    if profile.is_local and recorded.get("host") and any(k in values for k in ("max_latency", "baseline")):
+        from edgekd.latency.table import host_cpu
+
+        if host_cpu() != recorded["host"]:  # an absolute latency limit then holds on another machine
+            notes.append(f"latency measured on this machine, {host_cpu()}; the manifest's was measured on "
+                         f"{recorded['host']}")
     return profile.source
 
 

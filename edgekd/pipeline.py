@@ -437,12 +437,20 @@ def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, stagi
     return [stamp_data_metadata(a, data) for a in (teacher_art, student_fp32, student_int8)], references
 
 
+def measured_on(profile: Any) -> dict[str, Any]:
+    """The profile as a manifest records it; a local one with the CPU it measured on, since its latencies
+    describe this machine and a CI runner or a colleague's laptop gating the manifest later may be another."""
+    from edgekd.latency.table import host_cpu
+
+    return {**profile.to_dict(), **({"host": host_cpu()} if profile.is_local else {})}
+
+
 def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,
               student: Any) -> dict[str, Any]:
     from edgekd.report import build_manifest
 
     chosen = search_result.chosen
-    return build_manifest(report, profile.to_dict(), {
+    return build_manifest(report, measured_on(profile), {
         "data": data.describe(),
         "teacher": {"source": teacher.source},
         "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",

@@ -100,8 +100,10 @@ def latency_method(manifest: dict[str, Any]) -> str:
     measure = manifest["profile"]["measure"]
     lat = manifest["artifacts"][0].get("latency") or {}
     rounds = int(manifest.get("latency_rounds", 1))
-    text = (f"Latency: {lat.get('repeats', '?')} interleaved repeats of {measure['runs_per_repeat']} runs at batch "
-            f"{measure['batch_size']}, after {measure['warmup_runs']} warm-up runs")
+    host = manifest["profile"].get("host")
+    text = (f"Latency{f' on {host}' if host else ''}: {lat.get('repeats', '?')} interleaved repeats of "
+            f"{measure['runs_per_repeat']} runs at batch {measure['batch_size']}, after {measure['warmup_runs']} "
+            "warm-up runs")
     if rounds == 1:
         return text + "; speedups are p50 ratios from that one run."
     speedup = manifest.get("int8_speedup")

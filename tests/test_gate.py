@@ -460,3 +460,15 @@ def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it
         "teacher (given thresholds replace its budget); add --max-latency 0.5ms --max-size 128KB and "
         "--min-accuracy with --data to check it too"]
     assert _unchecked_budget(budget, {"max_latency": "1ms", "max_size": "1MB", "min_accuracy": 0.9}) == []
+
+
+def test_a_manifest_measured_on_another_cpu_says_so_when_latency_is_gated(run_cli, run_dir, tmp_path):
+    """A local profile's latencies are the machine's: a CI runner gating a laptop's manifest measures another."""
+    elsewhere = _edited_manifest(run_dir, tmp_path, profile__host="Some Other CPU (8 CPUs; avx2)")
+    said = "the manifest's was measured on Some Other CPU (8 CPUs; avx2)"
+    code, out, _ = _gate(run_cli, elsewhere, "--rounds", "1")  # its budget has a latency limit
+    assert code == 0 and "latency measured on this machine, " in out and said in out
+    code, out, _ = _gate(run_cli, elsewhere, "--max-size", "10MB")
+    assert code == 0 and said not in out  # nothing measured, nothing to say
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--rounds", "1")
+    assert code == 0 and "latency measured on this machine" not in out

@@ -195,6 +195,10 @@ def test_manifest_matches_its_published_schema(result):
     # What a deployment pipeline reads besides the models: the input recipe and the label of each output.
     assert manifest["data"]["class_names"] == [str(i) for i in range(10)]
     assert manifest["data"]["preprocess"]["channels"] == "grayscale"
+    from edgekd.latency.table import host_cpu
+
+    assert manifest["profile"]["host"] == host_cpu()  # a local profile's latencies are this machine's
+    assert f"Latency on {host_cpu()}: " in (result.out / "report.md").read_text()
     for key, value in (("sha256", "not-a-hash"), ("preprocess", {"std": [0.0]})):
         broken = json.loads((result.out / "manifest.json").read_text())
         if key == "sha256":
