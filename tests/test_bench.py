@@ -86,6 +86,19 @@ def test_validate_measures_a_dynamic_model_at_its_data_s_shape(run_cli, models, 
     assert code == 0 and "latency measured at input shape" not in out, err
 
 
+def test_a_model_with_two_inputs_is_refused_by_name(run_cli, fast_profile_path, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    a, b, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b", "y"))
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", [a, b], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    for command in ("bench", "validate"):
+        code, _, err = run_cli(command, tmp_path / "two.onnx", "--profile", fast_profile_path)
+        assert code == 2 and "Traceback" not in err
+        assert f"model '{tmp_path / 'two.onnx'}' has 2 inputs (a, b); edgekd measures single-input models" in err
+
+
 def test_bench_rejects_missing_and_non_onnx(run_cli, tmp_path):
     code, _, err = run_cli("bench", tmp_path / "nope.onnx")
     assert code == 2 and "does not exist" in err

@@ -119,8 +119,8 @@ def run(spec: dict) -> tuple:
     sessions = [_open(ort, path, label, options, spec["runtime"]["providers"])
                 for path, label in zip(spec["models"], spec["labels"])]
     feeds = []
-    for sess in sessions:
-        shape = _input_shape(sess, int(m["batch_size"]), spec["shape"])
+    for sess, label in zip(sessions, spec["labels"]):
+        shape = _input_shape(sess, label, int(m["batch_size"]), spec["shape"])
         data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         feeds.append({sess.get_inputs()[0].name: data})
     for sess, feed in zip(sessions, feeds):
@@ -174,11 +174,14 @@ def _open(ort, path: str, label: str, options, providers: list):
                           "pass a complete, valid ONNX model (re-export it)", "artifact") from None
 
 
-def _input_shape(session, batch: int, override: list | None) -> tuple:
+def _input_shape(session, label: str, batch: int, override: list | None) -> tuple:
     """The concrete input shape: dynamic batch becomes ``batch``; other dynamic dims need ``override``."""
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise WorkerError(f"model has {len(inputs)} inputs", "edgekd measures single-input models")
+        names = ", ".join(i.name for i in inputs)
+        raise WorkerError(f"model '{label}' has {len(inputs)} inputs ({names})",
+                          "edgekd measures single-input models (one image tensor); export the model with one input",
+                          "artifact")
     if override:
         return tuple(int(d) for d in override)
     shape = []
@@ -191,7 +194,7 @@ def _input_shape(session, batch: int, override: list | None) -> tuple:
             # The example keeps the fixed dimensions (a grayscale model's 1 channel), like onnxfile.shape_example.
             example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" if j == 0 else "224"
                                for j, d in enumerate(inputs[0].shape))
-            raise WorkerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim})",
+            raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has dynamic dimension {i} ({dim})",
                               f"pass --input-shape, e.g. --input-shape {example}")
     return tuple(shape)
 
