@@ -288,6 +288,10 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk, limit "
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
     checks += _op_checks(model, art.opset, config)
+    if config.min_accuracy is not None and art.details.get("inputs"):
+        from edgekd.latency.runtime import check_float_input
+
+        check_float_input(model, art.details["inputs"][0]["dtype"])  # before minutes of latency rounds
     if config.max_latency_ms is not None or config.baseline:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
         checks += _latency_checks(model, load_profile(config.profile), config)

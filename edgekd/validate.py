@@ -82,6 +82,12 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
+    if data is not None:
+        from edgekd.latency.runtime import check_float_input
+
+        for art in artifacts:
+            for taken in (art.details.get("inputs") or [])[:1]:
+                check_float_input(art.path, taken["dtype"])
     shape_notes = []
     if input_shape is None and data is not None:
         input_shape = _data_shape(artifacts, profile, data)

@@ -99,6 +99,40 @@ def test_a_model_with_two_inputs_is_refused_by_name(run_cli, fast_profile_path, 
         assert f"model '{tmp_path / 'two.onnx'}' has 2 inputs (a, b); edgekd measures single-input models" in err
 
 
+def _cast_model(path, elem_type, shape):
+    """input of ``elem_type`` -> Cast to float -> Flatten: a model that keeps its preprocessing inside."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", elem_type, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["f"], ["y"])]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]),
+              str(path))
+    return path
+
+
+def test_a_model_taking_uint8_pixels_is_timed_on_uint8_and_refused_for_accuracy(run_cli, fast_profile_path,
+                                                                                 tmp_path):
+    """Mobile pipelines often bake preprocessing into the model and feed raw uint8 pixels; the worker fed
+    float32 to every model, and onnxruntime refused it with its own words."""
+    from onnx import TensorProto
+
+    model = _cast_model(tmp_path / "u8.onnx", TensorProto.UINT8, [1, 1, 8, 8])
+    code, out, err = run_cli("bench", model, "--profile", fast_profile_path, "--no-cache")
+    assert code == 0 and "u8.onnx" in out, err
+    said = f"'{model}' takes uint8 input, and edgekd feeds test images as float32"
+    code, out, err = run_cli("validate", model, "--profile", fast_profile_path, "--data", "digits", "--resolution",
+                             "8")
+    assert code == 2 and said in err and "latency on" not in out  # refused before anything was measured
+    code, _, err = run_cli("gate", model, "--profile", fast_profile_path, "--max-latency", "1s", "--min-accuracy",
+                           "0.5", "--data", "digits", "--resolution", "8")
+    assert code == 2 and said in err
+    odd = _cast_model(tmp_path / "flags.onnx", TensorProto.BOOL, [1, 4])
+    code, _, err = run_cli("bench", odd, "--profile", fast_profile_path, "--no-cache")
+    assert code == 2 and f"input 'x' of model '{odd}' is tensor(bool), which edgekd cannot feed" in err
+
+
 def test_bench_rejects_missing_and_non_onnx(run_cli, tmp_path):
     code, _, err = run_cli("bench", tmp_path / "nope.onnx")
     assert code == 2 and "does not exist" in err

@@ -66,11 +66,24 @@ def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
     return labels_for(data, embedded_class_names(path))
 
 
+def check_float_input(path: str | Path, dtype: str) -> None:
+    """Accuracy is measured on normalised float32 images: a model taking another type (raw uint8 pixels, its
+    preprocessing inside) is refused by name, before anything is measured where the caller can."""
+    from edgekd.errors import DataError
+
+    if dtype != "float":
+        raise DataError(f"'{path}' takes {dtype} input, and edgekd feeds test images as float32 after the data's "
+                        "normalisation", "export the model with a float32 input to measure its accuracy here (its "
+                        "latency is measured either way), or leave out --data")
+
+
 def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
     from edgekd.errors import DataError
 
     given = (len(data.x_test), *data.input_shape)
-    expected = session.get_inputs()[0].shape
+    taken = session.get_inputs()[0]
+    check_float_input(path, taken.type.removeprefix("tensor(").rstrip(")"))
+    expected = taken.shape
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])

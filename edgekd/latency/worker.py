@@ -121,8 +121,7 @@ def run(spec: dict) -> tuple:
     feeds = []
     for sess, label in zip(sessions, spec["labels"]):
         shape = _input_shape(sess, label, int(m["batch_size"]), spec["shape"])
-        data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        feeds.append({sess.get_inputs()[0].name: data})
+        feeds.append({sess.get_inputs()[0].name: _random_input(np, sess.get_inputs()[0], label, shape)})
     for sess, feed in zip(sessions, feeds):
         for _ in range(int(m["warmup_runs"])):
             sess.run(None, feed)
@@ -172,6 +171,26 @@ def _open(ort, path: str, label: str, options, providers: list):
         first = text.splitlines()[0][:200] if text else type(exc).__name__
         raise WorkerError(f"onnxruntime cannot load '{label}': {first}",
                           "pass a complete, valid ONNX model (re-export it)", "artifact") from None
+
+
+# onnxruntime's input type -> (numpy dtype, integer range or None for normal noise). Integer inputs are
+# images a deployment feeds as raw pixels (uint8) or indices; any value in range times the same kernels.
+_INPUT_TYPES = {"tensor(float)": ("float32", None), "tensor(float16)": ("float16", None),
+                "tensor(double)": ("float64", None), "tensor(uint8)": ("uint8", (0, 256)),
+                "tensor(int8)": ("int8", (-128, 128)), "tensor(int32)": ("int32", (0, 2)),
+                "tensor(int64)": ("int64", (0, 2))}
+
+
+def _random_input(np, arg, label: str, shape: tuple):
+    """Random data of the input's own type: a model taking uint8 pixels is timed on uint8."""
+    if arg.type not in _INPUT_TYPES:
+        raise WorkerError(f"input '{arg.name}' of model '{label}' is {arg.type}, which edgekd cannot feed",
+                          "export the model with a float or integer tensor input", "artifact")
+    dtype, span = _INPUT_TYPES[arg.type]
+    rng = np.random.default_rng(0)
+    if span is None:
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(span[0], span[1], size=shape).astype(dtype)
 
 
 def _input_shape(session, label: str, batch: int, override: list | None) -> tuple:
