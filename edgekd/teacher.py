@@ -233,8 +233,19 @@ def _import(ref: str) -> Any:
     try:
         return importlib.import_module(ref)
     except ImportError as exc:
-        raise ModelError(f"cannot import teacher module '{ref}' ({exc})",
-                         "pass a .py file path or an importable module name") from None
+        top = ref.split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and exc.name == top and top in _TORCH_FAMILY:
+            fix = (f"install it beside torch from the CPU index, so pip does not swap torch for a CUDA build: "
+                   f"pip install {top} --index-url https://download.pytorch.org/whl/cpu")
+        elif isinstance(exc, ModuleNotFoundError) and exc.name == top:
+            fix = f"install the package that provides '{top}' in this environment, or pass a .py file path"
+        else:
+            fix = "pass a .py file path or an importable module name"
+        raise ModelError(f"cannot import teacher module '{ref}' ({exc})", fix) from None
+
+
+# Packages built against one torch release: a plain `pip install` of them may replace the CPU torch.
+_TORCH_FAMILY = ("torchvision", "torchaudio", "torchtext")
 
 
 def _load_weights(model: Any, path: Path) -> None:

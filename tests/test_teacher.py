@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -89,9 +90,20 @@ def test_module_file_missing(tmp_path):
         load_teacher(f"{tmp_path / 'absent.py'}:build", "w.pt")
 
 
-def test_module_not_importable():
-    with pytest.raises(ModelError, match="cannot import teacher module 'edgekd_no_such_module_xyz'"):
+def test_module_not_importable(monkeypatch):
+    with pytest.raises(ModelError, match="cannot import teacher module 'edgekd_no_such_module_xyz'") as exc:
         load_teacher("edgekd_no_such_module_xyz:build", "w.pt")
+    assert exc.value.fix == "install the package that provides 'edgekd_no_such_module_xyz' in this environment, " \
+                           "or pass a .py file path"
+    # The --teacher help's own example: a plain `pip install torchvision` can pull a CUDA torch with it.
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)  # absent, wherever the tests run
+    monkeypatch.setattr(sys, "path", [])
+    with pytest.raises(ModelError) as exc:
+        load_teacher("torchvision.models:resnet18(num_classes=10)", None)
+    assert exc.value.fix.endswith("pip install torchvision --index-url https://download.pytorch.org/whl/cpu")
+    with pytest.raises(ModelError) as exc:  # the package is there, the module in it is not
+        load_teacher("edgekd.no_such_submodule:build", None)
+    assert exc.value.fix == "pass a .py file path or an importable module name"
 
 
 def test_module_import_fails(tmp_path):
