@@ -313,9 +313,13 @@ def test_profiles_show_lists_its_tables_and_whether_search_can_use_each(table_fi
     assert sorted(tables) == sorted(["fast-test.mbv2.1x8x8-10.latency.json", good.name,
                                      f"fast-test.{TINY}.1x24x24-10.latency.json"])
     assert tables[good.name]["usable"] is True and tables[good.name]["input_shape"] == list(SHAPE)
+    trust = tables[good.name]["left_out_within_10pct"]  # what search prints before leaning on the table
+    assert set(trust) == {"fp32", "int8"} and all(0 <= v <= 1 for v in trust.values())
+    assert ("advice" in tables[good.name]) == (min(trust.values()) < 0.9)
     stale_entry = tables[f"fast-test.{TINY}.1x24x24-10.latency.json"]
     assert stale_entry["usable"] is False and "calibrated for onnxruntime 1.0.0" in stale_entry["why"]
     assert "recalibrate: run `edgekd profiles calibrate" in stale_entry["why"]
+    assert "left_out_within_10pct" not in stale_entry
     assert tables["fast-test.mbv2.1x8x8-10.latency.json"] == {
         "path": str(tmp_path / "fast-test.mbv2.1x8x8-10.latency.json"), "usable": False,
         "why": "unreadable: delete it and calibrate again"}
