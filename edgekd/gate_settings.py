@@ -51,7 +51,24 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     table = _table(path, data, ("tool", "edgekd", "gate"))
     for key, value in table.items():
         _check_type(path, key, value)
-    return {k.replace("-", "_"): v for k, v in table.items()}
+    return _beside(path, {k.replace("-", "_"): v for k, v in table.items()})
+
+
+def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Relative paths in a config file are read from the file's folder, as a CI job keeping its settings in
+    ci/pyproject.toml writes them; 'digits' and profile names are no paths."""
+    folder = path.parent
+    if folder.resolve() == Path.cwd().resolve():
+        return settings
+    out = dict(settings)
+    for key in ("data", "baseline", "profile"):
+        value = out.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or value == "digits":
+            continue
+        if key == "profile" and not value.lower().endswith(".toml"):
+            continue
+        out[key] = str(folder / value)
+    return out
 
 
 def _table(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

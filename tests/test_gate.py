@@ -374,6 +374,32 @@ def test_a_config_file_given_must_exist_while_the_default_may_be_absent(run_cli,
     assert code == 0 and err == "" and "| size | pass |" in out
 
 
+def test_paths_in_a_config_file_elsewhere_are_read_from_its_folder(run_cli, tiny_model, fast_profile_path, tmp_path,
+                                                                   monkeypatch):
+    """A CI job keeping its gate settings in ci/pyproject.toml writes its paths from there."""
+    import shutil
+
+    from edgekd.gate_settings import pyproject_settings
+
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    shutil.copy(tiny_model, ci / "base.onnx")
+    shutil.copy(fast_profile_path, ci / "board.toml")
+    (ci / "pyproject.toml").write_text('[tool.edgekd.gate]\nbaseline = "base.onnx"\nprofile = "board.toml"\n'
+                                       'rounds = 1\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, err = run_cli("gate", tiny_model, "--config", ci / "pyproject.toml")
+    assert code == 0 and "| regression | pass |" in out, out + err
+    (ci / "pyproject.toml").write_text('[tool.edgekd.gate]\ndata = "digits"\nprofile = "host-cpu-1t"\n'
+                                       'baseline = "/abs/base.onnx"\n')
+    assert pyproject_settings(ci / "pyproject.toml", required=True) == {
+        "data": "digits", "profile": "host-cpu-1t", "baseline": "/abs/base.onnx"}  # no paths, or absolute
+    (work / "pyproject.toml").write_text('[tool.edgekd.gate]\nbaseline = "base.onnx"\n')
+    assert pyproject_settings(work / "pyproject.toml") == {"baseline": "base.onnx"}  # here: as written
+
+
 def test_input_shape_feeds_a_model_with_dynamic_height_and_width(run_cli, fast_profile_path, tmp_path):
     model = _dynamic_hw(tmp_path / "dyn.onnx")
     args = ["--profile", fast_profile_path, "--rounds", "1"]
