@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import DataError
+from edgekd.errors import ConfigError, DataError
 from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have always found them)
     NORMALIZE_FIX,
     Preprocess,
@@ -103,6 +103,16 @@ class Dataset:
         }
 
 
+MAX_SEED = 2 ** 63 - 1  # what torch, numpy and random all take
+
+
+def check_seed(seed: Any) -> None:
+    """A seed every generator edgekd seeds accepts (numpy refuses negative ones with its own traceback)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed {seed} is not a whole number from 0 to {MAX_SEED}",
+                          "pass e.g. --seed 0 (seed = 0 in a settings file)")
+
+
 def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 0,
               normalize: Any = None, channels: int | None = None) -> Dataset:
     """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, or an image folder.
@@ -115,6 +125,7 @@ def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 
     as a recorded ``Preprocess`` converted them).
     """
     parse_normalize(normalize)  # a malformed spec is refused before any data is read
+    check_seed(seed)
     hw = parse_resolution(resolution)
     if channels is None and isinstance(normalize, Preprocess):
         channels = normalize.to_channels

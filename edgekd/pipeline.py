@@ -75,6 +75,9 @@ class CompressConfig:
         if self.calibration not in ("minmax", "entropy", "percentile"):
             raise ConfigError(f"unknown calibration method '{self.calibration}'",
                               "choose one of: minmax, entropy, percentile")
+        from edgekd.data import check_seed
+
+        check_seed(self.seed)
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.latency_rounds < 1:

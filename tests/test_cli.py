@@ -331,6 +331,26 @@ def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, mon
     assert code == 130 and f"the blocks measured so far are kept in {partial}; run the same command again" in err
 
 
+@pytest.mark.parametrize("command", ["compress", "search", "distill"])
+@pytest.mark.parametrize("seed", ["-1", str(2 ** 63)])
+def test_a_seed_no_generator_takes_is_refused_in_one_line(run_cli, tmp_path, command, seed):
+    """numpy refused --seed -1 with a traceback, after the output folder was checked."""
+    line = _one_line_error(*run_cli(command, "--seed", seed, "--out", tmp_path / "o")[::2])
+    assert line == f"error: seed {seed} is not a whole number from 0 to {2 ** 63 - 1}; pass e.g. --seed 0 (seed = 0 " \
+                   "in a settings file)"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_gate_settings_file_s_seed_is_checked_too(run_cli, tmp_path):
+    from conftest import foreign_onnx
+
+    model = foreign_onnx(tmp_path / "m.onnx", (1, 16, 16), 10)
+    (tmp_path / "pyproject.toml").write_text('[tool.edgekd.gate]\nseed = -3\nmin-accuracy = 0.5\ndata = "digits"\n'
+                                             'resolution = 16\n')
+    line = _one_line_error(*run_cli("gate", model, "--config", tmp_path / "pyproject.toml")[::2])
+    assert line.startswith("error: seed -3 is not a whole number")
+
+
 def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
     assert "the 'pruned' space has no latency table to calibrate" in line
