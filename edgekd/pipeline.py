@@ -374,7 +374,9 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
                               "run the pruning again without --resume")
         pruned = prune_distill(student, data, config.distill_config(), prune, profile, teacher=teacher, log=log,
                                progress=config.progress)
-        log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)")
+        log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)" if pruned.steps
+            else f"distill: nothing pruned, the student was under the target already: {pruned.measured_ms:.3f} ms "
+                 f"measured (target {prune.target_ms:g} ms), distilled for {config.epochs} epochs")
         trained = dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history)
     else:
         log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"

@@ -215,3 +215,28 @@ def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(d
 
     with pytest.raises(ConfigError, match="was distilled on 'digits' \\(1x16x16"):  # what it records still counts
         load_distilled(old, teacher, load_data("digits", resolution=12))
+
+
+@pytest.mark.parametrize("steps, said", [
+    ((), "distill: nothing pruned, the student was under the target already: 0.030 ms measured (target 0.08 ms), "
+         "distilled for 2 epochs"),
+    (("one step",), "distill: pruned to 0.030 ms measured (target 0.08 ms)"),
+])
+def test_pruning_aware_kd_says_when_nothing_needed_pruning(monkeypatch, steps, said):
+    """A student already under --target-ms was reported as 'pruned to' its unchanged latency."""
+    import edgekd.distill.prune
+    from edgekd.distill.prune import PruneResult
+    from edgekd.pipeline import CompressConfig, train_student
+    from edgekd.types import DistillResult
+
+    last = DistillResult(model=None, best_epoch=2, best_val_accuracy=0.9, history=())
+    monkeypatch.setattr(edgekd.distill.prune, "prune_distill",
+                        lambda *a, **k: PruneResult("student", 0.08, 0.03, True, steps, (), last))
+
+    class Data:
+        num_classes = 10
+
+    log: list[str] = []
+    trained = train_student(CompressConfig(target_ms=0.08, epochs=2, progress=False), "student", "teacher", Data(),
+                            type("Profile", (), {"name": "board"})(), log.append)
+    assert trained.model == "student" and said in log
