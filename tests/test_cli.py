@@ -351,6 +351,36 @@ def test_a_gate_settings_file_s_seed_is_checked_too(run_cli, tmp_path):
     assert line.startswith("error: seed -3 is not a whole number")
 
 
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_folder(run_cli, teacher_files, fast_profile_path,
+                                                                   tmp_path, monkeypatch):
+    """A cancelled CI job gets SIGTERM; Python's default ended the process on the spot, leaving the hidden
+    staging folder of a half-exported run beside --out."""
+    import os
+    import signal
+    import time
+    import types
+
+    import edgekd.pipeline
+
+    monkeypatch.setattr(edgekd.pipeline, "_search_and_distill",
+                        lambda *args, **kwargs: (None, types.SimpleNamespace(model=None)))
+
+    def export(config, teacher, model, data, staging, log, profile):
+        (staging / "student-fp32.onnx").write_bytes(b"half an export")
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, before):  # would end pytest itself
+            raise AssertionError("the CLI installed no SIGTERM handler")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    monkeypatch.setattr(edgekd.pipeline, "_export", export)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli(*_base(teacher_files, fast_profile_path, tmp_path / "o"))
+    assert code == 143 and "interrupted: nothing was written to" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither o/ nor .o.staging-*
+    assert signal.getsignal(signal.SIGTERM) is before  # a Python caller's handler is its own again
+
+
 def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
     assert "the 'pruned' space has no latency table to calibrate" in line

@@ -1,6 +1,7 @@
 """Thin click commands over the Python API. The one place an EdgeKDError becomes a message and exit code.
 
-Exit codes: 0 success, 1 a check failed (budget, verdict), 2 bad input or usage.
+Exit codes: 0 success, 1 a check failed (budget, verdict), 2 bad input or usage, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM); either way nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -16,9 +17,31 @@ from edgekd.errors import EdgeKDError
 __all__ = ["cli", "main"]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, `kill`, a container stopping), unwound like Ctrl-C: Python's default would
+    end the process on the spot and leave a staging folder beside --out and temporary files behind."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns edgekd errors into one clean line and exit code."""
+    import signal
+    import threading
+
     on_interrupt(lambda: NOTHING_WRITTEN)  # until the command says otherwise (main may run more than once)
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set a handler
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        _run(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
     except EdgeKDError as exc:
@@ -33,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
         click.echo(interrupted_message(), err=True)
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
