@@ -108,7 +108,9 @@ MAX_SEED = 2 ** 63 - 1  # what torch, numpy and random all take
 
 def check_seed(seed: Any) -> None:
     """A seed every generator edgekd seeds accepts (numpy refuses negative ones with its own traceback)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed {seed} is not a whole number from 0 to {MAX_SEED}",
                           "pass e.g. --seed 0 (seed = 0 in a settings file)")
 

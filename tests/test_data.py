@@ -648,3 +648,14 @@ def test_resizing_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 1_000)
     with pytest.raises(DataError, match=r"d.npz: 30 images at 64x64 \(height x width, --resolution\) would take"):
         load_data(path, resolution=64)
+
+
+def test_seeds_are_whole_numbers_every_generator_takes():
+    from edgekd.data import MAX_SEED, check_seed
+    from edgekd.errors import ConfigError
+
+    for good in (0, MAX_SEED, np.int64(7)):  # a numpy integer from a Python caller's own generator too
+        check_seed(good)
+    for bad in (-1, MAX_SEED + 1, 1.5, True, "3"):
+        with pytest.raises(ConfigError, match="is not a whole number from 0 to"):
+            check_seed(bad)
