@@ -385,8 +385,9 @@ def test_paths_in_a_config_file_elsewhere_are_read_from_its_folder(run_cli, tiny
     ci.mkdir()
     shutil.copy(tiny_model, ci / "base.onnx")
     shutil.copy(fast_profile_path, ci / "board.toml")
+    # A wide tolerance: what is tested is where the file's paths lead, not the machine's noise.
     (ci / "pyproject.toml").write_text('[tool.edgekd.gate]\nbaseline = "base.onnx"\nprofile = "board.toml"\n'
-                                       'rounds = 1\n')
+                                       'rounds = 1\nlatency-tolerance = 0.9\n')
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -407,7 +408,10 @@ def test_input_shape_feeds_a_model_with_dynamic_height_and_width(run_cli, fast_p
     assert code == 2 and "pass --input-shape" in err
     code, out, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,1,24,24")
     assert code == 0 and "| latency | pass |" in out, out + err
-    code, out, err = _gate(run_cli, model, "--baseline", model, *args, "--input-shape", "1,1,24,24")
+    # The model against itself: what is checked is that both were fed the shape. A wide tolerance keeps the
+    # machine's noise out of it (the fast test profile read the model at 1.11x itself once, 0.97-1.48x).
+    code, out, err = _gate(run_cli, model, "--baseline", model, *args, "--input-shape", "1,1,24,24",
+                           "--latency-tolerance", "0.9")
     assert code == 0 and "| regression | pass |" in out, out + err
     code, _, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,3,24,24")
     assert code == 2 and "sets dimension 1 to 3, and" in err and "fixes it at 1" in err
