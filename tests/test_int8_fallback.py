@@ -112,7 +112,9 @@ def test_fallback_loop_excludes_requantizes_and_records_reasons(fp32, small_data
     excluded = result.artifact.details["excluded_nodes"]
     for e in result.excluded:
         assert " ms " in e.reason and excluded[e.node] == e.reason
-        assert e.node not in quantized_nodes(result.path, ())
+        # Its weights, not its neighbours, tell: a node kept fp32 between two int8 ones has a DequantizeLinear
+        # in front and a QuantizeLinear behind it like an int8 node (quantized_nodes says so), and the rounds'
+        # timings decide which nodes those are (a fresh clone failed on one).
         _assert_fp32_node(result.path, e.node)
     summary = result.artifact.details["int8_fallback"]
     assert len(summary["rounds"]) == 3 and summary["faster"] is False
