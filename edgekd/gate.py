@@ -246,8 +246,9 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     if profile.is_local and recorded.get("host") and any(k in values for k in ("max_latency", "baseline")):
         from edgekd.latency.table import host_cpu
 
-        if host_cpu() != recorded["host"]:  # an absolute latency limit then holds on another machine
-            notes.append(f"latency measured on this machine, {host_cpu()}; the manifest's was measured on "
+        here = host_cpu()
+        if here != recorded["host"]:  # an absolute latency limit then holds on another machine
+            notes.append(f"latency measured on this machine, {here}; the manifest's was measured on "
                          f"{recorded['host']}")
     return profile.source
 
@@ -288,10 +289,10 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk, limit "
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
     checks += _op_checks(model, art.opset, config)
-    if config.min_accuracy is not None and art.details.get("inputs"):
-        from edgekd.latency.runtime import check_float_input
+    if config.min_accuracy is not None:
+        from edgekd.latency.runtime import check_takes_float
 
-        check_float_input(model, art.details["inputs"][0]["dtype"])  # before minutes of latency rounds
+        check_takes_float(model, art.details)  # before minutes of latency rounds
     if config.max_latency_ms is not None or config.baseline:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
         checks += _latency_checks(model, load_profile(config.profile), config)

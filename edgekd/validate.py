@@ -83,11 +83,10 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
     if data is not None:
-        from edgekd.latency.runtime import check_float_input
+        from edgekd.latency.runtime import check_takes_float
 
         for art in artifacts:
-            for taken in (art.details.get("inputs") or [])[:1]:
-                check_float_input(art.path, taken["dtype"])
+            check_takes_float(art.path, art.details)
     shape_notes = []
     if input_shape is None and data is not None:
         input_shape = _data_shape(artifacts, profile, data)

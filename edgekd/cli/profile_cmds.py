@@ -30,12 +30,12 @@ def profiles_list() -> None:
 def profiles_show(name: str) -> None:
     """Print one profile, resolved with defaults, as JSON, with the latency tables calibrated for it and
     whether search can use each here."""
-    from edgekd.latency.fit_check import with_trust
+    from edgekd.latency.fit_check import trust
     from edgekd.latency.table import table_summaries
     from edgekd.profiles import load_profile
 
     profile = load_profile(name)
-    tables = with_trust(table_summaries(profile), profile)
+    tables = table_summaries(profile, trust)
     click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables}, indent=2, ensure_ascii=False))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,21 +83,17 @@ def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[
     return out
 
 
-def with_trust(summaries: list[dict[str, Any]], profile: Any) -> list[dict[str, Any]]:
-    """``table_summaries`` entries, each usable one with its cross-validated share of calibration networks
-    predicted within ±10% per precision, and the advice a search would print when that is low."""
-    from edgekd.latency.table import load_table
+def trust(table: LatencyTable) -> dict[str, Any]:
+    """What `profiles show` adds to a usable table: its cross-validated share of calibration networks predicted
+    within ±10% per precision, and the advice a search would print when that is low ({} for a space not
+    registered here)."""
     from edgekd.search.spaces import SPACES
 
-    out = []
-    for entry in summaries:
-        if entry.get("usable") and entry["space"] in SPACES.names():
-            table = load_table(profile, entry["space"], tuple(entry["input_shape"]), entry["num_classes"],
-                               path=Path(entry["path"]))
-            found = cross_validate(table, SPACES.get(entry["space"]))
-            entry = {**entry, "left_out_within_10pct": {a.precision: round(a.within_10pct, 3) for a in found}}
-            advice = [a.advice() for a in found if a.advice()]
-            if advice:
-                entry["advice"] = advice[0]
-        out.append(entry)
+    if table.stamp.space not in SPACES.names():
+        return {}
+    found = cross_validate(table, SPACES.get(table.stamp.space))
+    out: dict[str, Any] = {"left_out_within_10pct": {a.precision: round(a.within_10pct, 3) for a in found}}
+    advice = [a.advice() for a in found if a.advice()]
+    if advice:
+        out["advice"] = advice[0]
     return out

@@ -77,6 +77,12 @@ def check_float_input(path: str | Path, dtype: str) -> None:
                         "latency is measured either way), or leave out --data")
 
 
+def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
+    """check_float_input from a file's recorded signature (``Artifact.details``), before a session is opened."""
+    for taken in (details.get("inputs") or [])[:1]:
+        check_float_input(path, taken["dtype"])
+
+
 def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
     from edgekd.errors import DataError
 

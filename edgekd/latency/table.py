@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,10 +205,11 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     return table
 
 
-def table_summaries(profile: DeviceProfile) -> list[dict[str, Any]]:
+def table_summaries(profile: DeviceProfile,
+                    describe: Callable[[LatencyTable], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The latency tables calibrated for ``profile`` (every space and input), each with whether search can
     use it here and, when not, why, in load_table's words: what `profiles show` tells a user before a search
-    falls back to measuring."""
+    falls back to measuring. ``describe`` adds to a usable table's entry from the table it loaded."""
     found = []
     for path in sorted(_table_folder(profile).glob(f"{profile.name}.*.latency.json")):
         try:
@@ -223,8 +225,8 @@ def table_summaries(profile: DeviceProfile) -> list[dict[str, Any]]:
         entry = {"path": str(path), "space": space, "input_shape": list(shape), "num_classes": classes,
                  "onnxruntime": stamp.get("onnxruntime", ""), "networks": data.get("calibration_networks", 0)}
         try:
-            load_table(profile, space, shape, classes, path=path)
-            found.append({**entry, "usable": True})
+            table = load_table(profile, space, shape, classes, path=path)
+            found.append({**entry, "usable": True, **(describe(table) if describe else {})})
         except ProfileError as exc:
             found.append({**entry, "usable": False, "why": exc.message})
     return found
