@@ -144,6 +144,8 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     arguments, ``factory(num_classes=10)``) with ``weights``, or a ``.pt2`` file."""
     if spec.endswith(".pt2"):
         return _load_exported(Path(spec))
+    if _FACTORY_REF.fullmatch(spec) is None:
+        _refuse_model_file(spec)
     module_ref, factory_name, args, kwargs = parse_factory_ref(spec)
     module = _import(module_ref)
     factory = getattr(module, factory_name, None)
@@ -170,6 +172,37 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     model = model.float().cpu()
     _load_weights(model, Path(weights))
     return Teacher(model.eval(), f"{spec} with weights {weights}")
+
+
+# Files users hand over as the teacher itself: they hold weights or a traced graph, not code that builds
+# the module edgekd trains against (and prunes, and reads features from).
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".tar", ".safetensors")
+_GRAPH_SUFFIXES = (".onnx", ".ptl", ".jit", ".torchscript", ".tflite")
+
+
+def _refuse_model_file(spec: str) -> None:
+    """A model or weights file passed as ``--teacher``: say what edgekd needs instead of only the form."""
+    suffix = Path(spec).suffix.lower()
+    build = "--teacher my_model.py:build --weights state_dict.pt, or a torch.export .pt2 file"
+    if suffix == ".onnx":
+        raise ModelError(f"teacher '{spec}' is an ONNX model; distillation trains against the teacher in PyTorch",
+                         f"pass the PyTorch model: {build} (`edgekd validate {spec}` checks an ONNX model as it is)")
+    if suffix in _GRAPH_SUFFIXES or (suffix in _WEIGHT_SUFFIXES and _is_torchscript(Path(spec))):
+        raise ModelError(f"teacher '{spec}' is a TorchScript or mobile model; edgekd needs the module in Python",
+                         f"pass {build} exported from the code that scripted it")
+    if suffix in _WEIGHT_SUFFIXES:
+        raise ModelError(f"teacher '{spec}' is a weights file; edgekd needs the code that builds the model too",
+                         f"pass --teacher my_model.py:build --weights {spec} (a state dict, or a checkpoint "
+                         "holding one), or a torch.export .pt2 file")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``): a zip with the scripted code inside."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/__torch__" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def from_module(module: Any) -> Teacher:
@@ -221,6 +254,11 @@ def _import(ref: str) -> Any:
         if not path.is_file():
             raise ModelError(f"teacher module file '{ref}' does not exist", "check the path before ':'")
         name = f"edgekd_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+        # As `python my_model.py` would: the file's own folder is importable, for the helper modules beside
+        # it (`from layers import Block`), at import time or later inside the factory or forward.
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[name] = module
@@ -253,9 +291,19 @@ def _load_weights(model: Any, path: Path) -> None:
 
     if not path.is_file():
         raise ModelError(f"weights file '{path}' does not exist", "check the --weights path")
+    if _is_torchscript(path):  # torch.load would warn, then refuse in words about its own defaults
+        raise ModelError(f"weights file '{path}' is a TorchScript archive, not a state dict",
+                         f"save the state dict instead: torch.save(torch.jit.load('{path}').state_dict(), "
+                         "'state_dict.pt'), if its names match the module --teacher builds")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:  # a whole pickled model, or a checkpoint with objects beside its tensors
+            raise ModelError(f"weights file '{path}' holds a pickled {found[1]}, which loading would run code "
+                             "from (edgekd loads weights with weights_only=True)",
+                             "save the state dict alone: torch.save(model.state_dict(), path) (from this file, "
+                             "if you trust it: load it with weights_only=False and save its state dict)") from None
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"weights file '{path}' cannot be loaded safely ({first})",
                          "save it with torch.save(model.state_dict(), path)") from None

@@ -119,6 +119,64 @@ def test_spec_without_colon(teacher_files):
         load_teacher(str(module), str(weights))
 
 
+def test_a_teacher_file_imports_the_helper_modules_beside_it(tmp_path, monkeypatch):
+    # `python my_model.py` finds the modules beside it; the same file passed as --teacher must too, at import
+    # time and inside the factory alike
+    folder = tmp_path / "user_models"
+    folder.mkdir()
+    (folder / "edgekd_test_layers.py").write_text(
+        "import torch\nclass Head(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(4, 3)\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    (folder / "edgekd_test_late.py").write_text("SCALE = 2.0\n")
+    (folder / "net.py").write_text(
+        "import torch\nfrom edgekd_test_layers import Head\n"
+        "def build():\n    import edgekd_test_late\n    assert edgekd_test_late.SCALE == 2.0\n    return Head()\n")
+    weights = tmp_path / "w.pt"
+    torch.save({f"fc.{k}": v for k, v in torch.nn.Linear(4, 3).state_dict().items()}, weights)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the test leaves the process's path as it was
+    for name in ("edgekd_test_layers", "edgekd_test_late"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    teacher = load_teacher(f"{folder / 'net.py'}:build", str(weights))
+    assert tuple(teacher.module(torch.zeros(2, 1, 2, 2)).shape) == (2, 3)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("model.onnx", "is an ONNX model; distillation trains against the teacher in PyTorch"),
+    ("model.pt", "is a weights file; edgekd needs the code that builds the model too"),
+    ("best.ckpt", "is a weights file"),
+    ("model.ptl", "is a TorchScript or mobile model"),
+])
+def test_a_model_or_weights_file_as_the_teacher_says_what_is_needed(tmp_path, name, message):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(ModelError, match=message) as exc:
+        load_teacher(str(path), None)
+    assert ".py:build --weights" in exc.value.fix
+
+
+def test_a_torchscript_file_as_the_teacher_or_its_weights_is_named(teacher_files, tmp_path, capfd):
+    module, _ = teacher_files
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))), scripted)
+    with pytest.raises(ModelError, match="is a TorchScript or mobile model"):
+        load_teacher(str(scripted), None)
+    with pytest.raises(ModelError, match="is a TorchScript archive, not a state dict") as exc:
+        load_teacher(f"{module}:build", str(scripted))
+    assert "torch.jit.load" in exc.value.fix
+    assert "Warning" not in capfd.readouterr().err  # torch's own warning about dispatching to torch.jit.load
+
+
+def test_weights_that_are_a_pickled_whole_model_say_so(teacher_files, tmp_path):
+    module, _ = teacher_files
+    whole = tmp_path / "whole.pt"
+    torch.save(torch.nn.Linear(4, 3), whole)
+    with pytest.raises(ModelError, match=r"holds a pickled torch\.nn\.modules\.linear\.Linear, which loading "
+                                         "would run code from") as exc:
+        load_teacher(f"{module}:build", str(whole))
+    assert "state_dict()" in exc.value.fix
+
+
 def test_factory_returning_non_module(tmp_path):
     path = tmp_path / "odd.py"
     path.write_text("def build():\n    return 42\n")
