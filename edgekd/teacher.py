@@ -249,6 +249,11 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
 
 
 def _import(ref: str) -> Any:
+    # The user's own packages in the folder edgekd runs from import, as with `python -m` (a console script
+    # leaves that folder off the path); last, so an installed package of the same name still wins.
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
     if ref.endswith(".py") or os.sep in ref:
         path = Path(ref).expanduser()
         if not path.is_file():

@@ -141,6 +141,25 @@ def test_a_teacher_file_imports_the_helper_modules_beside_it(tmp_path, monkeypat
     assert tuple(teacher.module(torch.zeros(2, 1, 2, 2)).shape) == (2, 3)
 
 
+@pytest.mark.parametrize("ref", ["edgekd_test_pkg.net:build", "edgekd_test_pkg/net.py:build"])
+def test_a_package_in_the_working_folder_imports_as_with_python_m(tmp_path, monkeypatch, ref):
+    # `edgekd` is a console script: unlike `python -m`, it does not put the working folder on the path
+    package = tmp_path / "edgekd_test_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("import torch\nHead = lambda: torch.nn.Sequential(torch.nn.Flatten(), "
+                                       "torch.nn.Linear(4, 3))\n")
+    (package / "net.py").write_text("from edgekd_test_pkg.layers import Head\ndef build():\n    return Head()\n")
+    weights = tmp_path / "w.pt"
+    torch.save({f"1.{k}": v for k, v in torch.nn.Linear(4, 3).state_dict().items()}, weights)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in ("edgekd_test_pkg", "edgekd_test_pkg.layers", "edgekd_test_pkg.net"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    teacher = load_teacher(ref, str(weights))
+    assert tuple(teacher.module(torch.zeros(2, 1, 2, 2)).shape) == (2, 3)
+
+
 @pytest.mark.parametrize(("name", "message"), [
     ("model.onnx", "is an ONNX model; distillation trains against the teacher in PyTorch"),
     ("model.pt", "is a weights file; edgekd needs the code that builds the model too"),
