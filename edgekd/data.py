@@ -409,17 +409,47 @@ def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str
 
 
 def split_indices(name: str, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """The stratified, seeded split as sorted indices per part ("train", "val", "test")."""
+    """The stratified, seeded split as sorted indices per part ("train", "val", "test").
+
+    Each class is split on its own, its share of each part rounded. Where that leaves a part empty (many
+    classes of a few images each: 5 images round to no validation image), the parts' sizes are set for the
+    whole data instead and handed to the classes with the largest remainders, so small classes still
+    contribute; data that splits the plain way keeps that split."""
+    labels = np.unique(y)
+    members = [np.flatnonzero(y == label) for label in labels]
+    counts = np.array([[round(len(m) * SPLIT[2]), round(len(m) * SPLIT[1])] for m in members], dtype=np.int64)
+    if counts.sum(axis=0).min() == 0:
+        counts = _largest_remainders(np.array([len(m) for m in members]), np.random.default_rng([seed, 1]))
     rng = np.random.default_rng(seed)
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for label in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(len(idx) * SPLIT[2]))
-        n_val = int(round(len(idx) * SPLIT[1]))
+    for idx, (n_test, n_val) in zip(members, counts.tolist()):
+        idx = rng.permutation(idx)
         parts["test"] += idx[:n_test].tolist()
         parts["val"] += idx[n_test:n_test + n_val].tolist()
         parts["train"] += idx[n_test + n_val:].tolist()
     if min(len(v) for v in parts.values()) == 0:
-        raise DataError(f"{name}: too few images ({len(y)}) to split into train/val/test",
-                        "provide at least a handful of images per class")
+        raise DataError(f"{name}: {len(y)} images are too few to split into train/val/test (a class's last "
+                        "image trains, and validation and test need one each)",
+                        "provide more images, or the splits yourself (x_train/y_train/x_test/y_test in a .npz, "
+                        "or train/ and val/ folders)")
     return {k: np.sort(np.array(v, dtype=np.int64)) for k, v in parts.items()}
+
+
+def _largest_remainders(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per class (test, val) counts whose totals are the data's own shares of test and validation images,
+    each class getting the whole part of its share and the largest fractions the rest (ties in a seeded
+    order), never its last image, which trains."""
+    counts = np.zeros((len(sizes), 2), dtype=np.int64)
+    order = rng.permutation(len(sizes))
+    for col, share in ((0, SPLIT[2]), (1, SPLIT[1])):
+        want = max(1, round(int(sizes.sum()) * share))
+        exact = sizes * share
+        room = sizes - 1 - counts.sum(axis=1)
+        counts[:, col] = np.minimum(np.floor(exact).astype(np.int64), np.maximum(room, 0))
+        # largest fraction first; a stable sort keeps the seeded order among equal fractions
+        for i in order[np.argsort(-(exact - np.floor(exact))[order], kind="stable")]:
+            if counts[:, col].sum() >= want:
+                break
+            if counts[i].sum() < sizes[i] - 1:
+                counts[i, col] += 1
+    return counts

@@ -83,6 +83,36 @@ def test_npz_resolution(tmp_path):
     assert load_data(str(path), resolution=12).input_shape == (1, 12, 12)
 
 
+def test_many_small_classes_still_split_with_the_datas_shares(tmp_path):
+    # each class alone rounds 5 images to no validation image; the whole data still has 50 to give
+    x = np.random.default_rng(0).random((500, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(100), 5)
+    np.savez(tmp_path / "small.npz", x=x, y=y)
+    ds = load_data(str(tmp_path / "small.npz"), seed=3)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (350, 50, 100)
+    assert set(ds.y_train.tolist()) == set(range(100))  # every class keeps training images
+    again = load_data(str(tmp_path / "small.npz"), seed=3)
+    assert np.array_equal(ds.y_val, again.y_val) and np.array_equal(ds.x_test, again.x_test)
+
+
+def test_data_that_splits_class_by_class_keeps_that_split():
+    from edgekd.data import split_indices
+
+    y = np.repeat(np.arange(4), [40, 33, 27, 61])
+    parts = split_indices("d", y, 0)
+    for label, n in zip(range(4), (40, 33, 27, 61)):
+        assert (y[parts["test"]] == label).sum() == round(n * 0.2)
+        assert (y[parts["val"]] == label).sum() == round(n * 0.1)
+
+
+def test_too_few_images_to_split_say_how_to_give_the_splits(tmp_path):
+    x = np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "six.npz", x=x, y=np.arange(6))
+    with pytest.raises(DataError, match="6 images are too few to split into train/val/test") as exc:
+        load_data(str(tmp_path / "six.npz"))
+    assert "x_train/y_train/x_test/y_test" in exc.value.fix
+
+
 def test_npz_predefined_splits_carve_val(tmp_path):
     x, y = _xy()
     path = tmp_path / "split.npz"
