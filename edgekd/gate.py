@@ -286,7 +286,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
                             f"{model.name} changed since the manifest was written (sha256 differs)"))
     if config.max_size_bytes is not None:
         ok = art.size_bytes <= config.max_size_bytes
-        checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk, limit "
+        checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk{art.size_note}, limit "
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
     checks += _op_checks(model, art.opset, config)
     if config.min_accuracy is not None:

@@ -96,6 +96,23 @@ def _tensors(graph: Any) -> list[Any]:
     return out
 
 
+def external_files(path: str | Path, model: Any) -> list[Path]:
+    """The files ``model`` (read from ``path``) keeps external tensors in, each once, as paths beside it
+    (``load_model`` has checked that they exist inside its folder)."""
+    files: list[Path] = []
+    for tensor in _external_tensors(model):
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        file = Path(path).parent / Path(location)
+        if file not in files:
+            files.append(file)
+    return files
+
+
+def stored_bytes(path: str | Path, model: Any) -> int:
+    """What the model takes to store and ship: its file, plus the external data files it needs beside it."""
+    return Path(path).stat().st_size + sum(f.stat().st_size for f in external_files(path, model))
+
+
 def _check_external(path: Path, tensor: Any) -> None:
     entries = {e.key: e.value for e in tensor.external_data}
     location = entries.get("location", "")

@@ -45,13 +45,18 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
 
     A missing, truncated or non-ONNX file, or external data outside the model's folder, raises ArtifactError.
     """
-    from edgekd.onnxfile import describe, is_int8, load_model, opset_of
+    from edgekd.onnxfile import describe, external_files, is_int8, load_model, opset_of, stored_bytes
 
     path = Path(path)
     model = load_model(path)
+    details = describe(model)
+    # Weights kept beside the model count towards its size: a size limit is on what ships.
+    external = [str(f.relative_to(path.parent)) for f in external_files(path, model)]
+    if external:
+        details["external_data"] = external
     return Artifact(name=name or path.stem, role=role, precision="int8" if is_int8(model) else "fp32", path=str(path),
-                    exporter="external", opset=opset_of(model), sha256=sha256(path), size_bytes=path.stat().st_size,
-                    details=describe(model))
+                    exporter="external", opset=opset_of(model), sha256=sha256(path),
+                    size_bytes=stored_bytes(path, model), details=details)
 
 
 def check_onnx(path: str | Path) -> tuple[bool, str]:

@@ -209,6 +209,20 @@ def test_ssh_measures_two_models_in_order(fakes, models, tmp_path):
     assert list(fakes.remote.iterdir()) == []  # the run folder was removed afterwards
 
 
+def test_ssh_copies_the_external_data_a_model_names(fakes, models, tmp_path):
+    # exporters name the data file as they like (optimum: model.onnx_data), in a sub-folder even
+    import onnx
+
+    folder = tmp_path / "exported"
+    (folder / "weights").mkdir(parents=True)
+    onnx.save_model(onnx.load(str(models[1])), str(folder / "big.onnx"), save_as_external_data=True,
+                    location="weights/big.bin")
+    assert (folder / "weights" / "big.bin").stat().st_size > (folder / "big.onnx").stat().st_size
+    (stats,) = measure([folder / "big.onnx"], _profile(tmp_path, _ssh(fakes)))
+    assert stats.p50_ms > 0
+    assert list(fakes.remote.iterdir()) == []
+
+
 def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SSH_SLEEP", "5")
     profile = _profile(tmp_path, _ssh(fakes, timeout_s=1))

@@ -209,6 +209,20 @@ def test_symlink_out_of_the_folder_and_short_data_are_refused(tmp_path):
     assert artifact_from_file(_model_with_weight(folder / "m.onnx", "ok.bin")).details["op_types"] == ["Add"]
 
 
+def test_a_models_size_counts_the_external_data_it_ships_with(run_cli, tmp_path):
+    # a size gate on the 200-byte .onnx alone would pass 40 KB of weights kept beside it
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "m.onnx_data").write_bytes(np.ones(10_000, np.float32).tobytes())
+    model = _model_with_weight(folder / "m.onnx", "m.onnx_data")
+    art = artifact_from_file(model)
+    assert art.size_bytes == model.stat().st_size + 40_000
+    assert art.details["external_data"] == ["m.onnx_data"]
+    assert "external_data" not in artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).details
+    code, out, _ = run_cli("gate", model, "--max-size", "10KB", "--config", os.devnull)
+    assert code == 1 and "KB on disk (with its external data: m.onnx_data), limit 10.0 KB" in out
+
+
 def test_truncated_corrupt_and_foreign_files(run_cli, run_dir, tmp_path):
     whole = (run_dir / "student-int8.onnx").read_bytes()
     cases = {

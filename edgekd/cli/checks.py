@@ -88,7 +88,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     report = run([art], prof, budget, dataset, input_shape=shape)
     r = report.reports[0]
     lat = r.latency
-    click.echo(f"{art.path}: {art.precision}, opset {art.opset}, {art.size_bytes / 1024:.1f} KB, "
+    click.echo(f"{art.path}: {art.precision}, opset {art.opset}, {art.size_bytes / 1024:.1f} KB{art.size_note}, "
                f"checker {'ok' if r.checker_ok else 'FAILED'}")
     click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
                f"(cv {lat.cv:.1%}, {lat.runs} runs)")

@@ -148,15 +148,25 @@ class LocalRunner:
 
 
 def _stage(models: Sequence[Path], folder: Path) -> list[str]:
-    """Lay the models out in ``folder`` as m0/model.onnx, m1/... (with any ``.data`` sidecar); relative paths."""
+    """Lay the models out in ``folder`` as m0/model.onnx, m1/..., each with the external data files it
+    names, at the same place beside it; relative paths."""
+    import onnx
+
+    from edgekd.onnxfile import external_files
+
     rel = []
     for i, path in enumerate(models):
         sub = folder / f"m{i}"
         sub.mkdir()
         _place(path, sub / "model.onnx")
-        sidecar = path.with_name(path.name + ".data")  # external weights keep the name the model refers to
-        if sidecar.is_file():
-            _place(sidecar, sub / sidecar.name)
+        try:
+            data_files = external_files(path, onnx.load(str(path), load_external_data=False))
+        except Exception:  # not a readable model: the device's runtime says so, in the error measure raises
+            data_files = []
+        for data in data_files:
+            staged = sub / data.relative_to(path.parent)  # the location the model refers to, kept
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            _place(data, staged)
         rel.append(f"m{i}/model.onnx")
     return rel
 

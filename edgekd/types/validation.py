@@ -20,11 +20,17 @@ class Artifact:
     exporter: str
     opset: int
     sha256: str
-    size_bytes: int
+    size_bytes: int  # the file and any external data files it needs (details["external_data"])
     details: dict[str, Any] = field(default_factory=dict, hash=False)  # exporter specifics, e.g. excluded nodes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def size_note(self) -> str:
+        """Where a size shown beside the file's name also counts other files, which ones."""
+        files = self.details.get("external_data") or []
+        return f" (with its external data: {', '.join(files)})" if files else ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
