@@ -178,7 +178,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))
     data = with_class_order_note(data, embedded_class_names(model))
-    logits, labels = predictions_on_test_split(model, profile, data)
+    logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
     acc = float((logits.argmax(1) == labels).mean())
     tol = config.accuracy_tolerance
     return Check("accuracy", abs(acc - recorded) <= tol, with_notes(

@@ -197,7 +197,21 @@ def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int)
     dims = (details.get("inputs") or [{}])[0].get("shape")
     if not dims or all(_fixed(d) for d in dims[1:]) or len(dims) != len(sample) + 1:
         return None
+    if feeds_channels_last(dims, sample):
+        sample = (*sample[1:], sample[0])
     return (dims[0] if _fixed(dims[0]) else batch, *sample)
+
+
+def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
+    """Whether a model input of ``dims`` (batch first) takes images of the NCHW ``sample`` shape (C, H, W)
+    only as channels-last (H, W, C), the layout of models converted from TensorFlow or TFLite."""
+    if len(dims) != 4 or len(sample) != 3 or _fits(dims[1:], sample):
+        return False
+    return _fits(dims[1:], (*sample[1:], sample[0]))
+
+
+def _fits(dims: Sequence[Any], shape: Sequence[int]) -> bool:
+    return all(not _fixed(d) or d == s for d, s in zip(dims, shape))
 
 
 def stamp_metadata(art: Any, props: dict[str, str]) -> Any:

@@ -113,7 +113,8 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     for art in artifacts:
         accuracy = parity = None
         if data is not None:
-            logits, labels = predictions_on_test_split(art.path, profile, data)
+            logits, labels, layout = predictions_on_test_split(art.path, profile, data)
+            shape_notes += [layout] if layout else []
             accuracy = float((logits.argmax(1) == labels).mean())
             ref = references.get(art.name)
             if ref is not None:

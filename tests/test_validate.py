@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from edgekd.errors import ArtifactError
 from edgekd.types import Budget
-from edgekd.validate import artifact_from_file
+from edgekd.validate import artifact_from_file, validate
 
 LOOSE = ["--rounds", "1", "--latency-tolerance", "0.9"]  # latency plumbing only: this machine's timing is noisy
 
@@ -542,3 +542,55 @@ def test_a_numbered_model_scored_on_named_classes_says_how_it_pairs_them(run_cli
     assert code == 0 and f"; warning: {note}" in out.split("| accuracy |")[1], out + err
     code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", str(side))
     assert code == 0 and "numbers its classes" not in err  # numbered data: nothing to say
+
+
+# -- channels-last models ------------------------------------------------------------------------------------
+
+
+def _nchw_and_nhwc(folder: Path, open_size: bool = False) -> tuple[Path, Path]:
+    """The same random conv net exported twice: taking NCHW input, and taking NHWC (TensorFlow's layout)."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.permute(0, 3, 1, 2))
+
+    for module, name, example, spatial in ((net, "nchw", (1, 1, 16, 16), (2, 3)),
+                                           (ChannelsLast().eval(), "nhwc", (1, 16, 16, 1), (1, 2))):
+        dynamic = {0: "batch", **({} if open_size is False else dict(zip(spatial, ("height", "width"))))}
+        torch.onnx.export(module, (torch.randn(example),), str(folder / f"{name}.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": dynamic})
+    return folder / "nchw.onnx", folder / "nhwc.onnx"
+
+
+def test_a_channels_last_model_is_fed_its_layout_and_says_so(tmp_path, small_data, fast_profile, run_cli):
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    nchw, nhwc = _nchw_and_nhwc(tmp_path)
+    plain, labels, note = predictions_on_test_split(nchw, fast_profile, small_data)
+    assert note is None
+    last, labels_last, note = predictions_on_test_split(nhwc, fast_profile, small_data)
+    assert np.allclose(plain, last, atol=1e-5) and np.array_equal(labels, labels_last)
+    assert note == f"'{nhwc}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
+    report = validate([artifact_from_file(nhwc)], fast_profile, Budget(None, None), small_data, rounds=1)
+    assert note in report.notes
+    code, out, _ = run_cli("gate", nhwc, "--data", "digits", "--resolution", "16", "--min-accuracy", "0.01",
+                           "--config", os.devnull)
+    assert code == 0 and "takes channels-last (NHWC) input: the test images were fed to it as NHWC" in out
+
+
+def test_a_channels_last_model_with_open_height_and_width_is_timed_at_the_datas_size(tmp_path, small_data):
+    from edgekd.onnxfile import data_input_shape
+
+    nchw, nhwc = _nchw_and_nhwc(tmp_path, open_size=True)
+    sample = tuple(small_data.input_shape)
+    assert data_input_shape(artifact_from_file(nchw).details, sample, 1) == (1, 1, 16, 16)
+    assert data_input_shape(artifact_from_file(nhwc).details, sample, 1) == (1, 16, 16, 1)

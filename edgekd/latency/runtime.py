@@ -45,17 +45,22 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
                             "pass a complete, valid ONNX model (re-export it)") from None
 
 
-def predictions_on_test_split(path: str | Path, profile: DeviceProfile, data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The model's logits on ``data``'s test split and the test labels numbered as its outputs (by the class
-    names in the session's metadata), after checking that the model takes the data's images and predicts
-    at least its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
+def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
+                              data: Any) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The model's logits on ``data``'s test split, the test labels numbered as its outputs (by the class
+    names in the session's metadata) and a note when the images had to be fed channels-last, after
+    checking that the model takes the data's images and predicts at least its classes (a mismatch is a
+    DataError naming both, not onnxruntime's)."""
     from edgekd.data import labels_for
     from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
 
     session = open_session(path, profile)
-    check_data_fits(session, data, path)
+    channels_last = check_data_fits(session, data, path)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
-    return run_batches(session, data.x_test), labels_for(data, names)
+    x = data.x_test.transpose(0, 2, 3, 1) if channels_last else data.x_test
+    note = (f"'{path}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
+            if channels_last else None)
+    return run_batches(session, x), labels_for(data, names), note
 
 
 def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
@@ -83,13 +88,18 @@ def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
         check_float_input(path, taken["dtype"])
 
 
-def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
+def check_data_fits(session: Any, data: Any, path: str | Path) -> bool:
+    """Refuse data the model cannot take; True when it takes the images channels-last (NHWC)."""
     from edgekd.errors import DataError
+    from edgekd.onnxfile import feeds_channels_last
 
     given = (len(data.x_test), *data.input_shape)
     taken = session.get_inputs()[0]
     check_float_input(path, taken.type.removeprefix("tensor(").rstrip(")"))
     expected = taken.shape
+    channels_last = feeds_channels_last(expected, data.input_shape)
+    if channels_last:
+        given = (given[0], *given[2:], given[1])
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
@@ -104,6 +114,7 @@ def check_data_fits(session: Any, data: Any, path: str | Path) -> None:
     if classes is not None and classes < data.num_classes:
         raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
                         "pass the data the model was built for")
+    return channels_last
 
 
 def run_batches(session: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
