@@ -411,7 +411,7 @@ def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | 
 
 def _accuracy_check(model: Path, config: GateConfig) -> Check:
     from edgekd.data import load_data, with_class_order_note, with_notes
-    from edgekd.latency.runtime import predictions_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess
     from edgekd.profiles import load_profile
 
@@ -421,7 +421,7 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
                      channels=config.channels or (recorded.to_channels if recorded else None))
     data = with_class_order_note(data, embedded_class_names(model))
     logits, labels, layout = predictions_on_test_split(model, load_profile(config.profile), data)
-    acc = float((logits.argmax(1) == labels).mean())
+    acc = top1(logits, labels)
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
                  with_notes(f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
                             f"{config.min_accuracy * 100:.2f}%" + (f"; {layout}" if layout else ""), data), acc)

@@ -161,7 +161,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
     from edgekd.data import load_data, recorded_data, recorded_preprocess, with_class_order_note, with_notes
-    from edgekd.latency.runtime import predictions_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names
 
     recorded = entry.get("accuracy")
@@ -179,7 +179,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
                      channels=config.channels or (pre.to_channels if pre else None))
     data = with_class_order_note(data, embedded_class_names(model))
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
-    acc = float((logits.argmax(1) == labels).mean())
+    acc = top1(logits, labels)
     tol = config.accuracy_tolerance
     return Check("accuracy", abs(acc - recorded) <= tol, with_notes(
         f"{acc * 100:.2f}% on {data.name} test split, recorded {recorded * 100:.2f}% (tolerance {tol * 100:.2g} "

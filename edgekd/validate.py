@@ -82,7 +82,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     student.
     """
     from edgekd.latency.measure import measure
-    from edgekd.latency.runtime import predictions_on_test_split
+    from edgekd.latency.runtime import predictions_on_test_split, top1
 
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
@@ -115,7 +115,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
         if data is not None:
             logits, labels, layout = predictions_on_test_split(art.path, profile, data)
             shape_notes += [layout] if layout else []
-            accuracy = float((logits.argmax(1) == labels).mean())
+            accuracy = top1(logits, labels)
             ref = references.get(art.name)
             if ref is not None:
                 parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)

@@ -594,3 +594,50 @@ def test_a_channels_last_model_with_open_height_and_width_is_timed_at_the_datas_
     sample = tuple(small_data.input_shape)
     assert data_input_shape(artifact_from_file(nchw).details, sample, 1) == (1, 1, 16, 16)
     assert data_input_shape(artifact_from_file(nhwc).details, sample, 1) == (1, 16, 16, 1)
+
+
+# -- what a model's first output holds -----------------------------------------------------------------------
+
+
+def test_class_scores_reads_conv_heads_and_argmax_outputs_and_refuses_the_rest():
+    from edgekd.errors import DataError
+    from edgekd.latency.runtime import class_scores, top1
+
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], np.float32)
+    labels = np.array([1, 1])
+    assert top1(class_scores(scores, "m.onnx"), labels) == 0.5
+    assert np.array_equal(class_scores(scores[:, :, None, None], "m.onnx"), scores)  # a 1x1-conv head
+    assert np.array_equal(class_scores(scores[:, None, :], "m.onnx"), scores)
+    indices = np.array([1, 0], np.int64)  # a model that ends in ArgMax
+    assert top1(class_scores(indices, "m.onnx"), labels) == 0.5
+    assert top1(class_scores(indices[:, None], "m.onnx"), labels) == 0.5
+    for bad in (np.zeros((2, 1), np.float32), np.zeros((2, 3, 4), np.float32)):
+        with pytest.raises(DataError, match="neither \\(batch, classes\\) scores nor \\(batch,\\) class indices"):
+            class_scores(bad, "m.onnx")
+
+
+def test_a_model_ending_in_argmax_is_scored_and_one_with_a_single_score_refused(tmp_path, run_cli):
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10)).eval()
+
+    class Head(torch.nn.Module):
+        def __init__(self, end):
+            super().__init__()
+            self.net, self.end = net, end
+
+        def forward(self, x):
+            return self.end(self.net(x))
+
+    for name, end in (("scores", lambda z: z), ("argmax", lambda z: z.argmax(1)), ("single", lambda z: z[:, :1])):
+        torch.onnx.export(Head(end).eval(), (torch.randn(1, 1, 16, 16),), str(tmp_path / f"{name}.onnx"),
+                          dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    accuracy = {}
+    for name in ("scores", "argmax"):
+        code, out, err = run_cli("validate", tmp_path / f"{name}.onnx", "--data", "digits", "--resolution", "16")
+        assert code == 0, err
+        accuracy[name] = next(line for line in out.splitlines() if line.startswith("accuracy"))
+    assert accuracy["scores"] == accuracy["argmax"]
+    code, _, err = run_cli("validate", tmp_path / "single.onnx", "--data", "digits", "--resolution", "16")
+    assert code == 2 and "its first output has shape (359, 1) (float32)" in err and "Traceback" not in err

@@ -60,7 +60,30 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     x = data.x_test.transpose(0, 2, 3, 1) if channels_last else data.x_test
     note = (f"'{path}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
             if channels_last else None)
-    return run_batches(session, x), labels_for(data, names), note
+    return class_scores(run_batches(session, x), path), labels_for(data, names), note
+
+
+def class_scores(out: np.ndarray, path: str | Path) -> np.ndarray:
+    """A model's first output as (batch, classes) scores, its other size-1 dimensions dropped (a convolution
+    head's (N, K, 1, 1)); or as (batch,) class indices, from a model that ends in ArgMax."""
+    from edgekd.errors import DataError
+
+    rest = [d for d in out.shape[1:] if d != 1]
+    if len(rest) == 1:
+        return out.reshape(len(out), rest[0])
+    if not rest and np.issubdtype(out.dtype, np.integer):
+        return out.reshape(len(out))
+    shape = "(" + ", ".join(map(str, out.shape)) + ")"
+    raise DataError(f"'{path}': its first output has shape {shape} ({out.dtype}) for {len(out)} images, neither "
+                    "(batch, classes) scores nor (batch,) class indices, so its accuracy cannot be read",
+                    "export the model with its class scores (logits or probabilities) as its first output, "
+                    "or leave out --data")
+
+
+def top1(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy from ``class_scores``' output (scores, or class indices)."""
+    predicted = scores if scores.ndim == 1 else scores.argmax(1)
+    return float((predicted == labels).mean())
 
 
 def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
@@ -109,8 +132,9 @@ def check_data_fits(session: Any, data: Any, path: str | Path) -> bool:
         size = f" (--resolution {resolution_text(fixed[2:])})" if sized else " (--resolution)"
         raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
                         "images", f"pass the data the model was built for, at its resolution{size}")
-    outputs = session.get_outputs()[0].shape
-    classes = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+    # (N, K), or K among size-1 dimensions ((N, K, 1, 1)); unknown while a dimension is dynamic
+    outputs = [d for d in session.get_outputs()[0].shape[1:] if d != 1]
+    classes = outputs[0] if len(outputs) == 1 and isinstance(outputs[0], int) else None
     if classes is not None and classes < data.num_classes:
         raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
                         "pass the data the model was built for")
