@@ -42,6 +42,35 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+@contextmanager
+def exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold ``lock`` (a file beside what it guards) while one process does ``what``; a second process is
+    refused at once, naming the first. The system frees the lock when the holder ends, however it ends, so
+    a killed run leaves nothing stale. Where the platform has no ``fcntl`` (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX here
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise OutputError(f"{what} is already running ({holder}); two at once would also slow each other's "
+                              "measurements", "wait for it to finish, or stop it, then run this again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def creation_mode(path: Path, folder: bool) -> int:
     """The permission bits a plain create would give ``path`` (those of the file or folder it replaces,
     else the umask's), for files staged by ``tempfile``, which are private to the user (0600 / 0700): a

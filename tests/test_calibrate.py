@@ -1,6 +1,7 @@
 """Calibration, the latency table's stamp, resume after interruption, and the predictor."""
 
 import json
+import os
 import time
 
 import pytest
@@ -109,6 +110,36 @@ def test_interrupted_calibration_resumes(fast_profile, tmp_path, monkeypatch):
     total = 2 * len(SPACES.get(TINY).all_blocks(SHAPE, 10))
     assert sum(calls) == total - 4  # the first chunk was not measured again
     assert path.is_file()
+
+
+def test_a_second_calibration_of_the_same_table_is_refused_while_the_first_runs(fast_profile, tmp_path,
+                                                                                  monkeypatch):
+    # two CI jobs on one runner: both would measure on the same cores and write one table
+    import subprocess
+    import sys
+
+    from edgekd.errors import OutputError
+
+    path = tmp_path / "r.json"
+    lock = tmp_path / "r.json.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from edgekd.fsutil import exclusive\n"
+                               f"with exclusive(Path({str(lock)!r}), 'x'):\n"
+                               "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(calib_mod, "_measure_blocks", lambda *a: pytest.fail("measured while locked out"))
+        with pytest.raises(OutputError, match=rf"a calibration of r\.json is already running \(process "
+                                              rf"{holder.pid}\)") as exc:
+            calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
+        assert "wait for it to finish" in exc.value.fix
+    finally:
+        holder.kill()
+        holder.wait()
+    from edgekd.fsutil import exclusive
+
+    with exclusive(lock, "x"):  # a killed holder leaves nothing stale
+        assert lock.read_text() == f"process {os.getpid()}"
 
 
 def test_table_keeps_its_measured_networks_and_fits_through_outliers(table_file):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgekd.fsutil import write_json
+from edgekd.fsutil import exclusive, write_json
 from edgekd.latency.fit_check import cross_validate
 from edgekd.latency.quick_export import export_fixed
 from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
@@ -55,6 +55,14 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
     log = log or (lambda _m: None)
     path = path or table_path(profile, space_name, input_shape, num_classes)
+    with exclusive(path.with_name(path.name + ".lock"), f"a calibration of {path.name}"):
+        return _calibrate(profile, space, space_name, input_shape, num_classes, networks, chunk, seed, path, log,
+                          rounds)
+
+
+def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape: tuple[int, int, int],
+               num_classes: int, networks: int, chunk: int, seed: int, path: Path, log: Callable[[str], None],
+               rounds: int) -> LatencyTable:
     partial = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
