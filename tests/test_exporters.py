@@ -61,6 +61,27 @@ def test_int8_is_qdq_and_smaller(fp32_artifact, small_data, tmp_path):
     assert model.ir_version == 8
 
 
+def test_an_mlps_first_layer_is_quantized_and_the_estimate_follows(small_data, tmp_path):
+    # a first convolution stays fp32 (it sees a raw image of few channels); a first fully connected layer
+    # holds most of an MLP's weights, and keeping it fp32 kept the int8 file nearly the fp32 one's size
+    import torch
+
+    from edgekd.search.file_size import estimate_int8_bytes, shipped_bytes
+
+    torch.manual_seed(0)
+    pixels = small_data.input_shape[1] * small_data.input_shape[2]
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(pixels, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
+    fp32 = get_exporter("onnx-fp32")(ExportRequest("m", "student", tmp_path, mlp, small_data.x_val[:1]))
+    art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:64],
+                                                  source=fp32))
+    gemms = [n.name for n in onnx.load(fp32.path).graph.node if n.op_type == "Gemm"]
+    assert list(art.details["excluded_nodes"]) == gemms[-1:]  # the classifier alone
+    assert art.size_bytes < 0.4 * fp32.size_bytes
+    written = shipped_bytes(mlp, small_data, small_data.x_train[:32], "int8")
+    assert abs(estimate_int8_bytes(mlp) / written - 1) < 0.08
+
+
 def test_int8_without_calibration_is_refused(fp32_artifact, tmp_path):
     with pytest.raises(ExportError, match="calibration"):
         get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=fp32_artifact))

@@ -143,6 +143,38 @@ def test_pruned_space_prunes_the_teacher_per_stage(teacher, small_data):
     assert torch.allclose(same(x), teacher.module.eval()(x))  # keep 1.0 is the teacher itself
 
 
+def test_the_pruned_space_prunes_hidden_linear_layers_and_leaves_per_token_ones(small_data):
+    # an MLP teacher, and a CNN with a VGG-style head, have a student family too; a transformer's per-token
+    # linear layers (batch, tokens, features) are not a stage
+    import torch
+
+    from edgekd.search.spaces import resolve_space
+
+    pixels = small_data.input_shape[1] * small_data.input_shape[2]
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(pixels, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    space = resolve_space("pruned", mlp, small_data.input_shape)
+    assert space.stages == (("1", "3"),)
+    half = space.build({"keep": [0.5]}, small_data.input_shape, 10)
+    assert [m.out_features for m in half.modules() if isinstance(m, torch.nn.Linear)] == [32, 16, 10]
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * pixels, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10))
+    assert resolve_space("pruned", cnn, small_data.input_shape).stages == (("0",), ("3",))
+
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(1, 16, 4, stride=4)
+            self.mix = torch.nn.Linear(16, 16)
+            self.head = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2).transpose(1, 2)
+            return self.head(self.mix(tokens).mean(1))
+
+    assert resolve_space("pruned", Tokens(), small_data.input_shape).stages == (("embed",),)
+
+
 def test_pruned_space_errors(teacher, small_data):
     import torch
 
@@ -151,9 +183,9 @@ def test_pruned_space_errors(teacher, small_data):
 
     with pytest.raises(ConfigError, match="derived from the teacher"):
         build_student(StudentSpec("pruned", {"keep": [0.5]}), small_data.input_shape, 10)
-    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 10))
-    with pytest.raises(ModelError, match="no Conv2d layer"):
-        resolve_space("pruned", mlp, small_data.input_shape)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 10))
+    with pytest.raises(ModelError, match="no Conv2d layer and no hidden Linear layer"):
+        resolve_space("pruned", linear, small_data.input_shape)
     space = resolve_space("pruned", teacher.module, small_data.input_shape)
     with pytest.raises(ModelError, match="keep ratios but the teacher has"):
         space.build({"keep": [0.5]}, small_data.input_shape, 10)

@@ -108,7 +108,7 @@ def output_layers(model: Any) -> list[Any]:
 def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
                 stage_ratios: tuple[float, ...] = ()) -> Any:
     """torch-pruning's pruner removing ``config.max_ratio`` of every layer's channels in ``config.steps``
-    steps, or ``stage_ratios[i]`` of the channels of the i-th stage of convolutions (``conv_stages``)."""
+    steps, or ``stage_ratios[i]`` of the channels of the i-th stage (``prune_stages``)."""
     import torch
     import torch_pruning as tp
 
@@ -125,18 +125,18 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
 
 
 def _by_stage(model: Any, input_shape: tuple[int, ...], stage_ratios: tuple[float, ...]) -> dict[Any, float]:
-    from edgekd.search.pruned import conv_stages
+    from edgekd.search.pruned import prune_stages
 
-    stages = conv_stages(model, input_shape)
+    stages = prune_stages(model, input_shape)
     if len(stages) != len(stage_ratios):
-        raise ConfigError(f"{len(stage_ratios)} stage ratios for a model with {len(stages)} stages of convolutions",
+        raise ConfigError(f"{len(stage_ratios)} stage ratios for a model with {len(stages)} stages",
                           "plan the ratios on this model")
     return stage_ratio_dict(model, stages, stage_ratios)
 
 
 def stage_ratio_dict(model: Any, stages: tuple[tuple[str, ...], ...], ratios: Any) -> dict[Any, float]:
-    """torch-pruning's ``pruning_ratio_dict``: ``ratios[i]`` for every convolution of ``stages[i]`` (module
-    names, as ``conv_stages`` gives them)."""
+    """torch-pruning's ``pruning_ratio_dict``: ``ratios[i]`` for every layer of ``stages[i]`` (module
+    names, as ``prune_stages`` gives them)."""
     modules = dict(model.named_modules())
     return {modules[name]: ratio for names, ratio in zip(stages, ratios) for name in names}
 
@@ -273,9 +273,9 @@ def _refine_by_stage(student: Any, input_shape: tuple[int, ...], config: PruneCo
     the copy still measures within the target; the result is measured again and dropped if over."""
     import copy
 
-    from edgekd.search.pruned import conv_stages
+    from edgekd.search.pruned import prune_stages
 
-    count = len(conv_stages(student, input_shape))
+    count = len(prune_stages(student, input_shape))
     if planned_ms >= CLOSE_ENOUGH * config.target_ms or count < 2:
         return ()
 

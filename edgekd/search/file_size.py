@@ -35,14 +35,16 @@ def estimate_int8_bytes(model: Any) -> int:
 
     Each quantized convolution or linear layer stores 1 byte a weight, 17 bytes an output channel (the
     weight's fp32 scale and int8 zero point; the bias as int32 with its own fp32 scale and int32 zero
-    point) and about 1.8 KB of Q/DQ nodes, tensor names and activation scales. The first convolution and
-    the classifier stay fp32 (4 bytes a weight and a bias). Fitted on 72 students of mbv2, resnet and
-    pruned at 16 and 32 px, written as if trained: within 3.5% of the file either way (the parameter
-    count alone was up to 25% low on mbv2). Near ``--max-size-kb`` the search writes the real file."""
+    point) and about 1.8 KB of Q/DQ nodes, tensor names and activation scales. The first convolution (not
+    a first linear layer) and the classifier stay fp32 (4 bytes a weight and a bias). Fitted on 72
+    students of mbv2, resnet and pruned at 16 and 32 px, written as if trained: within 3.5% of the file
+    either way (the parameter count alone was up to 25% low on mbv2). Near ``--max-size-kb`` the search
+    writes the real file."""
     import torch
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    fp32 = {id(layers[0]), id(layers[-1])} if len(layers) > 2 else set()  # as exporters/onnx_int8.py
+    kept = [layers[0]] if isinstance(layers[0], torch.nn.Conv2d) else []  # as exporters/onnx_int8.py
+    fp32 = {id(m) for m in (*kept, layers[-1])} if len(layers) > 2 else set()
     total = 1024
     for layer in layers:
         weights, out = layer.weight.numel(), layer.weight.shape[0]

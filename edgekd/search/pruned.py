@@ -2,8 +2,9 @@
 torch-pruning's dependency graph, so any user teacher has a student family.
 
 A stage is a run of convolutions at one output resolution (found by running the teacher once),
-which lines up with where residual connections couple channels. The student keeps the teacher's
-most important channels (L2 group magnitude) and their weights: distillation starts from them.
+which lines up with where residual connections couple channels; the hidden fully connected layers (a
+VGG-style head, or a teacher that is an MLP) make one more. The student keeps the teacher's most
+important channels (L2 group magnitude) and their weights: distillation starts from them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class PrunedFamily:
     name: str = "pruned"
 
     def bind(self, teacher: Any, input_shape: tuple[int, int, int]) -> PrunedSpace:
-        return PrunedSpace(teacher, tuple(input_shape), conv_stages(teacher, input_shape))  # type: ignore[arg-type]
+        return PrunedSpace(teacher, tuple(input_shape), prune_stages(teacher, input_shape))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,17 +72,27 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     return model.eval()
 
 
-def conv_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
+def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
     """Conv module names grouped by output resolution, in execution order (residual couplings stay within
-    a stage)."""
+    a stage), then the hidden linear layers on (batch, features), the output layer left out. A linear layer
+    applied per token (batch, tokens, features) is not a stage: its heads' layout is not the graph's to see."""
     import torch
 
     if not isinstance(teacher, torch.nn.Module):
         raise ModelError("the 'pruned' space needs the teacher as an nn.Module (a .pt2 program cannot be pruned)",
                          "pass the teacher as file.py:factory with --weights, or choose --space mbv2/resnet")
     order: list[tuple[str, tuple[int, int]]] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: order.append((name, tuple(out.shape[-2:]))))
-               for name, m in teacher.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    dense: list[str] = []
+    outputs = {id(m) for m in output_layers(teacher)}
+
+    def seen(name: str, module: Any, out: Any) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            order.append((name, tuple(out.shape[-2:])))
+        elif out.dim() == 2 and id(module) not in outputs and name not in dense:
+            dense.append(name)
+
+    handles = [m.register_forward_hook(lambda module, _i, out, name=name: seen(name, module, out))
+               for name, m in teacher.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     try:
         teacher.eval()
         with torch.no_grad():
@@ -89,14 +100,14 @@ def conv_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, 
     finally:
         for h in handles:
             h.remove()
-    if not order:
-        raise ModelError("the teacher has no Conv2d layer, so the 'pruned' space has nothing to prune",
-                         "choose --space mbv2 or resnet")
+    if not order and not dense:
+        raise ModelError("the teacher has no Conv2d layer and no hidden Linear layer, so the 'pruned' space has "
+                         "nothing to prune", "choose --space mbv2 or resnet")
     resolutions: dict[tuple[int, int], list[str]] = {}
     for name, res in order:
         if name not in resolutions.setdefault(res, []):
             resolutions[res].append(name)
-    return tuple(tuple(names) for names in resolutions.values())
+    return tuple(tuple(names) for names in resolutions.values()) + ((tuple(dense),) if dense else ())
 
 
 SPACES.register("pruned")(PrunedFamily())
