@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,18 +209,28 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     profile = load_profile(config.profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
-    if config.distilled:
-        from edgekd.distilled import load_distilled
+    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:
+        # Exported first and kept for the end: a teacher torch.export cannot trace is refused before the
+        # search and the training, not after them.
+        teacher_art = _export_teacher(config, teacher, data, Path(early))
+        if config.distilled:
+            from edgekd.distilled import load_distilled
 
-        found = load_distilled(config.distilled, teacher, data)
-        config = dataclasses.replace(config, **found.recipe)  # export and record it as it was trained
-        search_result, student = found.search, found.result
-        log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
-            f"accuracy {student.best_val_accuracy * 100:.2f}%)")
-    else:
-        search_result, student = _search_and_distill(config, teacher, data, profile, log)
+            found = load_distilled(config.distilled, teacher, data)
+            config = dataclasses.replace(config, **found.recipe)  # export and record it as it was trained
+            search_result, student = found.search, found.result
+            log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
+                f"accuracy {student.best_val_accuracy * 100:.2f}%)")
+        else:
+            search_result, student = _search_and_distill(config, teacher, data, profile, log)
+        return _finish(config, out, teacher, teacher_art, search_result, student, data, profile, log)
+
+
+def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, search_result: Any, student: Any,
+            data: Any, profile: Any, log: Log) -> CompressResult:
+    """Export, validate and report into ``out``, which appears whole or not at all."""
     with atomic_dir(out, force=config.force) as staging:
-        artifacts, references = _export(config, teacher, student.model, data, staging, log, profile)
+        artifacts, references = _export(config, teacher, teacher_art, student.model, data, staging, log, profile)
         log(f"validate on '{profile.name}' (latency interleaved across {len(artifacts)} artifacts)")
         from edgekd.validate import validate, with_paths_relative
 
@@ -337,8 +348,22 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
     torch.manual_seed(config.seed)
     student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
+    if chosen.spec.space == "pruned":
+        _check_exports(config, student, data)
     trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
     return result, trained
+
+
+def _check_exports(config: CompressConfig, student: Any, data: Any) -> None:
+    """A ``pruned`` student runs the teacher's own forward: one torch.export cannot trace is refused before
+    it trains, not when its file is written after (``distill`` exports no teacher to find out first)."""
+    import copy
+
+    from edgekd.export import ExportRequest, get_exporter
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+        get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", Path(tmp), copy.deepcopy(student),
+                                                data.x_val[:1], opset=config.opset))
 
 
 def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: Any) -> None:
@@ -397,15 +422,25 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
     return trained
 
 
-def _export(config: CompressConfig, teacher: Any, student: Any, data: Any, staging: Path, log: Log,
+def _export_teacher(config: CompressConfig, teacher: Any, data: Any, folder: Path) -> Any:
+    from edgekd.export import ExportRequest, get_exporter
+
+    return get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
+                                                   data.x_val[:1], opset=config.opset))
+
+
+def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any, data: Any, staging: Path, log: Log,
             profile: Any) -> tuple:
+    import shutil
+
     import numpy as np
 
     from edgekd.export import ExportRequest, get_exporter
 
     fp32 = get_exporter("onnx-fp32")
-    teacher_art = fp32(ExportRequest("teacher-fp32", "teacher", staging, teacher.module, data.x_val[:1],
-                                     opset=config.opset))
+    placed = staging / Path(teacher_art.path).name
+    shutil.copy2(teacher_art.path, placed)
+    teacher_art = dataclasses.replace(teacher_art, path=str(placed))
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
     if config.qat_epochs:

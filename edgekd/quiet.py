@@ -14,19 +14,23 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-TORCH_EXPORT = ("torch.onnx", "torch._dynamo", "torch.export")
+# torch.fx: its shape solver warns while torch.export traces ("Unable to find user code corresponding to ...").
+TORCH_EXPORT = ("torch.onnx", "torch._dynamo", "torch.export", "torch.fx")
 ROOT = ""  # the root logger, where onnxruntime's quantizer writes
 
 
 @contextlib.contextmanager
-def quiet(*loggers: str) -> Iterator[None]:
-    """For the block: the named loggers only at ERROR and above, no Python warnings, no stdout."""
+def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
+    """For the block: the named loggers only at ERROR and above, no Python warnings, no stdout, and with
+    ``stderr`` nothing written to sys.stderr either (torch.export prints the partial graph of a model it
+    fails on there, dozens of lines, before raising the error that edgekd turns into one line)."""
     chosen = [logging.getLogger(name or None) for name in loggers]
     levels = [logger.level for logger in chosen]
     for logger in chosen:
         logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             yield
     finally:

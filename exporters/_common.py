@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from edgekd.errors import ExportError
@@ -83,3 +85,20 @@ def finish(path: Path, name: str, role: str, precision: str, exporter: str,
     return Artifact(name=name, role=role, precision=precision, path=str(path), exporter=exporter,
                     opset=opset_of(model), sha256=sha256(path), size_bytes=path.stat().st_size,
                     details={**describe(model), **(details or {})})
+
+
+_USER_CALL = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in \w+\n\s*(?P<code>[^\n]+)')
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a library's failure: the innermost cause's first line (torch.export wraps the reason in
+    a page of advice whose first line says only that export failed), and the line of the user's own code
+    that raised it when the message names one."""
+    inner = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = str(inner).strip()
+    first = text.splitlines()[0][:200] if text else type(inner).__name__
+    seen = "\n".join(str(e) for e in (exc, inner))
+    user = next((m for m in _USER_CALL.finditer(seen) if f"{os.sep}site-packages{os.sep}" not in m["file"]), None)
+    return f"{first} (at {user['file']}:{user['line']}: {user['code'].strip()[:80]})" if user else first

@@ -31,7 +31,7 @@ from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import finish, require_dynamo_opset, tidy_for_device
+from exporters._common import failure_text, finish, require_dynamo_opset, tidy_for_device
 
 DEFAULT_TOLERABLE_LOSS = 0.01
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -116,7 +116,7 @@ def _inc_export(model: Any, sample: Any) -> Any:
     try:
         return export(model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     except Exception as exc:
-        raise ExportError(f"neural_compressor.torch.export could not capture the model: {_first(exc)}",
+        raise ExportError(f"neural_compressor.torch.export could not capture the model: {failure_text(exc)}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
 
 
@@ -170,7 +170,7 @@ def _tune(exported: Any, request: ExportRequest, metric: tuple[str, np.ndarray, 
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"neural-compressor could not quantize the model: {_first(exc)}",
+        raise ExportError(f"neural-compressor could not quantize the model: {failure_text(exc)}",
                           "use the onnx-int8 exporter for this model") from None
     baseline, trials = scores[0], scores[1:]
     if quantized is None or not trials or trials[-1] < baseline * (1 - loss):
@@ -191,7 +191,7 @@ def _to_onnx(quantized: Any, sample: Any, path: Path, opset: int) -> None:
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     except Exception as exc:
         path.unlink(missing_ok=True)
-        raise ExportError(f"torch could not export the INC-quantized model to ONNX: {_first(exc)}",
+        raise ExportError(f"torch could not export the INC-quantized model to ONNX: {failure_text(exc)}",
                           "use the onnx-int8 exporter for this model") from None
 
 
@@ -255,11 +255,6 @@ def _constant_quantize(node: Any, inits: dict[str, Any], numpy_helper: Any) -> n
     info = np.iinfo(zero.dtype)
     q = np.rint(x / scale) + zero.astype(np.int32)  # round half to even, like the ONNX spec
     return np.clip(q, info.min, info.max).astype(zero.dtype)
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import finish, tidy_for_device
+from exporters._common import failure_text, finish, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -38,14 +38,13 @@ def export_fp32(request: ExportRequest) -> Artifact:
                               f"pass --opset {DYNAMO_MIN_OPSET}, or the model as file.py:factory with --weights")
         kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     try:
-        with quiet(*TORCH_EXPORT):
+        with quiet(*TORCH_EXPORT, stderr=True):
             torch.onnx.export(model, (sample,), str(path), dynamo=not legacy, opset_version=request.opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               **({} if legacy else {"external_data": False}), **kwargs)
     except Exception as exc:
         path.unlink(missing_ok=True)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"torch could not export '{request.name}' to ONNX: {first}",
+        raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
     tidy_for_device(path)
     return finish(path, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)

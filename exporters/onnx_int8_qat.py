@@ -27,7 +27,7 @@ from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import ROOT, TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import finish, require_dynamo_opset, tidy_for_device
+from exporters._common import failure_text, finish, require_dynamo_opset, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement is recorded
@@ -82,12 +82,12 @@ def _export_qat(model: Any, sample: np.ndarray, path: Path, opset: int) -> None:
     deploy = export_copy(model)
     x = torch.from_numpy(np.repeat(sample, 2, axis=0))  # batch 2: torch.export specialises size-1 dims
     try:
-        with quiet(*TORCH_EXPORT, ROOT):
+        with quiet(*TORCH_EXPORT, ROOT, stderr=True):
             torch.onnx.export(deploy, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     except Exception as exc:
-        raise ExportError(f"torch could not export the QAT student: {_first(exc)}",
+        raise ExportError(f"torch could not export the QAT student: {failure_text(exc)}",
                           "make the model traceable by torch.export (no data-dependent control flow)") from None
     tidy_for_device(path)
 
@@ -164,7 +164,7 @@ def _quantize(source: Path, target: Path, inputs: np.ndarray, overrides: dict[st
                                            "QDQDisableWeightAdjustForInt32Bias": True})
     except Exception as exc:
         target.unlink(missing_ok=True)
-        raise ExportError(f"onnxruntime could not quantize the QAT student: {_first(exc)}",
+        raise ExportError(f"onnxruntime could not quantize the QAT student: {failure_text(exc)}",
                           "check that the fp32 model runs in onnxruntime") from None
 
 
@@ -237,8 +237,3 @@ class _Reader:
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -365,7 +365,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_folder(run_cli, teach
     monkeypatch.setattr(edgekd.pipeline, "_search_and_distill",
                         lambda *args, **kwargs: (None, types.SimpleNamespace(model=None)))
 
-    def export(config, teacher, model, data, staging, log, profile):
+    def export(config, teacher, teacher_art, model, data, staging, log, profile):
         (staging / "student-fp32.onnx").write_bytes(b"half an export")
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, before):  # would end pytest itself
             raise AssertionError("the CLI installed no SIGTERM handler")

@@ -317,3 +317,54 @@ def test_a_student_left_near_chance_is_called_out_with_its_optimizer_steps(small
     train_student(CompressConfig(epochs=3, lr=1e-2, progress=False), student, teacher.module, small_data,
                   load_profile(str(fast_profile_path)), lines.append)
     assert not any("near chance" in line for line in lines), lines
+
+
+class _Untraceable:
+    """A teacher that trains and runs in eager mode, but whose forward reads a tensor's value into a
+    Python branch, which torch.export cannot trace."""
+
+    @staticmethod
+    def wrap(module):
+        import torch
+
+        class Untraceable(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+
+            def forward(self, x):
+                if float(x.abs().mean()) > 1e9:
+                    x = x * 0
+                return self.inner(x)
+
+        return Untraceable()
+
+
+def test_a_teacher_torch_export_cannot_trace_is_refused_before_the_search(teacher, fast_profile_path, tmp_path,
+                                                                          monkeypatch, capfd):
+    import edgekd.search
+    from edgekd.errors import ExportError
+
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched for an unexportable teacher"))
+    out = tmp_path / "out"
+    config = CompressConfig(out=str(out), teacher=_Untraceable.wrap(teacher.module), data="digits", resolution=16,
+                            profile=str(fast_profile_path), budget_ms=50.0, progress=False)
+    with pytest.raises(ExportError, match=r"torch could not export 'teacher-fp32' to ONNX: Could not guard on "
+                                          r"data-dependent expression .* \(at .*test_pipeline\.py:\d+: if float"):
+        compress(config)
+    assert not out.exists()
+    assert "def forward" not in capfd.readouterr().err  # torch.export's dump of the partial graph
+
+
+def test_a_pruned_student_that_cannot_export_is_refused_before_it_trains(teacher, fast_profile_path, tmp_path,
+                                                                          monkeypatch):
+    import edgekd.pipeline
+    from edgekd.errors import ExportError
+    from edgekd.pipeline import run_distill
+
+    monkeypatch.setattr(edgekd.pipeline, "train_student", lambda *a, **k: pytest.fail("trained in vain"))
+    config = CompressConfig(teacher=_Untraceable.wrap(teacher.module), data="digits", resolution=16,
+                            profile=str(fast_profile_path), budget_ms=50.0, space="pruned", candidates=4,
+                            proxy="params", latency_anchors=3, progress=False)
+    with pytest.raises(ExportError, match="torch could not export 'student-fp32'"):
+        run_distill(config, tmp_path / "distilled")

@@ -22,7 +22,7 @@ def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch:
     free with ``dynamic_batch`` (int8 calibration feeds whole batches)."""
     import torch
 
-    with quiet(*TORCH_EXPORT):
+    with quiet(*TORCH_EXPORT, stderr=True):
         torch.onnx.export(module.eval(), (torch.randn(*shape),), str(path), dynamo=False, input_names=["input"],
                           opset_version=18, dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
     return path
