@@ -204,10 +204,13 @@ def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int)
 
 def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
     """Whether a model input of ``dims`` (batch first) takes images of the NCHW ``sample`` shape (C, H, W)
-    only as channels-last (H, W, C), the layout of models converted from TensorFlow or TFLite."""
+    only as channels-last (H, W, C), the layout of models converted from TensorFlow or TFLite; also when
+    only their size differs, its channels being last and not first (so a mismatch is told in its layout)."""
     if len(dims) != 4 or len(sample) != 3 or _fits(dims[1:], sample):
         return False
-    return _fits(dims[1:], (*sample[1:], sample[0]))
+    channels = sample[0]
+    first = not _fixed(dims[1]) or dims[1] == channels
+    return _fits(dims[1:], (*sample[1:], channels)) or (dims[3] == channels and not first)
 
 
 def _fits(dims: Sequence[Any], shape: Sequence[int]) -> bool:

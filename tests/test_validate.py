@@ -582,6 +582,12 @@ def test_a_channels_last_model_is_fed_its_layout_and_says_so(tmp_path, small_dat
     assert note == f"'{nhwc}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
     report = validate([artifact_from_file(nhwc)], fast_profile, Budget(None, None), small_data, rounds=1)
     assert note in report.notes
+    from edgekd.data import load_data
+    from edgekd.errors import DataError
+
+    with pytest.raises(DataError, match=r"takes 16x16x1 inputs, and data 'digits' has 32x32x1 images") as exc:
+        predictions_on_test_split(nhwc, fast_profile, load_data("digits"))  # told in its layout, with the size
+    assert "(--resolution 16)" in exc.value.fix
     code, out, _ = run_cli("gate", nhwc, "--data", "digits", "--resolution", "16", "--min-accuracy", "0.01",
                            "--config", os.devnull)
     assert code == 0 and "takes channels-last (NHWC) input: the test images were fed to it as NHWC" in out

@@ -128,8 +128,9 @@ def check_data_fits(session: Any, data: Any, path: str | Path) -> bool:
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
         from edgekd.preprocess import resolution_text
 
-        sized = len(fixed) == len(given) == 4 and None not in fixed[2:] and fixed[1] == given[1]
-        size = f" (--resolution {resolution_text(fixed[2:])})" if sized else " (--resolution)"
+        spatial, channel = (fixed[1:3], 3) if channels_last else (fixed[2:], 1)
+        sized = len(fixed) == len(given) == 4 and None not in spatial and fixed[channel] == given[channel]
+        size = f" (--resolution {resolution_text(spatial)})" if sized else " (--resolution)"
         raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
                         "images", f"pass the data the model was built for, at its resolution{size}")
     # (N, K), or K among size-1 dimensions ((N, K, 1, 1)); unknown while a dimension is dynamic
