@@ -21,7 +21,8 @@ from typing import Any
 
 from edgekd.profiles import DeviceProfile
 
-FIT_VERSION = 3  # bump when what a fit holds, or how it is measured, changes (2: layer terms; 3: int8 depthwise)
+FIT_VERSION = 4  # bump when what a fit holds, or how it is measured, changes (2: layer terms; 3: int8 depthwise;
+# 4: int8 quantizes a first fully connected layer)
 
 Records = tuple[tuple[int, int, int, int, int], ...]
 
