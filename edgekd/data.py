@@ -323,6 +323,18 @@ def _check_finite(path: Path, x: np.ndarray, key: str) -> None:
 
 
 def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+    """Class labels as int64. What converts without loss is taken as it comes from numpy pipelines: a
+    column of shape (N, 1), whole numbers stored as floats (a pandas column), booleans (0 and 1)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 1 and y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    if y.ndim == 1 and y.dtype.kind == "f" and len(y) == n:
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            raise DataError(f"{path}: y holds values that are not class numbers, e.g. {y[~whole][0].item()!r}",
+                            "store integer class labels 0..K-1, one per image")
+        y = y.astype(np.int64)
     if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
         raise DataError(
             f"{path}: y has shape {y.shape} and dtype {y.dtype} for {n} images",

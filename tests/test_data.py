@@ -113,6 +113,28 @@ def test_too_few_images_to_split_say_how_to_give_the_splits(tmp_path):
     assert "x_train/y_train/x_test/y_test" in exc.value.fix
 
 
+@pytest.mark.parametrize("form", ["float", "column", "float column"])
+def test_labels_that_convert_without_loss_are_taken(tmp_path, form):
+    # a pandas column arrives as float64, a scikit-learn target often as (N, 1)
+    x = np.random.default_rng(0).random((60, 1, 8, 8)).astype(np.float32)
+    y = np.arange(60) % 3
+    stored = y.astype(np.float64) if "float" in form else y
+    np.savez(tmp_path / "d.npz", x=x, y=stored[:, None] if "column" in form else stored)
+    ds = load_data(str(tmp_path / "d.npz"))
+    assert ds.num_classes == 3 and ds.y_train.dtype == np.int64
+    assert np.array_equal(np.sort(np.concatenate([ds.y_train, ds.y_val, ds.y_test])), np.sort(y))
+
+
+def test_boolean_labels_are_two_classes_and_fractional_ones_are_refused(tmp_path):
+    x = np.random.default_rng(0).random((60, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "b.npz", x=x, y=np.arange(60) % 2 == 1)
+    assert load_data(str(tmp_path / "b.npz")).num_classes == 2
+    for bad, shown in ((np.arange(60) % 3 + 0.5, "0.5"), (np.where(np.arange(60) == 7, np.nan, 1.0), "nan")):
+        np.savez(tmp_path / "f.npz", x=x, y=bad)
+        with pytest.raises(DataError, match=f"y holds values that are not class numbers, e.g. {shown}"):
+            load_data(str(tmp_path / "f.npz"))
+
+
 def test_npz_predefined_splits_carve_val(tmp_path):
     x, y = _xy()
     path = tmp_path / "split.npz"
@@ -164,7 +186,7 @@ def test_npz_label_length_mismatch(tmp_path):
 def test_npz_float_labels(tmp_path):
     x, y = _xy()
     path = tmp_path / "float.npz"
-    np.savez(path, x=x, y=y.astype(np.float32))
+    np.savez(path, x=x, y=(y + 0.25).astype(np.float32))  # whole numbers as floats are taken
     with pytest.raises(DataError, match="integer class labels"):
         load_data(str(path))
 
