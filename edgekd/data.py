@@ -278,10 +278,12 @@ def _orientation(stored: np.ndarray, resolution: tuple[int, int] | None) -> tupl
 
 
 def _nchw_view(x: np.ndarray) -> np.ndarray:
-    """``x`` (N,C,H,W, N,H,W,C or N,H,W) viewed as N,C,H,W without copying; other ranks as they are."""
+    """``x`` (N,C,H,W, N,H,W,C or N,H,W) viewed as N,C,H,W without copying; other ranks as they are.
+    Channels last are told by their count: 1 to 4 (gray, gray + alpha, RGB, RGBA) where the second
+    dimension is more than that (an image 4 pixels wide is no image)."""
     if x.ndim == 3:
         return x[:, None]
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC
+    if x.ndim == 4 and x.shape[-1] <= 4 < x.shape[1]:  # NHWC
         return x.transpose(0, 3, 1, 2)
     return x
 

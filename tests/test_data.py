@@ -135,6 +135,19 @@ def test_boolean_labels_are_two_classes_and_fractional_ones_are_refused(tmp_path
             load_data(str(tmp_path / "f.npz"))
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_last_images_of_one_to_four_channels_are_read_as_nchw(tmp_path, channels):
+    # RGBA (and gray + alpha) stored as PIL and numpy hand them over: (N, H, W, C)
+    rng = np.random.default_rng(0)
+    nchw = rng.integers(0, 256, (40, channels, 12, 10), dtype=np.uint8)
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "last.npz", x=nchw.transpose(0, 2, 3, 1), y=y)
+    np.savez(tmp_path / "first.npz", x=nchw, y=y)
+    last, first = load_data(str(tmp_path / "last.npz")), load_data(str(tmp_path / "first.npz"))
+    assert last.input_shape == first.input_shape == (channels, 12, 10)
+    assert np.array_equal(last.x_train, first.x_train)
+
+
 def test_npz_predefined_splits_carve_val(tmp_path):
     x, y = _xy()
     path = tmp_path / "split.npz"
