@@ -18,6 +18,7 @@ from edgekd.errors import ArtifactError, ConfigError, did_you_mean
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
 from edgekd.manifest_io import load_manifest
 from edgekd.preprocess import parse_shape
+from edgekd.profiles import DeviceProfile
 
 _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -52,7 +53,7 @@ class GateConfig:
     normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
     channels: Any = None  # 1 or 3 to convert --data to (None: as the model's metadata records, else as stored)
     seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
-    profile: str = DEFAULT_PROFILE
+    profile: str | DeviceProfile = DEFAULT_PROFILE  # a name or .toml path, or the manifest's recorded one
     allowed_ops: tuple[str, ...] | None = None
     max_opset: int | None = None
     baseline: str | None = None
@@ -225,12 +226,13 @@ _BUDGET_FLAGS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> str:
+def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any],
+                      notes: list[str]) -> str | DeviceProfile:
     """The profile the manifest was measured on (its file, or its name here), checked only when a
     threshold needs it; its settings may have changed since, which is said, not refused (thresholds are
     absolute, unlike ``validate --manifest``'s comparison with the recorded latency)."""
     from edgekd.errors import ProfileError
-    from edgekd.profiles import load_recorded_profile
+    from edgekd.profiles import RECORDED, load_recorded_profile
 
     recorded = manifest["profile"]
     if not any(k in values for k in ("max_latency", "baseline", "min_accuracy")):
@@ -242,7 +244,9 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
                           "pass --profile with that profile's name or .toml file") from None
     changed = profile.digest() != recorded.get("digest")
     notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
-        " (its settings differ here from the recorded ones)" if changed else ""))
+        " (its settings differ here from the recorded ones)" if changed else "") + (
+        ", rebuilt from the settings the manifest records (no profile of that name or file here)"
+        if profile.source == RECORDED else ""))
     if profile.is_local and recorded.get("host") and any(k in values for k in ("max_latency", "baseline")):
         from edgekd.latency.table import host_cpu
 
@@ -250,7 +254,7 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
         if here != recorded["host"]:  # an absolute latency limit then holds on another machine
             notes.append(f"latency measured on this machine, {here}; the manifest's was measured on "
                          f"{recorded['host']}")
-    return profile.source
+    return profile if profile.source == RECORDED else profile.source
 
 
 @dataclass(frozen=True)

@@ -163,8 +163,10 @@ def profile_names() -> list[str]:
     return sorted(_profile_files())
 
 
-def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
-    """Load a profile by name (built-in or user folder) or from a ``.toml`` path."""
+def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> DeviceProfile:
+    """Load a profile by name (built-in or user folder) or from a ``.toml`` path; a loaded one as it is."""
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         path = Path(text).expanduser()
@@ -189,7 +191,9 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
 
 def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
     """The profile a manifest's ``profile`` section records: its file while that is still there and still
-    that profile, else the profile of that name here; ProfileError when neither loads."""
+    that profile, else the profile of that name here, else the recorded settings themselves (``source`` is
+    then ``RECORDED``: a CI job gating a manifest elsewhere seldom has the profile file at the same path);
+    ProfileError when none of them loads."""
     source, name = recorded.get("source"), recorded["name"]
     if source and Path(source).is_file():
         try:
@@ -198,7 +202,12 @@ def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
             profile = None
         if profile is not None and profile.name == name:
             return profile
-    return load_profile(name)
+    try:
+        return load_profile(name)
+    except ProfileError:
+        if not recorded.get("runtime") or not recorded.get("runner"):  # written before they were recorded
+            raise
+        return profile_from_record(recorded)
 
 
 def load_profile_file(path: Path) -> DeviceProfile:
@@ -208,6 +217,22 @@ def load_profile_file(path: Path) -> DeviceProfile:
         raise ProfileError(f"{path}: malformed TOML ({exc})", "fix the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot be read ({exc})", "check the file's permissions and encoding") from None
+    return _from_raw(path, raw, str(path))
+
+
+# The source of a profile rebuilt from the settings a manifest records, not read from a file.
+RECORDED = "(settings recorded in the manifest)"
+
+
+def profile_from_record(recorded: dict[str, Any]) -> DeviceProfile:
+    """The profile a manifest's ``profile`` section records, rebuilt from its settings and checked as a file's
+    would be: a manifest carries all it takes to measure again where its profile's file is not."""
+    raw: dict[str, Any] = {k: recorded[k] for k in ("name", "description", "calibrated_here") if k in recorded}
+    raw.update({k: dict(recorded.get(k) or {}) for k in ("runtime", "runner", "measure")})
+    return _from_raw(Path(f"the manifest's profile '{recorded.get('name')}'"), raw, RECORDED)
+
+
+def _from_raw(path: Path, raw: dict[str, Any], source: str) -> DeviceProfile:
     sections = {name: _check_section(path, name, raw if name == "" else raw.get(name, {}))
                 for name in _SCHEMA if name != "runner"}
     sections["runner"] = _check_runner(path, raw.get("runner", {}))
@@ -223,7 +248,7 @@ def load_profile_file(path: Path) -> DeviceProfile:
     profile = DeviceProfile(
         name=top["name"],
         description=top["description"],
-        source=str(path),
+        source=source,
         runtime=sections["runtime"],
         runner=sections["runner"],
         measure=sections["measure"],

@@ -202,11 +202,26 @@ def test_manifest_budget_refusals(run_cli, run_dir, tmp_path):
     code, _, err = _gate(run_cli, gone)
     assert code == 2 and "data '/nonexistent/test.npz', which is not here" in err and "--data" in err
     shutil.rmtree(tmp_path / "edited")
-    elsewhere = _edited_manifest(run_dir, tmp_path, profile__name="no-such-board", profile__source="/nonexistent.toml")
-    code, _, err = _gate(run_cli, elsewhere)
+    # written before manifests recorded the profile's settings: nothing to rebuild it from
+    older = _edited_manifest(run_dir, tmp_path, profile__name="no-such-board", profile__source="/nonexistent.toml",
+                             profile__runtime=None)
+    code, _, err = _gate(run_cli, older)
     assert code == 2 and "measured on profile 'no-such-board', which is not found here" in err
     assert "--profile" in err and "Traceback" not in err
-    assert _gate(run_cli, elsewhere, "--max-size", "10MB")[0] == 0  # no profile needed for size alone
+    assert _gate(run_cli, older, "--max-size", "10MB")[0] == 0  # no profile needed for size alone
+
+
+def test_a_manifest_whose_profile_is_not_here_is_measured_with_its_recorded_settings(run_cli, run_dir, tmp_path):
+    # a CI job gating the artifacts elsewhere: the profile's file stayed behind, and no profile has its name
+    elsewhere = _edited_manifest(run_dir, tmp_path, profile__name="no-such-board",
+                                 profile__source="/nonexistent.toml")
+    code, out, err = _gate(run_cli, elsewhere, "--rounds", "1")
+    assert code == 0, out + err
+    assert "on no-such-board" in out and "rebuilt from the settings the manifest records" in out
+    from edgekd.profiles import load_profile, profile_from_record
+
+    recorded = json.loads((run_dir / "manifest.json").read_text())["profile"]
+    assert profile_from_record(recorded).digest() == recorded["digest"] == load_profile(recorded["source"]).digest()
 
 
 def test_manifest_profile_edited_since_is_noted(run_cli, run_dir, tmp_path):
