@@ -292,14 +292,40 @@ _TORCH_FAMILY = ("torchvision", "torchaudio", "torchtext")
 
 
 def _load_weights(model: Any, path: Path) -> None:
-    import torch
-
     if not path.is_file():
         raise ModelError(f"weights file '{path}' does not exist", "check the --weights path")
     if _is_torchscript(path):  # torch.load would warn, then refuse in words about its own defaults
         raise ModelError(f"weights file '{path}' is a TorchScript archive, not a state dict",
                          f"save the state dict instead: torch.save(torch.jit.load('{path}').state_dict(), "
                          "'state_dict.pt'), if its names match the module --teacher builds")
+    state = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else _read_torch(path)
+    state = _strip_wrapper_prefix(state, set(model.state_dict()))
+    result = _try_load(model, state)
+    if result:
+        raise ModelError(f"weights '{path}' do not match the model: {result}",
+                         "pass the weights saved from this exact architecture")
+
+
+def _read_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file (Hugging Face's and timm's format: tensors only, nothing that runs)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError(f"weights file '{path}' is in the safetensors format, which needs the safetensors package",
+                         "pip install safetensors (or install edgekd[safetensors]), or save the weights with "
+                         "torch.save(model.state_dict(), path)") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"weights file '{path}' is not a readable safetensors file ({first})",
+                         "save it again with safetensors.torch.save_file(model.state_dict(), path)") from None
+
+
+def _read_torch(path: Path) -> dict:
+    """A ``torch.save`` state dict, or a training checkpoint holding one, loaded without running code."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -320,11 +346,7 @@ def _load_weights(model: Any, path: Path) -> None:
     if not isinstance(state, dict):
         raise ModelError(f"weights file '{path}' holds {type(state).__name__}, not a state dict",
                          "save it with torch.save(model.state_dict(), path)")
-    state = _strip_wrapper_prefix(state, set(model.state_dict()))
-    result = _try_load(model, state)
-    if result:
-        raise ModelError(f"weights '{path}' do not match the model: {result}",
-                         "pass the weights saved from this exact architecture")
+    return state
 
 
 def _strip_wrapper_prefix(state: dict, model_keys: set[str]) -> dict:

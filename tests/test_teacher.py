@@ -186,6 +186,31 @@ def test_a_torchscript_file_as_the_teacher_or_its_weights_is_named(teacher_files
     assert "Warning" not in capfd.readouterr().err  # torch's own warning about dispatching to torch.jit.load
 
 
+def test_weights_in_the_safetensors_format_load_like_a_state_dict(teacher_files, tmp_path, small_data):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    module, weights = teacher_files
+    saved = tmp_path / "model.safetensors"
+    state = {f"module.{k}": v.contiguous() for k, v in torch.load(weights).items()}  # saved from DataParallel
+    safetensors_torch.save_file(state, str(saved))
+    plain = _logits(load_teacher(f"{module}:build", str(weights)), small_data.x_val[:4])
+    assert torch.equal(_logits(load_teacher(f"{module}:build", str(saved)), small_data.x_val[:4]), plain)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(saved.read_bytes()[:100])
+    with pytest.raises(ModelError, match="is not a readable safetensors file"):
+        load_teacher(f"{module}:build", str(broken))
+
+
+def test_safetensors_weights_without_the_package_say_how_to_get_it(teacher_files, tmp_path, monkeypatch):
+    module, _ = teacher_files
+    saved = tmp_path / "model.safetensors"
+    saved.write_bytes(b"\0" * 16)
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ModelError, match="in the safetensors format, which needs the safetensors package") as exc:
+        load_teacher(f"{module}:build", str(saved))
+    assert "pip install safetensors" in exc.value.fix
+
+
 def test_weights_that_are_a_pickled_whole_model_say_so(teacher_files, tmp_path):
     module, _ = teacher_files
     whole = tmp_path / "whole.pt"
