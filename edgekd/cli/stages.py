@@ -17,7 +17,7 @@ _COMPRESS_OPTIONS = [
                                              "arguments, e.g. 'torchvision.models:resnet18(num_classes=10)', or a "
                                              "torch.export .pt2 file. Default: the embedded ResNet teacher."),
     click.option("--weights", type=str, help="State dict or training checkpoint for --teacher "
-                                             "(loaded with weights_only=True)."),
+                                             "(loaded with weights_only=True), or a .safetensors file."),
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
                                           "or 'digits' (the embedded default)."),
     click.option("--resolution", type=str, help="Resize images to one side (square, e.g. 224) or HEIGHTxWIDTH "
