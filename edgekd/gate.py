@@ -424,8 +424,8 @@ def _accuracy_check(model: Path, config: GateConfig) -> Check:
     data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
                      channels=config.channels or (recorded.to_channels if recorded else None))
     data = with_class_order_note(data, embedded_class_names(model))
-    logits, labels, layout = predictions_on_test_split(model, load_profile(config.profile), data)
+    logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     acc = top1(logits, labels)
     return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
                  with_notes(f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
-                            f"{config.min_accuracy * 100:.2f}%" + (f"; {layout}" if layout else ""), data), acc)
+                            f"{config.min_accuracy * 100:.2f}%" + "".join(f"; {note}" for note in read), data), acc)

@@ -113,8 +113,8 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     for art in artifacts:
         accuracy = parity = None
         if data is not None:
-            logits, labels, layout = predictions_on_test_split(art.path, profile, data)
-            shape_notes += [layout] if layout else []
+            logits, labels, read = predictions_on_test_split(art.path, profile, data)
+            shape_notes += read
             accuracy = top1(logits, labels)
             ref = references.get(art.name)
             if ref is not None:

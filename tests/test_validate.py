@@ -575,11 +575,12 @@ def test_a_channels_last_model_is_fed_its_layout_and_says_so(tmp_path, small_dat
     from edgekd.latency.runtime import predictions_on_test_split
 
     nchw, nhwc = _nchw_and_nhwc(tmp_path)
-    plain, labels, note = predictions_on_test_split(nchw, fast_profile, small_data)
-    assert note is None
-    last, labels_last, note = predictions_on_test_split(nhwc, fast_profile, small_data)
+    plain, labels, notes = predictions_on_test_split(nchw, fast_profile, small_data)
+    assert notes == ()
+    last, labels_last, notes = predictions_on_test_split(nhwc, fast_profile, small_data)
     assert np.allclose(plain, last, atol=1e-5) and np.array_equal(labels, labels_last)
-    assert note == f"'{nhwc}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
+    note = f"'{nhwc}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
+    assert notes == (note,)
     report = validate([artifact_from_file(nhwc)], fast_profile, Budget(None, None), small_data, rounds=1)
     assert note in report.notes
     from edgekd.data import load_data
@@ -646,4 +647,34 @@ def test_a_model_ending_in_argmax_is_scored_and_one_with_a_single_score_refused(
         accuracy[name] = next(line for line in out.splitlines() if line.startswith("accuracy"))
     assert accuracy["scores"] == accuracy["argmax"]
     code, _, err = run_cli("validate", tmp_path / "single.onnx", "--data", "digits", "--resolution", "16")
-    assert code == 2 and "its first output has shape (359, 1) (float32)" in err and "Traceback" not in err
+    assert code == 2 and "its output has shape (359, 1) (float32)" in err and "Traceback" not in err
+
+
+def test_accuracy_is_read_from_the_output_with_the_datas_classes(tmp_path, small_data, fast_profile):
+    # a model that returns its features before its logits; accuracy from the features would be noise
+    import torch
+
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 32), torch.nn.ReLU())
+    head = torch.nn.Linear(32, 10)
+
+    class Both(torch.nn.Module):
+        def __init__(self, features_first):
+            super().__init__()
+            self.body, self.head, self.features_first = body, head, features_first
+
+        def forward(self, x):
+            z = self.body(x)
+            return (z, self.head(z)) if self.features_first else (self.head(z), z)
+
+    scores = {}
+    for first in (True, False):
+        path = tmp_path / f"first_{first}.onnx"
+        torch.onnx.export(Both(first).eval(), (torch.randn(1, 1, 16, 16),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["features", "logits"] if first else ["logits", "features"],
+                          dynamic_axes={"x": {0: "batch"}})
+        scores[first], _, notes = predictions_on_test_split(path, fast_profile, small_data)
+        assert notes == (f"'{path}' has 2 outputs; accuracy is read from 'logits', the only one of 10 classes",)
+    assert scores[True].shape == (len(small_data.y_test), 10) and np.allclose(scores[True], scores[False])

@@ -46,25 +46,46 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
 
 
 def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
-                              data: Any) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """The model's logits on ``data``'s test split, the test labels numbered as its outputs (by the class
-    names in the session's metadata) and a note when the images had to be fed channels-last, after
-    checking that the model takes the data's images and predicts at least its classes (a mismatch is a
-    DataError naming both, not onnxruntime's)."""
+                              data: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The model's class scores on ``data``'s test split, the test labels numbered as its outputs (by the
+    class names in the session's metadata) and notes on how it was fed and read (channels-last input,
+    which of several outputs), after checking that the model takes the data's images and predicts at least
+    its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
     from edgekd.data import labels_for
     from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
 
     session = open_session(path, profile)
-    channels_last = check_data_fits(session, data, path)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
+    output, notes = scored_output(session, len(names) if names else data.num_classes, path)
+    channels_last = check_data_fits(session, data, path, output)
     x = data.x_test.transpose(0, 2, 3, 1) if channels_last else data.x_test
-    note = (f"'{path}' takes channels-last (NHWC) input: the test images were fed to it as NHWC"
-            if channels_last else None)
-    return class_scores(run_batches(session, x), path), labels_for(data, names), note
+    if channels_last:
+        notes = (*notes, f"'{path}' takes channels-last (NHWC) input: the test images were fed to it as NHWC")
+    return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
+
+
+def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tuple[str, ...]]:
+    """Which output accuracy is read from, and a note when there is a choice: the one output whose class
+    dimension is ``classes`` (a model may return its features beside, or before, its logits), else the
+    first."""
+    outputs = session.get_outputs()
+    if len(outputs) == 1:
+        return 0, ()
+    fitting = [i for i, o in enumerate(outputs) if _class_dim(o.shape) == classes]
+    index = fitting[0] if len(fitting) == 1 else 0
+    why = (f"the only one of {classes} classes" if len(fitting) == 1 else
+           f"the first, as {'several' if fitting else 'none'} of them give {classes} classes")
+    return index, (f"'{path}' has {len(outputs)} outputs; accuracy is read from '{outputs[index].name}', {why}",)
+
+
+def _class_dim(shape: Any) -> int | None:
+    """K of an output of shape (N, K), or of K among size-1 dimensions ((N, K, 1, 1)); None when unknown."""
+    rest = [d for d in list(shape)[1:] if d != 1]
+    return rest[0] if len(rest) == 1 and isinstance(rest[0], int) else None
 
 
 def class_scores(out: np.ndarray, path: str | Path) -> np.ndarray:
-    """A model's first output as (batch, classes) scores, its other size-1 dimensions dropped (a convolution
+    """A model's output as (batch, classes) scores, its other size-1 dimensions dropped (a convolution
     head's (N, K, 1, 1)); or as (batch,) class indices, from a model that ends in ArgMax."""
     from edgekd.errors import DataError
 
@@ -74,7 +95,7 @@ def class_scores(out: np.ndarray, path: str | Path) -> np.ndarray:
     if not rest and np.issubdtype(out.dtype, np.integer):
         return out.reshape(len(out))
     shape = "(" + ", ".join(map(str, out.shape)) + ")"
-    raise DataError(f"'{path}': its first output has shape {shape} ({out.dtype}) for {len(out)} images, neither "
+    raise DataError(f"'{path}': its output has shape {shape} ({out.dtype}) for {len(out)} images, neither "
                     "(batch, classes) scores nor (batch,) class indices, so its accuracy cannot be read",
                     "export the model with its class scores (logits or probabilities) as its first output, "
                     "or leave out --data")
@@ -111,8 +132,9 @@ def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
         check_float_input(path, taken["dtype"])
 
 
-def check_data_fits(session: Any, data: Any, path: str | Path) -> bool:
-    """Refuse data the model cannot take; True when it takes the images channels-last (NHWC)."""
+def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) -> bool:
+    """Refuse data the model cannot take, or whose classes its ``output`` cannot predict; True when it
+    takes the images channels-last (NHWC)."""
     from edgekd.errors import DataError
     from edgekd.onnxfile import feeds_channels_last
 
@@ -133,18 +155,18 @@ def check_data_fits(session: Any, data: Any, path: str | Path) -> bool:
         size = f" (--resolution {resolution_text(spatial)})" if sized else " (--resolution)"
         raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
                         "images", f"pass the data the model was built for, at its resolution{size}")
-    # (N, K), or K among size-1 dimensions ((N, K, 1, 1)); unknown while a dimension is dynamic
-    outputs = [d for d in session.get_outputs()[0].shape[1:] if d != 1]
-    classes = outputs[0] if len(outputs) == 1 and isinstance(outputs[0], int) else None
+    classes = _class_dim(session.get_outputs()[output].shape)
     if classes is not None and classes < data.num_classes:
         raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
                         "pass the data the model was built for")
     return channels_last
 
 
-def run_batches(session: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Run ``x`` through the session in chunks, honouring a fixed batch dimension by padding."""
+def run_batches(session: Any, x: np.ndarray, batch: int = 256, output: int = 0) -> np.ndarray:
+    """Run ``x`` through the session in chunks, honouring a fixed batch dimension by padding; the
+    ``output``-th output."""
     name = session.get_inputs()[0].name
+    wanted = [session.get_outputs()[output].name]
     fixed = session.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
     outs = []
@@ -153,5 +175,5 @@ def run_batches(session: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
         n = len(chunk)
         if n < step and isinstance(fixed, int) and fixed > 0:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs.append(session.run(None, {name: np.ascontiguousarray(chunk, dtype=np.float32)})[0][:n])
+        outs.append(session.run(wanted, {name: np.ascontiguousarray(chunk, dtype=np.float32)})[0][:n])
     return np.concatenate(outs)
