@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,9 +115,10 @@ def check_seed(seed: Any) -> None:
                           "pass e.g. --seed 0 (seed = 0 in a settings file)")
 
 
-def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 0,
+def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *, resolution: Any = None, seed: int = 0,
               normalize: Any = None, channels: int | None = None) -> Dataset:
-    """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, or an image folder.
+    """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, an image folder, or arrays already
+    in memory, ``(x, y)`` or a mapping with a ``.npz`` file's keys (``load_arrays``).
 
     ``resolution`` resizes images: one side (square) or height and width ("240x320", (240, 320));
     digits default: 32. ``normalize``: "dataset"
@@ -132,6 +133,8 @@ def load_data(source: str | None = None, *, resolution: Any = None, seed: int = 
     if channels is None and isinstance(normalize, Preprocess):
         channels = normalize.to_channels
     check_channels(channels)  # before any data is read
+    if isinstance(source, (tuple, Mapping)):
+        return load_arrays(source, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     if source is None or source == "digits":
         return load_digits(resolution=hw or 32, seed=seed, normalize=normalize, channels=channels)
     check_data_source(source)
@@ -189,6 +192,33 @@ def load_npz(path: Path, resolution: Any = None, seed: int = 0, normalize: Any =
             except ValueError:  # an object array: unpickling it could run code
                 raise DataError(f"{path}: array '{key}' holds Python objects, which edgekd does not unpickle",
                                 "store numbers, and names as a string array: np.array(names, dtype=str)") from None
+    return _from_arrays(path, arrays, resolution, seed, normalize, channels)
+
+
+def load_arrays(arrays: Mapping[str, Any] | tuple[Any, Any], *, resolution: Any = None, seed: int = 0,
+                normalize: Any = None, channels: int | None = None) -> Dataset:
+    """Arrays a notebook already holds, as a ``.npz`` file would hold them: ``(x, y)``, or a mapping with
+    the same keys (``x``/``y``, or ``x_train``/``y_train``/``x_test``/``y_test``, ``class_names``);
+    numpy arrays, or anything ``numpy.asarray`` reads (CPU tensors, lists). Named "arrays" in records."""
+    if isinstance(arrays, tuple):
+        if len(arrays) != 2:
+            raise DataError(f"data arrays: a tuple of {len(arrays)} items, not (x, y)",
+                            "pass (images, labels), or a mapping such as {'x_train': ..., 'y_train': ..., ...}")
+        arrays = {"x": arrays[0], "y": arrays[1]}
+    parse_normalize(normalize)
+    check_seed(seed)
+    check_channels(channels)
+    taken = {}
+    for key, value in arrays.items():
+        taken[str(key)] = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if taken[str(key)].dtype == object:
+            raise DataError(f"data arrays: '{key}' holds Python objects", "pass numbers (and names as strings)")
+    return _from_arrays(Path("arrays"), taken, parse_resolution(resolution), seed, normalize, channels)
+
+
+def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, seed: int,
+                 normalize: Any, channels: int | None) -> Dataset:
+    """The dataset in ``arrays`` (an archive's, or a caller's); ``path`` names them in errors and records."""
     _check_images(path, arrays)
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)

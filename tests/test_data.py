@@ -724,3 +724,40 @@ def test_seeds_are_whole_numbers_every_generator_takes():
     for bad in (-1, MAX_SEED + 1, 1.5, True, "3"):
         with pytest.raises(ConfigError, match="is not a whole number from 0 to"):
             check_seed(bad)
+
+
+# --- arrays already in memory ----------------------------------------------------------------------------
+
+
+def test_arrays_in_memory_load_as_the_same_npz_would(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 10, 12, 3), dtype=np.uint8)  # channels last, as PIL hands images over
+    y = np.arange(60) % 3
+    np.savez(tmp_path / "same.npz", x=x, y=y)
+    stored = load_data(str(tmp_path / "same.npz"), seed=2)
+    for source in ((x, y), {"x": x, "y": y}, (torch.from_numpy(x), torch.from_numpy(y))):
+        held = load_data(source, seed=2)
+        assert held.name == "arrays" and held.input_shape == stored.input_shape == (3, 10, 12)
+        assert np.array_equal(held.x_train, stored.x_train) and np.array_equal(held.y_test, stored.y_test)
+        assert held.preprocess == stored.preprocess
+
+
+def test_arrays_in_memory_keep_their_splits_and_names():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((80, 1, 8, 8)).astype(np.float32), np.arange(80) % 4
+    ds = load_data({"x_train": x[:60], "y_train": y[:60], "x_test": x[60:], "y_test": y[60:],
+                    "class_names": np.array(["ant", "bee", "cat", "dog"])})
+    assert len(ds.y_test) == 20 and ds.class_names == ("ant", "bee", "cat", "dog")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ((np.zeros((4, 8, 8)),), "a tuple of 1 items, not \\(x, y\\)"),
+    ({"x": [object()] * 4, "y": [0, 1, 0, 1]}, "'x' holds Python objects"),
+    ({"images": np.zeros((4, 8, 8)), "labels": np.zeros(4, int)},
+     "has arrays \\['images', 'labels'\\], not 'x' and 'y'"),
+])
+def test_arrays_in_memory_that_are_not_a_dataset_are_refused(source, message):
+    with pytest.raises(DataError, match=message):
+        load_data(source)
