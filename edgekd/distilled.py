@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 from edgekd.types import DistillResult, EpochRecord, SearchResult, StudentSpec
 
 # The recipe keys that made the student: taken from distill.json, never from the compress invocation.
@@ -88,7 +88,7 @@ def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: A
         raise ConfigError(f"'{folder}' has no student.pt",
                           "pass the --out folder of a finished `edgekd distill`") from None
     except (RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"'{weights}' does not fit the student distill.json describes ({first})",
                           "pass a folder `edgekd distill` wrote, unchanged") from None
     return model.eval()

@@ -64,3 +64,10 @@ class RunnerError(EdgeKDError):
 
 class ArtifactError(EdgeKDError):
     """An artifact file is missing, corrupt or not ONNX."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """A library's exception in one line of edgekd's: its message's first line, cut to ``limit`` characters,
+    or its type's name when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

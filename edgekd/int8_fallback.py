@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 from edgekd.fallback_plan import Exclusion, boundary_ms_per_element, plan_exclusions, qdq_edges, quantized_nodes
 from edgekd.profiles import DeviceProfile
 from edgekd.types import Artifact, Ratio
@@ -281,6 +281,6 @@ def _pre_process(src: Path, dst: Path) -> None:
     try:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception as exc:  # onnxruntime raises several unrelated types here
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"onnxruntime could not pre-process '{src}': {first}",
                           "check that the fp32 model runs in onnxruntime") from None

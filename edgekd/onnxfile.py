@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from edgekd.errors import ArtifactError
+from edgekd.errors import ArtifactError, first_line
 
 _REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or damaged)"
 # Keys of the model-file metadata edgekd writes (onnxruntime: session.get_modelmeta().custom_metadata_map).
@@ -33,7 +33,7 @@ def load_model(path: str | Path) -> Any:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         _refuse_json(path)
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 120)
         raise ArtifactError(f"'{path}' is not a readable ONNX model ({first})", _REEXPORT) from None
     if model.ir_version < 1 or not model.graph.node or not model.opset_import:
         raise ArtifactError(f"'{path}' is not a readable ONNX model (it holds no ONNX graph)", _REEXPORT)

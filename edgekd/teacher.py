@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import DataError, ModelError
+from edgekd.errors import DataError, ModelError, first_line
 from edgekd.types import DistillConfig
 
 
@@ -229,7 +229,7 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         with torch.inference_mode():
             out = teacher.module(sample)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
                         "(see --resolution and --channels)") from None
@@ -317,7 +317,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise ModelError(f"weights file '{path}' is not a readable safetensors file ({first})",
                          "save it again with safetensors.torch.save_file(model.state_dict(), path)") from None
 
@@ -335,7 +335,7 @@ def _read_torch(path: Path) -> dict:
                              "from (edgekd loads weights with weights_only=True)",
                              "save the state dict alone: torch.save(model.state_dict(), path) (from this file, "
                              "if you trust it: load it with weights_only=False and save its state dict)") from None
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise ModelError(f"weights file '{path}' cannot be loaded safely ({first})",
                          "save it with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict):
@@ -403,7 +403,7 @@ def _load_exported(path: Path) -> Teacher:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise ModelError(f"'{path}' is not a torch.export program ({first})", fix) from None
     finally:
         logger.setLevel(level)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekd.callable_module import make_callable
 from edgekd.data import Dataset
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 from edgekd.fsutil import sha256
 from edgekd.profiles import DeviceProfile
 from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, Parity, Ratio, ValidationReport
@@ -66,7 +66,7 @@ def check_onnx(path: str | Path) -> tuple[bool, str]:
         onnx.checker.check_model(str(path), full_check=True)
         return True, ""
     except Exception as exc:
-        return False, str(exc).splitlines()[0][:200]
+        return False, first_line(exc)
 
 
 def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budget,

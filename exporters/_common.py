@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, first_line
 from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
@@ -76,7 +76,7 @@ def finish(path: Path, name: str, role: str, precision: str, exporter: str,
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ExportError(f"{exporter} wrote an invalid model '{path.name}': {str(exc).splitlines()[0][:200]}",
+        raise ExportError(f"{exporter} wrote an invalid model '{path.name}': {first_line(exc)}",
                           "report this with the model that triggered it") from None
     if opset is not None and opset_of(model) != opset:
         path.unlink(missing_ok=True)
@@ -97,8 +97,7 @@ def failure_text(exc: BaseException) -> str:
     inner = exc
     while inner.__cause__ is not None:
         inner = inner.__cause__
-    text = str(inner).strip()
-    first = text.splitlines()[0][:200] if text else type(inner).__name__
+    first = first_line(inner)
     seen = "\n".join(str(e) for e in (exc, inner))
     user = next((m for m in _USER_CALL.finditer(seen) if f"{os.sep}site-packages{os.sep}" not in m["file"]), None)
     return f"{first} (at {user['file']}:{user['line']}: {user['code'].strip()[:80]})" if user else first

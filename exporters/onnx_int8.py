@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
@@ -61,7 +61,7 @@ def export_int8(request: ExportRequest) -> Artifact:
             raise
         except Exception as exc:
             path.unlink(missing_ok=True)
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ExportError(f"onnxruntime could not quantize '{request.source.path}': {first}",
                               "check that the fp32 model runs in onnxruntime") from None
     tidy_for_device(path)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127] (onnxruntime's default)
 REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
@@ -119,7 +119,7 @@ def _trace(model: nn.Module, example: torch.Tensor) -> Any:
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:
-        raise ConfigError(f"quantization-aware training needs a student torch.fx can trace: {_first(exc)}",
+        raise ConfigError(f"quantization-aware training needs a student torch.fx can trace: {first_line(exc)}",
                           "use a student from a search space (or a traceable model), or train without "
                           "qat_epochs and export with onnx-int8") from None
     was = model.training
@@ -151,10 +151,6 @@ def _module_kind(m: nn.Module) -> str:
         return "alias"
     return "fp32" if isinstance(m, _FP32_MODULES) else "unknown"
 
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _marked(g: _Graph) -> list[Any]:

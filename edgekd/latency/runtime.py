@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ArtifactError
+from edgekd.errors import ArtifactError, first_line
 from edgekd.profiles import DeviceProfile
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -40,7 +40,7 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
         return ort.InferenceSession(str(path), options or session_options(profile),
                                     providers=list(profile.runtime["providers"]))
     except Exception as exc:  # onnxruntime raises several unrelated exception types here
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ArtifactError(f"onnxruntime cannot load '{path}': {first}",
                             "pass a complete, valid ONNX model (re-export it)") from None
 
