@@ -6,6 +6,7 @@ data that points outside the model's folder, is one clear ArtifactError before a
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -211,6 +212,17 @@ def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
     channels = sample[0]
     first = not _fixed(dims[1]) or dims[1] == channels
     return _fits(dims[1:], (*sample[1:], channels)) or (dims[3] == channels and not first)
+
+
+def input_layout(dims: Sequence[Any], sample: Sequence[int]) -> str:
+    """How a model input of ``dims`` (batch first) takes images of the NCHW ``sample`` shape: "NCHW" as
+    they are, "NHWC" channels-last (``feeds_channels_last``), or "flat", one row of C*H*W values an image (an
+    MLP exported without its flatten)."""
+    if feeds_channels_last(dims, sample):
+        return "NHWC"
+    if len(dims) == 2 and len(sample) == 3 and (not _fixed(dims[1]) or dims[1] == math.prod(sample)):
+        return "flat"
+    return "NCHW"
 
 
 def _fits(dims: Sequence[Any], shape: Sequence[int]) -> bool:

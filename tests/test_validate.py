@@ -678,3 +678,27 @@ def test_accuracy_is_read_from_the_output_with_the_datas_classes(tmp_path, small
         scores[first], _, notes = predictions_on_test_split(path, fast_profile, small_data)
         assert notes == (f"'{path}' has 2 outputs; accuracy is read from 'logits', the only one of 10 classes",)
     assert scores[True].shape == (len(small_data.y_test), 10) and np.allclose(scores[True], scores[False])
+
+
+def test_a_model_taking_flat_rows_is_fed_flattened_images(tmp_path, small_data, fast_profile):
+    # an MLP exported without its Flatten takes (N, C*H*W)
+    import torch
+
+    from edgekd.errors import DataError
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(256, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    torch.onnx.export(mlp, (torch.randn(1, 256),), str(tmp_path / "flat.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Flatten(), mlp).eval(), (torch.randn(1, 1, 16, 16),),
+                      str(tmp_path / "image.onnx"), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    flat, _, notes = predictions_on_test_split(tmp_path / "flat.onnx", fast_profile, small_data)
+    image, _, _ = predictions_on_test_split(tmp_path / "image.onnx", fast_profile, small_data)
+    assert np.allclose(flat, image, atol=1e-5)
+    assert notes == (f"'{tmp_path / 'flat.onnx'}' takes flat input (256 values an image): the test images were fed "
+                     "to it as flat",)
+    torch.onnx.export(torch.nn.Linear(100, 10).eval(), (torch.randn(1, 100),), str(tmp_path / "other.onnx"),
+                      dynamo=False, input_names=["x"])
+    with pytest.raises(DataError, match="takes 100 inputs, and data 'digits' has 1x16x16 images"):
+        predictions_on_test_split(tmp_path / "other.onnx", fast_profile, small_data)

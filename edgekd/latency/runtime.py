@@ -57,10 +57,12 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     session = open_session(path, profile)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
     output, notes = scored_output(session, len(names) if names else data.num_classes, path)
-    channels_last = check_data_fits(session, data, path, output)
-    x = data.x_test.transpose(0, 2, 3, 1) if channels_last else data.x_test
-    if channels_last:
-        notes = (*notes, f"'{path}' takes channels-last (NHWC) input: the test images were fed to it as NHWC")
+    layout = check_data_fits(session, data, path, output)
+    x = {"NHWC": lambda a: a.transpose(0, 2, 3, 1), "flat": lambda a: a.reshape(len(a), -1)}.get(
+        layout, lambda a: a)(data.x_test)
+    if layout != "NCHW":
+        taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
+        notes = (*notes, f"'{path}' takes {taken}: the test images were fed to it as {layout}")
     return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
 
 
@@ -132,19 +134,22 @@ def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
         check_float_input(path, taken["dtype"])
 
 
-def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) -> bool:
-    """Refuse data the model cannot take, or whose classes its ``output`` cannot predict; True when it
-    takes the images channels-last (NHWC)."""
+def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) -> str:
+    """Refuse data the model cannot take, or whose classes its ``output`` cannot predict; the layout it
+    takes the images in (``onnxfile.input_layout``)."""
     from edgekd.errors import DataError
-    from edgekd.onnxfile import feeds_channels_last
+    from edgekd.onnxfile import input_layout
 
     given = (len(data.x_test), *data.input_shape)
     taken = session.get_inputs()[0]
     check_float_input(path, taken.type.removeprefix("tensor(").rstrip(")"))
     expected = taken.shape
-    channels_last = feeds_channels_last(expected, data.input_shape)
+    layout = input_layout(expected, data.input_shape)
+    channels_last = layout == "NHWC"
     if channels_last:
         given = (given[0], *given[2:], given[1])
+    elif layout == "flat":
+        given = (given[0], int(np.prod(given[1:])))
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
@@ -159,7 +164,7 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
     if classes is not None and classes < data.num_classes:
         raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
                         "pass the data the model was built for")
-    return channels_last
+    return layout
 
 
 def run_batches(session: Any, x: np.ndarray, batch: int = 256, output: int = 0) -> np.ndarray:
