@@ -26,8 +26,8 @@ def test_byo_model_example_compresses_the_users_own_teacher(tmp_path: Path) -> N
     work = shutil.copytree(EXAMPLES / "byo_model", tmp_path / "byo_model")
     done = subprocess.run(["bash", "run.sh"], cwd=work, env=_env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a budget missed, which the report says
-    # exit 1 without a manifest: the search found no candidate within the budget (a machine busy enough to
-    # slow every candidate 4x did that once); its error is the last lines of stderr
+    # exit 1 without a manifest is an error before the export (seen once, while another test run shared the
+    # two cores; it passed alone): its message is the last line of stderr
     assert (work / "byo-out" / "manifest.json").is_file(), done.stderr[-2000:]
     manifest = json.loads((work / "byo-out" / "manifest.json").read_text())
     assert (work / "my_teacher.pt").is_file() and manifest["primary"]
