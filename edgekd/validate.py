@@ -124,7 +124,10 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     reports = []
     for art, lat, (accuracy, parity) in zip(artifacts, latencies, measured):
         verdicts = _verdicts(art, lat, parity, accuracy, teacher, budget) if art.name in budgeted else {}
-        reports.append(ArtifactReport(art, check_onnx(art.path)[0], parity, accuracy, lat, verdicts))
+        checked, why = check_onnx(art.path)
+        if not checked:  # "checker FAILED" alone leaves a user nothing to fix
+            shape_notes.append(f"'{art.path}' fails the ONNX checker: {why}")
+        reports.append(ArtifactReport(art, checked, parity, accuracy, lat, verdicts))
     speedup = _int8_speedup(artifacts, runs)
     int8_ratio = _int8_ratio(artifacts, runs)
     primary, notes = _choose_primary(reports, int8_ratio, len(runs))

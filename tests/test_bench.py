@@ -99,17 +99,31 @@ def test_a_model_with_two_inputs_is_refused_by_name(run_cli, fast_profile_path, 
         assert f"model '{tmp_path / 'two.onnx'}' has 2 inputs (a, b); edgekd measures single-input models" in err
 
 
-def _cast_model(path, elem_type, shape):
+def _cast_model(path, elem_type, shape, out_shape=None):
     """input of ``elem_type`` -> Cast to float -> Flatten: a model that keeps its preprocessing inside."""
     import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", elem_type, shape)
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["f"], ["y"])]
     onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]),
               str(path))
     return path
+
+
+def test_a_float16_model_is_fed_float16_test_images(run_cli, fast_profile_path, tmp_path):
+    # GPU and NPU deployments ship float16 models; normalised images cast to float16 keep their top-1
+    from onnx import TensorProto
+
+    lines = {}
+    for name, kind in (("f32", TensorProto.FLOAT), ("f16", TensorProto.FLOAT16)):
+        model = _cast_model(tmp_path / f"{name}.onnx", kind, [1, 1, 8, 8], [1, 64])
+        code, out, err = run_cli("validate", model, "--profile", fast_profile_path, "--data", "digits",
+                                 "--resolution", "8")
+        assert code == 0, out + err
+        lines[name] = next(line for line in out.splitlines() if line.startswith("accuracy"))
+    assert lines["f16"] == lines["f32"]
 
 
 def test_a_model_taking_uint8_pixels_is_timed_on_uint8_and_refused_for_accuracy(run_cli, fast_profile_path,
@@ -121,7 +135,7 @@ def test_a_model_taking_uint8_pixels_is_timed_on_uint8_and_refused_for_accuracy(
     model = _cast_model(tmp_path / "u8.onnx", TensorProto.UINT8, [1, 1, 8, 8])
     code, out, err = run_cli("bench", model, "--profile", fast_profile_path, "--no-cache")
     assert code == 0 and "u8.onnx" in out, err
-    said = f"'{model}' takes uint8 input, and edgekd feeds test images as float32"
+    said = f"'{model}' takes uint8 input, and edgekd feeds test images as floats"
     code, out, err = run_cli("validate", model, "--profile", fast_profile_path, "--data", "digits", "--resolution",
                              "8")
     assert code == 2 and said in err and "latency on" not in out  # refused before anything was measured
@@ -194,3 +208,12 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_measurement(run_
     assert code == 0 and "| p50 (ms) |" in out and "small.onnx" in out
     assert err.startswith("warning: the measurement could not be cached: ") and str(blocker) in err
     assert "EDGEKD_CACHE_DIR" in err and "Traceback" not in err
+
+
+def test_a_model_that_fails_the_onnx_checker_says_why(run_cli, fast_profile_path, tmp_path):
+    from onnx import TensorProto
+
+    model = _cast_model(tmp_path / "loose.onnx", TensorProto.FLOAT, [1, 1, 8, 8])  # its output has no shape
+    code, out, err = run_cli("validate", model, "--profile", fast_profile_path)
+    assert code == 1 and "checker FAILED" in out
+    assert f"note: '{model}' fails the ONNX checker: Field 'shape' of 'type' is required but missing" in out
