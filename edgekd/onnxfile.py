@@ -145,6 +145,20 @@ def is_int8(model: Any) -> bool:
                for n in model.graph.node)
 
 
+def precision_of(model: Any) -> str:
+    """"int8" for a quantized model, "fp16" for one whose weights are mostly float16 (converted for a GPU or
+    NPU delegate), else "fp32"."""
+    import onnx
+
+    if is_int8(model):
+        return "int8"
+    counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
+    for tensor in _tensors(model.graph):
+        if tensor.data_type in counts:
+            counts[tensor.data_type] += math.prod(tensor.dims)
+    return "fp16" if counts[onnx.TensorProto.FLOAT16] > counts[onnx.TensorProto.FLOAT] else "fp32"
+
+
 def describe(model: Any) -> dict[str, Any]:
     """IR version, operator types and input/output signature, as the manifest records them."""
     return {"ir_version": int(model.ir_version), "op_types": sorted({n.op_type for n in model.graph.node}),

@@ -45,7 +45,7 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
 
     A missing, truncated or non-ONNX file, or external data outside the model's folder, raises ArtifactError.
     """
-    from edgekd.onnxfile import describe, external_files, is_int8, load_model, opset_of, stored_bytes
+    from edgekd.onnxfile import describe, external_files, load_model, opset_of, precision_of, stored_bytes
 
     path = Path(path)
     model = load_model(path)
@@ -54,7 +54,7 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
     external = [str(f.relative_to(path.parent)) for f in external_files(path, model)]
     if external:
         details["external_data"] = external
-    return Artifact(name=name or path.stem, role=role, precision="int8" if is_int8(model) else "fp32", path=str(path),
+    return Artifact(name=name or path.stem, role=role, precision=precision_of(model), path=str(path),
                     exporter="external", opset=opset_of(model), sha256=sha256(path),
                     size_bytes=stored_bytes(path, model), details=details)
 

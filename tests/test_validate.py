@@ -702,3 +702,14 @@ def test_a_model_taking_flat_rows_is_fed_flattened_images(tmp_path, small_data, 
                       dynamo=False, input_names=["x"])
     with pytest.raises(DataError, match="takes 100 inputs, and data 'digits' has 1x16x16 images"):
         predictions_on_test_split(tmp_path / "other.onnx", fast_profile, small_data)
+
+
+def test_a_float16_model_is_described_as_fp16(tmp_path):
+    weight = helper.make_tensor("w", TensorProto.FLOAT16, [64, 10], np.ones((64, 10), np.float16).tobytes(), raw=True)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 10])], [weight])
+    path = tmp_path / "half.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert artifact_from_file(path).precision == "fp16"
+    assert artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).precision == "fp32"
