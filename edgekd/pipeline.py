@@ -212,6 +212,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:
         # Exported first and kept for the end: a teacher torch.export cannot trace is refused before the
         # search and the training, not after them.
+        log("export: teacher fp32 (first, so that a teacher torch.export cannot trace stops the run now)")
         teacher_art = _export_teacher(config, teacher, data, Path(early))
         if config.distilled:
             from edgekd.distilled import load_distilled
@@ -446,7 +447,7 @@ def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any
     if config.qat_epochs:
         from edgekd.distill.qat import export_copy
 
-        log("export: teacher fp32, student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
+        log("export: student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
         twin = export_copy(student, fake_quant=False)
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1],
                                           opset=config.opset))
@@ -457,7 +458,7 @@ def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any
     else:
         from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
 
-        log("export: teacher fp32, student fp32, student int8 (QDQ, calibrated on training images; nodes that "
+        log("export: student fp32, student int8 (QDQ, calibrated on training images; nodes that "
             "run slower in int8 on the profile fall back to fp32)")
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1],
                                           opset=config.opset))
