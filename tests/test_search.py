@@ -174,6 +174,20 @@ def test_the_pruned_space_prunes_hidden_linear_layers_and_leaves_per_token_ones(
 
     assert resolve_space("pruned", Tokens(), small_data.input_shape).stages == (("embed",),)
 
+    class Gated(torch.nn.Module):  # squeeze-excitation with linear layers, between two convolutions
+        def __init__(self):
+            super().__init__()
+            self.conv, self.out = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.squeeze, self.excite = torch.nn.Linear(8, 4), torch.nn.Linear(4, 8)
+            self.head = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            z = self.conv(x)
+            gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(z.mean((2, 3))))))
+            return self.head(self.out(z * gate[:, :, None, None]).mean((2, 3)))
+
+    assert resolve_space("pruned", Gated(), small_data.input_shape).stages == (("conv", "out"),)
+
 
 def test_pruned_space_errors(teacher, small_data):
     import torch

@@ -74,8 +74,10 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
 
 def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
     """Conv module names grouped by output resolution, in execution order (residual couplings stay within
-    a stage), then the hidden linear layers on (batch, features), the output layer left out. A linear layer
-    applied per token (batch, tokens, features) is not a stage: its heads' layout is not the graph's to see."""
+    a stage), then the hidden linear layers on (batch, features) after the last convolution (a head, or a
+    whole MLP), the output layer left out. A linear layer between convolutions (a squeeze-excitation gate)
+    belongs to its convolutions' channels, and one applied per token (batch, tokens, features) is not a
+    stage either: its heads' layout is not the graph's to see."""
     import torch
 
     if not isinstance(teacher, torch.nn.Module):
@@ -88,6 +90,7 @@ def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str,
     def seen(name: str, module: Any, out: Any) -> None:
         if isinstance(module, torch.nn.Conv2d):
             order.append((name, tuple(out.shape[-2:])))
+            dense.clear()  # linear layers seen so far sit between convolutions
         elif out.dim() == 2 and id(module) not in outputs and name not in dense:
             dense.append(name)
 
