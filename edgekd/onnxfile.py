@@ -109,11 +109,6 @@ def external_files(path: str | Path, model: Any) -> list[Path]:
     return files
 
 
-def stored_bytes(path: str | Path, model: Any) -> int:
-    """What the model takes to store and ship: its file, plus the external data files it needs beside it."""
-    return Path(path).stat().st_size + sum(f.stat().st_size for f in external_files(path, model))
-
-
 def _check_external(path: Path, tensor: Any) -> None:
     entries = {e.key: e.value for e in tensor.external_data}
     location = entries.get("location", "")

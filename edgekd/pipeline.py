@@ -223,7 +223,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
             log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
                 f"accuracy {student.best_val_accuracy * 100:.2f}%)")
         else:
-            search_result, student = _search_and_distill(config, teacher, data, profile, log)
+            search_result, student = _search_and_distill(config, teacher, data, profile, log, teacher_exported=True)
         return _finish(config, out, teacher, teacher_art, search_result, student, data, profile, log)
 
 
@@ -329,7 +329,8 @@ def input_paths(config: CompressConfig) -> list[Any]:
 
 
 def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
-                        checkpoint: Path | None = None, resume: bool = False) -> tuple:
+                        checkpoint: Path | None = None, resume: bool = False,
+                        teacher_exported: bool = False) -> tuple:
     import torch
 
     from edgekd.search import build_student, search
@@ -349,7 +350,8 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
     torch.manual_seed(config.seed)
     student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
-    if chosen.spec.space == "pruned":
+    # A pruned student runs the teacher's forward, so compress's export of the teacher has checked it already.
+    if chosen.spec.space == "pruned" and not teacher_exported:
         _check_exports(config, student, data)
     trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
     return result, trained

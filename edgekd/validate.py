@@ -45,18 +45,18 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
 
     A missing, truncated or non-ONNX file, or external data outside the model's folder, raises ArtifactError.
     """
-    from edgekd.onnxfile import describe, external_files, load_model, opset_of, precision_of, stored_bytes
+    from edgekd.onnxfile import describe, external_files, load_model, opset_of, precision_of
 
     path = Path(path)
     model = load_model(path)
     details = describe(model)
     # Weights kept beside the model count towards its size: a size limit is on what ships.
-    external = [str(f.relative_to(path.parent)) for f in external_files(path, model)]
+    external = external_files(path, model)
     if external:
-        details["external_data"] = external
+        details["external_data"] = [str(f.relative_to(path.parent)) for f in external]
     return Artifact(name=name or path.stem, role=role, precision=precision_of(model), path=str(path),
                     exporter="external", opset=opset_of(model), sha256=sha256(path),
-                    size_bytes=stored_bytes(path, model), details=details)
+                    size_bytes=path.stat().st_size + sum(f.stat().st_size for f in external), details=details)
 
 
 def check_onnx(path: str | Path) -> tuple[bool, str]:

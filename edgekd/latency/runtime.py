@@ -58,12 +58,20 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
     output, notes = scored_output(session, len(names) if names else data.num_classes, path)
     layout = check_data_fits(session, data, path, output)
-    x = {"NHWC": lambda a: a.transpose(0, 2, 3, 1), "flat": lambda a: a.reshape(len(a), -1)}.get(
-        layout, lambda a: a)(data.x_test)
+    x = _fed(data.x_test, layout)
     if layout != "NCHW":
         taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
         notes = (*notes, f"'{path}' takes {taken}: the test images were fed to it as {layout}")
     return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
+
+
+def _fed(x: np.ndarray, layout: str) -> np.ndarray:
+    """NCHW images ``x`` in the ``layout`` a model takes them (``onnxfile.input_layout``)."""
+    if layout == "NHWC":
+        return x.transpose(0, 2, 3, 1)
+    if layout == "flat":
+        return x.reshape(len(x), -1)
+    return x
 
 
 def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tuple[str, ...]]:
@@ -91,10 +99,10 @@ def class_scores(out: np.ndarray, path: str | Path) -> np.ndarray:
     head's (N, K, 1, 1)); or as (batch,) class indices, from a model that ends in ArgMax."""
     from edgekd.errors import DataError
 
-    rest = [d for d in out.shape[1:] if d != 1]
-    if len(rest) == 1:
-        return out.reshape(len(out), rest[0])
-    if not rest and np.issubdtype(out.dtype, np.integer):
+    classes = _class_dim(out.shape)
+    if classes is not None:
+        return out.reshape(len(out), classes)
+    if all(d == 1 for d in out.shape[1:]) and np.issubdtype(out.dtype, np.integer):
         return out.reshape(len(out))
     shape = "(" + ", ".join(map(str, out.shape)) + ")"
     raise DataError(f"'{path}': its output has shape {shape} ({out.dtype}) for {len(out)} images, neither "
@@ -152,10 +160,7 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
     expected = taken.shape
     layout = input_layout(expected, data.input_shape)
     channels_last = layout == "NHWC"
-    if channels_last:
-        given = (given[0], *given[2:], given[1])
-    elif layout == "flat":
-        given = (given[0], int(np.prod(given[1:])))
+    given = (given[0], *_fed(data.x_test[:1], layout).shape[1:])
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])
