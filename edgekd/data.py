@@ -211,6 +211,8 @@ def load_arrays(arrays: Mapping[str, Any] | tuple[Any, Any], *, resolution: Any 
     taken = {}
     for key, value in arrays.items():
         taken[str(key)] = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if taken[str(key)].dtype == object and all(isinstance(v, str) for v in taken[str(key)].flat):
+            taken[str(key)] = taken[str(key)].astype(str)  # a pandas column of names arrives as objects
         if taken[str(key)].dtype == object:
             raise DataError(f"data arrays: '{key}' holds Python objects", "pass numbers (and names as strings)")
     return _from_arrays(Path("arrays"), taken, parse_resolution(resolution), seed, normalize, channels)
@@ -220,6 +222,7 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
                  normalize: Any, channels: int | None) -> Dataset:
     """The dataset in ``arrays`` (an archive's, or a caller's); ``path`` names them in errors and records."""
     _check_images(path, arrays)
+    arrays = _numbered_labels(path, arrays)
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
@@ -233,7 +236,7 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
         if len(set(shapes.values())) > 1:
             raise DataError(f"{path}: the splits' images differ in shape ({shapes})",
                             "store every split at one shape, or pass --resolution to resize them")
-        ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k])) for k in ("train", "val", "test")}
+        ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k]), f"y_{k}") for k in ("train", "val", "test")}
         names = _class_names(path, arrays, int(max(y.max() for y in ys.values())))
         check_classes(path, ys["train"], len(names))
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
@@ -269,7 +272,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
     validate and gate; the training stages refuse it."""
     scale = _scale(arrays["x_test"])
     x = _to_nchw(path, arrays["x_test"], resolution, "x_test")
-    y = _labels(path, arrays["y_test"], len(x))
+    y = _labels(path, arrays["y_test"], len(x), "y_test")
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
     x, to = convert_channels(x, channels, str(path))
@@ -354,7 +357,74 @@ def _check_finite(path: Path, x: np.ndarray, key: str) -> None:
                         "replace them (e.g. np.nan_to_num(x)) or drop those images, then save the .npz again")
 
 
-def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+_LABEL_KEYS = ("y", "y_train", "y_val", "y_test")
+
+
+def _numbered_labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` with labels as class numbers where they came as class names (strings, numbered in the
+    order of ``class_names`` if given, else sorted, as class folders are) or as one-hot rows (Keras'
+    ``to_categorical``). Every split is numbered together, so a name means one class throughout."""
+    keys = [k for k in _LABEL_KEYS if k in arrays]
+    named = [k for k in keys if arrays[k].dtype.kind in "US"]
+    out = dict(arrays)
+    if named:
+        if len(named) != len(keys):
+            numbers = next(k for k in keys if k not in named)
+            raise DataError(f"{path}: {named[0]} holds class names but {numbers} holds numbers",
+                            "store every split's labels the same way")
+        texts = {k: _texts(arrays[k]) for k in keys}
+        if "class_names" in arrays:
+            names = _class_names(path, arrays, 0)
+        else:
+            names = tuple(sorted(set().union(*(np.unique(t).tolist() for t in texts.values()))))
+        number = {name: i for i, name in enumerate(names)}
+        for key, text in texts.items():
+            if text.ndim != 1:
+                continue  # refused with its shape when it is read
+            seen, where = np.unique(text, return_inverse=True)
+            unknown = [str(s) for s in seen if s not in number]
+            if unknown:
+                raise DataError(f"{path}: {key} has label '{unknown[0]}', which class_names does not list",
+                                "list every class in class_names, or leave class_names out (names are then "
+                                "numbered in sorted order)")
+            out[key] = np.array([number[s] for s in seen], dtype=np.int64)[where.reshape(-1)]
+        out["class_names"] = np.array(names, dtype=str)
+        return out
+    widths = {k: arrays[k].shape[1] for k in keys if arrays[k].ndim == 2 and arrays[k].shape[1] > 1}
+    for key in widths:
+        out[key] = _one_hot(path, key, arrays[key])
+    if widths and len(set(widths.values())) == 1 and "class_names" not in arrays:
+        # the columns are the classes: a last class no image has is a missing class, not one fewer output
+        out["class_names"] = np.array([str(i) for i in range(next(iter(widths.values())))], dtype=str)
+    return out
+
+
+def _texts(y: np.ndarray) -> np.ndarray:
+    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    return np.char.decode(y, "utf-8") if y.dtype.kind == "S" else y
+
+
+def _one_hot(path: Path, key: str, y: np.ndarray) -> np.ndarray:
+    """The class numbers of one-hot rows; rows of probabilities (soft labels) or several classes each
+    are refused by name rather than rounded to a class."""
+    if y.dtype.kind not in "biuf":
+        return y  # refused with its dtype when it is read
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"{path}: {key} holds NaN or infinite values", "store one class number per image")
+    binary = bool(((y == 0) | (y == 1)).all())
+    counts = (y == 1).sum(axis=1) if binary else None
+    if binary and (counts == 1).all():
+        return y.argmax(axis=1).astype(np.int64)
+    if binary:
+        row = int(np.flatnonzero(counts != 1)[0])
+        raise DataError(f"{path}: {key} row {row} marks {int(counts[row])} classes, not one "
+                        f"(one-hot labels of {y.shape[1]} classes)",
+                        "give each image exactly one class (multi-label data is not supported)")
+    raise DataError(f"{path}: {key} holds soft labels (rows of class scores, shape {y.shape}), not one-hot rows "
+                    "or class numbers", f"store each image's class: {key}.argmax(axis=1)")
+
+
+def _labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> np.ndarray:
     """Class labels as int64. What converts without loss is taken as it comes from numpy pipelines: a
     column of shape (N, 1), whole numbers stored as floats (a pandas column), booleans (0 and 1)."""
     if y.ndim == 2 and y.shape[1] == 1:
@@ -364,16 +434,16 @@ def _labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
     if y.ndim == 1 and y.dtype.kind == "f" and len(y) == n:
         whole = np.isfinite(y) & (y == np.round(y))
         if not whole.all():
-            raise DataError(f"{path}: y holds values that are not class numbers, e.g. {y[~whole][0].item()!r}",
+            raise DataError(f"{path}: {key} holds values that are not class numbers, e.g. {y[~whole][0].item()!r}",
                             "store integer class labels 0..K-1, one per image")
         y = y.astype(np.int64)
     if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
         raise DataError(
-            f"{path}: y has shape {y.shape} and dtype {y.dtype} for {n} images",
-            "store integer class labels 0..K-1, one per image",
+            f"{path}: {key} has shape {y.shape} and dtype {y.dtype} for {n} images",
+            "store one label per image: a class number 0..K-1, a class name, or a one-hot row",
         )
     if len(y) and y.min() < 0:
-        raise DataError(f"{path}: y has negative labels", "use class labels 0..K-1")
+        raise DataError(f"{path}: {key} has negative labels", "use class labels 0..K-1")
     return y.astype(np.int64)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.data import load_data
+from edgekd.data import load_arrays, load_data
 from edgekd.errors import DataError
 
 
@@ -133,6 +133,81 @@ def test_boolean_labels_are_two_classes_and_fractional_ones_are_refused(tmp_path
         np.savez(tmp_path / "f.npz", x=x, y=bad)
         with pytest.raises(DataError, match=f"y holds values that are not class numbers, e.g. {shown}"):
             load_data(str(tmp_path / "f.npz"))
+
+
+def _brightness_by_name(ds):
+    """The mean pixel of each image of ``ds``'s test split, by the class name it is labelled with."""
+    means = ds.x_test.mean(axis=(1, 2, 3))
+    return {name: means[ds.y_test == i] for i, name in enumerate(ds.class_names)}
+
+
+def test_class_names_as_labels_are_numbered_in_sorted_order_or_by_class_names(tmp_path):
+    # each class has its own brightness, so an image's label can be checked against the image
+    rng = np.random.default_rng(0)
+    names = np.array(["dog", "cat", "bird"])[np.arange(90) % 3]
+    x = (rng.random((90, 1, 8, 8)) * 0.1 + np.where(names == "dog", 0.8, np.where(names == "cat", 0.4, 0))
+         [:, None, None, None]).astype(np.float32)
+    np.savez(tmp_path / "s.npz", x=x, y=names)
+    np.savez(tmp_path / "b.npz", x=x, y=names.astype("S"))
+    np.savez(tmp_path / "c.npz", x=x, y=names, class_names=np.array(["dog", "cat", "bird"]))
+    sorted_, given = load_data(str(tmp_path / "s.npz")), load_data(str(tmp_path / "c.npz"))
+    assert sorted_.class_names == load_data(str(tmp_path / "b.npz")).class_names == ("bird", "cat", "dog")
+    assert given.class_names == ("dog", "cat", "bird")
+    for ds in (sorted_, given):
+        by_name = _brightness_by_name(ds)
+        assert by_name["bird"].max() < by_name["cat"].min() and by_name["cat"].max() < by_name["dog"].min()
+    # a pandas column of names reaches numpy as objects
+    assert load_arrays((x, np.array(list(names), dtype=object))).class_names == ("bird", "cat", "dog")
+
+
+def test_named_labels_are_numbered_the_same_in_every_split(tmp_path):
+    x = np.random.default_rng(0).random((90, 1, 8, 8)).astype(np.float32)
+    names = np.array(["dog", "cat", "bird"])[np.arange(90) % 3]
+    np.savez(tmp_path / "split.npz", x_train=x[:60], y_train=names[:60], x_test=x[60:80], y_test=names[60:80])
+    ds = load_data(str(tmp_path / "split.npz"))
+    assert [ds.class_names[i] for i in ds.y_test] == list(names[60:80])
+    # a test set alone (validate, gate) holding some of the classes only is named, not renumbered from 0
+    np.savez(tmp_path / "test.npz", x_test=x[:20], y_test=np.where(names[:20] == "bird", "cat", names[:20]))
+    alone = load_data(str(tmp_path / "test.npz"))
+    assert alone.class_names == ("cat", "dog") and list(alone.y_test[:2]) == [1, 0]
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (lambda x, n: dict(x_train=x[:60], y_train=n[:60], x_test=x[60:], y_test=np.arange(30) % 3),
+     "y_train holds class names but y_test holds numbers"),
+    (lambda x, n: dict(x=x, y=n, class_names=np.array(["dog", "cat"])),
+     "y has label 'bird', which class_names does not list"),
+])
+def test_named_labels_that_cannot_be_numbered_are_refused(tmp_path, arrays, message):
+    x = np.random.default_rng(0).random((90, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "bad.npz", **arrays(x, np.array(["dog", "cat", "bird"])[np.arange(90) % 3]))
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "bad.npz"))
+
+
+def test_one_hot_labels_are_class_numbers_and_keep_their_class_count(tmp_path):
+    # Keras' to_categorical; the columns are the classes
+    x = np.random.default_rng(0).random((80, 1, 8, 8)).astype(np.float32)
+    y = np.arange(80) % 4
+    np.savez(tmp_path / "oh.npz", x=x, y=np.eye(4, dtype=np.float32)[y])
+    np.savez(tmp_path / "n.npz", x=x, y=y)
+    one_hot, numbered = load_data(str(tmp_path / "oh.npz")), load_data(str(tmp_path / "n.npz"))
+    assert one_hot.class_names == numbered.class_names and np.array_equal(one_hot.y_test, numbered.y_test)
+    np.savez(tmp_path / "gap.npz", x=x, y=np.eye(5)[y])
+    with pytest.raises(DataError, match="no training image has label 4"):
+        load_data(str(tmp_path / "gap.npz"))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.full((80, 4), 0.25), r"y holds soft labels \(rows of class scores, shape \(80, 4\)\)"),
+    (np.eye(4)[np.arange(80) % 4] + np.eye(4)[(np.arange(80) + 1) % 4], "y row 0 marks 2 classes, not one"),
+    (np.where(np.eye(4)[np.arange(80) % 4] == 1, np.nan, 0), "y holds NaN or infinite values"),
+])
+def test_label_rows_that_are_not_one_hot_are_refused(tmp_path, labels, message):
+    x = np.random.default_rng(0).random((80, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "bad.npz", x=x, y=labels)
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "bad.npz"))
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
