@@ -24,8 +24,9 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
              "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
-             "input_shape"}
-THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset")
+             "input_shape", "max_size_growth", "max_accuracy_drop"}
+THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
+                  "max_size_growth", "max_accuracy_drop")
 DEFAULT_PROFILE = "host-cpu-1t"
 
 
@@ -59,12 +60,15 @@ class GateConfig:
     baseline: str | None = None
     artifact: str | None = None
     input_shape: tuple[int, ...] | None = None  # concrete input shape for a model with dynamic dimensions
+    max_size_growth: float | None = None  # a fraction the file may grow by over the baseline's
+    max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
-                                            self.allowed_ops, self.max_opset, self.baseline)):
+                                            self.allowed_ops, self.max_opset, self.baseline,
+                                            self.max_accuracy_drop, self.max_size_growth)):
             raise ConfigError("the gate has no thresholds",
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
                               "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
@@ -87,7 +91,26 @@ class GateConfig:
         object.__setattr__(self, "channels", parse_channels(self.channels))
         if self.min_accuracy is not None and not self.data:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+        self._check_baseline_thresholds()
         self._check_thresholds()
+
+    def _check_baseline_thresholds(self) -> None:
+        if self.max_size_growth is not None and not self.baseline:
+            raise ConfigError("--max-size-growth compares with a baseline, and none is given",
+                              "pass --baseline last-release/manifest.json (or a .onnx file), or --max-size")
+        if self.max_size_growth is not None and self.max_size_growth < 0:
+            raise ConfigError(f"max size growth {self.max_size_growth:g} is below zero, so a model the size of its "
+                              "baseline would fail", "pass a fraction, e.g. 0.05 (0 allows no growth)")
+        if self.max_accuracy_drop is None:
+            return
+        if not self.baseline:
+            raise ConfigError("--max-accuracy-drop compares with a baseline (or a manifest's teacher), and neither "
+                              "is given", "pass --baseline last-release/manifest.json, or gate the manifest.json")
+        if not 0 <= self.max_accuracy_drop <= 100:
+            raise ConfigError(f"max accuracy drop {self.max_accuracy_drop:g} is outside [0, 100] points",
+                              "pass percentage points, e.g. 0.5")
+        if not self.data:
+            raise ConfigError("--max-accuracy-drop needs data to measure both models on", "pass --data")
 
     def _check_thresholds(self) -> None:
         """Limits no model can meet are bad input (exit 2), not a failed check (exit 1)."""
@@ -127,13 +150,18 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
         else:
             notes.extend(_unchecked_budget(manifest["budget"], v))
+        if "max_accuracy_drop" in v and "baseline" not in v:
+            v["min_accuracy"] = _below_teacher(Path(target), manifest, v.pop("max_accuracy_drop"), v, notes)
+        if any(k in v for k in ("min_accuracy", "max_accuracy_drop")) and "data" not in v:
+            v.update(_recorded_data(Path(target), manifest, v))
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
-        if "normalize" not in v and "min_accuracy" in v:
+        measured = any(k in v for k in ("min_accuracy", "max_accuracy_drop"))
+        if "normalize" not in v and measured:
             from edgekd.data import recorded_preprocess
 
             v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
-        if "seed" not in v and "min_accuracy" in v:
+        if "seed" not in v and measured:
             from edgekd.data import recorded_data
 
             v["seed"] = recorded_data(manifest).seed  # the test split it was measured on
@@ -171,31 +199,55 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
         out["max_size"] = f"{budget['max_size_kb']!r}KB"
     floors = [budget["min_accuracy"]] if budget.get("min_accuracy") is not None else []
     if budget.get("max_accuracy_drop") is not None:
-        teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
-        if teacher is None or teacher.get("accuracy") is None:
-            raise ConfigError(f"manifest '{path}' bounds the accuracy drop below the teacher but records no "
-                              "teacher accuracy", "pass --min-accuracy and --data")
-        floors.append(teacher["accuracy"] - budget["max_accuracy_drop"] / 100)
+        floors.append(_teacher_accuracy(path, manifest) - budget["max_accuracy_drop"] / 100)
     if floors:
         out["min_accuracy"] = max(0.0, max(floors))
         if "data" not in values:
-            from edgekd.data import recorded_data
-
-            if "recipe" not in manifest:
-                raise ConfigError(f"manifest '{path}' bounds accuracy but does not record its data",
-                                  "pass --data (and --resolution if the images were resized)")
-            data = recorded_data(manifest)
-            if data.source is None:
-                raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which is not here",
-                                  "pass --data with the same test data")
-            out["data"] = data.source
-            if data.resolution is not None and "resolution" not in values:
-                out["resolution"] = data.resolution
+            out.update(_recorded_data(path, manifest, values))
     if not out:
         raise ConfigError(f"manifest '{path}' records no budget to gate against",
                           "pass --max-size, --max-latency or --min-accuracy")
     floor = f" (accuracy floor {out['min_accuracy'] * 100:.2f}%)" if "min_accuracy" in out else ""
     notes.append(f"thresholds: the manifest's budget, {budget_text(budget)}{floor}")
+    return out
+
+
+def _teacher_accuracy(path: Path, manifest: dict[str, Any]) -> float:
+    teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
+    if teacher is None or teacher.get("accuracy") is None:
+        raise ConfigError(f"manifest '{path}' bounds the accuracy drop below the teacher but records no "
+                          "teacher accuracy", "pass --min-accuracy and --data, or --baseline to compare with")
+    return float(teacher["accuracy"])
+
+
+def _below_teacher(path: Path, manifest: dict[str, Any], drop: Any, values: dict[str, Any],
+                   notes: list[str]) -> float:
+    """``--max-accuracy-drop`` with no baseline, on a manifest: as its budget's own drop, a floor under the
+    teacher's recorded accuracy (and under ``--min-accuracy``'s, when both are given)."""
+    if not isinstance(drop, (int, float)) or not 0 <= drop <= 100:
+        raise ConfigError(f"max accuracy drop {drop!r} is not a number of points in [0, 100]", "pass e.g. 0.5")
+    teacher = _teacher_accuracy(path, manifest)
+    floor = max(0.0, teacher - drop / 100, values.get("min_accuracy") or 0.0)
+    notes.append(f"accuracy floor {floor * 100:.2f}%: at most {drop:g} points below the teacher's recorded "
+                 f"{teacher * 100:.2f}% (no --baseline to compare with)")
+    return floor
+
+
+def _recorded_data(path: Path, manifest: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The data (and resolution) the manifest's accuracies were measured on, for an accuracy check given
+    no ``--data``."""
+    from edgekd.data import recorded_data
+
+    if "recipe" not in manifest:
+        raise ConfigError(f"manifest '{path}' bounds accuracy but does not record its data",
+                          "pass --data (and --resolution if the images were resized)")
+    data = recorded_data(manifest)
+    if data.source is None:
+        raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which is not here",
+                          "pass --data with the same test data")
+    out: dict[str, Any] = {"data": data.source}
+    if data.resolution is not None and "resolution" not in values:
+        out["resolution"] = data.resolution
     return out
 
 
@@ -205,7 +257,8 @@ def _unchecked_budget(budget: dict[str, Any], values: dict[str, Any]) -> list[st
     from edgekd.report import budget_text
 
     left = {k: val for k, val in budget.items() if val is not None and k in _BUDGET_FLAGS
-            and _BUDGET_FLAGS[k][0] not in values}
+            and _BUDGET_FLAGS[k][0] not in values
+            and not (_BUDGET_FLAGS[k][0] == "min_accuracy" and "max_accuracy_drop" in values)}
     if not left:
         return []
     flags = [f"--{_BUDGET_FLAGS[k][0].replace('_', '-')} {_BUDGET_FLAGS[k][1](val)}" for k, val in left.items()
@@ -292,16 +345,21 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         ok = art.size_bytes <= config.max_size_bytes
         checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk{art.size_note}, limit "
                             f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
+    if config.max_size_growth is not None:
+        checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
-    if config.min_accuracy is not None:
+    compared = _baseline_model(config.baseline, "accuracy") if config.max_accuracy_drop is not None else None
+    if config.min_accuracy is not None or compared is not None:
         from edgekd.latency.runtime import check_takes_float
 
         check_takes_float(model, art.details)  # before minutes of latency rounds
+        if compared is not None:
+            check_takes_float(compared, artifact_from_file(compared).details)
     if config.max_latency_ms is not None or config.baseline:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
         checks += _latency_checks(model, load_profile(config.profile), config)
-    if config.min_accuracy is not None:
-        checks.append(_accuracy_check(model, config))
+    if config.min_accuracy is not None or compared is not None:
+        checks += _accuracy_checks(model, compared, config)
     return GateResult(str(target), tuple(checks), config.notes)
 
 
@@ -389,9 +447,7 @@ def _baseline(ref: str, profile: str, shape: tuple[int, ...] | None) -> tuple[Pa
     profile."""
     path = Path(ref)
     if path.suffix.lower() != ".json":
-        if not path.is_file():
-            raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
-        return _fits(path, shape), None
+        return _fits(_existing(path), shape), None
     model, entry = _resolve(ref, None)
     if model.is_file():
         return _fits(model, shape), None
@@ -413,19 +469,87 @@ def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | 
     return model
 
 
-def _accuracy_check(model: Path, config: GateConfig) -> Check:
-    from edgekd.data import load_data, with_class_order_note, with_notes
+def _size_growth_check(size: int, config: GateConfig) -> Check:
+    base = _baseline_size(config.baseline)  # type: ignore[arg-type]
+    growth = config.max_size_growth or 0.0
+    ratio = size / base if base else float("inf")
+    return Check("size growth", size <= base * (1 + growth), f"{size / 1024:.1f} KB on disk, {ratio:.3f}x the "
+                 f"baseline's {base / 1024:.1f} KB (at most +{growth * 100:g}%)", ratio)
+
+
+def _baseline_size(ref: str) -> int:
+    """The baseline's size on disk as it ships (external data included), or, when only its manifest is
+    left, the size it records: a file's size does not drift between runs as a latency does."""
+    from edgekd.validate import artifact_from_file
+
+    path = Path(ref)
+    if path.suffix.lower() != ".json":
+        return artifact_from_file(_existing(path)).size_bytes
+    model, entry = _resolve(ref, None)
+    return artifact_from_file(model).size_bytes if model.is_file() else int(entry["artifact"]["size_bytes"])  # type: ignore[index]
+
+
+def _baseline_model(ref: str | None, what: str) -> Path:
+    """The baseline's model file, needed to measure its ``what`` here (a manifest's recorded figure was
+    measured on its own data, which need not be this run's)."""
+    path = Path(str(ref))
+    if path.suffix.lower() != ".json":
+        return _existing(path)
+    model, _ = _resolve(str(ref), None)
+    if not model.is_file():
+        raise ArtifactError(f"baseline '{ref}' has no model file left ({model.name}) to measure its {what} on",
+                            "keep the baseline's model files beside its manifest")
+    return model
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
+    return path
+
+
+def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> list[Check]:
+    """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
+    model is fed the input it records (``--normalize`` overrides both)."""
+    from edgekd.data import with_notes
+
+    acc, data, read = _accuracy(model, config, config.normalize)
+    on = f"on {data.name} test split ({len(data.y_test)} images)"
+    said = "".join(f"; {note}" for note in read)
+    checks = []
+    if config.min_accuracy is not None:
+        checks.append(Check("accuracy", acc >= config.min_accuracy, with_notes(
+            f"{acc * 100:.2f}% {on}, minimum {config.min_accuracy * 100:.2f}%{said}", data), acc))
+    if baseline is not None:
+        own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
+        base, base_data, base_read = _accuracy(baseline, config, own)
+        drop = (base - acc) * 100
+        limit = config.max_accuracy_drop or 0.0
+        said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
+        checks.append(Check("accuracy drop", drop <= limit + 1e-9, with_notes(
+            f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop)} (at most {limit:g} points "
+            f"lower){said}", base_data), drop))
+    return checks
+
+
+def _points(drop: float) -> str:
+    return f"{drop:.2f} points lower" if drop > 0 else f"{-drop:.2f} points higher" if drop < 0 else "the same"
+
+
+def _accuracy(model: Path, config: GateConfig, normalize: Any) -> tuple[float, Any, tuple[str, ...]]:
+    """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
+    noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
+    (without any, ``config.normalize``'s)."""
+    from edgekd.data import load_data, with_class_order_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess
     from edgekd.profiles import load_profile
 
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
-    normalize = config.normalize if config.normalize is not None else recorded
-    data = load_data(config.data, resolution=config.resolution, normalize=normalize, seed=config.seed,
+    data = load_data(config.data, resolution=config.resolution,
+                     normalize=normalize if normalize is not None else recorded or config.normalize,
+                     seed=config.seed,
                      channels=config.channels or (recorded.to_channels if recorded else None))
     data = with_class_order_note(data, embedded_class_names(model))
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
-    acc = top1(logits, labels)
-    return Check("accuracy", acc >= config.min_accuracy,  # type: ignore[operator]
-                 with_notes(f"{acc * 100:.2f}% on {data.name} test split ({len(data.y_test)} images), minimum "
-                            f"{config.min_accuracy * 100:.2f}%" + "".join(f"; {note}" for note in read), data), acc)
+    return top1(logits, labels), data, read

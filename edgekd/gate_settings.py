@@ -31,6 +31,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], type | None, str]] = {
     "baseline": ((str,), None, '"baseline/manifest.json"'),
     "artifact": ((str,), None, '"student-int8"'),
     "input_shape": ((str, list), int, '"1,3,224,224"'),
+    "max_size_growth": (_NUMBER, None, "0.05"),
+    "max_accuracy_drop": (_NUMBER, None, "0.5"),
 }
 
 

@@ -277,6 +277,82 @@ def test_a_baseline_without_its_model_files_compares_with_its_recorded_p50_on_th
     assert f"pass --profile {recorded}" in err and "Traceback" not in err
 
 
+def test_size_growth_over_a_baseline_re_sized_here_or_as_its_manifest_records(run_cli, run_dir, fast_profile_path,
+                                                                              tmp_path):
+    args = ["--profile", fast_profile_path, "--rounds", "1", "--latency-tolerance", "0.9"]
+    int8, fp32 = run_dir / "student-int8.onnx", run_dir / "student-fp32.onnx"
+    code, out, _ = _gate(run_cli, int8, "--baseline", fp32, "--max-size-growth", "0", *args)
+    assert code == 0 and "| size growth | pass |" in out and "x the baseline's" in out, out
+    code, out, _ = _gate(run_cli, fp32, "--baseline", int8, "--max-size-growth", "0.05", *args)
+    assert code == 1 and "| size growth | **FAIL** |" in out and "(at most +5%)" in out, out
+    # a release whose model files are gone is sized as its manifest records (a size does not drift)
+    gone = tmp_path / "last-release"
+    shutil.copytree(run_dir, gone)
+    manifest = json.loads((gone / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        entry["artifact"]["size_bytes"], entry["latency"]["p50_ms"] = 100, 1e6
+        (gone / entry["artifact"]["path"]).unlink()
+    (gone / "manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = _gate(run_cli, int8, "--baseline", gone / "manifest.json", "--max-size-growth", "0.05", *args)
+    assert code == 1 and "the baseline's 0.1 KB" in out and "| size growth | **FAIL** |" in out, out
+
+
+def test_accuracy_drop_below_a_baseline_measured_on_the_same_data(run_cli, run_dir, fast_profile_path, tmp_path):
+    from conftest import foreign_onnx
+
+    chance = foreign_onnx(tmp_path / "chance.onnx", (1, 16, 16), 10)  # untrained: about 10% on digits
+    good = run_dir / "student-fp32.onnx"
+    args = ["--profile", fast_profile_path, "--rounds", "1", "--latency-tolerance", "0.9", "--data", "digits",
+            "--resolution", "16"]
+    code, out, _ = _gate(run_cli, good, "--baseline", good, "--max-accuracy-drop", "0", *args)
+    assert code == 0 and "| accuracy drop | pass |" in out and "the same (at most 0 points lower)" in out, out
+    code, out, _ = _gate(run_cli, chance, "--baseline", good, "--max-accuracy-drop", "5", "--latency-tolerance",
+                         "0.99", *args)
+    assert "| accuracy drop | **FAIL** |" in out and "points lower (at most 5 points lower)" in out, out
+    assert code == 1
+    code, out, _ = _gate(run_cli, good, "--baseline", chance, "--max-accuracy-drop", "0", *args)
+    assert "| accuracy drop | pass |" in out and "points higher" in out, out
+    # the baseline must be here to be measured: a manifest's recorded accuracy was measured on its own data
+    gone = tmp_path / "last-release"
+    shutil.copytree(run_dir, gone)
+    for model in gone.glob("*.onnx"):
+        model.unlink()
+    code, _, err = _gate(run_cli, good, "--baseline", gone / "manifest.json", "--max-accuracy-drop", "1", *args)
+    assert code == 2 and "has no model file left" in err and "to measure its accuracy on" in err
+
+
+def test_accuracy_drop_without_a_baseline_is_a_floor_under_a_manifest_s_teacher(run_cli, run_dir, tmp_path):
+    from edgekd.gate import build_config
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    teacher = next(a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher")["accuracy"]
+    config = build_config({"max_accuracy_drop": 2.0}, str(run_dir / "manifest.json"))
+    assert config.min_accuracy == pytest.approx(teacher - 0.02) and config.max_accuracy_drop is None
+    assert (config.data, config.resolution) == ("digits", 16)  # the manifest's own data
+    assert any(f"at most 2 points below the teacher's recorded {teacher * 100:.2f}%" in n for n in config.notes)
+    # with --min-accuracy too, the higher floor holds
+    assert build_config({"max_accuracy_drop": 2.0, "min_accuracy": 0.999},
+                        str(run_dir / "manifest.json")).min_accuracy == 0.999
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-accuracy-drop", "100")
+    assert code == 0 and "| accuracy | pass |" in out, out
+    code, out, err = _gate(run_cli, run_dir / "manifest.json", "--max-accuracy-drop", "150")
+    assert code == 2 and "max accuracy drop 150.0 is not a number of points in [0, 100]" in err and out == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-size-growth", "0.1"], "--max-size-growth compares with a baseline, and none is given"),
+    (["--max-accuracy-drop", "1", "--data", "digits"],
+     "--max-accuracy-drop compares with a baseline (or a manifest's teacher), and neither is given"),
+    (["--baseline", "SELF", "--max-accuracy-drop", "1"], "--max-accuracy-drop needs data to measure both models on"),
+    (["--baseline", "SELF", "--max-size-growth", "-0.1"], "max size growth -0.1 is below zero"),
+    (["--baseline", "SELF", "--max-accuracy-drop", "-1", "--data", "digits"],
+     "max accuracy drop -1 is outside [0, 100] points"),
+])
+def test_baseline_comparisons_without_what_they_compare_are_refused(run_cli, tiny_model, args, message):
+    code, out, err = _gate(run_cli, tiny_model, *[tiny_model if a == "SELF" else a for a in args])
+    assert code == 2 and message in err and out == "", out + err
+
+
 def test_a_latency_verdict_from_noisy_rounds_says_so(run_cli, run_dir, tmp_path):
     from conftest import FAST_PROFILE
 
@@ -337,7 +413,7 @@ def test_the_ci_example_runs_as_written(run_cli, run_dir, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(*args[1:], "--config", os.devnull)
     assert code in (0, 1), err  # 1: this test's tiny student may miss the example's 97%
-    for check in ("integrity", "size", "regression", "accuracy", "opset"):
+    for check in ("integrity", "size", "size growth", "regression", "accuracy", "accuracy drop", "opset"):
         assert check in out, out
     assert (tmp_path / "edgekd-gate.xml").is_file()
 
@@ -451,10 +527,10 @@ def test_thresholds_no_model_can_meet_are_usage_errors_not_failures(run_cli, tin
 
 @pytest.mark.parametrize("args, message", [
     (["--artifact", "student-int8"], "--artifact needs a manifest.json TARGET"),
-    (["--data", "digits"], "--data needs --min-accuracy (it only feeds the accuracy check)"),
-    (["--resolution", "16"], "--resolution needs --min-accuracy"),
-    (["--normalize", "none"], "--normalize needs --min-accuracy"),
-    (["--channels", "3"], "--channels needs --min-accuracy"),
+    (["--data", "digits"], "--data needs --min-accuracy or --max-accuracy-drop (it only feeds the accuracy checks)"),
+    (["--resolution", "16"], "--resolution needs --min-accuracy or --max-accuracy-drop"),
+    (["--normalize", "none"], "--normalize needs --min-accuracy or --max-accuracy-drop"),
+    (["--channels", "3"], "--channels needs --min-accuracy or --max-accuracy-drop"),
 ])
 def test_flags_that_would_be_ignored_are_refused(run_cli, tiny_model, args, message):
     code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args)

@@ -199,8 +199,13 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
 @click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")
 @click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
+@click.option("--max-size-growth", type=float, help="Largest allowed growth of the file over --baseline's, a "
+              "fraction (0.05: 5%).")
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
-@click.option("--data", type=str, help="Data for --min-accuracy (.npz, image folder or 'digits').")
+@click.option("--max-accuracy-drop", type=float, help="Most accuracy points allowed below --baseline's, both "
+              "measured on --data (without --baseline, on a manifest: below its teacher's recorded accuracy).")
+@click.option("--data", type=str, help="Data for --min-accuracy and --max-accuracy-drop (.npz, image folder or "
+              "'digits').")
 @click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
@@ -239,9 +244,9 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     values = pyproject_settings(Path(config_path or "pyproject.toml"), required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
-    if config.min_accuracy is None:  # the data flags only feed the accuracy check
-        _needs("--min-accuracy", *((f"--{k}", given.get(k)) for k in _DATA_FLAGS),
-               why=" (it only feeds the accuracy check)")
+    if config.min_accuracy is None and config.max_accuracy_drop is None:  # the data flags feed accuracy only
+        _needs("--min-accuracy or --max-accuracy-drop", *((f"--{k}", given.get(k)) for k in _DATA_FLAGS),
+               why=" (it only feeds the accuracy checks)")
     result = run_gate(target, config)
     text = summary_markdown(result)
     click.echo(text)
