@@ -117,8 +117,9 @@ def check_seed(seed: Any) -> None:
 
 def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *, resolution: Any = None, seed: int = 0,
               normalize: Any = None, channels: int | None = None) -> Dataset:
-    """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, an image folder, or arrays already
-    in memory, ``(x, y)`` or a mapping with a ``.npz`` file's keys (``load_arrays``).
+    """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, an image folder, a ``.csv`` file
+    listing images and labels (``edgekd.image_list``), or arrays already in memory, ``(x, y)`` or a mapping
+    with a ``.npz`` file's keys (``load_arrays``).
 
     ``resolution`` resizes images: one side (square) or height and width ("240x320", (240, 320));
     digits default: 32. ``normalize``: "dataset"
@@ -147,9 +148,12 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
         return load_image_folder(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() == ".npz":
         return load_npz(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
-    raise DataError(
-        f"data '{source}' is neither a .npz file nor a folder", "pass a .npz file (x, y arrays) or an image folder"
-    )
+    if path.suffix.lower() in (".csv", ".tsv"):
+        from edgekd.image_list import load_image_list  # builds on this module too
+
+        return load_image_list(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
+    raise DataError(f"data '{source}' is neither a .npz file, a .csv list of images nor a folder",
+                    "pass a .npz file (x, y arrays), a .csv file (path,label rows) or an image folder")
 
 
 def check_data_source(source: Any) -> None:

@@ -1,6 +1,7 @@
 """Image folders: one sub-folder per class, or torchvision's split layout (``train/``, ``val/`` and
 ``test/``, each with one sub-folder per class), whose splits are kept as given; ``test/`` alone is a
-held-out test set, measured whole by validate and gate."""
+held-out test set, measured whole by validate and gate. Or a CSV file listing the images with their labels
+(and, optionally, their split), as Kaggle-style datasets come."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     if splits is None:
         classes = tuple(folders)
         files = _class_files(path, classes, path)
-        x, mode, scale, side, stored = _read(path, [f for f, _ in files], resolution)
+        x, mode, scale, side, stored = read_images(path, [f for f, _ in files], resolution)
         y = np.array([label for _, label in files], dtype=np.int64)
         check_classes(path, y)
         x, to = convert_channels(x, channels, str(path))
@@ -119,11 +120,24 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     # train/ itself must hold at least two classes with images (checked where folder is the root given)
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
-    x, mode, scale, side, stored = _read(path, [f for _, f, _ in order], resolution)
+    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
     check_classes(splits["train"], ys["train"], len(classes))
+    held_out = (f"{splits['train'].name}/ alone", "add a test/ (or val/) folder with the same class folders, or put "
+                "the class folders directly in the data folder to have them split 70/10/20")
+    return from_parts(path, xs, ys, classes, (mode, scale, side, stored), resolution, seed, normalize, channels,
+                      held_out)
+
+
+def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], classes: tuple[str, ...],
+                read: tuple[str, float, tuple[int, int], tuple[int, int]], resolution: tuple[int, int] | None,
+                seed: int, normalize: Any, channels: int | None, held_out: tuple[str, str]) -> Dataset:
+    """The dataset of given splits (train, and val and/or test): val alone is held out as the test split
+    and validation carved from train; ``read`` is what ``read_images`` says of the images, ``held_out``
+    what the data holds and the fix, when nothing is left to test on."""
+    mode, scale, side, stored = read
     if "test" not in xs:  # val/ alone is held out as the test split, as ImageNet's val/ is used
         if "val" not in xs:
             xs["test"], ys["test"] = np.empty_like(xs["train"][:0]), ys["train"][:0]
@@ -132,9 +146,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     if "val" not in xs:
         xs["train"], ys["train"], xs["val"], ys["val"] = holdout(xs["train"], ys["train"], VAL_SHARE, seed)
     if not len(ys["test"]):
-        raise DataError(f"{path}: holds {splits['train'].name}/ alone, so nothing is held out to test on",
-                        "add a test/ (or val/) folder with the same class folders, or put the class folders "
-                        "directly in the data folder to have them split 70/10/20")
+        raise DataError(f"{path}: holds {held_out[0]}, so nothing is held out to test on", held_out[1])
     converted = {r: convert_channels(v, channels, str(path)) for r, v in xs.items()}
     xs, to = {r: v[0] for r, v in converted.items()}, converted["train"][1]
     norm = {r: normalize_images(v, xs["train"], normalize, str(path)) for r, v in xs.items()}
@@ -150,7 +162,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
     classes = tuple(_visible_dirs(folder))
     files = _class_files(folder, classes, folder)
-    x, mode, scale, side, _ = _read(path, [f for f, _ in files], resolution)
+    x, mode, scale, side, _ = read_images(path, [f for f, _ in files], resolution)
     y = np.array([label for _, label in files], dtype=np.int64)
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
@@ -159,7 +171,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
 
 
-def _read(path: Path, files: list[Path], resolution: tuple[int, int] | None,
+def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None,
           ) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
     """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used, the (height,
     width) they were resized to and the first image's own (height, width).

@@ -288,9 +288,9 @@ def test_npz_negative_labels(tmp_path):
 
 
 def test_not_npz_regular_file(tmp_path):
-    path = tmp_path / "data.csv"
+    path = tmp_path / "data.txt"
     path.write_text("1,2,3\n")
-    with pytest.raises(DataError, match="neither a .npz file nor a folder"):
+    with pytest.raises(DataError, match="neither a .npz file, a .csv list of images nor a folder"):
         load_data(str(path))
 
 

@@ -14,7 +14,8 @@ from edgekd.fsutil import write_json, write_text
 @click.argument("model", type=str)
 @click.option("--profile", default="host-cpu-1t", show_default=True,
               help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
-@click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, folder or 'digits').")
+@click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, image folder, .csv "
+              "list of images or 'digits').")
 @click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
@@ -204,8 +205,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--max-accuracy-drop", type=float, help="Most accuracy points allowed below --baseline's, both "
               "measured on --data (without --baseline, on a manifest: below its teacher's recorded accuracy).")
-@click.option("--data", type=str, help="Data for --min-accuracy and --max-accuracy-drop (.npz, image folder or "
-              "'digits').")
+@click.option("--data", type=str, help="Data for --min-accuracy and --max-accuracy-drop (.npz, image folder, .csv list "
+              "of images or 'digits').")
 @click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")

@@ -18,8 +18,9 @@ _COMPRESS_OPTIONS = [
                                              "torch.export .pt2 file. Default: the embedded ResNet teacher."),
     click.option("--weights", type=str, help="State dict or training checkpoint for --teacher "
                                              "(loaded with weights_only=True), or a .safetensors file."),
-    click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), "
-                                          "or 'digits' (the embedded default)."),
+    click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), a "
+                                          ".csv file listing images (path,label), or 'digits' (the embedded "
+                                          "default)."),
     click.option("--resolution", type=str, help="Resize images to one side (square, e.g. 224) or HEIGHTxWIDTH "
                                                 "(e.g. 240x320). Default: as stored (an image folder: its first "
                                                 "image's size); digits: 32."),

@@ -1,0 +1,130 @@
+"""A CSV file listing images and their labels, as Kaggle-style datasets come: a header names the image column
+(path, file, filename, image, ...) and the label column (label, class, target, ...), and optionally a split
+column (train, val, test). Paths are read relative to the CSV's folder. Labels are class numbers 0..K-1, or
+class names numbered in sorted order as class folders are."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.data import Dataset, check_classes, split_normalized
+from edgekd.errors import DataError
+from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, read_images
+from edgekd.preprocess import Preprocess, convert_channels, normalize_images, orientation_notes, parse_resolution
+
+FILE_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "target", "y", "category")
+SPLIT_COLUMN = "split"
+_NUMBER = re.compile(r"\s*\d+\s*")
+
+
+def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
+                    channels: int | None = None) -> Dataset:
+    """The images ``path`` lists, read as an image folder's are (grayscale unless any has colour, resized to
+    ``resolution`` or the first image's size); split 70/10/20 unless a split column gives the splits."""
+    resolution = parse_resolution(resolution)
+    files, labels, roles = _rows(path)
+    classes, y = _classes(path, labels)
+    x, mode, scale, side, stored = read_images(path, files, resolution)
+    kind = "grayscale" if mode == "L" else "rgb"
+    if roles is None:
+        check_classes(path, y, len(classes))
+        x, to = convert_channels(x, channels, str(path))
+        data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
+                                lambda mean, std: Preprocess(scale, mean, std, kind, side, "bicubic", to))
+        return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
+    part = {role: np.array([r == role for r in roles]) for role in sorted(set(roles))}
+    if "train" not in part:  # a held-out test set for validate and gate, its classes matched by name
+        x, to = convert_channels(x, channels, str(path))
+        x, mean, std = normalize_images(x, x, normalize, str(path))
+        none_x, none_y = x[:0], y[:0]
+        return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes,
+                       Preprocess(scale, mean, std, kind, side, "bicubic", to))
+    xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
+    check_classes(path, ys["train"], len(classes))
+    held_out = ("training images alone", "mark some rows test (or val) in its split column, or leave the split "
+                                         "column out to have the images split 70/10/20")
+    return from_parts(path, xs, ys, classes, (mode, scale, side, stored), resolution, seed, normalize, channels,
+                      held_out)
+
+
+def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None]:
+    """(image files, their labels as written, their splits or None) of the CSV at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as spreadsheets save CSV, is not a column name
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as a CSV text file ({exc})", "save it as UTF-8 CSV") from None
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [row for row in csv.reader(text.splitlines(), dialect) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{path}: is empty", "list one image per row under a header such as: path,label")
+    header = [cell.strip().lower() for cell in rows[0]]
+    file_col, label_col = _column(path, header, FILE_COLUMNS, "image"), _column(path, header, LABEL_COLUMNS, "label")
+    split_col = header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header else None
+    files, labels, roles = [], [], []
+    for number, row in enumerate(rows[1:], start=2):
+        cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
+        if not cells[file_col] or not cells[label_col]:
+            what = "image path" if not cells[file_col] else "label"
+            raise DataError(f"{path}: row {number} has no {what}", "give every row an image path and a label")
+        files.append(_resolved(path, cells[file_col]))
+        labels.append(cells[label_col])
+        if split_col is not None:
+            roles.append(_role(path, number, cells[split_col]))
+    if not files:
+        raise DataError(f"{path}: lists no images under its header", "list one image per row: path,label")
+    _check_files(path, files)
+    return files, labels, roles if split_col is not None else None
+
+
+def _column(path: Path, header: list[str], names: tuple[str, ...], what: str) -> int:
+    found = [name for name in names if name in header]
+    if not found:
+        raise DataError(f"{path}: has no {what} column (its header: {', '.join(header)})",
+                        f"name the {what} column one of: {', '.join(names)}")
+    return header.index(found[0])
+
+
+def _resolved(path: Path, given: str) -> Path:
+    file = Path(given).expanduser()
+    return file if file.is_absolute() else path.parent / file
+
+
+def _role(path: Path, number: int, value: str) -> str:
+    role = SPLIT_FOLDERS.get(value.lower())
+    if role is None:
+        raise DataError(f"{path}: row {number} has split '{value}'",
+                        f"use one of: {', '.join(sorted(SPLIT_FOLDERS))}")
+    return role
+
+
+def _check_files(path: Path, files: list[Path]) -> None:
+    """Every listed file, before any is decoded: a wrong folder in the paths is one message, not the first
+    of many."""
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of {len(files)} listed images do not exist (e.g. {missing[0]})",
+                        f"write paths relative to the CSV's folder ({path.parent}), or absolute")
+    other = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+    if other:
+        raise DataError(f"{path}: lists {other[0].name}, which is not an image file",
+                        f"list {', '.join(sorted(IMAGE_SUFFIXES))} files")
+
+
+def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(class names, class number of each row): numbers as written, or names numbered in sorted order."""
+    if all(_NUMBER.fullmatch(label) for label in labels):
+        y = np.array([int(label) for label in labels], dtype=np.int64)
+        return tuple(str(i) for i in range(int(y.max()) + 1)), y
+    names = tuple(sorted(set(labels)))
+    number = {name: i for i, name in enumerate(names)}
+    return names, np.array([number[label] for label in labels], dtype=np.int64)

@@ -1,0 +1,96 @@
+"""A CSV file listing images and their labels (Kaggle-style datasets), read as an image folder is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.data import load_data
+from edgekd.errors import DataError
+
+
+def _listed(root, rows, header="path,label", name="labels.csv", sep=","):
+    """Images (6x6 gray, a shade per class so a label can be checked against its image) and the CSV listing
+    them; ``rows`` are (relative path, label, *more cells)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shades = {}
+    for file, label, *_ in rows:
+        shade = shades.setdefault(label, 40 * len(shades))
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.integers(0, 30, size=(6, 6)) + shade).astype(np.uint8)).save(root / file)
+    lines = [header] + [sep.join(str(c) for c in row) for row in rows]
+    (root / name).write_text("\n".join(lines) + "\n")
+    return root / name
+
+
+def _brightness(ds, split="test"):
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    means = x.mean(axis=(1, 2, 3))
+    return {name: means[y == i] for i, name in enumerate(ds.class_names) if (y == i).any()}
+
+
+def test_named_labels_are_numbered_in_sorted_order_and_split_70_10_20(tmp_path):
+    rows = [(f"imgs/{i:03d}.png", ("owl", "cat", "dog")[i % 3]) for i in range(60)]
+    ds = load_data(str(_listed(tmp_path, rows)))
+    assert ds.class_names == ("cat", "dog", "owl") and ds.input_shape == (1, 6, 6)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (42, 6, 12)
+    seen = _brightness(ds)  # owl was listed first, so it is the darkest: its label followed its image
+    assert seen["owl"].max() < seen["cat"].min() < seen["cat"].max() < seen["dog"].min()
+    assert ds.preprocess.scale == pytest.approx(1 / 255)
+
+
+def test_number_labels_a_split_column_other_headers_and_separators(tmp_path):
+    rows = [(f"{i:03d}.png", i % 2, ("train", "train", "train", "valid", "test")[i % 5]) for i in range(40)]
+    path = _listed(tmp_path, rows, header="Filename;Target;Split", name="list.csv", sep=";")
+    ds = load_data(str(path))
+    assert ds.class_names == ("0", "1")
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (24, 8, 8)
+    # a test split alone is a held-out test set, for validate and gate
+    test_only = [row for row in rows if row[2] == "test"]
+    alone = load_data(str(_listed(tmp_path / "t", test_only, header="image,class,split")))
+    assert len(alone.y_train) == 0 and len(alone.y_test) == 8
+
+
+@pytest.mark.parametrize("header, rows, message, fix", [
+    ("file,name", [("a.png", "x")], r"has no label column \(its header: file, name\)", "label, labels, class"),
+    ("label,id", [("x", "a.png")], r"has no image column \(its header: label, id\)", "path, file, filename"),
+    ("path,label", [("a.png", ""), ("b.png", "x")], "row 2 has no label", "every row"),
+    ("path,label,split", [("a.png", "x", "holdout")], "row 2 has split 'holdout'", "test, train"),
+    ("path,label", [], "lists no images under its header", "path,label"),
+])
+def test_lists_that_cannot_be_read_are_refused_by_row_or_column(tmp_path, header, rows, message, fix):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([header] + [",".join(r) for r in rows]) + "\n")
+    (tmp_path / "a.png").write_bytes(b"")  # never decoded: the list is refused first
+    with pytest.raises(DataError, match=message) as exc:
+        load_data(str(path))
+    assert fix in exc.value.fix
+
+
+def test_missing_and_non_image_files_are_named_before_any_is_decoded(tmp_path):
+    rows = [(f"imgs/{i}.png", i % 2) for i in range(10)]
+    path = _listed(tmp_path, rows)
+    (tmp_path / "imgs" / "3.png").unlink()
+    (tmp_path / "imgs" / "7.png").unlink()
+    with pytest.raises(DataError, match=r"2 of 10 listed images do not exist \(e\.g\. .*imgs/3\.png\)") as exc:
+        load_data(str(path))
+    assert "relative to the CSV's folder" in exc.value.fix
+    (tmp_path / "notes.txt").write_text("x")
+    path.write_text("path,label\nimgs/0.png,0\nnotes.txt,1\n")
+    with pytest.raises(DataError, match="lists notes.txt, which is not an image file"):
+        load_data(str(path))
+    path.write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        load_data(str(path))
+
+
+def test_a_split_list_with_training_rows_alone_or_a_class_missing_from_them_is_refused(tmp_path):
+    rows = [(f"{i}.png", i % 2, "train") for i in range(20)]
+    with pytest.raises(DataError, match="holds training images alone, so nothing is held out") as exc:
+        load_data(str(_listed(tmp_path, rows, header="path,label,split")))
+    assert "split column" in exc.value.fix
+    rows = [(f"{i}.png", ("a", "b", "c")[i % 3], "test" if i % 3 == 2 else "train") for i in range(30)]
+    with pytest.raises(DataError, match="no training image has label 2"):
+        load_data(str(_listed(tmp_path / "m", rows, header="path,label,split")))
