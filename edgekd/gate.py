@@ -328,6 +328,13 @@ class GateResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict for a dashboard or a later CI step: each check with its measured figure (bytes, ms,
+        a ratio, an accuracy fraction or points, as its name says), and where thresholds came from."""
+        return {"target": self.target, "passed": self.passed,
+                "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured}
+                           for c in self.checks], "notes": list(self.notes)}
+
 
 def run_gate(target: str, config: GateConfig) -> GateResult:
     """Run every configured check on ``target`` (an .onnx file or a manifest.json)."""

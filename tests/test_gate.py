@@ -41,6 +41,21 @@ def test_size_pass_and_fail_with_reports(run_cli, run_dir, tmp_path, monkeypatch
     assert 'failures="0"' in junit_file.read_text() and "PASS" in summary_file.read_text()
 
 
+def test_the_verdict_as_json_with_each_check_s_measured_figure(run_cli, run_dir, tmp_path):
+    report = tmp_path / "gate.json"
+    code, _, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "1KB", "--max-opset", "18", "--json", report)
+    data = json.loads(report.read_text())
+    size = (run_dir / json.loads((run_dir / "manifest.json").read_text())["primary"]).with_suffix(".onnx")
+    assert code == 1 and data["passed"] is False and data["target"] == str(run_dir / "manifest.json")
+    checks = {c["name"]: c for c in data["checks"]}
+    assert set(checks) == {"integrity", "size", "opset"}
+    assert checks["size"]["passed"] is False and checks["size"]["measured"] == size.stat().st_size
+    assert checks["opset"] == {"name": "opset", "passed": True, "message": checks["opset"]["message"], "measured": 18}
+    assert any("not checked" in n for n in data["notes"])
+    code, _, err = _gate(run_cli, run_dir / "manifest.json", "--max-size", "1MB", "--json", report)
+    assert code == 2 and f"--json '{report}' already exists" in err and json.loads(report.read_text())["passed"] is False
+
+
 def test_manifest_target_checks_integrity(run_cli, run_dir, tmp_path):
     code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--max-size", "10MB")
     assert code == 0 and "integrity" in out

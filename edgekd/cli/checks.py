@@ -223,10 +223,11 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
               "thresholds (default: ./pyproject.toml when there is one).")
 @click.option("--junit", type=str, help="Write a JUnit XML report here.")
 @click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
-@click.option("--force", is_flag=True, help="Replace existing --junit and --summary files.")
+@click.option("--json", "json_out", type=str, help="Write the verdict, every check and the notes as JSON here.")
+@click.option("--force", is_flag=True, help="Replace existing --junit, --summary and --json files.")
 @click.pass_context
 def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | None, summary: str | None,
-         force: bool, **flags: Any) -> None:
+         json_out: str | None, force: bool, **flags: Any) -> None:
     """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
 
     A manifest gated without any threshold is held to the budget it was built for."""
@@ -236,7 +237,7 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     from edgekd.gate import build_config, pyproject_settings, run_gate
     from edgekd.gate_report import annotations, junit_xml, summary_markdown
 
-    check_report_files(force, ("--junit", junit), ("--summary", summary),
+    check_report_files(force, ("--junit", junit), ("--summary", summary), ("--json", json_out),
                        inputs=(target, config_path, flags.get("baseline"), flags.get("data")))
     step_summary = _step_summary_file()
     given = {k: v for k, v in flags.items() if v is not None}
@@ -255,6 +256,8 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
         write_text(junit, junit_xml(result))
     if summary:
         write_text(summary, text)
+    if json_out:
+        write_json(json_out, result.to_dict())
     if step_summary:
         _append_step_summary(step_summary, text)
     if os.environ.get("GITHUB_ACTIONS") == "true":
