@@ -30,6 +30,12 @@ def load_model(path: str | Path) -> Any:
         raise ArtifactError(f"model '{path}' is a folder, not an .onnx file", "pass one of the .onnx files in it")
     if not path.is_file():
         raise ArtifactError(f"model file '{path}' does not exist", "check the path")
+    if path.suffix.lower() == ".ort":
+        # onnxruntime's own format holds an optimised graph, without the operators and opset read here
+        onnx_twin = path.with_suffix(".onnx")
+        raise ArtifactError(f"'{path}' is an ORT-format model, not an .onnx file",
+                            f"pass {onnx_twin} (compress --ort checked the .ort against it)" if onnx_twin.is_file()
+                            else "pass the .onnx model it was converted from")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:

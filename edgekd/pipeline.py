@@ -63,6 +63,7 @@ class CompressConfig:
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
     opset: int = 18  # ONNX opset of the shipped files; down to 13 for older runtimes (not with QAT)
     latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
+    ort: bool = False  # also write each student in ORT format (onnxruntime mobile and reduced builds)
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
     distilled: str | None = None  # export and validate the student `edgekd distill --out` trained in this folder
     seed: int = 0
@@ -238,7 +239,12 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         report = validate(artifacts, profile, config.budget, data, references,
                           budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds)
         report = with_paths_relative(report, staging)
+        orts = _ort_copies(report, staging, profile, data, log) if config.ort else {}
+        report = _with_ort_verdicts(report, orts)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
+        for entry in manifest["artifacts"]:
+            if entry["artifact"]["name"] in orts:
+                entry["ort"] = orts[entry["artifact"]["name"]].to_dict()
         write_json(staging / "manifest.json", manifest)
         write_json(staging / "search.json", search_record(search_result, profile, config.budget, data,
                                                            teacher.module))
@@ -249,6 +255,32 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         (staging / "report.md").write_text(report_md, encoding="utf-8")
         (staging / "report.html").write_text(render_html(manifest, search_result.to_dict()), encoding="utf-8")
     return CompressResult(out, manifest, report_md)
+
+
+def _ort_copies(report: Any, staging: Path, profile: Any, data: Any, log: Log) -> dict[str, Any]:
+    """Each student's ORT-format copy, checked against its .onnx on the test images (``edgekd.ort_format``)."""
+    from edgekd.ort_format import platform_for, to_ort
+
+    target = platform_for(profile)
+    students = [r.artifact for r in report.reports if r.artifact.role == "student"]
+    orts = {a.name: to_ort(staging / a.path, target, data.x_test, a.precision) for a in students}
+    log(f"export: ORT format for onnxruntime mobile and reduced builds ({target}): "
+        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx)" for o in orts.values()))
+    return orts
+
+
+def _with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
+    """``report`` with an ``ort`` verdict on each student that has an ORT copy: a copy that computes other
+    outputs than the file validated fails its artifact, and the run when that one ships."""
+    if not orts:
+        return report
+    reports = tuple(dataclasses.replace(r, verdicts={**r.verdicts, "ort": orts[r.artifact.name].passed})
+                    if r.artifact.name in orts else r for r in report.reports)
+    failed = [name for name, o in orts.items() if not o.passed]
+    notes = tuple(f"{orts[name].path} does not compute what {name}.onnx does on the test images (top-1 agreement "
+                  f"{orts[name].top1_agreement:.2%}, largest difference {orts[name].max_abs_diff:.3g}): ship the "
+                  ".onnx file" for name in failed)
+    return dataclasses.replace(report, reports=reports, notes=(*report.notes, *notes))
 
 
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:

@@ -150,6 +150,17 @@ def input_text(preprocess: dict[str, Any]) -> str:
     return f"{describe_preprocess(preprocess)} (what the shipped models expect; `data.preprocess` in manifest.json)"
 
 
+def ort_text(manifest: dict[str, Any]) -> str | None:
+    """The ORT-format copies (compress --ort), for a reader deploying with onnxruntime mobile."""
+    copies = [(a["artifact"]["name"], a["ort"]) for a in manifest["artifacts"] if a.get("ort")]
+    if not copies:
+        return None
+    listed = "; ".join(f"`{o['path']}` ({o['size_bytes'] / 1024:.1f} KB, {o['top1_agreement']:.2%} top-1 agreement "
+                       f"with `{name}.onnx`{'' if o['passed'] else ', FAILED'}; operators for a reduced build in "
+                       f"`{o['operators']}`)" for name, o in copies)
+    return f"ORT format for onnxruntime mobile ({copies[0][1]['platform']}): {listed}."
+
+
 def render_markdown(manifest: dict[str, Any]) -> str:
     profile = manifest["profile"]
     lines = [
@@ -172,6 +183,8 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     lines += ["", summary_table(manifest), "", latency_method(manifest)]
     if int8_text(manifest):
         lines += ["", int8_text(manifest)]  # type: ignore[list-item]
+    if ort_text(manifest):
+        lines += ["", ort_text(manifest)]  # type: ignore[list-item]
     if manifest["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
     lines += ["", f"Tools: {', '.join(f'{k} {v}' for k, v in manifest['tools'].items())}", ""]

@@ -155,14 +155,14 @@ def test_failure_leaves_nothing_behind(teacher_files, fast_profile_path, tmp_pat
 @pytest.fixture(scope="module")
 def strict_rerun(teacher_files, fast_profile_path, tmp_path_factory):
     """A second run with --force into a folder holding an earlier file, under an accuracy budget no 1-epoch
-    student meets: one compress (about 20 s) serves the tests of both."""
+    student meets, writing ORT-format copies too: one compress (about 20 s) serves the tests of all three."""
     parent = tmp_path_factory.mktemp("rerun")
     out = parent / "again"
     out.mkdir()
     (out / "old.txt").write_text("x")
     # 0 points below the teacher is at best a tie, and 100% is out of reach at 16x16 after one epoch.
     res = compress(_config(teacher_files, fast_profile_path, out, force=True, epochs=1, min_accuracy=1.0,
-                           max_accuracy_drop=0.0, latency_rounds=1))
+                           max_accuracy_drop=0.0, latency_rounds=1, ort=True))
     return res, out
 
 
@@ -183,6 +183,44 @@ def test_an_accuracy_budget_the_student_misses_fails_the_run(strict_rerun):
     assert {"latency", "size"} <= set(primary["verdicts"])  # every budget is judged, not just the one missed
     report = (result.out / "report.md").read_text()
     assert "FAIL: " in report and "accuracy" in report and "accuracy >= 100%" in report
+
+
+def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict_rerun):
+    import jsonschema
+
+    from edgekd.fsutil import sha256
+
+    _, out = strict_rerun
+    manifest = json.loads((out / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads((Path(__file__).parents[1] / "edgekd" / "schemas" /
+                                              "manifest-v1.schema.json").read_text()))
+    for entry in manifest["artifacts"]:
+        name, ort = entry["artifact"]["name"], entry.get("ort")
+        if entry["artifact"]["role"] != "student":
+            assert ort is None and not (out / f"{name}.ort").exists()
+            continue
+        assert ort["path"] == f"{name}.ort" and ort["sha256"] == sha256(out / ort["path"])
+        assert ort["passed"] and ort["top1_agreement"] == 1.0 and entry["verdicts"]["ort"] is True
+        operators = (out / ort["operators"]).read_text()
+        assert f"# - {name}.ort\n" in operators and "ai.onnx;" in operators  # the file named, no temp folder
+        assert "nchwc" not in operators  # no layout of this CPU's vector width baked in
+    assert "ORT format for onnxruntime mobile" in (out / "report.md").read_text()
+
+
+def test_an_ort_copy_that_computes_otherwise_fails_its_artifact_and_says_so():
+    from edgekd.ort_format import OrtFile
+    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.types import Artifact, ArtifactReport, Budget, ValidationReport
+
+    art = Artifact("student-int8", "student", "int8", "student-int8.onnx", "onnx-int8", 18, "0" * 64, 10)
+    report = ValidationReport("p", Budget(1.0), (ArtifactReport(art, True, None, 0.9, None, {"latency": True}),),
+                              "student-int8")
+    assert _with_ort_verdicts(report, {}) is report
+    bad = OrtFile("student-int8.ort", "0" * 64, 10, "arm", "student-int8.required_operators.config", 0.9, 2.5, False)
+    failed = _with_ort_verdicts(report, {"student-int8": bad})
+    assert failed.get("student-int8").verdicts == {"latency": True, "ort": False} and not failed.passed
+    assert any("student-int8.ort does not compute what student-int8.onnx does" in n and "90.00%" in n
+               for n in failed.notes)
 
 
 def test_manifest_matches_its_published_schema(result):

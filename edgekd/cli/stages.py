@@ -86,6 +86,9 @@ _COMPRESS_OPTIONS = [
                                            "older runtime (not with --qat-epochs)."),
     click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
                                                     "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
+    click.option("--ort", is_flag=True, default=None,
+                 help="Also write each student in ORT format (student-int8.ort, with the operator list of a reduced "
+                      "onnxruntime build) for onnxruntime mobile, optimised for the profile's platform."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
     click.option("--distilled", type=str, help="Export, validate and report the student `edgekd distill --out DIR` "
                                                "trained in DIR, without searching or training again."),
@@ -100,10 +103,10 @@ _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha"
                   "--search",
                   "--augment", "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--keep-epoch", "--target-ms",
-                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
+                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds", "--ort",
                   "--min-accuracy", "--max-accuracy-drop", "--distilled"}
 # Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
-_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop", "--distilled"}
+_EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop", "--distilled", "--ort"}
 
 
 def _flag(option: Any) -> str:

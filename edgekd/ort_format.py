@@ -1,0 +1,105 @@
+"""ORT-format copies of the shipped students, for onnxruntime's mobile and reduced (minimal) builds:
+converted by onnxruntime's own tool with the optimizations of the profile's platform baked in, each with
+the operator list a reduced build is compiled with, and checked against its .onnx on the test images."""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import ExportError, first_line
+
+PLATFORMS = ("arm", "amd64")
+# onnxruntime's optimisation level per platform. On x86 "all" would add the NCHWc layout, whose block size
+# is this CPU's vector width (16 floats with AVX-512, 8 with AVX2): a file made here could compute wrongly on
+# the x86 device it ships to. "extended" stops short of layouts; for arm the tool leaves NCHWc out itself.
+_LEVELS = {"arm": "all", "amd64": "extended"}
+_LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
+
+
+@dataclass(frozen=True)
+class OrtFile:
+    path: str  # beside its .onnx: <name>.ort
+    sha256: str
+    size_bytes: int
+    platform: str  # "arm" or "amd64": whose optimizations the file holds
+    operators: str  # <name>.required_operators.config, for a reduced onnxruntime build
+    top1_agreement: float  # with its .onnx, on the test images
+    max_abs_diff: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def platform_for(profile: Any) -> str:
+    """The platform a profile's device is: this machine's for a local profile; ``arm`` for a board or
+    phone (ssh, adb), as the shipped rpi4-arm64 and android-arm64 are."""
+    if not profile.is_local:
+        return "arm"
+    return "amd64" if _platform.machine().lower() in ("x86_64", "amd64") else "arm"
+
+
+def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtFile:
+    """``model`` converted to ``<name>.ort`` beside it (with ``<name>.required_operators.config``),
+    optimised for ``target``, and its outputs compared with the .onnx's on ``images``: fp32 within the
+    validation's parity bound, int8 keeping its share of top-1 predictions."""
+    import onnxruntime as ort
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    from edgekd.fsutil import sha256
+    from edgekd.quiet import quiet
+    from edgekd.validate import FP32_MAX_ABS_DIFF, INT8_MIN_AGREEMENT
+
+    if target not in PLATFORMS:
+        raise ExportError(f"unknown ORT platform '{target}'", f"choose one of: {', '.join(PLATFORMS)}")
+    with tempfile.TemporaryDirectory(prefix="edgekd-ort-") as tmp:
+        ort.set_default_logger_severity(3)  # saving an optimised graph warns that it is hardware specific
+        level = os.environ.get(_LEVEL_VARIABLE)
+        os.environ[_LEVEL_VARIABLE] = _LEVELS[target]
+        try:
+            with quiet("ort_format_model.utils", "ort_format_model", stderr=True):
+                convert_onnx_models_to_ort(model, Path(tmp), [OptimizationStyle.Fixed], target_platform=target)
+        except Exception as exc:  # onnxruntime raises its own types, and ValueError for what it cannot read
+            raise ExportError(f"{model.name} could not be converted to ORT format ({first_line(exc, 200)})",
+                              "ship the .onnx file, or report the model to onnxruntime") from None
+        finally:
+            ort.set_default_logger_severity(2)
+            if level is None:
+                del os.environ[_LEVEL_VARIABLE]
+            else:
+                os.environ[_LEVEL_VARIABLE] = level
+        # named after the level when it is not "all" (student-int8.extended.ort): shipped under plain names
+        (made,), (config,) = Path(tmp).glob("*.ort"), Path(tmp).glob("*.config")
+        ort_path = model.with_suffix(".ort")
+        config_path = model.with_name(f"{model.stem}.required_operators.config")
+        shutil.move(made, ort_path)
+        # The tool names the temporary folder it converted in; the shipped file names the model alone.
+        lines = config.read_text(encoding="utf-8").splitlines()
+        config_path.write_text("\n".join(f"# - {ort_path.name}" if line.startswith("# - ") else line
+                                         for line in lines) + "\n", encoding="utf-8")
+    ours, theirs = _outputs(model, images), _outputs(ort_path, images)
+    agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    diff = float(np.abs(ours - theirs).max())
+    passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
+    return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
+                   diff, passed)
+
+
+def _outputs(model: Path, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The first output of ``model`` on ``images``, in batches (edgekd's students take any batch)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0]
+                           for i in range(0, len(images), batch)])

@@ -1,0 +1,82 @@
+"""ORT-format copies (edgekd.ort_format): onnxruntime's converter, the operator list, the check against the .onnx."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from edgekd.errors import ExportError
+from edgekd.ort_format import platform_for, to_ort
+
+
+@pytest.fixture(scope="module")
+def models(compressed, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ort")
+    for name in ("student-int8.onnx", "student-fp32.onnx"):
+        shutil.copy(compressed.out / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("target", ["arm", "amd64"])
+def test_each_student_converts_beside_its_onnx_and_computes_what_it_does(models, small_data, target):
+    import onnxruntime as ort
+
+    from edgekd.fsutil import sha256
+
+    for name, precision in (("student-int8", "int8"), ("student-fp32", "fp32")):
+        made = to_ort(models / f"{name}.onnx", target, small_data.x_test, precision)
+        assert (made.path, made.operators, made.platform) == (f"{name}.ort", f"{name}.required_operators.config",
+                                                              target)
+        assert made.passed and made.top1_agreement == 1.0 and made.sha256 == sha256(models / made.path)
+        assert made.size_bytes == (models / made.path).stat().st_size
+        ort.InferenceSession(str(models / made.path), providers=["CPUExecutionProvider"])  # onnxruntime loads it
+        listed = (models / made.operators).read_text()
+        assert listed.startswith("# Generated from model/s:\n") and f"# - {name}.ort" in listed
+        assert "com.microsoft.nchwc" not in listed  # nothing tied to this CPU's vector width
+    assert os.environ.get("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL") is None  # the tool's knob, restored
+    assert sorted(p.name for p in models.iterdir() if "edgekd-ort" in p.name) == []  # no temporary folder left
+
+
+def test_a_copy_whose_outputs_differ_is_not_passed(models, small_data, monkeypatch):
+    from edgekd import ort_format
+
+    real = ort_format._outputs
+    monkeypatch.setattr(ort_format, "_outputs", lambda model, images: real(model, images)
+                        + (np.arange(real(model, images).shape[1]) * 10 if model.suffix == ".ort" else 0))
+    made = to_ort(models / "student-int8.onnx", "arm", small_data.x_test, "int8")
+    assert not made.passed and made.top1_agreement < 0.97 and made.max_abs_diff > 1
+
+
+def test_a_model_the_converter_cannot_read_and_an_unknown_platform_are_named(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match="junk.onnx could not be converted to ORT format") as exc:
+        to_ort(junk, "arm", np.zeros((1, 1, 8, 8), np.float32), "fp32")
+    assert "ship the .onnx file" in exc.value.fix
+    with pytest.raises(ExportError, match="unknown ORT platform 'riscv'"):
+        to_ort(junk, "riscv", np.zeros((1, 1, 8, 8), np.float32), "fp32")
+
+
+def test_the_platform_comes_from_the_profile(fast_profile):
+    import platform
+
+    from edgekd.profiles import load_profile
+
+    assert platform_for(fast_profile) == ("amd64" if platform.machine().lower() in ("x86_64", "amd64") else "arm")
+    assert platform_for(load_profile("android-arm64")) == platform_for(load_profile("rpi4-arm64")) == "arm"
+
+
+def test_validate_and_gate_name_an_ort_file_and_its_onnx_twin(models, small_data, run_cli, tmp_path):
+    to_ort(models / "student-fp32.onnx", "arm", small_data.x_test[:8], "fp32")
+    for args in (["validate", models / "student-fp32.ort"],
+                 ["gate", models / "student-fp32.ort", "--max-size", "1MB", "--config", os.devnull]):
+        code, out, err = run_cli(*args)
+        assert code == 2 and "is an ORT-format model, not an .onnx file" in err and out == ""
+        assert f"pass {models / 'student-fp32.onnx'} (compress --ort checked the .ort against it)" in err
+    alone = tmp_path / "alone.ort"
+    shutil.copy(models / "student-fp32.ort", alone)
+    code, _, err = run_cli("validate", alone)
+    assert code == 2 and "pass the .onnx model it was converted from" in err
