@@ -91,7 +91,7 @@ def run_data(config: Any, log: Log) -> Any:
 
 
 def run_teacher(config: Any, data: Any, log: Log) -> Any:
-    from edgekd.teacher import check_fits, default_teacher, from_module, load_teacher
+    from edgekd.teacher import check_fits, default_teacher, from_module, load_teacher, logits_only
 
     if isinstance(config.teacher, str) and config.teacher:
         teacher = load_teacher(config.teacher, config.weights)
@@ -100,6 +100,11 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
     else:
         log("teacher: embedded default (trained once, then cached)")
         teacher = default_teacher(data, progress=config.progress, log=log)
+    taken = logits_only(teacher, data)
+    if taken is not teacher:
+        log("teacher: its forward returns a mapping of outputs; distilling and exporting its 'logits' (its layers "
+            "are named under 'model.' for --hint-teacher)")
+    teacher = taken
     check_fits(teacher, data)
     if config.teacher is not None:  # the default one was trained on this very data
         _check_teacher_knows_the_data(teacher, data, config, log)

@@ -220,6 +220,24 @@ def from_module(module: Any) -> Teacher:
     return Teacher(model.float().cpu().eval(), f"in-memory module {cls.__module__}.{cls.__qualname__} (Python API)")
 
 
+def logits_only(teacher: Teacher, data: Dataset) -> Teacher:
+    """``teacher``, or (when its forward returns a mapping with ``logits``, as Hugging Face models do) the
+    same module taken by its logits (``edgekd.teacher_logits``)."""
+    import torch
+
+    sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:2]))
+    try:
+        with torch.inference_mode():
+            out = teacher.module(sample)
+    except Exception:
+        return teacher  # check_fits names what does not fit
+    from edgekd.teacher_logits import LogitsOf, gives_logits_mapping
+
+    if not gives_logits_mapping(out) or not isinstance(teacher.module, torch.nn.Module):
+        return teacher
+    return Teacher(LogitsOf(teacher.module).eval(), f"{teacher.source}, its 'logits' output", teacher.exportable)
+
+
 def check_fits(teacher: Teacher, data: Dataset) -> None:
     """Run one sample through the teacher; shape errors become a DataError naming both shapes."""
     import torch
@@ -236,8 +254,8 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ModelError(f"the teacher's forward returns {what}, not (batch, classes) logits",
-                         "make forward return the logits tensor alone (wrap the model if it returns "
-                         "auxiliary outputs or a dict)")
+                         "make forward return the logits tensor alone, or a dict holding it under 'logits' (wrap "
+                         "the model if it returns auxiliary outputs)")
     if out.shape[1] != data.num_classes:
         raise DataError(f"the teacher predicts {out.shape[1]} classes but the data has {data.num_classes}",
                         "pass data with as many classes as the teacher predicts")

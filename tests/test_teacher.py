@@ -404,6 +404,50 @@ def test_check_fits_refuses_outputs_that_are_not_logits(module, what, tmp_path):
         check_fits(Teacher(module, "test"), data)
 
 
+class _Heads(torch.nn.Module):
+    """Returns a dict of heads, as Hugging Face models return a ModelOutput: ``logits`` among them, or not."""
+
+    def __init__(self, inner: torch.nn.Module, key: str = "logits"):
+        super().__init__()
+        self.inner, self.key = inner, key
+
+    def forward(self, x):
+        logits = self.inner(x)
+        return {self.key: logits, "hidden_states": logits * 2}
+
+
+def test_a_teacher_returning_a_dict_with_logits_is_taken_by_its_logits(teacher, small_data, tmp_path):
+    from edgekd.pipeline import CompressConfig
+    from edgekd.run_inputs import run_teacher
+
+    lines: list[str] = []
+    taken = run_teacher(CompressConfig(teacher=_Heads(teacher.module), data=small_data, out=str(tmp_path / "o")),
+                        small_data, lines.append)
+    x = torch.from_numpy(small_data.x_val[:3])
+    assert torch.equal(taken.module(x), teacher.module(x)) and taken.source.endswith(", its 'logits' output")
+    assert any("its forward returns a mapping of outputs; distilling and exporting its 'logits'" in n for n in lines)
+    assert taken.module.get_submodule("model.inner") is not None  # its layers, under model.
+    # it exports with the logits as its one output
+    from edgekd.export import ExportRequest, get_exporter
+
+    art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", tmp_path, taken.module,
+                                                  small_data.x_val[:1]))
+    assert [o["shape"][-1] for o in art.details["outputs"]] == [10]
+
+
+@pytest.mark.parametrize("module, what", [(lambda t: _Heads(t, key="scores"), "a dict"),
+                                          (lambda t: _TwoHeads(), "a tuple")])
+def test_other_mappings_and_tuples_are_still_refused_naming_the_dict_form(module, what, teacher, small_data):
+    from edgekd.teacher import Teacher, logits_only
+
+    model = module(teacher.module)
+    kept = logits_only(Teacher(model, "test"), small_data)
+    assert kept.module is model
+    with pytest.raises(ModelError, match=f"forward returns {what}, not") as exc:
+        check_fits(kept, small_data)
+    assert "a dict holding it under 'logits'" in exc.value.fix
+
+
 def test_a_teacher_returning_probabilities_is_refused_and_log_probabilities_pass(tmp_path):
     from edgekd.teacher import Teacher
 
