@@ -213,7 +213,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:
         # Exported first and kept for the end: a teacher torch.export cannot trace is refused before the
         # search and the training, not after them.
-        log("export: teacher fp32 (first, so that a teacher torch.export cannot trace stops the run now)")
+        log("export: teacher, its own .onnx file (copied)" if hasattr(teacher.module, "path") else
+            "export: teacher fp32 (first, so that a teacher torch.export cannot trace stops the run now)")
         teacher_art = _export_teacher(config, teacher, data, Path(early))
         if config.distilled:
             from edgekd.distilled import load_distilled
@@ -460,21 +461,43 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
 def _export_teacher(config: CompressConfig, teacher: Any, data: Any, folder: Path) -> Any:
     from edgekd.export import ExportRequest, get_exporter
 
+    source = getattr(teacher.module, "path", None)
+    if source is not None:  # an ONNX teacher is its own export: copied as it is, with its external data
+        return _copied_teacher(Path(source), folder)
     return get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
                                                    data.x_val[:1], opset=config.opset))
 
 
+def _copied_teacher(source: Path, folder: Path) -> Any:
+    from edgekd.validate import artifact_from_file
+
+    placed = _copy_model(source, folder / "teacher-fp32.onnx")
+    return dataclasses.replace(artifact_from_file(placed, "teacher-fp32", "teacher"), exporter="user onnx")
+
+
+def _copy_model(source: Path, placed: Path) -> Path:
+    """``source`` copied to ``placed`` with the external data files it names, at the same relative paths."""
+    import shutil
+
+    from edgekd.onnxfile import external_files, load_model
+
+    shutil.copy2(source, placed)
+    for data_file in external_files(source, load_model(source)):
+        target = placed.parent / data_file.relative_to(source.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data_file, target)
+    return placed
+
+
 def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any, data: Any, staging: Path, log: Log,
             profile: Any) -> tuple:
-    import shutil
 
     import numpy as np
 
     from edgekd.export import ExportRequest, get_exporter
 
     fp32 = get_exporter("onnx-fp32")
-    placed = staging / Path(teacher_art.path).name
-    shutil.copy2(teacher_art.path, placed)
+    placed = _copy_model(Path(teacher_art.path), staging / Path(teacher_art.path).name)
     teacher_art = dataclasses.replace(teacher_art, path=str(placed))
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]

@@ -41,7 +41,7 @@ def check_inputs(config: Any) -> None:
 
 
 def _check_teacher_paths(config: Any) -> None:
-    for flag, value, wanted in (("--teacher", config.teacher, "file.py:factory or a .pt2 path"),
+    for flag, value, wanted in (("--teacher", config.teacher, "file.py:factory, a .pt2 or an .onnx path"),
                                 ("--weights", config.weights, "the path of the teacher's state dict")):
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag} is empty", f"pass {wanted}, or leave {flag} out")
@@ -100,6 +100,9 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
     else:
         log("teacher: embedded default (trained once, then cached)")
         teacher = default_teacher(data, progress=config.progress, log=log)
+    if hasattr(teacher.module, "bind"):  # an ONNX teacher: fed and read as the data needs
+        for note in teacher.module.bind(data):
+            log(f"teacher: {note}")
     taken = logits_only(teacher, data)
     if taken is not teacher:
         log("teacher: its forward returns a mapping of outputs; distilling and exporting its 'logits' (its layers "

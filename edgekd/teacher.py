@@ -141,9 +141,12 @@ def parse_factory_ref(spec: str) -> tuple[str, str, tuple[Any, ...], dict[str, A
 
 def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     """A user's teacher: ``file.py:factory`` / ``package.module:factory`` (optionally with literal
-    arguments, ``factory(num_classes=10)``) with ``weights``, or a ``.pt2`` file."""
+    arguments, ``factory(num_classes=10)``) with ``weights``, a ``.pt2`` file, or an ``.onnx`` model
+    (``edgekd.onnx_teacher``)."""
     if spec.endswith(".pt2"):
         return _load_exported(Path(spec))
+    if spec.lower().endswith(".onnx"):
+        return _load_onnx(Path(spec).expanduser(), weights)
     if _FACTORY_REF.fullmatch(spec) is None:
         _refuse_model_file(spec)
     module_ref, factory_name, args, kwargs = parse_factory_ref(spec)
@@ -177,16 +180,13 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
 # Files users hand over as the teacher itself: they hold weights or a traced graph, not code that builds
 # the module edgekd trains against (and prunes, and reads features from).
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".tar", ".safetensors")
-_GRAPH_SUFFIXES = (".onnx", ".ptl", ".jit", ".torchscript", ".tflite")
+_GRAPH_SUFFIXES = (".ptl", ".jit", ".torchscript", ".tflite")
 
 
 def _refuse_model_file(spec: str) -> None:
     """A model or weights file passed as ``--teacher``: say what edgekd needs instead of only the form."""
     suffix = Path(spec).suffix.lower()
-    build = "--teacher my_model.py:build --weights state_dict.pt, or a torch.export .pt2 file"
-    if suffix == ".onnx":
-        raise ModelError(f"teacher '{spec}' is an ONNX model; distillation trains against the teacher in PyTorch",
-                         f"pass the PyTorch model: {build} (`edgekd validate {spec}` checks an ONNX model as it is)")
+    build = "--teacher my_model.py:build --weights state_dict.pt, a torch.export .pt2 file or an .onnx model"
     if suffix in _GRAPH_SUFFIXES or (suffix in _WEIGHT_SUFFIXES and _is_torchscript(Path(spec))):
         raise ModelError(f"teacher '{spec}' is a TorchScript or mobile model; edgekd needs the module in Python",
                          f"pass {build} exported from the code that scripted it")
@@ -427,6 +427,17 @@ def _load_exported(path: Path) -> Teacher:
         logger.setLevel(level)
     _check_batch_is_dynamic(program, path)
     return Teacher(_ExportedTeacher(program), f"torch.export program {path}")
+
+
+def _load_onnx(path: Path, weights: str | None) -> Teacher:
+    from edgekd.onnx_teacher import OnnxTeacher
+
+    if weights is not None:
+        raise ModelError(f"teacher '{path}' is an ONNX model, which holds its own weights",
+                         "drop --weights (or pass file.py:factory with them)")
+    if not path.is_file():
+        raise ModelError(f"teacher model '{path}' does not exist", "check the .onnx path")
+    return Teacher(OnnxTeacher(path), f"ONNX model {path}")
 
 
 def _check_batch_is_dynamic(program: Any, path: Path) -> None:

@@ -132,7 +132,7 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     (dict(weights="teacher.pt"), "--weights is given without --teacher, so the weights have no model to load into; "
                                  "pass --teacher"),
     (dict(data=""), "--data is empty"),
-    (dict(teacher=" "), "--teacher is empty; pass file.py:factory or a .pt2 path"),
+    (dict(teacher=" "), "--teacher is empty; pass file.py:factory, a .pt2 or an .onnx path"),
     (dict(teacher="t.py:build", weights=""), "--weights is empty"),
     (dict(losses="hint:1", hint_student="layer3"), "--hint-student is given without --hint-teacher; pass "
                                                    "--hint-teacher too"),

@@ -161,7 +161,6 @@ def test_a_package_in_the_working_folder_imports_as_with_python_m(tmp_path, monk
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("model.onnx", "is an ONNX model; distillation trains against the teacher in PyTorch"),
     ("model.pt", "is a weights file; edgekd needs the code that builds the model too"),
     ("best.ckpt", "is a weights file"),
     ("model.ptl", "is a TorchScript or mobile model"),

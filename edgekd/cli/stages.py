@@ -15,7 +15,8 @@ _COMPRESS_OPTIONS = [
     click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
     click.option("--teacher", type=str, help="file.py:factory, package.module:factory, either with literal "
                                              "arguments, e.g. 'torchvision.models:resnet18(num_classes=10)', or a "
-                                             "torch.export .pt2 file. Default: the embedded ResNet teacher."),
+                                             "torch.export .pt2 file, or an .onnx model (logit losses only). Default: "
+                                             "the embedded ResNet teacher."),
     click.option("--weights", type=str, help="State dict or training checkpoint for --teacher "
                                              "(loaded with weights_only=True), or a .safetensors file."),
     click.option("--data", type=str, help="A .npz file (x, y), an image folder (one sub-folder per class), a "

@@ -21,6 +21,8 @@ FORMAT = 1
 
 def arch_fingerprint(model: torch.nn.Module) -> str:
     """A hash of the sorted state_dict keys and shapes: equal for models of one architecture."""
+    if hasattr(model, "sha256"):  # an ONNX teacher: its file
+        return str(model.sha256)[:16]
     if not hasattr(model, "state_dict"):  # a torch.export teacher wrapper: its parameters' shapes
         return hashlib.sha256(json.dumps([list(p.shape) for p in model.parameters()]).encode()).hexdigest()[:16]
     layout = sorted((k, list(v.shape)) for k, v in model.state_dict().items())

@@ -27,8 +27,8 @@ def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...]) -
 
     if not hasattr(teacher, "get_submodule"):
         raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
-                          "program has none to tap", "use kd, dkd or dist, or load the teacher as "
-                          "file.py:factory with its weights")
+                          "program or an ONNX teacher has none to tap", "use kd, dkd or dist, or load the teacher "
+                          "as file.py:factory with its weights")
     paths = paths or (default_tap(t_seen, "teacher"),)
     for path in paths:
         find_module(teacher, path, "teacher", feature_maps(t_seen))

@@ -58,14 +58,14 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
     output, notes = scored_output(session, len(names) if names else data.num_classes, path)
     layout = check_data_fits(session, data, path, output)
-    x = _fed(data.x_test, layout)
+    x = in_layout(data.x_test, layout)
     if layout != "NCHW":
         taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
         notes = (*notes, f"'{path}' takes {taken}: the test images were fed to it as {layout}")
     return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
 
 
-def _fed(x: np.ndarray, layout: str) -> np.ndarray:
+def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """NCHW images ``x`` in the ``layout`` a model takes them (``onnxfile.input_layout``)."""
     if layout == "NHWC":
         return x.transpose(0, 2, 3, 1)
@@ -160,7 +160,7 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
     expected = taken.shape
     layout = input_layout(expected, data.input_shape)
     channels_last = layout == "NHWC"
-    given = (given[0], *_fed(data.x_test[:1], layout).shape[1:])
+    given = (given[0], *in_layout(data.x_test[:1], layout).shape[1:])
     fixed = [d if isinstance(d, int) and d > 0 else None for d in expected]
     if len(fixed) != len(given) or any(e is not None and e != g for e, g in zip(fixed[1:], given[1:])):
         want = "x".join(str(d) if d is not None else "?" for d in fixed[1:])

@@ -81,7 +81,8 @@ def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str,
     import torch
 
     if not isinstance(teacher, torch.nn.Module):
-        raise ModelError("the 'pruned' space needs the teacher as an nn.Module (a .pt2 program cannot be pruned)",
+        raise ModelError("the 'pruned' space needs the teacher as an nn.Module (a .pt2 program or an ONNX model "
+                         "cannot be pruned)",
                          "pass the teacher as file.py:factory with --weights, or choose --space mbv2/resnet")
     order: list[tuple[str, tuple[int, int]]] = []
     dense: list[str] = []

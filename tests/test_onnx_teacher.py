@@ -1,0 +1,158 @@
+"""An ONNX model as the teacher (edgekd.onnx_teacher): fed and read as validate does, distilled from on logits,
+copied as the run's teacher file; what needs its layers in PyTorch is refused by name."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.errors import ArtifactError, ConfigError, DataError, ModelError
+from edgekd.teacher import load_teacher
+
+
+class _ChannelsLastSoftmax(torch.nn.Module):
+    """A TensorFlow export's habits around a torch classifier: NHWC input, probabilities out."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return torch.softmax(self.inner(x.permute(0, 3, 1, 2)), 1)
+
+
+class _ArgMax(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).argmax(1)
+
+
+def _export(module, example, path, dynamic=True, dtype=torch.float32):
+    torch.onnx.export(module.eval(), (example.to(dtype),), str(path), dynamo=False, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}} if dynamic else None)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def onnx_files(teacher, small_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx-teacher")
+    x = torch.from_numpy(small_data.x_val[:1])
+    return {
+        "plain": _export(teacher.module, x, folder / "plain.onnx"),
+        "keras": _export(_ChannelsLastSoftmax(teacher.module), x.permute(0, 2, 3, 1), folder / "keras.onnx"),
+        "batch1": _export(teacher.module, x, folder / "batch1.onnx", dynamic=False),
+        "argmax": _export(_ArgMax(teacher.module), x, folder / "argmax.onnx"),
+    }
+
+
+def test_an_onnx_teacher_gives_the_logits_its_torch_model_does(onnx_files, teacher, small_data):
+    x = torch.from_numpy(small_data.x_val[:37])
+    expected = teacher.module(x).detach()
+    plain = load_teacher(onnx_files["plain"])
+    assert plain.module.bind(small_data) == () and plain.source == f"ONNX model {onnx_files['plain']}"
+    assert torch.allclose(plain.module(x), expected, atol=1e-4)
+    # a fixed batch of 1 is run image by image
+    one = load_teacher(onnx_files["batch1"]).module
+    one.bind(small_data)
+    assert torch.allclose(one(x), expected, atol=1e-4)
+
+
+def test_channels_last_input_and_a_softmax_are_fed_and_read_as_a_tensorflow_export_needs(onnx_files, teacher,
+                                                                                         small_data):
+    keras = load_teacher(onnx_files["keras"]).module
+    notes = keras.bind(small_data)
+    assert any("takes NHWC input" in n for n in notes) and any("ends in a softmax" in n for n in notes)
+    x = torch.from_numpy(small_data.x_val[:16])
+    assert torch.allclose(keras(x), torch.log_softmax(teacher.module(x), 1).detach(), atol=1e-4)
+
+
+def test_distillation_learns_from_an_onnx_teacher(onnx_files, small_data):
+    from test_distill_qat import MBV2, build
+
+    from edgekd.distill.trainer import distill
+    from edgekd.types import DistillConfig
+
+    keras = load_teacher(onnx_files["keras"]).module
+    keras.bind(small_data)
+    config = DistillConfig(epochs=3, lr=2e-2, augment=True, losses="kd:1,dkd:0.5")
+    result = distill(build("mbv2", small_data, MBV2), small_data, config, teacher=keras, progress=False)
+    assert result.best_val_accuracy > 0.4  # chance is 0.1
+
+
+def test_compress_copies_an_onnx_teacher_as_the_run_s_teacher_file(onnx_files, fast_profile_path, tmp_path, run_cli):
+    import json
+
+    import onnx
+
+    # its weights in a file beside it, as large exports keep them: they travel with it into the run folder
+    onnx.save(onnx.load(onnx_files["keras"]), str(tmp_path / "keras.onnx"), save_as_external_data=True,
+              location="keras.weights", size_threshold=0)
+    out = tmp_path / "out"
+    code, _, err = run_cli("compress", "--teacher", tmp_path / "keras.onnx", "--data", "digits", "--resolution", "16",
+                           "--profile", fast_profile_path, "--budget-ms", "50", "--candidates", "4", "--epochs", "1",
+                           "--out", out, "--quiet")
+    assert code in (0, 1), err
+    manifest = json.loads((out / "manifest.json").read_text())
+    teacher = next(a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher")
+    assert teacher["artifact"]["exporter"] == "user onnx" and teacher["accuracy"] > 0.5
+    assert manifest["teacher"]["source"].startswith("ONNX model ")
+    assert teacher["artifact"]["details"]["inputs"][0]["shape"][1:] == [16, 16, 1]  # the user's file, as it was
+    assert teacher["artifact"]["details"]["external_data"] == ["keras.weights"] and (out / "keras.weights").is_file()
+
+
+@pytest.mark.parametrize("args, error, message", [
+    (["--weights", "w.pt"], ModelError, "is an ONNX model, which holds its own weights"),
+    (["--losses", "kd:1,hint:1"], ConfigError, "a torch.export program or an ONNX teacher has none to tap"),
+    (["--space", "pruned"], ModelError, "a .pt2 program or an ONNX model cannot be pruned"),
+])
+def test_what_needs_the_teacher_in_pytorch_is_refused_by_name(onnx_files, fast_profile_path, tmp_path, run_cli,
+                                                              args, error, message):
+    code, out, err = run_cli("compress", "--teacher", onnx_files["plain"], "--data", "digits", "--resolution", "16",
+                             "--profile", fast_profile_path, "--budget-ms", "50", "--out", tmp_path / "o", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_onnx_teachers_that_cannot_teach_this_data_are_refused_by_name(onnx_files, small_data, teacher, tmp_path):
+    with pytest.raises(ModelError, match="outputs class indices, and distillation learns from scores"):
+        load_teacher(onnx_files["argmax"]).module.bind(small_data)
+    raw = _export(teacher.module.float(), torch.zeros(1, 1, 16, 16), tmp_path / "raw.onnx")
+    import onnx
+
+    model = onnx.load(raw)
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE  # not float32: a cast inside
+    model.graph.node.insert(0, onnx.helper.make_node("Cast", ["input"], ["as_float"], to=onnx.TensorProto.FLOAT))
+    for node in model.graph.node[1:]:
+        node.input[:] = ["as_float" if i == "input" else i for i in node.input]
+    onnx.save(model, str(tmp_path / "double.onnx"))
+    load_teacher(str(tmp_path / "double.onnx")).module.bind(small_data)  # float64 is a float type: taken
+    bigger = replace(small_data, x_test=np.zeros((2, 1, 20, 20), np.float32), x_val=np.zeros((2, 1, 20, 20),
+                                                                                             np.float32))
+    with pytest.raises(DataError, match="takes 1x16x16 inputs, and data 'digits' has 1x20x20 images"):
+        load_teacher(onnx_files["plain"]).module.bind(bigger)
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ArtifactError, match="is not a readable ONNX model"):
+        load_teacher(str(tmp_path / "junk.onnx"))
+    with pytest.raises(ModelError, match="teacher model '.*absent.onnx' does not exist"):
+        load_teacher(str(tmp_path / "absent.onnx"))
+
+
+def test_an_onnx_teacher_with_external_weights_is_copied_with_them(onnx_files, tmp_path):
+    import onnx
+
+    from edgekd.pipeline import _copied_teacher
+
+    model = onnx.load(onnx_files["plain"])
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin",
+              size_threshold=0)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    art = _copied_teacher(tmp_path / "ext.onnx", folder)
+    assert (folder / "teacher-fp32.onnx").is_file() and (folder / "ext.bin").is_file()
+    assert art.name == "teacher-fp32" and art.role == "teacher" and art.details["external_data"] == ["ext.bin"]
