@@ -104,6 +104,9 @@ def test_compress_copies_an_onnx_teacher_as_the_run_s_teacher_file(onnx_files, f
     assert manifest["teacher"]["source"].startswith("ONNX model ")
     assert teacher["artifact"]["details"]["inputs"][0]["shape"][1:] == [16, 16, 1]  # the user's file, as it was
     assert teacher["artifact"]["details"]["external_data"] == ["keras.weights"] and (out / "keras.weights").is_file()
+    # the note on its channels-last input names the shipped file, not the staging folder it was checked in
+    assert "'teacher-fp32.onnx' takes channels-last (NHWC) input" in " ".join(manifest["notes"])
+    assert "staging" not in json.dumps(manifest["notes"])
 
 
 @pytest.mark.parametrize("args, error, message", [

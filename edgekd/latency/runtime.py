@@ -61,7 +61,7 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     x = in_layout(data.x_test, layout)
     if layout != "NCHW":
         taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
-        notes = (*notes, f"'{path}' takes {taken}: the test images were fed to it as {layout}")
+        notes = (*notes, f"'{Path(path).name}' takes {taken}: the test images were fed to it as {layout}")
     return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
 
 
@@ -85,7 +85,9 @@ def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tu
     index = fitting[0] if len(fitting) == 1 else 0
     why = (f"the only one of {classes} classes" if len(fitting) == 1 else
            f"the first, as {'several' if fitting else 'none'} of them give {classes} classes")
-    return index, (f"'{path}' has {len(outputs)} outputs; accuracy is read from '{outputs[index].name}', {why}",)
+    # named by file name: a run's notes outlive the staging folder its models were checked in
+    return index, (f"'{Path(path).name}' has {len(outputs)} outputs; accuracy is read from "
+                   f"'{outputs[index].name}', {why}",)
 
 
 def _class_dim(shape: Any) -> int | None:
