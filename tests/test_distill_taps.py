@@ -124,5 +124,6 @@ def test_a_torch_export_teacher_teaches_logits_but_cannot_be_tapped(data, teache
     exported = load_teacher(str(tmp_path / "teacher.pt2")).module
     kd = DistillConfig(epochs=1, lr=5e-2, batch_size=32, augment=False)
     assert distill(student(), data, kd, teacher=exported, progress=False).history[0].train_loss > 0
-    with pytest.raises(ConfigError, match="a torch.export program has none to tap; use kd, dkd or dist"):
+    with pytest.raises(ConfigError, match="a torch.export program or an ONNX teacher has none to tap; use kd, dkd or "
+                                          "dist"):
         distill(student(), data, DistillConfig(epochs=1, losses="hint"), teacher=exported, progress=False)

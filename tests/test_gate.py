@@ -337,6 +337,14 @@ def test_accuracy_drop_below_a_baseline_measured_on_the_same_data(run_cli, run_d
     assert code == 2 and "has no model file left" in err and "to measure its accuracy on" in err
 
 
+def test_a_minimum_accuracy_on_a_manifest_is_measured_on_its_recorded_data_unless_given(run_dir):
+    from edgekd.gate import build_config
+
+    config = build_config({"min_accuracy": 0.5}, str(run_dir / "manifest.json"))
+    assert (config.data, config.resolution, config.min_accuracy) == ("digits", 16, 0.5)
+    assert build_config({"min_accuracy": 0.5, "data": "other.npz"}, str(run_dir / "manifest.json")).data == "other.npz"
+
+
 def test_accuracy_drop_without_a_baseline_is_a_floor_under_a_manifest_s_teacher(run_cli, run_dir, tmp_path):
     from edgekd.gate import build_config
 
