@@ -150,6 +150,24 @@ def input_text(preprocess: dict[str, Any]) -> str:
     return f"{describe_preprocess(preprocess)} (what the shipped models expect; `data.preprocess` in manifest.json)"
 
 
+def class_text(manifest: dict[str, Any], shown: int = 5) -> str | None:
+    """The classes the shipped student loses most on against the teacher (test split, top-1): an average over
+    classes can hide one that compression broke."""
+    entries = {a["artifact"]["role"] if not a["primary"] else "primary": a for a in manifest["artifacts"]}
+    teacher, primary = entries.get("teacher"), entries.get("primary")
+    if not teacher or not primary or not teacher.get("class_accuracy") or not primary.get("class_accuracy"):
+        return None
+    drops = sorted(((teacher["class_accuracy"][c] - acc, c) for c, acc in primary["class_accuracy"].items()
+                    if c in teacher["class_accuracy"] and acc < teacher["class_accuracy"][c]), reverse=True)
+    if not drops:
+        return f"Per class: `{primary['artifact']['name']}` is at least as accurate as the teacher on every class."
+    listed = ", ".join(f"`{c}` {teacher['class_accuracy'][c]:.1%} -> {primary['class_accuracy'][c]:.1%}"
+                       for _, c in drops[:shown])
+    return (f"Per class, where `{primary['artifact']['name']}` loses most against the teacher (test split, top-1; "
+            f"every class in `manifest.json`, `class_accuracy`): {listed}"
+            + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + ".")
+
+
 def ort_text(manifest: dict[str, Any]) -> str | None:
     """The ORT-format copies (compress --ort), for a reader deploying with onnxruntime mobile."""
     copies = [(a["artifact"]["name"], a["ort"]) for a in manifest["artifacts"] if a.get("ort")]
@@ -185,6 +203,8 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         lines += ["", int8_text(manifest)]  # type: ignore[list-item]
     if ort_text(manifest):
         lines += ["", ort_text(manifest)]  # type: ignore[list-item]
+    if class_text(manifest):
+        lines += ["", class_text(manifest)]  # type: ignore[list-item]
     if manifest["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in manifest["notes"]]
     lines += ["", f"Tools: {', '.join(f'{k} {v}' for k, v in manifest['tools'].items())}", ""]

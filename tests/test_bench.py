@@ -216,4 +216,4 @@ def test_a_model_that_fails_the_onnx_checker_says_why(run_cli, fast_profile_path
     model = _cast_model(tmp_path / "loose.onnx", TensorProto.FLOAT, [1, 1, 8, 8])  # its output has no shape
     code, out, err = run_cli("validate", model, "--profile", fast_profile_path)
     assert code == 1 and "checker FAILED" in out
-    assert f"note: '{model}' fails the ONNX checker: Field 'shape' of 'type' is required but missing" in out
+    assert f"note: '{model.name}' fails the ONNX checker: Field 'shape' of 'type' is required but missing" in out

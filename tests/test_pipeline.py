@@ -2,6 +2,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import QUICK_PROXY
 
@@ -56,6 +57,15 @@ def test_manifest_is_complete_and_true(result):
     assert m["primary"] in ("student-int8", "student-fp32")
     assert sum(a["primary"] for a in m["artifacts"]) == 1
     assert m["passed"] == result.passed
+    # per class, by the data's names, weighted by their test images: the overall accuracy again
+    from edgekd.data import load_data
+
+    counts = np.bincount(load_data("digits", resolution=16).y_test, minlength=10)
+    for entry in by_name.values():
+        assert list(entry["class_accuracy"]) == [str(i) for i in range(10)]
+        weighted = sum(entry["class_accuracy"][str(i)] * counts[i] for i in range(10)) / counts.sum()
+        assert weighted == pytest.approx(entry["accuracy"])
+    assert "Per class" in (result.out / "report.md").read_text()
 
 
 def test_every_onnx_file_says_what_input_it_expects_and_what_its_outputs_mean(result):

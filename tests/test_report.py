@@ -194,3 +194,18 @@ def test_reports_say_how_much_of_an_int8_file_fell_back_to_fp32(manifest, search
     assert f"student-int8 {line}" in render_html(manifest, search)
     manifest["artifacts"][2]["artifact"]["details"]["int8_fallback"]["best_round"] = 0  # every node int8
     assert "quantizable nodes" not in render_markdown(manifest)
+
+
+def test_the_classes_the_shipped_student_loses_most_on_are_named(manifest):
+    from edgekd.report import class_text
+
+    assert class_text(manifest) is None  # no per-class figures recorded (an older manifest)
+    teacher, _, shipped = manifest["artifacts"]
+    teacher["class_accuracy"] = {"cat": 1.0, "dog": 0.9, "owl": 0.8, "emu": 0.7}
+    shipped["class_accuracy"] = {"cat": 0.5, "dog": 0.9, "owl": 0.9, "emu": 0.6}
+    text = class_text(manifest)
+    assert text.index("`cat` 100.0% -> 50.0%") < text.index("`emu` 70.0% -> 60.0%") and "`owl`" not in text
+    assert "`student-int8` loses most against the teacher" in render_markdown(manifest)
+    assert ", and 1 more class(es) lower" in class_text(manifest, shown=1)
+    shipped["class_accuracy"] = dict(teacher["class_accuracy"])
+    assert "at least as accurate as the teacher on every class" in class_text(manifest)

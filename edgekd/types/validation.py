@@ -57,6 +57,8 @@ class ArtifactReport:
     accuracy: float | None
     latency: LatencyStats | None
     verdicts: dict[str, bool] = field(hash=False)
+    # top-1 accuracy on each class of the data's test split (by its name), where it has images
+    class_accuracy: dict[str, float] | None = field(default=None, hash=False)
 
     @property
     def passed(self) -> bool:
@@ -71,6 +73,7 @@ class ArtifactReport:
             "latency": self.latency.to_dict() if self.latency else None,
             "verdicts": dict(self.verdicts),
             "passed": self.passed,
+            **({"class_accuracy": dict(self.class_accuracy)} if self.class_accuracy is not None else {}),
         }
 
 
