@@ -28,7 +28,8 @@ class OnnxTeacher:
         from edgekd.fsutil import sha256
         from edgekd.onnxfile import load_model
 
-        load_model(path)  # a missing, truncated or non-ONNX file is an ArtifactError naming it
+        graph = load_model(path).graph  # a missing, truncated or non-ONNX file is an ArtifactError naming it
+        self._made_by = {out: node.op_type for node in graph.node for out in node.output}
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
@@ -46,7 +47,7 @@ class OnnxTeacher:
 
         self.output, notes = scored_output(self.session, data.num_classes, self.path)
         self.layout = check_data_fits(self.session, data, self.path, self.output)
-        produced = _producer(self.path, self.session.get_outputs()[self.output].name)
+        produced = self._made_by.get(self.session.get_outputs()[self.output].name)
         if produced == "ArgMax" or "int" in self.session.get_outputs()[self.output].type:
             raise ModelError(f"teacher '{self.path}' outputs class indices, and distillation learns from scores",
                              "export the teacher without its final ArgMax")
@@ -84,10 +85,3 @@ class OnnxTeacher:
     def named_modules(self) -> Iterator[tuple[str, Any]]:
         return iter(())
 
-
-def _producer(path: Path, output: str) -> str | None:
-    """The operator type that computes the graph output ``output``."""
-    from edgekd.onnxfile import load_model
-
-    graph = load_model(path).graph
-    return next((node.op_type for node in graph.node if output in node.output), None)
