@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from edgekd.preprocess import Preprocess, convert_channels, normalize_images, or
 FILE_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "target", "y", "category")
 SPLIT_COLUMN = "split"
-_NUMBER = re.compile(r"\s*\d+\s*")
+# class numbers as written, "3", or as a spreadsheet or pandas saves a column with gaps in it, "3.0"
+_NUMBER = re.compile(r"\s*\d+(\.0*)?\s*")
 
 
 def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
@@ -96,7 +98,10 @@ def _column(path: Path, header: list[str], names: tuple[str, ...], what: str) ->
 
 def _resolved(path: Path, given: str) -> Path:
     file = Path(given).expanduser()
-    return file if file.is_absolute() else path.parent / file
+    file = file if file.is_absolute() else path.parent / file
+    if not file.exists() and "\\" in given and os.sep == "/":  # a list written on Windows: imgs\\001.png
+        return _resolved(path, given.replace("\\", "/"))
+    return file
 
 
 def _role(path: Path, number: int, value: str) -> str:
@@ -123,7 +128,7 @@ def _check_files(path: Path, files: list[Path]) -> None:
 def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """(class names, class number of each row): numbers as written, or names numbered in sorted order."""
     if all(_NUMBER.fullmatch(label) for label in labels):
-        y = np.array([int(label) for label in labels], dtype=np.int64)
+        y = np.array([int(float(label)) for label in labels], dtype=np.int64)
         return tuple(str(i) for i in range(int(y.max()) + 1)), y
     names = tuple(sorted(set(labels)))
     number = {name: i for i, name in enumerate(names)}

@@ -15,11 +15,12 @@ def _listed(root, rows, header="path,label", name="labels.csv", sep=","):
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    step = 220 // max(1, len({label for _, label, *_ in rows}))  # shades apart, kept within 8 bits
     shades = {}
     for file, label, *_ in rows:
-        shade = shades.setdefault(label, 40 * len(shades))
+        shade = shades.setdefault(label, step * len(shades))
         (root / file).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((rng.integers(0, 30, size=(6, 6)) + shade).astype(np.uint8)).save(root / file)
+        Image.fromarray((rng.integers(0, step // 2 + 1, size=(6, 6)) + shade).astype(np.uint8)).save(root / file)
     lines = [header] + [sep.join(str(c) for c in row) for row in rows]
     (root / name).write_text("\n".join(lines) + "\n")
     return root / name
@@ -94,3 +95,16 @@ def test_a_split_list_with_training_rows_alone_or_a_class_missing_from_them_is_r
     rows = [(f"{i}.png", ("a", "b", "c")[i % 3], "test" if i % 3 == 2 else "train") for i in range(30)]
     with pytest.raises(DataError, match="no training image has label 2"):
         load_data(str(_listed(tmp_path / "m", rows, header="path,label,split")))
+
+
+def test_whole_number_float_labels_and_windows_paths_are_read_as_meant(tmp_path):
+    # pandas writes an int column with gaps as 3.0; a list made on Windows separates folders with backslashes
+    rows = [(f"imgs/{i:03d}.png", i % 12) for i in range(120)]
+    _listed(tmp_path, rows)
+    lines = ["path,label"] + [f"imgs\\{i:03d}.png,{i % 12}.0" for i in range(120)]
+    (tmp_path / "win.csv").write_text("\n".join(lines) + "\n")
+    ds = load_data(str(tmp_path / "win.csv"))
+    assert ds.class_names == tuple(str(i) for i in range(12))  # numbers, not names sorted as text ("10" < "2")
+    seen = _brightness(ds, "train")
+    # shades rise with each label in the order first listed (0, 1, ..., 11): class i is the i-th brightest
+    assert all(seen[str(i)].max() < seen[str(i + 1)].min() for i in range(11))
