@@ -377,6 +377,9 @@ def _numbered_labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.
             raise DataError(f"{path}: {named[0]} holds class names but {numbers} holds numbers",
                             "store every split's labels the same way")
         texts = {k: _texts(arrays[k]) for k in keys}
+        if "class_names" not in arrays and all(whole_numbers(np.unique(t)) for t in texts.values()):
+            # "3" (numbers saved as text) means class 3: sorting them as names would put "10" before "2"
+            return {**arrays, **{k: t.astype(np.float64).astype(np.int64) for k, t in texts.items()}}
         if "class_names" in arrays:
             names = _class_names(path, arrays, 0)
         else:
@@ -401,6 +404,13 @@ def _numbered_labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.
         # the columns are the classes: a last class no image has is a missing class, not one fewer output
         out["class_names"] = np.array([str(i) for i in range(next(iter(widths.values())))], dtype=str)
     return out
+
+
+def whole_numbers(labels: Any) -> bool:
+    """Every label a whole number written as text ("3", or "3.0" as pandas writes a column with gaps)."""
+    import re
+
+    return all(re.fullmatch(r"\s*\d+(\.0*)?\s*", str(v)) for v in labels)
 
 
 def _texts(y: np.ndarray) -> np.ndarray:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, split_normalized
+from edgekd.data import Dataset, check_classes, split_normalized, whole_numbers
 from edgekd.errors import DataError
 from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, read_images
 from edgekd.preprocess import Preprocess, convert_channels, normalize_images, orientation_notes, parse_resolution
@@ -22,8 +21,6 @@ from edgekd.preprocess import Preprocess, convert_channels, normalize_images, or
 FILE_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "target", "y", "category")
 SPLIT_COLUMN = "split"
-# class numbers as written, "3", or as a spreadsheet or pandas saves a column with gaps in it, "3.0"
-_NUMBER = re.compile(r"\s*\d+(\.0*)?\s*")
 
 
 def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
@@ -127,7 +124,7 @@ def _check_files(path: Path, files: list[Path]) -> None:
 
 def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """(class names, class number of each row): numbers as written, or names numbered in sorted order."""
-    if all(_NUMBER.fullmatch(label) for label in labels):
+    if whole_numbers(set(labels)):
         y = np.array([int(float(label)) for label in labels], dtype=np.int64)
         return tuple(str(i) for i in range(int(y.max()) + 1)), y
     names = tuple(sorted(set(labels)))

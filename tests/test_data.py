@@ -160,6 +160,16 @@ def test_class_names_as_labels_are_numbered_in_sorted_order_or_by_class_names(tm
     assert load_arrays((x, np.array(list(names), dtype=object))).class_names == ("bird", "cat", "dog")
 
 
+def test_numbers_saved_as_text_are_class_numbers_not_names(tmp_path):
+    x = np.random.default_rng(0).random((120, 1, 8, 8)).astype(np.float32)
+    y = np.arange(120) % 12
+    np.savez(tmp_path / "t.npz", x=x, y=y.astype(str))
+    np.savez(tmp_path / "n.npz", x=x, y=y)
+    as_text, as_numbers = load_data(str(tmp_path / "t.npz")), load_data(str(tmp_path / "n.npz"))
+    assert as_text.class_names == as_numbers.class_names == tuple(str(i) for i in range(12))
+    assert np.array_equal(as_text.y_test, as_numbers.y_test)  # "10" is class 10, not the third name in text order
+
+
 def test_named_labels_are_numbered_the_same_in_every_split(tmp_path):
     x = np.random.default_rng(0).random((90, 1, 8, 8)).astype(np.float32)
     names = np.array(["dog", "cat", "bird"])[np.arange(90) % 3]
