@@ -344,10 +344,12 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     model, entry = _resolve(target, config.artifact)
     art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     checks: list[Check] = []
+    notes = list(config.notes)
     if entry is not None:
         same = entry["artifact"]["sha256"] == art.sha256
         checks.append(Check("integrity", same, "file matches its manifest entry" if same else
                             f"{model.name} changed since the manifest was written (sha256 differs)"))
+        checks += _ort_integrity(model.parent, entry, notes)
     if config.max_size_bytes is not None:
         ok = art.size_bytes <= config.max_size_bytes
         checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk{art.size_note}, limit "
@@ -367,7 +369,24 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks += _latency_checks(model, load_profile(config.profile), config)
     if config.min_accuracy is not None or compared is not None:
         checks += _accuracy_checks(model, compared, config)
-    return GateResult(str(target), tuple(checks), config.notes)
+    return GateResult(str(target), tuple(checks), tuple(notes))
+
+
+def _ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list[Check]:
+    """The ORT-format copy a manifest records (compress --ort), when it is here: the file a mobile app ships
+    must be the one compress checked against the .onnx."""
+    from edgekd.fsutil import sha256
+
+    recorded = entry.get("ort")
+    if not recorded:
+        return []
+    copy = folder / recorded["path"]
+    if not copy.is_file():
+        notes.append(f"not checked: {recorded['path']}, the manifest's ORT-format copy, is not here")
+        return []
+    same = sha256(copy) == recorded["sha256"]
+    return [Check("ort integrity", same, f"{copy.name} matches its manifest entry" if same else
+                  f"{copy.name} changed since the manifest was written (sha256 differs)")]
 
 
 def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:

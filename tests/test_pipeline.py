@@ -217,6 +217,25 @@ def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict
     assert "ORT format for onnxruntime mobile" in (out / "report.md").read_text()
 
 
+def test_the_gate_checks_a_manifest_s_ort_copy_when_it_is_here(strict_rerun, run_cli, tmp_path):
+    import os
+    import shutil
+
+    _, out = strict_rerun
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    primary = json.loads((copy / "manifest.json").read_text())["primary"]
+    args = ("gate", copy / "manifest.json", "--max-size", "10MB", "--config", os.devnull)
+    code, text, _ = run_cli(*args)
+    assert code == 0 and "| ort integrity | pass |" in text
+    (copy / f"{primary}.ort").write_bytes(b"changed")
+    code, text, _ = run_cli(*args)
+    assert code == 1 and f"| ort integrity | **FAIL** | {primary}.ort changed since the manifest was written" in text
+    (copy / f"{primary}.ort").unlink()
+    code, text, _ = run_cli(*args)
+    assert code == 0 and f"not checked: {primary}.ort, the manifest's ORT-format copy, is not here" in text
+
+
 def test_an_ort_copy_that_computes_otherwise_fails_its_artifact_and_says_so():
     from edgekd.ort_format import OrtFile
     from edgekd.pipeline import _with_ort_verdicts
