@@ -206,6 +206,7 @@ def test_the_classes_the_shipped_student_loses_most_on_are_named(manifest):
     text = class_text(manifest)
     assert text.index("`cat` 100.0% -> 50.0%") < text.index("`emu` 70.0% -> 60.0%") and "`owl`" not in text
     assert "`student-int8` loses most against the teacher" in render_markdown(manifest)
+    assert "student-int8 loses most against the teacher" in render_html(manifest, None)
     assert ", and 1 more class(es) lower" in class_text(manifest, shown=1)
     shipped["class_accuracy"] = dict(teacher["class_accuracy"])
     assert "at least as accurate as the teacher on every class" in class_text(manifest)
