@@ -713,3 +713,14 @@ def test_a_float16_model_is_described_as_fp16(tmp_path):
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     assert artifact_from_file(path).precision == "fp16"
     assert artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).precision == "fp32"
+
+
+def test_validate_names_the_three_lowest_classes_and_records_every_one(run_cli, run_dir, fast_profile_path, tmp_path):
+    report = tmp_path / "v.json"
+    code, out, err = run_cli("validate", run_dir / "student-fp32.onnx", "--data", "digits", "--resolution", "16",
+                             "--profile", fast_profile_path, "--json", report)
+    assert code == 0, err
+    by_class = json.loads(report.read_text())["artifacts"][0]["class_accuracy"]
+    assert sorted(by_class) == [str(i) for i in range(10)]
+    lowest = sorted((acc, name) for name, acc in by_class.items())[:3]
+    assert "(lowest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in lowest) + ")" in out

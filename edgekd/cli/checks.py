@@ -97,7 +97,11 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
                    "as long: the latency is rough; rerun when the machine is quieter")
     if r.accuracy is not None:
-        click.echo(f"accuracy on {dataset.name} test split ({len(dataset.y_test)} images): {r.accuracy * 100:.2f}%")
+        lowest = sorted((acc, name) for name, acc in (r.class_accuracy or {}).items())[:3]
+        weakest = (" (lowest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in lowest) + ")"
+                   if len(r.class_accuracy or {}) > 3 else "")
+        click.echo(f"accuracy on {dataset.name} test split ({len(dataset.y_test)} images): {r.accuracy * 100:.2f}%"
+                   f"{weakest}")
     for name, ok in r.verdicts.items():
         click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
     for note in report.notes:
