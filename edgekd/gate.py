@@ -24,9 +24,10 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
              "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
-             "input_shape", "max_size_growth", "max_accuracy_drop"}
+             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
-                  "max_size_growth", "max_accuracy_drop")
+                  "max_size_growth", "max_accuracy_drop", "min_class_accuracy")
+ACCURACY_KEYS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")  # settings measured on --data
 DEFAULT_PROFILE = "host-cpu-1t"
 
 
@@ -62,13 +63,15 @@ class GateConfig:
     input_shape: tuple[int, ...] | None = None  # concrete input shape for a model with dynamic dimensions
     max_size_growth: float | None = None  # a fraction the file may grow by over the baseline's
     max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
+    min_class_accuracy: float | None = None  # the floor every class's own accuracy must reach
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
                                             self.allowed_ops, self.max_opset, self.baseline,
-                                            self.max_accuracy_drop, self.max_size_growth)):
+                                            self.max_accuracy_drop, self.max_size_growth,
+                                            self.min_class_accuracy)):
             raise ConfigError("the gate has no thresholds",
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
                               "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
@@ -91,6 +94,11 @@ class GateConfig:
         object.__setattr__(self, "channels", parse_channels(self.channels))
         if self.min_accuracy is not None and not self.data:
             raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+        if self.min_class_accuracy is not None and not 0 <= self.min_class_accuracy <= 1:
+            raise ConfigError(f"min class accuracy {self.min_class_accuracy} is outside [0, 1]",
+                              "pass a fraction, e.g. 0.8")
+        if self.min_class_accuracy is not None and not self.data:
+            raise ConfigError("--min-class-accuracy needs data to measure accuracy on", "pass --data")
         self._check_baseline_thresholds()
         self._check_thresholds()
 
@@ -152,11 +160,11 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
             notes.extend(_unchecked_budget(manifest["budget"], v))
         if "max_accuracy_drop" in v and "baseline" not in v:
             v["min_accuracy"] = _below_teacher(Path(target), manifest, v.pop("max_accuracy_drop"), v, notes)
-        if any(k in v for k in ("min_accuracy", "max_accuracy_drop")) and "data" not in v:
+        if any(k in v for k in ACCURACY_KEYS) and "data" not in v:
             v.update(_recorded_data(Path(target), manifest, v))
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
-        measured = any(k in v for k in ("min_accuracy", "max_accuracy_drop"))
+        measured = any(k in v for k in ACCURACY_KEYS)
         if "normalize" not in v and measured:
             from edgekd.data import recorded_preprocess
 
@@ -288,7 +296,7 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     from edgekd.profiles import RECORDED, load_recorded_profile
 
     recorded = manifest["profile"]
-    if not any(k in values for k in ("max_latency", "baseline", "min_accuracy")):
+    if not any(k in values for k in ("max_latency", "baseline", *ACCURACY_KEYS)):
         return recorded["name"]
     try:
         profile = load_recorded_profile(recorded)
@@ -358,7 +366,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
     compared = _baseline_model(config.baseline, "accuracy") if config.max_accuracy_drop is not None else None
-    if config.min_accuracy is not None or compared is not None:
+    accuracy = config.min_accuracy is not None or config.min_class_accuracy is not None or compared is not None
+    if accuracy:
         from edgekd.latency.runtime import check_takes_float
 
         check_takes_float(model, art.details)  # before minutes of latency rounds
@@ -367,7 +376,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     if config.max_latency_ms is not None or config.baseline:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
         checks += _latency_checks(model, load_profile(config.profile), config)
-    if config.min_accuracy is not None or compared is not None:
+    if accuracy:
         checks += _accuracy_checks(model, compared, config)
     return GateResult(str(target), tuple(checks), tuple(notes))
 
@@ -539,16 +548,18 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
     model is fed the input it records (``--normalize`` overrides both)."""
     from edgekd.data import with_notes
 
-    acc, data, read = _accuracy(model, config, config.normalize)
+    acc, data, read, by_class = _accuracy(model, config, config.normalize)
     on = f"on {data.name} test split ({len(data.y_test)} images)"
     said = "".join(f"; {note}" for note in read)
     checks = []
     if config.min_accuracy is not None:
         checks.append(Check("accuracy", acc >= config.min_accuracy, with_notes(
             f"{acc * 100:.2f}% {on}, minimum {config.min_accuracy * 100:.2f}%{said}", data), acc))
+    if config.min_class_accuracy is not None:
+        checks.append(_class_check(by_class, config.min_class_accuracy, on + said, data))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read = _accuracy(baseline, config, own)
+        base, base_data, base_read, _ = _accuracy(baseline, config, own)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -558,11 +569,25 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
     return checks
 
 
+def _class_check(by_class: dict[str, float], floor: float, on: str, data: Any) -> Check:
+    """Every class of the test split at ``floor`` or above: an overall accuracy can hold while one class, a
+    rare one most often, is lost."""
+    from edgekd.data import with_notes
+
+    ranked = sorted((acc, name) for name, acc in by_class.items())
+    below = [(acc, name) for acc, name in ranked if acc < floor]
+    named = "; below it: " + ", ".join(f"{name} {acc:.1%}" for acc, name in below[:5]) + (
+        f" and {len(below) - 5} more" if len(below) > 5 else "") if below else ""
+    return Check("class accuracy", not below, with_notes(
+        f"lowest class {ranked[0][1]} at {ranked[0][0]:.1%} {on}, minimum {floor:.1%} per class{named}", data),
+        ranked[0][0])
+
+
 def _points(drop: float) -> str:
     return f"{drop:.2f} points lower" if drop > 0 else f"{-drop:.2f} points higher" if drop < 0 else "the same"
 
 
-def _accuracy(model: Path, config: GateConfig, normalize: Any) -> tuple[float, Any, tuple[str, ...]]:
+def _accuracy(model: Path, config: GateConfig, normalize: Any) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
     """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
     (without any, ``config.normalize``'s)."""
@@ -577,5 +602,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any) -> tuple[float, A
                      seed=config.seed,
                      channels=config.channels or (recorded.to_channels if recorded else None))
     data = with_class_order_note(data, embedded_class_names(model))
+    from edgekd.validate import class_accuracy
+
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
-    return top1(logits, labels), data, read
+    return top1(logits, labels), data, read, class_accuracy(logits, labels, data)

@@ -33,6 +33,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], type | None, str]] = {
     "input_shape": ((str, list), int, '"1,3,224,224"'),
     "max_size_growth": (_NUMBER, None, "0.05"),
     "max_accuracy_drop": (_NUMBER, None, "0.5"),
+    "min_class_accuracy": (_NUMBER, None, "0.8"),
 }
 
 

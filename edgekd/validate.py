@@ -116,7 +116,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
             logits, labels, read = predictions_on_test_split(art.path, profile, data)
             shape_notes += read
             accuracy = top1(logits, labels)
-            by_class = _class_accuracy(logits, labels, data)
+            by_class = class_accuracy(logits, labels, data)
             ref = references.get(art.name)
             if ref is not None:
                 parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)
@@ -182,7 +182,7 @@ def _ref_logits(ref: Any, data: Dataset, cache: dict[int, np.ndarray]) -> np.nda
     return cache[id(ref)]
 
 
-def _class_accuracy(scores: np.ndarray, labels: np.ndarray, data: Any) -> dict[str, float]:
+def class_accuracy(scores: np.ndarray, labels: np.ndarray, data: Any) -> dict[str, float]:
     """Top-1 accuracy on each of the data's classes that has test images, by its name: where compression
     costs accuracy, it rarely costs it evenly."""
     predicted = scores if scores.ndim == 1 else scores.argmax(1)

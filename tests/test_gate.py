@@ -337,6 +337,25 @@ def test_accuracy_drop_below_a_baseline_measured_on_the_same_data(run_cli, run_d
     assert code == 2 and "has no model file left" in err and "to measure its accuracy on" in err
 
 
+def test_every_class_held_to_a_floor_names_the_classes_below_it(run_cli, run_dir):
+    model = run_dir / "student-fp32.onnx"
+    args = ["--data", "digits", "--resolution", "16"]
+    code, out, _ = _gate(run_cli, model, "--min-class-accuracy", "0", *args)
+    assert code == 0 and "| class accuracy | pass | lowest class " in out and "minimum 0.0% per class" in out
+    code, out, _ = _gate(run_cli, model, "--min-class-accuracy", "1", *args)
+    overall = next(a for a in json.loads((run_dir / "manifest.json").read_text())["artifacts"]
+                   if a["artifact"]["name"] == "student-fp32")["accuracy"]
+    if overall < 1:  # then some class is below 100%
+        assert code == 1 and "| class accuracy | **FAIL** |" in out and "; below it: " in out
+    code, out, err = _gate(run_cli, model, "--min-class-accuracy", "1.5", *args)
+    assert code == 2 and "min class accuracy 1.5 is outside [0, 1]" in err
+    code, out, err = _gate(run_cli, model, "--min-class-accuracy", "0.5")
+    assert code == 2 and "--min-class-accuracy needs data to measure accuracy on" in err
+    # on a manifest, its recorded data
+    code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--min-class-accuracy", "0")
+    assert code == 0 and "on digits test split" in out
+
+
 def test_a_minimum_accuracy_on_a_manifest_is_measured_on_its_recorded_data_unless_given(run_dir):
     from edgekd.gate import build_config
 
@@ -551,10 +570,11 @@ def test_thresholds_no_model_can_meet_are_usage_errors_not_failures(run_cli, tin
 
 @pytest.mark.parametrize("args, message", [
     (["--artifact", "student-int8"], "--artifact needs a manifest.json TARGET"),
-    (["--data", "digits"], "--data needs --min-accuracy or --max-accuracy-drop (it only feeds the accuracy checks)"),
-    (["--resolution", "16"], "--resolution needs --min-accuracy or --max-accuracy-drop"),
-    (["--normalize", "none"], "--normalize needs --min-accuracy or --max-accuracy-drop"),
-    (["--channels", "3"], "--channels needs --min-accuracy or --max-accuracy-drop"),
+    (["--data", "digits"], "--data needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop (it only feeds "
+                           "the accuracy checks)"),
+    (["--resolution", "16"], "--resolution needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
+    (["--normalize", "none"], "--normalize needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
+    (["--channels", "3"], "--channels needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
 ])
 def test_flags_that_would_be_ignored_are_refused(run_cli, tiny_model, args, message):
     code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args)

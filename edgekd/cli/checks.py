@@ -209,8 +209,9 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
 @click.option("--max-accuracy-drop", type=float, help="Most accuracy points allowed below --baseline's, both "
               "measured on --data (without --baseline, on a manifest: below its teacher's recorded accuracy).")
-@click.option("--data", type=str, help="Data for --min-accuracy and --max-accuracy-drop (.npz, image folder, .csv list "
-              "of images or 'digits').")
+@click.option("--min-class-accuracy", type=float, help="Minimum test accuracy of every class (a fraction) on --data.")
+@click.option("--data", type=str, help="Data for the accuracy checks (.npz, image folder, .csv list of images or "
+              "'digits').")
 @click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
 @click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
                                             "the manifest or the model's metadata records, else dataset).")
@@ -250,9 +251,9 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     values = pyproject_settings(Path(config_path or "pyproject.toml"), required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
-    if config.min_accuracy is None and config.max_accuracy_drop is None:  # the data flags feed accuracy only
-        _needs("--min-accuracy or --max-accuracy-drop", *((f"--{k}", given.get(k)) for k in _DATA_FLAGS),
-               why=" (it only feeds the accuracy checks)")
+    if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
+        _needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
+               *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
     result = run_gate(target, config)
     text = summary_markdown(result)
     click.echo(text)
