@@ -480,13 +480,10 @@ def _baseline(ref: str, profile: str, shape: tuple[int, ...] | None) -> tuple[Pa
     """A baseline model to re-measure side by side (fed ``shape`` too, so checked against it before measuring),
     or (when only its manifest is left) its recorded p50, which compares only with a p50 measured on the same
     profile."""
-    path = Path(ref)
-    if path.suffix.lower() != ".json":
-        return _fits(_existing(path), shape), None
-    model, entry = _resolve(ref, None)
+    model, entry = _baseline_file(ref)
     if model.is_file():
         return _fits(model, shape), None
-    recorded = load_manifest(path)["profile"]["name"]
+    recorded = load_manifest(Path(ref))["profile"]["name"]
     if recorded != profile:
         raise ConfigError(f"baseline '{ref}' has no model file left, and its recorded p50 was measured on profile "
                           f"'{recorded}', not '{profile}'", f"pass --profile {recorded}, or keep the baseline's "
@@ -517,30 +514,29 @@ def _baseline_size(ref: str) -> int:
     left, the size it records: a file's size does not drift between runs as a latency does."""
     from edgekd.validate import artifact_from_file
 
-    path = Path(ref)
-    if path.suffix.lower() != ".json":
-        return artifact_from_file(_existing(path)).size_bytes
-    model, entry = _resolve(ref, None)
+    model, entry = _baseline_file(ref)
     return artifact_from_file(model).size_bytes if model.is_file() else int(entry["artifact"]["size_bytes"])  # type: ignore[index]
 
 
 def _baseline_model(ref: str | None, what: str) -> Path:
     """The baseline's model file, needed to measure its ``what`` here (a manifest's recorded figure was
     measured on its own data, which need not be this run's)."""
-    path = Path(str(ref))
-    if path.suffix.lower() != ".json":
-        return _existing(path)
-    model, _ = _resolve(str(ref), None)
+    model, _ = _baseline_file(str(ref))
     if not model.is_file():
         raise ArtifactError(f"baseline '{ref}' has no model file left ({model.name}) to measure its {what} on",
                             "keep the baseline's model files beside its manifest")
     return model
 
 
-def _existing(path: Path) -> Path:
-    if not path.is_file():
-        raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
-    return path
+def _baseline_file(ref: str) -> tuple[Path, dict | None]:
+    """(the baseline's model file, which a manifest's may have lost; its manifest entry, or None for a model
+    given directly, which must exist)."""
+    path = Path(ref)
+    if path.suffix.lower() != ".json":
+        if not path.is_file():
+            raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
+        return path, None
+    return _resolve(ref, None)
 
 
 def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> list[Check]:
@@ -548,7 +544,8 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
     model is fed the input it records (``--normalize`` overrides both)."""
     from edgekd.data import with_notes
 
-    acc, data, read, by_class = _accuracy(model, config, config.normalize)
+    loaded: dict[str, Any] = {}
+    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded)
     on = f"on {data.name} test split ({len(data.y_test)} images)"
     said = "".join(f"; {note}" for note in read)
     checks = []
@@ -559,7 +556,7 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
         checks.append(_class_check(by_class, config.min_class_accuracy, on + said, data))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _ = _accuracy(baseline, config, own)
+        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -587,22 +584,24 @@ def _points(drop: float) -> str:
     return f"{drop:.2f} points lower" if drop > 0 else f"{-drop:.2f} points higher" if drop < 0 else "the same"
 
 
-def _accuracy(model: Path, config: GateConfig, normalize: Any) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
+def _accuracy(model: Path, config: GateConfig, normalize: Any,
+              loaded: dict[str, Any]) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
     """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
-    (without any, ``config.normalize``'s)."""
+    (without any, ``config.normalize``'s). ``loaded`` keeps the data by how it was loaded: a baseline fed as
+    the candidate is does not read the images again."""
     from edgekd.data import load_data, with_class_order_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess
     from edgekd.profiles import load_profile
-
-    recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
-    data = load_data(config.data, resolution=config.resolution,
-                     normalize=normalize if normalize is not None else recorded or config.normalize,
-                     seed=config.seed,
-                     channels=config.channels or (recorded.to_channels if recorded else None))
-    data = with_class_order_note(data, embedded_class_names(model))
     from edgekd.validate import class_accuracy
 
+    recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
+    how = {"normalize": normalize if normalize is not None else recorded or config.normalize,
+           "channels": config.channels or (recorded.to_channels if recorded else None)}
+    key = repr(how)
+    if key not in loaded:
+        loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
+    data = with_class_order_note(loaded[key], embedded_class_names(model))
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     return top1(logits, labels), data, read, class_accuracy(logits, labels, data)

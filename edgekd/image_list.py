@@ -6,17 +6,16 @@ class names numbered in sorted order as class folders are."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, split_normalized, whole_numbers
+from edgekd.data import Dataset, check_classes, whole_numbers
 from edgekd.errors import DataError
-from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, read_images
-from edgekd.preprocess import Preprocess, convert_channels, normalize_images, orientation_notes, parse_resolution
+from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, held_out_set, read_images, split_whole
+from edgekd.preprocess import parse_resolution
 
 FILE_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "target", "y", "category")
@@ -30,27 +29,18 @@ def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize
     resolution = parse_resolution(resolution)
     files, labels, roles = _rows(path)
     classes, y = _classes(path, labels)
-    x, mode, scale, side, stored = read_images(path, files, resolution)
-    kind = "grayscale" if mode == "L" else "rgb"
+    x, *described = read_images(path, files, resolution)
+    read = tuple(described)
     if roles is None:
-        check_classes(path, y, len(classes))
-        x, to = convert_channels(x, channels, str(path))
-        data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
-                                lambda mean, std: Preprocess(scale, mean, std, kind, side, "bicubic", to))
-        return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
+        return split_whole(path, x, y, classes, read, resolution, seed, normalize, channels)
     part = {role: np.array([r == role for r in roles]) for role in sorted(set(roles))}
     if "train" not in part:  # a held-out test set for validate and gate, its classes matched by name
-        x, to = convert_channels(x, channels, str(path))
-        x, mean, std = normalize_images(x, x, normalize, str(path))
-        none_x, none_y = x[:0], y[:0]
-        return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes,
-                       Preprocess(scale, mean, std, kind, side, "bicubic", to))
+        return held_out_set(path, x, y, classes, read, normalize, channels)
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
     check_classes(path, ys["train"], len(classes))
     held_out = ("training images alone", "mark some rows test (or val) in its split column, or leave the split "
                                          "column out to have the images split 70/10/20")
-    return from_parts(path, xs, ys, classes, (mode, scale, side, stored), resolution, seed, normalize, channels,
-                      held_out)
+    return from_parts(path, xs, ys, classes, read, resolution, seed, normalize, channels, held_out)
 
 
 def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None]:

@@ -45,15 +45,23 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     if splits is None:
         classes = tuple(folders)
         files = _class_files(path, classes, path)
-        x, mode, scale, side, stored = read_images(path, [f for f, _ in files], resolution)
+        x, *read = read_images(path, [f for f, _ in files], resolution)
         y = np.array([label for _, label in files], dtype=np.int64)
-        check_classes(path, y)
-        x, to = convert_channels(x, channels, str(path))
-        data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
-                                lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
-                                                             side, "bicubic", to))
-        return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
+        return split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
     return _load_splits(path, splits, resolution, seed, normalize, channels)
+
+
+def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
+                read: tuple[str, float, tuple[int, int], tuple[int, int]], resolution: tuple[int, int] | None,
+                seed: int, normalize: Any, channels: int | None) -> Dataset:
+    """Images that come without splits, split 70/10/20; ``read`` is what ``read_images`` says of them."""
+    mode, scale, side, stored = read
+    check_classes(path, y, len(classes))
+    x, to = convert_channels(x, channels, str(path))
+    data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
+                            lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
+                                                         side, "bicubic", to))
+    return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
 
 
 def _visible_dirs(path: Path) -> list[str]:
@@ -162,8 +170,16 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
     classes = tuple(_visible_dirs(folder))
     files = _class_files(folder, classes, folder)
-    x, mode, scale, side, _ = read_images(path, [f for f, _ in files], resolution)
+    x, *read = read_images(path, [f for f, _ in files], resolution)
     y = np.array([label for _, label in files], dtype=np.int64)
+    return held_out_set(path, x, y, classes, tuple(read), normalize, channels)
+
+
+def held_out_set(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
+             read: tuple[str, float, tuple[int, int], tuple[int, int]], normalize: Any,
+             channels: int | None) -> Dataset:
+    """Images held out whole as a test set (nothing to train on), standardised by their own statistics."""
+    mode, scale, side, _ = read
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
