@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow bench lint clean bench-search bench-search-truth bench-distill bench-latency-decisions
+.PHONY: demo test test-slow test-oldest bench lint clean bench-search bench-search-truth bench-distill bench-latency-decisions
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The suite on the oldest release of each dependency pyproject.toml admits (.ci/oldest-deps.txt), in a venv of
+# its own: what a user gets whose environment already holds those releases. About as long as `make test`.
+OLDEST := .venv-oldest
+test-oldest:
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet 'torch==2.13.0'
+	$(OLDEST)/bin/python -m pip install --quiet -c .ci/oldest-deps.txt -e '.[dev]'
+	$(OLDEST)/bin/python -m pip check
+	$(OLDEST)/bin/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_digits.py
@@ -57,4 +68,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-oldest $(DEMO_OUT) .pytest_cache build *.egg-info

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from edgekd import tomlread
 from edgekd.errors import ConfigError
 
 DEFAULT_PYPROJECT = Path("pyproject.toml")
@@ -46,8 +45,8 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     if not required and not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlread.loads(path.read_text(encoding="utf-8"))
+    except tomlread.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})", "fix the syntax") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", "pass a pyproject.toml file") from None

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from edgekd import tomlread
 from edgekd.errors import ConfigError, OutputError, did_you_mean
 from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
 from edgekd.run_inputs import check_inputs, near_chance, recipe, run_data, run_teacher
@@ -164,10 +163,10 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe TOML (keys as the flags, '-' or '_'); unknown keys are rejected."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomlread.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"recipe '{path}' does not exist", "check the --config path") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (tomlread.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"recipe '{path}' cannot be read ({exc})", "fix the TOML syntax") from None
     if isinstance(raw.get("compress"), dict):  # a [compress] table, or keys at the top level, not both
         loose = sorted(k for k in raw if k != "compress")

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from edgekd import tomlread
 from edgekd.errors import ProfileError
 
 SCHEMA_VERSION = 1
@@ -212,8 +211,8 @@ def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
 
 def load_profile_file(path: Path) -> DeviceProfile:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomlread.loads(path.read_text(encoding="utf-8"))
+    except tomlread.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: malformed TOML ({exc})", "fix the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot be read ({exc})", "check the file's permissions and encoding") from None

@@ -65,7 +65,8 @@ def test_accuracy_budget_flags_belong_to_compress_only(run_cli, tmp_path):
     assert not (tmp_path / "o").exists()
     for command in ("search", "distill"):  # neither validates ONNX files, so neither takes an accuracy budget
         code, _, err = run_cli(command, "--min-accuracy", "0.9")
-        assert code == 2 and "No such option '--min-accuracy'" in err
+        # click 8.1 writes "No such option: --min-accuracy", 8.2 "No such option '--min-accuracy'"
+        assert code == 2 and "No such option" in err and "--min-accuracy" in err
 
 
 def test_latency_rounds_must_be_positive(run_cli, tmp_path):

@@ -58,5 +58,6 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
         click.echo(interrupted_message(), err=True)
-        sys.exit(143 if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else 130)
+        # click 8.2 raises its Abort `from` the interrupt, 8.1 inside the handler: __cause__ or __context__.
+        sys.exit(143 if any(isinstance(e, Terminated) for e in (exc, exc.__cause__, exc.__context__)) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
