@@ -92,7 +92,8 @@ def test_a_model_with_two_inputs_is_refused_by_name(run_cli, fast_profile_path, 
 
     a, b, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b", "y"))
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", [a, b], [y])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "two.onnx"))
     for command in ("bench", "validate"):
         code, _, err = run_cli(command, tmp_path / "two.onnx", "--profile", fast_profile_path)
         assert code == 2 and "Traceback" not in err
@@ -107,8 +108,9 @@ def _cast_model(path, elem_type, shape, out_shape=None):
     x = helper.make_tensor_value_info("x", elem_type, shape)
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["f"], ["y"])]
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]),
-              str(path))
+    # IR 8, opset 17 spelled out: onnx's defaults are its newest, which an older onnxruntime refuses to load.
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=8), str(path))
     return path
 
 

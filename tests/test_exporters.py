@@ -239,7 +239,7 @@ def test_weight_quantizer_folding_is_exact(tmp_path):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     path = tmp_path / "q.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
     x = rng.normal(size=(1, 2, 5, 5)).astype(np.float32)
     before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert fold_weight_quantization(path) == 1

@@ -51,6 +51,64 @@ def test_missing_and_corrupt_models(tmp_path, fast_profile):
         measure([bad], fast_profile)
 
 
+def _relu(path, ir_version, opset):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("ir", "opset", "says"), [
+    (99, 13, r"'.*m\.onnx' is ONNX IR version 99, and onnxruntime [\d.]+ reads up to \d+;"),
+    (10, 99, r"'.*m\.onnx' uses opset 99 of ai\.onnx, and onnxruntime [\d.]+ supports up to \d+;"),
+])
+def test_a_model_newer_than_the_runtime_is_named_with_both_versions(tmp_path, fast_profile, ir, opset, says):
+    """A board's onnxruntime is often older than the onnx package that wrote the model; onnxruntime's own
+    message starts with 200 characters of C++ source location, which is all the user used to see."""
+    from edgekd.latency.runtime import open_session
+
+    path = _relu(tmp_path / "m.onnx", ir, opset)
+    with pytest.raises(ArtifactError, match=says) as measured:  # the worker, in its own process (bench, search)
+        measure([path], fast_profile, shape=(1, 3))
+    with pytest.raises(ArtifactError, match=says) as opened:  # this process (validate's accuracy, the gate)
+        open_session(path, fast_profile)
+    for exc in (measured.value, opened.value):
+        assert exc.fix.startswith("upgrade onnxruntime where the model runs, or ")
+        assert "onnxruntime_src" not in exc.message
+
+
+def test_onnxruntime_load_failures_lose_their_source_location():
+    """Messages as onnxruntime 1.23 (the last release for Python 3.10) wrote them."""
+    from edgekd.latency.worker import load_failure
+
+    location = ("[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/"
+                "graph/model.cc:181 onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, "
+                "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) ")
+    ir = RuntimeError(location + "Unsupported model IR version: 14, max supported IR version: 11\n")
+    assert load_failure(ir, "m.onnx", "1.23.2")[0] == (
+        "'m.onnx' is ONNX IR version 14, and onnxruntime 1.23.2 reads up to 11")
+    opset = ("[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/"
+             "model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::string&, "
+             "int) ONNX Runtime only *guarantees* support for models stamped with official released onnx opset "
+             "versions. Opset 30 is under development and support for this is limited. Current official support "
+             "for domain ai.onnx is till opset 23.\n")
+    assert load_failure(RuntimeError(opset), "m.onnx", "1.23.2") == (
+        "'m.onnx' uses opset 30 of ai.onnx, and onnxruntime 1.23.2 supports up to 23",
+        "upgrade onnxruntime where the model runs, or export the model at opset 23 or lower")
+    invalid = ("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/"
+               "core/graph/graph.cc:1460 void onnxruntime::Graph::InitializeStateFromModelFileGraphProto() This is "
+               "an invalid model. Error: two nodes with same node name (n).")
+    assert load_failure(RuntimeError(invalid), "m.onnx", "1.23.2")[0] == (
+        "onnxruntime cannot load 'm.onnx': This is an invalid model. Error: two nodes with same node name (n).")
+    assert load_failure(RuntimeError(""), "m.onnx", "1.23.2")[0] == "onnxruntime cannot load 'm.onnx': RuntimeError"
+
+
 def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu(two_models, fast_profile):
     """onnxruntime falls back to the CPU without a word when a listed provider is missing."""
     import dataclasses

@@ -407,7 +407,7 @@ def test_worker_is_standalone(models, tmp_path):
     tree = ast.parse(WORKER.read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
-    assert imported <= {"__future__", "json", "os", "sys", "time", "numpy", "onnxruntime"}
+    assert imported <= {"__future__", "json", "os", "re", "sys", "time", "numpy", "onnxruntime"}
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
     spec = tmp_path / "spec.json"

@@ -174,7 +174,7 @@ def _model_with_weight(path: Path, location: str | None = None, dangling: bool =
     node = helper.make_node("Add", ["x", "w_missing" if dangling else "w"], ["y"], name="add")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     path.write_bytes(model.SerializeToString())
     return path
 
@@ -710,7 +710,8 @@ def test_a_float16_model_is_described_as_fp16(tmp_path):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 10])], [weight])
     path = tmp_path / "half.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
     assert artifact_from_file(path).precision == "fp16"
     assert artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).precision == "fp32"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ArtifactError, first_line
+from edgekd.errors import ArtifactError
 from edgekd.profiles import DeviceProfile
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -40,9 +40,9 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
         return ort.InferenceSession(str(path), options or session_options(profile),
                                     providers=list(profile.runtime["providers"]))
     except Exception as exc:  # onnxruntime raises several unrelated exception types here
-        first = first_line(exc)
-        raise ArtifactError(f"onnxruntime cannot load '{path}': {first}",
-                            "pass a complete, valid ONNX model (re-export it)") from None
+        from edgekd.latency.worker import load_failure
+
+        raise ArtifactError(*load_failure(exc, str(path), ort.__version__)) from None
 
 
 def predictions_on_test_split(path: str | Path, profile: DeviceProfile,

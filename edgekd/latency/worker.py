@@ -27,6 +27,7 @@ variation) more than ``max_cv``, as much again is measured and everything is jud
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -167,10 +168,34 @@ def _open(ort, path: str, label: str, options, providers: list):
     try:
         return ort.InferenceSession(path, options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises several unrelated exception types here
-        text = str(exc).strip()
-        first = text.splitlines()[0][:200] if text else type(exc).__name__
-        raise WorkerError(f"onnxruntime cannot load '{label}': {first}",
-                          "pass a complete, valid ONNX model (re-export it)", "artifact") from None
+        raise WorkerError(*load_failure(exc, label, ort.__version__), "artifact") from None
+
+
+# onnxruntime's own words when a model is newer than it: a board's runtime is often older than the onnx
+# package that wrote the model, and the message's first 200 characters are a C++ source location.
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S)
+_ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed: ?|"
+                        r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])")
+
+
+def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str, str]:
+    """(message, fix) for a model onnxruntime ``ort_version`` could not load: a model newer than the runtime
+    is named as such, with both versions; anything else is onnxruntime's reason without its source location."""
+    text = str(exc).strip()
+    ir = _IR_TOO_NEW.search(text)
+    if ir:
+        return (f"'{label}' is ONNX IR version {ir[1]}, and onnxruntime {ort_version} reads up to {ir[2]}",
+                f"upgrade onnxruntime where the model runs, or save the model with IR version {ir[2]} "
+                "(the onnx package that wrote it is newer than that onnxruntime)")
+    opset = _OPSET_TOO_NEW.search(text)
+    if opset:
+        return (f"'{label}' uses opset {opset[1]} of {opset[2]}, and onnxruntime {ort_version} supports up to "
+                f"{opset[3]}", f"upgrade onnxruntime where the model runs, or export the model at opset {opset[3]} or "
+                "lower")
+    reason = " ".join(_ORT_NOISE.sub("", text).split())[:200] if text else type(exc).__name__
+    return (f"onnxruntime cannot load '{label}': {reason or type(exc).__name__}",
+            "pass a complete, valid ONNX model (re-export it)")
 
 
 # onnxruntime's input type -> (numpy dtype, integer range or None for normal noise). Integer inputs are
