@@ -100,7 +100,8 @@ def test_onnxruntime_load_failures_lose_their_source_location():
              "for domain ai.onnx is till opset 23.\n")
     assert load_failure(RuntimeError(opset), "m.onnx", "1.23.2") == (
         "'m.onnx' uses opset 30 of ai.onnx, and onnxruntime 1.23.2 supports up to 23",
-        "upgrade onnxruntime where the model runs, or export the model at opset 23 or lower")
+        "upgrade onnxruntime where the model runs, or export the model at opset 23 or lower "
+        "(edgekd compress --opset 23)")
     invalid = ("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/"
                "core/graph/graph.cc:1460 void onnxruntime::Graph::InitializeStateFromModelFileGraphProto() This is "
                "an invalid model. Error: two nodes with same node name (n).")

@@ -422,6 +422,15 @@ def test_worker_is_standalone(models, tmp_path):
     assert answer["ok"] is False and "cannot load" in answer["error"] and answer["fix"] and answer["kind"] == "artifact"
 
 
+def test_worker_runs_on_the_python_of_older_boards():
+    """The worker runs on the device's own Python: Raspberry Pi OS and Jetson images carry 3.7-3.9. (Its
+    annotations are never evaluated: it imports annotations from __future__.)"""
+    vermin = Path(sys.executable).with_name("vermin")
+    done = subprocess.run([str(vermin), "-t=3.7-", "--no-tips", "--violations", str(WORKER)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
     """onnxruntime_perf_test sets dynamic dimensions by name (-f name:value); a size it cannot guess asks for
     --input-shape, with an example that keeps the model's own channels."""

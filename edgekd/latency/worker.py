@@ -190,9 +190,10 @@ def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str,
                 "(the onnx package that wrote it is newer than that onnxruntime)")
     opset = _OPSET_TOO_NEW.search(text)
     if opset:
+        ours = f" (edgekd compress --opset {opset[3]})" if opset[2] == "ai.onnx" and int(opset[3]) >= 13 else ""
         return (f"'{label}' uses opset {opset[1]} of {opset[2]}, and onnxruntime {ort_version} supports up to "
                 f"{opset[3]}", f"upgrade onnxruntime where the model runs, or export the model at opset {opset[3]} or "
-                "lower")
+                f"lower{ours}")
     reason = " ".join(_ORT_NOISE.sub("", text).split())[:200] if text else type(exc).__name__
     return (f"onnxruntime cannot load '{label}': {reason or type(exc).__name__}",
             "pass a complete, valid ONNX model (re-export it)")
