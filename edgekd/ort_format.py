@@ -22,6 +22,10 @@ PLATFORMS = ("arm", "amd64")
 # the x86 device it ships to. "extended" stops short of layouts; for arm the tool leaves NCHWc out itself.
 _LEVELS = {"arm": "all", "amd64": "extended"}
 _LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
+# The oldest onnxruntime that loads each ORT format version, as measured: format 6 (onnxruntime 1.32's converter
+# writes it) loaded in 1.16.3 to 1.21.1, and 1.14.1 and 1.15.1 refused it. A mobile app's runtime older than this
+# cannot open the file; one not listed here is said to be unknown rather than guessed.
+LOADS_FROM = {6: "1.16"}
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,32 @@ class OrtFile:
     top1_agreement: float  # with its .onnx, on the test images
     max_abs_diff: float
     passed: bool
+    format_version: int | None = None  # the ORT format the file is written in
+    converted_with: str = ""  # the onnxruntime version whose tool wrote it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+
+def loads_text(version: int | None) -> str:
+    """Which onnxruntime loads a file of ORT format ``version``, for the log and the reports."""
+    if version is None:
+        return "its ORT format version could not be read"
+    since = LOADS_FROM.get(version)
+    return (f"ORT format {version}, which onnxruntime {since} and later load" if since else
+            f"ORT format {version}, which edgekd has not seen loaded: check your app's onnxruntime loads it")
+
+
+def format_version(path: Path) -> int | None:
+    """The ORT format version a .ort file is written in (its header's ``ort_version``), None if unreadable."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+
+    try:
+        text = InferenceSession.GetRootAs(path.read_bytes(), 0).OrtVersion()
+    except Exception:  # flatbuffers raises several types on a damaged file
+        return None
+    return int(text) if text and text.isdigit() else None
 
 
 def platform_for(profile: Any) -> str:
@@ -90,7 +117,7 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
     diff = float(np.abs(ours - theirs).max())
     passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
     return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
-                   diff, passed)
+                   diff, passed, format_version(ort_path), ort.__version__)
 
 
 def _outputs(model: Path, images: np.ndarray) -> np.ndarray:

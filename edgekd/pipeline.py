@@ -259,13 +259,14 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
 
 def _ort_copies(report: Any, staging: Path, profile: Any, data: Any, log: Log) -> dict[str, Any]:
     """Each student's ORT-format copy, checked against its .onnx on the test images (``edgekd.ort_format``)."""
-    from edgekd.ort_format import platform_for, to_ort
+    from edgekd.ort_format import loads_text, platform_for, to_ort
 
     target = platform_for(profile)
     students = [r.artifact for r in report.reports if r.artifact.role == "student"]
     orts = {a.name: to_ort(staging / a.path, target, data.x_test, a.precision) for a in students}
     log(f"export: ORT format for onnxruntime mobile and reduced builds ({target}): "
-        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx)" for o in orts.values()))
+        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx; {loads_text(o.format_version)})"
+                    for o in orts.values()))
     return orts
 
 

@@ -176,7 +176,14 @@ def ort_text(manifest: dict[str, Any]) -> str | None:
     listed = "; ".join(f"`{o['path']}` ({o['size_bytes'] / 1024:.1f} KB, {o['top1_agreement']:.2%} top-1 agreement "
                        f"with `{name}.onnx`{'' if o['passed'] else ', FAILED'}; operators for a reduced build in "
                        f"`{o['operators']}`)" for name, o in copies)
-    return f"ORT format for onnxruntime mobile ({copies[0][1]['platform']}): {listed}."
+    first = copies[0][1]
+    runtime = ""
+    if "format_version" in first:  # manifests written before edgekd recorded it have no such key
+        from edgekd.ort_format import loads_text
+
+        runtime = (f" Written by onnxruntime {first.get('converted_with', '?')}'s converter in "
+                   f"{loads_text(first['format_version'])}.")
+    return f"ORT format for onnxruntime mobile ({first['platform']}): {listed}.{runtime}"
 
 
 def render_markdown(manifest: dict[str, Any]) -> str:

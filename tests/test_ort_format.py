@@ -50,6 +50,21 @@ def test_a_copy_whose_outputs_differ_is_not_passed(models, small_data, monkeypat
     assert not made.passed and made.top1_agreement < 0.97 and made.max_abs_diff > 1
 
 
+def test_the_format_version_is_read_off_the_file_and_said_with_the_oldest_runtime_known_to_load_it(models, tmp_path):
+    from edgekd.ort_format import LOADS_FROM, format_version, loads_text
+
+    made = models / "student-fp32.ort"
+    if not made.exists():
+        to_ort(models / "student-fp32.onnx", "arm", np.zeros((2, 1, 16, 16), np.float32), "fp32")
+    assert format_version(made) == 6 and LOADS_FROM[6] == "1.16"  # 1.15.1 refused a format-6 file, 1.16.3 loaded it
+    damaged = tmp_path / "damaged.ort"
+    damaged.write_bytes(b"\x00" * 3)
+    assert format_version(damaged) is None
+    assert loads_text(6) == "ORT format 6, which onnxruntime 1.16 and later load"
+    assert loads_text(7).startswith("ORT format 7, which edgekd has not seen loaded")
+    assert loads_text(None) == "its ORT format version could not be read"
+
+
 def test_a_model_the_converter_cannot_read_and_an_unknown_platform_are_named(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")

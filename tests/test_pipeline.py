@@ -214,7 +214,14 @@ def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict
         operators = (out / ort["operators"]).read_text()
         assert f"# - {name}.ort\n" in operators and "ai.onnx;" in operators  # the file named, no temp folder
         assert "nchwc" not in operators  # no layout of this CPU's vector width baked in
-    assert "ORT format for onnxruntime mobile" in (out / "report.md").read_text()
+        import onnxruntime
+
+        # a mobile app's onnxruntime older than the format cannot open the file: say which format, written by whom
+        assert ort["format_version"] == 6 and ort["converted_with"] == onnxruntime.__version__
+    report = (out / "report.md").read_text()
+    assert "ORT format for onnxruntime mobile" in report
+    assert (f"Written by onnxruntime {onnxruntime.__version__}'s converter in ORT format 6, which onnxruntime 1.16 "
+            "and later load.") in report
 
 
 def test_the_gate_checks_a_manifest_s_ort_copy_when_it_is_here(strict_rerun, run_cli, tmp_path):
