@@ -138,10 +138,35 @@ def check(version: str, python: Path | None, files: list[Path], x_path: Path, re
     return {"runtime": got["onnxruntime"], "python": got["python"], "files": rows}
 
 
+def summary(result: dict[str, Any]) -> list[str]:
+    """One row per release, one column per (run, file type): whether every such file loaded and agreed."""
+    kinds = sorted({(row["run"], Path(row["file"]).suffix) for e in result["runtimes"] for row in e.get("files", [])},
+                   key=lambda k: (k[1], k[0]))
+    lines = ["| onnxruntime | Python | " + " | ".join(f"{run} `{suffix}`" for run, suffix in kinds) + " |",
+             "|---|---|" + "---|" * len(kinds)]
+    for entry in result["runtimes"]:
+        if "files" not in entry:
+            lines.append(f"| {entry['runtime']} | - | " + " | ".join("not installed" for _ in kinds) + " |")
+            continue
+        cells = []
+        for run, suffix in kinds:
+            rows = [r for r in entry["files"] if (r["run"], Path(r["file"]).suffix) == (run, suffix)]
+            if not rows:
+                cells.append("-")
+            elif not all(r["loaded"] for r in rows):
+                cells.append("refused")
+            else:
+                agree = [r["top1_agreement"] for r in rows if "top1_agreement" in r]
+                cells.append(f"loads, agrees {min(agree):.0%}" if agree else "loads")
+        lines.append(f"| {entry['runtime']} | {entry['python']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"## onnxruntime releases loading edgekd's artifacts ({result['date']}, {result['machine']})", "",
              f"Reference: onnxruntime {result['reference']} (this process). {result['images']} test images, one "
-             "at a time; agreement is top-1 with the reference's outputs.", "",
+             "at a time; agreement is top-1 with the reference's outputs (the lowest over a cell's files).", "",
+             *summary(result), "", "### Every file", "",
              "| onnxruntime | Python | run | file | loads | top-1 agreement | largest difference |",
              "|---|---|---|---|---|---:|---:|"]
     for entry in result["runtimes"]:

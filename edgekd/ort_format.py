@@ -22,9 +22,9 @@ PLATFORMS = ("arm", "amd64")
 # the x86 device it ships to. "extended" stops short of layouts; for arm the tool leaves NCHWc out itself.
 _LEVELS = {"arm": "all", "amd64": "extended"}
 _LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
-# The oldest onnxruntime that loads each ORT format version, as measured: format 6 (onnxruntime 1.32's converter
-# writes it) loaded in 1.16.3 to 1.21.1, and 1.14.1 and 1.15.1 refused it. A mobile app's runtime older than this
-# cannot open the file; one not listed here is said to be unknown rather than guessed.
+# The oldest onnxruntime that loads each ORT format version, as measured (benchmarks/runtime_compat.py): format 6
+# (onnxruntime 1.32's converter writes it) loaded in 1.16.3 to 1.32.0, and 1.10.0 to 1.15.1 refused it. A
+# mobile app's runtime older than this cannot open the file; a format not listed is said to be unknown.
 LOADS_FROM = {6: "1.16"}
 
 

@@ -108,6 +108,12 @@ def test_onnxruntime_load_failures_lose_their_source_location():
     assert load_failure(RuntimeError(invalid), "m.onnx", "1.23.2")[0] == (
         "onnxruntime cannot load 'm.onnx': This is an invalid model. Error: two nodes with same node name (n).")
     assert load_failure(RuntimeError(""), "m.onnx", "1.23.2")[0] == "onnxruntime cannot load 'm.onnx': RuntimeError"
+    # an app's onnxruntime older than the ORT format edgekd's --ort copy is written in (onnxruntime 1.15.1's words)
+    old_ort = ("[ONNXRuntimeError] : 1 : FAIL : inference_session.cc:1147 LoadOrtModelWithLoader The ORT format model "
+               "version [6] is not supported in this build 1.15.1.")
+    message, fix = load_failure(RuntimeError(old_ort), "student-int8.ort", "1.15.1")
+    assert message == "'student-int8.ort' is in ORT format 6, which onnxruntime 1.15.1 cannot load"
+    assert fix.endswith("or ship the .onnx file")
 
 
 def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu(two_models, fast_profile):

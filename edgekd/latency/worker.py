@@ -175,6 +175,7 @@ def _open(ort, path: str, label: str, options, providers: list):
 # package that wrote the model, and the message's first 200 characters are a C++ source location.
 _IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S)
+_ORT_FORMAT_TOO_NEW = re.compile(r"ORT format model version \[(\d+)\] is not supported")
 _ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed: ?|"
                         r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])")
 
@@ -194,6 +195,11 @@ def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str,
         return (f"'{label}' uses opset {opset[1]} of {opset[2]}, and onnxruntime {ort_version} supports up to "
                 f"{opset[3]}", f"upgrade onnxruntime where the model runs, or export the model at opset {opset[3]} or "
                 f"lower{ours}")
+    ort_format = _ORT_FORMAT_TOO_NEW.search(text)
+    if ort_format:
+        return (f"'{label}' is in ORT format {ort_format[1]}, which onnxruntime {ort_version} cannot load",
+                "load it with the onnxruntime release its converter belongs to or a later one (edgekd's manifest "
+                "records both), or ship the .onnx file")
     reason = " ".join(_ORT_NOISE.sub("", text).split())[:200] if text else type(exc).__name__
     return (f"onnxruntime cannot load '{label}': {reason or type(exc).__name__}",
             "pass a complete, valid ONNX model (re-export it)")
