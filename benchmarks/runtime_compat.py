@@ -138,6 +138,21 @@ def check(version: str, python: Path | None, files: list[Path], x_path: Path, re
     return {"runtime": got["onnxruntime"], "python": got["python"], "files": rows}
 
 
+def ort_speeds(runs: list[Path]) -> list[dict[str, Any]]:
+    """Each ORT copy's p50 beside its .onnx on the run's profile, as the run recorded it."""
+    rows = []
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        for entry in manifest["artifacts"]:
+            ort = entry.get("ort") or {}
+            if ort.get("vs_onnx") is not None:
+                latency = entry.get("latency") or {}
+                rows.append({"run": run.name, "file": ort["path"], "profile": manifest["profile"]["name"],
+                             "platform": ort["platform"], "p50_ms": ort["p50_ms"], "vs_onnx": ort["vs_onnx"],
+                             "onnx_p50_ms": latency.get("p50_ms")})
+    return rows
+
+
 def summary(result: dict[str, Any]) -> list[str]:
     """One row per release, one column per (run, file type): whether every such file loaded and agreed."""
     kinds = sorted({(row["run"], Path(row["file"]).suffix) for e in result["runtimes"] for row in e.get("files", [])},
@@ -162,11 +177,23 @@ def summary(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def speed_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["### ORT copies against their .onnx, on the run's profile", "",
+             "The p50s the run recorded, each copy timed beside its .onnx in the same interleaved runs (the ratio "
+             "is the median of the runs' ratios).", "",
+             "| run | file | profile | converted for | p50 (ms) | x its .onnx |", "|---|---|---|---|---:|---:|"]
+    lines += [f"| {r['run']} | `{r['file']}` | {r['profile']} | {r['platform']} | {r['p50_ms']:.3f} | "
+              f"{r['vs_onnx']:.2f}x |" for r in rows]
+    return [*lines, ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"## onnxruntime releases loading edgekd's artifacts ({result['date']}, {result['machine']})", "",
              f"Reference: onnxruntime {result['reference']} (this process). {result['images']} test images, one "
              "at a time; agreement is top-1 with the reference's outputs (the lowest over a cell's files).", "",
-             *summary(result), "", "### Every file", "",
+             *summary(result), "", *speed_table(result.get("ort_speed", [])), "### Every file", "",
              "| onnxruntime | Python | run | file | loads | top-1 agreement | largest difference |",
              "|---|---|---|---|---|---:|---:|"]
     for entry in result["runtimes"]:
@@ -215,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         x_path = tmp / "x.npy"
         np.save(x_path, x)
         ref = reference(files, x)
+        speeds = ort_speeds(runs)
         entries = []
         for version in runtimes:
             if version == "current":
@@ -225,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            {"runtime": version, "error": why})
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "reference": ort.__version__, "images": int(len(x)), "runs": [r.name for r in runs],
+              "ort_speed": speeds,
               "seconds": round(time.perf_counter() - start, 1), "runtimes": entries}
     write_results(args.out, result, markdown(result))
     return result

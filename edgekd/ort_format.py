@@ -40,6 +40,8 @@ class OrtFile:
     passed: bool
     format_version: int | None = None  # the ORT format the file is written in
     converted_with: str = ""  # the onnxruntime version whose tool wrote it
+    p50_ms: float | None = None  # measured on the profile beside its .onnx (median of the rounds)
+    vs_onnx: float | None = None  # its p50 over its .onnx's, round by round, median: above 1 is slower
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +120,27 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
     passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
     return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
                    diff, passed, format_version(ort_path), ort.__version__)
+
+
+def with_latency(orts: dict[str, OrtFile], folder: Path, profile: Any, rounds: int) -> dict[str, OrtFile]:
+    """Each copy timed on ``profile`` beside its .onnx, all of them interleaved, ``rounds`` times. The file
+    holds the optimisations of its conversion, not those onnxruntime gives the .onnx at load (on x86, the
+    NCHWc layout: a converted fp32 student ran 6.8x slower than its .onnx here), so it is timed itself."""
+    import dataclasses
+    import statistics
+
+    from edgekd.latency.measure import measure
+
+    names = list(orts)
+    paths = [p for name in names for p in (folder / f"{name}.onnx", folder / orts[name].path)]
+    runs = [measure(paths, profile) for _ in range(max(1, rounds))]
+    timed = {}
+    for i, name in enumerate(names):
+        onnx_ms = [run[2 * i].p50_ms for run in runs]
+        ort_ms = [run[2 * i + 1].p50_ms for run in runs]
+        timed[name] = dataclasses.replace(orts[name], p50_ms=statistics.median(ort_ms),
+                                          vs_onnx=statistics.median(o / n for o, n in zip(ort_ms, onnx_ms)))
+    return timed
 
 
 def _outputs(model: Path, images: np.ndarray) -> np.ndarray:

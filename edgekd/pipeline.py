@@ -239,7 +239,7 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         report = validate(artifacts, profile, config.budget, data, references,
                           budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds)
         report = with_paths_relative(report, staging)
-        orts = _ort_copies(report, staging, profile, data, log) if config.ort else {}
+        orts = _ort_copies(report, staging, profile, data, config.latency_rounds, log) if config.ort else {}
         report = _with_ort_verdicts(report, orts)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         for entry in manifest["artifacts"]:
@@ -257,30 +257,49 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
     return CompressResult(out, manifest, report_md)
 
 
-def _ort_copies(report: Any, staging: Path, profile: Any, data: Any, log: Log) -> dict[str, Any]:
-    """Each student's ORT-format copy, checked against its .onnx on the test images (``edgekd.ort_format``)."""
-    from edgekd.ort_format import loads_text, platform_for, to_ort
+def _ort_copies(report: Any, staging: Path, profile: Any, data: Any, rounds: int, log: Log) -> dict[str, Any]:
+    """Each student's ORT-format copy, checked against its .onnx on the test images and timed beside it on
+    the profile (``edgekd.ort_format``)."""
+    from edgekd.ort_format import loads_text, platform_for, to_ort, with_latency
 
     target = platform_for(profile)
     students = [r.artifact for r in report.reports if r.artifact.role == "student"]
     orts = {a.name: to_ort(staging / a.path, target, data.x_test, a.precision) for a in students}
+    log(f"validate: ORT-format copies beside their .onnx on '{profile.name}' ({rounds} interleaved runs)")
+    orts = with_latency(orts, staging, profile, rounds)
     log(f"export: ORT format for onnxruntime mobile and reduced builds ({target}): "
-        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx; {loads_text(o.format_version)})"
-                    for o in orts.values()))
+        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx, p50 {o.p50_ms:.3f} ms, "
+                    f"{o.vs_onnx:.2f}x its .onnx's; {loads_text(o.format_version)})" for o in orts.values()))
     return orts
+
+
+ORT_SLOWER_NOTED = 1.10  # an ORT copy this much slower than its .onnx is said, within the budget or not
 
 
 def _with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
     """``report`` with an ``ort`` verdict on each student that has an ORT copy: a copy that computes other
-    outputs than the file validated fails its artifact, and the run when that one ships."""
+    outputs than the file validated, or that misses the latency budget its .onnx is held to, fails its
+    artifact, and the run when that one ships. A copy much slower than its .onnx is said either way."""
     if not orts:
         return report
-    reports = tuple(dataclasses.replace(r, verdicts={**r.verdicts, "ort": orts[r.artifact.name].passed})
+    budget_ms = report.budget.latency_ms
+    slow = {name for name, o in orts.items() if budget_ms is not None and o.p50_ms is not None
+            and o.p50_ms > budget_ms}
+    reports = tuple(dataclasses.replace(r, verdicts={**r.verdicts, "ort": orts[r.artifact.name].passed
+                                                     and r.artifact.name not in slow})
                     if r.artifact.name in orts else r for r in report.reports)
-    failed = [name for name, o in orts.items() if not o.passed]
-    notes = tuple(f"{orts[name].path} does not compute what {name}.onnx does on the test images (top-1 agreement "
-                  f"{orts[name].top1_agreement:.2%}, largest difference {orts[name].max_abs_diff:.3g}): ship the "
-                  ".onnx file" for name in failed)
+    notes = []
+    for name, o in orts.items():
+        if not o.passed:
+            notes.append(f"{o.path} does not compute what {name}.onnx does on the test images (top-1 agreement "
+                         f"{o.top1_agreement:.2%}, largest difference {o.max_abs_diff:.3g}): ship the .onnx file")
+        if o.vs_onnx is None or (name not in slow and o.vs_onnx < ORT_SLOWER_NOTED):
+            continue
+        why = (f"{o.path} takes {o.p50_ms:.3f} ms on '{report.profile}', over the {budget_ms:g} ms budget"
+               if name in slow else f"{o.path} is slower than {name}.onnx on '{report.profile}'")
+        notes.append(f"{why} ({o.vs_onnx:.2f}x its .onnx's p50, measured side by side): an ORT-format file keeps "
+                     f"the optimisations of its conversion ({o.platform}), where onnxruntime gives the .onnx this "
+                     "device's at load; ship the .onnx to a device with the full onnxruntime")
     return dataclasses.replace(report, reports=reports, notes=(*report.notes, *notes))
 
 

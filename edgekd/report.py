@@ -168,14 +168,21 @@ def class_text(manifest: dict[str, Any], shown: int = 5) -> str | None:
             + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + ".")
 
 
+def _ort_speed(ort: dict[str, Any], name: str) -> str:
+    """The copy's p50 and how it compares with its .onnx (manifests before edgekd timed copies have neither)."""
+    if ort.get("p50_ms") is None or ort.get("vs_onnx") is None:
+        return ""
+    return f", p50 {ort['p50_ms']:.3f} ms, {ort['vs_onnx']:.2f}x `{name}.onnx`'s"
+
+
 def ort_text(manifest: dict[str, Any]) -> str | None:
     """The ORT-format copies (compress --ort), for a reader deploying with onnxruntime mobile."""
     copies = [(a["artifact"]["name"], a["ort"]) for a in manifest["artifacts"] if a.get("ort")]
     if not copies:
         return None
     listed = "; ".join(f"`{o['path']}` ({o['size_bytes'] / 1024:.1f} KB, {o['top1_agreement']:.2%} top-1 agreement "
-                       f"with `{name}.onnx`{'' if o['passed'] else ', FAILED'}; operators for a reduced build in "
-                       f"`{o['operators']}`)" for name, o in copies)
+                       f"with `{name}.onnx`{'' if o['passed'] else ', FAILED'}{_ort_speed(o, name)}; operators for a "
+                       f"reduced build in `{o['operators']}`)" for name, o in copies)
     first = copies[0][1]
     runtime = ""
     if "format_version" in first:  # manifests written before edgekd recorded it have no such key

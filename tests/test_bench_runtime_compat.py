@@ -51,3 +51,17 @@ def test_a_release_no_interpreter_has_a_wheel_for_is_reported_not_fatal(bench, t
     assert python is None and why == "Python 3.99: no wheel"
     assert any("numpy<2" in cmd for cmd in calls)  # releases before 1.19 were built against numpy 1
     assert bench.venv_for("1.10.0", [], tmp_path) == (None, "no --python given")
+
+
+def test_the_ort_copies_speed_beside_their_onnx_is_read_from_the_runs_manifest(bench, tmp_path):
+    run = tmp_path / "opset18"
+    run.mkdir()
+    ort = {"path": "student-fp32.ort", "platform": "amd64", "p50_ms": 0.62, "vs_onnx": 6.8}
+    (run / "manifest.json").write_text(json.dumps({"profile": {"name": "host-cpu-1t"}, "artifacts": [
+        {"artifact": {"name": "student-fp32"}, "latency": {"p50_ms": 0.091}, "ort": ort},
+        {"artifact": {"name": "teacher-fp32"}, "latency": {"p50_ms": 0.7}}]}))
+    (row,) = bench.ort_speeds([run])
+    assert row == {"run": "opset18", "file": "student-fp32.ort", "profile": "host-cpu-1t", "platform": "amd64",
+                   "p50_ms": 0.62, "vs_onnx": 6.8, "onnx_p50_ms": 0.091}
+    assert "| opset18 | `student-fp32.ort` | host-cpu-1t | amd64 | 0.620 | 6.80x |" in bench.speed_table([row])
+    assert bench.speed_table([]) == []

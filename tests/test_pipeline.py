@@ -218,10 +218,43 @@ def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict
 
         # a mobile app's onnxruntime older than the format cannot open the file: say which format, written by whom
         assert ort["format_version"] == 6 and ort["converted_with"] == onnxruntime.__version__
+        assert ort["p50_ms"] > 0 and ort["vs_onnx"] > 0  # timed beside its .onnx, which it may not match
     report = (out / "report.md").read_text()
     assert "ORT format for onnxruntime mobile" in report
     assert (f"Written by onnxruntime {onnxruntime.__version__}'s converter in ORT format 6, which onnxruntime 1.16 "
             "and later load.") in report
+
+
+def _ort_case(p50_ms, vs_onnx, passed=True):
+    from edgekd.ort_format import OrtFile
+    from edgekd.types import Artifact, ArtifactReport, Budget, ValidationReport
+
+    art = Artifact("student-fp32", "student", "fp32", "student-fp32.onnx", "onnx-fp32", 18, "0" * 64, 1000)
+    report = ValidationReport("host-cpu-1t", Budget(latency_ms=0.5), (ArtifactReport(art, True, None, 0.9, None,
+                                                                                     {"latency": True}),),
+                              "student-fp32")
+    ort = OrtFile("student-fp32.ort", "0" * 64, 900, "amd64", "student-fp32.required_operators.config", 1.0, 0.0,
+                  passed, 6, "1.32.0", p50_ms, vs_onnx)
+    return report, {"student-fp32": ort}
+
+
+def test_an_ort_copy_over_the_budget_fails_its_artifact_and_a_much_slower_one_is_said():
+    """On x86 a converted fp32 student ran 6.8x slower than its .onnx: the file keeps the optimisations of its
+    conversion, without the NCHWc layout onnxruntime gives the .onnx at load."""
+    from edgekd.pipeline import _with_ort_verdicts
+
+    report = _with_ort_verdicts(*_ort_case(0.62, 6.8))
+    assert report.reports[0].verdicts["ort"] is False
+    (note,) = report.notes
+    assert note.startswith("student-fp32.ort takes 0.620 ms on 'host-cpu-1t', over the 0.5 ms budget (6.80x its "
+                           ".onnx's p50, measured side by side)") and note.endswith("with the full onnxruntime")
+    report = _with_ort_verdicts(*_ort_case(0.3, 1.5))  # within the budget, but half again as slow
+    assert report.reports[0].verdicts["ort"] is True
+    assert report.notes[0].startswith("student-fp32.ort is slower than student-fp32.onnx on 'host-cpu-1t' (1.50x")
+    report = _with_ort_verdicts(*_ort_case(0.2, 1.05))
+    assert report.reports[0].verdicts["ort"] is True and report.notes == ()
+    report = _with_ort_verdicts(*_ort_case(0.2, 1.0, passed=False))
+    assert report.reports[0].verdicts["ort"] is False and "does not compute what" in report.notes[0]
 
 
 def test_the_gate_checks_a_manifest_s_ort_copy_when_it_is_here(strict_rerun, run_cli, tmp_path):

@@ -223,6 +223,20 @@ def test_ssh_copies_the_external_data_a_model_names(fakes, models, tmp_path):
     assert list(fakes.remote.iterdir()) == []
 
 
+def test_ssh_measures_an_ort_format_file_under_its_own_suffix(fakes, models, tmp_path):
+    """onnxruntime tells the ORT format by the .ort suffix: staged as model.onnx, the device could not load it."""
+    from edgekd.ort_format import to_ort
+
+    folder = tmp_path / "ort"
+    folder.mkdir()
+    onnx_file = folder / "small.onnx"
+    onnx_file.write_bytes(models[0].read_bytes())
+    made = to_ort(onnx_file, "arm", np.zeros((2, 1, 16, 16), np.float32), "fp32")
+    onnx_stats, ort_stats = measure([onnx_file, folder / made.path], _profile(tmp_path, _ssh(fakes)))
+    assert onnx_stats.p50_ms > 0 and ort_stats.p50_ms > 0
+    assert list(fakes.remote.iterdir()) == []
+
+
 def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SSH_SLEEP", "5")
     profile = _profile(tmp_path, _ssh(fakes, timeout_s=1))

@@ -149,7 +149,8 @@ class LocalRunner:
 
 def _stage(models: Sequence[Path], folder: Path) -> list[str]:
     """Lay the models out in ``folder`` as m0/model.onnx, m1/..., each with the external data files it
-    names, at the same place beside it; relative paths."""
+    names, at the same place beside it; relative paths. An ORT-format file keeps its .ort suffix, by which
+    onnxruntime tells the format."""
     import onnx
 
     from edgekd.onnxfile import external_files
@@ -158,7 +159,8 @@ def _stage(models: Sequence[Path], folder: Path) -> list[str]:
     for i, path in enumerate(models):
         sub = folder / f"m{i}"
         sub.mkdir()
-        _place(path, sub / "model.onnx")
+        name = "model.ort" if path.suffix.lower() == ".ort" else "model.onnx"
+        _place(path, sub / name)
         try:
             data_files = external_files(path, onnx.load(str(path), load_external_data=False))
         except Exception:  # not a readable model: the device's runtime says so, in the error measure raises
@@ -167,7 +169,7 @@ def _stage(models: Sequence[Path], folder: Path) -> list[str]:
             staged = sub / data.relative_to(path.parent)  # the location the model refers to, kept
             staged.parent.mkdir(parents=True, exist_ok=True)
             _place(data, staged)
-        rel.append(f"m{i}/model.onnx")
+        rel.append(f"m{i}/{name}")
     return rel
 
 
