@@ -6,7 +6,8 @@ made in a temporary folder: one at the default opset 18 with ``--ort``, one with
 onnxruntime release in ``--runtimes``, loads every student file there (``.onnx`` and ``.ort``) in a virtual
 environment holding that release and numpy only, runs the test images through it one at a time, and compares
 the outputs with this process's onnxruntime: top-1 agreement and the largest difference. A file that does not
-load gets onnxruntime's reason, as edgekd words it (``edgekd.latency.worker.load_failure``).
+load gets onnxruntime's reason, as edgekd words it (``edgekd.latency.worker.load_failure``). The runs' ORT
+copies are also listed with the p50 their run recorded beside their .onnx on its profile.
 
 Each release is installed with pip into a venv of the first ``--python`` interpreter that has a wheel for it
 (old releases need old Pythons: 1.10 has none past 3.9), kept under ``--venvs`` for the next run.

@@ -125,7 +125,8 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
 def with_latency(orts: dict[str, OrtFile], folder: Path, profile: Any, rounds: int) -> dict[str, OrtFile]:
     """Each copy timed on ``profile`` beside its .onnx, all of them interleaved, ``rounds`` times. The file
     holds the optimisations of its conversion, not those onnxruntime gives the .onnx at load (on x86, the
-    NCHWc layout: a converted fp32 student ran 6.8x slower than its .onnx here), so it is timed itself."""
+    NCHWc layout: a converted fp32 student ran 5.83x as long as its .onnx in benchmarks/runtime_compat.py's
+    run), so it is timed itself."""
     import dataclasses
     import statistics
 
