@@ -57,6 +57,29 @@ def loads_text(version: int | None) -> str:
             f"ORT format {version}, which edgekd has not seen loaded: check your app's onnxruntime loads it")
 
 
+def check_ort_file(path: str | Path) -> int:
+    """``path`` is an ORT-format file edgekd can hand to onnxruntime: its format version, else ArtifactError."""
+    from edgekd.errors import ArtifactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model file '{path}' does not exist", "check the path")
+    version = format_version(path)
+    if version is None:
+        raise ArtifactError(f"'{path}' is not a readable ORT-format file",
+                            "convert the .onnx again (compress --ort, or onnxruntime's convert_onnx_models_to_ort)")
+    return version
+
+
+def ort_inputs(path: str | Path) -> dict[str, Any]:
+    """The file's inputs as ``onnxfile.describe`` gives an .onnx's (name and shape, None or a name for a free
+    dimension), read by onnxruntime: an ORT-format file holds no ONNX graph to read them from."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {"inputs": [{"name": i.name, "shape": list(i.shape)} for i in session.get_inputs()]}
+
+
 def format_version(path: Path) -> int | None:
     """The ORT format version a .ort file is written in (its header's ``ort_version``), None if unreadable."""
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession

@@ -95,3 +95,24 @@ def test_validate_and_gate_name_an_ort_file_and_its_onnx_twin(models, small_data
     shutil.copy(models / "student-fp32.ort", alone)
     code, _, err = run_cli("validate", alone)
     assert code == 2 and "pass the .onnx model it was converted from" in err
+
+
+def test_bench_times_an_ort_copy_beside_its_onnx_and_refuses_what_it_cannot_read(models, small_data, run_cli,
+                                                                                 fast_profile_path, tmp_path):
+    to_ort(models / "student-fp32.onnx", "amd64", small_data.x_test[:8], "fp32")
+    code, out, err = run_cli("bench", models / "student-fp32.ort", "--vs", models / "student-fp32.onnx",
+                             "--profile", fast_profile_path, "--no-cache")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith(f"| {models}")]
+    assert [r.split(" | ")[0] for r in rows] == [f"| {models / name}" for name in ("student-fp32.ort",
+                                                                                   "student-fp32.onnx")]
+    junk = tmp_path / "junk.ort"
+    junk.write_bytes(b"not an ORT file")
+    code, _, err = run_cli("bench", junk, "--profile", fast_profile_path)
+    assert code == 2 and f"error: '{junk}' is not a readable ORT-format file; convert the .onnx again" in err
+    code, _, err = run_cli("bench", tmp_path / "nope.ort", "--profile", fast_profile_path)
+    assert code == 2 and "does not exist" in err
+    # the input shape is read by onnxruntime, since an ORT-format file holds no ONNX graph to read it from
+    code, _, err = run_cli("bench", models / "student-fp32.ort", "--input-shape", "1,1,8,8", "--profile",
+                           fast_profile_path)
+    assert code == 2 and "--input-shape 1,1,8,8 sets dimension 2 to 8, and" in err and "fixes it at 16" in err
