@@ -40,6 +40,7 @@ class OrtFile:
     passed: bool
     format_version: int | None = None  # the ORT format the file is written in
     converted_with: str = ""  # the onnxruntime version whose tool wrote it
+    loads_from: str | None = None  # the oldest onnxruntime seen loading its format (LOADS_FROM); None: unknown
     p50_ms: float | None = None  # measured on the profile beside its .onnx (median of the rounds)
     vs_onnx: float | None = None  # its p50 over its .onnx's, round by round, median: above 1 is slower
 
@@ -141,8 +142,9 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
     agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
     diff = float(np.abs(ours - theirs).max())
     passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
+    version = format_version(ort_path)
     return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
-                   diff, passed, format_version(ort_path), ort.__version__)
+                   diff, passed, version, ort.__version__, LOADS_FROM.get(version) if version is not None else None)
 
 
 def with_latency(orts: dict[str, OrtFile], folder: Path, profile: Any, rounds: int) -> dict[str, OrtFile]:

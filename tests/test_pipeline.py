@@ -218,6 +218,7 @@ def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict
 
         # a mobile app's onnxruntime older than the format cannot open the file: say which format, written by whom
         assert ort["format_version"] == 6 and ort["converted_with"] == onnxruntime.__version__
+        assert ort["loads_from"] == "1.16"  # what a deployment pipeline compares its app's onnxruntime with
         assert ort["p50_ms"] > 0 and ort["vs_onnx"] > 0  # timed beside its .onnx, which it may not match
     report = (out / "report.md").read_text()
     assert "ORT format for onnxruntime mobile" in report
@@ -234,7 +235,7 @@ def _ort_case(p50_ms, vs_onnx, passed=True):
                                                                                      {"latency": True}),),
                               "student-fp32")
     ort = OrtFile("student-fp32.ort", "0" * 64, 900, "amd64", "student-fp32.required_operators.config", 1.0, 0.0,
-                  passed, 6, "1.32.0", p50_ms, vs_onnx)
+                  passed, 6, "1.32.0", "1.16", p50_ms, vs_onnx)
     return report, {"student-fp32": ort}
 
 
