@@ -24,9 +24,9 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
              "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
-             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy"}
+             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
-                  "max_size_growth", "max_accuracy_drop", "min_class_accuracy")
+                  "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config")
 ACCURACY_KEYS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")  # settings measured on --data
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -64,6 +64,7 @@ class GateConfig:
     max_size_growth: float | None = None  # a fraction the file may grow by over the baseline's
     max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
     min_class_accuracy: float | None = None  # the floor every class's own accuracy must reach
+    ops_config: str | None = None  # the operator config an app's reduced onnxruntime build was compiled with
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
 
@@ -71,11 +72,11 @@ class GateConfig:
         if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
                                             self.allowed_ops, self.max_opset, self.baseline,
                                             self.max_accuracy_drop, self.max_size_growth,
-                                            self.min_class_accuracy)):
+                                            self.min_class_accuracy, self.ops_config)):
             raise ConfigError("the gate has no thresholds",
-                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops or "
-                              "--max-opset, set them in [tool.edgekd.gate] in pyproject.toml, or gate a "
-                              "manifest.json (held to its own budget)")
+                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops, "
+                              "--max-opset or --ops-config, set them in [tool.edgekd.gate] in pyproject.toml, or "
+                              "gate a manifest.json (held to its own budget)")
         from edgekd.preprocess import resolution_value
 
         object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
@@ -365,6 +366,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     if config.max_size_growth is not None:
         checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
+    checks += _reduced_build_check(model.parent, entry, config)
     compared = _baseline_model(config.baseline, "accuracy") if config.max_accuracy_drop is not None else None
     accuracy = config.min_accuracy is not None or config.min_class_accuracy is not None or compared is not None
     if accuracy:
@@ -396,6 +398,29 @@ def _ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> lis
     same = sha256(copy) == recorded["sha256"]
     return [Check("ort integrity", same, f"{copy.name} matches its manifest entry" if same else
                   f"{copy.name} changed since the manifest was written (sha256 differs)")]
+
+
+def _reduced_build_check(folder: Path, entry: dict[str, Any] | None, config: GateConfig) -> list[Check]:
+    """The operators the artifact's ORT-format copy needs (its required_operators.config, written by
+    compress --ort) are all in the app's reduced onnxruntime build (--ops-config): a model needing one more
+    kernel than the app was compiled with fails to load in the app, not in CI."""
+    if config.ops_config is None:
+        return []
+    from edgekd.ort_format import missing_operators
+
+    if entry is None:
+        raise ConfigError("--ops-config checks the operators of a manifest's ORT-format copy, and the target is a "
+                          "model file", "gate the manifest.json of a compress --ort run")
+    recorded = entry.get("ort")
+    if not recorded:
+        raise ConfigError(f"--ops-config checks the ORT-format copy of '{entry['artifact']['name']}', and its "
+                          "manifest records none", "compress with --ort, or drop --ops-config")
+    needed = folder / recorded["operators"]
+    missing = missing_operators(needed, Path(config.ops_config))
+    build = Path(config.ops_config).name
+    return [Check("reduced build", not missing,
+                  f"every operator {recorded['path']} needs is in {build}" if not missing else
+                  f"{recorded['path']} needs operators {build} lacks: {'; '.join(missing)}", missing)]
 
 
 def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:

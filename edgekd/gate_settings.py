@@ -33,6 +33,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], type | None, str]] = {
     "max_size_growth": (_NUMBER, None, "0.05"),
     "max_accuracy_drop": (_NUMBER, None, "0.5"),
     "min_class_accuracy": (_NUMBER, None, "0.8"),
+    "ops_config": ((str,), None, '"app/required_operators.config"'),
 }
 
 
@@ -63,7 +64,7 @@ def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if folder.resolve() == Path.cwd().resolve():
         return settings
     out = dict(settings)
-    for key in ("data", "baseline", "profile"):
+    for key in ("data", "baseline", "profile", "ops_config"):
         value = out.get(key)
         if not isinstance(value, str) or not value or Path(value).is_absolute() or value == "digits":
             continue

@@ -81,6 +81,36 @@ def ort_inputs(path: str | Path) -> dict[str, Any]:
     return {"inputs": [{"name": i.name, "shape": list(i.shape)} for i in session.get_inputs()]}
 
 
+def missing_operators(needed: Path, build: Path) -> list[str]:
+    """The operators the config ``needed`` lists that the reduced build's config ``build`` lacks, as
+    ``domain;opset;Op`` (the configs' own notation); both read by onnxruntime's own parser."""
+    from edgekd.errors import ArtifactError, ConfigError
+
+    if not needed.is_file():
+        raise ArtifactError(f"'{needed}', the operator list of the manifest's ORT-format copy, is not here",
+                            "keep the folder compress --ort wrote whole")
+    if not build.is_file():
+        raise ConfigError(f"operator config '{build}' does not exist",
+                          "pass the required_operators.config your app's onnxruntime was built with")
+    need, have = _parse_ops(needed, ArtifactError), _parse_ops(build, ConfigError)
+    if have is None or need is None:  # "!no_ops_specified_means_all_ops_are_required": every operator is there
+        return []
+    return [f"{domain};{opset};{op}" for domain, opsets in sorted(need.items()) for opset, ops in sorted(opsets.items())
+            for op in sorted(ops) if op not in have.get(domain, {}).get(opset, set())]
+
+
+def _parse_ops(path: Path, error: type) -> dict[str, dict[int, set[str]]] | None:
+    from onnxruntime.tools.reduced_build_config_parser import parse_config
+
+    try:
+        required, _ = parse_config(str(path))
+    except Exception as exc:  # the parser raises ValueError, RuntimeError or a JSON error on a bad line
+        raise error(f"'{path}' is not an onnxruntime operator config ({first_line(exc, 160)})",
+                    "pass the file onnxruntime's convert_onnx_models_to_ort writes (lines of domain;opset;Op,Op)"
+                    ) from None
+    return required
+
+
 def format_version(path: Path) -> int | None:
     """The ORT format version a .ort file is written in (its header's ``ort_version``), None if unreadable."""
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession

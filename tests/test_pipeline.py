@@ -277,6 +277,49 @@ def test_the_gate_checks_a_manifest_s_ort_copy_when_it_is_here(strict_rerun, run
     assert code == 0 and f"not checked: {primary}.ort, the manifest's ORT-format copy, is not here" in text
 
 
+def test_the_gate_holds_an_ort_copy_to_the_operators_of_an_apps_reduced_build(strict_rerun, run_cli, tmp_path):
+    """A model needing one kernel more than the app's reduced onnxruntime was compiled with fails to load in the
+    app; the gate says so in CI, from the operator list compress --ort wrote beside the copy."""
+    import os
+
+    _, out = strict_rerun
+    manifest = json.loads((out / "manifest.json").read_text())
+    primary = manifest["primary"]
+    needed = (out / f"{primary}.required_operators.config").read_text()
+    base = ("gate", out / "manifest.json", "--config", os.devnull, "--ops-config")
+    same = tmp_path / "app.config"
+    same.write_text(needed)
+    code, text, err = run_cli(*base, same)
+    assert code == 0, err
+    assert f"| reduced build | pass | every operator {primary}.ort needs is in app.config |" in text
+    lines = [line for line in needed.splitlines() if line and not line.startswith("#")]
+    domain, opset, ops = lines[0].split(";")
+    fewer = tmp_path / "older-app.config"
+    fewer.write_text("\n".join([f"{domain};{opset};{','.join(ops.split(',')[1:])}", *lines[1:]]) + "\n")
+    code, text, _ = run_cli(*base, fewer)
+    assert code == 1
+    removed = ops.split(",")[0]  # the app was built without the first kernel of the first line
+    assert f"| reduced build | **FAIL** | {primary}.ort needs operators older-app.config lacks: {domain};{opset};" \
+           f"{removed} |" in text
+    for bad, says in ((tmp_path / "nope.config", "operator config '.*nope.config' does not exist"),
+                      (tmp_path / "junk.config", "junk.config' is not an onnxruntime operator config")):
+        if bad.name == "junk.config":
+            bad.write_text("this is not;a config\n")
+        code, _, err = run_cli(*base, bad)
+        assert code == 2 and "Traceback" not in err and __import__("re").search(says, err), err
+    code, _, err = run_cli("gate", out / f"{primary}.onnx", "--config", os.devnull, "--ops-config", same)
+    assert code == 2 and "--ops-config checks the operators of a manifest's ORT-format copy" in err
+
+
+def test_ops_config_needs_a_manifest_with_an_ort_copy(compressed, run_cli, tmp_path):
+    import os
+
+    app = tmp_path / "app.config"
+    app.write_text("ai.onnx;11;Conv\n")
+    code, _, err = run_cli("gate", compressed.out / "manifest.json", "--config", os.devnull, "--ops-config", app)
+    assert code == 2 and "and its manifest records none; compress with --ort, or drop --ops-config" in err
+
+
 def test_an_ort_copy_that_computes_otherwise_fails_its_artifact_and_says_so():
     from edgekd.ort_format import OrtFile
     from edgekd.pipeline import _with_ort_verdicts

@@ -231,6 +231,8 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
               "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
 @click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
+@click.option("--ops-config", type=str, help="The required_operators.config a reduced onnxruntime build (your app's) "
+              "was compiled with: the manifest's ORT-format copy may need no operator outside it.")
 @click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
 @click.option("--input-shape", type=str, help="Concrete input shape for a model with dynamic dimensions, for the "
               "latency checks, e.g. 1,3,224,224.")
