@@ -533,6 +533,9 @@ def test_paths_in_a_config_file_elsewhere_are_read_from_its_folder(run_cli, tiny
         "data": "digits", "profile": "host-cpu-1t", "baseline": "/abs/base.onnx"}  # no paths, or absolute
     (work / "pyproject.toml").write_text('[tool.edgekd.gate]\nbaseline = "base.onnx"\n')
     assert pyproject_settings(work / "pyproject.toml") == {"baseline": "base.onnx"}  # here: as written
+    (ci / "pyproject.toml").write_text('[tool.edgekd.gate]\nops-config = "app/required_operators.config"\n')
+    assert pyproject_settings(ci / "pyproject.toml", required=True) == {
+        "ops_config": str(ci / "app" / "required_operators.config")}  # the app's build config, from ci/
 
 
 def test_input_shape_feeds_a_model_with_dynamic_height_and_width(run_cli, fast_profile_path, tmp_path):
