@@ -48,7 +48,6 @@ class OrtFile:
         return asdict(self)
 
 
-
 def loads_text(version: int | None) -> str:
     """Which onnxruntime loads a file of ORT format ``version``, for the log and the reports."""
     if version is None:
@@ -93,10 +92,12 @@ def missing_operators(needed: Path, build: Path) -> list[str]:
         raise ConfigError(f"operator config '{build}' does not exist",
                           "pass the required_operators.config your app's onnxruntime was built with")
     need, have = _parse_ops(needed, ArtifactError), _parse_ops(build, ConfigError)
-    if have is None or need is None:  # "!no_ops_specified_means_all_ops_are_required": every operator is there
+    if have is None:  # the build's "!no_ops_specified_means_all_ops_are_required": every kernel is in it
         return []
-    return [f"{domain};{opset};{op}" for domain, opsets in sorted(need.items()) for opset, ops in sorted(opsets.items())
-            for op in sorted(ops) if op not in have.get(domain, {}).get(opset, set())]
+    # Kernels are registered by the opset they were introduced in, which is what both configs list.
+    return [f"{domain};{opset};{op}" for domain, opsets in sorted((need or {}).items())
+            for opset, ops in sorted(opsets.items()) for op in sorted(ops)
+            if op not in have.get(domain, {}).get(opset, set())]
 
 
 def _parse_ops(path: Path, error: type) -> dict[str, dict[int, set[str]]] | None:
