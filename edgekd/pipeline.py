@@ -265,11 +265,12 @@ def _ort_copies(report: Any, staging: Path, profile: Any, data: Any, rounds: int
     target = platform_for(profile)
     students = [r.artifact for r in report.reports if r.artifact.role == "student"]
     orts = {a.name: to_ort(staging / a.path, target, data.x_test, a.precision) for a in students}
-    log(f"validate: ORT-format copies beside their .onnx on '{profile.name}' ({rounds} interleaved runs)")
-    orts = with_latency(orts, staging, profile, rounds)
     log(f"export: ORT format for onnxruntime mobile and reduced builds ({target}): "
-        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx, p50 {o.p50_ms:.3f} ms, "
-                    f"{o.vs_onnx:.2f}x its .onnx's; {loads_text(o.format_version)})" for o in orts.values()))
+        + ", ".join(f"{o.path} ({o.top1_agreement:.2%} top-1 agreement with its .onnx; {loads_text(o.format_version)})"
+                    for o in orts.values()))
+    orts = with_latency(orts, staging, profile, rounds)
+    log(f"validate: ORT-format copies timed beside their .onnx on '{profile.name}' ({rounds} interleaved runs): "
+        + ", ".join(f"{o.path} p50 {o.p50_ms:.3f} ms, {o.vs_onnx:.2f}x its .onnx's" for o in orts.values()))
     return orts
 
 
