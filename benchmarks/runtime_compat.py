@@ -74,20 +74,17 @@ def quick_runs(folder: Path) -> list[Path]:
     return runs
 
 
-def reference(files: list[Path], x: np.ndarray) -> dict[str, np.ndarray]:
-    """Each file's outputs under this process's onnxruntime, fed as the releases are: one image at a time (a
-    file this onnxruntime cannot load has none, and each release is asked about it all the same)."""
-    import onnxruntime as ort
-
-    outputs = {}
-    for path in files:
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception:  # onnxruntime raises several types; the releases' own answers say why
-            continue
-        name = session.get_inputs()[0].name
-        outputs[str(path)] = np.concatenate([session.run(None, {name: x[k:k + 1]})[0] for k in range(len(x))])
-    return outputs
+def answers(python: str, files: list[Path], x_path: Path, folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """CHILD's answer under ``python`` (its onnxruntime version, Python version and, per file, whether it
+    loaded), with the outputs of each file that did under "outputs"; (None, why) when the child failed."""
+    folder.mkdir()
+    done = subprocess.run([python, "-c", CHILD, str(x_path), str(folder), *map(str, files)], capture_output=True,
+                          text=True, timeout=900)
+    if done.returncode != 0:
+        return None, (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got["outputs"] = {a["file"]: np.load(folder / f"{i}.npy") for i, a in enumerate(got["files"]) if a["loaded"]}
+    return got, ""
 
 
 def venv_for(version: str, pythons: list[str], venvs: Path) -> tuple[Path | None, str]:
@@ -115,26 +112,22 @@ def venv_for(version: str, pythons: list[str], venvs: Path) -> tuple[Path | None
 
 def check(version: str, python: Path | None, files: list[Path], x_path: Path, ref: dict[str, np.ndarray],
           tmp: Path) -> dict[str, Any]:
-    """One release's answers for every file."""
+    """One release's answers for every file, compared with the reference's outputs."""
     from edgekd.latency.worker import load_failure
 
-    answers = tmp / f"answers-{version}"
-    answers.mkdir()
-    done = subprocess.run([str(python or sys.executable), "-c", CHILD, str(x_path), str(answers),
-                           *map(str, files)], capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        return {"runtime": version, "error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got, why = answers(str(python or sys.executable), files, x_path, tmp / f"answers-{version}")
+    if got is None:
+        return {"runtime": version, "error": why}
     rows = []
-    for i, answer in enumerate(got["files"]):
+    for answer in got["files"]:
         path = Path(answer["file"])
         row = {"run": path.parent.name, "file": path.name, "loaded": answer["loaded"]}
-        if answer["loaded"] and answer["file"] in ref:
-            y, expected = np.load(answers / f"{i}.npy"), ref[answer["file"]]
+        if not answer["loaded"]:
+            row["error"] = load_failure(RuntimeError(answer["error"]), path.name, got["onnxruntime"])[0]
+        elif answer["file"] in ref:  # else the reference itself cannot load it (said in the table)
+            y, expected = got["outputs"][answer["file"]], ref[answer["file"]]
             row["top1_agreement"] = float((y.argmax(1) == expected.argmax(1)).mean())
             row["max_abs_diff"] = float(np.abs(y - expected).max())
-        else:
-            row["error"] = load_failure(RuntimeError(answer["error"]), path.name, got["onnxruntime"])[0]
         rows.append(row)
     return {"runtime": got["onnxruntime"], "python": got["python"], "files": rows}
 
@@ -242,7 +235,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         x = load_data(recorded.source, resolution=recorded.resolution, seed=recorded.seed).x_test[:args.images]
         x_path = tmp / "x.npy"
         np.save(x_path, x)
-        ref = reference(files, x)
+        # This process's onnxruntime, asked as the releases are (one image at a time, in a process of its own):
+        # a file it cannot load has no reference, and each release is asked about it all the same.
+        reference, why = answers(sys.executable, files, x_path, tmp / "reference")
+        if reference is None:
+            raise SystemExit(f"this process's onnxruntime could not run the files: {why}")
+        ref = reference["outputs"]
         speeds = ort_speeds(runs)
         entries = []
         for version in runtimes:

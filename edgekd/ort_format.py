@@ -40,12 +40,16 @@ class OrtFile:
     passed: bool
     format_version: int | None = None  # the ORT format the file is written in
     converted_with: str = ""  # the onnxruntime version whose tool wrote it
-    loads_from: str | None = None  # the oldest onnxruntime seen loading its format (LOADS_FROM); None: unknown
     p50_ms: float | None = None  # measured on the profile beside its .onnx (median of the rounds)
     vs_onnx: float | None = None  # its p50 over its .onnx's, round by round, median: above 1 is slower
 
+    @property
+    def loads_from(self) -> str | None:
+        """The oldest onnxruntime seen loading the file's format (LOADS_FROM); None: unknown."""
+        return LOADS_FROM.get(self.format_version) if self.format_version is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "loads_from": self.loads_from}  # recorded for a pipeline to compare with
 
 
 def loads_text(version: int | None) -> str:
@@ -173,15 +177,14 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
     agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
     diff = float(np.abs(ours - theirs).max())
     passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
-    version = format_version(ort_path)
     return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
-                   diff, passed, version, ort.__version__, LOADS_FROM.get(version) if version is not None else None)
+                   diff, passed, format_version(ort_path), ort.__version__)
 
 
 def with_latency(orts: dict[str, OrtFile], folder: Path, profile: Any, rounds: int) -> dict[str, OrtFile]:
     """Each copy timed on ``profile`` beside its .onnx, all of them interleaved, ``rounds`` times. The file
     holds the optimisations of its conversion, not those onnxruntime gives the .onnx at load (on x86, the
-    NCHWc layout: a converted fp32 student ran 5.83x as long as its .onnx in benchmarks/runtime_compat.py's
+    NCHWc layout: a converted fp32 student ran 5.71x as long as its .onnx in benchmarks/runtime_compat.py's
     run), so it is timed itself."""
     import dataclasses
     import statistics

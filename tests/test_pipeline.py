@@ -235,7 +235,7 @@ def _ort_case(p50_ms, vs_onnx, passed=True):
                                                                                      {"latency": True}),),
                               "student-fp32")
     ort = OrtFile("student-fp32.ort", "0" * 64, 900, "amd64", "student-fp32.required_operators.config", 1.0, 0.0,
-                  passed, 6, "1.32.0", "1.16", p50_ms, vs_onnx)
+                  passed, 6, "1.32.0", p50_ms, vs_onnx)
     return report, {"student-fp32": ort}
 
 

@@ -159,10 +159,11 @@ def _stage(models: Sequence[Path], folder: Path) -> list[str]:
     for i, path in enumerate(models):
         sub = folder / f"m{i}"
         sub.mkdir()
-        name = "model.ort" if path.suffix.lower() == ".ort" else "model.onnx"
+        is_ort = path.suffix.lower() == ".ort"  # one flatbuffer file: no protobuf, no external data
+        name = "model.ort" if is_ort else "model.onnx"
         _place(path, sub / name)
         try:
-            data_files = external_files(path, onnx.load(str(path), load_external_data=False))
+            data_files = [] if is_ort else external_files(path, onnx.load(str(path), load_external_data=False))
         except Exception:  # not a readable model: the device's runtime says so, in the error measure raises
             data_files = []
         for data in data_files:
