@@ -9,6 +9,7 @@ that input, and a deployment pipeline has to reproduce it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -472,6 +473,21 @@ def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Datas
     note = (f"the model numbers its classes 0..{len(names) - 1} and data '{data.name}' names its own ({shown}): "
             "class i is taken to be the i-th name in sorted order, so the accuracy holds only if the model was "
             "trained in that order")
+    return dataclasses.replace(data, notes=(*data.notes, note))
+
+
+def with_scale_note(data: Dataset, recorded: Preprocess | None) -> Dataset:
+    """``data`` with a note when its pixels are scaled otherwise than the model's training pixels were
+    (``recorded``): the scale follows how images are stored (8-bit: / 255, floats: as stored), and the
+    recorded mean and std applied to pixels on another scale give an accuracy that is not the model's. It
+    is said, not corrected: float images already in [0, 1] and raw 8-bit ones cannot be told apart."""
+    if recorded is None or data.preprocess is None or math.isclose(recorded.scale, data.preprocess.scale):
+        return data
+    from edgekd.preprocess import pixel_text
+
+    note = (f"the model was trained on pixels scaled as {pixel_text(recorded.scale)} and data '{data.name}' is "
+            f"scaled as {pixel_text(data.preprocess.scale)} (its storage type): store the test images as the "
+            "training images were, or this accuracy is not the model's")
     return dataclasses.replace(data, notes=(*data.notes, note))
 
 

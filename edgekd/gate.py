@@ -158,7 +158,7 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
         if not any(k in v for k in THRESHOLD_KEYS):
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
         else:
-            notes.extend(_unchecked_budget(manifest["budget"], v))
+            notes.extend(_unchecked_budget(manifest, v))
         if "max_accuracy_drop" in v and "baseline" not in v:
             v["min_accuracy"] = _below_teacher(Path(target), manifest, v.pop("max_accuracy_drop"), v, notes)
         if any(k in v for k in ACCURACY_KEYS) and "data" not in v:
@@ -260,32 +260,33 @@ def _recorded_data(path: Path, manifest: dict[str, Any], values: dict[str, Any])
     return out
 
 
-def _unchecked_budget(budget: dict[str, Any], values: dict[str, Any]) -> list[str]:
+def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[str]:
     """A note naming the parts of the manifest's budget that the given thresholds leave unchecked: any
-    threshold replaces the whole budget, which a CI job adding only --baseline would not expect."""
+    threshold replaces the whole budget, which a CI job adding only --baseline would not expect. A budget's
+    drop below the teacher is checked only by --max-accuracy-drop without a baseline (with one, the drop is
+    from the baseline); its accuracy floor only by --min-accuracy."""
     from edgekd.report import budget_text
 
-    left = {k: val for k, val in budget.items() if val is not None and k in _BUDGET_FLAGS
-            and _BUDGET_FLAGS[k][0] not in values
-            and not (_BUDGET_FLAGS[k][0] == "min_accuracy" and "max_accuracy_drop" in values)}
+    budget = manifest["budget"]
+    covered = {"latency_ms": "max_latency" in values, "max_size_kb": "max_size" in values,
+               "min_accuracy": "min_accuracy" in values,
+               "max_accuracy_drop": "max_accuracy_drop" in values and "baseline" not in values}
+    left = {k: val for k, val in budget.items() if val is not None and k in covered and not covered[k]}
     if not left:
         return []
-    flags = [f"--{_BUDGET_FLAGS[k][0].replace('_', '-')} {_BUDGET_FLAGS[k][1](val)}" for k, val in left.items()
-             if _BUDGET_FLAGS[k][1] is not None]
-    fix = f"add {' '.join(flags)}" if flags else ""
-    if any(k in left for k in ("min_accuracy", "max_accuracy_drop")):
-        fix = (fix + " and " if fix else "add ") + "--min-accuracy with --data"
+    flags = [f"--max-latency {left['latency_ms']:g}ms"] if "latency_ms" in left else []
+    flags += [f"--max-size {left['max_size_kb']:g}KB"] if "max_size_kb" in left else []
+    floors = [left["min_accuracy"]] if "min_accuracy" in left else []
+    if "max_accuracy_drop" in left:
+        teacher = next((a.get("accuracy") for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
+        if teacher is not None:
+            floors.append(teacher - left["max_accuracy_drop"] / 100)
+    if floors:
+        flags.append(f"--min-accuracy {max(0.0, max(floors)):.4g}" + ("" if "data" in values else " with --data"))
+    elif "max_accuracy_drop" in left:
+        flags.append("--min-accuracy with --data")
     return [f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
-            f"{fix} to check it too"]
-
-
-# Manifest budget key -> (the gate setting that checks it, its flag value, or None where it needs more).
-_BUDGET_FLAGS: dict[str, tuple[str, Any]] = {
-    "latency_ms": ("max_latency", lambda ms: f"{ms:g}ms"),
-    "max_size_kb": ("max_size", lambda kb: f"{kb:g}KB"),
-    "min_accuracy": ("min_accuracy", None),
-    "max_accuracy_drop": ("min_accuracy", None),
-}
+            f"add {' '.join(flags)} to check it too"]
 
 
 def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any],
@@ -367,7 +368,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
     checks += _reduced_build_check(model.parent, entry, config)
-    compared = _baseline_model(config.baseline, "accuracy") if config.max_accuracy_drop is not None else None
+    compared = (_baseline_model(config.baseline, config.artifact, "accuracy") if config.max_accuracy_drop is not None
+                else None)
     accuracy = config.min_accuracy is not None or config.min_class_accuracy is not None or compared is not None
     if accuracy:
         from edgekd.latency.runtime import check_takes_float
@@ -377,10 +379,52 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
             check_takes_float(compared, artifact_from_file(compared).details)
     if config.max_latency_ms is not None or config.baseline:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
+    # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
+    accuracy_checks = _accuracy_checks(model, compared, config) if accuracy else []
+    if config.max_latency_ms is not None or config.baseline:
         checks += _latency_checks(model, load_profile(config.profile), config)
-    if accuracy:
-        checks += _accuracy_checks(model, compared, config)
+    checks += accuracy_checks
     return GateResult(str(target), tuple(checks), tuple(notes))
+
+
+def files_read(target: str, config: GateConfig) -> list[Path]:
+    """Every file the gate reads for ``target`` under ``config``, for the report outputs to keep clear of (even
+    with --force): the model gated and every file its manifest lists, the baseline's, the data, the app's build
+    config and a profile file."""
+    files: list[Path] = []
+    for ref in (target, config.baseline):
+        if not ref:
+            continue
+        path = Path(ref)
+        files.append(path)
+        if _is_manifest(ref) and path.is_file():
+            files += _listed_files(path)
+        elif path.is_file():
+            files += _model_files(path)
+    extra = (config.data, config.ops_config, config.profile if isinstance(config.profile, str) else None)
+    return files + [Path(p) for p in extra if p]
+
+
+def _listed_files(manifest_path: Path) -> list[Path]:
+    folder, files = manifest_path.parent, []
+    for entry in load_manifest(manifest_path)["artifacts"]:
+        files += _model_files(folder / entry["artifact"]["path"])
+        ort = entry.get("ort") or {}
+        files += [folder / ort[k] for k in ("path", "operators") if k in ort]
+    return files
+
+
+def _model_files(path: Path) -> list[Path]:
+    """``path`` and the files its external weights live in (a model that does not load has none to add:
+    the check that reads it says why)."""
+    from edgekd.onnxfile import external_files
+
+    try:
+        import onnx
+
+        return [path, *external_files(path, onnx.load(str(path), load_external_data=False))]
+    except Exception:  # noqa: BLE001 (a broken file is named by the check that reads it, not here)
+        return [path]
 
 
 def _ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list[Check]:
@@ -460,8 +504,8 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
 def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check]:
     from edgekd.latency.cache import noisy
 
-    baseline, recorded = (_baseline(config.baseline, profile.name, config.input_shape) if config.baseline
-                          else (None, None))
+    baseline, recorded, elsewhere = (_baseline(config.baseline, config.artifact, profile, config.input_shape)
+                                     if config.baseline else (None, None, ""))
     tol = config.latency_tolerance
     found, rounds, extra = _measure_rounds(model, baseline, profile, config)
     p50 = statistics.median(r[0].p50_ms for r in rounds)
@@ -483,8 +527,9 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
                             found.median))
     elif recorded is not None:
         ratio = p50 / recorded
-        checks.append(Check("regression", ratio <= 1 + tol, f"{ratio:.2f}x the baseline manifest's recorded p50 "
-                            "(its model file is absent, so not re-measured: drift between runs counts here)", ratio))
+        checks.append(Check("regression", ratio <= 1 + tol, f"{ratio:.2f}x the baseline manifest's recorded p50 (its "
+                            f"model file is absent, so not re-measured: drift between runs counts here{elsewhere})",
+                            ratio))
     return checks
 
 
@@ -501,19 +546,38 @@ def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: Ga
                                1 + config.latency_tolerance)
 
 
-def _baseline(ref: str, profile: str, shape: tuple[int, ...] | None) -> tuple[Path | None, float | None]:
+def _baseline(ref: str, artifact: str | None, profile: Any,
+              shape: tuple[int, ...] | None) -> tuple[Path | None, float | None, str]:
     """A baseline model to re-measure side by side (fed ``shape`` too, so checked against it before measuring),
     or (when only its manifest is left) its recorded p50, which compares only with a p50 measured on the same
-    profile."""
-    model, entry = _baseline_file(ref)
+    profile, and what differs between where it was measured and here (the profile's settings, the CPU)."""
+    model, entry = _baseline_file(ref, artifact)
     if model.is_file():
-        return _fits(model, shape), None
-    recorded = load_manifest(Path(ref))["profile"]["name"]
-    if recorded != profile:
+        return _fits(model, shape), None, ""
+    recorded = load_manifest(Path(ref))["profile"]
+    if recorded["name"] != profile.name:
         raise ConfigError(f"baseline '{ref}' has no model file left, and its recorded p50 was measured on profile "
-                          f"'{recorded}', not '{profile}'", f"pass --profile {recorded}, or keep the baseline's "
-                          "model files beside its manifest so it is re-measured here")
-    return None, float(entry["latency"]["p50_ms"])  # type: ignore[index]
+                          f"'{recorded['name']}', not '{profile.name}'", f"pass --profile {recorded['name']}, or keep "
+                          "the baseline's model files beside its manifest so it is re-measured here")
+    if not (entry or {}).get("latency"):
+        raise ConfigError(f"baseline '{ref}' has no model file left ({model.name}) and records no latency for it",
+                          "keep the baseline's model files beside its manifest so it is re-measured here")
+    return None, float(entry["latency"]["p50_ms"]), _elsewhere(recorded, profile)  # type: ignore[index]
+
+
+def _elsewhere(recorded: dict[str, Any], profile: Any) -> str:
+    """What makes a recorded p50 a measurement of another setup than this one: the profile's settings changed
+    since, or (a local profile) another CPU. Said beside the verdict: a ratio across machines is no regression."""
+    said = []
+    if recorded.get("digest") and recorded["digest"] != profile.digest():
+        said.append(f"profile {profile.name}'s settings differ from the ones recorded")
+    if profile.is_local and recorded.get("host"):
+        from edgekd.latency.table import host_cpu
+
+        here = host_cpu()
+        if here != recorded["host"]:
+            said.append(f"it was measured on {recorded['host']}, this run on {here}")
+    return "; " + " and ".join(said) + ", so the ratio compares setups, not models" if said else ""
 
 
 def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | None = None) -> Path:
@@ -527,41 +591,46 @@ def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | 
 
 
 def _size_growth_check(size: int, config: GateConfig) -> Check:
-    base = _baseline_size(config.baseline)  # type: ignore[arg-type]
+    base = _baseline_size(config.baseline, config.artifact)  # type: ignore[arg-type]
     growth = config.max_size_growth or 0.0
     ratio = size / base if base else float("inf")
     return Check("size growth", size <= base * (1 + growth), f"{size / 1024:.1f} KB on disk, {ratio:.3f}x the "
                  f"baseline's {base / 1024:.1f} KB (at most +{growth * 100:g}%)", ratio)
 
 
-def _baseline_size(ref: str) -> int:
+def _baseline_size(ref: str, artifact: str | None) -> int:
     """The baseline's size on disk as it ships (external data included), or, when only its manifest is
     left, the size it records: a file's size does not drift between runs as a latency does."""
     from edgekd.validate import artifact_from_file
 
-    model, entry = _baseline_file(ref)
+    model, entry = _baseline_file(ref, artifact)
     return artifact_from_file(model).size_bytes if model.is_file() else int(entry["artifact"]["size_bytes"])  # type: ignore[index]
 
 
-def _baseline_model(ref: str | None, what: str) -> Path:
+def _baseline_model(ref: str | None, artifact: str | None, what: str) -> Path:
     """The baseline's model file, needed to measure its ``what`` here (a manifest's recorded figure was
     measured on its own data, which need not be this run's)."""
-    model, _ = _baseline_file(str(ref))
+    model, _ = _baseline_file(str(ref), artifact)
     if not model.is_file():
         raise ArtifactError(f"baseline '{ref}' has no model file left ({model.name}) to measure its {what} on",
                             "keep the baseline's model files beside its manifest")
     return model
 
 
-def _baseline_file(ref: str) -> tuple[Path, dict | None]:
+def _baseline_file(ref: str, artifact: str | None) -> tuple[Path, dict | None]:
     """(the baseline's model file, which a manifest's may have lost; its manifest entry, or None for a model
-    given directly, which must exist)."""
+    given directly, which must exist). A manifest's is its ``artifact`` (--artifact: the same file of the last
+    release, not its primary), else its primary."""
     path = Path(ref)
+    if path.is_dir():
+        inside = path / "manifest.json"
+        raise ConfigError(f"baseline '{path}' is a folder", f"pass {inside}" if inside.is_file() else
+                          "pass a manifest.json or .onnx file")
     if path.suffix.lower() != ".json":
         if not path.is_file():
             raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
         return path, None
-    return _resolve(ref, None)
+    return _resolve(ref, artifact)
 
 
 def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> list[Check]:
@@ -615,7 +684,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
     (without any, ``config.normalize``'s). ``loaded`` keeps the data by how it was loaded: a baseline fed as
     the candidate is does not read the images again."""
-    from edgekd.data import load_data, with_class_order_note
+    from edgekd.data import load_data, with_class_order_note, with_scale_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess
     from edgekd.profiles import load_profile
@@ -627,6 +696,6 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     key = repr(how)
     if key not in loaded:
         loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
-    data = with_class_order_note(loaded[key], embedded_class_names(model))
+    data = with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded)
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     return top1(logits, labels), data, read, class_accuracy(logits, labels, data)

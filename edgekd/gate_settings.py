@@ -52,6 +52,8 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", "pass a pyproject.toml file") from None
     table = _table(path, data, ("tool", "edgekd", "gate"))
+    if not table:
+        _check_no_near_miss(path, data, required)
     for key, value in table.items():
         _check_type(path, key, value)
     return _beside(path, {k.replace("-", "_"): v for k, v in table.items()})
@@ -84,6 +86,29 @@ def _table(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> dict[str,
                               f"{path}: {key} is {_show(data)}, not a table",
                               f"write the gate's settings under a [{'.'.join(keys)}] header")
     return data
+
+
+def _check_no_near_miss(path: Path, data: dict[str, Any], named: bool) -> None:
+    """A file with no gate table: settings written under another header ([tool.edgekd], [tool.edgekd.gates],
+    [tool.edge-kd.gate]) would be skipped, and a gate holding the model to less than the user wrote passes.
+    A file the user named (``named``) must hold the table unless it is empty."""
+    tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+    ours = tool.get("edgekd")
+    if isinstance(ours, dict) and "gate" in ours:
+        return  # an empty table: no settings, as written
+    if isinstance(ours, dict) and ours:
+        found = sorted(ours)[0]
+        raise ConfigError(f"{path}: [tool.edgekd] holds '{found}' and no gate table, so edgekd reads no gate "
+                          "settings from it", "write the gate's settings under a [tool.edgekd.gate] header")
+    import difflib
+
+    close = difflib.get_close_matches("edgekd", [str(k) for k in tool], n=1, cutoff=0.7)
+    if close:
+        raise ConfigError(f"{path}: [tool.{close[0]}] is not a table edgekd reads", "write the gate's settings "
+                          "under a [tool.edgekd.gate] header")
+    if named and data:
+        raise ConfigError(f"--config '{path}' has no [tool.edgekd.gate] table, so it sets nothing",
+                          "write the gate's settings under a [tool.edgekd.gate] header, or drop --config")
 
 
 def _check_type(path: Path, key: str, value: Any) -> None:

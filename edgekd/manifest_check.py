@@ -160,7 +160,14 @@ def _sig(details: dict[str, Any]) -> str:
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
                       config: RecheckConfig) -> Check | str:
     """An accuracy Check, or the reason it was skipped."""
-    from edgekd.data import load_data, recorded_data, recorded_preprocess, with_class_order_note, with_notes
+    from edgekd.data import (
+        load_data,
+        recorded_data,
+        recorded_preprocess,
+        with_class_order_note,
+        with_notes,
+        with_scale_note,
+    )
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names
 
@@ -177,7 +184,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))
-    data = with_class_order_note(data, embedded_class_names(model))
+    data = with_scale_note(with_class_order_note(data, embedded_class_names(model)), pre)
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
     acc = top1(logits, labels)
     tol = config.accuracy_tolerance

@@ -118,9 +118,11 @@ _TENSOR = obj({"name": STR, "dtype": STR, "shape": list_of(ANY)})
 _ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT, "opset": INT},
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR)}))})
+# The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build.
+_ORT = obj({"path": NAME, "sha256": SHA256, "operators": NAME})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL},
-             {"primary": BOOL, "speedup_vs_teacher": NUMBER})
+             {"primary": BOOL, "speedup_vs_teacher": NUMBER, "ort": nullable(_ORT)})
 _PROFILE = obj({"name": NAME, "measure": obj({"batch_size": INT, "warmup_runs": INT, "runs_per_repeat": INT})},
                {"digest": nullable(STR), "source": nullable(STR), "description": STR})
 _BUDGET = obj(optional={"latency_ms": nullable(POSITIVE), "max_size_kb": nullable(POSITIVE),

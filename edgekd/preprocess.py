@@ -144,14 +144,18 @@ def orientation_notes(stored_hw: tuple[int, int], resolution: tuple[int, int] | 
 
 def describe_preprocess(d: dict[str, Any]) -> str:
     """One line for people: what to feed the shipped model."""
-    scale = d["scale"]
-    pixel = "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
+    pixel = pixel_text(d["scale"])
     hw = parse_resolution(d.get("resize"))
     size = "" if not hw else f"{hw[0]}x{hw[1]}" if hw[0] == hw[1] else f"{hw[0]} high x {hw[1]} wide"
     resize = f"resized to {size} ({d['resize_method']}), " if hw else ""
     convert = {3: "repeated to 3 channels, ", 1: f"to 1 channel of {LUMA_TEXT}, "}.get(d.get("to_channels"), "")
     return (f"{d['channels']} {d['layout']} {d['dtype']}, {convert}{resize}({pixel} - {_per_channel(d['mean'])}) / "
             f"{_per_channel(d['std'])}")
+
+
+def pixel_text(scale: float) -> str:
+    """How a stored pixel value is scaled before the mean and std, for people: "pixel / 255"."""
+    return "pixel" if scale == 1 else (f"pixel / {1 / scale:g}" if scale < 1 else f"pixel * {scale:g}")
 
 
 def _per_channel(values: list[float]) -> str:

@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekd.profiles import load_profile
@@ -623,11 +624,23 @@ def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it
     from edgekd.gate import _unchecked_budget
 
     budget = {"latency_ms": 0.5, "max_size_kb": 128.0, "min_accuracy": None, "max_accuracy_drop": 1.0}
-    assert _unchecked_budget(budget, {"baseline": "main/manifest.json"}) == [
+    manifest = {"budget": budget, "artifacts": [{"artifact": {"role": "teacher"}, "accuracy": 0.99}]}
+    assert _unchecked_budget(manifest, {"baseline": "main/manifest.json"}) == [
         "not checked: the manifest's own p50 <= 0.5 ms, size <= 128 KB, accuracy at most 1 points below the "
-        "teacher (given thresholds replace its budget); add --max-latency 0.5ms --max-size 128KB and "
-        "--min-accuracy with --data to check it too"]
-    assert _unchecked_budget(budget, {"max_latency": "1ms", "max_size": "1MB", "min_accuracy": 0.9}) == []
+        "teacher (given thresholds replace its budget); add --max-latency 0.5ms --max-size 128KB "
+        "--min-accuracy 0.98 with --data to check it too"]
+    both = {"max_latency": "1ms", "max_size": "1MB", "max_accuracy_drop": 0.5}
+    assert _unchecked_budget(manifest, both) == []
+    # A floor of one's own, or a drop from a baseline, is another check than the budget's drop below the teacher.
+    for given in ({**both, "max_accuracy_drop": None, "min_accuracy": 0.05}, {**both, "baseline": "b.json"}):
+        given = {k: v for k, v in given.items() if v is not None}
+        assert _unchecked_budget(manifest, given) == [
+            "not checked: the manifest's own accuracy at most 1 points below the teacher (given thresholds replace "
+            "its budget); add --min-accuracy 0.98 with --data to check it too"]
+    floor = {"budget": {"min_accuracy": 0.97}, "artifacts": []}
+    assert _unchecked_budget(floor, {"max_accuracy_drop": 0.5, "baseline": "b.json", "data": "d.npz"}) == [
+        "not checked: the manifest's own accuracy >= 97% (given thresholds replace its budget); add "
+        "--min-accuracy 0.97 to check it too"]
 
 
 def test_a_manifest_measured_on_another_cpu_says_so_when_latency_is_gated(run_cli, run_dir, tmp_path):
@@ -640,3 +653,127 @@ def test_a_manifest_measured_on_another_cpu_says_so_when_latency_is_gated(run_cl
     assert code == 0 and said not in out  # nothing measured, nothing to say
     code, out, _ = _gate(run_cli, run_dir / "manifest.json", "--rounds", "1")
     assert code == 0 and "latency measured on this machine" not in out
+
+
+@pytest.mark.parametrize("output", ["student-int8.onnx", "student-fp32.onnx", "teacher-fp32.onnx", "base.onnx"])
+def test_force_never_replaces_a_file_the_gate_reads(run_cli, run_dir, tmp_path, output):
+    """The gated model, any file its manifest lists, and a baseline named only in the settings file are all
+    the gate's inputs: a report path pointing at one is refused even with --force, and the file is kept."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.copy(run / "student-fp32.onnx", tmp_path / "base.onnx")
+    settings = tmp_path / "gate.toml"
+    settings.write_text('[tool.edgekd.gate]\nbaseline = "base.onnx"\nmax_size = "10MB"\n')
+    target = tmp_path / output if output == "base.onnx" else run / output
+    before = target.read_bytes()
+    for flag in ("--json", "--junit", "--summary"):
+        code, _, err = run_cli("gate", run / "manifest.json", "--config", settings, flag, target, "--force")
+        assert code == 2 and f"{flag} '{target}' is '{target}', an input of this command" in err, err
+        assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[tool.edgekd.gates]\nmax_size = "1KB"\n', "[tool.edgekd] holds 'gates' and no gate table"),
+    ('[tool.edgekd]\nmax_size = "1KB"\n', "[tool.edgekd] holds 'max_size' and no gate table"),
+    ('[tool.edge-kd.gate]\nmax_size = "1KB"\n', "[tool.edge-kd] is not a table edgekd reads"),
+    ('[project]\nname = "app"\n[gate]\nmax_size = "1KB"\n', "has no [tool.edgekd.gate] table, so it sets nothing"),
+])
+def test_gate_settings_under_another_header_are_refused_not_skipped(run_cli, tiny_model, tmp_path, text, message):
+    """A typo in the table's name used to leave the gate with no thresholds of the user's, and a manifest held to
+    less than they wrote passed."""
+    settings = tmp_path / "pyproject.toml"
+    settings.write_text(text)
+    code, _, err = run_cli("gate", tiny_model, "--max-size", "10MB", "--config", settings)
+    assert code == 2 and message in err and "[tool.edgekd.gate]" in err and "Traceback" not in err, err
+
+
+def test_the_checkout_s_pyproject_with_a_misnamed_gate_table_is_refused_too(run_cli, tiny_model, tmp_path,
+                                                                           monkeypatch):
+    from edgekd.gate import pyproject_settings
+
+    monkeypatch.chdir(tmp_path)
+    Path("pyproject.toml").write_text('[project]\nname = "app"\n[tool.ruff]\nline-length = 100\n')
+    assert pyproject_settings() == {}  # a project's own pyproject without gate settings is fine
+    Path("pyproject.toml").write_text('[tool.edgekd.gate]\n')
+    assert pyproject_settings() == {}
+    Path("pyproject.toml").write_text('[tool.edgekd.gates]\nmax_size = "1KB"\n')
+    code, _, err = run_cli("gate", tiny_model, "--max-size", "10MB")
+    assert code == 2 and "pyproject.toml: [tool.edgekd] holds 'gates'" in err, err
+
+
+def test_a_baseline_manifest_compares_the_artifact_gated_not_its_primary(run_cli, run_dir, fast_profile_path,
+                                                                         tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(run_dir, base)
+    args = ["--baseline", base / "manifest.json", "--max-size-growth", "0", "--profile", fast_profile_path,
+            "--rounds", "1", "--latency-tolerance", "0.9"]
+    for artifact in ("student-fp32", "student-int8", "teacher-fp32"):
+        code, out, err = _gate(run_cli, run_dir / "manifest.json", "--artifact", artifact, *args)
+        assert code == 0 and "| size growth | pass |" in out and "1.000x the baseline's" in out, out + err
+    manifest = json.loads((base / "manifest.json").read_text())
+    manifest["artifacts"] = [e for e in manifest["artifacts"] if e["artifact"]["name"] != "student-fp32"]
+    manifest["primary"] = manifest["artifacts"][-1]["artifact"]["name"]
+    (base / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = _gate(run_cli, run_dir / "manifest.json", "--artifact", "student-fp32", *args)
+    assert code == 2 and f"manifest '{base / 'manifest.json'}' has no artifact 'student-fp32'" in err, err
+
+
+def test_a_baseline_folder_is_named_as_one(run_cli, run_dir, tiny_model):
+    code, _, err = _gate(run_cli, tiny_model, "--baseline", run_dir, "--rounds", "1")
+    assert code == 2 and f"baseline '{run_dir}' is a folder; pass {run_dir / 'manifest.json'}" in err, err
+
+
+def test_a_recorded_baseline_p50_from_another_cpu_or_profile_setting_says_so(run_cli, run_dir, fast_profile_path,
+                                                                              tmp_path):
+    gone = tmp_path / "last-release"
+    shutil.copytree(run_dir, gone)
+    for model in gone.glob("*.onnx"):
+        model.unlink()
+    manifest = json.loads((gone / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        entry["latency"]["p50_ms"] = 1e6
+    manifest["profile"]["name"] = load_profile(fast_profile_path).name
+    manifest["profile"]["host"] = "Some Other CPU (64 CPUs; avx2)"
+    manifest["profile"]["digest"] = "settings-of-another-day"
+    (gone / "manifest.json").write_text(json.dumps(manifest))
+    args = ["--baseline", gone / "manifest.json", "--rounds", "1", "--profile", fast_profile_path]
+    code, out, _ = _gate(run_cli, run_dir / "student-int8.onnx", *args)
+    assert code == 0 and "it was measured on Some Other CPU (64 CPUs; avx2), this run on " in out, out
+    assert "settings differ from the ones recorded" in out and "compares setups, not models" in out
+    manifest["artifacts"][-1]["latency"] = None  # what the schema allows: no model and no figure to compare with
+    manifest["primary"] = manifest["artifacts"][-1]["artifact"]["name"]
+    (gone / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = _gate(run_cli, run_dir / "student-int8.onnx", *args)
+    assert code == 2 and "has no model file left" in err and "records no latency for it" in err, err
+    assert "Traceback" not in err
+
+
+def test_bad_data_is_refused_before_any_latency_round(run_cli, tiny_model, tmp_path, monkeypatch):
+    import importlib
+
+    measure = importlib.import_module("edgekd.latency.measure")  # the module: the package re-exports its function
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before the data was read")
+
+    monkeypatch.setattr(measure, "measure", never)
+    code, _, err = _gate(run_cli, tiny_model, "--max-latency", "1s", "--min-accuracy", "0.1",
+                         "--data", tmp_path / "nothere.npz")
+    assert code == 2 and "nothere.npz" in err and "does not exist" in err and "measured before" not in err, err
+
+
+def test_data_stored_on_another_pixel_scale_than_the_model_was_trained_on_is_warned(run_cli, run_dir, tmp_path):
+    """digits' pixels are 0..16, recorded as pixel / 16: the same images saved as floats read as pixel / 1."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    floats = tmp_path / "digits-float.npz"
+    np.savez(floats, x=digits.images.astype("float32"), y=digits.target)
+    code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", floats,
+                           "--resolution", "16")
+    assert "trained on pixels scaled as pixel / 16" in out + err and "scaled as pixel (its storage type)" in out + err
+    code, out, err = run_cli("validate", run_dir / "teacher-fp32.onnx", "--data", floats, "--resolution", "16")
+    assert code == 0 and "warning: the model was trained on pixels scaled as pixel / 16" in err, out + err
+    code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", "digits",
+                           "--resolution", "16")
+    assert code == 0 and "scaled as" not in out + err

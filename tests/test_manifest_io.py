@@ -85,6 +85,8 @@ MALFORMED = [
     ({"data.preprocess.std": [0]}, "data.preprocess.std[0] is 0, not a number above zero"),
     ({"recipe.seed": "x"}, 'recipe.seed is "x", not an integer'),
     ({"notes": "ok"}, 'notes is "ok", not a list'),
+    ({"artifacts.1.ort": {"path": "student-fp32.ort"}}, "artifacts[1].ort has no 'sha256'"),
+    ({"artifacts.1.ort": "student-fp32.ort"}, 'artifacts[1].ort is "student-fp32.ort", not an object'),
 ]
 
 
@@ -108,7 +110,8 @@ def test_what_edgekd_writes_and_may_leave_out_is_accepted(tmp_path, changes):
 
 @pytest.mark.parametrize("command", ["gate", "validate", "report"])
 @pytest.mark.parametrize("changes, message", [MALFORMED[0], MALFORMED[2], MALFORMED[6], MALFORMED[13],
-                                              MALFORMED[16], MALFORMED[17], MALFORMED[10], MALFORMED[9]])
+                                              MALFORMED[16], MALFORMED[17], MALFORMED[10], MALFORMED[9],
+                                              MALFORMED[-2]])
 def test_every_command_that_reads_a_manifest_refuses_it_in_one_line(run_cli, tmp_path, command, changes, message):
     path = write_manifest(tmp_path / "run", changes)
     args = {"gate": [path, "--config", os.devnull], "report": [path.parent],

@@ -78,13 +78,13 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     art = artifact_from_file(model)
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
-        from edgekd.data import with_class_order_note
+        from edgekd.data import with_class_order_note, with_scale_note
         from edgekd.onnxfile import embedded_class_names, embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
                             channels=parse_channels(channels) or (recorded.to_channels if recorded else None))
-        dataset = with_class_order_note(dataset, embedded_class_names(art.path))
+        dataset = with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)), recorded)
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
@@ -251,18 +251,20 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     import os
     from pathlib import Path
 
-    from edgekd.gate import build_config, pyproject_settings, run_gate
+    from edgekd.gate import build_config, files_read, pyproject_settings, run_gate
     from edgekd.gate_report import annotations, junit_xml, summary_markdown
 
-    check_report_files(force, ("--junit", junit), ("--summary", summary), ("--json", json_out),
-                       inputs=(target, config_path, flags.get("baseline"), flags.get("data")))
-    step_summary = _step_summary_file()
     given = {k: v for k, v in flags.items() if v is not None}
     if "artifact" in given and not target.lower().endswith(".json"):
         _needs("a manifest.json TARGET", ("--artifact", given["artifact"]), why=" (it picks one of its artifacts)")
-    values = pyproject_settings(Path(config_path or "pyproject.toml"), required=config_path is not None)
+    settings = Path(config_path or "pyproject.toml")
+    values = pyproject_settings(settings, required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
+    # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
+    check_report_files(force, ("--junit", junit), ("--summary", summary), ("--json", json_out),
+                       inputs=(settings, *files_read(target, config)))
+    step_summary = _step_summary_file()
     if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
         _needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
                *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
