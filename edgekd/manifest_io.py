@@ -114,7 +114,7 @@ def _field(where: str, key: str) -> str:
 
 _LATENCY = obj({"p50_ms": POSITIVE}, {k: NON_NEGATIVE for k in ("p90_ms", "p99_ms", "mean_ms", "cv", "p10_ms")}
                | {"runs": INT, "repeats": INT, "repeat_p50_ms": list_of(NON_NEGATIVE)})
-_TENSOR = obj({"name": STR, "dtype": STR, "shape": list_of(ANY)})
+_TENSOR = obj({"name": STR, "dtype": STR, "shape": nullable(list_of(ANY))})  # null: rank unknown
 _ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT, "opset": INT},
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR)}))})

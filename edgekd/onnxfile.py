@@ -161,18 +161,22 @@ def precision_of(model: Any) -> str:
 
 
 def describe(model: Any) -> dict[str, Any]:
-    """IR version, operator types and input/output signature, as the manifest records them."""
+    """IR version, operator types and input/output signature, as the manifest records them. Inputs that are
+    also initializers (older exports with keep_initializers_as_inputs, converted models) are weights with a
+    default, not what the model is fed, and are left out as onnxruntime leaves them out."""
+    weights = {t.name for t in model.graph.initializer}
     return {"ir_version": int(model.ir_version), "op_types": sorted({n.op_type for n in model.graph.node}),
-            "inputs": [signature(v) for v in model.graph.input],
+            "inputs": [signature(v) for v in model.graph.input if v.name not in weights],
             "outputs": [signature(v) for v in model.graph.output]}
 
 
 def signature(value: Any) -> dict[str, Any]:
-    """Name, element type and shape (symbolic dims by name) of a graph input or output."""
+    """Name, element type and shape (symbolic dims by name) of a graph input or output; shape None when its
+    rank is unknown (no shape at all, which is not a scalar's empty one)."""
     import onnx
 
     tensor = value.type.tensor_type
-    dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+    dims = [d.dim_param or d.dim_value for d in tensor.shape.dim] if tensor.HasField("shape") else None
     return {"name": value.name, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(), "shape": dims}
 
 
@@ -184,6 +188,8 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
     if not details.get("inputs"):
         return
     dims = details["inputs"][0]["shape"]
+    if dims is None:  # unknown rank: any shape may be what the model takes
+        return
     given = ",".join(map(str, shape))
     wanted = "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + ")"
     example = shape_example(dims)
@@ -200,10 +206,11 @@ def _fixed(dim: Any) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
-def shape_example(dims: Sequence[Any]) -> str:
-    """An --input-shape for an input of ``dims``: its fixed dimensions kept, batch 1, any other dynamic one
-    224 (an example to edit, with the channels the model takes)."""
-    return ",".join(str(d) if _fixed(d) else "1" if i == 0 else "224" for i, d in enumerate(dims))
+def shape_example(dims: Sequence[Any], batch: int = 1) -> str:
+    """An --input-shape for an input of ``dims``: its fixed dimensions kept, a dynamic batch ``batch`` (the
+    profile's, where the caller knows it), any other dynamic one 224 (an example to edit, with the channels the
+    model takes)."""
+    return ",".join(str(d) if _fixed(d) else str(batch) if i == 0 else "224" for i, d in enumerate(dims))
 
 
 def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int) -> tuple[int, ...] | None:

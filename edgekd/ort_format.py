@@ -77,11 +77,14 @@ def check_ort_file(path: str | Path) -> int:
 
 def ort_inputs(path: str | Path) -> dict[str, Any]:
     """The file's inputs as ``onnxfile.describe`` gives an .onnx's (name and shape, None or a name for a free
-    dimension), read by onnxruntime: an ORT-format file holds no ONNX graph to read them from."""
+    dimension, None for the shape of unknown rank), read by onnxruntime: an ORT-format file holds no ONNX graph
+    to read them from."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return {"inputs": [{"name": i.name, "shape": list(i.shape)} for i in session.get_inputs()]}
+    # onnxruntime gives an input of unknown rank the shape [], a scalar's; a model edgekd measures takes an
+    # image, not a scalar, so [] is read as unknown (None, as onnxfile.signature records it)
+    return {"inputs": [{"name": i.name, "shape": list(i.shape) or None} for i in session.get_inputs()]}
 
 
 def missing_operators(needed: Path, build: Path) -> list[str]:

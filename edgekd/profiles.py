@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -154,8 +155,9 @@ def _profile_files() -> dict[str, Path]:
 
 
 def list_profiles() -> list[DeviceProfile]:
-    """Every profile found, built-in and user, each loaded and validated."""
-    return [load_profile_file(path) for path in _profile_files().values()]
+    """Every profile found, built-in and user, each loaded and validated as ``load_profile`` loads it by name:
+    a file whose ``name`` is not its file name is refused, as a listed name has to load."""
+    return [_load_found(name, path) for name, path in _profile_files().items()]
 
 
 def profile_names() -> list[str]:
@@ -181,11 +183,27 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
             f"unknown profile '{text}'",
             f"choose one of: {', '.join(sorted(files))} (or pass a path to a .toml file)",
         )
-    profile = load_profile_file(files[text])
-    if profile.name != text:  # recorded under its name, a run could not find its profile again by that name
-        raise ProfileError(f"{files[text]}: name = '{profile.name}', but the file is found as profile '{text}'",
-                           f"make them agree: name = \"{text}\", or rename the file {profile.name}.toml")
+    return _load_found(text, files[text])
+
+
+def _load_found(name: str, path: Path) -> DeviceProfile:
+    """The profile file ``path``, found in a profile folder as ``name``."""
+    profile = load_profile_file(path)
+    if profile.name != name:  # recorded under its name, a run could not find its profile again by that name
+        raise ProfileError(f"{path}: name = '{profile.name}', but the file is found as profile '{name}'",
+                           f"make them agree: name = \"{name}\", or rename the file {profile.name}.toml")
     return profile
+
+
+def profile_arg(profile: DeviceProfile) -> str:
+    """What to pass a command as its profile to get ``profile`` again, for a fix to quote: its name where the
+    name finds this same file (a shipped or user-folder profile), else the path it was read from."""
+    import shlex
+
+    found = _profile_files().get(profile.name)
+    if profile.source == RECORDED or found is not None and found.resolve() == Path(profile.source).resolve():
+        return profile.name
+    return shlex.quote(profile.source)
 
 
 def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
@@ -276,6 +294,10 @@ def _check_section(path: Path, section: str, raw: Any,
             raise ProfileError(
                 f"{path}: key '{dotted}' must be {want}, got {type(value).__name__} {value!r}", "fix its value"
             )
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):  # every list key holds names
+            bad = next(v for v in value if not isinstance(v, str))
+            raise ProfileError(f"{path}: key '{dotted}' must be a list of strings, and it holds "
+                               f"{type(bad).__name__} {bad!r}", 'quote each entry, e.g. ["CPUExecutionProvider"]')
         if allowed is not None and value not in allowed:
             choices = ", ".join(repr(a) for a in allowed)
             raise ProfileError(f"{path}: key '{dotted}' is {value!r}", f"use one of {choices}")
@@ -299,7 +321,7 @@ def _check_ranges(path: Path, profile: DeviceProfile) -> None:
     for key, value, low in rules:
         if value < low:
             raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at least {low}")
-    if not 0 < profile.measure["max_cv"] < 1:
+    if not 0 < profile.measure["max_cv"] < 1:  # nan included: it compares false
         raise ProfileError(f"{path}: key 'measure.max_cv' is {profile.measure['max_cv']}", "use a value in (0, 1)")
 
 
@@ -322,9 +344,9 @@ def _check_runner(path: Path, raw: Any) -> dict[str, Any]:
 
 def _check_runner_values(path: Path, runner: dict[str, Any]) -> None:
     kind = runner["kind"]
-    if runner["timeout_s"] <= 0:
+    if not math.isfinite(runner["timeout_s"]) or runner["timeout_s"] <= 0:  # TOML reads inf and nan as floats
         raise ProfileError(f"{path}: key 'runner.timeout_s' is {runner['timeout_s']}",
-                           "use a positive number of seconds")
+                           "use a positive, finite number of seconds")
     if kind == "ssh" and not runner["host"]:
         raise ProfileError(f"{path}: runner kind 'ssh' needs key 'runner.host'",
                            'add host = "name-or-address" under [runner]')

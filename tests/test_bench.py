@@ -219,3 +219,60 @@ def test_a_model_that_fails_the_onnx_checker_says_why(run_cli, fast_profile_path
     code, out, err = run_cli("validate", model, "--profile", fast_profile_path)
     assert code == 1 and "checker FAILED" in out
     assert f"note: '{model.name}' fails the ONNX checker: Field 'shape' of 'type' is required but missing" in out
+
+
+def test_bench_checks_input_shape_against_the_input_not_a_weight_listed_among_inputs(run_cli, fast_profile_path,
+                                                                                    tmp_path):
+    """Older exports (keep_initializers_as_inputs) list the weights in graph.input, often before the input."""
+    import onnx
+
+    model = onnx.load(str(_cast_model(tmp_path / "m.onnx", onnx.TensorProto.FLOAT, ["n", 1, 4, 4])))
+    weight = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [16, 3], [0.0] * 48)
+    model.graph.initializer.append(weight)
+    model.graph.input.insert(0, onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [16, 3]))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    code, out, err = run_cli("bench", tmp_path / "m.onnx", "--input-shape", "2,1,4,4", "--profile",
+                             fast_profile_path, "--no-cache")
+    assert code == 0 and "m.onnx" in out, err
+
+
+def test_a_model_input_of_unknown_rank_asks_for_input_shape(run_cli, fast_profile_path, tmp_path):
+    """onnxruntime gives such an input's shape as [], a scalar's: it was timed on one, or failed on it."""
+    from onnx import TensorProto
+
+    model = _cast_model(tmp_path / "norank.onnx", TensorProto.FLOAT, None)
+    code, _, err = run_cli("bench", model, "--profile", fast_profile_path, "--no-cache")
+    assert code == 2 and "Traceback" not in err
+    assert f"input 'x' of model '{model}' has no shape recorded" in err and "--input-shape 1,3,224,224" in err
+    code, out, err = run_cli("bench", model, "--input-shape", "1,1,8,8", "--profile", fast_profile_path, "--no-cache")
+    assert code == 0 and "norank.onnx" in out, err
+    import onnxruntime as ort  # its ORT-format copy, whose inputs onnxruntime reads: the same shape []
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "norank.ort")
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    code, out, err = run_cli("bench", tmp_path / "norank.ort", "--input-shape", "1,1,8,8", "--profile",
+                             fast_profile_path, "--no-cache")
+    assert code == 0 and "norank.ort" in out, err
+
+
+def test_a_model_that_fails_at_the_given_shape_is_named_with_the_shape(run_cli, fast_profile_path, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    to = helper.make_tensor("to", TensorProto.INT64, [2], [1, 64])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "to"], ["y"])], "g", [x], [y], [to])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "r.onnx"))
+    code, out, err = run_cli("bench", tmp_path / "r.onnx", "--input-shape", "1,1,8,8", "--profile",
+                             fast_profile_path, "--no-cache")
+    assert code == 0, err
+    code, _, err = run_cli("bench", tmp_path / "r.onnx", "--input-shape", "1,1,16,16", "--profile",
+                           fast_profile_path, "--no-cache")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: model '{tmp_path / 'r.onnx'}' fails to run on input shape 1,1,16,16: Reshape node")
+    assert err.rstrip().endswith("; check --input-shape against what the model takes")
+    assert "onnxruntime_src" not in err and ".h:" not in err and "installation" not in err

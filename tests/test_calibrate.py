@@ -262,8 +262,8 @@ def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_
     model = lm.latency_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "fp32", calib, anchors=5, log=lines.append)
     assert "fitted on 1 measured" in model.source
     assert lines == [f"search: measuring 5 '{TINY}' networks (fp32) on '{fast_profile.name}' to fit its latency; "
-                     f"`edgekd profiles calibrate {fast_profile.name} --space {TINY} --input-shape 1,16,16 "
-                     "--classes 10` makes a table that spares this"]
+                     f"`edgekd profiles calibrate {fast_profile.source} --space {TINY} --input-shape 1,16,16 "
+                     "--classes 10` makes a table that spares this"]  # a profile read from a file: its path
     data = json.loads(table_file.read_text())
     data["stamp"]["onnxruntime"] = "0.0.1"
     path.write_text(json.dumps(data))
@@ -354,3 +354,25 @@ def test_profiles_show_lists_its_tables_and_whether_search_can_use_each(table_fi
     assert tables["fast-test.mbv2.1x8x8-10.latency.json"] == {
         "path": str(tmp_path / "fast-test.mbv2.1x8x8-10.latency.json"), "usable": False,
         "why": "unreadable: delete it and calibrate again"}
+
+
+def test_a_missing_tables_fix_names_the_profile_as_it_can_be_passed(fast_profile, fast_profile_path, tmp_path):
+    """A profile read from a file outside the profile folders is found again by its path, not its name."""
+    with pytest.raises(ProfileError, match=rf"run `edgekd profiles calibrate {fast_profile_path} --space mbv2 "):
+        load_table(fast_profile, "mbv2", (1, 8, 8), 10, path=tmp_path / "missing.json")
+    from edgekd.profiles import load_profile
+
+    with pytest.raises(ProfileError, match=r"run `edgekd profiles calibrate host-cpu-1t --space mbv2 "):
+        load_table(load_profile("host-cpu-1t"), "mbv2", (1, 8, 8), 10, path=tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("shape", "says"), [
+    ("3,5000,5000", "--input-shape 3,5000,5000 is 75,000,000 values an image (0.3 GiB as float32), more than the "
+                    "67,108,864 edgekd measures with; pass a smaller C,H,W, e.g. 3,224,224"),
+    ("1,3,32,32", "--input-shape '1,3,32,32' must be C,H,W (three positive integers); write it as e.g. 1,32,32 or "
+                  "3,224,224"),
+    ("3,x,32", "--input-shape '3,x,32' must be C,H,W"),
+])
+def test_calibrate_refuses_an_input_shape_with_a_c_h_w_example(run_cli, fast_profile_path, shape, says):
+    code, _, err = run_cli("profiles", "calibrate", fast_profile_path, "--input-shape", shape)
+    assert code == 2 and err.startswith(f"error: {says}") and "1,3,224,224" not in err

@@ -126,3 +126,75 @@ def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu
                                           r"CPUExecutionProvider\), so the profile's device cannot be measured; "
                                           "install the onnxruntime build with that provider"):
         measure([two_models[0]], gpu, shape=(1, 1, 32, 32))
+
+
+def test_the_dynamic_dimension_hint_takes_the_profiles_batch(two_models, fast_profile):
+    """Following the example measures what the profile asks: its batch, not always 1."""
+    import dataclasses
+
+    batched = dataclasses.replace(fast_profile, measure={**fast_profile.measure, "batch_size": 4})
+    with pytest.raises(RunnerError, match=r"dynamic dimension 2 \(h\); pass --input-shape, e\.g\. "
+                                          r"--input-shape 4,1,224,224"):
+        measure([two_models[0]], batched)
+
+
+def test_an_input_type_the_worker_cannot_feed_says_which_it_can(tmp_path, fast_profile):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.INT16, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT16, [1, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "i16.onnx"))
+    with pytest.raises(ArtifactError, match=r"is tensor\(int16\), which edgekd cannot feed; export the model with "
+                                            "an input of one of the types edgekd measures: float, float16, "
+                                            "double, uint8, int8, int32, int64$"):
+        measure([tmp_path / "i16.onnx"], fast_profile)
+
+
+def test_a_model_that_fails_at_its_own_shape_is_named_even_without_warm_up(tmp_path, fast_profile):
+    """Without warm-up runs the first failing run is a timed one; it is named the same way."""
+    import dataclasses
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 47])
+    to = helper.make_tensor("to", TensorProto.INT64, [2], [1, 47])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "to"], ["y"])], "g", [x], [y], [to])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "r.onnx"))
+    cold = dataclasses.replace(fast_profile, measure={**fast_profile.measure, "warmup_runs": 0})
+    for profile in (fast_profile, cold):
+        with pytest.raises(ArtifactError, match=r"model '.*r\.onnx' fails to run on input shape 1,3,4,4: Reshape "
+                                                r"node: .*; the model fails at its own input shape: pass "
+                                                "--input-shape with the one it takes, or re-export it") as exc:
+            measure([tmp_path / "r.onnx"], profile)
+        assert "\n" not in exc.value.message and "installation" not in exc.value.message
+
+
+def test_onnxruntime_run_failures_lose_their_source_location():
+    """Messages as onnxruntime 1.32 writes them: a source path and a C++ signature, or a bare function name."""
+    import numpy as np
+
+    from edgekd.latency.worker import run_failure
+
+    feed = {"x": np.zeros((1, 3, 64, 64), np.float32)}
+    reshape = RuntimeError(
+        "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node. Name:'' Status "
+        "Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 onnxruntime::"
+        "ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) "
+        "input_shape_size == requested_shape_size was false. The input tensor cannot be reshaped to the requested "
+        "shape. Input shape:{1,3,64,64}, requested shape:{1,3072}\n")
+    assert run_failure(reshape, "m.onnx", feed, True) == (
+        "model 'm.onnx' fails to run on input shape 1,3,64,64: Reshape node: input_shape_size == "
+        "requested_shape_size was false. The input tensor cannot be reshaped to the requested shape. Input "
+        "shape:{1,3,64,64}, requested shape:{1,3072}", "check --input-shape against what the model takes")
+    conv = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node. "
+                        "Name:'y_nchwc' Status Message: nchwc_ops.cc:167 Compute NCHWc Conv input and filter must "
+                        "be rank 4.\nsecond line")
+    assert run_failure(conv, "m.onnx", feed, True)[0] == (
+        "model 'm.onnx' fails to run on input shape 1,3,64,64: Conv node 'y_nchwc': NCHWc Conv input and filter "
+        "must be rank 4.")

@@ -127,6 +127,27 @@ def test_max_cv_out_of_range(tmp_path):
         load_profile(path)
 
 
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_timeout_that_is_not_a_finite_number_is_refused(tmp_path, value):
+    """TOML reads inf and nan as floats; subprocess.run would fail on them with a traceback."""
+    path = _write(tmp_path, "t", _valid() + f"[runner]\ntimeout_s = {value}\n")
+    with pytest.raises(ProfileError, match=rf"key 'runner\.timeout_s' is -?{value}; use a positive, finite number"):
+        load_profile(path)
+
+
+def test_max_cv_nan_is_refused(tmp_path):
+    path = _write(tmp_path, "cv", _valid() + "max_cv = nan\n")
+    with pytest.raises(ProfileError, match=r"max_cv' is nan; use a value in \(0, 1\)"):
+        load_profile(path)
+
+
+def test_a_list_holds_strings(tmp_path):
+    path = _write(tmp_path, "p", _valid().replace("[runtime]\n", "[runtime]\nproviders = [1]\n"))
+    with pytest.raises(ProfileError, match=r"key 'runtime\.providers' must be a list of strings, and it holds int 1; "
+                                           r"quote each entry"):
+        load_profile(path)
+
+
 def test_missing_name(tmp_path):
     path = _write(tmp_path, "noname", _valid().replace('name = "custom"\n', ""))
     with pytest.raises(ProfileError, match="missing key 'name'"):
@@ -162,6 +183,21 @@ def test_a_user_profile_whose_name_is_not_its_file_name_is_refused(user_folder):
     with pytest.raises(ProfileError, match=r"host-cpu-1t.toml: name = 'x', but the file is found as profile "
                                            r"'host-cpu-1t'; make them agree: name = \"host-cpu-1t\", or rename"):
         load_profile("host-cpu-1t")
+
+
+def test_profiles_list_names_a_file_whose_name_is_not_its_file_name_and_lists_the_rest(user_folder, run_cli):
+    """`show` and --profile find a profile by its file's name: a listed name they cannot find misleads."""
+    from edgekd.profiles import list_profiles
+
+    misnamed = _write(user_folder, "misnamed", _valid(name="other"))
+    _write(user_folder, "my-board", _valid(name="my-board"))
+    code, out, err = run_cli("profiles", "list")
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert code == 0 and "my-board" in names and "host-cpu" in names and "other" not in names
+    assert err == (f"warning: {misnamed}: name = 'other', but the file is found as profile 'misnamed'; make them "
+                   "agree: name = \"misnamed\", or rename the file other.toml\n")
+    with pytest.raises(ProfileError, match="found as profile 'misnamed'"):
+        list_profiles()
 
 
 def test_load_by_toml_path(tmp_path):

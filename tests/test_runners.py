@@ -62,7 +62,8 @@ while i < len(args):
     else:
         rest.append(args[i])
         i += 1
-host, path = rest[-1].split(":", 1)  # host:/remote/path maps to the local /remote/path
+# host:/remote/path maps to the local /remote/path; like scp, a host's own colons only inside [brackets]
+host, _, path = rest[-1].partition("]:") if rest[-1].split("@")[-1].startswith("[") else rest[-1].partition(":")
 copy(rest[:-1], path)
 """
 
@@ -237,6 +238,16 @@ def test_ssh_measures_an_ort_format_file_under_its_own_suffix(fakes, models, tmp
     assert list(fakes.remote.iterdir()) == []
 
 
+def test_ssh_copies_to_an_ipv6_host_in_brackets(fakes, models, tmp_path):
+    """scp reads user@host:path, so an IPv6 address's colons need brackets there; ssh takes the address bare."""
+    profile = _profile(tmp_path, _ssh(fakes, host="fe80::1%usb0"))
+    (stats,) = measure([models[0]], profile)
+    assert stats.p50_ms > 0
+    (scp,) = fakes.calls("scp")
+    assert scp[-1].startswith(f"pi@[fe80::1%usb0]:{fakes.remote}/run-")
+    assert all(argv[-2] == "pi@fe80::1%usb0" for argv in fakes.calls("ssh"))
+
+
 def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SSH_SLEEP", "5")
     profile = _profile(tmp_path, _ssh(fakes, timeout_s=1))
@@ -291,7 +302,7 @@ def test_device_reports_its_onnxruntime_and_a_table_from_another_is_refused(fake
     assert stats.onnxruntime == "9.9.9" and 0 < stats.p10_ms <= stats.p50_ms
     check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "9.9.9"), stats, profile)  # same: fine
     with pytest.raises(ProfileError, match=r"calibrated with onnxruntime 1\.0\.0, but the device now runs 9\.9\.9.*"
-                                           r"edgekd profiles calibrate runner-test"):
+                                           r"edgekd profiles calibrate \S*runner-test\.toml`"):  # its file
         check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "1.0.0"), stats, profile)
 
 
@@ -392,6 +403,32 @@ def test_adb_perf_test_mode(fakes, models, tmp_path, monkeypatch):
                for c in calls)
 
 
+def test_adb_perf_test_mode_times_an_ort_format_file(fakes, tmp_path, monkeypatch):
+    """An ORT-format file is a flatbuffer: its inputs' free dimensions are read by onnxruntime, not onnx."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    monkeypatch.setenv("FAKE_PERF_LOG", str(tmp_path / "perf.log"))
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test", FAKE_PERF_TEST)
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1, 16, 16]) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx_file, ort_file = tmp_path / "relu.onnx", tmp_path / "relu.ort"
+    onnx_file.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                            ir_version=8).SerializeToString())
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(ort_file)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)})
+    (stats,) = measure([ort_file], profile, shape=(3, 1, 16, 16))
+    assert stats.p50_ms == pytest.approx(0.2)
+    calls = [json.loads(line) for line in (tmp_path / "perf.log").read_text().splitlines()]
+    assert all(c[-1].endswith("/m0/model.ort") and c[c.index("-f") + 1] == "n:3" for c in calls)
+
+
 def test_adb_perf_test_missing(fakes, models, tmp_path):
     profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
     with pytest.raises(RunnerError, match=r"onnxruntime_perf_test was not found on the adb device; "
@@ -463,10 +500,14 @@ def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
 
     named = model(["n", 1, "h", "w"])
     assert free_dims(named, 4, [2, 1, 8, 8]) == ["n:2", "h:8", "w:8"]
-    with pytest.raises(RunnerError, match=r"dynamic dimension 2 \(h\).*e\.g\. --input-shape 1,1,224,224"):
+    # the profile's batch, so that following the example measures what the profile asks
+    with pytest.raises(RunnerError, match=r"dynamic dimension 2 \(h\).*e\.g\. --input-shape 4,1,224,224"):
         free_dims(named, 4, None)
     with pytest.raises(RunnerError, match="dimension 2 of model input 'x' is dynamic but unnamed"):
         free_dims(model(["n", 1, None, 8]), 1, [1, 1, 8, 8])
+    with pytest.raises(RunnerError, match="model input 'x' of '.*' has no shape recorded, and "
+                                          "onnxruntime_perf_test can only set named dimensions"):
+        free_dims(model(None), 1, [1, 1, 8, 8])  # rank unknown: no dimension to name
 
 
 def test_perf_test_output_parsing():

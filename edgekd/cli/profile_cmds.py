@@ -6,7 +6,7 @@ import json
 
 import click
 
-from edgekd.cli.base import cli, on_interrupt, parse_shape
+from edgekd.cli.base import cli, on_interrupt
 
 
 @cli.group()
@@ -17,9 +17,15 @@ def profiles() -> None:
 @profiles.command("list")
 def profiles_list() -> None:
     """Every profile found: built-in and in the user profile folder."""
-    from edgekd.profiles import list_profiles, user_dir
+    from edgekd.errors import ProfileError
+    from edgekd.profiles import load_profile, profile_names, user_dir
 
-    for p in list_profiles():
+    for name in profile_names():
+        try:
+            p = load_profile(name)  # as `show` and --profile load it, so each name listed is one they find
+        except ProfileError as exc:  # one broken file does not hide the others
+            click.echo(f"warning: {exc.message}", err=True)
+            continue
         threads = p.runtime["intra_op_threads"] or "all"
         click.echo(f"{p.name:<16} {p.runner['kind']:<6} threads={threads!s:<4} {p.description}")
     click.echo(f"(add your own .toml files to {user_dir()} or pass --profile path/to/file.toml)")
@@ -53,11 +59,7 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
     from edgekd.latency.table import table_path
     from edgekd.profiles import load_profile
 
-    shape = parse_shape(input_shape)
-    if len(shape) != 3:
-        from edgekd.errors import ConfigError
-
-        raise ConfigError(f"--input-shape '{input_shape}' must be C,H,W", "write it as 1,32,32")
+    shape = _image_shape(input_shape)
     prof = load_profile(name)
     path = table_path(prof, space, shape, classes)  # type: ignore[arg-type]
     partial = partial_path(path)
@@ -67,3 +69,26 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
                       log=lambda m: click.echo(f"[edgekd] {m}", err=True))
     click.echo(f"wrote {path} ({sum(len(v) for v in table.entries.values())} entries, "
                f"{table.seconds:.0f} s)")
+
+
+def _image_shape(text: str) -> tuple[int, int, int]:
+    """--input-shape as C,H,W, refused with a C,H,W example (parse_shape's are a model's N,C,H,W, which
+    calibrate does not take)."""
+    import math
+
+    from edgekd.errors import ConfigError
+    from edgekd.validate import MAX_INPUT_VALUES
+
+    try:
+        dims = tuple(int(d.strip()) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ConfigError(f"--input-shape '{text}' must be C,H,W (three positive integers)",
+                          "write it as e.g. 1,32,32 or 3,224,224")
+    count = math.prod(dims)
+    if count > MAX_INPUT_VALUES:
+        raise ConfigError(f"--input-shape {text} is {count:,} values an image ({count * 4 / 2**30:,.1f} GiB as "
+                          f"float32), more than the {MAX_INPUT_VALUES:,} edgekd measures with",
+                          "pass a smaller C,H,W, e.g. 3,224,224")
+    return dims  # type: ignore[return-value]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ArtifactError, RunnerError
+from edgekd.errors import ArtifactError, RunnerError, first_line
 from edgekd.types import LatencyStats
 
 _PROVIDERS = {"CPUExecutionProvider": "cpu", "XnnpackExecutionProvider": "xnnpack", "NnapiExecutionProvider": "nnapi",
@@ -45,40 +45,63 @@ def command(program: str, model: str, runtime: dict[str, Any], runs: int, free_d
 
 def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list[str]:
     """``name:value`` overrides for the model input's dynamic dimensions (perf_test's ``-f``)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf and onnx raise several unrelated types here
-        raise ArtifactError(f"onnx cannot load '{path}': {str(exc).strip()[:200] or type(exc).__name__}",
-                            "pass a complete, valid ONNX model (re-export it)") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise RunnerError(f"model '{path}' has {len(inputs)} inputs", "edgekd measures single-input models")
-    dims = list(inputs[0].type.tensor_type.shape.dim)
+    name, dims = _input_dims(Path(path))
+    if dims is None:
+        raise RunnerError(f"model input '{name}' of '{path}' has no shape recorded, and onnxruntime_perf_test "
+                          "can only set named dimensions of one", "export the model with its input's shape, or "
+                          "use runner.mode = \"python\" with --input-shape")
     if shape and len(shape) != len(dims):
         raise RunnerError(f"--input-shape {','.join(map(str, shape))} has {len(shape)} dimensions but model "
                           f"'{path}' takes {len(dims)}", "pass an input shape of the model's rank")
     out: list[str] = []
     for i, dim in enumerate(dims):
-        if dim.HasField("dim_value") and dim.dim_value > 0:
+        if isinstance(dim, int):
             continue
         want = int(shape[i]) if shape else (batch if i == 0 else None)
         if want is None:
             from edgekd.onnxfile import shape_example
 
-            example = shape_example([d.dim_value if d.HasField("dim_value") else None for d in dims])
-            raise RunnerError(f"model input '{inputs[0].name}' has dynamic dimension {i} ({dim.dim_param or '?'})",
-                              f"pass --input-shape, e.g. --input-shape {example}")
-        if not dim.dim_param:
-            raise RunnerError(f"dimension {i} of model input '{inputs[0].name}' is dynamic but unnamed, so "
+            raise RunnerError(f"model input '{name}' has dynamic dimension {i} ({dim or '?'})",
+                              f"pass --input-shape, e.g. --input-shape {shape_example(dims, batch)}")
+        if not dim:
+            raise RunnerError(f"dimension {i} of model input '{name}' is dynamic but unnamed, so "
                               "onnxruntime_perf_test cannot set it",
                               "export the model with a fixed shape or named dynamic axes, or use runner.mode = "
                               "\"python\"")
-        if f"{dim.dim_param}:{want}" not in out:
-            out.append(f"{dim.dim_param}:{want}")
+        if f"{dim}:{want}" not in out:
+            out.append(f"{dim}:{want}")
     return out
+
+
+def _input_dims(path: Path) -> tuple[str, list[int | str | None] | None]:
+    """The single model input's name and dimensions (a fixed size, a dimension's name, or None for an unnamed
+    dynamic one); None for dimensions when its rank is unknown."""
+    if path.suffix.lower() == ".ort":  # a flatbuffer, not a protobuf: onnxruntime reads its inputs
+        from edgekd.ort_format import check_ort_file, ort_inputs
+
+        check_ort_file(path)
+        try:
+            inputs = ort_inputs(path)["inputs"]
+        except Exception as exc:  # onnxruntime raises several unrelated types here
+            raise ArtifactError(f"onnxruntime cannot read the inputs of '{path}': {first_line(exc, 200)}",
+                                "convert the .onnx again (compress --ort)") from None
+        found = [(i["name"], None if i["shape"] is None else
+                  [d if isinstance(d, str) or d is None or d > 0 else None for d in i["shape"]]) for i in inputs]
+    else:
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf and onnx raise several unrelated types here
+            raise ArtifactError(f"onnx cannot load '{path}': {str(exc).strip()[:200] or type(exc).__name__}",
+                                "pass a complete, valid ONNX model (re-export it)") from None
+        initializers = {i.name for i in model.graph.initializer}
+        found = [(i.name, [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else d.dim_param or None
+                           for d in i.type.tensor_type.shape.dim] if i.type.tensor_type.HasField("shape") else None)
+                 for i in model.graph.input if i.name not in initializers]
+    if len(found) != 1:
+        raise RunnerError(f"model '{path}' has {len(found)} inputs", "edgekd measures single-input models")
+    return found[0]
 
 
 def parse(text: str) -> dict[str, float] | None:

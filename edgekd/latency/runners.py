@@ -273,12 +273,16 @@ class _RemoteRunner:
 class SshRunner(_RemoteRunner):
     """The worker on a host reached with ssh/scp (key login; no password prompts)."""
 
-    def _target(self) -> str:
-        user = self.cfg.get("user")
-        return f"{user}@{self.cfg['host']}" if user else str(self.cfg["host"])
+    def _target(self, bracketed: bool = False) -> str:
+        """user@host for ssh; ``bracketed``: an IPv6 address in brackets, as scp's user@host:path needs (its
+        own colons would end the host), while ssh takes it bare."""
+        host, user = str(self.cfg["host"]), self.cfg.get("user")
+        if bracketed and ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{user}@{host}" if user else host
 
     def _where(self) -> str:
-        return f"ssh to {self._target()}:{self.cfg['port']}"
+        return f"ssh to {self._target(bracketed=True)}:{self.cfg['port']}"
 
     def _device(self) -> str:
         return str(self.cfg["host"])
@@ -305,7 +309,7 @@ class SshRunner(_RemoteRunner):
 
     def _push(self, sources: list[str], dest: str) -> list[str]:
         return ["scp", "-q", "-r", *self._options(), "-P", str(self.cfg["port"]), *sources,
-                f"{self._target()}:{dest}/"]
+                f"{self._target(bracketed=True)}:{dest}/"]
 
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
         return proc.returncode == 255  # ssh's own failures; the remote command's codes pass through

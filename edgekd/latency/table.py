@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekd.errors import ProfileError
 from edgekd.fsutil import write_json
-from edgekd.profiles import DeviceProfile, builtin_dir, user_dir
+from edgekd.profiles import DeviceProfile, builtin_dir, profile_arg, user_dir
 
 TABLE_SCHEMA = "edgekd.latency-table"
 # 2: per-resolution fit, p10 units, networks kept; 3: units from each model's fastest p10 over runs;
@@ -173,7 +173,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     """The calibrated table for this profile, space, input shape and classes (``table_path``, else one
     written before tables were kept per shape); refused if stamped for anything else."""
     shape_flags = f"--space {space} --input-shape {','.join(map(str, input_shape))} --classes {num_classes}"
-    fix = f"run `edgekd profiles calibrate {profile.name} {shape_flags}`"
+    fix = f"run `edgekd profiles calibrate {profile_arg(profile)} {shape_flags}`"
     if path is None:  # a missing table is named by where calibrate would write it
         path = find_table(profile, space, input_shape, num_classes) or table_path(profile, space, input_shape,
                                                                                    num_classes)

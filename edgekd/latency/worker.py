@@ -123,15 +123,24 @@ def run(spec: dict) -> tuple:
     for sess, label in zip(sessions, spec["labels"]):
         shape = _input_shape(sess, label, int(m["batch_size"]), spec["shape"])
         feeds.append({sess.get_inputs()[0].name: _random_input(np, sess.get_inputs()[0], label, shape)})
-    for sess, feed in zip(sessions, feeds):
-        for _ in range(int(m["warmup_runs"])):
-            sess.run(None, feed)
+    given = bool(spec["shape"])
+    for sess, feed, label in zip(sessions, feeds, spec["labels"]):
+        try:
+            for _ in range(int(m["warmup_runs"])):
+                sess.run(None, feed)
+        except Exception as exc:  # onnxruntime raises several unrelated exception types here
+            raise WorkerError(*run_failure(exc, label, feed, given), "artifact") from None
     runs = [[] for _ in sessions]
     medians = [[] for _ in sessions]
-    _repeat(np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
-    if max(_cv(np, med) for med in medians) > float(m["max_cv"]):
-        # A noisy stretch: measure as much again and judge on all of it rather than on the noise.
-        _repeat(np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
+    timing = (np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
+    try:
+        _repeat(*timing)
+        if max(_cv(np, med) for med in medians) > float(m["max_cv"]):
+            # A noisy stretch: measure as much again and judge on all of it rather than on the noise.
+            _repeat(*timing)
+    except _RunFailed as failed:  # only without warm-up runs does a failing model get this far
+        raise WorkerError(*run_failure(failed.exc, spec["labels"][failed.index], feeds[failed.index], given),
+                          "artifact") from None
     return [_stats(np, r, med) for r, med in zip(runs, medians)], ort.__version__
 
 
@@ -177,7 +186,10 @@ _IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR
 _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S)
 _ORT_FORMAT_TOO_NEW = re.compile(r"ORT format model version \[(\d+)\] is not supported")
 _ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed: ?|"
-                        r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])")
+                        r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])|"
+                        r"\S+\.(?:cc|cpp|h):\d+ (?:[\w:~<>]+\([^\n]*?\) (?:const )?|[\w:~]+ )")
+_NODE_FAILED = re.compile(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' "
+                          r"Status Message: ")
 
 
 def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str, str]:
@@ -205,6 +217,28 @@ def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str,
             "pass a complete, valid ONNX model (re-export it)")
 
 
+class _RunFailed(Exception):
+    """A timed run of model ``index`` raised ``exc``."""
+
+    def __init__(self, index: int, exc: BaseException) -> None:
+        super().__init__(index, exc)
+        self.index = index
+        self.exc = exc
+
+
+def run_failure(exc: BaseException, label: str, feed: dict, given: bool) -> tuple:
+    """(message, fix) for a model that loaded but failed to run on ``feed``: the model and the shape it was
+    fed, and the first line of onnxruntime's reason without its source location. ``given``: the shape came
+    from --input-shape, not from the model."""
+    shape = ",".join(str(d) for d in next(iter(feed.values())).shape)
+    lines = [line for line in _ORT_NOISE.sub("", str(exc)).splitlines() if line.strip()]
+    reason = _NODE_FAILED.sub(lambda n: f"{n[1]} node '{n[2]}': " if n[2] else f"{n[1]} node: ",
+                              lines[0].strip())[:200] if lines else type(exc).__name__
+    fix = ("check --input-shape against what the model takes" if given else
+           "the model fails at its own input shape: pass --input-shape with the one it takes, or re-export it")
+    return f"model '{label}' fails to run on input shape {shape}: {reason}", fix
+
+
 # onnxruntime's input type -> (numpy dtype, integer range or None for normal noise). Integer inputs are
 # images a deployment feeds as raw pixels (uint8) or indices; any value in range times the same kernels.
 _INPUT_TYPES = {"tensor(float)": ("float32", None), "tensor(float16)": ("float16", None),
@@ -216,8 +250,9 @@ _INPUT_TYPES = {"tensor(float)": ("float32", None), "tensor(float16)": ("float16
 def _random_input(np, arg, label: str, shape: tuple):
     """Random data of the input's own type: a model taking uint8 pixels is timed on uint8."""
     if arg.type not in _INPUT_TYPES:
+        fed = ", ".join(t[len("tensor("):-1] for t in _INPUT_TYPES)
         raise WorkerError(f"input '{arg.name}' of model '{label}' is {arg.type}, which edgekd cannot feed",
-                          "export the model with a float or integer tensor input", "artifact")
+                          f"export the model with an input of one of the types edgekd measures: {fed}", "artifact")
     dtype, span = _INPUT_TYPES[arg.type]
     rng = np.random.default_rng(0)
     if span is None:
@@ -235,6 +270,10 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
                           "artifact")
     if override:
         return tuple(int(d) for d in override)
+    if not inputs[0].shape:  # onnxruntime's [] for an input whose rank is unknown, not only for a scalar
+        raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has no shape recorded, so edgekd cannot "
+                          "tell what to feed it", f"pass --input-shape with the shape it takes, e.g. --input-shape "
+                          f"{batch},3,224,224", "artifact")
     shape = []
     for i, dim in enumerate(inputs[0].shape):
         if isinstance(dim, int) and dim > 0:
@@ -242,8 +281,9 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
         elif i == 0:
             shape.append(batch)
         else:
-            # The example keeps the fixed dimensions (a grayscale model's 1 channel), like onnxfile.shape_example.
-            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" if j == 0 else "224"
+            # The example keeps the fixed dimensions (a grayscale model's 1 channel), like onnxfile.shape_example,
+            # and the profile's batch, so following it measures what the profile asks.
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else str(batch) if j == 0 else "224"
                                for j, d in enumerate(inputs[0].shape))
             raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has dynamic dimension {i} ({dim})",
                               f"pass --input-shape, e.g. --input-shape {example}")
@@ -257,10 +297,13 @@ def _repeat(np, sessions: list, feeds: list, repeats: int, per_repeat: int, runs
             i = (rep + k) % n  # rotate so no model always runs first after a switch
             sess, feed = sessions[i], feeds[i]
             times = []
-            for _ in range(per_repeat):
-                start = time.perf_counter_ns()
-                sess.run(None, feed)
-                times.append((time.perf_counter_ns() - start) / 1e6)
+            try:  # around the loop, not each run: nothing is added to what is timed
+                for _ in range(per_repeat):
+                    start = time.perf_counter_ns()
+                    sess.run(None, feed)
+                    times.append((time.perf_counter_ns() - start) / 1e6)
+            except Exception as exc:
+                raise _RunFailed(i, exc) from None
             runs[i].extend(times)
             medians[i].append(float(np.median(times)))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.profiles import DeviceProfile
+from edgekd.profiles import DeviceProfile, profile_arg
 from edgekd.search.fit_cache import Fit, fit_key, fit_path, load_fit, save_fit
 from edgekd.types import StudentSpec
 
@@ -60,7 +60,7 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     how = ""
     if hasattr(space, "all_blocks"):
         c, h, w = input_shape
-        how = (f"; `edgekd profiles calibrate {profile.name} --space {space.name} --input-shape {c},{h},{w} "
+        how = (f"; `edgekd profiles calibrate {profile_arg(profile)} --space {space.name} --input-shape {c},{h},{w} "
                f"--classes {num_classes}` makes a table that spares this")
     models = anchor_networks(space, input_shape, num_classes, anchors, seed)
     records = [conv_records(m, input_shape) for m in models]

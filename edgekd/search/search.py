@@ -12,7 +12,7 @@ import numpy as np
 from edgekd.data import Dataset
 from edgekd.errors import BudgetError, ConfigError
 from edgekd.heartbeat import Heartbeat
-from edgekd.profiles import DeviceProfile
+from edgekd.profiles import DeviceProfile, profile_arg
 from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
 from edgekd.search.latency_model import ANCHORS, TABLE_SOURCE
 from edgekd.search.ruler import Ruler
@@ -281,7 +281,7 @@ def _fell_back(missed: list[Candidate], budget: Budget, profile: DeviceProfile, 
     fitted = sorted(n for n, model in latency.items()
                     if model.source != TABLE_SOURCE and hasattr(spaces.get(n), "all_blocks"))
     c, h, w = data.input_shape
-    hint = (f"; calibrate a latency table so that predictions hold: `edgekd profiles calibrate {profile.name} "
+    hint = (f"; calibrate a latency table so that predictions hold: `edgekd profiles calibrate {profile_arg(profile)} "
             f"--space {fitted[0]} --input-shape {c},{h},{w} --classes {data.num_classes}`" if fitted else "")
     return (f"warning: search: none of the {len(missed)} better-ranked candidates it measured met --budget-ms "
             f"{budget.latency_ms:g} (measured up to {worst:.1f}x their prediction), so it chose its fastest "
@@ -408,4 +408,4 @@ def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
     if stamped and stats.onnxruntime and stamped != stats.onnxruntime:
         raise ProfileError(f"the latency table of '{profile.name}' was calibrated with onnxruntime {stamped}, but "
                            f"the device now runs {stats.onnxruntime}",
-                           f"recalibrate: run `edgekd profiles calibrate {profile.name}`")
+                           f"recalibrate: run `edgekd profiles calibrate {profile_arg(profile)}`")

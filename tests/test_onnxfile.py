@@ -1,0 +1,46 @@
+"""onnxfile: what a model file's signature records, and --input-shape checked against it."""
+
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import ConfigError
+from edgekd.onnxfile import check_input_shape, describe, load_model
+
+
+def _conv(path: Path, x_shape, weights_as_input: bool) -> Path:
+    """x -> Conv(W) -> y; ``weights_as_input``: W also listed in graph.input before x, as older exporters
+    (keep_initializers_as_inputs) and converters wrote it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((16, 3, 3, 3), np.float32), "W")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inputs = [helper.make_tensor_value_info("W", TensorProto.FLOAT, [16, 3, 3, 3])] if weights_as_input else []
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"])], "g", [*inputs, x], [y], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_weights_listed_as_inputs_are_not_the_models_input(tmp_path):
+    path = _conv(tmp_path / "m.onnx", ["N", 3, "H", "W"], weights_as_input=True)
+    details = describe(load_model(path))
+    assert details["inputs"] == [{"name": "x", "dtype": "float", "shape": ["N", 3, "H", "W"]}]
+    check_input_shape(path, details, (1, 3, 32, 32))  # checked against x, not against the weight W
+    with pytest.raises(ConfigError, match=r"sets dimension 1 to 1, and '.*m\.onnx' fixes it at 3 \(N, 3, H, W\)"):
+        check_input_shape(path, details, (1, 1, 32, 32))
+
+
+def test_an_input_of_unknown_rank_takes_any_shape_and_a_scalar_none(tmp_path):
+    """An input with no shape at all is not a scalar: its rank is unknown, so --input-shape says what it is."""
+    unknown = _conv(tmp_path / "unknown.onnx", None, weights_as_input=False)
+    details = describe(load_model(unknown))
+    assert details["inputs"][0]["shape"] is None and details["outputs"][0]["shape"] is None
+    check_input_shape(unknown, details, (1, 3, 32, 32))
+    scalar = _conv(tmp_path / "scalar.onnx", [], weights_as_input=False)
+    details = describe(load_model(scalar))
+    assert details["inputs"][0]["shape"] == []
+    with pytest.raises(ConfigError, match="has 4 dimensions, and '.*scalar.onnx' takes 0"):
+        check_input_shape(scalar, details, (1, 3, 32, 32))
