@@ -112,6 +112,37 @@ def test_interrupted_calibration_resumes(fast_profile, tmp_path, monkeypatch):
     assert path.is_file()
 
 
+def test_calibration_interrupted_while_measuring_networks_keeps_the_chunks_it_finished(fast_profile, tmp_path,
+                                                                                       monkeypatch):
+    """The network phase is most of a calibration's time: a Ctrl-C there must not cost the networks measured."""
+    from edgekd.latency import quick_export
+
+    path = tmp_path / "n.json"
+    real = quick_export.export_for_timing
+    exports: list[int] = []
+
+    def flaky(models, *rest, **kw):
+        exports.append(len(models))
+        if len(exports) == 3:
+            raise KeyboardInterrupt  # during the second chunk of 8 networks (fp32, then int8, per chunk)
+        return real(models, *rest, **kw)
+
+    monkeypatch.setattr(quick_export, "export_for_timing", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=8, path=path, rounds=1)
+    kept = json.loads(path.with_name(path.name + ".partial").read_text())["networks"]
+    assert len(kept["keys"]) == len(kept["fp32"]) == len(kept["int8"]) == 8 and not path.exists()
+    exports.clear()
+    lines: list[str] = []
+    table = calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=8, path=path, rounds=1, log=lines.append)
+    assert exports == [8, 8]  # the second chunk only, in both precisions
+    assert any("8/16 networks already measured" in line for line in lines)
+    assert any(line.endswith("networks 16/16") for line in lines)
+    assert table.networks["keys"][:8] == kept["keys"] and table.networks["fp32"][:8] == kept["fp32"]
+    assert len(table.networks["fp32"]) == 16 and path.is_file()
+    assert not path.with_name(path.name + ".partial").exists()
+
+
 def test_a_second_calibration_of_the_same_table_is_refused_while_the_first_runs(fast_profile, tmp_path,
                                                                                   monkeypatch):
     # two CI jobs on one runner: both would measure on the same cores and write one table

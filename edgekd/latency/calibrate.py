@@ -70,7 +70,11 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
     with tempfile.TemporaryDirectory(prefix="edgekd-ref-") as tmp:
         ref = reference_model(input_shape, num_classes, Path(tmp))
         stamp = Stamp.current(profile, space_name, input_shape, num_classes, device_runtime(profile, ref))
-        entries, refs = _resume(partial, stamp)
+        entries, refs, nets = _resume(partial, stamp)
+
+        def save() -> None:  # the resume point: blocks and networks measured so far
+            write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs, "networks": nets})
+
         for precision in PRECISIONS:
             todo = [k for k in keys if block_key(k) not in entries[precision]]
             log(f"calibrate {profile.name}: {len(keys) - len(todo)}/{len(keys)} {precision} blocks already measured")
@@ -78,11 +82,11 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
                 units, ref_ms = _measure_blocks(space, todo[i:i + chunk], precision, profile, ref, rounds)
                 entries[precision].update(units)
                 refs.append(ref_ms)
-                write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs})  # resume point
+                save()
                 log(f"calibrate {profile.name}: {precision} blocks "
                     f"{len(keys) - len(todo) + min(i + chunk, len(todo))}/{len(keys)}")
         fit, net_refs, measured = _fit(space, entries, profile, input_shape, num_classes, networks, seed, ref, log,
-                                       rounds)
+                                       rounds, nets, save)
     table = LatencyTable(stamp, entries, fit, networks, time.perf_counter() - start,
                          float(np.median(refs + net_refs)), measured)
     save_table(table, path)
@@ -94,17 +98,27 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
     return table
 
 
-def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float]]:
+def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float], dict[str, list]]:
+    """(block entries, reference p50s, networks measured) kept by an interrupted calibration of the same
+    stamp; empty ones to start from otherwise."""
     empty: dict[str, dict[str, float]] = {p: {} for p in PRECISIONS}
     if not partial.is_file():
-        return empty, []
+        return empty, [], _no_networks()
     try:
         data = json.loads(partial.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return empty, []
+        return empty, [], _no_networks()
     if data.get("stamp") != stamp.to_dict():  # another runtime or profile version: start over
-        return empty, []
-    return {p: dict(data.get("entries", {}).get(p, {})) for p in PRECISIONS}, list(data.get("refs", []))
+        return empty, [], _no_networks()
+    nets = data.get("networks") or {}
+    kept = {k: list(nets.get(k, [])) for k in ("keys", "refs", *PRECISIONS)}
+    if not all(len(kept[p]) == len(kept["keys"]) for p in PRECISIONS):
+        kept = _no_networks()  # not as this code writes it: measure the networks again
+    return ({p: dict(data.get("entries", {}).get(p, {})) for p in PRECISIONS}, list(data.get("refs", [])), kept)
+
+
+def _no_networks() -> dict[str, list]:
+    return {"keys": [], "refs": [], **{p: [] for p in PRECISIONS}}
 
 
 def reference_model(input_shape: tuple[int, ...], num_classes: int, folder: Path) -> Path:
@@ -233,12 +247,14 @@ def _quantize(src: Path, shape: tuple[int, ...], out: Path) -> None:
 
 
 def _fit(space: Any, entries: dict, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int,
-         networks: int, seed: int, ref: Path, log: Callable[[str], None],
-         rounds: int) -> tuple[dict, list[float], dict]:
+         networks: int, seed: int, ref: Path, log: Callable[[str], None], rounds: int,
+         nets: dict[str, list] | None = None, save: Callable[[], None] | None = None) -> tuple[dict, list[float], dict]:
     """Least squares of measured network latency on ``network_features``, per precision (reference units);
-    also returns the measured networks (spec keys and units), kept in the table for refits and baselines."""
+    also returns the measured networks (spec keys and units), kept in the table for refits and baselines.
+    ``nets`` holds the networks measured so far (an interrupted run's), extended and ``save``d chunk by chunk."""
     specs = sample_specs(space, networks, seed)
-    measured, refs = measure_networks(specs, profile, input_shape, num_classes, ref, rounds=rounds)
+    measured, refs = measure_networks(specs, profile, input_shape, num_classes, ref, rounds=rounds, done=nets,
+                                      save=save, log=lambda m: log(f"calibrate {profile.name}: {m}"))
     levels = resolution_levels(space, input_shape, num_classes)
     fit = {}
     for precision in PRECISIONS:
@@ -315,22 +331,35 @@ def sample_specs(space: Any, n: int, seed: int) -> list[StudentSpec]:
 
 
 def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_shape: tuple[int, int, int],
-                     num_classes: int, ref: Path, chunk: int = 8,
-                     rounds: int = 3) -> tuple[dict[str, list[float]], list[float]]:
+                     num_classes: int, ref: Path, chunk: int = 8, rounds: int = 3,
+                     done: dict[str, list] | None = None, save: Callable[[], None] | None = None,
+                     log: Callable[[str], None] | None = None) -> tuple[dict[str, list[float]], list[float]]:
     """Export each spec as it would run (fp32, and int8 quantized as the onnx-int8 exporter does) and
     measure them, one precision at a time in chunks interleaved with the reference (``rounds`` runs
     each, see ``measure_relative``): the protocol ``benchmarks/latency_predictor.py`` measures with,
     so the fit carries no bias from a different mix of models. Results in reference units, plus the
-    reference's p50 in each chunk."""
+    reference's p50 in each chunk.
+
+    ``done`` (keys, refs and units per precision) is what an interrupted run measured: the networks it lists,
+    when they are the first of ``specs`` and end on a chunk's end, are kept, and the rest are added to it in
+    place, ``save`` called after each chunk; ``log`` hears how far it is."""
     import torch
 
     from edgekd.latency.quick_export import export_for_timing
     from edgekd.search.spaces import build_student
 
     calib = np.random.default_rng(0).standard_normal((32, *input_shape)).astype(np.float32)
-    out: dict[str, list[float]] = {p: [] for p in PRECISIONS}
-    refs: list[float] = []
-    for start in range(0, len(specs), chunk):
+    keys = [s.key() for s in specs]
+    state = done if done is not None else {"keys": [], "refs": [], **{p: [] for p in PRECISIONS}}
+    kept = len(state["keys"])
+    if state["keys"] != keys[:kept] or (kept % chunk and kept != len(keys)):  # other networks: start over
+        state.update({"keys": [], "refs": [], **{p: [] for p in PRECISIONS}})
+        kept = 0
+    if kept and log:
+        log(f"{kept}/{len(specs)} networks already measured")
+    out: dict[str, list[float]] = {p: state[p] for p in PRECISIONS}
+    refs: list[float] = state["refs"]
+    for start in range(kept, len(specs), chunk):
         models = []
         for i, spec in enumerate(specs[start:start + chunk]):
             torch.manual_seed(i)
@@ -341,4 +370,9 @@ def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_sha
                 units, ref_ms, _ = measure_relative(paths, profile, ref, rounds)
             out[precision] += units
             refs.append(ref_ms)
+        state["keys"] += keys[start:start + chunk]
+        if save:
+            save()
+        if log:
+            log(f"networks {len(state['keys'])}/{len(specs)}")
     return out, refs
