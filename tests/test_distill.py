@@ -133,8 +133,28 @@ def test_near_best_keeps_the_latest_epoch_within_a_standard_error_of_the_best(da
     assert near.best_epoch == latest_near and near.keep == "near-best"
     assert near.best_val_accuracy == near.history[latest_near - 1].val_accuracy
     assert best.best_val_accuracy == max(h.val_accuracy for h in best.history) and best.keep == "best"
-    assert near.best_epoch > best.best_epoch >= first_best
+    # Whether a later epoch comes within reach of the peak depends on the CPU's arithmetic (epoch 8 was both on
+    # an AMD EPYC); the synthetic history below holds the rule to a later epoch whatever the machine.
+    assert near.best_epoch >= best.best_epoch >= first_best
     assert "within one standard error" in near.kept_line() and "best validation" in best.kept_line()
+
+
+def test_near_best_keeps_a_later_epoch_within_the_margin_and_best_the_peak():
+    """The two rules on one history of validation accuracies (20 images: a margin of 0.089 below a peak of
+    0.8), as _record applies them epoch by epoch."""
+    from types import SimpleNamespace
+
+    from edgekd.distill.trainer import _keeps
+
+    kept = {}
+    for rule in ("best", "near-best"):
+        run = SimpleNamespace(config=SimpleNamespace(keep=rule, qat_epochs=0, qat_start=0), val_targets=[0] * 20)
+        state = SimpleNamespace(peak_acc=0.0, best_acc=-1.0, best_loss=float("inf"))
+        for epoch, acc in enumerate([0.5, 0.8, 0.75, 0.7], start=1):
+            state.peak_acc = max(state.peak_acc, acc)
+            if _keeps(run, state, epoch, acc, 1.0):
+                state.best_acc, state.best_loss, kept[rule] = acc, 1.0, epoch
+    assert kept == {"best": 2, "near-best": 3}  # 0.75 is within one standard error of 0.8, 0.7 is not
 
 
 def test_the_near_best_margin_is_a_standard_error_and_at_least_one_image():
