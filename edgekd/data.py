@@ -227,6 +227,7 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
                  normalize: Any, channels: int | None) -> Dataset:
     """The dataset in ``arrays`` (an archive's, or a caller's); ``path`` names them in errors and records."""
     _check_images(path, arrays)
+    arrays = _splits_named(path, arrays)
     arrays = _numbered_labels(path, arrays)
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)
@@ -271,6 +272,27 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
     return dataclasses.replace(data, notes=_orientation(arrays["x"], resolution))
 
 
+def _splits_named(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` with every split's images and labels paired: x and y beside x_test/y_test (Keras' (x, y),
+    (x_test, y_test)) are the training pool, so the test images given are the ones measured, never re-split
+    away; an x_val without its y_val, or x beside x_train, is refused rather than read some other way."""
+    keys = arrays.keys()
+    for split in ("", "_train", "_val", "_test"):
+        if (f"x{split}" in keys) != (f"y{split}" in keys):
+            has, lacks = (f"x{split}", f"y{split}") if f"x{split}" in keys else (f"y{split}", f"x{split}")
+            raise DataError(f"{path}: has {has} but no {lacks}", f"store {lacks} beside {has}, or leave {has} out")
+    if "x" in keys and "x_train" in keys:
+        raise DataError(f"{path}: has both x and x_train, so which images train is unclear",
+                        "keep x/y (split 70/10/20 by edgekd) or x_train/y_train with x_test/y_test, not both")
+    if "x" in keys and "x_test" in keys:
+        out = {k: v for k, v in arrays.items() if k not in ("x", "y")}
+        return {**out, "x_train": arrays["x"], "y_train": arrays["y"]}
+    if "x" in keys and "x_val" in keys:
+        raise DataError(f"{path}: has x/y and x_val/y_val but no x_test/y_test",
+                        "store the training images as x_train/y_train beside x_val/y_val and x_test/y_test")
+    return arrays
+
+
 def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, normalize: Any,
                channels: int | None) -> Dataset:
     """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
@@ -292,6 +314,7 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tup
     manifest and every .onnx file), or the label numbers."""
     names = arrays.get("class_names")
     if names is None:
+        check_label_range(path, highest)
         return tuple(str(i) for i in range(highest + 1))
     fix = "store them in label order as a string array: np.savez(..., class_names=np.array(['cat', 'dog']))"
     if names.ndim != 1 or names.dtype.kind not in "US":
@@ -463,16 +486,19 @@ def _labels(path: Path, y: np.ndarray, n: int, key: str = "y") -> np.ndarray:
 
 
 def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
-    """``data`` with a note when a model that numbers its classes (0..K-1, trained on numbered labels) is
-    scored on data that names its own: ``labels_for`` then takes the names in sorted order as the numbers,
-    which is right only if the model was trained in that order, and a wrong order reads as a bad model."""
+    """``data`` with a note when a model that numbers its classes (0..K-1, trained on numbered labels), or
+    records no names at all, is scored on data that names its own: ``labels_for`` then takes the names in
+    sorted order as the numbers, which is right only if the model was trained in that order, and a wrong
+    order reads as a bad model."""
     numbered = tuple(str(i) for i in range(data.num_classes))
-    if not names or names != tuple(str(i) for i in range(len(names))) or data.class_names in (names, numbered):
-        return data
+    if data.class_names == numbered or names and (names != tuple(str(i) for i in range(len(names))) or
+                                                  data.class_names == names or whole_numbers(data.class_names)):
+        return data  # matched by name, or by number (``_by_number``)
     shown = ", ".join(data.class_names[:4]) + (", ..." if data.num_classes > 4 else "")
-    note = (f"the model numbers its classes 0..{len(names) - 1} and data '{data.name}' names its own ({shown}): "
-            "class i is taken to be the i-th name in sorted order, so the accuracy holds only if the model was "
-            "trained in that order")
+    model = (f"the model numbers its classes 0..{len(names) - 1}" if names else
+             "the model records no class names")  # one exported elsewhere
+    note = (f"{model} and data '{data.name}' names its own ({shown}): class i is taken to be the i-th name in "
+            "sorted order, so the accuracy holds only if the model was trained in that order, on all of them")
     return dataclasses.replace(data, notes=(*data.notes, note))
 
 
@@ -496,6 +522,8 @@ def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
     sorted order, so a test folder without one of the training classes would shift every later label:
     named classes are matched by name. Numbered classes (labels as stored) are taken as they are."""
     numbered = tuple(str(i) for i in range(data.num_classes))
+    if names and data.class_names != names and whole_numbers(names) and whole_numbers(data.class_names):
+        return _by_number(data, names)
     if not names or data.class_names == names or data.class_names == numbered \
             or names == tuple(str(i) for i in range(len(names))):
         return data.y_test
@@ -506,6 +534,32 @@ def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
                         "pass test data with the model's classes, named as in training")
     index = np.array([names.index(n) for n in data.class_names], dtype=np.int64)
     return index[data.y_test]
+
+
+def _by_number(data: Dataset, names: tuple[str, ...]) -> np.ndarray:
+    """``data``'s test labels as indices of a model's outputs ``names`` where both name their classes by
+    number: class folders "0".."10" sort as text ("10" before "2"), as torchvision's ImageFolder numbers
+    them, while numeric labels count; folder "10" is class 10 either way."""
+    output = {int(float(n)): i for i, n in enumerate(names)}
+    unknown = [n for n in data.class_names if int(float(n)) not in output]
+    if unknown:
+        raise DataError(f"data '{data.name}' has class '{unknown[0]}', which the model does not predict "
+                        f"(its classes: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+                        "pass test data with the model's classes, numbered as in training")
+    index = np.array([output[int(float(n))] for n in data.class_names], dtype=np.int64)
+    return index[data.y_test]
+
+
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; a label past this is an id, not a class
+
+
+def check_label_range(path: Any, highest: int) -> None:
+    """Refuse a label too high to be a class number before one name per number up to it is made (an id
+    column taken for the label would fill the memory before check_classes could say so)."""
+    if highest >= MAX_CLASSES:
+        raise DataError(f"{path}: has label {highest}, and labels are class numbers 0..K-1 (at most "
+                        f"{MAX_CLASSES:,} classes)", "check the label column holds classes, not ids; number "
+                        "the classes 0..K-1")
 
 
 def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:

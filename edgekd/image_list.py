@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, whole_numbers
+from edgekd.data import Dataset, check_classes, check_label_range, whole_numbers
 from edgekd.errors import DataError
 from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, held_out_set, read_images, split_whole
 from edgekd.preprocess import parse_resolution
@@ -116,6 +116,7 @@ def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray
     """(class names, class number of each row): numbers as written, or names numbered in sorted order."""
     if whole_numbers(set(labels)):
         y = np.array([int(float(label)) for label in labels], dtype=np.int64)
+        check_label_range(path, int(y.max()))
         return tuple(str(i) for i in range(int(y.max()) + 1)), y
     names = tuple(sorted(set(labels)))
     number = {name: i for i, name in enumerate(names)}

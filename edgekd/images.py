@@ -74,10 +74,20 @@ def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
     class folders; None for class folders."""
     roles = {name: SPLIT_FOLDERS.get(name.lower()) for name in folders}
     found = set(roles.values())
-    if not folders or None in found or not ("train" in found or found == {"test"}):
+    if not folders or None in found or not ("train" in found or found in ({"test"}, {"val"})):
         return None
-    if not all(_visible_dirs(path / name) for name in folders):
-        return None  # a class that happens to be named "train", holding its images
+    if found == {"val"}:  # held out alone, as test/ alone is
+        roles = {name: "test" for name in roles}
+    bare = [name for name in folders if not _visible_dirs(path / name)]
+    if len(bare) == len(folders):
+        return None  # classes that happen to be named "train" and "test", holding their images
+    if bare:  # a split without class folders: its images (Kaggle's unlabelled test/) have no labels to read
+        loose = sum(1 for f in (path / bare[0]).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        held = (f"holds {loose} images but no class folders, so they have no labels" if loose else
+                "holds no class folders")
+        raise DataError(f"{path / bare[0]}: the {roles[bare[0]]} split {held}",
+                        f"sort its images into class folders named as the other splits' are, or move {bare[0]}/ "
+                        "out of the data")
     seen: dict[str, str] = {}
     for name, role in roles.items():
         if role in seen:
@@ -87,16 +97,18 @@ def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
     return {role: path / name for name, role in roles.items()}  # type: ignore[misc]
 
 
-def _class_files(path: Path, classes: tuple[str, ...], folder: Path) -> list[tuple[Path, int]]:
+def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int = 2) -> list[tuple[Path, int]]:
     """(image file, class index) under ``folder``'s class folders (of ``classes``); a class folder there
-    must hold images, and the root given (``path``) at least two classes."""
+    must hold images, and the root given (``path``) at least ``fewest`` classes (a held-out test set may
+    hold one: its classes are matched to a model's by name)."""
     present = [c for c in classes if (folder / c).is_dir()]
     _refuse_nested(folder, present)
     files = [(f, classes.index(c)) for c in present for f in sorted((folder / c).iterdir())
              if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-    if folder == path and (len(classes) < 2 or not files):
+    if folder == path and (len(classes) < fewest or not files):
+        least = "at least two" if fewest == 2 else f"at least {fewest}"
         raise DataError(f"{path}: found {len(classes)} class folders and {len(files)} images",
-                        f"use one sub-folder per class (at least two) holding {IMAGE_KINDS} files")
+                        f"use one sub-folder per class ({least}) holding {IMAGE_KINDS} files")
     empty = sorted(set(present) - {classes[i] for _, i in files})
     if empty:
         # An empty class would still get an output of the model, and nothing would ever train it.
@@ -169,7 +181,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
     classes = tuple(_visible_dirs(folder))
-    files = _class_files(folder, classes, folder)
+    files = _class_files(folder, classes, folder, fewest=1)
     x, *read = read_images(path, [f for f, _ in files], resolution)
     y = np.array([label for _, label in files], dtype=np.int64)
     return held_out_set(path, x, y, classes, tuple(read), normalize, channels)

@@ -672,6 +672,83 @@ def test_labels_for_matches_named_classes_only():
         labels_for(named, tuple("abcdefghi"))
 
 
+def test_classes_named_by_number_are_matched_by_number_not_by_text_order():
+    """Eleven class folders 0..10 sort as text (0, 1, 10, 2, ...), as torchvision's ImageFolder numbers them;
+    numeric labels count. Folder "10" is class 10 either way, and nothing needs a warning."""
+    from dataclasses import replace
+
+    from edgekd.data import labels_for, with_class_order_note
+
+    ds = load_data("digits", resolution=8)
+    ds = replace(ds, y_test=np.arange(11) % 10)  # eleven test images, of every label the split has
+    numbered = tuple(str(i) for i in range(11))
+    as_text = tuple(sorted(numbered))  # 0, 1, 10, 2, ..., 9
+    folders = replace(ds, class_names=as_text, y_test=np.arange(11))  # folder i in text order
+    assert labels_for(folders, numbered).tolist() == [int(n) for n in as_text]
+    assert with_class_order_note(folders, numbered).notes == ()
+    csv = replace(ds, class_names=numbered, y_test=np.arange(11))  # numeric labels: 10 means class 10
+    assert labels_for(csv, as_text).tolist() == [as_text.index(str(i)) for i in range(11)]
+    assert labels_for(folders, as_text) is folders.y_test
+    with pytest.raises(DataError, match="has class '10', which the model does not predict"):
+        labels_for(folders, tuple(str(i) for i in range(10)) + ("11",))
+
+
+def test_a_model_without_class_names_scored_on_named_classes_is_warned_about():
+    from dataclasses import replace
+
+    from edgekd.data import with_class_order_note
+
+    ds = load_data("digits", resolution=8)
+    assert with_class_order_note(ds, None).notes == ()  # numbered labels: as stored
+    named = replace(ds, class_names=tuple("abcdefghij"))
+    (note,) = with_class_order_note(named, None).notes
+    assert note.startswith("the model records no class names and data 'digits' names its own (a, b, c, d, ...)")
+    assert with_class_order_note(named, tuple("abcdefghij")).notes == ()  # matched by name
+
+
+def test_x_and_y_beside_x_test_and_y_test_train_and_the_test_images_given_are_measured(tmp_path):
+    """Keras hands data over as (x, y), (x_test, y_test): the test images were once split away and ignored."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 8, 8)).astype(np.float32), np.arange(60) % 3
+    np.savez(tmp_path / "k.npz", x=x, y=y, x_test=x[:7], y_test=y[:7])
+    ds = load_data(str(tmp_path / "k.npz"))
+    assert len(ds.y_test) == 7 and np.array_equal(ds.y_test, y[:7]) and len(ds.y_train) + len(ds.y_val) == 60
+
+
+@pytest.mark.parametrize("keys, message", [
+    (("x_train", "y_train", "x_val", "x_test", "y_test"), "has x_val but no y_val"),
+    (("x_train", "y_train", "y_val", "x_test", "y_test"), "has y_val but no x_val"),
+    (("x", "y", "x_test"), "has x_test but no y_test"),
+    (("x", "y", "x_train", "y_train", "x_test", "y_test"), "has both x and x_train"),
+    (("x", "y", "x_val", "y_val"), "has x/y and x_val/y_val but no x_test/y_test"),
+])
+def test_unpaired_or_mixed_splits_in_an_npz_are_refused(tmp_path, keys, message):
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.random((12, 8, 8)).astype(np.float32) if k.startswith("x") else np.arange(12) % 2 for k in keys}
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "m.npz"))
+
+
+@pytest.mark.parametrize("suffix", ["npz", "csv"])
+def test_a_label_too_high_to_be_a_class_is_refused_before_any_name_is_made(tmp_path, suffix):
+    """An id column taken for the label (1e9) once made a name per number up to it and filled the memory."""
+    from PIL import Image
+
+    y = np.array([0, 1, 2, 1_000_000_000] * 3)
+    if suffix == "npz":
+        np.savez(tmp_path / "d.npz", x=np.zeros((12, 8, 8), np.uint8), y=y)
+    else:
+        rows = ["path,label"]
+        for i, label in enumerate(y):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"{i}.png")
+            rows.append(f"{i}.png,{label}")
+        (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"has label 1000000000, and labels are class numbers 0\.\.K-1 \(at most "
+                                        r"100,000 classes\); check the label column holds classes, not ids"):
+        load_data(str(tmp_path / f"d.{suffix}"))
+
+
 # --- --resolution: one side or height x width --------------------------------------------------------------
 
 @pytest.mark.parametrize("given, hw", [(16, (16, 16)), ("16", (16, 16)), ("12x20", (12, 20)), ("12X20", (12, 20)),

@@ -57,6 +57,29 @@ def test_split_layouts_that_do_not_fit_are_refused(tmp_path, layout, message):
         load_data(str(tmp_path / "data"))
 
 
+@pytest.mark.parametrize("loose", [4, 0])
+def test_a_split_without_class_folders_is_named_as_such(tmp_path, loose):
+    """Kaggle's layout: train/ of class folders beside a test/ of unlabelled images (or an empty test/) was read
+    as two classes, and the error said to move train/'s class folders up into it."""
+    from PIL import Image
+
+    _images(tmp_path / "data" / "train", ("cat", "dog"), 3)
+    (tmp_path / "data" / "test").mkdir()
+    for i in range(loose):
+        Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "data" / "test" / f"{i}.png")
+    held = f"holds {loose} images but no class folders, so they have no labels" if loose else "holds no class folders"
+    with pytest.raises(DataError, match=rf"data/test: the test split {held}; sort its images into class folders "
+                                        r"named as the other splits' are, or move test/ out of the data"):
+        load_data(str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_a_held_out_split_alone_may_hold_one_class(tmp_path, split):
+    _images(tmp_path / "data" / split, ("cat",), 3)
+    ds = load_data(str(tmp_path / "data"))
+    assert ds.class_names == ("cat",) and len(ds.y_test) == 3 and len(ds.y_train) == 0
+
+
 def test_classes_named_like_splits_that_hold_images_are_classes(tmp_path):
     _images(tmp_path, ("train", "test"), 10)  # two classes, their images directly inside
     ds = load_data(str(tmp_path))
