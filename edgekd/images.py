@@ -212,7 +212,7 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     modes, size = [], None
     for file in files:
         with _opened(file) as img:
-            modes.append(img.mode)
+            modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
             size = size or img.size
     h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
     if resolution is None:
@@ -231,6 +231,13 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
     return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w), (size[1], size[0])
+
+
+def _grey_palette(img: Any) -> bool:
+    """Whether a palette image's colours are all greys (r = g = b), as PNG optimisers and ImageMagick often
+    save grayscale images: it reads as grayscale, and one such file does not turn a grayscale set to RGB."""
+    palette = img.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
 
 
 @contextmanager

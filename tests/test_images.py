@@ -80,6 +80,20 @@ def test_a_held_out_split_alone_may_hold_one_class(tmp_path, split):
     assert ds.class_names == ("cat",) and len(ds.y_test) == 3 and len(ds.y_train) == 0
 
 
+def test_a_palette_image_of_greys_keeps_a_grayscale_set_grayscale(tmp_path):
+    from PIL import Image
+
+    _images(tmp_path / "data", ("a", "b"), 6)
+    grey = Image.fromarray(np.full((6, 6), 90, np.uint8)).convert("P")  # a grey palette, as optimisers save
+    assert grey.mode == "P"
+    grey.save(tmp_path / "data" / "a" / "p.png")
+    ds = load_data(str(tmp_path / "data"))
+    assert ds.input_shape == (1, 6, 6) and ds.preprocess.channels == "grayscale"
+    colour = Image.new("RGB", (6, 6), (200, 30, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    colour.save(tmp_path / "data" / "b" / "c.png")
+    assert load_data(str(tmp_path / "data")).input_shape == (3, 6, 6)  # a colour palette is colour
+
+
 def test_classes_named_like_splits_that_hold_images_are_classes(tmp_path):
     _images(tmp_path, ("train", "test"), 10)  # two classes, their images directly inside
     ds = load_data(str(tmp_path))
