@@ -352,6 +352,9 @@ def _nchw_view(x: np.ndarray) -> np.ndarray:
 def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key: str = "x") -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise DataError(f"{path}: {key} has dtype {x.dtype}", "store images as numbers (uint8 or float)")
+    view = _nchw_view(x)
+    if view.ndim == 4:  # the whole array becomes float32 before anything else: checked at its stored size
+        check_memory(path, len(view), int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])), None, stored=True)
     x = _nchw_view(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
     if x.ndim != 4:
         raise DataError(f"{path}: {key} has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")

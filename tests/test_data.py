@@ -872,9 +872,21 @@ def test_resizing_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
     import edgekd.preprocess
 
     path = _npz(tmp_path / "d.npz", x=np.ones((30, 1, 4, 4), np.float32), y=np.arange(30) % 3)
-    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 1_000)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 100_000)
     with pytest.raises(DataError, match=r"d.npz: 30 images at 64x64 \(height x width, --resolution\) would take"):
         load_data(path, resolution=64)
+
+
+def test_an_npz_too_large_for_the_memory_available_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    """Its arrays become float32 whole, at the size they are stored at, with or without --resolution."""
+    import edgekd.preprocess
+
+    path = _npz(tmp_path / "big.npz", x=np.ones((30, 64, 64, 3), np.uint8), y=np.arange(30) % 3)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 100_000)
+    for resolution in (None, 8):
+        with pytest.raises(DataError, match=r"big.npz: 30 images at 64x64 \(height x width, as stored\) would take "
+                                            r"about 0.0 GiB.*; store fewer or smaller images in the .npz"):
+            load_data(path, resolution=resolution)
 
 
 def test_seeds_are_whole_numbers_every_generator_takes():
