@@ -206,22 +206,36 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     refs = _reference_entries(entry, manifest, folder)[:1]
     recorded = float(entry["latency"]["p50_ms"])
     tol = config.latency_tolerance
+    # Either file of the pair may leave its size open (an ONNX teacher): both run at the data's, as in compress.
+    shape = next((s for e in (entry, *refs) if (s := _recorded_shape(e, manifest, profile)) is not None), None)
     if refs:
         paths = [model, folder / refs[0]["artifact"]["path"]]
         recorded_ratio = recorded / refs[0]["latency"]["p50_ms"]
-        found, rounds, _ = measure_until_clear(lambda: measure(paths, profile), config.rounds, 1 + tol,
+        found, rounds, _ = measure_until_clear(lambda: measure(paths, profile, shape), config.rounds, 1 + tol,
                                                scale=recorded_ratio)
         ratio = found.median
         how = (f"relative to {refs[0]['artifact']['name']}, measured interleaved ({len(rounds)} round(s), "
                f"median of {found.pairs} paired repeats, {found.interval()}; drift between runs cancels)")
     else:
-        rounds = [measure([model], profile) for _ in range(config.rounds)]
+        rounds = [measure([model], profile, shape) for _ in range(config.rounds)]
         ratio = statistics.median(r[0].p50_ms for r in rounds) / recorded
         how = (f"median of {config.rounds} round(s), no other artifact of the manifest present to measure beside it "
                "(drift between runs counts here)")
     p50 = statistics.median(r[0].p50_ms for r in rounds)
     return Check("latency", ratio <= 1 + tol, f"{ratio:.2f}x the recorded p50 {how}; p50 now {p50:.3f} ms, "
                  f"recorded {recorded:.3f} ms on {profile.name} (tolerance +{tol:.0%})", ratio)
+
+
+def _recorded_shape(entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile) -> tuple[int, ...] | None:
+    """The shape compress measured a model of open input size at (its data's), from what the manifest records;
+    None for a model of fixed size, which needs none."""
+    from edgekd.onnxfile import data_input_shape
+
+    sample = (manifest.get("data") or {}).get("input_shape")
+    details = entry["artifact"].get("details") or {}
+    if not sample:
+        return None
+    return data_input_shape(details, tuple(sample), int(profile.measure["batch_size"]))
 
 
 def _reference_entries(entry: dict[str, Any], manifest: dict[str, Any], folder: Path) -> list[dict[str, Any]]:

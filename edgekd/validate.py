@@ -139,11 +139,12 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
 
 def _data_shape(artifacts: Sequence[Artifact], profile: DeviceProfile, data: Dataset) -> tuple[int, ...] | None:
     """The data's input shape, for models whose input leaves its size open: the accuracy is measured at that
-    size, so the latency is too (one shape for all, as they are measured side by side)."""
+    size, so the latency is too (one shape for all, as they are measured side by side; a fixed-size model
+    beside them, compress's students beside an ONNX teacher of open size, takes the data's size too)."""
     from edgekd.onnxfile import data_input_shape
 
     batch = int(profile.measure["batch_size"])
-    shapes = {data_input_shape(a.details, tuple(data.input_shape), batch) for a in artifacts}
+    shapes = {data_input_shape(a.details, tuple(data.input_shape), batch) for a in artifacts} - {None}
     return next(iter(shapes)) if len(shapes) == 1 else None
 
 

@@ -603,6 +603,33 @@ def test_a_channels_last_model_with_open_height_and_width_is_timed_at_the_datas_
     assert data_input_shape(artifact_from_file(nhwc).details, sample, 1) == (1, 16, 16, 1)
 
 
+def test_a_model_of_open_size_beside_fixed_ones_is_timed_at_the_datas_size_and_rechecked_so(
+        tmp_path, small_data, fast_profile, run_cli):
+    """compress validates its fixed-size students beside an ONNX teacher whose height and width are open: the
+    run used to end in "pass --input-shape", which compress does not take, after the search and the training."""
+    from edgekd.fsutil import write_json
+    from edgekd.report import build_manifest
+    from edgekd.validate import with_paths_relative
+
+    (tmp_path / "fixed").mkdir()
+    (tmp_path / "open").mkdir()
+    fixed, _ = _nchw_and_nhwc(tmp_path / "fixed")
+    open_size, _ = _nchw_and_nhwc(tmp_path / "open", open_size=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    arts = [artifact_from_file(shutil.copy(fixed, run / "fixed.onnx")),
+            artifact_from_file(shutil.copy(open_size, run / "open.onnx"))]
+    report = validate(arts, fast_profile, Budget(), small_data, rounds=1)
+    assert all(r.latency.p50_ms > 0 for r in report.reports)
+    assert any("latency measured at input shape 1,1,16,16, the test data's" in n for n in report.notes)
+    write_json(run / "manifest.json", build_manifest(with_paths_relative(report, run), fast_profile.to_dict(),
+                                                     {"data": small_data.describe(), "recipe": {"seed": 0}}))
+    for name in ("open.onnx", "fixed.onnx"):  # the open one measured alone, or as the other's reference
+        code, out, err = run_cli("validate", run / name, "--manifest", run / "manifest.json", "--profile",
+                                 fast_profile.source, "--latency-tolerance", "0.9", "--rounds", "1")
+        assert "| latency |" in out and "Traceback" not in err and "--input-shape" not in err, out + err
+
+
 # -- what a model's first output holds -----------------------------------------------------------------------
 
 
