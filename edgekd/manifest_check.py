@@ -138,6 +138,13 @@ def _file_checks(art: Artifact, recorded: dict[str, Any]) -> list[Check]:
         Check("opset", art.opset == recorded["opset"], f"opset {art.opset}, recorded {recorded['opset']}", art.opset),
     ]
     details = recorded.get("details") or {}
+    if "external_sha256" in details:
+        now = art.details.get("external_sha256") or {}
+        changed = sorted(f for f in set(now) | set(details["external_sha256"])
+                         if now.get(f) != details["external_sha256"].get(f))
+        checks.append(Check("external data", not changed, f"{len(now)} external weight file(s) as recorded"
+                            if not changed else f"external weight files differ from the record: {', '.join(changed)}",
+                            changed))
     if "op_types" in details:
         ops, want = set(art.details["op_types"]), set(details["op_types"])
         diff = [f"+{o}" for o in sorted(ops - want)] + [f"-{o}" for o in sorted(want - ops)]

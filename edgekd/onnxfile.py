@@ -270,7 +270,9 @@ def stamp_metadata(art: Any, props: dict[str, str]) -> Any:
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     _metadata.cache_clear()  # a rewrite within the clock's tick may keep the file's mtime
-    return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size)
+    # Weights kept beside the model are untouched, and still count towards what ships.
+    beside = sum(f.stat().st_size for f in external_files(path, model))
+    return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size + beside)
 
 
 def embedded_preprocess(path: str | Path) -> Any:

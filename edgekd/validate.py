@@ -54,6 +54,8 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
     external = external_files(path, model)
     if external:
         details["external_data"] = [str(f.relative_to(path.parent)) for f in external]
+        # The .onnx's own hash says nothing of its weights kept beside it: each file is hashed too.
+        details["external_sha256"] = {str(f.relative_to(path.parent)): sha256(f) for f in external}
     return Artifact(name=name or path.stem, role=role, precision=precision_of(model), path=str(path),
                     exporter="external", opset=opset_of(model), sha256=sha256(path),
                     size_bytes=path.stat().st_size + sum(f.stat().st_size for f in external), details=details)

@@ -104,6 +104,20 @@ def test_compress_copies_an_onnx_teacher_as_the_run_s_teacher_file(onnx_files, f
     assert manifest["teacher"]["source"].startswith("ONNX model ")
     assert teacher["artifact"]["details"]["inputs"][0]["shape"][1:] == [16, 16, 1]  # the user's file, as it was
     assert teacher["artifact"]["details"]["external_data"] == ["keras.weights"] and (out / "keras.weights").is_file()
+    from edgekd.fsutil import sha256
+
+    weights = out / "keras.weights"  # what ships: its size counted and its bytes hashed, after the metadata stamp
+    assert teacher["artifact"]["size_bytes"] == (out / "teacher-fp32.onnx").stat().st_size + weights.stat().st_size
+    assert teacher["artifact"]["details"]["external_sha256"] == {"keras.weights": sha256(weights)}
+    recheck = ["validate", out / "teacher-fp32.onnx", "--manifest", out / "manifest.json", "--rounds", "1",
+               "--latency-tolerance", "0.9"]
+    code, said, err = run_cli(*recheck)
+    assert code == 0 and "| external data | pass |" in said, said + err
+    changed = bytearray(weights.read_bytes())
+    changed[-1] ^= 1  # one weight's last bit: the same size, another model
+    weights.write_bytes(bytes(changed))
+    code, said, err = run_cli(*recheck)
+    assert code == 1 and "external weight files differ from the record: keras.weights" in said, said + err
     # the note on its channels-last input names the shipped file, not the staging folder it was checked in
     assert "'teacher-fp32.onnx' takes channels-last (NHWC) input" in " ".join(manifest["notes"])
     assert "staging" not in json.dumps(manifest["notes"])

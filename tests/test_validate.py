@@ -221,6 +221,10 @@ def test_a_models_size_counts_the_external_data_it_ships_with(run_cli, tmp_path)
     assert "external_data" not in artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).details
     code, out, _ = run_cli("gate", model, "--max-size", "10KB", "--config", os.devnull)
     assert code == 1 and "KB on disk (with its external data: m.onnx_data), limit 10.0 KB" in out
+    from edgekd.onnxfile import stamp_metadata  # as compress stamps an ONNX teacher it copies into the run
+
+    stamped = stamp_metadata(art, {"edgekd.class_names": "[]"})
+    assert stamped.size_bytes == model.stat().st_size + 40_000 and stamped.sha256 != art.sha256
 
 
 def test_truncated_corrupt_and_foreign_files(run_cli, run_dir, tmp_path):
