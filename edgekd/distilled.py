@@ -30,10 +30,15 @@ class Distilled:
     recipe: dict[str, Any]  # the TRAINED_WITH keys as distill.json records them
 
 
-def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
-    """The student in ``folder``, rebuilt for ``teacher`` and ``data``, which must be the ones it was
-    distilled from."""
+def trained_recipe(folder: str | Path) -> dict[str, Any]:
+    """The TRAINED_WITH keys of the recipe the student in ``folder`` was distilled with, read before the
+    run loads its data: the recorded seed split the data, and the test images must be those the student
+    never trained on."""
     folder = Path(folder)
+    return _recipe(_distill_info(folder), folder)
+
+
+def _distill_info(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a folder"
         raise ConfigError(f"--distilled '{folder}' {what}", "pass the --out folder of a finished `edgekd distill`")
@@ -42,6 +47,23 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
         raise ConfigError(f"the student in '{folder}' was pruned while it was distilled, and its pruned "
                           "architecture is recorded in its ONNX file only",
                           "run `edgekd compress --target-ms ...` to prune, export and validate in one run")
+    return info
+
+
+def _recipe(info: dict[str, Any], folder: Path) -> dict[str, Any]:
+    recipe = info.get("recipe")
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (its distill.json has no recipe)",
+                          "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)")
+    return {k: recipe[k] for k in TRAINED_WITH if k in recipe}
+
+
+def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
+    """The student in ``folder``, rebuilt for ``teacher`` and ``data``, which must be the ones it was
+    distilled from."""
+    folder = Path(folder)
+    info = _distill_info(folder)
+    recipe = _recipe(info, folder)
     recorded_data = info.get("data", {})
     # Compared on what the record holds: a folder distilled before class names and preprocessing were
     # recorded still matches the same data.
@@ -49,12 +71,14 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
         raise ConfigError(f"'{folder}' was distilled on {_data_text(recorded_data)}, not on "
                           f"{_data_text(data.describe())}",
                           "pass the --data, --resolution and --normalize the distillation used")
-    recorded_teacher = info.get("teacher", {}).get("source")
-    if recorded_teacher != teacher.source:
-        raise ConfigError(f"'{folder}' was distilled from the teacher {recorded_teacher!r}, not {teacher.source!r}",
+    recorded = info.get("teacher") or {}
+    was, now = _recorded_origin(recorded, info["recipe"]), teacher.origin
+    # Compared by their files resolved, not by how their paths were spelled or the folder the runs started in.
+    said, here = (was, now) if was and now else (recorded.get("source"), teacher.source)
+    if said != here:
+        raise ConfigError(f"'{folder}' was distilled from the teacher {said!r}, not {here!r}",
                           "pass the --teacher and --weights the distillation used")
     try:
-        recipe = {k: info["recipe"][k] for k in TRAINED_WITH if k in info["recipe"]}
         spec = StudentSpec.from_dict(info["student"])
         distill = info["distill"]
         history = tuple(EpochRecord.from_dict(h) for h in distill["history"])
@@ -92,6 +116,18 @@ def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: A
         raise ConfigError(f"'{weights}' does not fit the student distill.json describes ({first})",
                           "pass a folder `edgekd distill` wrote, unchanged") from None
     return model.eval()
+
+
+def _recorded_origin(recorded: dict[str, Any], recipe: dict[str, Any]) -> str | None:
+    """The origin (``teacher.teacher_origin``) of the teacher a folder was distilled from; for a folder
+    distilled before origins were recorded, its recipe's paths resolved from here."""
+    from edgekd.teacher import DEFAULT_ORIGIN, teacher_origin
+
+    if "origin" in recorded:
+        return recorded["origin"]
+    if isinstance(recipe.get("teacher"), str):
+        return teacher_origin(recipe["teacher"], recipe.get("weights"))
+    return DEFAULT_ORIGIN if str(recorded.get("source")).startswith(DEFAULT_ORIGIN) else None
 
 
 def _read_json(path: Path, folder: Path) -> dict[str, Any]:

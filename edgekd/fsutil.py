@@ -104,13 +104,38 @@ def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) 
     if not str(path).strip():
         raise OutputError("--out is empty", "give --out a folder path")
     path = Path(path)
-    check_not_input(path, inputs, "--out")
+    check_own_folder(path, "--out")
+    check_not_input(path, inputs, "--out", folder=True)
     if path.exists() and not path.is_dir():
         raise OutputError(f"output '{path}' exists and is a file", "choose another --out path")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise OutputError(f"output folder '{path}' exists and is not empty",
                           "choose another --out or pass --force to replace it")
     check_writable(path, "--out")
+
+
+def check_own_folder(path: str | Path, flag: str) -> None:
+    """Refuse an output folder that is not a folder of its own: a filesystem root, the current folder or one
+    above it, or a path ending in '..'. An output folder is replaced whole (``--force`` empties it first), so
+    any of these would take the user's other files with it."""
+    path = Path(path)
+    full, here = path.resolve(), Path.cwd().resolve()
+    fix = f"give {flag} a folder of its own, e.g. a new folder's name: it is replaced whole"
+    if full.parent == full:
+        raise OutputError(f"{flag} '{path}' is the filesystem root", fix)
+    if full == here or full in here.parents:
+        what = "is the current folder" if full == here else f"holds the current folder ('{here}')"
+        raise OutputError(f"{flag} '{path}' {what}", fix)
+    if path.name in ("", ".."):
+        raise OutputError(f"{flag} '{path}' names no folder of its own (a path ending in '..' names the one above)",
+                          fix)
+
+
+def settled(path: str | Path) -> Path:
+    """``path`` with the folders above it resolved and its own name kept: what a rename or a removal acts
+    on whatever the current folder or the spelling (a symlinked output is itself replaced, not its target)."""
+    path = Path(path)
+    return path.parent.resolve() / path.name
 
 
 def check_writable(path: str | Path, flag: str) -> None:
@@ -133,9 +158,10 @@ def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str) -> None:
+def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str, folder: bool = False) -> None:
     """Refuse an output that is, or (a folder) holds, one of the command's own inputs: --force would
-    replace what the command reads, the user's model or data, with its results."""
+    replace what the command reads, the user's model or data, with its results. An output ``folder`` inside
+    an input folder is refused too: the input would hold it afterwards (an image folder, as one more class)."""
     out = Path(path).resolve()
     for item in inputs:
         if item is None or not isinstance(item, (str, Path)) or not str(item) or not Path(item).exists():
@@ -145,6 +171,9 @@ def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str) -> None:
             what = "is" if source == out else "holds"
             raise OutputError(f"{flag} '{path}' {what} '{item}', an input of this command",
                               f"write {flag} somewhere else; --force never replaces a command's inputs")
+        if folder and source in out.parents and source.is_dir():
+            raise OutputError(f"{flag} '{path}' is inside '{item}', an input folder of this command, which would "
+                              "hold the results afterwards", f"write {flag} outside '{item}'")
 
 
 @contextmanager
@@ -153,8 +182,8 @@ def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
 
     On any error the staging folder is removed and ``path`` is left as it was.
     """
-    path = Path(path)
     check_new_output(path, force)
+    path = settled(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgekd import tomlread
 from edgekd.errors import ConfigError, OutputError, did_you_mean
-from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, write_json
+from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, check_own_folder, settled, write_json
 from edgekd.run_inputs import check_inputs, near_chance, recipe, run_data, run_teacher
 from edgekd.search_file import search_record
 from edgekd.types import Budget, DistillConfig
@@ -122,6 +122,28 @@ class CompressConfig:
             raise ConfigError(f"{', '.join(idle)} only {'applies' if len(idle) == 1 else 'apply'} to pruning, and "
                               "nothing is pruned without --target-ms",
                               "pass --target-ms MS to prune toward a latency, or leave the pruning settings out")
+        self._refuse_idle_settings(defaults)
+
+    def _refuse_idle_settings(self, defaults: dict[str, Any]) -> None:
+        """Settings a user changed that this run would ignore are refused, as the pruning ones are above."""
+        from edgekd.distill.teacher_side import uses_features
+
+        if (_paths(self.hint_student) or _paths(self.hint_teacher)) and not uses_features(
+                self.distill_config().losses):
+            raise ConfigError(f"--hint-student and --hint-teacher pick the layers of the feature losses (hint, at, "
+                              f"rkd), and --losses {self.losses} has none",
+                              "add one to --losses, e.g. kd:1,hint:1, or leave the hint layers out")
+        idle = [f"--{name.replace('_', '-')}" for name in ("qat_lr", "qat_full_range")
+                if getattr(self, name) != defaults[name]]
+        if not self.qat_epochs and idle:
+            raise ConfigError(f"{', '.join(idle)} only {'applies' if len(idle) == 1 else 'apply'} to "
+                              "quantization-aware training, and none runs without --qat-epochs",
+                              "pass --qat-epochs N to train the last N epochs quantization-aware, or leave "
+                              f"{', '.join(idle)} out")
+        if self.qat_epochs and self.calibration != defaults["calibration"]:
+            raise ConfigError(f"--calibration {self.calibration} does not apply with --qat-epochs: the int8 file "
+                              "takes the scales quantization-aware training learned",
+                              "drop --calibration, or drop --qat-epochs to calibrate a post-training int8 file")
 
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig
@@ -205,6 +227,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
 
     log = log or (lambda _msg: None)
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
+    if config.distilled:
+        config = _as_distilled(config)  # before the data loads: the recorded seed split it
     out = Path(config.out)
     profile = load_profile(config.profile)
     data = run_data(config, log)
@@ -219,13 +243,35 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
             from edgekd.distilled import load_distilled
 
             found = load_distilled(config.distilled, teacher, data)
-            config = dataclasses.replace(config, **found.recipe)  # export and record it as it was trained
             search_result, student = found.search, found.result
             log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
                 f"accuracy {student.best_val_accuracy * 100:.2f}%)")
         else:
             search_result, student = _search_and_distill(config, teacher, data, profile, log, teacher_exported=True)
         return _finish(config, out, teacher, teacher_art, search_result, student, data, profile, log)
+
+
+def _as_distilled(config: CompressConfig) -> CompressConfig:
+    """``config`` with the recipe its ``distilled`` student was trained with, to load the data as it was
+    split then (its test images unseen in training) and to export and record the student as it was trained."""
+    from edgekd.distilled import trained_recipe
+    from edgekd.export import DYNAMO_MIN_OPSET
+
+    trained = trained_recipe(config.distilled)
+    if trained.get("qat_epochs"):
+        said = f"the student in '{config.distilled}' was trained quantization-aware"
+        if config.opset < DYNAMO_MIN_OPSET:
+            raise ConfigError(f"{said}, and its int8 file exports at opset {DYNAMO_MIN_OPSET} or later, not "
+                              f"--opset {config.opset}", f"pass --opset {DYNAMO_MIN_OPSET}, or distill it again "
+                              "without --qat-epochs (post-training int8 writes older opsets)")
+        if config.calibration != _default("calibration"):
+            raise ConfigError(f"--calibration does not apply: {said}, and its int8 file takes the scales it "
+                              "learned", "drop --calibration")
+    return dataclasses.replace(config, **trained)
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(CompressConfig) if f.name == name)
 
 
 def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, search_result: Any, student: Any,
@@ -332,7 +378,9 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
-    if not resume:
+    if resume:
+        check_own_folder(out, "--out")
+    else:
         check_new_output(out, True, input_paths(config))  # emptied below only with --force
     out = Path(out)
     if resume and not (out / "checkpoint.pt").is_file():
@@ -343,7 +391,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
                               "choose another --out, pass --resume to continue its run, or --force to start over")
         import shutil
 
-        shutil.rmtree(out)
+        shutil.rmtree(settled(out))
     profile = load_profile(config.profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
@@ -366,7 +414,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
             "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
-            "data": data.describe(), "teacher": {"source": teacher.source}})
+            "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin}})
     for path in (out / ".final").iterdir():
         path.replace(out / path.name)
     (out / ".final").rmdir()
@@ -391,7 +439,8 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
     if config.search_file:
         from edgekd.search_file import load_search
 
-        result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log)
+        result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log,
+                             config.max_size_kb)
         log(f"search: reusing {config.search_file}")
     else:
         _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))

@@ -45,6 +45,9 @@ def _check_teacher_paths(config: Any) -> None:
                                 ("--weights", config.weights, "the path of the teacher's state dict")):
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag} is empty", f"pass {wanted}, or leave {flag} out")
+    from edgekd.teacher import check_no_weights
+
+    check_no_weights(config.teacher, config.weights)  # here, at no cost: the teacher loads after the data
     if config.weights is not None and config.teacher is None:
         # Without --teacher the embedded default is trained, and the weights would be dropped unread.
         raise ConfigError("--weights is given without --teacher, so the weights have no model to load into",
@@ -160,6 +163,7 @@ _KINDS = {"int": "a whole number", "float": "a number", "str": "a quoted string"
           "resolution": "one side or [height, width]"}
 _ANY_KINDS = {"teacher": "str", "data": "str", "resolution": "resolution"}
 _EXAMPLES = {"int": "8", "float": "2.5", "str": '"..."', "bool": "true", "resolution": "224"}
+_KEY_EXAMPLES = {"channels": "3 (or 1)", "min_accuracy": "0.97"}  # where the kind's example is no valid value
 COMMA_LISTS = {"space", "losses", "hint_student", "hint_teacher"}  # comma-separated on the command line
 
 
@@ -193,7 +197,8 @@ def _recipe_value(path: str, key: str, value: Any, kind: str, default: Any) -> A
     if _is(value, kind):
         return value
     flag = key.replace("_", "-")
-    example = json.dumps(default) if default is not None and _is(default, kind) else _EXAMPLES[kind]
+    example = json.dumps(default) if default is not None and _is(default, kind) else _KEY_EXAMPLES.get(
+        key, _EXAMPLES[kind])
     also = ' or ["a", "b"]' if key in COMMA_LISTS else " or [240, 320]" if kind == "resolution" else ""
     raise ConfigError(f"recipe '{path}': {flag} = {json.dumps(value, default=str)} is {_kind_of(value)}, not "
                       f"{_KINDS[kind]}", f"write e.g. {flag} = {example}{also}")

@@ -36,9 +36,10 @@ def teacher_record(module: Any) -> dict[str, Any]:
 
 
 def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None, teacher: Any = None,
-                log: Any = None) -> Any:
+                log: Any = None, max_size_kb: float | None = None) -> Any:
     """The SearchResult in ``path``, read once. A missing or foreign file, or one made for other data or
-    another profile, or whose student misses this budget, or whose student was pruned from another
+    another profile, or whose student misses this budget (its measured latency, its written file's size or
+    else the estimate), or whose student was pruned from another
     teacher than ``teacher``, is a ConfigError: its ranking and latencies were measured for what it records.
     A ranking whose proxy scored the candidates against other images or another teacher is only said to
     ``log``: the students and their latencies still hold."""
@@ -68,6 +69,10 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     if budget_ms is not None and chosen_ms is not None and chosen_ms > budget_ms:
         raise ConfigError(f"the student '{path}' chose measured {chosen_ms:.3f} ms, over --budget-ms {budget_ms:g}",
                           fix)
+    if max_size_kb is not None and result.chosen.shipped_bytes > int(max_size_kb * 1024):
+        size = "" if result.chosen.file_bytes is not None else "about "  # else the estimate: no file was written
+        raise ConfigError(f"the student chosen in '{path}' is {size}{result.chosen.shipped_bytes / 1024:.1f} KB "
+                          f"({result.precision}), over --max-size-kb {max_size_kb:g}", fix)
     for warning in _other_sources(path, raw, result, recorded, here, teacher):
         (log or (lambda _m: None))(f"warning: {warning}")
     return result

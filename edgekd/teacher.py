@@ -18,7 +18,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ class Teacher:
     module: Any  # torch.nn.Module in eval mode
     source: str  # how it was obtained, for the manifest
     exportable: bool = True  # an eager nn.Module (or .pt2 program) the ONNX exporter accepts
+    origin: str | None = None  # what runs compare to tell teachers apart (teacher_origin); None: in memory
+
+
+DEFAULT_ORIGIN = "default resnet teacher"  # one per data, which runs compare on their own
 
 
 def cache_dir() -> Path:
@@ -87,7 +91,7 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             model.eval()
-            return Teacher(model, f"default resnet teacher (cached {path})")
+            return Teacher(model, f"default resnet teacher (cached {path})", origin=DEFAULT_ORIGIN)
         except Exception:  # a corrupt cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
     torch.manual_seed(recipe.training.seed)
@@ -104,8 +108,8 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
             tmp.unlink(missing_ok=True)
         (log or (lambda _m: None))(uncached_warning("the trained teacher could not be cached (the next run "
                                                     "trains it again)", path, exc))
-        return Teacher(model, "default resnet teacher (trained, not cached)")
-    return Teacher(model, f"default resnet teacher (trained, cached {path})")
+        return Teacher(model, "default resnet teacher (trained, not cached)", origin=DEFAULT_ORIGIN)
+    return Teacher(model, f"default resnet teacher (trained, cached {path})", origin=DEFAULT_ORIGIN)
 
 
 _FACTORY_REF = re.compile(r"(?P<module>.+):(?P<name>[A-Za-z_]\w*)\s*(?:\((?P<args>.*)\))?\s*", re.DOTALL)
@@ -139,14 +143,48 @@ def parse_factory_ref(spec: str) -> tuple[str, str, tuple[Any, ...], dict[str, A
     return match["module"], match["name"], args, kwargs
 
 
+def teacher_origin(spec: str | None, weights: str | None) -> str | None:
+    """``spec`` and ``weights`` with their files resolved, so that runs of one teacher compare equal however
+    its paths are spelled and whichever folder they run from; None when there is no spec."""
+    if not isinstance(spec, str) or not spec:
+        return None
+
+    def full(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    match = _FACTORY_REF.fullmatch(spec)
+    if spec.endswith(".pt2") or spec.lower().endswith(".onnx") or match is None:
+        named = full(spec)
+    else:  # the file of file.py:factory, as _import tells a file from a module name
+        ref = match["module"]
+        named = full(ref) + spec[len(ref):] if ref.endswith(".py") or os.sep in ref else spec
+    return named + (f" with weights {full(weights)}" if weights else "")
+
+
+def check_no_weights(spec: str | None, weights: str | None) -> None:
+    """A .pt2 program or an .onnx model holds its weights: ``weights`` given with one would go unread."""
+    if weights is None or not isinstance(spec, str):
+        return
+    kind = "a torch.export program" if spec.endswith(".pt2") else "an ONNX model" if spec.lower().endswith(
+        ".onnx") else None
+    if kind is not None:
+        raise ModelError(f"teacher '{spec}' is {kind}, which holds its own weights",
+                         "drop --weights (or pass file.py:factory with them)")
+
+
 def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     """A user's teacher: ``file.py:factory`` / ``package.module:factory`` (optionally with literal
     arguments, ``factory(num_classes=10)``) with ``weights``, a ``.pt2`` file, or an ``.onnx`` model
     (``edgekd.onnx_teacher``)."""
+    check_no_weights(spec, weights)
+    return replace(_load_teacher(spec, weights), origin=teacher_origin(spec, weights))
+
+
+def _load_teacher(spec: str, weights: str | None) -> Teacher:
     if spec.endswith(".pt2"):
         return _load_exported(Path(spec))
     if spec.lower().endswith(".onnx"):
-        return _load_onnx(Path(spec).expanduser(), weights)
+        return _load_onnx(Path(spec).expanduser())
     if _FACTORY_REF.fullmatch(spec) is None:
         _refuse_model_file(spec)
     module_ref, factory_name, args, kwargs = parse_factory_ref(spec)
@@ -235,7 +273,7 @@ def logits_only(teacher: Teacher, data: Dataset) -> Teacher:
 
     if not gives_logits_mapping(out) or not isinstance(teacher.module, torch.nn.Module):
         return teacher
-    return Teacher(LogitsOf(teacher.module).eval(), f"{teacher.source}, its 'logits' output", teacher.exportable)
+    return replace(teacher, module=LogitsOf(teacher.module).eval(), source=f"{teacher.source}, its 'logits' output")
 
 
 def check_fits(teacher: Teacher, data: Dataset) -> None:
@@ -429,12 +467,9 @@ def _load_exported(path: Path) -> Teacher:
     return Teacher(_ExportedTeacher(program), f"torch.export program {path}")
 
 
-def _load_onnx(path: Path, weights: str | None) -> Teacher:
+def _load_onnx(path: Path) -> Teacher:
     from edgekd.onnx_teacher import OnnxTeacher
 
-    if weights is not None:
-        raise ModelError(f"teacher '{path}' is an ONNX model, which holds its own weights",
-                         "drop --weights (or pass file.py:factory with them)")
     if not path.is_file():
         raise ModelError(f"teacher model '{path}' does not exist", "check the .onnx path")
     return Teacher(OnnxTeacher(path), f"ONNX model {path}")

@@ -167,7 +167,8 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
 
     assert "--epochs does not apply with --distilled" in error("--distilled", distilled, "--epochs", "3")
     assert "--distilled and --search cannot be combined" in error("--distilled", distilled, "--search", "x.json")
-    assert f"'{tmp_path}' has no distill.json" in error("--distilled", tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert f"'{tmp_path / 'empty'}' has no distill.json" in error("--distilled", tmp_path / "empty")
     (tmp_path / "notes.txt").write_text("mine")
     assert "--distilled '" in error("--distilled", tmp_path / "notes.txt") and "is a file, not a folder" in error(
         "--distilled", tmp_path / "notes.txt")
@@ -240,3 +241,146 @@ def test_pruning_aware_kd_says_when_nothing_needed_pruning(monkeypatch, steps, s
     trained = train_student(CompressConfig(target_ms=0.08, epochs=2, progress=False), "student", "teacher", Data(),
                             type("Profile", (), {"name": "board"})(), log.append)
     assert trained.model == "student" and said in log
+
+
+def test_the_current_folder_or_one_above_it_is_refused_as_out_before_any_work(run_cli, common, searched, tmp_path,
+                                                                              monkeypatch):
+    """`distill --out . --force` emptied the folder it ran from; compress trained, then crashed on '.'."""
+    here = tmp_path / "work"
+    here.mkdir()
+    (here / "notes.txt").write_text("mine")
+    monkeypatch.chdir(here)
+    for command, out, extra in (("distill", ".", ["--force"]), ("compress", ".", ["--force"]),
+                                ("distill", "..", ["--force"]), ("distill", ".", ["--resume"])):
+        code, _, err = run_cli(command, *common, "--search", searched, "--epochs", "1", "--out", out, *extra)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert f"--out '{out}' {'is' if out == '.' else 'holds'} the current folder" in err
+    assert [p.name for p in here.iterdir()] == ["notes.txt"] and (here / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_inside_the_data_folder_is_refused_before_any_work(run_cli, common, searched, tmp_path):
+    """An image folder that held distill's output took it for one more class, and no command read it again."""
+    images = tmp_path / "imgs"
+    for label in ("0", "1"):
+        (images / label).mkdir(parents=True)
+    for command in ("distill", "compress"):
+        code, _, err = run_cli(command, *common, "--data", images, "--search", searched, "--out", images / "out")
+        assert code == 2 and f"--out '{images / 'out'}' is inside '{images}', an input folder" in err, err
+    assert sorted(p.name for p in images.iterdir()) == ["0", "1"]
+
+
+def _edited(distilled, tmp_path, **recipe):
+    """A copy of the distilled folder whose distill.json records ``recipe`` on top of its own."""
+    folder = tmp_path / "edited"
+    shutil.copytree(distilled, folder)
+    info = json.loads((folder / "distill.json").read_text())
+    (folder / "distill.json").write_text(json.dumps({**info, "recipe": {**info["recipe"], **recipe}}))
+    return folder
+
+
+def test_compress_splits_the_data_with_the_seed_the_student_was_distilled_with(distilled, teacher_files,
+                                                                               fast_profile_path, tmp_path,
+                                                                               monkeypatch):
+    """compress --distilled loaded the data with its own seed: its test split then held the student's training
+    images (and with --normalize dataset their mean refused the folder, asking for the wrong flags)."""
+    import edgekd.pipeline
+    from edgekd.data import load_data
+    from edgekd.pipeline import CompressConfig, compress
+
+    folder = _edited(distilled, tmp_path, seed=1)
+    info = json.loads((folder / "distill.json").read_text())
+    as_split = load_data("digits", resolution=16, seed=1)
+    (folder / "distill.json").write_text(json.dumps({**info, "data": as_split.describe()}))
+    seen = {}
+
+    def finish(config, out, teacher, teacher_art, search_result, student, data, *rest):
+        seen.update(config=config, data=data)
+
+    monkeypatch.setattr(edgekd.pipeline, "_finish", finish)
+    module, weights = teacher_files
+    compress(CompressConfig(out=str(tmp_path / "c"), teacher=f"{module}:build", weights=str(weights), resolution=16,
+                            profile=str(fast_profile_path), distilled=str(folder), progress=False))
+    assert seen["config"].seed == 1
+    assert (seen["data"].y_test == as_split.y_test).all() and (seen["data"].x_test == as_split.x_test).all()
+
+
+def test_a_distilled_teacher_is_compared_by_its_files_not_how_their_paths_are_spelled(distilled, teacher_files,
+                                                                                     tmp_path, monkeypatch):
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.teacher import DEFAULT_ORIGIN, Teacher, load_teacher
+
+    module, weights = teacher_files
+    data = load_data("digits", resolution=16)
+    monkeypatch.chdir(module.parent)
+    spelled = load_teacher(f"./{module.name}:build", f"./{weights.name}")
+    assert load_distilled(distilled, spelled, data).result.best_epoch >= 1
+    old = tmp_path / "old"  # distilled before the resolved paths were recorded: its recipe's, resolved from here
+    shutil.copytree(distilled, old)
+    info = json.loads((old / "distill.json").read_text())
+    (old / "distill.json").write_text(json.dumps({**info, "teacher": {"source": info["teacher"]["source"]}}))
+    assert load_distilled(old, spelled, data).result.best_epoch >= 1
+    other = tmp_path / "other.pt"
+    shutil.copy(weights, other)
+    with pytest.raises(ConfigError, match=rf"was distilled from the teacher '.*{weights}', not '.*{other}'; pass "
+                                          "the --teacher and --weights the distillation used"):
+        load_distilled(distilled, load_teacher(f"{module}:build", str(other)), data)
+    # the default teacher: trained by the distill run, read from the cache by compress's
+    (old / "distill.json").write_text(json.dumps({**info, "recipe": {**info["recipe"], "teacher": None,
+                                                                     "weights": None},
+                                                  "teacher": {"source": "default resnet teacher (trained, cached x)"}}))
+    cached = Teacher(spelled.module, "default resnet teacher (cached x)", origin=DEFAULT_ORIGIN)
+    assert load_distilled(old, cached, data).result.best_epoch >= 1
+
+
+def test_search_settings_given_with_a_search_file_are_refused_not_ignored(run_cli, common, searched, tmp_path):
+    def line(*args):
+        code, _, err = run_cli(*args, "--out", tmp_path / "never")
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "never").exists()
+        return err
+
+    for command in ("compress", "distill"):
+        for flag, value in (("--space", "resnet"), ("--proxy", "synflow"), ("--candidates", "9"),
+                            ("--precision", "int8"), ("--latency-anchors", "8")):
+            err = line(command, *common, "--search", searched, flag, value)
+            assert f"{flag} does not apply with the search file '{searched}'" in err, err
+            assert f"drop {flag}, or run `edgekd search` with it" in err
+    # A recipe's search settings are what its own `edgekd search` ran with, and --precision prunes too:
+    # neither is refused (the run stops at the existing --out instead, before any work).
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'space = "resnet"\nproxy = "synflow"\ncandidates = 9\nsearch = "{searched}"\n')
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine").write_text("x")
+    for args in (["--config", recipe], ["--search", searched, "--precision", "fp32", "--target-ms", "1"]):
+        code, _, err = run_cli("compress", *common, *args, "--out", tmp_path / "full")
+        assert code == 2 and "exists and is not empty" in err, err
+
+
+def test_a_search_file_whose_student_is_over_the_size_budget_is_refused_before_training(run_cli, common, searched,
+                                                                                       tmp_path):
+    code, _, err = run_cli("compress", *common, "--search", searched, "--max-size-kb", "0.5",
+                           "--out", tmp_path / "never")
+    assert code == 2 and f"the student chosen in '{searched}' is" in err and "over --max-size-kb 0.5" in err, err
+    assert "epochs, losses" not in err and not (tmp_path / "never").exists()
+
+
+def test_refusals_with_distilled_name_what_the_user_gave(run_cli, common, distilled, tmp_path):
+    """Settings from distill.json or a recipe were named as flags the user had not passed."""
+    def line(*args):
+        code, _, err = run_cli("compress", *common, *args, "--out", tmp_path / "never")
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "never").exists()
+        return err
+
+    qat = _edited(distilled, tmp_path, qat_epochs=1)
+    err = line("--distilled", qat, "--opset", "17")
+    assert f"the student in '{qat}' was trained quantization-aware" in err and "not --opset 17" in err
+    assert "pass --opset 18" in err and "drop --qat-epochs" not in err
+    err = line("--distilled", qat, "--calibration", "entropy")
+    assert "--calibration does not apply: the student in" in err and "drop --calibration" in err
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('search = "s.json"\n')
+    err = line("--config", recipe, "--distilled", distilled)
+    assert "--distilled and the recipe's search ('s.json') cannot be combined" in err
+    assert f"remove the search key from '{recipe}'" in err and "drop --search" not in err
+    assert "distill.json, whose seed also split the data" in line("--distilled", distilled, "--seed", "1")

@@ -1,5 +1,7 @@
 """All-or-nothing writes and the checks that keep a user's files."""
 
+import re
+
 import pytest
 
 from edgekd.errors import OutputError
@@ -123,3 +125,41 @@ def test_an_empty_output_path_is_refused(flag):
 
     with pytest.raises(OutputError, match=f"{flag} is empty"):
         (check_new_output("", force=True) if flag == "--out" else check_new_file("", force=True, flag=flag))
+
+
+@pytest.mark.parametrize("out, said", [
+    (".", "--out '.' is the current folder"),
+    ("a/..", "--out 'a/..' is the current folder"),
+    ("..", "--out '..' holds the current folder"),
+    ("/", "--out '/' is the filesystem root"),
+    ("a/b/..", "--out 'a/b/..' names no folder of its own"),
+])
+def test_an_output_folder_that_is_not_one_of_its_own_is_refused_even_with_force(tmp_path, monkeypatch, out, said):
+    """--force replaces the output folder whole: '.' once emptied the folder the user ran edgekd from."""
+    from edgekd.fsutil import atomic_dir, check_new_output
+
+    here = tmp_path / "work"
+    (here / "a" / "b").mkdir(parents=True)
+    (here / "notes.txt").write_text("mine")
+    monkeypatch.chdir(here)
+    with pytest.raises(OutputError, match=re.escape(said) + ".*give --out a folder of its own"):
+        check_new_output(out, force=True)
+    with pytest.raises(OutputError, match=re.escape(said)):
+        with atomic_dir(out, force=True):
+            pytest.fail("staged an output that would replace the current folder")
+    assert (here / "notes.txt").read_text() == "mine" and (here / "a" / "b").is_dir()
+
+
+def test_an_output_folder_inside_an_input_folder_is_refused(tmp_path):
+    """An image folder that held the run's output afterwards took it for one more class."""
+    from edgekd.fsutil import check_new_output
+
+    images = tmp_path / "imgs"
+    (images / "cat").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"--out '.*imgs/distilled' is inside '.*imgs', an input folder of this "
+                                          r"command.*; write --out outside"):
+        check_new_output(images / "distilled", force=False, inputs=["digits", str(images)])
+    with pytest.raises(OutputError, match="is inside"):
+        check_new_output(images / "cat" / "deeper" / "out", force=True, inputs=[images])
+    check_new_output(tmp_path / "imgs-out", force=False, inputs=[str(images)])  # a sibling, whatever its name
+    check_new_file(images / "report.json", force=False, flag="--json", inputs=[str(images)])  # a file, no class

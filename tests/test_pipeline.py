@@ -1,5 +1,6 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +446,30 @@ def test_opsets_compress_cannot_write_are_refused_before_any_work(kwargs, messag
 
     with pytest.raises(ConfigError, match=message):
         CompressConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hint_student="features.1", hint_teacher="layer3"),
+     "--hint-student and --hint-teacher pick the layers of the feature losses (hint, at, rkd), and --losses kd has "
+     "none; add one to --losses"),
+    (dict(qat_lr=1e-4), "--qat-lr only applies to quantization-aware training, and none runs without --qat-epochs"),
+    (dict(qat_full_range=True, qat_lr=1e-4), "--qat-lr, --qat-full-range only apply to quantization-aware training"),
+    (dict(qat_epochs=1, calibration="entropy"), "--calibration entropy does not apply with --qat-epochs: the int8 "
+                                                "file takes the scales quantization-aware training learned"),
+])
+def test_settings_the_run_would_ignore_are_refused_not_dropped(kwargs, message):
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        CompressConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(hint_student="features.1", hint_teacher="layer3", losses="kd:1,at:1"), dict(qat_full_range=False),
+    dict(qat_epochs=1, qat_lr=1e-4, qat_full_range=True, calibration="minmax"), dict(calibration="entropy"),
+])
+def test_settings_left_at_their_defaults_or_that_apply_are_taken(kwargs):
+    CompressConfig(**kwargs)
 
 
 def test_a_student_left_near_chance_is_called_out_with_its_optimizer_steps(small_data, teacher, fast_profile_path):

@@ -139,6 +139,10 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     (dict(hint_teacher="layer3"), "--hint-teacher is given without --hint-student"),
     (dict(hint_student="a,b", hint_teacher="c"), "--hint-student names 2 modules and --hint-teacher 1"),
     (dict(hint_student=["a"], hint_teacher="c"), "hint_student is a list, not a string"),
+    # a .pt2 program took --weights and went on without reading them, even a file that did not exist
+    (dict(teacher="teacher.pt2", weights="does-not-exist.pt"), "teacher 'teacher.pt2' is a torch.export program, "
+                                                                "which holds its own weights; drop --weights"),
+    (dict(teacher="model.ONNX", weights="w.pt"), "teacher 'model.ONNX' is an ONNX model, which holds its own weights"),
 ])
 def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
     from edgekd.errors import EdgeKDError
@@ -170,6 +174,9 @@ def _recipe(tmp_path, text):
     ("space = [1, 2]", 'space = [1, 2] is a list, not a quoted string; write e.g. space = "mbv2" or ["a", "b"]'),
     ("resolution = 1.5", "resolution = 1.5 is a float, not one side or [height, width]"),
     ("seed = 2024-01-01", 'seed = "2024-01-01" is a date or time, not a whole number'),
+    # the example must be a value the key takes: channels = 8 is refused in turn
+    ('channels = "3"', 'channels = "3" is a string, not a whole number; write e.g. channels = 3 (or 1)'),
+    ('min_accuracy = "97%"', 'min-accuracy = "97%" is a string, not a number; write e.g. min-accuracy = 0.97'),
 ])
 def test_recipe_values_of_the_wrong_type_name_the_key_the_file_and_the_type(tmp_path, text, message):
     from edgekd.run_inputs import read_recipe
@@ -182,13 +189,13 @@ def test_recipe_values_of_the_wrong_type_name_the_key_the_file_and_the_type(tmp_
 def test_recipe_lists_read_as_the_flags_comma_separated_ones(tmp_path):
     from edgekd.run_inputs import read_recipe
 
-    path = _recipe(tmp_path, 'space = ["mbv2", "resnet"]\nlosses = {kd = 1, dkd = 0.5}\nresolution = [24, 32]\n'
+    path = _recipe(tmp_path, 'space = ["mbv2", "resnet"]\nlosses = {kd = 1, at = 0.5}\nresolution = [24, 32]\n'
                              'lr = 1\nhint-student = ["a"]\nhint-teacher = ["b"]\n')
     values = read_recipe(path)
-    assert values == {"space": "mbv2,resnet", "losses": "kd:1,dkd:0.5", "resolution": [24, 32], "lr": 1,
+    assert values == {"space": "mbv2,resnet", "losses": "kd:1,at:0.5", "resolution": [24, 32], "lr": 1,
                       "hint_student": "a", "hint_teacher": "b"}
     config = CompressConfig(**values)
-    assert config.search_config().space == "mbv2,resnet" and dict(config.distill_config().losses)["dkd"] == 0.5
+    assert config.search_config().space == "mbv2,resnet" and dict(config.distill_config().losses)["at"] == 0.5
 
 
 def test_a_recipe_takes_the_flag_s_name_where_it_differs_from_the_setting_s(tmp_path):

@@ -74,3 +74,19 @@ def test_a_recorded_teacher_without_a_parameter_count_is_still_named_in_the_refu
     path.write_text(json.dumps({**raw, "teacher": {"architecture": "abc", "params": "many"}}))
     with pytest.raises(ConfigError, match=r"another teacher \(architecture abc; this one is [0-9a-f]{16}\)"):
         load_search(path, small_data, load_profile("host-cpu"), None, torch.nn.Conv2d(1, 12, 3))
+
+
+def test_a_chosen_student_over_the_size_budget_is_refused_by_its_written_file_or_else_its_estimate(tmp_path,
+                                                                                                 small_data):
+    """--budget-ms was checked against the search file and --max-size-kb was not: compress trained, then failed."""
+    path = _write(tmp_path, small_data, None, space="mbv2")  # an estimate of 4000 bytes, no file written
+    profile = load_profile("host-cpu")
+    with pytest.raises(ConfigError, match=r"the student chosen in '.*search.json' is about 3.9 KB \(int8\), over "
+                                          r"--max-size-kb 3; run `edgekd search` again"):
+        load_search(path, small_data, profile, None, max_size_kb=3)
+    load_search(path, small_data, profile, None, max_size_kb=4)  # 4096 bytes
+    raw = json.loads(path.read_text())
+    raw["chosen"]["file_bytes"] = 5000  # written as it ships: the file decides
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"is 4.9 KB \(int8\), over --max-size-kb 4;"):
+        load_search(path, small_data, profile, None, max_size_kb=4)

@@ -524,3 +524,25 @@ def test_a_pt2_that_is_not_a_program_says_so_without_torchs_logged_traceback(tmp
     with pytest.raises(ModelError, match="is not a torch.export program"):
         load_teacher(str(other_zip))
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_pt2_or_onnx_teacher_refuses_weights_it_would_not_read(tmp_path):
+    for spec in ("teacher.pt2", "model.onnx"):
+        with pytest.raises(ModelError, match=f"teacher '{spec}' is .*, which holds its own weights; drop --weights"):
+            load_teacher(spec, str(tmp_path / "does-not-exist.pt"))
+
+
+def test_a_teachers_origin_resolves_its_files_however_they_are_spelled(teacher_files, monkeypatch):
+    from edgekd.teacher import teacher_origin
+
+    module, weights = teacher_files
+    monkeypatch.chdir(module.parent)
+    full = f"{module.resolve()}:build(num_classes=10) with weights {weights.resolve()}"
+    assert teacher_origin(f"./{module.name}:build(num_classes=10)", f"./{weights.name}") == full
+    assert teacher_origin(f"../{module.parent.name}/{module.name}:build(num_classes=10)", str(weights)) == full
+    assert teacher_origin("torchvision.models:resnet18", "w.pt") == (
+        f"torchvision.models:resnet18 with weights {module.parent.resolve() / 'w.pt'}")  # a module name stays
+    assert teacher_origin("t.pt2", None) == str(module.parent.resolve() / "t.pt2")
+    assert teacher_origin(None, None) is None
+    assert load_teacher(f"./{module.name}:build", f"./{weights.name}").origin == teacher_origin(
+        f"{module}:build", str(weights))

@@ -168,6 +168,8 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     if values.get("distilled"):
         _refuse_training_flags(ctx)
+        _refuse_search_with_distilled(ctx, values, recipe)
+    _refuse_search_flags(ctx, values)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     on_interrupt(lambda: f"interrupted: nothing was written to {config.out}/ (to make a long training resumable, "
                  "run it as `edgekd distill --out DIR`, continue it with --resume, then ship it with "
@@ -201,11 +203,45 @@ def _refuse_training_flags(ctx: click.Context) -> None:
     from edgekd.distilled import TRAINED_WITH
     from edgekd.errors import ConfigError
 
-    given = [k for k in TRAINED_WITH if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE]
+    given = [k for k in TRAINED_WITH if _given(ctx, k)]
     if given:
+        split = ", whose seed also split the data" if given[0] == "seed" else ""
         raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --distilled (the student is trained "
-                          "already, with the recipe in its distill.json)",
+                          f"already, with the recipe in its distill.json{split})",
                           "drop it, or train again without --distilled")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+
+def _refuse_search_with_distilled(ctx: click.Context, values: dict[str, Any], recipe: str | None) -> None:
+    """--distilled with a search file, each named as the user gave it: a flag, or a key of the recipe."""
+    from edgekd.errors import ConfigError
+
+    if not values.get("search_file"):
+        return
+    search, distilled = (f"--{flag}" if _given(ctx, key) else f"the recipe's {flag} ('{values[key]}')"
+                         for key, flag in (("search_file", "search"), ("distilled", "distilled")))
+    raise ConfigError(f"{distilled} and {search} cannot be combined: the distilled folder holds the search its "
+                      "student came from", "drop --search" if _given(ctx, "search_file") else
+                      f"remove the search key from '{recipe}', or leave --distilled out")
+
+
+# Options only the search reads: with a search file given, its ranking stands and they would be ignored.
+_SEARCH_ONLY = ("space", "proxy", "candidates", "latency_anchors", "precision")
+
+
+def _refuse_search_flags(ctx: click.Context, values: dict[str, Any]) -> None:
+    from edgekd.errors import ConfigError
+
+    # --precision also sets the precision pruning measures (--target-ms)
+    given = [k for k in _SEARCH_ONLY if _given(ctx, k) and not (k == "precision" and values.get("target_ms"))]
+    if values.get("search_file") and given:
+        flag = f"--{given[0].replace('_', '-')}"
+        raise ConfigError(f"{flag} does not apply with the search file '{values['search_file']}': its student was "
+                          "chosen already, by the search that wrote it",
+                          f"drop {flag}, or run `edgekd search` with it and pass the file it writes")
 
 
 @cli.command("search")
@@ -247,6 +283,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     from edgekd.pipeline import CompressConfig, run_distill
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    _refuse_search_flags(ctx, values)
     out = _stage_out(ctx, values, "edgekd-distill", log)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     checkpoint = Path(out) / "checkpoint.pt"
