@@ -90,10 +90,15 @@ def list_of(item: Kind, empty: str | None = None) -> Kind:
 
 
 def obj(required: dict[str, Kind] | None = None, optional: dict[str, Kind] | None = None,
-        values: Kind | None = None) -> Kind:
-    """An object with ``required`` and ``optional`` keys (checked in order), or any keys whose ``values`` fit."""
+        values: Kind | None = None, paired: tuple[str, ...] = ()) -> Kind:
+    """An object with ``required`` and ``optional`` keys (checked in order), or any keys whose ``values`` fit;
+    the ``paired`` optional keys come all together or not at all."""
     def check(value: Any, where: str) -> None:
         OBJECT(value, where)
+        present = [k for k in paired if k in value]
+        if present and len(present) < len(paired):
+            missing = next(k for k in paired if k not in value)
+            raise _Bad(where, f"has '{present[0]}' but no '{missing}'")
         for key, kind in (required or {}).items():
             if key not in value:
                 raise _Bad(where, f"has no '{key}'")
@@ -119,10 +124,11 @@ _ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "siz
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR)}))})
 # The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build.
-_ORT = obj({"path": NAME, "sha256": SHA256, "operators": NAME})
+_ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "operators": NAME, "top1_agreement": FRACTION,
+            "max_abs_diff": NON_NEGATIVE, "passed": BOOL})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
-              "verdicts": obj(values=BOOL), "checker_ok": BOOL},
-             {"primary": BOOL, "speedup_vs_teacher": NUMBER, "ort": nullable(_ORT)})
+              "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
+             {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT)})
 _PROFILE = obj({"name": NAME, "measure": obj({"batch_size": INT, "warmup_runs": INT, "runs_per_repeat": INT})},
                {"digest": nullable(STR), "source": nullable(STR), "description": STR})
 _BUDGET = obj(optional={"latency_ms": nullable(POSITIVE), "max_size_kb": nullable(POSITIVE),
@@ -138,7 +144,8 @@ MANIFEST = obj(
     {"passed": BOOL, "notes": list_of(STR), "tools": OBJECT, "data": nullable(_DATA),
      "recipe": nullable(obj(optional={"seed": nullable(INT), "data": nullable(STR)})), "teacher": nullable(OBJECT),
      "student": nullable(_STUDENT), "latency_rounds": INT,
-     "int8_speedup": nullable(obj({"median": NUMBER, "runs": list_of(NUMBER)}))})
+     "int8_speedup": nullable(obj({"median": NUMBER, "runs": list_of(NUMBER)},
+                                  {"pairs": INT, "low": NUMBER, "high": NUMBER}, paired=("pairs", "low", "high")))})
 
 
 def check_manifest(data: dict[str, Any], path: Path) -> None:

@@ -325,17 +325,21 @@ ORT_SLOWER_NOTED = 1.10  # an ORT copy this much slower than its .onnx is said, 
 
 def _with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
     """``report`` with an ``ort`` verdict on each student that has an ORT copy: a copy that computes other
-    outputs than the file validated, or that misses the latency budget its .onnx is held to, fails its
-    artifact, and the run when that one ships. A copy much slower than its .onnx is said either way."""
+    outputs than the file validated, or that misses the latency or size budget its .onnx is held to (the copy
+    is what a mobile app ships), fails its artifact, and the run when that one ships. A copy much slower than
+    its .onnx is said either way."""
     if not orts:
         return report
-    budget_ms = report.budget.latency_ms
+    budget_ms, max_kb = report.budget.latency_ms, report.budget.max_size_kb
     slow = {name for name, o in orts.items() if budget_ms is not None and o.p50_ms is not None
             and o.p50_ms > budget_ms}
+    large = {name for name, o in orts.items() if max_kb is not None and o.size_bytes > max_kb * 1024}
     reports = tuple(dataclasses.replace(r, verdicts={**r.verdicts, "ort": orts[r.artifact.name].passed
-                                                     and r.artifact.name not in slow})
+                                                     and r.artifact.name not in slow | large})
                     if r.artifact.name in orts else r for r in report.reports)
-    notes = []
+    notes = [f"{orts[name].path} is {orts[name].size_bytes / 1024:.1f} KB, over the {max_kb:g} KB budget its .onnx "
+             "is held to: an ORT-format file stores its weights as converted; ship the .onnx, or raise --max-size-kb"
+             for name in sorted(large)]
     for name, o in orts.items():
         if not o.passed:
             notes.append(f"{o.path} does not compute what {name}.onnx does on the test images (top-1 agreement "

@@ -243,7 +243,8 @@ def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: 
             return fp32.artifact.name, [f"int8 student is {ratio:.2f}x faster than its fp32 twin ({how}) but breaks "
                                         f"the budget ({failed}): the fp32 student ships as the primary artifact"]
         return int8.artifact.name, [f"int8 student ships: {ratio:.2f}x faster than its fp32 twin ({how})"]
-    slower = (f"int8 student is NOT faster than fp32 on this profile ({ratio:.2f}x, {how}; needs >= "
+    # Three decimals: a ratio just under the line (1.0198x) must not read as the line itself (1.02x).
+    slower = (f"int8 student is NOT faster than fp32 on this profile ({ratio:.3f}x, {how}; needs >= "
               f"{1 + INT8_MIN_GAIN:.2f}x)")
     if int8.passed and not fp32.passed:
         failed = ", ".join(k for k, ok in fp32.verdicts.items() if not ok)

@@ -772,8 +772,13 @@ def test_data_stored_on_another_pixel_scale_than_the_model_was_trained_on_is_war
     code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", floats,
                            "--resolution", "16")
     assert "trained on pixels scaled as pixel / 16" in out + err and "scaled as pixel (its storage type)" in out + err
-    code, out, err = run_cli("validate", run_dir / "teacher-fp32.onnx", "--data", floats, "--resolution", "16")
+    report = tmp_path / "validate.json"
+    code, out, err = run_cli("validate", run_dir / "teacher-fp32.onnx", "--data", floats, "--resolution", "16",
+                             "--json", report)
     assert code == 0 and "warning: the model was trained on pixels scaled as pixel / 16" in err, out + err
+    record = json.loads(report.read_text())  # a CI step reading the JSON alone hears it too
+    assert record["notes"][0].startswith("warning: the model was trained on pixels scaled as pixel / 16")
+    assert record["data"] == {"given": str(floats), "name": "digits-float.npz", "test_images": 359}
     code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", "digits",
                            "--resolution", "16")
     assert code == 0 and "scaled as" not in out + err

@@ -85,6 +85,10 @@ MALFORMED = [
     ({"data.preprocess.std": [0]}, "data.preprocess.std[0] is 0, not a number above zero"),
     ({"recipe.seed": "x"}, 'recipe.seed is "x", not an integer'),
     ({"notes": "ok"}, 'notes is "ok", not a list'),
+    ({"artifacts.1.primary!": None}, "artifacts[1] has no 'primary'"),
+    ({"artifacts.1.ort": {"path": "student-fp32.ort", "sha256": "0" * 64, "operators": "x.config"}},
+     "artifacts[1].ort has no 'size_bytes'"),
+    ({"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7}}, "int8_speedup has 'pairs' but no 'low'"),
     ({"artifacts.1.ort": {"path": "student-fp32.ort"}}, "artifacts[1].ort has no 'sha256'"),
     ({"artifacts.1.ort": "student-fp32.ort"}, 'artifacts[1].ort is "student-fp32.ort", not an object'),
 ]
@@ -104,6 +108,8 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, mes
     {"data": None, "budget.latency_ms": None, "artifacts.0.latency": None, "artifacts.0.accuracy": None},
     {"budget": {}, "recipe!": None, "data!": None, "notes!": None},
     {"artifacts.0.artifact.details.inputs.0.shape": None},  # an ONNX teacher's input of unknown rank
+    {"int8_speedup": {"median": 1.5, "runs": [1.5]}},  # written before the repeats were paired
+    {"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7, "low": 1.4, "high": 1.6}},
 ])
 def test_what_edgekd_writes_and_may_leave_out_is_accepted(tmp_path, changes):
     assert load_manifest(write_manifest(tmp_path, changes))["primary"] == "student-fp32"
@@ -112,7 +118,7 @@ def test_what_edgekd_writes_and_may_leave_out_is_accepted(tmp_path, changes):
 @pytest.mark.parametrize("command", ["gate", "validate", "report"])
 @pytest.mark.parametrize("changes, message", [MALFORMED[0], MALFORMED[2], MALFORMED[6], MALFORMED[13],
                                               MALFORMED[16], MALFORMED[17], MALFORMED[10], MALFORMED[9],
-                                              MALFORMED[-2]])
+                                              MALFORMED[-2], MALFORMED[-5], MALFORMED[-4], MALFORMED[-3]])
 def test_every_command_that_reads_a_manifest_refuses_it_in_one_line(run_cli, tmp_path, command, changes, message):
     path = write_manifest(tmp_path / "run", changes)
     args = {"gate": [path, "--config", os.devnull], "report": [path.parent],

@@ -108,7 +108,11 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     for note in report.notes:
         click.echo(f"note: {note}")
     if json_out:
-        write_json(json_out, report.to_dict())
+        record = report.to_dict()
+        if dataset is not None:  # what the accuracy was measured on, and what makes it doubtful, for a CI step
+            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test)}
+            record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *record["notes"]]
+        write_json(json_out, record)
     if not r.passed:
         ctx.exit(1)
 
