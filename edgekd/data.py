@@ -252,7 +252,7 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
         pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
             path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
-            names, pre, _orientation(parts["x_train"], resolution),
+            names, pre, _orientation(parts["x_train"], resolution) + _scale_notes(path, parts["x_train"], normalize),
         )
     if not {"x", "y"} <= arrays.keys():
         raise DataError(
@@ -269,7 +269,8 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
     data = split_normalized(path.name, x, y, names, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
                                                          TORCH_RESIZE if resolution else None, to))
-    return dataclasses.replace(data, notes=_orientation(arrays["x"], resolution))
+    return dataclasses.replace(data, notes=_orientation(arrays["x"], resolution) + _scale_notes(path, arrays["x"],
+                                                                                              normalize))
 
 
 def _splits_named(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -306,7 +307,8 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     none_x, none_y = x[:0], y[:0]
-    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre)
+    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre,
+                   _scale_notes(path, arrays["x_test"], normalize))
 
 
 def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tuple[str, ...]:
@@ -328,8 +330,24 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tup
     return decoded
 
 
+# Stored pixel type -> the top value, which becomes 1 (as 8- and 16-bit image files are read); any other
+# type is taken as stored.
+_PIXEL_TOPS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def _scale(x: np.ndarray) -> float:
-    return 1 / 255 if x.dtype == np.uint8 else 1.0
+    return 1 / _PIXEL_TOPS.get(x.dtype, 1.0)
+
+
+def _scale_notes(path: Path, x: np.ndarray, normalize: Any) -> tuple[str, ...]:
+    """A note when integer pixels of another type than uint8/uint16 (pandas' int64) are taken as stored while
+    the normalisation asked for expects pixels in [0, 1] (none, or numbers such as ImageNet's); the data's own
+    statistics, or those a model recorded on the same kind of data, fit them as they are."""
+    if x.dtype.kind not in "iu" or x.dtype in _PIXEL_TOPS or not isinstance(normalize, str) or \
+            normalize.strip().lower() == "dataset":
+        return ()
+    return (f"{path}: images stored as {x.dtype} are taken as they are (up to {int(x.max(initial=0))}), not scaled "
+            "to [0, 1] as uint8 (/ 255) and uint16 (/ 65535) are; store them as uint8, or as floats in [0, 1]",)
 
 
 def _orientation(stored: np.ndarray, resolution: tuple[int, int] | None) -> tuple[str, ...]:
@@ -355,7 +373,7 @@ def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key:
     view = _nchw_view(x)
     if view.ndim == 4:  # the whole array becomes float32 before anything else: checked at its stored size
         check_memory(path, len(view), int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])), None, stored=True)
-    x = _nchw_view(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
+    x = _nchw_view(x.astype(np.float32) / _PIXEL_TOPS.get(x.dtype, 1.0))
     if x.ndim != 4:
         raise DataError(f"{path}: {key} has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
     if resolution:

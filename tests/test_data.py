@@ -749,6 +749,20 @@ def test_a_label_too_high_to_be_a_class_is_refused_before_any_name_is_made(tmp_p
         load_data(str(tmp_path / f"d.{suffix}"))
 
 
+def test_16_bit_arrays_are_scaled_as_16_bit_images_and_other_integers_are_said_to_be_taken_as_stored(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "u16.npz", x=rng.integers(0, 65536, (30, 8, 8)).astype(np.uint16), y=y)
+    ds = load_data(str(tmp_path / "u16.npz"), normalize="none")
+    assert ds.preprocess.scale == 1 / 65535 and float(ds.x_train.max()) <= 1.0 and ds.notes == ()
+    np.savez(tmp_path / "i64.npz", x=rng.integers(0, 256, (30, 8, 8)).astype(np.int64), y=y)  # as pandas gives
+    (note,) = load_data(str(tmp_path / "i64.npz"), normalize="none").notes
+    assert "images stored as int64 are taken as they are (up to 255), not scaled to [0, 1]" in note
+    assert load_data(str(tmp_path / "i64.npz")).notes == ()  # standardised by its own statistics: fine as stored
+    np.savez(tmp_path / "i64-test.npz", x_test=rng.integers(0, 256, (9, 8, 8)).astype(np.int64), y_test=y[:9])
+    assert len(load_data(str(tmp_path / "i64-test.npz"), normalize="0.5/0.25").notes) == 1
+
+
 # --- --resolution: one side or height x width --------------------------------------------------------------
 
 @pytest.mark.parametrize("given, hw", [(16, (16, 16)), ("16", (16, 16)), ("12x20", (12, 20)), ("12X20", (12, 20)),
