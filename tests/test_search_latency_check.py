@@ -81,9 +81,9 @@ def test_one_disturbed_measurement_of_the_fastest_candidate_is_measured_again(mo
     """The fastest candidate (0.1 ms predicted) first measures 20x slow, over the 1.0 ms budget: a second
     measurement decides, and the search goes on."""
     _done, chosen, lines, calls = _run(monkeypatch, _params_like(), 1.0, 1.0, first_factor=20)
-    assert [c.predicted_ms for c in calls[0]] == [0.1] and [c.predicted_ms for c in calls[1]] == [0.1]
-    assert any("the fastest candidate measured 2.000 ms, over --budget-ms 1; measuring it again" in line
-               for line in lines)
+    assert [c.predicted_ms for c in calls[0]] == [0.1] and [c.predicted_ms for c in calls[1]] == [0.1, 0.2, 0.3, 0.4]
+    assert any("the fastest-looking candidate measured 2.000 ms, over --budget-ms 1; measuring it again beside the "
+               "next 3" in line for line in lines)
     assert chosen.predicted_ms == pytest.approx(1.0)
 
 
@@ -159,3 +159,37 @@ def test_a_ranking_that_holds_only_the_fastest_candidate_chooses_it(monkeypatch)
     both' error that quotes its own passing measurement."""
     done, chosen, lines, calls = _run(monkeypatch, [_cand(1, 0.3)], 0.7, 1.0)
     assert chosen.spec == StudentSpec("mbv2", {"i": 1}) and len(calls) == 1 and not lines
+
+
+def _measured_as(latency_of, ranked, budget_ms, monkeypatch):
+    """``_measure_until_feasible`` with each candidate measured at ``latency_of(candidate)``."""
+    def measure(cands, *_args):
+        return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=latency_of(c),
+                          predicted_ms=c.predicted_ms) for c in cands]
+
+    monkeypatch.setattr(search_module, "_measure", measure)
+    lines: list[str] = []
+    data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
+    return search_module._measure_until_feasible(
+        ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), SearchConfig(measure_top=2),
+        {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}, {"mbv2": SimpleNamespace(source="fitted")}, None,
+        SizeCheck(None, lambda c: 0), lines.append)
+
+
+def test_candidates_tied_at_the_fits_floor_are_tried_smallest_first(monkeypatch):
+    """A fit clamps small networks' predictions at its floor: among the tied ones the largest (the best-scored
+    under `params`) was taken for the fastest, measured over the budget twice, and the search failed with a
+    budget the smallest met."""
+    tied = [Candidate(StudentSpec("mbv2", {"i": i}), 1000 * i, 1000, float(1000 * i), predicted_ms=0.05)
+            for i in range(1, 6)]
+    ranked = sorted(tied, key=lambda c: c.score, reverse=True)
+    done, _, chosen = _measured_as(lambda c: c.params / 10_000, ranked, 0.25, monkeypatch)
+    assert done[0].params == 1000 and chosen.latency_ms <= 0.25
+
+
+def test_a_fastest_looking_candidate_that_measures_slow_is_tried_beside_the_next_before_giving_up(monkeypatch):
+    ranked = [Candidate(StudentSpec("mbv2", {"i": i}), 1000 * i, 1000, float(i), predicted_ms=p)
+              for i, p in ((1, 0.10), (2, 0.15), (3, 0.9))]
+    measured = {1: 0.5, 2: 0.15, 3: 0.9}  # the first prediction was wrong; the second holds
+    done, _, chosen = _measured_as(lambda c: measured[c.spec.config["i"]], ranked, 0.2, monkeypatch)
+    assert chosen.spec.config["i"] == 2 and chosen.latency_ms == 0.15
