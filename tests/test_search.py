@@ -30,6 +30,21 @@ def test_diswot_prefers_a_copy_of_the_teacher(teacher, small_data):
     assert same == pytest.approx(0.0, abs=1e-5) and other < same
 
 
+def test_the_stages_take_what_the_other_stages_hand_over(teacher, small_data, fast_profile):
+    """README's chain: load_teacher()/default_teacher() give a Teacher, a profile goes by name or file, and no
+    budget is a budget of no limits; search and distill once failed on each with an AttributeError."""
+    from edgekd.distill.trainer import distill
+    from edgekd.types import DistillConfig
+
+    result = search(teacher, small_data, fast_profile.source, None, CFG, progress=False)
+    assert result.chosen is not None
+    student = build_student(result.chosen.spec, small_data.input_shape, small_data.num_classes)
+    trained = distill(student, small_data, DistillConfig(epochs=1, batch_size=64), teacher=teacher, progress=False)
+    assert len(trained.history) == 1
+    with pytest.raises(ConfigError, match=r"budget 0.5 is not a Budget; pass Budget\(latency_ms, max_size_kb\)"):
+        search(teacher, small_data, fast_profile, 0.5, CFG, progress=False)
+
+
 def test_search_chooses_best_scored_candidate_within_budget(teacher, small_data, fast_profile):
     lines: list[str] = []
     result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=60), CFG,

@@ -61,6 +61,9 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     import torch
 
     from edgekd.distill import ddp
+    from edgekd.teacher import Teacher
+
+    teacher = teacher.module if isinstance(teacher, Teacher) else teacher  # as default_teacher()/load_teacher() give it
 
     terms = _resolve_losses(config, loss)
     if config.qat_epochs:  # a student QAT cannot mirror is refused before its fp32 epochs, not after them

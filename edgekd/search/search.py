@@ -72,9 +72,18 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
            log: Any = None) -> SearchResult:
     """Evolve students of ``config.space`` under ``budget``, ranked by ``config.proxy``; measure the
     best-ranked on ``profile`` and return the best one that meets the budget."""
+    from edgekd.profiles import load_profile
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
+    from edgekd.teacher import Teacher
 
+    # What the other stages hand over: default_teacher()/load_teacher()'s Teacher, a profile by name, no budget.
+    teacher = teacher.module if isinstance(teacher, Teacher) else teacher
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    budget = budget if budget is not None else Budget()
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"budget {budget!r} is not a Budget", "pass Budget(latency_ms, max_size_kb), e.g. "
+                          "Budget(0.5, 128)")
     config = config or SearchConfig()
     log = log or (lambda _m: None)
     start = time.perf_counter()
