@@ -600,3 +600,29 @@ def test_zico_is_the_log_of_the_summed_inverse_coefficient_of_variation_per_laye
     assert 0 < varies.sum() < varies.numel()
     expected = float(torch.log((mean_abs[varies] / std[varies]).sum()))
     assert PROXIES.get("zico")(model, probe) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seed": -1}, "seed -1 is not a whole number from 0 to"),
+    ({"candidates": "10"}, "search setting candidates is '10', not a whole number of at least 1; pass --candidates"),
+    ({"candidates": 2.5}, "search setting candidates is 2.5, not a whole number"),
+    ({"candidates": 0}, "search setting candidates is 0, not a whole number of at least 1; pass --candidates 1"),
+    ({"anchors": 2}, "search setting anchors is 2, not a whole number of at least 3; pass --latency-anchors 3"),
+    ({"space": 3}, "space 3 is not a space name"),
+])
+def test_search_settings_the_search_would_fail_on_later_are_refused_by_name(settings, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        SearchConfig(**settings)
+
+
+def test_search_spaces_may_be_given_as_a_list():
+    assert SearchConfig(space=["mbv2", "resnet"]).spaces() == ["mbv2", "resnet"]
+
+
+def test_distill_settings_torch_or_numpy_would_fail_on_later_are_refused_by_name():
+    from edgekd.types import DistillConfig
+
+    with pytest.raises(ConfigError, match="seed -1 is not a whole number"):
+        DistillConfig(seed=-1)
+    with pytest.raises(ConfigError, match="weight decay must be at least 0, got -0.01"):
+        DistillConfig(weight_decay=-0.01)

@@ -42,10 +42,24 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.candidates, self.measure_top, self.rounds) < 1 or self.probe_batch < 2 or self.anchors < 3:
-            raise ConfigError("search sizes must be positive (candidates, measure_top, rounds; probe_batch >= 2, "
-                              "anchors >= 3)",
-                              "pass positive values")
+        import numbers
+
+        from edgekd.data import check_seed
+
+        if isinstance(self.space, (list, tuple)):  # the API's ["mbv2", "resnet"], as the flag's "mbv2,resnet"
+            object.__setattr__(self, "space", ",".join(map(str, self.space)))
+        if not isinstance(self.space, str):
+            raise ConfigError(f"space {self.space!r} is not a space name", 'pass e.g. "mbv2" or "mbv2,resnet"')
+        least = {"candidates": 1, "measure_top": 1, "rounds": 1, "probe_batch": 2, "anchors": 3, "population": 2,
+                 "tournament": 1}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                flag = {"anchors": "latency-anchors"}.get(name, name.replace("_", "-"))
+                raise ConfigError(f"search setting {name} is {value!r}, not a whole number of at least {low}",
+                                  f"pass --{flag} {low} or more" if name in ("candidates", "anchors")
+                                  else f"pass {name} = {low} or more")
+        check_seed(self.seed)
         if self.population < 2 or not 1 <= self.tournament <= self.population:
             raise ConfigError(f"population {self.population} / tournament {self.tournament} is not usable",
                               "use a population of 2 or more and a tournament between 1 and the population")

@@ -124,6 +124,11 @@ class DistillConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}", "pass a positive batch size")
         if self.lr <= 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}", "pass a positive --lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight decay must be at least 0, got {self.weight_decay}", "pass 0 or more")
+        from edgekd.data import check_seed
+
+        check_seed(self.seed)
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}", "pass a positive temperature")
         if not 0.0 <= self.alpha <= 1.0:
