@@ -53,6 +53,7 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
         raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"'{path}' is not a search result ({exc})", FOREIGN) from None
+    _check_record(path, result)
     for key, kind in (("data", dict), ("teacher", dict), ("profile", str)):
         if raw.get(key) is not None and not isinstance(raw[key], kind):
             raise ConfigError(f"'{path}' is not a search result (its '{key}' is not a JSON "
@@ -76,6 +77,37 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     for warning in _other_sources(path, raw, result, recorded, here, teacher):
         (log or (lambda _m: None))(f"warning: {warning}")
     return result
+
+
+def _check_record(path: Path, result: Any) -> None:
+    """What the stages after the search read from the file, checked as the search writes it: an edited file is
+    refused in one line, not as a traceback from the layer or log line that reads the edited value."""
+    import math
+    import numbers
+
+    from edgekd.search.spaces import SPACES, not_in_space
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"'{path}' is not a search result ({what})", FOREIGN)
+
+    if result.precision not in ("fp32", "int8"):
+        raise bad(f"its precision is {result.precision!r}, not fp32 or int8")
+    for cand in (result.chosen, *result.candidates):
+        for name in ("latency_ms", "predicted_ms"):
+            value = getattr(cand, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not math.isfinite(value) or value <= 0):
+                raise bad(f"candidate {cand.spec.key()} has {name} {value!r}, not a time in ms")
+    if result.chosen.latency_ms is None:
+        raise bad("its chosen student has no measured latency")
+    spec = result.chosen.spec
+    if spec.space == "pruned":
+        return  # its members come from the teacher: checked against it in _other_sources
+    if spec.space not in SPACES:
+        raise bad(f"its chosen student is of space '{spec.space}', which this edgekd does not have")
+    reason = not_in_space(SPACES.get(spec.space), spec.config)
+    if reason:
+        raise bad(f"its chosen student {reason} (space '{spec.space}')")
 
 
 def _other_sources(path: Path, raw: dict[str, Any], result: Any, recorded: dict[str, Any], here: dict[str, Any],

@@ -13,12 +13,41 @@ from edgekd.search_file import load_search, search_record, teacher_record
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 
-def _write(tmp_path, data, teacher, space="pruned", proxy="params"):
-    chosen = Candidate(StudentSpec(space, {"keep": [0.5]}), 1000, 4000, 1.0, latency_ms=0.1, predicted_ms=0.1)
+def _write(tmp_path, data, teacher, space="pruned", proxy="params", edit=None):
+    from edgekd.search.spaces import SPACES
+
+    config = {"keep": [0.5]} if space == "pruned" else SPACES.get(space).smallest()
+    chosen = Candidate(StudentSpec(space, config), 1000, 4000, 1.0, latency_ms=0.1, predicted_ms=0.1)
     result = SearchResult(chosen, (chosen,), proxy, 1, 1, 0.1, precision="int8")
     path = tmp_path / "search.json"
-    path.write_text(json.dumps(search_record(result, load_profile("host-cpu"), Budget(), data, teacher)))
+    record = search_record(result, load_profile("host-cpu"), Budget(), data, teacher)
+    if edit:
+        edit(record)
+    path.write_text(json.dumps(record))
     return path
+
+
+def _chosen(record):
+    return record["chosen"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: _chosen(r)["spec"]["config"].pop("widths"), "its chosen student has no 'widths' (space 'mbv2')"),
+    (lambda r: _chosen(r)["spec"]["config"].update(stem="16"), "its chosen student has stem = '16', not one of"),
+    (lambda r: _chosen(r)["spec"]["config"]["widths"].pop(), "has no stage 2 in 'widths'"),
+    (lambda r: _chosen(r).update(latency_ms="0.09"), "has latency_ms '0.09', not a time in ms"),
+    (lambda r: _chosen(r).update(latency_ms=None), "its chosen student has no measured latency"),
+    (lambda r: r.update(precision="int4"), "its precision is 'int4', not fp32 or int8"),
+    (lambda r: _chosen(r)["spec"].update(space="nosuch"), "space 'nosuch', which this edgekd does not have"),
+])
+def test_a_search_file_edited_into_something_the_search_never_writes_is_refused_in_one_line(tmp_path, small_data,
+                                                                                            edit, message):
+    """A hand-edited search.json once reached training as a KeyError or TypeError traceback from a layer."""
+    path = _write(tmp_path, small_data, None, space="mbv2", edit=edit)
+    with pytest.raises(ConfigError, match=f"'{path}' is not a search result .*" + message.replace("(", r"\(")
+                       .replace(")", r"\)")) as exc:
+        load_search(path, small_data, load_profile("host-cpu"), None)
+    assert "pass the JSON file `edgekd search --out` wrote" in exc.value.fix
 
 
 def test_the_record_holds_the_teachers_architecture_not_its_weights():

@@ -47,6 +47,32 @@ def smallest(space: SearchSpace) -> dict[str, Any]:
     return config
 
 
+def not_in_space(space: SearchSpace, config: Any) -> str | None:
+    """Why ``config`` is no member of ``space`` (a gene missing, off its options, or one too many), or None
+    when it is one: a record edited by hand is refused here, not as a layer's error when it is built."""
+    if not isinstance(config, dict):
+        return "has a config that is not an object"
+    genes = space.genes()
+    stages: dict[str, int] = {}
+    for name, index, options in genes:
+        value = config.get(name)
+        if name not in config:
+            return f"has no '{name}'"
+        if index is not None:
+            if not isinstance(value, list) or index >= len(value):
+                return f"has no stage {index} in '{name}'"
+            stages[name] = max(stages.get(name, 0), index + 1)
+            value = value[index]
+        if isinstance(value, bool) or value not in options:
+            where = f"{name}[{index}]" if index is not None else name
+            return f"has {where} = {value!r}, not one of {', '.join(map(str, options))}"
+    for name, count in stages.items():
+        if len(config[name]) != count:
+            return f"has {len(config[name])} stages in '{name}', and the space {count}"
+    extra = sorted(set(config) - {name for name, _, _ in genes})
+    return f"has '{extra[0]}', which the space does not" if extra else None
+
+
 def mutate(space: SearchSpace, config: dict[str, Any], rng: np.random.Generator, genes: int = 1) -> dict[str, Any]:
     """A copy of ``config`` with ``genes`` genes changed to another of their options."""
     child = {k: (list(v) if isinstance(v, list) else v) for k, v in config.items()}
