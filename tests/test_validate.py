@@ -285,7 +285,7 @@ def test_ship_decision_is_the_median_of_the_paired_repeats():
                for i, a in enumerate([fp32, int8])]
     assert reports[0].latency.p50_ms == 1.00  # each artifact reports its median run
     primary, notes = _choose_primary(reports, _int8_ratio([fp32, int8], runs), len(runs))
-    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.97x, median of 3 repeat-by-repeat" in notes[0]
+    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.970x, median of 3 repeat-by-repeat" in notes[0]
     assert "range 0.95-1.10x (too few paired repeats for a 95% interval)" in notes[0]
     # Seven repeats per run: fp32 was disturbed in two repeats of the first run (its whole-run p50 went up by a
     # third, which alone would read int8 as 1.33x faster); paired up, int8 is 1.06x faster.
