@@ -550,11 +550,15 @@ def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
         return data.y_test
     unknown = [n for n in data.class_names if n not in names]
     if unknown:
-        raise DataError(f"data '{data.name}' has class '{unknown[0]}', which the model does not predict "
-                        f"(its classes: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
-                        "pass test data with the model's classes, named as in training")
+        raise _not_predicted(data, unknown[0], names, "named")
     index = np.array([names.index(n) for n in data.class_names], dtype=np.int64)
     return index[data.y_test]
+
+
+def _not_predicted(data: Dataset, name: str, names: tuple[str, ...], how: str) -> DataError:
+    return DataError(f"data '{data.name}' has class '{name}', which the model does not predict (its classes: "
+                     f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+                     f"pass test data with the model's classes, {how} as in training")
 
 
 def _by_number(data: Dataset, names: tuple[str, ...]) -> np.ndarray:
@@ -564,9 +568,7 @@ def _by_number(data: Dataset, names: tuple[str, ...]) -> np.ndarray:
     output = {int(float(n)): i for i, n in enumerate(names)}
     unknown = [n for n in data.class_names if int(float(n)) not in output]
     if unknown:
-        raise DataError(f"data '{data.name}' has class '{unknown[0]}', which the model does not predict "
-                        f"(its classes: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
-                        "pass test data with the model's classes, numbered as in training")
+        raise _not_predicted(data, unknown[0], names, "numbered")
     index = np.array([output[int(float(n))] for n in data.class_names], dtype=np.int64)
     return index[data.y_test]
 

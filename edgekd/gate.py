@@ -221,12 +221,17 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
     return out
 
 
-def _teacher_accuracy(path: Path, manifest: dict[str, Any]) -> float:
+def _recorded_teacher_accuracy(manifest: dict[str, Any]) -> float | None:
     teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
-    if teacher is None or teacher.get("accuracy") is None:
+    return None if teacher is None or teacher.get("accuracy") is None else float(teacher["accuracy"])
+
+
+def _teacher_accuracy(path: Path, manifest: dict[str, Any]) -> float:
+    accuracy = _recorded_teacher_accuracy(manifest)
+    if accuracy is None:
         raise ConfigError(f"manifest '{path}' bounds the accuracy drop below the teacher but records no "
                           "teacher accuracy", "pass --min-accuracy and --data, or --baseline to compare with")
-    return float(teacher["accuracy"])
+    return accuracy
 
 
 def _below_teacher(path: Path, manifest: dict[str, Any], drop: Any, values: dict[str, Any],
@@ -278,7 +283,7 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
     flags += [f"--max-size {left['max_size_kb']:g}KB"] if "max_size_kb" in left else []
     floors = [left["min_accuracy"]] if "min_accuracy" in left else []
     if "max_accuracy_drop" in left:
-        teacher = next((a.get("accuracy") for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
+        teacher = _recorded_teacher_accuracy(manifest)
         if teacher is not None:
             floors.append(teacher - left["max_accuracy_drop"] / 100)
     if floors:
@@ -310,13 +315,9 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
         " (its settings differ here from the recorded ones)" if changed else "") + (
         ", rebuilt from the settings the manifest records (no profile of that name or file here)"
         if profile.source == RECORDED else ""))
-    if profile.is_local and recorded.get("host") and any(k in values for k in ("max_latency", "baseline")):
-        from edgekd.latency.table import host_cpu
-
-        here = host_cpu()
-        if here != recorded["host"]:  # an absolute latency limit then holds on another machine
-            notes.append(f"latency measured on this machine, {here}; the manifest's was measured on "
-                         f"{recorded['host']}")
+    # an absolute latency limit then holds on another machine
+    if any(k in values for k in ("max_latency", "baseline")) and (here := _other_host(recorded, profile)):
+        notes.append(f"latency measured on this machine, {here}; the manifest's was measured on {recorded['host']}")
     return profile if profile.source == RECORDED else profile.source
 
 
@@ -565,18 +566,25 @@ def _baseline(ref: str, artifact: str | None, profile: Any,
     return None, float(entry["latency"]["p50_ms"]), _elsewhere(recorded, profile)  # type: ignore[index]
 
 
+def _other_host(recorded: dict[str, Any], profile: Any) -> str | None:
+    """This machine's CPU, when a local profile's recorded latencies were measured on another one; else None."""
+    if not profile.is_local or not recorded.get("host"):
+        return None
+    from edgekd.latency.table import host_cpu
+
+    here = host_cpu()
+    return here if here != recorded["host"] else None
+
+
 def _elsewhere(recorded: dict[str, Any], profile: Any) -> str:
     """What makes a recorded p50 a measurement of another setup than this one: the profile's settings changed
     since, or (a local profile) another CPU. Said beside the verdict: a ratio across machines is no regression."""
     said = []
     if recorded.get("digest") and recorded["digest"] != profile.digest():
         said.append(f"profile {profile.name}'s settings differ from the ones recorded")
-    if profile.is_local and recorded.get("host"):
-        from edgekd.latency.table import host_cpu
-
-        here = host_cpu()
-        if here != recorded["host"]:
-            said.append(f"it was measured on {recorded['host']}, this run on {here}")
+    here = _other_host(recorded, profile)
+    if here:
+        said.append(f"it was measured on {recorded['host']}, this run on {here}")
     return "; " + " and ".join(said) + ", so the ratio compares setups, not models" if said else ""
 
 

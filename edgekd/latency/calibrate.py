@@ -350,10 +350,10 @@ def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_sha
 
     calib = np.random.default_rng(0).standard_normal((32, *input_shape)).astype(np.float32)
     keys = [s.key() for s in specs]
-    state = done if done is not None else {"keys": [], "refs": [], **{p: [] for p in PRECISIONS}}
+    state = done if done is not None else _no_networks()
     kept = len(state["keys"])
     if state["keys"] != keys[:kept] or (kept % chunk and kept != len(keys)):  # other networks: start over
-        state.update({"keys": [], "refs": [], **{p: [] for p in PRECISIONS}})
+        state.update(_no_networks())
         kept = 0
     if kept and log:
         log(f"{kept}/{len(specs)} networks already measured")
