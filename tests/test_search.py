@@ -303,6 +303,32 @@ def test_diswot_falls_back_to_logits_when_the_teacher_has_no_feature_map(small_d
     assert np.isfinite(PROXIES.get("diswot_params")(student, probe))
 
 
+def test_diswot_tells_students_apart_when_the_teacher_has_no_feature_map(small_data):
+    """On logits, a random student's rows are all but one vector; uncentred, every student scored alike."""
+    import torch
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 32),
+                              torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    probe = make_probe(mlp, small_data.x_train[:32], small_data.y_train[:32])
+    space, rng = SPACES.get("mbv2"), np.random.default_rng(1)
+    scores = []
+    for _ in range(6):
+        torch.manual_seed(0)
+        scores.append(PROXIES.get("diswot")(build_student(StudentSpec("mbv2", space.sample(rng)),
+                                                          small_data.input_shape, 10), probe))
+    assert max(scores) - min(scores) > 0.1
+
+
+def test_a_teachers_log_probabilities_relate_samples_as_its_logits_do():
+    import torch
+
+    from edgekd.search.proxies import _logit_relation
+
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.allclose(_logit_relation(torch.log_softmax(logits, dim=1)), _logit_relation(logits), atol=1e-5)
+
+
 def test_evolution_respects_constraints_and_beats_random():
     """On a synthetic objective, aging evolution finds better configs than as many random samples."""
     from edgekd.search.evolution import evolve
