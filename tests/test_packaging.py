@@ -15,7 +15,7 @@ def test_wheel_holds_every_module_profile_and_schema(tmp_path: Path) -> None:
     # Build from a copy so the checkout gains no build/ or egg-info from the test.
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("edgekd", "exporters", "profiles"):
@@ -34,6 +34,8 @@ def test_wheel_holds_every_module_profile_and_schema(tmp_path: Path) -> None:
     assert "edgekd/schemas/manifest-v1.schema.json" in names
     profiles = {f"edgekd/builtin_profiles/{p.name}" for p in (ROOT / "profiles").glob("*.toml")}
     assert profiles and profiles <= names
+    # Apache-2.0 asks that the licence's text travel with every copy.
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 
 def test_every_module_runs_on_the_oldest_python_requires_python_admits() -> None:
