@@ -69,6 +69,18 @@ def test_manifest_is_complete_and_true(result):
     assert "Per class" in (result.out / "report.md").read_text()
 
 
+def test_a_runs_manifest_reads_back_as_its_validation_report(result):
+    from edgekd.types import ValidationReport
+
+    report = ValidationReport.from_dict(result.manifest)
+    assert report.profile == result.manifest["profile"]["name"] and report.primary == result.manifest["primary"]
+    assert report.passed == result.manifest["passed"]
+    assert [r.to_dict() for r in report.reports] == [
+        {k: v for k, v in a.items() if k not in ("primary", "ort", "speedup_vs_teacher", "size_ratio_vs_teacher")}
+        for a in result.manifest["artifacts"]]
+    assert report.latency_dict() == {k: result.manifest[k] for k in ("latency_rounds", "int8_speedup")}
+
+
 def test_every_onnx_file_says_what_input_it_expects_and_what_its_outputs_mean(result):
     import onnxruntime as ort
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -96,3 +97,19 @@ def test_distill_config_refuses_values_of_the_wrong_type(kwargs, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         DistillConfig(**kwargs)
+
+
+def test_validation_report_round_trips_through_its_dict():
+    from edgekd.types import Artifact, ArtifactReport, LatencyStats, Parity, Ratio, ValidationReport
+
+    art = Artifact("student-int8", "student", "int8", "s.onnx", "onnx_int8", 17, "ab" * 32, 1234, {"k": [1]})
+    stats = LatencyStats(1.0, 1.2, 1.5, 1.1, 0.02, 3, 9, "1.2", 0.9, (1.0, 1.01, 0.99))
+    reports = (ArtifactReport(art, True, Parity(0.99, 0.01, "student.pt"), 0.95, stats, {"latency": True},
+                              {"0": 1.0, "cat": 0.5}),
+               ArtifactReport(Artifact("teacher", "teacher", "fp32", "t.onnx", "torch", 17, "cd" * 32, 9, {}),
+                              True, None, None, None, {}))
+    report = ValidationReport("host-cpu", Budget(latency_ms=2.0), reports, "student-int8", ("a note",), 3,
+                              (1.5, 1.6, 1.4), Ratio(1.5, 1.4, 1.6, 27))
+    assert ValidationReport.from_dict(report.to_dict()) == report
+    no_ratio = replace(report, int8_ratio=None)
+    assert ValidationReport.from_dict(no_ratio.to_dict()) == no_ratio

@@ -46,6 +46,10 @@ class Parity:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        return cls(float(data["top1_agreement"]), float(data["max_abs_diff"]), str(data["reference"]))
+
 
 @dataclass(frozen=True)
 class ArtifactReport:
@@ -75,6 +79,21 @@ class ArtifactReport:
             "passed": self.passed,
             **({"class_accuracy": dict(self.class_accuracy)} if self.class_accuracy is not None else {}),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactReport:
+        """From ``to_dict``'s keys, or a manifest's artifact entry (its other keys, such as ``primary``, ``ort``
+        and the ratios to the teacher, are derived or belong to the manifest, and are ignored)."""
+        parity, latency, classes = data.get("parity"), data.get("latency"), data.get("class_accuracy")
+        return cls(
+            artifact=Artifact.from_dict(data["artifact"]),
+            checker_ok=bool(data["checker_ok"]),
+            parity=Parity.from_dict(parity) if parity else None,
+            accuracy=data.get("accuracy"),
+            latency=LatencyStats.from_dict(latency) if latency else None,
+            verdicts={str(k): bool(v) for k, v in data["verdicts"].items()},
+            class_accuracy={str(k): float(v) for k, v in classes.items()} if classes is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,23 @@ class ValidationReport:
             **self.latency_dict(),
             "artifacts": [r.to_dict() for r in self.reports],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
+        """From ``to_dict``'s keys (``validate --json``) or a run's ``manifest.json``, whose profile is the full
+        profile rather than its name; ``passed`` is recomputed from the verdicts."""
+        profile = data["profile"]
+        speedup = data.get("int8_speedup") or {}
+        return cls(
+            profile=str(profile["name"] if isinstance(profile, dict) else profile),
+            budget=Budget.from_dict(data["budget"]),
+            reports=tuple(ArtifactReport.from_dict(a) for a in data["artifacts"]),
+            primary=str(data["primary"]),
+            notes=tuple(data.get("notes") or ()),
+            rounds=int(data.get("latency_rounds", 1)),
+            int8_speedup=tuple(float(x) for x in speedup.get("runs") or ()),
+            int8_ratio=Ratio.from_dict(speedup) if "pairs" in speedup else None,
+        )
 
     def latency_dict(self) -> dict[str, Any]:
         """How latency was decided: the run count and the int8 student's speedup over its fp32 twin."""
