@@ -309,18 +309,27 @@ def _check_section(path: Path, section: str, raw: Any,
     return out
 
 
+# Beyond these a setting is a typo: onnxruntime takes thread counts as C ints and starts every thread it is
+# given (a session with 10**5 threads exhausts the machine before it reports), and a measurement of 10**7 runs
+# would take days. Bounds of a machine far larger than any edge device, so no real setting meets them.
+_MAX_THREADS = 1024
+_MAX_RUNS = 1_000_000
+
+
 def _check_ranges(path: Path, profile: DeviceProfile) -> None:
     rules = [
-        ("runtime.intra_op_threads", profile.runtime["intra_op_threads"], 0),
-        ("runtime.inter_op_threads", profile.runtime["inter_op_threads"], 0),
-        ("measure.batch_size", profile.measure["batch_size"], 1),
-        ("measure.warmup_runs", profile.measure["warmup_runs"], 0),
-        ("measure.repeats", profile.measure["repeats"], 1),
-        ("measure.runs_per_repeat", profile.measure["runs_per_repeat"], 1),
+        ("runtime.intra_op_threads", profile.runtime["intra_op_threads"], 0, _MAX_THREADS),
+        ("runtime.inter_op_threads", profile.runtime["inter_op_threads"], 0, _MAX_THREADS),
+        ("measure.batch_size", profile.measure["batch_size"], 1, _MAX_RUNS),
+        ("measure.warmup_runs", profile.measure["warmup_runs"], 0, _MAX_RUNS),
+        ("measure.repeats", profile.measure["repeats"], 1, _MAX_RUNS),
+        ("measure.runs_per_repeat", profile.measure["runs_per_repeat"], 1, _MAX_RUNS),
     ]
-    for key, value, low in rules:
+    for key, value, low, high in rules:
         if value < low:
             raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at least {low}")
+        if value > high:
+            raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at most {high}")
     if not 0 < profile.measure["max_cv"] < 1:  # nan included: it compares false
         raise ProfileError(f"{path}: key 'measure.max_cv' is {profile.measure['max_cv']}", "use a value in (0, 1)")
 

@@ -121,6 +121,14 @@ def test_out_of_range(tmp_path):
         load_profile(path)
 
 
+@pytest.mark.parametrize("threads,repeats,key", [(100_000, 3, r"runtime\.intra_op_threads' is 100000"),
+                                                  (2, 10**7, r"measure\.repeats' is 10000000")])
+def test_a_setting_no_machine_could_run_is_refused(tmp_path, threads, repeats, key):
+    path = _write(tmp_path, "huge", _valid(threads=threads).replace("repeats = 3", f"repeats = {repeats}"))
+    with pytest.raises(ProfileError, match=key + ".*at most"):
+        load_profile(path)
+
+
 def test_max_cv_out_of_range(tmp_path):
     path = _write(tmp_path, "cv", _valid() + "max_cv = 1.5\n")
     with pytest.raises(ProfileError, match=r"max_cv' is 1\.5"):
