@@ -1,5 +1,7 @@
 """Pruning-aware KD toward a measured latency target (edgekd.distill.prune)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.optim.optimizer import _global_optimizer_pre_hooks
@@ -83,6 +85,22 @@ def test_target_below_reach_fails_before_training(small_data, fast_profile):
     with pytest.raises(BudgetError, match=r"below what pruning can reach.*still measures \d+\.\d+ ms"):
         prune_distill(student, small_data, FAST, PruneConfig(target_ms=1e-6, steps=4), fast_profile)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # nothing trained or cut
+
+
+def test_a_student_within_the_target_is_kept_whole_though_the_most_pruned_copy_is_slower(small_data, fast_profile,
+                                                                                      monkeypatch, teacher):
+    """A narrow layer can run a slower kernel; that is no reason to refuse a target already met. The losses
+    come from the config alone (a `dist` run once failed on the fine-tune's default `kd`)."""
+    from edgekd.distill.prune import _Clock
+
+    readings = iter([[1.0, 2.0], [1.0]])
+    monkeypatch.setattr(_Clock, "measure", lambda self, *models, rounds=3: next(readings))
+    lines: list[str] = []
+    result = prune_distill(_student(small_data), small_data, replace(FAST, losses={"dist": 1.0}),
+                           PruneConfig(target_ms=1.5, steps=2, finetune_epochs=1), fast_profile,
+                           teacher=teacher.module, log=lines.append)
+    assert result.reached and not result.steps and len(result.history) == 1
+    assert any("nothing pruned" in line for line in lines)
 
 
 @pytest.mark.parametrize("kwargs, message", [
