@@ -81,10 +81,25 @@ def teacher(data) -> TinyNet:
 
 
 def test_supervised_training_learns(data):
-    result = distill(student(), data, FAST, progress=False)
+    # 6 steps an epoch: 4 (FAST's batches of 32) anneal to the floor before this net has learnt the classes
+    result = distill(student(), data, replace(FAST, batch_size=24), progress=False)
     assert accuracy(predict(result.model, data.x_test), data.y_test) > 0.8
     assert [h.epoch for h in result.history] == [1, 2, 3, 4]
     assert result.selected_on == "val_labels" and result.checkpoint is None
+
+
+def test_the_learning_rate_anneals_to_its_floor_by_the_last_step(data):
+    """The one-cycle is as long as the steps taken: 144 images in batches of about 100 are one step an epoch,
+    not the two a rounded-up count made, which ended training at half the peak rate."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    rates: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, _a, _k: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        distill(student(), data, replace(FAST, epochs=3, batch_size=100), progress=False)
+    finally:
+        handle.remove()
+    assert len(rates) == 3 and max(rates) > 0.5 * FAST.lr and rates[-1] < 0.01 * FAST.lr
 
 
 def test_without_a_progress_bar_the_log_hears_the_epochs(data, monkeypatch):

@@ -169,7 +169,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
             attach_features(run, s_seen, t_seen)
             run.cache = teacher_cache(run) if not config.augment else None
         # The fp32 epochs get a whole one-cycle of their own; QAT fine-tunes afterwards (_qat_optimizer).
-        steps = (config.epochs - config.qat_epochs) * math.ceil(len(labels) / config.batch_size)
+        steps = (config.epochs - config.qat_epochs) * batches_per_epoch(len(labels), config.batch_size)
         run.opt = torch.optim.AdamW(_trained(run), lr=config.lr, weight_decay=config.weight_decay)
         run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=config.lr, total_steps=steps,
                                                         pct_start=0.15)
