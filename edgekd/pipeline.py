@@ -375,27 +375,63 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
 def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None) -> Any:
     """The distill stage alone: train the student of ``config.search_file`` (or of a fresh search) from
     the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, search.json
-    (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it)."""
+    (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it).
+    With ``config.force`` an earlier run in ``out`` is replaced once this one has written its first checkpoint
+    (or finished); until then a failure leaves it as it was."""
+    log = log or (lambda _msg: None)
+    if resume:
+        check_own_folder(out, "--out")
+    else:
+        check_new_output(out, True, input_paths(config))  # replaced below only with --force
+    out = Path(out)
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+    earlier = None
+    if not resume and out.exists() and any(out.iterdir()):
+        if not config.force:
+            raise OutputError(f"output folder '{out}' is not empty",
+                              "choose another --out, pass --resume to continue its run, or --force to start over")
+        earlier = _set_aside(out)
+    try:
+        trained = _distill_into(config, out, resume, log)
+    except BaseException:
+        # --force replaces the earlier run once this one has something to show for it: a checkpoint to resume
+        # from. Until then a failure (a typo found after the search, Ctrl-C in the first epoch) puts it back.
+        if earlier is not None and not (out / "checkpoint.pt").is_file():
+            _remove(out)
+            earlier.rename(settled(out))
+            earlier = None
+        raise
+    finally:
+        if earlier is not None:
+            _remove(earlier)
+    return trained
+
+
+def _set_aside(out: Path) -> Path:
+    """Move the folder ``out`` beside itself, under a name that says what it is, to be removed or put back."""
+    import os
+
+    aside = settled(out).with_name(f"{out.name}.edgekd-replaced-{os.getpid()}")
+    settled(out).rename(aside)
+    return aside
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log) -> Any:
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.profiles import load_profile
 
-    log = log or (lambda _msg: None)
-    if resume:
-        check_own_folder(out, "--out")
-    else:
-        check_new_output(out, True, input_paths(config))  # emptied below only with --force
-    out = Path(out)
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
-    if not resume and out.exists() and any(out.iterdir()):
-        if not config.force:
-            raise OutputError(f"output folder '{out}' is not empty",
-                              "choose another --out, pass --resume to continue its run, or --force to start over")
-        import shutil
-
-        shutil.rmtree(settled(out))
     profile = load_profile(config.profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
@@ -440,17 +476,25 @@ def _search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile
 
     from edgekd.search import build_student, search
 
-    if config.search_file:
+    search_file = config.search_file
+    # A resumed run trains the student its search chose: searching again measures anew, and near a budget's
+    # edge could choose another student, whose checkpoint would then be refused.
+    earlier = checkpoint.parent / "search.json" if checkpoint is not None else None
+    if resume and not search_file and earlier is not None and earlier.is_file():
+        search_file = str(earlier)
+    if search_file:
         from edgekd.search_file import load_search
 
-        result = load_search(config.search_file, data, profile, config.budget_ms, teacher.module, log,
+        result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
                              config.max_size_kb)
-        log(f"search: reusing {config.search_file}")
+        log(f"search: reusing {search_file}")
     else:
         _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
         result = search(teacher.module, data, profile, config.budget, config.search_config(),
                         progress=config.progress, log=log)
+        if earlier is not None:
+            write_json(earlier, search_record(result, profile, config.budget, data, teacher.module))
     chosen = result.chosen
     log(f"search: chose {chosen.spec.space} {chosen.spec.config} ({chosen.params:,} params, "
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")

@@ -258,6 +258,40 @@ def test_the_current_folder_or_one_above_it_is_refused_as_out_before_any_work(ru
     assert [p.name for p in here.iterdir()] == ["notes.txt"] and (here / "notes.txt").read_text() == "mine"
 
 
+def test_force_replaces_an_earlier_run_only_once_the_new_one_has_a_checkpoint(run_cli, common, searched, tmp_path):
+    """`--force` removed the earlier run first, so a typo found after loading the data lost it."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "student.pt").write_text("the earlier run")
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "1", "--losses", "kd:1,hint:1",
+                           "--hint-student", "no.such.layer", "--hint-teacher", "no.such.layer", "--out", out,
+                           "--force")
+    assert code == 2 and "no.such.layer" in err and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == ["student.pt"] and (out / "student.pt").read_text() == "the earlier run"
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "1", "--no-augment", "--out", out,
+                           "--force")
+    assert code == 0, err
+    assert (out / "checkpoint.pt").is_file() and (out / "student.pt").read_bytes() != b"the earlier run"
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # nothing of the earlier run left beside it
+
+
+def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_path, monkeypatch):
+    """Searching again on --resume measured anew, and near a budget's edge could choose another student."""
+    import edgekd.search
+
+    out = tmp_path / "d"
+    args = [*common, "--candidates", "3", "--latency-anchors", "3", "--precision", "fp32", "--proxy", QUICK_PROXY,
+            "--epochs", "1", "--no-augment", "--out", out]
+    code, _, err = run_cli("distill", *args)
+    assert code == 0 and (out / "search.json").is_file(), err
+    chosen = json.loads((out / "search.json").read_text())["chosen"]
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched again on --resume"))
+    code, _, err = run_cli("distill", *args, "--resume")
+    assert code == 0, err
+    assert json.loads((out / "search.json").read_text())["chosen"] == chosen
+
+
 def test_an_out_inside_the_data_folder_is_refused_before_any_work(run_cli, common, searched, tmp_path):
     """An image folder that held distill's output took it for one more class, and no command read it again."""
     images = tmp_path / "imgs"

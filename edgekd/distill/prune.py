@@ -188,8 +188,6 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
             macs = cost_features(student, data.input_shape)[0]
             steps.append(PruneStep(step, sum(p.numel() for p in student.parameters()), macs, measured))
             log(f"prune: step {step}/{config.steps}: {macs:.2f} MMACs, {measured:.3f} ms")
-    else:
-        log(f"prune: nothing pruned: the student measures {start_ms:.3f} ms, within the target already")
     if config.finetune_epochs:
         last = distill(student, data, replace(distill_config, epochs=config.finetune_epochs), teacher=teacher,
                        loss=loss, progress=progress, desc="prune fine-tune")
