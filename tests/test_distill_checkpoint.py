@@ -106,6 +106,27 @@ def test_a_checkpoint_of_another_run_configuration_is_refused(data, tmp_path):
         distill(student(), other, QUICK, progress=False, resume=path)
 
 
+def test_a_teacher_with_other_weights_is_refused_on_resume(data, teacher, tmp_path):
+    """The teacher was compared by its architecture alone: a run resumed with other weights of it, and
+    distill.json then named the second teacher for a student half learnt from the first."""
+    import copy
+
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, teacher=teacher, progress=False, checkpoint=path)
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        other.fc.bias += 0.01
+    with pytest.raises(ConfigError, match=r"another run configuration \(teacher_weights: "):
+        distill(student(), data, QUICK, teacher=other, progress=False, resume=path)
+    # A checkpoint from before the teacher's weights were recorded still resumes with its teacher.
+    ckpt = torch.load(path, weights_only=True)
+    run = json.loads(ckpt["run"])
+    del run["teacher_weights"]
+    ckpt["run"] = json.dumps(run, sort_keys=True)
+    torch.save(ckpt, path)
+    distill(student(), data, QUICK, teacher=teacher, progress=False, resume=path)
+
+
 def test_resume_needs_an_existing_readable_checkpoint(data, tmp_path):
     with pytest.raises(ConfigError, match="resume needs a checkpoint"):
         distill(student(), data, QUICK, progress=False, resume=True)

@@ -29,6 +29,30 @@ def arch_fingerprint(model: torch.nn.Module) -> str:
     return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
 
 
+def weights_fingerprint(model: Any) -> str:
+    """A hash of the values of ``model``'s weights and buffers: a teacher trained further, or loaded with other
+    weights, differs from the one a checkpoint was distilled from though its architecture is the same."""
+    if hasattr(model, "sha256"):  # an ONNX teacher: its file holds the weights
+        return str(model.sha256)[:16]
+    tensors = (sorted(model.state_dict().items()) if hasattr(model, "state_dict")
+               else list(enumerate(model.parameters())))
+    h = hashlib.sha256()
+    for key, value in tensors:
+        h.update(str(key).encode())
+        if isinstance(value, torch.Tensor):
+            h.update(_raw_bytes(value))
+    return h.hexdigest()[:16]
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    tensor = tensor.detach().cpu()
+    if tensor.is_quantized:
+        tensor = tensor.int_repr()
+    if tensor.layout != torch.strided:
+        tensor = tensor.to_dense()
+    return tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
 def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     """Shapes, all labels and the first images: enough to tell two datasets apart cheaply."""
     h = hashlib.sha256(json.dumps([list(x.shape), str(x.dtype)]).encode())
@@ -81,6 +105,8 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
         raise ModelError(f"checkpoint {path} was written for another student architecture "
                          f"(fingerprint {data['arch']}, this student is {arch})", fresh)
     saved = json.loads(data["run"])
+    if "teacher_weights" not in saved:  # written before the teacher's weights were recorded: not comparable
+        run = {k: v for k, v in run.items() if k != "teacher_weights"}
     if saved != run:
         raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
                           f"resume with the original settings, or {fresh}")

@@ -217,7 +217,7 @@ def _val_targets(data: Dataset, teacher: Any) -> tuple[np.ndarray, np.ndarray, s
 
 def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
     """What makes two runs the same run; a checkpoint records it and resume compares it."""
-    from edgekd.distill.checkpoint import arch_fingerprint, data_fingerprint
+    from edgekd.distill.checkpoint import arch_fingerprint, data_fingerprint, weights_fingerprint
 
     config = run.config.to_dict()
     if config["keep"] == "best":  # as before the option existed, so that their checkpoints still resume
@@ -227,6 +227,7 @@ def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
         "losses": [list(t) for t in run.terms],
         "taps": [list(t.paths) if t else None for t in (run.student_taps, run.teacher_taps)],
         "teacher": arch_fingerprint(run.teacher) if run.teacher is not None else None,
+        "teacher_weights": weights_fingerprint(run.teacher) if run.teacher is not None else None,
         "data": data_fingerprint(data.x_train, run.y.numpy()),
         "processes": run.world.size,
     }
