@@ -6,6 +6,8 @@ import shutil
 import pytest
 from conftest import QUICK_PROXY
 
+from edgekd.distill.prune import PruneStep
+
 
 @pytest.fixture(scope="module")
 def common(teacher_files, fast_profile_path):
@@ -117,7 +119,15 @@ def test_distill_prunes_toward_a_target(run_cli, common, searched, tmp_path):
     code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "1", "--target-ms", "100",
                            "--out", out, "--force")
     assert code == 0, err
-    assert json.loads((out / "distill.json").read_text())["pruned"] is True
+    info = json.loads((out / "distill.json").read_text())
+    assert info["pruned"] is True
+    pruning = info["distill"]["pruning"]  # what was pruned is on record, not only in the log
+    assert pruning["target_ms"] == 100 and pruning["reached"] is True and pruning["measured_ms"] > 0
+    import torch
+
+    state = torch.load(out / "student.pt", weights_only=True)
+    assert pruning["params"] == sum(v.numel() for k, v in state.items() if "running" not in k
+                                    and "num_batches" not in k)
 
 
 @pytest.mark.slow
@@ -221,7 +231,7 @@ def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(d
 @pytest.mark.parametrize("steps, said", [
     ((), "distill: nothing pruned, the student was under the target already: 0.030 ms measured (target 0.08 ms), "
          "distilled for 2 epochs"),
-    (("one step",), "distill: pruned to 0.030 ms measured (target 0.08 ms)"),
+    ((PruneStep(1, 100, 1.0, 0.03),), "distill: pruned to 0.030 ms measured (target 0.08 ms)"),
 ])
 def test_pruning_aware_kd_says_when_nothing_needed_pruning(monkeypatch, steps, said):
     """A student already under --target-ms was reported as 'pruned to' its unchanged latency."""
@@ -241,6 +251,28 @@ def test_pruning_aware_kd_says_when_nothing_needed_pruning(monkeypatch, steps, s
     trained = train_student(CompressConfig(target_ms=0.08, epochs=2, progress=False), "student", "teacher", Data(),
                             type("Profile", (), {"name": "board"})(), log.append)
     assert trained.model == "student" and said in log
+    assert trained.to_dict()["pruning"]["target_ms"] == 0.08 and not any("warning" in line for line in log)
+
+
+def test_pruning_that_ends_over_its_target_says_so(monkeypatch):
+    import edgekd.distill.prune
+    from edgekd.distill.prune import PruneResult, PruneStep
+    from edgekd.pipeline import CompressConfig, train_student
+    from edgekd.types import DistillResult
+
+    last = DistillResult(model=None, best_epoch=2, best_val_accuracy=0.9, history=())
+    monkeypatch.setattr(edgekd.distill.prune, "prune_distill",
+                        lambda *a, **k: PruneResult("student", 0.08, 0.1, False, (PruneStep(1, 100, 1.0, 0.1),), (),
+                                                    last))
+
+    class Data:
+        num_classes = 10
+
+    log: list[str] = []
+    trained = train_student(CompressConfig(target_ms=0.08, epochs=2, progress=False), "student", "teacher", Data(),
+                            type("Profile", (), {"name": "board"})(), log.append)
+    assert trained.pruning["reached"] is False
+    assert any(line.startswith("warning: pruning ended at 0.100 ms measured, over --target-ms 0.08") for line in log)
 
 
 def test_the_current_folder_or_one_above_it_is_refused_as_out_before_any_work(run_cli, common, searched, tmp_path,

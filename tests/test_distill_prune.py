@@ -101,6 +101,16 @@ def test_a_student_within_the_target_is_kept_whole_though_the_most_pruned_copy_i
     assert result.reached and not result.steps and len(result.history) == 1
 
 
+def test_the_phases_of_pruning_number_their_epochs_on_from_each_other():
+    from edgekd.distill.prune import _numbered
+    from edgekd.types import DistillResult, EpochRecord
+
+    phase = DistillResult(None, 1, 0.9, (EpochRecord(1, 0.5, 0.8, 1.0), EpochRecord(2, 0.4, 0.9, 1.0)))
+    before = [EpochRecord(1, 0.9, 0.5, 1.0), EpochRecord(2, 0.8, 0.6, 1.0), EpochRecord(3, 0.7, 0.7, 1.0)]
+    numbered = _numbered(phase, before)
+    assert [h.epoch for h in numbered.history] == [4, 5] and numbered.best_epoch == 4
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"target_ms": 0}, "must be positive"),
     ({"target_ms": 1, "precision": "fp16"}, "unknown precision"),

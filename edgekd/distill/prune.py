@@ -79,8 +79,10 @@ class PruneResult:
     scale_ms: float = 0.0  # the unpruned student's p50 that turned measured units into ms (the run's ruler)
 
     def to_dict(self) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.model.parameters()) if hasattr(self.model, "parameters") else None
         return {"target_ms": self.target_ms, "measured_ms": self.measured_ms, "reached": self.reached,
                 "ratio": self.ratio, "stage_ratios": list(self.stage_ratios), "scale_ms": self.scale_ms,
+                "params": params,
                 "steps": [s.__dict__ for s in self.steps],
                 "history": [h.__dict__ if hasattr(h, "__dict__") else h for h in self.history]}
 
@@ -181,22 +183,31 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
         for step in range(1, config.steps + 1):
             pruner.step()
             if config.epochs_per_step:
-                last = _distill_with_regularizer(distill, pruner, config, student, data, step_cfg, teacher, loss,
-                                                 progress, f"prune step {step}")
+                last = _numbered(_distill_with_regularizer(distill, pruner, config, student, data, step_cfg,
+                                                           teacher, loss, progress, f"prune step {step}"), history)
                 history += list(last.history)
             (measured,) = clock.measure(student)
             macs = cost_features(student, data.input_shape)[0]
             steps.append(PruneStep(step, sum(p.numel() for p in student.parameters()), macs, measured))
             log(f"prune: step {step}/{config.steps}: {macs:.2f} MMACs, {measured:.3f} ms")
     if config.finetune_epochs:
-        last = distill(student, data, replace(distill_config, epochs=config.finetune_epochs), teacher=teacher,
-                       loss=loss, progress=progress, desc="prune fine-tune")
+        last = _numbered(distill(student, data, replace(distill_config, epochs=config.finetune_epochs),
+                                 teacher=teacher, loss=loss, progress=progress, desc="prune fine-tune"), history)
         history += list(last.history)
     # The result users read: twice the runs, so a slow stretch of the machine has to last through all of
     # them to move it (it did through three here once, +50% on a model whose last step measured in range).
     (final,) = clock.measure(student, rounds=6)
     return PruneResult(student.eval(), config.target_ms, final, final <= config.target_ms * 1.1, tuple(steps),
                        tuple(history), last, ratio, stage_ratios, clock.scale_ms)
+
+
+def _numbered(phase: Any, before: list[Any]) -> Any:
+    """``phase``'s DistillResult with its epochs counted on from the phases ``before`` it: each KD phase
+    counts from 1, and a history of several would name one epoch 1 several times."""
+    offset = len(before)
+    return replace(phase, best_epoch=phase.best_epoch + offset,
+                   history=tuple(replace(h, epoch=h.epoch + offset) for h in phase.history),
+                   qat_start=None if phase.qat_start is None else phase.qat_start + offset)
 
 
 class _Clock:

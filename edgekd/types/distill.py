@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgekd.errors import ConfigError
@@ -241,6 +241,9 @@ class DistillResult:
     checkpoint: str | None = None  # the last checkpoint written, when checkpointing was on
     qat_start: int | None = None  # the first quantization-aware epoch, None without QAT
     keep: str = "best"  # the rule that chose best_epoch (DistillConfig.keep)
+    # Pruning-aware KD: the target, what was measured, the plan and each step, and the pruned student's
+    # parameter count (PruneResult.to_dict); None when nothing was pruned toward a target.
+    pruning: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def kept_calibrated(self) -> bool:
@@ -271,4 +274,5 @@ class DistillResult:
             "qat_start": self.qat_start,
             "keep": self.keep,
             "history": [h.to_dict() for h in self.history],
+            **({"pruning": self.pruning} if self.pruning is not None else {}),
         }
