@@ -248,6 +248,13 @@ def test_no_labels_and_no_teacher_is_refused(data):
         distill(student(), data, DistillConfig(epochs=1, use_labels=False), progress=False)
 
 
+def test_no_labels_and_only_label_losses_beside_a_teacher_names_the_losses(data, teacher):
+    """It said 'there is no teacher' to a user who had given one, with --losses ce."""
+    with pytest.raises(DataError, match=r"losses \(ce\) learn from labels alone.*add a teacher loss"):
+        distill(student(), data, DistillConfig(epochs=1, use_labels=False, losses="ce"), teacher=teacher,
+                progress=False)
+
+
 def test_labels_beyond_the_student_outputs_are_refused(data):
     with pytest.raises(DataError, match="labels go up to 3 but the student has 3 outputs"):
         distill(student(classes=3), data, FAST, progress=False)

@@ -57,7 +57,7 @@ _COMPRESS_OPTIONS = [
     click.option("--temperature", type=float, help="KD temperature (default: 4)."),
     click.option("--alpha", type=float, help="Weight of the KD term vs. labels (default: 0.9)."),
     click.option("--losses", type=str, help="Distillation losses with weights, e.g. kd:1,dkd:0.5 "
-                                            "(kd, dkd, dist, hint, rkd, at; default: kd)."),
+                                            "(kd, dkd, dist, hint, rkd, at; ce: labels only; default: kd)."),
     click.option("--hint-student", type=str, help="Student module paths tapped for hint/at/rkd (comma-separated)."),
     click.option("--hint-teacher", type=str, help="Teacher module paths paired with --hint-student."),
     click.option("--augment/--no-augment", default=None,
@@ -279,7 +279,8 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 @click.pass_context
 def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: bool, **flags: Any) -> None:
     """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
-    student.pt, student-fp32.onnx and distill.json to --out, with a checkpoint after every epoch."""
+    student.pt, student-fp32.onnx (student-int8.onnx with --qat-epochs), distill.json and search.json to --out,
+    with a checkpoint after every epoch (none while pruning)."""
     from edgekd.pipeline import CompressConfig, run_distill
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)

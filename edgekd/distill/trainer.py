@@ -149,7 +149,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     from edgekd.distill.taps import output_shapes
 
     guide = teacher if any(LOSSES.get(name).teacher for name, _ in terms) else None
-    labels = _train_labels(data, config, guide)
+    labels = _train_labels(data, config, guide, unused_teacher=teacher is not None and guide is None)
     x = torch.from_numpy(data.x_train)
     s_shape, s_seen = output_shapes(student, x[:2])
     _check_labels(labels, s_shape)
@@ -181,10 +181,15 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     return run
 
 
-def _train_labels(data: Dataset, config: DistillConfig, teacher: Any) -> np.ndarray:
+def _train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teacher: bool = False) -> np.ndarray:
     """Training labels, -1 where unknown; refuses data that cannot teach anything."""
     y = data.y_train.astype(np.int64) if config.use_labels else np.full(len(data.y_train), -1, np.int64)
     labelled = np.unique(y[y >= 0])
+    if len(labelled) == 0 and unused_teacher:
+        names = ", ".join(name for name, _ in config.losses) or "ce"
+        raise DataError(f"the losses ({names}) learn from labels alone, and the training data has none "
+                        "(or use_labels is off), so the teacher given has nothing to teach through",
+                        "add a teacher loss, e.g. --losses kd")
     if len(labelled) == 0 and teacher is None:
         raise DataError("the training data has no labels (or use_labels is off) and there is no teacher",
                         "pass a teacher to learn from its soft labels, or labelled data")
