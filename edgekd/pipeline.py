@@ -351,7 +351,14 @@ def _with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
         notes.append(f"{why} ({o.vs_onnx:.2f}x its .onnx's p50, measured side by side): an ORT-format file keeps "
                      f"the optimisations of its conversion ({o.platform}), where onnxruntime gives the .onnx this "
                      "device's at load; ship the .onnx to a device with the full onnxruntime")
-    return dataclasses.replace(report, reports=reports, notes=(*report.notes, *notes))
+    # The ship decision was made on the .onnx verdicts: made again, an int8 student within budget ships where
+    # the fp32 twin chosen before fails its ORT copy's checks.
+    from edgekd.validate import ship_decision
+
+    _, before = ship_decision(report.reports, report.int8_ratio, report.rounds, report.budget)
+    primary, decided = ship_decision(reports, report.int8_ratio, report.rounds, report.budget)
+    kept = [n for n in report.notes if n not in before]
+    return dataclasses.replace(report, reports=reports, primary=primary, notes=(*decided, *kept, *notes))
 
 
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:

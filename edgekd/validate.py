@@ -133,8 +133,8 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
         reports.append(ArtifactReport(art, checked, parity, accuracy, lat, verdicts, by_class))
     speedup = _int8_speedup(artifacts, runs)
     int8_ratio = _int8_ratio(artifacts, runs)
-    primary, notes = _choose_primary(reports, int8_ratio, len(runs))
-    notes += _against_teacher(reports, primary, budget) + shape_notes
+    primary, notes = ship_decision(reports, int8_ratio, len(runs), budget)
+    notes += shape_notes
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup),
                             int8_ratio)
 
@@ -225,6 +225,14 @@ def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, accuracy:
         verdicts["parity"] = (parity.max_abs_diff <= FP32_MAX_ABS_DIFF if art.precision == "fp32"
                               else parity.top1_agreement >= INT8_MIN_AGREEMENT)
     return verdicts
+
+
+def ship_decision(reports: Sequence[ArtifactReport], speedup: Ratio | None, runs: int,
+                  budget: Budget) -> tuple[str, list[str]]:
+    """The artifact that ships and the notes that say why (and what it gained over the teacher), from the
+    reports' verdicts: decided again whenever a verdict is added (compress's ORT-format checks)."""
+    primary, notes = _choose_primary(list(reports), speedup, runs)
+    return primary, notes + _against_teacher(list(reports), primary, budget)
 
 
 def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: int) -> tuple[str, list[str]]:

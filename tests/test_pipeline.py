@@ -285,6 +285,33 @@ def test_an_ort_copy_over_the_size_budget_fails_its_artifact():
     assert report.reports[0].verdicts["ort"] is True and report.notes == ()
 
 
+def test_the_ship_decision_is_made_again_on_the_ort_copies_verdicts():
+    """int8 not faster chose the fp32 twin, whose .ort then broke the budget: the run failed, though the int8
+    student passed every check, its .ort's included, and the note still said fp32 ships."""
+    from edgekd.ort_format import OrtFile
+    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.types import Artifact, ArtifactReport, Budget, Ratio, ValidationReport
+    from edgekd.validate import ship_decision
+
+    def student(precision):
+        art = Artifact(f"student-{precision}", "student", precision, f"student-{precision}.onnx", "x", 18, "0" * 64,
+                       1000)
+        return ArtifactReport(art, True, None, 0.9, None, {"latency": True})
+
+    def ort(name, p50_ms):
+        return OrtFile(f"{name}.ort", "0" * 64, 900, "amd64", "ops.config", 1.0, 0.0, True, 6, "1.32.0", p50_ms, 1.0)
+
+    reports, ratio, budget = (student("fp32"), student("int8")), Ratio(0.91, 0.9, 0.92, 20), Budget(latency_ms=0.2)
+    primary, notes = ship_decision(reports, ratio, 3, budget)
+    report = ValidationReport("host-cpu-1t", budget, reports, primary, (*notes, "another note"), 3, (), ratio)
+    assert report.primary == "student-fp32"
+    report = _with_ort_verdicts(report, {"student-fp32": ort("student-fp32", 0.255),
+                                         "student-int8": ort("student-int8", 0.064)})
+    assert report.primary == "student-int8" and report.passed
+    assert "the int8 student ships as the primary artifact because it is the one within budget" in report.notes[0]
+    assert not any("the fp32 student ships" in n for n in report.notes) and "another note" in report.notes
+
+
 def test_the_gate_checks_a_manifest_s_ort_copy_when_it_is_here(strict_rerun, run_cli, tmp_path):
     import os
     import shutil
