@@ -79,6 +79,11 @@ class CompressConfig:
         from edgekd.data import check_seed
 
         check_seed(self.seed)
+        # Checked here, not where they are used: after the search and training a float here was a traceback.
+        for name in ("calibration_samples", "latency_rounds", "opset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}", f"pass {name} as an integer")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.latency_rounds < 1:

@@ -496,6 +496,11 @@ def test_opset_17_for_an_older_runtime_end_to_end(teacher_files, fast_profile_pa
 @pytest.mark.parametrize("kwargs, message", [
     (dict(opset=12), r"--opset 12 is outside 13\.\.\d+"),
     (dict(opset=17, qat_epochs=1), "--qat-epochs exports at opset 18 or later, not --opset 17"),
+    # a float or bool here was a traceback after the search and training, or calibrated on one image
+    (dict(opset=17.0), "opset must be a whole number, got 17.0"),
+    (dict(calibration_samples=12.5), "calibration_samples must be a whole number, got 12.5"),
+    (dict(calibration_samples=True), "calibration_samples must be a whole number, got True"),
+    (dict(latency_rounds=2.0), "latency_rounds must be a whole number, got 2.0"),
 ])
 def test_opsets_compress_cannot_write_are_refused_before_any_work(kwargs, message):
     from edgekd.errors import ConfigError
