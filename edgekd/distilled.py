@@ -50,6 +50,17 @@ def _distill_info(folder: Path) -> dict[str, Any]:
     return info
 
 
+BUDGET_KEYS = ("budget_ms", "max_size_kb", "min_accuracy", "max_accuracy_drop")
+
+
+def recorded_budget(folder: str | Path) -> dict[str, Any]:
+    """The budget the student in ``folder`` was searched and distilled for (its BUDGET_KEYS that were set)."""
+    folder = Path(folder)
+    recipe = _distill_info(folder).get("recipe")
+    recipe = recipe if isinstance(recipe, dict) else {}
+    return {k: recipe[k] for k in BUDGET_KEYS if recipe.get(k) is not None}
+
+
 def _recipe(info: dict[str, Any], folder: Path) -> dict[str, Any]:
     recipe = info.get("recipe")
     if not isinstance(recipe, dict):

@@ -234,6 +234,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it
+        config = _with_distilled_budget(config, log)
     out = Path(config.out)
     profile = load_profile(config.profile)
     data = run_data(config, log)
@@ -273,6 +274,20 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
             raise ConfigError(f"--calibration does not apply: {said}, and its int8 file takes the scales it "
                               "learned", "drop --calibration")
     return dataclasses.replace(config, **trained)
+
+
+def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:
+    """With no budget given, the one the distilled student was searched for: validated against none, it
+    passed whatever it measured, and `gate` then found no budget to hold it to."""
+    from edgekd.distilled import BUDGET_KEYS, recorded_budget
+
+    if any(getattr(config, k) is not None for k in BUDGET_KEYS):
+        return config
+    recorded = recorded_budget(config.distilled)
+    if recorded:
+        said = ", ".join(f"{k} {v:g}" for k, v in recorded.items())
+        log(f"budget: {said}, as '{config.distilled}' was distilled for (pass budget flags to validate against others)")
+    return dataclasses.replace(config, **recorded)
 
 
 def _default(name: str) -> Any:

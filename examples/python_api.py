@@ -1,4 +1,5 @@
-"""The Python API mirrors the CLI: one call for the whole chain, or one call per stage."""
+"""The whole chain in one Python call, on the embedded default teacher and data (the README's step 9 lists a
+function per stage; pass teacher= and weights= for your own model, as examples/byo_model/run.sh does)."""
 
 from edgekd import CompressConfig, compress
 

@@ -169,6 +169,25 @@ def test_compress_exports_and_validates_a_distilled_student_without_training(run
     assert (out / "search.json").is_file() and (out / "student-int8.onnx").is_file()
 
 
+def test_a_distilled_student_is_validated_against_the_budget_it_was_distilled_for(distilled, tmp_path):
+    """Given no budget, `compress --distilled` validated against none: PASS whatever it measured, and `gate`
+    then found no budget in the manifest."""
+    from edgekd.pipeline import CompressConfig, _with_distilled_budget
+
+    folder = tmp_path / "d"
+    shutil.copytree(distilled, folder)
+    info = json.loads((folder / "distill.json").read_text())
+    info["recipe"].update(budget_ms=0.5, max_size_kb=128)
+    (folder / "distill.json").write_text(json.dumps(info))
+    said: list[str] = []
+    config = _with_distilled_budget(CompressConfig(distilled=str(folder)), said.append)
+    assert (config.budget.latency_ms, config.budget.max_size_kb) == (0.5, 128)
+    assert said == [f"budget: budget_ms 0.5, max_size_kb 128, as '{folder}' was distilled for (pass budget flags "
+                    "to validate against others)"]
+    given = _with_distilled_budget(CompressConfig(distilled=str(folder), budget_ms=2.0), said.append)
+    assert (given.budget.latency_ms, given.budget.max_size_kb) == (2.0, None) and len(said) == 1
+
+
 def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
     def error(*args):
         code, _, err = run_cli("compress", *common[:-1], "--out", tmp_path / "never", *args)

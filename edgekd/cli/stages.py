@@ -180,7 +180,7 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     for note in manifest["notes"]:
         click.echo(f"note: {note}")
     verdict = "PASS" if result.passed else "FAIL"
-    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {result.out}/ "
+    click.echo(f"{verdict}: primary artifact {manifest['primary']} -> {str(result.out).rstrip('/')}/ "
                "(report.html, report.md, manifest.json)")
     if not result.passed:
         ctx.exit(1)
@@ -291,4 +291,4 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
                  "--resume to continue" if checkpoint.is_file() else f"interrupted: nothing was written to {out}/")
     trained = run_distill(config, out, resume=resume, log=log)
-    click.echo(f"{trained.kept_line()} -> {out}/ (student.pt, distill.json)")
+    click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ (student.pt, distill.json)")
