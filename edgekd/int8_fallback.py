@@ -22,15 +22,17 @@ while the node times that guide the exclusions are this host's (the result notes
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, first_line
+from edgekd.errors import ConfigError, OutputError, first_line
 from edgekd.fallback_plan import Exclusion, boundary_ms_per_element, plan_exclusions, qdq_edges, quantized_nodes
 from edgekd.profiles import DeviceProfile
 from edgekd.types import Artifact, Ratio
@@ -137,14 +139,25 @@ class FallbackResult:
         return tuple(e for r in self.rounds[: self.best_round + 1] for e in r.excluded)
 
     def summary(self) -> str:
-        """One line for the log: which round's file is kept and how much of it runs in int8 (the loop may
-        stop at a round with nothing left in int8, whose file is never the one kept)."""
+        """One line for the log: which round's file is kept, how much of it runs in int8 and whether it beat
+        fp32, then why the rounds stopped. The two are apart because the loop may stop at a round with
+        nothing left in int8, whose file is never the one kept."""
         best = self.rounds[self.best_round]
         kept, total = best.quantized, self.rounds[0].quantized
         measured = best.final or best.paired
         spread = f" ({measured.interval()})" if measured else ""
         return (f"int8 file from round {self.best_round} of {len(self.rounds)}, {kept} of {total} quantizable "
-                f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}{spread}; the rounds stopped: {self.stopped}")
+                f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}{spread}: {self.outcome}; "
+                f"the rounds stopped: {self.stopped}")
+
+    @property
+    def outcome(self) -> str:
+        """The kept file against fp32, in words."""
+        if self.faster:
+            return "int8 is faster than fp32"
+        if self.ratio < 1.0 and self.rounds[self.best_round].quantized:
+            return "int8 is faster than fp32, but by less than the margin"
+        return "int8 is not faster than fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact.to_dict(), "rounds": [r.to_dict() for r in self.rounds],
@@ -154,19 +167,33 @@ class FallbackResult:
 
 def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: DeviceProfile,
                        out_dir: str | Path, config: FallbackConfig | None = None, *, name: str = "student-int8",
-                       role: str = "student", shape: tuple[int, ...] | None = None) -> FallbackResult:
+                       role: str = "student", shape: tuple[int, ...] | None = None,
+                       stamp: Callable[[Artifact], Artifact] | None = None) -> FallbackResult:
     """Quantize ``fp32_path`` to int8 QDQ (the ``onnx-int8`` exporter), falling back node by node to fp32
     where int8 is slower on ``profile``; writes ``out_dir/<name>.onnx``. ``calibration`` are representative
     inputs (NCHW float32); ``shape`` the input shape to time with (default: the model's, batch from the
-    profile). Raises ArtifactError for a missing or non-ONNX ``fp32_path``, ExportError if quantization fails."""
+    profile).
+
+    ``stamp`` rewrites each round's file as it will ship, before its size is held against
+    ``config.max_bytes``, and returns its Artifact with the new size: e.g.
+    ``lambda art: edgekd.onnxfile.stamp_data_metadata(art, data)``, whose class names and preprocessing add
+    a few hundred bytes or more that would otherwise push a file that just fits over the budget once shipped.
+    The file written to ``out_dir`` is then already stamped.
+
+    Raises ArtifactError for a missing or non-ONNX ``fp32_path``, OutputError when ``out_dir/<name>.onnx``
+    is ``fp32_path`` itself, ExportError if quantization fails."""
     from edgekd.onnxfile import load_model
 
     config = config or FallbackConfig()
     load_model(fp32_path)  # a clear ArtifactError before anything runs it
     out = Path(out_dir)
+    final = out / f"{name}.onnx"
+    if final.exists() and os.path.samefile(final, fp32_path):
+        raise OutputError(f"the int8 fallback would write its output over its fp32 model '{fp32_path}'",
+                          "pick another name or output folder")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgekd-fallback-") as tmp:
-        loop = _Loop(Path(fp32_path), calibration, profile, config, Path(tmp), name, role, shape)
+        loop = _Loop(Path(fp32_path), calibration, profile, config, Path(tmp), name, role, shape, stamp)
         rounds, stopped = loop.run()
         rounds = loop.close(rounds)
         usable = [i for i, r in enumerate(rounds) if r.quantized] or list(range(len(rounds)))
@@ -174,7 +201,6 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
         limit = config.max_bytes
         fits = [i for i in usable if limit is None or loop.artifacts[i].size_bytes <= limit]
         best = min(fits, key=lambda i: _ratio(rounds[i])) if fits else fastest
-        final = out / f"{name}.onnx"
         shutil.copyfile(loop.artifacts[best].path, final)
     faster = _ratio(rounds[best]) <= 1.0 - config.margin and rounds[best].quantized > 0
     notes = [] if profile.is_local else [
@@ -201,9 +227,13 @@ class _Loop:
     """The rounds, with the state they share (the pre-processed fp32 twin, exclusions so far)."""
 
     def __init__(self, fp32: Path, calibration: np.ndarray, profile: DeviceProfile, config: FallbackConfig,
-                 tmp: Path, name: str, role: str, shape: tuple[int, ...] | None) -> None:
+                 tmp: Path, name: str, role: str, shape: tuple[int, ...] | None,
+                 stamp: Callable[[Artifact], Artifact] | None) -> None:
+        from edgekd.onnxfile import load_model, opset_of
+
         self.fp32, self.calibration, self.profile, self.config = fp32, calibration, profile, config
-        self.tmp, self.name, self.role, self.shape = tmp, name, role, shape
+        self.tmp, self.name, self.role, self.shape, self.stamp = tmp, name, role, shape, stamp
+        self.opset = opset_of(load_model(fp32))  # the int8 files keep it; the exporter refuses another
         self.excluded: dict[str, Exclusion] = {}
         self.artifacts: list[Artifact] = []
 
@@ -222,7 +252,8 @@ class _Loop:
             rounds.append(FallbackRound(index, new, len(quantized), int8_stats.p50_ms, fp32_stats.p50_ms,
                                         ratio([stats], a=1, b=0)))
             if not quantized:  # an fp32 graph under another name: never the int8 artifact
-                return rounds, f"every quantized node fell back to fp32 by round {index}: int8 gains nothing here"
+                # an earlier round may still have run faster: the result, not this reason, says which ships
+                return rounds, f"every quantized node fell back to fp32 by round {index}"
             if rounds[-1].ratio <= 1.0 - self.config.margin:
                 return rounds, f"int8 is faster than fp32 in round {index}"
             if index == self.config.rounds:
@@ -250,7 +281,9 @@ class _Loop:
         options = {"calibration": self.config.calibration_method,
                    "nodes_to_exclude": {n: e.reason for n, e in self.excluded.items()}}
         art = get_exporter("onnx-int8")(ExportRequest(self.name, self.role, folder, calibration=self.calibration,
-                                                      source=source, options=options))
+                                                      source=source, options=options, opset=self.opset))
+        if self.stamp is not None:  # sizes are compared as the files ship
+            art = self.stamp(art)
         self.artifacts.append(art)
         return art
 

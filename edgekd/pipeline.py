@@ -644,6 +644,7 @@ def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any
     import numpy as np
 
     from edgekd.export import ExportRequest, get_exporter
+    from edgekd.onnxfile import stamp_data_metadata
 
     fp32 = get_exporter("onnx-fp32")
     placed = _copy_model(Path(teacher_art.path), staging / Path(teacher_art.path).name)
@@ -668,9 +669,11 @@ def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any
             "run slower in int8 on the profile fall back to fp32)")
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1],
                                           opset=config.opset))
+        # Each round's file is stamped as it ships, so the size budget is held against the shipped size.
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration,
-                                                     max_bytes=config.budget.max_bytes))
+                                                     max_bytes=config.budget.max_bytes),
+                                      stamp=lambda art: stamp_data_metadata(art, data))
         student_int8 = fallback.artifact
         log(f"export: {fallback.summary()}")
         for note in fallback.notes:
@@ -679,8 +682,6 @@ def _export(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    from edgekd.onnxfile import stamp_data_metadata
-
     return [stamp_data_metadata(a, data) for a in (teacher_art, student_fp32, student_int8)], references
 
 

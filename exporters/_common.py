@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from edgekd.errors import ExportError, first_line
+from edgekd.errors import ConfigError, ExportError, OutputError, did_you_mean, first_line
 from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
@@ -62,6 +65,37 @@ def require_dynamo_opset(request: object, exporter: str) -> None:
         raise ExportError(f"{exporter} exports at opset {DYNAMO_MIN_OPSET} or later, not {opset}",
                           f"pass --opset {DYNAMO_MIN_OPSET}, or use onnx-fp32 and onnx-int8 (post-training "
                           "quantization), which write older opsets")
+
+
+def check_options(options: dict[str, Any], valid: Iterable[str], exporter: str) -> None:
+    """Refuse option keys ``exporter`` does not read: a misspelt one would otherwise be ignored in silence."""
+    known = sorted(valid)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        names = ", ".join(f"'{k}'" for k in unknown)
+        raise ConfigError(f"unknown {exporter} option{'s' if len(unknown) > 1 else ''} {names}",
+                          f"{did_you_mean(unknown[0], known)}valid: {', '.join(known)}")
+
+
+def refuse_overwriting_source(out: Path, source: str | Path, exporter: str) -> None:
+    """Writing the output over the file being read would replace the user's model, or, when the export
+    failed, leave them neither."""
+    if out.exists() and Path(source).exists() and os.path.samefile(out, source):
+        raise OutputError(f"{exporter} would write its output over its source model '{source}'",
+                          "pick another name or output folder")
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """``model`` in eval mode while exporting, then every submodule's own mode back (not just the top
+    module's: a model training with frozen BatchNorms must not have them thawed); no copy of the weights."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def finish(path: Path, name: str, role: str, precision: str, exporter: str,

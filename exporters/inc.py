@@ -31,12 +31,12 @@ from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import failure_text, finish, require_dynamo_opset, tidy_for_device
+from exporters._common import check_options, eval_mode, failure_text, finish, require_dynamo_opset, tidy_for_device
 
 DEFAULT_TOLERABLE_LOSS = 0.01
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 _OPTIONS = {"tolerable_loss", "eval_data", "max_trials"}
-TUNING_CONFIGS = 4  # how many configurations _tuning_space offers: the max_trials default
+TUNING_CONFIGS = 4  # the most configurations _tuning_space offers: the max_trials default
 
 
 @EXPORTERS.register("inc")
@@ -48,11 +48,20 @@ def export_inc(request: ExportRequest) -> Artifact:
         raise ExportError("inc needs a torch model, a sample input and calibration inputs",
                           "pass model, sample and calibration (training images) in the ExportRequest")
     require_dynamo_opset(request, "inc")
+    # The caller's module goes back to the mode it was in (it may be mid-training); the fp32 metric is
+    # taken in eval mode too, as the exported graph runs.
+    with eval_mode(request.model):
+        return _export(request)
+
+
+def _export(request: ExportRequest) -> Artifact:
+    import torch
+
     loss, max_trials, metric = _options(request)
     path = Path(request.out_dir) / f"{request.name}.onnx"
     sample = torch.from_numpy(np.repeat(request.sample[:1], 2, axis=0))  # batch 2: size-1 dims get specialised
     with _quiet(), tempfile.TemporaryDirectory() as tmp:
-        exported = _inc_export(request.model.eval(), sample)
+        exported = _inc_export(request.model, sample)
         trial = Path(tmp) / "trial.onnx"
         tuning = _tune(exported, request, metric, (loss, max_trials),
                        lambda model: _to_onnx(model, sample, trial, request.opset), trial)
@@ -65,9 +74,7 @@ def export_inc(request: ExportRequest) -> Artifact:
 
 
 def _options(request: ExportRequest) -> tuple[float, int, tuple[str, np.ndarray, np.ndarray]]:
-    unknown = sorted(set(request.options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown inc option '{unknown[0]}'", f"valid: {', '.join(sorted(_OPTIONS))}")
+    check_options(request.options, _OPTIONS, "inc")
     loss = request.options.get("tolerable_loss", DEFAULT_TOLERABLE_LOSS)
     if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or not 0 <= loss < 1:
         raise ConfigError(f"inc tolerable_loss {loss!r} is outside [0, 1)",
@@ -122,23 +129,27 @@ def _inc_export(model: Any, sample: Any) -> Any:
 
 def _tuning_space(model: Any) -> list[tuple[str, Any]]:
     """Configurations in the order tried: the one onnxruntime runs fastest first, then ones that trade speed
-    for accuracy (first convolution and classifier kept fp32, as onnx-int8 does; KL; int8 activations)."""
+    for accuracy (first and last layer kept fp32, as onnx-int8 does; KL; int8 activations). A model with two
+    or fewer Conv2d/Linear layers keeps none fp32 (nothing would be left in int8), so it has no first/last
+    configurations and three to try."""
     import torch
     from neural_compressor.torch.quantization import StaticQuantConfig
 
     layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     ends = sorted({layers[0], layers[-1]}) if len(layers) > 2 else []
+    suffix = ", first/last layer fp32" if ends else ""
 
     def keep_ends(config: Any) -> Any:
         for name in ends:
             config.set_local(name, StaticQuantConfig(w_dtype="fp32", act_dtype="fp32"))
         return config
 
-    return [("uint8 activations, minmax", StaticQuantConfig()),
-            ("uint8 activations, minmax, first/last layer fp32", keep_ends(StaticQuantConfig())),
-            ("uint8 activations, KL, first/last layer fp32", keep_ends(StaticQuantConfig(act_algo="kl"))),
+    plain = [("uint8 activations, minmax", StaticQuantConfig())]
+    if ends:  # without ends it would be the plain one again
+        plain.append((f"uint8 activations, minmax{suffix}", keep_ends(StaticQuantConfig())))
+    return [*plain, (f"uint8 activations, KL{suffix}", keep_ends(StaticQuantConfig(act_algo="kl"))),
             # onnxruntime's x86 kernels fuse few int8 x int8 convolutions: accurate, but slow (last resort)
-            ("int8 activations, minmax, first/last layer fp32", keep_ends(StaticQuantConfig(act_sym=True)))]
+            (f"int8 activations, minmax{suffix}", keep_ends(StaticQuantConfig(act_sym=True)))]
 
 
 def _tune(exported: Any, request: ExportRequest, metric: tuple[str, np.ndarray, np.ndarray],

@@ -3,6 +3,7 @@ does not write): one self-contained file, dynamic batch."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import failure_text, finish, tidy_for_device
+from exporters._common import eval_mode, failure_text, finish, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -28,7 +29,6 @@ def export_fp32(request: ExportRequest) -> Artifact:
     sample = torch.from_numpy(np.repeat(request.sample[:1], 2, axis=0))
     kwargs: dict = {}
     if isinstance(model, torch.nn.Module):
-        model.eval()
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
     legacy = request.opset < DYNAMO_MIN_OPSET
     if legacy:
@@ -37,8 +37,10 @@ def export_fp32(request: ExportRequest) -> Artifact:
                               f"{DYNAMO_MIN_OPSET} or later, not {request.opset}",
                               f"pass --opset {DYNAMO_MIN_OPSET}, or the model as file.py:factory with --weights")
         kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+    # The caller's module goes back to the mode it was in: it may be mid-training.
+    training = eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     try:
-        with quiet(*TORCH_EXPORT, stderr=True):
+        with training, quiet(*TORCH_EXPORT, stderr=True):
             torch.onnx.export(model, (sample,), str(path), dynamo=not legacy, opset_version=request.opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                               **({} if legacy else {"external_data": False}), **kwargs)

@@ -7,7 +7,8 @@ The first convolution (it sees the raw image, often one or three channels) and t
 stay in fp32: quantizing them cost a student 1.1 accuracy points on digits, keeping them cost
 0.3, and they hold a negligible share of the compute. A first layer that is fully connected (an MLP
 over the flattened image) is quantized: it holds most of such a model's weights, so keeping it fp32
-kept the int8 file nearly as large as the fp32 one.
+kept the int8 file nearly as large as the fp32 one. A model with two or fewer Conv/Gemm/MatMul nodes is
+quantized whole: keeping those fp32 would leave nothing in int8.
 
 ``options["quantize_first_conv"] = True`` quantizes the first convolution too (every convolution then
 runs as an int8 kernel, as in a quantization-aware student); the classifier stays fp32.
@@ -15,71 +16,104 @@ runs as an int8 kernel, as in a quantization-aware student); the classifier stay
 ``options["nodes_to_exclude"]`` keeps more nodes in fp32 on top of those: a list of node names, or a
 mapping of node name to the reason (recorded in ``details["excluded_nodes"]``). Names are those of the
 fp32 file, which onnxruntime's pre-processing keeps; ``edgekd.int8_fallback`` picks them from a profile.
+
+The int8 file keeps the source's opset, which must be ``request.opset``. A source whose input has a fixed
+batch size is calibrated in batches of that size.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, ExportError, first_line
+from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
-from exporters._common import finish, tidy_for_device
+from exporters._common import check_options, finish, refuse_overwriting_source, tidy_for_device
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_OPTIONS = {"calibration", "quantize_first_conv", "nodes_to_exclude"}
+DEFAULT_BATCH = 32  # calibration batch for an input whose batch dimension is free
 
 
 @EXPORTERS.register("onnx-int8")
 def export_int8(request: ExportRequest) -> Artifact:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if request.source is None or request.calibration is None or len(request.calibration) == 0:
         raise ExportError("onnx-int8 needs an fp32 ONNX source and calibration inputs",
                           "export onnx-fp32 first and pass training images for calibration")
+    check_options(request.options, _OPTIONS, "onnx-int8")
     method = CALIBRATION_METHODS.get(str(request.options.get("calibration", "minmax")).lower())
     if method is None:
         raise ConfigError(f"unknown calibration method '{request.options.get('calibration')}'",
                           f"choose one of: {', '.join(CALIBRATION_METHODS)}")
+    _check_opset(request)
     path = Path(request.out_dir) / f"{request.name}.onnx"
+    refuse_overwriting_source(path, request.source.path, "onnx-int8")
+    # Written in a temporary folder and copied into place once it exists: a failure never touches ``path``,
+    # which may hold a file from before this call.
     with tempfile.TemporaryDirectory() as tmp, quiet(ROOT):
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(request.source.path, str(pre), skip_symbolic_shape=True)
-            excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
-            extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, excluded)
-            quantize_static(str(pre), str(path), _Reader(request.calibration, _input_name(pre)),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, method),
-                            nodes_to_exclude=sorted({*excluded, *extra}))
-        except ConfigError:
-            raise
-        except Exception as exc:
-            path.unlink(missing_ok=True)
-            first = first_line(exc)
-            raise ExportError(f"onnxruntime could not quantize '{request.source.path}': {first}",
-                              "check that the fp32 model runs in onnxruntime") from None
-    tidy_for_device(path)
+        written = Path(tmp) / path.name
+        excluded, extra = _quantize(request, method, Path(tmp) / "pre.onnx", written)
+        tidy_for_device(written)
+        shutil.copyfile(written, path)
     details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
-               "calibration_samples": int(len(request.calibration)),
-               "excluded_nodes": {**{name: "first conv / classifier kept fp32 for accuracy" for name in excluded},
-                                  **extra}}
-    return finish(path, request.name, request.role, "int8", "onnx-int8", details)
+               "calibration_samples": int(len(request.calibration)), "excluded_nodes": {**excluded, **extra}}
+    return finish(path, request.name, request.role, "int8", "onnx-int8", details, opset=request.opset)
 
 
-def _first_and_last(path: Path, quantize_first: bool = False) -> list[str]:
+def _quantize(request: ExportRequest, method: str, pre: Path, out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Pre-process and quantize the source into ``out``; returns (default exclusions, requested ones)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = request.source.path  # type: ignore[union-attr]
+    try:
+        quant_pre_process(source, str(pre), skip_symbolic_shape=True)
+        excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
+        extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, list(excluded))
+        reader = _Reader.for_model(request.calibration, pre, source)  # type: ignore[arg-type]
+        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, method),
+                        nodes_to_exclude=sorted({*excluded, *extra}))
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:
+        raise ExportError(f"onnxruntime could not quantize '{source}': {first_line(exc)}",
+                          "check that the fp32 model runs in onnxruntime") from None
+    return excluded, extra
+
+
+def _check_opset(request: ExportRequest) -> None:
+    """The quantizer keeps the source's opset, so another one asked for is refused before any work."""
+    from edgekd.onnxfile import load_model, opset_of
+
+    source = request.source.path  # type: ignore[union-attr]
+    have = opset_of(load_model(source))
+    if have != request.opset:
+        raise ExportError(f"onnx-int8 keeps the opset of its source, and '{source}' is at opset {have}, not the "
+                          f"{request.opset} asked for", f"pass opset={have}, or export the fp32 model at opset "
+                          f"{request.opset} first")
+
+
+def _first_and_last(path: Path, quantize_first: bool = False) -> dict[str, str]:
+    """{node: reason} for the nodes kept fp32 by default: the first Conv/Gemm/MatMul when it is a convolution
+    (unless ``quantize_first``) and the last one (the classifier); none when the model has two or fewer,
+    since keeping those fp32 would leave nothing in int8."""
     import onnx
 
     compute = [n for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     if len(compute) <= 2:
-        return []
-    first_conv = compute[0].op_type == "Conv" and not quantize_first
-    return sorted({compute[0].name, compute[-1].name}) if first_conv else [compute[-1].name]
+        return {}
+    kept = {compute[-1].name: "classifier kept fp32 for accuracy"}
+    if compute[0].op_type == "Conv" and not quantize_first:
+        kept[compute[0].name] = "first convolution kept fp32 for accuracy"
+    return dict(sorted(kept.items()))
 
 
 def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[str, str]:
@@ -102,18 +136,42 @@ def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[st
     return {k: v for k, v in reasons.items() if k not in default}
 
 
-def _input_name(path: Path) -> str:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
-
-
 class _Reader:
-    """onnxruntime CalibrationDataReader over an array, in small batches."""
+    """onnxruntime CalibrationDataReader over an array, in batches the model accepts."""
 
-    def __init__(self, x: np.ndarray, name: str, batch: int = 32) -> None:
+    def __init__(self, x: np.ndarray, name: str, batch: int = DEFAULT_BATCH) -> None:
         self._batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)}
                               for i in range(0, len(x), batch)])
 
+    @classmethod
+    def for_model(cls, x: np.ndarray, path: Path, source: str) -> _Reader:
+        """A reader for ``path``'s first input. A fixed batch size is fed as it is: the remainder that does
+        not fill a batch is dropped (calibration statistics need no duplicate samples), and fewer samples
+        than one batch are repeated to fill it. Raises DataError when the samples' other dimensions do not
+        fit the input."""
+        name, dims = _input(path)
+        x = np.asarray(x)
+        if dims and (len(dims) != x.ndim or any(isinstance(d, int) and d != n for d, n in zip(dims[1:], x.shape[1:]))):
+            raise DataError(f"calibration inputs of shape {tuple(x.shape[1:])} per sample do not fit input '{name}' "
+                            f"({', '.join(map(str, dims))}) of '{source}'",
+                            "calibrate with inputs of the size the model takes")
+        if not dims or not isinstance(dims[0], int):
+            return cls(x, name)
+        batch = dims[0]
+        return cls(np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:len(x) - len(x) % batch], name, batch)
+
     def get_next(self) -> dict | None:
         return next(self._batches, None)
+
+
+def _input(path: Path) -> tuple[str, list[Any]]:
+    """The first input's name and dimensions (an int where fixed, its name or "?" where free; none when the
+    file does not say), initializers listed as inputs by old exporters left out."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    value = next(i for i in graph.input if i.name not in weights)
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in value.type.tensor_type.shape.dim]
+    return value.name, dims

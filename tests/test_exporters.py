@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, DataError, ExportError, OutputError
 from edgekd.export import ExportRequest, exporter_names, get_exporter
 
 
@@ -215,9 +215,26 @@ def test_inc_untraceable_model_gives_export_error(small_data, tmp_path):
                 return x.flatten(1)[:, :10]
             return -x.flatten(1)[:, :10]
 
+    model = DataDependent().train()
     with pytest.raises(ExportError, match="could not capture the model"):
-        get_exporter("inc")(ExportRequest("bad", "student", tmp_path, DataDependent(), small_data.x_val[:1],
+        get_exporter("inc")(ExportRequest("bad", "student", tmp_path, model, small_data.x_val[:1],
                                           calibration=small_data.x_train[:8]))
+    assert model.training  # the caller's module is left in the mode it was in
+
+
+def test_inc_keeps_no_layer_fp32_in_a_two_layer_model():
+    # keeping both layers fp32 would leave nothing in int8: no configuration may claim to, nor repeat another
+    import torch
+
+    from exporters.inc import _tuning_space
+
+    two = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    assert [name for name, _ in _tuning_space(two)] == [
+        "uint8 activations, minmax", "uint8 activations, KL", "int8 activations, minmax"]
+    three = torch.nn.Sequential(two[0], torch.nn.Conv2d(4, 4, 1), *two[1:])
+    assert [name for name, _ in _tuning_space(three)][1:] == [
+        "uint8 activations, minmax, first/last layer fp32", "uint8 activations, KL, first/last layer fp32",
+        "int8 activations, minmax, first/last layer fp32"]
 
 
 def test_weight_quantizer_folding_is_exact(tmp_path):
@@ -267,8 +284,15 @@ def test_fp32_and_int8_at_an_older_opset(student, small_data, tmp_path, opset, i
     got = ort.InferenceSession(fp32.path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, predict(student, x), atol=1e-4)
     int8 = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:32],
-                                                   source=fp32))
+                                                   source=fp32, opset=opset))
     assert int8.opset == opset and {"QuantizeLinear", "DequantizeLinear"} <= set(int8.details["op_types"])
+
+
+def test_int8_refuses_an_opset_other_than_its_sources(fp32_artifact, small_data, tmp_path):
+    with pytest.raises(ExportError, match="onnx-int8 keeps the opset of its source, and '.*s.onnx' is at opset 18, "
+                                          "not the 13 asked for; pass opset=18"):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact, opset=13))
 
 
 def test_opsets_the_exporters_cannot_write_are_refused(student, small_data, tmp_path):
@@ -301,3 +325,88 @@ def test_a_file_at_another_opset_than_asked_is_not_passed_off(fp32_artifact, tmp
     with pytest.raises(ExportError, match="onnx-fp32 wrote opset 18 for 'other', not the 17 asked for"):
         finish(copy, "other", "student", "fp32", "onnx-fp32", opset=17)
     assert not copy.exists()
+
+
+# --- the caller's files and modules are left as they were ------------------------------------------------------
+
+def test_int8_never_writes_over_its_source(fp32_artifact, small_data, tmp_path):
+    import dataclasses
+    import shutil
+
+    from edgekd.fsutil import sha256
+
+    source = tmp_path / "m.onnx"
+    shutil.copy(fp32_artifact.path, source)
+    with pytest.raises(OutputError, match="onnx-int8 would write its output over its source model '.*m.onnx'; "
+                                          "pick another name or output folder"):
+        get_exporter("onnx-int8")(ExportRequest("m", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=dataclasses.replace(fp32_artifact, path=str(source))))
+    assert sha256(source) == fp32_artifact.sha256
+
+
+def test_a_failed_int8_export_deletes_no_file_it_did_not_write(fp32_artifact, small_data, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("quantizer failed")
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", fail)
+    earlier = tmp_path / "q.onnx"
+    earlier.write_bytes(b"an earlier run's file")
+    with pytest.raises(ExportError, match="could not quantize .*: quantizer failed"):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact))
+    assert earlier.read_bytes() == b"an earlier run's file"
+
+
+def test_int8_refuses_misspelt_options(fp32_artifact, small_data, tmp_path):
+    with pytest.raises(ConfigError, match="unknown onnx-int8 options 'calibraton', 'quantise_first_conv'; did you "
+                                          "mean 'calibration'\\? valid: calibration, nodes_to_exclude, "
+                                          "quantize_first_conv$"):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact,
+                                                options={"quantise_first_conv": True, "calibraton": "entropy"}))
+
+
+def test_fp32_export_leaves_the_module_in_its_own_mode(small_data, tmp_path):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 14 * 14, 10)).train()
+    model[1].eval()  # a frozen BatchNorm in a model still training
+    get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, model, small_data.x_val[:1]))
+    assert [m.training for m in model] == [True, False, True, True] and model.training
+
+
+# --- a fixed batch size ---------------------------------------------------------------------------------------
+
+def _fixed_batch_onnx(path, batch, res):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)).eval()
+    torch.onnx.export(model, (torch.zeros(batch, 1, res, res),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"])  # no dynamic axes: the batch is fixed
+    return path
+
+
+def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, tmp_path):
+    from edgekd.validate import artifact_from_file
+    from exporters.onnx_int8 import _Reader
+
+    res = small_data.input_shape[1]
+    one = artifact_from_file(_fixed_batch_onnx(tmp_path / "one.onnx", 1, res))
+    art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:5],
+                                                  source=one, opset=17))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(art.details["op_types"])
+
+    four = _fixed_batch_onnx(tmp_path / "four.onnx", 4, res)
+
+    def batches(n):
+        reader = _Reader.for_model(small_data.x_train[:n], four, "four.onnx")
+        return [len(b["input"]) for b in iter(reader.get_next, None)]
+
+    assert batches(10) == [4, 4]  # the remainder is dropped
+    assert batches(3) == [4]  # too few for one batch: repeated to fill it
+    with pytest.raises(DataError, match=r"calibration inputs of shape \(1, 8, 8\) per sample do not fit input "
+                                        rf"'input' \(4, 1, {res}, {res}\) of 'four.onnx'; calibrate with inputs"):
+        _Reader.for_model(small_data.x_train[:4, :, :8, :8], four, "four.onnx")

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgekd.errors import ArtifactError, ConfigError
+from edgekd.errors import ArtifactError, ConfigError, OutputError
 from edgekd.export import ExportRequest, get_exporter
 from edgekd.fallback_plan import qdq_edges, quantized_nodes
 from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
@@ -155,8 +155,62 @@ def test_a_graph_with_nothing_left_in_int8_is_never_the_int8_artifact(fp32, smal
     assert [r.quantized for r in result.rounds][1:] == [0] and "every quantized node fell back" in result.stopped
     assert result.best_round == 0 and not result.faster and result.excluded == ()
     total = result.rounds[0].quantized
-    # the log names the kept file, not the last round's (which has nothing left in int8)
+    # the log names the kept file, not the last round's (which has nothing left in int8), and judges it on its
+    # own: round 0 may have run faster than fp32 (by less than margin=1), so nothing may say int8 gains nothing
     assert result.summary().startswith(f"int8 file from round 0 of 2, {total} of {total} quantizable node(s) in int8")
+    assert f": {result.outcome}; the rounds stopped: every quantized node fell back to fp32 by round 1" \
+        in result.summary() and "gains nothing" not in result.summary()
+
+
+def test_the_kept_rounds_outcome_is_told_apart_from_why_the_rounds_stopped(tmp_path):
+    from edgekd.int8_fallback import FallbackResult, FallbackRound
+    from edgekd.types import Artifact
+
+    def result(ratio, faster):
+        rounds = (FallbackRound(0, (), 5, ratio, 1.0), FallbackRound(1, (), 0, 1.0, 1.0))
+        art = Artifact("q", "student", "int8", str(tmp_path / "q.onnx"), "onnx-int8", 18, "", 0)
+        return FallbackResult(art, rounds, 0, faster, "every quantized node fell back to fp32 by round 1")
+
+    assert result(0.9, True).summary().endswith("latency 0.90: int8 is faster than fp32; the rounds stopped: "
+                                                "every quantized node fell back to fp32 by round 1")
+    assert result(0.99, False).outcome == "int8 is faster than fp32, but by less than the margin"
+    assert result(1.2, False).outcome == "int8 is not faster than fp32"
+
+
+def test_the_size_budget_is_held_against_the_file_as_it_ships(fp32, small_data, fast_profile, tmp_path,
+                                                              monkeypatch):
+    # ``stamp`` adds what the pipeline stamps afterwards; here 64 KB to round 0's file only, which the ratios
+    # (patched: round 0 "fastest") would otherwise pick, so only counting the stamp keeps round 1's file.
+    import edgekd.int8_fallback as fallback
+    from edgekd.onnxfile import embedded_metadata, stamp_metadata
+
+    monkeypatch.setattr(fallback, "_ratio", lambda r: 0.5 + r.index / 10)
+    stamped = []
+
+    def stamp(art):
+        stamped.append(art.path)
+        return stamp_metadata(art, {"padding": "x" * 65536 if len(stamped) == 1 else ""})
+
+    config = FallbackConfig(rounds=1, margin=1.0, node_tolerance=-1.0, node_min_ms=0.0, boundaries=False,
+                            max_per_round=2, profile_runs=10, profile_warmup=2, max_bytes=60 * 1024)
+    result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, config, stamp=stamp)
+    assert len(stamped) == 2 and result.best_round == 1
+    assert result.artifact.size_bytes == (tmp_path / "student-int8.onnx").stat().st_size <= 60 * 1024
+    assert embedded_metadata(result.path)["padding"] == ""  # the file written is the stamped one
+    assert result.notes[0].startswith("round 0 ran faster")
+
+
+def test_the_fallback_never_writes_over_its_fp32_file(fp32, small_data, fast_profile, tmp_path):
+    import shutil
+
+    from edgekd.fsutil import sha256
+
+    mine = tmp_path / "model.onnx"
+    shutil.copy(fp32.path, mine)
+    with pytest.raises(OutputError, match="over its fp32 model '.*model.onnx'; pick another name or output folder"):
+        int8_with_fallback(mine, small_data.x_train[:8], fast_profile, tmp_path, FallbackConfig(rounds=0),
+                           name="model")
+    assert sha256(mine) == fp32.sha256
 
 
 def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
