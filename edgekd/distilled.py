@@ -42,12 +42,7 @@ def _distill_info(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a folder"
         raise ConfigError(f"--distilled '{folder}' {what}", "pass the --out folder of a finished `edgekd distill`")
-    info = _read_json(folder / "distill.json", folder)
-    if info.get("pruned"):
-        raise ConfigError(f"the student in '{folder}' was pruned while it was distilled, and its pruned "
-                          "architecture is recorded in its ONNX file only",
-                          "run `edgekd compress --target-ms ...` to prune, export and validate in one run")
-    return info
+    return _read_json(folder / "distill.json", folder)
 
 
 BUDGET_KEYS = ("budget_ms", "max_size_kb", "min_accuracy", "max_accuracy_drop")
@@ -97,14 +92,15 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (missing or malformed {exc})",
                           "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None
-    model = _student(folder, spec, recipe, teacher, data)
+    model = _student(folder, spec, recipe, teacher, data, pruned=bool(info.get("pruned")))
     result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
                            distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
-                           distill.get("qat_start"), distill.get("keep", "best"))
+                           distill.get("qat_start"), distill.get("keep", "best"), distill.get("pruning"))
     return Distilled(search, result, recipe)
 
 
-def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: Any, data: Any) -> Any:
+def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: Any, data: Any,
+             pruned: bool = False) -> Any:
     import torch
 
     from edgekd.search.spaces import build_student
@@ -118,6 +114,8 @@ def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: A
     weights = folder / "student.pt"
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
+        if pruned:
+            return _pruned_student(folder, model, state, data)
         model.load_state_dict(state)
     except FileNotFoundError:
         raise ConfigError(f"'{folder}' has no student.pt",
@@ -160,3 +158,37 @@ def _data_text(d: dict[str, Any]) -> str:
     shape = "x".join(str(s) for s in d.get("input_shape", []))
     pre = f", input {describe_preprocess(d['preprocess'])}" if d.get("preprocess") else ""
     return f"'{d.get('name', '?')}' ({shape}, {d.get('train', '?')} training images{pre})"
+
+
+def _pruned_student(folder: Path, model: Any, state: dict[str, Any], data: Any) -> Any:
+    """The searched architecture with each layer cut to its saved weights' shape, trusted only when it computes
+    what the student-fp32.onnx distill exported from the pruned model itself computes: a layer that sizes
+    itself from a number kept elsewhere (a reshape to a channel count) would load and compute otherwise."""
+    import numpy as np
+
+    from edgekd.distill.structure import load_resized
+    from edgekd.errors import ModelError
+
+    refuse = ConfigError(f"the student in '{folder}' was pruned while it was distilled, and its pruned layers do not "
+                         "rebuild from its spec and student.pt", "run `edgekd compress --target-ms ...` to prune, "
+                         "export and validate in one run")
+    onnx_file = folder / "student-fp32.onnx"
+    try:
+        model = load_resized(model, state)
+    except ModelError:
+        raise refuse from None
+    if not onnx_file.is_file():
+        raise refuse
+    import torch
+
+    x = np.ascontiguousarray(data.x_val[:8], dtype=np.float32)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x)).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    theirs = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    if ours.shape != theirs.shape or not np.allclose(ours, theirs, atol=1e-3, rtol=1e-3):
+        raise refuse
+    return model

@@ -219,7 +219,9 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
     shutil.copytree(distilled, edited)
     info = json.loads((edited / "distill.json").read_text())
     (edited / "distill.json").write_text(json.dumps({**info, "pruned": True}))
+    (edited / "student-fp32.onnx").unlink()  # what a pruned student is checked against
     assert "was pruned while it was distilled" in error("--distilled", edited)
+    shutil.copy(distilled / "student-fp32.onnx", edited / "student-fp32.onnx")
     (edited / "distill.json").write_text(json.dumps(info))
     import torch
 
@@ -245,6 +247,47 @@ def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(d
 
     with pytest.raises(ConfigError, match="was distilled on 'digits' \\(1x16x16"):  # what it records still counts
         load_distilled(old, teacher, load_data("digits", resolution=12))
+
+
+def test_a_student_pruned_while_distilled_is_rebuilt_from_its_spec_and_weights(distilled, teacher_files, tmp_path):
+    """`compress --distilled` refused every pruned folder, though the searched architecture cut to the saved
+    weights' shapes is the pruned student; it is trusted when it computes what its student-fp32.onnx does."""
+    import numpy as np
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distill.prune import PruneConfig, make_pruner
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.search.spaces import build_student
+    from edgekd.teacher import load_teacher
+    from edgekd.types import StudentSpec
+
+    module, weights = teacher_files
+    teacher, data = load_teacher(f"{module}:build", str(weights)), load_data("digits", resolution=16)
+    folder = tmp_path / "pruned"
+    shutil.copytree(distilled, folder)
+    info = json.loads((folder / "distill.json").read_text())
+    model = build_student(StudentSpec.from_dict(info["student"]), data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+    before = sum(p.numel() for p in model.parameters())
+    make_pruner(model, data.input_shape, PruneConfig(target_ms=1.0, max_ratio=0.5, steps=1)).step()
+    model.eval()
+    pruned = sum(p.numel() for p in model.parameters())
+    assert pruned < before
+    torch.save(model.state_dict(), folder / "student.pt")
+    (folder / "student-fp32.onnx").unlink()
+    get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", folder, model, data.x_val[:1]))
+    (folder / "distill.json").write_text(json.dumps({**info, "pruned": True}))
+    rebuilt = load_distilled(folder, teacher, data).result.model
+    assert sum(p.numel() for p in rebuilt.parameters()) == pruned
+    x = torch.from_numpy(data.x_test[:16])
+    with torch.no_grad():
+        assert np.allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
+    shutil.copy(distilled / "student-fp32.onnx", folder / "student-fp32.onnx")  # computes otherwise: refused
+    with pytest.raises(ConfigError, match="pruned layers do not rebuild"):
+        load_distilled(folder, teacher, data)
 
 
 @pytest.mark.parametrize("steps, said", [
