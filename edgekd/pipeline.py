@@ -404,8 +404,20 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, search.json
     (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it).
     With ``config.force`` an earlier run in ``out`` is replaced once this one has written its first checkpoint
-    (or finished); until then a failure leaves it as it was."""
+    (or finished); until then a failure leaves it as it was.
+
+    Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
+    would replace its folder and files as it writes them."""
+    import os
+
     log = log or (lambda _msg: None)
+    processes, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
+        raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
+                          "anew, and could choose another student", "run `edgekd search --out search.json` first, "
+                          "and distill with --search search.json")
+    if rank != 0:
+        return _distill_into(config, Path(out), resume, lambda _msg: None, write=False)
     if resume:
         check_own_folder(out, "--out")
     else:
@@ -453,7 +465,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log) -> Any:
+def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True) -> Any:
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
@@ -464,6 +476,8 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log) -> 
     teacher = run_teacher(config, data, log)
     result, trained = _search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
                                           resume=resume)
+    if not write:
+        return trained
     with atomic_dir(out / ".final", force=True) as staging:
         torch.save(trained.model.state_dict(), staging / "student.pt")
         if config.qat_epochs:

@@ -370,6 +370,29 @@ def test_force_replaces_an_earlier_run_only_once_the_new_one_has_a_checkpoint(ru
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # nothing of the earlier run left beside it
 
 
+def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched, tmp_path, monkeypatch):
+    """Every rank ran the whole stage: each line twice, and two processes moving files through one folder."""
+    import edgekd.pipeline
+    from edgekd.types import DistillResult
+
+    trained: list[bool] = []
+    monkeypatch.setattr(edgekd.pipeline, "train_student", lambda *a, **k: trained.append(True) or DistillResult(
+        model=None, best_epoch=1, best_val_accuracy=0.5, history=()))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "student.pt").write_text("rank 0's")
+    code, stdout, err = run_cli("distill", *common[:-1], "--search", searched, "--epochs", "1", "--out", out,
+                                "--force")
+    assert code == 0 and trained and stdout == "" and err == "", err
+    assert [p.name for p in out.iterdir()] == ["student.pt"] and (out / "student.pt").read_text() == "rank 0's"
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = run_cli("distill", *common, "--epochs", "1", "--out", tmp_path / "x")
+    assert code == 2 and "under torchrun each of the 2 processes would search on its own" in err
+    assert "--search search.json" in err and not (tmp_path / "x").exists()
+
+
 def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_path, monkeypatch):
     """Searching again on --resume measured anew, and near a budget's edge could choose another student."""
     import edgekd.search

@@ -281,9 +281,12 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
     student.pt, student-fp32.onnx (student-int8.onnx with --qat-epochs), distill.json and search.json to --out,
     with a checkpoint after every epoch (none while pruning)."""
+    import os
+
     from edgekd.pipeline import CompressConfig, run_distill
 
-    values, force, log = _merged_options(ctx, recipe, quiet, flags)
+    follower = int(os.environ.get("RANK", "0")) != 0  # under torchrun rank 0 speaks for every process
+    values, force, log = _merged_options(ctx, recipe, quiet or follower, flags)
     _refuse_search_flags(ctx, values)
     out = _stage_out(ctx, values, "edgekd-distill", log)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
@@ -291,4 +294,5 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
                  "--resume to continue" if checkpoint.is_file() else f"interrupted: nothing was written to {out}/")
     trained = run_distill(config, out, resume=resume, log=log)
-    click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ (student.pt, distill.json)")
+    if not follower:
+        click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ (student.pt, distill.json)")
