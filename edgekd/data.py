@@ -9,7 +9,6 @@ that input, and a deployment pipeline has to reproduce it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -523,19 +522,66 @@ def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Datas
     return dataclasses.replace(data, notes=(*data.notes, note))
 
 
+# How far the test pixels' range, once scaled, may stray from the training pixels' before it is called another
+# scale. A mis-scale that a storage type makes is a factor of 16 (digits' 0..16 as floats) or more (255, 65535),
+# while test images of the model's own kind differ from its training images by far less than 4x. So: a top
+# above 1.5 leaves floats a little past 1 (colour corrections, rounding) alone; a top below 0.25 is a scale
+# too small (8-bit values stored as uint16: 0.004) or images all but black; the mean + std, a brightness level
+# any dataset has, may differ up to 4x either way.
+UNIT_TOP_RANGE = (0.25, 1.5)  # the test pixels' max, for a model whose pixels were scaled into [0, 1]
+TYPICAL_RATIO = 4.0  # test (mean + std) over the training's, either way, where only the mean and std are known
+
+
 def with_scale_note(data: Dataset, recorded: Preprocess | None) -> Dataset:
-    """``data`` with a note when its pixels are scaled otherwise than the model's training pixels were
-    (``recorded``): the scale follows how images are stored (8-bit: / 255, floats: as stored), and the
-    recorded mean and std applied to pixels on another scale give an accuracy that is not the model's. It
-    is said, not corrected: float images already in [0, 1] and raw 8-bit ones cannot be told apart."""
-    if recorded is None or data.preprocess is None or math.isclose(recorded.scale, data.preprocess.scale):
+    """``data`` with a note when its pixels, scaled as their storage type says (8-bit: / 255, floats: as
+    stored), span another range than the model's training pixels did under ``recorded``: the recorded mean
+    and std applied to pixels on another scale give an accuracy that is not the model's. Ranges, not scale
+    factors, are compared: digits (0..16, / 16) saved as 8-bit (0..255, / 255) or as floats in [0, 1] are
+    the same pixels. It is said, not corrected: which scale was meant cannot be known for sure."""
+    if recorded is None or data.preprocess is None or not len(data.x_test):
+        return data
+    found = _range_mismatch(_scaled_pixels(data.x_test, data.preprocess), recorded)
+    if found is None:
         return data
     from edgekd.preprocess import pixel_text
 
-    note = (f"the model was trained on pixels scaled as {pixel_text(recorded.scale)} and data '{data.name}' is "
-            f"scaled as {pixel_text(data.preprocess.scale)} (its storage type): store the test images as the "
-            "training images were, or this accuracy is not the model's")
+    training, test, fix = found
+    note = (f"the model was trained on pixels scaled as {pixel_text(recorded.scale)} ({training}) and data "
+            f"'{data.name}' is scaled as {pixel_text(data.preprocess.scale)} (its storage type), {test}: this "
+            f"accuracy is not the model's; {fix}")
     return dataclasses.replace(data, notes=(*data.notes, note))
+
+
+def _scaled_pixels(x: np.ndarray, applied: Preprocess) -> np.ndarray:
+    """Normalised NCHW images ``x`` as scaled pixels again, before the mean and std ``applied`` took off."""
+    mean = np.asarray(applied.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(applied.std, np.float32).reshape(1, -1, 1, 1)
+    return x * std + mean
+
+
+def _range_mismatch(scaled: np.ndarray, recorded: Preprocess) -> tuple[str, str, str] | None:
+    """(the training pixels' range, the test pixels', the fix) in words when they differ, else None.
+
+    A recorded scale below 1 divided integer pixels by their top value (digits by 16, 8-bit by 255): the
+    training pixels spanned [0, 1]. Floats taken as stored record no range, but their mean and std (the
+    data's own by default, or numbers chosen for them) say where they typically lay; "none" (mean 0, std 1)
+    says nothing, and nothing is noted."""
+    if recorded.scale < 1:
+        top = float(scaled.max())
+        low, high = UNIT_TOP_RANGE
+        return None if low <= top <= high else (
+            "into [0, 1]", f"which puts its pixels up to {top:.3g}",
+            "store the test images as uint8 0..255 or as floats in [0, 1]")
+    mean, std = np.asarray(recorded.mean, np.float64), np.asarray(recorded.std, np.float64)
+    trained = float((mean + std).max())
+    if not mean.any() and (std == 1).all() or trained <= 0:
+        return None
+    channels = scaled.transpose(1, 0, 2, 3).reshape(scaled.shape[1], -1)
+    typical = float((channels.mean(axis=1) + channels.std(axis=1)).max())
+    if 1 / TYPICAL_RATIO <= typical / trained <= TYPICAL_RATIO:
+        return None
+    return (f"their mean + std: {trained:.3g}", f"which puts its pixels' mean + std at {typical:.3g}",
+            "store the test images as floats on the training images' scale")
 
 
 def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:

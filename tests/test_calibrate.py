@@ -194,6 +194,20 @@ def test_too_few_networks_is_refused(fast_profile, tmp_path):
         calibrate(fast_profile, TINY, SHAPE, 10, networks=3, path=tmp_path / "x.json")
 
 
+def test_networks_enough_to_fit_but_too_few_to_cross_validate_say_so_in_one_line(fast_profile, tmp_path):
+    """16 networks fit the tiny space's 8 features, but not each of the 8 folds' fits made without an eighth
+    of them: calibration said nothing of how far to trust the table, and now says why and what to pass."""
+    from edgekd.latency.fit_check import trust
+
+    said: list[str] = []
+    table = calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=16, path=tmp_path / "t.json", rounds=1,
+                      log=said.append)
+    about = [line for line in said if "cross-validate" in line or "left out of the fit" in line]
+    assert about == [f"calibrate {fast_profile.name}: too few networks (16) to cross-validate the table; calibrate "
+                     "with --networks 19 or more for a trust figure"]
+    assert trust(table) == {"left_out_within_10pct": {}, "left_out_note": about[0].split(": ", 1)[1]}
+
+
 def test_builtin_profiles_write_tables_to_the_user_folder(monkeypatch, tmp_path):
     from edgekd.profiles import load_profile
 

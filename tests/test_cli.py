@@ -457,3 +457,21 @@ def test_validate_refuses_bad_pixels_and_an_input_too_large_to_allocate(run_cli,
     np.savez(tmp_path / "nan.npz", x=x, y=np.arange(30) % 3)
     line = _one_line_error(*run_cli("validate", model, "--data", tmp_path / "nan.npz")[::2])
     assert "nan.npz: x holds 1 NaN value (of 7,680)" in line
+
+
+def test_bench_header_says_its_ratio_is_a_speedup_over_the_first_model(run_cli, tmp_path, monkeypatch):
+    """The ratio is the first model's p50 over this one's: a model 20 times slower shows 0.05x, which under a
+    bare "vs first" read as 5% of the time."""
+    from edgekd.latency import cache
+    from edgekd.types import LatencyStats
+
+    def stats(p50):
+        return LatencyStats(p50, p50, p50, p50, 0.0, 10, 5, repeat_p50_ms=(p50,) * 5)
+
+    monkeypatch.setattr(cache, "measure_cached", lambda paths, *a, **k: ([stats(1.0), stats(20.0)], False))
+    fast, slow = (foreign_onnx(tmp_path / f"{name}.onnx", (1, 16, 16), 10) for name in ("fast", "slow"))
+    code, out, err = run_cli("bench", fast, "--vs", slow, "--input-shape", "1,1,16,16")
+    assert code == 0, err
+    assert "| cv | speedup vs first | 95% interval |" in out
+    row = next(line for line in out.splitlines() if "slow.onnx" in line)
+    assert "| 0.05x |" in row

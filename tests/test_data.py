@@ -949,3 +949,59 @@ def test_arrays_in_memory_keep_their_splits_and_names():
 def test_arrays_in_memory_that_are_not_a_dataset_are_refused(source, message):
     with pytest.raises(DataError, match=message):
         load_data(source)
+
+
+# --- the pixel-scale note (gate/validate measuring a model on data stored another way) -----------------------
+
+def _digits_test_npz(tmp_path, name, pixels):
+    """digits' test images stored as ``pixels`` (a function of the 0..16 values), as a test-only .npz."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, x_test=pixels(bunch.images), y_test=bunch.target)
+    return str(path)
+
+
+def _noted(source, recorded):
+    from edgekd.data import with_scale_note
+
+    data = load_data(source, resolution=32, normalize=recorded, channels=recorded.to_channels)
+    return with_scale_note(data, recorded).notes
+
+
+def test_test_images_that_scale_to_the_training_range_are_not_warned_and_others_are(tmp_path, digits):
+    """A model trained on digits (0..16, / 16: pixels in [0, 1]) measured on the same images stored as uint8
+    0..255 (/ 255) or as floats in [0, 1] sees its own pixels; only floats 0..16 (taken as stored) do not."""
+    recorded = digits.preprocess
+    assert recorded.scale == 1 / 16
+    as_uint8 = _digits_test_npz(tmp_path, "uint8", lambda x: np.round(x * 255 / 16).astype(np.uint8))
+    as_unit = _digits_test_npz(tmp_path, "unit", lambda x: (x / 16).astype(np.float32))
+    as_stored = _digits_test_npz(tmp_path, "float16s", lambda x: x.astype(np.float32))
+    assert _noted(as_uint8, recorded) == () and _noted(as_unit, recorded) == ()
+    (note,) = _noted(as_stored, recorded)
+    assert note.startswith("the model was trained on pixels scaled as pixel / 16 (into [0, 1]) and data "
+                           "'float16s.npz' is scaled as pixel (its storage type), which puts its pixels up to 16")
+    assert note.endswith("this accuracy is not the model's; store the test images as uint8 0..255 or as floats in "
+                         "[0, 1]")
+    too_small = _digits_test_npz(tmp_path, "u16", lambda x: np.round(x * 255 / 16).astype(np.uint16))
+    (note,) = _noted(too_small, recorded)  # 8-bit values in uint16 are divided by 65535: all but black
+    assert "scaled as pixel / 65535 (its storage type), which puts its pixels up to 0.00389" in note
+
+
+def test_a_model_trained_on_floats_as_stored_is_warned_by_the_recorded_mean_and_std(tmp_path):
+    """Floats taken as stored record scale 1 and no range: the mean and std say where the pixels lay."""
+    from edgekd.data import Preprocess
+
+    unit = Preprocess(1.0, (0.3057,), (0.324,), "as stored")  # trained on floats in [0, 1]
+    wide = Preprocess(1.0, (78.0,), (82.6,), "as stored")  # trained on floats 0..255
+    as_uint8 = _digits_test_npz(tmp_path, "uint8", lambda x: np.round(x * 255 / 16).astype(np.uint8))
+    as_wide = _digits_test_npz(tmp_path, "wide", lambda x: (x * 255 / 16).astype(np.float32))
+    assert _noted(as_uint8, unit) == () and _noted(as_wide, wide) == ()
+    (note,) = _noted(as_wide, unit)
+    assert "trained on pixels scaled as pixel (their mean + std: 0.63) and data 'wide.npz' is scaled as pixel" in note
+    (note,) = _noted(as_uint8, wide)
+    assert "trained on pixels scaled as pixel (their mean + std: 161) and data 'uint8.npz' is scaled as pixel / 255" \
+        in note
+    none = Preprocess(1.0, (0.0,), (1.0,), "as stored")  # --normalize none on floats: their range is not known
+    assert _noted(as_wide, none) == () and _noted(as_uint8, none) == ()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgekd.latency.calibrate import block_key, feature_names, network_features, resolution_levels, sample_specs
-from edgekd.latency.fit_check import FitAccuracy, cross_validate
+from edgekd.latency.fit_check import FitAccuracy, cross_validate, networks_needed, not_cross_validated, trust
 from edgekd.latency.table import LatencyTable, Stamp
 from edgekd.search.spaces import MobileNetV2Space
 from edgekd.types import StudentSpec
@@ -64,6 +64,38 @@ def test_a_table_too_small_to_split_or_without_networks_gives_no_figure():
     empty = _table(48)
     empty = LatencyTable(empty.stamp, empty.entries, empty.fit, 0, 1.0, 0.1, {})
     assert cross_validate(empty, SPACE) == []
+
+
+def test_a_table_with_no_figure_says_why_and_how_many_networks_would_give_one():
+    """calibrate takes 16 networks (two per feature) but each of the 8 folds' fits, made without an eighth of
+    them, needs 16 too: 19 is the least that gives a figure, and fewer is said, not left silent."""
+    assert networks_needed(_table(16), SPACE) == 19
+    assert not_cross_validated(_table(18), SPACE) == (
+        "too few networks (18) to cross-validate the table; calibrate with --networks 19 or more for a trust figure")
+    assert not_cross_validated(_table(19), SPACE) is None and len(cross_validate(_table(19), SPACE)) == 2
+    empty = _table(48)
+    empty = LatencyTable(empty.stamp, empty.entries, empty.fit, 0, 1.0, 0.1, {})
+    assert "keeps no calibration networks to cross-validate" in not_cross_validated(empty, SPACE)
+
+
+def test_calibration_output_says_in_one_line_why_there_is_no_trust_figure():
+    from edgekd.latency.calibrate import say_trust
+
+    said: list[str] = []
+    say_trust(_table(16), SPACE, "host-cpu-1t", said.append)
+    assert said == ["calibrate host-cpu-1t: too few networks (16) to cross-validate the table; calibrate with "
+                    "--networks 19 or more for a trust figure"]
+    said.clear()
+    say_trust(_table(48), SPACE, "host-cpu-1t", said.append)
+    assert [line.split(": ")[1] for line in said] == ["fp32", "int8"] and "too few" not in " ".join(said)
+
+
+def test_profiles_show_keeps_the_figure_a_mapping_and_says_why_it_is_empty():
+    """`profiles show` printed "left_out_within_10pct": {} and nothing else; the mapping stays (readers iterate
+    it) and a note beside it gives the reason."""
+    shown = trust(_table(16))  # the stamp's space, mbv2, also takes 19 networks at this input
+    assert shown == {"left_out_within_10pct": {}, "left_out_note": "too few networks (16) to cross-validate the "
+                     "table; calibrate with --networks 19 or more for a trust figure"}
 
 
 def test_the_line_says_what_was_left_out_and_how_close_it_came():

@@ -193,7 +193,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
             f" (cached result, measured on the device with onnxruntime {stats[0].onnxruntime or '(version unknown)'};"
             " pass --no-cache after upgrading it)")
     click.echo(f"profile {prof.name}{said}")
-    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | vs first | 95% interval |")
+    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | speedup vs first | 95% interval |")
     click.echo("|---|---:|---:|---:|---:|---:|---:|")
     for i, (p, s, r) in enumerate(zip(paths, stats, vs)):
         span = f"{r.low:.2f}-{r.high:.2f}x" if i and r.confident else ""

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgekd.fsutil import exclusive, write_json
-from edgekd.latency.fit_check import cross_validate
+from edgekd.latency.fit_check import cross_validate, not_cross_validated
 from edgekd.latency.quick_export import export_fixed
 from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
 from edgekd.profiles import DeviceProfile
@@ -91,11 +91,20 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
                          float(np.median(refs + net_refs)), measured)
     save_table(table, path)
     partial.unlink(missing_ok=True)
-    for accuracy in cross_validate(table, space):
-        log(f"calibrate {profile.name}: {accuracy.line()}")
+    say_trust(table, space, profile.name, log)
+    return table
+
+
+def say_trust(table: LatencyTable, space: Any, name: str, log: Callable[[str], None]) -> None:
+    """How far to trust ``table`` on profile ``name``'s device (its fit cross-validated per precision, with
+    advice when low), or in one line why there is no figure: a silent calibration read as one to trust."""
+    found = cross_validate(table, space)
+    for accuracy in found:
+        log(f"calibrate {name}: {accuracy.line()}")
         if advice := accuracy.advice():
             log(f"warning: {advice}")
-    return table
+    if not found and (why := not_cross_validated(table, space)):
+        log(f"calibrate {name}: {why}")
 
 
 def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float], dict[str, list]]:

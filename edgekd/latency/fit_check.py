@@ -53,19 +53,45 @@ def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
             "median_abs_err_pct": float(np.median(err) * 100)}
 
 
+def networks_needed(table: LatencyTable, space: Any, folds: int = FOLDS) -> int:
+    """The fewest calibration networks ``table``'s fit can be cross-validated on: every fold's fit, made
+    without its share of them, needs as many as calibration itself requires (two per feature)."""
+    from edgekd.latency.calibrate import feature_names, resolution_levels
+
+    need = 2 * len(feature_names(resolution_levels(space, table.stamp.input_shape, table.stamp.num_classes)))
+    count = need
+    while count - math.ceil(count / folds) < need:
+        count += 1
+    return count
+
+
+def not_cross_validated(table: LatencyTable, space: Any, folds: int = FOLDS) -> str | None:
+    """Why ``cross_validate`` gives ``table`` no figure, in one line with the fix; None when it can give one.
+    Calibration takes fewer networks than the folds need, and a figure missing without a word reads as an
+    oversight, or as a table with nothing to doubt."""
+    kept = len(table.networks.get("keys", []))
+    if not kept:
+        return ("the table keeps no calibration networks to cross-validate (an older edgekd wrote it); calibrate "
+                "again for a trust figure")
+    needed = networks_needed(table, space, folds)
+    if kept < needed:
+        return (f"too few networks ({kept}) to cross-validate the table; calibrate with --networks {needed} or more "
+                "for a trust figure")
+    return None
+
+
 def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[FitAccuracy]:
     """Per precision, the table's fit re-made ``folds`` times, each time without every ``folds``-th network,
     and scored on the networks it left out. Empty for a table too small to split (or one that kept no
-    networks)."""
-    from edgekd.latency.calibrate import feature_names, fit_relative, network_features, resolution_levels
+    networks): ``not_cross_validated`` says which."""
+    from edgekd.latency.calibrate import fit_relative, network_features, resolution_levels
     from edgekd.latency.predict import apply_fit
     from edgekd.types import StudentSpec
 
     keys = table.networks.get("keys", [])
     shape, classes = table.stamp.input_shape, table.stamp.num_classes
     levels = resolution_levels(space, shape, classes)
-    # every fold's fit needs as many networks as calibration itself requires (two per feature)
-    if len(keys) - math.ceil(len(keys) / folds) < 2 * len(feature_names(levels)):
+    if not keys or len(keys) < networks_needed(table, space, folds):
         return []
     specs = [StudentSpec.from_key(k) for k in keys]
     fold = np.arange(len(specs)) % folds
@@ -86,13 +112,17 @@ def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[
 def trust(table: LatencyTable) -> dict[str, Any]:
     """What `profiles show` adds to a usable table: its cross-validated share of calibration networks predicted
     within ±10% per precision, and the advice a search would print when that is low ({} for a space not
-    registered here)."""
+    registered here). A table with no figure keeps the mapping, empty, so readers of it go on working, and
+    says why beside it ("left_out_note")."""
     from edgekd.search.spaces import SPACES
 
     if table.stamp.space not in SPACES.names():
         return {}
-    found = cross_validate(table, SPACES.get(table.stamp.space))
+    space = SPACES.get(table.stamp.space)
+    found = cross_validate(table, space)
     out: dict[str, Any] = {"left_out_within_10pct": {a.precision: round(a.within_10pct, 3) for a in found}}
+    if not found and (why := not_cross_validated(table, space)):
+        out["left_out_note"] = why
     advice = [a.advice() for a in found if a.advice()]
     if advice:
         out["advice"] = advice[0]
