@@ -1,5 +1,6 @@
 # Every target sets up the virtual environment it needs, so a fresh clone works with one command.
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,8 +11,9 @@ DEMO_OUT ?= demo-out
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch pinned to the 2.13 CPU build these machines carry; a looser spec could pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	# torch pinned to 2.13; where pip offers no CPU build of it (these machines' pip config does), PyPI's Linux
+	# wheel is the multi-GB CUDA one: `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU one.
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -30,7 +32,7 @@ OLDEST := .venv-oldest
 test-oldest:
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
-	$(OLDEST)/bin/python -m pip install --quiet 'torch==2.13.0'
+	$(OLDEST)/bin/python -m pip install --quiet 'torch==2.13.0' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(OLDEST)/bin/python -m pip install --quiet -c .ci/oldest-deps.txt -e '.[dev]'
 	$(OLDEST)/bin/python -m pip check
 	$(OLDEST)/bin/python -m pytest -q
