@@ -223,6 +223,8 @@ def test_search_table_says_why_better_scored_candidates_were_passed_over(run_cli
     rows = [line for line in out.splitlines() if line.startswith("| ") and "resnet" in line]
     assert [row.split(" | ")[6] for row in rows] == ["over --max-size-kb", "over --budget-ms", "chosen", ""]
     assert rows[0].startswith("| 1 | 16,000 | 100.0 |")
+    (header,) = [line for line in out.splitlines() if line.startswith("| rank |")]
+    assert header.split(" | ")[6] == "chosen / limit broken"  # the column was unnamed
 
 
 def test_stage_commands_keep_a_recipe_s_out_for_compress(run_cli, monkeypatch, tmp_path, capsys):

@@ -12,7 +12,8 @@ from edgekd.cli.base import cli, on_interrupt
 from edgekd.types.distill import KEEP_RULES  # plain dataclasses: keeps the CLI's imports light
 
 _COMPRESS_OPTIONS = [
-    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all)."),
+    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all; default: edgekd-out "
+                                                   "for compress, edgekd-distill for distill)."),
     click.option("--teacher", type=str, help="file.py:factory, package.module:factory, either with literal "
                                              "arguments, e.g. 'torchvision.models:resnet18(num_classes=10)', or a "
                                              "torch.export .pt2 file, or an .onnx model (logit losses only). Default: "
@@ -257,7 +258,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
     click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | "
-               "| space | config |")
+               "chosen / limit broken | space | config |")
     click.echo("|---:|---:|---:|---:|---:|---:|---|---|---|")
     chosen = result.chosen.spec.key()
     for rank, c in enumerate(result.candidates[:10], 1):

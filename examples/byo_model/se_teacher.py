@@ -3,6 +3,8 @@ convolutions (MobileNetV3 / RegNet-style blocks), written the way a user would, 
 
     edgekd compress --teacher examples/byo_model/se_teacher.py:build --weights se_teacher.pt ...
 
+with ``se_teacher.pt`` weights you trained first, as ``train_my_teacher.py`` trains ``my_teacher``.
+
 ``benchmarks/export_matrix.py`` trains it briefly on digits and puts it through every exporter.
 """
 
