@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ExportError
 from edgekd.registry import Registry
 from edgekd.types import Artifact
 
@@ -45,6 +45,15 @@ def check_opset(opset: int) -> None:
     if not MIN_OPSET <= int(opset) <= newest:
         raise ConfigError(f"--opset {opset} is outside {MIN_OPSET}..{newest}",
                           f"pass {DEFAULT_OPSET} (the default), or down to {MIN_OPSET} for an older runtime")
+
+
+def check_source_opset(source: str | Path, opset: int) -> None:
+    """An fp32 file int8 can be made from: QDQ with per-channel scales needs opset 13, and the quantizer keeps its
+    source's opset."""
+    if opset < MIN_OPSET:
+        raise ExportError(f"'{source}' is at opset {opset}, and int8 needs opset {MIN_OPSET} or later "
+                          "(per-channel QuantizeLinear), which the quantizer keeps from its source",
+                          f"export the fp32 model again at opset {MIN_OPSET} or later")
 
 
 Exporter = Callable[[ExportRequest], Artifact]

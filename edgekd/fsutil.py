@@ -200,3 +200,26 @@ def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def set_aside(path: str | Path, flag: str) -> Path:
+    """Move the folder ``path`` beside itself, under a name that says what it is, to be removed or put back."""
+    path = settled(path)
+    aside, n = path.with_name(f"{path.name}.edgekd-replaced-{os.getpid()}"), 1
+    while aside.exists() or aside.is_symlink():  # one a killed run left: the user's to look at, never removed here
+        aside, n = path.with_name(f"{path.name}.edgekd-replaced-{os.getpid()}-{n}"), n + 1
+    try:
+        path.rename(aside)
+    except OSError as exc:
+        raise OutputError(f"{flag} '{path}' cannot be moved aside to be replaced ({exc.strerror})",
+                          f"choose another {flag}, or remove the folder yourself") from None
+    return aside
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file or folder (a symlink itself, not its target) if it is there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

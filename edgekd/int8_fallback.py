@@ -229,11 +229,13 @@ class _Loop:
     def __init__(self, fp32: Path, calibration: np.ndarray, profile: DeviceProfile, config: FallbackConfig,
                  tmp: Path, name: str, role: str, shape: tuple[int, ...] | None,
                  stamp: Callable[[Artifact], Artifact] | None) -> None:
+        from edgekd.export import check_source_opset
         from edgekd.onnxfile import load_model, opset_of
 
         self.fp32, self.calibration, self.profile, self.config = fp32, calibration, profile, config
         self.tmp, self.name, self.role, self.shape, self.stamp = tmp, name, role, shape, stamp
         self.opset = opset_of(load_model(fp32))  # the int8 files keep it; the exporter refuses another
+        check_source_opset(fp32, self.opset)
         self.excluded: dict[str, Exclusion] = {}
         self.artifacts: list[Artifact] = []
 

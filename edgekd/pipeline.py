@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,16 @@ from typing import Any
 
 from edgekd import tomlread
 from edgekd.errors import ConfigError, OutputError, did_you_mean
-from edgekd.fsutil import atomic_dir, check_new_file, check_new_output, check_own_folder, settled, write_json
+from edgekd.fsutil import (
+    atomic_dir,
+    check_new_file,
+    check_new_output,
+    check_own_folder,
+    remove_path,
+    set_aside,
+    settled,
+    write_json,
+)
 from edgekd.run_inputs import check_inputs, near_chance, recipe, run_data, run_teacher
 from edgekd.search_file import search_record
 from edgekd.types import Budget, DistillConfig
@@ -82,8 +92,9 @@ class CompressConfig:
         # Checked here, not where they are used: after the search and training a float here was a traceback.
         for name in ("calibration_samples", "latency_rounds", "opset"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}", f"pass {name} as an integer")
+            object.__setattr__(self, name, int(value))
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.latency_rounds < 1:
@@ -285,7 +296,7 @@ def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:
         return config
     recorded = recorded_budget(config.distilled)
     if recorded:
-        said = ", ".join(f"{k} {v:g}" for k, v in recorded.items())
+        said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in recorded.items())
         log(f"budget: {said}, as '{config.distilled}' was distilled for (pass budget flags to validate against others)")
     return dataclasses.replace(config, **recorded)
 
@@ -408,10 +419,10 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
 
     Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
     would replace its folder and files as it writes them."""
-    import os
+    from edgekd.distill.ddp import launched
 
     log = log or (lambda _msg: None)
-    processes, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    processes, rank = launched()
     if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
                           "anew, and could choose another student", "run `edgekd search --out search.json` first, "
@@ -425,44 +436,33 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     out = Path(out)
     if resume and not (out / "checkpoint.pt").is_file():
         raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
-    earlier = None
-    if not resume and out.exists() and any(out.iterdir()):
+    earlier, created = None, not out.exists()
+    if not resume and not created and any(out.iterdir()):
         if not config.force:
             raise OutputError(f"output folder '{out}' is not empty",
                               "choose another --out, pass --resume to continue its run, or --force to start over")
-        earlier = _set_aside(out)
+        earlier = set_aside(out, "--out")
+        log(f"distill: the earlier run in {out} is kept as {earlier} until this one has its first checkpoint")
     try:
         trained = _distill_into(config, out, resume, log)
     except BaseException:
-        # --force replaces the earlier run once this one has something to show for it: a checkpoint to resume
-        # from. Until then a failure (a typo found after the search, Ctrl-C in the first epoch) puts it back.
-        if earlier is not None and not (out / "checkpoint.pt").is_file():
-            _remove(out)
-            earlier.rename(settled(out))
-            earlier = None
+        # A run with a checkpoint to resume from keeps its folder (and --force has then replaced the earlier
+        # run). One without (a mistake found after the search, Ctrl-C in the first epoch, any pruning run)
+        # leaves --out as it found it: the earlier run put back, and nothing of its own that would stop a rerun.
+        if not resume and not (out / "checkpoint.pt").is_file():
+            if earlier is not None or created:
+                remove_path(out)
+            else:
+                for name in ("search.json", ".final"):
+                    remove_path(out / name)
+            if earlier is not None:
+                earlier.rename(settled(out))
+                earlier = None
         raise
     finally:
         if earlier is not None:
-            _remove(earlier)
+            remove_path(earlier)
     return trained
-
-
-def _set_aside(out: Path) -> Path:
-    """Move the folder ``out`` beside itself, under a name that says what it is, to be removed or put back."""
-    import os
-
-    aside = settled(out).with_name(f"{out.name}.edgekd-replaced-{os.getpid()}")
-    settled(out).rename(aside)
-    return aside
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True) -> Any:

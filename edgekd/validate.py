@@ -247,19 +247,28 @@ def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: 
            f"{'runs' if runs > 1 else 'run'}, {speedup.interval()}")
     if ratio >= 1.0 + INT8_MIN_GAIN:
         if fp32.passed and not int8.passed:
-            failed = ", ".join(k for k, ok in int8.verdicts.items() if not ok) or "checker"
-            return fp32.artifact.name, [f"int8 student is {ratio:.2f}x faster than its fp32 twin ({how}) but breaks "
-                                        f"the budget ({failed}): the fp32 student ships as the primary artifact"]
+            return fp32.artifact.name, [f"int8 student is {ratio:.2f}x faster than its fp32 twin ({how}) but "
+                                        f"{_fails(int8)}: the fp32 student ships as the primary artifact"]
         return int8.artifact.name, [f"int8 student ships: {ratio:.2f}x faster than its fp32 twin ({how})"]
     # Three decimals: a ratio just under the line (1.0198x) must not read as the line itself (1.02x).
     slower = (f"int8 student is NOT faster than fp32 on this profile ({ratio:.3f}x, {how}; needs >= "
               f"{1 + INT8_MIN_GAIN:.2f}x)")
     if int8.passed and not fp32.passed:
-        failed = ", ".join(k for k, ok in fp32.verdicts.items() if not ok)
-        return int8.artifact.name, [f"{slower}, but the fp32 student breaks the budget ({failed}): the int8 student "
+        return int8.artifact.name, [f"{slower}, but the fp32 student {_fails(fp32)}: the int8 student "
                                     "ships as the primary artifact because it is the one within budget"]
     return fp32.artifact.name, [f"{slower}: the fp32 student ships as the primary artifact; the int8 file is "
                                 "kept for reference"]
+
+
+def _fails(report: ArtifactReport) -> str:
+    """What a student fails, in words: the budget's checks by name, and its ORT-format copy's apart, whose
+    failure may be parity rather than the budget."""
+    failed = [k for k, ok in report.verdicts.items() if not ok and k != "ort"] or ([] if "ort" in report.verdicts
+                                                                                    else ["checker"])
+    said = f"breaks the budget ({', '.join(failed)})" if failed else ""
+    if report.verdicts.get("ort") is False:
+        said += (" and " if said else "") + "has an ORT-format copy that fails its checks (ort)"
+    return said
 
 
 def _against_teacher(reports: list[ArtifactReport], primary: str, budget: Budget) -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
-from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
 from exporters._common import check_options, finish, refuse_overwriting_source, tidy_for_device
@@ -95,6 +95,7 @@ def _check_opset(request: ExportRequest) -> None:
 
     source = request.source.path  # type: ignore[union-attr]
     have = opset_of(load_model(source))
+    check_source_opset(source, have)
     if have != request.opset:
         raise ExportError(f"onnx-int8 keeps the opset of its source, and '{source}' is at opset {have}, not the "
                           f"{request.opset} asked for", f"pass opset={have}, or export the fp32 model at opset "

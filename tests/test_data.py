@@ -989,6 +989,16 @@ def test_test_images_that_scale_to_the_training_range_are_not_warned_and_others_
     assert "scaled as pixel / 65535 (its storage type), which puts its pixels up to 0.00389" in note
 
 
+def test_dark_test_images_of_the_training_images_depth_are_not_warned(tmp_path):
+    """8-bit on both sides is [0, 1] on both sides: a dark test set (top 50 of 255) was told to store itself
+    as uint8, which it was."""
+    from edgekd.data import Preprocess
+
+    eight_bit = Preprocess(1 / 255, (0.3,), (0.3,), "8-bit")
+    dark = _digits_test_npz(tmp_path, "dark", lambda x: np.round(x * 50 / 16).astype(np.uint8))
+    assert _noted(dark, eight_bit) == ()
+
+
 def test_a_model_trained_on_floats_as_stored_is_warned_by_the_recorded_mean_and_std(tmp_path):
     """Floats taken as stored record scale 1 and no range: the mean and std say where the pixels lay."""
     from edgekd.data import Preprocess

@@ -182,8 +182,8 @@ def test_a_distilled_student_is_validated_against_the_budget_it_was_distilled_fo
     said: list[str] = []
     config = _with_distilled_budget(CompressConfig(distilled=str(folder)), said.append)
     assert (config.budget.latency_ms, config.budget.max_size_kb) == (0.5, 128)
-    assert said == [f"budget: budget_ms 0.5, max_size_kb 128, as '{folder}' was distilled for (pass budget flags "
-                    "to validate against others)"]
+    assert said == [f"budget: --budget-ms 0.5, --max-size-kb 128, as '{folder}' was distilled for (pass budget "
+                    "flags to validate against others)"]
     given = _with_distilled_budget(CompressConfig(distilled=str(folder), budget_ms=2.0), said.append)
     assert (given.budget.latency_ms, given.budget.max_size_kb) == (2.0, None) and len(said) == 1
 
@@ -391,6 +391,22 @@ def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched,
     code, _, err = run_cli("distill", *common, "--epochs", "1", "--out", tmp_path / "x")
     assert code == 2 and "under torchrun each of the 2 processes would search on its own" in err
     assert "--search search.json" in err and not (tmp_path / "x").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder_to_block_a_rerun(run_cli, common, tmp_path):
+    """The search.json written before the first epoch stayed behind: a rerun was refused as 'not empty', and
+    --resume as 'nothing to resume'."""
+    out = tmp_path / "d"
+    args = [*common, "--candidates", "3", "--latency-anchors", "3", "--precision", "fp32", "--proxy", QUICK_PROXY,
+            "--epochs", "1", "--no-augment", "--out", out]
+    code, _, err = run_cli("distill", *args, "--losses", "kd:1,hint:1", "--hint-student", "no.such.layer",
+                           "--hint-teacher", "features")
+    assert code == 2 and "student has no module 'no.such.layer'" in err, err  # found after the search
+    assert not out.exists()
+    out.mkdir()  # an empty folder the user made: kept, and left empty
+    code, _, err = run_cli("distill", *args, "--losses", "kd:1,hint:1", "--hint-student", "no.such.layer",
+                           "--hint-teacher", "features")
+    assert code == 2 and out.is_dir() and not any(out.iterdir()), err
 
 
 def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_path, monkeypatch):

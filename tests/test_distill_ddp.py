@@ -68,3 +68,19 @@ def _worker(out: str, teacher_path: str) -> None:
 
 if __name__ == "__main__":
     _worker(*sys.argv[1:3])
+
+
+def test_a_rank_without_a_world_of_several_is_one_process_and_bad_numbers_are_refused(monkeypatch):
+    """A stray RANK made distill a silent follower that wrote nothing; a WORLD_SIZE that is no number was a
+    traceback."""
+    from edgekd.distill.ddp import launched
+    from edgekd.errors import ConfigError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "3")
+    assert launched() == (1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched() == (2, 3)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not a process count"):
+        launched()

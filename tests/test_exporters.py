@@ -295,6 +295,30 @@ def test_int8_refuses_an_opset_other_than_its_sources(fp32_artifact, small_data,
                                                 source=fp32_artifact, opset=13))
 
 
+def test_an_fp32_file_below_opset_13_is_refused_with_advice_that_works(small_data, tmp_path, fast_profile):
+    """It was told to pass opset=12, which ExportRequest refuses; the fallback named an --opset never given."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.int8_fallback import int8_with_fallback
+    from edgekd.validate import artifact_from_file
+
+    weight = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 6, 6])], [weight])
+    path = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7), str(path))
+    calibration = np.random.default_rng(0).normal(size=(8, 1, 8, 8)).astype(np.float32)
+    expected = r"'.*old\.onnx' is at opset 12, and int8 needs opset 13 or later.*export the fp32 model again at opset"
+    with pytest.raises(ExportError, match=expected):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path / "out", calibration=calibration,
+                                                source=artifact_from_file(path)))
+    with pytest.raises(ExportError, match=expected):
+        int8_with_fallback(path, calibration, fast_profile, tmp_path / "out")
+
+
 def test_opsets_the_exporters_cannot_write_are_refused(student, small_data, tmp_path):
     with pytest.raises(ConfigError, match=r"--opset 12 is outside 13\.\.\d+; pass 18"):
         ExportRequest("s", "student", tmp_path, student, small_data.x_val[:1], opset=12)

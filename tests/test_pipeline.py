@@ -309,6 +309,7 @@ def test_the_ship_decision_is_made_again_on_the_ort_copies_verdicts():
                                          "student-int8": ort("student-int8", 0.064)})
     assert report.primary == "student-int8" and report.passed
     assert "the int8 student ships as the primary artifact because it is the one within budget" in report.notes[0]
+    assert "but the fp32 student has an ORT-format copy that fails its checks (ort)" in report.notes[0]
     assert not any("the fp32 student ships" in n for n in report.notes) and "another note" in report.notes
 
 
@@ -491,6 +492,15 @@ def test_opset_17_for_an_older_runtime_end_to_end(teacher_files, fast_profile_pa
         assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)] and model.ir_version == 8
     code, text, err = run_cli("gate", out / "manifest.json", "--max-opset", "17", "--config", os.devnull)
     assert code == 0 and "opset 17 (IR version 8)" in text, text + err
+
+
+def test_numpy_integers_are_whole_numbers_to_compress_config():
+    import numpy as np
+
+    from edgekd.pipeline import CompressConfig
+
+    config = CompressConfig(opset=np.int64(17), calibration_samples=np.int32(64))
+    assert (config.opset, config.calibration_samples) == (17, 64) and type(config.opset) is int
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -329,6 +329,23 @@ def test_a_teachers_log_probabilities_relate_samples_as_its_logits_do():
     assert torch.allclose(_logit_relation(torch.log_softmax(logits, dim=1)), _logit_relation(logits), atol=1e-5)
 
 
+def test_diswot_init_relates_a_students_logits_to_a_teacher_without_a_feature_map(small_data):
+    """It set the student's feature relation against the teacher's logit relation: two kinds of relation."""
+    import torch
+
+    from edgekd.search.proxies import _at_init, _distance
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.input_shape[1] ** 2, 32),
+                              torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    probe = make_probe(mlp, small_data.x_train[:16], small_data.y_train[:16])
+    student = build_student(StudentSpec("mbv2", SPACES.get("mbv2").smallest()), small_data.input_shape, 10)
+    relation, classes = _at_init(student, probe.x, probe.y, logits=True)
+    expected = -(_distance(relation, probe.init[0]) + _distance(classes, probe.init[1]))
+    assert PROXIES.get("diswot_init")(student, probe) == pytest.approx(expected)
+    features, _ = _at_init(student, probe.x, probe.y)
+    assert relation.shape == features.shape and not torch.allclose(relation, features)
+
+
 def test_evolution_respects_constraints_and_beats_random():
     """On a synthetic objective, aging evolution finds better configs than as many random samples."""
     from edgekd.search.evolution import evolve

@@ -282,11 +282,10 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
     student.pt, student-fp32.onnx (student-int8.onnx with --qat-epochs), distill.json and search.json to --out,
     with a checkpoint after every epoch (none while pruning)."""
-    import os
-
+    from edgekd.distill.ddp import launched
     from edgekd.pipeline import CompressConfig, run_distill
 
-    follower = int(os.environ.get("RANK", "0")) != 0  # under torchrun rank 0 speaks for every process
+    follower = launched()[1] != 0  # under torchrun rank 0 speaks for every process
     values, force, log = _merged_options(ctx, recipe, quiet or follower, flags)
     _refuse_search_flags(ctx, values)
     out = _stage_out(ctx, values, "edgekd-distill", log)

@@ -32,13 +32,39 @@ class World:
         return self.rank == 0
 
 
+def launched() -> tuple[int, int]:
+    """(processes, this one's rank) of the data-parallel run this process belongs to, before training joins it:
+    the running process group's, else torchrun's environment; (1, 0) alone. A RANK without a WORLD_SIZE above
+    one is no run of several, and is ignored as ``join`` ignores it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    size, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
+    return (size, rank) if size > 1 else (1, 0)
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name}={text!r} is not a process count or rank",
+                          "start distributed training with torchrun --nproc-per-node N, or unset it")
+    return value
+
+
 def join(student: nn.Module) -> World:
     """The current process group, or a new one when torchrun's environment asks for more than one process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = _env_int("WORLD_SIZE", 1)
     if size <= 1:
         return World()
     if not dist.is_available():

@@ -91,7 +91,8 @@ def diswot_init(student: Any, probe: Probe) -> float:
     if not _classifier(student):
         raise ModelError("the diswot_init proxy needs students ending in a Linear classifier",
                          "use --proxy diswot")
-    relation, classes = _at_init(student, probe.x, probe.y)
+    # Relations of one kind on both sides: the student's logits where the teacher has no feature map.
+    relation, classes = _at_init(student, probe.x, probe.y, logits=probe.cam is None)
     return -(_distance(relation, probe.init[0]) + _distance(classes, probe.init[1]))
 
 
@@ -270,9 +271,10 @@ def _classifier(model: Any) -> Any:
     return linears[-1] if linears else None
 
 
-def _at_init(model: Any, x: Any, y: Any) -> tuple[Any, Any]:
+def _at_init(model: Any, x: Any, y: Any, logits: bool = False) -> tuple[Any, Any]:
     """(sample relation, class similarity) of a copy of ``model`` re-initialised with a fixed seed: the
-    relation of its last multi-pixel feature map (or logits), and the cosine similarity between classes of
+    relation of its last multi-pixel feature map (or of its logits: with ``logits``, or when it has no such map), and
+    the cosine similarity between classes of
     the cross-entropy gradient of its classifier's weights. The caller's random state is left as it was."""
     import copy
 
@@ -287,8 +289,8 @@ def _at_init(model: Any, x: Any, y: Any) -> tuple[Any, Any]:
                 module.reset_parameters()
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
-    feats, logits = _features_and_logits(model, x, need_grad=False)
-    relation = _logit_relation(logits.detach()) if feats is None else _relation(feats.detach())
+    feats, out = _features_and_logits(model, x, need_grad=False)
+    relation = _logit_relation(out.detach()) if feats is None or logits else _relation(feats.detach())
     model.zero_grad()
     with torch.enable_grad():
         F.cross_entropy(model(x), y).backward()
