@@ -223,3 +223,12 @@ def remove_path(path: str | Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def refuse_overwriting_source(out: str | Path, source: str | Path, writer: str, kind: str = "source") -> None:
+    """Writing an output over the file being read (its ``kind`` model) would replace the user's model, or, when
+    the writing failed, leave them neither."""
+    out, source = Path(out), Path(source)
+    if out.exists() and source.exists() and os.path.samefile(out, source):
+        raise OutputError(f"{writer} would write its output over its {kind} model '{source}'",
+                          "pick another name or output folder")

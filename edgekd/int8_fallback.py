@@ -22,7 +22,6 @@ while the node times that guide the exclusions are this host's (the result notes
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, OutputError, first_line
+from edgekd.errors import ConfigError, first_line
 from edgekd.fallback_plan import Exclusion, boundary_ms_per_element, plan_exclusions, qdq_edges, quantized_nodes
 from edgekd.profiles import DeviceProfile
 from edgekd.types import Artifact, Ratio
@@ -182,18 +181,19 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
 
     Raises ArtifactError for a missing or non-ONNX ``fp32_path``, OutputError when ``out_dir/<name>.onnx``
     is ``fp32_path`` itself, ExportError if quantization fails."""
-    from edgekd.onnxfile import load_model
+    from edgekd.export import check_source_opset
+    from edgekd.fsutil import refuse_overwriting_source
+    from edgekd.onnxfile import load_model, opset_of
 
     config = config or FallbackConfig()
-    load_model(fp32_path)  # a clear ArtifactError before anything runs it
+    opset = opset_of(load_model(fp32_path))  # a clear ArtifactError before anything runs it
+    check_source_opset(fp32_path, opset)
     out = Path(out_dir)
     final = out / f"{name}.onnx"
-    if final.exists() and os.path.samefile(final, fp32_path):
-        raise OutputError(f"the int8 fallback would write its output over its fp32 model '{fp32_path}'",
-                          "pick another name or output folder")
+    refuse_overwriting_source(final, fp32_path, "the int8 fallback", "fp32")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgekd-fallback-") as tmp:
-        loop = _Loop(Path(fp32_path), calibration, profile, config, Path(tmp), name, role, shape, stamp)
+        loop = _Loop(Path(fp32_path), opset, calibration, profile, config, Path(tmp), name, role, shape, stamp)
         rounds, stopped = loop.run()
         rounds = loop.close(rounds)
         usable = [i for i, r in enumerate(rounds) if r.quantized] or list(range(len(rounds)))
@@ -226,16 +226,12 @@ def _ratio(r: FallbackRound) -> float:
 class _Loop:
     """The rounds, with the state they share (the pre-processed fp32 twin, exclusions so far)."""
 
-    def __init__(self, fp32: Path, calibration: np.ndarray, profile: DeviceProfile, config: FallbackConfig,
-                 tmp: Path, name: str, role: str, shape: tuple[int, ...] | None,
+    def __init__(self, fp32: Path, opset: int, calibration: np.ndarray, profile: DeviceProfile,
+                 config: FallbackConfig, tmp: Path, name: str, role: str, shape: tuple[int, ...] | None,
                  stamp: Callable[[Artifact], Artifact] | None) -> None:
-        from edgekd.export import check_source_opset
-        from edgekd.onnxfile import load_model, opset_of
-
         self.fp32, self.calibration, self.profile, self.config = fp32, calibration, profile, config
         self.tmp, self.name, self.role, self.shape, self.stamp = tmp, name, role, shape, stamp
-        self.opset = opset_of(load_model(fp32))  # the int8 files keep it; the exporter refuses another
-        check_source_opset(fp32, self.opset)
+        self.opset = opset  # the fp32 file's: the int8 files keep it, and the exporter refuses another
         self.excluded: dict[str, Exclusion] = {}
         self.artifacts: list[Artifact] = []
 

@@ -202,7 +202,7 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
                               f"{wanted}", f"keep the model's fixed dimensions, e.g. {example}")
 
 
-def _fixed(dim: Any) -> bool:
+def fixed_dim(dim: Any) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
@@ -210,7 +210,7 @@ def shape_example(dims: Sequence[Any], batch: int = 1) -> str:
     """An --input-shape for an input of ``dims``: its fixed dimensions kept, a dynamic batch ``batch`` (the
     profile's, where the caller knows it), any other dynamic one 224 (an example to edit, with the channels the
     model takes)."""
-    return ",".join(str(d) if _fixed(d) else str(batch) if i == 0 else "224" for i, d in enumerate(dims))
+    return ",".join(str(d) if fixed_dim(d) else str(batch) if i == 0 else "224" for i, d in enumerate(dims))
 
 
 def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int) -> tuple[int, ...] | None:
@@ -218,11 +218,11 @@ def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int)
     ``sample`` shape at the model's batch (``batch`` when that is dynamic too); None when nothing beyond the
     batch is dynamic, or the data's rank does not match the model's."""
     dims = (details.get("inputs") or [{}])[0].get("shape")
-    if not dims or all(_fixed(d) for d in dims[1:]) or len(dims) != len(sample) + 1:
+    if not dims or all(fixed_dim(d) for d in dims[1:]) or len(dims) != len(sample) + 1:
         return None
     if feeds_channels_last(dims, sample):
         sample = (*sample[1:], sample[0])
-    return (dims[0] if _fixed(dims[0]) else batch, *sample)
+    return (dims[0] if fixed_dim(dims[0]) else batch, *sample)
 
 
 def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
@@ -232,7 +232,7 @@ def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
     if len(dims) != 4 or len(sample) != 3 or _fits(dims[1:], sample):
         return False
     channels = sample[0]
-    first = not _fixed(dims[1]) or dims[1] == channels
+    first = not fixed_dim(dims[1]) or dims[1] == channels
     return _fits(dims[1:], (*sample[1:], channels)) or (dims[3] == channels and not first)
 
 
@@ -242,13 +242,13 @@ def input_layout(dims: Sequence[Any], sample: Sequence[int]) -> str:
     MLP exported without its flatten)."""
     if feeds_channels_last(dims, sample):
         return "NHWC"
-    if len(dims) == 2 and len(sample) == 3 and (not _fixed(dims[1]) or dims[1] == math.prod(sample)):
+    if len(dims) == 2 and len(sample) == 3 and (not fixed_dim(dims[1]) or dims[1] == math.prod(sample)):
         return "flat"
     return "NCHW"
 
 
 def _fits(dims: Sequence[Any], shape: Sequence[int]) -> bool:
-    return all(not _fixed(d) or d == s for d, s in zip(dims, shape))
+    return all(not fixed_dim(d) or d == s for d, s in zip(dims, shape))
 
 
 def stamp_metadata(art: Any, props: dict[str, str]) -> Any:

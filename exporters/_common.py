@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, ExportError, OutputError, did_you_mean, first_line
+from edgekd.errors import ConfigError, ExportError, did_you_mean, first_line
 from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
@@ -75,14 +75,6 @@ def check_options(options: dict[str, Any], valid: Iterable[str], exporter: str) 
         names = ", ".join(f"'{k}'" for k in unknown)
         raise ConfigError(f"unknown {exporter} option{'s' if len(unknown) > 1 else ''} {names}",
                           f"{did_you_mean(unknown[0], known)}valid: {', '.join(known)}")
-
-
-def refuse_overwriting_source(out: Path, source: str | Path, exporter: str) -> None:
-    """Writing the output over the file being read would replace the user's model, or, when the export
-    failed, leave them neither."""
-    if out.exists() and Path(source).exists() and os.path.samefile(out, source):
-        raise OutputError(f"{exporter} would write its output over its source model '{source}'",
-                          "pick another name or output folder")
 
 
 @contextmanager

@@ -32,9 +32,11 @@ import numpy as np
 
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
+from edgekd.fsutil import refuse_overwriting_source
+from edgekd.onnxfile import describe, fixed_dim, load_model, opset_of
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
-from exporters._common import check_options, finish, refuse_overwriting_source, tidy_for_device
+from exporters._common import check_options, finish, tidy_for_device
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 _OPTIONS = {"calibration", "quantize_first_conv", "nodes_to_exclude"}
@@ -51,14 +53,16 @@ def export_int8(request: ExportRequest) -> Artifact:
     if method is None:
         raise ConfigError(f"unknown calibration method '{request.options.get('calibration')}'",
                           f"choose one of: {', '.join(CALIBRATION_METHODS)}")
-    _check_opset(request)
+    source = load_model(request.source.path)
+    _check_opset(request, opset_of(source))
     path = Path(request.out_dir) / f"{request.name}.onnx"
     refuse_overwriting_source(path, request.source.path, "onnx-int8")
     # Written in a temporary folder and copied into place once it exists: a failure never touches ``path``,
     # which may hold a file from before this call.
     with tempfile.TemporaryDirectory() as tmp, quiet(ROOT):
         written = Path(tmp) / path.name
-        excluded, extra = _quantize(request, method, Path(tmp) / "pre.onnx", written)
+        inputs = describe(source)["inputs"]
+        excluded, extra = _quantize(request, method, Path(tmp) / "pre.onnx", written, inputs[0] if inputs else None)
         tidy_for_device(written)
         shutil.copyfile(written, path)
     details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
@@ -66,8 +70,10 @@ def export_int8(request: ExportRequest) -> Artifact:
     return finish(path, request.name, request.role, "int8", "onnx-int8", details, opset=request.opset)
 
 
-def _quantize(request: ExportRequest, method: str, pre: Path, out: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Pre-process and quantize the source into ``out``; returns (default exclusions, requested ones)."""
+def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
+              model_input: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Pre-process and quantize the source into ``out``, fed through ``model_input`` (the source's first input,
+    as ``onnxfile.signature`` gives it); returns (default exclusions, requested ones)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -76,7 +82,7 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path) -> tupl
         quant_pre_process(source, str(pre), skip_symbolic_shape=True)
         excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
         extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, list(excluded))
-        reader = _Reader.for_model(request.calibration, pre, source)  # type: ignore[arg-type]
+        reader = _Reader.for_input(request.calibration, model_input, source)  # type: ignore[arg-type]
         quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, method),
@@ -89,12 +95,9 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path) -> tupl
     return excluded, extra
 
 
-def _check_opset(request: ExportRequest) -> None:
-    """The quantizer keeps the source's opset, so another one asked for is refused before any work."""
-    from edgekd.onnxfile import load_model, opset_of
-
+def _check_opset(request: ExportRequest, have: int) -> None:
+    """The quantizer keeps the source's opset (``have``), so another one asked for is refused before any work."""
     source = request.source.path  # type: ignore[union-attr]
-    have = opset_of(load_model(source))
     check_source_opset(source, have)
     if have != request.opset:
         raise ExportError(f"onnx-int8 keeps the opset of its source, and '{source}' is at opset {have}, not the "
@@ -145,18 +148,19 @@ class _Reader:
                               for i in range(0, len(x), batch)])
 
     @classmethod
-    def for_model(cls, x: np.ndarray, path: Path, source: str) -> _Reader:
-        """A reader for ``path``'s first input. A fixed batch size is fed as it is: the remainder that does
-        not fill a batch is dropped (calibration statistics need no duplicate samples), and fewer samples
-        than one batch are repeated to fill it. Raises DataError when the samples' other dimensions do not
-        fit the input."""
-        name, dims = _input(path)
+    def for_input(cls, x: np.ndarray, model_input: dict[str, Any] | None, source: str) -> _Reader:
+        """A reader for ``model_input`` (``onnxfile.signature``'s name and shape; None: the file names none, and
+        its first input is fed as "input"). A fixed batch size is fed as it is: the remainder that does not fill a
+        batch is dropped (calibration statistics need no duplicate samples), and fewer samples than one batch are
+        repeated to fill it. Raises DataError when the samples' other dimensions do not fit the input."""
+        name = model_input["name"] if model_input else "input"
+        dims = (model_input or {}).get("shape") or []
         x = np.asarray(x)
-        if dims and (len(dims) != x.ndim or any(isinstance(d, int) and d != n for d, n in zip(dims[1:], x.shape[1:]))):
+        if dims and (len(dims) != x.ndim or any(fixed_dim(d) and d != n for d, n in zip(dims[1:], x.shape[1:]))):
+            wanted = ", ".join(str(d) if fixed_dim(d) else str(d or "?") for d in dims)
             raise DataError(f"calibration inputs of shape {tuple(x.shape[1:])} per sample do not fit input '{name}' "
-                            f"({', '.join(map(str, dims))}) of '{source}'",
-                            "calibrate with inputs of the size the model takes")
-        if not dims or not isinstance(dims[0], int):
+                            f"({wanted}) of '{source}'", "calibrate with inputs of the size the model takes")
+        if not dims or not fixed_dim(dims[0]):
             return cls(x, name)
         batch = dims[0]
         return cls(np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:len(x) - len(x) % batch], name, batch)
@@ -165,14 +169,3 @@ class _Reader:
         return next(self._batches, None)
 
 
-def _input(path: Path) -> tuple[str, list[Any]]:
-    """The first input's name and dimensions (an int where fixed, its name or "?" where free; none when the
-    file does not say), initializers listed as inputs by old exporters left out."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    value = next(i for i in graph.input if i.name not in weights)
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
-    return value.name, dims

@@ -414,6 +414,7 @@ def _fixed_batch_onnx(path, batch, res):
 
 
 def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, tmp_path):
+    from edgekd.onnxfile import describe, load_model
     from edgekd.validate import artifact_from_file
     from exporters.onnx_int8 import _Reader
 
@@ -424,13 +425,14 @@ def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, t
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(art.details["op_types"])
 
     four = _fixed_batch_onnx(tmp_path / "four.onnx", 4, res)
+    (four_input,) = describe(load_model(four))["inputs"]
 
     def batches(n):
-        reader = _Reader.for_model(small_data.x_train[:n], four, "four.onnx")
+        reader = _Reader.for_input(small_data.x_train[:n], four_input, "four.onnx")
         return [len(b["input"]) for b in iter(reader.get_next, None)]
 
     assert batches(10) == [4, 4]  # the remainder is dropped
     assert batches(3) == [4]  # too few for one batch: repeated to fill it
     with pytest.raises(DataError, match=r"calibration inputs of shape \(1, 8, 8\) per sample do not fit input "
                                         rf"'input' \(4, 1, {res}, {res}\) of 'four.onnx'; calibrate with inputs"):
-        _Reader.for_model(small_data.x_train[:4, :, :8, :8], four, "four.onnx")
+        _Reader.for_input(small_data.x_train[:4, :, :8, :8], four_input, "four.onnx")

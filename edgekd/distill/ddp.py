@@ -62,11 +62,9 @@ def join(student: nn.Module) -> World:
     """The current process group, or a new one when torchrun's environment asks for more than one process."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size())
-    size = _env_int("WORLD_SIZE", 1)
-    if size <= 1:
-        return World()
+    size, rank = launched()
+    if size <= 1 or (dist.is_available() and dist.is_initialized()):  # alone, or in a group the caller runs
+        return World(rank, size)
     if not dist.is_available():
         raise ConfigError(f"WORLD_SIZE={size} but this torch build has no torch.distributed",
                           "run a single process, or install a torch build with distributed support")
