@@ -365,7 +365,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_folder(run_cli, teach
 
     import edgekd.pipeline
 
-    monkeypatch.setattr(edgekd.pipeline, "_search_and_distill",
+    monkeypatch.setattr(edgekd.pipeline, "search_and_distill",
                         lambda *args, **kwargs: (None, types.SimpleNamespace(model=None)))
 
     def export(config, teacher, teacher_art, model, data, staging, log, profile):
@@ -376,7 +376,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_folder(run_cli, teach
         time.sleep(30)  # the handler interrupts this
         raise AssertionError("SIGTERM did not interrupt the run")
 
-    monkeypatch.setattr(edgekd.pipeline, "_export", export)
+    monkeypatch.setattr(edgekd.pipeline, "export_models", export)
     before = signal.getsignal(signal.SIGTERM)
     code, _, err = run_cli(*_base(teacher_files, fast_profile_path, tmp_path / "o"))
     assert code == 143 and "interrupted: nothing was written to" in err and "Traceback" not in err

@@ -372,11 +372,11 @@ def test_force_replaces_an_earlier_run_only_once_the_new_one_has_a_checkpoint(ru
 
 def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched, tmp_path, monkeypatch):
     """Every rank ran the whole stage: each line twice, and two processes moving files through one folder."""
-    import edgekd.pipeline
+    import edgekd.pipeline.stages
     from edgekd.types import DistillResult
 
     trained: list[bool] = []
-    monkeypatch.setattr(edgekd.pipeline, "train_student", lambda *a, **k: trained.append(True) or DistillResult(
+    monkeypatch.setattr(edgekd.pipeline.stages, "train_student", lambda *a, **k: trained.append(True) or DistillResult(
         model=None, best_epoch=1, best_val_accuracy=0.5, history=()))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

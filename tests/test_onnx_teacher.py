@@ -163,13 +163,13 @@ def test_onnx_teachers_that_cannot_teach_this_data_are_refused_by_name(onnx_file
 def test_an_onnx_teacher_with_external_weights_is_copied_with_them(onnx_files, tmp_path):
     import onnx
 
-    from edgekd.pipeline import _copied_teacher
+    from edgekd.pipeline.exporting import copied_teacher
 
     model = onnx.load(onnx_files["plain"])
     onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin",
               size_threshold=0)
     folder = tmp_path / "run"
     folder.mkdir()
-    art = _copied_teacher(tmp_path / "ext.onnx", folder)
+    art = copied_teacher(tmp_path / "ext.onnx", folder)
     assert (folder / "teacher-fp32.onnx").is_file() and (folder / "ext.bin").is_file()
     assert art.name == "teacher-fp32" and art.role == "teacher" and art.details["external_data"] == ["ext.bin"]

@@ -256,32 +256,32 @@ def _ort_case(p50_ms, vs_onnx, passed=True, ort_bytes=900, max_size_kb=None):
 def test_an_ort_copy_over_the_budget_fails_its_artifact_and_a_much_slower_one_is_said():
     """On x86 a converted fp32 student ran 6.8x slower than its .onnx: the file keeps the optimisations of its
     conversion, without the NCHWc layout onnxruntime gives the .onnx at load."""
-    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.pipeline.ort_copies import with_ort_verdicts
 
-    report = _with_ort_verdicts(*_ort_case(0.62, 6.8))
+    report = with_ort_verdicts(*_ort_case(0.62, 6.8))
     assert report.reports[0].verdicts["ort"] is False
     (note,) = report.notes
     assert note.startswith("student-fp32.ort takes 0.620 ms on 'host-cpu-1t', over the 0.5 ms budget (6.80x its "
                            ".onnx's p50, measured side by side)") and note.endswith("with the full onnxruntime")
-    report = _with_ort_verdicts(*_ort_case(0.3, 1.5))  # within the budget, but half again as slow
+    report = with_ort_verdicts(*_ort_case(0.3, 1.5))  # within the budget, but half again as slow
     assert report.reports[0].verdicts["ort"] is True
     assert report.notes[0].startswith("student-fp32.ort is slower than student-fp32.onnx on 'host-cpu-1t' (1.50x")
-    report = _with_ort_verdicts(*_ort_case(0.2, 1.05))
+    report = with_ort_verdicts(*_ort_case(0.2, 1.05))
     assert report.reports[0].verdicts["ort"] is True and report.notes == ()
-    report = _with_ort_verdicts(*_ort_case(0.2, 1.0, passed=False))
+    report = with_ort_verdicts(*_ort_case(0.2, 1.0, passed=False))
     assert report.reports[0].verdicts["ort"] is False and "does not compute what" in report.notes[0]
 
 
 def test_an_ort_copy_over_the_size_budget_fails_its_artifact():
     """The .ort is the file a mobile app ships: held to --max-size-kb as its .onnx is (a converted int8 student
     was 135.7 KB under a 128 KB budget its .onnx met)."""
-    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.pipeline.ort_copies import with_ort_verdicts
 
-    report = _with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=139_000, max_size_kb=128))
+    report = with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=139_000, max_size_kb=128))
     assert report.reports[0].verdicts["ort"] is False
     assert report.notes == ("student-fp32.ort is 135.7 KB, over the 128 KB budget its .onnx is held to: an "
                             "ORT-format file stores its weights as converted; ship the .onnx, or raise --max-size-kb",)
-    report = _with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=100_000, max_size_kb=128))
+    report = with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=100_000, max_size_kb=128))
     assert report.reports[0].verdicts["ort"] is True and report.notes == ()
 
 
@@ -289,7 +289,7 @@ def test_the_ship_decision_is_made_again_on_the_ort_copies_verdicts():
     """int8 not faster chose the fp32 twin, whose .ort then broke the budget: the run failed, though the int8
     student passed every check, its .ort's included, and the note still said fp32 ships."""
     from edgekd.ort_format import OrtFile
-    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.pipeline.ort_copies import with_ort_verdicts
     from edgekd.types import Artifact, ArtifactReport, Budget, Ratio, ValidationReport
     from edgekd.validate import ship_decision
 
@@ -305,7 +305,7 @@ def test_the_ship_decision_is_made_again_on_the_ort_copies_verdicts():
     primary, notes = ship_decision(reports, ratio, 3, budget)
     report = ValidationReport("host-cpu-1t", budget, reports, primary, (*notes, "another note"), 3, (), ratio)
     assert report.primary == "student-fp32"
-    report = _with_ort_verdicts(report, {"student-fp32": ort("student-fp32", 0.255),
+    report = with_ort_verdicts(report, {"student-fp32": ort("student-fp32", 0.255),
                                          "student-int8": ort("student-int8", 0.064)})
     assert report.primary == "student-int8" and report.passed
     assert "the int8 student ships as the primary artifact because it is the one within budget" in report.notes[0]
@@ -377,15 +377,15 @@ def test_ops_config_needs_a_manifest_with_an_ort_copy(compressed, run_cli, tmp_p
 
 def test_an_ort_copy_that_computes_otherwise_fails_its_artifact_and_says_so():
     from edgekd.ort_format import OrtFile
-    from edgekd.pipeline import _with_ort_verdicts
+    from edgekd.pipeline.ort_copies import with_ort_verdicts
     from edgekd.types import Artifact, ArtifactReport, Budget, ValidationReport
 
     art = Artifact("student-int8", "student", "int8", "student-int8.onnx", "onnx-int8", 18, "0" * 64, 10)
     report = ValidationReport("p", Budget(1.0), (ArtifactReport(art, True, None, 0.9, None, {"latency": True}),),
                               "student-int8")
-    assert _with_ort_verdicts(report, {}) is report
+    assert with_ort_verdicts(report, {}) is report
     bad = OrtFile("student-int8.ort", "0" * 64, 10, "arm", "student-int8.required_operators.config", 0.9, 2.5, False)
-    failed = _with_ort_verdicts(report, {"student-int8": bad})
+    failed = with_ort_verdicts(report, {"student-int8": bad})
     assert failed.get("student-int8").verdicts == {"latency": True, "ort": False} and not failed.passed
     assert any("student-int8.ort does not compute what student-int8.onnx does" in n and "90.00%" in n
                for n in failed.notes)
@@ -605,11 +605,11 @@ def test_a_teacher_torch_export_cannot_trace_is_refused_before_the_search(teache
 
 def test_a_pruned_student_that_cannot_export_is_refused_before_it_trains(teacher, fast_profile_path, tmp_path,
                                                                           monkeypatch):
-    import edgekd.pipeline
+    import edgekd.pipeline.stages
     from edgekd.errors import ExportError
     from edgekd.pipeline import run_distill
 
-    monkeypatch.setattr(edgekd.pipeline, "train_student", lambda *a, **k: pytest.fail("trained in vain"))
+    monkeypatch.setattr(edgekd.pipeline.stages, "train_student", lambda *a, **k: pytest.fail("trained in vain"))
     config = CompressConfig(teacher=_Untraceable.wrap(teacher.module), data="digits", resolution=16,
                             profile=str(fast_profile_path), budget_ms=50.0, space="pruned", candidates=4,
                             proxy="params", latency_anchors=3, progress=False)

@@ -1,0 +1,153 @@
+"""compress(): the only place that chains the stages and writes the output folder (atomically).
+
+The stages it chains that also run alone (search, distill) are in ``stages``; the recipe in ``config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.fsutil import atomic_dir, check_new_output, write_json
+from edgekd.pipeline.config import CompressConfig, config_fields, field_default, input_paths, load_recipe
+from edgekd.pipeline.exporting import export_models, export_teacher
+from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
+from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
+from edgekd.run_inputs import Log, recipe, run_data, run_teacher
+from edgekd.search_file import search_record
+
+__all__ = ["CompressConfig", "CompressResult", "compress", "config_fields", "input_paths", "load_recipe",
+           "measured_on", "run_distill", "run_search", "train_student"]
+
+
+@dataclass(frozen=True, eq=False)
+class CompressResult:
+    out: Path
+    manifest: dict[str, Any]
+    report_md: str
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.manifest["passed"])
+
+
+def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
+    """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
+    from edgekd.profiles import load_profile
+
+    log = log or (lambda _msg: None)
+    check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
+    if config.distilled:
+        config = _as_distilled(config)  # before the data loads: the recorded seed split it
+        config = _with_distilled_budget(config, log)
+    out = Path(config.out)
+    profile = load_profile(config.profile)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
+    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:
+        # Exported first and kept for the end: a teacher torch.export cannot trace is refused before the
+        # search and the training, not after them.
+        log("export: teacher, its own .onnx file (copied)" if hasattr(teacher.module, "path") else
+            "export: teacher fp32 (first, so that a teacher torch.export cannot trace stops the run now)")
+        teacher_art = export_teacher(config, teacher, data, Path(early))
+        if config.distilled:
+            from edgekd.distilled import load_distilled
+
+            found = load_distilled(config.distilled, teacher, data)
+            search_result, student = found.search, found.result
+            log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
+                f"accuracy {student.best_val_accuracy * 100:.2f}%)")
+        else:
+            search_result, student = search_and_distill(config, teacher, data, profile, log, teacher_exported=True)
+        return _finish(config, out, teacher, teacher_art, search_result, student, data, profile, log)
+
+
+def _as_distilled(config: CompressConfig) -> CompressConfig:
+    """``config`` with the recipe its ``distilled`` student was trained with, to load the data as it was
+    split then (its test images unseen in training) and to export and record the student as it was trained."""
+    from edgekd.distilled import trained_recipe
+    from edgekd.export import DYNAMO_MIN_OPSET
+
+    trained = trained_recipe(config.distilled)
+    if trained.get("qat_epochs"):
+        said = f"the student in '{config.distilled}' was trained quantization-aware"
+        if config.opset < DYNAMO_MIN_OPSET:
+            raise ConfigError(f"{said}, and its int8 file exports at opset {DYNAMO_MIN_OPSET} or later, not "
+                              f"--opset {config.opset}", f"pass --opset {DYNAMO_MIN_OPSET}, or distill it again "
+                              "without --qat-epochs (post-training int8 writes older opsets)")
+        if config.calibration != field_default("calibration"):
+            raise ConfigError(f"--calibration does not apply: {said}, and its int8 file takes the scales it "
+                              "learned", "drop --calibration")
+    return dataclasses.replace(config, **trained)
+
+
+def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:
+    """With no budget given, the one the distilled student was searched for: validated against none, it
+    passed whatever it measured, and `gate` then found no budget to hold it to."""
+    from edgekd.distilled import BUDGET_KEYS, recorded_budget
+
+    if any(getattr(config, k) is not None for k in BUDGET_KEYS):
+        return config
+    recorded = recorded_budget(config.distilled)
+    if recorded:
+        said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in recorded.items())
+        log(f"budget: {said}, as '{config.distilled}' was distilled for (pass budget flags to validate against others)")
+    return dataclasses.replace(config, **recorded)
+
+
+
+
+def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, search_result: Any, student: Any,
+            data: Any, profile: Any, log: Log) -> CompressResult:
+    """Export, validate and report into ``out``, which appears whole or not at all."""
+    with atomic_dir(out, force=config.force) as staging:
+        artifacts, references = export_models(config, teacher, teacher_art, student.model, data, staging, log, profile)
+        log(f"validate on '{profile.name}' (latency interleaved across {len(artifacts)} artifacts)")
+        from edgekd.validate import validate, with_paths_relative
+
+        report = validate(artifacts, profile, config.budget, data, references,
+                          budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds)
+        report = with_paths_relative(report, staging)
+        orts = ort_copies(report, staging, profile, data, config.latency_rounds, log) if config.ort else {}
+        report = with_ort_verdicts(report, orts)
+        manifest = _manifest(config, report, profile, data, teacher, search_result, student)
+        for entry in manifest["artifacts"]:
+            if entry["artifact"]["name"] in orts:
+                entry["ort"] = orts[entry["artifact"]["name"]].to_dict()
+        write_json(staging / "manifest.json", manifest)
+        write_json(staging / "search.json", search_record(search_result, profile, config.budget, data,
+                                                           teacher.module))
+        from edgekd.report import render_markdown
+        from edgekd.report_html import render_html
+
+        report_md = render_markdown(manifest)
+        (staging / "report.md").write_text(report_md, encoding="utf-8")
+        (staging / "report.html").write_text(render_html(manifest, search_result.to_dict()), encoding="utf-8")
+    return CompressResult(out, manifest, report_md)
+
+
+
+def measured_on(profile: Any) -> dict[str, Any]:
+    """The profile as a manifest records it; a local one with the CPU it measured on, since its latencies
+    describe this machine and a CI runner or a colleague's laptop gating the manifest later may be another."""
+    from edgekd.latency.table import host_cpu
+
+    return {**profile.to_dict(), **({"host": host_cpu()} if profile.is_local else {})}
+
+
+def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,
+              student: Any) -> dict[str, Any]:
+    from edgekd.report import build_manifest
+
+    chosen = search_result.chosen
+    return build_manifest(report, measured_on(profile), {
+        "data": data.describe(),
+        "teacher": {"source": teacher.source},
+        "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",
+                    "search_latency_ms": chosen.latency_ms, "predicted_latency_ms": chosen.predicted_ms,
+                    "latency_source": search_result.latency_source, "distill": student.to_dict()},
+        "recipe": recipe(config, config_fields()),
+    })

@@ -1,0 +1,224 @@
+"""CompressConfig: everything ``edgekd compress`` takes, and the recipe TOML that holds the same keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd import tomlread
+from edgekd.errors import ConfigError, did_you_mean
+from edgekd.run_inputs import check_inputs
+from edgekd.types import Budget, DistillConfig
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Everything ``edgekd compress`` takes; a recipe TOML holds the same keys."""
+
+    out: str = "edgekd-out"
+    teacher: Any = None  # a spec or .pt2 path, a torch.nn.Module (Python API), or None: the embedded default
+    weights: str | None = None
+    data: Any = None  # a path, 'digits', a Dataset (Python API), or None: the embedded digits
+    resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width); kept as a side or (height, width)
+    normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
+    channels: int | None = None  # 3: grayscale repeated to RGB, 1: RGB to luminance (None: as the data is)
+    profile: str = "host-cpu-1t"
+    budget_ms: float | None = None
+    max_size_kb: float | None = None
+    min_accuracy: float | None = None  # the shipped student's test accuracy, a fraction
+    max_accuracy_drop: float | None = None  # percentage points below the teacher's test accuracy
+    space: str = "mbv2"  # or several: "mbv2,resnet,pruned"
+    proxy: str = "params"  # chosen by the rule in benchmarks/preregistered.md; see README "Search quality"
+    candidates: int = 100
+    latency_anchors: int | None = None  # networks measured to fit a space with no latency table (None: 32)
+    precision: str = "int8"  # the search checks latency and size limits for this deployment precision
+    epochs: int = 40
+    lr: float = 5e-3
+    batch_size: int = 64
+    temperature: float = 4.0
+    alpha: float = 0.9
+    augment: bool = True  # shift training images, the teacher labelling each batch (benchmarks/distill_augment.py)
+    losses: str = "kd"  # registered losses with weights, e.g. "kd:1,dkd:0.5" (kd, dkd, dist, hint, rkd, at)
+    hint_student: str | None = None  # comma-separated student module paths tapped for hint/at/rkd
+    hint_teacher: str | None = None  # the teacher module paths they pair with
+    labels: bool = True  # False: learn from the teacher's soft labels alone (unlabelled data)
+    qat_epochs: int = 0  # last epochs of distillation run quantization-aware
+    qat_lr: float | None = None  # peak learning rate of the QAT fine-tuning (None: lr / 10)
+    qat_full_range: bool = False  # QAT int8 weights in [-127, 127] (VNNI x86, ARM) instead of [-64, 64]
+    keep_epoch: str = "best"  # whose weights distillation returns: "best" or "near-best" (DistillConfig.keep)
+    target_ms: float | None = None  # pruning-aware KD until the measured latency reaches this
+    prune_steps: int = 8
+    prune_importance: str = "l2"
+    prune_round_to: int | None = None
+    calibration_samples: int = 256
+    calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
+    opset: int = 18  # ONNX opset of the shipped files; down to 13 for older runtimes (not with QAT)
+    latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
+    ort: bool = False  # also write each student in ORT format (onnxruntime mobile and reduced builds)
+    search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
+    distilled: str | None = None  # export and validate the student `edgekd distill --out` trained in this folder
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+    budget: Budget = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb, self.min_accuracy,
+                                                 self.max_accuracy_drop))
+        if self.calibration not in ("minmax", "entropy", "percentile"):
+            raise ConfigError(f"unknown calibration method '{self.calibration}'",
+                              "choose one of: minmax, entropy, percentile")
+        from edgekd.data import check_seed
+
+        check_seed(self.seed)
+        # Checked here, not where they are used: after the search and training a float here was a traceback.
+        for name in ("calibration_samples", "latency_rounds", "opset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}", f"pass {name} as an integer")
+            object.__setattr__(self, name, int(value))
+        if self.calibration_samples < 1:
+            raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
+        if self.latency_rounds < 1:
+            raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}", "pass 3")
+        if self.latency_anchors is not None and self.latency_anchors < 3:
+            raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
+                              "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
+        from edgekd.preprocess import parse_channels
+
+        object.__setattr__(self, "channels", parse_channels(self.channels))  # the CLI gives "3", a recipe 3
+        from edgekd.preprocess import parse_resolution, resolution_value
+
+        hw = parse_resolution(self.resolution)  # refuses sides outside 4-4096
+        # One recorded form: a side for a square size, (height, width) otherwise (the recipe keeps a list).
+        object.__setattr__(self, "resolution", resolution_value(hw))
+        from edgekd.data import parse_normalize
+
+        parse_normalize(self.normalize)
+        check_inputs(self)
+        self.distill_config()  # validates the training options early
+        self.search_config()
+        self.prune_config()
+        if self.distilled and self.search_file:
+            raise ConfigError("--distilled and --search cannot be combined: the distilled folder holds the search "
+                              "its student came from", "drop --search")
+        from edgekd.export import DYNAMO_MIN_OPSET, check_opset
+
+        check_opset(self.opset)
+        if self.qat_epochs and self.opset < DYNAMO_MIN_OPSET:
+            raise ConfigError(f"--qat-epochs exports at opset {DYNAMO_MIN_OPSET} or later, not --opset {self.opset}",
+                              f"pass --opset {DYNAMO_MIN_OPSET}, or drop --qat-epochs (post-training int8 writes "
+                              "older opsets)")
+        if self.target_ms is not None and self.qat_epochs:
+            raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
+                              "choose pruning toward a latency target or quantization-aware training")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        idle = [f"--{name.replace('_', '-')}" for name in ("prune_steps", "prune_importance", "prune_round_to")
+                if getattr(self, name) != defaults[name]]
+        if self.target_ms is None and idle:
+            # Without a target nothing is pruned: a setting that would be ignored is refused rather than dropped.
+            raise ConfigError(f"{', '.join(idle)} only {'applies' if len(idle) == 1 else 'apply'} to pruning, and "
+                              "nothing is pruned without --target-ms",
+                              "pass --target-ms MS to prune toward a latency, or leave the pruning settings out")
+        self._refuse_idle_settings(defaults)
+
+    def _refuse_idle_settings(self, defaults: dict[str, Any]) -> None:
+        """Settings a user changed that this run would ignore are refused, as the pruning ones are above."""
+        from edgekd.distill.teacher_side import uses_features
+
+        if (_paths(self.hint_student) or _paths(self.hint_teacher)) and not uses_features(
+                self.distill_config().losses):
+            raise ConfigError(f"--hint-student and --hint-teacher pick the layers of the feature losses (hint, at, "
+                              f"rkd), and --losses {self.losses} has none",
+                              "add one to --losses, e.g. kd:1,hint:1, or leave the hint layers out")
+        idle = [f"--{name.replace('_', '-')}" for name in ("qat_lr", "qat_full_range")
+                if getattr(self, name) != defaults[name]]
+        if not self.qat_epochs and idle:
+            raise ConfigError(f"{', '.join(idle)} only {'applies' if len(idle) == 1 else 'apply'} to "
+                              "quantization-aware training, and none runs without --qat-epochs",
+                              "pass --qat-epochs N to train the last N epochs quantization-aware, or leave "
+                              f"{', '.join(idle)} out")
+        if self.qat_epochs and self.calibration != defaults["calibration"]:
+            raise ConfigError(f"--calibration {self.calibration} does not apply with --qat-epochs: the int8 file "
+                              "takes the scales quantization-aware training learned",
+                              "drop --calibration, or drop --qat-epochs to calibrate a post-training int8 file")
+
+    def search_config(self) -> Any:
+        from edgekd.search import SearchConfig
+
+        return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
+                            precision=self.precision, seed=self.seed,
+                            **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
+                             temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment,
+                             losses=self.losses, student_taps=_paths(self.hint_student),
+                             teacher_taps=_paths(self.hint_teacher), use_labels=self.labels,
+                             qat_epochs=self.qat_epochs, qat_lr=self.qat_lr,
+                             qat_reduce_range=not self.qat_full_range, keep=self.keep_epoch)
+
+    def prune_config(self) -> Any:
+        from edgekd.distill.prune import PruneConfig
+
+        if self.target_ms is None:
+            return None
+        return PruneConfig(target_ms=self.target_ms, precision=self.precision, steps=self.prune_steps,
+                           finetune_epochs=self.epochs, importance=self.prune_importance, round_to=self.prune_round_to)
+
+
+def _paths(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(CompressConfig) if f.init]
+
+
+# Recipe keys spelled as their flag where the flag's name differs from the config field's.
+_RECIPE_ALIASES = {"search": "search_file"}
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe TOML (keys as the flags, '-' or '_'); unknown keys are rejected."""
+    path = Path(path)
+    try:
+        raw = tomlread.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"recipe '{path}' does not exist", "check the --config path") from None
+    except (tomlread.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"recipe '{path}' cannot be read ({exc})", "fix the TOML syntax") from None
+    if isinstance(raw.get("compress"), dict):  # a [compress] table, or keys at the top level, not both
+        loose = sorted(k for k in raw if k != "compress")
+        if loose:
+            raise ConfigError(f"recipe '{path}' has keys both at the top level ({', '.join(loose)}) and in its "
+                              "[compress] table, so one set would be ignored",
+                              "move every key into the [compress] table, or drop the table header")
+        raw = raw["compress"]
+    known = set(config_fields()) - {"force", "progress"}
+    out = {}
+    for key, value in raw.items():
+        name = _RECIPE_ALIASES.get(key, key.replace("-", "_"))
+        if name not in known:
+            flags = {field: key for key, field in _RECIPE_ALIASES.items()}
+            keys = sorted(flags.get(k, k.replace("_", "-")) for k in known)
+            raise ConfigError(f"recipe '{path}': unknown key '{key}'",
+                              f"{did_you_mean(key.replace('_', '-'), keys)}valid keys are {', '.join(keys)}")
+        out[name] = value
+    return out
+
+
+
+def field_default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(CompressConfig) if f.name == name)
+
+
+def input_paths(config: CompressConfig) -> list[Any]:
+    """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, or
+    the .py of a file.py:factory spec), its weights, the data, and a search or distill folder reused."""
+    teacher = config.teacher if isinstance(config.teacher, str) else None
+    return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, config.search_file,
+            config.distilled]

@@ -1,0 +1,91 @@
+"""The export step of compress: the teacher's file, the student's fp32 and int8 files, into the staging
+folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edgekd.pipeline.config import CompressConfig
+from edgekd.run_inputs import Log
+
+
+def export_teacher(config: CompressConfig, teacher: Any, data: Any, folder: Path) -> Any:
+    from edgekd.export import ExportRequest, get_exporter
+
+    source = getattr(teacher.module, "path", None)
+    if source is not None:  # an ONNX teacher is its own export: copied as it is, with its external data
+        return copied_teacher(Path(source), folder)
+    return get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
+                                                   data.x_val[:1], opset=config.opset))
+
+
+def copied_teacher(source: Path, folder: Path) -> Any:
+    from edgekd.validate import artifact_from_file
+
+    placed = _copy_model(source, folder / "teacher-fp32.onnx")
+    return dataclasses.replace(artifact_from_file(placed, "teacher-fp32", "teacher"), exporter="user onnx")
+
+
+def _copy_model(source: Path, placed: Path) -> Path:
+    """``source`` copied to ``placed`` with the external data files it names, at the same relative paths."""
+    import shutil
+
+    from edgekd.onnxfile import external_files, load_model
+
+    shutil.copy2(source, placed)
+    for data_file in external_files(source, load_model(source)):
+        target = placed.parent / data_file.relative_to(source.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data_file, target)
+    return placed
+
+
+def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, student: Any, data: Any, staging: Path,
+                  log: Log, profile: Any) -> tuple:
+    """The teacher's file copied into ``staging`` with the student's fp32 and int8 files, each stamped with
+    the data's preprocessing; and the torch module each file is checked against."""
+    import numpy as np
+
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.onnxfile import stamp_data_metadata
+
+    fp32 = get_exporter("onnx-fp32")
+    placed = _copy_model(Path(teacher_art.path), staging / Path(teacher_art.path).name)
+    teacher_art = dataclasses.replace(teacher_art, path=str(placed))
+    rng = np.random.default_rng(config.seed)
+    calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
+    if config.qat_epochs:
+        from edgekd.distill.qat import export_copy
+
+        log("export: student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
+        twin = export_copy(student, fake_quant=False)
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1],
+                                          opset=config.opset))
+        student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
+                                                                   data.x_val[:1], calibration=calib,
+                                                                   opset=config.opset))
+        references = {"teacher-fp32": teacher.module, "student-fp32": twin, "student-int8": student}
+    else:
+        from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
+
+        log("export: student fp32, student int8 (QDQ, calibrated on training images; nodes that "
+            "run slower in int8 on the profile fall back to fp32)")
+        student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1],
+                                          opset=config.opset))
+        # Each round's file is stamped as it ships, so the size budget is held against the shipped size.
+        fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
+                                      FallbackConfig(calibration_method=config.calibration,
+                                                     max_bytes=config.budget.max_bytes),
+                                      stamp=lambda art: stamp_data_metadata(art, data))
+        student_int8 = fallback.artifact
+        log(f"export: {fallback.summary()}")
+        for note in fallback.notes:
+            log(f"export: {note}")
+        references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
+    import torch
+
+    torch.save(student.state_dict(), staging / "student.pt")
+    return [stamp_data_metadata(a, data) for a in (teacher_art, student_fp32, student_int8)], references
+

@@ -1,0 +1,246 @@
+"""The search and distill stages run on their own (``edgekd search``, ``edgekd distill``), and the
+distillation step compress runs inside its chain."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError, OutputError
+from edgekd.fsutil import (
+    atomic_dir,
+    check_new_file,
+    check_new_output,
+    check_own_folder,
+    remove_path,
+    set_aside,
+    settled,
+    write_json,
+)
+from edgekd.pipeline.config import CompressConfig, config_fields, input_paths
+from edgekd.run_inputs import Log, near_chance, recipe, run_data, run_teacher
+from edgekd.search_file import search_record
+
+
+def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
+    """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
+    write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
+    from edgekd.profiles import load_profile
+    from edgekd.search import search
+
+    log = log or (lambda _msg: None)
+    check_new_file(out, force, "--out", input_paths(config))
+    out = Path(out)
+    profile = load_profile(config.profile)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
+    result = search(teacher.module, data, profile, config.budget, config.search_config(),
+                    progress=config.progress, log=log)
+    write_json(out, search_record(result, profile, config.budget, data, teacher.module))
+    return result
+
+
+def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None) -> Any:
+    """The distill stage alone: train the student of ``config.search_file`` (or of a fresh search) from
+    the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, search.json
+    (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it).
+    With ``config.force`` an earlier run in ``out`` is replaced once this one has written its first checkpoint
+    (or finished); until then a failure leaves it as it was.
+
+    Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
+    would replace its folder and files as it writes them."""
+    from edgekd.distill.ddp import launched
+
+    log = log or (lambda _msg: None)
+    processes, rank = launched()
+    if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
+        raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
+                          "anew, and could choose another student", "run `edgekd search --out search.json` first, "
+                          "and distill with --search search.json")
+    if rank != 0:
+        return _distill_into(config, Path(out), resume, lambda _msg: None, write=False)
+    if resume:
+        check_own_folder(out, "--out")
+    else:
+        check_new_output(out, True, input_paths(config))  # replaced below only with --force
+    out = Path(out)
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+    earlier, created = None, not out.exists()
+    if not resume and not created and any(out.iterdir()):
+        if not config.force:
+            raise OutputError(f"output folder '{out}' is not empty",
+                              "choose another --out, pass --resume to continue its run, or --force to start over")
+        earlier = set_aside(out, "--out")
+        log(f"distill: the earlier run in {out} is kept as {earlier} until this one has its first checkpoint")
+    try:
+        trained = _distill_into(config, out, resume, log)
+    except BaseException:
+        # A run with a checkpoint to resume from keeps its folder (and --force has then replaced the earlier
+        # run). One without (a mistake found after the search, Ctrl-C in the first epoch, any pruning run)
+        # leaves --out as it found it: the earlier run put back, and nothing of its own that would stop a rerun.
+        if not resume and not (out / "checkpoint.pt").is_file():
+            if earlier is not None or created:
+                remove_path(out)
+            else:
+                for name in ("search.json", ".final"):
+                    remove_path(out / name)
+            if earlier is not None:
+                earlier.rename(settled(out))
+                earlier = None
+        raise
+    finally:
+        if earlier is not None:
+            remove_path(earlier)
+    return trained
+
+
+def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True) -> Any:
+    import torch
+
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.profiles import load_profile
+
+    profile = load_profile(config.profile)
+    data = run_data(config, log)
+    teacher = run_teacher(config, data, log)
+    result, trained = search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
+                                          resume=resume)
+    if not write:
+        return trained
+    with atomic_dir(out / ".final", force=True) as staging:
+        torch.save(trained.model.state_dict(), staging / "student.pt")
+        if config.qat_epochs:
+            art = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
+                                                              data.x_val[:1], calibration=data.x_train[:256],
+                                                              opset=config.opset))
+        else:
+            art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
+                                                          data.x_val[:1], opset=config.opset))
+        from edgekd.onnxfile import stamp_data_metadata
+
+        stamp_data_metadata(art, data)
+        # what `compress --distilled` reports from
+        write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module))
+        write_json(staging / "distill.json", {
+            "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
+            "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
+            "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin}})
+    for path in (out / ".final").iterdir():
+        path.replace(out / path.name)
+    (out / ".final").rmdir()
+    return trained
+
+
+def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
+                        checkpoint: Path | None = None, resume: bool = False,
+                        teacher_exported: bool = False) -> tuple:
+    import torch
+
+    from edgekd.search import build_student, search
+
+    search_file = config.search_file
+    # A resumed run trains the student its search chose: searching again measures anew, and near a budget's
+    # edge could choose another student, whose checkpoint would then be refused.
+    earlier = checkpoint.parent / "search.json" if checkpoint is not None else None
+    if resume and not search_file and earlier is not None and earlier.is_file():
+        search_file = str(earlier)
+    if search_file:
+        from edgekd.search_file import load_search
+
+        result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
+                             config.max_size_kb)
+        log(f"search: reusing {search_file}")
+    else:
+        _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
+        log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
+        result = search(teacher.module, data, profile, config.budget, config.search_config(),
+                        progress=config.progress, log=log)
+        if earlier is not None:
+            write_json(earlier, search_record(result, profile, config.budget, data, teacher.module))
+    chosen = result.chosen
+    log(f"search: chose {chosen.spec.space} {chosen.spec.config} ({chosen.params:,} params, "
+        f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
+    torch.manual_seed(config.seed)
+    student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
+    # A pruned student runs the teacher's forward, so compress's export of the teacher has checked it already.
+    if chosen.spec.space == "pruned" and not teacher_exported:
+        _check_exports(config, student, data)
+    trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
+    return result, trained
+
+
+def _check_exports(config: CompressConfig, student: Any, data: Any) -> None:
+    """A ``pruned`` student runs the teacher's own forward: one torch.export cannot trace is refused before
+    it trains, not when its file is written after (``distill`` exports no teacher to find out first)."""
+    import copy
+
+    from edgekd.export import ExportRequest, get_exporter
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+        get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", Path(tmp), copy.deepcopy(student),
+                                                data.x_val[:1], opset=config.opset))
+
+
+def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: Any) -> None:
+    """What distillation would refuse about the teacher, refused before a search of minutes: the layers the
+    feature losses tap (the student's are known only once one is chosen), and, when every student is the
+    teacher's own layers (``--space pruned``), layers QAT cannot mirror."""
+    from edgekd.distill.teacher_side import teacher_taps, uses_features
+
+    distill_config = config.distill_config()
+    if uses_features(distill_config.losses):
+        from edgekd.distill.taps import output_shapes
+
+        teacher_taps(teacher, output_shapes(teacher, example)[1], distill_config.teacher_taps)
+    if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
+        from edgekd.distill.qat_plan import plan_qat
+
+        plan_qat(teacher, example)
+
+
+def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,
+                  checkpoint: Path | None = None, resume: bool = False) -> Any:
+    """The distill stage: KD with the configured losses (QAT in its last epochs), or pruning-aware KD
+    toward ``config.target_ms``. Returns a DistillResult."""
+    from edgekd.distill.trainer import batches_per_epoch, distill
+
+    prune = config.prune_config()
+    if prune is not None:
+        from edgekd.distill.prune import prune_distill
+
+        log(f"distill: pruning-aware KD toward {prune.target_ms:g} ms ({prune.precision}) on '{profile.name}'")
+        if resume:
+            raise ConfigError("--resume continues plain or quantization-aware KD, not pruning-aware KD",
+                              "run the pruning again without --resume")
+        pruned = prune_distill(student, data, config.distill_config(), prune, profile, teacher=teacher, log=log,
+                               progress=config.progress)
+        log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)" if pruned.steps
+            else f"distill: nothing pruned, the student was under the target already: {pruned.measured_ms:.3f} ms "
+                 f"measured (target {prune.target_ms:g} ms), distilled for {config.epochs} epochs")
+        if not pruned.reached:
+            log(f"warning: pruning ended at {pruned.measured_ms:.3f} ms measured, over --target-ms "
+                f"{prune.target_ms:g} by more than the 10% measurement noise allows: a lower --target-ms leaves "
+                "room for the noise; `edgekd validate` measures the student again")
+        record = {k: v for k, v in pruned.to_dict().items() if k != "history"}  # the history is the result's own
+        trained = dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history, pruning=record)
+    else:
+        log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
+            + (", training images shifted (--no-augment: in place)" if config.augment else "")
+            + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
+        trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
+                          checkpoint=checkpoint, resume=resume, log=log)
+        log(f"distill: {trained.kept_line()}")
+    if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
+        # Few images and few epochs leave a student untrained with no error anywhere; say why here, where
+        # the fix is, rather than only as an accuracy drop in the final table.
+        steps = config.epochs * batches_per_epoch(len(data.y_train), config.batch_size)
+        epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+        log(f"warning: the student is still near chance ({trained.best_val_accuracy * 100:.1f}% on validation, "
+            f"chance {100 / data.num_classes:.1f}%) after about {steps} optimizer steps ({epochs} of "
+            f"{len(data.y_train)} training images in batches of {config.batch_size}): train longer (--epochs), "
+            "or with a smaller --batch-size or a higher --lr")
+    return trained
+
