@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,6 +143,22 @@ def test_recipe_is_read_and_flags_win(run_cli, tmp_path):
     recipe.write_text("budget-ms = 'fast'\n")
     line = _one_line_error(*run_cli("compress", "--config", recipe)[::2])
     assert f"recipe '{recipe}': budget-ms = \"fast\" is a string, not a number" in line
+
+
+def test_force_never_writes_over_the_recipe_or_the_profile_it_reads(run_cli, fast_profile_path, tmp_path):
+    """--force replaced a search's --out even where that was its own recipe or board profile."""
+    board = tmp_path / "board.toml"
+    board.write_text(Path(fast_profile_path).read_text().replace('name = "fast-test"', 'name = "board"'))
+    recipe = tmp_path / "run" / "recipe.toml"
+    recipe.parent.mkdir()
+    # A teacher file that is not there: a refused --out is said first, else the run stops at the teacher
+    recipe.write_text(f"profile = '{board}'\nteacher = '{tmp_path / 'missing.pt2'}'\n")
+    kept = recipe.read_text(), board.read_text()
+    for command, out in (("search", recipe), ("search", board), ("compress", recipe.parent),
+                         ("distill", recipe.parent), ("compress", tmp_path)):
+        line = _one_line_error(*run_cli(command, "--config", recipe, "--out", out, "--force")[::2])
+        assert "an input of this command" in line and "--force never replaces" in line, (command, out, line)
+    assert (recipe.read_text(), board.read_text()) == kept
 
 
 def test_compress_then_validate_end_to_end(run_cli, teacher_files, fast_profile_path, tmp_path):

@@ -172,6 +172,7 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
         _refuse_search_with_distilled(ctx, values, recipe)
     _refuse_search_flags(ctx, values)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    _refuse_recipe_as_out(recipe, config.out)
     on_interrupt(lambda: f"interrupted: nothing was written to {config.out}/ (to make a long training resumable, "
                  "run it as `edgekd distill --out DIR`, continue it with --resume, then ship it with "
                  "`edgekd compress --distilled DIR`)")
@@ -197,6 +198,15 @@ def _stage_out(ctx: click.Context, values: dict[str, Any], default: str, log: An
         log(f"the recipe's out ({recipe_out}) names compress's output folder; {ctx.info_name} writes {default} "
             "(pass --out to choose)")
     return default
+
+
+def _refuse_recipe_as_out(recipe: str | None, out: str) -> None:
+    """The recipe is an input like the teacher: --force must not write the run over it, or wipe the folder
+    that holds it."""
+    from edgekd.fsutil import check_not_input
+
+    if str(out).strip():  # an empty --out is refused as empty by the stage, not as the current folder
+        check_not_input(out, [recipe], "--out", folder=True)
 
 
 def _refuse_training_flags(ctx: click.Context) -> None:
@@ -255,6 +265,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = _stage_out(ctx, values, "search.json", log)
+    _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
     click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | "
@@ -289,6 +300,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     values, force, log = _merged_options(ctx, recipe, quiet or follower, flags)
     _refuse_search_flags(ctx, values)
     out = _stage_out(ctx, values, "edgekd-distill", log)
+    _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     checkpoint = Path(out) / "checkpoint.pt"
     on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
