@@ -78,6 +78,10 @@ _RUNNER_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], tuple[Any, ...] | No
 _NOT_MEASURED = ("timeout_s", "connect_timeout_s", "identity_file", "remote_dir")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._+/-]*")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*")
+# runner.python goes to the device as one quoted word: its shell expands no ~ or $ and splits at no space.
+_SAFE_PROGRAM = re.compile(r"[A-Za-z0-9._+/][A-Za-z0-9._+/-]*")
+# A profile's name is the stem of the files written for it (latency tables beside its own file).
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,10 @@ def _from_raw(path: Path, raw: dict[str, Any], source: str) -> DeviceProfile:
     top = sections[""]
     if not top.get("name"):
         raise ProfileError(f"{path}: missing key 'name'", "add name = \"...\" at the top of the file")
+    if not _PROFILE_NAME.fullmatch(top["name"]):
+        raise ProfileError(f"{path}: name = {top['name']!r} is not a plain file name",
+                           "use letters, digits, '-', '_' and '.', not starting with '.' (no path separators or "
+                           "spaces): files named after the profile are written beside it")
     profile = DeviceProfile(
         name=top["name"],
         description=top["description"],
@@ -374,6 +382,12 @@ def _check_runner_values(path: Path, runner: dict[str, Any]) -> None:
         if value is not None and not _SAFE_PATH.fullmatch(value):
             raise ProfileError(f"{path}: key 'runner.{key}' is {value!r}",
                                "use an absolute path of letters, digits and . _ + - / (no spaces or ~)")
+    python = runner.get("python")
+    if python and not _SAFE_PROGRAM.fullmatch(python):
+        raise ProfileError(f"{path}: key 'runner.python' is {python!r}",
+                           "give the absolute path of the Python on the device (e.g. /home/pi/venv/bin/python3) or "
+                           "a program name on its PATH, in letters, digits and . _ + - / (no spaces, ~ or $: it "
+                           "reaches the device as one word, which its shell does not expand)")
     for key in ("python", "perf_test", "identity_file"):
         if key in runner and runner[key] is not None and not runner[key].strip():
             raise ProfileError(f"{path}: key 'runner.{key}' is empty", "give a program name or path")

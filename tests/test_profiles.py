@@ -162,6 +162,23 @@ def test_missing_name(tmp_path):
         load_profile(path)
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "boards/pi", "..", ".hidden", "my board", "a\\\\b"])
+def test_a_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name):
+    """Latency tables are written to files named after the profile: a name with a path in it would put them
+    outside the profile folder."""
+    path = _write(tmp_path, "named", _valid(name=name))
+    with pytest.raises(ProfileError, match=r"named\.toml: name = .* is not a plain file name; use letters, digits, "
+                                           r"'-', '_' and '\.', not starting with '\.'"):
+        load_profile(path)
+
+
+def test_shipped_profiles_have_plain_names_and_load():
+    from edgekd.profiles import builtin_dir, load_profile_file
+
+    names = [load_profile_file(path).name for path in sorted(builtin_dir().glob("*.toml"))]
+    assert names == ["android-arm64", "host-cpu-1t", "host-cpu", "rpi4-arm64"]
+
+
 def test_section_must_be_a_table(tmp_path):
     path = _write(tmp_path, "flat", 'name = "flat"\nruntime = 3\n')
     with pytest.raises(ProfileError, match="'runtime' must be a table"):

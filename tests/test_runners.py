@@ -2,8 +2,10 @@
 run the "remote" side on this machine, so every argv, copy, quoting and parse step is exercised."""
 
 import ast
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,11 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps(["ssh"] + args) + "\\n")
 time.sleep(float(os.environ.get("FAKE_SSH_SLEEP", "0")))
+if args[-1].startswith("rm -rf "):  # the clean-up
+    time.sleep(float(os.environ.get("FAKE_RM_SLEEP", "0")))
+    if os.environ.get("FAKE_RM_FAIL"):
+        sys.stderr.write("rm: cannot remove '" + args[-1].split()[-1] + "': " + os.environ["FAKE_RM_FAIL"] + "\\n")
+        sys.exit(1)
 if os.environ.get("FAKE_SSH_FAIL"):
     sys.stderr.write("ssh: connect to host box port 2222: " + os.environ["FAKE_SSH_FAIL"] + "\\n")
     sys.exit(255)
@@ -87,10 +94,11 @@ elif args[0] == "shell":
 
 # onnxruntime_perf_test as it prints; latency grows with the model file's size (the big model is slower)
 FAKE_PERF_TEST = f"""#!{PY}
-import json, os, sys
+import json, os, sys, time
 args = sys.argv[1:]
 with open(os.environ["FAKE_PERF_LOG"], "a") as fh:
     fh.write(json.dumps(args) + "\\n")
+time.sleep(float(os.environ.get("FAKE_PERF_SLEEP", "0")))
 runs, model = int(args[args.index("-r") + 1]), args[-1]
 ms = 0.2 if os.path.getsize(model) < 20000 else 2.0
 print("Setting intra_op_num_threads to " + args[args.index("-x") + 1])
@@ -152,10 +160,10 @@ def _toml_value(value) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
-def _profile(folder: Path, runner: dict, threads: int = 1):
+def _profile(folder: Path, runner: dict, threads: int = 1, runs_per_repeat: int = 5):
     lines = ['schema = 1', 'name = "runner-test"', "[runtime]", f"intra_op_threads = {threads}", "[runner]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in runner.items()]
-    lines += ["[measure]", "warmup_runs = 2", "repeats = 2", "runs_per_repeat = 5", "max_cv = 0.5"]
+    lines += ["[measure]", "warmup_runs = 2", "repeats = 2", f"runs_per_repeat = {runs_per_repeat}", "max_cv = 0.5"]
     path = folder / "runner-test.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_profile(path)
@@ -180,6 +188,37 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
         torch.onnx.export(model.eval(), (torch.zeros(SHAPE),), str(folder / f"{name}.onnx"), dynamo=False,
                           input_names=["input"])
     return folder / "small.onnx", folder / "big.onnx"
+
+
+def _running(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (a test's own folder: only what the test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(entry.name))
+        except (OSError, UnicodeDecodeError):  # gone meanwhile
+            pass
+    return pids
+
+
+def _left_running(marker: str, wait_s: float = 15.0) -> list[int]:
+    """The processes naming ``marker`` still there after up to ``wait_s`` seconds; each is then ended, so a
+    failing test leaves nothing behind."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _running(marker)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="reads processes from /proc")
 
 
 def _check_ordered(small, big) -> None:
@@ -256,6 +295,81 @@ def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
         measure([models[0]], profile)
 
 
+@needs_proc
+def test_a_measurement_past_its_time_stops_on_the_device_too(fakes, models, tmp_path):
+    """Killing the local ssh leaves the remote worker running (here: the stand-in's bash and the worker it
+    started), sharing the device's cores with the next run; the worker stops itself once past timeout_s."""
+    profile = _profile(tmp_path, _ssh(fakes, timeout_s=2), runs_per_repeat=1_000_000)
+    with pytest.raises(RunnerError, match=r"ssh to pi@edge-box:2222 timed out after 2 s while running the "
+                                          r"measurement: the measurement took longer than runner\.timeout_s; "
+                                          r"raise runner\.timeout_s in the profile, or measure fewer runs"):
+        measure([models[1]], profile)
+    assert _left_running(str(fakes.remote)) == []
+
+
+def test_the_worker_stops_itself_past_its_time(models, tmp_path):
+    import time
+
+    spec = tmp_path / "spec.json"
+    rt = {"intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential", "graph_optimization": "all",
+          "allow_spinning": True, "providers": ["CPUExecutionProvider"]}
+    ms = {"batch_size": 1, "warmup_runs": 1, "repeats": 2, "runs_per_repeat": 1_000_000, "max_cv": 0.5}
+    spec.write_text(json.dumps({"models": [str(models[1])], "shape": None, "runtime": rt, "measure": ms,
+                                "timeout_s": 1}))
+    start = time.monotonic()
+    proc = subprocess.run([PY, str(WORKER), str(spec)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and time.monotonic() - start < 30
+    (line,) = proc.stdout.splitlines()
+    answer = json.loads(line)
+    assert answer["ok"] is False and answer["kind"] == "runner"
+    assert answer["error"] == "the measurement took longer than runner.timeout_s (1 s), so the worker stopped itself"
+    spec.write_text(json.dumps({"models": [str(models[1])], "shape": None, "runtime": rt, "measure": ms,
+                                "timeout_s": "1"}))
+    proc = subprocess.run([PY, str(WORKER), str(spec)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "timeout_s '1' is not a positive number" in json.loads(proc.stdout)["error"]
+
+
+@pytest.mark.parametrize("env, why", [({"FAKE_RM_FAIL": "Permission denied"},
+                                       r"exit 1: rm: cannot remove '\S+': Permission denied"),
+                                      ({"FAKE_RM_SLEEP": "10"}, "timed out after 0.5 s")])
+def test_a_failed_clean_up_is_said_with_the_command_that_removes_the_folder(fakes, models, tmp_path, monkeypatch,
+                                                                            caplog, env, why):
+    import edgekd.latency.runners as runners
+
+    monkeypatch.setattr(runners, "_CLEAN_TIMEOUT_S", 0.5)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (stats,) = measure([models[0]], _profile(tmp_path, _ssh(fakes)))  # the result still comes back
+    assert stats.p50_ms > 0
+    (left,) = fakes.remote.iterdir()
+    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.runners"]
+    said = record.getMessage()
+    assert record.levelname == "WARNING" and "\n" not in said
+    assert re.fullmatch(rf"warning: could not remove the run folder {left} on edge-box \({why}\), so the models "
+                        r"copied there are still on the device; remove them with: ssh .*", said), said
+    for key in env:
+        monkeypatch.delenv(key)
+    subprocess.run(["bash", "-c", said.split("remove them with: ")[1]], check=True, timeout=60)
+    assert list(fakes.remote.iterdir()) == []  # the command given removes it
+
+
+def test_a_clean_up_that_cannot_even_start_is_said_too(fakes, models, tmp_path, monkeypatch, caplog):
+    import edgekd.latency.runners as runners
+
+    real_run = subprocess.run
+
+    def run(argv, **kwargs):
+        if argv[-1].startswith("rm -rf "):
+            raise PermissionError(13, "Permission denied", argv[0])
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(runners.subprocess, "run", run)
+    measure([models[0]], _profile(tmp_path, _ssh(fakes)))
+    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.runners"]
+    assert re.fullmatch(r"warning: could not remove the run folder \S+/run-\w+ on edge-box \(\[Errno 13\] Permission "
+                        r"denied: 'ssh'\), so the models .* remove them with: ssh .*'rm -rf \S+'", record.getMessage())
+
+
 def test_ssh_connection_refused(fakes, models, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
     with pytest.raises(RunnerError, match="ssh to pi@edge-box:2222 failed while creating the remote folder "
@@ -268,6 +382,27 @@ def test_ssh_remote_python_missing(fakes, models, tmp_path):
     with pytest.raises(RunnerError, match="python-does-not-exist was not found on edge-box; set runner.python"):
         measure([models[0]], profile)
     assert list(fakes.remote.iterdir()) == []  # cleaned up after a failure too
+
+
+# What the Python a device has says to the worker: one before 3.7 cannot even compile it; one that crashes
+OLD_PYTHON = ('#!/bin/sh\ncat >&2 <<EOF\n  File "$1", line 27\n    from __future__ import annotations\n    ^\n'
+              "SyntaxError: future feature annotations is not defined\nEOF\nexit 1\n")
+CRASHING_PYTHON = ('#!/bin/sh\ncat >&2 <<EOF\nTraceback (most recent call last):\n  File "$1", line 3, in <module>\n'
+                   "    import json\nOSError: [Errno 28] No space left on device\nEOF\nexit 1\n")
+
+
+@pytest.mark.parametrize("python, says", [
+    (OLD_PYTHON, r"\S+/old-python on edge-box cannot run edgekd's worker: SyntaxError: future feature annotations "
+                 r"is not defined; the worker needs Python 3\.7 or later on the device: set runner\.python"),
+    (CRASHING_PYTHON, r"ssh to pi@edge-box:2222 failed while running the measurement \(exit 1\): OSError: "
+                      r"\[Errno 28\] No space left on device; check the host"),
+])
+def test_a_python_traceback_is_told_by_its_last_line(fakes, models, tmp_path, python, says):
+    """A traceback's first line only says where; its last says what (a Python before 3.7 cannot even compile
+    the worker, and gets told so)."""
+    device_python = _script(tmp_path / ("old-python" if python is OLD_PYTHON else "crashing-python"), python)
+    with pytest.raises(RunnerError, match=says):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes, python=str(device_python))))
 
 
 def test_ssh_garbled_output(fakes, models, tmp_path):
@@ -348,7 +483,8 @@ def test_a_cached_bench_on_a_board_says_which_runtime_measured_it(fakes, models,
 
     code, out, _ = run_cli("bench", models[0], "--profile", path)
     assert code == 0 and f"profile {profile.name} (cached result, measured on the device with onnxruntime " \
-        f"{onnxruntime.__version__}; pass --no-cache after upgrading it)" in out
+        f"{onnxruntime.__version__}; pass --no-cache after upgrading it or when the device behind this profile " \
+        "changed)" in out
 
 
 def test_remote_errors_keep_their_kind(fakes, tmp_path):
@@ -436,6 +572,23 @@ def test_adb_perf_test_missing(fakes, models, tmp_path):
         measure([models[0]], profile)
 
 
+@needs_proc
+def test_a_perf_test_past_its_time_stops_on_the_device_too(fakes, models, tmp_path, monkeypatch):
+    """perf_test cannot stop itself: the device's own `timeout` ends it once killing the local adb has not."""
+    monkeypatch.setenv("FAKE_PERF_LOG", str(tmp_path / "perf.log"))
+    monkeypatch.setenv("FAKE_PERF_SLEEP", "60")
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test", FAKE_PERF_TEST)
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf), "timeout_s": 2})
+    with pytest.raises(RunnerError, match=r"adb on the adb device timed out after 2 s while running "
+                                          r"onnxruntime_perf_test on small\.onnx: the measurement took longer than "
+                                          r"runner\.timeout_s; raise runner\.timeout_s"):
+        measure([models[0]], profile)
+    assert _left_running(str(device_bin)) == []
+
+
 # --- local and the worker ----------------------------------------------------------------------------------
 def test_local_runner_measures_in_a_separate_process(models, fast_profile, monkeypatch):
     import edgekd.latency.runners as runners
@@ -458,7 +611,7 @@ def test_worker_is_standalone(models, tmp_path):
     tree = ast.parse(WORKER.read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
-    assert imported <= {"__future__", "json", "os", "re", "sys", "time", "numpy", "onnxruntime"}
+    assert imported <= {"__future__", "json", "os", "re", "sys", "threading", "time", "numpy", "onnxruntime"}
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
     spec = tmp_path / "spec.json"
@@ -508,6 +661,13 @@ def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
     with pytest.raises(RunnerError, match="model input 'x' of '.*' has no shape recorded, and "
                                           "onnxruntime_perf_test can only set named dimensions"):
         free_dims(model(None), 1, [1, 1, 8, 8])  # rank unknown: no dimension to name
+    square = model(["N", 1, "S", "S"])
+    assert free_dims(square, 1, [1, 1, 8, 8]) == ["N:1", "S:8"]
+    # -f S:8 -f S:16 would time some other shape (perf_test keeps one of them) under this one's name
+    with pytest.raises(RunnerError, match=r"^model input 'x' names two dimensions 'S', and --input-shape 1,1,8,16 "
+                                          r"sets them to 8 and 16: onnxruntime_perf_test cannot set one named "
+                                          r"dimension to two sizes; use runner\.mode = \"python\""):
+        free_dims(square, 1, [1, 1, 8, 16])
 
 
 def test_perf_test_output_parsing():
@@ -527,6 +687,10 @@ def test_perf_test_output_parsing():
     ({"kind": "ssh", "host": "box", "port": "22"}, "'runner.port' must be int"),
     ({"kind": "ssh", "host": "-oProxyCommand=x"}, "runner.host"),
     ({"kind": "ssh", "host": "box", "remote_dir": "~/edgekd"}, "absolute path"),
+    ({"kind": "ssh", "host": "box", "python": "~/venv/bin/python"},
+     r"key 'runner\.python' is '~/venv/bin/python'; give the absolute path of the Python on the device"),
+    ({"kind": "adb", "python": "/data/my env/bin/python3"}, r"key 'runner\.python' is '/data/my env/bin/python3'"),
+    ({"kind": "adb", "python": "$HOME/bin/python3"}, r"runner\.python.*no spaces, ~ or \$"),
     ({"kind": "telnet"}, "runner.kind"),
 ])
 def test_runner_validation(tmp_path, runner, match):

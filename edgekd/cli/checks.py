@@ -188,10 +188,11 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     # How many times faster than MODEL, repeat by repeat (the repeats ran side by side), with its interval.
     vs = [ratio([stats], 0, i) for i in range(len(stats))]
     said = ""
-    if cached:  # a board's runtime is not in the cache key (this host cannot see it without measuring)
+    if cached:  # a board's runtime, and which board answers, are not in the cache key (this host cannot see them
+        # without measuring): an unnamed adb device or a host name such as raspberrypi.local may be another board
         said = " (cached result)" if prof.is_local else (
             f" (cached result, measured on the device with onnxruntime {stats[0].onnxruntime or '(version unknown)'};"
-            " pass --no-cache after upgrading it)")
+            " pass --no-cache after upgrading it or when the device behind this profile changed)")
     click.echo(f"profile {prof.name}{said}")
     click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | speedup vs first | 95% interval |")
     click.echo("|---|---:|---:|---:|---:|---:|---:|")

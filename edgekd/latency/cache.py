@@ -23,6 +23,8 @@ def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[in
     parts = [sha256(p) for p in paths] + [profile.digest(), repr(tuple(shape) if shape else None)]
     if profile.is_local:  # "this host": an upgrade or another CPU measures anew
         parts += [host_runtime(), host_cpu()]
+    # A remote device is known only by its profile's settings (runner.host, runner.serial): which board answers
+    # there, and its runtime, cannot be seen without measuring, so bench's cached line says when to pass --no-cache.
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

@@ -7,6 +7,7 @@ turns exactly as in the Python worker, and the per-repeat P50s play the part of 
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -43,6 +44,17 @@ def command(program: str, model: str, runtime: dict[str, Any], runs: int, free_d
     return argv + ["-I", model]
 
 
+# Killing the local adb on a time-out leaves perf_test running on the device, and it cannot stop itself (the
+# Python worker can: its spec's timeout_s), so the device's own `timeout` (coreutils; toybox on Android) stops
+# it; a device without one runs it as before. The arguments pass through "$@", never re-split.
+_BOUNDED = 'limit=$1; shift; if command -v timeout >/dev/null 2>&1; then exec timeout "$limit" "$@"; fi; exec "$@"'
+
+
+def bounded(argv: list[str], seconds: float) -> list[str]:
+    """``argv`` stopped on the device after ``seconds`` (rounded up to whole seconds, which every `timeout` takes)."""
+    return ["sh", "-c", _BOUNDED, "sh", str(max(1, math.ceil(seconds))), *argv]
+
+
 def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list[str]:
     """``name:value`` overrides for the model input's dynamic dimensions (perf_test's ``-f``)."""
     name, dims = _input_dims(Path(path))
@@ -53,7 +65,7 @@ def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list
     if shape and len(shape) != len(dims):
         raise RunnerError(f"--input-shape {','.join(map(str, shape))} has {len(shape)} dimensions but model "
                           f"'{path}' takes {len(dims)}", "pass an input shape of the model's rank")
-    out: list[str] = []
+    sizes: dict[str, int] = {}
     for i, dim in enumerate(dims):
         if isinstance(dim, int):
             continue
@@ -68,9 +80,14 @@ def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list
                               "onnxruntime_perf_test cannot set it",
                               "export the model with a fixed shape or named dynamic axes, or use runner.mode = "
                               "\"python\"")
-        if f"{dim}:{want}" not in out:
-            out.append(f"{dim}:{want}")
-    return out
+        if sizes.setdefault(dim, want) != want:
+            # -f sets a name once for the whole model, so the shape asked for cannot be timed at all.
+            raise RunnerError(f"model input '{name}' names two dimensions '{dim}', and --input-shape "
+                              f"{','.join(map(str, shape or ()))} sets them to {sizes[dim]} and {want}: "
+                              "onnxruntime_perf_test cannot set one named dimension to two sizes",
+                              "use runner.mode = \"python\" (it feeds the shape as given), or export the model "
+                              "with a distinct name for each dynamic dimension")
+    return [f"{dim}:{size}" for dim, size in sizes.items()]
 
 
 def _input_dims(path: Path) -> tuple[str, list[int | str | None] | None]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,6 +30,9 @@ from edgekd.registry import Registry
 from edgekd.types import LatencyStats
 
 WORKER = Path(__file__).with_name("worker.py")
+_LOG = logging.getLogger(__name__)
+# Longest wait for the remote clean-up: it only removes a folder, and a dead link must not hold up the result.
+_CLEAN_TIMEOUT_S = 30.0
 
 
 class Runner(Protocol):
@@ -58,11 +63,15 @@ def _spec(models: Sequence[str], labels: Sequence[Path], shape: Sequence[int] | 
           profile: DeviceProfile) -> dict[str, Any]:
     return {"models": list(models), "labels": [str(p) for p in labels],
             "shape": [int(d) for d in shape] if shape else None,
-            "runtime": dict(profile.runtime), "measure": dict(profile.measure)}
+            "runtime": dict(profile.runtime), "measure": dict(profile.measure),
+            # The worker stops itself past this: killing the local ssh or adb leaves the remote side running.
+            "timeout_s": float(_settings(profile)["timeout_s"])}
 
 
-def _call(argv: list[str], timeout: float, where: str, step: str, fix: str) -> subprocess.CompletedProcess:
-    """Run ``argv``; a missing executable or a time-out becomes RunnerError naming ``where`` and ``step``."""
+def _call(argv: list[str], timeout: float, where: str, step: str, fix: str,
+          late: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv``; a missing executable or a time-out becomes RunnerError naming ``where`` and ``step``
+    (``late``: the problem and fix said on a time-out instead)."""
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                               check=False, errors="replace")
@@ -71,7 +80,14 @@ def _call(argv: list[str], timeout: float, where: str, step: str, fix: str) -> s
                           f"install {Path(argv[0]).name} (or add it to PATH), or pick a profile with another "
                           "runner") from None
     except subprocess.TimeoutExpired:
-        raise RunnerError(f"{where} timed out after {timeout:g} s while {step}", fix) from None
+        raise RunnerError(*(late or (f"{where} timed out after {timeout:g} s while {step}", fix))) from None
+
+
+def _too_slow(where: str, timeout: float, step: str) -> tuple[str, str]:
+    """What a measurement that ran out of time says: its length, not the link, is what to change."""
+    return (f"{where} timed out after {timeout:g} s while {step}: the measurement took longer than "
+            "runner.timeout_s", "raise runner.timeout_s in the profile, or measure fewer runs (measure.repeats, "
+            "measure.runs_per_repeat) or fewer models at once")
 
 
 def _first_line(proc: subprocess.CompletedProcess) -> str:
@@ -80,6 +96,24 @@ def _first_line(proc: subprocess.CompletedProcess) -> str:
             if line.strip():
                 return line.strip()[:200]
     return "(no output)"
+
+
+_FRAME = re.compile(r'File ".*", line \d+')
+
+
+def _reason(proc: subprocess.CompletedProcess) -> str:
+    """The line that says what went wrong: a Python traceback's last one (its exception; its first only
+    says where), else the first line of the output."""
+    for text in (proc.stderr, proc.stdout):
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return (lines[-1] if any(_FRAME.match(line) for line in lines) else lines[0])[:200]
+    return "(no output)"
+
+
+def _old_python(proc: subprocess.CompletedProcess) -> bool:
+    """Whether the device's Python could not even compile the worker: one older than 3.7 (or Python 2)."""
+    return _reason(proc).startswith("SyntaxError") and "worker.py" in (proc.stderr or "")
 
 
 def _garbled(text: str) -> RunnerError:
@@ -141,7 +175,7 @@ class LocalRunner:
         data = _json_line(proc.stdout)
         if data is None:
             if proc.returncode != 0:
-                raise RunnerError(f"{where} failed (exit {proc.returncode}): {_first_line(proc)}",
+                raise RunnerError(f"{where} failed (exit {proc.returncode}): {_reason(proc)}",
                                   "check that numpy and onnxruntime import in this Python")
             raise _garbled(proc.stdout)
         return _worker_stats(data, proc.stdout, len(models), None)
@@ -224,8 +258,10 @@ class _RemoteRunner:
     def _mode(self) -> str:
         return str(self.cfg.get("mode", "python"))
 
-    def _call(self, argv: list[str], step: str) -> subprocess.CompletedProcess:
-        return _call(argv, float(self.cfg["timeout_s"]), self._where(), step, self._fix())
+    def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
+        timeout = float(self.cfg["timeout_s"])
+        late = _too_slow(self._where(), timeout, step) if measuring else None
+        return _call(argv, timeout, self._where(), step, self._fix(), late)
 
     def _step(self, argv: list[str], step: str) -> None:
         proc = self._call(argv, step)
@@ -233,7 +269,7 @@ class _RemoteRunner:
             raise self._failure(proc, step)
 
     def _failure(self, proc: subprocess.CompletedProcess, step: str) -> RunnerError:
-        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {_first_line(proc)}",
+        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {_reason(proc)}",
                            self._fix())
 
     def _raise_for(self, proc: subprocess.CompletedProcess, step: str, key: str) -> None:
@@ -249,9 +285,14 @@ class _RemoteRunner:
 
     def _run_worker(self, run_dir: str, count: int) -> list[LatencyStats]:
         step = "running the measurement"
-        proc = self._call(self._shell([self.cfg["python"], f"{run_dir}/worker.py", f"{run_dir}/spec.json"]), step)
+        proc = self._call(self._shell([self.cfg["python"], f"{run_dir}/worker.py", f"{run_dir}/spec.json"]), step,
+                          measuring=True)
         data = _json_line(proc.stdout)
         if data is None or self._transport_failed(proc):
+            if _old_python(proc):
+                raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot run edgekd's worker: "
+                                  f"{_reason(proc)}", "the worker needs Python 3.7 or later on the device: set "
+                                  "runner.python in the profile to one that has numpy and onnxruntime")
             self._raise_for(proc, step, "python")
             raise _garbled(proc.stdout)
         return _worker_stats(data, proc.stdout, count, self._where())
@@ -260,12 +301,23 @@ class _RemoteRunner:
         raise RunnerError(f"runner kind '{self.cfg['kind']}' has no perf_test mode", "use runner.mode = \"python\"")
 
     def _clean(self, run_dir: str) -> None:
-        """Best effort: a failed clean-up never hides the measurement or its error."""
+        """Best effort: a failed clean-up never hides the measurement or its error, but it is said, as the
+        user's models stay on the device."""
+        argv = ["rm", "-rf", run_dir]
         try:
-            subprocess.run(self._shell(["rm", "-rf", run_dir]), capture_output=True, stdin=subprocess.DEVNULL,
-                           timeout=min(float(self.cfg["timeout_s"]), 30.0), check=False)
-        except (OSError, subprocess.SubprocessError, RunnerError):
-            pass
+            argv = self._shell(argv)
+            proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, errors="replace",
+                                  timeout=min(float(self.cfg["timeout_s"]), _CLEAN_TIMEOUT_S), check=False)
+            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {_reason(proc)}"
+        except subprocess.TimeoutExpired as exc:
+            why = f"timed out after {exc.timeout:g} s"
+        except (OSError, subprocess.SubprocessError, RunnerError) as exc:
+            why = str(exc).strip() or type(exc).__name__
+        if why:
+            # No error channel is left here (the result or its error is on its way): a logged warning, which
+            # the CLI shows on stderr as it is (logging's last-resort handler) and an API user can route.
+            _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are "
+                         "still on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
 
 
 @RUNNERS.register("ssh")
@@ -375,7 +427,7 @@ class AdbRunner(_RemoteRunner):
         from edgekd.latency import perftest
 
         step = f"running onnxruntime_perf_test on {model.name}"
-        proc = self._call(self._shell(cmd), step)
+        proc = self._call(self._shell(perftest.bounded(cmd, float(self.cfg["timeout_s"]))), step, measuring=True)
         sample = perftest.parse(proc.stdout)
         if sample is None or proc.returncode != 0:
             self._raise_for(proc, step, "perf_test")

@@ -11,7 +11,8 @@ The spec is a JSON object::
      "labels": ["a.onnx", "b.onnx"],          # optional: names for messages (the user's own paths)
      "shape": [1, 3, 224, 224] or null,       # input shape; null: the model's own, dynamic batch = batch_size
      "runtime": {...},                        # a profile's [runtime] table
-     "measure": {...}}                        # a profile's [measure] table
+     "measure": {...},                        # a profile's [measure] table
+     "timeout_s": 600}                        # optional: the worker stops itself after this many seconds
 
 It prints exactly one JSON line on stdout and nothing else there::
 
@@ -22,13 +23,19 @@ It prints exactly one JSON line on stdout and nothing else there::
 Each model is warmed up, then the models take turns in rotating order for ``repeats`` repeats of
 ``runs_per_repeat`` timed runs; if the per-repeat medians of any model vary (coefficient of
 variation) more than ``max_cv``, as much again is measured and everything is judged together.
+
+Past ``timeout_s`` the worker answers with an error and exits (code 1) wherever it is: a runner that
+gives up on a remote run can only kill its own ssh or adb, which leaves this process running on the
+device, sharing its cores with the next measurement.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import threading
 import time
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -36,6 +43,8 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 _RUNTIME_KEYS = ("intra_op_threads", "inter_op_threads", "execution_mode", "graph_optimization", "allow_spinning",
                  "providers")
 _MEASURE_KEYS = ("batch_size", "warmup_runs", "repeats", "runs_per_repeat", "max_cv")
+# Taken by the one answer a run gives: the measurement's, or the watchdog's once past timeout_s.
+_ANSWER = threading.Lock()
 
 
 class WorkerError(Exception):
@@ -53,7 +62,9 @@ def main(argv: list | None = None) -> int:
     try:
         if len(args) != 1:
             raise WorkerError("the worker takes exactly one argument", "run it as: python3 worker.py spec.json")
-        results, version = run(load_spec(args[0]))
+        spec = load_spec(args[0])
+        _stop_after(spec["timeout_s"])
+        results, version = run(spec)
     except WorkerError as exc:
         _emit({"ok": False, "error": exc.problem, "fix": exc.fix, "kind": exc.kind})
         return 1
@@ -61,13 +72,40 @@ def main(argv: list | None = None) -> int:
         _emit({"ok": False, "error": f"the latency worker failed: {type(exc).__name__}: {exc}",
                "fix": "check the device's numpy and onnxruntime installation", "kind": "runner"})
         return 1
-    _emit({"ok": True, "results": results, "onnxruntime": version})
-    return 0
+    return 0 if _emit({"ok": True, "results": results, "onnxruntime": version}) else 1  # else: too late
 
 
-def _emit(payload: dict) -> None:
+def _emit(payload: dict) -> bool:
+    """Print ``payload`` unless the run has answered already; whether it was printed."""
+    if not _ANSWER.acquire(blocking=False):
+        return False
+    _write(payload)
+    return True
+
+
+def _write(payload: dict) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
+
+
+def _stop_after(seconds) -> None:
+    """End this process, with its answer, once it has run ``seconds`` (None: never), even inside a run."""
+    if seconds is None:
+        return
+
+    def stop() -> None:
+        if not _ANSWER.acquire(blocking=False):
+            return  # the measurement is answering: it is over
+        try:
+            _write({"ok": False, "error": f"the measurement took longer than runner.timeout_s ({seconds:g} s), so "
+                    "the worker stopped itself", "fix": "raise runner.timeout_s in the profile, or measure fewer runs "
+                    "(measure.repeats, measure.runs_per_repeat) or fewer models at once", "kind": "runner"})
+        finally:  # even when nobody reads any more (a runner that gave up closed the pipe): the point is to stop
+            os._exit(1)  # from this thread: sys.exit would end only the thread
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
 
 
 def load_spec(path: str) -> dict:
@@ -95,8 +133,12 @@ def load_spec(path: str) -> dict:
         if missing:
             raise WorkerError(f"the worker spec's {table} table lacks {', '.join(missing)}",
                               f"write the full [{table}] table of the profile into the spec")
+    limit = spec.get("timeout_s")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+        raise WorkerError(f"the worker spec's timeout_s {limit!r} is not a positive number of seconds",
+                          'write it as e.g. "timeout_s": 600, or leave it out')
     return {"models": models, "labels": [str(x) for x in labels], "shape": shape, "runtime": spec["runtime"],
-            "measure": spec["measure"]}
+            "measure": spec["measure"], "timeout_s": limit}
 
 
 def _import_runtime() -> tuple:
@@ -170,8 +212,6 @@ def _session_options(ort, rt: dict):
 
 
 def _open(ort, path: str, label: str, options, providers: list):
-    import os
-
     if not os.path.isfile(path):
         raise WorkerError(f"model file '{label}' does not exist", "check the path", "artifact")
     try:
