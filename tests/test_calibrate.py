@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import time
 
 import pytest
+from test_search_ruler import batch_device, batched
 
 from edgekd.errors import ProfileError
 from edgekd.latency import calibrate as calib_mod
@@ -321,8 +323,11 @@ def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_
     assert lines[0].startswith("warning: latency table") and "onnxruntime 0.0.1" in lines[0]
     assert "recalibrate" in lines[0]
     # The fit of the first call is kept, and said to be reused, with where it is kept and how to drop it.
-    assert lines[1].startswith(f"search: '{TINY}' fp32 latency from the fit of 1 networks measured on "
-                               f"'{fast_profile.name}' at then, kept in {tmp_path / 'cache'}")
+    # Kept under the profile's settings, not its name: another name with the same settings finds it too.
+    assert lines[1].startswith(f"search: '{TINY}' fp32 latency from the fit of 1 networks measured with this "
+                               f"profile's settings (digest {fast_profile.digest()}) at then, kept in "
+                               f"{tmp_path / 'cache'}")
+    assert f"'{fast_profile.name}'" not in lines[1]
     assert "delete it to measure again" in lines[1] and "kept from then" in model.source
 
 
@@ -421,3 +426,94 @@ def test_a_missing_tables_fix_names_the_profile_as_it_can_be_passed(fast_profile
 def test_calibrate_refuses_an_input_shape_with_a_c_h_w_example(run_cli, fast_profile_path, shape, says):
     code, _, err = run_cli("profiles", "calibrate", fast_profile_path, "--input-shape", shape)
     assert code == 2 and err.startswith(f"error: {says}") and "1,3,224,224" not in err
+
+
+def _damaged_shape(data: dict) -> None:
+    data["stamp"]["input_shape"] = [1, 16]
+
+
+RECALIBRATE = r"; recalibrate: run `edgekd profiles calibrate "
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (lambda data: data["entries"]["fp32"].popitem(),
+     r"is damaged: 1 of the \d+ fp32 block entries are missing or not numbers \(first: '.*'\)" + RECALIBRATE),
+    (lambda data: data["fit"].pop("int8"), r"is damaged: its int8 fit is not a list of 8 numbers" + RECALIBRATE),
+    (lambda data: data["fit"]["fp32"].pop(), r"is damaged: its fp32 fit is not a list of 8 numbers" + RECALIBRATE),
+    (lambda data: data.update(fit=[]), r"is unreadable \(its entries or fit are not keyed by precision\); delete it "
+                                       r"and run `edgekd profiles calibrate "),
+    (_damaged_shape, r"^unreadable: delete it and calibrate again$"),
+])
+def test_a_damaged_table_is_refused_in_one_line_that_says_to_recalibrate(table_file, fast_profile_path, tmp_path,
+                                                                          damage, says):
+    """An entry deleted by hand crashed `profiles show` and search with a KeyError, a fit one term short was
+    taken as usable, and a stamp's shape of the wrong length crashed `profiles show` with a ValueError."""
+    import shutil
+
+    from edgekd.latency.fit_check import trust
+    from edgekd.latency.table import table_summaries
+    from edgekd.profiles import load_profile
+
+    shutil.copy(fast_profile_path, tmp_path / "fast-test.toml")
+    profile = load_profile(tmp_path / "fast-test.toml")
+    data = json.loads(table_file.read_text())
+    damage(data)
+    path = table_path(profile, TINY, SHAPE, 10)
+    path.write_text(json.dumps(data))
+    (found,) = table_summaries(profile, trust)  # what `profiles show` prints
+    assert found["usable"] is False and re.search(says, found["why"]) and "\n" not in found["why"]
+    if damage is not _damaged_shape:  # that one is refused as another input shape
+        with pytest.raises(ProfileError, match=says):  # what search is refused with, and says before it measures
+            load_table(profile, TINY, SHAPE, 10)
+
+
+def test_a_table_is_stamped_with_its_batch_and_one_timed_at_batch_1_is_refused_at_another(table_file, fast_profile,
+                                                                                          tmp_path, monkeypatch):
+    """Tables calibrated before calibration timed the profile's batch timed batch 1 under the same profile digest:
+    one without a batch is refused for a profile of batch 2, and still read for one of batch 1."""
+    import numpy as np
+
+    from edgekd.latency.table import block_key
+
+    assert "batch_size" not in json.loads(table_file.read_text())["stamp"]  # a batch-1 table, written as before
+    load_table(fast_profile, TINY, SHAPE, 10, path=table_file)
+    device = batch_device(monkeypatch)  # the reference, timed for the device's runtime version
+    monkeypatch.setattr(calib_mod, "_measure_blocks", lambda space, keys, *_a: ({block_key(k): 1.0 for k in keys}, 0.1))
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(calib_mod, "measure_networks", lambda specs, *_a, **_k: (
+        {p: list(rng.uniform(5, 10, len(specs))) for p in calib_mod.PRECISIONS}, [0.1]))
+    profile, path = batched(fast_profile), tmp_path / "b2.json"
+    calibrate(profile, TINY, SHAPE, 10, networks=16, path=path, rounds=1)
+    data = json.loads(path.read_text())
+    assert data["stamp"]["batch_size"] == 2 and device.fed == [2]
+    assert load_table(profile, TINY, SHAPE, 10, path=path).stamp.batch_size == 2
+    del data["stamp"]["batch_size"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"calibrated for batch size 1, not 2; recalibrate: run `edgekd profiles "
+                                           r"calibrate"):
+        load_table(profile, TINY, SHAPE, 10, path=path)
+
+
+def test_calibration_times_blocks_and_networks_at_the_profiles_batch(fast_profile, tmp_path, monkeypatch):
+    """Their units are read against the reference's, and both against the candidates' and validate's batch."""
+    from edgekd.latency.quick_export import timing_batch
+
+    device = batch_device(monkeypatch)
+    profile, space = batched(fast_profile), SPACES.get(TINY)
+    ref = calib_mod.reference_model(SHAPE, 10, tmp_path, timing_batch(profile))
+    keys = space.all_blocks(SHAPE, 10)
+    some = [next(k for k in keys if k[0] == kind) for kind in ("stem", "ir", "se", "head")]
+    for precision in calib_mod.PRECISIONS:
+        calib_mod._measure_blocks(space, some, precision, profile, ref, rounds=1)
+    calib_mod.measure_networks(sample_specs(space, 1, 0), profile, SHAPE, 10, ref, rounds=1)
+    assert device.fed and set(device.fed) == {2}
+
+
+def test_more_networks_than_the_space_holds_are_refused_with_the_most_it_can_take(fast_profile, tmp_path):
+    """Calibration drew networks until it had as many different ones as asked: forever, past what the space holds."""
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"--networks 129 is more than the 128 different networks space '{TINY}' "
+                                          "holds; pass at most 128"):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=129, path=tmp_path / "x.json")
+    assert len(sample_specs(SPACES.get(TINY), 500, 0)) == 128  # every one it holds, and no endless draw

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_search_ruler import batch_device, batched
 from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from edgekd.distill.prune import PruneConfig, prune_distill
@@ -218,3 +219,13 @@ def test_stage_ratios_must_match_the_model_stages(small_data):
 
     with pytest.raises(ConfigError, match="1 stage ratios for a model with 3 stages"):
         make_pruner(_student(small_data), small_data.input_shape, PruneConfig(target_ms=1), (0.5,))
+
+
+def test_pruning_times_at_the_profiles_batch(small_data, fast_profile, monkeypatch):
+    """--target-ms is checked by validate at the profile's batch: pruning aims at latency measured there."""
+    from edgekd.distill.prune import _Clock
+
+    device = batch_device(monkeypatch)
+    student = _student(small_data).eval()
+    _Clock(student, batched(fast_profile), "fp32", small_data.x_train[:8]).measure(student)
+    assert device.fed and set(device.fed) == {2}

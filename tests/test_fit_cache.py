@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_search_ruler import batch_device, batched
 
 from edgekd.search import latency_model as lm
 from edgekd.search.fit_cache import fit_key, fit_path, load_fit
@@ -79,8 +80,8 @@ def test_anything_that_changes_what_is_measured_changes_the_key(fast_profile, mo
     assert key == _key(fast_profile)  # a rebuild of the same networks
     slower = replace(fast_profile, measure={**fast_profile.measure, "repeats": 9})
     others = {_key(fast_profile, precision="int8"), _key(fast_profile, shape=(1, 24, 24)),
-              _key(fast_profile, classes=5), _key(fast_profile, seed=3), _key(slower)}
-    assert key not in others and len(others) == 5
+              _key(fast_profile, classes=5), _key(slower)}
+    assert key not in others and len(others) == 4
     remote = replace(fast_profile, runner={"kind": "ssh", "host": "pi"})
     remote_key = _key(remote)
     monkeypatch.setattr(table, "host_runtime", lambda: "0.0.1")  # an onnxruntime upgrade here measures anew
@@ -164,3 +165,30 @@ def test_a_fresh_fit_converts_with_the_reference_figure_it_is_given(cache, fast_
     net = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 4, seed=0)[-1]
     assert fresh.predict(None, net) == pytest.approx(2.5 * fresh.units(None, net))
     assert load_fit(_key(fast_profile)).ref_ms != 2.5  # what is kept is the fit's own measurement
+
+
+def test_a_search_with_another_seed_reuses_the_kept_fit(fast_profile):
+    """README: the next search of the same space on the same profile, host and onnxruntime reuses the fit. The
+    anchors are drawn as seed 0 drew them, so the fits kept before stay found."""
+    assert _key(fast_profile, seed=3) == _key(fast_profile, seed=0)
+    assert lm.ANCHOR_SEED == 0 + 7919
+
+
+def test_a_fit_times_its_networks_and_the_reference_at_the_profiles_batch(fast_profile, monkeypatch):
+    device = batch_device(monkeypatch)
+    profile = batched(fast_profile)
+    models = lm.anchor_networks(SPACES.get(SPACE), SHAPE, 10, 3)
+    records = [lm.conv_records(m, SHAPE) for m in models]
+    lm.measure_fit(models, records, profile, SHAPE, 10, "fp32", np.zeros((4, *SHAPE), np.float32))
+    lm.reference_stats(profile, SHAPE, 10)
+    assert device.fed and set(device.fed) == {2}
+
+
+def test_a_fit_kept_when_fits_were_timed_at_batch_1_is_not_reused_at_another_batch(fast_profile, monkeypatch):
+    """Its profile's digest is the same, and what it measured is not."""
+    from edgekd.latency import quick_export
+
+    profile = batched(fast_profile)
+    now = _key(profile)
+    monkeypatch.setattr(quick_export, "timing_batch", lambda _profile: 1)  # keyed as then
+    assert _key(profile) != now

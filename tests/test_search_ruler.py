@@ -3,12 +3,14 @@ figure for the whole search, so a batch timed while the machine runs slow is jud
 fast. The device is swapped for a rule: every model in a run takes its own cost times that run's slowdown."""
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from edgekd.errors import BudgetError
 from edgekd.profiles import load_profile
 from edgekd.search.ruler import START_RUNS, Ruler
 from edgekd.types import Budget, Candidate, LatencyStats, StudentSpec
@@ -83,7 +85,7 @@ def timing(monkeypatch):
     """search._measure's export and build swapped so that a candidate's file costs its config's "ms"; returns
     installing a device that runs the reference START_RUNS times at full speed, then at ``speeds``."""
     monkeypatch.setattr("edgekd.latency.quick_export.export_for_timing",
-                        lambda models, _p, _c, folder: [Path(folder) / f"{m}.onnx" for m in models])
+                        lambda models, _p, _c, folder, **_k: [Path(folder) / f"{m}.onnx" for m in models])
     monkeypatch.setattr(search_module, "_build", lambda spec, *_a: spec.config["ms"])
     monkeypatch.setattr(search_module, "check_runtime", lambda *_a: None)
 
@@ -137,3 +139,93 @@ def test_a_search_whose_reference_swung_says_so_and_a_steady_one_says_nothing(de
     assert note == ("search: the machine's speed varied while it measured (the reference network read 0.100-0.160 "
                     "ms); every candidate was timed beside it and converted at 0.100 ms, so all were judged at one "
                     "speed")
+
+
+def _slow(ms: float, predicted: float, params: int) -> Candidate:
+    """A candidate predicted over any budget (unscored) that measures ``ms``."""
+    return Candidate(StudentSpec("mbv2", {"ms": ms}), params, 1, float("-inf"), predicted_ms=predicted)
+
+
+# In evaluation order, all predicted at a fit's floor: the smaller, the faster.
+UNSCORED = [_slow(0.95, 0.3, 50), _slow(0.5, 0.3, 10), _slow(0.6, 0.3, 20), _slow(0.7, 0.3, 30), _slow(0.8, 0.3, 40)]
+
+
+def _until_feasible(ranked: list[Candidate], budget_ms: float):
+    from edgekd.search.file_size import SizeCheck
+
+    with _ruler() as ruler:
+        return search_module._measure_until_feasible(
+            ranked, None, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), search_module.SearchConfig(),
+            {}, {"mbv2": SimpleNamespace(source="test")}, CALIB, SizeCheck(None, lambda c: 0), None, ruler)
+
+
+def test_a_budget_no_prediction_meets_measures_the_fastest_few_before_giving_up(timing):
+    """README: the fastest by prediction, measured twice, and the next three beside it. The fastest by
+    prediction among ties is the smallest, not the first the evolution met."""
+    dev = timing([1.0, 1.0])
+    ranked = search_module._fits(UNSCORED, Budget(latency_ms=0.1), "int8")
+    with pytest.raises(BudgetError, match=r"the fastest candidate measured 0\.500 ms.*at least 0\.550"):
+        _until_feasible(ranked, 0.1)
+    assert [run for run in dev.runs if len(run) > 1] == [
+        ["reference.onnx", "0.5.onnx"], ["reference.onnx", "0.5.onnx", "0.6.onnx", "0.7.onnx", "0.8.onnx"]]
+
+
+def test_a_fastest_candidate_within_the_budget_no_prediction_met_is_chosen_without_timing_the_rest(timing):
+    dev = timing([1.0])
+    _done, _too_big, chosen = _until_feasible(search_module._fits(UNSCORED, Budget(latency_ms=0.52), "int8"), 0.52)
+    assert chosen.latency_ms == pytest.approx(0.5)
+    assert [run for run in dev.runs if len(run) > 1] == [["reference.onnx", "0.5.onnx"]]
+
+
+def fed_batch(path, profile, shape=None) -> int:
+    """The batch the worker feeds ``path``: the shape it is given, else the model's own first dimension, a free
+    one at the profile's batch_size. A model fixed at another batch than the shape given would not run."""
+    import onnx
+
+    dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    if shape is not None:
+        assert dim.dim_value in (0, shape[0]), f"{Path(path).name} is fixed at batch {dim.dim_value}, fed {shape[0]}"
+        return int(shape[0])
+    return dim.dim_value or int(profile.measure["batch_size"])
+
+
+class BatchDevice:
+    """Records the batch each model of every run is fed (``fed``); every model reads 0.1 ms."""
+
+    def __init__(self) -> None:
+        self.fed: list[int] = []
+
+    def measure(self, paths, profile, shape=None):
+        from edgekd.latency.table import host_runtime
+
+        self.fed += [fed_batch(p, profile, shape) for p in paths]
+        return [LatencyStats(0.1, 0.1, 0.1, 0.1, 0.01, 10, 3, onnxruntime=host_runtime(), p10_ms=0.1) for _ in paths]
+
+
+def batch_device(monkeypatch) -> BatchDevice:
+    """A BatchDevice in place of the profile's runner."""
+    dev = BatchDevice()
+    monkeypatch.setattr(measure_module, "measure", dev.measure)
+    return dev
+
+
+def batched(profile, batch: int = 2):
+    """``profile`` measuring at ``batch``, as validate and bench then do."""
+    return replace(profile, measure={**profile.measure, "batch_size": batch})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_candidates_and_the_reference_are_timed_at_the_profiles_batch(monkeypatch, precision):
+    """validate times at the profile's batch_size: a search that timed batch 1 for a profile of 8 chose
+    students 4x over --budget-ms."""
+    import torch
+
+    monkeypatch.setattr(search_module, "_build", lambda *_a: torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3),
+                                                                                  torch.nn.Flatten()))
+    monkeypatch.setattr(search_module, "check_runtime", lambda *_a: None)
+    device = batch_device(monkeypatch)
+    config = search_module.SearchConfig(precision=precision)
+    with Ruler(batched(load_profile("host-cpu-1t")), (1, 8, 8), 10) as ruler:
+        ruler.ms()
+        search_module._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
+    assert device.fed == [2] * (START_RUNS + 2)

@@ -1,6 +1,7 @@
 import importlib
 
 import pytest
+from test_search_ruler import batch_device, batched
 
 from edgekd.search import SearchConfig, search
 from edgekd.search.ruler import Ruler
@@ -112,3 +113,11 @@ def test_a_pt2_teacher_is_checked_through_the_module_its_program_runs(teacher, s
     from edgekd.search.teacher_fit import _weight_bytes
 
     assert _weight_bytes(exported.module) == _weight_bytes(teacher.module) > 0  # the floor holds for programs too
+
+
+def test_the_teacher_is_timed_at_the_profiles_batch(teacher, small_data, fast_profile, monkeypatch):
+    """The candidates are timed at the profile's batch, as validate times them: so is the teacher beside them."""
+    device = batch_device(monkeypatch)
+    with Ruler(batched(fast_profile), small_data.input_shape, small_data.num_classes) as ruler:
+        assert teacher_fit(teacher.module, small_data.input_shape, Budget(latency_ms=50), ruler) is not None
+    assert device.fed and set(device.fed) == {2}

@@ -228,10 +228,12 @@ class _Clock:
         from pathlib import Path
 
         from edgekd.latency.calibrate import measure_rotated, relative_units
-        from edgekd.latency.quick_export import export_for_timing
+        from edgekd.latency.quick_export import export_for_timing, timing_batch
 
         with tempfile.TemporaryDirectory(prefix="edgekd-prune-") as tmp:
-            ref, *paths = export_for_timing([self.reference, *models], self.precision, self.calib, Path(tmp))
+            # at the profile's batch, as validate checks --target-ms
+            ref, *paths = export_for_timing([self.reference, *models], self.precision, self.calib, Path(tmp),
+                                            batch=timing_batch(self.profile))
             runs = measure_rotated(paths, self.profile, ref, rounds)
         # The scale is the reference's p50 in its fastest run, for the reason units keep each model's fastest
         # state: slow stretches only add time, and the median of three runs' p50 moved 0.135-0.17 ms here.

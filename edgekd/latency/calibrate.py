@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekd.fsutil import exclusive, write_json
 from edgekd.latency.fit_check import cross_validate, not_cross_validated
-from edgekd.latency.quick_export import export_fixed
+from edgekd.latency.quick_export import export_fixed, timing_batch
 from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
 from edgekd.profiles import DeviceProfile
 from edgekd.types import StudentSpec
@@ -53,6 +53,9 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     need = 2 * len(feature_names(resolution_levels(space, input_shape, num_classes)))
     if networks < need:
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
+    if networks > (most := distinct_networks(space)):
+        raise ConfigError(f"--networks {networks} is more than the {most} different networks space '{space_name}' "
+                          "holds", f"pass at most {most}")
     log = log or (lambda _m: None)
     path = path or table_path(profile, space_name, input_shape, num_classes)
     with exclusive(path.with_name(path.name + ".lock"), f"a calibration of {path.name}"):
@@ -68,7 +71,7 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
     start = time.perf_counter()
     keys = space.all_blocks(input_shape, num_classes)
     with tempfile.TemporaryDirectory(prefix="edgekd-ref-") as tmp:
-        ref = reference_model(input_shape, num_classes, Path(tmp))
+        ref = reference_model(input_shape, num_classes, Path(tmp), timing_batch(profile))
         stamp = Stamp.current(profile, space_name, input_shape, num_classes, device_runtime(profile, ref))
         entries, refs, nets = _resume(partial, stamp)
 
@@ -130,8 +133,9 @@ def _no_networks() -> dict[str, list]:
     return {"keys": [], "refs": [], **{p: [] for p in PRECISIONS}}
 
 
-def reference_model(input_shape: tuple[int, ...], num_classes: int, folder: Path) -> Path:
-    """The fixed reference network, exported as the pipeline exports students."""
+def reference_model(input_shape: tuple[int, ...], num_classes: int, folder: Path, batch: int = 1) -> Path:
+    """The fixed reference network, exported as the pipeline exports students, at ``batch`` (the profile's
+    ``timing_batch``: its units must be those of the models timed beside it)."""
     import torch
 
     from edgekd.search.spaces import SPACES
@@ -139,7 +143,7 @@ def reference_model(input_shape: tuple[int, ...], num_classes: int, folder: Path
     torch.manual_seed(0)
     model = SPACES.get("mbv2").build(REFERENCE, tuple(input_shape), num_classes).eval()  # type: ignore[arg-type]
     path = folder / "reference.onnx"
-    export_fixed(model, (1, *input_shape), path)
+    export_fixed(model, (batch, *input_shape), path)
     return path
 
 
@@ -217,11 +221,13 @@ def _measure_blocks(space: Any, keys: list[tuple], precision: str, profile: Devi
                     ref: Path, rounds: int = 3) -> tuple[dict[str, float], float]:
     import torch
 
+    batch = timing_batch(profile)
     with tempfile.TemporaryDirectory(prefix="edgekd-calib-") as tmp:
         paths = []
         for i, key in enumerate(keys):
             torch.manual_seed(i)
             module, shape = space.build_block(key)
+            shape = (batch, *shape[1:])  # a block runs at the batch its network will
             fp32 = Path(tmp) / f"b{i}.onnx"
             export_fixed(module.eval(), shape, fp32)
             # The int8 exporter keeps stem and classifier in fp32, so only inner blocks are quantized here.
@@ -330,10 +336,19 @@ def network_features(space: Any, entries: dict[str, float], spec: StudentSpec, i
     return [stem, head, *at.values(), float(len(keys)), io / 1e4, 1.0]
 
 
+def distinct_networks(space: Any) -> int:
+    """How many different networks ``space`` holds: every combination of its genes' options."""
+    import math
+
+    return math.prod(len(options) for _name, _index, options in space.genes())
+
+
 def sample_specs(space: Any, n: int, seed: int) -> list[StudentSpec]:
+    """``n`` different networks of ``space`` (all it holds, when that is fewer: more would never be drawn)."""
     rng = np.random.default_rng(seed)
     seen: dict[str, StudentSpec] = {}
-    while len(seen) < n:
+    want = min(n, distinct_networks(space))
+    while len(seen) < want:
         spec = StudentSpec(space.name, space.sample(rng))
         seen.setdefault(spec.key(), spec)
     return list(seen.values())
@@ -375,7 +390,7 @@ def measure_networks(specs: list[StudentSpec], profile: DeviceProfile, input_sha
             models.append(build_student(spec, input_shape, num_classes).eval())
         for precision in PRECISIONS:
             with tempfile.TemporaryDirectory(prefix="edgekd-nets-") as tmp:
-                paths = export_for_timing(models, precision, calib, Path(tmp), prefix="n")
+                paths = export_for_timing(models, precision, calib, Path(tmp), prefix="n", batch=timing_batch(profile))
                 units, ref_ms, _ = measure_relative(paths, profile, ref, rounds)
             out[precision] += units
             refs.append(ref_ms)

@@ -28,14 +28,21 @@ def export_fixed(module: Any, shape: tuple[int, ...], path: Path, dynamic_batch:
     return path
 
 
+def timing_batch(profile: Any) -> int:
+    """The batch every latency compared with a budget or target is measured at: the profile's ``[measure]
+    batch_size``, the one validate and bench time at. A candidate timed at batch 1 for a profile that runs 8
+    met --budget-ms in search and then missed it by 4x in validation."""
+    return int(profile.measure.get("batch_size", 1))
+
+
 def export_for_timing(models: list[Any], precision: str, calibration: np.ndarray, folder: Path,
-                      prefix: str = "cand") -> list[Path]:
-    """Export ``models`` into ``folder`` as they would run: fp32, or int8 QDQ quantized as the onnx-int8
-    exporter quantizes a shipped student."""
+                      prefix: str = "cand", batch: int = 1) -> list[Path]:
+    """Export ``models`` into ``folder`` as they would run at ``batch`` (``timing_batch``): fp32, or int8
+    QDQ quantized as the onnx-int8 exporter quantizes a shipped student."""
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.validate import artifact_from_file
 
-    shape = (1, *calibration.shape[1:])
+    shape = (batch, *calibration.shape[1:])
     paths = []
     for i, model in enumerate(models):
         path = export_fixed(model, shape, folder / f"{prefix}{i}.onnx", dynamic_batch=precision == "int8")
@@ -53,6 +60,7 @@ def measure_modules(models: list[Any], profile: Any, precision: str, calibration
     one LatencyStats each."""
     from edgekd.latency.measure import measure
 
+    batch = timing_batch(profile)
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
-        paths = export_for_timing(models, precision, calibration, Path(tmp))
-        return measure(paths, profile, (1, *calibration.shape[1:]))
+        paths = export_for_timing(models, precision, calibration, Path(tmp), batch=batch)
+        return measure(paths, profile, (batch, *calibration.shape[1:]))

@@ -33,21 +33,29 @@ class Stamp:
     num_classes: int
     space_digest: str = ""  # of the space's block list: a table outlives no change to the space
     host: str = ""  # a local profile's CPU (host_cpu); "" for a remote device, named by its runner settings
+    # The batch it was measured at (quick_export.timing_batch). Tables written before it was stamped were measured
+    # at batch 1, so an absent one reads as 1, and a batch-1 table is written without it, as before.
+    batch_size: int = 1
 
     @classmethod
     def current(cls, profile: DeviceProfile, space: str, input_shape: tuple[int, ...], num_classes: int,
                 onnxruntime: str | None = None) -> Stamp:
         """``onnxruntime``: the version the device reported; by default this machine's for a local
         profile and unknown ("") for a remote one, which says its version only when it measures."""
+        from edgekd.latency.quick_export import timing_batch
+
         local = profile.is_local
         if onnxruntime is None:
             onnxruntime = host_runtime() if local else ""
         shape = tuple(int(d) for d in input_shape)
         return cls(profile.name, profile.digest(), onnxruntime, space, shape, int(num_classes),  # type: ignore[arg-type]
-                   space_digest(space, shape, int(num_classes)), host_cpu() if local else "")
+                   space_digest(space, shape, int(num_classes)), host_cpu() if local else "", timing_batch(profile))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "input_shape": list(self.input_shape)}
+        data = {**asdict(self), "input_shape": list(self.input_shape)}
+        if self.batch_size == 1:
+            del data["batch_size"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class LatencyTable:
     def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
         stamp = dict(data["stamp"])
         stamp["input_shape"] = tuple(stamp["input_shape"])
+        if not isinstance(data["entries"], dict) or not isinstance(data["fit"], dict):  # read by precision
+            raise ValueError("its entries or fit are not keyed by precision")
         return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
                    data.get("seconds", 0.0), float(data["reference_ms"]), data.get("networks", {}))
 
@@ -192,7 +202,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
     want = Stamp.current(profile, space, input_shape, num_classes)
-    for name in ("profile_digest", "onnxruntime", "host", "input_shape", "num_classes"):
+    for name in ("profile_digest", "onnxruntime", "host", "input_shape", "num_classes", "batch_size"):
         have, need = getattr(table.stamp, name), getattr(want, name)
         if name in ("onnxruntime", "host") and not need:  # a remote device: checked when it next measures
             continue
@@ -202,7 +212,37 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     if table.stamp.space_digest != want.space_digest:
         raise ProfileError(f"latency table '{path}' was calibrated for an older version of search space '{space}'",
                            f"recalibrate: {fix}")
+    if damage := damaged(table, space):
+        raise ProfileError(f"latency table '{path}' is damaged: {damage}", f"recalibrate: {fix}")
     return table
+
+
+def damaged(table: LatencyTable, space_name: str) -> str | None:
+    """What a table edited by hand or cut short lacks that prediction needs (an entry for every block of its
+    space, and a fit of the right length per precision), or None when it is whole. Checked on loading, so a
+    damaged table is refused in one line rather than failing deep inside `profiles show` or a search."""
+    from edgekd.latency.calibrate import PRECISIONS, feature_names, resolution_levels
+    from edgekd.search.spaces import SPACES
+
+    space, shape, classes = SPACES.get(space_name), table.stamp.input_shape, table.stamp.num_classes
+    keys = [block_key(k) for k in space.all_blocks(shape, classes)]
+    terms = len(feature_names(resolution_levels(space, shape, classes)))
+    for precision in PRECISIONS:
+        entries = table.entries.get(precision)
+        missing = [k for k in keys if not isinstance(entries, dict) or not _number(entries.get(k))]
+        if missing:
+            return (f"{len(missing)} of the {len(keys)} {precision} block entries are missing or not numbers "
+                    f"(first: '{missing[0]}')")
+        fit = table.fit.get(precision)
+        if not isinstance(fit, list) or len(fit) != terms or not all(_number(c) for c in fit):
+            return f"its {precision} fit is not a list of {terms} numbers"
+    return None
+
+
+def _number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def table_summaries(profile: DeviceProfile,
@@ -219,6 +259,8 @@ def table_summaries(profile: DeviceProfile,
                 continue  # another file, or another profile whose name starts the same
             space, classes = stamp["space"], int(stamp["num_classes"])
             shape = tuple(int(d) for d in stamp["input_shape"])
+            if len(shape) != 3:  # not C, H, W: no calibrate command can be named for it
+                raise ValueError(shape)
         except (ValueError, KeyError, TypeError, OSError):
             found.append({"path": str(path), "usable": False, "why": "unreadable: delete it and calibrate again"})
             continue

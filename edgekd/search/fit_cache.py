@@ -53,12 +53,16 @@ class Fit:
 def fit_key(space: str, models: list[Any], records: list[list[tuple[int, ...]]], profile: DeviceProfile,
             input_shape: tuple[int, int, int], num_classes: int, precision: str) -> str:
     from edgekd import __version__
+    from edgekd.latency.quick_export import timing_batch
     from edgekd.latency.table import host_cpu, host_runtime
 
     parts: list[Any] = [FIT_VERSION, __version__, space, precision, list(input_shape), num_classes,
                         [repr(m) for m in models], records, profile.digest()]
     if profile.is_local:  # "this host": an upgrade or another CPU measures anew
         parts += [host_runtime(), host_cpu()]
+    batch = timing_batch(profile)
+    if batch != 1:  # fits kept under this digest before they were timed at its batch measured batch 1
+        parts.append({"batch": batch})
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 

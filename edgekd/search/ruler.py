@@ -29,9 +29,12 @@ START_RUNS = 5  # separate runs of the reference the search's milliseconds come 
 
 class Ruler:
     def __init__(self, profile: DeviceProfile, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        from edgekd.latency.quick_export import timing_batch
+
         self.profile = profile
         self.input_shape = input_shape
         self.num_classes = num_classes
+        self.batch = timing_batch(profile)  # what everything timed beside the reference is exported and fed at
         self.readings: list[Any] = []  # the reference's LatencyStats, one per run, in order
         self._ms: float | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
@@ -51,7 +54,7 @@ class Ruler:
             from edgekd.latency.calibrate import reference_model
 
             self._folder = tempfile.TemporaryDirectory(prefix="edgekd-ref-")
-            self._path = reference_model(self.input_shape, self.num_classes, Path(self._folder.name))
+            self._path = reference_model(self.input_shape, self.num_classes, Path(self._folder.name), self.batch)
         return self._path
 
     def ms(self) -> float:
@@ -70,11 +73,12 @@ class Ruler:
         self.ms()
         return next((r.onnxruntime for r in self.readings if r.onnxruntime), "")
 
-    def measure(self, paths: Sequence[Path], shape: Sequence[int] | None = None) -> list[tuple[Any, float]]:
-        """Time ``paths`` interleaved with the reference in one run: per path, its LatencyStats and its p50 in
-        units of the reference's p50 in that run."""
+    def measure(self, paths: Sequence[Path], sample_shape: Sequence[int] | None = None) -> list[tuple[Any, float]]:
+        """Time ``paths`` interleaved with the reference in one run, fed inputs of ``sample_shape`` (C, H, W) at
+        the profile's batch: per path, its LatencyStats and its p50 in units of the reference's p50 in that run."""
         from edgekd.latency.measure import measure
 
+        shape = (self.batch, *sample_shape) if sample_shape is not None else None
         ref, *stats = measure([self.reference(), *paths], self.profile, shape)
         self.readings.append(ref)
         return [(s, s.p50_ms / ref.p50_ms) for s in stats]

@@ -197,8 +197,9 @@ def speed_note(ruler: Ruler) -> str | None:
 
 
 def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candidate]:
-    """The candidates predicted within budget; when none is, the fastest one small enough, so that a
-    measurement rather than the prediction decides (and says by how much the budget is missed)."""
+    """The candidates predicted within budget; when none is, the fastest few small enough (the fastest and
+    the ``FASTEST_TRIED`` after it), so that measurements rather than the prediction decide (and say by how
+    much the budget is missed). Those come unscored, so nothing but their speed can choose among them."""
     fits = [c for c in scored if np.isfinite(c.score)]
     if fits:
         return fits
@@ -208,12 +209,12 @@ def _fits(scored: list[Candidate], budget: Budget, precision: str) -> list[Candi
         raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "
                           f"{smallest.size_bytes / 1024:.1f} KB ({precision})",
                           f"raise --max-size-kb to at least {smallest.size_bytes / 1024:.1f}")
-    return [min(small, key=lambda c: c.predicted_ms)]
+    # Predictions clamped at a fit's floor tie: the smaller network is the faster-looking, whatever order
+    # the evolution met them in.
+    return sorted(small, key=lambda c: (c.predicted_ms, c.params))[:1 + FASTEST_TRIED]
 
 
 NEAR_MISS = 1.25  # a candidate measured this far over the budget may have met a busy stretch: measured again
-
-
 FASTEST_TRIED = 3  # more fastest-looking candidates measured before a budget is declared out of reach
 
 
@@ -250,7 +251,9 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
             f"no candidate can meet --budget-ms {budget.latency_ms:g} on '{profile.name}': the fastest "
             f"candidate measured {done[0].latency_ms:.3f} ms ({config.precision})",
             f"raise --budget-ms to at least {done[0].latency_ms * 1.1:.3f} or choose a faster profile")
-    queue = [c for c in ranked if c.spec.key() != fastest.spec.key()]
+    # Unscored candidates (all of them, when none was predicted within budget) were there to find the fastest,
+    # which they did: the rounds would only time them again.
+    queue = [c for c in ranked if c.spec.key() != fastest.spec.key() and np.isfinite(c.score)]
     # The fastest one is the choice until a better-scored one is measured within the limits; a ranking that
     # holds nothing else (every other candidate predicted over the budget) ends with it.
     done, chosen = _choose(done, budget, sizes)
@@ -424,8 +427,8 @@ def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces
 
     models = [_build(cand.spec, spaces, data, config) for cand in cands]
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as tmp:
-        paths = export_for_timing(models, config.precision, calib, Path(tmp))
-        timed = ruler.measure(paths, (1, *calib.shape[1:]))
+        paths = export_for_timing(models, config.precision, calib, Path(tmp), batch=ruler.batch)
+        timed = ruler.measure(paths, calib.shape[1:])
     for cand, (stats, _units) in zip(cands, timed):
         check_runtime(latency[cand.spec.space], stats, profile)
     return [replace(c, latency_ms=units * ruler.ms()) for c, (_stats, units) in zip(cands, timed)]

@@ -48,7 +48,7 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
     if budget.max_bytes is not None and _weight_bytes(teacher) > budget.max_bytes:
         return None
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
-        path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx")
+        path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx", ruler.batch)
         if path is None:
             return None
         size = path.stat().st_size
@@ -56,7 +56,7 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
             return None
         if budget.latency_ms is None:
             return TeacherFit(size, None)
-        ((_stats, units),) = ruler.measure([path], (1, *input_shape))
+        ((_stats, units),) = ruler.measure([path], input_shape)
     latency = units * ruler.ms()
     return TeacherFit(size, latency) if latency <= budget.latency_ms else None
 
@@ -71,10 +71,10 @@ def _weight_bytes(teacher: Any) -> int:
     return 4 * sum(t.numel() for t in weights if t.ndim >= 2)
 
 
-def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | None:
-    """The teacher as fp32 ONNX: a module through the quick exporter, a .pt2 program through the shipped one
-    (the quick one traces modules only). None when it cannot be exported: the check is advice, and
-    validation measures the teacher anyway."""
+def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path, batch: int = 1) -> Path | None:
+    """The teacher as fp32 ONNX at ``batch`` (the profile's): a module through the quick exporter, a .pt2
+    program through the shipped one (the quick one traces modules only). None when it cannot be exported: the
+    check is advice, and validation measures the teacher anyway."""
     import numpy as np
     import torch
 
@@ -85,10 +85,10 @@ def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path) -> Path | 
         if isinstance(teacher, torch.nn.Module):
             was = teacher.training
             try:
-                return export_fixed(teacher, (1, *input_shape), path)
+                return export_fixed(teacher, (batch, *input_shape), path)
             finally:
                 teacher.train(was)  # the exporter puts it in eval mode; a caller's module keeps its own
-        sample = np.zeros((1, *input_shape), dtype=np.float32)
+        sample = np.zeros((1, *input_shape), dtype=np.float32)  # its file takes any batch
         return Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
     except Exception:  # any export failure means only that this advice is skipped
         return None
