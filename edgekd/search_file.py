@@ -16,8 +16,17 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
     """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
     and teacher it was measured for, so that reusing it for others is refused (or, where only the proxy's
     scores depend on them, said)."""
-    record = {**result.to_dict(), "profile": profile.name, "budget": budget.to_dict(), "data": data.describe()}
+    record = {**result.to_dict(), "profile": profile.name, **measured_with(profile), "budget": budget.to_dict(),
+              "data": data.describe()}
     return {**record, "teacher": teacher_record(teacher)} if teacher is not None else record
+
+
+def measured_with(profile: Any) -> dict[str, str]:
+    """What the latencies of a search depend on besides the profile's name: its measurement settings (a copy
+    edited to 4 threads keeps the name) and, for a local profile, this machine's CPU."""
+    from edgekd.latency.table import host_cpu
+
+    return {"profile_digest": profile.digest(), **({"host": host_cpu()} if profile.is_local else {})}
 
 
 def teacher_record(module: Any) -> dict[str, Any]:
@@ -66,6 +75,7 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
                               f"this data has {here[key]}", fix)
     if raw.get("profile") not in (None, profile.name):
         raise ConfigError(f"'{path}' measured its students on profile '{raw['profile']}', not '{profile.name}'", fix)
+    _check_measured_with(path, raw, profile, fix, log)
     chosen_ms = result.chosen.latency_ms
     if budget_ms is not None and chosen_ms is not None and chosen_ms > budget_ms:
         raise ConfigError(f"the student '{path}' chose measured {chosen_ms:.3f} ms, over --budget-ms {budget_ms:g}",
@@ -77,6 +87,20 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     for warning in _other_sources(path, raw, result, recorded, here, teacher):
         (log or (lambda _m: None))(f"warning: {warning}")
     return result
+
+
+def _check_measured_with(path: Path, raw: dict[str, Any], profile: Any, fix: str, log: Any) -> None:
+    """Other measurement settings under the same profile name are refused: the chosen student's latency was
+    measured with them. Another CPU is said: a search made on a laptop and reused on a CI runner holds its
+    students, whose latency validate measures again here. Files written before these were recorded pass."""
+    now = measured_with(profile)
+    if raw.get("profile_digest") not in (None, now["profile_digest"]):
+        raise ConfigError(f"'{path}' measured its students with other settings of profile '{profile.name}' "
+                          f"(digest {raw['profile_digest']}, this one's is {now['profile_digest']}: threads, runtime "
+                          "or measurement settings differ)", fix)
+    if raw.get("host") and now.get("host") and raw["host"] != now["host"]:
+        (log or (lambda _m: None))(f"warning: '{path}' measured its students' latency on another machine "
+                                   f"({raw['host']}; this one is {now['host']}): validate measures them here")
 
 
 def _check_record(path: Path, result: Any) -> None:

@@ -119,3 +119,31 @@ def test_a_chosen_student_over_the_size_budget_is_refused_by_its_written_file_or
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=r"is 4.9 KB \(int8\), over --max-size-kb 4;"):
         load_search(path, small_data, profile, None, max_size_kb=4)
+
+
+def test_a_search_under_the_same_profile_name_with_other_settings_is_refused(tmp_path, small_data):
+    """A copy of the profile edited to 4 threads kept its name, and a search measured with its default was reused."""
+    from edgekd.profiles import load_profile_file
+
+    path = _write(tmp_path, small_data, None, space="mbv2")
+    source = load_profile("host-cpu").source
+    edited = tmp_path / "host-cpu.toml"
+    edited.write_text(open(source).read().replace("intra_op_threads = 0 ", "intra_op_threads = 4 "))
+    other = load_profile_file(edited)
+    assert other.name == "host-cpu" and other.digest() != load_profile("host-cpu").digest()
+    with pytest.raises(ConfigError, match=rf"'{path}' measured its students with other settings of profile "
+                                          r"'host-cpu' \(digest [0-9a-f]{16}, this one's is [0-9a-f]{16}"):
+        load_search(path, small_data, other, None)
+    lines: list[str] = []
+    load_search(path, small_data, load_profile("host-cpu"), None, log=lines.append)  # the same settings
+    path = _write(tmp_path, small_data, None, space="mbv2", edit=lambda r: r.pop("profile_digest"))
+    load_search(path, small_data, other, None, log=lines.append)  # written before the digest was recorded
+    assert lines == []
+
+
+def test_a_search_measured_on_another_machine_is_said(tmp_path, small_data):
+    path = _write(tmp_path, small_data, None, space="mbv2", edit=lambda r: r.update(host="Other CPU (64 CPUs)"))
+    lines: list[str] = []
+    load_search(path, small_data, load_profile("host-cpu"), None, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith(f"warning: '{path}' measured its students' latency on another "
+                                                   "machine (Other CPU (64 CPUs); this one is ")
