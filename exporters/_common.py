@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,7 +77,8 @@ def check_options(options: dict[str, Any], valid: Iterable[str], exporter: str) 
     if unknown:
         names = ", ".join(f"'{k}'" for k in unknown)
         raise ConfigError(f"unknown {exporter} option{'s' if len(unknown) > 1 else ''} {names}",
-                          f"{did_you_mean(unknown[0], known)}valid: {', '.join(known)}")
+                          f"{did_you_mean(unknown[0], known)}valid: {', '.join(known)}" if known else
+                          f"{exporter} takes no options: leave them out")
 
 
 @contextmanager
@@ -88,6 +92,22 @@ def eval_mode(model: Any) -> Iterator[Any]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A path in a temporary folder to write ``path``'s model to, copied onto ``path`` only when the block
+    completes: a failed export leaves a file of that name from before the call as it was, and a refused one
+    (an invalid model, another opset) never reaches ``path``."""
+    with tempfile.TemporaryDirectory(prefix="edgekd-export-") as tmp:
+        written = Path(tmp) / path.name
+        yield written
+        shutil.copyfile(written, path)
+
+
+def placed(artifact: Artifact, path: Path) -> Artifact:
+    """``artifact``, checked where it was written (``staged``), as the copy at ``path``."""
+    return dataclasses.replace(artifact, path=str(path))
 
 
 def finish(path: Path, name: str, role: str, precision: str, exporter: str,

@@ -12,7 +12,7 @@ from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import eval_mode, failure_text, finish, tidy_for_device
+from exporters._common import check_options, eval_mode, failure_text, finish, placed, staged, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -23,6 +23,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
 
     if request.model is None or request.sample is None:
         raise ExportError("onnx-fp32 needs a model and a sample input", "pass both in the ExportRequest")
+    check_options(request.options, (), "onnx-fp32")
     path = Path(request.out_dir) / f"{request.name}.onnx"
     model = getattr(request.model, "program", request.model)  # a .pt2 teacher exports its program
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would fix the batch.
@@ -39,14 +40,15 @@ def export_fp32(request: ExportRequest) -> Artifact:
         kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     # The caller's module goes back to the mode it was in: it may be mid-training.
     training = eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
-    try:
-        with training, quiet(*TORCH_EXPORT, stderr=True):
-            torch.onnx.export(model, (sample,), str(path), dynamo=not legacy, opset_version=request.opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-                              **({} if legacy else {"external_data": False}), **kwargs)
-    except Exception as exc:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
-                          "make the model traceable by torch.export (no data-dependent control flow)") from None
-    tidy_for_device(path)
-    return finish(path, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
+    with staged(path) as written:
+        try:
+            with training, quiet(*TORCH_EXPORT, stderr=True):
+                torch.onnx.export(model, (sample,), str(written), dynamo=not legacy, opset_version=request.opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                                  **({} if legacy else {"external_data": False}), **kwargs)
+        except Exception as exc:
+            raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
+                              "make the model traceable by torch.export (no data-dependent control flow)") from None
+        tidy_for_device(written)
+        art = finish(written, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
+    return placed(art, path)

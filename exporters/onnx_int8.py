@@ -23,7 +23,6 @@ batch size is calibrated in batches of that size.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from edgekd.fsutil import refuse_overwriting_source
 from edgekd.onnxfile import describe, fixed_dim, load_model, opset_of
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
-from exporters._common import check_options, finish, tidy_for_device
+from exporters._common import check_options, finish, placed, staged, tidy_for_device
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 _OPTIONS = {"calibration", "quantize_first_conv", "nodes_to_exclude"}
@@ -57,17 +56,15 @@ def export_int8(request: ExportRequest) -> Artifact:
     _check_opset(request, opset_of(source))
     path = Path(request.out_dir) / f"{request.name}.onnx"
     refuse_overwriting_source(path, request.source.path, "onnx-int8")
-    # Written in a temporary folder and copied into place once it exists: a failure never touches ``path``,
-    # which may hold a file from before this call.
-    with tempfile.TemporaryDirectory() as tmp, quiet(ROOT):
-        written = Path(tmp) / path.name
+    with staged(path) as written, tempfile.TemporaryDirectory() as scratch, quiet(ROOT):
         inputs = describe(source)["inputs"]
-        excluded, extra = _quantize(request, method, Path(tmp) / "pre.onnx", written, inputs[0] if inputs else None)
+        excluded, extra = _quantize(request, method, Path(scratch) / "pre.onnx", written,
+                                    inputs[0] if inputs else None)
         tidy_for_device(written)
-        shutil.copyfile(written, path)
-    details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
-               "calibration_samples": int(len(request.calibration)), "excluded_nodes": {**excluded, **extra}}
-    return finish(path, request.name, request.role, "int8", "onnx-int8", details, opset=request.opset)
+        details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
+                   "calibration_samples": int(len(request.calibration)), "excluded_nodes": {**excluded, **extra}}
+        art = finish(written, request.name, request.role, "int8", "onnx-int8", details, opset=request.opset)
+    return placed(art, path)
 
 
 def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,

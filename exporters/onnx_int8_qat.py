@@ -27,7 +27,15 @@ from edgekd.errors import ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import ROOT, TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import failure_text, finish, require_dynamo_opset, tidy_for_device
+from exporters._common import (
+    check_options,
+    failure_text,
+    finish,
+    placed,
+    require_dynamo_opset,
+    staged,
+    tidy_for_device,
+)
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement is recorded
@@ -38,6 +46,7 @@ def export_int8_qat(request: ExportRequest) -> Artifact:
     from edgekd.distill.qat import qat_plan
 
     require_dynamo_opset(request, "onnx-int8-qat")
+    check_options(request.options, (), "onnx-int8-qat")
     plan = qat_plan(request.model)
     if plan is None:
         raise ExportError(f"onnx-int8-qat exports a quantization-aware trained student, and '{request.name}' "
@@ -50,6 +59,13 @@ def export_int8_qat(request: ExportRequest) -> Artifact:
                           "ExportRequest")
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     path = Path(request.out_dir) / f"{request.name}.onnx"
+    with staged(path) as written:
+        art = _export_checked(request, plan, inputs, written)
+    return placed(art, path)
+
+
+def _export_checked(request: ExportRequest, plan: Any, inputs: np.ndarray, path: Path) -> Artifact:
+    """The QAT student at ``path``, quantized with the scales it learned, checked against its plan."""
     with tempfile.TemporaryDirectory() as tmp:
         qdq, fp32 = Path(tmp) / "qat.onnx", Path(tmp) / "fp32.onnx"
         _export_qat(request.model, inputs[:1], qdq, request.opset)
@@ -57,7 +73,6 @@ def export_int8_qat(request: ExportRequest) -> Artifact:
         _quantize(fp32, path, inputs, overrides, plan.weight_qmax)
     unmatched = check_overrides(path, overrides)
     if unmatched:
-        path.unlink(missing_ok=True)
         raise ExportError(f"onnxruntime's quantizer and the QAT student disagree on {len(unmatched)} tensors "
                           f"({'; '.join(unmatched[:4])})",
                           "report this with the student's architecture; export it with onnx-int8 meanwhile")

@@ -390,6 +390,34 @@ def test_int8_refuses_misspelt_options(fp32_artifact, small_data, tmp_path):
                                                 options={"quantise_first_conv": True, "calibraton": "entropy"}))
 
 
+def test_a_failed_fp32_export_leaves_an_earlier_file_as_it_was(small_data, tmp_path):
+    """torch wrote over the earlier file, then the failure deleted it."""
+    import torch
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :10] if float(x.sum()) > 0 else x.flatten(1)[:, 10:20]
+
+    earlier = tmp_path / "f.onnx"
+    earlier.write_bytes(b"an earlier run's file")
+    with pytest.raises(ExportError, match="torch could not export 'f' to ONNX"):
+        get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, Branchy(), small_data.x_val[:1]))
+    assert earlier.read_bytes() == b"an earlier run's file" and sorted(tmp_path.iterdir()) == [earlier]
+
+
+@pytest.mark.parametrize("exporter", ["onnx-fp32", "onnx-int8-qat"])
+def test_exporters_without_options_refuse_any(exporter, small_data, tmp_path):
+    """Options given to an exporter that reads none were ignored in silence."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.x_val[0].size, 10))
+    with pytest.raises(ConfigError, match=f"unknown {exporter} option 'calibration'") as exc:
+        get_exporter(exporter)(ExportRequest("f", "student", tmp_path, model, small_data.x_val[:1], opset=18,
+                                             options={"calibration": "entropy"}))
+    assert exc.value.fix == f"{exporter} takes no options: leave them out"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fp32_export_leaves_the_module_in_its_own_mode(small_data, tmp_path):
     import torch
 
