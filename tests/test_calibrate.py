@@ -208,6 +208,18 @@ def test_networks_enough_to_fit_but_too_few_to_cross_validate_say_so_in_one_line
     assert about == [f"calibrate {fast_profile.name}: too few networks (16) to cross-validate the table; calibrate "
                      "with --networks 19 or more for a trust figure"]
     assert trust(table) == {"left_out_within_10pct": {}, "left_out_note": about[0].split(": ", 1)[1]}
+    # The search that uses such a table says why it gives no trust figure, as calibration did.
+    from edgekd.search.latency_model import _table_model
+    from edgekd.search.spaces import SPACES
+
+    placed = table_path(fast_profile, TINY, SHAPE, 10)
+    placed.write_text((tmp_path / "t.json").read_text())
+    lines: list[str] = []
+    try:
+        assert _table_model(SPACES.get(TINY), fast_profile, SHAPE, 10, "int8", lambda: 1.0, lines.append)
+    finally:
+        placed.unlink()
+    assert lines == [f"search: '{TINY}' latency table, no trust figure: {about[0].split(': ', 1)[1]}"]
 
 
 def test_builtin_profiles_write_tables_to_the_user_folder(monkeypatch, tmp_path):

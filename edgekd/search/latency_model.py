@@ -94,7 +94,7 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
                  precision: str, reference_ms: Callable[[], float],
                  log: Callable[[str], None]) -> LatencyModel | None:
     from edgekd.errors import ProfileError
-    from edgekd.latency.fit_check import cross_validate
+    from edgekd.latency.fit_check import cross_validate, not_cross_validated
     from edgekd.latency.predict import LatencyPredictor
     from edgekd.latency.table import find_table, load_table
 
@@ -107,11 +107,14 @@ def _table_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, int
             log(f"warning: {exc.message}")
         return None
     predictor = LatencyPredictor(table, space)
-    for accuracy in cross_validate(table, space):
+    checked = cross_validate(table, space)
+    for accuracy in checked:
         if accuracy.precision == precision:  # how far to trust the table on this device, before it steers the search
             log(f"search: '{space.name}' latency table, {accuracy.line()}")
             if advice := accuracy.advice():
                 log(f"warning: '{space.name}' latency table: {advice}")
+    if not checked and (why := not_cross_validated(table, space)):  # no figure without a word
+        log(f"search: '{space.name}' latency table, no trust figure: {why}")
     ref_ms = reference_ms()
     return LatencyModel(lambda spec, _model: predictor.predict(spec, precision, ref_ms), TABLE_SOURCE,
                         table.stamp.onnxruntime, lambda spec, _model: predictor.predict_units(spec, precision))
