@@ -392,6 +392,8 @@ def files_read(target: str, config: GateConfig) -> list[Path]:
     """Every file the gate reads for ``target`` under ``config``, for the report outputs to keep clear of (even
     with --force): the model gated and every file its manifest lists, the baseline's, the data, the app's build
     config and a profile file."""
+    from edgekd.onnxfile import model_files
+    from edgekd.profiles import profile_file
     files: list[Path] = []
     for ref in (target, config.baseline):
         if not ref:
@@ -399,33 +401,23 @@ def files_read(target: str, config: GateConfig) -> list[Path]:
         path = Path(ref)
         files.append(path)
         if _is_manifest(ref) and path.is_file():
-            files += _listed_files(path)
+            files += manifest_files(path)
         elif path.is_file():
-            files += _model_files(path)
-    extra = (config.data, config.ops_config, config.profile if isinstance(config.profile, str) else None)
+            files += model_files(path)
+    extra = (config.data, config.ops_config, profile_file(config.profile))
     return files + [Path(p) for p in extra if p]
 
 
-def _listed_files(manifest_path: Path) -> list[Path]:
+def manifest_files(manifest_path: Path) -> list[Path]:
+    """Every file a manifest lists, beside it: its models with their external weights, and ORT copies."""
+    from edgekd.onnxfile import model_files
+
     folder, files = manifest_path.parent, []
     for entry in load_manifest(manifest_path)["artifacts"]:
-        files += _model_files(folder / entry["artifact"]["path"])
+        files += model_files(folder / entry["artifact"]["path"])
         ort = entry.get("ort") or {}
         files += [folder / ort[k] for k in ("path", "operators") if k in ort]
     return files
-
-
-def _model_files(path: Path) -> list[Path]:
-    """``path`` and the files its external weights live in (a model that does not load has none to add:
-    the check that reads it says why)."""
-    from edgekd.onnxfile import external_files
-
-    try:
-        import onnx
-
-        return [path, *external_files(path, onnx.load(str(path), load_external_data=False))]
-    except Exception:  # noqa: BLE001 (a broken file is named by the check that reads it, not here)
-        return [path]
 
 
 def _ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list[Check]:

@@ -18,6 +18,8 @@ from edgekd.errors import ArtifactError, first_line
 _REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or damaged)"
 # Keys of the model-file metadata edgekd writes (onnxruntime: session.get_modelmeta().custom_metadata_map).
 PREPROCESS_KEY, CLASS_NAMES_KEY, VERSION_KEY = "edgekd.preprocess", "edgekd.class_names", "edgekd.version"
+SPLIT_SEED_KEY = "edgekd.split_seed"  # the seed that split the data of the run that wrote it: validate reads that
+# run's test split, unseen in its training
 
 
 def load_model(path: str | Path) -> Any:
@@ -113,6 +115,18 @@ def external_files(path: str | Path, model: Any) -> list[Path]:
         if file not in files:
             files.append(file)
     return files
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """``path`` and the files its external weights live in, for outputs to keep clear of (a model that does
+    not load has none to add: the check that reads it says why)."""
+    path = Path(path)
+    try:
+        import onnx
+
+        return [path, *external_files(path, onnx.load(str(path), load_external_data=False))]
+    except Exception:  # noqa: BLE001 (a broken file is named by the check that reads it, not here)
+        return [path]
 
 
 def _check_external(path: Path, tensor: Any) -> None:
@@ -289,6 +303,12 @@ def embedded_preprocess(path: str | Path) -> Any:
         return None  # edited by hand: fall back to the data's own statistics
 
 
+def embedded_split_seed(path: str | Path) -> int | None:
+    """The seed that split the data of the edgekd run that exported the model, or None for a model without it."""
+    found = embedded_metadata(path).get(SPLIT_SEED_KEY, "")
+    return int(found) if found.isdigit() else None  # edited by hand: as if not recorded
+
+
 def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:
     """The label of each output an edgekd-exported model carries in its metadata, or None."""
     return parse_class_names(embedded_metadata(path).get(CLASS_NAMES_KEY))
@@ -320,14 +340,17 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
     return tuple(str(n) for n in names) if isinstance(names, list) else None
 
 
-def stamp_data_metadata(art: Any, data: Any) -> Any:
-    """The artifact carrying, in its own metadata, the input it expects and the label of each output."""
+def stamp_data_metadata(art: Any, data: Any, seed: int | None = None) -> Any:
+    """The artifact carrying, in its own metadata, the input it expects, the label of each output and the
+    ``seed`` that split the run's data (validate reads the run's test split with it)."""
     import json
 
     from edgekd import __version__
 
     described = data.describe()
     props = {VERSION_KEY: __version__, CLASS_NAMES_KEY: json.dumps(described["class_names"])}
+    if seed is not None:
+        props[SPLIT_SEED_KEY] = str(int(seed))
     if "preprocess" in described:
         props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
     return stamp_metadata(art, props)

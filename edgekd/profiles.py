@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import tomlread
-from edgekd.errors import ProfileError
+from edgekd.errors import EdgeKDError, ProfileError
 
 SCHEMA_VERSION = 1
 
@@ -188,6 +188,17 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
             f"choose one of: {', '.join(sorted(files))} (or pass a path to a .toml file)",
         )
     return _load_found(text, files[text])
+
+
+def profile_file(profile: Any) -> str | None:
+    """The file a profile (a name, a path or a loaded one) is read from, for outputs to keep clear of: a
+    user's board profile is theirs, like their model. None when it does not load (refused with its own
+    message when the command loads it) or was rebuilt from a manifest's record."""
+    try:
+        source = load_profile(profile).source
+    except EdgeKDError:
+        return None
+    return source if source != RECORDED else None
 
 
 def _load_found(name: str, path: Path) -> DeviceProfile:

@@ -108,8 +108,6 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
             check_input_shape(art.path, art.details, tuple(input_shape))
     references = references or {}
     budgeted = list(budgeted) if budgeted is not None else [a.name for a in artifacts]
-    runs = [measure([a.path for a in artifacts], profile, input_shape) for _ in range(rounds)]
-    latencies = [_median_run([run[i] for run in runs]) for i in range(len(artifacts))]
     measured = []
     ref_logits: dict[int, np.ndarray] = {}
     for art in artifacts:
@@ -123,6 +121,9 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
             if ref is not None:
                 parity = _parity(logits, _ref_logits(ref, data, ref_logits), type(ref).__name__)
         measured.append((accuracy, parity, by_class))
+    # Timed once the models are known to take the data: a mismatch is refused before minutes on a board.
+    runs = [measure([a.path for a in artifacts], profile, input_shape) for _ in range(rounds)]
+    latencies = [_median_run([run[i] for run in runs]) for i in range(len(artifacts))]
     teacher = next((acc for art, (acc, _, _) in zip(artifacts, measured) if art.role == "teacher"), None)
     reports = []
     for art, lat, (accuracy, parity, by_class) in zip(artifacts, latencies, measured):

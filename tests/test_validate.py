@@ -515,6 +515,83 @@ def test_a_report_file_never_replaces_the_model_or_data_it_checks_even_with_forc
     assert model.read_bytes() == before
 
 
+def test_validate_json_never_replaces_what_else_it_reads(run_cli, run_dir, fast_profile_path, tmp_path):
+    """--force replaced a model's external weights, an artifact of the manifest rechecked, an image of the
+    data folder and the profile file with the JSON report."""
+    folder = _copy(run_dir, tmp_path)
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext" / "m.onnx_data").write_bytes(np.ones(4, np.float32).tobytes())
+    external = _model_with_weight(tmp_path / "ext" / "m.onnx", "m.onnx_data")
+    images = tmp_path / "imgs" / "0"
+    images.mkdir(parents=True)
+    (images / "0.png").write_bytes(b"an image")
+    board = tmp_path / "board.toml"
+    board.write_text(Path(fast_profile_path).read_text().replace('name = "fast-test"', 'name = "board"'))
+    kept = {f: f.read_bytes() for f in (tmp_path / "ext" / "m.onnx_data", folder / "student-fp32.onnx",
+                                        images / "0.png", board)}
+    for args, out in (((external,), tmp_path / "ext" / "m.onnx_data"),
+                      ((folder / "student-int8.onnx", "--manifest", folder / "manifest.json"),
+                       folder / "student-fp32.onnx"),
+                      ((external, "--data", tmp_path / "imgs"), images / "0.png"),
+                      ((external, "--data", tmp_path / "imgs"), images / "new.json"),
+                      ((external, "--profile", board), board)):
+        code, _, err = run_cli("validate", *args, "--json", out, "--force")
+        assert code == 2 and ("an input of this command" in err or "an input folder of this command" in err), err
+    assert {f: f.read_bytes() for f in kept} == kept and not (images / "new.json").exists()
+
+
+def test_validate_reads_the_test_split_the_model_records(run_cli, run_dir, small_data, tmp_path):
+    """A model trained on the split of seed 1 was scored on seed 0's test images, most of them its own
+    training images, without a word."""
+    from edgekd.onnxfile import embedded_split_seed, stamp_data_metadata
+    from edgekd.validate import artifact_from_file
+
+    model = Path(shutil.copy(run_dir / "student-fp32.onnx", tmp_path / "m.onnx"))
+    assert embedded_split_seed(model) is None
+    stamp_data_metadata(artifact_from_file(model), small_data, seed=1)
+    assert embedded_split_seed(model) == 1
+    side = str(small_data.input_shape[-1])
+    seen: list[int] = []
+    import edgekd.data
+
+    real = edgekd.data.load_data
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(edgekd.data, "load_data", spy)
+        code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", side, "--json",
+                               tmp_path / "v.json")
+        assert code in (0, 1) and "warning" not in err
+        code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", side, "--seed", "0")
+        assert "warning: " in err and "was trained on the split of seed 1: the test images of --seed 0 include" in err
+    assert seen == [1, 0]
+    assert json.loads((tmp_path / "v.json").read_text())["data"]["seed"] == 1
+    for args, message in ((("--seed", "1"), "--seed needs --data"),
+                          (("--manifest", run_dir / "manifest.json", "--seed", "1"), "--seed does not apply with "
+                                                                                       "--manifest"),
+                          (("--data", "digits", "--resolution", side, "--seed", "-1"), "seed -1 is not a whole")):
+        code, _, err = run_cli("validate", model, *args)
+        assert code == 2 and message in err, err
+
+
+def test_data_that_does_not_fit_is_refused_before_any_latency_is_measured(run_dir, small_data, fast_profile,
+                                                                          monkeypatch):
+    import sys
+
+    from edgekd.data import load_data
+    from edgekd.errors import DataError
+    from edgekd.validate import artifact_from_file, validate
+
+    measuring = sys.modules["edgekd.latency.measure"]  # the package's attribute of that name is the function
+    monkeypatch.setattr(measuring, "measure", lambda *a, **k: pytest.fail("measured first"))
+    wrong = load_data("digits", resolution=small_data.input_shape[-1] * 2)
+    with pytest.raises(DataError, match="inputs, and data 'digits' has"):
+        validate([artifact_from_file(run_dir / "student-fp32.onnx")], fast_profile, Budget(), wrong)
+
+
 def test_an_empty_data_is_refused_not_skipped_and_a_huge_input_shape_before_measuring(run_cli, run_dir):
     code, _, err = run_cli("validate", run_dir / "student-fp32.onnx", "--data", "")
     assert code == 2 and "--data is empty" in err

@@ -22,6 +22,8 @@ from edgekd.fsutil import write_json, write_text
                                             "the manifest or the model's metadata records, else dataset).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
               "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
+@click.option("--seed", type=int, help="Seed of the train/validation/test split of --data (default: the one the "
+                                       "model's metadata records, the split it was trained on, else 0).")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
 @click.option("--max-size-kb", type=float, help="Fail (exit 1) when the file is larger than this, in KiB.")
 @click.option("--min-accuracy", type=float, help="Fail (exit 1) when test accuracy on --data is below this "
@@ -39,7 +41,8 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 @click.pass_context
 def validate(ctx: click.Context, model: str, profile: str, data: str | None, resolution: str | None,
-             normalize: str | None, channels: str | None, budget_ms: float | None, max_size_kb: float | None,
+             normalize: str | None, channels: str | None, seed: int | None, budget_ms: float | None,
+             max_size_kb: float | None,
              min_accuracy: float | None,
              input_shape: str | None, manifest: str | None,
              artifact: str | None, accuracy_tolerance: float | None, latency_tolerance: float | None,
@@ -49,11 +52,12 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     from edgekd.errors import ConfigError
     from edgekd.preprocess import parse_channels
 
-    check_report_files(force, ("--json", json_out), inputs=(model, data, manifest))
+    check_report_files(force, ("--json", json_out), inputs=_validate_reads(model, data, manifest, profile))
 
     if manifest:
         given = [f for f, v in (("--budget-ms", budget_ms), ("--max-size-kb", max_size_kb),
-                                ("--min-accuracy", min_accuracy), ("--input-shape", input_shape)) if v is not None]
+                                ("--min-accuracy", min_accuracy), ("--input-shape", input_shape), ("--seed", seed))
+                 if v is not None]
         if given:
             raise ConfigError(f"{given[0]} does not apply with --manifest (the manifest entry is the reference)",
                               "drop it, or use `edgekd gate` to check thresholds")
@@ -64,7 +68,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     _needs("--manifest", ("--artifact", artifact), ("--rounds", rounds), ("--latency-tolerance", latency_tolerance),
            ("--accuracy-tolerance", accuracy_tolerance))
     if data is None:
-        _needs("--data", ("--resolution", resolution), ("--normalize", normalize), ("--channels", channels))
+        _needs("--data", ("--resolution", resolution), ("--normalize", normalize), ("--channels", channels),
+               ("--seed", seed))
     from edgekd.data import load_data
     from edgekd.latency.cache import noisy
     from edgekd.profiles import load_profile
@@ -82,8 +87,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         from edgekd.onnxfile import embedded_class_names, embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
+        split = _split_seed(art.path, seed)
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                            channels=parse_channels(channels) or (recorded.to_channels if recorded else None))
+                            channels=parse_channels(channels) or (recorded.to_channels if recorded else None),
+                            seed=split)
         dataset = with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)), recorded)
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
@@ -110,11 +117,42 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if json_out:
         record = report.to_dict()
         if dataset is not None:  # what the accuracy was measured on, and what makes it doubtful, for a CI step
-            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test)}
+            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test), "seed": split}
             record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *record["notes"]]
         write_json(json_out, record)
     if not r.passed:
         ctx.exit(1)
+
+
+def _validate_reads(model: str, data: str | None, manifest: str | None, profile: str) -> list[Any]:
+    """What validate reads, which --json must not replace even with --force: the model with its external
+    weights, the data, the manifest with every file it lists (the recheck times one of them beside the
+    model), and the profile's file."""
+    from edgekd.errors import EdgeKDError
+    from edgekd.gate import manifest_files
+    from edgekd.onnxfile import model_files
+    from edgekd.profiles import profile_file
+
+    try:
+        listed = manifest_files(Path(manifest)) if manifest and Path(manifest).is_file() else []
+    except EdgeKDError:  # refused with its own message when the recheck reads it
+        listed = []
+    return [*model_files(model), data, manifest, *listed, profile_file(profile)]
+
+
+def _split_seed(model: str, seed: int | None) -> int:
+    """The split to read the test images of: ``seed``, else the one the model's run recorded (another one
+    would test it partly on images it was trained on), else 0. A ``seed`` other than the recorded one is
+    said, for that reason."""
+    from edgekd.onnxfile import embedded_split_seed
+
+    recorded = embedded_split_seed(model)
+    if seed is None:
+        return recorded if recorded is not None else 0
+    if recorded is not None and seed != recorded:
+        click.echo(f"warning: '{model}' was trained on the split of seed {recorded}: the test images of --seed "
+                   f"{seed} include some of its training images, so its accuracy reads high", err=True)
+    return seed
 
 
 def _needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:

@@ -220,17 +220,8 @@ def input_paths(config: CompressConfig) -> list[Any]:
     """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, or
     the .py of a file.py:factory spec), its weights, the data, the profile's file, and a search or distill
     folder reused."""
+    from edgekd.profiles import profile_file
+
     teacher = config.teacher if isinstance(config.teacher, str) else None
     return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, config.search_file,
-            config.distilled, _profile_file(config.profile)]
-
-
-def _profile_file(profile: Any) -> str | None:
-    """The file the profile is read from: a user's board profile is theirs, like the teacher."""
-    from edgekd.errors import EdgeKDError
-    from edgekd.profiles import load_profile
-
-    try:
-        return load_profile(profile).source
-    except EdgeKDError:  # refused with its own message when the run loads it
-        return None
+            config.distilled, profile_file(config.profile)]

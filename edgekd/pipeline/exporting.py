@@ -78,7 +78,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration,
                                                      max_bytes=config.budget.max_bytes),
-                                      stamp=lambda art: stamp_data_metadata(art, data))
+                                      stamp=lambda art: stamp_data_metadata(art, data, config.seed))
         student_int8 = fallback.artifact
         log(f"export: {fallback.summary()}")
         for note in fallback.notes:
@@ -87,5 +87,6 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    return [stamp_data_metadata(a, data) for a in (teacher_art, student_fp32, student_int8)], references
+    stamped = [stamp_data_metadata(a, data, config.seed) for a in (teacher_art, student_fp32, student_int8)]
+    return stamped, references
 

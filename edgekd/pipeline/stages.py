@@ -121,7 +121,7 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
                                                           data.x_val[:1], opset=config.opset))
         from edgekd.onnxfile import stamp_data_metadata
 
-        stamp_data_metadata(art, data)
+        stamp_data_metadata(art, data, config.seed)
         # what `compress --distilled` reports from
         write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module))
         write_json(staging / "distill.json", {
