@@ -120,15 +120,28 @@ def _field(where: str, key: str) -> str:
 _LATENCY = obj({"p50_ms": POSITIVE}, {k: NON_NEGATIVE for k in ("p90_ms", "p99_ms", "mean_ms", "cv", "p10_ms")}
                | {"runs": INT, "repeats": INT, "repeat_p50_ms": list_of(NON_NEGATIVE)})
 _TENSOR = obj({"name": STR, "dtype": STR, "shape": nullable(list_of(ANY))})  # null: rank unknown
+_ROUNDS = obj(optional={"rounds": list_of(obj({"quantized": INT})), "best_round": INT}, paired=("rounds", "best_round"))
+
+
+def _int8_fallback(value: Any, where: str) -> None:
+    """The rounds of an int8 fallback (``int8_with_fallback``): report reads ``rounds[best_round]``, so that index
+    must name one of them."""
+    _ROUNDS(value, where)
+    rounds = value.get("rounds")
+    if rounds and not 0 <= value["best_round"] < len(rounds):
+        raise _Bad(_field(where, "best_round"), f"is {value['best_round']}, not the index of one of its "
+                                                f"{len(rounds)} round(s)")
+
+
 _ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT, "opset": INT},
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
-                                                   "outputs": list_of(_TENSOR)}))})
+                                                   "outputs": list_of(_TENSOR), "int8_fallback": _int8_fallback}))})
 # The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build.
 _ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "operators": NAME, "top1_agreement": FRACTION,
             "max_abs_diff": NON_NEGATIVE, "passed": BOOL})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
-             {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT)})
+             {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT), "class_accuracy": obj(values=FRACTION)})
 _PROFILE = obj({"name": NAME, "measure": obj({"batch_size": INT, "warmup_runs": INT, "runs_per_repeat": INT})},
                {"digest": nullable(STR), "source": nullable(STR), "description": STR})
 _BUDGET = obj(optional={"latency_ms": nullable(POSITIVE), "max_size_kb": nullable(POSITIVE),

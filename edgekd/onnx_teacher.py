@@ -25,10 +25,10 @@ class OnnxTeacher:
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
-        from edgekd.fsutil import sha256
         from edgekd.onnxfile import load_model
 
-        graph = load_model(path).graph  # a missing, truncated or non-ONNX file is an ArtifactError naming it
+        model = load_model(path)  # a missing, truncated or non-ONNX file is an ArtifactError naming it
+        graph = model.graph
         self._made_by = {out: node.op_type for node in graph.node for out in node.output}
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -37,7 +37,8 @@ class OnnxTeacher:
         except Exception as exc:
             raise ModelError(f"teacher '{path}' does not load in onnxruntime ({first_line(exc, 160)})",
                              "pass a model onnxruntime runs (`edgekd validate` names what it lacks)") from None
-        self.path, self.sha256 = path, sha256(path)
+        _check_input(self.session, path)
+        self.path, self.sha256 = path, _weights_sha256(path, model)
         self.layout, self.output, self.log_of = "NCHW", 0, False
 
     def bind(self, data: Any) -> tuple[str, ...]:
@@ -85,3 +86,39 @@ class OnnxTeacher:
     def named_modules(self) -> Iterator[tuple[str, Any]]:
         return iter(())
 
+
+def _check_input(session: Any, path: Path) -> None:
+    """One float input, the image batch: what distillation feeds a teacher. Said here as a fault of the
+    teacher, not later as onnxruntime's missing-input error read as data of the wrong shape, nor with
+    validate's advice on measuring accuracy, which a teacher has no use for."""
+    from edgekd.latency.runtime import takes_float
+
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = f" ({', '.join(i.name for i in inputs)})" if inputs else ""
+        raise ModelError(f"teacher '{path}' takes {len(inputs)} inputs{names}, and a teacher must take exactly one, "
+                         "the image batch", "export the teacher with the images as its only input (its other "
+                         "inputs fixed inside the graph)")
+    dtype = inputs[0].type.removeprefix("tensor(").rstrip(")")
+    if not takes_float(dtype):
+        raise ModelError(f"teacher '{path}' takes {dtype} input, and a teacher is fed the normalised float images "
+                         "the student trains on", "export the teacher with a float input, its own pixel scaling "
+                         "left out of the graph, and pass the normalisation it was trained with as --normalize")
+
+
+def _weights_sha256(path: Path, model: Any) -> str:
+    """The sha256 a resumed run compares teachers by: of the file alone when it holds every weight (so
+    checkpoints recorded before external data was counted still resume), else of the file and each external
+    data file by name, since new weights written to a data file leave the .onnx file byte for byte the same."""
+    import hashlib
+
+    from edgekd.fsutil import sha256
+    from edgekd.onnxfile import external_files
+
+    files = external_files(path, model)
+    if not files:
+        return sha256(path)
+    digest = hashlib.sha256(sha256(path).encode())
+    for file in files:
+        digest.update(f"{file.relative_to(path.parent).as_posix()}\0{sha256(file)}\0".encode())
+    return digest.hexdigest()

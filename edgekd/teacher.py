@@ -332,15 +332,23 @@ def _import(ref: str) -> Any:
     try:
         return importlib.import_module(ref)
     except ImportError as exc:
-        top = ref.split(".")[0]
-        if isinstance(exc, ModuleNotFoundError) and exc.name == top and top in _TORCH_FAMILY:
-            fix = (f"install it beside torch from the CPU index, so pip does not swap torch for a CUDA build: "
-                   f"pip install {top} --index-url https://download.pytorch.org/whl/cpu")
-        elif isinstance(exc, ModuleNotFoundError) and exc.name == top:
-            fix = f"install the package that provides '{top}' in this environment, or pass a .py file path"
-        else:
-            fix = "pass a .py file path or an importable module name"
-        raise ModelError(f"cannot import teacher module '{ref}' ({exc})", fix) from None
+        raise _not_importable(ref, exc) from None
+    except Exception as exc:  # found, but running it raised (ValueError, SyntaxError, ...): one line, as for a .py
+        said = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"importing '{ref}' failed: {said}",
+                         f"fix that module (python -c 'import {ref}' shows where)") from None
+
+
+def _not_importable(ref: str, exc: ImportError) -> ModelError:
+    top = ref.split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and exc.name == top and top in _TORCH_FAMILY:
+        fix = (f"install it beside torch from the CPU index, so pip does not swap torch for a CUDA build: "
+               f"pip install {top} --index-url https://download.pytorch.org/whl/cpu")
+    elif isinstance(exc, ModuleNotFoundError) and exc.name == top:
+        fix = f"install the package that provides '{top}' in this environment, or pass a .py file path"
+    else:
+        fix = "pass a .py file path or an importable module name"
+    return ModelError(f"cannot import teacher module '{ref}' ({exc})", fix)
 
 
 # Packages built against one torch release: a plain `pip install` of them may replace the CPU torch.
@@ -480,11 +488,14 @@ def _check_batch_is_dynamic(program: Any, path: Path) -> None:
     training and scoring feed others, so it is refused here rather than deep inside distillation."""
     from torch.export.graph_signature import InputKind
 
-    fix = ("export it with a dynamic batch, from an example of 2 or more images: torch.export.export(model, (x,), "
-           "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    dynamic = "dynamic_shapes=({0: torch.export.Dim('batch')},))"
+    fix = ("export it with a dynamic batch, from an example of 2 or more images: "
+           f"torch.export.export(model, (x,), {dynamic}")
     names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
     if len(names) != 1:
-        raise ModelError(f"'{path}' takes {len(names)} inputs; edgekd feeds a teacher one image batch", fix)
+        raise ModelError(f"'{path}' takes {len(names)} inputs; edgekd feeds a teacher one image batch",
+                         "export a wrapper whose forward(x) takes the image batch alone and supplies any other input "
+                         f"itself, with a dynamic batch: torch.export.export(wrapper, (x,), {dynamic}")
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0])
     value = node.meta.get("val")
     shape = getattr(value, "shape", None)

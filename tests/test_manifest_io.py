@@ -85,6 +85,16 @@ MALFORMED = [
     ({"data.preprocess.std": [0]}, "data.preprocess.std[0] is 0, not a number above zero"),
     ({"recipe.seed": "x"}, 'recipe.seed is "x", not an integer'),
     ({"notes": "ok"}, 'notes is "ok", not a list'),
+    # what `edgekd report` reads of an entry: a list here or a round without its count was an AttributeError or a
+    # KeyError, with a traceback
+    ({"artifacts.1.class_accuracy": [0.9, 0.8]}, "artifacts[1].class_accuracy is a list, not an object"),
+    ({"artifacts.1.class_accuracy": {"7": 1.5}}, "artifacts[1].class_accuracy.7 is 1.5, not a fraction from 0 to 1"),
+    ({"artifacts.1.artifact.details.int8_fallback": {"rounds": [{}], "best_round": 0}},
+     "artifacts[1].artifact.details.int8_fallback.rounds[0] has no 'quantized'"),
+    ({"artifacts.1.artifact.details.int8_fallback": {"rounds": [{"quantized": 4}], "best_round": 1}},
+     "artifacts[1].artifact.details.int8_fallback.best_round is 1, not the index of one of its 1 round(s)"),
+    ({"artifacts.1.artifact.details.int8_fallback": {"rounds": [{"quantized": 4}]}},
+     "artifacts[1].artifact.details.int8_fallback has 'rounds' but no 'best_round'"),
     ({"artifacts.1.primary!": None}, "artifacts[1] has no 'primary'"),
     ({"artifacts.1.ort": {"path": "student-fp32.ort", "sha256": "0" * 64, "operators": "x.config"}},
      "artifacts[1].ort has no 'size_bytes'"),
@@ -110,6 +120,13 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, mes
     {"artifacts.0.artifact.details.inputs.0.shape": None},  # an ONNX teacher's input of unknown rank
     {"int8_speedup": {"median": 1.5, "runs": [1.5]}},  # written before the repeats were paired
     {"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7, "low": 1.4, "high": 1.6}},
+    {"artifacts.0.class_accuracy": {"0": 1.0, "1": 0.75}, "artifacts.1.class_accuracy": {"0": 0.5, "1": 0}},
+    {"artifacts.1.artifact.details.int8_fallback": {  # as int8_with_fallback writes it
+        "rounds": [{"index": 0, "excluded": [], "quantized": 22, "int8_p50_ms": 0.2, "fp32_p50_ms": 0.3,
+                    "ratio": 0.7, "final_ratio": None, "paired": None, "final": None},
+                   {"index": 1, "excluded": [{"node": "Conv_3"}], "quantized": 21, "int8_p50_ms": 0.19,
+                    "fp32_p50_ms": 0.3, "ratio": 0.63, "final_ratio": 0.64, "paired": None, "final": None}],
+        "best_round": 1, "ratio": 0.64, "faster": True, "stopped": "no node ran slower in int8", "notes": []}},
 ])
 def test_what_edgekd_writes_and_may_leave_out_is_accepted(tmp_path, changes):
     assert load_manifest(write_manifest(tmp_path, changes))["primary"] == "student-fp32"
@@ -126,3 +143,11 @@ def test_every_command_that_reads_a_manifest_refuses_it_in_one_line(run_cli, tmp
     code, out, err = run_cli(command, *args)
     assert code == 2 and message in err and "Traceback" not in err, out + err
     assert err.count("\n") == 1 and not (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.parametrize("changes, message", [c for c in MALFORMED if c[1].endswith(
+    ("class_accuracy is a list, not an object", "rounds[0] has no 'quantized'"))])
+def test_report_refuses_entries_it_would_crash_on_in_one_line(run_cli, tmp_path, changes, message):
+    path = write_manifest(tmp_path / "run", changes)
+    code, out, err = run_cli("report", path.parent)
+    assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1, out + err

@@ -173,3 +173,74 @@ def test_an_onnx_teacher_with_external_weights_is_copied_with_them(onnx_files, t
     art = copied_teacher(tmp_path / "ext.onnx", folder)
     assert (folder / "teacher-fp32.onnx").is_file() and (folder / "ext.bin").is_file()
     assert art.name == "teacher-fp32" and art.role == "teacher" and art.details["external_data"] == ["ext.bin"]
+
+
+def test_new_weights_in_an_external_data_file_change_the_teacher_s_fingerprint(onnx_files, tmp_path):
+    """Only the .onnx file was hashed: a teacher retrained into its data file resumed a run distilled from the old
+    weights. A one-file teacher keeps the fingerprint (its file's sha256) that its checkpoints recorded."""
+    import onnx
+
+    from edgekd.distill.checkpoint import arch_fingerprint, weights_fingerprint
+    from edgekd.fsutil import sha256
+
+    plain = load_teacher(onnx_files["plain"]).module
+    assert weights_fingerprint(plain) == arch_fingerprint(plain) == sha256(onnx_files["plain"])[:16]
+    path = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(onnx_files["plain"]), str(path), save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    before, graph = load_teacher(str(path)).module, path.read_bytes()
+    data = bytearray((tmp_path / "ext.onnx.data").read_bytes())
+    for tensor in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            where = {e.key: int(e.value) for e in tensor.external_data if e.key in ("offset", "length")}
+            start, end = where.get("offset", 0), where.get("offset", 0) + where["length"]
+            data[start:end] = (np.frombuffer(bytes(data[start:end]), np.float32) * 3).tobytes()
+    (tmp_path / "ext.onnx.data").write_bytes(bytes(data))
+    after = load_teacher(str(path)).module
+    assert path.read_bytes() == graph and weights_fingerprint(after) != weights_fingerprint(before)
+    assert arch_fingerprint(after) != arch_fingerprint(before)
+
+
+def _scorer(path, dtype="FLOAT", shape=("N", 1, 16, 16), second_input=False):
+    """A hand-built ONNX classifier of 16x16 digits: its input of ``dtype`` and ``shape`` (None: no shape
+    recorded), optionally a second input added to its scores."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["xf"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["scores"] if second_input else ["y"])]
+    inputs = [helper.make_tensor_value_info("x", getattr(TensorProto, dtype), shape)]
+    if second_input:
+        nodes.append(helper.make_node("Add", ["scores", "x2"], ["y"]))
+        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 10]))
+    graph = helper.make_graph(nodes, "scorer", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                                     ["N", 10])],
+                              [numpy_helper.from_array(np.zeros((256, 10), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_an_onnx_teacher_with_two_inputs_is_refused_as_one_needing_one(tmp_path):
+    # It loaded, then failed on the first batch as "data images ... do not fit the teacher (Required inputs ...
+    # are missing)" with advice on the data's resolution.
+    with pytest.raises(ModelError, match=r"teacher '.*two.onnx' takes 2 inputs \(x, x2\), and a teacher must take "
+                                         "exactly one, the image batch; export the teacher with the images as its "
+                                         "only input"):
+        load_teacher(_scorer(tmp_path / "two.onnx", second_input=True))
+
+
+def test_an_onnx_teacher_without_a_recorded_input_shape_is_told_so(tmp_path, small_data):
+    teacher = load_teacher(_scorer(tmp_path / "norank.onnx", shape=None)).module  # was "takes  inputs"
+    with pytest.raises(DataError, match=r"input 'x' of '.*norank.onnx' has no shape recorded, so edgekd cannot "
+                                        r"tell how to feed it the data's images; export the model with its input "
+                                        r"shape recorded, e.g. \(batch, channels, height, width\)"):
+        teacher.bind(small_data)
+
+
+def test_an_onnx_teacher_taking_uint8_is_told_to_take_floats_not_to_leave_out_data(tmp_path):
+    with pytest.raises(ModelError, match="teacher '.*u8.onnx' takes uint8 input, and a teacher is fed the "
+                                         "normalised float images the student trains on") as exc:
+        load_teacher(_scorer(tmp_path / "u8.onnx", dtype="UINT8"))
+    assert "--data" not in exc.value.message and "--normalize" in exc.value.fix

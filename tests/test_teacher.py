@@ -113,6 +113,24 @@ def test_module_import_fails(tmp_path):
         load_teacher(f"{path}:build", "w.pt")
 
 
+@pytest.mark.parametrize(("body", "said"), [
+    ("raise ValueError('bad config')\n", "ValueError: bad config"),
+    ("def build(:\n", "SyntaxError: "),
+])
+def test_a_module_name_whose_import_raises_is_one_line_like_the_file_form(tmp_path, monkeypatch, run_cli, body,
+                                                                          said):
+    # Only ImportError was caught for package.module:factory: anything else came out as a traceback, exit 1.
+    (tmp_path / "edgekd_test_raising.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "edgekd_test_raising", raising=False)
+    with pytest.raises(ModelError, match=f"importing 'edgekd_test_raising' failed: {said}") as exc:
+        load_teacher("edgekd_test_raising:build", "w.pt")
+    assert "python -c 'import edgekd_test_raising'" in exc.value.fix
+    code, _, err = run_cli("search", "--teacher", "edgekd_test_raising:build", "--weights", tmp_path / "w.pt",
+                           "--out", tmp_path / "s.json")
+    assert code == 2 and "Traceback" not in err and f"failed: {said}" in err, err
+
+
 def test_spec_without_colon(teacher_files):
     module, weights = teacher_files
     with pytest.raises(ModelError, match="not of the form module_or_file.py:factory"):
@@ -350,8 +368,11 @@ def test_pt2_with_two_inputs_is_refused(tmp_path):
     x = torch.zeros(2, 3)
     path = tmp_path / "two.pt2"
     torch.export.save(torch.export.export(TwoInputs(), (x, x)), str(path))
-    with pytest.raises(ModelError, match="takes 2 inputs; edgekd feeds a teacher one image batch"):
+    with pytest.raises(ModelError, match="takes 2 inputs; edgekd feeds a teacher one image batch") as exc:
         load_teacher(str(path))
+    # the fix was the fixed-batch one ("export it with a dynamic batch"), which keeps both inputs
+    assert exc.value.fix.startswith("export a wrapper whose forward(x) takes the image batch alone and supplies any "
+                                    "other input itself, with a dynamic batch: torch.export.export(wrapper, (x,), ")
 
 
 def test_pt2_missing(tmp_path):

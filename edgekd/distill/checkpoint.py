@@ -21,7 +21,7 @@ FORMAT = 1
 
 def arch_fingerprint(model: torch.nn.Module) -> str:
     """A hash of the sorted state_dict keys and shapes: equal for models of one architecture."""
-    if hasattr(model, "sha256"):  # an ONNX teacher: its file
+    if hasattr(model, "sha256"):  # an ONNX teacher: its file and external data files (OnnxTeacher's digest)
         return str(model.sha256)[:16]
     if not hasattr(model, "state_dict"):  # a torch.export teacher wrapper: its parameters' shapes
         return hashlib.sha256(json.dumps([list(p.shape) for p in model.parameters()]).encode()).hexdigest()[:16]
@@ -32,7 +32,7 @@ def arch_fingerprint(model: torch.nn.Module) -> str:
 def weights_fingerprint(model: Any) -> str:
     """A hash of the values of ``model``'s weights and buffers: a teacher trained further, or loaded with other
     weights, differs from the one a checkpoint was distilled from though its architecture is the same."""
-    if hasattr(model, "sha256"):  # an ONNX teacher: its file holds the weights
+    if hasattr(model, "sha256"):  # an ONNX teacher: its weights are in its file or in external data files beside it
         return str(model.sha256)[:16]
     tensors = (sorted(model.state_dict().items()) if hasattr(model, "state_dict")
                else list(enumerate(model.parameters())))

@@ -132,13 +132,19 @@ def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
 _FLOAT_INPUTS = {"float": np.float32, "float16": np.float16, "double": np.float64}
 
 
+def takes_float(dtype: str) -> bool:
+    """Whether an input of onnxruntime's element type ``dtype`` ("float", "uint8", ...) takes the normalised
+    images, cast to it."""
+    return dtype in _FLOAT_INPUTS
+
+
 def check_float_input(path: str | Path, dtype: str) -> None:
     """Accuracy is measured on normalised images, fed as the model's float type: a model taking another
     type (raw uint8 pixels, its preprocessing inside) is refused by name, before anything is measured where
     the caller can."""
     from edgekd.errors import DataError
 
-    if dtype not in _FLOAT_INPUTS:
+    if not takes_float(dtype):
         raise DataError(f"'{path}' takes {dtype} input, and edgekd feeds test images as floats after the data's "
                         "normalisation", "export the model with a float input to measure its accuracy here (its "
                         "latency is measured either way), or leave out --data")
@@ -160,6 +166,10 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
     taken = session.get_inputs()[0]
     check_float_input(path, taken.type.removeprefix("tensor(").rstrip(")"))
     expected = taken.shape
+    if not expected:  # onnxruntime's [] for an input of unknown rank (a scalar, its other [], takes no images either)
+        raise DataError(f"input '{taken.name}' of '{path}' has no shape recorded, so edgekd cannot tell how to feed "
+                        "it the data's images", "export the model with its input shape recorded, e.g. (batch, "
+                        "channels, height, width): torch.onnx.export and tf2onnx record their example input's")
     layout = input_layout(expected, data.input_shape)
     channels_last = layout == "NHWC"
     given = (given[0], *in_layout(data.x_test[:1], layout).shape[1:])
