@@ -78,8 +78,31 @@ def _load() -> None:
     _loaded = True
     from importlib.metadata import entry_points
 
-    import exporters  # noqa: F401  (registers the built-in exporters)
-
+    _import_builtin()
     for ep in entry_points(group="edgekd.exporters"):
         if ep.name not in EXPORTERS:
-            ep.load()
+            loaded = ep.load()  # a module that registers itself on import, or the exporter function itself
+            if ep.name not in EXPORTERS and callable(loaded):
+                EXPORTERS.register(ep.name)(loaded)
+
+
+def _import_builtin() -> None:
+    """Import edgekd.exporters, which registers the built-in exporters. Installed (editable or not), it is the
+    repository's top-level exporters/ folder under that name; a checkout put on sys.path without installing
+    has no such mapping, so the folder is loaded from beside the package."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    try:
+        importlib.import_module("edgekd.exporters")
+    except ModuleNotFoundError as exc:
+        folder = Path(__file__).resolve().parent.parent / "exporters"
+        if exc.name != "edgekd.exporters" or not (folder / "__init__.py").is_file():
+            raise
+        spec = importlib.util.spec_from_file_location("edgekd.exporters", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["edgekd.exporters"] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]

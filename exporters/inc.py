@@ -26,12 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekd.exporters._common import (
+    check_options,
+    eval_mode,
+    failure_text,
+    finish,
+    require_dynamo_opset,
+    tidy_for_device,
+)
 
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import check_options, eval_mode, failure_text, finish, require_dynamo_opset, tidy_for_device
 
 DEFAULT_TOLERABLE_LOSS = 0.01
 INPUT_NAME, OUTPUT_NAME = "input", "logits"

@@ -7,12 +7,12 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
+from edgekd.exporters._common import check_options, eval_mode, failure_text, finish, placed, staged, tidy_for_device
 
 from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
-from exporters._common import check_options, eval_mode, failure_text, finish, placed, staged, tidy_for_device
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekd.exporters._common import check_options, finish, placed, staged, tidy_for_device
 
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
@@ -35,7 +36,6 @@ from edgekd.fsutil import refuse_overwriting_source
 from edgekd.onnxfile import describe, fixed_dim, load_model, opset_of
 from edgekd.quiet import ROOT, quiet
 from edgekd.types import Artifact
-from exporters._common import check_options, finish, placed, staged, tidy_for_device
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 _OPTIONS = {"calibration", "quantize_first_conv", "nodes_to_exclude"}

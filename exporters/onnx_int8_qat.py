@@ -22,12 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgekd.errors import ExportError
-from edgekd.export import EXPORTERS, ExportRequest
-from edgekd.quiet import ROOT, TORCH_EXPORT, quiet
-from edgekd.types import Artifact
-from exporters._common import (
+from edgekd.exporters._common import (
     check_options,
     failure_text,
     finish,
@@ -36,6 +31,11 @@ from exporters._common import (
     staged,
     tidy_for_device,
 )
+
+from edgekd.errors import ExportError
+from edgekd.export import EXPORTERS, ExportRequest
+from edgekd.quiet import ROOT, TORCH_EXPORT, quiet
+from edgekd.types import Artifact
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_SAMPLES = 512  # calibration inputs on which torch/onnxruntime agreement is recorded

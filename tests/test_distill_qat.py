@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import edgekd.exporters.onnx_int8_qat  # noqa: F401  (registers onnx-int8-qat)
 import numpy as np
 import onnx
 import pytest
 import torch
+from edgekd.exporters.onnx_int8_qat import check_overrides, optimized_op_types
 from test_distill import TinyNet, student, tiny_data
 
-import exporters.onnx_int8_qat  # noqa: F401  (registers onnx-int8-qat until exporters/__init__ imports it)
 from edgekd.distill import qat, qat_plan, trainer
 from edgekd.distill.trainer import distill, predict
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ExportRequest, get_exporter
 from edgekd.plots import calibrated_point
 from edgekd.types import DistillConfig, DistillResult
-from exporters.onnx_int8_qat import check_overrides, optimized_op_types
 
 MBV2 = {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3],
         "se": [1, 0, 0]}

@@ -29,6 +29,64 @@ def test_registry_lists_builtin_exporters():
         get_exporter("nope")
 
 
+def test_an_exporters_folder_in_the_users_project_does_not_hide_the_built_in_ones(tmp_path):
+    """A top-level package named exporters was taken by the user's own exporters/ (first on sys.path): every
+    export then failed with 'unknown exporter', listing none."""
+    import subprocess
+    import sys
+
+    (tmp_path / "exporters").mkdir()
+    (tmp_path / "exporters" / "__init__.py").write_text('"""my app\'s own exporters"""\n')
+    (tmp_path / "use.py").write_text("from edgekd.export import exporter_names\nprint(exporter_names())\n")
+    done = subprocess.run([sys.executable, "use.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {"onnx-fp32", "onnx-int8", "onnx-int8-qat", "inc"} <= set(eval(done.stdout))
+
+
+def test_a_checkout_on_sys_path_without_installing_finds_its_exporters(tmp_path):
+    """The repository put on PYTHONPATH as it is (a GPU machine, a quick try) has no installed mapping of its
+    exporters/ folder to edgekd.exporters: it is loaded from beside the package."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import edgekd
+
+    root = Path(edgekd.__file__).resolve().parent.parent
+    for name in ("edgekd", "exporters", "profiles"):
+        shutil.copytree(root / name, tmp_path / "checkout" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
+            "from edgekd.export import exporter_names; import edgekd; print(edgekd.__file__); print(exporter_names())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "checkout", capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(tmp_path / "checkout"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    where, names = done.stdout.splitlines()
+    assert where.startswith(str(tmp_path / "checkout")) and "onnx-int8" in eval(names)
+
+
+def test_an_entry_point_naming_an_exporter_function_registers_it(monkeypatch):
+    """A plugin's entry point was imported and its function thrown away: only self-registering modules worked."""
+    import importlib.metadata
+    import sys
+    import types
+
+    import edgekd.export as export
+
+    def mine(request):
+        return request
+
+    plugin = types.ModuleType("my_plugin")
+    plugin.mine = mine
+    monkeypatch.setitem(sys.modules, "my_plugin", plugin)
+    point = importlib.metadata.EntryPoint("my-exp", "my_plugin:mine", "edgekd.exporters")
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [point] if group == "edgekd.exporters" else [])
+    monkeypatch.setattr(export, "_loaded", False)
+    monkeypatch.setattr(export.EXPORTERS, "_items", dict(export.EXPORTERS._items))
+    assert export.get_exporter("my-exp") is mine
+
+
 def test_fp32_is_single_file_with_dynamic_batch_and_matches_torch(fp32_artifact, student, small_data):
     import onnxruntime as ort
 
@@ -188,7 +246,7 @@ def test_inc_needs_a_torch_model_and_calibration(fp32_artifact, small_data, tmp_
 
 
 def test_inc_says_when_no_configuration_meets_the_tolerance(student, small_data, tmp_path, monkeypatch):
-    import exporters.inc as inc
+    import edgekd.exporters.inc as inc
 
     monkeypatch.setattr(inc, "_ort_logits", lambda path, x: np.zeros((len(x), 10), np.float32))  # every int8 wrong
     from edgekd.distill.trainer import predict
@@ -225,8 +283,7 @@ def test_inc_untraceable_model_gives_export_error(small_data, tmp_path):
 def test_inc_keeps_no_layer_fp32_in_a_two_layer_model():
     # keeping both layers fp32 would leave nothing in int8: no configuration may claim to, nor repeat another
     import torch
-
-    from exporters.inc import _tuning_space
+    from edgekd.exporters.inc import _tuning_space
 
     two = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 10))
     assert [name for name, _ in _tuning_space(two)] == [
@@ -239,9 +296,8 @@ def test_inc_keeps_no_layer_fp32_in_a_two_layer_model():
 
 def test_weight_quantizer_folding_is_exact(tmp_path):
     import onnxruntime as ort
+    from edgekd.exporters.inc import fold_weight_quantization
     from onnx import TensorProto, helper, numpy_helper
-
-    from exporters.inc import fold_weight_quantization
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
@@ -342,7 +398,7 @@ def test_a_pt2_program_exports_at_opset_18_or_later_only(student, small_data, tm
 def test_a_file_at_another_opset_than_asked_is_not_passed_off(fp32_artifact, tmp_path):
     import shutil
 
-    from exporters._common import finish
+    from edgekd.exporters._common import finish
 
     copy = tmp_path / "other.onnx"
     shutil.copy(fp32_artifact.path, copy)
@@ -442,9 +498,10 @@ def _fixed_batch_onnx(path, batch, res):
 
 
 def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, tmp_path):
+    from edgekd.exporters.onnx_int8 import _Reader
+
     from edgekd.onnxfile import describe, load_model
     from edgekd.validate import artifact_from_file
-    from exporters.onnx_int8 import _Reader
 
     res = small_data.input_shape[1]
     one = artifact_from_file(_fixed_batch_onnx(tmp_path / "one.onnx", 1, res))
