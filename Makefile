@@ -8,7 +8,13 @@ DEMO_OUT ?= demo-out
 
 .PHONY: demo test test-slow test-oldest bench lint clean bench-search bench-search-truth bench-distill bench-latency-decisions
 
+# torch 2.13 has wheels for Python 3.10 and later only: an older python3 (macOS's, RHEL 9's) is named here rather
+# than as pip's "no matching distribution", and a .venv made with one is made again.
+PY_OK := import sys; sys.exit(sys.version_info < (3, 10))
+
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { echo "error: $(PYTHON) is not Python 3.10 or later; pass one: make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 2; }
+	@test ! -x $(BIN)/python || $(BIN)/python -c '$(PY_OK)' || { echo "removing $(VENV), made with a Python older than 3.10"; rm -rf $(VENV); }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch pinned to 2.13; where pip offers no CPU build of it (these machines' pip config does), PyPI's Linux

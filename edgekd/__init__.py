@@ -24,6 +24,9 @@ _EXPORTS = {
     "recheck": "edgekd.manifest_check",
     "write_html_report": "edgekd.report_html",
     "run_gate": "edgekd.gate",
+    "GateConfig": "edgekd.gate",
+    "GateResult": "edgekd.gate",
+    "RecheckConfig": "edgekd.manifest_check",
     "search": "edgekd",  # a module that calls its function (edgekd.callable_module)
     "SearchConfig": "edgekd.search.search",
     "distill": "edgekd",
@@ -42,6 +45,7 @@ _EXPORTS = {
     "ExportRequest": "edgekd.export",
     "Budget": "edgekd.types",
     "DistillConfig": "edgekd.types",
+    "DistillResult": "edgekd.types",
     "StudentSpec": "edgekd.types",
     "Candidate": "edgekd.types",
     "SearchResult": "edgekd.types",

@@ -133,12 +133,16 @@ def runner_defaults(kind: str) -> dict[str, Any]:
 
 
 def builtin_dir() -> Path:
-    """Folder of the shipped profiles (a source checkout's ``profiles/`` or the installed copy)."""
-    here = Path(__file__).resolve().parent
-    checkout = here.parent / "profiles"
-    if checkout.is_dir():
-        return checkout
-    return here / "builtin_profiles"
+    """Folder of the shipped profiles: the package edgekd.builtin_profiles (installed, or an editable install's
+    mapping of a checkout's profiles/), else the profiles/ folder beside the package (a checkout on sys.path,
+    not installed). Not the other way round: a profiles/ folder of the user's own beside an installed edgekd
+    (a --target install into a project keeping its boards there) hid every shipped profile."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("edgekd.builtin_profiles")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "profiles"
 
 
 def user_dir() -> Path:

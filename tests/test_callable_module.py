@@ -45,3 +45,11 @@ def test_no_public_name_hands_back_a_plain_module() -> None:
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_configs_the_public_functions_take_are_public_too():
+    """run_gate needs a GateConfig and recheck a RecheckConfig, which only internal modules offered."""
+    import edgekd
+
+    for name in ("GateConfig", "GateResult", "RecheckConfig", "DistillResult"):
+        assert name in edgekd.__all__ and isinstance(getattr(edgekd, name), type)

@@ -303,3 +303,28 @@ def test_load_recorded_profile_prefers_the_recorded_file_while_it_is_that_profil
     assert load_recorded_profile({"name": "host-cpu", "source": str(board)}).name == "host-cpu"  # file renamed since
     with pytest.raises(ProfileError, match="unknown profile 'lab-board'"):
         load_recorded_profile({"name": "lab-board", "source": str(tmp_path / "gone.toml")})
+
+
+def test_an_installed_edgekd_reads_its_shipped_profiles_not_a_profiles_folder_beside_it(tmp_path):
+    """Installed with --target into a project that keeps its boards in profiles/, edgekd took that folder for
+    its own shipped profiles: host-cpu-1t and the rest were gone."""
+    import shutil
+    import subprocess
+    import sys
+
+    import edgekd
+
+    source = Path(edgekd.__file__).resolve().parent
+    app = tmp_path / "app"
+    shutil.copytree(source, app / "edgekd", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source.parent / "profiles", app / "edgekd" / "builtin_profiles")  # as the wheel lays it out
+    (app / "profiles").mkdir()
+    (app / "profiles" / "my-board.toml").write_text('name = "my-board"\n')
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
+            "from edgekd.profiles import builtin_dir, profile_names; print(builtin_dir()); print(profile_names())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(app), "EDGEKD_PROFILE_DIR": str(tmp_path / "none"),
+                               "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    where, names = done.stdout.splitlines()
+    assert where == str(app / "edgekd" / "builtin_profiles") and "host-cpu-1t" in names and "my-board" not in names
