@@ -105,7 +105,7 @@ def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) 
         raise OutputError("--out is empty", "give --out a folder path")
     path = Path(path)
     check_own_folder(path, "--out")
-    check_not_input(path, inputs, "--out")
+    check_not_input(path, inputs, "--out", folder=True)
     if path.exists() and not path.is_dir():
         raise OutputError(f"output '{path}' exists and is a file", "choose another --out path")
     if path.is_dir() and any(path.iterdir()) and not force:
@@ -158,11 +158,12 @@ def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str) -> None:
+def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str, folder: bool = False) -> None:
     """Refuse an output that is, or (a folder) holds, one of the command's own inputs: --force would
-    replace what the command reads, the user's model or data, with its results. An output inside an input
-    folder is refused too: the input would hold it afterwards (an image folder, as one more class or one
-    more image that is not one)."""
+    replace what the command reads, the user's model or data, with its results. An output ``folder`` inside
+    an input folder is refused too (the input would hold it afterwards: an image folder, as one more class),
+    and a file there that exists already (one of its images, replaced); a new file the loader skips (a
+    report.json among the class folders) is not."""
     out = Path(path).resolve()
     for item in inputs:
         if item is None or not isinstance(item, (str, Path)) or not str(item) or not Path(item).exists():
@@ -172,7 +173,7 @@ def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str) -> None:
             what = "is" if source == out else "holds"
             raise OutputError(f"{flag} '{path}' {what} '{item}', an input of this command",
                               f"write {flag} somewhere else; --force never replaces a command's inputs")
-        if source in out.parents and source.is_dir():
+        if source in out.parents and source.is_dir() and (folder or out.exists()):
             raise OutputError(f"{flag} '{path}' is inside '{item}', an input folder of this command, which would "
                               "hold the results afterwards", f"write {flag} outside '{item}'")
 

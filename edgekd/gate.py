@@ -686,7 +686,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     the candidate is does not read the images again."""
     from edgekd.data import load_data, with_class_order_note, with_scale_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
-    from edgekd.onnxfile import embedded_class_names, embedded_preprocess
+    from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.profiles import load_profile
     from edgekd.validate import class_accuracy
 
@@ -698,4 +698,8 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
         loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
     data = with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded)
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
+    split = embedded_split_seed(model)
+    if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched
+        read = (*read, f"'{Path(model).name}' was trained on the split of seed {split}, and its accuracy here is on "
+                f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
     return top1(logits, labels), data, read, class_accuracy(logits, labels, data)

@@ -108,7 +108,8 @@ def _check_input(session: Any, path: Path) -> None:
 
 def _weights_sha256(path: Path, model: Any) -> str:
     """The sha256 a resumed run compares teachers by: of the file alone when it holds every weight (so
-    checkpoints recorded before external data was counted still resume), else of the file and each external
+    its checkpoints from before external data was counted still resume; those of a teacher with external data
+    are refused once, as of another teacher), else of the file and each external
     data file by name, since new weights written to a data file leave the .onnx file byte for byte the same."""
     import hashlib
 

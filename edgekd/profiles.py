@@ -281,7 +281,8 @@ def _from_raw(path: Path, raw: dict[str, Any], source: str) -> DeviceProfile:
     top = sections[""]
     if not top.get("name"):
         raise ProfileError(f"{path}: missing key 'name'", "add name = \"...\" at the top of the file")
-    if not _PROFILE_NAME.fullmatch(top["name"]):
+    # A manifest's record is exempt: it writes no files, and one made before the rule must still be gated.
+    if source != RECORDED and not _PROFILE_NAME.fullmatch(top["name"]):
         raise ProfileError(f"{path}: name = {top['name']!r} is not a plain file name",
                            "use letters, digits, '-', '_' and '.', not starting with '.' (no path separators or "
                            "spaces): files named after the profile are written beside it")

@@ -102,7 +102,12 @@ def staged(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="edgekd-export-") as tmp:
         written = Path(tmp) / path.name
         yield written
-        shutil.copyfile(written, path)
+        beside = path.with_name(f".{path.name}.edgekd-part")  # copied whole, then renamed onto path at once
+        try:
+            shutil.copyfile(written, beside)
+            os.replace(beside, path)
+        finally:
+            beside.unlink(missing_ok=True)
 
 
 def placed(artifact: Artifact, path: Path) -> Artifact:

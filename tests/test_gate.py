@@ -782,3 +782,21 @@ def test_data_stored_on_another_pixel_scale_than_the_model_was_trained_on_is_war
     code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", "digits",
                            "--resolution", "16")
     assert code == 0 and "scaled as" not in out + err
+
+
+def test_a_model_trained_on_another_split_than_the_gates_is_said(run_cli, run_dir, small_data, tmp_path):
+    """validate reads the split a model records; gate keeps one split for candidate and baseline, and said
+    nothing when the model's own test images were not that split's."""
+    import shutil
+
+    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.validate import artifact_from_file
+
+    model = Path(shutil.copy(run_dir / "student-fp32.onnx", tmp_path / "m.onnx"))
+    stamp_data_metadata(artifact_from_file(model), small_data, seed=1)
+    side = str(small_data.input_shape[-1])
+    _, out, err = _gate(run_cli, model, "--min-accuracy", "0.01", "--data", "digits", "--resolution", side)
+    assert "'m.onnx' was trained on the split of seed 1, and its accuracy here is on seed 0's test images" in out + err
+    _, out, err = _gate(run_cli, model, "--min-accuracy", "0.01", "--data", "digits", "--resolution", side,
+                        "--seed", "1")
+    assert "was trained on the split of seed" not in out + err

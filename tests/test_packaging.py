@@ -28,10 +28,12 @@ def test_wheel_holds_every_module_profile_and_schema(tmp_path: Path) -> None:
 
     (wheel,) = (tmp_path / "dist").glob("edgekd-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {p.relative_to(ROOT).as_posix() for d in ("edgekd", "exporters") for p in (ROOT / d).rglob("*.py")
-               if "__pycache__" not in p.parts}
+    # exporters/ installs as edgekd.exporters (a top-level `exporters` was hidden by any of a user's own)
+    modules = {("edgekd/" if d == "exporters" else "") + p.relative_to(ROOT).as_posix()
+               for d in ("edgekd", "exporters") for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts}
     assert modules - names == set()
-    assert "edgekd/schemas/manifest-v1.schema.json" in names
+    assert "edgekd/schemas/manifest-v1.schema.json" in names and "edgekd/py.typed" in names
+    assert not any(n.startswith("exporters/") for n in names)
     profiles = {f"edgekd/builtin_profiles/{p.name}" for p in (ROOT / "profiles").glob("*.toml")}
     assert profiles and profiles <= names
     # Apache-2.0 asks that the licence's text travel with every copy.

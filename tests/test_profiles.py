@@ -172,6 +172,17 @@ def test_a_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name):
         load_profile(path)
 
 
+def test_a_manifest_recording_a_profile_named_before_the_rule_still_loads(tmp_path):
+    """Gate and recheck of a manifest from before names had to be plain refused its profile, and told the user
+    to rename something stored in the manifest."""
+    from edgekd.profiles import RECORDED, load_profile_file, load_recorded_profile
+
+    path = _write(tmp_path, "pixel", _valid(name="pixel"))
+    recorded = {**load_profile_file(path).to_dict(), "name": "pixel 7+npu", "source": str(path)}
+    profile = load_recorded_profile(recorded)
+    assert profile.name == "pixel 7+npu" and profile.source == RECORDED
+
+
 def test_shipped_profiles_have_plain_names_and_load():
     from edgekd.profiles import builtin_dir, load_profile_file
 

@@ -206,7 +206,7 @@ def _refuse_recipe_as_out(recipe: str | None, out: str) -> None:
     from edgekd.fsutil import check_not_input
 
     if str(out).strip():  # an empty --out is refused as empty by the stage, not as the current folder
-        check_not_input(out, [recipe], "--out")
+        check_not_input(out, [recipe], "--out", folder=True)
 
 
 def _refuse_training_flags(ctx: click.Context) -> None:

@@ -84,10 +84,12 @@ def _call(argv: list[str], timeout: float, where: str, step: str, fix: str,
 
 
 def _too_slow(where: str, timeout: float, step: str) -> tuple[str, str]:
-    """What a measurement that ran out of time says: its length, not the link, is what to change."""
+    """What a measurement that ran out of time says: most often its length is what to change; a link that
+    dropped mid-run (ssh keeps no keep-alive) runs out of time the same way, so that is said second."""
     return (f"{where} timed out after {timeout:g} s while {step}: the measurement took longer than "
             "runner.timeout_s", "raise runner.timeout_s in the profile, or measure fewer runs (measure.repeats, "
-            "measure.runs_per_repeat) or fewer models at once")
+            "measure.runs_per_repeat) or fewer models at once; if the device stopped answering, check it is "
+            "reachable and run again")
 
 
 def _first_line(proc: subprocess.CompletedProcess) -> str:

@@ -87,6 +87,8 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    stamped = [stamp_data_metadata(a, data, config.seed) for a in (teacher_art, student_fp32, student_int8)]
+    # The split seed only on the students: a teacher trained elsewhere was not trained on this run's split.
+    stamped = [stamp_data_metadata(teacher_art, data),
+               *(stamp_data_metadata(a, data, config.seed) for a in (student_fp32, student_int8))]
     return stamped, references
 
