@@ -150,7 +150,8 @@ def _no_file(*args: Any, **_kwargs: Any) -> Any:
     return next((a for a in args if isinstance(a, Path)), None)
 
 
-def _no_files(models: list[Any], _precision: str, _calibration: Any, folder: Path, prefix: str = "cand") -> list[Path]:
+def _no_files(models: list[Any], _precision: str, _calibration: Any, folder: Path, prefix: str = "cand",
+              batch: int = 1) -> list[Path]:
     return [folder / f"{prefix}{i}.onnx" for i in range(len(models))]
 
 
