@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import tomlread
-from edgekd.errors import EdgeKDError, ProfileError
+from edgekd.errors import ProfileError
 
 SCHEMA_VERSION = 1
 
@@ -177,7 +177,7 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
     if isinstance(name_or_path, DeviceProfile):
         return name_or_path
     text = str(name_or_path)
-    if text.endswith(".toml") or os.sep in text:
+    if _names_a_file(text):
         path = Path(text).expanduser()
         if path.is_dir():
             raise ProfileError(f"profile '{text}' is a folder, not a .toml file",
@@ -195,14 +195,20 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
 
 
 def profile_file(profile: Any) -> str | None:
-    """The file a profile (a name, a path or a loaded one) is read from, for outputs to keep clear of: a
-    user's board profile is theirs, like their model. None when it does not load (refused with its own
-    message when the command loads it) or was rebuilt from a manifest's record."""
-    try:
-        source = load_profile(profile).source
-    except EdgeKDError:
-        return None
-    return source if source != RECORDED else None
+    """The file a profile (a name, a path or a loaded one) is read from, as ``load_profile`` finds it, for
+    outputs to keep clear of: a user's board profile is theirs, like their model. None when there is no such
+    file (a name or path found nowhere is refused when the command loads it) or it was rebuilt from a
+    manifest's record. Found without reading it: the command reads it once, later."""
+    if isinstance(profile, DeviceProfile):
+        return profile.source if profile.source != RECORDED else None
+    text = str(profile)
+    found = Path(text).expanduser() if _names_a_file(text) else _profile_files().get(text)
+    return str(found) if found is not None and found.is_file() else None
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``--profile`` text is a path to a .toml file rather than a profile's name."""
+    return text.endswith(".toml") or os.sep in text
 
 
 def _load_found(name: str, path: Path) -> DeviceProfile:

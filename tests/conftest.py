@@ -187,3 +187,16 @@ def load_benchmark():
     yield load
     for name in loaded:
         sys.modules.pop(name, None)
+
+
+def run_uninstalled(code: str, pythonpath: Path, cwd: Path, **env: str) -> list[str]:
+    """The stdout lines of Python ``code`` run with ``pythonpath`` first and this venv's editable-install
+    finders removed: edgekd as a plain copy finds it (an unpacked wheel, a checkout not installed)."""
+    import subprocess
+    import sys
+
+    strip = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
+    done = subprocess.run([sys.executable, "-c", strip + code], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

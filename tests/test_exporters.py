@@ -1,6 +1,7 @@
 import numpy as np
 import onnx
 import pytest
+from conftest import run_uninstalled
 
 from edgekd.errors import ConfigError, DataError, ExportError, OutputError
 from edgekd.export import ExportRequest, exporter_names, get_exporter
@@ -47,8 +48,6 @@ def test_a_checkout_on_sys_path_without_installing_finds_its_exporters(tmp_path)
     """The repository put on PYTHONPATH as it is (a GPU machine, a quick try) has no installed mapping of its
     exporters/ folder to edgekd.exporters: it is loaded from beside the package."""
     import shutil
-    import subprocess
-    import sys
     from pathlib import Path
 
     import edgekd
@@ -56,12 +55,8 @@ def test_a_checkout_on_sys_path_without_installing_finds_its_exporters(tmp_path)
     root = Path(edgekd.__file__).resolve().parent.parent
     for name in ("edgekd", "exporters", "profiles"):
         shutil.copytree(root / name, tmp_path / "checkout" / name, ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
-            "from edgekd.export import exporter_names; import edgekd; print(edgekd.__file__); print(exporter_names())")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "checkout", capture_output=True, text=True,
-                          timeout=120, env={"PYTHONPATH": str(tmp_path / "checkout"), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    where, names = done.stdout.splitlines()
+    where, names = run_uninstalled("from edgekd.export import exporter_names; import edgekd; print(edgekd.__file__); "
+                                   "print(exporter_names())", tmp_path / "checkout", tmp_path / "checkout")
     assert where.startswith(str(tmp_path / "checkout")) and "onnx-int8" in eval(names)
 
 

@@ -1,15 +1,11 @@
 """The Makefile's setup step, as a new user's machine meets it."""
 
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_a_python_older_than_3_10_is_named_before_anything_is_installed(tmp_path):
     """torch 2.13 has no wheel before Python 3.10: pip said only "no matching distribution", and the .venv made
     with the old Python stayed for the next try."""

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import run_uninstalled
 
 from edgekd.errors import ProfileError
 from edgekd.profiles import load_profile, profile_names
@@ -320,8 +321,6 @@ def test_an_installed_edgekd_reads_its_shipped_profiles_not_a_profiles_folder_be
     """Installed with --target into a project that keeps its boards in profiles/, edgekd took that folder for
     its own shipped profiles: host-cpu-1t and the rest were gone."""
     import shutil
-    import subprocess
-    import sys
 
     import edgekd
 
@@ -331,11 +330,6 @@ def test_an_installed_edgekd_reads_its_shipped_profiles_not_a_profiles_folder_be
     shutil.copytree(source.parent / "profiles", app / "edgekd" / "builtin_profiles")  # as the wheel lays it out
     (app / "profiles").mkdir()
     (app / "profiles" / "my-board.toml").write_text('name = "my-board"\n')
-    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
-            "from edgekd.profiles import builtin_dir, profile_names; print(builtin_dir()); print(profile_names())")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(app), "EDGEKD_PROFILE_DIR": str(tmp_path / "none"),
-                               "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    where, names = done.stdout.splitlines()
+    where, names = run_uninstalled("from edgekd.profiles import builtin_dir, profile_names; print(builtin_dir()); "
+                                   "print(profile_names())", app, tmp_path, EDGEKD_PROFILE_DIR=str(tmp_path / "none"))
     assert where == str(app / "edgekd" / "builtin_profiles") and "host-cpu-1t" in names and "my-board" not in names

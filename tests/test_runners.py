@@ -218,9 +218,6 @@ def _left_running(marker: str, wait_s: float = 15.0) -> list[int]:
     return left
 
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="reads processes from /proc")
-
-
 def _check_ordered(small, big) -> None:
     for s in (small, big):
         assert 0 < s.p50_ms <= s.p90_ms <= s.p99_ms
@@ -295,7 +292,6 @@ def test_ssh_time_out_names_host_and_step(fakes, models, tmp_path, monkeypatch):
         measure([models[0]], profile)
 
 
-@needs_proc
 def test_a_measurement_past_its_time_stops_on_the_device_too(fakes, models, tmp_path):
     """Killing the local ssh leaves the remote worker running (here: the stand-in's bash and the worker it
     started), sharing the device's cores with the next run; the worker stops itself once past timeout_s."""
@@ -572,7 +568,6 @@ def test_adb_perf_test_missing(fakes, models, tmp_path):
         measure([models[0]], profile)
 
 
-@needs_proc
 def test_a_perf_test_past_its_time_stops_on_the_device_too(fakes, models, tmp_path, monkeypatch):
     """perf_test cannot stop itself: the device's own `timeout` ends it once killing the local adb has not."""
     monkeypatch.setenv("FAKE_PERF_LOG", str(tmp_path / "perf.log"))
