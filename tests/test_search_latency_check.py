@@ -193,3 +193,31 @@ def test_a_fastest_looking_candidate_that_measures_slow_is_tried_beside_the_next
     measured = {1: 0.5, 2: 0.15, 3: 0.9}  # the first prediction was wrong; the second holds
     done, _, chosen = _measured_as(lambda c: measured[c.spec.config["i"]], ranked, 0.2, monkeypatch)
     assert chosen.spec.config["i"] == 2 and chosen.latency_ms == 0.15
+
+
+def test_a_ranking_of_one_that_measures_slow_is_tried_beside_the_candidates_predicted_over_the_budget(
+        monkeypatch):
+    """One candidate predicted within budget measured over it twice: the search failed with 'no candidate can
+    meet --budget-ms' without measuring a single other network, though its own prediction had just been shown
+    wrong. The next fastest-looking of the rest are measured beside it, and one of them meets the budget."""
+    only = Candidate(StudentSpec("mbv2", {"i": 1}), 1000, 1000, 5.0, predicted_ms=0.3)
+    over = [Candidate(StudentSpec("mbv2", {"i": i}), 1000 * i, 1000, float("-inf"), predicted_ms=p)
+            for i, p in ((2, 0.8), (3, 0.9), (4, 2.0), (5, 3.0), (6, 0.85))]
+    too_big = Candidate(StudentSpec("mbv2", {"i": 7}), 100, 10**9, float("-inf"), predicted_ms=0.1)
+    measured = {1: 1.0, 2: 0.9, 3: 0.5, 4: 0.1, 5: 0.1, 6: 0.95, 7: 0.01}
+    calls: list[list[int]] = []
+
+    def measure(cands, *_args):
+        calls.append([c.spec.config["i"] for c in cands])
+        return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=measured[c.spec.config["i"]],
+                          predicted_ms=c.predicted_ms) for c in cands]
+
+    monkeypatch.setattr(search_module, "_measure", measure)
+    data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
+    _done, _too_big, chosen = search_module._measure_until_feasible(
+        [only], data, load_profile("host-cpu-1t"), Budget(latency_ms=0.7, max_size_kb=100),
+        SearchConfig(measure_top=2), {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])},
+        {"mbv2": SimpleNamespace(source="fitted")}, None, SizeCheck(100 * 1024, lambda c: c.size_bytes),
+        lambda _m: None, spare=[only, *over, too_big])
+    assert calls[:2] == [[1], [1, 2, 6, 3]]  # by prediction, none too big, the ranked one not twice
+    assert chosen.spec.config["i"] == 3 and chosen.latency_ms == 0.5

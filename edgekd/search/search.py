@@ -4,6 +4,7 @@ then measure the best-ranked candidates on the profile and choose the best one u
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -165,7 +166,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(_build(c.spec, by_name, data, config), data, calib, config.precision))
     measured, too_big, chosen = _measure_until_feasible(ranked, data, profile, budget, config, by_name, models,
-                                                        calib, sizes, log, ruler)
+                                                        calib, sizes, log, ruler, spare=scored)
     note = speed_note(ruler)
     if note:
         log(note)
@@ -220,13 +221,15 @@ FASTEST_TRIED = 3  # more fastest-looking candidates measured before a budget is
 
 def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
                             config: SearchConfig, spaces: dict[str, Any], latency: dict[str, Any],
-                            calib: np.ndarray, sizes: SizeCheck, log: Any = None, ruler: Ruler | None = None
-                            ) -> tuple[list[Candidate], list[Candidate], Candidate]:
+                            calib: np.ndarray, sizes: SizeCheck, log: Any = None, ruler: Ruler | None = None,
+                            spare: Sequence[Candidate] = ()) -> tuple[list[Candidate], list[Candidate], Candidate]:
     """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round,
     until the best-scored one within both limits cannot be beaten by a candidate not measured yet.
     Candidates whose space measured slower than predicted are judged by the corrected prediction, so rounds
-    are not spent on the ones that will miss the budget. Returns (measured, written too big without being
-    measured, chosen)."""
+    are not spent on the ones that will miss the budget. ``spare`` holds the other scored candidates (those
+    predicted over the budget): when the fastest-looking one measures over it, the next fastest-looking are
+    measured beside it from all of them, since its own prediction has just been proved wrong. Returns
+    (measured, written too big without being measured, chosen)."""
     log = log or (lambda _m: None)
 
     def measure(cands: list[Candidate]) -> list[Candidate]:
@@ -234,12 +237,19 @@ def _measure_until_feasible(ranked: list[Candidate], data: Dataset, profile: Dev
 
     # Predictions tie where a fit's floor clamps them, small networks all: among equals the smallest is the
     # fastest-looking, not the best-scored (under `params`, the largest).
-    by_speed = sorted(ranked, key=lambda c: (c.predicted_ms, c.params, -c.score))
+    def speed(c: Candidate) -> tuple[float, int, float]:
+        return (c.predicted_ms, c.params, -c.score)
+
+    by_speed = sorted(ranked, key=speed)
     fastest = by_speed[0]
     done = measure([fastest])
     if budget.latency_ms is not None and done[0].latency_ms > budget.latency_ms:
         # One disturbed measurement on a shared machine must not fail the whole search, nor one prediction that
-        # ranked the wrong network fastest: it is measured again beside the next fastest-looking ones.
+        # ranked the wrong network fastest: it is measured again beside the next fastest-looking ones, from
+        # every candidate small enough (a ranking of one has no other).
+        keys = {c.spec.key() for c in by_speed}
+        extra = {c.spec.key(): c for c in spare if c.spec.key() not in keys and sizes.may_fit(c)}
+        by_speed = by_speed + sorted(extra.values(), key=speed)
         others = by_speed[1:1 + FASTEST_TRIED]
         log(f"search: the fastest-looking candidate measured {done[0].latency_ms:.3f} ms, over --budget-ms "
             f"{budget.latency_ms:g}; measuring it again beside the next {len(others)}")
