@@ -621,7 +621,7 @@ def test_an_unusable_step_summary_names_the_variable_before_measuring(run_cli, t
 
 
 def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it():
-    from edgekd.gate import _unchecked_budget
+    from edgekd.gate_config import _unchecked_budget
 
     budget = {"latency_ms": 0.5, "max_size_kb": 128.0, "min_accuracy": None, "max_accuracy_drop": 1.0}
     manifest = {"budget": budget, "artifacts": [{"artifact": {"role": "teacher"}, "accuracy": 0.99}]}

@@ -1,0 +1,325 @@
+"""The gate's configuration: thresholds from flags and pyproject.toml parsed into a GateConfig, with units
+("512KB", "1.5MiB", "800us", "2ms"); a manifest gated with no thresholds at all is held to the budget it was
+built for, on the profile it was measured on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError, did_you_mean
+from edgekd.manifest_io import load_manifest
+from edgekd.preprocess import parse_shape
+from edgekd.profiles import DeviceProfile
+
+_SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
+_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
+             "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
+             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config"}
+THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
+                  "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config")
+ACCURACY_KEYS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")  # settings measured on --data
+DEFAULT_PROFILE = "host-cpu-1t"
+
+
+def parse_quantity(text: Any, units: dict[str, float], default: str, what: str) -> float:
+    """'512KB' -> bytes, '2ms' -> ms; a bare number is in ``default`` units. Refuses negatives and unknown units."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not match:
+        raise ConfigError(f"{what} '{text}' is not a non-negative number with an optional unit",
+                          f"write e.g. 12.5{default} (units: {', '.join(units)})")
+    value, unit = float(match.group(1)), (match.group(2) or default).lower()
+    if unit not in units:
+        raise ConfigError(f"{what} '{text}' has unknown unit '{match.group(2)}'", f"use one of: {', '.join(units)}")
+    return value * units[unit]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_size_bytes: float | None = None
+    max_latency_ms: float | None = None
+    latency_tolerance: float = 0.10
+    rounds: int = 3
+    min_accuracy: float | None = None
+    data: str | None = None
+    resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width) (None: as stored)
+    normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
+    channels: Any = None  # 1 or 3 to convert --data to (None: as the model's metadata records, else as stored)
+    seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
+    profile: str | DeviceProfile = DEFAULT_PROFILE  # a name or .toml path, or the manifest's recorded one
+    allowed_ops: tuple[str, ...] | None = None
+    max_opset: int | None = None
+    baseline: str | None = None
+    artifact: str | None = None
+    input_shape: tuple[int, ...] | None = None  # concrete input shape for a model with dynamic dimensions
+    max_size_growth: float | None = None  # a fraction the file may grow by over the baseline's
+    max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
+    min_class_accuracy: float | None = None  # the floor every class's own accuracy must reach
+    ops_config: str | None = None  # the operator config an app's reduced onnxruntime build was compiled with
+    # Where thresholds or the profile came from when not from the user (printed with the result).
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
+                                            self.allowed_ops, self.max_opset, self.baseline,
+                                            self.max_accuracy_drop, self.max_size_growth,
+                                            self.min_class_accuracy, self.ops_config)):
+            raise ConfigError("the gate has no thresholds",
+                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops, "
+                              "--max-opset or --ops-config, set them in [tool.edgekd.gate] in pyproject.toml, or "
+                              "gate a manifest.json (held to its own budget)")
+        from edgekd.preprocess import resolution_value
+
+        object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
+        if not 0 <= self.latency_tolerance < 1:
+            raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {self.rounds}", "pass --rounds 3")
+        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+            raise ConfigError(f"min accuracy {self.min_accuracy} is outside [0, 1]", "pass a fraction, e.g. 0.97")
+        if isinstance(self.normalize, str):
+            from edgekd.data import parse_normalize
+
+            parse_normalize(self.normalize)
+        from edgekd.preprocess import parse_channels
+
+        object.__setattr__(self, "channels", parse_channels(self.channels))
+        if self.min_accuracy is not None and not self.data:
+            raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+        if self.min_class_accuracy is not None and not 0 <= self.min_class_accuracy <= 1:
+            raise ConfigError(f"min class accuracy {self.min_class_accuracy} is outside [0, 1]",
+                              "pass a fraction, e.g. 0.8")
+        if self.min_class_accuracy is not None and not self.data:
+            raise ConfigError("--min-class-accuracy needs data to measure accuracy on", "pass --data")
+        self._check_baseline_thresholds()
+        self._check_thresholds()
+
+    def _check_baseline_thresholds(self) -> None:
+        if self.max_size_growth is not None and not self.baseline:
+            raise ConfigError("--max-size-growth compares with a baseline, and none is given",
+                              "pass --baseline last-release/manifest.json (or a .onnx file), or --max-size")
+        if self.max_size_growth is not None and self.max_size_growth < 0:
+            raise ConfigError(f"max size growth {self.max_size_growth:g} is below zero, so a model the size of its "
+                              "baseline would fail", "pass a fraction, e.g. 0.05 (0 allows no growth)")
+        if self.max_accuracy_drop is None:
+            return
+        if not self.baseline:
+            raise ConfigError("--max-accuracy-drop compares with a baseline (or a manifest's teacher), and neither "
+                              "is given", "pass --baseline last-release/manifest.json, or gate the manifest.json")
+        if not 0 <= self.max_accuracy_drop <= 100:
+            raise ConfigError(f"max accuracy drop {self.max_accuracy_drop:g} is outside [0, 100] points",
+                              "pass percentage points, e.g. 0.5")
+        if not self.data:
+            raise ConfigError("--max-accuracy-drop needs data to measure both models on", "pass --data")
+
+    def _check_thresholds(self) -> None:
+        """Limits no model can meet are bad input (exit 2), not a failed check (exit 1)."""
+        if self.max_size_bytes is not None and self.max_size_bytes <= 0:
+            raise ConfigError(f"max size {self.max_size_bytes:g} bytes is not above zero, so every file would fail",
+                              "pass a positive size, e.g. 512KB")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise ConfigError(f"max latency {self.max_latency_ms:g} ms is not above zero, so every model would fail",
+                              "pass a positive time, e.g. 2ms")
+        if self.max_opset is not None and self.max_opset < 1:
+            raise ConfigError(f"max opset {self.max_opset} is not an opset (they start at 1)",
+                              "pass the highest opset the target runtime supports, e.g. 17")
+        if self.allowed_ops is not None and not self.allowed_ops:
+            raise ConfigError("allowed ops lists no operator type, which every model would fail",
+                              "pass comma-separated operator types, e.g. Conv,Relu,Gemm")
+        if self.input_shape is not None and self.max_latency_ms is None and not self.baseline:
+            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline, "
+                              "or drop --input-shape")
+
+
+def build_config(values: dict[str, Any], target: str | None = None) -> GateConfig:
+    """GateConfig from raw values (flags merged over the pyproject table), parsing units.
+
+    With ``target`` a manifest, the profile defaults to the one it was measured on, and when no threshold
+    is set at all the manifest's own budget supplies them (a manifest in CI is gated as it was built).
+    """
+    unknown = set(values) - GATE_KEYS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"unknown gate setting '{name}'",
+                          f"{did_you_mean(name, sorted(GATE_KEYS))}valid: {', '.join(sorted(GATE_KEYS))}")
+    v = {k: val for k, val in values.items() if val is not None}
+    notes: list[str] = []
+    if target is not None and _is_manifest(target):
+        manifest = load_manifest(Path(target))
+        if not any(k in v for k in THRESHOLD_KEYS):
+            v.update(_budget_thresholds(Path(target), manifest, v, notes))
+        else:
+            notes.extend(_unchecked_budget(manifest, v))
+        if "max_accuracy_drop" in v and "baseline" not in v:
+            v["min_accuracy"] = _below_teacher(Path(target), manifest, v.pop("max_accuracy_drop"), v, notes)
+        if any(k in v for k in ACCURACY_KEYS) and "data" not in v:
+            v.update(_recorded_data(Path(target), manifest, v))
+        if "profile" not in v:
+            v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
+        measured = any(k in v for k in ACCURACY_KEYS)
+        if "normalize" not in v and measured:
+            from edgekd.data import recorded_preprocess
+
+            v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
+        if "seed" not in v and measured:
+            from edgekd.data import recorded_data
+
+            v["seed"] = recorded_data(manifest).seed  # the test split it was measured on
+    size = v.pop("max_size", None)
+    latency = v.pop("max_latency", None)
+    ops = v.pop("allowed_ops", None)
+    if ops is not None:
+        ops = [o.strip() for o in (ops.split(",") if isinstance(ops, str) else ops) if o.strip()]
+    shape = v.pop("input_shape", None)
+    return GateConfig(
+        max_size_bytes=parse_quantity(size, _SIZE_UNITS, "kb", "max size") if size is not None else None,
+        max_latency_ms=parse_quantity(latency, _TIME_UNITS, "ms", "max latency") if latency is not None else None,
+        allowed_ops=tuple(ops) if ops is not None else None,
+        input_shape=parse_shape(shape) if shape is not None else None,
+        notes=tuple(notes),
+        **v,
+    )
+
+
+def _is_manifest(target: str) -> bool:
+    return Path(target).suffix.lower() == ".json"
+
+
+def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, Any],
+                       notes: list[str]) -> dict[str, Any]:
+    """The manifest's recorded budget as gate settings; an accuracy drop becomes a floor under the
+    teacher's recorded accuracy."""
+    from edgekd.report import budget_text
+
+    budget = manifest["budget"]
+    out: dict[str, Any] = {}
+    if budget.get("latency_ms") is not None:
+        out["max_latency"] = f"{budget['latency_ms']!r}ms"
+    if budget.get("max_size_kb") is not None:
+        out["max_size"] = f"{budget['max_size_kb']!r}KB"
+    floors = [budget["min_accuracy"]] if budget.get("min_accuracy") is not None else []
+    if budget.get("max_accuracy_drop") is not None:
+        floors.append(_teacher_accuracy(path, manifest) - budget["max_accuracy_drop"] / 100)
+    if floors:
+        out["min_accuracy"] = max(0.0, max(floors))
+        if "data" not in values:
+            out.update(_recorded_data(path, manifest, values))
+    if not out:
+        raise ConfigError(f"manifest '{path}' records no budget to gate against",
+                          "pass --max-size, --max-latency or --min-accuracy")
+    floor = f" (accuracy floor {out['min_accuracy'] * 100:.2f}%)" if "min_accuracy" in out else ""
+    notes.append(f"thresholds: the manifest's budget, {budget_text(budget)}{floor}")
+    return out
+
+
+def _recorded_teacher_accuracy(manifest: dict[str, Any]) -> float | None:
+    teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
+    return None if teacher is None or teacher.get("accuracy") is None else float(teacher["accuracy"])
+
+
+def _teacher_accuracy(path: Path, manifest: dict[str, Any]) -> float:
+    accuracy = _recorded_teacher_accuracy(manifest)
+    if accuracy is None:
+        raise ConfigError(f"manifest '{path}' bounds the accuracy drop below the teacher but records no "
+                          "teacher accuracy", "pass --min-accuracy and --data, or --baseline to compare with")
+    return accuracy
+
+
+def _below_teacher(path: Path, manifest: dict[str, Any], drop: Any, values: dict[str, Any],
+                   notes: list[str]) -> float:
+    """``--max-accuracy-drop`` with no baseline, on a manifest: as its budget's own drop, a floor under the
+    teacher's recorded accuracy (and under ``--min-accuracy``'s, when both are given)."""
+    if not isinstance(drop, (int, float)) or not 0 <= drop <= 100:
+        raise ConfigError(f"max accuracy drop {drop!r} is not a number of points in [0, 100]", "pass e.g. 0.5")
+    teacher = _teacher_accuracy(path, manifest)
+    floor = max(0.0, teacher - drop / 100, values.get("min_accuracy") or 0.0)
+    notes.append(f"accuracy floor {floor * 100:.2f}%: at most {drop:g} points below the teacher's recorded "
+                 f"{teacher * 100:.2f}% (no --baseline to compare with)")
+    return floor
+
+
+def _recorded_data(path: Path, manifest: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The data (and resolution) the manifest's accuracies were measured on, for an accuracy check given
+    no ``--data``."""
+    from edgekd.data import recorded_data
+
+    if "recipe" not in manifest:
+        raise ConfigError(f"manifest '{path}' bounds accuracy but does not record its data",
+                          "pass --data (and --resolution if the images were resized)")
+    data = recorded_data(manifest)
+    if data.source is None:
+        raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which is not here",
+                          "pass --data with the same test data")
+    out: dict[str, Any] = {"data": data.source}
+    if data.resolution is not None and "resolution" not in values:
+        out["resolution"] = data.resolution
+    return out
+
+
+def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """A note naming the parts of the manifest's budget that the given thresholds leave unchecked: any
+    threshold replaces the whole budget, which a CI job adding only --baseline would not expect. A budget's
+    drop below the teacher is checked only by --max-accuracy-drop without a baseline (with one, the drop is
+    from the baseline); its accuracy floor only by --min-accuracy."""
+    from edgekd.report import budget_text
+
+    budget = manifest["budget"]
+    covered = {"latency_ms": "max_latency" in values, "max_size_kb": "max_size" in values,
+               "min_accuracy": "min_accuracy" in values,
+               "max_accuracy_drop": "max_accuracy_drop" in values and "baseline" not in values}
+    left = {k: val for k, val in budget.items() if val is not None and k in covered and not covered[k]}
+    if not left:
+        return []
+    flags = [f"--max-latency {left['latency_ms']:g}ms"] if "latency_ms" in left else []
+    flags += [f"--max-size {left['max_size_kb']:g}KB"] if "max_size_kb" in left else []
+    floors = [left["min_accuracy"]] if "min_accuracy" in left else []
+    if "max_accuracy_drop" in left:
+        teacher = _recorded_teacher_accuracy(manifest)
+        if teacher is not None:
+            floors.append(teacher - left["max_accuracy_drop"] / 100)
+    if floors:
+        flags.append(f"--min-accuracy {max(0.0, max(floors)):.4g}" + ("" if "data" in values else " with --data"))
+    elif "max_accuracy_drop" in left:
+        flags.append("--min-accuracy with --data")
+    return [f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
+            f"add {' '.join(flags)} to check it too"]
+
+
+def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any],
+                      notes: list[str]) -> str | DeviceProfile:
+    """The profile the manifest was measured on (its file, or its name here), checked only when a
+    threshold needs it; its settings may have changed since, which is said, not refused (thresholds are
+    absolute, unlike ``validate --manifest``'s comparison with the recorded latency)."""
+    from edgekd.errors import ProfileError
+    from edgekd.profiles import RECORDED, load_recorded_profile
+
+    recorded = manifest["profile"]
+    if not any(k in values for k in ("max_latency", "baseline", *ACCURACY_KEYS)):
+        return recorded["name"]
+    try:
+        profile = load_recorded_profile(recorded)
+    except ProfileError:
+        raise ConfigError(f"manifest '{path}' was measured on profile '{recorded['name']}', which is not found here",
+                          "pass --profile with that profile's name or .toml file") from None
+    changed = profile.digest() != recorded.get("digest")
+    notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
+        " (its settings differ here from the recorded ones)" if changed else "") + (
+        ", rebuilt from the settings the manifest records (no profile of that name or file here)"
+        if profile.source == RECORDED else ""))
+    # an absolute latency limit then holds on another machine
+    if any(k in values for k in ("max_latency", "baseline")) and (here := _other_host(recorded, profile)):
+        notes.append(f"latency measured on this machine, {here}; the manifest's was measured on {recorded['host']}")
+    return profile if profile.source == RECORDED else profile.source
+
+
+def _other_host(recorded: dict[str, Any], profile: Any) -> str | None:
+    """This machine's CPU, when a local profile's recorded latencies were measured on another one; else None."""
+    if not profile.is_local or not recorded.get("host"):
+        return None
+    from edgekd.latency.table import host_cpu
+
+    here = host_cpu()
+    return here if here != recorded["host"] else None
