@@ -380,7 +380,8 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
     (without any, ``config.normalize``'s). ``loaded`` keeps the data by how it was loaded: a baseline fed as
     the candidate is does not read the images again."""
-    from edgekd.data import load_data, with_class_order_note, with_scale_note
+    from edgekd.data import load_data
+    from edgekd.data_match import with_class_order_note, with_scale_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.profiles import load_profile

@@ -171,10 +171,9 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
         load_data,
         recorded_data,
         recorded_preprocess,
-        with_class_order_note,
         with_notes,
-        with_scale_note,
     )
+    from edgekd.data_match import with_class_order_note, with_scale_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names
 

@@ -660,7 +660,7 @@ def test_npz_object_arrays_are_refused_not_unpickled(tmp_path):
 def test_labels_for_matches_named_classes_only():
     from dataclasses import replace
 
-    from edgekd.data import labels_for
+    from edgekd.data_match import labels_for
 
     ds = load_data("digits", resolution=8)
     words = tuple("abcdefghij")
@@ -677,7 +677,7 @@ def test_classes_named_by_number_are_matched_by_number_not_by_text_order():
     numeric labels count. Folder "10" is class 10 either way, and nothing needs a warning."""
     from dataclasses import replace
 
-    from edgekd.data import labels_for, with_class_order_note
+    from edgekd.data_match import labels_for, with_class_order_note
 
     ds = load_data("digits", resolution=8)
     ds = replace(ds, y_test=np.arange(11) % 10)  # eleven test images, of every label the split has
@@ -696,7 +696,7 @@ def test_classes_named_by_number_are_matched_by_number_not_by_text_order():
 def test_a_model_without_class_names_scored_on_named_classes_is_warned_about():
     from dataclasses import replace
 
-    from edgekd.data import with_class_order_note
+    from edgekd.data_match import with_class_order_note
 
     ds = load_data("digits", resolution=8)
     assert with_class_order_note(ds, None).notes == ()  # numbered labels: as stored
@@ -964,7 +964,7 @@ def _digits_test_npz(tmp_path, name, pixels):
 
 
 def _noted(source, recorded):
-    from edgekd.data import with_scale_note
+    from edgekd.data_match import with_scale_note
 
     data = load_data(source, resolution=32, normalize=recorded, channels=recorded.to_channels)
     return with_scale_note(data, recorded).notes

@@ -51,7 +51,7 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     class names in the session's metadata) and notes on how it was fed and read (channels-last input,
     which of several outputs), after checking that the model takes the data's images and predicts at least
     its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
-    from edgekd.data import labels_for
+    from edgekd.data_match import labels_for
     from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
 
     session = open_session(path, profile)
@@ -121,7 +121,7 @@ def top1(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
     """``data``'s test labels as the model at ``path`` numbers its outputs (by the class names it carries)."""
-    from edgekd.data import labels_for
+    from edgekd.data_match import labels_for
     from edgekd.onnxfile import embedded_class_names
 
     return labels_for(data, embedded_class_names(path))

@@ -1,0 +1,132 @@
+"""Data matched to a model that records what it was trained on: its class names (which output is which
+class) and its input scale; what does not match is said in notes beside the score, or refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from edgekd.data import Dataset, whole_numbers
+from edgekd.errors import DataError
+from edgekd.preprocess import Preprocess
+
+
+def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
+    """``data`` with a note when a model that numbers its classes (0..K-1, trained on numbered labels), or
+    records no names at all, is scored on data that names its own: ``labels_for`` then takes the names in
+    sorted order as the numbers, which is right only if the model was trained in that order, and a wrong
+    order reads as a bad model."""
+    numbered = tuple(str(i) for i in range(data.num_classes))
+    if data.class_names == numbered or names and (names != tuple(str(i) for i in range(len(names))) or
+                                                  data.class_names == names or whole_numbers(data.class_names)):
+        return data  # matched by name, or by number (``_by_number``)
+    shown = ", ".join(data.class_names[:4]) + (", ..." if data.num_classes > 4 else "")
+    model = (f"the model numbers its classes 0..{len(names) - 1}" if names else
+             "the model records no class names")  # one exported elsewhere
+    note = (f"{model} and data '{data.name}' names its own ({shown}): class i is taken to be the i-th name in "
+            "sorted order, so the accuracy holds only if the model was trained in that order, on all of them")
+    return dataclasses.replace(data, notes=(*data.notes, note))
+
+
+# How far the test pixels' range, once scaled, may stray from the training pixels' before it is called another
+# scale. A mis-scale that a storage type makes is a factor of 16 (digits' 0..16 as floats) or more (255, 65535),
+# while test images of the model's own kind differ from its training images by far less than 4x. So: a top
+# above 1.5 leaves floats a little past 1 (colour corrections, rounding) alone; a top below 0.25 is a scale
+# too small (8-bit values stored as uint16: 0.004) or images all but black; the mean + std, a brightness level
+# any dataset has, may differ up to 4x either way.
+UNIT_TOP_RANGE = (0.25, 1.5)  # the test pixels' max, for a model whose pixels were scaled into [0, 1]
+TYPICAL_RATIO = 4.0  # test (mean + std) over the training's, either way, where only the mean and std are known
+RANGE_SAMPLE = 1000  # test images whose range is compared
+
+
+def with_scale_note(data: Dataset, recorded: Preprocess | None) -> Dataset:
+    """``data`` with a note when its pixels, scaled as their storage type says (8-bit: / 255, floats: as
+    stored), span another range than the model's training pixels did under ``recorded``: the recorded mean
+    and std applied to pixels on another scale give an accuracy that is not the model's. Ranges, not scale
+    factors, are compared: digits (0..16, / 16) saved as 8-bit (0..255, / 255) or as floats in [0, 1] are
+    the same pixels. It is said, not corrected: which scale was meant cannot be known for sure."""
+    if recorded is None or data.preprocess is None or not len(data.x_test):
+        return data
+    if recorded.scale < 1 and math.isclose(recorded.scale, data.preprocess.scale):
+        return data  # integers of one depth on both sides: the same [0, 1], however dark the test images
+    # A sample says where the pixels lie, and copies of the whole test set would cost memory on every check.
+    sample = data.x_test[np.random.default_rng(0).permutation(len(data.x_test))[:RANGE_SAMPLE]]
+    found = _range_mismatch(_scaled_pixels(sample, data.preprocess), recorded)
+    if found is None:
+        return data
+    from edgekd.preprocess import pixel_text
+
+    training, test, fix = found
+    note = (f"the model was trained on pixels scaled as {pixel_text(recorded.scale)} ({training}) and data "
+            f"'{data.name}' is scaled as {pixel_text(data.preprocess.scale)} (its storage type), {test}: this "
+            f"accuracy is not the model's; {fix}")
+    return dataclasses.replace(data, notes=(*data.notes, note))
+
+
+def _scaled_pixels(x: np.ndarray, applied: Preprocess) -> np.ndarray:
+    """Normalised NCHW images ``x`` as scaled pixels again, before the mean and std ``applied`` took off."""
+    mean = np.asarray(applied.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(applied.std, np.float32).reshape(1, -1, 1, 1)
+    return x * std + mean
+
+
+def _range_mismatch(scaled: np.ndarray, recorded: Preprocess) -> tuple[str, str, str] | None:
+    """(the training pixels' range, the test pixels', the fix) in words when they differ, else None.
+
+    A recorded scale below 1 divided integer pixels by their top value (digits by 16, 8-bit by 255): the
+    training pixels spanned [0, 1]. Floats taken as stored record no range, but their mean and std (the
+    data's own by default, or numbers chosen for them) say where they typically lay; "none" (mean 0, std 1)
+    says nothing, and nothing is noted."""
+    if recorded.scale < 1:
+        top = float(scaled.max())
+        low, high = UNIT_TOP_RANGE
+        return None if low <= top <= high else (
+            "into [0, 1]", f"which puts its pixels up to {top:.3g}",
+            "store the test images as uint8 0..255 or as floats in [0, 1]")
+    mean, std = np.asarray(recorded.mean, np.float64), np.asarray(recorded.std, np.float64)
+    trained = float((mean + std).max())
+    if not mean.any() and (std == 1).all() or trained <= 0:
+        return None
+    channels = scaled.transpose(1, 0, 2, 3).reshape(scaled.shape[1], -1)
+    typical = float((channels.mean(axis=1) + channels.std(axis=1)).max())
+    if 1 / TYPICAL_RATIO <= typical / trained <= TYPICAL_RATIO:
+        return None
+    return (f"their mean + std: {trained:.3g}", f"which puts its pixels' mean + std at {typical:.3g}",
+            "store the test images as floats on the training images' scale")
+
+
+def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
+    """``data``'s test labels as indices of a model's outputs ``names``. Class folders are numbered in
+    sorted order, so a test folder without one of the training classes would shift every later label:
+    named classes are matched by name. Numbered classes (labels as stored) are taken as they are."""
+    numbered = tuple(str(i) for i in range(data.num_classes))
+    if names and data.class_names != names and whole_numbers(names) and whole_numbers(data.class_names):
+        return _by_number(data, names)
+    if not names or data.class_names == names or data.class_names == numbered \
+            or names == tuple(str(i) for i in range(len(names))):
+        return data.y_test
+    unknown = [n for n in data.class_names if n not in names]
+    if unknown:
+        raise _not_predicted(data, unknown[0], names, "named")
+    index = np.array([names.index(n) for n in data.class_names], dtype=np.int64)
+    return index[data.y_test]
+
+
+def _not_predicted(data: Dataset, name: str, names: tuple[str, ...], how: str) -> DataError:
+    return DataError(f"data '{data.name}' has class '{name}', which the model does not predict (its classes: "
+                     f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+                     f"pass test data with the model's classes, {how} as in training")
+
+
+def _by_number(data: Dataset, names: tuple[str, ...]) -> np.ndarray:
+    """``data``'s test labels as indices of a model's outputs ``names`` where both name their classes by
+    number: class folders "0".."10" sort as text ("10" before "2"), as torchvision's ImageFolder numbers
+    them, while numeric labels count; folder "10" is class 10 either way."""
+    output = {int(float(n)): i for i, n in enumerate(names)}
+    unknown = [n for n in data.class_names if int(float(n)) not in output]
+    if unknown:
+        raise _not_predicted(data, unknown[0], names, "numbered")
+    index = np.array([output[int(float(n))] for n in data.class_names], dtype=np.int64)
+    return index[data.y_test]
