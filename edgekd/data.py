@@ -79,6 +79,7 @@ class Dataset:
     class_names: tuple[str, ...]
     preprocess: Preprocess | None = None  # how raw pixels became these arrays (None: built by hand)
     notes: tuple[str, ...] = ()  # warnings about the loading the run should show (an orientation flip)
+    seeded_split: bool = False  # the seed dealt its test split (rather than the data giving one)
 
     @property
     def num_classes(self) -> int:
@@ -286,7 +287,21 @@ def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str
     sel = split_indices(name, y, seed)
     x, mean, std = normalize_images(x, x[sel["train"]], normalize, source)
     return Dataset(name, x[sel["train"]], y[sel["train"]], x[sel["val"]], y[sel["val"]],
-                   x[sel["test"]], y[sel["test"]], classes, preprocess(mean, std))
+                   x[sel["test"]], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True)
+
+
+def split_fingerprint(data: Dataset) -> dict[str, Any] | None:
+    """What a seeded split was dealt from, or None for data that gives its own test split: the images of each
+    class, in which one image added or removed re-deals the whole split (the same seed then puts images the
+    model trained on into the test split). Files renamed or replaced in place keep it."""
+    if not data.seeded_split:
+        return None
+    import hashlib
+    import json
+
+    counts = sum(np.bincount(y, minlength=data.num_classes) for y in (data.y_train, data.y_val, data.y_test))
+    digest = hashlib.sha256(json.dumps([list(data.class_names), counts.tolist()]).encode()).hexdigest()[:16]
+    return {"images": int(counts.sum()), "digest": digest}
 
 
 def split_indices(name: str, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,3 +132,21 @@ def _by_number(data: Dataset, names: tuple[str, ...]) -> np.ndarray:
         raise _not_predicted(data, unknown[0], names, "numbered")
     index = np.array([output[int(float(n))] for n in data.class_names], dtype=np.int64)
     return index[data.y_test]
+
+
+def with_split_note(data: Dataset, model: Any, seed: int) -> Dataset:
+    """``data`` with a note when ``model``'s run dealt its test split, with this ``seed``, from other data
+    (images added or removed since): the seed then deals another split, whose test images include some the
+    model trained on. A seed other than the run's is said where it is chosen."""
+    from edgekd.data import split_fingerprint
+    from edgekd.onnxfile import embedded_split_data, embedded_split_seed
+
+    then, now = embedded_split_data(model), split_fingerprint(data)
+    if then is None or now is None or now["digest"] == then["digest"] or embedded_split_seed(model) != seed:
+        return data
+    counts = (f"{now['images']:,} images now, {then['images']:,} then" if now["images"] != then["images"]
+              else "other images per class")
+    note = (f"data '{data.name}' is not the data '{Path(model).name}' was split on ({counts}): the seed deals "
+            "another test split from it, which includes images the model trained on, so its accuracy reads high; "
+            "score it on the data as it was, or on images kept apart (a test/ folder, or x_test in a .npz)")
+    return dataclasses.replace(data, notes=(*data.notes, note))

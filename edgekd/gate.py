@@ -381,7 +381,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     (without any, ``config.normalize``'s). ``loaded`` keeps the data by how it was loaded: a baseline fed as
     the candidate is does not read the images again."""
     from edgekd.data import load_data
-    from edgekd.data_match import with_class_order_note, with_scale_note
+    from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.profiles import load_profile
@@ -393,7 +393,8 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     key = repr(how)
     if key not in loaded:
         loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
-    data = with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded)
+    data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
+                           model, int(config.seed))
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     split = embedded_split_seed(model)
     if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched

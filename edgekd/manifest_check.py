@@ -173,7 +173,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
         recorded_preprocess,
         with_notes,
     )
-    from edgekd.data_match import with_class_order_note, with_scale_note
+    from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names
 
@@ -190,7 +190,8 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or (pre.to_channels if pre else None))
-    data = with_scale_note(with_class_order_note(data, embedded_class_names(model)), pre)
+    data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), pre), model,
+                           own.seed)
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
     acc = top1(logits, labels)
     tol = config.accuracy_tolerance

@@ -20,6 +20,7 @@ _REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or dam
 PREPROCESS_KEY, CLASS_NAMES_KEY, VERSION_KEY = "edgekd.preprocess", "edgekd.class_names", "edgekd.version"
 SPLIT_SEED_KEY = "edgekd.split_seed"  # the seed that split the data of the run that wrote it: validate reads that
 # run's test split, unseen in its training
+SPLIT_DATA_KEY = "edgekd.split_data"  # what that seeded split was dealt from (data.split_fingerprint)
 
 
 def load_model(path: str | Path) -> Any:
@@ -309,6 +310,17 @@ def embedded_split_seed(path: str | Path) -> int | None:
     return int(found) if found.isdigit() else None  # edited by hand: as if not recorded
 
 
+def embedded_split_data(path: str | Path) -> dict[str, Any] | None:
+    """What the run's seeded split was dealt from (``data.split_fingerprint``), or None when not recorded."""
+    import json
+
+    try:
+        found = json.loads(embedded_metadata(path).get(SPLIT_DATA_KEY, "null"))
+    except ValueError:
+        return None  # edited by hand: as if not recorded
+    return found if isinstance(found, dict) and {"images", "digest"} <= found.keys() else None
+
+
 def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:
     """The label of each output an edgekd-exported model carries in its metadata, or None."""
     return parse_class_names(embedded_metadata(path).get(CLASS_NAMES_KEY))
@@ -351,6 +363,11 @@ def stamp_data_metadata(art: Any, data: Any, seed: int | None = None) -> Any:
     props = {VERSION_KEY: __version__, CLASS_NAMES_KEY: json.dumps(described["class_names"])}
     if seed is not None:
         props[SPLIT_SEED_KEY] = str(int(seed))
+        from edgekd.data import split_fingerprint
+
+        dealt = split_fingerprint(data) if hasattr(data, "seeded_split") else None
+        if dealt is not None:
+            props[SPLIT_DATA_KEY] = json.dumps(dealt, sort_keys=True)
     if "preprocess" in described:
         props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
     return stamp_metadata(art, props)

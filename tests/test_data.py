@@ -1015,3 +1015,28 @@ def test_a_model_trained_on_floats_as_stored_is_warned_by_the_recorded_mean_and_
         in note
     none = Preprocess(1.0, (0.0,), (1.0,), "as stored")  # --normalize none on floats: their range is not known
     assert _noted(as_wide, none) == () and _noted(as_uint8, none) == ()
+
+
+def test_the_split_fingerprint_follows_the_images_a_seeded_split_was_dealt_from(tmp_path):
+    from edgekd.data import load_arrays, split_fingerprint
+    from edgekd.onnxfile import SPLIT_DATA_KEY, embedded_split_data
+
+    x, y = np.random.default_rng(0).random((60, 8, 8)), np.arange(60) % 3
+    dealt = split_fingerprint(load_arrays((x, y)))
+    assert dealt == split_fingerprint(load_arrays((x, y), seed=5))  # the data, not the seed (recorded apart)
+    assert split_fingerprint(load_arrays((x[:59], y[:59])))["images"] == 59 and dealt["images"] == 60
+    assert split_fingerprint(load_arrays((x[1:], y[1:])))["digest"] != dealt["digest"]
+    given = {"x_train": x[:40], "y_train": y[:40], "x_test": x[40:], "y_test": y[40:]}
+    assert split_fingerprint(load_arrays(given)) is None  # its test split is its own, whatever is added
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
+                              [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1])])
+    for value, read in (('{"images": 60, "digest": "ab"}', {"images": 60, "digest": "ab"}), ("not json", None),
+                        ('{"images": 60}', None)):
+        model = helper.make_model(graph)
+        helper.set_model_props(model, {SPLIT_DATA_KEY: value})
+        onnx.save(model, tmp_path / "m.onnx")
+        assert embedded_split_data(tmp_path / "m.onnx") == read

@@ -832,3 +832,34 @@ def test_validate_names_the_three_lowest_classes_and_records_every_one(run_cli, 
     assert sorted(by_class) == [str(i) for i in range(10)]
     lowest = sorted((acc, name) for name, acc in by_class.items())[:3]
     assert "(lowest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in lowest) + ")" in out
+
+
+def test_validate_and_gate_say_when_the_data_was_split_with_other_images(run_cli, run_dir, small_data, tmp_path):
+    """Images added to the run's data since: the recorded seed deals another test split from it, and a third
+    of its images were the model's training images, while validate and gate reported the accuracy without a
+    word. Data that gives its own test split is not re-dealt and has nothing to say."""
+    from sklearn.datasets import load_digits
+
+    from edgekd.data import load_data
+    from edgekd.onnxfile import embedded_split_data, stamp_data_metadata
+    from edgekd.validate import artifact_from_file
+
+    x, y = load_digits(return_X_y=True)
+    side = str(small_data.input_shape[-1])
+    then, now, given = tmp_path / "then.npz", tmp_path / "now.npz", tmp_path / "given.npz"
+    np.savez(then, x=x[:300].reshape(-1, 8, 8), y=y[:300])
+    np.savez(now, x=x[:310].reshape(-1, 8, 8), y=y[:310])
+    np.savez(given, x_train=x[:300].reshape(-1, 8, 8), y_train=y[:300], x_test=x[300:400].reshape(-1, 8, 8),
+             y_test=y[300:400])
+    model = Path(shutil.copy(run_dir / "student-fp32.onnx", tmp_path / "m.onnx"))
+    stamp_data_metadata(artifact_from_file(model), load_data(str(then), resolution=int(side)), seed=0)
+    assert embedded_split_data(model)["images"] == 300
+    note = "data 'now.npz' is not the data 'm.onnx' was split on (310 images now, 300 then)"
+    for data, said in ((then, False), (now, True), (given, False)):
+        code, _, err = run_cli("validate", model, "--data", data, "--resolution", side)
+        assert code in (0, 1) and (note in err) == said, err
+    code, out, _ = run_cli("gate", model, "--min-accuracy", "0", "--data", now, "--resolution", side,
+                           "--config", os.devnull)
+    assert code == 0 and note in out, out
+    code, _, err = run_cli("validate", model, "--data", now, "--resolution", side, "--seed", "1")
+    assert note not in err and "was trained on the split of seed 0" in err  # said once, by the seed's warning

@@ -83,7 +83,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     art = artifact_from_file(model)
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
-        from edgekd.data_match import with_class_order_note, with_scale_note
+        from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
         from edgekd.onnxfile import embedded_class_names, embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
@@ -91,7 +91,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
                             channels=parse_channels(channels) or (recorded.to_channels if recorded else None),
                             seed=split)
-        dataset = with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)), recorded)
+        dataset = with_split_note(with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)),
+                                                  recorded), art.path, split)
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
