@@ -8,11 +8,9 @@ is an argv list; the commands a remote shell runs are quoted with ``shlex.join``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +23,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgekd.errors import ArtifactError, RunnerError
+from edgekd.latency.runner_io import (
+    call,
+    first_line,
+    garbled,
+    json_line,
+    old_python,
+    reason,
+    too_slow,
+    worker_stats,
+)
 from edgekd.profiles import DeviceProfile, runner_defaults
 from edgekd.registry import Registry
 from edgekd.types import LatencyStats
@@ -68,93 +76,6 @@ def _spec(models: Sequence[str], labels: Sequence[Path], shape: Sequence[int] | 
             "timeout_s": float(_settings(profile)["timeout_s"])}
 
 
-def _call(argv: list[str], timeout: float, where: str, step: str, fix: str,
-          late: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``argv``; a missing executable or a time-out becomes RunnerError naming ``where`` and ``step``
-    (``late``: the problem and fix said on a time-out instead)."""
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              check=False, errors="replace")
-    except FileNotFoundError:
-        raise RunnerError(f"{argv[0]} is not installed or not on PATH",
-                          f"install {Path(argv[0]).name} (or add it to PATH), or pick a profile with another "
-                          "runner") from None
-    except subprocess.TimeoutExpired:
-        raise RunnerError(*(late or (f"{where} timed out after {timeout:g} s while {step}", fix))) from None
-
-
-def _too_slow(where: str, timeout: float, step: str) -> tuple[str, str]:
-    """What a measurement that ran out of time says: most often its length is what to change; a link that
-    dropped mid-run (ssh keeps no keep-alive) runs out of time the same way, so that is said second."""
-    return (f"{where} timed out after {timeout:g} s while {step}: the measurement took longer than "
-            "runner.timeout_s", "raise runner.timeout_s in the profile, or measure fewer runs (measure.repeats, "
-            "measure.runs_per_repeat) or fewer models at once; if the device stopped answering, check it is "
-            "reachable and run again")
-
-
-def _first_line(proc: subprocess.CompletedProcess) -> str:
-    for text in (proc.stderr, proc.stdout):
-        for line in (text or "").splitlines():
-            if line.strip():
-                return line.strip()[:200]
-    return "(no output)"
-
-
-_FRAME = re.compile(r'File ".*", line \d+')
-
-
-def _reason(proc: subprocess.CompletedProcess) -> str:
-    """The line that says what went wrong: a Python traceback's last one (its exception; its first only
-    says where), else the first line of the output."""
-    for text in (proc.stderr, proc.stdout):
-        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-        if lines:
-            return (lines[-1] if any(_FRAME.match(line) for line in lines) else lines[0])[:200]
-    return "(no output)"
-
-
-def _old_python(proc: subprocess.CompletedProcess) -> bool:
-    """Whether the device's Python could not even compile the worker: one older than 3.7 (or Python 2)."""
-    return _reason(proc).startswith("SyntaxError") and "worker.py" in (proc.stderr or "")
-
-
-def _garbled(text: str) -> RunnerError:
-    return RunnerError(f"could not parse the runner's output: {text.strip()[:80]!r}",
-                       "check that the device runs edgekd's worker with a working Python, numpy and onnxruntime")
-
-
-def _json_line(stdout: str) -> dict[str, Any] | None:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        data = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and "ok" in data else None
-
-
-def _worker_stats(data: dict[str, Any], stdout: str, count: int, where: str | None) -> list[LatencyStats]:
-    """The worker's answer as LatencyStats; its own failures keep their kind (bad model => ArtifactError)."""
-    if data.get("ok") is not True:
-        cls = ArtifactError if data.get("kind") == "artifact" else RunnerError
-        problem = str(data.get("error") or "the latency worker failed without saying why")
-        raise cls(f"{where}: {problem}" if where else problem, str(data.get("fix") or "") or None)
-    names = [f.name for f in dataclasses.fields(LatencyStats)
-             if f.name not in ("onnxruntime", "repeat_p50_ms")]  # p10 included
-    version = str(data.get("onnxruntime") or "")
-    try:
-        results = data["results"]
-        if not isinstance(results, list) or len(results) != count:
-            raise ValueError("wrong number of results")
-        # Without per-repeat medians, comparisons fall back to each run's whole p50 (latency.compare).
-        return [LatencyStats(**{k: (int if k in ("runs", "repeats") else float)(r[k]) for k in names},
-                             onnxruntime=version, repeat_p50_ms=tuple(float(x) for x in r.get("repeat_p50_ms", ())))
-                for r in results]
-    except (KeyError, TypeError, ValueError):
-        raise _garbled(stdout) from None
-
-
 @RUNNERS.register("local")
 @dataclass(frozen=True)
 class LocalRunner:
@@ -172,15 +93,15 @@ class LocalRunner:
             spec = Path(tmp) / "spec.json"
             spec.write_text(json.dumps(_spec([str(p.resolve()) for p in models], models, shape, self.profile)),
                             encoding="utf-8")
-            proc = _call([sys.executable, str(WORKER), str(spec)], timeout, where, "measuring",
+            proc = call([sys.executable, str(WORKER), str(spec)], timeout, where, "measuring",
                          "raise runner.timeout_s in the profile or measure fewer models")
-        data = _json_line(proc.stdout)
+        data = json_line(proc.stdout)
         if data is None:
             if proc.returncode != 0:
-                raise RunnerError(f"{where} failed (exit {proc.returncode}): {_reason(proc)}",
+                raise RunnerError(f"{where} failed (exit {proc.returncode}): {reason(proc)}",
                                   "check that numpy and onnxruntime import in this Python")
-            raise _garbled(proc.stdout)
-        return _worker_stats(data, proc.stdout, len(models), None)
+            raise garbled(proc.stdout)
+        return worker_stats(data, proc.stdout, len(models), None)
 
 
 def _stage(models: Sequence[Path], folder: Path) -> list[str]:
@@ -262,8 +183,8 @@ class _RemoteRunner:
 
     def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
         timeout = float(self.cfg["timeout_s"])
-        late = _too_slow(self._where(), timeout, step) if measuring else None
-        return _call(argv, timeout, self._where(), step, self._fix(), late)
+        late = too_slow(self._where(), timeout, step) if measuring else None
+        return call(argv, timeout, self._where(), step, self._fix(), late)
 
     def _step(self, argv: list[str], step: str) -> None:
         proc = self._call(argv, step)
@@ -271,7 +192,7 @@ class _RemoteRunner:
             raise self._failure(proc, step)
 
     def _failure(self, proc: subprocess.CompletedProcess, step: str) -> RunnerError:
-        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {_reason(proc)}",
+        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
                            self._fix())
 
     def _raise_for(self, proc: subprocess.CompletedProcess, step: str, key: str) -> None:
@@ -289,15 +210,15 @@ class _RemoteRunner:
         step = "running the measurement"
         proc = self._call(self._shell([self.cfg["python"], f"{run_dir}/worker.py", f"{run_dir}/spec.json"]), step,
                           measuring=True)
-        data = _json_line(proc.stdout)
+        data = json_line(proc.stdout)
         if data is None or self._transport_failed(proc):
-            if _old_python(proc):
+            if old_python(proc):
                 raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot run edgekd's worker: "
-                                  f"{_reason(proc)}", "the worker needs Python 3.7 or later on the device: set "
+                                  f"{reason(proc)}", "the worker needs Python 3.7 or later on the device: set "
                                   "runner.python in the profile to one that has numpy and onnxruntime")
             self._raise_for(proc, step, "python")
-            raise _garbled(proc.stdout)
-        return _worker_stats(data, proc.stdout, count, self._where())
+            raise garbled(proc.stdout)
+        return worker_stats(data, proc.stdout, count, self._where())
 
     def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
         raise RunnerError(f"runner kind '{self.cfg['kind']}' has no perf_test mode", "use runner.mode = \"python\"")
@@ -310,7 +231,7 @@ class _RemoteRunner:
             argv = self._shell(argv)
             proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, errors="replace",
                                   timeout=min(float(self.cfg["timeout_s"]), _CLEAN_TIMEOUT_S), check=False)
-            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {_reason(proc)}"
+            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {reason(proc)}"
         except subprocess.TimeoutExpired as exc:
             why = f"timed out after {exc.timeout:g} s"
         except (OSError, subprocess.SubprocessError, RunnerError) as exc:
@@ -396,7 +317,7 @@ class AdbRunner(_RemoteRunner):
         return [*self._base(), "push", *sources, f"{dest}/"]
 
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
-        first = _first_line(proc)
+        first = first_line(proc)
         return proc.returncode != 0 and first.startswith(("adb:", "error:"))
 
     def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
@@ -433,5 +354,5 @@ class AdbRunner(_RemoteRunner):
         sample = perftest.parse(proc.stdout)
         if sample is None or proc.returncode != 0:
             self._raise_for(proc, step, "perf_test")
-            raise _garbled(proc.stdout)
+            raise garbled(proc.stdout)
         return sample
