@@ -180,7 +180,7 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
     from edgekd.distill.prune import PruneConfig, importance, output_layers, prune_distill
     from edgekd.distill.trainer import distill
     from edgekd.latency.quick_export import measure_modules
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     rows = []
     for s in range(seeds):

@@ -2,10 +2,10 @@
 
 Reads the students that `latency_predictor.py` measured (their units in `results/latency_predictor.json`),
 rebuilds the same students, and cross-validates the fit search uses on a space with no calibrated table
-(`latency_model.choose_layout`): N random students fitted, the others predicted, many draws. Reports the
+(`cost_features.choose_layout`): N random students fitted, the others predicted, many draws. Reports the
 mean share within ±10% and its 10th percentile over draws (a bad draw is what a search gets unlucky
 with), for each anchor count, for the terms search uses (MACs by channel layout, the int8 output
-elements, the per-layer terms of ``latency_model.fit_features``) and for the earlier sets without some of
+elements, the per-layer terms of ``cost_features.fit_features``) and for the earlier sets without some of
 them. No measurement: minutes.
 
 Writes benchmarks/results/latency_fit_cv.{md,json}.
@@ -38,14 +38,14 @@ TERMS = (("MACs by layout", "layout", False, False), ("MACs by layout, im2col la
 
 
 def _without_depthwise(records: list, layout: str, activations: bool = False) -> list[float]:
-    from edgekd.search.latency_model import fit_features, int8_depthwise_terms
+    from edgekd.search.cost_features import fit_features, int8_depthwise_terms
 
     full = fit_features(records, layout, activations)
     return full[:-1 - len(int8_depthwise_terms(records))] + [1.0] if activations else full
 
 
 def _features(name: str) -> Any:
-    from edgekd.search.latency_model import fit_features, layout_features
+    from edgekd.search.cost_features import fit_features, layout_features
 
     return {"layout": layout_features, "layers": _without_depthwise, "search": fit_features}[name]
 
@@ -55,7 +55,7 @@ def cross_validate(records: list, y: np.ndarray, anchors: int, activations: bool
     """Share of held-out networks predicted within ±10% by a fit on ``anchors`` random ones: mean and
     10th percentile over ``draws``, and how often each layout was chosen (without ``im2col``, among the
     layouts without that term; ``terms`` names the features, as in TERMS)."""
-    from edgekd.search.latency_model import IM2COL, LAYOUTS, choose_layout
+    from edgekd.search.cost_features import IM2COL, LAYOUTS, choose_layout
 
     layouts = LAYOUTS if im2col else tuple(lay for lay in LAYOUTS if not lay.endswith(IM2COL))
     features = _features(terms)
@@ -112,7 +112,7 @@ def aligned(records: list, run: dict) -> bool:
     own MACs baseline did (a linear fit with a positive slope keeps MACs' ranking)."""
     from scipy.stats import spearmanr
 
-    from edgekd.search.latency_model import layout_features
+    from edgekd.search.cost_features import layout_features
 
     recorded = run["fp32"].get("linear_in_macs", {}).get("spearman")
     if recorded is None:  # no MACs baseline recorded (pruned rows): the draw has no calibration skips
@@ -122,7 +122,7 @@ def aligned(records: list, run: dict) -> bool:
 
 
 def main() -> None:
-    from edgekd.search.latency_model import conv_records
+    from edgekd.search.cost_features import conv_records
     from edgekd.search.spaces import resolve_space
 
     ap = argparse.ArgumentParser()

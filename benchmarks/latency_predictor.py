@@ -47,7 +47,8 @@ from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import cpu_info, load_table
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
-from edgekd.search.latency_model import ANCHORS, conv_records, cost_features, fitted_model, layout_features
+from edgekd.search.cost_features import conv_records, cost_features, layout_features
+from edgekd.search.latency_model import ANCHORS, fitted_model
 from edgekd.search.spaces import resolve_space
 from edgekd.types import StudentSpec
 

@@ -17,7 +17,7 @@ def _records(rng, count):
 
 
 def test_linear_latency_is_predicted_exactly_and_noise_is_not(bench):
-    from edgekd.search.latency_model import layout_features
+    from edgekd.search.cost_features import layout_features
 
     rng = np.random.default_rng(0)
     records = _records(rng, 60)
@@ -32,7 +32,7 @@ def test_linear_latency_is_predicted_exactly_and_noise_is_not(bench):
 def test_the_im2col_layouts_can_be_left_out(bench):
     """Latencies that carry unblocked convolutions' im2col cost: only the fit offered that term predicts them
     exactly, and the restricted fit never picks an im2col layout."""
-    from edgekd.search.latency_model import layout_features
+    from edgekd.search.cost_features import layout_features
 
     rng = np.random.default_rng(1)
     widths = [6, 8, 12, 16, 21, 24, 30, 32, 42, 48]  # some block, some do not

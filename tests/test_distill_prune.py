@@ -32,7 +32,7 @@ def test_prunes_until_the_measured_latency_reaches_the_target(small_data, steady
     from dataclasses import replace
 
     from edgekd.distill.prune import _Clock, _most_pruned
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     student = _student(small_data)
     original = copy.deepcopy(student)
@@ -129,7 +129,7 @@ def test_bad_prune_settings(kwargs, message):
 def test_plan_measures_its_choice_again(small_data):
     """A ratio that measured within the target once (a lucky run) is measured again before it is the plan."""
     from edgekd.distill.prune import _plan_ratio
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     student = _student(small_data)
     full = cost_features(student, small_data.input_shape)[0]
@@ -162,7 +162,7 @@ class _MacsClock:
         self.data, self.full, self.second_look, self.seen = data, full, second_look, {}
 
     def measure(self, model):
-        from edgekd.search.latency_model import cost_features
+        from edgekd.search.cost_features import cost_features
 
         macs = round(cost_features(model, self.data.input_shape)[0], 6)
         self.seen[macs] = self.seen.get(macs, 0) + 1
@@ -173,7 +173,7 @@ class _MacsClock:
 
 def test_plan_gives_channels_back_by_stage_when_the_uniform_ratio_lands_well_under(small_data):
     from edgekd.distill.prune import _refine_by_stage
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     student = _student(small_data)
     full = cost_features(student, small_data.input_shape)[0]
@@ -207,7 +207,7 @@ def _most_pruned_macs(student, data, ratio, stage_ratios=()):
     import copy
 
     from edgekd.distill.prune import _most_pruned
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     model = _most_pruned(copy.deepcopy(student), data.input_shape, PruneConfig(target_ms=1, steps=1, max_ratio=ratio),
                          stage_ratios)

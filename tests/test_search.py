@@ -415,7 +415,7 @@ def test_stale_table_after_a_space_change_is_refused(tmp_path, fast_profile):
 def test_cost_features_count_macs_by_hand():
     import torch
 
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1, groups=4),
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
@@ -424,7 +424,7 @@ def test_cost_features_count_macs_by_hand():
 
 
 def test_layout_features_split_macs_by_channel_blocking():
-    from edgekd.search.latency_model import layout_features
+    from edgekd.search.cost_features import layout_features
 
     # (in, out, groups, kernel area, output pixels): 16->20 blocks (input and output multiples of 4), 20->21
     # does not (21 outputs), 21->21 does not (21 inputs: not below the block, not a multiple of 4), 20->16
@@ -465,7 +465,7 @@ def test_a_pruned_students_layers_are_read_off_its_modules(teacher, small_data):
     geometry, are the forward pass's records (in another order); other networks are refused."""
     import torch
 
-    from edgekd.search.latency_model import conv_records, layer_pixels, records_from_modules
+    from edgekd.search.cost_features import conv_records, layer_pixels, records_from_modules
     from edgekd.search.spaces import resolve_space
 
     space = resolve_space("pruned", teacher.module, small_data.input_shape)
@@ -498,8 +498,8 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
     layout's features alone; the per-layer terms search adds are tested below)."""
     import functools
 
-    from edgekd.search.latency_model import choose_layout as choose_with_layer_terms
-    from edgekd.search.latency_model import layout_features
+    from edgekd.search.cost_features import choose_layout as choose_with_layer_terms
+    from edgekd.search.cost_features import layout_features
 
     choose_layout = functools.partial(choose_with_layer_terms, features=layout_features)
 
@@ -531,7 +531,7 @@ def test_choose_layout_finds_the_rule_the_latencies_follow():
 def test_the_fit_learns_the_cost_of_layers_and_of_gated_maps():
     """Latencies that carry a cost per layer and per squeeze-excitation-gated element besides MACs: the fit
     search uses recovers both, where the layout's features alone cannot."""
-    from edgekd.search.latency_model import choose_layout, fit_features, layout_features
+    from edgekd.search.cost_features import choose_layout, fit_features, layout_features
 
     rng = np.random.default_rng(3)
     networks = []
@@ -556,7 +556,7 @@ def test_the_fit_learns_the_cost_of_layers_and_of_gated_maps():
 def test_int8_depthwise_terms_count_channel_tails_and_kernel_pointers():
     """Only depthwise convolutions count: MACs of the channels past whole vectors of 16 and of 8, and one
     input pointer per kernel tap and output pixel."""
-    from edgekd.search.latency_model import fit_features, int8_depthwise_terms
+    from edgekd.search.cost_features import fit_features, int8_depthwise_terms
 
     # depthwise 24 channels, 3x3, 64 pixels: 8 channels past 16, none past 8; 5x5 on 20 channels, 16 pixels:
     # 4 past 16 and past 8; a dense conv and a grouped, non-depthwise conv count nothing.
@@ -573,7 +573,7 @@ def test_int8_depthwise_terms_count_channel_tails_and_kernel_pointers():
 def test_an_int8_fit_learns_the_cost_of_depthwise_channel_tails():
     """int8 latencies that charge the channels past whole vectors extra: the int8 fit recovers it, the fit
     without the depthwise terms misses students by more than 10%."""
-    from edgekd.search.latency_model import choose_layout, fit_features, int8_depthwise_terms
+    from edgekd.search.cost_features import choose_layout, fit_features, int8_depthwise_terms
 
     rng = np.random.default_rng(5)
     networks = []
@@ -602,7 +602,7 @@ def test_an_int8_fit_learns_the_cost_of_depthwise_channel_tails():
 
 
 def test_gated_elements_count_the_map_before_each_squeeze_excitation():
-    from edgekd.search.latency_model import gated_elements
+    from edgekd.search.cost_features import gated_elements
 
     se_block = [(3, 16, 1, 9, 64), (16, 4, 1, 1, 1), (4, 16, 1, 1, 1), (16, 32, 1, 1, 64), (32, 10, 1, 1, 1)]
     assert gated_elements(se_block) == 16 * 64  # the first layer's map, once; the classifier gates nothing

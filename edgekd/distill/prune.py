@@ -154,7 +154,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     import copy
 
     from edgekd.distill.trainer import distill
-    from edgekd.search.latency_model import cost_features
+    from edgekd.search.cost_features import cost_features
 
     log = log or (lambda _m: None)
     calib = data.x_train[np.random.default_rng(distill_config.seed).permutation(len(data.x_train))[:64]]

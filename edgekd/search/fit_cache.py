@@ -33,7 +33,7 @@ class Fit:
     layout: str  # one of latency_model.LAYOUTS
     coef: tuple[float, ...]
     floor: float  # no prediction goes below this many units
-    records: tuple[Records, ...]  # per anchor network, as latency_model.conv_records
+    records: tuple[Records, ...]  # per anchor network, as cost_features.conv_records
     units: tuple[float, ...]  # per anchor network, measured
     ref_ms: float  # the reference's p50 in the fitting runs
     measured: str  # when, as an ISO date and time (said when the fit is reused)
