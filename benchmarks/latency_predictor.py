@@ -308,7 +308,7 @@ def _markdown(results: dict, meta: dict) -> str:
              "students with the first. `pruned` is the default teacher's pruned family: it has no block table "
              f"and is predicted as search predicts it, from {ANCHORS} networks of the family measured on the spot "
              "with the same protocol, linear in MACs split by channel layout (the layout chosen on those networks "
-             "by leave-one-out among `latency_model.LAYOUTS`, some of which also count the im2col elements of "
+             "by leave-one-out among `cost_features.LAYOUTS`, some of which also count the im2col elements of "
              "convolutions that cannot block; int8 adds the layers' output elements); its "
              "`linear_in_macs` baseline is the same networks fitted on plain MACs (what search used before) and it "
              "has no parameter baseline. The anchor count of each row is in its `source` below.",

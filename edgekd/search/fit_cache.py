@@ -30,7 +30,7 @@ Records = tuple[tuple[int, int, int, int, int], ...]
 @dataclass(frozen=True)
 class Fit:
     """Latency in units of the reference network, fitted on measured anchor networks."""
-    layout: str  # one of latency_model.LAYOUTS
+    layout: str  # one of cost_features.LAYOUTS
     coef: tuple[float, ...]
     floor: float  # no prediction goes below this many units
     records: tuple[Records, ...]  # per anchor network, as cost_features.conv_records
