@@ -16,6 +16,7 @@ from edgekd.data import (
     check_classes,
     check_label_range,
     holdout,
+    nfc,
     split_normalized,
     whole_numbers,
 )
@@ -40,11 +41,13 @@ def from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int
         return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = {k: arrays[k] for k in arrays if k.startswith(("x_", "y_"))}
-        if "x_val" not in parts:  # carve validation from train, deterministic
-            xt, yt, xv, yv = holdout(parts["x_train"], parts["y_train"], 0.125, seed)
+        if "x_val" not in parts:  # carve validation from train, deterministic, by class: labels checked first
+            given = parts["x_train"]
+            y_train = _labels(path, parts["y_train"], len(given) if given.ndim else 0, "y_train")
+            xt, yt, xv, yv = holdout(given, y_train, 0.125, seed, path)
             parts.update(x_train=xt, y_train=yt, x_val=xv, y_val=yv)
         scale = _scale(parts["x_train"])
-        xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution, f"x_{k}") for k in ("train", "val", "test")}
+        xs = {k: _to_nchw(path, parts[f"x_{k}"], resolution, f"x_{k}", channels) for k in ("train", "val", "test")}
         shapes = {k: v.shape[1:] for k, v in xs.items()}
         if len(set(shapes.values())) > 1:
             raise DataError(f"{path}: the splits' images differ in shape ({shapes})",
@@ -68,7 +71,7 @@ def from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int
             "x_test/y_test alone (a test set for validate and gate)",
         )
     scale = _scale(arrays["x"])
-    x = _to_nchw(path, arrays["x"], resolution)
+    x = _to_nchw(path, arrays["x"], resolution, channels=channels)
     y = _labels(path, arrays["y"], len(x))
     names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
     check_classes(path, y, len(names))
@@ -106,7 +109,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
     """A held-out test set (x_test, y_test and nothing to train on): every image is the test split, for
     validate and gate; the training stages refuse it."""
     scale = _scale(arrays["x_test"])
-    x = _to_nchw(path, arrays["x_test"], resolution, "x_test")
+    x = _to_nchw(path, arrays["x_test"], resolution, "x_test", channels)
     y = _labels(path, arrays["y_test"], len(x), "y_test")
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
@@ -129,7 +132,7 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], highest: int) -> tup
     if names.ndim != 1 or names.dtype.kind not in "US":
         raise DataError(f"{path}: class_names is not a list of strings (shape {names.shape}, dtype {names.dtype})",
                         fix)
-    decoded = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+    decoded = tuple(nfc(n.decode() if isinstance(n, bytes) else str(n)) for n in names.tolist())
     if len(set(decoded)) != len(decoded):
         raise DataError(f"{path}: class_names repeats a name", fix)
     if len(decoded) <= highest:
@@ -174,17 +177,21 @@ def _nchw_view(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key: str = "x") -> np.ndarray:
+def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key: str = "x",
+             channels: int | None = None) -> np.ndarray:
+    """``x`` as float32 NCHW, resized to ``resolution``; ``channels`` (--channels) is what it is converted to
+    next, which the memory it needs counts."""
     if x.dtype.kind not in "fiu":
         raise DataError(f"{path}: {key} has dtype {x.dtype}", "store images as numbers (uint8 or float)")
     view = _nchw_view(x)
     if view.ndim == 4:  # the whole array becomes float32 before anything else: checked at its stored size
-        check_memory(path, len(view), int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])), None, stored=True)
+        check_memory(path, len(view), int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])), None, stored=True,
+                     to_channels=channels)
     x = _nchw_view(x.astype(np.float32) / _PIXEL_TOPS.get(x.dtype, 1.0))
     if x.ndim != 4:
         raise DataError(f"{path}: {key} has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
     if resolution:
-        return _resize(x, resolution, path)
+        return _resize(x, resolution, path, channels)
     check_image_size(path, (int(x.shape[2]), int(x.shape[3])))
     return np.ascontiguousarray(x)
 
@@ -259,8 +266,10 @@ def _numbered_labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.
 
 
 def _texts(y: np.ndarray) -> np.ndarray:
+    """Label names as text, composed as ``class_names`` are (``nfc``)."""
     y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    return np.char.decode(y, "utf-8") if y.dtype.kind == "S" else y
+    y = np.char.decode(y, "utf-8") if y.dtype.kind == "S" else y
+    return np.vectorize(nfc, otypes=[str])(y) if y.size else y
 
 
 def _one_hot(path: Path, key: str, y: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have 
     orientation_notes,
     parse_normalize,
     parse_resolution,
+    recorded_channels,
     recorded_preprocess,
     resolution_value,
 )
@@ -132,7 +133,7 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
     check_seed(seed)
     hw = parse_resolution(resolution)
     if channels is None and isinstance(normalize, Preprocess):
-        channels = normalize.to_channels
+        channels = recorded_channels(normalize)
     check_channels(channels)  # before any data is read
     if isinstance(source, (tuple, Mapping)):
         return load_arrays(source, resolution=hw, seed=seed, normalize=normalize, channels=channels)
@@ -145,6 +146,8 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
     if path.is_dir():
         from edgekd.images import load_image_folder  # here: it builds on this module
 
+        if path.name in ("", ".."):  # --data . names no folder: the data is named by the folder it is
+            path = path.resolve()
         return load_image_folder(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() == ".npz":
         return load_npz(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
@@ -169,7 +172,7 @@ def load_digits(resolution: Any = 32, seed: int = 0, normalize: Any = None, chan
     bunch = sk_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]
     hw = parse_resolution(resolution) or (32, 32)
-    x = _resize(x, hw, "digits")
+    x = _resize(x, hw, "digits", channels)
     y = bunch.target.astype(np.int64)
     x, to = convert_channels(x, channels, "digits")
     side = hw if hw != (8, 8) else None
@@ -226,6 +229,14 @@ def load_arrays(arrays: Mapping[str, Any] | tuple[Any, Any], *, resolution: Any 
     return from_arrays(Path("arrays"), taken, parse_resolution(resolution), seed, normalize, channels)
 
 
+def nfc(name: str) -> str:
+    """A class name in Unicode's composed form (NFC): macOS names folders decomposed (NFD: "e" and an accent),
+    Linux and Windows keep what was typed (composed, mostly), and a class is one name whichever system named it."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
+
+
 def whole_numbers(labels: Any) -> bool:
     """Every label a whole number written as text ("3", or "3.0" as pandas writes a column with gaps)."""
     import re
@@ -260,10 +271,11 @@ def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> N
                         + f"; labels run 0..{num_classes - 1 if num_classes else int(present[-1])}", fix)
 
 
-def _resize(x: np.ndarray, hw: tuple[int, int], source: Any) -> np.ndarray:
+def _resize(x: np.ndarray, hw: tuple[int, int], source: Any, channels: int | None = None) -> np.ndarray:
+    """``x`` resized to ``hw``; ``channels`` (--channels) is what it becomes next, which the memory counts."""
     if x.shape[-2:] == tuple(hw):
         return np.ascontiguousarray(x, dtype=np.float32)
-    check_memory(source, len(x), int(x.shape[1]), hw, hw)
+    check_memory(source, len(x), int(x.shape[1]), hw, hw, to_channels=channels)
     import torch
     import torch.nn.functional as F
 
@@ -272,11 +284,38 @@ def _resize(x: np.ndarray, hw: tuple[int, int], source: Any) -> np.ndarray:
     return out.numpy().astype(np.float32)
 
 
-def holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, ...]:
+def holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int, name: Any = "data") -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val): about ``frac`` of a given training split held out for validation,
+    class by class as ``split_indices`` splits, so a rare class is never carried off whole: each class keeps
+    at least one training image (nothing would train its output otherwise). ``name`` names the data in errors."""
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
-    cut = max(1, int(round(len(y) * frac)))
-    return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
+    members = [rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)]
+    sizes = np.array([len(m) for m in members])
+    counts = np.minimum(np.round(sizes * frac).astype(np.int64), sizes - 1)
+    if not counts.sum():  # classes too small to round to a validation image: the largest fractions give one
+        counts = _holdout_remainders(sizes, frac, rng)
+    if not counts.sum():
+        raise DataError(f"{name}: its {len(y)} training images are one per class, so none can be held out for "
+                        "validation (a class's last image trains)",
+                        "provide more training images, or a validation split (a val/ folder, x_val/y_val, or val "
+                        "rows in a split column)")
+    val = np.sort(np.concatenate([m[:n] for m, n in zip(members, counts.tolist())]))
+    train = np.sort(np.concatenate([m[n:] for m, n in zip(members, counts.tolist())]))
+    return x[train], y[train], x[val], y[val]
+
+
+def _holdout_remainders(sizes: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """Per class validation counts totalling the data's own share (at least one), handed one each to the
+    classes with the largest fractions (ties in a seeded order), never a class's last image."""
+    want = max(1, round(int(sizes.sum()) * frac))
+    exact = sizes * frac
+    order = rng.permutation(len(sizes))
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    for i in order[np.argsort(-(exact - np.floor(exact))[order], kind="stable")]:
+        if counts.sum() >= want:
+            break
+        counts[i] = 1 if sizes[i] > 1 else 0
+    return counts
 
 
 def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int, normalize: Any,

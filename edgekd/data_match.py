@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, whole_numbers
+from edgekd.data import Dataset, nfc, whole_numbers
 from edgekd.errors import DataError
 from edgekd.preprocess import Preprocess
 
@@ -99,10 +99,28 @@ def _range_mismatch(scaled: np.ndarray, recorded: Preprocess) -> tuple[str, str,
             "store the test images as floats on the training images' scale")
 
 
+def present_classes(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
+    """``data`` without the classes none of its images has, where it is a held-out test set (nothing to train
+    on) whose numbered classes are matched by number to a model's numbered ones: a CSV or .npz of labels 1..3
+    is numbered 0..3, and its class 0, which no image has, is no class the model has to predict. A model that
+    records no names keeps the numbers as its outputs: there labels 1..3 are class 1..3 of it."""
+    if len(data.y_train) or not names or not whole_numbers(names) or not whole_numbers(data.class_names):
+        return data
+    present = np.unique(data.y_test)
+    if len(present) == data.num_classes:
+        return data
+    renumbered = np.full(data.num_classes, -1, dtype=np.int64)
+    renumbered[present] = np.arange(len(present))
+    return dataclasses.replace(data, y_test=renumbered[data.y_test],
+                               class_names=tuple(data.class_names[i] for i in present))
+
+
 def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
     """``data``'s test labels as indices of a model's outputs ``names``. Class folders are numbered in
     sorted order, so a test folder without one of the training classes would shift every later label:
     named classes are matched by name. Numbered classes (labels as stored) are taken as they are."""
+    names = tuple(nfc(n) for n in names) if names else names  # recorded as the system that trained it wrote them
+    data = present_classes(data, names)
     numbered = tuple(str(i) for i in range(data.num_classes))
     if names and data.class_names != names and whole_numbers(names) and whole_numbers(data.class_names):
         return _by_number(data, names)

@@ -384,12 +384,13 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
     from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
+    from edgekd.preprocess import recorded_channels
     from edgekd.profiles import load_profile
     from edgekd.validate import class_accuracy
 
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
     how = {"normalize": normalize if normalize is not None else recorded or config.normalize,
-           "channels": config.channels or (recorded.to_channels if recorded else None)}
+           "channels": config.channels or recorded_channels(recorded)}
     key = repr(how)
     if key not in loaded:
         loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)

@@ -6,13 +6,14 @@ class names numbered in sorted order as class folders are."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, check_label_range, whole_numbers
+from edgekd.data import Dataset, check_classes, check_label_range, nfc, whole_numbers
 from edgekd.errors import DataError
 from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, held_out_set, read_images, split_whole
 from edgekd.preprocess import parse_resolution
@@ -27,9 +28,16 @@ def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize
     """The images ``path`` lists, read as an image folder's are (grayscale unless any has colour, resized to
     ``resolution`` or the first image's size); split 70/10/20 unless a split column gives the splits."""
     resolution = parse_resolution(resolution)
-    files, labels, roles = _rows(path)
+    files, labels, roles, numbers = _rows(path)
+    files, labels, roles, notes = _without_repeats(path, files, labels, roles, numbers)
+    data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels)
+    return dataclasses.replace(data, notes=(*data.notes, *notes))
+
+
+def _listed_data(path: Path, files: list[Path], labels: list[str], roles: list[str] | None,
+                 resolution: tuple[int, int] | None, seed: int, normalize: Any, channels: int | None) -> Dataset:
     classes, y = _classes(path, labels)
-    x, *described = read_images(path, files, resolution)
+    x, *described = read_images(path, files, resolution, channels)
     read = tuple(described)
     if roles is None:
         return split_whole(path, x, y, classes, read, resolution, seed, normalize, channels)
@@ -43,8 +51,32 @@ def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize
     return from_parts(path, xs, ys, classes, read, resolution, seed, normalize, channels, held_out)
 
 
-def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None]:
-    """(image files, their labels as written, their splits or None) of the CSV at ``path``."""
+def _without_repeats(path: Path, files: list[Path], labels: list[str], roles: list[str] | None,
+                     numbers: list[int]) -> tuple[list[Path], list[str], list[str] | None, tuple[str, ...]]:
+    """The rows with an image listed twice under one label read once (kept at its first row), and a note
+    saying so: split apart, its copies would be trained on and scored on both. One image under two labels
+    is refused: which is meant cannot be told."""
+    first: dict[Path, int] = {}
+    keep, repeats = [], []
+    for i, file in enumerate(files):
+        at = first.setdefault(file.resolve(), i)
+        if at == i:
+            keep.append(i)
+        elif labels[at] != labels[i]:
+            raise DataError(f"{path}: lists {file} as '{labels[at]}' (row {numbers[at]}) and as '{labels[i]}' "
+                            f"(row {numbers[i]})", "keep one row per image, with its one label")
+        else:
+            repeats.append(numbers[i])
+    if not repeats:
+        return files, labels, roles, ()
+    note = (f"{path}: {len(repeats)} row{'s' if len(repeats) > 1 else ''} repeat an image and label listed above "
+            f"(e.g. row {repeats[0]}); each image is read once, at its first row")
+    return ([files[i] for i in keep], [labels[i] for i in keep],
+            [roles[i] for i in keep] if roles is not None else None, (note,))
+
+
+def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None, list[int]]:
+    """(image files, their labels as written, their splits or None, their row numbers) of the CSV at ``path``."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM, as spreadsheets save CSV, is not a column name
     except (OSError, UnicodeDecodeError) as exc:
@@ -59,20 +91,21 @@ def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None]:
     header = [cell.strip().lower() for cell in rows[0]]
     file_col, label_col = _column(path, header, FILE_COLUMNS, "image"), _column(path, header, LABEL_COLUMNS, "label")
     split_col = header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header else None
-    files, labels, roles = [], [], []
+    files, labels, roles, numbers = [], [], [], []
     for number, row in enumerate(rows[1:], start=2):
         cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
         if not cells[file_col] or not cells[label_col]:
             what = "image path" if not cells[file_col] else "label"
             raise DataError(f"{path}: row {number} has no {what}", "give every row an image path and a label")
         files.append(_resolved(path, cells[file_col]))
-        labels.append(cells[label_col])
+        labels.append(nfc(cells[label_col]))  # a name typed on macOS and one typed elsewhere: one class
+        numbers.append(number)
         if split_col is not None:
             roles.append(_role(path, number, cells[split_col]))
     if not files:
         raise DataError(f"{path}: lists no images under its header", "list one image per row: path,label")
     _check_files(path, files)
-    return files, labels, roles if split_col is not None else None
+    return files, labels, roles if split_col is not None else None, numbers
 
 
 def _column(path: Path, header: list[str], names: tuple[str, ...], what: str) -> int:

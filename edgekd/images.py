@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, holdout, split_normalized
+from edgekd.data import Dataset, check_classes, holdout, nfc, split_normalized
 from edgekd.errors import DataError
 from edgekd.preprocess import (
     MAX_SIDE,
@@ -27,10 +27,12 @@ from edgekd.preprocess import (
     parse_resolution,
 )
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp"}  # .jfif: a JPEG
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
 WIDE_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grayscale, as Pillow opens it
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}  # read case-insensitively (Kaggle's Training/, Testing/)
+HIDDEN_FOLDERS = {"__macosx"}  # what macOS's zip adds beside the data: resource forks, no images
 VAL_SHARE = 0.125  # of the training images, when no val/ folder is given (as for a .npz's given splits)
 
 
@@ -43,12 +45,32 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     folders = _visible_dirs(path)
     splits = _split_layout(path, folders)
     if splits is None:
-        classes = tuple(folders)
+        classes = tuple(sorted(_class_dirs(path)))
         files = _class_files(path, classes, path)
-        x, *read = read_images(path, [f for f, _ in files], resolution)
+        x, *read = read_images(path, [f for f, _ in files], resolution, channels)
         y = np.array([label for _, label in files], dtype=np.int64)
-        return split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
-    return _load_splits(path, splits, resolution, seed, normalize, channels)
+        data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
+    else:
+        data = _load_splits(path, splits, resolution, seed, normalize, channels)
+    return dataclasses.replace(data, notes=(*data.notes, *_unread_note(path, list(splits.values()) if splits
+                                                                       else [path])))
+
+
+def _unread_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
+    """A note on the files in the class folders under ``roots`` that are not read as images (a .gif, a .heic):
+    left out unsaid, a class could lose most of its images without anyone knowing."""
+    from collections import Counter
+
+    kinds = Counter(f.suffix.lower() or "(no suffix)" for root in roots for name in _visible_dirs(root)
+                    for f in (root / name).iterdir()
+                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in IMAGE_SUFFIXES)
+    if not kinds:
+        return ()
+    count = sum(kinds.values())
+    listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    return (f"{path}: {count} file{'s' if count > 1 else ''} in the class folders {'are' if count > 1 else 'is'} "
+            f"not {IMAGE_KINDS} images and {'were' if count > 1 else 'was'} not read ({listed}); convert the images "
+            "among them to PNG or JPEG to use them",)
 
 
 def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
@@ -65,14 +87,28 @@ def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ..
 
 
 def _visible_dirs(path: Path) -> list[str]:
-    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Hidden folders (.ipynb_checkpoints, .git, a zip's __MACOSX) are not classes.
+    return sorted(p.name for p in path.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in HIDDEN_FOLDERS)
+
+
+def _class_dirs(folder: Path) -> dict[str, str]:
+    """{class name: its folder's name} of ``folder``'s class folders, the names in composed Unicode (``nfc``):
+    a training set named on macOS and a test set named on Linux name a class alike."""
+    dirs: dict[str, str] = {}
+    for name in _visible_dirs(folder):
+        if nfc(name) in dirs:
+            raise DataError(f"{folder}: folders '{dirs[nfc(name)]}' and '{name}' are one name, written in two "
+                            "Unicode forms (composed and decomposed accents)", "merge them into one class folder")
+        dirs[nfc(name)] = name
+    return dirs
 
 
 def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
     """{split: folder} when ``path`` holds train/ (with val/ or test/) or test/ alone, each a folder of
     class folders; None for class folders."""
     roles = {name: SPLIT_FOLDERS.get(name.lower()) for name in folders}
+    _refuse_strays(path, roles)
     found = set(roles.values())
     if not folders or None in found or not ("train" in found or found in ({"test"}, {"val"})):
         return None
@@ -97,13 +133,30 @@ def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
     return {role: path / name for name, role in roles.items()}  # type: ignore[misc]
 
 
+def _refuse_strays(path: Path, roles: dict[str, str | None]) -> None:
+    """Split folders of class folders beside a folder that is no split (annotations/, a README folder): read
+    as class folders, every split would be taken for one class."""
+    strays = [name for name, role in roles.items() if role is None]
+    splits = [name for name, role in roles.items() if role is not None and _holds_folders_only(path / name)]
+    if strays and splits:
+        raise DataError(f"{path}: holds split folders of class folders ({', '.join(splits)}) beside '{strays[0]}', "
+                        f"which is not a split name", f"move {strays[0]}/ out of the data, or name it as a split: "
+                        f"{', '.join(SPLIT_FOLDERS)} (in any case)")
+
+
+def _holds_folders_only(folder: Path) -> bool:
+    """Sub-folders and no images of its own, as a split folder is (a class named "train" holds its images)."""
+    return bool(_visible_dirs(folder)) and not any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir())
+
+
 def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int = 2) -> list[tuple[Path, int]]:
     """(image file, class index) under ``folder``'s class folders (of ``classes``); a class folder there
     must hold images, and the root given (``path``) at least ``fewest`` classes (a held-out test set may
     hold one: its classes are matched to a model's by name)."""
-    present = [c for c in classes if (folder / c).is_dir()]
-    _refuse_nested(folder, present)
-    files = [(f, classes.index(c)) for c in present for f in sorted((folder / c).iterdir())
+    dirs = _class_dirs(folder)
+    present = [c for c in classes if c in dirs]
+    _refuse_nested(folder, [dirs[c] for c in present])
+    files = [(f, classes.index(c)) for c in present for f in sorted((folder / dirs[c]).iterdir())
              if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     if folder == path and (len(classes) < fewest or not files):
         least = "at least two" if fewest == 2 else f"at least {fewest}"
@@ -131,16 +184,16 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
                  channels: int | None) -> Dataset:
     if "train" not in splits:
         return _test_only(path, splits["test"], resolution, normalize, channels)
-    classes = tuple(_visible_dirs(splits["train"]))
+    classes = tuple(sorted(_class_dirs(splits["train"])))
     for folder in splits.values():
-        extra = sorted(set(_visible_dirs(folder)) - set(classes))
+        extra = sorted(set(_class_dirs(folder)) - set(classes))
         if extra:
             raise DataError(f"{folder}: class folder '{extra[0]}' is not in {splits['train'].name}/",
                             "give every split the class folders of the training split")
     # train/ itself must hold at least two classes with images (checked where folder is the root given)
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
-    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution)
+    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution, channels)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
@@ -164,7 +217,8 @@ def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
         else:
             xs["test"], ys["test"] = xs.pop("val"), ys.pop("val")
     if "val" not in xs:
-        xs["train"], ys["train"], xs["val"], ys["val"] = holdout(xs["train"], ys["train"], VAL_SHARE, seed)
+        xs["train"], ys["train"], xs["val"], ys["val"] = holdout(xs["train"], ys["train"], VAL_SHARE, seed, path)
+        check_classes(path, ys["train"], len(classes))  # what trains, once validation is carved from it
     if not len(ys["test"]):
         raise DataError(f"{path}: holds {held_out[0]}, so nothing is held out to test on", held_out[1])
     converted = {r: convert_channels(v, channels, str(path)) for r, v in xs.items()}
@@ -180,9 +234,9 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
                channels: int | None) -> Dataset:
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
     stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
-    classes = tuple(_visible_dirs(folder))
+    classes = tuple(sorted(_class_dirs(folder)))
     files = _class_files(folder, classes, folder, fewest=1)
-    x, *read = read_images(path, [f for f, _ in files], resolution)
+    x, *read = read_images(path, [f for f, _ in files], resolution, channels)
     y = np.array([label for _, label in files], dtype=np.int64)
     return held_out_set(path, x, y, classes, tuple(read), normalize, channels)
 
@@ -199,10 +253,11 @@ def held_out_set(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, .
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
 
 
-def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None,
+def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None, channels: int | None = None,
           ) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
     """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used, the (height,
-    width) they were resized to and the first image's own (height, width).
+    width) they were resized to and the first image's own (height, width). ``channels`` (--channels): what
+    they are converted to afterwards, which the memory they need counts.
 
     Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
@@ -213,24 +268,45 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     for file in files:
         with _opened(file) as img:
             modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
-            size = size or img.size
+            size = size or _upright_size(img)
     h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
     if resolution is None:
         check_image_size(path, (h, w))
     mode, levels = _depth(path, files, modes)
-    channels = 3 if mode == "RGB" else 1
-    check_memory(path, len(files), channels, (h, w), resolution)
-    x = np.empty((len(files), h, w, channels), np.float32)
+    depth = 3 if mode == "RGB" else 1
+    check_memory(path, len(files), depth, (h, w), resolution, to_channels=channels)
+    x = np.empty((len(files), h, w, depth), np.float32)
     # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
     bicubic = Image.Resampling.BICUBIC
     for i, file in enumerate(files):
         with _opened(file) as img:  # a truncated file fails here, when decoded
-            converted = img.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
-        x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, channels)
+            upright = _upright(img)
+            converted = upright.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
+        x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, depth)
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
     return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w), (size[1], size[0])
+
+
+# EXIF Orientation values that turn the stored image a quarter turn (or transpose it) to display it upright.
+QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def _upright_size(img: Any) -> tuple[int, int]:
+    """(width, height) as the image is shown, read from its header: a phone stores a portrait photo landscape
+    with an EXIF Orientation tag, and viewers (and deployment pipelines using ``ImageOps.exif_transpose``)
+    show it turned."""
+    turned = img.getexif().get(0x0112) in QUARTER_TURNS
+    return (img.size[1], img.size[0]) if turned else img.size
+
+
+def _upright(img: Any) -> Any:
+    """The image turned as its EXIF Orientation says, as it is shown: trained as stored, a phone's photos
+    would be learned sideways and the model fed upright ones where it is deployed."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
 
 
 def _grey_palette(img: Any) -> bool:

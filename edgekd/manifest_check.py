@@ -169,6 +169,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     """An accuracy Check, or the reason it was skipped."""
     from edgekd.data import (
         load_data,
+        recorded_channels,
         recorded_data,
         recorded_preprocess,
         with_notes,
@@ -189,7 +190,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
         shape[-2:] if shape and source == "digits" else None)
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
-                     channels=config.channels or (pre.to_channels if pre else None))
+                     channels=config.channels or recorded_channels(pre))
     data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), pre), model,
                            own.seed)
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW

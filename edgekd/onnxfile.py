@@ -349,7 +349,11 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
         names = json.loads(text) if text else None
     except ValueError:
         return None
-    return tuple(str(n) for n in names) if isinstance(names, list) else None
+    if not isinstance(names, list):
+        return None
+    from edgekd.data import nfc
+
+    return tuple(nfc(str(n)) for n in names)  # a model trained on macOS's folder names matches them typed elsewhere
 
 
 def stamp_data_metadata(art: Any, data: Any, seed: int | None = None) -> Any:

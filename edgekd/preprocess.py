@@ -220,6 +220,18 @@ def parse_channels(value: Any) -> int | None:
     return int(value)
 
 
+READ_AS = {"grayscale": 1, "rgb": 3}  # a recorded ``Preprocess.channels`` of image files, as a channel count
+
+
+def recorded_channels(recorded: Preprocess | None) -> int | None:
+    """The channels a model recorded as trained on, for the data it is scored on: its --channels conversion,
+    else how its image files were read (one colour file reads a whole folder as RGB, its grayscale images
+    repeated, as a grayscale test set then must be); None for arrays taken as stored, or no record."""
+    if recorded is None:
+        return None
+    return recorded.to_channels or READ_AS.get(recorded.channels)
+
+
 def check_channels(channels: int | None) -> None:
     if channels is not None and channels not in (1, 3):
         raise DataError(f"--channels {channels} is not 1 or 3", CHANNELS_FIX)
@@ -247,10 +259,11 @@ MEMORY_FACTOR = 4
 
 
 def check_memory(path: Any, count: int, channels: int, hw: tuple[int, int],
-                 resolution: tuple[int, int] | None, stored: bool = False) -> None:
+                 resolution: tuple[int, int] | None, stored: bool = False, to_channels: int | None = None) -> None:
     """Refuse, before decoding anything, images that would not fit in memory at this size; ``stored``: a
-    .npz's arrays at the size they are stored at, which are read whole before any resizing."""
-    need = count * channels * hw[0] * hw[1] * 4 * MEMORY_FACTOR
+    .npz's arrays at the size they are stored at, which are read whole before any resizing. ``to_channels``
+    (--channels): what the images become once read, which --channels 3 triples for grayscale ones."""
+    need = count * max(channels, to_channels or 0) * hw[0] * hw[1] * 4 * MEMORY_FACTOR
     free = available_memory()
     if free is not None and need > free:
         chosen = ("as stored" if stored else "--resolution" if resolution else

@@ -126,13 +126,22 @@ def near_chance(accuracy: float, num_classes: int) -> bool:
 CHECKED_IMAGES = 512  # enough to tell a teacher at chance level from a working one, quick on any teacher
 
 
+def sampled(count: int, most: int, seed: int) -> Any:
+    """Sorted indices of up to ``most`` of ``count`` images, drawn with the run's ``seed``: the splits are in
+    class order, so their first images would be the first classes' alone."""
+    import numpy as np
+
+    return np.sort(np.random.default_rng(seed).permutation(count)[:most])
+
+
 def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log) -> None:
     """A user's teacher that scores near chance on the data was almost always fed other preprocessing
     (normalisation, resolution, channels, class order) than it was trained with; distilling from it
     would train for hours toward noise, so it is refused before any of that."""
     from edgekd.distill.trainer import accuracy, predict
 
-    x, y = data.x_val[:CHECKED_IMAGES], data.y_val[:CHECKED_IMAGES]
+    picked = sampled(len(data.y_val), CHECKED_IMAGES, config.seed)
+    x, y = data.x_val[picked], data.y_val[picked]
     acc = accuracy(predict(teacher.module, x), y)
     chance = 1.0 / data.num_classes
     log(f"teacher: {acc * 100:.1f}% on {len(y)} validation images (chance: {chance * 100:.1f}%)")

@@ -1040,3 +1040,46 @@ def test_the_split_fingerprint_follows_the_images_a_seeded_split_was_dealt_from(
         helper.set_model_props(model, {SPLIT_DATA_KEY: value})
         onnx.save(model, tmp_path / "m.onnx")
         assert embedded_split_data(tmp_path / "m.onnx") == read
+
+
+def test_validation_carved_from_given_training_arrays_leaves_every_class_to_train():
+    """A class of one training image went to validation whole on some seeds: "no training image has label 2"."""
+    rng = np.random.default_rng(0)
+    y_train = np.array([0] * 20 + [1] * 20 + [2])
+    arrays = {"x_train": rng.integers(0, 255, (41, 8, 8), dtype=np.uint8), "y_train": y_train,
+              "x_test": rng.integers(0, 255, (6, 8, 8), dtype=np.uint8), "y_test": np.arange(6) % 3}
+    for seed in range(8):
+        ds = load_arrays(arrays, seed=seed)
+        assert np.bincount(ds.y_train).tolist() == [18, 18, 1] and np.bincount(ds.y_val).tolist() == [2, 2]
+
+
+def test_npz_class_names_and_labels_are_compared_in_one_unicode_form(tmp_path):
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "café")
+    ds = load_arrays({"x": np.zeros((20, 8, 8), np.float32), "y": np.array([nfd, "café", "thé", "thé"] * 5),
+                      "class_names": np.array(["café", "thé"])})
+    assert ds.class_names == ("café", "thé") and len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 20
+
+
+def test_a_numbered_test_set_from_one_is_matched_by_the_numbers_it_has():
+    """Labels 1..3 alone number classes 0..3: a model of classes "1".."3" predicts each of those it has; one
+    that records no names takes the numbers as its outputs."""
+    from edgekd.data_match import labels_for, present_classes
+
+    ds = load_arrays({"x_test": np.zeros((6, 8, 8), np.float32), "y_test": np.array([1, 2, 3, 3, 2, 1])})
+    assert ds.class_names == ("0", "1", "2", "3")
+    matched = present_classes(ds, ("1", "2", "3"))
+    assert matched.class_names == ("1", "2", "3") and matched.num_classes == 3
+    assert labels_for(ds, ("1", "2", "3")).tolist() == [0, 1, 2, 2, 1, 0]
+    assert labels_for(ds, ("0", "1", "2", "3")).tolist() == [1, 2, 3, 3, 2, 1]
+    assert present_classes(ds, None) is ds and labels_for(ds, None).tolist() == [1, 2, 3, 3, 2, 1]
+
+
+def test_a_model_that_read_its_images_as_rgb_gets_grayscale_test_images_repeated_as_training_did(tmp_path):
+    """One colour file reads a whole folder as RGB: its grayscale images were repeated to 3 channels."""
+    from edgekd.data import Preprocess
+
+    path = _npz(tmp_path / "gray.npz", x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.arange(4) % 2)
+    assert load_data(path, normalize=Preprocess(1 / 255, (0.5,), (0.25,), "rgb")).input_shape == (3, 8, 8)
+    assert load_data(path, normalize=Preprocess(1 / 255, (0.5,), (0.25,), "as stored")).input_shape == (1, 8, 8)

@@ -226,3 +226,19 @@ def test_distill_config_round_trips_through_json():
 def test_bad_tap_and_dkd_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         DistillConfig(**kwargs)
+
+
+def test_rkd_pools_tokens_over_the_tokens_and_maps_over_their_positions():
+    from edgekd.distill.losses import _pooled
+
+    tokens, maps, vectors = _features(0, (6, 10, 32)), _features(1), _features(2, (6, 5))
+    assert torch.allclose(_pooled(tokens), tokens.mean(1)) and _pooled(tokens).shape == (6, 32)
+    assert torch.allclose(_pooled(maps), maps.mean((2, 3))) and _pooled(vectors) is vectors
+    # A student whose vectors are the teacher's token means relates the samples exactly as the teacher does.
+    norm = torch.nn.LayerNorm(32)
+    with torch.no_grad():
+        norm.bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(3))
+        teacher_tokens = norm(tokens)
+    logits = torch.zeros(6, 4)
+    batch = _batch(logits, logits, fs=(teacher_tokens.mean(1),), ft=(teacher_tokens,))
+    assert _loss("rkd", batch).item() == pytest.approx(0.0, abs=1e-6)

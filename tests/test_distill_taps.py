@@ -111,7 +111,7 @@ def test_unknown_hint_layer_is_refused_with_candidates(data, teacher):
 
 def test_attention_transfer_needs_feature_maps(data, teacher):
     cfg = DistillConfig(epochs=1, losses="at", student_taps=("fc",), teacher_taps=("fc",))
-    with pytest.raises(ConfigError, match="attention transfer needs 4-D feature maps"):
+    with pytest.raises(ConfigError, match="'at' needs 4-D feature maps"):
         distill(student(), data, cfg, teacher=teacher, progress=False)
 
 
@@ -127,3 +127,79 @@ def test_a_torch_export_teacher_teaches_logits_but_cannot_be_tapped(data, teache
     with pytest.raises(ConfigError, match="a torch.export program or an ONNX teacher has none to tap; use kd, dkd or "
                                           "dist"):
         distill(student(), data, DistillConfig(epochs=1, losses="hint"), teacher=exported, progress=False)
+
+
+class SharedReluNet(nn.Module):
+    """torchvision's style: one ReLU module applied after each BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_the_default_tap_of_a_reused_relu_is_the_activated_map():
+    _, seen = output_shapes(SharedReluNet(), torch.randn(2, 1, 8, 8))
+    assert list(seen) == ["conv1", "bn1", "conv2", "bn2", "relu", "pool", "fc"]
+    assert default_tap(seen, "teacher") == "relu"
+
+
+class TokenNet(nn.Module):
+    """A (N, tokens, dim) layer ('tokens') between a convolution and the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.tokens = nn.Flatten(2)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.tokens(self.conv(x)).mean(2))
+
+
+@pytest.mark.parametrize("losses, tap, message", [
+    ("at", "fc", r"'at' needs 4-D feature maps \(N, C, H, W\); the teacher's tapped layers give \[\(2, 4\)\]; tap "
+                 "teacher layers that give 4-D feature maps"),
+    ("hint", "tokens", r"'hint' needs 4-D feature maps \(N, C, H, W\) or vectors \(N, C\); the teacher's tapped "
+                       r"layers give \[\(2, 4, 64\)\]"),
+])
+def test_the_teachers_tap_shapes_are_checked_before_the_search(losses, tap, message):
+    from edgekd.distill.teacher_side import teacher_taps
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.stages import _check_teacher_before_search
+
+    teacher, x = TokenNet(), torch.randn(2, 1, 8, 8)
+    _, seen = output_shapes(teacher, x)
+    with pytest.raises(ConfigError, match=message):
+        teacher_taps(teacher, seen, (tap,), ((losses, 1.0),))
+    config = CompressConfig(losses=losses, hint_student="features", hint_teacher=tap)
+    with pytest.raises(ConfigError, match=message):
+        _check_teacher_before_search(config, teacher, x)
+    assert teacher_taps(teacher, seen, (tap,), (("rkd", 1.0),)) == (tap,)  # rkd pools any shape
+
+
+def test_the_students_tap_shapes_follow_the_same_rule_once_it_is_chosen(data, teacher):
+    cfg = DistillConfig(epochs=1, losses="at", student_taps=("fc",), teacher_taps=("features",))
+    with pytest.raises(ConfigError, match=r"'at' needs 4-D feature maps \(N, C, H, W\); the student's tapped layers "
+                                          r"give \[\(2, 4\)\]; tap student layers"):
+        distill(student(), data, cfg, teacher=teacher, progress=False)
+
+
+@pytest.mark.parametrize("losses", ["kd", "hint"])
+def test_distill_hands_the_teacher_back_in_the_mode_it_came_in(data, teacher, losses):
+    cfg = DistillConfig(epochs=1, batch_size=32, augment=False, losses=losses)
+    teacher.train()
+    try:
+        distill(student(), data, cfg, teacher=teacher, progress=False)
+        assert teacher.training
+    finally:
+        teacher.eval()
+    distill(student(), data, cfg, teacher=teacher, progress=False)
+    assert not teacher.training

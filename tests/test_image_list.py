@@ -58,7 +58,7 @@ def test_number_labels_a_split_column_other_headers_and_separators(tmp_path):
     ("file,name", [("a.png", "x")], r"has no label column \(its header: file, name\)", "label, labels, class"),
     ("label,id", [("x", "a.png")], r"has no image column \(its header: label, id\)", "path, file, filename"),
     ("path,label", [("a.png", ""), ("b.png", "x")], "row 2 has no label", "every row"),
-    ("path,label,split", [("a.png", "x", "holdout")], "row 2 has split 'holdout'", "test, train"),
+    ("path,label,split", [("a.png", "x", "holdout")], "row 2 has split 'holdout'", "test, testing, train, training"),
     ("path,label", [], "lists no images under its header", "path,label"),
 ])
 def test_lists_that_cannot_be_read_are_refused_by_row_or_column(tmp_path, header, rows, message, fix):
@@ -108,3 +108,25 @@ def test_whole_number_float_labels_and_windows_paths_are_read_as_meant(tmp_path)
     seen = _brightness(ds, "train")
     # shades rise with each label in the order first listed (0, 1, ..., 11): class i is the i-th brightest
     assert all(seen[str(i)].max() < seen[str(i + 1)].min() for i in range(11))
+
+
+def test_an_image_listed_twice_is_read_once_and_under_two_labels_is_refused(tmp_path):
+    """Split apart, a repeated row's copies would be trained on and tested on both."""
+    rows = [(f"imgs/{c}{i}.png", c) for c in "ab" for i in range(10)]
+    path = _listed(tmp_path, rows + rows[:4] + [("./imgs/a5.png", "a")])
+    ds = load_data(str(path))
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 20
+    assert ds.notes == (f"{path}: 5 rows repeat an image and label listed above (e.g. row 22); each image is read "
+                        "once, at its first row",)
+    path = _listed(tmp_path, rows + [("imgs/a3.png", "b")])
+    with pytest.raises(DataError, match=r"lists .*imgs/a3.png as 'a' \(row 5\) and as 'b' \(row 22\); keep one row "
+                                        r"per image, with its one label"):
+        load_data(str(path))
+
+
+def test_a_label_typed_on_macos_and_one_typed_elsewhere_are_one_class(tmp_path):
+    import unicodedata
+
+    rows = [(f"imgs/{i}.png", unicodedata.normalize("NFD" if i % 2 else "NFC", "café")) for i in range(8)]
+    ds = load_data(str(_listed(tmp_path, rows + [(f"imgs/t{i}.png", "thé") for i in range(8)])))
+    assert ds.class_names == ("café", "thé")

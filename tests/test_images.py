@@ -314,3 +314,112 @@ def test_images_too_small_as_stored_need_a_resolution_as_the_flag_does(tmp_path)
                                         r"pass --resolution to resize them \(4 to 4096 pixels a side"):
         load_data(str(tmp_path / "data"))
     assert load_data(str(tmp_path / "data"), resolution=4).input_shape == (1, 4, 4)
+
+
+# --- how files are found and read ----------------------------------------------------------------------------
+
+def test_a_phone_photo_is_read_upright_as_its_exif_orientation_shows_it(tmp_path):
+    """Stored 8 high x 12 wide, top half bright, tagged "turn 90 degrees clockwise to show": shown (and fed by a
+    pipeline using ImageOps.exif_transpose) 12 high x 8 wide with its right half bright."""
+    from PIL import Image
+
+    pixels = np.zeros((8, 12), np.uint8)
+    pixels[:4] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("a", "b"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(pixels).save(tmp_path / "d" / name / f"{i}.png", exif=exif.tobytes())
+    ds = load_data(str(tmp_path / "d"), normalize="none")
+    assert ds.input_shape == (1, 12, 8)
+    image = ds.x_train[0, 0]
+    assert image[:, :4].mean() < 0.1 and image[:, 4:].mean() > 0.9
+
+
+def test_kaggle_split_names_and_a_macos_zip_folder_are_a_split_layout(tmp_path):
+    _images(tmp_path / "d" / "Training", ("glioma", "normal"), 8)
+    _images(tmp_path / "d" / "Testing", ("glioma", "normal"), 2)
+    _images(tmp_path / "d" / "__MACOSX" / "Training", ("glioma",), 1)  # resource forks beside the data
+    ds = load_data(str(tmp_path / "d"))
+    assert ds.class_names == ("glioma", "normal") and (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (14, 2, 4)
+
+
+def test_a_folder_beside_the_splits_that_is_no_split_is_named(tmp_path):
+    _images(tmp_path / "d" / "train", ("cat", "dog"), 3)
+    _images(tmp_path / "d" / "test", ("cat", "dog"), 2)
+    _images(tmp_path / "d" / "annotations", ("boxes",), 1)
+    with pytest.raises(DataError, match=r"holds split folders of class folders \(test, train\) beside 'annotations', "
+                                        r"which is not a split name; move annotations/ out of the data, or name it "
+                                        r"as a split: train, training, val"):
+        load_data(str(tmp_path / "d"))
+    _images(tmp_path / "flat", ("train", "bus", "car"), 3)  # classes, one of them named like a split: no layout
+    assert load_data(str(tmp_path / "flat")).class_names == ("bus", "car", "train")
+
+
+def test_class_folders_named_on_macos_match_a_test_set_named_elsewhere(tmp_path):
+    """macOS writes "café" decomposed (NFD), Linux as typed (NFC): one class either way, sorted as NFC."""
+    import unicodedata
+
+    from edgekd.data_match import labels_for
+
+    nfd = [unicodedata.normalize("NFD", n) for n in ("café", "thé", "zoo")]
+    _images(tmp_path / "mac", nfd, 3)
+    _images(tmp_path / "linux" / "test", ("café", "thé"), 2)
+    trained, test = load_data(str(tmp_path / "mac")), load_data(str(tmp_path / "linux"))
+    assert trained.class_names == test.class_names[:2] + ("zoo",) == ("café", "thé", "zoo")
+    assert labels_for(test, tuple(nfd)).tolist() == [0, 0, 1, 1]  # names a model recorded on macOS
+    (tmp_path / "mac" / "café").mkdir()  # the same name in its other form, beside it
+    with pytest.raises(DataError, match="are one name, written in two Unicode forms"):
+        load_data(str(tmp_path / "mac"))
+
+
+def test_files_that_are_not_read_are_said_and_jfif_is_read(tmp_path, monkeypatch):
+    from PIL import Image
+
+    _images(tmp_path / "d", ("cat", "dog"), 5)
+    Image.new("L", (6, 6)).save(tmp_path / "d" / "cat" / "extra.jfif", format="JPEG")
+    for name in ("a.gif", "b.gif", "notes.txt"):
+        (tmp_path / "d" / "dog" / name).write_bytes(b"x")
+    ds = load_data(str(tmp_path / "d"))
+    assert _sizes(ds) == 11
+    assert ds.notes == (f"{tmp_path / 'd'}: 3 files in the class folders are not .png/.jpg/.bmp/.tif/.webp images "
+                        "and were not read (2 .gif, 1 .txt); convert the images among them to PNG or JPEG to use "
+                        "them",)
+    monkeypatch.chdir(tmp_path / "d")
+    assert load_data(".").name == "d"  # the folder's own name, not ""
+
+
+def _sizes(ds):
+    return len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+
+
+def test_a_rare_class_keeps_a_training_image_when_validation_is_carved_from_train(tmp_path):
+    """A class of one training image could go to validation whole, and never be trained."""
+    _images(tmp_path / "d" / "train", ("a", "b"), 20)
+    _images(tmp_path / "d" / "train", ("c",), 1)
+    _images(tmp_path / "d" / "test", ("a", "b", "c"), 2)
+    for seed in range(8):
+        ds = load_data(str(tmp_path / "d"), seed=seed)
+        assert np.bincount(ds.y_train).tolist() == [18, 18, 1] and np.bincount(ds.y_val).tolist() == [2, 2]
+
+
+def test_training_images_one_per_class_leave_none_for_validation(tmp_path):
+    _images(tmp_path / "d" / "train", ("a", "b"), 1)
+    _images(tmp_path / "d" / "test", ("a", "b"), 2)
+    with pytest.raises(DataError, match=r"its 2 training images are one per class, so none can be held out for "
+                                        r"validation .*; provide more training images, or a validation split"):
+        load_data(str(tmp_path / "d"))
+
+
+def test_the_memory_check_counts_the_channels_the_images_are_converted_to(tmp_path, monkeypatch):
+    """--channels 3 triples grayscale images once read: the check counted them at one channel."""
+    import edgekd.preprocess
+
+    _images(tmp_path / "d", ("a", "b"), 10)  # 20 images of 6x6: 20 * 36 * 4 bytes * 4 = 11,520 bytes at 1 channel
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 6, 6), np.uint8), y=np.arange(20) % 2)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 20_000)
+    for source in (tmp_path / "d", tmp_path / "d.npz"):
+        assert load_data(str(source)).input_shape == (1, 6, 6)
+        with pytest.raises(DataError, match=r"20 images at 6x6 .* would take about"):
+            load_data(str(source), channels=3)

@@ -271,3 +271,64 @@ def test_a_teacher_layer_to_tap_that_does_not_exist_is_refused_before_searching(
         compress(config)
     assert "did you mean features" in err.value.fix
     assert not (tmp_path / "out").exists()
+
+
+# --- samples drawn from splits in class order ------------------------------------------------------------------
+
+def _class_ordered(count: int = 1200):
+    """Two classes, validation and training images in class order as the splits keep them."""
+    import numpy as np
+
+    from edgekd.data import Dataset
+
+    x = np.zeros((count, 1, 4, 4), np.float32)
+    x[count // 2:] = 1.0
+    y = (np.arange(count) >= count // 2).astype(np.int64)
+    return Dataset("ordered", x, y, x, y, x[:2], y[:2], ("a", "b"))
+
+
+def test_the_teacher_is_checked_on_validation_images_of_every_class():
+    """The first 512 of 1,200 class-ordered images are class a's alone: a teacher that says "a" to everything
+    scored 100% on them, and distilled from."""
+    from types import SimpleNamespace
+
+    from edgekd.errors import DataError
+    from edgekd.run_inputs import _check_teacher_knows_the_data
+
+    class SaysA(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([torch.ones(len(x)), torch.zeros(len(x))], 1)
+
+    config = SimpleNamespace(seed=0, labels=True)
+    with pytest.raises(DataError, match=r"the teacher scores \d+\.\d% on 512 validation images of 'ordered'"):
+        _check_teacher_knows_the_data(SimpleNamespace(module=SaysA()), _class_ordered(), config, lambda _m: None)
+
+
+def test_qat_calibration_images_are_drawn_from_every_class_by_the_run_seed(monkeypatch, tmp_path):
+    import numpy as np
+
+    import edgekd.export
+    import edgekd.pipeline.stages as stages
+    from edgekd.pipeline.stages import _distill_into
+
+    data, taken = _class_ordered(), []
+
+    class Stop(Exception):
+        pass
+
+    def exporter(_name):
+        def export(request):
+            taken.append(request.calibration)
+            raise Stop
+        return export
+
+    trained = type("Trained", (), {"model": torch.nn.Linear(1, 1)})
+    monkeypatch.setattr(stages, "run_data", lambda config, log: data)
+    monkeypatch.setattr(stages, "run_teacher", lambda config, data, log: None)
+    monkeypatch.setattr(stages, "search_and_distill", lambda *a, **k: (None, trained))
+    monkeypatch.setattr(edgekd.export, "get_exporter", exporter)
+    for run in range(2):
+        with pytest.raises(Stop):
+            _distill_into(CompressConfig(qat_epochs=1, seed=5), tmp_path / f"out{run}", False, lambda _m: None)
+    assert len(taken[0]) == 256 and 0.3 < float(taken[0].mean()) < 0.7  # both classes, not class a's alone
+    assert np.array_equal(taken[0], taken[1])  # the same images for the same seed

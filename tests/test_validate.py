@@ -488,6 +488,7 @@ def test_channels_flag_feeds_a_colour_model_without_metadata_grayscale_data(run_
     common = ["--data", "digits", "--resolution", "16", "--profile", fast_profile_path]
     code, _, err = run_cli("validate", path, *common)
     assert code == 2 and "takes 3x16x16 inputs" in err
+    assert "; pass --channels 3 (grayscale repeated to RGB), the channels the model takes" in err
     code, out, err = run_cli("validate", path, *common, "--channels", "3")
     assert code == 0 and "accuracy" in out, err
     gate = ["--min-accuracy", "0", "--config", os.devnull]
@@ -863,3 +864,54 @@ def test_validate_and_gate_say_when_the_data_was_split_with_other_images(run_cli
     assert code == 0 and note in out, out
     code, _, err = run_cli("validate", model, "--data", now, "--resolution", side, "--seed", "1")
     assert note not in err and "was trained on the split of seed 0" in err  # said once, by the seed's warning
+
+
+def _stamped_model(path: Path, data) -> Path:
+    """A tiny model taking ``data``'s images, carrying what training on it records (channels, class names)."""
+    from conftest import foreign_onnx
+
+    from edgekd.onnxfile import stamp_data_metadata
+
+    foreign_onnx(path, data.input_shape, data.num_classes)
+    stamp_data_metadata(artifact_from_file(path), data, seed=0)
+    return path
+
+
+def _gray_images(folder: Path, classes, count: int, colour_first: bool = False) -> None:
+    from PIL import Image
+
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = Image.fromarray(np.full((16, 16), 40 * i, np.uint8))
+            (image.convert("RGB") if colour_first and i == 0 else image).save(folder / name / f"{i}.png")
+
+
+def test_grayscale_test_images_for_a_model_whose_training_read_as_rgb_are_repeated_as_training_did(
+        run_cli, fast_profile_path, tmp_path):
+    """One RGB file among grayscale X-rays made the training set RGB; a grayscale test set was refused, with
+    --resolution as the fix."""
+    from edgekd.data import load_data
+
+    _gray_images(tmp_path / "xray", ("normal", "pneumonia"), 6, colour_first=True)
+    trained = load_data(str(tmp_path / "xray"))
+    assert trained.input_shape == (3, 16, 16) and trained.preprocess.channels == "rgb"
+    model = _stamped_model(tmp_path / "xray.onnx", trained)
+    _gray_images(tmp_path / "held" / "test", ("normal", "pneumonia"), 3)
+    code, out, err = run_cli("validate", model, "--data", tmp_path / "held", "--profile", fast_profile_path)
+    assert code == 0 and "accuracy on held test split (6 images)" in out, err
+
+
+def test_a_test_set_numbered_from_one_is_scored_by_a_model_of_classes_one_to_three(run_cli, fast_profile_path,
+                                                                                      tmp_path):
+    """Labels 1..3 alone were numbered 0..3, and the model of classes "1".."3" refused: "data has 4"."""
+    from edgekd.data import load_data
+
+    _gray_images(tmp_path / "train", ("1", "2", "3"), 4)
+    model = _stamped_model(tmp_path / "m.onnx", load_data(str(tmp_path / "train")))
+    rows = "".join(f"train/{c}/{i}.png,{c},test\n" for c in "123" for i in range(4))
+    (tmp_path / "test.csv").write_text("path,label,split\n" + rows)
+    np.savez(tmp_path / "test.npz", x_test=np.zeros((6, 16, 16), np.uint8), y_test=np.array([1, 2, 3] * 2))
+    for data, count in (("test.csv", 12), ("test.npz", 6)):
+        code, out, err = run_cli("validate", model, "--data", tmp_path / data, "--profile", fast_profile_path)
+        assert code == 0 and f"accuracy on {data} test split ({count} images)" in out, err

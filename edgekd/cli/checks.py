@@ -50,7 +50,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
     from edgekd.errors import ConfigError
-    from edgekd.preprocess import parse_channels
+    from edgekd.preprocess import parse_channels, recorded_channels
 
     check_report_files(force, ("--json", json_out), inputs=_validate_reads(model, data, manifest, profile))
 
@@ -89,7 +89,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
         split = _split_seed(art.path, seed)
         dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                            channels=parse_channels(channels) or (recorded.to_channels if recorded else None),
+                            channels=parse_channels(channels) or recorded_channels(recorded),
                             seed=split)
         dataset = with_split_note(with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)),
                                                   recorded), art.path, split)

@@ -65,8 +65,10 @@ _COMPRESS_OPTIONS = [
                  help="Shift the training images by up to 2 pixels while distilling, the teacher labelling each "
                       "shifted batch (default); --no-augment for data whose content must stay in place (the "
                       "teacher's outputs are then computed once)."),
-    click.option("--labels/--no-labels", default=None, help="--no-labels: learn from the teacher's soft labels "
-                                                            "alone (unlabelled data)."),
+    click.option("--labels/--no-labels", default=None, help="--no-labels: the data's labels are placeholders "
+                                                            "(unlabelled data): learn from the teacher's soft labels "
+                                                            "alone, and score the search's proxies against the "
+                                                            "teacher's predicted classes."),
     click.option("--qat-epochs", type=int, help="Run the last N distillation epochs quantization-aware."),
     click.option("--qat-lr", type=float, help="Peak learning rate of the quantization-aware epochs "
                                               "(default: --lr / 10)."),
@@ -103,7 +105,7 @@ _COMPRESS_OPTIONS = [
 # Options of compress that the search stage does not take.
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--opset",
                   "--search",
-                  "--augment", "--losses", "--hint-student", "--hint-teacher", "--labels", "--qat-epochs", "--qat-lr",
+                  "--augment", "--losses", "--hint-student", "--hint-teacher", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--keep-epoch", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds", "--ort",
                   "--min-accuracy", "--max-accuracy-drop", "--distilled"}

@@ -53,18 +53,36 @@ class LossDef:
     features: bool = False
     teacher: bool = True
     build: Callable[[Shapes], Any] | None = None  # (pair shapes) -> nn.Module, trained with the student
+    ranks: tuple[int, ...] = ()  # the dimensions its tapped features may have (none: any)
 
 
 LOSSES: Registry[LossDef] = Registry("loss")
 
 
 def _register(name: str, features: bool = False, teacher: bool = True,
-              build: Callable[[Shapes], Any] | None = None) -> Callable[[LossFn], LossFn]:
+              build: Callable[[Shapes], Any] | None = None, ranks: tuple[int, ...] = ()) -> Callable[[LossFn], LossFn]:
     def add(fn: LossFn) -> LossFn:
-        LOSSES.register(name)(LossDef(fn, features, teacher, build))
+        LOSSES.register(name)(LossDef(fn, features, teacher, build, ranks))
         return fn
 
     return add
+
+
+_RANK_NAMES = {4: "4-D feature maps (N, C, H, W)", 2: "vectors (N, C)"}
+
+
+def check_tap_ranks(terms: Sequence[tuple[str, float]], shapes: Sequence[tuple[int, ...]], role: str) -> None:
+    """The shapes of one model's tapped layers (``role``: teacher or student) against the dimensions each
+    loss in ``terms`` takes. One rule for both times it applies: to the teacher's taps before a search, and to
+    both models' once a student is chosen."""
+    from edgekd.errors import ConfigError
+
+    for name, _ in terms:
+        ranks = LOSSES.get(name).ranks
+        if ranks and any(len(s) not in ranks for s in shapes):
+            needs = " or ".join(_RANK_NAMES.get(r, f"{r}-D tensors") for r in ranks)
+            raise ConfigError(f"'{name}' needs {needs}; the {role}'s tapped layers give {[tuple(s) for s in shapes]}",
+                              f"tap {role} layers that give {needs} (--hint-{role}, {role}_taps in the Python API)")
 
 
 def label_loss(batch: Batch) -> torch.Tensor | None:
@@ -163,7 +181,7 @@ def _build_projectors(shapes: Shapes) -> Any:
     return nn.ModuleList(Projector(s, t) for s, t in shapes)
 
 
-@_register("hint", features=True, build=_build_projectors)
+@_register("hint", features=True, build=_build_projectors, ranks=(4, 2))
 def hint(batch: Batch, config: DistillConfig, part: Any) -> torch.Tensor:
     """Romero et al. (FitNets): MSE between each teacher map and the student map through a learned
     projector (1x1 conv to the teacher's channels, resized to its spatial size)."""
@@ -182,7 +200,7 @@ def _attention(f: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.normalize(a.flatten(1), dim=1)
 
 
-@_register("at", features=True)
+@_register("at", features=True, ranks=(4,))
 def attention_transfer(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Zagoruyko & Komodakis 2017: squared distance of L2-normalised spatial attention maps (channel
     mean of squared activations), student maps resized to the teacher's size; scaled by 1e3."""
@@ -192,6 +210,10 @@ def attention_transfer(batch: Batch, config: DistillConfig, part: Any = None) ->
 
 
 def _pooled(f: torch.Tensor) -> torch.Tensor:
+    """One vector per sample: a map (N, C, H, W) averaged over its positions, tokens (N, tokens, dim) over the
+    tokens (over the embedding dim, after a LayerNorm, every sample's vector would be its bias's mean)."""
+    if f.dim() == 3:
+        return f.mean(1)
     return f.flatten(2).mean(2) if f.dim() > 2 else f
 
 

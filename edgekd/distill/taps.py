@@ -84,30 +84,44 @@ def _shorten(names: Sequence[str], limit: int = 24) -> str:
 
 def output_shapes(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, ...], dict[str, Any]]:
     """Run ``model`` once on ``example`` (eval mode, no grad, training flag restored): the output shape
-    and, in the order they finish, every named submodule's output shape and type."""
+    and, in the order they last finish, every named submodule's output shape (at its last call) and type."""
     seen: dict[str, Any] = {}
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, torch.Tensor):
+                # Ordered by each module's last call: a ReLU module reused after every BatchNorm (torchvision's
+                # self.relu) finishes last, and keeping its first place made the default tap the BatchNorm.
+                seen.pop(name, None)
                 seen[name] = (tuple(output.shape), module)
 
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    was_training = getattr(model, "training", False)  # a torch.export teacher wrapper has no flag
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(example)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"the model returned {type(out).__name__}, not a tensor of logits",
                          "pass a model whose forward() returns one (N, classes) tensor")
     return tuple(out.shape), seen
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[Any]:
+    """``model`` in eval mode, and afterwards in the mode its caller had it in: a caller's teacher is theirs. A
+    torch.export or ONNX teacher wrapper may have no training flag, or no ``train``: it is left as it is."""
+    was = getattr(model, "training", None)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if isinstance(was, bool) and hasattr(model, "train"):
+            model.train(was)
 
 
 def default_tap(seen: dict[str, Any], role: str) -> str:

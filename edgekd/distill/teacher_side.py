@@ -5,6 +5,7 @@ between epochs."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from edgekd.distill.run_state import RunState
@@ -19,10 +20,13 @@ def uses_features(terms: Any) -> bool:
     return any(LOSSES.get(name).features for name, _ in terms)
 
 
-def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...]) -> tuple[str, ...]:
-    """The teacher layers the feature losses tap (``paths``, or its last feature map), checked against the
-    teacher and its forward pass (``t_seen``, from ``taps.output_shapes``). The pipeline checks them before
-    a search, since the student's own taps can only be checked once a student is chosen."""
+def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...],
+                 terms: Sequence[tuple[str, float]]) -> tuple[str, ...]:
+    """The teacher layers the feature losses in ``terms`` tap (``paths``, or its last feature map), checked
+    against the teacher and its forward pass (``t_seen``, from ``taps.output_shapes``): that they exist, run,
+    and give what each loss takes. The pipeline checks them before a search, since the student's own taps can
+    only be checked once a student is chosen."""
+    from edgekd.distill.losses import check_tap_ranks
     from edgekd.distill.taps import default_tap, feature_maps, find_module, tap_shapes
 
     if not hasattr(teacher, "get_submodule"):
@@ -32,26 +36,25 @@ def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...]) -
     paths = paths or (default_tap(t_seen, "teacher"),)
     for path in paths:
         find_module(teacher, path, "teacher", feature_maps(t_seen))
-    tap_shapes(t_seen, paths, "teacher")
+    check_tap_ranks(terms, tap_shapes(t_seen, paths, "teacher"), "teacher")
     return paths
 
 
 def attach_features(run: RunState, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
     """Hooks on the tapped layers and the learned parts the feature losses need."""
-    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.losses import LOSSES, check_tap_ranks
     from edgekd.distill.taps import Taps, default_tap, feature_maps, find_module, tap_shapes
 
     if not uses_features(run.terms):
         return
     cfg = run.config
-    t_paths = teacher_taps(run.teacher, t_seen, cfg.teacher_taps)
+    t_paths = teacher_taps(run.teacher, t_seen, cfg.teacher_taps, run.terms)
     s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
     for path in s_paths:
         find_module(run.student, path, "student", feature_maps(s_seen))
-    shapes = list(zip(tap_shapes(s_seen, s_paths, "student"), tap_shapes(t_seen, t_paths, "teacher")))
-    if "at" in dict(run.terms) and any(len(s) != 4 or len(t) != 4 for s, t in shapes):
-        raise ConfigError(f"attention transfer needs 4-D feature maps; the tapped shapes are {shapes}",
-                          "tap convolutional layers for 'at'")
+    s_shapes = tap_shapes(s_seen, s_paths, "student")
+    check_tap_ranks(run.terms, s_shapes, "student")
+    shapes = list(zip(s_shapes, tap_shapes(t_seen, t_paths, "teacher")))
     for name, _ in run.terms:
         build = LOSSES.get(name).build
         if build is not None:

@@ -61,6 +61,7 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     import torch
 
     from edgekd.distill import ddp
+    from edgekd.distill.taps import evaluating
     from edgekd.teacher import Teacher
 
     teacher = teacher.module if isinstance(teacher, Teacher) else teacher  # as default_teacher()/load_teacher() give it
@@ -73,15 +74,17 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     save_to, load_from = _checkpoint_paths(checkpoint, resume)
     world = ddp.join(student)
     try:
-        torch.manual_seed(config.seed)
-        run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
-        try:
-            state = _restore(run, load_from) if load_from else Progress()
-            run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
-            beat = Heartbeat(log if world.main and not progress else None)
-            _train(run, state, save_to, progress and world.main, desc, beat)
-        finally:
-            run.close()
+        # The teacher teaches in eval mode, and goes back to its caller in the mode it came in.
+        with evaluating(teacher):
+            torch.manual_seed(config.seed)
+            run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
+            try:
+                state = _restore(run, load_from) if load_from else Progress()
+                run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
+                beat = Heartbeat(log if world.main and not progress else None)
+                _train(run, state, save_to, progress and world.main, desc, beat)
+            finally:
+                run.close()
     finally:
         ddp.leave(world)
     student.load_state_dict(state.best_state)

@@ -51,11 +51,12 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     class names in the session's metadata) and notes on how it was fed and read (channels-last input,
     which of several outputs), after checking that the model takes the data's images and predicts at least
     its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
-    from edgekd.data_match import labels_for
+    from edgekd.data_match import labels_for, present_classes
     from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
 
     session = open_session(path, profile)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
+    data = present_classes(data, names)  # a numbered test set's classes no image has are none to predict
     output, notes = scored_output(session, len(names) if names else data.num_classes, path)
     layout = check_data_fits(session, data, path, output)
     x = in_layout(data.x_test, layout)
@@ -181,13 +182,26 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
         spatial, channel = (fixed[1:3], 3) if channels_last else (fixed[2:], 1)
         sized = len(fixed) == len(given) == 4 and None not in spatial and fixed[channel] == given[channel]
         size = f" (--resolution {resolution_text(spatial)})" if sized else " (--resolution)"
-        raise DataError(f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} "
-                        "images", f"pass the data the model was built for, at its resolution{size}")
+        said = f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} images"
+        turned = _channels_fix(fixed, given, spatial, channel)
+        raise DataError(said, turned or f"pass the data the model was built for, at its resolution{size}")
     classes = _class_dim(session.get_outputs()[output].shape)
     if classes is not None and classes < data.num_classes:
         raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
                         "pass the data the model was built for")
     return layout
+
+
+def _channels_fix(fixed: list[Any], given: tuple[int, ...], spatial: list[Any], channel: int) -> str | None:
+    """The fix when the channel count is what differs (grayscale data for a colour model, or the reverse):
+    --channels converts the data, and --resolution would change nothing."""
+    if len(fixed) != len(given) or len(given) != 4 or fixed[channel] == given[channel]:
+        return None
+    if {fixed[channel], given[channel]} != {1, 3} or any(e is not None and e != g for e, g in zip(
+            spatial, [given[i] for i in range(1, 4) if i != channel])):
+        return None
+    how = "grayscale repeated to RGB" if fixed[channel] == 3 else "RGB to luminance"
+    return f"pass --channels {fixed[channel]} ({how}), the channels the model takes"
 
 
 def run_batches(session: Any, x: np.ndarray, batch: int = 256, output: int = 0) -> np.ndarray:

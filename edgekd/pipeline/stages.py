@@ -20,7 +20,7 @@ from edgekd.fsutil import (
     write_json,
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths
-from edgekd.run_inputs import Log, near_chance, recipe, run_data, run_teacher
+from edgekd.run_inputs import Log, near_chance, recipe, run_data, run_teacher, sampled
 from edgekd.search_file import search_record
 
 
@@ -112,9 +112,10 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         return trained
     with atomic_dir(out / ".final", force=True) as staging:
         torch.save(trained.model.state_dict(), staging / "student.pt")
-        if config.qat_epochs:
+        if config.qat_epochs:  # calibrated on images of every class, not the first classes' first images
+            calibration = data.x_train[sampled(len(data.x_train), 256, config.seed)]
             art = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
-                                                              data.x_val[:1], calibration=data.x_train[:256],
+                                                              data.x_val[:1], calibration=calibration,
                                                               opset=config.opset))
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
@@ -194,7 +195,7 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
     if uses_features(distill_config.losses):
         from edgekd.distill.taps import output_shapes
 
-        teacher_taps(teacher, output_shapes(teacher, example)[1], distill_config.teacher_taps)
+        teacher_taps(teacher, output_shapes(teacher, example)[1], distill_config.teacher_taps, distill_config.losses)
     if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
         from edgekd.distill.qat_plan import plan_qat
 

@@ -53,14 +53,35 @@ Proxy = Callable[[Any, Probe], float]
 PROXIES: Registry[Proxy] = Registry("proxy")
 
 
-def make_probe(teacher: Any, x: np.ndarray, y: np.ndarray) -> Probe:
+def make_probe(teacher: Any, x: np.ndarray, y: np.ndarray | None) -> Probe:
+    """The teacher's side on the images ``x``, each once, with labels ``y``; ``y=None`` (data whose labels are
+    placeholders) labels each image with the teacher's predicted class."""
     import torch
 
-    xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    x, y = distinct_images(x, y)
+    xb = torch.from_numpy(np.ascontiguousarray(x))
     feats, logits = _features_and_logits(teacher, xb, need_grad=True)
+    yb = logits.detach().argmax(1) if y is None else torch.from_numpy(y)
     if feats is None:  # e.g. a torch.export program: no hooks; fall back to the logits' relations
         return Probe(xb, yb, _logit_relation(logits.detach()), None, teacher)
     return Probe(xb, yb, _relation(feats.detach()), _cam_relation(feats, logits, yb), teacher)
+
+
+def distinct_images(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` (and its labels) without repeats of an image, in their order. A repeated image makes naswot's kernel
+    singular and counts twice in every relation, so a batch that happens to hold one would score the same
+    students otherwise than one that does not."""
+    from edgekd.errors import DataError
+
+    _, first = np.unique(np.asarray(x).reshape(len(x), -1), axis=0, return_index=True)
+    if len(first) < 2:
+        raise DataError(f"the search's probe batch of {len(x)} training images holds {len(first)} distinct image(s), "
+                        "and its proxies compare images with each other",
+                        "use training data with at least two different images")
+    if len(first) == len(x):
+        return x, y
+    keep = np.sort(first)
+    return x[keep], (None if y is None else y[keep])
 
 
 @PROXIES.register("diswot")
@@ -110,11 +131,16 @@ def params(student: Any, probe: Probe) -> float:
     return float(sum(p.numel() for p in student.parameters()))
 
 
+NASWOT_RIDGE = 1e-9  # added to naswot's kernel, per ReLU unit, times the identity
+
+
 @PROXIES.register("naswot")
 def naswot(student: Any, probe: Probe) -> float:
     """log|K| of the Hamming-similarity kernel of ReLU on/off codes: inputs the untrained network
     already tells apart. Mellor et al., "Neural Architecture Search without Training", 2021."""
     import torch
+
+    from edgekd.distill.taps import evaluating
 
     codes: list[Any] = []
 
@@ -123,8 +149,7 @@ def naswot(student: Any, probe: Probe) -> float:
 
     handles = [m.register_forward_hook(hook) for m in student.modules() if isinstance(m, torch.nn.ReLU)]
     try:
-        student.eval()
-        with torch.no_grad():
+        with evaluating(student), torch.no_grad():
             student(probe.x)
     finally:
         for h in handles:
@@ -133,6 +158,11 @@ def naswot(student: Any, probe: Probe) -> float:
         return 0.0
     c = torch.cat(codes, dim=1)
     kernel = c @ c.t() + (1 - c) @ (1 - c).t()
+    # Two inputs with the same codes make the kernel singular and the score -inf, which the search reads as
+    # infeasible: a ridge of NASWOT_RIDGE per unit keeps it finite (each code-for-code repeat costs about
+    # log(NASWOT_RIDGE)), and a non-singular kernel's score moves by under 1e-6 (mbv2 and resnet students on 64
+    # digits: scores of 520-630).
+    kernel = kernel + NASWOT_RIDGE * c.shape[1] * torch.eye(len(c), dtype=kernel.dtype)
     return float(torch.linalg.slogdet(kernel)[1])
 
 
@@ -207,19 +237,30 @@ def _features_and_logits(model: Any, x: Any, need_grad: bool) -> tuple[Any, Any]
     """Run ``model`` once, capturing the last multi-pixel 4-D activation through forward hooks."""
     import torch
 
+    from edgekd.distill.taps import evaluating
+
     captured: list[Any] = []
 
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            if need_grad and output.requires_grad:
-                output.retain_grad()
+    def hook(_module: Any, _inputs: Any, output: Any) -> Any:
+        if not (isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1):
+            return None
+        if need_grad and not output.requires_grad:
+            # Frozen parameters (requires_grad_(False)) leave the map outside the graph, and Grad-CAM would have
+            # nothing to differentiate: the rest of the forward runs on a copy that requires grad, so the
+            # logits depend on it whatever the parameters' flags. A copy, not the leaf itself: an in-place
+            # op after it (ReLU(inplace=True)) is refused on a leaf that requires grad.
+            output = output.detach().requires_grad_().clone()
             captured.append(output)
+            return output
+        if need_grad:
+            output.retain_grad()
+        captured.append(output)
+        return None
 
     handles = [m.register_forward_hook(hook) for _, m in model.named_modules()
                if isinstance(m, torch.nn.Module) and not list(m.children())]
     try:
-        model.eval()
-        with torch.set_grad_enabled(need_grad):
+        with evaluating(model), torch.set_grad_enabled(need_grad):
             logits = model(x)
     finally:
         for h in handles:
@@ -283,7 +324,7 @@ def _at_init(model: Any, x: Any, y: Any, logits: bool = False) -> tuple[Any, Any
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model).eval()  # a copy: both passes below run it in eval mode
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

@@ -80,6 +80,8 @@ def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str,
     stage either: its heads' layout is not the graph's to see."""
     import torch
 
+    from edgekd.distill.taps import evaluating
+
     if not isinstance(teacher, torch.nn.Module):
         raise ModelError("the 'pruned' space needs the teacher as an nn.Module (a .pt2 program or an ONNX model "
                          "cannot be pruned)",
@@ -98,8 +100,7 @@ def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str,
     handles = [m.register_forward_hook(lambda module, _i, out, name=name: seen(name, module, out))
                for name, m in teacher.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     try:
-        teacher.eval()
-        with torch.no_grad():
+        with evaluating(teacher), torch.no_grad():
             teacher(torch.zeros(1, *input_shape))
     finally:
         for h in handles:

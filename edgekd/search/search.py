@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import BudgetError, ConfigError
+from edgekd.errors import BudgetError, ConfigError, ModelError
 from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile, profile_arg
 from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
@@ -41,6 +41,7 @@ class SearchConfig:
     rounds: int = 3  # measurement rounds before falling back to the fastest candidate
     probe_batch: int = 64
     seed: int = 0
+    labels: bool = True  # False: the labels are placeholders; the proxies take the teacher's predicted classes
 
     def __post_init__(self) -> None:
         import numbers
@@ -61,6 +62,9 @@ class SearchConfig:
                                   f"pass --{flag} {low} or more" if name in ("candidates", "anchors")
                                   else f"pass {name} = {low} or more")
         check_seed(self.seed)
+        if not isinstance(self.labels, bool):
+            raise ConfigError(f"search setting labels is {self.labels!r}, not true or false", "pass labels = true "
+                              "or false")
         if self.population < 2 or not 1 <= self.tournament <= self.population:
             raise ConfigError(f"population {self.population} / tournament {self.tournament} is not usable",
                               "use a population of 2 or more and a tournament between 1 and the population")
@@ -106,7 +110,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     proxy = PROXIES.get(config.proxy)
     rng = np.random.default_rng(config.seed)
     idx = rng.permutation(len(data.y_train))[:config.probe_batch]
-    probe = make_probe(teacher, data.x_train[idx], data.y_train[idx])
+    probe = make_probe(teacher, data.x_train[idx], data.y_train[idx] if config.labels else None)
     if probe.cam is None and config.proxy in ("diswot", "diswot_params"):
         log(f"search: the teacher exposes no 4-D feature map, so {config.proxy} compares logit relations only")
     if config.proxy == "diswot_init":
@@ -147,7 +151,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
         predicted = models[spec.space].predict(spec, model)
         too_slow = budget.latency_ms is not None and predicted > budget.latency_ms * SLACK
         too_big = budget.max_bytes is not None and size > budget.max_bytes
-        score = float("-inf") if too_slow or too_big else proxy(model, probe)
+        score = float("-inf") if too_slow or too_big else proxy_score(proxy, model, probe, config.proxy, spec)
         return Candidate(spec, nparams, size, score, predicted_ms=predicted)
 
     bar = tqdm(total=config.candidates, desc="search", disable=not progress, leave=False, unit="cand")
@@ -184,6 +188,22 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
                         f"predicted ({sources}) + measured beside the reference network (its p50 "
                         f"{ruler.ms():.4f} ms)", tuple(c.spec.key() for c in pareto_front(final)),
                         config.precision)
+
+
+LOWEST_SCORE = -float(np.finfo(np.float64).max)  # a proxy's "nothing at all", still within the limits
+
+
+def proxy_score(proxy: Any, model: Any, probe: Any, name: str, spec: StudentSpec) -> float:
+    """``proxy``'s score of a candidate within the limits. A score of -inf marks a candidate over them, so a
+    proxy's own -inf (synflow's log of a saliency of 0: no signal reaches the output) becomes the lowest
+    finite score, ranked last but still a candidate; a NaN or +inf ranks nothing and is refused."""
+    score = float(proxy(model, probe))
+    if score == float("-inf"):
+        return LOWEST_SCORE
+    if not np.isfinite(score):
+        raise ModelError(f"the {name} proxy scored the '{spec.space}' candidate {spec.config} {score}, which ranks "
+                         "nothing", "choose another --proxy (params always gives a score)")
+    return score
 
 
 def speed_note(ruler: Ruler) -> str | None:
