@@ -421,8 +421,8 @@ def test_device_reports_its_onnxruntime_and_a_table_from_another_is_refused(fake
     runtime is caught when it next measures (the host's own version says nothing about the device)."""
     from edgekd.latency.calibrate import device_runtime
     from edgekd.latency.table import Stamp
+    from edgekd.search.choosing import check_runtime
     from edgekd.search.latency_model import LatencyModel
-    from edgekd.search.search import check_runtime
 
     newer = _script(tmp_path / "newer-python", f'#!/bin/sh\n"{PY}" "$@" | '
                     "sed 's/\"onnxruntime\": \"[^\"]*\"/\"onnxruntime\": \"9.9.9\"/'\n")

@@ -144,7 +144,7 @@ def test_a_size_limit_no_written_file_meets_names_the_smallest_file(teacher, sma
 
 def test_neither_limit_met_says_how_fast_the_fitting_candidates_were():
     from edgekd.profiles import load_profile
-    from edgekd.search.search import _neither
+    from edgekd.search.choosing import _neither
 
     profile = load_profile("host-cpu-1t")
     fastest = Candidate(SPEC, 0, 900, 0.0, latency_ms=0.1, file_bytes=1200)
@@ -161,7 +161,7 @@ def test_a_size_limit_only_estimates_break_names_the_corrected_estimate():
     """Nothing written (an estimate its space's files showed to be low rules every measured one out): the
     error gives the corrected estimate of the smallest."""
     from edgekd.profiles import load_profile
-    from edgekd.search.search import _neither
+    from edgekd.search.choosing import _neither
 
     check = SizeCheck(1000, lambda c: 0, underestimate={"mbv2": 1.5})
     cands = [Candidate(SPEC, 0, 900, 0.0, latency_ms=0.1), Candidate(StudentSpec("mbv2", {}), 0, 800, 0.0,

@@ -10,11 +10,11 @@ import pytest
 from edgekd.errors import BudgetError
 from edgekd.profiles import load_profile
 from edgekd.search import SearchConfig
+from edgekd.search.choosing import latency_scale
 from edgekd.search.file_size import SizeCheck
-from edgekd.search.search import latency_scale
 from edgekd.types import Budget, Candidate, StudentSpec
 
-search_module = importlib.import_module("edgekd.search.search")  # the package exports search() itself
+choosing = importlib.import_module("edgekd.search.choosing")  # beside the package's search()
 
 
 def _cand(i: int, predicted: float, space: str = "mbv2", measured: float | None = None) -> Candidate:
@@ -23,7 +23,7 @@ def _cand(i: int, predicted: float, space: str = "mbv2", measured: float | None 
 
 
 def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None, source="fitted on 32 networks"):
-    """``_measure_until_feasible`` over ``ranked`` (best first), every measurement ``factor`` x the prediction
+    """``measure_and_choose`` over ``ranked`` (best first), every measurement ``factor`` x the prediction
     (the first one ``first_factor`` x, when given). Returns (measured, chosen, log lines, calls)."""
     calls: list[list[Candidate]] = []
 
@@ -33,12 +33,12 @@ def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None, so
         return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=c.predicted_ms * f,
                           predicted_ms=c.predicted_ms) for c in cands]
 
-    monkeypatch.setattr(search_module, "_measure", measure)
+    monkeypatch.setattr(choosing, "_measure", measure)
     lines: list[str] = []
     config = SearchConfig(measure_top=2, rounds=rounds)
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
     spaces = {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}
-    done, _too_big, chosen = search_module._measure_until_feasible(
+    done, _too_big, chosen = choosing.measure_and_choose(
         ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), config, spaces,
         {"mbv2": SimpleNamespace(source=source)}, None, SizeCheck(None, lambda c: 0), lines.append)
     return done, chosen, lines, calls
@@ -130,10 +130,10 @@ def test_better_candidates_that_missed_the_budget_narrowly_are_measured_again_an
                           latency_ms=c.predicted_ms * (slow_once.get(round(c.predicted_ms, 1), 1.0) if first else 1.0))
                 for c in cands]
 
-    monkeypatch.setattr(search_module, "_measure", measure)
+    monkeypatch.setattr(choosing, "_measure", measure)
     lines: list[str] = []
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
-    _done, _too_big, chosen = search_module._measure_until_feasible(
+    _done, _too_big, chosen = choosing.measure_and_choose(
         ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=0.95), SearchConfig(measure_top=2, rounds=2),
         {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}, {"mbv2": SimpleNamespace(source="fit")}, None,
         SizeCheck(None, lambda c: 0), lines.append)
@@ -162,15 +162,15 @@ def test_a_ranking_that_holds_only_the_fastest_candidate_chooses_it(monkeypatch)
 
 
 def _measured_as(latency_of, ranked, budget_ms, monkeypatch):
-    """``_measure_until_feasible`` with each candidate measured at ``latency_of(candidate)``."""
+    """``measure_and_choose`` with each candidate measured at ``latency_of(candidate)``."""
     def measure(cands, *_args):
         return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=latency_of(c),
                           predicted_ms=c.predicted_ms) for c in cands]
 
-    monkeypatch.setattr(search_module, "_measure", measure)
+    monkeypatch.setattr(choosing, "_measure", measure)
     lines: list[str] = []
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
-    return search_module._measure_until_feasible(
+    return choosing.measure_and_choose(
         ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), SearchConfig(measure_top=2),
         {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}, {"mbv2": SimpleNamespace(source="fitted")}, None,
         SizeCheck(None, lambda c: 0), lines.append)
@@ -212,9 +212,9 @@ def test_a_ranking_of_one_that_measures_slow_is_tried_beside_the_candidates_pred
         return [Candidate(c.spec, c.params, c.size_bytes, c.score, latency_ms=measured[c.spec.config["i"]],
                           predicted_ms=c.predicted_ms) for c in cands]
 
-    monkeypatch.setattr(search_module, "_measure", measure)
+    monkeypatch.setattr(choosing, "_measure", measure)
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
-    _done, _too_big, chosen = search_module._measure_until_feasible(
+    _done, _too_big, chosen = choosing.measure_and_choose(
         [only], data, load_profile("host-cpu-1t"), Budget(latency_ms=0.7, max_size_kb=100),
         SearchConfig(measure_top=2), {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])},
         {"mbv2": SimpleNamespace(source="fitted")}, None, SizeCheck(100 * 1024, lambda c: c.size_bytes),

@@ -16,6 +16,7 @@ from edgekd.search.ruler import START_RUNS, Ruler
 from edgekd.types import Budget, Candidate, LatencyStats, StudentSpec
 
 search_module = importlib.import_module("edgekd.search.search")  # the package exports search() itself
+choosing = importlib.import_module("edgekd.search.choosing")
 measure_module = importlib.import_module("edgekd.latency.measure")  # likewise measure()
 
 REF_COST = 0.1  # the reference network's latency on an undisturbed machine, ms
@@ -82,12 +83,12 @@ def test_the_reference_file_lives_as_long_as_the_search(device):
 
 @pytest.fixture
 def timing(monkeypatch):
-    """search._measure's export and build swapped so that a candidate's file costs its config's "ms"; returns
+    """choosing._measure's export and build swapped so that a candidate's file costs its config's "ms"; returns
     installing a device that runs the reference START_RUNS times at full speed, then at ``speeds``."""
     monkeypatch.setattr("edgekd.latency.quick_export.export_for_timing",
                         lambda models, _p, _c, folder, **_k: [Path(folder) / f"{m}.onnx" for m in models])
-    monkeypatch.setattr(search_module, "_build", lambda spec, *_a: spec.config["ms"])
-    monkeypatch.setattr(search_module, "check_runtime", lambda *_a: None)
+    monkeypatch.setattr(choosing, "build_candidate", lambda spec, *_a: spec.config["ms"])
+    monkeypatch.setattr(choosing, "check_runtime", lambda *_a: None)
 
     def install(speeds: list[float]) -> Device:
         dev = Device([1.0] * START_RUNS + speeds)
@@ -109,8 +110,8 @@ def test_batches_timed_at_different_speeds_are_judged_at_one(timing):
     timing([1.0, 2.0])
     config = search_module.SearchConfig()
     with _ruler() as ruler:
-        fast, = search_module._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
-        slow, = search_module._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
+        fast, = choosing._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
+        slow, = choosing._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
     assert fast.latency_ms == pytest.approx(0.5) and slow.latency_ms == pytest.approx(0.5)
 
 
@@ -122,7 +123,7 @@ def test_a_slow_stretch_does_not_hand_the_choice_to_a_smaller_student(timing):
     timing([1.0, 2.0])
     small, large = _cand(0.3, score=1.0), _cand(0.6, score=2.0)
     with _ruler() as ruler:
-        _done, _too_big, chosen = search_module._measure_until_feasible(
+        _done, _too_big, chosen = choosing.measure_and_choose(
             [large, small], None, load_profile("host-cpu-1t"), Budget(latency_ms=0.7),
             search_module.SearchConfig(measure_top=1, rounds=1), {}, {"mbv2": SimpleNamespace(source="test")}, CALIB,
             SizeCheck(None, lambda c: 0), None, ruler)
@@ -154,7 +155,7 @@ def _until_feasible(ranked: list[Candidate], budget_ms: float):
     from edgekd.search.file_size import SizeCheck
 
     with _ruler() as ruler:
-        return search_module._measure_until_feasible(
+        return choosing.measure_and_choose(
             ranked, None, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), search_module.SearchConfig(),
             {}, {"mbv2": SimpleNamespace(source="test")}, CALIB, SizeCheck(None, lambda c: 0), None, ruler)
 
@@ -163,7 +164,7 @@ def test_a_budget_no_prediction_meets_measures_the_fastest_few_before_giving_up(
     """README: the fastest by prediction, measured twice, and the next three beside it. The fastest by
     prediction among ties is the smallest, not the first the evolution met."""
     dev = timing([1.0, 1.0])
-    ranked = search_module._fits(UNSCORED, Budget(latency_ms=0.1), "int8")
+    ranked = choosing.to_measure(UNSCORED, Budget(latency_ms=0.1), "int8")
     with pytest.raises(BudgetError, match=r"the fastest candidate measured 0\.500 ms.*at least 0\.550"):
         _until_feasible(ranked, 0.1)
     assert [run for run in dev.runs if len(run) > 1] == [
@@ -172,7 +173,7 @@ def test_a_budget_no_prediction_meets_measures_the_fastest_few_before_giving_up(
 
 def test_a_fastest_candidate_within_the_budget_no_prediction_met_is_chosen_without_timing_the_rest(timing):
     dev = timing([1.0])
-    _done, _too_big, chosen = _until_feasible(search_module._fits(UNSCORED, Budget(latency_ms=0.52), "int8"), 0.52)
+    _done, _too_big, chosen = _until_feasible(choosing.to_measure(UNSCORED, Budget(latency_ms=0.52), "int8"), 0.52)
     assert chosen.latency_ms == pytest.approx(0.5)
     assert [run for run in dev.runs if len(run) > 1] == [["reference.onnx", "0.5.onnx"]]
 
@@ -220,12 +221,12 @@ def test_candidates_and_the_reference_are_timed_at_the_profiles_batch(monkeypatc
     students 4x over --budget-ms."""
     import torch
 
-    monkeypatch.setattr(search_module, "_build", lambda *_a: torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3),
+    monkeypatch.setattr(choosing, "build_candidate", lambda *_a: torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3),
                                                                                   torch.nn.Flatten()))
-    monkeypatch.setattr(search_module, "check_runtime", lambda *_a: None)
+    monkeypatch.setattr(choosing, "check_runtime", lambda *_a: None)
     device = batch_device(monkeypatch)
     config = search_module.SearchConfig(precision=precision)
     with Ruler(batched(load_profile("host-cpu-1t")), (1, 8, 8), 10) as ruler:
         ruler.ms()
-        search_module._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
+        choosing._measure([_cand(0.5)], None, config, {}, {"mbv2": None}, None, CALIB, ruler)
     assert device.fed == [2] * (START_RUNS + 2)
