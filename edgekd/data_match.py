@@ -13,6 +13,7 @@ import numpy as np
 from edgekd.data import Dataset, nfc, whole_numbers
 from edgekd.errors import DataError
 from edgekd.preprocess import Preprocess
+from edgekd.textfmt import one_line
 
 
 def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
@@ -24,7 +25,7 @@ def with_class_order_note(data: Dataset, names: tuple[str, ...] | None) -> Datas
     if data.class_names == numbered or names and (names != tuple(str(i) for i in range(len(names))) or
                                                   data.class_names == names or whole_numbers(data.class_names)):
         return data  # matched by name, or by number (``_by_number``)
-    shown = ", ".join(data.class_names[:4]) + (", ..." if data.num_classes > 4 else "")
+    shown = ", ".join(map(one_line, data.class_names[:4])) + (", ..." if data.num_classes > 4 else "")
     model = (f"the model numbers its classes 0..{len(names) - 1}" if names else
              "the model records no class names")  # one exported elsewhere
     note = (f"{model} and data '{data.name}' names its own ({shown}): class i is taken to be the i-th name in "
@@ -135,8 +136,8 @@ def labels_for(data: Dataset, names: tuple[str, ...] | None) -> np.ndarray:
 
 
 def _not_predicted(data: Dataset, name: str, names: tuple[str, ...], how: str) -> DataError:
-    return DataError(f"data '{data.name}' has class '{name}', which the model does not predict (its classes: "
-                     f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})",
+    return DataError(f"data '{data.name}' has class '{one_line(name)}', which the model does not predict (its "
+                     f"classes: {', '.join(map(one_line, names[:12]))}{', ...' if len(names) > 12 else ''})",
                      f"pass test data with the model's classes, {how} as in training")
 
 

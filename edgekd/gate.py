@@ -23,6 +23,7 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
 )
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
 from edgekd.manifest_io import load_manifest
+from edgekd.textfmt import figures, one_line, sizes
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks += _ort_integrity(model.parent, entry, notes)
     if config.max_size_bytes is not None:
         ok = art.size_bytes <= config.max_size_bytes
-        checks.append(Check("size", ok, f"{art.size_bytes / 1024:.1f} KB on disk{art.size_note}, limit "
-                            f"{config.max_size_bytes / 1024:.1f} KB", art.size_bytes))
+        size, limit = sizes(art.size_bytes, config.max_size_bytes, ok)
+        checks.append(Check("size", ok, f"{size} on disk{art.size_note}, limit {limit}", art.size_bytes))
     if config.max_size_growth is not None:
         checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
@@ -213,20 +214,24 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
     checks = []
     if config.max_latency_ms is not None:
         limit = config.max_latency_ms * (1 + tol)
-        checks.append(Check("latency", p50 <= limit, f"p50 {p50:.3f} ms (median of {len(rounds)} rounds) on "
-                            f"{profile.name}, limit {config.max_latency_ms:g} ms +{tol:.0%} tolerance{noise}", p50))
+        shown, line = figures(p50, limit, 3, p50 <= limit)
+        checks.append(Check("latency", p50 <= limit, f"p50 {shown} ms (median of {len(rounds)} rounds) on "
+                            f"{profile.name}, limit {line} ms ({config.max_latency_ms:g} ms +{_percent(tol)} "
+                            f"tolerance){noise}", p50))
     if found is not None:
         # The median decides; the interval says how sure it is, and a near call was measured twice as long.
         near = (f"; near the line, so {extra} more round(s) were measured" if extra else "")
-        checks.append(Check("regression", found.median <= 1 + tol, f"{found.median:.2f}x the baseline's latency, "
-                            f"measured interleaved (median of {found.pairs} paired repeats, {found.interval()}; "
-                            f"tolerance +{tol:.0%}){near}{noise}",
-                            found.median))
+        ok = found.median <= 1 + tol
+        shown, line = figures(found.median, 1 + tol, 2, ok)
+        checks.append(Check("regression", ok, f"{shown}x the baseline's latency, measured interleaved (median of "
+                            f"{found.pairs} paired repeats, {found.interval()}; at most {line}x: tolerance "
+                            f"+{_percent(tol)}){near}{noise}", found.median))
     elif recorded is not None:
         ratio = p50 / recorded
-        checks.append(Check("regression", ratio <= 1 + tol, f"{ratio:.2f}x the baseline manifest's recorded p50 (its "
-                            f"model file is absent, so not re-measured: drift between runs counts here{elsewhere})",
-                            ratio))
+        shown, line = figures(ratio, 1 + tol, 2, ratio <= 1 + tol)
+        checks.append(Check("regression", ratio <= 1 + tol, f"{shown}x the baseline manifest's recorded p50, at most "
+                            f"{line}x (its model file is absent, so not re-measured: drift between runs counts "
+                            f"here{elsewhere})", ratio))
     return checks
 
 
@@ -290,8 +295,10 @@ def _size_growth_check(size: int, config: GateConfig) -> Check:
     base = _baseline_size(config.baseline, config.artifact)  # type: ignore[arg-type]
     growth = config.max_size_growth or 0.0
     ratio = size / base if base else float("inf")
-    return Check("size growth", size <= base * (1 + growth), f"{size / 1024:.1f} KB on disk, {ratio:.3f}x the "
-                 f"baseline's {base / 1024:.1f} KB (at most +{growth * 100:g}%)", ratio)
+    ok = size <= base * (1 + growth)
+    shown = figures(ratio, 1 + growth, 3, ok)[0]
+    return Check("size growth", ok, f"{size / 1024:.1f} KB on disk, {shown}x the baseline's {base / 1024:.1f} KB "
+                 f"(at most +{_percent(growth)})", ratio)
 
 
 def _baseline_size(ref: str, artifact: str | None) -> int:
@@ -340,8 +347,9 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
     said = "".join(f"; {note}" for note in read)
     checks = []
     if config.min_accuracy is not None:
-        checks.append(Check("accuracy", acc >= config.min_accuracy, with_notes(
-            f"{acc * 100:.2f}% {on}, minimum {config.min_accuracy * 100:.2f}%{said}", data), acc))
+        ok = acc >= config.min_accuracy
+        shown, line = figures(acc * 100, config.min_accuracy * 100, 2, ok, at_most=False)
+        checks.append(Check("accuracy", ok, with_notes(f"{shown}% {on}, minimum {line}%{said}", data), acc))
     if config.min_class_accuracy is not None:
         checks.append(_class_check(by_class, config.min_class_accuracy, on + said, data))
     if baseline is not None:
@@ -350,9 +358,10 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
-        checks.append(Check("accuracy drop", drop <= limit + 1e-9, with_notes(
-            f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop)} (at most {limit:g} points "
-            f"lower){said}", base_data), drop))
+        ok = drop <= limit + 1e-9
+        checks.append(Check("accuracy drop", ok, with_notes(
+            f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop, limit, ok)} (at most "
+            f"{limit:g} points lower){said}", base_data), drop))
     return checks
 
 
@@ -361,17 +370,28 @@ def _class_check(by_class: dict[str, float], floor: float, on: str, data: Any) -
     rare one most often, is lost."""
     from edgekd.data import with_notes
 
-    ranked = sorted((acc, name) for name, acc in by_class.items())
+    ranked = sorted((acc, one_line(name)) for name, acc in by_class.items())
     below = [(acc, name) for acc, name in ranked if acc < floor]
-    named = "; below it: " + ", ".join(f"{name} {acc:.1%}" for acc, name in below[:5]) + (
+    named = "; below it: " + ", ".join(f"{name} {_class_percent(acc, floor)[0]}%" for acc, name in below[:5]) + (
         f" and {len(below) - 5} more" if len(below) > 5 else "") if below else ""
+    lowest, line = _class_percent(ranked[0][0], floor)
     return Check("class accuracy", not below, with_notes(
-        f"lowest class {ranked[0][1]} at {ranked[0][0]:.1%} {on}, minimum {floor:.1%} per class{named}", data),
-        ranked[0][0])
+        f"lowest class {ranked[0][1]} at {lowest}% {on}, minimum {line}% per class{named}", data), ranked[0][0])
 
 
-def _points(drop: float) -> str:
-    return f"{drop:.2f} points lower" if drop > 0 else f"{-drop:.2f} points higher" if drop < 0 else "the same"
+def _class_percent(acc: float, floor: float) -> tuple[str, str]:
+    return figures(acc * 100, floor * 100, 1, acc >= floor, at_most=False)
+
+
+def _percent(fraction: float) -> str:
+    """A tolerance as the user gave it (0.105 -> "10.5%"), not rounded onto a neighbour as "{:.0%}" would."""
+    return f"{fraction * 100:g}%"
+
+
+def _points(drop: float, limit: float, passed: bool) -> str:
+    """The accuracy drop in points, with the digits that tell it from ``limit`` when it fails on a hair."""
+    shown = figures(abs(drop), limit, 2, passed)[0] if drop > 0 else f"{-drop:.2f}"
+    return f"{shown} points lower" if drop > 0 else f"{shown} points higher" if drop < 0 else "the same"
 
 
 def _accuracy(model: Path, config: GateConfig, normalize: Any,

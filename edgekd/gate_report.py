@@ -1,20 +1,47 @@
-"""What a gate's result becomes for CI: a markdown summary, JUnit XML and GitHub Actions annotations."""
+"""What a gate's result becomes for CI: a markdown summary, JUnit XML and GitHub Actions annotations.
+
+A message can quote user data (a class name, a file name) holding any character: each output escapes what
+its format gives a meaning to, so a name cannot break a table row, an XML file or a workflow command."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
+
+from edgekd.textfmt import md_code, one_line
 
 if TYPE_CHECKING:
     from edgekd.gate import GateResult
 
 
 def summary_markdown(result: GateResult) -> str:
-    lines = [f"### edgekd gate: {'PASS' if result.passed else 'FAIL'} `{result.target}`", "",
+    lines = [f"### edgekd gate: {'PASS' if result.passed else 'FAIL'} {md_code(_line(result.target))}", "",
              "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.message} |" for c in result.checks]
+    lines += [f"| {_cell(c.name)} | {'pass' if c.passed else '**FAIL**'} | {_cell(c.message)} |"
+              for c in result.checks]
     if result.notes:
-        lines += [""] + [f"- {n}" for n in result.notes]
+        lines += [""] + [f"- {_line(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def _line(text: str) -> str:
+    """``text`` on one markdown line: its line breaks as spaces, other control characters as escapes (the
+    summary is echoed to a terminal too)."""
+    return one_line(re.sub(r"\r\n|[\r\n]", " ", text))
+
+
+def _cell(text: str) -> str:
+    """``text`` inside one markdown table cell, where a ``|`` would start another cell."""
+    return _line(text).replace("|", r"\|")
+
+
+# Characters XML 1.0 allows (its Char production); any other makes the whole file unreadable to a CI server.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold written as Python escapes (``\\x1b``)."""
+    return _NOT_XML.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def junit_xml(result: GateResult) -> str:
@@ -23,14 +50,25 @@ def junit_xml(result: GateResult) -> str:
     failures = sum(not c.passed for c in result.checks)
     cases = []
     for c in result.checks:
-        body = "" if c.passed else f"<failure message={quoteattr(c.message)}/>"
-        cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(c.name)}>{body}</testcase>')
+        body = "" if c.passed else f"<failure message={quoteattr(_xml_text(c.message))}/>"
+        cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(_xml_text(c.name))}>{body}</testcase>')
     # Where the thresholds and the profile came from, for whoever reads the CI report.
-    notes = "".join(f"  <system-out>{escape(n)}</system-out>\n" for n in result.notes)
+    notes = "".join(f"  <system-out>{escape(_xml_text(n))}</system-out>\n" for n in result.notes)
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="edgekd-gate" tests="{len(result.checks)}" '
             f'failures="{failures}">\n' + "\n".join(cases) + "\n" + notes + "</testsuite>\n")
 
 
 def annotations(result: GateResult) -> list[str]:
-    """GitHub Actions workflow commands, one per failed check."""
-    return [f"::error title=edgekd gate {c.name}::{c.message}" for c in result.checks if not c.passed]
+    """GitHub Actions workflow commands, one per failed check, encoded as the runner decodes them."""
+    return [f"::error title={_command_property(f'edgekd gate {c.name}')}::{_command_data(c.message)}"
+            for c in result.checks if not c.passed]
+
+
+def _command_data(text: str) -> str:
+    """A workflow command's message: a newline would end the command, and the runner decodes %XX."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _command_property(text: str) -> str:
+    """A workflow command's property value: as its message, and ``:`` and ``,`` end a property."""
+    return _command_data(text).replace(":", "%3A").replace(",", "%2C")

@@ -133,12 +133,14 @@ def _int8_fallback(value: Any, where: str) -> None:
                                                 f"{len(rounds)} round(s)")
 
 
-_ARTIFACT = obj({"name": NAME, "role": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT, "opset": INT},
+_ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT,
+                 "opset": INT},
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR), "int8_fallback": _int8_fallback}))})
-# The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build.
-_ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "operators": NAME, "top1_agreement": FRACTION,
-            "max_abs_diff": NON_NEGATIVE, "passed": BOOL})
+# The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build,
+# and report.md its platform.
+_ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "platform": NAME, "operators": NAME,
+            "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
              {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT), "class_accuracy": obj(values=FRACTION)})
@@ -150,7 +152,13 @@ _PREPROCESS = obj({"scale": POSITIVE, "mean": list_of(NUMBER, "is empty"), "std"
                    "channels": STR}, {"to_channels": nullable(INT)})
 _DATA = obj(optional={"name": STR, "input_shape": list_of(INT), "class_names": list_of(STR),
                       "preprocess": nullable(_PREPROCESS)})
-_STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT})
+# The distillation record report.html plots: the training curves, the epoch kept and where QAT began.
+_EPOCH = obj({"epoch": INT, "train_loss": NUMBER, "val_accuracy": FRACTION})
+_DISTILL = obj(optional={"history": list_of(_EPOCH), "best_epoch": nullable(INT),
+                         "best_val_accuracy": nullable(FRACTION), "qat_start": nullable(INT), "selected_on": STR})
+_STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT},
+               {"distill": nullable(_DISTILL), "search_latency_ms": nullable(NUMBER),
+                "predicted_latency_ms": nullable(NUMBER)})
 MANIFEST = obj(
     {"primary": NAME, "artifacts": list_of(_ENTRY, "is empty, so there is no model to check"), "profile": _PROFILE,
      "budget": _BUDGET},

@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from edgekd.textfmt import md_code, one_line
 from edgekd.types import ValidationReport
 
 MANIFEST_SCHEMA = "edgekd.manifest"
@@ -116,12 +117,19 @@ def latency_method(manifest: dict[str, Any]) -> str:
 
             found = Ratio.from_dict(speedup)
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
-                     f"{found.pairs} repeat-by-repeat ratios over the {rounds} runs: {found.median:.2f}x "
+                     f"{found.pairs} repeat-by-repeat ratios over the {rounds} runs: {_speedup(found.median)}x "
                      f"({found.interval()}; per run {runs})")
         else:  # a manifest from before the repeats were paired
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
-                     f"the {rounds} runs' ratios: {speedup['median']:.2f}x ({runs})")
+                     f"the {rounds} runs' ratios: {_speedup(speedup['median'])}x ({runs})")
     return text + "."
+
+
+def _speedup(ratio: float) -> str:
+    """The int8 speedup with the digits the ship note gave it, so both read the same side of the line."""
+    from edgekd.validate import int8_speedup_figures
+
+    return int8_speedup_figures(ratio)[0]
 
 
 def int8_text(manifest: dict[str, Any]) -> str | None:
@@ -161,8 +169,8 @@ def class_text(manifest: dict[str, Any], shown: int = 5) -> str | None:
                     if c in teacher["class_accuracy"] and acc < teacher["class_accuracy"][c]), reverse=True)
     if not drops:
         return f"Per class: `{primary['artifact']['name']}` is at least as accurate as the teacher on every class."
-    listed = ", ".join(f"`{c}` {teacher['class_accuracy'][c]:.1%} -> {primary['class_accuracy'][c]:.1%}"
-                       for _, c in drops[:shown])
+    listed = ", ".join(f"{md_code(one_line(c))} {teacher['class_accuracy'][c]:.1%} -> "
+                       f"{primary['class_accuracy'][c]:.1%}" for _, c in drops[:shown])
     return (f"Per class, where `{primary['artifact']['name']}` loses most against the teacher (test split, top-1; "
             f"every class in `manifest.json`, `class_accuracy`): {listed}"
             + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + ".")

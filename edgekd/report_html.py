@@ -14,6 +14,7 @@ from edgekd.data import describe_preprocess
 from edgekd.errors import ArtifactError, OutputError
 from edgekd.fsutil import write_text
 from edgekd.report import SUMMARY_HEADER, budget_text, class_text, int8_text, latency_method, ort_text, summary_rows
+from edgekd.textfmt import md_code_to_html
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -37,7 +38,7 @@ def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) 
         _header(manifest),
         _section("Teacher and students", plots.comparison_plot(manifest), "no artifacts were recorded",
                  _summary_table(manifest) + f"<p>{escape(latency_method(manifest))}</p>"
-                 + "".join(f"<p>{escape(text.replace('`', ''))}</p>" for text in
+                 + "".join(f"<p>{md_code_to_html(text)}</p>" for text in
                            (int8_text(manifest), ort_text(manifest), class_text(manifest)) if text)),
         _section("Search: Pareto front", plots.pareto_plot(search, budget_ms),
                  "no search result (search.json) was given, so there is no Pareto front to show",

@@ -246,19 +246,26 @@ def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: 
     ratio = speedup.median
     how = (f"median of {speedup.pairs} repeat-by-repeat ratios over {runs} interleaved "
            f"{'runs' if runs > 1 else 'run'}, {speedup.interval()}")
+    shown, line = int8_speedup_figures(ratio)
     if ratio >= 1.0 + INT8_MIN_GAIN:
         if fp32.passed and not int8.passed:
-            return fp32.artifact.name, [f"int8 student is {ratio:.2f}x faster than its fp32 twin ({how}) but "
+            return fp32.artifact.name, [f"int8 student is {shown}x faster than its fp32 twin ({how}) but "
                                         f"{_fails(int8)}: the fp32 student ships as the primary artifact"]
-        return int8.artifact.name, [f"int8 student ships: {ratio:.2f}x faster than its fp32 twin ({how})"]
-    # Three decimals: a ratio just under the line (1.0198x) must not read as the line itself (1.02x).
-    slower = (f"int8 student is NOT faster than fp32 on this profile ({ratio:.3f}x, {how}; needs >= "
-              f"{1 + INT8_MIN_GAIN:.2f}x)")
+        return int8.artifact.name, [f"int8 student ships: {shown}x faster than its fp32 twin ({how})"]
+    slower = f"int8 student is NOT faster than fp32 on this profile ({shown}x, {how}; needs >= {line}x)"
     if int8.passed and not fp32.passed:
         return int8.artifact.name, [f"{slower}, but the fp32 student {_fails(fp32)}: the int8 student "
                                     "ships as the primary artifact because it is the one within budget"]
     return fp32.artifact.name, [f"{slower}: the fp32 student ships as the primary artifact; the int8 file is "
                                 "kept for reference"]
+
+
+def int8_speedup_figures(ratio: float) -> tuple[str, str]:
+    """The int8 speedup and the line it must reach to ship, as the notes and report.md print them: a ratio just
+    under the line (1.0198x) must not read as the line itself (1.02x)."""
+    from edgekd.textfmt import figures
+
+    return figures(ratio, 1.0 + INT8_MIN_GAIN, 2, ratio >= 1.0 + INT8_MIN_GAIN, at_most=False)
 
 
 def _fails(report: ArtifactReport) -> str:

@@ -672,6 +672,22 @@ def test_labels_for_matches_named_classes_only():
         labels_for(named, tuple("abcdefghi"))
 
 
+def test_class_names_with_control_characters_stay_on_one_line_of_a_message():
+    from dataclasses import replace
+
+    from edgekd.data_match import labels_for, with_class_order_note
+
+    ds = load_data("digits", resolution=8)
+    odd = replace(ds, class_names=("zero\x1b[31m", "one\x0c", "two\nlines", *"3456789"))
+    with pytest.raises(DataError) as exc:
+        labels_for(odd, ("two\nlines", *"abcdefghi"))
+    said = str(exc.value)
+    assert "has class 'zero\\x1b[31m'" in said and "(its classes: two\\nlines, a, b" in said, said
+    assert not any(c in said for c in "\n\x1b\x0c")
+    note = with_class_order_note(odd, None).notes[-1]
+    assert "names its own (zero\\x1b[31m, one\\x0c, two\\nlines, 3, ...)" in note, note
+
+
 def test_classes_named_by_number_are_matched_by_number_not_by_text_order():
     """Eleven class folders 0..10 sort as text (0, 1, 10, 2, ...), as torchvision's ImageFolder numbers them;
     numeric labels count. Folder "10" is class 10 either way, and nothing needs a warning."""

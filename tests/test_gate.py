@@ -800,3 +800,72 @@ def test_a_model_trained_on_another_split_than_the_gates_is_said(run_cli, run_di
     _, out, err = _gate(run_cli, model, "--min-accuracy", "0.01", "--data", "digits", "--resolution", side,
                         "--seed", "1")
     assert "was trained on the split of seed" not in out + err
+
+
+# -- a failed check's figures read apart from its limit (measurements stubbed: what is tested is the wording) --
+
+
+def test_a_size_just_over_its_limit_is_said_in_bytes_where_kb_would_round_it_onto_the_limit(tiny_model, monkeypatch):
+    import edgekd.gate as gate
+    from edgekd.gate import GateConfig, run_gate
+
+    size = tiny_model.stat().st_size
+    over = run_gate(str(tiny_model), GateConfig(max_size_bytes=size - 1)).checks[0]
+    assert not over.passed and over.message == f"{size} bytes on disk, limit {size - 1} bytes", over.message
+    at = run_gate(str(tiny_model), GateConfig(max_size_bytes=size)).checks[0]
+    assert at.passed and at.message == f"{size / 1024:.1f} KB on disk, limit {size / 1024:.1f} KB"
+    monkeypatch.setattr(gate, "_baseline_size", lambda *_: 1_000_000)
+    grown = gate._size_growth_check(1_000_001, GateConfig(baseline=str(tiny_model), max_size_growth=0.0))
+    assert not grown.passed and "1.000001x the baseline's" in grown.message, grown.message
+
+
+def test_latency_and_regression_just_past_the_tolerance_print_the_digit_that_fails_them(tiny_model, fast_profile,
+                                                                                         monkeypatch):
+    import edgekd.gate as gate
+    from edgekd.types import LatencyStats, Ratio
+
+    def measured(ratio):
+        rounds = [[LatencyStats(0.05504, 0.06, 0.06, 0.055, 0.0, 10, 3)]] * 3
+        monkeypatch.setattr(gate, "_measure_rounds", lambda *_: (ratio, rounds, 0))
+
+    measured(None)
+    (latency,) = gate._latency_checks(tiny_model, fast_profile, gate.GateConfig(max_latency_ms=0.05))
+    assert not latency.passed and "p50 0.05504 ms" in latency.message, latency.message
+    assert "limit 0.05500 ms (0.05 ms +10% tolerance)" in latency.message
+    measured(Ratio(1.104, 1.09, 1.12, 27))
+    (regression,) = gate._latency_checks(tiny_model, fast_profile, gate.GateConfig(baseline=str(tiny_model)))
+    assert not regression.passed and regression.message.startswith("1.104x the baseline's latency"), regression.message
+    assert "at most 1.100x: tolerance +10%" in regression.message
+    measured(Ratio(1.096, 1.09, 1.10, 27))
+    (regression,) = gate._latency_checks(tiny_model, fast_profile, gate.GateConfig(baseline=str(tiny_model)))
+    assert regression.passed and regression.message.startswith("1.10x the baseline's latency")  # at, not over
+
+
+def test_accuracy_figures_just_under_their_floor_print_the_digit_that_fails_them():
+    from types import SimpleNamespace
+
+    from edgekd.gate import _class_check, _points
+
+    data = SimpleNamespace(notes=())
+    check = _class_check({"zero": 0.49996, "three\nnewline": 0.9}, 0.5, "on d", data)
+    assert not check.passed and check.message.startswith("lowest class zero at 49.996% on d, minimum 50.000% per "
+                                                         "class; below it: zero 49.996%"), check.message
+    check = _class_check({"zero": 0.8, "three\nnewline": 0.7}, 0.5, "on d", data)
+    assert check.passed and check.message.startswith(r"lowest class three\nnewline at 70.0% on d, minimum 50.0%")
+    assert _points(2.004, 2.0, False) == "2.004 points lower"
+    assert _points(2.0000000001, 2.0, True) == "2.00 points lower"  # within the drop's float tolerance
+
+
+@pytest.mark.parametrize("env, args, message", [
+    (None, ["--junit", "same.out", "--summary", "same.out"], "--junit and --summary both name 'same.out'"),
+    (None, ["--summary", "r.md", "--json", "./r.md"], "--summary and --json both name './r.md'"),
+    ("j.xml", ["--junit", "j.xml"], "--junit and $GITHUB_STEP_SUMMARY both name"),
+])
+def test_two_report_outputs_naming_one_file_are_refused_before_measuring(run_cli, tiny_model, tmp_path, monkeypatch,
+                                                                         env, args, message):
+    monkeypatch.chdir(tmp_path)
+    if env:
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / env))
+    code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args, "--force")
+    assert code == 2 and message in err and "different files" in err and err.count("\n") == 1, out + err
+    assert out == "" and not list(tmp_path.iterdir())  # nothing written, nothing measured

@@ -36,6 +36,17 @@ GOOD = {
 }
 
 
+# An ORT-format copy and a student as compress writes them (compress --ort; the distillation record).
+ORT = {"path": "student-fp32.ort", "sha256": "0" * 64, "size_bytes": 900, "platform": "amd64",
+       "operators": "student-fp32.required_operators.config", "top1_agreement": 1.0, "max_abs_diff": 0.0,
+       "passed": True}
+STUDENT = {"spec": {"space": "mbv2", "config": {"stem": 8}}, "params": 1000, "search_latency_ms": 0.2,
+           "predicted_latency_ms": None, "distill": {
+               "best_epoch": 2, "best_val_accuracy": 0.8, "selected_on": "val_labels", "checkpoint": None,
+               "qat_start": None, "keep": "best", "history": [
+                   {"epoch": e, "train_loss": 1.0 / e, "val_accuracy": 0.4 * e, "seconds": 0.5} for e in (1, 2)]}}
+
+
 def edited(changes: dict) -> dict:
     """GOOD with ``changes`` applied: dotted keys reach into objects (a number into a list); a key ending in '!'
     is deleted."""
@@ -89,6 +100,16 @@ MALFORMED = [
     # KeyError, with a traceback
     ({"artifacts.1.class_accuracy": [0.9, 0.8]}, "artifacts[1].class_accuracy is a list, not an object"),
     ({"artifacts.1.class_accuracy": {"7": 1.5}}, "artifacts[1].class_accuracy.7 is 1.5, not a fraction from 0 to 1"),
+    ({"artifacts.1.ort": {**ORT, "platform": None}}, "artifacts[1].ort.platform is null, not a non-empty string"),
+    ({"artifacts.1.ort": {k: v for k, v in ORT.items() if k != "platform"}}, "artifacts[1].ort has no 'platform'"),
+    ({"artifacts.1.artifact.precision!": None}, "artifacts[1].artifact has no 'precision'"),
+    ({"student": {**STUDENT, "distill": {"history": [{"epoch": 1, "train_loss": 0.5}]}}},
+     "student.distill.history[0] has no 'val_accuracy'"),
+    ({"student": {**STUDENT, "distill": {"history": [{"epoch": "1", "train_loss": 0.5, "val_accuracy": 0.5}]}}},
+     'student.distill.history[0].epoch is "1", not an integer'),
+    ({"student": {**STUDENT, "distill": {"best_val_accuracy": "80%"}}},
+     'student.distill.best_val_accuracy is "80%", not a fraction from 0 to 1'),
+    ({"student": {**STUDENT, "predicted_latency_ms": "fast"}}, 'student.predicted_latency_ms is "fast", not a number'),
     ({"artifacts.1.artifact.details.int8_fallback": {"rounds": [{}], "best_round": 0}},
      "artifacts[1].artifact.details.int8_fallback.rounds[0] has no 'quantized'"),
     ({"artifacts.1.artifact.details.int8_fallback": {"rounds": [{"quantized": 4}], "best_round": 1}},
@@ -118,6 +139,8 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, mes
     {"data": None, "budget.latency_ms": None, "artifacts.0.latency": None, "artifacts.0.accuracy": None},
     {"budget": {}, "recipe!": None, "data!": None, "notes!": None},
     {"artifacts.0.artifact.details.inputs.0.shape": None},  # an ONNX teacher's input of unknown rank
+    {"artifacts.1.ort": ORT, "student": STUDENT},
+    {"student": {**STUDENT, "distill": None}},
     {"int8_speedup": {"median": 1.5, "runs": [1.5]}},  # written before the repeats were paired
     {"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7, "low": 1.4, "high": 1.6}},
     {"artifacts.0.class_accuracy": {"0": 1.0, "1": 0.75}, "artifacts.1.class_accuracy": {"0": 0.5, "1": 0}},
@@ -146,7 +169,8 @@ def test_every_command_that_reads_a_manifest_refuses_it_in_one_line(run_cli, tmp
 
 
 @pytest.mark.parametrize("changes, message", [c for c in MALFORMED if c[1].endswith(
-    ("class_accuracy is a list, not an object", "rounds[0] has no 'quantized'"))])
+    ("class_accuracy is a list, not an object", "rounds[0] has no 'quantized'", "ort has no 'platform'",
+     "history[0] has no 'val_accuracy'"))])
 def test_report_refuses_entries_it_would_crash_on_in_one_line(run_cli, tmp_path, changes, message):
     path = write_manifest(tmp_path / "run", changes)
     code, out, err = run_cli("report", path.parent)

@@ -171,6 +171,30 @@ def test_latency_method_says_how_many_runs_decided(manifest):
             "1.05x, 1.10x)") in latency_method(manifest)
 
 
+@pytest.mark.parametrize("speedup", [{"median": 1.0198, "runs": [1.0198, 1.03, 1.01]},  # before pairing
+                                     {"median": 1.0198, "low": 1.01, "high": 1.03, "pairs": 9, "runs": [1.0198]}])
+def test_an_int8_speedup_just_under_the_line_reads_as_the_ship_note_says(manifest, speedup):
+    from edgekd.report import latency_method
+
+    manifest.update(latency_rounds=3, int8_speedup=speedup)
+    text = latency_method(manifest)
+    assert "1.0198x (" in text and "1.02x (" not in text and "1.020x" not in text, text
+
+
+def test_class_names_with_backticks_pipes_or_newlines_show_as_they_are(manifest):
+    from edgekd.report import class_text
+
+    names = ["dog`s toy", "a|b", "``x", "three\nlines"]
+    teacher, _, shipped = manifest["artifacts"]
+    teacher["class_accuracy"] = {n: 0.9 for n in names}
+    shipped["class_accuracy"] = {n: 0.5 for n in names}
+    text = class_text(manifest)
+    assert "``dog`s toy`` 90.0%" in text and "`a|b` 90.0%" in text and "``` ``x ``` 90.0%" in text
+    assert "`three\\nlines` 90.0%" in text and "\n" not in text  # one line, the name still readable
+    html = render_html(manifest, None)
+    assert all(f"<code>{n}</code> 90.0%" in html for n in ("dog`s toy", "a|b", "``x", "three\\nlines")), html
+
+
 def test_reports_say_what_input_the_shipped_models_expect(manifest, search):
     from edgekd.report import render_markdown
 
@@ -191,7 +215,7 @@ def test_reports_say_how_much_of_an_int8_file_fell_back_to_fp32(manifest, search
     manifest["artifacts"][2]["artifact"]["details"]["int8_fallback"] = {"rounds": rounds, "best_round": 1}
     line = "runs 3 of its 22 quantizable nodes in int8; the other 19 stay fp32, where int8 ran slower"
     assert f"`student-int8` {line}" in render_markdown(manifest)
-    assert f"student-int8 {line}" in render_html(manifest, search)
+    assert f"<code>student-int8</code> {line}" in render_html(manifest, search)
     manifest["artifacts"][2]["artifact"]["details"]["int8_fallback"]["best_round"] = 0  # every node int8
     assert "quantizable nodes" not in render_markdown(manifest)
 
@@ -206,7 +230,7 @@ def test_the_classes_the_shipped_student_loses_most_on_are_named(manifest):
     text = class_text(manifest)
     assert text.index("`cat` 100.0% -> 50.0%") < text.index("`emu` 70.0% -> 60.0%") and "`owl`" not in text
     assert "`student-int8` loses most against the teacher" in render_markdown(manifest)
-    assert "student-int8 loses most against the teacher" in render_html(manifest, None)
+    assert "<code>student-int8</code> loses most against the teacher" in render_html(manifest, None)
     assert ", and 1 more class(es) lower" in class_text(manifest, shown=1)
     shipped["class_accuracy"] = dict(teacher["class_accuracy"])
     assert "at least as accurate as the teacher on every class" in class_text(manifest)

@@ -285,7 +285,7 @@ def test_ship_decision_is_the_median_of_the_paired_repeats():
                for i, a in enumerate([fp32, int8])]
     assert reports[0].latency.p50_ms == 1.00  # each artifact reports its median run
     primary, notes = _choose_primary(reports, _int8_ratio([fp32, int8], runs), len(runs))
-    assert primary == "student-fp32" and "NOT faster" in notes[0] and "0.970x, median of 3 repeat-by-repeat" in notes[0]
+    assert primary == "student-fp32" and "NOT faster" in notes[0] and "(0.97x, median of 3 repeat-by-repeat" in notes[0]
     assert "range 0.95-1.10x (too few paired repeats for a 95% interval)" in notes[0]
     # Seven repeats per run: fp32 was disturbed in two repeats of the first run (its whole-run p50 went up by a
     # third, which alone would read int8 as 1.33x faster); paired up, int8 is 1.06x faster.
@@ -363,6 +363,20 @@ def test_a_faster_int8_student_that_breaks_the_budget_does_not_ship_over_a_passi
     int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.90, lat, {"accuracy": False})
     primary, notes = _choose_primary([fp32, int8], Ratio(1.3, 1.25, 1.35, 21), 3)
     assert primary == "student-fp32" and "1.30x faster" in notes[0] and "breaks the budget (accuracy)" in notes[0]
+
+
+def test_an_int8_speedup_just_under_the_line_never_reads_as_meeting_it():
+    from edgekd.types import ArtifactReport, LatencyStats, Ratio
+    from edgekd.validate import _choose_primary
+
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+    fp32 = ArtifactReport(_artifact("student-fp32", "fp32"), True, None, 0.97, lat, {"latency": True})
+    int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.97, lat, {"latency": True})
+    primary, notes = _choose_primary([fp32, int8], Ratio(1.0198, 1.01, 1.03, 9), 3)
+    assert primary == "student-fp32" and "NOT faster than fp32 on this profile (1.0198x," in notes[0], notes
+    assert "needs >= 1.0200x" in notes[0]
+    primary, notes = _choose_primary([fp32, int8], Ratio(1.02, 1.01, 1.03, 9), 3)
+    assert primary == "student-int8" and "ships: 1.02x faster" in notes[0], notes
 
 
 def _artifact(name: str, precision: str, role: str = "student", size: int = 1000):

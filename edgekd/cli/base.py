@@ -42,6 +42,24 @@ def check_report_files(force: bool, *files: tuple[str, str | None], inputs: Iter
             check_new_file(path, force, flag, inputs)
 
 
+def check_distinct_outputs(*files: tuple[str, str | None]) -> None:
+    """Refuse two (flag, path) outputs that name one file, before anything is measured: the second write
+    would replace the first (--junit and --summary), or append to it ($GITHUB_STEP_SUMMARY), --force or not."""
+    from pathlib import Path
+
+    from edgekd.errors import OutputError
+
+    seen: dict[Path, str] = {}
+    for flag, path in files:
+        if path is None or not str(path).strip():
+            continue  # an empty path is refused by check_new_file, naming its flag
+        where = Path(path).resolve()
+        if where in seen:
+            raise OutputError(f"{seen[where]} and {flag} both name '{path}', and each report needs a file "
+                              "of its own", f"give {seen[where]} and {flag} different files")
+        seen[where] = flag
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     from edgekd.preprocess import parse_shape as parse
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import check_report_files, cli, parse_shape
+from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, parse_shape
 from edgekd.fsutil import write_json, write_text
 
 
@@ -305,10 +305,11 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     values = pyproject_settings(settings, required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
-    # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
-    check_report_files(force, ("--junit", junit), ("--summary", summary), ("--json", json_out),
-                       inputs=(settings, *files_read(target, config)))
     step_summary = _step_summary_file()
+    outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
+    check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
+    # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
+    check_report_files(force, *outputs, inputs=(settings, *files_read(target, config)))
     if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
         _needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
                *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")

@@ -1,0 +1,38 @@
+"""The gate's CI outputs hold any message: a class name with a pipe, a newline or a control character cannot
+break the markdown table, the JUnit XML or a GitHub workflow command."""
+
+import xml.etree.ElementTree as ET
+
+from edgekd.gate import Check, GateResult
+from edgekd.gate_report import annotations, junit_xml, summary_markdown
+
+HOSTILE = "lowest class zero|pipe\nthree\r\nx at 0.0%, esc \x1b[31m ff \x0c nul \x00: 5,1"
+
+
+def _result() -> GateResult:
+    return GateResult("run|x/manifest.json", (Check("size", True, "85.6 KB on disk"),
+                                             Check("class accuracy", False, HOSTILE)),
+                      ("profile:\nfast \x1b", "a <note> & more"))
+
+
+def test_junit_xml_parses_whatever_characters_a_message_holds():
+    root = ET.fromstring(junit_xml(_result()).encode("utf-8"))
+    failure = root.find("testcase/failure")
+    assert failure is not None and r"esc \x1b[31m ff \x0c nul \x00" in failure.get("message")
+    assert "zero|pipe\nthree" in failure.get("message")  # a newline is XML's own: kept
+    assert [e.text for e in root.iter("system-out")] == ["profile:\nfast \\x1b", "a <note> & more"]
+
+
+def test_a_message_stays_in_its_markdown_table_row():
+    text = summary_markdown(_result())
+    rows = [line for line in text.splitlines() if line.startswith("| class accuracy")]
+    assert rows == [r"| class accuracy | **FAIL** | lowest class zero\|pipe three x at 0.0%, esc \x1b[31m ff \x0c "
+                    r"nul \x00: 5,1 |"]
+    assert "\x1b" not in text and "\x0c" not in text and "`run|x/manifest.json`" in text
+    assert "- profile: fast \\x1b" in text.splitlines()  # a note stays one list item
+
+
+def test_workflow_commands_are_encoded_as_the_runner_decodes_them():
+    result = GateResult("m.onnx", (Check("odd: name, here", False, "100% over\r\nlimit: 5,1"),))
+    assert annotations(result) == ["::error title=edgekd gate odd%3A name%2C here::100%25 over%0D%0Alimit: 5,1"]
+    assert annotations(_result())[0].count("\n") == 0
