@@ -529,3 +529,16 @@ def test_more_networks_than_the_space_holds_are_refused_with_the_most_it_can_tak
                                           "holds; pass at most 128"):
         calibrate(fast_profile, TINY, SHAPE, 10, networks=129, path=tmp_path / "x.json")
     assert len(sample_specs(SPACES.get(TINY), 500, 0)) == 128  # every one it holds, and no endless draw
+
+
+def test_a_space_with_fewer_networks_than_the_fit_needs_is_refused_in_one_consistent_message(fast_profile, tmp_path,
+                                                                                            monkeypatch):
+    """It was told "pass at least N" or "pass at most M" with M below N, whichever --networks it tried."""
+    from edgekd.errors import ConfigError
+
+    monkeypatch.setattr(calib_mod, "distinct_networks", lambda _space: 3)
+    for networks in (2, 4, 96):
+        with pytest.raises(ConfigError, match=rf"space '{TINY}' holds 3 different networks, fewer than the \d+ the "
+                                              r"latency model's fit needs at input 1x16x16; search it without a table"):
+            calibrate(fast_profile, TINY, SHAPE, 10, networks=networks, path=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()

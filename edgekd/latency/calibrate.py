@@ -51,9 +51,14 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
                           "teacher at search time, and search measures some of them to fit their latency (and keeps "
                           "the fit)", f"calibrate one of: {', '.join(tabled)}")
     need = 2 * len(feature_names(resolution_levels(space, input_shape, num_classes)))
+    if (most := distinct_networks(space)) < need:  # else "at least" and "at most" below would contradict
+        raise ConfigError(f"space '{space_name}' holds {most} different networks, fewer than the {need} the latency "
+                          f"model's fit needs at input {'x'.join(map(str, input_shape))}",
+                          "search it without a table: search fits a space's latency on the spot from a few of its "
+                          "networks")
     if networks < need:
         raise ConfigError(f"--networks {networks} is too few to fit the latency model", f"pass at least {need}")
-    if networks > (most := distinct_networks(space)):
+    if networks > most:
         raise ConfigError(f"--networks {networks} is more than the {most} different networks space '{space_name}' "
                           "holds", f"pass at most {most}")
     log = log or (lambda _m: None)
