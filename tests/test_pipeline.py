@@ -101,7 +101,10 @@ def test_int8_not_faster_means_fp32_ships(result):
     assert speedup["low"] <= speedup["median"] <= speedup["high"] and repeats >= 3
     ratio = speedup["median"]
     notes = " ".join(m["notes"])
-    assert (f"{ratio:.3f}x" if ratio < 1.02 else f"{ratio:.2f}x") in notes  # under the line: never shown as it
+    from edgekd.validate import int8_speedup_figures
+
+    shown, line = int8_speedup_figures(ratio)
+    assert f"{shown}x" in notes and (float(shown) >= float(line)) == (ratio >= 1.02)  # never shown as the line
     assert f"95% interval {speedup['low']:.2f}-{speedup['high']:.2f}x" in notes
     assert f"median of {speedup['pairs']} repeat-by-repeat ratios over 3 interleaved runs" in notes
     if ratio < 1.02:
