@@ -211,13 +211,20 @@ def _check_images(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _check_finite(path: Path, x: np.ndarray, key: str) -> None:
-    if np.isfinite(x).all():
-        return
-    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
-    if nan or inf:
-        what = " and ".join(f"{n:,} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
-        raise DataError(f"{path}: {key} holds {what} value{'s' if nan + inf > 1 else ''} (of {x.size:,})",
+    what = nonfinite(x)
+    if what:
+        raise DataError(f"{path}: {key} holds {what}",
                         "replace them (e.g. np.nan_to_num(x)) or drop those images, then save the .npz again")
+
+
+def nonfinite(x: np.ndarray) -> str:
+    """"" for a finite array (or one of integers), else how many of its values are NaN and infinite, e.g.
+    "2 NaN and 1 infinite values (of 768)"."""
+    if x.dtype.kind not in "fc" or np.isfinite(x).all():
+        return ""
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    what = " and ".join(f"{n:,} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+    return f"{what} value{'s' if nan + inf > 1 else ''} (of {x.size:,})"
 
 
 _LABEL_KEYS = ("y", "y_train", "y_val", "y_test")

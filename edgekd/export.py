@@ -3,6 +3,7 @@ package exposing the ``edgekd.exporters`` entry point); the core reaches them on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, DataError, ExportError
 from edgekd.registry import Registry
 from edgekd.types import Artifact
 
@@ -35,16 +36,66 @@ class ExportRequest:
 
     def __post_init__(self) -> None:
         check_opset(self.opset)
+        _check_calibration(self.calibration)
+
+
+def _check_calibration(calibration: np.ndarray | None) -> None:
+    """Every int8 export is requested here: one NaN or infinity among the calibration inputs gives an activation
+    range that quantizes every value to one level, and a model that predicts a single class."""
+    from edgekd.array_data import nonfinite
+
+    what = "" if calibration is None else nonfinite(np.asarray(calibration))
+    if what:
+        raise DataError(f"the calibration inputs hold {what}",
+                        "replace them (e.g. np.nan_to_num(x)) or drop those samples before calibrating")
 
 
 def check_opset(opset: int) -> None:
-    """An opset edgekd can write: int8 needs per-channel Q/DQ (13), and onnx must know it."""
+    """An opset edgekd can write: int8 needs per-channel Q/DQ (13), onnx must know it, and the local onnxruntime,
+    which quantizes and validates every file, must run its Q/DQ (onnx may know an opset before onnxruntime does:
+    1.32 has no QuantizeLinear at 28, which surfaced only after search and distillation)."""
     import onnx
 
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= int(opset) <= newest:
         raise ConfigError(f"--opset {opset} is outside {MIN_OPSET}..{newest}",
                           f"pass {DEFAULT_OPSET} (the default), or down to {MIN_OPSET} for an older runtime")
+    if not runs_qdq(int(opset)):
+        import onnxruntime
+
+        runnable = next((o for o in range(int(opset) - 1, MIN_OPSET, -1) if runs_qdq(o)), MIN_OPSET)
+        raise ConfigError(f"--opset {opset} is newer than onnxruntime {onnxruntime.__version__} here can run int8 at "
+                          f"(no QuantizeLinear/DequantizeLinear kernel); the newest it runs is {runnable}",
+                          f"pass --opset {runnable} or lower ({DEFAULT_OPSET} is the default)")
+
+
+@functools.cache
+def runs_qdq(opset: int) -> bool:
+    """Whether the local onnxruntime loads a one-layer QDQ model at ``opset`` as edgekd's int8 files hold it: uint8
+    activations, per-channel int8 weights, int32 bias (about a millisecond, once per opset)."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"s": np.float32(1), "z": np.uint8(0), "w": np.ones((2, 3), np.int8), "ws": np.ones(2, np.float32),
+              "wz": np.zeros(2, np.int8), "b": np.zeros(2, np.int32)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "ws"], ["bf"], axis=0),
+             helper.make_node("Gemm", ["xf", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    imports = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=imports,
+                              ir_version=helper.find_min_ir_version_for(imports, ignore_unknown=True))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # the failure is the answer, not something to print
+    try:
+        onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
 
 
 def check_source_opset(source: str | Path, opset: int) -> None:

@@ -308,9 +308,13 @@ def _pre_process(src: Path, dst: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgekd.errors import ExportError
+    from edgekd.onnxfile import one_file
+    from edgekd.quiet import PRE_PROCESS, quiet
 
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        # quiet: it logs a traceback for each optimization it gives up on
+        with one_file(src) as whole, quiet(PRE_PROCESS, stderr=True):
+            quant_pre_process(str(whole), str(dst), skip_symbolic_shape=True)
     except Exception as exc:  # onnxruntime raises several unrelated types here
         first = first_line(exc)
         raise ExportError(f"onnxruntime could not pre-process '{src}': {first}",

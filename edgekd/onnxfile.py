@@ -5,10 +5,12 @@ data that points outside the model's folder, is one clear ArtifactError before a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -116,6 +118,28 @@ def external_files(path: str | Path, model: Any) -> list[Path]:
         if file not in files:
             files.append(file)
     return files
+
+
+PROTOBUF_LIMIT = 2**31  # bytes: a larger model can only be saved with external data
+
+
+@contextlib.contextmanager
+def one_file(path: str | Path) -> Iterator[Path]:
+    """``path``, or where it keeps weights in external files, a single-file copy of it for the block: onnxruntime's
+    quantization pre-processing optimizes the model from a temporary folder where those files are not ("Cannot
+    parse data from external tensors"). A model too large for one file is given as it is."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    beside = external_files(path, model)
+    if not beside or sum(f.stat().st_size for f in beside) + Path(path).stat().st_size >= PROTOBUF_LIMIT:
+        yield Path(path)
+        return
+    onnx.load_external_data_for_model(model, str(Path(path).parent))
+    with tempfile.TemporaryDirectory(prefix="edgekd-one-file-") as tmp:
+        copy = Path(tmp) / Path(path).name
+        onnx.save(model, str(copy))
+        yield copy
 
 
 def model_files(path: str | Path) -> list[Path]:

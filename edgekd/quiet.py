@@ -15,19 +15,23 @@ import warnings
 from collections.abc import Iterator
 
 # torch.fx: its shape solver warns while torch.export traces ("Unable to find user code corresponding to ...").
-TORCH_EXPORT = ("torch.onnx", "torch._dynamo", "torch.export", "torch.fx")
+# torch._guards: logs a page of traceback at ERROR for a model whose batch size is fixed, before the error edgekd
+# turns into one line.
+TORCH_EXPORT = ("torch.onnx", "torch._dynamo", "torch.export", "torch._export", "torch.fx", "torch._guards")
 ROOT = ""  # the root logger, where onnxruntime's quantizer writes
+PRE_PROCESS = "onnxruntime.quantization.shape_inference"  # the quantizer's pre-processing
 
 
 @contextlib.contextmanager
 def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
     """For the block: the named loggers only at ERROR and above, no Python warnings, no stdout, and with
     ``stderr`` nothing written to sys.stderr either (torch.export prints the partial graph of a model it
-    fails on there, dozens of lines, before raising the error that edgekd turns into one line)."""
+    fails on there, dozens of lines, before raising the error that edgekd turns into one line), nor logged by
+    the named loggers, whose handlers hold the real stderr."""
     chosen = [logging.getLogger(name or None) for name in loggers]
     levels = [logger.level for logger in chosen]
     for logger in chosen:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL + 1 if stderr else logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):

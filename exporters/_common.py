@@ -143,12 +143,40 @@ _USER_CALL = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in \w+\n\s
 
 def failure_text(exc: BaseException) -> str:
     """One line for a library's failure: the innermost cause's first line (torch.export wraps the reason in
-    a page of advice whose first line says only that export failed), and the line of the user's own code
-    that raised it when the message names one."""
-    inner = exc
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
+    a page of advice whose first line says only that export failed), the next line too when the first only
+    announces it ("The following inconsistencies were found:"), and the line of the user's own code that
+    raised it when the message names one."""
+    inner = _innermost(exc)
     first = first_line(inner)
+    if first.endswith(":"):
+        rest = [line.strip() for line in str(inner).strip().splitlines()[1:] if line.strip()]
+        first = f"{first} {rest[0]}" if rest else first
     seen = "\n".join(str(e) for e in (exc, inner))
     user = next((m for m in _USER_CALL.finditer(seen) if f"{os.sep}site-packages{os.sep}" not in m["file"]), None)
     return f"{first} (at {user['file']}:{user['line']}: {user['code'].strip()[:80]})" if user else first
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+# A batch size written into the model (x.view(1, -1)): the only dimension edgekd exports free is the batch, so
+# any symbol torch.export finds pinned to a number is it.
+_FIXED_BATCH = re.compile(r"Eq\(s\d+, \d+\) is inconsistent|Constraints violated \(batch\)")
+_SHAPE_MISMATCH = re.compile(r"to have \d+ channels|shapes cannot be multiplied|size mismatch|must match the size "
+                             r"of tensor|Expected \d+D .*input")
+
+
+def export_fix(exc: BaseException, sample_shape: tuple[int, ...] | None) -> str:
+    """The fix for a failed torch.export of a model fed ``sample_shape``, by what went wrong."""
+    text = "\n".join(str(e) for e in (exc, _innermost(exc)))
+    if _SHAPE_MISMATCH.search(text):
+        shape = "x".join(str(d) for d in sample_shape[1:]) if sample_shape else "?"
+        return (f"the example input is {shape} per sample (NCHW), which is not the layout or size the model "
+                "takes: export with inputs of the model's own channels and resolution")
+    if _FIXED_BATCH.search(text):
+        return ("the model fixes its batch size (e.g. x.view(1, -1)); write it for any batch (x.flatten(1) or "
+                "x.view(x.size(0), -1))")
+    return "make the model traceable by torch.export (no data-dependent control flow)"

@@ -29,6 +29,7 @@ import numpy as np
 from edgekd.exporters._common import (
     check_options,
     eval_mode,
+    export_fix,
     failure_text,
     finish,
     require_dynamo_opset,
@@ -131,7 +132,7 @@ def _inc_export(model: Any, sample: Any) -> Any:
         return export(model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     except Exception as exc:
         raise ExportError(f"neural_compressor.torch.export could not capture the model: {failure_text(exc)}",
-                          "make the model traceable by torch.export (no data-dependent control flow)") from None
+                          export_fix(exc, tuple(sample.shape))) from None
 
 
 def _tuning_space(model: Any) -> list[tuple[str, Any]]:

@@ -7,7 +7,16 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
-from edgekd.exporters._common import check_options, eval_mode, failure_text, finish, placed, staged, tidy_for_device
+from edgekd.exporters._common import (
+    check_options,
+    eval_mode,
+    export_fix,
+    failure_text,
+    finish,
+    placed,
+    staged,
+    tidy_for_device,
+)
 
 from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
@@ -48,7 +57,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
                                   **({} if legacy else {"external_data": False}), **kwargs)
         except Exception as exc:
             raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
-                              "make the model traceable by torch.export (no data-dependent control flow)") from None
+                              export_fix(exc, tuple(sample.shape))) from None
         tidy_for_device(written)
         art = finish(written, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
     return placed(art, path)

@@ -33,8 +33,8 @@ from edgekd.exporters._common import check_options, finish, placed, staged, tidy
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
 from edgekd.fsutil import refuse_overwriting_source
-from edgekd.onnxfile import describe, fixed_dim, load_model, opset_of
-from edgekd.quiet import ROOT, quiet
+from edgekd.onnxfile import describe, fixed_dim, load_model, one_file, opset_of
+from edgekd.quiet import PRE_PROCESS, ROOT, quiet
 from edgekd.types import Artifact
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -76,7 +76,9 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
 
     source = request.source.path  # type: ignore[union-attr]
     try:
-        quant_pre_process(source, str(pre), skip_symbolic_shape=True)
+        # quiet: it logs a traceback for each optimization it gives up on
+        with one_file(source) as whole, quiet(PRE_PROCESS, stderr=True):
+            quant_pre_process(str(whole), str(pre), skip_symbolic_shape=True)
         excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
         extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, list(excluded))
         reader = _Reader.for_input(request.calibration, model_input, source)  # type: ignore[arg-type]
@@ -140,8 +142,8 @@ def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[st
 class _Reader:
     """onnxruntime CalibrationDataReader over an array, in batches the model accepts."""
 
-    def __init__(self, x: np.ndarray, name: str, batch: int = DEFAULT_BATCH) -> None:
-        self._batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)}
+    def __init__(self, x: np.ndarray, name: str, batch: int = DEFAULT_BATCH, dtype: Any = np.float32) -> None:
+        self._batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype=dtype)}
                               for i in range(0, len(x), batch)])
 
     @classmethod
@@ -157,12 +159,36 @@ class _Reader:
             wanted = ", ".join(str(d) if fixed_dim(d) else str(d or "?") for d in dims)
             raise DataError(f"calibration inputs of shape {tuple(x.shape[1:])} per sample do not fit input '{name}' "
                             f"({wanted}) of '{source}'", "calibrate with inputs of the size the model takes")
+        dtype = _feed_dtype(x, model_input, source)
         if not dims or not fixed_dim(dims[0]):
-            return cls(x, name)
+            return cls(x, name, dtype=dtype)
         batch = dims[0]
-        return cls(np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:len(x) - len(x) % batch], name, batch)
+        return cls(np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:len(x) - len(x) % batch], name,
+                   batch, dtype)
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
 
 
+
+
+def _feed_dtype(x: np.ndarray, model_input: dict[str, Any] | None, source: str) -> Any:
+    """The numpy type ``model_input`` takes (float32 when the file names none): a model with its preprocessing
+    inside may take raw uint8 pixels. Raises ExportError for a type calibration cannot feed, DataError for samples
+    an integer input cannot hold as they are (normalised floats given to a uint8 input)."""
+    import onnx
+
+    name = (model_input or {}).get("dtype") or "float"
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.DataType.Value(name.upper())))
+    if dtype.kind == "f":
+        return dtype
+    where = f"input '{model_input['name']}' of '{source}'"  # type: ignore[index]  (None is fed float32)
+    if dtype.kind not in "iu":
+        raise ExportError(f"{where} takes {name}, which onnx-int8 cannot calibrate with",
+                          "give the model a float or integer image input")
+    info = np.iinfo(dtype)
+    if x.size and (x.min() < info.min or x.max() > info.max or (x.dtype.kind == "f" and (x != np.round(x)).any())):
+        raise DataError(f"calibration inputs range from {x.min():g} to {x.max():g}, which {where} ({name}) cannot "
+                        f"hold as they are", f"calibrate with the raw values the model takes ({name}, "
+                        f"{info.min}..{info.max})")
+    return dtype

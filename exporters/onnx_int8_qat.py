@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from edgekd.exporters._common import (
     check_options,
+    export_fix,
     failure_text,
     finish,
     placed,
@@ -103,7 +104,7 @@ def _export_qat(model: Any, sample: np.ndarray, path: Path, opset: int) -> None:
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     except Exception as exc:
         raise ExportError(f"torch could not export the QAT student: {failure_text(exc)}",
-                          "make the model traceable by torch.export (no data-dependent control flow)") from None
+                          export_fix(exc, tuple(x.shape))) from None
     tidy_for_device(path)
 
 

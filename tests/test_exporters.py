@@ -516,3 +516,114 @@ def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, t
     with pytest.raises(DataError, match=r"calibration inputs of shape \(1, 8, 8\) per sample do not fit input "
                                         rf"'input' \(4, 1, {res}, {res}\) of 'four.onnx'; calibrate with inputs"):
         _Reader.for_input(small_data.x_train[:4, :, :8, :8], four_input, "four.onnx")
+
+
+def test_a_model_with_a_fixed_batch_fails_in_one_line_that_says_so(small_data, tmp_path):
+    import logging
+
+    import torch
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(x.view(1, -1))  # a deployment script's batch of one
+
+    class Seen(logging.Handler):  # torch's own handler holds the real stderr, which no capture fixture sees
+        records: list = []
+
+        def emit(self, record):
+            self.records.append(record.getMessage())
+
+    guards = logging.getLogger("torch._guards")
+    guards.addHandler(seen := Seen())
+    try:
+        with pytest.raises(ExportError, match=r"inconsistencies were found: Eq\(s\d+, 1\) is inconsistent!; the "
+                                              r"model fixes its batch size .*x\.flatten\(1\)"):
+            get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, FixedBatch(), small_data.x_val[:1]))
+    finally:
+        guards.removeHandler(seen)
+    assert not seen.records  # a page of traceback ("Error while creating guard: ...") before
+
+
+def test_an_example_input_of_another_layout_than_the_model_takes_is_named_in_the_fix(small_data, tmp_path):
+    import torch
+
+    rgb = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    rgb(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ExportError, match=r"expected input\[.*\] to have 3 channels, but got 1 .*; the example "
+                                          r"input is 1x16x16 per sample \(NCHW\), which is not the layout"):
+        get_exporter("onnx-fp32")(ExportRequest("rgb", "student", tmp_path, rgb.eval(), small_data.x_val[:1]))
+
+
+def test_an_fp32_model_with_external_data_is_pre_processed_from_one_file_without_a_word(fp32_artifact, small_data,
+                                                                                     tmp_path, caplog, monkeypatch):
+    import logging
+
+    from onnxruntime.quantization import shape_inference
+
+    from edgekd.validate import artifact_from_file
+
+    user = tmp_path / "user"
+    user.mkdir()
+    onnx.save(onnx.load(fp32_artifact.path), str(user / "m.onnx"), save_as_external_data=True,
+              location="m.onnx.data", size_threshold=0)
+    real, given = shape_inference.quant_pre_process, []
+
+    def pre_process(source, *args, **kwargs):  # onnxruntime optimizes a copy where external files are not
+        model = onnx.load(source, load_external_data=False)
+        given.append([t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL])
+        shape_inference.logger.error("ONNX Runtime Model Optimization Failed! (as it says when it gives up)")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", pre_process)
+    with caplog.at_level(logging.INFO):
+        art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:16],
+                                                      source=artifact_from_file(user / "m.onnx")))
+    assert given == [[]] and art.precision == "int8"
+    assert not [r for r in caplog.records if "Optimization Failed" in r.getMessage()]
+
+
+def _raw_pixel_model(path, elem_type):
+    """A classifier whose preprocessing is inside: it takes ``elem_type`` pixels (n, 1, 8, 8) and casts them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.normal(size=(3, 4 * 6 * 6)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("Conv", ["xf", "w"], ["c"]), helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "raw", [helper.make_tensor_value_info("x", elem_type, ["n", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
+    return path
+
+
+def test_a_model_taking_uint8_pixels_is_calibrated_with_them(tmp_path):
+    import onnxruntime as ort
+
+    from edgekd.validate import artifact_from_file
+
+    source = artifact_from_file(_raw_pixel_model(tmp_path / "u8.onnx", onnx.TensorProto.UINT8))
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 1, 8, 8), dtype=np.uint8)
+    art = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=pixels, source=source))
+    session = ort.InferenceSession(art.path, providers=["CPUExecutionProvider"])
+    assert art.details["inputs"][0]["dtype"] == "uint8" and session.run(None, {"x": pixels})[0].shape == (32, 3)
+    with pytest.raises(DataError, match=r"calibration inputs range from 0\.01 to 1\.01, which input 'x' of "
+                                        r"'.*u8\.onnx' \(uint8\) cannot hold as they are; calibrate with the raw "
+                                        r"values the model takes \(uint8, 0\.\.255\)"):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source,
+                                                calibration=pixels.astype(np.float32) / 255 + 0.01))
+
+
+def test_a_model_input_calibration_cannot_feed_is_refused(tmp_path):
+    from edgekd.validate import artifact_from_file
+
+    source = artifact_from_file(_raw_pixel_model(tmp_path / "b.onnx", onnx.TensorProto.BOOL))
+    with pytest.raises(ExportError, match=r"input 'x' of '.*b\.onnx' takes bool, which onnx-int8 cannot calibrate "
+                                          r"with; give the model a float or integer image input"):
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source,
+                                                calibration=np.ones((4, 1, 8, 8), np.float32)))

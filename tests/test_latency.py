@@ -114,6 +114,13 @@ def test_onnxruntime_load_failures_lose_their_source_location():
     message, fix = load_failure(RuntimeError(old_ort), "student-int8.ort", "1.15.1")
     assert message == "'student-int8.ort' is in ORT format 6, which onnxruntime 1.15.1 cannot load"
     assert fix.endswith("or ship the .onnx file")
+    # an opset onnxruntime loads, with an operator it has no kernel at (onnxruntime 1.32's words for opset 28)
+    no_kernel = ("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+                 "DequantizeLinear(28) node with name 'conv.weight_DequantizeLinear'")
+    assert load_failure(RuntimeError(no_kernel), "student-int8.onnx", "1.32.0") == (
+        "'student-int8.onnx' uses DequantizeLinear at opset 28, which onnxruntime 1.32.0 has no kernel for",
+        "export the model at a lower opset (edgekd compress --opset 18, the default), or upgrade onnxruntime "
+        "where the model runs")
 
 
 def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu(two_models, fast_profile):

@@ -64,3 +64,19 @@ def test_pruning_a_model_with_a_bare_parameter_gives_no_torch_pruning_warning():
         pruned = prune(Tokens(), (1, 16, 16), {0: 0.5}, (("embed",),))
     assert not [w for w in seen if "Unwrapped parameters" in str(w.message)]
     assert pruned.embed.out_channels == 8 and pruned.pos.shape[-1] == 8  # torch-pruning did prune it
+
+
+def test_quiet_with_stderr_silences_error_logs_of_handlers_that_hold_the_real_stderr(capfd):
+    import sys
+
+    from edgekd.quiet import TORCH_EXPORT
+
+    logger = logging.getLogger("torch._guards")
+    handler = logging.StreamHandler(sys.stderr)  # as torch's own: bound before quiet() redirects sys.stderr
+    logger.addHandler(handler)
+    try:
+        with quiet(*TORCH_EXPORT, stderr=True):
+            logger.error("Error while creating guard: a page of traceback")
+    finally:
+        logger.removeHandler(handler)
+    assert "creating guard" not in capfd.readouterr().err

@@ -224,6 +224,7 @@ def _open(ort, path: str, label: str, options, providers: list):
 # package that wrote the model, and the message's first 200 characters are a C++ source location.
 _IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S)
+_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node")
 _ORT_FORMAT_TOO_NEW = re.compile(r"ORT format model version \[(\d+)\] is not supported")
 _ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Load model from .*? failed: ?|"
                         r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])|"
@@ -247,6 +248,11 @@ def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str,
         return (f"'{label}' uses opset {opset[1]} of {opset[2]}, and onnxruntime {ort_version} supports up to "
                 f"{opset[3]}", f"upgrade onnxruntime where the model runs, or export the model at opset {opset[3]} or "
                 f"lower{ours}")
+    kernel = _NO_KERNEL.search(text)
+    if kernel:  # an opset onnxruntime knows, but not every operator of: 1.32 loads opset 28, yet has no Q/DQ at it
+        return (f"'{label}' uses {kernel[1]} at opset {kernel[2]}, which onnxruntime {ort_version} has no kernel for",
+                "export the model at a lower opset (edgekd compress --opset 18, the default), or "
+                "upgrade onnxruntime where the model runs")
     ort_format = _ORT_FORMAT_TOO_NEW.search(text)
     if ort_format:
         return (f"'{label}' is in ORT format {ort_format[1]}, which onnxruntime {ort_version} cannot load",
