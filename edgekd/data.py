@@ -388,3 +388,15 @@ def _largest_remainders(sizes: np.ndarray, rng: np.random.Generator) -> np.ndarr
             if counts[i].sum() < sizes[i] - 1:
                 counts[i, col] += 1
     return counts
+
+
+_MATCHING = ("labels_for", "with_class_order_note", "with_scale_note")  # in data_match since the split
+
+
+def __getattr__(name: str) -> Any:
+    """The names that moved to ``data_match``, still importable from here (that module builds on this one)."""
+    if name in _MATCHING:
+        from edgekd import data_match
+
+        return getattr(data_match, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

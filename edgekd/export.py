@@ -4,6 +4,7 @@ package exposing the ``edgekd.exporters`` entry point); the core reaches them on
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ class ExportRequest:
     options: dict[str, Any] = field(default_factory=dict)  # exporter-specific, e.g. {"calibration": "entropy"}
 
     def __post_init__(self) -> None:
-        check_opset(self.opset)
+        # int8 exporters take calibration inputs or an fp32 source; fp32 ones neither, and need no Q/DQ kernel
+        check_opset(self.opset, int8=self.calibration is not None or self.source is not None)
         _check_calibration(self.calibration)
 
 
@@ -50,7 +52,7 @@ def _check_calibration(calibration: np.ndarray | None) -> None:
                         "replace them (e.g. np.nan_to_num(x)) or drop those samples before calibrating")
 
 
-def check_opset(opset: int) -> None:
+def check_opset(opset: int, int8: bool = True) -> None:
     """An opset edgekd can write: int8 needs per-channel Q/DQ (13), onnx must know it, and the local onnxruntime,
     which quantizes and validates every file, must run its Q/DQ (onnx may know an opset before onnxruntime does:
     1.32 has no QuantizeLinear at 28, which surfaced only after search and distillation)."""
@@ -60,7 +62,7 @@ def check_opset(opset: int) -> None:
     if not MIN_OPSET <= int(opset) <= newest:
         raise ConfigError(f"--opset {opset} is outside {MIN_OPSET}..{newest}",
                           f"pass {DEFAULT_OPSET} (the default), or down to {MIN_OPSET} for an older runtime")
-    if not runs_qdq(int(opset)):
+    if int8 and not runs_qdq(int(opset)):
         import onnxruntime
 
         runnable = next((o for o in range(int(opset) - 1, MIN_OPSET, -1) if runs_qdq(o)), MIN_OPSET)
@@ -93,9 +95,13 @@ def runs_qdq(opset: int) -> bool:
     options.log_severity_level = 4  # the failure is the answer, not something to print
     try:
         onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception:
-        return False
+    except Exception as exc:  # only a runtime that says it lacks the opset or the kernel answers no
+        return not _NOT_RUNNABLE.search(str(exc))
     return True
+
+
+# onnxruntime's words for an opset it does not run: no kernel at it, or an opset newer than it knows
+_NOT_RUNNABLE = re.compile(r"NOT_IMPLEMENTED|Could not find an implementation|is under development|is till opset")
 
 
 def check_source_opset(source: str | Path, opset: int) -> None:

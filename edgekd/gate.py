@@ -15,6 +15,9 @@ from typing import Any
 
 from edgekd.errors import ArtifactError, ConfigError
 from edgekd.gate_config import (  # noqa: F401  (this module's API, as before the split)
+    ACCURACY_KEYS,
+    GATE_KEYS,
+    THRESHOLD_KEYS,
     GateConfig,
     _is_manifest,
     _other_host,

@@ -342,7 +342,10 @@ def embedded_split_data(path: str | Path) -> dict[str, Any] | None:
         found = json.loads(embedded_metadata(path).get(SPLIT_DATA_KEY, "null"))
     except ValueError:
         return None  # edited by hand: as if not recorded
-    return found if isinstance(found, dict) and {"images", "digest"} <= found.keys() else None
+    if not isinstance(found, dict) or not isinstance(found.get("digest"), str):
+        return None
+    images = found.get("images")
+    return found if isinstance(images, int) and not isinstance(images, bool) and images >= 0 else None
 
 
 def embedded_class_names(path: str | Path) -> tuple[str, ...] | None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from edgekd.types.search import LOWEST_SCORE
 
 _BUDGET_STYLE = {"color": "tab:red", "linestyle": "--", "linewidth": 1}
 _LATENCY_SERIES = (("candidate", "tab:blue", "o", 30), ("chosen student", "tab:orange", "*", 160),
@@ -56,7 +59,8 @@ def pareto_plot(search: dict[str, Any] | None, budget_ms: float | None = None) -
     if not search or not search.get("candidates"):
         return None
     points = [(c, _latency(c)) for c in search["candidates"]]
-    points = [(c, ms) for c, ms in points if ms is not None]
+    # a score of -inf (unscored) or LOWEST_SCORE (a proxy's "nothing at all") has no place on the axis
+    points = [(c, ms) for c, ms in points if ms is not None and math.isfinite(c["score"]) and c["score"] > LOWEST_SCORE]
     if not points:
         return None
     front = set(search.get("pareto", ()))

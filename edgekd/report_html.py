@@ -133,7 +133,7 @@ def _summary_table(manifest: dict[str, Any]) -> str:
 
 def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
     from edgekd.plots import candidate_key
-    from edgekd.types.search import broken_limits, size_kb_text
+    from edgekd.types.search import broken_limits, score_text, size_kb_text
 
     front = set(search.get("pareto", ()))
     chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
@@ -144,8 +144,8 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
         broken = broken_limits(c.get("latency_ms"), c.get("file_bytes"), budget.get("latency_ms"),
                                budget.get("max_size_kb"))
         mark = "chosen" if key == chosen else ", ".join(m for m in ("Pareto" if key in front else "", broken) if m)
-        cells = [str(rank), f"{c['params']:,}", size_kb_text(c["size_bytes"], c.get("file_bytes")), f"{c['score']:.3f}",
-                 _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]
+        cells = [str(rank), f"{c['params']:,}", size_kb_text(c["size_bytes"], c.get("file_bytes")),
+                 score_text(c["score"]), _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]
         rows.append("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in cells)
                     + f'<td class="text">{mark}</td><td class="text"><code>'
                       f"{escape(json.dumps(c['spec']['config']))}</code></td></tr>")

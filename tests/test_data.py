@@ -1050,12 +1050,16 @@ def test_the_split_fingerprint_follows_the_images_a_seeded_split_was_dealt_from(
     graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "g",
                               [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1])])
-    for value, read in (('{"images": 60, "digest": "ab"}', {"images": 60, "digest": "ab"}), ("not json", None),
-                        ('{"images": 60}', None)):
+    for n, (value, read) in enumerate((('{"images": 60, "digest": "ab"}', {"images": 60, "digest": "ab"}),
+                                       ("not json", None),
+                        ('{"images": 60}', None), ('{"images": "60", "digest": "ab"}', None),
+                        ('{"images": null, "digest": "ab"}', None), ('{"images": 60.5, "digest": "ab"}', None),
+                        ('{"images": true, "digest": "ab"}', None), ('{"images": 60, "digest": 7}', None),
+                        ('[60, "ab"]', None))):
         model = helper.make_model(graph)
         helper.set_model_props(model, {SPLIT_DATA_KEY: value})
-        onnx.save(model, tmp_path / "m.onnx")
-        assert embedded_split_data(tmp_path / "m.onnx") == read
+        onnx.save(model, tmp_path / f"m{n}.onnx")  # a file each: metadata is cached by the file's stat
+        assert embedded_split_data(tmp_path / f"m{n}.onnx") == read, value
 
 
 def test_validation_carved_from_given_training_arrays_leaves_every_class_to_train():
@@ -1099,3 +1103,14 @@ def test_a_model_that_read_its_images_as_rgb_gets_grayscale_test_images_repeated
     path = _npz(tmp_path / "gray.npz", x_test=np.zeros((4, 8, 8), np.uint8), y_test=np.arange(4) % 2)
     assert load_data(path, normalize=Preprocess(1 / 255, (0.5,), (0.25,), "rgb")).input_shape == (3, 8, 8)
     assert load_data(path, normalize=Preprocess(1 / 255, (0.5,), (0.25,), "as stored")).input_shape == (1, 8, 8)
+
+
+def test_the_matching_helpers_are_still_importable_from_edgekd_data():
+    import edgekd.data
+    from edgekd import data_match
+    from edgekd.data import labels_for, with_class_order_note, with_scale_note
+
+    assert (labels_for, with_class_order_note, with_scale_note) == (
+        data_match.labels_for, data_match.with_class_order_note, data_match.with_scale_note)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        edgekd.data.nothing  # noqa: B018

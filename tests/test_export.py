@@ -37,11 +37,29 @@ def test_an_opset_the_local_onnxruntime_cannot_quantize_at_is_refused_before_any
     qdq_up_to(20)
     message = r"--opset 21 is newer than onnxruntime .* can run int8 at .*the newest it runs is 20; pass --opset 20"
     with pytest.raises(ConfigError, match=message):
-        ExportRequest("s", "student", tmp_path, opset=21)
+        ExportRequest("s", "student", tmp_path, opset=21, calibration=np.zeros((2, 1, 8, 8), np.float32))
     with pytest.raises(ConfigError, match=message):
         CompressConfig(opset=21)
     check_opset(20)
     assert runs_qdq.cache_info().currsize == 2  # one probe per opset, not one per request
+    ExportRequest("t", "teacher", tmp_path, opset=21)  # an fp32 export runs no Q/DQ
+
+
+def test_a_probe_that_fails_for_another_reason_refuses_no_opset(monkeypatch):
+    """A runtime that cannot open the probe for a reason of its own (memory, a trimmed build) said every opset
+    was too new, down to 13, which it then refused too."""
+    import onnxruntime
+
+    def session(*_args, **_kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    runs_qdq.cache_clear()
+    try:
+        assert runs_qdq(18) and runs_qdq(13)
+        check_opset(18)
+    finally:
+        runs_qdq.cache_clear()
 
 
 def test_the_opsets_accepted_are_those_the_installed_onnxruntime_runs_int8_at():

@@ -121,6 +121,11 @@ def test_onnxruntime_load_failures_lose_their_source_location():
         "'student-int8.onnx' uses DequantizeLinear at opset 28, which onnxruntime 1.32.0 has no kernel for",
         "export the model at a lower opset (edgekd compress --opset 18, the default), or upgrade onnxruntime "
         "where the model runs")
+    # any other operator: its version, not the model's opset, and most often its input types (a bfloat16 Exp)
+    other = no_kernel.replace("DequantizeLinear(28)", "Exp(13)")
+    message, fix = load_failure(RuntimeError(other), "m.onnx", "1.32.0")
+    assert message == "onnxruntime 1.32.0 has no CPU kernel for Exp (version 13) with the input types 'm.onnx' gives it"
+    assert "opset" not in fix and fix.startswith("export the model in float32")
 
 
 def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu(two_models, fast_profile):

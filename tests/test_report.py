@@ -234,3 +234,26 @@ def test_the_classes_the_shipped_student_loses_most_on_are_named(manifest):
     assert ", and 1 more class(es) lower" in class_text(manifest, shown=1)
     shipped["class_accuracy"] = dict(teacher["class_accuracy"])
     assert "at least as accurate as the teacher on every class" in class_text(manifest)
+
+
+def test_a_proxys_lowest_score_is_shown_as_lowest_and_kept_off_the_pareto_plot(monkeypatch):
+    """synflow's log of 0 becomes the lowest finite score: printed, it filled a table cell with 314 digits;
+    plotted, it stretched the score axis until the other candidates vanished."""
+    import matplotlib.axes
+
+    from edgekd.plots import pareto_plot
+    from edgekd.types.search import LOWEST_SCORE, score_text
+
+    assert score_text(LOWEST_SCORE) == "lowest" and score_text(2.5) == "2.500" and score_text(float("-inf")) == "-inf"
+    plotted: list[float] = []
+    real = matplotlib.axes.Axes.scatter
+
+    def scatter(self, x, y, *args, **kwargs):
+        plotted.extend(y)
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", scatter)
+    cands = [{"spec": {"space": "mbv2", "config": {"i": i}}, "score": s, "latency_ms": 0.1 * i, "params": 1,
+              "size_bytes": 1} for i, s in ((1, 500.0), (2, 600.0), (3, LOWEST_SCORE))]
+    assert pareto_plot({"candidates": cands, "pareto": []}) is not None
+    assert plotted == [500.0, 600.0]

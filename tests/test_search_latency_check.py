@@ -221,3 +221,16 @@ def test_a_ranking_of_one_that_measures_slow_is_tried_beside_the_candidates_pred
         lambda _m: None, spare=[only, *over, too_big])
     assert calls[:2] == [[1], [1, 2, 6, 3]]  # by prediction, none too big, the ranked one not twice
     assert chosen.spec.config["i"] == 3 and chosen.latency_ms == 0.5
+
+
+def test_a_candidate_measured_from_outside_the_ranking_is_listed_in_the_result():
+    """A candidate predicted over the budget, measured beside the fastest-looking one and chosen, was missing
+    from the result's candidates: the search table had no 'chosen' row and the report no star."""
+    from edgekd.search.search import listed
+
+    ranked = [_cand(1, 0.3), _cand(2, 0.2)]
+    spare = Candidate(StudentSpec("mbv2", {"i": 3}), 3000, 1000, float("-inf"), latency_ms=0.5, predicted_ms=0.8)
+    measured = [Candidate(ranked[0].spec, 1000, 1000, 0.3, latency_ms=0.9, predicted_ms=0.3), spare]
+    final = listed(ranked, measured, [])
+    assert [c.spec.config["i"] for c in final] == [1, 2, 3]
+    assert final[0].latency_ms == 0.9 and final[2] is spare and final[1] is ranked[1]

@@ -55,8 +55,11 @@ def check_distinct_outputs(*files: tuple[str, str | None]) -> None:
             continue  # an empty path is refused by check_new_file, naming its flag
         where = Path(path).resolve()
         if where in seen:
+            fix = (f"drop {seen[where]}: the summary is appended to $GITHUB_STEP_SUMMARY already"
+                   if (seen[where], flag) == ("--summary", "$GITHUB_STEP_SUMMARY")
+                   else f"give {seen[where]} and {flag} different files")
             raise OutputError(f"{seen[where]} and {flag} both name '{path}', and each report needs a file "
-                              "of its own", f"give {seen[where]} and {flag} different files")
+                              "of its own", fix)
         seen[where] = flag
 
 

@@ -263,7 +263,7 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any]) -> None:
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
     from edgekd.pipeline import CompressConfig, run_search
-    from edgekd.types.search import broken_limits, size_kb_text
+    from edgekd.types.search import broken_limits, score_text, size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = _stage_out(ctx, values, "search.json", log)
@@ -281,8 +281,8 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
         # Why a better-scored candidate was passed over: the limit its measurement or file broke.
         mark = "chosen" if c.spec.key() == chosen else broken_limits(c.latency_ms, c.file_bytes, config.budget_ms,
                                                                      config.max_size_kb)
-        click.echo(f"| {rank} | {c.params:,} | {size} | {c.score:.3f} | {ms} | {pred} | {mark} | {c.spec.space} | "
-                   f"{c.spec.config} |")
+        click.echo(f"| {rank} | {c.params:,} | {size} | {score_text(c.score)} | {ms} | {pred} | {mark} | "
+                   f"{c.spec.space} | {c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
                f"{result.measured} measured")
     click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")

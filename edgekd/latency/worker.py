@@ -249,9 +249,14 @@ def load_failure(exc: BaseException, label: str, ort_version: str) -> tuple[str,
                 f"{opset[3]}", f"upgrade onnxruntime where the model runs, or export the model at opset {opset[3]} or "
                 f"lower{ours}")
     kernel = _NO_KERNEL.search(text)
-    if kernel:  # an opset onnxruntime knows, but not every operator of: 1.32 loads opset 28, yet has no Q/DQ at it
+    if kernel and kernel[1] in ("QuantizeLinear", "DequantizeLinear"):
+        # an opset onnxruntime knows, but not int8 at: 1.32 loads opset 28, yet has no Q/DQ at it
         return (f"'{label}' uses {kernel[1]} at opset {kernel[2]}, which onnxruntime {ort_version} has no kernel for",
                 "export the model at a lower opset (edgekd compress --opset 18, the default), or "
+                "upgrade onnxruntime where the model runs")
+    if kernel:  # the number is the operator's version; most often its input types are what has no kernel
+        return (f"onnxruntime {ort_version} has no CPU kernel for {kernel[1]} (version {kernel[2]}) with the input "
+                f"types '{label}' gives it", "export the model in float32 (or the types its runtime runs), or "
                 "upgrade onnxruntime where the model runs")
     ort_format = _ORT_FORMAT_TOO_NEW.search(text)
     if ort_format:

@@ -19,6 +19,7 @@ from edgekd.search.latency_model import ANCHORS
 from edgekd.search.ruler import Ruler
 from edgekd.search.teacher_fit import teacher_fit
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
+from edgekd.types.search import LOWEST_SCORE
 
 # The reference's slowest reading over its fastest during a search beyond which the search says so.
 SWING = 1.25
@@ -178,8 +179,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
             "and cannot be chosen"
             + "".join(f"; '{s}' estimates were up to {(r - 1) * 100:.0f}% low" for s, r in sizes.underestimate.items()
                       if r > 1))
-    by_key = {c.spec.key(): c for c in (*too_big, *measured)}
-    final = tuple(by_key.get(c.spec.key(), c) for c in ranked)
+    final = listed(ranked, measured, too_big)
     sources = "; ".join(f"{n}: {m.source}" for n, m in models.items())
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
                         f"predicted ({sources}) + measured beside the reference network (its p50 "
@@ -187,7 +187,14 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
                         config.precision)
 
 
-LOWEST_SCORE = -float(np.finfo(np.float64).max)  # a proxy's "nothing at all", still within the limits
+def listed(ranked: list[Candidate], measured: list[Candidate], too_big: list[Candidate]) -> tuple[Candidate, ...]:
+    """The result's candidates: the ranking, each as its measurement or written file left it, then the
+    candidates measured from outside it (those predicted over the budget, timed beside a fastest-looking one
+    that measured over it), one of which may be the choice."""
+    by_key = {c.spec.key(): c for c in (*too_big, *measured)}
+    keys = {c.spec.key() for c in ranked}
+    extra = {k: c for k, c in by_key.items() if k not in keys}
+    return tuple(by_key.get(c.spec.key(), c) for c in ranked) + tuple(extra.values())
 
 
 def proxy_score(proxy: Any, model: Any, probe: Any, name: str, spec: StudentSpec) -> float:

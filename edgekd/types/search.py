@@ -51,6 +51,16 @@ def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: f
     return ", ".join(broken)
 
 
+# A proxy's own "nothing at all" (synflow's log of 0): ranked last yet still a candidate, as -inf marks one over
+# the limits; shown as "lowest" and left out of plots.
+LOWEST_SCORE = -1.7976931348623157e308
+
+
+def score_text(score: float) -> str:
+    """A candidate's score as tables print it: -inf (over the limits, unscored) as such, LOWEST_SCORE as "lowest"."""
+    return "lowest" if score == LOWEST_SCORE else f"{score:.3f}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A scored student candidate; latency is measured, or ``None`` when not measured yet."""
