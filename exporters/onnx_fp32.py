@@ -49,15 +49,41 @@ def export_fp32(request: ExportRequest) -> Artifact:
         kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     # The caller's module goes back to the mode it was in: it may be mid-training.
     training = eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
-    with staged(path) as written:
+    with staged(path) as written, training:
         try:
-            with training, quiet(*TORCH_EXPORT, stderr=True):
+            with quiet(*TORCH_EXPORT, stderr=True):
                 torch.onnx.export(model, (sample,), str(written), dynamo=not legacy, opset_version=request.opset,
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                                   **({} if legacy else {"external_data": False}), **kwargs)
         except Exception as exc:
             raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
                               export_fix(exc, tuple(sample.shape))) from None
+        if isinstance(model, torch.nn.Module):
+            _check_batch_of_one(written, model, sample, request.name)
         tidy_for_device(written)
         art = finish(written, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
     return placed(art, path)
+
+
+def _check_batch_of_one(written: Path, model: object, sample: object, name: str) -> None:
+    """Refuse a file that answers one image otherwise than torch does while it matches at the traced batch of 2:
+    a forward that branches on the batch size keeps the traced branch, silently, and a phone runs batch 1."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    gaps = []
+    for batch in (sample[:1], sample):
+        with torch.no_grad():
+            ours = model(batch)
+        if not isinstance(ours, torch.Tensor):
+            return  # several outputs: validate's parity compares them
+        theirs = session.run(None, {feed: batch.numpy()})[0]
+        gaps.append(float(np.abs(theirs - ours.numpy()).max()) if theirs.shape == tuple(ours.shape) else np.inf)
+    scale = 1e-3 * (1.0 + float(np.abs(ours.numpy()).max()))
+    if gaps[0] > scale >= gaps[1]:
+        raise ExportError(f"'{name}' exported to ONNX answers one image otherwise than torch (largest difference "
+                          f"{gaps[0]:.3g}) though it matches at a batch of 2: its forward branches on the batch size, "
+                          "and the export keeps the branch it was traced with",
+                          "compute the same thing for any batch size (no `if x.shape[0] ...` in forward)")

@@ -154,6 +154,29 @@ def test_untraceable_model_gives_export_error(small_data, tmp_path):
     assert not (tmp_path / "bad.onnx").exists()
 
 
+@pytest.mark.parametrize("opset", [17, 18])
+def test_a_forward_that_branches_on_the_batch_size_is_refused_at_export(small_data, tmp_path, opset):
+    """Traced at a batch of 2, the file kept that branch and answered one image otherwise than torch, with a
+    dynamic batch in its signature and no word; a phone runs one image."""
+    import torch
+
+    class ByBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(small_data.x_val[0].size, 10)
+
+        def forward(self, x):
+            y = self.fc(x.flatten(1))
+            return y if x.shape[0] > 1 else -y
+
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match=r"'bb' exported to ONNX answers one image otherwise than torch .*branches "
+                                          r"on the batch size.*; compute the same thing for any batch size"):
+        get_exporter("onnx-fp32")(ExportRequest("bb", "student", tmp_path, ByBatch(), small_data.x_val[:1],
+                                                opset=opset))
+    assert not (tmp_path / "bb.onnx").exists()
+
+
 def test_artifact_records_signature_and_ops(fp32_artifact):
     details = fp32_artifact.details
     assert "Conv" in details["op_types"]
