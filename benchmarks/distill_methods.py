@@ -205,10 +205,10 @@ def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ra
             import torch
 
             tp.pruner.MetaPruner(probe, torch.zeros(1, *data.input_shape), importance=importance("l2"),
-                                 pruning_ratio=mid, ignored_layers=output_layers(probe)).step()
+                                 pruning_ratio=mid, ignored_layers=output_layers(probe, data.input_shape)).step()
             lo, hi = (mid, hi) if cost_features(probe, data.input_shape)[0] > macs else (lo, mid)
         tp.pruner.MetaPruner(baseline, torch.zeros(1, *data.input_shape), importance=importance("l2"),
-                             pruning_ratio=hi, ignored_layers=output_layers(baseline)).step()
+                             pruning_ratio=hi, ignored_layers=output_layers(baseline, data.input_shape)).step()
         baseline = distill(baseline, data, replace(base, seed=s), teacher=teacher, progress=False).model
         # In ms on edgekd's own ruler (the unpruned student's p50 it measured), so the check needs no second
         # absolute time: on this machine two p50 readings of one model differ by up to 20% between calls.

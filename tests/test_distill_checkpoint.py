@@ -127,6 +127,23 @@ def test_a_teacher_with_other_weights_is_refused_on_resume(data, teacher, tmp_pa
     distill(student(), data, QUICK, teacher=teacher, progress=False, resume=path)
 
 
+def test_another_validation_set_is_refused_on_resume(data, tmp_path):
+    """Only the training data was compared: a run resumed on other validation images kept an epoch chosen
+    on two validation sets."""
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    other = replace(data, x_val=data.x_val[:20], y_val=data.y_val[:20])
+    with pytest.raises(ConfigError, match=r"another run configuration \(val_data: "):
+        distill(student(), other, QUICK, progress=False, resume=path)
+    # A checkpoint from before the validation data was recorded still resumes.
+    ckpt = torch.load(path, weights_only=True)
+    run = json.loads(ckpt["run"])
+    del run["val_data"]
+    ckpt["run"] = json.dumps(run, sort_keys=True)
+    torch.save(ckpt, path)
+    distill(student(), data, QUICK, progress=False, resume=path)
+
+
 def test_resume_needs_an_existing_readable_checkpoint(data, tmp_path):
     with pytest.raises(ConfigError, match="resume needs a checkpoint"):
         distill(student(), data, QUICK, progress=False, resume=True)

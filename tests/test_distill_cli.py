@@ -551,3 +551,14 @@ def test_refusals_with_distilled_name_what_the_user_gave(run_cli, common, distil
     assert "--distilled and the recipe's search ('s.json') cannot be combined" in err
     assert f"remove the search key from '{recipe}'" in err and "drop --search" not in err
     assert "distill.json, whose seed also split the data" in line("--distilled", distilled, "--seed", "1")
+
+
+@pytest.mark.parametrize("command", ["distill", "compress"])
+def test_pruning_aware_kd_is_refused_under_torchrun(run_cli, common, tmp_path, monkeypatch, command):
+    """Each pruning step's KD phase started and ended the process group: the second one hung every rank."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "x"
+    code, _, err = run_cli(command, *common, "--target-ms", "1", "--out", out)
+    assert code == 2 and "pruning-aware KD (--target-ms) runs in one process, not under torchrun's 2" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -229,3 +229,104 @@ def test_pruning_times_at_the_profiles_batch(small_data, fast_profile, monkeypat
     student = _student(small_data).eval()
     _Clock(student, batched(fast_profile), "fp32", small_data.x_train[:8]).measure(student)
     assert device.fed and set(device.fed) == {2}
+
+
+class _ConvHead(torch.nn.Module):
+    """The classifier is a 1x1 convolution to the classes, then global pooling (SqueezeNet, NiN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1))
+        self.classifier = torch.nn.Conv2d(32, 10, 1)
+
+    def forward(self, x):
+        return self.classifier(torch.relu(self.body(x))).mean((2, 3))
+
+
+class _HeadFirst(torch.nn.Module):
+    """The classifier is declared before a squeeze-excitation block's linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(32, 10)
+        self.conv = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.se = torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.ReLU(), torch.nn.Linear(8, 32),
+                                      torch.nn.Sigmoid())
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = x * self.se(x.mean((2, 3)))[:, :, None, None]
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("model, head", [(_ConvHead, "classifier"), (_HeadFirst, "fc")])
+def test_pruning_keeps_the_classes_of_a_classifier_that_is_not_the_last_linear(model, head):
+    from edgekd.distill.prune import _most_pruned, output_layers
+
+    torch.manual_seed(0)
+    student = model()
+    assert output_layers(student, (1, 16, 16)) == [getattr(student, head)]
+    pruned = _most_pruned(student, (1, 16, 16), PruneConfig(target_ms=1.0, steps=1, max_ratio=0.5))
+    assert pruned(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model().parameters())
+
+
+def test_pruning_refuses_a_model_whose_output_no_layer_makes():
+    from edgekd.distill.prune import output_layers
+    from edgekd.errors import ModelError
+
+    class Matmul(torch.nn.Module):  # the classes come from a bare parameter, not a Linear or Conv layer
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(256, 10))
+
+        def forward(self, x):
+            return x.flatten(1) @ self.weight
+
+    with pytest.raises(ModelError, match="no Linear or Conv layer produces the model's output"):
+        output_layers(Matmul(), (1, 16, 16))
+
+
+def test_taylor_importance_prunes_from_gradients_of_the_current_model(small_data, fast_profile, monkeypatch):
+    """Taylor importance scores channels by weight times gradient: the plan's copies, the floor and every
+    step get the gradients of a seeded batch first (pruning runs before any backward pass)."""
+    from edgekd.distill.prune import _Clock, _gradient_batch, _most_pruned
+    from edgekd.search.cost_features import cost_features
+
+    full = cost_features(_student(small_data), small_data.input_shape)[0]
+    monkeypatch.setattr(_Clock, "measure", lambda self, *models, rounds=3: [
+        cost_features(m, small_data.input_shape)[0] / full for m in models])
+    config = PruneConfig(target_ms=0.6, steps=2, epochs_per_step=0, finetune_epochs=0, importance="taylor")
+    result = prune_distill(_student(small_data), small_data, FAST, config, fast_profile)
+    assert result.reached and len(result.steps) == 2 and 0 < result.ratio < 0.9
+    assert result.model(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)
+    assert all(p.grad is None for p in result.model.parameters())  # KD's optimizer starts from none
+    # the same channel counts as L2 magnitude, other channels kept: the gradients took part in the choice
+    l2, taylor = (_most_pruned(_student(small_data), small_data.input_shape,
+                               replace(config, importance=name, max_ratio=0.5, steps=1), batch=batch)
+                  for name, batch in (("l2", None), ("taylor", _gradient_batch(small_data, 0))))
+    assert [p.shape for p in l2.parameters()] == [p.shape for p in taylor.parameters()]
+    assert not torch.equal(l2.stem[0].weight, taylor.stem[0].weight)
+
+
+def test_pruning_aware_kd_is_refused_under_torchrun_before_any_work(small_data, fast_profile, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    student = _student(small_data)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with pytest.raises(ConfigError, match="runs in one process, not under torchrun's 2; run it without torchrun"):
+        prune_distill(student, small_data, FAST, PruneConfig(target_ms=1.0), fast_profile)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_a_depthwise_convolution_with_a_channel_multiplier_is_named_not_an_index_error():
+    from edgekd.distill.prune import _most_pruned
+    from edgekd.errors import ModelError
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 16, 3, padding=1, groups=8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    with pytest.raises(ModelError, match=r"depthwise convolution '2' \(8 -> 16 channels, groups=8"):
+        _most_pruned(model, (1, 16, 16), PruneConfig(target_ms=1.0, steps=1, max_ratio=0.5))

@@ -370,3 +370,28 @@ def test_a_selected_qat_epoch_is_named_as_an_epoch():
         assert not result.kept_calibrated and result.selection() == f"epoch {best}"
         assert calibrated_point(result.to_dict()) is None
     assert DistillResult(None, 2, 0.9, (), qat_start=3).kept_calibrated
+
+
+def test_observers_are_calibrated_on_a_seeded_draw_of_every_class(small_data):
+    """Image folders load in class order: the first 1024 training images would leave the last classes'
+    ranges unseen. Here the last half is the bright one, and the input's observer sees it."""
+    model = build("resnet", small_data)
+    x = torch.zeros(2048, *small_data.input_shape)
+    x[1024:] = 5.0
+    qat.prepare_qat(model, x[:2])
+    qat.calibrate(model, x, seed=3)
+    assert max(q.max_val.item() for q in qat.quantizers(model).values()) >= 5.0
+    again = build("resnet", small_data)
+    qat.prepare_qat(again, x[:2])
+    qat.calibrate(again, x, seed=3)
+    assert all(torch.equal(a.max_val, b.max_val) for a, b in
+               zip(qat.quantizers(model).values(), qat.quantizers(again).values()))  # the seed decides the draw
+
+
+def test_distill_calibrates_with_its_own_seed(monkeypatch):
+    seeds = []
+    real = qat.calibrate
+    monkeypatch.setattr(qat, "calibrate",
+                        lambda model, x, seed=0, **kw: seeds.append(seed) or real(model, x, seed=seed))
+    distill(student(), tiny_data(), DistillConfig(epochs=2, qat_epochs=1, augment=False, seed=7), progress=False)
+    assert seeds == [7]

@@ -8,6 +8,7 @@ from torch import nn
 
 from edgekd.distill.qat_plan import REDUCED_WEIGHT_QMAX, WEIGHT_QMAX, plan_qat
 from edgekd.errors import ConfigError
+from edgekd.types import DistillConfig
 
 X = torch.zeros(2, 1, 8, 8)
 
@@ -66,3 +67,56 @@ def test_a_sequential_whose_input_is_quantized_is_refused() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(ConfigError, match="a Sequential model cannot host its quantizer.*wrap the Sequential"):
         plan_qat(model, X)
+
+
+class _AddBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return x + self.relu(x)  # the add is quantized, and the block returns it
+
+
+class _ConvBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.relu = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()
+
+    def forward(self, x):
+        return x + self.relu(self.bn(self.conv(x)))
+
+
+class _Twice(torch.nn.Module):
+    """One block applied twice (module reuse)."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.c1, self.r1, self.block = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), block
+        self.pool, self.fl, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.fl(self.pool(self.block(self.block(self.r1(self.c1(x)))))))
+
+
+def test_a_block_called_twice_quantizes_what_each_call_returns():
+    from edgekd.distill import qat
+
+    model = _Twice(_AddBlock())
+    x = torch.randn(8, 1, 8, 8)
+    plan = qat.prepare_qat(model, x[:2])
+    assert [(s.name, s.module, s.call) for s in plan.sites if s.module == "block"] == [
+        ("block.act_quant", "block", 0), ("block.act_quant_1", "block", 1)]
+    qat.calibrate(model, x)
+    assert model(x).shape == (8, 4)
+    assert model.block.act_quant_1.max_val > model.block.act_quant.max_val  # its own range: the second call's
+
+
+def test_a_convolution_called_on_differently_quantized_inputs_is_refused_before_training():
+    from test_distill import tiny_data
+
+    from edgekd.distill.trainer import distill
+
+    with pytest.raises(ConfigError, match="cannot mirror the convolution 'block.conv': it runs 2 times"):
+        distill(_Twice(_ConvBlock()), tiny_data(), DistillConfig(epochs=2, qat_epochs=1, augment=False),
+                progress=False)

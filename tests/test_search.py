@@ -669,3 +669,17 @@ def test_distill_settings_torch_or_numpy_would_fail_on_later_are_refused_by_name
         DistillConfig(seed=-1)
     with pytest.raises(ConfigError, match="weight decay must be at least 0, got -0.01"):
         DistillConfig(weight_decay=-0.01)
+
+
+def test_the_pruned_space_keeps_a_conv_classifier_out_of_its_stages(small_data):
+    # a 1x1-conv classifier before global pooling is the output layer: no stage, and never pruned
+    import torch
+
+    from edgekd.search.spaces import resolve_space
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 10, 1),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    space = resolve_space("pruned", model, small_data.input_shape)
+    assert space.stages == (("0",),)
+    half = space.build({"keep": [0.5]}, small_data.input_shape, 10)
+    assert half(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)

@@ -105,12 +105,16 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
         raise ModelError(f"checkpoint {path} was written for another student architecture "
                          f"(fingerprint {data['arch']}, this student is {arch})", fresh)
     saved = json.loads(data["run"])
-    if "teacher_weights" not in saved:  # written before the teacher's weights were recorded: not comparable
-        run = {k: v for k, v in run.items() if k != "teacher_weights"}
+    # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
+    run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
     if saved != run:
         raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
                           f"resume with the original settings, or {fresh}")
     return data
+
+
+# What a run records beyond what the first checkpoints did: the teacher's weights, the validation data.
+LATER_KEYS = ("teacher_weights", "val_data")
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import BudgetError, ConfigError
+from edgekd.errors import BudgetError, ConfigError, ModelError
 from edgekd.types import DistillConfig
 
 IMPORTANCES = ("l2", "l1", "fpgm", "lamp", "taylor")
@@ -99,12 +99,80 @@ def importance(name: str) -> Any:
             "taylor": lambda: tp.importance.GroupTaylorImportance()}[name]()
 
 
-def output_layers(model: Any) -> list[Any]:
-    """Layers whose outputs are the model's outputs: pruning them would change the class count."""
+# Layers torch-pruning removes output channels of (its root layers): the ones that can change the class count.
+def _prunable(module: Any) -> bool:
     import torch
 
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return linears[-1:]
+    return isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
+
+
+def output_layers(model: Any, input_shape: tuple[int, ...]) -> list[Any]:
+    """Layers whose output channels reach the model's outputs without passing another prunable layer:
+    pruning them would change the class count. Found on the autograd graph of one forward, not by
+    declaration order: a 1x1-conv classifier before global pooling, or a classifier declared before a
+    squeeze-excitation block's linear layers, is the output layer though it is not the last Linear."""
+    import torch
+
+    from edgekd.distill.taps import evaluating
+
+    made: dict[Any, Any] = {}  # the autograd node that made a prunable layer's output -> the layer
+    handles = [m.register_forward_hook(lambda module, _i, out: made.__setitem__(out.grad_fn, module)
+                                       if isinstance(out, torch.Tensor) and out.grad_fn is not None else None)
+               for m in model.modules() if _prunable(m)]
+    try:
+        # the input requires grad so that the graph exists even when the model's weights are frozen
+        with evaluating(model), torch.enable_grad():
+            out = model(torch.zeros(1, *input_shape, requires_grad=True))
+    finally:
+        for h in handles:
+            h.remove()
+    found = _first_layers_behind(_grad_fns(out), made)
+    if not found:
+        raise ModelError("no Linear or Conv layer produces the model's output, so pruning cannot tell which "
+                         "channels are the classes",
+                         "end the model with an nn.Linear or nn.Conv2d classifier (before any pooling)")
+    return found
+
+
+def _grad_fns(out: Any) -> list[Any]:
+    """The autograd nodes of every tensor in a model's output (a tensor, or a tuple, list or dict of them)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out.grad_fn] if out.grad_fn is not None else []
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    return [fn for item in items for fn in _grad_fns(item)]
+
+
+def _first_layers_behind(roots: list[Any], made: dict[Any, Any]) -> list[Any]:
+    """The layers in ``made`` first met walking the autograd graph back from ``roots``, in the order met."""
+    found: list[Any] = []
+    seen: set[Any] = set()
+    todo = list(roots)
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in made:  # the layer's own inputs lie behind it: their channels are not the outputs
+            if made[node] not in found:
+                found.append(made[node])
+            continue
+        todo += [fn for fn, _ in node.next_functions]
+    return found
+
+
+def check_prunable(model: Any) -> None:
+    """Refuse a depthwise convolution with a channel multiplier (groups == in_channels < out_channels):
+    torch-pruning's dependency graph fails on it with a bare IndexError, whether or not it is ignored."""
+    import torch
+
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and 1 < m.groups == m.in_channels != m.out_channels:
+            raise ModelError(f"pruning cannot follow the channels of the depthwise convolution '{name}' "
+                             f"({m.in_channels} -> {m.out_channels} channels, groups={m.groups}: a channel "
+                             "multiplier)", "give it as many output channels as input channels (a 1x1 convolution "
+                             "after it can widen), or train without pruning")
 
 
 def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
@@ -116,6 +184,7 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
 
     from edgekd.quiet import quiet
 
+    check_prunable(model)
     kind = tp.pruner.GroupNormPruner if config.regularize > 0 else tp.pruner.MetaPruner
     extra: dict[str, Any] = {"reg": config.regularize} if config.regularize > 0 else {}
     if stage_ratios:
@@ -123,7 +192,7 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
     with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding)
         return kind(model, torch.zeros(1, *input_shape), importance=importance(config.importance),
                     pruning_ratio=config.max_ratio, iterative_steps=config.steps,
-                    ignored_layers=output_layers(model), round_to=config.round_to, **extra)
+                    ignored_layers=output_layers(model, input_shape), round_to=config.round_to, **extra)
 
 
 def _by_stage(model: Any, input_shape: tuple[int, ...], stage_ratios: tuple[float, ...]) -> dict[Any, float]:
@@ -143,6 +212,18 @@ def stage_ratio_dict(model: Any, stages: tuple[tuple[str, ...], ...], ratios: An
     return {modules[name]: ratio for names, ratio in zip(stages, ratios) for name in names}
 
 
+def check_one_process() -> None:
+    """Refuse pruning-aware KD under torchrun: it runs one KD phase per pruning step, each of which would
+    start and end the data-parallel group (the second one hangs), and every rank would measure latency and
+    plan on its own."""
+    from edgekd.distill.ddp import launched
+
+    processes, _rank = launched()
+    if processes > 1:
+        raise ConfigError(f"pruning-aware KD (--target-ms) runs in one process, not under torchrun's {processes}",
+                          "run it without torchrun (plain KD and QAT train data-parallel)")
+
+
 def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, config: PruneConfig, profile: Any,
                   teacher: Any = None, loss: str | dict[str, float] | None = None,
                   log: Callable[[str], None] | None = None,
@@ -156,10 +237,12 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     from edgekd.distill.trainer import distill
     from edgekd.search.cost_features import cost_features
 
+    check_one_process()
     log = log or (lambda _m: None)
     calib = data.x_train[np.random.default_rng(distill_config.seed).permutation(len(data.x_train))[:64]]
     reference = copy.deepcopy(student).eval()
-    floor = _most_pruned(copy.deepcopy(student), data.input_shape, config)
+    batch = _gradient_batch(data, distill_config.seed) if config.importance == "taylor" else None
+    floor = _most_pruned(copy.deepcopy(student), data.input_shape, config, batch=batch)
     clock = _Clock(reference, profile, config.precision, calib)
     start_ms, floor_ms = clock.measure(student, floor)
     log(f"prune: {start_ms:.3f} ms now, {floor_ms:.3f} ms at the most pruning allows; target {config.target_ms:g} ms")
@@ -176,12 +259,13 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     ratio = 0.0
     stage_ratios: tuple[float, ...] = ()
     if start_ms > config.target_ms:
-        ratio, planned_ms = _plan_ratio(student, data.input_shape, config, clock, log)
-        stage_ratios = _refine_by_stage(student, data.input_shape, config, clock, log, ratio, planned_ms)
+        ratio, planned_ms = _plan_ratio(student, data.input_shape, config, clock, log, batch=batch)
+        stage_ratios = _refine_by_stage(student, data.input_shape, config, clock, log, ratio, planned_ms,
+                                        batch=batch)
         pruner = make_pruner(student, data.input_shape, replace(config, max_ratio=ratio), stage_ratios)
         step_cfg = replace(distill_config, epochs=max(1, config.epochs_per_step))
         for step in range(1, config.steps + 1):
-            pruner.step()
+            _step(pruner, student, batch)
             if config.epochs_per_step:
                 last = _numbered(_distill_with_regularizer(distill, pruner, config, student, data, step_cfg,
                                                            teacher, loss, progress, f"prune step {step}"), history)
@@ -242,7 +326,7 @@ class _Clock:
 
 
 def _plan_ratio(student: Any, input_shape: tuple[int, ...], config: PruneConfig, clock: _Clock,
-                log: Callable[[str], None], rounds: int = 7) -> tuple[float, float]:
+                log: Callable[[str], None], rounds: int = 7, batch: Any = None) -> tuple[float, float]:
     """The smallest channel ratio whose one-shot pruned copy measures within the target (bisection on
     measured latency), and its latency as measured the second time. Planned before training, then
     reached gradually during KD: stepping until the target is crossed overshoots it by a whole step
@@ -250,7 +334,8 @@ def _plan_ratio(student: Any, input_shape: tuple[int, ...], config: PruneConfig,
     import copy
 
     def measure(ratio: float) -> float:
-        trial = _most_pruned(copy.deepcopy(student), input_shape, replace(config, max_ratio=ratio, steps=1))
+        trial = _most_pruned(copy.deepcopy(student), input_shape, replace(config, max_ratio=ratio, steps=1),
+                             batch=batch)
         (ms,) = clock.measure(trial)
         log(f"prune: plan: removing {ratio:.1%} of each layer's channels measures {ms:.3f} ms")
         return ms
@@ -280,7 +365,7 @@ CLOSE_ENOUGH = 0.95
 
 def _refine_by_stage(student: Any, input_shape: tuple[int, ...], config: PruneConfig, clock: Any,
                      log: Callable[[str], None], ratio: float, planned_ms: float,
-                     rounds: int = 5) -> tuple[float, ...]:
+                     rounds: int = 5, batch: Any = None) -> tuple[float, ...]:
     """Per-stage ratios that give channels back where the uniform plan lands well under the target, or
     () to keep the uniform plan. Latency is a staircase in channel counts on CPUs whose kernels block
     channels (onnxruntime's NCHWc): on AVX-512 the uniform ratio had nothing between 0.071 and 0.10 ms
@@ -297,7 +382,7 @@ def _refine_by_stage(student: Any, input_shape: tuple[int, ...], config: PruneCo
 
     def measure(ratios: list[float]) -> float:
         trial = _most_pruned(copy.deepcopy(student), input_shape, replace(config, max_ratio=ratio, steps=1),
-                             tuple(ratios))
+                             tuple(ratios), batch)
         (ms,) = clock.measure(trial)
         log(f"prune: plan: by stage, removing {', '.join(f'{r:.1%}' for r in ratios)} measures {ms:.3f} ms")
         return ms
@@ -326,11 +411,45 @@ def _refine_by_stage(student: Any, input_shape: tuple[int, ...], config: PruneCo
 
 
 def _most_pruned(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
-                 stage_ratios: tuple[float, ...] = ()) -> Any:
+                 stage_ratios: tuple[float, ...] = (), batch: Any = None) -> Any:
     pruner = make_pruner(model, input_shape, replace(config, regularize=0.0), stage_ratios)
     for _ in range(config.steps):
-        pruner.step()
+        _step(pruner, model, batch)
     return model.eval()
+
+
+# Images whose loss gradients score channels for Taylor importance: a few batches' worth, as its paper uses.
+GRADIENT_IMAGES = 256
+
+
+def _gradient_batch(data: Dataset, seed: int) -> tuple[Any, Any]:
+    """Training images and labels drawn with the run's seed (the splits are in class order)."""
+    import torch
+
+    from edgekd.run_inputs import sampled
+
+    picked = sampled(len(data.x_train), GRADIENT_IMAGES, seed)
+    return torch.from_numpy(data.x_train[picked]), torch.from_numpy(data.y_train[picked]).long()
+
+
+def _step(pruner: Any, model: Any, batch: Any) -> None:
+    """One pruning step. With a ``batch`` (Taylor importance: weight times gradient), the model's gradients of
+    the cross-entropy on it come first, for the model as this step finds it: pruning runs before any training
+    (the plan, the floor) and between KD phases, whose gradients are gone or belong to removed channels."""
+    if batch is None:
+        pruner.step()
+        return
+    import torch
+
+    from edgekd.distill.taps import evaluating
+
+    model.zero_grad(set_to_none=True)
+    with evaluating(model), torch.enable_grad():  # eval: the batch leaves BatchNorm's running statistics alone
+        torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+    try:
+        pruner.step()
+    finally:
+        model.zero_grad(set_to_none=True)  # KD's optimizer starts from no gradients
 
 
 def _distill_with_regularizer(distill: Any, pruner: Any, config: PruneConfig, student: Any, data: Dataset,

@@ -224,8 +224,12 @@ def quantizers(model: nn.Module) -> dict[str, ActQuant]:
     return {s.name: model.get_submodule(s.name) for s in plan.sites} if plan else {}
 
 
-def calibrate(model: nn.Module, x: torch.Tensor, batch: int = 256, limit: int = 1024) -> None:
-    """Set the observers' ranges from the running min/max over ``x[:limit]`` (eval-mode BN, no grad)."""
+def calibrate(model: nn.Module, x: torch.Tensor, batch: int = 256, limit: int = 1024, seed: int = 0) -> None:
+    """Set the observers' ranges from the running min/max over ``limit`` images of ``x`` drawn with ``seed``
+    (eval-mode BN, no grad): the splits are in class order, so ``x[:limit]`` would leave whole classes out."""
+    from edgekd.run_inputs import sampled
+
+    x = x[torch.from_numpy(sampled(len(x), limit, seed))]
     was = model.training
     model.eval()
     quants = quantizers(model).values()
@@ -234,8 +238,8 @@ def calibrate(model: nn.Module, x: torch.Tensor, batch: int = 256, limit: int = 
             q.train()
             q.calibrating = True
         with torch.no_grad():
-            for start in range(0, min(len(x), limit), batch):
-                model(x[start:min(start + batch, limit)])
+            for start in range(0, len(x), batch):
+                model(x[start:start + batch])
     finally:
         for q in quants:
             q.calibrating = False

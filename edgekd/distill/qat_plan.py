@@ -193,17 +193,19 @@ def _sites(g: _Graph, marked: list[Any]) -> list[Site]:
             call = [n.target for n in g.nodes[:g.nodes.index(t)] if n.op == "call_module"].count(t.target)
             path = t.target
         else:
-            path, call = _owner(g, t), 0
+            path, call = _owner(g, t)
         sites.append(Site(f"{path}.act_quant" + (f"_{call}" if call else ""), path, call, t.name))
     return sites
 
 
-def _owner(g: _Graph, t: Any) -> str:
-    """The innermost module whose forward returns ``t``: every use of ``t`` lies outside it."""
+def _owner(g: _Graph, t: Any) -> tuple[str, int]:
+    """The innermost module whose forward returns ``t`` (every use of ``t`` lies outside it), and which of
+    its calls returns it: fx names the k-th call of a module called more than once ``path@k``."""
     users = g.users(t)
-    for path in reversed(g.scope(t)):
-        if all(path not in g.scope(u) for u in users):
-            return path
+    for key in reversed(g.scope(t)):
+        if all(key not in g.scope(u) for u in users):
+            path, _, call = key.partition("@")
+            return path, int(call or 0)
     where = g.scope(t)[-1] if g.scope(t) else "the model"
     raise ConfigError(f"cannot fake-quantize '{t.name}' ({getattr(t.target, '__name__', t.target)}) inside "
                       f"{where}.forward: onnxruntime quantizes it, and no module returns it",
@@ -235,7 +237,22 @@ def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True)
     quant_of = {s.tensor: s.name for s in sites}
     convs = tuple((n.target, bn_of.get(n.target, ""), quant_of.get(g.canon(n.args[0]).name, ""))
                   for n in g.nodes if g.kind[n] == "conv")
+    _refuse_shared_convs(convs)
     return QATPlan(convs, tuple(sites), REDUCED_WEIGHT_QMAX if reduce_range else WEIGHT_QMAX)
+
+
+def _refuse_shared_convs(convs: tuple[tuple[str, str, str], ...]) -> None:
+    """A convolution called on differently quantized inputs (a block applied twice) has one bias scale per
+    call in the int8 model, and its QAT copy models one: refused here, before any epoch, not after them."""
+    inputs: dict[str, set[str]] = {}
+    for conv, _bn, quant in convs:
+        inputs.setdefault(conv, set()).add(quant)
+    shared = [conv for conv, quants in inputs.items() if len(quants) > 1]
+    if shared:
+        raise ConfigError(f"quantization-aware training cannot mirror the convolution '{shared[0]}': it runs "
+                          f"{sum(c == shared[0] for c, _, _ in convs)} times on differently quantized inputs",
+                          "give each call its own module (copy.deepcopy the block), or train without qat_epochs "
+                          "and export with onnx-int8")
 
 
 def _describe(g: _Graph, n: Any) -> str:

@@ -12,27 +12,25 @@ from typing import Any
 from edgekd.errors import ModelError
 
 
+def _resized_types() -> tuple[type, ...]:
+    import torch
+
+    return (torch.nn.modules.conv._ConvNd, torch.nn.modules.batchnorm._BatchNorm, torch.nn.Linear, torch.nn.PReLU,
+            torch.nn.LayerNorm)
+
+
 def load_resized(model: Any, state: dict[str, Any]) -> Any:
-    """``model`` with every Conv2d / BatchNorm2d / Linear resized to ``state``'s shapes, then loaded."""
+    """``model`` with every layer pruning resizes (convolutions, linear layers, batch and layer norms, PReLU)
+    resized to ``state``'s shapes, then loaded."""
     import torch
 
     for name, module in model.named_modules():
         weight = state.get(f"{name}.weight" if name else "weight")
-        if weight is None or not isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear)):
+        if weight is None or not isinstance(module, _resized_types()):
             continue
         if tuple(weight.shape) == tuple(module.weight.shape):
             continue
-        if isinstance(module, torch.nn.Conv2d):
-            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-            module.out_channels = int(weight.shape[0])
-            module.groups = int(weight.shape[0]) if depthwise else module.groups
-            module.in_channels = int(weight.shape[1]) * module.groups
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.num_features = int(weight.shape[0])
-            for buf in ("running_mean", "running_var"):
-                setattr(module, buf, torch.zeros(module.num_features))
-        else:
-            module.out_features, module.in_features = int(weight.shape[0]), int(weight.shape[1])
+        _resize(module, weight)
         module.weight = torch.nn.Parameter(torch.empty_like(weight))
         if getattr(module, "bias", None) is not None:
             module.bias = torch.nn.Parameter(torch.empty(weight.shape[0]))
@@ -43,3 +41,25 @@ def load_resized(model: Any, state: dict[str, Any]) -> Any:
         raise ModelError(f"the saved student does not fit its architecture ({first})",
                          "pass the student.pt written together with this spec (same run folder)") from None
     return model.eval()
+
+
+def _resize(module: Any, weight: Any) -> None:
+    """Set ``module``'s channel counts (and its running statistics) to those of its saved ``weight``."""
+    import torch
+
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        module.out_channels = int(weight.shape[0])
+        module.groups = int(weight.shape[0]) if depthwise else module.groups
+        module.in_channels = int(weight.shape[1]) * module.groups
+    elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        module.num_features = int(weight.shape[0])
+        for buf in ("running_mean", "running_var"):
+            if getattr(module, buf, None) is not None:
+                setattr(module, buf, torch.zeros(module.num_features))
+    elif isinstance(module, torch.nn.PReLU):
+        module.num_parameters = int(weight.shape[0])
+    elif isinstance(module, torch.nn.LayerNorm):
+        module.normalized_shape = tuple(int(d) for d in weight.shape)
+    else:
+        module.out_features, module.in_features = int(weight.shape[0]), int(weight.shape[1])

@@ -237,6 +237,8 @@ def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
         "teacher": arch_fingerprint(run.teacher) if run.teacher is not None else None,
         "teacher_weights": weights_fingerprint(run.teacher) if run.teacher is not None else None,
         "data": data_fingerprint(data.x_train, run.y.numpy()),
+        # validation chooses the kept epoch: another validation set would choose among the epochs on two rulers
+        "val_data": data_fingerprint(data.x_val, data.y_val),
         "processes": run.world.size,
     }
     return json.loads(json.dumps(info))
@@ -389,7 +391,7 @@ def _begin_qat(run: RunState, state: Progress) -> None:
     if state.best_state is not None:
         run.student.load_state_dict(state.best_state)
     _prepare_qat(run)
-    calibrate(run.student, run.x)
+    calibrate(run.student, run.x, seed=run.config.seed)
     _qat_optimizer(run)
     state.best_acc, state.best_loss = _validate(run)
     state.best_epoch = run.config.qat_start - 1

@@ -39,6 +39,10 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
+    if config.target_ms is not None:
+        from edgekd.distill.prune import check_one_process
+
+        check_one_process()
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it

@@ -52,9 +52,12 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
     would replace its folder and files as it writes them."""
     from edgekd.distill.ddp import launched
+    from edgekd.distill.prune import check_one_process
 
     log = log or (lambda _msg: None)
     processes, rank = launched()
+    if config.target_ms is not None:
+        check_one_process()
     if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
                           "anew, and could choose another student", "run `edgekd search --out search.json` first, "

@@ -13,8 +13,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from edgekd.distill.prune import check_prunable, output_layers, stage_ratio_dict
 from edgekd.distill.prune import importance as make_importance
-from edgekd.distill.prune import output_layers, stage_ratio_dict
 from edgekd.errors import ModelError
 from edgekd.search.spaces import SPACES, Gene, GeneSpace
 
@@ -61,13 +61,14 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     from edgekd.quiet import quiet
 
     model = copy.deepcopy(teacher).eval()
+    check_prunable(model)
     if all(keep[i] >= 1.0 for i in range(len(stages))):
         return model
     ratios = stage_ratio_dict(model, stages, [1.0 - keep[i] for i in range(len(stages))])
     example = torch.zeros(1, *input_shape)
     with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding), per build
         pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
-                                      pruning_ratio_dict=ratios, ignored_layers=output_layers(model))
+                                      pruning_ratio_dict=ratios, ignored_layers=output_layers(model, input_shape))
         pruner.step()
     return model.eval()
 
@@ -88,13 +89,15 @@ def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str,
                          "pass the teacher as file.py:factory with --weights, or choose --space mbv2/resnet")
     order: list[tuple[str, tuple[int, int]]] = []
     dense: list[str] = []
-    outputs = {id(m) for m in output_layers(teacher)}
+    outputs = {id(m) for m in output_layers(teacher, input_shape)}
 
     def seen(name: str, module: Any, out: Any) -> None:
+        if id(module) in outputs:  # a 1x1-conv classifier is no stage: its channels are the classes
+            return
         if isinstance(module, torch.nn.Conv2d):
             order.append((name, tuple(out.shape[-2:])))
             dense.clear()  # linear layers seen so far sit between convolutions
-        elif out.dim() == 2 and id(module) not in outputs and name not in dense:
+        elif out.dim() == 2 and name not in dense:
             dense.append(name)
 
     handles = [m.register_forward_hook(lambda module, _i, out, name=name: seen(name, module, out))
