@@ -99,7 +99,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
 def files_read(target: str, config: GateConfig) -> list[Path]:
     """Every file the gate reads for ``target`` under ``config``, for the report outputs to keep clear of (even
     with --force): the model gated and every file its manifest lists, the baseline's, the data, the app's build
-    config and a profile file."""
+    config and a profile file; for a CSV list of images, the folders holding its images."""
+    from edgekd.image_list import listed_folders
     from edgekd.onnxfile import model_files
     from edgekd.profiles import profile_file
     files: list[Path] = []
@@ -113,7 +114,7 @@ def files_read(target: str, config: GateConfig) -> list[Path]:
         elif path.is_file():
             files += model_files(path)
     extra = (config.data, config.ops_config, profile_file(config.profile))
-    return files + [Path(p) for p in extra if p]
+    return files + [Path(p) for p in extra if p] + listed_folders(config.data)
 
 
 def manifest_files(manifest_path: Path) -> list[Path]:

@@ -75,8 +75,25 @@ def _without_repeats(path: Path, files: list[Path], labels: list[str], roles: li
             [roles[i] for i in keep] if roles is not None else None, (note,))
 
 
-def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None, list[int]]:
-    """(image files, their labels as written, their splits or None, their row numbers) of the CSV at ``path``."""
+def listed_folders(data: Any) -> list[Path]:
+    """The folders holding the images the CSV ``data`` lists, read from its rows without decoding any image:
+    inputs of a run as much as the CSV itself, which no output may replace (``--force`` on the images'
+    folder would delete them). [] for other data, and for a CSV that cannot be read (loading it says why)."""
+    if not isinstance(data, (str, Path)) or not str(data).strip():
+        return []
+    path = Path(data)
+    if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
+        return []
+    try:
+        files = _rows(path, check=False)[0]
+    except DataError:
+        return []
+    return sorted({file.resolve().parent for file in files})
+
+
+def _rows(path: Path, check: bool = True) -> tuple[list[Path], list[str], list[str] | None, list[int]]:
+    """(image files, their labels as written, their splits or None, their row numbers) of the CSV at ``path``;
+    ``check``: refuse a listed file that is missing or no image."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM, as spreadsheets save CSV, is not a column name
     except (OSError, UnicodeDecodeError) as exc:
@@ -104,7 +121,8 @@ def _rows(path: Path) -> tuple[list[Path], list[str], list[str] | None, list[int
             roles.append(_role(path, number, cells[split_col]))
     if not files:
         raise DataError(f"{path}: lists no images under its header", "list one image per row: path,label")
-    _check_files(path, files)
+    if check:
+        _check_files(path, files)
     return files, labels, roles if split_col is not None else None, numbers
 
 

@@ -19,6 +19,7 @@ def check_inputs(config: Any) -> None:
 
     check_data_source(config.data)
     _check_teacher_paths(config)
+    _check_search_file(config.search_file)
     _check_hints(config.hint_student, config.hint_teacher)
 
     if config.teacher is not None and not isinstance(config.teacher, str):
@@ -53,6 +54,23 @@ def _check_teacher_paths(config: Any) -> None:
         raise ConfigError("--weights is given without --teacher, so the weights have no model to load into",
                           "pass --teacher with the model they belong to (file.py:factory or package.module:factory), "
                           "or drop --weights")
+
+
+def _check_search_file(path: Any) -> None:
+    """A search file that is not there, refused before the data, the teacher and its export, not after them."""
+    if path is None:
+        return
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"search_file is a {type(path).__name__}, not a path",
+                          "pass the path of the search.json `edgekd search --out FILE` wrote")
+    if not str(path).strip():
+        raise ConfigError("--search is empty", "pass the search.json `edgekd search --out FILE` wrote, or leave "
+                                               "--search out")
+    if not Path(path).exists():
+        raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first")
+    if Path(path).is_dir():
+        raise ConfigError(f"search file '{path}' is a folder, not a file",
+                          "pass the search.json `edgekd search --out FILE` wrote")
 
 
 def _check_hints(student: Any, teacher: Any) -> None:

@@ -21,6 +21,24 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
     return {**record, "teacher": teacher_record(teacher)} if teacher is not None else record
 
 
+def recorded_budget(path: str | Path) -> dict[str, float]:
+    """The budget the search in ``path`` was made for, as CompressConfig keys (those that were set); {} for a
+    file that cannot be read, which ``load_search`` refuses with its reason."""
+    import math
+    import numbers
+
+    try:
+        budget = json.loads(Path(path).read_text(encoding="utf-8")).get("budget")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    keys = {"latency_ms": "budget_ms", "max_size_kb": "max_size_kb", "min_accuracy": "min_accuracy",
+            "max_accuracy_drop": "max_accuracy_drop"}
+    budget = budget if isinstance(budget, dict) else {}
+    return {key: float(budget[name]) for name, key in keys.items()
+            if isinstance(budget.get(name), numbers.Real) and not isinstance(budget[name], bool)
+            and math.isfinite(budget[name]) and budget[name] > 0}
+
+
 def measured_with(profile: Any) -> dict[str, str]:
     """What the latencies of a search depend on besides the profile's name: its measurement settings (a copy
     edited to 4 threads keeps the name) and, for a local profile, this machine's CPU."""
@@ -45,13 +63,14 @@ def teacher_record(module: Any) -> dict[str, Any]:
 
 
 def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None, teacher: Any = None,
-                log: Any = None, max_size_kb: float | None = None) -> Any:
+                log: Any = None, max_size_kb: float | None = None, fix: str | None = None) -> Any:
     """The SearchResult in ``path``, read once. A missing or foreign file, or one made for other data or
     another profile, or whose student misses this budget (its measured latency, its written file's size or
     else the estimate), or whose student was pruned from another
     teacher than ``teacher``, is a ConfigError: its ranking and latencies were measured for what it records.
     A ranking whose proxy scored the candidates against other images or another teacher is only said to
-    ``log``: the students and their latencies still hold."""
+    ``log``: the students and their latencies still hold. ``fix`` replaces the advice of those errors
+    (a resumed run's own search.json was given by no --search to drop)."""
     from edgekd.types import SearchResult
 
     path = Path(path)
@@ -67,7 +86,7 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
         if raw.get(key) is not None and not isinstance(raw[key], kind):
             raise ConfigError(f"'{path}' is not a search result (its '{key}' is not a JSON "
                               f"{'object' if kind is dict else 'string'})", FOREIGN)
-    fix = "run `edgekd search` again for this data, profile and budget, or drop --search"
+    fix = fix or "run `edgekd search` again for this data, profile and budget, or drop --search"
     recorded, here = raw.get("data") or {}, data.describe()
     for key in ("input_shape", "num_classes"):
         if key in recorded and recorded[key] != here[key]:

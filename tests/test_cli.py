@@ -285,9 +285,15 @@ def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profi
     code, _, err = run_cli("search", *common, "--candidates", "5", "--out", found)
     assert code == 2 and "already exists" in err
     out_dir = tmp_path / "o"
-    code, _, err = run_cli("compress", *common, "--search", found, "--epochs", "1", "--out", out_dir)
+    code, _, err = run_cli("compress", *common[:-1], "--search", found, "--epochs", "1", "--out", out_dir)
     assert code in (0, 1), err
-    assert json.loads((out_dir / "manifest.json").read_text())["student"]["spec"] == chosen
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["student"]["spec"] == chosen
+    # No budget flags: the budget the search was made for, said, recorded and validated (it was dropped, and
+    # `gate manifest.json` then found no budget to hold the student to)
+    assert manifest["budget"]["latency_ms"] == 50 and manifest["recipe"]["budget_ms"] == 50
+    assert f"budget: --budget-ms 50, as '{found}' was searched for (pass budget flags to validate against " \
+           "others)" in err
     code, _, err = run_cli("compress", *common, "--search", tmp_path / "nope.json", "--out", tmp_path / "o2")
     assert code == 2 and "does not exist" in err and not (tmp_path / "o2").exists()
     # A ranking made for other data, another profile, or a looser budget than this run's is refused.
@@ -494,3 +500,102 @@ def test_bench_header_says_its_ratio_is_a_speedup_over_the_first_model(run_cli, 
     assert "| cv | speedup vs first | 95% interval |" in out
     row = next(line for line in out.splitlines() if "slow.onnx" in line)
     assert "| 0.05x |" in row
+
+
+def _csv_listing(root: Path) -> tuple[Path, Path]:
+    """(lists/data.csv, imgs/): a CSV in one folder listing images in another, as Kaggle datasets come."""
+    from PIL import Image
+
+    imgs, lists = root / "imgs", root / "lists"
+    imgs.mkdir()
+    lists.mkdir()
+    rows = ["path,label"]
+    for i in range(4):
+        Image.fromarray(np.full((6, 6), 60 * (i % 2), dtype=np.uint8)).save(imgs / f"{i}.png")
+        rows.append(f"../imgs/{i}.png,{i % 2}")
+    (lists / "data.csv").write_text("\n".join(rows) + "\n")
+    return lists / "data.csv", imgs
+
+
+@pytest.mark.parametrize("command, out", [("compress", "imgs"), ("distill", "imgs"), ("compress", "imgs/sub"),
+                                          ("search", "imgs/0.png")])
+def test_force_never_replaces_the_images_a_csv_lists(run_cli, tmp_path, command, out):
+    """--data lists/data.csv --out imgs --force replaced imgs/ whole: the CSV was the only input known, and the
+    images it lists were deleted with the folder."""
+    data, imgs = _csv_listing(tmp_path)
+    before = sorted(p.name for p in imgs.iterdir())
+    line = _one_line_error(*run_cli(command, "--data", data, "--out", tmp_path / out, "--force")[::2])
+    assert "input" in line and str(imgs.resolve()) in line, line
+    assert sorted(p.name for p in imgs.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["validate", "gate"])
+def test_a_json_report_never_replaces_an_image_a_csv_lists(run_cli, tmp_path, command):
+    data, imgs = _csv_listing(tmp_path)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not an onnx model")
+    kept = (imgs / "0.png").read_bytes()
+    args = ["--min-accuracy", "0.5"] if command == "gate" else []
+    line = _one_line_error(*run_cli(command, model, "--data", data, *args, "--json", imgs / "0.png", "--force")[::2])
+    assert f"is inside '{imgs.resolve()}', an input folder" in line
+    assert (imgs / "0.png").read_bytes() == kept
+
+
+def test_quiet_hides_stage_messages_but_never_warnings(run_cli, tmp_path):
+    """-q made the log a no-op, warnings with it: a result to doubt came with no word of why."""
+    data, imgs = _csv_listing(tmp_path)
+    data.write_text(data.read_text() + "../imgs/0.png,0\n")  # a repeated row: read once, with a warning
+    args = ["search", "--data", data, "--teacher", f"{tmp_path / 'nope.py'}:build", "--out", tmp_path / "s.json"]
+    for quiet in ([], ["-q"]):
+        code, _, err = run_cli(*args, *quiet)
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith("error: ") and "nope.py" in lines[-1], err
+        assert any(line.startswith("[edgekd] warning: ") and "repeat an image" in line for line in lines), err
+        assert any(line.startswith("[edgekd] data: ") for line in lines) == (not quiet), err
+    code, out, _ = run_cli("compress", "--help")
+    assert "warnings are still printed" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("command", ["compress", "distill"])
+def test_a_missing_search_file_is_refused_before_the_data_and_teacher_load(run_cli, tmp_path, monkeypatch, command):
+    import edgekd.pipeline
+
+    for module in (edgekd.pipeline, edgekd.pipeline.stages):
+        monkeypatch.setattr(module, "run_data", lambda *a, **k: pytest.fail("loaded the data first"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f"search = '{tmp_path / 'nope.json'}'\n")
+    for args in (["--search", tmp_path / "nope.json"], ["--config", recipe]):
+        line = _one_line_error(*run_cli(command, *args, "--data", tmp_path / "no-data", "--out", tmp_path / "o")[::2])
+        assert f"search file '{tmp_path / 'nope.json'}' does not exist" in line, line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["compress", "--epochs", "1.5"], "error: Invalid value for '--epochs': '1.5' is not a valid integer; try "
+                                      "'edgekd compress --help' for help"),
+    (["compress", "--channels", "2"], "error: Invalid value for '--channels': '2' is not one of '1', '3'; try "
+                                      "'edgekd compress --help' for help"),
+    (["nope"], "error: No such command 'nope'; try 'edgekd --help' for help"),
+    (["validate"], "error: Missing argument 'MODEL'; try 'edgekd validate --help' for help"),
+])
+def test_click_s_own_usage_errors_are_one_line_too(run_cli, args, said):
+    """click printed four lines (Usage, Try, a blank, Error) where every other error is one."""
+    assert _one_line_error(*run_cli(*args)[::2]) == said
+
+
+def test_help_and_the_bare_command_still_show_help(run_cli):
+    code, out, _ = run_cli("--help")
+    assert code == 0 and "Commands:" in out
+    code, _, err = run_cli()
+    assert code == 2 and "Commands:" in err
+    code, out, _ = run_cli("profiles", "--help")
+    assert code == 0 and "calibrate" in out.split("Commands:")[0]
+
+
+@pytest.mark.parametrize("args", [["--losses", ""], ["--losses", " , "], ["--config", "RECIPE"]])
+def test_empty_losses_are_refused_not_read_as_kd(run_cli, tmp_path, args):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("losses = {}\n")
+    args = [str(recipe) if a == "RECIPE" else a for a in args]
+    line = _one_line_error(*run_cli("distill", *args, "--out", tmp_path / "o")[::2])
+    assert "--losses is empty" in line and not (tmp_path / "o").exists()

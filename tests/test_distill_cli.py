@@ -9,6 +9,13 @@ from conftest import QUICK_PROXY
 from edgekd.distill.prune import PruneStep
 
 
+def err_line(code, err):
+    """The one line of a refused command (exit 2)."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 @pytest.fixture(scope="module")
 def common(teacher_files, fast_profile_path):
     module, weights = teacher_files
@@ -414,12 +421,23 @@ def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_
     import edgekd.search
 
     out = tmp_path / "d"
-    args = [*common, "--candidates", "3", "--latency-anchors", "3", "--precision", "fp32", "--proxy", QUICK_PROXY,
-            "--epochs", "1", "--no-augment", "--out", out]
-    code, _, err = run_cli("distill", *args)
+    search = ["--candidates", "3", "--latency-anchors", "3", "--precision", "fp32", "--proxy", QUICK_PROXY]
+    args = [*common, "--epochs", "1", "--no-augment", "--out", out]
+    code, _, err = run_cli("distill", *args, *search)
     assert code == 0 and (out / "search.json").is_file(), err
     chosen = json.loads((out / "search.json").read_text())["chosen"]
     monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched again on --resume"))
+    before = (out / "distill.json").read_text()
+    # The search flags were ignored (and recorded in distill.json as if they had applied): refused as with --search
+    for flag, value in (("--candidates", "5"), ("--proxy", "params"), ("--space", "resnet")):
+        line = err_line(*run_cli("distill", *args, "--resume", flag, value)[::2])
+        assert f"error: {flag} does not apply with --resume: the run continues training the student its search " \
+               f"chose ('{out / 'search.json'}'); drop {flag}, or start the run over without --resume" in line, line
+    # A budget the resumed run's own search misses: no --search was given to drop
+    code, _, err = run_cli("distill", *args, "--resume", "--budget-ms", "0.0001")
+    assert code == 2 and "over --budget-ms 0.0001" in err and "drop --search" not in err, err
+    assert f"resume with the data, profile and budget the run in '{out}' started with" in err
+    assert (out / "distill.json").read_text() == before
     code, _, err = run_cli("distill", *args, "--resume")
     assert code == 0, err
     assert json.loads((out / "search.json").read_text())["chosen"] == chosen
@@ -562,3 +580,25 @@ def test_pruning_aware_kd_is_refused_under_torchrun(run_cli, common, tmp_path, m
     code, _, err = run_cli(command, *common, "--target-ms", "1", "--out", out)
     assert code == 2 and "pruning-aware KD (--target-ms) runs in one process, not under torchrun's 2" in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_distill_s_out_help_force_with_resume_and_a_mismatched_resume_speak_of_its_flags(run_cli, common, searched,
+                                                                                        tmp_path):
+    """distill's --out help promised 'created whole or not at all', which its kept checkpoint is not; --force
+    --resume was accepted; a mismatched resume advised to 'point resume at this run's checkpoint', which no flag
+    does."""
+    code, out, _ = run_cli("distill", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "created whole or not at all" not in text and "checkpoint.pt after every epoch" in text
+    line = err_line(*run_cli("distill", *common, "--search", searched, "--out", tmp_path / "d", "--resume",
+                             "--force")[::2])
+    assert "--force and --resume cannot be combined" in line
+    from edgekd.distill.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "d" / "checkpoint.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, {"arch": "a", "run": '{"epochs": 2}'})
+    with pytest.raises(Exception, match="another run configuration") as caught:
+        load_checkpoint(path, "a", {"epochs": 3})
+    assert "point resume" not in str(caught.value) and f"--force replaces '{path.parent}'" in str(caught.value)
+    assert "give --out the folder of the run" in str(caught.value)

@@ -143,6 +143,10 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     (dict(teacher="teacher.pt2", weights="does-not-exist.pt"), "teacher 'teacher.pt2' is a torch.export program, "
                                                                 "which holds its own weights; drop --weights"),
     (dict(teacher="model.ONNX", weights="w.pt"), "teacher 'model.ONNX' is an ONNX model, which holds its own weights"),
+    # refused only after the data, the teacher and its export had been loaded
+    (dict(search_file="missing.json"), "search file 'missing.json' does not exist; run `edgekd search --out FILE`"),
+    (dict(search_file=" "), "--search is empty"),
+    (dict(search_file="."), "search file '.' is a folder, not a file"),
 ])
 def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
     from edgekd.errors import EdgeKDError
@@ -332,3 +336,16 @@ def test_qat_calibration_images_are_drawn_from_every_class_by_the_run_seed(monke
             _distill_into(CompressConfig(qat_epochs=1, seed=5), tmp_path / f"out{run}", False, lambda _m: None)
     assert len(taken[0]) == 256 and 0.3 < float(taken[0].mean()) < 0.7  # both classes, not class a's alone
     assert np.array_equal(taken[0], taken[1])  # the same images for the same seed
+
+
+@pytest.mark.parametrize("text, first, second", [("budget-ms = 1\nbudget_ms = 2\n", "budget-ms", "budget_ms"),
+                                                 ('search = "a.json"\nsearch_file = "b.json"\n', "search",
+                                                  "search_file")])
+def test_a_recipe_key_given_twice_under_two_spellings_is_refused(tmp_path, text, first, second):
+    """The last spelling won without a word."""
+    from edgekd.run_inputs import read_recipe
+
+    path = _recipe(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"recipe '{path}' sets one key twice, as '{first}' and as "
+                                                    f"'{second}'; keep one of")):
+        read_recipe(path)

@@ -26,6 +26,16 @@ def _terminate(_signum: int, _frame: object) -> None:
     raise Terminated
 
 
+def usage_line(exc: click.UsageError) -> str:
+    """A click usage error (a bad value, an unknown option or command) as one line: the message and where the
+    command's help is, as every other error of the CLI is said."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "edgekd"
+    option = (ctx.help_option_names or ["--help"])[-1] if ctx is not None else "--help"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    return f"error: {message}{' ' if message.endswith('?') else '; '}try '{where} {option}' for help"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns edgekd errors into one clean line and exit code."""
     import signal
@@ -53,6 +63,12 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `edgekd` alone: its help, as click shows it
+        exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:  # click's own four lines (usage, hint, blank, error), said in one
+        click.echo(usage_line(exc), err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

@@ -128,9 +128,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 def _validate_reads(model: str, data: str | None, manifest: str | None, profile: str) -> list[Any]:
     """What validate reads, which --json must not replace even with --force: the model with its external
     weights, the data, the manifest with every file it lists (the recheck times one of them beside the
-    model), and the profile's file."""
+    model), and the profile's file; for a CSV list of images, the folders holding its images."""
     from edgekd.errors import EdgeKDError
     from edgekd.gate import manifest_files
+    from edgekd.image_list import listed_folders
     from edgekd.onnxfile import model_files
     from edgekd.profiles import profile_file
 
@@ -138,7 +139,7 @@ def _validate_reads(model: str, data: str | None, manifest: str | None, profile:
         listed = manifest_files(Path(manifest)) if manifest and Path(manifest).is_file() else []
     except EdgeKDError:  # refused with its own message when the recheck reads it
         listed = []
-    return [*model_files(model), data, manifest, *listed, profile_file(profile)]
+    return [*model_files(model), data, *listed_folders(data), manifest, *listed, profile_file(profile)]
 
 
 def _split_seed(model: str, seed: int | None) -> int:

@@ -11,7 +11,7 @@ from edgekd.cli.base import cli, on_interrupt
 
 @cli.group()
 def profiles() -> None:
-    """List and inspect device profiles."""
+    """List, inspect and calibrate device profiles (calibrate: measure a space's latency table on one)."""
 
 
 @profiles.command("list")

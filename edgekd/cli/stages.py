@@ -12,8 +12,8 @@ from edgekd.cli.base import cli, on_interrupt
 from edgekd.types.distill import KEEP_RULES  # plain dataclasses: keeps the CLI's imports light
 
 _COMPRESS_OPTIONS = [
-    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all; default: edgekd-out "
-                                                   "for compress, edgekd-distill for distill)."),
+    click.option("--out", "-o", type=str, help="Output folder (created whole or not at all; default: "
+                                                   "edgekd-out)."),
     click.option("--teacher", type=str, help="file.py:factory, package.module:factory, either with literal "
                                              "arguments, e.g. 'torchvision.models:resnet18(num_classes=10)', or a "
                                              "torch.export .pt2 file, or an .onnx model (logit losses only). Default: "
@@ -98,7 +98,8 @@ _COMPRESS_OPTIONS = [
                                                "trained in DIR, without searching or training again."),
     click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages; warnings are still "
+                                                     "printed (to stderr)."),
 ]
 
 
@@ -131,8 +132,15 @@ def _search_options() -> list:
     return [_SEARCH_FILE_OPTIONS.get(_flag(o), o) for o in _COMPRESS_OPTIONS if _flag(o) not in _TRAINING_ONLY]
 
 
+# distill keeps its checkpoint when interrupted, by design: its --out is not all-or-nothing as compress's is.
+_DISTILL_OUT = click.option("--out", "-o", type=str,
+                            help="Output folder (default: edgekd-distill): student.pt, distill.json and search.json "
+                                 "once the run finishes, and checkpoint.pt after every epoch, kept when the run "
+                                 "is interrupted so that --resume continues it.")
+
+
 def _distill_options() -> list:
-    return [o for o in _COMPRESS_OPTIONS if _flag(o) not in _EXPORT_ONLY] + [
+    return [_DISTILL_OUT if _flag(o) == "--out" else o for o in _COMPRESS_OPTIONS if _flag(o) not in _EXPORT_ONLY] + [
         click.option("--resume", is_flag=True, help="Continue the run whose checkpoint.pt is in --out.")]
 
 
@@ -145,8 +153,10 @@ def _with_options(options: list) -> Any:
     return wrap
 
 
-def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any]) -> tuple:
-    """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger."""
+def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any],
+                    silent: bool = False) -> tuple:
+    """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger,
+    which with --quiet still says warnings (a result to doubt is no progress message), and ``silent`` nothing."""
     from edgekd.run_inputs import read_recipe
 
     values: dict[str, Any] = read_recipe(recipe) if recipe else {}
@@ -155,7 +165,10 @@ def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: 
         given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         if value is not None and (given or name not in values):
             values[name] = value
-    log = (lambda msg: None) if quiet else (lambda msg: click.echo(f"[edgekd] {msg}", err=True))
+    def log(msg: str) -> None:
+        if not silent and (not quiet or msg.startswith("warning:")):
+            click.echo(f"[edgekd] {msg}", err=True)
+
     return values, force, log
 
 
@@ -245,16 +258,24 @@ def _refuse_search_with_distilled(ctx: click.Context, values: dict[str, Any], re
 _SEARCH_ONLY = ("space", "proxy", "candidates", "latency_anchors", "precision")
 
 
-def _refuse_search_flags(ctx: click.Context, values: dict[str, Any]) -> None:
+def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Path | None = None) -> None:
+    """Search flags with a search file, or with ``resumed``: the search.json of the run --resume continues,
+    which trains the student that search chose."""
     from edgekd.errors import ConfigError
 
     # --precision also sets the precision pruning measures (--target-ms)
     given = [k for k in _SEARCH_ONLY if _given(ctx, k) and not (k == "precision" and values.get("target_ms"))]
-    if values.get("search_file") and given:
-        flag = f"--{given[0].replace('_', '-')}"
+    if not given:
+        return
+    flag = f"--{given[0].replace('_', '-')}"
+    if values.get("search_file"):
         raise ConfigError(f"{flag} does not apply with the search file '{values['search_file']}': its student was "
                           "chosen already, by the search that wrote it",
                           f"drop {flag}, or run `edgekd search` with it and pass the file it writes")
+    if resumed is not None and resumed.is_file():
+        raise ConfigError(f"{flag} does not apply with --resume: the run continues training the student its "
+                          f"search chose ('{resumed}')",
+                          f"drop {flag}, or start the run over without --resume to search with it")
 
 
 @cli.command("search")
@@ -299,9 +320,14 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     from edgekd.pipeline import CompressConfig, run_distill
 
     follower = launched()[1] != 0  # under torchrun rank 0 speaks for every process
-    values, force, log = _merged_options(ctx, recipe, quiet or follower, flags)
-    _refuse_search_flags(ctx, values)
+    if resume and flags.get("force"):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError("--force and --resume cannot be combined: --resume continues the run in --out, and "
+                          "--force would replace it", "drop --force to continue the run, or --resume to start over")
+    values, force, log = _merged_options(ctx, recipe, quiet, flags, silent=follower)
     out = _stage_out(ctx, values, "edgekd-distill", log)
+    _refuse_search_flags(ctx, values, Path(out) / "search.json" if resume and str(out).strip() else None)
     _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
     checkpoint = Path(out) / "checkpoint.pt"

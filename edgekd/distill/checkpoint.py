@@ -91,7 +91,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:
     """Read ``path`` and check it belongs to this architecture (``arch``) and run description (``run``)."""
-    fresh = "start fresh (no resume) or point resume at this run's checkpoint"
+    # Worded for `edgekd distill`, whose --out holds the checkpoint: there is no flag naming the checkpoint itself.
+    fresh = (f"start fresh without --resume (--force replaces '{path.parent}'), or give --out the folder of the "
+             "run this command continues")
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path} to resume from", "run without resume to start fresh")
     try:

@@ -12,7 +12,15 @@ from typing import Any
 
 from edgekd.errors import ConfigError
 from edgekd.fsutil import atomic_dir, check_new_output, write_json
-from edgekd.pipeline.config import CompressConfig, config_fields, field_default, input_paths, load_recipe
+from edgekd.pipeline.config import (
+    CompressConfig,
+    config_fields,
+    field_default,
+    input_paths,
+    load_recipe,
+    with_recorded_budget,
+    with_search_budget,
+)
 from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
 from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
@@ -47,6 +55,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it
         config = _with_distilled_budget(config, log)
+    elif config.search_file:
+        config = with_search_budget(config, log)
     out = Path(config.out)
     profile = load_profile(config.profile)
     data = run_data(config, log)
@@ -91,17 +101,9 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
 def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:
     """With no budget given, the one the distilled student was searched for: validated against none, it
     passed whatever it measured, and `gate` then found no budget to hold it to."""
-    from edgekd.distilled import BUDGET_KEYS, recorded_budget
+    from edgekd.distilled import recorded_budget
 
-    if any(getattr(config, k) is not None for k in BUDGET_KEYS):
-        return config
-    recorded = recorded_budget(config.distilled)
-    if recorded:
-        said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in recorded.items())
-        log(f"budget: {said}, as '{config.distilled}' was distilled for (pass budget flags to validate against others)")
-    return dataclasses.replace(config, **recorded)
-
-
+    return with_recorded_budget(config, log, recorded_budget, config.distilled, "was distilled for")
 
 
 def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, search_result: Any, student: Any,

@@ -98,6 +98,10 @@ class CompressConfig:
         from edgekd.data import parse_normalize
 
         parse_normalize(self.normalize)
+        if isinstance(self.losses, str) and not self.losses.replace(",", "").strip():
+            # read as no losses, distillation fell back to kd without a word
+            raise ConfigError("--losses is empty (or a recipe's losses = {})",
+                              "name the losses with weights, e.g. kd:1,dkd:0.5, or leave --losses out for kd")
         check_inputs(self)
         self.distill_config()  # validates the training options early
         self.search_config()
@@ -199,9 +203,14 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
                               "move every key into the [compress] table, or drop the table header")
         raw = raw["compress"]
     known = set(config_fields()) - {"force", "progress"}
-    out = {}
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in raw.items():
         name = _RECIPE_ALIASES.get(key, key.replace("-", "_"))
+        if name in spelled:  # budget-ms and budget_ms, search and search_file: the last silently won
+            raise ConfigError(f"recipe '{path}' sets one key twice, as '{spelled[name]}' and as '{key}'",
+                              f"keep one of '{spelled[name]}' and '{key}'")
+        spelled[name] = key
         if name not in known:
             flags = {field: key for key, field in _RECIPE_ALIASES.items()}
             keys = sorted(flags.get(k, k.replace("_", "-")) for k in known)
@@ -219,9 +228,31 @@ def field_default(name: str) -> Any:
 def input_paths(config: CompressConfig) -> list[Any]:
     """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, or
     the .py of a file.py:factory spec), its weights, the data, the profile's file, and a search or distill
-    folder reused."""
+    folder reused; for a CSV list of images, the folders holding the images it lists."""
+    from edgekd.image_list import listed_folders
     from edgekd.profiles import profile_file
 
     teacher = config.teacher if isinstance(config.teacher, str) else None
-    return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, config.search_file,
-            config.distilled, profile_file(config.profile)]
+    return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, *listed_folders(config.data),
+            config.search_file, config.distilled, profile_file(config.profile)]
+
+
+def with_search_budget(config: CompressConfig, log: Any) -> CompressConfig:
+    """With no budget given, the one the ``search_file`` was searched for: its student was chosen to meet it,
+    and a manifest validated against none records no budget for `gate` to hold it to."""
+    from edgekd.search_file import recorded_budget
+
+    return with_recorded_budget(config, log, recorded_budget, config.search_file, "was searched for")
+
+
+def with_recorded_budget(config: CompressConfig, log: Any, read: Any, source: str, how: str) -> CompressConfig:
+    """``config`` with the budget ``read(source)`` records when it gives none, said to ``log``."""
+    from edgekd.distilled import BUDGET_KEYS
+
+    if any(getattr(config, k) is not None for k in BUDGET_KEYS):
+        return config
+    recorded = read(source)
+    if recorded:
+        said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in recorded.items())
+        log(f"budget: {said}, as '{source}' {how} (pass budget flags to validate against others)")
+    return dataclasses.replace(config, **recorded)

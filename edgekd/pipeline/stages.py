@@ -19,7 +19,7 @@ from edgekd.fsutil import (
     settled,
     write_json,
 )
-from edgekd.pipeline.config import CompressConfig, config_fields, input_paths
+from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
 from edgekd.run_inputs import Log, near_chance, recipe, run_data, run_teacher, sampled
 from edgekd.search_file import search_record
 
@@ -58,6 +58,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     processes, rank = launched()
     if config.target_ms is not None:
         check_one_process()
+    if config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
+        config = with_search_budget(config, log)
     if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
                           "anew, and could choose another student", "run `edgekd search --out search.json` first, "
@@ -149,13 +151,16 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
     # A resumed run trains the student its search chose: searching again measures anew, and near a budget's
     # edge could choose another student, whose checkpoint would then be refused.
     earlier = checkpoint.parent / "search.json" if checkpoint is not None else None
+    fix = None
     if resume and not search_file and earlier is not None and earlier.is_file():
         search_file = str(earlier)
+        fix = (f"resume with the data, profile and budget the run in '{earlier.parent}' started with, or start it "
+               "over without --resume")
     if search_file:
         from edgekd.search_file import load_search
 
         result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
-                             config.max_size_kb)
+                             config.max_size_kb, fix=fix)
         log(f"search: reusing {search_file}")
     else:
         _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
