@@ -158,6 +158,11 @@ def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+class ListedFolder(str):
+    """An input folder whose files a CSV names one by one: an output may be written inside it, as nothing there
+    is read unless listed, though it may not replace or hold the folder, nor replace a file in it."""
+
+
 def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str, folder: bool = False) -> None:
     """Refuse an output that is, or (a folder) holds, one of the command's own inputs: --force would
     replace what the command reads, the user's model or data, with its results. An output ``folder`` inside
@@ -173,7 +178,8 @@ def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str, folder: 
             what = "is" if source == out else "holds"
             raise OutputError(f"{flag} '{path}' {what} '{item}', an input of this command",
                               f"write {flag} somewhere else; --force never replaces a command's inputs")
-        if source in out.parents and source.is_dir() and (folder or out.exists()):
+        replaced = out.is_file() if isinstance(item, ListedFolder) else folder or out.exists()
+        if source in out.parents and source.is_dir() and replaced:
             raise OutputError(f"{flag} '{path}' is inside '{item}', an input folder of this command, which would "
                               "hold the results afterwards", f"write {flag} outside '{item}'")
 

@@ -75,10 +75,12 @@ def _without_repeats(path: Path, files: list[Path], labels: list[str], roles: li
             [roles[i] for i in keep] if roles is not None else None, (note,))
 
 
-def listed_folders(data: Any) -> list[Path]:
-    """The folders holding the images the CSV ``data`` lists, read from its rows without decoding any image:
-    inputs of a run as much as the CSV itself, which no output may replace (``--force`` on the images'
-    folder would delete them). [] for other data, and for a CSV that cannot be read (loading it says why)."""
+def listed_folders(data: Any) -> list[Any]:
+    """The folders holding the images the CSV ``data`` lists, read from its rows without decoding any: inputs of
+    a run as much as the CSV itself. An output that is, or holds, one of them is refused (``--force`` would
+    delete its images), and so is an existing file inside one; a new output inside one is not (a CSV names its
+    images, so nothing written beside them is read as one: ``ListedFolder``). [] for other data, and for a CSV
+    that cannot be read (loading it says why)."""
     if not isinstance(data, (str, Path)) or not str(data).strip():
         return []
     path = Path(data)
@@ -88,7 +90,10 @@ def listed_folders(data: Any) -> list[Path]:
         files = _rows(path, check=False)[0]
     except DataError:
         return []
-    return sorted({file.resolve().parent for file in files})
+    from edgekd.fsutil import ListedFolder
+
+    folders = {file.parent for file in files}  # resolved per folder, not per image: a CSV may list a million
+    return [ListedFolder(folder) for folder in sorted({folder.resolve() for folder in folders})]
 
 
 def _rows(path: Path, check: bool = True) -> tuple[list[Path], list[str], list[str] | None, list[int]]:

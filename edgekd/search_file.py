@@ -36,7 +36,7 @@ def recorded_budget(path: str | Path) -> dict[str, float]:
     budget = budget if isinstance(budget, dict) else {}
     return {key: float(budget[name]) for name, key in keys.items()
             if isinstance(budget.get(name), numbers.Real) and not isinstance(budget[name], bool)
-            and math.isfinite(budget[name]) and budget[name] > 0}
+            and math.isfinite(budget[name]) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
 
 
 def measured_with(profile: Any) -> dict[str, str]:

@@ -71,18 +71,22 @@ def _check_batch_of_one(written: Path, model: object, sample: object, name: str)
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
     gaps = []
-    for batch in (sample[:1], sample):
-        with torch.no_grad():
-            ours = model(batch)
-        if not isinstance(ours, torch.Tensor):
-            return  # several outputs: validate's parity compares them
-        theirs = session.run(None, {feed: batch.numpy()})[0]
-        gaps.append(float(np.abs(theirs - ours.numpy()).max()) if theirs.shape == tuple(ours.shape) else np.inf)
+    try:
+        session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0].name
+        for batch in (sample[:1], sample):
+            with torch.no_grad():
+                ours = model(batch)
+            if not isinstance(ours, torch.Tensor) or not ours.is_floating_point():
+                return  # several outputs, or not scores: validate's parity compares them
+            theirs = session.run(None, {feed: batch.numpy()})[0]
+            same = theirs.shape == tuple(ours.shape)
+            gaps.append(float(np.abs(theirs.astype(np.float64) - ours.double().numpy()).max()) if same else np.inf)
+    except Exception:  # a runtime here that cannot run the file (an opset or operator it lacks): validate says so
+        return
     scale = 1e-3 * (1.0 + float(np.abs(ours.numpy()).max()))
-    if gaps[0] > scale >= gaps[1]:
+    if gaps[0] > 10 * scale and gaps[1] <= scale:  # well apart: kernels chosen per batch size differ in rounding
         raise ExportError(f"'{name}' exported to ONNX answers one image otherwise than torch (largest difference "
                           f"{gaps[0]:.3g}) though it matches at a batch of 2: its forward branches on the batch size, "
                           "and the export keeps the branch it was traced with",

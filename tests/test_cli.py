@@ -517,7 +517,7 @@ def _csv_listing(root: Path) -> tuple[Path, Path]:
     return lists / "data.csv", imgs
 
 
-@pytest.mark.parametrize("command, out", [("compress", "imgs"), ("distill", "imgs"), ("compress", "imgs/sub"),
+@pytest.mark.parametrize("command, out", [("compress", "imgs"), ("distill", "imgs"),
                                           ("search", "imgs/0.png")])
 def test_force_never_replaces_the_images_a_csv_lists(run_cli, tmp_path, command, out):
     """--data lists/data.csv --out imgs --force replaced imgs/ whole: the CSV was the only input known, and the
@@ -599,3 +599,31 @@ def test_empty_losses_are_refused_not_read_as_kd(run_cli, tmp_path, args):
     args = [str(recipe) if a == "RECIPE" else a for a in args]
     line = _one_line_error(*run_cli("distill", *args, "--out", tmp_path / "o")[::2])
     assert "--losses is empty" in line and not (tmp_path / "o").exists()
+
+
+def test_an_output_beside_the_images_a_csv_lists_is_allowed(tmp_path, monkeypatch):
+    """A CSV kept beside its images (ds/labels.csv, ds/a.png): `compress --data labels.csv` run there was refused,
+    its default output folder being "inside an input folder", as if the images were class folders."""
+    from edgekd.errors import OutputError
+    from edgekd.fsutil import check_new_output
+    from edgekd.image_list import listed_folders
+
+    data, imgs = _csv_listing(tmp_path)
+    inputs = [data, *listed_folders(data)]
+    for out in (imgs / "edgekd-out", imgs / "r.json"):
+        check_new_output(out, False, inputs)
+    (imgs / "edgekd-out").mkdir()
+    check_new_output(imgs / "edgekd-out", True, inputs)  # an earlier run's output, replaced with --force
+    for out in (imgs, imgs.parent, imgs / "0.png"):
+        with pytest.raises(OutputError, match="an input"):
+            check_new_output(out, True, inputs)
+
+
+def test_a_usage_error_is_one_line_on_a_click_without_no_args_is_help_error(run_cli, monkeypatch):
+    """click 8.1 (which pyproject allows) has no NoArgsIsHelpError: naming it in an except clause turned every
+    usage error into an AttributeError traceback."""
+    import edgekd.cli
+
+    monkeypatch.setattr(edgekd.cli, "_NO_ARGS", ())
+    code, _, err = run_cli("compress", "--epochs", "1.5")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err

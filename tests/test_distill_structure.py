@@ -55,3 +55,20 @@ def test_a_pruned_model_with_batchnorm1d_prelu_and_layernorm_is_rebuilt():
     x = torch.randn(4, 1, 8, 8)
     rebuilt = load_resized(Head(), pruned.state_dict())
     assert torch.allclose(rebuilt(x), pruned(x))
+
+
+def test_a_layernorm_over_channels_and_pixels_is_rebuilt_with_its_bias_shape():
+    """Its bias was rebuilt as a vector of its channels, so a student pruned across one could not load."""
+    import torch
+
+    from edgekd.distill.structure import load_resized
+
+    def net(channels):
+        return torch.nn.Sequential(torch.nn.Conv2d(1, channels, 3, padding=1), torch.nn.LayerNorm([channels, 4, 4]),
+                                   torch.nn.Flatten(), torch.nn.Linear(channels * 16, 3))
+
+    torch.manual_seed(0)
+    small = net(2)
+    rebuilt = load_resized(net(5), small.state_dict())
+    x = torch.randn(2, 1, 4, 4)
+    assert torch.equal(rebuilt(x), small.eval()(x))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -650,3 +652,19 @@ def test_a_model_input_calibration_cannot_feed_is_refused(tmp_path):
                                           r"with; give the model a float or integer image input"):
         get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source,
                                                 calibration=np.ones((4, 1, 8, 8), np.float32)))
+
+
+def test_the_batch_of_one_check_leaves_a_file_the_local_runtime_cannot_run_to_validate(small_data, tmp_path,
+                                                                                       monkeypatch):
+    """An fp32 export at an opset (or with an operator) this onnxruntime cannot run is allowed; the check then
+    raised onnxruntime's own error, a traceback, instead of leaving the verdict to validate."""
+    import onnxruntime
+    import torch
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("NOT_IMPLEMENTED : Could not find an implementation for Gemm(13)")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.x_val[0].size, 10))
+    art = get_exporter("onnx-fp32")(ExportRequest("ok", "student", tmp_path, model, small_data.x_val[:1]))
+    assert Path(art.path).exists()

@@ -147,3 +147,14 @@ def test_a_search_measured_on_another_machine_is_said(tmp_path, small_data):
     load_search(path, small_data, load_profile("host-cpu"), None, log=lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"warning: '{path}' measured its students' latency on another "
                                                    "machine (Other CPU (64 CPUs); this one is ")
+
+
+def test_the_recorded_budget_keeps_an_accuracy_drop_of_zero(tmp_path):
+    """--max-accuracy-drop 0 is a valid budget (no point below the teacher): compress --search dropped it."""
+    import json
+
+    from edgekd.search_file import recorded_budget
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"budget": {"latency_ms": 2.0, "max_accuracy_drop": 0, "min_accuracy": 0}}))
+    assert recorded_budget(path) == {"budget_ms": 2.0, "max_accuracy_drop": 0.0}

@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, before)
 
 
+# click 8.2 names `edgekd` alone apart from other usage errors; 8.1 (which pyproject allows) shows its help itself
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _run(argv: list[str] | None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
@@ -63,11 +67,11 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `edgekd` alone: its help, as click shows it
-        exc.show()
-        sys.exit(2)
     except click.UsageError as exc:  # click's own four lines (usage, hint, blank, error), said in one
-        click.echo(usage_line(exc), err=True)
+        if isinstance(exc, _NO_ARGS):  # `edgekd` alone: its help, as click shows it
+            exc.show()
+        else:
+            click.echo(usage_line(exc), err=True)
         sys.exit(2)
     except click.ClickException as exc:
         exc.show()

@@ -445,7 +445,8 @@ def _step(pruner: Any, model: Any, batch: Any) -> None:
 
     model.zero_grad(set_to_none=True)
     with evaluating(model), torch.enable_grad():  # eval: the batch leaves BatchNorm's running statistics alone
-        torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+        # -1 marks an unknown label (the trainer's ignore_index too)
+        torch.nn.functional.cross_entropy(model(batch[0]), batch[1], ignore_index=-1).backward()
     try:
         pruner.step()
     finally:

@@ -15,8 +15,9 @@ from edgekd.errors import ModelError
 def _resized_types() -> tuple[type, ...]:
     import torch
 
-    return (torch.nn.modules.conv._ConvNd, torch.nn.modules.batchnorm._BatchNorm, torch.nn.Linear, torch.nn.PReLU,
-            torch.nn.LayerNorm)
+    # not transposed convolutions: their weight is (in, out / groups, ...), which _resize reads the other way
+    return (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.modules.batchnorm._BatchNorm, torch.nn.Linear,
+            torch.nn.PReLU, torch.nn.LayerNorm)
 
 
 def load_resized(model: Any, state: dict[str, Any]) -> Any:
@@ -32,8 +33,10 @@ def load_resized(model: Any, state: dict[str, Any]) -> Any:
             continue
         _resize(module, weight)
         module.weight = torch.nn.Parameter(torch.empty_like(weight))
-        if getattr(module, "bias", None) is not None:
-            module.bias = torch.nn.Parameter(torch.empty(weight.shape[0]))
+        if getattr(module, "bias", None) is not None:  # a LayerNorm over (C, H, W) has a bias of that shape
+            bias = state.get(f"{name}.bias" if name else "bias")
+            module.bias = torch.nn.Parameter(torch.empty_like(bias) if bias is not None
+                                             else torch.empty(weight.shape[0]))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
