@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -86,14 +87,21 @@ def listed_folders(data: Any) -> list[Any]:
     path = Path(data)
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return []
+    stat = path.stat()
+    # each stage's output check asks again: a CSV of a million rows is read once per version of the file
+    return list(_listed_folders(os.path.abspath(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_folders(path: str, mtime_ns: int, size: int) -> tuple[Any, ...]:
     try:
-        files = _rows(path, check=False)[0]
+        files = _rows(Path(path), check=False)[0]
     except DataError:
-        return []
+        return ()
     from edgekd.fsutil import ListedFolder
 
     folders = {file.parent for file in files}  # resolved per folder, not per image: a CSV may list a million
-    return [ListedFolder(folder) for folder in sorted({folder.resolve() for folder in folders})]
+    return tuple(ListedFolder(folder) for folder in sorted({folder.resolve() for folder in folders}))
 
 
 def _rows(path: Path, check: bool = True) -> tuple[list[Path], list[str], list[str] | None, list[int]]:

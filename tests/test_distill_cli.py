@@ -1,6 +1,7 @@
 """`edgekd distill` and the distill options of `compress`, through the CLI as a user runs them."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -163,9 +164,15 @@ def distilled(common, searched, tmp_path_factory):
 
 
 def test_compress_exports_and_validates_a_distilled_student_without_training(run_cli, common, distilled, tmp_path):
+    """Given no teacher, data or resolution, those the student was distilled with (the default teacher was
+    trained on digits for minutes, then the folder refused as distilled from another)."""
     out = tmp_path / "c"
-    code, _, err = run_cli("compress", *common[:-1], "--distilled", distilled, "--out", out)
+    code, _, err = run_cli("compress", "--profile", common[common.index("--profile") + 1], "--distilled", distilled,
+                           "--out", out)
     assert code in (0, 1), err
+    teacher, weights = common[1], common[3]
+    assert (f"inputs: --teacher {teacher} --weights {weights} --resolution 16, as '{distilled}' was distilled "
+            "with (pass them to use others)") in err
     assert f"reusing the student trained in {distilled}" in err and "epochs, losses" not in err  # no training
     manifest = json.loads((out / "manifest.json").read_text())
     recorded = json.loads((distilled / "distill.json").read_text())
@@ -602,3 +609,42 @@ def test_distill_s_out_help_force_with_resume_and_a_mismatched_resume_speak_of_i
         load_checkpoint(path, "a", {"epochs": 3})
     assert "point resume" not in str(caught.value) and f"--force replaces '{path.parent}'" in str(caught.value)
     assert "give --out the folder of the run" in str(caught.value)
+
+
+def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_none_is_given(distilled, teacher_files,
+                                                                                           tmp_path, monkeypatch):
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig, _with_distilled_inputs
+
+    module, weights = teacher_files
+    said: list[str] = []
+    given = _with_distilled_inputs(CompressConfig(distilled=str(distilled), teacher=f"{module}:build",
+                                                  normalize="none"), said.append)
+    # a weights file goes with its teacher: the one given here takes none it was not given
+    assert (given.teacher, given.weights, given.resolution, given.normalize) == (f"{module}:build", None, 16, "none")
+    assert said == [f"inputs: --resolution 16, as '{distilled}' was distilled with (pass them to use others)"]
+    imported = _edited(distilled, tmp_path, teacher="edgekd.models:resnet", weights=None)
+    taken = _with_distilled_inputs(CompressConfig(distilled=str(imported)), said.append)
+    assert taken.teacher == "edgekd.models:resnet"
+    shutil.rmtree(imported)
+    moved = _edited(distilled, tmp_path, teacher="my_teacher.py:build", weights="w.pt")
+    with pytest.raises(ConfigError, match=f"'{moved}' was distilled with --teacher 'my_teacher.py:build', which is "
+                                          r"not found from here \(its distill.json keeps the path as it was typed\); "
+                                          "pass --teacher with the path from this folder"):
+        _with_distilled_inputs(CompressConfig(distilled=str(moved)), said.append)
+    monkeypatch.chdir(module.parent)  # where the distillation ran, its relative paths are found
+    shutil.copy(weights, module.parent / "w.pt")
+    (module.parent / "my_teacher.py").write_text(module.read_text())
+    assert _with_distilled_inputs(CompressConfig(distilled=str(moved)), said.append).weights == "w.pt"
+    shutil.rmtree(moved)
+    info = json.loads((distilled / "distill.json").read_text())
+    for edit, what in (({"teacher": {"source": "MyNet (in memory)", "origin": "MyNet"}}, "from a teacher passed in "
+                        "memory (MyNet (in memory))"), ({"data": {**info["data"], "name": "arrays"}},
+                                                       "on data passed in memory ('arrays')")):
+        folder = tmp_path / "edited"
+        shutil.copytree(distilled, folder)
+        key = next(iter(edit))
+        (folder / "distill.json").write_text(json.dumps({**info, "recipe": {**info["recipe"], key: None}, **edit}))
+        with pytest.raises(ConfigError, match=f"was distilled {re.escape(what)}, which its distill.json cannot name"):
+            _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append)
+        shutil.rmtree(folder)

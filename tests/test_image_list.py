@@ -130,3 +130,22 @@ def test_a_label_typed_on_macos_and_one_typed_elsewhere_are_one_class(tmp_path):
     rows = [(f"imgs/{i}.png", unicodedata.normalize("NFD" if i % 2 else "NFC", "café")) for i in range(8)]
     ds = load_data(str(_listed(tmp_path, rows + [(f"imgs/t{i}.png", "thé") for i in range(8)])))
     assert ds.class_names == ("café", "thé")
+
+
+def test_the_folders_of_a_csv_are_read_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """Every stage's output check asks for them; a CSV of a million rows was parsed each time."""
+    import os
+
+    from edgekd import image_list
+
+    path = _listed(tmp_path, [(f"a/{i}.png", i % 2) for i in range(4)])
+    calls = []
+    rows = image_list._rows
+    monkeypatch.setattr(image_list, "_rows", lambda *a, **k: calls.append(a) or rows(*a, **k))
+    first = image_list.listed_folders(str(path))
+    assert image_list.listed_folders(path) == first == [str((tmp_path / "a").resolve())]
+    assert len(calls) == 1
+    _listed(tmp_path, [(f"a/{i}.png", i % 2) for i in range(4)] + [("b/0.png", 1)])  # edited: read again
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1_000_000))
+    assert image_list.listed_folders(path) == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
+    assert len(calls) == 2

@@ -51,6 +51,8 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         from edgekd.distill.prune import check_one_process
 
         check_one_process()
+    if config.distilled:
+        config = _with_distilled_inputs(config, log)  # before the output check: the inputs it names are kept
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it
@@ -77,6 +79,40 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         else:
             search_result, student = search_and_distill(config, teacher, data, profile, log, teacher_exported=True)
         return _finish(config, out, teacher, teacher_art, search_result, student, data, profile, log)
+
+
+def _with_distilled_inputs(config: CompressConfig, log: Log) -> CompressConfig:
+    """``config`` with the teacher, data and preprocessing the distilled student was trained with, where it
+    names none: left out, the run trained the default teacher on digits for minutes, then refused the folder
+    as distilled from another. A weights file goes with its teacher, taken only with it."""
+    from edgekd.distilled import recorded_inputs
+
+    recorded = recorded_inputs(config.distilled)
+    unset = {"normalize": field_default("normalize")}
+    taken = {k: v for k, v in recorded.items() if getattr(config, k) == unset.get(k) != v
+             and (k != "weights" or "teacher" in recorded and config.teacher is None)}
+    for key in ("teacher", "weights", "data"):
+        path = _recorded_path(key, taken.get(key))
+        if path is not None and not path.exists():
+            raise ConfigError(f"'{config.distilled}' was distilled with --{key} '{taken[key]}', which is not found "
+                              "from here (its distill.json keeps the path as it was typed)",
+                              f"pass --{key} with the path from this folder")
+    if taken:
+        said = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items())
+        log(f"inputs: {said}, as '{config.distilled}' was distilled with (pass them to use others)")
+    return dataclasses.replace(config, **taken)
+
+
+def _recorded_path(key: str, value: Any) -> Path | None:
+    """The file or folder a recorded input names; None for none, 'digits', or a teacher imported by module."""
+    if not isinstance(value, str) or value == "digits":
+        return None
+    if key == "teacher" and not value.lower().endswith((".pt2", ".onnx")):
+        from edgekd.teacher import _FACTORY_REF
+
+        ref = _FACTORY_REF.fullmatch(value)
+        value = ref["module"] if ref and ref["module"].endswith(".py") else ""  # package.module is imported
+    return Path(value).expanduser() if value else None
 
 
 def _as_distilled(config: CompressConfig) -> CompressConfig:
