@@ -204,8 +204,36 @@ def read_recipe(path: str) -> dict[str, Any]:
     if Path(path).is_dir():
         raise ConfigError(f"--config '{path}' is a folder, not a recipe file", "pass the path of a recipe .toml file")
     fields = {f.name: f for f in dataclasses.fields(CompressConfig) if f.init}
-    return {key: _recipe_value(path, key, value, recipe_kind(key, str(fields[key].type)), fields[key].default)
-            for key, value in load_recipe(path).items()}
+    values = {key: _recipe_value(path, key, value, recipe_kind(key, str(fields[key].type)), fields[key].default)
+              for key, value in load_recipe(path).items()}
+    for key, value in values.items():
+        _check_recipe_path(path, key, value)
+    return values
+
+
+# Recipe keys naming a file or folder the run reads; a profile is a path only where it is spelled as one.
+_PATH_KEYS = ("teacher", "weights", "data", "search_file", "distilled", "profile")
+
+
+def _check_recipe_path(recipe: str, key: str, value: Any) -> None:
+    """Paths in a recipe are read from the folder edgekd runs in, as on the command line; one that is missing
+    there but lies beside the recipe was written relative to the recipe, and is named with both fixes."""
+    if key not in _PATH_KEYS or not isinstance(value, str) or not value.strip():
+        return
+    if key == "teacher":
+        from edgekd.teacher import spec_file
+
+        value = spec_file(value) or ""
+    if key == "profile" and not value.lower().endswith(".toml"):
+        value = ""  # a profile name, looked up among the profiles
+    folder = Path(recipe).parent
+    if not value or Path(value).is_absolute() or folder == Path(".") or Path(value).exists():
+        return
+    if (folder / value).exists():
+        flag = "search" if key == "search_file" else key
+        raise ConfigError(f"recipe '{recipe}': {flag} '{value}' is not found from the folder edgekd runs in, though "
+                          f"'{folder / value}' is (paths in a recipe are read from where edgekd runs, as flags are)",
+                          f"write {flag} = \"{(folder / value).as_posix()}\", or run edgekd from '{folder}'")
 
 
 def recipe_kind(name: str, annotation: str) -> str:

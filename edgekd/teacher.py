@@ -151,13 +151,19 @@ def teacher_origin(spec: str | None, weights: str | None) -> str | None:
     def full(path: str) -> str:
         return str(Path(path).expanduser().resolve())
 
+    file = spec_file(spec)
+    named = spec if file is None else full(file) + spec[len(file):]
+    return named + (f" with weights {full(weights)}" if weights else "")
+
+
+def spec_file(spec: str) -> str | None:
+    """The file a teacher spec names, as it spells it: a .pt2 or .onnx path, or the file of file.py:factory
+    (as _import tells a file from a module name); None for package.module:factory, which is imported."""
     match = _FACTORY_REF.fullmatch(spec)
     if spec.endswith(".pt2") or spec.lower().endswith(".onnx") or match is None:
-        named = full(spec)
-    else:  # the file of file.py:factory, as _import tells a file from a module name
-        ref = match["module"]
-        named = full(ref) + spec[len(ref):] if ref.endswith(".py") or os.sep in ref else spec
-    return named + (f" with weights {full(weights)}" if weights else "")
+        return spec
+    ref = match["module"]
+    return ref if ref.endswith(".py") or os.sep in ref else None
 
 
 def check_no_weights(spec: str | None, weights: str | None) -> None:

@@ -349,3 +349,30 @@ def test_a_recipe_key_given_twice_under_two_spellings_is_refused(tmp_path, text,
     with pytest.raises(ConfigError, match=re.escape(f"recipe '{path}' sets one key twice, as '{first}' and as "
                                                     f"'{second}'; keep one of")):
         read_recipe(path)
+
+
+def test_a_recipe_path_written_relative_to_the_recipe_is_named_with_both_fixes(tmp_path, monkeypatch):
+    """Paths in a recipe are read from where edgekd runs; one written from the recipe's folder failed as
+    'does not exist' with no word of where it was looked for."""
+    from edgekd.run_inputs import read_recipe
+
+    configs = tmp_path / "configs"
+    (configs / "imgs").mkdir(parents=True)
+    (configs / "my_teacher.py").write_text("")
+    (tmp_path / "imgs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for text, flag, value in (('data = "imgs"', None, None), ('teacher = "my_teacher.py:build(classes=3)"',
+                                                              "teacher", "my_teacher.py"),
+                              ('teacher = "edgekd.models:resnet"', None, None), ('profile = "host-cpu"', None, None)):
+        (configs / "r.toml").write_text(text + "\n")
+        if flag is None:  # found from here, or no file
+            assert read_recipe("configs/r.toml")
+            continue
+        with pytest.raises(ConfigError, match=rf"recipe 'configs/r.toml': {flag} '{value}' is not found from the "
+                                              rf"folder edgekd runs in, though 'configs/{value}' is .*; write {flag} = "
+                                              rf"\"configs/{value}\", or run edgekd from 'configs'"):
+            read_recipe("configs/r.toml")
+    (tmp_path / "imgs").rmdir()
+    (configs / "r.toml").write_text('data = "imgs"\nsearch = "imgs"\n')
+    with pytest.raises(ConfigError, match="data 'imgs' is not found from the folder edgekd runs in"):
+        read_recipe("configs/r.toml")

@@ -107,11 +107,10 @@ def _recorded_path(key: str, value: Any) -> Path | None:
     """The file or folder a recorded input names; None for none, 'digits', or a teacher imported by module."""
     if not isinstance(value, str) or value == "digits":
         return None
-    if key == "teacher" and not value.lower().endswith((".pt2", ".onnx")):
-        from edgekd.teacher import _FACTORY_REF
+    if key == "teacher":
+        from edgekd.teacher import spec_file
 
-        ref = _FACTORY_REF.fullmatch(value)
-        value = ref["module"] if ref and ref["module"].endswith(".py") else ""  # package.module is imported
+        value = spec_file(value) or ""
     return Path(value).expanduser() if value else None
 
 
