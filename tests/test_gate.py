@@ -579,6 +579,8 @@ def test_thresholds_no_model_can_meet_are_usage_errors_not_failures(run_cli, tin
     (["--resolution", "16"], "--resolution needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
     (["--normalize", "none"], "--normalize needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
     (["--channels", "3"], "--channels needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
+    (["--rounds", "5"], "--rounds needs --max-latency or --baseline (it only sets how the latency checks measure)"),
+    (["--latency-tolerance", "0.2"], "--latency-tolerance needs --max-latency or --baseline"),
 ])
 def test_flags_that_would_be_ignored_are_refused(run_cli, tiny_model, args, message):
     code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args)
@@ -598,6 +600,12 @@ def test_data_alone_is_taken_for_a_manifest_whose_budget_bounds_accuracy(run_cli
     unbounded = write_manifest(tmp_path / "unbounded", {})
     code, _, err = _gate(run_cli, unbounded, "--data", "digits", "--profile", "host-cpu-1t")
     assert code == 2 and "--data needs --min-accuracy" in err
+    # the same for the latency settings: a manifest's own latency budget takes them
+    code, _, err = _gate(run_cli, bounded, "--rounds", "5", "--profile", "host-cpu-1t")
+    assert code == 2 and "--rounds needs" in err
+    timed = write_manifest(tmp_path / "timed", {})
+    code, _, err = _gate(run_cli, timed, "--rounds", "5", "--profile", "host-cpu-1t")
+    assert code == 2 and "--rounds needs" not in err and "does not exist" in err
 
 
 def test_a_manifest_s_own_bad_budget_or_empty_artifacts_are_named_as_the_manifest_s(run_cli, tmp_path):

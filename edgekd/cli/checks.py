@@ -306,6 +306,10 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     values = pyproject_settings(settings, required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
+    if config.max_latency_ms is None and not config.baseline:  # given on the command line, it would go unread
+        _needs("--max-latency or --baseline", *((f"--{k.replace('_', '-')}", given.get(k))
+                                                for k in ("rounds", "latency_tolerance")),
+               why=" (it only sets how the latency checks measure)")
     step_summary = _step_summary_file()
     outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
     check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
