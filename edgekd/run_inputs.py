@@ -156,7 +156,7 @@ def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log
     """A user's teacher that scores near chance on the data was almost always fed other preprocessing
     (normalisation, resolution, channels, class order) than it was trained with; distilling from it
     would train for hours toward noise, so it is refused before any of that."""
-    from edgekd.distill.trainer import accuracy, predict
+    from edgekd.distill.targets import accuracy, predict
 
     picked = sampled(len(data.y_val), CHECKED_IMAGES, config.seed)
     x, y = data.x_val[picked], data.y_val[picked]

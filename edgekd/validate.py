@@ -179,7 +179,7 @@ def _int8_ratio(artifacts: Sequence[Artifact], runs: list[list[LatencyStats]]) -
 
 
 def _ref_logits(ref: Any, data: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
-    from edgekd.distill.trainer import predict
+    from edgekd.distill.targets import predict
 
     if id(ref) not in cache:
         cache[id(ref)] = predict(ref, data.x_test)

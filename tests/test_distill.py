@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from edgekd.data import Dataset
-from edgekd.distill.trainer import accuracy, distill, predict
+from edgekd.distill.targets import accuracy, predict
+from edgekd.distill.trainer import distill
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.types import DistillConfig
 

@@ -16,7 +16,8 @@ from edgekd.exporters.onnx_int8_qat import check_overrides, optimized_op_types
 from test_distill import TinyNet, student, tiny_data
 
 from edgekd.distill import qat, qat_plan, trainer
-from edgekd.distill.trainer import distill, predict
+from edgekd.distill.targets import predict
+from edgekd.distill.trainer import distill
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ExportRequest, get_exporter
 from edgekd.plots import calibrated_point

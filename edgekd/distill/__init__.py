@@ -6,7 +6,8 @@ Calling the package runs ``distill`` (``from edgekd import distill`` gives this 
 
 from edgekd.callable_module import make_callable
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.trainer import distill, predict
+from edgekd.distill.targets import predict
+from edgekd.distill.trainer import distill
 
 __all__ = ["LOSSES", "distill", "predict"]
 

@@ -19,26 +19,11 @@ import numpy as np
 
 from edgekd.data import Dataset
 from edgekd.distill.run_state import Progress, RunState
+from edgekd.distill.targets import accuracy, check_labels, nll, predict, train_labels, val_targets
 from edgekd.distill.teacher_side import attach_features, teacher_cache, teacher_forward
-from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.heartbeat import Heartbeat
 from edgekd.types import DistillConfig, DistillResult, EpochRecord, parse_losses
-
-
-def predict(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Logits of ``model`` on ``x`` (eval mode, no grad), as float32 numpy."""
-    import torch
-
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch]))).float().numpy())
-    return np.concatenate(outs)
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(1) == labels).mean())
 
 
 def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
@@ -152,15 +137,15 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     from edgekd.distill.taps import output_shapes
 
     guide = teacher if any(LOSSES.get(name).teacher for name, _ in terms) else None
-    labels = _train_labels(data, config, guide, unused_teacher=teacher is not None and guide is None)
+    labels = train_labels(data, config, guide, unused_teacher=teacher is not None and guide is None)
     x = torch.from_numpy(data.x_train)
     s_shape, s_seen = output_shapes(student, x[:2])
-    _check_labels(labels, s_shape)
-    val_index, val_targets, selected_on = _val_targets(data, teacher)
+    check_labels(labels, s_shape)
+    val_index, targets, selected_on = val_targets(data, teacher)
     if world.size > config.batch_size:
         raise ConfigError(f"batch size {config.batch_size} is smaller than the {world.size} training processes",
                           f"use a batch size of at least {world.size}")
-    run = RunState(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, val_targets,
+    run = RunState(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, targets,
                selected_on, data.x_val, parts=torch.nn.ModuleDict(), world=world)
     try:
         if guide is not None:
@@ -182,45 +167,6 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
         run.close()
         raise
     return run
-
-
-def _train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teacher: bool = False) -> np.ndarray:
-    """Training labels, -1 where unknown; refuses data that cannot teach anything."""
-    y = data.y_train.astype(np.int64) if config.use_labels else np.full(len(data.y_train), -1, np.int64)
-    labelled = np.unique(y[y >= 0])
-    if len(labelled) == 0 and unused_teacher:
-        names = ", ".join(name for name, _ in config.losses) or "ce"
-        raise DataError(f"the losses ({names}) learn from labels alone, and the training data has none "
-                        "(or use_labels is off), so the teacher given has nothing to teach through",
-                        "add a teacher loss, e.g. --losses kd")
-    if len(labelled) == 0 and teacher is None:
-        raise DataError("the training data has no labels (or use_labels is off) and there is no teacher",
-                        "pass a teacher to learn from its soft labels, or labelled data")
-    if len(labelled) == 1:
-        raise DataError(f"training data has a single class (label {labelled[0]}) among its labelled images",
-                        "provide images of at least two classes")
-    return y
-
-
-def _check_labels(labels: np.ndarray, s_shape: tuple[int, ...]) -> None:
-    if len(s_shape) != 2:
-        raise ModelError(f"the student outputs shape {s_shape}, not (batch, classes) logits",
-                         "end the student with a classifier returning (N, classes)")
-    top = int(labels.max()) if len(labels) else -1
-    if top >= s_shape[1]:
-        raise DataError(f"labels go up to {top} but the student has {s_shape[1]} outputs",
-                        f"build the student with at least {top + 1} classes")
-
-
-def _val_targets(data: Dataset, teacher: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """(indices, targets, name): the labelled validation images, or all of them against the teacher."""
-    labelled = np.flatnonzero(data.y_val >= 0)
-    if len(labelled):
-        return labelled, data.y_val[labelled].astype(np.int64), "val_labels"
-    if teacher is None:
-        raise DataError("the validation split has no labels and there is no teacher to agree with",
-                        "label the validation images or pass a teacher")
-    return np.arange(len(data.y_val)), predict(teacher, data.x_val).argmax(1), "teacher_agreement"
 
 
 def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
@@ -333,7 +279,7 @@ def near_best_margin(peak: float, images: int) -> float:
 def _validate(run: RunState) -> tuple[float, float]:
     """(accuracy, negative log-likelihood) on the validation targets."""
     logits = predict(run.student, run.x_val)[run.val_index]
-    return accuracy(logits, run.val_targets), _nll(logits, run.val_targets)
+    return accuracy(logits, run.val_targets), nll(logits, run.val_targets)
 
 
 def _save(run: RunState, state: Progress, path: Path) -> None:
@@ -420,12 +366,6 @@ def _freeze_qat(student: Any, config: DistillConfig, epoch: int) -> None:
 
     left = config.epochs - epoch + 1  # QAT epochs from this one to the end
     set_frozen(student, bn=left <= config.qat_freeze_bn_epochs, observers=left <= config.qat_freeze_observer_epochs)
-
-
-def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    return float(-logp[np.arange(len(labels)), labels].mean())
 
 
 def _shift(x: Any, rng: np.random.Generator, max_shift: int = 2) -> Any:
