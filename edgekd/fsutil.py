@@ -110,7 +110,7 @@ def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) 
         raise OutputError(f"output '{path}' exists and is a file", "choose another --out path")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise OutputError(f"output folder '{path}' exists and is not empty",
-                          "choose another --out or pass --force to replace it")
+                          "choose another --out or pass --force (force=True from Python) to replace it")
     check_writable(path, "--out")
 
 

@@ -244,9 +244,9 @@ def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: 
     if int8 is None or fp32 is None or speedup is None:
         return (int8 or fp32).artifact.name, []  # type: ignore[union-attr]
     ratio = speedup.median
-    how = (f"median of {speedup.pairs} repeat-by-repeat ratios over {runs} interleaved "
-           f"{'runs' if runs > 1 else 'run'}, {speedup.interval()}")
     shown, line = int8_speedup_figures(ratio)
+    how = (f"median of {speedup.pairs} repeat-by-repeat ratios over {runs} interleaved "
+           f"{'runs' if runs > 1 else 'run'}, {speedup.interval(len(shown.partition('.')[2]))}")
     if ratio >= 1.0 + INT8_MIN_GAIN:
         if fp32.passed and not int8.passed:
             return fp32.artifact.name, [f"int8 student is {shown}x faster than its fp32 twin ({how}) but "

@@ -375,6 +375,10 @@ def test_an_int8_speedup_just_under_the_line_never_reads_as_meeting_it():
     primary, notes = _choose_primary([fp32, int8], Ratio(1.0198, 1.01, 1.03, 9), 3)
     assert primary == "student-fp32" and "NOT faster than fp32 on this profile (1.0198x," in notes[0], notes
     assert "needs >= 1.0200x" in notes[0]
+    # its interval too: "95% interval 1.02-1.02x; needs >= 1.020x" read as a pass beside a NOT
+    _, notes = _choose_primary([fp32, int8], Ratio(1.019, 1.0186, 1.0214, 9), 3)
+    assert "(1.019x, median of 9 repeat-by-repeat ratios over 3 interleaved runs, 95% interval 1.019-1.021x; " \
+           "needs >= 1.020x)" in notes[0], notes
     primary, notes = _choose_primary([fp32, int8], Ratio(1.02, 1.01, 1.03, 9), 3)
     assert primary == "student-int8" and "ships: 1.02x faster" in notes[0], notes
 

@@ -109,10 +109,13 @@ class Ratio:
     def confident(self) -> bool:
         return self.pairs >= MIN_PAIRS
 
-    def interval(self) -> str:
+    def interval(self, decimals: int = 2) -> str:
+        """The interval in words, with ``decimals`` decimals: as many as the ratio it goes with is shown with,
+        so that "1.02-1.02x" never sits beside a verdict drawn at 1.020x."""
+        bounds = f"{self.low:.{decimals}f}-{self.high:.{decimals}f}x"
         if self.confident:
-            return f"95% interval {self.low:.2f}-{self.high:.2f}x"
-        return f"range {self.low:.2f}-{self.high:.2f}x (too few paired repeats for a 95% interval)"
+            return f"95% interval {bounds}"
+        return f"range {bounds} (too few paired repeats for a 95% interval)"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
