@@ -46,29 +46,51 @@ def write_json(path: str | Path, data: Any) -> None:
 def exclusive(lock: Path, what: str) -> Iterator[None]:
     """Hold ``lock`` (a file beside what it guards) while one process does ``what``; a second process is
     refused at once, naming the first. The system frees the lock when the holder ends, however it ends, so
-    a killed run leaves nothing stale. Where the platform has no ``fcntl`` (Windows) nothing is held."""
+    a killed run leaves nothing stale; one that ends otherwise removes the file. Where the platform has no
+    ``fcntl`` (Windows) nothing is held."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - POSIX here
         yield
         return
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+", encoding="utf-8") as fh:
+    while True:
+        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held past this loop, closed below)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
+            fh.close()
             raise OutputError(f"{what} is already running ({holder}); two at once would also slow each other's "
                               "measurements", "wait for it to finish, or stop it, then run this again") from None
+        if _same_file(fh, lock):
+            break
+        # The holder before removed the file between our opening and locking it: that lock guards nothing
+        # any more, and a third process may hold the new file. Lock that one instead.
+        fh.close()
+    try:
         fh.seek(0)
         fh.truncate()
         fh.write(f"process {os.getpid()}")
         fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
+    finally:
+        # Removed while still held: a process that opened it meanwhile finds, once it gets the lock, that the
+        # file is no longer the one at ``lock`` (above) and tries again, so two never run at once.
+        lock.unlink(missing_ok=True)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _same_file(fh: Any, path: Path) -> bool:
+    """Whether the open ``fh`` is the file now at ``path``."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fh.fileno())
+    return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
 
 
 def creation_mode(path: Path, folder: bool) -> int:

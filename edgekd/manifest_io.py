@@ -118,7 +118,7 @@ def _field(where: str, key: str) -> str:
 
 
 _LATENCY = obj({"p50_ms": POSITIVE}, {k: NON_NEGATIVE for k in ("p90_ms", "p99_ms", "mean_ms", "cv", "p10_ms")}
-               | {"runs": INT, "repeats": INT, "repeat_p50_ms": list_of(NON_NEGATIVE)})
+               | {"runs": INT, "repeats": INT, "repeat_p50_ms": list_of(NON_NEGATIVE), "input_shape": list_of(INT)})
 _TENSOR = obj({"name": STR, "dtype": STR, "shape": nullable(list_of(ANY))})  # null: rank unknown
 _ROUNDS = obj(optional={"rounds": list_of(obj({"quantized": INT})), "best_round": INT}, paired=("rounds", "best_round"))
 

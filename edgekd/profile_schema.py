@@ -85,7 +85,7 @@ def check_section(path: Path, section: str, raw: Any,
             continue
         dotted = f"{section}.{key}" if section else key
         if key not in schema:
-            raise ProfileError(f"{path}: unknown key '{dotted}'", f"valid keys are {', '.join(sorted(schema))}")
+            raise ProfileError(f"{path}: unknown key '{dotted}'", _valid_keys(key, section, schema))
         types, allowed, _ = schema[key]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             want = " or ".join(t.__name__ for t in types)
@@ -105,6 +105,18 @@ def check_section(path: Path, section: str, raw: Any,
             continue
         out.setdefault(key, list(default) if isinstance(default, list) else default)
     return out
+
+
+def _valid_keys(key: str, section: str, schema: dict[str, Any]) -> str:
+    """The fix for an unknown ``key``: the closest valid one, and all of them; at the top of the file the
+    sections too, which a misspelt one ([mesure]) is most often meant as."""
+    from edgekd.errors import did_you_mean
+
+    if section:
+        return f"{did_you_mean(key, sorted(schema))}valid keys are {', '.join(sorted(schema))}"
+    sections = sorted(s for s in SCHEMA if s)
+    return (f"{did_you_mean(key, sorted(schema) + sections)}valid top-level keys are {', '.join(sorted(schema))}, "
+            f"and the sections {', '.join(f'[{s}]' for s in sections)}")
 
 
 # Beyond these a setting is a typo: onnxruntime takes thread counts as C ints and starts every thread it is

@@ -169,6 +169,22 @@ def test_corrupt_cache_entry_is_remeasured(models, fast_profile, monkeypatch):
     assert not cached and again[0].p50_ms > 0 and json.loads(entry.read_text())["stats"]
 
 
+def test_a_cache_entry_without_the_fed_shape_is_remeasured(models, fast_profile):
+    """An entry cached before each latency kept the shape it was fed cannot say which batch it is for."""
+    from edgekd.latency import cache
+
+    paths = [models / "small.onnx"]
+    cache.measure_cached(paths, fast_profile, use_cache=False)
+    entry = cache._path(cache._key(paths, fast_profile, None))
+    record = json.loads(entry.read_text())
+    for stats in record["stats"]:
+        del stats["input_shape"]
+    entry.write_text(json.dumps(record))
+    again, cached = cache.measure_cached(paths, fast_profile)
+    assert not cached and again[0].input_shape and json.loads(entry.read_text())["stats"][0]["input_shape"]
+    assert cache.measure_cached(paths, fast_profile)[1]
+
+
 def test_a_measurement_still_noisy_after_repeating_is_said_and_not_cached(run_cli, models, fast_profile_path,
                                                                           tmp_path):
     # No real measurement has its per-repeat medians within 0.0001% of each other.

@@ -40,6 +40,7 @@ def test_calibration_writes_a_stamped_table(table_file, fast_profile):
     assert len(data["entries"]["fp32"]) == len(data["entries"]["int8"]) == n_blocks
     assert all(v > 0 for v in data["entries"]["fp32"].values())
     assert not table_file.with_name(table_file.name + ".partial").exists()
+    assert not table_file.with_name(table_file.name + ".lock").exists()  # none left beside each table
 
 
 def test_calibration_says_how_well_its_fit_predicts_networks_left_out_of_it(table_file):
@@ -87,6 +88,10 @@ def test_table_from_another_runtime_or_profile_is_refused(table_file, fast_profi
     other.write_text("{not json")
     with pytest.raises(ProfileError, match="unreadable"):
         load_table(fast_profile, TINY, SHAPE, 10, path=other)
+    for text in ("[]", "null", "3"):  # JSON, but no table: these crashed search with an AttributeError
+        other.write_text(text)
+        with pytest.raises(ProfileError, match=r"is unreadable \(not an edgekd latency table\); delete it and run "):
+            load_table(fast_profile, TINY, SHAPE, 10, path=other)
     with pytest.raises(ProfileError, match="no latency table.*calibrate"):
         load_table(fast_profile, TINY, SHAPE, 10, path=tmp_path / "missing.json")
 
@@ -105,13 +110,32 @@ def test_interrupted_calibration_resumes(fast_profile, tmp_path, monkeypatch):
     monkeypatch.setattr(calib_mod, "_measure_blocks", flaky)
     with pytest.raises(KeyboardInterrupt):
         calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
-    assert not path.exists() and path.with_name(path.name + ".partial").is_file()
+    partial = path.with_name(path.name + ".partial")
+    assert not path.exists() and partial.is_file()
+    # The time spent before the interruption is kept: a resumed table said only its last part's seconds.
+    kept = json.loads(partial.read_text())
+    assert kept["seconds"] > 0
+    partial.write_text(json.dumps({**kept, "seconds": 1000.0}))  # as if the first part had taken 1000 s
     calls.clear()
     monkeypatch.setattr(calib_mod, "_measure_blocks", lambda *a: (calls.append(len(a[1])), real(*a))[1])
-    calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
+    began = time.perf_counter()
+    table = calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
     total = 2 * len(SPACES.get(TINY).all_blocks(SHAPE, 10))
     assert sum(calls) == total - 4  # the first chunk was not measured again
-    assert path.is_file()
+    assert path.is_file() and 1000 < table.seconds <= 1000 + time.perf_counter() - began
+
+
+@pytest.mark.parametrize("text", ["[]", "null", "3", '{"stamp": "{stamp}", "entries": []}',
+                                  '{"stamp": "{stamp}", "networks": [], "seconds": "long"}'])
+def test_a_partial_file_that_is_json_but_not_what_calibrate_writes_starts_over(fast_profile, tmp_path, text):
+    """A .partial holding [] (cut short, or edited by hand) crashed `profiles calibrate` with an AttributeError."""
+    from edgekd.latency.table import Stamp
+
+    stamp = Stamp.current(fast_profile, TINY, SHAPE, 10)
+    partial = tmp_path / "t.json.partial"
+    partial.write_text(text.replace('"{stamp}"', json.dumps(stamp.to_dict())))
+    entries, refs, nets, seconds = calib_mod._resume(partial, stamp)
+    assert entries == {"fp32": {}, "int8": {}} and refs == [] and not any(nets.values()) and seconds == 0.0
 
 
 def test_calibration_interrupted_while_measuring_networks_keeps_the_chunks_it_finished(fast_profile, tmp_path,
@@ -416,6 +440,34 @@ def test_profiles_show_lists_its_tables_and_whether_search_can_use_each(table_fi
     assert tables["fast-test.mbv2.1x8x8-10.latency.json"] == {
         "path": str(tmp_path / "fast-test.mbv2.1x8x8-10.latency.json"), "usable": False,
         "why": "unreadable: delete it and calibrate again"}
+
+
+def test_a_table_of_a_space_not_registered_here_is_listed_as_not_usable(table_file, fast_profile_path, tmp_path,
+                                                                         run_cli):
+    """One table of a space from a newer edgekd (or one since removed) made all of `profiles show` fail with
+    "unknown search space"."""
+    import shutil
+    from pathlib import Path
+
+    from edgekd.profiles import load_profile
+
+    board = tmp_path / "fast-test.toml"
+    shutil.copy(fast_profile_path, board)
+    profile = load_profile(board)
+    shutil.copy(table_file, table_path(profile, TINY, SHAPE, 10))
+    data = json.loads(table_file.read_text())
+    newer = table_path(profile, "from-a-newer-edgekd", SHAPE, 10)
+    newer.write_text(json.dumps({**data, "stamp": {**data["stamp"], "space": "from-a-newer-edgekd"}}))
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    tables = {Path(t["path"]).name: t for t in json.loads(out)["latency_tables"]}
+    assert tables[table_path(profile, TINY, SHAPE, 10).name]["usable"] is True
+    entry = tables[newer.name]
+    assert entry["usable"] is False and entry["space"] == "from-a-newer-edgekd"
+    assert entry["why"].startswith(f"latency table '{newer}' is for search space 'from-a-newer-edgekd', which this "
+                                   "edgekd does not have (it has ") and "mbv2" in entry["why"]
+    with pytest.raises(ProfileError, match="which this edgekd does not have"):
+        load_table(profile, "from-a-newer-edgekd", SHAPE, 10, path=newer)
 
 
 def test_a_missing_tables_fix_names_the_profile_as_it_can_be_passed(fast_profile, fast_profile_path, tmp_path):

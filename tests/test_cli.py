@@ -161,6 +161,20 @@ def test_force_never_writes_over_the_recipe_or_the_profile_it_reads(run_cli, fas
     assert (recipe.read_text(), board.read_text()) == kept
 
 
+@pytest.mark.parametrize("command", ["bench", "validate"])
+def test_a_json_report_never_replaces_the_profile_it_reads(run_cli, fast_profile_path, tmp_path, command):
+    """bench --json board.toml --force replaced the board profile it had just been given with its results
+    (validate already refused)."""
+    board = tmp_path / "board.toml"
+    board.write_text(Path(fast_profile_path).read_text().replace('name = "fast-test"', 'name = "board"'))
+    kept = board.read_text()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not an onnx model")  # refused before it is read
+    line = _one_line_error(*run_cli(command, model, "--profile", board, "--json", board, "--force")[::2])
+    assert f"--json '{board}' is '{board}', an input of this command" in line and "--force never replaces" in line
+    assert board.read_text() == kept
+
+
 def test_compress_then_validate_end_to_end(run_cli, teacher_files, fast_profile_path, tmp_path):
     out = tmp_path / "o"
     code, stdout, err = run_cli(*_base(teacher_files, fast_profile_path, out), "--budget-ms", "50")
@@ -500,6 +514,40 @@ def test_bench_header_says_its_ratio_is_a_speedup_over_the_first_model(run_cli, 
     assert "| cv | speedup vs first | 95% interval |" in out
     row = next(line for line in out.splitlines() if "slow.onnx" in line)
     assert "| 0.05x |" in row
+
+
+def _relu_at(path: Path, dims: list) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_bench_and_validate_say_the_batch_each_model_ran_at(run_cli, fast_profile_path, tmp_path):
+    """A profile's batch_size 8 was silently ignored for a model fixed at batch 1: bench set it beside a
+    dynamic one timed at 8 as "0.54x" without a word, and validate's line named no batch at all."""
+    board = tmp_path / "b8.toml"
+    board.write_text(Path(fast_profile_path).read_text().replace('name = "fast-test"', 'name = "b8"')
+                     .replace("[measure]", "[measure]\nbatch_size = 8"))
+    one, free = _relu_at(tmp_path / "one.onnx", [1, 3]), _relu_at(tmp_path / "free.onnx", ["n", 3])
+    code, out, err = run_cli("bench", one, "--vs", free, "--profile", board, "--no-cache")
+    assert code == 0, err
+    assert "| model | batch | p50 (ms) |" in out
+    assert next(line for line in out.splitlines() if "one.onnx" in line).startswith(f"| {one} | 1 |")
+    assert next(line for line in out.splitlines() if "free.onnx" in line).startswith(f"| {free} | 8 |")
+    assert f"warning: the models ran at different batches ({one} at 1, {free} at 8)" in err
+    assert "profile's measure.batch_size (8)" in err and "--input-shape" in err
+    code, out, err = run_cli("bench", one, "--vs", free, "--profile", board, "--input-shape", "1,3", "--no-cache")
+    assert code == 0 and "different batches" not in err, err
+    code, out, err = run_cli("validate", one, "--profile", board)
+    assert "latency on b8 at batch 1: p50" in out, out + err
+    assert "note: the model's batch is fixed at 1, so it ran at that batch, not at the profile's " \
+           "measure.batch_size (8)" in out
+    code, out, err = run_cli("validate", free, "--profile", board)
+    assert "latency on b8 at batch 8: p50" in out and "is fixed at" not in out, out + err
 
 
 def _csv_listing(root: Path) -> tuple[Path, Path]:

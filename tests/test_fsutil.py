@@ -166,3 +166,33 @@ def test_an_output_folder_inside_an_input_folder_is_refused(tmp_path):
     (images / "cat" / "0.png").write_bytes(b"an image")  # but not one of its images, replaced with --force
     with pytest.raises(OutputError, match=r"--json '.*0.png' is inside '.*imgs', an input folder of this command"):
         check_new_file(images / "cat" / "0.png", force=True, flag="--json", inputs=[str(images)])
+
+
+def test_a_lock_is_removed_after_use_and_still_admits_one_holder_at_a_time(tmp_path, monkeypatch):
+    """Each calibration left a .lock beside its table. Removing it opens a race, which the lock must close:
+    a process that opened the old file just before its holder removed it gets a lock on a file no longer
+    there, while a third one locks the new file."""
+    import fcntl
+
+    from edgekd.fsutil import exclusive
+
+    lock = tmp_path / "t.json.lock"
+    with exclusive(lock, "a calibration of t.json"):
+        assert lock.is_file()
+    assert not lock.exists()
+    real, third = fcntl.flock, []
+
+    def late(fh, op):  # between this process opening the file and locking it:
+        if not third and op & fcntl.LOCK_EX:
+            lock.unlink()  # the holder before removes it as it ends ...
+            third.append(open(lock, "a+"))  # ... and another process takes the new file
+            real(third[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return real(fh, op)
+
+    monkeypatch.setattr(fcntl, "flock", late)
+    try:
+        with pytest.raises(OutputError, match="a calibration of t.json is already running"):
+            with exclusive(lock, "a calibration of t.json"):
+                pass
+    finally:
+        third[0].close()

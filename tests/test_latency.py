@@ -42,6 +42,29 @@ def test_dynamic_dims_need_an_input_shape(two_models, fast_profile):
         measure([two_models[0]], fast_profile)
 
 
+def _relu_at(path, dims):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_each_latency_says_the_shape_it_was_fed(tmp_path, fast_profile):
+    """A model with a fixed batch runs at it whatever the profile's measure.batch_size: bench compared one at
+    batch 1 with one at the profile's 8 without a word, so each latency carries the shape its model was fed."""
+    import dataclasses
+
+    fixed, free = _relu_at(tmp_path / "fixed.onnx", [1, 3]), _relu_at(tmp_path / "free.onnx", ["n", 3])
+    eight = dataclasses.replace(fast_profile, measure={**fast_profile.measure, "batch_size": 8})
+    one, many = measure([fixed, free], eight)
+    assert (one.input_shape, one.batch, many.input_shape, many.batch) == ((1, 3), 1, (8, 3), 8)
+    (given,) = measure([free], eight, shape=(2, 3))
+    assert given.input_shape == (2, 3)
+
+
 def test_missing_and_corrupt_models(tmp_path, fast_profile):
     with pytest.raises(ArtifactError, match="does not exist"):
         measure([tmp_path / "nope.onnx"], fast_profile)

@@ -86,6 +86,20 @@ def test_unknown_top_level_key(tmp_path):
         load_profile(path)
 
 
+def test_a_misspelt_section_is_told_with_the_sections(tmp_path):
+    """[mesure] was refused with "valid keys are calibrated_here, description, name, schema": the sections, the
+    one it was meant as among them, were not named."""
+    path = _write(tmp_path, "typo", 'schema = 1\nname = "typo"\n[mesure]\nrepeats = 3\n')
+    with pytest.raises(ProfileError, match=r"unknown key 'mesure'; did you mean 'measure'\? valid top-level keys are "
+                                           r"calibrated_here, description, name, schema, and the sections \[measure\], "
+                                           r"\[runner\], \[runtime\]$"):
+        load_profile(path)
+    path = _write(tmp_path, "typo", _valid().replace("[runtime]\n", "[runtime]\nintra_threads = 1\n"))
+    with pytest.raises(ProfileError, match=r"unknown key 'runtime\.intra_threads'; did you mean 'intra_op_threads'\? "
+                                           "valid keys are allow_spinning, "):
+        load_profile(path)
+
+
 def test_unknown_runtime_key(tmp_path):
     path = _write(tmp_path, "extra", _valid().replace("[runtime]\n", "[runtime]\nturbo = true\n"))
     with pytest.raises(ProfileError, match=r"unknown key 'runtime\.turbo'"):

@@ -232,6 +232,7 @@ def test_ssh_measures_two_models_in_order(fakes, models, tmp_path):
     profile = _profile(tmp_path, _ssh(fakes, identity_file=str(key)))
     small, big = measure(list(models), profile)
     _check_ordered(small, big)
+    assert small.input_shape == big.input_shape == SHAPE  # the shape the worker fed, as it reported it
     ssh, scp = fakes.calls("ssh"), fakes.calls("scp")
     assert len(ssh) == 3 and len(scp) == 1  # mkdir, run, clean up; one copy
     for argv in ssh:
@@ -556,7 +557,7 @@ def test_adb_perf_test_mode_times_an_ort_format_file(fakes, tmp_path, monkeypatc
     profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
                                   "perf_test": str(perf)})
     (stats,) = measure([ort_file], profile, shape=(3, 1, 16, 16))
-    assert stats.p50_ms == pytest.approx(0.2)
+    assert stats.p50_ms == pytest.approx(0.2) and stats.input_shape == (3, 1, 16, 16)
     calls = [json.loads(line) for line in (tmp_path / "perf.log").read_text().splitlines()]
     assert all(c[-1].endswith("/m0/model.ort") and c[c.index("-f") + 1] == "n:3" for c in calls)
 
@@ -566,6 +567,38 @@ def test_adb_perf_test_missing(fakes, models, tmp_path):
     with pytest.raises(RunnerError, match=r"onnxruntime_perf_test was not found on the adb device; "
                                           r"set runner\.perf_test"):
         measure([models[0]], profile)
+
+
+@pytest.mark.parametrize("says, code", [
+    ('CANNOT LINK EXECUTABLE "{prog}": library "libonnxruntime.so" not found: needed by main executable', 1),
+    ("{prog}: error while loading shared libraries: libonnxruntime.so: cannot open shared object file: No such "
+     "file or directory", 127),  # glibc's loader exits 127, as a shell does for a missing program
+], ids=["android-linker", "glibc-loader"])
+def test_a_perf_test_that_is_there_but_cannot_start_says_why(fakes, models, tmp_path, says, code):
+    """Any "not found" in the output was read as perf_test itself missing, so a binary lacking its shared
+    library was reported as not on the device, with advice to set runner.perf_test to where it already was."""
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = device_bin / "onnxruntime_perf_test"
+    _script(perf, f"#!/bin/sh\necho '{says.format(prog=perf)}' >&2\nexit {code}\n")
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)})
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], profile)
+    assert "was not found" not in exc.value.message
+    assert f"(exit {code}): {says.format(prog=perf)}"[:150] in exc.value.message
+
+
+def test_a_device_python_that_cannot_start_says_why(fakes, models, tmp_path):
+    """The same for runner.python: one there but broken is named with its own reason; one missing, as missing."""
+    broken = _script(tmp_path / "python3", "#!/bin/sh\necho \"$0: error while loading shared libraries: "
+                     "libpython3.11.so.1.0: cannot open shared object file: No such file or directory\" >&2\n"
+                     "exit 127\n")
+    with pytest.raises(RunnerError, match=r"failed while running the measurement \(exit 127\): \S+/python3: error "
+                                          "while loading shared libraries: libpython3.11.so.1.0"):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes, python=str(broken))))
+    with pytest.raises(RunnerError, match=r"\S+/gone/python3 was not found on edge-box; set runner\.python"):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes, python=str(tmp_path / "gone" / "python3"))))
 
 
 def test_a_perf_test_past_its_time_stops_on_the_device_too(fakes, models, tmp_path, monkeypatch):
@@ -636,7 +669,7 @@ def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgekd.latency.perftest import free_dims
+    from edgekd.latency.perftest import fed_shape, free_dims
 
     def model(dims):
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
@@ -648,6 +681,10 @@ def test_perf_test_free_dims_name_the_shape_to_pass(tmp_path):
 
     named = model(["n", 1, "h", "w"])
     assert free_dims(named, 4, [2, 1, 8, 8]) == ["n:2", "h:8", "w:8"]
+    assert fed_shape(named, 4, [2, 1, 8, 8]) == (2, 1, 8, 8)
+    # a fixed batch is what runs, whatever the profile's batch: the latency is said to be for it
+    assert free_dims(model([1, 3]), 8, None) == [] and fed_shape(model([1, 3]), 8, None) == (1, 3)
+    assert fed_shape(model(["n", 3]), 8, None) == (8, 3)
     # the profile's batch, so that following the example measures what the profile asks
     with pytest.raises(RunnerError, match=r"dynamic dimension 2 \(h\).*e\.g\. --input-shape 4,1,224,224"):
         free_dims(named, 4, None)

@@ -100,8 +100,12 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     lat = r.latency
     click.echo(f"{art.path}: {art.precision}, opset {art.opset}, {art.size_bytes / 1024:.1f} KB{art.size_note}, "
                f"checker {'ok' if r.checker_ok else 'FAILED'}")
-    click.echo(f"latency on {prof.name}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, p99 {lat.p99_ms:.3f} ms "
-               f"(cv {lat.cv:.1%}, {lat.runs} runs)")
+    at = f" at batch {lat.batch}" if lat.batch is not None else ""
+    click.echo(f"latency on {prof.name}{at}: p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms, "
+               f"p99 {lat.p99_ms:.3f} ms (cv {lat.cv:.1%}, {lat.runs} runs)")
+    if lat.batch is not None and shape is None and lat.batch != prof.measure["batch_size"]:
+        click.echo(f"note: the model's batch is fixed at {lat.batch}, so it ran at that batch, not at the "
+                   f"profile's measure.batch_size ({prof.measure['batch_size']})")
     if noisy([lat], prof):
         click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
                    "as long: the latency is rough; rerun when the machine is quieter")
@@ -206,12 +210,15 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     conversion: `edgekd bench student-fp32.ort --vs student-fp32.onnx` shows what that costs on the device."""
     from edgekd.latency.cache import measure_cached, noisy
     from edgekd.latency.compare import ratio
-    from edgekd.onnxfile import check_input_shape
+    from edgekd.onnxfile import check_input_shape, model_files
     from edgekd.ort_format import check_ort_file, ort_inputs
-    from edgekd.profiles import load_profile
+    from edgekd.profiles import load_profile, profile_file
     from edgekd.validate import artifact_from_file
 
-    check_report_files(force, ("--json", json_out), inputs=(model, *others))
+    # What bench reads, which --json must not replace even with --force: the models with their external
+    # weights, and the profile's file (a user's board profile is theirs, like their model).
+    reads = [f for p in (model, *others) for f in model_files(p)]
+    check_report_files(force, ("--json", json_out), inputs=(*reads, profile_file(profile)))
     prof = load_profile(profile)
     shape = parse_shape(input_shape) if input_shape else None
     paths = [model, *others]
@@ -234,12 +241,13 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
             f" (cached result, measured on the device with onnxruntime {stats[0].onnxruntime or '(version unknown)'};"
             " pass --no-cache after upgrading it or when the device behind this profile changed)")
     click.echo(f"profile {prof.name}{said}")
-    click.echo("| model | p50 (ms) | p90 (ms) | p99 (ms) | cv | speedup vs first | 95% interval |")
-    click.echo("|---|---:|---:|---:|---:|---:|---:|")
+    click.echo("| model | batch | p50 (ms) | p90 (ms) | p99 (ms) | cv | speedup vs first | 95% interval |")
+    click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
     for i, (p, s, r) in enumerate(zip(paths, stats, vs)):
         span = f"{r.low:.2f}-{r.high:.2f}x" if i and r.confident else ""
-        click.echo(f"| {p} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | {r.median:.2f}x | "
-                   f"{span} |")
+        click.echo(f"| {p} | {s.batch or '?'} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | {s.cv:.1%} | "
+                   f"{r.median:.2f}x | {span} |")
+    _warn_mixed_batches(paths, stats, int(prof.measure["batch_size"]))
     shaky = noisy(stats, prof)
     if shaky:
         names = ", ".join(paths[i] for i in shaky)
@@ -250,6 +258,18 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
         write_json(json_out, {"profile": prof.name, "cached": cached,
                               "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": r.to_dict()}
                                          for i, (p, s, r) in enumerate(zip(paths, stats, vs))]})
+
+
+def _warn_mixed_batches(paths: list[str], stats: list[Any], batch_size: int) -> None:
+    """Say when the models ran at different batches: a model with a fixed batch runs at it whatever the
+    profile's measure.batch_size, and its speedup over one timed at a larger batch compares unequal work."""
+    batches = [s.batch for s in stats]
+    if len({b for b in batches if b is not None}) < 2:
+        return
+    each = ", ".join(f"{p} at {b}" for p, b in zip(paths, batches) if b is not None)
+    click.echo(f"warning: the models ran at different batches ({each}): a model with a fixed batch runs at it, "
+               f"not at the profile's measure.batch_size ({batch_size}), so the speedups compare unequal work; "
+               "export the models with one batch, or pass --input-shape with the fixed one", err=True)
 
 
 @cli.command()

@@ -47,7 +47,9 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
     if use_cache and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return [LatencyStats.from_dict(d) for d in data["stats"]], True
+            cached = [LatencyStats.from_dict(d) for d in data["stats"]]
+            if all(s.input_shape for s in cached):  # else from before the fed shape was kept: measure anew
+                return cached, True
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)  # a corrupt entry is dropped, never trusted
     stats = measure(paths, profile, shape)

@@ -78,10 +78,14 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
     with tempfile.TemporaryDirectory(prefix="edgekd-ref-") as tmp:
         ref = reference_model(input_shape, num_classes, Path(tmp), timing_batch(profile))
         stamp = Stamp.current(profile, space_name, input_shape, num_classes, device_runtime(profile, ref))
-        entries, refs, nets = _resume(partial, stamp)
+        entries, refs, nets, before = _resume(partial, stamp)
 
-        def save() -> None:  # the resume point: blocks and networks measured so far
-            write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs, "networks": nets})
+        def elapsed() -> float:  # the parts before an interruption count too: the table says what it cost
+            return before + time.perf_counter() - start
+
+        def save() -> None:  # the resume point: blocks and networks measured so far, and the time they took
+            write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs, "networks": nets,
+                                 "seconds": elapsed()})
 
         for precision in PRECISIONS:
             todo = [k for k in keys if block_key(k) not in entries[precision]]
@@ -95,8 +99,7 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
                     f"{len(keys) - len(todo) + min(i + chunk, len(todo))}/{len(keys)}")
         fit, net_refs, measured = _fit(space, entries, profile, input_shape, num_classes, networks, seed, ref, log,
                                        rounds, nets, save)
-    table = LatencyTable(stamp, entries, fit, networks, time.perf_counter() - start,
-                         float(np.median(refs + net_refs)), measured)
+    table = LatencyTable(stamp, entries, fit, networks, elapsed(), float(np.median(refs + net_refs)), measured)
     save_table(table, path)
     partial.unlink(missing_ok=True)
     say_trust(table, space, profile.name, log)
@@ -115,23 +118,32 @@ def say_trust(table: LatencyTable, space: Any, name: str, log: Callable[[str], N
         log(f"calibrate {name}: {why}")
 
 
-def _resume(partial: Path, stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float], dict[str, list]]:
-    """(block entries, reference p50s, networks measured) kept by an interrupted calibration of the same
-    stamp; empty ones to start from otherwise."""
+def _resume(partial: Path,
+            stamp: Stamp) -> tuple[dict[str, dict[str, float]], list[float], dict[str, list], float]:
+    """(block entries, reference p50s, networks measured, seconds spent) kept by an interrupted calibration of
+    the same stamp; empty ones to start from otherwise (also for a file not as this code writes it)."""
     empty: dict[str, dict[str, float]] = {p: {} for p in PRECISIONS}
     if not partial.is_file():
-        return empty, [], _no_networks()
+        return empty, [], _no_networks(), 0.0
     try:
         data = json.loads(partial.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return empty, [], _no_networks()
-    if data.get("stamp") != stamp.to_dict():  # another runtime or profile version: start over
-        return empty, [], _no_networks()
-    nets = data.get("networks") or {}
-    kept = {k: list(nets.get(k, [])) for k in ("keys", "refs", *PRECISIONS)}
-    if not all(len(kept[p]) == len(kept["keys"]) for p in PRECISIONS):
-        kept = _no_networks()  # not as this code writes it: measure the networks again
-    return ({p: dict(data.get("entries", {}).get(p, {})) for p in PRECISIONS}, list(data.get("refs", [])), kept)
+        return empty, [], _no_networks(), 0.0
+    # valid JSON that is not the object save() writes ([] or null, cut short or edited by hand): start over
+    if not isinstance(data, dict) or data.get("stamp") != stamp.to_dict():  # or another runtime or profile version
+        return empty, [], _no_networks(), 0.0
+    try:
+        nets = data.get("networks") or {}
+        kept = {k: list(nets.get(k, [])) for k in ("keys", "refs", *PRECISIONS)}
+        if not all(len(kept[p]) == len(kept["keys"]) for p in PRECISIONS):
+            kept = _no_networks()  # not as this code writes it: measure the networks again
+        entries = {p: dict(data.get("entries", {}).get(p, {})) for p in PRECISIONS}
+        refs = list(data.get("refs", []))
+        seconds = data.get("seconds", 0.0)
+        seconds = float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < float("inf") else 0.0
+    except (AttributeError, TypeError, ValueError):
+        return empty, [], _no_networks(), 0.0
+    return entries, refs, kept, seconds
 
 
 def _no_networks() -> dict[str, list]:

@@ -57,6 +57,19 @@ def bounded(argv: list[str], seconds: float) -> list[str]:
 
 def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list[str]:
     """``name:value`` overrides for the model input's dynamic dimensions (perf_test's ``-f``)."""
+    return [f"{dim}:{size}" for dim, size in _sizes(path, batch, shape)[1].items()]
+
+
+def fed_shape(path: str | Path, batch: int, shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The input shape perf_test runs ``path`` at with ``free_dims``' overrides: its fixed dimensions as
+    they are (a fixed batch ignores ``batch``), the dynamic ones as set."""
+    dims, sizes = _sizes(path, batch, shape)
+    return tuple(d if isinstance(d, int) else sizes[str(d)] for d in dims)
+
+
+def _sizes(path: str | Path, batch: int,
+           shape: Sequence[int] | None) -> tuple[list[int | str | None], dict[str, int]]:
+    """The model input's dimensions and the size each named dynamic one is set to."""
     name, dims = _input_dims(Path(path))
     if dims is None:
         raise RunnerError(f"model input '{name}' of '{path}' has no shape recorded, and onnxruntime_perf_test "
@@ -87,7 +100,7 @@ def free_dims(path: str | Path, batch: int, shape: Sequence[int] | None) -> list
                               "onnxruntime_perf_test cannot set one named dimension to two sizes",
                               "use runner.mode = \"python\" (it feeds the shape as given), or export the model "
                               "with a distinct name for each dynamic dimension")
-    return [f"{dim}:{size}" for dim, size in sizes.items()]
+    return dims, sizes
 
 
 def _input_dims(path: Path) -> tuple[str, list[int | str | None] | None]:
@@ -137,8 +150,10 @@ def cv(values: Sequence[float]) -> float:
     return statistics.pstdev(values) / mean if mean > 0 else 0.0
 
 
-def aggregate(samples: Sequence[dict[str, float]], runs_per_repeat: int) -> LatencyStats:
-    """One model's repeats: p50/p90/p99 are medians of the repeats' percentiles, cv that of their P50s."""
+def aggregate(samples: Sequence[dict[str, float]], runs_per_repeat: int,
+              input_shape: Sequence[int] = ()) -> LatencyStats:
+    """One model's repeats (fed ``input_shape``): p50/p90/p99 are medians of the repeats' percentiles, cv that
+    of their P50s."""
     p50s = [s["p50"] for s in samples]
     return LatencyStats(
         p50_ms=float(statistics.median(p50s)),
@@ -149,4 +164,5 @@ def aggregate(samples: Sequence[dict[str, float]], runs_per_repeat: int) -> Late
         runs=runs_per_repeat * len(samples),
         repeats=len(samples),
         repeat_p50_ms=tuple(float(x) for x in p50s),
+        input_shape=tuple(int(d) for d in input_shape),
     )

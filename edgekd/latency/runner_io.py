@@ -87,7 +87,7 @@ def worker_stats(data: dict[str, Any], stdout: str, count: int, where: str | Non
         problem = str(data.get("error") or "the latency worker failed without saying why")
         raise cls(f"{where}: {problem}" if where else problem, str(data.get("fix") or "") or None)
     names = [f.name for f in dataclasses.fields(LatencyStats)
-             if f.name not in ("onnxruntime", "repeat_p50_ms")]  # p10 included
+             if f.name not in ("onnxruntime", "repeat_p50_ms", "input_shape")]  # p10 included
     version = str(data.get("onnxruntime") or "")
     try:
         results = data["results"]
@@ -95,7 +95,8 @@ def worker_stats(data: dict[str, Any], stdout: str, count: int, where: str | Non
             raise ValueError("wrong number of results")
         # Without per-repeat medians, comparisons fall back to each run's whole p50 (latency.compare).
         return [LatencyStats(**{k: (int if k in ("runs", "repeats") else float)(r[k]) for k in names},
-                             onnxruntime=version, repeat_p50_ms=tuple(float(x) for x in r.get("repeat_p50_ms", ())))
+                             onnxruntime=version, repeat_p50_ms=tuple(float(x) for x in r.get("repeat_p50_ms", ())),
+                             input_shape=tuple(int(d) for d in r.get("input_shape", ())))
                 for r in results]
     except (KeyError, TypeError, ValueError):
         raise garbled(stdout) from None

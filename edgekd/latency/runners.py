@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -199,8 +200,7 @@ class _RemoteRunner:
         """Raise for a failed transport, a missing program on the device, or a non-zero exit."""
         if self._transport_failed(proc):
             raise self._failure(proc, step)
-        output = f"{proc.stderr}\n{proc.stdout}".lower()
-        if proc.returncode == 127 or "not found" in output:
+        if _missing(proc, str(self.cfg[key])):
             raise RunnerError(f"{self.cfg[key]} was not found on {self._device()}",
                               f"set runner.{key} in the profile to its path on the device")
         if proc.returncode != 0:
@@ -241,6 +241,20 @@ class _RemoteRunner:
             # the CLI shows on stderr as it is (logging's last-resort handler) and an API user can route.
             _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are "
                          "still on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
+
+
+def _missing(proc: subprocess.CompletedProcess, program: str) -> bool:
+    """Whether the device's shell could not find ``program``: its words naming the program (sh, bash, dash,
+    mksh, toybox, timeout: "PROG: not found", "'PROG': No such file or directory"; zsh: "command not found: PROG"), or
+    exit 127 with nothing said. Not any "not found": a program that is there but lacks a shared library says
+    'CANNOT LINK EXECUTABLE "PROG": library "libonnxruntime.so" not found' (glibc: exit 127 too), and that
+    reason is what to show."""
+    name = re.escape(program)
+    said = re.compile(rf"{name}['\"’]?: (?:cannot execute: )?(?:command |inaccessible or )?not found"
+                      rf"|{name}['\"’]?: (?:cannot execute: )?no such file or directory"
+                      rf"|(?:command not found|no such file or directory): {name}\s*$", re.IGNORECASE | re.MULTILINE)
+    output = f"{proc.stderr}\n{proc.stdout}"
+    return bool(said.search(output)) or (proc.returncode == 127 and not output.strip())
 
 
 @RUNNERS.register("ssh")
@@ -325,6 +339,7 @@ class AdbRunner(_RemoteRunner):
 
         m = self.profile.measure
         dims = [perftest.free_dims(p, int(m["batch_size"]), shape) for p in models]
+        fed = [perftest.fed_shape(p, int(m["batch_size"]), shape) for p in models]
 
         def timed(i: int, runs: int) -> dict[str, float]:
             cmd = perftest.command(self.cfg["perf_test"], remote[i], self.profile.runtime, runs, dims[i])
@@ -337,7 +352,7 @@ class AdbRunner(_RemoteRunner):
         self._perf_rounds(timed, samples)
         if max(perftest.cv([s["p50"] for s in per]) for per in samples) > m["max_cv"]:
             self._perf_rounds(timed, samples)  # noisy: measure as much again, as the worker does
-        return [perftest.aggregate(per, int(m["runs_per_repeat"])) for per in samples]
+        return [perftest.aggregate(per, int(m["runs_per_repeat"]), f) for per, f in zip(samples, fed)]
 
     def _perf_rounds(self, timed: Any, samples: list[list[dict[str, float]]]) -> None:
         n, m = len(samples), self.profile.measure

@@ -192,7 +192,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
                            f"{'x'.join(map(str, input_shape))} ({path})", fix)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("schema") != TABLE_SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != TABLE_SCHEMA:  # valid JSON is not yet a table: []
             raise ValueError("not an edgekd latency table")
         if data.get("schema_version") != TABLE_VERSION:
             raise ProfileError(f"latency table '{path}' was written by another version of edgekd "
@@ -201,6 +201,7 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
         table = LatencyTable.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
+    _check_space(path, space)
     want = Stamp.current(profile, space, input_shape, num_classes)
     for name in ("profile_digest", "onnxruntime", "host", "input_shape", "num_classes", "batch_size"):
         have, need = getattr(table.stamp, name), getattr(want, name)
@@ -215,6 +216,17 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
     if damage := damaged(table, space):
         raise ProfileError(f"latency table '{path}' is damaged: {damage}", f"recalibrate: {fix}")
     return table
+
+
+def _check_space(path: Path, space: str) -> None:
+    """Refuse a table for a space not registered here (one from a newer edgekd, or since removed): nothing can
+    be predicted from it, and `profiles show` lists it as such rather than failing on it."""
+    from edgekd.search.spaces import SPACES
+
+    if space not in SPACES.names():
+        raise ProfileError(f"latency table '{path}' is for search space '{space}', which this edgekd does not have "
+                           f"(it has {', '.join(SPACES.names())})",
+                           "use it with the edgekd that calibrated it, or delete it")
 
 
 def damaged(table: LatencyTable, space_name: str) -> str | None:

@@ -17,7 +17,8 @@ The spec is a JSON object::
 It prints exactly one JSON line on stdout and nothing else there::
 
     {"ok": true, "results": [{"p50_ms": ..., "p90_ms": ..., "p99_ms": ..., "mean_ms": ..., "cv": ...,
-                              "runs": ..., "repeats": ..., "repeat_p50_ms": [...]}, ...], "onnxruntime": "1.20.0"}
+                              "runs": ..., "repeats": ..., "repeat_p50_ms": [...], "input_shape": [...]}, ...],
+     "onnxruntime": "1.20.0"}
     {"ok": false, "error": "...", "fix": "...", "kind": "artifact" | "runner"}   (exit code 1)
 
 Each model is warmed up, then the models take turns in rotating order for ``repeats`` repeats of
@@ -183,7 +184,8 @@ def run(spec: dict) -> tuple:
     except _RunFailed as failed:  # only without warm-up runs does a failing model get this far
         raise WorkerError(*run_failure(failed.exc, spec["labels"][failed.index], feeds[failed.index], given),
                           "artifact") from None
-    return [_stats(np, r, med) for r, med in zip(runs, medians)], ort.__version__
+    return [{**_stats(np, r, med), "input_shape": [int(d) for d in next(iter(feed.values())).shape]}
+            for r, med, feed in zip(runs, medians, feeds)], ort.__version__
 
 
 def _check_providers(ort, providers: list) -> None:

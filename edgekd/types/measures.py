@@ -77,15 +77,25 @@ class LatencyStats:
     # Each repeat's median, in measuring order. Models measured together took turns repeat by repeat, so
     # their k-th repeats ran moments apart and pair up (see latency.compare); empty when not reported.
     repeat_p50_ms: tuple[float, ...] = ()
+    # The input shape the runner fed, batch first: a model with a fixed batch runs at it whatever the profile's
+    # measure.batch_size, so two models' times may be for different work. Empty when not reported.
+    input_shape: tuple[int, ...] = ()
+
+    @property
+    def batch(self) -> int | None:
+        """The batch the latency is for; None when the runner did not report its input shape."""
+        return self.input_shape[0] if self.input_shape else None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["repeat_p50_ms"] = list(self.repeat_p50_ms)
+        data["input_shape"] = list(self.input_shape)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
-        return cls(**{**data, "repeat_p50_ms": tuple(float(x) for x in data.get("repeat_p50_ms") or ())})
+        return cls(**{**data, "repeat_p50_ms": tuple(float(x) for x in data.get("repeat_p50_ms") or ()),
+                      "input_shape": tuple(int(x) for x in data.get("input_shape") or ())})
 
 
 MIN_PAIRS = 6  # fewer paired samples cannot bracket a median with 95% confidence, whatever their values
