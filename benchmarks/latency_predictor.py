@@ -37,11 +37,11 @@ from edgekd.latency.calibrate import (
     measure_rotated,
     passes_for,
     reference_model,
-    relative_lstsq,
     relative_units,
     sample_specs,
 )
 from edgekd.latency.fit_check import agreement
+from edgekd.latency.network_fit import relative_lstsq
 from edgekd.latency.predict import LatencyPredictor
 from edgekd.latency.quick_export import export_for_timing
 from edgekd.latency.table import cpu_info, load_table

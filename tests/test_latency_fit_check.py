@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from edgekd.latency.calibrate import block_key, feature_names, network_features, resolution_levels, sample_specs
+from edgekd.latency.calibrate import block_key, sample_specs
 from edgekd.latency.fit_check import FitAccuracy, cross_validate, networks_needed, not_cross_validated, trust
+from edgekd.latency.network_fit import feature_names, network_features, resolution_levels
 from edgekd.latency.table import LatencyTable, Stamp
 from edgekd.search.spaces import MobileNetV2Space
 from edgekd.types import StudentSpec
@@ -48,7 +49,7 @@ def test_a_network_measured_in_a_busy_stretch_is_the_one_missed():
 
 
 def test_each_network_is_judged_by_a_fit_made_without_it():
-    from edgekd.latency.calibrate import fit_relative
+    from edgekd.latency.network_fit import fit_relative
 
     table = _table(48, scramble=True)
     levels = resolution_levels(SPACE, SHAPE, 10)

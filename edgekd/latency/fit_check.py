@@ -56,7 +56,7 @@ def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 def networks_needed(table: LatencyTable, space: Any, folds: int = FOLDS) -> int:
     """The fewest calibration networks ``table``'s fit can be cross-validated on: every fold's fit, made
     without its share of them, needs as many as calibration itself requires (two per feature)."""
-    from edgekd.latency.calibrate import feature_names, resolution_levels
+    from edgekd.latency.network_fit import feature_names, resolution_levels
 
     need = 2 * len(feature_names(resolution_levels(space, table.stamp.input_shape, table.stamp.num_classes)))
     count = need
@@ -84,7 +84,7 @@ def cross_validate(table: LatencyTable, space: Any, folds: int = FOLDS) -> list[
     """Per precision, the table's fit re-made ``folds`` times, each time without every ``folds``-th network,
     and scored on the networks it left out. Empty for a table too small to split (or one that kept no
     networks): ``not_cross_validated`` says which."""
-    from edgekd.latency.calibrate import fit_relative, network_features, resolution_levels
+    from edgekd.latency.network_fit import fit_relative, network_features, resolution_levels
     from edgekd.latency.predict import apply_fit
     from edgekd.types import StudentSpec
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgekd.errors import ProfileError
-from edgekd.latency.calibrate import network_features, resolution_levels
+from edgekd.latency.network_fit import network_features, resolution_levels
 from edgekd.latency.table import LatencyTable
 from edgekd.types import StudentSpec
 

@@ -233,7 +233,8 @@ def damaged(table: LatencyTable, space_name: str) -> str | None:
     """What a table edited by hand or cut short lacks that prediction needs (an entry for every block of its
     space, and a fit of the right length per precision), or None when it is whole. Checked on loading, so a
     damaged table is refused in one line rather than failing deep inside `profiles show` or a search."""
-    from edgekd.latency.calibrate import PRECISIONS, feature_names, resolution_levels
+    from edgekd.latency.calibrate import PRECISIONS
+    from edgekd.latency.network_fit import feature_names, resolution_levels
     from edgekd.search.spaces import SPACES
 
     space, shape, classes = SPACES.get(space_name), table.stamp.input_shape, table.stamp.num_classes

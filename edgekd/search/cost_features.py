@@ -223,7 +223,7 @@ def choose_layout(records: list[list[tuple[int, int, int, int, int]]], y: np.nda
     A layout is tried only with at least three more anchors than its fit has independent terms (plain MACs
     always).
     Fitted on relative error, as the calibrated table is: small networks matter as much as big ones."""
-    from edgekd.latency.calibrate import relative_lstsq
+    from edgekd.latency.network_fit import relative_lstsq
 
     features = features or fit_features
     best, best_err = "macs", np.inf
