@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError, first_line
+from edgekd.preprocess import comparable
 from edgekd.types import DistillResult, EpochRecord, SearchResult, StudentSpec
 
 # The recipe keys that made the student: taken from distill.json, never from the compress invocation.
@@ -96,8 +97,9 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     recipe = _recipe(info, folder)
     recorded_data = info.get("data", {})
     # Compared on what the record holds: a folder distilled before class names and preprocessing were
-    # recorded still matches the same data.
-    if recorded_data != {k: v for k, v in data.describe().items() if k in recorded_data or not recorded_data}:
+    # recorded (or before the resize method was named exactly) still matches the same data.
+    was, here = comparable(recorded_data), comparable(data.describe())
+    if was != {k: v for k, v in here.items() if k in was or not was}:
         raise ConfigError(f"'{folder}' was distilled on {_data_text(recorded_data)}, not on "
                           f"{_data_text(data.describe())}",
                           "pass the --data, --resolution and --normalize the distillation used")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd import gate_ort
 from edgekd.errors import ArtifactError, ConfigError
 from edgekd.gate_config import (  # noqa: F401  (this module's API, as before the split)
     ACCURACY_KEYS,
@@ -61,22 +62,27 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     from edgekd.validate import artifact_from_file
 
     model, entry = _resolve(target, config.artifact)
+    if entry is not None:
+        _check_listed(Path(target), model, entry)
     art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     checks: list[Check] = []
     notes = list(config.notes)
+    copy = gate_ort.ort_copy(model.parent, entry)
     if entry is not None:
         same = entry["artifact"]["sha256"] == art.sha256
-        checks.append(Check("integrity", same, "file matches its manifest entry" if same else
-                            f"{model.name} changed since the manifest was written (sha256 differs)"))
-        checks += _ort_integrity(model.parent, entry, notes)
+        checks.append(Check("integrity", same, "file matches its manifest entry" if same else f"{model.name} "
+                            f"changed since the manifest was written (sha256 differs): {gate_ort.RESTORE}"))
+        checks += gate_ort.ort_integrity(model.parent, entry, notes)
     if config.max_size_bytes is not None:
         ok = art.size_bytes <= config.max_size_bytes
         size, limit = sizes(art.size_bytes, config.max_size_bytes, ok)
-        checks.append(Check("size", ok, f"{size} on disk{art.size_note}, limit {limit}", art.size_bytes))
+        checks.append(Check("size", ok, f"{size} on disk{art.size_note}, limit {limit}"
+                            f"{gate_ort.only_onnx(copy, entry)}", art.size_bytes))
+        checks += gate_ort.ort_size_check(copy, config)
     if config.max_size_growth is not None:
         checks.append(_size_growth_check(art.size_bytes, config))
     checks += _op_checks(model, art.opset, config)
-    checks += _reduced_build_check(model.parent, entry, config)
+    checks += gate_ort.reduced_build_check(model.parent, entry, config)
     compared = (_baseline_model(config.baseline, config.artifact, "accuracy") if config.max_accuracy_drop is not None
                 else None)
     accuracy = config.min_accuracy is not None or config.min_class_accuracy is not None or compared is not None
@@ -91,7 +97,9 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
     accuracy_checks = _accuracy_checks(model, compared, config) if accuracy else []
     if config.max_latency_ms is not None or config.baseline:
-        checks += _latency_checks(model, load_profile(config.profile), config)
+        profile = load_profile(config.profile)
+        timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
+        checks += _latency_checks(model, profile, config, timed)
     checks += accuracy_checks
     return GateResult(str(target), tuple(checks), tuple(notes))
 
@@ -129,44 +137,16 @@ def manifest_files(manifest_path: Path) -> list[Path]:
     return files
 
 
-def _ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list[Check]:
-    """The ORT-format copy a manifest records (compress --ort), when it is here: the file a mobile app ships
-    must be the one compress checked against the .onnx."""
-    from edgekd.fsutil import sha256
-
-    recorded = entry.get("ort")
-    if not recorded:
-        return []
-    copy = folder / recorded["path"]
-    if not copy.is_file():
-        notes.append(f"not checked: {recorded['path']}, the manifest's ORT-format copy, is not here")
-        return []
-    same = sha256(copy) == recorded["sha256"]
-    return [Check("ort integrity", same, f"{copy.name} matches its manifest entry" if same else
-                  f"{copy.name} changed since the manifest was written (sha256 differs)")]
-
-
-def _reduced_build_check(folder: Path, entry: dict[str, Any] | None, config: GateConfig) -> list[Check]:
-    """The operators the artifact's ORT-format copy needs (its required_operators.config, written by
-    compress --ort) are all in the app's reduced onnxruntime build (--ops-config): a model needing one more
-    kernel than the app was compiled with fails to load in the app, not in CI."""
-    if config.ops_config is None:
-        return []
-    from edgekd.ort_format import missing_operators
-
-    if entry is None:
-        raise ConfigError("--ops-config checks the operators of a manifest's ORT-format copy, and the target is a "
-                          "model file", "gate the manifest.json of a compress --ort run")
-    recorded = entry.get("ort")
-    if not recorded:
-        raise ConfigError(f"--ops-config checks the ORT-format copy of '{entry['artifact']['name']}', and its "
-                          "manifest records none", "compress with --ort, or drop --ops-config")
-    needed = folder / recorded["operators"]
-    missing = missing_operators(needed, Path(config.ops_config))
-    build = Path(config.ops_config).name
-    return [Check("reduced build", not missing,
-                  f"every operator {recorded['path']} needs is in {build}" if not missing else
-                  f"{recorded['path']} needs operators {build} lacks: {'; '.join(missing)}", missing)]
+def _check_listed(manifest: Path, model: Path, entry: dict[str, Any]) -> None:
+    """The manifest's artifact is in its folder: paths in a manifest are relative to it, so a manifest moved
+    away from its files, or a file renamed, leaves the path it records pointing at nothing."""
+    if model.is_file():
+        return
+    recorded = entry["artifact"]["path"]
+    raise ArtifactError(f"manifest '{manifest}' lists artifact '{entry['artifact']['name']}' as '{recorded}', "
+                        f"read relative to the manifest's folder, and '{manifest.parent}' has no such file",
+                        "keep manifest.json beside the files compress wrote, under the names it lists (move the "
+                        "folder whole), or gate the model file itself (edgekd gate MODEL.onnx)")
 
 
 def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
@@ -203,13 +183,18 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
     return checks
 
 
-def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check]:
+def _latency_checks(model: Path, profile: Any, config: GateConfig,
+                    timed: tuple[Path | None, str] = (None, "")) -> list[Check]:
+    """The latency limit and the regression against a baseline; ``timed``: the manifest's ORT-format copy,
+    measured in the same rounds and held to the same limit (or None, and why the limit covered the .onnx
+    only)."""
     from edgekd.latency.cache import noisy
 
     baseline, recorded, elsewhere = (_baseline(config.baseline, config.artifact, profile, config.input_shape)
                                      if config.baseline else (None, None, ""))
     tol = config.latency_tolerance
-    found, rounds, extra = _measure_rounds(model, baseline, profile, config)
+    copy, untimed = timed
+    found, rounds, extra = _measure_rounds(model, baseline, profile, config, copy)
     p50 = statistics.median(r[0].p50_ms for r in rounds)
     shaky = sum(bool(noisy(r, profile)) for r in rounds)
     # A failure on a noisy machine reads differently from one on a quiet machine: say which this was.
@@ -219,9 +204,16 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
     if config.max_latency_ms is not None:
         limit = config.max_latency_ms * (1 + tol)
         shown, line = figures(p50, limit, 3, p50 <= limit)
+        said = f"{line} ms ({config.max_latency_ms:g} ms +{_percent(tol)} tolerance)"
         checks.append(Check("latency", p50 <= limit, f"p50 {shown} ms (median of {len(rounds)} rounds) on "
-                            f"{profile.name}, limit {line} ms ({config.max_latency_ms:g} ms +{_percent(tol)} "
-                            f"tolerance){noise}", p50))
+                            f"{profile.name}, limit {said}{untimed}{noise}", p50))
+        if copy is not None:  # measured last in each round
+            ort_p50 = statistics.median(r[-1].p50_ms for r in rounds)
+            shown, line = figures(ort_p50, limit, 3, ort_p50 <= limit)
+            said = f"{line} ms ({config.max_latency_ms:g} ms +{_percent(tol)} tolerance)"
+            checks.append(Check("ort latency", ort_p50 <= limit, f"{copy.name}: p50 {shown} ms (median of "
+                                f"{len(rounds)} rounds, timed beside its .onnx) on {profile.name}, limit {said} (the "
+                                f"ORT-format copy an app ships, held to the limit its .onnx is){noise}", ort_p50))
     if found is not None:
         # The median decides; the interval says how sure it is, and a near call was measured twice as long.
         near = (f"; near the line, so {extra} more round(s) were measured" if extra else "")
@@ -239,16 +231,17 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig) -> list[Check
     return checks
 
 
-def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: GateConfig) -> tuple[Any, list, int]:
-    """(the interleaved comparison with ``baseline``, or None without one; every round measured; how many extra
-    rounds a near call took)."""
+def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: GateConfig,
+                    copy: Path | None = None) -> tuple[Any, list, int]:
+    """(the interleaved comparison with ``baseline``, or None without one; every round measured, ``copy``'s
+    figures last in each; how many extra rounds a near call took)."""
     from edgekd.latency.compare import measure_until_clear
     from edgekd.latency.measure import measure
 
-    shape = config.input_shape
+    shape, also = config.input_shape, [copy] if copy is not None else []
     if baseline is None:
-        return None, [measure([model], profile, shape) for _ in range(config.rounds)], 0
-    return measure_until_clear(lambda: measure([model, baseline], profile, shape), config.rounds,
+        return None, [measure([model, *also], profile, shape) for _ in range(config.rounds)], 0
+    return measure_until_clear(lambda: measure([model, baseline, *also], profile, shape), config.rounds,
                                1 + config.latency_tolerance)
 
 

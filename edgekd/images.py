@@ -18,6 +18,8 @@ from edgekd.data import Dataset, check_classes, holdout, nfc, split_normalized
 from edgekd.errors import DataError
 from edgekd.preprocess import (
     MAX_SIDE,
+    PIL_BICUBIC,
+    PIL_BICUBIC_16,
     Preprocess,
     check_image_size,
     check_memory,
@@ -82,7 +84,7 @@ def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ..
     x, to = convert_channels(x, channels, str(path))
     data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
-                                                         side, "bicubic", to))
+                                                         side, resize_method(scale), to))
     return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
 
 
@@ -225,7 +227,7 @@ def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
     xs, to = {r: v[0] for r, v in converted.items()}, converted["train"][1]
     norm = {r: normalize_images(v, xs["train"], normalize, str(path)) for r, v in xs.items()}
     mean, std = norm["train"][1:]
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, resize_method(scale), to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
                    classes, pre, orientation_notes(stored, resolution))
 
@@ -248,9 +250,15 @@ def held_out_set(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, .
     mode, scale, side, _ = read
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
-    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, "bicubic", to)
+    pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, resize_method(scale), to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
+
+
+def resize_method(scale: float) -> str:
+    """How ``read_images`` resized images it scaled by ``scale``, as the record says it: Pillow's bicubic on
+    8-bit pixels, or on 16-bit ones (scale 1/65535) read as floats."""
+    return PIL_BICUBIC_16 if scale < 1 / 255 else PIL_BICUBIC
 
 
 def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None, channels: int | None = None,

@@ -138,9 +138,11 @@ _ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR), "int8_fallback": _int8_fallback}))})
 # The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build,
-# and report.md its platform.
+# and report.md its platform and verdict. Manifests written before the operator list's hash, and the verdict's
+# two parts, were recorded have none of the optional keys.
 _ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "platform": NAME, "operators": NAME,
-            "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL})
+            "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL},
+           {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(STR)})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
              {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT), "class_accuracy": obj(values=FRACTION)})

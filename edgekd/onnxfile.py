@@ -383,9 +383,13 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
     return tuple(nfc(str(n)) for n in names)  # a model trained on macOS's folder names matches them typed elsewhere
 
 
-def stamp_data_metadata(art: Any, data: Any, seed: int | None = None) -> Any:
-    """The artifact carrying, in its own metadata, the input it expects, the label of each output and the
-    ``seed`` that split the run's data (validate reads the run's test split with it)."""
+# How a model taking other than NCHW is fed the NCHW images (latency.runtime.in_layout), as its metadata says it.
+LAYOUT_RECORDS = {"NHWC": "NHWC", "flat": "NCHW flattened to (N, C*H*W)"}
+
+
+def stamp_data_metadata(art: Any, data: Any, seed: int | None = None, layout: str = "NCHW") -> Any:
+    """The artifact carrying, in its own metadata, the input it expects (in ``layout``, as it is fed), the label
+    of each output and the ``seed`` that split the run's data (validate reads the run's test split with it)."""
     import json
 
     from edgekd import __version__
@@ -400,5 +404,6 @@ def stamp_data_metadata(art: Any, data: Any, seed: int | None = None) -> Any:
         if dealt is not None:
             props[SPLIT_DATA_KEY] = json.dumps(dealt, sort_keys=True)
     if "preprocess" in described:
-        props[PREPROCESS_KEY] = json.dumps(described["preprocess"], sort_keys=True)
+        pre = {**described["preprocess"], "layout": LAYOUT_RECORDS.get(layout, layout)}
+        props[PREPROCESS_KEY] = json.dumps(pre, sort_keys=True)
     return stamp_metadata(art, props)

@@ -37,11 +37,19 @@ class OrtFile:
     operators: str  # <name>.required_operators.config, for a reduced onnxruntime build
     top1_agreement: float  # with its .onnx, on the test images
     max_abs_diff: float
-    passed: bool
+    agrees: bool  # its outputs are the .onnx's, within the validation's bound
     format_version: int | None = None  # the ORT format the file is written in
     converted_with: str = ""  # the onnxruntime version whose tool wrote it
     p50_ms: float | None = None  # measured on the profile beside its .onnx (median of the rounds)
     vs_onnx: float | None = None  # its p50 over its .onnx's, round by round, median: above 1 is slower
+    operators_sha256: str | None = None  # of the operators file: gate trusts no edited list
+    over_budget: tuple[str, ...] = ()  # "size", "latency": the budget's limits the copy misses
+
+    @property
+    def passed(self) -> bool:
+        """The copy's verdict, as its artifact's ``verdicts.ort``: outputs that agree, within the budget. A
+        pipeline shipping the copies that passed ships no file compress rejected."""
+        return self.agrees and not self.over_budget
 
     @property
     def loads_from(self) -> str | None:
@@ -49,7 +57,9 @@ class OrtFile:
         return LOADS_FROM.get(self.format_version) if self.format_version is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "loads_from": self.loads_from}  # recorded for a pipeline to compare with
+        # recorded for a pipeline to compare with
+        return {**asdict(self), "over_budget": list(self.over_budget), "passed": self.passed,
+                "loads_from": self.loads_from}
 
 
 def loads_text(version: int | None) -> str:
@@ -179,15 +189,15 @@ def to_ort(model: Path, target: str, images: np.ndarray, precision: str) -> OrtF
     ours, theirs = _outputs(model, images), _outputs(ort_path, images)
     agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
     diff = float(np.abs(ours - theirs).max())
-    passed = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
+    agrees = diff <= FP32_MAX_ABS_DIFF if precision == "fp32" else agreement >= INT8_MIN_AGREEMENT
     return OrtFile(ort_path.name, sha256(ort_path), ort_path.stat().st_size, target, config_path.name, agreement,
-                   diff, passed, format_version(ort_path), ort.__version__)
+                   diff, agrees, format_version(ort_path), ort.__version__, operators_sha256=sha256(config_path))
 
 
 def with_latency(orts: dict[str, OrtFile], folder: Path, profile: Any, rounds: int) -> dict[str, OrtFile]:
     """Each copy timed on ``profile`` beside its .onnx, all of them interleaved, ``rounds`` times. The file
     holds the optimisations of its conversion, not those onnxruntime gives the .onnx at load (on x86, the
-    NCHWc layout: a converted fp32 student ran 5.71x as long as its .onnx in benchmarks/runtime_compat.py's
+    NCHWc layout: a converted fp32 student ran 4.13x as long as its .onnx in benchmarks/runtime_compat.py's
     run), so it is timed itself."""
     import dataclasses
     import statistics

@@ -25,6 +25,12 @@ MIN_SIDE, MAX_SIDE = 4, 4096
 CHANNELS_FIX = "pass --channels 3 (grayscale repeated to RGB) or 1 (RGB to luminance), as your teacher takes them"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights PIL converts RGB to grayscale with
 LUMA_TEXT = "0.299 R + 0.587 G + 0.114 B"
+# How image files are resized (images.read_images), said exactly: "bicubic" alone reads as torch's or OpenCV's
+# kernel, which does not antialias when shrinking and works on floats, and fed inputs about 2 std off.
+PIL_BICUBIC = "PIL BICUBIC (antialiased when shrinking), on 8-bit pixels, after EXIF orientation"
+PIL_BICUBIC_16 = "PIL BICUBIC (antialiased when shrinking), on 16-bit pixels as 32-bit floats, after EXIF orientation"
+# What records written before the exact wording said for the same operation: equal when records are compared.
+_SAME_RESIZE = {PIL_BICUBIC: "bicubic", PIL_BICUBIC_16: "bicubic"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,16 @@ class Preprocess:
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(float(d["scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])), str(d["channels"]),
                    d.get("resize"), d.get("resize_method"), d.get("to_channels"))
+
+
+def comparable(described: dict[str, Any]) -> dict[str, Any]:
+    """A data record (``Dataset.describe()``, or one a run folder recorded) with its resize method as records
+    from before the exact wording name it, for comparing records of runs edgekd versions apart and for keys
+    (a cached teacher's) that must not change: the operation is the same, only its name is exact now."""
+    pre = described.get("preprocess")
+    if not isinstance(pre, dict) or pre.get("resize_method") not in _SAME_RESIZE:
+        return described
+    return {**described, "preprocess": {**pre, "resize_method": _SAME_RESIZE[pre["resize_method"]]}}
 
 
 def parse_resolution(value: Any) -> tuple[int, int] | None:

@@ -183,14 +183,32 @@ def _ort_speed(ort: dict[str, Any], name: str) -> str:
     return f", p50 {ort['p50_ms']:.3f} ms, {ort['vs_onnx']:.2f}x `{name}.onnx`'s"
 
 
+def _ort_failed(entry: dict[str, Any], budget: dict[str, Any]) -> str:
+    """", FAILED: <why>" for a copy compress rejected (its outputs, or the budget its .onnx is held to), else ""."""
+    o = entry["ort"]
+    agrees = o.get("agrees", o["passed"])  # before "agrees" was recorded, "passed" was the agreement alone
+    over = o.get("over_budget")
+    if over is None and agrees and entry["verdicts"].get("ort") is False:  # an older manifest: from its budget
+        over = [what for what, missed in (
+            ("size", budget.get("max_size_kb") is not None and o["size_bytes"] > budget["max_size_kb"] * 1024),
+            ("latency", budget.get("latency_ms") is not None and (o.get("p50_ms") or 0) > budget["latency_ms"]))
+            if missed] or ["size or latency"]
+    why = ([] if agrees else [f"its outputs differ from `{entry['artifact']['name']}.onnx`'s"]) + (
+        [f"over the {' and '.join(over)} budget"] if over else [])
+    return f", FAILED: {' and '.join(why)}" if why else ""
+
+
 def ort_text(manifest: dict[str, Any]) -> str | None:
-    """The ORT-format copies (compress --ort), for a reader deploying with onnxruntime mobile."""
-    copies = [(a["artifact"]["name"], a["ort"]) for a in manifest["artifacts"] if a.get("ort")]
-    if not copies:
+    """The ORT-format copies (compress --ort), for a reader deploying with onnxruntime mobile: a copy compress
+    rejected, for its outputs or for the budget, is marked FAILED with why."""
+    entries = [a for a in manifest["artifacts"] if a.get("ort")]
+    if not entries:
         return None
+    copies = [(a["artifact"]["name"], a["ort"]) for a in entries]
+    failed = [_ort_failed(a, manifest.get("budget") or {}) for a in entries]
     listed = "; ".join(f"`{o['path']}` ({o['size_bytes'] / 1024:.1f} KB, {o['top1_agreement']:.2%} top-1 agreement "
-                       f"with `{name}.onnx`{'' if o['passed'] else ', FAILED'}{_ort_speed(o, name)}; operators for a "
-                       f"reduced build in `{o['operators']}`)" for name, o in copies)
+                       f"with `{name}.onnx`{said}{_ort_speed(o, name)}; operators for a "
+                       f"reduced build in `{o['operators']}`)" for (name, o), said in zip(copies, failed))
     first = copies[0][1]
     runtime = ""
     if "format_version" in first:  # manifests written before edgekd recorded it have no such key

@@ -44,7 +44,10 @@ class TeacherRecipe:
         recipe = asdict(self)
         defaults = DistillConfig().to_dict()
         recipe["training"] = {k: v for k, v in self.training.to_dict().items() if v != defaults.get(k)}
-        payload = json.dumps({"recipe": recipe, "data": data.describe(), "version": 2}, sort_keys=True)
+        from edgekd.preprocess import comparable
+
+        # comparable: a teacher cached before the resize method was named exactly is the same teacher
+        payload = json.dumps({"recipe": recipe, "data": comparable(data.describe()), "version": 2}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

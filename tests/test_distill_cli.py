@@ -263,6 +263,32 @@ def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(d
         load_distilled(old, teacher, load_data("digits", resolution=12))
 
 
+def test_a_folder_whose_record_says_bicubic_matches_data_recorded_with_the_exact_wording(distilled, teacher_files,
+                                                                                         tmp_path):
+    """Pillow's resize was recorded as "bicubic" before it was named exactly: the same operation, so a folder
+    distilled then still matches its data; a record of another method still does not."""
+    import dataclasses
+
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.preprocess import PIL_BICUBIC
+    from edgekd.teacher import load_teacher
+
+    old = tmp_path / "old"
+    shutil.copytree(distilled, old)
+    info = json.loads((old / "distill.json").read_text())
+    info["data"]["preprocess"]["resize_method"] = "bicubic"
+    (old / "distill.json").write_text(json.dumps(info))
+    module, weights = teacher_files
+    data = load_data("digits", resolution=16)
+    teacher = load_teacher(f"{module}:build", str(weights))
+    now = dataclasses.replace(data, preprocess=dataclasses.replace(data.preprocess, resize_method=PIL_BICUBIC))
+    assert load_distilled(old, teacher, now).result.best_epoch == info["distill"]["best_epoch"]
+    with pytest.raises(ConfigError, match="was distilled on 'digits'"):
+        load_distilled(old, teacher, data)  # bilinear, as digits are resized: another operation
+
+
 def test_a_student_pruned_while_distilled_is_rebuilt_from_its_spec_and_weights(distilled, teacher_files, tmp_path):
     """`compress --distilled` refused every pruned folder, though the searched architecture cut to the saved
     weights' shapes is the pruned student; it is trusted when it computes what its student-fp32.onnx does."""

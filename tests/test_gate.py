@@ -596,7 +596,7 @@ def test_data_alone_is_taken_for_a_manifest_whose_budget_bounds_accuracy(run_cli
     here = {"profile": "host-cpu-1t"}  # the recorded profile is a test's own
     assert build_config({"data": "other.npz", **here}, str(bounded)).data == "other.npz"  # held to the recorded floor
     code, _, err = _gate(run_cli, bounded, "--data", "digits", "--profile", "host-cpu-1t")
-    assert code == 2 and "needs --min-accuracy" not in err and "does not exist" in err  # it got to the model file
+    assert code == 2 and "needs --min-accuracy" not in err and "has no such file" in err  # it got to the model file
     unbounded = write_manifest(tmp_path / "unbounded", {})
     code, _, err = _gate(run_cli, unbounded, "--data", "digits", "--profile", "host-cpu-1t")
     assert code == 2 and "--data needs --min-accuracy" in err
@@ -878,3 +878,152 @@ def test_two_report_outputs_naming_one_file_are_refused_before_measuring(run_cli
     code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *args, "--force")
     assert code == 2 and message in err and err.count("\n") == 1, out + err
     assert out == "" and not list(tmp_path.iterdir())  # nothing written, nothing measured
+
+
+@pytest.fixture(scope="module")
+def ort_run(run_dir, small_data, tmp_path_factory) -> Path:
+    """The shared run with its primary's ORT-format copy and operator list recorded as compress --ort records them
+    (converted here: a second compress would cost minutes)."""
+    from edgekd.ort_format import to_ort
+
+    folder = tmp_path_factory.mktemp("ort-run") / "run"
+    shutil.copytree(run_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["primary"])
+    made = to_ort(folder / entry["artifact"]["path"], "amd64", small_data.x_test[:16], entry["artifact"]["precision"])
+    entry["ort"] = made.to_dict()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _ort_copy_of(ort_run: Path, tmp_path: Path) -> tuple[Path, dict]:
+    folder = tmp_path / "run"
+    shutil.copytree(ort_run, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return folder, next(e for e in manifest["artifacts"] if e["primary"])
+
+
+def _rows(out: str) -> dict[str, str]:
+    return {cells[1].strip(): " | ".join(c.strip() for c in cells[2:4])
+            for cells in (line.split("|") for line in out.splitlines() if line.startswith("| "))}
+
+
+def test_a_manifest_s_ort_copy_is_held_to_the_size_limit_its_onnx_is(ort_run):
+    """compress failed an artifact whose .ort was over the size budget (the copy is what a mobile app ships), and
+    gate, reading the .onnx's size only, passed the same budget in CI."""
+    from edgekd.gate import GateConfig, run_gate
+
+    entry = next(e for e in json.loads((ort_run / "manifest.json").read_text())["artifacts"] if e["primary"])
+    ort_bytes = (ort_run / entry["ort"]["path"]).stat().st_size
+    result = run_gate(str(ort_run / "manifest.json"), GateConfig(max_size_bytes=ort_bytes - 1))
+    (held,) = [c for c in result.checks if c.name == "ort size"]
+    assert not held.passed and not result.passed and held.measured == ort_bytes
+    assert held.message.startswith(f"{entry['ort']['path']}: {ort_bytes} bytes on disk, limit {ort_bytes - 1} bytes")
+    result = run_gate(str(ort_run / "manifest.json"), GateConfig(max_size_bytes=ort_bytes))
+    assert [c.passed for c in result.checks if c.name == "ort size"] == [True]
+
+
+def test_a_manifest_s_ort_copy_is_timed_and_held_to_the_latency_limit_or_the_row_says_it_was_not(
+        run_cli, ort_run, fast_profile_path, tmp_path):
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    copy = entry["ort"]["path"]
+    args = (folder / "manifest.json", "--max-latency", "1s", "--max-size", "10MB", "--profile", fast_profile_path,
+            "--rounds", "1")
+    code, out, err = _gate(run_cli, *args)
+    rows = _rows(out)
+    assert code == 0, out + err
+    assert rows["ort latency"].startswith(f"pass | {copy}: p50 ") and "timed beside its .onnx" in rows["ort latency"]
+    assert "covered the .onnx only" not in rows["latency"]
+    (folder / copy).write_bytes(b"not an ORT file")  # this onnxruntime cannot open it: not timed, and said so
+    code, out, _ = _gate(run_cli, *args)
+    rows = _rows(out)
+    assert code == 1 and "ort latency" not in rows and rows["ort integrity"].startswith("**FAIL**")
+    assert f"the limit covered the .onnx only: its ORT-format copy {copy} does not load in onnxruntime" in out
+    (folder / copy).unlink()
+    code, out, _ = _gate(run_cli, *args)
+    rows = _rows(out)
+    assert code == 0 and "ort latency" not in rows and "ort size" not in rows
+    for row in ("latency", "size"):
+        assert rows[row].endswith(f"the limit covered the .onnx only: its ORT-format copy {copy} is not here")
+
+
+def test_an_ort_copy_over_the_latency_limit_fails_and_says_when_its_rounds_were_noisy(ort_run, fast_profile,
+                                                                                      monkeypatch):
+    import edgekd.gate as gate
+    from edgekd.types import LatencyStats
+
+    entry = next(e for e in json.loads((ort_run / "manifest.json").read_text())["artifacts"] if e["primary"])
+    copy = ort_run / entry["ort"]["path"]
+    quiet, noisy = LatencyStats(0.04, 0.05, 0.05, 0.04, 0.01, 10, 3), LatencyStats(0.09, 0.1, 0.1, 0.09, 0.9, 10, 3)
+    monkeypatch.setattr(gate, "_measure_rounds", lambda *_: (None, [[quiet, noisy]], 0))
+    latency, ort_latency = gate._latency_checks(ort_run / entry["artifact"]["path"], fast_profile,
+                                                gate.GateConfig(max_latency_ms=0.05), (copy, ""))
+    assert latency.passed and not ort_latency.passed and ort_latency.measured == 0.09
+    assert ort_latency.message.startswith(f"{copy.name}: p50 0.090 ms (median of 1 rounds, timed beside its .onnx)")
+    assert "noisy: 1 of 1 rounds had cv above the profile's max_cv" in ort_latency.message
+
+
+def test_an_edited_operator_list_or_an_absent_copy_fails_the_reduced_build_check(run_cli, ort_run, tmp_path):
+    """gate --ops-config trusted an operator list edited since compress wrote it, and passed the app's build with
+    the .ort itself gone ("every operator student-int8.ort needs is in ...")."""
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    copy, listed = entry["ort"]["path"], folder / entry["ort"]["operators"]
+    lines = [line for line in listed.read_text().splitlines() if line and not line.startswith("#")]
+    app = tmp_path / "app.config"  # the app was built without the last operator of the first line
+    app.write_text("\n".join([lines[0].rsplit(",", 1)[0] if "," in lines[0] else "", *lines[1:]]) + "\n")
+    args = (folder / "manifest.json", "--max-size", "10MB", "--ops-config", app)
+    code, out, _ = _gate(run_cli, *args)
+    assert code == 1 and _rows(out)["reduced build"].startswith(f"**FAIL** | {copy} needs operators app.config lacks")
+    assert _rows(out)["operators integrity"] == f"pass | {listed.name} matches its manifest entry"
+    listed.write_text(listed.read_text().replace(lines[0], ""))  # the list edited to what the app has
+    code, out, _ = _gate(run_cli, *args)
+    rows = _rows(out)
+    assert code == 1 and rows["operators integrity"].startswith(f"**FAIL** | {listed.name} changed since the manifest")
+    assert "restore the file compress wrote, or run compress again for a new manifest" in rows["operators integrity"]
+    assert rows["reduced build"].startswith(f"**FAIL** | {listed.name} changed since the manifest was written, so "
+                                            f"what {copy} needs is not known")
+    (folder / copy).unlink()
+    code, out, _ = _gate(run_cli, *args)
+    assert code == 1 and _rows(out)["reduced build"].startswith(
+        f"**FAIL** | {copy}, the manifest's ORT-format copy, is not here, so nothing the app ships was checked")
+
+
+def test_a_manifest_from_before_the_operator_list_was_hashed_says_it_cannot_be_verified(run_cli, ort_run, tmp_path):
+    folder, _ = _ort_copy_of(ort_run, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["primary"])
+    for key in ("operators_sha256", "agrees", "over_budget"):
+        del entry["ort"][key]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    listed = folder / entry["ort"]["operators"]
+    code, out, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB", "--ops-config", listed)
+    assert code == 0 and "operators integrity" not in _rows(out), out + err
+    assert (f"not verified: {listed.name}, the copy's operator list, has no sha256 in this manifest (written before "
+            "edgekd recorded one)") in out
+    assert _rows(out)["reduced build"].startswith("pass")
+
+
+def test_a_manifest_away_from_its_files_or_a_changed_file_is_said_with_the_fix(run_cli, ort_run, tmp_path):
+    """A moved manifest or a renamed model gave "model file '...' does not exist; check the path", and an integrity
+    failure said no fix."""
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    name, path = entry["artifact"]["name"], entry["artifact"]["path"]
+    (folder / "manifest.json").rename(tmp_path / "moved.json")
+    code, out, err = _gate(run_cli, tmp_path / "moved.json", "--max-size", "10MB")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert (f"error: manifest '{tmp_path / 'moved.json'}' lists artifact '{name}' as '{path}', read relative to the "
+            f"manifest's folder, and '{tmp_path}' has no such file; keep manifest.json beside the files compress "
+            "wrote, under the names it lists (move the folder whole), or gate the model file itself (edgekd gate "
+            "MODEL.onnx)") in err
+    (tmp_path / "moved.json").rename(folder / "manifest.json")
+    (folder / path).rename(folder / "renamed.onnx")
+    code, _, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB")
+    assert code == 2 and f"as '{path}', read relative to the manifest's folder, and '{folder}' has no such" in err
+    shutil.copy(folder / "teacher-fp32.onnx", folder / path)  # a valid model, but not the one recorded
+    (folder / entry["ort"]["path"]).write_bytes(b"changed")
+    code, out, _ = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB")
+    rows = _rows(out)
+    assert code == 1
+    for row, file in (("integrity", path), ("ort integrity", entry["ort"]["path"])):
+        assert rows[row] == (f"**FAIL** | {file} changed since the manifest was written (sha256 differs): restore the "
+                             "file compress wrote, or run compress again for a new manifest")

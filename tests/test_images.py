@@ -213,7 +213,7 @@ def test_non_square_images_keep_their_aspect_ratio_unless_resized(tmp_path):
     ds = load_data(str(tmp_path / "wide"))
     assert ds.input_shape == (3, 30, 40)  # as stored: not stretched to a 40x40 square
     pre = ds.describe()["preprocess"]
-    assert pre["resize"] == [30, 40] and "resized to 30 high x 40 wide (bicubic)" in describe_preprocess(pre)
+    assert pre["resize"] == [30, 40] and "resized to 30 high x 40 wide (PIL BICUBIC" in describe_preprocess(pre)
     ds = load_data(str(tmp_path / "wide"), resolution="15x20")
     assert ds.input_shape == (3, 15, 20) and ds.describe()["preprocess"]["resize"] == [15, 20]
     from PIL import Image
@@ -423,3 +423,43 @@ def test_the_memory_check_counts_the_channels_the_images_are_converted_to(tmp_pa
         assert load_data(str(source)).input_shape == (1, 6, 6)
         with pytest.raises(DataError, match=r"20 images at 6x6 .* would take about"):
             load_data(str(source), channels=3)
+
+
+def test_the_resize_of_image_files_is_recorded_as_exactly_what_it_is(tmp_path):
+    """"bicubic" alone read as torch's or OpenCV's kernel, which neither antialiases when shrinking nor rounds to
+    8-bit pixels: a consumer implementing it fed inputs about 2 std off what the model was trained on."""
+    from PIL import Image
+
+    from edgekd.preprocess import PIL_BICUBIC, PIL_BICUBIC_16, describe_preprocess
+
+    _wide_images(tmp_path / "wide", ("a", "b"), 6)
+    pre = load_data(str(tmp_path / "wide"), resolution=8).describe()["preprocess"]
+    assert pre["resize_method"] == PIL_BICUBIC == ("PIL BICUBIC (antialiased when shrinking), on 8-bit pixels, "
+                                                   "after EXIF orientation")
+    assert f"resized to 8x8 ({PIL_BICUBIC})" in describe_preprocess(pre)
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "xray" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 60000, size=(12, 12), dtype=np.uint16)).save(tmp_path / "xray" / c
+                                                                                           / f"{i}.png")
+    assert load_data(str(tmp_path / "xray"), resolution=8).describe()["preprocess"]["resize_method"] == PIL_BICUBIC_16
+
+
+def test_a_record_saying_bicubic_is_the_same_resize_as_today_s_exact_wording(small_data):
+    """Records written before the exact wording said "bicubic" for Pillow's resize: a teacher cached under it is
+    the same teacher, a distilled folder's data the same data; another method is still another record."""
+    import dataclasses
+
+    from edgekd.preprocess import PIL_BICUBIC, PIL_BICUBIC_16, comparable
+    from edgekd.teacher import TeacherRecipe
+
+    def named(method):
+        return dataclasses.replace(small_data, preprocess=dataclasses.replace(small_data.preprocess,
+                                                                              resize_method=method))
+
+    old, new, new16 = (named(m).describe() for m in ("bicubic", PIL_BICUBIC, PIL_BICUBIC_16))
+    assert comparable(new) == comparable(new16) == comparable(old) == old and new != old
+    assert comparable(named("bilinear, align_corners=False").describe()) != comparable(new)
+    assert TeacherRecipe().digest(named(PIL_BICUBIC)) == TeacherRecipe().digest(named("bicubic"))
+    assert TeacherRecipe().digest(named(PIL_BICUBIC)) != TeacherRecipe().digest(small_data)

@@ -140,6 +140,7 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, mes
     {"budget": {}, "recipe!": None, "data!": None, "notes!": None},
     {"artifacts.0.artifact.details.inputs.0.shape": None},  # an ONNX teacher's input of unknown rank
     {"artifacts.1.ort": ORT, "student": STUDENT},
+    {"artifacts.1.ort": {**ORT, "operators_sha256": "1" * 64, "agrees": True, "over_budget": ["size"]}},
     {"student": {**STUDENT, "distill": None}},
     {"int8_speedup": {"median": 1.5, "runs": [1.5]}},  # written before the repeats were paired
     {"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7, "low": 1.4, "high": 1.6}},
@@ -175,3 +176,17 @@ def test_report_refuses_entries_it_would_crash_on_in_one_line(run_cli, tmp_path,
     path = write_manifest(tmp_path / "run", changes)
     code, out, err = run_cli("report", path.parent)
     assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1, out + err
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("operators_sha256", "edited", 'artifacts[1].ort.operators_sha256 is "edited", not a sha256'),
+    ("agrees", "yes", 'artifacts[1].ort.agrees is "yes", not true or false'),
+    ("over_budget", "size", 'artifacts[1].ort.over_budget is "size", not a list'),
+])
+def test_an_ort_copy_s_operator_list_hash_and_verdict_parts_are_checked_when_recorded(tmp_path, field, value,
+                                                                                      message):
+    """What gate trusts the operator list by, and the parts of the copy's verdict report.md says, are read as
+    recorded; a manifest from before they were recorded has none (accepted above)."""
+    with pytest.raises(ArtifactError) as exc:
+        load_manifest(write_manifest(tmp_path, {"artifacts.1.ort": {**ORT, field: value}}))
+    assert message in exc.value.problem

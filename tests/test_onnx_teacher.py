@@ -120,7 +120,37 @@ def test_compress_copies_an_onnx_teacher_as_the_run_s_teacher_file(onnx_files, f
     assert code == 1 and "external weight files differ from the record: keras.weights" in said, said + err
     # the note on its channels-last input names the shipped file, not the staging folder it was checked in
     assert "'teacher-fp32.onnx' takes channels-last (NHWC) input" in " ".join(manifest["notes"])
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(out / "teacher-fp32.onnx")).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["edgekd.preprocess"])["layout"] == "NHWC"  # as it is fed, not the data's NCHW
     assert "staging" not in json.dumps(manifest["notes"])
+
+
+def test_a_teacher_file_s_metadata_says_the_layout_the_teacher_is_fed(onnx_files, small_data, tmp_path):
+    """compress stamped the data's NCHW onto a user's teacher taking NHWC: a pipeline following the metadata fed
+    the file images it refuses, or reads wrongly."""
+    import json
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from edgekd.onnxfile import LAYOUT_RECORDS
+    from edgekd.pipeline.exporting import copied_teacher, stamp_teacher
+    from edgekd.preprocess import describe_preprocess
+
+    for name, layout in (("keras", "NHWC"), ("plain", "NCHW")):
+        teacher = load_teacher(onnx_files[name])
+        teacher.module.bind(small_data)
+        folder = tmp_path / name
+        folder.mkdir()
+        stamped = stamp_teacher(copied_teacher(Path(onnx_files[name]), folder), teacher, small_data)
+        meta = ort.InferenceSession(stamped.path).get_modelmeta().custom_metadata_map
+        recorded = json.loads(meta["edgekd.preprocess"])
+        assert recorded["layout"] == layout and describe_preprocess(recorded).startswith(f"grayscale {layout} ")
+        assert {k: v for k, v in recorded.items() if k != "layout"} == {
+            k: v for k, v in small_data.preprocess.to_dict().items() if k != "layout"}
+    assert LAYOUT_RECORDS["flat"] == "NCHW flattened to (N, C*H*W)"
 
 
 @pytest.mark.parametrize("args, error, message", [

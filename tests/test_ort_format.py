@@ -116,3 +116,28 @@ def test_bench_times_an_ort_copy_beside_its_onnx_and_refuses_what_it_cannot_read
     code, _, err = run_cli("bench", models / "student-fp32.ort", "--input-shape", "1,1,8,8", "--profile",
                            fast_profile_path)
     assert code == 2 and "--input-shape 1,1,8,8 sets dimension 2 to 8, and" in err and "fixes it at 16" in err
+
+
+def test_the_operator_list_is_recorded_with_its_sha256_for_gate_to_trust_it(models, small_data):
+    """gate --ops-config read the .required_operators.config as it found it: an edited list passed an app's
+    build that lacked what the copy needs."""
+    from edgekd.fsutil import sha256
+
+    made = to_ort(models / "student-int8.onnx", "arm", small_data.x_test[:8], "int8")
+    assert made.operators_sha256 == sha256(models / made.operators)
+    assert made.to_dict()["operators_sha256"] == made.operators_sha256
+
+
+def test_a_copy_that_agrees_but_misses_its_budget_has_not_passed():
+    """compress failed a copy over the size budget in verdicts.ort while ort.passed said true: a pipeline
+    shipping the copies that passed shipped the one compress rejected."""
+    from edgekd.ort_format import OrtFile
+
+    def copy(agrees, over_budget=()):
+        return OrtFile("student-int8.ort", "0" * 64, 281_320, "amd64", "student-int8.required_operators.config", 1.0,
+                       0.0, agrees, 6, "1.32.0", 0.175, 1.2, "1" * 64, over_budget)
+
+    recorded = copy(True, ("size",)).to_dict()
+    assert (recorded["passed"], recorded["agrees"], recorded["over_budget"]) == (False, True, ["size"])
+    assert copy(True).passed and copy(True).to_dict()["over_budget"] == []
+    assert not copy(False).passed and not copy(False, ("size", "latency")).passed

@@ -227,7 +227,7 @@ def test_ort_copies_of_the_students_ship_beside_them_checked_and_recorded(strict
             assert ort is None and not (out / f"{name}.ort").exists()
             continue
         assert ort["path"] == f"{name}.ort" and ort["sha256"] == sha256(out / ort["path"])
-        assert ort["passed"] and ort["top1_agreement"] == 1.0
+        assert ort["agrees"] and ort["top1_agreement"] == 1.0  # "passed" holds the budget's verdict too
         assert entry["verdicts"]["ort"] is (ort["size_bytes"] <= 100 * 1024)  # the run's --max-size-kb holds it too
         operators = (out / ort["operators"]).read_text()
         assert f"# - {name}.ort\n" in operators and "ai.onnx;" in operators  # the file named, no temp folder
@@ -282,10 +282,49 @@ def test_an_ort_copy_over_the_size_budget_fails_its_artifact():
 
     report = with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=139_000, max_size_kb=128))
     assert report.reports[0].verdicts["ort"] is False
-    assert report.notes == ("student-fp32.ort is 135.7 KB, over the 128 KB budget its .onnx is held to: an "
-                            "ORT-format file stores its weights as converted; ship the .onnx, or raise --max-size-kb",)
+    assert report.notes == ("student-fp32.ort is 135.7 KB, over the 128 KB budget its .onnx is held to (an "
+                            "ORT-format file stores its weights as converted), so its artifact fails: drop --ort to "
+                            "ship the .onnx, or raise --max-size-kb",)
     report = with_ort_verdicts(*_ort_case(0.2, 1.0, ort_bytes=100_000, max_size_kb=128))
     assert report.reports[0].verdicts["ort"] is True and report.notes == ()
+
+
+def test_each_ort_copy_records_the_limits_of_the_budget_it_misses_and_passes_only_within_them(monkeypatch):
+    """ort.passed said only that the copy's outputs agreed: a copy compress failed for the size budget was
+    recorded as passed, and a pipeline shipping the copies that passed shipped it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from edgekd import ort_format
+    from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
+
+    def copies(p50_ms, ort_bytes):
+        report, orts = _ort_case(p50_ms, 1.2, ort_bytes=ort_bytes, max_size_kb=128)
+        monkeypatch.setattr(ort_format, "to_ort", lambda *_: dataclasses.replace(orts["student-fp32"], p50_ms=None))
+        monkeypatch.setattr(ort_format, "with_latency", lambda made, *_: {  # timed after conversion, as compress does
+            n: dataclasses.replace(o, p50_ms=p50_ms) for n, o in made.items()})
+        made = ort_copies(report, Path("."), SimpleNamespace(name="host-cpu-1t", is_local=True),
+                          SimpleNamespace(x_test=None), 1, lambda _: None)
+        return report, made["student-fp32"]
+
+    report, made = copies(0.62, 139_000)
+    recorded = made.to_dict()
+    assert (recorded["passed"], recorded["agrees"], recorded["over_budget"]) == (False, True, ["size", "latency"])
+    assert with_ort_verdicts(report, {"student-fp32": made}).reports[0].verdicts["ort"] is recorded["passed"]
+    assert copies(0.62, 100_000)[1].over_budget == ("latency",)
+    _, made = copies(0.3, 100_000)
+    assert made.to_dict()["over_budget"] == [] and made.passed
+
+
+def test_a_manifest_s_ort_copy_records_its_whole_verdict_and_its_operator_list_s_hash(strict_rerun):
+    _, out = strict_rerun
+    manifest = json.loads((out / "manifest.json").read_text())
+    copies = [e for e in manifest["artifacts"] if e.get("ort")]
+    assert copies
+    for entry in copies:
+        ort = entry["ort"]
+        assert ort["operators_sha256"] == sha256(out / ort["operators"])
+        assert ort["passed"] is entry["verdicts"]["ort"] is (ort["agrees"] and not ort["over_budget"])
 
 
 def test_the_ship_decision_is_made_again_on_the_ort_copies_verdicts():

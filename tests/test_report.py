@@ -257,3 +257,28 @@ def test_a_proxys_lowest_score_is_shown_as_lowest_and_kept_off_the_pareto_plot(m
               "size_bytes": 1} for i, s in ((1, 500.0), (2, 600.0), (3, LOWEST_SCORE))]
     assert pareto_plot({"candidates": cands, "pareto": []}) is not None
     assert plotted == [500.0, 600.0]
+
+
+def test_an_ort_copy_compress_rejected_is_marked_failed_with_why(manifest):
+    """report.md marked a copy FAILED only when its outputs differed: one compress failed for the size budget (the
+    copy is what an app ships) was listed as if it had passed."""
+    entry = manifest["artifacts"][2]
+    ort = {"path": "student-int8.ort", "sha256": "0" * 64, "size_bytes": 139_000, "platform": "arm",
+           "operators": "student-int8.required_operators.config", "top1_agreement": 1.0, "max_abs_diff": 0.0}
+    listed = "`student-int8.ort` (135.7 KB, 100.00% top-1 agreement with `student-int8.onnx`"
+
+    def said(record, verdict):
+        entry["ort"], entry["verdicts"] = record, {"latency": True, "ort": verdict}
+        return render_markdown(manifest)
+
+    assert f"{listed}, FAILED: over the size budget;" in said({**ort, "passed": False, "agrees": True,
+                                                               "over_budget": ["size"]}, False)
+    assert f"{listed}, FAILED: over the size and latency budget;" in said(
+        {**ort, "passed": False, "agrees": True, "over_budget": ["size", "latency"]}, False)
+    assert ("`student-int8.ort` (135.7 KB, 80.00% top-1 agreement with `student-int8.onnx`, FAILED: its outputs "
+            "differ from `student-int8.onnx`'s;") in said({**ort, "top1_agreement": 0.8, "passed": False,
+                                                          "agrees": False, "over_budget": []}, False)
+    assert f"{listed};" in said({**ort, "passed": True, "agrees": True, "over_budget": []}, True)
+    # a manifest from before the verdict's parts were recorded: "passed" was the agreement, verdicts.ort the whole
+    assert f"{listed}, FAILED: over the size budget;" in said({**ort, "passed": True}, False)
+    assert f"{listed};" in said({**ort, "passed": True}, True)

@@ -88,7 +88,17 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
 
     torch.save(student.state_dict(), staging / "student.pt")
     # The split seed only on the students: a teacher trained elsewhere was not trained on this run's split.
-    stamped = [stamp_data_metadata(teacher_art, data),
+    stamped = [stamp_teacher(teacher_art, teacher, data),
                *(stamp_data_metadata(a, data, config.seed) for a in (student_fp32, student_int8))]
     return stamped, references
+
+
+def stamp_teacher(teacher_art: Any, teacher: Any, data: Any) -> Any:
+    """The teacher's file stamped with the input it is fed: a user's ONNX teacher taking channels-last (or
+    flattened) images is fed them so (``OnnxTeacher.layout``), and a pipeline following the metadata must too."""
+    from edgekd.onnx_teacher import OnnxTeacher
+    from edgekd.onnxfile import stamp_data_metadata
+
+    layout = teacher.module.layout if isinstance(teacher.module, OnnxTeacher) else "NCHW"
+    return stamp_data_metadata(teacher_art, data, layout=layout)
 
