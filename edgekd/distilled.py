@@ -61,21 +61,24 @@ def recorded_budget(folder: str | Path) -> dict[str, Any]:
 INPUT_KEYS = ("teacher", "weights", "data", "resolution", "normalize", "channels")
 
 
-def recorded_inputs(folder: str | Path) -> dict[str, Any]:
+def recorded_inputs(folder: str | Path, teacher_given: bool = False, data_given: bool = False) -> dict[str, Any]:
     """The INPUT_KEYS the distillation in ``folder`` recorded (paths as they were typed, relative to the folder
-    it ran in); a teacher or data it was given in memory (the Python API) is refused here, for the caller
-    to pass it again, rather than after the default teacher was trained on digits for minutes."""
+    it ran in). A teacher or data it was given in memory (the Python API) has no path to take: not given again
+    (``teacher_given``, ``data_given``), it is refused here rather than after the default teacher was trained
+    on digits for minutes."""
     from edgekd.teacher import DEFAULT_ORIGIN
 
     folder = Path(folder)
     info = _distill_info(folder)
     recipe = info.get("recipe")
     recipe = recipe if isinstance(recipe, dict) else {}
-    teacher, data = info.get("teacher") or {}, info.get("data") or {}
-    if recipe.get("teacher") is None and teacher.get("origin", DEFAULT_ORIGIN) != DEFAULT_ORIGIN:
+    teacher, data = (value if isinstance(value, dict) else {} for value in (info.get("teacher"), info.get("data")))
+    # a record without the teacher says nothing of it: compared later, once loaded, as before
+    in_memory = bool(teacher) and recipe.get("teacher") is None and _recorded_origin(teacher, recipe) != DEFAULT_ORIGIN
+    if not teacher_given and in_memory:
         raise ConfigError(f"'{folder}' was distilled from a teacher passed in memory ({teacher.get('source')}), "
                           "which its distill.json cannot name", "pass the same teacher (CompressConfig.teacher)")
-    if recipe.get("data") is None and data.get("name", "digits") != "digits":
+    if not data_given and recipe.get("data") is None and data.get("name", "digits") != "digits":
         raise ConfigError(f"'{folder}' was distilled on data passed in memory ('{data.get('name')}'), which its "
                           "distill.json cannot name", "pass the same data (CompressConfig.data)")
     return {k: recipe[k] for k in INPUT_KEYS if recipe.get(k) is not None}

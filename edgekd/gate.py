@@ -27,7 +27,7 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
 )
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
 from edgekd.manifest_io import load_manifest
-from edgekd.textfmt import figures, one_line, sizes
+from edgekd.textfmt import decimals, figures, one_line, sizes
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,8 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
         ok = found.median <= 1 + tol
         shown, line = figures(found.median, 1 + tol, 2, ok)
         checks.append(Check("regression", ok, f"{shown}x the baseline's latency, measured interleaved (median of "
-                            f"{found.pairs} paired repeats, {found.interval()}; at most {line}x: tolerance "
-                            f"+{_percent(tol)}){near}{noise}", found.median))
+                            f"{found.pairs} paired repeats, {found.interval(decimals(shown))}; at most {line}x: "
+                            f"tolerance +{_percent(tol)}){near}{noise}", found.median))
     elif recorded is not None:
         ratio = p50 / recorded
         shown, line = figures(ratio, 1 + tol, 2, ratio <= 1 + tol)

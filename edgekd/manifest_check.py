@@ -12,6 +12,7 @@ from edgekd.errors import ConfigError
 from edgekd.fsutil import sha256
 from edgekd.gate import Check
 from edgekd.profiles import DeviceProfile
+from edgekd.textfmt import decimals, figures
 from edgekd.types import Artifact
 from edgekd.validate import artifact_from_file
 
@@ -223,14 +224,18 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
                                                scale=recorded_ratio)
         ratio = found.median
         how = (f"relative to {refs[0]['artifact']['name']}, measured interleaved ({len(rounds)} round(s), "
-               f"median of {found.pairs} paired repeats, {found.interval()}; drift between runs cancels)")
+               f"median of {found.pairs} paired repeats, {{interval}}; drift between runs cancels)")
     else:
         rounds = [measure([model], profile, shape) for _ in range(config.rounds)]
         ratio = statistics.median(r[0].p50_ms for r in rounds) / recorded
+        found = None
         how = (f"median of {config.rounds} round(s), no other artifact of the manifest present to measure beside it "
                "(drift between runs counts here)")
     p50 = statistics.median(r[0].p50_ms for r in rounds)
-    return Check("latency", ratio <= 1 + tol, f"{ratio:.2f}x the recorded p50 {how}; p50 now {p50:.3f} ms, "
+    # as many digits as it takes for the ratio, and its interval, to read on the side of the line they are
+    shown = figures(ratio, 1 + tol, 2, ratio <= 1 + tol)[0]
+    how = how.format(interval=found.interval(decimals(shown))) if found is not None else how
+    return Check("latency", ratio <= 1 + tol, f"{shown}x the recorded p50 {how}; p50 now {p50:.3f} ms, "
                  f"recorded {recorded:.3f} ms on {profile.name} (tolerance +{tol:.0%})", ratio)
 
 

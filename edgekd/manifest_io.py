@@ -66,6 +66,7 @@ FRACTION = _kind(lambda v: _is_number(v) and 0 <= v <= 1, "a fraction from 0 to 
 SHA256 = _kind(lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
                "a sha256 (64 lowercase hex digits)")
 OBJECT = _kind(lambda v: isinstance(v, dict), "an object")
+BUDGET_PART = _kind(lambda v: v in ("size", "latency"), "'size' or 'latency'")  # the parts a copy can miss
 
 
 def nullable(kind: Kind) -> Kind:
@@ -142,7 +143,7 @@ _ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha
 # two parts, were recorded have none of the optional keys.
 _ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "platform": NAME, "operators": NAME,
             "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL},
-           {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(STR)})
+           {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(BUDGET_PART)})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
              {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT), "class_accuracy": obj(values=FRACTION)})

@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from edgekd.textfmt import md_code, one_line
+from edgekd.textfmt import decimals, md_code, one_line
 from edgekd.types import ValidationReport
 
 MANIFEST_SCHEMA = "edgekd.manifest"
@@ -118,7 +118,7 @@ def latency_method(manifest: dict[str, Any]) -> str:
             found = Ratio.from_dict(speedup)
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
                      f"{found.pairs} repeat-by-repeat ratios over the {rounds} runs: {_speedup(found.median)}x "
-                     f"({found.interval()}; per run {runs})")
+                     f"({found.interval(decimals(_speedup(found.median)))}; per run {runs})")
         else:  # a manifest from before the repeats were paired
             text += (f". The int8 student's speedup over its fp32 twin, which decides what ships, is the median of "
                      f"the {rounds} runs' ratios: {_speedup(speedup['median'])}x ({runs})")

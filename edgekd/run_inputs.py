@@ -220,20 +220,22 @@ def _check_recipe_path(recipe: str, key: str, value: Any) -> None:
     there but lies beside the recipe was written relative to the recipe, and is named with both fixes."""
     if key not in _PATH_KEYS or not isinstance(value, str) or not value.strip():
         return
+    file = value
     if key == "teacher":
         from edgekd.teacher import spec_file
 
-        value = spec_file(value) or ""
+        file = spec_file(value) or ""
     if key == "profile" and not value.lower().endswith(".toml"):
-        value = ""  # a profile name, looked up among the profiles
+        file = ""  # a profile name, looked up among the profiles
     folder = Path(recipe).parent
-    if not value or Path(value).is_absolute() or folder == Path(".") or Path(value).exists():
+    if not file or Path(file).is_absolute() or folder == Path(".") or Path(file).exists():
         return
-    if (folder / value).exists():
+    if (folder / file).exists():
         flag = "search" if key == "search_file" else key
+        written = (folder / file).as_posix() + value[len(file):]  # a teacher keeps its :factory(args)
         raise ConfigError(f"recipe '{recipe}': {flag} '{value}' is not found from the folder edgekd runs in, though "
-                          f"'{folder / value}' is (paths in a recipe are read from where edgekd runs, as flags are)",
-                          f"write {flag} = \"{(folder / value).as_posix()}\", or run edgekd from '{folder}'")
+                          f"'{folder / file}' is (paths in a recipe are read from where edgekd runs, as flags are)",
+                          f"write {flag} = \"{written}\", or run edgekd from '{folder}'")
 
 
 def recipe_kind(name: str, annotation: str) -> str:

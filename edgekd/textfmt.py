@@ -21,6 +21,11 @@ def figures(measured: float, limit: float, decimals: int, passed: bool, at_most:
     return repr(measured), repr(limit)
 
 
+def decimals(shown: str) -> int:
+    """The decimals a figure was printed with ("1.0198" -> 4): those of the figures printed beside it."""
+    return len(shown.partition(".")[2])
+
+
 def _reads_passed(measured: str, limit: str, at_most: bool) -> bool:
     return float(measured) <= float(limit) if at_most else float(measured) >= float(limit)
 

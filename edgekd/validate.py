@@ -18,6 +18,7 @@ from edgekd.data import Dataset
 from edgekd.errors import ConfigError, first_line
 from edgekd.fsutil import sha256
 from edgekd.profiles import DeviceProfile
+from edgekd.textfmt import decimals
 from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, Parity, Ratio, ValidationReport
 
 FP32_MAX_ABS_DIFF = 1e-3  # exporter + runtime should reproduce torch's fp32 logits this closely
@@ -246,7 +247,7 @@ def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: 
     ratio = speedup.median
     shown, line = int8_speedup_figures(ratio)
     how = (f"median of {speedup.pairs} repeat-by-repeat ratios over {runs} interleaved "
-           f"{'runs' if runs > 1 else 'run'}, {speedup.interval(len(shown.partition('.')[2]))}")
+           f"{'runs' if runs > 1 else 'run'}, {speedup.interval(decimals(shown))}")
     if ratio >= 1.0 + INT8_MIN_GAIN:
         if fp32.passed and not int8.passed:
             return fp32.artifact.name, [f"int8 student is {shown}x faster than its fp32 twin ({how}) but "

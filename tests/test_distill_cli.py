@@ -639,6 +639,9 @@ def test_distill_s_out_help_force_with_resume_and_a_mismatched_resume_speak_of_i
 
 def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_none_is_given(distilled, teacher_files,
                                                                                            tmp_path, monkeypatch):
+    import torch
+
+    from edgekd.data import load_data
     from edgekd.errors import ConfigError
     from edgekd.pipeline import CompressConfig, _with_distilled_inputs
 
@@ -656,7 +659,7 @@ def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_no
     moved = _edited(distilled, tmp_path, teacher="my_teacher.py:build", weights="w.pt")
     with pytest.raises(ConfigError, match=f"'{moved}' was distilled with --teacher 'my_teacher.py:build', which is "
                                           r"not found from here \(its distill.json keeps the path as it was typed\); "
-                                          "pass --teacher with the path from this folder"):
+                                          "pass --teacher and --weights with their paths from this folder"):
         _with_distilled_inputs(CompressConfig(distilled=str(moved)), said.append)
     monkeypatch.chdir(module.parent)  # where the distillation ran, its relative paths are found
     shutil.copy(weights, module.parent / "w.pt")
@@ -673,4 +676,14 @@ def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_no
         (folder / "distill.json").write_text(json.dumps({**info, "recipe": {**info["recipe"], key: None}, **edit}))
         with pytest.raises(ConfigError, match=f"was distilled {re.escape(what)}, which its distill.json cannot name"):
             _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append)
+        # passed again, as the refusal asks, it is taken (and compared once loaded)
+        again = {"teacher": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10))} if key == "teacher" \
+            else {"data": load_data("digits", resolution=16)}
+        assert getattr(_with_distilled_inputs(CompressConfig(distilled=str(folder), **again), said.append),
+                       key) is again[key]
         shutil.rmtree(folder)
+    # hand-edited records of the wrong type read as saying nothing, not as a traceback
+    folder = tmp_path / "edited"
+    shutil.copytree(distilled, folder)
+    (folder / "distill.json").write_text(json.dumps({**info, "teacher": "mine", "data": ["x"]}))
+    assert _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append).resolution == 16

@@ -844,6 +844,7 @@ def test_latency_and_regression_just_past_the_tolerance_print_the_digit_that_fai
     (regression,) = gate._latency_checks(tiny_model, fast_profile, gate.GateConfig(baseline=str(tiny_model)))
     assert not regression.passed and regression.message.startswith("1.104x the baseline's latency"), regression.message
     assert "at most 1.100x: tolerance +10%" in regression.message
+    assert "95% interval 1.090-1.120x" in regression.message  # its interval with its digits, never 1.09-1.12x
     measured(Ratio(1.096, 1.09, 1.10, 27))
     (regression,) = gate._latency_checks(tiny_model, fast_profile, gate.GateConfig(baseline=str(tiny_model)))
     assert regression.passed and regression.message.startswith("1.10x the baseline's latency")  # at, not over

@@ -182,6 +182,7 @@ def test_report_refuses_entries_it_would_crash_on_in_one_line(run_cli, tmp_path,
     ("operators_sha256", "edited", 'artifacts[1].ort.operators_sha256 is "edited", not a sha256'),
     ("agrees", "yes", 'artifacts[1].ort.agrees is "yes", not true or false'),
     ("over_budget", "size", 'artifacts[1].ort.over_budget is "size", not a list'),
+    ("over_budget", ["speed"], "artifacts[1].ort.over_budget[0] is \"speed\", not 'size' or 'latency'"),
 ])
 def test_an_ort_copy_s_operator_list_hash_and_verdict_parts_are_checked_when_recorded(tmp_path, field, value,
                                                                                       message):

@@ -933,3 +933,22 @@ def test_a_test_set_numbered_from_one_is_scored_by_a_model_of_classes_one_to_thr
     for data, count in (("test.csv", 12), ("test.npz", 6)):
         code, out, err = run_cli("validate", model, "--data", tmp_path / data, "--profile", fast_profile_path)
         assert code == 0 and f"accuracy on {data} test split ({count} images)" in out, err
+
+
+def test_a_recheck_just_past_its_latency_tolerance_prints_the_digit_that_fails_it(monkeypatch, tmp_path):
+    """validate --manifest printed "1.10x the recorded p50 ... (95% interval 1.09-1.12x)" for 1.104x on a FAIL."""
+    import edgekd.latency.compare as compare
+    import edgekd.manifest_check as manifest_check
+    from edgekd.profiles import load_profile
+    from edgekd.types import LatencyStats, Ratio
+
+    rounds = [[LatencyStats(0.05, 0.06, 0.06, 0.05, 0.0, 10, 3)] * 2] * 3
+    monkeypatch.setattr(compare, "measure_until_clear", lambda *a, **k: (Ratio(1.104, 1.09, 1.12, 27), rounds, 0))
+    ref = {"artifact": {"name": "student-fp32", "path": "student-fp32.onnx"}, "latency": {"p50_ms": 0.1}}
+    monkeypatch.setattr(manifest_check, "_reference_entries", lambda *a: [ref])
+    entry = {"artifact": {"name": "student-int8", "path": "student-int8.onnx"}, "latency": {"p50_ms": 0.05}}
+    check = manifest_check._recheck_latency(tmp_path / "student-int8.onnx", entry, {}, tmp_path,
+                                            load_profile("host-cpu-1t"), manifest_check.RecheckConfig())
+    assert not check.passed and check.message.startswith("1.104x the recorded p50 relative to student-fp32"), \
+        check.message
+    assert "95% interval 1.090-1.120x" in check.message

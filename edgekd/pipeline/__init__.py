@@ -87,16 +87,21 @@ def _with_distilled_inputs(config: CompressConfig, log: Log) -> CompressConfig:
     as distilled from another. A weights file goes with its teacher, taken only with it."""
     from edgekd.distilled import recorded_inputs
 
-    recorded = recorded_inputs(config.distilled)
+    recorded = recorded_inputs(config.distilled, config.teacher is not None, config.data is not None)
     unset = {"normalize": field_default("normalize")}
+    loaded = config.data is not None and not isinstance(config.data, str)  # a Dataset holds its preprocessing
     taken = {k: v for k, v in recorded.items() if getattr(config, k) == unset.get(k) != v
-             and (k != "weights" or "teacher" in recorded and config.teacher is None)}
+             and (k != "weights" or "teacher" in recorded and config.teacher is None)
+             and not (loaded and k in ("resolution", "normalize", "channels"))}
     for key in ("teacher", "weights", "data"):
         path = _recorded_path(key, taken.get(key))
         if path is not None and not path.exists():
+            # a teacher's weights go with it: given a teacher alone, the run would take none and be refused later
+            flags = "--teacher and --weights" if key != "data" and "weights" in taken else f"--{key}"
             raise ConfigError(f"'{config.distilled}' was distilled with --{key} '{taken[key]}', which is not found "
                               "from here (its distill.json keeps the path as it was typed)",
-                              f"pass --{key} with the path from this folder")
+                              f"pass {flags} with {'their paths' if ' and ' in flags else 'the path'} from this "
+                              "folder")
     if taken:
         said = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items())
         log(f"inputs: {said}, as '{config.distilled}' was distilled with (pass them to use others)")
