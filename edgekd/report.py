@@ -96,6 +96,20 @@ def budget_text(budget: dict[str, Any]) -> str:
     return ", ".join(limits) or "none"
 
 
+def _batches(manifest: dict[str, Any]) -> str:
+    """The batch each artifact was timed at, as its latency records the shape it was fed: a model whose input
+    fixes the batch (a user's ONNX teacher) runs at its own, whatever the profile's batch_size. The profile's
+    for a manifest from before the shapes were recorded."""
+    fed = {a["artifact"]["name"]: ((a.get("latency") or {}).get("input_shape") or [None])[0]
+           for a in manifest["artifacts"]}
+    known = {name: batch for name, batch in fed.items() if batch is not None}
+    if not known:
+        return f"batch {manifest['profile']['measure']['batch_size']}"
+    if len(set(known.values())) == 1:
+        return f"batch {next(iter(known.values()))}"
+    return "batch " + ", ".join(f"{batch} ({name})" for name, batch in known.items())
+
+
 def latency_method(manifest: dict[str, Any]) -> str:
     """One sentence on how the latencies were measured (from the recorded profile)."""
     measure = manifest["profile"]["measure"]
@@ -103,7 +117,7 @@ def latency_method(manifest: dict[str, Any]) -> str:
     rounds = int(manifest.get("latency_rounds", 1))
     host = manifest["profile"].get("host")
     text = (f"Latency{f' on {host}' if host else ''}: {lat.get('repeats', '?')} interleaved repeats of "
-            f"{measure['runs_per_repeat']} runs at batch {measure['batch_size']}, after {measure['warmup_runs']} "
+            f"{measure['runs_per_repeat']} runs at {_batches(manifest)}, after {measure['warmup_runs']} "
             "warm-up runs")
     if rounds == 1:
         return text + "; speedups are p50 ratios from that one run."

@@ -169,6 +169,12 @@ def test_latency_method_says_how_many_runs_decided(manifest):
     manifest.update(int8_speedup={"median": 1.05, "low": 1.02, "high": 1.08, "pairs": 21, "runs": [1.01, 1.05, 1.10]})
     assert ("median of 21 repeat-by-repeat ratios over the 3 runs: 1.05x (95% interval 1.02-1.08x; per run 1.01x, "
             "1.05x, 1.10x)") in latency_method(manifest)
+    batch = manifest["profile"]["measure"]["batch_size"]
+    assert f"runs at batch {batch}," in latency_method(manifest)  # no shape recorded: the profile's batch
+    for entry, shape in zip(manifest["artifacts"], ([4, 1, 32, 32], [1, 1, 32, 32], [1, 1, 32, 32])):
+        entry.setdefault("latency", {})["input_shape"] = shape
+    names = [a["artifact"]["name"] for a in manifest["artifacts"]]
+    assert f"runs at batch 4 ({names[0]}), 1 ({names[1]}), 1 ({names[2]})," in latency_method(manifest)
     manifest.update(int8_speedup={"median": 1.019, "low": 1.0186, "high": 1.0214, "pairs": 9, "runs": [1.019]})
     assert "1.019x (95% interval 1.019-1.021x;" in latency_method(manifest)  # not 1.02-1.02x beside a NOT
 
