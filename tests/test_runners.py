@@ -392,7 +392,8 @@ CRASHING_PYTHON = ('#!/bin/sh\ncat >&2 <<EOF\nTraceback (most recent call last):
     (OLD_PYTHON, r"\S+/old-python on edge-box cannot run edgekd's worker: SyntaxError: future feature annotations "
                  r"is not defined; the worker needs Python 3\.7 or later on the device: set runner\.python"),
     (CRASHING_PYTHON, r"ssh to pi@edge-box:2222 failed while running the measurement \(exit 1\): OSError: "
-                      r"\[Errno 28\] No space left on device; check the host"),
+                      r"\[Errno 28\] No space left on device; fix what runner\.python says on edge-box, "
+                      "then run again"),
 ])
 def test_a_python_traceback_is_told_by_its_last_line(fakes, models, tmp_path, python, says):
     """A traceback's first line only says where; its last says what (a Python before 3.7 cannot even compile
@@ -587,6 +588,9 @@ def test_a_perf_test_that_is_there_but_cannot_start_says_why(fakes, models, tmp_
         measure([models[0]], profile)
     assert "was not found" not in exc.value.message
     assert f"(exit {code}): {says.format(prog=perf)}"[:150] in exc.value.message
+    # and the fix is the library's, not the USB connection's, which worked
+    assert exc.value.fix.startswith("copy the shared library it names to the adb device and put its folder on "
+                                    "LD_LIBRARY_PATH there, or set runner.perf_test"), exc.value.fix
 
 
 def test_a_device_python_that_cannot_start_says_why(fakes, models, tmp_path):

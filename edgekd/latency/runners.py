@@ -203,8 +203,9 @@ class _RemoteRunner:
         if _missing(proc, str(self.cfg[key])):
             raise RunnerError(f"{self.cfg[key]} was not found on {self._device()}",
                               f"set runner.{key} in the profile to its path on the device")
-        if proc.returncode != 0:
-            raise self._failure(proc, step)
+        if proc.returncode != 0:  # the program ran on the device, or its loader did: the link is not to blame
+            raise RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
+                              _program_fix(proc, f"runner.{key}", self._device()))
 
     def _run_worker(self, run_dir: str, count: int) -> list[LatencyStats]:
         step = "running the measurement"
@@ -241,6 +242,16 @@ class _RemoteRunner:
             # the CLI shows on stderr as it is (logging's last-resort handler) and an API user can route.
             _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are "
                          "still on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
+
+
+def _program_fix(proc: subprocess.CompletedProcess, setting: str, device: str) -> str:
+    """What to do when the device's own program failed: the connection advice would send the user after a link
+    that worked."""
+    output = f"{proc.stderr}\n{proc.stdout}"
+    if "CANNOT LINK EXECUTABLE" in output or "error while loading shared libraries" in output:
+        return (f"copy the shared library it names to {device} and put its folder on LD_LIBRARY_PATH there, or "
+                f"set {setting} in the profile to a build that finds it")
+    return f"fix what {setting} says on {device}, then run again"
 
 
 def _missing(proc: subprocess.CompletedProcess, program: str) -> bool:
