@@ -8,6 +8,7 @@ that input, and a deployment pipeline has to reproduce it.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -135,8 +136,14 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
     if channels is None and isinstance(normalize, Preprocess):
         channels = recorded_channels(normalize)
     check_channels(channels)  # before any data is read
+    if isinstance(source, list) and len(source) == 2:  # [x, y], as readily written as (x, y)
+        source = tuple(source)
     if isinstance(source, (tuple, Mapping)):
         return load_arrays(source, resolution=hw, seed=seed, normalize=normalize, channels=channels)
+    if not (source is None or isinstance(source, (str, os.PathLike))):
+        raise DataError(f"data of type {type(source).__name__} is neither a path nor arrays edgekd reads",
+                        "pass a path, 'digits', (x, y) arrays, or a mapping with a .npz file's keys (x_train, "
+                        "y_train, ...)")
     if source is None or source == "digits":
         return load_digits(resolution=hw or 32, seed=seed, normalize=normalize, channels=channels)
     check_data_source(source)

@@ -116,7 +116,7 @@ def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[An
     check_not_input(path, inputs, flag)
     if path.exists() and not force:
         raise OutputError(f"{flag} '{path}' already exists",
-                          f"choose another {flag} path or pass --force to replace it")
+                          f"choose another {flag} path or pass --force (force=True from Python) to replace it")
     check_writable(path, flag)
 
 

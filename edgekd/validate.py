@@ -72,7 +72,7 @@ def check_onnx(path: str | Path) -> tuple[bool, str]:
         return False, first_line(exc)
 
 
-def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budget,
+def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget: Budget | None,
              data: Dataset | None = None, references: Mapping[str, Any] | None = None,
              budgeted: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
              rounds: int = 3) -> ValidationReport:
@@ -86,7 +86,10 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile, budget: Budg
     """
     from edgekd.latency.measure import measure
     from edgekd.latency.runtime import predictions_on_test_split, top1
+    from edgekd.profiles import load_profile
 
+    # What the other stages hand over, as search takes them: a profile by name, no budget.
+    profile, budget = load_profile(profile), budget if budget is not None else Budget()
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)

@@ -103,6 +103,7 @@ def staged(path: Path) -> Iterator[Path]:
         written = Path(tmp) / path.name
         yield written
         beside = path.with_name(f".{path.name}.edgekd-part")  # copied whole, then renamed onto path at once
+        path.parent.mkdir(parents=True, exist_ok=True)  # an out_dir the caller named, once there is a file for it
         try:
             shutil.copyfile(written, beside)
             os.replace(beside, path)

@@ -1114,3 +1114,13 @@ def test_the_matching_helpers_are_still_importable_from_edgekd_data():
         data_match.labels_for, data_match.with_class_order_note, data_match.with_scale_note)
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         edgekd.data.nothing  # noqa: B018
+
+
+def test_arrays_as_a_list_are_read_and_other_objects_are_refused_by_their_type():
+    """load_data([x, y]) failed in pathlib, and load_data(x) on numpy's 'truth value is ambiguous'."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 8, 8), dtype=np.float32), np.arange(40) % 2
+    assert len(load_data([x, y]).y_train) == len(load_data((x, y)).y_train)
+    for wrong in (x, 3, object()):
+        with pytest.raises(DataError, match=f"data of type {type(wrong).__name__} is neither a path nor arrays"):
+            load_data(wrong)

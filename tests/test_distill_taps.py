@@ -203,3 +203,23 @@ def test_distill_hands_the_teacher_back_in_the_mode_it_came_in(data, teacher, lo
         teacher.eval()
     distill(student(), data, cfg, teacher=teacher, progress=False)
     assert not teacher.training
+
+
+def test_a_model_training_with_frozen_batchnorms_gets_each_module_s_mode_back():
+    """evaluating() and predict() restored only the top module's mode (train(True) thaws every BatchNorm of a
+    teacher fine-tuned with them frozen), and predict() left a caller's model in eval mode."""
+    import numpy as np
+
+    from edgekd.distill.taps import evaluating
+    from edgekd.distill.targets import predict
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3))
+    model.train()
+    model[1].eval()  # frozen
+    modes = [m.training for m in model.modules()]
+    with evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == modes
+    predict(model, np.zeros((2, 1, 8, 8), np.float32))
+    assert [m.training for m in model.modules()] == modes

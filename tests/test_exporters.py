@@ -668,3 +668,13 @@ def test_the_batch_of_one_check_leaves_a_file_the_local_runtime_cannot_run_to_va
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.x_val[0].size, 10))
     art = get_exporter("onnx-fp32")(ExportRequest("ok", "student", tmp_path, model, small_data.x_val[:1]))
     assert Path(art.path).exists()
+
+
+def test_an_out_dir_that_does_not_exist_yet_is_made_for_the_file(student, small_data, tmp_path):
+    """The API's ExportRequest named a folder to write into; one not made yet was a raw FileNotFoundError."""
+    out = tmp_path / "new" / "folder"
+    art = get_exporter("onnx-fp32")(ExportRequest("s", "student", out, student, small_data.x_val[:1]))
+    assert Path(art.path) == out / "s.onnx" and (out / "s.onnx").is_file()
+    int8 = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path / "other", calibration=small_data.x_val,
+                                                   source=art))
+    assert Path(int8.path).is_file()

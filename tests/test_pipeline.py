@@ -58,6 +58,7 @@ def test_manifest_is_complete_and_true(result):
     assert m["primary"] in ("student-int8", "student-fp32")
     assert sum(a["primary"] for a in m["artifacts"]) == 1
     assert m["passed"] == result.passed
+    assert json.loads(json.dumps(result.to_dict()))["out"] == str(result.out)  # JSON-ready, as the stages' are
     # per class, by the data's names, weighted by their test images: the overall accuracy again
     from edgekd.data import load_data
 
@@ -657,3 +658,26 @@ def test_a_pruned_student_that_cannot_export_is_refused_before_it_trains(teacher
                             proxy="params", latency_anchors=3, progress=False)
     with pytest.raises(ExportError, match="torch could not export 'student-fp32'"):
         run_distill(config, tmp_path / "distilled")
+
+
+def test_run_search_replaces_its_file_with_the_config_s_force_as_run_distill_does(teacher_files, fast_profile_path,
+                                                                                 tmp_path, monkeypatch):
+    """CompressConfig(force=True) had no effect on run_search, whose refusal named only the CLI's --force."""
+    import edgekd.pipeline.stages as stages
+    from edgekd.pipeline import run_search
+
+    out = tmp_path / "search.json"
+    out.write_text("{}")
+    with pytest.raises(OutputError, match=r"pass --force \(force=True from Python\) to replace it"):
+        run_search(_config(teacher_files, fast_profile_path, tmp_path / "o"), out)
+
+    class Checked(Exception):
+        pass
+
+    def check(path, force, *rest):
+        raise Checked(force)
+
+    monkeypatch.setattr(stages, "check_new_file", check)
+    with pytest.raises(Checked) as refused:
+        run_search(_config(teacher_files, fast_profile_path, tmp_path / "o", force=True), out)
+    assert refused.value.args == (True,)

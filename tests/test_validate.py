@@ -952,3 +952,18 @@ def test_a_recheck_just_past_its_latency_tolerance_prints_the_digit_that_fails_i
     assert not check.passed and check.message.startswith("1.104x the recorded p50 relative to student-fp32"), \
         check.message
     assert "95% interval 1.090-1.120x" in check.message
+
+
+def test_the_stage_functions_take_a_profile_by_name_or_path_and_no_budget_as_search_does(tmp_path,
+                                                                                        fast_profile_path):
+    """validate(), measure() and get_runner() failed on a profile name ('str' object has no attribute 'runner'),
+    validate() on budget=None, and measure() read one path as a list of its characters."""
+    from conftest import foreign_onnx
+
+    from edgekd import artifact_from_file, measure, validate
+
+    model = foreign_onnx(tmp_path / "tiny.onnx", (1, 8, 8), 3)
+    (stats,) = measure(str(model), str(fast_profile_path))
+    assert stats.p50_ms > 0
+    report = validate([artifact_from_file(model)], str(fast_profile_path), None, rounds=1)
+    assert report.reports[0].latency is not None and report.passed

@@ -235,9 +235,11 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     import copy
 
     from edgekd.distill.trainer import distill
+    from edgekd.profiles import load_profile
     from edgekd.search.cost_features import cost_features
 
     check_one_process()
+    profile = load_profile(profile)  # a name or .toml path, as search takes one
     log = log or (lambda _m: None)
     calib = data.x_train[np.random.default_rng(distill_config.seed).permutation(len(data.x_train))[:64]]
     reference = copy.deepcopy(student).eval()

@@ -112,16 +112,18 @@ def output_shapes(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, .
 
 @contextmanager
 def evaluating(model: Any) -> Iterator[Any]:
-    """``model`` in eval mode, and afterwards in the mode its caller had it in: a caller's teacher is theirs. A
-    torch.export or ONNX teacher wrapper may have no training flag, or no ``train``: it is left as it is."""
-    was = getattr(model, "training", None)
+    """``model`` in eval mode, and afterwards every submodule in the mode its caller had it in: a caller's
+    teacher is theirs, and ``train(was)`` would thaw the BatchNorms of one training with them frozen. A
+    torch.export or ONNX teacher wrapper may have no training flag, or no ``eval``: it is left as it is."""
+    modules = model.modules() if callable(getattr(model, "modules", None)) else [model]
+    modes = [(m, m.training) for m in modules if isinstance(getattr(m, "training", None), bool)]
     if hasattr(model, "eval"):
         model.eval()
     try:
         yield model
     finally:
-        if isinstance(was, bool) and hasattr(model, "train"):
-            model.train(was)
+        for module, training in modes:
+            module.training = training
 
 
 def default_tap(seen: dict[str, Any], role: str) -> str:

@@ -14,12 +14,14 @@ from edgekd.types import DistillConfig
 
 
 def predict(model: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Logits of ``model`` on ``x`` (eval mode, no grad), as float32 numpy."""
+    """Logits of ``model`` on ``x`` (eval mode, no grad), as float32 numpy; the model's modes are left as they
+    were (a caller's reference model, a student mid-training)."""
     import torch
 
-    model.eval()
+    from edgekd.distill.taps import evaluating
+
     outs = []
-    with torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         for start in range(0, len(x), batch):
             outs.append(model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch]))).float().numpy())
     return np.concatenate(outs)

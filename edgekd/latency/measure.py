@@ -20,6 +20,8 @@ def measure(paths: Sequence[str | Path], profile: DeviceProfile,
     """Measure every model in ``paths`` on ``profile``, interleaved; one LatencyStats per path, in order."""
     from edgekd.latency.runners import get_runner
 
+    if isinstance(paths, (str, Path)):  # one model: a string is no list of its characters
+        paths = [paths]
     return get_runner(profile).measure(list(paths), shape)
 
 

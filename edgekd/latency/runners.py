@@ -52,7 +52,11 @@ RUNNERS: Registry[Any] = Registry("runner")
 
 
 def get_runner(profile: DeviceProfile) -> Runner:
-    """The runner the profile's ``[runner] kind`` names, configured by the profile."""
+    """The runner the profile's ``[runner] kind`` names, configured by the profile (a profile name or .toml
+    path is loaded, as ``search`` takes one)."""
+    from edgekd.profiles import load_profile
+
+    profile = load_profile(profile)
     return RUNNERS.get(profile.runner.get("kind", "local"))(profile)
 
 

@@ -41,6 +41,10 @@ class CompressResult:
     def passed(self) -> bool:
         return bool(self.manifest["passed"])
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as the stages' results are (``out`` as a string)."""
+        return {"out": str(self.out), "passed": self.passed, "manifest": self.manifest, "report_md": self.report_md}
+
 
 def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""

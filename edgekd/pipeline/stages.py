@@ -26,12 +26,13 @@ from edgekd.search_file import search_record
 
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
     """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
-    write the result to ``out`` (a JSON file ``compress --search`` accepts)."""
+    write the result to ``out`` (a JSON file ``compress --search`` accepts); ``force`` or ``config.force``
+    replaces an existing one, as ``run_distill`` takes ``config.force``."""
     from edgekd.profiles import load_profile
     from edgekd.search import search
 
     log = log or (lambda _msg: None)
-    check_new_file(out, force, "--out", input_paths(config))
+    check_new_file(out, force or config.force, "--out", input_paths(config))
     out = Path(out)
     profile = load_profile(config.profile)
     data = run_data(config, log)
@@ -77,7 +78,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     if not resume and not created and any(out.iterdir()):
         if not config.force:
             raise OutputError(f"output folder '{out}' is not empty",
-                              "choose another --out, pass --resume to continue its run, or --force to start over")
+                              "choose another --out, pass --resume to continue its run, or --force to start over "
+                              "(resume=True, or CompressConfig(force=True), from Python)")
         earlier = set_aside(out, "--out")
         log(f"distill: the earlier run in {out} is kept as {earlier} until this one has its first checkpoint")
     try:
