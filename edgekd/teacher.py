@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import DataError, ModelError, first_line
+from edgekd.errors import ConfigError, DataError, ModelError, first_line
 from edgekd.teacher_files import is_torchscript, load_weights
 from edgekd.types import DistillConfig
 
@@ -255,6 +255,27 @@ def from_module(module: Any) -> Teacher:
                          "pass it as file.py:factory with weights, or as a torch.export .pt2 file") from None
     cls = type(module)
     return Teacher(model.float().cpu().eval(), f"in-memory module {cls.__module__}.{cls.__qualname__} (Python API)")
+
+
+def api_teacher(teacher: Any, data: Dataset) -> Any:
+    """The module ``search()`` or ``distill()`` runs for the ``teacher`` handed to it, as compress takes one: a
+    Teacher's module; a module of another dtype or device as a float32 CPU copy (the caller's is left as it
+    is); and one that does not fit ``data``, or returns probabilities, refused before any work (they were raw
+    torch tracebacks, or a near-uniform target distilled in silence). None stays None."""
+    import torch
+
+    if teacher is None:
+        return None
+    if isinstance(teacher, str):
+        raise ConfigError(f"the teacher '{teacher}' is a spec, and this function takes the model",
+                          f"pass load_teacher({teacher!r}, weights), or the torch module itself")
+    teacher = teacher.module if isinstance(teacher, Teacher) else teacher
+    if isinstance(teacher, torch.nn.Module) and any(t.is_floating_point() and (t.dtype != torch.float32 or
+                                                                               t.device.type != "cpu")
+                                                    for t in (*teacher.parameters(), *teacher.buffers())):
+        teacher = from_module(teacher).module
+    check_fits(Teacher(teacher, "the teacher"), data)
+    return teacher
 
 
 def logits_only(teacher: Teacher, data: Dataset) -> Teacher:

@@ -234,8 +234,11 @@ def test_loss_argument_and_config_losses_must_agree(data, teacher):
 
 def test_teacher_and_student_output_shapes_must_match(data):
     wide = TinyNet(8, classes=6)
-    with pytest.raises(ModelError, match=r"differ in shape: teacher \(2, 6\), student \(2, 4\)"):
+    # the teacher is checked against the data first, as compress checks it
+    with pytest.raises(DataError, match="the teacher predicts 6 classes but the data has 4"):
         distill(student(), data, FAST, teacher=wide, progress=False)
+    with pytest.raises(ModelError, match=r"differ in shape: teacher \(2, 4\), student \(2, 6\)"):
+        distill(wide, data, FAST, teacher=student(), progress=False)
 
 
 def test_single_class_training_data_is_refused(data):
@@ -276,3 +279,18 @@ def test_cached_teacher_features_match_per_batch_ones(data, teacher, monkeypatch
     per_batch = distill(student(), data, cfg, teacher=teacher, progress=False)
     for a, b in zip(cached.history, per_batch.history):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+
+
+def test_a_teacher_handed_to_distill_is_taken_and_checked_as_compress_takes_one(data):
+    """distill() used the module as given: a float64 teacher was a raw dtype error, one taking other channels a
+    raw shape error, and one returning probabilities distilled a near-uniform target in silence."""
+    double = student(width=8, seed=1).double()
+    distill(student(), data, replace(FAST, epochs=1), teacher=double, progress=False)
+    assert next(double.parameters()).dtype == torch.float64  # the caller's own is left as it was
+    rgb = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+    with pytest.raises(DataError, match=r"data images of shape \(1, 8, 8\) do not fit the teacher"):
+        distill(student(), data, FAST, teacher=rgb, progress=False)
+    with pytest.raises(ModelError, match="the teacher's forward returns probabilities"):
+        distill(student(), data, FAST, teacher=nn.Sequential(student(), nn.Softmax(1)), progress=False)
+    with pytest.raises(ConfigError, match=r"the teacher 'f.py:build' is a spec.*; pass load_teacher\('f.py:build'"):
+        distill(student(), data, FAST, teacher="f.py:build", progress=False)

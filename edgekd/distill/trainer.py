@@ -47,9 +47,9 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
 
     from edgekd.distill import ddp
     from edgekd.distill.taps import evaluating
-    from edgekd.teacher import Teacher
+    from edgekd.teacher import api_teacher
 
-    teacher = teacher.module if isinstance(teacher, Teacher) else teacher  # as default_teacher()/load_teacher() give it
+    teacher = api_teacher(teacher, data)  # a Teacher as default_teacher()/load_teacher() give it, or a module
 
     terms = _resolve_losses(config, loss)
     if config.qat_epochs:  # a student QAT cannot mirror is refused before its fp32 epochs, not after them

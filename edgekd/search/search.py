@@ -91,10 +91,10 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     from edgekd.profiles import load_profile
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
-    from edgekd.teacher import Teacher
+    from edgekd.teacher import api_teacher
 
     # What the other stages hand over: default_teacher()/load_teacher()'s Teacher, a profile by name, no budget.
-    teacher = teacher.module if isinstance(teacher, Teacher) else teacher
+    teacher = api_teacher(teacher, data)
     profile = load_profile(profile) if isinstance(profile, str) else profile
     budget = budget if budget is not None else Budget()
     if not isinstance(budget, Budget):
