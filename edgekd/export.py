@@ -39,6 +39,9 @@ class ExportRequest:
         # int8 exporters take calibration inputs or an fp32 source; fp32 ones neither, and need no Q/DQ kernel
         check_opset(self.opset, int8=self.calibration is not None or self.source is not None)
         _check_calibration(self.calibration)
+        if self.sample is not None and not isinstance(self.sample, np.ndarray):  # a tensor, as calibration takes
+            sample = self.sample.detach().cpu().numpy() if hasattr(self.sample, "detach") else self.sample
+            object.__setattr__(self, "sample", np.asarray(sample, dtype=np.float32))
 
 
 def _check_calibration(calibration: np.ndarray | None) -> None:

@@ -184,6 +184,11 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
     """A user's teacher: ``file.py:factory`` / ``package.module:factory`` (optionally with literal
     arguments, ``factory(num_classes=10)``) with ``weights``, a ``.pt2`` file, or an ``.onnx`` model
     (``edgekd.onnx_teacher``)."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(f"load_teacher takes a spec or a path, not a {type(spec).__name__}",
+                          "pass a module you hold as it is (CompressConfig(teacher=model), search(model, ...)), "
+                          "or name a file: load_teacher('my_model.py:build', weights='weights.pt')")
+    spec = os.fspath(spec)
     check_no_weights(spec, weights)
     return replace(_load_teacher(spec, weights), origin=teacher_origin(spec, weights))
 

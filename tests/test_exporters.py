@@ -678,3 +678,11 @@ def test_an_out_dir_that_does_not_exist_yet_is_made_for_the_file(student, small_
     int8 = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path / "other", calibration=small_data.x_val,
                                                    source=art))
     assert Path(int8.path).is_file()
+
+
+def test_a_sample_given_as_a_tensor_is_taken_as_calibration_is(student, small_data, tmp_path):
+    import torch
+
+    sample = torch.from_numpy(small_data.x_val[:1]).requires_grad_()
+    art = get_exporter("onnx-fp32")(ExportRequest("t", "student", tmp_path, student, sample))
+    assert Path(art.path).is_file()

@@ -567,3 +567,15 @@ def test_a_teachers_origin_resolves_its_files_however_they_are_spelled(teacher_f
     assert teacher_origin(None, None) is None
     assert load_teacher(f"./{module.name}:build", f"./{weights.name}").origin == teacher_origin(
         f"{module}:build", str(weights))
+
+
+def test_load_teacher_given_a_module_says_what_it_takes():
+    """It failed with "'Sequential' object has no attribute 'endswith'"."""
+    import torch
+
+    from edgekd.errors import ConfigError
+    from edgekd.teacher import load_teacher
+
+    with pytest.raises(ConfigError, match="load_teacher takes a spec or a path, not a Sequential; pass a module you "
+                                          r"hold as it is \(CompressConfig\(teacher=model\)"):
+        load_teacher(torch.nn.Sequential())
