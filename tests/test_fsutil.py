@@ -33,7 +33,7 @@ def test_check_new_file(tmp_path):
     existing = tmp_path / "old.json"
     existing.write_text("mine")
     with pytest.raises(OutputError, match="--json '.*old.json' already exists; choose another --json path or pass "
-                                          "--force to replace it"):
+                                          r"--force \(force=True from Python\) to replace it"):
         check_new_file(existing, force=False, flag="--json")
     check_new_file(existing, force=True, flag="--json")
     with pytest.raises(OutputError, match="is a folder; give --junit a file path"):
