@@ -215,18 +215,24 @@ def read_recipe(path: str) -> dict[str, Any]:
 _PATH_KEYS = ("teacher", "weights", "data", "search_file", "distilled", "profile")
 
 
-def _check_recipe_path(recipe: str, key: str, value: Any) -> None:
-    """Paths in a recipe are read from the folder edgekd runs in, as on the command line; one that is missing
-    there but lies beside the recipe was written relative to the recipe, and is named with both fixes."""
-    if key not in _PATH_KEYS or not isinstance(value, str) or not value.strip():
-        return
-    file = value
+def input_file(key: str, value: Any) -> str | None:
+    """The file or folder the input setting ``key`` names, as typed; None for none, 'digits', a profile by
+    name (looked up among the profiles) or a teacher imported by module (package.module:factory)."""
+    if not isinstance(value, str) or not value.strip() or value == "digits":
+        return None
     if key == "teacher":
         from edgekd.teacher import spec_file
 
-        file = spec_file(value) or ""
+        return spec_file(value)
     if key == "profile" and not value.lower().endswith(".toml"):
-        file = ""  # a profile name, looked up among the profiles
+        return None
+    return value
+
+
+def _check_recipe_path(recipe: str, key: str, value: Any) -> None:
+    """Paths in a recipe are read from the folder edgekd runs in, as on the command line; one that is missing
+    there but lies beside the recipe was written relative to the recipe, and is named with both fixes."""
+    file = input_file(key, value) if key in _PATH_KEYS else None
     folder = Path(recipe).parent
     if not file or Path(file).is_absolute() or folder == Path(".") or Path(file).exists():
         return

@@ -24,7 +24,7 @@ from edgekd.pipeline.config import (
 from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
 from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
-from edgekd.run_inputs import Log, recipe, run_data, run_teacher
+from edgekd.run_inputs import Log, input_file, recipe, run_data, run_teacher
 from edgekd.search_file import search_record
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "config_fields", "input_paths", "load_recipe",
@@ -113,14 +113,9 @@ def _with_distilled_inputs(config: CompressConfig, log: Log) -> CompressConfig:
 
 
 def _recorded_path(key: str, value: Any) -> Path | None:
-    """The file or folder a recorded input names; None for none, 'digits', or a teacher imported by module."""
-    if not isinstance(value, str) or value == "digits":
-        return None
-    if key == "teacher":
-        from edgekd.teacher import spec_file
-
-        value = spec_file(value) or ""
-    return Path(value).expanduser() if value else None
+    """The file or folder a recorded input names (``run_inputs.input_file``), or None."""
+    file = input_file(key, value)
+    return Path(file).expanduser() if file else None
 
 
 def _as_distilled(config: CompressConfig) -> CompressConfig:
