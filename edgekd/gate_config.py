@@ -71,6 +71,7 @@ class GateConfig:
                               "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops, "
                               "--max-opset or --ops-config, set them in [tool.edgekd.gate] in pyproject.toml, or "
                               "gate a manifest.json (held to its own budget)")
+        self._check_paths()
         from edgekd.preprocess import resolution_value
 
         object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
@@ -96,6 +97,22 @@ class GateConfig:
             raise ConfigError("--min-class-accuracy needs data to measure accuracy on", "pass --data")
         self._check_baseline_thresholds()
         self._check_thresholds()
+
+    def _check_paths(self) -> None:
+        """Paths may be given as Path objects; the data must be a path or name, because the gate loads it itself
+        with the preprocessing the gated model records (a Dataset in memory carries its own, which may differ)."""
+        import os
+
+        for key in ("data", "baseline", "ops_config"):
+            value = getattr(self, key)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, key, os.fspath(value))
+            elif value is not None and not isinstance(value, str):
+                hint = (" (the gate loads the data itself, with the preprocessing the model records)"
+                        if key == "data" else "")
+                raise ConfigError(f"GateConfig({key}=...) takes a path, not a {type(value).__name__}{hint}",
+                                  f"pass the file or folder it was read from, e.g. {key}='path/to/file'"
+                                  + (" or 'digits'" if key == "data" else ""))
 
     def _check_baseline_thresholds(self) -> None:
         if self.max_size_growth is not None and not self.baseline:

@@ -73,6 +73,8 @@ def test_accuracy_budget_flags_belong_to_compress_only(run_cli, tmp_path):
 def test_latency_rounds_must_be_positive(run_cli, tmp_path):
     line = _one_line_error(*run_cli("compress", "--latency-rounds", "0", "--out", tmp_path / "o")[::2])
     assert "--latency-rounds must be at least 1, got 0" in line and not (tmp_path / "o").exists()
+    line = _one_line_error(*run_cli("compress", "--latency-anchors", "2", "--out", tmp_path / "o")[::2])
+    assert "--latency-anchors must be at least 3, got 2; pass 32" in line and not (tmp_path / "o").exists()
 
 
 def test_unknown_profile_lists_known(run_cli, tmp_path):

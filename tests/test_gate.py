@@ -1028,3 +1028,14 @@ def test_a_manifest_away_from_its_files_or_a_changed_file_is_said_with_the_fix(r
     for row, file in (("integrity", path), ("ort integrity", entry["ort"]["path"])):
         assert rows[row] == (f"**FAIL** | {file} changed since the manifest was written (sha256 differs): restore the "
                              "file compress wrote, or run compress again for a new manifest")
+
+
+def test_gate_config_takes_path_objects_and_refuses_a_dataset_in_memory(tiny_model):
+    from edgekd.data import load_data
+    from edgekd.errors import ConfigError
+    from edgekd.gate_config import GateConfig
+
+    config = GateConfig(max_size_bytes=1, data=Path("digits"), baseline=Path(tiny_model))
+    assert (config.data, config.baseline) == ("digits", str(tiny_model))
+    with pytest.raises(ConfigError, match=r"GateConfig\(data=...\) takes a path, not a Dataset.*'digits'"):
+        GateConfig(min_accuracy=0.5, data=load_data("digits"))

@@ -650,11 +650,12 @@ def test_zico_is_the_log_of_the_summed_inverse_coefficient_of_variation_per_laye
     ({"candidates": "10"}, "search setting candidates is '10', not a whole number of at least 1; pass --candidates"),
     ({"candidates": 2.5}, "search setting candidates is 2.5, not a whole number"),
     ({"candidates": 0}, "search setting candidates is 0, not a whole number of at least 1; pass --candidates 1"),
-    ({"anchors": 2}, "search setting anchors is 2, not a whole number of at least 3; pass --latency-anchors 3"),
+    ({"anchors": 2}, "search setting anchors is 2, not a whole number of at least 3; pass --latency-anchors 3 or more "
+                   "(SearchConfig(anchors=...) in Python)"),
     ({"space": 3}, "space 3 is not a space name"),
 ])
 def test_search_settings_the_search_would_fail_on_later_are_refused_by_name(settings, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         SearchConfig(**settings)
 
 
@@ -683,3 +684,14 @@ def test_the_pruned_space_keeps_a_conv_classifier_out_of_its_stages(small_data):
     assert space.stages == (("0",),)
     half = space.build({"keep": [0.5]}, small_data.input_shape, 10)
     assert half(torch.zeros(2, *small_data.input_shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("edit, reason", [(lambda c: c.pop("stem"), "has no 'stem'"),
+                                          (lambda c: c.update(extra=1), "has 'extra', which the space does not")])
+def test_build_student_refuses_a_config_off_its_space_naming_the_gene(edit, reason):
+    from edgekd.errors import ConfigError
+
+    config = SPACES.get("mbv2").smallest()
+    edit(config)
+    with pytest.raises(ConfigError, match=f"space 'mbv2' {reason}.*search.json"):
+        build_student(StudentSpec("mbv2", config), (1, 8, 8), 10)

@@ -113,3 +113,13 @@ def test_validation_report_round_trips_through_its_dict():
     assert ValidationReport.from_dict(report.to_dict()) == report
     no_ratio = replace(report, int8_ratio=None)
     assert ValidationReport.from_dict(no_ratio.to_dict()) == no_ratio
+
+
+@pytest.mark.parametrize("data, missing", [({}, "no 'profile'"), ([], "malformed"),
+                                           ({"profile": "host-cpu", "budget": {}}, "no 'artifacts'")])
+def test_validation_report_from_another_dict_names_what_is_missing(data, missing):
+    from edgekd.errors import ArtifactError
+    from edgekd.types import ValidationReport
+
+    with pytest.raises(ArtifactError, match=f"not a validation report: it (has |is ){missing}.*validate --json"):
+        ValidationReport.from_dict(data)

@@ -83,10 +83,12 @@ class CompressConfig:
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1", "pass a positive number")
         if self.latency_rounds < 1:
-            raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}", "pass 3")
+            raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}",
+                              "pass --latency-rounds 3 (latency_rounds=3 in Python)")
         if self.latency_anchors is not None and self.latency_anchors < 3:
             raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
-                              "pass 32 (the default), or fewer down to 3 for a quicker, rougher latency fit")
+                              "pass 32 (the default; latency_anchors=32 in Python), or fewer down to 3 for a quicker, "
+                              "rougher latency fit")
         from edgekd.preprocess import parse_channels
 
         object.__setattr__(self, "channels", parse_channels(self.channels))  # the CLI gives "3", a recipe 3

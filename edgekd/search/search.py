@@ -56,7 +56,8 @@ class SearchConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 flag = {"anchors": "latency-anchors"}.get(name, name.replace("_", "-"))
                 raise ConfigError(f"search setting {name} is {value!r}, not a whole number of at least {low}",
-                                  f"pass --{flag} {low} or more" if name in ("candidates", "anchors")
+                                  f"pass --{flag} {low} or more (SearchConfig({name}=...) in Python)"
+                                  if name in ("candidates", "anchors")
                                   else f"pass {name} = {low} or more")
         check_seed(self.seed)
         if not isinstance(self.labels, bool):

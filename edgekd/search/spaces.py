@@ -302,5 +302,13 @@ def resolve_space(name: str, teacher: Any = None, input_shape: tuple[int, int, i
 
 def build_student(spec: StudentSpec, input_shape: tuple[int, int, int], num_classes: int,
                   teacher: Any = None) -> Any:
-    """The nn.Module for ``spec``; unknown spaces list the valid ones."""
-    return resolve_space(spec.space, teacher, input_shape).build(spec.config, input_shape, num_classes)
+    """The nn.Module for ``spec``; unknown spaces list the valid ones, and a config that is no member of its
+    space (a gene missing, or off its options) is refused naming the gene."""
+    from edgekd.errors import ConfigError
+
+    space = resolve_space(spec.space, teacher, input_shape)
+    reason = not_in_space(space, spec.config)
+    if reason:
+        raise ConfigError(f"the student spec for space '{spec.space}' {reason}",
+                          "use a spec from a search result (search.json), or the space's sample/smallest config")
+    return space.build(spec.config, input_shape, num_classes)

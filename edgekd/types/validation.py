@@ -133,7 +133,20 @@ class ValidationReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ValidationReport:
         """From ``to_dict``'s keys (``validate --json``) or a run's ``manifest.json``, whose profile is the full
-        profile rather than its name; ``passed`` is recomputed from the verdicts."""
+        profile rather than its name; ``passed`` is recomputed from the verdicts. Anything else (another
+        file, or one edited by hand) is refused naming what is missing, not as a KeyError."""
+        from edgekd.errors import ArtifactError
+
+        try:
+            return cls._read(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"has no {exc.args[0]!r}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+            raise ArtifactError(f"this is not a validation report: it {what}",
+                                "pass the dict of a file written by 'validate --json' or a run's manifest.json") \
+                from None
+
+    @classmethod
+    def _read(cls, data: dict[str, Any]) -> ValidationReport:
         profile = data["profile"]
         speedup = data.get("int8_speedup") or {}
         return cls(
