@@ -9,10 +9,10 @@ def bench(load_benchmark):
 
 
 def _arms(bench, kd, alpha, none):
-    arms = {"kd": {"runs": kd}, "kd, alpha 0.5": {"runs": alpha}, "none": {"runs": none}}
+    arms = {"kd": {"runs": kd}, "kd alpha 0.5": {"runs": alpha}, "none": {"runs": none}}
     for arm in arms.values():
         arm["mean"], arm["std"] = sum(arm["runs"]) / len(arm["runs"]), 0.0
-    for name in ("kd, alpha 0.5", "none"):
+    for name in ("kd alpha 0.5", "none"):
         arms[name]["minus_kd"] = bench._paired(arms[name]["runs"], kd)
     return {"arms": arms}
 
@@ -40,3 +40,14 @@ def test_the_rule_needs_a_quarter_point_beyond_two_standard_errors(bench, alpha,
            "results": results, "verdict": [rule1, rule2]}
     table = bench._markdown(out)
     assert "| all labels | 97.67 ± 0.00 |" in table and f"- {rule1}" in table
+
+
+def test_a_run_of_some_arms_says_which_rules_it_could_not_decide(bench):
+    kd = [0.98, 0.97, 0.98]
+    results = {"all labels": _arms(bench, kd, kd, [0.985, 0.975, 0.985])}
+    del results["all labels"]["arms"]["kd alpha 0.5"]
+    rule1, rule2 = bench.verdict(results)
+    assert rule1.startswith("Rule 1 was not run") and rule2.startswith("Rule 2 holds")
+    out = {"date": "2026-12-06", "cpu": "test cpu", "seeds": 3, "student": "mbv2:{}", "params": 1234, "epochs": 40,
+           "results": results, "verdict": [rule1, rule2]}
+    assert "| all labels | 97.67 ± 0.00 | not run | - | 98.17 ± 0.00 | +0.50 ± 0.00 |" in bench._markdown(out)
