@@ -86,6 +86,11 @@ if args[0] == "-s":
 if os.environ.get("FAKE_ADB_SERIAL") and serial != os.environ["FAKE_ADB_SERIAL"]:
     sys.stderr.write("adb: device '%s' not found\\n" % serial)
     sys.exit(1)
+if os.environ.get("FAKE_ADB_UNAUTHORIZED"):  # as adb 35 says it, while the phone's prompt waits
+    sys.stderr.write("adb: device unauthorized.\\nThis adb server's $ADB_VENDOR_KEYS is not set\\n"
+                     "Try 'adb kill-server' if that seems wrong.\\n"
+                     "Otherwise check for a confirmation dialog on your device.\\n")
+    sys.exit(1)
 if args[0] == "push":
     copy(args[1:-1], args[-1])
 elif args[0] == "shell":
@@ -563,11 +568,33 @@ def test_adb_perf_test_mode_times_an_ort_format_file(fakes, tmp_path, monkeypatc
     assert all(c[-1].endswith("/m0/model.ort") and c[c.index("-f") + 1] == "n:3" for c in calls)
 
 
-def test_adb_perf_test_missing(fakes, models, tmp_path):
-    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
-    with pytest.raises(RunnerError, match=r"onnxruntime_perf_test was not found on the adb device; "
-                                          r"set runner\.perf_test"):
+@pytest.mark.parametrize("serial", [None, "R58M"])
+def test_adb_perf_test_missing(fakes, models, tmp_path, serial):
+    """A fresh phone has no onnxruntime_perf_test: the fix puts it there (with the serial adb needs), and only
+    then offers another path."""
+    runner = {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)}
+    profile = _profile(tmp_path, {**runner, "serial": serial} if serial else runner)
+    perf = f"{fakes.remote}/onnxruntime_perf_test"
+    adb = f"adb -s {serial}" if serial else "adb"
+    with pytest.raises(RunnerError) as exc:
         measure([models[0]], profile)
+    assert exc.value.message == (
+        f"{perf} was not found on {'device ' + serial if serial else 'the adb device'}; build onnxruntime_perf_test "
+        f"for the device and copy it there with `{adb} push onnxruntime_perf_test {perf}`, or set runner.perf_test in "
+        "the profile to its path on the device")
+
+
+def test_adb_unauthorized_says_to_accept_the_prompt_on_the_phone(fakes, models, tmp_path, monkeypatch):
+    """adb's advice comes on the lines after its first, which the message leaves out: the fix says it instead
+    of sending the user to check a cable that is plugged in."""
+    monkeypatch.setenv("FAKE_ADB_UNAUTHORIZED", "1")
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], profile)
+    assert exc.value.message == (
+        "adb on the device failed while creating the remote folder (exit 1): adb: device unauthorized; unlock the "
+        "device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then run again; if no "
+        "prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
 
 
 @pytest.mark.parametrize("says, code", [
@@ -614,11 +641,144 @@ def test_a_perf_test_past_its_time_stops_on_the_device_too(fakes, models, tmp_pa
     perf = _script(device_bin / "onnxruntime_perf_test", FAKE_PERF_TEST)
     profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
                                   "perf_test": str(perf), "timeout_s": 2})
-    with pytest.raises(RunnerError, match=r"adb on the adb device timed out after 2 s while running "
+    with pytest.raises(RunnerError, match=r"^adb on the device timed out after 2 s while running "
                                           r"onnxruntime_perf_test on small\.onnx: the measurement took longer than "
                                           r"runner\.timeout_s; raise runner\.timeout_s"):
         measure([models[0]], profile)
     assert _left_running(str(device_bin)) == []
+
+
+# --- the probe before a stage's work ----------------------------------------------------------------------
+def test_the_probe_asks_the_device_one_question_and_copies_nothing(fakes, tmp_path):
+    from edgekd.latency.runners import probe_device
+
+    probe_device(_profile(tmp_path, _ssh(fakes)))
+    assert fakes.calls("scp") == [] and not fakes.remote.exists()
+    (call,) = fakes.calls("ssh")
+    assert call[-1] == f"{PY} -c 'import numpy, onnxruntime'"
+
+
+def test_the_probe_leaves_this_host_alone(fast_profile, monkeypatch):
+    import edgekd.latency.runners as runners
+    from edgekd.latency.runners import probe_device
+
+    monkeypatch.setattr(runners.subprocess, "run", lambda *a, **k: pytest.fail("the host was probed"))
+    probe_device(fast_profile)
+
+
+def test_an_unreachable_board_fails_the_probe_as_a_measurement_would(fakes, tmp_path, monkeypatch):
+    from edgekd.latency.runners import probe_device
+
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    with pytest.raises(RunnerError) as exc:
+        probe_device(_profile(tmp_path, _ssh(fakes)))
+    assert exc.value.message == (
+        "ssh to pi@edge-box:2222 failed while checking the device before the run (exit 255): ssh: connect to host "
+        "box port 2222: Connection refused; check the host is reachable, runner.host/port/user/identity_file in the "
+        "profile, and that key login works without a password (ssh runs with BatchMode=yes); raise runner.timeout_s "
+        "for slow devices")
+
+
+def test_the_probe_names_a_device_python_without_onnxruntime_or_none_at_all(fakes, tmp_path):
+    from edgekd.latency.runners import probe_device
+
+    bare = _script(tmp_path / "bare-python", "#!/bin/sh\ncat >&2 <<EOF\nTraceback (most recent call last):\n"
+                   '  File "<string>", line 1, in <module>\n'
+                   "ModuleNotFoundError: No module named 'onnxruntime'\nEOF\nexit 1\n")
+    with pytest.raises(RunnerError) as exc:
+        probe_device(_profile(tmp_path, _ssh(fakes, python=str(bare))))
+    assert exc.value.message == (
+        f"{bare} on edge-box cannot import numpy and onnxruntime: ModuleNotFoundError: No module named 'onnxruntime'; "
+        "install them for that Python (pip install numpy onnxruntime) or set runner.python in the profile to a Python "
+        "that has them")
+    with pytest.raises(RunnerError, match=r"^python-does-not-exist was not found on edge-box; set runner\.python"):
+        probe_device(_profile(tmp_path, _ssh(fakes, python="python-does-not-exist")))
+
+
+def test_the_probe_looks_for_perf_test_on_an_adb_device(fakes, tmp_path, monkeypatch):
+    from edgekd.latency.runners import probe_device
+
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = device_bin / "onnxruntime_perf_test"
+    runner = {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote), "perf_test": str(perf)}
+    with pytest.raises(RunnerError, match=rf"^{re.escape(str(perf))} was not found on the adb device; build "
+                                          rf"onnxruntime_perf_test for the device and copy it there with `adb push "
+                                          rf"onnxruntime_perf_test {re.escape(str(perf))}`"):
+        probe_device(_profile(tmp_path, runner))
+    _script(perf, FAKE_PERF_TEST)
+    probe_device(_profile(tmp_path, runner))  # there: nothing to say
+    monkeypatch.setenv("FAKE_ADB_UNAUTHORIZED", "1")
+    with pytest.raises(RunnerError, match=r"^adb on the device failed while checking the device before the run "
+                                          r"\(exit 1\): adb: device unauthorized; unlock the device and accept"):
+        probe_device(_profile(tmp_path, runner))
+
+
+class _DataLoaded(Exception):
+    pass
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """The stages' first minute of work (data, then a teacher) replaced by an exception that says it began."""
+    import edgekd.pipeline as pipeline
+    import edgekd.pipeline.stages as stages
+
+    def loaded(*_a, **_k):
+        raise _DataLoaded
+
+    monkeypatch.setattr(stages, "run_data", loaded)
+    monkeypatch.setattr(pipeline, "run_data", loaded)
+
+
+@pytest.mark.parametrize("stage", ["search", "compress", "distill", "distill --target-ms"])
+def test_a_stage_that_measures_on_an_unreachable_board_fails_before_its_work(fakes, tmp_path, monkeypatch, no_data,
+                                                                              stage):
+    """An unreachable board was found only at the first measurement, about 40 s of data, teacher and exports in."""
+    from edgekd.pipeline import CompressConfig, compress, run_distill, run_search
+
+    _profile(tmp_path, _ssh(fakes))
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    config = CompressConfig(profile=str(tmp_path / "runner-test.toml"), out=str(tmp_path / "out"),
+                            target_ms=1.0 if "target" in stage else None)
+    run = {"search": lambda: run_search(config, tmp_path / "search.json"), "compress": lambda: compress(config),
+           "distill": lambda: run_distill(config, tmp_path / "out")}[stage.split()[0]]
+    with pytest.raises(RunnerError, match="^ssh to pi@edge-box:2222 failed while checking the device before the run"):
+        run()
+    assert len(fakes.calls("ssh")) == 1
+
+
+def test_a_distill_of_a_searched_student_asks_the_board_nothing(fakes, tmp_path, monkeypatch, no_data):
+    """Given --search and no --target-ms, distill measures nothing on the device, so an unplugged board is fine."""
+    from edgekd.pipeline import CompressConfig, run_distill
+
+    _profile(tmp_path, _ssh(fakes))
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    (tmp_path / "search.json").write_text("{}")  # read only after the data, which never comes here
+    config = CompressConfig(profile=str(tmp_path / "runner-test.toml"), search_file=str(tmp_path / "search.json"),
+                            budget_ms=1.0)
+    with pytest.raises(_DataLoaded):
+        run_distill(config, tmp_path / "out")
+    assert fakes.calls("ssh") == []
+
+
+def test_calibrating_an_unreachable_board_fails_before_its_work(fakes, tmp_path, monkeypatch):
+    import edgekd.latency.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "reference_model", lambda *a, **k: pytest.fail("calibration began"))
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    with pytest.raises(RunnerError, match="^ssh to pi@edge-box:2222 failed while checking the device before the run"):
+        calibrate.calibrate(_profile(tmp_path, _ssh(fakes)), path=tmp_path / "table.json")
+
+
+def test_the_cli_says_an_unreachable_board_in_one_line(fakes, tmp_path, monkeypatch, no_data, run_cli):
+    _profile(tmp_path, _ssh(fakes))
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
+    code, out, err = run_cli("search", "--profile", tmp_path / "runner-test.toml", "--out", tmp_path / "s.json")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ssh to pi@edge-box:2222 failed while checking the device "
+                                                    "before the run (exit 255): ssh: connect to host box port 2222: "
+                                                    "Connection refused; check the host is reachable")
 
 
 # --- local and the worker ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     """Measure ``space_name``'s blocks and ``networks`` whole networks on ``profile`` (each run ``rounds``
     times, see ``measure_relative``); write and return the table."""
     from edgekd.errors import ConfigError
+    from edgekd.latency.runners import probe_device
     from edgekd.search.spaces import SPACES
 
     if num_classes < 1:
@@ -62,6 +63,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     if networks > most:
         raise ConfigError(f"--networks {networks} is more than the {most} different networks space '{space_name}' "
                           "holds", f"pass at most {most}")
+    probe_device(profile)  # before the reference's export: everything after it measures on the device
     log = log or (lambda _m: None)
     path = path or table_path(profile, space_name, input_shape, num_classes)
     with exclusive(path.with_name(path.name + ".lock"), f"a calibration of {path.name}"):

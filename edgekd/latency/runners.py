@@ -46,6 +46,7 @@ _CLEAN_TIMEOUT_S = 30.0
 
 class Runner(Protocol):
     def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]: ...
+    def probe(self) -> None: ...
 
 
 RUNNERS: Registry[Any] = Registry("runner")
@@ -58,6 +59,14 @@ def get_runner(profile: DeviceProfile) -> Runner:
 
     profile = load_profile(profile)
     return RUNNERS.get(profile.runner.get("kind", "local"))(profile)
+
+
+def probe_device(profile: DeviceProfile) -> None:
+    """Ask a remote profile's device one quick question before a stage spends its first minute on data, a
+    teacher and exports, when every such stage ends up measuring on the device: one that is not there, or lacks
+    what the profile measures with, fails in seconds with the words a measurement would use. This host's
+    runner asks nothing."""
+    get_runner(profile).probe()
 
 
 def _settings(profile: DeviceProfile) -> dict[str, Any]:
@@ -87,6 +96,9 @@ class LocalRunner:
     """The worker in a separate Python process (this interpreter) on this machine."""
 
     profile: DeviceProfile
+
+    def probe(self) -> None:
+        """Nothing to ask: the worker runs on this very Python, which is running edgekd now."""
 
     def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]:
         models = _existing(paths)
@@ -157,6 +169,13 @@ class _RemoteRunner:
     def _push(self, sources: list[str], dest: str) -> list[str]: raise NotImplementedError
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool: raise NotImplementedError
 
+    def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
+        """The fix for a failed ssh or adb, where its own words name a better one than ``_fix``."""
+        return self._fix()
+
+    def _missing_fix(self, key: str) -> str:
+        return f"set runner.{key} in the profile to its path on the device"
+
     @property
     def cfg(self) -> dict[str, Any]:
         return _settings(self.profile)
@@ -186,6 +205,28 @@ class _RemoteRunner:
     def _mode(self) -> str:
         return str(self.cfg.get("mode", "python"))
 
+    def probe(self) -> None:
+        """One command through the same link, checking what ``measure`` will run: the device's Python with
+        numpy and onnxruntime, or its onnxruntime_perf_test."""
+        step = "checking the device before the run"
+        if self._mode() == "python":
+            proc = self._call(self._shell([self.cfg["python"], "-c", "import numpy, onnxruntime"]), step)
+            if "No module named" in reason(proc) and proc.returncode != 0 and not self._transport_failed(proc):
+                # the fix the worker gives for the same, which the probe finds first
+                raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot import numpy and onnxruntime: "
+                                  f"{reason(proc)}", "install them for that Python (pip install numpy onnxruntime) "
+                                  "or set runner.python in the profile to a Python that has them")
+            if proc.returncode != 0 or self._transport_failed(proc):
+                self._raise_for(proc, step, "python")
+            return
+        # `command -v` prints the program's path only when it is there and runnable: read from what it prints,
+        # since older adb passes no exit status back
+        proc = self._call(self._shell(["command", "-v", self.cfg["perf_test"]]), step)
+        if self._transport_failed(proc):
+            raise self._failure(proc, step)
+        if not proc.stdout.strip():
+            raise self._not_found("perf_test")
+
     def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
         timeout = float(self.cfg["timeout_s"])
         late = too_slow(self._where(), timeout, step) if measuring else None
@@ -197,16 +238,20 @@ class _RemoteRunner:
             raise self._failure(proc, step)
 
     def _failure(self, proc: subprocess.CompletedProcess, step: str) -> RunnerError:
-        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
-                           self._fix())
+        # its full stop would end the problem before the "; fix" that follows ("unauthorized.;")
+        said = reason(proc).rstrip(".")
+        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {said}",
+                           self._transport_fix(proc))
+
+    def _not_found(self, key: str) -> RunnerError:
+        return RunnerError(f"{self.cfg[key]} was not found on {self._device()}", self._missing_fix(key))
 
     def _raise_for(self, proc: subprocess.CompletedProcess, step: str, key: str) -> None:
         """Raise for a failed transport, a missing program on the device, or a non-zero exit."""
         if self._transport_failed(proc):
             raise self._failure(proc, step)
         if _missing(proc, str(self.cfg[key])):
-            raise RunnerError(f"{self.cfg[key]} was not found on {self._device()}",
-                              f"set runner.{key} in the profile to its path on the device")
+            raise self._not_found(key)
         if proc.returncode != 0:  # the program ran on the device, or its loader did: the link is not to blame
             raise RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
                               _program_fix(proc, f"runner.{key}", self._device()))
@@ -333,11 +378,27 @@ class AdbRunner(_RemoteRunner):
         return f"device {serial}" if serial else "the adb device"
 
     def _where(self) -> str:
-        return f"adb on {self._device()}"
+        serial = self.cfg.get("serial")
+        return f"adb on device {serial}" if serial else "adb on the device"
 
     def _fix(self) -> str:
         return ("check the device is connected with USB debugging on (`adb devices` lists it) and runner.serial "
                 "in the profile; raise runner.timeout_s for slow devices")
+
+    def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
+        # adb's own advice follows on lines of its own, which the one-line reason leaves out
+        if "unauthorized" in first_line(proc):
+            return ("unlock the device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then "
+                    "run again; if no prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
+        return self._fix()
+
+    def _missing_fix(self, key: str) -> str:
+        if key != "perf_test":
+            return super()._missing_fix(key)
+        # a fresh device has none: the usual fix is to put it there, not to point elsewhere
+        push = shlex.join([*self._base(), "push", "onnxruntime_perf_test", str(self.cfg[key])])
+        return (f"build onnxruntime_perf_test for the device and copy it there with `{push}`, or set "
+                "runner.perf_test in the profile to its path on the device")
 
     def _shell(self, cmd: list[str]) -> list[str]:
         return [*self._base(), "shell", shlex.join(cmd)]

@@ -48,6 +48,7 @@ class CompressResult:
 
 def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
+    from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
 
     log = log or (lambda _msg: None)
@@ -65,6 +66,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
         config = with_search_budget(config, log)
     out = Path(config.out)
     profile = load_profile(config.profile)
+    probe_device(profile)  # validation always measures on the device, and a search too
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:

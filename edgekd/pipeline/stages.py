@@ -28,6 +28,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
     write the result to ``out`` (a JSON file ``compress --search`` accepts); ``force`` or ``config.force``
     replaces an existing one, as ``run_distill`` takes ``config.force``."""
+    from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
     from edgekd.search import search
 
@@ -35,6 +36,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     check_new_file(out, force or config.force, "--out", input_paths(config))
     out = Path(out)
     profile = load_profile(config.profile)
+    probe_device(profile)  # a search always measures its candidates on the device
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
@@ -108,9 +110,15 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
+    from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
 
     profile = load_profile(config.profile)
+    # the device is needed by a search (none with --search, nor on resuming one that kept its search.json) and by
+    # pruning toward --target-ms
+    searches = not config.search_file and not (resume and (out / "search.json").is_file())
+    if searches or config.target_ms is not None:
+        probe_device(profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     result, trained = search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
