@@ -18,8 +18,9 @@ from typing import Any
 from edgekd.types.search import LOWEST_SCORE
 
 _BUDGET_STYLE = {"color": "tab:red", "linestyle": "--", "linewidth": 1}
-_LATENCY_SERIES = (("candidate", "tab:blue", "o", 30), ("chosen student", "tab:orange", "*", 160),
-                   ("shipped student (validation)", "tab:red", "D", 60))
+# (color, marker, size) of the predicted-vs-measured series; a student file's point is labelled by its name
+_LATENCY_STYLE = {"candidate": ("tab:blue", "o", 30), "chosen student": ("tab:orange", "*", 160),
+                  "shipped": ("tab:red", "D", 60), "not shipped": ("tab:purple", "D", 60)}
 
 
 @contextmanager
@@ -85,7 +86,12 @@ def pareto_plot(search: dict[str, Any] | None, budget_ms: float | None = None) -
 
 
 def latency_pairs(manifest: dict[str, Any], search: dict[str, Any] | None) -> list[tuple[str, float, float]]:
-    """(label, predicted ms, measured ms) wherever both are known: search candidates and the chosen student."""
+    """(label, predicted ms, measured ms) wherever both are known: search candidates, the chosen student as the
+    search measured it, and its file of the search's precision as validation measured it, labelled by name and
+    called shipped only when it is the primary artifact. A student pruned after the search has no such point:
+    the prediction is the searched network's, the file another, smaller one."""
+    from edgekd.report import pruned_from_search
+
     pairs = []
     for c in (search or {}).get("candidates", []):
         if c.get("predicted_ms") is not None and c.get("latency_ms") is not None:
@@ -96,12 +102,21 @@ def latency_pairs(manifest: dict[str, Any], search: dict[str, Any] | None) -> li
         return pairs
     if student.get("search_latency_ms") is not None:
         pairs.append(("chosen student", float(predicted), float(student["search_latency_ms"])))
+    if pruned_from_search(student) is not None:
+        return pairs
     precision = (search or {}).get("precision", "fp32")  # the precision the search predicted latency for
     for entry in manifest.get("artifacts") or []:
         art = entry["artifact"]
         if art["role"] == "student" and art["precision"] == precision and entry.get("latency"):
-            pairs.append(("shipped student (validation)", float(predicted), float(entry["latency"]["p50_ms"])))
+            label = f"shipped {art['name']}" if art["name"] == manifest.get("primary") else art["name"]
+            pairs.append((f"{label} (validation)", float(predicted), float(entry["latency"]["p50_ms"])))
     return pairs
+
+
+def _latency_style(label: str) -> tuple[str, str, int]:
+    if label in _LATENCY_STYLE:
+        return _LATENCY_STYLE[label]
+    return _LATENCY_STYLE["shipped" if label.startswith("shipped ") else "not shipped"]
 
 
 def latency_plot(manifest: dict[str, Any], search: dict[str, Any] | None) -> str | None:
@@ -110,11 +125,11 @@ def latency_plot(manifest: dict[str, Any], search: dict[str, Any] | None) -> str
     if not pairs:
         return None
     with _figure() as (_, (ax,), png):
-        for label, color, marker, size in _LATENCY_SERIES:
+        for label in dict.fromkeys(lab for lab, _, _ in pairs):
+            color, marker, size = _latency_style(label)
             xs = [(p, m) for lab, p, m in pairs if lab == label]
-            if xs:
-                ax.scatter(*zip(*xs), s=size, color=color, label=label, marker=marker, edgecolor="black",
-                           linewidth=0.3, zorder=4)
+            ax.scatter(*zip(*xs), s=size, color=color, label=label, marker=marker, edgecolor="black",
+                       linewidth=0.3, zorder=4)
         hi = max(max(p, m) for _, p, m in pairs) * 1.1
         ax.plot([0, hi], [0, hi], color="black", linewidth=1, label="measured = predicted")
         ax.fill_between([0, hi], [0, hi * 0.9], [0, hi * 1.1], color="tab:green", alpha=0.12, label="+-10%")

@@ -190,6 +190,33 @@ def class_text(manifest: dict[str, Any], shown: int = 5) -> str | None:
             + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + ".")
 
 
+def pruned_from_search(student: dict[str, Any]) -> dict[str, Any] | None:
+    """The pruning record of a student that pruning-aware distillation (--target-ms) took channels from, else
+    None: its config, parameter count and predicted latency in the manifest are then the searched network's,
+    not the shipped one's."""
+    pruning = (student.get("distill") or {}).get("pruning")
+    if not pruning:
+        return None
+    shipped = pruning.get("params")
+    return pruning if pruning.get("steps") or (shipped is not None and shipped != student.get("params")) else None
+
+
+def student_size_text(student: dict[str, Any]) -> str:
+    """What the Student line says, in brackets after the searched config: the parameters that ship, and for a
+    pruned student that it was pruned, toward what and from how many."""
+    searched = f"{student['params']:,}"
+    pruning = (student.get("distill") or {}).get("pruning")
+    if not pruning:
+        return f"{searched} parameters"
+    target = f"{pruning['target_ms']:g} ms target"
+    if pruned_from_search(student) is None:
+        return f"{searched} parameters; not pruned: under the {target} already"
+    toward = (f"pruned to the {target}" if pruning.get("reached", True) else
+              f"pruned toward the {target} (not reached: {pruning['measured_ms']:.3f} ms measured while pruning)")
+    shipped = f", {pruning['params']:,} parameters shipped" if pruning.get("params") is not None else ""
+    return f"{toward} from the searched {searched}-parameter student{shipped}"
+
+
 def _ort_speed(ort: dict[str, Any], name: str) -> str:
     """The copy's p50 and how it compares with its .onnx (manifests before edgekd timed copies have neither)."""
     if ort.get("p50_ms") is None or ort.get("vs_onnx") is None:
@@ -251,7 +278,7 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     student = manifest.get("student")
     if student:
         lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "
-                     f"({student['params']:,} parameters)")
+                     f"({student_size_text(student)})")
     lines += ["", summary_table(manifest), "", latency_method(manifest)]
     if int8_text(manifest):
         lines += ["", int8_text(manifest)]  # type: ignore[list-item]

@@ -13,7 +13,17 @@ from typing import Any
 from edgekd.data import describe_preprocess
 from edgekd.errors import ArtifactError, OutputError
 from edgekd.fsutil import write_text
-from edgekd.report import SUMMARY_HEADER, budget_text, class_text, int8_text, latency_method, ort_text, summary_rows
+from edgekd.report import (
+    SUMMARY_HEADER,
+    budget_text,
+    class_text,
+    int8_text,
+    latency_method,
+    ort_text,
+    pruned_from_search,
+    student_size_text,
+    summary_rows,
+)
 from edgekd.textfmt import md_code_to_html
 
 _STYLE = """
@@ -44,7 +54,8 @@ def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) 
                  "no search result (search.json) was given, so there is no Pareto front to show",
                  _candidates_table(search) if search else ""),
         _section("Latency: predicted vs measured", plots.latency_plot(manifest, search),
-                 "no latency was both predicted and measured (the profile has no calibrated latency table)"),
+                 "no latency was both predicted and measured (the profile has no calibrated latency table)",
+                 _pruned_text(manifest)),
         _section("Training curves", plots.training_plot(manifest),
                  "the manifest records no distillation history"),
         _notes(manifest),
@@ -107,7 +118,7 @@ def _header(manifest: dict[str, Any]) -> str:
     if student:
         spec = student["spec"]
         facts.append(("Student", f"<code>{escape(spec['space'])}</code> {escape(json.dumps(spec['config']))} "
-                                 f"({student['params']:,} parameters)"))
+                                 f"({escape(student_size_text(student))})"))
     items = "".join(f"<li>{k}: {v}</li>" for k, v in facts)
     return f"<h1>edgekd report</h1>\n<ul>{items}</ul>"
 
@@ -138,11 +149,12 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
     front = set(search.get("pareto", ()))
     chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
     budget = search.get("budget") or {}
+    scale = search.get("latency_scale") or {}  # absent from files written before it was recorded
     rows = []
     for rank, c in enumerate(search["candidates"][:top], 1):
         key = candidate_key(c)
         broken = broken_limits(c.get("latency_ms"), c.get("file_bytes"), budget.get("latency_ms"),
-                               budget.get("max_size_kb"))
+                               budget.get("max_size_kb"), c.get("predicted_ms"), scale.get(c["spec"]["space"], 1.0))
         mark = "chosen" if key == chosen else ", ".join(m for m in ("Pareto" if key in front else "", broken) if m)
         cells = [str(rank), f"{c['params']:,}", size_kb_text(c["size_bytes"], c.get("file_bytes")),
                  score_text(c["score"]), _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]
@@ -153,7 +165,32 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
                                               "predicted ms", "", "config"))
     shown = min(top, len(search["candidates"]))
     return (f"<p>{len(search['candidates'])} candidates ranked by <code>{escape(str(search.get('proxy', '?')))}"
-            f"</code>; the first {shown}:</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+            f"</code>; the first {shown}:</p><table><tr>{head}</tr>{''.join(rows)}</table>"
+            + _correction_text(scale, budget.get("latency_ms")))
+
+
+def _correction_text(scale: dict[str, float], budget_ms: float | None) -> str:
+    """The correction the search judged unmeasured candidates by, where it was one: the table shows their
+    predictions as made, and without it a candidate predicted under the budget seems passed over for nothing."""
+    slow = {name: r for name, r in scale.items() if r >= 1.005}  # what would print as 1.00x corrected nothing
+    if not slow or budget_ms is None:
+        return ""
+    said = "; ".join(f"<code>{escape(name)}</code> candidates measured {r:.2f}x their predicted latency"
+                     for name, r in slow.items())
+    return (f"<p>{said} (median of those measured), so those not measured were judged against the budget by "
+            "their prediction times that.</p>")
+
+
+def _pruned_text(manifest: dict[str, Any]) -> str:
+    """Why the shipped student has no point in the predicted-vs-measured plot when it was pruned after the
+    search: the prediction is the searched network's, and pairing it with the pruned file's latency would
+    read as the latency model's error."""
+    pruning = pruned_from_search(manifest.get("student") or {})
+    if pruning is None:
+        return ""
+    return (f"<p>The student was pruned after the search, toward the {pruning['target_ms']:g} ms target: the "
+            "search's prediction is for the network before pruning, so the shipped files are not plotted here "
+            "(their measured latencies are in the table above).</p>")
 
 
 def _ms(value: float | None) -> str:

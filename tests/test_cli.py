@@ -260,6 +260,28 @@ def test_search_table_says_why_better_scored_candidates_were_passed_over(run_cli
     assert header.split(" | ")[6] == "chosen / limit broken"  # the column was unnamed
 
 
+def test_search_table_says_when_the_measured_correction_passed_a_candidate_over(run_cli, monkeypatch, tmp_path):
+    """Ranks 1 and 2 were predicted 0.040 and 0.044 ms, under --budget-ms 0.05, and left unmeasured with an
+    empty cell: their space measured 2.8x its predictions, which put them over the budget."""
+    import edgekd.pipeline
+    from edgekd.types.search import Candidate, SearchResult, StudentSpec
+
+    def cand(stem, predicted, ms=None):
+        return Candidate(StudentSpec("mbv2", {"stem": stem}), params=1000 * stem, size_bytes=10_000,
+                         score=float(stem), latency_ms=ms, predicted_ms=predicted)
+
+    ranked = (cand(16, 0.040), cand(12, 0.044), cand(8, 0.014, 0.040), cand(4, 0.060))
+    result = SearchResult(chosen=ranked[2], candidates=ranked, proxy="params", evaluated=4, measured=1, seconds=1.0,
+                          latency_scale={"mbv2": 2.8})
+    monkeypatch.setattr(edgekd.pipeline, "run_search", lambda *args, **kwargs: result)
+    code, out, err = run_cli("search", "--budget-ms", "0.05", "--out", tmp_path / "s.json")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "mbv2" in line]
+    assert [row.split(" | ")[6] for row in rows] == [
+        "predicted over after correction (x2.80)", "predicted over after correction (x2.80)", "chosen",
+        "predicted over --budget-ms"]
+
+
 def test_stage_commands_keep_a_recipe_s_out_for_compress(run_cli, monkeypatch, tmp_path, capsys):
     """One recipe drives every stage; its `out` is compress's folder. `search --config` wrote its JSON file
     there, and the recipe's own compress then refused that path."""

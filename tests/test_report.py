@@ -87,6 +87,20 @@ def test_html_candidates_table_marks_the_limits_passed_over_candidates_broke(man
     assert html.count("over --") == 2  # the fourth is only predicted: nothing known broken
 
 
+def test_html_candidates_table_says_a_candidate_was_passed_over_on_its_corrected_prediction(manifest, search):
+    """The fourth, predicted 0.05 ms and not measured, sat under --budget-ms 0.051 with an empty cell: its space
+    measured 2.8x its predictions, which put it over."""
+    search = {**search, "budget": {"latency_ms": 0.051}, "latency_scale": {"mbv2": 2.8}}
+    html = render_html(manifest, search)
+    assert ">predicted over after correction (x2.80)<" in html
+    assert ("<p><code>mbv2</code> candidates measured 2.80x their predicted latency (median of those measured), "
+            "so those not measured were judged against the budget by their prediction times that.</p>") in html
+    from edgekd.types import SearchResult
+
+    assert SearchResult.from_dict(search).latency_scale == {"mbv2": 2.8}
+    assert SearchResult.from_dict({k: v for k, v in search.items() if k != "latency_scale"}).latency_scale == {}
+
+
 def test_html_degrades_without_search_or_history(manifest):
     del manifest["student"]
     html = render_html(manifest, None)
@@ -102,9 +116,49 @@ def test_latency_plot_uses_predicted_when_not_measured(manifest, search):
     pairs = latency_pairs(manifest, search)
     labels = [p[0] for p in pairs]
     assert labels.count("candidate") == 2 and "chosen student" in labels
-    assert ("shipped student (validation)", 0.27, 0.3) in pairs  # the fp32 student: the search's precision
+    assert ("student-fp32 (validation)", 0.27, 0.3) in pairs  # the search's precision, not the one shipped
     assert pareto_plot({**search, "candidates": [search["candidates"][3]]}) is not None  # predicted only
     assert pareto_plot({**search, "candidates": []}) is None
+
+
+def test_latency_plot_calls_a_validated_student_shipped_only_when_it_is_the_primary(manifest, search):
+    """The fp32 student of an fp32 search was plotted as 'shipped student' while the int8 one shipped."""
+    from edgekd.plots import latency_pairs
+
+    validated = [p for p in latency_pairs(manifest, search) if p[0].endswith("(validation)")]
+    assert validated == [("student-fp32 (validation)", 0.27, 0.3)]
+    validated = [p for p in latency_pairs(manifest, {**search, "precision": "int8"}) if p[0].endswith("(validation)")]
+    assert validated == [("shipped student-int8 (validation)", 0.27, 0.2)]
+
+
+def _pruned(manifest, steps=({"step": 1, "params": 2000, "macs": 0.1, "measured_ms": 0.12},), reached=True):
+    """``manifest``'s 8,000-parameter student pruned (--target-ms 0.118) to 2,000 parameters."""
+    pruning = {"target_ms": 0.118, "measured_ms": 0.115 if reached else 0.2, "reached": reached, "ratio": 0.5,
+               "stage_ratios": [], "scale_ms": 0.12, "params": 2000 if steps else 8000, "steps": list(steps)}
+    student = {**manifest["student"], "distill": {**manifest["student"]["distill"], "pruning": pruning}}
+    return {**manifest, "student": student}
+
+
+def test_a_pruned_student_is_reported_as_pruned_with_the_parameters_it_ships(manifest, search):
+    """The report gave the searched config's 117,158 parameters for a student shipped with 4,236, never said it
+    was pruned, and plotted the searched network's prediction against the pruned file's latency."""
+    pruned = _pruned(manifest)
+    said = "pruned to the 0.118 ms target from the searched 8,000-parameter student, 2,000 parameters shipped"
+    assert f"- Student: `mbv2` {_config([8, 16, 24])} ({said})" in render_markdown(pruned).splitlines()
+    html = render_html(pruned, search)
+    assert f"({said})</li>" in html
+    assert ("<p>The student was pruned after the search, toward the 0.118 ms target: the search's prediction is for "
+            "the network before pruning, so the shipped files are not plotted here (their measured latencies are "
+            "in the table above).</p>") in html
+    from edgekd.plots import latency_pairs
+
+    assert [p[0] for p in latency_pairs(pruned, search)] == ["candidate", "candidate", "chosen student"]
+    assert "(8,000 parameters)" in render_markdown(manifest) and "was pruned" not in render_html(manifest, search)
+    missed = "pruned toward the 0.118 ms target (not reached: 0.200 ms measured while pruning) from the searched"
+    assert missed in render_markdown(_pruned(manifest, reached=False))
+    untouched = _pruned(manifest, steps=())  # already under the target: the searched network ships
+    assert "(8,000 parameters; not pruned: under the 0.118 ms target already)" in render_markdown(untouched)
+    assert any(p[0].endswith("(validation)") for p in latency_pairs(untouched, search))
 
 
 def test_write_html_report_is_atomic_and_refuses_to_overwrite(manifest, search, tmp_path):

@@ -38,7 +38,7 @@ def _run(monkeypatch, ranked, budget_ms, factor, rounds=2, first_factor=None, so
     config = SearchConfig(measure_top=2, rounds=rounds)
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
     spaces = {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}
-    done, _too_big, chosen = choosing.measure_and_choose(
+    done, _too_big, chosen, _scale = choosing.measure_and_choose(
         ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=budget_ms), config, spaces,
         {"mbv2": SimpleNamespace(source=source)}, None, SizeCheck(None, lambda c: 0), lines.append)
     return done, chosen, lines, calls
@@ -69,6 +69,13 @@ def test_a_space_measuring_slower_than_predicted_rules_out_the_candidates_that_w
     measured = {round(c.predicted_ms, 1) for c in done}
     assert {0.8, 0.7}.isdisjoint(measured) and {0.1, 1.0, 0.9, 0.6}.issubset(measured)
     assert any("'mbv2' candidates measured 60% slower than predicted" in line for line in lines)
+
+
+def test_the_correction_the_rest_were_judged_by_is_returned_for_the_search_file(monkeypatch):
+    _done, _too_big, chosen, scale = _measured_as(lambda c: c.predicted_ms * 1.6, _params_like(), 1.0, monkeypatch)
+    assert chosen.predicted_ms == pytest.approx(0.6) and scale == {"mbv2": pytest.approx(1.6)}
+    _done, _too_big, _chosen, scale = _measured_as(lambda c: c.predicted_ms, _params_like(), 1.0, monkeypatch)
+    assert scale == {"mbv2": 1.0}
 
 
 def test_predictions_that_hold_are_left_alone(monkeypatch):
@@ -133,7 +140,7 @@ def test_better_candidates_that_missed_the_budget_narrowly_are_measured_again_an
     monkeypatch.setattr(choosing, "_measure", measure)
     lines: list[str] = []
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
-    _done, _too_big, chosen = choosing.measure_and_choose(
+    _done, _too_big, chosen, _scale = choosing.measure_and_choose(
         ranked, data, load_profile("host-cpu-1t"), Budget(latency_ms=0.95), SearchConfig(measure_top=2, rounds=2),
         {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])}, {"mbv2": SimpleNamespace(source="fit")}, None,
         SizeCheck(None, lambda c: 0), lines.append)
@@ -183,7 +190,7 @@ def test_candidates_tied_at_the_fits_floor_are_tried_smallest_first(monkeypatch)
     tied = [Candidate(StudentSpec("mbv2", {"i": i}), 1000 * i, 1000, float(1000 * i), predicted_ms=0.05)
             for i in range(1, 6)]
     ranked = sorted(tied, key=lambda c: c.score, reverse=True)
-    done, _, chosen = _measured_as(lambda c: c.params / 10_000, ranked, 0.25, monkeypatch)
+    done, _, chosen, _ = _measured_as(lambda c: c.params / 10_000, ranked, 0.25, monkeypatch)
     assert done[0].params == 1000 and chosen.latency_ms <= 0.25
 
 
@@ -191,7 +198,7 @@ def test_a_fastest_looking_candidate_that_measures_slow_is_tried_beside_the_next
     ranked = [Candidate(StudentSpec("mbv2", {"i": i}), 1000 * i, 1000, float(i), predicted_ms=p)
               for i, p in ((1, 0.10), (2, 0.15), (3, 0.9))]
     measured = {1: 0.5, 2: 0.15, 3: 0.9}  # the first prediction was wrong; the second holds
-    done, _, chosen = _measured_as(lambda c: measured[c.spec.config["i"]], ranked, 0.2, monkeypatch)
+    done, _, chosen, _ = _measured_as(lambda c: measured[c.spec.config["i"]], ranked, 0.2, monkeypatch)
     assert chosen.spec.config["i"] == 2 and chosen.latency_ms == 0.15
 
 
@@ -214,7 +221,7 @@ def test_a_ranking_of_one_that_measures_slow_is_tried_beside_the_candidates_pred
 
     monkeypatch.setattr(choosing, "_measure", measure)
     data = SimpleNamespace(input_shape=(1, 16, 16), num_classes=10)
-    _done, _too_big, chosen = choosing.measure_and_choose(
+    _done, _too_big, chosen, _scale = choosing.measure_and_choose(
         [only], data, load_profile("host-cpu-1t"), Budget(latency_ms=0.7, max_size_kb=100),
         SearchConfig(measure_top=2), {"mbv2": SimpleNamespace(all_blocks=lambda *a: [])},
         {"mbv2": SimpleNamespace(source="fitted")}, None, SizeCheck(100 * 1024, lambda c: c.size_bytes),

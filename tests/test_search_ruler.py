@@ -123,7 +123,7 @@ def test_a_slow_stretch_does_not_hand_the_choice_to_a_smaller_student(timing):
     timing([1.0, 2.0])
     small, large = _cand(0.3, score=1.0), _cand(0.6, score=2.0)
     with _ruler() as ruler:
-        _done, _too_big, chosen = choosing.measure_and_choose(
+        _done, _too_big, chosen, _scale = choosing.measure_and_choose(
             [large, small], None, load_profile("host-cpu-1t"), Budget(latency_ms=0.7),
             search_module.SearchConfig(measure_top=1, rounds=1), {}, {"mbv2": SimpleNamespace(source="test")}, CALIB,
             SizeCheck(None, lambda c: 0), None, ruler)
@@ -173,7 +173,7 @@ def test_a_budget_no_prediction_meets_measures_the_fastest_few_before_giving_up(
 
 def test_a_fastest_candidate_within_the_budget_no_prediction_met_is_chosen_without_timing_the_rest(timing):
     dev = timing([1.0])
-    _done, _too_big, chosen = _until_feasible(choosing.to_measure(UNSCORED, Budget(latency_ms=0.52), "int8"), 0.52)
+    _done, _too_big, chosen, _ = _until_feasible(choosing.to_measure(UNSCORED, Budget(latency_ms=0.52), "int8"), 0.52)
     assert chosen.latency_ms == pytest.approx(0.5)
     assert [run for run in dev.runs if len(run) > 1] == [["reference.onnx", "0.5.onnx"]]
 

@@ -373,7 +373,8 @@ def test_an_int8_speedup_just_under_the_line_never_reads_as_meeting_it():
     fp32 = ArtifactReport(_artifact("student-fp32", "fp32"), True, None, 0.97, lat, {"latency": True})
     int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.97, lat, {"latency": True})
     primary, notes = _choose_primary([fp32, int8], Ratio(1.0198, 1.01, 1.03, 9), 3)
-    assert primary == "student-fp32" and "NOT faster than fp32 on this profile (1.0198x," in notes[0], notes
+    assert primary == "student-fp32" and \
+        "not faster than fp32 by the required margin on this profile (1.0198x," in notes[0], notes
     assert "needs >= 1.0200x" in notes[0]
     # its interval too: "95% interval 1.02-1.02x; needs >= 1.020x" read as a pass beside a NOT
     _, notes = _choose_primary([fp32, int8], Ratio(1.019, 1.0186, 1.0214, 9), 3)
@@ -381,6 +382,23 @@ def test_an_int8_speedup_just_under_the_line_never_reads_as_meeting_it():
            "needs >= 1.020x)" in notes[0], notes
     primary, notes = _choose_primary([fp32, int8], Ratio(1.02, 1.01, 1.03, 9), 3)
     assert primary == "student-int8" and "ships: 1.02x faster" in notes[0], notes
+
+
+def test_an_int8_student_faster_by_less_than_the_margin_is_not_called_slower():
+    from edgekd.types import ArtifactReport, LatencyStats, Ratio
+    from edgekd.validate import _choose_primary
+
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+    fp32 = ArtifactReport(_artifact("student-fp32", "fp32"), True, None, 0.97, lat, {"latency": True})
+    int8 = ArtifactReport(_artifact("student-int8", "int8"), True, None, 0.97, lat, {"latency": True})
+    primary, notes = _choose_primary([fp32, int8], Ratio(1.01, 1.004, 1.016, 21), 1)
+    assert primary == "student-fp32"
+    assert notes == ["int8 student is not faster than fp32 by the required margin on this profile (1.01x, median of "
+                     "21 repeat-by-repeat ratios over 1 interleaved run, 95% interval 1.00-1.02x; needs >= 1.02x): "
+                     "the fp32 student ships as the primary artifact; the int8 file is kept for reference"], notes
+    for ratio in (1.0, 0.97):  # no faster at all: said as plainly as before
+        _, notes = _choose_primary([fp32, int8], Ratio(ratio, ratio - 0.01, ratio + 0.01, 21), 1)
+        assert notes[0].startswith(f"int8 student is NOT faster than fp32 on this profile ({ratio:.2f}x,"), notes
 
 
 def _artifact(name: str, precision: str, role: str = "student", size: int = 1000):

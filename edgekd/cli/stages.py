@@ -299,9 +299,11 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
         ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
         pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
         size = size_kb_text(c.size_bytes, c.file_bytes)
-        # Why a better-scored candidate was passed over: the limit its measurement or file broke.
-        mark = "chosen" if c.spec.key() == chosen else broken_limits(c.latency_ms, c.file_bytes, config.budget_ms,
-                                                                     config.max_size_kb)
+        # Why a better-scored candidate was passed over: the limit its measurement, file or corrected
+        # prediction broke.
+        mark = "chosen" if c.spec.key() == chosen else broken_limits(
+            c.latency_ms, c.file_bytes, config.budget_ms, config.max_size_kb, c.predicted_ms,
+            result.latency_scale.get(c.spec.space, 1.0))
         click.echo(f"| {rank} | {c.params:,} | {size} | {score_text(c.score)} | {ms} | {pred} | {mark} | "
                    f"{c.spec.space} | {c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "

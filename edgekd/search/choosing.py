@@ -17,12 +17,11 @@ from edgekd.search.file_size import SizeCheck
 from edgekd.search.latency_model import TABLE_SOURCE
 from edgekd.search.ruler import Ruler
 from edgekd.types import Budget, Candidate, StudentSpec
+from edgekd.types.search import SLACK
 
 if TYPE_CHECKING:
     from edgekd.search.search import SearchConfig
 
-# A candidate predicted up to 10% over --budget-ms is still measured: the prediction's own error.
-SLACK = 1.1
 # Measured candidates of a space needed before their measured/predicted ratio corrects its other predictions.
 SCALE_AFTER = 3
 
@@ -52,14 +51,16 @@ FASTEST_TRIED = 3  # more fastest-looking candidates measured before a budget is
 def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DeviceProfile, budget: Budget,
                        config: SearchConfig, spaces: dict[str, Any], latency: dict[str, Any],
                        calib: np.ndarray, sizes: SizeCheck, log: Any = None, ruler: Ruler | None = None,
-                       spare: Sequence[Candidate] = ()) -> tuple[list[Candidate], list[Candidate], Candidate]:
+                       spare: Sequence[Candidate] = ()
+                       ) -> tuple[list[Candidate], list[Candidate], Candidate, dict[str, float]]:
     """Measure the fastest-looking candidate, then the ranking's head in rounds, interleaved within a round,
     until the best-scored one within both limits cannot be beaten by a candidate not measured yet.
     Candidates whose space measured slower than predicted are judged by the corrected prediction, so rounds
     are not spent on the ones that will miss the budget. ``spare`` holds the other scored candidates (those
     predicted over the budget): when the fastest-looking one measures over it, the next fastest-looking are
     measured beside it from all of them, since its own prediction has just been proved wrong. Returns
-    (measured, written too big without being measured, chosen)."""
+    (measured, written too big without being measured, chosen, the per-space correction the rest were judged
+    by: ``latency_scale`` of the last round, {} when no round ran)."""
     log = log or (lambda _m: None)
 
     def measure(cands: list[Candidate]) -> list[Candidate]:
@@ -127,7 +128,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
     done, chosen = _confirmed(done, chosen, budget, sizes)
     if chosen is None:
         raise _neither(done, too_big, budget, config.precision, profile, sizes)
-    return done, too_big, chosen
+    return done, too_big, chosen, scale
 
 
 def _near_misses_again(done: list[Candidate], chosen: Candidate, budget: Budget, sizes: SizeCheck, top: int,

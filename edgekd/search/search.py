@@ -168,8 +168,8 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(build_candidate(c.spec, by_name, data, config), data, calib,
                                               config.precision))
-    measured, too_big, chosen = measure_and_choose(ranked, data, profile, budget, config, by_name, models,
-                                                   calib, sizes, log, ruler, spare=scored)
+    measured, too_big, chosen, scale = measure_and_choose(ranked, data, profile, budget, config, by_name, models,
+                                                          calib, sizes, log, ruler, spare=scored)
     note = speed_note(ruler)
     if note:
         log(note)
@@ -185,7 +185,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
                         f"predicted ({sources}) + measured beside the reference network (its p50 "
                         f"{ruler.ms():.4f} ms)", tuple(c.spec.key() for c in pareto_front(final)),
-                        config.precision)
+                        config.precision, scale)
 
 
 def listed(ranked: list[Candidate], measured: list[Candidate], too_big: list[Candidate]) -> tuple[Candidate, ...]:
