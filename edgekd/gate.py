@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import gate_ort
-from edgekd.errors import ArtifactError, ConfigError
+from edgekd.errors import ArtifactError, ConfigError, RunnerError
 from edgekd.gate_config import (  # noqa: F401  (this module's API, as before the split)
     ACCURACY_KEYS,
+    DEFAULT_PROFILE,
     GATE_KEYS,
     THRESHOLD_KEYS,
     GateConfig,
@@ -36,6 +37,8 @@ class Check:
     passed: bool
     message: str
     measured: Any = None
+    # Could not be run (the device was not reached): no verdict on the model, so CI shows an error, not a failure.
+    errored: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,30 @@ class GateResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def errored(self) -> bool:
+        return any(c.errored for c in self.checks)
+
     def to_dict(self) -> dict[str, Any]:
         """The verdict for a dashboard or a later CI step: each check with its measured figure (bytes, ms,
         a ratio, an accuracy fraction or points, as its name says), and where thresholds came from."""
         return {"target": self.target, "passed": self.passed,
-                "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured}
-                           for c in self.checks], "notes": list(self.notes)}
+                "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured,
+                            "errored": c.errored} for c in self.checks], "notes": list(self.notes)}
+
+
+class GateIncomplete(RunnerError):
+    """The latency checks could not reach the device. ``result`` holds the checks finished before, with the
+    latency check errored, so the CI reports (JUnit, summary) still say what was checked; the command exits 2."""
+
+    def __init__(self, problem: str, fix: str | None, result: GateResult) -> None:
+        super().__init__(problem, fix)
+        self.result = result
 
 
 def run_gate(target: str, config: GateConfig) -> GateResult:
-    """Run every configured check on ``target`` (an .onnx file or a manifest.json)."""
+    """Run every configured check on ``target`` (an .onnx file or a manifest.json). A device the latency checks
+    cannot reach raises GateIncomplete, a RunnerError whose ``result`` holds the checks done."""
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
@@ -99,9 +116,27 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     if config.max_latency_ms is not None or config.baseline:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
-        checks += _latency_checks(model, profile, config, timed)
+        try:
+            checks += _latency_checks(model, profile, config, timed)
+        except RunnerError as exc:
+            error = _unreached(exc, profile, config)
+            name = "latency" if config.max_latency_ms is not None else "regression"
+            done = (*checks, Check(name, False, error.message, errored=True), *accuracy_checks)
+            raise GateIncomplete(error.problem, error.fix, GateResult(str(target), done, tuple(notes))) from None
     checks += accuracy_checks
     return GateResult(str(target), tuple(checks), tuple(notes))
+
+
+def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerError:
+    """The runner's error, and for a device profile the gate took from the manifest (the user named none),
+    which profile that is and the other ways to gate: a CI runner seldom reaches the board a model was
+    built for."""
+    if not config.profile_recorded or profile.is_local:
+        return exc
+    return RunnerError(f"profile {profile.name}, recorded in the manifest, needs its device: {exc.problem}",
+                       f"{exc.fix + '; or ' if exc.fix else ''}run the gate on a runner that reaches the board, pass "
+                       f"--profile {DEFAULT_PROFILE} with --baseline for a relative check, or gate size, opset and "
+                       "accuracy only (--max-size, --max-opset, --min-accuracy, without --max-latency or --baseline)")
 
 
 def files_read(target: str, config: GateConfig) -> list[Path]:
@@ -341,7 +376,7 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
     loaded: dict[str, Any] = {}
     acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded)
     on = f"on {data.name} test split ({len(data.y_test)} images)"
-    said = "".join(f"; {note}" for note in read)
+    said = "".join(f"; {note}" for note in read) + _computed_here(config.profile)
     checks = []
     if config.min_accuracy is not None:
         ok = acc >= config.min_accuracy
@@ -360,6 +395,16 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
             f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop, limit, ok)} (at most "
             f"{limit:g} points lower){said}", base_data), drop))
     return checks
+
+
+def _computed_here(profile: Any) -> str:
+    """Accuracy is computed in this host's onnxruntime whatever the profile: for a device's profile (ssh, adb),
+    which the gate's notes name as the one measured on, said in the row."""
+    from edgekd.profiles import load_profile
+
+    loaded = load_profile(profile)
+    return "" if loaded.is_local else (f"; computed on this host with {loaded.name}'s runtime settings, not on "
+                                       "its device")
 
 
 def _class_check(by_class: dict[str, float], floor: float, on: str, data: Any) -> Check:

@@ -59,6 +59,8 @@ class GateConfig:
     max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
     min_class_accuracy: float | None = None  # the floor every class's own accuracy must reach
     ops_config: str | None = None  # the operator config an app's reduced onnxruntime build was compiled with
+    # The profile is the manifest's, taken because none was given: an error reaching its device says so.
+    profile_recorded: bool = False
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
 
@@ -166,8 +168,10 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
     notes: list[str] = []
     if target is not None and _is_manifest(target):
         manifest = load_manifest(Path(target))
+        budget_latency = False
         if not any(k in v for k in THRESHOLD_KEYS):
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
+            budget_latency = "max_latency" in v
         else:
             notes.extend(_unchecked_budget(manifest, v))
         if "max_accuracy_drop" in v and "baseline" not in v:
@@ -176,6 +180,9 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
             v.update(_recorded_data(Path(target), manifest, v))
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
+            v["profile_recorded"] = True
+        elif budget_latency or "max_latency" in v:
+            _given_profile(Path(target), manifest, v, budget_latency, notes)
         measured = any(k in v for k in ACCURACY_KEYS)
         if "normalize" not in v and measured:
             from edgekd.data import recorded_preprocess
@@ -330,6 +337,39 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     if any(k in values for k in ("max_latency", "baseline")) and (here := _other_host(recorded, profile)):
         notes.append(f"latency measured on this machine, {here}; the manifest's was measured on {recorded['host']}")
     return profile if profile.source == RECORDED else profile.source
+
+
+def _given_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], budget_latency: bool,
+                   notes: list[str]) -> None:
+    """A profile given (flag or pyproject) for a manifest's absolute latency limit. The budget's limit was set
+    for the device the manifest was measured on: held on another (a Pi's 0.5 ms on a CI runner's x86) it would
+    pass or fail on the wrong machine, so it is refused; a limit the user gave is theirs for this device, and
+    the note says the device changed. The same profile by name whose settings changed since is noted, as when
+    no profile is given."""
+    from edgekd.profiles import load_profile
+    from edgekd.report import budget_text
+
+    recorded = manifest["profile"]
+    profile = load_profile(values["profile"])
+    digest = recorded.get("digest")
+    if profile.name == recorded["name"]:
+        if digest and profile.digest() != digest:
+            notes.append(f"profile: {profile.name}, as the manifest's, but its settings differ here from the "
+                         "recorded ones")
+        return
+    if digest and profile.digest() == digest:  # another name for the same settings measures the same way
+        return
+    differs = (f", which measures differently (settings digest {profile.digest()}, recorded {digest})" if digest
+               else "")
+    if budget_latency:
+        limit = budget_text({"latency_ms": manifest["budget"]["latency_ms"]})
+        raise ConfigError(f"manifest '{path}' was measured on profile '{recorded['name']}', and its budget's {limit} "
+                          f"is that device's; the gate was given profile '{profile.name}'{differs}",
+                          f"pass --max-latency with a limit for {profile.name}, or --baseline for a relative check "
+                          f"(both models measured side by side on {profile.name}), or give no profile (--profile or "
+                          f"[tool.edgekd.gate] profile) to measure on {recorded['name']}")
+    notes.append(f"profile: the manifest was measured on {recorded['name']}; the latency here on {profile.name}"
+                 f"{differs}, against the limit given")
 
 
 def _other_host(recorded: dict[str, Any], profile: Any) -> str | None:

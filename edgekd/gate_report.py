@@ -11,17 +11,21 @@ from typing import TYPE_CHECKING
 from edgekd.textfmt import md_code, one_line
 
 if TYPE_CHECKING:
-    from edgekd.gate import GateResult
+    from edgekd.gate import Check, GateResult
 
 
 def summary_markdown(result: GateResult) -> str:
-    lines = [f"### edgekd gate: {'PASS' if result.passed else 'FAIL'} {md_code(_line(result.target))}", "",
+    verdict = "ERROR" if result.errored else "PASS" if result.passed else "FAIL"
+    lines = [f"### edgekd gate: {verdict} {md_code(_line(result.target))}", "",
              "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {_cell(c.name)} | {'pass' if c.passed else '**FAIL**'} | {_cell(c.message)} |"
-              for c in result.checks]
+    lines += [f"| {_cell(c.name)} | {_outcome(c)} | {_cell(c.message)} |" for c in result.checks]
     if result.notes:
         lines += [""] + [f"- {_line(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def _outcome(check: Check) -> str:
+    return "pass" if check.passed else "**ERROR**" if check.errored else "**FAIL**"
 
 
 def _line(text: str) -> str:
@@ -47,19 +51,24 @@ def _xml_text(text: str) -> str:
 def junit_xml(result: GateResult) -> str:
     from xml.sax.saxutils import escape, quoteattr
 
-    failures = sum(not c.passed for c in result.checks)
+    errors = sum(c.errored for c in result.checks)
+    failures = sum(not c.passed and not c.errored for c in result.checks)
     cases = []
     for c in result.checks:
-        body = "" if c.passed else f"<failure message={quoteattr(_xml_text(c.message))}/>"
+        # A check that could not run (the device not reached) is JUnit's error, which CI servers tell from a failure.
+        kind = "error" if c.errored else "failure"
+        body = "" if c.passed else f"<{kind} message={quoteattr(_xml_text(c.message))}/>"
         cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(_xml_text(c.name))}>{body}</testcase>')
-    # Where the thresholds and the profile came from, for whoever reads the CI report.
-    notes = "".join(f"  <system-out>{escape(_xml_text(n))}</system-out>\n" for n in result.notes)
+    # Where the thresholds and the profile came from, for whoever reads the CI report: one element, as the
+    # common JUnit schema allows one <system-out> per suite.
+    said = "\n".join(result.notes)
+    notes = f"  <system-out>{escape(_xml_text(said))}</system-out>\n" if said else ""
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="edgekd-gate" tests="{len(result.checks)}" '
-            f'failures="{failures}">\n' + "\n".join(cases) + "\n" + notes + "</testsuite>\n")
+            f'failures="{failures}" errors="{errors}">\n' + "\n".join(cases) + "\n" + notes + "</testsuite>\n")
 
 
 def annotations(result: GateResult) -> list[str]:
-    """GitHub Actions workflow commands, one per failed check, encoded as the runner decodes them."""
+    """GitHub Actions workflow commands, one per failed (or errored) check, encoded as the runner decodes them."""
     return [f"::error title={_command_property(f'edgekd gate {c.name}')}::{_command_data(c.message)}"
             for c in result.checks if not c.passed]
 

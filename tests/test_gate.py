@@ -51,7 +51,8 @@ def test_the_verdict_as_json_with_each_check_s_measured_figure(run_cli, run_dir,
     checks = {c["name"]: c for c in data["checks"]}
     assert set(checks) == {"integrity", "size", "opset"}
     assert checks["size"]["passed"] is False and checks["size"]["measured"] == size.stat().st_size
-    assert checks["opset"] == {"name": "opset", "passed": True, "message": checks["opset"]["message"], "measured": 18}
+    assert checks["opset"] == {"name": "opset", "passed": True, "message": checks["opset"]["message"], "measured": 18,
+                               "errored": False}
     assert any("not checked" in n for n in data["notes"])
     code, _, err = _gate(run_cli, run_dir / "manifest.json", "--max-size", "1MB", "--json", report)
     assert code == 2 and f"--json '{report}' already exists" in err
@@ -245,6 +246,97 @@ def test_manifest_profile_edited_since_is_noted(run_cli, run_dir, tmp_path):
     edited = _edited_manifest(run_dir, tmp_path, profile__digest="0000000000000000")
     code, out, _ = _gate(run_cli, edited, "--rounds", "1")
     assert code == 0 and "its settings differ here from the recorded ones" in out
+
+
+def test_a_manifest_s_latency_budget_is_not_held_on_another_profile(run_cli, tmp_path):
+    """A board's budget (a Pi's 0.5 ms) says nothing about a CI runner's x86: held there it passes or fails on the
+    wrong machine, so another profile needs a limit of its own, or a baseline measured beside the model."""
+    from test_manifest_io import write_manifest
+
+    from edgekd.gate import build_config
+
+    pi, runner = load_profile("rpi4-arm64"), load_profile("host-cpu-1t")
+    manifest = write_manifest(tmp_path / "pi", {"profile": pi.to_dict()})  # budget: p50 <= 0.5 ms
+    said = (f"error: manifest '{manifest}' was measured on profile 'rpi4-arm64', and its budget's p50 <= 0.5 ms is "
+            f"that device's; the gate was given profile 'host-cpu-1t', which measures differently (settings digest "
+            f"{runner.digest()}, recorded {pi.digest()}); pass --max-latency with a limit for host-cpu-1t, or "
+            "--baseline for a relative check (both models measured side by side on host-cpu-1t), or give no profile "
+            "(--profile or [tool.edgekd.gate] profile) to measure on rpi4-arm64\n")
+    assert _gate(run_cli, manifest, "--profile", "host-cpu-1t") == (2, "", said)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.edgekd.gate]\nprofile = "host-cpu-1t"\n')
+    assert run_cli("gate", manifest, "--config", pyproject) == (2, "", said)
+    # A limit given is the user's for that device: measured there, with a note that the device changed.
+    config = build_config({"max_latency": "2ms", "profile": "host-cpu-1t"}, str(manifest))
+    assert config.max_latency_ms == 2.0 and (
+        "profile: the manifest was measured on rpi4-arm64; the latency here on host-cpu-1t, which measures "
+        f"differently (settings digest {runner.digest()}, recorded {pi.digest()}), against the limit given"
+    ) in config.notes
+    # A baseline is re-measured beside the model on the profile given: a relative check holds on any device.
+    assert build_config({"baseline": str(manifest), "profile": "host-cpu-1t"}, str(manifest)).baseline
+    # The recorded profile by name, or another name for its very settings, is the device the budget is for.
+    assert build_config({"profile": "rpi4-arm64"}, str(manifest)).max_latency_ms == 0.5
+    alias = tmp_path / "my-pi.toml"
+    alias.write_text(Path(pi.source).read_text().replace('name = "rpi4-arm64"', 'name = "my-pi"'))
+    assert build_config({"profile": str(alias)}, str(manifest)).max_latency_ms == 0.5
+
+
+def test_a_limit_given_for_another_profile_than_the_manifest_s_is_measured_there_and_said(run_cli, run_dir,
+                                                                                          fast_profile_path, tmp_path):
+    pi = load_profile("rpi4-arm64")
+    manifest = _edited_manifest(run_dir, tmp_path, profile=pi.to_dict())  # a Pi's run, gated on a CI runner
+    here = load_profile(fast_profile_path)
+    code, out, err = _gate(run_cli, manifest, "--max-latency", "500ms", "--profile", fast_profile_path, "--rounds",
+                           "1")
+    assert code == 0, out + err
+    assert "| latency | pass |" in out and " on fast-test, limit " in out
+    assert ("- profile: the manifest was measured on rpi4-arm64; the latency here on fast-test, which measures "
+            f"differently (settings digest {here.digest()}, recorded {pi.digest()}), against the limit given") in out
+
+
+def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, run_dir, tmp_path, monkeypatch):
+    """A CI runner seldom reaches the board a manifest was measured on: the run is an error (exit 2), not a
+    verdict, yet the CI's upload step gets the checks done, the latency one errored, and the user the options."""
+    import xml.etree.ElementTree as ET
+
+    import edgekd.gate as gate
+    from edgekd.errors import RunnerError
+
+    unreached = ("ssh to pi@raspberrypi.local:22 failed while creating the remote folder (exit 255): ssh: Could not "
+                 "resolve hostname raspberrypi.local: Name or service not known")
+
+    def no_board(*_):
+        raise RunnerError(unreached, "check the host is reachable")
+
+    monkeypatch.setattr(gate, "_measure_rounds", no_board)
+    pi = load_profile("rpi4-arm64")
+    manifest = _edited_manifest(run_dir, tmp_path, profile=pi.to_dict(), budget__min_accuracy=0.01)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    reports = ("--junit", tmp_path / "gate.xml", "--summary", tmp_path / "gate.md", "--json", tmp_path / "gate.json")
+    code, out, err = _gate(run_cli, manifest, *reports)
+    said = (f"profile rpi4-arm64, recorded in the manifest, needs its device: {unreached}; check the host is "
+            "reachable; or run the gate on a runner that reaches the board, pass --profile host-cpu-1t with --baseline "
+            "for a relative check, or gate size, opset and accuracy only (--max-size, --max-opset, --min-accuracy, "
+            "without --max-latency or --baseline)")
+    assert (code, err) == (2, f"error: {said}\n")
+    suite = ET.parse(tmp_path / "gate.xml").getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "0", "1")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["integrity", "latency", "accuracy"] and not list(cases["integrity"])
+    assert cases["latency"].find("failure") is None and cases["latency"].find("error").get("message") == said
+    # Accuracy runs in this host's onnxruntime, whatever device the profile names.
+    accuracy = json.loads((tmp_path / "gate.json").read_text())["checks"][2]
+    assert accuracy["passed"] and accuracy["message"].endswith(
+        "; computed on this host with rpi4-arm64's runtime settings, not on its device"), accuracy
+    for text in (out, (tmp_path / "gate.md").read_text(), (tmp_path / "step.md").read_text()):
+        assert f"### edgekd gate: ERROR `{manifest}`" in text and f"| latency | **ERROR** | {said} |" in text
+    assert f"::error title=edgekd gate latency::{said}" in out
+    # The profile named by the user: the runner's own words, and the reports all the same.
+    code, _, err = _gate(run_cli, manifest, "--profile", "rpi4-arm64", "--max-latency", "1ms", *reports, "--force")
+    assert (code, err) == (2, f"error: {unreached}; check the host is reachable\n")
+    assert ET.parse(tmp_path / "gate.xml").getroot().find("testcase/error").get("message") == (
+        f"{unreached}; check the host is reachable")
 
 
 def test_accuracy_is_measured_with_the_manifest_s_recorded_input_normalisation(run_cli, run_dir, tmp_path):
@@ -587,24 +679,26 @@ def test_flags_that_would_be_ignored_are_refused(run_cli, tiny_model, args, mess
     assert code == 2 and message in err and out == "", out + err
 
 
-def test_data_alone_is_taken_for_a_manifest_whose_budget_bounds_accuracy(run_cli, tmp_path):
+def test_data_alone_is_taken_for_a_manifest_whose_budget_bounds_accuracy(run_cli, fast_profile_path, tmp_path):
     from test_manifest_io import write_manifest
 
     from edgekd.gate import build_config
 
     bounded = write_manifest(tmp_path / "bounded", {"budget.min_accuracy": 0.5, "budget.latency_ms": None})
-    here = {"profile": "host-cpu-1t"}  # the recorded profile is a test's own
+    # The recorded profile is the tests' own, fast-test, which the manifest records too little of to rebuild: its
+    # file is given (another profile would be refused for the manifest's latency budget).
+    here = {"profile": str(fast_profile_path)}
     assert build_config({"data": "other.npz", **here}, str(bounded)).data == "other.npz"  # held to the recorded floor
-    code, _, err = _gate(run_cli, bounded, "--data", "digits", "--profile", "host-cpu-1t")
+    code, _, err = _gate(run_cli, bounded, "--data", "digits", "--profile", fast_profile_path)
     assert code == 2 and "needs --min-accuracy" not in err and "has no such file" in err  # it got to the model file
     unbounded = write_manifest(tmp_path / "unbounded", {})
-    code, _, err = _gate(run_cli, unbounded, "--data", "digits", "--profile", "host-cpu-1t")
+    code, _, err = _gate(run_cli, unbounded, "--data", "digits", "--profile", fast_profile_path)
     assert code == 2 and "--data needs --min-accuracy" in err
     # the same for the latency settings: a manifest's own latency budget takes them
-    code, _, err = _gate(run_cli, bounded, "--rounds", "5", "--profile", "host-cpu-1t")
+    code, _, err = _gate(run_cli, bounded, "--rounds", "5", "--profile", fast_profile_path)
     assert code == 2 and "--rounds needs" in err
     timed = write_manifest(tmp_path / "timed", {})
-    code, _, err = _gate(run_cli, timed, "--rounds", "5", "--profile", "host-cpu-1t")
+    code, _, err = _gate(run_cli, timed, "--rounds", "5", "--profile", fast_profile_path)
     assert code == 2 and "--rounds needs" not in err and "has no such file" in err
 
 

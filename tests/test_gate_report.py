@@ -20,7 +20,8 @@ def test_junit_xml_parses_whatever_characters_a_message_holds():
     failure = root.find("testcase/failure")
     assert failure is not None and r"esc \x1b[31m ff \x0c nul \x00" in failure.get("message")
     assert "zero|pipe\nthree" in failure.get("message")  # a newline is XML's own: kept
-    assert [e.text for e in root.iter("system-out")] == ["profile:\nfast \\x1b", "a <note> & more"]
+    # one <system-out>, as the common JUnit schema allows, holding every note
+    assert [e.text for e in root.iter("system-out")] == ["profile:\nfast \\x1b\na <note> & more"]
 
 
 def test_a_message_stays_in_its_markdown_table_row():
@@ -36,3 +37,17 @@ def test_workflow_commands_are_encoded_as_the_runner_decodes_them():
     result = GateResult("m.onnx", (Check("odd: name, here", False, "100% over\r\nlimit: 5,1"),))
     assert annotations(result) == ["::error title=edgekd gate odd%3A name%2C here::100%25 over%0D%0Alimit: 5,1"]
     assert annotations(_result())[0].count("\n") == 0
+
+
+def test_a_check_that_could_not_run_is_an_error_not_a_failure():
+    result = GateResult("m.json", (Check("size", True, "1.0 KB on disk"), Check("opset", False, "opset 18"),
+                                   Check("latency", False, "profile pi needs its device", errored=True)), ("a", "b"))
+    suite = ET.fromstring(junit_xml(result).encode("utf-8"))
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    assert suite.find("testcase[@name='latency']/failure") is None
+    assert suite.find("testcase[@name='latency']/error").get("message") == "profile pi needs its device"
+    assert suite.find("testcase[@name='opset']/failure").get("message") == "opset 18"
+    text = summary_markdown(result)
+    assert text.startswith("### edgekd gate: ERROR `m.json`")
+    assert "| opset | **FAIL** | opset 18 |" in text and "| latency | **ERROR** | profile pi needs its device |" in text
+    assert [c["errored"] for c in result.to_dict()["checks"]] == [False, False, True] and not result.passed

@@ -313,11 +313,9 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
 
     A manifest gated without any threshold is held to the budget it was built for."""
-    import os
     from pathlib import Path
 
-    from edgekd.gate import build_config, files_read, pyproject_settings, run_gate
-    from edgekd.gate_report import annotations, junit_xml, summary_markdown
+    from edgekd.gate import GateIncomplete, build_config, files_read, pyproject_settings, run_gate
 
     given = {k: v for k, v in flags.items() if v is not None}
     if "artifact" in given and not target.lower().endswith(".json"):
@@ -338,7 +336,24 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
         _needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
                *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
-    result = run_gate(target, config)
+    try:
+        result = run_gate(target, config)
+    except GateIncomplete as exc:
+        # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
+        _report_gate(exc.result, junit, summary, json_out, step_summary)
+        raise
+    _report_gate(result, junit, summary, json_out, step_summary)
+    if not result.passed:
+        ctx.exit(1)
+
+
+def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: str | None,
+                 step_summary: str | None) -> None:
+    """The gate's result on stdout and in every report file asked for, with GitHub annotations under Actions."""
+    import os
+
+    from edgekd.gate_report import annotations, junit_xml, summary_markdown
+
     text = summary_markdown(result)
     click.echo(text)
     if junit:
@@ -352,8 +367,6 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in annotations(result):
             click.echo(line)
-    if not result.passed:
-        ctx.exit(1)
 
 
 _DATA_FLAGS = ("data", "resolution", "normalize", "channels")
