@@ -9,7 +9,7 @@ student.pt (its weights) and search.json (the ranking it was chosen from).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,9 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
         spec = StudentSpec.from_dict(info["student"])
         distill = info["distill"]
         history = tuple(EpochRecord.from_dict(h) for h in distill["history"])
-        search = SearchResult.from_dict(_read_json(folder / "search.json", folder))
+        recorded_search = _read_json(folder / "search.json", folder)
+        # with its record: compress writes it on as the search was measured, not as this run's (search_record)
+        search = replace(SearchResult.from_dict(recorded_search), record=recorded_search)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (missing or malformed {exc})",
                           "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.data import describe_preprocess
-from edgekd.errors import ArtifactError, OutputError
+from edgekd.errors import ArtifactError, OutputError, first_line
 from edgekd.fsutil import write_text
 from edgekd.report import (
     SUMMARY_HEADER,
@@ -44,20 +44,25 @@ def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) 
     from edgekd import plots
 
     budget_ms = (manifest.get("budget") or {}).get("latency_ms")
+    missing = _why_no_plots()
+    draw = missing is None
     sections = [
         _header(manifest),
-        _section("Teacher and students", plots.comparison_plot(manifest), "no artifacts were recorded",
+        _section("Teacher and students", plots.comparison_plot(manifest) if draw else None,
+                 missing or "no artifacts were recorded",
                  _summary_table(manifest) + f"<p>{escape(latency_method(manifest))}</p>"
                  + "".join(f"<p>{md_code_to_html(text)}</p>" for text in
                            (int8_text(manifest), ort_text(manifest), class_text(manifest)) if text)),
-        _section("Search: Pareto front", plots.pareto_plot(search, budget_ms),
-                 "no search result (search.json) was given, so there is no Pareto front to show",
+        _section("Search: Pareto front", plots.pareto_plot(search, budget_ms) if draw else None,
+                 missing or "no search result (search.json) was given, so there is no Pareto front to show",
                  _candidates_table(search) if search else ""),
-        _section("Latency: predicted vs measured", plots.latency_plot(manifest, search),
-                 "no latency was both predicted and measured (the profile has no calibrated latency table)",
+        # every search predicts (from the profile's table, else from a fit): only a run without one has no pair
+        _section("Latency: predicted vs measured", plots.latency_plot(manifest, search) if draw else None,
+                 missing or "no latency was both predicted and measured (there is no search.json, and the "
+                            "manifest's student records no predicted latency beside a measured one)",
                  _pruned_text(manifest)),
-        _section("Training curves", plots.training_plot(manifest),
-                 "the manifest records no distillation history"),
+        _section("Training curves", plots.training_plot(manifest) if draw else None,
+                 missing or "the manifest records no distillation history"),
         _notes(manifest),
     ]
     tools = ", ".join(f"{k} {v}" for k, v in (manifest.get("tools") or {}).items())
@@ -67,14 +72,31 @@ def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) 
             "\n</body></html>\n")
 
 
+def _why_no_plots() -> str | None:
+    """Why no plot can be drawn, or None: without matplotlib, or with a broken one, the report and compress's
+    last step died with an ImportError traceback, where the tables alone still say what the run measured."""
+    try:
+        import matplotlib.pyplot  # noqa: F401  (plots.py picks its backend before drawing, as after this)
+    except Exception as exc:  # a broken install raises what its own imports raise, not only ImportError
+        return (f"matplotlib cannot be imported ({first_line(exc)}): reinstall it, a dependency of edgekd, to draw "
+                "the plots")
+    return None
+
+
 def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
-    """Render ``out_dir``/report.html from the manifest.json (and search.json, if present) there.
+    """Render ``out_dir``/report.html from the manifest.json (and search.json, if present) there; ``out_dir``
+    may be that manifest.json itself.
 
     Writes atomically; an existing report.html is replaced only with ``force``.
     """
     from edgekd.manifest_io import load_manifest
 
     out_dir = Path(out_dir)
+    if out_dir.is_file():  # `edgekd report OUT/manifest.json` said OUT/manifest.json/manifest.json was missing
+        if out_dir.name != "manifest.json":
+            raise ArtifactError(f"'{out_dir}' is a file, not a run folder",
+                                "pass the folder compress wrote (its --out), which holds manifest.json")
+        out_dir = out_dir.parent
     target = out_dir / "report.html"
     if target.exists() and not force:
         raise OutputError(f"'{target}' already exists", "pass --force (force=True from Python) to replace it")
@@ -84,18 +106,23 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
     return target
 
 
+# What render_html does without a search.json: those two pieces say there was no search.
+_SEARCH_FIX = "restore the search.json edgekd wrote, or remove it (the report then has no candidates or Pareto front)"
+
+
 def _read_search(path: Path) -> dict[str, Any] | None:
+    """search.json as the run wrote it, read through the checks a reused search passes: an edited or foreign
+    file was a traceback from the plot or table that read the edited value."""
+    from edgekd.errors import ConfigError
+    from edgekd.search_file import read_search
+
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"'{path}' is not valid JSON ({exc})",
-                            "restore the search.json edgekd wrote, or remove it to render without the search") from None
-    if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
-        raise ArtifactError(f"'{path}' is not an edgekd search result",
-                            "restore the search.json edgekd wrote, or remove it to render without the search")
-    return data
+        result = read_search(path)
+    except ConfigError as exc:
+        raise ArtifactError(exc.problem, _SEARCH_FIX) from None
+    return {**result.record, **result.to_dict()}  # the record's own entries (its budget), every value checked
 
 
 def _header(manifest: dict[str, Any]) -> str:

@@ -3,11 +3,14 @@ it, and check that it was made for this run's data, profile and budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 
 FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file that is not a search result
 
@@ -15,7 +18,19 @@ FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file
 def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None) -> dict[str, Any]:
     """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
     and teacher it was measured for, so that reusing it for others is refused (or, where only the proxy's
-    scores depend on them, said)."""
+    scores depend on them, said).
+
+    A result read from a search.json (``result.record``) keeps that file's record: its latencies were
+    measured there, on that host and for that budget, and each later reuse checks against those. Copied
+    with this run's, a second reuse said the budget of the first as the one searched for, and no longer
+    warned of another machine or teacher. A ``budget`` other than the recorded one is added as
+    ``reused_with``: what this run validated the student against."""
+    if result.record is not None:
+        record = {**result.record, **result.to_dict()}
+        record.pop("reused_with", None)  # an earlier reuse's, not this run's
+        if budget.to_dict() != record.get("budget"):
+            record["reused_with"] = {"budget": budget.to_dict()}
+        return record
     record = {**result.to_dict(), "profile": profile.name, **measured_with(profile), "budget": budget.to_dict(),
               "data": data.describe()}
     return {**record, "teacher": teacher_record(teacher)} if teacher is not None else record
@@ -24,9 +39,6 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
 def recorded_budget(path: str | Path) -> dict[str, float]:
     """The budget the search in ``path`` was made for, as CompressConfig keys (those that were set); {} for a
     file that cannot be read, which ``load_search`` refuses with its reason."""
-    import math
-    import numbers
-
     try:
         budget = json.loads(Path(path).read_text(encoding="utf-8")).get("budget")
     except (OSError, ValueError, AttributeError):
@@ -35,8 +47,7 @@ def recorded_budget(path: str | Path) -> dict[str, float]:
             "max_accuracy_drop": "max_accuracy_drop"}
     budget = budget if isinstance(budget, dict) else {}
     return {key: float(budget[name]) for name, key in keys.items()
-            if isinstance(budget.get(name), numbers.Real) and not isinstance(budget[name], bool)
-            and math.isfinite(budget[name]) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
+            if _is_number(budget.get(name)) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
 
 
 def measured_with(profile: Any) -> dict[str, str]:
@@ -71,21 +82,13 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
     A ranking whose proxy scored the candidates against other images or another teacher is only said to
     ``log``: the students and their latencies still hold. ``fix`` replaces the advice of those errors
     (a resumed run's own search.json was given by no --search to drop)."""
-    from edgekd.types import SearchResult
-
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        result = SearchResult.from_dict(raw)
+        result = read_search(path)
     except FileNotFoundError:
         raise ConfigError(f"search file '{path}' does not exist", "run `edgekd search --out FILE` first") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"'{path}' is not a search result ({exc})", FOREIGN) from None
+    raw = result.record
     _check_record(path, result)
-    for key, kind in (("data", dict), ("teacher", dict), ("profile", str)):
-        if raw.get(key) is not None and not isinstance(raw[key], kind):
-            raise ConfigError(f"'{path}' is not a search result (its '{key}' is not a JSON "
-                              f"{'object' if kind is dict else 'string'})", FOREIGN)
     fix = fix or "run `edgekd search` again for this data, profile and budget, or drop --search"
     recorded, here = raw.get("data") or {}, data.describe()
     for key in ("input_shape", "num_classes"):
@@ -122,27 +125,69 @@ def _check_measured_with(path: Path, raw: dict[str, Any], profile: Any, fix: str
                                    f"({raw['host']}; this one is {now['host']}): validate measures them here")
 
 
-def _check_record(path: Path, result: Any) -> None:
-    """What the stages after the search read from the file, checked as the search writes it: an edited file is
-    refused in one line, not as a traceback from the layer or log line that reads the edited value."""
-    import math
-    import numbers
+def read_search(path: str | Path) -> Any:
+    """The SearchResult in the search.json at ``path``, with the record it was read from (``record``), every
+    value a stage, table or plot reads from it checked as the search writes it: an edited or foreign file is
+    refused in one line (ConfigError), not as a traceback from the layer, log line or plot that reads the
+    edited value. A missing file is FileNotFoundError, for the caller to say what to run instead."""
+    from edgekd.types import SearchResult
 
-    from edgekd.search.spaces import SPACES, not_in_space
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, or a file this user may not read
+        raise ConfigError(f"'{path}' cannot be read ({first_line(exc)})", FOREIGN) from None
+    except ValueError as exc:
+        raise ConfigError(f"'{path}' is not valid JSON ({first_line(exc)})", FOREIGN) from None
+    try:
+        result = SearchResult.from_dict(raw)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        what = f"{exc} is missing" if isinstance(exc, KeyError) else first_line(exc)
+        raise ConfigError(f"'{path}' is not a search result ({what})", FOREIGN) from None
+    _check_values(path, result, raw)
+    return dataclasses.replace(result, record=raw)
 
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_values(path: Path, result: Any, raw: dict[str, Any]) -> None:
+    """The values ``SearchResult.from_dict`` passes through as they are, checked (its numbers it converts)."""
     def bad(what: str) -> ConfigError:
         return ConfigError(f"'{path}' is not a search result ({what})", FOREIGN)
 
     if result.precision not in ("fp32", "int8"):
         raise bad(f"its precision is {result.precision!r}, not fp32 or int8")
     for cand in (result.chosen, *result.candidates):
+        if not isinstance(cand.spec.space, str):
+            raise bad(f"a candidate's space is {cand.spec.space!r}, not a name")
         for name in ("latency_ms", "predicted_ms"):
             value = getattr(cand, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                      or not math.isfinite(value) or value <= 0):
+            if value is not None and (not _is_number(value) or value <= 0):
                 raise bad(f"candidate {cand.spec.key()} has {name} {value!r}, not a time in ms")
     if result.chosen.latency_ms is None:
         raise bad("its chosen student has no measured latency")
+    if not all(isinstance(key, str) for key in result.pareto) or isinstance(raw.get("pareto"), str):
+        raise bad("its 'pareto' is not a list of candidate keys")
+    for key, kind in (("data", dict), ("teacher", dict), ("profile", str), ("budget", dict)):
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise bad(f"its '{key}' is not a JSON {'object' if kind is dict else 'string'}")
+    for name, value in (raw.get("budget") or {}).items():
+        if value is not None and not _is_number(value):
+            raise bad(f"its budget's {name} is {value!r}, not a number")
+
+
+def _check_record(path: Path, result: Any) -> None:
+    """The chosen student, checked to be one this edgekd builds: an edited spec reached training as a
+    KeyError or TypeError traceback from a layer."""
+    from edgekd.search.spaces import SPACES, not_in_space
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"'{path}' is not a search result ({what})", FOREIGN)
+
     spec = result.chosen.spec
     if spec.space == "pruned":
         return  # its members come from the teacher: checked against it in _other_sources

@@ -311,6 +311,43 @@ def test_stage_commands_keep_a_recipe_s_out_for_compress(run_cli, monkeypatch, t
     assert seen == ["search.json", str(tmp_path / "mine"), "edgekd-distill", str(tmp_path / "mine")]
 
 
+def test_a_recipe_s_search_or_distilled_is_what_that_stage_writes_not_what_it_reads(run_cli, monkeypatch, tmp_path,
+                                                                                     capsys):
+    """`edgekd search --config recipe.toml` with `search = "s1.json"` ranked anew without a word, writing
+    search.json while the recipe's compress went on reusing the older s1.json; and with --out s1.json refused
+    to replace its "input"."""
+    import edgekd.pipeline
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(config, out, **kwargs):
+        seen.append((config.search_file, config.distilled, str(out)))
+        raise Stop  # the stage's own work is not what this test is about
+
+    monkeypatch.setattr(edgekd.pipeline, "run_search", record)
+    monkeypatch.setattr(edgekd.pipeline, "run_distill", record)
+    recipe = tmp_path / "recipe.toml"
+    for command, key, named, default, said in (
+            ("search", "search", tmp_path / "s1.json", "search.json",
+             "names the ranking compress and distill reuse; search ranks anew"),
+            ("distill", "distilled", tmp_path / "d1", "edgekd-distill",
+             "names the student compress ships; distill trains anew")):
+        recipe.write_text(f"{key} = '{named}'\n")
+        with pytest.raises(Stop):
+            run_cli(command, "--config", recipe)
+        assert (f"[edgekd] the recipe's {key} ({named}) {said} and writes {default} (pass --out {named} to write "
+                "it there)\n") in capsys.readouterr().err
+        named.write_text("the earlier one") if key == "search" else named.mkdir()
+        with pytest.raises(Stop):
+            run_cli(command, "--config", recipe, "--out", named, "--force")
+        assert "the recipe's" not in capsys.readouterr().err
+    assert seen == [(None, None, "search.json"), (None, None, str(tmp_path / "s1.json")),
+                    (None, None, "edgekd-distill"), (None, None, str(tmp_path / "d1"))]
+
+
 def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profile_path, tmp_path):
     module, weights = teacher_files
     found = tmp_path / "search.json"
@@ -322,9 +359,18 @@ def test_search_stage_then_compress_reuses_it(run_cli, teacher_files, fast_profi
     assert "chose" in out and chosen["space"] == "mbv2"
     code, _, err = run_cli("search", *common, "--candidates", "5", "--out", found)
     assert code == 2 and "already exists" in err
+    # As if searched on another machine, one candidate measured over the budget: the copy compress writes kept
+    # neither (this machine's CPU, the ranking without its budget), nor did its report.html mark the candidate.
+    recorded = json.loads(found.read_text())
+    recorded["host"] = "Other CPU (64 CPUs)"
+    slow = next(c for c in recorded["candidates"] if c["spec"] != chosen)
+    slow["latency_ms"] = 99.0
+    found.write_text(json.dumps(recorded))
     out_dir = tmp_path / "o"
     code, _, err = run_cli("compress", *common[:-1], "--search", found, "--epochs", "1", "--out", out_dir)
     assert code in (0, 1), err
+    assert "over --budget-ms<" in (out_dir / "report.html").read_text()
+    assert json.loads((out_dir / "search.json").read_text()) == recorded  # its budget too: the one compress took
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["student"]["spec"] == chosen
     # No budget flags: the budget the search was made for, said, recorded and validated (it was dropped, and

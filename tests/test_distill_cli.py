@@ -163,9 +163,32 @@ def distilled(common, searched, tmp_path_factory):
     return out
 
 
+def test_distill_writes_a_reused_search_on_as_it_was_searched(run_cli, common, searched, tmp_path):
+    """distill --search wrote its own budget and this machine's CPU into OUT/search.json: reused from there,
+    the distill run's budget was said to be the one searched for, and the other machine was no longer said."""
+    from edgekd.search_file import recorded_budget
+
+    reused = tmp_path / "s.json"
+    recorded = json.loads(searched.read_text())
+    recorded.update(host="Other CPU (64 CPUs)", budget={**recorded["budget"], "latency_ms": 50.0})
+    reused.write_text(json.dumps(recorded))
+    out = tmp_path / "d"
+    code, _, err = run_cli("distill", *common, "--search", reused, "--epochs", "1", "--budget-ms", "60", "--out", out)
+    assert code == 0, err
+    written = json.loads((out / "search.json").read_text())
+    assert written == {**recorded, "reused_with": {"budget": {**recorded["budget"], "latency_ms": 60.0}}}
+    assert recorded_budget(out / "search.json") == {"budget_ms": 50.0}
+
+
 def test_compress_exports_and_validates_a_distilled_student_without_training(run_cli, common, distilled, tmp_path):
     """Given no teacher, data or resolution, those the student was distilled with (the default teacher was
-    trained on digits for minutes, then the folder refused as distilled from another)."""
+    trained on digits for minutes, then the folder refused as distilled from another). Its search.json is
+    written on as it was searched (it was rewritten with this machine's CPU)."""
+    folder = tmp_path / "distilled"
+    shutil.copytree(distilled, folder)
+    searched = {**json.loads((distilled / "search.json").read_text()), "host": "Other CPU (64 CPUs)"}
+    (folder / "search.json").write_text(json.dumps(searched))
+    distilled = folder
     out = tmp_path / "c"
     code, _, err = run_cli("compress", "--profile", common[common.index("--profile") + 1], "--distilled", distilled,
                            "--out", out)
@@ -180,7 +203,7 @@ def test_compress_exports_and_validates_a_distilled_student_without_training(run
     assert manifest["student"]["spec"] == recorded["student"] and manifest["recipe"]["epochs"] == 2
     fp32 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-fp32")
     assert fp32["parity"]["max_abs_diff"] < 1e-3  # the reloaded weights are the ones exported
-    assert (out / "search.json").is_file() and (out / "student-int8.onnx").is_file()
+    assert json.loads((out / "search.json").read_text()) == searched and (out / "student-int8.onnx").is_file()
 
 
 def test_a_distilled_student_is_validated_against_the_budget_it_was_distilled_for(distilled, tmp_path):

@@ -107,7 +107,19 @@ def test_html_degrades_without_search_or_history(manifest):
     assert len(_images(html)) == 1  # the teacher/student comparison only
     assert "No plot: no search result (search.json) was given" in html
     assert "No plot: the manifest records no distillation history" in html
-    assert "No plot: no latency was both predicted and measured" in html
+    # every search predicts (from a fit where the profile has no table): the missing table was never the reason
+    assert ("No plot: no latency was both predicted and measured (there is no search.json, and the manifest&#x27;s "
+            "student records no predicted latency beside a measured one)") in html
+
+
+def test_html_without_matplotlib_says_why_each_plot_is_missing(manifest, search, monkeypatch):
+    """A missing or broken matplotlib was an ImportError traceback from `edgekd report` and compress's last step."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an import of it finds: it fails
+    html = render_html(manifest, search)
+    assert not _images(html)
+    assert html.count("No plot: matplotlib cannot be imported (") == 4
+    assert html.count("reinstall it, a dependency of edgekd, to draw the plots.</p>") == 4
+    assert "<tr class=primary><td>student-int8 (primary)</td>" in html and ">chosen<" in html  # the tables stay
 
 
 def test_latency_plot_uses_predicted_when_not_measured(manifest, search):
@@ -168,6 +180,11 @@ def test_write_html_report_is_atomic_and_refuses_to_overwrite(manifest, search, 
     assert path == tmp_path / "report.html" and len(_images(path.read_text())) == 4
     with pytest.raises(OutputError, match=r"already exists; pass --force \(force=True from Python\) to replace it"):
         write_html_report(tmp_path)
+    # the manifest itself names its folder: it was read as a folder, "'.../manifest.json/manifest.json' does not exist"
+    assert write_html_report(tmp_path / "manifest.json", force=True) == tmp_path / "report.html"
+    with pytest.raises(ArtifactError, match=r"'.*search.json' is a file, not a run folder; pass the folder compress "
+                                            r"wrote \(its --out\), which holds manifest.json"):
+        write_html_report(tmp_path / "search.json", force=True)
     (tmp_path / "search.json").unlink()
     assert "no search result" in write_html_report(tmp_path, force=True).read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "report.html"]  # no temp files left
@@ -184,6 +201,45 @@ def test_write_html_report_bad_inputs(manifest, tmp_path):
     with pytest.raises(ArtifactError, match="search.json' is not valid JSON"):
         write_html_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def _second(edit):
+    return lambda search: edit(search["candidates"][1])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_second(lambda c: c.pop("score")), "'score' is missing"),
+    (_second(lambda c: c.update(score=None)), "float() argument must be a string or a real number, not 'NoneType'"),
+    (_second(lambda c: c.pop("spec")), "'spec' is missing"),
+    (_second(lambda c: c.pop("params")), "'params' is missing"),
+    (lambda s: s.update(pareto=None), "'NoneType' object is not iterable"),
+    (lambda s: s.update(pareto=[["mbv2"]]), "its 'pareto' is not a list of candidate keys"),
+    (_second(lambda c: c.update(latency_ms="0.1")),
+     'candidate mbv2:{"depths": [1, 1, 1], "stem": 16, "widths": [8, 8, 8]} has latency_ms \'0.1\', not a time in ms'),
+    (lambda s: s["candidates"].__setitem__(1, 5), "'int' object is not subscriptable"),
+    (lambda s: s.update(budget={"latency_ms": "fast"}), "its budget's latency_ms is 'fast', not a number"),
+    (lambda s: s.update(budget=[0.5]), "its 'budget' is not a JSON object"),
+])
+def test_an_edited_search_json_is_refused_in_one_line_naming_the_file(manifest, search, tmp_path, run_cli, edit,
+                                                                      message):
+    """`edgekd report` read search.json checking only that it had a list of candidates: an edited one was a
+    KeyError, TypeError or AttributeError traceback from the plot or table that read the edited value."""
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    edit(search)
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    code, _, err = run_cli("report", tmp_path, "--force")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err == (f"error: '{tmp_path / 'search.json'}' is not a search result ({message}); restore the search.json "
+                   "edgekd wrote, or remove it (the report then has no candidates or Pareto front)\n")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_search_json_s_numbers_are_drawn_as_numbers(manifest, search, tmp_path):
+    """A score written as a string passed from_dict's float(), and the plot then compared the string."""
+    search["candidates"][1]["score"] = "-2.0"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    assert len(_images(write_html_report(tmp_path).read_text())) == 4
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -88,7 +88,7 @@ def test_a_params_ranking_and_an_unrecorded_teacher_are_reused_without_a_word(tm
 
 
 @pytest.mark.parametrize("key, value, kind", [("data", [1, 16, 16], "object"), ("teacher", "resnet18", "object"),
-                                              ("profile", {"name": "host-cpu"}, "string")])
+                                              ("profile", {"name": "host-cpu"}, "string"), ("budget", 0.5, "object")])
 def test_a_record_whose_context_has_the_wrong_type_is_not_a_search_result(tmp_path, small_data, key, value, kind):
     path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3))
     raw = json.loads(path.read_text())
@@ -158,3 +158,28 @@ def test_the_recorded_budget_keeps_an_accuracy_drop_of_zero(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"budget": {"latency_ms": 2.0, "max_accuracy_drop": 0, "min_accuracy": 0}}))
     assert recorded_budget(path) == {"budget_ms": 2.0, "max_accuracy_drop": 0.0}
+
+
+def test_a_reused_search_is_written_on_with_its_own_record_not_this_runs(tmp_path, small_data):
+    """compress --search wrote its own budget, host, data and teacher into OUT/search.json: a later
+    `distill --search OUT/search.json` said the first reuse's budget was the one searched for, and no longer
+    warned that the latencies were measured on another machine."""
+    from edgekd.search_file import recorded_budget
+
+    searched_for = Budget(latency_ms=0.5, max_size_kb=128).to_dict()
+    path = _write(tmp_path, small_data, torch.nn.Conv2d(1, 8, 3), space="mbv2",
+                  edit=lambda r: r.update(host="Other CPU (64 CPUs)", budget=searched_for))
+    recorded = json.loads(path.read_text())
+    profile, lines = load_profile("host-cpu"), []
+    result = load_search(path, small_data, profile, 0.3, torch.nn.Conv2d(1, 8, 3), lines.append)
+    reused_with = Budget(latency_ms=0.3, max_size_kb=200)
+    copy = search_record(result, profile, reused_with, replace(small_data, name="other"), torch.nn.Conv2d(1, 12, 3))
+    assert copy == {**recorded, "reused_with": {"budget": reused_with.to_dict()}}
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(copy))
+    assert recorded_budget(again) == {"budget_ms": 0.5, "max_size_kb": 128}
+    result = load_search(again, small_data, profile, None, log=lines.append)
+    assert len(lines) == 2 and lines[1] == lines[0].replace(str(path), str(again))  # on another machine, still
+    assert "on another machine (Other CPU (64 CPUs);" in lines[1]
+    # reused with the budget it was searched for: nothing to add, and the earlier reuse's is not this run's
+    assert search_record(result, profile, Budget(latency_ms=0.5, max_size_kb=128), small_data) == recorded

@@ -215,6 +215,25 @@ def _stage_out(ctx: click.Context, values: dict[str, Any], default: str, log: An
     return default
 
 
+# The recipe key naming what a stage command writes, for compress to take: (key, as the recipe spells it,
+# what it names, what the stage does instead of reading it).
+_STAGE_PRODUCT = {"search": ("search_file", "search", "the ranking compress and distill reuse", "ranks anew"),
+                  "distill": ("distilled", "distilled", "the student compress ships", "trains anew")}
+
+
+def _drop_stage_product(ctx: click.Context, values: dict[str, Any], out: str, log: Any) -> None:
+    """A recipe's search (given to `search`) or distilled (given to `distill`) names what that stage makes,
+    for the recipe's compress: the stage makes it anew rather than reading it, which it did without a word,
+    writing its default --out while compress went on reusing the older file. Dropped, it is no input that
+    --force must not replace when --out names it."""
+    key, spelled, what, does = _STAGE_PRODUCT[ctx.info_name]
+    named = values.pop(key, None)
+    if named is None or not str(out).strip() or Path(named).resolve() == Path(out).resolve():
+        return
+    log(f"the recipe's {spelled} ({named}) names {what}; {ctx.info_name} {does} and writes {out} "
+        f"(pass --out {named} to write it there)")
+
+
 def _refuse_recipe_as_out(recipe: str | None, out: str) -> None:
     """The recipe is an input like the teacher: --force must not write the run over it, or wipe the folder
     that holds it."""
@@ -288,6 +307,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = _stage_out(ctx, values, "search.json", log)
+    _drop_stage_product(ctx, values, out, log)
     _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
@@ -329,6 +349,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
                           "--force would replace it", "drop --force to continue the run, or --resume to start over")
     values, force, log = _merged_options(ctx, recipe, quiet, flags, silent=follower)
     out = _stage_out(ctx, values, "edgekd-distill", log)
+    _drop_stage_product(ctx, values, out, log)
     _refuse_search_flags(ctx, values, Path(out) / "search.json" if resume and str(out).strip() else None)
     _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())

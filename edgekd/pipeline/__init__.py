@@ -165,14 +165,16 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
             if entry["artifact"]["name"] in orts:
                 entry["ort"] = orts[entry["artifact"]["name"]].to_dict()
         write_json(staging / "manifest.json", manifest)
-        write_json(staging / "search.json", search_record(search_result, profile, config.budget, data,
-                                                           teacher.module))
+        searched = search_record(search_result, profile, config.budget, data, teacher.module)
+        write_json(staging / "search.json", searched)
         from edgekd.report import render_markdown
         from edgekd.report_html import render_html
 
         report_md = render_markdown(manifest)
         (staging / "report.md").write_text(report_md, encoding="utf-8")
-        (staging / "report.html").write_text(render_html(manifest, search_result.to_dict()), encoding="utf-8")
+        # from what search.json holds, as `edgekd report` renders it again: the ranking alone has no budget
+        # to mark the candidates that broke it
+        (staging / "report.html").write_text(render_html(manifest, searched), encoding="utf-8")
     return CompressResult(out, manifest, report_md)
 
 

@@ -128,6 +128,9 @@ class SearchResult:
     # per space, the measured / predicted latency the candidates not measured were judged by (at least 1);
     # {} in files written before it was recorded
     latency_scale: dict[str, float] = field(default_factory=dict, hash=False)
+    # The search.json this result was read from, when it was: a copy written for a run that reuses it keeps
+    # what that search was measured on and for (search_file.search_record), not the reusing run's.
+    record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
