@@ -2,8 +2,8 @@
 settings? The rule that reads this run is in benchmarks/preregistered.md ("kd at compress's settings").
 
 The student is the one `make demo` searches for (compress's defaults, --budget-ms 0.5 --max-size-kb 128, on
-digits at their own 8x8), searched once at the start and recorded. Each arm trains it from the same seeds with
-compress's DistillConfig (40 epochs, augmentation, lr 5e-3), changing one thing:
+digits as compress loads them, 32x32), searched once at the start and recorded. Each arm trains it from the same
+seeds with compress's DistillConfig (40 epochs, augmentation, lr 5e-3), changing one thing:
 
 - kd: compress's default (KD at temperature 4, weight alpha 0.9 on the teacher, 0.1 on the labels);
 - kd alpha 0.5: the teacher and the labels weighted equally;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -40,11 +41,10 @@ def _searched_student(data: Any, teacher: Any, log: Any) -> Any:
     from edgekd.pipeline.config import CompressConfig
     from edgekd.profiles import load_profile
     from edgekd.search import search
-    from edgekd.types import Budget
 
     config = CompressConfig(budget_ms=0.5, max_size_kb=128)
-    result = search(teacher, data, load_profile(config.profile), Budget(latency_ms=0.5, max_size_kb=128),
-                    config.search_config(), progress=False)
+    result = search(teacher, data, load_profile(config.profile), config.budget, config.search_config(),
+                    progress=False)
     log(f"searched student: {result.chosen.spec.key()}")
     return result.chosen.spec
 
@@ -156,8 +156,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "kd_default"))
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {'; '.join(ARMS)}")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {'; '.join(SETTINGS)}")
+    for flag, known in (("--arms", ARMS), ("--settings", SETTINGS)):  # argparse reads '%' in help as a format
+        names = "; ".join(known).replace("%", "%%")
+        ap.add_argument(flag, default=",".join(known), help=f"comma-separated, of: {names}")
     args = ap.parse_args()
     arms, settings = args.arms.split(","), args.settings.split(",")
     for names, known in ((arms, ARMS), (settings, SETTINGS)):
@@ -178,7 +179,7 @@ def main() -> None:
     out = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "machine": f"{platform.machine()}, threads "
            f"{args.threads}", "versions": tool_versions(), "seeds": args.seeds, "student": spec.key(),
            "params": params, "epochs": CompressConfig().epochs, "results": results, "verdict": verdict(results),
-           "seconds": time.perf_counter() - start, "command": "make bench-kd-default"}
+           "seconds": time.perf_counter() - start, "command": shlex.join(["benchmarks/kd_default.py", *sys.argv[1:]])}
     write_results(args.out, out, _markdown(out))
 
 
