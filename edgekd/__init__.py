@@ -26,6 +26,7 @@ _EXPORTS = {
     "run_gate": "edgekd.gate",
     "GateConfig": "edgekd.gate",
     "GateResult": "edgekd.gate",
+    "GateIncomplete": "edgekd.gate",
     "RecheckConfig": "edgekd.manifest_check",
     "search": "edgekd",  # a module that calls its function (edgekd.callable_module)
     "SearchConfig": "edgekd.search.search",

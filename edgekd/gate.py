@@ -58,14 +58,15 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """The verdict for a dashboard or a later CI step: each check with its measured figure (bytes, ms,
         a ratio, an accuracy fraction or points, as its name says), and where thresholds came from."""
-        return {"target": self.target, "passed": self.passed,
+        return {"target": self.target, "passed": self.passed, "errored": self.errored,
                 "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured,
                             "errored": c.errored} for c in self.checks], "notes": list(self.notes)}
 
 
 class GateIncomplete(RunnerError):
-    """The latency checks could not reach the device. ``result`` holds the checks finished before, with the
-    latency check errored, so the CI reports (JUnit, summary) still say what was checked; the command exits 2."""
+    """The latency checks could not be measured (the device not reached, or its runner failed). ``result`` holds
+    the checks finished before, with the latency checks errored, so the CI reports (JUnit, summary) still say what
+    was checked; the command exits 2."""
 
     def __init__(self, problem: str, fix: str | None, result: GateResult) -> None:
         super().__init__(problem, fix)
@@ -73,8 +74,9 @@ class GateIncomplete(RunnerError):
 
 
 def run_gate(target: str, config: GateConfig) -> GateResult:
-    """Run every configured check on ``target`` (an .onnx file or a manifest.json). A device the latency checks
-    cannot reach raises GateIncomplete, a RunnerError whose ``result`` holds the checks done."""
+    """Run every configured check on ``target`` (an .onnx file or a manifest.json). Latency that cannot be
+    measured (the device not reached, its runner failing) raises GateIncomplete, a RunnerError whose ``result``
+    holds the checks done."""
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
@@ -120,8 +122,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
             checks += _latency_checks(model, profile, config, timed)
         except RunnerError as exc:
             error = _unreached(exc, profile, config)
-            name = "latency" if config.max_latency_ms is not None else "regression"
-            done = (*checks, Check(name, False, error.message, errored=True), *accuracy_checks)
+            names = ("latency",) * (config.max_latency_ms is not None) + ("regression",) * bool(config.baseline)
+            done = (*checks, *(Check(n, False, error.message, errored=True) for n in names), *accuracy_checks)
             raise GateIncomplete(error.problem, error.fix, GateResult(str(target), done, tuple(notes))) from None
     checks += accuracy_checks
     return GateResult(str(target), tuple(checks), tuple(notes))
@@ -130,10 +132,11 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
 def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerError:
     """The runner's error, and for a device profile the gate took from the manifest (the user named none),
     which profile that is and the other ways to gate: a CI runner seldom reaches the board a model was
-    built for."""
+    built for (the runner's own words say whether it was not reached or failed there)."""
     if not config.profile_recorded or profile.is_local:
         return exc
-    return RunnerError(f"profile {profile.name}, recorded in the manifest, needs its device: {exc.problem}",
+    return RunnerError(f"profile {profile.name}, recorded in the manifest, could not be measured on its device: "
+                       f"{exc.problem}",
                        f"{exc.fix + '; or ' if exc.fix else ''}run the gate on a runner that reaches the board, pass "
                        f"--profile {DEFAULT_PROFILE} with --baseline for a relative check, or gate size, opset and "
                        "accuracy only (--max-size, --max-opset, --min-accuracy, without --max-latency or --baseline)")

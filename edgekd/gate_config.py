@@ -181,7 +181,7 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
         if "profile" not in v:
             v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
             v["profile_recorded"] = True
-        elif budget_latency or "max_latency" in v:
+        elif "max_latency" in v:  # the budget's (budget_latency) or the user's
             _given_profile(Path(target), manifest, v, budget_latency, notes)
         measured = any(k in v for k in ACCURACY_KEYS)
         if "normalize" not in v and measured:

@@ -50,7 +50,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite JSON number (a bool is not one)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -59,10 +60,10 @@ STR = _kind(lambda v: isinstance(v, str), "a string")
 NAME = _kind(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 BOOL = _kind(lambda v: isinstance(v, bool), "true or false")
 INT = _kind(_is_int, "an integer")
-NUMBER = _kind(_is_number, "a number")
-POSITIVE = _kind(lambda v: _is_number(v) and v > 0, "a number above zero")
-NON_NEGATIVE = _kind(lambda v: _is_number(v) and v >= 0, "a number of at least zero")
-FRACTION = _kind(lambda v: _is_number(v) and 0 <= v <= 1, "a fraction from 0 to 1")
+NUMBER = _kind(is_number, "a number")
+POSITIVE = _kind(lambda v: is_number(v) and v > 0, "a number above zero")
+NON_NEGATIVE = _kind(lambda v: is_number(v) and v >= 0, "a number of at least zero")
+FRACTION = _kind(lambda v: is_number(v) and 0 <= v <= 1, "a fraction from 0 to 1")
 SHA256 = _kind(lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
                "a sha256 (64 lowercase hex digits)")
 OBJECT = _kind(lambda v: isinstance(v, dict), "an object")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError, first_line
+from edgekd.manifest_io import is_number
 
 FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file that is not a search result
 
@@ -47,7 +46,7 @@ def recorded_budget(path: str | Path) -> dict[str, float]:
             "max_accuracy_drop": "max_accuracy_drop"}
     budget = budget if isinstance(budget, dict) else {}
     return {key: float(budget[name]) for name, key in keys.items()
-            if _is_number(budget.get(name)) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
+            if is_number(budget.get(name)) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
 
 
 def measured_with(profile: Any) -> dict[str, str]:
@@ -150,10 +149,6 @@ def read_search(path: str | Path) -> Any:
     return dataclasses.replace(result, record=raw)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_values(path: Path, result: Any, raw: dict[str, Any]) -> None:
     """The values ``SearchResult.from_dict`` passes through as they are, checked (its numbers it converts)."""
     def bad(what: str) -> ConfigError:
@@ -166,7 +161,7 @@ def _check_values(path: Path, result: Any, raw: dict[str, Any]) -> None:
             raise bad(f"a candidate's space is {cand.spec.space!r}, not a name")
         for name in ("latency_ms", "predicted_ms"):
             value = getattr(cand, name)
-            if value is not None and (not _is_number(value) or value <= 0):
+            if value is not None and (not is_number(value) or value <= 0):
                 raise bad(f"candidate {cand.spec.key()} has {name} {value!r}, not a time in ms")
     if result.chosen.latency_ms is None:
         raise bad("its chosen student has no measured latency")
@@ -176,7 +171,7 @@ def _check_values(path: Path, result: Any, raw: dict[str, Any]) -> None:
         if raw.get(key) is not None and not isinstance(raw[key], kind):
             raise bad(f"its '{key}' is not a JSON {'object' if kind is dict else 'string'}")
     for name, value in (raw.get("budget") or {}).items():
-        if value is not None and not _is_number(value):
+        if value is not None and not is_number(value):
             raise bad(f"its budget's {name} is {value!r}, not a number")
 
 

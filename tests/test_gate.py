@@ -315,7 +315,8 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     reports = ("--junit", tmp_path / "gate.xml", "--summary", tmp_path / "gate.md", "--json", tmp_path / "gate.json")
     code, out, err = _gate(run_cli, manifest, *reports)
-    said = (f"profile rpi4-arm64, recorded in the manifest, needs its device: {unreached}; check the host is "
+    said = (f"profile rpi4-arm64, recorded in the manifest, could not be measured on its device: {unreached}; "
+            "check the host is "
             "reachable; or run the gate on a runner that reaches the board, pass --profile host-cpu-1t with --baseline "
             "for a relative check, or gate size, opset and accuracy only (--max-size, --max-opset, --min-accuracy, "
             "without --max-latency or --baseline)")
@@ -326,6 +327,7 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     assert list(cases) == ["integrity", "latency", "accuracy"] and not list(cases["integrity"])
     assert cases["latency"].find("failure") is None and cases["latency"].find("error").get("message") == said
     # Accuracy runs in this host's onnxruntime, whatever device the profile names.
+    assert json.loads((tmp_path / "gate.json").read_text())["errored"] is True
     accuracy = json.loads((tmp_path / "gate.json").read_text())["checks"][2]
     assert accuracy["passed"] and accuracy["message"].endswith(
         "; computed on this host with rpi4-arm64's runtime settings, not on its device"), accuracy
@@ -337,6 +339,12 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     assert (code, err) == (2, f"error: {unreached}; check the host is reachable\n")
     assert ET.parse(tmp_path / "gate.xml").getroot().find("testcase/error").get("message") == (
         f"{unreached}; check the host is reachable")
+    # Both latency checks asked for are errored, not one standing for both.
+    code, _, _ = _gate(run_cli, manifest, "--profile", "rpi4-arm64", "--max-latency", "1ms", "--baseline", manifest,
+                       *reports, "--force")
+    errored = [c.get("name") for c in ET.parse(tmp_path / "gate.xml").getroot().iter("testcase") if c.find("error")
+               is not None]
+    assert (code, errored) == (2, ["latency", "regression"])
 
 
 def test_accuracy_is_measured_with_the_manifest_s_recorded_input_normalisation(run_cli, run_dir, tmp_path):
