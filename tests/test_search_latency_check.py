@@ -78,6 +78,14 @@ def test_the_correction_the_rest_were_judged_by_is_returned_for_the_search_file(
     assert scale == {"mbv2": 1.0}
 
 
+def test_the_correction_returned_is_the_largest_a_round_ruled_candidates_out_by(monkeypatch):
+    """The slow candidates (2x) measured in the first round rule out the rest predicted over 0.55 ms; the second
+    round's fast ones bring the median back to 1x, but what was ruled out stays so, and the table must say why."""
+    done, _too_big, _chosen, scale = _measured_as(lambda c: c.predicted_ms * (2.0 if c.predicted_ms >= 0.6 else 1.0),
+                                                  _params_like(20), 1.0, monkeypatch)
+    assert latency_scale(done) == {"mbv2": 1.0} and scale == {"mbv2": 2.0}
+
+
 def test_predictions_that_hold_are_left_alone(monkeypatch):
     done, chosen, lines, _ = _run(monkeypatch, _params_like(), 1.0, 1.0)
     assert chosen.predicted_ms == pytest.approx(1.0)

@@ -60,7 +60,8 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
     predicted over the budget): when the fastest-looking one measures over it, the next fastest-looking are
     measured beside it from all of them, since its own prediction has just been proved wrong. Returns
     (measured, written too big without being measured, chosen, the per-space correction the rest were judged
-    by: ``latency_scale`` of the last round, {} when no round ran)."""
+    by: the largest ``latency_scale`` of a round, since the queue a round filters stays filtered; {} when no
+    round ran)."""
     log = log or (lambda _m: None)
 
     def measure(cands: list[Candidate]) -> list[Candidate]:
@@ -99,6 +100,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
     # holds nothing else (every other candidate predicted over the budget) ends with it.
     done, chosen = _choose(done, budget, sizes)
     scale: dict[str, float] = {}
+    judged: dict[str, float] = {}  # per space, the largest correction a round ruled candidates out by
     for _ in range(config.rounds):
         batch, queue = queue[:config.measure_top], queue[config.measure_top:]
         if not batch:
@@ -107,6 +109,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
         # a space whose files came out larger than estimated, or whose candidates measured slower than
         # predicted, rules out more of the rest (never fewer)
         scale = latency_scale(done)
+        judged = {name: max(r, judged.get(name, r)) for name, r in {**judged, **scale}.items()}
         queue = [c for c in queue if sizes.may_fit(c) and _may_meet(c, budget, scale)]
         if chosen is not None and (not queue or chosen.score >= queue[0].score):
             break
@@ -128,7 +131,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
     done, chosen = _confirmed(done, chosen, budget, sizes)
     if chosen is None:
         raise _neither(done, too_big, budget, config.precision, profile, sizes)
-    return done, too_big, chosen, scale
+    return done, too_big, chosen, judged
 
 
 def _near_misses_again(done: list[Candidate], chosen: Candidate, budget: Budget, sizes: SizeCheck, top: int,
