@@ -158,8 +158,12 @@ _DATA = obj(optional={"name": STR, "input_shape": list_of(INT), "class_names": l
                       "preprocess": nullable(_PREPROCESS)})
 # The distillation record report.html plots: the training curves, the epoch kept and where QAT began.
 _EPOCH = obj({"epoch": INT, "train_loss": NUMBER, "val_accuracy": FRACTION})
+# Pruning toward --target-ms: the report's Student line says the target, whether it was reached and what ships.
+_PRUNING = obj({"target_ms": POSITIVE}, {"measured_ms": nullable(POSITIVE), "reached": BOOL, "params": nullable(INT),
+                                          "steps": list_of(OBJECT)})
 _DISTILL = obj(optional={"history": list_of(_EPOCH), "best_epoch": nullable(INT),
-                         "best_val_accuracy": nullable(FRACTION), "qat_start": nullable(INT), "selected_on": STR})
+                         "best_val_accuracy": nullable(FRACTION), "qat_start": nullable(INT), "selected_on": STR,
+                         "pruning": nullable(_PRUNING)})
 _STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT},
                {"distill": nullable(_DISTILL), "search_latency_ms": nullable(NUMBER),
                 "predicted_latency_ms": nullable(NUMBER)})

@@ -212,7 +212,8 @@ def student_size_text(student: dict[str, Any]) -> str:
     if pruned_from_search(student) is None:
         return f"{searched} parameters; not pruned: under the {target} already"
     toward = (f"pruned to the {target}" if pruning.get("reached", True) else
-              f"pruned toward the {target} (not reached: {pruning['measured_ms']:.3f} ms measured while pruning)")
+              f"pruned toward the {target} (not reached"
+              + (f": {pruning['measured_ms']:.3f} ms measured while pruning)" if pruning.get("measured_ms") else ")"))
     shipped = f", {pruning['params']:,} parameters shipped" if pruning.get("params") is not None else ""
     return f"{toward} from the searched {searched}-parameter student{shipped}"
 

@@ -122,6 +122,9 @@ MALFORMED = [
     ({"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7}}, "int8_speedup has 'pairs' but no 'low'"),
     ({"artifacts.1.ort": {"path": "student-fp32.ort"}}, "artifacts[1].ort has no 'sha256'"),
     ({"artifacts.1.ort": "student-fp32.ort"}, 'artifacts[1].ort is "student-fp32.ort", not an object'),
+    # the pruning record the report's Student line reads
+    ({"student": {**STUDENT, "distill": {"pruning": 5}}}, "student.distill.pruning is 5, not an object"),
+    ({"student": {**STUDENT, "distill": {"pruning": {"params": 10}}}}, "student.distill.pruning has no 'target_ms'"),
 ]
 
 
@@ -142,6 +145,8 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, changes, mes
     {"artifacts.1.ort": ORT, "student": STUDENT},
     {"artifacts.1.ort": {**ORT, "operators_sha256": "1" * 64, "agrees": True, "over_budget": ["size"]}},
     {"student": {**STUDENT, "distill": None}},
+    {"student": {**STUDENT, "distill": {"pruning": {"target_ms": 0.1, "measured_ms": 0.09, "reached": True,
+                                                    "params": 4236, "steps": [{"step": 1}]}}}},
     {"int8_speedup": {"median": 1.5, "runs": [1.5]}},  # written before the repeats were paired
     {"int8_speedup": {"median": 1.5, "runs": [1.5], "pairs": 7, "low": 1.4, "high": 1.6}},
     {"artifacts.0.class_accuracy": {"0": 1.0, "1": 0.75}, "artifacts.1.class_accuracy": {"0": 0.5, "1": 0}},
