@@ -17,7 +17,7 @@ from edgekd.search.file_size import SizeCheck
 from edgekd.search.latency_model import TABLE_SOURCE
 from edgekd.search.ruler import Ruler
 from edgekd.types import Budget, Candidate, StudentSpec
-from edgekd.types.search import SLACK
+from edgekd.types.search import SLACK, predicted_within  # noqa: F401  (SLACK: this module's API, as before)
 
 if TYPE_CHECKING:
     from edgekd.search.search import SearchConfig
@@ -182,7 +182,7 @@ def latency_scale(measured: list[Candidate]) -> dict[str, float]:
 
 def _may_meet(cand: Candidate, budget: Budget, scale: dict[str, float]) -> bool:
     return (budget.latency_ms is None or cand.predicted_ms is None
-            or cand.predicted_ms * scale.get(cand.spec.space, 1.0) <= budget.latency_ms * SLACK)
+            or predicted_within(cand.predicted_ms, budget.latency_ms, scale.get(cand.spec.space, 1.0)))
 
 
 def _choose(done: list[Candidate], budget: Budget, sizes: SizeCheck) -> tuple[list[Candidate], Candidate | None]:

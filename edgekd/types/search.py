@@ -43,6 +43,12 @@ def size_kb_text(size_bytes: int, file_bytes: int | None) -> str:
 SLACK = 1.1
 
 
+def predicted_within(predicted_ms: float, budget_ms: float, scale: float = 1.0) -> bool:
+    """Whether a prediction, times its space's measured correction, leaves a candidate worth measuring: the
+    search's filter and the table's reason for a candidate it passed over read the same rule."""
+    return predicted_ms * scale <= budget_ms * SLACK
+
+
 def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: float | None,
                   max_size_kb: float | None, predicted_ms: float | None = None, scale: float = 1.0) -> str:
     """The limits a ranked candidate is known to break, for a table: its measured latency over the budget,
@@ -54,9 +60,9 @@ def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: f
     if budget_ms is not None and latency_ms is not None and latency_ms > budget_ms:
         broken.append("over --budget-ms")
     if budget_ms is not None and latency_ms is None and predicted_ms is not None:
-        if predicted_ms > budget_ms * SLACK:
+        if not predicted_within(predicted_ms, budget_ms):
             broken.append("predicted over --budget-ms")
-        elif predicted_ms * scale > budget_ms * SLACK:
+        elif not predicted_within(predicted_ms, budget_ms, scale):
             broken.append(f"predicted over after correction (x{scale:.2f})")
     if max_size_kb is not None and file_bytes is not None and file_bytes > int(max_size_kb * 1024):
         broken.append("over --max-size-kb")
