@@ -86,6 +86,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     checks: list[Check] = []
     notes = list(config.notes)
+    if config.no_latency and not any("(--no-latency)" in note for note in notes):
+        notes.append("not checked: latency (--no-latency)")
     copy = gate_ort.ort_copy(model.parent, entry)
     if entry is not None:
         same = entry["artifact"]["sha256"] == art.sha256
@@ -111,18 +113,19 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         check_takes_float(model, art.details)  # before minutes of latency rounds
         if compared is not None:
             check_takes_float(compared, artifact_from_file(compared).details)
-    if config.max_latency_ms is not None or config.baseline:
+    if config.measures_latency:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
     accuracy_checks = _accuracy_checks(model, compared, config) if accuracy else []
-    if config.max_latency_ms is not None or config.baseline:
+    if config.measures_latency:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
         try:
             checks += _latency_checks(model, profile, config, timed)
         except RunnerError as exc:
             error = _unreached(exc, profile, config)
-            names = ("latency",) * (config.max_latency_ms is not None) + ("regression",) * bool(config.baseline)
+            names = (("latency",) * (config.max_latency_ms is not None)
+                     + ("regression",) * (bool(config.baseline) and not config.no_latency))
             done = (*checks, *(Check(n, False, error.message, errored=True) for n in names), *accuracy_checks)
             raise GateIncomplete(error.problem, error.fix, GateResult(str(target), done, tuple(notes))) from None
     checks += accuracy_checks
@@ -139,7 +142,7 @@ def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerErro
                        f"{exc.problem}",
                        f"{exc.fix + '; or ' if exc.fix else ''}run the gate on a runner that reaches the board, pass "
                        f"--profile {DEFAULT_PROFILE} with --baseline for a relative check, or gate size, opset and "
-                       "accuracy only (--max-size, --max-opset, --min-accuracy, without --max-latency or --baseline)")
+                       "accuracy only (--no-latency)")
 
 
 def files_read(target: str, config: GateConfig) -> list[Path]:
@@ -229,7 +232,7 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
     from edgekd.latency.cache import noisy
 
     baseline, recorded, elsewhere = (_baseline(config.baseline, config.artifact, profile, config.input_shape)
-                                     if config.baseline else (None, None, ""))
+                                     if config.baseline and not config.no_latency else (None, None, ""))
     tol = config.latency_tolerance
     copy, untimed = timed
     found, rounds, extra = _measure_rounds(model, baseline, profile, config, copy)

@@ -18,7 +18,7 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accuracy", "data", "resolution",
              "normalize", "channels", "seed", "profile", "allowed_ops", "max_opset", "baseline", "artifact",
-             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config"}
+             "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config", "no_latency"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
                   "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config")
 ACCURACY_KEYS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")  # settings measured on --data
@@ -59,6 +59,9 @@ class GateConfig:
     max_accuracy_drop: float | None = None  # points below the baseline's accuracy, measured on the same data
     min_class_accuracy: float | None = None  # the floor every class's own accuracy must reach
     ops_config: str | None = None  # the operator config an app's reduced onnxruntime build was compiled with
+    # No latency check at all, --baseline's regression included: for a runner that is not the device (a board's
+    # manifest in CI) or one too noisy to time on, where size, opset and accuracy still hold.
+    no_latency: bool = False
     # The profile is the manifest's, taken because none was given: an error reaching its device says so.
     profile_recorded: bool = False
     # Where thresholds or the profile came from when not from the user (printed with the result).
@@ -100,6 +103,11 @@ class GateConfig:
         self._check_baseline_thresholds()
         self._check_thresholds()
 
+    @property
+    def measures_latency(self) -> bool:
+        """Whether any latency check runs: the limit, or the regression against a baseline."""
+        return self.max_latency_ms is not None or (bool(self.baseline) and not self.no_latency)
+
     def _check_paths(self) -> None:
         """Paths may be given as Path objects; the data must be a path or name, because the gate loads it itself
         with the preprocessing the gated model records (a Dataset in memory carries its own, which may differ)."""
@@ -117,6 +125,13 @@ class GateConfig:
                                   + (" or 'digits'" if key == "data" else ""))
 
     def _check_baseline_thresholds(self) -> None:
+        if self.no_latency and self.max_latency_ms is not None:
+            raise ConfigError("--no-latency skips every latency check, and --max-latency asks for one",
+                              "drop --no-latency to check the latency limit, or drop --max-latency")
+        if self.no_latency and self.baseline and self.max_size_growth is None and self.max_accuracy_drop is None:
+            raise ConfigError("--baseline with --no-latency compares nothing (its latency regression is skipped)",
+                              "pass --max-size-growth or --max-accuracy-drop to compare with the baseline, or drop "
+                              "--baseline")
         if self.max_size_growth is not None and not self.baseline:
             raise ConfigError("--max-size-growth compares with a baseline, and none is given",
                               "pass --baseline last-release/manifest.json (or a .onnx file), or --max-size")
@@ -148,9 +163,9 @@ class GateConfig:
         if self.allowed_ops is not None and not self.allowed_ops:
             raise ConfigError("allowed ops lists no operator type, which every model would fail",
                               "pass comma-separated operator types, e.g. Conv,Relu,Gemm")
-        if self.input_shape is not None and self.max_latency_ms is None and not self.baseline:
-            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline, "
-                              "or drop --input-shape")
+        if self.input_shape is not None and not self.measures_latency:
+            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline "
+                              "(without --no-latency), or drop --input-shape")
 
 
 def build_config(values: dict[str, Any], target: str | None = None) -> GateConfig:
@@ -172,6 +187,9 @@ def build_config(values: dict[str, Any], target: str | None = None) -> GateConfi
         if not any(k in v for k in THRESHOLD_KEYS):
             v.update(_budget_thresholds(Path(target), manifest, v, notes))
             budget_latency = "max_latency" in v
+            if v.get("no_latency"):
+                _drop_budget_latency(Path(target), manifest, v, notes)
+                budget_latency = False
         else:
             notes.extend(_unchecked_budget(manifest, v))
         if "max_accuracy_drop" in v and "baseline" not in v:
@@ -239,6 +257,18 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
     return out
 
 
+def _drop_budget_latency(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> None:
+    """``--no-latency`` on a manifest held to its budget: the budget's latency limit is left out, and said so;
+    a budget with nothing else to check is bad input, not a gate that passes having checked nothing."""
+    if values.pop("max_latency", None) is None:
+        return
+    notes.append(f"not checked: the manifest's latency limit, {manifest['budget']['latency_ms']:g} ms on "
+                 f"{manifest['profile']['name']} (--no-latency)")
+    if not any(k in values for k in THRESHOLD_KEYS):
+        raise ConfigError(f"manifest '{path}' records only a latency budget, and --no-latency skips it",
+                          "pass --max-size, --min-accuracy or --max-opset to gate without latency")
+
+
 def _recorded_teacher_accuracy(manifest: dict[str, Any]) -> float | None:
     teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
     return None if teacher is None or teacher.get("accuracy") is None else float(teacher["accuracy"])
@@ -291,12 +321,15 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
     from edgekd.report import budget_text
 
     budget = manifest["budget"]
-    covered = {"latency_ms": "max_latency" in values, "max_size_kb": "max_size" in values,
+    skipped = bool(values.get("no_latency")) and budget.get("latency_ms") is not None
+    covered = {"latency_ms": "max_latency" in values or skipped, "max_size_kb": "max_size" in values,
                "min_accuracy": "min_accuracy" in values,
                "max_accuracy_drop": "max_accuracy_drop" in values and "baseline" not in values}
     left = {k: val for k, val in budget.items() if val is not None and k in covered and not covered[k]}
+    said = ([f"not checked: the manifest's latency limit, {budget['latency_ms']:g} ms (--no-latency)"] if skipped
+            else [])
     if not left:
-        return []
+        return said
     flags = [f"--max-latency {left['latency_ms']:g}ms"] if "latency_ms" in left else []
     flags += [f"--max-size {left['max_size_kb']:g}KB"] if "max_size_kb" in left else []
     floors = [left["min_accuracy"]] if "min_accuracy" in left else []
@@ -308,8 +341,8 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
         flags.append(f"--min-accuracy {max(0.0, max(floors)):.4g}" + ("" if "data" in values else " with --data"))
     elif "max_accuracy_drop" in left:
         flags.append("--min-accuracy with --data")
-    return [f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
-            f"add {' '.join(flags)} to check it too"]
+    return [*said, f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
+                   f"add {' '.join(flags)} to check it too"]
 
 
 def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any],
@@ -321,7 +354,8 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     from edgekd.profiles import RECORDED, load_recorded_profile
 
     recorded = manifest["profile"]
-    if not any(k in values for k in ("max_latency", "baseline", *ACCURACY_KEYS)):
+    timed = "max_latency" in values or ("baseline" in values and not values.get("no_latency"))
+    if not timed and not any(k in values for k in ACCURACY_KEYS):
         return recorded["name"]
     try:
         profile = load_recorded_profile(recorded)
@@ -334,7 +368,7 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
         ", rebuilt from the settings the manifest records (no profile of that name or file here)"
         if profile.source == RECORDED else ""))
     # an absolute latency limit then holds on another machine
-    if any(k in values for k in ("max_latency", "baseline")) and (here := _other_host(recorded, profile)):
+    if timed and (here := _other_host(recorded, profile)):
         notes.append(f"latency measured on this machine, {here}; the manifest's was measured on {recorded['host']}")
     return profile if profile.source == RECORDED else profile.source
 

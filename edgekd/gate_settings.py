@@ -34,6 +34,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], type | None, str]] = {
     "max_accuracy_drop": (_NUMBER, None, "0.5"),
     "min_class_accuracy": (_NUMBER, None, "0.8"),
     "ops_config": ((str,), None, '"app/required_operators.config"'),
+    "no_latency": ((bool,), None, "true"),
 }
 
 
@@ -116,7 +117,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
     if name not in _TYPES:
         return  # build_config names an unknown key with the valid ones
     types, item, example = _TYPES[name]
-    fits = isinstance(value, types) and not isinstance(value, bool)
+    fits = isinstance(value, types) and (bool in types or not isinstance(value, bool))  # TOML's true is no number
     if fits and isinstance(value, list):
         fits = bool(item) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)  # type: ignore[arg-type]
     if not fits:
@@ -125,7 +126,8 @@ def _check_type(path: Path, key: str, value: Any) -> None:
 
 
 def _kind(types: tuple[type, ...], item: type | None) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", list: f"a list of {_plural(item)}"}
+    names = {str: "a string", int: "an integer", float: "a number", list: f"a list of {_plural(item)}",
+             bool: "true or false"}
     said = [names[t] for t in types if not (t is int and float in types)]
     return " or ".join(said) if len(said) < 3 else f"{', '.join(said[:-1])} or {said[-1]}"
 

@@ -318,8 +318,7 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     said = (f"profile rpi4-arm64, recorded in the manifest, could not be measured on its device: {unreached}; "
             "check the host is "
             "reachable; or run the gate on a runner that reaches the board, pass --profile host-cpu-1t with --baseline "
-            "for a relative check, or gate size, opset and accuracy only (--max-size, --max-opset, --min-accuracy, "
-            "without --max-latency or --baseline)")
+            "for a relative check, or gate size, opset and accuracy only (--no-latency)")
     assert (code, err) == (2, f"error: {said}\n")
     suite = ET.parse(tmp_path / "gate.xml").getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "0", "1")
@@ -334,6 +333,11 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     for text in (out, (tmp_path / "gate.md").read_text(), (tmp_path / "step.md").read_text()):
         assert f"### edgekd gate: ERROR `{manifest}`" in text and f"| latency | **ERROR** | {said} |" in text
     assert f"::error title=edgekd gate latency::{said}" in out
+    # The way out it names: the budget's size and accuracy held, its latency said to be left out, no device asked.
+    code, out, err = _gate(run_cli, manifest, "--no-latency", *reports, "--force")
+    assert code == 0, out + err
+    assert "not checked: the manifest's latency limit, 50 ms on rpi4-arm64 (--no-latency)" in out
+    assert [c["name"] for c in json.loads((tmp_path / "gate.json").read_text())["checks"]] == ["integrity", "accuracy"]
     # The profile named by the user: the runner's own words, and the reports all the same.
     code, _, err = _gate(run_cli, manifest, "--profile", "rpi4-arm64", "--max-latency", "1ms", *reports, "--force")
     assert (code, err) == (2, f"error: {unreached}; check the host is reachable\n")
@@ -485,6 +489,13 @@ def test_accuracy_drop_without_a_baseline_is_a_floor_under_a_manifest_s_teacher(
 
 @pytest.mark.parametrize("args, message", [
     (["--max-size-growth", "0.1"], "--max-size-growth compares with a baseline, and none is given"),
+    (["--baseline", "SELF", "--no-latency"], "--baseline with --no-latency compares nothing"),
+    (["--max-latency", "2ms", "--no-latency"], "--no-latency skips every latency check, and --max-latency asks"),
+    (["--max-size", "1MB", "--input-shape", "1,1,8,8", "--baseline", "SELF", "--max-size-growth", "0.1",
+      "--no-latency"], "--input-shape applies only to latency checks"),
+    (["--max-size", "1MB", "--rounds", "2", "--no-latency"],
+     "--rounds sets how latency is measured, and --no-latency skips every latency check; drop --rounds, or "
+     "--no-latency"),
     (["--max-accuracy-drop", "1", "--data", "digits"],
      "--max-accuracy-drop compares with a baseline (or a manifest's teacher), and neither is given"),
     (["--baseline", "SELF", "--max-accuracy-drop", "1"], "--max-accuracy-drop needs data to measure both models on"),
@@ -1141,3 +1152,49 @@ def test_gate_config_takes_path_objects_and_refuses_a_dataset_in_memory(tiny_mod
     assert (config.data, config.baseline) == ("digits", str(tiny_model))
     with pytest.raises(ConfigError, match=r"GateConfig\(data=...\) takes a path, not a Dataset.*'digits'"):
         GateConfig(min_accuracy=0.5, data=load_data("digits"))
+
+
+def test_no_latency_compares_a_baseline_without_timing_either_model(run_cli, run_dir, tmp_path, monkeypatch):
+    """A CI runner that is not the device, or too noisy to time on: size growth against the last release still
+    holds, and neither model is measured."""
+    import edgekd.gate as gate
+
+    def never(*_):
+        raise AssertionError("measured with --no-latency")
+
+    monkeypatch.setattr(gate, "_measure_rounds", never)
+    model = run_dir / "student-int8.onnx"
+    code, out, err = _gate(run_cli, model, "--baseline", run_dir / "manifest.json", "--max-size-growth", "0",
+                           "--no-latency", "--max-opset", "21")
+    assert code == 0, out + err
+    assert "| size growth | pass |" in out and "regression" not in out and "not checked: latency (--no-latency)" in out
+
+
+def test_no_latency_on_a_manifest_whose_budget_is_only_latency_is_refused(run_cli, run_dir, tmp_path):
+    only = _edited_manifest(run_dir, tmp_path, budget__max_size_kb=None)
+    code, out, err = _gate(run_cli, only, "--no-latency")
+    assert code == 2 and out == "" and err == (
+        f"error: manifest '{only}' records only a latency budget, and --no-latency skips it; pass --max-size, "
+        "--min-accuracy or --max-opset to gate without latency\n")
+
+
+def test_no_latency_with_other_thresholds_says_the_budget_latency_was_left_out():
+    from edgekd.gate_config import _unchecked_budget
+
+    manifest = {"budget": {"latency_ms": 0.5, "max_size_kb": 128.0}}
+    assert _unchecked_budget(manifest, {"max_size": "100KB", "no_latency": True}) == [
+        "not checked: the manifest's latency limit, 0.5 ms (--no-latency)"]
+
+
+def test_no_latency_from_pyproject_is_true_or_false(run_cli, tiny_model, tmp_path):
+    from edgekd.gate_settings import pyproject_settings
+
+    config = tmp_path / "pyproject.toml"
+    config.write_text('[tool.edgekd.gate]\nno-latency = true\nmax-size = "1MB"\n')
+    assert pyproject_settings(config, required=True) == {"no_latency": True, "max_size": "1MB"}
+    code, out, err = run_cli("gate", tiny_model, "--config", config)
+    assert code == 0 and "not checked: latency (--no-latency)" in out, out + err
+    config.write_text('[tool.edgekd.gate]\nno-latency = "yes"\n')
+    code, _, err = run_cli("gate", tiny_model, "--config", config)
+    assert code == 2 and err == (f'error: {config}: [tool.edgekd.gate] no-latency = "yes" is not true or false; '
+                                 "write e.g. no-latency = true\n")

@@ -279,6 +279,8 @@ def _warn_mixed_batches(paths: list[str], stats: list[Any], batch_size: int) -> 
 @click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
 @click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")
 @click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
+@click.option("--no-latency", is_flag=True, default=None, help="Check no latency (nor --baseline's latency "
+              "regression): size, opset and accuracy only, for a runner that is not the device.")
 @click.option("--max-size-growth", type=float, help="Largest allowed growth of the file over --baseline's, a "
               "fraction (0.05: 5%).")
 @click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
@@ -324,10 +326,14 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     values = pyproject_settings(settings, required=config_path is not None)
     values.update(given)  # flags win
     config = build_config(values, target)
-    if config.max_latency_ms is None and not config.baseline:  # given on the command line, it would go unread
-        _needs("--max-latency or --baseline", *((f"--{k.replace('_', '-')}", given.get(k))
-                                                for k in ("rounds", "latency_tolerance")),
-               why=" (it only sets how the latency checks measure)")
+    timing = [(f"--{k.replace('_', '-')}", given.get(k)) for k in ("rounds", "latency_tolerance")]
+    if config.no_latency and (flag := next((f for f, v in timing if v is not None), None)):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"{flag} sets how latency is measured, and --no-latency skips every latency check",
+                          f"drop {flag}, or --no-latency")
+    if not config.measures_latency:  # given on the command line, it would go unread
+        _needs("--max-latency or --baseline", *timing, why=" (it only sets how the latency checks measure)")
     step_summary = _step_summary_file()
     outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
     check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
