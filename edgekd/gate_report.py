@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 
 def summary_markdown(result: GateResult) -> str:
-    verdict = "ERROR" if result.errored else "PASS" if result.passed else "FAIL"
+    errors = sum(c.errored for c in result.checks)
+    failed = any(not c.passed and not c.errored for c in result.checks)
+    # A check that failed is a verdict even when another could not run: the headline says both.
+    verdict = ("PASS" if result.passed else "FAIL" if not errors else
+               f"FAIL, and ERROR: {errors} check{'s' * (errors > 1)} could not run" if failed else "ERROR")
     lines = [f"### edgekd gate: {verdict} {md_code(_line(result.target))}", "",
              "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {_cell(c.name)} | {_outcome(c)} | {_cell(c.message)} |" for c in result.checks]

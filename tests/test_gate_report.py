@@ -48,6 +48,14 @@ def test_a_check_that_could_not_run_is_an_error_not_a_failure():
     assert suite.find("testcase[@name='latency']/error").get("message") == "profile pi needs its device"
     assert suite.find("testcase[@name='opset']/failure").get("message") == "opset 18"
     text = summary_markdown(result)
-    assert text.startswith("### edgekd gate: ERROR `m.json`")
+    assert text.startswith("### edgekd gate: FAIL, and ERROR: 1 check could not run `m.json`")  # opset failed
     assert "| opset | **FAIL** | opset 18 |" in text and "| latency | **ERROR** | profile pi needs its device |" in text
     assert [c["errored"] for c in result.to_dict()["checks"]] == [False, False, True] and not result.passed
+
+
+def test_the_headline_is_error_only_when_nothing_failed():
+    errored = Check("latency", False, "profile pi needs its device", errored=True)
+    only = GateResult("m.json", (Check("size", True, "1.0 KB on disk"), errored, errored))
+    assert summary_markdown(only).startswith("### edgekd gate: ERROR `m.json`")
+    both = GateResult("m.json", (Check("size", False, "9 KB on disk"), errored, errored))
+    assert summary_markdown(both).startswith("### edgekd gate: FAIL, and ERROR: 2 checks could not run `m.json`")
