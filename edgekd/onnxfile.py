@@ -45,6 +45,7 @@ def load_model(path: str | Path) -> Any:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         _refuse_json(path)
+        _refuse_torch(path)
         first = first_line(exc, 120)
         raise ArtifactError(f"'{path}' is not a readable ONNX model ({first})", _REEXPORT) from None
     if model.ir_version < 1 or not model.graph.node or not model.opset_import:
@@ -53,6 +54,27 @@ def load_model(path: str | Path) -> Any:
     for tensor in _external_tensors(model):
         _check_external(path, tensor)
     return model
+
+
+def _refuse_torch(path: Path) -> None:
+    """A PyTorch file (torch.save's zip, or an older pickle) given where an ONNX model goes, named as one: protobuf's
+    "wire format was corrupt" says nothing of the file a user mixed up."""
+    import zipfile
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+        torch_zip = zipfile.is_zipfile(path) and any(n.endswith("/data.pkl") or n == "data.pkl"
+                                                     for n in zipfile.ZipFile(path).namelist())
+    except (OSError, zipfile.BadZipFile):
+        return
+    if not torch_zip and not (head[:1] == b"\x80" and path.suffix.lower() in (".pt", ".pth")):
+        return
+    run = path.parent if (path.parent / "distill.json").is_file() else None
+    raise ArtifactError(f"'{path}' is a PyTorch file (torch.save), not an ONNX model",
+                        f"export it first: `edgekd compress --distilled {run}` exports and validates this distill "
+                        "run's student" if run else "export it to .onnx first (torch.onnx.export), or pass the "
+                        ".onnx file edgekd wrote beside it")
 
 
 def _refuse_json(path: Path) -> None:

@@ -36,7 +36,7 @@ from edgekd.exporters._common import (
     tidy_for_device,
 )
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, DataError, ExportError
 from edgekd.export import EXPORTERS, ExportRequest
 from edgekd.quiet import TORCH_EXPORT, quiet
 from edgekd.types import Artifact
@@ -104,9 +104,20 @@ def _metric(request: ExportRequest) -> tuple[str, np.ndarray, np.ndarray]:
         if len(x) == 0 or len(x) != len(y):
             raise ConfigError(f"inc eval_data has {len(x)} inputs and {len(y)} labels",
                               "pass matching, non-empty arrays")
+        _check_fits(x, request.sample, "eval_data inputs")
         return "top-1 accuracy on eval_data", x.astype(np.float32), y
     x = np.asarray(request.calibration, dtype=np.float32)
+    _check_fits(x, request.sample, "calibration inputs")
     return "top-1 agreement with fp32 on the calibration inputs", x, _logits(request.model, x).argmax(1)
+
+
+def _check_fits(x: np.ndarray, sample: np.ndarray, what: str) -> None:
+    """Inputs shaped unlike the sample the model is exported with, refused before tuning: inside the metric a
+    mismatch surfaces as a torch error, or one from neural-compressor's export guards blamed on quantization."""
+    want = tuple(np.asarray(sample).shape[1:])
+    if tuple(x.shape[1:]) != want:
+        raise DataError(f"inc {what} of shape {tuple(x.shape[1:])} per sample do not fit the model's input "
+                        f"{want}", f"pass {what} of the size the model takes")
 
 
 def _logits(model: Any, x: np.ndarray, batch: int = 128) -> np.ndarray:

@@ -79,7 +79,8 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
         # quiet: it logs a traceback for each optimization it gives up on
         with one_file(source) as whole, quiet(PRE_PROCESS, stderr=True):
             quant_pre_process(str(whole), str(pre), skip_symbolic_shape=True)
-        excluded = _first_and_last(pre, bool(request.options.get("quantize_first_conv", False)))
+        excluded = _first_and_last(pre, _flag(request.options.get("quantize_first_conv", False),
+                                              "quantize_first_conv"))
         extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, list(excluded))
         reader = _Reader.for_input(request.calibration, model_input, source)  # type: ignore[arg-type]
         quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -92,6 +93,13 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
         raise ExportError(f"onnxruntime could not quantize '{source}': {first_line(exc)}",
                           "check that the fp32 model runs in onnxruntime") from None
     return excluded, extra
+
+
+def _flag(value: object, option: str) -> bool:
+    """A yes/no option as a bool: the string "false" is truthy, and would have done the opposite of what it says."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"onnx-int8 {option} {value!r} is not True or False", f"pass {option}=True or False")
+    return value
 
 
 def _check_opset(request: ExportRequest, have: int) -> None:

@@ -594,3 +594,94 @@ def test_a_space_with_fewer_networks_than_the_fit_needs_is_refused_in_one_consis
                                               r"latency model's fit needs at input 1x16x16; search it without a table"):
             calibrate(fast_profile, TINY, SHAPE, 10, networks=networks, path=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_partial_from_other_settings_is_deleted_and_said_before_this_run_measures(fast_profile, tmp_path,
+                                                                                     monkeypatch):
+    """Kept, an interruption before this run's first chunk named it as this run's progress to resume from."""
+    from edgekd.latency.table import Stamp
+
+    path = tmp_path / "t.json"
+    partial = path.with_name(path.name + ".partial")
+    other = {**Stamp.current(fast_profile, TINY, SHAPE, 10).to_dict(), "profile_digest": "feedface"}
+    partial.write_text(json.dumps({"stamp": other, "entries": {"fp32": {"b": 1.0}, "int8": {}}}))
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calib_mod, "_measure_blocks", interrupted)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1, log=said.append)
+    assert f"calibrate {fast_profile.name}: {partial} was an interrupted calibration with other settings" in said[0]
+    assert not partial.exists() and not path.exists()
+
+
+def _board(fast_profile_path, tmp_path):
+    import shutil
+
+    from edgekd.profiles import load_profile
+
+    board = tmp_path / "fast-test.toml"
+    shutil.copy(fast_profile_path, board)
+    return board, load_profile(board)
+
+
+def test_calibrate_keeps_a_table_search_can_use_unless_forced(table_file, fast_profile_path, tmp_path, run_cli,
+                                                              monkeypatch):
+    """On a board a table may stand for hours of measuring: replaced without a word, it was lost."""
+    import shutil
+
+    from edgekd.latency.table import LatencyTable
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    good = table_path(profile, TINY, SHAPE, 10)
+    shutil.copy(table_file, good)
+    kept = good.read_text()
+    measured: list[str] = []
+
+    def fake(*_args, **_kwargs):
+        measured.append("measured")
+        return LatencyTable.from_dict(json.loads(kept))
+
+    monkeypatch.setattr("edgekd.latency.calibrate.calibrate", fake)
+    args = ("profiles", "calibrate", board, "--space", TINY, "--input-shape", "1,16,16")
+    code, out, err = run_cli(*args)
+    assert (code, out, measured) == (2, "", []) and good.read_text() == kept
+    assert err.startswith(f"error: profile 'fast-test' already has a latency table search can use for space '{TINY}' "
+                          f"at input 1,16,16 with 10 classes ({good}: 20 networks")
+    assert err.endswith("; pass --force to measure it again (the new table replaces it), or keep it\n")
+    code, _, err = run_cli(*args, "--force")
+    assert code == 0 and measured == ["measured"] and f"replaces {good} (--force)" in err
+    stale = json.loads(kept)
+    stale["stamp"]["onnxruntime"] = "1.0.0"
+    good.write_text(json.dumps(stale))  # the advice for a stale table is to calibrate again: no --force needed
+    code, _, err = run_cli(*args)
+    assert code == 0 and measured == ["measured"] * 2
+    assert (f"replaces {good}, which search cannot use (latency table '{good}' was calibrated for onnxruntime "
+            "1.0.0") in err
+
+
+def test_profiles_show_lists_a_renamed_profile_s_table_and_interrupted_calibrations(table_file, fast_profile_path,
+                                                                                    tmp_path, run_cli):
+    """A profile renamed (or a board's folder copied) with its settings unchanged: search reads the table at its
+    path, so `profiles show` lists it, saying under which name it was calibrated."""
+    import shutil
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(board.read_text().replace('name = "fast-test"', 'name = "renamed"'))
+    from edgekd.profiles import load_profile
+
+    other = load_profile(renamed)
+    assert other.name == "renamed" and other.digest() == profile.digest()
+    shutil.copy(table_file, table_path(other, TINY, SHAPE, 10))
+    partial = tmp_path / f"renamed.{TINY}.1x24x24-10.latency.json.partial"
+    partial.write_text("{}")
+    code, out, err = run_cli("profiles", "show", renamed)
+    assert code == 0, err
+    shown = json.loads(out)
+    [table] = shown["latency_tables"]
+    assert table["usable"] is True and table["calibrated_as"] == "fast-test"
+    assert load_table(other, TINY, SHAPE, 10).stamp.profile == "fast-test"  # what search reads, the same
+    assert shown["interrupted_calibrations"] == [str(partial)]

@@ -259,6 +259,29 @@ def test_inc_rejects_bad_options(student, small_data, tmp_path, options, message
                                           calibration=small_data.x_train[:8], options=options))
 
 
+@pytest.mark.parametrize("which", ["calibration", "eval_data"])
+def test_inc_refuses_inputs_shaped_unlike_the_model_s_before_tuning(student, small_data, tmp_path, which):
+    from edgekd.errors import DataError
+
+    wrong = np.zeros((8, 3, *small_data.x_train.shape[2:]), np.float32)  # RGB for a grayscale student
+    calibration = wrong if which == "calibration" else small_data.x_train[:8]
+    options = {"eval_data": (wrong, np.zeros(8, np.int64))} if which == "eval_data" else {}
+    what = "calibration inputs" if which == "calibration" else "eval_data inputs"
+    with pytest.raises(DataError, match=f"inc {what} of shape \\(3, .*\\) per sample do not fit the model's "
+                                        "input \\(1, "):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
+                                          calibration=calibration, options=options))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", ["false", "no", 0, None])
+def test_int8_yes_no_options_are_booleans(fp32_artifact, small_data, tmp_path, value):
+    # "false" is a truthy string: taken as a bool it quantized the first convolution it was asked to keep
+    with pytest.raises(ConfigError, match=f"onnx-int8 quantize_first_conv {value!r} is not True or False"):
+        get_exporter("onnx-int8")(ExportRequest("m", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact, options={"quantize_first_conv": value}))
+
+
 def test_inc_needs_a_torch_model_and_calibration(fp32_artifact, small_data, tmp_path):
     with pytest.raises(ExportError, match="inc needs a torch model, a sample input and calibration inputs"):
         get_exporter("inc")(ExportRequest("i", "student", tmp_path, source=fp32_artifact,

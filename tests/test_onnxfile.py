@@ -44,3 +44,29 @@ def test_an_input_of_unknown_rank_takes_any_shape_and_a_scalar_none(tmp_path):
     assert details["inputs"][0]["shape"] == []
     with pytest.raises(ConfigError, match="has 4 dimensions, and '.*scalar.onnx' takes 0"):
         check_input_shape(scalar, details, (1, 3, 32, 32))
+
+
+def test_a_pytorch_file_given_as_a_model_is_named_as_one(tmp_path, run_cli):
+    import pickle
+
+    import torch
+
+    from edgekd.errors import ArtifactError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"w": torch.zeros(2)}, run / "student.pt")
+    (run / "distill.json").write_text("{}")
+    code, out, err = run_cli("validate", run / "student.pt", "--data", "digits")
+    assert (code, out) == (2, "") and err == (
+        f"error: '{run / 'student.pt'}' is a PyTorch file (torch.save), not an ONNX model; export it first: "
+        f"`edgekd compress --distilled {run}` exports and validates this distill run's student\n")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "weights.bin")  # any name: the zip says torch
+    with pytest.raises(ArtifactError, match="is a PyTorch file .* export it to .onnx first"):
+        load_model(tmp_path / "weights.bin")
+    (tmp_path / "old.pth").write_bytes(pickle.dumps({"w": [0.0]}, protocol=2))  # torch's legacy format: a pickle
+    with pytest.raises(ArtifactError, match="is a PyTorch file"):
+        load_model(tmp_path / "old.pth")
+    (tmp_path / "junk.onnx").write_bytes(b"\x80junk")  # a pickle's first byte, not a torch name: not called one
+    with pytest.raises(ArtifactError, match="is not a readable ONNX model"):
+        load_model(tmp_path / "junk.onnx")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,12 +39,14 @@ def profiles_show(name: str) -> None:
     """Print one profile, resolved with defaults, as JSON, with the latency tables calibrated for it and
     whether search can use each here."""
     from edgekd.latency.fit_check import trust
-    from edgekd.latency.table import table_summaries
+    from edgekd.latency.table import table_summaries, unfinished_calibrations
     from edgekd.profiles import load_profile
 
     profile = load_profile(name)
     tables = table_summaries(profile, trust)
-    click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables}, indent=2, ensure_ascii=False))
+    unfinished = [str(p) for p in unfinished_calibrations(profile)]  # the same calibrate command resumes each
+    click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables, "interrupted_calibrations": unfinished},
+                          indent=2, ensure_ascii=False))
 
 
 @profiles.command("calibrate")
@@ -53,7 +57,8 @@ def profiles_show(name: str) -> None:
 @click.option("--classes", default=10, show_default=True, type=int, help="Number of classes.")
 @click.option("--networks", default=96, show_default=True, type=int,
               help="Whole networks measured to fit the correction.")
-def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int) -> None:
+@click.option("--force", is_flag=True, help="Measure again over a table search can use (it is replaced).")
+def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, networks: int, force: bool) -> None:
     """Measure a space's blocks on the profile's device and write its latency table (resumable)."""
     from edgekd.latency.calibrate import calibrate, partial_path
     from edgekd.latency.table import table_path
@@ -62,6 +67,7 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
     shape = _image_shape(input_shape)
     prof = load_profile(name)
     path = table_path(prof, space, shape, classes)  # type: ignore[arg-type]
+    _check_replacing(prof, space, shape, classes, path, force)
     partial = partial_path(path)
     on_interrupt(lambda: f"interrupted: the blocks measured so far are kept in {partial}; run the same command "
                  "again to resume" if partial.is_file() else "interrupted: nothing was written")
@@ -69,6 +75,31 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
                       log=lambda m: click.echo(f"[edgekd] {m}", err=True))
     click.echo(f"wrote {path} ({sum(len(v) for v in table.entries.values())} entries, "
                f"{table.seconds:.0f} s)")
+
+
+def _check_replacing(prof: Any, space: str, shape: tuple[int, int, int], classes: int, path: Path,
+                     force: bool) -> None:
+    """A table search can use is kept unless --force (on a board it may stand for hours of measuring); one it
+    cannot use (another onnxruntime, profile settings or edgekd; damaged) is replaced, and the log says which."""
+    from edgekd.errors import ConfigError, ProfileError
+    from edgekd.latency.table import load_table
+
+    if not path.is_file():
+        return
+    try:
+        table = load_table(prof, space, shape, classes, path=path)
+    except ProfileError as exc:
+        click.echo(f"[edgekd] calibrate {prof.name}: replaces {path}, which search cannot use ({exc.problem})",
+                   err=True)
+        return
+    if force:
+        click.echo(f"[edgekd] calibrate {prof.name}: replaces {path} (--force)", err=True)
+        return
+    runtime = f", onnxruntime {table.stamp.onnxruntime}" if table.stamp.onnxruntime else ""
+    raise ConfigError(f"profile '{prof.name}' already has a latency table search can use for space '{space}' at "
+                      f"input {','.join(map(str, shape))} with {classes} classes ({path}: "
+                      f"{table.calibration_networks} networks{runtime})",
+                      "pass --force to measure it again (the new table replaces it), or keep it")
 
 
 def _image_shape(text: str) -> tuple[int, int, int]:

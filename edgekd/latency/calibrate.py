@@ -82,6 +82,11 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
         ref = reference_model(input_shape, num_classes, Path(tmp), timing_batch(profile))
         stamp = Stamp.current(profile, space_name, input_shape, num_classes, device_runtime(profile, ref))
         entries, refs, nets, before = _resume(partial, stamp)
+        if partial.is_file() and not any(entries.values()) and not nets["keys"]:
+            # kept, it would be named as this run's progress if this run were interrupted before its first save
+            log(f"calibrate {profile.name}: {partial} was an interrupted calibration with other settings (the "
+                "profile's, onnxruntime's or edgekd's) or is unreadable; deleted, starting over")
+            partial.unlink()
 
         def elapsed() -> float:  # the parts before an interruption count too: the table says what it cost
             return before + time.perf_counter() - start

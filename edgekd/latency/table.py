@@ -258,6 +258,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def unfinished_calibrations(profile: DeviceProfile) -> list[Path]:
+    """The resume points interrupted calibrations of ``profile`` left (``calibrate.partial_path``'s)."""
+    return sorted(_table_folder(profile).glob(f"{profile.name}.*.latency.json.partial"))
+
+
 def table_summaries(profile: DeviceProfile,
                     describe: Callable[[LatencyTable], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The latency tables calibrated for ``profile`` (every space and input), each with whether search can
@@ -268,17 +273,24 @@ def table_summaries(profile: DeviceProfile,
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             stamp = data["stamp"]
-            if data.get("schema") != TABLE_SCHEMA or stamp["profile"] != profile.name:
-                continue  # another file, or another profile whose name starts the same
+            if data.get("schema") != TABLE_SCHEMA:
+                continue  # another file
             space, classes = stamp["space"], int(stamp["num_classes"])
             shape = tuple(int(d) for d in stamp["input_shape"])
             if len(shape) != 3:  # not C, H, W: no calibrate command can be named for it
                 raise ValueError(shape)
+            # Another profile whose name starts the same, unless the file is where this profile's table goes (a
+            # profile renamed, or a board's folder copied): search reads that one, so it is listed.
+            if stamp["profile"] != profile.name and path not in (table_path(profile, space, shape, classes),
+                                                                 legacy_table_path(profile, space)):
+                continue
         except (ValueError, KeyError, TypeError, OSError):
             found.append({"path": str(path), "usable": False, "why": "unreadable: delete it and calibrate again"})
             continue
         entry = {"path": str(path), "space": space, "input_shape": list(shape), "num_classes": classes,
                  "onnxruntime": stamp.get("onnxruntime", ""), "networks": data.get("calibration_networks", 0)}
+        if stamp["profile"] != profile.name:  # used when the settings match (the digest leaves the name out)
+            entry["calibrated_as"] = stamp["profile"]
         try:
             table = load_table(profile, space, shape, classes, path=path)
             found.append({**entry, "usable": True, **(describe(table) if describe else {})})

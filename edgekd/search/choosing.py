@@ -288,4 +288,4 @@ def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
     if stamped and stats.onnxruntime and stamped != stats.onnxruntime:
         raise ProfileError(f"the latency table of '{profile.name}' was calibrated with onnxruntime {stamped}, but "
                            f"the device now runs {stats.onnxruntime}",
-                           f"recalibrate: run `edgekd profiles calibrate {profile_arg(profile)}`")
+                           f"recalibrate: run `edgekd profiles calibrate {profile_arg(profile)} --force`")
