@@ -86,6 +86,9 @@ if args[0] == "-s":
 if os.environ.get("FAKE_ADB_SERIAL") and serial != os.environ["FAKE_ADB_SERIAL"]:
     sys.stderr.write("adb: device '%s' not found\\n" % serial)
     sys.exit(1)
+if os.environ.get("FAKE_ADB_SAYS"):  # adb's own refusal, before it reaches any device
+    sys.stderr.write(os.environ["FAKE_ADB_SAYS"] + "\\n")
+    sys.exit(1)
 if os.environ.get("FAKE_ADB_UNAUTHORIZED"):  # as adb 35 says it, while the phone's prompt waits
     sys.stderr.write("adb: device unauthorized.\\nThis adb server's $ADB_VENDOR_KEYS is not set\\n"
                      "Try 'adb kill-server' if that seems wrong.\\n"
@@ -595,6 +598,20 @@ def test_adb_unauthorized_says_to_accept_the_prompt_on_the_phone(fakes, models, 
         "adb on the device failed while creating the remote folder (exit 1): adb: device unauthorized; unlock the "
         "device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then run again; if no "
         "prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
+
+
+@pytest.mark.parametrize("says, fix", [
+    ("adb: device offline", "the device is connected but not answering: run `adb reconnect`"),
+    ("adb: more than one device/emulator", "set runner.serial in the profile to the serial `adb devices` lists"),
+    ("adb: no devices/emulators found", "connect the device with USB debugging on (`adb devices` lists none)"),
+])
+def test_adb_s_own_refusals_each_get_their_fix(fakes, models, tmp_path, monkeypatch, says, fix):
+    monkeypatch.setenv("FAKE_ADB_SAYS", says)
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], profile)
+    assert exc.value.message.startswith(f"adb on the device failed while creating the remote folder (exit 1): {says}; "
+                                        f"{fix}"), exc.value.message
 
 
 @pytest.mark.parametrize("says, code", [

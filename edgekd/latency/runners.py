@@ -387,9 +387,18 @@ class AdbRunner(_RemoteRunner):
 
     def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
         # adb's own advice follows on lines of its own, which the one-line reason leaves out
-        if "unauthorized" in first_line(proc):
+        said = first_line(proc)
+        if "unauthorized" in said:
             return ("unlock the device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then "
                     "run again; if no prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
+        if "offline" in said:
+            return ("the device is connected but not answering: run `adb reconnect` (or unplug and replug it), and "
+                    "check `adb devices` says 'device' for it")
+        if "more than one device" in said:
+            return "set runner.serial in the profile to the serial `adb devices` lists for the device to measure on"
+        if "no devices" in said:
+            return ("connect the device with USB debugging on (`adb devices` lists none), or start the emulator; "
+                    "then run again")
         return self._fix()
 
     def _missing_fix(self, key: str) -> str:
