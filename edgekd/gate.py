@@ -102,6 +102,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         checks += gate_ort.ort_size_check(copy, config)
     if config.max_size_growth is not None:
         checks.append(_size_growth_check(art.size_bytes, config))
+        base = _baseline_file(config.baseline, config.artifact)  # type: ignore[arg-type]
+        checks += gate_ort.ort_size_growth_check(copy, base, config.max_size_growth)
     checks += _op_checks(model, art.opset, config)
     checks += gate_ort.reduced_build_check(model.parent, entry, config)
     compared = (_baseline_model(config.baseline, config.artifact, "accuracy") if config.max_accuracy_drop is not None

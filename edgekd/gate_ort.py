@@ -95,6 +95,28 @@ def ort_size_check(copy: Path | None, config: Any) -> list[Any]:
                   "ships, held to the limit its .onnx is)", size_bytes)]
 
 
+def ort_size_growth_check(copy: Path | None, base: tuple[Path, dict[str, Any] | None], growth: float) -> list[Any]:
+    """The copy's growth over the baseline's own copy (here, else the size its manifest records), as the .onnx's
+    growth is checked: the .ort is what an app ships. Nothing when either side has no copy: the note on the
+    size growth row says so when the target has one."""
+    model, entry = base
+    recorded = (entry or {}).get("ort")
+    if copy is None or not recorded:
+        return []
+    from edgekd.gate import Check
+    from edgekd.textfmt import figures
+
+    theirs = ort_copy(model.parent, entry)
+    base_size = theirs.stat().st_size if theirs is not None else int(recorded["size_bytes"])
+    size = copy.stat().st_size
+    ratio = size / base_size if base_size else float("inf")
+    ok = size <= base_size * (1 + growth)
+    shown = figures(ratio, 1 + growth, 3, ok)[0]
+    source = "" if theirs is not None else " (as its manifest records)"
+    return [Check("ort size growth", ok, f"{copy.name}: {size / 1024:.1f} KB on disk, {shown}x the baseline's "
+                  f"ORT-format copy's {base_size / 1024:.1f} KB{source} (at most +{growth * 100:g}%)", ratio)]
+
+
 def only_onnx(copy: Path | None, entry: dict[str, Any] | None) -> str:
     """Said in a size or latency row when the manifest records an ORT-format copy that is not here to check."""
     recorded = (entry or {}).get("ort")

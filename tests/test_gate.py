@@ -1198,3 +1198,27 @@ def test_no_latency_from_pyproject_is_true_or_false(run_cli, tiny_model, tmp_pat
     code, _, err = run_cli("gate", tiny_model, "--config", config)
     assert code == 2 and err == (f'error: {config}: [tool.edgekd.gate] no-latency = "yes" is not true or false; '
                                  "write e.g. no-latency = true\n")
+
+
+def test_size_growth_holds_the_ort_copy_against_the_baseline_s_copy(ort_run, tmp_path):
+    """The .ort is what a mobile app ships: its growth over the last release's copy is checked as the .onnx's is,
+    against the baseline's copy here, else the size its manifest records."""
+    from edgekd.gate import GateConfig, run_gate
+
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    copy = folder / entry["ort"]["path"]
+    base = tmp_path / "base"
+    shutil.copytree(ort_run, base)
+    base_copy = base / entry["ort"]["path"]
+    base_copy.write_bytes(base_copy.read_bytes()[: copy.stat().st_size // 2])  # the release's copy was half
+    config = GateConfig(baseline=str(base / "manifest.json"), max_size_growth=0.05, no_latency=True)
+    result = run_gate(str(folder / "manifest.json"), config)
+    (grown,) = [c for c in result.checks if c.name == "ort size growth"]
+    assert not grown.passed and not result.passed and grown.measured == pytest.approx(2, rel=0.01)
+    assert grown.message.startswith(f"{copy.name}: {copy.stat().st_size / 1024:.1f} KB on disk, ")
+    assert "the baseline's ORT-format copy's" in grown.message and grown.message.endswith("(at most +5%)")
+    base_copy.unlink()  # gone: the size its manifest records, which is this copy's, said so
+    (grown,) = [c for c in run_gate(str(folder / "manifest.json"), config).checks if c.name == "ort size growth"]
+    assert grown.passed and grown.measured == 1.0 and "(as its manifest records)" in grown.message
+    copy.unlink()  # no copy to hold: no row, as for the size limit
+    assert "ort size growth" not in [c.name for c in run_gate(str(folder / "manifest.json"), config).checks]
