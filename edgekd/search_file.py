@@ -14,7 +14,12 @@ from edgekd.manifest_io import is_number
 FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file that is not a search result
 
 
-def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None) -> dict[str, Any]:
+# The settings of the `edgekd distill` run whose --out holds a search.json: what --resume continues with.
+RUN_KEY = "distill_run"
+
+
+def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None,
+                  run: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
     and teacher it was measured for, so that reusing it for others is refused (or, where only the proxy's
     scores depend on them, said).
@@ -23,16 +28,50 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
     measured there, on that host and for that budget, and each later reuse checks against those. Copied
     with this run's, a second reuse said the budget of the first as the one searched for, and no longer
     warned of another machine or teacher. A ``budget`` other than the recorded one is added as
-    ``reused_with``: what this run validated the student against."""
+    ``reused_with``: what this run validated the student against. A distill run records its own search
+    settings and budget as ``run`` (under RUN_KEY), for its --resume to continue with."""
     if result.record is not None:
         record = {**result.record, **result.to_dict()}
         record.pop("reused_with", None)  # an earlier reuse's, not this run's
+        record.pop(RUN_KEY, None)
         if budget.to_dict() != record.get("budget"):
             record["reused_with"] = {"budget": budget.to_dict()}
-        return record
-    record = {**result.to_dict(), "profile": profile.name, **measured_with(profile), "budget": budget.to_dict(),
-              "data": data.describe()}
-    return {**record, "teacher": teacher_record(teacher)} if teacher is not None else record
+    else:
+        record = {**result.to_dict(), "profile": profile.name, **measured_with(profile), "budget": budget.to_dict(),
+                  "data": data.describe()}
+        if teacher is not None:
+            record["teacher"] = teacher_record(teacher)
+    return {**record, RUN_KEY: run} if run is not None else record
+
+
+_BUDGET_KEYS = {"latency_ms": "budget_ms", "max_size_kb": "max_size_kb", "min_accuracy": "min_accuracy",
+                "max_accuracy_drop": "max_accuracy_drop"}
+
+
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """The settings the distill run that wrote the search.json at ``path`` started with, as CompressConfig
+    keys: its record (RUN_KEY), else, for a file written before runs recorded it, the budget it was reused
+    with or searched for. {} for a file that cannot be read, which ``load_search`` refuses with its reason."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    run = raw.get(RUN_KEY)
+    if isinstance(run, dict):
+        return dict(run)
+    reused = raw.get("reused_with")
+    budget = reused.get("budget") if isinstance(reused, dict) else raw.get("budget")
+    return _budget_keys(budget, every=True)
+
+
+def _budget_keys(budget: Any, every: bool = False) -> dict[str, Any]:
+    """A recorded budget as CompressConfig keys: those that were set, or with ``every`` all of them (None: unset)."""
+    budget = budget if isinstance(budget, dict) else {}
+    set_ = {key: float(budget[name]) for name, key in _BUDGET_KEYS.items()
+            if is_number(budget.get(name)) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
+    return {key: set_.get(key) for key in _BUDGET_KEYS.values()} if every else set_
 
 
 def recorded_budget(path: str | Path) -> dict[str, float]:
@@ -42,11 +81,7 @@ def recorded_budget(path: str | Path) -> dict[str, float]:
         budget = json.loads(Path(path).read_text(encoding="utf-8")).get("budget")
     except (OSError, ValueError, AttributeError):
         return {}
-    keys = {"latency_ms": "budget_ms", "max_size_kb": "max_size_kb", "min_accuracy": "min_accuracy",
-            "max_accuracy_drop": "max_accuracy_drop"}
-    budget = budget if isinstance(budget, dict) else {}
-    return {key: float(budget[name]) for name, key in keys.items()
-            if is_number(budget.get(name)) and (budget[name] > 0 or name == "max_accuracy_drop" and budget[name] == 0)}
+    return _budget_keys(budget)
 
 
 def measured_with(profile: Any) -> dict[str, str]:

@@ -407,9 +407,10 @@ def test_interrupted_compress_says_nothing_was_written_and_how_to_resume_long_ru
 
 
 def test_interrupted_distill_points_at_its_checkpoint(run_cli, tmp_path, monkeypatch):
-    def trained_one_epoch(config, out, **_kwargs):
+    def trained_one_epoch(config, out, on_checkpoint, **_kwargs):
         (tmp_path / "d").mkdir()
         (tmp_path / "d" / "checkpoint.pt").write_bytes(b"x")
+        on_checkpoint(tmp_path / "d" / "checkpoint.pt")  # the stage says it wrote it: one already there may not be its
         raise KeyboardInterrupt
 
     monkeypatch.setattr("edgekd.pipeline.run_distill", _interrupt)

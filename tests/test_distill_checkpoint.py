@@ -95,6 +95,22 @@ def test_a_checkpoint_of_another_architecture_is_refused(data, tmp_path):
         distill(student(width=6), data, QUICK, progress=False, checkpoint=path, resume=True)
 
 
+def test_a_checkpoint_missing_what_resuming_reads_is_refused_as_no_checkpoint(data, tmp_path):
+    """A checkpoint with the format's mark but fields missing or of the wrong kind was a KeyError traceback."""
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    whole = torch.load(path, weights_only=True)
+    for edit, why in ((lambda c: c.pop("history"), "it has no 'history'"),
+                      (lambda c: c["best"].pop("state"), "it has no 'state'"),
+                      (lambda c: c.update(run="not json"), "its 'run' is not a run description"),
+                      (lambda c: c.update(epoch="two"), "ValueError: ")):
+        ckpt = {**whole, "best": dict(whole["best"])}
+        edit(ckpt)
+        torch.save(ckpt, tmp_path / "edited.pt")
+        with pytest.raises(ModelError, match=f"is not an edgekd training checkpoint \\(format 1, but {why}"):
+            distill(student(), data, QUICK, progress=False, resume=tmp_path / "edited.pt")
+
+
 def test_a_checkpoint_of_another_run_configuration_is_refused(data, tmp_path):
     path = tmp_path / "run.pt"
     distill(student(), data, QUICK, progress=False, checkpoint=path)

@@ -54,6 +54,7 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
     meta = {p.key: p.value for p in onnx.load(str(out / "student-fp32.onnx")).metadata_props}
     assert json.loads(meta["edgekd.preprocess"]) == info["data"]["preprocess"]
     assert "best validation accuracy" in stdout
+    assert stdout.rstrip().endswith("(student.pt, student-fp32.onnx, distill.json, search.json, checkpoint.pt)")
     code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--out", out)
     assert code == 2 and "--resume" in err and "--force" in err  # never overwritten silently
     code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "3", "--losses", "kd:1,dist:0.5",
@@ -101,9 +102,12 @@ def test_distill_with_qat_exports_int8_weights_in_the_chosen_range(run_cli, comm
     from onnx import numpy_helper
 
     out = tmp_path / "qat"
-    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--qat-epochs", "1",
-                           "--qat-lr", "1e-4", *([flag] if flag else []), "--out", out)
+    code, said, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--qat-epochs", "1",
+                              "--qat-lr", "1e-4", *([flag] if flag else []), "--out", out)
     assert code == 0, err
+    # the files as they are: a QAT run writes the int8 file and no fp32 one (the line said student.pt, distill.json)
+    assert said.rstrip().endswith(f"-> {out}/ (student.pt, student-int8.onnx, distill.json, search.json, "
+                                  "checkpoint.pt)"), said
     recipe = json.loads((out / "distill.json").read_text())["recipe"]
     assert recipe["qat_lr"] == 1e-4 and recipe["qat_full_range"] is (flag is not None)
     model = onnx.load(out / "student-int8.onnx")
@@ -176,8 +180,10 @@ def test_distill_writes_a_reused_search_on_as_it_was_searched(run_cli, common, s
     code, _, err = run_cli("distill", *common, "--search", reused, "--epochs", "1", "--budget-ms", "60", "--out", out)
     assert code == 0, err
     written = json.loads((out / "search.json").read_text())
+    run = written.pop("distill_run")  # the run's own settings, which its --resume continues with
     assert written == {**recorded, "reused_with": {"budget": {**recorded["budget"], "latency_ms": 60.0}}}
     assert recorded_budget(out / "search.json") == {"budget_ms": 50.0}
+    assert (run["budget_ms"], run["search_file"]) == (60.0, str(reused))
 
 
 def test_compress_exports_and_validates_a_distilled_student_without_training(run_cli, common, distilled, tmp_path):
@@ -489,10 +495,11 @@ def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_
         line = err_line(*run_cli("distill", *args, "--resume", flag, value)[::2])
         assert f"error: {flag} does not apply with --resume: the run continues training the student its search " \
                f"chose ('{out / 'search.json'}'); drop {flag}, or start the run over without --resume" in line, line
-    # A budget the resumed run's own search misses: no --search was given to drop
-    code, _, err = run_cli("distill", *args, "--resume", "--budget-ms", "0.0001")
-    assert code == 2 and "over --budget-ms 0.0001" in err and "drop --search" not in err, err
-    assert f"resume with the data, profile and budget the run in '{out}' started with" in err
+    # A budget other than the run's (here a tighter one, which its search's student misses): no --search was given
+    # to drop
+    line = err_line(*run_cli("distill", *args, "--resume", "--budget-ms", "0.0001")[::2])
+    assert f"--budget-ms 0.0001 is not the budget the run in '{out}' started with (no budget)" in line
+    assert "drop --search" not in line and "start the run over without --resume" in line
     assert (out / "distill.json").read_text() == before
     code, _, err = run_cli("distill", *args, "--resume")
     assert code == 0, err
@@ -710,3 +717,68 @@ def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_no
     shutil.copytree(distilled, folder)
     (folder / "distill.json").write_text(json.dumps({**info, "teacher": "mine", "data": ["x"]}))
     assert _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append).resolution == 16
+
+
+def test_temperature_and_alpha_that_the_losses_never_read_are_refused_not_echoed(run_cli, common, searched, tmp_path):
+    """`--losses ce --temperature 9 --alpha 0.1` trained the student of `--losses ce`, while the log and
+    distill.json said T=9 and alpha 0.1 applied; so did `--no-labels --alpha 0.2`."""
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig
+
+    for command in ("distill", "compress"):
+        for extra, said in ((["--losses", "ce", "--temperature", "9"], "error: --temperature softens the logits of "
+                             "the dist, dkd, kd losses, and --losses ce has none of them; add one to --losses, e.g. "
+                             "kd:1, or leave --temperature out"),
+                            (["--losses", "ce", "--alpha", "0.1"], "error: --alpha weighs the teacher's losses "
+                             "against the labels' cross-entropy, and --losses ce has no teacher loss; leave --alpha "
+                             "out, or add a teacher loss to --losses, e.g. kd:1"),
+                            (["--no-labels", "--alpha", "0.2"], "error: --alpha weighs the teacher's losses against "
+                             "the labels' cross-entropy, and --no-labels leaves no label loss to weigh them against; "
+                             "leave --alpha out")):
+            assert err_line(*run_cli(command, *common, "--search", searched, *extra, "--out",
+                                     tmp_path / "never")[::2]) == said
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ConfigError, match="--temperature softens"):
+        CompressConfig(losses="at:1", temperature=2.0)
+    # what the losses read stays allowed: the temperature of kd without labels, alpha beside ce
+    assert CompressConfig(losses="kd", labels=False, temperature=2.0).temperature == 2.0
+    assert CompressConfig(losses="kd:1,ce:1", alpha=0.5).alpha == 0.5
+
+
+@pytest.mark.parametrize(("losses", "labels", "said"), [("ce", True, "losses ce,"), ("kd", False, "losses kd (T=4.0),"),
+                                                          ("kd", True, "losses kd (T=4.0, alpha=0.9),")])
+def test_the_distill_log_says_only_the_settings_its_losses_read(small_data, monkeypatch, losses, labels, said):
+    import edgekd.distill.trainer
+    from edgekd.pipeline import CompressConfig, train_student
+    from edgekd.types import DistillResult
+
+    monkeypatch.setattr(edgekd.distill.trainer, "distill", lambda *a, **k: DistillResult(
+        model=None, best_epoch=1, best_val_accuracy=0.9, history=()))
+    log: list[str] = []
+    train_student(CompressConfig(losses=losses, labels=labels, epochs=1, progress=False), "student", "teacher",
+                  small_data, None, log.append)
+    assert log[0].startswith(f"distill: 1 epochs, {said} training images shifted"), log
+
+
+def test_a_distilled_folder_recorded_with_an_unread_temperature_still_ships(distilled, tmp_path):
+    """A distill.json from before unread settings were refused records them: compress --distilled takes its recipe."""
+    from edgekd.pipeline import CompressConfig, _as_distilled
+
+    folder = _edited(distilled, tmp_path, losses="ce", temperature=9.0, alpha=0.1)
+    config = _as_distilled(CompressConfig(distilled=str(folder)))
+    assert (config.losses, config.temperature, config.alpha) == ("ce", 4.0, 0.9)
+
+
+def test_a_checkpoint_with_the_format_mark_but_missing_fields_is_refused_in_one_line(run_cli, common, searched,
+                                                                                     tmp_path):
+    """torch.save({'format': 1, 'x': 1}, 'c3/checkpoint.pt') then --resume: a KeyError 'arch' traceback."""
+    import torch
+
+    out = tmp_path / "c3"
+    out.mkdir()
+    torch.save({"format": 1, "x": 1}, out / "checkpoint.pt")
+    line = err_line(*run_cli("distill", *common, "--search", searched, "--epochs", "1", "--out", out,
+                             "--resume")[::2])
+    assert line == (f"error: {out / 'checkpoint.pt'} is not an edgekd training checkpoint (format 1, but it has no "
+                    f"'arch'); start fresh without --resume (--force replaces '{out}'), or give --out the folder of "
+                    "the run this command continues")

@@ -11,7 +11,7 @@ import sys
 import click
 
 from edgekd.cli import checks, profile_cmds, stages  # noqa: F401  (each registers its commands on the group)
-from edgekd.cli.base import NOTHING_WRITTEN, cli, interrupted_message, on_interrupt
+from edgekd.cli.base import NOTHING_WRITTEN, cli, follower, interrupted_message, on_interrupt
 from edgekd.errors import EdgeKDError
 
 __all__ = ["cli", "main"]
@@ -59,11 +59,11 @@ def _run(argv: list[str] | None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
     except EdgeKDError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        _say(f"error: {exc.message}")
         sys.exit(exc.exit_code)
     except OSError as exc:  # disk full, permission denied, ...: the system's own words, without a traceback
         where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}; check free space and permissions there", err=True)
+        _say(f"error: {exc.strerror or exc}{where}; check free space and permissions there")
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -77,7 +77,13 @@ def _run(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
-        click.echo(interrupted_message(), err=True)
+        _say(interrupted_message())
         # click 8.2 raises its Abort `from` the interrupt, 8.1 inside the handler: __cause__ or __context__.
         sys.exit(143 if any(isinstance(e, Terminated) for e in (exc, exc.__cause__, exc.__context__)) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _say(line: str) -> None:
+    """An error or interruption line on stderr, from one process only: torchrun's rank 0 speaks for every rank."""
+    if not follower():
+        click.echo(line, err=True)

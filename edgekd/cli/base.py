@@ -29,6 +29,18 @@ def on_interrupt(say: Callable[[], str]) -> None:
 NOTHING_WRITTEN = "interrupted: nothing was written"
 
 
+def follower() -> bool:
+    """Whether this process is a torchrun rank other than 0, which stays silent: rank 0 says what every rank
+    would (the same error, the same interruption). Read from torchrun's environment as ``ddp.launched`` reads
+    it, without importing torch for an error line; a malformed one is refused by the command itself."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) > 1 and int(os.environ.get("RANK") or 0) > 0
+    except ValueError:
+        return False
+
+
 def interrupted_message() -> str:
     return _ON_INTERRUPT[0]() if _ON_INTERRUPT else NOTHING_WRITTEN
 

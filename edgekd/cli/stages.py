@@ -336,7 +336,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 @click.pass_context
 def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: bool, **flags: Any) -> None:
     """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write
-    student.pt, student-fp32.onnx (student-int8.onnx with --qat-epochs), distill.json and search.json to --out,
+    student.pt, student-fp32.onnx (student-int8.onnx instead with --qat-epochs), distill.json and search.json to --out,
     with a checkpoint after every epoch (none while pruning)."""
     from edgekd.distill.ddp import launched
     from edgekd.pipeline import CompressConfig, run_distill
@@ -353,9 +353,40 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     _refuse_search_flags(ctx, values, Path(out) / "search.json" if resume and str(out).strip() else None)
     _refuse_recipe_as_out(recipe, out)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
-    checkpoint = Path(out) / "checkpoint.pt"
-    on_interrupt(lambda: f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
-                 "--resume to continue" if checkpoint.is_file() else f"interrupted: nothing was written to {out}/")
-    trained = run_distill(config, out, resume=resume, log=log)
+    wrote: list[Path] = []  # the checkpoints this run wrote, as the stage reports them
+    replaces = not resume and force and _holds_files(out)
+    on_interrupt(lambda: _distill_interrupted(out, resume, force, replaces, bool(wrote)))
+    trained = run_distill(config, out, resume=resume, log=log, on_checkpoint=wrote.append)
     if not follower:
-        click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ (student.pt, distill.json)")
+        click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ ({', '.join(_distill_files(Path(out)))})")
+
+
+_DISTILL_FILES = ("student.pt", "student-fp32.onnx", "student-int8.onnx", "distill.json", "search.json",
+                  "checkpoint.pt")
+
+
+def _distill_files(out: Path) -> list[str]:
+    """The files the run left in ``out``, as they are (QAT writes student-int8.onnx and no fp32 file; pruning
+    no checkpoint), in the order a user reads them."""
+    return [name for name in _DISTILL_FILES if (out / name).is_file()]
+
+
+def _holds_files(out: str) -> bool:
+    try:
+        return bool(str(out).strip()) and Path(out).is_dir() and any(Path(out).iterdir())
+    except OSError:  # refused with its reason by the stage
+        return False
+
+
+def _distill_interrupted(out: str, resume: bool, force: bool, replaces: bool, wrote: bool) -> str:
+    """What an interrupted distill left, as the run knows it: a checkpoint it wrote (or, resumed, the one it
+    continued from), else nothing. A checkpoint already in --out is no evidence: after a --force run stopped
+    before its first epoch ended, it is the earlier run's, put back, and resuming it needs that run's settings."""
+    checkpoint = Path(out) / "checkpoint.pt"
+    if wrote or (resume and checkpoint.is_file()):
+        how = "with --resume instead of --force" if force else "with --resume"
+        return f"interrupted: {checkpoint} holds the last finished epoch; run the same command {how} to continue"
+    if replaces:
+        return (f"interrupted: nothing was written; the earlier run in {out}/ is as it was (this one stopped before "
+                "its first checkpoint)")
+    return f"interrupted: nothing was written to {out}/"

@@ -91,9 +91,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:
     """Read ``path`` and check it belongs to this architecture (``arch``) and run description (``run``)."""
-    # Worded for `edgekd distill`, whose --out holds the checkpoint: there is no flag naming the checkpoint itself.
-    fresh = (f"start fresh without --resume (--force replaces '{path.parent}'), or give --out the folder of the "
-             "run this command continues")
+    fresh = _fresh(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path} to resume from", "run without resume to start fresh")
     try:
@@ -103,16 +101,43 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
                          f"delete it and {fresh}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{path} is not an edgekd training checkpoint (format {FORMAT})", fresh)
+    # The right format with fields missing (a file written by hand, or by another tool) was a KeyError traceback.
+    missing = next((k for k in ("arch", "run") if k not in data), None)
+    if missing:
+        raise not_a_checkpoint(path, f"it has no '{missing}'")
     if data["arch"] != arch:
         raise ModelError(f"checkpoint {path} was written for another student architecture "
                          f"(fingerprint {data['arch']}, this student is {arch})", fresh)
-    saved = json.loads(data["run"])
+    try:
+        saved = json.loads(data["run"])
+    except (TypeError, ValueError):
+        raise not_a_checkpoint(path, "its 'run' is not a run description") from None
+    if not isinstance(saved, dict):
+        raise not_a_checkpoint(path, "its 'run' is not a run description")
     # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
     run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
     if saved != run:
         raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
                           f"resume with the original settings, or {fresh}")
+    missing = next((k for k in TRAINING_KEYS if k not in data), None)
+    if missing:
+        raise not_a_checkpoint(path, f"it has no '{missing}'")
     return data
+
+
+# What resuming reads besides the architecture and the run description.
+TRAINING_KEYS = ("epoch", "student", "parts", "optimizer", "scheduler", "rng", "best", "history")
+
+
+def not_a_checkpoint(path: Path, why: str) -> ModelError:
+    """The refusal of a file with the checkpoint format's mark but not its contents (``why``)."""
+    return ModelError(f"{path} is not an edgekd training checkpoint (format {FORMAT}, but {why})", _fresh(path))
+
+
+def _fresh(path: Path) -> str:
+    # Worded for `edgekd distill`, whose --out holds the checkpoint: there is no flag naming the checkpoint itself.
+    return (f"start fresh without --resume (--force replaces '{path.parent}'), or give --out the folder of the run "
+            "this command continues")
 
 
 # What a run records beyond what the first checkpoints did: the teacher's weights, the validation data.

@@ -54,15 +54,17 @@ class LossDef:
     teacher: bool = True
     build: Callable[[Shapes], Any] | None = None  # (pair shapes) -> nn.Module, trained with the student
     ranks: tuple[int, ...] = ()  # the dimensions its tapped features may have (none: any)
+    softens: bool = False  # reads DistillConfig.temperature (the logit losses)
 
 
 LOSSES: Registry[LossDef] = Registry("loss")
 
 
 def _register(name: str, features: bool = False, teacher: bool = True,
-              build: Callable[[Shapes], Any] | None = None, ranks: tuple[int, ...] = ()) -> Callable[[LossFn], LossFn]:
+              build: Callable[[Shapes], Any] | None = None, ranks: tuple[int, ...] = (),
+              softens: bool = False) -> Callable[[LossFn], LossFn]:
     def add(fn: LossFn) -> LossFn:
-        LOSSES.register(name)(LossDef(fn, features, teacher, build, ranks))
+        LOSSES.register(name)(LossDef(fn, features, teacher, build, ranks, softens))
         return fn
 
     return add
@@ -83,6 +85,19 @@ def check_tap_ranks(terms: Sequence[tuple[str, float]], shapes: Sequence[tuple[i
             needs = " or ".join(_RANK_NAMES.get(r, f"{r}-D tensors") for r in ranks)
             raise ConfigError(f"'{name}' needs {needs}; the {role}'s tapped layers give {[tuple(s) for s in shapes]}",
                               f"tap {role} layers that give {needs} (--hint-{role}, {role}_taps in the Python API)")
+
+
+def reads(terms: Sequence[tuple[str, float]], labels: bool) -> dict[str, bool]:
+    """Whether a run with the losses ``terms`` (and labels, or ``labels`` off) reads the temperature and alpha:
+    only the logit losses soften by the temperature, and alpha weighs the teacher's losses against the labels'
+    cross-entropy, so it needs both. A setting nothing reads trained the same student as without it."""
+    defs = [LOSSES.get(name) for name, _ in terms or (("kd", 1.0),)]
+    return {"temperature": any(d.softens for d in defs), "alpha": labels and any(d.teacher for d in defs)}
+
+
+def softening() -> list[str]:
+    """The losses that read the temperature."""
+    return [name for name in LOSSES.names() if LOSSES.get(name).softens]
 
 
 def label_loss(batch: Batch) -> torch.Tensor | None:
@@ -120,7 +135,7 @@ def cross_entropy(batch: Batch, config: DistillConfig, part: Any = None) -> torc
     return batch.student.sum() * 0.0 if value is None else value
 
 
-@_register("kd")
+@_register("kd", softens=True)
 def hinton_kd(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Hinton et al. 2015: KL divergence to the temperature-softened teacher, scaled by T^2."""
     import torch.nn.functional as F
@@ -130,7 +145,7 @@ def hinton_kd(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Te
                     reduction="batchmean", log_target=True) * (t * t)
 
 
-@_register("dkd")
+@_register("dkd", softens=True)
 def decoupled_kd(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Zhao et al. CVPR 2022: ``dkd_alpha * TCKD + dkd_beta * NCKD``.
 
@@ -162,7 +177,7 @@ def _pearson_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                                       eps=1e-8)).mean()
 
 
-@_register("dist")
+@_register("dist", softens=True)
 def dist_kd(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Huang et al. 2022 (DIST): inter-class (per sample, across classes) plus intra-class (per class,
     across the batch) Pearson correlation gaps of the softened probabilities, scaled by T^2."""

@@ -29,7 +29,8 @@ from edgekd.types import DistillConfig, DistillResult, EpochRecord, parse_losses
 def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = None,
             loss: str | dict[str, float] | None = None, progress: bool = True, desc: str = "distill",
             checkpoint: str | Path | None = None, resume: bool | str | Path = False,
-            log: Callable[[str], None] | None = None) -> DistillResult:
+            log: Callable[[str], None] | None = None,
+            on_checkpoint: Callable[[Path], None] | None = None) -> DistillResult:
     """Train ``student`` on ``data``; with a ``teacher``, learn from it through the configured losses.
 
     The losses are ``config.losses`` or, when that is empty, ``loss`` (``"kd"``, ``"kd:1,hint:0.5"``,
@@ -41,7 +42,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     ``config.keep`` chooses (its best validation epoch by default); with ``config.qat_epochs`` the student
     is the fake-quantized QAT model (prepared in place) and its best epoch is the best QAT epoch, or
     ``qat_start - 1`` when the calibrated student before any QAT step validated best. Without a progress
-    bar, ``log`` hears how the epochs go (a heartbeat, ``edgekd.heartbeat``).
+    bar, ``log`` hears how the epochs go (a heartbeat, ``edgekd.heartbeat``), and a resumed run from which epoch.
+    ``on_checkpoint(path)`` is called after each checkpoint is written (by the process that writes it).
     """
     import torch
 
@@ -65,9 +67,11 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
             run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
             try:
                 state = _restore(run, load_from) if load_from else Progress()
+                if load_from and log is not None and world.main:
+                    log(f"{desc}: resuming from epoch {state.epoch} of {config.epochs} ({load_from})")
                 run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
                 beat = Heartbeat(log if world.main and not progress else None)
-                _train(run, state, save_to, progress and world.main, desc, beat)
+                _train(run, state, save_to, progress and world.main, desc, beat, on_checkpoint)
             finally:
                 run.close()
     finally:
@@ -80,7 +84,7 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
 
 
 def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str,
-           beat: Heartbeat) -> None:
+           beat: Heartbeat, on_checkpoint: Callable[[Path], None] | None = None) -> None:
     """The epochs left: train, validate, keep the best, checkpoint (rank 0 only)."""
     from tqdm.auto import tqdm
 
@@ -95,6 +99,8 @@ def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool,
             _record(run, state, epoch, train_loss, time.perf_counter() - start)
             if save_to is not None and run.world.main:
                 _save(run, state, save_to)
+                if on_checkpoint is not None:
+                    on_checkpoint(save_to)
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
                             best=f"{state.best_acc:.3f}")
@@ -301,9 +307,19 @@ def _save(run: RunState, state: Progress, path: Path) -> None:
 
 
 def _restore(run: RunState, path: Path) -> Progress:
-    from edgekd.distill.checkpoint import load_checkpoint, set_rng_state
+    from edgekd.distill.checkpoint import load_checkpoint, not_a_checkpoint
 
     data = load_checkpoint(path, run.arch, run.run_info)
+    try:
+        return _restored(run, data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # fields of the wrong kind, or nested ones missing
+        why = f"it has no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc)[:120]}"
+        raise not_a_checkpoint(path, why) from None
+
+
+def _restored(run: RunState, data: dict[str, Any]) -> Progress:
+    from edgekd.distill.checkpoint import set_rng_state
+
     if run.config.qat_epochs and int(data["epoch"]) >= run.config.qat_start:
         _prepare_qat(run)  # the checkpoint holds the QAT student: its observers come from it
         _qat_optimizer(run)  # and the fine-tuning optimizer's state

@@ -20,6 +20,7 @@ from edgekd.pipeline.config import (
     load_recipe,
     with_recorded_budget,
     with_search_budget,
+    without_unread,
 )
 from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
@@ -136,7 +137,7 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
         if config.calibration != field_default("calibration"):
             raise ConfigError(f"--calibration does not apply: {said}, and its int8 file takes the scales it "
                               "learned", "drop --calibration")
-    return dataclasses.replace(config, **trained)
+    return dataclasses.replace(config, **without_unread(trained))
 
 
 def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:

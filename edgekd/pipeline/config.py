@@ -140,6 +140,7 @@ class CompressConfig:
             raise ConfigError(f"--hint-student and --hint-teacher pick the layers of the feature losses (hint, at, "
                               f"rkd), and --losses {self.losses} has none",
                               "add one to --losses, e.g. kd:1,hint:1, or leave the hint layers out")
+        self._refuse_unread_kd_settings(defaults)
         idle = [f"--{name.replace('_', '-')}" for name in ("qat_lr", "qat_full_range")
                 if getattr(self, name) != defaults[name]]
         if not self.qat_epochs and idle:
@@ -151,6 +152,24 @@ class CompressConfig:
             raise ConfigError(f"--calibration {self.calibration} does not apply with --qat-epochs: the int8 file "
                               "takes the scales quantization-aware training learned",
                               "drop --calibration, or drop --qat-epochs to calibrate a post-training int8 file")
+
+    def _refuse_unread_kd_settings(self, defaults: dict[str, Any]) -> None:
+        """--temperature and --alpha where the losses never read them: the run trained the same student as
+        without them, while its log and distill.json said they applied."""
+        from edgekd.distill.losses import reads, softening
+
+        terms = self.distill_config().losses
+        read, names = reads(terms, self.labels), ",".join(name for name, _ in terms)
+        if not read["temperature"] and self.temperature != defaults["temperature"]:
+            raise ConfigError(f"--temperature softens the logits of the {', '.join(softening())} losses, and "
+                              f"--losses {names} has none of them",
+                              "add one to --losses, e.g. kd:1, or leave --temperature out")
+        if not read["alpha"] and self.alpha != defaults["alpha"]:
+            why = ("--no-labels leaves no label loss to weigh them against" if not self.labels
+                   else f"--losses {names} has no teacher loss")
+            raise ConfigError(f"--alpha weighs the teacher's losses against the labels' cross-entropy, and {why}",
+                              "leave --alpha out" + ("" if not self.labels else ", or add a teacher loss to --losses, "
+                                                     "e.g. kd:1"))
 
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig
@@ -221,6 +240,19 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         out[name] = value
     return out
 
+
+
+def without_unread(values: dict[str, Any]) -> dict[str, Any]:
+    """Recipe ``values`` without a temperature or alpha its losses never read: a distill.json written before
+    those were refused records them, and taken as given they would now refuse the folder they trained."""
+    from edgekd.distill.losses import reads
+    from edgekd.types import parse_losses
+
+    try:
+        read = reads(parse_losses(values.get("losses") or "kd"), bool(values.get("labels", True)))
+    except (ConfigError, ValueError, TypeError, AttributeError):
+        return values  # refused with its reason where CompressConfig reads it
+    return {k: v for k, v in values.items() if read.get(k, True)}
 
 
 def field_default(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,37 +46,50 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     return result
 
 
-def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None) -> Any:
+def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, log: Log | None = None,
+                on_checkpoint: Callable[[Path], None] | None = None) -> Any:
     """The distill stage alone: train the student of ``config.search_file`` (or of a fresh search) from
     the teacher and write ``out``/: student.pt (state dict), student-fp32.onnx, distill.json, search.json
-    (for ``compress --distilled``), and checkpoint.pt after every epoch (``resume`` continues a killed run from it).
-    With ``config.force`` an earlier run in ``out`` is replaced once this one has written its first checkpoint
-    (or finished); until then a failure leaves it as it was.
+    (written before the first epoch: the search the run trains from, for ``resume`` and ``compress --distilled``),
+    and checkpoint.pt after every epoch (``resume`` continues a killed run from it, with the search settings and
+    budget it started with). With ``config.force`` an earlier run in ``out`` is replaced once this one has written
+    its first checkpoint (or finished); until then a failure leaves it as it was. ``on_checkpoint(path)`` hears
+    of every checkpoint this run writes.
 
     Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
     would replace its folder and files as it writes them."""
     from edgekd.distill.ddp import launched
     from edgekd.distill.prune import check_one_process
+    from edgekd.pipeline.resumed import as_started, note_leftovers
 
     log = log or (lambda _msg: None)
     processes, rank = launched()
     if config.target_ms is not None:
         check_one_process()
-    if config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
+    if resume:
+        check_own_folder(out, "--out")
+    out = Path(out)
+    if resume and (out / "search.json").is_file():  # the budget and search the run started with
+        config = as_started(config, out, log)
+    elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
         config = with_search_budget(config, log)
-    if processes > 1 and not config.search_file and not (resume and (Path(out) / "search.json").is_file()):
+    if processes > 1 and not config.search_file and not (resume and (out / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
                           "anew, and could choose another student", "run `edgekd search --out search.json` first, "
                           "and distill with --search search.json")
     if rank != 0:
-        return _distill_into(config, Path(out), resume, lambda _msg: None, write=False)
-    if resume:
-        check_own_folder(out, "--out")
-    else:
+        return _distill_into(config, out, resume, lambda _msg: None, write=False)
+    if not resume:
         check_new_output(out, True, input_paths(config))  # replaced below only with --force
-    out = Path(out)
+    else:
+        note_leftovers(out, log)
     if resume and not (out / "checkpoint.pt").is_file():
         raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+    if resume and not config.search_file and not (out / "search.json").is_file():
+        # Searching again would measure anew and could choose another student than the checkpoint's.
+        raise ConfigError(f"'{out}' holds a checkpoint but no search.json recording the student it trains (a run "
+                          "started with --search by an edgekd that wrote it only at the end)",
+                          "resume with the --search FILE the run started with")
     earlier, created = None, not out.exists()
     if not resume and not created and any(out.iterdir()):
         if not config.force:
@@ -83,14 +97,27 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
                               "choose another --out, pass --resume to continue its run, or --force to start over "
                               "(resume=True, or CompressConfig(force=True), from Python)")
         earlier = set_aside(out, "--out")
-        log(f"distill: the earlier run in {out} is kept as {earlier} until this one has its first checkpoint")
+        until = ("finishes (pruning writes no checkpoint)" if config.target_ms is not None
+                 else "has its first checkpoint")
+        log(f"distill: the earlier run in {out} is kept as {earlier} until this one {until}")
+    wrote = False
+
+    def checkpointed(path: Path) -> None:
+        nonlocal earlier, wrote
+        wrote = True
+        if earlier is not None:  # this run can be resumed now: the earlier one is replaced, as the log said
+            aside, earlier = earlier, None
+            remove_path(aside)
+        if on_checkpoint is not None:
+            on_checkpoint(path)
+
     try:
-        trained = _distill_into(config, out, resume, log)
+        trained = _distill_into(config, out, resume, log, on_checkpoint=checkpointed)
     except BaseException:
         # A run with a checkpoint to resume from keeps its folder (and --force has then replaced the earlier
         # run). One without (a mistake found after the search, Ctrl-C in the first epoch, any pruning run)
         # leaves --out as it found it: the earlier run put back, and nothing of its own that would stop a rerun.
-        if not resume and not (out / "checkpoint.pt").is_file():
+        if not resume and not wrote:
             if earlier is not None or created:
                 remove_path(out)
             else:
@@ -106,11 +133,13 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     return trained
 
 
-def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True) -> Any:
+def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True,
+                  on_checkpoint: Callable[[Path], None] | None = None) -> Any:
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.latency.runners import probe_device
+    from edgekd.pipeline.resumed import run_settings
     from edgekd.profiles import load_profile
 
     profile = load_profile(config.profile)
@@ -121,8 +150,9 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         probe_device(profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
+    started = run_settings(config, out, resume)
     result, trained = search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
-                                          resume=resume)
+                                          resume=resume, run=started if write else None, on_checkpoint=on_checkpoint)
     if not write:
         return trained
     with atomic_dir(out / ".final", force=True) as staging:
@@ -139,10 +169,13 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
 
         stamp_data_metadata(art, data, config.seed)
         # what `compress --distilled` reports from
-        write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module))
+        write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module,
+                                                          run=started))
+        # config.out is compress's folder (distill takes --out apart), and a resumed run's search file is its run's
+        done = {**recipe(config, config_fields()), "out": str(out), "search_file": started["search_file"]}
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
-            "distill": trained.to_dict(), "recipe": recipe(config, config_fields()),
+            "distill": trained.to_dict(), "recipe": done,
             "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin}})
     for path in (out / ".final").iterdir():
         path.replace(out / path.name)
@@ -152,7 +185,11 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
 
 def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
                         checkpoint: Path | None = None, resume: bool = False,
-                        teacher_exported: bool = False) -> tuple:
+                        teacher_exported: bool = False, run: dict[str, Any] | None = None,
+                        on_checkpoint: Callable[[Path], None] | None = None) -> tuple:
+    """Search (or reuse ``config.search_file``) and distill the chosen student. With ``run`` (a distill run's
+    settings) the search it trains from is written beside ``checkpoint`` before the first epoch, as
+    search.json, for a resume to train the same student."""
     import torch
 
     from edgekd.search import build_student, search
@@ -172,13 +209,16 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
         result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
                              config.max_size_kb, fix=fix)
         log(f"search: reusing {search_file}")
+        if run is not None and earlier is not None and Path(search_file).resolve() != earlier.resolve():
+            # A resume without --search reuses it: searching again could choose another student.
+            write_json(earlier, search_record(result, profile, config.budget, data, teacher.module, run=run))
     else:
         _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
         log(f"search: {config.candidates} '{config.space}' candidates ranked by '{config.proxy}'")
         result = search(teacher.module, data, profile, config.budget, config.search_config(),
                         progress=config.progress, log=log)
-        if earlier is not None:
-            write_json(earlier, search_record(result, profile, config.budget, data, teacher.module))
+        if run is not None and earlier is not None:
+            write_json(earlier, search_record(result, profile, config.budget, data, teacher.module, run=run))
     chosen = result.chosen
     log(f"search: chose {chosen.spec.space} {chosen.spec.config} ({chosen.params:,} params, "
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
@@ -187,7 +227,7 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
     # A pruned student runs the teacher's forward, so compress's export of the teacher has checked it already.
     if chosen.spec.space == "pruned" and not teacher_exported:
         _check_exports(config, student, data)
-    trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume)
+    trained = train_student(config, student, teacher.module, data, profile, log, checkpoint, resume, on_checkpoint)
     return result, trained
 
 
@@ -221,7 +261,8 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
 
 
 def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,
-                  checkpoint: Path | None = None, resume: bool = False) -> Any:
+                  checkpoint: Path | None = None, resume: bool = False,
+                  on_checkpoint: Callable[[Path], None] | None = None) -> Any:
     """The distill stage: KD with the configured losses (QAT in its last epochs), or pruning-aware KD
     toward ``config.target_ms``. Returns a DistillResult."""
     from edgekd.distill.trainer import batches_per_epoch, distill
@@ -246,11 +287,17 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         record = {k: v for k, v in pruned.to_dict().items() if k != "history"}  # the history is the result's own
         trained = dataclasses.replace(pruned.last, model=pruned.model, history=pruned.history, pruning=record)
     else:
-        log(f"distill: {config.epochs} epochs, losses {config.losses} (T={config.temperature}, alpha={config.alpha})"
+        from edgekd.distill.losses import reads
+
+        read = reads(config.distill_config().losses, config.labels)
+        # what the losses ignore is not said as if it applied
+        said = ", ".join(f"{short}={getattr(config, name)}"
+                         for name, short in (("temperature", "T"), ("alpha", "alpha")) if read[name])
+        log(f"distill: {config.epochs} epochs, losses {config.losses}" + (f" ({said})" if said else "")
             + (", training images shifted (--no-augment: in place)" if config.augment else "")
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
-                          checkpoint=checkpoint, resume=resume, log=log)
+                          checkpoint=checkpoint, resume=resume, log=log, on_checkpoint=on_checkpoint)
         log(f"distill: {trained.kept_line()}")
     if trained.selected_on == "val_labels" and near_chance(trained.best_val_accuracy, data.num_classes):
         # Few images and few epochs leave a student untrained with no error anywhere; say why here, where

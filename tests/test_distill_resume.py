@@ -1,0 +1,128 @@
+"""`edgekd distill --resume` and `--force` as a user meets them: the budget and search a resumed run continues
+with, the search it records before its first epoch, what an interruption says it left, and when the earlier
+run --force replaces goes."""
+
+import json
+import shutil
+
+import pytest
+from conftest import QUICK_PROXY
+from test_distill_cli import common, err_line, searched  # noqa: F401  (module fixtures shared with that file)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _interrupt_epoch(monkeypatch, at: int, seen: list | None = None, where=None):
+    """Ctrl-C at the start of training epoch ``at`` (1-based); ``seen`` gets ``where``'s entries just before."""
+    import edgekd.distill.trainer as trainer
+
+    calls, train_epoch = [], trainer._train_epoch
+
+    def epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            if seen is not None:
+                seen.extend(sorted(p.name for p in where.iterdir()))
+            raise KeyboardInterrupt
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_train_epoch", epoch)
+
+
+def test_a_resume_keeps_the_budget_and_search_settings_its_run_started_with(run_cli, common, tmp_path):  # noqa: F811
+    """A resume with the budget flag forgotten recorded no budget and the default search settings in distill.json;
+    one with another budget recorded that one, though the student was searched for the first."""
+    run = tmp_path / "run"
+    search = ["--candidates", "3", "--latency-anchors", "3", "--precision", "fp32", "--proxy", QUICK_PROXY]
+    code, _, err = run_cli("distill", *common, *search, "--budget-ms", "50", "--epochs", "1", "--no-augment",
+                           "--out", run)
+    assert code == 0, err
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (tmp_path / "copy.edgekd-replaced-123").mkdir()  # what a --force run killed by SIGKILL leaves
+    args = [*common[:-1], "--epochs", "1", "--no-augment", "--out", copy, "--resume"]  # not quiet: its log is read
+    code, _, err = run_cli("distill", *args)
+    assert code == 0, err
+    recipe = json.loads((copy / "distill.json").read_text())["recipe"]
+    assert (recipe["budget_ms"], recipe["candidates"], recipe["latency_anchors"], recipe["precision"],
+            recipe["proxy"], recipe["out"]) == (50.0, 3, 3, "fp32", QUICK_PROXY, str(copy))
+    assert f"[edgekd] budget: --budget-ms 50, as the run in '{copy}' started with" in err
+    assert f"[edgekd] distill: resuming from epoch 1 of 1 ({copy / 'checkpoint.pt'})" in err
+    assert (f"[edgekd] warning: '{tmp_path / 'copy.edgekd-replaced-123'}' holds an earlier run of '{copy}' that a "
+            "--force run set aside") in err and "delete it to free its space" in err
+    assert json.loads((run / "distill.json").read_text())["recipe"]["out"] == str(run)  # not compress's default
+    line = err_line(*run_cli("distill", *args, "-q", "--budget-ms", "2")[::2])
+    assert line == (f"error: --budget-ms 2 is not the budget the run in '{copy}' started with (--budget-ms 50), which "
+                    "its student was searched and trained for; resume without budget flags to keep the run's, or start "
+                    "the run over without --resume")
+    assert run_cli("distill", *args, "-q", "--budget-ms", "50")[0] == 0
+
+
+def test_a_run_from_a_search_file_records_it_before_its_first_epoch(run_cli, common, searched, tmp_path,  # noqa: F811
+                                                                    monkeypatch):
+    """Resumed without its --search, a run that started from one searched anew: its search.json was written at
+    the end only."""
+    import edgekd.search
+
+    out = tmp_path / "d"
+    args = [*common, "--epochs", "2", "--no-augment", "--out", out]
+    with monkeypatch.context() as patch:
+        _interrupt_epoch(patch, 2)
+        code, _, err = run_cli("distill", *args, "--search", searched)
+    assert code == 130 and err.strip() == (f"interrupted: {out / 'checkpoint.pt'} holds the last finished epoch; run "
+                                           "the same command with --resume to continue")
+    assert json.loads((out / "search.json").read_text())["chosen"] == json.loads(searched.read_text())["chosen"]
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: pytest.fail("searched again on --resume"))
+    line = err_line(*run_cli("distill", *args, "--resume", "--candidates", "5")[::2])
+    assert "--candidates does not apply with --resume" in line
+    older = tmp_path / "older"  # as an edgekd that wrote search.json at the end left it
+    shutil.copytree(out, older)
+    (older / "search.json").unlink()
+    line = err_line(*run_cli("distill", *args[:-1], older, "--resume")[::2])
+    assert line == (f"error: '{older}' holds a checkpoint but no search.json recording the student it trains (a run "
+                    "started with --search by an edgekd that wrote it only at the end); resume with the --search FILE "
+                    "the run started with")
+    code, _, err = run_cli("distill", *args, "--resume")
+    assert code == 0, err
+    assert json.loads((out / "distill.json").read_text())["recipe"]["search_file"] == str(searched)
+
+
+def test_an_interrupted_force_run_says_what_it_left_and_replaces_the_earlier_run_at_its_first_checkpoint(
+        run_cli, common, searched, tmp_path, monkeypatch):  # noqa: F811
+    """The interruption pointed at the earlier run's checkpoint, put back, with advice that failed; and the earlier
+    run, said to be kept until the first checkpoint, stayed beside --out until the whole run ended."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "checkpoint.pt").write_text("the earlier run's")
+    args = [*common, "--search", searched, "--epochs", "2", "--no-augment", "--out", out, "--force"]
+    with monkeypatch.context() as patch:
+        _interrupt_epoch(patch, 1)
+        code, _, err = run_cli("distill", *args)
+    assert code == 130 and err.strip() == (f"interrupted: nothing was written; the earlier run in {out}/ is as it was "
+                                           "(this one stopped before its first checkpoint)")
+    assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]
+    assert (out / "checkpoint.pt").read_text() == "the earlier run's"
+    beside: list[str] = []
+    with monkeypatch.context() as patch:
+        _interrupt_epoch(patch, 2, beside, tmp_path)
+        code, _, err = run_cli("distill", *args)
+    assert beside == ["d"]  # gone once the first checkpoint was written, not when the run ended
+    assert code == 130 and err.strip() == (f"interrupted: {out / 'checkpoint.pt'} holds the last finished epoch; run "
+                                           "the same command with --resume instead of --force to continue")
+
+
+def test_under_torchrun_a_follower_rank_says_no_error_nor_interruption(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code, out, err = run_cli("distill", "--out", tmp_path / "d", "--resume", "--force")
+    assert (code, out, err) == (2, "", "")
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgekd.pipeline.run_distill", interrupted)
+    code, out, err = run_cli("distill", "--out", tmp_path / "d")
+    assert (code, out, err.strip()) == (130, "", "")  # click itself ends the ^C line, on every rank
+    monkeypatch.setenv("RANK", "0")  # rank 0 speaks for both
+    code, _, err = run_cli("distill", "--out", tmp_path / "d")
+    assert code == 130 and err.strip() == f"interrupted: nothing was written to {tmp_path / 'd'}/"
