@@ -169,3 +169,30 @@ def with_split_note(data: Dataset, model: Any, seed: int) -> Dataset:
             "another test split from it, which includes images the model trained on, so its accuracy reads high; "
             "score it on the data as it was, or on images kept apart (a test/ folder, or x_test in a .npz)")
     return dataclasses.replace(data, notes=(*data.notes, note))
+
+
+def normalize_note(data: Dataset, model: Any) -> tuple[str, ...]:
+    """The note for data normalised the default way for a model that records no preprocessing (one exported
+    elsewhere): the data's own mean and std are a guess, and a model trained on raw [0, 1] pixels, or on
+    ImageNet's statistics, scores as a bad model under it. The caller knows the default was taken."""
+    if data.preprocess is None:
+        return ()
+    mean, std = (", ".join(f"{v:.3g}" for v in values) for values in (data.preprocess.mean, data.preprocess.std))
+    return (f"'{Path(model).name}' records no preprocessing, so data '{data.name}' was normalised with its own mean "
+            f"and std (mean {mean}, std {std}); pass --normalize none or MEAN/STD if the model expects otherwise",)
+
+
+def foreign_split_note(data: Dataset, model: Any, seed: int) -> tuple[str, ...]:
+    """The note for a model that records no split of edgekd's (one exported elsewhere) scored on data that gives
+    no test split of its own: only the part a seeded split holds out was scored, a fifth of the user's images,
+    which edgekd chooses for the models it trains, not for this one."""
+    from edgekd.onnxfile import embedded_split_seed
+
+    if not data.seeded_split or embedded_split_seed(model) is not None:
+        return ()
+    total = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    return (f"'{Path(model).name}' records no split of edgekd's, and data '{data.name}' gives no test split of its "
+            f"own: {len(data.y_test)} of its {total} images, the test split that seed {seed} deals, were "
+            "scored; to score every image, give them as a held-out test set: an .npz of x_test/y_test alone, a "
+            "folder holding only a test/ folder of class folders, or a CSV whose split column says test on every "
+            "row",)

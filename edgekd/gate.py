@@ -118,7 +118,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     if config.measures_latency:
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
-    accuracy_checks = _accuracy_checks(model, compared, config) if accuracy else []
+    accuracy_checks = _accuracy_checks(model, compared, config, notes) if accuracy else []
     if config.measures_latency:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
@@ -376,13 +376,16 @@ def _baseline_file(ref: str, artifact: str | None) -> tuple[Path, dict | None]:
     return _resolve(ref, artifact)
 
 
-def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> list[Check]:
+def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, notes: list[str]) -> list[Check]:
     """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
-    model is fed the input it records (``--normalize`` overrides both)."""
+    model is fed the input it records (``--normalize`` overrides both). What was assumed in scoring them (the
+    data's own normalisation, a seeded split of it) is added to ``notes``."""
     from edgekd.data import with_notes
+    from edgekd.data_match import foreign_split_note
 
     loaded: dict[str, Any] = {}
-    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded)
+    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded, notes)
+    notes.extend(foreign_split_note(data, model, int(config.seed)))  # one split for both: said once
     on = f"on {data.name} test split ({len(data.y_test)} images)"
     said = "".join(f"; {note}" for note in read) + _computed_here(config.profile)
     checks = []
@@ -394,7 +397,7 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig) -> 
         checks.append(_class_check(by_class, config.min_class_accuracy, on + said, data))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded)
+        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -444,14 +447,15 @@ def _points(drop: float, limit: float, passed: bool) -> str:
     return f"{shown} points lower" if drop > 0 else f"{shown} points higher" if drop < 0 else "the same"
 
 
-def _accuracy(model: Path, config: GateConfig, normalize: Any,
-              loaded: dict[str, Any]) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
+def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str, Any],
+              notes: list[str]) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
     """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
-    (without any, ``config.normalize``'s). ``loaded`` keeps the data by how it was loaded: a baseline fed as
-    the candidate is does not read the images again."""
+    (without any, ``config.normalize``'s, and without that the data's own statistics, said in ``notes``).
+    ``loaded`` keeps the data by how it was loaded: a baseline fed as the candidate is does not read the
+    images again."""
     from edgekd.data import load_data
-    from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
+    from edgekd.data_match import normalize_note, with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.preprocess import recorded_channels
@@ -466,6 +470,8 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any,
         loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
     data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
                            model, int(config.seed))
+    if how["normalize"] is None:
+        notes.extend(normalize_note(data, model))
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     split = embedded_split_seed(model)
     if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched

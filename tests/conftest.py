@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ASSETS = Path(__file__).parent / "assets"
@@ -42,6 +43,47 @@ def foreign_onnx(path: Path, shape: tuple[int, int, int], classes: int) -> Path:
                                 torch.nn.Linear(4, classes)).eval()
     torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), dynamo=False, input_names=["input"],
                       dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
+def pixel_onnx(path: Path, outputs: tuple[tuple[str, int], ...] = (("y", 0),), classes: int = 4,
+               reshape: tuple[int, ...] | None = None, metadata: dict[str, str] | None = None) -> Path:
+    """A model exported elsewhere (batch left free, no edgekd metadata unless ``metadata``) taking (N, 1, 4, 4)
+    images: each output (name, shift) scores class k by pixel k - shift (mod 4) of the first four, so shift 0
+    predicts ``pixel_data``'s label; ``classes`` above 4 adds classes no pixel scores. ``reshape`` flattens
+    to that fixed shape instead of the batch's (a reshape to (1, 16) fixes the batch inside)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    flat = (helper.make_node("Reshape", ["x", "shape"], ["flat"], name="/Reshape") if reshape else
+            helper.make_node("Flatten", ["x"], ["flat"], axis=1))
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [len(reshape)], list(reshape))] if reshape else []
+    nodes = [flat]
+    for name, shift in outputs:
+        weight = np.zeros((16, classes), np.float32)
+        weight[np.arange(4), (np.arange(4) + shift) % 4] = 1
+        inits.append(helper.make_tensor(f"w_{name}", TensorProto.FLOAT, [16, classes], weight.ravel().tolist()))
+        nodes.append(helper.make_node("MatMul", ["flat", f"w_{name}"], [name]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", classes]) for n, _ in outputs],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def pixel_data(path: Path, images: int = 40, keys: tuple[str, str] = ("x_test", "y_test")) -> Path:
+    """An .npz of (N, 1, 4, 4) float images in [0, 1] labelled by the brightest of their first four pixels
+    (classes 0..3), under
+    ``keys``: x_test/y_test is a held-out test set, x/y one edgekd splits."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.99, (images, 16)).astype(np.float32)
+    x[np.arange(4), np.arange(4)] = 1.0  # every class present, whatever the draw
+    y = x[:, :4].argmax(1)
+    x = x.reshape(images, 1, 4, 4)
+    np.savez(path, **{keys[0]: x, keys[1]: y})
     return path
 
 

@@ -1222,3 +1222,26 @@ def test_size_growth_holds_the_ort_copy_against_the_baseline_s_copy(ort_run, tmp
     assert grown.passed and grown.measured == 1.0 and "(as its manifest records)" in grown.message
     copy.unlink()  # no copy to hold: no row, as for the size limit
     assert "ort size growth" not in [c.name for c in run_gate(str(folder / "manifest.json"), config).checks]
+
+
+def test_gate_notes_the_normalisation_and_split_it_assumed_for_a_model_exported_elsewhere(run_cli, tmp_path):
+    from conftest import pixel_data, pixel_onnx
+
+    model = pixel_onnx(tmp_path / "m.onnx")
+    report = tmp_path / "g.json"
+    code, out, _ = _gate(run_cli, model, "--data", pixel_data(tmp_path / "whole.npz", 60, ("x", "y")),
+                         "--min-accuracy", "0.5", "--json", report)
+    notes = json.loads(report.read_text())["notes"]
+    assert notes[0].startswith("'m.onnx' records no preprocessing, so data 'whole.npz' was normalised with its own "
+                               "mean and std (mean "), notes
+    assert notes[1].startswith("'m.onnx' records no split of edgekd's, and data 'whole.npz' gives no test split of "
+                               "its own: 12 of its 60 images"), notes
+    assert code == 0 and f"- {notes[0]}" in out
+    code, out, _ = _gate(run_cli, model, "--data", pixel_data(tmp_path / "held.npz"), "--min-accuracy", "0.5",
+                         "--normalize", "none", "--json", report, "--force")
+    assert code == 0 and json.loads(report.read_text())["notes"] == []
+
+
+def test_max_size_help_says_its_units_are_binary(run_cli):
+    code, out, _ = run_cli("gate", "--help")
+    assert code == 0 and "KB and KiB are 1024 bytes, MB and MiB 1024² bytes" in " ".join(out.split())

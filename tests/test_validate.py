@@ -985,3 +985,120 @@ def test_the_stage_functions_take_a_profile_by_name_or_path_and_no_budget_as_sea
     assert stats.p50_ms > 0
     report = validate([artifact_from_file(model)], str(fast_profile_path), None, rounds=1)
     assert report.reports[0].latency is not None and report.passed
+
+
+def _colour_conv_any_shape(path: Path) -> Path:
+    """A model exported elsewhere whose input records no size at all (N, C, H, W all free) and whose convolution
+    takes 3 channels: fed 1-channel images, it loads and then fails in onnxruntime on every batch."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], np.ones(4 * 27, np.float32).tolist())
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    free = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", "H", "W"])
+    graph = helper.make_graph(nodes, "g", [free], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_a_model_that_fixes_its_batch_inside_its_graph_is_scored_one_image_at_a_time(tmp_path, fast_profile):
+    """A torch export with a dynamic batch and a hard-coded x.reshape(1, ...) failed with onnxruntime's traceback."""
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import predictions_on_test_split, top1
+
+    data = load_data(str(pixel_data(tmp_path / "d.npz")), normalize="none")
+    scores, labels, notes = predictions_on_test_split(pixel_onnx(tmp_path / "one.onnx", reshape=(1, 16)),
+                                                      fast_profile, data)
+    assert top1(scores, labels) == 1.0
+    assert len(notes) == 1 and notes[0].startswith("'one.onnx' fails on a batch of several images (Reshape node "
+                                                   "'/Reshape': ") and "scored one at a time" in notes[0], notes
+    assert "onnxruntime_src" not in notes[0]
+
+
+def test_a_model_that_fails_on_one_image_too_is_one_line_naming_it(run_cli, tmp_path, fast_profile,
+                                                                    fast_profile_path):
+    from conftest import pixel_data
+
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    model, data = _colour_conv_any_shape(tmp_path / "rgb.onnx"), pixel_data(tmp_path / "d.npz")
+    with pytest.raises(ArtifactError, match=r"'rgb.onnx' fails to run on the test images \(fed as 1,1,4,4\): Conv "
+                                            r"node '[^']*': Input channels .*; check that the model takes the "
+                                            r"data's images"):
+        predictions_on_test_split(model, fast_profile, load_data(str(data)))
+    code, out, err = run_cli("validate", model, "--data", data, "--normalize", "none", "--profile", fast_profile_path)
+    assert code == 2 and err.startswith("error: 'rgb.onnx' fails to run on the test images") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    code, out, err = run_cli("gate", model, "--data", data, "--normalize", "none", "--min-accuracy", "0.5",
+                             "--config", os.devnull)
+    assert code == 2 and err.startswith("error: 'rgb.onnx' fails to run") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("names, read, why", [
+    (("embedding", "logits"), "logits", "named as class scores, of the 2 that give 4 classes"),
+    (("features", "Class_Probs"), "Class_Probs", "named as class scores"),
+    (("head_output", "scores"), "scores", "named as class scores"),  # a whole name before an ending
+    (("a", "b"), "a", "the first, as several of them give 4 classes"),  # nothing named: the first, as before
+])
+def test_of_several_outputs_with_the_datas_classes_the_one_named_as_scores_is_read(tmp_path, fast_profile, names,
+                                                                                   read, why):
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import predictions_on_test_split, top1
+
+    data = load_data(str(pixel_data(tmp_path / "d.npz")), normalize="none")
+    shifts = {read: 0, **{n: 1 for n in names if n != read}}  # the output read predicts right, the other never
+    model = pixel_onnx(tmp_path / "two.onnx", outputs=tuple((n, shifts[n]) for n in names))
+    scores, labels, notes = predictions_on_test_split(model, fast_profile, data)
+    assert top1(scores, labels) == 1.0
+    assert notes[0].startswith(f"'two.onnx' has 2 outputs; accuracy is read from '{read}', {why}"), notes
+
+
+def test_a_model_with_more_classes_than_the_data_is_scored_with_a_note(tmp_path, fast_profile):
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    data = load_data(str(pixel_data(tmp_path / "d.npz")), normalize="none")
+    _, _, notes = predictions_on_test_split(pixel_onnx(tmp_path / "six.onnx", classes=6), fast_profile, data)
+    assert notes == ("'six.onnx' gives 6 classes and data 'd.npz' has 4: its labels 0-3 are compared with the model's "
+                     "top class among all 6, so a prediction of 4 or above counts as wrong; pass the data the model "
+                     "was built for",)
+    _, _, notes = predictions_on_test_split(pixel_onnx(tmp_path / "four.onnx"), fast_profile, data)
+    assert notes == ()
+
+
+def test_validate_says_which_normalisation_and_split_it_assumed_for_a_model_exported_elsewhere(
+        run_cli, tmp_path, fast_profile_path):
+    """A model without edgekd's metadata was standardised with the data's statistics, and scored on a seeded fifth
+    of the user's images, and neither was said."""
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd.onnxfile import SPLIT_SEED_KEY
+
+    model = pixel_onnx(tmp_path / "m.onnx")
+    held_out, whole = pixel_data(tmp_path / "held.npz"), pixel_data(tmp_path / "whole.npz", 60, ("x", "y"))
+    common = ["--profile", fast_profile_path]
+    report = tmp_path / "v.json"
+    code, out, err = run_cli("validate", model, "--data", held_out, "--json", report, *common)
+    normalised = ("warning: 'm.onnx' records no preprocessing, so data 'held.npz' was normalised with its own mean "
+                  "and std (mean ")
+    assert code == 0 and normalised in err and "pass --normalize none or MEAN/STD if the model expects otherwise" \
+        in err and "split" not in err, err
+    assert any(n.startswith(normalised) for n in json.loads(report.read_text())["notes"])
+    code, out, err = run_cli("validate", model, "--data", held_out, "--normalize", "dataset", *common)
+    assert code == 0 and "records no preprocessing" not in err, err  # chosen, not assumed
+    code, out, err = run_cli("validate", model, "--data", whole, "--normalize", "none", *common)
+    assert code == 0 and "test split (12 images)" in out
+    assert ("warning: 'm.onnx' records no split of edgekd's, and data 'whole.npz' gives no test split of its own: 12 "
+            "of its 60 images, the test split that seed 0 deals, were scored; to score every image, give them as a "
+            "held-out test set: an .npz of x_test/y_test alone") in err, err
+    code, out, err = run_cli("validate", model, "--data", whole, "--normalize", "none", "--seed", "3", *common)
+    assert "the test split that seed 3 deals" in err, err
+    made = pixel_onnx(tmp_path / "made.onnx", metadata={SPLIT_SEED_KEY: "0"})  # edgekd's own: its split is right
+    code, out, err = run_cli("validate", made, "--data", whole, "--normalize", "none", *common)
+    assert code == 0 and "records no split" not in err, err

@@ -83,7 +83,15 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     art = artifact_from_file(model)
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
-        from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
+        from dataclasses import replace
+
+        from edgekd.data_match import (
+            foreign_split_note,
+            normalize_note,
+            with_class_order_note,
+            with_scale_note,
+            with_split_note,
+        )
         from edgekd.onnxfile import embedded_class_names, embedded_preprocess
 
         recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
@@ -93,6 +101,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
                             seed=split)
         dataset = with_split_note(with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)),
                                                   recorded), art.path, split)
+        assumed = normalize_note(dataset, art.path) if recorded is None and normalize is None else ()
+        dataset = replace(dataset, notes=(*dataset.notes, *assumed, *foreign_split_note(dataset, art.path, split)))
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
@@ -274,7 +284,8 @@ def _warn_mixed_batches(paths: list[str], stats: list[Any], batch_size: int) -> 
 
 @cli.command()
 @click.argument("target", type=str)
-@click.option("--max-size", type=str, help="Largest allowed file on disk, e.g. 128KB, 1.5MiB (bare number: KB).")
+@click.option("--max-size", type=str, help="Largest allowed file on disk, e.g. 128KB, 1.5MiB (bare number: KB). "
+              "Binary units: KB and KiB are 1024 bytes, MB and MiB 1024² bytes.")
 @click.option("--max-latency", type=str, help="Largest allowed p50 on the profile, e.g. 2ms, 800us (bare: ms).")
 @click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
 @click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")

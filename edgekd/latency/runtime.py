@@ -63,7 +63,22 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     if layout != "NCHW":
         taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
         notes = (*notes, f"'{Path(path).name}' takes {taken}: the test images were fed to it as {layout}")
-    return class_scores(run_batches(session, x, output=output), path), labels_for(data, names), notes
+    if not names:
+        notes = (*notes, *_more_classes(session.get_outputs()[output].shape, data, path))
+    out, ran = scored_run(session, x, output, path)
+    return class_scores(out, path), labels_for(data, names), (*notes, *ran)
+
+
+def _more_classes(shape: Any, data: Any, path: str | Path) -> tuple[str, ...]:
+    """A note when a model that names no classes gives more than the data has: its outputs are taken to be
+    the data's labels in order, and a prediction among the outputs beyond them counts as wrong, which reads as a
+    weak model when the data is not the model's (fewer is refused in ``check_data_fits``)."""
+    classes = _class_dim(shape)
+    if classes is None or classes <= data.num_classes:
+        return ()
+    return (f"'{Path(path).name}' gives {classes} classes and data '{data.name}' has {data.num_classes}: its labels "
+            f"0-{data.num_classes - 1} are compared with the model's top class among all {classes}, so a prediction "
+            f"of {data.num_classes} or above counts as wrong; pass the data the model was built for",)
 
 
 def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
@@ -83,12 +98,32 @@ def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tu
     if len(outputs) == 1:
         return 0, ()
     fitting = [i for i, o in enumerate(outputs) if _class_dim(o.shape) == classes]
-    index = fitting[0] if len(fitting) == 1 else 0
-    why = (f"the only one of {classes} classes" if len(fitting) == 1 else
-           f"the first, as {'several' if fitting else 'none'} of them give {classes} classes")
+    named = sorted((rank, i) for i in fitting if (rank := _score_name_rank(outputs[i].name)) is not None)
+    if len(fitting) == 1:
+        index, why = fitting[0], f"the only one of {classes} classes"
+    elif named:  # a model's features may come first and be as wide as its logits (an embedding of K values)
+        index = named[0][1]
+        why = (f"named as class scores, of the {len(fitting)} that give {classes} classes (the first is read when "
+               f"none is named {', '.join(SCORE_NAMES)}, or ends in one)")
+    else:
+        index = 0
+        why = f"the first, as {'several' if fitting else 'none'} of them give {classes} classes"
     # named by file name: a run's notes outlive the staging folder its models were checked in
     return index, (f"'{Path(path).name}' has {len(outputs)} outputs; accuracy is read from "
                    f"'{outputs[index].name}', {why}",)
+
+
+# Output names exporters and users give class scores; matched case-insensitively, whole or as a name's ending.
+SCORE_NAMES = ("logits", "probs", "probabilities", "scores", "output")
+
+
+def _score_name_rank(name: str) -> int | None:
+    """0 for an output named exactly as class scores, 1 for one whose name ends in such a name ("class_logits"),
+    else None: a whole name is the surer sign."""
+    lower = name.lower()
+    if lower in SCORE_NAMES:
+        return 0
+    return 1 if lower.endswith(SCORE_NAMES) else None
 
 
 def _class_dim(shape: Any) -> int | None:
@@ -204,19 +239,55 @@ def _channels_fix(fixed: list[Any], given: tuple[int, ...], spatial: list[Any], 
     return f"pass --channels {fixed[channel]} ({how}), the channels the model takes"
 
 
+def scored_run(session: Any, x: np.ndarray, output: int, path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``run_batches`` for scoring, with a note on how it ran: a model that fails on a batch of images is run
+    again one image at a time (exported with a dynamic batch, a model can still fix its batch inside, as a
+    reshape to (1, ...) does), and one that fails on a single image too is an ArtifactError naming
+    onnxruntime's reason, not its traceback."""
+    from edgekd.latency.worker import run_reason
+
+    name = Path(path).name
+    fixed = session.get_inputs()[0].shape[0]
+    batched = len(x) > 1 and not (isinstance(fixed, int) and fixed > 0)  # a fixed batch is fed as it is either way
+    try:
+        return run_batches(session, x, output=output), ()
+    except Exception as exc:  # onnxruntime raises several unrelated exception types here
+        failed = exc
+    if batched:
+        try:
+            out = run_batches(session, x, batch=1, output=output)
+        except Exception as exc:
+            failed = exc
+        else:
+            return out, (f"'{name}' fails on a batch of several images ({run_reason(failed)}) and runs on one: "
+                         "its test images were scored one at a time, as for a graph that fixes its batch at 1 "
+                         "whatever its input says",)
+    size = 1 if batched else fixed if isinstance(fixed, int) and fixed > 0 else len(x)
+    fed = ",".join(map(str, (size, *x.shape[1:])))
+    raise ArtifactError(f"'{name}' fails to run on the test images (fed as {fed}): {run_reason(failed)}",
+                        "check that the model takes the data's images as edgekd feeds them (NCHW, unless its input's "
+                        "recorded sizes say channels-last or flat) and at the data's resolution (--resolution), or "
+                        "re-export it with its input's sizes recorded")
+
+
 def run_batches(session: Any, x: np.ndarray, batch: int = 256, output: int = 0) -> np.ndarray:
     """Run ``x`` through the session in chunks, honouring a fixed batch dimension by padding; the
     ``output``-th output."""
+    import onnxruntime as ort
+
     name = session.get_inputs()[0].name
     dtype = _FLOAT_INPUTS.get(session.get_inputs()[0].type.removeprefix("tensor(").rstrip(")"), np.float32)
     wanted = [session.get_outputs()[output].name]
     fixed = session.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    # onnxruntime logs a failed run to stderr besides raising it: the caller says it in one line, or retries
+    silent = ort.RunOptions()
+    silent.log_severity_level = 4
     outs = []
     for start in range(0, len(x), step):
         chunk = x[start:start + step]
         n = len(chunk)
         if n < step and isinstance(fixed, int) and fixed > 0:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs.append(session.run(wanted, {name: np.ascontiguousarray(chunk, dtype=dtype)})[0][:n])
+        outs.append(session.run(wanted, {name: np.ascontiguousarray(chunk, dtype=dtype)}, silent)[0][:n])
     return np.concatenate(outs)

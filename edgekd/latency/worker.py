@@ -284,12 +284,18 @@ def run_failure(exc: BaseException, label: str, feed: dict, given: bool) -> tupl
     fed, and the first line of onnxruntime's reason without its source location. ``given``: the shape came
     from --input-shape, not from the model."""
     shape = ",".join(str(d) for d in next(iter(feed.values())).shape)
-    lines = [line for line in _ORT_NOISE.sub("", str(exc)).splitlines() if line.strip()]
-    reason = _NODE_FAILED.sub(lambda n: f"{n[1]} node '{n[2]}': " if n[2] else f"{n[1]} node: ",
-                              lines[0].strip())[:200] if lines else type(exc).__name__
+    reason = run_reason(exc)
     fix = ("check --input-shape against what the model takes" if given else
            "the model fails at its own input shape: pass --input-shape with the one it takes, or re-export it")
     return f"model '{label}' fails to run on input shape {shape}: {reason}", fix
+
+
+def run_reason(exc: BaseException) -> str:
+    """The first line of onnxruntime's reason for a failed run, without its source location, the failing node
+    named as "Reshape node '/Reshape': "."""
+    lines = [line for line in _ORT_NOISE.sub("", str(exc)).splitlines() if line.strip()]
+    return _NODE_FAILED.sub(lambda n: f"{n[1]} node '{n[2]}': " if n[2] else f"{n[1]} node: ",
+                            lines[0].strip())[:200] if lines else type(exc).__name__
 
 
 # onnxruntime's input type -> (numpy dtype, integer range or None for normal noise). Integer inputs are
