@@ -186,9 +186,11 @@ def foreign_split_note(data: Dataset, model: Any, seed: int) -> tuple[str, ...]:
     """The note for a model that records no split of edgekd's (one exported elsewhere) scored on data that gives
     no test split of its own: only the part a seeded split holds out was scored, a fifth of the user's images,
     which edgekd chooses for the models it trains, not for this one."""
-    from edgekd.onnxfile import embedded_split_seed
+    from edgekd.onnxfile import VERSION_KEY, embedded_metadata, embedded_split_seed
 
-    if not data.seeded_split or embedded_split_seed(model) is not None:
+    # A file edgekd wrote without a split seed (a run's teacher) may have been trained on this very split's
+    # training part: scoring every image, as the note advises, would score it on its training images.
+    if not data.seeded_split or embedded_split_seed(model) is not None or VERSION_KEY in embedded_metadata(model):
         return ()
     total = len(data.y_train) + len(data.y_val) + len(data.y_test)
     return (f"'{Path(model).name}' records no split of edgekd's, and data '{data.name}' gives no test split of its "

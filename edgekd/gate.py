@@ -86,7 +86,9 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     checks: list[Check] = []
     notes = list(config.notes)
-    if config.no_latency and not any("(--no-latency)" in note for note in notes):
+    if config.no_latency and config.baseline:
+        notes.append("not checked: the latency regression against the baseline (--no-latency)")
+    elif config.no_latency and not any("(--no-latency)" in note for note in notes):
         notes.append("not checked: latency (--no-latency)")
     copy = gate_ort.ort_copy(model.parent, entry)
     if entry is not None:
@@ -103,7 +105,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
     if config.max_size_growth is not None:
         checks.append(_size_growth_check(art.size_bytes, config))
         base = _baseline_file(config.baseline, config.artifact)  # type: ignore[arg-type]
-        checks += gate_ort.ort_size_growth_check(copy, base, config.max_size_growth)
+        checks += gate_ort.ort_size_growth_check(copy, base, config.max_size_growth, notes)
     checks += _op_checks(model, art.opset, config)
     checks += gate_ort.reduced_build_check(model.parent, entry, config)
     compared = (_baseline_model(config.baseline, config.artifact, "accuracy") if config.max_accuracy_drop is not None
@@ -144,7 +146,8 @@ def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerErro
                        f"{exc.problem}",
                        f"{exc.fix + '; or ' if exc.fix else ''}run the gate on a runner that reaches the board, pass "
                        f"--profile {DEFAULT_PROFILE} with --baseline for a relative check, or gate size, opset and "
-                       "accuracy only (--no-latency)")
+                       "accuracy only: add --no-latency (without --max-latency, --rounds or --latency-tolerance; a "
+                       "budget of latency alone then needs --max-size or --min-accuracy)")
 
 
 def files_read(target: str, config: GateConfig) -> list[Path]:

@@ -95,13 +95,18 @@ def ort_size_check(copy: Path | None, config: Any) -> list[Any]:
                   "ships, held to the limit its .onnx is)", size_bytes)]
 
 
-def ort_size_growth_check(copy: Path | None, base: tuple[Path, dict[str, Any] | None], growth: float) -> list[Any]:
+def ort_size_growth_check(copy: Path | None, base: tuple[Path, dict[str, Any] | None], growth: float,
+                          notes: list[str]) -> list[Any]:
     """The copy's growth over the baseline's own copy (here, else the size its manifest records), as the .onnx's
-    growth is checked: the .ort is what an app ships. Nothing when either side has no copy: the note on the
-    size growth row says so when the target has one."""
+    growth is checked: the .ort is what an app ships. Nothing when either side has no copy, and a note when the
+    target has one the baseline lacks."""
     model, entry = base
     recorded = (entry or {}).get("ort")
-    if copy is None or not recorded:
+    if copy is None:
+        return []
+    if not recorded:
+        notes.append(f"not checked: the growth of {copy.name}, the ORT-format copy, as the baseline records none "
+                     "(the .onnx's growth is checked)")
         return []
     from edgekd.gate import Check
     from edgekd.textfmt import figures

@@ -230,7 +230,7 @@ def test_networks_enough_to_fit_but_too_few_to_cross_validate_say_so_in_one_line
                       log=said.append)
     about = [line for line in said if "cross-validate" in line or "left out of the fit" in line]
     assert about == [f"calibrate {fast_profile.name}: too few networks (16) to cross-validate the table; calibrate "
-                     "with --networks 19 or more for a trust figure"]
+                     "with --networks 19 or more and --force for a trust figure"]
     assert trust(table) == {"left_out_within_10pct": {}, "left_out_note": about[0].split(": ", 1)[1]}
     # The search that uses such a table says why it gives no trust figure, as calibration did.
     from edgekd.search.latency_model import _table_model

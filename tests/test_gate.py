@@ -318,7 +318,8 @@ def test_a_device_the_gate_cannot_reach_still_reports_the_checks_done(run_cli, r
     said = (f"profile rpi4-arm64, recorded in the manifest, could not be measured on its device: {unreached}; "
             "check the host is "
             "reachable; or run the gate on a runner that reaches the board, pass --profile host-cpu-1t with --baseline "
-            "for a relative check, or gate size, opset and accuracy only (--no-latency)")
+            "for a relative check, or gate size, opset and accuracy only: add --no-latency (without --max-latency, "
+            "--rounds or --latency-tolerance; a budget of latency alone then needs --max-size or --min-accuracy)")
     assert (code, err) == (2, f"error: {said}\n")
     suite = ET.parse(tmp_path / "gate.xml").getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "0", "1")
@@ -1167,7 +1168,8 @@ def test_no_latency_compares_a_baseline_without_timing_either_model(run_cli, run
     code, out, err = _gate(run_cli, model, "--baseline", run_dir / "manifest.json", "--max-size-growth", "0",
                            "--no-latency", "--max-opset", "21")
     assert code == 0, out + err
-    assert "| size growth | pass |" in out and "regression" not in out and "not checked: latency (--no-latency)" in out
+    assert "| size growth | pass |" in out and "| regression |" not in out
+    assert "not checked: the latency regression against the baseline (--no-latency)" in out
 
 
 def test_no_latency_on_a_manifest_whose_budget_is_only_latency_is_refused(run_cli, run_dir, tmp_path):
@@ -1220,6 +1222,14 @@ def test_size_growth_holds_the_ort_copy_against_the_baseline_s_copy(ort_run, tmp
     base_copy.unlink()  # gone: the size its manifest records, which is this copy's, said so
     (grown,) = [c for c in run_gate(str(folder / "manifest.json"), config).checks if c.name == "ort size growth"]
     assert grown.passed and grown.measured == 1.0 and "(as its manifest records)" in grown.message
+    plain = json.loads((base / "manifest.json").read_text())  # a release made without --ort: said, not checked
+    for e in plain["artifacts"]:
+        e.pop("ort", None)
+    (base / "manifest.json").write_text(json.dumps(plain))
+    result = run_gate(str(folder / "manifest.json"), config)
+    assert "ort size growth" not in [c.name for c in result.checks]
+    assert (f"not checked: the growth of {copy.name}, the ORT-format copy, as the baseline records none (the .onnx's "
+            "growth is checked)") in result.notes
     copy.unlink()  # no copy to hold: no row, as for the size limit
     assert "ort size growth" not in [c.name for c in run_gate(str(folder / "manifest.json"), config).checks]
 
@@ -1245,3 +1255,25 @@ def test_gate_notes_the_normalisation_and_split_it_assumed_for_a_model_exported_
 def test_max_size_help_says_its_units_are_binary(run_cli):
     code, out, _ = run_cli("gate", "--help")
     assert code == 0 and "KB and KiB are 1024 bytes, MB and MiB 1024² bytes" in " ".join(out.split())
+
+
+def test_latency_flags_win_over_the_gate_settings_they_contradict(run_cli, tiny_model, tmp_path, monkeypatch):
+    """A runner that cannot time a board adds --no-latency to a job whose pyproject holds max_latency: refused as
+    "drop --max-latency", a flag the user never typed, the way out the gate itself names did not work."""
+    import edgekd.gate as gate
+
+    config = tmp_path / "pyproject.toml"
+    config.write_text('[tool.edgekd.gate]\nmax-latency = "2ms"\nmax-size = "1MB"\nbaseline = "base.onnx"\n'
+                      'rounds = 5\n')
+    shutil.copy(tiny_model, tmp_path / "base.onnx")
+    monkeypatch.setattr(gate, "_measure_rounds", lambda *_: pytest.fail("measured with --no-latency"))
+    code, out, err = run_cli("gate", tiny_model, "--config", config, "--no-latency")
+    assert code == 0, out + err
+    assert (f"not checked: max_latency = '2ms', baseline = '{tmp_path / 'base.onnx'}' from the gate settings "
+            "(--no-latency)") in out  # the settings file's paths are read from its folder
+    assert "| size | pass |" in out and "| latency |" not in out
+    config.write_text('[tool.edgekd.gate]\nno-latency = true\nmax-size = "1MB"\n')
+    monkeypatch.undo()
+    code, out, err = run_cli("gate", tiny_model, "--config", config, "--max-latency", "10s", "--rounds", "1")
+    assert code == 0 and "| latency | pass |" in out, out + err
+    assert "the gate settings' no_latency = true is overridden by the latency flags given" in out

@@ -72,7 +72,8 @@ def test_a_table_with_no_figure_says_why_and_how_many_networks_would_give_one():
     them, needs 16 too: 19 is the least that gives a figure, and fewer is said, not left silent."""
     assert networks_needed(_table(16), SPACE) == 19
     assert not_cross_validated(_table(18), SPACE) == (
-        "too few networks (18) to cross-validate the table; calibrate with --networks 19 or more for a trust figure")
+        "too few networks (18) to cross-validate the table; calibrate with --networks 19 or more and --force for a "
+        "trust figure")
     assert not_cross_validated(_table(19), SPACE) is None and len(cross_validate(_table(19), SPACE)) == 2
     empty = _table(48)
     empty = LatencyTable(empty.stamp, empty.entries, empty.fit, 0, 1.0, 0.1, {})
@@ -85,7 +86,7 @@ def test_calibration_output_says_in_one_line_why_there_is_no_trust_figure():
     said: list[str] = []
     say_trust(_table(16), SPACE, "host-cpu-1t", said.append)
     assert said == ["calibrate host-cpu-1t: too few networks (16) to cross-validate the table; calibrate with "
-                    "--networks 19 or more for a trust figure"]
+                    "--networks 19 or more and --force for a trust figure"]
     said.clear()
     say_trust(_table(48), SPACE, "host-cpu-1t", said.append)
     assert [line.split(": ")[1] for line in said] == ["fp32", "int8"] and "too few" not in " ".join(said)
@@ -96,7 +97,7 @@ def test_profiles_show_keeps_the_figure_a_mapping_and_says_why_it_is_empty():
     it) and a note beside it gives the reason."""
     shown = trust(_table(16))  # the stamp's space, mbv2, also takes 19 networks at this input
     assert shown == {"left_out_within_10pct": {}, "left_out_note": "too few networks (16) to cross-validate the "
-                     "table; calibrate with --networks 19 or more for a trust figure"}
+                     "table; calibrate with --networks 19 or more and --force for a trust figure"}
 
 
 def test_the_line_says_what_was_left_out_and_how_close_it_came():
@@ -109,7 +110,7 @@ def test_a_low_figure_comes_with_advice_and_a_high_one_without():
     assert FitAccuracy("fp32", 96, 8, 0.7, 0.90, 3.0).advice() is None
     advice = FitAccuracy("int8", 96, 8, 0.55, 0.84, 4.31).advice()
     assert advice.startswith("under 90% of the calibration networks were predicted within ±10% (int8)")
-    assert "calibrate again while it is idle" in advice
+    assert "calibrate again with --force while it is idle" in advice
 
 
 def test_a_spec_comes_back_from_its_key():

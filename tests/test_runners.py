@@ -442,9 +442,13 @@ def test_device_reports_its_onnxruntime_and_a_table_from_another_is_refused(fake
     (stats,) = measure([models[0]], profile)
     assert stats.onnxruntime == "9.9.9" and 0 < stats.p10_ms <= stats.p50_ms
     check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "9.9.9"), stats, profile)  # same: fine
+    # its file, the table's own space and input (the command's defaults would measure another), and --force: the
+    # table still loads here, and calibrate keeps a loading table unless forced
     with pytest.raises(ProfileError, match=r"calibrated with onnxruntime 1\.0\.0, but the device now runs 9\.9\.9.*"
-                                           r"edgekd profiles calibrate \S*runner-test\.toml`"):  # its file
-        check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "1.0.0"), stats, profile)
+                                           r"edgekd profiles calibrate \S*runner-test\.toml --space resnet "
+                                           r"--input-shape 3,64,64 --classes 5 --force`"):
+        check_runtime(LatencyModel(lambda *_: 1.0, "latency table", "1.0.0"), stats, profile,
+                      "--space resnet --input-shape 3,64,64 --classes 5")
 
 
 def test_a_boards_kept_latency_fit_is_measured_again_once_the_board_runs_another_onnxruntime(fakes, tmp_path,

@@ -1102,3 +1102,8 @@ def test_validate_says_which_normalisation_and_split_it_assumed_for_a_model_expo
     made = pixel_onnx(tmp_path / "made.onnx", metadata={SPLIT_SEED_KEY: "0"})  # edgekd's own: its split is right
     code, out, err = run_cli("validate", made, "--data", whole, "--normalize", "none", *common)
     assert code == 0 and "records no split" not in err, err
+    # A file edgekd wrote without a seed (a compress run's teacher, trained on that split's training part): every
+    # image, as the note advises, would score it on images it was trained on.
+    teacher = pixel_onnx(tmp_path / "teacher-fp32.onnx", metadata={"edgekd.version": "0.1.0"})
+    code, out, err = run_cli("validate", teacher, "--data", whole, "--normalize", "none", *common)
+    assert code == 0 and "records no split" not in err, err

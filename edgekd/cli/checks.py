@@ -336,7 +336,12 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     settings = Path(config_path or "pyproject.toml")
     values = pyproject_settings(settings, required=config_path is not None)
     values.update(given)  # flags win
+    flagged = _flags_over_settings(values, given)
     config = build_config(values, target)
+    if flagged:
+        from dataclasses import replace
+
+        config = replace(config, notes=(*config.notes, *flagged))
     timing = [(f"--{k.replace('_', '-')}", given.get(k)) for k in ("rounds", "latency_tolerance")]
     if config.no_latency and (flag := next((f for f, v in timing if v is not None), None)):
         from edgekd.errors import ConfigError
@@ -362,6 +367,28 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     _report_gate(result, junit, summary, json_out, step_summary)
     if not result.passed:
         ctx.exit(1)
+
+
+def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Latency flags win over the pyproject settings they contradict, as every flag wins over its own key:
+    --no-latency on a runner that cannot time drops the file's max_latency (and a baseline left with nothing to
+    compare), and --max-latency or --baseline drops its no_latency. Returns the notes saying so."""
+    dropped: list[str] = []
+    if given.get("no_latency"):
+        if "max_latency" in values and "max_latency" not in given:
+            dropped.append(f"max_latency = {values.pop('max_latency')!r}")
+        compares = any(k in values for k in ("max_size_growth", "max_accuracy_drop"))
+        if "baseline" in values and "baseline" not in given and not compares:
+            dropped.append(f"baseline = {values.pop('baseline')!r}")
+        for key in ("rounds", "latency_tolerance"):
+            if key in values and key not in given:
+                values.pop(key)
+        return [f"not checked: {', '.join(dropped)} from the gate settings (--no-latency)"] if dropped else []
+    if values.get("no_latency") and "no_latency" not in given and any(k in given for k in ("max_latency",
+                                                                                           "baseline")):
+        values.pop("no_latency")
+        return ["the gate settings' no_latency = true is overridden by the latency flags given"]
+    return []
 
 
 def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: str | None,

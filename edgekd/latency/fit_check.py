@@ -42,8 +42,8 @@ class FitAccuracy:
         if self.within_10pct >= TRUSTED:
             return None
         return (f"under {TRUSTED:.0%} of the calibration networks were predicted within ±10% ({self.precision}): "
-                "the device was probably busy while calibrating; calibrate again while it is idle (search "
-                "re-measures its best candidates either way)")
+                "the device was probably busy while calibrating; calibrate again with --force while it is idle "
+                "(search re-measures its best candidates either way)")
 
 
 def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -72,11 +72,11 @@ def not_cross_validated(table: LatencyTable, space: Any, folds: int = FOLDS) -> 
     kept = len(table.networks.get("keys", []))
     if not kept:
         return ("the table keeps no calibration networks to cross-validate (an older edgekd wrote it); calibrate "
-                "again for a trust figure")
+                "again with --force for a trust figure")
     needed = networks_needed(table, space, folds)
     if kept < needed:
         return (f"too few networks ({kept}) to cross-validate the table; calibrate with --networks {needed} or more "
-                "for a trust figure")
+                "and --force for a trust figure")
     return None
 
 

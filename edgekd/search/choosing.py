@@ -274,11 +274,13 @@ def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces
         paths = export_for_timing(models, config.precision, calib, Path(tmp), batch=ruler.batch)
         timed = ruler.measure(paths, calib.shape[1:])
     for cand, (stats, _units) in zip(cands, timed):
-        check_runtime(latency[cand.spec.space], stats, profile)
+        check_runtime(latency[cand.spec.space], stats, profile,
+                      f"--space {cand.spec.space} --input-shape {','.join(map(str, calib.shape[1:]))} "
+                      f"--classes {data.num_classes}")
     return [replace(c, latency_ms=units * ruler.ms()) for c, (_stats, units) in zip(cands, timed)]
 
 
-def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
+def check_runtime(model: Any, stats: Any, profile: DeviceProfile, table_flags: str = "") -> None:
     """A table calibrated with another onnxruntime than the device now runs predicts the wrong latencies.
     A local profile's table is checked when it is loaded; a remote device says its version only when
     it measures, so its table is checked here."""
@@ -288,4 +290,5 @@ def check_runtime(model: Any, stats: Any, profile: DeviceProfile) -> None:
     if stamped and stats.onnxruntime and stamped != stats.onnxruntime:
         raise ProfileError(f"the latency table of '{profile.name}' was calibrated with onnxruntime {stamped}, but "
                            f"the device now runs {stats.onnxruntime}",
-                           f"recalibrate: run `edgekd profiles calibrate {profile_arg(profile)} --force`")
+                           f"recalibrate: run `edgekd profiles calibrate {profile_arg(profile)} "
+                           f"{table_flags + ' ' if table_flags else ''}--force`")
