@@ -48,7 +48,7 @@ _BUDGET_KEYS = {"latency_ms": "budget_ms", "max_size_kb": "max_size_kb", "min_ac
                 "max_accuracy_drop": "max_accuracy_drop"}
 
 
-def run_settings(path: str | Path) -> dict[str, Any]:
+def recorded_run(path: str | Path) -> dict[str, Any]:
     """The settings the distill run that wrote the search.json at ``path`` started with, as CompressConfig
     keys: its record (RUN_KEY), else, for a file written before runs recorded it, the budget it was reused
     with or searched for. {} for a file that cannot be read, which ``load_search`` refuses with its reason."""

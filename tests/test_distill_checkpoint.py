@@ -280,3 +280,26 @@ def _script(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _script(sys.argv[1:])
+
+
+def test_a_checkpoint_resumes_without_a_temperature_or_alpha_its_losses_never_read(tmp_path):
+    """A run interrupted before an unread --temperature was refused recorded it; CompressConfig now refuses the
+    flag, and resuming without it was refused as another run configuration: the run could not be resumed."""
+    from edgekd.distill.checkpoint import TRAINING_KEYS, load_checkpoint, save_checkpoint
+    from edgekd.errors import ConfigError
+
+    def run(losses, **config):
+        return {"config": {"temperature": 4.0, "alpha": 0.9, "use_labels": True, **config}, "losses": losses}
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"arch": "a", "run": json.dumps(run([["ce", 1.0]], temperature=2.0, alpha=0.5)),
+                           **{k: 0 for k in TRAINING_KEYS}})
+    assert load_checkpoint(path, "a", run([["ce", 1.0]]))["epoch"] == 0
+    # read by the losses of either side, they still tell two runs apart
+    differs = r"another run configuration \(alpha: 0.5 -> 0.9; temperature: 2.0 -> 4.0; losses: "
+    with pytest.raises(ConfigError, match=differs):
+        load_checkpoint(path, "a", run([["kd", 1.0]]))
+    save_checkpoint(path, {"arch": "a", "run": json.dumps(run([["kd", 1.0]], temperature=2.0)),
+                           **{k: 0 for k in TRAINING_KEYS}})
+    with pytest.raises(ConfigError, match=r"another run configuration \(temperature: 2.0 -> 4.0\)"):
+        load_checkpoint(path, "a", run([["kd", 1.0]]))

@@ -8,6 +8,7 @@ import pytest
 from conftest import QUICK_PROXY
 
 from edgekd.distill.prune import PruneStep
+from edgekd.search_file import RUN_KEY
 
 
 def err_line(code, err):
@@ -209,7 +210,10 @@ def test_compress_exports_and_validates_a_distilled_student_without_training(run
     assert manifest["student"]["spec"] == recorded["student"] and manifest["recipe"]["epochs"] == 2
     fp32 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-fp32")
     assert fp32["parity"]["max_abs_diff"] < 1e-3  # the reloaded weights are the ones exported
-    assert json.loads((out / "search.json").read_text()) == searched and (out / "student-int8.onnx").is_file()
+    # the distill run's own settings (what its --resume continues with) are no part of the search a reuse copies
+    unrun = {k: v for k, v in searched.items() if k != RUN_KEY}
+    assert RUN_KEY in searched and json.loads((out / "search.json").read_text()) == unrun
+    assert (out / "student-int8.onnx").is_file()
 
 
 def test_a_distilled_student_is_validated_against_the_budget_it_was_distilled_for(distilled, tmp_path):
@@ -782,3 +786,17 @@ def test_a_checkpoint_with_the_format_mark_but_missing_fields_is_refused_in_one_
     assert line == (f"error: {out / 'checkpoint.pt'} is not an edgekd training checkpoint (format 1, but it has no "
                     f"'arch'); start fresh without --resume (--force replaces '{out}'), or give --out the folder of "
                     "the run this command continues")
+
+
+def test_compress_distilled_takes_the_default_for_a_temperature_the_students_losses_never_read(tmp_path):
+    """`compress --config recipe.toml --distilled DIR`, the recipe holding temperature = 2 and DIR distilled with
+    --losses ce: the recorded temperature was dropped, so the recipe's survived (training settings come from
+    distill.json only) and was refused as a --temperature the user never typed."""
+    from edgekd.pipeline import CompressConfig, _as_distilled
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "distill.json").write_text(json.dumps({"recipe": {"losses": "ce", "temperature": 4.0, "alpha": 0.9,
+                                                                "epochs": 2}}))
+    config = _as_distilled(CompressConfig(distilled=str(folder), temperature=2.0, alpha=0.5))
+    assert (config.losses, config.temperature, config.alpha, config.epochs) == ("ce", 4.0, 0.9, 2)

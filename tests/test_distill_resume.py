@@ -54,7 +54,7 @@ def test_a_resume_keeps_the_budget_and_search_settings_its_run_started_with(run_
     line = err_line(*run_cli("distill", *args, "-q", "--budget-ms", "2")[::2])
     assert line == (f"error: --budget-ms 2 is not the budget the run in '{copy}' started with (--budget-ms 50), which "
                     "its student was searched and trained for; resume without budget flags to keep the run's, or start "
-                    "the run over without --resume")
+                    "the run over with --force (it replaces the run)")
     assert run_cli("distill", *args, "-q", "--budget-ms", "50")[0] == 0
 
 
@@ -111,11 +111,15 @@ def test_an_interrupted_force_run_says_what_it_left_and_replaces_the_earlier_run
                                            "the same command with --resume instead of --force to continue")
 
 
-def test_under_torchrun_a_follower_rank_says_no_error_nor_interruption(run_cli, tmp_path, monkeypatch):
+def test_under_torchrun_a_follower_rank_says_its_error_marked_and_no_interruption(run_cli, tmp_path, monkeypatch):
+    """A follower's error may be its own (node 2 lacks --data), and torchrun reports only its exit code: silent,
+    it was lost. An interruption reaches every rank, and rank 0 says it for all."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     code, out, err = run_cli("distill", "--out", tmp_path / "d", "--resume", "--force")
-    assert (code, out, err) == (2, "", "")
+    assert (code, out) == (2, "") and err.splitlines() == [
+        "[rank 1] error: --force and --resume cannot be combined: --resume continues the run in --out, and --force "
+        "would replace it; drop --force to continue the run, or --resume to start over"]
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -126,3 +130,83 @@ def test_under_torchrun_a_follower_rank_says_no_error_nor_interruption(run_cli, 
     monkeypatch.setenv("RANK", "0")  # rank 0 speaks for both
     code, _, err = run_cli("distill", "--out", tmp_path / "d")
     assert code == 130 and err.strip() == f"interrupted: nothing was written to {tmp_path / 'd'}/"
+
+
+def _search_choosing(search, path, other: bool):
+    """A copy of the search file ``search`` that chose another of its candidates (``other``), or the same student
+    (measured on another machine)."""
+    record = json.loads(search.read_text())
+    if other:
+        record["chosen"] = next(c for c in record["candidates"] if c["spec"] != record["chosen"]["spec"])
+    else:
+        record["host"] = "Other CPU (64 CPUs)"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_resume_refuses_a_search_file_choosing_another_student_before_writing_anything(
+        run_cli, common, searched, tmp_path):  # noqa: F811
+    """Reused as given, it replaced the run's search.json before the checkpoint was refused as another
+    student's: the run could then not be resumed at all, with that file or without."""
+    from edgekd.search_file import read_search
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(searched, run / "search.json")
+    (run / "checkpoint.pt").write_text("the run's")
+    other = _search_choosing(searched, tmp_path / "b.json", other=True)
+    line = err_line(*run_cli("distill", *common, "--search", other, "--epochs", "2", "--out", run, "--resume")[::2])
+    ours, theirs = (read_search(p).chosen.spec.key() for p in (searched, other))
+    assert line == (f"error: --search '{other}' chose the student {theirs}, and the run in '{run}' trains {ours} (its "
+                    f"'{run / 'search.json'}'); resume without --search to continue the run, or start it over with "
+                    "--force (it replaces the run) to train the other student")
+    assert (run / "search.json").read_text() == searched.read_text()
+
+
+def test_a_resume_given_a_search_file_choosing_its_student_continues_from_its_own(searched, tmp_path):  # noqa: F811
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.resumed import as_started
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(searched, run / "search.json")
+    same = _search_choosing(searched, tmp_path / "b.json", other=False)
+    said: list[str] = []
+    config = as_started(CompressConfig(search_file=str(same)), run, said.append)
+    assert config.search_file is None  # the run's own search.json, kept as it was, is the one reused
+    assert said[0] == (f"search: '{same}' chose the student the run in '{run}' trains; continuing from its "
+                       f"'{run / 'search.json'}'")
+
+
+def test_another_budget_on_resume_is_refused_with_advice_that_works(tmp_path):
+    """"start the run over without --resume" was refused in turn: its --out is not empty."""
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.resumed import as_started
+
+    (tmp_path / "search.json").write_text(json.dumps({"budget": {"latency_ms": 50}}))
+    with pytest.raises(ConfigError) as caught:
+        as_started(CompressConfig(budget_ms=2), tmp_path, print)
+    assert caught.value.message == (f"--budget-ms 2 is not the budget the run in '{tmp_path}' started with "
+                                    "(--budget-ms 50), which its student was searched and trained for; resume without "
+                                    "budget flags to keep the run's, or start the run over with --force (it replaces "
+                                    "the run)")
+
+
+def test_a_resume_says_how_to_put_back_an_earlier_run_a_killed_force_run_left_as_its_only_copy(tmp_path):
+    """Killed before its first checkpoint, a --force run left only its search.json in --out: the resume said to
+    delete the leftover, the only copy of the earlier run, then that there was nothing to resume."""
+    from edgekd.errors import OutputError
+    from edgekd.pipeline import CompressConfig, run_distill
+
+    out = tmp_path / "my run"
+    out.mkdir()
+    (out / "search.json").write_text("{}")
+    left = tmp_path / "my run.edgekd-replaced-123"
+    left.mkdir()
+    said: list[str] = []
+    with pytest.raises(OutputError, match="nothing to resume"):
+        run_distill(CompressConfig(), out, resume=True, log=said.append)
+    assert said == [f"warning: '{left}' holds an earlier run of '{out}' that a --force run set aside and was stopped "
+                    f"before its first checkpoint: it is the only copy of that run; put it back with "
+                    f"`rm -r '{out}' && mv '{left}' '{out}'`"]

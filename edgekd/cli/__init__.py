@@ -11,7 +11,7 @@ import sys
 import click
 
 from edgekd.cli import checks, profile_cmds, stages  # noqa: F401  (each registers its commands on the group)
-from edgekd.cli.base import NOTHING_WRITTEN, cli, follower, interrupted_message, on_interrupt
+from edgekd.cli.base import NOTHING_WRITTEN, cli, follower_rank, interrupted_message, on_interrupt
 from edgekd.errors import EdgeKDError
 
 __all__ = ["cli", "main"]
@@ -77,13 +77,18 @@ def _run(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
-        _say(interrupted_message())
+        _say(interrupted_message(), error=False)
         # click 8.2 raises its Abort `from` the interrupt, 8.1 inside the handler: __cause__ or __context__.
         sys.exit(143 if any(isinstance(e, Terminated) for e in (exc, exc.__cause__, exc.__context__)) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def _say(line: str) -> None:
-    """An error or interruption line on stderr, from one process only: torchrun's rank 0 speaks for every rank."""
-    if not follower():
+def _say(line: str, error: bool = True) -> None:
+    """An error or interruption line on stderr. Under torchrun rank 0 speaks for every rank: the same Ctrl-C
+    reaches them all, so a follower says no interruption. A follower's error may be its own (node 2 lacks
+    --data), and torchrun reports only its exit code: it is said, marked with the rank."""
+    rank = follower_rank()
+    if not rank:
         click.echo(line, err=True)
+    elif error:
+        click.echo(f"[rank {rank}] {line}", err=True)

@@ -29,16 +29,18 @@ def on_interrupt(say: Callable[[], str]) -> None:
 NOTHING_WRITTEN = "interrupted: nothing was written"
 
 
-def follower() -> bool:
-    """Whether this process is a torchrun rank other than 0, which stays silent: rank 0 says what every rank
-    would (the same error, the same interruption). Read from torchrun's environment as ``ddp.launched`` reads
-    it, without importing torch for an error line; a malformed one is refused by the command itself."""
-    import os
+def follower_rank() -> int:
+    """This process's torchrun rank when it is one other than 0, else 0. Rank 0 alone says what every rank
+    would (the same interruption; what it ran into); a follower says only an error of its own, marked with
+    its rank. Read without importing torch for an error line; a malformed environment is refused by the
+    command itself."""
+    from edgekd.errors import ConfigError
+    from edgekd.torchrun import env_world
 
     try:
-        return int(os.environ.get("WORLD_SIZE") or 1) > 1 and int(os.environ.get("RANK") or 0) > 0
-    except ValueError:
-        return False
+        return env_world()[1]
+    except ConfigError:
+        return 0
 
 
 def interrupted_message() -> str:

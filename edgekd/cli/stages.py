@@ -273,17 +273,14 @@ def _refuse_search_with_distilled(ctx: click.Context, values: dict[str, Any], re
                       f"remove the search key from '{recipe}', or leave --distilled out")
 
 
-# Options only the search reads: with a search file given, its ranking stands and they would be ignored.
-_SEARCH_ONLY = ("space", "proxy", "candidates", "latency_anchors", "precision")
-
-
 def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Path | None = None) -> None:
     """Search flags with a search file, or with ``resumed``: the search.json of the run --resume continues,
     which trains the student that search chose."""
     from edgekd.errors import ConfigError
+    from edgekd.pipeline.resumed import SEARCH_KEYS
 
     # --precision also sets the precision pruning measures (--target-ms)
-    given = [k for k in _SEARCH_ONLY if _given(ctx, k) and not (k == "precision" and values.get("target_ms"))]
+    given = [k for k in SEARCH_KEYS if _given(ctx, k) and not (k == "precision" and values.get("target_ms"))]
     if not given:
         return
     flag = f"--{given[0].replace('_', '-')}"

@@ -116,6 +116,7 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
         raise not_a_checkpoint(path, "its 'run' is not a run description")
     # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
     run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
+    saved, run = _without_unread(saved, run)
     if saved != run:
         raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
                           f"resume with the original settings, or {fresh}")
@@ -123,6 +124,33 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
     if missing:
         raise not_a_checkpoint(path, f"it has no '{missing}'")
     return data
+
+
+def _without_unread(saved: dict[str, Any], run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run descriptions ``saved`` and ``run`` without the temperature and alpha that the losses of neither
+    read. A run interrupted before those were refused recorded them, and dropping the flag, as CompressConfig
+    now asks, was refused as another configuration: the run could not be resumed at all."""
+    unread = set.intersection(*(_unread(side) for side in (saved, run)))
+    if not unread:
+        return saved, run
+    def without(side: dict[str, Any]) -> dict[str, Any]:
+        return {**side, "config": {k: v for k, v in side["config"].items() if k not in unread}}
+
+    return without(saved), without(run)
+
+
+def _unread(run: dict[str, Any]) -> set[str]:
+    """Of temperature and alpha, those the losses of the run described by ``run`` never read."""
+    from edgekd.distill.losses import reads
+
+    config, losses = run.get("config"), run.get("losses")
+    if not isinstance(config, dict) or not isinstance(losses, list):
+        return set()  # not comparable on this: the description differs, or is refused, as it is
+    try:
+        read = reads([(name, weight) for name, weight in losses], bool(config.get("use_labels", True)))
+    except (ConfigError, TypeError, ValueError):
+        return set()
+    return {k for k, is_read in read.items() if not is_read}
 
 
 # What resuming reads besides the architecture and the run description.

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
+from edgekd.torchrun import env_world
 
 
 @dataclass(frozen=True)
@@ -40,22 +41,7 @@ def launched() -> tuple[int, int]:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
-    size, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
-    return (size, rank) if size > 1 else (1, 0)
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ConfigError(f"{name}={text!r} is not a process count or rank",
-                          "start distributed training with torchrun --nproc-per-node N, or unset it")
-    return value
+    return env_world()
 
 
 def join(student: nn.Module) -> World:

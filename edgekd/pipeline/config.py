@@ -243,8 +243,10 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def without_unread(values: dict[str, Any]) -> dict[str, Any]:
-    """Recipe ``values`` without a temperature or alpha its losses never read: a distill.json written before
-    those were refused records them, and taken as given they would now refuse the folder they trained."""
+    """Recipe ``values`` with a temperature or alpha its losses never read set to its default: a distill.json
+    written before those were refused records them, and taken as given they would now refuse the folder they
+    trained. Dropped instead, the invocation's value (a recipe's temperature) survived a --distilled run, whose
+    training settings come from its distill.json only, and was refused as a --temperature nobody typed."""
     from edgekd.distill.losses import reads
     from edgekd.types import parse_losses
 
@@ -252,7 +254,7 @@ def without_unread(values: dict[str, Any]) -> dict[str, Any]:
         read = reads(parse_losses(values.get("losses") or "kd"), bool(values.get("labels", True)))
     except (ConfigError, ValueError, TypeError, AttributeError):
         return values  # refused with its reason where CompressConfig reads it
-    return {k: v for k, v in values.items() if read.get(k, True)}
+    return {**values, **{k: field_default(k) for k, is_read in read.items() if not is_read}}
 
 
 def field_default(name: str) -> Any:
@@ -279,6 +281,12 @@ def with_search_budget(config: CompressConfig, log: Any) -> CompressConfig:
     return with_recorded_budget(config, log, recorded_budget, config.search_file, "was searched for")
 
 
+def budget_flags(budget: dict[str, Any]) -> str:
+    """A budget (CompressConfig keys, None: unset) as the flags that give it: "--budget-ms 50, --max-size-kb 128";
+    "" for none."""
+    return ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in budget.items() if v is not None)
+
+
 def with_recorded_budget(config: CompressConfig, log: Any, read: Any, source: str, how: str) -> CompressConfig:
     """``config`` with the budget ``read(source)`` records when it gives none, said to ``log``."""
     from edgekd.distilled import BUDGET_KEYS
@@ -287,6 +295,5 @@ def with_recorded_budget(config: CompressConfig, log: Any, read: Any, source: st
         return config
     recorded = read(source)
     if recorded:
-        said = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in recorded.items())
-        log(f"budget: {said}, as '{source}' {how} (pass budget flags to validate against others)")
+        log(f"budget: {budget_flags(recorded)}, as '{source}' {how} (pass budget flags to validate against others)")
     return dataclasses.replace(config, **recorded)

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import shlex
 from pathlib import Path
 from typing import Any
 
 from edgekd.distilled import BUDGET_KEYS
 from edgekd.errors import ConfigError
 from edgekd.fsutil import settled
-from edgekd.pipeline.config import CompressConfig
+from edgekd.pipeline.config import CompressConfig, budget_flags
 from edgekd.run_inputs import Log
+from edgekd.search_file import recorded_run
 
-# Options only the search reads: a resumed run trains the student its search chose and cannot search again.
+# Options only the search reads: refused with a search file, whose ranking stands, and on --resume, which trains
+# the student its run's search chose and cannot search again.
 SEARCH_KEYS = ("space", "proxy", "candidates", "latency_anchors", "precision")
 # What a distill run records in its --out's search.json (search_file.RUN_KEY).
 RUN_KEYS = (*SEARCH_KEYS, "search_file", *BUDGET_KEYS)
@@ -25,9 +28,7 @@ def run_settings(config: CompressConfig, out: Path, resume: bool) -> dict[str, A
     file its run started with: distill.json records it as the uninterrupted run would have."""
     settings = {k: getattr(config, k) for k in RUN_KEYS}
     if resume and settings["search_file"] is None:
-        from edgekd.search_file import run_settings as recorded
-
-        settings["search_file"] = recorded(out / "search.json").get("search_file")
+        settings["search_file"] = recorded_run(out / "search.json").get("search_file")
     return settings
 
 
@@ -35,29 +36,67 @@ def as_started(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
     """``config`` with the search settings and budget the run in ``out`` started with. Taken from the resuming
     command, a forgotten budget flag recorded no budget in distill.json (and `compress --distilled` validated
     against none), and another one a budget the student was never searched for; search flags are refused
-    on --resume, and their defaults were recorded as if the run had searched with them."""
-    from edgekd.search_file import run_settings as recorded
-
-    started = recorded(out / "search.json")
+    on --resume, and their defaults were recorded as if the run had searched with them. A --search is
+    checked to choose the run's student, and then continues from the run's own search.json (see _same_search)."""
+    started = recorded_run(out / "search.json")
     was = {k: started.get(k) for k in BUDGET_KEYS}
     given = {k: getattr(config, k) for k in BUDGET_KEYS}
     if any(v is not None for v in given.values()) and given != was:
         raise ConfigError(f"{_budget_text(given)} is not the budget the run in '{out}' started with "
                           f"({_budget_text(was)}), which its student was searched and trained for",
-                          "resume without budget flags to keep the run's, or start the run over without --resume")
+                          "resume without budget flags to keep the run's, or start the run over with --force (it "
+                          "replaces the run)")
+    if config.search_file:
+        config = _same_search(config, out, log)
     if given != was:
         log(f"budget: {_budget_text(was)}, as the run in '{out}' started with")
     return dataclasses.replace(config, **was, **{k: started[k] for k in SEARCH_KEYS if k in started})
 
 
+def _same_search(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
+    """``config`` without its --search when that file chose the student the run in ``out`` trains, which then
+    continues from its own search.json, kept as it was; refused, before anything is written, when it chose
+    another. Reused as given, another file replaced the run's search.json before its checkpoint was refused as
+    another student's, and the run could then not be resumed at all. A file that cannot be read is left to
+    ``load_search``, which refuses it with its reason (it rewrites nothing on resume)."""
+    run_file = out / "search.json"
+    given, ours = chosen_student(config.search_file), chosen_student(run_file)
+    if given is None or ours is None:
+        return config
+    if given != ours:
+        raise ConfigError(f"--search '{config.search_file}' chose the student {given}, and the run in '{out}' "
+                          f"trains {ours} (its '{run_file}')", "resume without --search to continue the run, or "
+                          "start it over with --force (it replaces the run) to train the other student")
+    log(f"search: '{config.search_file}' chose the student the run in '{out}' trains; continuing from its "
+        f"'{run_file}'")
+    return dataclasses.replace(config, search_file=None)
+
+
+def chosen_student(path: str | Path) -> str | None:
+    """The key of the student the search.json at ``path`` chose; None for a file that is no readable search result."""
+    from edgekd.search_file import read_search
+
+    try:
+        return str(read_search(path).chosen.spec.key())
+    except (OSError, ConfigError):
+        return None
+
+
 def _budget_text(budget: dict[str, Any]) -> str:
-    return ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in budget.items() if v is not None) or "no budget"
+    return budget_flags(budget) or "no budget"
 
 
 def note_leftovers(out: Path, log: Log) -> None:
     """Say where a --force run into ``out`` that was killed (SIGKILL, a power cut) left the earlier run it had set
-    aside: nothing removes it after that, and it may be as large as the run itself."""
+    aside: nothing removes it after that, and it may be as large as the run itself. Killed before its first
+    checkpoint, the --force run left ``out`` nothing to resume, and the leftover is the only copy of the earlier
+    run: it is then said how to put it back, never to delete it."""
     where = settled(out)
+    ours = (out / "checkpoint.pt").is_file()
     for left in sorted(where.parent.glob(f"{glob.escape(where.name)}.edgekd-replaced-*")):
-        log(f"warning: '{left}' holds an earlier run of '{out}' that a --force run set aside and was stopped "
-            f"before removing; the run in '{out}' does not need it: delete it to free its space")
+        said = f"warning: '{left}' holds an earlier run of '{out}' that a --force run set aside and was stopped "
+        if ours:
+            log(said + f"before removing; the run in '{out}' does not need it: delete it to free its space")
+        else:
+            log(said + f"before its first checkpoint: it is the only copy of that run; put it back with "
+                f"`rm -r {shlex.quote(str(out))} && mv {shlex.quote(str(left))} {shlex.quote(str(out))}`")

@@ -209,8 +209,10 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
         result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
                              config.max_size_kb, fix=fix)
         log(f"search: reusing {search_file}")
-        if run is not None and earlier is not None and Path(search_file).resolve() != earlier.resolve():
-            # A resume without --search reuses it: searching again could choose another student.
+        # A resume without --search reuses it: searching again could choose another student. A resumed run's
+        # own is never replaced: another student's would leave its checkpoint refused and the run not resumable.
+        if (run is not None and earlier is not None and Path(search_file).resolve() != earlier.resolve()
+                and not (resume and earlier.is_file())):
             write_json(earlier, search_record(result, profile, config.budget, data, teacher.module, run=run))
     else:
         _check_teacher_before_search(config, teacher.module, torch.as_tensor(data.x_train[:2]))
