@@ -498,12 +498,13 @@ def test_a_resumed_run_trains_the_student_its_search_chose(run_cli, common, tmp_
     for flag, value in (("--candidates", "5"), ("--proxy", "params"), ("--space", "resnet")):
         line = err_line(*run_cli("distill", *args, "--resume", flag, value)[::2])
         assert f"error: {flag} does not apply with --resume: the run continues training the student its search " \
-               f"chose ('{out / 'search.json'}'); drop {flag}, or start the run over without --resume" in line, line
+               f"chose ('{out / 'search.json'}'); drop {flag}, or start the run over with --force instead of " \
+               "--resume (it replaces the run)" in line, line
     # A budget other than the run's (here a tighter one, which its search's student misses): no --search was given
     # to drop
     line = err_line(*run_cli("distill", *args, "--resume", "--budget-ms", "0.0001")[::2])
     assert f"--budget-ms 0.0001 is not the budget the run in '{out}' started with (no budget)" in line
-    assert "drop --search" not in line and "start the run over without --resume" in line
+    assert "drop --search" not in line and "start the run over with --force (it replaces the run)" in line
     assert (out / "distill.json").read_text() == before
     code, _, err = run_cli("distill", *args, "--resume")
     assert code == 0, err

@@ -291,7 +291,8 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Pa
     if resumed is not None and resumed.is_file():
         raise ConfigError(f"{flag} does not apply with --resume: the run continues training the student its "
                           f"search chose ('{resumed}')",
-                          f"drop {flag}, or start the run over without --resume to search with it")
+                          f"drop {flag}, or start the run over with --force instead of --resume (it replaces the "
+                          "run) to search with it")
 
 
 @cli.command("search")
