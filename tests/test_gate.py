@@ -1277,3 +1277,8 @@ def test_latency_flags_win_over_the_gate_settings_they_contradict(run_cli, tiny_
     code, out, err = run_cli("gate", tiny_model, "--config", config, "--max-latency", "10s", "--rounds", "1")
     assert code == 0 and "| latency | pass |" in out, out + err
     assert "the gate settings' no_latency = true is overridden by the latency flags given" in out
+    # a --baseline given to compare sizes keeps the file's no_latency: nothing is timed
+    config.write_text('[tool.edgekd.gate]\nno-latency = true\nmax-size-growth = 0.1\n')
+    monkeypatch.setattr(gate, "_measure_rounds", lambda *_: pytest.fail("measured with no_latency = true"))
+    code, out, err = run_cli("gate", tiny_model, "--config", config, "--baseline", tmp_path / "base.onnx")
+    assert code == 0 and "| size growth | pass |" in out and "| regression |" not in out, out + err

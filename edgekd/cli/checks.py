@@ -372,7 +372,7 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
 def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """Latency flags win over the pyproject settings they contradict, as every flag wins over its own key:
     --no-latency on a runner that cannot time drops the file's max_latency (and a baseline left with nothing to
-    compare), and --max-latency or --baseline drops its no_latency. Returns the notes saying so."""
+    compare), and --max-latency (or a --baseline given alone) drops its no_latency. Returns the notes saying so."""
     dropped: list[str] = []
     if given.get("no_latency"):
         if "max_latency" in values and "max_latency" not in given:
@@ -384,8 +384,10 @@ def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[
             if key in values and key not in given:
                 values.pop(key)
         return [f"not checked: {', '.join(dropped)} from the gate settings (--no-latency)"] if dropped else []
-    if values.get("no_latency") and "no_latency" not in given and any(k in given for k in ("max_latency",
-                                                                                           "baseline")):
+    # a --baseline given to compare sizes or accuracy keeps the file's no_latency; one given alone asks for timing
+    compares = any(k in values for k in ("max_size_growth", "max_accuracy_drop"))
+    timed = "max_latency" in given or ("baseline" in given and not compares)
+    if values.get("no_latency") and "no_latency" not in given and timed:
         values.pop("no_latency")
         return ["the gate settings' no_latency = true is overridden by the latency flags given"]
     return []
