@@ -274,9 +274,9 @@ def _measure(cands: list[Candidate], data: Dataset, config: SearchConfig, spaces
         paths = export_for_timing(models, config.precision, calib, Path(tmp), batch=ruler.batch)
         timed = ruler.measure(paths, calib.shape[1:])
     for cand, (stats, _units) in zip(cands, timed):
+        classes = f" --classes {data.num_classes}" if data is not None else ""  # a caller timing models alone has none
         check_runtime(latency[cand.spec.space], stats, profile,
-                      f"--space {cand.spec.space} --input-shape {','.join(map(str, calib.shape[1:]))} "
-                      f"--classes {data.num_classes}")
+                      f"--space {cand.spec.space} --input-shape {','.join(map(str, calib.shape[1:]))}{classes}")
     return [replace(c, latency_ms=units * ruler.ms()) for c, (_stats, units) in zip(cands, timed)]
 
 
