@@ -108,15 +108,12 @@ def ort_size_growth_check(copy: Path | None, base: tuple[Path, dict[str, Any] | 
         notes.append(f"not checked: the growth of {copy.name}, the ORT-format copy, as the baseline records none "
                      "(the .onnx's growth is checked)")
         return []
-    from edgekd.gate import Check
-    from edgekd.textfmt import figures
+    from edgekd.gate import Check, growth_figures
 
     theirs = ort_copy(model.parent, entry)
     base_size = theirs.stat().st_size if theirs is not None else int(recorded["size_bytes"])
     size = copy.stat().st_size
-    ratio = size / base_size if base_size else float("inf")
-    ok = size <= base_size * (1 + growth)
-    shown = figures(ratio, 1 + growth, 3, ok)[0]
+    ok, ratio, shown = growth_figures(size, base_size, growth)
     source = "" if theirs is not None else " (as its manifest records)"
     return [Check("ort size growth", ok, f"{copy.name}: {size / 1024:.1f} KB on disk, {shown}x the baseline's "
                   f"ORT-format copy's {base_size / 1024:.1f} KB{source} (at most +{growth * 100:g}%)", ratio)]

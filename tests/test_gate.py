@@ -937,7 +937,7 @@ def test_a_size_just_over_its_limit_is_said_in_bytes_where_kb_would_round_it_ont
     at = run_gate(str(tiny_model), GateConfig(max_size_bytes=size)).checks[0]
     assert at.passed and at.message == f"{size / 1024:.1f} KB on disk, limit {size / 1024:.1f} KB"
     monkeypatch.setattr(gate, "_baseline_size", lambda *_: 1_000_000)
-    grown = gate._size_growth_check(1_000_001, GateConfig(baseline=str(tiny_model), max_size_growth=0.0))
+    grown = gate._size_growth_check(1_000_001, (tiny_model, None), 0.0)
     assert not grown.passed and "1.000001x the baseline's" in grown.message, grown.message
 
 

@@ -133,6 +133,7 @@ def _without_unread(saved: dict[str, Any], run: dict[str, Any]) -> tuple[dict[st
     unread = set.intersection(*(_unread(side) for side in (saved, run)))
     if not unread:
         return saved, run
+
     def without(side: dict[str, Any]) -> dict[str, Any]:
         return {**side, "config": {k: v for k, v in side["config"].items() if k not in unread}}
 
