@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -287,10 +288,23 @@ def _constant_quantize(node: Any, inits: dict[str, Any], numpy_helper: Any) -> n
     return np.clip(q, info.min, info.max).astype(zero.dtype)
 
 
+# torch's pytree warns once, when torchao is first imported (during tuning), that an enum it registers is deprecated.
+_IMPORT_CHATTER = ("torch.utils._pytree", "torchao")
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """INC and torch.export log every step at INFO; none of it means anything to our users."""
-    with quiet():
-        import neural_compressor.torch.quantization  # noqa: F401  (sets its logger's level when first imported)
-    with quiet("torchao", "neural_compressor", *TORCH_EXPORT):
+    # INC's fp8 (Habana) logger makes ~/.habana_logs/inc_log.txt when imported, unless told to stay off; edgekd
+    # never uses fp8, and a user who asked for its logs has set one of these.
+    if "LOG_LEVEL_INC" not in os.environ and "LOG_LEVEL_ALL" not in os.environ:
+        os.environ["LOG_LEVEL_INC"] = "6"  # its "ignore" level: no log folder, no file
+    from neural_compressor.common.utils.logger import Logger
+
+    # INC sets its logger up (level INFO, a stderr handler of its own) at its first message, undoing a level set
+    # before: its import's "Auto detect accelerator" warnings came through that way. Set up now, it stays quiet.
+    Logger()
+    with quiet("neural_compressor", *_IMPORT_CHATTER):
+        import neural_compressor.torch.quantization  # noqa: F401
+    with quiet("neural_compressor", *_IMPORT_CHATTER, *TORCH_EXPORT):
         yield

@@ -282,6 +282,36 @@ def test_int8_yes_no_options_are_booleans(fp32_artifact, small_data, tmp_path, v
                                                 source=fp32_artifact, options={"quantize_first_conv": value}))
 
 
+def test_inc_writes_nothing_to_stderr_nor_a_log_folder_in_home(tmp_path):
+    """neural-compressor's import warned "Auto detect accelerator" twice and "hw aligned scales not supported",
+    torch's pytree warned about torchao's enum, and its fp8 logger made ~/.habana_logs/inc_log.txt; run in a
+    fresh process, as each is said once per process."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch
+from pathlib import Path
+from edgekd.export import ExportRequest, get_exporter
+from edgekd.search.spaces import SPACES
+torch.manual_seed(0)
+config = {"stem": 8, "widths": [8, 8, 8], "depths": [1, 1, 1], "expands": [2, 2, 2], "kernels": [3, 3, 3]}
+model = SPACES.get("mbv2").build(config, (1, 8, 8), 4).eval()
+x = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
+get_exporter("inc")(ExportRequest("inc", "student", Path("out"), model, x[:1], calibration=x,
+                                  options={"tolerable_loss": 0.5}))
+"""
+    (tmp_path / "out").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL_INC", "LOG_LEVEL_ALL")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**env, "HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "inc.onnx").is_file()
+    assert done.stderr == "" and done.stdout == ""
+    assert not (tmp_path / "home" / ".habana_logs").exists()
+
+
 def test_inc_needs_a_torch_model_and_calibration(fp32_artifact, small_data, tmp_path):
     with pytest.raises(ExportError, match="inc needs a torch model, a sample input and calibration inputs"):
         get_exporter("inc")(ExportRequest("i", "student", tmp_path, source=fp32_artifact,
