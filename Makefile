@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow test-oldest bench lint clean bench-search bench-search-truth bench-distill bench-latency-decisions bench-kd-default bench-kd-default-few
+.PHONY: demo test test-slow test-oldest bench lint clean bench-search bench-search-truth bench-distill bench-latency-decisions bench-kd-default bench-kd-default-few bench-kd-default-alpha
 
 # torch 2.13 has wheels for Python 3.10 and later only: an older python3 (macOS's, RHEL 9's) is named here rather
 # than as pip's "no matching distribution", and a .venv made with one is made again.
@@ -65,6 +65,10 @@ bench-kd-default: $(STAMP)
 # Its 10%-labels setting, added to those results on the same student (about an hour more).
 bench-kd-default-few: $(STAMP)
 	$(BIN)/python benchmarks/kd_default.py --extend --arms kd,none --settings "10% of the labels"
+
+# Rule 1's first half: alpha 0.5 against the recorded kd with all labels (about 45 minutes more).
+bench-kd-default-alpha: $(STAMP)
+	$(BIN)/python benchmarks/kd_default.py --extend --arms "kd alpha 0.5" --settings "all labels"
 
 bench-search: $(STAMP)
 	$(BIN)/python benchmarks/search_quality.py --seed 2

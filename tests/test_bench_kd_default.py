@@ -55,6 +55,16 @@ def test_a_run_of_some_arms_says_which_rules_it_could_not_decide(bench):
     assert "| all labels | 97.67 ± 0.00 | not run | - | 98.17 ± 0.00 | +0.50 ± 0.00 |" in bench._markdown(out)
 
 
+@pytest.mark.parametrize("alpha, expect", [
+    ([0.98, 0.97, 0.98], "does not hold"),  # level with all labels: decided without the 10% setting
+    ([0.985, 0.975, 0.985], "was not run"),  # a win with all labels: the 10% setting decides
+])
+def test_rule_1_is_decided_by_an_all_labels_loss_alone(bench, alpha, expect):
+    kd = [0.98, 0.97, 0.98]
+    results = {"all labels": _arms(bench, kd, alpha, kd)}
+    assert bench.verdict(results)[0].startswith(f"Rule 1 {expect}")
+
+
 @pytest.mark.parametrize("few_none, expect", [
     ([0.95, 0.94, 0.95], "holds"),  # the teacher 3 points ahead on every seed
     ([0.98, 0.96, 0.985], "does not hold"),  # level on average
