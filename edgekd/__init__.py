@@ -38,6 +38,7 @@ _EXPORTS = {
     "list_profiles": "edgekd.profiles",
     "DeviceProfile": "edgekd.profiles",
     "load_data": "edgekd.data",
+    "load_data_for": "edgekd.data_match",
     "Dataset": "edgekd.data",
     "default_teacher": "edgekd.teacher",
     "load_teacher": "edgekd.teacher",

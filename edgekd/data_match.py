@@ -198,3 +198,37 @@ def foreign_split_note(data: Dataset, model: Any, seed: int) -> tuple[str, ...]:
             "scored; to score every image, give them as a held-out test set: an .npz of x_test/y_test alone, a "
             "folder holding only a test/ folder of class folders, or a CSV whose split column says test on every "
             "row",)
+
+
+def split_seed(model: str | Path, seed: int | None = None) -> int:
+    """The seed whose test split ``model`` is scored on: ``seed``, else the one its run recorded (another one
+    would test it partly on images it was trained on), else 0."""
+    from edgekd.onnxfile import embedded_split_seed
+
+    recorded = embedded_split_seed(model)
+    return seed if seed is not None else recorded if recorded is not None else 0
+
+
+def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, normalize: Any = None,
+                  channels: Any = None, seed: int | None = None) -> Dataset:
+    """``source`` loaded to score the ONNX ``model`` on, as ``edgekd validate`` loads it: fed the preprocessing
+    the model records (``normalize`` overrides it), its classes matched to the model's by name, split as its
+    run was (``seed`` picks another). What was assumed or does not match (a seed other than the run's, data
+    changed since the run split it, the data's own statistics for a model recording none, a seeded fifth of
+    the images scored) is said in the returned data's ``notes``."""
+    from edgekd.data import load_data
+    from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
+    from edgekd.preprocess import parse_channels, recorded_channels
+
+    recorded, run_seed, split = embedded_preprocess(model), embedded_split_seed(model), split_seed(model, seed)
+    data = load_data(source, resolution=resolution, normalize=recorded if normalize is None else normalize,
+                     channels=parse_channels(channels) or recorded_channels(recorded), seed=split)
+    said = ()
+    if seed is not None and run_seed is not None and seed != run_seed:
+        said = (f"'{model}' was trained on the split of seed {run_seed}: the test images of --seed {seed} include "
+                "some of its training images, so its accuracy reads high",)
+    data = dataclasses.replace(data, notes=(*said, *data.notes))
+    data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), recorded),
+                           model, split)
+    assumed = normalize_note(data, model) if recorded is None and normalize is None else ()
+    return dataclasses.replace(data, notes=(*data.notes, *assumed, *foreign_split_note(data, model, split)))

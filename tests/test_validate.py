@@ -1072,6 +1072,32 @@ def test_a_model_with_more_classes_than_the_data_is_scored_with_a_note(tmp_path,
     assert notes == ()
 
 
+def test_the_api_loads_data_for_a_model_as_validate_does_with_its_notes(tmp_path, fast_profile):
+    """The notes on what was assumed came from the CLI alone: a Python user calling validate() with load_data's
+    data scored a model exported elsewhere on a seeded fifth, normalised with the data's statistics, unsaid."""
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd import load_data_for, validate
+    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.validate import artifact_from_file
+
+    model = pixel_onnx(tmp_path / "m.onnx")
+    whole = pixel_data(tmp_path / "whole.npz", 60, ("x", "y"))
+    data = load_data_for(model, whole)
+    assert len(data.notes) == 2 and data.notes[0].startswith("'m.onnx' records no preprocessing, so data 'whole.npz' "
+                                                             "was normalised with its own mean and std")
+    assert data.notes[1].startswith("'m.onnx' records no split of edgekd's, and data 'whole.npz' gives no test "
+                                    "split of its own: 12 of its 60 images")
+    assert load_data_for(model, whole, normalize="none", seed=3).notes == (data.notes[1].replace("seed 0", "seed 3"),)
+    stamp_data_metadata(artifact_from_file(model), data, seed=1)  # as a run of edgekd's records its split
+    assert load_data_for(model, whole, normalize="none").notes == ()
+    assert load_data_for(model, whole, normalize="none", seed=0).notes == (
+        f"'{model}' was trained on the split of seed 1: the test images of --seed 0 include some of its training "
+        "images, so its accuracy reads high",)
+    report = validate([artifact_from_file(model)], fast_profile, None, load_data_for(model, whole, normalize="none"))
+    assert report.reports[0].accuracy is not None
+
+
 def test_validate_says_which_normalisation_and_split_it_assumed_for_a_model_exported_elsewhere(
         run_cli, tmp_path, fast_profile_path):
     """A model without edgekd's metadata was standardised with the data's statistics, and scored on a seeded fifth

@@ -50,7 +50,6 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
     from edgekd.errors import ConfigError
-    from edgekd.preprocess import parse_channels, recorded_channels
 
     check_report_files(force, ("--json", json_out), inputs=_validate_reads(model, data, manifest, profile))
 
@@ -70,7 +69,6 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if data is None:
         _needs("--data", ("--resolution", resolution), ("--normalize", normalize), ("--channels", channels),
                ("--seed", seed))
-    from edgekd.data import load_data
     from edgekd.latency.cache import noisy
     from edgekd.profiles import load_profile
     from edgekd.types import Budget
@@ -83,26 +81,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     art = artifact_from_file(model)
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
-        from dataclasses import replace
+        from edgekd.data_match import load_data_for, split_seed
 
-        from edgekd.data_match import (
-            foreign_split_note,
-            normalize_note,
-            with_class_order_note,
-            with_scale_note,
-            with_split_note,
-        )
-        from edgekd.onnxfile import embedded_class_names, embedded_preprocess
-
-        recorded = embedded_preprocess(art.path)  # what the model says it was trained on, if it says
-        split = _split_seed(art.path, seed)
-        dataset = load_data(data, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                            channels=parse_channels(channels) or recorded_channels(recorded),
-                            seed=split)
-        dataset = with_split_note(with_scale_note(with_class_order_note(dataset, embedded_class_names(art.path)),
-                                                  recorded), art.path, split)
-        assumed = normalize_note(dataset, art.path) if recorded is None and normalize is None else ()
-        dataset = replace(dataset, notes=(*dataset.notes, *assumed, *foreign_split_note(dataset, art.path, split)))
+        dataset = load_data_for(art.path, data, resolution=resolution, normalize=normalize, channels=channels,
+                                seed=seed)
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
@@ -132,7 +114,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if json_out:
         record = report.to_dict()
         if dataset is not None:  # what the accuracy was measured on, and what makes it doubtful, for a CI step
-            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test), "seed": split}
+            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test),
+                              "seed": split_seed(art.path, seed)}
             record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *record["notes"]]
         write_json(json_out, record)
     if not r.passed:
@@ -154,21 +137,6 @@ def _validate_reads(model: str, data: str | None, manifest: str | None, profile:
     except EdgeKDError:  # refused with its own message when the recheck reads it
         listed = []
     return [*model_files(model), data, *listed_folders(data), manifest, *listed, profile_file(profile)]
-
-
-def _split_seed(model: str, seed: int | None) -> int:
-    """The split to read the test images of: ``seed``, else the one the model's run recorded (another one
-    would test it partly on images it was trained on), else 0. A ``seed`` other than the recorded one is
-    said, for that reason."""
-    from edgekd.onnxfile import embedded_split_seed
-
-    recorded = embedded_split_seed(model)
-    if seed is None:
-        return recorded if recorded is not None else 0
-    if recorded is not None and seed != recorded:
-        click.echo(f"warning: '{model}' was trained on the split of seed {recorded}: the test images of --seed "
-                   f"{seed} include some of its training images, so its accuracy reads high", err=True)
-    return seed
 
 
 def _needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:
