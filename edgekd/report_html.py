@@ -199,7 +199,9 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
 def _correction_text(scale: dict[str, float], budget_ms: float | None) -> str:
     """The correction the search judged unmeasured candidates by, where it was one: the table shows their
     predictions as made, and without it a candidate predicted under the budget seems passed over for nothing."""
-    slow = {name: r for name, r in scale.items() if r >= 1.005}  # what would print as 1.00x corrected nothing
+    from edgekd.types.search import slower_than_predicted
+
+    slow = slower_than_predicted(scale)
     if not slow or budget_ms is None:
         return ""
     said = "; ".join(f"<code>{escape(name)}</code> candidates measured {r:.2f}x their predicted latency"

@@ -17,7 +17,11 @@ from edgekd.search.file_size import SizeCheck
 from edgekd.search.latency_model import TABLE_SOURCE
 from edgekd.search.ruler import Ruler
 from edgekd.types import Budget, Candidate, StudentSpec
-from edgekd.types.search import SLACK, predicted_within  # noqa: F401  (SLACK: this module's API, as before)
+from edgekd.types.search import (  # noqa: F401  (SLACK: this module's API, as before)
+    SLACK,
+    predicted_within,
+    slower_than_predicted,
+)
 
 if TYPE_CHECKING:
     from edgekd.search.search import SearchConfig
@@ -115,7 +119,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
             break
     if chosen is not None and budget.latency_ms is not None:
         done, chosen = _near_misses_again(done, chosen, budget, sizes, config.measure_top, measure, log)
-    slow = {name: r for name, r in scale.items() if r >= 1.005}  # what the log would round to 0% is not news
+    slow = slower_than_predicted(scale)
     if slow and budget.latency_ms is not None:
         log("search: " + "; ".join(f"'{n}' candidates measured {(r - 1) * 100:.0f}% slower than predicted (median)"
                                    for n, r in slow.items())

@@ -43,6 +43,12 @@ def size_kb_text(size_bytes: int, file_bytes: int | None) -> str:
 SLACK = 1.1
 
 
+def slower_than_predicted(scale: dict[str, float]) -> dict[str, float]:
+    """The spaces whose measured candidates ran slower than predicted by enough to say (the search's log and
+    the report read the same): under half a percent prints as 0% or 1.00x, a correction of nothing."""
+    return {name: r for name, r in scale.items() if r >= 1.005}
+
+
 def predicted_within(predicted_ms: float, budget_ms: float, scale: float = 1.0) -> bool:
     """Whether a prediction, times its space's measured correction, leaves a candidate worth measuring: the
     search's filter and the table's reason for a candidate it passed over read the same rule."""
