@@ -9,7 +9,7 @@ student.pt (its weights) and search.json (the ranking it was chosen from).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,8 @@ def _recipe(info: dict[str, Any], folder: Path) -> dict[str, Any]:
 def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     """The student in ``folder``, rebuilt for ``teacher`` and ``data``, which must be the ones it was
     distilled from."""
+    from edgekd.search_file import read_search
+
     folder = Path(folder)
     info = _distill_info(folder)
     recipe = _recipe(info, folder)
@@ -117,9 +119,14 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
         spec = StudentSpec.from_dict(info["student"])
         distill = info["distill"]
         history = tuple(EpochRecord.from_dict(h) for h in distill["history"])
-        recorded_search = _read_json(folder / "search.json", folder)
-        # with its record: compress writes it on as the search was measured, not as this run's (search_record)
-        search = replace(SearchResult.from_dict(recorded_search), record=recorded_search)
+        # checked as a --search file is, with its record: compress writes it on as the search was measured, not
+        # as this run's (search_record); an edited value was a traceback from the report's table or plot
+        search = read_search(folder / "search.json")
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, "pass the --out folder of a finished `edgekd distill`, unchanged") from None
+    except FileNotFoundError:
+        raise ConfigError(f"'{folder}' has no search.json",
+                          "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (missing or malformed {exc})",
                           "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None

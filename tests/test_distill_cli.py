@@ -274,6 +274,15 @@ def test_distilled_folder_errors(run_cli, common, distilled, tmp_path):
 
     torch.save({"foo": torch.zeros(1)}, edited / "student.pt")
     assert "does not fit the student distill.json describes" in error("--distilled", edited)
+    shutil.copy(distilled / "student.pt", edited / "student.pt")
+    # the search it was chosen from, checked as a --search file is (an edited value was a traceback later, from
+    # the report's table or plot)
+    searched = json.loads((distilled / "search.json").read_text())
+    (edited / "search.json").write_text(json.dumps({**searched, "pareto": "all"}))
+    assert (f"'{edited / 'search.json'}' is not a search result (its 'pareto' is not a list of candidate keys); "
+            "pass the --out folder of a finished `edgekd distill`, unchanged") in error("--distilled", edited)
+    (edited / "search.json").unlink()
+    assert f"'{edited}' has no search.json" in error("--distilled", edited)
 
 
 def test_a_folder_distilled_before_inputs_were_recorded_still_matches_its_data(distilled, teacher_files, tmp_path):
