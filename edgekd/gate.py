@@ -118,14 +118,18 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         if compared is not None:
             check_takes_float(compared, artifact_from_file(compared).details)
     if config.measures_latency:
+        from edgekd.onnxfile import check_has_batch
+
+        check_has_batch(model, art.details, images=accuracy)
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
-    accuracy_checks = _accuracy_checks(model, compared, config, notes) if accuracy else []
+    accuracy_checks, sample = _accuracy_checks(model, compared, config, notes) if accuracy else ([], None)
     if config.measures_latency:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
+        notes += _data_shape_note(art.details, config, profile, sample)
         try:
-            checks += _latency_checks(model, profile, config, timed)
+            checks += _latency_checks(model, profile, config, timed, sample)
         except RunnerError as exc:
             error = _unreached(exc, profile, config)
             names = (("latency",) * (config.max_latency_ms is not None)
@@ -229,18 +233,45 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
     return checks
 
 
+def _data_shape_note(details: dict[str, Any], config: GateConfig, profile: Any,
+                     sample: tuple[int, ...] | None) -> list[str]:
+    """The note validate gives when a model whose input leaves its size open is timed at the test data's."""
+    from edgekd.onnxfile import data_input_shape
+
+    if config.input_shape or sample is None:
+        return []
+    fed = data_input_shape(details, sample, int(profile.measure["batch_size"]))
+    return [] if fed is None else [f"latency measured at input shape {','.join(map(str, fed))}, the test data's, "
+                                   "since the model's input has dynamic dimensions (--input-shape sets another)"]
+
+
+def _data_shapes(paths: list[Path], profile: Any, sample: tuple[int, ...] | None) -> list[Any] | None:
+    """With no --input-shape, each model timed at the test data's size (``sample``, C x H x W) where its input
+    leaves its size open, as accuracy was measured at it, else at its own (None); None when none is open."""
+    from edgekd.onnxfile import data_input_shape
+    from edgekd.ort_format import ort_inputs
+    from edgekd.validate import artifact_from_file
+
+    if sample is None:
+        return None
+    batch = int(profile.measure["batch_size"])
+    shapes = [data_input_shape(ort_inputs(p) if p.suffix.lower() == ".ort" else artifact_from_file(p).details,
+                               sample, batch) for p in paths]
+    return shapes if any(shapes) else None
+
+
 def _latency_checks(model: Path, profile: Any, config: GateConfig,
-                    timed: tuple[Path | None, str] = (None, "")) -> list[Check]:
+                    timed: tuple[Path | None, str] = (None, ""), sample: tuple[int, ...] | None = None) -> list[Check]:
     """The latency limit and the regression against a baseline; ``timed``: the manifest's ORT-format copy,
     measured in the same rounds and held to the same limit (or None, and why the limit covered the .onnx
-    only)."""
+    only); ``sample``: the test data's image shape (C, H, W), to time a model of open size at."""
     from edgekd.latency.cache import noisy
 
     baseline, recorded, elsewhere = (_baseline(config.baseline, config.artifact, profile, config.input_shape)
                                      if config.baseline and not config.no_latency else (None, None, ""))
     tol = config.latency_tolerance
     copy, untimed = timed
-    found, rounds, extra = _measure_rounds(model, baseline, profile, config, copy)
+    found, rounds, extra = _measure_rounds(model, baseline, profile, config, copy, sample)
     p50 = statistics.median(r[0].p50_ms for r in rounds)
     shaky = sum(bool(noisy(r, profile)) for r in rounds)
     # A failure on a noisy machine reads differently from one on a quiet machine: say which this was.
@@ -278,17 +309,17 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
 
 
 def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: GateConfig,
-                    copy: Path | None = None) -> tuple[Any, list, int]:
+                    copy: Path | None = None, sample: tuple[int, ...] | None = None) -> tuple[Any, list, int]:
     """(the interleaved comparison with ``baseline``, or None without one; every round measured, ``copy``'s
     figures last in each; how many extra rounds a near call took)."""
     from edgekd.latency.compare import measure_until_clear
     from edgekd.latency.measure import measure
 
-    shape, also = config.input_shape, [copy] if copy is not None else []
+    paths = [model, *([baseline] if baseline is not None else []), *([copy] if copy is not None else [])]
+    shape = config.input_shape or _data_shapes(paths, profile, sample)
     if baseline is None:
-        return None, [measure([model, *also], profile, shape) for _ in range(config.rounds)], 0
-    return measure_until_clear(lambda: measure([model, baseline, *also], profile, shape), config.rounds,
-                               1 + config.latency_tolerance)
+        return None, [measure(paths, profile, shape) for _ in range(config.rounds)], 0
+    return measure_until_clear(lambda: measure(paths, profile, shape), config.rounds, 1 + config.latency_tolerance)
 
 
 def _baseline(ref: str, artifact: str | None, profile: Any,
@@ -382,10 +413,12 @@ def _baseline_file(ref: str, artifact: str | None) -> tuple[Path, dict | None]:
     return _resolve(ref, artifact)
 
 
-def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, notes: list[str]) -> list[Check]:
+def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig,
+                     notes: list[str]) -> tuple[list[Check], tuple[int, ...]]:
     """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
     model is fed the input it records (``--normalize`` overrides both). What was assumed in scoring them (the
-    data's own normalisation, a seeded split of it) is added to ``notes``."""
+    data's own normalisation, a seeded split of it) is added to ``notes``. Also the shape of ``model``'s test
+    images (C, H, W), which a model of open size is timed at."""
     from edgekd.data import with_notes
     from edgekd.data_match import foreign_split_note
 
@@ -411,7 +444,7 @@ def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, not
         checks.append(Check("accuracy drop", ok, with_notes(
             f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop, limit, ok)} (at most "
             f"{limit:g} points lower){said}", base_data), drop))
-    return checks
+    return checks, tuple(data.input_shape)
 
 
 def _computed_here(profile: Any) -> str:

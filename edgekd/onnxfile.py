@@ -253,7 +253,7 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
         return
     given = ",".join(map(str, shape))
     wanted = "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + ")"
-    example = shape_example(dims)
+    example = shape_example(dims, shape[0] if shape else 1, image_sample(shape))  # the sizes given, if an image
     if len(dims) != len(shape):
         raise ConfigError(f"--input-shape {given} has {len(shape)} dimensions, and '{path}' takes {len(dims)} "
                           f"{wanted}", f"pass {len(dims)} numbers, e.g. {example}")
@@ -267,34 +267,72 @@ def fixed_dim(dim: Any) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
-def shape_example(dims: Sequence[Any], batch: int = 1) -> str:
+def shape_example(dims: Sequence[Any], batch: int = 1, sample: Sequence[int] | None = None) -> str:
     """An --input-shape for an input of ``dims``: its fixed dimensions kept, a dynamic batch ``batch`` (the
-    profile's, where the caller knows it), any other dynamic one 224 (an example to edit, with the channels the
-    model takes)."""
-    return ",".join(str(d) if fixed_dim(d) else str(batch) if i == 0 else "224" for i, d in enumerate(dims))
+    profile's, where the caller knows it), open channels and sides the data's ``sample`` (C, H, W) where known,
+    else 3 channels and 224 pixels (an example to edit; the worker's own, which runs on devices without edgekd)."""
+    from edgekd.latency.worker import shape_example as example
+
+    return example(list(dims), batch, tuple(sample) if sample else None)
+
+
+def image_sample(shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The (channels, height, width) of an NCHW or NHWC image input ``shape``, by where its channel count is
+    (NCHW when that does not tell); None for another rank."""
+    from edgekd.latency.worker import CHANNEL_COUNTS
+
+    if len(shape) != 4:
+        return None
+    last = shape[3] in CHANNEL_COUNTS and shape[1] not in CHANNEL_COUNTS
+    return (shape[3], shape[1], shape[2]) if last else tuple(shape[1:])
 
 
 def data_input_shape(details: dict[str, Any], sample: Sequence[int], batch: int) -> tuple[int, ...] | None:
     """The shape to measure a model at whose input has dynamic dimensions besides the batch: the data's
     ``sample`` shape at the model's batch (``batch`` when that is dynamic too); None when nothing beyond the
-    batch is dynamic, or the data's rank does not match the model's."""
+    batch is dynamic, or the data's images do not fit the model's input (another rank, channel count or size:
+    scoring them says which, and how to fix it, where this shape could only be refused as an --input-shape
+    nobody gave)."""
     dims = (details.get("inputs") or [{}])[0].get("shape")
     if not dims or all(fixed_dim(d) for d in dims[1:]) or len(dims) != len(sample) + 1:
         return None
     if feeds_channels_last(dims, sample):
         sample = (*sample[1:], sample[0])
-    return (dims[0] if fixed_dim(dims[0]) else batch, *sample)
+    return (dims[0] if fixed_dim(dims[0]) else batch, *sample) if _fits(dims[1:], sample) else None
+
+
+def check_has_batch(path: str | Path, details: dict[str, Any], images: bool = False) -> None:
+    """Refuse a model whose input is one image with no batch dimension before it (channels, height, width):
+    edgekd times and scores batches of images, and would read its channels as a batch (and a size mismatch
+    into it). ``images``: the model is fed image data (--data), so any rank-3 input is one; without it only
+    a first dimension of 3 says so, as [1, T, F] may be a sequence model's batch of one."""
+    dims = (details.get("inputs") or [{}])[0].get("shape")
+    if not dims or len(dims) != 3 or not (images or dims[0] == 3):
+        return
+    shown = ", ".join(str(d) if fixed_dim(d) else str(d or "?") for d in dims)
+    example = ", ".join(str(d) if fixed_dim(d) else "224" for d in dims)
+    raise ArtifactError(f"'{path}' takes input of shape ({shown}), one image with no batch dimension, and edgekd "
+                        "feeds images in batches (batch, channels, height, width)",
+                        f"re-export the model with a batch dimension first, e.g. torch.onnx.export with an example "
+                        f"input of shape (1, {example})")
 
 
 def feeds_channels_last(dims: Sequence[Any], sample: Sequence[int]) -> bool:
     """Whether a model input of ``dims`` (batch first) takes images of the NCHW ``sample`` shape (C, H, W)
     only as channels-last (H, W, C), the layout of models converted from TensorFlow or TFLite; also when
-    only their size differs, its channels being last and not first (so a mismatch is told in its layout)."""
+    only their size or channel count differs, its channels being last and not first (so a mismatch is told in
+    its layout)."""
+    from edgekd.latency.worker import CHANNEL_COUNTS
+
     if len(dims) != 4 or len(sample) != 3 or _fits(dims[1:], sample):
         return False
     channels = sample[0]
     first = not fixed_dim(dims[1]) or dims[1] == channels
-    return _fits(dims[1:], (*sample[1:], channels)) or (dims[3] == channels and not first)
+    if _fits(dims[1:], (*sample[1:], channels)) or (dims[3] == channels and not first):
+        return True
+    # Another channel count than the data's (a colour model fed grayscale): a channel-sized last dimension, and
+    # none first, is still channels-last, so the mismatch is told as one of channels (--channels), not of size.
+    return dims[3] in CHANNEL_COUNTS and not (fixed_dim(dims[1]) and dims[1] in CHANNEL_COUNTS)
 
 
 def input_layout(dims: Sequence[Any], sample: Sequence[int]) -> str:

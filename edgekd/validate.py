@@ -93,6 +93,10 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
+    from edgekd.onnxfile import check_has_batch
+
+    for art in artifacts:
+        check_has_batch(art.path, art.details, images=data is not None)
     if data is not None:
         from edgekd.latency.runtime import check_takes_float
 

@@ -292,3 +292,54 @@ def test_a_model_that_fails_at_the_given_shape_is_named_with_the_shape(run_cli, 
     assert err.startswith(f"error: model '{tmp_path / 'r.onnx'}' fails to run on input shape 1,1,16,16: Reshape node")
     assert err.rstrip().endswith("; check --input-shape against what the model takes")
     assert "onnxruntime_src" not in err and ".h:" not in err and "installation" not in err
+
+
+def test_each_model_takes_its_own_input_shape_as_an_nchw_model_and_its_channels_last_twin_need(
+        run_cli, fast_profile_path, tmp_path):
+    """One --input-shape fits one layout: a model whose height and width are open, benched against its
+    channels-last twin, takes a shape per model, in order."""
+    from onnx import TensorProto
+
+    nchw = _cast_model(tmp_path / "nchw.onnx", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    nhwc = _cast_model(tmp_path / "nhwc.onnx", TensorProto.FLOAT, ["n", "h", "w", 1])
+    args = ["bench", nchw, "--vs", nhwc, "--profile", fast_profile_path, "--no-cache"]
+    code, _, err = run_cli(*args, "--input-shape", "1,1,16,16")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"sets dimension 3 to 16, and '{nhwc}' fixes it at 1 (n, h, w, 1)" in err
+    assert err.rstrip().endswith("give one --input-shape per model, in order: --input-shape 1,1,16,16 "
+                                 "--input-shape 1,16,16,1")
+    report = tmp_path / "b.json"
+    code, _, err = run_cli(*args, "--input-shape", "1,1,16,16", "--input-shape", "1,16,16,1", "--json", report)
+    assert code == 0, err
+    assert [m["input_shape"] for m in json.loads(report.read_text())["models"]] == [[1, 1, 16, 16], [1, 16, 16, 1]]
+    code, _, err = run_cli(*args, "--input-shape", "1,1,16,16", "--input-shape", "1,16,16,1", "--input-shape",
+                           "1,1,8,8")
+    assert code == 2 and "--input-shape is given 3 times for 2 models; give it once for every model, or 2 " \
+                         "times, once per model in order (MODEL's, then each --vs's)" in err
+    code, _, err = run_cli(*args, "--input-shape", "1,1,16,16", "--input-shape", "1,16,16,3")
+    assert code == 2 and "fixes it at 1 (n, h, w, 1); keep the model's fixed dimensions, e.g. 1,16,16,1" in err
+
+
+@pytest.mark.parametrize("dims, example", [
+    (["n", "c", "h", "w"], "1,3,224,224"),  # all open: RGB at 224, NCHW
+    (["n", "c", 16, 16], "1,3,16,16"),  # open channels: 3, not a 224-channel image
+    (["n", 16, 16, "c"], "1,16,16,3"),  # a fixed side first: channels last
+    (["n", 1, "h", 16], "1,1,16,16"),  # the other side where one is fixed
+])
+def test_the_input_shape_example_fills_open_channels_and_sides_sensibly(run_cli, fast_profile_path, tmp_path,
+                                                                        dims, example):
+    from onnx import TensorProto
+
+    model = _cast_model(tmp_path / "open.onnx", TensorProto.FLOAT, dims)
+    code, _, err = run_cli("bench", model, "--profile", fast_profile_path, "--no-cache")
+    assert code == 2 and f"pass --input-shape, e.g. --input-shape {example}" in err, err
+    code, _, err = run_cli("validate", model, "--input-shape", "1,2", "--profile", fast_profile_path)
+    assert code == 2 and f"pass 4 numbers, e.g. {example}" in err, err
+
+
+def test_the_input_shape_example_takes_the_datas_channels_and_size():
+    from edgekd.onnxfile import shape_example
+
+    assert shape_example(["n", "c", "h", "w"], 4, (1, 28, 28)) == "4,1,28,28"
+    assert shape_example(["n", "h", "w", 3], 1, (1, 24, 32)) == "1,24,32,3"  # a fixed channel count stays
+    assert shape_example(["n", "f"], 1, (1, 8, 8)) == "1,64"  # flat rows of C*H*W values

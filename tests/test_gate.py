@@ -1282,3 +1282,26 @@ def test_latency_flags_win_over_the_gate_settings_they_contradict(run_cli, tiny_
     monkeypatch.setattr(gate, "_measure_rounds", lambda *_: pytest.fail("measured with no_latency = true"))
     code, out, err = run_cli("gate", tiny_model, "--config", config, "--baseline", tmp_path / "base.onnx")
     assert code == 0 and "| size growth | pass |" in out and "| regression |" not in out, out + err
+
+
+def test_a_model_of_open_size_is_timed_at_the_datas_size_as_validate_does(run_cli, fast_profile_path, tmp_path):
+    """With --data, the images the accuracy is measured on give the size to time it at (and the baseline at it);
+    --input-shape wins."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 10)).eval()
+    model = tmp_path / "open.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 16, 16),), str(model), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    args = ["--data", "digits", "--resolution", "18", "--min-accuracy", "0", "--profile", fast_profile_path,
+            "--rounds", "1"]
+    note = "latency measured at input shape 1,1,18,18, the test data's, since the model's input has dynamic " \
+           "dimensions (--input-shape sets another)"
+    code, out, err = _gate(run_cli, model, "--max-latency", "1s", *args)
+    assert code == 0 and "| latency | pass |" in out and note in out, out + err
+    code, out, err = _gate(run_cli, model, "--baseline", model, "--latency-tolerance", "0.9", *args)
+    assert code == 0 and "| regression | pass |" in out and note in out, out + err
+    code, out, err = _gate(run_cli, model, "--max-latency", "1s", *args, "--input-shape", "1,1,16,16")
+    assert code == 0 and "latency measured at input shape" not in out, out + err

@@ -928,3 +928,29 @@ def test_timeouts_do_not_change_the_digest(tmp_path):
     a = _profile(tmp_path, {"kind": "local"})
     b = _profile(tmp_path, {"kind": "local", "timeout_s": 5})
     assert a.digest() == b.digest() and np.isclose(b.runner["timeout_s"], 5)
+
+
+def test_models_fed_other_shapes_get_one_each_in_the_spec_and_the_cache_key(fast_profile, tmp_path):
+    """bench --input-shape once per model (an NCHW model beside its channels-last twin): the worker spec and the
+    cache key carry a shape per model only where they differ, so one shape for all reads as it always did."""
+    from edgekd.latency.cache import _key
+    from edgekd.latency.runners import _spec
+    from edgekd.latency.worker import WorkerError, load_spec
+
+    models = [str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")]
+    for m in models:
+        Path(m).write_bytes(b"model " + m.encode())
+    one = _spec(models, [Path(m) for m in models], (1, 1, 8, 8), fast_profile)
+    assert one["shape"] == [1, 1, 8, 8] and "shapes" not in one
+    assert _spec(models, [Path(m) for m in models], [(1, 1, 8, 8), (1, 1, 8, 8)], fast_profile) == one
+    each = _spec(models, [Path(m) for m in models], [(1, 1, 8, 8), (1, 8, 8, 1)], fast_profile)
+    assert each["shape"] is None and each["shapes"] == [[1, 1, 8, 8], [1, 8, 8, 1]]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(each))
+    assert load_spec(str(spec))["shapes"] == [[1, 1, 8, 8], [1, 8, 8, 1]]
+    spec.write_text(json.dumps({**each, "shapes": [[1, 1, 8, 8]]}))
+    with pytest.raises(WorkerError, match=r"shapes \[\[1, 1, 8, 8\]\] are not one list of integers \(or null\) per "
+                                          "model"):
+        load_spec(str(spec))
+    assert _key(models, fast_profile, (1, 1, 8, 8)) == _key(models, fast_profile, [(1, 1, 8, 8)] * 2)
+    assert _key(models, fast_profile, [(1, 1, 8, 8), (1, 8, 8, 1)]) != _key(models, fast_profile, (1, 1, 8, 8))

@@ -1133,3 +1133,82 @@ def test_validate_says_which_normalisation_and_split_it_assumed_for_a_model_expo
     teacher = pixel_onnx(tmp_path / "teacher-fp32.onnx", metadata={"edgekd.version": "0.1.0"})
     code, out, err = run_cli("validate", teacher, "--data", whole, "--normalize", "none", *common)
     assert code == 0 and "records no split" not in err, err
+
+
+# -- input shapes edgekd cannot feed as they are -------------------------------------------------------------
+
+
+def _rgb_channels_last(path: Path, open_size: bool = False) -> Path:
+    """A colour classifier converted from TensorFlow: (N, 16, 16, 3) input, or (N, H, W, 3) with its size open."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 10)).eval()
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.permute(0, 3, 1, 2))
+
+    dynamic = {0: "n", **({1: "h", 2: "w"} if open_size else {})}
+    torch.onnx.export(ChannelsLast().eval(), (torch.zeros(1, 16, 16, 3),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": dynamic})
+    return path
+
+
+@pytest.mark.parametrize("open_size", [False, True])
+def test_a_channels_last_colour_model_fed_grayscale_is_told_to_pass_channels(run_cli, fast_profile_path, tmp_path,
+                                                                             open_size):
+    """--resolution cannot give grayscale images the 3 channels an NHWC model takes: --channels can."""
+    model = _rgb_channels_last(tmp_path / "rgb.onnx", open_size)
+    common = ["--data", "digits", "--resolution", "16", "--profile", fast_profile_path]
+    told = ("takes ?x?x3" if open_size else "takes 16x16x3") + (
+        " inputs, and data 'digits' has 16x16x1 images; pass --channels 3 (grayscale repeated to RGB), the channels "
+        "the model takes")
+    code, _, err = run_cli("validate", model, *common)
+    assert code == 2 and told in err and "--input-shape" not in err, err
+    code, _, err = run_cli("gate", model, "--min-accuracy", "0", "--max-latency", "1s", "--config", os.devnull,
+                           *common)
+    assert code == 2 and told in err, err
+    code, out, err = run_cli("validate", model, *common, "--channels", "3")
+    assert code == 0 and "fed to it as NHWC" in out, err
+    if not open_size:  # another size as well: both flags
+        code, _, err = run_cli("validate", model, *common[:2], *common[-2:])
+        assert code == 2 and "data 'digits' has 32x32x1 images; pass --channels 3 (grayscale repeated to RGB) and " \
+                             "--resolution 16, the channels and size the model takes" in err, err
+
+
+def _no_batch(path: Path, dims: list) -> Path:
+    """A classifier exported for one image at a time: its input has no batch dimension."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [0])
+    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["b"]), helper.make_node("Flatten", ["b"], ["y"])]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [axes]),
+                                opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_a_model_without_a_batch_dimension_is_refused_as_such(run_cli, fast_profile_path, tmp_path):
+    """(1, 16, 16) read as a batch of one 16-wide image was told to take another --resolution, which cannot help;
+    (3, 16, 16) was timed "at batch 3"."""
+    gray, rgb = _no_batch(tmp_path / "gray.onnx", [1, 16, 16]), _no_batch(tmp_path / "rgb.onnx", [3, 16, 16])
+    fix = "; re-export the model with a batch dimension first, e.g. torch.onnx.export with an example input of shape "
+    data = ["--data", "digits", "--resolution", "16", "--profile", fast_profile_path]
+    for command in (["validate", gray, *data],
+                    ["gate", gray, "--min-accuracy", "0", "--config", os.devnull, *data],
+                    ["gate", gray, "--min-accuracy", "0", "--max-latency", "1s", "--config", os.devnull, *data]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "Traceback" not in err, err
+        assert f"error: '{gray}' takes input of shape (1, 16, 16), one image with no batch dimension, and edgekd " \
+               f"feeds images in batches (batch, channels, height, width){fix}(1, 1, 16, 16)" in err
+    for command in ("bench", "validate"):  # timed alone: a leading 3 is an RGB image's channels, not a batch
+        code, _, err = run_cli(command, rgb, "--profile", fast_profile_path)
+        assert code == 2 and f"'{rgb}' takes input of shape (3, 16, 16), one image with no batch dimension" in err
+        assert f"{fix}(1, 3, 16, 16)" in err
+    code, out, err = run_cli("bench", gray, "--profile", fast_profile_path)  # may be a sequence model's batch of 1
+    assert code == 0 and "gray.onnx" in out, err

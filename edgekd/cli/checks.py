@@ -176,11 +176,13 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
 @click.option("--vs", "others", multiple=True, help="Another model (.onnx or .ort) to measure interleaved with "
                                                       "MODEL (repeatable); ratios are against MODEL.")
 @click.option("--profile", default="host-cpu-1t", show_default=True, help="Device profile name or .toml path.")
-@click.option("--input-shape", type=str, help="Concrete input shape for dynamic dimensions, e.g. 1,3,224,224.")
+@click.option("--input-shape", "input_shapes", multiple=True, help="Concrete input shape for dynamic dimensions, "
+              "e.g. 1,3,224,224: once for every model, or once per model in order (MODEL's, then each --vs's), as "
+              "models of other layouts need (1,3,64,64 for an NCHW model, 1,64,64,3 for its channels-last twin).")
 @click.option("--no-cache", is_flag=True, help="Measure again even if this comparison is cached.")
 @click.option("--json", "json_out", type=str, help="Also write the results as JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
-def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | None, no_cache: bool,
+def bench(model: str, others: tuple[str, ...], profile: str, input_shapes: tuple[str, ...], no_cache: bool,
           json_out: str | None, force: bool) -> None:
     """Measure latency of MODEL (and --vs models, interleaved) on a device profile.
 
@@ -188,7 +190,7 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     conversion: `edgekd bench student-fp32.ort --vs student-fp32.onnx` shows what that costs on the device."""
     from edgekd.latency.cache import measure_cached, noisy
     from edgekd.latency.compare import ratio
-    from edgekd.onnxfile import check_input_shape, model_files
+    from edgekd.onnxfile import check_has_batch, model_files
     from edgekd.ort_format import check_ort_file, ort_inputs
     from edgekd.profiles import load_profile, profile_file
     from edgekd.validate import artifact_from_file
@@ -198,17 +200,18 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
     reads = [f for p in (model, *others) for f in model_files(p)]
     check_report_files(force, ("--json", json_out), inputs=(*reads, profile_file(profile)))
     prof = load_profile(profile)
-    shape = parse_shape(input_shape) if input_shape else None
     paths = [model, *others]
+    shapes = _bench_shapes(input_shapes, len(paths))
+    details = []
     for p in paths:
         if Path(p).suffix.lower() == ".ort":  # an ORT-format copy is timed as it ships (onnxruntime reads it)
             check_ort_file(p)
-            if shape:
-                check_input_shape(p, ort_inputs(p), shape)
-            continue
-        art = artifact_from_file(p)  # a clear error for a missing or non-ONNX file before any measuring
-        if shape:
-            check_input_shape(p, art.details, shape)
+            details.append(ort_inputs(p))
+        else:  # a clear error for a missing or non-ONNX file before any measuring
+            details.append(artifact_from_file(p).details)
+        check_has_batch(p, details[-1])
+    _check_bench_shapes(paths, details, shapes, len(input_shapes) == 1)
+    shape = shapes if len(input_shapes) > 1 else shapes[0]
     stats, cached = measure_cached(paths, prof, shape, use_cache=not no_cache, log=lambda m: click.echo(m, err=True))
     # How many times faster than MODEL, repeat by repeat (the repeats ran side by side), with its interval.
     vs = [ratio([stats], 0, i) for i in range(len(stats))]
@@ -236,6 +239,40 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shape: str | 
         write_json(json_out, {"profile": prof.name, "cached": cached,
                               "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": r.to_dict()}
                                          for i, (p, s, r) in enumerate(zip(paths, stats, vs))]})
+
+
+def _bench_shapes(given: tuple[str, ...], models: int) -> list[tuple[int, ...] | None]:
+    """bench's --input-shape, once for every model or once per model in order, as one shape (or None) per model."""
+    from edgekd.errors import ConfigError
+
+    if len(given) not in (0, 1, models):
+        raise ConfigError(f"--input-shape is given {len(given)} times for {models} models",
+                          f"give it once for every model, or {models} times, once per model in order (MODEL's, then "
+                          "each --vs's)")
+    shapes = [parse_shape(s) for s in given]
+    return shapes * models if len(shapes) == 1 else shapes or [None] * models
+
+
+def _check_bench_shapes(paths: list[str], details: list[dict[str, Any]], shapes: list[tuple[int, ...] | None],
+                        shared: bool) -> None:
+    """Each model takes its shape; one shape given for all that a --vs model cannot take is refused with the
+    per-model form, in that model's layout where its channels are last."""
+    from edgekd.errors import ConfigError
+    from edgekd.onnxfile import check_input_shape, image_sample, shape_example
+
+    for i, (p, found, shape) in enumerate(zip(paths, details, shapes)):
+        if shape is None:
+            continue
+        try:
+            check_input_shape(p, found, shape)
+        except ConfigError as exc:
+            dims = (found.get("inputs") or [{}])[0].get("shape")
+            if not shared or i == 0 or not dims:
+                raise
+            own = shape_example(dims, shape[0], image_sample(shape))
+            each = " ".join(f"--input-shape {','.join(map(str, shape)) if j != i else own}"
+                            for j in range(len(paths)))
+            raise ConfigError(exc.problem, f"give one --input-shape per model, in order: {each}") from None
 
 
 def _warn_mixed_batches(paths: list[str], stats: list[Any], batch_size: int) -> None:

@@ -13,14 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgekd.fsutil import sha256, write_json
+from edgekd.latency.measure import Shapes, per_model
 from edgekd.profiles import DeviceProfile
 from edgekd.types import LatencyStats
 
 
-def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None) -> str:
+def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Shapes) -> str:
     from edgekd.latency.table import host_cpu, host_runtime
 
-    parts = [sha256(p) for p in paths] + [profile.digest(), repr(tuple(shape) if shape else None)]
+    shapes = per_model(shape, len(paths))
+    fed = shapes[0] if len(set(shapes)) <= 1 else tuple(shapes)  # one shape for all: keyed as it always was
+    parts = [sha256(p) for p in paths] + [profile.digest(), repr(fed if shapes else None)]
     if profile.is_local:  # "this host": an upgrade or another CPU measures anew
         parts += [host_runtime(), host_cpu()]
     # A remote device is known only by its profile's settings (runner.host, runner.serial): which board answers
@@ -34,7 +37,7 @@ def _path(key: str) -> Path:
     return cache_dir() / "latency" / f"{key}.json"
 
 
-def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: Sequence[int] | None = None,
+def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: Shapes = None,
                    use_cache: bool = True,
                    log: Callable[[str], None] | None = None) -> tuple[list[LatencyStats], bool]:
     """Measure (or recall) ``paths`` on ``profile``; returns (stats, came_from_cache). ``log`` hears when

@@ -9,15 +9,32 @@ on the profile's own runtime through its runner (``[runner] kind``: local, ssh o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 from edgekd.profiles import DeviceProfile
 from edgekd.types import LatencyStats
 
+# One input shape for every model measured, or one (or None: the model's own) per model, in order: models of
+# other layouts compared side by side (an NCHW model and its channels-last twin) take other shapes.
+Shapes = Sequence[int] | Sequence[Sequence[int] | None] | None
+
+
+def per_model(shape: Shapes, count: int) -> list[tuple[int, ...] | None]:
+    """``shape`` as one input shape (or None) for each of ``count`` models."""
+    if not shape:
+        return [None] * count
+    if all(isinstance(d, Integral) for d in shape):
+        return [tuple(int(d) for d in shape)] * count  # type: ignore[arg-type]
+    if len(shape) != count:
+        raise ValueError(f"{len(shape)} input shapes for {count} models")
+    return [tuple(int(d) for d in s) if s else None for s in shape]  # type: ignore[union-attr]
+
 
 def measure(paths: Sequence[str | Path], profile: DeviceProfile,
-            shape: Sequence[int] | None = None) -> list[LatencyStats]:
-    """Measure every model in ``paths`` on ``profile``, interleaved; one LatencyStats per path, in order."""
+            shape: Shapes = None) -> list[LatencyStats]:
+    """Measure every model in ``paths`` on ``profile``, interleaved; one LatencyStats per path, in order.
+    ``shape``: one input shape for all, or one (or None) per model."""
     from edgekd.latency.runners import get_runner
 
     if isinstance(paths, (str, Path)):  # one model: a string is no list of its characters

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgekd.errors import ArtifactError, RunnerError
+from edgekd.latency.measure import Shapes, per_model
 from edgekd.latency.runner_io import (
     call,
     first_line,
@@ -45,7 +46,7 @@ _CLEAN_TIMEOUT_S = 30.0
 
 
 class Runner(Protocol):
-    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]: ...
+    def measure(self, paths: Sequence[str | Path], shape: Shapes = None) -> list[LatencyStats]: ...
     def probe(self) -> None: ...
 
 
@@ -81,10 +82,13 @@ def _existing(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _spec(models: Sequence[str], labels: Sequence[Path], shape: Sequence[int] | None,
+def _spec(models: Sequence[str], labels: Sequence[Path], shape: Shapes,
           profile: DeviceProfile) -> dict[str, Any]:
+    shapes = per_model(shape, len(models))
+    # one shape for all is written as before; models fed other shapes get "shapes", one per model
+    each = {} if len(set(shapes)) <= 1 else {"shapes": [list(s) if s else None for s in shapes]}
     return {"models": list(models), "labels": [str(p) for p in labels],
-            "shape": [int(d) for d in shape] if shape else None,
+            "shape": list(shapes[0]) if shapes and shapes[0] and not each else None, **each,
             "runtime": dict(profile.runtime), "measure": dict(profile.measure),
             # The worker stops itself past this: killing the local ssh or adb leaves the remote side running.
             "timeout_s": float(_settings(profile)["timeout_s"])}
@@ -100,7 +104,7 @@ class LocalRunner:
     def probe(self) -> None:
         """Nothing to ask: the worker runs on this very Python, which is running edgekd now."""
 
-    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]:
+    def measure(self, paths: Sequence[str | Path], shape: Shapes = None) -> list[LatencyStats]:
         models = _existing(paths)
         if not models:
             return []
@@ -180,7 +184,7 @@ class _RemoteRunner:
     def cfg(self) -> dict[str, Any]:
         return _settings(self.profile)
 
-    def measure(self, paths: Sequence[str | Path], shape: Sequence[int] | None = None) -> list[LatencyStats]:
+    def measure(self, paths: Sequence[str | Path], shape: Shapes = None) -> list[LatencyStats]:
         models = _existing(paths)
         if not models:
             return []
@@ -270,7 +274,7 @@ class _RemoteRunner:
             raise garbled(proc.stdout)
         return worker_stats(data, proc.stdout, count, self._where())
 
-    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
+    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Shapes) -> list[LatencyStats]:
         raise RunnerError(f"runner kind '{self.cfg['kind']}' has no perf_test mode", "use runner.mode = \"python\"")
 
     def _clean(self, run_dir: str) -> None:
@@ -419,12 +423,13 @@ class AdbRunner(_RemoteRunner):
         first = first_line(proc)
         return proc.returncode != 0 and first.startswith(("adb:", "error:"))
 
-    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Sequence[int] | None) -> list[LatencyStats]:
+    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Shapes) -> list[LatencyStats]:
         from edgekd.latency import perftest
 
         m = self.profile.measure
-        dims = [perftest.free_dims(p, int(m["batch_size"]), shape) for p in models]
-        fed = [perftest.fed_shape(p, int(m["batch_size"]), shape) for p in models]
+        shapes = per_model(shape, len(models))
+        dims = [perftest.free_dims(p, int(m["batch_size"]), s) for p, s in zip(models, shapes)]
+        fed = [perftest.fed_shape(p, int(m["batch_size"]), s) for p, s in zip(models, shapes)]
 
         def timed(i: int, runs: int) -> dict[str, float]:
             cmd = perftest.command(self.cfg["perf_test"], remote[i], self.profile.runtime, runs, dims[i])

@@ -206,6 +206,10 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
         raise DataError(f"input '{taken.name}' of '{path}' has no shape recorded, so edgekd cannot tell how to feed "
                         "it the data's images", "export the model with its input shape recorded, e.g. (batch, "
                         "channels, height, width): torch.onnx.export and tf2onnx record their example input's")
+    if len(expected) == len(given) - 1:
+        from edgekd.onnxfile import check_has_batch
+
+        check_has_batch(path, {"inputs": [{"shape": list(expected)}]}, images=True)
     layout = input_layout(expected, data.input_shape)
     channels_last = layout == "NHWC"
     given = (given[0], *in_layout(data.x_test[:1], layout).shape[1:])
@@ -228,15 +232,22 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
 
 
 def _channels_fix(fixed: list[Any], given: tuple[int, ...], spatial: list[Any], channel: int) -> str | None:
-    """The fix when the channel count is what differs (grayscale data for a colour model, or the reverse):
-    --channels converts the data, and --resolution would change nothing."""
+    """The fix when the channel count differs (grayscale data for a colour model, or the reverse): --channels
+    converts the data, with --resolution where the size differs too (alone it would change nothing)."""
     if len(fixed) != len(given) or len(given) != 4 or fixed[channel] == given[channel]:
         return None
-    if {fixed[channel], given[channel]} != {1, 3} or any(e is not None and e != g for e, g in zip(
-            spatial, [given[i] for i in range(1, 4) if i != channel])):
+    if {fixed[channel], given[channel]} != {1, 3}:
         return None
     how = "grayscale repeated to RGB" if fixed[channel] == 3 else "RGB to luminance"
-    return f"pass --channels {fixed[channel]} ({how}), the channels the model takes"
+    sides = [given[i] for i in range(1, 4) if i != channel]
+    if all(e is None or e == g for e, g in zip(spatial, sides)):
+        return f"pass --channels {fixed[channel]} ({how}), the channels the model takes"
+    if None in spatial:
+        return None
+    from edgekd.preprocess import resolution_text
+
+    return (f"pass --channels {fixed[channel]} ({how}) and --resolution {resolution_text(spatial)}, the channels "
+            "and size the model takes")
 
 
 def scored_run(session: Any, x: np.ndarray, output: int, path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:

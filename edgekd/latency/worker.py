@@ -10,6 +10,7 @@ The spec is a JSON object::
     {"models": ["a.onnx", "b.onnx"],          # paths on this machine
      "labels": ["a.onnx", "b.onnx"],          # optional: names for messages (the user's own paths)
      "shape": [1, 3, 224, 224] or null,       # input shape; null: the model's own, dynamic batch = batch_size
+     "shapes": [[1, 3, 32, 32], null],        # optional: one input shape (or null) per model, instead of "shape"
      "runtime": {...},                        # a profile's [runtime] table
      "measure": {...},                        # a profile's [measure] table
      "timeout_s": 600}                        # optional: the worker stops itself after this many seconds
@@ -129,6 +130,11 @@ def load_spec(path: str) -> dict:
     if shape is not None and (not isinstance(shape, list) or not all(isinstance(d, int) for d in shape)):
         raise WorkerError(f"the worker spec's shape {shape!r} is not a list of integers",
                           'write it as e.g. "shape": [1, 3, 224, 224] or null')
+    shapes = spec.get("shapes")
+    if shapes is not None and (not isinstance(shapes, list) or len(shapes) != len(models) or not all(
+            s is None or isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes)):
+        raise WorkerError(f"the worker spec's shapes {shapes!r} are not one list of integers (or null) per model",
+                          'write them as e.g. "shapes": [[1, 3, 224, 224], null], or leave them out')
     for table, keys in (("runtime", _RUNTIME_KEYS), ("measure", _MEASURE_KEYS)):
         missing = [k for k in keys if k not in (spec.get(table) or {})]
         if missing:
@@ -138,8 +144,8 @@ def load_spec(path: str) -> dict:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
         raise WorkerError(f"the worker spec's timeout_s {limit!r} is not a positive number of seconds",
                           'write it as e.g. "timeout_s": 600, or leave it out')
-    return {"models": models, "labels": [str(x) for x in labels], "shape": shape, "runtime": spec["runtime"],
-            "measure": spec["measure"], "timeout_s": limit}
+    return {"models": models, "labels": [str(x) for x in labels], "shapes": shapes or [shape] * len(models),
+            "runtime": spec["runtime"], "measure": spec["measure"], "timeout_s": limit}
 
 
 def _import_runtime() -> tuple:
@@ -163,16 +169,15 @@ def run(spec: dict) -> tuple:
     sessions = [_open(ort, path, label, options, spec["runtime"]["providers"])
                 for path, label in zip(spec["models"], spec["labels"])]
     feeds = []
-    for sess, label in zip(sessions, spec["labels"]):
-        shape = _input_shape(sess, label, int(m["batch_size"]), spec["shape"])
+    for sess, label, given in zip(sessions, spec["labels"], spec["shapes"]):
+        shape = _input_shape(sess, label, int(m["batch_size"]), given)
         feeds.append({sess.get_inputs()[0].name: _random_input(np, sess.get_inputs()[0], label, shape)})
-    given = bool(spec["shape"])
-    for sess, feed, label in zip(sessions, feeds, spec["labels"]):
+    for sess, feed, label, given in zip(sessions, feeds, spec["labels"], spec["shapes"]):
         try:
             for _ in range(int(m["warmup_runs"])):
                 sess.run(None, feed)
         except Exception as exc:  # onnxruntime raises several unrelated exception types here
-            raise WorkerError(*run_failure(exc, label, feed, given), "artifact") from None
+            raise WorkerError(*run_failure(exc, label, feed, bool(given)), "artifact") from None
     runs = [[] for _ in sessions]
     medians = [[] for _ in sessions]
     timing = (np, sessions, feeds, int(m["repeats"]), int(m["runs_per_repeat"]), runs, medians)
@@ -182,8 +187,8 @@ def run(spec: dict) -> tuple:
             # A noisy stretch: measure as much again and judge on all of it rather than on the noise.
             _repeat(*timing)
     except _RunFailed as failed:  # only without warm-up runs does a failing model get this far
-        raise WorkerError(*run_failure(failed.exc, spec["labels"][failed.index], feeds[failed.index], given),
-                          "artifact") from None
+        raise WorkerError(*run_failure(failed.exc, spec["labels"][failed.index], feeds[failed.index],
+                                       bool(spec["shapes"][failed.index])), "artifact") from None
     return [{**_stats(np, r, med), "input_shape": [int(d) for d in next(iter(feed.values())).shape]}
             for r, med, feed in zip(runs, medians, feeds)], ort.__version__
 
@@ -332,7 +337,7 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
     if not inputs[0].shape:  # onnxruntime's [] for an input whose rank is unknown, not only for a scalar
         raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has no shape recorded, so edgekd cannot "
                           "tell what to feed it", f"pass --input-shape with the shape it takes, e.g. --input-shape "
-                          f"{batch},3,224,224", "artifact")
+                          f"{shape_example([None] * 4, batch)}", "artifact")
     shape = []
     for i, dim in enumerate(inputs[0].shape):
         if isinstance(dim, int) and dim > 0:
@@ -340,13 +345,50 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
         elif i == 0:
             shape.append(batch)
         else:
-            # The example keeps the fixed dimensions (a grayscale model's 1 channel), like onnxfile.shape_example,
-            # and the profile's batch, so following it measures what the profile asks.
-            example = ",".join(str(d) if isinstance(d, int) and d > 0 else str(batch) if j == 0 else "224"
-                               for j, d in enumerate(inputs[0].shape))
+            # The profile's batch in the example, so following it measures what the profile asks.
             raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has dynamic dimension {i} ({dim})",
-                              f"pass --input-shape, e.g. --input-shape {example}")
+                              f"pass --input-shape, e.g. --input-shape {shape_example(inputs[0].shape, batch)}")
     return tuple(shape)
+
+
+# Channel counts of the images edgekd feeds (--channels): a fixed dimension of this size is the channels one.
+CHANNEL_COUNTS = (1, 3)
+
+
+def shape_example(dims, batch=1, sample=None) -> str:
+    """An --input-shape for an input of ``dims``: its fixed dimensions kept, a dynamic batch ``batch``; in an
+    image input (rank 4, NCHW or NHWC as its fixed dimensions suggest) open channels and sides are filled from
+    ``sample``, the data's (channels, height, width), else 3 channels and the other side where it is fixed, else
+    224. Here, not in onnxfile, because this file runs on devices without edgekd."""
+    def fixed(d):
+        return isinstance(d, int) and not isinstance(d, bool) and d > 0
+
+    out = [d if fixed(d) else None for d in dims]
+    if out and out[0] is None:
+        out[0] = batch
+    if len(dims) == 4:
+        channel = _channel_axis(dims)
+        sides = (2, 3) if channel == 1 else (1, 2)
+        if out[channel] is None:
+            out[channel] = sample[0] if sample else 3
+        for k, i in enumerate(sides):
+            if out[i] is None:
+                other = dims[sides[1 - k]]
+                out[i] = sample[1 + k] if sample else other if fixed(other) else 224
+    elif len(dims) == 2 and out[1] is None and sample:  # flat rows of C*H*W values
+        out[1] = sample[0] * sample[1] * sample[2]
+    return ",".join(str(224 if d is None else d) for d in out)
+
+
+def _channel_axis(dims) -> int:
+    """1 (NCHW) or 3 (NHWC): where an image input of ``dims`` keeps its channels, by its fixed sizes; NCHW when
+    they do not tell."""
+    first, last = (d if isinstance(d, int) and d > 0 else None for d in (dims[1], dims[3]))
+    if first in CHANNEL_COUNTS:
+        return 1
+    if last in CHANNEL_COUNTS or first is not None:
+        return 3  # a fixed side first ([N, 32, 32, C]) leaves the channels last
+    return 1
 
 
 def _repeat(np, sessions: list, feeds: list, repeats: int, per_repeat: int, runs: list, medians: list) -> None:
