@@ -29,7 +29,7 @@ class OnnxTeacher:
 
         model = load_model(path)  # a missing, truncated or non-ONNX file is an ArtifactError naming it
         graph = model.graph
-        self._made_by = {out: node.op_type for node in graph.node for out in node.output}
+        self._made_by = {out: node for node in graph.node for out in node.output}
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
@@ -48,7 +48,7 @@ class OnnxTeacher:
 
         self.output, notes = scored_output(self.session, data.num_classes, self.path)
         self.layout = check_data_fits(self.session, data, self.path, self.output)
-        produced = self._made_by.get(self.session.get_outputs()[self.output].name)
+        produced = self._last_op(self.session.get_outputs()[self.output].name)
         if produced == "ArgMax" or "int" in self.session.get_outputs()[self.output].type:
             raise ModelError(f"teacher '{self.path}' outputs class indices, and distillation learns from scores",
                              "export the teacher without its final ArgMax")
@@ -59,6 +59,15 @@ class OnnxTeacher:
             notes = (*notes, f"'{self.path.name}' ends in a softmax: distilled from the log of its probabilities, "
                              "which are logits up to a constant")
         return notes
+
+    def _last_op(self, output: str) -> str | None:
+        """The op that computes ``output``'s values, looking through the nodes after it that only move or
+        relabel them (an exporter's trailing Identity, a Flatten or Reshape to (batch, classes))."""
+        node = self._made_by.get(output)
+        seen = 0
+        while node is not None and node.op_type in _VALUE_PRESERVING and node.input and seen < len(self._made_by):
+            node, seen = self._made_by.get(node.input[0]), seen + 1
+        return None if node is None else node.op_type
 
     def __call__(self, x: Any) -> Any:
         import torch
@@ -85,6 +94,11 @@ class OnnxTeacher:
 
     def named_modules(self) -> Iterator[tuple[str, Any]]:
         return iter(())
+
+
+# Ops whose first output holds their first input's values, rearranged at most (Dropout: at inference).
+_VALUE_PRESERVING = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Dropout",
+                               "Cast"})
 
 
 def _check_input(session: Any, path: Path) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -159,25 +159,70 @@ def teacher_origin(spec: str | None, weights: str | None) -> str | None:
     return named + (f" with weights {full(weights)}" if weights else "")
 
 
+def is_program(spec: str) -> bool:
+    """A torch.export program's path: .pt2 in any case, as .onnx is (T.PT2 from a case-insensitive disk)."""
+    return spec.lower().endswith(".pt2")
+
+
+def is_onnx(spec: str) -> bool:
+    return spec.lower().endswith(".onnx")
+
+
+def _is_file_ref(ref: str) -> bool:
+    """The module part of file.py:factory, told from package.module as _import tells them."""
+    return ref.lower().endswith(".py") or os.sep in ref
+
+
 def spec_file(spec: str) -> str | None:
     """The file a teacher spec names, as it spells it: a .pt2 or .onnx path, or the file of file.py:factory
     (as _import tells a file from a module name); None for package.module:factory, which is imported."""
     match = _FACTORY_REF.fullmatch(spec)
-    if spec.endswith(".pt2") or spec.lower().endswith(".onnx") or match is None:
+    if is_program(spec) or is_onnx(spec) or match is None:
         return spec
     ref = match["module"]
-    return ref if ref.endswith(".py") or os.sep in ref else None
+    return ref if _is_file_ref(ref) else None
+
+
+def spec_sources(spec: str) -> list[str]:
+    """The files and folders loading the teacher ``spec`` reads, which no output may replace: its file, or for
+    package.module:factory the top-level package's folder (or module file) that import would find. That one
+    is looked up as Python would, without running it: a dotted name's parents would run on lookup."""
+    file = spec_file(spec)
+    if file is not None:
+        return [file]
+    match = _FACTORY_REF.fullmatch(spec)
+    top = match["module"].split(".")[0] if match else ""
+    if not top.isidentifier():
+        return []
+    try:
+        with _importable(*_user_folders(top)):  # where _import finds it
+            found = importlib.util.find_spec(top)  # a top-level name: nothing is imported to find it
+    except Exception:  # any finder's failure: the import itself says what is wrong, later
+        return []
+    if found is None:
+        return []
+    places = list(found.submodule_search_locations or ()) or ([found.origin] if found.has_location else [])
+    return [_as_spelled(place) for place in places if place and os.path.exists(place)]
+
+
+def _as_spelled(place: str) -> str:
+    """``place`` relative to the working folder when it lies there, as the user would name it."""
+    path, here = Path(place), Path.cwd()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else place
 
 
 def check_no_weights(spec: str | None, weights: str | None) -> None:
     """A .pt2 program or an .onnx model holds its weights: ``weights`` given with one would go unread."""
     if weights is None or not isinstance(spec, str):
         return
-    kind = "a torch.export program" if spec.endswith(".pt2") else "an ONNX model" if spec.lower().endswith(
-        ".onnx") else None
+    kind = "a torch.export program" if is_program(spec) else "an ONNX model" if is_onnx(spec) else None
     if kind is not None:
         raise ModelError(f"teacher '{spec}' is {kind}, which holds its own weights",
                          "drop --weights (or pass file.py:factory with them)")
+    from edgekd.teacher_files import refuse_model_as_weights
+
+    if isinstance(weights, (str, os.PathLike)):
+        refuse_model_as_weights(Path(weights))  # said here, before the data loads and the teacher is built
 
 
 def load_teacher(spec: str, weights: str | None = None) -> Teacher:
@@ -194,26 +239,27 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
 
 
 def _load_teacher(spec: str, weights: str | None) -> Teacher:
-    if spec.endswith(".pt2"):
+    if is_program(spec):
         return _load_exported(Path(spec))
-    if spec.lower().endswith(".onnx"):
+    if is_onnx(spec):
         return _load_onnx(Path(spec).expanduser())
     if _FACTORY_REF.fullmatch(spec) is None:
         _refuse_model_file(spec)
     module_ref, factory_name, args, kwargs = parse_factory_ref(spec)
-    module = _import(module_ref)
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise ModelError(f"'{module_ref}' has no factory '{factory_name}'",
-                         f"callables defined there: {', '.join(names) or 'none'}")
-    try:
-        model = factory(*args, **kwargs)
-    except Exception as exc:
-        raise ModelError(f"factory '{spec}' failed: {type(exc).__name__}: {exc}",
-                         f"pass its arguments as literals, e.g. --teacher '{module_ref}:{factory_name}"
-                         "(num_classes=10)', or fix the factory") from None
+    with _importable(*_user_folders(module_ref)):  # the factory may import helpers too
+        module = _import(module_ref)
+        factory = getattr(module, factory_name, None)
+        if not callable(factory):
+            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                           and getattr(v, "__module__", None) == module.__name__)
+            raise ModelError(f"'{module_ref}' has no factory '{factory_name}'",
+                             f"callables defined there: {', '.join(names) or 'none'}")
+        try:
+            model = factory(*args, **kwargs)
+        except Exception as exc:
+            raise ModelError(f"factory '{spec}' failed: {type(exc).__name__}: {exc}",
+                             f"pass its arguments as literals, e.g. --teacher '{module_ref}:{factory_name}"
+                             "(num_classes=10)', or fix the factory") from None
     import torch
 
     if not isinstance(model, torch.nn.Module):
@@ -285,7 +331,7 @@ def api_teacher(teacher: Any, data: Dataset) -> Any:
 
 def logits_only(teacher: Teacher, data: Dataset) -> Teacher:
     """``teacher``, or (when its forward returns a mapping with ``logits``, as Hugging Face models do) the
-    same module taken by its logits (``edgekd.teacher_logits``)."""
+    same module taken by its logits (``edgekd.teacher_logits``); a .pt2 program exported again so."""
     import torch
 
     sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:2]))
@@ -294,11 +340,17 @@ def logits_only(teacher: Teacher, data: Dataset) -> Teacher:
             out = teacher.module(sample)
     except Exception:
         return teacher  # check_fits names what does not fit
+    from edgekd.teacher_files import ExportedTeacher, logits_program
     from edgekd.teacher_logits import LogitsOf, gives_logits_mapping
 
-    if not gives_logits_mapping(out) or not isinstance(teacher.module, torch.nn.Module):
+    if not gives_logits_mapping(out):
         return teacher
-    return replace(teacher, module=LogitsOf(teacher.module).eval(), source=f"{teacher.source}, its 'logits' output")
+    source = f"{teacher.source}, its 'logits' output"
+    if isinstance(teacher.module, ExportedTeacher):
+        return replace(teacher, module=logits_program(teacher.module, sample), source=source)
+    if not isinstance(teacher.module, torch.nn.Module):
+        return teacher
+    return replace(teacher, module=LogitsOf(teacher.module).eval(), source=source)
 
 
 def check_fits(teacher: Teacher, data: Dataset) -> None:
@@ -314,46 +366,59 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
                         "(see --resolution and --channels)") from None
+    again = " and export it again" if _is_exported(teacher) else ""
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ModelError(f"the teacher's forward returns {what}, not (batch, classes) logits",
                          "make forward return the logits tensor alone, or a dict holding it under 'logits' (wrap "
-                         "the model if it returns auxiliary outputs)")
+                         f"the model if it returns auxiliary outputs){again}")
     if out.shape[1] != data.num_classes:
         raise DataError(f"the teacher predicts {out.shape[1]} classes but the data has {data.num_classes}",
                         "pass data with as many classes as the teacher predicts")
     # Softmax outputs as logits would distil a nearly uniform target at any temperature.
     if len(out) > 1 and float(out.min()) >= 0 and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-3):
+        if hasattr(teacher.module, "bind"):  # an ONNX model: its graph is what changes, not a forward
+            raise ModelError(f"teacher '{teacher.module.path}' outputs probabilities (every row is >= 0 and sums "
+                             "to 1), and distillation needs logits", "export the model without its final softmax, "
+                             "or with it as one Softmax node (distilled from its log) or a LogSoftmax")
         raise ModelError("the teacher's forward returns probabilities (every row is >= 0 and sums to 1), and "
                          "distillation needs logits", "return the scores before the softmax (log-probabilities "
-                         "from log_softmax work too)")
+                         f"from log_softmax work too){again}")
+
+
+def _is_exported(teacher: Teacher) -> bool:
+    return hasattr(teacher.module, "program")
+
+
+def _user_folders(ref: str) -> tuple[list[str], list[str]]:
+    """The folders the teacher ``ref`` imports from, put first and last on sys.path while it loads: a file's
+    own folder first, as `python my_model.py` has it, for the helper modules beside it (`from layers import
+    Block`), even one named like an installed module; and the folder edgekd runs from, last, as with
+    `python -m` (a console script leaves it off the path), so an installed package of the same name wins."""
+    front = [str(Path(ref).expanduser().resolve().parent)] if _is_file_ref(ref) else []
+    return front, [os.getcwd()]
 
 
 def _import(ref: str) -> Any:
-    # The user's own packages in the folder edgekd runs from import, as with `python -m` (a console script
-    # leaves that folder off the path); last, so an installed package of the same name still wins.
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.append(here)
-    if ref.endswith(".py") or os.sep in ref:
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise ModelError(f"teacher module file '{ref}' does not exist", "check the path before ':'")
-        name = f"edgekd_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
-        # As `python my_model.py` would: the file's own folder is importable, for the helper modules beside
-        # it (`from layers import Block`), at import time or later inside the factory or forward.
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            sys.modules.pop(name, None)
-            raise ModelError(f"importing '{ref}' failed: {type(exc).__name__}: {exc}", "fix that file") from None
-        return module
+    """The module ``ref`` names, imported with _user_folders(ref) on the path."""
+    if not _is_file_ref(ref):
+        return _import_module(ref)
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ModelError(f"teacher module file '{ref}' does not exist", "check the path before ':'")
+    name = f"edgekd_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ModelError(f"importing '{ref}' failed: {type(exc).__name__}: {exc}", "fix that file") from None
+    return module
+
+
+def _import_module(ref: str) -> Any:
     try:
         return importlib.import_module(ref)
     except ImportError as exc:
@@ -362,6 +427,24 @@ def _import(ref: str) -> Any:
         said = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
         raise ModelError(f"importing '{ref}' failed: {said}",
                          f"fix that module (python -c 'import {ref}' shows where)") from None
+
+
+@contextlib.contextmanager
+def _importable(front: Sequence[str] = (), back: Sequence[str] = ()) -> Iterator[None]:
+    """``front`` first and ``back`` last on sys.path (those not there already) until the block ends. Left
+    there, a file in the user's folder (an `onnx_model.py`, a `statistics.py`) would be imported in place of
+    the module of that name that edgekd or its libraries import later; the modules imported from them while
+    the block ran stay imported, so the teacher keeps its helpers."""
+    added = [f for f in front if f not in sys.path]
+    added += [b for b in back if b not in sys.path and b not in added]
+    sys.path[:0] = [f for f in front if f in added]
+    sys.path.extend(b for b in back if b in added and b not in front)
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
 
 
 def _not_importable(ref: str, exc: ImportError) -> ModelError:

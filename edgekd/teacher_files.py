@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ def is_torchscript(path: Path) -> bool:
 def load_weights(model: Any, path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"weights file '{path}' does not exist", "check the --weights path")
+    refuse_model_as_weights(path)
     if is_torchscript(path):  # torch.load would warn, then refuse in words about its own defaults
         raise ModelError(f"weights file '{path}' is a TorchScript archive, not a state dict",
                          f"save the state dict instead: torch.save(torch.jit.load('{path}').state_dict(), "
@@ -34,6 +37,28 @@ def load_weights(model: Any, path: Path) -> None:
     if result:
         raise ModelError(f"weights '{path}' do not match the model: {result}",
                          "pass the weights saved from this exact architecture")
+
+
+def is_exported_program(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.export.save`` archive (a zip holding its program as JSON)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(("/models/model.json", "serialized_exported_program.json"))
+                       for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def refuse_model_as_weights(path: Path) -> None:
+    """A whole model file passed as --weights: torch.load would refuse it in words about its archive or its own
+    defaults, none of which says that the file belongs to --teacher."""
+    name = path.suffix.lower()
+    if name == ".onnx":
+        raise ModelError(f"'{path}' is an ONNX model, not weights",
+                         f"pass it as --teacher {path}, without --weights")
+    if name == ".pt2" or is_exported_program(path):
+        raise ModelError(f"'{path}' is a torch.export program, not weights",
+                         f"pass it as --teacher {path}, without --weights")
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -57,7 +82,8 @@ def _read_torch(path: Path) -> dict:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with _checkpoint_globals():
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found:  # a whole pickled model, or a checkpoint with objects beside its tensors
@@ -77,6 +103,29 @@ def _read_torch(path: Path) -> dict:
         raise ModelError(f"weights file '{path}' holds {type(state).__name__}, not a state dict",
                          "save it with torch.save(model.state_dict(), path)")
     return state
+
+
+@contextmanager
+def _checkpoint_globals() -> Iterator[None]:
+    """Allow, for this load alone, what training scripts save beside the state dict: numpy scalars (a best
+    accuracy), dtypes and arrays, and the ``argparse.Namespace`` of the run's arguments. Each only rebuilds data
+    (the values inside still load through the weights-only rules), so a checkpoint holding one still runs no
+    code; any other class is refused as before. Scoped, so the process's own torch.load keeps torch's rules."""
+    import argparse
+
+    import numpy as np
+    import torch
+
+    core = getattr(np, "_core", None)
+    multiarray = core.multiarray if core is not None else np.core.multiarray
+    allowed: list[Any] = [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, argparse.Namespace]
+    allowed += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    if core is not None:  # saved under numpy 1, they are named numpy.core.multiarray.*
+        allowed += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
+                    (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+    already = torch.serialization.get_safe_globals()
+    with torch.serialization.safe_globals([g for g in allowed if g not in already]):  # theirs stay on leaving
+        yield
 
 
 def _strip_wrapper_prefix(state: dict, model_keys: set[str]) -> dict:
@@ -139,7 +188,49 @@ def load_exported(path: Path) -> ExportedTeacher:
     finally:
         logger.setLevel(level)
     _check_batch_is_dynamic(program, path)
+    check_inference_mode(program, path)
     return ExportedTeacher(program)
+
+
+def check_inference_mode(program: Any, path: Path | str) -> None:
+    """A program exported in training mode keeps it: its dropout draws anew at every call and its BatchNorm
+    normalises by the batch and updates its running statistics, whatever eval() is asked of it (an exported
+    program has no eval mode to switch to, and a branch on ``self.training`` was traced as it ran). Such a
+    teacher would distil a moving, noisy target, so it is refused by what its graph does."""
+    why = _training_behaviour(program)
+    if why:
+        raise ModelError(f"'{path}' was exported in training mode ({why})",
+                         "call model.eval() before torch.export.export(model, ...) and save the program again")
+
+
+def _training_behaviour(program: Any) -> str | None:
+    import torch
+
+    mutated = program.graph_signature.buffers_to_mutate
+    if mutated:  # a decomposed program's BatchNorm statistics, or any other state its forward changes
+        return f"its forward updates the buffer '{next(iter(mutated.values()))}'"
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(node.target)
+        if _argument(node, "training") is True and isinstance(_argument(node, "running_mean"), torch.fx.Node):
+            return "its BatchNorm normalises by the batch and updates its running statistics"
+        if torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ()):
+            if "dropout" in name and _argument(node, "train") is False:
+                continue  # dropout exported in eval mode: the identity
+            return ("its dropout draws at random at every call" if "dropout" in name
+                    else f"its forward draws random numbers ({name})")
+    return None
+
+
+def _argument(node: Any, name: str) -> Any:
+    """The argument ``name`` of the aten call ``node``, by its schema; None where the op takes none so named."""
+    schema = getattr(node.target, "_schema", None)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    if name not in names:
+        return None
+    index = names.index(name)
+    return node.args[index] if index < len(node.args) else node.kwargs.get(name)
 
 
 def _check_batch_is_dynamic(program: Any, path: Path) -> None:
@@ -163,7 +254,8 @@ def _check_batch_is_dynamic(program: Any, path: Path) -> None:
 
 
 class ExportedTeacher:
-    """Callable wrapper around an ExportedProgram with nn.Module's eval()/train() no-ops."""
+    """Callable wrapper around an ExportedProgram with nn.Module's eval()/train() no-ops: a program has no
+    mode to switch, and one exported in training mode is refused on loading (``check_inference_mode``)."""
 
     def __init__(self, program: Any) -> None:
         self.program = program
@@ -184,3 +276,18 @@ class ExportedTeacher:
     def named_modules(self) -> Any:
         return self.module.named_modules()
 
+
+def logits_program(teacher: ExportedTeacher, sample: Any) -> ExportedTeacher:
+    """``teacher``, whose forward returns a mapping holding ``logits``, exported again around a wrapper that
+    returns that tensor alone: what distillation reads, and the program the teacher's ONNX file is written from."""
+    import torch
+
+    from edgekd.teacher_logits import LogitsOf
+
+    try:
+        program = torch.export.export(LogitsOf(teacher.module), (sample,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as exc:
+        raise ModelError(f"the program's 'logits' output cannot be taken alone ({first_line(exc, 160)})",
+                         "export a wrapper whose forward returns the logits tensor alone") from None
+    return ExportedTeacher(program)

@@ -72,6 +72,56 @@ def test_channels_last_input_and_a_softmax_are_fed_and_read_as_a_tensorflow_expo
     assert torch.allclose(keras(x), torch.log_softmax(teacher.module(x), 1).detach(), atol=1e-4)
 
 
+@pytest.mark.parametrize("tail", [["Identity"], ["Identity", "Flatten"], ["Flatten", "Identity", "Identity"]])
+def test_a_softmax_followed_by_nodes_that_keep_its_values_is_read_by_its_log(onnx_files, teacher, small_data,
+                                                                            tmp_path, tail):
+    # An exporter's trailing Identity after the Softmax: refused as probabilities, with PyTorch's advice.
+    import onnx
+
+    from edgekd.teacher import check_fits
+
+    model = onnx.load(onnx_files["keras"])
+    output = model.graph.output[0].name
+    last = next(node for node in model.graph.node if output in node.output)
+    assert last.op_type == "Softmax"
+    last.output[:] = ["probabilities"]
+    for i, op in enumerate(tail):
+        into = output if i == len(tail) - 1 else f"kept{i}"
+        model.graph.node.append(onnx.helper.make_node(op, ["probabilities" if i == 0 else f"kept{i - 1}"], [into]))
+    onnx.save(model, str(tmp_path / "tail.onnx"))
+    tailed = load_teacher(str(tmp_path / "tail.onnx"))
+    assert any("ends in a softmax" in n for n in tailed.module.bind(small_data))
+    check_fits(tailed, small_data)
+    x = torch.from_numpy(small_data.x_val[:16])
+    assert torch.allclose(tailed.module(x), torch.log_softmax(teacher.module(x), 1).detach(), atol=1e-4)
+
+
+class _HandMadeSoftmax(torch.nn.Module):
+    """Probabilities out, computed without a Softmax node (exp over its sum)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        scores = self.inner(x).exp()
+        return scores / scores.sum(1, keepdim=True)
+
+
+def test_an_onnx_teacher_giving_probabilities_is_told_how_to_export_it(teacher, small_data, tmp_path):
+    # It was told to "return the scores before the softmax (log-probabilities from log_softmax work too)",
+    # PyTorch advice for a model that may come from another framework
+    from edgekd.teacher import check_fits
+
+    made = load_teacher(_export(_HandMadeSoftmax(teacher.module), torch.from_numpy(small_data.x_val[:1]),
+                                tmp_path / "probs.onnx"))
+    made.module.bind(small_data)
+    with pytest.raises(ModelError, match=r"teacher '.*probs.onnx' outputs probabilities \(every row is >= 0 and "
+                                         r"sums to 1\), and distillation needs logits") as exc:
+        check_fits(made, small_data)
+    assert exc.value.fix.startswith("export the model without its final softmax") and "log_softmax" not in exc.value.fix
+
+
 def test_distillation_learns_from_an_onnx_teacher(onnx_files, small_data):
     from test_distill_qat import MBV2, build
 

@@ -175,6 +175,44 @@ def test_outputs_that_would_replace_an_input_or_cannot_be_written_fail_before_an
         run_distill(_config(teacher_files, fast_profile_path, tmp_path / "o"), tmp_path / "notes.txt")
 
 
+def test_a_package_teacher_s_folder_is_an_input_no_output_replaces(teacher_files, fast_profile_path, tmp_path,
+                                                                    monkeypatch):
+    # `compress --teacher mypkg.models:build ... --out mypkg --force` deleted the user's package: its module name,
+    # not its folder, was counted as an input; distill moved the folder aside, then could not import it
+    import shutil
+    import sys
+
+    from edgekd.pipeline import input_paths, run_distill
+
+    module, weights = teacher_files
+    package = tmp_path / "edgekd_test_mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(module, package / "models.py")
+    (package / "NOTES.md").write_text("mine")
+    (tmp_path / "edgekd_test_flat.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "edgekd_test_mypkg", raising=False)
+    config = _config(teacher_files, fast_profile_path, package.name, teacher="edgekd_test_mypkg.models:build",
+                     force=True)
+    assert "edgekd_test_mypkg" in input_paths(config)
+    with pytest.raises(OutputError, match="--out 'edgekd_test_mypkg' is 'edgekd_test_mypkg', an input of this "
+                                          "command; write --out somewhere else; --force never replaces"):
+        compress(config)
+    with pytest.raises(OutputError, match="an input of this command"):
+        run_distill(config, package.name)
+    assert sorted(p.name for p in package.iterdir()) == ["NOTES.md", "__init__.py", "models.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edgekd_test_flat.py", "edgekd_test_mypkg"]  # none aside
+    flat = _config(teacher_files, fast_profile_path, "o", teacher="edgekd_test_flat:build")
+    assert "edgekd_test_flat.py" in input_paths(flat)
+    import edgekd
+
+    installed = _config(teacher_files, fast_profile_path, "o", teacher="edgekd.models:resnet")
+    assert Path(edgekd.__file__).parent.resolve() in [Path(p).resolve() for p in input_paths(installed) if p]
+    assert sys.path == [p for p in sys.path if p not in ("", str(tmp_path))]  # looked up, not left on the path
+
+
 def test_failure_leaves_nothing_behind(teacher_files, fast_profile_path, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(BudgetError):

@@ -178,6 +178,32 @@ def test_a_package_in_the_working_folder_imports_as_with_python_m(tmp_path, monk
     assert tuple(teacher.module(torch.zeros(2, 1, 2, 2)).shape) == (2, 3)
 
 
+def test_the_teachers_folders_leave_the_path_once_it_is_built(tmp_path, monkeypatch):
+    # Left on sys.path (the file's folder first), a file beside the teacher took the place of a module edgekd or
+    # its libraries import later: a proj/onnx_model.py broke onnxruntime's quantizer, a proj/statistics.py the
+    # standard library's. While the teacher imports, a sibling named like an installed module is still its own.
+    proj, installed = tmp_path / "proj", tmp_path / "site"
+    proj.mkdir()
+    installed.mkdir()
+    (installed / "edgekd_test_dup.py").write_text("VALUE = 'installed'\n")
+    (proj / "edgekd_test_dup.py").write_text("VALUE = 'sibling'\n")
+    (proj / "edgekd_test_unread.py").write_text("raise RuntimeError('imported in place of another module')\n")
+    (proj / "model.py").write_text(
+        "import torch\nimport edgekd_test_dup\nassert edgekd_test_dup.VALUE == 'sibling'\n"
+        "def build():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))\n")
+    weights = tmp_path / "w.pt"
+    torch.save({f"1.{k}": v for k, v in torch.nn.Linear(4, 3).state_dict().items()}, weights)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(installed)] + [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "edgekd_test_dup", raising=False)
+    before = list(sys.path)
+    load_teacher("proj/model.py:build", str(weights))
+    assert sys.path == before  # neither proj/ nor the working folder stays
+    import importlib.util
+
+    assert importlib.util.find_spec("edgekd_test_unread") is None
+
+
 @pytest.mark.parametrize(("name", "message"), [
     ("model.pt", "is a weights file; edgekd needs the code that builds the model too"),
     ("best.ckpt", "is a weights file"),
@@ -271,6 +297,50 @@ def test_weights_missing_keys(teacher_files, tmp_path):
     torch.save(state, partial)
     with pytest.raises(ModelError, match=r"do not match the model: 1 missing keys \(e\.g\. fc\.bias\)"):
         load_teacher(f"{module}:build", str(partial))
+
+
+class _Payload:
+    """Something of the user's in a checkpoint: unpickling it could run its code."""
+
+
+def test_a_checkpoint_with_numpy_values_and_the_run_s_arguments_loads_as_saved(teacher_files, tmp_path,
+                                                                               small_data):
+    # {'model': sd, 'best_acc': np.float64(0.9)} was refused as "a pickled numpy._core.multiarray.scalar"
+    import argparse
+
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    saved = tmp_path / "ckpt.pt"
+    torch.save({"model": state, "best_acc": np.float64(0.9), "epoch": np.int64(30), "mean": np.zeros(3, np.float32),
+                "dtype": np.dtype("float32"), "args": argparse.Namespace(lr=0.1, arch="tiny")}, saved)
+    x = small_data.x_val[:2]
+    assert torch.equal(_logits(load_teacher(f"{module}:build", str(saved)), x),
+                       _logits(load_teacher(f"{module}:build", str(weights)), x))
+    assert not any("numpy" in str(g) or "Namespace" in str(g) for g in torch.serialization.get_safe_globals())
+    torch.save({"model": state, "extra": _Payload()}, saved)  # any other class is still refused
+    with pytest.raises(ModelError, match="holds a pickled .*_Payload, which loading would run code from"):
+        load_teacher(f"{module}:build", str(saved))
+
+
+@pytest.mark.parametrize("name", ["t.onnx", "T.PT2", "renamed.pt"])
+def test_a_model_file_as_the_weights_says_to_pass_it_as_the_teacher(teacher, teacher_files, small_data, tmp_path,
+                                                                     run_cli, name):
+    # torch's own words came out: "PytorchStreamReader failed ... internal miniz error", "In PyTorch 2.6, we ..."
+    module, _ = teacher_files
+    path = tmp_path / name
+    if name == "t.onnx":
+        torch.onnx.export(teacher.module, (torch.from_numpy(small_data.x_val[:1]),), str(path), dynamo=False)
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+        torch.export.save(torch.export.export(teacher.module, (x,), dynamic_shapes=({0: torch.export.Dim("b")},)),
+                          str(path))
+    kind = "an ONNX model" if name == "t.onnx" else "a torch.export program"
+    said = f"'{path}' is {kind}, not weights; pass it as --teacher {path}, without --weights"
+    with pytest.raises(ModelError) as exc:
+        load_teacher(f"{module}:build", str(path))
+    assert exc.value.message == said
+    code, _, err = run_cli("search", "--teacher", f"{module}:build", "--weights", path, "--out", tmp_path / "s.json")
+    assert code == 2 and err.strip() == f"error: {said}", err
 
 
 def test_weights_wrapped_in_checkpoint_dict(teacher_files, tmp_path, small_data):
@@ -385,6 +455,77 @@ def test_pt2_garbage(tmp_path):
     path.write_bytes(b"not an exported program")
     with pytest.raises(ModelError, match="is not a torch.export program"):
         load_teacher(str(path))
+
+
+def test_pt2_suffix_is_read_in_any_case(teacher, small_data, tmp_path):
+    # .ONNX was recognised and .PT2 not: "is not of the form module_or_file.py:factory or file.pt2"
+    from edgekd.teacher import spec_file
+
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    path = tmp_path / "TEACHER.PT2"
+    torch.export.save(torch.export.export(teacher.module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(path))
+    assert "torch.export program" in load_teacher(str(path)).source
+    assert spec_file("T.PT2") == "T.PT2"
+    with pytest.raises(ModelError, match="teacher 'T.PT2' is a torch.export program, which holds its own weights"):
+        load_teacher("T.PT2", "w.pt")
+
+
+class _Dropped(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.drop = inner, torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.inner(x))
+
+
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_pt2_exported_in_training_mode_is_refused_and_in_eval_mode_taken(teacher_files, small_data, tmp_path,
+                                                                         decomposed):
+    # Distilled in silence: its dropout made two calls on one batch differ, and its BatchNorm's statistics
+    # drifted with every batch (a program has no eval() to call)
+    module, weights = teacher_files
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+
+    def saved(model, name):
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        path = tmp_path / name
+        torch.export.save(program.run_decompositions() if decomposed else program, str(path))
+        return str(path)
+
+    model = _Dropped(load_teacher(f"{module}:build", str(weights)).module)
+    model.train()  # BatchNorm and dropout
+    with pytest.raises(ModelError, match=r"exported in training mode \(its (BatchNorm|forward updates the buffer)"
+                                         r".*; call model.eval\(\) before torch.export.export"):
+        load_teacher(saved(model, "train.pt2"))
+    model.eval()
+    model.drop.train()  # dropout alone
+    with pytest.raises(ModelError, match=r"exported in training mode \(its dropout draws at random"):
+        load_teacher(saved(model, "dropout.pt2"))
+    model.eval()
+    exported = load_teacher(saved(model, "eval.pt2")).module
+    torch.testing.assert_close(exported(x), model(x).detach(), atol=1e-5, rtol=0)
+
+
+def test_pt2_returning_a_dict_with_logits_is_taken_by_its_logits(teacher, small_data, tmp_path):
+    # Refused with the advice to return such a dict: the dict form was taken for an nn.Module alone.
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.teacher import logits_only
+
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    path = tmp_path / "heads.pt2"
+    program = torch.export.export(_Heads(teacher.module).eval(), (x,),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    taken = logits_only(load_teacher(str(path)), small_data)
+    check_fits(taken, small_data)
+    assert taken.source.endswith(", its 'logits' output")
+    batch = torch.from_numpy(small_data.x_val[:5])
+    torch.testing.assert_close(taken.module(batch), teacher.module(batch).detach(), atol=1e-5, rtol=0)
+    art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", tmp_path, taken.module,
+                                                  small_data.x_val[:1]))
+    assert [o["shape"][-1] for o in art.details["outputs"]] == [10]  # the logits alone
 
 
 # --- check_fits ------------------------------------------------------------------------------------------

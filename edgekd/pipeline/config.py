@@ -262,15 +262,17 @@ def field_default(name: str) -> Any:
 
 
 def input_paths(config: CompressConfig) -> list[Any]:
-    """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, or
-    the .py of a file.py:factory spec), its weights, the data, the profile's file, and a search or distill
-    folder reused; for a CSV list of images, the folders holding the images it lists."""
+    """The files and folders ``config`` reads, which no output may replace: the teacher's file (a .pt2, an
+    .onnx, the .py of a file.py:factory spec, or the package folder or module file of package.module:factory),
+    its weights, the data, the profile's file, and a search or distill folder reused; for a CSV list of images,
+    the folders holding the images it lists."""
     from edgekd.image_list import listed_folders
     from edgekd.profiles import profile_file
+    from edgekd.teacher import spec_sources
 
-    teacher = config.teacher if isinstance(config.teacher, str) else None
-    return [teacher, teacher and teacher.split(":", 1)[0], config.weights, config.data, *listed_folders(config.data),
-            config.search_file, config.distilled, profile_file(config.profile)]
+    teacher = spec_sources(config.teacher) if isinstance(config.teacher, str) and config.teacher else []
+    return [*teacher, config.weights, config.data, *listed_folders(config.data), config.search_file,
+            config.distilled, profile_file(config.profile)]
 
 
 def with_search_budget(config: CompressConfig, log: Any) -> CompressConfig:
