@@ -218,6 +218,33 @@ def student_size_text(student: dict[str, Any]) -> str:
     return f"{toward} from the searched {searched}-parameter student{shipped}"
 
 
+def training_text(manifest: dict[str, Any]) -> str | None:
+    """How the shipped student was trained, for the Training line: the losses, the epochs run, quantization-aware
+    epochs (its fake-quant int8 is the one exported), pruning-aware steps and which epoch was kept. A QAT run
+    showed in the manifest alone (its exporter and qat_start), and a reader took its int8 for a post-training one."""
+    student = manifest.get("student") or {}
+    distill, recipe = student.get("distill"), manifest.get("recipe") or {}
+    if not distill or not distill.get("history"):
+        return None
+    epochs = len(distill["history"])
+    losses = str(recipe.get("losses") or "kd")
+    said = [f"{losses} from the teacher" if losses != "ce" else "the labels alone (ce)",
+            f"{epochs} epoch{'s' if epochs != 1 else ''}"]
+    if distill.get("qat_start") is not None:
+        said.append(f"quantization-aware (fake-quant) from epoch {distill['qat_start']}, the int8 student exported "
+                    "from it")
+    pruning = distill.get("pruning") or {}
+    if pruning.get("steps"):
+        steps = len(pruning["steps"])
+        said.append(f"pruning-aware toward {pruning['target_ms']:g} ms in {steps} step{'s' if steps != 1 else ''}")
+    metric = ("validation accuracy" if distill.get("selected_on", "val_labels") == "val_labels"
+              else "agreement with the teacher")
+    best = distill.get("best_val_accuracy")
+    rule = "" if distill.get("keep", "best") == "best" else f", rule {distill['keep']}"
+    kept = f"kept epoch {distill['best_epoch']}" + (f" ({metric} {best:.2%}{rule})" if best is not None else "")
+    return "; ".join([", ".join(said), kept])
+
+
 def _ort_speed(ort: dict[str, Any], name: str) -> str:
     """The copy's p50 and how it compares with its .onnx (manifests before edgekd timed copies have neither)."""
     if ort.get("p50_ms") is None or ort.get("vs_onnx") is None:
@@ -280,6 +307,8 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     if student:
         lines.append(f"- Student: `{student['spec']['space']}` {student['spec']['config']} "
                      f"({student_size_text(student)})")
+    if training_text(manifest):
+        lines.append(f"- Training: {training_text(manifest)}")
     lines += ["", summary_table(manifest), "", latency_method(manifest)]
     if int8_text(manifest):
         lines += ["", int8_text(manifest)]  # type: ignore[list-item]

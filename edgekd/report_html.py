@@ -23,6 +23,7 @@ from edgekd.report import (
     pruned_from_search,
     student_size_text,
     summary_rows,
+    training_text,
 )
 from edgekd.textfmt import md_code_to_html
 
@@ -146,6 +147,8 @@ def _header(manifest: dict[str, Any]) -> str:
         spec = student["spec"]
         facts.append(("Student", f"<code>{escape(spec['space'])}</code> {escape(json.dumps(spec['config']))} "
                                  f"({escape(student_size_text(student))})"))
+    if training_text(manifest):
+        facts.append(("Training", escape(training_text(manifest))))  # type: ignore[arg-type]
     items = "".join(f"<li>{k}: {v}</li>" for k, v in facts)
     return f"<h1>edgekd report</h1>\n<ul>{items}</ul>"
 

@@ -400,3 +400,22 @@ def test_an_ort_copy_compress_rejected_is_marked_failed_with_why(manifest):
     # a manifest from before the verdict's parts were recorded: "passed" was the agreement, verdicts.ort the whole
     assert f"{listed}, FAILED: over the size budget;" in said({**ort, "passed": True}, False)
     assert f"{listed};" in said({**ort, "passed": True}, True)
+
+
+def test_the_reports_say_how_the_student_was_trained_quantization_aware_and_pruning_aware_included(manifest, search):
+    """A quantization-aware run showed in the manifest alone (its exporter and qat_start): the reports read as
+    if the int8 student had been quantized after training."""
+    line = "kd from the teacher, 3 epochs; kept epoch 3 (validation accuracy 80.00%)"
+    assert f"- Training: {line}" in render_markdown(manifest).splitlines()
+    assert f"<li>Training: {line}</li>" in render_html(manifest, search)
+    distill = {**manifest["student"]["distill"], "qat_start": 3, "selected_on": "teacher_agreement",
+               "keep": "near-best"}
+    qat = {**manifest, "student": {**manifest["student"], "distill": distill}, "recipe": {"losses": "kd:1,dkd:0.5"}}
+    assert ("- Training: kd:1,dkd:0.5 from the teacher, 3 epochs, quantization-aware (fake-quant) from epoch 3, the "
+            "int8 student exported from it; kept epoch 3 (agreement with the teacher 80.00%, rule near-best)"
+            ) in render_markdown(qat).splitlines()
+    assert "pruning-aware toward 0.118 ms in 1 step; kept epoch 3" in render_markdown(_pruned(manifest))
+    labels = {**manifest, "recipe": {"losses": "ce"}}
+    assert "- Training: the labels alone (ce), 3 epochs; kept" in render_markdown(labels)
+    untrained = {**manifest, "student": {**manifest["student"], "distill": None}}
+    assert "- Training" not in render_markdown(untrained) and "<li>Training" not in render_html(untrained, search)
