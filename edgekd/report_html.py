@@ -101,14 +101,34 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
     target = out_dir / "report.html"
     if target.exists() and not force:
         raise OutputError(f"'{target}' already exists", "pass --force (force=True from Python) to replace it")
+    if not (out_dir / "manifest.json").exists() and (out_dir / "distill.json").is_file():
+        raise ArtifactError(f"'{out_dir}' is an `edgekd distill` folder, which has no report until it is exported",
+                            f"run `edgekd compress --distilled {out_dir} --out OUT`: it exports, validates and "
+                            "writes OUT/report.html")
     manifest = load_manifest(out_dir / "manifest.json")
-    html = render_html(manifest, _read_search(out_dir / "search.json"))
+    search = _read_search(out_dir / "search.json")
+    _check_same_run(manifest, search, out_dir / "search.json")
+    html = render_html(manifest, search)
     write_text(target, html)
     return target
 
 
 # What render_html does without a search.json: those two pieces say there was no search.
 _SEARCH_FIX = "restore the search.json edgekd wrote, or remove it (the report then has no candidates or Pareto front)"
+
+
+def _check_same_run(manifest: dict[str, Any], search: dict[str, Any] | None, path: Path) -> None:
+    """Refuse a search.json whose chosen student is not the manifest's: another run's file, put beside this
+    manifest, was rendered as this run's search (its candidate marked chosen while the Student line named
+    another)."""
+    student = manifest.get("student") or {}
+    if search is None or not student.get("spec"):
+        return
+    chosen, shipped = search["chosen"]["spec"], student["spec"]
+    if (chosen["space"], chosen["config"]) != (shipped["space"], shipped["config"]):
+        raise ArtifactError(f"'{path}' chose {chosen['space']} {json.dumps(chosen['config'])}, not the student the "
+                            f"manifest records ({shipped['space']} {json.dumps(shipped['config'])}): it is another "
+                            "run's search", _SEARCH_FIX)
 
 
 def _read_search(path: Path) -> dict[str, Any] | None:

@@ -419,3 +419,26 @@ def test_the_reports_say_how_the_student_was_trained_quantization_aware_and_prun
     assert "- Training: the labels alone (ce), 3 epochs; kept" in render_markdown(labels)
     untrained = {**manifest, "student": {**manifest["student"], "distill": None}}
     assert "- Training" not in render_markdown(untrained) and "<li>Training" not in render_html(untrained, search)
+
+
+def test_another_runs_search_json_beside_the_manifest_is_refused(manifest, search, tmp_path):
+    """Another run's search.json put into a run folder rendered without a word: its candidate marked chosen,
+    while the Student line named the manifest's student."""
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    other = {**search, "chosen": search["candidates"][1]}
+    (tmp_path / "search.json").write_text(json.dumps(other))
+    with pytest.raises(ArtifactError, match=r"'.*search.json' chose mbv2 .*\[8, 8, 8\].*, not the student the "
+                                            r"manifest records \(mbv2 .*\[8, 16, 24\].*\): it is another run's "
+                                            r"search; restore the search.json edgekd wrote, or remove it"):
+        write_html_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    assert write_html_report(tmp_path).is_file()
+
+
+def test_a_distill_folder_is_told_to_be_exported_first(tmp_path):
+    """`edgekd report` on a distill run's folder said only that its manifest.json did not exist."""
+    (tmp_path / "distill.json").write_text("{}")
+    with pytest.raises(ArtifactError, match=r"'.*' is an `edgekd distill` folder, which has no report until it is "
+                                            r"exported; run `edgekd compress --distilled .* --out OUT`"):
+        write_html_report(tmp_path)
