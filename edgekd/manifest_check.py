@@ -69,6 +69,8 @@ def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig 
 
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)  # another schema or version -> ArtifactError
+    if Path(model).suffix.lower() == ".ort":
+        return _recheck_ort(Path(model), manifest_path, manifest, config)
     art = artifact_from_file(model)
     entry = _entry_for(manifest, manifest_path, art, config.artifact)
     profile = recorded_profile(manifest, config.profile)
@@ -82,6 +84,74 @@ def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig 
     else:
         skipped.append("latency: the manifest records no latency for this artifact")
     return RecheckResult(str(model), str(manifest_path), entry["artifact"]["name"], tuple(checks), tuple(skipped))
+
+
+def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], config: RecheckConfig) -> RecheckResult:
+    """An ORT-format copy (compress --ort) against the ``ort`` record of its artifact: the file a mobile app
+    ships, byte for byte, with the operator list beside it; its accuracy on the test split against its .onnx's
+    recorded one (the copy computes what its .onnx does); its p50 against the one recorded for it, measured
+    beside its .onnx where that is here and unchanged (their recorded ratio, as compress timed them)."""
+    from edgekd.ort_format import check_ort_file
+
+    check_ort_file(model)  # an unreadable file: one line, before anything is measured
+    entry = _ort_entry_for(manifest, manifest_path, model, config.artifact)
+    recorded, name = entry["ort"], entry["artifact"]["name"]
+    profile = recorded_profile(manifest, config.profile)
+    digest, size = sha256(model), model.stat().st_size
+    checks = [
+        Check("sha256", digest == recorded["sha256"], f"{model.name} is byte for byte the recorded copy"
+              if digest == recorded["sha256"] else f"{model.name} differs from the recorded copy (sha256 "
+              f"{digest[:12]}..., recorded {recorded['sha256'][:12]}...)", digest),
+        Check("size", size == recorded["size_bytes"], f"{size:,} bytes on disk, recorded {recorded['size_bytes']:,}",
+              size),
+    ]
+    skipped = []
+    listed = model.parent / Path(recorded["operators"]).name  # written beside the copy
+    if not recorded.get("operators_sha256"):
+        skipped.append(f"operators: the manifest records no sha256 of {listed.name} (written before edgekd did)")
+    elif not listed.is_file():
+        skipped.append(f"operators: {listed.name}, the copy's operator list, is not beside it")
+    else:
+        same = sha256(listed) == recorded["operators_sha256"]
+        checks.append(Check("operators", same, f"{listed.name} is the recorded operator list" if same else
+                            f"{listed.name} differs from the recorded operator list (sha256)", same))
+    folder = manifest_path.parent
+    twin = folder / entry["artifact"]["path"]
+    twin_ok = twin.is_file() and sha256(twin) == entry["artifact"]["sha256"]
+    accuracy = _recheck_accuracy(model, entry, manifest, profile, config, meta=twin if twin_ok else None,
+                                 whose=f"its {twin.name}'s")
+    checks += [accuracy] if isinstance(accuracy, Check) else []
+    skipped += [accuracy] if isinstance(accuracy, str) else []
+    if recorded.get("p50_ms") is None:
+        skipped.append("latency: the manifest records no p50 for this copy (written before edgekd timed copies)")
+    else:
+        own = {"artifact": {**entry["artifact"], "name": f"{name} (ORT format)"},
+               "latency": {"p50_ms": recorded["p50_ms"]}}
+        checks.append(_recheck_latency(model, own, manifest, folder, profile, config, twin=name))
+    return RecheckResult(str(model), str(manifest_path), name, tuple(checks), tuple(skipped))
+
+
+def _ort_entry_for(manifest: dict[str, Any], path: Path, model: Path, name: str | None) -> dict[str, Any]:
+    """The artifact whose ORT-format copy ``model`` is: by --artifact, else by the copy's file name or hash."""
+    copies = [e for e in manifest["artifacts"] if e.get("ort")]
+    names = ", ".join(e["artifact"]["name"] for e in copies)
+    if not copies:
+        raise ConfigError(f"manifest '{path}' records no ORT-format copy, and '{model.name}' is one",
+                          "re-check the .onnx it was converted from, or pass the manifest of the compress --ort run "
+                          "that wrote it")
+    if name is not None:
+        found = [e for e in manifest["artifacts"] if e["artifact"]["name"] == name]
+        if not found:
+            raise ConfigError(f"manifest '{path}' has no artifact '{name}'", f"choose one of: {names}")
+        if not found[0].get("ort"):
+            raise ConfigError(f"artifact '{name}' of '{path}' has no ORT-format copy", f"choose one of: {names}")
+        return found[0]
+    found = ([e for e in copies if Path(e["ort"]["path"]).name == model.name]
+             or [e for e in copies if e["ort"]["sha256"] == sha256(model)])
+    if len(found) != 1:
+        raise ConfigError(f"cannot tell which ORT-format copy of '{path}' '{model.name}' is",
+                          f"pass --artifact NAME (one of: {names})")
+    return found[0]
 
 
 def recheck_table(result: RecheckResult) -> str:
@@ -166,8 +236,10 @@ def _sig(details: dict[str, Any]) -> str:
 
 
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
-                      config: RecheckConfig) -> Check | str:
-    """An accuracy Check, or the reason it was skipped."""
+                      config: RecheckConfig, meta: Path | None | bool = True, whose: str = "") -> Check | str:
+    """An accuracy Check, or the reason it was skipped. ``meta``: the ONNX file whose metadata (class names,
+    split) matches the data to the model, True for ``model`` itself, None for none (an ORT-format copy without
+    its .onnx: the session's class names still number the labels)."""
     from edgekd.data import (
         load_data,
         recorded_channels,
@@ -192,18 +264,22 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
     data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
                      channels=config.channels or recorded_channels(pre))
-    data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), pre), model,
-                           own.seed)
+    onnx_file = model if meta is True else meta
+    if onnx_file is not None:
+        data = with_class_order_note(data, embedded_class_names(onnx_file))
+    data = with_scale_note(data, pre)
+    if onnx_file is not None:
+        data = with_split_note(data, onnx_file, own.seed)
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
     acc = top1(logits, labels)
     tol = config.accuracy_tolerance
     return Check("accuracy", abs(acc - recorded) <= tol, with_notes(
-        f"{acc * 100:.2f}% on {data.name} test split, recorded {recorded * 100:.2f}% (tolerance {tol * 100:.2g} "
-        "points)", data), acc)
+        f"{acc * 100:.2f}% on {data.name} test split, recorded {recorded * 100:.2f}%{' for ' + whose if whose else ''}"
+        f" (tolerance {tol * 100:.2g} points)", data), acc)
 
 
 def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any], folder: Path,
-                     profile: DeviceProfile, config: RecheckConfig) -> Check:
+                     profile: DeviceProfile, config: RecheckConfig, twin: str | None = None) -> Check:
     """p50 against the recorded p50. When another (unchanged) artifact of the manifest is present, the one
     closest in recorded latency is measured interleaved and the ratio to it is compared with the recorded
     ratio, so that drift between runs cancels."""
@@ -212,7 +288,9 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     from edgekd.latency.compare import measure_until_clear
     from edgekd.latency.measure import measure
 
-    refs = _reference_entries(entry, manifest, folder)[:1]
+    refs = _reference_entries(entry, manifest, folder)
+    # an ORT-format copy beside its own .onnx, whose ratio compress measured in the same rounds
+    refs = ([r for r in refs if r["artifact"]["name"] == twin] or refs)[:1]
     recorded = float(entry["latency"]["p50_ms"])
     tol = config.latency_tolerance
     # Either file of the pair may leave its size open (an ONNX teacher): both run at the data's, as in compress.

@@ -97,6 +97,64 @@ def test_accuracy_and_latency_are_compared_with_the_record(run_cli, run_dir, tmp
     assert "| accuracy | pass |" in out
 
 
+@pytest.fixture(scope="module")
+def ort_shipped(run_dir, small_data, tmp_path_factory) -> Path:
+    """The run with its int8 student's ORT-format copy recorded as compress --ort records it (timed beside its
+    .onnx: the record says the copy runs as fast)."""
+    from edgekd.ort_format import to_ort
+
+    folder = Path(shutil.copytree(run_dir, tmp_path_factory.mktemp("ort-shipped") / "run"))
+    made = to_ort(folder / "student-int8.onnx", "amd64", small_data.x_test[:16], "int8")
+
+    def record(data):
+        entry = _entry(data, "student-int8")
+        entry["ort"] = {**made.to_dict(), "p50_ms": entry["latency"]["p50_ms"], "vs_onnx": 1.0}
+
+    _edit_manifest(folder, record)
+    return folder
+
+
+def test_an_ort_copy_is_rechecked_against_its_record(run_cli, ort_shipped, tmp_path):
+    """`validate student-int8.ort --manifest` was refused as "not an .onnx file", and the copy a mobile app ships
+    had no re-check of its own."""
+    copy = Path(shutil.copytree(ort_shipped, tmp_path / "run"))
+    code, out, err = run_cli("validate", copy / "student-int8.ort", "--manifest", copy / "manifest.json", *LOOSE)
+    assert code == 0, out + err
+    assert f"{copy / 'student-int8.ort'} against manifest entry 'student-int8' of" in out
+    for check in ("sha256", "size", "operators", "accuracy"):
+        assert f"| {check} | pass |" in out, out
+    assert "for its student-int8.onnx's (tolerance" in out
+    assert "| latency |" in out and "relative to student-int8, measured interleaved" in out
+    (copy / "student-int8.required_operators.config").write_text("# edited\n")
+    with open(copy / "student-int8.ort", "ab") as f:
+        f.write(b"\0")
+    code, out, _ = run_cli("validate", copy / "student-int8.ort", "--manifest", copy / "manifest.json", *LOOSE)
+    assert code == 1 and "| sha256 | FAIL |" in out and "| size | FAIL |" in out and "| operators | FAIL |" in out
+    (copy / "student-int8.required_operators.config").unlink()
+    code, out, _ = run_cli("validate", copy / "student-int8.ort", "--manifest", copy / "manifest.json", *LOOSE)
+    assert "| operators | skipped | student-int8.required_operators.config, the copy's operator list, is not " \
+           "beside it |" in out
+
+
+def test_an_ort_copy_the_manifest_does_not_record_is_refused_in_one_line(run_cli, run_dir, ort_shipped, tmp_path):
+    code, out, err = run_cli("validate", ort_shipped / "student-int8.ort", "--manifest", run_dir / "manifest.json")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "records no ORT-format copy, and 'student-int8.ort' is one; re-check the .onnx it was converted from" in err
+    code, _, err = run_cli("validate", ort_shipped / "student-int8.ort", "--manifest", ort_shipped / "manifest.json",
+                           "--artifact", "student-fp32")
+    assert code == 2 and "artifact 'student-fp32' of '" in err and "has no ORT-format copy; choose one of: " \
+        "student-int8" in err
+    other = tmp_path / "other.ort"
+    shutil.copy(ort_shipped / "student-int8.ort", other)
+    with open(other, "ab") as f:
+        f.write(b"\0")
+    code, _, err = run_cli("validate", other, "--manifest", ort_shipped / "manifest.json")
+    assert code == 2 and "cannot tell which ORT-format copy of '" in err and "pass --artifact NAME" in err
+    (tmp_path / "junk.ort").write_bytes(b"not a model")
+    code, _, err = run_cli("validate", tmp_path / "junk.ort", "--manifest", ort_shipped / "manifest.json")
+    assert code == 2 and "is not a readable ORT-format file" in err
+
+
 @pytest.mark.parametrize("scale, verdict", [(20.0, "pass"), (1 / 20, "FAIL")])
 def test_latency_without_twins_compares_absolute_p50(run_cli, run_dir, tmp_path, scale, verdict):
     alone = tmp_path / "alone"
