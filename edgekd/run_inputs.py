@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError, DataError, ModelError
 
 Log = Callable[[str], None]
 
@@ -19,6 +19,7 @@ def check_inputs(config: Any) -> None:
 
     check_data_source(config.data)
     _check_teacher_paths(config)
+    _check_teacher_layers(config)
     _check_search_file(config.search_file)
     _check_hints(config.hint_student, config.hint_teacher)
 
@@ -35,7 +36,7 @@ def check_inputs(config: Any) -> None:
         if not isinstance(config.data, Dataset):
             raise ConfigError(f"data is a {type(config.data).__name__}, not a path or an edgekd Dataset",
                               "pass a .npz path, an image folder, 'digits', or load_data(...)'s result")
-        if config.resolution is not None or config.normalize != "dataset" or config.channels is not None:
+        if config.resolution is not None or config.normalize not in (None, "dataset") or config.channels is not None:
             raise ConfigError("resolution, normalize and channels apply when edgekd loads the data, not to a "
                               "Dataset passed in", "pass them to load_data(..., resolution=..., normalize=...) "
                               "instead")
@@ -54,6 +55,67 @@ def _check_teacher_paths(config: Any) -> None:
         raise ConfigError("--weights is given without --teacher, so the weights have no model to load into",
                           "pass --teacher with the model they belong to (file.py:factory or package.module:factory), "
                           "or drop --weights")
+
+
+def _layerless_kind(spec: Any) -> str | None:
+    """What a teacher spec names when its layers are no PyTorch modules to cut or tap, else None."""
+    from edgekd.teacher import is_onnx, is_program
+
+    if not isinstance(spec, str):
+        return None
+    return "a torch.export program" if is_program(spec) else "an ONNX model" if is_onnx(spec) else None
+
+
+def _check_teacher_layers(config: Any) -> None:
+    """The pruned space and the feature losses need the teacher's layers in PyTorch: with a .pt2 or an .onnx
+    teacher they were refused only once the data was loaded, the teacher scored and exported (and, for pruned,
+    the search begun). Neither applies to a student already distilled, and the space none to a search reused."""
+    kind = _layerless_kind(config.teacher)
+    if kind is None or config.distilled:
+        return
+    fix = "or pass the teacher as file.py:factory with --weights"
+    if not config.search_file and "pruned" in config.search_config().spaces():
+        raise ConfigError(f"the 'pruned' space (--space {config.space}) cuts channels from the teacher's own "
+                          f"layers, and teacher '{config.teacher}' is {kind}, which has none in PyTorch",
+                          f"leave pruned out of --space (mbv2, resnet), {fix}")
+    from edgekd.distill.losses import LOSSES
+
+    tapping = [name for name, _ in config.distill_config().losses if LOSSES.get(name).features]
+    if tapping:
+        many = len(tapping) > 1
+        raise ConfigError(f"the feature loss{'es' * many} {', '.join(tapping)} tap{'s' * (not many)} the teacher's "
+                          f"layers, and teacher '{config.teacher}' is {kind}, which has none to tap",
+                          f"use kd, dkd or dist in --losses, {fix}")
+
+
+def check_teacher_files(config: Any) -> None:
+    """What loading the teacher would refuse without running anything, refused before the data, which loads
+    first and can take minutes to decode: a teacher or weights file that is not there, a spec of no known form,
+    a factory without its weights. The user's module is not imported here: importing it runs its code, which
+    happens once, after the data, as before."""
+    spec, weights = config.teacher, config.weights
+    if not isinstance(spec, str) or not spec.strip():
+        return
+    from edgekd.teacher import is_program, load_teacher, parse_factory_ref, spec_file
+
+    if _layerless_kind(spec) is not None:
+        what, fix = ("program", "check the .pt2 path") if is_program(spec) else ("model", "check the .onnx path")
+        if not Path(spec).expanduser().is_file():
+            raise ModelError(f"teacher {what} '{spec}' does not exist", fix)
+        return
+    try:
+        parse_factory_ref(spec)
+    except ModelError:
+        load_teacher(spec)  # imports nothing here, and names a weights or TorchScript file given as the teacher
+        raise
+    file = spec_file(spec)  # None: package.module:factory, found only by importing it
+    if file is not None and not Path(file).expanduser().is_file():
+        raise ModelError(f"teacher module file '{file}' does not exist", "check the path before ':'")
+    if weights is None:
+        raise ModelError(f"teacher '{spec}' needs its trained weights", "pass --weights path/to/state_dict.pt")
+    if not Path(weights).expanduser().is_file():
+        said = "is a folder, not a file" if Path(weights).expanduser().is_dir() else "does not exist"
+        raise ModelError(f"weights file '{weights}' {said}", "check the --weights path")
 
 
 def _check_search_file(path: Any) -> None:
@@ -179,6 +241,8 @@ def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
     """What a manifest or distill.json records of the run's options. A teacher or data passed in memory
     has no path to record: null, beside the teacher's source and the data's own description."""
     out = {k: getattr(config, k) for k in fields if k not in ("force", "progress")}
+    if "normalize" in out and out["normalize"] is None:
+        out["normalize"] = "dataset"  # what not giving it means, as a record read later states it
     for key in ("teacher", "data"):
         if out.get(key) is not None and not isinstance(out[key], str):
             out[key] = None
@@ -190,7 +254,8 @@ _KINDS = {"int": "a whole number", "float": "a number", "str": "a quoted string"
           "resolution": "one side or [height, width]"}
 _ANY_KINDS = {"teacher": "str", "data": "str", "resolution": "resolution"}
 _EXAMPLES = {"int": "8", "float": "2.5", "str": '"..."', "bool": "true", "resolution": "224"}
-_KEY_EXAMPLES = {"channels": "3 (or 1)", "min_accuracy": "0.97"}  # where the kind's example is no valid value
+# Where the kind's example is no valid value, or the default (None: not given) gives none.
+_KEY_EXAMPLES = {"channels": "3 (or 1)", "min_accuracy": "0.97", "normalize": '"dataset"'}
 COMMA_LISTS = {"space", "losses", "hint_student", "hint_teacher"}  # comma-separated on the command line
 
 

@@ -664,7 +664,11 @@ def test_quiet_hides_stage_messages_but_never_warnings(run_cli, tmp_path):
     """-q made the log a no-op, warnings with it: a result to doubt came with no word of why."""
     data, imgs = _csv_listing(tmp_path)
     data.write_text(data.read_text() + "../imgs/0.png,0\n")  # a repeated row: read once, with a warning
-    args = ["search", "--data", data, "--teacher", f"{tmp_path / 'nope.py'}:build", "--out", tmp_path / "s.json"]
+    # a teacher refused once it is imported, after the data: a missing file is refused before the data loads
+    (tmp_path / "nope.py").write_text("")
+    (tmp_path / "w.pt").write_bytes(b"")
+    args = ["search", "--data", data, "--teacher", f"{tmp_path / 'nope.py'}:build", "--weights", tmp_path / "w.pt",
+            "--out", tmp_path / "s.json"]
     for quiet in ([], ["-q"]):
         code, _, err = run_cli(*args, *quiet)
         lines = err.strip().splitlines()

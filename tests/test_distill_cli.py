@@ -733,6 +733,39 @@ def test_the_inputs_a_distilled_student_was_trained_with_are_taken_only_where_no
     assert _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append).resolution == 16
 
 
+def _normalized_none(distilled, tmp_path):
+    """A copy of the distilled folder that records its student distilled with --normalize none."""
+    folder = _edited(distilled, tmp_path, normalize="none")
+    info = json.loads((folder / "distill.json").read_text())
+    info["data"]["preprocess"].update(mean=[0.0], std=[1.0])
+    (folder / "distill.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_a_normalize_given_with_distilled_counts_though_it_is_the_default(distilled, tmp_path):
+    """--normalize dataset was read as not given: the log said "--normalize none, as 'd1' was distilled with
+    (pass them to use others)" to a user who had passed another, and the run went on with the recorded one."""
+    from edgekd.pipeline import CompressConfig, _with_distilled_inputs
+
+    folder = _normalized_none(distilled, tmp_path)
+    said: list[str] = []
+    given = _with_distilled_inputs(CompressConfig(distilled=str(folder), normalize="dataset"), said.append)
+    assert given.normalize == "dataset" and not any("--normalize" in line for line in said)
+    left_out = _with_distilled_inputs(CompressConfig(distilled=str(folder)), said.append)
+    assert left_out.normalize == "none" and "--normalize none, as" in said[-1]
+    assert CompressConfig().normalize is None  # not given; loaded as "dataset"
+
+
+def test_compress_distilled_refuses_a_normalize_dataset_the_student_was_not_trained_with(run_cli, common,
+                                                                                        distilled, tmp_path):
+    folder = _normalized_none(distilled, tmp_path)
+    code, _, err = run_cli("compress", *common, "--normalize", "dataset", "--distilled", folder,
+                           "--out", tmp_path / "never")
+    line = err_line(code, err)
+    assert f"'{folder}' was distilled on 'digits'" in line and "(pixel / 16 - 0) / 1)" in line, line
+    assert "--resolution and --normalize the distillation used" in line and not (tmp_path / "never").exists()
+
+
 def test_temperature_and_alpha_that_the_losses_never_read_are_refused_not_echoed(run_cli, common, searched, tmp_path):
     """`--losses ce --temperature 9 --alpha 0.1` trained the student of `--losses ce`, while the log and
     distill.json said T=9 and alpha 0.1 applied; so did `--no-labels --alpha 0.2`."""

@@ -205,8 +205,8 @@ def test_a_teacher_file_s_metadata_says_the_layout_the_teacher_is_fed(onnx_files
 
 @pytest.mark.parametrize("args, error, message", [
     (["--weights", "w.pt"], ModelError, "is an ONNX model, which holds its own weights"),
-    (["--losses", "kd:1,hint:1"], ConfigError, "a torch.export program or an ONNX teacher has none to tap"),
-    (["--space", "pruned"], ModelError, "a .pt2 program or an ONNX model cannot be pruned"),
+    (["--losses", "kd:1,hint:1"], ConfigError, "the feature loss hint taps the teacher's layers, and teacher"),
+    (["--space", "pruned"], ConfigError, "the 'pruned' space (--space pruned) cuts channels from the teacher's own"),
 ])
 def test_what_needs_the_teacher_in_pytorch_is_refused_by_name(onnx_files, fast_profile_path, tmp_path, run_cli,
                                                               args, error, message):

@@ -147,12 +147,60 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     (dict(search_file="missing.json"), "search file 'missing.json' does not exist; run `edgekd search --out FILE`"),
     (dict(search_file=" "), "--search is empty"),
     (dict(search_file="."), "search file '.' is a folder, not a file"),
+    # refused only after the data, the teacher's score and export (README: "refused before any work")
+    (dict(teacher="t.onnx", space="mbv2,pruned"), "the 'pruned' space (--space mbv2,pruned) cuts channels from the "
+                                                  "teacher's own layers, and teacher 't.onnx' is an ONNX model, which "
+                                                  "has none in PyTorch; leave pruned out of --space (mbv2, resnet)"),
+    (dict(teacher="t.pt2", losses="kd:1,at:1"), "the feature loss at taps the teacher's layers, and teacher 't.pt2' "
+                                                "is a torch.export program, which has none to tap; use kd, dkd"),
 ])
 def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
     from edgekd.errors import EdgeKDError
 
     with pytest.raises(EdgeKDError, match=re.escape(message)):
         CompressConfig(**kwargs)
+
+
+def test_the_pruned_space_is_refused_for_an_onnx_teacher_only_where_a_search_runs():
+    CompressConfig(teacher="t.onnx", space="pruned", distilled="d")  # its student is trained already
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("compress", ["--teacher", "model.py:build", "--weights", "typo.pt"],
+     "weights file 'typo.pt' does not exist; check the --weights path"),
+    ("compress", ["--teacher", "model.py:build"],
+     "teacher 'model.py:build' needs its trained weights; pass --weights path/to/state_dict.pt"),
+    ("compress", ["--teacher", "model.py:build", "--weights", "sub"], "weights file 'sub' is a folder, not a file"),
+    ("compress", ["--teacher", "nofile.py:build", "--weights", "w.pt"],
+     "teacher module file 'nofile.py' does not exist; check the path before ':'"),
+    ("compress", ["--teacher", "absent.onnx"], "teacher model 'absent.onnx' does not exist; check the .onnx path"),
+    ("compress", ["--teacher", "absent.pt2"], "teacher program 'absent.pt2' does not exist; check the .pt2 path"),
+    ("compress", ["--teacher", "w.pt"], "teacher 'w.pt' is a weights file; edgekd needs the code that builds"),
+    ("compress", ["--teacher", "model.py:build(1, x)", "--weights", "w.pt"], "are not all literals"),
+    ("compress", ["--teacher", "t.onnx", "--space", "pruned"], "the 'pruned' space (--space pruned) cuts channels"),
+    ("search", ["--teacher", "model.py:build", "--weights", "typo.pt"], "weights file 'typo.pt' does not exist"),
+    ("distill", ["--teacher", "nofile.py:build", "--weights", "w.pt"], "teacher module file 'nofile.py' does not"),
+])
+def test_a_teacher_s_missing_files_and_spec_are_refused_before_the_data_loads(run_cli, fast_profile_path, tmp_path,
+                                                                               monkeypatch, command, args, message):
+    """Each was refused only after every image was decoded (minutes for a large folder), and --space pruned
+    with an ONNX teacher after the teacher was scored and exported and the search had begun."""
+    from edgekd import data
+    from edgekd.errors import DataError
+
+    def not_yet(*_a, **_k):
+        raise DataError("the data loaded before the teacher's files were checked")
+
+    monkeypatch.setattr(data, "load_data", not_yet)
+    monkeypatch.chdir(tmp_path)
+    # importing the user's module runs its code: that still happens after the data, not in these checks
+    Path("model.py").write_text("open('imported', 'w').close()\ndef build(*a):\n    return None\n")
+    Path("w.pt").write_bytes(b"not read here")
+    Path("sub").mkdir()
+    code, _, err = run_cli(command, *args, "--data", "digits", "--profile", fast_profile_path, "--out", "o", "-q")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not Path("imported").exists() and not Path("o").exists()
 
 
 def test_the_distill_api_names_its_own_fields_for_unpaired_taps():

@@ -121,3 +121,49 @@ def test_the_teacher_is_timed_at_the_profiles_batch(teacher, small_data, fast_pr
     with Ruler(batched(fast_profile), small_data.input_shape, small_data.num_classes) as ruler:
         assert teacher_fit(teacher.module, small_data.input_shape, Budget(latency_ms=50), ruler) is not None
     assert device.fed and set(device.fed) == {2}
+
+
+def _through_numpy(module):
+    """``module`` with its logits passed through numpy: the TorchScript tracer records them as a constant, a
+    file with no input, which the device refused to time, and the refusal stopped the run."""
+    import numpy as np
+    import torch
+
+    class ThroughNumpy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            return torch.from_numpy(np.asarray(self.inner(x).detach()))
+
+    return ThroughNumpy().eval()
+
+
+def test_a_teacher_the_quick_exporter_traces_to_a_constant_is_exported_as_its_own_file_is(teacher, small_data,
+                                                                                          fast_profile):
+    """Was: "model '.../teacher.onnx' has 0 inputs (); ... export the model with one input", the run stopped
+    by advice; with a size limit alone, a 0.1 KB constant reported as the teacher's file."""
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        fit = teacher_fit(_through_numpy(teacher.module), small_data.input_shape,
+                          Budget(latency_ms=50, max_size_kb=500), ruler)
+    assert fit is not None and fit.latency_ms is not None
+    assert 10 * 1024 < fit.size_bytes < 40 * 1024  # the teacher's weights, not a constant's few bytes
+
+
+def test_a_teacher_that_cannot_be_timed_skips_the_advice_and_says_so(teacher, small_data, fast_profile,
+                                                                     monkeypatch):
+    from edgekd.errors import RunnerError
+
+    def fails(self, paths, sample_shape=None):
+        raise RunnerError("model 'teacher.onnx' has 0 inputs ()", "export the model with one input")
+
+    monkeypatch.setattr(Ruler, "measure", fails)
+    lines: list[str] = []
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        assert teacher_fit(teacher.module, small_data.input_shape, Budget(latency_ms=50), ruler) is None
+        fit = teacher_fit(teacher.module, small_data.input_shape, Budget(latency_ms=50), ruler, lines.append)
+    assert fit is None
+    assert lines == ["search: the teacher itself is not checked against the budget (advice only: model "
+                     "'teacher.onnx' has 0 inputs (); export the model with one input); the search goes on, and "
+                     "validation measures it"]

@@ -126,6 +126,7 @@ def test_a_module_name_whose_import_raises_is_one_line_like_the_file_form(tmp_pa
     with pytest.raises(ModelError, match=f"importing 'edgekd_test_raising' failed: {said}") as exc:
         load_teacher("edgekd_test_raising:build", "w.pt")
     assert "python -c 'import edgekd_test_raising'" in exc.value.fix
+    (tmp_path / "w.pt").write_bytes(b"")  # a missing one is refused first, before the data loads
     code, _, err = run_cli("search", "--teacher", "edgekd_test_raising:build", "--weights", tmp_path / "w.pt",
                            "--out", tmp_path / "s.json")
     assert code == 2 and "Traceback" not in err and f"failed: {said}" in err, err

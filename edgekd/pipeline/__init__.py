@@ -25,7 +25,7 @@ from edgekd.pipeline.config import (
 from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
 from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
-from edgekd.run_inputs import Log, input_file, recipe, run_data, run_teacher
+from edgekd.run_inputs import Log, check_teacher_files, input_file, recipe, run_data, run_teacher
 from edgekd.search_file import search_record
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "config_fields", "input_paths", "load_recipe",
@@ -60,6 +60,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     if config.distilled:
         config = _with_distilled_inputs(config, log)  # before the output check: the inputs it names are kept
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
+    check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it
         config = _with_distilled_budget(config, log)
@@ -95,9 +96,11 @@ def _with_distilled_inputs(config: CompressConfig, log: Log) -> CompressConfig:
     from edgekd.distilled import recorded_inputs
 
     recorded = recorded_inputs(config.distilled, config.teacher is not None, config.data is not None)
-    unset = {"normalize": field_default("normalize")}
+    # Only what is not given is taken (None): a --normalize dataset given was once read as left out, and the
+    # recorded one used in its place without a word. A recorded "dataset" is what leaving it out means anyway.
+    implied = {"normalize": "dataset"}
     loaded = config.data is not None and not isinstance(config.data, str)  # a Dataset holds its preprocessing
-    taken = {k: v for k, v in recorded.items() if getattr(config, k) == unset.get(k) != v
+    taken = {k: v for k, v in recorded.items() if getattr(config, k) is None and v != implied.get(k)
              and (k != "weights" or "teacher" in recorded and config.teacher is None)
              and not (loaded and k in ("resolution", "normalize", "channels"))}
     for key in ("teacher", "weights", "data"):

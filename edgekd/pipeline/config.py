@@ -23,7 +23,9 @@ class CompressConfig:
     weights: str | None = None
     data: Any = None  # a path, 'digits', a Dataset (Python API), or None: the embedded digits
     resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width); kept as a side or (height, width)
-    normalize: str = "dataset"  # or "none", or "MEAN/STD" (comma-separated per channel): as the teacher was trained
+    # "dataset" (the data's own mean and std), "none", or "MEAN/STD" (comma-separated per channel): as the teacher
+    # was trained. None: not given, which is "dataset", or with ``distilled`` the one its student was trained with
+    normalize: str | None = None
     channels: int | None = None  # 3: grayscale repeated to RGB, 1: RGB to luminance (None: as the data is)
     profile: str = "host-cpu-1t"
     budget_ms: float | None = None

@@ -21,7 +21,7 @@ from edgekd.fsutil import (
     write_json,
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
-from edgekd.run_inputs import Log, near_chance, recipe, run_data, run_teacher, sampled
+from edgekd.run_inputs import Log, check_teacher_files, near_chance, recipe, run_data, run_teacher, sampled
 from edgekd.search_file import search_record
 
 
@@ -35,6 +35,7 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
 
     log = log or (lambda _msg: None)
     check_new_file(out, force or config.force, "--out", input_paths(config))
+    check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     out = Path(out)
     profile = load_profile(config.profile)
     probe_device(profile)  # a search always measures its candidates on the device
@@ -90,6 +91,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         raise ConfigError(f"'{out}' holds a checkpoint but no search.json recording the student it trains (a run "
                           "started with --search by an edgekd that wrote it only at the end)",
                           "resume with the --search FILE the run started with")
+    check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     earlier, created = None, not out.exists()
     if not resume and not created and any(out.iterdir()):
         if not config.force:

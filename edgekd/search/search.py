@@ -118,7 +118,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
             "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
     with Ruler(profile, data.input_shape, data.num_classes) as ruler:
-        fit = teacher_fit(teacher, data.input_shape, budget, ruler)
+        fit = teacher_fit(teacher, data.input_shape, budget, ruler, log)
         if fit is not None:
             log(fit.message(budget))
         return _search(data, profile, budget, config, spaces, proxy, probe, calib, ruler, rng, progress, log, start)

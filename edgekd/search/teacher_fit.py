@@ -9,10 +9,12 @@ since a user may want a smaller model anyway.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekd.errors import ExportError, first_line
 from edgekd.types import Budget
 
 
@@ -33,11 +35,13 @@ class TeacherFit:
                 "; a student can only match it or lose accuracy: ship the teacher, or tighten the budget")
 
 
-def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, ruler: Any) -> TeacherFit | None:
+def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, ruler: Any,
+                log: Callable[[str], None] | None = None) -> TeacherFit | None:
     """A ``TeacherFit`` when the teacher's fp32 file meets every latency and size limit ``budget`` sets (at
     least one), else None. The teacher is exported only when its weights alone fit the size limit, and
     measured only when its file does, beside the search's reference network (``ruler``), so its
-    milliseconds are on the scale the candidates are judged on."""
+    milliseconds are on the scale the candidates are judged on. A teacher that cannot be exported or timed
+    here is None too, said to ``log``: the check is advice, and validation measures the teacher anyway."""
     import torch
 
     if budget.latency_ms is None and budget.max_bytes is None:
@@ -48,15 +52,18 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
     if budget.max_bytes is not None and _weight_bytes(teacher) > budget.max_bytes:
         return None
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
-        path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx", ruler.batch)
-        if path is None:
+        try:
+            path = _exported(teacher, input_shape, Path(tmp) / "teacher.onnx", ruler.batch)
+            size = path.stat().st_size
+            if budget.max_bytes is not None and size > budget.max_bytes:
+                return None
+            if budget.latency_ms is None:
+                return TeacherFit(size, None)
+            ((_stats, units),) = ruler.measure([path], input_shape)
+        except Exception as exc:  # any failure here means only that this advice is skipped
+            (log or (lambda _m: None))(f"search: the teacher itself is not checked against the budget (advice "
+                                       f"only: {first_line(exc)}); the search goes on, and validation measures it")
             return None
-        size = path.stat().st_size
-        if budget.max_bytes is not None and size > budget.max_bytes:
-            return None
-        if budget.latency_ms is None:
-            return TeacherFit(size, None)
-        ((_stats, units),) = ruler.measure([path], input_shape)
     latency = units * ruler.ms()
     return TeacherFit(size, latency) if latency <= budget.latency_ms else None
 
@@ -71,24 +78,37 @@ def _weight_bytes(teacher: Any) -> int:
     return 4 * sum(t.numel() for t in weights if t.ndim >= 2)
 
 
-def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path, batch: int = 1) -> Path | None:
+def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path, batch: int = 1) -> Path:
     """The teacher as fp32 ONNX at ``batch`` (the profile's): a module through the quick exporter, a .pt2
-    program through the shipped one (the quick one traces modules only). None when it cannot be exported: the
-    check is advice, and validation measures the teacher anyway."""
+    program through the shipped one (the quick one traces modules only). A module whose quick export lost its
+    input goes through the shipped one too: the TorchScript tracer records what it cannot follow (a forward
+    through numpy) as a constant, a file of a few bytes that answers every image alike, while the shipped
+    exporter, which writes the teacher's file of the run, follows it."""
     import numpy as np
     import torch
 
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.latency.quick_export import export_fixed
 
-    try:
-        if isinstance(teacher, torch.nn.Module):
-            was = teacher.training
-            try:
-                return export_fixed(teacher, (batch, *input_shape), path)
-            finally:
-                teacher.train(was)  # the exporter puts it in eval mode; a caller's module keeps its own
-        sample = np.zeros((1, *input_shape), dtype=np.float32)  # its file takes any batch
-        return Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
-    except Exception:  # any export failure means only that this advice is skipped
-        return None
+    if isinstance(teacher, torch.nn.Module):
+        was = teacher.training
+        try:
+            export_fixed(teacher, (batch, *input_shape), path)
+        finally:
+            teacher.train(was)  # the exporter puts it in eval mode; a caller's module keeps its own
+        if _inputs(path) == 1:
+            return path
+    sample = np.zeros((1, *input_shape), dtype=np.float32)  # its file takes any batch
+    shipped = Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
+    if _inputs(shipped) != 1:
+        raise ExportError(f"the teacher's ONNX file takes {_inputs(shipped)} inputs, not the image")
+    return shipped
+
+
+def _inputs(path: Path) -> int:
+    """The graph inputs of the ONNX file at ``path`` that are fed, not initializers (older files list both)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return sum(1 for i in graph.input if i.name not in weights)
