@@ -69,6 +69,23 @@ def test_a_sequential_whose_input_is_quantized_is_refused() -> None:
         plan_qat(model, X)
 
 
+@pytest.mark.parametrize("space, message", [
+    ("pruned", r"^the model's input is quantized, and a Sequential model cannot host its quantizer; wrap"),
+    ("mbv2,pruned", r"^the model's input is quantized, and a Sequential model cannot host its quantizer, and --space "
+                    r"mbv2,pruned may choose a 'pruned' student, which is the teacher's own layers; leave pruned "
+                    r"out of --space, or wrap the Sequential"),
+])
+def test_a_teacher_qat_cannot_mirror_is_refused_before_a_search_that_may_choose_its_layers(space, message) -> None:
+    """With --space mbv2,pruned the whole search ran, chose a pruned student, and only then was it refused."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.stages import _check_teacher_before_search
+
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(ConfigError, match=message):
+        _check_teacher_before_search(CompressConfig(space=space, epochs=2, qat_epochs=1), teacher, X)
+    _check_teacher_before_search(CompressConfig(space="mbv2", epochs=2, qat_epochs=1), teacher, X)  # never its own
+
+
 class _AddBlock(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -258,10 +258,19 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
         from edgekd.distill.taps import output_shapes
 
         teacher_taps(teacher, output_shapes(teacher, example)[1], distill_config.teacher_taps, distill_config.losses)
-    if config.qat_epochs and config.search_config().spaces() == ["pruned"]:
+    spaces = config.search_config().spaces()
+    if config.qat_epochs and "pruned" in spaces:
         from edgekd.distill.qat_plan import plan_qat
 
-        plan_qat(teacher, example)
+        try:
+            plan_qat(teacher, example)
+        except ConfigError as exc:
+            if spaces == ["pruned"]:
+                raise
+            # a search of several spaces may choose a pruned student, found unfit for QAT after the search
+            raise ConfigError(f"{exc.problem}, and --space {config.space} may choose a 'pruned' student, which is "
+                              "the teacher's own layers",
+                              "leave pruned out of --space" + (f", or {exc.fix}" if exc.fix else "")) from None
 
 
 def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,
