@@ -210,3 +210,23 @@ def test_a_resume_says_how_to_put_back_an_earlier_run_a_killed_force_run_left_as
     assert said == [f"warning: '{left}' holds an earlier run of '{out}' that a --force run set aside and was stopped "
                     f"before its first checkpoint: it is the only copy of that run; put it back with "
                     f"`rm -r '{out}' && mv '{left}' '{out}'`"]
+
+
+def test_target_ms_on_a_resume_is_refused_before_the_data_loads(tmp_path, monkeypatch):
+    """Said after the data and teacher loaded, as "--resume continues plain or quantization-aware KD, not
+    pruning-aware KD", which read as if the interrupted run had been a pruning one."""
+    import edgekd.data
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig, run_distill
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"a plain KD run's checkpoint")
+    (out / "search.json").write_text("{}")
+    monkeypatch.setattr(edgekd.data, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    with pytest.raises(ConfigError) as caught:
+        run_distill(CompressConfig(target_ms=1.0), out, resume=True)
+    assert caught.value.message == (f"--target-ms does not apply with --resume: the run in '{out}' trains plain or "
+                                    "quantization-aware KD (pruning-aware KD writes no checkpoint to resume); resume "
+                                    "without --target-ms, or start a pruning run over with --force")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "search.json"]

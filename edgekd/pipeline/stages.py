@@ -86,6 +86,11 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         note_leftovers(out, log)
     if resume and not (out / "checkpoint.pt").is_file():
         raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+    if resume and config.target_ms is not None:
+        # said before the data loads; pruning-aware KD writes no checkpoint, so this run was plain or QAT KD
+        raise ConfigError(f"--target-ms does not apply with --resume: the run in '{out}' trains plain or "
+                          "quantization-aware KD (pruning-aware KD writes no checkpoint to resume)",
+                          "resume without --target-ms, or start a pruning run over with --force")
     if resume and not config.search_file and not (out / "search.json").is_file():
         # Searching again would measure anew and could choose another student than the checkpoint's.
         raise ConfigError(f"'{out}' holds a checkpoint but no search.json recording the student it trains (a run "
@@ -285,7 +290,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         from edgekd.distill.prune import prune_distill
 
         log(f"distill: pruning-aware KD toward {prune.target_ms:g} ms ({prune.precision}) on '{profile.name}'")
-        if resume:
+        if resume:  # run_distill says so first, naming the folder; this is the API's stage function alone
             raise ConfigError("--resume continues plain or quantization-aware KD, not pruning-aware KD",
                               "run the pruning again without --resume")
         pruned = prune_distill(student, data, config.distill_config(), prune, profile, teacher=teacher, log=log,
