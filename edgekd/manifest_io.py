@@ -166,7 +166,7 @@ _DISTILL = obj(optional={"history": list_of(_EPOCH), "best_epoch": nullable(INT)
                          "pruning": nullable(_PRUNING)})
 _STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT},
                {"distill": nullable(_DISTILL), "search_latency_ms": nullable(NUMBER),
-                "predicted_latency_ms": nullable(NUMBER)})
+                "predicted_latency_ms": nullable(NUMBER), "searched_params": INT})
 MANIFEST = obj(
     {"primary": NAME, "artifacts": list_of(_ENTRY, "is empty, so there is no model to check"), "profile": _PROFILE,
      "budget": _BUDGET},

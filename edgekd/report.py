@@ -197,14 +197,14 @@ def pruned_from_search(student: dict[str, Any]) -> dict[str, Any] | None:
     pruning = (student.get("distill") or {}).get("pruning")
     if not pruning:
         return None
-    shipped = pruning.get("params")
-    return pruning if pruning.get("steps") or (shipped is not None and shipped != student.get("params")) else None
+    shipped, searched = pruning.get("params"), student.get("searched_params", student.get("params"))
+    return pruning if pruning.get("steps") or (shipped is not None and shipped != searched) else None
 
 
 def student_size_text(student: dict[str, Any]) -> str:
     """What the Student line says, in brackets after the searched config: the parameters that ship, and for a
     pruned student that it was pruned, toward what and from how many."""
-    searched = f"{student['params']:,}"
+    searched = f"{student.get('searched_params', student['params']):,}"  # manifests before it had the searched one
     pruning = (student.get("distill") or {}).get("pruning")
     if not pruning:
         return f"{searched} parameters"

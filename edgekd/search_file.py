@@ -16,10 +16,13 @@ FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file
 
 # The settings of the `edgekd distill` run whose --out holds a search.json: what --resume continues with.
 RUN_KEY = "distill_run"
+# The settings the search ran with, which a run reusing the file takes (and records) as its own.
+SETTINGS_KEY = "settings"
+SETTINGS = ("space", "proxy", "candidates", "latency_anchors", "precision")
 
 
 def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None,
-                  run: dict[str, Any] | None = None) -> dict[str, Any]:
+                  run: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every search.json holds, whichever command wrote it: the ranking, and the profile, budget, data
     and teacher it was measured for, so that reusing it for others is refused (or, where only the proxy's
     scores depend on them, said).
@@ -29,7 +32,8 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
     with this run's, a second reuse said the budget of the first as the one searched for, and no longer
     warned of another machine or teacher. A ``budget`` other than the recorded one is added as
     ``reused_with``: what this run validated the student against. A distill run records its own search
-    settings and budget as ``run`` (under RUN_KEY), for its --resume to continue with."""
+    settings and budget as ``run`` (under RUN_KEY), for its --resume to continue with. A fresh search records
+    the ``settings`` it ran with (``search_settings``), for a run reusing the file to record them as its own."""
     if result.record is not None:
         record = {**result.record, **result.to_dict()}
         record.pop("reused_with", None)  # an earlier reuse's, not this run's
@@ -41,7 +45,56 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
                   "data": data.describe()}
         if teacher is not None:
             record["teacher"] = teacher_record(teacher)
+        if settings is not None:
+            record[SETTINGS_KEY] = dict(settings)
     return {**record, RUN_KEY: run} if run is not None else record
+
+
+def search_settings(config: Any) -> dict[str, Any]:
+    """The search settings of ``config`` (a CompressConfig), as a search.json records them."""
+    return {k: getattr(config, k) for k in SETTINGS}
+
+
+def recorded_settings(path: str | Path) -> dict[str, Any]:
+    """The search settings the file at ``path`` was searched with, as CompressConfig keys: its record, else
+    (a file written before it was recorded) what its result says: the precision and proxy, the candidates it
+    evaluated, and the spaces of those it ranked. {} for a file that cannot be read (``load_search`` refuses it)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    kept, run = raw.get(SETTINGS_KEY), raw.get(RUN_KEY)
+    if not isinstance(kept, dict) and isinstance(run, dict) and not run.get("search_file"):
+        kept = run  # a distill run that searched records what it searched with
+    if isinstance(kept, dict):
+        return {k: kept[k] for k in SETTINGS if k in kept}
+    found: dict[str, Any] = {k: raw[k] for k in ("precision", "proxy") if isinstance(raw.get(k), str)}
+    if isinstance(raw.get("evaluated"), int) and raw["evaluated"] >= 1:
+        found["candidates"] = raw["evaluated"]
+    ranked = [c.get("spec", {}).get("space") for c in (raw.get("candidates") or []) if isinstance(c, dict)]
+    spaces = list(dict.fromkeys(s for s in ranked if isinstance(s, str)))
+    if spaces:
+        found["space"] = ",".join(spaces)
+    return found
+
+
+def with_search_settings(config: Any, log: Any) -> Any:
+    """``config`` with the search settings its ``search_file`` was searched with: the precision the search
+    checked the budget for is the one that ships and that pruning measures, and the recipe a manifest or
+    distill.json records must not contradict the search file beside it. A precision other than the default
+    that differs from the file's is refused (the CLI refuses search flags with a search file already)."""
+    found = recorded_settings(config.search_file)
+    if "precision" in found and config.precision not in ("int8", found["precision"]):
+        raise ConfigError(f"precision {config.precision} is not the precision '{config.search_file}' was searched "
+                          f"for ({found['precision']})", "leave the precision out (the search file's ships), or "
+                          f"search again with --precision {config.precision}")
+    changed = {k: v for k, v in found.items() if getattr(config, k) != v}
+    if changed:
+        said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items())
+        log(f"search: {said}, as '{config.search_file}' was searched with")
+    return dataclasses.replace(config, **changed)
 
 
 _BUDGET_KEYS = {"latency_ms": "budget_ms", "max_size_kb": "max_size_kb", "min_accuracy": "min_accuracy",

@@ -75,14 +75,14 @@ def check_onnx(path: str | Path) -> tuple[bool, str]:
 def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget: Budget | None,
              data: Dataset | None = None, references: Mapping[str, Any] | None = None,
              budgeted: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
-             rounds: int = 3) -> ValidationReport:
+             rounds: int = 3, ships: str | None = None) -> ValidationReport:
     """Validate ``artifacts`` side by side.
 
     ``references`` maps an artifact name to the torch model it must agree with; ``budgeted`` names
     the artifacts the budget applies to (default: all). Latency is measured in ``rounds`` interleaved
     runs; each artifact reports its median run. The primary artifact is the int8 student when it is
     measurably faster than its fp32 twin (the median over the runs of their p50 ratio), else the fp32
-    student.
+    student; with ``ships="fp32"`` (the precision the search checked the budget for) the fp32 student.
     """
     from edgekd.latency.measure import measure
     from edgekd.latency.runtime import predictions_on_test_split, top1
@@ -142,7 +142,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
         reports.append(ArtifactReport(art, checked, parity, accuracy, lat, verdicts, by_class))
     speedup = _int8_speedup(artifacts, runs)
     int8_ratio = _int8_ratio(artifacts, runs)
-    primary, notes = ship_decision(reports, int8_ratio, len(runs), budget)
+    primary, notes = ship_decision(reports, int8_ratio, len(runs), budget, ships)
     notes += shape_notes
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup),
                             int8_ratio)
@@ -237,11 +237,34 @@ def _verdicts(art: Artifact, lat: LatencyStats, parity: Parity | None, accuracy:
 
 
 def ship_decision(reports: Sequence[ArtifactReport], speedup: Ratio | None, runs: int,
-                  budget: Budget) -> tuple[str, list[str]]:
+                  budget: Budget, ships: str | None = None) -> tuple[str, list[str]]:
     """The artifact that ships and the notes that say why (and what it gained over the teacher), from the
-    reports' verdicts: decided again whenever a verdict is added (compress's ORT-format checks)."""
-    primary, notes = _choose_primary(list(reports), speedup, runs)
+    reports' verdicts: decided again whenever a verdict is added (compress's ORT-format checks). ``ships`` is
+    the precision the search checked the budget for: "fp32" ships the fp32 student whatever int8 measures."""
+    fp32 = _student(reports, "fp32") if ships == "fp32" else None
+    if fp32 is not None:
+        primary, notes = _fp32_ships(fp32, _student(reports, "int8"), speedup)
+    else:
+        primary, notes = _choose_primary(list(reports), speedup, runs)
     return primary, notes + _against_teacher(list(reports), primary, budget)
+
+
+def _student(reports: Sequence[ArtifactReport], precision: str) -> ArtifactReport | None:
+    return next((r for r in reports if r.artifact.role == "student" and r.artifact.precision == precision), None)
+
+
+def _fp32_ships(fp32: ArtifactReport, int8: ArtifactReport | None, speedup: Ratio | None) -> tuple[str, list[str]]:
+    """The fp32 student, for a run searched for fp32: the budget was checked for the fp32 file, and an int8
+    one chosen for its speed would be a model the search never held to it (a target without int8 kernels is
+    a reason to ask for fp32)."""
+    note = ("fp32 ships: the search checked the budgets for fp32 (--precision fp32); the int8 student is "
+            "validated beside it for reference")
+    if int8 is not None and speedup is not None:
+        note += f" (int8 ran at {speedup.median:.2f}x the fp32 student's speed)"
+    if int8 is not None and int8.passed and not fp32.passed:
+        note += (f"; the fp32 student {_fails(fp32)} and the int8 one is within it: search again with "
+                 "--precision int8 to ship int8")
+    return fp32.artifact.name, [note]
 
 
 def _choose_primary(reports: list[ArtifactReport], speedup: Ratio | None, runs: int) -> tuple[str, list[str]]:

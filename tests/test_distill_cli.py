@@ -608,15 +608,17 @@ def test_search_settings_given_with_a_search_file_are_refused_not_ignored(run_cl
             err = line(command, *common, "--search", searched, flag, value)
             assert f"{flag} does not apply with the search file '{searched}'" in err, err
             assert f"drop {flag}, or run `edgekd search` with it" in err
-    # A recipe's search settings are what its own `edgekd search` ran with, and --precision prunes too:
-    # neither is refused (the run stops at the existing --out instead, before any work).
+    # --precision also sets the precision pruning measures, and the search file's decides it (and what ships)
+    err = line("compress", *common, "--search", searched, "--precision", "fp32", "--target-ms", "1")
+    assert f"--precision does not apply with the search file '{searched}'" in err, err
+    # A recipe's search settings are what its own `edgekd search` ran with: not refused (the run stops at the
+    # existing --out instead, before any work).
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'space = "resnet"\nproxy = "synflow"\ncandidates = 9\nsearch = "{searched}"\n')
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine").write_text("x")
-    for args in (["--config", recipe], ["--search", searched, "--precision", "fp32", "--target-ms", "1"]):
-        code, _, err = run_cli("compress", *common, *args, "--out", tmp_path / "full")
-        assert code == 2 and "exists and is not empty" in err, err
+    code, _, err = run_cli("compress", *common, "--config", recipe, "--out", tmp_path / "full")
+    assert code == 2 and "exists and is not empty" in err, err
 
 
 def test_a_search_file_whose_student_is_over_the_size_budget_is_refused_before_training(run_cli, common, searched,

@@ -330,3 +330,14 @@ def test_a_depthwise_convolution_with_a_channel_multiplier_is_named_not_an_index
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
     with pytest.raises(ModelError, match=r"depthwise convolution '2' \(8 -> 16 channels, groups=8"):
         _most_pruned(model, (1, 16, 16), PruneConfig(target_ms=1.0, steps=1, max_ratio=0.5))
+
+
+def test_the_epochs_pruning_aware_kd_trains_are_said_in_all():
+    """--epochs 2 --prune-steps 2 trained 4 epochs, and the log and recipe said 2."""
+    from edgekd.distill.prune import prune_epochs_text
+
+    assert prune_epochs_text(PruneConfig(target_ms=0.18, steps=2, finetune_epochs=2)) == (
+        "2 pruning steps with 1 KD epoch each, then 2 fine-tune epochs (--epochs) = 4 epochs in all (2 if the student "
+        "is under the target already)")
+    assert prune_epochs_text(PruneConfig(target_ms=1, steps=1, epochs_per_step=0, finetune_epochs=1)).startswith(
+        "1 pruning step without KD between them, then 1 fine-tune epoch (--epochs) = 1 epochs in all")

@@ -721,3 +721,79 @@ def test_run_search_replaces_its_file_with_the_config_s_force_as_run_distill_doe
     with pytest.raises(Checked) as refused:
         run_search(_config(teacher_files, fast_profile_path, tmp_path / "o", force=True), out)
     assert refused.value.args == (True,)
+
+
+def _pruned_case(p50_ms, precision="fp32"):
+    """A validation report whose primary student measures ``p50_ms``, and a student pruned toward 0.18 ms."""
+    from types import SimpleNamespace
+
+    from edgekd.types import Artifact, ArtifactReport, Budget, LatencyStats, ValidationReport
+
+    art = Artifact(f"student-{precision}", "student", precision, f"student-{precision}.onnx", "x", 18, "0" * 64, 1000)
+    lat = LatencyStats(p50_ms, p50_ms, p50_ms, p50_ms, 0.0, 10, 1)
+    report = ValidationReport("host-cpu-1t", Budget(latency_ms=0.3), (ArtifactReport(art, True, None, 0.35, lat,
+                                                                                      {"latency": True}),), art.name)
+    pruning = {"target_ms": 0.18, "measured_ms": 0.17, "reached": True, "params": 4417, "steps": [{"step": 1}]}
+    student = SimpleNamespace(pruning=pruning, to_dict=lambda: {"pruning": pruning, "history": []})
+    return report, student
+
+
+def test_the_manifest_records_the_parameters_of_the_pruned_student_that_ships(small_data, fast_profile,
+                                                                                 fast_profile_path, teacher_files):
+    """student.params was the searched network's 55,837 where student.pt held 4,417 after pruning."""
+    from types import SimpleNamespace
+
+    from edgekd.pipeline import _manifest
+    from edgekd.report import student_size_text
+    from edgekd.types import Candidate, StudentSpec
+
+    report, student = _pruned_case(0.15)
+    chosen = Candidate(StudentSpec("pruned", {"keep": [0.5]}), 55837, 4000, 1.0, latency_ms=0.2)
+    searched = SimpleNamespace(chosen=chosen, latency_source="measured")
+    config = _config(teacher_files, fast_profile_path, "o", target_ms=0.18)
+    manifest = _manifest(config, report, fast_profile, small_data, SimpleNamespace(source="t"), searched, student)
+    assert manifest["student"]["params"] == 4417 and manifest["student"]["searched_params"] == 55837
+    assert student_size_text(manifest["student"]) == ("pruned to the 0.18 ms target from the searched "
+                                                      "55,837-parameter student, 4,417 parameters shipped")
+
+
+def test_a_shipped_student_far_under_the_target_it_was_pruned_toward_is_said():
+    """Pruned at int8 toward 0.18 ms, the fp32 twin shipped at 0.072 ms and 35% accuracy without a word."""
+    from edgekd.pipeline import _with_prune_note
+
+    report, student = _pruned_case(0.072)
+    said = []
+    noted = _with_prune_note(report, student, "int8", said.append)
+    assert said == [f"warning: {noted.notes[-1]}"]
+    assert noted.notes[-1].startswith("student-fp32 measures 0.072 ms, under half the --target-ms 0.18 it was "
+                                      "pruned toward: pruning measured the student at int8"), noted.notes
+    assert "pruned more than the target needs" in noted.notes[-1]
+    same = _with_prune_note(report, student, "fp32", said.append)
+    assert "the profile measured it slower while pruning (0.170 ms)" in same.notes[-1]
+    for p50 in (0.1, 0.18):  # near the target: nothing to say
+        report, student = _pruned_case(p50)
+        assert _with_prune_note(report, student, "int8", said.append) is report
+
+
+def test_a_search_for_fp32_ships_fp32_and_the_recipe_records_the_search_file_s_settings(teacher_files,
+                                                                                        fast_profile_path, tmp_path):
+    """compress --search sf.json (searched with --precision fp32) shipped student-int8, and its recipe said int8,
+    the space 'mbv2' and 100 candidates: the defaults, not what the search beside it ran with."""
+    from edgekd.pipeline import run_search
+
+    searched = tmp_path / "sf.json"
+    run_search(_config(teacher_files, fast_profile_path, tmp_path / "unused", precision="fp32", space="mbv2,resnet",
+                       candidates=4, latency_anchors=3), searched)
+    said = []
+    result = compress(_config(teacher_files, fast_profile_path, tmp_path / "out", search_file=str(searched),
+                              epochs=1, latency_rounds=1), log=said.append)
+    manifest = result.manifest
+    assert manifest["primary"] == "student-fp32"
+    assert {a["artifact"]["name"] for a in manifest["artifacts"]} >= {"student-fp32", "student-int8"}
+    assert manifest["notes"][0].startswith("fp32 ships: the search checked the budgets for fp32"), manifest["notes"]
+    settings = {k: manifest["recipe"][k] for k in ("space", "proxy", "candidates", "latency_anchors", "precision")}
+    assert settings == {"space": "mbv2,resnet", "proxy": QUICK_PROXY, "candidates": 4, "latency_anchors": 3,
+                        "precision": "fp32"}
+    assert json.loads(searched.read_text())["settings"] == settings
+    assert any(line.startswith("search: --space mbv2,resnet, --candidates 4, --latency-anchors 3, --precision fp32")
+               for line in said), said

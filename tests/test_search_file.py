@@ -183,3 +183,34 @@ def test_a_reused_search_is_written_on_with_its_own_record_not_this_runs(tmp_pat
     assert "on another machine (Other CPU (64 CPUs);" in lines[1]
     # reused with the budget it was searched for: nothing to add, and the earlier reuse's is not this run's
     assert search_record(result, profile, Budget(latency_ms=0.5, max_size_kb=128), small_data) == recorded
+
+
+def test_a_run_reusing_a_search_file_takes_the_settings_it_was_searched_with(small_data, tmp_path):
+    """compress --search sf.json (searched for fp32, mbv2,resnet, 15 candidates) recorded --precision int8,
+    --space mbv2 and 100 candidates, the defaults, and shipped int8; pruning measured int8 too."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.search_file import with_search_settings
+
+    def searched_with(settings):
+        path = _write(tmp_path, small_data, None, space="mbv2", edit=lambda r: r.update(precision="fp32", evaluated=15))
+        record = json.loads(path.read_text())
+        if settings is not None:
+            record["settings"] = settings
+        path.write_text(json.dumps(record))
+        return str(path)
+
+    said = []
+    path = searched_with({"space": "mbv2,resnet", "proxy": "params", "candidates": 15, "latency_anchors": 4,
+                          "precision": "fp32"})
+    config = with_search_settings(CompressConfig(search_file=path, target_ms=1.0), said.append)
+    assert (config.space, config.candidates, config.latency_anchors, config.precision) == ("mbv2,resnet", 15, 4,
+                                                                                           "fp32")
+    assert config.prune_config().precision == "fp32"
+    assert said == [f"search: --space mbv2,resnet, --candidates 15, --latency-anchors 4, --precision fp32, as "
+                    f"'{path}' was searched with"]
+    # a file written before the settings were recorded: what its result says
+    config = with_search_settings(CompressConfig(search_file=searched_with(None)), said.append)
+    assert (config.space, config.candidates, config.precision) == ("mbv2", 15, "fp32")
+    int8 = searched_with({"precision": "int8"})
+    with pytest.raises(ConfigError, match=r"precision fp32 is not the precision .* was searched for \(int8\)"):
+        with_search_settings(CompressConfig(search_file=int8, precision="fp32"), said.append)

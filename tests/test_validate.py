@@ -1270,3 +1270,29 @@ def test_a_model_without_a_batch_dimension_is_refused_as_such(run_cli, fast_prof
         assert f"{fix}(1, 3, 16, 16)" in err
     code, out, err = run_cli("bench", gray, "--profile", fast_profile_path)  # may be a sequence model's batch of 1
     assert code == 0 and "gray.onnx" in out, err
+
+
+def test_fp32_ships_when_the_search_checked_the_budgets_for_fp32():
+    """--precision fp32 (or a search file searched for it) shipped the int8 student whenever it was faster: a
+    model the search never held to the budget."""
+    from edgekd.types import ArtifactReport, LatencyStats, Ratio
+    from edgekd.validate import ship_decision
+
+    lat = LatencyStats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 1)
+
+    def student(precision, ok):
+        return ArtifactReport(_artifact(f"student-{precision}", precision), True, None, 0.97, lat, {"latency": ok})
+
+    faster = Ratio(1.3, 1.25, 1.35, 21)
+    reports = [student("fp32", True), student("int8", True)]
+    assert ship_decision(reports, faster, 3, Budget(latency_ms=1.0))[0] == "student-int8"
+    assert ship_decision(reports, faster, 3, Budget(latency_ms=1.0), "int8")[0] == "student-int8"
+    primary, notes = ship_decision(reports, faster, 3, Budget(latency_ms=1.0), "fp32")
+    assert primary == "student-fp32"
+    assert notes[0].startswith("fp32 ships: the search checked the budgets for fp32 (--precision fp32); the int8 "
+                               "student is validated beside it for reference (int8 ran at 1.30x"), notes
+    # within the budget only in int8: still fp32, and the note says how to ship int8
+    primary, notes = ship_decision([student("fp32", False), student("int8", True)], faster, 3,
+                                   Budget(latency_ms=1.0), "fp32")
+    assert primary == "student-fp32" and "breaks the budget (latency)" in notes[0]
+    assert "search again with --precision int8 to ship int8" in notes[0]

@@ -51,8 +51,10 @@ _COMPRESS_OPTIONS = [
                       "fewer: a quicker, less accurate fit). The fit is cached for the next run on the same "
                       "profile and input."),
     click.option("--precision", type=click.Choice(["int8", "fp32"]),
-                 help="Deployment precision the search checks the budgets for (default: int8)."),
-    click.option("--epochs", type=int, help="Distillation epochs (default: 40)."),
+                 help="Deployment precision the search checks the budgets for, and the one that ships and that "
+                      "pruning (--target-ms) measures (default: int8; with --search, the file's)."),
+    click.option("--epochs", type=int, help="Distillation epochs (default: 40); with --target-ms, the fine-tune "
+                                            "epochs after the --prune-steps pruning steps (one KD epoch each)."),
     click.option("--lr", type=float, help="Peak learning rate (default: 0.005)."),
     click.option("--batch-size", type=int, help="Training batch size (default: 64)."),
     click.option("--temperature", type=float, help="KD temperature (default: 4)."),
@@ -79,7 +81,9 @@ _COMPRESS_OPTIONS = [
                  help="Whose weights distillation keeps: the best validation epoch, or the latest one within one "
                       "standard error of it (near-best; a small validation set tells epochs apart by chance) "
                       "(default: best)."),
-    click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms)."),
+    click.option("--target-ms", type=float, help="Prune during KD until the measured latency reaches this (ms): "
+                                               "--prune-steps steps of one KD epoch each, then --epochs fine-tune "
+                                               "epochs (trains prune-steps + epochs epochs in all)."),
     click.option("--prune-steps", type=int, help="Pruning steps (KD between them) to the planned ratio (default: 8)."),
     click.option("--prune-importance", type=str, help="Channel importance: l2, l1, fpgm, lamp, taylor (default: l2)."),
     click.option("--prune-round-to", type=int, help="Keep pruned channel counts multiples of this."),
@@ -279,8 +283,10 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Pa
     from edgekd.errors import ConfigError
     from edgekd.pipeline.resumed import SEARCH_KEYS
 
-    # --precision also sets the precision pruning measures (--target-ms)
-    given = [k for k in SEARCH_KEYS if _given(ctx, k) and not (k == "precision" and values.get("target_ms"))]
+    # --precision also sets the precision pruning measures (--target-ms); a search file's own decides that, and
+    # what ships
+    given = [k for k in SEARCH_KEYS if _given(ctx, k) and not (k == "precision" and values.get("target_ms")
+                                                              and not values.get("search_file"))]
     if not given:
         return
     flag = f"--{given[0].replace('_', '-')}"

@@ -287,6 +287,18 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
                        tuple(history), last, ratio, stage_ratios, clock.scale_ms)
 
 
+def prune_epochs_text(config: PruneConfig) -> str:
+    """The epochs pruning-aware KD trains, in words: --epochs counts the fine-tuning after the pruning steps
+    only, and a run said to train 2 epochs trained 4."""
+    steps = f"{config.steps} pruning step{'s' * (config.steps != 1)}"
+    each = max(1, config.epochs_per_step) if config.epochs_per_step else 0
+    per = f" with {each} KD epoch{'s' * (each != 1)} each" if each else " without KD between them"
+    total = config.steps * each + config.finetune_epochs
+    return (f"{steps}{per}, then {config.finetune_epochs} fine-tune epoch{'s' * (config.finetune_epochs != 1)} "
+            f"(--epochs) = {total} epochs in all ({config.finetune_epochs} if the student is under the target "
+            "already)")
+
+
 def _numbered(phase: Any, before: list[Any]) -> Any:
     """``phase``'s DistillResult with its epochs counted on from the phases ``before`` it: each KD phase
     counts from 1, and a history of several would name one epoch 1 several times."""

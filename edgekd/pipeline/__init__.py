@@ -26,7 +26,7 @@ from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
 from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
 from edgekd.run_inputs import Log, check_teacher_files, input_file, recipe, run_data, run_teacher
-from edgekd.search_file import search_record
+from edgekd.search_file import search_record, search_settings
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "config_fields", "input_paths", "load_recipe",
            "measured_on", "run_distill", "run_search", "train_student"]
@@ -160,16 +160,19 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         from edgekd.validate import validate, with_paths_relative
 
         report = validate(artifacts, profile, config.budget, data, references,
-                          budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds)
+                          budgeted=[a.name for a in artifacts if a.role == "student"], rounds=config.latency_rounds,
+                          ships=config.precision)
         report = with_paths_relative(report, staging)
         orts = ort_copies(report, staging, profile, data, config.latency_rounds, log) if config.ort else {}
-        report = with_ort_verdicts(report, orts)
+        report = with_ort_verdicts(report, orts, config.precision)
+        report = _with_prune_note(report, student, config.precision, log)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         for entry in manifest["artifacts"]:
             if entry["artifact"]["name"] in orts:
                 entry["ort"] = orts[entry["artifact"]["name"]].to_dict()
         write_json(staging / "manifest.json", manifest)
-        searched = search_record(search_result, profile, config.budget, data, teacher.module)
+        searched = search_record(search_result, profile, config.budget, data, teacher.module,
+                                 settings=search_settings(config))
         write_json(staging / "search.json", searched)
         from edgekd.report import render_markdown
         from edgekd.report_html import render_html
@@ -181,6 +184,16 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         (staging / "report.html").write_text(render_html(manifest, searched), encoding="utf-8")
     return CompressResult(out, manifest, report_md)
 
+
+
+def _with_prune_note(report: Any, student: Any, pruned_for: str, log: Log) -> Any:
+    from edgekd.pipeline.prune_check import overshoot_note
+
+    note = overshoot_note(report, student.pruning, pruned_for)
+    if note is None:
+        return report
+    log(f"warning: {note}")
+    return dataclasses.replace(report, notes=(*report.notes, note))
 
 
 def measured_on(profile: Any) -> dict[str, Any]:
@@ -199,7 +212,9 @@ def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teac
     return build_manifest(report, measured_on(profile), {
         "data": data.describe(),
         "teacher": {"source": teacher.source},
-        "student": {"spec": chosen.spec.to_dict(), "params": chosen.params, "weights": "student.pt",
+        # the shipped student's count: pruning toward --target-ms takes channels from the searched one's
+        "student": {"spec": chosen.spec.to_dict(), "params": (student.pruning or {}).get("params", chosen.params),
+                    "searched_params": chosen.params, "weights": "student.pt",
                     "search_latency_ms": chosen.latency_ms, "predicted_latency_ms": chosen.predicted_ms,
                     "latency_source": search_result.latency_source, "distill": student.to_dict()},
         "recipe": recipe(config, config_fields()),

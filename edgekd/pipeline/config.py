@@ -280,8 +280,9 @@ def input_paths(config: CompressConfig) -> list[Any]:
 def with_search_budget(config: CompressConfig, log: Any) -> CompressConfig:
     """With no budget given, the one the ``search_file`` was searched for: its student was chosen to meet it,
     and a manifest validated against none records no budget for `gate` to hold it to."""
-    from edgekd.search_file import recorded_budget
+    from edgekd.search_file import recorded_budget, with_search_settings
 
+    config = with_search_settings(config, log)  # the precision it searched for ships, and pruning measures it
     return with_recorded_budget(config, log, recorded_budget, config.search_file, "was searched for")
 
 

@@ -38,11 +38,11 @@ def over_budget(copy: Any, budget: Any) -> tuple[str, ...]:
 ORT_SLOWER_NOTED = 1.10  # an ORT copy this much slower than its .onnx is said, within the budget or not
 
 
-def with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
+def with_ort_verdicts(report: Any, orts: dict[str, Any], ships: str | None = None) -> Any:
     """``report`` with an ``ort`` verdict on each student that has an ORT copy: a copy that computes other
     outputs than the file validated, or that misses the latency or size budget its .onnx is held to (the copy
     is what a mobile app ships), fails its artifact, and the run when that one ships. A copy much slower than
-    its .onnx is said either way."""
+    its .onnx is said either way. ``ships``: the precision the search checked the budget for (``ship_decision``)."""
     if not orts:
         return report
     budget_ms, max_kb = report.budget.latency_ms, report.budget.max_size_kb
@@ -71,8 +71,8 @@ def with_ort_verdicts(report: Any, orts: dict[str, Any]) -> Any:
     # the fp32 twin chosen before fails its ORT copy's checks.
     from edgekd.validate import ship_decision
 
-    _, before = ship_decision(report.reports, report.int8_ratio, report.rounds, report.budget)
-    primary, decided = ship_decision(reports, report.int8_ratio, report.rounds, report.budget)
+    _, before = ship_decision(report.reports, report.int8_ratio, report.rounds, report.budget, ships)
+    primary, decided = ship_decision(reports, report.int8_ratio, report.rounds, report.budget, ships)
     kept = [n for n in report.notes if n not in before]
     return dataclasses.replace(report, reports=reports, primary=primary, notes=(*decided, *kept, *notes))
 

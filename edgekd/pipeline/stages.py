@@ -22,7 +22,7 @@ from edgekd.fsutil import (
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
 from edgekd.run_inputs import Log, check_teacher_files, near_chance, recipe, run_data, run_teacher, sampled
-from edgekd.search_file import search_record
+from edgekd.search_file import search_record, search_settings
 
 
 def run_search(config: CompressConfig, out: str | Path, force: bool = False, log: Log | None = None) -> Any:
@@ -43,7 +43,8 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     teacher = run_teacher(config, data, log)
     result = search(teacher.module, data, profile, config.budget, config.search_config(),
                     progress=config.progress, log=log)
-    write_json(out, search_record(result, profile, config.budget, data, teacher.module))
+    write_json(out, search_record(result, profile, config.budget, data, teacher.module,
+                                  settings=search_settings(config)))
     return result
 
 
@@ -287,9 +288,10 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
 
     prune = config.prune_config()
     if prune is not None:
-        from edgekd.distill.prune import prune_distill
+        from edgekd.distill.prune import prune_distill, prune_epochs_text
 
-        log(f"distill: pruning-aware KD toward {prune.target_ms:g} ms ({prune.precision}) on '{profile.name}'")
+        log(f"distill: pruning-aware KD toward {prune.target_ms:g} ms ({prune.precision}) on '{profile.name}': "
+            f"{prune_epochs_text(prune)}")
         if resume:  # run_distill says so first, naming the folder; this is the API's stage function alone
             raise ConfigError("--resume continues plain or quantization-aware KD, not pruning-aware KD",
                               "run the pruning again without --resume")
