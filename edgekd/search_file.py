@@ -50,6 +50,15 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
     return {**record, RUN_KEY: run} if run is not None else record
 
 
+def _raw(path: str | Path) -> dict[str, Any]:
+    """The JSON object at ``path``; {} for a file that cannot be read, which ``load_search`` refuses with why."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def search_settings(config: Any) -> dict[str, Any]:
     """The search settings of ``config`` (a CompressConfig), as a search.json records them."""
     return {k: getattr(config, k) for k in SETTINGS}
@@ -59,12 +68,7 @@ def recorded_settings(path: str | Path) -> dict[str, Any]:
     """The search settings the file at ``path`` was searched with, as CompressConfig keys: its record, else
     (a file written before it was recorded) what its result says: the precision and proxy, the candidates it
     evaluated, and the spaces of those it ranked. {} for a file that cannot be read (``load_search`` refuses it)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
+    raw = _raw(path)
     kept, run = raw.get(SETTINGS_KEY), raw.get(RUN_KEY)
     if not isinstance(kept, dict) and isinstance(run, dict) and not run.get("search_file"):
         kept = run  # a distill run that searched records what it searched with
@@ -105,12 +109,7 @@ def recorded_run(path: str | Path) -> dict[str, Any]:
     """The settings the distill run that wrote the search.json at ``path`` started with, as CompressConfig
     keys: its record (RUN_KEY), else, for a file written before runs recorded it, the budget it was reused
     with or searched for. {} for a file that cannot be read, which ``load_search`` refuses with its reason."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
+    raw = _raw(path)
     run = raw.get(RUN_KEY)
     if isinstance(run, dict):
         return dict(run)
