@@ -66,7 +66,7 @@ bench-kd-default: $(STAMP)
 bench-kd-default-few: $(STAMP)
 	$(BIN)/python benchmarks/kd_default.py --extend --arms kd,none --settings "10% of the labels"
 
-# Rule 1's first half: alpha 0.5 against the recorded kd with all labels (about 45 minutes more).
+# Rule 1's first half: alpha 0.5 against the recorded kd with all labels (about 70 minutes more).
 bench-kd-default-alpha: $(STAMP)
 	$(BIN)/python benchmarks/kd_default.py --extend --arms "kd alpha 0.5" --settings "all labels"
 

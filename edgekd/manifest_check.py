@@ -127,7 +127,8 @@ def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], con
     else:
         own = {"artifact": {**entry["artifact"], "name": f"{name} (ORT format)"},
                "latency": {"p50_ms": recorded["p50_ms"]}}
-        checks.append(_recheck_latency(model, own, manifest, folder, profile, config, twin=name))
+        checks.append(_recheck_latency(model, own, manifest, folder, profile, config, twin=name,
+                                       twin_ratio=recorded.get("vs_onnx")))
     return RecheckResult(str(model), str(manifest_path), name, tuple(checks), tuple(skipped))
 
 
@@ -279,7 +280,8 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
 
 
 def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any], folder: Path,
-                     profile: DeviceProfile, config: RecheckConfig, twin: str | None = None) -> Check:
+                     profile: DeviceProfile, config: RecheckConfig, twin: str | None = None,
+                     twin_ratio: float | None = None) -> Check:
     """p50 against the recorded p50. When another (unchanged) artifact of the manifest is present, the one
     closest in recorded latency is measured interleaved and the ratio to it is compared with the recorded
     ratio, so that drift between runs cancels."""
@@ -289,7 +291,8 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     from edgekd.latency.measure import measure
 
     refs = _reference_entries(entry, manifest, folder)
-    # an ORT-format copy beside its own .onnx, whose ratio compress measured in the same rounds
+    # an ORT-format copy beside its own .onnx: their ratio compress measured in the same rounds (``twin_ratio``),
+    # where the two recorded p50s come from separate sessions
     refs = ([r for r in refs if r["artifact"]["name"] == twin] or refs)[:1]
     recorded = float(entry["latency"]["p50_ms"])
     tol = config.latency_tolerance
@@ -297,7 +300,8 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     shape = next((s for e in (entry, *refs) if (s := _recorded_shape(e, manifest, profile)) is not None), None)
     if refs:
         paths = [model, folder / refs[0]["artifact"]["path"]]
-        recorded_ratio = recorded / refs[0]["latency"]["p50_ms"]
+        recorded_ratio = (twin_ratio if twin_ratio and refs[0]["artifact"]["name"] == twin
+                          else recorded / refs[0]["latency"]["p50_ms"])
         found, rounds, _ = measure_until_clear(lambda: measure(paths, profile, shape), config.rounds, 1 + tol,
                                                scale=recorded_ratio)
         ratio = found.median

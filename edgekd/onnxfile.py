@@ -310,6 +310,12 @@ def check_has_batch(path: str | Path, details: dict[str, Any], images: bool = Fa
     if not dims or len(dims) != 3 or not (images or dims[0] == 3):
         return
     shown = ", ".join(str(d) if fixed_dim(d) else str(d or "?") for d in dims)
+    if not fixed_dim(dims[0]):  # an open first dimension is a batch: a grayscale model without its channels
+        sides = ", ".join(str(d) if fixed_dim(d) else "224" for d in dims[1:])
+        raise ArtifactError(f"'{path}' takes input of shape ({shown}), a batch of images without a channel "
+                            "dimension, and edgekd feeds images as (batch, channels, height, width)",
+                            f"re-export the model taking a channel dimension, e.g. an example input of shape "
+                            f"(1, 1, {sides})")
     example = ", ".join(str(d) if fixed_dim(d) else "224" for d in dims)
     raise ArtifactError(f"'{path}' takes input of shape ({shown}), one image with no batch dimension, and edgekd "
                         "feeds images in batches (batch, channels, height, width)",

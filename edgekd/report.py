@@ -228,7 +228,13 @@ def training_text(manifest: dict[str, Any]) -> str | None:
         return None
     epochs = len(distill["history"])
     losses = str(recipe.get("losses") or "kd")
-    said = [f"{losses} from the teacher" if losses != "ce" else "the labels alone (ce)",
+    try:
+        from edgekd.types.distill import parse_losses
+
+        labels_only = [name for name, _ in parse_losses(losses)] == ["ce"]  # "ce:1" as "ce"
+    except Exception:  # an edited recipe: said as written
+        labels_only = False
+    said = [f"{losses} from the teacher" if not labels_only else f"the labels alone ({losses})",
             f"{epochs} epoch{'s' if epochs != 1 else ''}"]
     if distill.get("qat_start") is not None:
         said.append(f"quantization-aware (fake-quant) from epoch {distill['qat_start']}, the int8 student exported "
@@ -241,6 +247,8 @@ def training_text(manifest: dict[str, Any]) -> str | None:
               else "agreement with the teacher")
     best = distill.get("best_val_accuracy")
     rule = "" if distill.get("keep", "best") == "best" else f", rule {distill['keep']}"
+    if distill.get("best_epoch") is None:  # optional in the schema
+        return ", ".join(said)
     kept = f"kept epoch {distill['best_epoch']}" + (f" ({metric} {best:.2%}{rule})" if best is not None else "")
     return "; ".join([", ".join(said), kept])
 

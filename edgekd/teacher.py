@@ -240,7 +240,7 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
 
 def _load_teacher(spec: str, weights: str | None) -> Teacher:
     if is_program(spec):
-        return _load_exported(Path(spec))
+        return _load_exported(Path(spec).expanduser())  # as the early file check and an .onnx read it
     if is_onnx(spec):
         return _load_onnx(Path(spec).expanduser())
     if _FACTORY_REF.fullmatch(spec) is None:
@@ -270,7 +270,7 @@ def _load_teacher(spec: str, weights: str | None) -> Teacher:
     # float32 on the CPU, where edgekd distils and exports, whatever device or dtype the factory chose;
     # before the weights load, so that they keep their full precision
     model = model.float().cpu()
-    load_weights(model, Path(weights))
+    load_weights(model, Path(weights).expanduser())
     return Teacher(model.eval(), f"{spec} with weights {weights}")
 
 

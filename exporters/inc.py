@@ -295,16 +295,22 @@ _IMPORT_CHATTER = ("torch.utils._pytree", "torchao")
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """INC and torch.export log every step at INFO; none of it means anything to our users."""
-    # INC's fp8 (Habana) logger makes ~/.habana_logs/inc_log.txt when imported, unless told to stay off; edgekd
-    # never uses fp8, and a user who asked for its logs has set one of these.
-    if "LOG_LEVEL_INC" not in os.environ and "LOG_LEVEL_ALL" not in os.environ:
-        os.environ["LOG_LEVEL_INC"] = "6"  # its "ignore" level: no log folder, no file
     from neural_compressor.common.utils.logger import Logger
 
     # INC sets its logger up (level INFO, a stderr handler of its own) at its first message, undoing a level set
     # before: its import's "Auto detect accelerator" warnings came through that way. Set up now, it stays quiet.
     Logger()
-    with quiet("neural_compressor", *_IMPORT_CHATTER):
-        import neural_compressor.torch.quantization  # noqa: F401
+    # INC's fp8 (Habana) logger makes ~/.habana_logs/inc_log.txt when it is created, on this import, unless told
+    # to stay off; edgekd never uses fp8, and a user who asked for its logs has set one of these. Set for the
+    # import alone: child processes and the user's own INC use later inherit nothing.
+    told = "LOG_LEVEL_INC" not in os.environ and "LOG_LEVEL_ALL" not in os.environ
+    if told:
+        os.environ["LOG_LEVEL_INC"] = "6"  # its "ignore" level: no log folder, no file
+    try:
+        with quiet("neural_compressor", *_IMPORT_CHATTER):
+            import neural_compressor.torch.quantization  # noqa: F401
+    finally:
+        if told:
+            os.environ.pop("LOG_LEVEL_INC", None)
     with quiet("neural_compressor", *_IMPORT_CHATTER, *TORCH_EXPORT):
         yield

@@ -325,6 +325,7 @@ def test_each_model_takes_its_own_input_shape_as_an_nchw_model_and_its_channels_
     (["n", "c", 16, 16], "1,3,16,16"),  # open channels: 3, not a 224-channel image
     (["n", 16, 16, "c"], "1,16,16,3"),  # a fixed side first: channels last
     (["n", 1, "h", 16], "1,1,16,16"),  # the other side where one is fixed
+    (["n", 8, "h", "w"], "1,8,224,224"),  # 8 channels, NCHW (was read as a side: 1,8,8,3)
 ])
 def test_the_input_shape_example_fills_open_channels_and_sides_sensibly(run_cli, fast_profile_path, tmp_path,
                                                                         dims, example):

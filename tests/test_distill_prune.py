@@ -340,4 +340,4 @@ def test_the_epochs_pruning_aware_kd_trains_are_said_in_all():
         "2 pruning steps with 1 KD epoch each, then 2 fine-tune epochs (--epochs) = 4 epochs in all (2 if the student "
         "is under the target already)")
     assert prune_epochs_text(PruneConfig(target_ms=1, steps=1, epochs_per_step=0, finetune_epochs=1)).startswith(
-        "1 pruning step without KD between them, then 1 fine-tune epoch (--epochs) = 1 epochs in all")
+        "1 pruning step without KD between them, then 1 fine-tune epoch (--epochs) = 1 epoch in all")

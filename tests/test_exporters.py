@@ -301,6 +301,8 @@ model = SPACES.get("mbv2").build(config, (1, 8, 8), 4).eval()
 x = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
 get_exporter("inc")(ExportRequest("inc", "student", Path("out"), model, x[:1], calibration=x,
                                   options={"tolerable_loss": 0.5}))
+import os
+assert "LOG_LEVEL_INC" not in os.environ  # set for INC's import alone: child processes inherit nothing
 """
     (tmp_path / "out").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL_INC", "LOG_LEVEL_ALL")}

@@ -415,8 +415,11 @@ def test_the_reports_say_how_the_student_was_trained_quantization_aware_and_prun
             "int8 student exported from it; kept epoch 3 (agreement with the teacher 80.00%, rule near-best)"
             ) in render_markdown(qat).splitlines()
     assert "pruning-aware toward 0.118 ms in 1 step; kept epoch 3" in render_markdown(_pruned(manifest))
-    labels = {**manifest, "recipe": {"losses": "ce"}}
-    assert "- Training: the labels alone (ce), 3 epochs; kept" in render_markdown(labels)
+    for ce in ("ce", "ce:1"):  # "ce:1 from the teacher" was said
+        labels = {**manifest, "recipe": {"losses": ce}}
+        assert f"- Training: the labels alone ({ce}), 3 epochs; kept" in render_markdown(labels)
+    unkept = {**manifest, "student": {**manifest["student"], "distill": {"history": distill["history"]}}}
+    assert "- Training: kd from the teacher, 3 epochs" in render_markdown(unkept).splitlines()  # was a KeyError
     untrained = {**manifest, "student": {**manifest["student"], "distill": None}}
     assert "- Training" not in render_markdown(untrained) and "<li>Training" not in render_html(untrained, search)
 

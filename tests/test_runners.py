@@ -954,3 +954,16 @@ def test_models_fed_other_shapes_get_one_each_in_the_spec_and_the_cache_key(fast
         load_spec(str(spec))
     assert _key(models, fast_profile, (1, 1, 8, 8)) == _key(models, fast_profile, [(1, 1, 8, 8)] * 2)
     assert _key(models, fast_profile, [(1, 1, 8, 8), (1, 8, 8, 1)]) != _key(models, fast_profile, (1, 1, 8, 8))
+
+
+def test_a_shape_count_other_than_the_models_is_refused_in_one_line(fast_profile, tmp_path):
+    """edgekd.measure(paths, profile, shapes) with a shape per model but the wrong number of them: a bare
+    ValueError, with no fix."""
+    from edgekd.errors import ConfigError
+    from edgekd.latency.measure import measure, per_model
+
+    assert per_model([1, 1, 8, 8], 2) == [(1, 1, 8, 8), (1, 1, 8, 8)]
+    assert per_model([[1, 1, 8, 8], None], 2) == [(1, 1, 8, 8), None]
+    with pytest.raises(ConfigError, match=r"^3 input shapes for 2 models; give one shape for every model, or one "
+                                          r"\(or None\) per model, in order$"):
+        measure([tmp_path / "a.onnx", tmp_path / "b.onnx"], fast_profile, [[1, 1, 8, 8]] * 3)

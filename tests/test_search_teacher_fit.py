@@ -167,3 +167,16 @@ def test_a_teacher_that_cannot_be_timed_skips_the_advice_and_says_so(teacher, sm
     assert lines == ["search: the teacher itself is not checked against the budget (advice only: model "
                      "'teacher.onnx' has 0 inputs (); export the model with one input); the search goes on, and "
                      "validation measures it"]
+
+
+def test_a_teacher_whose_files_both_lose_the_image_skips_the_advice_and_says_so(teacher, small_data, fast_profile,
+                                                                                 monkeypatch):
+    import edgekd.search.teacher_fit as teacher_fit_module
+
+    monkeypatch.setattr(teacher_fit_module, "_inputs", lambda path: 0)  # both exports: a constant, no input
+    lines: list[str] = []
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        fit = teacher_fit(teacher.module, small_data.input_shape, Budget(latency_ms=50), ruler, lines.append)
+    assert fit is None
+    assert lines == ["search: the teacher itself is not checked against the budget (advice only: the teacher's ONNX "
+                     "file takes 0 inputs, not the image); the search goes on, and validation measures it"]

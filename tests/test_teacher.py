@@ -472,6 +472,26 @@ def test_pt2_suffix_is_read_in_any_case(teacher, small_data, tmp_path):
         load_teacher("T.PT2", "w.pt")
 
 
+def test_a_home_relative_program_or_weights_path_loads(teacher, teacher_files, small_data, tmp_path, monkeypatch):
+    """The early file check read ~/t.pt2 and ~/w.pt as the user's home, and the loader then said they did not
+    exist, after the data had loaded."""
+    import shutil
+
+    from edgekd.run_inputs import check_teacher_files
+
+    module, weights = teacher_files
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    shutil.copy(weights, home / "w.pt")
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    torch.export.save(torch.export.export(teacher.module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(home / "t.pt2"))
+    for spec, given in (("~/t.pt2", None), (f"{module}:build", "~/w.pt")):
+        check_teacher_files(type("Config", (), {"teacher": spec, "weights": given})())
+        assert load_teacher(spec, given).module is not None
+
+
 class _Dropped(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
@@ -527,6 +547,25 @@ def test_pt2_returning_a_dict_with_logits_is_taken_by_its_logits(teacher, small_
     art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", tmp_path, taken.module,
                                                   small_data.x_val[:1]))
     assert [o["shape"][-1] for o in art.details["outputs"]] == [10]  # the logits alone
+
+
+def test_a_pt2_whose_logits_cannot_be_exported_alone_is_refused_in_one_line(teacher, small_data, tmp_path,
+                                                                             monkeypatch):
+    from edgekd.teacher import logits_only
+
+    x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
+    path = tmp_path / "heads.pt2"
+    torch.export.save(torch.export.export(_Heads(teacher.module).eval(), (x,),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), str(path))
+    loaded = load_teacher(str(path))
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("guard on batch failed\nand more")
+
+    monkeypatch.setattr(torch.export, "export", fails)
+    with pytest.raises(ModelError, match=r"^the program's 'logits' output cannot be taken alone \(guard on batch "
+                                         r"failed\); "):
+        logits_only(loaded, small_data)
 
 
 # --- check_fits ------------------------------------------------------------------------------------------

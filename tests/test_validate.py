@@ -125,6 +125,11 @@ def test_an_ort_copy_is_rechecked_against_its_record(run_cli, ort_shipped, tmp_p
         assert f"| {check} | pass |" in out, out
     assert "for its student-int8.onnx's (tolerance" in out
     assert "| latency |" in out and "relative to student-int8, measured interleaved" in out
+    # the copy's own p50 came from other rounds than its .onnx's: the ratio measured in one round decides
+    _edit_manifest(copy, lambda d: _entry(d, "student-int8")["ort"].update(
+        p50_ms=_entry(d, "student-int8")["latency"]["p50_ms"] / 5))
+    code, out, _ = run_cli("validate", copy / "student-int8.ort", "--manifest", copy / "manifest.json", *LOOSE)
+    assert code == 0 and "| latency | pass |" in out, out
     (copy / "student-int8.required_operators.config").write_text("# edited\n")
     with open(copy / "student-int8.ort", "ab") as f:
         f.write(b"\0")
@@ -1270,6 +1275,11 @@ def test_a_model_without_a_batch_dimension_is_refused_as_such(run_cli, fast_prof
         assert f"{fix}(1, 3, 16, 16)" in err
     code, out, err = run_cli("bench", gray, "--profile", fast_profile_path)  # may be a sequence model's batch of 1
     assert code == 0 and "gray.onnx" in out, err
+    batched = _no_batch(tmp_path / "batched.onnx", ["batch", 16, 16])  # its open first dimension is a batch
+    code, _, err = run_cli("validate", batched, *data)
+    assert code == 2 and f"error: '{batched}' takes input of shape (batch, 16, 16), a batch of images without a " \
+        "channel dimension, and edgekd feeds images as (batch, channels, height, width); re-export the model " \
+        "taking a channel dimension, e.g. an example input of shape (1, 1, 16, 16)" in err, err
 
 
 def test_fp32_ships_when_the_search_checked_the_budgets_for_fp32():

@@ -295,8 +295,8 @@ def prune_epochs_text(config: PruneConfig) -> str:
     per = f" with {each} KD epoch{'s' * (each != 1)} each" if each else " without KD between them"
     total = config.steps * each + config.finetune_epochs
     return (f"{steps}{per}, then {config.finetune_epochs} fine-tune epoch{'s' * (config.finetune_epochs != 1)} "
-            f"(--epochs) = {total} epochs in all ({config.finetune_epochs} if the student is under the target "
-            "already)")
+            f"(--epochs) = {total} epoch{'s' * (total != 1)} in all ({config.finetune_epochs} if the student is "
+            "under the target already)")
 
 
 def _numbered(phase: Any, before: list[Any]) -> Any:

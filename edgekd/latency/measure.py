@@ -27,7 +27,10 @@ def per_model(shape: Shapes, count: int) -> list[tuple[int, ...] | None]:
     if all(isinstance(d, Integral) for d in shape):
         return [tuple(int(d) for d in shape)] * count  # type: ignore[arg-type]
     if len(shape) != count:
-        raise ValueError(f"{len(shape)} input shapes for {count} models")
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"{len(shape)} input shapes for {count} models",
+                          "give one shape for every model, or one (or None) per model, in order")
     return [tuple(int(d) for d in s) if s else None for s in shape]  # type: ignore[union-attr]
 
 
@@ -39,6 +42,7 @@ def measure(paths: Sequence[str | Path], profile: DeviceProfile,
 
     if isinstance(paths, (str, Path)):  # one model: a string is no list of its characters
         paths = [paths]
+    per_model(shape, len(paths))  # a count of shapes unlike the models', refused before anything is run
     return get_runner(profile).measure(list(paths), shape)
 
 

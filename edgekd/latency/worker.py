@@ -383,11 +383,11 @@ def shape_example(dims, batch=1, sample=None) -> str:
 def _channel_axis(dims) -> int:
     """1 (NCHW) or 3 (NHWC): where an image input of ``dims`` keeps its channels, by its fixed sizes; NCHW when
     they do not tell."""
-    first, last = (d if isinstance(d, int) and d > 0 else None for d in (dims[1], dims[3]))
+    first, second, last = (d if isinstance(d, int) and d > 0 else None for d in (dims[1], dims[2], dims[3]))
     if first in CHANNEL_COUNTS:
         return 1
-    if last in CHANNEL_COUNTS or first is not None:
-        return 3  # a fixed side first ([N, 32, 32, C]) leaves the channels last
+    if last in CHANNEL_COUNTS or (first is not None and first == second):
+        return 3  # two equal sides first ([N, 32, 32, C]) leave the channels last; [N, 8, H, W] has 8 channels
     return 1
 
 
