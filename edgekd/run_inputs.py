@@ -57,20 +57,13 @@ def _check_teacher_paths(config: Any) -> None:
                           "or drop --weights")
 
 
-def _layerless_kind(spec: Any) -> str | None:
-    """What a teacher spec names when its layers are no PyTorch modules to cut or tap, else None."""
-    from edgekd.teacher import is_onnx, is_program
-
-    if not isinstance(spec, str):
-        return None
-    return "a torch.export program" if is_program(spec) else "an ONNX model" if is_onnx(spec) else None
-
-
 def _check_teacher_layers(config: Any) -> None:
     """The pruned space and the feature losses need the teacher's layers in PyTorch: with a .pt2 or an .onnx
     teacher they were refused only once the data was loaded, the teacher scored and exported (and, for pruned,
     the search begun). Neither applies to a student already distilled, and the space none to a search reused."""
-    kind = _layerless_kind(config.teacher)
+    from edgekd.teacher import layerless_kind
+
+    kind = layerless_kind(config.teacher)
     if kind is None or config.distilled:
         return
     fix = "or pass the teacher as file.py:factory with --weights"
@@ -96,9 +89,9 @@ def check_teacher_files(config: Any) -> None:
     spec, weights = config.teacher, config.weights
     if not isinstance(spec, str) or not spec.strip():
         return
-    from edgekd.teacher import is_program, load_teacher, parse_factory_ref, spec_file
+    from edgekd.teacher import is_program, layerless_kind, load_teacher, parse_factory_ref, spec_file
 
-    if _layerless_kind(spec) is not None:
+    if layerless_kind(spec) is not None:
         what, fix = ("program", "check the .pt2 path") if is_program(spec) else ("model", "check the .onnx path")
         if not Path(spec).expanduser().is_file():
             raise ModelError(f"teacher {what} '{spec}' does not exist", fix)

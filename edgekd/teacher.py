@@ -173,6 +173,14 @@ def _is_file_ref(ref: str) -> bool:
     return ref.lower().endswith(".py") or os.sep in ref
 
 
+def layerless_kind(spec: Any) -> str | None:
+    """What a teacher spec names when it is a file holding its own weights and no PyTorch modules (a .pt2
+    program or an .onnx model), in words; None for a factory."""
+    if not isinstance(spec, str):
+        return None
+    return "a torch.export program" if is_program(spec) else "an ONNX model" if is_onnx(spec) else None
+
+
 def spec_file(spec: str) -> str | None:
     """The file a teacher spec names, as it spells it: a .pt2 or .onnx path, or the file of file.py:factory
     (as _import tells a file from a module name); None for package.module:factory, which is imported."""
@@ -215,7 +223,7 @@ def check_no_weights(spec: str | None, weights: str | None) -> None:
     """A .pt2 program or an .onnx model holds its weights: ``weights`` given with one would go unread."""
     if weights is None or not isinstance(spec, str):
         return
-    kind = "a torch.export program" if is_program(spec) else "an ONNX model" if is_onnx(spec) else None
+    kind = layerless_kind(spec)
     if kind is not None:
         raise ModelError(f"teacher '{spec}' is {kind}, which holds its own weights",
                          "drop --weights (or pass file.py:factory with them)")
