@@ -845,3 +845,37 @@ def test_compress_distilled_takes_the_default_for_a_temperature_the_students_los
                                                                 "epochs": 2}}))
     config = _as_distilled(CompressConfig(distilled=str(folder), temperature=2.0, alpha=0.5))
     assert (config.losses, config.temperature, config.alpha, config.epochs) == ("ce", 4.0, 0.9, 2)
+
+
+def test_a_resume_with_other_training_flags_is_refused_before_the_data_and_teacher_load(teacher_files, searched,
+                                                                                      fast_profile_path, tmp_path,
+                                                                                      monkeypatch):
+    """Another --epochs (or lr, losses, ...) on --resume was refused by the checkpoint's check, after the data
+    and the teacher had loaded (about 14 s for the default, minutes for a large dataset)."""
+    from edgekd.distill.checkpoint import config_record, save_checkpoint
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig, stages
+
+    module, weights = teacher_files
+
+    def config(**flags):
+        return CompressConfig(teacher=f"{module}:build", weights=str(weights), resolution=16, search_file=str(searched),
+                              profile=str(fast_profile_path), progress=False, **flags)
+
+    out = tmp_path / "d"
+    out.mkdir()
+    started = config(epochs=2, losses="kd:1,dist:0.5")
+    save_checkpoint(out / "checkpoint.pt", {"arch": "a", "run": json.dumps(
+        {"config": config_record(started.distill_config()), "losses": [["kd", 1.0], ["dist", 0.5]]})})
+
+    def loaded(*_args, **_kwargs):
+        raise AssertionError("the data and teacher loaded")
+
+    monkeypatch.setattr(stages, "check_teacher_files", loaded)
+    with pytest.raises(ConfigError, match=r"another run configuration \(epochs: 2 -> 3\)"):
+        stages.run_distill(config(epochs=3, losses="kd:1,dist:0.5"), out, resume=True)
+    with pytest.raises(ConfigError, match=r"another run configuration \(losses: \{'kd': 1.0, 'dist': 0.5\} "
+                                          r"-> \{'kd': 1.0\}"):
+        stages.run_distill(config(epochs=2, losses="kd"), out, resume=True)
+    with pytest.raises(AssertionError, match="loaded"):  # the same settings go on to load
+        stages.run_distill(started, out, resume=True)

@@ -91,6 +91,39 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:
     """Read ``path`` and check it belongs to this architecture (``arch``) and run description (``run``)."""
+    data, saved = _read(path)
+    fresh = _fresh(path)
+    if data["arch"] != arch:
+        raise ModelError(f"checkpoint {path} was written for another student architecture "
+                         f"(fingerprint {data['arch']}, this student is {arch})", fresh)
+    # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
+    run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
+    _check_same_run(path, saved, run)
+    missing = next((k for k in TRAINING_KEYS if k not in data), None)
+    if missing:
+        raise not_a_checkpoint(path, f"it has no '{missing}'")
+    return data
+
+
+def check_resumable(path: Path, config: Any) -> None:
+    """Refuse a checkpoint written with other training settings than ``config``'s (a DistillConfig) before the
+    data and teacher load, which can take minutes; ``load_checkpoint`` checks the whole run description (data,
+    teacher, architecture) once they have."""
+    _, saved = _read(path)
+    now = {"config": config_record(config), "losses": [list(t) for t in (config.losses or (("kd", 1.0),))]}
+    _check_same_run(path, {k: saved.get(k) for k in now}, now)
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """``config`` (a DistillConfig) as a run description records it."""
+    record = json.loads(json.dumps(config.to_dict()))
+    if record.get("keep") == "best":  # as before the option existed, so that their checkpoints still resume
+        del record["keep"]
+    return record
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint at ``path`` and the run description it records, or the reason it is not one."""
     fresh = _fresh(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path} to resume from", "run without resume to start fresh")
@@ -105,25 +138,20 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
     missing = next((k for k in ("arch", "run") if k not in data), None)
     if missing:
         raise not_a_checkpoint(path, f"it has no '{missing}'")
-    if data["arch"] != arch:
-        raise ModelError(f"checkpoint {path} was written for another student architecture "
-                         f"(fingerprint {data['arch']}, this student is {arch})", fresh)
     try:
         saved = json.loads(data["run"])
     except (TypeError, ValueError):
         raise not_a_checkpoint(path, "its 'run' is not a run description") from None
     if not isinstance(saved, dict):
         raise not_a_checkpoint(path, "its 'run' is not a run description")
-    # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
-    run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
+    return data, saved
+
+
+def _check_same_run(path: Path, saved: dict[str, Any], run: dict[str, Any]) -> None:
     saved, run = _without_unread(saved, run)
     if saved != run:
         raise ConfigError(f"checkpoint {path} was written by another run configuration ({_differences(saved, run)})",
-                          f"resume with the original settings, or {fresh}")
-    missing = next((k for k in TRAINING_KEYS if k not in data), None)
-    if missing:
-        raise not_a_checkpoint(path, f"it has no '{missing}'")
-    return data
+                          f"resume with the original settings, or {_fresh(path)}")
 
 
 def _without_unread(saved: dict[str, Any], run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -177,13 +177,10 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
 
 def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
     """What makes two runs the same run; a checkpoint records it and resume compares it."""
-    from edgekd.distill.checkpoint import arch_fingerprint, data_fingerprint, weights_fingerprint
+    from edgekd.distill.checkpoint import arch_fingerprint, config_record, data_fingerprint, weights_fingerprint
 
-    config = run.config.to_dict()
-    if config["keep"] == "best":  # as before the option existed, so that their checkpoints still resume
-        del config["keep"]
     info = {
-        "config": config,
+        "config": config_record(run.config),
         "losses": [list(t) for t in run.terms],
         "taps": [list(t.paths) if t else None for t in (run.student_taps, run.teacher_taps)],
         "teacher": arch_fingerprint(run.teacher) if run.teacher is not None else None,

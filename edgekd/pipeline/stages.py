@@ -97,6 +97,11 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         raise ConfigError(f"'{out}' holds a checkpoint but no search.json recording the student it trains (a run "
                           "started with --search by an edgekd that wrote it only at the end)",
                           "resume with the --search FILE the run started with")
+    if resume:
+        from edgekd.distill.checkpoint import check_resumable
+
+        # other training flags were found only once the data and teacher had loaded (load_checkpoint)
+        check_resumable(out / "checkpoint.pt", config.distill_config())
     check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     earlier, created = None, not out.exists()
     if not resume and not created and any(out.iterdir()):
