@@ -202,13 +202,13 @@ LATER_KEYS = ("teacher_weights", "val_data")
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
-    out = []
+    out, named = [], set()
     for key in sorted(set(saved) | set(now)):
         old, new = saved.get(key), now.get(key)
         if isinstance(old, dict) and isinstance(new, dict) and key == "config":
-            out += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                    if old.get(k) != new.get(k)]
-        elif old != new:
+            named = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+            out += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(named)]
+        elif old != new and key not in named:  # the losses the config names differently were said once, as given
             out.append(f"{key}: {_short(old)} -> {_short(new)}")
     return "; ".join(out)
 
