@@ -230,3 +230,26 @@ def test_target_ms_on_a_resume_is_refused_before_the_data_loads(tmp_path, monkey
                                     "quantization-aware KD (pruning-aware KD writes no checkpoint to resume); resume "
                                     "without --target-ms, or start a pruning run over with --force")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "search.json"]
+
+
+def test_ctrl_c_just_after_a_checkpoint_is_written_keeps_it(run_cli, common, searched, tmp_path,  # noqa: F811
+                                                            monkeypatch):
+    """An interruption between a checkpoint's write and the run hearing of it left a complete checkpoint the
+    run took for none: it deleted its new --out with it and said nothing was written."""
+    import signal
+
+    import edgekd.distill.trainer as trainer
+
+    save = trainer._save
+
+    def saved_then_interrupted(*args, **kwargs):
+        save(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, the moment the file is in place
+
+    monkeypatch.setattr(trainer, "_save", saved_then_interrupted)
+    out = tmp_path / "d"
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--no-augment", "--out", out)
+    assert code == 130 and err.strip() == (f"interrupted: {out / 'checkpoint.pt'} holds the last finished epoch; run "
+                                           "the same command with --resume to continue"), err
+    assert (out / "checkpoint.pt").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

@@ -3,10 +3,14 @@ refused when they come from another architecture or another run configuration.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +91,28 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a checkpoint is written and reported, and deliver them after: one arriving
+    between the two left a complete checkpoint that the run did not know of, and the run, taking itself for one
+    with nothing to resume, deleted it (or said "nothing was written")."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in held}
+    if threading.current_thread() is not threading.main_thread() or None in before.values():
+        yield  # only the main thread may set a handler; one set outside Python cannot be put back
+        return
+    caught: list[int] = []
+    for s in held:
+        signal.signal(s, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # to the handler it was meant for
 
 
 def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:

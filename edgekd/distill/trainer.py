@@ -98,9 +98,12 @@ def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool,
             train_loss = _train_epoch(run, epoch, state, save_to)
             _record(run, state, epoch, train_loss, time.perf_counter() - start)
             if save_to is not None and run.world.main:
-                _save(run, state, save_to)
-                if on_checkpoint is not None:
-                    on_checkpoint(save_to)
+                from edgekd.distill.checkpoint import interrupts_held
+
+                with interrupts_held():
+                    _save(run, state, save_to)
+                    if on_checkpoint is not None:
+                        on_checkpoint(save_to)
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
                             best=f"{state.best_acc:.3f}")
