@@ -158,7 +158,7 @@ def with_split_note(data: Dataset, model: Any, seed: int) -> Dataset:
     (images added or removed since): the seed then deals another split, whose test images include some the
     model trained on. A seed other than the run's is said where it is chosen."""
     from edgekd.data import split_fingerprint
-    from edgekd.onnxfile import embedded_split_data, embedded_split_seed
+    from edgekd.onnx_metadata import embedded_split_data, embedded_split_seed
 
     then, now = embedded_split_data(model), split_fingerprint(data)
     if then is None or now is None or now["digest"] == then["digest"] or embedded_split_seed(model) != seed:
@@ -186,7 +186,7 @@ def foreign_split_note(data: Dataset, model: Any, seed: int) -> tuple[str, ...]:
     """The note for a model that records no split of edgekd's (one exported elsewhere) scored on data that gives
     no test split of its own: only the part a seeded split holds out was scored, a fifth of the user's images,
     which edgekd chooses for the models it trains, not for this one."""
-    from edgekd.onnxfile import VERSION_KEY, embedded_metadata, embedded_split_seed
+    from edgekd.onnx_metadata import VERSION_KEY, embedded_metadata, embedded_split_seed
 
     # A file edgekd wrote without a split seed (a run's teacher) may have been trained on this very split's
     # training part: scoring every image, as the note advises, would score it on its training images.
@@ -203,7 +203,7 @@ def foreign_split_note(data: Dataset, model: Any, seed: int) -> tuple[str, ...]:
 def split_seed(model: str | Path, seed: int | None = None) -> int:
     """The seed whose test split ``model`` is scored on: ``seed``, else the one its run recorded (another one
     would test it partly on images it was trained on), else 0."""
-    from edgekd.onnxfile import embedded_split_seed
+    from edgekd.onnx_metadata import embedded_split_seed
 
     recorded = embedded_split_seed(model)
     return seed if seed is not None else recorded if recorded is not None else 0
@@ -217,7 +217,7 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     changed since the run split it, the data's own statistics for a model recording none, a seeded fifth of
     the images scored) is said in the returned data's ``notes``."""
     from edgekd.data import load_data
-    from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
+    from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.preprocess import parse_channels, recorded_channels
 
     recorded, run_seed, split = embedded_preprocess(model), embedded_split_seed(model), split_seed(model, seed)

@@ -118,7 +118,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         if compared is not None:
             check_takes_float(compared, artifact_from_file(compared).details)
     if config.measures_latency:
-        from edgekd.onnxfile import check_has_batch
+        from edgekd.input_shape import check_has_batch
 
         check_has_batch(model, art.details, images=accuracy)
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
@@ -236,7 +236,7 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
 def _data_shape_note(details: dict[str, Any], config: GateConfig, profile: Any,
                      sample: tuple[int, ...] | None) -> list[str]:
     """The note validate gives when a model whose input leaves its size open is timed at the test data's."""
-    from edgekd.onnxfile import data_input_shape
+    from edgekd.input_shape import data_input_shape
 
     if config.input_shape or sample is None:
         return []
@@ -248,7 +248,7 @@ def _data_shape_note(details: dict[str, Any], config: GateConfig, profile: Any,
 def _data_shapes(paths: list[Path], profile: Any, sample: tuple[int, ...] | None) -> list[Any] | None:
     """With no --input-shape, each model timed at the test data's size (``sample``, C x H x W) where its input
     leaves its size open, as accuracy was measured at it, else at its own (None); None when none is open."""
-    from edgekd.onnxfile import data_input_shape
+    from edgekd.input_shape import data_input_shape
     from edgekd.ort_format import ort_inputs
     from edgekd.validate import artifact_from_file
 
@@ -358,7 +358,7 @@ def _elsewhere(recorded: dict[str, Any], profile: Any) -> str:
 def _fits(model: Path, shape: tuple[int, ...] | None, details: dict[str, Any] | None = None) -> Path:
     """``model``, after checking that it takes ``shape`` (when given); ``details`` as artifact_from_file gives."""
     if shape:
-        from edgekd.onnxfile import check_input_shape
+        from edgekd.input_shape import check_input_shape
         from edgekd.validate import artifact_from_file
 
         check_input_shape(model, details if details is not None else artifact_from_file(model).details, shape)
@@ -496,7 +496,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
     from edgekd.data import load_data
     from edgekd.data_match import normalize_note, with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
-    from edgekd.onnxfile import embedded_class_names, embedded_preprocess, embedded_split_seed
+    from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.preprocess import recorded_channels
     from edgekd.profiles import load_profile
     from edgekd.validate import class_accuracy

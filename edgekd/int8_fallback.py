@@ -175,7 +175,7 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
 
     ``stamp`` rewrites each round's file as it will ship, before its size is held against
     ``config.max_bytes``, and returns its Artifact with the new size: e.g.
-    ``lambda art: edgekd.onnxfile.stamp_data_metadata(art, data, seed)``, whose class names and preprocessing add
+    ``lambda art: edgekd.onnx_metadata.stamp_data_metadata(art, data, seed)``, whose class names and preprocessing add
     a few hundred bytes or more that would otherwise push a file that just fits over the budget once shipped.
     The file written to ``out_dir`` is then already stamped.
 

@@ -250,7 +250,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     )
     from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
-    from edgekd.onnxfile import embedded_class_names
+    from edgekd.onnx_metadata import embedded_class_names
 
     recorded = entry.get("accuracy")
     own = recorded_data(manifest)
@@ -324,7 +324,7 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
 def _recorded_shape(entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile) -> tuple[int, ...] | None:
     """The shape compress measured a model of open input size at (its data's), from what the manifest records;
     None for a model of fixed size, which needs none."""
-    from edgekd.onnxfile import data_input_shape
+    from edgekd.input_shape import data_input_shape
 
     sample = (manifest.get("data") or {}).get("input_shape")
     details = entry["artifact"].get("details") or {}

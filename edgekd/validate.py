@@ -93,7 +93,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)
-    from edgekd.onnxfile import check_has_batch
+    from edgekd.input_shape import check_has_batch
 
     for art in artifacts:
         check_has_batch(art.path, art.details, images=data is not None)
@@ -109,7 +109,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
             shape_notes.append(f"latency measured at input shape {','.join(map(str, input_shape))}, the test "
                                "data's, since the model's input has dynamic dimensions (--input-shape sets another)")
     if input_shape is not None:
-        from edgekd.onnxfile import check_input_shape
+        from edgekd.input_shape import check_input_shape
 
         check_input_size(input_shape)
         for art in artifacts:
@@ -152,7 +152,7 @@ def _data_shape(artifacts: Sequence[Artifact], profile: DeviceProfile, data: Dat
     """The data's input shape, for models whose input leaves its size open: the accuracy is measured at that
     size, so the latency is too (one shape for all, as they are measured side by side; a fixed-size model
     beside them, compress's students beside an ONNX teacher of open size, takes the data's size too)."""
-    from edgekd.onnxfile import data_input_shape
+    from edgekd.input_shape import data_input_shape
 
     batch = int(profile.measure["batch_size"])
     shapes = {data_input_shape(a.details, tuple(data.input_shape), batch) for a in artifacts} - {None}

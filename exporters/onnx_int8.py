@@ -33,7 +33,8 @@ from edgekd.exporters._common import check_options, finish, placed, staged, tidy
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
 from edgekd.fsutil import refuse_overwriting_source
-from edgekd.onnxfile import describe, fixed_dim, load_model, one_file, opset_of
+from edgekd.input_shape import fixed_dim
+from edgekd.onnxfile import describe, load_model, one_file, opset_of
 from edgekd.quiet import PRE_PROCESS, ROOT, quiet
 from edgekd.types import Artifact
 

@@ -339,7 +339,7 @@ def test_the_input_shape_example_fills_open_channels_and_sides_sensibly(run_cli,
 
 
 def test_the_input_shape_example_takes_the_datas_channels_and_size():
-    from edgekd.onnxfile import shape_example
+    from edgekd.input_shape import shape_example
 
     assert shape_example(["n", "c", "h", "w"], 4, (1, 28, 28)) == "4,1,28,28"
     assert shape_example(["n", "h", "w", 3], 1, (1, 24, 32)) == "1,24,32,3"  # a fixed channel count stays

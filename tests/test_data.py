@@ -1035,7 +1035,7 @@ def test_a_model_trained_on_floats_as_stored_is_warned_by_the_recorded_mean_and_
 
 def test_the_split_fingerprint_follows_the_images_a_seeded_split_was_dealt_from(tmp_path):
     from edgekd.data import load_arrays, split_fingerprint
-    from edgekd.onnxfile import SPLIT_DATA_KEY, embedded_split_data
+    from edgekd.onnx_metadata import SPLIT_DATA_KEY, embedded_split_data
 
     x, y = np.random.default_rng(0).random((60, 8, 8)), np.arange(60) % 3
     dealt = split_fingerprint(load_arrays((x, y)))

@@ -532,7 +532,7 @@ def test_a_manifest_s_accuracy_is_measured_on_the_test_split_it_was_measured_on(
 def test_a_bare_onnx_file_is_fed_the_input_its_own_metadata_describes(run_cli, run_dir, tmp_path):
     import shutil as sh
 
-    from edgekd.onnxfile import stamp_metadata
+    from edgekd.onnx_metadata import stamp_metadata
     from edgekd.validate import artifact_from_file
 
     model = tmp_path / "student.onnx"
@@ -911,7 +911,7 @@ def test_a_model_trained_on_another_split_than_the_gates_is_said(run_cli, run_di
     nothing when the model's own test images were not that split's."""
     import shutil
 
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
     from edgekd.validate import artifact_from_file
 
     model = Path(shutil.copy(run_dir / "student-fp32.onnx", tmp_path / "m.onnx"))

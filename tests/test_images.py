@@ -138,7 +138,7 @@ def named_teacher_onnx(teacher, small_data, tmp_path_factory):
     import json
 
     from edgekd.export import ExportRequest, get_exporter
-    from edgekd.onnxfile import CLASS_NAMES_KEY, stamp_metadata
+    from edgekd.onnx_metadata import CLASS_NAMES_KEY, stamp_metadata
 
     out = tmp_path_factory.mktemp("named")
     art = get_exporter("onnx-fp32")(ExportRequest("teacher", "teacher", out, teacher.module, small_data.x_val[:1]))

@@ -182,7 +182,7 @@ def test_the_size_budget_is_held_against_the_file_as_it_ships(fp32, small_data, 
     # ``stamp`` adds what the pipeline stamps afterwards; here 64 KB to round 0's file only, which the ratios
     # (patched: round 0 "fastest") would otherwise pick, so only counting the stamp keeps round 1's file.
     import edgekd.int8_fallback as fallback
-    from edgekd.onnxfile import embedded_metadata, stamp_metadata
+    from edgekd.onnx_metadata import embedded_metadata, stamp_metadata
 
     monkeypatch.setattr(fallback, "_ratio", lambda r: 0.5 + r.index / 10)
     stamped = []

@@ -185,7 +185,7 @@ def test_a_teacher_file_s_metadata_says_the_layout_the_teacher_is_fed(onnx_files
 
     import onnxruntime as ort
 
-    from edgekd.onnxfile import LAYOUT_RECORDS
+    from edgekd.onnx_metadata import LAYOUT_RECORDS
     from edgekd.pipeline.exporting import copied_teacher, stamp_teacher
     from edgekd.preprocess import describe_preprocess
 

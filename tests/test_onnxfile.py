@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from edgekd.errors import ConfigError
-from edgekd.onnxfile import check_input_shape, describe, load_model
+from edgekd.input_shape import check_input_shape
+from edgekd.onnxfile import describe, load_model
 
 
 def _conv(path: Path, x_shape, weights_as_input: bool) -> Path:

@@ -18,7 +18,7 @@ SPEC = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1
 def _pipeline_file(model, data, tmp_path) -> int:
     """The size of ``model``'s int8 file written as compress writes it (export, quantize, stamp)."""
     from edgekd.export import ExportRequest, get_exporter
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
 
     fp32 = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", tmp_path, model.eval(),
                                                    data.x_val[:1]))

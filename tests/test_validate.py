@@ -284,7 +284,7 @@ def test_a_models_size_counts_the_external_data_it_ships_with(run_cli, tmp_path)
     assert "external_data" not in artifact_from_file(_model_with_weight(tmp_path / "plain.onnx")).details
     code, out, _ = run_cli("gate", model, "--max-size", "10KB", "--config", os.devnull)
     assert code == 1 and "KB on disk (with its external data: m.onnx_data), limit 10.0 KB" in out
-    from edgekd.onnxfile import stamp_metadata  # as compress stamps an ONNX teacher it copies into the run
+    from edgekd.onnx_metadata import stamp_metadata  # as compress stamps an ONNX teacher it copies into the run
 
     stamped = stamp_metadata(art, {"edgekd.class_names": "[]"})
     assert stamped.size_bytes == model.stat().st_size + 40_000 and stamped.sha256 != art.sha256
@@ -642,7 +642,7 @@ def test_validate_json_never_replaces_what_else_it_reads(run_cli, run_dir, fast_
 def test_validate_reads_the_test_split_the_model_records(run_cli, run_dir, small_data, tmp_path):
     """A model trained on the split of seed 1 was scored on seed 0's test images, most of them its own
     training images, without a word."""
-    from edgekd.onnxfile import embedded_split_seed, stamp_data_metadata
+    from edgekd.onnx_metadata import embedded_split_seed, stamp_data_metadata
     from edgekd.validate import artifact_from_file
 
     model = Path(shutil.copy(run_dir / "student-fp32.onnx", tmp_path / "m.onnx"))
@@ -710,7 +710,7 @@ def test_a_numbered_model_scored_on_named_classes_says_how_it_pairs_them(run_cli
         for i in range(6):
             Image.fromarray(rng.integers(0, 255, size=(side, side), dtype=np.uint8)).save(
                 tmp_path / "pets" / name / f"{i}.png")
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
 
     model = _copy(run_dir, tmp_path) / "student-fp32.onnx"
     stamp_data_metadata(artifact_from_file(model), small_data)  # as compress ships it: classes named 0..9
@@ -775,7 +775,7 @@ def test_a_channels_last_model_is_fed_its_layout_and_says_so(tmp_path, small_dat
 
 
 def test_a_channels_last_model_with_open_height_and_width_is_timed_at_the_datas_size(tmp_path, small_data):
-    from edgekd.onnxfile import data_input_shape
+    from edgekd.input_shape import data_input_shape
 
     nchw, nhwc = _nchw_and_nhwc(tmp_path, open_size=True)
     sample = tuple(small_data.input_shape)
@@ -941,7 +941,7 @@ def test_validate_and_gate_say_when_the_data_was_split_with_other_images(run_cli
     from sklearn.datasets import load_digits
 
     from edgekd.data import load_data
-    from edgekd.onnxfile import embedded_split_data, stamp_data_metadata
+    from edgekd.onnx_metadata import embedded_split_data, stamp_data_metadata
     from edgekd.validate import artifact_from_file
 
     x, y = load_digits(return_X_y=True)
@@ -969,7 +969,7 @@ def _stamped_model(path: Path, data) -> Path:
     """A tiny model taking ``data``'s images, carrying what training on it records (channels, class names)."""
     from conftest import foreign_onnx
 
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
 
     foreign_onnx(path, data.input_shape, data.num_classes)
     stamp_data_metadata(artifact_from_file(path), data, seed=0)
@@ -1141,7 +1141,7 @@ def test_the_api_loads_data_for_a_model_as_validate_does_with_its_notes(tmp_path
     from conftest import pixel_data, pixel_onnx
 
     from edgekd import load_data_for, validate
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
     from edgekd.validate import artifact_from_file
 
     model = pixel_onnx(tmp_path / "m.onnx")
@@ -1167,7 +1167,7 @@ def test_validate_says_which_normalisation_and_split_it_assumed_for_a_model_expo
     of the user's images, and neither was said."""
     from conftest import pixel_data, pixel_onnx
 
-    from edgekd.onnxfile import SPLIT_SEED_KEY
+    from edgekd.onnx_metadata import SPLIT_SEED_KEY
 
     model = pixel_onnx(tmp_path / "m.onnx")
     held_out, whole = pixel_data(tmp_path / "held.npz"), pixel_data(tmp_path / "whole.npz", 60, ("x", "y"))

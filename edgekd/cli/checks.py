@@ -188,9 +188,10 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shapes: tuple
 
     MODEL is an .onnx file or an ORT-format .ort copy (compress --ort), which runs with the optimisations of its
     conversion: `edgekd bench student-fp32.ort --vs student-fp32.onnx` shows what that costs on the device."""
+    from edgekd.input_shape import check_has_batch
     from edgekd.latency.cache import measure_cached, noisy
     from edgekd.latency.compare import ratio
-    from edgekd.onnxfile import check_has_batch, model_files
+    from edgekd.onnxfile import model_files
     from edgekd.ort_format import check_ort_file, ort_inputs
     from edgekd.profiles import load_profile, profile_file
     from edgekd.validate import artifact_from_file
@@ -258,7 +259,7 @@ def _check_bench_shapes(paths: list[str], details: list[dict[str, Any]], shapes:
     """Each model takes its shape; one shape given for all that a --vs model cannot take is refused with the
     per-model form, in that model's layout where its channels are last."""
     from edgekd.errors import ConfigError
-    from edgekd.onnxfile import check_input_shape, image_sample, shape_example
+    from edgekd.input_shape import check_input_shape, image_sample, shape_example
 
     for i, (p, found, shape) in enumerate(zip(paths, details, shapes)):
         if shape is None:

@@ -84,7 +84,7 @@ def _sizes(path: str | Path, batch: int,
             continue
         want = int(shape[i]) if shape else (batch if i == 0 else None)
         if want is None:
-            from edgekd.onnxfile import shape_example
+            from edgekd.input_shape import shape_example
 
             raise RunnerError(f"model input '{name}' has dynamic dimension {i} ({dim or '?'})",
                               f"pass --input-shape, e.g. --input-shape {shape_example(dims, batch)}")

@@ -52,7 +52,7 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     which of several outputs), after checking that the model takes the data's images and predicts at least
     its classes (a mismatch is a DataError naming both, not onnxruntime's)."""
     from edgekd.data_match import labels_for, present_classes
-    from edgekd.onnxfile import CLASS_NAMES_KEY, parse_class_names
+    from edgekd.onnx_metadata import CLASS_NAMES_KEY, parse_class_names
 
     session = open_session(path, profile)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
@@ -82,7 +82,7 @@ def _more_classes(shape: Any, data: Any, path: str | Path) -> tuple[str, ...]:
 
 
 def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """NCHW images ``x`` in the ``layout`` a model takes them (``onnxfile.input_layout``)."""
+    """NCHW images ``x`` in the ``layout`` a model takes them (``input_shape.input_layout``)."""
     if layout == "NHWC":
         return x.transpose(0, 2, 3, 1)
     if layout == "flat":
@@ -158,7 +158,7 @@ def top1(scores: np.ndarray, labels: np.ndarray) -> float:
 def labels_of_test_split(path: str | Path, data: Any) -> np.ndarray:
     """``data``'s test labels as the model at ``path`` numbers its outputs (by the class names it carries)."""
     from edgekd.data_match import labels_for
-    from edgekd.onnxfile import embedded_class_names
+    from edgekd.onnx_metadata import embedded_class_names
 
     return labels_for(data, embedded_class_names(path))
 
@@ -194,9 +194,9 @@ def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
 
 def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) -> str:
     """Refuse data the model cannot take, or whose classes its ``output`` cannot predict; the layout it
-    takes the images in (``onnxfile.input_layout``)."""
+    takes the images in (``input_shape.input_layout``)."""
     from edgekd.errors import DataError
-    from edgekd.onnxfile import input_layout
+    from edgekd.input_shape import input_layout
 
     given = (len(data.x_test), *data.input_shape)
     taken = session.get_inputs()[0]
@@ -207,7 +207,7 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
                         "it the data's images", "export the model with its input shape recorded, e.g. (batch, "
                         "channels, height, width): torch.onnx.export and tf2onnx record their example input's")
     if len(expected) == len(given) - 1:
-        from edgekd.onnxfile import check_has_batch
+        from edgekd.input_shape import check_has_batch
 
         check_has_batch(path, {"inputs": [{"shape": list(expected)}]}, images=True)
     layout = input_layout(expected, data.input_shape)

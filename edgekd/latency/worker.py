@@ -359,7 +359,7 @@ def shape_example(dims, batch=1, sample=None) -> str:
     """An --input-shape for an input of ``dims``: its fixed dimensions kept, a dynamic batch ``batch``; in an
     image input (rank 4, NCHW or NHWC as its fixed dimensions suggest) open channels and sides are filled from
     ``sample``, the data's (channels, height, width), else 3 channels and the other side where it is fixed, else
-    224. Here, not in onnxfile, because this file runs on devices without edgekd."""
+    224. Here, not in input_shape, because this file runs on devices without edgekd."""
     def fixed(d):
         return isinstance(d, int) and not isinstance(d, bool) and d > 0
 

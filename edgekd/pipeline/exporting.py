@@ -49,7 +49,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     import numpy as np
 
     from edgekd.export import ExportRequest, get_exporter
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
 
     fp32 = get_exporter("onnx-fp32")
     placed = _copy_model(Path(teacher_art.path), staging / Path(teacher_art.path).name)
@@ -96,8 +96,8 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
 def stamp_teacher(teacher_art: Any, teacher: Any, data: Any) -> Any:
     """The teacher's file stamped with the input it is fed: a user's ONNX teacher taking channels-last (or
     flattened) images is fed them so (``OnnxTeacher.layout``), and a pipeline following the metadata must too."""
+    from edgekd.onnx_metadata import stamp_data_metadata
     from edgekd.onnx_teacher import OnnxTeacher
-    from edgekd.onnxfile import stamp_data_metadata
 
     layout = teacher.module.layout if isinstance(teacher.module, OnnxTeacher) else "NCHW"
     return stamp_data_metadata(teacher_art, data, layout=layout)

@@ -178,7 +178,7 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
                                                           data.x_val[:1], opset=config.opset))
-        from edgekd.onnxfile import stamp_data_metadata
+        from edgekd.onnx_metadata import stamp_data_metadata
 
         stamp_data_metadata(art, data, config.seed)
         # what `compress --distilled` reports from

@@ -71,7 +71,7 @@ def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str
     import copy
 
     from edgekd.export import ExportRequest, get_exporter
-    from edgekd.onnxfile import stamp_data_metadata
+    from edgekd.onnx_metadata import stamp_data_metadata
 
     model = copy.deepcopy(model)
     _as_if_trained(model)
