@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from edgekd.cli import checks, profile_cmds, stages  # noqa: F401  (each registers its commands on the group)
+from edgekd.cli import bench_cmd, gate_cmd, profile_cmds, report_cmd, stages, validate_cmd  # noqa: F401  (each registers its commands on the group)
 from edgekd.cli.base import NOTHING_WRITTEN, cli, follower_rank, interrupted_message, on_interrupt
 from edgekd.errors import EdgeKDError
 

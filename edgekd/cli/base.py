@@ -81,3 +81,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     from edgekd.preprocess import parse_shape as parse
 
     return parse(text)
+
+
+def needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:
+    """Refuse the first (flag, value) given without ``needed``, which alone gives it a meaning (said in ``why``)."""
+    from edgekd.errors import ConfigError
+
+    flag = next((f for f, v in given if v is not None), None)
+    if flag:
+        raise ConfigError(f"{flag} needs {needed}{why}", f"pass {needed}, or drop {flag}")

@@ -1,0 +1,183 @@
+"""`edgekd gate`: the CI check of a model or manifest against its budgets, with its JUnit, markdown and JSON
+reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, needs
+from edgekd.fsutil import write_json, write_text
+
+
+@cli.command()
+@click.argument("target", type=str)
+@click.option("--max-size", type=str, help="Largest allowed file on disk, e.g. 128KB, 1.5MiB (bare number: KB). "
+              "Binary units: KB and KiB are 1024 bytes, MB and MiB 1024² bytes.")
+@click.option("--max-latency", type=str, help="Largest allowed p50 on the profile, e.g. 2ms, 800us (bare: ms).")
+@click.option("--latency-tolerance", type=float, help="Noise allowance on latency checks (default 0.10).")
+@click.option("--rounds", type=int, help="Independent measurement rounds; their median decides (default 3).")
+@click.option("--baseline", type=str, help="A baseline manifest.json or .onnx: fail only on a real regression.")
+@click.option("--no-latency", is_flag=True, default=None, help="Check no latency (nor --baseline's latency "
+              "regression): size, opset and accuracy only, for a runner that is not the device.")
+@click.option("--max-size-growth", type=float, help="Largest allowed growth of the file over --baseline's, a "
+              "fraction (0.05: 5%).")
+@click.option("--min-accuracy", type=float, help="Minimum test accuracy (a fraction) on --data.")
+@click.option("--max-accuracy-drop", type=float, help="Most accuracy points allowed below --baseline's, both "
+              "measured on --data (without --baseline, on a manifest: below its teacher's recorded accuracy).")
+@click.option("--min-class-accuracy", type=float, help="Minimum test accuracy of every class (a fraction) on --data.")
+@click.option("--data", type=str, help="Data for the accuracy checks (.npz, image folder, .csv list of images or "
+              "'digits').")
+@click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
+@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
+                                            "the manifest or the model's metadata records, else dataset).")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
+              "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
+@click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
+              "profile, else host-cpu-1t).")
+@click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
+@click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
+@click.option("--ops-config", type=str, help="The required_operators.config a reduced onnxruntime build (your app's) "
+              "was compiled with: the manifest's ORT-format copy may need no operator outside it.")
+@click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
+@click.option("--input-shape", type=str, help="Concrete input shape for a model with dynamic dimensions, for the "
+              "latency checks, e.g. 1,3,224,224.")
+@click.option("--config", "config_path", type=str, help="pyproject.toml whose [tool.edgekd.gate] table holds default "
+              "thresholds (default: ./pyproject.toml when there is one).")
+@click.option("--junit", type=str, help="Write a JUnit XML report here.")
+@click.option("--summary", type=str, help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY).")
+@click.option("--json", "json_out", type=str, help="Write the verdict, every check and the notes as JSON here.")
+@click.option("--force", is_flag=True, help="Replace existing --junit, --summary and --json files.")
+@click.pass_context
+def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | None, summary: str | None,
+         json_out: str | None, force: bool, **flags: Any) -> None:
+    """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
+
+    A manifest gated without any threshold is held to the budget it was built for."""
+
+    from edgekd.gate import GateIncomplete, build_config, files_read, pyproject_settings, run_gate
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "artifact" in given and not target.lower().endswith(".json"):
+        needs("a manifest.json TARGET", ("--artifact", given["artifact"]), why=" (it picks one of its artifacts)")
+    settings = Path(config_path or "pyproject.toml")
+    values = pyproject_settings(settings, required=config_path is not None)
+    values.update(given)  # flags win
+    flagged = _flags_over_settings(values, given)
+    config = build_config(values, target)
+    if flagged:
+        from dataclasses import replace
+
+        config = replace(config, notes=(*config.notes, *flagged))
+    timing = [(f"--{k.replace('_', '-')}", given.get(k)) for k in ("rounds", "latency_tolerance")]
+    if config.no_latency and (flag := next((f for f, v in timing if v is not None), None)):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"{flag} sets how latency is measured, and --no-latency skips every latency check",
+                          f"drop {flag}, or --no-latency")
+    if not config.measures_latency:  # given on the command line, it would go unread
+        needs("--max-latency or --baseline", *timing, why=" (it only sets how the latency checks measure)")
+    step_summary = _step_summary_file()
+    outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
+    check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
+    # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
+    check_report_files(force, *outputs, inputs=(settings, *files_read(target, config)))
+    if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
+        needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
+               *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
+    try:
+        result = run_gate(target, config)
+    except GateIncomplete as exc:
+        # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
+        _report_gate(exc.result, junit, summary, json_out, step_summary)
+        raise
+    _report_gate(result, junit, summary, json_out, step_summary)
+    if not result.passed:
+        ctx.exit(1)
+
+
+def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Latency flags win over the pyproject settings they contradict, as every flag wins over its own key:
+    --no-latency on a runner that cannot time drops the file's max_latency (and a baseline left with nothing to
+    compare), and --max-latency (or a --baseline given alone) drops its no_latency. Returns the notes saying so."""
+    dropped: list[str] = []
+    if given.get("no_latency"):
+        if "max_latency" in values and "max_latency" not in given:
+            dropped.append(f"max_latency = {values.pop('max_latency')!r}")
+        compares = any(k in values for k in ("max_size_growth", "max_accuracy_drop"))
+        if "baseline" in values and "baseline" not in given and not compares:
+            dropped.append(f"baseline = {values.pop('baseline')!r}")
+        for key in ("rounds", "latency_tolerance"):
+            if key in values and key not in given:
+                values.pop(key)
+        return [f"not checked: {', '.join(dropped)} from the gate settings (--no-latency)"] if dropped else []
+    # a --baseline given to compare sizes or accuracy keeps the file's no_latency; one given alone asks for timing
+    compares = any(k in values for k in ("max_size_growth", "max_accuracy_drop"))
+    timed = "max_latency" in given or ("baseline" in given and not compares)
+    if values.get("no_latency") and "no_latency" not in given and timed:
+        values.pop("no_latency")
+        return ["the gate settings' no_latency = true is overridden by the latency flags given"]
+    return []
+
+
+def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: str | None,
+                 step_summary: str | None) -> None:
+    """The gate's result on stdout and in every report file asked for, with GitHub annotations under Actions."""
+    import os
+
+    from edgekd.gate_report import annotations, junit_xml, summary_markdown
+
+    text = summary_markdown(result)
+    click.echo(text)
+    if junit:
+        write_text(junit, junit_xml(result))
+    if summary:
+        write_text(summary, text)
+    if json_out:
+        write_json(json_out, result.to_dict())
+    if step_summary:
+        _append_step_summary(step_summary, text)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in annotations(result):
+            click.echo(line)
+
+
+_DATA_FLAGS = ("data", "resolution", "normalize", "channels")
+
+
+def _step_summary_file() -> str | None:
+    """$GITHUB_STEP_SUMMARY, checked before anything is measured: a gate's verdict should not end in an error
+    about where its summary goes, and one that does should name the variable, which the user never typed."""
+    import os
+
+    from edgekd.errors import OutputError
+
+    name = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not name:
+        return None
+    path = Path(name)
+    if path.is_dir():
+        problem = "is a folder"
+    elif not path.parent.is_dir():
+        problem = "is in a folder that does not exist"
+    elif not os.access(path if path.exists() else path.parent, os.W_OK):
+        problem = "is not writable"
+    else:
+        return name
+    raise OutputError(f"$GITHUB_STEP_SUMMARY '{name}' {problem}", _STEP_SUMMARY_FIX)
+
+
+_STEP_SUMMARY_FIX = "point GITHUB_STEP_SUMMARY at a writable file (GitHub Actions sets it), or unset it"
+
+
+def _append_step_summary(name: str, text: str) -> None:
+    from edgekd.errors import OutputError
+
+    try:
+        with open(name, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise OutputError(f"cannot append the summary to $GITHUB_STEP_SUMMARY '{name}' ({exc.strerror or exc})",
+                          _STEP_SUMMARY_FIX) from None
