@@ -9,11 +9,10 @@ all is held to the budget it was built for, on the profile it was measured on.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd import gate_ort
+from edgekd import gate_accuracy, gate_ort
 from edgekd.errors import ArtifactError, ConfigError, RunnerError
 from edgekd.gate_config import (  # noqa: F401  (this module's API, as before the split)
     ACCURACY_KEYS,
@@ -26,41 +25,10 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
     build_config,
     parse_quantity,
 )
+from edgekd.gate_result import Check, GateResult  # noqa: F401  (this module's API, as before the split)
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
 from edgekd.manifest_io import load_manifest
-from edgekd.textfmt import decimals, figures, one_line, sizes
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    message: str
-    measured: Any = None
-    # Could not be run (the device was not reached): no verdict on the model, so CI shows an error, not a failure.
-    errored: bool = False
-
-
-@dataclass(frozen=True)
-class GateResult:
-    target: str
-    checks: tuple[Check, ...] = field(default_factory=tuple)
-    notes: tuple[str, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def errored(self) -> bool:
-        return any(c.errored for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The verdict for a dashboard or a later CI step: each check with its measured figure (bytes, ms,
-        a ratio, an accuracy fraction or points, as its name says), and where thresholds came from."""
-        return {"target": self.target, "passed": self.passed, "errored": self.errored,
-                "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured,
-                            "errored": c.errored} for c in self.checks], "notes": list(self.notes)}
+from edgekd.textfmt import decimals, figures, sizes
 
 
 class GateIncomplete(RunnerError):
@@ -123,7 +91,7 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         check_has_batch(model, art.details, images=accuracy)
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
-    accuracy_checks, sample = _accuracy_checks(model, compared, config, notes) if accuracy else ([], None)
+    accuracy_checks, sample = gate_accuracy.accuracy_checks(model, compared, config, notes) if accuracy else ([], None)
     if config.measures_latency:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
@@ -413,107 +381,6 @@ def _baseline_file(ref: str, artifact: str | None) -> tuple[Path, dict | None]:
     return _resolve(ref, artifact)
 
 
-def _accuracy_checks(model: Path, baseline: Path | None, config: GateConfig,
-                     notes: list[str]) -> tuple[list[Check], tuple[int, ...]]:
-    """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
-    model is fed the input it records (``--normalize`` overrides both). What was assumed in scoring them (the
-    data's own normalisation, a seeded split of it) is added to ``notes``. Also the shape of ``model``'s test
-    images (C, H, W), which a model of open size is timed at."""
-    from edgekd.data import with_notes
-    from edgekd.data_match import foreign_split_note
-
-    loaded: dict[str, Any] = {}
-    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded, notes)
-    notes.extend(foreign_split_note(data, model, int(config.seed)))  # one split for both: said once
-    on = f"on {data.name} test split ({len(data.y_test)} images)"
-    said = "".join(f"; {note}" for note in read) + _computed_here(config.profile)
-    checks = []
-    if config.min_accuracy is not None:
-        ok = acc >= config.min_accuracy
-        shown, line = figures(acc * 100, config.min_accuracy * 100, 2, ok, at_most=False)
-        checks.append(Check("accuracy", ok, with_notes(f"{shown}% {on}, minimum {line}%{said}", data), acc))
-    if config.min_class_accuracy is not None:
-        checks.append(_class_check(by_class, config.min_class_accuracy, on + said, data))
-    if baseline is not None:
-        own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes)
-        drop = (base - acc) * 100
-        limit = config.max_accuracy_drop or 0.0
-        said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
-        ok = drop <= limit + 1e-9
-        checks.append(Check("accuracy drop", ok, with_notes(
-            f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {_points(drop, limit, ok)} (at most "
-            f"{limit:g} points lower){said}", base_data), drop))
-    return checks, tuple(data.input_shape)
-
-
-def _computed_here(profile: Any) -> str:
-    """Accuracy is computed in this host's onnxruntime whatever the profile: for a device's profile (ssh, adb),
-    which the gate's notes name as the one measured on, said in the row."""
-    from edgekd.profiles import load_profile
-
-    loaded = load_profile(profile)
-    return "" if loaded.is_local else (f"; computed on this host with {loaded.name}'s runtime settings, not on "
-                                       "its device")
-
-
-def _class_check(by_class: dict[str, float], floor: float, on: str, data: Any) -> Check:
-    """Every class of the test split at ``floor`` or above: an overall accuracy can hold while one class, a
-    rare one most often, is lost."""
-    from edgekd.data import with_notes
-
-    ranked = sorted((acc, one_line(name)) for name, acc in by_class.items())
-    below = [(acc, name) for acc, name in ranked if acc < floor]
-    named = "; below it: " + ", ".join(f"{name} {_class_percent(acc, floor)[0]}%" for acc, name in below[:5]) + (
-        f" and {len(below) - 5} more" if len(below) > 5 else "") if below else ""
-    lowest, line = _class_percent(ranked[0][0], floor)
-    return Check("class accuracy", not below, with_notes(
-        f"lowest class {ranked[0][1]} at {lowest}% {on}, minimum {line}% per class{named}", data), ranked[0][0])
-
-
-def _class_percent(acc: float, floor: float) -> tuple[str, str]:
-    return figures(acc * 100, floor * 100, 1, acc >= floor, at_most=False)
-
-
 def _percent(fraction: float) -> str:
     """A tolerance as the user gave it (0.105 -> "10.5%"), not rounded onto a neighbour as "{:.0%}" would."""
     return f"{fraction * 100:g}%"
-
-
-def _points(drop: float, limit: float, passed: bool) -> str:
-    """The accuracy drop in points, with the digits that tell it from ``limit`` when it fails on a hair."""
-    shown = figures(abs(drop), limit, 2, passed)[0] if drop > 0 else f"{-drop:.2f}"
-    return f"{shown} points lower" if drop > 0 else f"{shown} points higher" if drop < 0 else "the same"
-
-
-def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str, Any],
-              notes: list[str]) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
-    """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
-    noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
-    (without any, ``config.normalize``'s, and without that the data's own statistics, said in ``notes``).
-    ``loaded`` keeps the data by how it was loaded: a baseline fed as the candidate is does not read the
-    images again."""
-    from edgekd.data import load_data
-    from edgekd.data_match import normalize_note, with_class_order_note, with_scale_note, with_split_note
-    from edgekd.latency.runtime import predictions_on_test_split, top1
-    from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
-    from edgekd.preprocess import recorded_channels
-    from edgekd.profiles import load_profile
-    from edgekd.validate import class_accuracy
-
-    recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
-    how = {"normalize": normalize if normalize is not None else recorded or config.normalize,
-           "channels": config.channels or recorded_channels(recorded)}
-    key = repr(how)
-    if key not in loaded:
-        loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
-    data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
-                           model, int(config.seed))
-    if how["normalize"] is None:
-        notes.extend(normalize_note(data, model))
-    logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
-    split = embedded_split_seed(model)
-    if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched
-        read = (*read, f"'{Path(model).name}' was trained on the split of seed {split}, and its accuracy here is on "
-                f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
-    return top1(logits, labels), data, read, class_accuracy(logits, labels, data)

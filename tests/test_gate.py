@@ -967,7 +967,8 @@ def test_latency_and_regression_just_past_the_tolerance_print_the_digit_that_fai
 def test_accuracy_figures_just_under_their_floor_print_the_digit_that_fails_them():
     from types import SimpleNamespace
 
-    from edgekd.gate import _class_check, _points
+    from edgekd.gate_accuracy import class_check as _class_check
+    from edgekd.gate_accuracy import points as _points
 
     data = SimpleNamespace(notes=())
     check = _class_check({"zero": 0.49996, "three\nnewline": 0.9}, 0.5, "on d", data)
