@@ -104,10 +104,12 @@ def creation_mode(path: Path, folder: bool) -> int:
     return (0o777 if folder else 0o666) & ~mask
 
 
-def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[Any] = ()) -> None:
+def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[Any] = (),
+                   api_switch: str | None = "force=True") -> None:
     """Refuse a file output that is a folder, that exists unless ``force``, that cannot be written, or that
     is one of ``inputs``. Called before any work, so a refused path costs nothing and a measurement is never
-    lost to it."""
+    lost to it. ``api_switch``: how a Python caller says --force, named beside it; None where only the CLI
+    reaches here, whose user has no Python call to change."""
     if not str(path).strip():  # Path("") is the current folder
         raise OutputError(f"{flag} is empty", f"give {flag} a file path")
     path = Path(path)
@@ -116,7 +118,8 @@ def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[An
     check_not_input(path, inputs, flag)
     if path.exists() and not force:
         raise OutputError(f"{flag} '{path}' already exists",
-                          f"choose another {flag} path or pass --force (force=True from Python) to replace it")
+                          f"choose another {flag} path or pass --force"
+                          f"{f' ({api_switch} from Python)' if api_switch else ''} to replace it")
     check_writable(path, flag)
 
 

@@ -179,6 +179,13 @@ def _check_runner_values(path: Path, runner: dict[str, Any]) -> None:
         if value is not None and not _SAFE_NAME.fullmatch(value):
             raise ProfileError(f"{path}: key 'runner.{key}' is {value!r}",
                                "use a plain name or address (letters, digits, . _ : % and inner -; no spaces or @)")
+    host = runner.get("host")
+    if kind == "ssh" and host and host.count(":") == 1:
+        # one colon is not an IPv6 address (those have two or more) but a port written into the host, which ssh
+        # would look up as a name ("ssh to pi@[raspberrypi.local:2222]:22" failed)
+        name, _, port = host.partition(":")
+        raise ProfileError(f"{path}: key 'runner.host' is {host!r}, a host with a port",
+                           f'put the port in runner.port: host = "{name}" and port = {port or 22} under [runner]')
     for key in ("remote_dir", "perf_test"):
         value = runner.get(key)
         if value is not None and not _SAFE_PATH.fullmatch(value):

@@ -685,3 +685,32 @@ def test_profiles_show_lists_a_renamed_profile_s_table_and_interrupted_calibrati
     assert table["usable"] is True and table["calibrated_as"] == "fast-test"
     assert load_table(other, TINY, SHAPE, 10).stamp.profile == "fast-test"  # what search reads, the same
     assert shown["interrupted_calibrations"] == [str(partial)]
+
+
+def test_profiles_show_lists_only_its_own_interrupted_calibrations(fast_profile_path, tmp_path, run_cli):
+    """A glob on NAME.* also listed the resume points of a profile named NAME.something ("rpi.4t" for "rpi")."""
+    board, _ = _board(fast_profile_path, tmp_path)
+    own = tmp_path / f"fast-test.{TINY}.1x32x32-10.latency.json.partial"
+    legacy = tmp_path / f"fast-test.{TINY}.latency.json.partial"
+    for path in (own, legacy, tmp_path / f"fast-test.4t.{TINY}.1x32x32-10.latency.json.partial",
+                 tmp_path / f"fast-test.4t.{TINY}.latency.json.partial"):
+        path.write_text("{}")
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    assert json.loads(out)["interrupted_calibrations"] == sorted([str(own), str(legacy)])
+
+
+def test_profiles_show_says_a_perf_test_table_s_runtime_was_not_recorded(table_file, fast_profile_path, tmp_path,
+                                                                         run_cli):
+    """onnxruntime_perf_test prints no version, so such a table's stamp has "": shown as an empty version, it
+    hid that the table is never checked against the device's runtime."""
+    board, profile = _board(fast_profile_path, tmp_path)
+    table = json.loads(table_file.read_text())
+    table["stamp"]["onnxruntime"] = ""
+    table_path(profile, TINY, SHAPE, 10).write_text(json.dumps(table))
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    [shown] = json.loads(out)["latency_tables"]
+    assert shown["onnxruntime"] == (
+        "not recorded (onnxruntime_perf_test does not report its version, so this table is not checked against it): "
+        "after upgrading it on the device, run `edgekd profiles calibrate fast-test --force`")

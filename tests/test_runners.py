@@ -46,6 +46,9 @@ sys.exit(subprocess.run(["bash", "-c", " ".join(args[i + 1:])]).returncode)
 COPY = """
 import shutil
 def copy(sources, dest):
+    if os.environ.get("FAKE_COPY_SAYS"):  # the copy reached the device, which refused it (or the link dropped)
+        sys.stderr.write(os.environ["FAKE_COPY_SAYS"] + "\\n")
+        sys.exit(1)
     if not os.path.isdir(dest):
         sys.stderr.write(dest + ": No such file or directory\\n")
         sys.exit(1)
@@ -618,6 +621,101 @@ def test_adb_s_own_refusals_each_get_their_fix(fakes, models, tmp_path, monkeypa
                                         f"{fix}"), exc.value.message
 
 
+# adb's notes, on stderr before its answer, when its server was not running yet
+DAEMON = "* daemon not running; starting now at tcp:5037\n* daemon started successfully\n"
+
+
+@pytest.mark.parametrize("says, fix", [
+    ("adb: device unauthorized.", "unlock the device and accept its 'Allow USB debugging?' prompt"),
+    ("adb: no devices/emulators found", "connect the device with USB debugging on (`adb devices` lists none)"),
+])
+def test_adb_s_daemon_start_notes_do_not_hide_its_refusal(fakes, models, tmp_path, monkeypatch, says, fix):
+    """Only the first line was read, "* daemon not running; ...": the probe said perf_test was not on the device
+    and a measurement gave the daemon's note as the reason, with the cable advice."""
+    from edgekd.latency.runners import probe_device
+
+    monkeypatch.setenv("FAKE_ADB_SAYS", DAEMON + says)
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test", FAKE_PERF_TEST)
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)})
+    for step, run in (("checking the device before the run", lambda: probe_device(profile)),
+                      ("creating the remote folder", lambda: measure([models[0]], profile))):
+        with pytest.raises(RunnerError) as exc:
+            run()
+        assert exc.value.message.startswith(f"adb on the device failed while {step} (exit 1): "
+                                            f"{says.rstrip('.')}; {fix}"), exc.value.message
+        assert "daemon" not in exc.value.message and "was not found" not in exc.value.message
+
+
+def test_a_probe_that_adb_itself_fails_never_says_perf_test_is_missing(fakes, tmp_path, monkeypatch):
+    """adb's own failure in words the runner does not know is still not a missing binary."""
+    from edgekd.latency.runners import probe_device
+
+    monkeypatch.setenv("FAKE_ADB_SAYS", DAEMON + "failed to get feature set: protocol fault (couldn't read status)")
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
+    with pytest.raises(RunnerError) as exc:
+        probe_device(profile)
+    assert exc.value.message.startswith("adb on the device failed while checking the device before the run (exit 1): "
+                                        "failed to get feature set: protocol fault"), exc.value.message
+    assert "check the device is connected with USB debugging" in exc.value.fix
+
+
+@pytest.mark.parametrize("kind", ["ssh", "adb"])
+def test_a_remote_dir_the_device_refuses_is_named_not_the_connection(fakes, models, tmp_path, kind):
+    """The link worked and mkdir of runner.remote_dir failed: the fix was to check the host or the USB cable."""
+    (tmp_path / "a-file").write_text("")
+    remote_dir = str(tmp_path / "a-file" / "edgekd")  # mkdir -p under a file fails, even for root
+    runner = (_ssh(fakes, remote_dir=remote_dir) if kind == "ssh"
+              else {"kind": "adb", "remote_dir": remote_dir, "python": PY})
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], _profile(tmp_path, runner))
+    assert "failed while creating the remote folder (exit 1): mkdir: cannot create directory" in exc.value.message
+    device = "edge-box" if kind == "ssh" else "the adb device"
+    phone = "" if kind == "ssh" else " (on a phone without root, a folder under /data/local/tmp)"
+    assert exc.value.fix == (f"check that runner.remote_dir ({remote_dir}) can be created and written on {device} "
+                             "and that its file system has free space, or set runner.remote_dir in the profile to a "
+                             f"writable folder there{phone}")
+
+
+@pytest.mark.parametrize("kind, says, link", [
+    ("ssh", "scp: {dir}/m0: No space left on device", False),
+    ("ssh", "ssh: connect to host edge-box port 2222: Connection timed out\nlost connection", True),
+    ("adb", "adb: error: failed to copy '{dir}' to '{dir}': remote No space left on device", False),
+    ("adb", DAEMON + "adb: device offline", True),
+], ids=["scp-full", "scp-link", "adb-full", "adb-link"])
+def test_a_copy_the_device_refuses_names_the_remote_dir(fakes, models, tmp_path, monkeypatch, kind, says, link):
+    monkeypatch.setenv("FAKE_COPY_SAYS", says.format(dir=fakes.remote))
+    runner = _ssh(fakes) if kind == "ssh" else {"kind": "adb", "remote_dir": str(fakes.remote), "python": PY}
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], _profile(tmp_path, runner))
+    assert "failed while copying the models (exit 1): " in exc.value.message
+    assert exc.value.fix.startswith("check that runner.remote_dir") is not link, exc.value.fix
+    if link:
+        assert ("check the host is reachable" if kind == "ssh" else "run `adb reconnect`") in exc.value.fix
+
+
+@pytest.mark.parametrize("prints, missing", [
+    ("Segfault handler installed\nok\n", "Average inference time cost, P50 Latency, P90 Latency, P99 Latency lines"),
+    ("Average inference time cost: 1.2 ms\nP50 Latency: 0.001 s\n", "P90 Latency, P99 Latency lines"),
+], ids=["garbage", "no-percentiles"])
+def test_perf_test_output_without_its_latency_lines_names_perf_test(fakes, models, tmp_path, prints, missing):
+    """It said to check the device's Python, numpy and onnxruntime, which perf_test mode does not use."""
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test", f"#!/bin/sh\nprintf '{prints}'\n")
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)})
+    with pytest.raises(RunnerError) as exc:
+        measure([models[0]], profile)
+    said = exc.value.message
+    assert said.startswith(f"could not parse the output of {perf} (runner.perf_test) on the adb device while running "
+                           f"onnxruntime_perf_test on small.onnx: it printed no {missing}"), said
+    assert "runner.perf_test is onnxruntime's own onnxruntime_perf_test" in exc.value.fix
+    assert "numpy" not in str(exc.value)
+
+
 @pytest.mark.parametrize("says, code", [
     ('CANNOT LINK EXECUTABLE "{prog}": library "libonnxruntime.so" not found: needed by main executable', 1),
     ("{prog}: error while loading shared libraries: libonnxruntime.so: cannot open shared object file: No such "
@@ -914,6 +1012,16 @@ def test_runner_validation(tmp_path, runner, match):
     with pytest.raises(ProfileError, match=match) as exc:
         _profile(tmp_path, runner)
     assert "runner-test.toml" in str(exc.value)
+
+
+def test_a_host_with_a_port_is_refused_with_the_port_key_to_set(tmp_path):
+    """It was accepted, and ssh then looked up "raspberrypi.local:2222" as a name ("ssh to
+    pi@[raspberrypi.local:2222]:22"); an IPv6 address, with its several colons, is still a host."""
+    with pytest.raises(ProfileError) as exc:
+        _profile(tmp_path, {"kind": "ssh", "host": "raspberrypi.local:2222", "user": "pi"})
+    assert exc.value.message.endswith("key 'runner.host' is 'raspberrypi.local:2222', a host with a port; put the "
+                                      'port in runner.port: host = "raspberrypi.local" and port = 2222 under [runner]')
+    assert _profile(tmp_path, {"kind": "ssh", "host": "fe80::1%eth0"}).runner["host"] == "fe80::1%eth0"
 
 
 def test_shipped_remote_profiles_load():

@@ -53,7 +53,7 @@ def check_report_files(force: bool, *files: tuple[str, str | None], inputs: Iter
     inputs = list(inputs)
     for flag, path in files:
         if path is not None:
-            check_new_file(path, force, flag, inputs)
+            check_new_file(path, force, flag, inputs, api_switch=None)  # the CLI's own flags: no Python advice
 
 
 def check_distinct_outputs(*files: tuple[str, str | None]) -> None:

@@ -145,6 +145,19 @@ def parse(text: str) -> dict[str, float] | None:
     return found if len(found) == len(_KEYS) else None
 
 
+def missing_lines(text: str) -> list[str]:
+    """The latency lines ``parse`` needs that ``text`` lacks (or has with no number), named as perf_test prints
+    them."""
+    found = set()
+    for name, value, _unit in _LINE.findall(text):
+        try:
+            float(value)
+        except ValueError:
+            continue
+        found.add(name)
+    return [name for name in _KEYS if name not in found]
+
+
 def cv(values: Sequence[float]) -> float:
     mean = statistics.fmean(values)
     return statistics.pstdev(values) / mean if mean > 0 else 0.0

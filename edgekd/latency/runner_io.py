@@ -38,11 +38,21 @@ def too_slow(where: str, timeout: float, step: str) -> tuple[str, str]:
             "reachable and run again")
 
 
+# adb's notes that it had to start its server first ("* daemon not running; starting now at tcp:5037", "* daemon
+# started successfully") come before its real answer: read as the reason, they hid "adb: device unauthorized".
+_CHATTER = re.compile(r"^\* daemon\b")
+
+
+def said_lines(text: str | None) -> list[str]:
+    """The non-blank lines of ``text``, stripped, without adb's server start-up notes."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip() and not _CHATTER.match(line.strip())]
+
+
 def first_line(proc: subprocess.CompletedProcess) -> str:
     for text in (proc.stderr, proc.stdout):
-        for line in (text or "").splitlines():
-            if line.strip():
-                return line.strip()[:200]
+        lines = said_lines(text)
+        if lines:
+            return lines[0][:200]
     return "(no output)"
 
 
@@ -53,7 +63,7 @@ def reason(proc: subprocess.CompletedProcess) -> str:
     """The line that says what went wrong: a Python traceback's last one (its exception; its first only
     says where), else the first line of the output."""
     for text in (proc.stderr, proc.stdout):
-        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        lines = said_lines(text)
         if lines:
             return (lines[-1] if any(FRAME.match(line) for line in lines) else lines[0])[:200]
     return "(no output)"

@@ -32,6 +32,7 @@ from edgekd.latency.runner_io import (
     json_line,
     old_python,
     reason,
+    said_lines,
     too_slow,
     worker_stats,
 )
@@ -196,10 +197,10 @@ class _RemoteRunner:
                 shutil.copy2(WORKER, Path(tmp) / "worker.py")
                 (Path(tmp) / "spec.json").write_text(json.dumps(_spec(remote, models, shape, self.profile)),
                                                      encoding="utf-8")
-            self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder")
+            self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder", in_remote_dir=True)
             try:
                 sources = [str(Path(tmp) / name) for name in sorted(os.listdir(tmp))]
-                self._step(self._push(sources, run_dir), "copying the models")
+                self._step(self._push(sources, run_dir), "copying the models", in_remote_dir=True)
                 if self._mode() == "python":
                     return self._run_worker(run_dir, len(models))
                 return self._run_perf_test(models, remote, shape)
@@ -226,7 +227,10 @@ class _RemoteRunner:
         # `command -v` prints the program's path only when it is there and runnable: read from what it prints,
         # since older adb passes no exit status back
         proc = self._call(self._shell(["command", "-v", self.cfg["perf_test"]]), step)
-        if self._transport_failed(proc):
+        # `command -v` says nothing when the program is missing: anything said on a failure is the link's (or
+        # adb's) own, and must not be reported as a missing binary
+        if self._transport_failed(proc) or (proc.returncode != 0 and said_lines(proc.stderr)
+                                            and not _missing(proc, str(self.cfg["perf_test"]))):
             raise self._failure(proc, step)
         if not proc.stdout.strip():
             raise self._not_found("perf_test")
@@ -236,16 +240,23 @@ class _RemoteRunner:
         late = too_slow(self._where(), timeout, step) if measuring else None
         return call(argv, timeout, self._where(), step, self._fix(), late)
 
-    def _step(self, argv: list[str], step: str) -> None:
+    def _step(self, argv: list[str], step: str, in_remote_dir: bool = False) -> None:
         proc = self._call(argv, step)
         if proc.returncode != 0:
-            raise self._failure(proc, step)
+            raise self._failure(proc, step, in_remote_dir)
 
-    def _failure(self, proc: subprocess.CompletedProcess, step: str) -> RunnerError:
+    def _failure(self, proc: subprocess.CompletedProcess, step: str, in_remote_dir: bool = False) -> RunnerError:
         # its full stop would end the problem before the "; fix" that follows ("unauthorized.;")
         said = reason(proc).rstrip(".")
-        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {said}",
-                           self._transport_fix(proc))
+        # a link that worked to a device that refused the folder or the files: the connection advice would send
+        # the user after the wrong thing
+        fix = self._dir_fix() if in_remote_dir and not self._transport_failed(proc) else self._transport_fix(proc)
+        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {said}", fix)
+
+    def _dir_fix(self) -> str:
+        return (f"check that runner.remote_dir ({self.cfg['remote_dir']}) can be created and written on "
+                f"{self._device()} and that its file system has free space, or set runner.remote_dir in the "
+                "profile to a writable folder there")
 
     def _not_found(self, key: str) -> RunnerError:
         return RunnerError(f"{self.cfg[key]} was not found on {self._device()}", self._missing_fix(key))
@@ -321,6 +332,15 @@ def _missing(proc: subprocess.CompletedProcess, program: str) -> bool:
     return bool(said.search(output)) or (proc.returncode == 127 and not output.strip())
 
 
+# What ssh (run by scp) says when the link itself failed, as opposed to the remote side refusing a file.
+_SSH_LINK = re.compile(r"^ssh: |^lost connection|Connection closed by|Connection reset by|Permission denied \(|"
+                       r"Host key verification failed|Could not resolve hostname", re.MULTILINE)
+# adb's words for a refusal on the device (a folder it may not write, a full disk) rather than of the link:
+# "adb: error: failed to copy '...' to '...': remote couldn't create file: Permission denied".
+_ADB_DEVICE_SIDE = re.compile(r"\bremote\b|Permission denied|Operation not permitted|No space left|"
+                              r"Read-only file system", re.IGNORECASE)
+
+
 @RUNNERS.register("ssh")
 @dataclass(frozen=True)
 class SshRunner(_RemoteRunner):
@@ -365,7 +385,9 @@ class SshRunner(_RemoteRunner):
                 f"{self._target(bracketed=True)}:{dest}/"]
 
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
-        return proc.returncode == 255  # ssh's own failures; the remote command's codes pass through
+        # ssh's own failures exit 255 (the remote command's codes pass through); scp exits 1 for a dropped or
+        # refused link as for a refused file, so its link failures are told by ssh's words
+        return proc.returncode == 255 or (proc.returncode != 0 and bool(_SSH_LINK.search(proc.stderr or "")))
 
 
 @RUNNERS.register("adb")
@@ -391,7 +413,7 @@ class AdbRunner(_RemoteRunner):
 
     def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
         # adb's own advice follows on lines of its own, which the one-line reason leaves out
-        said = first_line(proc)
+        said = first_line(proc)  # adb's "* daemon ..." start-up notes skipped
         if "unauthorized" in said:
             return ("unlock the device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then "
                     "run again; if no prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
@@ -404,6 +426,10 @@ class AdbRunner(_RemoteRunner):
             return ("connect the device with USB debugging on (`adb devices` lists none), or start the emulator; "
                     "then run again")
         return self._fix()
+
+    def _dir_fix(self) -> str:
+        # adb's shell user may write only a few places on a phone without root
+        return f"{super()._dir_fix()} (on a phone without root, a folder under /data/local/tmp)"
 
     def _missing_fix(self, key: str) -> str:
         if key != "perf_test":
@@ -420,8 +446,9 @@ class AdbRunner(_RemoteRunner):
         return [*self._base(), "push", *sources, f"{dest}/"]
 
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
-        first = first_line(proc)
-        return proc.returncode != 0 and first.startswith(("adb:", "error:"))
+        first = first_line(proc)  # adb's "* daemon ..." start-up notes skipped
+        return (proc.returncode != 0 and first.startswith(("adb:", "error:"))
+                and not _ADB_DEVICE_SIDE.search(first))
 
     def _run_perf_test(self, models: list[Path], remote: list[str], shape: Shapes) -> list[LatencyStats]:
         from edgekd.latency import perftest
@@ -459,5 +486,10 @@ class AdbRunner(_RemoteRunner):
         sample = perftest.parse(proc.stdout)
         if sample is None or proc.returncode != 0:
             self._raise_for(proc, step, "perf_test")
-            raise garbled(proc.stdout)
+            missing = perftest.missing_lines(proc.stdout)
+            raise RunnerError(f"could not parse the output of {self.cfg['perf_test']} (runner.perf_test) on "
+                              f"{self._device()} while {step}: it printed no {', '.join(missing)} line"
+                              f"{'s' if len(missing) != 1 else ''} ({proc.stdout.strip()[:80]!r})",
+                              "check that runner.perf_test is onnxruntime's own onnxruntime_perf_test, which prints "
+                              "these latency lines, and that it runs on the device")
         return sample

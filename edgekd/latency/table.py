@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,7 +261,17 @@ def _number(value: Any) -> bool:
 
 def unfinished_calibrations(profile: DeviceProfile) -> list[Path]:
     """The resume points interrupted calibrations of ``profile`` left (``calibrate.partial_path``'s)."""
-    return sorted(_table_folder(profile).glob(f"{profile.name}.*.latency.json.partial"))
+    # NAME.SPACE[.CxHxW-CLASSES].latency.json.partial exactly: a glob on NAME.* also listed those of a profile
+    # named NAME.something ("rpi.4t" for "rpi")
+    own = re.compile(rf"{re.escape(profile.name)}\.[^.]+(?:\.\d+(?:x\d+)*-\d+)?\.latency\.json\.partial")
+    return sorted(p for p in _table_folder(profile).glob(f"{profile.name}.*.latency.json.partial")
+                  if own.fullmatch(p.name))
+
+
+# A table measured with onnxruntime_perf_test (adb perf_test mode) has no version in its stamp: perf_test does not
+# print one, so the table is never checked against the binary on the device. An empty string read as a version.
+_NOT_RECORDED = ("not recorded (onnxruntime_perf_test does not report its version, so this table is not checked "
+                 "against it): after upgrading it on the device, run `edgekd profiles calibrate {name} --force`")
 
 
 def table_summaries(profile: DeviceProfile,
@@ -288,7 +299,8 @@ def table_summaries(profile: DeviceProfile,
             found.append({"path": str(path), "usable": False, "why": "unreadable: delete it and calibrate again"})
             continue
         entry = {"path": str(path), "space": space, "input_shape": list(shape), "num_classes": classes,
-                 "onnxruntime": stamp.get("onnxruntime", ""), "networks": data.get("calibration_networks", 0)}
+                 "onnxruntime": stamp.get("onnxruntime") or _NOT_RECORDED.format(name=profile.name),
+                 "networks": data.get("calibration_networks", 0)}
         if stamp["profile"] != profile.name:  # used when the settings match (the digest leaves the name out)
             entry["calibrated_as"] = stamp["profile"]
         try:
