@@ -322,9 +322,14 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
 
     budget = manifest["budget"]
     skipped = bool(values.get("no_latency")) and budget.get("latency_ms") is not None
+    # A floor given at or above the budget's (as the note below advises it, to 4 figures) checks it too.
+    given = values.get("min_accuracy")
+    teacher = _recorded_teacher_accuracy(manifest) if budget.get("max_accuracy_drop") is not None else None
+    drop_floor = teacher - budget["max_accuracy_drop"] / 100 if teacher is not None else None
     covered = {"latency_ms": "max_latency" in values or skipped, "max_size_kb": "max_size" in values,
-               "min_accuracy": "min_accuracy" in values,
-               "max_accuracy_drop": "max_accuracy_drop" in values and "baseline" not in values}
+               "min_accuracy": _at_or_above(given, budget.get("min_accuracy")),
+               "max_accuracy_drop": ("max_accuracy_drop" in values and "baseline" not in values)
+               or _at_or_above(given, drop_floor)}
     left = {k: val for k, val in budget.items() if val is not None and k in covered and not covered[k]}
     said = ([f"not checked: the manifest's latency limit, {budget['latency_ms']:g} ms (--no-latency)"] if skipped
             else [])
@@ -333,16 +338,28 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
     flags = [f"--max-latency {left['latency_ms']:g}ms"] if "latency_ms" in left else []
     flags += [f"--max-size {left['max_size_kb']:g}KB"] if "max_size_kb" in left else []
     floors = [left["min_accuracy"]] if "min_accuracy" in left else []
-    if "max_accuracy_drop" in left:
-        teacher = _recorded_teacher_accuracy(manifest)
-        if teacher is not None:
-            floors.append(teacher - left["max_accuracy_drop"] / 100)
+    if "max_accuracy_drop" in left and drop_floor is not None:
+        floors.append(drop_floor)
+    # the manifest's recorded data is measured on when no --data is given
+    data = "" if "data" in values or _records_data(manifest) else " with --data"
     if floors:
-        flags.append(f"--min-accuracy {max(0.0, max(floors)):.4g}" + ("" if "data" in values else " with --data"))
+        flags.append(f"--min-accuracy {max(0.0, max(floors)):.4g}{data}")
     elif "max_accuracy_drop" in left:
-        flags.append("--min-accuracy with --data")
+        flags.append(f"--min-accuracy{data}")
     return [*said, f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
                    f"add {' '.join(flags)} to check it too"]
+
+
+def _at_or_above(given: Any, floor: float | None) -> bool:
+    """Whether a --min-accuracy ``given`` checks ``floor``: at or above it as the notes print it (4 figures)."""
+    return given is not None and floor is not None and given >= float(f"{max(0.0, floor):.4g}")
+
+
+def _records_data(manifest: dict[str, Any]) -> bool:
+    """Whether the manifest's recorded data is here, for an accuracy check given no --data (``_recorded_data``)."""
+    from edgekd.data import recorded_data
+
+    return "recipe" in manifest and recorded_data(manifest).source is not None
 
 
 def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any],

@@ -53,11 +53,24 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", "pass a pyproject.toml file") from None
     table = _table(path, data, ("tool", "edgekd", "gate"))
-    if not table:
-        _check_no_near_miss(path, data, required)
+    # Always, not only without a gate table: a [tool.edgekd.gates] beside a one-line gate table was skipped, and
+    # the gate passed holding the model to less than the file says.
+    _check_no_near_miss(path, data, required)
     for key, value in table.items():
         _check_type(path, key, value)
+    _check_one_spelling(path, table)
     return _beside(path, {k.replace("-", "_"): v for k, v in table.items()})
+
+
+def _check_one_spelling(path: Path, table: dict[str, Any]) -> None:
+    """max-size and max_size are one setting: written both ways, one would silently win over the other."""
+    seen: dict[str, str] = {}
+    for key in table:
+        name = key.replace("-", "_")
+        if name in seen:
+            raise ConfigError(f"{path}: [tool.edgekd.gate] sets {name} twice, as {seen[name]} and {key} (the same "
+                              "setting)", f"keep one of {seen[name]} and {key}")
+        seen[name] = key
 
 
 def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -90,23 +103,32 @@ def _table(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> dict[str,
 
 
 def _check_no_near_miss(path: Path, data: dict[str, Any], named: bool) -> None:
-    """A file with no gate table: settings written under another header ([tool.edgekd], [tool.edgekd.gates],
-    [tool.edge-kd.gate]) would be skipped, and a gate holding the model to less than the user wrote passes.
-    A file the user named (``named``) must hold the table unless it is empty."""
+    """Settings written under another header ([tool.edgekd], [tool.edgekd.gates], [tool.edge-kd.gate]) would be
+    skipped, with or without a gate table beside them, and a gate holding the model to less than the user wrote
+    passes: [tool.edgekd.gate] is the only table edgekd reads under [tool]. A file the user named (``named``) must
+    hold the gate table unless it is empty."""
     tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
     ours = tool.get("edgekd")
-    if isinstance(ours, dict) and "gate" in ours:
-        return  # an empty table: no settings, as written
-    if isinstance(ours, dict) and ours:
-        found = sorted(ours)[0]
-        raise ConfigError(f"{path}: [tool.edgekd] holds '{found}' and no gate table, so edgekd reads no gate "
+    gate = isinstance(ours, dict) and "gate" in ours
+    stray = sorted(k for k in ours if k != "gate") if isinstance(ours, dict) else []
+    if stray and gate:
+        found = stray[0]
+        what, fix = ((f"a [tool.edgekd.{found}] table", "move its settings under the [tool.edgekd.gate] header")
+                     if isinstance(ours[found], dict) else
+                     (f"'{found}'", f"move {found} under the [tool.edgekd.gate] header"))
+        raise ConfigError(f"{path}: [tool.edgekd] holds {what} beside the gate table, and edgekd reads only "
+                          "[tool.edgekd.gate], so it would be skipped", fix)
+    if stray:
+        raise ConfigError(f"{path}: [tool.edgekd] holds '{stray[0]}' and no gate table, so edgekd reads no gate "
                           "settings from it", "write the gate's settings under a [tool.edgekd.gate] header")
     import difflib
 
-    close = difflib.get_close_matches("edgekd", [str(k) for k in tool], n=1, cutoff=0.7)
+    close = difflib.get_close_matches("edgekd", [str(k) for k in tool if k != "edgekd"], n=1, cutoff=0.7)
     if close:
         raise ConfigError(f"{path}: [tool.{close[0]}] is not a table edgekd reads", "write the gate's settings "
                           "under a [tool.edgekd.gate] header")
+    if gate:
+        return  # an empty table: no settings, as written
     if named and data:
         raise ConfigError(f"--config '{path}' has no [tool.edgekd.gate] table, so it sets nothing",
                           "write the gate's settings under a [tool.edgekd.gate] header, or drop --config")

@@ -35,6 +35,8 @@ from edgekd.fsutil import write_json, write_text
                                             "the manifest or the model's metadata records, else dataset).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
               "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
+@click.option("--seed", type=int, help="Seed of the train/validation/test split of --data, one for the model and "
+              "its baseline (default: the one a manifest records, the split it was measured on, else 0).")
 @click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "
               "profile, else host-cpu-1t).")
 @click.option("--allowed-ops", type=str, help="Comma-separated operator types the target runtime supports.")
@@ -57,8 +59,9 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
 
     A manifest gated without any threshold is held to the budget it was built for."""
 
-    from edgekd.gate import GateIncomplete, build_config, files_read, pyproject_settings, run_gate
+    from edgekd.gate import GateIncomplete, build_config, check_not_folder, files_read, pyproject_settings, run_gate
 
+    check_not_folder(Path(target), "target")  # before "no thresholds": a run's folder is gated by its manifest
     given = {k: v for k, v in flags.items() if v is not None}
     if "artifact" in given and not target.lower().endswith(".json"):
         needs("a manifest.json TARGET", ("--artifact", given["artifact"]), why=" (it picks one of its artifacts)")
@@ -75,8 +78,14 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     if config.no_latency and (flag := next((f for f, v in timing if v is not None), None)):
         from edgekd.errors import ConfigError
 
-        raise ConfigError(f"{flag} sets how latency is measured, and --no-latency skips every latency check",
-                          f"drop {flag}, or --no-latency")
+        if "no_latency" in given:
+            raise ConfigError(f"{flag} sets how latency is measured, and --no-latency skips every latency check",
+                              f"drop {flag}, or --no-latency")
+        # the user typed no --no-latency: name the file it came from, and the flag that overrides it there
+        raise ConfigError(f"{flag} sets how latency is measured, and no-latency = true in [tool.edgekd.gate] of "
+                          f"'{settings}' skips every latency check",
+                          f"drop {flag}, or remove no-latency from '{settings}' (or pass --max-latency, which "
+                          "overrides it, to check a latency limit)")
     if not config.measures_latency:  # given on the command line, it would go unread
         needs("--max-latency or --baseline", *timing, why=" (it only sets how the latency checks measure)")
     step_summary = _step_summary_file()
@@ -144,7 +153,7 @@ def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: 
             click.echo(line)
 
 
-_DATA_FLAGS = ("data", "resolution", "normalize", "channels")
+_DATA_FLAGS = ("data", "resolution", "normalize", "channels", "seed")
 
 
 def _step_summary_file() -> str | None:

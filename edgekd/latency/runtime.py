@@ -206,6 +206,16 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
         raise DataError(f"input '{taken.name}' of '{path}' has no shape recorded, so edgekd cannot tell how to feed "
                         "it the data's images", "export the model with its input shape recorded, e.g. (batch, "
                         "channels, height, width): torch.onnx.export and tf2onnx record their example input's")
+    if len(expected) == 1:  # no batch dimension and no image in it: "takes  inputs" said nothing
+        from edgekd.input_shape import fixed_dim
+
+        shown = str(expected[0]) if fixed_dim(expected[0]) else "?"
+        what = "one vector with no batch dimension" if shown != "?" else "one value per batch item"
+        raise ArtifactError(f"'{path}' takes input of shape ({shown},), {what}, not images, and edgekd feeds "
+                            f"data '{data.name}' as batches of {'x'.join(map(str, data.input_shape))} images",
+                            "re-export the model with a batch dimension first, e.g. an example input of shape "
+                            f"(1, {shown if shown != '?' else 'N'}): edgekd scores image classifiers taking "
+                            "(batch, channels, height, width), or (batch, values), one row of values an image")
     if len(expected) == len(given) - 1:
         from edgekd.input_shape import check_has_batch
 
