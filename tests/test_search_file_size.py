@@ -15,15 +15,15 @@ SPEC = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1
                             "kernels": [3, 3, 3], "se": [0, 0, 0]})
 
 
-def _pipeline_file(model, data, tmp_path) -> int:
+def _pipeline_file(model, data, tmp_path, opset: int = 18) -> int:
     """The size of ``model``'s int8 file written as compress writes it (export, quantize, stamp)."""
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.onnx_metadata import stamp_data_metadata
 
     fp32 = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", tmp_path, model.eval(),
-                                                   data.x_val[:1]))
+                                                   data.x_val[:1], opset=opset))
     int8 = get_exporter("onnx-int8")(ExportRequest("student-int8", "student", tmp_path,
-                                                   calibration=data.x_train[:64], source=fp32))
+                                                   calibration=data.x_train[:64], source=fp32, opset=opset))
     return stamp_data_metadata(int8, data).size_bytes
 
 
@@ -218,3 +218,24 @@ def test_estimates_low_by_less_than_it_can_print_are_not_said():
     said = underestimates_text({"pruned": 1.002, "mbv2": 1.12, "resnet": 0.9})
     assert said == "; 'mbv2' estimates were up to 12% low"
     assert underestimates_text({"pruned": 1.004}) == ""
+
+
+def test_files_are_written_at_the_run_s_opset(small_data, tmp_path):
+    """compress --opset 17 --max-size-kb 128 chose a student by its opset-18 file (127 KB) and shipped a 141 KB
+    one: torch's TorchScript exporter, which writes opsets below 18, lays the graph out otherwise."""
+    import torch
+
+    from edgekd.pipeline import CompressConfig
+
+    assert CompressConfig(opset=17).search_config().opset == 17
+    torch.manual_seed(0)
+    model = build_student(SPEC, small_data.input_shape, 10)
+    at = {opset: shipped_bytes(model, small_data, small_data.x_train[:64], "int8", opset) for opset in (17, 18)}
+    assert at[17] != at[18]
+    trained = build_student(SPEC, small_data.input_shape, 10)
+    trained.train()
+    with torch.no_grad():
+        for i in range(3):
+            trained(torch.from_numpy(small_data.x_train[i * 32:(i + 1) * 32]))
+    shipped = _pipeline_file(trained, small_data, tmp_path, opset=17)
+    assert abs(at[17] - shipped) <= 0.01 * shipped

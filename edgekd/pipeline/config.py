@@ -177,7 +177,7 @@ class CompressConfig:
         from edgekd.search import SearchConfig
 
         return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
-                            precision=self.precision, seed=self.seed, labels=self.labels,
+                            precision=self.precision, seed=self.seed, labels=self.labels, opset=self.opset,
                             **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
 
     def distill_config(self) -> DistillConfig:

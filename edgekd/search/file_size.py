@@ -64,10 +64,11 @@ def fp32_bytes(model: Any) -> int:
     return sum(4 * (m.weight.numel() + m.weight.shape[0]) + 570 for m in layers)
 
 
-def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str) -> int:
-    """Bytes of ``model``'s ``precision`` file as the pipeline ships it once trained: the onnx-fp32 export,
-    quantized by the onnx-int8 exporter for int8, with the data metadata stamped in (a split seed of one digit:
-    a longer one ships a few bytes more). ``model`` itself is left as it is."""
+def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str, opset: int = 18) -> int:
+    """Bytes of ``model``'s ``precision`` file as the pipeline ships it once trained: the onnx-fp32 export at
+    ``opset`` (the run's --opset: below 18 torch's TorchScript exporter writes another, larger graph), quantized by
+    the onnx-int8 exporter for int8, with the data metadata stamped in (a split seed of one digit: a longer one
+    ships a few bytes more). ``model`` itself is left as it is."""
     import copy
 
     from edgekd.export import ExportRequest, get_exporter
@@ -78,10 +79,10 @@ def shipped_bytes(model: Any, data: Any, calibration: np.ndarray, precision: str
     with tempfile.TemporaryDirectory(prefix="edgekd-size-") as tmp:
         folder = Path(tmp)
         art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", folder, model.eval(),
-                                                      data.x_val[:1]))
+                                                      data.x_val[:1], opset=opset))
         if precision == "int8":
             art = get_exporter("onnx-int8")(ExportRequest("student-int8", "student", folder,
-                                                          calibration=calibration, source=art))
+                                                          calibration=calibration, source=art, opset=opset))
         return int(stamp_data_metadata(art, data, 0).size_bytes)
 
 

@@ -39,6 +39,7 @@ class SearchConfig:
     probe_batch: int = 64
     seed: int = 0
     labels: bool = True  # False: the labels are placeholders; the proxies take the teacher's predicted classes
+    opset: int = 18  # of the files the run ships: their size, checked against --max-size-kb, depends on it
 
     def __post_init__(self) -> None:
         import numbers
@@ -167,7 +168,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     ranked = sorted(to_measure(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
     sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(build_candidate(c.spec, by_name, data, config), data, calib,
-                                              config.precision))
+                                              config.precision, config.opset))
     measured, too_big, chosen, scale = measure_and_choose(ranked, data, profile, budget, config, by_name, models,
                                                           calib, sizes, log, ruler, spare=scored)
     note = speed_note(ruler)
