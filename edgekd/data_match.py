@@ -231,4 +231,22 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), recorded),
                            model, split)
     assumed = normalize_note(data, model) if recorded is None and normalize is None else ()
-    return dataclasses.replace(data, notes=(*data.notes, *assumed, *foreign_split_note(data, model, split)))
+    data = dataclasses.replace(data, notes=(*data.notes, *assumed, *foreign_split_note(data, model, split)))
+    return numbered_as_outputs(data, embedded_class_names(model))
+
+
+def numbered_as_outputs(data: Dataset, names: tuple[str, ...] | None) -> Dataset:
+    """``data`` with its labels (every split's) numbered as the outputs ``names`` of a model, matched as
+    ``labels_for`` matches them, and the model's names as its class names: a Python user compares
+    ``argmax(model(x))`` with ``y_test``, and in the data's own numbering a test folder holding classes "b" and "d"
+    of a model's a..d would score 0% where validate says 100%. Data whose numbers already are the outputs (or a
+    model that records no names, whose outputs are taken as the data's numbers) is returned as it is."""
+    if not names:
+        return data
+    names = tuple(nfc(n) for n in names)
+    present = present_classes(data, names)
+    index = labels_for(dataclasses.replace(present, y_test=np.arange(present.num_classes)), names)
+    if present is data and np.array_equal(index, np.arange(data.num_classes)):
+        return data
+    return dataclasses.replace(present, y_train=index[present.y_train], y_val=index[present.y_val],
+                               y_test=index[present.y_test], class_names=names)

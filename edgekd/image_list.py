@@ -168,8 +168,12 @@ def _check_files(path: Path, files: list[Path]) -> None:
     of many."""
     missing = [f for f in files if not f.is_file()]
     if missing:
-        raise DataError(f"{path}: {len(missing)} of {len(files)} listed images do not exist (e.g. {missing[0]})",
-                        f"write paths relative to the CSV's folder ({path.parent}), or absolute")
+        # Paths that (nearly) all miss are written from another folder; where most resolve, the paths are
+        # right and those files are gone: advice to rewrite every path would send the user the wrong way.
+        fix = (f"write paths relative to the CSV's folder ({path.parent}), or absolute"
+               if len(files) - len(missing) <= len(files) // 10 else
+               f"restore those files, or remove their rows from {path.name}")
+        raise DataError(f"{path}: {len(missing)} of {len(files)} listed images do not exist (e.g. {missing[0]})", fix)
     other = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
     if other:
         raise DataError(f"{path}: lists {other[0].name}, which is not an image file",

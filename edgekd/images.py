@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, holdout, nfc, split_normalized
+from edgekd.data import Dataset, check_classes, check_label_range, holdout, nfc, split_normalized, whole_numbers
 from edgekd.errors import DataError
 from edgekd.preprocess import (
     MAX_SIDE,
@@ -49,13 +49,29 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     if splits is None:
         classes = tuple(sorted(_class_dirs(path)))
         files = _class_files(path, classes, path)
+        _refuse_two_classes(path, files, classes)
         x, *read = read_images(path, [f for f, _ in files], resolution, channels)
         y = np.array([label for _, label in files], dtype=np.int64)
         data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
     else:
         data = _load_splits(path, splits, resolution, seed, normalize, channels)
-    return dataclasses.replace(data, notes=(*data.notes, *_unread_note(path, list(splits.values()) if splits
-                                                                       else [path])))
+    roots = list(splits.values()) if splits else [path]
+    loose = _loose_note(path, [path, *roots] if splits else roots)
+    return dataclasses.replace(data, notes=(*data.notes, *loose, *_unread_note(path, roots)))
+
+
+def _loose_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
+    """A note on the images lying directly in ``roots`` (the data folder, a split folder), beside the class
+    folders: they belong to no class, so they are not read, and unsaid a user who unzipped half the images one
+    level too high would never learn that they were left out."""
+    loose = [f for root in roots for f in sorted(root.iterdir())
+             if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
+    if not loose:
+        return ()
+    many = len(loose) > 1
+    return (f"{path}: {len(loose)} image{'s' if many else ''} {'lie' if many else 'lies'} beside the class folders, "
+            f"in no class folder, and {'were' if many else 'was'} not read (e.g. {loose[0]}); move "
+            f"{'each' if many else 'it'} into the folder of its class to use {'them' if many else 'it'}",)
 
 
 def _unread_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
@@ -172,6 +188,18 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int
     return files
 
 
+def _refuse_two_classes(path: Path, files: list[tuple[Path, int]], classes: tuple[str, ...]) -> None:
+    """Refuse one image (a link, or a linked folder, to another's file) in two class folders, as a CSV listing
+    it under two labels is: which class it is cannot be told, and read twice it trains as both."""
+    first: dict[Path, tuple[Path, int]] = {}
+    for file, label in files:
+        at, was = first.setdefault(file.resolve(), (file, label))
+        if was != label:
+            raise DataError(f"{path}: {at.relative_to(path)} and {file.relative_to(path)} are one image, in class "
+                            f"folders '{classes[was]}' and '{classes[label]}'",
+                            "keep it in the folder of its one class, and remove the other copy or link")
+
+
 def _refuse_nested(folder: Path, classes: list[str]) -> None:
     """Only a class folder's own files are read: images in a sub-folder of it would be left out unseen."""
     for name in classes:
@@ -195,6 +223,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     # train/ itself must hold at least two classes with images (checked where folder is the root given)
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
+    _refuse_two_classes(path, [(f, label) for _, f, label in order], classes)
     x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution, channels)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
@@ -235,12 +264,29 @@ def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
 def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, normalize: Any,
                channels: int | None) -> Dataset:
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
-    stages refuse it). Its classes are matched to a model's by name, so it may hold some of them only."""
+    stages refuse it). Its classes are matched to a model's by name (folders named by number: by number), so it may
+    hold some of them only."""
     classes = tuple(sorted(_class_dirs(folder)))
     files = _class_files(folder, classes, folder, fewest=1)
-    x, *read = read_images(path, [f for f, _ in files], resolution, channels)
+    _refuse_two_classes(path, files, classes)
     y = np.array([label for _, label in files], dtype=np.int64)
+    if whole_numbers(classes):
+        classes, y = _numbered(folder, classes, y)
+    x, *read = read_images(path, [f for f, _ in files], resolution, channels)
     return held_out_set(path, x, y, classes, tuple(read), normalize, channels)
+
+
+def _numbered(folder: Path, classes: tuple[str, ...], y: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class folders named by number as the labels they are (folder "9" is class 9), numbered as a CSV's or a
+    .npz's numeric labels are: numbered 0..K-1 in sorted order instead, folders 2/ and 9/ alone would be scored as
+    a model's classes 0 and 1 wherever the model records no names to match them by."""
+    numbers = [int(float(name)) for name in classes]
+    for i, number in enumerate(numbers):
+        if numbers.index(number) != i:
+            raise DataError(f"{folder}: class folders '{classes[numbers.index(number)]}' and '{classes[i]}' are one "
+                            f"class number ({number})", "merge them into one class folder")
+    check_label_range(folder, max(numbers))
+    return tuple(str(i) for i in range(max(numbers) + 1)), np.array(numbers, dtype=np.int64)[y]
 
 
 def held_out_set(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
@@ -272,11 +318,15 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     a folder of full-size photos never sits in memory whole."""
     from PIL import Image
 
-    modes, size = [], None
+    modes, size, unread = [], None, []
     for file in files:
-        with _opened(file) as img:
-            modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
-            size = size or _upright_size(img)
+        try:
+            with _opened(file) as img:
+                modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
+                size = size or _upright_size(img)
+        except _Unreadable as exc:
+            unread.append(exc)
+    _refuse_unread(path, len(files), unread)
     h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
     if resolution is None:
         check_image_size(path, (h, w))
@@ -287,10 +337,19 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     # Bicubic named explicitly (Pillow's default for these modes) so the recorded method stays true.
     bicubic = Image.Resampling.BICUBIC
     for i, file in enumerate(files):
-        with _opened(file) as img:  # a truncated file fails here, when decoded
-            upright = _upright(img)
-            converted = upright.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
+        try:
+            with _opened(file) as img:  # a truncated file fails here, when decoded
+                upright = _upright(img)
+                if upright.mode == "P" and isinstance(upright.info.get("transparency"), bytes):
+                    # Pillow warns, image by image, converting such a palette (one alpha per colour, as PNG
+                    # optimisers write it) to anything but RGBA; through RGBA the colours are the same, unwarned.
+                    upright = upright.convert("RGBA")
+                converted = upright.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
+        except _Unreadable as exc:
+            unread.append(exc)
+            continue
         x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, depth)
+    _refuse_unread(path, len(files), unread)
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
@@ -341,7 +400,30 @@ def _opened(file: Path) -> Iterator[Any]:
             raise DataError(f"{file}: is too large to decode safely ({said})",
                             f"downscale it (edgekd trains at most {MAX_SIDE} pixels a side) or remove it") from None
         except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file}: cannot be read as an image ({exc})", "remove or replace that file") from None
+            raise _Unreadable(file, str(exc)) from None
+
+
+class _Unreadable(DataError):
+    """A file Pillow cannot open or decode, and why; ``read_images`` gathers them over a pass."""
+
+    def __init__(self, file: Path, reason: str) -> None:
+        super().__init__(f"{file}: cannot be read as an image ({reason})", "remove or replace that file")
+        self.file, self.reason = file, reason
+
+
+SHOWN_UNREAD = 3  # unreadable files named in the one error
+
+
+def _refuse_unread(path: Path, total: int, unread: list[_Unreadable]) -> None:
+    """One error for every file of a pass that could not be read: named one at a time, a folder of several
+    broken files took a full decoding pass per file found."""
+    if len(unread) == 1:
+        raise unread[0]
+    if unread:
+        shown = ", ".join(f"{u.file} ({u.reason})" for u in unread[:SHOWN_UNREAD])
+        more = f", and {len(unread) - SHOWN_UNREAD} more" if len(unread) > SHOWN_UNREAD else ""
+        raise DataError(f"{path}: {len(unread)} of {total} files cannot be read as images: {shown}{more}",
+                        "remove or replace those files")
 
 
 def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]:

@@ -77,7 +77,14 @@ def test_missing_and_non_image_files_are_named_before_any_is_decoded(tmp_path):
     (tmp_path / "imgs" / "7.png").unlink()
     with pytest.raises(DataError, match=r"2 of 10 listed images do not exist \(e\.g\. .*imgs/3\.png\)") as exc:
         load_data(str(path))
-    assert "relative to the CSV's folder" in exc.value.fix
+    # The other eight resolve: the paths are right and two files are gone (it said to rewrite the paths).
+    assert exc.value.fix == "restore those files, or remove their rows from labels.csv"
+    (tmp_path / "elsewhere").mkdir()
+    moved = (tmp_path / "elsewhere" / "labels.csv")
+    moved.write_text(path.read_text())  # its paths now resolve from the wrong folder: none exists
+    with pytest.raises(DataError, match=r"10 of 10 listed images do not exist") as exc:
+        load_data(str(moved))
+    assert exc.value.fix == f"write paths relative to the CSV's folder ({tmp_path / 'elsewhere'}), or absolute"
     (tmp_path / "notes.txt").write_text("x")
     path.write_text("path,label\nimgs/0.png,0\nnotes.txt,1\n")
     with pytest.raises(DataError, match="lists notes.txt, which is not an image file"):

@@ -127,6 +127,25 @@ def test_a_truncated_image_is_named(tmp_path):
         load_data(str(tmp_path / "data"))
 
 
+def test_every_unreadable_image_of_a_pass_is_counted_in_one_error(tmp_path):
+    """Only the first broken file was named, and each rerun found the next one after a whole decoding pass."""
+    _images(tmp_path / "data", ("a", "b"), 6)
+    for name in ("01", "02", "03", "04"):
+        broken = tmp_path / "data" / "b" / f"{name}.png"
+        broken.write_bytes(broken.read_bytes()[:60])  # truncated: found when decoded
+    with pytest.raises(DataError) as caught:
+        load_data(str(tmp_path / "data"))
+    said = str(caught.value)
+    assert said.startswith(f"{tmp_path / 'data'}: 4 of 12 files cannot be read as images: "
+                           f"{tmp_path / 'data' / 'b' / '01.png'} (") and "and 1 more" in said, said
+    assert "02.png" in said and "04.png" not in said and said.endswith("; remove or replace those files")
+    for name in ("00", "05"):  # not images at all: found when the headers are read, before any decoding
+        (tmp_path / "data" / "a" / f"{name}.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"data: 2 of 12 files cannot be read as images: .*a/00\.png \(cannot "
+                                        r"identify image file"):
+        load_data(str(tmp_path / "data"))
+
+
 # --- test/ alone: a held-out test set, its classes matched to a model's by name ----------------------------
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -184,6 +203,66 @@ def test_a_test_class_the_model_does_not_predict_is_refused(named_teacher_onnx, 
     code, _, err = run_cli("validate", named_teacher_onnx, "--data", folder, "--resolution", "16",
                            "--profile", fast_profile_path)
     assert code == 2 and "has class 'eleven', which the model does not predict (its classes: zero, one" in err
+
+
+def _pixel_folder(root, classes, per_class=3):
+    """4x4 grayscale PNGs in root/<name>/ whose brightest of the first four pixels is ``classes[name]``, as
+    conftest's ``pixel_onnx`` scores them: class k by pixel k."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, k in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 150, size=16).astype(np.uint8)
+            pixels[k] = 255
+            Image.fromarray(pixels.reshape(4, 4)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_numbered_test_folders_are_matched_by_number_without_class_names_as_a_csv_is(tmp_path, fast_profile_path,
+                                                                                       run_cli):
+    """test/1/ and test/3/ alone were renumbered 0 and 1 by sorted name, and a model recording no class names
+    scored them by position (0%, with a warning) where the same images in a CSV scored by number."""
+    from conftest import pixel_onnx
+
+    from edgekd.data_match import load_data_for
+
+    folder = _pixel_folder(tmp_path / "numt" / "test", {"1": 1, "3": 3}).parent
+    model = pixel_onnx(tmp_path / "m.onnx")
+    (tmp_path / "numt.csv").write_text("path,label,split\n" + "".join(
+        f"numt/test/{c}/{i}.png,{c},test\n" for c in "13" for i in range(3)))
+    data = load_data(str(folder))
+    assert data.class_names == ("0", "1", "2", "3") and data.y_test.tolist() == [1, 1, 1, 3, 3, 3]
+    assert load_data_for(model, folder).y_test.tolist() == load_data_for(model, tmp_path / "numt.csv").y_test.tolist()
+    code, out, err = run_cli("validate", model, "--data", folder, "--normalize", "none", "--profile",
+                             fast_profile_path)
+    assert code == 0 and "100.00%" in out and "names its own" not in err, out + err
+    _pixel_folder(folder / "test", {"01": 1}, per_class=1)
+    with pytest.raises(DataError, match="class folders '01' and '1' are one class number"):
+        load_data(str(folder))
+
+
+def test_load_data_for_numbers_the_labels_as_the_models_outputs(tmp_path, fast_profile_path, run_cli):
+    """A test folder of classes b and d of a model's a..d: its labels were the data's own 0 and 1, so
+    argmax(model(x)) == y_test scored 0% where validate said 100%."""
+    import json
+
+    import onnxruntime as ort
+    from conftest import pixel_onnx
+
+    from edgekd.data_match import load_data_for
+    from edgekd.onnx_metadata import CLASS_NAMES_KEY
+
+    folder = _pixel_folder(tmp_path / "bd" / "test", {"b": 1, "d": 3}).parent
+    model = pixel_onnx(tmp_path / "m.onnx", metadata={CLASS_NAMES_KEY: json.dumps(list("abcd"))})
+    data = load_data_for(model, folder, normalize="none")
+    assert data.class_names == tuple("abcd") and data.y_test.tolist() == [1, 1, 1, 3, 3, 3]
+    predicted = ort.InferenceSession(str(model)).run(None, {"x": data.x_test})[0].argmax(1)
+    assert (predicted == data.y_test).all()
+    code, out, err = run_cli("validate", model, "--data", folder, "--normalize", "none", "--profile",
+                             fast_profile_path)
+    assert code == 0 and "100.00%" in out, out + err
 
 
 def test_a_test_folder_alone_is_not_for_training(tmp_path):
@@ -388,6 +467,65 @@ def test_files_that_are_not_read_are_said_and_jfif_is_read(tmp_path, monkeypatch
                         "them",)
     monkeypatch.chdir(tmp_path / "d")
     assert load_data(".").name == "d"  # the folder's own name, not ""
+
+
+def test_images_beside_the_class_folders_are_said_not_read(tmp_path):
+    """Images lying in the data folder (or a split folder) beside the class folders were skipped unsaid."""
+    from PIL import Image
+
+    _images(tmp_path / "d", ("cat", "dog"), 5)
+    for i in range(3):
+        Image.new("L", (6, 6)).save(tmp_path / "d" / f"unsorted_{i}.png")
+    assert load_data(str(tmp_path / "d")).notes == (
+        f"{tmp_path / 'd'}: 3 images lie beside the class folders, in no class folder, and were not read (e.g. "
+        f"{tmp_path / 'd' / 'unsorted_0.png'}); move each into the folder of its class to use them",)
+    _images(tmp_path / "t" / "test", ("cat", "dog"), 2)
+    Image.new("L", (6, 6)).save(tmp_path / "t" / "test" / "stray.png")
+    (note,) = load_data(str(tmp_path / "t")).notes
+    assert note.startswith(f"{tmp_path / 't'}: 1 image lies beside the class folders") and "stray.png" in note
+
+
+def test_palette_images_with_transparency_are_read_without_a_warning_each(tmp_path):
+    """Pillow warned twice a line per palette PNG whose transparency is one alpha per colour: 20,000 images,
+    40,000 lines. Read through RGBA, they keep their colours and warn nothing."""
+    import warnings
+
+    from PIL import Image
+
+    for name, colour in (("red", 1), ("green", 2)):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        for i in range(3):
+            img = Image.new("P", (4, 4), colour)
+            img.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0])
+            img.save(tmp_path / "p" / name / f"{i}.png", transparency=bytes([0, 255, 128]))
+    with Image.open(tmp_path / "p" / "red" / "0.png") as img:
+        assert isinstance(img.info["transparency"], bytes)  # the kind Pillow warns about
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ds = load_data(str(tmp_path / "p"), normalize="none")
+    assert not [w for w in said if "Palette" in str(w.message)], [str(w.message) for w in said]
+    pixels = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert pixels.shape[1] == 3 and sorted({tuple(np.round(p[:, 0, 0] * 255)) for p in pixels}) == [
+        (0, 200, 0), (200, 0, 0)]
+
+
+def test_one_image_in_two_class_folders_is_refused_as_in_a_csv(tmp_path):
+    """A link in ñandú/ to a file in café/ was read as an image of both classes, unsaid; a CSV listing one image
+    under two labels is refused."""
+    _images(tmp_path / "d", ("café", "ñandú"), 3)
+    (tmp_path / "d" / "ñandú" / "linked.png").symlink_to(tmp_path / "d" / "café" / "01.png")
+    with pytest.raises(DataError) as caught:
+        load_data(str(tmp_path / "d"))
+    assert str(caught.value) == (f"{tmp_path / 'd'}: café/01.png and ñandú/linked.png are one image, in class "
+                                 "folders 'café' and 'ñandú'; keep it in the folder of its one class, and remove "
+                                 "the other copy or link")
+    _images(tmp_path / "s" / "test", ("a", "b"), 2)
+    (tmp_path / "s" / "test" / "b" / "x.png").symlink_to(tmp_path / "s" / "test" / "a" / "00.png")
+    with pytest.raises(DataError, match=r"test/a/00\.png and test/b/x\.png are one image"):
+        load_data(str(tmp_path / "s"))
+    (tmp_path / "d" / "ñandú" / "linked.png").unlink()
+    (tmp_path / "d" / "ñandú" / "again.png").symlink_to(tmp_path / "d" / "ñandú" / "01.png")  # one class: as before
+    assert load_data(str(tmp_path / "d")).class_names == ("café", "ñandú")
 
 
 def _sizes(ds):
