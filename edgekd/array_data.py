@@ -23,9 +23,11 @@ from edgekd.data import (
 from edgekd.errors import DataError
 from edgekd.preprocess import (
     Preprocess,
+    apply_normalization,
     check_image_size,
     check_memory,
     convert_channels,
+    normalization,
     normalize_images,
     orientation_notes,
 )
@@ -57,11 +59,12 @@ def from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int
         check_classes(path, ys["train"], len(names))
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
-        norm = {k: normalize_images(v, xs["train"], normalize, str(path)) for k, v in xs.items()}
-        mean, std = norm["train"][1:]
+        # the statistics first: each split (edgekd's own copy) is then normalised in place
+        mean, std = normalization(xs["train"], normalize, xs["train"].shape[1], str(path))
+        norm = {k: apply_normalization(v, mean, std, in_place=True) for k, v in xs.items()}
         pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
         return Dataset(
-            path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
+            path.name, norm["train"], ys["train"], norm["val"], ys["val"], norm["test"], ys["test"],
             names, pre, _orientation(parts["x_train"], resolution) + _scale_notes(path, parts["x_train"], normalize),
         )
     if not {"x", "y"} <= arrays.keys():
@@ -114,7 +117,7 @@ def _test_only(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int,
     if not len(y):
         raise DataError(f"{path}: x_test holds no images", "store the test images and their labels")
     x, to = convert_channels(x, channels, str(path))
-    x, mean, std = normalize_images(x, x, normalize, str(path))
+    x, mean, std = normalize_images(x, x, normalize, str(path), in_place=True)  # _to_nchw's own copy
     pre = Preprocess(scale, mean, std, "as stored", resolution, TORCH_RESIZE if resolution else None, to)
     none_x, none_y = x[:0], y[:0]
     return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, _class_names(path, arrays, int(y.max())), pre,
@@ -187,7 +190,12 @@ def _to_nchw(path: Path, x: np.ndarray, resolution: tuple[int, int] | None, key:
     if view.ndim == 4:  # the whole array becomes float32 before anything else: checked at its stored size
         check_memory(path, len(view), int(view.shape[1]), (int(view.shape[2]), int(view.shape[3])), None, stored=True,
                      to_channels=channels)
-    x = _nchw_view(x.astype(np.float32) / _PIXEL_TOPS.get(x.dtype, 1.0))
+    # one float32 copy, already NCHW and contiguous, scaled in place: astype, the division and the layout
+    # each made a full-size copy before (three times the float32 images, beside the stored ones)
+    tops = _PIXEL_TOPS.get(x.dtype, 1.0)
+    x = _nchw_view(x).astype(np.float32, order="C")
+    if tops != 1.0:
+        x /= np.float32(tops)
     if x.ndim != 4:
         raise DataError(f"{path}: {key} has shape {x.shape}", "store images as (N, C, H, W) or (N, H, W)")
     if resolution:

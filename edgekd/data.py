@@ -21,11 +21,13 @@ from edgekd.errors import ConfigError, DataError
 from edgekd.preprocess import (  # noqa: F401  (re-exported: where callers have always found them)
     NORMALIZE_FIX,
     Preprocess,
+    apply_normalization,
     check_channels,
     check_image_size,
     check_memory,
     convert_channels,
     describe_preprocess,
+    normalization,
     normalize_images,
     orientation_notes,
     parse_normalize,
@@ -288,7 +290,7 @@ def _resize(x: np.ndarray, hw: tuple[int, int], source: Any, channels: int | Non
 
     out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=tuple(hw), mode="bilinear",
                         align_corners=False)
-    return out.numpy().astype(np.float32)
+    return out.numpy().astype(np.float32, copy=False)  # float32 already: no second copy
 
 
 def holdout(x: np.ndarray, y: np.ndarray, frac: float, seed: int, name: Any = "data") -> tuple[np.ndarray, ...]:
@@ -329,11 +331,38 @@ def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str
                      source: str, preprocess: Callable[[tuple[float, ...], tuple[float, ...]], Preprocess]) -> Dataset:
     """A stratified, seeded split, normalised with statistics of the training part alone ("dataset"):
     test images must not shape the preprocessing they are then scored through. ``preprocess(mean, std)``
-    makes the record of it."""
+    makes the record of it. ``x`` is edgekd's own float32 array (every loader makes one; never a caller's),
+    taken over: reordered and normalised in place, its splits returned as slices of it. Cutting them as
+    copies, from an array kept beside them, held the images about four times over at once."""
     sel = split_indices(name, y, seed)
-    x, mean, std = normalize_images(x, x[sel["train"]], normalize, source)
-    return Dataset(name, x[sel["train"]], y[sel["train"]], x[sel["val"]], y[sel["val"]],
-                   x[sel["test"]], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True)
+    order = np.concatenate([sel["train"], sel["val"], sel["test"]])
+    x = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(x, dtype=np.float32)
+    _permute_rows(x, order)
+    n_train, n_val = len(sel["train"]), len(sel["val"])
+    parts = x[:n_train], x[n_train:n_train + n_val], x[n_train + n_val:]
+    # the training slice holds exactly what x[sel["train"]] did, so numpy's statistics are the same to the bit
+    mean, std = normalization(parts[0], normalize, x.shape[1], source)
+    apply_normalization(x, mean, std, in_place=True)
+    return Dataset(name, parts[0], y[sel["train"]], parts[1], y[sel["val"]],
+                   parts[2], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True)
+
+
+def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
+    """``x[:] = x[order]`` in place, one row at a time along each cycle of the permutation (one row's copy
+    held, not the whole array's)."""
+    done = np.zeros(len(order), dtype=bool)
+    for start in np.flatnonzero(order != np.arange(len(order))).tolist():
+        if done[start]:
+            continue
+        held, i = x[start].copy(), start
+        while True:
+            done[i] = True
+            nxt = int(order[i])
+            if nxt == start:
+                x[i] = held
+                break
+            x[i] = x[nxt]
+            i = nxt
 
 
 def split_fingerprint(data: Dataset) -> dict[str, Any] | None:

@@ -7,6 +7,9 @@ model exactly that, and gate and validate apply it again to the data they measur
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,25 +208,47 @@ def parse_normalize(spec: Any) -> str | tuple[tuple[float, ...], tuple[float, ..
     return mean, std
 
 
-def normalize_images(x: np.ndarray, stats_from: np.ndarray, normalize: Any, source: str,
-               ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+def normalize_images(x: np.ndarray, stats_from: np.ndarray, normalize: Any, source: str, in_place: bool = False,
+                     ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
     """``x`` normalised as ``normalize`` says; the mean and std used (the data's own are one value over
-    every pixel of ``stats_from``)."""
+    every pixel of ``stats_from``). ``in_place``: ``x`` is edgekd's own float32 array (never one a caller
+    passed in), overwritten rather than copied, so loading holds one copy of the images, not two."""
+    mean, std = normalization(stats_from, normalize, x.shape[1], source)
+    return apply_normalization(x, mean, std, in_place), mean, std
+
+
+def normalization(stats_from: np.ndarray, normalize: Any, channels: int, source: str,
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std ``normalize`` says for ``channels``-channel images (the data's own: one value over
+    every pixel of ``stats_from``), before any split is normalised, so normalising one in place cannot
+    change the statistics the others get."""
     spec = parse_normalize(normalize)
     if spec == "dataset":
+        # numpy's own mean and std, not a chunked sum: records (a cached teacher's key, a distilled folder's
+        # data) compare them exactly, and another rounding would make every earlier run's data "different"
         mean, std = (float(stats_from.mean()),), (float(stats_from.std()) or 1.0,)
     elif spec == "none":
         mean, std = (0.0,), (1.0,)
     else:
         mean, std = spec  # type: ignore[misc]
-    channels = x.shape[1]
     for what, values in (("mean", mean), ("std", std)):
         if len(values) not in (1, channels):
             raise DataError(f"--normalize gives {len(values)} {what} values for the {channels}-channel images of "
                             f"{source}", "give one value, or one per channel")
+    return tuple(mean), tuple(std)
+
+
+def apply_normalization(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+                        in_place: bool = False) -> np.ndarray:
+    """``(x - mean) / std`` per channel as float32: one new array, or ``x`` itself when ``in_place`` (and
+    it is float32 already). The same float32 operations either way, so both give the same values."""
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return ((x - m) / s).astype(np.float32), tuple(mean), tuple(std)
+    out = x if in_place and x.dtype == np.float32 else np.subtract(x, m, dtype=np.float32)
+    if out is x:
+        np.subtract(out, m, out=out)
+    np.divide(out, s, out=out)  # into the same array: ``(x - m) / s`` made a second full-size one
+    return out
 
 
 def parse_channels(value: Any) -> int | None:
@@ -269,22 +294,82 @@ def convert_channels(x: np.ndarray, channels: int | None, source: str) -> tuple[
                     "store the images with 1 (grayscale) or 3 (RGB) channels")
 
 
-# The float32 array, its normalised copy and the splits cut from it, at the peak of loading: measured at 3.7x
-# (an image folder) and 4.0x (a .npz) the array's size.
-MEMORY_FACTOR = 4
+# Memory at the peak of loading, over the float32 images': measured at 2.0x for a .npz (its stored array, the one
+# float32 copy normalised and split in place, and numpy's std of the training part) and 2.7x for an image folder
+# (read_images' channels-last array is copied once to NCHW). It was 4: a copy per step, which refused data that fit.
+MEMORY_FACTOR = 3
+
+
+# The model data is loaded for (validate, gate): its name, fixed (height, width), channels (None: free) and
+# whether they come last. A context variable, not a parameter every loader between (image folders, lists,
+# arrays) would have to carry: check_memory, which each calls before decoding, refuses images of another size
+# there, and its advice names the model's size rather than a guess.
+_FOR_MODEL: ContextVar[tuple[str, tuple[int, int], int | None, bool] | None] = ContextVar("edgekd_for_model",
+                                                                                        default=None)
+
+
+def model_image_size(dims: Sequence[Any] | None) -> tuple[tuple[int, int], int | None, bool] | None:
+    """The fixed (height, width), channel count (None: free) and whether channels come last, of an image
+    input of ``dims`` (batch first), told as ``input_shape.feeds_channels_last`` tells it; None unless both
+    sides are fixed."""
+    if not dims or len(dims) != 4:
+        return None
+    fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in dims]
+    last = fixed[3] in (1, 3) and fixed[1] not in (1, 3)
+    (h, w), c = (fixed[1:3], fixed[3]) if last else (fixed[2:4], fixed[1])
+    return None if h is None or w is None else ((h, w), c, last)
+
+
+@contextmanager
+def loading_for_model(model: str | Path, dims: Sequence[Any] | None) -> Iterator[None]:
+    """Data loaded inside is for the model ``model``, whose first input is ``dims``: images of another size
+    than its fixed one are refused from their headers, before any is decoded (20,000 photos took 19 s and
+    2.5 GB to be told so), and a memory refusal suggests no other size."""
+    size = model_image_size(dims)
+    token = _FOR_MODEL.set((str(model), *size) if size else None)
+    try:
+        yield
+    finally:
+        _FOR_MODEL.reset(token)
+
+
+def _check_model_size(path: Any, channels: int, hw: tuple[int, int], guessed: bool, to_channels: int | None) -> None:
+    """Refuse images read at another size than the fixed one of the model they are loaded for, in the words
+    (and the layout) latency.runtime.check_data_fits says it in once they are read."""
+    model = _FOR_MODEL.get()
+    if model is None or tuple(hw) == model[1]:
+        return
+    name, side, want, last = model
+    have = to_channels or channels
+    size = f"--resolution {resolution_text(side)}"
+    if {want, have} == {1, 3}:
+        how = "grayscale repeated to RGB" if want == 3 else "RGB to luminance"
+        fix = f"pass --channels {want} ({how}) and {size}, the channels and size the model takes"
+    else:
+        fix = f"pass {size}, the model's size"
+    takes = (*side, want) if last else (want, *side)
+    has = (*hw, have) if last else (have, *hw)
+    raise DataError(f"'{name}' takes {'x'.join(str(d) if d else '?' for d in takes)} inputs, and data "
+                    f"'{Path(str(path)).name or path}' has {'x'.join(map(str, has))} images"
+                    + (" (the first image's size, no --resolution given)" if guessed else ""), fix)
 
 
 def check_memory(path: Any, count: int, channels: int, hw: tuple[int, int],
                  resolution: tuple[int, int] | None, stored: bool = False, to_channels: int | None = None) -> None:
     """Refuse, before decoding anything, images that would not fit in memory at this size; ``stored``: a
     .npz's arrays at the size they are stored at, which are read whole before any resizing. ``to_channels``
-    (--channels): what the images become once read, which --channels 3 triples for grayscale ones."""
+    (--channels): what the images become once read, which --channels 3 triples for grayscale ones. Loaded for
+    a model (``loading_for_model``), images to be read at another size than its fixed one are refused first."""
+    if not stored:  # a .npz is resized after it is read whole, so the size it is checked at here is not the last
+        _check_model_size(path, channels, hw, resolution is None, to_channels)
+    chosen = ("as stored" if stored else "--resolution" if resolution else
+              "the first image's size (no --resolution given)")
     need = count * max(channels, to_channels or 0) * hw[0] * hw[1] * 4 * MEMORY_FACTOR
     free = available_memory()
     if free is not None and need > free:
-        chosen = ("as stored" if stored else "--resolution" if resolution else
-                  "the first image's size (no --resolution given)")
+        model = _FOR_MODEL.get()
         fix = ("store fewer or smaller images in the .npz" if stored else
+               "pass fewer images: the model takes this size" if model and not stored else
                "pass a smaller --resolution (e.g. 224), or fewer images")
         raise DataError(f"{path}: {count} images at {hw[0]}x{hw[1]} (height x width, {chosen}) would take about "
                         f"{need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available", fix)

@@ -57,6 +57,10 @@ class Teacher:
     source: str  # how it was obtained, for the manifest
     exportable: bool = True  # an eager nn.Module (or .pt2 program) the ONNX exporter accepts
     origin: str | None = None  # what runs compare to tell teachers apart (teacher_origin); None: in memory
+    # The seed of the run split whose training images trained it (the default teacher, trained by edgekd on
+    # it): its file then records that split as a student's does. None: trained elsewhere, on images edgekd
+    # cannot know, so no split is claimed for it.
+    split_seed: int | None = None
 
 
 DEFAULT_ORIGIN = "default resnet teacher"  # one per data, which runs compare on their own
@@ -76,9 +80,10 @@ def uncached_warning(what: str, path: Path, exc: Exception) -> str:
 
 
 def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> Teacher:
+                    log: Callable[[str], None] | None = None, seed: int | None = None) -> Teacher:
     """The default ResNet teacher for ``data``: loaded from the cache, or trained and cached (``log``
-    hears the epochs when there is no progress bar)."""
+    hears the epochs when there is no progress bar). ``seed``: the one that split ``data``, recorded as the
+    teacher's ``split_seed`` where it trained on that split (see ``_trained_split``)."""
     import torch
 
     from edgekd.distill.trainer import distill
@@ -93,7 +98,8 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             model.eval()
-            return Teacher(model, f"default resnet teacher (cached {path})", origin=DEFAULT_ORIGIN)
+            return Teacher(model, f"default resnet teacher (cached {path})", origin=DEFAULT_ORIGIN,
+                           split_seed=_trained_split(path, data, seed))
         except Exception:  # a corrupt cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
     torch.manual_seed(recipe.training.seed)
@@ -103,15 +109,49 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), tmp)
+        _split_file(path).unlink(missing_ok=True)  # never beside weights it does not describe
         os.replace(tmp, path)
+        _record_split(path, data, seed)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
         # minutes of training are not thrown away for a cache: the run goes on, and says so
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         (log or (lambda _m: None))(uncached_warning("the trained teacher could not be cached (the next run "
                                                     "trains it again)", path, exc))
-        return Teacher(model, "default resnet teacher (trained, not cached)", origin=DEFAULT_ORIGIN)
-    return Teacher(model, f"default resnet teacher (trained, cached {path})", origin=DEFAULT_ORIGIN)
+        return Teacher(model, "default resnet teacher (trained, not cached)", origin=DEFAULT_ORIGIN, split_seed=seed)
+    return Teacher(model, f"default resnet teacher (trained, cached {path})", origin=DEFAULT_ORIGIN, split_seed=seed)
+
+
+# The cache key (TeacherRecipe.digest) is the data's record, not its split: with --normalize none or MEAN/STD
+# two seeds' runs share one cached teacher, trained on the first one's training images, some of which are the
+# second's test images. So the split a cached teacher trained on is kept beside it, and claimed only when it
+# is this run's.
+def _split_file(weights: Path) -> Path:
+    return weights.with_suffix(".split.json")
+
+
+def _split_record(data: Dataset, seed: int | None) -> dict[str, Any] | None:
+    from edgekd.data import split_fingerprint
+
+    return None if seed is None else {"seed": int(seed), "split": split_fingerprint(data)}
+
+
+def _record_split(weights: Path, data: Dataset, seed: int | None) -> None:
+    record = _split_record(data, seed)
+    if record is not None:
+        with contextlib.suppress(OSError):  # without it the cached teacher claims no split: said less, not wrong
+            _split_file(weights).write_text(json.dumps(record, sort_keys=True))
+
+
+def _trained_split(weights: Path, data: Dataset, seed: int | None) -> int | None:
+    """``seed`` when the cached teacher at ``weights`` was trained on the split it deals of ``data``, else None
+    (another seed's, another pool of images, or a teacher cached before its split was kept)."""
+    try:
+        kept = json.loads(_split_file(weights).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = _split_record(data, seed)
+    return seed if wanted is not None and kept == wanted else None
 
 
 _FACTORY_REF = re.compile(r"(?P<module>.+):(?P<name>[A-Za-z_]\w*)\s*(?:\((?P<args>.*)\))?\s*", re.DOTALL)

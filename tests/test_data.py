@@ -1124,3 +1124,62 @@ def test_arrays_as_a_list_are_read_and_other_objects_are_refused_by_their_type()
     for wrong in (x, 3, object()):
         with pytest.raises(DataError, match=f"data of type {type(wrong).__name__} is neither a path nor arrays"):
             load_data(wrong)
+
+
+# --- memory while loading --------------------------------------------------------------------------------
+
+
+def _load_peak(source, **kw):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        ds = load_data(source, **kw)
+        return ds, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("splits", ["x/y", "x_train/x_test"])
+def test_an_npz_loads_holding_its_images_about_twice_not_four_times(tmp_path, splits):
+    """A 50,000-image .npz peaked at 4x its float32 images (a copy per astype, division, layout, split cut
+    and normalisation), so check_memory refused data that fits: now the stored array, one float32 copy and
+    numpy's std of the training part, under MEMORY_FACTOR."""
+    import edgekd.preprocess
+    from edgekd.data import split_indices
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (3000, 16, 16, 3), dtype=np.uint8), np.arange(3000) % 5
+    keys = {"x": x, "y": y} if splits == "x/y" else {"x_train": x[:2400], "y_train": y[:2400], "x_test": x[2400:],
+                                                     "y_test": y[2400:]}
+    np.savez(tmp_path / "big.npz", **keys)
+    ds, peak = _load_peak(str(tmp_path / "big.npz"), seed=3)
+    final = x.size * 4
+    assert peak < 2.3 * final <= edgekd.preprocess.MEMORY_FACTOR * final
+    if splits == "x/y":  # the same values, to the bit, as normalising the whole then cutting copies gave
+        xf = x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        sel = split_indices("big.npz", y, 3)
+        m, s = np.float32(xf[sel["train"]].mean()), np.float32(xf[sel["train"]].std())
+        assert ds.preprocess.mean == (float(m),) and ds.preprocess.std == (float(s),)
+        for part, got in (("train", ds.x_train), ("val", ds.x_val), ("test", ds.x_test)):
+            assert np.array_equal(got, ((xf - m) / s)[sel[part]]) and got.flags.c_contiguous
+
+
+def test_arrays_a_caller_holds_are_never_normalised_in_place():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 8, 8)).astype(np.float32), np.arange(40) % 2
+    kept = x.copy()
+    load_data((x, y))
+    load_data({"x_train": x[:30], "y_train": y[:30], "x_test": x[30:], "y_test": y[30:]})
+    load_data({"x_test": x, "y_test": y})
+    assert np.array_equal(x, kept)
+
+
+def test_normalising_in_place_gives_what_a_copy_does():
+    from edgekd.preprocess import apply_normalization
+
+    x = np.random.default_rng(0).random((6, 3, 4, 4)).astype(np.float32)
+    copied = apply_normalization(x, (0.1, 0.2, 0.3), (0.5,))
+    assert copied is not x and copied.dtype == np.float32
+    same = apply_normalization(x, (0.1, 0.2, 0.3), (0.5,), in_place=True)
+    assert same is x and np.array_equal(same, copied)

@@ -125,6 +125,15 @@ def test_report_compares_teacher_and_students(result):
     assert "Pareto" in html
 
 
+def test_a_user_teachers_file_claims_no_split_where_the_students_record_theirs(result):
+    """A teacher trained elsewhere never saw this run's split: validate must not warn of one for it (the
+    default teacher, trained on the split, records it: tests/test_teacher.py)."""
+    from edgekd.onnx_metadata import embedded_split_seed
+
+    assert embedded_split_seed(result.out / "teacher-fp32.onnx") is None
+    assert embedded_split_seed(result.out / "student-int8.onnx") == 0
+
+
 def test_report_command_rerenders_only_with_force(result, run_cli):
     code, _, err = run_cli("report", result.out)
     assert code == 2 and "--force" in err

@@ -698,6 +698,41 @@ def test_the_default_teacher_is_trained_once_then_loaded_and_a_corrupt_entry_ret
     assert "trained" in default_teacher(small_data, _tiny_recipe(), progress=False).source
 
 
+def test_the_default_teacher_claims_the_split_it_was_trained_on_and_no_other(small_data, tmp_path, monkeypatch):
+    """Its file recorded no split, so validate said nothing when another seed's test images held its training
+    images. Trained here, it claims the run's seed; from the cache, only the seed (and images) it trained on:
+    the cache key is the data's record, which two seeds share with --normalize none or MEAN/STD."""
+    from edgekd.teacher import default_teacher
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    assert default_teacher(small_data, _tiny_recipe(), progress=False, seed=3).split_seed == 3
+    assert default_teacher(small_data, _tiny_recipe(), progress=False, seed=3).split_seed == 3  # cached
+    assert default_teacher(small_data, _tiny_recipe(), progress=False, seed=5).split_seed is None
+    assert default_teacher(small_data, _tiny_recipe(), progress=False).split_seed is None  # no seed said
+    (kept,) = (tmp_path / "cache" / "teachers").glob("resnet-*.split.json")
+    kept.unlink()  # a teacher cached before its split was kept: trained on some seed's, which is unknown
+    assert default_teacher(small_data, _tiny_recipe(), progress=False, seed=3).split_seed is None
+
+
+def test_the_teachers_file_records_the_run_split_only_where_edgekd_trained_it_on_it(small_data, tmp_path):
+    """teacher-fp32.onnx of a default-teacher run recorded no split seed; a user's teacher, trained on images
+    edgekd cannot know, still claims none."""
+    from conftest import foreign_onnx
+
+    from edgekd.onnx_metadata import embedded_split_data, embedded_split_seed
+    from edgekd.pipeline.exporting import stamp_teacher
+    from edgekd.teacher import Teacher
+    from edgekd.validate import artifact_from_file
+
+    module = torch.nn.Flatten()  # the module is not read: the file is stamped
+    for name, split_seed, run_seed, claimed in (("default", 2, 2, 2), ("user", None, 2, None),
+                                                ("other-seed", 7, 2, None)):
+        art = artifact_from_file(foreign_onnx(tmp_path / f"{name}.onnx", small_data.input_shape, 10), "teacher-fp32")
+        stamped = stamp_teacher(art, Teacher(module, name, split_seed=split_seed), small_data, run_seed)
+        assert embedded_split_seed(stamped.path) == claimed, name
+        assert (embedded_split_data(stamped.path) is not None) == (claimed is not None), name
+
+
 def test_a_default_teacher_that_cannot_be_cached_is_used_with_a_warning(small_data, tmp_path, monkeypatch):
     from edgekd.teacher import default_teacher
 

@@ -536,7 +536,7 @@ def test_data_that_does_not_fit_the_model_is_named_before_it_runs(run_cli, run_d
     side = small_data.input_shape[-1]
     code, _, err = run_cli("validate", model, "--data", "digits", "--resolution", str(side * 2))
     assert code == 2 and f"takes 1x{side}x{side} inputs, and data 'digits' has 1x{side * 2}x{side * 2}" in err
-    assert "Traceback" not in err and f"at its resolution (--resolution {side})" in err
+    assert "Traceback" not in err and f"images; pass --resolution {side}, the model's size" in err
     code, _, err = run_cli("validate", model, "--manifest", run_dir / "manifest.json", "--resolution", "0x16")
     assert code == 2 and "--resolution 0x16 is not a positive side or HEIGHTxWIDTH" in err
     rng = np.random.default_rng(0)
@@ -1306,3 +1306,76 @@ def test_fp32_ships_when_the_search_checked_the_budgets_for_fp32():
                                    Budget(latency_ms=1.0), "fp32")
     assert primary == "student-fp32" and "breaks the budget (latency)" in notes[0]
     assert "search again with --precision int8 to ship int8" in notes[0]
+
+
+@pytest.mark.parametrize(("model_shape", "stored", "told"), [
+    ((3, 16, 16), (16, 16, 4), "has 4x16x16 images; drop the alpha channel (x[..., :3] of (N, H, W, 4) images, "
+                               "x[:, :3] of (N, 4, H, W)) before saving the .npz, as the model takes 3-channel images"),
+    ((3, 16, 16), (32, 32, 4), "has 4x32x32 images; drop the alpha channel (x[..., :3] of (N, H, W, 4) images, "
+                               "x[:, :3] of (N, 4, H, W)) before saving the .npz, and pass --resolution 16, as the "
+                               "model takes 3-channel images"),
+    ((1, 16, 16), (16, 16, 4), "before saving the .npz, and pass --channels 1 (RGB to luminance), as the model "
+                               "takes 1-channel images"),
+    ((5, 16, 16), (16, 16, 3), "has 3x16x16 images; pass 5-channel images, as the model takes (--channels converts "
+                               "1-channel images to 3, and 3 to 1, only)"),
+])
+def test_a_channel_mismatch_is_told_as_channels_never_as_a_resolution(run_cli, fast_profile_path, tmp_path,
+                                                                       model_shape, stored, told):
+    """RGBA data for an RGB model was told to pass "the data the model was built for, at its resolution
+    (--resolution)": the channels differ, and --channels converts 1 and 3 only, so the alpha is the user's to drop."""
+    from conftest import foreign_onnx
+
+    model = foreign_onnx(tmp_path / "m.onnx", model_shape, 2)
+    data = tmp_path / "rgba.npz"
+    np.savez(data, x=np.random.default_rng(0).integers(0, 256, (40, *stored), dtype=np.uint8), y=np.arange(40) % 2)
+    code, _, err = run_cli("validate", model, "--data", data, "--profile", fast_profile_path)
+    assert code == 2 and told in err, err
+    assert "at its resolution" not in err and (stored[0] != 16 or "--resolution" not in err)
+
+
+def _pngs(folder: Path, side: int, count: int = 6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"c{i % 2}" / f"{i}.png")
+    return folder
+
+
+def test_images_of_another_size_than_the_model_takes_are_refused_before_any_is_decoded(run_cli, fast_profile_path,
+                                                                                        tmp_path):
+    """20,000 photos were decoded (19 s, 2.5 GB) before validate said the model takes 32x32: the sizes are known
+    from the files' headers, and the model's from its input, so it is said first (here a cut file would fail
+    to decode, so only a refusal from the headers reaches the size)."""
+    from conftest import foreign_onnx
+
+    model = foreign_onnx(tmp_path / "m.onnx", (3, 16, 16), 2)
+    photos = _pngs(tmp_path / "photos", 24)
+    cut = photos / "c1" / "5.png"
+    cut.write_bytes(cut.read_bytes()[:60])  # the header whole, the pixels gone
+    told = ("takes 3x16x16 inputs, and data 'photos' has 3x24x24 images (the first image's size, no --resolution "
+            "given); pass --resolution 16, the model's size")
+    code, _, err = run_cli("validate", model, "--data", photos, "--profile", fast_profile_path)
+    assert code == 2 and told in err, err
+    code, _, err = run_cli("validate", model, "--data", photos, "--resolution", "20", "--profile", fast_profile_path)
+    assert code == 2 and "has 3x20x20 images; pass --resolution 16, the model's size" in err, err
+    code, _, err = run_cli("gate", model, "--min-accuracy", "0", "--max-latency", "1s", "--config", os.devnull,
+                           "--data", photos, "--profile", fast_profile_path)
+    assert code == 2 and told in err, err
+
+
+def test_a_memory_refusal_for_a_fixed_size_model_does_not_suggest_another_size(run_cli, fast_profile_path, tmp_path,
+                                                                              monkeypatch):
+    """A 32x32 model's photos were told to pass "a smaller --resolution (e.g. 224)": at the model's own size,
+    only fewer images help."""
+    from conftest import foreign_onnx
+
+    import edgekd.preprocess
+
+    model = foreign_onnx(tmp_path / "m.onnx", (3, 16, 16), 2)
+    photos = _pngs(tmp_path / "photos", 16)
+    monkeypatch.setattr(edgekd.preprocess, "available_memory", lambda: 1_000)
+    code, _, err = run_cli("validate", model, "--data", photos, "--profile", fast_profile_path)
+    assert code == 2 and "would take about" in err and "; pass fewer images: the model takes this size" in err, err
+    assert "e.g. 224" not in err

@@ -242,22 +242,32 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
 
 
 def _channels_fix(fixed: list[Any], given: tuple[int, ...], spatial: list[Any], channel: int) -> str | None:
-    """The fix when the channel count differs (grayscale data for a colour model, or the reverse): --channels
-    converts the data, with --resolution where the size differs too (alone it would change nothing)."""
-    if len(fixed) != len(given) or len(given) != 4 or fixed[channel] == given[channel]:
+    """The fix when the channel count differs (grayscale data for a colour model, RGBA data, ...): --channels
+    converts 1 and 3 channels, an alpha channel only the user can drop, and --resolution is added only where
+    the size differs too (alone it would change nothing, so a channel mismatch is never told to resize)."""
+    if len(fixed) != len(given) or len(given) != 4 or fixed[channel] is None or fixed[channel] == given[channel]:
         return None
-    if {fixed[channel], given[channel]} != {1, 3}:
-        return None
-    how = "grayscale repeated to RGB" if fixed[channel] == 3 else "RGB to luminance"
+    want, have = fixed[channel], given[channel]
+    drop = ""
+    if have in (2, 4):  # gray + alpha, RGBA (a PNG's): --channels converts 1 and 3 only
+        have -= 1
+        drop = (f"drop the alpha channel (x[..., :{have}] of (N, H, W, {have + 1}) images, x[:, :{have}] of "
+                f"(N, {have + 1}, H, W)) before saving the .npz")
+    flags = []
+    if {want, have} == {1, 3}:
+        flags.append(f"--channels {want} ({'grayscale repeated to RGB' if want == 3 else 'RGB to luminance'})")
+    elif want != have:  # nothing edgekd converts: say what the model takes, never a resolution
+        return (f"pass {want}-channel images, as the model takes (--channels converts 1-channel images to 3, and "
+                "3 to 1, only)")
     sides = [given[i] for i in range(1, 4) if i != channel]
-    if all(e is None or e == g for e, g in zip(spatial, sides)):
-        return f"pass --channels {fixed[channel]} ({how}), the channels the model takes"
-    if None in spatial:
-        return None
-    from edgekd.preprocess import resolution_text
+    resized = not all(e is None or e == g for e, g in zip(spatial, sides))
+    if resized:
+        from edgekd.preprocess import resolution_text
 
-    return (f"pass --channels {fixed[channel]} ({how}) and --resolution {resolution_text(spatial)}, the channels "
-            "and size the model takes")
+        flags.append(f"--resolution {resolution_text(spatial)}" if None not in spatial else "--resolution")
+    if not drop:
+        return f"pass {' and '.join(flags)}, the {'channels and size' if resized else 'channels'} the model takes"
+    return drop + (f", and pass {' and '.join(flags)}" if flags else "") + f", as the model takes {want}-channel images"
 
 
 def scored_run(session: Any, x: np.ndarray, output: int, path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -87,18 +87,22 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
-    # The split seed only on the students: a teacher trained elsewhere was not trained on this run's split.
-    stamped = [stamp_teacher(teacher_art, teacher, data),
+    # The split seed on the teacher only where edgekd trained it on this run's split (the default teacher): one
+    # trained elsewhere was not, and validate would warn of a split it never saw.
+    stamped = [stamp_teacher(teacher_art, teacher, data, config.seed),
                *(stamp_data_metadata(a, data, config.seed) for a in (student_fp32, student_int8))]
     return stamped, references
 
 
-def stamp_teacher(teacher_art: Any, teacher: Any, data: Any) -> Any:
+def stamp_teacher(teacher_art: Any, teacher: Any, data: Any, seed: int | None = None) -> Any:
     """The teacher's file stamped with the input it is fed: a user's ONNX teacher taking channels-last (or
-    flattened) images is fed them so (``OnnxTeacher.layout``), and a pipeline following the metadata must too."""
+    flattened) images is fed them so (``OnnxTeacher.layout``), and a pipeline following the metadata must too.
+    The run's split ``seed`` too where the teacher trained on that split (``Teacher.split_seed``): validate
+    then warns when another seed's test images include its training images, as it does for the students."""
     from edgekd.onnx_metadata import stamp_data_metadata
     from edgekd.onnx_teacher import OnnxTeacher
 
     layout = teacher.module.layout if isinstance(teacher.module, OnnxTeacher) else "NCHW"
-    return stamp_data_metadata(teacher_art, data, layout=layout)
+    trained_here = seed is not None and getattr(teacher, "split_seed", None) == int(seed)
+    return stamp_data_metadata(teacher_art, data, int(seed) if trained_here else None, layout=layout)
 
