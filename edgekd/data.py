@@ -120,7 +120,8 @@ def check_seed(seed: Any) -> None:
 
 
 def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *, resolution: Any = None, seed: int = 0,
-              normalize: Any = None, channels: int | None = None) -> Dataset:
+              normalize: Any = None, channels: int | None = None,
+              log: Callable[[str], None] | None = None) -> Dataset:
     """Load ``source``: ``None``/``"digits"`` (embedded), a ``.npz`` file, an image folder, a ``.csv`` file
     listing images and labels (``edgekd.image_list``), or arrays already in memory, ``(x, y)`` or a mapping
     with a ``.npz`` file's keys (``load_arrays``).
@@ -130,7 +131,8 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
     (default: standardise with the data's own mean and std), "none" (scaled pixels as they are), a
     "MEAN/STD" string or a recorded ``Preprocess`` (the same numbers a model was trained with).
     ``channels`` 3 repeats grayscale images to RGB, 1 turns RGB into luminance (default: as stored, or
-    as a recorded ``Preprocess`` converted them).
+    as a recorded ``Preprocess`` converted them). ``log`` (an image folder's or a .csv list's): where
+    decoding that takes more than a few seconds says how far it is, a line at most every half minute.
     """
     parse_normalize(normalize)  # a malformed spec is refused before any data is read
     check_seed(seed)
@@ -157,13 +159,13 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
 
         if path.name in ("", ".."):  # --data . names no folder: the data is named by the folder it is
             path = path.resolve()
-        return load_image_folder(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
+        return load_image_folder(path, resolution=hw, seed=seed, normalize=normalize, channels=channels, log=log)
     if path.suffix.lower() == ".npz":
         return load_npz(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
     if path.suffix.lower() in (".csv", ".tsv"):
         from edgekd.image_list import load_image_list  # builds on this module too
 
-        return load_image_list(path, resolution=hw, seed=seed, normalize=normalize, channels=channels)
+        return load_image_list(path, resolution=hw, seed=seed, normalize=normalize, channels=channels, log=log)
     raise DataError(f"data '{source}' is neither a .npz file, a .csv list of images nor a folder",
                     "pass a .npz file (x, y arrays), a .csv file (path,label rows) or an image folder")
 

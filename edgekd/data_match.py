@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,19 +211,20 @@ def split_seed(model: str | Path, seed: int | None = None) -> int:
 
 
 def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, normalize: Any = None,
-                  channels: Any = None, seed: int | None = None) -> Dataset:
+                  channels: Any = None, seed: int | None = None, log: Callable[[str], None] | None = None) -> Dataset:
     """``source`` loaded to score the ONNX ``model`` on, as ``edgekd validate`` loads it: fed the preprocessing
     the model records (``normalize`` overrides it), its classes matched to the model's by name, split as its
     run was (``seed`` picks another). What was assumed or does not match (a seed other than the run's, data
     changed since the run split it, the data's own statistics for a model recording none, a seeded fifth of
-    the images scored) is said in the returned data's ``notes``."""
+    the images scored) is said in the returned data's ``notes``. ``log``: how far a long read of images is
+    (``load_data``)."""
     from edgekd.data import load_data
     from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
     from edgekd.preprocess import parse_channels, recorded_channels
 
     recorded, run_seed, split = embedded_preprocess(model), embedded_split_seed(model), split_seed(model, seed)
     data = load_data(source, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                     channels=parse_channels(channels) or recorded_channels(recorded), seed=split)
+                     channels=parse_channels(channels) or recorded_channels(recorded), seed=split, log=log)
     said = ()
     if seed is not None and run_seed is not None and seed != run_seed:
         said = (f"'{model}' was trained on the split of seed {run_seed}: the test images of --seed {seed} include "

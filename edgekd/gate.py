@@ -9,6 +9,7 @@ all is held to the budget it was built for, on the profile it was measured on.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,10 @@ class GateIncomplete(RunnerError):
         self.result = result
 
 
-def run_gate(target: str, config: GateConfig) -> GateResult:
+def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None = None) -> GateResult:
     """Run every configured check on ``target`` (an .onnx file or a manifest.json). Latency that cannot be
     measured (the device not reached, its runner failing) raises GateIncomplete, a RunnerError whose ``result``
-    holds the checks done."""
+    holds the checks done. ``log``: how far a long read of ``config.data``'s images is (never the result)."""
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
@@ -91,7 +92,8 @@ def run_gate(target: str, config: GateConfig) -> GateResult:
         check_has_batch(model, art.details, images=accuracy)
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
-    accuracy_checks, sample = gate_accuracy.accuracy_checks(model, compared, config, notes) if accuracy else ([], None)
+    accuracy_checks, sample = (gate_accuracy.accuracy_checks(model, compared, config, notes, log) if accuracy
+                               else ([], None))
     if config.measures_latency:
         profile = load_profile(config.profile)
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")

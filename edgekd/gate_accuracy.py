@@ -3,6 +3,7 @@ test split, each model fed the input it records."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,17 @@ from edgekd.gate_result import Check
 from edgekd.textfmt import figures, one_line
 
 
-def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig,
-                     notes: list[str]) -> tuple[list[Check], tuple[int, ...]]:
+def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, notes: list[str],
+                    log: Callable[[str], None] | None = None) -> tuple[list[Check], tuple[int, ...]]:
     """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
     model is fed the input it records (``--normalize`` overrides both). What was assumed in scoring them (the
     data's own normalisation, a seeded split of it) is added to ``notes``. Also the shape of ``model``'s test
-    images (C, H, W), which a model of open size is timed at."""
+    images (C, H, W), which a model of open size is timed at. ``log``: how far a long read of the images is."""
     from edgekd.data import with_notes
     from edgekd.data_match import foreign_split_note
 
     loaded: dict[str, Any] = {}
-    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded, notes)
+    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded, notes, log)
     notes.extend(foreign_split_note(data, model, int(config.seed)))  # one split for both: said once
     on = f"on {data.name} test split ({len(data.y_test)} images)"
     said = "".join(f"; {note}" for note in read) + _computed_here(config.profile)
@@ -34,7 +35,7 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig,
         checks.append(class_check(by_class, config.min_class_accuracy, on + said, data))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes)
+        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes, log)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -80,7 +81,8 @@ def points(drop: float, limit: float, passed: bool) -> str:
 
 
 def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str, Any],
-              notes: list[str]) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
+              notes: list[str], log: Callable[[str], None] | None = None,
+              ) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
     """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
     noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
     (without any, ``config.normalize``'s, and without that the data's own statistics, said in ``notes``).
@@ -103,7 +105,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
 
         # the model's fixed size known while loading: images of another size are refused before any is decoded
         with loading_for_model(model, _input_dims(model)):
-            loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, **how)
+            loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, log=log, **how)
     data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
                            model, int(config.seed))
     if how["normalize"] is None:

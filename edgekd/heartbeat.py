@@ -16,16 +16,20 @@ EVERY_S = 30.0
 
 class Heartbeat:
     """``tick(message)`` logs ``message`` on the first tick, on the last (``done=True``) and whenever
-    ``EVERY_S`` seconds have passed since the last line; a no-op without ``log``."""
+    ``EVERY_S`` seconds have passed since the last line; a no-op without ``log``. ``after_s``: quiet for that
+    long from its start, so a loop that ends sooner (a small folder of images decoded) says nothing at all."""
 
-    def __init__(self, log: Callable[[str], None] | None) -> None:
+    def __init__(self, log: Callable[[str], None] | None, after_s: float = 0.0) -> None:
         self.log = log
         self.last: float | None = None
+        self.start, self.after_s = time.monotonic(), after_s
 
     def tick(self, message: str, done: bool = False) -> None:
         if self.log is None:
             return
         now = time.monotonic()
+        if self.last is None and now - self.start < self.after_s:
+            return
         if self.last is None or done or now - self.last >= EVERY_S:
             self.log(message)
             self.last = now

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, check_label_range, nfc, whole_numbers
 from edgekd.errors import DataError
-from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, from_parts, held_out_set, read_images, split_whole
+from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, Log, from_parts, held_out_set, read_images, split_whole
 from edgekd.preprocess import parse_resolution
 
 FILE_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
@@ -25,20 +25,22 @@ SPLIT_COLUMN = "split"
 
 
 def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
-                    channels: int | None = None) -> Dataset:
+                    channels: int | None = None, log: Log | None = None) -> Dataset:
     """The images ``path`` lists, read as an image folder's are (grayscale unless any has colour, resized to
-    ``resolution`` or the first image's size); split 70/10/20 unless a split column gives the splits."""
+    ``resolution`` or the first image's size); split 70/10/20 unless a split column gives the splits. ``log``:
+    where a long read says how far it is (``read_images``)."""
     resolution = parse_resolution(resolution)
     files, labels, roles, numbers = _rows(path)
     files, labels, roles, notes = _without_repeats(path, files, labels, roles, numbers)
-    data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels)
+    data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels, log)
     return dataclasses.replace(data, notes=(*data.notes, *notes))
 
 
 def _listed_data(path: Path, files: list[Path], labels: list[str], roles: list[str] | None,
-                 resolution: tuple[int, int] | None, seed: int, normalize: Any, channels: int | None) -> Dataset:
+                 resolution: tuple[int, int] | None, seed: int, normalize: Any, channels: int | None,
+                 log: Log | None = None) -> Dataset:
     classes, y = _classes(path, labels)
-    x, *described = read_images(path, files, resolution, channels)
+    x, *described = read_images(path, files, resolution, channels, log=log)
     read = tuple(described)
     if roles is None:
         return split_whole(path, x, y, classes, read, resolution, seed, normalize, channels)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekd.data import Dataset, check_classes, check_label_range, holdout, nfc, split_normalized, whole_numbers
 from edgekd.errors import DataError
+from edgekd.heartbeat import Heartbeat
 from edgekd.preprocess import (
     MAX_SIDE,
     PIL_BICUBIC,
@@ -36,13 +37,16 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "
                  "test": "test", "testing": "test"}  # read case-insensitively (Kaggle's Training/, Testing/)
 HIDDEN_FOLDERS = {"__macosx"}  # what macOS's zip adds beside the data: resource forks, no images
 VAL_SHARE = 0.125  # of the training images, when no val/ folder is given (as for a .npz's given splits)
+QUIET_S = 5.0  # reading images says nothing before this: a small folder, read in seconds, adds no line
+Log = Callable[[str], None]
 
 
 def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
-                      channels: int | None = None) -> Dataset:
+                      channels: int | None = None, log: Log | None = None) -> Dataset:
     """Grayscale unless any image has colour; every image resized to ``resolution`` (one side, or height
     and width; default: the first image's height and width, so its aspect ratio is kept). A split layout
-    keeps its splits; class folders alone are split 70/10/20."""
+    keeps its splits; class folders alone are split 70/10/20. ``log``: where a long read says how far it is
+    (``read_images``)."""
     resolution = parse_resolution(resolution)
     folders = _visible_dirs(path)
     splits = _split_layout(path, folders)
@@ -50,11 +54,11 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
         classes = tuple(sorted(_class_dirs(path)))
         files = _class_files(path, classes, path)
         _refuse_two_classes(path, files, classes)
-        x, *read = read_images(path, [f for f, _ in files], resolution, channels)
+        x, *read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
         y = np.array([label for _, label in files], dtype=np.int64)
         data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
     else:
-        data = _load_splits(path, splits, resolution, seed, normalize, channels)
+        data = _load_splits(path, splits, resolution, seed, normalize, channels, log)
     roots = list(splits.values()) if splits else [path]
     loose = _loose_note(path, [path, *roots] if splits else roots)
     return dataclasses.replace(data, notes=(*data.notes, *loose, *_unread_note(path, roots)))
@@ -211,9 +215,9 @@ def _refuse_nested(folder: Path, classes: list[str]) -> None:
 
 
 def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int] | None, seed: int, normalize: Any,
-                 channels: int | None) -> Dataset:
+                 channels: int | None, log: Log | None = None) -> Dataset:
     if "train" not in splits:
-        return _test_only(path, splits["test"], resolution, normalize, channels)
+        return _test_only(path, splits["test"], resolution, normalize, channels, log)
     classes = tuple(sorted(_class_dirs(splits["train"])))
     for folder in splits.values():
         extra = sorted(set(_class_dirs(folder)) - set(classes))
@@ -224,7 +228,7 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
     _refuse_two_classes(path, [(f, label) for _, f, label in order], classes)
-    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution, channels)
+    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution, channels, log=log)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
@@ -262,7 +266,7 @@ def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
 
 
 def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, normalize: Any,
-               channels: int | None) -> Dataset:
+               channels: int | None, log: Log | None = None) -> Dataset:
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
     stages refuse it). Its classes are matched to a model's by name (folders named by number: by number), so it may
     hold some of them only."""
@@ -272,7 +276,7 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     y = np.array([label for _, label in files], dtype=np.int64)
     if whole_numbers(classes):
         classes, y = _numbered(folder, classes, y)
-    x, *read = read_images(path, [f for f, _ in files], resolution, channels)
+    x, *read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
     return held_out_set(path, x, y, classes, tuple(read), normalize, channels)
 
 
@@ -308,24 +312,29 @@ def resize_method(scale: float) -> str:
 
 
 def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None, channels: int | None = None,
-          ) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
+                log: Log | None = None) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
     """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used, the (height,
     width) they were resized to and the first image's own (height, width). ``channels`` (--channels): what
     they are converted to afterwards, which the memory they need counts.
 
     Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
-    a folder of full-size photos never sits in memory whole."""
+    a folder of full-size photos never sits in memory whole.
+
+    ``log`` hears how far a long read is (a ``Heartbeat``, from ``QUIET_S`` seconds in): decoding tens of
+    thousands of photos takes minutes, which a CI job killed after minutes without output would not survive."""
     from PIL import Image
 
     modes, size, unread = [], None, []
-    for file in files:
+    beat, total, named = Heartbeat(log, after_s=QUIET_S), f"{len(files):,}", path.name or str(path)
+    for n, file in enumerate(files, 1):
         try:
             with _opened(file) as img:
                 modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
                 size = size or _upright_size(img)
         except _Unreadable as exc:
             unread.append(exc)
+        beat.tick(f"data: read {n:,} of {total} image headers of '{named}'")
     _refuse_unread(path, len(files), unread)
     h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
     if resolution is None:
@@ -347,8 +356,9 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
                 converted = upright.convert("F" if mode == "I;16" else mode).resize((w, h), bicubic)
         except _Unreadable as exc:
             unread.append(exc)
-            continue
-        x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, depth)
+        else:
+            x[i] = np.asarray(converted, dtype=np.float32).reshape(h, w, depth)
+        beat.tick(f"data: decoded {i + 1:,} of {total} images of '{named}'", done=i + 1 == len(files))
     _refuse_unread(path, len(files), unread)
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")

@@ -154,7 +154,7 @@ def run_data(config: Any, log: Log) -> Any:
         data = config.data
     else:
         data = load_data(config.data, resolution=config.resolution, seed=config.seed, normalize=config.normalize,
-                         channels=config.channels)
+                         channels=config.channels, log=log)
     if not len(data.y_train):
         raise DataError(f"data '{data.name}' holds only a test split (x_test, y_test), nothing to train on",
                         "pass data with training images (x and y, or x_train/y_train as well); a test set alone "

@@ -1349,7 +1349,7 @@ def test_seed_picks_the_split_of_the_data_and_wins_over_the_settings(run_cli, ti
 
     seen = []
 
-    def record(target, config):
+    def record(target, config, log=None):
         seen.append(config.seed)
         raise gate.ConfigError("stopped before measuring", None)
 

@@ -601,3 +601,64 @@ def test_a_record_saying_bicubic_is_the_same_resize_as_today_s_exact_wording(sma
     assert comparable(named("bilinear, align_corners=False").describe()) != comparable(new)
     assert TeacherRecipe().digest(named(PIL_BICUBIC)) == TeacherRecipe().digest(named("bicubic"))
     assert TeacherRecipe().digest(named(PIL_BICUBIC)) != TeacherRecipe().digest(small_data)
+
+
+@pytest.fixture
+def beat_at_once(monkeypatch):
+    """Reading images says how far it is from the first image on, a line for every tick."""
+    from edgekd import heartbeat, images
+
+    monkeypatch.setattr(images, "QUIET_S", 0.0)
+    monkeypatch.setattr(heartbeat, "EVERY_S", 0.0)
+
+
+def test_a_long_read_of_images_says_how_far_it_is_through_log_only(tmp_path, beat_at_once, capsys):
+    """Decoding 20,000 photos takes minutes, silent but for these lines (a CI job is killed after minutes
+    without output); a Python caller passing no log hears nothing."""
+    _images(tmp_path / "big", ("cat", "dog"), 3)
+    (tmp_path / "big.csv").write_text("path,label\n" + "".join(f"big/{c}/{i:02d}.png,{c}\n" for c in ("cat", "dog")
+                                                               for i in range(3)))
+    for source, named in ((tmp_path / "big", "big"), (tmp_path / "big.csv", "big.csv")):
+        lines: list[str] = []
+        load_data(str(source), log=lines.append)
+        assert lines == [*(f"data: read {n} of 6 image headers of '{named}'" for n in range(1, 7)),
+                         *(f"data: decoded {n} of 6 images of '{named}'" for n in range(1, 7))]
+    load_data(str(tmp_path / "big"))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_quick_read_of_images_says_nothing(tmp_path):
+    """The lines start after QUIET_S seconds: a small folder, decoded in a second, adds no line to a log."""
+    _images(tmp_path / "small", ("cat", "dog"), 3)
+    lines: list[str] = []
+    load_data(str(tmp_path / "small"), log=lines.append)
+    assert lines == []
+
+
+def test_validate_says_how_far_its_read_is_on_stderr(named_teacher_onnx, fast_profile_path, tmp_path, run_cli,
+                                                      monkeypatch):
+    """The progress of --data's read goes to stderr, the report on stdout stays as it was."""
+    import re
+
+    from edgekd import heartbeat, images
+
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    args = ("validate", named_teacher_onnx, "--data", folder, "--resolution", "16", "--profile", fast_profile_path)
+    code, quiet_out, quiet_err = run_cli(*args)
+    assert code == 0 and "data:" not in quiet_err
+    monkeypatch.setattr(images, "QUIET_S", 0.0)
+    monkeypatch.setattr(heartbeat, "EVERY_S", 1e9)  # the first line and the last
+    code, out, err = run_cli(*args)
+    timed = re.compile(r"\d+\.\d+")  # latency differs run to run
+    assert code == 0 and timed.sub("#", out) == timed.sub("#", quiet_out)
+    assert err == ("data: read 1 of 30 image headers of 'heldout'\ndata: decoded 30 of 30 images of 'heldout'\n"
+                   + quiet_err)
+
+
+def test_gate_says_how_far_its_read_is_on_stderr_only(named_teacher_onnx, tmp_path, run_cli, beat_at_once):
+    """gate's stdout is its report, read by CI: the progress of --data's read goes to stderr."""
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    code, out, err = run_cli("gate", named_teacher_onnx, "--data", folder, "--resolution", "16", "--min-accuracy",
+                             "0", "--no-latency")
+    assert code == 0 and "data:" not in out, out + err
+    assert "data: decoded 30 of 30 images of 'heldout'\n" in err and "data: read 1 of 30 image headers" in err

@@ -97,7 +97,7 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
         needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
                *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
     try:
-        result = run_gate(target, config)
+        result = run_gate(target, config, log=lambda m: click.echo(m, err=True))  # stdout: the report alone
     except GateIncomplete as exc:
         # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
         _report_gate(exc.result, junit, summary, json_out, step_summary)

@@ -88,7 +88,7 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         # the model's fixed size known while loading: images of another size are refused before any is decoded
         with loading_for_model(art.path, next(iter(art.details.get("inputs") or []), {}).get("shape")):
             dataset = load_data_for(art.path, data, resolution=resolution, normalize=normalize, channels=channels,
-                                    seed=seed)
+                                    seed=seed, log=lambda m: click.echo(m, err=True))
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
