@@ -102,6 +102,11 @@ def _table(path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> dict[str,
     return data
 
 
+def _reads_as_gate(table: Any) -> bool:
+    """Whether a [tool.*] table holds a gate table or gate settings, as a misspelt [tool.edgekd] would."""
+    return isinstance(table, dict) and ("gate" in table or any(str(k).replace("-", "_") in _TYPES for k in table))
+
+
 def _check_no_near_miss(path: Path, data: dict[str, Any], named: bool) -> None:
     """Settings written under another header ([tool.edgekd], [tool.edgekd.gates], [tool.edge-kd.gate]) would be
     skipped, with or without a gate table beside them, and a gate holding the model to less than the user wrote
@@ -123,7 +128,9 @@ def _check_no_near_miss(path: Path, data: dict[str, Any], named: bool) -> None:
                           "settings from it", "write the gate's settings under a [tool.edgekd.gate] header")
     import difflib
 
-    close = difflib.get_close_matches("edgekd", [str(k) for k in tool if k != "edgekd"], n=1, cutoff=0.7)
+    # only a table that reads as the gate's: [tool.edgedb] or [tool.edge] is another tool's, named alike
+    misspelt = [str(k) for k, v in tool.items() if k != "edgekd" and _reads_as_gate(v)]
+    close = difflib.get_close_matches("edgekd", misspelt, n=1, cutoff=0.7)
     if close:
         raise ConfigError(f"{path}: [tool.{close[0]}] is not a table edgekd reads", "write the gate's settings "
                           "under a [tool.edgekd.gate] header")

@@ -315,7 +315,12 @@ def model_image_size(dims: Sequence[Any] | None) -> tuple[tuple[int, int], int |
     if not dims or len(dims) != 4:
         return None
     fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in dims]
-    last = fixed[3] in (1, 3) and fixed[1] not in (1, 3)
+
+    def few(d: int | None) -> bool:  # a channel count (RGBA's 4 included), not an image side
+        return d is not None and d <= 4
+
+    # 4 channels last too: an RGBA model (N, 16, 16, 4) read as NCHW was refused as 16x4 images
+    last = few(fixed[3]) and not few(fixed[1])
     (h, w), c = (fixed[1:3], fixed[3]) if last else (fixed[2:4], fixed[1])
     return None if h is None or w is None else ((h, w), c, last)
 

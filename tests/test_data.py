@@ -1183,3 +1183,18 @@ def test_normalising_in_place_gives_what_a_copy_does():
     assert copied is not x and copied.dtype == np.float32
     same = apply_normalization(x, (0.1, 0.2, 0.3), (0.5,), in_place=True)
     assert same is x and np.array_equal(same, copied)
+
+
+@pytest.mark.parametrize("dims, size", [
+    ([1, 3, 32, 32], ((32, 32), 3, False)),
+    ([1, 32, 32, 3], ((32, 32), 3, True)),
+    ([1, 16, 16, 4], ((16, 16), 4, True)),  # RGBA channels-last: was read as NCHW 16x4 images
+    (["n", "c", 32, 32], ((32, 32), None, False)),
+    (["n", 3, "h", "w"], None),
+    (["n", "h", "w", 3], None),
+    ([1, 64], None),
+])
+def test_the_size_a_model_fixes_is_read_in_its_layout(dims, size):
+    from edgekd.preprocess import model_image_size
+
+    assert model_image_size(dims) == size

@@ -303,3 +303,24 @@ def test_a_checkpoint_resumes_without_a_temperature_or_alpha_its_losses_never_re
                            **{k: 0 for k in TRAINING_KEYS}})
     with pytest.raises(ConfigError, match=r"another run configuration \(temperature: 2.0 -> 4.0\)"):
         load_checkpoint(path, "a", run([["kd", 1.0]]))
+
+
+def test_every_signal_held_while_a_checkpoint_is_written_is_delivered_after():
+    """Only the first signal held was delivered: a SIGINT after a SIGTERM whose handler does not exit was lost."""
+    import signal
+
+    from edgekd.distill.checkpoint import interrupts_held
+
+    heard: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda got, _frame: heard.append(got))
+    try:
+        with interrupts_held():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+            assert heard == []  # held
+        assert heard == [signal.SIGTERM, signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

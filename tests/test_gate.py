@@ -1322,16 +1322,22 @@ def test_a_model_of_open_size_is_timed_at_the_datas_size_as_validate_does(run_cl
     ('[tool.edgekd.gate]\nmax-opset = 20\n\n[tool.edge-kd.gate]\nmax-size = "1KB"\n',
      "[tool.edge-kd] is not a table edgekd reads"),
 ])
-def test_gate_settings_beside_the_gate_table_are_refused_not_skipped(run_cli, tiny_model, tmp_path, text, message):
+def test_gate_settings_beside_the_gate_table_are_refused_not_skipped(run_cli, tiny_model, tmp_path, text, message,
+                                                                    monkeypatch):
     """A gate table holding anything used to stop the check for misplaced settings: the gate passed, its max-size
     under [tool.edgekd.gates] skipped."""
     settings = tmp_path / "pyproject.toml"
     settings.write_text(text)
     code, out, err = run_cli("gate", tiny_model, "--max-opset", "21", "--config", settings)
     assert code == 2 and f"error: {settings}: " in err and message in err and out == "", out + err
-    # other tools' tables beside the gate table are the project's own
-    settings.write_text('[tool.ruff]\nline-length = 100\n[tool.edgekd.gate]\nmax-opset = 20\n')
-    code, out, err = run_cli("gate", tiny_model, "--config", settings)
+    # other tools' tables beside the gate table are the project's own, even named like edgekd ([tool.edgedb])
+    for other in ('[tool.ruff]\nline-length = 100\n', '[tool.edgedb]\nschema-dir = "dbschema"\n'):
+        settings.write_text(other + '[tool.edgekd.gate]\nmax-opset = 20\n')
+        code, out, err = run_cli("gate", tiny_model, "--config", settings)
+        assert code == 0 and "| opset | pass |" in out, out + err
+    settings.write_text('[tool.edgedb]\nschema-dir = "dbschema"\n')  # a project's own, the gate's flags alone
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("gate", tiny_model, "--max-opset", "21")
     assert code == 0 and "| opset | pass |" in out, out + err
 
 

@@ -111,8 +111,8 @@ def interrupts_held() -> Iterator[None]:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
-        if caught:
-            signal.raise_signal(caught[0])  # to the handler it was meant for
+        for signum in dict.fromkeys(caught):  # each signal held, once, in the order it came, to its own handler
+            signal.raise_signal(signum)
 
 
 def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any]:

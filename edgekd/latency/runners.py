@@ -227,13 +227,16 @@ class _RemoteRunner:
         # `command -v` prints the program's path only when it is there and runnable: read from what it prints,
         # since older adb passes no exit status back
         proc = self._call(self._shell(["command", "-v", self.cfg["perf_test"]]), step)
-        # `command -v` says nothing when the program is missing: anything said on a failure is the link's (or
-        # adb's) own, and must not be reported as a missing binary
-        if self._transport_failed(proc) or (proc.returncode != 0 and said_lines(proc.stderr)
-                                            and not _missing(proc, str(self.cfg["perf_test"]))):
+        if self._transport_failed(proc) or self._failed_itself(proc, str(self.cfg["perf_test"])):
             raise self._failure(proc, step)
         if not proc.stdout.strip():
             raise self._not_found("perf_test")
+
+    def _failed_itself(self, proc: subprocess.CompletedProcess, program: str) -> bool:
+        """Whether a failed `command -v` is the transport's own failure in words ``_transport_failed`` does not
+        know. Not over ssh: a login shell's warnings (a forwarded locale the host lacks) come on stderr beside a
+        plain "not found" exit."""
+        return False
 
     def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
         timeout = float(self.cfg["timeout_s"])
@@ -426,6 +429,11 @@ class AdbRunner(_RemoteRunner):
             return ("connect the device with USB debugging on (`adb devices` lists none), or start the emulator; "
                     "then run again")
         return self._fix()
+
+    def _failed_itself(self, proc: subprocess.CompletedProcess, program: str) -> bool:
+        # `command -v` says nothing when the program is missing: anything adb said on a failure is its own
+        # ("failed to get feature set: protocol fault"), never a missing binary
+        return proc.returncode != 0 and bool(said_lines(proc.stderr)) and not _missing(proc, program)
 
     def _dir_fix(self) -> str:
         # adb's shell user may write only a few places on a phone without root
