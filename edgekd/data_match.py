@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset, nfc, whole_numbers
-from edgekd.errors import DataError
+from edgekd.errors import ConfigError, DataError
 from edgekd.preprocess import Preprocess
 from edgekd.textfmt import one_line
 
@@ -220,11 +220,18 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     (``load_data``)."""
     from edgekd.data import load_data
     from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
-    from edgekd.preprocess import parse_channels, recorded_channels
+    from edgekd.onnxfile import input_dims, load_model
+    from edgekd.preprocess import loading_for_model, parse_channels, recorded_channels
 
+    if not isinstance(model, (str, Path)):  # a torch module, say: its metadata was read as a path (TypeError)
+        raise ConfigError(f"model is a {type(model).__name__}, not the path of an ONNX file",
+                          "pass the path of the exported .onnx model the data is to be scored on")
+    load_model(model)  # a missing, truncated or foreign file named as such (was FileNotFoundError from its metadata)
     recorded, run_seed, split = embedded_preprocess(model), embedded_split_seed(model), split_seed(model, seed)
-    data = load_data(source, resolution=resolution, normalize=recorded if normalize is None else normalize,
-                     channels=parse_channels(channels) or recorded_channels(recorded), seed=split, log=log)
+    # the model's fixed size known while loading: images of another size are refused before any is decoded
+    with loading_for_model(model, input_dims(model)):
+        data = load_data(source, resolution=resolution, normalize=recorded if normalize is None else normalize,
+                         channels=parse_channels(channels) or recorded_channels(recorded), seed=split, log=log)
     said = ()
     if seed is not None and run_seed is not None and seed != run_seed:
         said = (f"'{model}' was trained on the split of seed {run_seed}: the test images of --seed {seed} include "
@@ -233,8 +240,20 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     data = with_split_note(with_scale_note(with_class_order_note(data, embedded_class_names(model)), recorded),
                            model, split)
     assumed = normalize_note(data, model) if recorded is None and normalize is None else ()
-    data = dataclasses.replace(data, notes=(*data.notes, *assumed, *foreign_split_note(data, model, split)))
-    return numbered_as_outputs(data, embedded_class_names(model))
+    data = numbered_as_outputs(dataclasses.replace(data, notes=(*data.notes, *assumed,
+                                                                 *foreign_split_note(data, model, split))),
+                               embedded_class_names(model))
+    _check_fits(model, data)
+    return data
+
+
+def _check_fits(model: str | Path, data: Dataset) -> None:
+    """Refuse data ``model`` cannot take (another size, channel count or class count), as validate does once it
+    scores it: a Python caller was handed 8x8 images for a 16x16 model without a word."""
+    from edgekd.latency.runtime import check_data_fits, open_session
+    from edgekd.profiles import load_profile
+
+    check_data_fits(open_session(model, load_profile("host-cpu-1t")), data, model)
 
 
 def numbered_as_outputs(data: Dataset, names: tuple[str, ...] | None) -> Dataset:

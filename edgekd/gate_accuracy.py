@@ -101,10 +101,11 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
            "channels": config.channels or recorded_channels(recorded)}
     key = repr(how)
     if key not in loaded:
+        from edgekd.onnxfile import input_dims
         from edgekd.preprocess import loading_for_model
 
         # the model's fixed size known while loading: images of another size are refused before any is decoded
-        with loading_for_model(model, _input_dims(model)):
+        with loading_for_model(model, input_dims(model)):
             loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, log=log, **how)
     data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
                            model, int(config.seed))
@@ -116,17 +117,3 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
         read = (*read, f"'{Path(model).name}' was trained on the split of seed {split}, and its accuracy here is on "
                 f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
     return top1(logits, labels), data, read, class_accuracy(logits, labels, data)
-
-
-def _input_dims(model: str | Path) -> list[Any] | None:
-    """The first input's dims of the ONNX file ``model`` (names for free ones), or None where it cannot be read
-    here: it is then refused, naming its problem, when it is scored."""
-    try:
-        import onnx
-
-        from edgekd.onnxfile import describe
-
-        inputs = describe(onnx.load(str(model), load_external_data=False))["inputs"]
-    except Exception:  # noqa: BLE001  (any unreadable file: the scoring that follows says why)
-        return None
-    return inputs[0]["shape"] if inputs else None

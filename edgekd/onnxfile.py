@@ -231,3 +231,15 @@ def signature(value: Any) -> dict[str, Any]:
     tensor = value.type.tensor_type
     dims = [d.dim_param or d.dim_value for d in tensor.shape.dim] if tensor.HasField("shape") else None
     return {"name": value.name, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(), "shape": dims}
+
+
+def input_dims(path: str | Path) -> list[Any] | None:
+    """The first input's dims of the ONNX file at ``path`` (names for free ones), or None where it cannot be
+    read here: it is then refused, naming its problem, where it is loaded to run."""
+    try:
+        import onnx
+
+        inputs = describe(onnx.load(str(path), load_external_data=False))["inputs"]
+    except Exception:  # noqa: BLE001  (any unreadable file: the run that follows says why)
+        return None
+    return inputs[0]["shape"] if inputs else None

@@ -30,6 +30,9 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
     the named loggers, whose handlers hold the real stderr."""
     chosen = [logging.getLogger(name or None) for name in loggers]
     levels = [logger.level for logger in chosen]
+    # A library's logging.info() on a root logger without handlers runs logging.basicConfig() itself
+    # (onnxruntime's quantizer does): the handler it leaves made a Python user's own basicConfig() a no-op.
+    had = list(logging.root.handlers)
     for logger in chosen:
         logger.setLevel(logging.CRITICAL + 1 if stderr else logging.ERROR)
     try:
@@ -40,3 +43,5 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
     finally:
         for logger, level in zip(chosen, levels):
             logger.setLevel(level)
+        for handler in [h for h in logging.root.handlers if h not in had]:
+            logging.root.removeHandler(handler)

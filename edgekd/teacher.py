@@ -405,9 +405,13 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
     """Run one sample through the teacher; shape errors become a DataError naming both shapes."""
     import torch
 
+    from edgekd.distill.taps import evaluating
+
     sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:4]))
     try:
-        with torch.inference_mode():
+        # in eval mode, as it teaches: a caller's teacher left in train mode had its BatchNorm statistics moved
+        # by this look (inference_mode does not stop them), and search() and distill() changed the user's model
+        with torch.inference_mode(), evaluating(teacher.module):
             out = teacher.module(sample)
     except Exception as exc:
         first = first_line(exc, 160)

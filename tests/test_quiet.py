@@ -80,3 +80,21 @@ def test_quiet_with_stderr_silences_error_logs_of_handlers_that_hold_the_real_st
     finally:
         logger.removeHandler(handler)
     assert "creating guard" not in capfd.readouterr().err
+
+
+def test_a_library_s_implicit_basicconfig_leaves_no_handler_on_the_root_logger():
+    """onnxruntime's quantizer calls logging.info() on the root logger: with no handler there, logging runs
+    basicConfig() itself, and the handler it left made a Python user's own basicConfig() do nothing."""
+    import logging
+
+    from edgekd.quiet import ROOT, quiet
+
+    kept = logging.root.handlers[:]  # pytest's own capture handlers
+    logging.root.handlers = []
+    try:
+        with quiet(ROOT):
+            logging.info("Quantization parameters for tensor ...")
+            logging.error("still said while edgekd runs")
+        assert logging.root.handlers == []
+    finally:
+        logging.root.handlers = kept

@@ -795,3 +795,18 @@ def test_load_teacher_given_a_module_says_what_it_takes():
     with pytest.raises(ConfigError, match="load_teacher takes a spec or a path, not a Sequential; pass a module you "
                                           r"hold as it is \(CompressConfig\(teacher=model\)"):
         load_teacher(torch.nn.Sequential())
+
+
+def test_checking_a_train_mode_teacher_leaves_its_batchnorm_statistics_and_mode_as_they_were(small_data):
+    """search() and distill() check the teacher on a few images first: in the caller's train mode that forward
+    moved its BatchNorm running statistics (inference_mode does not stop them)."""
+    from edgekd.teacher import Teacher
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(small_data.input_shape[0], 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_fits(Teacher(model, "in memory"), small_data)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1379,3 +1379,26 @@ def test_a_memory_refusal_for_a_fixed_size_model_does_not_suggest_another_size(r
     code, _, err = run_cli("validate", model, "--data", photos, "--profile", fast_profile_path)
     assert code == 2 and "would take about" in err and "; pass fewer images: the model takes this size" in err, err
     assert "e.g. 224" not in err
+
+
+def test_load_data_for_refuses_what_validate_would_and_names_a_model_that_is_not_a_file(tmp_path):
+    """The Python API handed a 16x16 model 8x8 images without a word (validate refuses them), and a missing
+    model or a torch module raised FileNotFoundError or TypeError from reading its metadata."""
+    import numpy as np
+    import torch
+    from conftest import foreign_onnx
+
+    from edgekd import load_data_for
+    from edgekd.errors import ArtifactError, ConfigError, DataError
+
+    model = foreign_onnx(tmp_path / "m.onnx", (1, 16, 16), 10)
+    arrays = tmp_path / "xy.npz"
+    rng = np.random.default_rng(0)
+    np.savez(arrays, x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 10)
+    with pytest.raises(DataError, match=r"takes 1x16x16 inputs, and data 'xy.npz' has 1x8x8 images"):
+        load_data_for(model, str(arrays))
+    assert load_data_for(model, str(arrays), resolution=16).input_shape == (1, 16, 16)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_data_for(tmp_path / "missing.onnx", str(arrays))
+    with pytest.raises(ConfigError, match="model is a Sequential, not the path of an ONNX file"):
+        load_data_for(torch.nn.Sequential(), str(arrays))

@@ -83,12 +83,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     dataset = None
     if data is not None:  # an empty --data is refused by load_data, not skipped
         from edgekd.data_match import load_data_for, split_seed
-        from edgekd.preprocess import loading_for_model
-
-        # the model's fixed size known while loading: images of another size are refused before any is decoded
-        with loading_for_model(art.path, next(iter(art.details.get("inputs") or []), {}).get("shape")):
-            dataset = load_data_for(art.path, data, resolution=resolution, normalize=normalize, channels=channels,
-                                    seed=seed, log=lambda m: click.echo(m, err=True))
+        dataset = load_data_for(art.path, data, resolution=resolution, normalize=normalize, channels=channels,
+                                seed=seed, log=lambda m: click.echo(m, err=True))
         for note in dataset.notes:
             click.echo(f"warning: {note}", err=True)
     report = run([art], prof, budget, dataset, input_shape=shape)
