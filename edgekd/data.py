@@ -84,6 +84,10 @@ class Dataset:
     preprocess: Preprocess | None = None  # how raw pixels became these arrays (None: built by hand)
     notes: tuple[str, ...] = ()  # warnings about the loading the run should show (an orientation flip)
     seeded_split: bool = False  # the seed dealt its test split (rather than the data giving one)
+    # The seed that dealt that split (None: unknown, or the data gave its splits). A model records this one, not
+    # the run's --seed: a Dataset passed in was split before the run, and re-splitting it with another seed
+    # would score the model partly on its training images.
+    split_seed: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -346,7 +350,8 @@ def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str
     mean, std = normalization(parts[0], normalize, x.shape[1], source)
     apply_normalization(x, mean, std, in_place=True)
     return Dataset(name, parts[0], y[sel["train"]], parts[1], y[sel["val"]],
-                   parts[2], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True)
+                   parts[2], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True,
+                   split_seed=int(seed))
 
 
 def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
@@ -379,6 +384,13 @@ def split_fingerprint(data: Dataset) -> dict[str, Any] | None:
     counts = sum(np.bincount(y, minlength=data.num_classes) for y in (data.y_train, data.y_val, data.y_test))
     digest = hashlib.sha256(json.dumps([list(data.class_names), counts.tolist()]).encode()).hexdigest()[:16]
     return {"images": int(counts.sum()), "digest": digest}
+
+
+def split_seed_of(data: Any) -> int | None:
+    """The seed that dealt ``data``'s split, or None where it is unknown (a Dataset built by hand, or data that
+    gives its own splits): recording none beats recording a seed that deals another split."""
+    seed = getattr(data, "split_seed", None)
+    return int(seed) if seed is not None and getattr(data, "seeded_split", False) else None
 
 
 def split_indices(name: str, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:

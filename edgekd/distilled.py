@@ -143,8 +143,9 @@ def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: A
 
     from edgekd.search.spaces import build_student
 
-    torch.manual_seed(int(recipe.get("seed", 0)))
-    model = build_student(spec, data.input_shape, data.num_classes, teacher=teacher.module)
+    with torch.random.fork_rng(devices=[]):  # built as the run built it; the caller's generator kept as it was
+        torch.manual_seed(int(recipe.get("seed", 0)))
+        model = build_student(spec, data.input_shape, data.num_classes, teacher=teacher.module)
     if recipe.get("qat_epochs"):
         from edgekd.distill.qat import prepare_qat
 

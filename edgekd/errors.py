@@ -71,3 +71,15 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     or its type's name when it says nothing."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def require_number(name: str, value: object, whole: bool = False) -> None:
+    """A ConfigError naming the setting unless ``value`` is a finite number (a whole one with ``whole``): a
+    string ("3") or a bool passed from Python reached a range check and failed there as a raw TypeError."""
+    import math
+    import numbers
+
+    kind = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ConfigError(f"{name} must be {'a whole number' if whole else 'a number'}, got {value!r}",
+                          f"pass {name} as {'an integer' if whole else 'a number'}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, did_you_mean
+from edgekd.errors import ConfigError, did_you_mean, require_number
 from edgekd.manifest_io import load_manifest
 from edgekd.preprocess import parse_shape
 from edgekd.profiles import DeviceProfile
@@ -80,6 +80,12 @@ class GateConfig:
         from edgekd.preprocess import resolution_value
 
         object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
+        # Types before the range checks: a string from Python ("0.9") failed them as a raw TypeError.
+        require_number("latency_tolerance", self.latency_tolerance)
+        require_number("rounds", self.rounds, whole=True)
+        for name in ("min_accuracy", "min_class_accuracy"):
+            if getattr(self, name) is not None:
+                require_number(name, getattr(self, name))
         if not 0 <= self.latency_tolerance < 1:
             raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
         if self.rounds < 1:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, require_number
 from edgekd.fsutil import sha256
 from edgekd.gate import Check
 from edgekd.profiles import DeviceProfile
@@ -35,6 +35,10 @@ class RecheckConfig:
         from edgekd.preprocess import resolution_value
 
         object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
+        # Types before the range checks: a string from Python ("3") failed them as a raw TypeError.
+        require_number("accuracy_tolerance", self.accuracy_tolerance)
+        require_number("latency_tolerance", self.latency_tolerance)
+        require_number("rounds", self.rounds, whole=True)
         if not 0 <= self.accuracy_tolerance < 1:
             raise ConfigError(f"accuracy tolerance {self.accuracy_tolerance} is outside [0, 1)", "pass e.g. 0.005")
         if not 0 <= self.latency_tolerance < 1:
@@ -250,7 +254,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     )
     from edgekd.data_match import with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
-    from edgekd.onnx_metadata import embedded_class_names
+    from edgekd.onnx_metadata import embedded_class_names, embedded_split_seed
 
     recorded = entry.get("accuracy")
     own = recorded_data(manifest)
@@ -263,14 +267,18 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     resolution = config.resolution or (own.resolution if source == own.source else None) or (
         shape[-2:] if shape and source == "digits" else None)
     pre = recorded_preprocess(manifest)  # a --normalize given still keeps the recorded channel conversion
-    data = load_data(source, resolution=resolution, seed=own.seed, normalize=config.normalize or pre,
-                     channels=config.channels or recorded_channels(pre))
     onnx_file = model if meta is True else meta
+    # The split seed the file records (the one that dealt its run's data) before the recipe's --seed: a run given
+    # a Dataset split it with load_data's seed, and re-splitting with --seed scores it on training images.
+    recorded_seed = embedded_split_seed(onnx_file) if onnx_file is not None else None
+    seed = own.seed if recorded_seed is None else recorded_seed
+    data = load_data(source, resolution=resolution, seed=seed, normalize=config.normalize or pre,
+                     channels=config.channels or recorded_channels(pre))
     if onnx_file is not None:
         data = with_class_order_note(data, embedded_class_names(onnx_file))
     data = with_scale_note(data, pre)
     if onnx_file is not None:
-        data = with_split_note(data, onnx_file, own.seed)
+        data = with_split_note(data, onnx_file, seed)
     logits, labels, _ = predictions_on_test_split(model, profile, data)  # edgekd's own files take NCHW
     acc = top1(logits, labels)
     tol = config.accuracy_tolerance

@@ -175,7 +175,10 @@ def run_teacher(config: Any, data: Any, log: Log) -> Any:
         teacher = from_module(config.teacher)
     else:
         log("teacher: embedded default (trained once, then cached)")
-        teacher = default_teacher(data, progress=config.progress, log=log, seed=config.seed)
+        from edgekd.data import split_seed_of
+
+        # the seed that dealt the data it trains on (a Dataset passed in was split before, not with --seed)
+        teacher = default_teacher(data, progress=config.progress, log=log, seed=split_seed_of(data))
     if hasattr(teacher.module, "bind"):  # an ONNX teacher: fed and read as the data needs
         for note in teacher.module.bind(data):
             log(f"teacher: {note}")

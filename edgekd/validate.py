@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekd.callable_module import make_callable
 from edgekd.data import Dataset
-from edgekd.errors import ConfigError, first_line
+from edgekd.errors import ConfigError, first_line, require_number
 from edgekd.fsutil import sha256
 from edgekd.profiles import DeviceProfile
 from edgekd.textfmt import decimals
@@ -90,6 +90,7 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
 
     # What the other stages hand over, as search takes them: a profile by name, no budget.
     profile, budget = load_profile(profile), budget if budget is not None else Budget()
+    require_number("rounds", rounds, whole=True)  # a string failed the comparison below as a raw TypeError
     if rounds < 1:
         raise ConfigError(f"latency rounds must be at least 1, got {rounds}", "pass 3")
     _check_accuracy_budget(artifacts, budget, data)

@@ -294,3 +294,18 @@ def test_a_teacher_handed_to_distill_is_taken_and_checked_as_compress_takes_one(
         distill(student(), data, FAST, teacher=nn.Sequential(student(), nn.Softmax(1)), progress=False)
     with pytest.raises(ConfigError, match=r"the teacher 'f.py:build' is a spec.*; pass load_teacher\('f.py:build'"):
         distill(student(), data, FAST, teacher="f.py:build", progress=False)
+
+
+def test_distill_hands_the_callers_torch_generator_back_as_it_was():
+    """distill seeded the global generator with config.seed and left it so: whatever the caller seeded before,
+    torch.rand after was the same, and a loop of build_student + distill started every student alike."""
+    data = tiny_data(n=60)
+    after = []
+    for seed in (1, 2):
+        model = student()
+        torch.manual_seed(seed)
+        distill(model, data, replace(FAST, epochs=1), progress=False)
+        after.append(torch.rand(2))
+        torch.manual_seed(seed)
+        assert torch.equal(after[-1], torch.rand(2)), seed  # the caller's sequence goes on where it was
+    assert not torch.equal(after[0], after[1])

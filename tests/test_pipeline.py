@@ -806,3 +806,92 @@ def test_a_search_for_fp32_ships_fp32_and_the_recipe_records_the_search_file_s_s
     assert json.loads(searched.read_text())["settings"] == settings
     assert any(line.startswith("search: --space mbv2,resnet, --candidates 4, --latency-anchors 3, --precision fp32")
                for line in said), said
+
+
+def test_the_files_record_the_seed_that_split_a_dataset_passed_in_not_the_runs_seed(small_data, fast_profile,
+                                                                                      tmp_path):
+    """A Dataset passed in was split by load_data (seed 3 here) before the run: its files must record that
+    seed, not the run's (7), or validate re-splits the data with 7 and scores the model on training images.
+    The default teacher, trained on that split, records it too; a Dataset whose seed is unknown records none."""
+    import dataclasses
+
+    import torch
+    from conftest import foreign_onnx
+
+    from edgekd.data import load_data
+    from edgekd.onnx_metadata import embedded_split_seed
+    from edgekd.pipeline.exporting import export_models
+    from edgekd.teacher import Teacher
+    from edgekd.validate import artifact_from_file
+
+    x = np.concatenate([small_data.x_train, small_data.x_test])
+    y = np.concatenate([small_data.y_train, small_data.y_test])
+    data = load_data((x, y), seed=3)
+    assert data.split_seed == 3 and dataclasses.replace(data, notes=("kept",)).split_seed == 3
+    config = CompressConfig(seed=7, budget_ms=50.0, max_size_kb=100.0, progress=False)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(data.input_shape)), 10)).eval()
+    for given, seed in ((data, 3), (dataclasses.replace(data, split_seed=None), None)):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        teacher_art = artifact_from_file(foreign_onnx(folder / "teacher-fp32.onnx", data.input_shape, 10),
+                                         "teacher-fp32", "teacher")
+        teacher = Teacher(torch.nn.Flatten(), "default", split_seed=seed)
+        staging = folder / "staging"
+        staging.mkdir()
+        stamped, _ = export_models(config, teacher, teacher_art, student, given, staging, lambda _m: None,
+                                   fast_profile)
+        assert [embedded_split_seed(a.path) for a in stamped] == [seed] * 3, seed
+
+
+def test_the_default_teacher_is_told_the_seed_that_split_a_dataset_passed_in(small_data, monkeypatch):
+    """It records that seed as the split it trained on (compared with the students' when the files are stamped):
+    the run's --seed (7) never dealt a Dataset loaded with seed 3."""
+    import edgekd.teacher
+    from edgekd.data import load_data
+    from edgekd.run_inputs import run_teacher
+
+    class Told(Exception):
+        pass
+
+    seeds = []
+
+    def default_teacher(data, progress=True, log=None, seed=None):
+        seeds.append(seed)
+        raise Told
+
+    monkeypatch.setattr(edgekd.teacher, "default_teacher", default_teacher)
+    x = np.concatenate([small_data.x_train, small_data.x_test])
+    y = np.concatenate([small_data.y_train, small_data.y_test])
+    data = load_data((x, y), seed=3)
+    with pytest.raises(Told):
+        run_teacher(CompressConfig(seed=7, data=data, progress=False), data, lambda _m: None)
+    assert seeds == [3]
+
+
+def test_building_the_chosen_student_hands_the_callers_torch_generator_back(small_data, monkeypatch, tmp_path):
+    """compress seeds the chosen student's weights with config.seed, and so does reading a distill folder back
+    (``compress --distilled``): both left the global generator seeded so."""
+    import torch
+
+    import edgekd.search
+    from edgekd import distilled
+    from edgekd.pipeline import stages
+    from edgekd.search import SPACES, build_student
+    from edgekd.types import StudentSpec
+
+    spec = StudentSpec("mbv2", SPACES.get("mbv2").smallest())
+    chosen = type("Chosen", (), {"spec": spec, "params": 1, "latency_ms": 1.0})()
+    monkeypatch.setattr(edgekd.search, "search", lambda *a, **k: type("Result", (), {"chosen": chosen,
+                                                                                       "precision": "int8"})())
+    monkeypatch.setattr(stages, "_check_teacher_before_search", lambda *a: None)
+    monkeypatch.setattr(stages, "train_student", lambda *a: "trained")
+    teacher = type("T", (), {"module": torch.nn.Flatten()})()
+    torch.save(build_student(spec, small_data.input_shape, 10).state_dict(), tmp_path / "student.pt")
+    for build in (lambda: stages.search_and_distill(CompressConfig(seed=0), teacher, small_data, None,
+                                                    lambda _m: None),
+                  lambda: distilled._student(tmp_path, spec, {"seed": 0}, teacher, small_data)):
+        torch.manual_seed(5)
+        build()
+        after = torch.rand(2)
+        torch.manual_seed(5)
+        assert torch.equal(after, torch.rand(2))

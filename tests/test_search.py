@@ -703,3 +703,16 @@ def test_build_student_refuses_a_config_without_a_gene_it_builds_from_naming_it(
     # an optional gene left out, or a width the search would not sample, still builds
     hand = {"stem": 12, "widths": [12, 24, 32], "depths": [1, 2, 2], "expands": [3, 3, 3], "kernels": [3, 3, 3]}
     assert sum(p.numel() for p in build_student(StudentSpec("mbv2", hand), (1, 16, 16), 10).parameters()) > 0
+
+
+def test_search_hands_the_callers_torch_generator_back_as_it_was(teacher, small_data, fast_profile):
+    """The search seeds torch's generator for each candidate's weights: it left it seeded so, whatever the
+    caller had seeded before."""
+    import torch
+
+    torch.manual_seed(5)
+    search(teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=60),
+           replace(CFG, candidates=4), progress=False)
+    after = torch.rand(2)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(2))

@@ -1402,3 +1402,66 @@ def test_load_data_for_refuses_what_validate_would_and_names_a_model_that_is_not
         load_data_for(tmp_path / "missing.onnx", str(arrays))
     with pytest.raises(ConfigError, match="model is a Sequential, not the path of an ONNX file"):
         load_data_for(torch.nn.Sequential(), str(arrays))
+
+
+def test_a_recheck_splits_the_data_with_the_seed_the_model_records_before_the_recipes(small_data, monkeypatch,
+                                                                                      tmp_path):
+    """A run given a Dataset split by load_data's seed (3) records it in its files; the manifest's recipe holds the
+    run's --seed (7). Rechecking with the data passed again re-split it with 7: partly the model's training images."""
+    from conftest import foreign_onnx
+
+    import edgekd.data
+    from edgekd import manifest_check
+    from edgekd.onnx_metadata import stamp_data_metadata
+    from edgekd.profiles import load_profile
+    from edgekd.validate import artifact_from_file
+
+    model = foreign_onnx(tmp_path / "student-fp32.onnx", small_data.input_shape, 10)
+    stamp_data_metadata(artifact_from_file(model, "student-fp32"), edgekd.data.load_data("digits", resolution=16,
+                                                                                          seed=3), 3)
+    seeds = []
+
+    class Read(Exception):
+        pass
+
+    def load_data(*args, seed=0, **kw):
+        seeds.append(seed)
+        raise Read  # the seed is all this test reads
+
+    monkeypatch.setattr(edgekd.data, "load_data", load_data)
+    manifest = {"recipe": {"seed": 7, "data": None}, "data": {"name": "held"}}
+    with pytest.raises(Read):
+        manifest_check._recheck_accuracy(model, {"accuracy": 0.5}, manifest, load_profile("host-cpu-1t"),
+                                         manifest_check.RecheckConfig(data="digits"))
+    assert seeds == [3]
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda: __import__("edgekd").CompressConfig(latency_anchors="5"), "latency_anchors must be a whole number"),
+    (lambda: __import__("edgekd").CompressConfig(target_ms="1"), "--target-ms must be a number"),
+    (lambda: __import__("edgekd").CompressConfig(target_ms=1, prune_steps="2"), "--prune-steps must be a whole"),
+    (lambda: __import__("edgekd").GateConfig(min_accuracy="0.9", data="digits"), "min_accuracy must be a number"),
+    (lambda: __import__("edgekd").RecheckConfig(rounds="3"), "rounds must be a whole number"),
+    (lambda: __import__("edgekd").RecheckConfig(accuracy_tolerance="x"), "accuracy_tolerance must be a number"),
+    (lambda: validate([], "host-cpu-1t", None, rounds="1"), "rounds must be a whole number"),
+])
+def test_a_number_setting_given_a_string_is_a_config_error_naming_it(make, said):
+    """Each failed its range check as a raw TypeError ('<' not supported between 'str' and 'int')."""
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=said):
+        make()
+
+
+def test_measure_reads_a_shape_string_as_input_shape_does(tmp_path, fast_profile_path):
+    """measure(..., shape="1,1,8,8") read the string character by character: "7 input shapes for 1 models"."""
+    from conftest import foreign_onnx
+
+    from edgekd import measure
+    from edgekd.errors import ConfigError
+
+    model = foreign_onnx(tmp_path / "tiny.onnx", (1, 8, 8), 3)
+    (stats,) = measure([model], str(fast_profile_path), shape="2,1,8,8")
+    assert stats.p50_ms > 0
+    with pytest.raises(ConfigError, match="--input-shape '1,a' is not a list of positive integers"):
+        measure([model], str(fast_profile_path), shape="1,a")

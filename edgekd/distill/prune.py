@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import BudgetError, ConfigError, ModelError
+from edgekd.errors import BudgetError, ConfigError, ModelError, require_number
 from edgekd.types import DistillConfig
 
 IMPORTANCES = ("l2", "l1", "fpgm", "lamp", "taylor")
@@ -37,6 +37,13 @@ class PruneConfig:
     round_to: int | None = None  # keep channel counts multiples of this (friendlier to some kernels)
 
     def __post_init__(self) -> None:
+        # Types before the range checks: a string from Python ("1") failed them as a raw TypeError.
+        require_number("--target-ms", self.target_ms)
+        for flag, value in (("--prune-steps", self.steps), ("epochs_per_step", self.epochs_per_step),
+                            ("finetune_epochs", self.finetune_epochs)):
+            require_number(flag, value, whole=True)
+        if self.round_to is not None:
+            require_number("--prune-round-to", self.round_to, whole=True)
         if not self.target_ms > 0:
             raise ConfigError(f"--target-ms must be positive, got {self.target_ms}", "pass a latency in ms")
         if self.precision not in ("fp32", "int8"):

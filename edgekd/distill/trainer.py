@@ -61,8 +61,11 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     save_to, load_from = _checkpoint_paths(checkpoint, resume)
     world = ddp.join(student)
     try:
-        # The teacher teaches in eval mode, and goes back to its caller in the mode it came in.
-        with evaluating(teacher):
+        # The teacher teaches in eval mode, and goes back to its caller in the mode it came in. The run seeds
+        # torch's generator (and the student's GPUs') on a fork: the caller's comes back as it was, or every
+        # student a loop of build_student + distill builds after the first would start from the same weights.
+        cuda = sorted({p.device.index or 0 for p in student.parameters() if p.is_cuda})
+        with evaluating(teacher), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(config.seed)
             run = _setup(student, teacher, data, config, terms, np.random.default_rng(config.seed), world)
             try:

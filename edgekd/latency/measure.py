@@ -35,13 +35,18 @@ def per_model(shape: Shapes, count: int) -> list[tuple[int, ...] | None]:
 
 
 def measure(paths: Sequence[str | Path], profile: DeviceProfile,
-            shape: Shapes = None) -> list[LatencyStats]:
+            shape: Shapes | str = None) -> list[LatencyStats]:
     """Measure every model in ``paths`` on ``profile``, interleaved; one LatencyStats per path, in order.
-    ``shape``: one input shape for all, or one (or None) per model."""
+    ``shape``: one input shape for all (a list, or "1,3,224,224" as --input-shape takes it), or one (or None)
+    per model."""
     from edgekd.latency.runners import get_runner
 
     if isinstance(paths, (str, Path)):  # one model: a string is no list of its characters
         paths = [paths]
+    if isinstance(shape, str):  # read as --input-shape reads it: "1,16,16" was 7 shapes, one per character
+        from edgekd.preprocess import parse_shape
+
+        shape = parse_shape(shape)
     per_model(shape, len(paths))  # a count of shapes unlike the models', refused before anything is run
     return get_runner(profile).measure(list(paths), shape)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import tomlread
-from edgekd.errors import ConfigError, did_you_mean
+from edgekd.errors import ConfigError, did_you_mean, require_number
 from edgekd.run_inputs import check_inputs
 from edgekd.types import Budget, DistillConfig
 
@@ -87,6 +87,8 @@ class CompressConfig:
         if self.latency_rounds < 1:
             raise ConfigError(f"--latency-rounds must be at least 1, got {self.latency_rounds}",
                               "pass --latency-rounds 3 (latency_rounds=3 in Python)")
+        if self.latency_anchors is not None:  # a string reached the comparison below as a raw TypeError
+            require_number("latency_anchors", self.latency_anchors, whole=True)
         if self.latency_anchors is not None and self.latency_anchors < 3:
             raise ConfigError(f"--latency-anchors must be at least 3, got {self.latency_anchors}",
                               "pass 32 (the default; latency_anchors=32 in Python), or fewer down to 3 for a quicker, "

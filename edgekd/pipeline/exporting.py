@@ -54,6 +54,11 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     fp32 = get_exporter("onnx-fp32")
     placed = _copy_model(Path(teacher_art.path), staging / Path(teacher_art.path).name)
     teacher_art = dataclasses.replace(teacher_art, path=str(placed))
+    # The seed the files record is the one that dealt the data's split, not the run's --seed: a Dataset passed
+    # in was split before the run (load_data's own seed), and validate re-splits with the recorded one.
+    from edgekd.data import split_seed_of
+
+    dealt = split_seed_of(data)
     rng = np.random.default_rng(config.seed)
     calib = data.x_train[rng.permutation(len(data.x_train))[:config.calibration_samples]]
     if config.qat_epochs:
@@ -78,7 +83,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration,
                                                      max_bytes=config.budget.max_bytes),
-                                      stamp=lambda art: stamp_data_metadata(art, data, config.seed))
+                                      stamp=lambda art: stamp_data_metadata(art, data, dealt))
         student_int8 = fallback.artifact
         log(f"export: {fallback.summary()}")
         for note in fallback.notes:
@@ -89,16 +94,17 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     torch.save(student.state_dict(), staging / "student.pt")
     # The split seed on the teacher only where edgekd trained it on this run's split (the default teacher): one
     # trained elsewhere was not, and validate would warn of a split it never saw.
-    stamped = [stamp_teacher(teacher_art, teacher, data, config.seed),
-               *(stamp_data_metadata(a, data, config.seed) for a in (student_fp32, student_int8))]
+    stamped = [stamp_teacher(teacher_art, teacher, data, dealt),
+               *(stamp_data_metadata(a, data, dealt) for a in (student_fp32, student_int8))]
     return stamped, references
 
 
 def stamp_teacher(teacher_art: Any, teacher: Any, data: Any, seed: int | None = None) -> Any:
     """The teacher's file stamped with the input it is fed: a user's ONNX teacher taking channels-last (or
     flattened) images is fed them so (``OnnxTeacher.layout``), and a pipeline following the metadata must too.
-    The run's split ``seed`` too where the teacher trained on that split (``Teacher.split_seed``): validate
-    then warns when another seed's test images include its training images, as it does for the students."""
+    The data's split ``seed`` (the one that dealt it, ``split_seed_of``) too where the teacher trained on that
+    split (``Teacher.split_seed``): validate then warns when another seed's test images include its training
+    images, as it does for the students."""
     from edgekd.onnx_metadata import stamp_data_metadata
     from edgekd.onnx_teacher import OnnxTeacher
 

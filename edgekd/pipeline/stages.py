@@ -178,9 +178,10 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
                                                           data.x_val[:1], opset=config.opset))
+        from edgekd.data import split_seed_of
         from edgekd.onnx_metadata import stamp_data_metadata
 
-        stamp_data_metadata(art, data, config.seed)
+        stamp_data_metadata(art, data, split_seed_of(data))  # the seed that dealt the data, not --seed
         # what `compress --distilled` reports from
         write_json(staging / "search.json", search_record(result, profile, config.budget, data, teacher.module,
                                                           run=started))
@@ -237,8 +238,9 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
     chosen = result.chosen
     log(f"search: chose {chosen.spec.space} {chosen.spec.config} ({chosen.params:,} params, "
         f"{chosen.latency_ms:.3f} ms {result.precision} measured)")
-    torch.manual_seed(config.seed)
-    student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
+    with torch.random.fork_rng(devices=[]):  # the student's seeded weights; the caller's generator kept as it was
+        torch.manual_seed(config.seed)
+        student = build_student(chosen.spec, data.input_shape, data.num_classes, teacher=teacher.module)
     # A pruned student runs the teacher's forward, so compress's export of the teacher has checked it already.
     if chosen.spec.space == "pruned" and not teacher_exported:
         _check_exports(config, student, data)

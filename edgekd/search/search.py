@@ -90,6 +90,8 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
            log: Any = None) -> SearchResult:
     """Evolve students of ``config.space`` under ``budget``, ranked by ``config.proxy``; measure the
     best-ranked on ``profile`` and return the best one that meets the budget."""
+    import torch
+
     from edgekd.profiles import load_profile
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
@@ -118,7 +120,9 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         log("warning: search: no --budget-ms or --max-size-kb, so the params proxy picks the largest student of the "
             "space, which may be no faster than the teacher; pass the device's budget")
     calib = data.x_train[rng.permutation(len(data.x_train))[:64]]
-    with Ruler(profile, data.input_shape, data.num_classes) as ruler:
+    # The search seeds torch's generator (each candidate's weights, the latency anchors) on a fork: the caller's
+    # comes back as it was, not reset to config.seed.
+    with torch.random.fork_rng(devices=[]), Ruler(profile, data.input_shape, data.num_classes) as ruler:
         fit = teacher_fit(teacher, data.input_shape, budget, ruler, log)
         if fit is not None:
             log(fit.message(budget))
