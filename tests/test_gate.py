@@ -845,8 +845,9 @@ def test_a_baseline_folder_is_named_as_one(run_cli, run_dir, tiny_model):
     assert code == 2 and f"baseline '{run_dir}' is a folder; pass {run_dir / 'manifest.json'}" in err, err
 
 
-def test_a_recorded_baseline_p50_from_another_cpu_or_profile_setting_says_so(run_cli, run_dir, fast_profile_path,
-                                                                              tmp_path):
+def _released_without_models(run_dir, tmp_path):
+    """A copy of ``run_dir`` as a last release whose model files are gone, its recorded p50s far above any
+    measured one: the gate compares with the recorded figures alone. The copy and its manifest (to edit)."""
     gone = tmp_path / "last-release"
     shutil.copytree(run_dir, gone)
     for model in gone.glob("*.onnx"):
@@ -854,6 +855,12 @@ def test_a_recorded_baseline_p50_from_another_cpu_or_profile_setting_says_so(run
     manifest = json.loads((gone / "manifest.json").read_text())
     for entry in manifest["artifacts"]:
         entry["latency"]["p50_ms"] = 1e6
+    return gone, manifest
+
+
+def test_a_recorded_baseline_p50_from_another_cpu_or_profile_setting_says_so(run_cli, run_dir, fast_profile_path,
+                                                                              tmp_path):
+    gone, manifest = _released_without_models(run_dir, tmp_path)
     manifest["profile"]["name"] = load_profile(fast_profile_path).name
     manifest["profile"]["host"] = "Some Other CPU (64 CPUs; avx2)"
     manifest["profile"]["digest"] = "settings-of-another-day"
@@ -1391,13 +1398,7 @@ def test_a_floor_given_at_the_budget_s_covers_it_and_a_manifest_s_own_data_needs
 def test_a_recorded_baseline_p50_from_noisy_rounds_says_so_as_the_latency_row_does(run_cli, run_dir, tmp_path):
     from conftest import FAST_PROFILE
 
-    gone = tmp_path / "last-release"
-    shutil.copytree(run_dir, gone)
-    for model in gone.glob("*.onnx"):
-        model.unlink()
-    manifest = json.loads((gone / "manifest.json").read_text())
-    for entry in manifest["artifacts"]:
-        entry["latency"]["p50_ms"] = 1e6
+    gone, manifest = _released_without_models(run_dir, tmp_path)
     (gone / "manifest.json").write_text(json.dumps(manifest))
     strict = tmp_path / "strict.toml"  # the same name as the baseline's profile; every round counts as noisy
     strict.write_text(FAST_PROFILE.replace("max_cv = 0.5", "max_cv = 0.000001"))
