@@ -220,16 +220,17 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     (``load_data``)."""
     from edgekd.data import load_data
     from edgekd.onnx_metadata import embedded_class_names, embedded_preprocess, embedded_split_seed
-    from edgekd.onnxfile import input_dims, load_model
+    from edgekd.onnxfile import describe, load_model
     from edgekd.preprocess import loading_for_model, parse_channels, recorded_channels
 
     if not isinstance(model, (str, Path)):  # a torch module, say: its metadata was read as a path (TypeError)
         raise ConfigError(f"model is a {type(model).__name__}, not the path of an ONNX file",
                           "pass the path of the exported .onnx model the data is to be scored on")
-    load_model(model)  # a missing, truncated or foreign file named as such (was FileNotFoundError from its metadata)
+    # a missing, truncated or foreign file named as such (was FileNotFoundError from its metadata); read once
+    inputs = describe(load_model(model))["inputs"]
     recorded, run_seed, split = embedded_preprocess(model), embedded_split_seed(model), split_seed(model, seed)
     # the model's fixed size known while loading: images of another size are refused before any is decoded
-    with loading_for_model(model, input_dims(model)):
+    with loading_for_model(model, inputs[0]["shape"] if inputs else None):
         data = load_data(source, resolution=resolution, normalize=recorded if normalize is None else normalize,
                          channels=parse_channels(channels) or recorded_channels(recorded), seed=split, log=log)
     said = ()

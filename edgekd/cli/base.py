@@ -90,3 +90,20 @@ def needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:
     flag = next((f for f, v in given if v is not None), None)
     if flag:
         raise ConfigError(f"{flag} needs {needed}{why}", f"pass {needed}, or drop {flag}")
+
+
+def data_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--resolution, --normalize and --channels: how validate and gate read --data for the model they check."""
+    options = [
+        click.option("--resolution", type=str,
+                     help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320."),
+        click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: "
+                                                   "the one the manifest or the model's metadata records, else "
+                                                   "dataset)."),
+        click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model "
+                     "takes: 3 repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata "
+                     "records)."),
+    ]
+    for option in reversed(options):  # listed in --help in this order
+        command = option(command)
+    return command

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, needs
+from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, data_reading_options, needs
 from edgekd.fsutil import write_json, write_text
 
 
@@ -30,11 +30,7 @@ from edgekd.fsutil import write_json, write_text
 @click.option("--min-class-accuracy", type=float, help="Minimum test accuracy of every class (a fraction) on --data.")
 @click.option("--data", type=str, help="Data for the accuracy checks (.npz, image folder, .csv list of images or "
               "'digits').")
-@click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
-@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
-                                            "the manifest or the model's metadata records, else dataset).")
-@click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
-              "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
+@data_reading_options
 @click.option("--seed", type=int, help="Seed of the train/validation/test split of --data, one for the model and "
               "its baseline (default: the one a manifest records, the split it was measured on, else 0).")
 @click.option("--profile", type=str, help="Device profile for latency and accuracy (default: a manifest's own "

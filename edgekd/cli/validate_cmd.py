@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import check_report_files, cli, needs, parse_shape
+from edgekd.cli.base import check_report_files, cli, data_reading_options, needs, parse_shape
 from edgekd.fsutil import write_json
 
 
@@ -18,11 +18,7 @@ from edgekd.fsutil import write_json
               help="Device profile name or .toml path (with --manifest: the recorded profile unless given).")
 @click.option("--data", type=str, help="Measure accuracy on this data's test split (.npz, image folder, .csv "
               "list of images or 'digits').")
-@click.option("--resolution", type=str, help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320.")
-@click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: the one "
-                                            "the manifest or the model's metadata records, else dataset).")
-@click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model takes: 3 "
-              "repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata records).")
+@data_reading_options
 @click.option("--seed", type=int, help="Seed of the train/validation/test split of --data (default: the one the "
                                        "model's metadata records, the split it was trained on, else 0).")
 @click.option("--budget-ms", type=float, help="Fail (exit 1) when p50 latency exceeds this.")
