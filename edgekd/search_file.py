@@ -18,7 +18,7 @@ FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file
 RUN_KEY = "distill_run"
 # The settings the search ran with, which a run reusing the file takes (and records) as its own.
 SETTINGS_KEY = "settings"
-SETTINGS = ("space", "proxy", "candidates", "latency_anchors", "precision")
+SETTINGS = ("space", "proxy", "candidates", "latency_anchors", "precision", "opset")
 
 
 def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: Any = None,
@@ -73,7 +73,8 @@ def recorded_settings(path: str | Path) -> dict[str, Any]:
     if not isinstance(kept, dict) and isinstance(run, dict) and not run.get("search_file"):
         kept = run  # a distill run that searched records what it searched with
     if isinstance(kept, dict):
-        return {k: kept[k] for k in SETTINGS if k in kept}
+        # an opset edited into something else is no opset: the run's own is kept
+        return {k: kept[k] for k in SETTINGS if k in kept and (k != "opset" or is_opset(kept[k]))}
     found: dict[str, Any] = {k: raw[k] for k in ("precision", "proxy") if isinstance(raw.get(k), str)}
     if isinstance(raw.get("evaluated"), int) and raw["evaluated"] >= 1:
         found["candidates"] = raw["evaluated"]
@@ -84,16 +85,32 @@ def recorded_settings(path: str | Path) -> dict[str, Any]:
     return found
 
 
+def is_opset(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def with_search_settings(config: Any, log: Any) -> Any:
     """``config`` with the search settings its ``search_file`` was searched with: the precision the search
     checked the budget for is the one that ships and that pruning measures, and the recipe a manifest or
-    distill.json records must not contradict the search file beside it. A precision other than the default
-    that differs from the file's is refused (the CLI refuses search flags with a search file already)."""
+    distill.json records must not contradict the search file beside it; so is the opset its candidates' files
+    were sized at, for --max-size-kb. A precision or opset other than the default that differs from the file's
+    is refused (the CLI refuses search flags with a search file already)."""
+    from edgekd.export import DEFAULT_OPSET, DYNAMO_MIN_OPSET
+
     found = recorded_settings(config.search_file)
     if "precision" in found and config.precision not in ("int8", found["precision"]):
         raise ConfigError(f"precision {config.precision} is not the precision '{config.search_file}' was searched "
                           f"for ({found['precision']})", "leave the precision out (the search file's ships), or "
                           f"search again with --precision {config.precision}")
+    opset = found.get("opset", config.opset)
+    if config.opset not in (DEFAULT_OPSET, opset):
+        raise ConfigError(f"--opset {config.opset} is not the opset '{config.search_file}' sized its students at "
+                          f"({opset}), and a file's size depends on it", "leave --opset out (the search file's "
+                          f"ships), or search again with --opset {config.opset}")
+    if config.qat_epochs and opset < DYNAMO_MIN_OPSET:
+        raise ConfigError(f"'{config.search_file}' sized its students at opset {opset}, and --qat-epochs exports "
+                          f"at opset {DYNAMO_MIN_OPSET} or later", f"search again with --opset {DYNAMO_MIN_OPSET} "
+                          "(or without --opset), or drop --qat-epochs")
     changed = {k: v for k, v in found.items() if getattr(config, k) != v}
     if changed:
         said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items())

@@ -231,6 +231,36 @@ def test_search_over_pruned_and_resnet_spaces(run_cli, teacher_files, fast_profi
     assert result["pareto"] and result["precision"] == "fp32" and "Pareto front" in out
 
 
+def test_search_sizes_its_students_at_the_opset_the_run_ships(run_cli, teacher_files, fast_profile_path, tmp_path):
+    """`edgekd search` had no --opset: its candidates' files were sized at 18, and a student chosen to fit
+    --max-size-kb there was shipped at the opset compress was given. The file records the opset; distill and
+    `compress --distilled` export at it."""
+    import onnx
+
+    from edgekd.pipeline import CompressConfig, _with_distilled_opset
+
+    module, weights = teacher_files
+    found, trained = tmp_path / "search.json", tmp_path / "trained"
+    common = ["--teacher", f"{module}:build", "--weights", str(weights), "--resolution", "16",
+              "--profile", str(fast_profile_path)]
+    code, _, err = run_cli("search", *common, "-q", "--candidates", "3", "--latency-anchors", "4", "--opset", "17",
+                           "--out", found)
+    assert code == 0, err
+    assert json.loads(found.read_text())["settings"]["opset"] == 17
+    code, _, err = run_cli("distill", *common, "--search", found, "--epochs", "1", "--out", trained)
+    assert code == 0, err
+    assert f"--opset 17, as '{found}' was searched with" in err
+    assert onnx.load(trained / "student-fp32.onnx").opset_import[0].version == 17
+    # `compress --distilled` takes it from there, unless given another
+    said = []
+    config = _with_distilled_opset(CompressConfig(distilled=str(trained)), said.append)
+    assert config.opset == 17 and said == [f"export: --opset 17, as the search of '{trained}' sized its students "
+                                           "(pass --opset to export at another)"]
+    assert _with_distilled_opset(CompressConfig(distilled=str(trained), opset=16), said.append).opset == 16
+    code, _, err = run_cli("distill", *common, "--search", found, "--opset", "16", "--out", tmp_path / "d2")
+    assert code == 2 and "--opset 16 is not the opset" in err and not (tmp_path / "d2").exists()
+
+
 def test_search_rejects_unknown_space_and_proxy(run_cli, tmp_path):
     code, _, err = run_cli("search", "--space", "mbv2,vit", "--out", tmp_path / "s.json")
     assert code == 2 and "unknown search space 'vit'; choose one of: mbv2" in err

@@ -214,3 +214,28 @@ def test_a_run_reusing_a_search_file_takes_the_settings_it_was_searched_with(sma
     int8 = searched_with({"precision": "int8"})
     with pytest.raises(ConfigError, match=r"precision fp32 is not the precision .* was searched for \(int8\)"):
         with_search_settings(CompressConfig(search_file=int8, precision="fp32"), said.append)
+
+
+def test_a_run_reusing_a_search_file_ships_at_the_opset_its_students_were_sized_at(small_data, tmp_path):
+    """`edgekd search` had no --opset and sized every file at 18: `compress --search sf.json --opset 17
+    --max-size-kb 128` trained the student chosen by its 127 KB opset-18 file and shipped it at 141 KB."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.search_file import recorded_settings, search_settings, with_search_settings
+
+    assert search_settings(CompressConfig(opset=17))["opset"] == 17
+
+    def searched_at(opset):
+        path = _write(tmp_path, small_data, None, space="mbv2", edit=lambda r: r.update(settings={"opset": opset}))
+        return str(path)
+
+    said = []
+    config = with_search_settings(CompressConfig(search_file=searched_at(17)), said.append)
+    assert config.opset == 17 and said == [f"search: --opset 17, as '{tmp_path / 'search.json'}' was searched with"]
+    assert with_search_settings(CompressConfig(search_file=searched_at(17), opset=17), said.append).opset == 17
+    with pytest.raises(ConfigError, match=r"--opset 16 is not the opset .* sized its students at \(17\)"):
+        with_search_settings(CompressConfig(search_file=searched_at(17), opset=16), said.append)
+    with pytest.raises(ConfigError, match=r"sized its students at opset 17, and --qat-epochs exports at opset 18"):
+        with_search_settings(CompressConfig(search_file=searched_at(17), qat_epochs=1), said.append)
+    # an opset edited into a string is no opset: the run's own stays
+    assert "opset" not in recorded_settings(searched_at("17"))
+    assert with_search_settings(CompressConfig(search_file=searched_at("17"), opset=16), said.append).opset == 16

@@ -108,8 +108,7 @@ _COMPRESS_OPTIONS = [
 
 
 # Options of compress that the search stage does not take.
-_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--opset",
-                  "--search",
+_TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
                   "--augment", "--losses", "--hint-student", "--hint-teacher", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--keep-epoch", "--target-ms",
                   "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds", "--ort",
@@ -129,6 +128,9 @@ _SEARCH_FILE_OPTIONS = {
                           help="Ranking JSON file to write (default: search.json); compress and distill take it "
                                "with --search."),
     "--force": click.option("--force", is_flag=True, help="Replace an existing --out file."),
+    "--opset": click.option("--opset", type=int, help="ONNX opset the candidates' files are written at, whose size "
+                                                      "--max-size-kb checks (default: 18; below 18 the files are "
+                                                      "larger); compress and distill ship at the file's opset."),
 }
 
 

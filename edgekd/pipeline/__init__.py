@@ -64,6 +64,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it
         config = _with_distilled_budget(config, log)
+        config = _with_distilled_opset(config, log)
     elif config.search_file:
         config = with_search_budget(config, log)
     out = Path(config.out)
@@ -141,6 +142,20 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
             raise ConfigError(f"--calibration does not apply: {said}, and its int8 file takes the scales it "
                               "learned", "drop --calibration")
     return dataclasses.replace(config, **without_unread(trained))
+
+
+def _with_distilled_opset(config: CompressConfig, log: Log) -> CompressConfig:
+    """With no --opset given, the one the distilled student's search sized its files at: at the default, a
+    student chosen to fit --max-size-kb at opset 17 shipped at 18, or the other way round."""
+    from edgekd.export import DEFAULT_OPSET
+    from edgekd.search_file import recorded_settings
+
+    searched = recorded_settings(Path(config.distilled) / "search.json").get("opset", config.opset)
+    if config.opset != DEFAULT_OPSET or searched == config.opset:
+        return config
+    log(f"export: --opset {searched}, as the search of '{config.distilled}' sized its students (pass --opset to "
+        "export at another)")
+    return dataclasses.replace(config, opset=searched)
 
 
 def _with_distilled_budget(config: CompressConfig, log: Log) -> CompressConfig:
