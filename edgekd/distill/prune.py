@@ -241,10 +241,15 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     even the most pruned student cannot reach the target (nothing is trained in vain)."""
     import copy
 
+    from edgekd.api_args import require_config, require_dataset, require_student
     from edgekd.distill.trainer import distill
     from edgekd.profiles import load_profile
     from edgekd.search.cost_features import cost_features
 
+    require_student(student)
+    require_dataset(data)
+    require_config("distill_config", distill_config, DistillConfig)
+    require_config("config", config, PruneConfig, "target_ms=2.0")
     check_one_process()
     profile = load_profile(profile)  # a name or .toml path, as search takes one
     log = log or (lambda _m: None)

@@ -47,10 +47,14 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     """
     import torch
 
+    from edgekd.api_args import require_config, require_dataset, require_student
     from edgekd.distill import ddp
     from edgekd.distill.taps import evaluating
     from edgekd.teacher import api_teacher
 
+    require_student(student)
+    require_dataset(data)
+    require_config("config", config, DistillConfig)
     teacher = api_teacher(teacher, data)  # a Teacher as default_teacher()/load_teacher() give it, or a module
 
     terms = _resolve_losses(config, loss)

@@ -92,12 +92,16 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     best-ranked on ``profile`` and return the best one that meets the budget."""
     import torch
 
+    from edgekd.api_args import require_config, require_dataset
     from edgekd.profiles import load_profile
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
     from edgekd.teacher import api_teacher
 
     # What the other stages hand over: default_teacher()/load_teacher()'s Teacher, a profile by name, no budget.
+    require_dataset(data)
+    if config is not None:
+        require_config("config", config, SearchConfig)
     teacher = api_teacher(teacher, data)
     profile = load_profile(profile) if isinstance(profile, str) else profile
     budget = budget if budget is not None else Budget()
