@@ -92,7 +92,13 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
     recipe = recipe or TeacherRecipe()
     c, h, w = data.input_shape
     pools = stem_pools(min(h, w), 1)  # none at digits' 32x32; large images pooled as the students are
-    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
+
+    def seeded() -> Any:
+        with torch.random.fork_rng(devices=[]):  # the caller's generator is handed back as it was
+            torch.manual_seed(recipe.training.seed)
+            return resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
+
+    model = seeded()
     path = cache_dir() / "teachers" / f"resnet-{recipe.digest(data)}.pt"
     if path.is_file():
         try:
@@ -102,8 +108,7 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
                            split_seed=_trained_split(path, data, seed))
         except Exception:  # a corrupt cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
-    torch.manual_seed(recipe.training.seed)
-    model = resnet(c, data.num_classes, recipe.stem, recipe.widths, recipe.depths, pools=pools)
+    model = seeded()  # a fresh one: the load above may have half-filled it
     distill(model, data, recipe.training, teacher=None, progress=progress, desc="teacher: training", log=log)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:

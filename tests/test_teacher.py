@@ -695,7 +695,13 @@ def test_the_default_teacher_is_trained_once_then_loaded_and_a_corrupt_entry_ret
     x = torch.from_numpy(small_data.x_test[:4])
     assert torch.equal(first.module(x), again.module(x))
     entry.write_bytes(b"not a state dict")
-    assert "trained" in default_teacher(small_data, _tiny_recipe(), progress=False).source
+    # trained again, and the caller's torch generator handed back as it was (it was re-seeded with the recipe's)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    retrained = default_teacher(small_data, _tiny_recipe(), progress=False)
+    assert "trained" in retrained.source and torch.equal(torch.rand(3), expected)
+    assert torch.equal(retrained.module(x), first.module(x))  # the same weights, seeded as before
 
 
 def test_the_default_teacher_claims_the_split_it_was_trained_on_and_no_other(small_data, tmp_path, monkeypatch):
