@@ -9,17 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
-
-
-def _said(value: Any) -> str:
-    """``value`` as an error names it: a path or string by its text, anything else by its type."""
-    if value is None:
-        return "None"
-    if isinstance(value, (str, Path)):
-        return f"the {'path' if isinstance(value, Path) else 'string'} '{value}'"
-    kind = type(value).__name__
-    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+from edgekd.errors import ConfigError, kind_of
 
 
 def require_dataset(data: Any, optional: bool = False) -> None:
@@ -29,7 +19,7 @@ def require_dataset(data: Any, optional: bool = False) -> None:
     if isinstance(data, Dataset) or (optional and data is None):
         return
     source = repr(str(data)) if isinstance(data, (str, Path)) else "'digits'"
-    raise ConfigError(f"data is {_said(data)}, not a Dataset",
+    raise ConfigError(f"data is {kind_of(data)}, not a Dataset",
                       f"pass load_data({source}), or load_data_for(model, ...) to read it as a model takes it")
 
 
@@ -39,7 +29,7 @@ def require_config(name: str, config: Any, kind: type, example: str = "") -> Non
         return
     fix = (f"pass {kind.__name__}(**{name})" if isinstance(config, dict)
            else f"pass a {kind.__name__}, e.g. {kind.__name__}({example})")
-    raise ConfigError(f"{name} is {_said(config)}, not a {kind.__name__}", fix)
+    raise ConfigError(f"{name} is {kind_of(config)}, not a {kind.__name__}", fix)
 
 
 def require_student(student: Any) -> None:
@@ -53,7 +43,7 @@ def require_student(student: Any) -> None:
     fix = ("pass build_student(spec, data.input_shape, data.num_classes) (with teacher= for the 'pruned' space)"
            if isinstance(student, StudentSpec) else "pass the torch module to train, e.g. build_student(spec, "
            "data.input_shape, data.num_classes)")
-    raise ConfigError(f"student is {_said(student)}, not a torch module", fix)
+    raise ConfigError(f"student is {kind_of(student)}, not a torch module", fix)
 
 
 def require_artifacts(artifacts: Any) -> None:
@@ -71,5 +61,5 @@ def require_artifacts(artifacts: Any) -> None:
         fix = f"pass [artifact_from_file({str(wrong)!r})]"
     else:
         fix = "pass [artifact_from_file('model.onnx')] for each model file"
-    raise ConfigError(f"artifacts holds {_said(wrong)}, not an Artifact" if wrong is not artifacts else
-                      f"artifacts is {_said(wrong)}, not a list of Artifact", fix)
+    raise ConfigError(f"artifacts holds {kind_of(wrong)}, not an Artifact" if wrong is not artifacts else
+                      f"artifacts is {kind_of(wrong)}, not a list of Artifact", fix)

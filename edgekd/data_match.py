@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset, nfc, whole_numbers
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError, DataError, kind_of
 from edgekd.preprocess import Preprocess
 from edgekd.textfmt import one_line
 
@@ -224,7 +224,7 @@ def load_data_for(model: str | Path, source: Any, *, resolution: Any = None, nor
     from edgekd.preprocess import loading_for_model, parse_channels, recorded_channels
 
     if not isinstance(model, (str, Path)):  # a torch module, say: its metadata was read as a path (TypeError)
-        raise ConfigError(f"model is a {type(model).__name__}, not the path of an ONNX file",
+        raise ConfigError(f"model is {kind_of(model)}, not the path of an ONNX file",
                           "pass the path of the exported .onnx model the data is to be scored on")
     # a missing, truncated or foreign file named as such (was FileNotFoundError from its metadata); read once
     inputs = describe(load_model(model))["inputs"]

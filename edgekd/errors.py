@@ -83,3 +83,16 @@ def require_number(name: str, value: object, whole: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):  # type: ignore[arg-type]
         raise ConfigError(f"{name} must be {'a whole number' if whole else 'a number'}, got {value!r}",
                           f"pass {name} as {'an integer' if whole else 'a number'}")
+
+
+def kind_of(value: object) -> str:
+    """``value`` as an error names a wrong one: a path or string by its text, None as None, anything else by
+    its type with its article ("an int", "a dict")."""
+    from pathlib import PurePath
+
+    if value is None:
+        return "None"
+    if isinstance(value, (str, PurePath)):
+        return f"the {'string' if isinstance(value, str) else 'path'} '{value}'"
+    kind = type(value).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.errors import ConfigError, DataError, ModelError, kind_of
 
 Log = Callable[[str], None]
 
@@ -17,6 +17,7 @@ def check_inputs(config: Any) -> None:
     """Refuse, before any work, a teacher or data of the wrong kind and options that cannot apply to them."""
     from edgekd.data import Dataset, check_data_source
 
+    _check_kinds(config)
     check_data_source(config.data)
     _check_teacher_paths(config)
     _check_teacher_layers(config)
@@ -27,19 +28,51 @@ def check_inputs(config: Any) -> None:
         import torch
 
         if not isinstance(config.teacher, torch.nn.Module):
-            raise ConfigError(f"teacher is a {type(config.teacher).__name__}, not a torch.nn.Module or a spec",
+            raise ConfigError(f"teacher is {kind_of(config.teacher)}, not a torch.nn.Module or a spec",
                               "pass the model itself, 'file.py:factory' with weights, or a .pt2 path")
         if config.weights is not None:
             raise ConfigError("weights are given for a teacher that is already a module",
                               "load them into the module (model.load_state_dict(...)) and drop weights")
     if config.data is not None and not isinstance(config.data, str):
         if not isinstance(config.data, Dataset):
-            raise ConfigError(f"data is a {type(config.data).__name__}, not a path or an edgekd Dataset",
+            raise ConfigError(f"data is {kind_of(config.data)}, not a path or an edgekd Dataset",
                               "pass a .npz path, an image folder, 'digits', or load_data(...)'s result")
         if config.resolution is not None or config.normalize not in (None, "dataset") or config.channels is not None:
             raise ConfigError("resolution, normalize and channels apply when edgekd loads the data, not to a "
                               "Dataset passed in", "pass them to load_data(..., resolution=..., normalize=...) "
                               "instead")
+
+
+def _check_kinds(config: Any) -> None:
+    """Settings only the Python API can give a value of the wrong kind: a profile of 1, an --out of 3 or
+    force="yes" were taken as given, and failed (or, "yes" being true, replaced a folder) far from here."""
+    import os
+
+    from edgekd.profiles import DeviceProfile
+
+    for name in ("out", "profile", "distilled"):
+        value = getattr(config, name)
+        if value is None and name == "distilled" or isinstance(value, (str, os.PathLike)) or (
+                name == "profile" and isinstance(value, DeviceProfile)):
+            continue
+        wanted = "a profile name or .toml path" if name == "profile" else "a path"
+        raise ConfigError(f"{name} is {kind_of(value)}, not {wanted}", f"pass {name} as a string")
+    for name in ("force", "progress", "ort"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(f"{name} must be true or false, got {getattr(config, name)!r}", "pass a boolean")
+
+
+def comma_list(name: str, value: Any) -> Any:
+    """A setting the CLI takes comma-separated (``COMMA_LISTS``) given from Python as a list of strings, as
+    the CLI's string (a recipe's TOML list reads so too); any other value as it is, checked where it is used."""
+    fix = f"pass names as a string, e.g. '{'mbv2,resnet' if name == 'space' else 'layer3,layer4'}', or a list of them"
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, str) for v in value):
+            return ",".join(v.strip() for v in value)
+        raise ConfigError(f"{name} is {kind_of(value)} of {list(value)!r}, not of names", fix)
+    if name == "space" and not isinstance(value, str):
+        raise ConfigError(f"space is {kind_of(value)}, not a string", fix)
+    return value
 
 
 def _check_teacher_paths(config: Any) -> None:
@@ -116,7 +149,7 @@ def _check_search_file(path: Any) -> None:
     if path is None:
         return
     if not isinstance(path, (str, Path)):
-        raise ConfigError(f"search_file is a {type(path).__name__}, not a path",
+        raise ConfigError(f"search_file is {kind_of(path)}, not a path",
                           "pass the path of the search.json `edgekd search --out FILE` wrote")
     if not str(path).strip():
         raise ConfigError("--search is empty", "pass the search.json `edgekd search --out FILE` wrote, or leave "
@@ -132,7 +165,7 @@ def _check_hints(student: Any, teacher: Any) -> None:
     """--hint-student and --hint-teacher pair modules in order, so they come together and in equal numbers."""
     for name, value in (("hint_student", student), ("hint_teacher", teacher)):
         if value is not None and not isinstance(value, str):  # only the Python API can pass another type
-            raise ConfigError(f"{name} is a {type(value).__name__}, not a string",
+            raise ConfigError(f"{name} is {kind_of(value)}, not a string",
                               "pass comma-separated module paths, e.g. 'layer3,layer4'")
     paths = [[p for p in (v or "").split(",") if p.strip()] for v in (student, teacher)]
     if bool(paths[0]) != bool(paths[1]):

@@ -70,7 +70,7 @@ def test_a_module_that_cannot_be_copied_is_refused(teacher):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(teacher=3), "teacher is a int, not a torch.nn.Module"),
+    (dict(teacher=3), "teacher is an int, not a torch.nn.Module"),
     (dict(teacher=torch.nn.Linear(2, 2), weights="w.pt"), "weights are given for a teacher that is already"),
     (dict(data=[1, 2]), "data is a list, not a path or an edgekd Dataset"),
 ])
@@ -138,7 +138,18 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
                                                    "--hint-teacher too"),
     (dict(hint_teacher="layer3"), "--hint-teacher is given without --hint-student"),
     (dict(hint_student="a,b", hint_teacher="c"), "--hint-student names 2 modules and --hint-teacher 1"),
-    (dict(hint_student=["a"], hint_teacher="c"), "hint_student is a list, not a string"),
+    (dict(hint_student=[1], hint_teacher="c"), "hint_student is a list of [1], not of names; pass names as a "
+                                               "string, e.g. 'layer3,layer4', or a list of them"),
+    (dict(hint_student=3, hint_teacher="c"), "hint_student is an int, not a string"),
+    (dict(space=[]), "space is a list of [], not of names; pass names as a string, e.g. 'mbv2,resnet'"),
+    (dict(space=3), "space is an int, not a string"),
+    # only Python can pass these, and they were taken as given: force="yes" as true
+    (dict(profile=1), "profile is an int, not a profile name or .toml path; pass profile as a string"),
+    (dict(out=3), "out is an int, not a path"),
+    (dict(distilled=3), "distilled is an int, not a path"),
+    (dict(force="yes"), "force must be true or false, got 'yes'; pass a boolean"),
+    (dict(progress="no"), "progress must be true or false, got 'no'"),
+    (dict(ort=1), "ort must be true or false, got 1"),
     # a .pt2 program took --weights and went on without reading them, even a file that did not exist
     (dict(teacher="teacher.pt2", weights="does-not-exist.pt"), "teacher 'teacher.pt2' is a torch.export program, "
                                                                 "which holds its own weights; drop --weights"),
@@ -159,6 +170,15 @@ def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
 
     with pytest.raises(EdgeKDError, match=re.escape(message)):
         CompressConfig(**kwargs)
+
+
+def test_names_given_from_python_as_a_list_are_taken_as_the_cli_s_comma_separated_string():
+    """CompressConfig(space=["mbv2", "resnet"]) was accepted as a list, which the search then split as a
+    string; a recipe's TOML list already read as the flag's string."""
+    config = CompressConfig(space=["mbv2", "resnet"], losses="kd:1,hint:1", hint_student=("stages.2",),
+                            hint_teacher=["layer3"])
+    assert (config.space, config.hint_student, config.hint_teacher) == ("mbv2,resnet", "stages.2", "layer3")
+    assert config.search_config().spaces() == ["mbv2", "resnet"]
 
 
 def test_the_pruned_space_is_refused_for_an_onnx_teacher_only_where_a_search_runs():

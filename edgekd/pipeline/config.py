@@ -68,6 +68,10 @@ class CompressConfig:
     budget: Budget = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        from edgekd.run_inputs import comma_list
+
+        for name in ("space", "hint_student", "hint_teacher"):
+            object.__setattr__(self, name, comma_list(name, getattr(self, name)))
         object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb, self.min_accuracy,
                                                  self.max_accuracy_drop))
         if self.calibration not in ("minmax", "entropy", "percentile"):
