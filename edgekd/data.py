@@ -143,6 +143,8 @@ def load_data(source: str | Mapping[str, Any] | tuple[Any, Any] | None = None, *
     hw = parse_resolution(resolution)
     if channels is None and isinstance(normalize, Preprocess):
         channels = recorded_channels(normalize)
+    if isinstance(channels, str) and channels.strip() in ("1", "3"):  # as CompressConfig and the CLI take it
+        channels = int(channels)
     check_channels(channels)  # before any data is read
     if isinstance(source, list) and len(source) == 2:  # [x, y], as readily written as (x, y)
         source = tuple(source)

@@ -547,6 +547,10 @@ def test_data_already_in_the_asked_channels_records_no_conversion():
 def test_bad_channel_requests_are_refused(tmp_path):
     with pytest.raises(DataError, match="--channels 2 is not 1 or 3; pass --channels 3"):
         load_data("digits", channels=2)
+    with pytest.raises(DataError, match="--channels rgb is not 1 or 3; pass --channels 3"):
+        load_data("digits", channels="rgb")
+    # the string CompressConfig and the CLI take is a count here too (it was refused as "--channels 3 is not 1 or 3")
+    assert load_data("digits", resolution=8, channels="3").input_shape == (3, 8, 8)
     four = np.zeros((30, 4, 5, 5), np.uint8)
     np.savez(tmp_path / "rgba.npz", x=four, y=np.arange(30) % 2)
     with pytest.raises(DataError, match="--channels 1 cannot convert 4-channel images"):
