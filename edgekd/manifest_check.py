@@ -4,6 +4,7 @@ hash, size, opset, operators, signature, accuracy and latency as recorded, on th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,21 +67,23 @@ class RecheckResult:
                 "skipped": list(self.skipped)}
 
 
-def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig = RecheckConfig()) -> RecheckResult:
+def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig = RecheckConfig(),
+            log: Callable[[str], None] | None = None) -> RecheckResult:
     """Re-check ``model`` against its entry in ``manifest_path``: hash and size exactly, opset, operators and
-    I/O signature, accuracy within a tolerance, latency re-measured on the recorded profile."""
+    I/O signature, accuracy within a tolerance, latency re-measured on the recorded profile. ``log`` hears how
+    far a long read of the data is (as ``load_data``'s)."""
     from edgekd.manifest_io import load_manifest
 
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)  # another schema or version -> ArtifactError
     if Path(model).suffix.lower() == ".ort":
-        return _recheck_ort(Path(model), manifest_path, manifest, config)
+        return _recheck_ort(Path(model), manifest_path, manifest, config, log)
     art = artifact_from_file(model)
     entry = _entry_for(manifest, manifest_path, art, config.artifact)
     profile = recorded_profile(manifest, config.profile)
     checks = _file_checks(art, entry["artifact"])
     skipped = []
-    accuracy = _recheck_accuracy(Path(model), entry, manifest, profile, config)
+    accuracy = _recheck_accuracy(Path(model), entry, manifest, profile, config, log=log)
     checks += [accuracy] if isinstance(accuracy, Check) else []
     skipped += [accuracy] if isinstance(accuracy, str) else []
     if entry.get("latency"):
@@ -90,7 +93,8 @@ def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig 
     return RecheckResult(str(model), str(manifest_path), entry["artifact"]["name"], tuple(checks), tuple(skipped))
 
 
-def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], config: RecheckConfig) -> RecheckResult:
+def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], config: RecheckConfig,
+                 log: Callable[[str], None] | None) -> RecheckResult:
     """An ORT-format copy (compress --ort) against the ``ort`` record of its artifact: the file a mobile app
     ships, byte for byte, with the operator list beside it; its accuracy on the test split against its .onnx's
     recorded one (the copy computes what its .onnx does); its p50 against the one recorded for it, measured
@@ -123,7 +127,7 @@ def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], con
     twin = folder / entry["artifact"]["path"]
     twin_ok = twin.is_file() and sha256(twin) == entry["artifact"]["sha256"]
     accuracy = _recheck_accuracy(model, entry, manifest, profile, config, meta=twin if twin_ok else None,
-                                 whose=f"its {twin.name}'s")
+                                 whose=f"its {twin.name}'s", log=log)
     checks += [accuracy] if isinstance(accuracy, Check) else []
     skipped += [accuracy] if isinstance(accuracy, str) else []
     if recorded.get("p50_ms") is None:
@@ -241,7 +245,8 @@ def _sig(details: dict[str, Any]) -> str:
 
 
 def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile,
-                      config: RecheckConfig, meta: Path | None | bool = True, whose: str = "") -> Check | str:
+                      config: RecheckConfig, meta: Path | None | bool = True, whose: str = "",
+                      log: Callable[[str], None] | None = None) -> Check | str:
     """An accuracy Check, or the reason it was skipped. ``meta``: the ONNX file whose metadata (class names,
     split) matches the data to the model, True for ``model`` itself, None for none (an ORT-format copy without
     its .onnx: the session's class names still number the labels)."""
@@ -273,7 +278,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     recorded_seed = embedded_split_seed(onnx_file) if onnx_file is not None else None
     seed = own.seed if recorded_seed is None else recorded_seed
     data = load_data(source, resolution=resolution, seed=seed, normalize=config.normalize or pre,
-                     channels=config.channels or recorded_channels(pre))
+                     channels=config.channels or recorded_channels(pre), log=log)
     if onnx_file is not None:
         data = with_class_order_note(data, embedded_class_names(onnx_file))
     data = with_scale_note(data, pre)

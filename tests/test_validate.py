@@ -1465,3 +1465,20 @@ def test_measure_reads_a_shape_string_as_input_shape_does(tmp_path, fast_profile
     assert stats.p50_ms > 0
     with pytest.raises(ConfigError, match="--input-shape '1,a' is not a list of positive integers"):
         measure([model], str(fast_profile_path), shape="1,a")
+
+
+def test_a_recheck_says_how_far_its_read_of_the_data_is_on_stderr(run_cli, run_dir, tmp_path, monkeypatch):
+    """`validate --manifest --data FOLDER` decoded a folder of images for minutes without a line (validate
+    without --manifest and gate say how far they are), and a CI job is killed after minutes of silence."""
+    from test_images import _digit_folder
+
+    from edgekd import heartbeat, images
+
+    folder = _digit_folder(tmp_path / "heldout", (7, 2))
+    monkeypatch.setattr(images, "QUIET_S", 0.0)
+    monkeypatch.setattr(heartbeat, "EVERY_S", 1e9)  # the first line and the last
+    code, out, err = run_cli("validate", run_dir / "student-int8.onnx", "--manifest", run_dir / "manifest.json",
+                             "--data", folder, "--resolution", "16", *LOOSE)
+    assert code in (0, 1) and "| accuracy |" in out, out + err
+    assert "data: read 1 of 30 image headers of 'heldout'\ndata: decoded 30 of 30 images of 'heldout'\n" in err
+    assert "data:" not in out

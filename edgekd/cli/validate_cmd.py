@@ -149,7 +149,7 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
     config = RecheckConfig(artifact=artifact, data=data, resolution=resolution, normalize=normalize,
                            channels=parse_channels(channels), profile=profile,
                            **{k: v for k, v in given.items() if v is not None})  # else RecheckConfig's defaults
-    result = recheck(model, manifest, config)
+    result = recheck(model, manifest, config, log=lambda m: click.echo(m, err=True))
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
     click.echo(recheck_table(result))
     if json_out:
