@@ -253,3 +253,23 @@ def test_ctrl_c_just_after_a_checkpoint_is_written_keeps_it(run_cli, common, sea
                                            "the same command with --resume to continue"), err
     assert (out / "checkpoint.pt").is_file()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_a_resume_exports_at_the_opset_its_run_started_with(tmp_path):
+    """A run searched (or given a search file) at --opset 17 and resumed without --opset exported its student
+    at 18: the run's opset is recorded and kept, and another one refused."""
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.resumed import as_started, run_settings
+
+    assert run_settings(CompressConfig(opset=17), tmp_path, resume=False)["opset"] == 17
+    (tmp_path / "search.json").write_text(json.dumps({"distill_run": {"opset": 17}}))
+    said: list[str] = []
+    assert as_started(CompressConfig(), tmp_path, said.append).opset == 17
+    assert said == [f"export: --opset 17, as the run in '{tmp_path}' started with"]
+    assert as_started(CompressConfig(opset=17), tmp_path, said.append).opset == 17
+    with pytest.raises(ConfigError, match=r"--opset 16 is not the opset the run in .* started with \(17\)"):
+        as_started(CompressConfig(opset=16), tmp_path, said.append)
+    # a run recorded before the opset was: the resuming command's
+    (tmp_path / "search.json").write_text(json.dumps({"distill_run": {}}))
+    assert as_started(CompressConfig(opset=16), tmp_path, said.append).opset == 16

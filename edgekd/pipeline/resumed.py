@@ -20,7 +20,8 @@ from edgekd.search_file import recorded_run
 # the student its run's search chose and cannot search again.
 SEARCH_KEYS = ("space", "proxy", "candidates", "latency_anchors", "precision")
 # What a distill run records in its --out's search.json (search_file.RUN_KEY).
-RUN_KEYS = (*SEARCH_KEYS, "search_file", *BUDGET_KEYS)
+# The opset too: the search sized its students' files at it, and the run exports them at it.
+RUN_KEYS = (*SEARCH_KEYS, "opset", "search_file", *BUDGET_KEYS)
 
 
 def run_settings(config: CompressConfig, out: Path, resume: bool) -> dict[str, Any]:
@@ -46,11 +47,29 @@ def as_started(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
                           f"({_budget_text(was)}), which its student was searched and trained for",
                           "resume without budget flags to keep the run's, or start the run over with --force (it "
                           "replaces the run)")
+    opset = _started_opset(config, started, out, log)
     if config.search_file:
         config = _same_search(config, out, log)
     if given != was:
         log(f"budget: {_budget_text(was)}, as the run in '{out}' started with")
-    return dataclasses.replace(config, **was, **{k: started[k] for k in SEARCH_KEYS if k in started})
+    return dataclasses.replace(config, **was, **{k: started[k] for k in SEARCH_KEYS if k in started}, opset=opset)
+
+
+def _started_opset(config: CompressConfig, started: dict[str, Any], out: Path, log: Log) -> int:
+    """The opset the run in ``out`` started with (it exports its student at it, and its search sized the
+    students' files at it): a resumed run left at the default exported at 18 a student chosen at 17."""
+    from edgekd.export import DEFAULT_OPSET
+    from edgekd.search_file import is_opset
+
+    was = started.get("opset")
+    if not is_opset(was) or was == config.opset:
+        return config.opset
+    if config.opset != DEFAULT_OPSET:
+        raise ConfigError(f"--opset {config.opset} is not the opset the run in '{out}' started with ({was}), at "
+                          "which its search sized the students' files", "resume without --opset to keep the "
+                          "run's, or start the run over with --force (it replaces the run)")
+    log(f"export: --opset {was}, as the run in '{out}' started with")
+    return was
 
 
 def _same_search(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
