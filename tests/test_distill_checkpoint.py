@@ -324,3 +324,27 @@ def test_every_signal_held_while_a_checkpoint_is_written_is_delivered_after():
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_a_checkpoint_of_another_process_count_says_how_to_launch_its_resume(data, tmp_path, monkeypatch):
+    """A 2-process torchrun run resumed in one process was refused, after the data and teacher had loaded,
+    as "another run configuration (processes: 2 -> 1); resume with the original settings": no flag sets it."""
+    from edgekd.distill.checkpoint import check_resumable
+
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    check_resumable(path, QUICK)  # the same single process
+    saved = torch.load(path, weights_only=True)
+    saved["run"] = json.dumps({**json.loads(saved["run"]), "processes": 2})
+    torch.save(saved, path)
+    for resume in (lambda: check_resumable(path, QUICK), lambda: distill(student(), data, QUICK, progress=False,
+                                                                         resume=path)):
+        with pytest.raises(ConfigError) as caught:
+            resume()
+        assert caught.value.message.startswith(
+            f"checkpoint {path} was written by a run of 2 training processes (torchrun --nproc-per-node 2), and this "
+            "one is one process (no torchrun); resume it under `torchrun --nproc-per-node 2 -m edgekd distill ...`")
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc-per-node 3 sets it, for the early check
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match=r"2 training processes .*, and this one is 3 training processes"):
+        check_resumable(path, QUICK)

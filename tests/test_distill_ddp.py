@@ -84,3 +84,18 @@ def test_a_rank_without_a_world_of_several_is_one_process_and_bad_numbers_are_re
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not a process count"):
         launched()
+
+
+def test_a_world_size_without_the_rest_of_torchrun_s_environment_names_what_is_missing(monkeypatch):
+    """With RANK set and MASTER_ADDR not, the error said "without RANK/MASTER_ADDR"."""
+    from edgekd.distill.ddp import join
+    from edgekd.errors import ConfigError
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match=r"^WORLD_SIZE=2 is set without MASTER_ADDR; "):
+        join(torch.nn.Linear(2, 2))
+    monkeypatch.delenv("RANK")
+    with pytest.raises(ConfigError, match=r"^WORLD_SIZE=2 is set without RANK and MASTER_ADDR; "):
+        join(torch.nn.Linear(2, 2))

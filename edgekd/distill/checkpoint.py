@@ -124,6 +124,7 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
                          f"(fingerprint {data['arch']}, this student is {arch})", fresh)
     # A checkpoint written before one of these was recorded is not comparable on it, and still resumes.
     run = {k: v for k, v in run.items() if k in saved or k not in LATER_KEYS}
+    _check_processes(path, saved.get("processes"), run.get("processes"))
     _check_same_run(path, saved, run)
     missing = next((k for k in TRAINING_KEYS if k not in data), None)
     if missing:
@@ -132,10 +133,13 @@ def load_checkpoint(path: Path, arch: str, run: dict[str, Any]) -> dict[str, Any
 
 
 def check_resumable(path: Path, config: Any) -> None:
-    """Refuse a checkpoint written with other training settings than ``config``'s (a DistillConfig) before the
-    data and teacher load, which can take minutes; ``load_checkpoint`` checks the whole run description (data,
-    teacher, architecture) once they have."""
+    """Refuse a checkpoint written with other training settings than ``config``'s (a DistillConfig), or by
+    another number of processes than this run's, before the data and teacher load, which can take minutes;
+    ``load_checkpoint`` checks the whole run description (data, teacher, architecture) once they have."""
+    from edgekd.distill.ddp import launched
+
     _, saved = _read(path)
+    _check_processes(path, saved.get("processes"), launched()[0])
     now = {"config": config_record(config), "losses": [list(t) for t in (config.losses or (("kd", 1.0),))]}
     _check_same_run(path, {k: saved.get(k) for k in now}, now)
 
@@ -171,6 +175,22 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(saved, dict):
         raise not_a_checkpoint(path, "its 'run' is not a run description")
     return data, saved
+
+
+def _check_processes(path: Path, saved: Any, now: Any) -> None:
+    """A run of N processes resumes as N: each trains its shard of every batch, and the data order and
+    batch statistics are those of N. No flag of edgekd sets N (torchrun does), so the generic "resume with
+    the original settings" named nothing a user could pass back."""
+    if not isinstance(saved, int) or not isinstance(now, int) or saved == now:
+        return
+
+    def said(n: int) -> str:
+        return f"{n} training processes (torchrun --nproc-per-node {n})" if n > 1 else "one process (no torchrun)"
+
+    launch = (f"under `torchrun --nproc-per-node {saved} -m edgekd distill ...`" if saved > 1
+              else "without torchrun")
+    raise ConfigError(f"checkpoint {path} was written by a run of {said(saved)}, and this one is {said(now)}",
+                      f"resume it {launch}, or {_fresh(path)}")
 
 
 def _check_same_run(path: Path, saved: dict[str, Any], run: dict[str, Any]) -> None:

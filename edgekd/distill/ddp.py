@@ -54,9 +54,11 @@ def join(student: nn.Module) -> World:
     if not dist.is_available():
         raise ConfigError(f"WORLD_SIZE={size} but this torch build has no torch.distributed",
                           "run a single process, or install a torch build with distributed support")
-    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
-        raise ConfigError(f"WORLD_SIZE={size} is set without RANK/MASTER_ADDR",
-                          "start distributed training with torchrun --nproc-per-node N")
+    missing = [name for name in ("RANK", "MASTER_ADDR") if name not in os.environ]
+    if missing:  # named as they are: with RANK set, "without RANK/MASTER_ADDR" sent the user after the wrong one
+        raise ConfigError(f"WORLD_SIZE={size} is set without {' and '.join(missing)}",
+                          "start distributed training with torchrun --nproc-per-node N (it sets them all), or "
+                          "unset WORLD_SIZE to train in one process")
     cuda = any(p.is_cuda for p in student.parameters())
     dist.init_process_group("nccl" if cuda else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), created=True)
