@@ -917,3 +917,13 @@ def test_a_shipped_student_over_the_target_it_was_pruned_toward_is_said():
                               "prune with a margin")
     report, student = _pruned_case(0.19)  # within the noise of the target: nothing to say
     assert _with_prune_note(report, student, "int8", said.append) is report
+
+
+def test_target_ms_with_qat_epochs_is_refused_as_the_combination_whatever_the_epochs():
+    """--epochs 1 --qat-epochs 1 --target-ms was refused for qat_epochs (1) not being fewer than epochs (1);
+    with --epochs 3 the real conflict came out."""
+    from edgekd.errors import ConfigError
+
+    for epochs in (1, 3):
+        with pytest.raises(ConfigError, match="--target-ms and --qat-epochs cannot be combined yet"):
+            CompressConfig(target_ms=0.05, qat_epochs=1, epochs=epochs)

@@ -158,6 +158,60 @@ def test_pruned_space_prunes_the_teacher_per_stage(teacher, small_data):
     assert torch.allclose(same(x), teacher.module.eval()(x))  # keep 1.0 is the teacher itself
 
 
+def test_the_pruned_space_keeps_a_grouped_convolutions_channels_as_the_teachers():
+    """With keep 0.25 on its first stage the example SE teacher's grouped conv 'blocks.0.body.3' (32 -> 32, 4
+    groups) became 8 -> 28: the stages on either side of it pruned its inputs and outputs apart, and pruning
+    the student toward --target-ms then failed with a bare IndexError."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from edgekd.distill.prune import PruneConfig, _most_pruned
+    from edgekd.search.spaces import resolve_space
+
+    path = Path(__file__).parents[1] / "examples" / "byo_model" / "se_teacher.py"
+    spec = importlib.util.spec_from_file_location("se_teacher_for_pruned", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    teacher = module.build()
+    space = resolve_space("pruned", teacher, (1, 32, 32))
+    student = space.build({"keep": [0.25] + [0.875] * (len(space.stages) - 1)}, (1, 32, 32), 10)
+    grouped = {name: (m.in_channels, m.out_channels, m.groups) for name, m in teacher.named_modules()
+               if isinstance(m, torch.nn.Conv2d) and m.groups > 1}
+    assert grouped
+    assert {name: (m.in_channels, m.out_channels, m.groups) for name, m in student.named_modules()
+            if name in grouped} == grouped
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    _most_pruned(student, (1, 32, 32), PruneConfig(target_ms=1.0, steps=2, max_ratio=0.5))  # no IndexError
+    assert student(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
+
+
+def test_a_teacher_reshaping_to_a_fixed_size_is_refused_by_the_pruned_space_by_name():
+    """x.view(-1, 64 * 8 * 8) failed as a raw RuntimeError from the latency fit (exit 1)."""
+    import torch
+
+    from edgekd.errors import ModelError
+    from edgekd.search.spaces import resolve_space
+
+    class FixedView(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1)
+            self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            return self.fc(self.c2(self.c1(x)).view(-1, 16 * 4 * 4))
+
+    space = resolve_space("pruned", FixedView(), (1, 16, 16))
+    with pytest.raises(ModelError, match=r"the teacher fails once its channels are pruned \(shape '\[-1, 256\]' is "
+                                         r"invalid.*\): its forward reshapes to a fixed size.*x\.flatten\(1\).*"
+                                         r"leave pruned out of --space"):
+        space.build({"keep": [0.5] * len(space.stages)}, (1, 16, 16), 10)
+    assert space.build({"keep": [1.0] * len(space.stages)}, (1, 16, 16), 10)  # the teacher itself still runs
+
+
 def test_the_pruned_space_prunes_hidden_linear_layers_and_leaves_per_token_ones(small_data):
     # an MLP teacher, and a CNN with a VGG-style head, have a student family too; a transformer's per-token
     # linear layers (batch, tokens, features) are not a stage

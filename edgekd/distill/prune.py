@@ -182,6 +182,44 @@ def check_prunable(model: Any) -> None:
                              "after it can widen), or train without pruning")
 
 
+def _grouped(module: Any) -> bool:
+    import torch
+
+    return (isinstance(module, torch.nn.modules.conv._ConvNd) and module.groups > 1
+            and not module.groups == module.in_channels == module.out_channels)
+
+
+def fixed_layers(model: Any, input_shape: tuple[int, ...]) -> list[Any]:
+    """The layers whose output channels pruning leaves alone so that every grouped convolution (not
+    depthwise) keeps its channels: the convolution itself and every layer sharing its input or output
+    channels. torch-pruning does not couple a grouped convolution's input channels to its outputs: pruned
+    from two sides, 8 inputs per group came to feed 28 outputs in 4 groups, and the next pruning step
+    failed with a bare IndexError (as it does once a group is down to one channel and looks depthwise)."""
+    import torch
+    import torch_pruning as tp
+
+    from edgekd.quiet import quiet
+
+    grouped = [m for m in model.modules() if _grouped(m)]
+    if not grouped:
+        return []
+    with quiet():
+        graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+        fixed: list[Any] = list(grouped)
+        for group in graph.get_all_groups():
+            members = [(dep.target.module, dep.handler) for dep, _ in group]
+            if any(module in grouped for module, _ in members):
+                fixed += [module for module, handler in members
+                          if graph.is_out_channel_pruning_fn(handler) and module not in fixed]
+    return fixed
+
+
+def ignored_layers(model: Any, input_shape: tuple[int, ...]) -> list[Any]:
+    """What pruning must leave alone: the output layers (the classes) and the grouped convolutions' channels."""
+    outputs = output_layers(model, input_shape)
+    return outputs + [m for m in fixed_layers(model, input_shape) if m not in outputs]
+
+
 def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
                 stage_ratios: tuple[float, ...] = ()) -> Any:
     """torch-pruning's pruner removing ``config.max_ratio`` of every layer's channels in ``config.steps``
@@ -199,7 +237,7 @@ def make_pruner(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
     with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding)
         return kind(model, torch.zeros(1, *input_shape), importance=importance(config.importance),
                     pruning_ratio=config.max_ratio, iterative_steps=config.steps,
-                    ignored_layers=output_layers(model, input_shape), round_to=config.round_to, **extra)
+                    ignored_layers=ignored_layers(model, input_shape), round_to=config.round_to, **extra)
 
 
 def _by_stage(model: Any, input_shape: tuple[int, ...], stage_ratios: tuple[float, ...]) -> dict[Any, float]:
@@ -259,6 +297,11 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     floor = _most_pruned(copy.deepcopy(student), data.input_shape, config, batch=batch)
     clock = _Clock(reference, profile, config.precision, calib)
     start_ms, floor_ms = clock.measure(student, floor)
+    if start_ms > config.target_ms and floor_ms > config.target_ms:
+        # One busy moment refused a target the next run reached (the suggested minimum moved 2x): look once more
+        # before refusing, and the faster reading of each decides (slow stretches only add time).
+        again = clock.measure(student, floor)
+        start_ms, floor_ms = min(start_ms, again[0]), min(floor_ms, again[1])
     log(f"prune: {start_ms:.3f} ms now, {floor_ms:.3f} ms at the most pruning allows; target {config.target_ms:g} ms")
     # The floor matters only when there is something to prune: a most-pruned copy of a student already within
     # the target can measure slower than it (a narrow layer runs a slower kernel), which is no reason to refuse.
@@ -441,7 +484,25 @@ def _most_pruned(model: Any, input_shape: tuple[int, ...], config: PruneConfig,
     pruner = make_pruner(model, input_shape, replace(config, regularize=0.0), stage_ratios)
     for _ in range(config.steps):
         _step(pruner, model, batch)
+    check_runs_pruned(model, input_shape, "the student", "or train without --target-ms")
     return model.eval()
+
+
+def check_runs_pruned(model: Any, input_shape: tuple[int, ...], whose: str, other_fix: str) -> None:
+    """Run a pruned copy once, so that a forward that reshapes to a fixed size (``x.view(-1, 64 * 8 * 8)``)
+    is named here rather than as a raw shape error from wherever the copy runs first (a latency fit)."""
+    import torch
+
+    from edgekd.distill.taps import evaluating
+
+    try:
+        with evaluating(model), torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{whose} fails once its channels are pruned ({reason}): its forward reshapes to a "
+                         "fixed size, so its channels cannot be pruned",
+                         f"flatten with x.flatten(1) or x.view(x.size(0), -1) in its forward, {other_fix}") from e
 
 
 # Images whose loss gradients score channels for Taylor importance: a few batches' worth, as its paper uses.

@@ -113,6 +113,11 @@ class CompressConfig:
             raise ConfigError("--losses is empty (or a recipe's losses = {})",
                               "name the losses with weights, e.g. kd:1,dkd:0.5, or leave --losses out for kd")
         check_inputs(self)
+        # Before the training options: --epochs 1 --qat-epochs 1 --target-ms was refused for its epoch counts, and
+        # fixing those only led to this refusal.
+        if self.target_ms is not None and self.qat_epochs:
+            raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
+                              "choose pruning toward a latency target or quantization-aware training")
         self.distill_config()  # validates the training options early
         self.search_config()
         self.prune_config()
@@ -126,9 +131,6 @@ class CompressConfig:
             raise ConfigError(f"--qat-epochs exports at opset {DYNAMO_MIN_OPSET} or later, not --opset {self.opset}",
                               f"pass --opset {DYNAMO_MIN_OPSET}, or drop --qat-epochs (post-training int8 writes "
                               "older opsets)")
-        if self.target_ms is not None and self.qat_epochs:
-            raise ConfigError("--target-ms and --qat-epochs cannot be combined yet",
-                              "choose pruning toward a latency target or quantization-aware training")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         idle = [f"--{name.replace('_', '-')}" for name in ("prune_steps", "prune_importance", "prune_round_to")
                 if getattr(self, name) != defaults[name]]

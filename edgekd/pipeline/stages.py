@@ -188,13 +188,19 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         # config.out is compress's folder (distill takes --out apart), and a resumed run's search file is its run's
         done = {**recipe(config, config_fields()), "out": str(out), "search_file": started["search_file"]}
         write_json(staging / "distill.json", {
-            "student": result.chosen.spec.to_dict(), "pruned": config.target_ms is not None,
+            "student": result.chosen.spec.to_dict(), "pruned": was_pruned(trained),
             "distill": trained.to_dict(), "recipe": done,
             "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin}})
     for path in (out / ".final").iterdir():
         path.replace(out / path.name)
     (out / ".final").rmdir()
     return trained
+
+
+def was_pruned(trained: Any) -> bool:
+    """Whether pruning removed channels: a --target-ms the student already met prunes nothing, and its
+    distill.json said "pruned": true with no pruning steps on record."""
+    return bool(trained.pruning and trained.pruning.get("steps"))
 
 
 def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile: Any, log: Log,
@@ -306,7 +312,8 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
                                progress=config.progress)
         log(f"distill: pruned to {pruned.measured_ms:.3f} ms measured (target {prune.target_ms:g} ms)" if pruned.steps
             else f"distill: nothing pruned, the student was under the target already: {pruned.measured_ms:.3f} ms "
-                 f"measured (target {prune.target_ms:g} ms), distilled for {config.epochs} epochs")
+                 f"measured (target {prune.target_ms:g} ms), distilled for {config.epochs} "
+                 f"epoch{'s' * (config.epochs != 1)}")
         if not pruned.reached:
             log(f"warning: pruning ended at {pruned.measured_ms:.3f} ms measured, over --target-ms "
                 f"{prune.target_ms:g} by more than the 10% measurement noise allows: a lower --target-ms leaves "

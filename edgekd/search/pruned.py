@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edgekd.distill.prune import check_prunable, output_layers, stage_ratio_dict
+from edgekd.distill.prune import check_prunable, check_runs_pruned, ignored_layers, output_layers, stage_ratio_dict
 from edgekd.distill.prune import importance as make_importance
 from edgekd.errors import ModelError
 from edgekd.search.spaces import SPACES, Gene, GeneSpace
@@ -68,8 +68,9 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
     example = torch.zeros(1, *input_shape)
     with quiet():  # torch-pruning warns about every parameter outside a layer (a position embedding), per build
         pruner = tp.pruner.MetaPruner(model, example, importance=make_importance(importance), pruning_ratio=0.0,
-                                      pruning_ratio_dict=ratios, ignored_layers=output_layers(model, input_shape))
+                                      pruning_ratio_dict=ratios, ignored_layers=ignored_layers(model, input_shape))
         pruner.step()
+    check_runs_pruned(model, input_shape, "the teacher", "or leave pruned out of --space")
     return model.eval()
 
 
