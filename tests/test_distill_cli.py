@@ -468,6 +468,7 @@ def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched,
         model=None, best_epoch=1, best_val_accuracy=0.5, history=()))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     out = tmp_path / "d"
     out.mkdir()
     (out / "student.pt").write_text("rank 0's")
@@ -479,6 +480,26 @@ def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched,
     code, _, err = run_cli("distill", *common, "--epochs", "1", "--out", tmp_path / "x")
     assert code == 2 and "under torchrun each of the 2 processes would search on its own" in err
     assert "--search search.json" in err and not (tmp_path / "x").exists()
+
+
+def test_under_torchrun_what_it_cannot_run_is_refused_before_the_data_loads(run_cli, common, searched, tmp_path,
+                                                                             monkeypatch):
+    """A --resume of a folder with no run was told to run `edgekd search` first; a batch smaller than the
+    processes, or a WORLD_SIZE without MASTER_ADDR, were refused only once the data and teacher had loaded."""
+    import edgekd.pipeline.stages
+
+    monkeypatch.setattr(edgekd.pipeline.stages, "run_data", lambda *a, **k: pytest.fail("the data loaded"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    code, _, err = run_cli("distill", *common, "--epochs", "1", "--out", tmp_path / "none", "--resume")
+    assert code == 2 and err.startswith(f"error: nothing to resume in '{tmp_path / 'none'}' (no checkpoint.pt)"), err
+    code, _, err = run_cli("distill", *common, "--search", searched, "--batch-size", "1", "--out", tmp_path / "b")
+    assert code == 2 and "error: batch size 1 is smaller than the 2 training processes" in err, err
+    monkeypatch.delenv("MASTER_ADDR")
+    code, _, err = run_cli("distill", *common, "--search", searched, "--out", tmp_path / "m")
+    assert code == 2 and "error: WORLD_SIZE=2 is set without MASTER_ADDR; start distributed training" in err, err
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder_to_block_a_rerun(run_cli, common, tmp_path):

@@ -54,14 +54,39 @@ def join(student: nn.Module) -> World:
     if not dist.is_available():
         raise ConfigError(f"WORLD_SIZE={size} but this torch build has no torch.distributed",
                           "run a single process, or install a torch build with distributed support")
+    _check_env(size)
+    cuda = any(p.is_cuda for p in student.parameters())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), created=True)
+
+
+def _check_env(size: int) -> None:
     missing = [name for name in ("RANK", "MASTER_ADDR") if name not in os.environ]
     if missing:  # named as they are: with RANK set, "without RANK/MASTER_ADDR" sent the user after the wrong one
         raise ConfigError(f"WORLD_SIZE={size} is set without {' and '.join(missing)}",
                           "start distributed training with torchrun --nproc-per-node N (it sets them all), or "
                           "unset WORLD_SIZE to train in one process")
-    cuda = any(p.is_cuda for p in student.parameters())
-    dist.init_process_group("nccl" if cuda else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), created=True)
+
+
+def check_launch(batch_size: int) -> None:
+    """What joining the run of several processes would refuse once the data and teacher had loaded (minutes,
+    on a user's data), refused before: an environment torchrun did not set whole, a batch smaller than the
+    processes that split it."""
+    import torch.distributed as dist
+
+    size, _ = launched()
+    if size <= 1:
+        return
+    if not (dist.is_available() and dist.is_initialized()):
+        _check_env(size)
+    check_batch(batch_size, size)
+
+
+def check_batch(batch_size: int, processes: int) -> None:
+    """Each process trains its slice of every batch: a batch smaller than the processes leaves one none."""
+    if processes > batch_size:
+        raise ConfigError(f"batch size {batch_size} is smaller than the {processes} training processes",
+                          f"use a batch size of at least {processes}")
 
 
 def leave(world: World) -> None:

@@ -149,6 +149,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     import torch
 
     from edgekd.distill.checkpoint import arch_fingerprint
+    from edgekd.distill.ddp import check_batch
     from edgekd.distill.losses import LOSSES
     from edgekd.distill.taps import output_shapes
 
@@ -158,9 +159,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     s_shape, s_seen = output_shapes(student, x[:2])
     check_labels(labels, s_shape)
     val_index, targets, selected_on = val_targets(data, teacher)
-    if world.size > config.batch_size:
-        raise ConfigError(f"batch size {config.batch_size} is smaller than the {world.size} training processes",
-                          f"use a batch size of at least {world.size}")
+    check_batch(config.batch_size, world.size)
     run = RunState(student, guide, config, terms, x, torch.from_numpy(labels), rng, val_index, targets,
                selected_on, data.x_val, parts=torch.nn.ModuleDict(), world=world)
     try:

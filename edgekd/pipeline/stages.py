@@ -60,7 +60,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
 
     Under ``torchrun`` every process trains and rank 0 alone says what happens and writes ``out``: the others
     would replace its folder and files as it writes them."""
-    from edgekd.distill.ddp import launched
+    from edgekd.distill.ddp import check_launch, launched
     from edgekd.distill.prune import check_one_process
     from edgekd.pipeline.resumed import as_started, note_leftovers
 
@@ -71,10 +71,16 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     if resume:
         check_own_folder(out, "--out")
     out = Path(out)
+    if resume:  # before what a run of several processes needs: under torchrun this was said as a missing search
+        if rank == 0:
+            note_leftovers(out, log)
+        if not (out / "checkpoint.pt").is_file():
+            raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
     if resume and (out / "search.json").is_file():  # the budget and search the run started with
         config = as_started(config, out, log)
     elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
         config = with_search_budget(config, log)
+    check_launch(config.batch_size)  # before the data and teacher load
     if processes > 1 and not config.search_file and not (resume and (out / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
                           "anew, and could choose another student", "run `edgekd search --out search.json` first, "
@@ -83,10 +89,6 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         return _distill_into(config, out, resume, lambda _msg: None, write=False)
     if not resume:
         check_new_output(out, True, input_paths(config))  # replaced below only with --force
-    else:
-        note_leftovers(out, log)
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
     if resume and config.target_ms is not None:
         # said before the data loads; pruning-aware KD writes no checkpoint, so this run was plain or QAT KD
         raise ConfigError(f"--target-ms does not apply with --resume: the run in '{out}' trains plain or "
@@ -327,7 +329,8 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         # what the losses ignore is not said as if it applied
         said = ", ".join(f"{short}={getattr(config, name)}"
                          for name, short in (("temperature", "T"), ("alpha", "alpha")) if read[name])
-        log(f"distill: {config.epochs} epochs, losses {config.losses}" + (f" ({said})" if said else "")
+        log(f"distill: {config.epochs} epoch{'s' * (config.epochs != 1)}, losses {config.losses}"
+            + (f" ({said})" if said else "")
             + (", training images shifted (--no-augment: in place)" if config.augment else "")
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,
