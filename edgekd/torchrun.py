@@ -28,3 +28,14 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name}={text!r} is not a process count or rank",
                           "start distributed training with torchrun --nproc-per-node N, or unset it")
     return value
+
+
+def check_alone(command: str) -> None:
+    """Refuse every command but distill under torchrun: each process ran the whole command, searching and
+    measuring on its own (two at once on one machine, each timing the other's load) and writing one --out,
+    and compress's training then joined them into one data-parallel run of students they chose apart."""
+    size, _ = env_world()
+    if size > 1:
+        raise ConfigError(f"`edgekd {command}` runs in one process, not under torchrun's {size}",
+                          "run it without torchrun; to train data-parallel, run `torchrun --nproc-per-node N -m "
+                          "edgekd distill --search search.json --out DIR`, then `edgekd compress --distilled DIR`")

@@ -677,15 +677,41 @@ def test_refusals_with_distilled_name_what_the_user_gave(run_cli, common, distil
     assert "distill.json, whose seed also split the data" in line("--distilled", distilled, "--seed", "1")
 
 
-@pytest.mark.parametrize("command", ["distill", "compress"])
-def test_pruning_aware_kd_is_refused_under_torchrun(run_cli, common, tmp_path, monkeypatch, command):
+def test_pruning_aware_kd_is_refused_under_torchrun(run_cli, common, tmp_path, monkeypatch):
     """Each pruning step's KD phase started and ended the process group: the second one hung every rank."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     out = tmp_path / "x"
-    code, _, err = run_cli(command, *common, "--target-ms", "1", "--out", out)
+    code, _, err = run_cli("distill", *common, "--target-ms", "1", "--out", out)
     assert code == 2 and "pruning-aware KD (--target-ms) runs in one process, not under torchrun's 2" in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["compress", "search", "validate", "bench", "gate"])
+def test_commands_but_distill_are_refused_under_torchrun(run_cli, common, tmp_path, monkeypatch, command):
+    """Every process ran the whole command: two searches measuring at once on one machine, one --out written
+    by both, and compress's training joined into one data-parallel run of students chosen apart."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "x"
+    args = [*common, "--out", out] if command in ("compress", "search") else [tmp_path / "m.onnx"]
+    code, _, err = run_cli(command, *args)
+    assert err == (f"error: `edgekd {command}` runs in one process, not under torchrun's 2; run it without "
+                   "torchrun; to train data-parallel, run `torchrun --nproc-per-node N -m edgekd distill --search "
+                   "search.json --out DIR`, then `edgekd compress --distilled DIR`\n") and code == 2
+    assert not out.exists()
+
+
+def test_compress_and_search_from_python_are_refused_under_torchrun(tmp_path, monkeypatch):
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig, compress, run_search
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="`edgekd compress` runs in one process, not under torchrun's 2"):
+        compress(CompressConfig(out=str(tmp_path / "o")))
+    with pytest.raises(ConfigError, match="`edgekd search` runs in one process, not under torchrun's 2"):
+        run_search(CompressConfig(), tmp_path / "s.json")
+    assert not any(tmp_path.iterdir())
 
 
 def test_distill_s_out_help_force_with_resume_and_a_mismatched_resume_speak_of_its_flags(run_cli, common, searched,

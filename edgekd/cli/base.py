@@ -13,8 +13,13 @@ from edgekd.fsutil import check_new_file
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekd")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
+    from edgekd.torchrun import check_alone
+
+    if ctx.invoked_subcommand not in (None, "distill"):  # distill alone trains data-parallel under torchrun
+        check_alone(ctx.invoked_subcommand)
 
 
 # What an interruption (Ctrl-C) leaves behind, as the running command knows it: one callable at a time.

@@ -51,12 +51,10 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
     from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
+    from edgekd.torchrun import check_alone
 
+    check_alone("compress")
     log = log or (lambda _msg: None)
-    if config.target_ms is not None:
-        from edgekd.distill.prune import check_one_process
-
-        check_one_process()
     if config.distilled:
         config = _with_distilled_inputs(config, log)  # before the output check: the inputs it names are kept
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after

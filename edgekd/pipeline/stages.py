@@ -32,7 +32,9 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
     from edgekd.search import search
+    from edgekd.torchrun import check_alone
 
+    check_alone("search")
     log = log or (lambda _msg: None)
     check_new_file(out, force or config.force, "--out", input_paths(config))
     check_teacher_files(config)  # the teacher loads after the data, which can take minutes
