@@ -859,7 +859,7 @@ def test_the_distill_log_says_only_the_settings_its_losses_read(small_data, monk
     log: list[str] = []
     train_student(CompressConfig(losses=losses, labels=labels, epochs=1, progress=False), "student", "teacher",
                   small_data, None, log.append)
-    assert log[0].startswith(f"distill: 1 epochs, {said} training images shifted"), log
+    assert log[0].startswith(f"distill: 1 epoch, {said} training images shifted"), log
 
 
 def test_a_distilled_folder_recorded_with_an_unread_temperature_still_ships(distilled, tmp_path):
