@@ -927,3 +927,37 @@ def test_target_ms_with_qat_epochs_is_refused_as_the_combination_whatever_the_ep
     for epochs in (1, 3):
         with pytest.raises(ConfigError, match="--target-ms and --qat-epochs cannot be combined yet"):
             CompressConfig(target_ms=0.05, qat_epochs=1, epochs=epochs)
+
+
+def test_a_teacher_file_that_disagrees_with_its_torch_teacher_is_refused_before_the_search(small_data, tmp_path):
+    """Below opset 18 torch's TorchScript exporter records the path an `if` on a tensor's value took while
+    tracing: compress --opset 13 passed with a teacher-fp32.onnx agreeing with its teacher on no image."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from edgekd.errors import ExportError
+    from edgekd.pipeline.exporting import export_teacher
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(int(np.prod(small_data.input_shape)), small_data.num_classes)
+
+        def forward(self, x):
+            logits = self.fc(x.flatten(1))
+            if x[0].mean() > small_data.x_val[0].mean():  # a path that depends on the image
+                return logits.flip(1)
+            return logits
+
+    torch.manual_seed(0)
+    with pytest.raises(ExportError) as caught:
+        export_teacher(CompressConfig(opset=17), SimpleNamespace(module=Branchy()), small_data, tmp_path)
+    assert caught.value.message.startswith("the teacher's exported file disagrees with the torch teacher on 64 "
+                                           "validation images (top-1 agreement ")
+    assert caught.value.message.endswith("which the TorchScript exporter used below opset 18 records as the one path "
+                                         "it took while tracing; remove it from forward, or leave --opset out "
+                                         "(opset 18 refuses such a branch naming its line)")
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(small_data.input_shape)), 10))
+    art = export_teacher(CompressConfig(opset=17), SimpleNamespace(module=plain), small_data, tmp_path / "ok")
+    assert Path(art.path).is_file()

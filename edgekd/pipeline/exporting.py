@@ -17,8 +17,45 @@ def export_teacher(config: CompressConfig, teacher: Any, data: Any, folder: Path
     source = getattr(teacher.module, "path", None)
     if source is not None:  # an ONNX teacher is its own export: copied as it is, with its external data
         return copied_teacher(Path(source), folder)
-    return get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
-                                                   data.x_val[:1], opset=config.opset))
+    art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
+                                                  data.x_val[:1], opset=config.opset))
+    check_teacher_agrees(art, teacher.module, data, config.opset)
+    return art
+
+
+# Validation images the teacher's file is checked on, right after its export (seconds, before the search).
+AGREEMENT_IMAGES = 64
+
+
+def check_teacher_agrees(art: Any, module: Any, data: Any, opset: int) -> None:
+    """Refuse a teacher file whose logits are not the torch teacher's, before the search and training: below
+    opset 18 torch's TorchScript exporter records the one path an `if` on a tensor's value took while tracing,
+    and the run passed with a teacher-fp32.onnx agreeing with its teacher on no image (its accuracy, the
+    reference of --max-accuracy-drop, that of another model). Within 1e-3 of the largest logit: a deep
+    teacher's fp32 kernels differ from torch's by rounding, not by paths."""
+    import numpy as np
+    import onnxruntime
+
+    from edgekd.distill.targets import predict
+    from edgekd.errors import ExportError
+    from edgekd.export import DYNAMO_MIN_OPSET
+    from edgekd.latency.runtime import run_batches
+
+    x = np.ascontiguousarray(data.x_val[:AGREEMENT_IMAGES], dtype=np.float32)
+    # one image at a time: a branch on the batch's first image takes each image's own path
+    ours = predict(module, x, batch=1)
+    theirs = run_batches(onnxruntime.InferenceSession(art.path, providers=["CPUExecutionProvider"]), x, batch=1)
+    diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else float("inf")
+    if diff <= 1e-3 * max(1.0, float(np.abs(ours).max())):
+        return
+    agree = float((ours.argmax(1) == theirs.argmax(1)).mean()) if ours.shape == theirs.shape else 0.0
+    traced = (f", which the TorchScript exporter used below opset {DYNAMO_MIN_OPSET} records as the one path it "
+              "took while tracing" if opset < DYNAMO_MIN_OPSET else "")
+    fix = ("remove it from forward, or leave --opset out (opset 18 refuses such a branch naming its line)"
+           if opset < DYNAMO_MIN_OPSET else "remove it from forward")
+    raise ExportError(f"the teacher's exported file disagrees with the torch teacher on {len(x)} validation images "
+                      f"(top-1 agreement {agree:.0%}, largest logit difference {diff:.3g}): its forward takes a path "
+                      f"that depends on a tensor's value (an `if` on it), or is random in eval mode{traced}", fix)
 
 
 def copied_teacher(source: Path, folder: Path) -> Any:
