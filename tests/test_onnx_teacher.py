@@ -4,6 +4,7 @@ copied as the run's teacher file; what needs its layers in PyTorch is refused by
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,6 +254,20 @@ def test_an_onnx_teacher_with_external_weights_is_copied_with_them(onnx_files, t
     art = copied_teacher(tmp_path / "ext.onnx", folder)
     assert (folder / "teacher-fp32.onnx").is_file() and (folder / "ext.bin").is_file()
     assert art.name == "teacher-fp32" and art.role == "teacher" and art.details["external_data"] == ["ext.bin"]
+
+
+def test_an_int8_onnx_teacher_is_copied_under_its_precision_s_name(onnx_files, tmp_path):
+    """An int8 (or fp16) teacher was shipped as teacher-fp32.onnx, its manifest entry saying int8."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgekd.pipeline.exporting import copied_teacher
+
+    quantize_dynamic(onnx_files["plain"], str(tmp_path / "q.onnx"))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    art = copied_teacher(tmp_path / "q.onnx", folder)
+    assert (art.name, art.precision, Path(art.path).name) == ("teacher-int8", "int8", "teacher-int8.onnx")
+    assert [p.name for p in folder.iterdir()] == ["teacher-int8.onnx"]
 
 
 def test_new_weights_in_an_external_data_file_change_the_teacher_s_fingerprint(onnx_files, tmp_path):

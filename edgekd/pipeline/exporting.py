@@ -59,10 +59,14 @@ def check_teacher_agrees(art: Any, module: Any, data: Any, opset: int) -> None:
 
 
 def copied_teacher(source: Path, folder: Path) -> Any:
+    """An ONNX teacher copied into ``folder``, named by its precision: an int8 or fp16 teacher was shipped as
+    teacher-fp32.onnx, its manifest entry recording int8 under that name."""
+    from edgekd.onnxfile import load_model, precision_of
     from edgekd.validate import artifact_from_file
 
-    placed = _copy_model(source, folder / "teacher-fp32.onnx")
-    return dataclasses.replace(artifact_from_file(placed, "teacher-fp32", "teacher"), exporter="user onnx")
+    name = f"teacher-{precision_of(load_model(source))}"
+    placed = _copy_model(source, folder / f"{name}.onnx")
+    return dataclasses.replace(artifact_from_file(placed, name, "teacher"), exporter="user onnx")
 
 
 def _copy_model(source: Path, placed: Path) -> Path:
@@ -108,7 +112,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
                                                                    data.x_val[:1], calibration=calib,
                                                                    opset=config.opset))
-        references = {"teacher-fp32": teacher.module, "student-fp32": twin, "student-int8": student}
+        references = {teacher_art.name: teacher.module, "student-fp32": twin, "student-int8": student}
     else:
         from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
 
@@ -125,7 +129,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         log(f"export: {fallback.summary()}")
         for note in fallback.notes:
             log(f"export: {note}")
-        references = {"teacher-fp32": teacher.module, "student-fp32": student, "student-int8": student}
+        references = {teacher_art.name: teacher.module, "student-fp32": student, "student-int8": student}
     import torch
 
     torch.save(student.state_dict(), staging / "student.pt")
