@@ -33,6 +33,11 @@ def write_text(path: str | Path, text: str) -> None:
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno is None or exc.filename != str(tmp):
+            raise
+        # The staging file is ours, not the user's: the error names the path they asked for.
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -180,7 +185,17 @@ def check_writable(path: str | Path, flag: str) -> None:
 
 
 def _can_write(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    # os.access answers yes for root everywhere, /proc and read-only mounts included: only a file created
+    # there proves a write will work.
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".edgekd-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
 
 
 class ListedFolder(str):

@@ -17,6 +17,7 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
     said here in one line, not as the runtime's error from inside the measuring process."""
     from edgekd.errors import ConfigError
 
+    check_feedable(path, details)
     if not details.get("inputs"):
         return
     dims = details["inputs"][0]["shape"]
@@ -32,6 +33,22 @@ def check_input_shape(path: str | Path, details: dict[str, Any], shape: tuple[in
         if isinstance(d, int) and d > 0 and d != s:
             raise ConfigError(f"--input-shape {given} sets dimension {i} to {s}, and '{path}' fixes it at {d} "
                               f"{wanted}", f"keep the model's fixed dimensions, e.g. {example}")
+
+
+def check_feedable(path: str | Path, details: dict[str, Any]) -> None:
+    """Refuse a model with no input, or whose input is a scalar (rank 0): edgekd feeds batches of images or
+    tensors, and neither takes one, so no --input-shape can help (its advice would ask for 0 numbers)."""
+    inputs = details.get("inputs")
+    if inputs is None:  # not read: the runtime says what it finds
+        return
+    if not inputs:
+        raise ArtifactError(f"model '{path}' has no inputs, so there is nothing for edgekd to feed it",
+                            "pass a model that takes its images (batch, channels, height, width) as an input")
+    if inputs[0].get("shape") == []:  # None is an unknown rank, which any shape may fit
+        name = inputs[0].get("name")
+        raise ArtifactError(f"input {f'{name!r} ' if name else ''}of model '{path}' is a scalar (rank 0), not a "
+                            "batch of images or tensors edgekd can feed",
+                            "re-export the model taking a batch first, e.g. images of shape (1, 3, 224, 224)")
 
 
 def fixed_dim(dim: Any) -> bool:
@@ -77,6 +94,7 @@ def check_has_batch(path: str | Path, details: dict[str, Any], images: bool = Fa
     edgekd times and scores batches of images, and would read its channels as a batch (and a size mismatch
     into it). ``images``: the model is fed image data (--data), so any rank-3 input is one; without it only
     a first dimension of 3 says so, as [1, T, F] may be a sequence model's batch of one."""
+    check_feedable(path, details)
     dims = (details.get("inputs") or [{}])[0].get("shape")
     if not dims or len(dims) != 3 or not (images or dims[0] == 3):
         return

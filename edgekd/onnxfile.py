@@ -28,6 +28,7 @@ def load_model(path: str | Path) -> Any:
     if not path.is_file():
         raise ArtifactError(f"model file '{path}' does not exist", "check the path")
     if path.suffix.lower() == ".ort":
+        refuse_misnamed_onnx(path)
         # onnxruntime's own format holds an optimised graph, without the operators and opset read here
         onnx_twin = path.with_suffix(".onnx")
         raise ArtifactError(f"'{path}' is an ORT-format model, not an .onnx file",
@@ -38,6 +39,7 @@ def load_model(path: str | Path) -> Any:
     except Exception as exc:
         _refuse_json(path)
         _refuse_torch(path)
+        _refuse_misnamed_ort(path)
         first = first_line(exc, 120)
         raise ArtifactError(f"'{path}' is not a readable ONNX model ({first})", _REEXPORT) from None
     if model.ir_version < 1 or not model.graph.node or not model.opset_import:
@@ -46,6 +48,40 @@ def load_model(path: str | Path) -> Any:
     for tensor in _external_tensors(model):
         _check_external(path, tensor)
     return model
+
+
+ORT_IDENTIFIER = b"ORTM"  # the flatbuffer file identifier of onnxruntime's ORT format, at bytes 4..8
+
+
+def is_ort_format(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(8)[4:8] == ORT_IDENTIFIER
+    except OSError:
+        return False
+
+
+def _refuse_misnamed_ort(path: Path) -> None:
+    """An ORT-format file named .onnx: protobuf's "wire format was corrupt" would send the user to re-export a
+    file that is whole."""
+    if is_ort_format(path):
+        raise ArtifactError(f"'{path}' is an ORT-format model, not an ONNX model",
+                            f"rename it to {path.with_suffix('.ort')}: edgekd reads a model's format from its name")
+
+
+def refuse_misnamed_onnx(path: Path) -> None:
+    """An ONNX model named .ort, said as such rather than as a damaged ORT-format file."""
+    import onnx
+
+    if is_ort_format(path):
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 (neither format: the ORT check that follows says so)
+        return
+    if model.ir_version >= 1 and model.graph.node and model.opset_import:  # protobuf parses much junk as empty
+        raise ArtifactError(f"'{path}' is an ONNX model, not an ORT-format file, though named .ort",
+                            f"rename it to {path.with_suffix('.onnx')}: edgekd reads a model's format from its name")
 
 
 def _refuse_torch(path: Path) -> None:

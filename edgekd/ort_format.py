@@ -80,6 +80,9 @@ def check_ort_file(path: str | Path) -> int:
         raise ArtifactError(f"model file '{path}' does not exist", "check the path")
     version = format_version(path)
     if version is None:
+        from edgekd.onnxfile import refuse_misnamed_onnx
+
+        refuse_misnamed_onnx(path)
         raise ArtifactError(f"'{path}' is not a readable ORT-format file",
                             "convert the .onnx again (compress --ort, or onnxruntime's convert_onnx_models_to_ort)")
     return version

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import pixel_onnx
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +345,22 @@ def test_the_input_shape_example_takes_the_datas_channels_and_size():
     assert shape_example(["n", "c", "h", "w"], 4, (1, 28, 28)) == "4,1,28,28"
     assert shape_example(["n", "h", "w", 3], 1, (1, 24, 32)) == "1,24,32,3"  # a fixed channel count stays
     assert shape_example(["n", "f"], 1, (1, 8, 8)) == "1,64"  # flat rows of C*H*W values
+
+
+def test_a_changed_external_data_file_is_measured_anew(fast_profile, tmp_path):
+    """The weights of a model saved with external data live outside the .onnx: editing them changes the model."""
+    import onnx
+
+    from edgekd.latency import cache
+
+    model = onnx.load(str(pixel_onnx(tmp_path / "p.onnx")))
+    for init in model.graph.initializer:  # only raw tensors go to external data
+        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init), init.name))
+    onnx.save(model, str(tmp_path / "e.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="e.data", size_threshold=0)
+    paths = [tmp_path / "e.onnx"]
+    before = cache._key(paths, fast_profile, None)
+    data = bytearray((tmp_path / "e.data").read_bytes())
+    data[0] ^= 1
+    (tmp_path / "e.data").write_bytes(bytes(data))
+    assert cache._key(paths, fast_profile, None) != before

@@ -499,6 +499,24 @@ def _damaged_shape(data: dict) -> None:
 RECALIBRATE = r"; recalibrate: run `edgekd profiles calibrate "
 
 
+@pytest.mark.parametrize("text", ['{"stamp": 1}', "[]", "{ not json"])
+def test_a_file_named_as_a_table_that_is_not_one_is_listed_as_unreadable(fast_profile_path, tmp_path, text):
+    """Valid JSON that is not an edgekd table was left out of `profiles show`, while search refuses it."""
+    import shutil
+
+    from edgekd.latency.table import table_summaries
+    from edgekd.profiles import load_profile
+
+    shutil.copy(fast_profile_path, tmp_path / "fast-test.toml")
+    profile = load_profile(tmp_path / "fast-test.toml")
+    path = table_path(profile, TINY, SHAPE, 10)
+    path.write_text(text)
+    assert table_summaries(profile) == [{"path": str(path), "usable": False,
+                                         "why": "unreadable: delete it and calibrate again"}]
+    with pytest.raises(ProfileError, match="is unreadable"):
+        load_table(profile, TINY, SHAPE, 10)
+
+
 @pytest.mark.parametrize(("damage", "says"), [
     (lambda data: data["entries"]["fp32"].popitem(),
      r"is damaged: 1 of the \d+ fp32 block entries are missing or not numbers \(first: '.*'\)" + RECALIBRATE),
@@ -660,6 +678,23 @@ def test_calibrate_keeps_a_table_search_can_use_unless_forced(table_file, fast_p
     assert code == 0 and measured == ["measured"] * 2
     assert (f"replaces {good}, which search cannot use (latency table '{good}' was calibrated for onnxruntime "
             "1.0.0") in err
+
+
+def test_a_pending_interrupted_recalibration_is_named_when_calibrate_is_refused(table_file, fast_profile_path,
+                                                                                tmp_path, run_cli):
+    """An interrupted --force run keeps its blocks in a .partial: the refusal without --force said nothing of it."""
+    import shutil
+
+    from edgekd.latency.calibrate import partial_path
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    good = table_path(profile, TINY, SHAPE, 10)
+    shutil.copy(table_file, good)
+    partial_path(good).write_text("{}")
+    code, out, err = run_cli("profiles", "calibrate", board, "--space", TINY, "--input-shape", "1,16,16")
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert "20 networks, onnxruntime " in err and f"), and an interrupted recalibration of it is pending " \
+        f"({partial_path(good)}); pass --force to resume it (the new table replaces this one)" in err
 
 
 def test_profiles_show_lists_a_renamed_profile_s_table_and_interrupted_calibrations(table_file, fast_profile_path,

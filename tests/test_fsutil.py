@@ -196,3 +196,33 @@ def test_a_lock_is_removed_after_use_and_still_admits_one_holder_at_a_time(tmp_p
                 pass
     finally:
         third[0].close()
+
+
+def test_a_folder_that_refuses_new_files_is_refused_even_where_os_access_says_yes(tmp_path, monkeypatch):
+    """Root passes os.access everywhere, /proc included: the check creates a file there to know."""
+    from edgekd import fsutil
+
+    def refuse(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError, match=r"--json '.*b.json' cannot be written: the folder '.*' is read-only"):
+        check_new_file(tmp_path / "b.json", force=False, flag="--json")
+    monkeypatch.undo()
+    check_new_file(tmp_path / "b.json", force=False, flag="--json")
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind
+
+
+def test_a_failed_write_names_the_users_path_not_the_staging_file(tmp_path, monkeypatch):
+    import errno
+
+    from edgekd import fsutil
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), str(dst))
+
+    monkeypatch.setattr(fsutil.os, "replace", full)
+    with pytest.raises(OSError) as caught:
+        write_text(tmp_path / "report.json", "{}")
+    assert caught.value.filename == str(tmp_path / "report.json") and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

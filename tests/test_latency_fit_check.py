@@ -116,3 +116,15 @@ def test_a_low_figure_comes_with_advice_and_a_high_one_without():
 def test_a_spec_comes_back_from_its_key():
     spec = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16], "se": [0, 1]})
     assert StudentSpec.from_key(spec.key()) == spec
+
+
+def test_profiles_show_advises_on_every_precision_found_low(monkeypatch):
+    """Calibration warned of fp32 and int8 both; `profiles show` named fp32 only."""
+    from edgekd.latency import fit_check
+
+    low = [FitAccuracy("fp32", 48, 8, 0.5, 0.75, 9.0), FitAccuracy("int8", 48, 8, 0.5, 0.75, 9.0)]
+    monkeypatch.setattr(fit_check, "cross_validate", lambda table, space: low)
+    assert trust(_table(48))["advice"].startswith(
+        "under 90% of the calibration networks were predicted within ±10% (fp32, int8): ")
+    monkeypatch.setattr(fit_check, "cross_validate", lambda table, space: low[1:])
+    assert "(int8): " in trust(_table(48))["advice"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ArtifactError, ConfigError
 from edgekd.input_shape import check_input_shape
 from edgekd.onnxfile import describe, load_model
 
@@ -43,8 +43,36 @@ def test_an_input_of_unknown_rank_takes_any_shape_and_a_scalar_none(tmp_path):
     scalar = _conv(tmp_path / "scalar.onnx", [], weights_as_input=False)
     details = describe(load_model(scalar))
     assert details["inputs"][0]["shape"] == []
-    with pytest.raises(ConfigError, match="has 4 dimensions, and '.*scalar.onnx' takes 0"):
+    with pytest.raises(ArtifactError, match=r"input 'x' of model '.*scalar.onnx' is a scalar \(rank 0\), not a "
+                                            "batch of images or tensors edgekd can feed; re-export the model"):
         check_input_shape(scalar, details, (1, 3, 32, 32))
+
+
+def test_a_scalar_input_or_none_at_all_is_refused_as_such_not_as_a_missing_shape(tmp_path, run_cli):
+    """A scalar input was "has no shape recorded ... pass --input-shape", and --input-shape 1 then asked for
+    "0 numbers, e.g. " (nothing); a model without inputs was said to have "0 inputs ()"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def save(name, inputs, nodes, inits=()):
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        graph = helper.make_graph(nodes, "g", inputs, [out], list(inits))
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                  str(tmp_path / name))
+        return tmp_path / name
+
+    scalar = save("scalar.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                  [helper.make_node("Relu", ["x"], ["y"])])
+    zero = save("zero.onnx", [], [helper.make_node("Relu", ["c"], ["y"])],
+                [helper.make_tensor("c", TensorProto.FLOAT, [1, 4], [1, 2, 3, 4])])
+    for extra in ((), ("--input-shape", "1")):
+        code, _, err = run_cli("bench", scalar, *extra)
+        assert code == 2 and err == (f"error: input 'x' of model '{scalar}' is a scalar (rank 0), not a batch of "
+                                     "images or tensors edgekd can feed; re-export the model taking a batch first, "
+                                     "e.g. images of shape (1, 3, 224, 224)\n")
+    code, _, err = run_cli("bench", zero)
+    assert code == 2 and err.startswith(f"error: model '{zero}' has no inputs, so there is nothing for edgekd to "
+                                        "feed it; ")
 
 
 def test_a_pytorch_file_given_as_a_model_is_named_as_one(tmp_path, run_cli):
@@ -71,3 +99,41 @@ def test_a_pytorch_file_given_as_a_model_is_named_as_one(tmp_path, run_cli):
     (tmp_path / "junk.onnx").write_bytes(b"\x80junk")  # a pickle's first byte, not a torch name: not called one
     with pytest.raises(ArtifactError, match="is not a readable ONNX model"):
         load_model(tmp_path / "junk.onnx")
+
+
+def _ort_copy(onnx_path: Path, to: Path) -> Path:
+    """``onnx_path`` saved in onnxruntime's ORT format at ``to``, whatever its name."""
+    import shutil
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(onnx_path.with_suffix(".tmp.ort"))
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    shutil.move(options.optimized_model_filepath, to)
+    return to
+
+
+def test_a_model_in_the_other_format_than_its_name_says_is_told_to_be_renamed(tmp_path, run_cli):
+    """An ORT file named .onnx was "Wire format was corrupt ... re-export it"; an .onnx named .ort "not a readable
+    ORT-format file": both whole files, only misnamed."""
+    import shutil
+
+    from conftest import pixel_onnx
+
+    from edgekd.ort_format import check_ort_file
+
+    model = pixel_onnx(tmp_path / "m.onnx")
+    ort_named_onnx = _ort_copy(model, tmp_path / "o.onnx")
+    onnx_named_ort = Path(shutil.copy(model, tmp_path / "x.ort"))
+    with pytest.raises(ArtifactError, match=r"'.*o\.onnx' is an ORT-format model, not an ONNX model; rename it "
+                                            r"to .*o\.ort: edgekd reads"):
+        load_model(ort_named_onnx)
+    for refuse in (load_model, check_ort_file):
+        with pytest.raises(ArtifactError, match=r"'.*x\.ort' is an ONNX model, not an ORT-format file, though named "
+                                                r"\.ort; rename it to .*x\.onnx"):
+            refuse(onnx_named_ort)
+    check_ort_file(_ort_copy(model, tmp_path / "m.ort"))  # a real one passes
+    code, _, err = run_cli("bench", ort_named_onnx)
+    assert code == 2 and err.startswith("error: ") and "rename it to" in err and err.count("\n") == 1

@@ -95,11 +95,18 @@ def _check_replacing(prof: Any, space: str, shape: tuple[int, int, int], classes
     if force:
         click.echo(f"[edgekd] calibrate {prof.name}: replaces {path} (--force)", err=True)
         return
+    from edgekd.latency.calibrate import partial_path
+
     runtime = f", onnxruntime {table.stamp.onnxruntime}" if table.stamp.onnxruntime else ""
-    raise ConfigError(f"profile '{prof.name}' already has a latency table search can use for space '{space}' at "
-                      f"input {','.join(map(str, shape))} with {classes} classes ({path}: "
-                      f"{table.calibration_networks} networks{runtime})",
-                      "pass --force to measure it again (the new table replaces it), or keep it")
+    have = (f"profile '{prof.name}' already has a latency table search can use for space '{space}' at input "
+            f"{','.join(map(str, shape))} with {classes} classes ({path}: {table.calibration_networks} "
+            f"networks{runtime})")
+    partial = partial_path(path)
+    if partial.is_file():  # a --force run was interrupted: its measured blocks wait to be resumed, not redone
+        raise ConfigError(f"{have}, and an interrupted recalibration of it is pending ({partial})",
+                          "pass --force to resume it (the new table replaces this one), or delete the .partial "
+                          "file to keep this table")
+    raise ConfigError(have, "pass --force to measure it again (the new table replaces it), or keep it")
 
 
 def _image_shape(text: str) -> tuple[int, int, int]:

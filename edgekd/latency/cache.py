@@ -20,10 +20,13 @@ from edgekd.types import LatencyStats
 
 def _key(paths: Sequence[str | Path], profile: DeviceProfile, shape: Shapes) -> str:
     from edgekd.latency.table import host_cpu, host_runtime
+    from edgekd.onnxfile import model_files
 
     shapes = per_model(shape, len(paths))
     fed = shapes[0] if len(set(shapes)) <= 1 else tuple(shapes)  # one shape for all: keyed as it always was
-    parts = [sha256(p) for p in paths] + [profile.digest(), repr(fed if shapes else None)]
+    # External weights are part of the model: an edited data file must measure anew, like an edited .onnx.
+    parts = [",".join(sha256(f) for f in model_files(p)) for p in paths] + [profile.digest(),
+                                                                          repr(fed if shapes else None)]
     if profile.is_local:  # "this host": an upgrade or another CPU measures anew
         parts += [host_runtime(), host_cpu()]
     # A remote device is known only by its profile's settings (runner.host, runner.serial): which board answers

@@ -11,7 +11,7 @@ with every calibration: a user sees how far to trust the table before a search l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,7 @@ def trust(table: LatencyTable) -> dict[str, Any]:
     out: dict[str, Any] = {"left_out_within_10pct": {a.precision: round(a.within_10pct, 3) for a in found}}
     if not found and (why := not_cross_validated(table, space)):
         out["left_out_note"] = why
-    advice = [a.advice() for a in found if a.advice()]
-    if advice:
-        out["advice"] = advice[0]
+    low = [a for a in found if a.advice()]
+    if low:  # one advice naming every low precision: calibration warned of each
+        out["advice"] = replace(low[0], precision=", ".join(a.precision for a in low)).advice()
     return out

@@ -283,9 +283,10 @@ def table_summaries(profile: DeviceProfile,
     for path in sorted(_table_folder(profile).glob(f"{profile.name}.*.latency.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            # Named as this profile's tables are, so search would find it: listed as damaged, never left out.
+            if not isinstance(data, dict) or data.get("schema") != TABLE_SCHEMA:
+                raise ValueError("not an edgekd latency table")
             stamp = data["stamp"]
-            if data.get("schema") != TABLE_SCHEMA:
-                continue  # another file
             space, classes = stamp["space"], int(stamp["num_classes"])
             shape = tuple(int(d) for d in stamp["input_shape"])
             if len(shape) != 3:  # not C, H, W: no calibrate command can be named for it
