@@ -53,10 +53,15 @@ class DeviceProfile:
 
     def digest(self) -> str:
         """A hash of everything that affects a measurement (not the description)."""
-        runner = {k: v for k, v in self.runner.items() if k not in _NOT_MEASURED}
+        measured = self.measured_settings()
         # Canonical JSON: the same settings written in another order are the same profile.
-        payload = json.dumps([self.runtime, runner, self.measure], sort_keys=True).encode()
+        payload = json.dumps([measured["runtime"], measured["runner"], measured["measure"]], sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
+
+    def measured_settings(self) -> dict[str, dict[str, Any]]:
+        """The settings ``digest`` hashes, by table: what a latency table records, to name the one that changed."""
+        return {"runtime": dict(self.runtime), "measure": dict(self.measure),
+                "runner": {k: v for k, v in self.runner.items() if k not in _NOT_MEASURED}}
 
     def to_dict(self) -> dict[str, Any]:
         return {

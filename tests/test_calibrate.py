@@ -43,6 +43,19 @@ def test_calibration_writes_a_stamped_table(table_file, fast_profile):
     assert not table_file.with_name(table_file.name + ".lock").exists()  # none left beside each table
 
 
+def test_a_table_of_other_measurement_settings_names_the_setting_that_changed(table_file, fast_profile):
+    """The refusal named two digests ("calibrated for profile digest 514d..., not 0823..."), not the warmup_runs
+    edited in the profile, and advised a recalibration at the default 96 networks, not the table's 20."""
+    from dataclasses import replace
+
+    edited = replace(fast_profile, measure={**fast_profile.measure, "warmup_runs": 99})
+    with pytest.raises(ProfileError) as caught:
+        load_table(edited, TINY, SHAPE, 10, path=table_file)
+    assert caught.value.problem == (f"latency table '{table_file}' was calibrated for profile '{fast_profile.name}' "
+                                    f"with measure.warmup_runs {fast_profile.measure['warmup_runs']} (now 99)")
+    assert caught.value.fix.endswith("--classes 10 --networks 20`")
+
+
 def test_calibration_says_how_well_its_fit_predicts_networks_left_out_of_it(table_file):
     said = [line for line in CALIBRATION_LOG if "calibration networks predicted within ±10% when left out" in line]
     assert [line.split(": ")[1] for line in said] == ["fp32", "int8"]

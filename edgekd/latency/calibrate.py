@@ -19,7 +19,7 @@ from edgekd.fsutil import exclusive, write_json
 from edgekd.latency.fit_check import cross_validate, not_cross_validated
 from edgekd.latency.network_fit import feature_names, fit_relative, network_features, resolution_levels
 from edgekd.latency.quick_export import export_fixed, timing_batch
-from edgekd.latency.table import LatencyTable, Stamp, block_key, save_table, table_path
+from edgekd.latency.table import DEFAULT_NETWORKS, LatencyTable, Stamp, block_key, save_table, table_path
 from edgekd.profiles import DeviceProfile
 from edgekd.types import StudentSpec
 
@@ -35,7 +35,7 @@ def partial_path(table: Path) -> Path:
 
 
 def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tuple[int, int, int] = (1, 32, 32),
-              num_classes: int = 10, networks: int = 96, chunk: int = 24, seed: int = 12345,
+              num_classes: int = 10, networks: int = DEFAULT_NETWORKS, chunk: int = 24, seed: int = 12345,
               path: Path | None = None, log: Callable[[str], None] | None = None, rounds: int = 3) -> LatencyTable:
     """Measure ``space_name``'s blocks and ``networks`` whole networks on ``profile`` (each run ``rounds``
     times, see ``measure_relative``); write and return the table."""
@@ -107,7 +107,8 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
                     f"{len(keys) - len(todo) + min(i + chunk, len(todo))}/{len(keys)}")
         fit, net_refs, measured = _fit(space, entries, profile, input_shape, num_classes, networks, seed, ref, log,
                                        rounds, nets, save)
-    table = LatencyTable(stamp, entries, fit, networks, elapsed(), float(np.median(refs + net_refs)), measured)
+    table = LatencyTable(stamp, entries, fit, networks, elapsed(), float(np.median(refs + net_refs)), measured,
+                         profile.measured_settings())
     save_table(table, path)
     partial.unlink(missing_ok=True)
     say_trust(table, space, profile.name, log)

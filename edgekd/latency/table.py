@@ -20,6 +20,7 @@ TABLE_SCHEMA = "edgekd.latency-table"
 # 2: per-resolution fit, p10 units, networks kept; 3: units from each model's fastest p10 over runs;
 # 4: stamped with the host CPU of a local profile
 TABLE_VERSION = 4
+DEFAULT_NETWORKS = 96  # whole networks `profiles calibrate` measures to fit its correction, unless --networks
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class LatencyTable:
     reference_ms: float = 0.0  # the reference network's median p50 during calibration
     # The whole networks the fit was made on: {"keys": [spec key...], precision: [units...]}
     networks: dict[str, list] = field(default_factory=dict, hash=False)
+    # The profile's measured settings (DeviceProfile.measured_settings), beside the stamp's digest of them: a
+    # table refused for another profile digest names the setting that changed. Kept out of the stamp, whose
+    # keys an older edgekd reads strictly.
+    profile_settings: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "stamp": self.stamp.to_dict()}
@@ -81,8 +86,10 @@ class LatencyTable:
         stamp["input_shape"] = tuple(stamp["input_shape"])
         if not isinstance(data["entries"], dict) or not isinstance(data["fit"], dict):  # read by precision
             raise ValueError("its entries or fit are not keyed by precision")
+        settings = data.get("profile_settings")
         return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
-                   data.get("seconds", 0.0), float(data["reference_ms"]), data.get("networks", {}))
+                   data.get("seconds", 0.0), float(data["reference_ms"]), data.get("networks", {}),
+                   settings if isinstance(settings, dict) else {})
 
 
 def host_runtime() -> str:
@@ -204,19 +211,37 @@ def load_table(profile: DeviceProfile, space: str, input_shape: tuple[int, ...],
         raise ProfileError(f"latency table '{path}' is unreadable ({exc})", f"delete it and {fix}") from None
     _check_space(path, space)
     want = Stamp.current(profile, space, input_shape, num_classes)
+    if table.calibration_networks and table.calibration_networks != DEFAULT_NETWORKS:
+        fix = fix[:-1] + f" --networks {table.calibration_networks}`"  # as it was made: the default takes longer
     for name in ("profile_digest", "onnxruntime", "host", "input_shape", "num_classes", "batch_size"):
         have, need = getattr(table.stamp, name), getattr(want, name)
         if name in ("onnxruntime", "host") and not need:  # a remote device: checked when it next measures
             continue
         if have != need:
-            raise ProfileError(f"latency table '{path}' was calibrated for {name.replace('_', ' ')} {have}, "
-                               f"not {need}", f"recalibrate: {fix}")
+            changed = changed_settings(table.profile_settings, profile) if name == "profile_digest" else ""
+            said = (f"profile '{profile.name}' with {changed}" if changed
+                    else f"{name.replace('_', ' ')} {have}, not {need}")
+            raise ProfileError(f"latency table '{path}' was calibrated for {said}", f"recalibrate: {fix}")
     if table.stamp.space_digest != want.space_digest:
         raise ProfileError(f"latency table '{path}' was calibrated for an older version of search space '{space}'",
                            f"recalibrate: {fix}")
     if damage := damaged(table, space):
         raise ProfileError(f"latency table '{path}' is damaged: {damage}", f"recalibrate: {fix}")
     return table
+
+
+def changed_settings(recorded: dict[str, Any], profile: DeviceProfile) -> str:
+    """The measured settings of ``profile`` that differ from those a table ``recorded``, as "measure.warmup_runs
+    2 (now 3)"; "" when the table recorded none (written before tables did)."""
+    if not recorded:
+        return ""
+    now = profile.measured_settings()
+    changed = []
+    for part in sorted(set(now) | set(recorded)):
+        was, is_ = recorded.get(part) or {}, now.get(part) or {}
+        changed += [f"{part}.{key} {was.get(key, '(unset)')} (now {is_.get(key, '(unset)')})"
+                    for key in sorted(set(was) | set(is_)) if was.get(key) != is_.get(key)]
+    return ", ".join(changed)
 
 
 def _check_space(path: Path, space: str) -> None:
