@@ -42,6 +42,9 @@ class ExportRequest:
         if self.sample is not None and not isinstance(self.sample, np.ndarray):  # a tensor, as calibration takes
             sample = self.sample.detach().cpu().numpy() if hasattr(self.sample, "detach") else self.sample
             object.__setattr__(self, "sample", np.asarray(sample, dtype=np.float32))
+        elif self.sample is not None and self.sample.dtype.kind == "f" and self.sample.dtype != np.float32:
+            # float64, numpy's default, as a tensor or a list is: torch refuses a double input to float weights
+            object.__setattr__(self, "sample", self.sample.astype(np.float32))
 
 
 def _check_calibration(calibration: np.ndarray | None) -> None:

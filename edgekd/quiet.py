@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -45,3 +47,39 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
             logger.setLevel(level)
         for handler in [h for h in logging.root.handlers if h not in had]:
             logging.root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def native_stdout() -> Iterator[None]:
+    """For the block: nothing written to file descriptor 1 reaches the user. torch's TorchScript exporter (opset
+    17 and older) prints the whole Torch IR graph, about a hundred lines, from C++ to std::cout when it fails on
+    a model, whatever ``verbose`` says (torch.onnx turns its log on and never off), which sys.stdout cannot
+    catch. Nothing else may print meanwhile: only the export call goes inside."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no descriptor 1 (a GUI process): nothing to silence
+        saved = None
+    if saved is None:
+        yield
+        return
+    _flush_c_stdio()  # what was printed before the block still reaches the user
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                _flush_c_stdio()  # C's buffer would otherwise empty torch's graph onto the restored descriptor
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to load by name (Windows): std::cout is unbuffered
+        pass

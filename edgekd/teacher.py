@@ -420,6 +420,12 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
             out = teacher.module(sample)
     except Exception as exc:
         first = first_line(exc, 160)
+        if len(sample) > 1 and not hasattr(teacher.module, "bind") and _runs_one(teacher, sample[:1]):
+            # the images fit (one goes through): a forward written for one image, which distillation feeds batches
+            again = " and export it again" if _is_exported(teacher) else ""
+            raise ModelError(f"the teacher fixes its batch size: it runs one image but not a batch of {len(sample)} "
+                             f"({first})", "write its forward for any batch (x.flatten(1) or x.view(x.size(0), -1), "
+                             f"not x.view(1, -1)){again}") from None
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
                         "(see --resolution and --channels)") from None
@@ -441,6 +447,19 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         raise ModelError("the teacher's forward returns probabilities (every row is >= 0 and sums to 1), and "
                          "distillation needs logits", "return the scores before the softmax (log-probabilities "
                          f"from log_softmax work too){again}")
+
+
+def _runs_one(teacher: Teacher, image: Any) -> bool:
+    import torch
+
+    from edgekd.distill.taps import evaluating
+
+    try:
+        with torch.inference_mode(), evaluating(teacher.module):
+            teacher.module(image)
+    except Exception:
+        return False
+    return True
 
 
 def _is_exported(teacher: Teacher) -> bool:

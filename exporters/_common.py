@@ -157,6 +157,22 @@ def failure_text(exc: BaseException) -> str:
     return f"{first} (at {user['file']}:{user['line']}: {user['code'].strip()[:80]})" if user else first
 
 
+def runs_one_not_two(model: Any, sample: Any) -> bool:
+    """Whether ``model`` (an nn.Module, in eval mode) runs ``sample``'s first row alone but not ``sample``, a
+    batch of 2: a forward that fixes its batch size."""
+    import torch
+
+    def runs(batch: Any) -> bool:
+        try:
+            with torch.no_grad():
+                model(batch)
+        except Exception:
+            return False
+        return True
+
+    return isinstance(model, torch.nn.Module) and len(sample) > 1 and runs(sample[:1]) and not runs(sample)
+
+
 def _innermost(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None:
         exc = exc.__cause__
@@ -170,14 +186,28 @@ _SHAPE_MISMATCH = re.compile(r"to have \d+ channels|shapes cannot be multiplied|
                              r"of tensor|Expected \d+D .*input")
 
 
-def export_fix(exc: BaseException, sample_shape: tuple[int, ...] | None) -> str:
-    """The fix for a failed torch.export of a model fed ``sample_shape``, by what went wrong."""
+# torch's TorchScript exporter (below opset 18) on an operator it writes only from a later opset.
+_NEWER_OPSET = re.compile(r"Exporting the operator '[^']+' to ONNX opset version \d+ is not supported"
+                          r"(?:\. Support for this operator was added in version (?P<added>\d+))?")
+
+
+def export_fix(exc: BaseException, sample_shape: tuple[int, ...] | None, fixed_batch: bool = False) -> str:
+    """The fix for a failed torch.export of a model fed ``sample_shape``, by what went wrong; ``fixed_batch``: the
+    model runs one sample but not the batch it was exported with (the TorchScript exporter below opset 18 says
+    only that shapes do not match)."""
+    from edgekd.export import DEFAULT_OPSET
+
     text = "\n".join(str(e) for e in (exc, _innermost(exc)))
+    newer = _NEWER_OPSET.search(text)
+    if newer and newer["added"]:
+        return f"pass --opset {newer['added']} or later (or leave --opset out for {DEFAULT_OPSET})"
+    if newer:  # no older exporter writes it: the dynamo exporter at the default opset may
+        return f"leave --opset out to export at {DEFAULT_OPSET}, which torch's newer exporter writes"
+    if fixed_batch or _FIXED_BATCH.search(text):  # before the shape: its mismatch is the batch's
+        return ("the model fixes its batch size (e.g. x.view(1, -1)); write it for any batch (x.flatten(1) or "
+                "x.view(x.size(0), -1))")
     if _SHAPE_MISMATCH.search(text):
         shape = "x".join(str(d) for d in sample_shape[1:]) if sample_shape else "?"
         return (f"the example input is {shape} per sample (NCHW), which is not the layout or size the model "
                 "takes: export with inputs of the model's own channels and resolution")
-    if _FIXED_BATCH.search(text):
-        return ("the model fixes its batch size (e.g. x.view(1, -1)); write it for any batch (x.flatten(1) or "
-                "x.view(x.size(0), -1))")
     return "make the model traceable by torch.export (no data-dependent control flow)"

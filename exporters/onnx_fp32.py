@@ -4,6 +4,7 @@ does not write): one self-contained file, dynamic batch."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,14 @@ from edgekd.exporters._common import (
     failure_text,
     finish,
     placed,
+    runs_one_not_two,
     staged,
     tidy_for_device,
 )
 
 from edgekd.errors import ExportError
 from edgekd.export import DYNAMO_MIN_OPSET, EXPORTERS, ExportRequest
-from edgekd.quiet import TORCH_EXPORT, quiet
+from edgekd.quiet import TORCH_EXPORT, native_stdout, quiet
 from edgekd.types import Artifact
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -33,6 +35,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
     if request.model is None or request.sample is None:
         raise ExportError("onnx-fp32 needs a model and a sample input", "pass both in the ExportRequest")
     check_options(request.options, (), "onnx-fp32")
+    _check_batch_dimension(request)
     path = Path(request.out_dir) / f"{request.name}.onnx"
     model = getattr(request.model, "program", request.model)  # a .pt2 teacher exports its program
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would fix the batch.
@@ -46,23 +49,65 @@ def export_fp32(request: ExportRequest) -> Artifact:
             raise ExportError(f"'{request.name}' is a torch.export program, which exports at opset "
                               f"{DYNAMO_MIN_OPSET} or later, not {request.opset}",
                               f"pass --opset {DYNAMO_MIN_OPSET}, or the model as file.py:factory with --weights")
-        kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
     # The caller's module goes back to the mode it was in: it may be mid-training.
     training = eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with staged(path) as written, training:
+        model, outputs = _by_name(model, sample)  # in eval mode: a training forward would move BatchNorm's statistics
+        if legacy:
+            kwargs = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}}}
         try:
-            with quiet(*TORCH_EXPORT, stderr=True):
+            with quiet(*TORCH_EXPORT, stderr=True), native_stdout():
                 torch.onnx.export(model, (sample,), str(written), dynamo=not legacy, opset_version=request.opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                                  input_names=[INPUT_NAME], output_names=outputs, verbose=False,
                                   **({} if legacy else {"external_data": False}), **kwargs)
         except Exception as exc:
             raise ExportError(f"torch could not export '{request.name}' to ONNX: {failure_text(exc)}",
-                              export_fix(exc, tuple(sample.shape))) from None
+                              export_fix(exc, tuple(sample.shape), runs_one_not_two(model, sample))) from None
         if isinstance(model, torch.nn.Module):
             _check_batch_of_one(written, model, sample, request.name)
         tidy_for_device(written)
         art = finish(written, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
     return placed(art, path)
+
+
+def _check_batch_dimension(request: ExportRequest) -> None:
+    """Refuse one image without its batch dimension, (C, H, W) for a model whose first convolution takes
+    (N, C, H, W): torch convolutions take an unbatched image too, so the export failed later with "False !=
+    True", and the batch of 2 made from its first row made two channels of one."""
+    import torch
+
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    first = next((m for m in request.model.modules() if isinstance(m, convs)), None) \
+        if isinstance(request.model, torch.nn.Module) else None
+    shape = tuple(request.sample.shape)
+    if first is not None and len(shape) == len(first.kernel_size) + 1 and shape[0] == first.in_channels:
+        raise ExportError(f"the sample input of shape {shape} for '{request.name}' has no batch dimension",
+                          f"pass it as a batch of one, of shape {(1, *shape)} (e.g. sample[None])")
+
+
+def _by_name(model: object, sample: object) -> tuple[object, list[str]]:
+    """``model`` to export and its outputs' names, by what its forward returns: a dict holding its logits under
+    ``logits`` exports them alone (as compress takes such a teacher), another dict of tensors each under its key,
+    and anything else its first output as ``logits``. Naming only the first output ``logits`` gave that name to
+    whatever came first (a dict's 1024-wide features), and a device app reading ``logits`` got the features."""
+    import torch
+
+    from edgekd.teacher_logits import LogitsOf, gives_logits_mapping
+
+    if not isinstance(model, torch.nn.Module):  # a .pt2 program: its teacher was made to give the logits alone
+        return model, [OUTPUT_NAME]
+    try:
+        with torch.no_grad(), quiet(*TORCH_EXPORT, stderr=True):
+            out = model(sample[:1])
+    except Exception:  # the export fails on it too, and says why
+        return model, [OUTPUT_NAME]
+    if gives_logits_mapping(out):
+        return LogitsOf(model).eval(), [OUTPUT_NAME]
+    if isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
+        return model, [str(key) for key in out]
+    if isinstance(out, (tuple, list)) and len(out) > 1 and all(isinstance(v, torch.Tensor) for v in out):
+        return model, [OUTPUT_NAME] + [f"output_{i}" for i in range(1, len(out))]
+    return model, [OUTPUT_NAME]
 
 
 def _check_batch_of_one(written: Path, model: object, sample: object, name: str) -> None:

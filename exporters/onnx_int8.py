@@ -55,6 +55,7 @@ def export_int8(request: ExportRequest) -> Artifact:
                           f"choose one of: {', '.join(CALIBRATION_METHODS)}")
     source = load_model(request.source.path)
     _check_opset(request, opset_of(source))
+    _refuse_quantized(source, request.source.path)
     path = Path(request.out_dir) / f"{request.name}.onnx"
     refuse_overwriting_source(path, request.source.path, "onnx-int8")
     with staged(path) as written, tempfile.TemporaryDirectory() as scratch, quiet(ROOT):
@@ -101,6 +102,20 @@ def _flag(value: object, option: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"onnx-int8 {option} {value!r} is not True or False", f"pass {option}=True or False")
     return value
+
+
+# Nodes only a quantized model holds: QDQ pairs, and the operator-oriented (QOperator) int8 kernels.
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+
+
+def _refuse_quantized(model: Any, path: str) -> None:
+    """A source already quantized is refused before any work: the quantizer's output failed the ONNX checker
+    ("Graph must be in single static assignment (SSA) form"), and the error said to report it."""
+    found = sorted({node.op_type for node in model.graph.node
+                    if node.op_type in _QUANTIZED_OPS or node.op_type.startswith("QLinear")})
+    if found:
+        raise ExportError(f"'{Path(path).name}' is already quantized (it holds {', '.join(found)} nodes)",
+                          "pass the fp32 model it was made from as the source")
 
 
 def _check_opset(request: ExportRequest, have: int) -> None:

@@ -741,3 +741,132 @@ def test_a_sample_given_as_a_tensor_is_taken_as_calibration_is(student, small_da
     sample = torch.from_numpy(small_data.x_val[:1]).requires_grad_()
     art = get_exporter("onnx-fp32")(ExportRequest("t", "student", tmp_path, student, sample))
     assert Path(art.path).is_file()
+
+
+
+def test_an_operator_newer_than_the_opset_names_the_opset_and_torch_prints_no_graph(small_data, tmp_path, capfd):
+    """Below opset 18 torch's TorchScript exporter printed its whole IR graph from C++ (a hundred lines on
+    stdout, past sys.stdout) before failing, and the fix said to make the model traceable."""
+    import torch
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+            self.fc = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            rows = x.squeeze(1)  # 16 tokens of 16 pixels
+            return self.fc(self.attn(rows, rows, rows, need_weights=False)[0].mean(1))  # scaled_dot_product_attention
+
+    print("before")
+    with pytest.raises(ExportError, match=r"'aten::scaled_dot_product_attention' to ONNX opset version 13 is not "
+                                          r"supported.*; pass --opset 14 or later \(or leave --opset out for 18\)$"):
+        get_exporter("onnx-fp32")(ExportRequest("a", "student", tmp_path, Attention().eval(), small_data.x_val[:1],
+                                                opset=13))
+    print("after")  # stdout is the user's again
+    assert capfd.readouterr().out == "before\nafter\n"
+
+
+def test_an_operator_no_older_opset_writes_is_sent_to_the_default_opset():
+    import torch
+    from edgekd.exporters._common import export_fix
+
+    unsupported = torch.onnx.errors.UnsupportedOperatorError("aten::fft_rfft2", 13, None)
+    assert export_fix(unsupported, (2, 1, 16, 16)) == ("leave --opset out to export at 18, which torch's newer "
+                                                       "exporter writes")
+
+
+
+def _heads(key: str):
+    import torch
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16 * 16, 10)
+
+        def forward(self, x):
+            features = x.flatten(1)  # 256 wide, first in the dict
+            return {"features": features, key: self.fc(features)}
+
+    return Heads().eval()
+
+
+def _outputs(artifact) -> list[tuple[str, list]]:
+    graph = onnx.load(artifact.path).graph
+    return [(o.name, [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]) for o in graph.output]
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_a_dict_holding_logits_exports_them_alone_under_that_name(small_data, tmp_path, opset):
+    """The first output was named logits whatever it was: here the 256-wide features, which a device app reading
+    'logits' took for the scores."""
+    art = get_exporter("onnx-fp32")(ExportRequest("h", "student", tmp_path, _heads("logits"), small_data.x_val[:1],
+                                                  opset=opset))
+    assert _outputs(art) == [("logits", ["batch", 10])]
+
+
+def test_a_dict_of_other_outputs_names_each_by_its_key(small_data, tmp_path):
+    art = get_exporter("onnx-fp32")(ExportRequest("h", "student", tmp_path, _heads("scores"), small_data.x_val[:1]))
+    assert _outputs(art) == [("features", ["batch", 256]), ("scores", ["batch", 10])]
+
+
+def test_a_tuple_names_its_first_output_logits_and_the_rest_by_position(small_data, tmp_path):
+    import torch
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)), x.flatten(1)
+
+    art = get_exporter("onnx-fp32")(ExportRequest("p", "student", tmp_path, Pair().eval(), small_data.x_val[:1]))
+    assert _outputs(art) == [("logits", ["batch", 10]), ("output_1", ["batch", 256])]
+
+
+def test_a_fixed_batch_at_an_older_opset_is_named_not_taken_for_another_input_size(small_data, tmp_path):
+    """torch's TorchScript exporter says only "mat1 and mat2 shapes cannot be multiplied", which the fix read as an
+    example input of the wrong size."""
+    import torch
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(x.view(1, -1))
+
+    with pytest.raises(ExportError, match=r"shapes cannot be multiplied .*; the model fixes its batch size .*"
+                                          r"x\.flatten\(1\)"):
+        get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, FixedBatch(), small_data.x_val[:1],
+                                                opset=13))
+
+
+def test_a_float64_sample_is_taken_as_float32(student, small_data, tmp_path):
+    """numpy's default dtype: the export failed on "Input type (double) and bias type (float) should be the same"."""
+    sample = small_data.x_val[:1].astype(np.float64)
+    art = get_exporter("onnx-fp32")(ExportRequest("d", "student", tmp_path, student, sample))
+    assert Path(art.path).is_file()
+
+
+def test_a_sample_without_its_batch_dimension_is_refused_saying_so(student, small_data, tmp_path):
+    """A torch convolution takes an unbatched image, and the export failed later on "False != True"."""
+    image = small_data.x_val[0]
+    with pytest.raises(ExportError, match=r"^the sample input of shape \(1, 16, 16\) for 'n' has no batch dimension; "
+                                          r"pass it as a batch of one, of shape \(1, 1, 16, 16\)"):
+        get_exporter("onnx-fp32")(ExportRequest("n", "student", tmp_path, student, image))
+
+
+def test_int8_refuses_a_source_that_is_already_int8(fp32_artifact, small_data, tmp_path):
+    """The quantizer's output of a QDQ model failed the ONNX checker (not in SSA form), and the error said to
+    report it."""
+    int8 = get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                   source=fp32_artifact))
+    with pytest.raises(ExportError, match=r"^'q\.onnx' is already quantized \(it holds DequantizeLinear, "
+                                          r"QuantizeLinear nodes\); pass the fp32 model it was made from"):
+        get_exporter("onnx-int8")(ExportRequest("qq", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=int8))

@@ -583,6 +583,26 @@ def test_check_fits_wrong_class_count(teacher, tmp_path):
         check_fits(teacher, data)
 
 
+class _FixedBatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(x.view(1, -1))  # a deployment script's batch of one
+
+
+def test_check_fits_names_a_teacher_that_fixes_its_batch_size(tmp_path):
+    """The images fit, yet the refusal said they did not and to pass data at the teacher's resolution."""
+    from edgekd.teacher import Teacher
+
+    data = _npz_dataset(tmp_path, channels=1, classes=10)
+    with pytest.raises(ModelError, match=r"^the teacher fixes its batch size: it runs one image but not a batch of "
+                                         r"4 \(mat1 and mat2 shapes cannot be multiplied .*\); write its forward for "
+                                         r"any batch \(x\.flatten\(1\) or x\.view\(x\.size\(0\), -1\)"):
+        check_fits(Teacher(_FixedBatch(), "test"), data)
+
+
 class _TwoHeads(torch.nn.Module):
     """Returns (logits, aux), as detection-style or aux-loss models do."""
 
