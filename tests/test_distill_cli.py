@@ -702,6 +702,15 @@ def test_commands_but_distill_are_refused_under_torchrun(run_cli, common, tmp_pa
     assert not out.exists()
 
 
+def test_profiles_calibrate_is_refused_under_torchrun_and_listing_is_not(run_cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = run_cli("profiles", "calibrate", "host-cpu-1t", "--space", "mbv2")
+    assert code == 2 and err.startswith("error: `edgekd profiles calibrate` runs in one process, not under torchrun's "
+                                        "2; run it without torchrun"), err
+    code, out, err = run_cli("profiles", "list")
+    assert code == 0 and "host-cpu-1t" in out, err
+
+
 def test_compress_and_search_from_python_are_refused_under_torchrun(tmp_path, monkeypatch):
     from edgekd.errors import ConfigError
     from edgekd.pipeline import CompressConfig, compress, run_search

@@ -18,7 +18,9 @@ def cli(ctx: click.Context) -> None:
     """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
     from edgekd.torchrun import check_alone
 
-    if ctx.invoked_subcommand not in (None, "distill"):  # distill alone trains data-parallel under torchrun
+    # distill alone trains data-parallel under torchrun; `profiles list` and `show` only read (calibrate measures,
+    # and refuses itself)
+    if ctx.invoked_subcommand not in (None, "distill", "profiles"):
         check_alone(ctx.invoked_subcommand)
 
 

@@ -63,7 +63,9 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
     from edgekd.latency.calibrate import calibrate, partial_path
     from edgekd.latency.table import table_path
     from edgekd.profiles import load_profile
+    from edgekd.torchrun import check_alone
 
+    check_alone("profiles calibrate")  # two processes timing at once would each time the other's load
     shape = _image_shape(input_shape)
     prof = load_profile(name)
     path = table_path(prof, space, shape, classes)  # type: ignore[arg-type]
