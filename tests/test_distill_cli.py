@@ -700,6 +700,8 @@ def test_commands_but_distill_are_refused_under_torchrun(run_cli, common, tmp_pa
                    "torchrun; to train data-parallel, run `torchrun --nproc-per-node N -m edgekd distill --search "
                    "search.json --out DIR`, then `edgekd compress --distilled DIR`\n") and code == 2
     assert not out.exists()
+    code, out_text, err = run_cli(command, "--help")  # its help is no run (it was refused too)
+    assert code == 0 and "Usage: edgekd" in out_text, err
 
 
 def test_profiles_calibrate_is_refused_under_torchrun_and_listing_is_not(run_cli, monkeypatch):

@@ -13,15 +13,8 @@ from edgekd.fsutil import check_new_file
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekd")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli() -> None:
     """edgekd: compress a PyTorch model into a small, fast int8 ONNX student for an edge device."""
-    from edgekd.torchrun import check_alone
-
-    # distill alone trains data-parallel under torchrun; `profiles list` and `show` only read (calibrate measures,
-    # and refuses itself)
-    if ctx.invoked_subcommand not in (None, "distill", "profiles"):
-        check_alone(ctx.invoked_subcommand)
 
 
 # What an interruption (Ctrl-C) leaves behind, as the running command knows it: one callable at a time.

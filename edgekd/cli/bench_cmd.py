@@ -28,6 +28,9 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shapes: tuple
 
     MODEL is an .onnx file or an ORT-format .ort copy (compress --ort), which runs with the optimisations of its
     conversion: `edgekd bench student-fp32.ort --vs student-fp32.onnx` shows what that costs on the device."""
+    from edgekd.torchrun import check_alone
+
+    check_alone("bench")  # distill alone runs under torchrun
     from edgekd.input_shape import check_has_batch
     from edgekd.latency.cache import measure_cached, noisy
     from edgekd.latency.compare import ratio

@@ -54,7 +54,9 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     """Fail a CI build (exit 1) when TARGET (.onnx or manifest.json) breaks its budget; 2 on bad input.
 
     A manifest gated without any threshold is held to the budget it was built for."""
+    from edgekd.torchrun import check_alone
 
+    check_alone("gate")  # distill alone runs under torchrun
     from edgekd.gate import GateIncomplete, build_config, check_not_folder, files_read, pyproject_settings, run_gate
 
     check_not_folder(Path(target), "target")  # before "no thresholds": a run's folder is gated by its manifest

@@ -183,6 +183,9 @@ def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: 
 @click.pass_context
 def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
+    from edgekd.torchrun import check_alone
+
+    check_alone("compress")  # distill alone runs under torchrun
     from edgekd.pipeline import CompressConfig
     from edgekd.pipeline import compress as run
     from edgekd.report import summary_table
@@ -308,6 +311,9 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Pa
 @click.pass_context
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
+    from edgekd.torchrun import check_alone
+
+    check_alone("search")  # distill alone runs under torchrun
     from edgekd.pipeline import CompressConfig, run_search
     from edgekd.types.search import broken_limits, score_text, size_kb_text
 

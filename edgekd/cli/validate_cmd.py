@@ -46,6 +46,9 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
              rounds: int | None, json_out: str | None, force: bool) -> None:
     """Check an ONNX model: checker, size, latency on a profile, optional accuracy and budget; or, with
     --manifest, re-check it against the manifest entry it was shipped with (exit 1 when a check fails)."""
+    from edgekd.torchrun import check_alone
+
+    check_alone("validate")  # distill alone runs under torchrun
     from edgekd.errors import ConfigError
 
     check_report_files(force, ("--json", json_out), inputs=_validate_reads(model, data, manifest, profile))
