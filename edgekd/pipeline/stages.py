@@ -73,15 +73,15 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     if resume:
         check_own_folder(out, "--out")
     out = Path(out)
+    if resume and (out / "search.json").is_file():  # the budget and search the run started with
+        config = as_started(config, out, log)
+    elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
+        config = with_search_budget(config, log)
     if resume:  # before what a run of several processes needs: under torchrun this was said as a missing search
         if rank == 0:
             note_leftovers(out, log)
         if not (out / "checkpoint.pt").is_file():
             raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
-    if resume and (out / "search.json").is_file():  # the budget and search the run started with
-        config = as_started(config, out, log)
-    elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
-        config = with_search_budget(config, log)
     check_launch(config.batch_size)  # before the data and teacher load
     if processes > 1 and not config.search_file and not (resume and (out / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
