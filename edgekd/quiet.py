@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -49,31 +50,42 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
             logging.root.removeHandler(handler)
 
 
+# File descriptor 1 is the process's, not a thread's: the first export to enter sets it aside and the last to
+# leave puts it back (two overlapping exports each saving "the" descriptor left it on /dev/null for good).
+_NATIVE = {"depth": 0, "saved": None}
+_NATIVE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def native_stdout() -> Iterator[None]:
     """For the block: nothing written to file descriptor 1 reaches the user. torch's TorchScript exporter (opset
     17 and older) prints the whole Torch IR graph, about a hundred lines, from C++ to std::cout when it fails on
     a model, whatever ``verbose`` says (torch.onnx turns its log on and never off), which sys.stdout cannot
-    catch. Nothing else may print meanwhile: only the export call goes inside."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):  # no descriptor 1 (a GUI process): nothing to silence
-        saved = None
-    if saved is None:
-        yield
-        return
-    _flush_c_stdio()  # what was printed before the block still reaches the user
-    try:
-        with open(os.devnull, "wb") as sink:
-            os.dup2(sink.fileno(), 1)
+    catch. Only the export call goes inside; what other threads write to descriptor 1 meanwhile is lost too."""
+    with _NATIVE_LOCK:
+        if _NATIVE["depth"] == 0:
             try:
-                yield
-            finally:
+                sys.stdout.flush()
+                saved = os.dup(1)
+            except (OSError, ValueError):  # no descriptor 1 (a GUI process): nothing to silence
+                saved = None
+            if saved is not None:
+                _flush_c_stdio()  # what was printed before the block still reaches the user
+                with open(os.devnull, "wb") as sink:
+                    os.dup2(sink.fileno(), 1)
+            _NATIVE["saved"] = saved
+        _NATIVE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _NATIVE_LOCK:
+            _NATIVE["depth"] -= 1
+            saved = _NATIVE["saved"]
+            if _NATIVE["depth"] == 0 and saved is not None:
                 _flush_c_stdio()  # C's buffer would otherwise empty torch's graph onto the restored descriptor
                 os.dup2(saved, 1)
-    finally:
-        os.close(saved)
+                os.close(saved)
+                _NATIVE["saved"] = None
 
 
 def _flush_c_stdio() -> None:

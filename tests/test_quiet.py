@@ -98,3 +98,35 @@ def test_a_library_s_implicit_basicconfig_leaves_no_handler_on_the_root_logger()
         assert logging.root.handlers == []
     finally:
         logging.root.handlers = kept
+
+
+def test_overlapping_exports_in_two_threads_give_descriptor_1_back():
+    """Each export saved "the" descriptor 1 on entering: the second saved /dev/null, and restored it last,
+    leaving the process without a stdout for good."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os, threading, time
+        from edgekd.quiet import native_stdout
+
+        def export(pause):
+            with native_stdout():
+                os.write(1, b"hidden\\n")
+                time.sleep(pause)
+
+        first = threading.Thread(target=export, args=(0.3,))
+        first.start()
+        time.sleep(0.1)
+        second = threading.Thread(target=export, args=(0.5,))
+        second.start()
+        first.join()
+        second.join()
+        os.write(1, b"visible\\n")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "visible\n"
