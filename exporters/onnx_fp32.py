@@ -73,16 +73,30 @@ def export_fp32(request: ExportRequest) -> Artifact:
 def _check_batch_dimension(request: ExportRequest) -> None:
     """Refuse one image without its batch dimension, (C, H, W) for a model whose first convolution takes
     (N, C, H, W): torch convolutions take an unbatched image too, so the export failed later with "False !=
-    True", and the batch of 2 made from its first row made two channels of one."""
+    True", and the batch of 2 made from its first row made two channels of one. Only when the sample as given
+    fails and with a batch dimension runs: a model adding its channel axis itself (x.unsqueeze(1)) takes (N, L)."""
     import torch
 
     convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    first = next((m for m in request.model.modules() if isinstance(m, convs)), None) \
-        if isinstance(request.model, torch.nn.Module) else None
+    model = request.model
+    first = next((m for m in model.modules() if isinstance(m, convs)), None) \
+        if isinstance(model, torch.nn.Module) else None
     shape = tuple(request.sample.shape)
-    if first is not None and len(shape) == len(first.kernel_size) + 1 and shape[0] == first.in_channels:
-        raise ExportError(f"the sample input of shape {shape} for '{request.name}' has no batch dimension",
-                          f"pass it as a batch of one, of shape {(1, *shape)} (e.g. sample[None])")
+    if first is None or len(shape) != len(first.kernel_size) + 1 or shape[0] != first.in_channels:
+        return
+    sample = torch.as_tensor(request.sample)
+    with eval_mode(model), torch.no_grad(), quiet(*TORCH_EXPORT, stderr=True):
+        try:
+            model(sample)
+            return  # it takes the sample as it is
+        except Exception:  # noqa: S110  (a user's forward may raise anything; tried batched next)
+            pass
+        try:
+            model(sample[None])
+        except Exception:  # neither runs: the export says why
+            return
+    raise ExportError(f"the sample input of shape {shape} for '{request.name}' has no batch dimension",
+                      f"pass it as a batch of one, of shape {(1, *shape)} (e.g. sample[None])")
 
 
 def _by_name(model: object, sample: object) -> tuple[object, list[str]]:

@@ -861,6 +861,23 @@ def test_a_sample_without_its_batch_dimension_is_refused_saying_so(student, smal
         get_exporter("onnx-fp32")(ExportRequest("n", "student", tmp_path, student, image))
 
 
+def test_a_model_adding_its_own_channel_axis_keeps_its_batch_of_one_sample(tmp_path):
+    """(1, 16) fed to x.unsqueeze(1) -> Conv1d(1, ...) was refused as an image without its batch dimension."""
+    import torch
+
+    class Signal(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(64, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x.unsqueeze(1)).flatten(1))
+
+    art = get_exporter("onnx-fp32")(ExportRequest("s", "student", tmp_path, Signal(), np.zeros((1, 16), np.float32)))
+    assert Path(art.path).is_file()
+
+
 def test_int8_refuses_a_source_that_is_already_int8(fp32_artifact, small_data, tmp_path):
     """The quantizer's output of a QDQ model failed the ONNX checker (not in SSA form), and the error said to
     report it."""
