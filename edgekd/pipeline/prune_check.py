@@ -44,6 +44,11 @@ def _over_note(name: str, p50: float, target: float, precision: str, pruned_for:
     profile measured it faster while pruning than now."""
     measured = pruning.get("measured_ms")
     then = f" ({measured:.3f} ms)" if isinstance(measured, (int, float)) else ""
+    if pruning.get("reached") is False and precision == pruned_for:  # pruning stopped short, and said so then
+        return (f"{name} measures {p50:.3f} ms, over the --target-ms {target:g} it was pruned toward: pruning ended "
+                f"at {pruned_for}{then} short of it (see the warning of the distill stage); a lower --target-ms, "
+                "more --prune-steps, or a smaller student from the search prunes further")
+    toward = "it was pruned toward" if pruning.get("steps") else "it measured under while pruning (nothing was pruned)"
     if precision != pruned_for:
         cause = (f"pruning measured the student at {pruned_for}{then}, and the {precision} twin ships (see the int8 "
                  "note)")
@@ -52,4 +57,4 @@ def _over_note(name: str, p50: float, target: float, precision: str, pruned_for:
         cause = f"pruning measured it at {precision}{then} on this profile, and it measures slower now"
         fix = ("check the latency on a quiet machine with `edgekd validate`, or lower --target-ms to prune with "
                "a margin")
-    return f"{name} measures {p50:.3f} ms, over the --target-ms {target:g} it was pruned toward: {cause}; {fix}"
+    return f"{name} measures {p50:.3f} ms, over the --target-ms {target:g} {toward}: {cause}; {fix}"
