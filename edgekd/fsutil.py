@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -179,23 +180,30 @@ def check_writable(path: str | Path, flag: str) -> None:
     if not parent.is_dir():
         raise OutputError(f"{flag} '{path}' cannot be created: '{parent}' is a file, not a folder",
                           f"choose a {flag} path inside a folder")
-    if not _can_write(parent):
-        raise OutputError(f"{flag} '{path}' cannot be written: the folder '{parent}' is read-only for this user",
+    why = _cannot_write(parent)
+    if why:
+        raise OutputError(f"{flag} '{path}' cannot be written: the folder '{parent}' {why}",
                           f"choose a {flag} path in a writable folder")
 
 
-def _can_write(folder: Path) -> bool:
+def _cannot_write(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` ("is read-only for this user", "has no space left"), or None."""
+    import errno
+
     if not os.access(folder, os.W_OK | os.X_OK):
-        return False
+        return "is read-only for this user"
     # os.access answers yes for root everywhere, /proc and read-only mounts included: only a file created
     # there proves a write will work.
     try:
         handle, probe = tempfile.mkstemp(prefix=".edgekd-probe-", dir=folder)
-    except OSError:
-        return False
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+            return "is read-only for this user"
+        return f"takes no new file ({exc.strerror or exc})"
     os.close(handle)
-    os.unlink(probe)
-    return True
+    with contextlib.suppress(OSError):  # made and closed: a probe that cannot be removed is no reason to stop
+        os.unlink(probe)
+    return None
 
 
 class ListedFolder(str):

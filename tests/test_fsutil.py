@@ -91,7 +91,8 @@ def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path, mo
     locked.mkdir()
     locked.chmod(0o555)
     if os.access(locked, os.W_OK):  # root writes anywhere but a read-only mount: stand one in
-        monkeypatch.setattr(fsutil, "_can_write", lambda folder: folder != locked)
+        monkeypatch.setattr(fsutil, "_cannot_write", lambda folder: "is read-only for this user" if folder == locked
+                            else None)
     try:
         with pytest.raises(OutputError, match=r"--out '.*locked/run' cannot be written: the folder '.*locked' is "
                                               "read-only for this user; choose a --out path in a writable folder"):
@@ -207,6 +208,15 @@ def test_a_folder_that_refuses_new_files_is_refused_even_where_os_access_says_ye
 
     monkeypatch.setattr(fsutil.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match=r"--json '.*b.json' cannot be written: the folder '.*' is read-only"):
+        check_new_file(tmp_path / "b.json", force=False, flag="--json")
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", full)  # not "read-only": the disk is full
+    with pytest.raises(OutputError, match=r"cannot be written: the folder '.*' takes no new file \(No space left on "
+                                          r"device\); choose a --json path"):
         check_new_file(tmp_path / "b.json", force=False, flag="--json")
     monkeypatch.undo()
     check_new_file(tmp_path / "b.json", force=False, flag="--json")
