@@ -962,8 +962,28 @@ def test_a_teacher_file_that_disagrees_with_its_torch_teacher_is_refused_before_
     assert caught.value.message.startswith("the teacher's exported file disagrees with the torch teacher on 64 "
                                            "validation images (top-1 agreement ")
     assert caught.value.message.endswith("which the TorchScript exporter used below opset 18 records as the one path "
-                                         "it took while tracing; remove it from forward, or leave --opset out "
-                                         "(opset 18 refuses such a branch naming its line)")
+                                         "it took while tracing; remove it from forward, or export at --opset 18, "
+                                         "which refuses such a branch naming its line")
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(small_data.input_shape)), 10))
     art = export_teacher(CompressConfig(opset=17), SimpleNamespace(module=plain), small_data, tmp_path / "ok")
     assert Path(art.path).is_file()
+
+
+def test_a_teacher_file_onnxruntime_cannot_run_is_refused_in_one_line(small_data, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from edgekd.errors import ExportError
+    from edgekd.latency import runtime
+    from edgekd.pipeline.exporting import export_teacher
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation\nmore")
+
+    monkeypatch.setattr(runtime, "run_batches", refuse)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(small_data.input_shape)), 10))
+    with pytest.raises(ExportError, match=r"^the teacher's exported file does not run in onnxruntime \(\[ONNXRuntime"
+                                          r"Error\] : 9 : NOT_IMPLEMENTED : Could not find an implementation\); "
+                                          "export the teacher at another --opset"):
+        export_teacher(CompressConfig(), SimpleNamespace(module=plain), small_data, tmp_path)

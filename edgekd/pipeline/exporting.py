@@ -37,22 +37,26 @@ def check_teacher_agrees(art: Any, module: Any, data: Any, opset: int) -> None:
     import onnxruntime
 
     from edgekd.distill.targets import predict
-    from edgekd.errors import ExportError
+    from edgekd.errors import ExportError, first_line
     from edgekd.export import DYNAMO_MIN_OPSET
     from edgekd.latency.runtime import run_batches
 
     x = np.ascontiguousarray(data.x_val[:AGREEMENT_IMAGES], dtype=np.float32)
     # one image at a time: a branch on the batch's first image takes each image's own path
     ours = predict(module, x, batch=1)
-    theirs = run_batches(onnxruntime.InferenceSession(art.path, providers=["CPUExecutionProvider"]), x, batch=1)
+    try:
+        theirs = run_batches(onnxruntime.InferenceSession(art.path, providers=["CPUExecutionProvider"]), x, batch=1)
+    except Exception as exc:  # onnxruntime's errors share no base class; a raw one ended the run as a traceback
+        raise ExportError(f"the teacher's exported file does not run in onnxruntime ({first_line(exc)})",
+                          "export the teacher at another --opset, or report this with the model") from None
     diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else float("inf")
     if diff <= 1e-3 * max(1.0, float(np.abs(ours).max())):
         return
     agree = float((ours.argmax(1) == theirs.argmax(1)).mean()) if ours.shape == theirs.shape else 0.0
     traced = (f", which the TorchScript exporter used below opset {DYNAMO_MIN_OPSET} records as the one path it "
               "took while tracing" if opset < DYNAMO_MIN_OPSET else "")
-    fix = ("remove it from forward, or leave --opset out (opset 18 refuses such a branch naming its line)"
-           if opset < DYNAMO_MIN_OPSET else "remove it from forward")
+    fix = (f"remove it from forward, or export at --opset {DYNAMO_MIN_OPSET}, which refuses such a branch naming "
+           "its line" if opset < DYNAMO_MIN_OPSET else "remove it from forward")
     raise ExportError(f"the teacher's exported file disagrees with the torch teacher on {len(x)} validation images "
                       f"(top-1 agreement {agree:.0%}, largest logit difference {diff:.3g}): its forward takes a path "
                       f"that depends on a tensor's value (an `if` on it), or is random in eval mode{traced}", fix)
