@@ -272,6 +272,8 @@ def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
     out = {k: getattr(config, k) for k in fields if k not in ("force", "progress")}
     if "normalize" in out and out["normalize"] is None:
         out["normalize"] = "dataset"  # what not giving it means, as a record read later states it
+    if "opset" in out and out["opset"] is None:
+        out["opset"] = config.export_opset  # the opset the files were written at
     for key in ("teacher", "data"):
         if out.get(key) is not None and not isinstance(out[key], str):
             out[key] = None

@@ -61,7 +61,7 @@ def _raw(path: str | Path) -> dict[str, Any]:
 
 def search_settings(config: Any) -> dict[str, Any]:
     """The search settings of ``config`` (a CompressConfig), as a search.json records them."""
-    return {k: getattr(config, k) for k in SETTINGS}
+    return {k: config.export_opset if k == "opset" else getattr(config, k) for k in SETTINGS}
 
 
 def recorded_settings(path: str | Path) -> dict[str, Any]:
@@ -95,15 +95,15 @@ def with_search_settings(config: Any, log: Any) -> Any:
     distill.json records must not contradict the search file beside it; so is the opset its candidates' files
     were sized at, for --max-size-kb. A precision or opset other than the default that differs from the file's
     is refused (the CLI refuses search flags with a search file already)."""
-    from edgekd.export import DEFAULT_OPSET, DYNAMO_MIN_OPSET
+    from edgekd.export import DYNAMO_MIN_OPSET
 
     found = recorded_settings(config.search_file)
     if "precision" in found and config.precision not in ("int8", found["precision"]):
         raise ConfigError(f"precision {config.precision} is not the precision '{config.search_file}' was searched "
                           f"for ({found['precision']})", "leave the precision out (the search file's ships), or "
                           f"search again with --precision {config.precision}")
-    opset = found.get("opset", config.opset)
-    if config.opset not in (DEFAULT_OPSET, opset):
+    opset = found.get("opset", config.export_opset)
+    if config.opset is not None and config.opset != opset:  # given (even as 18), and not the file's
         raise ConfigError(f"--opset {config.opset} is not the opset '{config.search_file}' sized its students at "
                           f"({opset}), and a file's size depends on it", "leave --opset out (the search file's "
                           f"ships), or search again with --opset {config.opset}")
@@ -111,7 +111,7 @@ def with_search_settings(config: Any, log: Any) -> Any:
         raise ConfigError(f"'{config.search_file}' sized its students at opset {opset}, and --qat-epochs exports "
                           f"at opset {DYNAMO_MIN_OPSET} or later", f"search again with --opset {DYNAMO_MIN_OPSET} "
                           "(or without --opset), or drop --qat-epochs")
-    changed = {k: v for k, v in found.items() if getattr(config, k) != v}
+    changed = {k: v for k, v in found.items() if (config.export_opset if k == "opset" else getattr(config, k)) != v}
     if changed:
         said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items())
         log(f"search: {said}, as '{config.search_file}' was searched with")

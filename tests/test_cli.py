@@ -257,6 +257,7 @@ def test_search_sizes_its_students_at_the_opset_the_run_ships(run_cli, teacher_f
     assert config.opset == 17 and said == [f"export: --opset 17, as the search of '{trained}' sized its students "
                                            "(pass --opset to export at another)"]
     assert _with_distilled_opset(CompressConfig(distilled=str(trained), opset=16), said.append).opset == 16
+    assert _with_distilled_opset(CompressConfig(distilled=str(trained), opset=18), said.append).opset == 18
     code, _, err = run_cli("distill", *common, "--search", found, "--opset", "16", "--out", tmp_path / "d2")
     assert code == 2 and "--opset 16 is not the opset" in err and not (tmp_path / "d2").exists()
 

@@ -234,6 +234,12 @@ def test_a_run_reusing_a_search_file_ships_at_the_opset_its_students_were_sized_
     assert with_search_settings(CompressConfig(search_file=searched_at(17), opset=17), said.append).opset == 17
     with pytest.raises(ConfigError, match=r"--opset 16 is not the opset .* sized its students at \(17\)"):
         with_search_settings(CompressConfig(search_file=searched_at(17), opset=16), said.append)
+    # 18 typed is given too (it was taken for the default, and the file's 17 shipped without a word)
+    with pytest.raises(ConfigError, match=r"--opset 18 is not the opset .* sized its students at \(17\)"):
+        with_search_settings(CompressConfig(search_file=searched_at(17), opset=18), said.append)
+    said.clear()
+    assert with_search_settings(CompressConfig(search_file=searched_at(18)), said.append).opset is None
+    assert said == []  # the default, said as nothing
     with pytest.raises(ConfigError, match=r"sized its students at opset 17, and --qat-epochs exports at opset 18"):
         with_search_settings(CompressConfig(search_file=searched_at(17), qat_epochs=1), said.append)
     # an opset edited into a string is no opset: the run's own stays

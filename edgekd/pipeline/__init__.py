@@ -132,7 +132,7 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
     trained = trained_recipe(config.distilled)
     if trained.get("qat_epochs"):
         said = f"the student in '{config.distilled}' was trained quantization-aware"
-        if config.opset < DYNAMO_MIN_OPSET:
+        if config.export_opset < DYNAMO_MIN_OPSET:
             raise ConfigError(f"{said}, and its int8 file exports at opset {DYNAMO_MIN_OPSET} or later, not "
                               f"--opset {config.opset}", f"pass --opset {DYNAMO_MIN_OPSET}, or distill it again "
                               "without --qat-epochs (post-training int8 writes older opsets)")
@@ -143,13 +143,13 @@ def _as_distilled(config: CompressConfig) -> CompressConfig:
 
 
 def _with_distilled_opset(config: CompressConfig, log: Log) -> CompressConfig:
-    """With no --opset given, the one the distilled student's search sized its files at: at the default, a
-    student chosen to fit --max-size-kb at opset 17 shipped at 18, or the other way round."""
-    from edgekd.export import DEFAULT_OPSET
-    from edgekd.search_file import recorded_settings
+    """With no --opset given, the one the distilled student's search sized its files at (or its distill run
+    recorded): at the default, a student chosen to fit --max-size-kb at opset 17 shipped at 18."""
+    from edgekd.search_file import is_opset, recorded_run, recorded_settings
 
-    searched = recorded_settings(Path(config.distilled) / "search.json").get("opset", config.opset)
-    if config.opset != DEFAULT_OPSET or searched == config.opset:
+    record = Path(config.distilled) / "search.json"
+    searched = recorded_settings(record).get("opset", recorded_run(record).get("opset"))
+    if config.opset is not None or not is_opset(searched) or searched == config.export_opset:
         return config
     log(f"export: --opset {searched}, as the search of '{config.distilled}' sized its students (pass --opset to "
         "export at another)")

@@ -57,7 +57,9 @@ class CompressConfig:
     prune_round_to: int | None = None
     calibration_samples: int = 256
     calibration: str = "minmax"  # int8 calibration method: minmax, entropy or percentile
-    opset: int = 18  # ONNX opset of the shipped files; down to 13 for older runtimes (not with QAT)
+    # ONNX opset of the shipped files; down to 13 for older runtimes (not with QAT). None: not given, so the one
+    # a search file, distilled folder or resumed run records (they sized their students' files at it), else 18.
+    opset: int | None = None
     latency_rounds: int = 3  # interleaved validation runs; the int8-vs-fp32 decision is their median
     ort: bool = False  # also write each student in ORT format (onnxruntime mobile and reduced builds)
     search_file: str | None = None  # reuse a search.json from `edgekd search` instead of searching again
@@ -83,6 +85,8 @@ class CompressConfig:
         # Checked here, not where they are used: after the search and training a float here was a traceback.
         for name in ("calibration_samples", "latency_rounds", "opset"):
             value = getattr(self, name)
+            if value is None and name == "opset":
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be a whole number, got {value!r}", f"pass {name} as an integer")
             object.__setattr__(self, name, int(value))
@@ -126,8 +130,8 @@ class CompressConfig:
                               "its student came from", "drop --search")
         from edgekd.export import DYNAMO_MIN_OPSET, check_opset
 
-        check_opset(self.opset)
-        if self.qat_epochs and self.opset < DYNAMO_MIN_OPSET:
+        check_opset(self.export_opset)
+        if self.qat_epochs and self.export_opset < DYNAMO_MIN_OPSET:
             raise ConfigError(f"--qat-epochs exports at opset {DYNAMO_MIN_OPSET} or later, not --opset {self.opset}",
                               f"pass --opset {DYNAMO_MIN_OPSET}, or drop --qat-epochs (post-training int8 writes "
                               "older opsets)")
@@ -181,11 +185,18 @@ class CompressConfig:
                               "leave --alpha out" + ("" if not self.labels else ", or add a teacher loss to --losses, "
                                                      "e.g. kd:1"))
 
+    @property
+    def export_opset(self) -> int:
+        """The opset the run writes its files at: ``opset``, else 18."""
+        from edgekd.export import DEFAULT_OPSET
+
+        return DEFAULT_OPSET if self.opset is None else self.opset
+
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig
 
         return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
-                            precision=self.precision, seed=self.seed, labels=self.labels, opset=self.opset,
+                            precision=self.precision, seed=self.seed, labels=self.labels, opset=self.export_opset,
                             **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
 
     def distill_config(self) -> DistillConfig:

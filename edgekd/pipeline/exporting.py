@@ -18,8 +18,8 @@ def export_teacher(config: CompressConfig, teacher: Any, data: Any, folder: Path
     if source is not None:  # an ONNX teacher is its own export: copied as it is, with its external data
         return copied_teacher(Path(source), folder)
     art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", folder, teacher.module,
-                                                  data.x_val[:1], opset=config.opset))
-    check_teacher_agrees(art, teacher.module, data, config.opset)
+                                                  data.x_val[:1], opset=config.export_opset))
+    check_teacher_agrees(art, teacher.module, data, config.export_opset)
     return art
 
 
@@ -112,10 +112,10 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         log("export: student fp32 (QAT weights, no fake quantization), student int8 (QAT scales)")
         twin = export_copy(student, fake_quant=False)
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, twin, data.x_val[:1],
-                                          opset=config.opset))
+                                          opset=config.export_opset))
         student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
                                                                    data.x_val[:1], calibration=calib,
-                                                                   opset=config.opset))
+                                                                   opset=config.export_opset))
         references = {teacher_art.name: teacher.module, "student-fp32": twin, "student-int8": student}
     else:
         from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
@@ -123,7 +123,7 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         log("export: student fp32, student int8 (QDQ, calibrated on training images; nodes that "
             "run slower in int8 on the profile fall back to fp32)")
         student_fp32 = fp32(ExportRequest("student-fp32", "student", staging, student, data.x_val[:1],
-                                          opset=config.opset))
+                                          opset=config.export_opset))
         # Each round's file is stamped as it ships, so the size budget is held against the shipped size.
         fallback = int8_with_fallback(student_fp32.path, calib, profile, staging,
                                       FallbackConfig(calibration_method=config.calibration,

@@ -27,7 +27,7 @@ RUN_KEYS = (*SEARCH_KEYS, "opset", "search_file", *BUDGET_KEYS)
 def run_settings(config: CompressConfig, out: Path, resume: bool) -> dict[str, Any]:
     """The settings ``config``'s run records for its --resume. A resumed run given no --search keeps the search
     file its run started with: distill.json records it as the uninterrupted run would have."""
-    settings = {k: getattr(config, k) for k in RUN_KEYS}
+    settings = {k: config.export_opset if k == "opset" else getattr(config, k) for k in RUN_KEYS}
     if resume and settings["search_file"] is None:
         settings["search_file"] = recorded_run(out / "search.json").get("search_file")
     return settings
@@ -55,16 +55,15 @@ def as_started(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
     return dataclasses.replace(config, **was, **{k: started[k] for k in SEARCH_KEYS if k in started}, opset=opset)
 
 
-def _started_opset(config: CompressConfig, started: dict[str, Any], out: Path, log: Log) -> int:
+def _started_opset(config: CompressConfig, started: dict[str, Any], out: Path, log: Log) -> int | None:
     """The opset the run in ``out`` started with (it exports its student at it, and its search sized the
     students' files at it): a resumed run left at the default exported at 18 a student chosen at 17."""
-    from edgekd.export import DEFAULT_OPSET
     from edgekd.search_file import is_opset
 
     was = started.get("opset")
-    if not is_opset(was) or was == config.opset:
+    if not is_opset(was) or was == config.export_opset:
         return config.opset
-    if config.opset != DEFAULT_OPSET:
+    if config.opset is not None:  # given (even as 18), and not the run's
         raise ConfigError(f"--opset {config.opset} is not the opset the run in '{out}' started with ({was}), at "
                           "which its search sized the students' files", "resume without --opset to keep the "
                           "run's, or start the run over with --force (it replaces the run)")

@@ -178,10 +178,10 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
             calibration = data.x_train[sampled(len(data.x_train), 256, config.seed)]
             art = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, trained.model,
                                                               data.x_val[:1], calibration=calibration,
-                                                              opset=config.opset))
+                                                              opset=config.export_opset))
         else:
             art = get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", staging, trained.model,
-                                                          data.x_val[:1], opset=config.opset))
+                                                          data.x_val[:1], opset=config.export_opset))
         from edgekd.data import split_seed_of
         from edgekd.onnx_metadata import stamp_data_metadata
 
@@ -267,7 +267,7 @@ def _check_exports(config: CompressConfig, student: Any, data: Any) -> None:
 
     with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
         get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", Path(tmp), copy.deepcopy(student),
-                                                data.x_val[:1], opset=config.opset))
+                                                data.x_val[:1], opset=config.export_opset))
 
 
 def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: Any) -> None:
