@@ -381,6 +381,15 @@ def test_a_student_reshaping_to_a_fixed_size_is_refused_by_name_when_pruned():
                                          r"reshapes to a fixed size.*or train without --target-ms"):
         _most_pruned(FixedView(), (1, 16, 16), PruneConfig(target_ms=1.0, steps=1, max_ratio=0.5))
 
+    class Asserts(FixedView):  # any failure of the pruned copy, not a RuntimeError alone, is named
+        def forward(self, x):
+            features = self.conv(x)
+            assert features.shape[1] == 8, "expects 8 channels"
+            return self.fc(features.flatten(1))
+
+    with pytest.raises(ModelError, match=r"the student fails once its channels are pruned \(expects 8 channels\)"):
+        _most_pruned(Asserts(), (1, 16, 16), PruneConfig(target_ms=1.0, steps=1, max_ratio=0.5))
+
 
 def test_the_epochs_pruning_aware_kd_trains_are_said_in_all():
     """--epochs 2 --prune-steps 2 trained 4 epochs, and the log and recipe said 2."""

@@ -498,10 +498,11 @@ def check_runs_pruned(model: Any, input_shape: tuple[int, ...], whose: str, othe
     try:
         with evaluating(model), torch.no_grad():
             model(torch.zeros(1, *input_shape))
-    except RuntimeError as e:
+    except Exception as e:  # a user's forward may raise anything on fewer channels (an assert, an IndexError)
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise ModelError(f"{whose} fails once its channels are pruned ({reason}): its forward reshapes to a "
-                         "fixed size, so its channels cannot be pruned",
+                         "fixed size, or otherwise counts on its channels (a fixed split, slice or width), so its "
+                         "channels cannot be pruned",
                          f"flatten with x.flatten(1) or x.view(x.size(0), -1) in its forward, {other_fix}") from e
 
 
