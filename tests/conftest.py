@@ -33,6 +33,21 @@ max_cv = 0.5
 """
 
 
+def fixed_batch_net(features: int = 16 * 16, classes: int = 10):
+    """A model whose forward fixes its batch to one, as a deployment script's does: x.view(1, -1)."""
+    import torch
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(features, classes)
+
+        def forward(self, x):
+            return self.fc(x.view(1, -1))
+
+    return FixedBatch()
+
+
 def foreign_onnx(path: Path, shape: tuple[int, int, int], classes: int) -> Path:
     """A tiny convolutional classifier taking ``shape`` (C, H, W) inputs, exported as a user's own tooling would:
     no edgekd metadata, batch left free."""

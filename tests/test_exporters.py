@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import run_uninstalled
+from conftest import fixed_batch_net, run_uninstalled
 
 from edgekd.errors import ConfigError, DataError, ExportError, OutputError
 from edgekd.export import ExportRequest, exporter_names, get_exporter
@@ -601,15 +601,7 @@ def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, t
 def test_a_model_with_a_fixed_batch_fails_in_one_line_that_says_so(small_data, tmp_path):
     import logging
 
-    import torch
 
-    class FixedBatch(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = torch.nn.Linear(16 * 16, 10)
-
-        def forward(self, x):
-            return self.fc(x.view(1, -1))  # a deployment script's batch of one
 
     class Seen(logging.Handler):  # torch's own handler holds the real stderr, which no capture fixture sees
         records: list = []
@@ -622,7 +614,7 @@ def test_a_model_with_a_fixed_batch_fails_in_one_line_that_says_so(small_data, t
     try:
         with pytest.raises(ExportError, match=r"inconsistencies were found: Eq\(s\d+, 1\) is inconsistent!; the "
                                               r"model fixes its batch size .*x\.flatten\(1\)"):
-            get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, FixedBatch(), small_data.x_val[:1]))
+            get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, fixed_batch_net(), small_data.x_val[:1]))
     finally:
         guards.removeHandler(seen)
     assert not seen.records  # a page of traceback ("Error while creating guard: ...") before
@@ -830,19 +822,11 @@ def test_a_tuple_names_its_first_output_logits_and_the_rest_by_position(small_da
 def test_a_fixed_batch_at_an_older_opset_is_named_not_taken_for_another_input_size(small_data, tmp_path):
     """torch's TorchScript exporter says only "mat1 and mat2 shapes cannot be multiplied", which the fix read as an
     example input of the wrong size."""
-    import torch
 
-    class FixedBatch(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = torch.nn.Linear(16 * 16, 10)
-
-        def forward(self, x):
-            return self.fc(x.view(1, -1))
 
     with pytest.raises(ExportError, match=r"shapes cannot be multiplied .*; the model fixes its batch size .*"
                                           r"x\.flatten\(1\)"):
-        get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, FixedBatch(), small_data.x_val[:1],
+        get_exporter("onnx-fp32")(ExportRequest("b", "student", tmp_path, fixed_batch_net(), small_data.x_val[:1],
                                                 opset=13))
 
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import fixed_batch_net
 
 from edgekd.data import load_data
 from edgekd.errors import DataError, ModelError
@@ -583,15 +584,6 @@ def test_check_fits_wrong_class_count(teacher, tmp_path):
         check_fits(teacher, data)
 
 
-class _FixedBatch(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(16 * 16, 10)
-
-    def forward(self, x):
-        return self.fc(x.view(1, -1))  # a deployment script's batch of one
-
-
 def test_check_fits_names_a_teacher_that_fixes_its_batch_size(tmp_path):
     """The images fit, yet the refusal said they did not and to pass data at the teacher's resolution."""
     from edgekd.teacher import Teacher
@@ -600,7 +592,7 @@ def test_check_fits_names_a_teacher_that_fixes_its_batch_size(tmp_path):
     with pytest.raises(ModelError, match=r"^the teacher fixes its batch size: it runs one image but not a batch of "
                                          r"4 \(mat1 and mat2 shapes cannot be multiplied .*\); write its forward for "
                                          r"any batch \(x\.flatten\(1\) or x\.view\(x\.size\(0\), -1\)"):
-        check_fits(Teacher(_FixedBatch(), "test"), data)
+        check_fits(Teacher(fixed_batch_net(), "test"), data)
 
 
 class _TwoHeads(torch.nn.Module):
