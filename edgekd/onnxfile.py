@@ -230,6 +230,19 @@ def opset_of(model: Any) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
+# Nodes only a quantized model holds: QDQ pairs, and the operator-oriented (QOperator) int8 kernels. A file's
+# precision (``is_int8``) goes by the activations' quantizers and the int8 kernels alone: dequantized int8
+# weights feeding float kernels are a weight-compressed float model.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                           "MatMulInteger"})
+
+
+def quantized_ops(model: Any) -> list[str]:
+    """The op types of ``model`` that only a quantized model holds, sorted ([] for a float model)."""
+    return sorted({node.op_type for node in model.graph.node
+                   if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear")})
+
+
 def is_int8(model: Any) -> bool:
     return any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
                for n in model.graph.node)

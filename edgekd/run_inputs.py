@@ -269,11 +269,9 @@ def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log
 def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
     """What a manifest or distill.json records of the run's options. A teacher or data passed in memory
     has no path to record: null, beside the teacher's source and the data's own description."""
-    out = {k: getattr(config, k) for k in fields if k not in ("force", "progress")}
+    out = {k: config.setting(k) for k in fields if k not in ("force", "progress")}
     if "normalize" in out and out["normalize"] is None:
         out["normalize"] = "dataset"  # what not giving it means, as a record read later states it
-    if "opset" in out and out["opset"] is None:
-        out["opset"] = config.export_opset  # the opset the files were written at
     for key in ("teacher", "data"):
         if out.get(key) is not None and not isinstance(out[key], str):
             out[key] = None

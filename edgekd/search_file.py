@@ -61,7 +61,7 @@ def _raw(path: str | Path) -> dict[str, Any]:
 
 def search_settings(config: Any) -> dict[str, Any]:
     """The search settings of ``config`` (a CompressConfig), as a search.json records them."""
-    return {k: config.export_opset if k == "opset" else getattr(config, k) for k in SETTINGS}
+    return {k: config.setting(k) for k in SETTINGS}
 
 
 def recorded_settings(path: str | Path) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def with_search_settings(config: Any, log: Any) -> Any:
         raise ConfigError(f"'{config.search_file}' sized its students at opset {opset}, and --qat-epochs exports "
                           f"at opset {DYNAMO_MIN_OPSET} or later", f"search again with --opset {DYNAMO_MIN_OPSET} "
                           "(or without --opset), or drop --qat-epochs")
-    changed = {k: v for k, v in found.items() if (config.export_opset if k == "opset" else getattr(config, k)) != v}
+    changed = {k: v for k, v in found.items() if config.setting(k) != v}
     if changed:
         said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items())
         log(f"search: {said}, as '{config.search_file}' was searched with")

@@ -410,7 +410,7 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
     """Run one sample through the teacher; shape errors become a DataError naming both shapes."""
     import torch
 
-    from edgekd.distill.taps import evaluating
+    from edgekd.distill.taps import evaluating, runs_on
 
     sample = torch.from_numpy(np.ascontiguousarray(data.x_val[:4]))
     try:
@@ -420,7 +420,7 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
             out = teacher.module(sample)
     except Exception as exc:
         first = first_line(exc, 160)
-        if len(sample) > 1 and not hasattr(teacher.module, "bind") and _runs_one(teacher, sample[:1]):
+        if len(sample) > 1 and not hasattr(teacher.module, "bind") and runs_on(teacher.module, sample[:1]):
             # the images fit (one goes through): a forward written for one image, which distillation feeds batches
             again = " and export it again" if _is_exported(teacher) else ""
             raise ModelError(f"the teacher fixes its batch size: it runs one image but not a batch of {len(sample)} "
@@ -447,19 +447,6 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         raise ModelError("the teacher's forward returns probabilities (every row is >= 0 and sums to 1), and "
                          "distillation needs logits", "return the scores before the softmax (log-probabilities "
                          f"from log_softmax work too){again}")
-
-
-def _runs_one(teacher: Teacher, image: Any) -> bool:
-    import torch
-
-    from edgekd.distill.taps import evaluating
-
-    try:
-        with torch.inference_mode(), evaluating(teacher.module):
-            teacher.module(image)
-    except Exception:
-        return False
-    return True
 
 
 def _is_exported(teacher: Teacher) -> bool:

@@ -158,19 +158,14 @@ def failure_text(exc: BaseException) -> str:
 
 
 def runs_one_not_two(model: Any, sample: Any) -> bool:
-    """Whether ``model`` (an nn.Module, in eval mode) runs ``sample``'s first row alone but not ``sample``, a
-    batch of 2: a forward that fixes its batch size."""
+    """Whether ``model`` (an nn.Module) runs ``sample``'s first row alone but not ``sample``, a batch of 2: a
+    forward that fixes its batch size."""
     import torch
 
-    def runs(batch: Any) -> bool:
-        try:
-            with torch.no_grad():
-                model(batch)
-        except Exception:
-            return False
-        return True
+    from edgekd.distill.taps import runs_on
 
-    return isinstance(model, torch.nn.Module) and len(sample) > 1 and runs(sample[:1]) and not runs(sample)
+    return (isinstance(model, torch.nn.Module) and len(sample) > 1 and runs_on(model, sample[:1])
+            and not runs_on(model, sample))
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -84,16 +84,12 @@ def _check_batch_dimension(request: ExportRequest) -> None:
     shape = tuple(request.sample.shape)
     if first is None or len(shape) != len(first.kernel_size) + 1 or shape[0] != first.in_channels:
         return
+    from edgekd.distill.taps import runs_on
+
     sample = torch.as_tensor(request.sample)
-    with eval_mode(model), torch.no_grad(), quiet(*TORCH_EXPORT, stderr=True):
-        try:
-            model(sample)
-            return  # it takes the sample as it is
-        except Exception:  # noqa: S110  (a user's forward may raise anything; tried batched next)
-            pass
-        try:
-            model(sample[None])
-        except Exception:  # neither runs: the export says why
+    with quiet(*TORCH_EXPORT, stderr=True):
+        # refused only when it fails as given and runs batched; neither running, the export says why
+        if runs_on(model, sample) or not runs_on(model, sample[None]):
             return
     raise ExportError(f"the sample input of shape {shape} for '{request.name}' has no batch dimension",
                       f"pass it as a batch of one, of shape {(1, *shape)} (e.g. sample[None])")

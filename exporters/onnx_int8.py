@@ -34,7 +34,7 @@ from edgekd.errors import ConfigError, DataError, ExportError, first_line
 from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
 from edgekd.fsutil import refuse_overwriting_source
 from edgekd.input_shape import fixed_dim
-from edgekd.onnxfile import describe, load_model, one_file, opset_of
+from edgekd.onnxfile import describe, load_model, one_file, opset_of, quantized_ops
 from edgekd.quiet import PRE_PROCESS, ROOT, quiet
 from edgekd.types import Artifact
 
@@ -104,15 +104,10 @@ def _flag(value: object, option: str) -> bool:
     return value
 
 
-# Nodes only a quantized model holds: QDQ pairs, and the operator-oriented (QOperator) int8 kernels.
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
-
-
 def _refuse_quantized(model: Any, path: str) -> None:
     """A source already quantized is refused before any work: the quantizer's output failed the ONNX checker
     ("Graph must be in single static assignment (SSA) form"), and the error said to report it."""
-    found = sorted({node.op_type for node in model.graph.node
-                    if node.op_type in _QUANTIZED_OPS or node.op_type.startswith("QLinear")})
+    found = quantized_ops(model)
     if found:
         raise ExportError(f"'{Path(path).name}' is already quantized (it holds {', '.join(found)} nodes)",
                           "pass the fp32 model it was made from as the source")

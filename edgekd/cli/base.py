@@ -92,9 +92,19 @@ def needs(needed: str, *given: tuple[str, Any], why: str = "") -> None:
         raise ConfigError(f"{flag} needs {needed}{why}", f"pass {needed}, or drop {flag}")
 
 
+def with_options(options: list) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator applying click ``options`` so that --help lists them in this order."""
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return wrap
+
+
 def data_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--resolution, --normalize and --channels: how validate and gate read --data for the model they check."""
-    options = [
+    return with_options([
         click.option("--resolution", type=str,
                      help="Resize --data images to one side (square) or HEIGHTxWIDTH, e.g. 240x320."),
         click.option("--normalize", type=str, help="Normalisation of --data: dataset, none or MEAN/STD (default: "
@@ -103,7 +113,4 @@ def data_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model "
                      "takes: 3 repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata "
                      "records)."),
-    ]
-    for option in reversed(options):  # listed in --help in this order
-        command = option(command)
-    return command
+    ])(command)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import cli, on_interrupt
+from edgekd.cli.base import cli, on_interrupt, with_options
 from edgekd.types.distill import KEEP_RULES  # plain dataclasses: keeps the CLI's imports light
 
 _COMPRESS_OPTIONS = [
@@ -150,15 +150,6 @@ def _distill_options() -> list:
         click.option("--resume", is_flag=True, help="Continue the run whose checkpoint.pt is in --out.")]
 
 
-def _with_options(options: list) -> Any:
-    def wrap(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return wrap
-
-
 def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: dict[str, Any],
                     silent: bool = False) -> tuple:
     """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger,
@@ -179,13 +170,10 @@ def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: 
 
 
 @cli.command()
-@_with_options(_COMPRESS_OPTIONS)
+@with_options(_COMPRESS_OPTIONS)
 @click.pass_context
 def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
-    from edgekd.torchrun import check_alone
-
-    check_alone("compress")  # distill alone runs under torchrun
     from edgekd.pipeline import CompressConfig
     from edgekd.pipeline import compress as run
     from edgekd.report import summary_table
@@ -307,13 +295,10 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Pa
 
 
 @cli.command("search")
-@_with_options(_search_options())
+@with_options(_search_options())
 @click.pass_context
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
-    from edgekd.torchrun import check_alone
-
-    check_alone("search")  # distill alone runs under torchrun
     from edgekd.pipeline import CompressConfig, run_search
     from edgekd.types.search import broken_limits, score_text, size_kb_text
 
@@ -344,7 +329,7 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
 
 
 @cli.command("distill")
-@_with_options(_distill_options())
+@with_options(_distill_options())
 @click.pass_context
 def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: bool, **flags: Any) -> None:
     """Train the searched student from the teacher (KD losses, QAT, pruning toward --target-ms); write

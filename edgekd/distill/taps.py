@@ -126,6 +126,19 @@ def evaluating(model: Any) -> Iterator[Any]:
             module.training = training
 
 
+def runs_on(model: Any, batch: Any) -> bool:
+    """Whether ``model``, in eval mode and without gradients, takes ``batch`` without raising: how a failure
+    is told apart as the batch's size (a forward fixing it to one) or its missing batch dimension."""
+    import torch
+
+    try:
+        with evaluating(model), torch.no_grad():
+            model(batch)
+    except Exception:  # a user's forward may raise anything
+        return False
+    return True
+
+
 def default_tap(seen: dict[str, Any], role: str) -> str:
     """The last module (in execution order) that outputs a 4-D feature map, pooling layers excepted."""
     maps = [name for name in feature_maps(seen) if not isinstance(seen[name][1], POOLS)]

@@ -192,6 +192,10 @@ class CompressConfig:
 
         return DEFAULT_OPSET if self.opset is None else self.opset
 
+    def setting(self, name: str) -> Any:
+        """The value of the field ``name`` the run goes by, as records keep it: an opset not given is 18."""
+        return self.export_opset if name == "opset" else getattr(self, name)
+
     def search_config(self) -> Any:
         from edgekd.search import SearchConfig
 

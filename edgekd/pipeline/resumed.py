@@ -27,7 +27,7 @@ RUN_KEYS = (*SEARCH_KEYS, "opset", "search_file", *BUDGET_KEYS)
 def run_settings(config: CompressConfig, out: Path, resume: bool) -> dict[str, Any]:
     """The settings ``config``'s run records for its --resume. A resumed run given no --search keeps the search
     file its run started with: distill.json records it as the uninterrupted run would have."""
-    settings = {k: config.export_opset if k == "opset" else getattr(config, k) for k in RUN_KEYS}
+    settings = {k: config.setting(k) for k in RUN_KEYS}
     if resume and settings["search_file"] is None:
         settings["search_file"] = recorded_run(out / "search.json").get("search_file")
     return settings
