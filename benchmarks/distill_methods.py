@@ -177,7 +177,8 @@ def _paired(a: list[float], b: list[float]) -> dict:
 def prune_study(data: Any, teacher: Any, base: Any, seeds: int, profile: Any, ratio: float, log: Any) -> dict:
     import torch_pruning as tp
 
-    from edgekd.distill.prune import PruneConfig, importance, output_layers, prune_distill
+    from edgekd.distill.prune import PruneConfig, prune_distill
+    from edgekd.distill.prune_layers import importance, output_layers
     from edgekd.distill.trainer import distill
     from edgekd.latency.quick_export import measure_modules
     from edgekd.search.cost_features import cost_features

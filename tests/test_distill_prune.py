@@ -281,7 +281,8 @@ class _HeadFirst(torch.nn.Module):
 
 @pytest.mark.parametrize("model, head", [(_ConvHead, "classifier"), (_HeadFirst, "fc")])
 def test_pruning_keeps_the_classes_of_a_classifier_that_is_not_the_last_linear(model, head):
-    from edgekd.distill.prune import _most_pruned, output_layers
+    from edgekd.distill.prune import _most_pruned
+    from edgekd.distill.prune_layers import output_layers
 
     torch.manual_seed(0)
     student = model()
@@ -292,7 +293,7 @@ def test_pruning_keeps_the_classes_of_a_classifier_that_is_not_the_last_linear(m
 
 
 def test_pruning_refuses_a_model_whose_output_no_layer_makes():
-    from edgekd.distill.prune import output_layers
+    from edgekd.distill.prune_layers import output_layers
     from edgekd.errors import ModelError
 
     class Matmul(torch.nn.Module):  # the classes come from a bare parameter, not a Linear or Conv layer

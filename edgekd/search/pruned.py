@@ -13,8 +13,14 @@ import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edgekd.distill.prune import check_prunable, check_runs_pruned, ignored_layers, output_layers, stage_ratio_dict
-from edgekd.distill.prune import importance as make_importance
+from edgekd.distill.prune_layers import (
+    check_prunable,
+    check_runs_pruned,
+    ignored_layers,
+    output_layers,
+    stage_ratio_dict,
+)
+from edgekd.distill.prune_layers import importance as make_importance
 from edgekd.errors import ModelError
 from edgekd.search.spaces import SPACES, Gene, GeneSpace
 
