@@ -342,15 +342,15 @@ def test_the_worker_stops_itself_past_its_time(models, tmp_path):
                                       ({"FAKE_RM_SLEEP": "10"}, "timed out after 0.5 s")])
 def test_a_failed_clean_up_is_said_with_the_command_that_removes_the_folder(fakes, models, tmp_path, monkeypatch,
                                                                             caplog, env, why):
-    import edgekd.latency.runners as runners
+    import edgekd.latency.remote as remote
 
-    monkeypatch.setattr(runners, "_CLEAN_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(remote, "_CLEAN_TIMEOUT_S", 0.5)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     (stats,) = measure([models[0]], _profile(tmp_path, _ssh(fakes)))  # the result still comes back
     assert stats.p50_ms > 0
     (left,) = fakes.remote.iterdir()
-    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.runners"]
+    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.remote"]
     said = record.getMessage()
     assert record.levelname == "WARNING" and "\n" not in said
     assert re.fullmatch(rf"warning: could not remove the run folder {left} on edge-box \({why}\), so the models "
@@ -362,7 +362,6 @@ def test_a_failed_clean_up_is_said_with_the_command_that_removes_the_folder(fake
 
 
 def test_a_clean_up_that_cannot_even_start_is_said_too(fakes, models, tmp_path, monkeypatch, caplog):
-    import edgekd.latency.runners as runners
 
     real_run = subprocess.run
 
@@ -371,9 +370,9 @@ def test_a_clean_up_that_cannot_even_start_is_said_too(fakes, models, tmp_path, 
             raise PermissionError(13, "Permission denied", argv[0])
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(runners.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     measure([models[0]], _profile(tmp_path, _ssh(fakes)))
-    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.runners"]
+    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.remote"]
     assert re.fullmatch(r"warning: could not remove the run folder \S+/run-\w+ on edge-box \(\[Errno 13\] Permission "
                         r"denied: 'ssh'\), so the models .* remove them with: ssh .*'rm -rf \S+'", record.getMessage())
 
@@ -778,10 +777,9 @@ def test_the_probe_asks_the_device_one_question_and_copies_nothing(fakes, tmp_pa
 
 
 def test_the_probe_leaves_this_host_alone(fast_profile, monkeypatch):
-    import edgekd.latency.runners as runners
     from edgekd.latency.runners import probe_device
 
-    monkeypatch.setattr(runners.subprocess, "run", lambda *a, **k: pytest.fail("the host was probed"))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("the host was probed"))
     probe_device(fast_profile)
 
 
@@ -911,7 +909,7 @@ def test_local_runner_measures_in_a_separate_process(models, fast_profile, monke
         seen.append(list(argv))
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(runners.subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     small, big = measure(list(models), fast_profile)
     assert len(seen) == 1 and seen[0][:2] == [sys.executable, str(runners.WORKER)]
     assert 0 < small.p50_ms <= small.p99_ms and speedup(big, small) > 2

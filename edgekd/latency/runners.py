@@ -1,23 +1,17 @@
 """Runners: where a profile's models are measured, chosen by the profile's ``[runner] kind``.
 
 ``local`` runs the standalone worker (``worker.py``) in a separate Python process on this machine;
-``ssh`` copies the worker and the models to a host and runs it there; ``adb`` does the same on an
-Android device, or drives ``onnxruntime_perf_test`` there (``mode = "perf_test"``). Every command
-is an argv list; the commands a remote shell runs are quoted with ``shlex.join``.
+``ssh`` and ``adb`` (``remote.py``) copy the worker and the models to a host or an Android device
+and run it there. Every command is an argv list.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +19,12 @@ from typing import Any, Protocol
 
 from edgekd.errors import ArtifactError, RunnerError
 from edgekd.latency.measure import Shapes, per_model
-from edgekd.latency.runner_io import (
-    call,
-    first_line,
-    garbled,
-    json_line,
-    old_python,
-    reason,
-    said_lines,
-    too_slow,
-    worker_stats,
-)
+from edgekd.latency.runner_io import call, garbled, json_line, reason, worker_stats
 from edgekd.profiles import DeviceProfile, runner_defaults
 from edgekd.registry import Registry
 from edgekd.types import LatencyStats
 
 WORKER = Path(__file__).with_name("worker.py")
-_LOG = logging.getLogger(__name__)
-# Longest wait for the remote clean-up: it only removes a folder, and a dead link must not hold up the result.
-_CLEAN_TIMEOUT_S = 30.0
 
 
 class Runner(Protocol):
@@ -57,6 +38,7 @@ RUNNERS: Registry[Any] = Registry("runner")
 def get_runner(profile: DeviceProfile) -> Runner:
     """The runner the profile's ``[runner] kind`` names, configured by the profile (a profile name or .toml
     path is loaded, as ``search`` takes one)."""
+    from edgekd.latency import remote  # noqa: F401  (registers ssh and adb)
     from edgekd.profiles import load_profile
 
     profile = load_profile(profile)
@@ -158,346 +140,3 @@ def _place(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-@dataclass(frozen=True)
-class _RemoteRunner:
-    """Shared steps of the ssh and adb runners: make a run folder, copy, run, clean up."""
-
-    profile: DeviceProfile
-
-    # Filled in by each remote kind.
-    def _where(self) -> str: raise NotImplementedError
-    def _device(self) -> str: raise NotImplementedError
-    def _fix(self) -> str: raise NotImplementedError
-    def _shell(self, cmd: list[str]) -> list[str]: raise NotImplementedError
-    def _push(self, sources: list[str], dest: str) -> list[str]: raise NotImplementedError
-    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool: raise NotImplementedError
-
-    def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
-        """The fix for a failed ssh or adb, where its own words name a better one than ``_fix``."""
-        return self._fix()
-
-    def _missing_fix(self, key: str) -> str:
-        return f"set runner.{key} in the profile to its path on the device"
-
-    @property
-    def cfg(self) -> dict[str, Any]:
-        return _settings(self.profile)
-
-    def measure(self, paths: Sequence[str | Path], shape: Shapes = None) -> list[LatencyStats]:
-        models = _existing(paths)
-        if not models:
-            return []
-        run_dir = f"{self.cfg['remote_dir'].rstrip('/')}/run-{uuid.uuid4().hex[:12]}"
-        with tempfile.TemporaryDirectory(prefix="edgekd-stage-") as tmp:
-            rel = _stage(models, Path(tmp))
-            remote = [f"{run_dir}/{r}" for r in rel]
-            if self._mode() == "python":
-                shutil.copy2(WORKER, Path(tmp) / "worker.py")
-                (Path(tmp) / "spec.json").write_text(json.dumps(_spec(remote, models, shape, self.profile)),
-                                                     encoding="utf-8")
-            self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder", in_remote_dir=True)
-            try:
-                sources = [str(Path(tmp) / name) for name in sorted(os.listdir(tmp))]
-                self._step(self._push(sources, run_dir), "copying the models", in_remote_dir=True)
-                if self._mode() == "python":
-                    return self._run_worker(run_dir, len(models))
-                return self._run_perf_test(models, remote, shape)
-            finally:
-                self._clean(run_dir)
-
-    def _mode(self) -> str:
-        return str(self.cfg.get("mode", "python"))
-
-    def probe(self) -> None:
-        """One command through the same link, checking what ``measure`` will run: the device's Python with
-        numpy and onnxruntime, or its onnxruntime_perf_test."""
-        step = "checking the device before the run"
-        if self._mode() == "python":
-            proc = self._call(self._shell([self.cfg["python"], "-c", "import numpy, onnxruntime"]), step)
-            if "No module named" in reason(proc) and proc.returncode != 0 and not self._transport_failed(proc):
-                # the fix the worker gives for the same, which the probe finds first
-                raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot import numpy and onnxruntime: "
-                                  f"{reason(proc)}", "install them for that Python (pip install numpy onnxruntime) "
-                                  "or set runner.python in the profile to a Python that has them")
-            if proc.returncode != 0 or self._transport_failed(proc):
-                self._raise_for(proc, step, "python")
-            return
-        # `command -v` prints the program's path only when it is there and runnable: read from what it prints,
-        # since older adb passes no exit status back
-        proc = self._call(self._shell(["command", "-v", self.cfg["perf_test"]]), step)
-        if self._transport_failed(proc) or self._failed_itself(proc, str(self.cfg["perf_test"])):
-            raise self._failure(proc, step)
-        if not proc.stdout.strip():
-            raise self._not_found("perf_test")
-
-    def _failed_itself(self, proc: subprocess.CompletedProcess, program: str) -> bool:
-        """Whether a failed `command -v` is the transport's own failure in words ``_transport_failed`` does not
-        know. Not over ssh: a login shell's warnings (a forwarded locale the host lacks) come on stderr beside a
-        plain "not found" exit."""
-        return False
-
-    def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
-        timeout = float(self.cfg["timeout_s"])
-        late = too_slow(self._where(), timeout, step) if measuring else None
-        return call(argv, timeout, self._where(), step, self._fix(), late)
-
-    def _step(self, argv: list[str], step: str, in_remote_dir: bool = False) -> None:
-        proc = self._call(argv, step)
-        if proc.returncode != 0:
-            raise self._failure(proc, step, in_remote_dir)
-
-    def _failure(self, proc: subprocess.CompletedProcess, step: str, in_remote_dir: bool = False) -> RunnerError:
-        # its full stop would end the problem before the "; fix" that follows ("unauthorized.;")
-        said = reason(proc).rstrip(".")
-        # a link that worked to a device that refused the folder or the files: the connection advice would send
-        # the user after the wrong thing
-        fix = self._dir_fix() if in_remote_dir and not self._transport_failed(proc) else self._transport_fix(proc)
-        return RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {said}", fix)
-
-    def _dir_fix(self) -> str:
-        return (f"check that runner.remote_dir ({self.cfg['remote_dir']}) can be created and written on "
-                f"{self._device()} and that its file system has free space, or set runner.remote_dir in the "
-                "profile to a writable folder there")
-
-    def _not_found(self, key: str) -> RunnerError:
-        return RunnerError(f"{self.cfg[key]} was not found on {self._device()}", self._missing_fix(key))
-
-    def _raise_for(self, proc: subprocess.CompletedProcess, step: str, key: str) -> None:
-        """Raise for a failed transport, a missing program on the device, or a non-zero exit."""
-        if self._transport_failed(proc):
-            raise self._failure(proc, step)
-        if _missing(proc, str(self.cfg[key])):
-            raise self._not_found(key)
-        if proc.returncode != 0:  # the program ran on the device, or its loader did: the link is not to blame
-            raise RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
-                              _program_fix(proc, f"runner.{key}", self._device()))
-
-    def _run_worker(self, run_dir: str, count: int) -> list[LatencyStats]:
-        step = "running the measurement"
-        proc = self._call(self._shell([self.cfg["python"], f"{run_dir}/worker.py", f"{run_dir}/spec.json"]), step,
-                          measuring=True)
-        data = json_line(proc.stdout)
-        if data is None or self._transport_failed(proc):
-            if old_python(proc):
-                raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot run edgekd's worker: "
-                                  f"{reason(proc)}", "the worker needs Python 3.7 or later on the device: set "
-                                  "runner.python in the profile to one that has numpy and onnxruntime")
-            self._raise_for(proc, step, "python")
-            raise garbled(proc.stdout)
-        return worker_stats(data, proc.stdout, count, self._where())
-
-    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Shapes) -> list[LatencyStats]:
-        raise RunnerError(f"runner kind '{self.cfg['kind']}' has no perf_test mode", "use runner.mode = \"python\"")
-
-    def _clean(self, run_dir: str) -> None:
-        """Best effort: a failed clean-up never hides the measurement or its error, but it is said, as the
-        user's models stay on the device."""
-        argv = ["rm", "-rf", run_dir]
-        try:
-            argv = self._shell(argv)
-            proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, errors="replace",
-                                  timeout=min(float(self.cfg["timeout_s"]), _CLEAN_TIMEOUT_S), check=False)
-            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {reason(proc)}"
-        except subprocess.TimeoutExpired as exc:
-            why = f"timed out after {exc.timeout:g} s"
-        except (OSError, subprocess.SubprocessError, RunnerError) as exc:
-            why = str(exc).strip() or type(exc).__name__
-        if why:
-            # No error channel is left here (the result or its error is on its way): a logged warning, which
-            # the CLI shows on stderr as it is (logging's last-resort handler) and an API user can route.
-            _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are "
-                         "still on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
-
-
-def _program_fix(proc: subprocess.CompletedProcess, setting: str, device: str) -> str:
-    """What to do when the device's own program failed: the connection advice would send the user after a link
-    that worked."""
-    output = f"{proc.stderr}\n{proc.stdout}"
-    if "CANNOT LINK EXECUTABLE" in output or "error while loading shared libraries" in output:
-        return (f"copy the shared library it names to {device} and put its folder on LD_LIBRARY_PATH there, or "
-                f"set {setting} in the profile to a build that finds it")
-    return f"fix what {setting} says on {device}, then run again"
-
-
-def _missing(proc: subprocess.CompletedProcess, program: str) -> bool:
-    """Whether the device's shell could not find ``program``: its words naming the program (sh, bash, dash,
-    mksh, toybox, timeout: "PROG: not found", "'PROG': No such file or directory"; zsh: "command not found: PROG"), or
-    exit 127 with nothing said. Not any "not found": a program that is there but lacks a shared library says
-    'CANNOT LINK EXECUTABLE "PROG": library "libonnxruntime.so" not found' (glibc: exit 127 too), and that
-    reason is what to show."""
-    name = re.escape(program)
-    said = re.compile(rf"{name}['\"’]?: (?:cannot execute: )?(?:command |inaccessible or )?not found"
-                      rf"|{name}['\"’]?: (?:cannot execute: )?no such file or directory"
-                      rf"|(?:command not found|no such file or directory): {name}\s*$", re.IGNORECASE | re.MULTILINE)
-    output = f"{proc.stderr}\n{proc.stdout}"
-    return bool(said.search(output)) or (proc.returncode == 127 and not output.strip())
-
-
-# What ssh (run by scp) says when the link itself failed, as opposed to the remote side refusing a file.
-_SSH_LINK = re.compile(r"^ssh: |^lost connection|Connection closed by|Connection reset by|Permission denied \(|"
-                       r"Host key verification failed|Could not resolve hostname", re.MULTILINE)
-# adb's words for a refusal on the device (a folder it may not write, a full disk) rather than of the link:
-# "adb: error: failed to copy '...' to '...': remote couldn't create file: Permission denied".
-_ADB_DEVICE_SIDE = re.compile(r"\bremote\b|Permission denied|Operation not permitted|No space left|"
-                              r"Read-only file system", re.IGNORECASE)
-
-
-@RUNNERS.register("ssh")
-@dataclass(frozen=True)
-class SshRunner(_RemoteRunner):
-    """The worker on a host reached with ssh/scp (key login; no password prompts)."""
-
-    def _target(self, bracketed: bool = False) -> str:
-        """user@host for ssh; ``bracketed``: an IPv6 address in brackets, as scp's user@host:path needs (its
-        own colons would end the host), while ssh takes it bare."""
-        host, user = str(self.cfg["host"]), self.cfg.get("user")
-        if bracketed and ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{user}@{host}" if user else host
-
-    def _where(self) -> str:
-        return f"ssh to {self._target(bracketed=True)}:{self.cfg['port']}"
-
-    def _device(self) -> str:
-        return str(self.cfg["host"])
-
-    def _fix(self) -> str:
-        return ("check the host is reachable, runner.host/port/user/identity_file in the profile, and that key "
-                "login works without a password (ssh runs with BatchMode=yes); raise runner.timeout_s for slow "
-                "devices")
-
-    def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.cfg['connect_timeout_s']}"]
-        identity = self.cfg.get("identity_file")
-        if identity:
-            path = Path(identity).expanduser()
-            if not path.is_file():
-                raise RunnerError(f"identity file '{identity}' for {self._where()} does not exist",
-                                  "fix runner.identity_file in the profile")
-            opts += ["-i", str(path)]
-        return opts
-
-    def _shell(self, cmd: list[str]) -> list[str]:
-        # ssh hands its command to the remote shell as one string: quote each argument for it.
-        return ["ssh", *self._options(), "-p", str(self.cfg["port"]), self._target(), shlex.join(cmd)]
-
-    def _push(self, sources: list[str], dest: str) -> list[str]:
-        return ["scp", "-q", "-r", *self._options(), "-P", str(self.cfg["port"]), *sources,
-                f"{self._target(bracketed=True)}:{dest}/"]
-
-    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
-        # ssh's own failures exit 255 (the remote command's codes pass through); scp exits 1 for a dropped or
-        # refused link as for a refused file, so its link failures are told by ssh's words
-        return proc.returncode == 255 or (proc.returncode != 0 and bool(_SSH_LINK.search(proc.stderr or "")))
-
-
-@RUNNERS.register("adb")
-@dataclass(frozen=True)
-class AdbRunner(_RemoteRunner):
-    """The worker (``mode = "python"``) or onnxruntime_perf_test (``mode = "perf_test"``) on an adb device."""
-
-    def _base(self) -> list[str]:
-        serial = self.cfg.get("serial")
-        return ["adb", "-s", serial] if serial else ["adb"]
-
-    def _device(self) -> str:
-        serial = self.cfg.get("serial")
-        return f"device {serial}" if serial else "the adb device"
-
-    def _where(self) -> str:
-        serial = self.cfg.get("serial")
-        return f"adb on device {serial}" if serial else "adb on the device"
-
-    def _fix(self) -> str:
-        return ("check the device is connected with USB debugging on (`adb devices` lists it) and runner.serial "
-                "in the profile; raise runner.timeout_s for slow devices")
-
-    def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
-        # adb's own advice follows on lines of its own, which the one-line reason leaves out
-        said = first_line(proc)  # adb's "* daemon ..." start-up notes skipped
-        if "unauthorized" in said:
-            return ("unlock the device and accept its 'Allow USB debugging?' prompt for this computer's RSA key, then "
-                    "run again; if no prompt shows, unplug and replug the USB cable, or run `adb kill-server` first")
-        if "offline" in said:
-            return ("the device is connected but not answering: run `adb reconnect` (or unplug and replug it), and "
-                    "check `adb devices` says 'device' for it")
-        if "more than one device" in said:
-            return "set runner.serial in the profile to the serial `adb devices` lists for the device to measure on"
-        if "no devices" in said:
-            return ("connect the device with USB debugging on (`adb devices` lists none), or start the emulator; "
-                    "then run again")
-        return self._fix()
-
-    def _failed_itself(self, proc: subprocess.CompletedProcess, program: str) -> bool:
-        # `command -v` says nothing when the program is missing: anything adb said on a failure is its own
-        # ("failed to get feature set: protocol fault"), never a missing binary
-        return proc.returncode != 0 and bool(said_lines(proc.stderr)) and not _missing(proc, program)
-
-    def _dir_fix(self) -> str:
-        # adb's shell user may write only a few places on a phone without root
-        return f"{super()._dir_fix()} (on a phone without root, a folder under /data/local/tmp)"
-
-    def _missing_fix(self, key: str) -> str:
-        if key != "perf_test":
-            return super()._missing_fix(key)
-        # a fresh device has none: the usual fix is to put it there, not to point elsewhere
-        push = shlex.join([*self._base(), "push", "onnxruntime_perf_test", str(self.cfg[key])])
-        return (f"build onnxruntime_perf_test for the device and copy it there with `{push}`, or set "
-                "runner.perf_test in the profile to its path on the device")
-
-    def _shell(self, cmd: list[str]) -> list[str]:
-        return [*self._base(), "shell", shlex.join(cmd)]
-
-    def _push(self, sources: list[str], dest: str) -> list[str]:
-        return [*self._base(), "push", *sources, f"{dest}/"]
-
-    def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool:
-        first = first_line(proc)  # adb's "* daemon ..." start-up notes skipped
-        return (proc.returncode != 0 and first.startswith(("adb:", "error:"))
-                and not _ADB_DEVICE_SIDE.search(first))
-
-    def _run_perf_test(self, models: list[Path], remote: list[str], shape: Shapes) -> list[LatencyStats]:
-        from edgekd.latency import perftest
-
-        m = self.profile.measure
-        shapes = per_model(shape, len(models))
-        dims = [perftest.free_dims(p, int(m["batch_size"]), s) for p, s in zip(models, shapes)]
-        fed = [perftest.fed_shape(p, int(m["batch_size"]), s) for p, s in zip(models, shapes)]
-
-        def timed(i: int, runs: int) -> dict[str, float]:
-            cmd = perftest.command(self.cfg["perf_test"], remote[i], self.profile.runtime, runs, dims[i])
-            return self._perf_once(cmd, models[i])
-
-        if m["warmup_runs"]:
-            for i in range(len(models)):
-                timed(i, int(m["warmup_runs"]))
-        samples: list[list[dict[str, float]]] = [[] for _ in models]
-        self._perf_rounds(timed, samples)
-        if max(perftest.cv([s["p50"] for s in per]) for per in samples) > m["max_cv"]:
-            self._perf_rounds(timed, samples)  # noisy: measure as much again, as the worker does
-        return [perftest.aggregate(per, int(m["runs_per_repeat"]), f) for per, f in zip(samples, fed)]
-
-    def _perf_rounds(self, timed: Any, samples: list[list[dict[str, float]]]) -> None:
-        n, m = len(samples), self.profile.measure
-        for rep in range(int(m["repeats"])):
-            for k in range(n):
-                i = (rep + k) % n  # rotate so no model always runs first after a switch
-                samples[i].append(timed(i, int(m["runs_per_repeat"])))
-
-    def _perf_once(self, cmd: list[str], model: Path) -> dict[str, float]:
-        from edgekd.latency import perftest
-
-        step = f"running onnxruntime_perf_test on {model.name}"
-        proc = self._call(self._shell(perftest.bounded(cmd, float(self.cfg["timeout_s"]))), step, measuring=True)
-        sample = perftest.parse(proc.stdout)
-        if sample is None or proc.returncode != 0:
-            self._raise_for(proc, step, "perf_test")
-            missing = perftest.missing_lines(proc.stdout)
-            raise RunnerError(f"could not parse the output of {self.cfg['perf_test']} (runner.perf_test) on "
-                              f"{self._device()} while {step}: it printed no {', '.join(missing)} line"
-                              f"{'s' if len(missing) != 1 else ''} ({proc.stdout.strip()[:80]!r})",
-                              "check that runner.perf_test is onnxruntime's own onnxruntime_perf_test, which prints "
-                              "these latency lines, and that it runs on the device")
-        return sample
