@@ -426,6 +426,13 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
             raise ModelError(f"the teacher fixes its batch size: it runs one image but not a batch of {len(sample)} "
                              f"({first})", "write its forward for any batch (x.flatten(1) or x.view(x.size(0), -1), "
                              f"not x.view(1, -1)){again}") from None
+        if _takes_channels_last(teacher, sample):
+            channels, height, width = data.input_shape
+            raise ModelError(f"the teacher takes channels-last images (batch, {height}, {width}, {channels}) and "
+                             f"edgekd feeds (batch, {channels}, {height}, {width}) ({first})",
+                             "wrap it in a module whose forward returns model(x.permute(0, 2, 3, 1)) and teach "
+                             "with that (" + ("export the wrapper again" if _is_exported(teacher) else
+                                              "--teacher my_model.py:factory returning it") + ")") from None
         raise DataError(f"data images of shape {data.input_shape} do not fit the teacher ({first})",
                         "pass data at the resolution and channel count the teacher was trained on "
                         "(see --resolution and --channels)") from None
@@ -447,6 +454,17 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
         raise ModelError("the teacher's forward returns probabilities (every row is >= 0 and sums to 1), and "
                          "distillation needs logits", "return the scores before the softmax (log-probabilities "
                          f"from log_softmax work too){again}")
+
+
+def _takes_channels_last(teacher: Teacher, sample: Any) -> bool:
+    """Whether a torch teacher that fails on (N, C, H, W) runs on the same images as (N, H, W, C): a model
+    from a channels-last framework (its forward permutes to channels first), which no resolution or channel
+    count fixes. Images as wide as they have channels are left out: both layouts are the same shape."""
+    from edgekd.distill.taps import runs_on
+
+    if hasattr(teacher.module, "bind") or sample.ndim != 4 or sample.shape[1] == sample.shape[3]:
+        return False
+    return runs_on(teacher.module, sample.permute(0, 2, 3, 1).contiguous())
 
 
 def _is_exported(teacher: Teacher) -> bool:

@@ -828,3 +828,29 @@ def test_checking_a_train_mode_teacher_leaves_its_batchnorm_statistics_and_mode_
     check_fits(Teacher(model, "in memory"), small_data)
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _ChannelsLast(torch.nn.Module):
+    """A model ported from a channels-last framework: its forward takes (N, H, W, C)."""
+
+    def __init__(self, channels: int = 3, classes: int = 10):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+def test_check_fits_names_a_channels_last_teacher_rather_than_the_datas_resolution(tmp_path):
+    """It was told to pass data at the resolution and channel count it was trained on, which the data was."""
+    from edgekd.teacher import Teacher
+
+    data = _npz_dataset(tmp_path, channels=3, classes=10)
+    with pytest.raises(ModelError, match=r"^the teacher takes channels-last images \(batch, 16, 16, 3\) and edgekd "
+                                         r"feeds \(batch, 3, 16, 16\) \(.*\); wrap it in a module whose forward "
+                                         r"returns model\(x\.permute\(0, 2, 3, 1\)\)"):
+        check_fits(Teacher(_ChannelsLast(), "test"), data)
+    # a model that fits neither layout is still told about the data
+    with pytest.raises(DataError, match=r"do not fit the teacher"):
+        check_fits(Teacher(_ChannelsLast(channels=2), "test"), data)
