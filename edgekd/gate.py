@@ -52,7 +52,12 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
     model, entry = _resolve(target, config.artifact)
     if entry is not None:
         _check_listed(Path(target), model, entry)
-    art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
+    try:
+        art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
+    except ArtifactError as exc:
+        if entry is None or _sha256(model) == entry["artifact"]["sha256"]:
+            raise
+        return _unreadable(target, model, entry, exc, list(config.notes))
     checks: list[Check] = []
     notes = list(config.notes)
     if config.no_latency and config.baseline:
@@ -102,12 +107,44 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
             checks += _latency_checks(model, profile, config, timed, sample)
         except RunnerError as exc:
             error = _unreached(exc, profile, config)
+            # every latency check the run would have had, the ORT-format copy's too: a test count that changes
+            # with the device's reach would hide the file an app ships
             names = (("latency",) * (config.max_latency_ms is not None)
+                     + ("ort latency",) * (config.max_latency_ms is not None and timed[0] is not None)
                      + ("regression",) * (bool(config.baseline) and not config.no_latency))
             done = (*checks, *(Check(n, False, error.message, errored=True) for n in names), *accuracy_checks)
-            raise GateIncomplete(error.problem, error.fix, GateResult(str(target), done, tuple(notes))) from None
+            result = GateResult(str(target), done, tuple(notes), _name(entry))
+            raise GateIncomplete(error.problem, error.fix, result) from None
     checks += accuracy_checks
-    return GateResult(str(target), tuple(checks), tuple(notes))
+    return GateResult(str(target), tuple(checks), tuple(notes), _name(entry))
+
+
+def _name(entry: dict[str, Any] | None) -> str | None:
+    return None if entry is None else entry["artifact"]["name"]
+
+
+def _sha256(path: Path) -> str:
+    from edgekd.fsutil import sha256
+
+    return sha256(path)
+
+
+def _unreadable(target: str, model: Path, entry: dict[str, Any], exc: ArtifactError, notes: list[str]) -> GateResult:
+    """A manifest's model replaced by a file that is no model at all (a Git LFS pointer left by a checkout
+    without LFS, a truncated copy) fails its integrity check, with the fix for a gated manifest: restore the
+    file. Nothing else can be measured on it."""
+    with open(model, "rb") as fh:
+        lfs = fh.read(len(_LFS_POINTER)) == _LFS_POINTER
+    what = ("a Git LFS pointer, not the model (check out with LFS: actions/checkout's `lfs: true`, or git lfs pull)"
+            if lfs else f"no longer a readable ONNX model ({exc.problem})")
+    checks = [Check("integrity", False, f"{model.name} changed since the manifest was written (sha256 differs) and "
+                    f"is {what}: {gate_ort.RESTORE}")]
+    checks += gate_ort.ort_integrity(model.parent, entry, notes)
+    notes.append(f"not checked: every other check, as {model.name} is not the model the manifest records")
+    return GateResult(str(target), tuple(checks), tuple(notes), _name(entry))
+
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerError:
@@ -205,11 +242,32 @@ def _op_checks(model: Path, opset: int, config: GateConfig) -> list[Check]:
         checks.append(Check("opset", ok, f"opset {opset} (IR version {ir}), target runtime supports up to "
                             f"{config.max_opset}", opset))
     if config.allowed_ops is not None:
-        ops = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+        ops = operator_types(onnx.load(str(model), load_external_data=False))
         extra = sorted(ops - set(config.allowed_ops))
         checks.append(Check("operators", not extra, "all operators allowed" if not extra else
                             f"operators not supported by the target: {', '.join(extra)}", sorted(ops)))
     return checks
+
+
+def operator_types(model: Any) -> set[str]:
+    """Every operator type the runtime must run for ``model`` (a ModelProto): its graph's, those inside the
+    subgraphs of If, Loop and Scan nodes (a branch runs only on some inputs, yet the runtime must have its
+    operators to load the model) and inside its local functions, whose calls are not operators themselves."""
+    from onnx import AttributeProto
+
+    local = {(f.domain, f.name) for f in model.functions}
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    ops: set[str] = set()
+    while nodes:
+        node = nodes.pop()
+        if (node.domain, node.op_type) not in local:
+            ops.add(node.op_type)
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                nodes += attr.g.node
+            elif attr.type == AttributeProto.GRAPHS:
+                nodes += [n for g in attr.graphs for n in g.node]
+    return ops
 
 
 def _data_shape_note(details: dict[str, Any], config: GateConfig, profile: Any,

@@ -32,7 +32,7 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
         shown, line = figures(acc * 100, config.min_accuracy * 100, 2, ok, at_most=False)
         checks.append(Check("accuracy", ok, with_notes(f"{shown}% {on}, minimum {line}%{said}", data), acc))
     if config.min_class_accuracy is not None:
-        checks.append(class_check(by_class, config.min_class_accuracy, on + said, data))
+        checks.append(class_check(by_class, config.min_class_accuracy, on + said, data, notes))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
         base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes, log)
@@ -56,16 +56,28 @@ def _computed_here(profile: Any) -> str:
                                        "its device")
 
 
-def class_check(by_class: dict[str, float], floor: float, on: str, data: Any) -> Check:
+def class_check(by_class: dict[str, float], floor: float, on: str, data: Any, notes: list[str]) -> Check:
     """Every class of the test split at ``floor`` or above: an overall accuracy can hold while one class, a
-    rare one most often, is lost."""
+    rare one most often, is lost. The classes below it past the five the row names, and the data's classes
+    with no test image (a rare class is the likeliest to have none), are named in ``notes``."""
     from edgekd.data import with_notes
 
     ranked = sorted((acc, one_line(name)) for name, acc in by_class.items())
     below = [(acc, name) for acc, name in ranked if acc < floor]
-    named = "; below it: " + ", ".join(f"{name} {_class_percent(acc, floor)[0]}%" for acc, name in below[:5]) + (
-        f" and {len(below) - 5} more" if len(below) > 5 else "") if below else ""
+    listed = [f"{name} {_class_percent(acc, floor)[0]}%" for acc, name in below]
+    named = "; below it: " + ", ".join(listed[:5]) + (f" and {len(below) - 5} more (named in the notes)"
+                                                      if len(below) > 5 else "") if below else ""
     lowest, line = _class_percent(ranked[0][0], floor)
+    if len(below) > 5:
+        notes.append(f"classes below the minimum of {line}% per class: {', '.join(listed)}")
+    unchecked = [one_line(name) for name in data.class_names if name not in by_class]
+    if unchecked:
+        # Not a failure (nothing was measured), but never a silent pass: the row and the notes both say it.
+        classes = f"class{'es' * (len(unchecked) > 1)} {', '.join(unchecked)}"
+        named += f"; not checked: {classes}, with no test images"
+        them = "them" if len(unchecked) > 1 else "it"
+        notes.append(f"not checked: {classes} of {data.name}, with no images in the test split, so the minimum per "
+                     f"class does not cover {them}; give the data more images of {them} (or a test split holding some)")
     return Check("class accuracy", not below, with_notes(
         f"lowest class {ranked[0][1]} at {lowest}% {on}, minimum {line}% per class{named}", data), ranked[0][0])
 

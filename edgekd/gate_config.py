@@ -4,6 +4,7 @@ built for, on the profile it was measured on."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ def parse_quantity(text: Any, units: dict[str, float], default: str, what: str) 
     value, unit = float(match.group(1)), (match.group(2) or default).lower()
     if unit not in units:
         raise ConfigError(f"{what} '{text}' has unknown unit '{match.group(2)}'", f"use one of: {', '.join(units)}")
+    if not math.isfinite(value * units[unit]):  # 1e400 reads as infinity: no limit at all
+        raise ConfigError(f"{what} '{text}' is too large to be a limit", f"write e.g. 12.5{default}, or leave the "
+                          "limit out to check nothing")
     return value * units[unit]
 
 
@@ -160,6 +164,9 @@ class GateConfig:
         if self.max_size_bytes is not None and self.max_size_bytes <= 0:
             raise ConfigError(f"max size {self.max_size_bytes:g} bytes is not above zero, so every file would fail",
                               "pass a positive size, e.g. 512KB")
+        if self.max_size_bytes is not None and self.max_size_bytes < 1:
+            raise ConfigError(f"max size {self.max_size_bytes:g} bytes is under one byte, so every file would fail",
+                              "pass a size a model can have, e.g. 512KB")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise ConfigError(f"max latency {self.max_latency_ms:g} ms is not above zero, so every model would fail",
                               "pass a positive time, e.g. 2ms")

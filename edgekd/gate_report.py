@@ -20,7 +20,8 @@ def summary_markdown(result: GateResult) -> str:
     # A check that failed is a verdict even when another could not run: the headline says both.
     verdict = ("PASS" if result.passed else "FAIL" if not errors else
                f"FAIL, and ERROR: {errors} check{'s' * (errors > 1)} could not run" if failed else "ERROR")
-    lines = [f"### edgekd gate: {verdict} {md_code(_line(result.target))}", "",
+    gated = f" (artifact {md_code(_line(result.artifact))})" if result.artifact else ""
+    lines = [f"### edgekd gate: {verdict} {md_code(_line(result.target))}{gated}", "",
              "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {_cell(c.name)} | {_outcome(c)} | {_cell(c.message)} |" for c in result.checks]
     if result.notes:
@@ -57,12 +58,15 @@ def junit_xml(result: GateResult) -> str:
 
     errors = sum(c.errored for c in result.checks)
     failures = sum(not c.passed and not c.errored for c in result.checks)
+    # A manifest's artifact in the class name: several artifacts of one manifest, gated in a CI matrix and
+    # merged into one test report, stay apart there.
+    classname = quoteattr(_xml_text("edgekd.gate" + (f".{result.artifact}" if result.artifact else "")))
     cases = []
     for c in result.checks:
         # A check that could not run (the device not reached) is JUnit's error, which CI servers tell from a failure.
         kind = "error" if c.errored else "failure"
         body = "" if c.passed else f"<{kind} message={quoteattr(_xml_text(c.message))}/>"
-        cases.append(f'  <testcase classname="edgekd.gate" name={quoteattr(_xml_text(c.name))}>{body}</testcase>')
+        cases.append(f'  <testcase classname={classname} name={quoteattr(_xml_text(c.name))}>{body}</testcase>')
     # Where the thresholds and the profile came from, for whoever reads the CI report: one element, as the
     # common JUnit schema allows one <system-out> per suite.
     said = "\n".join(result.notes)
@@ -78,8 +82,13 @@ def annotations(result: GateResult) -> list[str]:
 
 
 def _command_data(text: str) -> str:
-    """A workflow command's message: a newline would end the command, and the runner decodes %XX."""
+    """A workflow command's message: a newline would end the command, and the runner decodes %XX. A lone
+    surrogate (a file name that is not UTF-8) is written as an escape, as the summary writes it."""
+    text = _SURROGATE.sub(lambda m: repr(m.group())[1:-1], text)
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _command_property(text: str) -> str:

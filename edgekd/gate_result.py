@@ -21,6 +21,9 @@ class GateResult:
     target: str
     checks: tuple[Check, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = ()
+    # The manifest's artifact gated (None for a model file given itself): one manifest's artifacts gated side by
+    # side in a CI matrix are told apart in every report by it.
+    artifact: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -33,6 +36,6 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """The verdict for a dashboard or a later CI step: each check with its measured figure (bytes, ms,
         a ratio, an accuracy fraction or points, as its name says), and where thresholds came from."""
-        return {"target": self.target, "passed": self.passed, "errored": self.errored,
+        return {"target": self.target, "artifact": self.artifact, "passed": self.passed, "errored": self.errored,
                 "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured,
                             "errored": c.errored} for c in self.checks], "notes": list(self.notes)}

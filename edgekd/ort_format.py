@@ -108,6 +108,10 @@ def missing_operators(needed: Path, build: Path) -> list[str]:
     if not needed.is_file():
         raise ArtifactError(f"'{needed}', the operator list of the manifest's ORT-format copy, is not here",
                             "keep the folder compress --ort wrote whole")
+    if build.is_dir():
+        inside = build / "required_operators.config"
+        raise ConfigError(f"operator config '{build}' is a folder", f"pass {inside}" if inside.is_file() else
+                          "pass the required_operators.config file your app's onnxruntime was built with")
     if not build.is_file():
         raise ConfigError(f"operator config '{build}' does not exist",
                           "pass the required_operators.config your app's onnxruntime was built with")

@@ -39,14 +39,17 @@ def sizes(measured: int, limit: float, passed: bool) -> tuple[str, str]:
     return f"{measured_bytes} bytes", f"{limit_bytes} bytes"
 
 
-# C0 and C1 control characters, and the line and paragraph separators some renderers break lines at.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 control characters, the line and paragraph separators some renderers break lines at, and lone
+# surrogates: a file or folder name that is not UTF-8 (from a Windows zip) reaches Python as one, and no UTF-8
+# output (a report file, the terminal) can hold it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(name: str) -> str:
-    """``name`` with its control characters (a newline, a tab, ESC) written as Python escapes (``\\n``,
-    ``\\x1b``), as repr() would: a class name from user data then stays on one line of a message and cannot
-    move a terminal's cursor, while the name is still recognisable."""
+    """``name`` with its control characters (a newline, a tab, ESC) and lone surrogates written as Python
+    escapes (``\\n``, ``\\x1b``, ``\\udce9``), as repr() would: a class name from user data then stays on one
+    line of a message, cannot move a terminal's cursor and can be written as UTF-8, while the name is still
+    recognisable."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], name)
 
 

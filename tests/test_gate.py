@@ -674,6 +674,9 @@ def test_input_shape_feeds_a_model_with_dynamic_height_and_width(run_cli, fast_p
 @pytest.mark.parametrize("flag, value, message", [
     ("--max-latency", "0ms", "max latency 0 ms is not above zero"),
     ("--max-size", "0KB", "max size 0 bytes is not above zero"),
+    ("--max-size", "0.0001", "max size 0.1024 bytes is under one byte"),  # it read "limit 0.0 KB"
+    ("--max-size", "1e400", "max size '1e400' is too large to be a limit"),  # it read "limit inf KB", a PASS
+    ("--max-latency", "1e400s", "max latency '1e400s' is too large to be a limit"),
     ("--max-opset", "-1", "max opset -1 is not an opset"),
     ("--max-opset", "0", "max opset 0 is not an opset"),
     ("--allowed-ops", "", "allowed ops lists no operator type"),
@@ -740,6 +743,58 @@ def test_an_unusable_step_summary_names_the_variable_before_measuring(run_cli, t
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
     assert _gate(run_cli, tiny_model, "--max-size", "1MB")[0] == 0
     assert "PASS" in (tmp_path / "s.md").read_text()
+
+
+def test_a_model_whose_file_name_is_not_utf8_passes_with_every_report_written(run_cli, tiny_model, tmp_path,
+                                                                              monkeypatch):
+    model = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.onnx"))  # a name from a Windows zip: not UTF-8
+    shutil.copy(tiny_model, model)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "gss.md"))
+    reports = [tmp_path / f"r.{ext}" for ext in ("xml", "md", "json")]
+    code, out, err = _gate(run_cli, model, "--max-size", "1MB", "--junit", reports[0], "--summary", reports[1],
+                           "--json", reports[2])
+    assert code == 0, err
+    assert 'failures="0"' in reports[0].read_text() and json.loads(reports[2].read_text())["passed"] is True
+    assert reports[1].read_text() == (tmp_path / "gss.md").read_text()
+    assert reports[1].read_text().startswith(r"### edgekd gate: PASS `") and r"caf\udce9.onnx`" in out
+
+
+def test_a_gate_ended_by_bad_input_replaces_the_last_run_s_reports_with_the_error(run_cli, tiny_model, tmp_path,
+                                                                                   monkeypatch):
+    reports = [tmp_path / f"r.{ext}" for ext in ("xml", "md", "json")]
+    outputs = ["--junit", reports[0], "--summary", reports[1], "--json", reports[2]]
+    assert _gate(run_cli, tiny_model, "--max-size", "1MB", *outputs)[0] == 0
+    bad = tmp_path / "vec.npz"
+    np.savez(bad, x=np.zeros((50, 64), np.float32), y=np.zeros(50, np.int64))  # no image shape
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "gss.md"))
+    code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", "--min-accuracy", "0.5", "--data", bad,
+                           *outputs, "--force")
+    assert code == 2 and "x has shape (50, 64)" in err and out == "", out + err
+    import xml.etree.ElementTree as ET
+
+    suite = ET.fromstring(reports[0].read_text())  # CI's upload step gets the error, not the last run's PASS
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("1", "0", "1")
+    assert "x has shape (50, 64)" in suite.find("testcase[@name='gate']/error").get("message")
+    verdict = json.loads(reports[2].read_text())
+    assert (verdict["passed"], verdict["errored"]) == (False, True)
+    summary = reports[1].read_text()
+    assert summary.startswith("### edgekd gate: ERROR") and "x has shape (50, 64)" in summary
+    assert (tmp_path / "gss.md").read_text() == reports[1].read_text()
+
+
+def test_the_step_summary_never_names_an_input_and_starts_on_a_line_of_its_own(run_cli, tiny_model, tmp_path,
+                                                                               monkeypatch):
+    model = tmp_path / "victim.onnx"
+    shutil.copy(tiny_model, model)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(model))  # it was appended to, breaking the model
+    code, out, err = _gate(run_cli, model, "--max-size", "1MB")
+    assert code == 2 and f"$GITHUB_STEP_SUMMARY '{model}' is '{model}', an input of this command" in err, out + err
+    assert model.read_bytes() == tiny_model.read_bytes()
+    step = tmp_path / "step.md"
+    step.write_text("Model report: see below")  # another step's line, unended
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    assert _gate(run_cli, model, "--max-size", "1MB")[0] == 0
+    assert step.read_text().startswith("Model report: see below\n### edgekd gate: PASS")
 
 
 def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it():
@@ -977,14 +1032,69 @@ def test_accuracy_figures_just_under_their_floor_print_the_digit_that_fails_them
     from edgekd.gate_accuracy import class_check as _class_check
     from edgekd.gate_accuracy import points as _points
 
-    data = SimpleNamespace(notes=())
-    check = _class_check({"zero": 0.49996, "three\nnewline": 0.9}, 0.5, "on d", data)
+    data = SimpleNamespace(notes=(), class_names=["zero", "three\nnewline"], name="d")
+    check = _class_check({"zero": 0.49996, "three\nnewline": 0.9}, 0.5, "on d", data, [])
     assert not check.passed and check.message.startswith("lowest class zero at 49.996% on d, minimum 50.000% per "
                                                          "class; below it: zero 49.996%"), check.message
-    check = _class_check({"zero": 0.8, "three\nnewline": 0.7}, 0.5, "on d", data)
+    check = _class_check({"zero": 0.8, "three\nnewline": 0.7}, 0.5, "on d", data, [])
     assert check.passed and check.message.startswith(r"lowest class three\nnewline at 70.0% on d, minimum 50.0%")
     assert _points(2.004, 2.0, False) == "2.004 points lower"
     assert _points(2.0000000001, 2.0, True) == "2.00 points lower"  # within the drop's float tolerance
+
+
+def _branching_model(path: Path) -> Path:
+    """y = If(sum(x) > 0, Sin(x), Identity(x)), then Twice (a local function of one Cos): Sin and Cos are only in
+    a subgraph and a function body."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    vec = [1, 4]
+    branch = {b: helper.make_graph([helper.make_node(op, ["x"], [b])], b, [],
+                                   [helper.make_tensor_value_info(b, TensorProto.FLOAT, vec)])
+              for b, op in (("then", "Sin"), ("else", "Identity"))}
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["b"], then_branch=branch["then"], else_branch=branch["else"]),
+             helper.make_node("Twice", ["b"], ["y"], domain="local")]
+    twice = helper.make_function("local", "Twice", ["a"], ["o"], [helper.make_node("Cos", ["a"], ["o"])],
+                                 [helper.make_opsetid("", 18)])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, vec)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, vec)])
+    model = helper.make_model(graph, functions=[twice], opset_imports=[helper.make_opsetid("", 18),
+                                                                        helper.make_opsetid("local", 1)])
+    onnx.save(model, path)
+    return path
+
+
+def test_allowed_operators_are_checked_inside_subgraphs_and_local_functions(run_cli, tmp_path):
+    """Only the top-level graph's operators were checked: a Sin in an If branch passed a list without Sin."""
+    model = _branching_model(tmp_path / "if.onnx")
+    report = tmp_path / "gate.json"
+    code, out, _ = _gate(run_cli, model, "--allowed-ops", "ReduceSum,Constant,Greater,If,Identity", "--json", report)
+    assert code == 1 and "| operators | **FAIL** | operators not supported by the target: Cos, Sin |" in out, out
+    measured = json.loads(report.read_text())["checks"][0]["measured"]
+    assert measured == ["Constant", "Cos", "Greater", "Identity", "If", "ReduceSum", "Sin"]  # no "Twice"
+
+
+def test_a_class_with_no_test_image_is_named_as_not_checked_and_every_class_below_the_floor_is_named():
+    """A class with no test image (a rare one in a 20% split) was left out of "every class" silently, and past
+    five classes below the floor the rest went unnamed."""
+    from types import SimpleNamespace
+
+    from edgekd.gate_accuracy import class_check
+
+    names = [f"c{i}" for i in range(9)] + ["rare"]
+    data, notes = SimpleNamespace(notes=(), class_names=names, name="d.npz"), []
+    check = class_check({f"c{i}": 1.0 for i in range(9)}, 0.9, "on d", data, notes)
+    assert check.passed and check.message.endswith("; not checked: class rare, with no test images")
+    assert notes == ["not checked: class rare of d.npz, with no images in the test split, so the minimum per class "
+                     "does not cover it; give the data more images of it (or a test split holding some)"]
+    notes = []
+    check = class_check({f"c{i}": i / 10 for i in range(9)} | {"rare": 1.0}, 0.9, "on d", data, notes)
+    assert not check.passed and check.message.endswith("c4 40.0% and 4 more (named in the notes)")
+    assert notes == ["classes below the minimum of 90.0% per class: c0 0.0%, c1 10.0%, c2 20.0%, c3 30.0%, c4 40.0%, "
+                     "c5 50.0%, c6 60.0%, c7 70.0%, c8 80.0%"]
 
 
 @pytest.mark.parametrize("env, args, message", [
@@ -1070,6 +1180,24 @@ def test_a_manifest_s_ort_copy_is_timed_and_held_to_the_latency_limit_or_the_row
         assert rows[row].endswith(f"the limit covered the .onnx only: its ORT-format copy {copy} is not here")
 
 
+def test_a_device_not_reached_errors_the_ort_copy_s_latency_check_too(run_cli, ort_run, tmp_path, monkeypatch):
+    """The copy an app ships was left out of the reports when the board was not reached."""
+    import edgekd.gate as gate
+    from edgekd.errors import RunnerError
+
+    def no_board(*_):
+        raise RunnerError("ssh to pi@board:22 failed", "check the host is reachable")
+
+    monkeypatch.setattr(gate, "_measure_rounds", no_board)
+    folder, _ = _ort_copy_of(ort_run, tmp_path)
+    report = tmp_path / "gate.json"
+    code, _, _ = _gate(run_cli, folder / "manifest.json", "--profile", "rpi4-arm64", "--max-latency", "1ms",
+                       "--json", report)
+    checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
+    assert code == 2 and checks["ort latency"]["errored"] and checks["latency"]["errored"], checks
+    assert checks["ort latency"]["message"] == "ssh to pi@board:22 failed; check the host is reachable"
+
+
 def test_an_ort_copy_over_the_latency_limit_fails_and_says_when_its_rounds_were_noisy(ort_run, fast_profile,
                                                                                       monkeypatch):
     import edgekd.gate as gate
@@ -1150,6 +1278,29 @@ def test_a_manifest_away_from_its_files_or_a_changed_file_is_said_with_the_fix(r
     for row, file in (("integrity", path), ("ort integrity", entry["ort"]["path"])):
         assert rows[row] == (f"**FAIL** | {file} changed since the manifest was written (sha256 differs): restore the "
                              "file compress wrote, or run compress again for a new manifest")
+
+
+def test_a_manifest_s_model_replaced_by_a_git_lfs_pointer_or_damaged_fails_integrity_with_reports(run_cli, ort_run,
+                                                                                                   tmp_path):
+    """It was refused as bad input (exit 2, no reports), with the advice to re-export it."""
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    model = folder / entry["artifact"]["path"]
+    good = model.read_bytes()
+    model.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{entry['artifact']['sha256']}\n"
+                     f"size {len(good)}\n")  # what a checkout without `lfs: true` leaves
+    junit = tmp_path / "j.xml"
+    code, out, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB", "--junit", junit)
+    assert code == 1, err
+    assert _rows(out)["integrity"] == (f"**FAIL** | {model.name} changed since the manifest was written (sha256 "
+                                       "differs) and is a Git LFS pointer, not the model (check out with LFS: "
+                                       "actions/checkout's `lfs: true`, or git lfs pull): restore the file compress "
+                                       "wrote, or run compress again for a new manifest")
+    assert "size" not in _rows(out) and 'failures="1"' in junit.read_text()
+    assert f"(artifact `{entry['artifact']['name']}`)" in out.splitlines()[0]  # which artifact of the manifest
+    assert f'classname="edgekd.gate.{entry["artifact"]["name"]}"' in junit.read_text()
+    model.write_bytes(good[: len(good) // 2])  # a truncated copy
+    code, out, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB")
+    assert code == 1 and "is no longer a readable ONNX model (" in _rows(out)["integrity"], out + err
 
 
 def test_gate_config_takes_path_objects_and_refuses_a_dataset_in_memory(tiny_model):

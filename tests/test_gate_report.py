@@ -59,3 +59,25 @@ def test_the_headline_is_error_only_when_nothing_failed():
     assert summary_markdown(only).startswith("### edgekd gate: ERROR `m.json`")
     both = GateResult("m.json", (Check("size", False, "9 KB on disk"), errored, errored))
     assert summary_markdown(both).startswith("### edgekd gate: FAIL, and ERROR: 2 checks could not run `m.json`")
+
+
+def test_a_name_that_is_not_utf8_is_escaped_in_every_text_output():
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")  # a file or class name that is not UTF-8
+    result = GateResult(f"{odd}.onnx", (Check("class accuracy", False, f"lowest class {odd} at 0.0%"),), (odd,))
+    text = summary_markdown(result)
+    assert text.startswith(r"### edgekd gate: FAIL `caf\udce9.onnx`") and r"lowest class caf\udce9" in text
+    text.encode("utf-8")  # the summary file and $GITHUB_STEP_SUMMARY are written as UTF-8
+    assert annotations(result) == [r"::error title=edgekd gate class accuracy::lowest class caf\udce9 at 0.0%25"]
+    junit_xml(result).encode("utf-8")
+
+
+def test_the_artifact_of_a_manifest_gated_is_named_in_every_report():
+    """Two artifacts of one manifest, gated in a CI matrix, gave reports alike but for their figures."""
+    result = GateResult("m/manifest.json", (Check("size", True, "1.0 KB on disk"),), (), "student-fp32")
+    assert summary_markdown(result).startswith("### edgekd gate: PASS `m/manifest.json` (artifact `student-fp32`)")
+    assert ET.fromstring(junit_xml(result)).find("testcase").get("classname") == "edgekd.gate.student-fp32"
+    assert result.to_dict()["artifact"] == "student-fp32"
+    model = GateResult("m.onnx", (Check("size", True, "1.0 KB on disk"),))  # a model file names itself
+    assert summary_markdown(model).startswith("### edgekd gate: PASS `m.onnx`\n")
+    assert ET.fromstring(junit_xml(model)).find("testcase").get("classname") == "edgekd.gate"
+    assert model.to_dict()["artifact"] is None

@@ -141,3 +141,19 @@ def test_a_copy_that_agrees_but_misses_its_budget_has_not_passed():
     assert (recorded["passed"], recorded["agrees"], recorded["over_budget"]) == (False, True, ["size"])
     assert copy(True).passed and copy(True).to_dict()["over_budget"] == []
     assert not copy(False).passed and not copy(False, ("size", "latency")).passed
+
+
+def test_an_operator_config_given_as_a_folder_is_named_as_one(tmp_path):
+    """`--ops-config ci` (the folder holding the app's config) said the config "does not exist"."""
+    from edgekd.errors import ConfigError
+    from edgekd.ort_format import missing_operators
+
+    needed = tmp_path / "model.required_operators.config"
+    needed.write_text("ai.onnx;18;Relu\n")
+    app = tmp_path / "ci"
+    app.mkdir()
+    with pytest.raises(ConfigError, match="operator config '.*ci' is a folder; pass the required_operators.config"):
+        missing_operators(needed, app)
+    (app / "required_operators.config").write_text("ai.onnx;18;Relu\n")
+    with pytest.raises(ConfigError, match=f"is a folder; pass {app / 'required_operators.config'}$"):
+        missing_operators(needed, app)

@@ -31,6 +31,12 @@ def test_one_line_writes_control_characters_as_escapes():
     assert one_line("<b>é|`x`</b>") == "<b>é|`x`</b>"  # printable text is left alone
 
 
+def test_one_line_writes_a_lone_surrogate_as_an_escape_so_the_name_can_be_written_as_utf8():
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")  # a folder name from a Windows zip, as Python reads it
+    assert one_line(name) == r"caf\udce9"
+    one_line(name).encode("utf-8")  # no UnicodeEncodeError
+
+
 @pytest.mark.parametrize("name, markdown", [
     ("cat", "`cat`"),
     ("dog`s toy", "``dog`s toy``"),

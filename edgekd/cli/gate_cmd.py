@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, data_reading_options, needs
-from edgekd.fsutil import write_json, write_text
+from edgekd.errors import EdgeKDError
+from edgekd.fsutil import check_not_input, write_json, write_text
 
 
 @cli.command()
@@ -90,7 +91,10 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
     check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
     # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
-    check_report_files(force, *outputs, inputs=(settings, *files_read(target, config)))
+    inputs = (settings, *files_read(target, config))
+    check_report_files(force, *outputs, inputs=inputs)
+    if step_summary:  # appended to, not replaced, yet an input it names (the model) would be broken all the same
+        check_not_input(step_summary, inputs, "$GITHUB_STEP_SUMMARY")
     if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
         needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
                *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
@@ -99,6 +103,15 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     except GateIncomplete as exc:
         # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
         _report_gate(exc.result, junit, summary, json_out, step_summary)
+        raise
+    except EdgeKDError as exc:
+        # Bad input found while gating (data, a model file, a baseline): the reports asked for say so as an
+        # error. Without them CI's upload step has nothing, and under --force it would upload the last run's PASS.
+        from edgekd.gate import Check, GateResult
+
+        errored = GateResult(target, (Check("gate", False, exc.message, errored=True),), config.notes,
+                             config.artifact)
+        _report_gate(errored, junit, summary, json_out, step_summary, echo=False)
         raise
     _report_gate(result, junit, summary, json_out, step_summary)
     if not result.passed:
@@ -130,14 +143,16 @@ def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[
 
 
 def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: str | None,
-                 step_summary: str | None) -> None:
-    """The gate's result on stdout and in every report file asked for, with GitHub annotations under Actions."""
+                 step_summary: str | None, echo: bool = True) -> None:
+    """The gate's result in every report file asked for, and (``echo``) on stdout, with GitHub annotations under
+    Actions; a gate ended by an error says it in its one error line instead."""
     import os
 
     from edgekd.gate_report import annotations, junit_xml, summary_markdown
 
     text = summary_markdown(result)
-    click.echo(text)
+    if echo:
+        click.echo(text)
     if junit:
         write_text(junit, junit_xml(result))
     if summary:
@@ -146,7 +161,7 @@ def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: 
         write_json(json_out, result.to_dict())
     if step_summary:
         _append_step_summary(step_summary, text)
-    if os.environ.get("GITHUB_ACTIONS") == "true":
+    if echo and os.environ.get("GITHUB_ACTIONS") == "true":
         for line in annotations(result):
             click.echo(line)
 
@@ -183,8 +198,10 @@ def _append_step_summary(name: str, text: str) -> None:
     from edgekd.errors import OutputError
 
     try:
-        with open(name, "a", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(name, "a+b") as fh:
+            # after a line another step left unended, the heading must start a line of its own to be one
+            ended = fh.tell() == 0 or (fh.seek(-1, 2), fh.read(1))[1] == b"\n"
+            fh.write(("" if ended else "\n").encode() + text.encode("utf-8"))
     except OSError as exc:
         raise OutputError(f"cannot append the summary to $GITHUB_STEP_SUMMARY '{name}' ({exc.strerror or exc})",
                           _STEP_SUMMARY_FIX) from None
