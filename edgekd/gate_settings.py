@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import tomlread
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, did_you_mean
 
 DEFAULT_PYPROJECT = Path("pyproject.toml")
 _NUMBER = (int, float)
@@ -57,9 +57,20 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     # the gate passed holding the model to less than the file says.
     _check_no_near_miss(path, data, required)
     for key, value in table.items():
+        _check_known(path, key)
         _check_type(path, key, value)
     _check_one_spelling(path, table)
     return _beside(path, {k.replace("-", "_"): v for k, v in table.items()})
+
+
+def _check_known(path: Path, key: str) -> None:
+    """An unknown key named as written and where: refused later, among the flags' values, it read as a flag
+    the user never gave (max_sise for max-sise), with no word of the file."""
+    if key.replace("-", "_") in _TYPES:
+        return
+    known = sorted(k if "_" in key else k.replace("_", "-") for k in _TYPES)  # in the user's own spelling
+    raise ConfigError(f"{path}: [tool.edgekd.gate] has no setting '{key}'",
+                      f"{did_you_mean(key, known)}valid: {', '.join(known)}")
 
 
 def _check_one_spelling(path: Path, table: dict[str, Any]) -> None:

@@ -113,9 +113,13 @@ def test_pyproject_table_and_flags_win(run_cli, run_dir, tmp_path):
     model = run_dir / "student-int8.onnx"
     assert run_cli("gate", model, "--config", pyproject)[0] == 1
     assert run_cli("gate", model, "--config", pyproject, "--max-size", "10MB")[0] == 0
+    # named as written, in the file it is in (it was 'max_speed', a setting the user never wrote, and no file)
     pyproject.write_text('[tool.edgekd.gate]\nmax-speed = "1KB"\n')
     code, _, err = run_cli("gate", model, "--config", pyproject)
-    assert code == 2 and "unknown gate setting 'max_speed'; did you mean 'max_size'?" in err
+    assert code == 2 and (f"{pyproject}: [tool.edgekd.gate] has no setting 'max-speed'; did you mean 'max-size'? "
+                          "valid: allowed-ops, artifact,") in err
+    pyproject.write_text('[tool.edgekd.gate]\nmax_speed = "1KB"\n')
+    assert "did you mean 'max_size'? valid: allowed_ops," in run_cli("gate", model, "--config", pyproject)[2]
 
 
 @pytest.mark.parametrize("flag, value, message", [
