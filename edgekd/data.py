@@ -8,6 +8,7 @@ that input, and a deployment pipeline has to reproduce it.
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 from collections.abc import Callable, Mapping
@@ -49,6 +50,7 @@ class RecordedData:
     named: str  # how the manifest names it, for messages
     resolution: Any  # one side, (height, width) or as the recipe recorded it (parse_resolution reads each form)
     seed: int  # the split the test accuracy was measured on
+    missing: str = "is not here"  # why ``source`` is None, said after the data's name
 
 
 def with_notes(detail: str, data: Dataset) -> str:
@@ -58,15 +60,79 @@ def with_notes(detail: str, data: Dataset) -> str:
 
 
 def recorded_data(manifest: dict[str, Any]) -> RecordedData:
-    """The run's own data (its recipe's --data and --resolution) while it is still where it was, or digits."""
+    """The run's own data (its recipe's --data and --resolution) while it is still where it was, unchanged, or
+    digits. Found where compress read it (``data.source``, its resolved path), never from the folder gate or
+    validate runs in: a copied folder checked from elsewhere would score on whatever file has the same name."""
     info, recipe = manifest.get("data") or {}, manifest.get("recipe") or {}
     own, shape, seed = recipe.get("data"), info.get("input_shape") or [], int(recipe.get("seed") or 0)
     if own and own != "digits":
-        return RecordedData(own if Path(own).exists() else None, own, recipe.get("resolution"), seed)
+        path, missing = _recorded_source(info.get("source"), own)
+        return RecordedData(path, path or _recorded_path(info.get("source")) or own, recipe.get("resolution"), seed,
+                            missing or "is not here")
     if own == "digits" or info.get("name") == "digits":
         return RecordedData("digits", "digits", resolution_value(shape[-2:]) if shape
                             else recipe.get("resolution"), seed)
     return RecordedData(None, info.get("name", "?"), None, seed)
+
+
+def _recorded_path(source: Any) -> str | None:
+    path = source.get("path") if isinstance(source, dict) else None
+    return path if isinstance(path, str) and path else None
+
+
+def _recorded_source(source: Any, typed: str) -> tuple[str | None, str]:
+    """The recorded data's path while it is there and unchanged, else None and why. A manifest from before the
+    resolved path was recorded has only the path as typed: an absolute one is taken, a relative one named the
+    folder compress ran in, which the manifest does not say."""
+    where = _recorded_path(source) or (typed if Path(typed).expanduser().is_absolute() else None)
+    if where is None:
+        return None, "was recorded relative to the folder compress ran in, which the manifest does not say"
+    path = Path(where).expanduser()
+    if not path.exists():
+        return None, "is not here"
+    digest = source.get("sha256") if isinstance(source, dict) else None
+    if isinstance(digest, str) and data_digest(path) != digest:
+        return None, ("has changed since the run (its sha256 is not the one recorded), so the recorded accuracies "
+                      "do not apply to it")
+    return str(path), ""
+
+
+def data_source(source: Any) -> dict[str, Any] | None:
+    """Where the run's --data was read, resolved (gate and validate --manifest may run from another folder), with
+    a digest that tells a different file of the same name; None for digits or data passed in memory."""
+    if not isinstance(source, (str, os.PathLike)) or str(source) == "digits":
+        return None
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        return None
+    return {"path": str(path), "sha256": data_digest(path),
+            "sha256_of": "the file names and sizes" if path.is_dir() else "the file"}
+
+
+def data_digest(path: Path) -> str:
+    """The sha256 of a data file's bytes; of a folder, of its files' names and sizes: decoding every image again
+    to hash it would double the cost of loading a large folder, and a different data set differs in those."""
+    import hashlib
+
+    if not path.is_dir():
+        st = path.stat()
+        return _file_digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(folder, name)
+            size = file.stat().st_size if file.exists() else -1  # a broken link counts as one
+            digest.update(f"{file.relative_to(path).as_posix()}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """Keyed by the file's time and size too: gate asks once per check, and a large .npz is read once."""
+    from edgekd.fsutil import sha256
+
+    return sha256(path)
 
 
 @dataclass(frozen=True, eq=False)

@@ -40,7 +40,10 @@ def write_text(path: str | Path, text: str) -> None:
         # The staging file is ours, not the user's: the error names the path they asked for.
         raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        # Only when it is there: a read-only file system refuses unlinking what is not there too (EROFS, not
+        # ENOENT), and that error replaced the one above, naming the staging file rather than the user's path.
+        if os.path.lexists(tmp):
+            tmp.unlink()
 
 
 def write_json(path: str | Path, data: Any) -> None:

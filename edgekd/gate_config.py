@@ -318,7 +318,7 @@ def _recorded_data(path: Path, manifest: dict[str, Any], values: dict[str, Any])
                           "pass --data (and --resolution if the images were resized)")
     data = recorded_data(manifest)
     if data.source is None:
-        raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which is not here",
+        raise ConfigError(f"manifest '{path}' bounds accuracy on data '{data.named}', which {data.missing}",
                           "pass --data with the same test data")
     out: dict[str, Any] = {"data": data.source}
     if data.resolution is not None and "resolution" not in values:

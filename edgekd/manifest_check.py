@@ -267,7 +267,7 @@ def _recheck_accuracy(model: Path, entry: dict[str, Any], manifest: dict[str, An
     if recorded is None:
         return "accuracy: the manifest records no accuracy for this artifact"
     if source is None:
-        return f"accuracy: the manifest's data '{own.named}' is not here; pass --data to check it"
+        return f"accuracy: the manifest's data '{own.named}' {own.missing}; pass --data to check it"
     shape = (manifest.get("data") or {}).get("input_shape") or []
     resolution = config.resolution or (own.resolution if source == own.source else None) or (
         shape[-2:] if shape and source == "digits" else None)

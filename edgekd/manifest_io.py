@@ -144,7 +144,10 @@ _ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha
 # two parts, were recorded have none of the optional keys.
 _ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "platform": NAME, "operators": NAME,
             "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL},
-           {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(BUDGET_PART)})
+           {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(BUDGET_PART),
+            # the copy's timing and the runtime that wrote it, which report.md prints as numbers
+            "p50_ms": nullable(NON_NEGATIVE), "vs_onnx": nullable(NON_NEGATIVE), "format_version": nullable(INT),
+            "converted_with": STR})
 _ENTRY = obj({"artifact": _ARTIFACT, "accuracy": nullable(FRACTION), "latency": nullable(_LATENCY),
               "verdicts": obj(values=BOOL), "checker_ok": BOOL, "primary": BOOL},
              {"speedup_vs_teacher": NUMBER, "ort": nullable(_ORT), "class_accuracy": obj(values=FRACTION)})
@@ -152,10 +155,14 @@ _PROFILE = obj({"name": NAME, "measure": obj({"batch_size": INT, "warmup_runs": 
                {"digest": nullable(STR), "source": nullable(STR), "description": STR})
 _BUDGET = obj(optional={"latency_ms": nullable(POSITIVE), "max_size_kb": nullable(POSITIVE),
                         "min_accuracy": nullable(FRACTION), "max_accuracy_drop": nullable(NON_NEGATIVE)})
-_PREPROCESS = obj({"scale": POSITIVE, "mean": list_of(NUMBER, "is empty"), "std": list_of(POSITIVE, "is empty"),
-                   "channels": STR}, {"to_channels": nullable(INT)})
+# What report's preprocessing line reads (the schema requires layout and dtype too; resize_method is optional).
+_PREPROCESS = obj({"layout": STR, "dtype": STR, "scale": POSITIVE, "mean": list_of(NUMBER, "is empty"),
+                   "std": list_of(POSITIVE, "is empty"), "channels": STR},
+                  {"to_channels": nullable(INT), "resize_method": nullable(STR)})
+# Where compress read the data (resolved) and its digest: gate and validate --manifest score on it from there.
+_SOURCE = obj({"path": NAME}, {"sha256": SHA256, "sha256_of": STR})
 _DATA = obj(optional={"name": STR, "input_shape": list_of(INT), "class_names": list_of(STR),
-                      "preprocess": nullable(_PREPROCESS)})
+                      "preprocess": nullable(_PREPROCESS), "source": nullable(_SOURCE)})
 # The distillation record report.html plots: the training curves, the epoch kept and where QAT began.
 _EPOCH = obj({"epoch": INT, "train_loss": NUMBER, "val_accuracy": FRACTION})
 # Pruning toward --target-ms: the report's Student line says the target, whether it was reached and what ships.
@@ -166,7 +173,8 @@ _DISTILL = obj(optional={"history": list_of(_EPOCH), "best_epoch": nullable(INT)
                          "pruning": nullable(_PRUNING)})
 _STUDENT = obj({"spec": obj({"space": STR, "config": OBJECT}), "params": INT},
                {"distill": nullable(_DISTILL), "search_latency_ms": nullable(NUMBER),
-                "predicted_latency_ms": nullable(NUMBER), "searched_params": INT})
+                "predicted_latency_ms": nullable(NUMBER), "searched_params": INT, "weights": NAME,
+                "weights_sha256": SHA256, "weights_size_bytes": INT})
 MANIFEST = obj(
     {"primary": NAME, "artifacts": list_of(_ENTRY, "is empty, so there is no model to check"), "profile": _PROFILE,
      "budget": _BUDGET},
@@ -192,6 +200,9 @@ def load_manifest(path: Path) -> dict[str, Any]:
     from edgekd.report import MANIFEST_SCHEMA, MANIFEST_VERSION
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"manifest '{path}' is a folder, not a file",
+                            "pass the manifest.json file `edgekd compress` wrote")
     if not path.is_file():
         raise ArtifactError(f"manifest '{path}' does not exist", "check the path")
     try:
@@ -203,7 +214,18 @@ def load_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"'{path}' is not an edgekd manifest (schema {found!r}, expected {MANIFEST_SCHEMA!r})",
                             "pass the manifest.json edgekd wrote")
     if data.get("schema_version") != MANIFEST_VERSION:
-        raise ArtifactError(f"manifest '{path}' has schema version {data.get('schema_version')}, this edgekd reads "
-                            f"version {MANIFEST_VERSION}", "regenerate it with this edgekd version")
+        raise _version_error(path, data.get("schema_version"), MANIFEST_VERSION)
     check_manifest(data, path)
     return data
+
+
+def _version_error(path: Path, found: Any, reads: int) -> ArtifactError:
+    """A newer manifest needs a newer edgekd (regenerating it would mean training again, and it may be another
+    team's); an older one, this edgekd's compress. A value that is no version is shown as written ("1" is not 1)."""
+    if not _is_int(found):
+        return ArtifactError(f"manifest '{path}' has schema_version {_show(found)}, not an integer (this edgekd "
+                             f"reads version {reads})", "restore the manifest.json `edgekd compress` wrote")
+    said = f"manifest '{path}' has schema version {found}, this edgekd reads version {reads}"
+    if found > reads:
+        return ArtifactError(said, "upgrade edgekd to read it: a newer edgekd wrote it")
+    return ArtifactError(said, "regenerate it with this edgekd version (edgekd compress)")

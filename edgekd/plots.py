@@ -31,16 +31,18 @@ def _figure(ncols: int = 1, width: float = 6.4) -> Iterator[tuple[Any, Any, list
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width, 4.0), squeeze=False)
-    png: list[str] = []
-    try:
-        yield fig, list(axes[0]), png
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=96)
-        png.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-    finally:
-        plt.close(fig)
+    # Labels hold names from the user's files (a proxy, an artifact): a '$' in one is text, not TeX to parse.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig, axes = plt.subplots(1, ncols, figsize=(width, 4.0), squeeze=False)
+        png: list[str] = []
+        try:
+            yield fig, list(axes[0]), png
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=96)
+            png.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+        finally:
+            plt.close(fig)
 
 
 def candidate_key(candidate: dict[str, Any]) -> str:

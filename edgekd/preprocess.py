@@ -166,7 +166,8 @@ def describe_preprocess(d: dict[str, Any]) -> str:
     pixel = pixel_text(d["scale"])
     hw = parse_resolution(d.get("resize"))
     size = "" if not hw else f"{hw[0]}x{hw[1]}" if hw[0] == hw[1] else f"{hw[0]} high x {hw[1]} wide"
-    resize = f"resized to {size} ({d['resize_method']}), " if hw else ""
+    # The schema leaves resize_method optional (null without a resize): a manifest without it is still valid.
+    resize = f"resized to {size} ({d.get('resize_method') or 'method not recorded'}), " if hw else ""
     convert = {3: "repeated to 3 channels, ", 1: f"to 1 channel of {LUMA_TEXT}, "}.get(d.get("to_channels"), "")
     return (f"{d['channels']} {d['layout']} {d['dtype']}, {convert}{resize}({pixel} - {_per_channel(d['mean'])}) / "
             f"{_per_channel(d['std'])}")

@@ -110,13 +110,24 @@ def _batches(manifest: dict[str, Any]) -> str:
     return "batch " + ", ".join(f"{batch} ({name})" for name, batch in known.items())
 
 
+def _repeats(manifest: dict[str, Any]) -> str:
+    """The repeats each artifact's shown run took: a noisy stretch doubles one artifact's (latency/worker.py),
+    so the teacher's count, listed first, is not the others'. One count where they agree."""
+    counts = {a["artifact"]["name"]: (a.get("latency") or {}).get("repeats") for a in manifest["artifacts"]}
+    known = {name: n for name, n in counts.items() if n is not None}
+    if not known:
+        return "?"
+    if len(set(known.values())) == 1:
+        return str(next(iter(known.values())))
+    return ", ".join(f"{n} ({name})" for name, n in known.items())
+
+
 def latency_method(manifest: dict[str, Any]) -> str:
     """One sentence on how the latencies were measured (from the recorded profile)."""
     measure = manifest["profile"]["measure"]
-    lat = manifest["artifacts"][0].get("latency") or {}
     rounds = int(manifest.get("latency_rounds", 1))
     host = manifest["profile"].get("host")
-    text = (f"Latency{f' on {host}' if host else ''}: {lat.get('repeats', '?')} interleaved repeats of "
+    text = (f"Latency{f' on {host}' if host else ''}: {_repeats(manifest)} interleaved repeats of "
             f"{measure['runs_per_repeat']} runs at {_batches(manifest)}, after {measure['warmup_runs']} "
             "warm-up runs")
     if rounds == 1:

@@ -105,6 +105,10 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
         raise ArtifactError(f"'{out_dir}' is an `edgekd distill` folder, which has no report until it is exported",
                             f"run `edgekd compress --distilled {out_dir} --out OUT`: it exports, validates and "
                             "writes OUT/report.html")
+    if not (out_dir / "manifest.json").exists() and (out_dir / "search.json").is_file():
+        raise ArtifactError(f"'{out_dir}' holds a search result but no manifest.json: a search has no report until "
+                            "it is compressed", f"run `edgekd compress --search {out_dir / 'search.json'} --out OUT`: "
+                            "it distills, exports, validates and writes OUT/report.html")
     manifest = load_manifest(out_dir / "manifest.json")
     search = _read_search(out_dir / "search.json")
     _check_same_run(manifest, search, out_dir / "search.json")
@@ -213,8 +217,12 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
                       f"{escape(json.dumps(c['spec']['config']))}</code></td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("rank", "params", "KB (~ estimated)", "score", "measured ms",
                                               "predicted ms", "", "config"))
-    shown = min(top, len(search["candidates"]))
-    return (f"<p>{len(search['candidates'])} candidates ranked by <code>{escape(str(search.get('proxy', '?')))}"
+    listed, shown = len(search["candidates"]), min(top, len(search["candidates"]))
+    evaluated = search.get("evaluated")
+    # the search ranks only the candidates predicted within the limits: the log and search.json count them all
+    count = (f"{listed} of the {evaluated} candidates evaluated (the others were predicted outside the limits)"
+             if isinstance(evaluated, int) and evaluated > listed else f"{listed} candidates")
+    return (f"<p>{count} ranked by <code>{escape(str(search.get('proxy', '?')))}"
             f"</code>; the first {shown}:</p><table><tr>{head}</tr>{''.join(rows)}</table>"
             + _correction_text(scale, budget.get("latency_ms")))
 

@@ -1202,3 +1202,38 @@ def test_the_size_a_model_fixes_is_read_in_its_layout(dims, size):
     from edgekd.preprocess import model_image_size
 
     assert model_image_size(dims) == size
+
+
+def test_a_manifest_s_data_is_found_where_compress_read_it_and_only_while_unchanged(tmp_path, monkeypatch):
+    from edgekd.data import data_source, recorded_data
+
+    ran, elsewhere = tmp_path / "ran", tmp_path / "elsewhere"
+    ran.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(ran)
+    np.savez("d.npz", x=np.zeros((4, 1, 2, 2)), y=np.arange(4))
+    manifest = {"data": {"name": "d.npz", "source": data_source("d.npz")}, "recipe": {"data": "d.npz"}}
+    assert manifest["data"]["source"]["path"] == str(ran / "d.npz")  # resolved, the recipe keeps it as typed
+    monkeypatch.chdir(elsewhere)
+    assert recorded_data(manifest).source == str(ran / "d.npz")  # not from the folder gate runs in
+    # a same-named file where gate runs is not the run's data; the run's own, replaced, is said to have changed
+    np.savez("d.npz", x=np.ones((4, 1, 2, 2)), y=np.arange(4))
+    np.savez(ran / "d.npz", x=np.ones((4, 1, 2, 2)), y=np.arange(4))
+    own = recorded_data(manifest)
+    assert own.source is None and own.named == str(ran / "d.npz") and own.missing.startswith("has changed since")
+    (ran / "d.npz").unlink()
+    assert recorded_data(manifest).missing == "is not here"
+    # written before the resolved path was recorded: a relative one named a folder the manifest does not say
+    older = recorded_data({"data": {"name": "d.npz"}, "recipe": {"data": "d.npz"}})
+    assert older.source is None and "relative to the folder compress ran in" in older.missing
+
+
+def test_a_data_folder_s_digest_is_of_its_file_names_and_sizes(tmp_path):
+    from edgekd.data import data_source
+
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"12")
+    before = data_source(str(tmp_path / "imgs"))
+    assert before["sha256_of"] == "the file names and sizes"
+    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"123")
+    assert data_source(str(tmp_path / "imgs"))["sha256"] != before["sha256"]
+    assert data_source("digits") is None and data_source(str(tmp_path / "none.npz")) is None

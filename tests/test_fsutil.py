@@ -236,3 +236,19 @@ def test_a_failed_write_names_the_users_path_not_the_staging_file(tmp_path, monk
         write_text(tmp_path / "report.json", "{}")
     assert caught.value.filename == str(tmp_path / "report.json") and caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_file_system_names_the_users_path_not_the_staging_file(tmp_path, monkeypatch):
+    """There even removing the staging file that was never made fails (EROFS, not ENOENT), and that error
+    replaced the one naming the user's path."""
+    import errno
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OSError) as caught:
+        write_text(tmp_path / "report.html", "<html>")
+    assert caught.value.filename == str(tmp_path / "report.html") and caught.value.errno == errno.EROFS

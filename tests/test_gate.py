@@ -224,6 +224,14 @@ def test_manifest_budget_refusals(run_cli, run_dir, tmp_path):
     code, _, err = _gate(run_cli, gone)
     assert code == 2 and "data '/nonexistent/test.npz', which is not here" in err and "--data" in err
     shutil.rmtree(tmp_path / "edited")
+    # a file of the recorded name whose bytes are not the run's is said to have changed, not to be missing
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros((40, 1, 8, 8), np.float32), y=np.arange(40) % 4)
+    changed = _edited_manifest(run_dir, tmp_path, budget__min_accuracy=0.5, recipe__data=str(other),
+                               data__source={"path": str(other), "sha256": "0" * 64, "sha256_of": "the file"})
+    code, _, err = _gate(run_cli, changed)
+    assert code == 2 and f"data '{other}', which has changed since the run" in err and "--data" in err, err
+    shutil.rmtree(tmp_path / "edited")
     # written before manifests recorded the profile's settings: nothing to rebuild it from
     older = _edited_manifest(run_dir, tmp_path, profile__name="no-such-board", profile__source="/nonexistent.toml",
                              profile__runtime=None)

@@ -4,6 +4,7 @@ is not what edgekd writes, naming the field, before any command reads it."""
 import copy
 import json
 import os
+import re
 
 import pytest
 
@@ -196,3 +197,18 @@ def test_an_ort_copy_s_operator_list_hash_and_verdict_parts_are_checked_when_rec
     with pytest.raises(ArtifactError) as exc:
         load_manifest(write_manifest(tmp_path, {"artifacts.1.ort": {**ORT, field: value}}))
     assert message in exc.value.problem
+
+
+@pytest.mark.parametrize("version, message, fix", [
+    (2, "has schema version 2, this edgekd reads version 1", "upgrade edgekd to read it: a newer edgekd wrote it"),
+    (0, "has schema version 0, this edgekd reads version 1", "regenerate it with this edgekd version"),
+    ("1", 'has schema_version "1", not an integer (this edgekd reads version 1)',
+     "restore the manifest.json `edgekd compress` wrote"),
+])
+def test_a_manifest_of_another_schema_version_gets_the_fix_for_its_direction(tmp_path, version, message, fix):
+    """A newer manifest was told to be regenerated (training again), and a string "1" read as "1 is not 1"."""
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({**GOOD, "schema_version": version}))
+    with pytest.raises(ArtifactError, match=re.escape(message)) as caught:
+        load_manifest(path)
+    assert caught.value.fix.startswith(fix)

@@ -58,6 +58,9 @@ def test_manifest_is_complete_and_true(result):
     assert m["primary"] in ("student-int8", "student-fp32")
     assert sum(a["primary"] for a in m["artifacts"]) == 1
     assert m["passed"] == result.passed
+    weights = result.out / m["student"]["weights"]  # the state dict too, not only the .onnx files
+    assert (m["student"]["weights_sha256"], m["student"]["weights_size_bytes"]) == (sha256(weights),
+                                                                                    weights.stat().st_size)
     assert json.loads(json.dumps(result.to_dict()))["out"] == str(result.out)  # JSON-ready, as the stages' are
     # per class, by the data's names, weighted by their test images: the overall accuracy again
     from edgekd.data import load_data
@@ -987,3 +990,23 @@ def test_a_teacher_file_onnxruntime_cannot_run_is_refused_in_one_line(small_data
                                           r"Error\] : 9 : NOT_IMPLEMENTED : Could not find an implementation\); "
                                           "export the teacher at another --opset"):
         export_teacher(CompressConfig(), SimpleNamespace(module=plain), small_data, tmp_path)
+
+
+def test_the_manifest_records_where_the_data_was_read_resolved(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import edgekd.pipeline as pipeline
+    from edgekd.data import load_data
+
+    monkeypatch.chdir(tmp_path)
+    np.savez("d.npz", x=np.random.default_rng(0).uniform(size=(40, 1, 4, 4)), y=np.arange(40) % 4)
+    monkeypatch.setattr("edgekd.report.build_manifest", lambda report, profile, extra: extra)
+    monkeypatch.setattr(pipeline, "measured_on", lambda profile: {})
+    chosen = SimpleNamespace(spec=SimpleNamespace(to_dict=dict), params=1, latency_ms=1.0, predicted_ms=1.0)
+    student = SimpleNamespace(pruning=None, to_dict=dict)
+    manifest = pipeline._manifest(CompressConfig(data="d.npz"), None, None, load_data("d.npz"),
+                                  SimpleNamespace(source="t"), SimpleNamespace(chosen=chosen, latency_source="x"),
+                                  student)
+    assert manifest["recipe"]["data"] == "d.npz"  # as typed
+    assert manifest["data"]["source"] == {"path": str(tmp_path / "d.npz"), "sha256": sha256(tmp_path / "d.npz"),
+                                          "sha256_of": "the file"}

@@ -445,3 +445,76 @@ def test_a_distill_folder_is_told_to_be_exported_first(tmp_path):
     with pytest.raises(ArtifactError, match=r"'.*' is an `edgekd distill` folder, which has no report until it is "
                                             r"exported; run `edgekd compress --distilled .* --out OUT`"):
         write_html_report(tmp_path)
+
+
+_PREPROCESS = {"layout": "NCHW", "dtype": "float32", "channels": "grayscale", "scale": 1 / 16, "mean": [0.3],
+               "std": [0.3], "resize": 32}
+
+
+def test_a_manifest_the_schema_accepts_without_a_resize_method_is_reported(manifest, search, tmp_path):
+    """resize_method is optional in the schema; report read it with [] and died with a KeyError traceback."""
+    manifest["data"]["preprocess"] = dict(_PREPROCESS)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    assert "resized to 32x32 (method not recorded)" in write_html_report(tmp_path).read_text()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["data"]["preprocess"].pop("layout"), "data.preprocess has no 'layout'"),
+    (lambda m: m["data"]["preprocess"].update(resize_method=3), "data.preprocess.resize_method is 3, not a string"),
+    (lambda m: m["artifacts"][2].update(ort=_ort(p50_ms="fast")), 'artifacts[2].ort.p50_ms is "fast", not a number'),
+    (lambda m: m["artifacts"][2].update(ort=_ort(vs_onnx=[1])), "artifacts[2].ort.vs_onnx is a list, not a number"),
+    (lambda m: m["artifacts"][2].update(ort=_ort(format_version="6")),
+     'artifacts[2].ort.format_version is "6", not an integer'),
+])
+def test_report_refuses_in_one_line_what_it_reads_as_a_number_or_a_key(manifest, tmp_path, run_cli, edit, message):
+    manifest["data"]["preprocess"] = dict(_PREPROCESS, resize_method="bilinear")
+    edit(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("report", tmp_path, "--force")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def _ort(**fields):
+    return {"path": "student-int8.ort", "sha256": "0" * 64, "size_bytes": 1, "platform": "x", "operators": "o.config",
+            "top1_agreement": 1.0, "max_abs_diff": 0.0, "passed": True, "p50_ms": 0.1, "vs_onnx": 1.0,
+            "format_version": 6, "converted_with": "1.20", **fields}
+
+
+def test_a_proxy_name_with_tex_in_it_is_drawn_as_text(manifest, search, tmp_path):
+    """A '$' in search.json's proxy made matplotlib parse the axis label as TeX, a ValueError traceback."""
+    search["proxy"] = "$\\foo{$"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    assert len(_images(write_html_report(tmp_path).read_text())) == 4
+
+
+def test_latency_method_gives_each_artifact_s_repeats_where_they_differ(manifest):
+    """The teacher's count, doubled by a noisy stretch, was stated as if every artifact had been measured on it."""
+    from edgekd.report import latency_method
+
+    assert "Latency: 7 interleaved repeats of 40 runs" in latency_method(manifest)
+    manifest["artifacts"][0]["latency"]["repeats"] = 14
+    assert ("Latency: 14 (teacher-fp32), 7 (student-fp32), 7 (student-int8) interleaved repeats of 40 runs"
+            in latency_method(manifest))
+
+
+def test_the_candidates_table_says_how_many_were_evaluated_when_it_ranks_fewer(manifest, search):
+    """The page said "4 candidates ranked" where the log and search.json counted 20 evaluated."""
+    assert "<p>4 candidates ranked by <code>diswot</code>" in render_html(manifest, search)
+    search["evaluated"] = 20
+    assert ("<p>4 of the 20 candidates evaluated (the others were predicted outside the limits) ranked by "
+            "<code>diswot</code>; the first 4:") in render_html(manifest, search)
+
+
+def test_a_search_folder_or_a_manifest_that_is_a_folder_is_named_as_such(search, tmp_path):
+    """Both were told their manifest.json did not exist."""
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    with pytest.raises(ArtifactError, match=r"'.*' holds a search result but no manifest.json: a search has no "
+                                            r"report until it is compressed; run `edgekd compress --search "
+                                            r".*search.json --out OUT`"):
+        write_html_report(tmp_path)
+    (tmp_path / "search.json").unlink()
+    (tmp_path / "manifest.json").mkdir()
+    with pytest.raises(ArtifactError, match=r"manifest '.*manifest.json' is a folder, not a file"):
+        write_html_report(tmp_path)

@@ -1482,3 +1482,27 @@ def test_a_recheck_says_how_far_its_read_of_the_data_is_on_stderr(run_cli, run_d
     assert code in (0, 1) and "| accuracy |" in out, out + err
     assert "data: read 1 of 30 image headers of 'heldout'\ndata: decoded 30 of 30 images of 'heldout'\n" in err
     assert "data:" not in out
+
+
+def test_recheck_never_scores_a_same_named_file_where_it_runs(run_cli, run_dir, small_data, tmp_path, monkeypatch):
+    from edgekd.data import data_source
+
+    copy, ran = _copy(run_dir, tmp_path), tmp_path / "ran"
+    ran.mkdir()
+    x, y = np.concatenate([small_data.x_train, small_data.x_test]), np.concatenate([small_data.y_train,
+                                                                                   small_data.y_test])
+    np.savez(ran / "held.npz", x=x, y=y)
+
+    def typed_relative(data):
+        data["data"]["name"] = "held.npz"
+        data["recipe"]["data"] = "held.npz"  # as typed in the folder compress ran in
+        data["data"]["source"] = data_source(str(ran / "held.npz"))
+
+    manifest = _edit_manifest(copy, typed_relative)
+    monkeypatch.chdir(tmp_path)
+    np.savez("held.npz", x=1 - x, y=y)  # another data set of the same name where validate runs
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
+    assert "| accuracy | pass |" in out and "on held.npz test split" in out  # the run's own, found where it was
+    np.savez(ran / "held.npz", x=1 - x, y=y)
+    code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
+    assert f"| accuracy | skipped | the manifest's data '{ran / 'held.npz'}' has changed since the run" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError
-from edgekd.fsutil import atomic_dir, check_new_output, write_json
+from edgekd.fsutil import atomic_dir, check_new_output, sha256, write_json
 from edgekd.pipeline.config import (
     CompressConfig,
     config_fields,
@@ -180,6 +180,9 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         report = with_ort_verdicts(report, orts, config.precision)
         report = _with_prune_note(report, student, config.precision, log)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
+        weights = staging / manifest["student"]["weights"]
+        # as every other file the folder ships: a pipeline can tell a swapped or corrupted state dict
+        manifest["student"].update(weights_sha256=sha256(weights), weights_size_bytes=weights.stat().st_size)
         for entry in manifest["artifacts"]:
             if entry["artifact"]["name"] in orts:
                 entry["ort"] = orts[entry["artifact"]["name"]].to_dict()
@@ -219,11 +222,13 @@ def measured_on(profile: Any) -> dict[str, Any]:
 
 def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,
               student: Any) -> dict[str, Any]:
+    from edgekd.data import data_source
     from edgekd.report import build_manifest
 
     chosen = search_result.chosen
     return build_manifest(report, measured_on(profile), {
-        "data": data.describe(),
+        # where compress read the data, resolved, for gate and validate --manifest run from another folder
+        "data": {**data.describe(), **({"source": where} if (where := data_source(config.data)) else {})},
         "teacher": {"source": teacher.source},
         # the shipped student's count: pruning toward --target-ms takes channels from the searched one's
         "student": {"spec": chosen.spec.to_dict(), "params": (student.pruning or {}).get("params", chosen.params),
