@@ -3,7 +3,6 @@ the Python API, a ``torch.nn.Module`` and a ``Dataset`` already in memory; and t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -278,37 +277,6 @@ def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
     return out
 
 
-# What each recipe value must be, as its flag reads it; fields typed Any (the API also takes objects) by name.
-_KINDS = {"int": "a whole number", "float": "a number", "str": "a quoted string", "bool": "true or false",
-          "resolution": "one side or [height, width]"}
-_ANY_KINDS = {"teacher": "str", "data": "str", "resolution": "resolution"}
-_EXAMPLES = {"int": "8", "float": "2.5", "str": '"..."', "bool": "true", "resolution": "224"}
-# Where the kind's example is no valid value, or the default (None: not given) gives none.
-_KEY_EXAMPLES = {"channels": "3 (or 1)", "min_accuracy": "0.97", "normalize": '"dataset"'}
-COMMA_LISTS = {"space", "losses", "hint_student", "hint_teacher"}  # comma-separated on the command line
-
-
-def read_recipe(path: str) -> dict[str, Any]:
-    """A --config recipe, each value checked against the type of the option it sets, so a wrong one is a
-    one-line error naming the key instead of a crash deep in a stage (or, for 1.5 epochs, after the search)."""
-    import dataclasses
-
-    from edgekd.pipeline import CompressConfig, load_recipe
-
-    if Path(path).is_dir():
-        raise ConfigError(f"--config '{path}' is a folder, not a recipe file", "pass the path of a recipe .toml file")
-    fields = {f.name: f for f in dataclasses.fields(CompressConfig) if f.init}
-    values = {key: _recipe_value(path, key, value, recipe_kind(key, str(fields[key].type)), fields[key].default)
-              for key, value in load_recipe(path).items()}
-    for key, value in values.items():
-        _check_recipe_path(path, key, value)
-    return values
-
-
-# Recipe keys naming a file or folder the run reads; a profile is a path only where it is spelled as one.
-_PATH_KEYS = ("teacher", "weights", "data", "search_file", "distilled", "profile")
-
-
 def input_file(key: str, value: Any) -> str | None:
     """The file or folder the input setting ``key`` names, as typed; None for none, 'digits', a profile by
     name (looked up among the profiles) or a teacher imported by module (package.module:factory)."""
@@ -321,54 +289,3 @@ def input_file(key: str, value: Any) -> str | None:
     if key == "profile" and not value.lower().endswith(".toml"):
         return None
     return value
-
-
-def _check_recipe_path(recipe: str, key: str, value: Any) -> None:
-    """Paths in a recipe are read from the folder edgekd runs in, as on the command line; one that is missing
-    there but lies beside the recipe was written relative to the recipe, and is named with both fixes."""
-    file = input_file(key, value) if key in _PATH_KEYS else None
-    folder = Path(recipe).parent
-    if not file or Path(file).is_absolute() or folder == Path(".") or Path(file).exists():
-        return
-    if (folder / file).exists():
-        flag = "search" if key == "search_file" else key
-        written = (folder / file).as_posix() + value[len(file):]  # a teacher keeps its :factory(args)
-        raise ConfigError(f"recipe '{recipe}': {flag} '{value}' is not found from the folder edgekd runs in, though "
-                          f"'{folder / file}' is (paths in a recipe are read from where edgekd runs, as flags are)",
-                          f"write {flag} = \"{written}\", or run edgekd from '{folder}'")
-
-
-def recipe_kind(name: str, annotation: str) -> str:
-    """The kind of value (a key of _KINDS) the recipe key ``name``, typed ``annotation``, takes."""
-    kind = _ANY_KINDS.get(name) or annotation.replace(" | None", "")
-    if kind not in _KINDS:
-        raise TypeError(f"recipe key '{name}' has type {annotation}, which read_recipe cannot check")
-    return kind
-
-
-def _recipe_value(path: str, key: str, value: Any, kind: str, default: Any) -> Any:
-    if key in COMMA_LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return ",".join(v.strip() for v in value)  # a TOML list reads as the flag's comma-separated one
-    if key == "losses" and isinstance(value, dict) and all(_is(v, "float") for v in value.values()):
-        return ",".join(f"{name}:{weight}" for name, weight in value.items())
-    if _is(value, kind):
-        return value
-    flag = key.replace("_", "-")
-    example = json.dumps(default) if default is not None and _is(default, kind) else _KEY_EXAMPLES.get(
-        key, _EXAMPLES[kind])
-    also = ' or ["a", "b"]' if key in COMMA_LISTS else " or [240, 320]" if kind == "resolution" else ""
-    raise ConfigError(f"recipe '{path}': {flag} = {json.dumps(value, default=str)} is {_kind_of(value)}, not "
-                      f"{_KINDS[kind]}", f"write e.g. {flag} = {example}{also}")
-
-
-def _is(value: Any, kind: str) -> bool:
-    """``value`` (as TOML gives it) is of ``kind``; booleans are no numbers here, 1.0 no whole number."""
-    if kind == "resolution":
-        return type(value) in (int, str) or (isinstance(value, list) and all(type(v) is int for v in value))
-    return type(value) in {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[kind]
-
-
-def _kind_of(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
-             dict: "a table"}
-    return names.get(type(value), "a date or time")

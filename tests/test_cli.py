@@ -588,7 +588,7 @@ def test_recipe_types_are_checked_even_where_the_key_is_for_training(run_cli, tm
             line = _one_line_error(*run_cli(command, "--config", recipe, "--out", tmp_path / "o")[::2])
             assert f"recipe '{recipe}': {said}; write e.g. epochs = 40" in line
     line = _one_line_error(*run_cli("search", "--config", tmp_path, "--out", tmp_path / "o.json")[::2])
-    assert f"--config '{tmp_path}' is a folder, not a recipe file" in line and "TOML syntax" not in line
+    assert f"recipe '{tmp_path}' is a folder, not a file" in line and "TOML syntax" not in line
 
 
 def test_validate_refuses_bad_pixels_and_an_input_too_large_to_allocate(run_cli, tmp_path):
@@ -783,3 +783,38 @@ def test_a_usage_error_is_one_line_on_a_click_without_no_args_is_help_error(run_
     monkeypatch.setattr(edgekd.cli, "_NO_ARGS", ())
     code, _, err = run_cli("compress", "--epochs", "1.5")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def _captured_compress(monkeypatch) -> list:
+    """The CompressConfig compress would run, the run itself stopped (exit 130) before any work."""
+    seen = []
+
+    def stop(config, **_kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgekd.pipeline.compress", stop)
+    return seen
+
+
+def test_a_recipe_s_ort_is_overridden_either_way_on_the_command_line(run_cli, tmp_path, monkeypatch):
+    """--ort had no --no-ort, so a recipe's ort = true could not be turned off for one run."""
+    seen = _captured_compress(monkeypatch)
+    for value, flag, wanted in (("true", "--no-ort", False), ("false", "--ort", True), ("true", None, True)):
+        (tmp_path / "r.toml").write_text(f"ort = {value}\n")
+        code, _, _ = run_cli("compress", "--config", tmp_path / "r.toml", *([flag] if flag else []),
+                             "--out", tmp_path / "o")
+        assert code == 130 and seen.pop().ort is wanted
+
+
+def test_a_recipe_s_training_keys_with_distilled_are_said_to_be_passed_over(run_cli, tmp_path, monkeypatch):
+    """Refused as flags, they went unread from a recipe without a word, a seed among them though it picks
+    the split the shipped student is scored on."""
+    seen = _captured_compress(monkeypatch)
+    (tmp_path / "r.toml").write_text(f'distilled = "{tmp_path / "d1"}"\nseed = 5\nepochs = 7\nprofile = '
+                                     '"host-cpu-1t"\n')
+    code, _, err = run_cli("compress", "--config", tmp_path / "r.toml", "--out", tmp_path / "o")
+    assert code == 130 and seen
+    assert (f"the recipe's epochs, seed do not apply with distilled: the student was trained with those in "
+            f"{tmp_path / 'd1' / 'distill.json'}") in err
+    assert "profile" not in err

@@ -94,13 +94,16 @@ _COMPRESS_OPTIONS = [
                                            "older runtime (not with --qat-epochs)."),
     click.option("--latency-rounds", type=int, help="Interleaved validation runs; the int8 student ships only if "
                                                     "the median of their speedups over fp32 is >= 1.02x (default: 3)."),
-    click.option("--ort", is_flag=True, default=None,
+    click.option("--ort/--no-ort", default=None,
                  help="Also write each student in ORT format (student-int8.ort, with the operator list of a reduced "
-                      "onnxruntime build) for onnxruntime mobile, optimised for the profile's platform."),
+                      "onnxruntime build) for onnxruntime mobile, optimised for the profile's platform (default: "
+                      "--no-ort)."),
     click.option("--search", "search_file", type=str, help="Reuse the search.json written by `edgekd search`."),
     click.option("--distilled", type=str, help="Export, validate and report the student `edgekd distill --out DIR` "
                                                "trained in DIR, without searching or training again."),
-    click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win."),
+    click.option("--config", "recipe", type=str, help="Recipe TOML with the same keys as these flags; flags win. A "
+                                                      "flag changes a recipe's value but cannot clear one (a "
+                                                      "budget, --teacher): remove that key from the recipe."),
     click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bars or stage messages; warnings are still "
                                                      "printed (to stderr)."),
@@ -154,9 +157,9 @@ def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: 
                     silent: bool = False) -> tuple:
     """Recipe values overlaid with the flags given on the command line (flags win); plus --force and a logger,
     which with --quiet still says warnings (a result to doubt is no progress message), and ``silent`` nothing."""
-    from edgekd.run_inputs import read_recipe
+    from edgekd.pipeline.recipe import load_recipe
 
-    values: dict[str, Any] = read_recipe(recipe) if recipe else {}
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
     force = bool(flags.pop("force"))
     for name, value in flags.items():
         given = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
@@ -181,6 +184,7 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     if values.get("distilled"):
         _refuse_training_flags(ctx)
+        _say_recipe_training_keys(ctx, values, log)
         _refuse_search_with_distilled(ctx, values, recipe)
     _refuse_search_flags(ctx, values)
     config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
@@ -251,6 +255,18 @@ def _refuse_training_flags(ctx: click.Context) -> None:
         raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --distilled (the student is trained "
                           f"already, with the recipe in its distill.json{split})",
                           "drop it, or train again without --distilled")
+
+
+def _say_recipe_training_keys(ctx: click.Context, values: dict[str, Any], log: Any) -> None:
+    """A recipe's search and training keys with distilled are passed over, not refused as their flags are (a
+    recipe shared with `distill` holds them), and said: they went unread without a word, a seed among them
+    though it also picks the split the shipped student is scored on."""
+    from edgekd.distilled import TRAINED_WITH
+
+    unread = [k.replace("_", "-") for k in TRAINED_WITH if k in values and not _given(ctx, k)]
+    if unread:
+        log(f"the recipe's {', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not apply with distilled: "
+            f"the student was trained with those in {Path(values['distilled']) / 'distill.json'}")
 
 
 def _given(ctx: click.Context, name: str) -> bool:

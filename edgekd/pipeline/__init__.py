@@ -1,6 +1,7 @@
 """compress(): the only place that chains the stages and writes the output folder (atomically).
 
-The stages it chains that also run alone (search, distill) are in ``stages``; the recipe in ``config``."""
+The stages it chains that also run alone (search, distill) are in ``stages``; the options in ``config``, read
+from a recipe TOML by ``recipe``."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from edgekd.pipeline.config import (
     config_fields,
     field_default,
     input_paths,
-    load_recipe,
     with_recorded_budget,
     with_search_budget,
     without_unread,
 )
 from edgekd.pipeline.exporting import export_models, export_teacher
 from edgekd.pipeline.ort_copies import ort_copies, with_ort_verdicts
+from edgekd.pipeline.recipe import load_recipe
 from edgekd.pipeline.stages import run_distill, run_search, search_and_distill, train_student
 from edgekd.run_inputs import Log, check_teacher_files, input_file, recipe, run_data, run_teacher
 from edgekd.search_file import search_record, search_settings

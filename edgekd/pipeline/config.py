@@ -1,15 +1,13 @@
-"""CompressConfig: everything ``edgekd compress`` takes, and the recipe TOML that holds the same keys."""
+"""CompressConfig: everything ``edgekd compress`` takes; a recipe TOML (read by ``recipe``) holds the same keys."""
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from edgekd import tomlread
-from edgekd.errors import ConfigError, did_you_mean, require_number
+from edgekd.errors import ConfigError, require_number
 from edgekd.run_inputs import check_inputs
 from edgekd.types import Budget, DistillConfig
 
@@ -226,45 +224,6 @@ def _paths(text: str | None) -> tuple[str, ...]:
 
 def config_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(CompressConfig) if f.init]
-
-
-# Recipe keys spelled as their flag where the flag's name differs from the config field's.
-_RECIPE_ALIASES = {"search": "search_file"}
-
-
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe TOML (keys as the flags, '-' or '_'); unknown keys are rejected."""
-    path = Path(path)
-    try:
-        raw = tomlread.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"recipe '{path}' does not exist", "check the --config path") from None
-    except (tomlread.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"recipe '{path}' cannot be read ({exc})", "fix the TOML syntax") from None
-    if isinstance(raw.get("compress"), dict):  # a [compress] table, or keys at the top level, not both
-        loose = sorted(k for k in raw if k != "compress")
-        if loose:
-            raise ConfigError(f"recipe '{path}' has keys both at the top level ({', '.join(loose)}) and in its "
-                              "[compress] table, so one set would be ignored",
-                              "move every key into the [compress] table, or drop the table header")
-        raw = raw["compress"]
-    known = set(config_fields()) - {"force", "progress"}
-    out: dict[str, Any] = {}
-    spelled: dict[str, str] = {}
-    for key, value in raw.items():
-        name = _RECIPE_ALIASES.get(key, key.replace("-", "_"))
-        if name in spelled:  # budget-ms and budget_ms, search and search_file: the last silently won
-            raise ConfigError(f"recipe '{path}' sets one key twice, as '{spelled[name]}' and as '{key}'",
-                              f"keep one of '{spelled[name]}' and '{key}'")
-        spelled[name] = key
-        if name not in known:
-            flags = {field: key for key, field in _RECIPE_ALIASES.items()}
-            keys = sorted(flags.get(k, k.replace("_", "-")) for k in known)
-            raise ConfigError(f"recipe '{path}': unknown key '{key}'",
-                              f"{did_you_mean(key.replace('_', '-'), keys)}valid keys are {', '.join(keys)}")
-        out[name] = value
-    return out
-
 
 
 def without_unread(values: dict[str, Any]) -> dict[str, Any]:
