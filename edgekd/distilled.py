@@ -133,7 +133,8 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     model = _student(folder, spec, recipe, teacher, data, pruned=bool(info.get("pruned")))
     result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
                            distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
-                           distill.get("qat_start"), distill.get("keep", "best"), distill.get("pruning"))
+                           distill.get("qat_start"), distill.get("keep", "best"), distill.get("pruning"),
+                           distill.get("taps"))
     return Distilled(search, result, recipe)
 
 

@@ -104,8 +104,11 @@ def _check_teacher_layers(config: Any) -> None:
                           f"layers, and teacher '{config.teacher}' is {kind}, which has none in PyTorch",
                           f"leave pruned out of --space (mbv2, resnet), {fix}")
     from edgekd.distill.losses import LOSSES
+    from edgekd.types import parse_losses
 
-    tapping = [name for name, _ in config.distill_config().losses if LOSSES.get(name).features]
+    # The losses alone: the whole training config would refuse a lone --hint-student in its Python API's words
+    # first, and this refusal, the one that applies, came only after the flag was fixed.
+    tapping = [name for name, _ in parse_losses(config.losses) if LOSSES.get(name).features]
     if tapping:
         many = len(tapping) > 1
         raise ConfigError(f"the feature loss{'es' * many} {', '.join(tapping)} tap{'s' * (not many)} the teacher's "

@@ -259,6 +259,31 @@ def test_no_labels_and_only_label_losses_beside_a_teacher_names_the_losses(data,
                 progress=False)
 
 
+@pytest.mark.parametrize("losses", ["hint", "at:1,rkd:1", "ce:1,hint:1"])
+def test_feature_losses_without_labels_are_refused_as_training_no_classifier(data, teacher, losses):
+    """They trained the tapped layers only: the classifier kept its initial weights, and the run shipped a
+    student at chance with the advice to train longer."""
+    with pytest.raises(DataError, match=r"train only the layers they tap, and the training data has no labels .*"
+                                        r"nothing trains the student's classifier; add a logit loss "
+                                        r"\(kd, dkd or dist\)"):
+        distill(student(), data, DistillConfig(epochs=1, use_labels=False, losses=losses), teacher=teacher,
+                progress=False)
+
+
+def test_feature_losses_with_alpha_1_are_refused_as_training_no_classifier(data, teacher):
+    with pytest.raises(ConfigError, match=r"losses \(hint\) .* alpha 1 leaves no weight to the label cross-entropy.*"
+                                          r"e\.g\. --losses kd,hint \(losses='kd,hint' in the Python API\), or "
+                                          r"lower --alpha below 1"):
+        distill(student(), data, DistillConfig(epochs=1, alpha=1.0, losses="hint"), teacher=teacher, progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_labels=False, losses="kd:1,hint:1"), dict(alpha=1.0, losses="ce:1,at:1"),
+                                    dict(alpha=0.5, losses="rkd")])
+def test_feature_losses_beside_a_classifier_signal_train(data, teacher, kwargs):
+    cfg = DistillConfig(epochs=1, batch_size=32, augment=False, **kwargs)
+    assert distill(student(), data, cfg, teacher=teacher, progress=False).history
+
+
 def test_labels_beyond_the_student_outputs_are_refused(data):
     with pytest.raises(DataError, match="labels go up to 3 but the student has 3 outputs"):
         distill(student(classes=3), data, FAST, progress=False)

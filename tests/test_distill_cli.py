@@ -873,6 +873,31 @@ def test_the_distill_log_says_only_the_settings_its_losses_read(small_data, monk
     assert log[0].startswith(f"distill: 1 epoch, {said} training images shifted"), log
 
 
+def _conv_net(channels: int, classes: int = 10):
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, 2, 1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+
+
+@pytest.mark.parametrize(("taps", "said"), [
+    ({}, ", tapping 2 -> 2 (student -> teacher layers, each model's last feature map),"),
+    (dict(hint_student="0", hint_teacher="1"), ", tapping 0 -> 1 (student -> teacher layers, given),")])
+def test_the_distill_log_names_the_layers_the_feature_losses_tap(small_data, monkeypatch, taps, said):
+    """The layers tapped by default were said nowhere: only the pickled checkpoint held them."""
+    import edgekd.distill.trainer
+    from edgekd.pipeline import CompressConfig, train_student
+    from edgekd.types import DistillResult
+
+    monkeypatch.setattr(edgekd.distill.trainer, "distill", lambda *a, **k: DistillResult(
+        model=None, best_epoch=1, best_val_accuracy=0.9, history=()))
+    log: list[str] = []
+    net = _conv_net(small_data.input_shape[0], small_data.num_classes)
+    train_student(CompressConfig(losses="kd:1,hint:1", epochs=1, progress=False, **taps), net, net, small_data, None,
+                  log.append)
+    assert said in log[0], log
+
+
 def test_a_distilled_folder_recorded_with_an_unread_temperature_still_ships(distilled, tmp_path):
     """A distill.json from before unread settings were refused records them: compress --distilled takes its recipe."""
     from edgekd.pipeline import CompressConfig, _as_distilled

@@ -68,6 +68,62 @@ def test_a_model_without_feature_maps_needs_explicit_taps():
         default_tap(seen, "teacher")
 
 
+def test_without_feature_maps_the_refusal_names_the_flags_and_says_at_cannot_apply():
+    """It named the Python API's teacher_taps to a CLI user, and for at (which needs 4-D maps) advised taps
+    that cannot exist on an MLP."""
+    _, seen = output_shapes(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), torch.randn(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"no default layer to tap; name the layers to tap with --hint-student and "
+                                          r"--hint-teacher together \(student_taps and teacher_taps in the Python"):
+        default_tap(seen, "teacher", (("rkd", 1.0),))
+    with pytest.raises(ConfigError, match=r"'at' compares where in a feature map .* the teacher has no module that "
+                                          r"outputs a 4-D feature map; drop at from --losses"):
+        default_tap(seen, "teacher", (("kd", 1.0), ("at", 1.0)))
+
+
+class ConvHeadNet(nn.Module):
+    """timm/MobileNetV3 style: the global mean pool in forward(), then a 1x1 conv head on the pooled map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()
+        self.conv_head, self.act_head = nn.Conv2d(4, 8, 1), nn.Hardswish()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv(x)).mean((2, 3), keepdim=True)
+        return self.fc(self.act_head(self.conv_head(x)).flatten(1))
+
+
+def test_the_default_tap_skips_1x1_maps_after_global_pooling():
+    """The 1x1 head was the default: at on it is identically 0, and hint resized the student's map to its centre."""
+    _, seen = output_shapes(ConvHeadNet(), torch.randn(2, 1, 8, 8))
+    assert seen["act_head"][0] == (2, 8, 1, 1)
+    assert default_tap(seen, "teacher", (("at", 1.0),)) == "act"
+
+
+def test_a_model_with_only_1x1_maps_has_no_default_tap():
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(1, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4, 4))
+    _, seen = output_shapes(head, torch.randn(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"the student has no 4-D feature map wider than 1x1 \(its 4-D outputs, "
+                                          r"1, 2, come after global pooling\), so there is no default layer to tap"):
+        default_tap(seen, "student", (("hint", 1.0),))
+    with pytest.raises(ConfigError, match=r"'at' compares where .* the student has no 4-D feature map wider than 1x1"):
+        default_tap(seen, "student", (("at", 1.0),))
+
+
+def test_at_on_a_1x1_tap_is_refused():
+    from edgekd.distill.teacher_side import teacher_taps
+
+    teacher = ConvHeadNet()
+    _, seen = output_shapes(teacher, torch.randn(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"'at' compares where in a feature map the activations are, and the "
+                                          r"teacher's tapped layers give \[\(N, 8, 1, 1\)\], a 1x1 map: one position, "
+                                          r"whose attention is 1 for any model; tap teacher layers that give maps "
+                                          r"wider than 1x1 \(--hint-teacher"):
+        teacher_taps(teacher, seen, ("act_head",), (("at", 1.0),))
+    assert teacher_taps(teacher, seen, ("act_head",), (("hint", 1.0),)) == ("act_head",)  # a vector compare
+
+
 def test_output_shapes_restores_the_training_flag():
     model = TinyNet().train()
     shape, _ = output_shapes(model, torch.randn(2, 1, 8, 8))
@@ -78,7 +134,9 @@ def test_projector_maps_channels_and_size():
     proj = Projector((2, 4, 8, 8), (2, 16, 4, 4))
     assert proj(torch.randn(2, 4, 8, 8)).shape == (2, 16, 4, 4)
     assert Projector((2, 4), (2, 9))(torch.randn(2, 4)).shape == (2, 9)
-    with pytest.raises(ConfigError, match=r"cannot project a student feature of shape \(2, 4\)"):
+    # the shapes are per sample: the probe's 2 images read as 2 channels or 2 samples
+    with pytest.raises(ConfigError, match=r"cannot project a student feature of shape \(N, 4\) onto a teacher "
+                                          r"feature of shape \(N, 8, 4, 4\)"):
         Projector((2, 4), (2, 8, 4, 4))
 
 
@@ -93,6 +151,19 @@ def test_hint_projectors_are_trained_and_stay_out_of_the_student(data, teacher, 
     fresh = Projector((2, 8, 4, 4), (2, 16, 4, 4)).state_dict()
     assert parts["hint.0.map.0.weight"].shape == fresh["map.0.weight"].shape == (16, 8, 1, 1)
     assert not torch.equal(parts["hint.0.map.1.weight"], fresh["map.1.weight"])  # BN gamma moved off 1
+
+
+def test_the_result_records_the_layers_tapped_default_or_given(data, teacher):
+    """distill.json (the result's to_dict) named no tapped layer: the defaults were kept in the checkpoint only."""
+    cfg = DistillConfig(epochs=1, batch_size=32, augment=False, losses="kd:1,hint:1")
+    result = distill(student(), data, cfg, teacher=teacher, progress=False)
+    assert result.to_dict()["taps"] == {"student": ["features"], "teacher": ["features"]}
+    given = DistillConfig(epochs=1, batch_size=32, augment=False, losses="at", student_taps=("features.0",),
+                          teacher_taps=("features.2",))
+    assert distill(student(), data, given, teacher=teacher, progress=False).taps == {
+        "student": ["features.0"], "teacher": ["features.2"]}
+    plain = DistillConfig(epochs=1, batch_size=32, augment=False)
+    assert "taps" not in distill(student(), data, plain, teacher=teacher, progress=False).to_dict()
 
 
 def test_explicit_taps_pair_layers_by_position(data, teacher):
@@ -165,10 +236,10 @@ class TokenNet(nn.Module):
 
 
 @pytest.mark.parametrize("losses, tap, message", [
-    ("at", "fc", r"'at' needs 4-D feature maps \(N, C, H, W\); the teacher's tapped layers give \[\(2, 4\)\]; tap "
+    ("at", "fc", r"'at' needs 4-D feature maps \(N, C, H, W\); the teacher's tapped layers give \[\(N, 4\)\]; tap "
                  "teacher layers that give 4-D feature maps"),
     ("hint", "tokens", r"'hint' needs 4-D feature maps \(N, C, H, W\) or vectors \(N, C\); the teacher's tapped "
-                       r"layers give \[\(2, 4, 64\)\]"),
+                       r"layers give \[\(N, 4, 64\)\]"),
 ])
 def test_the_teachers_tap_shapes_are_checked_before_the_search(losses, tap, message):
     from edgekd.distill.teacher_side import teacher_taps
@@ -188,7 +259,7 @@ def test_the_teachers_tap_shapes_are_checked_before_the_search(losses, tap, mess
 def test_the_students_tap_shapes_follow_the_same_rule_once_it_is_chosen(data, teacher):
     cfg = DistillConfig(epochs=1, losses="at", student_taps=("fc",), teacher_taps=("features",))
     with pytest.raises(ConfigError, match=r"'at' needs 4-D feature maps \(N, C, H, W\); the student's tapped layers "
-                                          r"give \[\(2, 4\)\]; tap student layers"):
+                                          r"give \[\(N, 4\)\]; tap student layers"):
         distill(student(), data, cfg, teacher=teacher, progress=False)
 
 

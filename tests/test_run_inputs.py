@@ -164,6 +164,11 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
                                                   "has none in PyTorch; leave pruned out of --space (mbv2, resnet)"),
     (dict(teacher="t.pt2", losses="kd:1,at:1"), "the feature loss at taps the teacher's layers, and teacher 't.pt2' "
                                                 "is a torch.export program, which has none to tap; use kd, dkd"),
+    # a lone hint flag was refused in the Python API's words (student_taps) and hid the refusal that applies
+    (dict(teacher="t.onnx", losses="kd:1,hint:1", hint_student="stages"),
+     "the feature loss hint taps the teacher's layers, and teacher 't.onnx' is an ONNX model, which has none to tap"),
+    (dict(teacher="t.onnx", hint_teacher="relu"), "--hint-teacher is given without --hint-student; pass "
+                                                  "--hint-student too"),
 ])
 def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
     from edgekd.errors import EdgeKDError

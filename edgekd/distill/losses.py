@@ -55,6 +55,7 @@ class LossDef:
     build: Callable[[Shapes], Any] | None = None  # (pair shapes) -> nn.Module, trained with the student
     ranks: tuple[int, ...] = ()  # the dimensions its tapped features may have (none: any)
     softens: bool = False  # reads DistillConfig.temperature (the logit losses)
+    spatial: bool = False  # compares positions within a map: a 1x1 map gives it nothing (a constant)
 
 
 LOSSES: Registry[LossDef] = Registry("loss")
@@ -62,9 +63,9 @@ LOSSES: Registry[LossDef] = Registry("loss")
 
 def _register(name: str, features: bool = False, teacher: bool = True,
               build: Callable[[Shapes], Any] | None = None, ranks: tuple[int, ...] = (),
-              softens: bool = False) -> Callable[[LossFn], LossFn]:
+              softens: bool = False, spatial: bool = False) -> Callable[[LossFn], LossFn]:
     def add(fn: LossFn) -> LossFn:
-        LOSSES.register(name)(LossDef(fn, features, teacher, build, ranks, softens))
+        LOSSES.register(name)(LossDef(fn, features, teacher, build, ranks, softens, spatial))
         return fn
 
     return add
@@ -77,14 +78,23 @@ def check_tap_ranks(terms: Sequence[tuple[str, float]], shapes: Sequence[tuple[i
     """The shapes of one model's tapped layers (``role``: teacher or student) against the dimensions each
     loss in ``terms`` takes. One rule for both times it applies: to the teacher's taps before a search, and to
     both models' once a student is chosen."""
+    from edgekd.distill.taps import per_sample
     from edgekd.errors import ConfigError
 
+    given = f"[{', '.join(per_sample(s) for s in shapes)}]"
+    flags = f"--hint-{role}, {role}_taps in the Python API"
     for name, _ in terms:
-        ranks = LOSSES.get(name).ranks
-        if ranks and any(len(s) not in ranks for s in shapes):
-            needs = " or ".join(_RANK_NAMES.get(r, f"{r}-D tensors") for r in ranks)
-            raise ConfigError(f"'{name}' needs {needs}; the {role}'s tapped layers give {[tuple(s) for s in shapes]}",
-                              f"tap {role} layers that give {needs} (--hint-{role}, {role}_taps in the Python API)")
+        loss = LOSSES.get(name)
+        if loss.ranks and any(len(s) not in loss.ranks for s in shapes):
+            needs = " or ".join(_RANK_NAMES.get(r, f"{r}-D tensors") for r in loss.ranks)
+            raise ConfigError(f"'{name}' needs {needs}; the {role}'s tapped layers give {given}",
+                              f"tap {role} layers that give {needs} ({flags})")
+        if loss.spatial and any(len(s) == 4 and s[2] * s[3] == 1 for s in shapes):
+            # its normalised attention over one position is 1 for both models: the loss is 0 whatever they learn
+            raise ConfigError(f"'{name}' compares where in a feature map the activations are, and the {role}'s "
+                              f"tapped layers give {given}, a 1x1 map: one position, whose attention is 1 "
+                              "for any model",
+                              f"tap {role} layers that give maps wider than 1x1 ({flags})")
 
 
 def reads(terms: Sequence[tuple[str, float]], labels: bool) -> dict[str, bool]:
@@ -215,7 +225,7 @@ def _attention(f: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.normalize(a.flatten(1), dim=1)
 
 
-@_register("at", features=True, ranks=(4,))
+@_register("at", features=True, ranks=(4,), spatial=True)
 def attention_transfer(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Zagoruyko & Komodakis 2017: squared distance of L2-normalised spatial attention maps (channel
     mean of squared activations), student maps resized to the teacher's size; scaled by 1e3."""
@@ -251,7 +261,8 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 @_register("rkd", features=True)
 def relational_kd(batch: Batch, config: DistillConfig, part: Any = None) -> torch.Tensor:
     """Park et al. CVPR 2019: distance (25x) and angle (50x) relations between the samples of a batch,
-    on the tapped features average-pooled to vectors (the penultimate features by default)."""
+    on the tapped features average-pooled to vectors (by default each model's last feature map wider than 1x1;
+    tap vectors, such as an MLP's hidden layer, by name)."""
     import torch.nn.functional as F
 
     def one(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:

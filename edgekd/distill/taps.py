@@ -4,6 +4,7 @@ projector that maps a student map onto its teacher map for ``hint``."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -139,13 +140,26 @@ def runs_on(model: Any, batch: Any) -> bool:
     return True
 
 
-def default_tap(seen: dict[str, Any], role: str) -> str:
-    """The last module (in execution order) that outputs a 4-D feature map, pooling layers excepted."""
+def default_tap(seen: dict[str, Any], role: str, terms: Sequence[tuple[str, float]] = ()) -> str:
+    """The last module (in execution order) that outputs a 4-D feature map wider than one position, pooling
+    layers excepted. A 1x1 map (a conv head after the global pool, pooling done in forward()) holds no spatial
+    layout: ``at`` on it is identically 0, and ``hint`` resizes the student's map down to its centre."""
     maps = [name for name in feature_maps(seen) if not isinstance(seen[name][1], POOLS)]
-    if not maps:
-        raise ConfigError(f"the {role} has no module that outputs a 4-D feature map",
-                          f"name the {role} layers to tap ({role}_taps)")
-    return maps[-1]
+    spatial = [name for name in maps if math.prod(seen[name][0][2:]) > 1]
+    if spatial:
+        return spatial[-1]
+    has = (f"no 4-D feature map wider than 1x1 (its 4-D outputs, {_shorten(maps, 6)}, come after global pooling)"
+           if maps else "no module that outputs a 4-D feature map")
+    both = "--hint-student and --hint-teacher together (student_taps and teacher_taps in the Python API)"
+    from edgekd.distill.losses import LOSSES
+
+    spatial_only = [name for name, _ in terms if LOSSES.get(name).spatial]
+    if spatial_only:
+        raise ConfigError(f"'{spatial_only[0]}' compares where in a feature map the activations are, and the {role} "
+                          f"has {has}", f"drop {spatial_only[0]} from --losses; hint and rkd can tap other layers, "
+                                        f"vectors too, named with {both}")
+    raise ConfigError(f"the {role} has {has}, so there is no default layer to tap",
+                      f"name the layers to tap with {both}; hint and rkd also take vectors (N, C)")
 
 
 def feature_maps(seen: dict[str, Any]) -> list[str]:
@@ -164,6 +178,11 @@ def tap_shapes(seen: dict[str, Any], paths: Sequence[str], role: str) -> list[tu
     return out
 
 
+def per_sample(shape: Sequence[int]) -> str:
+    """A tapped output's shape as a user reads it: the probe batch's size, 2, read as 2 channels or 2 samples."""
+    return "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
+
+
 class Projector(nn.Module):
     """Maps a student feature (N, Cs[, H, W]) onto the teacher's (N, Ct[, H', W']): 1x1 conv + BN
     (a linear layer for vectors), then a bilinear resize when the spatial sizes differ."""
@@ -171,8 +190,8 @@ class Projector(nn.Module):
     def __init__(self, student: Sequence[int], teacher: Sequence[int]) -> None:
         super().__init__()
         if len(student) != len(teacher) or len(student) not in (2, 4):
-            raise ConfigError(f"cannot project a student feature of shape {tuple(student)} onto a teacher "
-                              f"feature of shape {tuple(teacher)}",
+            raise ConfigError(f"cannot project a student feature of shape {per_sample(student)} onto a teacher "
+                              f"feature of shape {per_sample(teacher)}",
                               "tap layers that both give 4-D maps (or both vectors)")
         if len(student) == 4:
             self.map = nn.Sequential(nn.Conv2d(student[1], teacher[1], 1, bias=False), nn.BatchNorm2d(teacher[1]))

@@ -4,12 +4,13 @@ scores on them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import DataError, ModelError
+from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.types import DistillConfig
 
 
@@ -39,10 +40,14 @@ def nll(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-logp[np.arange(len(labels)), labels].mean())
 
 
-def train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teacher: bool = False) -> np.ndarray:
-    """Training labels, -1 where unknown; refuses data that cannot teach anything."""
+def train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teacher: bool = False,
+                 terms: Sequence[tuple[str, float]] = ()) -> np.ndarray:
+    """Training labels, -1 where unknown; refuses data that cannot teach anything, and losses ``terms`` that
+    leave the student's classifier nothing to learn from."""
     y = data.y_train.astype(np.int64) if config.use_labels else np.full(len(data.y_train), -1, np.int64)
     labelled = np.unique(y[y >= 0])
+    if teacher is not None and terms:
+        _check_classifier_taught(terms, bool(len(labelled)), config.alpha)
     if len(labelled) == 0 and unused_teacher:
         names = ", ".join(name for name, _ in config.losses) or "ce"
         raise DataError(f"the losses ({names}) learn from labels alone, and the training data has none "
@@ -55,6 +60,29 @@ def train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teac
         raise DataError(f"training data has a single class (label {labelled[0]}) among its labelled images",
                         "provide images of at least two classes")
     return y
+
+
+def _check_classifier_taught(terms: Sequence[tuple[str, float]], labelled: bool, alpha: float) -> None:
+    """The feature losses train the layers they tap, never the classifier after them: with no logit loss it
+    learns from the label cross-entropy alone, and without labels, or with alpha 1 weighing it out, it keeps
+    its initial weights and the run ends at chance, which no number of epochs changes."""
+    from edgekd.distill.losses import LOSSES
+
+    defs = {name: LOSSES.get(name) for name, _ in terms}
+    if any(d.teacher and not d.features for d in defs.values()):
+        return
+    # with alpha 1 the label loss can still come in as a term of its own (ce), weighed as the others are
+    if labelled and (alpha < 1.0 or any(not d.teacher for d in defs.values())):
+        return
+    names = ", ".join(defs)
+    example = ",".join(["kd", *(name for name, d in defs.items() if d.features)])
+    fix = f"add a logit loss (kd, dkd or dist), e.g. --losses {example} (losses='{example}' in the Python API)"
+    if not labelled:
+        raise DataError(f"the losses ({names}) train only the layers they tap, and the training data has no labels "
+                        "(or use_labels is off), so nothing trains the student's classifier", fix)
+    raise ConfigError(f"the losses ({names}) train only the layers they tap, and alpha 1 leaves no weight to the "
+                      "label cross-entropy, so nothing trains the student's classifier",
+                      f"{fix}, or lower --alpha below 1 (alpha in the Python API)")
 
 
 def check_labels(labels: np.ndarray, s_shape: tuple[int, ...]) -> None:

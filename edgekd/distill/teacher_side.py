@@ -33,11 +33,22 @@ def teacher_taps(teacher: Any, t_seen: dict[str, Any], paths: tuple[str, ...],
         raise ConfigError("feature losses (hint, at, rkd) tap the teacher's layers, and a torch.export "
                           "program or an ONNX teacher has none to tap", "use kd, dkd or dist, or load the teacher "
                           "as file.py:factory with its weights")
-    paths = paths or (default_tap(t_seen, "teacher"),)
+    paths = paths or (default_tap(t_seen, "teacher", terms),)
     for path in paths:
         find_module(teacher, path, "teacher", feature_maps(t_seen))
     check_tap_ranks(terms, tap_shapes(t_seen, paths, "teacher"), "teacher")
     return paths
+
+
+def tap_pairs(student: Any, teacher: Any, example: Any, config: Any,
+              terms: Sequence[tuple[str, float]]) -> list[tuple[str, str]]:
+    """The (student, teacher) layers the feature losses in ``terms`` will tap, as the run resolves them: the
+    configured ones, or each model's default. For the log before training, which otherwise named none."""
+    from edgekd.distill.taps import default_tap, output_shapes
+
+    t_paths = teacher_taps(teacher, output_shapes(teacher, example)[1], config.teacher_taps, terms)
+    s_paths = config.student_taps or (default_tap(output_shapes(student, example)[1], "student", terms),)
+    return list(zip(s_paths, t_paths))
 
 
 def attach_features(run: RunState, s_seen: dict[str, Any], t_seen: dict[str, Any]) -> None:
@@ -49,7 +60,7 @@ def attach_features(run: RunState, s_seen: dict[str, Any], t_seen: dict[str, Any
         return
     cfg = run.config
     t_paths = teacher_taps(run.teacher, t_seen, cfg.teacher_taps, run.terms)
-    s_paths = cfg.student_taps or (default_tap(s_seen, "student"),)
+    s_paths = cfg.student_taps or (default_tap(s_seen, "student", run.terms),)
     for path in s_paths:
         find_module(run.student, path, "student", feature_maps(s_seen))
     s_shapes = tap_shapes(s_seen, s_paths, "student")

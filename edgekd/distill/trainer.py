@@ -85,9 +85,10 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
         ddp.leave(world)
     student.load_state_dict(state.best_state)
     student.eval()
+    s_taps, t_taps = run.run_info["taps"]
     return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
                          str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None,
-                         config.keep)
+                         config.keep, taps={"student": s_taps, "teacher": t_taps} if s_taps else None)
 
 
 def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str,
@@ -154,7 +155,7 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
     from edgekd.distill.taps import output_shapes
 
     guide = teacher if any(LOSSES.get(name).teacher for name, _ in terms) else None
-    labels = train_labels(data, config, guide, unused_teacher=teacher is not None and guide is None)
+    labels = train_labels(data, config, guide, unused_teacher=teacher is not None and guide is None, terms=terms)
     x = torch.from_numpy(data.x_train)
     s_shape, s_seen = output_shapes(student, x[:2])
     check_labels(labels, s_shape)

@@ -296,6 +296,20 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
                               "leave pruned out of --space" + (f", or {exc.fix}" if exc.fix else "")) from None
 
 
+def _taps_said(config: CompressConfig, student: Any, teacher: Any, data: Any) -> str:
+    """The layers the feature losses tap, for the distill line: chosen by default they were said nowhere."""
+    import torch
+
+    from edgekd.distill.teacher_side import tap_pairs, uses_features
+
+    distill_config = config.distill_config()
+    if not uses_features(distill_config.losses):
+        return ""
+    pairs = tap_pairs(student, teacher, torch.as_tensor(data.x_train[:2]), distill_config, distill_config.losses)
+    chosen = "given" if distill_config.teacher_taps else "each model's last feature map"
+    return f", tapping {', '.join(f'{s} -> {t}' for s, t in pairs)} (student -> teacher layers, {chosen})"
+
+
 def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any, profile: Any, log: Log,
                   checkpoint: Path | None = None, resume: bool = False,
                   on_checkpoint: Callable[[Path], None] | None = None) -> Any:
@@ -332,7 +346,7 @@ def train_student(config: CompressConfig, student: Any, teacher: Any, data: Any,
         said = ", ".join(f"{short}={getattr(config, name)}"
                          for name, short in (("temperature", "T"), ("alpha", "alpha")) if read[name])
         log(f"distill: {config.epochs} epoch{'s' * (config.epochs != 1)}, losses {config.losses}"
-            + (f" ({said})" if said else "")
+            + (f" ({said})" if said else "") + _taps_said(config, student, teacher, data)
             + (", training images shifted (--no-augment: in place)" if config.augment else "")
             + (f", the last {config.qat_epochs} quantization-aware" if config.qat_epochs else ""))
         trained = distill(student, data, config.distill_config(), teacher=teacher, progress=config.progress,

@@ -244,6 +244,9 @@ class DistillResult:
     # Pruning-aware KD: the target, what was measured, the plan and each step, and the pruned student's
     # parameter count (PruneResult.to_dict); None when nothing was pruned toward a target.
     pruning: dict[str, Any] | None = field(default=None, hash=False)
+    # The layers the feature losses tapped, {"student": [...], "teacher": [...]} paired in order, as given or
+    # chosen by default (each model's last feature map); None without a feature loss.
+    taps: dict[str, list[str]] | None = field(default=None, hash=False)
 
     @property
     def kept_calibrated(self) -> bool:
@@ -275,4 +278,5 @@ class DistillResult:
             "keep": self.keep,
             "history": [h.to_dict() for h in self.history],
             **({"pruning": self.pruning} if self.pruning is not None else {}),
+            **({"taps": self.taps} if self.taps is not None else {}),
         }
