@@ -858,6 +858,24 @@ def test_temperature_and_alpha_that_the_losses_never_read_are_refused_not_echoed
     assert CompressConfig(losses="kd:1,ce:1", alpha=0.5).alpha == 0.5
 
 
+def test_feature_only_losses_that_train_no_classifier_are_refused_before_any_work(run_cli, tmp_path):
+    """Refused by distill once training was set up: after the data, the teacher and (without --search) a
+    whole search had run for a student that could only end at chance."""
+    from edgekd.errors import ConfigError, DataError
+    from edgekd.pipeline import CompressConfig
+
+    for command in ("compress", "distill"):
+        code, _, err = run_cli(command, "--no-labels", "--losses", "hint", "--out", tmp_path / "never")
+        assert err_line(code, err).startswith("error: the losses (hint) train only the layers they tap, and the "
+                                              "training data has no labels"), err
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ConfigError, match=r"alpha 1 leaves no weight to the label cross-entropy"):
+        CompressConfig(losses="at:1", alpha=1.0)
+    with pytest.raises(DataError, match=r"add a logit loss \(kd, dkd or dist\), e\.g\. --losses kd,hint,at"):
+        CompressConfig(losses="hint,at", labels=False)
+    assert CompressConfig(losses="ce,at", alpha=1.0).alpha == 1.0  # ce trains the classifier at alpha 1
+
+
 @pytest.mark.parametrize(("losses", "labels", "said"), [("ce", True, "losses ce,"), ("kd", False, "losses kd (T=4.0),"),
                                                           ("kd", True, "losses kd (T=4.0, alpha=0.9),")])
 def test_the_distill_log_says_only_the_settings_its_losses_read(small_data, monkeypatch, losses, labels, said):

@@ -47,7 +47,7 @@ def train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teac
     y = data.y_train.astype(np.int64) if config.use_labels else np.full(len(data.y_train), -1, np.int64)
     labelled = np.unique(y[y >= 0])
     if teacher is not None and terms:
-        _check_classifier_taught(terms, bool(len(labelled)), config.alpha)
+        check_classifier_taught(terms, bool(len(labelled)), config.alpha)
     if len(labelled) == 0 and unused_teacher:
         names = ", ".join(name for name, _ in config.losses) or "ce"
         raise DataError(f"the losses ({names}) learn from labels alone, and the training data has none "
@@ -62,7 +62,7 @@ def train_labels(data: Dataset, config: DistillConfig, teacher: Any, unused_teac
     return y
 
 
-def _check_classifier_taught(terms: Sequence[tuple[str, float]], labelled: bool, alpha: float) -> None:
+def check_classifier_taught(terms: Sequence[tuple[str, float]], labelled: bool, alpha: float) -> None:
     """The feature losses train the layers they tap, never the classifier after them: with no logit loss it
     learns from the label cross-entropy alone, and without labels, or with alpha 1 weighing it out, it keeps
     its initial weights and the run ends at chance, which no number of epochs changes."""

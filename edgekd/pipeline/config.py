@@ -182,6 +182,10 @@ class CompressConfig:
             raise ConfigError(f"--alpha weighs the teacher's losses against the labels' cross-entropy, and {why}",
                               "leave --alpha out" + ("" if not self.labels else ", or add a teacher loss to --losses, "
                                                      "e.g. kd:1"))
+        from edgekd.distill.targets import check_classifier_taught
+
+        # before the data and the teacher load, as distill itself refuses it only once training is set up
+        check_classifier_taught(terms, self.labels, self.alpha)
 
     @property
     def export_opset(self) -> int:
