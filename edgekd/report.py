@@ -247,6 +247,10 @@ def training_text(manifest: dict[str, Any]) -> str | None:
         labels_only = False
     said = [f"{losses} from the teacher" if not labels_only else f"the labels alone ({losses})",
             f"{epochs} epoch{'s' if epochs != 1 else ''}"]
+    taps = distill.get("taps")
+    if isinstance(taps, dict) and taps.get("student") and taps.get("teacher"):
+        pairs = ", ".join(f"{s} -> {t}" for s, t in zip(taps["student"], taps["teacher"]))
+        said.append(f"tapping {pairs} (student -> teacher layers)")
     if distill.get("qat_start") is not None:
         said.append(f"quantization-aware (fake-quant) from epoch {distill['qat_start']}, the int8 student exported "
                     "from it")

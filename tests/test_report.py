@@ -420,6 +420,11 @@ def test_the_reports_say_how_the_student_was_trained_quantization_aware_and_prun
         assert f"- Training: the labels alone ({ce}), 3 epochs; kept" in render_markdown(labels)
     unkept = {**manifest, "student": {**manifest["student"], "distill": {"history": distill["history"]}}}
     assert "- Training: kd from the teacher, 3 epochs" in render_markdown(unkept).splitlines()  # was a KeyError
+    # the feature layers the losses tapped, defaults included, which only the checkpoint held
+    tapped = {**manifest, "recipe": {"losses": "kd:1,hint:1"}, "student": {**manifest["student"], "distill": {
+        **manifest["student"]["distill"], "taps": {"student": ["stages"], "teacher": ["conv2"]}}}}
+    assert ("- Training: kd:1,hint:1 from the teacher, 3 epochs, tapping stages -> conv2 (student -> teacher "
+            "layers); kept") in render_markdown(tapped)
     untrained = {**manifest, "student": {**manifest["student"], "distill": None}}
     assert "- Training" not in render_markdown(untrained) and "<li>Training" not in render_html(untrained, search)
 
