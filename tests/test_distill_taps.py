@@ -140,6 +140,18 @@ def test_projector_maps_channels_and_size():
         Projector((2, 4), (2, 8, 4, 4))
 
 
+def test_a_larger_student_map_is_averaged_onto_the_teachers_size_not_sampled():
+    """Bilinear sampling at a quarter of the size read one pixel in 16: activity in the others was unseen."""
+    from edgekd.distill.losses import _attention
+    from edgekd.distill.taps import resized
+
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 0, 0] = 16.0
+    assert resized(x, (2, 2))[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert resized(x, (8, 8)) is x and resized(x, (16, 16)).shape == (1, 1, 16, 16)  # grown: bilinear
+    assert _attention(x, (2, 2)).tolist() == [[1.0, 0.0, 0.0, 0.0]]  # at's maps too
+
+
 def test_hint_projectors_are_trained_and_stay_out_of_the_student(data, teacher, tmp_path):
     cfg = DistillConfig(epochs=2, lr=5e-2, batch_size=32, augment=False, losses="kd:1,hint:1")
     model = student()

@@ -219,10 +219,9 @@ def hint(batch: Batch, config: DistillConfig, part: Any) -> torch.Tensor:
 def _attention(f: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     import torch.nn.functional as F
 
-    a = f.pow(2).mean(1, keepdim=True)
-    if a.shape[-2:] != size:
-        a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-    return F.normalize(a.flatten(1), dim=1)
+    from edgekd.distill.taps import resized
+
+    return F.normalize(resized(f.pow(2).mean(1, keepdim=True), size).flatten(1), dim=1)
 
 
 @_register("at", features=True, ranks=(4,), spatial=True)

@@ -185,7 +185,7 @@ def per_sample(shape: Sequence[int]) -> str:
 
 class Projector(nn.Module):
     """Maps a student feature (N, Cs[, H, W]) onto the teacher's (N, Ct[, H', W']): 1x1 conv + BN
-    (a linear layer for vectors), then a bilinear resize when the spatial sizes differ."""
+    (a linear layer for vectors), then resized to the teacher's spatial size (``resized``)."""
 
     def __init__(self, student: Sequence[int], teacher: Sequence[int]) -> None:
         super().__init__()
@@ -201,6 +201,15 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.map(x)
-        if self.size and tuple(y.shape[-2:]) != self.size:
-            y = nn.functional.interpolate(y, size=self.size, mode="bilinear", align_corners=False)
-        return y
+        return resized(y, self.size) if self.size else y
+
+
+def resized(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``x`` (N, C, H, W) at the spatial ``size`` of the map it is compared with: averaged over areas where it
+    shrinks on both sides (bilinear sampling at a quarter of the size read one pixel in 16, and a student map
+    larger than the teacher's was matched by a few of its pixels), bilinear where it grows."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if all(s <= d for s, d in zip(size, x.shape[-2:])):
+        return nn.functional.adaptive_avg_pool2d(x, size)
+    return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
