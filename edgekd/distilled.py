@@ -170,7 +170,8 @@ def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: A
 def _recorded_origin(recorded: dict[str, Any], recipe: dict[str, Any]) -> str | None:
     """The origin (``teacher.teacher_origin``) of the teacher a folder was distilled from; for a folder
     distilled before origins were recorded, its recipe's paths resolved from here."""
-    from edgekd.teacher import DEFAULT_ORIGIN, teacher_origin
+    from edgekd.teacher import DEFAULT_ORIGIN
+    from edgekd.teacher_spec import teacher_origin
 
     if "origin" in recorded:
         return recorded["origin"]

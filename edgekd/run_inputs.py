@@ -79,7 +79,7 @@ def _check_teacher_paths(config: Any) -> None:
                                 ("--weights", config.weights, "the path of the teacher's state dict")):
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag} is empty", f"pass {wanted}, or leave {flag} out")
-    from edgekd.teacher import check_no_weights
+    from edgekd.teacher_spec import check_no_weights
 
     check_no_weights(config.teacher, config.weights)  # here, at no cost: the teacher loads after the data
     if config.weights is not None and config.teacher is None:
@@ -93,7 +93,7 @@ def _check_teacher_layers(config: Any) -> None:
     """The pruned space and the feature losses need the teacher's layers in PyTorch: with a .pt2 or an .onnx
     teacher they were refused only once the data was loaded, the teacher scored and exported (and, for pruned,
     the search begun). Neither applies to a student already distilled, and the space none to a search reused."""
-    from edgekd.teacher import layerless_kind
+    from edgekd.teacher_spec import layerless_kind
 
     kind = layerless_kind(config.teacher)
     if kind is None or config.distilled:
@@ -124,7 +124,8 @@ def check_teacher_files(config: Any) -> None:
     spec, weights = config.teacher, config.weights
     if not isinstance(spec, str) or not spec.strip():
         return
-    from edgekd.teacher import is_program, layerless_kind, load_teacher, parse_factory_ref, spec_file
+    from edgekd.teacher import load_teacher
+    from edgekd.teacher_spec import is_program, layerless_kind, parse_factory_ref, spec_file
 
     if layerless_kind(spec) is not None:
         what, fix = ("program", "check the .pt2 path") if is_program(spec) else ("model", "check the .onnx path")
@@ -286,7 +287,7 @@ def input_file(key: str, value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip() or value == "digits":
         return None
     if key == "teacher":
-        from edgekd.teacher import spec_file
+        from edgekd.teacher_spec import spec_file
 
         return spec_file(value)
     if key == "profile" and not value.lower().endswith(".toml"):

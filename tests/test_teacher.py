@@ -12,7 +12,8 @@ from conftest import fixed_batch_net
 
 from edgekd.data import load_data
 from edgekd.errors import DataError, ModelError
-from edgekd.teacher import check_fits, load_teacher, parse_factory_ref
+from edgekd.teacher import check_fits, load_teacher
+from edgekd.teacher_spec import parse_factory_ref
 
 
 def _logits(teacher, x: np.ndarray) -> torch.Tensor:
@@ -461,7 +462,7 @@ def test_pt2_garbage(tmp_path):
 
 def test_pt2_suffix_is_read_in_any_case(teacher, small_data, tmp_path):
     # .ONNX was recognised and .PT2 not: "is not of the form module_or_file.py:factory or file.pt2"
-    from edgekd.teacher import spec_file
+    from edgekd.teacher_spec import spec_file
 
     x = torch.from_numpy(np.ascontiguousarray(small_data.x_val[:2]))
     path = tmp_path / "TEACHER.PT2"
@@ -788,7 +789,7 @@ def test_a_pt2_or_onnx_teacher_refuses_weights_it_would_not_read(tmp_path):
 
 
 def test_a_teachers_origin_resolves_its_files_however_they_are_spelled(teacher_files, monkeypatch):
-    from edgekd.teacher import teacher_origin
+    from edgekd.teacher_spec import teacher_origin
 
     module, weights = teacher_files
     monkeypatch.chdir(module.parent)

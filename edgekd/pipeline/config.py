@@ -256,7 +256,7 @@ def input_paths(config: CompressConfig) -> list[Any]:
     the folders holding the images it lists."""
     from edgekd.image_list import listed_folders
     from edgekd.profiles import profile_file
-    from edgekd.teacher import spec_sources
+    from edgekd.teacher_spec import spec_sources
 
     teacher = spec_sources(config.teacher) if isinstance(config.teacher, str) and config.teacher else []
     return [*teacher, config.weights, config.data, *listed_folders(config.data), config.search_file,
