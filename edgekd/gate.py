@@ -183,14 +183,19 @@ def files_read(target: str, config: GateConfig) -> list[Path]:
 
 
 def manifest_files(manifest_path: Path) -> list[Path]:
-    """Every file a manifest lists, beside it: its models with their external weights, and ORT copies."""
+    """Every file a manifest lists, beside it: its models with their external weights, ORT copies, and the
+    student's weights (student.pt, which --force replaced with a report though the manifest lists it)."""
     from edgekd.onnxfile import model_files
 
+    manifest = load_manifest(manifest_path)
     folder, files = manifest_path.parent, []
-    for entry in load_manifest(manifest_path)["artifacts"]:
+    for entry in manifest["artifacts"]:
         files += model_files(folder / entry["artifact"]["path"])
         ort = entry.get("ort") or {}
         files += [folder / ort[k] for k in ("path", "operators") if k in ort]
+    weights = (manifest.get("student") or {}).get("weights")
+    if isinstance(weights, str) and weights:
+        files.append(folder / weights)
     return files
 
 

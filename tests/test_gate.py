@@ -844,7 +844,8 @@ def test_a_manifest_measured_on_another_cpu_says_so_when_latency_is_gated(run_cl
     assert code == 0 and "latency measured on this machine" not in out
 
 
-@pytest.mark.parametrize("output", ["student-int8.onnx", "student-fp32.onnx", "teacher-fp32.onnx", "base.onnx"])
+@pytest.mark.parametrize("output", ["student-int8.onnx", "student-fp32.onnx", "teacher-fp32.onnx", "student.pt",
+                                    "base.onnx"])
 def test_force_never_replaces_a_file_the_gate_reads(run_cli, run_dir, tmp_path, output):
     """The gated model, any file its manifest lists, and a baseline named only in the settings file are all
     the gate's inputs: a report path pointing at one is refused even with --force, and the file is kept."""

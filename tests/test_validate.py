@@ -619,6 +619,10 @@ def test_validate_json_never_replaces_what_else_it_reads(run_cli, run_dir, fast_
     """--force replaced a model's external weights, an artifact of the manifest rechecked, an image of the
     data folder and the profile file with the JSON report."""
     folder = _copy(run_dir, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["student"] = {"spec": {"space": "mbv2", "config": {}}, "params": 1, "weights": "student.pt"}  # as compress
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "student.pt").write_bytes(b"the student's weights")
     (tmp_path / "ext").mkdir()
     (tmp_path / "ext" / "m.onnx_data").write_bytes(np.ones(4, np.float32).tobytes())
     external = _model_with_weight(tmp_path / "ext" / "m.onnx", "m.onnx_data")
@@ -628,10 +632,12 @@ def test_validate_json_never_replaces_what_else_it_reads(run_cli, run_dir, fast_
     board = tmp_path / "board.toml"
     board.write_text(Path(fast_profile_path).read_text().replace('name = "fast-test"', 'name = "board"'))
     kept = {f: f.read_bytes() for f in (tmp_path / "ext" / "m.onnx_data", folder / "student-fp32.onnx",
-                                        images / "0.png", board)}
+                                        folder / "student.pt", images / "0.png", board)}
     for args, out in (((external,), tmp_path / "ext" / "m.onnx_data"),
                       ((folder / "student-int8.onnx", "--manifest", folder / "manifest.json"),
                        folder / "student-fp32.onnx"),
+                      ((folder / "student-int8.onnx", "--manifest", folder / "manifest.json"),
+                       folder / "student.pt"),  # the student's weights the manifest lists too
                       ((external, "--data", tmp_path / "imgs"), images / "0.png"),
                       ((external, "--profile", board), board)):
         code, _, err = run_cli("validate", *args, "--json", out, "--force")
