@@ -55,6 +55,7 @@ _EXPORTS = {
     "ValidationReport": "edgekd.types",
     "LatencyStats": "edgekd.types",
     "EdgeKDError": "edgekd.errors",
+    "EdgeKDWarning": "edgekd.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

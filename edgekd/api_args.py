@@ -63,3 +63,32 @@ def require_artifacts(artifacts: Any) -> None:
         fix = "pass [artifact_from_file('model.onnx')] for each model file"
     raise ConfigError(f"artifacts holds {kind_of(wrong)}, not an Artifact" if wrong is not artifacts else
                       f"artifacts is {kind_of(wrong)}, not a list of Artifact", fix)
+
+
+def require_budget(budget: Any) -> None:
+    """``budget`` is a Budget, or None for no limits."""
+    from edgekd.types import Budget
+
+    if budget is None or isinstance(budget, Budget):
+        return
+    raise ConfigError(f"budget {budget!r} is not a Budget", "pass Budget(latency_ms, max_size_kb), e.g. "
+                      "Budget(0.5, 128)")
+
+
+def require_references(references: Any) -> None:
+    """``references`` maps an artifact's name to the torch model it must agree with (or is None)."""
+    from collections.abc import Mapping
+
+    if references is None or (isinstance(references, Mapping) and all(isinstance(k, str) for k in references)):
+        return
+    raise ConfigError(f"references is {kind_of(references)}, not a mapping of artifact names to models",
+                      "pass {artifact.name: model}, e.g. {'student-fp32': student}")
+
+
+def require_input_shape(input_shape: Any) -> None:
+    """``input_shape`` is one image's (channels, height, width), as ``Dataset.input_shape`` gives it."""
+    if isinstance(input_shape, Sequence) and not isinstance(input_shape, str) and len(input_shape) == 3 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape):
+        return
+    raise ConfigError(f"input_shape is {input_shape!r}, not (channels, height, width)",
+                      "pass data.input_shape, e.g. (1, 16, 16) for 16x16 grayscale images")

@@ -6,6 +6,8 @@ CLI can print a single actionable line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class EdgeKDError(Exception):
     """Base of every error edgekd raises on purpose."""
@@ -20,6 +22,24 @@ class EdgeKDError(Exception):
     @property
     def message(self) -> str:
         return f"{self.problem}; {self.fix}" if self.fix else self.problem
+
+
+class EdgeKDWarning(UserWarning):
+    """A warning edgekd gives through the Python API when no ``log`` is passed (the CLI prints it instead)."""
+
+
+def api_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """The sink a stage says its messages to: ``log`` when given, else one that keeps progress messages quiet
+    and passes warnings on as ``EdgeKDWarning``: dropped with the progress, a notebook user shipped a student at
+    chance and never saw the warning that said so."""
+    return log if log is not None else _warn_only
+
+
+def _warn_only(message: str) -> None:
+    if message.startswith("warning: "):
+        import warnings
+
+        warnings.warn(message.removeprefix("warning: "), EdgeKDWarning, stacklevel=3)
 
 
 def did_you_mean(name: str, known: list[str]) -> str:

@@ -46,9 +46,11 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
     """Run every configured check on ``target`` (an .onnx file or a manifest.json). Latency that cannot be
     measured (the device not reached, its runner failing) raises GateIncomplete, a RunnerError whose ``result``
     holds the checks done. ``log``: how far a long read of ``config.data``'s images is (never the result)."""
+    from edgekd.api_args import require_config
     from edgekd.profiles import load_profile
     from edgekd.validate import artifact_from_file
 
+    require_config("config", config, GateConfig, "max_size_bytes=200_000")
     model, entry = _resolve(target, config.artifact)
     if entry is not None:
         _check_listed(Path(target), model, entry)

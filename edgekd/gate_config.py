@@ -87,9 +87,10 @@ class GateConfig:
         # Types before the range checks: a string from Python ("0.9") failed them as a raw TypeError.
         require_number("latency_tolerance", self.latency_tolerance)
         require_number("rounds", self.rounds, whole=True)
-        for name in ("min_accuracy", "min_class_accuracy"):
+        for name in ("min_accuracy", "min_class_accuracy", "max_size_bytes", "max_latency_ms", "max_opset",
+                     "max_size_growth", "max_accuracy_drop"):
             if getattr(self, name) is not None:
-                require_number(name, getattr(self, name))
+                require_number(name, getattr(self, name), whole=name == "max_opset")
         if not 0 <= self.latency_tolerance < 1:
             raise ConfigError(f"latency tolerance {self.latency_tolerance} is outside [0, 1)", "pass e.g. 0.1")
         if self.rounds < 1:

@@ -72,8 +72,10 @@ def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig 
     """Re-check ``model`` against its entry in ``manifest_path``: hash and size exactly, opset, operators and
     I/O signature, accuracy within a tolerance, latency re-measured on the recorded profile. ``log`` hears how
     far a long read of the data is (as ``load_data``'s)."""
+    from edgekd.api_args import require_config
     from edgekd.manifest_io import load_manifest
 
+    require_config("config", config, RecheckConfig, "rounds=1")
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)  # another schema or version -> ArtifactError
     if Path(model).suffix.lower() == ".ort":

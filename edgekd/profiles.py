@@ -145,6 +145,18 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
     return _load_found(text, files[text])
 
 
+def profile_record(profile: Any) -> Any:
+    """A profile as a run's recipe records it, as the CLI takes it: a loaded one by its name where
+    ``load_profile(name)`` finds its file (or it was rebuilt from a manifest), else by that file's path;
+    a name or path as it is."""
+    if not isinstance(profile, DeviceProfile):
+        return profile
+    found = _profile_files().get(profile.name)
+    if profile.source == RECORDED or (found is not None and str(found) == profile.source):
+        return profile.name
+    return profile.source
+
+
 def profile_file(profile: Any) -> str | None:
     """The file a profile (a name, a path or a loaded one) is read from, as ``load_profile`` finds it, for
     outputs to keep clear of: a user's board profile is theirs, like their model. None when there is no such

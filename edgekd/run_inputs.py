@@ -49,9 +49,9 @@ def _check_kinds(config: Any) -> None:
 
     from edgekd.profiles import DeviceProfile
 
-    for name in ("out", "profile", "distilled"):
+    for name in ("out", "profile", "distilled", "weights"):
         value = getattr(config, name)
-        if value is None and name == "distilled" or isinstance(value, (str, os.PathLike)) or (
+        if value is None and name in ("distilled", "weights") or isinstance(value, (str, os.PathLike)) or (
                 name == "profile" and isinstance(value, DeviceProfile)):
             continue
         wanted = "a profile name or .toml path" if name == "profile" else "a path"
@@ -278,6 +278,10 @@ def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
     for key in ("teacher", "data"):
         if out.get(key) is not None and not isinstance(out[key], str):
             out[key] = None
+    if "profile" in out:
+        from edgekd.profiles import profile_record
+
+        out["profile"] = profile_record(out["profile"])
     return out
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, first_line
+from edgekd.errors import ConfigError, api_log, first_line
 from edgekd.manifest_io import is_number
 
 FOREIGN = "pass the JSON file `edgekd search --out` wrote"  # the fix for a file that is not a search result
@@ -210,7 +210,7 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
         raise ConfigError(f"the student chosen in '{path}' is {size}{result.chosen.shipped_bytes / 1024:.1f} KB "
                           f"({result.precision}), over --max-size-kb {max_size_kb:g}", fix)
     for warning in _other_sources(path, raw, result, recorded, here, teacher):
-        (log or (lambda _m: None))(f"warning: {warning}")
+        api_log(log)(f"warning: {warning}")
     return result
 
 
@@ -224,7 +224,7 @@ def _check_measured_with(path: Path, raw: dict[str, Any], profile: Any, fix: str
                           f"(digest {raw['profile_digest']}, this one's is {now['profile_digest']}: threads, runtime "
                           "or measurement settings differ)", fix)
     if raw.get("host") and now.get("host") and raw["host"] != now["host"]:
-        (log or (lambda _m: None))(f"warning: '{path}' measured its students' latency on another machine "
+        api_log(log)(f"warning: '{path}' measured its students' latency on another machine "
                                    f"({raw['host']}; this one is {now['host']}): validate measures them here")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import ConfigError, DataError, ModelError, first_line
+from edgekd.errors import ConfigError, DataError, ModelError, api_log, first_line
 from edgekd.teacher_files import is_torchscript, load_weights
 from edgekd.teacher_spec import (
     FACTORY_REF,
@@ -49,7 +49,9 @@ class TeacherRecipe:
         """Of what changes the trained teacher. Training options left at their defaults are left out, so a
         new option added to DistillConfig does not make every cached teacher stale."""
         recipe = asdict(self)
-        defaults = DistillConfig().to_dict()
+        # The defaults as they stood when caches were first written (epochs 30, lr 0.01, weight decay 5e-4):
+        # compared with today's, a training option now at its default would drop out and every cache go stale.
+        defaults = {**DistillConfig().to_dict(), "epochs": 30, "lr": 0.01, "weight_decay": 5e-4}
         recipe["training"] = {k: v for k, v in self.training.to_dict().items() if v != defaults.get(k)}
         from edgekd.preprocess import comparable
 
@@ -128,7 +130,7 @@ def default_teacher(data: Dataset, recipe: TeacherRecipe | None = None, progress
         # minutes of training are not thrown away for a cache: the run goes on, and says so
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        (log or (lambda _m: None))(uncached_warning("the trained teacher could not be cached (the next run "
+        api_log(log)(uncached_warning("the trained teacher could not be cached (the next run "
                                                     "trains it again)", path, exc))
         return Teacher(model, "default resnet teacher (trained, not cached)", origin=DEFAULT_ORIGIN, split_seed=seed)
     return Teacher(model, f"default resnet teacher (trained, cached {path})", origin=DEFAULT_ORIGIN, split_seed=seed)

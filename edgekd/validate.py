@@ -84,13 +84,15 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
     measurably faster than its fp32 twin (the median over the runs of their p50 ratio), else the fp32
     student; with ``ships="fp32"`` (the precision the search checked the budget for) the fp32 student.
     """
-    from edgekd.api_args import require_artifacts, require_dataset
+    from edgekd.api_args import require_artifacts, require_budget, require_dataset, require_references
     from edgekd.latency.measure import measure
     from edgekd.latency.runtime import predictions_on_test_split, top1
     from edgekd.profiles import load_profile
 
     require_artifacts(artifacts)
     require_dataset(data, optional=True)
+    require_budget(budget)
+    require_references(references)
     # What the other stages hand over, as search takes them: a profile by name, no budget.
     profile, budget = load_profile(profile), budget if budget is not None else Budget()
     require_number("rounds", rounds, whole=True)  # a string failed the comparison below as a raw TypeError

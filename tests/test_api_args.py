@@ -69,3 +69,36 @@ def test_validate_names_a_model_path_given_for_its_artifacts(small_data, tmp_pat
     _refused(lambda: edgekd.validate([art], "host-cpu", None, data="digits"),
              "data is the string 'digits', not a Dataset; pass load_data('digits'), or load_data_for(model, ...) "
              "to read it as a model takes it")
+
+
+def test_compress_gate_and_recheck_name_a_dict_given_for_their_config():
+    from edgekd.pipeline import run_distill, run_search
+
+    for call in (lambda: edgekd.compress({"out": "x"}), lambda: run_search({"out": "x"}, "s.json"),
+                 lambda: run_distill({"out": "x"}, "d")):
+        _refused(call, "config is a dict, not a CompressConfig; pass CompressConfig(**config)")
+    _refused(lambda: edgekd.run_gate("m.onnx", {"max_size_bytes": 1}),
+             "config is a dict, not a GateConfig; pass GateConfig(**config)")
+    _refused(lambda: edgekd.recheck("m.onnx", "manifest.json", {"rounds": 1}),
+             "config is a dict, not a RecheckConfig; pass RecheckConfig(**config)")
+
+
+def test_validate_names_a_budget_or_references_of_the_wrong_kind(small_data, tmp_path):
+    from edgekd.types import Artifact
+
+    art = Artifact("m", "student", "fp32", str(tmp_path / "m.onnx"), "onnx-fp32", 18, "0" * 64, 1)
+    for budget in ((0.5, 128), 0.5):
+        _refused(lambda budget=budget: edgekd.validate([art], "host-cpu", budget),
+                 f"budget {budget!r} is not a Budget; pass Budget(latency_ms, max_size_kb), e.g. Budget(0.5, 128)")
+    _refused(lambda: edgekd.validate([art], "host-cpu", None, data=small_data, references=[torch.nn.Linear(2, 2)]),
+             "references is a list, not a mapping of artifact names to models; pass {artifact.name: model}, e.g. "
+             "{'student-fp32': student}")
+
+
+def test_build_student_names_an_input_shape_without_channels():
+    from edgekd.search.spaces import SPACES
+
+    spec = StudentSpec("mbv2", SPACES.get("mbv2").smallest())
+    _refused(lambda: edgekd.build_student(spec, (16, 16), 4),
+             "input_shape is (16, 16), not (channels, height, width); pass data.input_shape, e.g. (1, 16, 16) for "
+             "16x16 grayscale images")

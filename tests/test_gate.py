@@ -1614,3 +1614,16 @@ def test_a_run_folder_given_as_the_target_is_pointed_at_its_manifest(run_cli, ru
         assert code == 2 and err == f"error: target '{run_dir}' is a folder; pass {run_dir / 'manifest.json'}\n", err
     code, _, err = _gate(run_cli, tmp_path, "--max-size", "1MB")
     assert code == 2 and f"target '{tmp_path}' is a folder; pass a manifest.json or .onnx file" in err, err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_size_bytes="200KB"), r"^max_size_bytes must be a number, got '200KB'; pass max_size_bytes as a number"),
+    (dict(max_latency_ms="2ms"), r"^max_latency_ms must be a number, got '2ms'"),
+    (dict(max_opset=17.5), r"^max_opset must be a whole number, got 17.5"),
+])
+def test_gate_config_names_a_threshold_that_is_not_a_number(kwargs, message):
+    from edgekd.errors import ConfigError
+    from edgekd.gate_config import GateConfig
+
+    with pytest.raises(ConfigError, match=message):  # a string failed the range check as a raw TypeError
+        GateConfig(**kwargs)

@@ -15,6 +15,7 @@ from conftest import QUICK_PROXY
 from edgekd.data import recorded_data
 from edgekd.errors import ConfigError, ModelError
 from edgekd.pipeline import CompressConfig, compress
+from edgekd.profiles import load_profile
 from edgekd.teacher import from_module
 
 
@@ -23,8 +24,10 @@ def test_compress_takes_a_module_and_a_dataset(teacher, small_data, fast_profile
     mine.train()  # the caller's mode, which the run must leave alone
     before = {k: v.clone() for k, v in mine.state_dict().items()}
     try:
-        result = compress(CompressConfig(out=str(tmp_path / "out"), teacher=mine, data=small_data,
-                                         profile=str(fast_profile_path), budget_ms=50.0, max_size_kb=100.0,
+        # a pathlib.Path and a loaded profile, as notebooks pass them: the manifest could not hold them, and
+        # writing it at the end failed the whole run
+        result = compress(CompressConfig(out=tmp_path / "out", teacher=mine, data=small_data,
+                                         profile=load_profile(fast_profile_path), budget_ms=50.0, max_size_kb=100.0,
                                          candidates=6, epochs=1, proxy=QUICK_PROXY, progress=False))
         assert mine.training
         assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
@@ -33,6 +36,8 @@ def test_compress_takes_a_module_and_a_dataset(teacher, small_data, fast_profile
     manifest = result.manifest
     assert re.fullmatch(r"in-memory module [\w.]+\.TinyNet \(Python API\)", manifest["teacher"]["source"])
     assert manifest["recipe"]["teacher"] is None and manifest["recipe"]["data"] is None  # no path to record
+    assert (manifest["recipe"]["out"], manifest["recipe"]["profile"]) == (str(tmp_path / "out"),
+                                                                          str(fast_profile_path))
     assert manifest["data"] == small_data.describe()
     own = recorded_data(manifest)  # what gate and validate --manifest measure accuracy on
     assert (own.source, own.resolution) == ("digits", small_data.input_shape[-1])
@@ -77,6 +82,31 @@ def test_a_module_that_cannot_be_copied_is_refused(teacher):
 def test_inputs_of_the_wrong_kind_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         CompressConfig(**kwargs)
+
+
+def test_paths_given_as_path_objects_are_taken_as_their_strings(small_data, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=small_data.x_train[:40], y=small_data.y_train[:40])
+    (tmp_path / "t.pt2").write_bytes(b"")
+    config = CompressConfig(out=tmp_path / "out", data=tmp_path / "d.npz", teacher=tmp_path / "t.pt2")
+    assert (config.out, config.data, config.teacher) == tuple(str(tmp_path / n) for n in ("out", "d.npz", "t.pt2"))
+
+
+def test_a_loaded_profile_is_recorded_by_its_name_or_its_file(fast_profile_path):
+    from edgekd.pipeline.config import config_fields
+    from edgekd.run_inputs import recipe
+
+    for loaded, recorded in ((load_profile("host-cpu-1t"), "host-cpu-1t"),
+                             (load_profile(fast_profile_path), str(fast_profile_path))):
+        assert recipe(CompressConfig(profile=loaded), config_fields())["profile"] == recorded
+
+
+def test_a_setting_a_manifest_cannot_hold_is_refused_before_any_work():
+    import numpy as np
+
+    with pytest.raises(ConfigError, match=r"^lr is a float32, which a run's records cannot hold; pass lr=0.25"):
+        CompressConfig(lr=np.float32(0.25))
 
 
 @pytest.mark.parametrize("option", [dict(resolution=8), dict(normalize="none"), dict(channels=3)])

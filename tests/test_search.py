@@ -682,6 +682,21 @@ def test_params_without_any_budget_warns_that_it_picks_the_largest_student(teach
     assert not any("no --budget-ms" in line for line in lines)
 
 
+def test_without_a_log_warnings_still_reach_the_user_and_progress_stays_quiet(teacher, small_data, fast_profile,
+                                                                             capsys):
+    import warnings
+
+    from edgekd.errors import EdgeKDWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search(teacher.module, small_data, fast_profile, Budget(), replace(CFG, proxy="params"), progress=False)
+    said = [str(w.message) for w in caught if issubclass(w.category, EdgeKDWarning)]
+    assert any(m.startswith("search: no --budget-ms or --max-size-kb") for m in said)
+    assert not any(m.startswith("warning") for m in said)  # the prefix the CLI prints is the category here
+    assert capsys.readouterr() == ("", "")
+
+
 def test_zico_is_the_log_of_the_summed_inverse_coefficient_of_variation_per_layer(small_data):
     """One Linear layer, two halves of the probe batch: log(sum over weights of mean|g| / std(g)), weights
     whose gradient is the same in both halves left out."""

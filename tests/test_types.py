@@ -123,3 +123,12 @@ def test_validation_report_from_another_dict_names_what_is_missing(data, missing
 
     with pytest.raises(ArtifactError, match=f"not a validation report: it (has |is ){missing}.*validate --json"):
         ValidationReport.from_dict(data)
+
+
+def test_distill_config_s_defaults_are_the_cli_s():
+    from edgekd.pipeline import CompressConfig
+    from edgekd.types import DistillConfig
+
+    cli = CompressConfig().distill_config()  # what `edgekd distill` and `compress` train with by default
+    for config in (DistillConfig(), cli):
+        assert (config.epochs, config.lr, config.weight_decay, config.batch_size) == (40, 5e-3, 1e-4, 64)

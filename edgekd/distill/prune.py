@@ -26,12 +26,17 @@ from edgekd.distill.prune_layers import (
     importance,
     stage_ratio_dict,
 )
-from edgekd.errors import BudgetError, ConfigError, require_number
+from edgekd.errors import BudgetError, ConfigError, api_log, require_number
 from edgekd.types import DistillConfig
 
 
 @dataclass(frozen=True)
 class PruneConfig:
+    """Pruning-aware KD toward ``target_ms``. Its defaults are the Python API's own, not the CLI's:
+    ``precision`` is "fp32" here, while `edgekd compress --target-ms` (``CompressConfig.prune_config()``) prunes
+    toward the latency of the precision that ships, ``--precision`` (default "int8"); and ``finetune_epochs`` is
+    5 here, ``--epochs`` there. Pass ``precision="int8", finetune_epochs=40`` to prune as the CLI does."""
+
     target_ms: float
     precision: str = "fp32"  # the latency that must reach the target: of the fp32 or the int8 export
     steps: int = 8  # iterative pruning steps to the planned ratio, with KD between them
@@ -163,7 +168,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     require_config("config", config, PruneConfig, "target_ms=2.0")
     check_one_process()
     profile = load_profile(profile)  # a name or .toml path, as search takes one
-    log = log or (lambda _m: None)
+    log = api_log(log)
     calib = data.x_train[np.random.default_rng(distill_config.seed).permutation(len(data.x_train))[:64]]
     reference = copy.deepcopy(student).eval()
     batch = _gradient_batch(data, distill_config.seed) if config.importance == "taylor" else None

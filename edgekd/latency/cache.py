@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edgekd.errors import api_log
 from edgekd.fsutil import sha256, write_json
 from edgekd.latency.measure import Shapes, per_model
 from edgekd.profiles import DeviceProfile
@@ -64,7 +65,7 @@ def measure_cached(paths: Sequence[str | Path], profile: DeviceProfile, shape: S
             write_json(path, {"profile": profile.name, "models": [str(p) for p in paths],
                               "stats": [s.to_dict() for s in stats]})
         except OSError as exc:
-            (log or (lambda _m: None))(uncached_warning("the measurement could not be cached", path, exc))
+            api_log(log)(uncached_warning("the measurement could not be cached", path, exc))
     return stats, False
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgekd.errors import api_log
 from edgekd.fsutil import exclusive, write_json
 from edgekd.latency.fit_check import cross_validate, not_cross_validated
 from edgekd.latency.network_fit import feature_names, fit_relative, network_features, resolution_levels
@@ -64,7 +65,7 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
         raise ConfigError(f"--networks {networks} is more than the {most} different networks space '{space_name}' "
                           "holds", f"pass at most {most}")
     probe_device(profile)  # before the reference's export: everything after it measures on the device
-    log = log or (lambda _m: None)
+    log = api_log(log)
     path = path or table_path(profile, space_name, input_shape, num_classes)
     with exclusive(path.with_name(path.name + ".lock"), f"a calibration of {path.name}"):
         return _calibrate(profile, space, space_name, input_shape, num_classes, networks, chunk, seed, path, log,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, api_log
 from edgekd.fsutil import atomic_dir, check_new_output, sha256, write_json
 from edgekd.pipeline.config import (
     CompressConfig,
@@ -50,12 +50,14 @@ class CompressResult:
 
 def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
+    from edgekd.api_args import require_config
     from edgekd.latency.runners import probe_device
     from edgekd.profiles import load_profile
     from edgekd.torchrun import check_alone
 
+    require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
     check_alone("compress")
-    log = log or (lambda _msg: None)
+    log = api_log(log)
     if config.distilled:
         config = _with_distilled_inputs(config, log)  # before the output check: the inputs it names are kept
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after

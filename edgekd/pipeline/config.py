@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekd.errors import ConfigError, require_number
+from edgekd.errors import ConfigError, kind_of, require_number
 from edgekd.run_inputs import check_inputs
 from edgekd.types import Budget, DistillConfig
 
@@ -35,11 +37,11 @@ class CompressConfig:
     candidates: int = 100
     latency_anchors: int | None = None  # networks measured to fit a space with no latency table (None: 32)
     precision: str = "int8"  # the search checks latency and size limits for this deployment precision
-    epochs: int = 40
-    lr: float = 5e-3
-    batch_size: int = 64
-    temperature: float = 4.0
-    alpha: float = 0.9
+    epochs: int = DistillConfig.epochs  # the training defaults are DistillConfig's, one source for both
+    lr: float = DistillConfig.lr
+    batch_size: int = DistillConfig.batch_size
+    temperature: float = DistillConfig.temperature
+    alpha: float = DistillConfig.alpha
     augment: bool = True  # shift training images, the teacher labelling each batch (benchmarks/distill_augment.py)
     losses: str = "kd"  # registered losses with weights, e.g. "kd:1,dkd:0.5" (kd, dkd, dist, hint, rkd, at)
     hint_student: str | None = None  # comma-separated student module paths tapped for hint/at/rkd
@@ -70,6 +72,9 @@ class CompressConfig:
     def __post_init__(self) -> None:
         from edgekd.run_inputs import comma_list
 
+        for name in _PATH_FIELDS:  # a pathlib.Path, as load_data and load_profile take, kept as its string
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         for name in ("space", "hint_student", "hint_teacher"):
             object.__setattr__(self, name, comma_list(name, getattr(self, name)))
         object.__setattr__(self, "budget", Budget(self.budget_ms, self.max_size_kb, self.min_accuracy,
@@ -142,6 +147,7 @@ class CompressConfig:
                               "nothing is pruned without --target-ms",
                               "pass --target-ms MS to prune toward a latency, or leave the pruning settings out")
         self._refuse_idle_settings(defaults)
+        _check_recordable(self)
 
     def _refuse_idle_settings(self, defaults: dict[str, Any]) -> None:
         """Settings a user changed that this run would ignore are refused, as the pruning ones are above."""
@@ -206,7 +212,7 @@ class CompressConfig:
                             **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
 
     def distill_config(self) -> DistillConfig:
-        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=1e-4,
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                              temperature=self.temperature, alpha=self.alpha, seed=self.seed, augment=self.augment,
                              losses=self.losses, student_taps=_paths(self.hint_student),
                              teacher_taps=_paths(self.hint_teacher), use_labels=self.labels,
@@ -220,6 +226,24 @@ class CompressConfig:
             return None
         return PruneConfig(target_ms=self.target_ms, precision=self.precision, steps=self.prune_steps,
                            finetune_epochs=self.epochs, importance=self.prune_importance, round_to=self.prune_round_to)
+
+
+# The fields that name a file or folder (or, for teacher and data, may): given as a path object, taken as its string.
+_PATH_FIELDS = ("out", "teacher", "weights", "data", "search_file", "distilled", "profile")
+
+
+def _check_recordable(config: CompressConfig) -> None:
+    """Every setting the manifest and distill.json record is one JSON can hold: found at their writing, a
+    value of another kind lost the whole run's work."""
+    from edgekd.run_inputs import recipe
+
+    for name, value in recipe(config, config_fields()).items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            fix = (f"pass {name}={value.item()!r}, a Python value" if hasattr(value, "item") else
+                   f"pass {name} as a string, a number or a boolean, as `edgekd compress` takes it")
+            raise ConfigError(f"{name} is {kind_of(value)}, which a run's records cannot hold", fix) from None
 
 
 def _paths(text: str | None) -> tuple[str, ...]:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError, OutputError
+from edgekd.api_args import require_config
+from edgekd.errors import ConfigError, OutputError, api_log
 from edgekd.fsutil import (
     atomic_dir,
     check_new_file,
@@ -34,8 +35,9 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     from edgekd.search import search
     from edgekd.torchrun import check_alone
 
+    require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
     check_alone("search")
-    log = log or (lambda _msg: None)
+    log = api_log(log)
     check_new_file(out, force or config.force, "--out", input_paths(config))
     check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     out = Path(out)
@@ -66,7 +68,8 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     from edgekd.distill.prune import check_one_process
     from edgekd.pipeline.resumed import as_started, note_leftovers
 
-    log = log or (lambda _msg: None)
+    require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
+    log = api_log(log)
     processes, rank = launched()
     if config.target_ms is not None:
         check_one_process()

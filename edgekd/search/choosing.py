@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import BudgetError
+from edgekd.errors import BudgetError, api_log
 from edgekd.profiles import DeviceProfile, profile_arg
 from edgekd.search.file_size import SizeCheck
 from edgekd.search.latency_model import TABLE_SOURCE
@@ -66,7 +66,7 @@ def measure_and_choose(ranked: list[Candidate], data: Dataset, profile: DevicePr
     (measured, written too big without being measured, chosen, the per-space correction the rest were judged
     by: the largest ``latency_scale`` of a round, since the queue a round filters stays filtered; {} when no
     round ran)."""
-    log = log or (lambda _m: None)
+    log = api_log(log)
 
     def measure(cands: list[Candidate]) -> list[Candidate]:
         return _measure(cands, data, config, spaces, latency, profile, calib, ruler)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.errors import api_log
 from edgekd.profiles import DeviceProfile, profile_arg
 from edgekd.search.cost_features import (
     choose_layout,
@@ -57,7 +58,7 @@ def latency_model(space: Any, profile: DeviceProfile, input_shape: tuple[int, in
     ``reference_runtime`` gives the onnxruntime version a remote device reported in that measurement
     (default: measured now). ``log`` hears why a calibrated table is not used and that networks are being
     measured instead (minutes on a large input, with no progress bar in a CI log)."""
-    log = log or (lambda _m: None)
+    log = api_log(log)
     measured = functools.cache(lambda: reference_stats(profile, input_shape, num_classes))  # once, if at all
     given = reference_ms  # a search's one figure for the reference converts a fresh fit too
     reference_ms = reference_ms or (lambda: measured().p50_ms)

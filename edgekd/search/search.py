@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import Dataset
-from edgekd.errors import ConfigError, ModelError
+from edgekd.errors import ConfigError, ModelError, api_log
 from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
 from edgekd.search.choosing import SLACK, build_candidate, measure_and_choose, to_measure
@@ -92,7 +92,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     best-ranked on ``profile`` and return the best one that meets the budget."""
     import torch
 
-    from edgekd.api_args import require_config, require_dataset
+    from edgekd.api_args import require_budget, require_config, require_dataset
     from edgekd.profiles import load_profile
     from edgekd.search.proxies import PROXIES, make_probe, require_init
     from edgekd.search.spaces import resolve_space
@@ -104,12 +104,10 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
         require_config("config", config, SearchConfig)
     teacher = api_teacher(teacher, data)
     profile = load_profile(profile) if isinstance(profile, str) else profile
+    require_budget(budget)
     budget = budget if budget is not None else Budget()
-    if not isinstance(budget, Budget):
-        raise ConfigError(f"budget {budget!r} is not a Budget", "pass Budget(latency_ms, max_size_kb), e.g. "
-                          "Budget(0.5, 128)")
     config = config or SearchConfig()
-    log = log or (lambda _m: None)
+    log = api_log(log)
     start = time.perf_counter()
     spaces = [resolve_space(name, teacher, data.input_shape) for name in config.spaces()]
     proxy = PROXIES.get(config.proxy)

@@ -305,8 +305,10 @@ def build_student(spec: StudentSpec, input_shape: tuple[int, int, int], num_clas
     """The nn.Module for ``spec``; unknown spaces list the valid ones, and a config that lacks a gene the
     space builds from is refused naming it. Values off the space's options still build (a config written by
     hand need not be one the search would sample)."""
+    from edgekd.api_args import require_input_shape
     from edgekd.errors import ConfigError
 
+    require_input_shape(input_shape)
     space = resolve_space(spec.space, teacher, input_shape)
     try:
         return space.build(spec.config, input_shape, num_classes)

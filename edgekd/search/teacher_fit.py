@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ExportError, first_line
+from edgekd.errors import ExportError, api_log, first_line
 from edgekd.types import Budget
 
 
@@ -61,7 +61,7 @@ def teacher_fit(teacher: Any, input_shape: tuple[int, ...], budget: Budget, rule
                 return TeacherFit(size, None)
             ((_stats, units),) = ruler.measure([path], input_shape)
         except Exception as exc:  # any failure here means only that this advice is skipped
-            (log or (lambda _m: None))(f"search: the teacher itself is not checked against the budget (advice "
+            api_log(log)(f"search: the teacher itself is not checked against the budget (advice "
                                        f"only: {first_line(exc)}); the search goes on, and validation measures it")
             return None
     latency = units * ruler.ms()
