@@ -15,6 +15,7 @@ from typing import Any
 
 from edgekd import gate_accuracy, gate_ort
 from edgekd.errors import ArtifactError, ConfigError, RunnerError
+from edgekd.fsutil import sha256
 from edgekd.gate_config import (  # noqa: F401  (this module's API, as before the split)
     ACCURACY_KEYS,
     DEFAULT_PROFILE,
@@ -57,7 +58,7 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
     try:
         art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     except ArtifactError as exc:
-        if entry is None or _sha256(model) == entry["artifact"]["sha256"]:
+        if entry is None or sha256(model) == entry["artifact"]["sha256"]:
             raise
         return _unreadable(target, model, entry, exc, list(config.notes))
     checks: list[Check] = []
@@ -123,12 +124,6 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
 
 def _name(entry: dict[str, Any] | None) -> str | None:
     return None if entry is None else entry["artifact"]["name"]
-
-
-def _sha256(path: Path) -> str:
-    from edgekd.fsutil import sha256
-
-    return sha256(path)
 
 
 def _unreadable(target: str, model: Path, entry: dict[str, Any], exc: ArtifactError, notes: list[str]) -> GateResult:
