@@ -204,11 +204,13 @@ def _candidates_table(search: dict[str, Any], top: int = 10) -> str:
     chosen = candidate_key(search["chosen"]) if search.get("chosen") else None
     budget = search.get("budget") or {}
     scale = search.get("latency_scale") or {}  # absent from files written before it was recorded
+    sizes = search.get("size_scale") or {}  # so is this
     rows = []
     for rank, c in enumerate(search["candidates"][:top], 1):
         key = candidate_key(c)
         broken = broken_limits(c.get("latency_ms"), c.get("file_bytes"), budget.get("latency_ms"),
-                               budget.get("max_size_kb"), c.get("predicted_ms"), scale.get(c["spec"]["space"], 1.0))
+                               budget.get("max_size_kb"), c.get("predicted_ms"), scale.get(c["spec"]["space"], 1.0),
+                               c.get("size_bytes"), sizes.get(c["spec"]["space"], 1.0))
         mark = "chosen" if key == chosen else ", ".join(m for m in ("Pareto" if key in front else "", broken) if m)
         cells = [str(rank), f"{c['params']:,}", size_kb_text(c["size_bytes"], c.get("file_bytes")),
                  score_text(c["score"]), _ms(c.get("latency_ms")), _ms(c.get("predicted_ms"))]

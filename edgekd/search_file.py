@@ -177,14 +177,16 @@ def teacher_record(module: Any) -> dict[str, Any]:
 
 
 def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | None, teacher: Any = None,
-                log: Any = None, max_size_kb: float | None = None, fix: str | None = None) -> Any:
+                log: Any = None, max_size_kb: float | None = None, fix: str | None = None, ort: bool = False) -> Any:
     """The SearchResult in ``path``, read once. A missing or foreign file, or one made for other data or
     another profile, or whose student misses this budget (its measured latency, its written file's size or
     else the estimate), or whose student was pruned from another
     teacher than ``teacher``, is a ConfigError: its ranking and latencies were measured for what it records.
     A ranking whose proxy scored the candidates against other images or another teacher is only said to
     ``log``: the students and their latencies still hold. ``fix`` replaces the advice of those errors
-    (a resumed run's own search.json was given by no --search to drop)."""
+    (a resumed run's own search.json was given by no --search to drop). With ``ort`` (a run with --ort) and a size
+    limit, a file that sized its students by their .onnx alone is said: the ORT-format copy, larger, is held to the
+    limit only once trained."""
     path = Path(path)
     try:
         result = read_search(path)
@@ -209,6 +211,10 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
         size = "" if result.chosen.file_bytes is not None else "about "  # else the estimate: no file was written
         raise ConfigError(f"the student chosen in '{path}' is {size}{result.chosen.shipped_bytes / 1024:.1f} KB "
                           f"({result.precision}), over --max-size-kb {max_size_kb:g}", fix)
+    if ort and max_size_kb is not None and not result.sized_with_ort:
+        api_log(log)(f"warning: '{path}' sized its students by their .onnx file alone, and with --ort the ORT-format "
+                     "copy, up to 1.5x larger, is held to --max-size-kb too, once trained: run `edgekd search --ort` "
+                     "and pass the file it writes")
     for warning in _other_sources(path, raw, result, recorded, here, teacher):
         api_log(log)(f"warning: {warning}")
     return result

@@ -818,3 +818,26 @@ def test_a_recipe_s_training_keys_with_distilled_are_said_to_be_passed_over(run_
     assert (f"the recipe's epochs, seed do not apply with distilled: the student was trained with those in "
             f"{tmp_path / 'd1' / 'distill.json'}") in err
     assert "profile" not in err
+
+
+def test_search_table_says_when_the_size_correction_passed_a_candidate_over(run_cli, monkeypatch, tmp_path):
+    """Rank 1, estimated 57.4 KB under --max-size-kb 60, was passed over with an empty cell: its space's written
+    files (with --ort, its ORT-format copies) had come out 1.5x their estimates. search --ort reaches the search."""
+    import edgekd.pipeline
+    from edgekd.types.search import Candidate, SearchResult, StudentSpec
+
+    def cand(stem, size, file_bytes=None):
+        return Candidate(StudentSpec("mbv2", {"stem": stem}), params=1000 * stem, size_bytes=size,
+                         score=float(stem), latency_ms=0.01, file_bytes=file_bytes)
+
+    ranked = (cand(16, 58_778), cand(12, 39_526, 59_700), cand(8, 24_064))
+    result = SearchResult(chosen=ranked[1], candidates=ranked, proxy="params", evaluated=3, measured=3, seconds=1.0,
+                          sized_with_ort=True, size_scale={"mbv2": 1.51})
+    seen = []
+    monkeypatch.setattr(edgekd.pipeline, "run_search", lambda config, *args, **kwargs: seen.append(config) or result)
+    code, out, err = run_cli("search", "--max-size-kb", "60", "--ort", "--out", tmp_path / "s.json")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "mbv2" in line]
+    assert [row.split(" | ")[6] for row in rows] == ["expected over --max-size-kb after correction (x1.51)", "chosen",
+                                                     ""]
+    assert seen[0].ort is True and seen[0].search_config().ort is True

@@ -1010,3 +1010,27 @@ def test_the_manifest_records_where_the_data_was_read_resolved(tmp_path, monkeyp
     assert manifest["recipe"]["data"] == "d.npz"  # as typed
     assert manifest["data"]["source"] == {"path": str(tmp_path / "d.npz"), "sha256": sha256(tmp_path / "d.npz"),
                                           "sha256_of": "the file"}
+
+
+def test_a_run_with_ort_sizes_its_search_by_the_copies_and_tells_a_reused_file_that_did_not(
+        teacher_files, fast_profile_path, tmp_path, monkeypatch):
+    """compress --ort held each student's ORT-format copy to --max-size-kb and searched by the .onnx alone."""
+    import edgekd.search_file
+
+    config = _config(teacher_files, fast_profile_path, tmp_path / "out", ort=True)
+    assert config.search_config().ort and not _config(teacher_files, fast_profile_path, tmp_path).search_config().ort
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def reused(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop  # what the file holds is test_search_file's; here, that the run's --ort reaches its check
+
+    monkeypatch.setattr(edgekd.search_file, "load_search", reused)
+    searched = tmp_path / "sf.json"
+    searched.write_text("{}")
+    with pytest.raises(Stop):
+        compress(_config(teacher_files, fast_profile_path, tmp_path / "again", ort=True, search_file=str(searched)))
+    assert seen["ort"] is True

@@ -245,3 +245,23 @@ def test_a_run_reusing_a_search_file_ships_at_the_opset_its_students_were_sized_
     # an opset edited into a string is no opset: the run's own stays
     assert "opset" not in recorded_settings(searched_at("17"))
     assert with_search_settings(CompressConfig(search_file=searched_at("17"), opset=16), said.append).opset == 16
+
+
+def test_a_run_with_ort_reusing_a_search_that_sized_the_onnx_alone_is_told(tmp_path, small_data):
+    """The ORT-format copy, held to --max-size-kb too, is up to 1.5x its .onnx: a search file sized without it can
+    choose a student whose copy fails after training."""
+    path = _write(tmp_path, small_data, None, space="mbv2")
+    profile = load_profile("host-cpu")
+    lines: list[str] = []
+    load_search(path, small_data, profile, None, log=lines.append, max_size_kb=8, ort=True)
+    assert lines == [f"warning: '{path}' sized its students by their .onnx file alone, and with --ort the ORT-format "
+                     "copy, up to 1.5x larger, is held to --max-size-kb too, once trained: run `edgekd search --ort` "
+                     "and pass the file it writes"]
+    lines.clear()
+    load_search(path, small_data, profile, None, log=lines.append, max_size_kb=8)  # no --ort
+    load_search(path, small_data, profile, None, log=lines.append, ort=True)  # no size limit
+    raw = json.loads(path.read_text())
+    raw["sized_with_ort"] = True
+    path.write_text(json.dumps(raw))
+    load_search(path, small_data, profile, None, log=lines.append, max_size_kb=8, ort=True)
+    assert lines == []

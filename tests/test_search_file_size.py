@@ -8,15 +8,16 @@ import pytest
 from edgekd.errors import BudgetError
 from edgekd.search import SearchConfig, build_student, search
 from edgekd.search.file_size import SizeCheck, shipped_bytes
-from edgekd.types import Budget, Candidate, StudentSpec
+from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 CFG = SearchConfig(candidates=12, measure_top=2, rounds=2, probe_batch=16, anchors=3, proxy="params")
 SPEC = StudentSpec("mbv2", {"stem": 8, "widths": [8, 16, 24], "depths": [1, 1, 1], "expands": [3, 3, 3],
                             "kernels": [3, 3, 3], "se": [0, 0, 0]})
 
 
-def _pipeline_file(model, data, tmp_path, opset: int = 18) -> int:
-    """The size of ``model``'s int8 file written as compress writes it (export, quantize, stamp)."""
+def _pipeline_file(model, data, tmp_path, opset: int = 18, seed: int | None = None) -> int:
+    """The size of ``model``'s int8 file written as compress writes it (export, quantize, stamp; with the split
+    ``seed`` a run stamps)."""
     from edgekd.export import ExportRequest, get_exporter
     from edgekd.onnx_metadata import stamp_data_metadata
 
@@ -24,7 +25,7 @@ def _pipeline_file(model, data, tmp_path, opset: int = 18) -> int:
                                                    data.x_val[:1], opset=opset))
     int8 = get_exporter("onnx-int8")(ExportRequest("student-int8", "student", tmp_path,
                                                    calibration=data.x_train[:64], source=fp32, opset=opset))
-    return stamp_data_metadata(int8, data).size_bytes
+    return stamp_data_metadata(int8, data, seed).size_bytes
 
 
 def test_a_fresh_candidate_is_written_at_the_size_of_the_trained_student_that_ships(small_data, tmp_path):
@@ -239,3 +240,72 @@ def test_files_are_written_at_the_run_s_opset(small_data, tmp_path):
             trained(torch.from_numpy(small_data.x_train[i * 32:(i + 1) * 32]))
     shipped = _pipeline_file(trained, small_data, tmp_path, opset=17)
     assert abs(at[17] - shipped) <= 0.01 * shipped
+
+
+def test_with_ort_the_larger_file_decides_and_it_is_the_ort_copy(small_data, tmp_path):
+    """compress --ort holds each student's ORT-format copy to --max-size-kb as its .onnx, and the copy is the
+    larger (19-42% in int8): a search sizing the .onnx alone chose students whose copy failed after training."""
+    from edgekd.ort_format import to_ort
+    from edgekd.search.file_size import _as_if_trained
+
+    model = build_student(SPEC, small_data.input_shape, 10)
+    onnx_bytes = shipped_bytes(model, small_data, small_data.x_train[:64], "int8")
+    both = shipped_bytes(model, small_data, small_data.x_train[:64], "int8", ort_platform="amd64")
+    trained = build_student(SPEC, small_data.input_shape, 10)
+    _as_if_trained(trained)
+    _pipeline_file(trained, small_data, tmp_path, seed=0)
+    copy = to_ort(tmp_path / "student-int8.onnx", "amd64", small_data.x_test[:2], "int8")
+    assert both == copy.size_bytes > 1.1 * onnx_bytes
+
+
+def test_with_ort_unwritten_estimates_are_grown_until_a_copy_is_written():
+    """The estimate is of the .onnx: a candidate at 60% of the limit can ship a copy over it, so with --ort it is
+    written; once one is, its space's written files set the growth."""
+    from edgekd.search.file_size import ORT_GROWTH
+
+    plain = SizeCheck(1000, lambda c: pytest.fail("wrote a file far under the limit"))
+    assert plain.check(_cand("a", 600)).file_bytes is None and plain.factor("a") == 1.0
+    with_copy = SizeCheck(1000, lambda c: int(c.size_bytes * 1.3), ort=True)
+    assert with_copy.factor("a") == ORT_GROWTH and not with_copy.may_fit(_cand("a", 700))
+    assert with_copy.check(_cand("a", 600)).file_bytes == 780
+    assert with_copy.factor("a") == 1.3 and with_copy.factor("b") == ORT_GROWTH
+
+
+def test_a_search_for_a_run_with_ort_writes_the_copies_and_records_it(teacher, small_data, fast_profile, tmp_path):
+    from dataclasses import replace
+
+    from edgekd.ort_format import to_ort
+    from edgekd.search.file_size import _as_if_trained
+
+    lines: list[str] = []
+    result = search(teacher.module, small_data, fast_profile, Budget(max_size_kb=60), replace(CFG, ort=True),
+                    progress=False, log=lines.append)
+    assert result.sized_with_ort and set(result.size_scale) == {"mbv2"}
+    chosen = build_student(result.chosen.spec, small_data.input_shape, 10)
+    _as_if_trained(chosen)
+    _pipeline_file(chosen, small_data, tmp_path, seed=0)
+    copy = to_ort(tmp_path / "student-int8.onnx", "amd64", small_data.x_test[:2], "int8")
+    assert result.chosen.file_bytes == copy.size_bytes <= 60 * 1024
+    assert any("wrote the int8 files and their ORT-format copies of" in line for line in lines)
+    again = SearchResult.from_dict(result.to_dict())
+    assert again.sized_with_ort and again.size_scale == result.size_scale
+    legacy = {k: v for k, v in result.to_dict().items() if k not in ("sized_with_ort", "size_scale")}
+    assert not SearchResult.from_dict(legacy).sized_with_ort and SearchResult.from_dict(legacy).size_scale == {}
+
+
+def test_a_config_setting_ort_to_a_non_bool_is_refused():
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search setting ort is 'yes', not true or false"):
+        SearchConfig(ort="yes")
+
+
+def test_a_candidate_passed_over_on_its_corrected_size_estimate_says_so():
+    """An unwritten candidate shown at 57.4 KB under a 60 KB limit was passed over with an empty mark: its
+    space's written files had shown its estimate to be 1.5x low."""
+    from edgekd.types.search import broken_limits
+
+    assert broken_limits(None, None, None, 60, size_bytes=57 * 1024, size_scale=1.5) == (
+        "expected over --max-size-kb after correction (x1.50)")
+    assert broken_limits(None, None, None, 60, size_bytes=30 * 1024, size_scale=1.5) == ""
+    assert broken_limits(None, None, None, 60, size_bytes=57 * 1024) == ""

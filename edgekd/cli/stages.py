@@ -114,7 +114,7 @@ _COMPRESS_OPTIONS = [
 _TRAINING_ONLY = {"--epochs", "--lr", "--batch-size", "--temperature", "--alpha", "--calibration", "--search",
                   "--augment", "--losses", "--hint-student", "--hint-teacher", "--qat-epochs", "--qat-lr",
                   "--qat-full-range", "--keep-epoch", "--target-ms",
-                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds", "--ort",
+                  "--prune-steps", "--prune-importance", "--prune-round-to", "--latency-rounds",
                   "--min-accuracy", "--max-accuracy-drop", "--distilled"}
 # Options of compress that distill does not take: accuracy is budgeted where the ONNX files are validated.
 _EXPORT_ONLY = {"--calibration", "--latency-rounds", "--min-accuracy", "--max-accuracy-drop", "--distilled", "--ort"}
@@ -134,6 +134,9 @@ _SEARCH_FILE_OPTIONS = {
     "--opset": click.option("--opset", type=int, help="ONNX opset the candidates' files are written at, whose size "
                                                       "--max-size-kb checks (default: 18; below 18 the files are "
                                                       "larger); compress and distill ship at the file's opset."),
+    "--ort": click.option("--ort/--no-ort", default=None,
+                          help="Size the candidates by the larger of their .onnx and ORT-format copy, as compress "
+                               "--ort holds both to --max-size-kb (default: --no-ort, the .onnx alone)."),
 }
 
 
@@ -332,11 +335,11 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
         ms = f"{c.latency_ms:.3f}" if c.latency_ms is not None else "-"
         pred = f"{c.predicted_ms:.3f}" if c.predicted_ms is not None else "-"
         size = size_kb_text(c.size_bytes, c.file_bytes)
-        # Why a better-scored candidate was passed over: the limit its measurement, file or corrected
-        # prediction broke.
+        # Why a better-scored candidate was passed over: the limit its measurement, file, or corrected
+        # prediction or size estimate broke.
         mark = "chosen" if c.spec.key() == chosen else broken_limits(
             c.latency_ms, c.file_bytes, config.budget_ms, config.max_size_kb, c.predicted_ms,
-            result.latency_scale.get(c.spec.space, 1.0))
+            result.latency_scale.get(c.spec.space, 1.0), c.size_bytes, result.size_scale.get(c.spec.space, 1.0))
         click.echo(f"| {rank} | {c.params:,} | {size} | {score_text(c.score)} | {ms} | {pred} | {mark} | "
                    f"{c.spec.space} | {c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "

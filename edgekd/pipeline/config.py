@@ -209,6 +209,7 @@ class CompressConfig:
 
         return SearchConfig(space=self.space, proxy=self.proxy, candidates=self.candidates,
                             precision=self.precision, seed=self.seed, labels=self.labels, opset=self.export_opset,
+                            ort=self.ort,
                             **({} if self.latency_anchors is None else {"anchors": self.latency_anchors}))
 
     def distill_config(self) -> DistillConfig:

@@ -234,7 +234,7 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
         from edgekd.search_file import load_search
 
         result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
-                             config.max_size_kb, fix=fix)
+                             config.max_size_kb, fix=fix, ort=config.ort)
         log(f"search: reusing {search_file}")
         # A resume without --search reuses it: searching again could choose another student. A resumed run's
         # own is never replaced: another student's would leave its checkpoint refused and the run not resumable.

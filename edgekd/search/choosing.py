@@ -242,7 +242,8 @@ def _neither(done: list[Candidate], too_big: list[Candidate], budget: Budget, pr
         written = [c for c in (*done, *too_big) if c.file_bytes is not None]
         if written:
             smallest = min(written, key=lambda c: c.shipped_bytes)
-            kb, said = smallest.shipped_bytes / 1024, f"the smallest {precision} file the search wrote is"
+            copy = " (the larger of its .onnx and ORT-format copy)" if sizes.ort else ""
+            kb, said = smallest.shipped_bytes / 1024, f"the smallest {precision} file{copy} the search wrote is"
         else:
             smallest = min(done, key=sizes.corrected)
             kb, said = sizes.corrected(smallest) / 1024, "the smallest measured needs about"

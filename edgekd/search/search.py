@@ -40,6 +40,7 @@ class SearchConfig:
     seed: int = 0
     labels: bool = True  # False: the labels are placeholders; the proxies take the teacher's predicted classes
     opset: int = 18  # of the files the run ships: their size, checked against --max-size-kb, depends on it
+    ort: bool = False  # the run ships ORT-format copies too (--ort): --max-size-kb holds the larger file
 
     def __post_init__(self) -> None:
         import numbers
@@ -64,6 +65,8 @@ class SearchConfig:
         if not isinstance(self.labels, bool):
             raise ConfigError(f"search setting labels is {self.labels!r}, not true or false", "pass labels = true "
                               "or false")
+        if not isinstance(self.ort, bool):
+            raise ConfigError(f"search setting ort is {self.ort!r}, not true or false", "pass ort = true or false")
         if self.population < 2 or not 1 <= self.tournament <= self.population:
             raise ConfigError(f"population {self.population} / tournament {self.tournament} is not usable",
                               "use a population of 2 or more and a tournament between 1 and the population")
@@ -136,6 +139,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
             rng: np.random.Generator, progress: bool, log: Any, start: float) -> SearchResult:
     from tqdm.auto import tqdm
 
+    from edgekd.ort_format import platform_for
     from edgekd.search.evolution import evolve, pareto_front
     from edgekd.search.latency_model import latency_model
 
@@ -172,9 +176,10 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament, on_step=step)
     bar.close()
     ranked = sorted(to_measure(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
+    ort_platform = platform_for(profile) if config.ort else None
     sizes = SizeCheck(budget.max_bytes,
                       lambda c: shipped_bytes(build_candidate(c.spec, by_name, data, config), data, calib,
-                                              config.precision, config.opset))
+                                              config.precision, config.opset, ort_platform), ort=config.ort)
     measured, too_big, chosen, scale = measure_and_choose(ranked, data, profile, budget, config, by_name, models,
                                                           calib, sizes, log, ruler, spare=scored)
     note = speed_note(ruler)
@@ -182,7 +187,8 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
         log(note)
     if sizes.written:
         over = sum(not sizes.fits(c) for c in (*too_big, *measured))
-        log(f"search: wrote the {config.precision} files of {sizes.written} candidate(s) to check them against "
+        files = f"{config.precision} files and their ORT-format copies" if config.ort else f"{config.precision} files"
+        log(f"search: wrote the {files} of {sizes.written} candidate(s) to check them against "
             f"--max-size-kb {budget.max_size_kb:g} (those near it, and the one chosen); {over} came out over it "
             "and cannot be chosen"
             + underestimates_text(sizes.underestimate))
@@ -191,7 +197,8 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     return SearchResult(chosen, final, config.proxy, len(scored), len(measured), time.perf_counter() - start,
                         f"predicted ({sources}) + measured beside the reference network (its p50 "
                         f"{ruler.ms():.4f} ms)", tuple(c.spec.key() for c in pareto_front(final)),
-                        config.precision, scale)
+                        config.precision, scale, sized_with_ort=config.ort,
+                        size_scale={} if sizes.limit is None else {s.name: sizes.factor(s.name) for s in spaces})
 
 
 def listed(ranked: list[Candidate], measured: list[Candidate], too_big: list[Candidate]) -> tuple[Candidate, ...]:

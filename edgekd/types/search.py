@@ -56,12 +56,15 @@ def predicted_within(predicted_ms: float, budget_ms: float, scale: float = 1.0) 
 
 
 def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: float | None,
-                  max_size_kb: float | None, predicted_ms: float | None = None, scale: float = 1.0) -> str:
+                  max_size_kb: float | None, predicted_ms: float | None = None, scale: float = 1.0,
+                  size_bytes: int | None = None, size_scale: float = 1.0) -> str:
     """The limits a ranked candidate is known to break, for a table: its measured latency over the budget,
     its written file over the size limit (an estimate proves neither); '' when none is known broken. An
     unmeasured one was passed over on its prediction, which the table shows as it was made: when only the
     correction of its space (``scale``, measured / predicted, ``SearchResult.latency_scale``) put it over
-    the budget, a reader could not tell why from the table's figures, so the correction is named."""
+    the budget, a reader could not tell why from the table's figures, so the correction is named. So is the
+    size correction (``size_scale``, ``SearchResult.size_scale``) that put an unwritten estimate
+    (``size_bytes``) under the limit over it."""
     broken = []
     if budget_ms is not None and latency_ms is not None and latency_ms > budget_ms:
         broken.append("over --budget-ms")
@@ -72,6 +75,9 @@ def broken_limits(latency_ms: float | None, file_bytes: int | None, budget_ms: f
             broken.append(f"predicted over after correction (x{scale:.2f})")
     if max_size_kb is not None and file_bytes is not None and file_bytes > int(max_size_kb * 1024):
         broken.append("over --max-size-kb")
+    elif (max_size_kb is not None and file_bytes is None and size_bytes is not None
+          and size_bytes * size_scale > int(max_size_kb * 1024) >= size_bytes):
+        broken.append(f"expected over --max-size-kb after correction (x{size_scale:.2f})")
     return ", ".join(broken)
 
 
@@ -140,6 +146,13 @@ class SearchResult:
     # per space, the measured / predicted latency the candidates not measured were judged by (at least 1);
     # {} in files written before it was recorded
     latency_scale: dict[str, float] = field(default_factory=dict, hash=False)
+    # The files written against --max-size-kb were the larger of each .onnx and its ORT-format copy (a search
+    # for a run with --ort); False in files written before it was recorded
+    sized_with_ort: bool = False
+    # per space, the factor its unwritten candidates' size estimates were grown by against --max-size-kb (the
+    # largest written file / estimate seen; ORT_GROWTH with --ort before any): {} with no size limit, or in files
+    # written before it was recorded
+    size_scale: dict[str, float] = field(default_factory=dict, hash=False)
     # The search.json this result was read from, when it was: a copy written for a run that reuses it keeps
     # what that search was measured on and for (search_file.search_record), not the reusing run's.
     record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -150,6 +163,8 @@ class SearchResult:
             "precision": self.precision,
             "pareto": list(self.pareto),
             "latency_scale": dict(self.latency_scale),
+            "sized_with_ort": self.sized_with_ort,
+            "size_scale": dict(self.size_scale),
             "chosen": self.chosen.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
             "proxy": self.proxy,
@@ -171,4 +186,6 @@ class SearchResult:
             pareto=tuple(data.get("pareto", ())),
             precision=data.get("precision", "fp32"),
             latency_scale={str(k): float(v) for k, v in (data.get("latency_scale") or {}).items()},
+            sized_with_ort=data.get("sized_with_ort") is True,
+            size_scale={str(k): float(v) for k, v in (data.get("size_scale") or {}).items()},
         )
