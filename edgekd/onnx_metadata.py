@@ -31,16 +31,32 @@ def stamp_metadata(art: Any, props: dict[str, str]) -> Any:
 
     path = Path(art.path)
     model = onnx.load(str(path), load_external_data=False)
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    _set_props(model, props)
     onnx.save(model, str(path))
     _metadata.cache_clear()  # a rewrite within the clock's tick may keep the file's mtime
     # Weights kept beside the model are untouched, and still count towards what ships.
     beside = sum(f.stat().st_size for f in external_files(path, model))
     return dataclasses.replace(art, sha256=sha256(path), size_bytes=path.stat().st_size + beside)
+
+
+def _set_props(model: Any, props: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def stamped_bytes(path: str | Path, props: dict[str, str]) -> int:
+    """The bytes the model at ``path`` (with its external data) would ship as once ``props`` are stamped into
+    it, as ``stamp_metadata`` writes them; the file is left as it is."""
+    import onnx
+
+    from edgekd.onnxfile import external_files
+
+    model = onnx.load(str(path), load_external_data=False)
+    _set_props(model, props)
+    return model.ByteSize() + sum(f.stat().st_size for f in external_files(path, model))
 
 
 def embedded_preprocess(path: str | Path) -> Any:
@@ -119,6 +135,11 @@ LAYOUT_RECORDS = {"NHWC": "NHWC", "flat": "NCHW flattened to (N, C*H*W)"}
 def stamp_data_metadata(art: Any, data: Any, seed: int | None = None, layout: str = "NCHW") -> Any:
     """The artifact carrying, in its own metadata, the input it expects (in ``layout``, as it is fed), the label
     of each output and the ``seed`` that split the run's data (validate reads the run's test split with it)."""
+    return stamp_metadata(art, data_metadata(data, seed, layout))
+
+
+def data_metadata(data: Any, seed: int | None = None, layout: str = "NCHW") -> dict[str, str]:
+    """The metadata ``stamp_data_metadata`` writes."""
     import json
 
     from edgekd import __version__
@@ -135,4 +156,4 @@ def stamp_data_metadata(art: Any, data: Any, seed: int | None = None, layout: st
     if "preprocess" in described:
         pre = {**described["preprocess"], "layout": LAYOUT_RECORDS.get(layout, layout)}
         props[PREPROCESS_KEY] = json.dumps(pre, sort_keys=True)
-    return stamp_metadata(art, props)
+    return props

@@ -785,3 +785,18 @@ def test_search_hands_the_callers_torch_generator_back_as_it_was(teacher, small_
     after = torch.rand(2)
     torch.manual_seed(5)
     assert torch.equal(after, torch.rand(2))
+
+
+def test_a_space_smaller_than_candidates_is_said(teacher, small_data, fast_profile):
+    """--candidates 200 on a teacher's pruned space stopped at 49 without a word, its progress line unfinished."""
+    from edgekd.search.spaces import resolve_space
+
+    space = resolve_space("pruned", teacher.module, small_data.input_shape)
+    lines: list[str] = []
+    asked = 8 ** len(space.stages) + 5  # more than the space holds
+    result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50),
+                    replace(CFG, space="pruned", candidates=asked, proxy="params"), progress=False, log=lines.append)
+    assert result.evaluated < asked
+    assert (f"search: scored {result.evaluated}/{asked} candidates: the space holds few distinct students (the "
+            f"evolution drew ones already scored {50 * asked} times); pass --candidates {result.evaluated} or fewer, "
+            "or another --space") in lines

@@ -7,7 +7,7 @@ import pytest
 
 from edgekd.errors import BudgetError
 from edgekd.search import SearchConfig, build_student, search
-from edgekd.search.file_size import SizeCheck, shipped_bytes
+from edgekd.search.file_size import SizeCheck, ruled_out, shipped_bytes
 from edgekd.types import Budget, Candidate, SearchResult, StudentSpec
 
 CFG = SearchConfig(candidates=12, measure_top=2, rounds=2, probe_batch=16, anchors=3, proxy="params")
@@ -78,8 +78,9 @@ def test_size_check_writes_only_near_the_limit_and_learns_each_spaces_estimate_e
     near = check.check(_cand("a", 900))
     assert near.file_bytes == 1125 and not check.fits(near) and not check.may_fit(near)
     assert check.underestimate == {"a": 1.25} and check.written == 1
-    # later candidates of that space are judged by the corrected estimate: 820 * 1.25 > 1000, unwritten
-    assert not check.may_fit(_cand("a", 820)) and check.may_fit(_cand("a", 790))
+    # later candidates of that space are judged by the corrected estimate: 900 * 1.25 is further over 1000 than an
+    # estimate can be off (ESTIMATE_OVER), unwritten; 860 * 1.25 may still be a file within it
+    assert not check.may_fit(_cand("a", 900)) and check.may_fit(_cand("a", 860))
     assert check.check(_cand("a", 700)).file_bytes == 875  # 700 * 1.25 is near the limit now: written
     # another space keeps its own estimate
     assert check.may_fit(_cand("b", 820)) and check.corrected(_cand("b", 820)) == 820
@@ -110,7 +111,7 @@ def test_search_never_chooses_a_candidate_whose_file_breaks_the_size_limit(teach
     assert result.chosen.file_bytes is not None and result.chosen.file_bytes <= limit
     over = [c for c in result.candidates if c.file_bytes is not None and c.file_bytes > limit]
     assert over and result.chosen not in over
-    assert all(c.size_bytes <= limit for c in over)  # the estimate alone would have let them through
+    assert not any(ruled_out(c.size_bytes, limit) for c in over)  # the estimate alone would have let them through
     measured = [c for c in result.candidates if c.latency_ms is not None]
     assert len([c for c in result.candidates if c.file_bytes is not None]) < len(measured)
     assert any("came out over it and cannot be chosen" in line and "estimates were up to" in line
@@ -266,7 +267,7 @@ def test_with_ort_unwritten_estimates_are_grown_until_a_copy_is_written():
     plain = SizeCheck(1000, lambda c: pytest.fail("wrote a file far under the limit"))
     assert plain.check(_cand("a", 600)).file_bytes is None and plain.factor("a") == 1.0
     with_copy = SizeCheck(1000, lambda c: int(c.size_bytes * 1.3), ort=True)
-    assert with_copy.factor("a") == ORT_GROWTH and not with_copy.may_fit(_cand("a", 700))
+    assert with_copy.factor("a") == ORT_GROWTH and not with_copy.may_fit(_cand("a", 750))
     assert with_copy.check(_cand("a", 600)).file_bytes == 780
     assert with_copy.factor("a") == 1.3 and with_copy.factor("b") == ORT_GROWTH
 
@@ -309,3 +310,17 @@ def test_a_candidate_passed_over_on_its_corrected_size_estimate_says_so():
         "expected over --max-size-kb after correction (x1.50)")
     assert broken_limits(None, None, None, 60, size_bytes=30 * 1024, size_scale=1.5) == ""
     assert broken_limits(None, None, None, 60, size_bytes=57 * 1024) == ""
+
+
+def test_an_estimate_a_little_over_the_limit_is_written_before_the_budget_is_called_impossible(
+        teacher, small_data, fast_profile, monkeypatch):
+    """The smallest student's file was 22.5 KB and its estimate 23.4 KB: the search said no candidate fits
+    --max-size-kb 23 ("raise it to at least 23.4") from the estimates alone, and compress shipped it under 23."""
+    search_module = importlib.import_module("edgekd.search.search")
+    limit_kb = 40
+    monkeypatch.setattr(search_module, "estimate_int8_bytes", lambda model: int(limit_kb * 1024 * 1.05))
+    result = search(teacher.module, small_data, fast_profile, Budget(max_size_kb=limit_kb), CFG, progress=False)
+    assert result.chosen.file_bytes is not None and result.chosen.file_bytes <= limit_kb * 1024
+    with pytest.raises(BudgetError, match=r"no candidate fits --max-size-kb 40: the smallest needs about 46\.0 KB"):
+        monkeypatch.setattr(search_module, "estimate_int8_bytes", lambda model: int(limit_kb * 1024 * 1.15))
+        search(teacher.module, small_data, fast_profile, Budget(max_size_kb=limit_kb), CFG, progress=False)

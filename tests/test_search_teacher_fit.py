@@ -180,3 +180,41 @@ def test_a_teacher_whose_files_both_lose_the_image_skips_the_advice_and_says_so(
     assert fit is None
     assert lines == ["search: the teacher itself is not checked against the budget (advice only: the teacher's ONNX "
                      "file takes 0 inputs, not the image); the search goes on, and validation measures it"]
+
+
+def test_the_size_is_the_teacher_file_the_run_ships_stamped(teacher, small_data, fast_profile, tmp_path):
+    """The warning said 6.7 KB of a quick TorchScript export where the run wrote teacher-fp32.onnx of 7.4 KB."""
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.onnx_metadata import stamp_data_metadata
+
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        fit = teacher_fit(teacher.module, small_data.input_shape, Budget(max_size_kb=500), ruler, data=small_data)
+    art = get_exporter("onnx-fp32")(ExportRequest("teacher-fp32", "teacher", tmp_path, teacher.module,
+                                                  small_data.x_val[:1]))
+    assert fit is not None and fit.size_bytes == stamp_data_metadata(art, small_data).size_bytes
+
+
+def test_an_onnx_teacher_is_checked_by_its_own_file(teacher, small_data, fast_profile, tmp_path):
+    """An .onnx teacher skipped the check without a word: compress said the teacher met the budget only at the
+    end of the run."""
+    from edgekd.export import ExportRequest, get_exporter
+    from edgekd.onnx_metadata import stamp_data_metadata
+    from edgekd.teacher import load_teacher
+
+    art = get_exporter("onnx-fp32")(ExportRequest("mine", "teacher", tmp_path, teacher.module, small_data.x_val[:1]))
+    onnx_teacher = load_teacher(str(tmp_path / "mine.onnx"))
+    onnx_teacher.module.bind(small_data)
+    lines: list[str] = []
+    search(onnx_teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=500), CFG,
+           progress=False, log=lines.append)
+    (said,) = [line for line in lines if line.startswith(WARNING)]
+    shipped = stamp_data_metadata(art, small_data).size_bytes  # as the run copies and stamps it
+    assert f"{shipped / 1024:.1f} KB (--max-size-kb 500)" in said and "ms measured (--budget-ms 50)" in said
+
+
+def test_a_teacher_that_cannot_be_checked_is_said_to_be_unchecked(small_data, fast_profile):
+    lines: list[str] = []
+    with Ruler(fast_profile, small_data.input_shape, small_data.num_classes) as ruler:
+        assert teacher_fit(object(), small_data.input_shape, Budget(latency_ms=50), ruler, lines.append) is None
+    assert lines == ["search: the teacher itself is not checked against the budget (advice only: a teacher of type "
+                     "object is not exported here); the search goes on, and validation measures it"]

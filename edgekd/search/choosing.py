@@ -13,7 +13,7 @@ import numpy as np
 from edgekd.data import Dataset
 from edgekd.errors import BudgetError, api_log
 from edgekd.profiles import DeviceProfile, profile_arg
-from edgekd.search.file_size import SizeCheck
+from edgekd.search.file_size import SizeCheck, ruled_out
 from edgekd.search.latency_model import TABLE_SOURCE
 from edgekd.search.ruler import Ruler
 from edgekd.types import Budget, Candidate, StudentSpec
@@ -37,7 +37,7 @@ def to_measure(scored: list[Candidate], budget: Budget, precision: str) -> list[
     fits = [c for c in scored if np.isfinite(c.score)]
     if fits:
         return fits
-    small = [c for c in scored if budget.max_bytes is None or c.size_bytes <= budget.max_bytes]
+    small = [c for c in scored if not ruled_out(c.size_bytes, budget.max_bytes)]
     if not small:
         smallest = min(scored, key=lambda c: c.size_bytes)
         raise BudgetError(f"no candidate fits --max-size-kb {budget.max_size_kb:g}: the smallest needs about "

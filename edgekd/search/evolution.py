@@ -18,6 +18,7 @@ from edgekd.search.spaces import mutate, smallest
 from edgekd.types import Candidate, StudentSpec
 
 Evaluate = Callable[[StudentSpec], Candidate]  # score -inf means infeasible
+EXHAUSTED = 50  # draws per candidate asked for that found nothing new: the space holds no more, or few
 
 
 def evolve(spaces: Sequence[Any], evaluate: Evaluate, budget: int, rng: np.random.Generator,
@@ -42,7 +43,7 @@ def evolve(spaces: Sequence[Any], evaluate: Evaluate, budget: int, rng: np.rando
         if spec.key() not in seen and len(seen) < budget:
             add(spec)
     stale = 0
-    while len(seen) < budget and stale < 50 * budget:
+    while len(seen) < budget and stale < EXHAUSTED * budget:
         if len(alive) < population:  # still seeding, or the feasible population is thin
             space = spaces[int(rng.integers(len(spaces)))]
             spec = StudentSpec(space.name, space.sample(rng))

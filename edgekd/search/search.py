@@ -14,7 +14,7 @@ from edgekd.errors import ConfigError, ModelError, api_log
 from edgekd.heartbeat import Heartbeat
 from edgekd.profiles import DeviceProfile
 from edgekd.search.choosing import SLACK, build_candidate, measure_and_choose, to_measure
-from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, shipped_bytes
+from edgekd.search.file_size import SizeCheck, estimate_int8_bytes, fp32_bytes, ruled_out, shipped_bytes
 from edgekd.search.latency_model import ANCHORS
 from edgekd.search.ruler import Ruler
 from edgekd.search.teacher_fit import teacher_fit
@@ -128,7 +128,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     # The search seeds torch's generator (each candidate's weights, the latency anchors) on a fork: the caller's
     # comes back as it was, not reset to config.seed.
     with torch.random.fork_rng(devices=[]), Ruler(profile, data.input_shape, data.num_classes) as ruler:
-        fit = teacher_fit(teacher, data.input_shape, budget, ruler, log)
+        fit = teacher_fit(teacher, data.input_shape, budget, ruler, log, data)
         if fit is not None:
             log(fit.message(budget))
         return _search(data, profile, budget, config, spaces, proxy, probe, calib, ruler, rng, progress, log, start)
@@ -140,7 +140,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     from tqdm.auto import tqdm
 
     from edgekd.ort_format import platform_for
-    from edgekd.search.evolution import evolve, pareto_front
+    from edgekd.search.evolution import EXHAUSTED, evolve, pareto_front
     from edgekd.search.latency_model import latency_model
 
     # The reference network's p50 converts every space's predictions to ms, and every measured candidate,
@@ -159,7 +159,7 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
         nparams = sum(p.numel() for p in model.parameters())
         predicted = models[spec.space].predict(spec, model)
         too_slow = budget.latency_ms is not None and predicted > budget.latency_ms * SLACK
-        too_big = budget.max_bytes is not None and size > budget.max_bytes
+        too_big = ruled_out(size, budget.max_bytes)
         score = float("-inf") if too_slow or too_big else proxy_score(proxy, model, probe, config.proxy, spec)
         return Candidate(spec, nparams, size, score, predicted_ms=predicted)
 
@@ -175,6 +175,10 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
 
     scored = evolve(spaces, evaluate, config.candidates, rng, config.population, config.tournament, on_step=step)
     bar.close()
+    if len(scored) < config.candidates:  # the evolution ran out of new students: the space is small
+        log(f"search: scored {len(scored)}/{config.candidates} candidates: the space holds few distinct students "
+            f"(the evolution drew ones already scored {EXHAUSTED * config.candidates} times); pass --candidates "
+            f"{len(scored)} or fewer, or another --space")
     ranked = sorted(to_measure(scored, budget, config.precision), key=lambda c: c.score, reverse=True)
     ort_platform = platform_for(profile) if config.ort else None
     sizes = SizeCheck(budget.max_bytes,
