@@ -17,6 +17,7 @@ from edgekd.data import (
     check_label_range,
     holdout,
     nfc,
+    order_digest,
     split_normalized,
     whole_numbers,
 )
@@ -32,10 +33,35 @@ from edgekd.preprocess import (
     orientation_notes,
 )
 
+KEYS = ("x", "y", "x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "class_names")  # what is read
+
 
 def from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, seed: int,
-                 normalize: Any, channels: int | None) -> Dataset:
+                normalize: Any, channels: int | None) -> Dataset:
     """The dataset in ``arrays`` (an archive's, or a caller's); ``path`` names them in errors and records."""
+    unread = _unread(path, arrays)
+    data = _from_arrays(path, arrays, resolution, seed, normalize, channels)
+    return dataclasses.replace(data, notes=(*data.notes, *unread)) if unread else data
+
+
+def _unread(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """Arrays under names edgekd does not read: images or labels by their name (x_valid, y_extra, X) are
+    refused, since left out unsaid a split given under another spelling would be dropped and validation carved
+    from the training images instead; anything else (ids, file names) is said to be left out."""
+    other = sorted(k for k in arrays if k not in KEYS)
+    if not other:
+        return ()
+    accepted = "x/y, x_train/y_train, x_val/y_val, x_test/y_test and class_names"
+    split_like = [k for k in other if k.lower() in ("x", "y") or k.lower().startswith(("x_", "y_"))]
+    if split_like:
+        raise DataError(f"{path}: has arrays {', '.join(split_like)}, which edgekd does not read (it reads "
+                        f"{accepted})", "store a validation split as x_val/y_val (not x_valid/y_valid), and remove "
+                        "or rename the others")
+    return (f"{path}: arrays {', '.join(other)} were not read (edgekd reads {accepted})",)
+
+
+def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int, int] | None, seed: int,
+                 normalize: Any, channels: int | None) -> Dataset:
     _check_images(path, arrays)
     arrays = _splits_named(path, arrays)
     arrays = _numbered_labels(path, arrays)
@@ -81,7 +107,8 @@ def from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[int
     x, to = convert_channels(x, channels, str(path))
     data = split_normalized(path.name, x, y, names, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "as stored", resolution,
-                                                         TORCH_RESIZE if resolution else None, to))
+                                                         TORCH_RESIZE if resolution else None, to),
+                            order_digest(y))  # the labels' order: the images have no names to tell theirs by
     return dataclasses.replace(data, notes=_orientation(arrays["x"], resolution) + _scale_notes(path, arrays["x"],
                                                                                               normalize))
 

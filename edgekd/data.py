@@ -91,10 +91,17 @@ def _recorded_source(source: Any, typed: str) -> tuple[str | None, str]:
     if not path.exists():
         return None, "is not here"
     digest = source.get("sha256") if isinstance(source, dict) else None
-    if isinstance(digest, str) and data_digest(path) != digest:
+    if isinstance(digest, str) and not _same_data(path, digest, source.get("sha256_of")):
         return None, ("has changed since the run (its sha256 is not the one recorded), so the recorded accuracies "
                       "do not apply to it")
     return str(path), ""
+
+
+def _same_data(path: Path, digest: str, of: Any) -> bool:
+    """Whether ``path`` is the data a manifest recorded by ``digest``: a digest of every file walked (``of``
+    WALKED, manifests before LISTED) matches as made, or as the listing makes it, which is the same where the
+    folder held images alone (a .DS_Store Finder added since is not a change of the data)."""
+    return data_digest(path) == digest or (of == WALKED and data_digest(path, legacy=True) == digest)
 
 
 def data_source(source: Any) -> dict[str, Any] | None:
@@ -105,26 +112,52 @@ def data_source(source: Any) -> dict[str, Any] | None:
     path = Path(source).expanduser().resolve()
     if not path.exists():
         return None
-    return {"path": str(path), "sha256": data_digest(path),
-            "sha256_of": "the file names and sizes" if path.is_dir() else "the file"}
+    return {"path": str(path), "sha256": data_digest(path), "sha256_of": LISTED if path.is_dir() else "the file"}
 
 
-def data_digest(path: Path) -> str:
-    """The sha256 of a data file's bytes; of a folder, of its files' names and sizes: decoding every image again
-    to hash it would double the cost of loading a large folder, and a different data set differs in those."""
+# What a folder's digest covers, as a manifest records it. Manifests before "LISTED" hashed every file os.walk
+# found (a .DS_Store too, and nothing under a linked class folder); such a digest is still checked as it was made.
+WALKED = "the file names and sizes"
+LISTED = "the image files' names and sizes"
+
+
+def data_digest(path: Path, legacy: bool = False) -> str:
+    """The sha256 of a data file's bytes; of a folder, of the names and sizes of the image files its loader reads
+    (through linked class folders; not a .DS_Store or notes.txt it skips): decoding every image again to hash it
+    would double the cost of loading a large folder, and a different data set differs in those. ``legacy``: a
+    folder's digest as manifests recording ``sha256_of`` WALKED made it."""
     import hashlib
 
     if not path.is_dir():
         st = path.stat()
         return _file_digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
     digest = hashlib.sha256()
+    for name, size in _walked(path) if legacy else _listed(path):
+        digest.update(f"{name}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
+def _listed(path: Path) -> list[tuple[str, int]]:
+    """(name inside ``path``, size) of each image the folder loader reads; a folder it cannot read (changed
+    since) is hashed as walked, which a digest of the listed files does not match."""
+    from edgekd.images import image_files  # builds on this module
+
+    try:
+        files = image_files(path)
+    except DataError:
+        return [("(unreadable as data)", -1), *_walked(path)]
+    return [(f.relative_to(path).as_posix(), f.stat().st_size if f.exists() else -1) for f in files]
+
+
+def _walked(path: Path) -> list[tuple[str, int]]:
+    found = []
     for folder, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
             file = Path(folder, name)
             size = file.stat().st_size if file.exists() else -1  # a broken link counts as one
-            digest.update(f"{file.relative_to(path).as_posix()}\0{size}\n".encode())
-    return digest.hexdigest()
+            found.append((file.relative_to(path).as_posix(), size))
+    return found
 
 
 @functools.lru_cache(maxsize=8)
@@ -154,6 +187,9 @@ class Dataset:
     # the run's --seed: a Dataset passed in was split before the run, and re-splitting it with another seed
     # would score the model partly on its training images.
     split_seed: int | None = None
+    # Which image sat where when the seed dealt the split (``order_digest``; None: not known): the split deals by
+    # position, so the same images listed in another order (a CSV's rows shuffled) are dealt another split.
+    split_order: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -340,10 +376,17 @@ def check_label_range(path: Any, highest: int) -> None:
                         "the classes 0..K-1")
 
 
+# Placeholder labels (--no-labels) still set the class count, the student's outputs, and deal the split, so one
+# label on every image cannot stand in: what they must be is said where they are refused.
+NO_LABELS_FIX = ("with --no-labels too: the labels still number the classes, one per teacher output, and deal the "
+                 "split; label each image with the class the teacher predicts for it")
+
+
 def check_classes(path: Any, y: np.ndarray, num_classes: int | None = None) -> None:
     present = np.unique(y)
     if len(present) < 2:
-        raise DataError(f"{path}: all labels belong to a single class", "provide images of at least two classes")
+        raise DataError(f"{path}: all labels belong to a single class", "provide images of at least two classes"
+                        f" ({NO_LABELS_FIX})")
     # A label no training image has would still get an output of the model, and nothing would ever train it;
     # most often the labels start at 1.
     unused = sorted(set(range(num_classes or int(present[-1]) + 1)) - set(present.tolist()))
@@ -402,13 +445,14 @@ def _holdout_remainders(sizes: np.ndarray, frac: float, rng: np.random.Generator
 
 
 def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], seed: int, normalize: Any,
-                     source: str, preprocess: Callable[[tuple[float, ...], tuple[float, ...]], Preprocess]) -> Dataset:
-    """A stratified, seeded split, normalised with statistics of the training part alone ("dataset"):
-    test images must not shape the preprocessing they are then scored through. ``preprocess(mean, std)``
-    makes the record of it. ``x`` is edgekd's own float32 array (every loader makes one; never a caller's),
-    taken over: reordered and normalised in place, its splits returned as slices of it. Cutting them as
-    copies, from an array kept beside them, held the images about four times over at once."""
-    sel = split_indices(name, y, seed)
+                     source: str, preprocess: Callable[[tuple[float, ...], tuple[float, ...]], Preprocess],
+                     listed: str | None = None) -> Dataset:
+    """A stratified, seeded split, normalised with statistics of the training part alone ("dataset"): test images must
+    not shape the preprocessing they are then scored through. ``preprocess(mean, std)`` makes the record of it;
+    ``listed``: which image is where in ``x`` (``order_digest``). ``x`` is edgekd's own float32 array (every loader
+    makes one; never a caller's), taken over: reordered and normalised in place, its splits returned as slices of
+    it. Cutting them as copies, from an array kept beside them, held the images about four times over at once."""
+    sel = split_indices(source, y, seed)  # errors name the data as given (ds/one), not its folder's name
     order = np.concatenate([sel["train"], sel["val"], sel["test"]])
     x = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(x, dtype=np.float32)
     _permute_rows(x, order)
@@ -419,7 +463,7 @@ def split_normalized(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str
     apply_normalization(x, mean, std, in_place=True)
     return Dataset(name, parts[0], y[sel["train"]], parts[1], y[sel["val"]],
                    parts[2], y[sel["test"]], classes, preprocess(mean, std), seeded_split=True,
-                   split_seed=int(seed))
+                   split_seed=int(seed), split_order=listed)
 
 
 def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
@@ -443,7 +487,9 @@ def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
 def split_fingerprint(data: Dataset) -> dict[str, Any] | None:
     """What a seeded split was dealt from, or None for data that gives its own test split: the images of each
     class, in which one image added or removed re-deals the whole split (the same seed then puts images the
-    model trained on into the test split). Files renamed or replaced in place keep it."""
+    model trained on into the test split); and, where the loader knows it, the order they were listed in
+    (``order``), in which the same images reordered are dealt another split too. Files replaced in place keep
+    it."""
     if not data.seeded_split:
         return None
     import hashlib
@@ -451,7 +497,30 @@ def split_fingerprint(data: Dataset) -> dict[str, Any] | None:
 
     counts = sum(np.bincount(y, minlength=data.num_classes) for y in (data.y_train, data.y_val, data.y_test))
     digest = hashlib.sha256(json.dumps([list(data.class_names), counts.tolist()]).encode()).hexdigest()[:16]
-    return {"images": int(counts.sum()), "digest": digest}
+    return {"images": int(counts.sum()), "digest": digest,
+            **({"order": data.split_order} if data.split_order else {})}
+
+
+def order_digest(items: Any) -> str:
+    """A short digest of ``items`` (each image's name as listed, or a label array) in their order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if isinstance(items, np.ndarray):
+        digest.update(np.ascontiguousarray(items, dtype=np.int64).tobytes())
+    else:
+        for item in items:
+            digest.update(f"{item}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def same_split(then: Any, now: Any) -> bool:
+    """Whether two ``split_fingerprint`` records deal one split: the same images per class and, where both record
+    it (records before it did not), the same order."""
+    if not isinstance(then, dict) or not isinstance(now, dict):
+        return then == now
+    return then.get("digest") == now.get("digest") and (
+        then.get("order") is None or now.get("order") is None or then["order"] == now["order"])
 
 
 def split_seed_of(data: Any) -> int | None:

@@ -158,14 +158,15 @@ def with_split_note(data: Dataset, model: Any, seed: int) -> Dataset:
     """``data`` with a note when ``model``'s run dealt its test split, with this ``seed``, from other data
     (images added or removed since): the seed then deals another split, whose test images include some the
     model trained on. A seed other than the run's is said where it is chosen."""
-    from edgekd.data import split_fingerprint
+    from edgekd.data import same_split, split_fingerprint
     from edgekd.onnx_metadata import embedded_split_data, embedded_split_seed
 
     then, now = embedded_split_data(model), split_fingerprint(data)
-    if then is None or now is None or now["digest"] == then["digest"] or embedded_split_seed(model) != seed:
+    if then is None or now is None or same_split(then, now) or embedded_split_seed(model) != seed:
         return data
-    counts = (f"{now['images']:,} images now, {then['images']:,} then" if now["images"] != then["images"]
-              else "other images per class")
+    counts = (f"{now['images']:,} images now, {then['images']:,} then" if now["images"] != then.get("images")
+              else "other images per class" if now["digest"] != then.get("digest")
+              else "the same images, listed in another order or under other names")
     note = (f"data '{data.name}' is not the data '{Path(model).name}' was split on ({counts}): the seed deals "
             "another test split from it, which includes images the model trained on, so its accuracy reads high; "
             "score it on the data as it was, or on images kept apart (a test/ folder, or x_test in a .npz)")

@@ -22,7 +22,7 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
     from edgekd.data_match import foreign_split_note
 
     loaded: dict[str, Any] = {}
-    acc, data, read, by_class = _accuracy(model, config, config.normalize, loaded, notes, log)
+    acc, data, read, by_class, classes = _accuracy(model, config, config.normalize, loaded, notes, log)
     notes.extend(foreign_split_note(data, model, int(config.seed)))  # one split for both: said once
     on = f"on {data.name} test split ({len(data.y_test)} images)"
     said = "".join(f"; {note}" for note in read) + _computed_here(config.profile)
@@ -32,10 +32,10 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
         shown, line = figures(acc * 100, config.min_accuracy * 100, 2, ok, at_most=False)
         checks.append(Check("accuracy", ok, with_notes(f"{shown}% {on}, minimum {line}%{said}", data), acc))
     if config.min_class_accuracy is not None:
-        checks.append(class_check(by_class, config.min_class_accuracy, on + said, data, notes))
+        checks.append(class_check(by_class, config.min_class_accuracy, on + said, data, notes, classes))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _ = _accuracy(baseline, config, own, loaded, notes, log)
+        base, base_data, base_read, _, _ = _accuracy(baseline, config, own, loaded, notes, log)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -56,10 +56,12 @@ def _computed_here(profile: Any) -> str:
                                        "its device")
 
 
-def class_check(by_class: dict[str, float], floor: float, on: str, data: Any, notes: list[str]) -> Check:
+def class_check(by_class: dict[str, float], floor: float, on: str, data: Any, notes: list[str],
+                classes: tuple[str, ...] | None = None) -> Check:
     """Every class of the test split at ``floor`` or above: an overall accuracy can hold while one class, a
-    rare one most often, is lost. The classes below it past the five the row names, and the data's classes
-    with no test image (a rare class is the likeliest to have none), are named in ``notes``."""
+    rare one most often, is lost. The classes below it past the five the row names, and the model's classes
+    (``classes``; default: the data's) with no test image (a rare class is the likeliest to have none), are
+    named in ``notes``."""
     from edgekd.data import with_notes
 
     ranked = sorted((acc, one_line(name)) for name, acc in by_class.items())
@@ -70,7 +72,7 @@ def class_check(by_class: dict[str, float], floor: float, on: str, data: Any, no
     lowest, line = _class_percent(ranked[0][0], floor)
     if len(below) > 5:
         notes.append(f"classes below the minimum of {line}% per class: {', '.join(listed)}")
-    unchecked = [one_line(name) for name in data.class_names if name not in by_class]
+    unchecked = [one_line(name) for name in classes or data.class_names if name not in by_class]
     if unchecked:
         # Not a failure (nothing was measured), but never a silent pass: the row and the notes both say it.
         classes = f"class{'es' * (len(unchecked) > 1)} {', '.join(unchecked)}"
@@ -94,12 +96,12 @@ def points(drop: float, limit: float, passed: bool) -> str:
 
 def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str, Any],
               notes: list[str], log: Callable[[str], None] | None = None,
-              ) -> tuple[float, Any, tuple[str, ...], dict[str, float]]:
-    """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, and what was
-    noted in reading its outputs; ``normalize`` None feeds the preprocessing the model's metadata records
-    (without any, ``config.normalize``'s, and without that the data's own statistics, said in ``notes``).
-    ``loaded`` keeps the data by how it was loaded: a baseline fed as the candidate is does not read the
-    images again."""
+              ) -> tuple[float, Any, tuple[str, ...], dict[str, float], tuple[str, ...]]:
+    """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, what was noted in reading
+    its outputs, its accuracy per class and its classes (``model_classes``); ``normalize`` None feeds the
+    preprocessing the model's metadata records (without any, ``config.normalize``'s, and without that the data's own
+    statistics, said in ``notes``). ``loaded`` keeps the data by how it was loaded: a baseline fed as the candidate
+    is does not read the images again."""
     from edgekd.data import load_data
     from edgekd.data_match import normalize_note, with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
@@ -128,4 +130,16 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
     if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched
         read = (*read, f"'{Path(model).name}' was trained on the split of seed {split}, and its accuracy here is on "
                 f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
-    return top1(logits, labels), data, read, class_accuracy(logits, labels, data)
+    return (top1(logits, labels), data, read, class_accuracy(logits, labels, data),
+            model_classes(embedded_class_names(model), data, int(logits.shape[1])))
+
+
+def model_classes(names: tuple[str, ...] | None, data: Any, outputs: int) -> tuple[str, ...]:
+    """The classes of a model with ``outputs`` outputs, named as ``data``'s per-class accuracy names them: its
+    recorded names where the data's classes are among them (matched by name, or numbers alike); otherwise (a model
+    recording none, or matched to the data in sorted order) the data's names, then the outputs past them by
+    number. A test set may hold some classes only, and its labels say nothing of the model's classes past its
+    highest."""
+    if names and set(data.class_names) <= set(names):
+        return tuple(names)
+    return (*data.class_names, *(str(i) for i in range(len(data.class_names), outputs)))

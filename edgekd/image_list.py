@@ -9,12 +9,21 @@ import csv
 import dataclasses
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, check_label_range, nfc, whole_numbers
+from edgekd.data import (
+    NO_LABELS_FIX,
+    Dataset,
+    check_classes,
+    check_label_range,
+    nfc,
+    order_digest,
+    whole_numbers,
+)
 from edgekd.errors import DataError
 from edgekd.images import IMAGE_SUFFIXES, SPLIT_FOLDERS, Log, from_parts, held_out_set, read_images, split_whole
 from edgekd.preprocess import parse_resolution
@@ -32,6 +41,7 @@ def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize
     resolution = parse_resolution(resolution)
     files, labels, roles, numbers = _rows(path)
     files, labels, roles, notes = _without_repeats(path, files, labels, roles, numbers)
+    notes = (*_label_notes(path, labels, numbers), *notes)
     data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels, log)
     return dataclasses.replace(data, notes=(*data.notes, *notes))
 
@@ -43,7 +53,11 @@ def _listed_data(path: Path, files: list[Path], labels: list[str], roles: list[s
     x, *described = read_images(path, files, resolution, channels, log=log)
     read = tuple(described)
     if roles is None:
-        return split_whole(path, x, y, classes, read, resolution, seed, normalize, channels)
+        # the split deals by row, so reordered rows deal another split: the model records the order (each image
+        # as its class and file name, as a class folder's listing names it: the same images read from their
+        # folders, or listed with other paths to them, are the same order)
+        order = order_digest(f"{classes[label]}/{f.name}" for f, label in zip(files, y.tolist()))
+        return split_whole(path, x, y, classes, read, resolution, seed, normalize, channels, order)
     part = {role: np.array([r == role for r in roles]) for role in sorted(set(roles))}
     if "train" not in part:  # a held-out test set for validate and gate, its classes matched by name
         return held_out_set(path, x, y, classes, read, normalize, channels)
@@ -144,9 +158,19 @@ def _rows(path: Path, check: bool = True) -> tuple[list[Path], list[str], list[s
 def _column(path: Path, header: list[str], names: tuple[str, ...], what: str) -> int:
     found = [name for name in names if name in header]
     if not found:
+        if _headerless(path, header):
+            raise DataError(f"{path}: has no header row (its first row: {', '.join(header)})",
+                            "add a header row naming its columns, such as: path,label")
+        fix = f"name the {what} column one of: {', '.join(names)}"
         raise DataError(f"{path}: has no {what} column (its header: {', '.join(header)})",
-                        f"name the {what} column one of: {', '.join(names)}")
+                        fix + (f" ({NO_LABELS_FIX})" if what == "label" else ""))
     return header.index(found[0])
+
+
+def _headerless(path: Path, header: list[str]) -> bool:
+    """A first row that is data, not names: a cell naming an image file (or a label number) where a header names
+    its columns."""
+    return any(Path(cell).suffix.lower() in IMAGE_SUFFIXES or cell.isdigit() for cell in header)
 
 
 def _resolved(path: Path, given: str) -> Path:
@@ -180,6 +204,32 @@ def _check_files(path: Path, files: list[Path]) -> None:
     if other:
         raise DataError(f"{path}: lists {other[0].name}, which is not an image file",
                         f"list {', '.join(sorted(IMAGE_SUFFIXES))} files")
+
+
+NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
+
+
+def _label_notes(path: Path, labels: list[str], numbers: list[int]) -> tuple[str, ...]:
+    """Labels that are numbers but not class numbers (-1, "ignore" in many lists; 2.5) are refused: read as names,
+    each would be a class of its own, and the classes' order (-1 first) would no longer be their numbers. Numbers
+    mixed with names ("3" and "three", or a "nan" among numbers) are said: each is then its own class."""
+    distinct = set(labels)
+    if whole_numbers(distinct):
+        return ()
+    numeric = sorted((v for v in distinct if NUMBER.fullmatch(v)), key=float)
+    if not numeric:
+        return ()
+    names = sorted(distinct - set(numeric))
+    if not names:
+        odd = next(v for v in numeric if not whole_numbers([v]))
+        row = numbers[labels.index(odd)]
+        raise DataError(f"{path}: row {row} has label {odd}, and numbered labels are class numbers 0..K-1",
+                        "remove the rows of images to leave out (a -1 label), and number the classes 0..K-1")
+    shown = ", ".join(f"'{v}'" for v in names[:5]) + (", ..." if len(names) > 5 else "")
+    first = numbers[labels.index(names[0])]
+    return (f"{path}: its labels mix numbers ({', '.join(numeric[:5])}{', ...' if len(numeric) > 5 else ''}) and "
+            f"names ({shown}, e.g. row {first}), so every label is read as a name, each its own class in sorted "
+            f"order ({len(distinct)} classes); write every label as a class number 0..K-1, or every one as a name",)
 
 
 def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:

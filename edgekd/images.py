@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Dataset, check_classes, check_label_range, holdout, nfc, split_normalized, whole_numbers
+from edgekd.data import (
+    Dataset,
+    check_classes,
+    check_label_range,
+    holdout,
+    nfc,
+    order_digest,
+    split_normalized,
+    whole_numbers,
+)
 from edgekd.errors import DataError
 from edgekd.heartbeat import Heartbeat
 from edgekd.preprocess import (
@@ -56,12 +65,27 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
         _refuse_two_classes(path, files, classes)
         x, *read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
         y = np.array([label for _, label in files], dtype=np.int64)
-        data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels)
+        data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels,
+                           order_digest(f"{classes[label]}/{f.name}" for f, label in files))
     else:
         data = _load_splits(path, splits, resolution, seed, normalize, channels, log)
     roots = list(splits.values()) if splits else [path]
     loose = _loose_note(path, [path, *roots] if splits else roots)
     return dataclasses.replace(data, notes=(*data.notes, *loose, *_unread_note(path, roots)))
+
+
+def image_files(path: Path) -> list[Path]:
+    """The image files ``load_image_folder`` reads from the folder ``path``, as it finds them (through linked
+    class folders, skipping hidden and non-image files), without decoding any: what a run's record of the
+    folder hashes (``data.data_digest``)."""
+    splits = _split_layout(path, _visible_dirs(path))
+    if splits is None:
+        return [f for f, _ in _class_files(path, tuple(sorted(_class_dirs(path))), path)]
+    if "train" not in splits:
+        folder = splits["test"]
+        return [f for f, _ in _class_files(folder, tuple(sorted(_class_dirs(folder))), folder, fewest=1)]
+    classes = tuple(sorted(_class_dirs(splits["train"])))
+    return [f for folder in splits.values() for f, _ in _class_files(splits["train"], classes, folder)]
 
 
 def _loose_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
@@ -97,14 +121,15 @@ def _unread_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
 
 def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
                 read: tuple[str, float, tuple[int, int], tuple[int, int]], resolution: tuple[int, int] | None,
-                seed: int, normalize: Any, channels: int | None) -> Dataset:
-    """Images that come without splits, split 70/10/20; ``read`` is what ``read_images`` says of them."""
+                seed: int, normalize: Any, channels: int | None, order: str | None = None) -> Dataset:
+    """Images that come without splits, split 70/10/20; ``read`` is what ``read_images`` says of them, ``order``
+    which image is where (``order_digest`` of their names)."""
     mode, scale, side, stored = read
     check_classes(path, y, len(classes))
     x, to = convert_channels(x, channels, str(path))
     data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
-                                                         side, resize_method(scale), to))
+                                                         side, resize_method(scale), to), order)
     return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
 
 
@@ -182,14 +207,29 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int
              if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     if folder == path and (len(classes) < fewest or not files):
         least = "at least two" if fewest == 2 else f"at least {fewest}"
-        raise DataError(f"{path}: found {len(classes)} class folders and {len(files)} images",
-                        f"use one sub-folder per class ({least}) holding {IMAGE_KINDS} files")
+        other = _other_files(folder, [dirs[c] for c in present]) if not files else ""
+        raise DataError(f"{path}: found {len(classes)} class folders and {len(files)} images{other}",
+                        f"use one sub-folder per class ({least}) holding {IMAGE_KINDS} files"
+                        + (" (convert the images to PNG or JPEG)" if other else ""))
     empty = sorted(set(present) - {classes[i] for _, i in files})
     if empty:
         # An empty class would still get an output of the model, and nothing would ever train it.
         raise DataError(f"{folder}: class folder '{empty[0]}' holds no {IMAGE_KINDS} images",
                         "add its images, or move the folder out of the data")
     return files
+
+
+def _other_files(folder: Path, names: list[str]) -> str:
+    """What the class folders ``names`` hold instead of images, counted by kind (" (400 .gif files, which are not
+    read)"), or "" when nothing: a folder of GIFs was said to hold 0 images, and nothing more."""
+    from collections import Counter
+
+    kinds = Counter(f.suffix.lower() or "(no suffix)" for name in names for f in (folder / name).iterdir()
+                    if f.is_file() and not f.name.startswith("."))
+    if not kinds:
+        return ""
+    listed = ", ".join(f"{n} {kind} file{'s' * (n > 1)}" for kind, n in kinds.most_common(3))
+    return f" ({listed}{', ...' if len(kinds) > 3 else ''}, which are not read)"
 
 
 def _refuse_two_classes(path: Path, files: list[tuple[Path, int]], classes: tuple[str, ...]) -> None:

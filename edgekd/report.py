@@ -192,13 +192,25 @@ def class_text(manifest: dict[str, Any], shown: int = 5) -> str | None:
         return None
     drops = sorted(((teacher["class_accuracy"][c] - acc, c) for c, acc in primary["class_accuracy"].items()
                     if c in teacher["class_accuracy"] and acc < teacher["class_accuracy"][c]), reverse=True)
+    untested = _untested(manifest, primary["class_accuracy"])
     if not drops:
-        return f"Per class: `{primary['artifact']['name']}` is at least as accurate as the teacher on every class."
+        return (f"Per class: `{primary['artifact']['name']}` is at least as accurate as the teacher on every class "
+                f"with test images.{untested}")
     listed = ", ".join(f"{md_code(one_line(c))} {teacher['class_accuracy'][c]:.1%} -> "
                        f"{primary['class_accuracy'][c]:.1%}" for _, c in drops[:shown])
     return (f"Per class, where `{primary['artifact']['name']}` loses most against the teacher (test split, top-1; "
-            f"every class in `manifest.json`, `class_accuracy`): {listed}"
-            + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + ".")
+            f"every class with test images in `manifest.json`, `class_accuracy`): {listed}"
+            + (f", and {len(drops) - shown} more class(es) lower" if len(drops) > shown else "") + f".{untested}")
+
+
+def _untested(manifest: dict[str, Any], measured: dict[str, Any]) -> str:
+    """The sentence naming the data's classes with no test image, which no per-class figure covers."""
+    missing = [c for c in (manifest.get("data") or {}).get("class_names") or [] if c not in measured]
+    if not missing:
+        return ""
+    shown = ", ".join(md_code(one_line(c)) for c in missing[:20]) + (
+        f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    return f" Not measured, with no test image: {shown}."
 
 
 def pruned_from_search(student: dict[str, Any]) -> dict[str, Any] | None:

@@ -199,6 +199,10 @@ def run_data(config: Any, log: Log) -> Any:
         f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test")
     for note in data.notes:
         log(f"warning: {note}")
+    from edgekd.validate import untested_note
+
+    for note in untested_note(data):  # said before the training too, not only in the run's notes
+        log(f"warning: {note}")
     return data
 
 

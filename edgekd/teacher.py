@@ -164,8 +164,31 @@ def _trained_split(weights: Path, data: Dataset, seed: int | None) -> int | None
         kept = json.loads(_split_file(weights).read_text())
     except (OSError, ValueError):
         return None
+    from edgekd.data import same_split
+
     wanted = _split_record(data, seed)
-    return seed if wanted is not None and kept == wanted else None
+    if wanted is None or not isinstance(kept, dict) or kept.get("seed") != wanted["seed"]:
+        return None
+    return seed if same_split(kept.get("split"), wanted["split"]) else None
+
+
+SHOWN_CLASSES = 5  # the data's classes past the teacher's outputs named in the error
+
+
+def _classes_unlike(data: Dataset, outputs: int) -> str:
+    """The data's labels past the teacher's last output and how many images carry each, where the data has more
+    classes than the teacher has ``outputs``: one bad row, a "nan" or a 10, makes a class of its own."""
+    from edgekd.textfmt import one_line
+
+    names = data.class_names
+    if len(names) <= outputs:
+        return ""
+    counts = sum(np.bincount(y, minlength=len(names)) for y in (data.y_train, data.y_val, data.y_test))
+    numbered = names == tuple(str(i) for i in range(len(names)))
+    extra = [f"{'label' if numbered else 'class'} {names[i] if numbered else repr(one_line(names[i]))} "
+             f"({int(counts[i])} image{'s' * (int(counts[i]) != 1)})" for i in range(outputs, len(names))]
+    more = f", and {len(extra) - SHOWN_CLASSES} more" if len(extra) > SHOWN_CLASSES else ""
+    return f"; past its {outputs} outputs: {', '.join(extra[:SHOWN_CLASSES])}{more}"
 
 
 def load_teacher(spec: str, weights: str | None = None) -> Teacher:
@@ -333,8 +356,11 @@ def check_fits(teacher: Teacher, data: Dataset) -> None:
                          "make forward return the logits tensor alone, or a dict holding it under 'logits' (wrap "
                          f"the model if it returns auxiliary outputs){again}")
     if out.shape[1] != data.num_classes:
-        raise DataError(f"the teacher predicts {out.shape[1]} classes but the data has {data.num_classes}",
-                        "pass data with as many classes as the teacher predicts")
+        raise DataError(f"the teacher predicts {out.shape[1]} classes but the data has {data.num_classes}"
+                        f"{_classes_unlike(data, int(out.shape[1]))}",
+                        "pass data with as many classes as the teacher predicts" + (
+                            " (correct or remove the images of those labels)" if data.num_classes > out.shape[1]
+                            else ""))
     # Softmax outputs as logits would distil a nearly uniform target at any temperature.
     if len(out) > 1 and float(out.min()) >= 0 and torch.allclose(out.float().sum(1), torch.ones(len(out)), atol=1e-3):
         if hasattr(teacher.module, "bind"):  # an ONNX model: its graph is what changes, not a forward

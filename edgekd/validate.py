@@ -150,6 +150,8 @@ def validate(artifacts: Sequence[Artifact], profile: DeviceProfile | str, budget
     int8_ratio = _int8_ratio(artifacts, runs)
     primary, notes = ship_decision(reports, int8_ratio, len(runs), budget, ships)
     notes += shape_notes
+    if data is not None:
+        notes += untested_note(data)
     return ValidationReport(profile.name, budget, tuple(reports), primary, tuple(notes), rounds, tuple(speedup),
                             int8_ratio)
 
@@ -198,6 +200,23 @@ def _ref_logits(ref: Any, data: Dataset, cache: dict[int, np.ndarray]) -> np.nda
     if id(ref) not in cache:
         cache[id(ref)] = predict(ref, data.x_test)
     return cache[id(ref)]
+
+
+def untested_note(data: Any) -> list[str]:
+    """The note naming ``data``'s classes with no test image: ``class_accuracy`` leaves them out, and unsaid
+    a record of every tested class reads as a record of every class (small data, or a val/ folder lacking one)."""
+    from edgekd.textfmt import one_line
+
+    tested = set(np.unique(data.y_test).tolist())
+    missing = [one_line(name) for i, name in enumerate(data.class_names) if i not in tested]
+    if not missing:
+        return []
+    many = len(missing) > 1
+    shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    return [f"class{'es' * many} {shown} of {data.name} {'have' if many else 'has'} no test image, so "
+            f"{'their' if many else 'its'} accuracy is not measured (per-class accuracy, `class_accuracy`, leaves "
+            f"{'them' if many else 'it'} out); give the data more images of {'them' if many else 'it'} (or a test "
+            "split holding some)"]
 
 
 def class_accuracy(scores: np.ndarray, labels: np.ndarray, data: Any) -> dict[str, float]:

@@ -265,6 +265,23 @@ def test_npz_wrong_keys(tmp_path):
         load_data(str(path))
 
 
+def test_npz_arrays_under_other_names_are_refused_or_said(tmp_path):
+    """x_valid/y_valid (fastai's, Kaggle's spelling) were dropped without a word, and validation carved from
+    x_train instead; any other array beside the ones read was left out unsaid."""
+    x, y = _xy(120)
+    path = tmp_path / "tvt.npz"
+    np.savez(path, x_train=x[:80], y_train=y[:80], x_valid=x[80:100], y_valid=y[80:100], x_test=x[100:],
+             y_test=y[100:])
+    with pytest.raises(DataError, match=r"tvt.npz: has arrays x_valid, y_valid, which edgekd does not read \(it "
+                                        r"reads x/y, x_train/y_train, x_val/y_val, x_test/y_test and class_names\); "
+                                        r"store a validation split as x_val/y_val"):
+        load_data(str(path))
+    np.savez(path, x=x, y=y, ids=np.arange(len(y)))
+    ds = load_data(str(path))
+    assert _sizes(ds) == 120 and ds.notes[-1] == (f"{path}: arrays ids were not read (edgekd reads x/y, "
+                                                  "x_train/y_train, x_val/y_val, x_test/y_test and class_names)")
+
+
 def test_npz_single_class(tmp_path):
     x, _ = _xy()
     path = tmp_path / "one.npz"
@@ -369,6 +386,28 @@ def test_image_folder_without_images(tmp_path):
     (root / "a" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="found 2 class folders and 0 images"):
         load_data(str(root))
+
+
+def test_a_folder_of_unread_image_kinds_names_what_it_holds(tmp_path):
+    """A folder of GIFs was said to hold "10 class folders and 0 images", and nothing of its 400 .gif files."""
+    root = tmp_path / "gifs"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{i}.gif").write_bytes(b"GIF89a")
+    (root / "a" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"gifs: found 2 class folders and 0 images \(6 .gif files, which are not "
+                                        r"read\); use one sub-folder per class .* \(convert the images to PNG or "
+                                        r"JPEG\)"):
+        load_data(str(root))
+
+
+def test_data_too_small_to_split_is_named_by_its_path(tmp_path, monkeypatch):
+    """Every other data error names the path given (ds/one:); this one named the folder alone (one:)."""
+    _image_folder(tmp_path / "ds" / "one", classes=("a", "b", "c"), per_class=1)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^ds/one: 3 images are too few to split"):
+        load_data("ds/one")
 
 
 def test_npz_splits_of_different_shapes_are_refused(tmp_path):
@@ -1230,10 +1269,48 @@ def test_a_manifest_s_data_is_found_where_compress_read_it_and_only_while_unchan
 def test_a_data_folder_s_digest_is_of_its_file_names_and_sizes(tmp_path):
     from edgekd.data import data_source
 
-    (tmp_path / "imgs" / "cat").mkdir(parents=True)
-    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"12")
+    for name in ("cat", "dog"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        (tmp_path / "imgs" / name / "a.png").write_bytes(b"12")
     before = data_source(str(tmp_path / "imgs"))
-    assert before["sha256_of"] == "the file names and sizes"
+    assert before["sha256_of"] == "the image files' names and sizes"
     (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"123")
     assert data_source(str(tmp_path / "imgs"))["sha256"] != before["sha256"]
     assert data_source("digits") is None and data_source(str(tmp_path / "none.npz")) is None
+
+
+def test_a_data_folder_s_digest_covers_the_images_read_through_linked_folders_and_nothing_skipped(tmp_path):
+    """What gate and validate --manifest tell a changed folder by: a .DS_Store (Finder's), notes or a hidden
+    folder, which loading skips, changed it (gate refused the run's own data); class folders linked in from
+    elsewhere were not followed (the digest of nothing, whatever images they held)."""
+    import os
+
+    from edgekd.data import LISTED, WALKED, data_digest, recorded_data
+
+    real = _image_folder(tmp_path / "real", per_class=3)
+    digest = data_digest(real)
+    (real / "cat" / ".DS_Store").write_bytes(b"x")
+    (real / "dog" / "notes.txt").write_text("x")
+    (real / ".ipynb_checkpoints").mkdir()
+    assert data_digest(real) == digest
+    links, other = tmp_path / "links", _image_folder(tmp_path / "other", per_class=4)
+    links.mkdir()
+    for name in ("cat", "dog"):
+        os.symlink(real / name, links / name)
+    assert data_digest(links) == digest  # the same images, as their folders' names list them
+    (links / "dog").unlink()
+    os.symlink(other / "dog", links / "dog")
+    assert data_digest(links) != digest
+    # a manifest written before: its digest of every file walked is still checked as it was made, and where the
+    # folder held images alone then, files the loader skips added since are no change either
+    recorded = {"recipe": {"data": str(real)}, "data": {"source": {"path": str(real), "sha256_of": WALKED,
+                                                                   "sha256": data_digest(real, legacy=True)}}}
+    assert recorded_data(recorded).source == str(real)
+    recorded["data"]["source"].update(sha256="0" * 64)
+    assert recorded_data(recorded).missing.startswith("has changed since the run")
+    recorded["data"]["source"].update(sha256=digest)  # what the walk made before the .DS_Store came
+    assert recorded_data(recorded).source == str(real)
+    recorded["data"]["source"].update(sha256_of=LISTED, sha256=data_digest(real, legacy=True))
+    assert recorded_data(recorded).missing.startswith("has changed since the run")  # a listing, checked as one
+    recorded["data"]["source"].update(sha256=digest)
+    assert recorded_data(recorded).source == str(real)

@@ -1110,6 +1110,28 @@ def test_a_class_with_no_test_image_is_named_as_not_checked_and_every_class_belo
                      "c5 50.0%, c6 60.0%, c7 70.0%, c8 80.0%"]
 
 
+def test_the_model_s_classes_past_the_test_data_s_highest_label_are_named_as_not_checked():
+    """A test set holding classes 3 and 7 of a 10-class model numbers its classes 0..7: classes 8 and 9 were
+    checked by nothing and named by nothing."""
+    from types import SimpleNamespace
+
+    from edgekd.gate_accuracy import class_check, model_classes
+
+    data = SimpleNamespace(notes=(), class_names=tuple(str(i) for i in range(8)), name="t_sub")
+    ten = tuple(str(i) for i in range(10))
+    for recorded in (ten, None):  # the model's recorded names, or (one exported elsewhere) its 10 outputs
+        classes = model_classes(recorded, data, 10)
+        assert classes == ten
+        notes: list[str] = []
+        check = class_check({"3": 0.5, "7": 0.6}, 0.1, "on t_sub", data, notes, classes)
+        assert check.passed and check.message.endswith("; not checked: classes 0, 1, 2, 4, 5, 6, 8, 9, with no test "
+                                                       "images"), check.message
+        assert notes[0].startswith("not checked: classes 0, 1, 2, 4, 5, 6, 8, 9 of t_sub")
+    named = SimpleNamespace(class_names=("cat", "dog"))  # matched to a numbering model in sorted order
+    assert model_classes(("0", "1", "2"), named, 3) == ("cat", "dog", "2")
+    assert model_classes(("cat", "dog", "owl"), named, 3) == ("cat", "dog", "owl")
+
+
 @pytest.mark.parametrize("env, args, message", [
     (None, ["--junit", "same.out", "--summary", "same.out"], "--junit and --summary both name 'same.out'"),
     (None, ["--summary", "r.md", "--json", "./r.md"], "--summary and --json both name './r.md'"),

@@ -156,3 +156,72 @@ def test_the_folders_of_a_csv_are_read_once_per_version_of_the_file(tmp_path, mo
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1_000_000))
     assert image_list.listed_folders(path) == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
     assert len(calls) == 2
+
+
+def test_a_csv_s_rows_reordered_deal_another_split_which_validate_and_gate_are_told(tmp_path, monkeypatch):
+    """The split deals by row: the same images listed in another order put training images into the test split.
+    The model's record of the split keeps their order (each image by class and file name, as its folder lists
+    it), so the note that says "images added" says this too; a record from before the order was kept is read as
+    it was (counts alone)."""
+    import random
+
+    from edgekd import onnx_metadata
+    from edgekd.data import split_fingerprint
+    from edgekd.data_match import with_split_note
+
+    rows = [(f"imgs/{label}/{i:03d}.png", label) for label in ("cat", "dog") for i in range(20)]
+    listed = _listed(tmp_path, rows)
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    (tmp_path / "shuffled.csv").write_text("\n".join(["path,label"] + [f"{f},{c}" for f, c in shuffled]) + "\n")
+    then = load_data(str(listed))
+    now = load_data(str(tmp_path / "shuffled.csv"))
+    assert set(then.y_test.tolist()) == set(now.y_test.tolist())  # dealt alike per class, from other images
+    was, is_now = split_fingerprint(then), split_fingerprint(now)
+    assert was["digest"] == is_now["digest"] and was["order"] != is_now["order"]
+    assert split_fingerprint(load_data(str(tmp_path / "imgs"))) == was  # the same images, read from their folders
+    monkeypatch.setattr(onnx_metadata, "embedded_split_seed", lambda model: 0)
+    monkeypatch.setattr(onnx_metadata, "embedded_split_data", lambda model: was)
+    assert with_split_note(then, "m.onnx", 0).notes == then.notes
+    (note,) = set(with_split_note(now, "m.onnx", 0).notes) - set(now.notes)
+    assert note.startswith("data 'shuffled.csv' is not the data 'm.onnx' was split on (the same images, listed in "
+                           "another order or under other names)")
+    monkeypatch.setattr(onnx_metadata, "embedded_split_data", lambda model: {"images": 40, "digest": was["digest"]})
+    assert with_split_note(now, "m.onnx", 0).notes == now.notes  # recorded before the order was: not told
+
+
+def test_a_minus_one_label_is_refused_and_numbers_mixed_with_names_are_said(tmp_path):
+    """A -1 ("ignore") made every label a name, so the classes' order became -1, 0, 1, ...; "3" on some rows and
+    "three" on others silently made two classes of one."""
+    rows = [(f"imgs/{i:03d}.png", i % 3) for i in range(30)]
+    rows[4] = ("imgs/004.png", -1)
+    with pytest.raises(DataError, match=r"labels.csv: row 6 has label -1, and numbered labels are class numbers "
+                                        r"0\.\.K-1; remove the rows of images to leave out"):
+        load_data(str(_listed(tmp_path, rows)))
+    rows[4] = ("imgs/004.png", "two")
+    ds = load_data(str(_listed(tmp_path, rows, name="mixed.csv")))
+    assert ds.class_names == ("0", "1", "2", "two")
+    assert any(note.endswith("mixed.csv: its labels mix numbers (0, 1, 2) and names ('two', e.g. row 6), so every "
+                             "label is read as a name, each its own class in sorted order (4 classes); write every "
+                             "label as a class number 0..K-1, or every one as a name") for note in ds.notes), ds.notes
+
+
+def test_a_headerless_csv_is_told_to_add_a_header_and_placeholder_labels_are_said_what_they_must_be(tmp_path):
+    """A CSV without a header was said to have "no image column (its header: imgs/000.png, 0)"; one label on
+    every image (--no-labels' placeholders) was told to provide more classes, with nothing saying what
+    placeholders --no-labels takes."""
+    rows = [(f"imgs/{i:03d}.png", i % 2) for i in range(20)]
+    headless = _listed(tmp_path, rows, header="imgs/999.png,0", name="nohdr.csv")
+    with pytest.raises(DataError, match=r"nohdr.csv: has no header row \(its first row: imgs/999.png, 0\); add a "
+                                        r"header row naming its columns, such as: path,label"):
+        load_data(str(headless))
+    same = _listed(tmp_path, [(f, 0) for f, _ in rows], name="same.csv")
+    with pytest.raises(DataError, match=r"all labels belong to a single class; provide images of at least two "
+                                        r"classes \(with --no-labels too: the labels still number the classes, one "
+                                        r"per teacher output, and deal the split; label each image with the class "
+                                        r"the teacher predicts for it\)"):
+        load_data(str(same))
+    (tmp_path / "onecol.csv").write_text("path\n" + "\n".join(f for f, _ in rows) + "\n")
+    with pytest.raises(DataError, match=r"has no label column \(its header: path\); name the label column one of: "
+                                        r".*\(with --no-labels too: "):
+        load_data(str(tmp_path / "onecol.csv"))

@@ -351,7 +351,24 @@ def test_the_classes_the_shipped_student_loses_most_on_are_named(manifest):
     assert "<code>student-int8</code> loses most against the teacher" in render_html(manifest, None)
     assert ", and 1 more class(es) lower" in class_text(manifest, shown=1)
     shipped["class_accuracy"] = dict(teacher["class_accuracy"])
-    assert "at least as accurate as the teacher on every class" in class_text(manifest)
+    assert "at least as accurate as the teacher on every class with test images." in class_text(manifest)
+
+
+def test_the_per_class_line_names_the_classes_no_test_image_measured(manifest):
+    """With few images (or a val/ folder lacking a class) some classes have no test image: class_accuracy holds
+    the tested ones, and the line said it held every class."""
+    from edgekd.report import class_text
+
+    teacher, _, shipped = manifest["artifacts"]
+    manifest["data"]["class_names"] = ["cat", "dog", "owl", "emu"]
+    teacher["class_accuracy"] = {"cat": 1.0, "dog": 0.9}
+    shipped["class_accuracy"] = {"cat": 0.5, "dog": 0.9}
+    text = class_text(manifest)
+    assert "every class with test images in `manifest.json`" in text
+    assert text.endswith(" Not measured, with no test image: `owl`, `emu`.")
+    shipped["class_accuracy"] = dict(teacher["class_accuracy"])
+    assert class_text(manifest).endswith("on every class with test images. Not measured, with no test image: `owl`, "
+                                         "`emu`.")
 
 
 def test_a_proxys_lowest_score_is_shown_as_lowest_and_kept_off_the_pareto_plot(monkeypatch):

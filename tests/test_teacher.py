@@ -585,6 +585,24 @@ def test_check_fits_wrong_class_count(teacher, tmp_path):
         check_fits(teacher, data)
 
 
+def test_check_fits_names_the_labels_past_the_teacher_s_outputs(teacher):
+    """One row labelled 10 (or "nan") made an 11th class, and the refusal gave the two counts alone: the user's
+    data "has 10 classes"."""
+    from edgekd.data import Dataset
+
+    x = np.zeros((23, 1, 16, 16), np.float32)
+    y = np.array([*range(10), *range(10), 10, 10, 10])
+    data = Dataset("n_oob.npz", x[:20], y[:20], x[20:22], y[20:22], x[22:], y[22:], tuple(str(i) for i in range(11)))
+    with pytest.raises(DataError, match=r"the teacher predicts 10 classes but the data has 11; past its 10 outputs: "
+                                        r"label 10 \(3 images\); pass data with as many classes as the teacher "
+                                        r"predicts \(correct or remove the images of those labels\)"):
+        check_fits(teacher, data)
+    named = Dataset("c_nan.csv", x[:20], y[:20], x[20:22], y[20:22], x[22:23], y[22:23],
+                    (*(str(i) for i in range(10)), "nan"))
+    with pytest.raises(DataError, match=r"data has 11; past its 10 outputs: class 'nan' \(3 images\)"):
+        check_fits(teacher, named)
+
+
 def test_check_fits_names_a_teacher_that_fixes_its_batch_size(tmp_path):
     """The images fit, yet the refusal said they did not and to pass data at the teacher's resolution."""
     from edgekd.teacher import Teacher

@@ -1512,3 +1512,24 @@ def test_recheck_never_scores_a_same_named_file_where_it_runs(run_cli, run_dir, 
     np.savez(ran / "held.npz", x=1 - x, y=y)
     code, out, _ = run_cli("validate", copy / "student-fp32.onnx", "--manifest", manifest, *LOOSE)
     assert f"| accuracy | skipped | the manifest's data '{ran / 'held.npz'}' has changed since the run" in out
+
+
+def test_classes_with_no_test_image_are_named_in_the_notes_and_the_run_s_log():
+    """Small data (3 images a class) leaves classes with no test image: class_accuracy leaves them out, and
+    compress said nothing of it while gate named them."""
+    from types import SimpleNamespace
+
+    from edgekd.data import Dataset
+    from edgekd.run_inputs import run_data
+    from edgekd.validate import untested_note
+
+    x = np.zeros((6, 1, 4, 4), np.float32)
+    y = np.array([0, 1, 2, 3, 0, 1])
+    data = Dataset("tiny", x, y, x[:2], y[:2], x[:2], np.array([1, 3]), ("0", "1", "2", "3"))
+    (note,) = untested_note(data)
+    assert note.startswith("classes 0, 2 of tiny have no test image, so their accuracy is not measured "
+                           "(per-class accuracy, `class_accuracy`, leaves them out)")
+    lines: list[str] = []
+    run_data(SimpleNamespace(data=data), lines.append)
+    assert f"warning: {note}" in lines
+    assert untested_note(Dataset("all", x, y, x, y, x, y, ("0", "1", "2", "3"))) == []
