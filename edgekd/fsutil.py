@@ -92,6 +92,25 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
         fh.close()
 
 
+def held(lock: Path) -> bool:
+    """Whether a process of this machine holds ``lock`` (``exclusive``'s): the file names its holder, which
+    removes it when done; one left by a killed holder names a process gone. Read, not locked: taking the lock
+    even for a moment would refuse a run starting then."""
+    try:
+        said = lock.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if len(said) != 2 or said[0] != "process" or not said[1].isdigit():
+        return False
+    try:
+        os.kill(int(said[1]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process: alive
+        return True
+    return True
+
+
 def _same_file(fh: Any, path: Path) -> bool:
     """Whether the open ``fh`` is the file now at ``path``."""
     try:

@@ -124,6 +124,9 @@ def _valid_keys(key: str, section: str, schema: dict[str, Any]) -> str:
 # would take days. Bounds of a machine far larger than any edge device, so no real setting meets them.
 _MAX_THREADS = 1024
 _MAX_RUNS = 1_000_000
+# A week: no measurement runs longer. subprocess and the worker's watchdog take the time-out as a C int of
+# milliseconds (about 24.8 days) and overflowed with a traceback past it ("timeout is too large").
+MAX_TIMEOUT_S = 7 * 24 * 3600
 
 
 def check_ranges(path: Path, profile: Any) -> None:
@@ -140,6 +143,9 @@ def check_ranges(path: Path, profile: Any) -> None:
             raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at least {low}")
         if value > high:
             raise ProfileError(f"{path}: key '{key}' is {value}", f"use a value of at most {high}")
+    if not profile.runtime["providers"]:  # onnxruntime takes no provider as the CPU, whatever device is meant
+        raise ProfileError(f"{path}: key 'runtime.providers' is an empty list",
+                           'list the execution providers to measure with, e.g. ["CPUExecutionProvider"]')
     if not 0 < profile.measure["max_cv"] < 1:  # nan included: it compares false
         raise ProfileError(f"{path}: key 'measure.max_cv' is {profile.measure['max_cv']}", "use a value in (0, 1)")
 
@@ -166,6 +172,10 @@ def _check_runner_values(path: Path, runner: dict[str, Any]) -> None:
     if not math.isfinite(runner["timeout_s"]) or runner["timeout_s"] <= 0:  # TOML reads inf and nan as floats
         raise ProfileError(f"{path}: key 'runner.timeout_s' is {runner['timeout_s']}",
                            "use a positive, finite number of seconds")
+    if runner["timeout_s"] > MAX_TIMEOUT_S:
+        raise ProfileError(f"{path}: key 'runner.timeout_s' is {runner['timeout_s']}, more than the "
+                           f"{MAX_TIMEOUT_S:,} seconds (a week) edgekd waits for one measurement",
+                           f"use a value of at most {MAX_TIMEOUT_S}")
     if kind == "ssh" and not runner["host"]:
         raise ProfileError(f"{path}: runner kind 'ssh' needs key 'runner.host'",
                            'add host = "name-or-address" under [runner]')

@@ -196,9 +196,12 @@ def profile_arg(profile: DeviceProfile) -> str:
 
 def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
     """The profile a manifest's ``profile`` section records: its file while that is still there and still
-    that profile, else the profile of that name here, else the recorded settings themselves (``source`` is
-    then ``RECORDED``: a CI job gating a manifest elsewhere seldom has the profile file at the same path);
-    ProfileError when none of them loads."""
+    that profile (its name and, where recorded, its settings' digest), else the profile of that name here,
+    else the recorded settings themselves (``source`` is then ``RECORDED``: a CI job gating a manifest elsewhere
+    seldom has the profile file at the same path); ProfileError when none of them loads. A file at the recorded
+    path that now holds other settings gives way to the recorded ones where the manifest holds them: a manifest
+    written before ``source`` was resolved names it relative to the folder compress ran in, where a folder
+    gating it may hold another project's file of the same name (``recorded_file_changed`` says so)."""
     source, name = recorded.get("source"), recorded["name"]
     if source and Path(source).is_file():
         try:
@@ -206,7 +209,10 @@ def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
         except ProfileError:
             profile = None
         if profile is not None and profile.name == name:
-            return profile
+            if not recorded_file_changed(recorded, profile):
+                return profile
+            rebuilt = _rebuilt(recorded)
+            return rebuilt or profile  # settings not recorded (or not those digested): the file, as before
     try:
         return load_profile(name)
     except ProfileError:
@@ -215,9 +221,41 @@ def load_recorded_profile(recorded: dict[str, Any]) -> DeviceProfile:
         return profile_from_record(recorded)
 
 
+def recorded_file_changed(recorded: dict[str, Any], profile: DeviceProfile | None = None) -> bool:
+    """Whether the file at a manifest's recorded profile ``source`` holds other settings than the recorded
+    ones (its digest differs): it was edited since, or is another file of the same relative name."""
+    source, digest = recorded.get("source"), recorded.get("digest")
+    if not source or not digest or source == RECORDED:
+        return False
+    if profile is None:
+        try:
+            profile = load_profile_file(Path(source)) if Path(source).is_file() else None
+        except ProfileError:
+            profile = None
+    return profile is not None and profile.digest() != digest
+
+
+def _rebuilt(recorded: dict[str, Any]) -> DeviceProfile | None:
+    """The recorded settings as a profile when the manifest holds them and they are the ones it digested."""
+    if not recorded.get("runtime") or not recorded.get("runner"):
+        return None
+    try:
+        profile = profile_from_record(recorded)
+    except ProfileError:
+        return None
+    return profile if profile.digest() == recorded.get("digest") else None
+
+
+def recorded_source(profile: DeviceProfile) -> str:
+    """A profile's ``source`` as a manifest records it: its file's resolved path (as ``data.source`` is), so
+    that gate and validate run from another folder find that file and no other of the same relative name."""
+    return profile.source if profile.source == RECORDED else str(Path(profile.source).resolve())
+
+
 def load_profile_file(path: Path) -> DeviceProfile:
     try:
-        raw = tomlread.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a file saved with a byte order mark (Windows Notepad) read as malformed at line 1, column 1
+        raw = tomlread.loads(path.read_text(encoding="utf-8-sig"))
     except tomlread.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: malformed TOML ({exc})", "fix the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:

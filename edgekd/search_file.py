@@ -41,8 +41,8 @@ def search_record(result: Any, profile: Any, budget: Any, data: Any, teacher: An
         if budget.to_dict() != record.get("budget"):
             record["reused_with"] = {"budget": budget.to_dict()}
     else:
-        record = {**result.to_dict(), "profile": profile.name, **measured_with(profile), "budget": budget.to_dict(),
-                  "data": data.describe()}
+        record = {**result.to_dict(), "profile": profile.name, **profile_file_record(profile), **measured_with(profile),
+                  "budget": budget.to_dict(), "data": data.describe()}
         if teacher is not None:
             record["teacher"] = teacher_record(teacher)
         if settings is not None:
@@ -161,6 +161,45 @@ def measured_with(profile: Any) -> dict[str, str]:
     return {"profile_digest": profile.digest(), **({"host": host_cpu()} if profile.is_local else {})}
 
 
+def profile_file_record(profile: Any) -> dict[str, str]:
+    """The file of a profile passed as a path (``--profile boards/fast-2t.toml``), resolved: its name alone does
+    not load it, so the fix for a run reusing the search on another profile could name no --profile to pass."""
+    from edgekd.profiles import profile_record
+
+    found = profile_record(profile)
+    return {} if found == profile.name else {"profile_file": str(Path(found).resolve())}
+
+
+def _profile_fix(raw: dict[str, Any], profile: Any, fix: str) -> str:
+    """``fix``, led by the --profile that measures as the search did, where this run's is another: the file the
+    search recorded (or its profile's name), which reuses the search rather than redoing it."""
+    import shlex
+
+    from edgekd.profiles import profile_record
+
+    given = raw.get("profile_file") or raw.get("profile")
+    mine = {profile_record(profile), str(Path(profile.source).resolve())}
+    if not isinstance(given, str) or given in mine:  # this very profile, with its settings edited since
+        return fix
+    return f"pass --profile {shlex.quote(given)}, the profile it measured on, or {fix}"
+
+
+def check_search_profile(path: str | Path, profile: Any) -> None:
+    """The profile checks of ``load_search``, alone, for a run to make before its data and teacher load (the
+    default teacher trains for minutes): a file that cannot be read is left for ``load_search`` to refuse."""
+    raw = _raw(path)
+    if raw:
+        _check_profile(Path(path), raw, profile, "run `edgekd search` again for this data, profile and budget, or "
+                       "drop --search", None)
+
+
+def _check_profile(path: Path, raw: dict[str, Any], profile: Any, fix: str, log: Any) -> None:
+    if raw.get("profile") not in (None, profile.name):
+        raise ConfigError(f"'{path}' measured its students on profile '{raw['profile']}', not '{profile.name}'",
+                          _profile_fix(raw, profile, fix))
+    _check_measured_with(path, raw, profile, fix, log)
+
+
 def teacher_record(module: Any) -> dict[str, Any]:
     """The teacher's architecture as a search.json records it: a hash of its parameters' and buffers' names
     and shapes (not their values), and its parameter count. A student of a teacher-derived space (``pruned``)
@@ -200,9 +239,7 @@ def load_search(path: str | Path, data: Any, profile: Any, budget_ms: float | No
         if key in recorded and recorded[key] != here[key]:
             raise ConfigError(f"'{path}' was searched for data with {key.replace('_', ' ')} {recorded[key]}, and "
                               f"this data has {here[key]}", fix)
-    if raw.get("profile") not in (None, profile.name):
-        raise ConfigError(f"'{path}' measured its students on profile '{raw['profile']}', not '{profile.name}'", fix)
-    _check_measured_with(path, raw, profile, fix, log)
+    _check_profile(path, raw, profile, fix, log)
     chosen_ms = result.chosen.latency_ms
     if budget_ms is not None and chosen_ms is not None and chosen_ms > budget_ms:
         raise ConfigError(f"the student '{path}' chose measured {chosen_ms:.3f} ms, over --budget-ms {budget_ms:g}",
@@ -228,7 +265,7 @@ def _check_measured_with(path: Path, raw: dict[str, Any], profile: Any, fix: str
     if raw.get("profile_digest") not in (None, now["profile_digest"]):
         raise ConfigError(f"'{path}' measured its students with other settings of profile '{profile.name}' "
                           f"(digest {raw['profile_digest']}, this one's is {now['profile_digest']}: threads, runtime "
-                          "or measurement settings differ)", fix)
+                          "or measurement settings differ)", _profile_fix(raw, profile, fix))
     if raw.get("host") and now.get("host") and raw["host"] != now["host"]:
         api_log(log)(f"warning: '{path}' measured its students' latency on another machine "
                                    f"({raw['host']}; this one is {now['host']}): validate measures them here")

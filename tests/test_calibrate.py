@@ -693,6 +693,83 @@ def test_calibrate_keeps_a_table_search_can_use_unless_forced(table_file, fast_p
             "1.0.0") in err
 
 
+def _twin(board, tmp_path, name="fast-2t"):
+    """A copy of ``board`` with other settings and the same ``name``: its tables have the same paths."""
+    from edgekd.profiles import load_profile
+
+    twin = tmp_path / f"{name}.toml"
+    twin.write_text(board.read_text().replace("max_cv = 0.5", "max_cv = 0.2"))
+    return twin, load_profile(twin)
+
+
+def test_calibrating_a_profile_file_of_the_same_name_keeps_the_other_file_s_table_unless_forced(
+        table_file, fast_profile_path, tmp_path, run_cli, monkeypatch):
+    """fast-2t.toml, a copy of fast.toml with its name kept, writes the same table: calibrating it replaced
+    fast.toml's usable table as one "search cannot use", and following the advice then printed for fast.toml
+    destroyed fast-2t.toml's in turn."""
+    import shutil
+
+    from edgekd.latency.table import LatencyTable
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    twin, other = _twin(board, tmp_path)
+    assert other.name == profile.name and other.digest() != profile.digest()
+    good = table_path(profile, TINY, SHAPE, 10)
+    assert table_path(other, TINY, SHAPE, 10) == good
+    shutil.copy(table_file, good)
+    assert json.loads(good.read_text())["profile_source"] == str(fast_profile_path.resolve())  # recorded
+    data = {**json.loads(good.read_text()), "profile_source": str(board.resolve())}
+    good.write_text(json.dumps(data))
+    kept = good.read_text()
+    measured: list[str] = []
+
+    def fake(*_args, **_kwargs):
+        measured.append("measured")
+        return LatencyTable.from_dict(json.loads(kept))
+
+    monkeypatch.setattr("edgekd.latency.calibrate.calibrate", fake)
+    args = ("profiles", "calibrate", twin, "--space", TINY, "--input-shape", "1,16,16")
+    code, out, err = run_cli(*args)
+    assert (code, out, measured) == (2, "", []) and good.read_text() == kept and err.count("\n") == 1
+    assert err.startswith(f"error: {good} is the latency table of profile file {board.resolve()} (also named "
+                          f"'fast-test', with other settings), and calibrating {twin} would replace it; give one of "
+                          f'the two files a name of its own (e.g. name = "fast-2t" in {twin}'), err
+    assert "pass --force to replace fast-test.toml's" in err
+    code, _, err = run_cli(*args, "--force")
+    assert code == 0 and measured == ["measured"], err
+    board.write_text(board.read_text().replace("max_cv = 0.5", "max_cv = 0.3"))  # edited since: stale
+    code, _, err = run_cli(*args)
+    assert code == 0 and measured == ["measured"] * 2, err
+
+
+def test_an_interrupted_calibration_of_a_profile_file_of_the_same_name_is_kept_unless_forced(
+        fast_profile_path, tmp_path, monkeypatch):
+    """Its resume point was deleted as one "with other settings", losing that board's progress."""
+    from edgekd.errors import ConfigError
+    from edgekd.latency.calibrate import partial_path
+    from edgekd.latency.table import Stamp, source_of
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    twin, other = _twin(board, tmp_path)
+    partial = partial_path(table_path(profile, TINY, SHAPE, 10))
+    partial.write_text(json.dumps({"stamp": Stamp.current(profile, TINY, SHAPE, 10).to_dict(),
+                                   "entries": {"fp32": {"b": 1.0}, "int8": {}}, "profile_source": source_of(profile)}))
+    kept = partial.read_text()
+    with pytest.raises(ConfigError, match=rf"is an interrupted calibration of profile file .*{board.name} \(also "
+                                          r"named 'fast-test', with other settings\).*; give one of the two files a "
+                                          r"name of its own .* or pass --force to replace fast-test\.toml's"):
+        calibrate(other, TINY, SHAPE, 10, networks=16, chunk=4, rounds=1)
+    assert partial.read_text() == kept
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calib_mod, "_measure_blocks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(other, TINY, SHAPE, 10, networks=16, chunk=4, rounds=1, force=True)
+    assert not partial.exists()
+
+
 def test_a_pending_interrupted_recalibration_is_named_when_calibrate_is_refused(table_file, fast_profile_path,
                                                                                 tmp_path, run_cli):
     """An interrupted --force run keeps its blocks in a .partial: the refusal without --force said nothing of it."""
@@ -746,6 +823,27 @@ def test_profiles_show_lists_only_its_own_interrupted_calibrations(fast_profile_
     code, out, err = run_cli("profiles", "show", board)
     assert code == 0, err
     assert json.loads(out)["interrupted_calibrations"] == sorted([str(own), str(legacy)])
+
+
+def test_profiles_show_lists_a_calibration_running_now_as_running_not_interrupted(fast_profile_path, tmp_path,
+                                                                                     run_cli):
+    """Listed as interrupted while its calibrate held the lock, it invited deleting the file or starting the same
+    command a second time."""
+    from edgekd.fsutil import exclusive
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    path = table_path(profile, TINY, SHAPE, 10)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("{}")
+    lock = path.with_name(path.name + ".lock")
+    with exclusive(lock, "a calibration"):  # as calibrate holds it
+        code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["interrupted_calibrations"], shown["running_calibrations"]) == ([], [str(partial)])
+    lock.write_text("process 999999999")  # left by a holder killed since
+    shown = json.loads(run_cli("profiles", "show", board)[1])
+    assert (shown["interrupted_calibrations"], shown["running_calibrations"]) == ([str(partial)], [])
 
 
 def test_profiles_show_says_a_perf_test_table_s_runtime_was_not_recorded(table_file, fast_profile_path, tmp_path,

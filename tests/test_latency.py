@@ -163,6 +163,55 @@ def test_a_provider_the_runtime_lacks_is_refused_rather_than_measured_on_the_cpu
         measure([two_models[0]], gpu, shape=(1, 1, 32, 32))
 
 
+def test_a_provider_the_runtime_lacks_is_refused_before_anything_runs_here(two_models, fast_profile):
+    """Only the latency worker checked: compress loaded its data and teacher before failing at its first
+    measurement, and gate --no-latency scored accuracy on the CPU with onnxruntime's raw UserWarning."""
+    import dataclasses
+    import warnings
+
+    from edgekd.latency.runners import probe_device
+    from edgekd.latency.runtime import open_session
+
+    runtime = {**fast_profile.runtime, "providers": ["CUDAExecutionProvider"]}
+    gpu = dataclasses.replace(fast_profile, runtime=runtime)
+    said = r"onnxruntime .* here has no CUDAExecutionProvider .*; install the onnxruntime build with that provider"
+    with pytest.raises(RunnerError, match=said):
+        probe_device(gpu)  # compress and search call it first
+    with pytest.raises(RunnerError, match=said):
+        open_session(two_models[0], gpu)
+    # a board's profile: its worker checks the board; here accuracy runs on this host's providers, said by the gate
+    board = dataclasses.replace(gpu, runner={**gpu.runner, "kind": "ssh", "host": "pi"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_session(two_models[0], board).get_providers() == ["CPUExecutionProvider"]
+
+
+def test_a_profile_batch_past_the_input_size_cap_is_refused_naming_measure_batch_size(tmp_path, fast_profile):
+    """--input-shape 10000,3,512,512 is refused, and the same shape made by measure.batch_size 10000 reached the
+    worker's allocation: a MemoryError whose fix sent the user to the device's numpy installation."""
+    import dataclasses
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd.latency.worker import MAX_INPUT_VALUES
+    from edgekd.validate import MAX_INPUT_VALUES as CAP
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["input"], ["y"], keepdims=0)], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 512, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "img.onnx"))
+    big = dataclasses.replace(fast_profile, measure={**fast_profile.measure, "batch_size": 10000})
+    with pytest.raises(RunnerError, match=r"the input of model '.*img\.onnx' at the profile's measure\.batch_size "
+                                          r"10000: 10000,3,512,512 is 7,864,320,000 values .* more than the "
+                                          r"67,108,864 edgekd measures with; lower measure\.batch_size in the "
+                                          r"profile to at most 85 for this model's image of 786,432 values"):
+        measure([tmp_path / "img.onnx"], big)
+    assert MAX_INPUT_VALUES == CAP  # the worker's copy, for devices without edgekd
+
+
 def test_the_dynamic_dimension_hint_takes_the_profiles_batch(two_models, fast_profile):
     """Following the example measures what the profile asks: its batch, not always 1."""
     import dataclasses

@@ -158,6 +158,34 @@ def test_a_timeout_that_is_not_a_finite_number_is_refused(tmp_path, value):
         load_profile(path)
 
 
+@pytest.mark.parametrize("value", ["2592000", "1e12", "1e308"])
+def test_a_timeout_past_what_subprocess_takes_is_refused_with_the_largest_allowed(tmp_path, value):
+    """30 days, 1e12 or 1e308 s passed the check and every measuring command ended in an OverflowError traceback
+    (subprocess and threading take the time-out as a C int of milliseconds)."""
+    from edgekd.profile_schema import MAX_TIMEOUT_S
+
+    path = _write(tmp_path, "t", _valid() + f"[runner]\ntimeout_s = {value}\n")
+    with pytest.raises(ProfileError, match=rf"t\.toml: key 'runner\.timeout_s' is .*; use a value of at most "
+                                           rf"{MAX_TIMEOUT_S}$"):
+        load_profile(path)
+    assert MAX_TIMEOUT_S * 1000 < 2**31  # fits subprocess's C int of milliseconds
+
+
+def test_a_profile_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Windows Notepad's UTF-8 BOM read as "malformed TOML at line 1, column 1", a line that looks right."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + _valid(name="bom").encode())
+    assert load_profile(path).name == "bom"
+
+
+def test_an_empty_provider_list_is_refused(tmp_path):
+    """onnxruntime runs an empty list on the CPU: a profile meant for another device measured on it, unsaid."""
+    path = _write(tmp_path, "p", _valid().replace("[runtime]\n", "[runtime]\nproviders = []\n"))
+    with pytest.raises(ProfileError, match=r"p\.toml: key 'runtime\.providers' is an empty list; list the execution "
+                                           r'providers to measure with, e\.g\. \["CPUExecutionProvider"\]'):
+        load_profile(path)
+
+
 def test_max_cv_nan_is_refused(tmp_path):
     path = _write(tmp_path, "cv", _valid() + "max_cv = nan\n")
     with pytest.raises(ProfileError, match=r"max_cv' is nan; use a value in \(0, 1\)"):
@@ -316,6 +344,33 @@ def test_profile_path_that_is_a_folder(tmp_path):
     folder.mkdir()
     with pytest.raises(ProfileError, match="is a folder, not a .toml file"):
         load_profile(str(folder))
+
+
+def test_a_recorded_profile_file_now_holding_other_settings_gives_way_to_the_recorded_ones(tmp_path, monkeypatch):
+    """A manifest recorded its profile's path relative to the folder compress ran in: gated from another folder
+    holding another project's board.toml (2 threads), it was measured on that file, as "the one the manifest was
+    measured on". Manifests now record the resolved path, and a file whose digest differs gives way to the
+    recorded settings, in a manifest of either kind."""
+    from edgekd.pipeline import measured_on
+    from edgekd.profiles import RECORDED, load_profile, load_recorded_profile, recorded_file_changed
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    _write(proj, "board", _valid(name="board", threads=1))
+    monkeypatch.chdir(proj)
+    recorded = measured_on(load_profile("board.toml"))
+    assert recorded["source"] == str(proj / "board.toml")  # resolved, as data.source is
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "board", _valid(name="board", threads=2))  # another project's board, of the same name
+    assert load_recorded_profile(recorded).source == str(proj / "board.toml")  # the recorded file, not this one
+    older = {**recorded, "source": "board.toml"}  # as manifests recorded it before
+    assert recorded_file_changed(older)
+    rebuilt = load_recorded_profile(older)
+    assert rebuilt.source == RECORDED and rebuilt.threads == 1 and rebuilt.digest() == recorded["digest"]
+    (proj / "board.toml").write_text(_valid(name="board", threads=4), encoding="utf-8")  # edited since
+    assert load_recorded_profile(recorded).source == RECORDED
+    same = {**older, "digest": load_profile("board.toml").digest()}  # the file found is the recorded profile
+    assert load_recorded_profile(same).source == "board.toml"
 
 
 def test_load_recorded_profile_prefers_the_recorded_file_while_it_is_that_profile(tmp_path):

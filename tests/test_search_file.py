@@ -2,6 +2,7 @@
 a ranking whose proxy scored candidates against another teacher or other images is said, not silently reused."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -139,6 +140,44 @@ def test_a_search_under_the_same_profile_name_with_other_settings_is_refused(tmp
     path = _write(tmp_path, small_data, None, space="mbv2", edit=lambda r: r.pop("profile_digest"))
     load_search(path, small_data, other, None, log=lines.append)  # written before the digest was recorded
     assert lines == []
+
+
+def test_a_search_on_a_profile_given_as_a_path_records_it_and_its_refusal_names_it(tmp_path, small_data,
+                                                                                       monkeypatch):
+    """search.json held only the profile's name: reused without --profile, it was refused after the teacher had
+    loaded (trained, by default), with advice to search again; --profile NAME would not load a file's profile."""
+    import shlex
+
+    from edgekd import pipeline
+    from edgekd.pipeline import CompressConfig
+    from edgekd.search_file import check_search_profile
+
+    folder = tmp_path / "odd dir [x] é"
+    folder.mkdir()
+    board = folder / "fast-2t.toml"
+    board.write_text('schema = 1\nname = "fast"\n[runtime]\nintra_op_threads = 2\n')
+    monkeypatch.chdir(folder)
+    given = load_profile("fast-2t.toml")
+    path = _write(tmp_path, small_data, None, space="mbv2")
+    record = json.loads(path.read_text())
+    record.update(search_record(SearchResult.from_dict(record), given, Budget(), small_data))
+    path.write_text(json.dumps(record))
+    assert record["profile"] == "fast" and record["profile_file"] == str(board)  # resolved
+    monkeypatch.chdir(tmp_path)
+    said = (rf"'{path}' measured its students on profile 'fast', not 'host-cpu-1t'; pass --profile "
+            rf"{re.escape(shlex.quote(str(board)))}, the profile it measured on, or run `edgekd search` again")
+    with pytest.raises(ConfigError, match=said):
+        load_search(path, small_data, load_profile("host-cpu-1t"), None)
+    with pytest.raises(ConfigError, match=said):
+        check_search_profile(path, load_profile("host-cpu-1t"))
+    load_search(path, small_data, load_profile(str(board)), None)  # the profile it names
+
+    def no_data(*_args, **_kwargs):
+        raise AssertionError("the data loaded before the search file's profile was checked")
+
+    monkeypatch.setattr(pipeline, "run_data", no_data)
+    with pytest.raises(ConfigError, match=said):
+        pipeline.compress(CompressConfig(search_file=str(path), out=str(tmp_path / "out")))
 
 
 def test_a_search_measured_on_another_machine_is_said(tmp_path, small_data):

@@ -45,8 +45,9 @@ def profiles_show(name: str) -> None:
     profile = load_profile(name)
     tables = table_summaries(profile, trust)
     unfinished = [str(p) for p in unfinished_calibrations(profile)]  # the same calibrate command resumes each
-    click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables, "interrupted_calibrations": unfinished},
-                          indent=2, ensure_ascii=False))
+    running = [str(p) for p in unfinished_calibrations(profile, running=True)]
+    click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables, "interrupted_calibrations": unfinished,
+                           "running_calibrations": running}, indent=2, ensure_ascii=False))
 
 
 @profiles.command("calibrate")
@@ -73,7 +74,7 @@ def profiles_calibrate(name: str, space: str, input_shape: str, classes: int, ne
     partial = partial_path(path)
     on_interrupt(lambda: f"interrupted: the blocks measured so far are kept in {partial}; run the same command "
                  "again to resume" if partial.is_file() else "interrupted: nothing was written")
-    table = calibrate(prof, space, shape, classes, networks=networks,  # type: ignore[arg-type]
+    table = calibrate(prof, space, shape, classes, networks=networks, force=force,  # type: ignore[arg-type]
                       log=lambda m: click.echo(f"[edgekd] {m}", err=True))
     click.echo(f"wrote {path} ({sum(len(v) for v in table.entries.values())} entries, "
                f"{table.seconds:.0f} s)")
@@ -91,6 +92,7 @@ def _check_replacing(prof: Any, space: str, shape: tuple[int, int, int], classes
     try:
         table = load_table(prof, space, shape, classes, path=path)
     except ProfileError as exc:
+        _check_not_anothers(prof, path, force)
         click.echo(f"[edgekd] calibrate {prof.name}: replaces {path}, which search cannot use ({exc.problem})",
                    err=True)
         return
@@ -109,6 +111,27 @@ def _check_replacing(prof: Any, space: str, shape: tuple[int, int, int], classes
                           "pass --force to resume it (the new table replaces this one), or delete the .partial "
                           "file to keep this table")
     raise ConfigError(have, "pass --force to measure it again (the new table replaces it), or keep it")
+
+
+def _check_not_anothers(prof: Any, path: Path, force: bool) -> None:
+    """A table this profile cannot use that another profile file of the same name still can (a copy
+    fast-2t.toml of fast.toml with its name kept: tables are named after ``name``) is kept unless --force:
+    replaced, it cost that profile its table (hours on a board), and calibrating that one in turn cost this."""
+    from edgekd.errors import ConfigError
+    from edgekd.latency.table import other_profile_file, shared_name_fix
+
+    if force:
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recorded, digest = data.get("profile_source"), data["stamp"]["profile_digest"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return  # unreadable: replaced, as before
+    other = other_profile_file(recorded, digest, prof)
+    if other is not None:
+        raise ConfigError(f"{path} is the latency table of profile file {other} (also named '{prof.name}', with "
+                          f"other settings), and calibrating {prof.source} would replace it", shared_name_fix(prof,
+                                                                                                           other))
 
 
 def _image_shape(text: str) -> tuple[int, int, int]:

@@ -20,7 +20,15 @@ from edgekd.fsutil import exclusive, write_json
 from edgekd.latency.fit_check import cross_validate, not_cross_validated
 from edgekd.latency.network_fit import feature_names, fit_relative, network_features, resolution_levels
 from edgekd.latency.quick_export import export_fixed, timing_batch
-from edgekd.latency.table import DEFAULT_NETWORKS, LatencyTable, Stamp, block_key, save_table, table_path
+from edgekd.latency.table import (
+    DEFAULT_NETWORKS,
+    LatencyTable,
+    Stamp,
+    block_key,
+    save_table,
+    source_of,
+    table_path,
+)
 from edgekd.profiles import DeviceProfile
 from edgekd.types import StudentSpec
 
@@ -37,9 +45,11 @@ def partial_path(table: Path) -> Path:
 
 def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tuple[int, int, int] = (1, 32, 32),
               num_classes: int = 10, networks: int = DEFAULT_NETWORKS, chunk: int = 24, seed: int = 12345,
-              path: Path | None = None, log: Callable[[str], None] | None = None, rounds: int = 3) -> LatencyTable:
+              path: Path | None = None, log: Callable[[str], None] | None = None, rounds: int = 3,
+              force: bool = False) -> LatencyTable:
     """Measure ``space_name``'s blocks and ``networks`` whole networks on ``profile`` (each run ``rounds``
-    times, see ``measure_relative``); write and return the table."""
+    times, see ``measure_relative``); write and return the table. An interrupted calibration left by another
+    profile file of the same name is refused unless ``force`` (then deleted, as one of other settings is)."""
     from edgekd.errors import ConfigError
     from edgekd.latency.runners import probe_device
     from edgekd.search.spaces import SPACES
@@ -69,12 +79,12 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     path = path or table_path(profile, space_name, input_shape, num_classes)
     with exclusive(path.with_name(path.name + ".lock"), f"a calibration of {path.name}"):
         return _calibrate(profile, space, space_name, input_shape, num_classes, networks, chunk, seed, path, log,
-                          rounds)
+                          rounds, force)
 
 
 def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape: tuple[int, int, int],
                num_classes: int, networks: int, chunk: int, seed: int, path: Path, log: Callable[[str], None],
-               rounds: int) -> LatencyTable:
+               rounds: int, force: bool = False) -> LatencyTable:
     partial = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -84,6 +94,7 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
         stamp = Stamp.current(profile, space_name, input_shape, num_classes, device_runtime(profile, ref))
         entries, refs, nets, before = _resume(partial, stamp)
         if partial.is_file() and not any(entries.values()) and not nets["keys"]:
+            _check_not_anothers(partial, profile, force)
             # kept, it would be named as this run's progress if this run were interrupted before its first save
             log(f"calibrate {profile.name}: {partial} was an interrupted calibration with other settings (the "
                 "profile's, onnxruntime's or edgekd's) or is unreadable; deleted, starting over")
@@ -94,7 +105,7 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
 
         def save() -> None:  # the resume point: blocks and networks measured so far, and the time they took
             write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs, "networks": nets,
-                                 "seconds": elapsed()})
+                                 "seconds": elapsed(), "profile_source": source_of(profile)})
 
         for precision in PRECISIONS:
             todo = [k for k in keys if block_key(k) not in entries[precision]]
@@ -109,11 +120,31 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
         fit, net_refs, measured = _fit(space, entries, profile, input_shape, num_classes, networks, seed, ref, log,
                                        rounds, nets, save)
     table = LatencyTable(stamp, entries, fit, networks, elapsed(), float(np.median(refs + net_refs)), measured,
-                         profile.measured_settings())
+                         profile.measured_settings(), source_of(profile))
     save_table(table, path)
     partial.unlink(missing_ok=True)
     say_trust(table, space, profile.name, log)
     return table
+
+
+def _check_not_anothers(partial: Path, profile: DeviceProfile, force: bool) -> None:
+    """A resume point of another profile file of the same name (its calibration interrupted, on its own board)
+    is that profile's progress, not settings this one has left behind: kept unless ``force``."""
+    from edgekd.errors import ConfigError
+    from edgekd.latency.table import other_profile_file, shared_name_fix
+
+    if force:
+        return
+    try:
+        data = json.loads(partial.read_text(encoding="utf-8"))
+        recorded, digest = data.get("profile_source"), data["stamp"]["profile_digest"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return  # unreadable: deleted, as before
+    other = other_profile_file(recorded, digest, profile)
+    if other is not None:
+        raise ConfigError(f"{partial} is an interrupted calibration of profile file {other} (also named "
+                          f"'{profile.name}', with other settings), which the same command for that file resumes",
+                          shared_name_fix(profile, other))
 
 
 def say_trust(table: LatencyTable, space: Any, name: str, log: Callable[[str], None]) -> None:

@@ -49,7 +49,7 @@ def probe_device(profile: DeviceProfile) -> None:
     """Ask a remote profile's device one quick question before a stage spends its first minute on data, a
     teacher and exports, when every such stage ends up measuring on the device: one that is not there, or lacks
     what the profile measures with, fails in seconds with the words a measurement would use. This host's
-    runner asks nothing."""
+    runner checks that this onnxruntime has the profile's providers."""
     get_runner(profile).probe()
 
 
@@ -85,7 +85,12 @@ class LocalRunner:
     profile: DeviceProfile
 
     def probe(self) -> None:
-        """Nothing to ask: the worker runs on this very Python, which is running edgekd now."""
+        """The profile's providers, which this host's onnxruntime must have (the worker runs on this very
+        Python): checked in milliseconds, before a stage loads its data and teacher, not at its first
+        measurement."""
+        from edgekd.latency.runtime import check_providers
+
+        check_providers(self.profile)
 
     def measure(self, paths: Sequence[str | Path], shape: Shapes = None) -> list[LatencyStats]:
         models = _existing(paths)

@@ -36,13 +36,46 @@ def open_session(path: str | Path, profile: DeviceProfile, options: Any = None) 
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"model file '{path}' does not exist", "check the path")
+    providers = providers_here(profile)  # outside the try: its refusal is not a bad model's
     try:
-        return ort.InferenceSession(str(path), options or session_options(profile),
-                                    providers=list(profile.runtime["providers"]))
+        return ort.InferenceSession(str(path), options or session_options(profile), providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated exception types here
         from edgekd.latency.worker import load_failure
 
         raise ArtifactError(*load_failure(exc, str(path), ort.__version__)) from None
+
+
+def check_providers(profile: DeviceProfile) -> None:
+    """A local profile's execution providers, checked as the latency worker checks them, in its words:
+    onnxruntime drops a listed provider it lacks and runs on the CPU without a word (a raw UserWarning), so
+    a CUDA profile's accuracy was scored on the CPU, and compress found out only at its first measurement,
+    after the data and the teacher. A remote profile's device is checked by its own worker."""
+    import onnxruntime as ort
+
+    from edgekd.errors import RunnerError
+    from edgekd.latency.worker import WorkerError
+    from edgekd.latency.worker import check_providers as worker_check
+
+    if not profile.is_local:
+        return
+    try:
+        worker_check(ort, list(profile.runtime["providers"]))
+    except WorkerError as exc:
+        raise RunnerError(exc.problem, exc.fix) from None
+
+
+def providers_here(profile: DeviceProfile) -> list[str]:
+    """The providers a session in this process opens with: a local profile's, checked; those of a device's
+    profile (ssh, adb) that this host has, since what runs here is this host's onnxruntime anyway (the gate
+    says accuracy is computed here, not on the device) and the CPU is always among them."""
+    import onnxruntime as ort
+
+    check_providers(profile)
+    listed = list(profile.runtime["providers"])
+    if profile.is_local:
+        return listed
+    available = ort.get_available_providers()
+    return [p for p in listed if p in available] or ["CPUExecutionProvider"]
 
 
 def predictions_on_test_split(path: str | Path, profile: DeviceProfile,

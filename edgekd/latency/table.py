@@ -75,6 +75,9 @@ class LatencyTable:
     # table refused for another profile digest names the setting that changed. Kept out of the stamp, whose
     # keys an older edgekd reads strictly.
     profile_settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    # The profile file it was calibrated from (resolved; "" before tables recorded it): two files of one name
+    # share the table's path, and calibrating one must not silently replace the table the other can use.
+    profile_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "stamp": self.stamp.to_dict()}
@@ -87,9 +90,10 @@ class LatencyTable:
         if not isinstance(data["entries"], dict) or not isinstance(data["fit"], dict):  # read by precision
             raise ValueError("its entries or fit are not keyed by precision")
         settings = data.get("profile_settings")
+        source = data.get("profile_source")
         return cls(Stamp(**stamp), data["entries"], data["fit"], data.get("calibration_networks", 0),
                    data.get("seconds", 0.0), float(data["reference_ms"]), data.get("networks", {}),
-                   settings if isinstance(settings, dict) else {})
+                   settings if isinstance(settings, dict) else {}, source if isinstance(source, str) else "")
 
 
 def host_runtime() -> str:
@@ -284,8 +288,52 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def unfinished_calibrations(profile: DeviceProfile) -> list[Path]:
-    """The resume points interrupted calibrations of ``profile`` left (``calibrate.partial_path``'s)."""
+def source_of(profile: DeviceProfile) -> str:
+    """The file ``profile`` was read from, resolved, as a table records it ("" for one rebuilt from a manifest)."""
+    from edgekd.profiles import RECORDED
+
+    return "" if profile.source == RECORDED else str(Path(profile.source).resolve())
+
+
+def other_profile_file(recorded_source: Any, digest: Any, profile: DeviceProfile) -> Path | None:
+    """The other profile file a table or resume point was calibrated from (``recorded_source``), where it is
+    still there and still has the settings it was made with (``digest``), other than ``profile``'s, so that it
+    serves that file's profile; None for ``profile``'s own file (edited since: replacing it is the point), or one
+    gone or changed."""
+    from edgekd.profiles import load_profile_file
+
+    if not isinstance(recorded_source, str) or not recorded_source or recorded_source == source_of(profile):
+        return None
+    if digest == profile.digest():  # these same settings: what keeps it from use here does there too
+        return None
+    other = Path(recorded_source)
+    try:
+        found = load_profile_file(other) if other.is_file() else None
+    except ProfileError:
+        return None
+    return other if found is not None and found.name == profile.name and found.digest() == digest else None
+
+
+def shared_name_fix(profile: DeviceProfile, other: Path) -> str:
+    """How to calibrate ``profile`` when its name's table is another file's (``other_profile_file``): a name
+    of its own, from the file's name where that differs (tables are named after ``name``, not the file)."""
+    own = Path(profile.source)
+    renamed, stem = (own, own.stem) if own.stem != profile.name else (other, other.stem)
+    return (f"give one of the two files a name of its own (e.g. name = \"{stem}\" in {renamed}: tables are named "
+            f"after the profile's name, not its file), or pass --force to replace {other.name}'s")
+
+
+def unfinished_calibrations(profile: DeviceProfile, running: bool = False) -> list[Path]:
+    """The resume points interrupted calibrations of ``profile`` left (``calibrate.partial_path``'s); with
+    ``running``, instead those of calibrations running now (their lock held): listed as interrupted, one read as
+    a file to delete or a command to start a second time."""
+    from edgekd.fsutil import held
+
+    return [p for p in _partials(profile)
+            if held(p.with_name(p.name.removesuffix(".partial") + ".lock")) == running]
+
+
+def _partials(profile: DeviceProfile) -> list[Path]:
     # NAME.SPACE[.CxHxW-CLASSES].latency.json.partial exactly: a glob on NAME.* also listed those of a profile
     # named NAME.something ("rpi.4t" for "rpi")
     own = re.compile(rf"{re.escape(profile.name)}\.[^.]+(?:\.\d+(?:x\d+)*-\d+)?\.latency\.json\.partial")

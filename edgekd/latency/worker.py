@@ -164,7 +164,7 @@ def run(spec: dict) -> tuple:
     """Measure the spec's models; returns (one stats dict per model, onnxruntime version)."""
     np, ort = _import_runtime()
     m = spec["measure"]
-    _check_providers(ort, spec["runtime"]["providers"])
+    check_providers(ort, spec["runtime"]["providers"])
     options = _session_options(ort, spec["runtime"])
     sessions = [_open(ort, path, label, options, spec["runtime"]["providers"])
                 for path, label in zip(spec["models"], spec["labels"])]
@@ -193,7 +193,7 @@ def run(spec: dict) -> tuple:
             for r, med, feed in zip(runs, medians, feeds)], ort.__version__
 
 
-def _check_providers(ort, providers: list) -> None:
+def check_providers(ort, providers: list) -> None:
     """onnxruntime drops a listed provider it lacks and runs on the CPU without a word: the latency of
     another device. A profile's providers must all be there (the CPU is always there)."""
     available = ort.get_available_providers()
@@ -333,7 +333,7 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
                           "edgekd measures single-input models (one image tensor); export the model with one input",
                           "artifact")
     if override:
-        return tuple(int(d) for d in override)
+        return _within_size(tuple(int(d) for d in override), label, None)
     if not inputs[0].shape:  # onnxruntime's [] for an input whose rank is unknown, not only for a scalar
         raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has no shape recorded, so edgekd cannot "
                           "tell what to feed it", f"pass --input-shape with the shape it takes, e.g. --input-shape "
@@ -348,7 +348,34 @@ def _input_shape(session, label: str, batch: int, override: list | None) -> tupl
             # The profile's batch in the example, so following it measures what the profile asks.
             raise WorkerError(f"input '{inputs[0].name}' of model '{label}' has dynamic dimension {i} ({dim})",
                               f"pass --input-shape, e.g. --input-shape {shape_example(inputs[0].shape, batch)}")
-    return tuple(shape)
+    dynamic_batch = not (isinstance(inputs[0].shape[0], int) and inputs[0].shape[0] > 0)
+    return _within_size(tuple(shape), label, batch if dynamic_batch else None)
+
+
+# As edgekd.validate.MAX_INPUT_VALUES (this file runs alone on a device): an --input-shape past it is refused
+# there, and a profile's measure.batch_size times a model's image got past that, to a MemoryError here or a
+# machine swapping (10000 x 3x512x512 is 58.6 GiB as the float64 the random input is drawn in).
+MAX_INPUT_VALUES = 2 ** 26
+
+
+def _within_size(shape: tuple, label: str, batch) -> tuple:
+    """``shape``, refused past MAX_INPUT_VALUES naming what made it: the profile's ``batch`` (measure.batch_size)
+    where it filled a dynamic batch dimension, else the shape given or the model's own."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count <= MAX_INPUT_VALUES:
+        return shape
+    shown = ",".join(str(d) for d in shape)
+    size = (f"{shown} is {count:,} values ({count * 4 / 2 ** 30:,.1f} GiB as float32), more than the "
+            f"{MAX_INPUT_VALUES:,} edgekd measures with")
+    image = count // max(int(batch or 1), 1)
+    if batch is not None and image <= MAX_INPUT_VALUES:
+        raise WorkerError(f"the input of model '{label}' at the profile's measure.batch_size {batch}: {size}",
+                          f"lower measure.batch_size in the profile to at most {MAX_INPUT_VALUES // image} for this "
+                          f"model's image of {image:,} values")
+    raise WorkerError(f"the input of model '{label}', {size}",
+                      "pass a smaller --input-shape, or export the model with a smaller input", "artifact")
 
 
 # Channel counts of the images edgekd feeds (--channels): a fixed dimension of this size is the channels one.

@@ -71,6 +71,10 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     out = Path(config.out)
     profile = load_profile(config.profile)
     probe_device(profile)  # validation always measures on the device, and a search too
+    if config.search_file and not config.distilled:  # before the data and the teacher, which may train for minutes
+        from edgekd.search_file import check_search_profile
+
+        check_search_profile(config.search_file, profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as early:
@@ -219,8 +223,10 @@ def measured_on(profile: Any) -> dict[str, Any]:
     """The profile as a manifest records it; a local one with the CPU it measured on, since its latencies
     describe this machine and a CI runner or a colleague's laptop gating the manifest later may be another."""
     from edgekd.latency.table import host_cpu
+    from edgekd.profiles import recorded_source
 
-    return {**profile.to_dict(), **({"host": host_cpu()} if profile.is_local else {})}
+    return {**profile.to_dict(), "source": recorded_source(profile),
+            **({"host": host_cpu()} if profile.is_local else {})}
 
 
 def _manifest(config: CompressConfig, report: Any, profile: Any, data: Any, teacher: Any, search_result: Any,

@@ -168,6 +168,10 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
     searches = not config.search_file and not (resume and (out / "search.json").is_file())
     if searches or config.target_ms is not None:
         probe_device(profile)
+    if config.search_file:  # before the data and the teacher, which may train for minutes
+        from edgekd.search_file import check_search_profile
+
+        check_search_profile(config.search_file, profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
     started = run_settings(config, out, resume)
