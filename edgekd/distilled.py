@@ -43,7 +43,48 @@ def _distill_info(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a folder"
         raise ConfigError(f"--distilled '{folder}' {what}", "pass the --out folder of a finished `edgekd distill`")
+    unfinished = unfinished_run(folder) if not (folder / "distill.json").exists() else None
+    if unfinished:
+        raise ConfigError(*unfinished)
     return _read_json(folder / "distill.json", folder)
+
+
+def set_aside_runs(folder: str | Path) -> list[Path]:
+    """The earlier runs of ``folder`` that --force runs set aside beside it and were stopped (SIGKILL, a power
+    cut) before they removed or put them back."""
+    import glob
+
+    from edgekd.fsutil import settled
+
+    where = settled(folder)
+    return sorted(where.parent.glob(f"{glob.escape(where.name)}.edgekd-replaced-*"))
+
+
+def put_back(folder: str | Path, left: Path) -> str:
+    """The command that puts the run ``left`` set aside back as ``folder``."""
+    import shlex
+
+    return f"`rm -r {shlex.quote(str(folder))} && mv {shlex.quote(str(left))} {shlex.quote(str(folder))}`"
+
+
+def unfinished_run(folder: str | Path) -> tuple[str, str] | None:
+    """(problem, fix) for a folder with no finished distill run that holds one stopped before it finished
+    (checkpoint.pt) or whose earlier run a --force run stopped before its first checkpoint left beside it; None
+    for any other. `report` sent the first to `compress --search`, which trains from epoch 0 again, and
+    `compress --distilled` said neither where the run's way on was nor where the earlier run had gone."""
+    import shlex
+
+    folder = Path(folder)
+    if (folder / "checkpoint.pt").is_file():
+        return (f"'{folder}' holds a distill run that was stopped before it finished (checkpoint.pt, no distill.json)",
+                f"finish it with `edgekd distill ... --out {shlex.quote(str(folder))} --resume` (the flags it started "
+                f"with), then `edgekd compress --distilled {shlex.quote(str(folder))} --out OUT`")
+    left = set_aside_runs(folder)
+    if left:
+        return (f"'{folder}' holds no finished run: a --force run into it was stopped before its first checkpoint, "
+                f"and the earlier run it replaced is in '{left[-1]}'",
+                f"put that run back with {put_back(folder, left[-1])}")
+    return None
 
 
 BUDGET_KEYS = ("budget_ms", "max_size_kb", "min_accuracy", "max_accuracy_drop")
@@ -115,6 +156,9 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     if said != here:
         raise ConfigError(f"'{folder}' was distilled from the teacher {said!r}, not {here!r}",
                           "pass the --teacher and --weights the distillation used")
+    made_from = info.get("fingerprints")
+    made_from = made_from if isinstance(made_from, dict) else {}  # a folder written before they were recorded
+    _check_made_from(folder, made_from, teacher, data)
     try:
         spec = StudentSpec.from_dict(info["student"])
         distill = info["distill"]
@@ -131,11 +175,49 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
         raise ConfigError(f"'{folder}' is not what `edgekd distill` writes (missing or malformed {exc})",
                           "pass the --out folder of a finished `edgekd distill` (distilled with this edgekd)") from None
     model = _student(folder, spec, recipe, teacher, data, pruned=bool(info.get("pruned")))
+    _check_student_file(folder, made_from.get("student_sha256"))  # one that does not even fit is said so first
     result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
                            distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
                            distill.get("qat_start"), distill.get("keep", "best"), distill.get("pruning"),
                            distill.get("taps"))
     return Distilled(search, result, recipe)
+
+
+def _check_made_from(folder: Path, recorded: dict[str, Any], teacher: Any, data: Any) -> None:
+    """Refuse a teacher file or images changed since the run under the names it recorded: the teacher's figures
+    (accuracy, speedup, the accuracy drop) were another model's, and the student was validated and reported as if
+    it had learned from it. edgekd's default teacher is not compared: it is trained again once its cache is gone,
+    and the student was distilled from the teacher of that data and seed all the same."""
+    from edgekd.distill.checkpoint import images_fingerprint, weights_fingerprint
+    from edgekd.teacher import DEFAULT_ORIGIN
+
+    was = recorded.get("teacher_weights")
+    if was is not None and teacher.origin != DEFAULT_ORIGIN and was != weights_fingerprint(teacher.module):
+        raise ConfigError(f"the weights of the teacher {teacher.source} are not those '{folder}' was distilled "
+                          f"from (fingerprint {was} in its distill.json, {weights_fingerprint(teacher.module)} now)",
+                          "restore the teacher file the run used, pass the --teacher and --weights it used, or "
+                          "distill again from this teacher (`edgekd distill ... --force`)")
+    for key, split, x, y in (("images", "training", data.x_train, data.y_train),
+                             ("val_images", "validation", data.x_val, data.y_val)):
+        if recorded.get(key) is not None and recorded[key] != images_fingerprint(x, y):
+            raise ConfigError(f"the {split} images of '{data.name}' are not those '{folder}' was distilled on "
+                              "(the same count, other pixels or labels)",
+                              "restore the images the run used, or distill again on these "
+                              "(`edgekd distill ... --force`)")
+
+
+def _check_student_file(folder: Path, recorded: Any) -> None:
+    """Refuse a student.pt that is not the one the run wrote: its training figures in distill.json were another
+    student's, and an unpruned student of the same architecture loads without complaint."""
+    from edgekd.fsutil import sha256
+
+    weights = folder / "student.pt"
+    if recorded is None or not weights.is_file():  # a folder written before it was recorded; a missing one is said
+        return
+    if sha256(weights) != recorded:
+        raise ConfigError(f"'{weights}' is not the student.pt `edgekd distill` wrote there (its sha256 differs from "
+                          "the one distill.json records)", "restore the student.pt the run wrote, or distill again "
+                          "(`edgekd distill ... --force`)")
 
 
 def _student(folder: Path, spec: StudentSpec, recipe: dict[str, Any], teacher: Any, data: Any,

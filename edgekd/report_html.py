@@ -105,6 +105,12 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
         raise ArtifactError(f"'{out_dir}' is an `edgekd distill` folder, which has no report until it is exported",
                             f"run `edgekd compress --distilled {out_dir} --out OUT`: it exports, validates and "
                             "writes OUT/report.html")
+    if not (out_dir / "manifest.json").exists() and not (out_dir / "distill.json").exists():
+        from edgekd.distilled import unfinished_run
+
+        unfinished = unfinished_run(out_dir)  # an interrupted distill run: `compress --search` trains from epoch 0
+        if unfinished:
+            raise ArtifactError(*unfinished)
     if not (out_dir / "manifest.json").exists() and (out_dir / "search.json").is_file():
         raise ArtifactError(f"'{out_dir}' holds a search result but no manifest.json: a search has no report until "
                             "it is compressed", f"run `edgekd compress --search {out_dir / 'search.json'} --out OUT`: "

@@ -1,6 +1,7 @@
 """The CLI as a user meets it: one-line errors, exit codes, no tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -454,6 +455,33 @@ def test_interrupted_distill_points_at_its_checkpoint(run_cli, tmp_path, monkeyp
     assert code == 130
     assert err.strip() == (f"interrupted: {tmp_path / 'd' / 'checkpoint.pt'} holds the last finished epoch; run the "
                            "same command with --resume to continue")
+
+
+def test_a_disk_full_in_distill_names_where_it_wrote_and_the_checkpoint_kept(run_cli, tmp_path, monkeypatch):
+    """ENOSPC was said as "No space left on device; check free space and permissions there" with no path (torch.save),
+    or naming the /tmp staging file shutil.copyfile read from, and never that --resume continues from the checkpoint."""
+    import errno
+
+    out = tmp_path / "d"
+    full = os.strerror(errno.ENOSPC)
+
+    def fails(error):
+        def run(config, out, on_checkpoint, **_kwargs):
+            Path(out).mkdir(exist_ok=True)
+            (Path(out) / "checkpoint.pt").write_bytes(b"x")
+            on_checkpoint(Path(out) / "checkpoint.pt")
+            raise error
+        return run
+
+    copied = OSError(errno.ENOSPC, full, "/tmp/edgekd-export-1/student-fp32.onnx", None, str(out / ".final" / "s.onnx"))
+    monkeypatch.setattr("edgekd.pipeline.run_distill", fails(copied))
+    code, _, err = run_cli("distill", "--out", out)
+    assert code == 2 and err.strip() == (f"error: {full}: {out / '.final' / 's.onnx'}; check free space and "
+                                         f"permissions there; {out / 'checkpoint.pt'} holds the last finished epoch; "
+                                         "run the same command with --resume to continue")
+    monkeypatch.setattr("edgekd.pipeline.run_distill", fails(OSError(errno.ENOSPC, full)))
+    code, _, err = run_cli("distill", "--out", out, "--resume")
+    assert code == 2 and err.strip().startswith(f"error: {full} writing to {out}/; check free space")
 
 
 def test_interrupted_calibration_says_it_resumes(run_cli, fast_profile_path, monkeypatch):

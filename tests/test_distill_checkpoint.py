@@ -160,6 +160,25 @@ def test_another_validation_set_is_refused_on_resume(data, tmp_path):
     distill(student(), data, QUICK, progress=False, resume=path)
 
 
+def test_other_images_of_the_same_count_and_labels_are_refused_on_resume(data, tmp_path):
+    """Only the first 64 images were hashed: a run resumed on images changed past them (the count and labels
+    kept) trained its first epochs on one dataset and the rest on another, with no word."""
+    path = tmp_path / "run.pt"
+    distill(student(), data, QUICK, progress=False, checkpoint=path)
+    x_train, x_val = data.x_train.copy(), data.x_val.copy()
+    x_train[-1], x_val[-1] = 1.0, 1.0  # a white square past the first 64 of each split
+    for other, key in ((replace(data, x_train=x_train), "images"), (replace(data, x_val=x_val), "val_images")):
+        with pytest.raises(ConfigError, match=rf"another run configuration \(.*\b(?<!_){key}: "):
+            distill(student(), other, QUICK, progress=False, resume=path)
+    # A checkpoint from before every image was hashed is compared on its first 64, as it was made, and resumes.
+    ckpt = torch.load(path, weights_only=True)
+    run = json.loads(ckpt["run"])
+    del run["images"], run["val_images"]
+    ckpt["run"] = json.dumps(run, sort_keys=True)
+    torch.save(ckpt, path)
+    distill(student(), data, QUICK, progress=False, resume=path)
+
+
 def test_resume_needs_an_existing_readable_checkpoint(data, tmp_path):
     with pytest.raises(ConfigError, match="resume needs a checkpoint"):
         distill(student(), data, QUICK, progress=False, resume=True)
@@ -187,6 +206,22 @@ def test_a_failed_write_keeps_the_previous_checkpoint(data, tmp_path, monkeypatc
         ckpt_module.save_checkpoint(path, {"epoch": 3})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def test_a_disk_full_while_a_checkpoint_is_written_names_the_checkpoint(tmp_path, monkeypatch):
+    """torch.save into an open file raised ENOSPC naming no file: the CLI said "check free space ... there"."""
+    import errno
+
+    from edgekd.distill import checkpoint as ckpt_module
+
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt_module.torch, "save", full)
+    with pytest.raises(OSError) as caught:
+        ckpt_module.save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 3})
+    assert caught.value.filename == str(tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 class NanAfter(TinyNet):

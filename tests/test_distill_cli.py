@@ -361,7 +361,10 @@ def test_a_student_pruned_while_distilled_is_rebuilt_from_its_spec_and_weights(d
     torch.save(model.state_dict(), folder / "student.pt")
     (folder / "student-fp32.onnx").unlink()
     get_exporter("onnx-fp32")(ExportRequest("student-fp32", "student", folder, model, data.x_val[:1]))
-    (folder / "distill.json").write_text(json.dumps({**info, "pruned": True}))
+    from edgekd.fsutil import sha256
+
+    written = {**info["fingerprints"], "student_sha256": sha256(folder / "student.pt")}  # as the pruning run's
+    (folder / "distill.json").write_text(json.dumps({**info, "pruned": True, "fingerprints": written}))
     rebuilt = load_distilled(folder, teacher, data).result.model
     assert sum(p.numel() for p in rebuilt.parameters()) == pruned
     x = torch.from_numpy(data.x_test[:16])
@@ -579,7 +582,13 @@ def test_compress_splits_the_data_with_the_seed_the_student_was_distilled_with(d
     folder = _edited(distilled, tmp_path, seed=1)
     info = json.loads((folder / "distill.json").read_text())
     as_split = load_data("digits", resolution=16, seed=1)
-    (folder / "distill.json").write_text(json.dumps({**info, "data": as_split.describe()}))
+    from edgekd.distill.checkpoint import images_fingerprint
+
+    # the images of that split, as a run with seed 1 recorded them
+    split = {"images": images_fingerprint(as_split.x_train, as_split.y_train),
+             "val_images": images_fingerprint(as_split.x_val, as_split.y_val)}
+    (folder / "distill.json").write_text(json.dumps({**info, "data": as_split.describe(),
+                                                     "fingerprints": {**info["fingerprints"], **split}}))
     seen = {}
 
     def finish(config, out, teacher, teacher_art, search_result, student, data, *rest):
@@ -621,6 +630,128 @@ def test_a_distilled_teacher_is_compared_by_its_files_not_how_their_paths_are_sp
                                                   "teacher": {"source": "default resnet teacher (trained, cached x)"}}))
     cached = Teacher(spelled.module, "default resnet teacher (cached x)", origin=DEFAULT_ORIGIN)
     assert load_distilled(old, cached, data).result.best_epoch >= 1
+
+
+def _without_fingerprints(distilled, tmp_path):
+    """A copy of the distilled folder as an edgekd that recorded no fingerprints wrote it."""
+    old = tmp_path / "before fingerprints"
+    shutil.copytree(distilled, old)
+    info = json.loads((old / "distill.json").read_text())
+    del info["fingerprints"]
+    (old / "distill.json").write_text(json.dumps(info))
+    return old
+
+
+def test_compress_distilled_refuses_a_teacher_file_whose_weights_changed_since(distilled, teacher_files, tmp_path):
+    """Only the teacher's path was compared: a weights file replaced after distilling shipped the student with the
+    other teacher's accuracy, drop and speedup, and nothing on record could show it."""
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.teacher import load_teacher
+
+    module, weights = teacher_files
+    data, teacher = load_data("digits", resolution=16), load_teacher(f"{module}:build", str(weights))
+    with torch.no_grad():
+        next(teacher.module.parameters()).add_(0.01)  # the same file name, retrained
+    with pytest.raises(ConfigError, match=r"the weights of the teacher .* are not those '.*' was distilled from "
+                                          r"\(fingerprint \w+ in its distill.json, \w+ now\); restore the teacher "
+                                          "file the run used, pass the --teacher and --weights it used, or distill "
+                                          "again from this teacher"):
+        load_distilled(distilled, teacher, data)
+    assert load_distilled(_without_fingerprints(distilled, tmp_path), teacher, data).result.best_epoch >= 1
+
+
+def test_compress_distilled_refuses_images_changed_since_with_the_same_count(distilled, teacher_files, tmp_path):
+    """Only the image counts and the preprocessing were compared: other pixels under the same names passed."""
+    from dataclasses import replace
+
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.teacher import load_teacher
+
+    module, weights = teacher_files
+    data, teacher = load_data("digits", resolution=16), load_teacher(f"{module}:build", str(weights))
+    for split, field in (("training", "x_train"), ("validation", "x_val")):
+        x = getattr(data, field).copy()
+        x[-1] = x.max()  # one image past the first 64 made a white square
+        with pytest.raises(ConfigError, match=rf"the {split} images of 'digits' are not those '.*' was distilled on "
+                                              r"\(the same count, other pixels or labels\); restore the images the "
+                                              "run used, or distill again on these"):
+            load_distilled(distilled, teacher, replace(data, **{field: x}))
+    x = data.x_train.copy()
+    x[-1] = x.max()
+    assert load_distilled(_without_fingerprints(distilled, tmp_path), teacher,
+                          replace(data, x_train=x)).result.best_epoch >= 1
+
+
+def test_compress_distilled_refuses_a_student_pt_the_run_did_not_write(distilled, teacher_files, tmp_path):
+    """An unpruned student of the same architecture from another run loaded, and shipped under this run's figures."""
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distilled import load_distilled
+    from edgekd.errors import ConfigError
+    from edgekd.teacher import load_teacher
+
+    module, weights = teacher_files
+    data, teacher = load_data("digits", resolution=16), load_teacher(f"{module}:build", str(weights))
+    other = tmp_path / "other"
+    shutil.copytree(distilled, other)
+    state = torch.load(other / "student.pt", weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, other / "student.pt")
+    with pytest.raises(ConfigError, match=r"'.*student.pt' is not the student.pt `edgekd distill` wrote there \(its "
+                                          r"sha256 differs from the one distill.json records\); restore the "
+                                          "student.pt the run wrote, or distill again"):
+        load_distilled(other, teacher, data)
+    shutil.copy(other / "student.pt", tmp_path / "student.pt")
+    old = _without_fingerprints(distilled, tmp_path)
+    shutil.copy(tmp_path / "student.pt", old / "student.pt")
+    assert load_distilled(old, teacher, data).result.best_epoch >= 1  # recorded nothing to compare with
+
+
+def test_an_unfinished_or_set_aside_distill_folder_says_how_to_finish_or_put_it_back(run_cli, common, tmp_path):
+    """`compress --distilled` said "has no distill.json", `report` sent an interrupted run to `compress --search`
+    (training from epoch 0), and a distill with or without --resume pointed at the other, in a circle."""
+    stopped = tmp_path / "stopped"  # Ctrl-C'd after its first epoch
+    stopped.mkdir()
+    (stopped / "checkpoint.pt").write_bytes(b"x")
+    (stopped / "search.json").write_text("{}")
+    finish = (f"error: '{stopped}' holds a distill run that was stopped before it finished (checkpoint.pt, no "
+              f"distill.json); finish it with `edgekd distill ... --out {stopped} --resume` (the flags it started "
+              f"with), then `edgekd compress --distilled {stopped} --out OUT`")
+    assert err_line(*run_cli("compress", *common[:-1], "--distilled", stopped, "--out", tmp_path / "c")[::2]) == finish
+    assert err_line(*run_cli("report", stopped)[::2]) == finish
+    emptied = tmp_path / "emptied"  # a --force run killed before its first checkpoint
+    emptied.mkdir()
+    (emptied / "search.json").write_text("{}")
+    left = tmp_path / "emptied.edgekd-replaced-7"
+    left.mkdir()
+    back = f"`rm -r {emptied} && mv {left} {emptied}`"
+    said = (f"'{emptied}' holds no finished run: a --force run into it was stopped before its first checkpoint, and "
+            f"the earlier run it replaced is in '{left}'; put that run back with {back}")
+    assert err_line(*run_cli("compress", *common[:-1], "--distilled", emptied, "--out", tmp_path / "c")[::2]) == (
+        f"error: {said}")
+    assert err_line(*run_cli("report", emptied)[::2]) == f"error: {said}"
+    code, _, err = run_cli("distill", *common, "--out", emptied, "--resume")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: nothing to resume in '{emptied}' (no checkpoint.pt): a --force run into it was stopped before its "
+        f"first checkpoint, and the earlier run it replaced is in '{left}'; put that run back with {back}, then "
+        "resume; or start over with --force instead of --resume")
+    assert err_line(*run_cli("distill", *common, "--out", emptied)[::2]) == (
+        f"error: output folder '{emptied}' is not empty: a --force run into it was stopped before its first "
+        f"checkpoint, and the earlier run it replaced is in '{left}'; put that run back with {back}, choose another "
+        "--out, or pass --force to start over")
+    left.rmdir()  # a damaged checkpoint.pt deleted, as its error asks: neither way points at the other
+    assert err_line(*run_cli("distill", *common, "--out", emptied, "--resume")[::2]) == (
+        f"error: nothing to resume in '{emptied}' (no checkpoint.pt); start over with --force instead of --resume "
+        "(it replaces what the folder holds), or choose another --out")
+    assert err_line(*run_cli("distill", *common, "--out", emptied)[::2]) == (
+        f"error: output folder '{emptied}' is not empty; choose another --out, or pass --force to start over "
+        "(CompressConfig(force=True) from Python)")
 
 
 def test_search_settings_given_with_a_search_file_are_refused_not_ignored(run_cli, common, searched, tmp_path):

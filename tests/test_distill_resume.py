@@ -193,6 +193,23 @@ def test_another_budget_on_resume_is_refused_with_advice_that_works(tmp_path):
                                     "the run)")
 
 
+def test_a_resume_given_one_of_the_runs_budget_flags_takes_the_other_from_the_run(tmp_path):
+    """README: "a budget flag may be left out". Given --budget-ms as the run had it and --max-size-kb left out,
+    the resume was refused: "--budget-ms 1 is not the budget ... (--budget-ms 1, --max-size-kb 40)"."""
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import CompressConfig
+    from edgekd.pipeline.resumed import as_started
+
+    (tmp_path / "search.json").write_text(json.dumps({"budget": {"latency_ms": 1, "max_size_kb": 40}}))
+    said = []
+    config = as_started(CompressConfig(budget_ms=1), tmp_path, said.append)
+    assert (config.budget_ms, config.max_size_kb) == (1, 40)
+    assert said == [f"budget: --budget-ms 1, --max-size-kb 40, as the run in '{tmp_path}' started with"]
+    with pytest.raises(ConfigError, match=r"--budget-ms 2 is not the budget the run in .* started with "
+                                          r"\(--budget-ms 1, --max-size-kb 40\)"):
+        as_started(CompressConfig(budget_ms=2), tmp_path, print)
+
+
 def test_a_resume_says_how_to_put_back_an_earlier_run_a_killed_force_run_left_as_its_only_copy(tmp_path):
     """Killed before its first checkpoint, a --force run left only its search.json in --out: the resume said to
     delete the leftover, the only copy of the earlier run, then that there was nothing to resume."""

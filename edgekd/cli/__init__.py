@@ -11,7 +11,15 @@ import sys
 import click
 
 from edgekd.cli import bench_cmd, gate_cmd, profile_cmds, report_cmd, stages, validate_cmd  # noqa: F401  (each registers its commands on the group)
-from edgekd.cli.base import NOTHING_WRITTEN, cli, follower_rank, interrupted_message, on_interrupt
+from edgekd.cli.base import (
+    NOTHING_WRITTEN,
+    cli,
+    follower_rank,
+    interrupted_message,
+    on_interrupt,
+    on_os_error,
+    os_error_line,
+)
 from edgekd.errors import EdgeKDError
 
 __all__ = ["cli", "main"]
@@ -42,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     import threading
 
     on_interrupt(lambda: NOTHING_WRITTEN)  # until the command says otherwise (main may run more than once)
+    on_os_error(None)
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set a handler
     before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
@@ -62,8 +71,7 @@ def _run(argv: list[str] | None) -> None:
         _say(f"error: {exc.message}")
         sys.exit(exc.exit_code)
     except OSError as exc:  # disk full, permission denied, ...: the system's own words, without a traceback
-        where = f": {exc.filename}" if exc.filename else ""
-        _say(f"error: {exc.strerror or exc}{where}; check free space and permissions there")
+        _say(f"error: {os_error_line(exc)}")
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -47,6 +47,26 @@ def interrupted_message() -> str:
     return _ON_INTERRUPT[0]() if _ON_INTERRUPT else NOTHING_WRITTEN
 
 
+# The folder the running command writes, and what it has kept there (evaluated when a write fails), for a disk
+# full or a permission error: one callable at a time, as _ON_INTERRUPT.
+_ON_OS_ERROR: list[Callable[[], tuple[str, str]]] = []
+
+
+def on_os_error(say: Callable[[], tuple[str, str]] | None) -> None:
+    """Register the (folder written, note on what it keeps) said with an OSError; None: nothing to say."""
+    _ON_OS_ERROR[:] = [say] if say is not None else []
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError (disk full, permission denied) as one line that names where it happened: shutil.copyfile and
+    os.replace name the file written second, and their first is a source in a roomy /tmp staging folder; an
+    error with no file (torch.save into an open file) names the folder the command writes."""
+    folder, note = _ON_OS_ERROR[0]() if _ON_OS_ERROR else ("", "")
+    written = exc.filename2 if exc.filename2 is not None else exc.filename
+    where = f": {written}" if written is not None else (f" writing to {folder}/" if folder else "")
+    return f"{exc.strerror or exc}{where}; check free space and permissions there{f'; {note}' if note else ''}"
+
+
 def check_report_files(force: bool, *files: tuple[str, str | None], inputs: Iterable[Any] = ()) -> None:
     """Refuse (flag, path) report outputs that would clobber a file or replace one of the command's
     ``inputs``, before anything is measured."""

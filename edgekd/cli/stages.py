@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import cli, on_interrupt, with_options
+from edgekd.cli.base import cli, on_interrupt, on_os_error, with_options
 from edgekd.types.distill import KEEP_RULES  # plain dataclasses: keeps the CLI's imports light
 
 _COMPRESS_OPTIONS = [
@@ -372,6 +372,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     wrote: list[Path] = []  # the checkpoints this run wrote, as the stage reports them
     replaces = not resume and force and _holds_files(out)
     on_interrupt(lambda: _distill_interrupted(out, resume, force, replaces, bool(wrote)))
+    on_os_error(lambda: (str(out).rstrip("/"), _distill_kept(out, resume, force, bool(wrote))))
     trained = run_distill(config, out, resume=resume, log=log, on_checkpoint=wrote.append)
     if not follower:
         click.echo(f"{trained.kept_line()} -> {str(out).rstrip('/')}/ ({', '.join(_distill_files(Path(out)))})")
@@ -394,14 +395,22 @@ def _holds_files(out: str) -> bool:
         return False
 
 
+def _distill_kept(out: str, resume: bool, force: bool, wrote: bool) -> str:
+    """What a distill that failed writing (a disk full) kept to continue from, as ``_distill_interrupted`` says it."""
+    checkpoint = Path(out) / "checkpoint.pt"
+    if wrote or (resume and checkpoint.is_file()):
+        how = "with --resume instead of --force" if force else "with --resume"
+        return f"{checkpoint} holds the last finished epoch; run the same command {how} to continue"
+    return ""
+
+
 def _distill_interrupted(out: str, resume: bool, force: bool, replaces: bool, wrote: bool) -> str:
     """What an interrupted distill left, as the run knows it: a checkpoint it wrote (or, resumed, the one it
     continued from), else nothing. A checkpoint already in --out is no evidence: after a --force run stopped
     before its first epoch ended, it is the earlier run's, put back, and resuming it needs that run's settings."""
-    checkpoint = Path(out) / "checkpoint.pt"
-    if wrote or (resume and checkpoint.is_file()):
-        how = "with --resume instead of --force" if force else "with --resume"
-        return f"interrupted: {checkpoint} holds the last finished epoch; run the same command {how} to continue"
+    kept = _distill_kept(out, resume, force, wrote)
+    if kept:
+        return f"interrupted: {kept}"
     if replaces:
         return (f"interrupted: nothing was written; the earlier run in {out}/ is as it was (this one stopped before "
                 "its first checkpoint)")

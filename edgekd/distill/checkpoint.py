@@ -57,12 +57,19 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
 
 
-def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    """Shapes, all labels and the first images: enough to tell two datasets apart cheaply."""
+def data_fingerprint(x: np.ndarray, y: np.ndarray, images: int | None = 64) -> str:
+    """Shapes, all labels and the first ``images`` images (all of them with None). The first 64 alone, as
+    checkpoints recorded them first, missed images changed past them with the count and labels kept; hashing
+    them all costs a few milliseconds per 10 MB, and the images are in memory already."""
     h = hashlib.sha256(json.dumps([list(x.shape), str(x.dtype)]).encode())
     h.update(np.ascontiguousarray(y).tobytes())
-    h.update(np.ascontiguousarray(x[:64]).tobytes())
+    h.update(np.ascontiguousarray(x if images is None else x[:images]).tobytes())
     return h.hexdigest()[:16]
+
+
+def images_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """``data_fingerprint`` over every image: what a run records of its data (checkpoints, distill.json)."""
+    return data_fingerprint(x, y, images=None)
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -88,8 +95,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save and fsync into an open file name none (a system error, with errno: one without has no file)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)
         raise
 
 
@@ -243,8 +253,9 @@ def _fresh(path: Path) -> str:
             "this command continues")
 
 
-# What a run records beyond what the first checkpoints did: the teacher's weights, the validation data.
-LATER_KEYS = ("teacher_weights", "val_data")
+# What a run records beyond what the first checkpoints did: the teacher's weights, the validation data, and
+# every training and validation image (``data`` and ``val_data`` hash the first 64, and are still compared as made).
+LATER_KEYS = ("teacher_weights", "val_data", "images", "val_images")
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> str:

@@ -187,7 +187,13 @@ def _setup(student: Any, teacher: Any, data: Dataset, config: DistillConfig, ter
 
 def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
     """What makes two runs the same run; a checkpoint records it and resume compares it."""
-    from edgekd.distill.checkpoint import arch_fingerprint, config_record, data_fingerprint, weights_fingerprint
+    from edgekd.distill.checkpoint import (
+        arch_fingerprint,
+        config_record,
+        data_fingerprint,
+        images_fingerprint,
+        weights_fingerprint,
+    )
 
     info = {
         "config": config_record(run.config),
@@ -198,6 +204,8 @@ def _run_info(run: RunState, data: Dataset) -> dict[str, Any]:
         "data": data_fingerprint(data.x_train, run.y.numpy()),
         # validation chooses the kept epoch: another validation set would choose among the epochs on two rulers
         "val_data": data_fingerprint(data.x_val, data.y_val),
+        "images": images_fingerprint(data.x_train, run.y.numpy()),
+        "val_images": images_fingerprint(data.x_val, data.y_val),
         "processes": run.world.size,
     }
     return json.loads(json.dumps(info))

@@ -4,14 +4,11 @@ the run's search.json records, and what a --force run left beside the folder."""
 from __future__ import annotations
 
 import dataclasses
-import glob
-import shlex
 from pathlib import Path
 from typing import Any
 
-from edgekd.distilled import BUDGET_KEYS
-from edgekd.errors import ConfigError
-from edgekd.fsutil import settled
+from edgekd.distilled import BUDGET_KEYS, put_back, set_aside_runs
+from edgekd.errors import ConfigError, OutputError
 from edgekd.pipeline.config import CompressConfig, budget_flags
 from edgekd.run_inputs import Log
 from edgekd.search_file import recorded_run
@@ -42,7 +39,8 @@ def as_started(config: CompressConfig, out: Path, log: Log) -> CompressConfig:
     started = recorded_run(out / "search.json")
     was = {k: started.get(k) for k in BUDGET_KEYS}
     given = {k: getattr(config, k) for k in BUDGET_KEYS}
-    if any(v is not None for v in given.values()) and given != was:
+    # a flag left out is taken from the run (README: "a budget flag may be left out"), one given must be the run's
+    if any(v is not None and v != was[k] for k, v in given.items()):
         raise ConfigError(f"{_budget_text(given)} is not the budget the run in '{out}' started with "
                           f"({_budget_text(was)}), which its student was searched and trained for",
                           "resume without budget flags to keep the run's, or start the run over with --force (it "
@@ -109,12 +107,26 @@ def note_leftovers(out: Path, log: Log) -> None:
     aside: nothing removes it after that, and it may be as large as the run itself. Killed before its first
     checkpoint, the --force run left ``out`` nothing to resume, and the leftover is the only copy of the earlier
     run: it is then said how to put it back, never to delete it."""
-    where = settled(out)
     ours = (out / "checkpoint.pt").is_file()
-    for left in sorted(where.parent.glob(f"{glob.escape(where.name)}.edgekd-replaced-*")):
+    for left in set_aside_runs(out):
         said = f"warning: '{left}' holds an earlier run of '{out}' that a --force run set aside and was stopped "
         if ours:
             log(said + f"before removing; the run in '{out}' does not need it: delete it to free its space")
         else:
             log(said + f"before its first checkpoint: it is the only copy of that run; put it back with "
-                f"`rm -r {shlex.quote(str(out))} && mv {shlex.quote(str(left))} {shlex.quote(str(out))}`")
+                f"{put_back(out, left)}")
+
+
+def nothing_to_resume(out: Path) -> OutputError:
+    """The refusal of a --resume whose --out holds no checkpoint.pt, with a way on that is not refused in turn:
+    "run without --resume" was, with "pass --resume to continue its run", for a folder that is not empty."""
+    problem = f"nothing to resume in '{out}' (no checkpoint.pt)"
+    left = set_aside_runs(out)
+    if left:
+        return OutputError(f"{problem}: a --force run into it was stopped before its first checkpoint, and the "
+                           f"earlier run it replaced is in '{left[-1]}'", f"put that run back with "
+                           f"{put_back(out, left[-1])}, then resume; or start over with --force instead of --resume")
+    if out.is_dir() and any(out.iterdir()):
+        return OutputError(problem, "start over with --force instead of --resume (it replaces what the folder holds), "
+                                    "or choose another --out")
+    return OutputError(problem, "run without --resume to start")

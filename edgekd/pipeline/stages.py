@@ -19,6 +19,7 @@ from edgekd.fsutil import (
     remove_path,
     set_aside,
     settled,
+    sha256,
     write_json,
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
@@ -66,7 +67,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     would replace its folder and files as it writes them."""
     from edgekd.distill.ddp import check_launch, launched
     from edgekd.distill.prune import check_one_process
-    from edgekd.pipeline.resumed import as_started, note_leftovers
+    from edgekd.pipeline.resumed import as_started, note_leftovers, nothing_to_resume
 
     require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
     log = api_log(log)
@@ -84,7 +85,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         if rank == 0:
             note_leftovers(out, log)
         if not (out / "checkpoint.pt").is_file():
-            raise OutputError(f"nothing to resume in '{out}' (no checkpoint.pt)", "run without --resume to start")
+            raise nothing_to_resume(out)
     check_launch(config.batch_size)  # before the data and teacher load
     if processes > 1 and not config.search_file and not (resume and (out / "search.json").is_file()):
         raise ConfigError(f"under torchrun each of the {processes} processes would search on its own, measuring "
@@ -113,9 +114,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     earlier, created = None, not out.exists()
     if not resume and not created and any(out.iterdir()):
         if not config.force:
-            raise OutputError(f"output folder '{out}' is not empty",
-                              "choose another --out, pass --resume to continue its run, or --force to start over "
-                              "(resume=True, or CompressConfig(force=True), from Python)")
+            raise _not_empty(out)
         earlier = set_aside(out, "--out")
         until = ("finishes (pruning writes no checkpoint)" if config.target_ms is not None
                  else "has its first checkpoint")
@@ -153,6 +152,25 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
     return trained
 
 
+def _not_empty(out: Path) -> OutputError:
+    """The refusal of a non-empty --out without --force: --resume is offered only where there is a checkpoint to
+    resume (it was refused in turn, "nothing to resume"), and an earlier run a --force run left beside the folder
+    is said, with the command that puts it back."""
+    from edgekd.distilled import put_back, set_aside_runs
+
+    problem = f"output folder '{out}' is not empty"
+    if (out / "checkpoint.pt").is_file():
+        return OutputError(problem, "choose another --out, pass --resume to continue its run, or --force to start "
+                                    "over (resume=True, or CompressConfig(force=True), from Python)")
+    left = set_aside_runs(out)
+    if left:
+        return OutputError(f"{problem}: a --force run into it was stopped before its first checkpoint, and the "
+                           f"earlier run it replaced is in '{left[-1]}'", f"put that run back with "
+                           f"{put_back(out, left[-1])}, choose another --out, or pass --force to start over")
+    return OutputError(problem, "choose another --out, or pass --force to start over (CompressConfig(force=True) "
+                                "from Python)")
+
+
 def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, write: bool = True,
                   on_checkpoint: Callable[[Path], None] | None = None) -> Any:
     import torch
@@ -174,6 +192,7 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         check_search_profile(config.search_file, profile)
     data = run_data(config, log)
     teacher = run_teacher(config, data, log)
+    made_from = run_fingerprints(teacher.module, data)  # before training, which may shift images in place
     started = run_settings(config, out, resume)
     result, trained = search_and_distill(config, teacher, data, profile, log, checkpoint=out / "checkpoint.pt",
                                           resume=resume, run=started if write else None, on_checkpoint=on_checkpoint)
@@ -201,11 +220,22 @@ def _distill_into(config: CompressConfig, out: Path, resume: bool, log: Log, wri
         write_json(staging / "distill.json", {
             "student": result.chosen.spec.to_dict(), "pruned": was_pruned(trained),
             "distill": trained.to_dict(), "recipe": done,
-            "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin}})
+            "data": data.describe(), "teacher": {"source": teacher.source, "origin": teacher.origin},
+            "fingerprints": {**made_from, "student_sha256": sha256(staging / "student.pt")}})
     for path in (out / ".final").iterdir():
         path.replace(out / path.name)
     (out / ".final").rmdir()
     return trained
+
+
+def run_fingerprints(teacher: Any, data: Any) -> dict[str, str]:
+    """What distill.json records of the teacher's weights and of every training and validation image, for
+    `compress --distilled` to refuse another teacher file or other images under the same names."""
+    from edgekd.distill.checkpoint import images_fingerprint, weights_fingerprint
+
+    return {"teacher_weights": weights_fingerprint(teacher),
+            "images": images_fingerprint(data.x_train, data.y_train),
+            "val_images": images_fingerprint(data.x_val, data.y_val)}
 
 
 def was_pruned(trained: Any) -> bool:
