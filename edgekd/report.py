@@ -234,6 +234,8 @@ def student_size_text(student: dict[str, Any]) -> str:
     target = f"{pruning['target_ms']:g} ms target"
     if pruned_from_search(student) is None:
         return f"{searched} parameters; not pruned: under the {target} already"
+    if pruning.get("profile"):  # the target held where pruning measured: compress --distilled may ship elsewhere
+        target += f" on '{pruning['profile']}' at batch {pruning.get('batch') or 1}"
     toward = (f"pruned to the {target}" if pruning.get("reached", True) else
               f"pruned toward the {target} (not reached"
               + (f": {pruning['measured_ms']:.3f} ms measured while pruning)" if pruning.get("measured_ms") else ")"))

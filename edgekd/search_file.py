@@ -102,6 +102,10 @@ def with_search_settings(config: Any, log: Any) -> Any:
         raise ConfigError(f"precision {config.precision} is not the precision '{config.search_file}' was searched "
                           f"for ({found['precision']})", "leave the precision out (the search file's ships), or "
                           f"search again with --precision {config.precision}")
+    if config.qat_epochs and found.get("precision") == "fp32":  # said for the file: --precision was not given
+        raise ConfigError(f"--qat-epochs tunes the int8 file (quantization-aware training), and '{config.search_file}' "
+                          "was searched for fp32, which ships", "drop --qat-epochs, or search again with --precision "
+                          "int8 to ship int8")
     opset = found.get("opset", config.export_opset)
     if config.opset is not None and config.opset != opset:  # given (even as 18), and not the file's
         raise ConfigError(f"--opset {config.opset} is not the opset '{config.search_file}' sized its students at "

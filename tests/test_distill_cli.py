@@ -40,6 +40,18 @@ def searched(teacher_files, fast_profile_path, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def searched_int8(teacher_files, fast_profile_path, tmp_path_factory):
+    """A search for int8, which ships: quantization-aware training tunes that file (refused for an fp32 search)."""
+    from edgekd.pipeline import CompressConfig, run_search
+
+    module, weights = teacher_files
+    path = tmp_path_factory.mktemp("search-int8") / "search.json"
+    run_search(CompressConfig(teacher=f"{module}:build", weights=str(weights), resolution=16,
+                              profile=str(fast_profile_path), candidates=4, proxy=QUICK_PROXY, progress=False), path)
+    return path
+
+
 def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path):
     out = tmp_path / "d"
     code, stdout, err = run_cli("distill", *common, "--search", searched, "--epochs", "2",
@@ -97,13 +109,14 @@ def test_resume_without_a_checkpoint_and_bad_losses(run_cli, common, searched, t
 
 
 @pytest.mark.parametrize(("flag", "qmax"), [(None, 64), ("--qat-full-range", 127)])
-def test_distill_with_qat_exports_int8_weights_in_the_chosen_range(run_cli, common, searched, tmp_path, flag, qmax):
+def test_distill_with_qat_exports_int8_weights_in_the_chosen_range(run_cli, common, searched_int8, tmp_path, flag,
+                                                                   qmax):
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     out = tmp_path / "qat"
-    code, said, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--qat-epochs", "1",
+    code, said, err = run_cli("distill", *common, "--search", searched_int8, "--epochs", "2", "--qat-epochs", "1",
                               "--qat-lr", "1e-4", *([flag] if flag else []), "--out", out)
     assert code == 0, err
     # the files as they are: a QAT run writes the int8 file and no fp32 one (the line said student.pt, distill.json)
@@ -144,9 +157,12 @@ def test_distill_prunes_toward_a_target(run_cli, common, searched, tmp_path):
 
 
 @pytest.mark.slow
-def test_compress_with_quantization_aware_kd(run_cli, common, searched, tmp_path):
+def test_compress_with_quantization_aware_kd(run_cli, common, searched, searched_int8, tmp_path):
     out = tmp_path / "q"
     code, _, err = run_cli("compress", *common, "--search", searched, "--epochs", "3", "--qat-epochs", "1",
+                           "--out", out)
+    assert code == 2 and "--qat-epochs tunes the int8 file" in err and "was searched for fp32, which ships" in err
+    code, _, err = run_cli("compress", *common, "--search", searched_int8, "--epochs", "3", "--qat-epochs", "1",
                            "--out", out)
     assert code in (0, 1), err
     manifest = json.loads((out / "manifest.json").read_text())

@@ -1,5 +1,6 @@
 """Pruning-aware KD toward a measured latency target (edgekd.distill.prune)."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -100,6 +101,9 @@ def test_a_student_within_the_target_is_kept_whole_though_the_most_pruned_copy_i
                            PruneConfig(target_ms=1.5, steps=2, finetune_epochs=1), fast_profile,
                            teacher=teacher.module)
     assert result.reached and not result.steps and len(result.history) == 1
+    # what it measured on, for compress --distilled to tell another profile from it
+    assert {k: result.to_dict()[k] for k in ("profile", "profile_digest", "batch")} == {
+        "profile": fast_profile.name, "profile_digest": fast_profile.digest(), "batch": 1}
 
 
 @pytest.mark.parametrize("second, refused", [([2.0, 0.9], None), ([2.1, 1.4], "still measures 1.400 ms")])
@@ -401,3 +405,61 @@ def test_the_epochs_pruning_aware_kd_trains_are_said_in_all():
         "is under the target already)")
     assert prune_epochs_text(PruneConfig(target_ms=1, steps=1, epochs_per_step=0, finetune_epochs=1)).startswith(
         "1 pruning step without KD between them, then 1 fine-tune epoch (--epochs) = 1 epoch in all")
+
+
+def _refusal(small_data, monkeypatch, readings, student=None, **config):
+    """The BudgetError prune_distill raises when the clock reads ``readings`` (now, most pruned) twice."""
+    from edgekd.distill.prune import _Clock
+
+    monkeypatch.setattr(_Clock, "measure", lambda self, *models, rounds=3: list(readings))
+    with pytest.raises(BudgetError) as refused:
+        prune_distill(student or _student(small_data), small_data, FAST, PruneConfig(steps=2, **config), "host-cpu-1t")
+    return str(refused.value)
+
+
+def test_a_round_to_above_every_channel_count_is_named_not_a_target_above_the_student(small_data, monkeypatch):
+    """--prune-round-to 64 removed nothing, and the refusal said 90% was removed and suggested a target above the
+    student's own latency."""
+    said = _refusal(small_data, monkeypatch, (0.036, 0.036), target_ms=0.03, round_to=128)
+    assert said.startswith("--target-ms 0.03 cannot be reached by pruning on 'host-cpu-1t': pruning cannot make this "
+                           "student faster than the 0.036 ms it measures now: --prune-round-to 128 is above every "
+                           "layer's channel count (at most 64), so no channel can be removed; use a smaller "
+                           "--prune-round-to, e.g. 8")
+    assert "90%" not in said and "raise --target-ms" not in said
+
+
+def test_a_most_pruned_copy_slower_than_the_student_says_pruning_cannot_help(small_data, monkeypatch):
+    said = _refusal(small_data, monkeypatch, (0.078, 0.086), target_ms=0.07, round_to=7)
+    assert re.search(r"cannot make this student faster than the 0\.078 ms it measures now: removing (\d+)% of its "
+                     r"channels in multiples of --prune-round-to 7 \(the most pruning allows\) measures 0\.086 ms "
+                     r"\(fp32\); its latency on this profile does not fall with its channels", said)
+    assert "90%" not in said and "raise --target-ms" not in said
+
+
+@pytest.mark.parametrize("readings, suggested", [((2.0, 1.4), "1.540"), ((1.0, 0.95), None)])
+def test_the_refusal_states_the_share_removed_and_never_suggests_a_target_at_the_student(small_data, monkeypatch,
+                                                                                          readings, suggested):
+    from edgekd.distill.prune import _channels, _most_pruned
+
+    said = _refusal(small_data, monkeypatch, readings, target_ms=0.5, round_to=8)
+    floor = _most_pruned(_student(small_data), small_data.input_shape, PruneConfig(target_ms=0.5, steps=2, round_to=8))
+    before, after = _channels(_student(small_data), small_data.input_shape), _channels(floor, small_data.input_shape)
+    share = 1 - sum(after.values()) / sum(before.values())
+    assert f"removing {share:.0%} of its channels in multiples of --prune-round-to 8" in said and share < 0.85
+    if suggested:
+        assert said.endswith(f"raise --target-ms to at least {suggested}, or start from a smaller student")
+    else:
+        assert "raise --target-ms" not in said and "falls little with its channels" in said
+
+
+def test_a_student_a_grouped_convolution_pins_whole_is_refused_naming_it(small_data, monkeypatch):
+    channels = small_data.input_shape[0]
+    pinned = torch.nn.Sequential(torch.nn.Conv2d(channels, 16, 3, padding=1),
+                                 torch.nn.Conv2d(16, 32, 3, padding=1, groups=8), torch.nn.AdaptiveAvgPool2d(1),
+                                 torch.nn.Flatten(), torch.nn.Linear(32, 10))
+    said = _refusal(small_data, monkeypatch, (1.0, 1.0), student=pinned, target_ms=0.5)
+    assert said.startswith("--target-ms 0.5 cannot be reached by pruning on 'host-cpu-1t': pruning cannot make this "
+                           "student faster than the 1.000 ms it measures now: the grouped convolution '1' (groups=8) "
+                           "keeps its channels and the channels of 0, which share them (pruning cannot follow a "
+                           "grouped convolution's channels): no layer can be pruned; removing 0% of its channels (the "
+                           "most pruning allows) measures 1.000 ms (fp32); start from a smaller student")

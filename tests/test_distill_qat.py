@@ -143,7 +143,8 @@ def test_unmirrorable_operations_are_refused_before_training(small_data):
         def forward(self, x):
             return super().forward(x + 1.0)
 
-    with pytest.raises(ConfigError, match="cannot mirror how onnxruntime quantizes: add.*train without qat_epochs"):
+    with pytest.raises(ConfigError, match=r"cannot mirror how onnxruntime quantizes: add.*drop --qat-epochs "
+                                          r"\(qat_epochs=0 in Python\)"):
         qat.prepare_qat(ScalarAdd(), torch.zeros(2, 1, 8, 8))
     model = TinyNet()
     qat.prepare_qat(model, torch.zeros(2, 1, 8, 8), reduce_range=False)

@@ -45,7 +45,8 @@ def test_a_student_torch_fx_cannot_trace_is_refused() -> None:
                 x = -x
             return super().forward(x)
 
-    with pytest.raises(ConfigError, match="needs a student torch.fx can trace.*train without qat_epochs"):
+    with pytest.raises(ConfigError, match=r"needs a student torch.fx can trace.*drop --qat-epochs \(qat_epochs=0 in "
+                                          r"Python\) to ship post-training int8"):
         plan_qat(Branchy(), X)
 
 
@@ -59,7 +60,8 @@ def test_a_quantized_value_no_module_returns_is_refused() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.pool(self.a(x) + self.b(x)).flatten(1))  # the sum lives in the model's forward
 
-    with pytest.raises(ConfigError, match=r"cannot fake-quantize 'add'.*no module returns it.*in a submodule"):
+    with pytest.raises(ConfigError, match=r"cannot fake-quantize 'add'.*no module returns it.*in a submodule.*, or "
+                                          r"drop --qat-epochs \(qat_epochs=0 in Python\)"):
         plan_qat(TwoBranches(), X)
 
 
@@ -70,7 +72,10 @@ def test_a_sequential_whose_input_is_quantized_is_refused() -> None:
 
 
 @pytest.mark.parametrize("space, message", [
-    ("pruned", r"^the model's input is quantized, and a Sequential model cannot host its quantizer; wrap"),
+    # with --space pruned alone the teacher's forward is at fault, and another space is the way out
+    ("pruned", r"^the model's input is quantized, and a Sequential model cannot host its quantizer: with --space "
+               r"pruned every student is the teacher's own layers, so the teacher's forward is what "
+               r"quantization-aware training cannot follow; choose --space mbv2 or resnet, or wrap the Sequential"),
     ("mbv2,pruned", r"^the model's input is quantized, and a Sequential model cannot host its quantizer, and --space "
                     r"mbv2,pruned may choose a 'pruned' student, which is the teacher's own layers; leave pruned "
                     r"out of --space, or wrap the Sequential"),

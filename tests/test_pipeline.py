@@ -622,6 +622,9 @@ def test_opsets_compress_cannot_write_are_refused_before_any_work(kwargs, messag
     (dict(qat_full_range=True, qat_lr=1e-4), "--qat-lr, --qat-full-range only apply to quantization-aware training"),
     (dict(qat_epochs=1, calibration="entropy"), "--calibration entropy does not apply with --qat-epochs: the int8 "
                                                 "file takes the scales quantization-aware training learned"),
+    # the QAT epochs trained toward an int8 file that does not ship, and the report read as if fp32 had been tuned
+    (dict(qat_epochs=1, precision="fp32"), "--qat-epochs tunes the int8 file (quantization-aware training), and "
+                                           "--precision fp32 ships the fp32 one; drop --qat-epochs, or ship int8"),
 ])
 def test_settings_the_run_would_ignore_are_refused_not_dropped(kwargs, message):
     from edgekd.errors import ConfigError
@@ -926,6 +929,29 @@ def test_a_shipped_student_over_the_target_it_was_pruned_toward_is_said():
                                "further")
     report, student = _pruned_case(0.19)  # within the noise of the target: nothing to say
     assert _with_prune_note(report, student, "int8", said.append) is report
+
+
+def test_a_student_pruned_on_another_profile_is_said_at_the_start_and_the_target_note_names_both(fast_profile):
+    """Pruned on host-cpu-1t at batch 1 and shipped with compress --distilled --profile on a batch-16 profile, the
+    student missed the target 8x, and the note blamed this profile's noise where pruning never measured."""
+    from edgekd.pipeline import _warn_pruned_elsewhere, _with_prune_note
+
+    report, student = _pruned_case(0.8)
+    student.pruning.update(profile="host-cpu-1t", profile_digest="0" * 16, batch=1)
+    said = []
+    _warn_pruned_elsewhere(student, fast_profile, said.append)
+    assert said == [f"warning: the student was pruned toward --target-ms 0.18 on 'host-cpu-1t' (batch 1), and is "
+                    f"validated on '{fast_profile.name}' (batch 1), which pruning never measured: the target may not "
+                    "hold there; distill again with this --profile to prune for it"]
+    noted = _with_prune_note(report, student, "fp32", said.append, fast_profile)
+    assert noted.notes[-1] == (f"student-fp32 measures 0.800 ms, over the --target-ms 0.18 it was pruned toward: "
+                               f"pruning measured it at fp32 (0.170 ms) on 'host-cpu-1t' (batch 1), and it is "
+                               f"validated on '{fast_profile.name}' (batch 1); distill again with --profile "
+                               f"{fast_profile.name} to prune for this profile")
+    student.pruning.update(profile=fast_profile.name, profile_digest=fast_profile.digest())  # the same profile
+    _warn_pruned_elsewhere(student, fast_profile, said.append)
+    assert len(said) == 2 and "on this profile" in _with_prune_note(report, student, "fp32", said.append,
+                                                                    fast_profile).notes[-1]
 
 
 def test_target_ms_with_qat_epochs_is_refused_as_the_combination_whatever_the_epochs():

@@ -168,6 +168,9 @@ def test_a_pruned_student_is_reported_as_pruned_with_the_parameters_it_ships(man
     assert "(8,000 parameters)" in render_markdown(manifest) and "was pruned" not in render_html(manifest, search)
     missed = "pruned toward the 0.118 ms target (not reached: 0.200 ms measured while pruning) from the searched"
     assert missed in render_markdown(_pruned(manifest, reached=False))
+    elsewhere = _pruned(manifest)  # pruned on one profile; compress --distilled may validate on another
+    elsewhere["student"]["distill"]["pruning"].update(profile="host-cpu-1t", profile_digest="0" * 16, batch=1)
+    assert "(pruned to the 0.118 ms target on 'host-cpu-1t' at batch 1 from the searched" in render_markdown(elsewhere)
     untouched = _pruned(manifest, steps=())  # already under the target: the searched network ships
     assert "(8,000 parameters; not pruned: under the 0.118 ms target already)" in render_markdown(untouched)
     assert any(p[0].endswith("(validation)") for p in latency_pairs(untouched, search))

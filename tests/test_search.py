@@ -189,6 +189,70 @@ def test_the_pruned_space_keeps_a_grouped_convolutions_channels_as_the_teachers(
     assert student(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
 
 
+def _grouped_teacher(pinned_only: bool = False):
+    """build_res of the review: a grouped conv 'g' pins the stem, 'a' and 'dw'; 'b' alone prunes."""
+    import torch
+
+    class GroupedRes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            block = lambda i, o, g=1: torch.nn.Sequential(  # noqa: E731
+                torch.nn.Conv2d(i, o, 3, padding=1, groups=g), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
+            self.stem, self.a = block(1, 16), block(16, 16)
+            self.dw, self.g = block(16, 16, 16), block(16, 24, 4)
+            self.b = None if pinned_only else block(16, 8)
+            self.head = torch.nn.Linear(24 if pinned_only else 32, 10)
+
+        def forward(self, x):
+            h = self.stem(x)
+            h = self.dw(torch.nn.functional.max_pool2d(h + self.a(h), 2))
+            h = self.g(h) if self.b is None else torch.cat([self.g(h), self.b(h)], 1)
+            return self.head(h.mean((2, 3)))
+
+    return GroupedRes()
+
+
+def test_a_stage_a_grouped_convolution_pins_gets_a_keep_gene_of_one_and_says_why():
+    """The search chose keep [0.375, 0.75] for a teacher whose grouped conv pinned the whole first stage: the
+    recorded keep did nothing, and nothing said which layers pruning could not touch."""
+    from edgekd.search.spaces import resolve_space, sample
+
+    space = resolve_space("pruned", _grouped_teacher(), (1, 16, 16))
+    assert space.stages == (("stem.0", "a.0"), ("dw.0", "g.0", "b.0")) and space.fixed == (0,)
+    assert space.genes()[0] == ("keep", 0, (1.0,))
+    assert sample(space, np.random.default_rng(0))["keep"][0] == 1.0
+    assert space.note == ("the grouped convolution 'g.0' (groups=4) keeps its channels and the channels of stem.0, "
+                          "a.0, dw.0, which share them (pruning cannot follow a grouped convolution's channels): only "
+                          "b.0 can be pruned")
+    # a search.json written before still builds: the fixed stage's recorded keep is the teacher's channels
+    old = space.build({"keep": [0.375, 0.75]}, (1, 16, 16), 10)
+    assert old.a[0].out_channels == 16 and old.b[0].out_channels == 6
+
+
+def test_the_search_says_which_layers_a_grouped_convolution_pins(small_data, fast_profile, monkeypatch):
+    from edgekd.search import proxies
+
+    class Probed(Exception):
+        pass
+
+    monkeypatch.setattr(proxies, "make_probe", lambda *a, **k: (_ for _ in ()).throw(Probed()))
+    said: list[str] = []
+    with pytest.raises(Probed):  # the search itself is not the point: what it says before it starts is
+        search(_grouped_teacher(), small_data, fast_profile, Budget(), SearchConfig(space="pruned"), log=said.append)
+    assert said == ["search: pruned: the grouped convolution 'g.0' (groups=4) keeps its channels and the channels "
+                    "of stem.0, a.0, dw.0, which share them (pruning cannot follow a grouped convolution's channels): "
+                    "only b.0 can be pruned"]
+
+
+def test_a_teacher_whose_grouped_convolution_pins_every_layer_has_no_pruned_space():
+    from edgekd.errors import ModelError
+    from edgekd.search.spaces import resolve_space
+
+    with pytest.raises(ModelError, match=r"the 'pruned' space has nothing to prune in this teacher: the grouped "
+                                         r"convolution 'g.0' .*no layer can be pruned; choose --space mbv2 or resnet"):
+        resolve_space("pruned", _grouped_teacher(pinned_only=True), (1, 16, 16))
+
+
 def test_a_teacher_reshaping_to_a_fixed_size_is_refused_by_the_pruned_space_by_name():
     """x.view(-1, 64 * 8 * 8) failed as a raw RuntimeError from the latency fit (exit 1)."""
     import torch

@@ -253,6 +253,13 @@ def test_a_run_reusing_a_search_file_takes_the_settings_it_was_searched_with(sma
     int8 = searched_with({"precision": "int8"})
     with pytest.raises(ConfigError, match=r"precision fp32 is not the precision .* was searched for \(int8\)"):
         with_search_settings(CompressConfig(search_file=int8, precision="fp32"), said.append)
+    with_search_settings(CompressConfig(search_file=int8, qat_epochs=1), said.append)
+    # QAT tunes an int8 file, and the fp32 the file was searched for ships: --precision int8 cannot be the fix
+    fp32 = searched_with({"precision": "fp32"})
+    with pytest.raises(ConfigError, match=re.escape(f"--qat-epochs tunes the int8 file (quantization-aware training), "
+                                                    f"and '{fp32}' was searched for fp32, which ships; drop "
+                                                    "--qat-epochs, or search again with --precision int8")):
+        with_search_settings(CompressConfig(search_file=fp32, qat_epochs=1), said.append)
 
 
 def test_a_run_reusing_a_search_file_ships_at_the_opset_its_students_were_sized_at(small_data, tmp_path):

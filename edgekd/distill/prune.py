@@ -95,11 +95,16 @@ class PruneResult:
     ratio: float = 0.0  # the planned share of each layer's channels removed (0: the start already met the target)
     stage_ratios: tuple[float, ...] = ()  # per stage of convolutions, when the plan refined ``ratio`` by stage
     scale_ms: float = 0.0  # the unpruned student's p50 that turned measured units into ms (the run's ruler)
+    # What every latency above was measured on: compress --distilled may validate on another profile or batch
+    profile: str | None = None
+    profile_digest: str | None = None
+    batch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters()) if hasattr(self.model, "parameters") else None
         return {"target_ms": self.target_ms, "measured_ms": self.measured_ms, "reached": self.reached,
                 "ratio": self.ratio, "stage_ratios": list(self.stage_ratios), "scale_ms": self.scale_ms,
+                "profile": self.profile, "profile_digest": self.profile_digest, "batch": self.batch,
                 "params": params,
                 "steps": [s.__dict__ for s in self.steps],
                 "history": [h.__dict__ if hasattr(h, "__dict__") else h for h in self.history]}
@@ -159,6 +164,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
 
     from edgekd.api_args import require_config, require_dataset, require_student
     from edgekd.distill.trainer import distill
+    from edgekd.latency.quick_export import timing_batch
     from edgekd.profiles import load_profile
     from edgekd.search.cost_features import cost_features
 
@@ -184,10 +190,7 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     # The floor matters only when there is something to prune: a most-pruned copy of a student already within
     # the target can measure slower than it (a narrow layer runs a slower kernel), which is no reason to refuse.
     if start_ms > config.target_ms and floor_ms > config.target_ms:
-        raise BudgetError(f"--target-ms {config.target_ms:g} is below what pruning can reach on '{profile.name}': "
-                          f"removing {config.max_ratio:.0%} of every layer's channels still measures "
-                          f"{floor_ms:.3f} ms ({config.precision})",
-                          f"raise --target-ms to at least {floor_ms * 1.1:.3f}, or start from a smaller student")
+        raise _out_of_reach(student, floor, data.input_shape, config, profile.name, start_ms, floor_ms)
     steps: list[PruneStep] = []
     history: list[Any] = []
     last = None
@@ -217,7 +220,56 @@ def prune_distill(student: Any, data: Dataset, distill_config: DistillConfig, co
     # them to move it (it did through three here once, +50% on a model whose last step measured in range).
     (final,) = clock.measure(student, rounds=6)
     return PruneResult(student.eval(), config.target_ms, final, final <= config.target_ms * 1.1, tuple(steps),
-                       tuple(history), last, ratio, stage_ratios, clock.scale_ms)
+                       tuple(history), last, ratio, stage_ratios, clock.scale_ms, profile.name, profile.digest(),
+                       timing_batch(profile))
+
+
+def _out_of_reach(student: Any, floor: Any, input_shape: tuple[int, ...], config: PruneConfig, profile: str,
+                  start_ms: float, floor_ms: float) -> BudgetError:
+    """The refusal of a target the most-pruned copy misses, with the share of channels it really removed:
+    --prune-round-to or grouped convolutions can leave far less than ``max_ratio`` to remove, and a copy no
+    faster than the student means pruning cannot help at all (a target above the student was suggested)."""
+    from edgekd.distill.prune_layers import fixed_text
+
+    before, after = _channels(student, input_shape), _channels(floor, input_shape)
+    removed = 1 - sum(after.values()) / max(1, sum(before.values()))
+    fixed = fixed_text(student, input_shape)
+    rounded = f" in multiples of --prune-round-to {config.round_to}" if config.round_to else ""
+    what = f"removing {removed:.0%} of its channels{rounded} (the most pruning allows)"
+    measures = f"measures {floor_ms:.3f} ms ({config.precision})"
+    suggested = floor_ms * 1.1
+    if floor_ms < start_ms and suggested < start_ms:
+        return BudgetError(f"--target-ms {config.target_ms:g} is below what pruning can reach on '{profile}': "
+                           f"{what} still {measures}" + (f"; {fixed}" if fixed else ""),
+                           f"raise --target-ms to at least {suggested:.3f}, or start from a smaller student")
+    head = (f"--target-ms {config.target_ms:g} cannot be reached by pruning on '{profile}': pruning cannot make this "
+            f"student faster than the {start_ms:.3f} ms it measures now")
+    smaller = "start from a smaller student (a lower --budget-ms, or another --space)"
+    if removed <= 0 and config.round_to and config.round_to >= max(before.values(), default=0):
+        return BudgetError(f"{head}: --prune-round-to {config.round_to} is above every layer's channel count "
+                           f"(at most {max(before.values())}), so no channel can be removed",
+                           f"use a smaller --prune-round-to, e.g. 8, or leave it out; or {smaller}")
+    if fixed:  # the cause, rather than the latency of the little left to prune
+        return BudgetError(f"{head}: {fixed}; {what} {measures}", smaller)
+    if removed <= 0:
+        return BudgetError(f"{head}: no layer has channels pruning may remove", smaller)
+    why = f"its latency on this profile {'does not fall' if floor_ms >= start_ms else 'falls little'} with its channels"
+    if config.round_to:
+        return BudgetError(f"{head}: {what} {measures}; {why} in those multiples",
+                           f"leave --prune-round-to out (or pass one that divides the channel counts), or {smaller}")
+    return BudgetError(f"{head}: {what} {measures}; {why}", smaller)
+
+
+def _channels(model: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Output channels of each layer pruning may narrow (the classifier's are the classes), by name."""
+    import torch
+
+    from edgekd.distill.prune_layers import output_layers
+
+    outputs = {id(m) for m in output_layers(model, input_shape)}
+    return {name: m.out_channels if isinstance(m, torch.nn.modules.conv._ConvNd) else m.out_features
+            for name, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and id(m) not in outputs}
 
 
 def prune_epochs_text(config: PruneConfig) -> str:

@@ -131,6 +131,26 @@ def fixed_layers(model: Any, input_shape: tuple[int, ...]) -> list[Any]:
     return fixed
 
 
+def fixed_text(model: Any, input_shape: tuple[int, ...]) -> str | None:
+    """In words, which layers the grouped convolutions pin and what pruning can still touch, or None without
+    one: a teacher with one grouped convolution had a 'pruned' space whose keep ratios did nothing, unsaid."""
+    fixed = fixed_layers(model, input_shape)
+    if not fixed:
+        return None
+    names = {id(m): name for name, m in model.named_modules()}
+    outputs = {id(m) for m in output_layers(model, input_shape)}
+    grouped = [f"'{names[id(m)]}' (groups={m.groups})" for m in fixed if _grouped(m)]
+    pinned = [name for name, m in model.named_modules()
+              if _prunable(m) and not _grouped(m) and id(m) not in outputs and any(m is f for f in fixed)]
+    free = [name for name, m in model.named_modules()
+            if _prunable(m) and id(m) not in outputs and all(m is not f for f in fixed)]
+    which = f"grouped convolution{'s' * (len(grouped) > 1)} {', '.join(grouped)}"
+    ties = f" and the channels of {', '.join(pinned)}, which share them" if pinned else ""
+    left = f"only {', '.join(free)} can be pruned" if free else "no layer can be pruned"
+    return (f"the {which} keep{'s' * (len(grouped) == 1)} {'its' if len(grouped) == 1 else 'their'} channels"
+            f"{ties} (pruning cannot follow a grouped convolution's channels): {left}")
+
+
 def ignored_layers(model: Any, input_shape: tuple[int, ...]) -> list[Any]:
     """What pruning must leave alone: the output layers (the classes) and the grouped convolutions' channels."""
     outputs = output_layers(model, input_shape)

@@ -21,6 +21,8 @@ from edgekd.errors import ConfigError, first_line
 
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127] (onnxruntime's default)
 REDUCED_WEIGHT_QMAX = 64  # onnxruntime's reduce_range: 7-bit weights, no int16 saturation on AVX2 u8s8 kernels
+# The way out of every refusal: the flag a CLI user passed, with the field an API caller set.
+DROP_QAT = "drop --qat-epochs (qat_epochs=0 in Python) to ship post-training int8 (onnx-int8)"
 ORT_OP_TYPES = ("Conv", "Relu", "Clip", "Add", "Mul", "Sigmoid", "LeakyRelu", "ReduceMean", "GlobalAveragePool")
 ORT_NO_OUTPUT_QUANT = ("ReduceMean", "GlobalAveragePool")  # pooled vectors feed fp32 or re-quantize anyway
 
@@ -120,8 +122,7 @@ def _trace(model: nn.Module, example: torch.Tensor) -> Any:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:
         raise ConfigError(f"quantization-aware training needs a student torch.fx can trace: {first_line(exc)}",
-                          "use a student from a search space (or a traceable model), or train without "
-                          "qat_epochs and export with onnx-int8") from None
+                          f"use a student from a search space (or a traceable model), or {DROP_QAT}") from None
     was = model.training
     model.eval()
     try:
@@ -209,7 +210,7 @@ def _owner(g: _Graph, t: Any) -> tuple[str, int]:
     where = g.scope(t)[-1] if g.scope(t) else "the model"
     raise ConfigError(f"cannot fake-quantize '{t.name}' ({getattr(t.target, '__name__', t.target)}) inside "
                       f"{where}.forward: onnxruntime quantizes it, and no module returns it",
-                      "compute it in a submodule that returns it, or train without qat_epochs")
+                      f"compute it in a submodule that returns it, or {DROP_QAT}")
 
 
 def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True) -> QATPlan:
@@ -220,15 +221,14 @@ def plan_qat(model: nn.Module, example: torch.Tensor, reduce_range: bool = True)
         raise ConfigError(f"quantization-aware training cannot mirror how onnxruntime quantizes: "
                           f"{', '.join(unknown)}",
                           "use ReLU/ReLU6, sigmoid, LeakyReLU, hardswish, hardsigmoid, tanh, tensor add/mul, "
-                          "pooling, conv, BN and linear layers, or train without qat_epochs and export with "
-                          "onnx-int8")
+                          f"pooling, conv, BN and linear layers, or {DROP_QAT}")
     marked = _marked(g)
     returned = [t for t in marked if any(u.op == "output" for u in g.users(t))]
     if returned:
         raise ConfigError(f"onnxruntime quantizes the model's output '{returned[0].name}' "
                           f"({_describe(g, returned[0])}), and the int8 model must return fp32 values",
                           "end the model with a Linear layer (or a flatten/pooling after the last convolution), "
-                          "or train without qat_epochs and export with onnx-int8")
+                          f"or {DROP_QAT}")
     sites = _sites(g, marked)
     if any(s.module == "" for s in sites) and isinstance(model, (nn.Sequential, nn.ModuleList)):
         raise ConfigError("the model's input is quantized, and a Sequential model cannot host its quantizer",
@@ -251,8 +251,7 @@ def _refuse_shared_convs(convs: tuple[tuple[str, str, str], ...]) -> None:
     if shared:
         raise ConfigError(f"quantization-aware training cannot mirror the convolution '{shared[0]}': it runs "
                           f"{sum(c == shared[0] for c, _, _ in convs)} times on differently quantized inputs",
-                          "give each call its own module (copy.deepcopy the block), or train without qat_epochs "
-                          "and export with onnx-int8")
+                          f"give each call its own module (copy.deepcopy the block), or {DROP_QAT}")
 
 
 def _describe(g: _Graph, n: Any) -> str:

@@ -88,6 +88,7 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
 
             found = load_distilled(config.distilled, teacher, data)
             search_result, student = found.search, found.result
+            _warn_pruned_elsewhere(student, profile, log)
             log(f"distill: reusing the student trained in {config.distilled} ({student.selection()}, validation "
                 f"accuracy {student.best_val_accuracy * 100:.2f}%)")
         else:
@@ -185,7 +186,7 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
         report = with_paths_relative(report, staging)
         orts = ort_copies(report, staging, profile, data, config.latency_rounds, log) if config.ort else {}
         report = with_ort_verdicts(report, orts, config.precision)
-        report = _with_prune_note(report, student, config.precision, log)
+        report = _with_prune_note(report, student, config.precision, log, profile)
         manifest = _manifest(config, report, profile, data, teacher, search_result, student)
         weights = staging / manifest["student"]["weights"]
         # as every other file the folder ships: a pipeline can tell a swapped or corrupted state dict
@@ -209,10 +210,20 @@ def _finish(config: CompressConfig, out: Path, teacher: Any, teacher_art: Any, s
 
 
 
-def _with_prune_note(report: Any, student: Any, pruned_for: str, log: Log) -> Any:
+def _warn_pruned_elsewhere(student: Any, profile: Any, log: Log) -> None:
+    """Said before the export: a student pruned toward --target-ms on one profile shipped on another, with
+    no word until the target note blamed this machine's noise."""
+    from edgekd.pipeline.prune_check import pruned_elsewhere
+
+    said = pruned_elsewhere(student.pruning, profile)
+    if said is not None:
+        log(f"warning: {said}")
+
+
+def _with_prune_note(report: Any, student: Any, pruned_for: str, log: Log, profile: Any = None) -> Any:
     from edgekd.pipeline.prune_check import overshoot_note
 
-    note = overshoot_note(report, student.pruning, pruned_for)
+    note = overshoot_note(report, student.pruning, pruned_for, profile)
     if note is None:
         return report
     log(f"warning: {note}")

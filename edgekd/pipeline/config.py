@@ -166,6 +166,12 @@ class CompressConfig:
                               "quantization-aware training, and none runs without --qat-epochs",
                               "pass --qat-epochs N to train the last N epochs quantization-aware, or leave "
                               f"{', '.join(idle)} out")
+        if self.qat_epochs and self.precision == "fp32":
+            # the last epochs trained under int8 fake quantization for a file that does not ship, and the report
+            # read as if the fp32 student had been tuned for int8
+            raise ConfigError("--qat-epochs tunes the int8 file (quantization-aware training), and --precision fp32 "
+                              "ships the fp32 one",
+                              "drop --qat-epochs, or ship int8 with --precision int8 (the default)")
         if self.qat_epochs and self.calibration != defaults["calibration"]:
             raise ConfigError(f"--calibration {self.calibration} does not apply with --qat-epochs: the int8 file "
                               "takes the scales quantization-aware training learned",

@@ -325,8 +325,10 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
         try:
             plan_qat(teacher, example)
         except ConfigError as exc:
-            if spaces == ["pruned"]:
-                raise
+            if spaces == ["pruned"]:  # every student is the teacher's layers: its forward is what QAT cannot follow
+                raise ConfigError(f"{exc.problem}: with --space pruned every student is the teacher's own layers, "
+                                  "so the teacher's forward is what quantization-aware training cannot follow",
+                                  f"choose --space mbv2 or resnet, or {exc.fix}") from None
             # a search of several spaces may choose a pruned student, found unfit for QAT after the search
             raise ConfigError(f"{exc.problem}, and --space {config.space} may choose a 'pruned' student, which is "
                               "the teacher's own layers",

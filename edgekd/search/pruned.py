@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from edgekd.distill.prune_layers import (
     check_prunable,
     check_runs_pruned,
+    fixed_text,
     ignored_layers,
     output_layers,
     stage_ratio_dict,
@@ -34,7 +35,12 @@ class PrunedFamily:
     name: str = "pruned"
 
     def bind(self, teacher: Any, input_shape: tuple[int, int, int]) -> PrunedSpace:
-        return PrunedSpace(teacher, tuple(input_shape), prune_stages(teacher, input_shape))  # type: ignore[arg-type]
+        stages = prune_stages(teacher, input_shape)
+        fixed, note = fixed_stages(teacher, input_shape, stages)
+        if len(fixed) == len(stages):
+            raise ModelError(f"the 'pruned' space has nothing to prune in this teacher: {note}",
+                             "choose --space mbv2 or resnet")
+        return PrunedSpace(teacher, tuple(input_shape), stages, fixed=fixed, note=note)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,10 +49,14 @@ class PrunedSpace(GeneSpace):
     input_shape: tuple[int, int, int]
     stages: tuple[tuple[str, ...], ...]  # conv module names per stage, in execution order
     name: str = "pruned"
+    fixed: tuple[int, ...] = ()  # stages with no layer pruning may touch: their keep gene is 1.0 alone
+    note: str | None = None  # which layers grouped convolutions pin, said once by the search
     fixed_geometry: ClassVar[bool] = True  # every student keeps the teacher's layers and resolutions
 
     def genes(self) -> list[Gene]:
-        return [("keep", i, KEEPS) for i in range(len(self.stages))]
+        # A fixed stage keeps one option, so that the keep the search records is the one built; a keep
+        # recorded for it before (search.json) still builds, as the pruner leaves its layers alone anyway.
+        return [("keep", i, (1.0,) if i in self.fixed else KEEPS) for i in range(len(self.stages))]
 
     def build(self, config: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int) -> Any:
         keep = [float(k) for k in config["keep"]]
@@ -78,6 +88,18 @@ def prune(teacher: Any, input_shape: tuple[int, int, int], keep: dict[int, float
         pruner.step()
     check_runs_pruned(model, input_shape, "the teacher", "or leave pruned out of --space")
     return model.eval()
+
+
+def fixed_stages(teacher: Any, input_shape: tuple[int, ...],
+                 stages: tuple[tuple[str, ...], ...]) -> tuple[tuple[int, ...], str | None]:
+    """The stages every layer of which pruning leaves alone (grouped convolutions pin their channels), and
+    what pins them in words (``fixed_text``), or ((), None) when nothing does."""
+    note = fixed_text(teacher, input_shape)
+    if note is None:
+        return (), None
+    names = {id(m): name for name, m in teacher.named_modules()}
+    ignored = {names.get(id(m)) for m in ignored_layers(teacher, input_shape)}
+    return tuple(i for i, stage in enumerate(stages) if set(stage) <= ignored), note
 
 
 def prune_stages(teacher: Any, input_shape: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:

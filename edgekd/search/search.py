@@ -113,6 +113,9 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     log = api_log(log)
     start = time.perf_counter()
     spaces = [resolve_space(name, teacher, data.input_shape) for name in config.spaces()]
+    for space in spaces:  # a grouped convolution pins channels of a teacher-derived space: said once, here
+        if getattr(space, "note", None):
+            log(f"search: {space.name}: {space.note}")
     proxy = PROXIES.get(config.proxy)
     rng = np.random.default_rng(config.seed)
     idx = rng.permutation(len(data.y_train))[:config.probe_batch]
