@@ -118,16 +118,9 @@ def _check_not_anothers(prof: Any, path: Path, force: bool) -> None:
     fast-2t.toml of fast.toml with its name kept: tables are named after ``name``) is kept unless --force:
     replaced, it cost that profile its table (hours on a board), and calibrating that one in turn cost this."""
     from edgekd.errors import ConfigError
-    from edgekd.latency.table import other_profile_file, shared_name_fix
+    from edgekd.latency.table import owning_file, shared_name_fix
 
-    if force:
-        return
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        recorded, digest = data.get("profile_source"), data["stamp"]["profile_digest"]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return  # unreadable: replaced, as before
-    other = other_profile_file(recorded, digest, prof)
+    other = None if force else owning_file(path, prof)
     if other is not None:
         raise ConfigError(f"{path} is the latency table of profile file {other} (also named '{prof.name}', with "
                           f"other settings), and calibrating {prof.source} would replace it", shared_name_fix(prof,

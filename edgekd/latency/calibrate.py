@@ -131,16 +131,9 @@ def _check_not_anothers(partial: Path, profile: DeviceProfile, force: bool) -> N
     """A resume point of another profile file of the same name (its calibration interrupted, on its own board)
     is that profile's progress, not settings this one has left behind: kept unless ``force``."""
     from edgekd.errors import ConfigError
-    from edgekd.latency.table import other_profile_file, shared_name_fix
+    from edgekd.latency.table import owning_file, shared_name_fix
 
-    if force:
-        return
-    try:
-        data = json.loads(partial.read_text(encoding="utf-8"))
-        recorded, digest = data.get("profile_source"), data["stamp"]["profile_digest"]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return  # unreadable: deleted, as before
-    other = other_profile_file(recorded, digest, profile)
+    other = None if force else owning_file(partial, profile)
     if other is not None:
         raise ConfigError(f"{partial} is an interrupted calibration of profile file {other} (also named "
                           f"'{profile.name}', with other settings), which the same command for that file resumes",

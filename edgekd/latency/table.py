@@ -295,6 +295,17 @@ def source_of(profile: DeviceProfile) -> str:
     return "" if profile.source == RECORDED else str(Path(profile.source).resolve())
 
 
+def owning_file(path: Path, profile: DeviceProfile) -> Path | None:
+    """``other_profile_file`` of the table or resume point at ``path``, as it records its source and digest; None
+    for one that cannot be read (replaced or deleted, as before these were recorded)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recorded, digest = data.get("profile_source"), data["stamp"]["profile_digest"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    return other_profile_file(recorded, digest, profile)
+
+
 def other_profile_file(recorded_source: Any, digest: Any, profile: DeviceProfile) -> Path | None:
     """The other profile file a table or resume point was calibrated from (``recorded_source``), where it is
     still there and still has the settings it was made with (``digest``), other than ``profile``'s, so that it
