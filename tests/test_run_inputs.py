@@ -356,7 +356,9 @@ def test_qat_calibration_images_are_drawn_from_every_class_by_the_run_seed(monke
 
     trained = type("Trained", (), {"model": torch.nn.Linear(1, 1)})
     monkeypatch.setattr(stages, "run_data", lambda config, log: data)
-    monkeypatch.setattr(stages, "run_teacher", lambda config, data, log: None)
+    # a teacher as run_teacher gives one: distill.json records its weights' fingerprint before training
+    teacher = type("Teacher", (), {"module": torch.nn.Linear(1, 1)})
+    monkeypatch.setattr(stages, "run_teacher", lambda config, data, log: teacher)
     monkeypatch.setattr(stages, "search_and_distill", lambda *a, **k: (None, trained))
     monkeypatch.setattr(edgekd.export, "get_exporter", exporter)
     for run in range(2):
