@@ -50,8 +50,7 @@ def _listed_data(path: Path, files: list[Path], labels: list[str], roles: list[s
                  resolution: tuple[int, int] | None, seed: int, normalize: Any, channels: int | None,
                  log: Log | None = None) -> Dataset:
     classes, y = _classes(path, labels)
-    x, *described = read_images(path, files, resolution, channels, log=log)
-    read = tuple(described)
+    x, read = read_images(path, files, resolution, channels, log=log)
     if roles is None:
         # the split deals by row, so reordered rows deal another split: the model records the order (each image
         # as its class and file name, as a class folder's listing names it: the same images read from their

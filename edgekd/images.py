@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,19 @@ QUIET_S = 5.0  # reading images says nothing before this: a small folder, read i
 Log = Callable[[str], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class ImagesRead:
+    """What ``read_images`` says of the images it read: their mode ("L" or "RGB"), the pixel scale, the
+    (height, width) they were resized to, the (height, width) most of them are stored at (what a --resolution
+    turning them is told of), and warnings about the reading for the run to show."""
+
+    mode: str
+    scale: float
+    side: tuple[int, int]
+    stored: tuple[int, int]
+    notes: tuple[str, ...] = ()
+
+
 def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normalize: Any = None,
                       channels: int | None = None, log: Log | None = None) -> Dataset:
     """Grayscale unless any image has colour; every image resized to ``resolution`` (one side, or height
@@ -63,9 +77,9 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
         classes = tuple(sorted(_class_dirs(path)))
         files = _class_files(path, classes, path)
         _refuse_two_classes(path, files, classes)
-        x, *read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
+        x, read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
         y = np.array([label for _, label in files], dtype=np.int64)
-        data = split_whole(path, x, y, classes, tuple(read), resolution, seed, normalize, channels,
+        data = split_whole(path, x, y, classes, read, resolution, seed, normalize, channels,
                            order_digest(f"{classes[label]}/{f.name}" for f, label in files))
     else:
         data = _load_splits(path, splits, resolution, seed, normalize, channels, log)
@@ -120,17 +134,17 @@ def _unread_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
 
 
 def split_whole(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
-                read: tuple[str, float, tuple[int, int], tuple[int, int]], resolution: tuple[int, int] | None,
+                read: ImagesRead, resolution: tuple[int, int] | None,
                 seed: int, normalize: Any, channels: int | None, order: str | None = None) -> Dataset:
     """Images that come without splits, split 70/10/20; ``read`` is what ``read_images`` says of them, ``order``
     which image is where (``order_digest`` of their names)."""
-    mode, scale, side, stored = read
+    mode, scale, side = read.mode, read.scale, read.side
     check_classes(path, y, len(classes))
     x, to = convert_channels(x, channels, str(path))
     data = split_normalized(path.name, x, y, classes, seed, normalize, str(path),
                             lambda mean, std: Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb",
                                                          side, resize_method(scale), to), order)
-    return dataclasses.replace(data, notes=orientation_notes(stored, resolution))
+    return dataclasses.replace(data, notes=(*read.notes, *orientation_notes(read.stored, resolution)))
 
 
 def _visible_dirs(path: Path) -> list[str]:
@@ -268,24 +282,24 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
     files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
     order = [(role, f, label) for role, found in files.items() for f, label in found]
     _refuse_two_classes(path, [(f, label) for _, f, label in order], classes)
-    x, mode, scale, side, stored = read_images(path, [f for _, f, _ in order], resolution, channels, log=log)
+    x, read = read_images(path, [f for _, f, _ in order], resolution, channels, log=log)
     y = np.array([label for _, _, label in order], dtype=np.int64)
     part = {role: np.array([r == role for r, _, _ in order]) for role in files}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
     check_classes(splits["train"], ys["train"], len(classes))
     held_out = (f"{splits['train'].name}/ alone", "add a test/ (or val/) folder with the same class folders, or put "
                 "the class folders directly in the data folder to have them split 70/10/20")
-    return from_parts(path, xs, ys, classes, (mode, scale, side, stored), resolution, seed, normalize, channels,
+    return from_parts(path, xs, ys, classes, read, resolution, seed, normalize, channels,
                       held_out)
 
 
 def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], classes: tuple[str, ...],
-                read: tuple[str, float, tuple[int, int], tuple[int, int]], resolution: tuple[int, int] | None,
+                read: ImagesRead, resolution: tuple[int, int] | None,
                 seed: int, normalize: Any, channels: int | None, held_out: tuple[str, str]) -> Dataset:
     """The dataset of given splits (train, and val and/or test): val alone is held out as the test split
     and validation carved from train; ``read`` is what ``read_images`` says of the images, ``held_out``
     what the data holds and the fix, when nothing is left to test on."""
-    mode, scale, side, stored = read
+    mode, scale, side = read.mode, read.scale, read.side
     if "test" not in xs:  # val/ alone is held out as the test split, as ImageNet's val/ is used
         if "val" not in xs:
             xs["test"], ys["test"] = np.empty_like(xs["train"][:0]), ys["train"][:0]
@@ -302,7 +316,7 @@ def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
     mean, std = norm["train"][1:]
     pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, resize_method(scale), to)
     return Dataset(path.name, norm["train"][0], ys["train"], norm["val"][0], ys["val"], norm["test"][0], ys["test"],
-                   classes, pre, orientation_notes(stored, resolution))
+                   classes, pre, (*read.notes, *orientation_notes(read.stored, resolution)))
 
 
 def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, normalize: Any,
@@ -316,8 +330,8 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     y = np.array([label for _, label in files], dtype=np.int64)
     if whole_numbers(classes):
         classes, y = _numbered(folder, classes, y)
-    x, *read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
-    return held_out_set(path, x, y, classes, tuple(read), normalize, channels)
+    x, read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
+    return held_out_set(path, x, y, classes, read, normalize, channels)
 
 
 def _numbered(folder: Path, classes: tuple[str, ...], y: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -334,15 +348,14 @@ def _numbered(folder: Path, classes: tuple[str, ...], y: np.ndarray) -> tuple[tu
 
 
 def held_out_set(path: Path, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...],
-             read: tuple[str, float, tuple[int, int], tuple[int, int]], normalize: Any,
-             channels: int | None) -> Dataset:
+             read: ImagesRead, normalize: Any, channels: int | None) -> Dataset:
     """Images held out whole as a test set (nothing to train on), standardised by their own statistics."""
-    mode, scale, side, _ = read
+    mode, scale, side = read.mode, read.scale, read.side
     x, to = convert_channels(x, channels, str(path))
     x, mean, std = normalize_images(x, x, normalize, str(path))
     pre = Preprocess(scale, mean, std, "grayscale" if mode == "L" else "rgb", side, resize_method(scale), to)
     none_x, none_y = x[:0], y[:0]
-    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre)
+    return Dataset(path.name, none_x, none_y, none_x, none_y, x, y, classes, pre, read.notes)
 
 
 def resize_method(scale: float) -> str:
@@ -352,10 +365,9 @@ def resize_method(scale: float) -> str:
 
 
 def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | None, channels: int | None = None,
-                log: Log | None = None) -> tuple[np.ndarray, str, float, tuple[int, int], tuple[int, int]]:
-    """The images as NCHW floats in [0, 1], their mode ("L" or "RGB"), the scale used, the (height,
-    width) they were resized to and the first image's own (height, width). ``channels`` (--channels): what
-    they are converted to afterwards, which the memory they need counts.
+                log: Log | None = None) -> tuple[np.ndarray, ImagesRead]:
+    """The images as NCHW floats in [0, 1], and what was read (``ImagesRead``). ``channels`` (--channels):
+    what they are converted to afterwards, which the memory they need counts.
 
     Headers first (opening an image decodes nothing): they decide the mode and the size, and whether the
     result fits in memory. Then each image is decoded, converted and resized on its own into one array, so
@@ -365,18 +377,19 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     thousands of photos takes minutes, which a CI job killed after minutes without output would not survive."""
     from PIL import Image
 
-    modes, size, unread = [], None, []
+    modes, sizes, unread = [], [], []
     beat, total, named = Heartbeat(log, after_s=QUIET_S), f"{len(files):,}", path.name or str(path)
     for n, file in enumerate(files, 1):
         try:
             with _opened(file) as img:
                 modes.append("L" if img.mode == "P" and _grey_palette(img) else img.mode)
-                size = size or _upright_size(img)
+                sizes.append(_upright_size(img) if not sizes else _header_size(img))
         except _Unreadable as exc:
             unread.append(exc)
         beat.tick(f"data: read {n:,} of {total} image headers of '{named}'")
     _refuse_unread(path, len(files), unread)
-    h, w = resolution or (size[1], size[0])  # type: ignore[index]  # Pillow's size is (width, height)
+    size = sizes[0]
+    h, w = resolution or (size[1], size[0])  # Pillow's size is (width, height)
     if resolution is None:
         check_image_size(path, (h, w))
     mode, levels = _depth(path, files, modes)
@@ -403,7 +416,26 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
-    return x.transpose(0, 3, 1, 2), ("RGB" if mode == "RGB" else "L"), 1 / levels, (h, w), (size[1], size[0])
+    notes = () if resolution else _size_notes(path, files, sizes)
+    most = Counter(sizes).most_common(1)[0][0]
+    return x.transpose(0, 3, 1, 2), ImagesRead("RGB" if mode == "RGB" else "L", 1 / levels, (h, w),
+                                                (most[1], most[0]), notes)
+
+
+def _size_notes(path: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[str, ...]:
+    """A warning when images of several sizes were all resized to the first one's, with no --resolution:
+    one odd image listed first (a screenshot among camera frames) set the size, and the aspect ratio, of
+    every image the model is trained on and takes."""
+    counts = Counter(sizes)
+    if len(counts) < 2:
+        return ()
+    (w0, h0), ((w, h), most) = sizes[0], counts.most_common(1)[0]
+    shared = counts[sizes[0]]
+    common = ("" if (w, h) == (w0, h0) else
+              f"; {most:,} of them are {h}x{w}, e.g. {files[sizes.index((w, h))].name}")
+    return (f"'{path.name or path}': its {len(files):,} images come in {len(counts):,} sizes and were all resized "
+            f"to the first one's, {h0}x{w0} (height x width, {files[0].name}, shared by {shared:,}){common}; "
+            f"pass --resolution (e.g. {h if h == w else f'{h}x{w}'}) to choose the size the model takes",)
 
 
 # EXIF Orientation values that turn the stored image a quarter turn (or transpose it) to display it upright.
@@ -416,6 +448,12 @@ def _upright_size(img: Any) -> tuple[int, int]:
     show it turned."""
     turned = img.getexif().get(0x0112) in QUARTER_TURNS
     return (img.size[1], img.size[0]) if turned else img.size
+
+
+def _header_size(img: Any) -> tuple[int, int]:
+    """``_upright_size`` where the header alone tells it: a PNG whose EXIF chunk (rare) follows its pixels would
+    be decoded whole to find it, on every image of a folder read for the size warning alone."""
+    return img.size if img.format == "PNG" and "exif" not in img.info else _upright_size(img)
 
 
 def _upright(img: Any) -> Any:

@@ -320,6 +320,30 @@ def test_a_resolution_that_turns_the_images_is_warned_about(tmp_path):
     assert "pass --resolution 30x40" in load_data(str(tmp_path / "split"), resolution="40x30").notes[0]
 
 
+def test_images_of_several_sizes_resized_to_the_first_ones_are_warned_about(tmp_path):
+    """With no --resolution the first image sets every image's size: one odd image listed first (a screenshot
+    among camera frames) stretched the whole set to its shape, unsaid; a test folder alone and a CSV list say so too."""
+    from PIL import Image
+
+    _wide_images(tmp_path / "mixed", ("a", "b"), 6)
+    Image.new("RGB", (10, 50)).save(tmp_path / "mixed" / "a" / "00.png")  # sorted first: 50 high x 10 wide
+    ds = load_data(str(tmp_path / "mixed"))
+    assert ds.input_shape == (3, 50, 10)  # as documented: the first image's size
+    assert ds.notes == ("'mixed': its 12 images come in 2 sizes and were all resized to the first one's, 50x10 "
+                        "(height x width, 00.png, shared by 1); 11 of them are 30x40, e.g. 01.png; pass "
+                        "--resolution (e.g. 30x40) to choose the size the model takes",)
+    assert load_data(str(tmp_path / "mixed"), resolution="30x40").notes == ()  # the size chosen: nothing to say
+    _wide_images(tmp_path / "held" / "test", ("a", "b"), 2)
+    Image.new("RGB", (40, 30)).resize((20, 30)).save(tmp_path / "held" / "test" / "b" / "01.png")
+    held = load_data(str(tmp_path / "held"))
+    assert held.notes[0].startswith("'held': its 4 images come in 2 sizes and were all resized to the first one's, "
+                                    "30x40 (height x width, 00.png, shared by 3); pass --resolution (e.g. 30x40)")
+    listed = tmp_path / "list.csv"
+    listed.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n"
+                                                for f in sorted((tmp_path / "mixed").rglob("*.png"))))
+    assert any(n.startswith("'list.csv': its 12 images come in 2 sizes") for n in load_data(str(listed)).notes)
+
+
 def test_validate_and_gate_say_when_their_resolution_turns_the_images(tmp_path, run_cli, fast_profile_path):
     """Both load the data again with a --resolution of their own; a turned image fails accuracy with no other
     clue, so the warning comes with the accuracy line."""
