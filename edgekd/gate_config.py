@@ -382,7 +382,7 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     threshold needs it; its settings may have changed since, which is said, not refused (thresholds are
     absolute, unlike ``validate --manifest``'s comparison with the recorded latency)."""
     from edgekd.errors import ProfileError
-    from edgekd.profiles import RECORDED, load_recorded_profile
+    from edgekd.profiles import RECORDED, load_recorded_profile, rebuilt_why
 
     recorded = manifest["profile"]
     timed = "max_latency" in values or ("baseline" in values and not values.get("no_latency"))
@@ -396,22 +396,11 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     changed = profile.digest() != recorded.get("digest")
     notes.append(f"profile: {profile.name}, the one the manifest was measured on" + (
         " (its settings differ here from the recorded ones)" if changed else "") + (
-        _rebuilt_why(recorded) if profile.source == RECORDED else ""))
+        rebuilt_why(recorded) if profile.source == RECORDED else ""))
     # an absolute latency limit then holds on another machine
     if timed and (here := _other_host(recorded, profile)):
         notes.append(f"latency measured on this machine, {here}; the manifest's was measured on {recorded['host']}")
     return profile if profile.source == RECORDED else profile.source
-
-
-def _rebuilt_why(recorded: dict[str, Any]) -> str:
-    """Why the gate measures on the manifest's recorded settings, not on a file: none is here, or the file at
-    the recorded path holds other settings (edited since, or a relative path that named another folder's)."""
-    from edgekd.profiles import recorded_file_changed
-
-    if recorded_file_changed(recorded):
-        return (f", rebuilt from the settings the manifest records ({recorded['source']} holds other settings "
-                "now)")
-    return ", rebuilt from the settings the manifest records (no profile of that name or file here)"
 
 
 def _given_profile(path: Path, manifest: dict[str, Any], values: dict[str, Any], budget_latency: bool,

@@ -55,6 +55,7 @@ class RecheckResult:
     artifact: str
     checks: tuple[Check, ...]
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the reader should know of how it was checked (the profile rebuilt)
 
     @property
     def passed(self) -> bool:
@@ -64,7 +65,7 @@ class RecheckResult:
         return {"model": self.model, "manifest": self.manifest, "artifact": self.artifact, "passed": self.passed,
                 "checks": [{"name": c.name, "passed": c.passed, "message": c.message, "measured": c.measured}
                            for c in self.checks],
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "notes": list(self.notes)}
 
 
 def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig = RecheckConfig(),
@@ -92,7 +93,8 @@ def recheck(model: str | Path, manifest_path: str | Path, config: RecheckConfig 
         checks.append(_recheck_latency(Path(model), entry, manifest, manifest_path.parent, profile, config))
     else:
         skipped.append("latency: the manifest records no latency for this artifact")
-    return RecheckResult(str(model), str(manifest_path), entry["artifact"]["name"], tuple(checks), tuple(skipped))
+    return RecheckResult(str(model), str(manifest_path), entry["artifact"]["name"], tuple(checks), tuple(skipped),
+                         profile_notes(manifest, profile))
 
 
 def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], config: RecheckConfig,
@@ -139,7 +141,8 @@ def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], con
                "latency": {"p50_ms": recorded["p50_ms"]}}
         checks.append(_recheck_latency(model, own, manifest, folder, profile, config, twin=name,
                                        twin_ratio=recorded.get("vs_onnx")))
-    return RecheckResult(str(model), str(manifest_path), name, tuple(checks), tuple(skipped))
+    return RecheckResult(str(model), str(manifest_path), name, tuple(checks), tuple(skipped),
+                         profile_notes(manifest, profile))
 
 
 def _ort_entry_for(manifest: dict[str, Any], path: Path, model: Path, name: str | None) -> dict[str, Any]:
@@ -187,6 +190,16 @@ def _entry_for(manifest: dict[str, Any], path: Path, art: Artifact, name: str | 
         raise ConfigError(f"cannot tell which artifact of '{path}' '{file_name}' is",
                           f"pass --artifact NAME (one of: {names})")
     return found[0]
+
+
+def profile_notes(manifest: dict[str, Any], profile: DeviceProfile) -> tuple[str, ...]:
+    """A note when the latency is re-measured on the settings the manifest records, not on a profile file: the
+    file at the recorded path was edited since (or is not here), which went unsaid while gate said it."""
+    from edgekd.profiles import RECORDED, rebuilt_why
+
+    if profile.source != RECORDED:
+        return ()
+    return (f"profile '{profile.name}'" + rebuilt_why(manifest["profile"]),)
 
 
 def recorded_profile(manifest: dict[str, Any], override: str | None = None) -> DeviceProfile:

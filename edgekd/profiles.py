@@ -235,6 +235,15 @@ def recorded_file_changed(recorded: dict[str, Any], profile: DeviceProfile | Non
     return profile is not None and profile.digest() != digest
 
 
+def rebuilt_why(recorded: dict[str, Any]) -> str:
+    """Why a manifest is measured on its recorded settings, not on a file: none is here, or the file at the
+    recorded path holds other settings (edited since, or a relative path that named another folder's)."""
+    if recorded_file_changed(recorded):
+        return (f", rebuilt from the settings the manifest records ({recorded['source']} holds other settings "
+                "now)")
+    return ", rebuilt from the settings the manifest records (no profile of that name or file here)"
+
+
 def _rebuilt(recorded: dict[str, Any]) -> DeviceProfile | None:
     """The recorded settings as a profile when the manifest holds them and they are the ones it digested."""
     if not recorded.get("runtime") or not recorded.get("runner"):

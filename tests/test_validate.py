@@ -114,6 +114,26 @@ def ort_shipped(run_dir, small_data, tmp_path_factory) -> Path:
     return folder
 
 
+def test_a_recheck_says_when_it_measures_on_the_recorded_settings_not_the_profile_file(run_cli, run_dir,
+                                                                                       fast_profile_path, tmp_path):
+    """The profile file the manifest names was edited since: the recheck measured on the recorded settings, as
+    gate does, and said nothing of it where gate says so."""
+    copy = _copy(run_dir, tmp_path)
+    board = tmp_path / "board.toml"
+    board.write_text(fast_profile_path.read_text(), encoding="utf-8")
+    _edit_manifest(copy, lambda d: d["profile"].update(source=str(board)))
+    args = ("validate", copy / "student-int8.onnx", "--manifest", copy / "manifest.json", *LOOSE,
+            "--json", tmp_path / "r.json")
+    code, out, err = run_cli(*args)
+    assert code == 0 and "note:" not in out, out + err  # the file is the recorded profile: nothing to say
+    board.write_text(fast_profile_path.read_text().replace("warmup_runs = 3", "warmup_runs = 4"), encoding="utf-8")
+    code, out, err = run_cli(*args, "--force")
+    said = (f"note: profile 'fast-test', rebuilt from the settings the manifest records ({board} holds other "
+            "settings now)")
+    assert code == 0 and said in out, out + err
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == [said.removeprefix("note: ")]
+
+
 def test_an_ort_copy_is_rechecked_against_its_record(run_cli, ort_shipped, tmp_path):
     """`validate student-int8.ort --manifest` was refused as "not an .onnx file", and the copy a mobile app ships
     had no re-check of its own."""

@@ -155,6 +155,8 @@ def _recheck(ctx: click.Context, model: str, manifest: str, artifact: str | None
     result = recheck(model, manifest, config, log=lambda m: click.echo(m, err=True))
     click.echo(f"{model} against manifest entry '{result.artifact}' of {manifest}")
     click.echo(recheck_table(result))
+    for note in result.notes:
+        click.echo(f"note: {note}")
     if json_out:
         write_json(json_out, result.to_dict())
     failed = [c.name for c in result.checks if not c.passed]
