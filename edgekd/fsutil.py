@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -47,8 +48,19 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (``write_text``)."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write JSON atomically (``write_text``); a non-finite number (an infinite ratio, a NaN) as null: JSON has
+    none, and the ``Infinity`` Python writes made strict parsers (a CI step's JSON.parse) refuse the whole file."""
+    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 @contextmanager

@@ -112,7 +112,7 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
 
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
     how = {"normalize": normalize if normalize is not None else recorded or config.normalize,
-           "channels": config.channels or recorded_channels(recorded)}
+           "channels": _channels(model, config.channels, recorded_channels(recorded), notes)}
     key = repr(how)
     if key not in loaded:
         from edgekd.onnxfile import input_dims
@@ -132,6 +132,18 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
                 f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
     return (top1(logits, labels), data, read, class_accuracy(logits, labels, data),
             model_classes(embedded_class_names(model), data, int(logits.shape[1])))
+
+
+def _channels(model: Path, given: int | None, recorded: int | None, notes: list[str]) -> int | None:
+    """The channels ``model`` is fed: those its metadata records, else ``--channels``. The gated model and its
+    baseline share one --data, and one of them may be exported elsewhere, recording none: a --channels for that
+    one, applied to both, was refused by the other (its hint then asked for the opposite)."""
+    if recorded is None:
+        return given
+    if given is not None and given != recorded:
+        notes.append(f"--channels {given} not applied to '{model.name}': it is fed the {recorded} channel"
+                     f"{'s' * (recorded > 1)} its metadata records (--channels converts for a model recording none)")
+    return recorded
 
 
 def model_classes(names: tuple[str, ...] | None, data: Any, outputs: int) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError, did_you_mean, require_number
-from edgekd.manifest_io import load_manifest
+from edgekd.manifest_io import is_number, load_manifest
 from edgekd.preprocess import parse_shape
 from edgekd.profiles import DeviceProfile
 
@@ -297,16 +297,25 @@ def _teacher_accuracy(path: Path, manifest: dict[str, Any]) -> float:
 
 
 def _below_teacher(path: Path, manifest: dict[str, Any], drop: Any, values: dict[str, Any],
-                   notes: list[str]) -> float:
+                   notes: list[str]) -> Any:
     """``--max-accuracy-drop`` with no baseline, on a manifest: as its budget's own drop, a floor under the
     teacher's recorded accuracy (and under ``--min-accuracy``'s, when both are given)."""
     if not isinstance(drop, (int, float)) or not 0 <= drop <= 100:
         raise ConfigError(f"max accuracy drop {drop!r} is not a number of points in [0, 100]", "pass e.g. 0.5")
     teacher = _teacher_accuracy(path, manifest)
-    floor = max(0.0, teacher - drop / 100, values.get("min_accuracy") or 0.0)
-    notes.append(f"accuracy floor {floor * 100:.2f}%: at most {drop:g} points below the teacher's recorded "
-                 f"{teacher * 100:.2f}% (no --baseline to compare with)")
-    return floor
+    below = max(0.0, teacher - drop / 100)
+    said = (f"at most {drop:g} points below the teacher's recorded {teacher * 100:.2f}% (no --baseline to compare "
+            "with)")
+    given = values.get("min_accuracy")
+    if given is not None and not is_number(given):
+        return given  # GateConfig refuses it, naming the setting, as without --max-accuracy-drop
+    if given is not None and given > below:  # the note credited the drop with --min-accuracy's higher floor
+        notes.append(f"accuracy floor {given * 100:.2f}%, from --min-accuracy: above the {below * 100:.2f}% of "
+                     f"--max-accuracy-drop, {said}")
+        return float(given)
+    notes.append(f"accuracy floor {below * 100:.2f}%: {said}"
+                 + (f", above --min-accuracy's {given * 100:.2f}%" if given is not None else ""))
+    return below
 
 
 def _recorded_data(path: Path, manifest: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +343,8 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
     from the baseline); its accuracy floor only by --min-accuracy."""
     from edgekd.report import budget_text
 
+    if _gates_teacher(manifest, values.get("artifact")):
+        return []  # the budget is the students': its flags said of the teacher read as a limit it was built to
     budget = manifest["budget"]
     skipped = bool(values.get("no_latency")) and budget.get("latency_ms") is not None
     # A floor given at or above the budget's (as the note below advises it, to 4 figures) checks it too.
@@ -362,6 +373,12 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
         flags.append(f"--min-accuracy{data}")
     return [*said, f"not checked: the manifest's own {budget_text(left)} (given thresholds replace its budget); "
                    f"add {' '.join(flags)} to check it too"]
+
+
+def _gates_teacher(manifest: dict[str, Any], artifact: Any) -> bool:
+    """Whether ``--artifact`` picks the manifest's teacher, which its budget does not bound (unless it ships)."""
+    return artifact is not None and any(a["artifact"]["name"] == artifact and a["artifact"]["role"] == "teacher"
+                                        and not a["primary"] for a in manifest["artifacts"])
 
 
 def _at_or_above(given: Any, floor: float | None) -> bool:

@@ -60,6 +60,8 @@ STR = _kind(lambda v: isinstance(v, str), "a string")
 NAME = _kind(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 BOOL = _kind(lambda v: isinstance(v, bool), "true or false")
 INT = _kind(_is_int, "an integer")
+# A file's size: a 0 (or negative) one made --max-size-growth's ratio infinite and report's sizes "-0.0 KB".
+SIZE = _kind(lambda v: _is_int(v) and v > 0, "a size in bytes above zero")
 NUMBER = _kind(is_number, "a number")
 POSITIVE = _kind(lambda v: is_number(v) and v > 0, "a number above zero")
 NON_NEGATIVE = _kind(lambda v: is_number(v) and v >= 0, "a number of at least zero")
@@ -135,14 +137,14 @@ def _int8_fallback(value: Any, where: str) -> None:
                                                 f"{len(rounds)} round(s)")
 
 
-_ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha256": SHA256, "size_bytes": INT,
+_ARTIFACT = obj({"name": NAME, "role": STR, "precision": STR, "path": NAME, "sha256": SHA256, "size_bytes": SIZE,
                  "opset": INT},
                 {"details": nullable(obj(optional={"op_types": list_of(STR), "inputs": list_of(_TENSOR),
                                                    "outputs": list_of(_TENSOR), "int8_fallback": _int8_fallback}))})
 # The ORT-format copy (compress --ort): the parts gate reads to check the copy and an app's reduced build,
 # and report.md its platform and verdict. Manifests written before the operator list's hash, and the verdict's
 # two parts, were recorded have none of the optional keys.
-_ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": INT, "platform": NAME, "operators": NAME,
+_ORT = obj({"path": NAME, "sha256": SHA256, "size_bytes": SIZE, "platform": NAME, "operators": NAME,
             "top1_agreement": FRACTION, "max_abs_diff": NON_NEGATIVE, "passed": BOOL},
            {"operators_sha256": nullable(SHA256), "agrees": BOOL, "over_budget": list_of(BUDGET_PART),
             # the copy's timing and the runtime that wrote it, which report.md prints as numbers
@@ -229,3 +231,27 @@ def _version_error(path: Path, found: Any, reads: int) -> ArtifactError:
     if found > reads:
         return ArtifactError(said, "upgrade edgekd to read it: a newer edgekd wrote it")
     return ArtifactError(said, "regenerate it with this edgekd version (edgekd compress)")
+
+
+def files_not_recorded(manifest: dict[str, Any], folder: Path) -> list[str]:
+    """The files ``manifest`` lists in ``folder`` that are not the ones it records, each said as "NAME is gone"
+    or "NAME changed since the manifest was written (sha256 differs)": each artifact's .onnx and the weights kept
+    beside it, its ORT-format copy and that copy's operator list, by the sha256 gate's integrity checks compare.
+    Its figures and verdict are those files', not the ones here."""
+    from edgekd.fsutil import sha256
+
+    said = []
+    for entry in manifest["artifacts"]:
+        art, ort = entry["artifact"], entry.get("ort") or {}
+        external = (art.get("details") or {}).get("external_sha256")  # not in the loader's table: read with care
+        recorded = {art["path"]: art["sha256"], **({k: v for k, v in external.items() if isinstance(v, str)}
+                                                   if isinstance(external, dict) else {})}
+        recorded.update({ort[k]: ort[h] for k, h in (("path", "sha256"), ("operators", "operators_sha256"))
+                         if ort.get(k) and ort.get(h)})
+        for name, digest in recorded.items():
+            file = folder / name
+            if not file.is_file():
+                said.append(f"{name} is gone")
+            elif sha256(file) != digest:
+                said.append(f"{name} changed since the manifest was written (sha256 differs)")
+    return said

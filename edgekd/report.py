@@ -59,19 +59,26 @@ SUMMARY_HEADER = ("artifact", "accuracy", "size (KB)", "p50 (ms)", "p90 (ms)", "
 def summary_rows(manifest: dict[str, Any]) -> list[tuple[bool, tuple[str, ...]]]:
     """(is primary, cells) per artifact, cells as in SUMMARY_HEADER: the table report.md and report.html share."""
     rows = []
+    teacher = next((a for a in manifest["artifacts"] if a["artifact"]["role"] == "teacher"), None)
     for a in manifest["artifacts"]:
         art, lat = a["artifact"], a["latency"] or {}
         acc = f"{a['accuracy'] * 100:.2f}%" if a["accuracy"] is not None else "-"
-        speed = f"{a['speedup_vs_teacher']:.2f}x" if "speedup_vs_teacher" in a else "-"
+        # a ratio of latencies: none where either is unknown, whatever the (edited) manifest still records
+        timed = a["latency"] and teacher is not None and teacher["latency"]
+        speed = f"{a['speedup_vs_teacher']:.2f}x" if "speedup_vs_teacher" in a and timed else "-"
         if not a["verdicts"]:
             verdict = "reference"
         else:
             failed = [k for k, ok in a["verdicts"].items() if not ok]
             verdict = "pass" if not failed and a["checker_ok"] else "FAIL: " + ", ".join(failed or ["checker"])
         rows.append((bool(a.get("primary")), (art["name"], acc, f"{art['size_bytes'] / 1024:.1f}",
-                                              f"{lat.get('p50_ms', float('nan')):.3f}",
-                                              f"{lat.get('p90_ms', float('nan')):.3f}", speed, verdict)))
+                                              _ms(lat.get("p50_ms")), _ms(lat.get("p90_ms")), speed, verdict)))
     return rows
+
+
+def _ms(value: float | None) -> str:
+    """A latency cell: "-" where none was measured, as for accuracy (not "nan")."""
+    return f"{value:.3f}" if value is not None else "-"
 
 
 def summary_table(manifest: dict[str, Any]) -> str:
@@ -124,6 +131,8 @@ def _repeats(manifest: dict[str, Any]) -> str:
 
 def latency_method(manifest: dict[str, Any]) -> str:
     """One sentence on how the latencies were measured (from the recorded profile)."""
+    if not any(a.get("latency") for a in manifest["artifacts"]):
+        return "Latency: not measured (the manifest records none), so there are no speedups."
     measure = manifest["profile"]["measure"]
     rounds = int(manifest.get("latency_rounds", 1))
     host = manifest["profile"].get("host")

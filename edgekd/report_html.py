@@ -6,12 +6,13 @@ comparison. Any piece the run did not record is left out with a sentence saying 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from edgekd.data import describe_preprocess
-from edgekd.errors import ArtifactError, OutputError, first_line
+from edgekd.errors import ArtifactError, OutputError, api_log, first_line
 from edgekd.fsutil import write_text
 from edgekd.report import (
     SUMMARY_HEADER,
@@ -39,16 +40,18 @@ footer { color: #666; font-size: 0.8rem; margin-top: 2rem; }
 """
 
 
-def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None) -> str:
+def render_html(manifest: dict[str, Any], search: dict[str, Any] | None = None,
+                changed: list[str] | tuple[str, ...] = ()) -> str:
     """The whole report as one HTML string. ``search`` is search.json's content (``SearchResult.to_dict()``);
-    without it the search sections say there was none."""
+    without it the search sections say there was none. ``changed``: the listed files that are not the ones the
+    manifest records (``files_not_recorded``), said beside its verdict, which is theirs."""
     from edgekd import plots
 
     budget_ms = (manifest.get("budget") or {}).get("latency_ms")
     missing = _why_no_plots()
     draw = missing is None
     sections = [
-        _header(manifest),
+        _header(manifest, changed),
         _section("Teacher and students", plots.comparison_plot(manifest) if draw else None,
                  missing or "no artifacts were recorded",
                  _summary_table(manifest) + f"<p>{escape(latency_method(manifest))}</p>"
@@ -84,13 +87,14 @@ def _why_no_plots() -> str | None:
     return None
 
 
-def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
+def write_html_report(out_dir: str | Path, force: bool = False, log: Callable[[str], None] | None = None) -> Path:
     """Render ``out_dir``/report.html from the manifest.json (and search.json, if present) there; ``out_dir``
-    may be that manifest.json itself.
+    may be that manifest.json itself. A listed file that is gone or changed since the manifest was written is
+    said in the report and as a warning to ``log`` (default: an ``EdgeKDWarning``).
 
     Writes atomically; an existing report.html is replaced only with ``force``.
     """
-    from edgekd.manifest_io import load_manifest
+    from edgekd.manifest_io import files_not_recorded, load_manifest
 
     out_dir = Path(out_dir)
     if out_dir.is_file():  # `edgekd report OUT/manifest.json` said OUT/manifest.json/manifest.json was missing
@@ -118,9 +122,17 @@ def write_html_report(out_dir: str | Path, force: bool = False) -> Path:
     manifest = load_manifest(out_dir / "manifest.json")
     search = _read_search(out_dir / "search.json")
     _check_same_run(manifest, search, out_dir / "search.json")
-    html = render_html(manifest, search)
-    write_text(target, html)
+    # Still rendered: the recorded run is worth showing, but never as a bare PASS for files not the ones measured.
+    changed = files_not_recorded(manifest, out_dir)
+    if changed:
+        api_log(log)(f"warning: {_changed_text(changed)}")
+    write_text(target, render_html(manifest, search, changed))
     return target
+
+
+def _changed_text(changed: list[str] | tuple[str, ...]) -> str:
+    return (f"the figures and verdict are those recorded for files that are not all here now: {'; '.join(changed)}; "
+            "restore the files compress wrote, or run compress again (`edgekd gate` checks the files as they are)")
 
 
 # What render_html does without a search.json: those two pieces say there was no search.
@@ -156,13 +168,14 @@ def _read_search(path: Path) -> dict[str, Any] | None:
     return {**result.record, **result.to_dict()}  # the record's own entries (its budget), every value checked
 
 
-def _header(manifest: dict[str, Any]) -> str:
+def _header(manifest: dict[str, Any], changed: list[str] | tuple[str, ...] = ()) -> str:
     passed = bool(manifest.get("passed"))
     profile = manifest.get("profile") or {}
     data = manifest.get("data") or {}
+    recorded = ", recorded for files that are not all the ones here now (see Files)" if changed else ""
     facts = [
-        ("Verdict", f"<strong class=\"{'pass' if passed else 'fail'}\">{'PASS' if passed else 'FAIL'}</strong> "
-                    f"(primary artifact <code>{escape(str(manifest.get('primary')))}</code>)"),
+        ("Verdict", f"<strong class=\"{'pass' if passed else 'fail'}\">{'PASS' if passed else 'FAIL'}</strong>"
+                    f" (primary artifact <code>{escape(str(manifest.get('primary')))}</code>){recorded}"),
         ("Profile", f"<code>{escape(str(profile.get('name', '?')))}</code>: "
                     f"{escape(str(profile.get('description', '')))}"),
         ("Budget", escape(budget_text(manifest.get("budget") or {}))),
@@ -179,6 +192,8 @@ def _header(manifest: dict[str, Any]) -> str:
                                  f"({escape(student_size_text(student))})"))
     if training_text(manifest):
         facts.append(("Training", escape(training_text(manifest))))  # type: ignore[arg-type]
+    if changed:
+        facts.insert(1, ("Files", f"<strong class=\"fail\">{md_code_to_html(_changed_text(changed))}</strong>"))
     items = "".join(f"<li>{k}: {v}</li>" for k, v in facts)
     return f"<h1>edgekd report</h1>\n<ul>{items}</ul>"
 

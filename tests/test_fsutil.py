@@ -1,5 +1,6 @@
 """All-or-nothing writes and the checks that keep a user's files."""
 
+import json
 import re
 
 import pytest
@@ -252,3 +253,12 @@ def test_a_read_only_file_system_names_the_users_path_not_the_staging_file(tmp_p
     with pytest.raises(OSError) as caught:
         write_text(tmp_path / "report.html", "<html>")
     assert caught.value.filename == str(tmp_path / "report.html") and caught.value.errno == errno.EROFS
+
+
+def test_json_is_written_without_infinity_or_nan(tmp_path):
+    """JSON has no Infinity: a ratio over a zero size went into gate's --json as `Infinity`, which JSON.parse and
+    other strict readers refuse, whole file and all."""
+    target = tmp_path / "r.json"
+    write_json(target, {"measured": float("inf"), "runs": [1.5, float("nan"), (float("-inf"),)], "n": 2})
+    assert json.loads(target.read_text()) == {"measured": None, "runs": [1.5, None, [None]], "n": 2}
+    assert "Infinity" not in target.read_text() and "NaN" not in target.read_text()

@@ -212,3 +212,36 @@ def test_a_manifest_of_another_schema_version_gets_the_fix_for_its_direction(tmp
     with pytest.raises(ArtifactError, match=re.escape(message)) as caught:
         load_manifest(path)
     assert caught.value.fix.startswith(fix)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"artifacts.1.artifact.size_bytes": 0}, "artifacts[1].artifact.size_bytes is 0, not a size in bytes above zero"),
+    ({"artifacts.0.artifact.size_bytes": -1}, "artifacts[0].artifact.size_bytes is -1, not a size in bytes above zero"),
+    ({"artifacts.1.ort": {**ORT, "size_bytes": 0}}, "artifacts[1].ort.size_bytes is 0, not a size in bytes above zero"),
+])
+def test_a_size_of_zero_bytes_or_less_is_refused(tmp_path, changes, message):
+    """A recorded size of 0 made --max-size-growth's ratio infinite (`infx`, and Infinity in --json), and -1 had
+    report.html show -0.0 KB."""
+    with pytest.raises(ArtifactError) as exc:
+        load_manifest(write_manifest(tmp_path, changes))
+    assert message in exc.value.problem
+
+
+def test_the_files_that_are_not_the_recorded_ones_are_named(tmp_path):
+    from edgekd.fsutil import sha256
+    from edgekd.manifest_io import files_not_recorded
+
+    for name in ("teacher-fp32.onnx", "student-fp32.onnx", "student-fp32.ort", "ops.config", "w.data"):
+        (tmp_path / name).write_bytes(name.encode())
+    manifest = edited({"artifacts.1.ort": {**ORT, "sha256": sha256(tmp_path / "student-fp32.ort"),
+                                           "operators": "ops.config", "operators_sha256": "1" * 64}})
+    manifest["artifacts"][0]["artifact"].update(sha256=sha256(tmp_path / "teacher-fp32.onnx"),
+                                                 details={"external_sha256": {"w.data": "2" * 64, "gone.data": "3"}})
+    (tmp_path / "student-fp32.onnx").unlink()
+    assert files_not_recorded(manifest, tmp_path) == [
+        "w.data changed since the manifest was written (sha256 differs)", "gone.data is gone",
+        "student-fp32.onnx is gone", "ops.config changed since the manifest was written (sha256 differs)"]
+    manifest["artifacts"][0]["artifact"]["details"] = {}
+    manifest["artifacts"][1]["artifact"].update(sha256=sha256(tmp_path / "teacher-fp32.onnx"), path="teacher-fp32.onnx")
+    manifest["artifacts"][1]["ort"]["operators_sha256"] = sha256(tmp_path / "ops.config")
+    assert files_not_recorded(manifest, tmp_path) == []

@@ -543,3 +543,48 @@ def test_a_search_folder_or_a_manifest_that_is_a_folder_is_named_as_such(search,
     (tmp_path / "manifest.json").mkdir()
     with pytest.raises(ArtifactError, match=r"manifest '.*manifest.json' is a folder, not a file"):
         write_html_report(tmp_path)
+
+
+def test_an_artifact_with_no_latency_shows_dashes_and_no_speedup(manifest):
+    """A manifest may record no latency (``latency: null``): the table showed "nan" for p50 and p90 and still the
+    speedup over the teacher, a ratio of latencies it said were unknown."""
+    from edgekd.report import latency_method, summary_rows
+
+    manifest["artifacts"][2].update(latency=None, speedup_vs_teacher=10.0)
+    manifest["artifacts"][1]["speedup_vs_teacher"] = 6.67
+    rows = [cells for _, cells in summary_rows(manifest)]
+    assert rows[2][3:6] == ("-", "-", "-") and rows[1][3:6] == ("0.300", "0.360", "6.67x")
+    manifest["artifacts"][0]["latency"] = None  # the teacher's: no ratio for any of them
+    assert [cells[5] for _, cells in summary_rows(manifest)] == ["-", "-", "-"]
+    for entry in manifest["artifacts"]:
+        entry["latency"] = None
+    assert latency_method(manifest) == "Latency: not measured (the manifest records none), so there are no speedups."
+    assert "nan" not in render_markdown(manifest) and "<td>nan</td>" not in render_html(manifest)
+
+
+def test_report_says_which_files_are_not_the_recorded_ones(manifest, tmp_path, run_cli):
+    """`report --force` over a folder whose files were replaced or removed rendered a bare PASS with the recorded
+    figures: the page and stderr now name the files, and the page is still written."""
+    from edgekd.fsutil import sha256
+
+    for entry in manifest["artifacts"]:
+        path = tmp_path / entry["artifact"]["path"]
+        path.write_bytes(entry["artifact"]["name"].encode())
+        entry["artifact"]["sha256"] = sha256(path)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    said = []
+    write_html_report(tmp_path, log=said.append)
+    assert said == [] and "Files:" not in (tmp_path / "report.html").read_text()
+    (tmp_path / "student-int8.onnx").write_bytes(b"another model")
+    (tmp_path / "student-fp32.onnx").unlink()
+    code, out, err = run_cli("report", tmp_path, "--force")
+    changed = ("student-fp32.onnx is gone; student-int8.onnx changed since the manifest was written (sha256 "
+               "differs); restore the files compress wrote, or run compress again")
+    assert code == 0 and out.startswith("wrote ") and err.count("\n") == 1
+    assert err.startswith("warning: the figures and verdict are those recorded for files that are not all here now: "
+                          + changed)
+    html = (tmp_path / "report.html").read_text()
+    assert ("PASS</strong> (primary artifact <code>student-int8</code>), recorded for files that are not all the "
+            "ones here now (see Files)</li><li>Files: <strong class=\"fail\">") in html and changed in html
+    with pytest.warns(UserWarning, match="student-fp32.onnx is gone"):  # from Python with no log: a warning
+        write_html_report(tmp_path, force=True)

@@ -132,5 +132,6 @@ def data_reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
                                                    "dataset)."),
         click.option("--channels", type=click.Choice(["1", "3"]), help="Convert --data to the channels the model "
                      "takes: 3 repeats grayscale, 1 takes RGB's luminance (default: as the model's metadata "
-                     "records)."),
+                     "records; gate feeds each model, the baseline too, the channels its metadata records, and "
+                     "--channels only to one recording none)."),
     ])(command)

@@ -14,4 +14,5 @@ def report(out_dir: str, force: bool) -> None:
     """Render OUT_DIR/report.html (plots: Pareto front, latency, training curves) from its manifest.json."""
     from edgekd.report_html import write_html_report
 
-    click.echo(f"wrote {write_html_report(out_dir, force=force)}")
+    # its warnings (files gone or changed since the manifest) on stderr, apart from what was written
+    click.echo(f"wrote {write_html_report(out_dir, force=force, log=lambda msg: click.echo(msg, err=True))}")
