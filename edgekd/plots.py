@@ -190,6 +190,9 @@ def training_plot(manifest: dict[str, Any]) -> str | None:
     return png[0]
 
 
+NOT_MEASURED = "not measured"  # a bar's label where the manifest records no figure
+
+
 def comparison_plot(manifest: dict[str, Any]) -> str | None:
     """Accuracy, size and p50 latency of every artifact side by side; budget lines where there is a budget."""
     entries = manifest.get("artifacts") or []
@@ -200,14 +203,15 @@ def comparison_plot(manifest: dict[str, Any]) -> str | None:
               ("tab:orange" if e.get("primary") else "tab:blue") for e in entries]
     budget = manifest.get("budget") or {}
     panels = [
-        ("accuracy (%)", [e["accuracy"] * 100 if e.get("accuracy") is not None else 0 for e in entries], None),
+        ("accuracy (%)", [e["accuracy"] * 100 if e.get("accuracy") is not None else None for e in entries], None),
         ("size (KB)", [e["artifact"]["size_bytes"] / 1024 for e in entries], budget.get("max_size_kb")),
-        ("p50 latency (ms)", [(e.get("latency") or {}).get("p50_ms", 0) for e in entries], budget.get("latency_ms")),
+        ("p50 latency (ms)", [(e.get("latency") or {}).get("p50_ms") for e in entries], budget.get("latency_ms")),
     ]
     with _figure(ncols=3, width=12.0) as (_, axes, png):
         for ax, (label, values, limit) in zip(axes, panels):
-            bars = ax.bar(range(len(names)), values, color=colors)
-            ax.bar_label(bars, fmt="%.4g", fontsize=7)
+            # a figure the manifest does not hold is labelled so, not drawn as a bar of 0 (a 0 ms model)
+            bars = ax.bar(range(len(names)), [v or 0 for v in values], color=colors)
+            ax.bar_label(bars, labels=[NOT_MEASURED if v is None else f"{v:.4g}" for v in values], fontsize=7)
             if limit is not None:
                 ax.axhline(limit, **_BUDGET_STYLE, label=f"budget {limit:g}")
                 ax.legend(fontsize=8)

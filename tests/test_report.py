@@ -562,6 +562,22 @@ def test_an_artifact_with_no_latency_shows_dashes_and_no_speedup(manifest):
     assert "nan" not in render_markdown(manifest) and "<td>nan</td>" not in render_html(manifest)
 
 
+def test_the_comparison_plot_labels_a_figure_not_measured_instead_of_a_bar_of_zero(manifest, monkeypatch):
+    """With no latency (or accuracy) recorded, the plot drew a bar of 0 ms labelled 0, a model faster than all."""
+    import matplotlib.axes
+
+    from edgekd.plots import comparison_plot
+
+    labelled = []
+    keep = matplotlib.axes.Axes.bar_label
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar_label",
+                        lambda self, bars, **kw: labelled.append(kw.get("labels")) or keep(self, bars, **kw))
+    manifest["artifacts"][2].update(latency=None, accuracy=None)
+    assert comparison_plot(manifest)
+    accuracy, size, p50 = labelled
+    assert accuracy[2] == p50[2] == "not measured" and p50[1] == "0.3" and "not measured" not in size
+
+
 def test_report_says_which_files_are_not_the_recorded_ones(manifest, tmp_path, run_cli):
     """`report --force` over a folder whose files were replaced or removed rendered a bare PASS with the recorded
     figures: the page and stderr now name the files, and the page is still written."""
