@@ -52,10 +52,16 @@ def _check_calibration(calibration: np.ndarray | None) -> None:
     range that quantizes every value to one level, and a model that predicts a single class."""
     from edgekd.array_data import nonfinite
 
-    what = "" if calibration is None else nonfinite(np.asarray(calibration))
+    x = None if calibration is None else np.asarray(calibration)
+    what = "" if x is None else nonfinite(x)
     if what:
         raise DataError(f"the calibration inputs hold {what}",
                         "replace them (e.g. np.nan_to_num(x)) or drop those samples before calibrating")
+    # one value everywhere (blank images, a buffer never filled) gives the same: an int8 file predicting one class
+    if x is not None and x.size and x.dtype.kind in "biuf" and x.min() == x.max():
+        raise DataError(f"the calibration inputs are constant (every value is {x.flat[0]:g}), which gives activation "
+                        "ranges that quantize real inputs to a model predicting a single class",
+                        "calibrate with representative inputs, e.g. a few hundred training images")
 
 
 def check_opset(opset: int, int8: bool = True) -> None:

@@ -144,10 +144,18 @@ class FallbackResult:
         best = self.rounds[self.best_round]
         kept, total = best.quantized, self.rounds[0].quantized
         measured = best.final or best.paired
-        spread = f" ({measured.interval()})" if measured else ""
+        spread = f" ({measured.interval()}) in {self.decided_by}" if measured else ""
         return (f"int8 file from round {self.best_round} of {len(self.rounds)}, {kept} of {total} quantizable "
                 f"node(s) in int8, int8/fp32 latency {self.ratio:.2f}{spread}: {self.outcome}; "
                 f"the rounds stopped: {self.stopped}")
+
+    @property
+    def decided_by(self) -> str:
+        """The measurement ``faster`` and ``ratio`` come from: with several rounds, the closing run of them all
+        (a round's own run may have said otherwise)."""
+        if self.rounds[self.best_round].final is not None:
+            return f"the closing run of all {len(self.rounds)} rounds"
+        return f"round {self.best_round}'s run"
 
     @property
     def outcome(self) -> str:
@@ -161,17 +169,17 @@ class FallbackResult:
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact.to_dict(), "rounds": [r.to_dict() for r in self.rounds],
                 "best_round": self.best_round, "ratio": self.ratio, "faster": self.faster,
-                "stopped": self.stopped, "notes": list(self.notes)}
+                "decided_by": self.decided_by, "stopped": self.stopped, "notes": list(self.notes)}
 
 
-def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: DeviceProfile,
+def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: DeviceProfile | str | Path,
                        out_dir: str | Path, config: FallbackConfig | None = None, *, name: str = "student-int8",
                        role: str = "student", shape: tuple[int, ...] | None = None,
                        stamp: Callable[[Artifact], Artifact] | None = None) -> FallbackResult:
     """Quantize ``fp32_path`` to int8 QDQ (the ``onnx-int8`` exporter), falling back node by node to fp32
-    where int8 is slower on ``profile``; writes ``out_dir/<name>.onnx``. ``calibration`` are representative
-    inputs (NCHW float32); ``shape`` the input shape to time with (default: the model's, batch from the
-    profile).
+    where int8 is slower on ``profile`` (a name, a ``.toml`` path or ``load_profile``'s result); writes
+    ``out_dir/<name>.onnx``. ``calibration`` are representative inputs (NCHW float32); ``shape`` the input shape
+    to time with (default: the model's, batch from the profile).
 
     ``stamp`` rewrites each round's file as it will ship, before its size is held against
     ``config.max_bytes``, and returns its Artifact with the new size: e.g.
@@ -179,13 +187,16 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
     a few hundred bytes or more that would otherwise push a file that just fits over the budget once shipped.
     The file written to ``out_dir`` is then already stamped.
 
-    Raises ArtifactError for a missing or non-ONNX ``fp32_path``, OutputError when ``out_dir/<name>.onnx``
+    Raises ProfileError for a profile name or path that names none, ArtifactError for a missing or non-ONNX
+    ``fp32_path``, OutputError when ``out_dir/<name>.onnx``
     is ``fp32_path`` itself, ExportError if quantization fails."""
     from edgekd.export import check_source_opset
     from edgekd.fsutil import refuse_overwriting_source
     from edgekd.onnxfile import load_model, opset_of
+    from edgekd.profiles import load_profile
 
     config = config or FallbackConfig()
+    profile = load_profile(profile)  # as validate() takes it; a name reached only the note after every round
     opset = opset_of(load_model(fp32_path))  # a clear ArtifactError before anything runs it
     check_source_opset(fp32_path, opset)
     out = Path(out_dir)
@@ -203,6 +214,7 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
         best = min(fits, key=lambda i: _ratio(rounds[i])) if fits else fastest
         shutil.copyfile(loop.artifacts[best].path, final)
     faster = _ratio(rounds[best]) <= 1.0 - config.margin and rounds[best].quantized > 0
+    stopped = _reconciled(stopped, rounds, config.margin)
     notes = [] if profile.is_local else [
         f"node times were profiled on this host with {profile.name}'s runtime settings; "
         "every round was measured on the device"]
@@ -221,6 +233,18 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
 
 def _ratio(r: FallbackRound) -> float:
     return r.final_ratio if r.final_ratio is not None else r.ratio
+
+
+def _reconciled(stopped: str, rounds: list[FallbackRound], margin: float) -> str:
+    """Why the rounds stopped, told against the closing run: the loop stops on a round's own run saying int8 is
+    faster, and the closing run of all rounds, which decides, may say otherwise (the log then read "int8 is not
+    faster than fp32; the rounds stopped: int8 is faster than fp32 in round 1")."""
+    last = rounds[-1]
+    stopped_faster = last.quantized and last.ratio <= 1.0 - margin
+    if not stopped_faster or last.final_ratio is None or last.final_ratio <= 1.0 - margin:
+        return stopped
+    return (f"round {last.index}'s own run measured int8 faster than fp32 ({last.ratio:.2f}), so no further round "
+            f"was tried, but the closing run of all rounds, which decides, measured {last.final_ratio:.2f}")
 
 
 class _Loop:

@@ -168,10 +168,14 @@ def _speedup(ratio: float) -> str:
 
 def int8_text(manifest: dict[str, Any]) -> str | None:
     """How much of each int8 file runs in int8, when nodes fell back to fp32: an "int8" file that is mostly
-    fp32 is barely smaller than its twin, and a reader of the table should not have to guess why."""
-    parts = []
+    fp32 is barely smaller than its twin, and a reader of the table should not have to guess why. A QAT file
+    gets no fallback, which is said too: the log said so, the report did not."""
+    parts, skipped = [], []
     for entry in manifest.get("artifacts", []):
         art = entry["artifact"]
+        why = (art.get("details") or {}).get("int8_fallback_skipped")
+        if why:
+            skipped.append(f"`{art['name']}` gets {why}.")
         fallback = (art.get("details") or {}).get("int8_fallback")
         if not fallback or not fallback.get("rounds"):
             continue
@@ -180,9 +184,8 @@ def int8_text(manifest: dict[str, Any]) -> str | None:
         if total and kept < total:
             parts.append(f"`{art['name']}` runs {kept} of its {total} quantizable nodes in int8; the other "
                          f"{total - kept} stay fp32, where int8 ran slower on this profile")
-    if not parts:
-        return None
-    return "; ".join(parts) + " (node by node in `int8_fallback`, manifest.json)."
+    said = ["; ".join(parts) + " (node by node in `int8_fallback`, manifest.json)."] if parts else []
+    return " ".join(said + skipped) or None
 
 
 def input_text(preprocess: dict[str, Any]) -> str:

@@ -33,7 +33,9 @@ from edgekd.exporters._common import (
     export_fix,
     failure_text,
     finish,
+    placed,
     require_dynamo_opset,
+    staged,
     tidy_for_device,
 )
 
@@ -69,17 +71,21 @@ def _export(request: ExportRequest) -> Artifact:
     loss, max_trials, metric = _options(request)
     path = Path(request.out_dir) / f"{request.name}.onnx"
     sample = torch.from_numpy(np.repeat(request.sample[:1], 2, axis=0))  # batch 2: size-1 dims get specialised
-    with _quiet(), tempfile.TemporaryDirectory() as tmp:
-        exported = _inc_export(request.model, sample)
-        trial = Path(tmp) / "trial.onnx"
-        tuning = _tune(exported, request, metric, (loss, max_trials),
-                       lambda model: _to_onnx(model, sample, trial, request.opset), trial)
-        shutil.copyfile(trial, path)  # the winner is the last trial, already exported
-    folded = fold_weight_quantization(path)
-    tidy_for_device(path)
-    details = {"format": "QDQ (INC PT2E, X86InductorQuantizer)", "tolerable_loss": loss,
-               "folded_weight_quantizers": folded, **tuning}
-    return finish(path, request.name, request.role, "int8", "inc", details, opset=request.opset)
+    # staged: the file is folded and rewritten in place before the checker runs; a step that fails leaves no
+    # half-written file, nor one over an earlier good file of that name, and out_dir is made as the others make it
+    with staged(path) as written:
+        with _quiet(), tempfile.TemporaryDirectory() as tmp:
+            exported = _inc_export(request.model, sample)
+            trial = Path(tmp) / "trial.onnx"
+            tuning = _tune(exported, request, metric, (loss, max_trials),
+                           lambda model: _to_onnx(model, sample, trial, request.opset), trial)
+            shutil.copyfile(trial, written)  # the winner is the last trial, already exported
+        folded = fold_weight_quantization(written)
+        tidy_for_device(written)
+        details = {"format": "QDQ (INC PT2E, X86InductorQuantizer)", "tolerable_loss": loss,
+                   "folded_weight_quantizers": folded, **tuning}
+        art = finish(written, request.name, request.role, "int8", "inc", details, opset=request.opset)
+    return placed(art, path)
 
 
 def _options(request: ExportRequest) -> tuple[float, int, tuple[str, np.ndarray, np.ndarray]]:
@@ -96,6 +102,9 @@ def _options(request: ExportRequest) -> tuple[float, int, tuple[str, np.ndarray,
 
 def _metric(request: ExportRequest) -> tuple[str, np.ndarray, np.ndarray]:
     """(description, inputs, expected top-1): eval_data's labels, else the fp32 model's own predictions."""
+    # the calibration inputs are fed in every case (run_fn), so they are checked whether or not they are scored
+    calibration = np.asarray(request.calibration, dtype=np.float32)
+    _check_fits(calibration, request.sample, "calibration inputs")
     eval_data = request.options.get("eval_data")
     if eval_data is not None:
         try:
@@ -107,9 +116,8 @@ def _metric(request: ExportRequest) -> tuple[str, np.ndarray, np.ndarray]:
                               "pass matching, non-empty arrays")
         _check_fits(x, request.sample, "eval_data inputs")
         return "top-1 accuracy on eval_data", x.astype(np.float32), y
-    x = np.asarray(request.calibration, dtype=np.float32)
-    _check_fits(x, request.sample, "calibration inputs")
-    return "top-1 agreement with fp32 on the calibration inputs", x, _logits(request.model, x).argmax(1)
+    return ("top-1 agreement with fp32 on the calibration inputs", calibration,
+            _logits(request.model, calibration).argmax(1))
 
 
 def _check_fits(x: np.ndarray, sample: np.ndarray, what: str) -> None:

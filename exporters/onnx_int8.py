@@ -18,7 +18,13 @@ mapping of node name to the reason (recorded in ``details["excluded_nodes"]``). 
 fp32 file, which onnxruntime's pre-processing keeps; ``edgekd.int8_fallback`` picks them from a profile.
 
 The int8 file keeps the source's opset, which must be ``request.opset``. A source whose input has a fixed
-batch size is calibrated in batches of that size.
+batch size is calibrated in batches of that size; ``details["calibration_samples"]`` counts the inputs fed (and
+``details["calibration_note"]`` says when some were dropped or repeated to fill a batch).
+
+``calibration="entropy"`` runs onnxruntime's entropy (KL-divergence) calibrator with ``ENTROPY_BINS`` histogram
+bins. ``quantize_static`` builds that calibrator with as many histogram bins as quantized ones (128), which leaves
+the full min/max range as its only candidate threshold: its "entropy" file was byte-identical to minmax's. So the
+ranges are computed here with ``create_calibrator`` and handed to ``quantize_static`` as its calibration cache.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from edgekd.types import Artifact
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 _OPTIONS = {"calibration", "quantize_first_conv", "nodes_to_exclude"}
 DEFAULT_BATCH = 32  # calibration batch for an input whose batch dimension is free
+# onnxruntime's own default for its other histogram calibrators (percentile, distribution), and TensorRT's choice
+# for the KL search; the search tries every width from 128 bins to all of them
+ENTROPY_BINS = 2048
 
 
 @EXPORTERS.register("onnx-int8")
@@ -60,23 +69,28 @@ def export_int8(request: ExportRequest) -> Artifact:
     refuse_overwriting_source(path, request.source.path, "onnx-int8")
     with staged(path) as written, tempfile.TemporaryDirectory() as scratch, quiet(ROOT):
         inputs = describe(source)["inputs"]
-        excluded, extra = _quantize(request, method, Path(scratch) / "pre.onnx", written,
-                                    inputs[0] if inputs else None)
+        reader = _Reader.for_input(request.calibration, inputs[0] if inputs else None,  # type: ignore[arg-type]
+                                   request.source.path)
+        excluded, extra = _quantize(request, method, Path(scratch), written, reader)
         tidy_for_device(written)
         details = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel", "calibration": method,
-                   "calibration_samples": int(len(request.calibration)), "excluded_nodes": {**excluded, **extra}}
+                   "calibration_samples": reader.rows, "excluded_nodes": {**excluded, **extra}}
+        if reader.note:
+            details["calibration_note"] = reader.note
         art = finish(written, request.name, request.role, "int8", "onnx-int8", details, opset=request.opset)
     return placed(art, path)
 
 
-def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
-              model_input: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
-    """Pre-process and quantize the source into ``out``, fed through ``model_input`` (the source's first input,
-    as ``onnxfile.signature`` gives it); returns (default exclusions, requested ones)."""
+def _quantize(request: ExportRequest, method: str, scratch: Path, out: Path,
+              reader: _Reader) -> tuple[dict[str, str], dict[str, str]]:
+    """Pre-process and quantize the source into ``out``, calibrated on what ``reader`` feeds; returns (default
+    exclusions, requested ones)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = request.source.path  # type: ignore[union-attr]
+    pre = scratch / "pre.onnx"
+    cache = _require_cache_support(quantize_static) if method == "Entropy" else None
     try:
         # quiet: it logs a traceback for each optimization it gives up on
         with one_file(source) as whole, quiet(PRE_PROCESS, stderr=True):
@@ -84,17 +98,45 @@ def _quantize(request: ExportRequest, method: str, pre: Path, out: Path,
         excluded = _first_and_last(pre, _flag(request.options.get("quantize_first_conv", False),
                                               "quantize_first_conv"))
         extra = _extra_exclusions(request.options.get("nodes_to_exclude"), pre, list(excluded))
-        reader = _Reader.for_input(request.calibration, model_input, source)  # type: ignore[arg-type]
-        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        ranges: dict[str, str] = {}
+        if cache:
+            ranges = {"calibration_cache_path": str(_entropy_ranges(pre, reader, scratch))}
+        quantize_static(str(pre), str(out), None if cache else reader, quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, method),
-                        nodes_to_exclude=sorted({*excluded, *extra}))
+                        nodes_to_exclude=sorted({*excluded, *extra}), **ranges)
     except (ConfigError, DataError):
         raise
     except Exception as exc:
         raise ExportError(f"onnxruntime could not quantize '{source}': {first_line(exc)}",
                           "check that the fp32 model runs in onnxruntime") from None
     return excluded, extra
+
+
+def _require_cache_support(quantize_static: Any) -> bool:
+    """Entropy ranges reach ``quantize_static`` through its calibration cache; an onnxruntime without one would
+    run its 128-bin entropy search, which is minmax under another name, so the method is refused there."""
+    import inspect
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ConfigError("this onnxruntime cannot apply entropy calibration (its quantize_static takes no "
+                          "calibration cache, and its own entropy search returns the min/max range)",
+                          "use calibration minmax or percentile, or upgrade onnxruntime")
+    return True
+
+
+def _entropy_ranges(pre: Path, reader: _Reader, scratch: Path) -> Path:
+    """onnxruntime's entropy calibrator run on ``pre`` with ``ENTROPY_BINS`` bins; returns the ranges saved as a
+    calibration cache for ``quantize_static``."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(pre, augmented_model_path=str(scratch / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})
+    calibrator.collect_data(reader)
+    cache = scratch / "entropy-ranges.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return cache
 
 
 def _flag(value: object, option: str) -> bool:
@@ -161,9 +203,11 @@ def _extra_exclusions(option: object, path: Path, default: list[str]) -> dict[st
 class _Reader:
     """onnxruntime CalibrationDataReader over an array, in batches the model accepts."""
 
-    def __init__(self, x: np.ndarray, name: str, batch: int = DEFAULT_BATCH, dtype: Any = np.float32) -> None:
+    def __init__(self, x: np.ndarray, name: str, batch: int = DEFAULT_BATCH, dtype: Any = np.float32,
+                 note: str = "") -> None:
         self._batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype=dtype)}
                               for i in range(0, len(x), batch)])
+        self.rows, self.note = len(x), note  # what calibration sees, and how it differs from what was given
 
     @classmethod
     def for_input(cls, x: np.ndarray, model_input: dict[str, Any] | None, source: str) -> _Reader:
@@ -181,9 +225,14 @@ class _Reader:
         dtype = _feed_dtype(x, model_input, source)
         if not dims or not fixed_dim(dims[0]):
             return cls(x, name, dtype=dtype)
-        batch = dims[0]
-        return cls(np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:len(x) - len(x) % batch], name,
-                   batch, dtype)
+        batch, given = dims[0], len(x)
+        fed = np.resize(x, (batch, *x.shape[1:])) if given < batch else x[:given - given % batch]
+        note = ("" if len(fed) == given else f"{given} input(s) repeated to fill one batch of {batch}, the "
+                f"model's fixed batch size" if given < batch else f"{given - len(fed)} of {given} input(s) "
+                f"dropped: the model's fixed batch size is {batch}")
+        reader = cls(fed, name, batch, dtype, note)
+        reader.rows = min(given, len(fed))  # repeats add no information to the ranges
+        return reader
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)

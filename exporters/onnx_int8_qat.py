@@ -79,6 +79,8 @@ def _export_checked(request: ExportRequest, plan: Any, inputs: np.ndarray, path:
                           "report this with the student's architecture; export it with onnx-int8 meanwhile")
     ops = optimized_op_types(path)
     details = {"format": "QDQ", "activations": "uint8 (QAT-learned scales)",
+               # the calibration inputs only check agreement: no post-training calibration sets a scale
+               "calibration": "none (QAT-learned scales)",
                "weights": f"int8 per-channel symmetric, [-{plan.weight_qmax}, {plan.weight_qmax}]",
                "scales_carried": len(overrides), "folded_batchnorms": sum(1 for _, bn, _ in plan.convs if bn),
                "kept_fp32": _kept_fp32(path), "optimized_op_types": dict(sorted(ops.items())),

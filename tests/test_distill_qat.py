@@ -212,6 +212,7 @@ def test_the_exported_int8_model_passes_the_checker_and_runs_every_conv_as_int8(
     assert ops["QLinearAdd"] and ops["QLinearMul"] and ops["QLinearSigmoid"]
     details = artifact.details
     assert details["fp32_convs"] == 0 and details["scales_carried"] == len(qat.quantizers(model))
+    assert details["calibration"] == "none (QAT-learned scales)"  # the manifest said minmax over the inputs
     assert [n.split()[0] for n in details["kept_fp32"]] == ["Gemm"]  # only the classifier
 
 

@@ -76,7 +76,7 @@ def test_the_opsets_accepted_are_those_the_installed_onnxruntime_runs_int8_at():
 
 @pytest.mark.parametrize("value, count", [(np.inf, "1 infinite value"), (np.nan, "1 NaN value")])
 def test_calibration_inputs_with_nan_or_infinity_are_refused(tmp_path, value, count):
-    x = np.zeros((4, 1, 8, 8), np.float32)
+    x = np.linspace(0, 1, 256, dtype=np.float32).reshape(4, 1, 8, 8)  # not constant: that is refused too
     x[2, 0, 3, 3] = value
     with pytest.raises(DataError, match=rf"calibration inputs hold {count} \(of 256\); replace them"):
         ExportRequest("q", "student", tmp_path, calibration=x)
@@ -84,3 +84,14 @@ def test_calibration_inputs_with_nan_or_infinity_are_refused(tmp_path, value, co
     with pytest.raises(DataError, match=r"hold 64 NaN and 1 infinite values|hold 65 NaN values"):
         ExportRequest("q", "student", tmp_path, calibration=x)
     ExportRequest("q", "student", tmp_path, calibration=np.nan_to_num(x))
+
+
+@pytest.mark.parametrize("value, dtype", [(0.0, np.float32), (0.5, np.float64), (255, np.uint8)])
+def test_constant_calibration_inputs_are_refused(tmp_path, value, dtype):
+    """Blank images (or a buffer never filled) were accepted: the int8 file predicted class 0 for every digit."""
+    x = np.full((8, 1, 8, 8), value, dtype)
+    with pytest.raises(DataError, match=rf"the calibration inputs are constant \(every value is {value:g}\), "
+                                        r"which .* single class; calibrate with representative inputs"):
+        ExportRequest("q", "student", tmp_path, calibration=x)
+    x[3, 0, 2, 2] = 1  # one value apart is not constant: nothing here can tell whether it is enough
+    ExportRequest("q", "student", tmp_path, calibration=x)

@@ -196,6 +196,60 @@ def test_int8_calibration_methods(fp32_artifact, small_data, tmp_path):
                                                 source=fp32_artifact, options={"calibration": "magic"}))
 
 
+def _outlier_net_onnx(path):
+    """Conv -> ReLU -> Conv whose first activation is a narrow bulk with a few large values: KL-divergence
+    calibration clips those, min/max keeps them."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 12, 12),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
+def _activation_scales(path) -> dict[str, float]:
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_entropy_calibration_picks_other_ranges_than_minmax(tmp_path):
+    """quantize_static's own entropy search had as many bins as quantized bins, so its only candidate was the
+    min/max range: the "entropy" file was byte-identical to minmax's and recorded as Entropy."""
+    from edgekd.validate import artifact_from_file
+
+    src = artifact_from_file(_outlier_net_onnx(tmp_path / "net.onnx"))
+    x = np.random.default_rng(0).normal(size=(64, 1, 12, 12)).astype(np.float32)
+    x[::16, :, 3:6, 3:6] = 40.0  # a few outliers in a few images
+    files = {m: get_exporter("onnx-int8")(ExportRequest(m, "student", tmp_path, calibration=x, source=src,
+                                                        opset=17, options={"calibration": m}))
+             for m in ("minmax", "entropy")}
+    assert files["entropy"].details["calibration"] == "Entropy"
+    assert files["entropy"].sha256 != files["minmax"].sha256
+    minmax, entropy = (_activation_scales(files[m].path) for m in ("minmax", "entropy"))
+    assert minmax.keys() == entropy.keys()
+    assert any(entropy[k] < 0.5 * minmax[k] for k in minmax)  # the outliers are clipped
+
+
+def test_entropy_calibration_is_refused_where_onnxruntime_cannot_apply_it(fp32_artifact, small_data, tmp_path,
+                                                                         monkeypatch):
+    import onnxruntime.quantization as ortq
+
+    def old_quantize_static(model_input, model_output, calibration_data_reader, **kwargs):
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(ortq, "quantize_static", old_quantize_static)
+    with pytest.raises(ConfigError, match=r"this onnxruntime cannot apply entropy calibration .*; use calibration "
+                                          r"minmax or percentile, or upgrade onnxruntime"):
+        get_exporter("onnx-int8")(ExportRequest("e", "student", tmp_path, calibration=small_data.x_train[:8],
+                                                source=fp32_artifact, options={"calibration": "entropy"}))
+
+
 def test_int8_can_quantize_the_first_conv(fp32_artifact, small_data, tmp_path):
     def first_conv_weight_is_int8(path: str) -> bool:
         graph = onnx.load(path).graph
@@ -216,7 +270,7 @@ def test_int8_can_quantize_the_first_conv(fp32_artifact, small_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def inc_artifact(student, small_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("inc")
+    out = tmp_path_factory.mktemp("inc") / "not" / "made"  # made for the file, as the other exporters do
     return get_exporter("inc")(ExportRequest("inc", "student", out, student, small_data.x_val[:1],
                                              calibration=small_data.x_train[:64],
                                              options={"tolerable_loss": 0.2}))  # plumbing: one trial is enough
@@ -224,6 +278,8 @@ def inc_artifact(student, small_data, tmp_path_factory):
 
 def test_inc_is_tuned_folded_single_file_int8(inc_artifact, fp32_artifact, small_data):
     import onnxruntime as ort
+
+    assert Path(inc_artifact.path).parent.name == "made" and Path(inc_artifact.path).is_file()
 
     model = onnx.load(inc_artifact.path)
     assert {o.domain for o in model.opset_import} <= {n.domain for n in model.graph.node} | {""}
@@ -259,14 +315,18 @@ def test_inc_rejects_bad_options(student, small_data, tmp_path, options, message
                                           calibration=small_data.x_train[:8], options=options))
 
 
-@pytest.mark.parametrize("which", ["calibration", "eval_data"])
+@pytest.mark.parametrize("which", ["calibration", "eval_data", "calibration beside eval_data"])
 def test_inc_refuses_inputs_shaped_unlike_the_model_s_before_tuning(student, small_data, tmp_path, which):
+    """With eval_data, calibration inputs of the wrong size reached the model only inside the tuning, and the error
+    blamed neural-compressor and said to use another exporter."""
     from edgekd.errors import DataError
 
-    wrong = np.zeros((8, 3, *small_data.x_train.shape[2:]), np.float32)  # RGB for a grayscale student
-    calibration = wrong if which == "calibration" else small_data.x_train[:8]
-    options = {"eval_data": (wrong, np.zeros(8, np.int64))} if which == "eval_data" else {}
-    what = "calibration inputs" if which == "calibration" else "eval_data inputs"
+    # RGB for a grayscale student (not constant: constant calibration inputs are refused for that first)
+    wrong = np.random.default_rng(0).normal(size=(8, 3, *small_data.x_train.shape[2:])).astype(np.float32)
+    calibration = small_data.x_train[:8] if which == "eval_data" else wrong
+    options = {"eval_data": (wrong if which == "eval_data" else small_data.x_val[:8], np.zeros(8, np.int64))} \
+        if "eval_data" in which else {}
+    what = "eval_data inputs" if which == "eval_data" else "calibration inputs"
     with pytest.raises(DataError, match=f"inc {what} of shape \\(3, .*\\) per sample do not fit the model's "
                                         "input \\(1, "):
         get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
@@ -337,6 +397,33 @@ def test_inc_says_when_no_configuration_meets_the_tolerance(student, small_data,
         get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
                                           calibration=small_data.x_train[:32], options={
                                               "eval_data": (small_data.x_train[:32], (labels + 1) % 10)}))
+
+
+def test_a_failed_inc_export_leaves_an_earlier_file_as_it_was(student, fp32_artifact, small_data, tmp_path,
+                                                              monkeypatch):
+    """inc folded and rewrote its file in place before the checker ran: a step that failed left it half-written,
+    over an earlier good file of that name."""
+    import shutil
+
+    import edgekd.exporters.inc as inc
+
+    earlier = tmp_path / "i.onnx"
+    earlier.write_bytes(b"an earlier file")
+
+    def tune(exported, request, metric, limits, to_onnx, trial):  # the tuning itself is tested above
+        shutil.copyfile(fp32_artifact.path, trial)
+        return {}
+
+    def tidy(path):
+        Path(path).write_bytes(b"half")
+        raise ExportError("tidying failed", "report it")
+
+    monkeypatch.setattr(inc, "_tune", tune)
+    monkeypatch.setattr(inc, "tidy_for_device", tidy)
+    with pytest.raises(ExportError, match="tidying failed"):
+        get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
+                                          calibration=small_data.x_train[:8], options={"max_trials": 1}))
+    assert earlier.read_bytes() == b"an earlier file" and sorted(p.name for p in tmp_path.iterdir()) == ["i.onnx"]
 
 
 def test_inc_untraceable_model_gives_export_error(small_data, tmp_path):
@@ -593,6 +680,13 @@ def test_int8_calibrates_a_fixed_batch_model_in_batches_it_accepts(small_data, t
 
     assert batches(10) == [4, 4]  # the remainder is dropped
     assert batches(3) == [4]  # too few for one batch: repeated to fill it
+    # the record counts the inputs calibration used, and says what was dropped or repeated
+    for given, used, note in [(10, 8, "2 of 10 input(s) dropped: the model's fixed batch size is 4"),
+                              (3, 3, "3 input(s) repeated to fill one batch of 4, the model's fixed batch size"),
+                              (8, 8, None)]:
+        art = get_exporter("onnx-int8")(ExportRequest(f"q{given}", "student", tmp_path, opset=17, source=
+                                                      artifact_from_file(four), calibration=small_data.x_train[:given]))
+        assert (art.details["calibration_samples"], art.details.get("calibration_note")) == (used, note)
     with pytest.raises(DataError, match=r"calibration inputs of shape \(1, 8, 8\) per sample do not fit input "
                                         rf"'input' \(4, 1, {res}, {res}\) of 'four.onnx'; calibrate with inputs"):
         _Reader.for_input(small_data.x_train[:4, :, :8, :8], four_input, "four.onnx")
@@ -698,7 +792,7 @@ def test_a_model_input_calibration_cannot_feed_is_refused(tmp_path):
     with pytest.raises(ExportError, match=r"input 'x' of '.*b\.onnx' takes bool, which onnx-int8 cannot calibrate "
                                           r"with; give the model a float or integer image input"):
         get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source,
-                                                calibration=np.ones((4, 1, 8, 8), np.float32)))
+                                                calibration=np.eye(8, dtype=np.float32)[None, None].repeat(4, 0)))
 
 
 def test_the_batch_of_one_check_leaves_a_file_the_local_runtime_cannot_run_to_validate(small_data, tmp_path,

@@ -177,6 +177,51 @@ def test_the_kept_rounds_outcome_is_told_apart_from_why_the_rounds_stopped(tmp_p
     assert result(1.2, False).outcome == "int8 is not faster than fp32"
 
 
+def test_a_stop_the_closing_run_undoes_is_said_so_with_the_measurement_that_decides(fp32, small_data,
+                                                                                    fast_profile, tmp_path,
+                                                                                    monkeypatch):
+    """The loop stops on a round's own run saying int8 is faster; the closing run of all rounds decides. The log
+    read "int8 is not faster than fp32; the rounds stopped: int8 is faster than fp32 in round 1"."""
+    import dataclasses
+
+    import edgekd.int8_fallback as fallback
+    from edgekd.types import Ratio
+
+    def run(self):  # round 1 measured faster in its own run...
+        self._quantize(0)
+        self._quantize(1)
+        return [fallback.FallbackRound(0, (), 5, 1.1, 1.0, Ratio(1.1, 1.05, 1.15, 3)),
+                fallback.FallbackRound(1, (), 4, 0.9, 1.0, Ratio(0.9, 0.88, 0.92, 3))], \
+            "int8 is faster than fp32 in round 1"
+
+    def close(self, rounds):  # ...and not in the closing run
+        return [dataclasses.replace(r, final=Ratio(1.0 + r.index / 100, 0.97, 1.17, 12)) for r in rounds]
+
+    monkeypatch.setattr(fallback._Loop, "run", run)
+    monkeypatch.setattr(fallback._Loop, "close", close)
+    result = int8_with_fallback(fp32.path, small_data.x_train[:8], fast_profile, tmp_path, FallbackConfig(rounds=1))
+    assert not result.faster and result.best_round == 0
+    assert "int8 is faster than fp32 in round" not in result.summary()
+    assert result.summary().endswith("latency 1.00 (95% interval 0.97-1.17x) in the closing run of all 2 rounds: "
+                                     "int8 is not faster than fp32; the rounds stopped: round 1's own run measured "
+                                     "int8 faster than fp32 (0.90), so no further round was tried, but the closing "
+                                     "run of all rounds, which decides, measured 1.01")
+    saved = result.artifact.details["int8_fallback"]
+    assert saved["stopped"] == result.stopped and saved["decided_by"] == "the closing run of all 2 rounds"
+
+
+def test_a_profile_is_taken_by_name_or_path_as_validate_takes_it(fp32, small_data, fast_profile_path, tmp_path):
+    """A name reached only the note after every round had run, as AttributeError: 'str' has no 'is_local'."""
+    result = int8_with_fallback(fp32.path, small_data.x_train[:8], str(fast_profile_path), tmp_path,
+                                FallbackConfig(rounds=0))
+    assert result.rounds[0].quantized and result.notes == ()
+    from edgekd.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="no-such-device"):
+        int8_with_fallback(fp32.path, small_data.x_train[:8], "no-such-device", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_size_budget_is_held_against_the_file_as_it_ships(fp32, small_data, fast_profile, tmp_path,
                                                               monkeypatch):
     # ``stamp`` adds what the pipeline stamps afterwards; here 64 KB to round 0's file only, which the ratios
@@ -274,3 +319,17 @@ def _assert_fp32_node(path, name):
         elif tensor in producer and producer[tensor].op_type == "DequantizeLinear":
             assert producer[tensor].input[0] not in inits, f"{name} reads int8 weights {tensor}"
     assert any(inits[t].data_type == TensorProto.FLOAT for t in node.input if t in inits) or node.op_type == "Add"
+
+
+def test_constant_calibration_inputs_are_refused_before_any_round(fp32, small_data, fast_profile, tmp_path,
+                                                                   monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from edgekd.errors import DataError
+
+    monkeypatch.setattr(sys.modules["edgekd.latency.measure"], "measure",
+                        lambda *a, **k: pytest.fail("measured before refusing"))
+    with pytest.raises(DataError, match="the calibration inputs are constant"):
+        int8_with_fallback(fp32.path, np.zeros_like(small_data.x_train[:8]), fast_profile, tmp_path)

@@ -849,6 +849,42 @@ def test_the_files_record_the_seed_that_split_a_dataset_passed_in_not_the_runs_s
         assert [embedded_split_seed(a.path) for a in stamped] == [seed] * 3, seed
 
 
+def test_a_qat_student_says_that_its_int8_file_gets_no_fallback(small_data, fast_profile, tmp_path, monkeypatch):
+    """The README said compress runs the node-level fallback whenever int8 is not faster; a QAT student's int8 file
+    skipped it without a word, and the manifest did not say so."""
+    import torch
+    from conftest import foreign_onnx
+
+    import edgekd.distill.qat
+    import edgekd.export
+    from edgekd.export import ExportRequest
+    from edgekd.pipeline.exporting import QAT_NO_FALLBACK, export_models
+    from edgekd.teacher import Teacher
+    from edgekd.validate import artifact_from_file
+
+    real = edgekd.export.get_exporter
+
+    def qat_stand_in(request):  # onnx-int8-qat needs a QAT-trained student; the branch is what is tested
+        fp32 = real("onnx-fp32")(ExportRequest("q", "student", tmp_path / "q", request.model, request.sample))
+        return real("onnx-int8")(ExportRequest(request.name, request.role, request.out_dir, source=fp32,
+                                               calibration=request.calibration))
+
+    monkeypatch.setattr(edgekd.export, "get_exporter", lambda name: qat_stand_in if name == "onnx-int8-qat"
+                        else real(name))
+    monkeypatch.setattr(edgekd.distill.qat, "export_copy", lambda model, fake_quant: model)
+    config = CompressConfig(budget_ms=50.0, max_size_kb=100.0, progress=False, epochs=2, qat_epochs=1)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(small_data.input_shape)), 10))
+    teacher_art = artifact_from_file(foreign_onnx(tmp_path / "teacher-fp32.onnx", small_data.input_shape, 10),
+                                     "teacher-fp32", "teacher")
+    logged = []
+    (tmp_path / "staging").mkdir()
+    stamped, _ = export_models(config, Teacher(torch.nn.Flatten(), "default"), teacher_art, student.eval(),
+                               small_data, tmp_path / "staging", logged.append, fast_profile)
+    assert f"export: {QAT_NO_FALLBACK}" in logged
+    assert stamped[2].details["int8_fallback_skipped"] == QAT_NO_FALLBACK and "int8_fallback" not in \
+        stamped[2].details
+
+
 def test_the_default_teacher_is_told_the_seed_that_split_a_dataset_passed_in(small_data, monkeypatch):
     """It records that seed as the split it trained on (compared with the students' when the files are stamped):
     the run's --seed (7) never dealt a Dataset loaded with seed 3."""

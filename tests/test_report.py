@@ -562,6 +562,18 @@ def test_an_artifact_with_no_latency_shows_dashes_and_no_speedup(manifest):
     assert "nan" not in render_markdown(manifest) and "<td>nan</td>" not in render_html(manifest)
 
 
+def test_report_md_says_a_qat_int8_file_gets_no_fallback(manifest):
+    """The run's log said a QAT student's int8 file gets no node-level fallback; report.md did not."""
+    from edgekd.pipeline.exporting import QAT_NO_FALLBACK
+    from edgekd.report import int8_text
+
+    assert int8_text(manifest) is None
+    manifest["artifacts"][2]["artifact"].setdefault("details", {})["int8_fallback_skipped"] = QAT_NO_FALLBACK
+    said = int8_text(manifest)
+    assert said == f"`{manifest['artifacts'][2]['artifact']['name']}` gets {QAT_NO_FALLBACK}."
+    assert said in render_markdown(manifest)
+
+
 def test_the_comparison_plot_labels_a_figure_not_measured_instead_of_a_bar_of_zero(manifest, monkeypatch):
     """With no latency (or accuracy) recorded, the plot drew a bar of 0 ms labelled 0, a model faster than all."""
     import matplotlib.axes

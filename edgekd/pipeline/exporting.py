@@ -116,6 +116,11 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
         student_int8 = get_exporter("onnx-int8-qat")(ExportRequest("student-int8", "student", staging, student,
                                                                    data.x_val[:1], calibration=calib,
                                                                    opset=config.export_opset))
+        # The fallback re-quantizes with post-training calibration, which would drop the scales QAT learned; a
+        # QAT int8 file slower than fp32 is caught by validate, and fp32 ships unless it breaks the budget.
+        log(f"export: {QAT_NO_FALLBACK}")
+        student_int8 = dataclasses.replace(student_int8, details={**student_int8.details,
+                                                                  "int8_fallback_skipped": QAT_NO_FALLBACK})
         references = {teacher_art.name: teacher.module, "student-fp32": twin, "student-int8": student}
     else:
         from edgekd.int8_fallback import FallbackConfig, int8_with_fallback
@@ -142,6 +147,10 @@ def export_models(config: CompressConfig, teacher: Any, teacher_art: Any, studen
     stamped = [stamp_teacher(teacher_art, teacher, data, dealt),
                *(stamp_data_metadata(a, data, dealt) for a in (student_fp32, student_int8))]
     return stamped, references
+
+
+QAT_NO_FALLBACK = ("no node-level int8 fallback for a QAT student: it would re-calibrate and lose the learned "
+                   "scales; if int8 is not faster, validate says so and fp32 ships unless it breaks the budget")
 
 
 def stamp_teacher(teacher_art: Any, teacher: Any, data: Any, seed: int | None = None) -> Any:
