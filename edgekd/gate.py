@@ -67,6 +67,9 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
         notes.append("not checked: the latency regression against the baseline (--no-latency)")
     elif config.no_latency and not any("(--no-latency)" in note for note in notes):
         notes.append("not checked: latency (--no-latency)")
+    # the baseline is checked before anything is compared with it: a file not the one its manifest records is refused
+    base = _baseline_file(config.baseline, config.artifact, model if entry is None else None, art.sha256,
+                          notes) if config.baseline else None
     copy = gate_ort.ort_copy(model.parent, entry)
     if entry is not None:
         same = entry["artifact"]["sha256"] == art.sha256
@@ -80,12 +83,11 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
                             f"{gate_ort.only_onnx(copy, entry)}", art.size_bytes))
         checks += gate_ort.ort_size_check(copy, config)
     if config.max_size_growth is not None:
-        base = _baseline_file(config.baseline, config.artifact)  # type: ignore[arg-type]
-        checks.append(_size_growth_check(art.size_bytes, base, config.max_size_growth))
-        checks += gate_ort.ort_size_growth_check(copy, base, config.max_size_growth, notes)
+        checks.append(_size_growth_check(art.size_bytes, base, config.max_size_growth))  # type: ignore[arg-type]
+        checks += gate_ort.ort_size_growth_check(copy, base, config.max_size_growth, notes)  # type: ignore[arg-type]
     checks += _op_checks(model, art.opset, config)
     checks += gate_ort.reduced_build_check(model.parent, entry, config)
-    compared = (_baseline_model(config.baseline, config.artifact, "accuracy") if config.max_accuracy_drop is not None
+    compared = (_baseline_model(config.baseline, base, "accuracy") if config.max_accuracy_drop is not None
                 else None)
     accuracy = config.min_accuracy is not None or config.min_class_accuracy is not None or compared is not None
     if accuracy:
@@ -107,7 +109,7 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
         timed = gate_ort.copy_to_time(copy, entry, profile) if config.max_latency_ms is not None else (None, "")
         notes += _data_shape_note(art.details, config, profile, sample)
         try:
-            checks += _latency_checks(model, profile, config, timed, sample)
+            checks += _latency_checks(model, profile, config, timed, sample, base)
         except RunnerError as exc:
             error = _unreached(exc, profile, config)
             # every latency check the run would have had, the ORT-format copy's too: a test count that changes
@@ -130,10 +132,8 @@ def _unreadable(target: str, model: Path, entry: dict[str, Any], exc: ArtifactEr
     """A manifest's model replaced by a file that is no model at all (a Git LFS pointer left by a checkout
     without LFS, a truncated copy) fails its integrity check, with the fix for a gated manifest: restore the
     file. Nothing else can be measured on it."""
-    with open(model, "rb") as fh:
-        lfs = fh.read(len(_LFS_POINTER)) == _LFS_POINTER
-    what = ("a Git LFS pointer, not the model (check out with LFS: actions/checkout's `lfs: true`, or git lfs pull)"
-            if lfs else f"no longer a readable ONNX model ({exc.problem})")
+    what = (f"a Git LFS pointer, not the model (check out with LFS: {_LFS_HOW})" if _lfs_pointer(model)
+            else f"no longer a readable ONNX model ({exc.problem})")
     checks = [Check("integrity", False, f"{model.name} changed since the manifest was written (sha256 differs) and "
                     f"is {what}: {gate_ort.RESTORE}")]
     checks += gate_ort.ort_integrity(model.parent, entry, notes)
@@ -142,6 +142,13 @@ def _unreadable(target: str, model: Path, entry: dict[str, Any], exc: ArtifactEr
 
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_LFS_HOW = "actions/checkout's `lfs: true`, or git lfs pull"
+
+
+def _lfs_pointer(model: Path) -> bool:
+    """Whether ``model`` is the pointer a checkout without Git LFS leaves in place of the file."""
+    with open(model, "rb") as fh:
+        return fh.read(len(_LFS_POINTER)) == _LFS_POINTER
 
 
 def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerError:
@@ -300,14 +307,20 @@ def _data_shapes(paths: list[Path], profile: Any, sample: tuple[int, ...] | None
 
 
 def _latency_checks(model: Path, profile: Any, config: GateConfig,
-                    timed: tuple[Path | None, str] = (None, ""), sample: tuple[int, ...] | None = None) -> list[Check]:
+                    timed: tuple[Path | None, str] = (None, ""), sample: tuple[int, ...] | None = None,
+                    base: tuple[Path, dict | None] | None = None) -> list[Check]:
     """The latency limit and the regression against a baseline; ``timed``: the manifest's ORT-format copy,
     measured in the same rounds and held to the same limit (or None, and why the limit covered the .onnx
-    only); ``sample``: the test data's image shape (C, H, W), to time a model of open size at."""
+    only); ``sample``: the test data's image shape (C, H, W), to time a model of open size at; ``base``: the
+    baseline's file and manifest entry as _baseline_file found them (default: found here)."""
     from edgekd.latency.cache import noisy
 
-    baseline, recorded, elsewhere = (_baseline(config.baseline, config.artifact, profile, config.input_shape)
-                                     if config.baseline and not config.no_latency else (None, None, ""))
+    regresses = bool(config.baseline) and not config.no_latency
+    if regresses and base is None:
+        base = _baseline_file(config.baseline, config.artifact)  # type: ignore[arg-type]
+    baseline, recorded, elsewhere = (_baseline(config.baseline, base, profile, config.input_shape)  # type: ignore[arg-type]
+                                     if regresses else (None, None, ""))
+    which = _which(base[1] if base else None)
     tol = config.latency_tolerance
     copy, untimed = timed
     found, rounds, extra = _measure_rounds(model, baseline, profile, config, copy, sample)
@@ -337,13 +350,13 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
         shown, line = figures(found.median, 1 + tol, 2, ok)
         checks.append(Check("regression", ok, f"{shown}x the baseline's latency, measured interleaved (median of "
                             f"{found.pairs} paired repeats, {found.interval(decimals(shown))}; at most {line}x: "
-                            f"tolerance +{_percent(tol)}){near}{noise}", found.median))
+                            f"tolerance +{_percent(tol)}){which}{near}{noise}", found.median))
     elif recorded is not None:
         ratio = p50 / recorded
         shown, line = figures(ratio, 1 + tol, 2, ratio <= 1 + tol)
         checks.append(Check("regression", ratio <= 1 + tol, f"{shown}x the baseline manifest's recorded p50, at most "
                             f"{line}x (its model file is absent, so not re-measured: drift between runs counts "
-                            f"here{elsewhere}){noise}", ratio))
+                            f"here{elsewhere}){which}{noise}", ratio))
     return checks
 
 
@@ -361,12 +374,13 @@ def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: Ga
     return measure_until_clear(lambda: measure(paths, profile, shape), config.rounds, 1 + config.latency_tolerance)
 
 
-def _baseline(ref: str, artifact: str | None, profile: Any,
+def _baseline(ref: str, base: tuple[Path, dict | None], profile: Any,
               shape: tuple[int, ...] | None) -> tuple[Path | None, float | None, str]:
-    """A baseline model to re-measure side by side (fed ``shape`` too, so checked against it before measuring),
-    or (when only its manifest is left) its recorded p50, which compares only with a p50 measured on the same
-    profile, and what differs between where it was measured and here (the profile's settings, the CPU)."""
-    model, entry = _baseline_file(ref, artifact)
+    """``base`` (the baseline's file and manifest entry, as _baseline_file found them) as a model to re-measure
+    side by side (fed ``shape`` too, so checked against it before measuring), or (when only its manifest is left)
+    its recorded p50, which compares only with a p50 measured on the same profile, and what differs between where it
+    was measured and here (the profile's settings, the CPU)."""
+    model, entry = base
     if model.is_file():
         return _fits(model, shape), None, ""
     recorded = load_manifest(Path(ref))["profile"]
@@ -378,8 +392,6 @@ def _baseline(ref: str, artifact: str | None, profile: Any,
         raise ConfigError(f"baseline '{ref}' has no model file left ({model.name}) and records no latency for it",
                           "keep the baseline's model files beside its manifest so it is re-measured here")
     return None, float(entry["latency"]["p50_ms"]), _elsewhere(recorded, profile)  # type: ignore[index]
-
-
 
 
 def _elsewhere(recorded: dict[str, Any], profile: Any) -> str:
@@ -408,7 +420,12 @@ def _size_growth_check(size: int, base: tuple[Path, dict | None], growth: float)
     base_size = _baseline_size(*base)
     ok, ratio, shown = growth_figures(size, base_size, growth)
     return Check("size growth", ok, f"{size / 1024:.1f} KB on disk, {shown}x the baseline's "
-                 f"{base_size / 1024:.1f} KB (at most +{_percent(growth)})", ratio)
+                 f"{base_size / 1024:.1f} KB (at most +{_percent(growth)}){_which(base[1])}", ratio)
+
+
+def _which(entry: dict | None) -> str:
+    """Which of a baseline manifest's artifacts a row compared with, said in it: a manifest holds several."""
+    return "" if entry is None else f"; baseline artifact: {entry['artifact']['name']}"
 
 
 def growth_figures(size: int, base: int, growth: float) -> tuple[bool, float, str]:
@@ -426,27 +443,70 @@ def _baseline_size(model: Path, entry: dict | None) -> int:
     return artifact_from_file(model).size_bytes if model.is_file() else int(entry["artifact"]["size_bytes"])  # type: ignore[index]
 
 
-def _baseline_model(ref: str | None, artifact: str | None, what: str) -> Path:
-    """The baseline's model file, needed to measure its ``what`` here (a manifest's recorded figure was
-    measured on its own data, which need not be this run's)."""
-    model, _ = _baseline_file(str(ref), artifact)
+def _baseline_model(ref: str | None, base: tuple[Path, dict | None] | None, what: str) -> Path:
+    """The baseline's model file (``base``, as _baseline_file found it), needed to measure its ``what`` here (a
+    manifest's recorded figure was measured on its own data, which need not be this run's)."""
+    model, _ = base  # type: ignore[misc]
     if not model.is_file():
         raise ArtifactError(f"baseline '{ref}' has no model file left ({model.name}) to measure its {what} on",
                             "keep the baseline's model files beside its manifest")
     return model
 
 
-def _baseline_file(ref: str, artifact: str | None) -> tuple[Path, dict | None]:
+def _baseline_file(ref: str, artifact: str | None, target: Path | None = None, digest: str | None = None,
+                   notes: list[str] | None = None) -> tuple[Path, dict | None]:
     """(the baseline's model file, which a manifest's may have lost; its manifest entry, or None for a model
     given directly, which must exist). A manifest's is its ``artifact`` (--artifact: the same file of the last
-    release, not its primary), else its primary."""
+    release, not its primary); for a model file gated (``target``, of sha256 ``digest``), the artifact of its file
+    name, else the one it is byte for byte; else its primary. Which one, and why, goes to ``notes``. A manifest's
+    file here that is not the one it records is refused: compared, it would pass or fail the target on another
+    model's figures."""
     path = Path(ref)
     check_not_folder(path, "baseline")
     if path.suffix.lower() != ".json":
         if not path.is_file():
             raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
+        if _lfs_pointer(path):
+            raise ArtifactError(f"baseline model '{path}' is a Git LFS pointer, not the model",
+                                f"check the baseline out with LFS ({_LFS_HOW})")
         return path, None
-    return _resolve(ref, artifact)
+    why = "--artifact" if artifact else "its primary"
+    if artifact is None and target is not None:
+        artifact, why = _matching_artifact(load_manifest(path), target, digest) or (None, why)
+    model, entry = _resolve(ref, artifact)
+    if notes is not None:
+        notes.append(f"baseline: artifact {_name(entry)} of '{ref}' ({why})")
+    _check_baseline_file(ref, model, entry)  # type: ignore[arg-type]
+    return model, entry
+
+
+def _matching_artifact(manifest: dict[str, Any], target: Path, digest: str | None) -> tuple[str, str] | None:
+    """The artifact of a baseline manifest that a model file gated is the new version of, as validate --manifest
+    finds one, and why: the one of its file name (student-fp32.onnx against the last release's), else the one it
+    is byte for byte. None (the primary, then) when no artifact, or several, match."""
+    entries = manifest["artifacts"]
+    by_name = [e for e in entries if Path(e["artifact"]["path"]).name == target.name]
+    by_hash = [e for e in entries if digest is not None and e["artifact"]["sha256"] == digest]
+    for found, why in ((by_name, f"its file name is the target's, {target.name}"),
+                       (by_hash, "byte for byte the target")):
+        if len(found) == 1:
+            return found[0]["artifact"]["name"], why
+    return None
+
+
+def _check_baseline_file(ref: str, model: Path, entry: dict[str, Any]) -> None:
+    """A baseline manifest's model file, when here, is the one it records (its sha256), as a gated manifest's
+    is: one replaced since (another model, or the pointer a checkout without Git LFS leaves) would be compared
+    as the last release, and the verdict rest on it. A file that is gone is compared by the recorded figures."""
+    if not model.is_file() or sha256(model) == entry["artifact"]["sha256"]:
+        return
+    said = f"baseline '{ref}' lists artifact '{_name(entry)}' as {model.name}, and that file"
+    if _lfs_pointer(model):
+        raise ArtifactError(f"{said} is a Git LFS pointer, not the model",
+                            f"check the baseline out with LFS ({_LFS_HOW})")
+    raise ArtifactError(f"{said} changed since the baseline's manifest was written (sha256 differs), so it is not "
+                        "the model the baseline records", "restore the file compress wrote for the baseline, or pass "
+                        f"the .onnx to compare with as --baseline itself (e.g. --baseline {model})")
 
 
 def _percent(fraction: float) -> str:

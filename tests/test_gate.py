@@ -1649,3 +1649,112 @@ def test_gate_config_names_a_threshold_that_is_not_a_number(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):  # a string failed the range check as a raw TypeError
         GateConfig(**kwargs)
+
+
+def _release_with(run_dir: Path, tmp_path: Path, primary: bytes) -> Path:
+    """A copy of ``run_dir`` as the last release whose primary's file now holds ``primary``: its manifest.json."""
+    base = tmp_path / "last-release"
+    shutil.copytree(run_dir, base)
+    manifest = json.loads((base / "manifest.json").read_text())
+    (base / f"{manifest['primary']}.onnx").write_bytes(primary)
+    return base / "manifest.json"
+
+
+def test_a_baseline_s_file_not_the_one_its_manifest_records_is_refused_naming_the_baseline(run_cli, run_dir,
+                                                                                            tmp_path):
+    """It was compared as the last release: another model in its place passed the size growth and set the
+    accuracy to beat; a Git LFS pointer was said to be a damaged model to re-export, not the baseline's."""
+    from edgekd.errors import ArtifactError
+    from edgekd.gate import GateConfig, run_gate
+
+    def config(baseline):
+        return GateConfig(baseline=str(baseline), max_size_growth=0.0, no_latency=True)
+
+    primary = json.loads((run_dir / "manifest.json").read_text())["primary"]
+    replaced = _release_with(run_dir, tmp_path / "a", (run_dir / "teacher-fp32.onnx").read_bytes())
+    with pytest.raises(ArtifactError, match=rf"^baseline '{replaced}' lists artifact '{primary}' as "
+                       rf"{primary}.onnx, and that file changed since the baseline's manifest was written \(sha256 "
+                       r"differs\), so it is not the model the baseline records; restore the file compress wrote "
+                       r"for the baseline, or pass the .onnx to compare with as --baseline itself"):
+        run_gate(str(run_dir / "manifest.json"), config(replaced))
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 127528\n"
+    lfs = _release_with(run_dir, tmp_path / "b", pointer)
+    for baseline in (lfs, lfs.parent / f"{primary}.onnx"):
+        with pytest.raises(ArtifactError, match=r"is a Git LFS pointer, not the model; check the baseline out with "
+                           r"LFS \(actions/checkout's `lfs: true`, or git lfs pull\)$"):
+            run_gate(str(run_dir / f"{primary}.onnx"), config(baseline))
+    report = tmp_path / "gate.json"
+    code, out, err = _gate(run_cli, run_dir / "manifest.json", "--baseline", lfs, "--max-size-growth", "0.05",
+                           "--no-latency", "--json", report)
+    assert code == 2 and out == "" and err.startswith(f"error: baseline '{lfs}' lists artifact"), out + err
+    assert json.loads(report.read_text())["checks"][0]["errored"] is True
+    # a baseline whose file is gone is still compared by what its manifest records
+    (lfs.parent / f"{primary}.onnx").unlink()
+    assert run_gate(str(run_dir / "manifest.json"), config(lfs)).passed
+
+
+def test_a_model_file_gated_against_a_baseline_manifest_is_compared_with_its_own_artifact(run_cli, run_dir,
+                                                                                          tmp_path):
+    """A .onnx target was compared with the baseline's primary whatever it was (student-fp32 failed at 2.36x
+    its own unchanged self), unsaid, and --artifact to pick the baseline's was refused."""
+    from edgekd.gate import GateConfig, run_gate
+
+    base = str(run_dir / "manifest.json")
+    primary = json.loads((run_dir / "manifest.json").read_text())["primary"]
+    config = GateConfig(baseline=base, max_size_growth=0.0, no_latency=True)
+    fp32 = run_gate(str(run_dir / "student-fp32.onnx"), config)  # by its file name
+    assert fp32.passed and fp32.checks[0].message.endswith("; baseline artifact: student-fp32"), fp32.checks
+    assert (f"baseline: artifact student-fp32 of '{base}' (its file name is the target's, student-fp32.onnx)"
+            in fp32.notes), fp32.notes
+    renamed = tmp_path / "candidate.onnx"
+    shutil.copy(run_dir / "teacher-fp32.onnx", renamed)
+    teacher = run_gate(str(renamed), config)  # byte for byte one of them
+    assert teacher.passed and "(byte for byte the target)" in teacher.notes[-1], teacher.notes
+    other = run_gate(str(_conv_stack(renamed, 1)), config)  # neither: the primary, said so
+    assert other.notes[-1] == f"baseline: artifact {primary} of '{base}' (its primary)"
+    assert other.checks[0].message.endswith(f"; baseline artifact: {primary}")
+    code, out, err = _gate(run_cli, run_dir / "student-fp32.onnx", "--baseline", base, "--artifact", "student-int8",
+                           "--max-size-growth", "0.05", "--no-latency")
+    assert code == 1 and "baseline artifact: student-int8" in _rows(out)["size growth"], out + err
+    assert "(artifact `" not in out.splitlines()[0]  # the artifact gated is the file itself, not the baseline's
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-opset", "0"], "max opset 0 is not an opset"),
+    (["--baseline", "BASE", "--no-latency"], "--baseline with --no-latency compares nothing"),
+    (["--seed", "3"], "--seed needs --min-accuracy, --min-class-accuracy or --max-accuracy-drop"),
+    (["--rounds", "2"], "--rounds needs --max-latency or --baseline"),
+    (["--artifact", "student-int8"], "--artifact needs a manifest.json TARGET"),
+    (["--config", "MISSING"], "does not exist"),
+    (["--data", "digits"], "--data needs --min-accuracy"),
+])
+def test_a_refused_setting_replaces_the_last_run_s_reports_with_the_error(run_cli, run_dir, tmp_path, args,
+                                                                           message):
+    """Refused before the gate began, the settings' error left the last run's PASS in the reports --force named."""
+    args = [str(run_dir / "manifest.json") if a == "BASE" else str(tmp_path / "nope.toml") if a == "MISSING"
+            else a for a in args] + ["--config", os.devnull] * ("--config" not in args)  # not the checkout's
+
+    def gate(*more):
+        return run_cli("gate", run_dir / "student-int8.onnx", "--max-size", "1MB", *more)
+
+    reports = [tmp_path / f"r.{ext}" for ext in ("xml", "md", "json")]
+    outputs = ["--junit", reports[0], "--summary", reports[1], "--json", reports[2]]
+    assert gate(*outputs, "--config", os.devnull)[0] == 0
+    code, out, err = gate(*args, *outputs)  # no --force: left as they were
+    assert code == 2 and message in err and json.loads(reports[2].read_text())["passed"] is True, err
+    code, out, err = gate(*args, *outputs, "--force")
+    assert code == 2 and out == "" and message in err, out + err
+    verdict = json.loads(reports[2].read_text())
+    assert (verdict["passed"], verdict["errored"], verdict["artifact"]) == (False, True, None)
+    assert message in verdict["checks"][0]["message"] and 'errors="1"' in reports[0].read_text()
+    assert reports[1].read_text().startswith("### edgekd gate: ERROR")
+
+
+def test_a_refused_setting_never_writes_its_report_over_an_input(run_cli, run_dir, tmp_path):
+    """The error report of a refused setting keeps clear of the files the gate would have read, as any report."""
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    model = folder / "student-int8.onnx"
+    kept = model.read_bytes()
+    code, _, err = _gate(run_cli, folder / "manifest.json", "--max-opset", "0", "--json", model, "--force")
+    assert code == 2 and "max opset 0 is not an opset" in err and model.read_bytes() == kept, err

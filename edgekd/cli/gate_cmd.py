@@ -40,7 +40,9 @@ from edgekd.fsutil import check_not_input, write_json, write_text
 @click.option("--max-opset", type=int, help="Highest opset the target runtime supports.")
 @click.option("--ops-config", type=str, help="The required_operators.config a reduced onnxruntime build (your app's) "
               "was compiled with: the manifest's ORT-format copy may need no operator outside it.")
-@click.option("--artifact", type=str, help="Which artifact of a manifest to gate (default: its primary).")
+@click.option("--artifact", type=str, help="Which artifact of a manifest to gate, and of a manifest --baseline to "
+              "compare with (default: each one's primary; a .onnx TARGET is compared with the baseline's artifact of "
+              "its file name, else of its sha256, else the primary).")
 @click.option("--input-shape", type=str, help="Concrete input shape for a model with dynamic dimensions, for the "
               "latency checks, e.g. 1,3,224,224.")
 @click.option("--config", "config_path", type=str, help="pyproject.toml whose [tool.edgekd.gate] table holds default "
@@ -58,15 +60,54 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     from edgekd.torchrun import check_alone
 
     check_alone("gate")  # distill alone runs under torchrun
-    from edgekd.gate import GateIncomplete, build_config, check_not_folder, files_read, pyproject_settings, run_gate
+    from edgekd.gate import GateIncomplete, run_gate
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    step_summary = _step_summary_file()
+    outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
+    check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
+    settings, values = Path(config_path or "pyproject.toml"), {}
+    try:
+        config = _config(target, settings, config_path is not None, given, values)
+        inputs = (settings, *_files_read(target, config))
+    except EdgeKDError as exc:
+        # A refusal of the settings is the gate's error as much as one found while gating: under --force, the
+        # reports must not keep the last run's PASS (when they can be written without touching an input).
+        known = _files_read(target, _Known(values))
+        if known is not None:
+            _report_error(exc, target, given, (settings, *known), force, outputs, step_summary)
+        raise
+    check_report_files(force, *outputs, inputs=inputs)
+    if step_summary:  # appended to, not replaced, yet an input it names (the model) would be broken all the same
+        check_not_input(step_summary, inputs, "$GITHUB_STEP_SUMMARY")
+    try:
+        result = run_gate(target, config, log=lambda m: click.echo(m, err=True))  # stdout: the report alone
+    except GateIncomplete as exc:
+        # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
+        _report_gate(exc.result, junit, summary, json_out, step_summary)
+        raise
+    except EdgeKDError as exc:
+        # Bad input found while gating (data, a model file, a baseline): the reports asked for say so as an
+        # error. Without them CI's upload step has nothing, and under --force it would upload the last run's PASS.
+        _report_gate(_errored(exc, target, config.artifact, config.notes), junit, summary, json_out, step_summary,
+                     echo=False)
+        raise
+    _report_gate(result, junit, summary, json_out, step_summary)
+    if not result.passed:
+        ctx.exit(1)
+
+
+def _config(target: str, settings: Path, required: bool, given: dict[str, Any], values: dict[str, Any]) -> Any:
+    """The GateConfig of the flags ``given`` over the pyproject ``settings`` (merged into ``values``, for a refusal
+    to read), and every refusal of how they combine, before any report is checked or anything measured."""
+    from edgekd.gate import build_config, check_not_folder, pyproject_settings
 
     check_not_folder(Path(target), "target")  # before "no thresholds": a run's folder is gated by its manifest
-    given = {k: v for k, v in flags.items() if v is not None}
-    if "artifact" in given and not target.lower().endswith(".json"):
-        needs("a manifest.json TARGET", ("--artifact", given["artifact"]), why=" (it picks one of its artifacts)")
-    settings = Path(config_path or "pyproject.toml")
-    values = pyproject_settings(settings, required=config_path is not None)
+    values.update(pyproject_settings(settings, required=required))
     values.update(given)  # flags win
+    if "artifact" in given and not _is_json(target) and not _is_json(values.get("baseline")):
+        needs("a manifest.json TARGET or a manifest.json --baseline", ("--artifact", given["artifact"]),
+              why=" (it picks one of its artifacts)")
     flagged = _flags_over_settings(values, given)
     config = build_config(values, target)
     if flagged:
@@ -87,35 +128,62 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
                           "overrides it, to check a latency limit)")
     if not config.measures_latency:  # given on the command line, it would go unread
         needs("--max-latency or --baseline", *timing, why=" (it only sets how the latency checks measure)")
-    step_summary = _step_summary_file()
-    outputs = (("--junit", junit), ("--summary", summary), ("--json", json_out))
-    check_distinct_outputs(*outputs, ("$GITHUB_STEP_SUMMARY", step_summary))
-    # Checked once the settings are known (a baseline or data may come from pyproject), before any measuring.
-    inputs = (settings, *files_read(target, config))
-    check_report_files(force, *outputs, inputs=inputs)
-    if step_summary:  # appended to, not replaced, yet an input it names (the model) would be broken all the same
-        check_not_input(step_summary, inputs, "$GITHUB_STEP_SUMMARY")
     if config.min_accuracy is None and config.max_accuracy_drop is None and config.min_class_accuracy is None:
         needs("--min-accuracy, --min-class-accuracy or --max-accuracy-drop",
-               *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
-    try:
-        result = run_gate(target, config, log=lambda m: click.echo(m, err=True))  # stdout: the report alone
-    except GateIncomplete as exc:
-        # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
-        _report_gate(exc.result, junit, summary, json_out, step_summary)
-        raise
-    except EdgeKDError as exc:
-        # Bad input found while gating (data, a model file, a baseline): the reports asked for say so as an
-        # error. Without them CI's upload step has nothing, and under --force it would upload the last run's PASS.
-        from edgekd.gate import Check, GateResult
+              *((f"--{k}", given.get(k)) for k in _DATA_FLAGS), why=" (it only feeds the accuracy checks)")
+    return config
 
-        errored = GateResult(target, (Check("gate", False, exc.message, errored=True),), config.notes,
-                             config.artifact)
-        _report_gate(errored, junit, summary, json_out, step_summary, echo=False)
-        raise
-    _report_gate(result, junit, summary, json_out, step_summary)
-    if not result.passed:
-        ctx.exit(1)
+
+def _is_json(path: Any) -> bool:
+    return isinstance(path, str) and path.lower().endswith(".json")
+
+
+class _Known:
+    """The paths a gate refused in its settings had read so far (``values``, flags over pyproject), where
+    files_read looks for a GateConfig's: the inputs its errored reports must keep clear of."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        for key in ("baseline", "data", "ops_config", "profile"):
+            value = values.get(key)
+            setattr(self, key, value if isinstance(value, (str, Path)) else None)
+
+
+def _files_read(target: str, config: Any) -> list[Path] | None:
+    """files_read's inputs; None for a refused run's when they cannot be told (a manifest that cannot be read may
+    list any file beside it), so that no report is written over one."""
+    from edgekd.gate import files_read
+
+    if isinstance(config, _Known):
+        try:
+            return files_read(target, config)  # type: ignore[arg-type]
+        except (EdgeKDError, OSError, ValueError, TypeError, KeyError):
+            return None
+    return files_read(target, config)
+
+
+def _errored(exc: EdgeKDError, target: str, artifact: str | None, notes: tuple[str, ...]) -> Any:
+    """The result of a gate ended by ``exc``: one errored check named gate, which CI shows as an error."""
+    from edgekd.gate import Check, GateResult
+
+    return GateResult(target, (Check("gate", False, exc.message, errored=True),), notes,
+                      artifact if _is_json(target) else None)  # a .onnx target's --artifact is the baseline's
+
+
+def _report_error(exc: EdgeKDError, target: str, given: dict[str, Any], inputs: tuple[Any, ...], force: bool,
+                  outputs: tuple[tuple[str, str | None], ...], step_summary: str | None) -> None:
+    """The settings' refusal ``exc`` in the reports asked for, as an error found while gating is; none written
+    where the reports themselves would be refused (an existing one without --force, or an input)."""
+    from edgekd.fsutil import check_not_input
+
+    try:
+        check_report_files(force, *outputs, inputs=inputs)
+        if step_summary:
+            check_not_input(step_summary, inputs, "$GITHUB_STEP_SUMMARY")
+    except EdgeKDError:
+        return  # the refusal the user sees is ``exc``; the reports are left as they were
+    junit, summary, json_out = (path for _, path in outputs)
+    _report_gate(_errored(exc, target, given.get("artifact"), ()), junit, summary, json_out, step_summary,
+                 echo=False)
 
 
 def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[str]:
