@@ -102,7 +102,8 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
         check_has_batch(model, art.details, images=accuracy)
         _fits(model, config.input_shape, art.details)  # refused before measuring when it does not fit
     # Accuracy first: data that cannot be read is bad input, said before minutes of latency rounds on a board.
-    accuracy_checks, sample = (gate_accuracy.accuracy_checks(model, compared, config, notes, log) if accuracy
+    accuracy_checks, sample = (gate_accuracy.accuracy_checks(model, compared, config, notes, log,
+                                                             which=_which(base[1]) if base else "") if accuracy
                                else ([], None))
     if config.measures_latency:
         profile = load_profile(config.profile)

@@ -13,11 +13,12 @@ from edgekd.textfmt import figures, one_line
 
 
 def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, notes: list[str],
-                    log: Callable[[str], None] | None = None) -> tuple[list[Check], tuple[int, ...]]:
+                    log: Callable[[str], None] | None = None, which: str = "") -> tuple[list[Check], tuple[int, ...]]:
     """The accuracy floor, and the drop below ``baseline``'s accuracy, measured on the same test split; each
     model is fed the input it records (``--normalize`` overrides both). What was assumed in scoring them (the
     data's own normalisation, a seeded split of it) is added to ``notes``. Also the shape of ``model``'s test
-    images (C, H, W), which a model of open size is timed at. ``log``: how far a long read of the images is."""
+    images (C, H, W), which a model of open size is timed at. ``log``: how far a long read of the images is;
+    ``which``: the baseline manifest's artifact compared, said in the drop's row as the size growth's says it."""
     from edgekd.data import with_notes
     from edgekd.data_match import foreign_split_note
 
@@ -42,7 +43,7 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
         ok = drop <= limit + 1e-9
         checks.append(Check("accuracy drop", ok, with_notes(
             f"{acc * 100:.2f}% vs the baseline's {base * 100:.2f}% {on}: {points(drop, limit, ok)} (at most "
-            f"{limit:g} points lower){said}", base_data), drop))
+            f"{limit:g} points lower){which}{said}", base_data), drop))
     return checks, tuple(data.input_shape)
 
 

@@ -1717,6 +1717,9 @@ def test_a_model_file_gated_against_a_baseline_manifest_is_compared_with_its_own
                            "--max-size-growth", "0.05", "--no-latency")
     assert code == 1 and "baseline artifact: student-int8" in _rows(out)["size growth"], out + err
     assert "(artifact `" not in out.splitlines()[0]  # the artifact gated is the file itself, not the baseline's
+    drop = run_gate(str(run_dir / "student-fp32.onnx"), GateConfig(baseline=base, max_accuracy_drop=0.0,
+                                                                   no_latency=True, data="digits", resolution="16"))
+    assert "points lower); baseline artifact: student-fp32" in drop.checks[-1].message, drop.checks  # as size's
 
 
 @pytest.mark.parametrize("args, message", [
