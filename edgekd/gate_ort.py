@@ -111,12 +111,27 @@ def ort_size_growth_check(copy: Path | None, base: tuple[Path, dict[str, Any] | 
     from edgekd.gate import Check, growth_figures
 
     theirs = ort_copy(model.parent, entry)
+    if theirs is not None:
+        _check_baseline_copy(theirs, recorded)
     base_size = theirs.stat().st_size if theirs is not None else int(recorded["size_bytes"])
     size = copy.stat().st_size
     ok, ratio, shown = growth_figures(size, base_size, growth)
     source = "" if theirs is not None else " (as its manifest records)"
     return [Check("ort size growth", ok, f"{copy.name}: {size / 1024:.1f} KB on disk, {shown}x the baseline's "
                   f"ORT-format copy's {base_size / 1024:.1f} KB{source} (at most +{growth * 100:g}%)", ratio)]
+
+
+def _check_baseline_copy(copy: Path, recorded: dict[str, Any]) -> None:
+    """The baseline's ORT-format copy must be the one its manifest records, as its .onnx must: another file's size
+    would be the growth compared with."""
+    from edgekd.errors import ArtifactError
+    from edgekd.fsutil import sha256
+
+    if sha256(copy) != recorded.get("sha256"):
+        raise ArtifactError(f"the baseline's ORT-format copy {copy} changed since the baseline's manifest was written "
+                            "(sha256 differs), so it is not the copy the baseline records",
+                            "restore the file compress wrote for the baseline, or remove it to compare with the "
+                            "size its manifest records")
 
 
 def only_onnx(copy: Path | None, entry: dict[str, Any] | None) -> str:

@@ -1399,6 +1399,7 @@ def test_no_latency_from_pyproject_is_true_or_false(run_cli, tiny_model, tmp_pat
 def test_size_growth_holds_the_ort_copy_against_the_baseline_s_copy(ort_run, tmp_path):
     """The .ort is what a mobile app ships: its growth over the last release's copy is checked as the .onnx's is,
     against the baseline's copy here, else the size its manifest records."""
+    from edgekd.errors import ArtifactError
     from edgekd.gate import GateConfig, run_gate
 
     folder, entry = _ort_copy_of(ort_run, tmp_path)
@@ -1408,14 +1409,23 @@ def test_size_growth_holds_the_ort_copy_against_the_baseline_s_copy(ort_run, tmp
     base_copy = base / entry["ort"]["path"]
     base_copy.write_bytes(base_copy.read_bytes()[: copy.stat().st_size // 2])  # the release's copy was half
     config = GateConfig(baseline=str(base / "manifest.json"), max_size_growth=0.05, no_latency=True)
+    with pytest.raises(ArtifactError, match="the baseline's ORT-format copy .* changed since the baseline's manifest "
+                                            "was written"):  # a copy its manifest does not record: not compared
+        run_gate(str(folder / "manifest.json"), config)
+    from edgekd.fsutil import sha256
+
+    released = json.loads((base / "manifest.json").read_text())  # as that release recorded it
+    next(e for e in released["artifacts"] if e["primary"])["ort"].update(sha256=sha256(base_copy),
+                                                                   size_bytes=base_copy.stat().st_size)
+    (base / "manifest.json").write_text(json.dumps(released))
     result = run_gate(str(folder / "manifest.json"), config)
     (grown,) = [c for c in result.checks if c.name == "ort size growth"]
     assert not grown.passed and not result.passed and grown.measured == pytest.approx(2, rel=0.01)
     assert grown.message.startswith(f"{copy.name}: {copy.stat().st_size / 1024:.1f} KB on disk, ")
     assert "the baseline's ORT-format copy's" in grown.message and grown.message.endswith("(at most +5%)")
-    base_copy.unlink()  # gone: the size its manifest records, which is this copy's, said so
+    base_copy.unlink()  # gone: the size its manifest records, said so
     (grown,) = [c for c in run_gate(str(folder / "manifest.json"), config).checks if c.name == "ort size growth"]
-    assert grown.passed and grown.measured == 1.0 and "(as its manifest records)" in grown.message
+    assert grown.measured == pytest.approx(2, rel=0.01) and "(as its manifest records)" in grown.message
     plain = json.loads((base / "manifest.json").read_text())  # a release made without --ort: said, not checked
     for e in plain["artifacts"]:
         e.pop("ort", None)
