@@ -44,46 +44,49 @@ test-oldest:
 	$(OLDEST)/bin/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/pipeline_digits.py
-	$(BIN)/python benchmarks/latency_predictor.py
-	$(BIN)/python benchmarks/latency_fit_cv.py
-	$(BIN)/python benchmarks/size_estimate.py
-	$(BIN)/python benchmarks/gate_stability.py
-	$(BIN)/python benchmarks/search_quality.py --seed 2
-	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json
-	$(BIN)/python benchmarks/distill_methods.py
-	$(BIN)/python benchmarks/export_matrix.py
+	$(BIN)/python benchmarks/pipeline_digits.py --force
+	$(BIN)/python benchmarks/latency_predictor.py --force
+	$(BIN)/python benchmarks/latency_fit_cv.py --force
+	$(BIN)/python benchmarks/size_estimate.py --force
+	$(BIN)/python benchmarks/gate_stability.py --force
+	$(BIN)/python benchmarks/search_quality.py --seed 2 --force
+	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json --force
+	$(BIN)/python benchmarks/distill_methods.py --force
+	$(BIN)/python benchmarks/export_matrix.py --force
 
 bench-distill: $(STAMP)
-	$(BIN)/python benchmarks/distill_methods.py
+	$(BIN)/python benchmarks/distill_methods.py --force
 
 # The run behind the preregistered kd-default decision (benchmarks/preregistered.md), about an hour on 2 shared
 # cores; every arm and setting (the script's default) takes about three.
 bench-kd-default: $(STAMP)
-	$(BIN)/python benchmarks/kd_default.py --arms kd,none --settings "all labels"
+	$(BIN)/python benchmarks/kd_default.py --arms kd,none --settings "all labels" --force
 
 # Its 10%-labels setting, added to those results on the same student (about an hour more).
 bench-kd-default-few: $(STAMP)
-	$(BIN)/python benchmarks/kd_default.py --extend --arms kd,none --settings "10% of the labels"
+	$(BIN)/python benchmarks/kd_default.py --extend --arms kd,none --settings "10% of the labels" --force
 
 # Rule 1's first half: alpha 0.5 against the recorded kd with all labels (about 70 minutes more).
 bench-kd-default-alpha: $(STAMP)
-	$(BIN)/python benchmarks/kd_default.py --extend --arms "kd alpha 0.5" --settings "all labels"
+	$(BIN)/python benchmarks/kd_default.py --extend --arms "kd alpha 0.5" --settings "all labels" --force
 
 bench-search: $(STAMP)
-	$(BIN)/python benchmarks/search_quality.py --seed 2
+	$(BIN)/python benchmarks/search_quality.py --seed 2 --force
 
 bench-search-truth: $(STAMP)
-	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json
+	$(BIN)/python benchmarks/search_truth.py --source benchmarks/results/search_quality_seed0.json --force
 
-# The runs behind two pre-registered latency decisions (benchmarks/preregistered.md), about 70 minutes; they
-# decided the defaults once, so `make bench` leaves them out. calibration_rounds reads students a
-# latency_predictor.py run measured on the same machine.
+# The runs behind two pre-registered latency decisions (benchmarks/preregistered.md), about 70 minutes plus the
+# source's measurement; they decided the defaults once, so `make bench` leaves them out. calibration_rounds
+# scores students that a latency_predictor.py run measured on this machine (it refuses another CPU's), so the
+# target measures draw 779 here first, into build/: the recorded latency_predictor_seed779 is another machine's.
 bench-latency-decisions: $(STAMP)
-	$(BIN)/python benchmarks/calibration_rounds.py --source benchmarks/results/latency_predictor_seed779.json
-	$(BIN)/python benchmarks/latency_units.py --arms fastest_state,paired_median --seed 781
+	$(BIN)/python benchmarks/latency_predictor.py --seed 779 --profiles host-cpu-1t --spaces mbv2,resnet \
+		--out build/latency_predictor_seed779 --force
+	$(BIN)/python benchmarks/calibration_rounds.py --source build/latency_predictor_seed779.json --force
+	$(BIN)/python benchmarks/latency_units.py --arms fastest_state,paired_median --seed 781 --force
 	$(BIN)/python benchmarks/latency_units.py --arms fastest_state,resnet_reference --seed 783 \
-		--out benchmarks/results/latency_units_reference
+		--out benchmarks/results/latency_units_reference --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

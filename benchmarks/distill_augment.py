@@ -36,7 +36,7 @@ from distill_selection import (  # noqa: E402
     setup,
     student_lines,
 )
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distill_augment"
 SETTINGS = ("plain", "augment")
@@ -118,10 +118,12 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--baseline", type=Path, help="distill_selection.py's JSON: reuse its no-augmentation runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_force(parser)
     args = parser.parse_args()
+    refuse_replacing(args.out, args.force)
     students = {name: STUDENTS[name] for name in args.students.split(",")}
     record = run(students, [int(s) for s in args.seeds.split(",")], args.epochs, args.baseline)
-    write_results(args.out, record, markdown(record))
+    write_results(args.out, record, markdown(record), force=args.force)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import write_results
+from results_io import add_force, refuse_replacing, write_results
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("none", "kd", "dkd", "dist", "hint", "rkd", "at")
@@ -333,7 +333,10 @@ def main() -> None:
                     help="said beside the run's date, e.g. what else the machine was running")
     ap.add_argument("--only", choices=("losses", "int8", "prune"),
                     help="rerun one study and keep the others from the existing results file")
+    add_force(ap)
     args = ap.parse_args()
+    args.force = args.force or bool(args.only)  # these modes add to the results at --out, as asked
+    refuse_replacing(args.out, args.force)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
@@ -368,7 +371,7 @@ def main() -> None:
         for study in ("losses", "int8", "prune"):
             if args.only in (None, study) and isinstance(out.get(study), dict):
                 out[study].setdefault("run", {})["note"] = args.run_note
-    write_results(args.out, out, _markdown(out))
+    write_results(args.out, out, _markdown(out), force=args.force)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distill_selection"
 STUDENTS = {  # name -> mbv2 config
@@ -190,10 +190,12 @@ def markdown(record: dict) -> str:
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_force(parser)
     args = parser.parse_args()
+    refuse_replacing(args.out, args.force)
     students = {name: STUDENTS[name] for name in args.students.split(",")}
     record = run(students, [int(s) for s in args.seeds.split(",")], args.epochs)
-    write_results(args.out, record, markdown(record))
+    write_results(args.out, record, markdown(record), force=args.force)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SE_TEACHER = Path(__file__).resolve().parents[1] / "examples" / "byo_model" / "se_teacher.py"
@@ -312,7 +314,9 @@ def main() -> None:
     ap.add_argument("--inc-tolerable-loss", type=float, default=0.01)
     ap.add_argument("--out", default=str(RESULTS / "export_matrix"),
                     help="where the table goes: OUT.md and OUT.json (another machine's run beside the recorded one)")
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     torch.set_num_threads(1)  # tiny models; the machine is shared
     start, info = time.perf_counter(), machine()
     data, profile = load_data(None), load_profile(args.profile)
@@ -329,12 +333,7 @@ def main() -> None:
     out = assemble(settings, columns, [{"name": r.name, "description": r.description, "train_s": r.train_s,
                                         "parameters": sum(p.numel() for p in r.model.parameters())} for r in rows],
                    matrix, info, time.perf_counter() - start)
-    target = Path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_suffix(".json").write_text(json.dumps(out, indent=2, default=_jsonable) + "\n")
-    md = markdown(out)
-    target.with_suffix(".md").write_text(md)
-    print(md)
+    write_results(args.out, out, markdown(out), force=args.force, json_default=_jsonable)
 
 
 def assemble(settings: dict[str, Any], columns: list[str], rows: list[dict[str, Any]],

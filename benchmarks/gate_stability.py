@@ -24,6 +24,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 # Busy for 4 ms, asleep for 2 ms, forever: bursts that land on some repeats and not others.
 _LOAD = "import time\nwhile True:\n    t = time.perf_counter()\n    while time.perf_counter() - t < 0.004: pass\n" \
@@ -90,7 +93,10 @@ def main() -> None:
     ap.add_argument("--gates", type=int, default=10)
     ap.add_argument("--profile", default="host-cpu-1t")
     ap.add_argument("--tolerance", type=float, default=0.10)
+    ap.add_argument("--out", default=str(RESULTS / "gate_stability"), help="OUT.json and OUT.md are written")
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         base = _conv_stack(Path(tmp) / "base" / "model.onnx", 10)
@@ -116,8 +122,6 @@ def main() -> None:
     out = {**common, "slow_model_ratio_measured": true_ratio, "base_p50_ms": base_ms, "tiny_p50_ms": tiny_ms,
            "cases": cases, "cpu": host_cpu(), "platform": platform.platform(), "tools": tool_versions(),
            "seconds": time.perf_counter() - start}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "gate_stability.json").write_text(json.dumps(out, indent=2) + "\n")
     rows = [f"| {c['case']} | {'loaded' if c['loaded'] else 'quiet'} | {'fail' if c['expect_fail'] else 'pass'} | "
             f"{c['failures']}/{args.gates} | {min(c['ratios']):.3f}-{max(c['ratios']):.3f} | "
             f"{c['near_the_line']}/{args.gates} |" for c in cases]
@@ -132,8 +136,7 @@ def main() -> None:
         "|---|---|---|---:|---|---:|", *rows, "",
         f"Targets: 0 false failures; every slower gate fails. Wrong verdicts: {wrong}. Took {out['seconds']:.0f} s "
         f"on {out['cpu']}.", ""])
-    (RESULTS / "gate_stability.md").write_text(md)
-    print(md)
+    write_results(args.out, out, md, force=args.force)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_methods import RESULTS, _few_labels, _test_acc, _train  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 ARMS = {"kd": ("kd", None), "kd alpha 0.5": ("kd", 0.5), "none": ("none", None)}
 SETTINGS = {"all labels": 1.0, "10% of the labels": 0.1}
@@ -199,7 +199,10 @@ def main() -> None:
         ap.add_argument(flag, default=",".join(known), help=f"comma-separated, of: {names}")
     ap.add_argument("--extend", action="store_true",
                     help="add to the results at --out, training the student recorded there")
+    add_force(ap)
     args = ap.parse_args()
+    args.force = args.force or args.extend  # these modes add to the results at --out, as asked
+    refuse_replacing(args.out, args.force)
     arms, settings = args.arms.split(","), args.settings.split(",")
     for names, known in ((arms, ARMS), (settings, SETTINGS)):
         if any(name not in known for name in names):
@@ -229,7 +232,7 @@ def main() -> None:
                f"{args.threads}", "versions": tool_versions(), "seeds": args.seeds, "student": spec.key(),
                "params": params, "epochs": CompressConfig().epochs, "results": results, "verdict": verdict(results),
                "seconds": time.perf_counter() - start, "command": command}
-    write_results(args.out, out, _markdown(out))
+    write_results(args.out, out, _markdown(out), force=args.force)
 
 
 def _earlier(path: Path, seeds: int) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latency_predictor import RESULTS, SEED, SHAPE, _build, _teacher, draw_students  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 # (label, features: "layout" (layout_features), "layers" (fit_features less its int8 depthwise terms) or
 # "search" (fit_features), with the int8 output elements (None: on int8), with the im2col layouts)
@@ -118,7 +118,21 @@ def aligned(records: list, run: dict) -> bool:
     if recorded is None:  # no MACs baseline recorded (pruned rows): the draw has no calibration skips
         return True
     macs = [layout_features(r, "macs")[0] for r in records]
+    if len(macs) != len(run["fp32"]["measured_units"]):
+        return False
     return abs(float(spearmanr(macs, run["fp32"]["measured_units"]).statistic) - recorded) < 1e-9
+
+
+def _check_sizes(results: dict, n: int, source: Path) -> None:
+    """Every row must hold the n students the header states: a partial rerun with another --n (before
+    latency_predictor.py refused to merge one) leaves rows that cannot be rebuilt from that n."""
+    for profile, rows in results.items():
+        for space, run in rows.items():
+            sizes = {len(run[p]["measured_units"]) for p in ("fp32", "int8") if "measured_units" in run.get(p, {})}
+            if sizes and sizes != {n}:
+                raise SystemExit(f"error: {source} says n {n} but its '{profile}' '{space}' row holds "
+                                 f"{min(sizes)} students; rerun benchmarks/latency_predictor.py with one --n "
+                                 "for every row")
 
 
 def main() -> None:
@@ -131,7 +145,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=60)
     ap.add_argument("--source", default=str(RESULTS / "latency_predictor.json"))
     ap.add_argument("--out", default=str(RESULTS / "latency_fit_cv"))
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     try:
         counts = [int(n) for n in args.anchors.split(",")]
     except ValueError:
@@ -141,6 +157,7 @@ def main() -> None:
         raise SystemExit(f"error: {source} not found; run benchmarks/latency_predictor.py first")
     recorded = json.loads(source.read_text())
     n, seed = recorded["meta"]["n"], recorded["meta"].get("seed", SEED)
+    _check_sizes(recorded["results"], n, source)
     if not all(3 <= c < n for c in counts) or args.draws < 1:
         raise SystemExit(f"error: anchors must lie in 3..{n - 1} and --draws be positive; write e.g. 8,16,32")
     start = time.perf_counter()
@@ -172,7 +189,7 @@ def main() -> None:
     stamp = recorded["meta"].get("run", "?")
     out = {"source": f"{source.name}, run {stamp}, draw {seed}", "n": n, "draws": args.draws, "anchors": counts,
            "rows": rows, "seconds": time.perf_counter() - start}
-    write_results(args.out, out, _markdown(out))
+    write_results(args.out, out, _markdown(out), force=args.force)
 
 
 if __name__ == "__main__":

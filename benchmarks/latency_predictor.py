@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,9 @@ from edgekd.search.latency_model import ANCHORS, fitted_model
 from edgekd.search.spaces import resolve_space
 from edgekd.types import StudentSpec
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results_io import add_force, refuse_replacing, results_paths, write_results  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 SHAPE, CLASSES = (1, 32, 32), 10
 METHODS = ("edgekd", "edgekd_absolute_ms", "linear_in_macs", "linear_in_params", "noise_remeasure")
@@ -71,13 +75,14 @@ def main() -> None:
                     help="draw of students; another seed gives a fresh set to test a fit's terms on")
     ap.add_argument("--out", default=str(RESULTS / "latency_predictor"),
                     help="results path without suffix (.json and .md are written)")
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     teacher = _teacher()
     calib = np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32)
     results: dict[str, Any] = {}
-    cpu, flags = cpu_info()
-    meta: dict[str, Any] = {"n": args.n, "seed": args.seed, "platform": platform.platform(),
-                            "cpu": " ".join(filter(None, (cpu, ", ".join(flags)))),
+    meta: dict[str, Any] = {"n": args.n, "seed": args.seed, "noise_subset": args.noise_subset,
+                            "platform": platform.platform(), "cpu": cpu_label(),
                             "tools": tool_versions(), "export_seconds": {}, "run": time.strftime("%Y-%m-%d")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,24 +97,29 @@ def main() -> None:
                                                        args.seed)
         meta["parity_quick_vs_shipped_export"] = _export_parity(load_profile(args.profiles.split(",")[0]), ref, calib)
     meta["total_seconds"] = time.perf_counter() - start
-    out = Path(args.out)
     results, meta = _keep_other_rows(results, meta, args.profiles.split(","), args.spaces.split(","),
-                                     out.with_suffix(".json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"results": results, "meta": meta}, indent=2) + "\n")
-    md = _markdown(results, meta)
-    out.with_suffix(".md").write_text(md)
-    print(md)
+                                     results_paths(args.out)[0])
+    write_results(args.out, {"results": results, "meta": meta}, _markdown(results, meta), force=args.force)
+
+
+def cpu_label() -> str:
+    """This machine's CPU as a run's ``meta.cpu`` records it: what a study reusing the run checks it ran here."""
+    cpu, flags = cpu_info()
+    return " ".join(filter(None, (cpu, ", ".join(flags))))
 
 
 def _keep_other_rows(results: dict, meta: dict, profiles: list[str], spaces: list[str],
                      path: Path | None = None) -> tuple[dict, dict]:
     """A rerun of some profiles and spaces keeps every other (profile, space) row of the results file
-    ``path`` when that file drew the same students (seed); each rerun row says when and at which commit
-    it was measured."""
+    ``path`` when that file drew the same students (seed, n, and the re-measured subset: the header states
+    them once for every row); each rerun row says when and at which commit it was measured."""
     path = path or RESULTS / "latency_predictor.json"
     old = json.loads(path.read_text()) if path.exists() else {"results": {}}
-    if old["results"] and old["meta"].get("seed", SEED) != meta.get("seed", SEED):
+    differ = [key for key, default in (("seed", SEED), ("n", None), ("noise_subset", 30))
+              if old["results"] and old["meta"].get(key, default) != meta.get(key, default)]
+    if differ:
+        was = ", ".join(f"{key} {old['meta'].get(key)}" for key in differ)
+        print(f"note: {path} drew other students ({was}); its other rows are not kept", flush=True)
         old = {"results": {}}
     kept = {p: {s: r for s, r in rows.items() if not (p in profiles and s in spaces)}
             for p, rows in old["results"].items()}
@@ -304,8 +314,9 @@ def _markdown(results: dict, meta: dict) -> str:
              "machine's drift; "
              "`edgekd_absolute_ms` compares predicted milliseconds (units x the reference's p50 at calibration "
              "time) with measured p50 milliseconds, drift included. Baselines are fitted on the same calibration "
-             "networks, in the same units. *noise_remeasure* compares a second measurement of the first 30 "
-             "students with the first. `pruned` is the default teacher's pruned family: it has no block table "
+             "networks, in the same units. *noise_remeasure* compares a second measurement of the first "
+             f"{meta.get('noise_subset', 30)} students with the first. `pruned` is the default teacher's pruned "
+             "family: it has no block table "
              f"and is predicted as search predicts it, from {ANCHORS} networks of the family measured on the spot "
              "with the same protocol, linear in MACs split by channel layout (the layout chosen on those networks "
              "by leave-one-out among `cost_features.LAYOUTS`, some of which also count the im2col elements of "

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_predictor import draw_students  # noqa: E402  (the students a latency_predictor run would draw)
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 from edgekd.latency import calibrate as calib  # noqa: E402
 from edgekd.latency import quick_export  # noqa: E402
@@ -218,7 +218,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=781, help="the students' draw (latency_predictor.draw_students)")
     ap.add_argument("--noise-subset", type=int, default=30)
     ap.add_argument("--out", default=str(RESULTS))
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     arms = tuple(args.arms.split(","))
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -233,7 +235,7 @@ def main() -> None:
             record["spaces"][name] = space_run(profile, name, args.n, args.seed, args.noise_subset, Path(tmp),
                                                arms=arms)
     record["summary"] = summary(record)
-    write_results(args.out, record, markdown(record))
+    write_results(args.out, record, markdown(record), force=args.force)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ rounds, and reports medians of the per-round p50 ratios. Writes benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +21,9 @@ from edgekd.latency.measure import measure
 from edgekd.pipeline import CompressConfig, compress
 from edgekd.profiles import load_profile
 from edgekd.report import tool_versions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"accuracy_gap_pt": 1.0, "size_ratio": 10.0, "speedup": 3.0}
@@ -31,7 +34,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", default="host-cpu-1t")
+    ap.add_argument("--out", default=str(RESULTS / "pipeline_digits"), help="OUT.json and OUT.md are written")
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
@@ -70,11 +76,8 @@ def main() -> None:
     meta = {"machine": platform.processor() or platform.machine(), "platform": platform.platform(),
             "profile": args.profile, "seed": args.seed, "rounds": args.rounds,
             "measure": profile.measure, "tools": tool_versions(), "seconds": time.perf_counter() - start}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline_digits.json").write_text(json.dumps({"figures": figures, "checks": checks, "meta": meta},
-                                                             indent=2) + "\n")
-    (RESULTS / "pipeline_digits.md").write_text(_markdown(figures, checks, meta))
-    print(_markdown(figures, checks, meta))
+    write_results(args.out, {"figures": figures, "checks": checks, "meta": meta}, _markdown(figures, checks, meta),
+                  force=args.force)
 
 
 def _markdown(f: dict, checks: dict, meta: dict) -> str:

@@ -9,8 +9,9 @@ the outputs with this process's onnxruntime: top-1 agreement and the largest dif
 load gets onnxruntime's reason, as edgekd words it (``edgekd.latency.worker.load_failure``). The runs' ORT
 copies are also listed with the p50 their run recorded beside their .onnx on its profile.
 
-Each release is installed with pip into a venv of the first ``--python`` interpreter that has a wheel for it
-(old releases need old Pythons: 1.10 has none past 3.9), kept under ``--venvs`` for the next run.
+Each release is installed with pip into a venv of the first ``--python`` interpreter (default: this one) that
+has a wheel for it (old releases need old Pythons: 1.10 has none past 3.9), kept under ``--venvs`` for the next
+run; a run that could install none of the older releases it was asked for writes nothing.
 ``current`` stands for this process's onnxruntime, with no venv.
 
 Writes benchmarks/results/runtime_compat.{md,json}.
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RUNTIMES = "1.10.0,1.14.1,1.15.1,1.16.3,1.18.1,1.20.1,1.22.1,current"
@@ -212,14 +213,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtimes", default=RUNTIMES, help="comma-separated onnxruntime versions, or current")
-    parser.add_argument("--python", action="append", default=[], help="interpreter for the venvs (repeatable)")
+    parser.add_argument("--python", action="append", default=[], help="interpreter for the venvs (repeatable; "
+                        "default: this one, which has no wheels for the oldest releases)")
     parser.add_argument("--run", action="append", default=[], help="compress output folder(s) (default: two "
                         "quick runs of digits)")
-    parser.add_argument("--venvs", default=str(Path.home() / ".cache" / "edgekd" / "runtime-compat"))
+    parser.add_argument("--venvs", default=None, help="where the venvs are kept (default: edgekd's cache folder)")
     parser.add_argument("--images", type=int, default=200, help="test images fed to every file")
     parser.add_argument("--out", default=str(RESULTS / "runtime_compat"))
+    add_force(parser)
     args = parser.parse_args(argv)
+    refuse_replacing(args.out, args.force)
     runtimes = [v.strip() for v in args.runtimes.split(",") if v.strip()]
+    pythons = args.python or [sys.executable]
+    venvs = Path(args.venvs) if args.venvs else _cache_dir() / "runtime-compat"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekd-runtime-compat-") as tmp_name:
         tmp = Path(tmp_name)
@@ -247,15 +253,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if version == "current":
                 entries.append(check(version, None, files, x_path, ref, tmp))
                 continue
-            python, why = venv_for(version, args.python, Path(args.venvs))
+            python, why = venv_for(version, pythons, venvs)
             entries.append(check(version, python, files, x_path, ref, tmp) if python else
                            {"runtime": version, "error": why})
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "reference": ort.__version__, "images": int(len(x)), "runs": [r.name for r in runs],
               "ort_speed": speeds,
               "seconds": round(time.perf_counter() - start, 1), "runtimes": entries}
-    write_results(args.out, result, markdown(result))
+    refuse_untested(runtimes, entries)
+    write_results(args.out, result, markdown(result), force=args.force)
     return result
+
+
+def refuse_untested(runtimes: list[str], entries: list[dict[str, Any]]) -> None:
+    """A table whose older releases could none be installed says nothing about them; written over the
+    recorded one, it would lose what that one tested."""
+    asked = [(version, entry) for version, entry in zip(runtimes, entries) if version != "current"]
+    if asked and all("files" not in entry for _, entry in asked):
+        version, entry = asked[0]
+        raise SystemExit(f"error: no release of --runtimes but current was tested ({version}: {entry['error']}); "
+                         "pass --python with interpreters that have wheels for them (1.10 needs Python <= 3.9), "
+                         "or --runtimes current")
+
+
+def _cache_dir() -> Path:
+    from edgekd.teacher import cache_dir
+
+    return cache_dir()
 
 
 if __name__ == "__main__":

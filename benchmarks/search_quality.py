@@ -38,7 +38,7 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PROXY_NAMES = ("diswot", "diswot_params", "diswot_init", "naswot", "synflow", "grad_norm", "zico", "params")
@@ -496,7 +496,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for scoring and training (tiny models; 2 threads on 2 shared cores "
                          "were up to 10x slower here)")
+    add_force(ap)
     args = ap.parse_args()
+    # these modes add to the results at --out, which is what they were asked to do
+    args.force = args.force or bool(args.rescore or args.add_searched or args.retime or args.add_seeds)
+    refuse_replacing(args.out, args.force)
     _check_proxies(args.add_searched)
     import torch
 
@@ -519,7 +523,7 @@ def main() -> None:
             out = _retime(out, args, data, teacher, profile, log)
         if args.add_seeds:
             out = _add_seeds(out, args.add_seeds, args, data, teacher, profile, log)
-        write_results(args.out, out, _markdown(out))
+        write_results(args.out, out, _markdown(out), force=args.force)
         return
     partial, done = _resumed(args, log)
     spaces: list[dict] = []
@@ -534,7 +538,7 @@ def main() -> None:
            "search_1000": _timed_search(args, data, teacher, profile),
            "search_1000_uncalibrated": _timed_uncalibrated(args, data, teacher, profile),
            "seconds": time.perf_counter() - start}
-    write_results(args.out, out, _markdown(out))
+    write_results(args.out, out, _markdown(out), force=args.force)
     partial.unlink(missing_ok=True)
 
 

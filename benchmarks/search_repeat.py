@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_repeat"
 # The budgets search_quality.py recorded for these spaces (results/search_quality.json), on host-cpu-1t, int8.
@@ -124,7 +124,7 @@ def remeasure(args: argparse.Namespace) -> None:
         print(f"{space}: re-measured {len(keys)} students, {args.rounds} rounds", flush=True)
     record["remeasured"] = {"date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "profile": args.profile,
                             "students": timed}
-    write_results(args.out, record, markdown(record))
+    write_results(args.out, record, markdown(record), force=args.force)
 
 
 def summary(record: dict) -> list[dict]:
@@ -206,7 +206,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--record", type=Path, default=RESULTS.with_name("search_repeat_runs.json"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_force(parser)
     args = parser.parse_args()
+    if args.step in ("all", "remeasure"):
+        refuse_replacing(args.out, args.force)
     unknown = set(args.spaces.split(",")) - set(BUDGETS)
     if unknown:
         parser.error(f"no recorded budget for {', '.join(sorted(unknown))}; choose from {', '.join(BUDGETS)}")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 from search_quality import PROXY_NAMES, RESULTS, _distill  # noqa: E402
 
 
@@ -97,7 +97,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--source", default=str(RESULTS / "search_quality.json"))
     ap.add_argument("--out", default=str(RESULTS / "search_truth"))
+    add_force(ap)
     args = ap.parse_args()
+    refuse_replacing(args.out, args.force)
     recipes = parse_recipes(args.recipes)
     if args.seeds < 1:
         raise SystemExit(f"error: --seeds must be at least 1, got {args.seeds}; pass 2 to see seed-vs-seed tau")
@@ -134,7 +136,7 @@ def main() -> None:
                   f"seed tau {rows[-1]['summary']['seed_tau_mean']:+.2f}", flush=True)
     out = {"source": source.name, "source_run": f"{recorded['per_space']} students per space", "seeds": args.seeds,
            "command": "make bench-search-truth", "rows": rows, "seconds": time.perf_counter() - start}
-    write_results(args.out, out, _markdown(out))
+    write_results(args.out, out, _markdown(out), force=args.force)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import write_results  # noqa: E402
+from results_io import add_force, refuse_replacing, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SPACES = ("mbv2", "resnet", "pruned")
@@ -141,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolutions", default="16,32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "size_estimate"))
+    add_force(parser)
     args = parser.parse_args(argv)
+    refuse_replacing(args.out, args.force)
     start = time.perf_counter()
     rows = measure(args.per_space, [int(x) for x in args.resolutions.split(",")], args.seed)
     out = {"n": len(rows), "seed": args.seed, **report(rows), "seconds": time.perf_counter() - start, "rows": rows}
-    write_results(args.out, out, markdown(out))
+    write_results(args.out, out, markdown(out), force=args.force)
 
 
 if __name__ == "__main__":

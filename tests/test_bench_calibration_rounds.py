@@ -51,3 +51,23 @@ def test_the_students_are_the_latency_benchmarks_draw_less_the_calibration_netwo
     first = sample_specs(space, 3, 779)
     drawn = bench.students(space, 779, 2, {first[0].key()})
     assert [s.key() for s in drawn] == [first[1].key(), first[2].key()]
+
+
+def test_a_source_measured_on_another_cpu_is_refused(bench):
+    """The recorded seed-779 source is a Xeon's: scored against this machine's calibrations it would grade
+    them by how much the two CPUs differ."""
+    here = {"meta": {"cpu": bench.cpu_label(), "seed": 779}}
+    bench.check_measured_here(here, "here.json")
+    elsewhere = {"meta": {"cpu": "Intel(R) Xeon(R) Processor amx_int8", "seed": 779}}
+    with pytest.raises(SystemExit, match=r"^error: there.json was measured on Intel\(R\) Xeon\(R\) Processor "
+                                         r"amx_int8, not on this machine's .*; run benchmarks/latency_predictor.py "
+                                         r"--seed 779 here first"):
+        bench.check_measured_here(elsewhere, "there.json")
+
+
+def test_a_profile_without_a_table_is_one_line_naming_the_calibration(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(tmp_path))
+    source = {"meta": {"seed": 779, "n": 2, "cpu": bench.cpu_label()}, "results": {"host-cpu-1t": {}}}
+    with pytest.raises(SystemExit, match=r"^error: profile 'host-cpu-1t' has no latency table for space 'mbv2'.*; "
+                                         r"run `edgekd profiles calibrate host-cpu-1t --space mbv2` here first"):
+        bench.run(source, [3], ["mbv2"])

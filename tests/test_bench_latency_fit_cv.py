@@ -86,3 +86,23 @@ def test_the_students_follow_the_recorded_draw(bench):
     default = [s.key() for s in bench.students(space, 20)]
     assert default == [s.key() for s in bench.students(space, 20, 777)]
     assert len(set(default) & {s.key() for s in bench.students(space, 20, 778)}) < 10
+
+
+def test_a_source_whose_rows_hold_another_n_than_its_header_is_refused_in_one_line(bench, tmp_path, monkeypatch):
+    """A partial latency_predictor.py rerun with another --n once merged its rows into the file: the fit
+    then met rows of 5 students under a header of 200 (a misleading anchors error, then a traceback)."""
+    import json
+
+    def row(k):
+        return {p: {"measured_units": [1.0] * k, "predicted_units": [1.0] * k} for p in ("fp32", "int8")}
+
+    mixed = {"results": {"host-cpu": {"mbv2": row(200)}, "host-cpu-1t": {"mbv2": row(200), "pruned": row(5)}},
+             "meta": {"n": 5}}
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    monkeypatch.setattr(sys, "argv", ["latency_fit_cv.py", "--source", str(tmp_path / "mixed.json"), "--out",
+                                      str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match=r"^error: .*mixed.json says n 5 but its 'host-cpu' 'mbv2' row holds 200 "
+                                         r"students; rerun benchmarks/latency_predictor.py with one --n"):
+        bench.main()
+    assert not bench.aligned([[(8, 8, 1, 9, 64)]] * 5, {"fp32": {"measured_units": [1.0] * 200,
+                                                                 "linear_in_macs": {"spearman": 1.0}}})

@@ -73,3 +73,30 @@ def test_the_prediction_rate_is_the_median_pass_so_one_stall_does_not_set_it(ben
     predicted, rate = bench._timed_predictions(predict_all, repeats=5)
     assert len(calls) == 5 and list(predicted) == [1.0] * 100
     assert 1500 < rate < 10_000  # about 100 / 0.01 s; the first pass alone would give 200, the mean pass 926
+
+
+def test_a_rerun_of_another_n_or_noise_subset_keeps_nothing_of_the_file(bench, tmp_path, capsys):
+    """The header states one n and one re-measured subset for every row: a quick --n 5 rerun of one row once
+    kept the 200-student rows under a header saying 5."""
+    old = {"results": {"p1": {"a": {"v": 1}, "b": {"v": 2}}}, "meta": {"run": "day 1", "seed": 777, "n": 200}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    meta = {"run": "day 2", "seed": 777, "n": 5, "noise_subset": 30}
+    results, got = bench._keep_other_rows({"p1": {"a": {"v": 10}}}, dict(meta), ["p1"], ["a"], tmp_path / "old.json")
+    assert results == {"p1": {"a": {"v": 10}}} and got == meta
+    assert "drew other students (n 200); its other rows are not kept" in capsys.readouterr().out
+    meta.update(n=200, noise_subset=10)  # a recorded run without noise_subset re-measured 30
+    results, _ = bench._keep_other_rows({"p1": {"a": {"v": 10}}}, meta, ["p1"], ["a"], tmp_path / "old.json")
+    assert "b" not in results["p1"]
+
+
+def test_the_results_keep_a_dot_in_the_out_name_and_are_not_replaced_without_force(bench, tmp_path, monkeypatch,
+                                                                                  capsys):
+    import sys
+
+    for name in ("run.2026-12-07.json", "run.2026-12-07.md"):
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setattr(sys, "argv", ["latency_predictor.py", "--out", str(tmp_path / "run.2026-12-07")])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 2
+    assert f"error: {tmp_path / 'run.2026-12-07.json'} holds earlier results; pass --force" in capsys.readouterr().err

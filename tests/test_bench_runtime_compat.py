@@ -65,3 +65,28 @@ def test_the_ort_copies_speed_beside_their_onnx_is_read_from_the_runs_manifest(b
                    "p50_ms": 0.62, "vs_onnx": 6.8, "onnx_p50_ms": 0.091}
     assert "| opset18 | `student-fp32.ort` | host-cpu-1t | amd64 | 0.620 | 6.80x |" in bench.speed_table([row])
     assert bench.speed_table([]) == []
+
+
+def test_without_python_this_interpreter_is_tried_and_a_run_that_tested_no_old_release_writes_nothing(
+        bench, compressed, tmp_path, monkeypatch):
+    """Run as README shows it (no --python), every old release was once skipped as "no --python given" and
+    the table, now of the current runtime alone, replaced the recorded one."""
+    import sys
+
+    tried = []
+
+    def no_wheel(version, pythons, venvs):
+        tried.append((version, pythons, venvs))
+        return None, "Python 3.99: no wheel"
+
+    monkeypatch.setattr(bench, "venv_for", no_wheel)
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit, match=r"^error: no release of --runtimes but current was tested \(1.10.0: "
+                                         r"Python 3.99: no wheel\); pass --python with interpreters"):
+        bench.main(["--runtimes", "1.10.0,current", "--run", str(compressed.out), "--images", "5", "--out",
+                    str(tmp_path / "compat")])
+    assert tried == [("1.10.0", [sys.executable], tmp_path / "cache" / "runtime-compat")]
+    assert not list(tmp_path.glob("compat.*"))
+    # one release tested out of two is a table worth writing
+    assert bench.refuse_untested(["1.10.0", "1.14.1"], [{"runtime": "1.10.0", "error": "no wheel"},
+                                                        {"runtime": "1.14.1", "python": "3.9.0", "files": []}]) is None

@@ -324,3 +324,16 @@ def test_an_estimate_a_little_over_the_limit_is_written_before_the_budget_is_cal
     with pytest.raises(BudgetError, match=r"no candidate fits --max-size-kb 40: the smallest needs about 46\.0 KB"):
         monkeypatch.setattr(search_module, "estimate_int8_bytes", lambda model: int(limit_kb * 1024 * 1.15))
         search(teacher.module, small_data, fast_profile, Budget(max_size_kb=limit_kb), CFG, progress=False)
+
+
+def test_the_size_check_line_counts_written_files_over_the_limit_apart_from_estimates_over_it():
+    """A search wrote 3 files, 2 over the limit and the chosen one under it, and judged 1 more over it by its
+    estimate alone: the line once said 3 came out over, as if the chosen file were over too."""
+    from edgekd.search.search import size_check_counts
+
+    check = SizeCheck(100, lambda c: 0)
+    judged = (_cand("a", 90, file_bytes=120), _cand("b", 95, file_bytes=130), _cand("c", 80, file_bytes=99),
+              _cand("d", 150), _cand("a", 90))
+    assert size_check_counts(check, judged) == ("2 came out over it and cannot be chosen; 1 more is over it by "
+                                                "estimate alone (not written)")
+    assert size_check_counts(check, judged[:3]) == "2 came out over it and cannot be chosen"

@@ -193,11 +193,10 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
     if note:
         log(note)
     if sizes.written:
-        over = sum(not sizes.fits(c) for c in (*too_big, *measured))
         files = f"{config.precision} files and their ORT-format copies" if config.ort else f"{config.precision} files"
         log(f"search: wrote the {files} of {sizes.written} candidate(s) to check them against "
-            f"--max-size-kb {budget.max_size_kb:g} (those near it, and the one chosen); {over} came out over it "
-            "and cannot be chosen"
+            f"--max-size-kb {budget.max_size_kb:g} (those near it, and the one chosen); "
+            + size_check_counts(sizes, (*too_big, *measured))
             + underestimates_text(sizes.underestimate))
     final = listed(ranked, measured, too_big)
     sources = "; ".join(f"{n}: {m.source}" for n, m in models.items())
@@ -206,6 +205,23 @@ def _search(data: Dataset, profile: DeviceProfile, budget: Budget, config: Searc
                         f"{ruler.ms():.4f} ms)", tuple(c.spec.key() for c in pareto_front(final)),
                         config.precision, scale, sized_with_ort=config.ort,
                         size_scale={} if sizes.limit is None else {s.name: sizes.factor(s.name) for s in spaces})
+
+
+def size_check_counts(sizes: SizeCheck, judged: tuple[Candidate, ...]) -> str:
+    """How many written files came out over the limit, apart from the candidates over it by their estimate
+    alone (never written): counted together they once read as every written file over, the chosen one too."""
+    by_key: dict[str, Candidate] = {}
+    for cand in judged:  # one candidate may be listed twice; its written file, when it has one, decides
+        if cand.file_bytes is not None or cand.spec.key() not in by_key:
+            by_key[cand.spec.key()] = cand
+    unique = by_key.values()
+    over_file = sum(c.file_bytes is not None and not sizes.fits(c) for c in unique)
+    over_estimate = sum(c.file_bytes is None and not sizes.fits(c) for c in unique)
+    text = f"{over_file} came out over it and cannot be chosen"
+    if over_estimate:
+        verb = "is" if over_estimate == 1 else "are"
+        text += f"; {over_estimate} more {verb} over it by estimate alone (not written)"
+    return text
 
 
 def listed(ranked: list[Candidate], measured: list[Candidate], too_big: list[Candidate]) -> tuple[Candidate, ...]:
