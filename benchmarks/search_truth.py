@@ -70,18 +70,20 @@ def summary(accuracies: list[list[float]], scores: list[dict[str, float]]) -> di
 
 
 def _markdown(out: dict) -> str:
+    # the proxies the recorded run scored: a results file written before a proxy was added still renders
+    names = [p for p in PROXY_NAMES if all(p in row["summary"]["tau"] for row in out["rows"])]
     lines = ["# Search-quality ground truth: does it repeat, and under which recipe?", "",
              f"The students recorded in `{out['source']}` ({out['source_run']}), distilled again with other recipes "
              f"(KD, T=4; a recipe is epochs @ the fraction of training images), {out['seeds']} seeds each; "
              "accuracy on the full test split. 'recorded' is the benchmark's own recipe, from its recorded "
              f"accuracies. Rerun: `{out['command']}`.", "",
              "| space | recipe | accuracy (mean over seeds), min-max | seed vs seed tau | "
-             + " | ".join(PROXY_NAMES) + " |", "|---|---|---|---|" + "---|" * len(PROXY_NAMES)]
+             + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
     for row in out["rows"]:
         s = row["summary"]
         seed = "n/a" if s["seed_tau_mean"] is None else f"{s['seed_tau_mean']:+.2f}"
         lines.append(f"| {row['space']} | {row['recipe']} | {s['accuracy_min'] * 100:.1f}-{s['accuracy_max'] * 100:.1f}"
-                     f" | {seed} | " + " | ".join(f"{s['tau'][p]:+.2f}" for p in PROXY_NAMES) + " |")
+                     f" | {seed} | " + " | ".join(f"{s['tau'][p]:+.2f}" for p in names) + " |")
     return "\n".join(lines + [""])
 
 

@@ -1,6 +1,7 @@
 """benchmarks/latency_predictor.py: a rerun of some (profile, space) rows keeps the others and stamps its own."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,14 @@ def test_the_results_keep_a_dot_in_the_out_name_and_are_not_replaced_without_for
         bench.main()
     assert stop.value.code == 2
     assert f"error: {tmp_path / 'run.2026-12-07.json'} holds earlier results; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["latency_predictor", "latency_predictor_seed778", "latency_predictor_seed779"])
+def test_the_recorded_results_render_as_recorded(load_benchmark, name):
+    """A recorded table's text named a function the script no longer has: each renders from its JSON as kept."""
+    import json
+
+    module = load_benchmark("latency_predictor")
+    results = Path(module.__file__).parent / "results"
+    recorded = json.loads((results / f"{name}.json").read_text())
+    assert module._markdown(recorded["results"], recorded["meta"]) == (results / f"{name}.md").read_text()

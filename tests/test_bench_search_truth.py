@@ -1,6 +1,7 @@
 """benchmarks/search_truth.py: recipe parsing, the training subset, and the ground-truth summary."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +55,12 @@ def test_bad_arguments_stop_before_any_training(bench, tmp_path, monkeypatch, ar
     with pytest.raises(SystemExit, match=message):
         bench.main()
     assert not list(tmp_path.glob("o.*"))
+
+
+def test_the_recorded_results_render_as_recorded(bench):
+    """The recorded JSON could no longer be rendered (a proxy added since had no tau in it: KeyError)."""
+    import json
+
+    results = Path(bench.__file__).parent / "results"
+    recorded = json.loads((results / "search_truth.json").read_text())
+    assert bench._markdown(recorded) == (results / "search_truth.md").read_text()
