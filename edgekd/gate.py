@@ -30,6 +30,7 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
 from edgekd.gate_result import Check, GateResult  # noqa: F401  (this module's API, as before the split)
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
 from edgekd.manifest_io import load_manifest
+from edgekd.onnxfile import LFS_HOW, lfs_pointer
 from edgekd.textfmt import decimals, figures, sizes
 
 
@@ -133,23 +134,13 @@ def _unreadable(target: str, model: Path, entry: dict[str, Any], exc: ArtifactEr
     """A manifest's model replaced by a file that is no model at all (a Git LFS pointer left by a checkout
     without LFS, a truncated copy) fails its integrity check, with the fix for a gated manifest: restore the
     file. Nothing else can be measured on it."""
-    what = (f"a Git LFS pointer, not the model (check out with LFS: {_LFS_HOW})" if _lfs_pointer(model)
+    what = (f"a Git LFS pointer, not the model (check out with LFS: {LFS_HOW})" if lfs_pointer(model)
             else f"no longer a readable ONNX model ({exc.problem})")
     checks = [Check("integrity", False, f"{model.name} changed since the manifest was written (sha256 differs) and "
                     f"is {what}: {gate_ort.RESTORE}")]
     checks += gate_ort.ort_integrity(model.parent, entry, notes)
     notes.append(f"not checked: every other check, as {model.name} is not the model the manifest records")
     return GateResult(str(target), tuple(checks), tuple(notes), _name(entry))
-
-
-_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
-_LFS_HOW = "actions/checkout's `lfs: true`, or git lfs pull"
-
-
-def _lfs_pointer(model: Path) -> bool:
-    """Whether ``model`` is the pointer a checkout without Git LFS leaves in place of the file."""
-    with open(model, "rb") as fh:
-        return fh.read(len(_LFS_POINTER)) == _LFS_POINTER
 
 
 def _unreached(exc: RunnerError, profile: Any, config: GateConfig) -> RunnerError:
@@ -467,9 +458,9 @@ def _baseline_file(ref: str, artifact: str | None, target: Path | None = None, d
     if path.suffix.lower() != ".json":
         if not path.is_file():
             raise ArtifactError(f"baseline model '{path}' does not exist", "check --baseline")
-        if _lfs_pointer(path):
+        if lfs_pointer(path):
             raise ArtifactError(f"baseline model '{path}' is a Git LFS pointer, not the model",
-                                f"check the baseline out with LFS ({_LFS_HOW})")
+                                f"check the baseline out with LFS ({LFS_HOW})")
         return path, None
     why = "--artifact" if artifact else "its primary"
     if artifact is None and target is not None:
@@ -502,9 +493,9 @@ def _check_baseline_file(ref: str, model: Path, entry: dict[str, Any]) -> None:
     if not model.is_file() or sha256(model) == entry["artifact"]["sha256"]:
         return
     said = f"baseline '{ref}' lists artifact '{_name(entry)}' as {model.name}, and that file"
-    if _lfs_pointer(model):
+    if lfs_pointer(model):
         raise ArtifactError(f"{said} is a Git LFS pointer, not the model",
-                            f"check the baseline out with LFS ({_LFS_HOW})")
+                            f"check the baseline out with LFS ({LFS_HOW})")
     raise ArtifactError(f"{said} changed since the baseline's manifest was written (sha256 differs), so it is not "
                         "the model the baseline records", "restore the file compress wrote for the baseline, or pass "
                         f"the .onnx to compare with as --baseline itself (e.g. --baseline {model})")

@@ -15,6 +15,14 @@ from typing import Any
 from edgekd.errors import ArtifactError, first_line
 
 _REEXPORT = "pass a complete .onnx file (re-export it if it was truncated or damaged)"
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_HOW = "actions/checkout's `lfs: true`, or git lfs pull"
+
+
+def lfs_pointer(model: Path) -> bool:
+    """Whether ``model`` is the pointer a checkout without Git LFS leaves in place of the file."""
+    with open(model, "rb") as fh:
+        return fh.read(len(_LFS_POINTER)) == _LFS_POINTER
 
 
 def load_model(path: str | Path) -> Any:
@@ -34,6 +42,8 @@ def load_model(path: str | Path) -> Any:
         raise ArtifactError(f"'{path}' is an ORT-format model, not an .onnx file",
                             f"pass {onnx_twin} (compress --ort checked the .ort against it)" if onnx_twin.is_file()
                             else "pass the .onnx model it was converted from")
+    if lfs_pointer(path):  # a CI checkout without LFS: "re-export it" would send the user the wrong way
+        raise ArtifactError(f"'{path}' is a Git LFS pointer, not the model", f"check it out with LFS ({LFS_HOW})")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:

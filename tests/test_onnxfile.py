@@ -75,6 +75,17 @@ def test_a_scalar_input_or_none_at_all_is_refused_as_such_not_as_a_missing_shape
                                         "feed it; ")
 
 
+def test_a_git_lfs_pointer_given_as_a_model_is_named_as_one(tmp_path, run_cli):
+    """A CI checkout without LFS leaves a pointer where the model was: told to re-export it, the user was sent the
+    wrong way (gate said so of a manifest's file only)."""
+    pointer = tmp_path / "model.onnx"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 127528\n")
+    for command in (("validate", pointer, "--data", "digits"), ("gate", pointer, "--max-size", "1MB")):
+        code, out, err = run_cli(*command)
+        assert (code, out) == (2, "") and err == (f"error: '{pointer}' is a Git LFS pointer, not the model; check it "
+                                                  "out with LFS (actions/checkout's `lfs: true`, or git lfs pull)\n")
+
+
 def test_a_pytorch_file_given_as_a_model_is_named_as_one(tmp_path, run_cli):
     import pickle
 
