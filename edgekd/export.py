@@ -64,6 +64,25 @@ def _check_calibration(calibration: np.ndarray | None) -> None:
                         "calibrate with representative inputs, e.g. a few hundred training images")
 
 
+def check_calibration_method(method: str) -> None:
+    """Refuse a calibration method this onnxruntime cannot apply. Entropy ranges reach ``quantize_static``
+    through its calibration cache (onnx-int8); an onnxruntime without one (1.20 has none) would run its own
+    128-bin entropy search, which returns the min/max range: minmax recorded as entropy. Checked where compress
+    reads its settings too, not only after the search and the training."""
+    if method != "entropy":
+        return
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        import onnxruntime
+
+        raise ConfigError(f"onnxruntime {onnxruntime.__version__} cannot apply entropy calibration (its "
+                          "quantize_static takes no calibration cache, and its own entropy search returns the "
+                          "min/max range)", "use calibration minmax or percentile, or upgrade onnxruntime")
+
+
 def check_opset(opset: int, int8: bool = True) -> None:
     """An opset edgekd can write: int8 needs per-channel Q/DQ (13), onnx must know it, and the local onnxruntime,
     which quantizes and validates every file, must run its Q/DQ (onnx may know an opset before onnxruntime does:

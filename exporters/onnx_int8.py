@@ -37,7 +37,7 @@ import numpy as np
 from edgekd.exporters._common import check_options, finish, placed, staged, tidy_for_device
 
 from edgekd.errors import ConfigError, DataError, ExportError, first_line
-from edgekd.export import EXPORTERS, ExportRequest, check_source_opset
+from edgekd.export import EXPORTERS, ExportRequest, check_calibration_method, check_source_opset
 from edgekd.fsutil import refuse_overwriting_source
 from edgekd.input_shape import fixed_dim
 from edgekd.onnxfile import describe, load_model, one_file, opset_of, quantized_ops
@@ -90,7 +90,9 @@ def _quantize(request: ExportRequest, method: str, scratch: Path, out: Path,
 
     source = request.source.path  # type: ignore[union-attr]
     pre = scratch / "pre.onnx"
-    cache = _require_cache_support(quantize_static) if method == "Entropy" else None
+    cache = method == "Entropy"
+    if cache:
+        check_calibration_method("entropy")
     try:
         # quiet: it logs a traceback for each optimization it gives up on
         with one_file(source) as whole, quiet(PRE_PROCESS, stderr=True):
@@ -111,18 +113,6 @@ def _quantize(request: ExportRequest, method: str, scratch: Path, out: Path,
         raise ExportError(f"onnxruntime could not quantize '{source}': {first_line(exc)}",
                           "check that the fp32 model runs in onnxruntime") from None
     return excluded, extra
-
-
-def _require_cache_support(quantize_static: Any) -> bool:
-    """Entropy ranges reach ``quantize_static`` through its calibration cache; an onnxruntime without one would
-    run its 128-bin entropy search, which is minmax under another name, so the method is refused there."""
-    import inspect
-
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        raise ConfigError("this onnxruntime cannot apply entropy calibration (its quantize_static takes no "
-                          "calibration cache, and its own entropy search returns the min/max range)",
-                          "use calibration minmax or percentile, or upgrade onnxruntime")
-    return True
 
 
 def _entropy_ranges(pre: Path, reader: _Reader, scratch: Path) -> Path:

@@ -244,10 +244,16 @@ def test_entropy_calibration_is_refused_where_onnxruntime_cannot_apply_it(fp32_a
         raise AssertionError("not reached")
 
     monkeypatch.setattr(ortq, "quantize_static", old_quantize_static)
-    with pytest.raises(ConfigError, match=r"this onnxruntime cannot apply entropy calibration .*; use calibration "
-                                          r"minmax or percentile, or upgrade onnxruntime"):
+    refused = (r"onnxruntime \S+ cannot apply entropy calibration .*; use calibration minmax or percentile, or "
+               r"upgrade onnxruntime")
+    with pytest.raises(ConfigError, match=refused):
         get_exporter("onnx-int8")(ExportRequest("e", "student", tmp_path, calibration=small_data.x_train[:8],
                                                 source=fp32_artifact, options={"calibration": "entropy"}))
+    from edgekd.pipeline import CompressConfig
+
+    with pytest.raises(ConfigError, match=refused):  # where compress reads its settings, not after the training
+        CompressConfig(calibration="entropy")
+    CompressConfig(calibration="percentile")
 
 
 def test_int8_can_quantize_the_first_conv(fp32_artifact, small_data, tmp_path):

@@ -82,6 +82,9 @@ class CompressConfig:
         if self.calibration not in ("minmax", "entropy", "percentile"):
             raise ConfigError(f"unknown calibration method '{self.calibration}'",
                               "choose one of: minmax, entropy, percentile")
+        from edgekd.export import check_calibration_method
+
+        check_calibration_method(self.calibration)
         from edgekd.data import check_seed
 
         check_seed(self.seed)
