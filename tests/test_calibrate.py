@@ -351,7 +351,7 @@ def test_search_says_when_it_measures_instead_and_why_a_calibrated_table_is_not_
 
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))  # no fit kept by another test
     monkeypatch.setattr(lm, "measure_fit", lambda *a, **k: Fit("macs", (0.0, 1.0), 0.5, (), (1.0,), 2.0, "then"))
-    calib = np.zeros((1, *SHAPE), np.float32)
+    calib = np.random.default_rng(0).standard_normal((1, *SHAPE)).astype(np.float32)
     path = table_path(fast_profile, TINY, SHAPE, 10)
     lines: list[str] = []
     assert not path.exists()
