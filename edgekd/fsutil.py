@@ -10,7 +10,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,29 +28,75 @@ def sha256(path: str | Path) -> str:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write text atomically, creating the parent folder: a reader sees the old file or the new one,
-    never half of one, and a failed write leaves no temporary file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    never half of one, and a failed write leaves no temporary file behind. A symlink is written through (the
+    file it points to is replaced and the link kept), as a shell's ``>`` does."""
+    write_texts([(path, text)])
+
+
+def write_texts(files: Sequence[tuple[str | Path, str]], written: list[str | Path] | None = None) -> None:
+    """Write several files (path, text) all or nothing, as far as renames allow: each is staged beside its
+    target first, and only once every one is staged are they renamed into place, in one short step with
+    nothing else between. An interruption or error while staging leaves every target as it was; ``written``
+    gets each path as its file is replaced, for an interruption during the renames to say which are new."""
+    staged: list[tuple[Path, Path, str | Path]] = []
+    try:
+        for path, text in files:
+            staged.append((*_stage(path, text), path))
+        for tmp, target, path in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise _naming(exc, tmp, path) from exc
+            if written is not None:
+                written.append(path)
+    finally:
+        for tmp, _, _ in staged:
+            # Only when it is there: a read-only file system refuses unlinking what is not there too (EROFS,
+            # not ENOENT), and that error replaced the one above, naming the staging file, not the user's path.
+            if os.path.lexists(tmp):
+                tmp.unlink()
+
+
+def _stage(path: str | Path, text: str) -> tuple[Path, Path]:
+    """Write ``text`` to a temporary file beside ``path``'s target; (that file, the target)."""
+    target = through_link(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno is None or exc.filename != str(tmp):
-            raise
-        # The staging file is ours, not the user's: the error names the path they asked for.
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-    finally:
-        # Only when it is there: a read-only file system refuses unlinking what is not there too (EROFS, not
-        # ENOENT), and that error replaced the one above, naming the staging file rather than the user's path.
+    except BaseException as exc:  # an interruption mid-write too: the half-written file is ours to remove
         if os.path.lexists(tmp):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _naming(exc, tmp, path) from exc
+        raise
+    return tmp, target
+
+
+def _naming(exc: OSError, tmp: Path, path: str | Path) -> OSError:
+    """``exc`` naming the path the user asked for rather than our staging file."""
+    if exc.errno is None or exc.filename != str(tmp):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+def through_link(path: str | Path) -> Path:
+    """The file or folder an output ``path`` writes: the target of a symlink (a `latest` link to a run's folder,
+    a report linked into a shared folder), else ``path`` with the folders above it resolved. Replacing the link
+    itself turned it into a copy that whatever reads through the link's target never saw."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else settled(path)
+
+
+def json_text(data: Any) -> str:
+    """``data`` as JSON, a non-finite number (an infinite ratio, a NaN) as null: JSON has none, and the
+    ``Infinity`` Python writes made strict parsers (a CI step's JSON.parse) refuse the whole file."""
+    return json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (``write_text``); a non-finite number (an infinite ratio, a NaN) as null: JSON has
-    none, and the ``Infinity`` Python writes made strict parsers (a CI step's JSON.parse) refuse the whole file."""
-    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """Write JSON atomically (``write_text``, ``json_text``)."""
+    write_text(path, json_text(data))
 
 
 def _finite(data: Any) -> Any:
@@ -160,7 +206,7 @@ def check_new_file(path: str | Path, force: bool, flag: str, inputs: Iterable[An
         raise OutputError(f"{flag} '{path}' already exists",
                           f"choose another {flag} path or pass --force"
                           f"{f' ({api_switch} from Python)' if api_switch else ''} to replace it")
-    check_writable(path, flag)
+    check_writable(through_link(path) if path.is_symlink() else path, flag)  # staged where a link points
 
 
 def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) -> None:
@@ -176,7 +222,7 @@ def check_new_output(path: str | Path, force: bool, inputs: Iterable[Any] = ()) 
     if path.is_dir() and any(path.iterdir()) and not force:
         raise OutputError(f"output folder '{path}' exists and is not empty",
                           "choose another --out or pass --force (force=True from Python) to replace it")
-    check_writable(path, "--out")
+    check_writable(through_link(path) if path.is_symlink() else path, "--out")  # staged where a link points
 
 
 def check_own_folder(path: str | Path, flag: str) -> None:
@@ -268,12 +314,13 @@ def check_not_input(path: str | Path, inputs: Iterable[Any], flag: str, folder: 
 
 @contextmanager
 def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a staging folder beside ``path``; on success it replaces ``path`` whole.
+    """Yield a staging folder beside ``path``; on success it replaces ``path`` whole (a symlink's target, the
+    link kept: ``through_link``).
 
     On any error the staging folder is removed and ``path`` is left as it was.
     """
     check_new_output(path, force)
-    path = settled(path)
+    path = through_link(path)  # a symlinked folder is replaced where it points, the link kept
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:
@@ -284,7 +331,7 @@ def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_path(old)
         else:
             os.replace(staging, path)
     except BaseException:

@@ -262,3 +262,64 @@ def test_json_is_written_without_infinity_or_nan(tmp_path):
     write_json(target, {"measured": float("inf"), "runs": [1.5, float("nan"), (float("-inf"),)], "n": 2})
     assert json.loads(target.read_text()) == {"measured": None, "runs": [1.5, None, [None]], "n": 2}
     assert "Infinity" not in target.read_text() and "NaN" not in target.read_text()
+
+
+def test_a_symlinked_output_folder_is_replaced_where_it_points_and_the_link_kept(tmp_path):
+    """`--out latest --force`, latest -> store/run1: the link became a real folder holding the new run, store/run1
+    kept the old one (what a deployment reading through the link ships), and a `.latest.old-PID` link was left."""
+    from edgekd.fsutil import atomic_dir
+
+    run = tmp_path / "store" / "run1"
+    run.mkdir(parents=True)
+    (run / "model.onnx").write_text("old")
+    link = tmp_path / "latest"
+    link.symlink_to(run, target_is_directory=True)
+    with atomic_dir(link, force=True) as staging:
+        (staging / "model.onnx").write_text("new")
+    assert link.is_symlink() and (run / "model.onnx").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "store"]
+    assert [p.name for p in run.parent.iterdir()] == ["run1"]  # no staging folder, no old run left beside it
+
+
+def test_a_symlinked_report_file_is_written_through_and_the_link_kept(tmp_path):
+    """`gate --json sl/g.json --force`, sl/g.json -> real/g.json: the link was swapped for a file, real/g.json
+    left stale."""
+    real, shared = tmp_path / "real", tmp_path / "sl"
+    real.mkdir()
+    shared.mkdir()
+    (real / "g.json").write_text("old")
+    link = shared / "g.json"
+    link.symlink_to(real / "g.json")
+    check_new_file(link, force=True, flag="--json")
+    write_text(link, "new")
+    assert link.is_symlink() and (real / "g.json").read_text() == "new"
+    assert [p.name for p in real.iterdir()] == ["g.json"] and [p.name for p in shared.iterdir()] == ["g.json"]
+
+
+def test_several_files_are_replaced_only_once_all_are_staged(tmp_path, monkeypatch):
+    """An interruption while the third of three reports was written left the first two new, the third old."""
+    from pathlib import Path
+
+    from edgekd.fsutil import write_texts
+
+    files = [tmp_path / name for name in ("a.xml", "b.md", "c.json")]
+    for path in files:
+        path.write_text("old")
+    real, calls = Path.write_text, []
+
+    def interrupted_third(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 3:
+            real(self, "half")
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", interrupted_third)
+    written: list = []
+    with pytest.raises(KeyboardInterrupt):
+        write_texts([(path, "new") for path in files], written)
+    monkeypatch.undo()
+    assert [p.read_text() for p in files] == ["old"] * 3 and written == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xml", "b.md", "c.json"]  # no staging file left
+    write_texts([(path, "new") for path in files], written)
+    assert [p.read_text() for p in files] == ["new"] * 3 and written == files

@@ -1771,3 +1771,49 @@ def test_a_refused_setting_never_writes_its_report_over_an_input(run_cli, run_di
     kept = model.read_bytes()
     code, _, err = _gate(run_cli, folder / "manifest.json", "--max-opset", "0", "--json", model, "--force")
     assert code == 2 and "max opset 0 is not an opset" in err and model.read_bytes() == kept, err
+
+
+def test_reports_interrupted_while_written_are_all_old_or_all_new_and_said(run_cli, tiny_model, tmp_path, monkeypatch):
+    """Ctrl-C between the report files left the JUnit and summary new and the JSON the last run's, and the gate
+    said "nothing was written"; the step summary, appended last, could miss this run's."""
+    from edgekd import fsutil
+
+    reports = [tmp_path / name for name in ("g.xml", "g.md", "g.json")]
+    step = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    outputs = ["--junit", reports[0], "--summary", reports[1], "--json", reports[2], "--force"]
+    for path in [*reports, step]:
+        path.write_text("OLD")
+    real_write = Path.write_text
+
+    def json_interrupted(self, *args, **kwargs):
+        if self.name.startswith(".g.json.tmp"):  # Ctrl-C while the third report is written
+            raise KeyboardInterrupt
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", json_interrupted)
+    code, _, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *outputs)
+    assert code == 130 and err.strip() == "interrupted: nothing was written", err
+    assert [p.read_text() for p in [*reports, step]] == ["OLD"] * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "g.md", "g.xml", "step.md"]
+    monkeypatch.setattr(Path, "write_text", real_write)
+
+    real_replace, replaced = fsutil.os.replace, []
+
+    def second_interrupted(src, dst):  # Ctrl-C once the first report is in place
+        replaced.append(dst)
+        if len(replaced) == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", second_interrupted)
+    code, _, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *outputs)
+    assert code == 130, err
+    assert err.strip() == (f"interrupted while writing the reports: --junit '{reports[0]}' written, --summary "
+                           f"'{reports[1]}', --json '{reports[2]}', $GITHUB_STEP_SUMMARY '{step}' left as they were; "
+                           "run the gate again for a whole set of this run's"), err
+    assert "PASS" in reports[0].read_text() or "failures=\"0\"" in reports[0].read_text()
+    assert [p.read_text() for p in [*reports[1:], step]] == ["OLD"] * 3
+    monkeypatch.setattr(fsutil.os, "replace", real_replace)
+    code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *outputs)
+    assert code == 0 and "PASS" in reports[1].read_text() and step.read_text().startswith("OLD\n### edgekd gate"), err

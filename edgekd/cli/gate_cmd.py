@@ -8,9 +8,16 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import check_distinct_outputs, check_report_files, cli, data_reading_options, needs
+from edgekd.cli.base import (
+    NOTHING_WRITTEN,
+    check_distinct_outputs,
+    check_report_files,
+    cli,
+    data_reading_options,
+    needs,
+)
 from edgekd.errors import EdgeKDError
-from edgekd.fsutil import check_not_input, write_json, write_text
+from edgekd.fsutil import check_not_input, json_text
 
 
 @cli.command()
@@ -221,14 +228,8 @@ def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: 
     text = summary_markdown(result)
     if echo:
         click.echo(text)
-    if junit:
-        write_text(junit, junit_xml(result))
-    if summary:
-        write_text(summary, text)
-    if json_out:
-        write_json(json_out, result.to_dict())
-    if step_summary:
-        _append_step_summary(step_summary, text)
+    _write_reports(((junit, "--junit", junit_xml(result)), (summary, "--summary", text),
+                    (json_out, "--json", json_text(result.to_dict()))), step_summary, text)
     if echo and os.environ.get("GITHUB_ACTIONS") == "true":
         for line in annotations(result):
             click.echo(line)
@@ -260,6 +261,37 @@ def _step_summary_file() -> str | None:
 
 
 _STEP_SUMMARY_FIX = "point GITHUB_STEP_SUMMARY at a writable file (GitHub Actions sets it), or unset it"
+
+
+def _write_reports(reports: tuple[tuple[str | None, str, str], ...], step_summary: str | None, text: str) -> None:
+    """The (path, flag, text) ``reports`` asked for, all or none (each staged, then all renamed at once), then
+    ``text`` appended to ``step_summary``, last: appended to, it cannot be staged. Written one by one, a Ctrl-C
+    between them left this run's verdict in some and the last run's in others, under "nothing was written":
+    an interruption now says which were written by then."""
+    from edgekd.cli.base import on_interrupt
+    from edgekd.fsutil import write_texts
+
+    asked = [(path, flag) for path, flag, _ in reports if path]
+    if step_summary:
+        asked.append((step_summary, "$GITHUB_STEP_SUMMARY"))
+    written: list[str | Path] = []
+    on_interrupt(lambda: _reports_interrupted(asked, written))
+    write_texts([(path, body) for path, _, body in reports if path], written)
+    if step_summary:
+        _append_step_summary(step_summary, text)
+        written.append(step_summary)
+
+
+def _reports_interrupted(asked: list[tuple[str, str]], written: list[str | Path]) -> str:
+    """The interruption line of a gate stopped while writing its reports (or after)."""
+    if not written:
+        return NOTHING_WRITTEN
+    done = [f"{flag} '{path}'" for path, flag in asked if path in written]
+    left = [f"{flag} '{path}'" for path, flag in asked if path not in written]
+    if not left:
+        return f"interrupted: the reports were written ({', '.join(done)})"
+    return (f"interrupted while writing the reports: {', '.join(done)} written, {', '.join(left)} left as "
+            f"{'they were' if len(left) > 1 else 'it was'}; run the gate again for a whole set of this run's")
 
 
 def _append_step_summary(name: str, text: str) -> None:

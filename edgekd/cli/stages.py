@@ -344,7 +344,11 @@ def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any
                    f"{c.spec.space} | {c.spec.config} |")
     click.echo(f"{result.evaluated} candidates scored, {len(result.pareto)} on the score/latency Pareto front, "
                f"{result.measured} measured")
-    click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} (compress with --search {out})")
+    import shlex
+
+    # quoted: a path with a space pasted as it was gave --search its first word and compress two stray arguments
+    click.echo(f"chose {result.chosen.spec.space} {result.chosen.spec.config} -> {out} "
+               f"(compress with --search {shlex.quote(str(out))})")
 
 
 @cli.command("distill")
