@@ -477,6 +477,23 @@ def test_force_replaces_an_earlier_run_only_once_the_new_one_has_a_checkpoint(ru
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # nothing of the earlier run left beside it
 
 
+def test_force_through_a_symlinked_out_replaces_the_folder_it_points_to(run_cli, common, searched, tmp_path):
+    """`--out latest --force` set the link aside and made a folder in its place: whatever read through the link
+    (a deploy step) kept the earlier run, and the link was gone."""
+    run = tmp_path / "runs" / "1"
+    run.mkdir(parents=True)
+    (run / "student.pt").write_text("the earlier run")
+    latest = tmp_path / "latest"
+    latest.symlink_to(run, target_is_directory=True)
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "1", "--no-augment", "--out", latest,
+                           "--force")
+    assert code == 0, err
+    assert latest.is_symlink() and latest.resolve() == run.resolve()
+    assert (run / "checkpoint.pt").is_file() and (run / "student.pt").read_bytes() != b"the earlier run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "runs"]
+    assert [p.name for p in run.parent.iterdir()] == ["1"]  # nothing of the earlier run left beside it
+
+
 def test_under_torchrun_only_rank_0_speaks_and_writes(run_cli, common, searched, tmp_path, monkeypatch):
     """Every rank ran the whole stage: each line twice, and two processes moving files through one folder."""
     import edgekd.pipeline.stages

@@ -20,6 +20,7 @@ from edgekd.fsutil import (
     set_aside,
     settled,
     sha256,
+    through_link,
     write_json,
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
@@ -76,7 +77,9 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         check_one_process()
     if resume:
         check_own_folder(out, "--out")
-    out = Path(out)
+    # a symlinked --out ('latest' pointing at a run's folder) is the folder it points to, the link kept: --force
+    # set the link itself aside and made a folder in its place, which whatever read through the link never saw
+    out = through_link(out)
     if resume and (out / "search.json").is_file():  # the budget and search the run started with
         config = as_started(config, out, log)
     elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
