@@ -39,7 +39,7 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
     for logger in chosen:
         logger.setLevel(logging.CRITICAL + 1 if stderr else logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+        with _interruptions_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             yield
@@ -48,6 +48,46 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
             logger.setLevel(level)
         for handler in [h for h in logging.root.handlers if h not in had]:
             logging.root.removeHandler(handler)
+
+
+# A Ctrl-C (or the CLI's SIGTERM, raised as a KeyboardInterrupt) that lands in a weakref callback or a __del__ is
+# "unraisable": CPython prints "Exception ignored in ..." and carries on. torch.export drops weak references all
+# through a trace, so an interruption during an export was lost, its message hidden by quiet(stderr=True), and the
+# run went on to write its results. While a quiet() block runs, such an interruption is kept for the thread it
+# happened in and raised again as the block ends. One hook for all blocks, as _NATIVE below: overlapping blocks
+# in two threads each putting back "the" hook they found would leave it installed for good.
+_KEPT: dict[int, BaseException] = {}  # thread id -> the interruption swallowed there
+_HOOK = {"depth": 0, "before": None}
+_HOOK_LOCK = threading.Lock()
+
+
+def _keep_interruption(unraisable: sys.UnraisableHookArgs) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _KEPT.setdefault(threading.get_ident(), unraisable.exc_value)
+    else:  # anything else is said as it was (and hidden as before where stderr is silenced)
+        (_HOOK["before"] or sys.__unraisablehook__)(unraisable)
+
+
+@contextlib.contextmanager
+def _interruptions_kept() -> Iterator[None]:
+    with _HOOK_LOCK:
+        if _HOOK["depth"] == 0:
+            _HOOK["before"] = sys.unraisablehook
+            sys.unraisablehook = _keep_interruption
+        _HOOK["depth"] += 1
+    try:
+        yield
+    finally:
+        with _HOOK_LOCK:
+            _HOOK["depth"] -= 1
+            kept = _KEPT.pop(threading.get_ident(), None)
+            if _HOOK["depth"] == 0:
+                if sys.unraisablehook is _keep_interruption:  # one set meanwhile by someone else stays theirs
+                    sys.unraisablehook = _HOOK["before"]
+                _HOOK["before"] = None
+                _KEPT.clear()  # one from a thread outside any block: no block of its own is left to raise it
+        if kept is not None:
+            raise kept  # the block's own error, if any, was raised after the user asked to stop: the stop wins
 
 
 # File descriptor 1 is the process's, not a thread's: the first export to enter sets it aside and the last to

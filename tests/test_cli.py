@@ -553,6 +553,77 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_staging_folder(run_cli, teach
     assert signal.getsignal(signal.SIGTERM) is before  # a Python caller's handler is its own again
 
 
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interruption_during_the_student_export_stops_the_run_and_keeps_the_last_results(
+        run_cli, teacher_files, fast_profile_path, tmp_path, monkeypatch, signame, code):
+    """A Ctrl-C or SIGTERM landing in one of the weakref callbacks torch.export runs was swallowed by CPython, its
+    message hidden by quiet(): the run finished, exited 0 and, with --force, replaced the last results."""
+    import signal
+    import types
+    import weakref
+
+    import edgekd.pipeline
+    from edgekd.quiet import TORCH_EXPORT, quiet
+
+    signum = getattr(signal, signame)
+    monkeypatch.setattr(edgekd.pipeline, "search_and_distill",
+                        lambda *args, **kwargs: (None, types.SimpleNamespace(model=None)))
+
+    class Traced:
+        pass
+
+    def export(config, teacher, teacher_art, model, data, staging, log, profile):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, before):  # would end pytest itself
+            raise AssertionError("the CLI installed no SIGTERM handler")
+        with quiet(*TORCH_EXPORT, stderr=True):  # as exporters/onnx_fp32.py calls torch.onnx.export
+            traced = Traced()
+            ref = weakref.ref(traced, lambda _ref: signal.raise_signal(signum))  # its handler raises in there
+            del traced
+            (staging / "student-fp32.onnx").write_bytes(b"the export went on")
+        assert ref() is None
+        raise AssertionError(f"{signame} was swallowed: the run went on")
+
+    monkeypatch.setattr(edgekd.pipeline, "export_models", export)
+    before = signal.getsignal(signal.SIGTERM)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "manifest.json").write_text("the last run's")
+    got, _, err = run_cli(*_base(teacher_files, fast_profile_path, tmp_path / "o"), "--force")
+    assert got == code and err.strip().startswith("interrupted: nothing was written to") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no .o.staging-* left beside it
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["manifest.json"]
+    assert (tmp_path / "o" / "manifest.json").read_text() == "the last run's"
+
+
+def test_a_second_ctrl_c_after_the_interrupted_line_is_ignored_until_the_process_exits(run_cli, tmp_path,
+                                                                                      monkeypatch):
+    """Users press Ctrl-C twice: the second landed in torch's exit-time finalizers and printed their traceback
+    after the one-line message."""
+    import atexit
+    import signal
+
+    at_exit, handler_at_exit = [], []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    monkeypatch.setattr(atexit, "unregister", lambda fn: None)
+    real_exit = sys.exit
+
+    def exit_(code=0):
+        handler_at_exit.append(signal.getsignal(signal.SIGINT))
+        real_exit(code)
+
+    monkeypatch.setattr(sys, "exit", exit_)
+    monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
+    before = signal.getsignal(signal.SIGINT)
+    code, _, _ = run_cli("compress", "--out", tmp_path / "o")
+    assert code == 130 and handler_at_exit == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is before  # an in-process caller gets its own handler back
+    try:
+        assert len(at_exit) == 1
+        at_exit[0]()  # and the interpreter's exit, torch's finalizers among it, ignores it again
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
     assert "the 'pruned' space has no latency table to calibrate" in line

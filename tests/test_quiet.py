@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -130,3 +131,50 @@ def test_overlapping_exports_in_two_threads_give_descriptor_1_back():
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout == "visible\n"
+
+
+class _Dropped:
+    """An object whose weak reference calls back when it is dropped, as torch.export's do all through a trace."""
+
+
+def _swallowed(interruption):
+    """Raises the interruption where CPython can only swallow it: in a weakref callback."""
+    import weakref
+
+    def callback(_ref):
+        raise interruption
+
+    dropped = _Dropped()
+    ref = weakref.ref(dropped, callback)
+    del dropped
+    return ref
+
+
+def test_an_interruption_swallowed_inside_a_quiet_block_is_raised_as_it_ends():
+    """A Ctrl-C landing in a weakref callback during torch.export was "unraisable": CPython's message went to the
+    stderr quiet() silences, and the export, then the run, went on as if nothing had been pressed."""
+    import sys
+
+    class Terminated(KeyboardInterrupt):  # the CLI's SIGTERM: its exit code depends on the type arriving intact
+        pass
+
+    before = sys.unraisablehook
+    went_on = []
+    with pytest.raises(Terminated):
+        with quiet(stderr=True):
+            with quiet():  # the inner block raises it: the outer one sees it as any exception of its body
+                _swallowed(Terminated())
+                went_on.append(True)  # CPython carries on after a weakref callback; the block ends first
+    assert went_on == [True] and sys.unraisablehook is before
+    with quiet(stderr=True):  # kept only once: a later block is not interrupted again
+        pass
+
+
+def test_other_unraisable_errors_still_reach_the_hook_that_was_there(monkeypatch):
+    import sys
+
+    heard = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: heard.append(unraisable.exc_value))
+    with quiet():
+        _swallowed(ValueError("a finalizer's own bug"))
+    assert [str(e) for e in heard] == ["a finalizer's own bug"]

@@ -53,11 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     on_os_error(None)
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set a handler
     before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    ctrl_c = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         _run(argv)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, before)
+            if ctrl_c is not None:  # None: a handler set outside Python, which cannot be put back from here
+                signal.signal(signal.SIGINT, ctrl_c)
 
 
 # click 8.2 names `edgekd` alone apart from other usage errors; 8.1 (which pyproject allows) shows its help itself
@@ -86,9 +89,31 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
         _say(interrupted_message(), error=False)
+        _deaf_to_ctrl_c()
         # click 8.2 raises its Abort `from` the interrupt, 8.1 inside the handler: __cause__ or __context__.
         sys.exit(143 if any(isinstance(e, Terminated) for e in (exc, exc.__cause__, exc.__context__)) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _deaf_to_ctrl_c() -> None:
+    """Once the interruption is said, a second Ctrl-C (users press it twice) landed in torch's exit-time
+    finalizers and printed their traceback after that line: it is ignored while the run unwinds and exits."""
+    import atexit
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only it may set a handler
+        return
+    _ignore_ctrl_c()
+    # main() gives an in-process caller its own handler back; for the process's exit it is ignored again before
+    # torch's finalizers run (atexit runs the last registered first, and torch registered its own on import).
+    atexit.unregister(_ignore_ctrl_c)
+    atexit.register(_ignore_ctrl_c)
+
+
+def _ignore_ctrl_c() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _say(line: str, error: bool = True) -> None:
