@@ -79,7 +79,7 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
         check_own_folder(out, "--out")
     # a symlinked --out ('latest' pointing at a run's folder) is the folder it points to, the link kept: --force
     # set the link itself aside and made a folder in its place, which whatever read through the link never saw
-    out = through_link(out)
+    out = through_link(out) if Path(out).is_symlink() else Path(out)  # as given otherwise, said as given
     if resume and (out / "search.json").is_file():  # the budget and search the run started with
         config = as_started(config, out, log)
     elif config.search_file:  # recorded in distill.json, for `compress --distilled` to validate against
