@@ -587,7 +587,13 @@ def test_an_interruption_during_the_student_export_stops_the_run_and_keeps_the_l
     before = signal.getsignal(signal.SIGTERM)
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "manifest.json").write_text("the last run's")
-    got, _, err = run_cli(*_base(teacher_files, fast_profile_path, tmp_path / "o"), "--force")
+    # Python's own Ctrl-C handler, as an interactive shell leaves it: a test run started in the background (`make
+    # test &`) inherits SIGINT ignored, and the signal then never reached the export at all
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        got, _, err = run_cli(*_base(teacher_files, fast_profile_path, tmp_path / "o"), "--force")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert got == code and err.strip().startswith("interrupted: nothing was written to") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no .o.staging-* left beside it
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["manifest.json"]
