@@ -416,17 +416,18 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
     if mode == "I;16" and float(x.max(initial=0)) > 65535 * 1.01:  # bicubic overshoots a little; more: 32-bit
         raise DataError(f"{path}: holds integer pixels beyond 16 bits", "store 8- or 16-bit images")
     x /= np.float32(levels)
-    notes = () if resolution else _size_notes(path, files, sizes)
-    most = Counter(sizes).most_common(1)[0][0]
+    counts = Counter(sizes)  # the size most images have, and (no --resolution) whether they differ
+    notes = () if resolution else _size_notes(path, files, sizes, counts)
+    most = counts.most_common(1)[0][0]
     return x.transpose(0, 3, 1, 2), ImagesRead("RGB" if mode == "RGB" else "L", 1 / levels, (h, w),
                                                 (most[1], most[0]), notes)
 
 
-def _size_notes(path: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[str, ...]:
+def _size_notes(path: Path, files: list[Path], sizes: list[tuple[int, int]],
+                counts: Counter[tuple[int, int]]) -> tuple[str, ...]:
     """A warning when images of several sizes were all resized to the first one's, with no --resolution:
     one odd image listed first (a screenshot among camera frames) set the size, and the aspect ratio, of
     every image the model is trained on and takes."""
-    counts = Counter(sizes)
     if len(counts) < 2:
         return ()
     (w0, h0), ((w, h), most) = sizes[0], counts.most_common(1)[0]
