@@ -110,7 +110,8 @@ def _finite(data: Any) -> Any:
 
 
 @contextmanager
-def exclusive(lock: Path, what: str) -> Iterator[None]:
+def exclusive(lock: Path, what: str,
+              why: str = "two at once would also slow each other's measurements") -> Iterator[None]:
     """Hold ``lock`` (a file beside what it guards) while one process does ``what``; a second process is
     refused at once, naming the first. The system frees the lock when the holder ends, however it ends, so
     a killed run leaves nothing stale; one that ends otherwise removes the file. Where the platform has no
@@ -129,8 +130,8 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise OutputError(f"{what} is already running ({holder}); two at once would also slow each other's "
-                              "measurements", "wait for it to finish, or stop it, then run this again") from None
+            raise OutputError(f"{what} is already running ({holder}); {why}",
+                              "wait for it to finish, or stop it, then run this again") from None
         if _same_file(fh, lock):
             break
         # The holder before removed the file between our opening and locking it: that lock guards nothing
@@ -148,6 +149,18 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
         lock.unlink(missing_ok=True)
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+@contextmanager
+def writing(out: str | Path, command: str) -> Iterator[None]:
+    """Hold ``out`` (a run's --out, file or folder) for one run of ``command``: a second run into it, a CI
+    job started twice say, is refused at once rather than after its work, when one would replace the other's
+    results (or, for a training run, its checkpoints as they are written). The lock file lies beside ``out``
+    (where it is written anyway), so a link to it and its target share one."""
+    target = Path(out).resolve()
+    with exclusive(target.parent / f".{target.name}.lock", f"another {command} into '{out}'",
+                   "two runs would replace each other's results"):
+        yield
 
 
 def held(lock: Path) -> bool:

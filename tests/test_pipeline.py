@@ -187,6 +187,28 @@ def test_outputs_that_would_replace_an_input_or_cannot_be_written_fail_before_an
         run_distill(_config(teacher_files, fast_profile_path, tmp_path / "o"), tmp_path / "notes.txt")
 
 
+def test_a_second_run_into_the_same_out_is_refused_before_any_work(teacher_files, fast_profile_path, tmp_path):
+    """Two CI jobs writing one --out: the second stops at once, naming the first, not after its training (where
+    the later finisher replaced the other's results, or a distill's checkpoints as they were written)."""
+    from edgekd.fsutil import writing
+    from edgekd.pipeline import run_distill, run_search
+
+    out = tmp_path / "o"
+    with writing(out, "compress"):  # a lock of its own open file: refused as another process's is
+        with pytest.raises(OutputError, match=rf"another compress into '.*o' is already running \(process "
+                                              rf"{os.getpid()}\); two runs would replace each other's results; wait"):
+            compress(_config(teacher_files, fast_profile_path, out))
+        with pytest.raises(OutputError, match="another distill into .* is already running"):
+            run_distill(_config(teacher_files, fast_profile_path, out), out)
+    assert not out.exists()
+    link = tmp_path / "latest"
+    link.symlink_to(out.name)
+    with writing(link, "search"):  # a link and the file it names are one output
+        with pytest.raises(OutputError, match="another search into '.*/o' is already running"):
+            run_search(_config(teacher_files, fast_profile_path, out), out)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+
+
 def test_a_package_teacher_s_folder_is_an_input_no_output_replaces(teacher_files, fast_profile_path, tmp_path,
                                                                     monkeypatch):
     # `compress --teacher mypkg.models:build ... --out mypkg --force` deleted the user's package: its module name,

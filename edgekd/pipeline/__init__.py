@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError, api_log
-from edgekd.fsutil import atomic_dir, check_new_output, sha256, write_json
+from edgekd.fsutil import atomic_dir, check_new_output, sha256, write_json, writing
 from edgekd.pipeline.config import (
     CompressConfig,
     config_fields,
@@ -51,8 +51,6 @@ class CompressResult:
 def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     """Teacher + data -> searched, distilled student -> fp32 and int8 ONNX -> validated on the profile."""
     from edgekd.api_args import require_config
-    from edgekd.latency.runners import probe_device
-    from edgekd.profiles import load_profile
     from edgekd.torchrun import check_alone
 
     require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
@@ -61,6 +59,15 @@ def compress(config: CompressConfig, log: Log | None = None) -> CompressResult:
     if config.distilled:
         config = _with_distilled_inputs(config, log)  # before the output check: the inputs it names are kept
     check_new_output(config.out, config.force, input_paths(config))  # fail before hours of work, not after
+    with writing(config.out, "compress"):  # a second run into --out is refused now, not after its work
+        return _compressed(config, log)
+
+
+def _compressed(config: CompressConfig, log: Log) -> CompressResult:
+    """compress() once its --out is held."""
+    from edgekd.latency.runners import probe_device
+    from edgekd.profiles import load_profile
+
     check_teacher_files(config)  # the teacher loads after the data, which can take minutes
     if config.distilled:
         config = _as_distilled(config)  # before the data loads: the recorded seed split it

@@ -22,6 +22,7 @@ from edgekd.fsutil import (
     sha256,
     through_link,
     write_json,
+    writing,
 )
 from edgekd.pipeline.config import CompressConfig, config_fields, input_paths, with_search_budget
 from edgekd.run_inputs import Log, check_teacher_files, near_chance, recipe, run_data, run_teacher, sampled
@@ -32,17 +33,23 @@ def run_search(config: CompressConfig, out: str | Path, force: bool = False, log
     """The search stage alone: rank candidates for ``config``'s teacher, data, profile and budget and
     write the result to ``out`` (a JSON file ``compress --search`` accepts); ``force`` or ``config.force``
     replaces an existing one, as ``run_distill`` takes ``config.force``."""
-    from edgekd.latency.runners import probe_device
-    from edgekd.profiles import load_profile
-    from edgekd.search import search
     from edgekd.torchrun import check_alone
 
     require_config("config", config, CompressConfig, "out='edgekd-out', budget_ms=0.5")
     check_alone("search")
     log = api_log(log)
     check_new_file(out, force or config.force, "--out", input_paths(config))
+    with writing(out, "search"):
+        return _searched(config, Path(out), log)
+
+
+def _searched(config: CompressConfig, out: Path, log: Log) -> Any:
+    """run_search() once its --out is held."""
+    from edgekd.latency.runners import probe_device
+    from edgekd.profiles import load_profile
+    from edgekd.search import search
+
     check_teacher_files(config)  # the teacher loads after the data, which can take minutes
-    out = Path(out)
     profile = load_profile(config.profile)
     probe_device(profile)  # a search always measures its candidates on the device
     data = run_data(config, log)
@@ -96,6 +103,13 @@ def run_distill(config: CompressConfig, out: str | Path, resume: bool = False, l
                           "and distill with --search search.json")
     if rank != 0:
         return _distill_into(config, out, resume, lambda _msg: None, write=False)
+    with writing(out, "distill"):  # the other processes write nothing
+        return _distill_rank0(config, out, resume, log, on_checkpoint)
+
+
+def _distill_rank0(config: CompressConfig, out: Path, resume: bool, log: Log,
+                   on_checkpoint: Callable[[Path], None] | None) -> Any:
+    """run_distill() in the process that writes ``out``, once it holds it."""
     if not resume:
         check_new_output(out, True, input_paths(config))  # replaced below only with --force
     if resume and config.target_ms is not None:
