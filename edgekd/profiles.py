@@ -97,20 +97,46 @@ def builtin_dir() -> Path:
 
 
 def user_dir() -> Path:
+    """The user profile folder (it need not exist yet); ProfileError when a file stands at its path: read as no
+    folder, a typo in EDGEKD_PROFILE_DIR hid the user's profiles and sent calibrate's tables to a write that
+    failed as "File exists"."""
     env = os.environ.get("EDGEKD_PROFILE_DIR")
     if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "edgekd" / "profiles"
+        folder, said = Path(env).expanduser(), f"EDGEKD_PROFILE_DIR '{env}'"
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        folder = Path(base) / "edgekd" / "profiles"
+        said = f"the user profile folder {folder}"
+    if folder.exists() and not folder.is_dir():
+        raise ProfileError(f"{said} is a file, not a folder",
+                           "point EDGEKD_PROFILE_DIR at a folder (default ~/.config/edgekd/profiles), or move the file "
+                           "away")
+    return folder
 
 
-def _profile_files() -> dict[str, Path]:
+def _profile_files(user: bool = True) -> dict[str, Path]:
+    """Profile name -> file, built-in and (with ``user``) in the user profile folder."""
     found: dict[str, Path] = {}
-    for folder in (builtin_dir(), user_dir()):  # user files shadow built-ins of the same name
+    for folder in (builtin_dir(), user_dir()) if user else (builtin_dir(),):  # user files shadow built-ins
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
                 found[path.stem] = path
     return found
+
+
+def shadowed(path: Path) -> bool:
+    """Whether ``path`` is a built-in profile file hidden by a user profile file of the same name: no name loads
+    it any more, the user's file is the profile of that name."""
+    path = path.resolve()
+    if path.parent != builtin_dir().resolve():
+        return False
+    found = _profile_files().get(path.stem)
+    return found is not None and found.resolve() != path
+
+
+def is_builtin(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped profile files (package files: a fix never asks to edit one)."""
+    return Path(path).resolve().parent == builtin_dir().resolve()
 
 
 def list_profiles() -> list[DeviceProfile]:
@@ -119,8 +145,9 @@ def list_profiles() -> list[DeviceProfile]:
     return [_load_found(name, path) for name, path in _profile_files().items()]
 
 
-def profile_names() -> list[str]:
-    return sorted(_profile_files())
+def profile_names(user: bool = True) -> list[str]:
+    """Every profile name found; without ``user``, the built-in ones only."""
+    return sorted(_profile_files(user))
 
 
 def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> DeviceProfile:

@@ -203,6 +203,33 @@ def test_a_measurement_still_noisy_after_repeating_is_said_and_not_cached(run_cl
     assert code == 0 and "note: cv above the profile's max_cv" in out, err
 
 
+def test_the_note_on_a_noisy_model_says_its_whole_comparison_was_not_cached(run_cli, models, fast_profile_path,
+                                                                            tmp_path, monkeypatch):
+    """The cache holds a comparison whole: the note named only the noisy model as uncached, and the next run
+    measuring every model again surprised."""
+    import dataclasses
+    import importlib
+
+    measure_mod = importlib.import_module("edgekd.latency.measure")  # the package's `measure` is the function
+    real = measure_mod.measure
+
+    def second_noisy(paths, profile, shape=None):  # one model noisy, the other steady
+        stats = real(paths, profile, shape)
+        return [dataclasses.replace(s, cv=0.9 if i == 1 else 0.0) for i, s in enumerate(stats)]
+
+    monkeypatch.setattr(measure_mod, "measure", second_noisy)
+    own = tmp_path / "own.toml"  # settings of its own: no other test's cached comparison answers for it
+    own.write_text(fast_profile_path.read_text().replace("warmup_runs = 3", "warmup_runs = 2"))
+    assert "warmup_runs = 2" in own.read_text()
+    args = ["bench", models / "big.onnx", "--vs", models / "small.onnx", "--profile", own]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert f"note: {models / 'small.onnx'}: cv above" in out and "this comparison (every model in it) was not " \
+        "cached" in out
+    code, out, err = run_cli(*args)
+    assert code == 0 and "(cached result)" not in out, err
+
+
 def test_a_cached_measurement_does_not_outlive_an_upgrade_or_another_cpu(models, fast_profile, monkeypatch):
     """A CI cache of ~/.cache restored on another runner type, or an onnxruntime upgrade, must measure anew."""
     from edgekd.latency import cache, table

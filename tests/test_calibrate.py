@@ -734,7 +734,7 @@ def test_calibrating_a_profile_file_of_the_same_name_keeps_the_other_file_s_tabl
     assert err.startswith(f"error: {good} is the latency table of profile file {board.resolve()} (also named "
                           f"'fast-test', with other settings), and calibrating {twin} would replace it; give one of "
                           f'the two files a name of its own (e.g. name = "fast-2t" in {twin}'), err
-    assert "pass --force to replace fast-test.toml's" in err
+    assert f"pass --force to replace the one of {board.resolve()}\n" in err  # by path: both may be NAME.toml
     code, _, err = run_cli(*args, "--force")
     assert code == 0 and measured == ["measured"], err
     board.write_text(board.read_text().replace("max_cv = 0.5", "max_cv = 0.3"))  # edited since: stale
@@ -757,7 +757,8 @@ def test_an_interrupted_calibration_of_a_profile_file_of_the_same_name_is_kept_u
     kept = partial.read_text()
     with pytest.raises(ConfigError, match=rf"is an interrupted calibration of profile file .*{board.name} \(also "
                                           r"named 'fast-test', with other settings\).*; give one of the two files a "
-                                          r"name of its own .* or pass --force to replace fast-test\.toml's"):
+                                          r"name of its own .* or pass --force to replace the one of "
+                                          rf".*{board.name}"):
         calibrate(other, TINY, SHAPE, 10, networks=16, chunk=4, rounds=1)
     assert partial.read_text() == kept
 
@@ -809,7 +810,8 @@ def test_profiles_show_lists_a_renamed_profile_s_table_and_interrupted_calibrati
     [table] = shown["latency_tables"]
     assert table["usable"] is True and table["calibrated_as"] == "fast-test"
     assert load_table(other, TINY, SHAPE, 10).stamp.profile == "fast-test"  # what search reads, the same
-    assert shown["interrupted_calibrations"] == [str(partial)]
+    assert shown["interrupted_calibrations"] == [{"path": str(partial), "resumable": False,
+                                                  "why": "unreadable: calibrate deletes it and starts over"}]
 
 
 def test_profiles_show_lists_only_its_own_interrupted_calibrations(fast_profile_path, tmp_path, run_cli):
@@ -822,7 +824,7 @@ def test_profiles_show_lists_only_its_own_interrupted_calibrations(fast_profile_
         path.write_text("{}")
     code, out, err = run_cli("profiles", "show", board)
     assert code == 0, err
-    assert json.loads(out)["interrupted_calibrations"] == sorted([str(own), str(legacy)])
+    assert [p["path"] for p in json.loads(out)["interrupted_calibrations"]] == sorted([str(own), str(legacy)])
 
 
 def test_profiles_show_lists_a_calibration_running_now_as_running_not_interrupted(fast_profile_path, tmp_path,
@@ -843,7 +845,8 @@ def test_profiles_show_lists_a_calibration_running_now_as_running_not_interrupte
     assert (shown["interrupted_calibrations"], shown["running_calibrations"]) == ([], [str(partial)])
     lock.write_text("process 999999999")  # left by a holder killed since
     shown = json.loads(run_cli("profiles", "show", board)[1])
-    assert (shown["interrupted_calibrations"], shown["running_calibrations"]) == ([str(partial)], [])
+    assert ([p["path"] for p in shown["interrupted_calibrations"]], shown["running_calibrations"]) == (
+        [str(partial)], [])
 
 
 def test_profiles_show_says_a_perf_test_table_s_runtime_was_not_recorded(table_file, fast_profile_path, tmp_path,
@@ -860,3 +863,130 @@ def test_profiles_show_says_a_perf_test_table_s_runtime_was_not_recorded(table_f
     assert shown["onnxruntime"] == (
         "not recorded (onnxruntime_perf_test does not report its version, so this table is not checked against it): "
         "after upgrading it on the device, run `edgekd profiles calibrate fast-test --force`")
+
+
+def test_profiles_show_says_which_interrupted_calibrations_calibrate_resumes_and_why_not(fast_profile_path, tmp_path,
+                                                                                        run_cli):
+    """One measured with settings the profile has changed since was listed as work waiting to be resumed, while
+    calibrate deletes it and starts over."""
+    from edgekd.latency.calibrate import partial_path
+    from edgekd.latency.table import Stamp, source_of
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    partial = partial_path(table_path(profile, TINY, SHAPE, 10))
+    partial.write_text(json.dumps({"stamp": Stamp.current(profile, TINY, SHAPE, 10).to_dict(),
+                                   "entries": {"fp32": {"b": 1.0}, "int8": {}}, "profile_source": source_of(profile),
+                                   "profile_settings": profile.measured_settings()}))
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    assert json.loads(out)["interrupted_calibrations"] == [{"path": str(partial), "resumable": True}]
+    board.write_text(board.read_text().replace("max_cv = 0.5", "max_cv = 0.3"))
+    code, out, err = run_cli("profiles", "show", board)
+    assert code == 0, err
+    assert json.loads(out)["interrupted_calibrations"] == [
+        {"path": str(partial), "resumable": False,
+         "why": "measured with measure.max_cv 0.5 (now 0.3): calibrate deletes it and starts over"}]
+
+
+def test_a_resume_point_records_the_settings_it_was_measured_with(fast_profile, tmp_path, monkeypatch):
+    """So that `profiles show` names the setting that keeps it from being resumed."""
+    calls: list[int] = []
+
+    def first_chunk_then_interrupted(space, keys, *_args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return {"b": 1.0}, 1.0
+
+    monkeypatch.setattr(calib_mod, "_measure_blocks", first_chunk_then_interrupted)
+    path = tmp_path / "t.json"
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(fast_profile, TINY, SHAPE, 10, networks=16, chunk=4, path=path, rounds=1)
+    kept = json.loads(path.with_name(path.name + ".partial").read_text())
+    assert kept["profile_settings"] == fast_profile.measured_settings()
+
+
+def test_an_unknown_space_lists_only_the_spaces_calibrate_takes(fast_profile, tmp_path):
+    """It listed `pruned`, which calibrate then refused."""
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown search space 'foo'; choose one of: .*mbv2.*resnet") as exc:
+        calibrate(fast_profile, "foo", SHAPE, 10, path=tmp_path / "t.json")
+    assert "pruned" not in exc.value.message
+
+
+def _shadowed_builtin_table(table_file, tmp_path, monkeypatch):
+    """A user file host-cpu-1t.toml with other settings, hiding the built-in host-cpu-1t, and a table of the built-in
+    in the user folder: (the user's profile, the table's path, the built-in's file)."""
+    from edgekd.profiles import builtin_dir, load_profile
+
+    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(tmp_path))
+    builtin_file = builtin_dir() / "host-cpu-1t.toml"
+    builtin = load_profile(builtin_file)
+    (tmp_path / "host-cpu-1t.toml").write_text(builtin_file.read_text().replace("max_cv = 0.10", "max_cv = 0.3"))
+    mine = load_profile("host-cpu-1t")
+    assert mine.source != str(builtin_file) and mine.digest() != builtin.digest()
+    path = table_path(mine, TINY, SHAPE, 10)
+    data = json.loads(table_file.read_text())
+    data["stamp"]["profile"], data["stamp"]["profile_digest"] = "host-cpu-1t", builtin.digest()
+    data["profile_source"] = str(builtin_file.resolve())
+    path.write_text(json.dumps(data))
+    return mine, path, builtin_file
+
+
+def test_a_user_profile_hiding_a_built_in_one_calibrates_over_the_built_ins_table(table_file, tmp_path, run_cli,
+                                                                                 monkeypatch):
+    """The built-in's table blocked it: `profiles show` gave a calibrate command that was then refused, with a fix
+    asking to edit the shipped file to the name it already had."""
+    from edgekd.latency.table import LatencyTable, owning_file
+
+    mine, path, builtin_file = _shadowed_builtin_table(table_file, tmp_path, monkeypatch)
+    assert owning_file(path, mine) is None  # the hidden built-in is no profile of that name any more
+    code, out, err = run_cli("profiles", "show", "host-cpu-1t")
+    assert code == 0, err
+    [shown] = json.loads(out)["latency_tables"]
+    assert shown["usable"] is False and str(builtin_file) not in shown["why"]
+    assert shown["why"].endswith(f"recalibrate: run `edgekd profiles calibrate host-cpu-1t --space {TINY} "
+                                 "--input-shape 1,16,16 --classes 10 --networks 20`")
+    measured: list[str] = []
+
+    def fake(*_args, **_kwargs):
+        measured.append("measured")
+        return LatencyTable.from_dict(json.loads(path.read_text()))
+
+    monkeypatch.setattr("edgekd.latency.calibrate.calibrate", fake)
+    code, _, err = run_cli("profiles", "calibrate", "host-cpu-1t", "--space", TINY, "--input-shape", "1,16,16")
+    assert code == 0 and measured == ["measured"] and f"replaces {path}, which search cannot use" in err, err
+
+
+def test_a_shared_name_fix_never_asks_to_edit_a_shipped_profile(tmp_path):
+    """Both files named after the profile: the fix fell back to the other file, the shipped one, and to the name it
+    already had."""
+    from edgekd.latency.table import shared_name_fix
+    from edgekd.profiles import builtin_dir, load_profile
+
+    builtin_file = builtin_dir() / "host-cpu-1t.toml"
+    mine = tmp_path / "host-cpu-1t.toml"
+    fix = shared_name_fix(load_profile(builtin_file), mine)
+    assert fix.startswith(f'give one of the two files a name of its own (e.g. name = "host-cpu-1t-2" in {mine}, and '
+                          "rename it host-cpu-1t-2.toml")
+    assert str(builtin_file) not in fix.split("or pass --force")[0]
+
+
+def test_profiles_show_gives_another_file_s_table_the_fix_calibrate_gives_not_a_command_it_refuses(
+        table_file, fast_profile_path, tmp_path, run_cli):
+    """It said to run `profiles calibrate` for the copy, which then refused to replace the other file's table."""
+    import shutil
+
+    board, profile = _board(fast_profile_path, tmp_path)
+    twin, _ = _twin(board, tmp_path)
+    good = table_path(profile, TINY, SHAPE, 10)
+    shutil.copy(table_file, good)
+    good.write_text(json.dumps({**json.loads(good.read_text()), "profile_source": str(board.resolve())}))
+    code, out, err = run_cli("profiles", "show", twin)
+    assert code == 0, err
+    [shown] = json.loads(out)["latency_tables"]
+    assert shown["usable"] is False and "recalibrate: run" not in shown["why"]
+    assert shown["why"].startswith(f"the latency table of profile file {board.resolve()} (also named 'fast-test', "
+                                   f'with other settings); give one of the two files a name of its own (e.g. name = '
+                                   f'"fast-2t" in {twin}')

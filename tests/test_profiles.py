@@ -132,7 +132,16 @@ def test_disallowed_value(tmp_path):
 
 def test_out_of_range(tmp_path):
     path = _write(tmp_path, "range", _valid().replace("repeats = 3", "repeats = 0"))
-    with pytest.raises(ProfileError, match=r"measure\.repeats' is 0.*at least 1"):
+    with pytest.raises(ProfileError, match=r"measure\.repeats' is 0.*at least 2"):
+        load_profile(path)
+
+
+def test_one_repeat_is_refused_as_it_has_no_cv(tmp_path):
+    """One repeat's cv read 0%: a cold run passed as stable, max_cv never measured it again, and it was cached."""
+    path = _write(tmp_path, "rep1", _valid().replace("repeats = 3", "repeats = 1"))
+    with pytest.raises(ProfileError, match=r"key 'measure\.repeats' is 1; use a value of at least 2: the cv that "
+                                           r"tells a noisy measurement \(measure\.max_cv\) compares the repeats' "
+                                           r"medians; for a quick look lower measure\.runs_per_repeat instead"):
         load_profile(path)
 
 
@@ -402,3 +411,23 @@ def test_an_installed_edgekd_reads_its_shipped_profiles_not_a_profiles_folder_be
     where, names = run_uninstalled("from edgekd.profiles import builtin_dir, profile_names; print(builtin_dir()); "
                                    "print(profile_names())", app, tmp_path, EDGEKD_PROFILE_DIR=str(tmp_path / "none"))
     assert where == str(app / "edgekd" / "builtin_profiles") and "host-cpu-1t" in names and "my-board" not in names
+
+
+def test_a_profile_folder_setting_that_names_a_file_is_said_not_ignored(tmp_path, monkeypatch, run_cli):
+    """Read as no folder, `list` told the user to add profiles to a file and calibrate failed with "File exists;
+    check free space"."""
+    from edgekd.profiles import user_dir
+
+    afile = tmp_path / "README.md"
+    afile.write_text("not a folder")
+    monkeypatch.setenv("EDGEKD_PROFILE_DIR", str(afile))
+    said = rf"EDGEKD_PROFILE_DIR '{afile}' is a file, not a folder; point EDGEKD_PROFILE_DIR at a folder"
+    with pytest.raises(ProfileError, match=said):
+        user_dir()
+    with pytest.raises(ProfileError, match=said):
+        load_profile("host-cpu-1t")
+    code, out, err = run_cli("profiles", "list")
+    assert code == 0 and err.startswith(f"warning: EDGEKD_PROFILE_DIR '{afile}' is a file, not a folder;"), err
+    assert "host-cpu-1t" in out and str(afile) not in out
+    code, out, err = run_cli("profiles", "calibrate", "host-cpu-1t", "--space", "resnet", "--input-shape", "1,2,2")
+    assert (code, out) == (2, "") and err.startswith(f"error: EDGEKD_PROFILE_DIR '{afile}' is a file, not a folder;")

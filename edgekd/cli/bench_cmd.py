@@ -76,9 +76,10 @@ def bench(model: str, others: tuple[str, ...], profile: str, input_shapes: tuple
     shaky = noisy(stats, prof)
     if shaky:
         names = ", ".join(paths[i] for i in shaky)
+        # the cache holds a comparison whole (ratios only hold within one run): none of its models was cached
         click.echo(f"note: {names}: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring "
-                   "twice as long, so the figures are rough and were not cached; rerun when the machine is quieter, "
-                   "or raise measure.repeats in the profile")
+                   "twice as long, so the figures are rough, and this comparison (every model in it) was not cached; "
+                   "rerun when the machine is quieter, or raise measure.repeats in the profile")
     if json_out:
         write_json(json_out, {"profile": prof.name, "cached": cached,
                               "models": [{"path": p, **s.to_dict(), "noisy": i in shaky, "vs_first": r.to_dict()}

@@ -20,17 +20,23 @@ def profiles() -> None:
 def profiles_list() -> None:
     """Every profile found: built-in and in the user profile folder."""
     from edgekd.errors import ProfileError
-    from edgekd.profiles import load_profile, profile_names, user_dir
+    from edgekd.profiles import builtin_dir, load_profile, profile_names, user_dir
 
-    for name in profile_names():
-        try:
-            p = load_profile(name)  # as `show` and --profile load it, so each name listed is one they find
+    try:
+        folder: Path | None = user_dir()
+    except ProfileError as exc:  # a file, not a folder: the built-ins are still listed, the setting named
+        click.echo(f"warning: {exc.message}", err=True)
+        folder = None
+    for name in profile_names(user=folder is not None):
+        try:  # as `show` and --profile load it, so each name listed is one they find
+            p = load_profile(name) if folder else load_profile(builtin_dir() / f"{name}.toml")
         except ProfileError as exc:  # one broken file does not hide the others
             click.echo(f"warning: {exc.message}", err=True)
             continue
         threads = p.runtime["intra_op_threads"] or "all"
         click.echo(f"{p.name:<16} {p.runner['kind']:<6} threads={threads!s:<4} {p.description}")
-    click.echo(f"(add your own .toml files to {user_dir()} or pass --profile path/to/file.toml)")
+    where = f"add your own .toml files to {folder}" if folder else "point EDGEKD_PROFILE_DIR at a folder of your own"
+    click.echo(f"({where} or pass --profile path/to/file.toml)")
 
 
 @profiles.command("show")
@@ -39,12 +45,15 @@ def profiles_show(name: str) -> None:
     """Print one profile, resolved with defaults, as JSON, with the latency tables calibrated for it and
     whether search can use each here."""
     from edgekd.latency.fit_check import trust
-    from edgekd.latency.table import table_summaries, unfinished_calibrations
+    from edgekd.latency.table import resume_why, table_summaries, unfinished_calibrations
     from edgekd.profiles import load_profile
 
     profile = load_profile(name)
     tables = table_summaries(profile, trust)
-    unfinished = [str(p) for p in unfinished_calibrations(profile)]  # the same calibrate command resumes each
+    unfinished = []  # each with whether calibrate resumes it, as tables say whether search can use them
+    for partial in unfinished_calibrations(profile):
+        why = resume_why(partial, profile)
+        unfinished.append({"path": str(partial), "resumable": why is None, **({"why": why} if why else {})})
     running = [str(p) for p in unfinished_calibrations(profile, running=True)]
     click.echo(json.dumps({**profile.to_dict(), "latency_tables": tables, "interrupted_calibrations": unfinished,
                            "running_calibrations": running}, indent=2, ensure_ascii=False))

@@ -57,9 +57,11 @@ def calibrate(profile: DeviceProfile, space_name: str = "mbv2", input_shape: tup
     if num_classes < 1:
         raise ConfigError(f"--classes {num_classes} is not a number of classes", "pass the classes your model "
                           "predicts, e.g. --classes 10")
+    tabled = [n for n in SPACES.names() if hasattr(SPACES.get(n), "all_blocks")]
+    if space_name not in SPACES:  # the registry's own error lists spaces this refuses just below
+        raise ConfigError(f"unknown search space '{space_name}'", f"choose one of: {', '.join(tabled)}")
     space = SPACES.get(space_name)
     if not hasattr(space, "all_blocks"):
-        tabled = [n for n in SPACES.names() if hasattr(SPACES.get(n), "all_blocks")]
         raise ConfigError(f"the '{space_name}' space has no latency table to calibrate: its networks come from your "
                           "teacher at search time, and search measures some of them to fit their latency (and keeps "
                           "the fit)", f"calibrate one of: {', '.join(tabled)}")
@@ -105,7 +107,9 @@ def _calibrate(profile: DeviceProfile, space: Any, space_name: str, input_shape:
 
         def save() -> None:  # the resume point: blocks and networks measured so far, and the time they took
             write_json(partial, {"stamp": stamp.to_dict(), "entries": entries, "refs": refs, "networks": nets,
-                                 "seconds": elapsed(), "profile_source": source_of(profile)})
+                                 "seconds": elapsed(), "profile_source": source_of(profile),
+                                 # to name the setting that changed when `profiles show` says it cannot resume
+                                 "profile_settings": profile.measured_settings()})
 
         for precision in PRECISIONS:
             todo = [k for k in keys if block_key(k) not in entries[precision]]

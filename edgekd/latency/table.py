@@ -311,13 +311,15 @@ def other_profile_file(recorded_source: Any, digest: Any, profile: DeviceProfile
     still there and still has the settings it was made with (``digest``), other than ``profile``'s, so that it
     serves that file's profile; None for ``profile``'s own file (edited since: replacing it is the point), or one
     gone or changed."""
-    from edgekd.profiles import load_profile_file
+    from edgekd.profiles import load_profile_file, shadowed
 
     if not isinstance(recorded_source, str) or not recorded_source or recorded_source == source_of(profile):
         return None
     if digest == profile.digest():  # these same settings: what keeps it from use here does there too
         return None
     other = Path(recorded_source)
+    if shadowed(other):  # a built-in the user's file of its name hides: that file is the profile of the name now
+        return None
     try:
         found = load_profile_file(other) if other.is_file() else None
     except ProfileError:
@@ -327,11 +329,18 @@ def other_profile_file(recorded_source: Any, digest: Any, profile: DeviceProfile
 
 def shared_name_fix(profile: DeviceProfile, other: Path) -> str:
     """How to calibrate ``profile`` when its name's table is another file's (``other_profile_file``): a name
-    of its own, from the file's name where that differs (tables are named after ``name``, not the file)."""
-    own = Path(profile.source)
-    renamed, stem = (own, own.stem) if own.stem != profile.name else (other, other.stem)
-    return (f"give one of the two files a name of its own (e.g. name = \"{stem}\" in {renamed}: tables are named "
-            f"after the profile's name, not its file), or pass --force to replace {other.name}'s")
+    of its own, from the file's name where that differs (tables are named after ``name``, not the file), in a
+    file of the user's (a shipped one is never to be edited)."""
+    from edgekd.profiles import is_builtin
+
+    editable = [f for f in (Path(profile.source), other) if not is_builtin(f)]
+    renamed = next((f for f in editable if f.stem != profile.name), editable[0] if editable else other)
+    if renamed.stem != profile.name:
+        how = f"name = \"{renamed.stem}\" in {renamed}"
+    else:  # its file is named after the profile: a name found in a profile folder has to be the file's too
+        how = f"name = \"{profile.name}-2\" in {renamed}, and rename it {profile.name}-2.toml"
+    return (f"give one of the two files a name of its own (e.g. {how}: tables are named after the profile's name, "
+            f"not its file), or pass --force to replace the one of {other}")
 
 
 def unfinished_calibrations(profile: DeviceProfile, running: bool = False) -> list[Path]:
@@ -342,6 +351,51 @@ def unfinished_calibrations(profile: DeviceProfile, running: bool = False) -> li
 
     return [p for p in _partials(profile)
             if held(p.with_name(p.name.removesuffix(".partial") + ".lock")) == running]
+
+
+def resume_why(partial: Path, profile: DeviceProfile) -> str | None:
+    """Why `profiles calibrate` would not resume the resume point ``partial`` of ``profile`` (it deletes it and
+    starts over, or refuses it as another file's), in a few words; None when it resumes it. Judged as calibrate
+    judges it (``calibrate._resume`` against this profile's stamp), so `profiles show` lists no work as waiting
+    that calibrate would throw away."""
+    from edgekd.errors import ConfigError
+    from edgekd.latency.calibrate import _resume, partial_path
+
+    try:
+        data = json.loads(partial.read_text(encoding="utf-8"))
+        stamp = data["stamp"]
+        space, classes = str(stamp["space"]), int(stamp["num_classes"])
+        shape = tuple(int(d) for d in stamp["input_shape"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "unreadable: calibrate deletes it and starts over"
+    if partial != partial_path(table_path(profile, space, shape, classes)):
+        return ("not where calibrate resumes from (written before tables were kept per input shape, or renamed): "
+                "no calibrate command resumes it; delete it")
+    if (other := owning_file(partial, profile)) is not None:
+        return (f"an interrupted calibration of profile file {other} (also named '{profile.name}', with other "
+                f"settings): calibrate keeps it for that file; {shared_name_fix(profile, other)}")
+    try:  # a remote device's runtime is known once it measures: the resume point's is taken as it
+        want = Stamp.current(profile, space, shape, classes, None if profile.is_local else stamp.get("onnxruntime"))
+    except ConfigError:
+        return f"for search space '{space}', which this edgekd does not have: delete it"
+    entries, _, nets, _ = _resume(partial, want)
+    if any(entries.values()) or nets["keys"]:
+        return None
+    have, need = stamp if isinstance(stamp, dict) else {}, want.to_dict()
+    changed = [_stamp_change(key, have.get(key), need.get(key), data, profile)
+               for key in sorted(set(have) | set(need)) if have.get(key) != need.get(key)]
+    if not changed:
+        return "holds nothing measured yet: calibrate deletes it and starts over"
+    return f"measured with {'; '.join(changed)}: calibrate deletes it and starts over"
+
+
+def _stamp_change(key: str, have: Any, need: Any, data: dict[str, Any], profile: DeviceProfile) -> str:
+    """One setting a resume point was measured with that differs from this profile's now, as load_table says it."""
+    if key == "profile_digest":
+        return changed_settings(data.get("profile_settings") or {}, profile) or "other profile settings"
+    if key == "space_digest":
+        return "an older version of the search space"
+    return f"{key.replace('_', ' ')} {have} (now {need})"
 
 
 def _partials(profile: DeviceProfile) -> list[Path]:
@@ -391,6 +445,10 @@ def table_summaries(profile: DeviceProfile,
         try:
             table = load_table(profile, space, shape, classes, path=path)
             found.append({**entry, "usable": True, **(describe(table) if describe else {})})
-        except ProfileError as exc:
-            found.append({**entry, "usable": False, "why": exc.message})
+        except ProfileError as exc:  # the other file's, calibrate refuses to replace it: its fix is calibrate's
+            other = owning_file(path, profile)
+            why = exc.message if other is None else (
+                f"the latency table of profile file {other} (also named '{profile.name}', with other settings); "
+                f"{shared_name_fix(profile, other)}")
+            found.append({**entry, "usable": False, "why": why})
     return found
