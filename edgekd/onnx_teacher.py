@@ -25,11 +25,10 @@ class OnnxTeacher:
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
-        from edgekd.onnxfile import load_model
+        from edgekd.onnxfile import load_model, output_ops
 
         model = load_model(path)  # a missing, truncated or non-ONNX file is an ArtifactError naming it
-        graph = model.graph
-        self._made_by = {out: node for node in graph.node for out in node.output}
+        self._output_ops = output_ops(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
@@ -48,7 +47,7 @@ class OnnxTeacher:
 
         self.output, notes = scored_output(self.session, data.num_classes, self.path)
         self.layout = check_data_fits(self.session, data, self.path, self.output)
-        produced = self._last_op(self.session.get_outputs()[self.output].name)
+        produced = self._output_ops.get(self.session.get_outputs()[self.output].name)
         if produced == "ArgMax" or "int" in self.session.get_outputs()[self.output].type:
             raise ModelError(f"teacher '{self.path}' outputs class indices, and distillation learns from scores",
                              "export the teacher without its final ArgMax")
@@ -56,18 +55,12 @@ class OnnxTeacher:
         if self.layout != "NCHW":
             notes = (*notes, f"'{self.path.name}' takes {self.layout} input, so the images are fed to it that way")
         if self.log_of:
+            kind = "float16" if "float16" in self.session.get_outputs()[self.output].type else "float32"
+            gap = -np.log(np.finfo(kind).smallest_subnormal)
             notes = (*notes, f"'{self.path.name}' ends in a softmax: distilled from the log of its probabilities, "
-                             "which are logits up to a constant")
+                             f"which are its logits up to a constant (a class about {gap:.0f} or more below the top "
+                             f"one has a probability of 0 in {kind}, and is read as {gap:.0f} below)")
         return notes
-
-    def _last_op(self, output: str) -> str | None:
-        """The op that computes ``output``'s values, looking through the nodes after it that only move or
-        relabel them (an exporter's trailing Identity, a Flatten or Reshape to (batch, classes))."""
-        node = self._made_by.get(output)
-        seen = 0
-        while node is not None and node.op_type in _VALUE_PRESERVING and node.input and seen < len(self._made_by):
-            node, seen = self._made_by.get(node.input[0]), seen + 1
-        return None if node is None else node.op_type
 
     def __call__(self, x: Any) -> Any:
         import torch
@@ -80,7 +73,7 @@ class OnnxTeacher:
             raise DataError(f"teacher '{self.path}' gives {out.shape} for {len(images)} images, not (batch, classes)",
                             "export the teacher with its class scores as an output")
         if self.log_of:
-            out = np.log(np.clip(out, 1e-12, None))
+            out = _log_of(out)
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
     def eval(self) -> OnnxTeacher:
@@ -96,9 +89,12 @@ class OnnxTeacher:
         return iter(())
 
 
-# Ops whose first output holds their first input's values, rearranged at most (Dropout: at inference).
-_VALUE_PRESERVING = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Dropout",
-                               "Cast"})
+def _log_of(probabilities: np.ndarray) -> np.ndarray:
+    """The log of a softmax's probabilities: its logits less a constant (their log-sum-exp). A probability that
+    underflowed to 0 is read as the smallest its type holds above 0, which keeps every value the output can
+    tell apart (a floor of 1e-12 flattened every gap past 27.6, distilled as 27.6)."""
+    floor = np.finfo(probabilities.dtype).smallest_subnormal  # onnxruntime's Softmax does give subnormals
+    return np.log(np.maximum(probabilities, floor).astype(np.float32))
 
 
 def _check_input(session: Any, path: Path) -> None:

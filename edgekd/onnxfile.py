@@ -240,11 +240,10 @@ def opset_of(model: Any) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-# Nodes only a quantized model holds: QDQ pairs, and the operator-oriented (QOperator) int8 kernels. A file's
-# precision (``is_int8``) goes by the activations' quantizers and the int8 kernels alone: dequantized int8
-# weights feeding float kernels are a weight-compressed float model.
+# Nodes only a quantized model holds: QDQ pairs, the operator-oriented (QOperator) int8 kernels, and
+# onnxruntime's weight-only kernel (MatMulNBits: 4- or 8-bit weights dequantized inside the MatMul).
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
-                           "MatMulInteger"})
+                           "MatMulInteger", "MatMulNBits"})
 
 
 def quantized_ops(model: Any) -> list[str]:
@@ -254,8 +253,60 @@ def quantized_ops(model: Any) -> list[str]:
 
 
 def is_int8(model: Any) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
-               for n in model.graph.node)
+    """Whether ``model`` is quantized: it quantizes its activations, runs integer kernels, or stores its weights
+    as integers (weight-only quantization: int8 weights behind a DequantizeLinear, or MatMulNBits). The last
+    computes in float, but its weights are the int8 ones, so it is not the float model it was made from."""
+    if any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "MatMulNBits")
+           or n.op_type.startswith("QLinear") for n in model.graph.node):
+        return True
+    stored = _integer_constants(model.graph)
+    return any(n.op_type == "DequantizeLinear" and n.input and n.input[0] in stored for n in model.graph.node)
+
+
+def _integer_constants(graph: Any) -> set[str]:
+    """Names of the integer tensors ``graph`` stores (initializers and Constant nodes): a DequantizeLinear
+    reading one dequantizes stored weights, not an activation quantized on the way."""
+    import onnx
+
+    integer = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    integer |= {getattr(onnx.TensorProto, t) for t in ("INT4", "UINT4") if hasattr(onnx.TensorProto, t)}
+    names = {t.name for t in graph.initializer if t.data_type in integer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            names |= {out for attr in node.attribute if attr.HasField("t") and attr.t.data_type in integer
+                      for out in node.output}
+    return names
+
+
+# Ops whose first output holds their first input's values, rearranged at most (Dropout: at inference).
+VALUE_PRESERVING = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Dropout",
+                              "Cast"})
+
+
+def output_ops(model: Any) -> dict[str, str | None]:
+    """{output name: the op that computes its values}, looking through the nodes after it that only move or
+    relabel them (an exporter's trailing Identity, a Flatten or Reshape to (batch, classes)); None for an
+    output no node computes (an input or initializer passed through)."""
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    ops: dict[str, str | None] = {}
+    for output in model.graph.output:
+        node, seen = made_by.get(output.name), 0
+        while node is not None and node.op_type in VALUE_PRESERVING and node.input and seen < len(made_by):
+            node, seen = made_by.get(node.input[0]), seen + 1
+        ops[output.name] = None if node is None else node.op_type
+    return ops
+
+
+def softmax_outputs(path: str | Path) -> set[str]:
+    """Names of the outputs of the ONNX file at ``path`` that end in a Softmax (probabilities, not logits);
+    empty where the file cannot be read as ONNX here (an ORT-format file), which its session has read."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 (the session that runs it reads it; the choice then goes by name alone)
+        return set()
+    return {name for name, op in output_ops(model).items() if op == "Softmax"}
 
 
 def precision_of(model: Any) -> str:

@@ -32,11 +32,10 @@ def load_weights(model: Any, path: Path) -> None:
                          f"save the state dict instead: torch.save(torch.jit.load('{path}').state_dict(), "
                          "'state_dict.pt'), if its names match the module --teacher builds")
     state = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else _read_torch(path)
-    state = _strip_wrapper_prefix(state, set(model.state_dict()))
+    state = _as_tensors(_model_state(state, set(model.state_dict()), path))
     result = _try_load(model, state)
     if result:
-        raise ModelError(f"weights '{path}' do not match the model: {result}",
-                         "pass the weights saved from this exact architecture")
+        raise ModelError(f"weights '{path}' do not match the model: {result[0]}", result[1])
 
 
 def is_exported_program(path: Path) -> bool:
@@ -128,43 +127,105 @@ def _checkpoint_globals() -> Iterator[None]:
         yield
 
 
-def _strip_wrapper_prefix(state: dict, model_keys: set[str]) -> dict:
+def _model_state(state: dict, model_keys: set[str], path: Path) -> dict:
+    """The model's state dict in ``state``: as it is, under a wrapper's key prefix, or one level down in a
+    checkpoint under a key of the training script's own (``{'net': state_dict, 'acc': ...}``), taken where its
+    keys match the model's exactly. Two that do and hold different weights (an EMA copy beside the model, a
+    student beside its teacher) are refused by name: loading either would be a guess."""
+    own = _strip_wrapper_prefix(state, model_keys, path)
+    if model_keys <= own.keys():
+        return own
+    nested = {key: _strip_wrapper_prefix(value, model_keys, path) for key, value in state.items()
+              if isinstance(key, str) and isinstance(value, dict)}
+    found = {key: inner for key, inner in nested.items() if inner.keys() == model_keys}
+    if len(found) > 1 and not _same_weights(list(found.values())):
+        keys = ", ".join(f"'{key}'" for key in found)
+        first = next(iter(found))
+        raise ModelError(f"weights file '{path}' holds the model's weights under several keys ({keys}), each "
+                         "different", f"save the one you want alone, e.g. torch.save(torch.load('{path}')"
+                         f"['{first}'], 'teacher.pt'), and pass that file")
+    return next(iter(found.values())) if found else own
+
+
+def _strip_wrapper_prefix(state: dict, model_keys: set[str], path: Path) -> dict:
     """The state under the key prefix that makes it this model's, when it was saved from a wrapper.
 
     DataParallel and DDP save keys under ``module.``, ``torch.compile`` under ``_orig_mod.``, and a training
     wrapper (a LightningModule, say) under its attribute name, beside keys of its own (a loss, an EMA copy).
-    Only a prefix under which the keys match the model's exactly is taken, so a real mismatch is still reported.
+    Only a prefix under which the keys match the model's exactly is taken, so a real mismatch is still reported;
+    two such prefixes holding different weights (``ema.`` and ``model.``) are refused by name.
     """
     if model_keys <= state.keys():
         return state
     prefixes: dict[str, int] = {}
     for key in state:
-        parts = key.split(".")
+        parts = key.split(".") if isinstance(key, str) else []
         for depth in range(1, min(len(parts), 4)):
             prefix = ".".join(parts[:depth]) + "."
             prefixes[prefix] = prefixes.get(prefix, 0) + 1
-    for prefix, count in sorted(prefixes.items(), key=lambda item: -item[1]):
+    found: dict[str, dict] = {}
+    for prefix, count in prefixes.items():
         if count != len(model_keys):
             continue
-        inner = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        inner = {key[len(prefix):]: value for key, value in state.items()
+                 if isinstance(key, str) and key.startswith(prefix)}
         if inner.keys() == model_keys:
-            return inner
-    return state
+            found[prefix] = inner
+    if len(found) > 1 and not _same_weights(list(found.values())):
+        names = ", ".join(f"'{prefix}'" for prefix in found)
+        first = next(iter(found))
+        raise ModelError(f"weights file '{path}' holds the model's weights under several key prefixes ({names}), "
+                         "each different (an EMA copy beside the model, say)",
+                         f"save the one you want alone, e.g. the weights under '{first}', from the checkpoint's "
+                         f"state dict sd: torch.save({{k.removeprefix('{first}'): v for k, v in sd.items() "
+                         f"if k.startswith('{first}')}}, 'teacher.pt'), and pass that file")
+    return next(iter(found.values())) if found else state
 
 
-def _try_load(model: Any, state: dict) -> str | None:
+def _same_weights(states: list[dict]) -> bool:
+    """Whether the state dicts hold equal values key by key: copies of one model, any of which is the model."""
+    import torch
+
+    first, *rest = states
+    try:
+        return all(torch.equal(torch.as_tensor(first[key]), torch.as_tensor(other[key]))
+                   for other in rest for key in first)
+    except (TypeError, ValueError, RuntimeError):  # values that are not arrays: not known to be the same
+        return False
+
+
+def _as_tensors(state: dict) -> dict:
+    """``state`` with numpy arrays as tensors: weights converted from another framework (JAX, Keras) with
+    ``.numpy()`` and saved as they are, which load_state_dict refuses ("expected torch.Tensor")."""
+    import numpy as np
+    import torch
+
+    return {key: torch.from_numpy(np.array(value)) if isinstance(value, np.ndarray) and value.dtype.kind in "biufc"
+            else value for key, value in state.items()}
+
+
+def _try_load(model: Any, state: dict) -> tuple[str, str] | None:
+    """Why ``state`` does not load into ``model``, and what to do about it; None when it loaded."""
+    exact = "pass the weights saved from this exact architecture"
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
-        return (lines[0] if lines else str(exc).splitlines()[0])[:200]
+    except RuntimeError as exc:
+        # torch's first line only names the model ("Error(s) in loading state_dict for Net:"); the reason follows
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        sizes = [ln for ln in lines if "size mismatch" in ln]
+        if sizes:
+            return sizes[0][:200], exact
+        reason = next((ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else "")
+        if "expected torch.Tensor" in reason:
+            return reason[:200], "save its values as tensors: torch.save(model.state_dict(), path)"
+        return reason[:200], exact
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        return ", ".join(parts)
+        return ", ".join(parts), exact
     return None
 
 

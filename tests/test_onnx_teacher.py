@@ -97,6 +97,62 @@ def test_a_softmax_followed_by_nodes_that_keep_its_values_is_read_by_its_log(onn
     assert torch.allclose(tailed.module(x), torch.log_softmax(teacher.module(x), 1).detach(), atol=1e-4)
 
 
+class _ProbsAndLogits(torch.nn.Module):
+    """A model returning its probabilities first and its logits after, each named as class scores."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        logits = self.inner(x)
+        return torch.softmax(logits, 1), logits
+
+
+def test_of_probabilities_and_logits_both_named_as_scores_the_logits_are_read(teacher, small_data, tmp_path,
+                                                                             fast_profile):
+    # 'probs' came first and was read, through the log of its clipped probabilities, with a note saying "the
+    # first is read when none is named logits" beside an output named logits
+    from edgekd.latency.runtime import predictions_on_test_split
+
+    path = tmp_path / "two.onnx"
+    x = torch.from_numpy(small_data.x_val[:16])
+    torch.onnx.export(_ProbsAndLogits(teacher.module).eval(), (x[:1],), str(path), dynamo=False,
+                      input_names=["input"], output_names=["probs", "logits"], dynamic_axes={"input": {0: "batch"}})
+    two = load_teacher(str(path)).module
+    said = ("'two.onnx' has 2 outputs; accuracy is read from 'logits', named as class scores and not ending in a "
+            "softmax, as 'probs' does, of the 2 that give 10 classes")
+    assert two.bind(small_data) == (said,) and not two.log_of
+    assert torch.allclose(two(x), teacher.module(x).detach(), atol=1e-4)
+    scores, _, notes = predictions_on_test_split(path, fast_profile, small_data)  # validate reads the same
+    assert notes[0] == said and np.allclose(scores, teacher.module(torch.from_numpy(small_data.x_test)).detach(),
+                                            atol=1e-4)
+
+
+class _SharpSoftmax(torch.nn.Module):
+    """Probabilities of logits far apart: gaps of up to ``gap`` between the top class and the others."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x):
+        return torch.softmax(self.inner(x) * self.scale, 1)
+
+
+def test_a_softmax_s_log_keeps_gaps_as_wide_as_float32_holds(teacher, small_data, tmp_path):
+    # a floor of 1e-12 under the probabilities flattened every gap past 27.6 to 27.6, for a note saying they
+    # were the logits up to a constant
+    x = torch.from_numpy(small_data.x_val[:16])
+    logits = teacher.module(x).detach()
+    scale = 80 / float((logits.max(1, keepdim=True).values - logits).max())  # the widest gap at 80
+    sharp = load_teacher(_export(_SharpSoftmax(teacher.module, scale), x[:1], tmp_path / "sharp.onnx")).module
+    notes = sharp.bind(small_data)
+    assert torch.allclose(sharp(x), torch.log_softmax(logits * scale, 1), atol=1e-3)
+    assert any("which are its logits up to a constant (a class about 103 or more below the top one has a "
+               "probability of 0 in float32, and is read as 103 below)" in n for n in notes), notes
+
+
 class _HandMadeSoftmax(torch.nn.Module):
     """Probabilities out, computed without a Softmax node (exp over its sum)."""
 
@@ -268,6 +324,35 @@ def test_an_int8_onnx_teacher_is_copied_under_its_precision_s_name(onnx_files, t
     art = copied_teacher(tmp_path / "q.onnx", folder)
     assert (art.name, art.precision, Path(art.path).name) == ("teacher-int8", "int8", "teacher-int8.onnx")
     assert [p.name for p in folder.iterdir()] == ["teacher-int8.onnx"]
+
+
+def test_a_weight_only_quantized_onnx_teacher_is_copied_as_int8(onnx_files, small_data, teacher, tmp_path):
+    """Its weights int8 behind DequantizeLinear and no QuantizeLinear: it was copied and recorded as teacher-fp32."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgekd.pipeline.exporting import copied_teacher
+
+    model = onnx.load(onnx_files["plain"])
+    graph, dequantize = model.graph, []
+    for init in [i for i in model.graph.initializer if len(i.dims) >= 2]:
+        weight = numpy_helper.to_array(init)
+        scale = np.float32(np.abs(weight).max() / 127)
+        graph.initializer.remove(init)
+        graph.initializer.extend([numpy_helper.from_array(np.round(weight / scale).astype(np.int8), f"{init.name}_q"),
+                                  numpy_helper.from_array(np.array(scale), f"{init.name}_s")])
+        dequantize.append(helper.make_node("DequantizeLinear", [f"{init.name}_q", f"{init.name}_s"], [init.name]))
+    nodes = [*dequantize, *graph.node]  # each weight dequantized before the node that reads it
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(tmp_path / "w8.onnx"))
+    x = torch.from_numpy(small_data.x_val[:16])
+    w8 = load_teacher(str(tmp_path / "w8.onnx")).module
+    w8.bind(small_data)
+    assert (w8(x).argmax(1) == teacher.module(x).argmax(1)).float().mean() > 0.9  # it still teaches
+    (tmp_path / "run").mkdir()
+    art = copied_teacher(tmp_path / "w8.onnx", tmp_path / "run")
+    assert (art.name, art.precision, Path(art.path).name) == ("teacher-int8", "int8", "teacher-int8.onnx")
 
 
 def test_new_weights_in_an_external_data_file_change_the_teacher_s_fingerprint(onnx_files, tmp_path):

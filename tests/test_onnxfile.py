@@ -148,3 +148,43 @@ def test_a_model_in_the_other_format_than_its_name_says_is_told_to_be_renamed(tm
     check_ort_file(_ort_copy(model, tmp_path / "m.ort"))  # a real one passes
     code, _, err = run_cli("bench", ort_named_onnx)
     assert code == 2 and err.startswith("error: ") and "rename it to" in err and err.count("\n") == 1
+
+
+def _weight_only(path: Path, op: str) -> Path:
+    """x (N, 16) -> MatMul by a weight stored as int8: behind a DequantizeLinear (weight-only quantization,
+    onnxruntime's quantize for LLMs, tf2onnx's), or inside onnxruntime's MatMulNBits (4-bit blocks)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    if op == "DequantizeLinear":
+        inits = [numpy_helper.from_array(np.ones((16, 4), np.int8), "w_q"),
+                 numpy_helper.from_array(np.array(0.1, np.float32), "w_s"),
+                 numpy_helper.from_array(np.array(0, np.int8), "w_z")]
+        nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"]),
+                 helper.make_node("MatMul", ["x", "w"], ["y"])]
+    else:
+        inits = [numpy_helper.from_array(np.ones((4, 1, 8), np.uint8), "w_q"),
+                 numpy_helper.from_array(np.ones(4, np.float32), "w_s")]
+        nodes = [helper.make_node("MatMulNBits", ["x", "w_q", "w_s"], ["y"], domain="com.microsoft", K=16, N=4,
+                                  bits=4, block_size=16)]
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), str(path))
+    return path
+
+
+@pytest.mark.parametrize("op", ["DequantizeLinear", "MatMulNBits"])
+def test_a_model_quantized_weight_only_is_int8(tmp_path, op):
+    # Its int8 weights were left out of the count and it read as fp32: a run copied it as teacher-fp32.onnx and
+    # compared its students with it as with the fp32 teacher
+    from edgekd.onnxfile import is_int8, precision_of, quantized_ops
+    from edgekd.validate import artifact_from_file
+
+    path = _weight_only(tmp_path / "w.onnx", op)
+    model = load_model(path)
+    assert is_int8(model) and precision_of(model) == "int8" and quantized_ops(model) == [op]
+    assert artifact_from_file(path).precision == "int8"
+

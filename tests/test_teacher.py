@@ -384,6 +384,67 @@ def test_weights_under_a_prefix_still_checked(teacher_files, tmp_path):
         load_teacher(f"{module}:build", str(wrapped))
 
 
+def test_two_copies_of_the_model_under_wrapper_prefixes_are_refused_by_name(teacher_files, tmp_path, small_data):
+    # {'ema.*': ..., 'model.*': ...} loaded whichever prefix came first, silently; the wrong copy then read as
+    # a teacher fed the wrong preprocessing
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    other = {k: torch.zeros_like(v) for k, v in state.items()}
+    two = tmp_path / "two.pt"
+    torch.save({"state_dict": {**{"ema." + k: v for k, v in other.items()},
+                               **{"model." + k: v for k, v in state.items()}}}, two)
+    with pytest.raises(ModelError, match=r"holds the model's weights under several key prefixes \('ema\.', "
+                                         r"'model\.'\), each different") as exc:
+        load_teacher(f"{module}:build", str(two))
+    assert exc.value.fix.startswith("save the one you want alone") and "k.removeprefix('ema.')" in exc.value.fix
+    # the same weights twice (an EMA copy at its first step) are one model: loaded
+    torch.save({"state_dict": {**{"ema." + k: v.clone() for k, v in state.items()},
+                               **{"model." + k: v for k, v in state.items()}}}, two)
+    x = small_data.x_val[:2]
+    assert torch.equal(_logits(load_teacher(f"{module}:build", str(two)), x),
+                       _logits(load_teacher(f"{module}:build", str(weights)), x))
+
+
+def test_a_state_dict_under_a_key_of_the_script_s_own_is_found(teacher_files, tmp_path, small_data):
+    # {'net': sd, 'acc': ..} (pytorch-cifar) was refused as weights of another architecture, "unexpected keys
+    # (e.g. net)"
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    saved = tmp_path / "ckpt.pt"
+    torch.save({"net": {"module." + k: v for k, v in state.items()}, "acc": 95.0, "epoch": 3}, saved)
+    x = small_data.x_val[:2]
+    assert torch.equal(_logits(load_teacher(f"{module}:build", str(saved)), x),
+                       _logits(load_teacher(f"{module}:build", str(weights)), x))
+    torch.save({"net": state, "teacher": {k: torch.zeros_like(v) for k, v in state.items()}}, saved)
+    with pytest.raises(ModelError, match=r"holds the model's weights under several keys \('net', 'teacher'\), "
+                                         r"each different") as exc:
+        load_teacher(f"{module}:build", str(saved))
+    assert "['net']" in exc.value.fix
+
+
+def test_weights_saved_as_numpy_arrays_load_as_tensors(teacher_files, tmp_path, small_data):
+    # load_state_dict refused them, and the error kept only torch's header: "Error(s) in loading state_dict
+    # for TinyNet:"
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    saved = tmp_path / "np.pt"
+    torch.save({k: v.numpy() for k, v in state.items()}, saved)
+    x = small_data.x_val[:2]
+    assert torch.equal(_logits(load_teacher(f"{module}:build", str(saved)), x),
+                       _logits(load_teacher(f"{module}:build", str(weights)), x))
+
+
+def test_weights_load_state_dict_refuses_say_torch_s_reason(teacher_files, tmp_path):
+    module, weights = teacher_files
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    saved = tmp_path / "lists.pt"
+    torch.save({k: v.tolist() for k, v in state.items()}, saved)
+    with pytest.raises(ModelError, match=r"do not match the model: While copying the parameter named \"\S+\", "
+                                         r"expected torch\.Tensor") as exc:
+        load_teacher(f"{module}:build", str(saved))
+    assert "Error(s) in loading" not in exc.value.message and exc.value.fix.startswith("save its values as tensors")
+
+
 def test_weights_garbage(teacher_files, tmp_path):
     module, _ = teacher_files
     bad = tmp_path / "garbage.pt"

@@ -1129,6 +1129,7 @@ def test_a_model_that_fails_on_one_image_too_is_one_line_naming_it(run_cli, tmp_
     (("embedding", "logits"), "logits", "named as class scores, of the 2 that give 4 classes"),
     (("features", "Class_Probs"), "Class_Probs", "named as class scores"),
     (("head_output", "scores"), "scores", "named as class scores"),  # a whole name before an ending
+    (("a_logits", "b_scores"), "a_logits", "named as class scores, the first of those so named ('b_scores' is too)"),
     (("a", "b"), "a", "the first, as several of them give 4 classes"),  # nothing named: the first, as before
 ])
 def test_of_several_outputs_with_the_datas_classes_the_one_named_as_scores_is_read(tmp_path, fast_profile, names,

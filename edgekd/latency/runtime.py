@@ -125,19 +125,32 @@ def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
 
 def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tuple[str, ...]]:
     """Which output accuracy is read from, and a note when there is a choice: the one output whose class
-    dimension is ``classes`` (a model may return its features beside, or before, its logits), else the
-    first."""
+    dimension is ``classes`` (a model may return its features beside, or before, its logits); of several, the
+    one named as class scores (``_score_name_rank``: raw scores before a Softmax's probabilities, whose log
+    flattens the gaps a float cannot hold, then a whole name before an ending, then the first); else the first."""
+    from edgekd.onnxfile import softmax_outputs
+
     outputs = session.get_outputs()
     if len(outputs) == 1:
         return 0, ()
     fitting = [i for i, o in enumerate(outputs) if _class_dim(o.shape) == classes]
-    named = sorted((rank, i) for i in fitting if (rank := _score_name_rank(outputs[i].name)) is not None)
+    named = [i for i in fitting if _score_name_rank(outputs[i].name) is not None]
+    softmax = softmax_outputs(path) if len(fitting) > 1 and len(named) > 1 else set()
+    ranked = sorted((_score_name_rank(outputs[i].name, outputs[i].name in softmax), i) for i in named)
     if len(fitting) == 1:
         index, why = fitting[0], f"the only one of {classes} classes"
     elif named:  # a model's features may come first and be as wide as its logits (an embedding of K values)
-        index = named[0][1]
-        why = (f"named as class scores, of the {len(fitting)} that give {classes} classes (the first is read when "
-               f"none is named {', '.join(SCORE_NAMES)}, or ends in one)")
+        (rank, index), (next_rank, after) = ranked[0], ranked[1] if len(ranked) > 1 else (None, None)
+        other = f"'{outputs[after].name}'" if after is not None else ""  # the runner-up, which the rule set aside
+        of = f"of the {len(fitting)} that give {classes} classes"
+        if next_rank is None:
+            why = f"named as class scores, {of} (the only one named {', '.join(SCORE_NAMES)}, or ending in one)"
+        elif next_rank[0] != rank[0]:
+            why = f"named as class scores and not ending in a softmax, as {other} does, {of}"
+        elif next_rank[1] != rank[1]:
+            why = f"named as class scores in full, where {other} only ends in such a name, {of}"
+        else:
+            why = f"named as class scores, the first of those so named ({other} is too), {of}"
     else:
         index = 0
         why = f"the first, as {'several' if fitting else 'none'} of them give {classes} classes"
@@ -150,13 +163,15 @@ def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tu
 SCORE_NAMES = ("logits", "probs", "probabilities", "scores", "output")
 
 
-def _score_name_rank(name: str) -> int | None:
-    """0 for an output named exactly as class scores, 1 for one whose name ends in such a name ("class_logits"),
-    else None: a whole name is the surer sign."""
+def _score_name_rank(name: str, softmax: bool = False) -> tuple[bool, int] | None:
+    """For an output named as class scores, its rank among them (the lowest is read); None for any other name.
+    One ending in a Softmax (``softmax``) comes after every other: its probabilities are read through their log,
+    which loses the gaps a float cannot hold, where raw scores keep them. Then a name that is one of
+    ``SCORE_NAMES`` comes before one that only ends in one ("class_logits"): a whole name is the surer sign."""
     lower = name.lower()
     if lower in SCORE_NAMES:
-        return 0
-    return 1 if lower.endswith(SCORE_NAMES) else None
+        return softmax, 0
+    return (softmax, 1) if lower.endswith(SCORE_NAMES) else None
 
 
 def _class_dim(shape: Any) -> int | None:
