@@ -187,4 +187,3 @@ def test_a_model_quantized_weight_only_is_int8(tmp_path, op):
     model = load_model(path)
     assert is_int8(model) and precision_of(model) == "int8" and quantized_ops(model) == [op]
     assert artifact_from_file(path).precision == "int8"
-
