@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, DataError, ExportError
+from edgekd.errors import ConfigError, DataError, ExportError, OutputError
 from edgekd.registry import Registry
 from edgekd.types import Artifact
 
@@ -34,8 +34,11 @@ class ExportRequest:
     source: Artifact | None = None
     opset: int = DEFAULT_OPSET
     options: dict[str, Any] = field(default_factory=dict)  # exporter-specific, e.g. {"calibration": "entropy"}
+    force: bool = False  # replace an existing out_dir/<name>.onnx
 
     def __post_init__(self) -> None:
+        check_new_export(Path(self.out_dir) / f"{self.name}.onnx", self.force,
+                         self.source.path if self.source is not None else None)
         # int8 exporters take calibration inputs or an fp32 source; fp32 ones neither, and need no Q/DQ kernel
         check_opset(self.opset, int8=self.calibration is not None or self.source is not None)
         _check_calibration(self.calibration)
@@ -45,6 +48,22 @@ class ExportRequest:
         elif self.sample is not None and self.sample.dtype.kind == "f" and self.sample.dtype != np.float32:
             # float64, numpy's default, as a tensor or a list is: torch refuses a double input to float weights
             object.__setattr__(self, "sample", self.sample.astype(np.float32))
+
+
+def check_new_export(path: Path, force: bool, source: str | Path | None = None) -> None:
+    """Refuse to replace an existing ``path`` unless ``force``, before any export: a run's shipped file (which its
+    manifest records by sha256) was replaced without a word. The source itself is left to its exporter, whose
+    refusal to write over it holds even with ``force``."""
+    import os
+
+    if not isinstance(force, bool):  # "false" is truthy: the file it asks to keep would be replaced
+        raise ConfigError(f"force must be true or false, got {force!r}", "pass a boolean")
+    if force or not path.exists():
+        return
+    if source is not None and Path(source).exists() and os.path.samefile(path, source):
+        return
+    raise OutputError(f"'{path}' already exists", "choose another name or output folder, or pass force=True to "
+                      "replace it")
 
 
 def _check_calibration(calibration: np.ndarray | None) -> None:

@@ -25,6 +25,7 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
     _is_manifest,
     _other_host,
     build_config,
+    for_target,
     parse_quantity,
 )
 from edgekd.gate_result import Check, GateResult  # noqa: F401  (this module's API, as before the split)
@@ -45,8 +46,10 @@ class GateIncomplete(RunnerError):
 
 
 def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None = None) -> GateResult:
-    """Run every configured check on ``target`` (an .onnx file or a manifest.json). Latency that cannot be
-    measured (the device not reached, its runner failing) raises GateIncomplete, a RunnerError whose ``result``
+    """Run every configured check on ``target`` (an .onnx file or a manifest.json). A manifest is gated as
+    ``edgekd gate manifest.json`` gates it: held to its own budget when ``config`` sets no threshold, with the data,
+    preprocessing, seed and profile it records where ``config`` leaves them out (``for_target``). Latency that cannot
+    be measured (the device not reached, its runner failing) raises GateIncomplete, a RunnerError whose ``result``
     holds the checks done. ``log``: how far a long read of ``config.data``'s images is (never the result)."""
     from edgekd.api_args import require_config
     from edgekd.profiles import load_profile
@@ -54,6 +57,7 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
 
     require_config("config", config, GateConfig, "max_size_bytes=200_000")
     model, entry = _resolve(target, config.artifact)
+    config = for_target(config, target)  # the CLI's config has them already: one way to them for both
     if entry is not None:
         _check_listed(Path(target), model, entry)
     try:

@@ -5,8 +5,9 @@ built for, on the profile it was measured on."""
 from __future__ import annotations
 
 import math
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ GATE_KEYS = {"max_size", "max_latency", "latency_tolerance", "rounds", "min_accu
              "input_shape", "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config", "no_latency"}
 THRESHOLD_KEYS = ("max_size", "max_latency", "baseline", "min_accuracy", "allowed_ops", "max_opset",
                   "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config")
+# THRESHOLD_KEYS as GateConfig's fields, which a manifest's defaults are applied to (sizes and times parsed)
+THRESHOLD_FIELDS = ("max_size_bytes", "max_latency_ms", "baseline", "min_accuracy", "allowed_ops", "max_opset",
+                    "max_size_growth", "max_accuracy_drop", "min_class_accuracy", "ops_config")
 ACCURACY_KEYS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")  # settings measured on --data
 DEFAULT_PROFILE = "host-cpu-1t"
 
@@ -52,8 +56,10 @@ class GateConfig:
     resolution: Any = None  # one side, "HEIGHTxWIDTH" or (height, width) (None: as stored)
     normalize: Any = None  # "dataset", "none", "MEAN/STD" or a recorded Preprocess (None: dataset)
     channels: Any = None  # 1 or 3 to convert --data to (None: as the model's metadata records, else as stored)
-    seed: int = 0  # the split of --data whose test part is measured (a manifest's: the seed it was split with)
-    profile: str | DeviceProfile = DEFAULT_PROFILE  # a name or .toml path, or the manifest's recorded one
+    # The split of --data whose test part is measured (None: a manifest's, the seed it was split with, else 0).
+    seed: int | None = None
+    # A name, .toml path or loaded profile (None: the one a manifest was measured on, else host-cpu-1t).
+    profile: str | DeviceProfile | None = None
     allowed_ops: tuple[str, ...] | None = None
     max_opset: int | None = None
     baseline: str | None = None
@@ -70,17 +76,17 @@ class GateConfig:
     profile_recorded: bool = False
     # Where thresholds or the profile came from when not from the user (printed with the result).
     notes: tuple[str, ...] = ()
+    # The target whose defaults (a manifest's budget, recorded data, preprocessing, seed and profile) this config
+    # holds, set by for_target: run_gate applies them to a config made without them, and only once.
+    defaults_from: str | None = None
 
     def __post_init__(self) -> None:
-        if not any(v is not None for v in (self.max_size_bytes, self.max_latency_ms, self.min_accuracy,
-                                            self.allowed_ops, self.max_opset, self.baseline,
-                                            self.max_accuracy_drop, self.max_size_growth,
-                                            self.min_class_accuracy, self.ops_config)):
-            raise ConfigError("the gate has no thresholds",
-                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops, "
-                              "--max-opset or --ops-config, set them in [tool.edgekd.gate] in pyproject.toml, or "
-                              "gate a manifest.json (held to its own budget)")
+        """The values' types and ranges, checked as soon as they are given; what they need of each other where a
+        manifest may supply it (thresholds, data) waits for the target: ``for_target``."""
         self._check_paths()
+        for name in ("no_latency", "profile_recorded"):
+            if not isinstance(getattr(self, name), bool):  # "false" is truthy: the check it asks for was dropped
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}", "pass a boolean")
         from edgekd.preprocess import resolution_value
 
         object.__setattr__(self, "resolution", resolution_value(self.resolution))  # refused early
@@ -104,15 +110,13 @@ class GateConfig:
         from edgekd.preprocess import parse_channels
 
         object.__setattr__(self, "channels", parse_channels(self.channels))
-        if self.min_accuracy is not None and not self.data:
-            raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
         if self.min_class_accuracy is not None and not 0 <= self.min_class_accuracy <= 1:
             raise ConfigError(f"min class accuracy {self.min_class_accuracy} is outside [0, 1]",
                               "pass a fraction, e.g. 0.8")
-        if self.min_class_accuracy is not None and not self.data:
-            raise ConfigError("--min-class-accuracy needs data to measure accuracy on", "pass --data")
         self._check_baseline_thresholds()
         self._check_thresholds()
+        if self.defaults_from is not None:  # a copy of a whole config (dataclasses.replace) is checked whole
+            self._check_complete()
 
     @property
     def measures_latency(self) -> bool:
@@ -149,16 +153,32 @@ class GateConfig:
         if self.max_size_growth is not None and self.max_size_growth < 0:
             raise ConfigError(f"max size growth {self.max_size_growth:g} is below zero, so a model the size of its "
                               "baseline would fail", "pass a fraction, e.g. 0.05 (0 allows no growth)")
-        if self.max_accuracy_drop is None:
-            return
-        if not self.baseline:
+
+    def _check_complete(self) -> None:
+        """What the settings need of each other once the target's defaults are in: a manifest supplies its budget
+        as thresholds, the data its accuracies were measured on, and turns a drop below its teacher into a floor."""
+        if not any(getattr(self, name) is not None for name in THRESHOLD_FIELDS):
+            raise ConfigError("the gate has no thresholds",
+                              "pass --max-size, --max-latency, --baseline, --min-accuracy, --allowed-ops, "
+                              "--max-opset or --ops-config (GateConfig(max_size_bytes=..., ...) from Python), set "
+                              "them in [tool.edgekd.gate] in pyproject.toml, or gate a manifest.json (held to its "
+                              "own budget)")
+        if self.min_accuracy is not None and not self.data:
+            raise ConfigError("--min-accuracy needs data to measure accuracy on", "pass --data (or data = ...)")
+        if self.min_class_accuracy is not None and not self.data:
+            raise ConfigError("--min-class-accuracy needs data to measure accuracy on", "pass --data")
+        if self.max_accuracy_drop is not None and not self.baseline:
             raise ConfigError("--max-accuracy-drop compares with a baseline (or a manifest's teacher), and neither "
                               "is given", "pass --baseline last-release/manifest.json, or gate the manifest.json")
-        if not 0 <= self.max_accuracy_drop <= 100:
+        # here, not before: on a manifest without a baseline, the drop below its teacher is checked as that
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop <= 100:
             raise ConfigError(f"max accuracy drop {self.max_accuracy_drop:g} is outside [0, 100] points",
                               "pass percentage points, e.g. 0.5")
-        if not self.data:
+        if self.max_accuracy_drop is not None and not self.data:
             raise ConfigError("--max-accuracy-drop needs data to measure both models on", "pass --data")
+        if self.input_shape is not None and not self.measures_latency:
+            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline "
+                              "(without --no-latency), or drop --input-shape")
 
     def _check_thresholds(self) -> None:
         """Limits no model can meet are bad input (exit 2), not a failed check (exit 1)."""
@@ -177,67 +197,83 @@ class GateConfig:
         if self.allowed_ops is not None and not self.allowed_ops:
             raise ConfigError("allowed ops lists no operator type, which every model would fail",
                               "pass comma-separated operator types, e.g. Conv,Relu,Gemm")
-        if self.input_shape is not None and not self.measures_latency:
-            raise ConfigError("--input-shape applies only to latency checks", "pass --max-latency or --baseline "
-                              "(without --no-latency), or drop --input-shape")
 
 
 def build_config(values: dict[str, Any], target: str | None = None) -> GateConfig:
-    """GateConfig from raw values (flags merged over the pyproject table), parsing units.
-
-    With ``target`` a manifest, the profile defaults to the one it was measured on, and when no threshold
-    is set at all the manifest's own budget supplies them (a manifest in CI is gated as it was built).
-    """
+    """GateConfig from raw values (flags merged over the pyproject table), parsing units, with ``target``'s
+    defaults (``for_target``) when it is given."""
     unknown = set(values) - GATE_KEYS
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(f"unknown gate setting '{name}'",
                           f"{did_you_mean(name, sorted(GATE_KEYS))}valid: {', '.join(sorted(GATE_KEYS))}")
     v = {k: val for k, val in values.items() if val is not None}
-    notes: list[str] = []
-    if target is not None and _is_manifest(target):
-        manifest = load_manifest(Path(target))
-        budget_latency = False
-        if not any(k in v for k in THRESHOLD_KEYS):
-            v.update(_budget_thresholds(Path(target), manifest, v, notes))
-            budget_latency = "max_latency" in v
-            if v.get("no_latency"):
-                _drop_budget_latency(Path(target), manifest, v, notes)
-                budget_latency = False
-        else:
-            notes.extend(_unchecked_budget(manifest, v))
-        if "max_accuracy_drop" in v and "baseline" not in v:
-            v["min_accuracy"] = _below_teacher(Path(target), manifest, v.pop("max_accuracy_drop"), v, notes)
-        if any(k in v for k in ACCURACY_KEYS) and "data" not in v:
-            v.update(_recorded_data(Path(target), manifest, v))
-        if "profile" not in v:
-            v["profile"] = _manifest_profile(Path(target), manifest, v, notes)
-            v["profile_recorded"] = True
-        elif "max_latency" in v:  # the budget's (budget_latency) or the user's
-            _given_profile(Path(target), manifest, v, budget_latency, notes)
-        measured = any(k in v for k in ACCURACY_KEYS)
-        if "normalize" not in v and measured:
-            from edgekd.data import recorded_preprocess
-
-            v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
-        if "seed" not in v and measured:
-            from edgekd.data import recorded_data
-
-            v["seed"] = recorded_data(manifest).seed  # the test split it was measured on
     size = v.pop("max_size", None)
     latency = v.pop("max_latency", None)
     ops = v.pop("allowed_ops", None)
     if ops is not None:
         ops = [o.strip() for o in (ops.split(",") if isinstance(ops, str) else ops) if o.strip()]
     shape = v.pop("input_shape", None)
-    return GateConfig(
+    config = GateConfig(
         max_size_bytes=parse_quantity(size, _SIZE_UNITS, "kb", "max size") if size is not None else None,
         max_latency_ms=parse_quantity(latency, _TIME_UNITS, "ms", "max latency") if latency is not None else None,
         allowed_ops=tuple(ops) if ops is not None else None,
         input_shape=parse_shape(shape) if shape is not None else None,
-        notes=tuple(notes),
         **v,
     )
+    return config if target is None else for_target(config, target)
+
+
+def for_target(config: GateConfig, target: str | os.PathLike[str]) -> GateConfig:
+    """``config`` with ``target``'s defaults, checked whole: for a manifest (as ``edgekd gate manifest.json``), its
+    own budget when no threshold is set at all (a manifest in CI is gated as it was built), and the data,
+    preprocessing and seed its accuracies were measured with and the profile it was measured on where those are
+    not given; else profile host-cpu-1t and seed 0. A config that holds them already is returned as it is."""
+    target = os.fspath(target)
+    if config.defaults_from == target:
+        return config
+    # the given values: what a field left at None means is decided here
+    v = {f.name: getattr(config, f.name) for f in fields(config)
+         if getattr(config, f.name) is not None and f.name not in ("notes", "defaults_from")}
+    notes = list(config.notes)
+    if _is_manifest(target):
+        _manifest_defaults(Path(target), v, notes)
+    v.setdefault("profile", DEFAULT_PROFILE)
+    v.setdefault("seed", 0)
+    return GateConfig(**v, notes=tuple(notes), defaults_from=target)
+
+
+def _manifest_defaults(path: Path, v: dict[str, Any], notes: list[str]) -> None:
+    """The manifest's budget, data, preprocessing, seed and profile, into the given values ``v`` (GateConfig's
+    fields) where they leave them out, each said in ``notes``."""
+    manifest = load_manifest(path)
+    budget_latency = False
+    if not any(k in v for k in THRESHOLD_FIELDS):
+        v.update(_budget_thresholds(path, manifest, v, notes))
+        budget_latency = "max_latency_ms" in v
+        if v.get("no_latency"):
+            _drop_budget_latency(path, manifest, v, notes)
+            budget_latency = False
+    else:
+        notes.extend(_unchecked_budget(manifest, v))
+    if "max_accuracy_drop" in v and "baseline" not in v:
+        v["min_accuracy"] = _below_teacher(path, manifest, v.pop("max_accuracy_drop"), v, notes)
+    if any(k in v for k in ACCURACY_KEYS) and "data" not in v:
+        v.update(_recorded_data(path, manifest, v))
+    if "profile" not in v:
+        v["profile"] = _manifest_profile(path, manifest, v, notes)
+        v["profile_recorded"] = True
+    elif "max_latency_ms" in v:  # the budget's (budget_latency) or the user's
+        _given_profile(path, manifest, v, budget_latency, notes)
+    measured = any(k in v for k in ACCURACY_KEYS)
+    if "normalize" not in v and measured:
+        from edgekd.data import recorded_preprocess
+
+        v["normalize"] = recorded_preprocess(manifest)  # the model expects what it was trained on
+    if "seed" not in v and measured:
+        from edgekd.data import recorded_data
+
+        v["seed"] = recorded_data(manifest).seed  # the test split it was measured on
 
 
 def _is_manifest(target: str) -> bool:
@@ -253,9 +289,9 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
     budget = manifest["budget"]
     out: dict[str, Any] = {}
     if budget.get("latency_ms") is not None:
-        out["max_latency"] = f"{budget['latency_ms']!r}ms"
+        out["max_latency_ms"] = parse_quantity(f"{budget['latency_ms']!r}ms", _TIME_UNITS, "ms", "max latency")
     if budget.get("max_size_kb") is not None:
-        out["max_size"] = f"{budget['max_size_kb']!r}KB"
+        out["max_size_bytes"] = parse_quantity(f"{budget['max_size_kb']!r}KB", _SIZE_UNITS, "kb", "max size")
     floors = [budget["min_accuracy"]] if budget.get("min_accuracy") is not None else []
     if budget.get("max_accuracy_drop") is not None:
         floors.append(_teacher_accuracy(path, manifest) - budget["max_accuracy_drop"] / 100)
@@ -274,11 +310,11 @@ def _budget_thresholds(path: Path, manifest: dict[str, Any], values: dict[str, A
 def _drop_budget_latency(path: Path, manifest: dict[str, Any], values: dict[str, Any], notes: list[str]) -> None:
     """``--no-latency`` on a manifest held to its budget: the budget's latency limit is left out, and said so;
     a budget with nothing else to check is bad input, not a gate that passes having checked nothing."""
-    if values.pop("max_latency", None) is None:
+    if values.pop("max_latency_ms", None) is None:
         return
     notes.append(f"not checked: the manifest's latency limit, {manifest['budget']['latency_ms']:g} ms on "
                  f"{manifest['profile']['name']} (--no-latency)")
-    if not any(k in values for k in THRESHOLD_KEYS):
+    if not any(k in values for k in THRESHOLD_FIELDS):
         raise ConfigError(f"manifest '{path}' records only a latency budget, and --no-latency skips it",
                           "pass --max-size, --min-accuracy or --max-opset to gate without latency")
 
@@ -351,7 +387,7 @@ def _unchecked_budget(manifest: dict[str, Any], values: dict[str, Any]) -> list[
     given = values.get("min_accuracy")
     teacher = _recorded_teacher_accuracy(manifest) if budget.get("max_accuracy_drop") is not None else None
     drop_floor = teacher - budget["max_accuracy_drop"] / 100 if teacher is not None else None
-    covered = {"latency_ms": "max_latency" in values or skipped, "max_size_kb": "max_size" in values,
+    covered = {"latency_ms": "max_latency_ms" in values or skipped, "max_size_kb": "max_size_bytes" in values,
                "min_accuracy": _at_or_above(given, budget.get("min_accuracy")),
                "max_accuracy_drop": ("max_accuracy_drop" in values and "baseline" not in values)
                or _at_or_above(given, drop_floor)}
@@ -402,7 +438,7 @@ def _manifest_profile(path: Path, manifest: dict[str, Any], values: dict[str, An
     from edgekd.profiles import RECORDED, load_recorded_profile, rebuilt_why
 
     recorded = manifest["profile"]
-    timed = "max_latency" in values or ("baseline" in values and not values.get("no_latency"))
+    timed = "max_latency_ms" in values or ("baseline" in values and not values.get("no_latency"))
     if not timed and not any(k in values for k in ACCURACY_KEYS):
         return recorded["name"]
     try:

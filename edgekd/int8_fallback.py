@@ -175,7 +175,7 @@ class FallbackResult:
 def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: DeviceProfile | str | Path,
                        out_dir: str | Path, config: FallbackConfig | None = None, *, name: str = "student-int8",
                        role: str = "student", shape: tuple[int, ...] | None = None,
-                       stamp: Callable[[Artifact], Artifact] | None = None) -> FallbackResult:
+                       stamp: Callable[[Artifact], Artifact] | None = None, force: bool = False) -> FallbackResult:
     """Quantize ``fp32_path`` to int8 QDQ (the ``onnx-int8`` exporter), falling back node by node to fp32
     where int8 is slower on ``profile`` (a name, a ``.toml`` path or ``load_profile``'s result); writes
     ``out_dir/<name>.onnx``. ``calibration`` are representative inputs (NCHW float32); ``shape`` the input shape
@@ -188,9 +188,9 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
     The file written to ``out_dir`` is then already stamped.
 
     Raises ProfileError for a profile name or path that names none, ArtifactError for a missing or non-ONNX
-    ``fp32_path``, OutputError when ``out_dir/<name>.onnx``
-    is ``fp32_path`` itself, ExportError if quantization fails."""
-    from edgekd.export import check_source_opset
+    ``fp32_path``, OutputError when ``out_dir/<name>.onnx`` is ``fp32_path`` itself, or exists and ``force`` is not
+    set (a run's shipped int8 file, which its manifest records by sha256), ExportError if quantization fails."""
+    from edgekd.export import check_new_export, check_source_opset
     from edgekd.fsutil import refuse_overwriting_source
     from edgekd.onnxfile import load_model, opset_of
     from edgekd.profiles import load_profile
@@ -202,6 +202,7 @@ def int8_with_fallback(fp32_path: str | Path, calibration: np.ndarray, profile: 
     out = Path(out_dir)
     final = out / f"{name}.onnx"
     refuse_overwriting_source(final, fp32_path, "the int8 fallback", "fp32")
+    check_new_export(final, force)  # before minutes of rounds
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgekd-fallback-") as tmp:
         loop = _Loop(Path(fp32_path), opset, calibration, profile, config, Path(tmp), name, role, shape, stamp)

@@ -428,7 +428,8 @@ def test_a_failed_inc_export_leaves_an_earlier_file_as_it_was(student, fp32_arti
     monkeypatch.setattr(inc, "tidy_for_device", tidy)
     with pytest.raises(ExportError, match="tidying failed"):
         get_exporter("inc")(ExportRequest("i", "student", tmp_path, student, small_data.x_val[:1],
-                                          calibration=small_data.x_train[:8], options={"max_trials": 1}))
+                                          calibration=small_data.x_train[:8], options={"max_trials": 1},
+                                          force=True))
     assert earlier.read_bytes() == b"an earlier file" and sorted(p.name for p in tmp_path.iterdir()) == ["i.onnx"]
 
 
@@ -601,7 +602,7 @@ def test_a_failed_int8_export_deletes_no_file_it_did_not_write(fp32_artifact, sm
     earlier.write_bytes(b"an earlier run's file")
     with pytest.raises(ExportError, match="could not quantize .*: quantizer failed"):
         get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, calibration=small_data.x_train[:8],
-                                                source=fp32_artifact))
+                                                source=fp32_artifact, force=True))
     assert earlier.read_bytes() == b"an earlier run's file"
 
 
@@ -625,8 +626,27 @@ def test_a_failed_fp32_export_leaves_an_earlier_file_as_it_was(small_data, tmp_p
     earlier = tmp_path / "f.onnx"
     earlier.write_bytes(b"an earlier run's file")
     with pytest.raises(ExportError, match="torch could not export 'f' to ONNX"):
-        get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, Branchy(), small_data.x_val[:1]))
+        get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, Branchy(), small_data.x_val[:1],
+                                                force=True))
     assert earlier.read_bytes() == b"an earlier run's file" and sorted(tmp_path.iterdir()) == [earlier]
+
+
+def test_an_existing_file_is_replaced_only_with_force(small_data, tmp_path):
+    """An exporter wrote over out_dir/<name>.onnx without a word: a run's shipped file, which its manifest records
+    by sha256, was replaced and the run's gate failed its integrity check, nothing saying why."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(small_data.x_val[0].size, 10))
+    earlier = tmp_path / "f.onnx"
+    earlier.write_bytes(b"a shipped file")
+    with pytest.raises(OutputError, match=f"^'{earlier}' already exists; choose another name or output folder, or "
+                                          "pass force=True to replace it$"):
+        get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, model, small_data.x_val[:1]))
+    assert earlier.read_bytes() == b"a shipped file"
+    with pytest.raises(ConfigError, match="^force must be true or false, got 'false'"):
+        ExportRequest("f", "student", tmp_path, model, small_data.x_val[:1], force="false")
+    art = get_exporter("onnx-fp32")(ExportRequest("f", "student", tmp_path, model, small_data.x_val[:1], force=True))
+    assert art.path == str(earlier) and earlier.read_bytes() != b"a shipped file"
 
 
 @pytest.mark.parametrize("exporter", ["onnx-fp32", "onnx-int8-qat"])
@@ -787,7 +807,7 @@ def test_a_model_taking_uint8_pixels_is_calibrated_with_them(tmp_path):
     with pytest.raises(DataError, match=r"calibration inputs range from 0\.01 to 1\.01, which input 'x' of "
                                         r"'.*u8\.onnx' \(uint8\) cannot hold as they are; calibrate with the raw "
                                         r"values the model takes \(uint8, 0\.\.255\)"):
-        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source,
+        get_exporter("onnx-int8")(ExportRequest("q", "student", tmp_path, source=source, force=True,
                                                 calibration=pixels.astype(np.float32) / 255 + 0.01))
 
 

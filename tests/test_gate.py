@@ -818,7 +818,7 @@ def test_the_unchecked_part_of_a_manifest_s_budget_names_the_flags_that_check_it
         "not checked: the manifest's own p50 <= 0.5 ms, size <= 128 KB, accuracy at most 1 points below the "
         "teacher (given thresholds replace its budget); add --max-latency 0.5ms --max-size 128KB "
         "--min-accuracy 0.98 with --data to check it too"]
-    both = {"max_latency": "1ms", "max_size": "1MB", "max_accuracy_drop": 0.5}
+    both = {"max_latency_ms": 1.0, "max_size_bytes": 1024 ** 2, "max_accuracy_drop": 0.5}  # GateConfig's fields
     assert _unchecked_budget(manifest, both) == []
     # A floor of one's own, or a drop from a baseline, is another check than the budget's drop below the teacher.
     for given in ({**both, "max_accuracy_drop": None, "min_accuracy": 0.05}, {**both, "baseline": "b.json"}):
@@ -1378,7 +1378,7 @@ def test_no_latency_with_other_thresholds_says_the_budget_latency_was_left_out()
     from edgekd.gate_config import _unchecked_budget
 
     manifest = {"budget": {"latency_ms": 0.5, "max_size_kb": 128.0}}
-    assert _unchecked_budget(manifest, {"max_size": "100KB", "no_latency": True}) == [
+    assert _unchecked_budget(manifest, {"max_size_bytes": 100 * 1024, "no_latency": True}) == [
         "not checked: the manifest's latency limit, 0.5 ms (--no-latency)"]
 
 
@@ -1580,15 +1580,15 @@ def test_a_floor_given_at_the_budget_s_covers_it_and_a_manifest_s_own_data_needs
     manifest = {"budget": budget, "artifacts": [{"artifact": {"role": "teacher"}, "accuracy": 0.98886}]}
     note = ("not checked: the manifest's own accuracy at most 1 points below the teacher (given thresholds replace its "
             "budget); add --min-accuracy 0.9789 with --data to check it too")
-    assert _unchecked_budget(manifest, {"max_size": "1MB"}) == [note]
-    assert _unchecked_budget(manifest, {"max_size": "1MB", "min_accuracy": 0.97}) == [note]  # under the floor
-    assert _unchecked_budget(manifest, {"max_size": "1MB", "min_accuracy": 0.9789, "data": "digits"}) == []
+    assert _unchecked_budget(manifest, {"max_size_bytes": 1024 ** 2}) == [note]
+    assert _unchecked_budget(manifest, {"max_size_bytes": 1024 ** 2, "min_accuracy": 0.97}) == [note]  # under the floor
+    assert _unchecked_budget(manifest, {"max_size_bytes": 1024 ** 2, "min_accuracy": 0.9789, "data": "digits"}) == []
     floor = {**manifest, "budget": {**budget, "max_accuracy_drop": None, "min_accuracy": 0.9}}
-    assert _unchecked_budget(floor, {"max_size": "1MB", "min_accuracy": 0.95, "data": "d.npz"}) == []
-    assert _unchecked_budget(floor, {"max_size": "1MB", "min_accuracy": 0.5, "data": "d.npz"}) != []
+    assert _unchecked_budget(floor, {"max_size_bytes": 1024 ** 2, "min_accuracy": 0.95, "data": "d.npz"}) == []
+    assert _unchecked_budget(floor, {"max_size_bytes": 1024 ** 2, "min_accuracy": 0.5, "data": "d.npz"}) != []
     # a manifest whose data is here is measured on it: no --data to add
     recorded = {**manifest, "recipe": {"data": None}, "data": {"name": "digits", "input_shape": [1, 8, 8]}}
-    assert _unchecked_budget(recorded, {"max_size": "1MB"}) == [note.replace(" with --data", "")]
+    assert _unchecked_budget(recorded, {"max_size_bytes": 1024 ** 2}) == [note.replace(" with --data", "")]
 
 
 def test_a_recorded_baseline_p50_from_noisy_rounds_says_so_as_the_latency_row_does(run_cli, run_dir, tmp_path):
@@ -1817,3 +1817,24 @@ def test_reports_interrupted_while_written_are_all_old_or_all_new_and_said(run_c
     monkeypatch.setattr(fsutil.os, "replace", real_replace)
     code, out, err = _gate(run_cli, tiny_model, "--max-size", "1MB", *outputs)
     assert code == 0 and "PASS" in reports[1].read_text() and step.read_text().startswith("OLD\n### edgekd gate"), err
+
+
+def test_run_gate_gates_a_manifest_from_python_as_the_cli_does(run_cli, run_dir, tiny_model):
+    """GateConfig refused a config with no thresholds before it knew its target, telling a Python user gating a
+    manifest.json to gate a manifest.json; and the manifest's recorded data, preprocessing, seed and profile were
+    the CLI's alone: a floor from Python asked for --data, then, given 'digits', for --resolution 16."""
+    from edgekd.errors import ConfigError
+    from edgekd.gate import GateConfig, build_config, for_target, run_gate
+
+    manifest = str(run_dir / "manifest.json")
+    held = run_gate(manifest, GateConfig(rounds=1))  # its own budget, on the profile it was measured on
+    assert held.passed and [c.name for c in held.checks] == ["integrity", "latency"], held
+    assert any(n.startswith("thresholds: the manifest's budget") for n in held.notes), held.notes
+    floor = GateConfig(min_accuracy=0.05, no_latency=True)
+    assert for_target(floor, manifest) == build_config({"min_accuracy": 0.05, "no_latency": True}, manifest)
+    result = run_gate(manifest, floor)
+    assert result.passed and [c.name for c in result.checks] == ["integrity", "accuracy"], result
+    code, out, _ = _gate(run_cli, manifest, "--min-accuracy", "0.05", "--no-latency")
+    assert code == 0 and result.checks[1].message in out, out
+    with pytest.raises(ConfigError, match="^the gate has no thresholds; pass --max-size"):  # an .onnx has no budget
+        run_gate(str(tiny_model), GateConfig(rounds=1))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from edgekd.gate_accuracy import accuracy_checks
-from edgekd.gate_config import GateConfig
+from edgekd.gate_config import GateConfig, for_target
 
 
 @pytest.fixture
@@ -27,7 +27,9 @@ def test_channels_convert_only_for_the_model_that_records_none(tmp_path, graysca
 
     rgb = foreign_onnx(tmp_path / "rgb.onnx", (3, 4, 4), 4)  # no edgekd metadata
     data = pixel_data(tmp_path / "pixels.npz")
-    config = GateConfig(max_accuracy_drop=100, baseline=str(rgb), data=str(data), channels=3, no_latency=True)
+    # as run_gate hands it on: with the target's defaults (the seed and profile left out) in
+    config = for_target(GateConfig(max_accuracy_drop=100, baseline=str(rgb), data=str(data), channels=3,
+                                   no_latency=True), grayscale_model)
     notes: list[str] = []
     checks, shape = accuracy_checks(grayscale_model, rgb, config, notes)
     assert [c.name for c in checks] == ["accuracy drop"] and shape == (1, 4, 4)

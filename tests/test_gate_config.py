@@ -64,3 +64,28 @@ def test_the_budget_left_unchecked_is_not_suggested_for_the_teacher(manifest):
     assert any("add --max-size 128KB to check it too" in n for n in student.notes)
     teacher = build_config({**_GIVEN, "max_opset": 18, "artifact": "teacher-fp32"}, manifest)
     assert not any("--max-size" in n for n in teacher.notes)
+
+
+def test_a_config_made_in_python_takes_the_manifest_s_defaults_as_the_cli_s(manifest, tmp_path):
+    """GateConfig() was refused ("the gate has no thresholds ... or gate a manifest.json") before its target was
+    known, so run_gate could not hold a manifest to its own budget; the CLI's config had it alone."""
+    from edgekd.errors import ConfigError
+    from edgekd.gate_config import GateConfig, for_target
+
+    config = for_target(GateConfig(rounds=1), manifest)
+    assert config == build_config({"rounds": 1}, manifest) and config.max_size_bytes == 128 * 1024
+    assert config.notes == ("thresholds: the manifest's budget, size <= 128 KB",)
+    assert for_target(config, manifest) is config  # applied once: build_config's, handed to run_gate
+    with pytest.raises(ConfigError, match="^the gate has no thresholds; pass --max-size"):
+        for_target(GateConfig(rounds=1), tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("name", ["no_latency", "profile_recorded"])
+def test_a_boolean_setting_given_a_string_is_refused(name):
+    """GateConfig(no_latency="false") read as true: the latency checks it asked for were dropped, and the gate
+    passed."""
+    from edgekd.errors import ConfigError
+    from edgekd.gate_config import GateConfig
+
+    with pytest.raises(ConfigError, match=f"^{name} must be true or false, got 'false'; pass a boolean$"):
+        GateConfig(max_size_bytes=1000, **{name: "false"})

@@ -258,6 +258,24 @@ def test_the_fallback_never_writes_over_its_fp32_file(fp32, small_data, fast_pro
     assert sha256(mine) == fp32.sha256
 
 
+def test_an_existing_int8_file_is_replaced_only_with_force(fp32, small_data, fast_profile, tmp_path, monkeypatch):
+    """A run's shipped student-int8.onnx, which its manifest records by sha256, was replaced without a word."""
+    import importlib
+
+    measuring = importlib.import_module("edgekd.latency.measure")  # the module: edgekd.latency.measure is its function
+    shipped = tmp_path / "student-int8.onnx"
+    shipped.write_bytes(b"the shipped int8 file")
+    with monkeypatch.context() as patch:
+        patch.setattr(measuring, "measure", lambda *a, **k: pytest.fail("measured before refusing"))
+        with pytest.raises(OutputError, match=f"^'{shipped}' already exists; choose another name or output folder, "
+                                              "or pass force=True to replace it$"):
+            int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, FallbackConfig(rounds=0))
+    assert shipped.read_bytes() == b"the shipped int8 file"
+    result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path, FallbackConfig(rounds=0),
+                                force=True)
+    assert result.path == str(shipped) and shipped.read_bytes() != b"the shipped int8 file"
+
+
 def test_no_fallback_rounds_measures_once(fp32, small_data, fast_profile, tmp_path):
     result = int8_with_fallback(fp32.path, small_data.x_train[:32], fast_profile, tmp_path,
                                 FallbackConfig(rounds=0, margin=1.0))

@@ -150,7 +150,9 @@ def _exported(teacher: Any, input_shape: tuple[int, ...], path: Path, batch: int
         if _inputs(path) == 1:
             return path
     sample = np.zeros((1, *input_shape), dtype=np.float32)  # its file takes any batch
-    shipped = Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample)).path)
+    # over the quick export just made, whose input was lost
+    shipped = Path(get_exporter("onnx-fp32")(ExportRequest(path.stem, "teacher", path.parent, teacher, sample,
+                                                           force=True)).path)
     if _inputs(shipped) != 1:
         raise ExportError(f"the teacher's ONNX file takes {_inputs(shipped)} inputs, not the image")
     return shipped
