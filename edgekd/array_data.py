@@ -64,7 +64,9 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
                  normalize: Any, channels: int | None) -> Dataset:
     _check_images(path, arrays)
     arrays = _splits_named(path, arrays)
+    named = any(arrays[k].dtype.kind in "US" for k in _LABEL_KEYS if k in arrays)
     arrays = _numbered_labels(path, arrays)
+    named = named and "class_names" in arrays  # not numbers written as text ("3"), which stay numbers
     if {"x_test", "y_test"} <= arrays.keys() and not {"x", "x_train"} & arrays.keys():
         return _test_only(path, arrays, resolution, normalize, channels)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
@@ -82,6 +84,8 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
                             "store every split at one shape, or pass --resolution to resize them")
         ys = {k: _labels(path, parts[f"y_{k}"], len(xs[k]), f"y_{k}") for k in ("train", "val", "test")}
         names = _class_names(path, arrays, int(max(y.max() for y in ys.values())))
+        if named:
+            _check_named_classes(path, ys, names)
         check_classes(path, ys["train"], len(names))
         converted = {k: convert_channels(v, channels, str(path)) for k, v in xs.items()}
         xs, to = {k: v[0] for k, v in converted.items()}, converted["train"][1]
@@ -103,6 +107,8 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], resolution: tuple[in
     x = _to_nchw(path, arrays["x"], resolution, channels=channels)
     y = _labels(path, arrays["y"], len(x))
     names = _class_names(path, arrays, int(y.max()) if len(y) else 0)
+    if named:
+        _check_named_classes(path, {"train": y}, names)
     check_classes(path, y, len(names))
     x, to = convert_channels(x, channels, str(path))
     data = split_normalized(path.name, x, y, names, seed, normalize, str(path),
@@ -305,6 +311,25 @@ def _numbered_labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.
         # the columns are the classes: a last class no image has is a missing class, not one fewer output
         out["class_names"] = np.array([str(i) for i in range(next(iter(widths.values())))], dtype=str)
     return out
+
+
+def _check_named_classes(path: Path, ys: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    """With labels given as class names, a class no training image has is named by its name and where its
+    images are: check_classes would say "label 3", the sorted number the user never saw, and tell them to
+    number the classes 0..K-1, which is not what is wrong."""
+    present = set(np.unique(ys["train"]).tolist())
+    missing = [i for i in range(len(names)) if i not in present]
+    if not missing:
+        return
+    name, more = names[missing[0]], f" ({len(missing)} classes have none)" if len(missing) > 1 else ""
+    where = [f"y_{split}" for split in ("val", "test") if split in ys and np.any(ys[split] == missing[0])]
+    if where:
+        given = " and ".join(where)
+        raise DataError(f"{path}: no training image has class '{name}' (it appears only in {given}){more}",
+                        f"add training images of '{name}', or drop its images from {given}")
+    images = "training image" if len(ys) > 1 else "image"
+    raise DataError(f"{path}: class_names lists '{name}', which no {images} has{more}",
+                    f"add {images}s of '{name}', or drop it from class_names")
 
 
 def _texts(y: np.ndarray) -> np.ndarray:

@@ -221,7 +221,8 @@ def check_seed(seed: Any) -> None:
     import numbers
 
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed {seed} is not a whole number from 0 to {MAX_SEED}",
+        shown = seed if isinstance(seed, numbers.Integral) else repr(seed)  # '1', a string, not the number 1
+        raise ConfigError(f"seed {shown} is not a whole number from 0 to {MAX_SEED}",
                           "pass e.g. --seed 0 (seed = 0 in a settings file)")
 
 
@@ -338,7 +339,7 @@ def load_arrays(arrays: Mapping[str, Any] | tuple[Any, Any], *, resolution: Any 
     check_channels(channels)
     taken = {}
     for key, value in arrays.items():
-        taken[str(key)] = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        taken[str(key)] = np.asarray(_numpy_readable(value))
         if taken[str(key)].dtype == object and all(isinstance(v, str) for v in taken[str(key)].flat):
             taken[str(key)] = taken[str(key)].astype(str)  # a pandas column of names arrives as objects
         if taken[str(key)].dtype == object:
@@ -346,6 +347,19 @@ def load_arrays(arrays: Mapping[str, Any] | tuple[Any, Any], *, resolution: Any 
     from edgekd.array_data import from_arrays
 
     return from_arrays(Path("arrays"), taken, parse_resolution(resolution), seed, normalize, channels)
+
+
+def _numpy_readable(value: Any) -> Any:
+    """A tensor as numpy can read it: on the CPU, and a float dtype numpy has no counterpart for (bfloat16,
+    float8) as float32, which numpy refused with a raw TypeError; anything else as it is."""
+    if not hasattr(value, "detach"):
+        return value
+    import torch  # imported already: ``value`` is a tensor
+
+    value = value.detach().cpu()
+    if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
+        value = value.float()
+    return value
 
 
 def nfc(name: str) -> str:

@@ -42,6 +42,28 @@ def check_inputs(config: Any) -> None:
                               "instead")
 
 
+def teacher_setting(teacher: Any, weights: Any) -> tuple[Any, Any]:
+    """CompressConfig's teacher and weights for a ``Teacher`` (load_teacher's, default_teacher's) handed in, as
+    search() and distill() take one: the spec and weights load_teacher read it from, so the run loads, records
+    and guards those files as it does a spec given as text (a later gate or --distilled run finds the teacher);
+    a Teacher read from no files (default_teacher's, one made from a module) as its module. Anything else as given."""
+    from edgekd.teacher import Teacher, weights_state
+
+    if not isinstance(teacher, Teacher):
+        return teacher, weights
+    if weights is not None:
+        raise ConfigError("weights are given for a Teacher, which is loaded with its weights already",
+                          "drop weights (load_teacher(spec, weights=...) took them)")
+    if teacher.files is None:
+        return teacher.module, None
+    if weights_state(teacher.module) != teacher.loaded:
+        # the run loads the teacher from its files: the changes would be dropped while the run said it used it
+        raise ConfigError(f"the Teacher's module has changed since load_teacher read it from '{teacher.files[0]}'",
+                          "pass teacher=T.module to distil from it as it is now (recorded as a module in memory), "
+                          "or save its weights and load_teacher them again")
+    return teacher.files
+
+
 def _check_kinds(config: Any) -> None:
     """Settings only the Python API can give a value of the wrong kind: a profile of 1, an --out of 3 or
     force="yes" were taken as given, and failed (or, "yes" being true, replaced a folder) far from here."""
@@ -56,7 +78,9 @@ def _check_kinds(config: Any) -> None:
             continue
         wanted = "a profile name or .toml path" if name == "profile" else "a path"
         raise ConfigError(f"{name} is {kind_of(value)}, not {wanted}", f"pass {name} as a string")
-    for name in ("force", "progress", "ort"):
+    # every boolean: "false" from an env var or a config file is truthy, and qat_full_range="false" turned
+    # full-range QAT on; labels and augment were refused by DistillConfig under its own names (use_labels)
+    for name in ("force", "progress", "ort", "augment", "labels", "qat_full_range"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError(f"{name} must be true or false, got {getattr(config, name)!r}", "pass a boolean")
 

@@ -29,6 +29,7 @@ from edgekd.teacher_spec import (
     is_onnx,
     is_program,
     parse_factory_ref,
+    resolved_spec,
     teacher_origin,
     user_folders,
 )
@@ -70,6 +71,19 @@ class Teacher:
     # it): its file then records that split as a student's does. None: trained elsewhere, on images edgekd
     # cannot know, so no split is claimed for it.
     split_seed: int | None = None
+    # (spec, weights) load_teacher read it from, their files resolved: what a run given this Teacher records, as
+    # it records a spec given as text; None for a module held in memory or the default teacher
+    files: tuple[str, str | None] | None = None
+    loaded: tuple[Any, ...] | None = field(default=None, repr=False)  # weights_state(module) as load_teacher left it
+
+
+def weights_state(module: Any) -> tuple[Any, ...] | None:
+    """Which tensors ``module`` holds and how often each was changed in place (torch counts every in-place
+    write of a tensor, an optimizer step's too): differs once it is trained further or given other weights
+    or layers, at no cost of hashing them. None for a teacher torch holds no state dict of (ONNX)."""
+    if not hasattr(module, "state_dict"):
+        return None
+    return tuple((name, id(t), t._version) for name, t in module.state_dict(keep_vars=True).items())
 
 
 DEFAULT_ORIGIN = "default resnet teacher"  # one per data, which runs compare on their own
@@ -201,7 +215,9 @@ def load_teacher(spec: str, weights: str | None = None) -> Teacher:
                           "or name a file: load_teacher('my_model.py:build', weights='weights.pt')")
     spec = os.fspath(spec)
     check_no_weights(spec, weights)
-    return replace(_load_teacher(spec, weights), origin=teacher_origin(spec, weights))
+    teacher = _load_teacher(spec, weights)
+    return replace(teacher, origin=teacher_origin(spec, weights), files=resolved_spec(spec, weights),
+                   loaded=weights_state(teacher.module))
 
 
 def _load_teacher(spec: str, weights: str | None) -> Teacher:
@@ -283,9 +299,9 @@ def api_teacher(teacher: Any, data: Dataset) -> Any:
 
     if teacher is None:
         return None
-    if isinstance(teacher, str):
-        raise ConfigError(f"the teacher '{teacher}' is a spec, and this function takes the model",
-                          f"pass load_teacher({teacher!r}, weights), or the torch module itself")
+    if isinstance(teacher, (str, os.PathLike)):
+        raise ConfigError(f"the teacher '{os.fspath(teacher)}' is a spec, and this function takes the model",
+                          f"pass load_teacher({os.fspath(teacher)!r}, weights), or the torch module itself")
     teacher = teacher.module if isinstance(teacher, Teacher) else teacher
     if isinstance(teacher, torch.nn.Module) and any(t.is_floating_point() and (t.dtype != torch.float32 or
                                                                                t.device.type != "cpu")

@@ -54,13 +54,18 @@ def teacher_origin(spec: str | None, weights: str | None) -> str | None:
     its paths are spelled and whichever folder they run from; None when there is no spec."""
     if not isinstance(spec, str) or not spec:
         return None
+    named, full_weights = resolved_spec(spec, weights)
+    return named + (f" with weights {full_weights}" if full_weights else "")
 
-    def full(path: str) -> str:
+
+def resolved_spec(spec: str, weights: Any) -> tuple[str, str | None]:
+    """``spec`` and ``weights`` with their files as absolute paths: they name the same files from any folder."""
+
+    def full(path: Any) -> str:
         return str(Path(path).expanduser().resolve())
 
     file = spec_file(spec)
-    named = spec if file is None else full(file) + spec[len(file):]
-    return named + (f" with weights {full(weights)}" if weights else "")
+    return spec if file is None else full(file) + spec[len(file):], full(weights) if weights else None
 
 
 def is_program(spec: str) -> bool:

@@ -195,6 +195,25 @@ def test_named_labels_that_cannot_be_numbered_are_refused(tmp_path, arrays, mess
         load_data(str(tmp_path / "bad.npz"))
 
 
+@pytest.mark.parametrize("arrays, message", [
+    (lambda x, n: dict(x_train=x[:60][n[:60] != "bird"], y_train=n[:60][n[:60] != "bird"], x_test=x[60:],
+                       y_test=n[60:]),
+     r"^arrays: no training image has class 'bird' \(it appears only in y_test\); add training images of 'bird', "
+     r"or drop its images from y_test$"),
+    (lambda x, n: dict(x=x, y=n, class_names=np.array(["dog", "cat", "bird", "eel"])),
+     r"^arrays: class_names lists 'eel', which no image has; add images of 'eel', or drop it from class_names$"),
+    (lambda x, n: dict(x_train=x[:60], y_train=n[:60], x_test=x[60:], y_test=n[60:],
+                       class_names=np.array(["dog", "cat", "bird", "eel"])),
+     r"^arrays: class_names lists 'eel', which no training image has; add training images of 'eel', or drop"),
+])
+def test_a_named_class_no_training_image_has_is_named_by_its_name(arrays, message):
+    """Said as "no training image has label 0 ... number the classes 0..K-1": a number the user never saw
+    ('bird' sorted first) and a fix that did not apply to labels given as names."""
+    x = np.random.default_rng(0).random((90, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(DataError, match=message):
+        load_data(arrays(x, np.array(["dog", "cat", "bird"])[np.arange(90) % 3]))
+
+
 def test_one_hot_labels_are_class_numbers_and_keep_their_class_count(tmp_path):
     # Keras' to_categorical; the columns are the classes
     x = np.random.default_rng(0).random((80, 1, 8, 8)).astype(np.float32)
@@ -971,6 +990,9 @@ def test_seeds_are_whole_numbers_every_generator_takes():
     for bad in (-1, MAX_SEED + 1, 1.5, True, "3"):
         with pytest.raises(ConfigError, match="is not a whole number from 0 to"):
             check_seed(bad)
+    # unquoted, "seed 1 is not a whole number" read as if 1 were not one
+    with pytest.raises(ConfigError, match=r"^seed '1' is not a whole number from 0 to"):
+        load_data((np.zeros((20, 8, 8)), np.arange(20) % 2), seed="1")
 
 
 # --- arrays already in memory ----------------------------------------------------------------------------
@@ -989,6 +1011,20 @@ def test_arrays_in_memory_load_as_the_same_npz_would(tmp_path):
         assert held.name == "arrays" and held.input_shape == stored.input_shape == (3, 10, 12)
         assert np.array_equal(held.x_train, stored.x_train) and np.array_equal(held.y_test, stored.y_test)
         assert held.preprocess == stored.preprocess
+
+
+def test_tensors_of_a_float_type_numpy_lacks_are_read_as_float32():
+    """A bfloat16 tensor (common in current training code) was a raw TypeError from torch's __array__."""
+    import torch
+
+    x, y = np.random.default_rng(0).random((60, 8, 8)).astype(np.float32), np.arange(60) % 3
+    want = load_data((torch.from_numpy(x).bfloat16().float(), y))
+    for dtype in (torch.bfloat16, torch.float8_e4m3fn):
+        got = load_data((torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)))
+        assert got.x_train.dtype == np.float32
+        assert (np.array_equal(got.x_train, want.x_train) if dtype == torch.bfloat16
+                else got.x_train.shape == want.x_train.shape)
+        assert np.array_equal(got.y_test, want.y_test)
 
 
 def test_arrays_in_memory_keep_their_splits_and_names():

@@ -84,6 +84,42 @@ def test_inputs_of_the_wrong_kind_are_refused(kwargs, message):
         CompressConfig(**kwargs)
 
 
+def test_a_loaded_teacher_is_taken_as_the_files_it_was_loaded_from(teacher_files, tmp_path, monkeypatch):
+    """CompressConfig(teacher=load_teacher(...)) was refused, though search() and distill() take it, and its
+    module alone was recorded as in memory: a later gate or --distilled run asked for the teacher again."""
+    from edgekd.pipeline.config import config_fields
+    from edgekd.run_inputs import recipe
+    from edgekd.teacher import load_teacher
+    from edgekd.teacher_spec import teacher_origin
+
+    module, weights = teacher_files
+    monkeypatch.chdir(module.parent)
+    loaded = load_teacher(f"{module.name}:build", weights=weights.name)  # relative paths, as typed in a notebook
+    monkeypatch.chdir(tmp_path)  # and named from another folder: the files are recorded resolved
+    config = CompressConfig(teacher=loaded)
+    assert (config.teacher, config.weights) == (f"{module}:build", str(weights))
+    assert teacher_origin(config.teacher, config.weights) == loaded.origin
+    recorded = recipe(config, config_fields())
+    assert (recorded["teacher"], recorded["weights"]) == (f"{module}:build", str(weights))
+    with pytest.raises(ConfigError, match=r"^weights are given for a Teacher, which is loaded with its weights"):
+        CompressConfig(teacher=loaded, weights=str(weights))
+
+
+def test_a_teacher_changed_since_it_was_loaded_is_refused_and_one_of_no_files_is_its_module(teacher_files,
+                                                                                           small_data):
+    from edgekd.teacher import from_module, load_teacher
+
+    module, weights = teacher_files
+    loaded = load_teacher(f"{module}:build", weights=str(weights))
+    with torch.no_grad():
+        next(loaded.module.parameters()).add_(1.0)  # trained further in the notebook: not what the files hold
+    with pytest.raises(ConfigError, match=r"^the Teacher's module has changed since load_teacher read it from .*; "
+                                          r"pass teacher=T.module"):
+        CompressConfig(teacher=loaded)
+    held = from_module(loaded.module)
+    assert CompressConfig(teacher=held).teacher is held.module  # recorded as a module in memory, as it is
+
+
 def test_paths_given_as_path_objects_are_taken_as_their_strings(small_data, tmp_path):
     import numpy as np
 
@@ -180,6 +216,10 @@ def test_a_working_teacher_reports_its_accuracy(teacher, small_data):
     (dict(force="yes"), "force must be true or false, got 'yes'; pass a boolean"),
     (dict(progress="no"), "progress must be true or false, got 'no'"),
     (dict(ort=1), "ort must be true or false, got 1"),
+    # "false" (an env var, a YAML value) is truthy: full-range QAT, which the README warns of, was switched on
+    (dict(qat_full_range="false", qat_epochs=1, epochs=2), "qat_full_range must be true or false, got 'false'"),
+    (dict(qat_full_range=1, qat_epochs=1, epochs=2), "qat_full_range must be true or false, got 1"),
+    (dict(augment="no"), "augment must be true or false, got 'no'"),
     # a .pt2 program took --weights and went on without reading them, even a file that did not exist
     (dict(teacher="teacher.pt2", weights="does-not-exist.pt"), "teacher 'teacher.pt2' is a torch.export program, "
                                                                 "which holds its own weights; drop --weights"),
@@ -205,6 +245,12 @@ def test_options_that_cannot_apply_are_refused_by_their_flags(kwargs, message):
 
     with pytest.raises(EdgeKDError, match=re.escape(message)):
         CompressConfig(**kwargs)
+
+
+def test_a_boolean_of_another_kind_is_refused_by_compress_config_s_own_name():
+    """labels="False" was refused by DistillConfig as use_labels, which CompressConfig has no argument of."""
+    with pytest.raises(ConfigError, match=r"^labels must be true or false, got 'False'; pass a boolean$"):
+        CompressConfig(labels="False")
 
 
 def test_names_given_from_python_as_a_list_are_taken_as_the_cli_s_comma_separated_string():

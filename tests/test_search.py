@@ -45,6 +45,19 @@ def test_the_stages_take_what_the_other_stages_hand_over(teacher, small_data, fa
         search(teacher, small_data, fast_profile, 0.5, CFG, progress=False)
 
 
+def test_search_takes_paths_as_path_objects(teacher, small_data, fast_profile, tmp_path):
+    """README: paths may be strings or pathlib.Paths. A profile's .toml as a Path was taken for a loaded
+    profile, an AttributeError deep in the search; a teacher's file as a Path went on as if it were a model."""
+    from pathlib import Path
+
+    small = SearchConfig(candidates=3, measure_top=1, rounds=1, probe_batch=16, anchors=3)
+    assert search(teacher, small_data, Path(fast_profile.source), None, small, progress=False).chosen is not None
+    (tmp_path / "t.pt2").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"the teacher '.*t.pt2' is a spec, and this function takes the model; "
+                                          r"pass load_teacher\('.*t.pt2', weights\)"):
+        search(tmp_path / "t.pt2", small_data, fast_profile, None, small, progress=False)
+
+
 def test_search_chooses_best_scored_candidate_within_budget(teacher, small_data, fast_profile):
     lines: list[str] = []
     result = search(teacher.module, small_data, fast_profile, Budget(latency_ms=50, max_size_kb=60), CFG,
@@ -408,7 +421,7 @@ def test_search_with_diswot_init_refuses_a_teacher_without_classifier_before_mea
     monkeypatch.setattr(latency_model, "latency_model", lambda *a, **k: pytest.fail("measured before the check"))
     conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     with pytest.raises(ModelError, match="diswot_init proxy needs the teacher"):
-        search(conv_only, small_data, None, Budget(), SearchConfig(proxy="diswot_init", candidates=4),
+        search(conv_only, small_data, "host-cpu-1t", Budget(), SearchConfig(proxy="diswot_init", candidates=4),
                progress=False)
 
 

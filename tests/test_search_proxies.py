@@ -68,7 +68,8 @@ def test_search_labels_its_probe_as_its_config_says(small_data, monkeypatch):
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(small_data.input_shape[1] ** 2, 10))
     for labels in (True, False):
         with pytest.raises(DataError, match="stop here"):
-            search(teacher, small_data, None, Budget(), SearchConfig(candidates=2, labels=labels), progress=False)
+            search(teacher, small_data, "host-cpu-1t", Budget(), SearchConfig(candidates=2, labels=labels),
+                   progress=False)
     assert given[0] is not None and np.isin(given[0], small_data.y_train).all() and given[1] is None
 
 

@@ -70,8 +70,10 @@ class CompressConfig:
     budget: Budget = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from edgekd.run_inputs import comma_list
+        from edgekd.run_inputs import comma_list, teacher_setting
 
+        for name, value in zip(("teacher", "weights"), teacher_setting(self.teacher, self.weights)):
+            object.__setattr__(self, name, value)
         for name in _PATH_FIELDS:  # a pathlib.Path, as load_data and load_profile take, kept as its string
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))

@@ -106,7 +106,7 @@ def search(teacher: Any, data: Dataset, profile: DeviceProfile, budget: Budget,
     if config is not None:
         require_config("config", config, SearchConfig)
     teacher = api_teacher(teacher, data)
-    profile = load_profile(profile) if isinstance(profile, str) else profile
+    profile = load_profile(profile)  # a name, a .toml path (str or pathlib.Path) or a DeviceProfile, as validate takes
     require_budget(budget)
     budget = budget if budget is not None else Budget()
     config = config or SearchConfig()
