@@ -179,7 +179,7 @@ def load_distilled(folder: str | Path, teacher: Any, data: Any) -> Distilled:
     result = DistillResult(model, distill["best_epoch"], distill["best_val_accuracy"], history,
                            distill.get("selected_on", "val_labels"), distill.get("checkpoint"),
                            distill.get("qat_start"), distill.get("keep", "best"), distill.get("pruning"),
-                           distill.get("taps"))
+                           distill.get("taps"), distill.get("processes"), distill.get("threads"))
     return Distilled(search, result, recipe)
 
 

@@ -630,6 +630,27 @@ def test_a_second_ctrl_c_after_the_interrupted_line_is_ignored_until_the_process
         signal.signal(signal.SIGINT, before)
 
 
+def test_a_second_ctrl_c_while_the_interrupted_line_is_made_does_not_cut_it_off(run_cli, tmp_path, monkeypatch):
+    """The line reads the disk to say what the run left; Ctrl-C was ignored only once it was said, and a second
+    one while it was made left a traceback and no word of where the earlier run was."""
+    import signal
+
+    while_made = []
+
+    def made():
+        while_made.append(signal.getsignal(signal.SIGINT))  # what a second Ctrl-C now would meet
+        return "interrupted: what the disk holds"
+
+    monkeypatch.setattr("edgekd.pipeline.compress", _interrupt)
+    monkeypatch.setattr("edgekd.cli.interrupted_message", made)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        code, _, err = run_cli("compress", "--out", tmp_path / "o")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130 and err.strip() == "interrupted: what the disk holds" and while_made == [signal.SIG_IGN]
+
+
 def test_calibrating_a_space_without_a_table_is_refused_in_one_line(run_cli, fast_profile_path):
     line = _one_line_error(*run_cli("profiles", "calibrate", fast_profile_path, "--space", "pruned")[::2])
     assert "the 'pruned' space has no latency table to calibrate" in line

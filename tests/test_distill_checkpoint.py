@@ -184,6 +184,9 @@ def test_resume_needs_an_existing_readable_checkpoint(data, tmp_path):
         distill(student(), data, QUICK, progress=False, resume=True)
     with pytest.raises(ConfigError, match="no checkpoint at .*missing.pt"):
         distill(student(), data, QUICK, progress=False, resume=tmp_path / "missing.pt")
+    (tmp_path / "folder.pt").mkdir()  # there, but no file: "no checkpoint" named no reason
+    with pytest.raises(ConfigError, match=r"^checkpoint .*folder.pt is a folder, not a file; remove it and start"):
+        distill(student(), data, QUICK, progress=False, resume=tmp_path / "folder.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="junk.pt cannot be read"):
@@ -379,6 +382,10 @@ def test_a_checkpoint_of_another_process_count_says_how_to_launch_its_resume(dat
         assert caught.value.message.startswith(
             f"checkpoint {path} was written by a run of 2 training processes (torchrun --nproc-per-node 2), and this "
             "one is one process (no torchrun); resume it under `torchrun --nproc-per-node 2 -m edgekd distill ...`")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc-per-node 1: one process, but under torchrun
+    with pytest.raises(ConfigError, match=r"2 training processes .*, and this one is one process \(torchrun "
+                                          r"--nproc-per-node 1\); resume it under `torchrun --nproc-per-node 2"):
+        check_resumable(path, QUICK)
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc-per-node 3 sets it, for the early check
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match=r"2 training processes .*, and this one is 3 training processes"):

@@ -61,6 +61,10 @@ def test_distill_writes_student_and_resumes(run_cli, common, searched, tmp_path)
                                                "checkpoint.pt"}
     info = json.loads((out / "distill.json").read_text())
     assert info["recipe"]["losses"] == "kd:1,dist:0.5" and len(info["distill"]["history"]) == 2
+    import torch
+
+    # what changes the weights a seed gives, kept for explaining two runs of one recipe or reproducing one
+    assert (info["distill"]["processes"], info["distill"]["threads"]) == (1, torch.get_num_threads())
     assert info["recipe"]["augment"] is True  # the default since benchmarks/distill_augment.py
     import onnx
 
@@ -223,6 +227,7 @@ def test_compress_exports_and_validates_a_distilled_student_without_training(run
     manifest = json.loads((out / "manifest.json").read_text())
     recorded = json.loads((distilled / "distill.json").read_text())
     assert manifest["student"]["distill"] == recorded["distill"]
+    assert manifest["student"]["distill"]["processes"] == 1 and manifest["student"]["distill"]["threads"] >= 1
     assert manifest["student"]["spec"] == recorded["student"] and manifest["recipe"]["epochs"] == 2
     fp32 = next(a for a in manifest["artifacts"] if a["artifact"]["name"] == "student-fp32")
     assert fp32["parity"]["max_abs_diff"] < 1e-3  # the reloaded weights are the ones exported
@@ -785,6 +790,10 @@ def test_an_unfinished_or_set_aside_distill_folder_says_how_to_finish_or_put_it_
     assert err_line(*run_cli("distill", *common, "--out", emptied)[::2]) == (
         f"error: output folder '{emptied}' is not empty; choose another --out, or pass --force to start over "
         "(CompressConfig(force=True) from Python)")
+    (emptied / "checkpoint.pt").mkdir()  # there, but no file: it was said to be missing
+    assert err_line(*run_cli("distill", *common, "--out", emptied, "--resume")[::2]) == (
+        f"error: nothing to resume in '{emptied}': its checkpoint.pt is a folder, not a checkpoint file; start over "
+        "with --force instead of --resume (it replaces what the folder holds), or choose another --out")
 
 
 def test_search_settings_given_with_a_search_file_are_refused_not_ignored(run_cli, common, searched, tmp_path):

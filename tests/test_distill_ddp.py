@@ -47,6 +47,7 @@ def test_torchrun_ranks_end_with_identical_weights(tmp_path):
     best = [r["best"] for r in ranks]
     assert best[0].keys() == best[1].keys() and all(torch.equal(best[0][k], best[1][k]) for k in best[0])
     assert ranks[0]["history"] == ranks[1]["history"] and ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
+    assert ranks[0]["trained_by"] == (2, 1)  # the record says what changes the weights: processes and threads
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".ckpt") == ["run.ckpt"]
     ckpt = torch.load(tmp_path / "run.ckpt", weights_only=True)
     assert ckpt["epoch"] == 2 and json.loads(ckpt["run"])["processes"] == 2
@@ -62,6 +63,7 @@ def _worker(out: str, teacher_path: str) -> None:
     result = distill(student(), tiny_data(), CFG, teacher=teacher.eval(), progress=False,
                      checkpoint=Path(out) / "run.ckpt")
     torch.save({"best": result.model.state_dict(), "best_epoch": result.best_epoch,
+                "trained_by": (result.processes, result.threads),
                 "history": [(h.epoch, h.train_loss, h.val_accuracy) for h in result.history]},
                Path(out) / f"rank{os.environ['RANK']}.pt")
 
@@ -99,3 +101,40 @@ def test_a_world_size_without_the_rest_of_torchrun_s_environment_names_what_is_m
     monkeypatch.delenv("RANK")
     with pytest.raises(ConfigError, match=r"^WORLD_SIZE=2 is set without RANK and MASTER_ADDR; "):
         join(torch.nn.Linear(2, 2))
+
+
+def test_a_training_process_lost_mid_run_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch):
+    """One rank killed (the OOM killer, a node lost) left rank 0 a ~50-line traceback ending in gloo's
+    "Connection reset by peer", and no word that its checkpoint could be resumed. Stood in for without torchrun:
+    a world of two whose gradient sync fails once the first checkpoint is written."""
+    import edgekd.distill.ddp as ddp
+    from edgekd.errors import ModelError
+
+    lost: list[int] = []
+
+    def wrap(_world, _student, _parts, loss):
+        def step(index, xb):
+            if lost:
+                raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+                                   "[127.0.0.1]:41149: Connection reset by peer")
+            return loss(index, xb)
+        return step
+
+    monkeypatch.setattr(ddp, "join", lambda _student: World(0, 2))
+    monkeypatch.setattr(ddp, "wrap", wrap)
+    monkeypatch.setattr(ddp, "global_mean", lambda value, _world: value.detach())
+    monkeypatch.setattr(ddp, "sync_buffers", lambda *_args: None)
+    ckpt = tmp_path / "checkpoint.pt"
+    config = DistillConfig(epochs=3, lr=5e-2, batch_size=32, augment=False, seed=1)
+    with pytest.raises(ModelError, match=r"^another of the 2 training processes stopped \(connection reset\), and "
+                       rf"this one \(rank 0\) cannot train on without it; {ckpt} holds the last finished epoch \(1\); "
+                       r".*run the same command with --resume"):
+        distill(student(), tiny_data(), config, progress=False, checkpoint=ckpt,
+                on_checkpoint=lambda _path: lost.append(1))
+
+    def broken(_index, _xb):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(ddp, "wrap", lambda *_args: broken)
+    with pytest.raises(RuntimeError, match="^mat1 and mat2"):  # any other error passes through as it came
+        distill(student(), tiny_data(), config, progress=False)

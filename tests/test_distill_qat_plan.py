@@ -91,6 +91,30 @@ def test_a_teacher_qat_cannot_mirror_is_refused_before_a_search_that_may_choose_
     _check_teacher_before_search(CompressConfig(space="mbv2", epochs=2, qat_epochs=1), teacher, X)  # never its own
 
 
+def test_a_search_file_whose_student_is_pruned_is_refused_for_qat_in_the_words_of_the_pruned_space(
+        small_data, fast_profile_path, tmp_path, monkeypatch) -> None:
+    """The same teacher and QAT given a search file that chose a pruned student: the trainer's "wrap the
+    Sequential", which names nothing a user of edgekd's own pruned student can do."""
+    import edgekd.pipeline.stages as stages
+    from edgekd.pipeline import CompressConfig, run_distill, run_search
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    found = tmp_path / "search.json"
+    # labels=False: an untrained teacher at chance is then a warning, not a refusal
+    run_search(CompressConfig(teacher=teacher, data=small_data, profile=str(fast_profile_path), budget_ms=50.0,
+                              space="pruned", candidates=2, labels=False, progress=False), found)
+    monkeypatch.setattr(stages, "train_student", lambda *a, **k: pytest.fail("trained before the refusal"))
+    config = CompressConfig(teacher=teacher, data=small_data, profile=str(fast_profile_path), search_file=str(found),
+                            epochs=2, qat_epochs=1, labels=False, progress=False)
+    with pytest.raises(ConfigError, match=rf"^the model's input is quantized, and a Sequential model cannot host its "
+                                          rf"quantizer: the student of '{found}' is a 'pruned' one, the teacher's own "
+                                          r"layers, .*; drop --qat-epochs, train a student of another space .*, or "
+                                          r"wrap the Sequential"):
+        run_distill(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 class _AddBlock(torch.nn.Module):
     def __init__(self):
         super().__init__()

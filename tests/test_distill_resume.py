@@ -106,9 +106,73 @@ def test_an_interrupted_force_run_says_what_it_left_and_replaces_the_earlier_run
     with monkeypatch.context() as patch:
         _interrupt_epoch(patch, 2, beside, tmp_path)
         code, _, err = run_cli("distill", *args)
-    assert beside == ["d"]  # gone once the first checkpoint was written, not when the run ended
+    assert [n for n in beside if not n.endswith(".lock")] == ["d"]  # gone at the first checkpoint, not the end
     assert code == 130 and err.strip() == (f"interrupted: {out / 'checkpoint.pt'} holds the last finished epoch; run "
                                            "the same command with --resume instead of --force to continue")
+
+
+@pytest.mark.parametrize("when", ["removing", "holding"])
+def test_a_second_ctrl_c_while_a_force_run_puts_the_earlier_run_back_neither_loses_nor_strands_it(
+        run_cli, common, searched, tmp_path, monkeypatch, when):  # noqa: F811
+    """Users press Ctrl-C twice, and torchrun sends its workers a SIGINT of its own: one landing between the
+    removal of the new --out and the rename of the earlier run skipped the rename, and the run then deleted the
+    earlier run, saying it "is as it was". One landing just before the signals are held is as harmless."""
+    import contextlib
+    import signal
+
+    import edgekd.distill.checkpoint as checkpoint
+    import edgekd.pipeline.stages as stages
+
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "checkpoint.pt").write_text("the earlier run's")
+    remove_path, interrupts_held, pressed = stages.remove_path, checkpoint.interrupts_held, []
+
+    def removing(path):
+        if not pressed:  # the second Ctrl-C, as the terminal delivers it
+            pressed.append(1)
+            signal.raise_signal(signal.SIGINT)
+        remove_path(path)
+
+    @contextlib.contextmanager
+    def holding():
+        if not pressed:  # the second Ctrl-C, before the signals are held
+            pressed.append(1)
+            raise KeyboardInterrupt
+        with interrupts_held():
+            yield
+
+    if when == "removing":
+        monkeypatch.setattr(stages, "remove_path", removing)
+    else:
+        monkeypatch.setattr(checkpoint, "interrupts_held", holding)
+    _interrupt_epoch(monkeypatch, 1)
+    code, _, err = run_cli("distill", *common, "--search", searched, "--epochs", "2", "--no-augment", "--out", out,
+                           "--force")
+    assert pressed and code == 130
+    assert err.strip() == (f"interrupted: nothing was written; the earlier run in {out}/ is as it was (this one "
+                           "stopped before its first checkpoint)")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("d")] == ["d"]
+    assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]
+    assert (out / "checkpoint.pt").read_text() == "the earlier run's"
+
+
+def test_an_earlier_run_left_set_aside_is_said_where_it_is(tmp_path):
+    """Should putting the earlier run back fail, the interruption named --out as "as it was" while the run was
+    beside it."""
+    import os
+
+    from edgekd.cli.stages import _distill_interrupted
+
+    out = tmp_path / "d"
+    out.mkdir()
+    left = tmp_path / f"d.edgekd-replaced-{os.getpid()}"
+    left.mkdir()
+    line = _distill_interrupted(str(out), False, True, True, False)
+    assert line.startswith(f"interrupted: nothing was written; the earlier run in {out}/ is kept as '{left}' (this "
+                           "one stopped before its first checkpoint); put it back with `rm -r ")
+    left.rmdir()
+    assert "is as it was" in _distill_interrupted(str(out), False, True, True, False)
 
 
 def test_under_torchrun_a_follower_rank_says_its_error_marked_and_no_interruption(run_cli, tmp_path, monkeypatch):

@@ -88,16 +88,17 @@ def _run(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        _deaf_to_ctrl_c()  # first: a second Ctrl-C while the line is made (it reads the disk) cut it off
         _say(interrupted_message(), error=False)
-        _deaf_to_ctrl_c()
         # click 8.2 raises its Abort `from` the interrupt, 8.1 inside the handler: __cause__ or __context__.
         sys.exit(143 if any(isinstance(e, Terminated) for e in (exc, exc.__cause__, exc.__context__)) else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _deaf_to_ctrl_c() -> None:
-    """Once the interruption is said, a second Ctrl-C (users press it twice) landed in torch's exit-time
-    finalizers and printed their traceback after that line: it is ignored while the run unwinds and exits."""
+    """Once the run is interrupted, a second Ctrl-C (users press it twice) cut off the line that says so, or
+    landed in torch's exit-time finalizers and printed their traceback after it: it is ignored while the run
+    says what it left, unwinds and exits."""
     import atexit
     import threading
 

@@ -408,6 +408,22 @@ def _distill_kept(out: str, resume: bool, force: bool, wrote: bool) -> str:
     return ""
 
 
+def _earlier_run_line(out: str) -> str:
+    """Where the earlier run a --force run stopped before its first checkpoint is, as the disk has it: put back
+    as --out, or, if putting it back failed, still set aside beside it (said with the command that puts it back)."""
+    import os
+
+    from edgekd.distilled import put_back, set_aside_runs
+
+    ours = [left for left in set_aside_runs(out) if left.name.split(".edgekd-replaced-")[-1].split("-")[0]
+            == str(os.getpid())]
+    if ours:
+        return (f"interrupted: nothing was written; the earlier run in {out}/ is kept as '{ours[-1]}' (this one "
+                f"stopped before its first checkpoint); put it back with {put_back(out, ours[-1])}")
+    return (f"interrupted: nothing was written; the earlier run in {out}/ is as it was (this one stopped before "
+            "its first checkpoint)")
+
+
 def _distill_interrupted(out: str, resume: bool, force: bool, replaces: bool, wrote: bool) -> str:
     """What an interrupted distill left, as the run knows it: a checkpoint it wrote (or, resumed, the one it
     continued from), else nothing. A checkpoint already in --out is no evidence: after a --force run stopped
@@ -416,6 +432,5 @@ def _distill_interrupted(out: str, resume: bool, force: bool, replaces: bool, wr
     if kept:
         return f"interrupted: {kept}"
     if replaces:
-        return (f"interrupted: nothing was written; the earlier run in {out}/ is as it was (this one stopped before "
-                "its first checkpoint)")
+        return _earlier_run_line(out)
     return f"interrupted: nothing was written to {out}/"

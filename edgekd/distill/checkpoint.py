@@ -165,6 +165,8 @@ def config_record(config: Any) -> dict[str, Any]:
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The checkpoint at ``path`` and the run description it records, or the reason it is not one."""
     fresh = _fresh(path)
+    if path.is_dir():  # "no checkpoint" named no reason for the one that is there
+        raise ConfigError(f"checkpoint {path} is a folder, not a file", f"remove it and {fresh}")
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path} to resume from", "run without resume to start fresh")
     try:
@@ -194,13 +196,18 @@ def _check_processes(path: Path, saved: Any, now: Any) -> None:
     if not isinstance(saved, int) or not isinstance(now, int) or saved == now:
         return
 
-    def said(n: int) -> str:
-        return f"{n} training processes (torchrun --nproc-per-node {n})" if n > 1 else "one process (no torchrun)"
+    def said(n: int, here: bool) -> str:
+        if n > 1:
+            return f"{n} training processes (torchrun --nproc-per-node {n})"
+        if not here:  # which of the two a run of one was, its checkpoint does not say
+            return "one process (no torchrun, or torchrun --nproc-per-node 1)"
+        # torchrun --nproc-per-node 1 is one process too: "no torchrun" told its user they had not used it
+        return f"one process ({'torchrun --nproc-per-node 1' if os.environ.get('WORLD_SIZE') else 'no torchrun'})"
 
     launch = (f"under `torchrun --nproc-per-node {saved} -m edgekd distill ...`" if saved > 1
               else "without torchrun")
-    raise ConfigError(f"checkpoint {path} was written by a run of {said(saved)}, and this one is {said(now)}",
-                      f"resume it {launch}, or {_fresh(path)}")
+    raise ConfigError(f"checkpoint {path} was written by a run of {said(saved, False)}, and this one is "
+                      f"{said(now, True)}", f"resume it {launch}, or {_fresh(path)}")
 
 
 def _check_same_run(path: Path, saved: dict[str, Any], run: dict[str, Any]) -> None:

@@ -9,14 +9,16 @@ broadcasts BN buffers from rank 0, so all ranks keep identical weights; only ran
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.torchrun import env_world
 
 
@@ -148,3 +150,49 @@ def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total)
     return total / world.size
+
+
+# What gloo and nccl say when the process at the other end of a collective is gone (killed for memory, its node
+# lost): torch raises them as DistBackendError, or, from DDP's backward, as a plain RuntimeError.
+_LOST_PEER = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "timed out")
+
+
+@contextmanager
+def lost_process(world: World, checkpoint: Path | None, finished: Callable[[], int]) -> Iterator[None]:
+    """Turn a collective that failed because another training process stopped into one line naming it and the
+    checkpoint to resume from (``finished()``: the epochs done): rank 0 printed a raw ~50-line traceback through
+    the loop, and never said the checkpoint was there. Any other error passes through as it came."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if world.size == 1 or not collective_failed(exc):
+            raise
+        raise ModelError(f"another of the {world.size} training processes stopped ({_reason(exc)}), and this one "
+                         f"(rank {world.rank}) cannot train on without it", _resume_fix(checkpoint, finished())
+                         ) from None
+
+
+def collective_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective (all-reduce, broadcast, DDP's gradient sync) that failed for want of a peer."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(mark in text for mark in _LOST_PEER)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    for mark, said in (("connection reset", "connection reset"), ("connection closed", "connection closed"),
+                       ("broken pipe", "broken pipe"), ("timed out", "timed out")):
+        if mark in text:
+            return said
+    return type(exc).__name__
+
+
+def _resume_fix(checkpoint: Path | None, finished: int) -> str:
+    if checkpoint is not None and finished and checkpoint.is_file():
+        return (f"{checkpoint} holds the last finished epoch ({finished}); find why the process stopped (killed "
+                "for memory?) and run the same command with --resume, in place of any --force, to continue")
+    return "find why the process stopped (killed for memory?) and run the same command again"

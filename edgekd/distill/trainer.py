@@ -76,9 +76,10 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
                 state = _restore(run, load_from) if load_from else Progress()
                 if load_from and log is not None and world.main:
                     log(f"{desc}: resuming from epoch {state.epoch} of {config.epochs} ({load_from})")
-                run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
-                beat = Heartbeat(log if world.main and not progress else None)
-                _train(run, state, save_to, progress and world.main, desc, beat, on_checkpoint)
+                with ddp.lost_process(world, save_to, lambda: state.epoch):  # the collectives, said in one line
+                    run.step = ddp.wrap(world, student, run.parts, lambda index, xb: _loss(run, index, xb))
+                    beat = Heartbeat(log if world.main and not progress else None)
+                    _train(run, state, save_to, progress and world.main, desc, beat, on_checkpoint)
             finally:
                 run.close()
     finally:
@@ -88,7 +89,8 @@ def distill(student: Any, data: Dataset, config: DistillConfig, teacher: Any = N
     s_taps, t_taps = run.run_info["taps"]
     return DistillResult(student, state.best_epoch, state.best_acc, tuple(state.history), run.selected_on,
                          str(save_to) if save_to else None, config.qat_start if config.qat_epochs else None,
-                         config.keep, taps={"student": s_taps, "teacher": t_taps} if s_taps else None)
+                         config.keep, taps={"student": s_taps, "teacher": t_taps} if s_taps else None,
+                         processes=world.size, threads=torch.get_num_threads())
 
 
 def _train(run: RunState, state: Progress, save_to: Path | None, progress: bool, desc: str,

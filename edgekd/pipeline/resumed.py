@@ -121,6 +121,12 @@ def nothing_to_resume(out: Path) -> OutputError:
     """The refusal of a --resume whose --out holds no checkpoint.pt, with a way on that is not refused in turn:
     "run without --resume" was, with "pass --resume to continue its run", for a folder that is not empty."""
     problem = f"nothing to resume in '{out}' (no checkpoint.pt)"
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():  # there, and no file: "no checkpoint.pt" was untrue
+        what = "a folder" if checkpoint.is_dir() else "no regular file"
+        return OutputError(f"nothing to resume in '{out}': its checkpoint.pt is {what}, not a checkpoint file",
+                           "start over with --force instead of --resume (it replaces what the folder holds), or "
+                           "choose another --out")
     left = set_aside_runs(out)
     if left:
         return OutputError(f"{problem}: a --force run into it was stopped before its first checkpoint, and the "

@@ -154,19 +154,39 @@ def _distill_rank0(config: CompressConfig, out: Path, resume: bool, log: Log,
         # run). One without (a mistake found after the search, Ctrl-C in the first epoch, any pruning run)
         # leaves --out as it found it: the earlier run put back, and nothing of its own that would stop a rerun.
         if not resume and not wrote:
-            if earlier is not None or created:
-                remove_path(out)
-            else:
-                for name in ("search.json", ".final"):
-                    remove_path(out / name)
-            if earlier is not None:
-                earlier.rename(settled(out))
-                earlier = None
+            _leave_as_found(out, earlier, created)
         raise
-    finally:
-        if earlier is not None:
+    if earlier is not None:  # finished without a checkpoint (pruning): only now is the earlier run replaced
+        from edgekd.distill.checkpoint import interrupts_held
+
+        with interrupts_held():
             remove_path(earlier)
     return trained
+
+
+def _leave_as_found(out: Path, earlier: Path | None, created: bool) -> None:
+    """Undo what a --force or new run that wrote no checkpoint did to ``out``: the earlier run put back, and
+    nothing of its own left that would stop a rerun. Ctrl-C and SIGTERM are held meanwhile: a second Ctrl-C
+    (users press it twice; torchrun sends its workers one of its own) landed between the removal and the rename,
+    and the earlier run was then deleted or left set aside with no word. Should the rename fail, the earlier run
+    stays where it was set aside, for the message to say, and is never removed."""
+    from edgekd.distill.checkpoint import interrupts_held
+
+    done = False
+    while not done:
+        try:
+            with interrupts_held():
+                if earlier is not None or created:
+                    remove_path(out)
+                else:
+                    for name in ("search.json", ".final"):
+                        remove_path(out / name)
+                if earlier is not None:
+                    earlier.rename(settled(out))
+                done = True
+        except KeyboardInterrupt:  # one more, delivered once the signals are held (done), or before (tried again)
+            if done:
+                raise
 
 
 def _not_empty(out: Path) -> OutputError:
@@ -287,6 +307,9 @@ def search_and_distill(config: CompressConfig, teacher: Any, data: Any, profile:
         result = load_search(search_file, data, profile, config.budget_ms, teacher.module, log,
                              config.max_size_kb, fix=fix, ort=config.ort)
         log(f"search: reusing {search_file}")
+        if config.qat_epochs and result.chosen.spec.space == "pruned":  # as --space pruned is, before it trains
+            _check_pruned_qat(teacher.module, torch.as_tensor(data.x_train[:2]),
+                              f"the student of '{search_file}' is a 'pruned' one")
         # A resume without --search reuses it: searching again could choose another student. A resumed run's
         # own is never replaced: another student's would leave its checkpoint refused and the run not resumable.
         if (run is not None and earlier is not None and Path(search_file).resolve() != earlier.resolve()
@@ -350,6 +373,21 @@ def _check_teacher_before_search(config: CompressConfig, teacher: Any, example: 
             raise ConfigError(f"{exc.problem}, and --space {config.space} may choose a 'pruned' student, which is "
                               "the teacher's own layers",
                               "leave pruned out of --space" + (f", or {exc.fix}" if exc.fix else "")) from None
+
+
+def _check_pruned_qat(teacher: Any, example: Any, said: str) -> None:
+    """A pruned student is the teacher's own layers: one whose forward QAT cannot follow was refused in the
+    trainer's words ("wrap the Sequential"), which name no way out for a student edgekd built."""
+    from edgekd.distill.qat_plan import plan_qat
+
+    try:
+        plan_qat(teacher, example)
+    except ConfigError as exc:
+        other = "train a student of another space (`edgekd search --space mbv2` or resnet)"
+        fix = (f"{other}, or {exc.fix}" if "--qat-epochs" in (exc.fix or "")
+               else f"drop --qat-epochs, {other}" + (f", or {exc.fix}" if exc.fix else ""))
+        raise ConfigError(f"{exc.problem}: {said}, the teacher's own layers, so the teacher's forward is what "
+                          "quantization-aware training cannot follow", fix) from None
 
 
 def _taps_said(config: CompressConfig, student: Any, teacher: Any, data: Any) -> str:

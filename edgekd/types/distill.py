@@ -249,6 +249,11 @@ class DistillResult:
     # The layers the feature losses tapped, {"student": [...], "teacher": [...]} paired in order, as given or
     # chosen by default (each model's last feature map); None without a feature loss.
     taps: dict[str, list[str]] | None = field(default=None, hash=False)
+    # How many processes trained it (torchrun --nproc-per-node), and torch's threads in each: both change the
+    # weights a seed gives, and the record kept no word of them to explain two runs or reproduce one. None: a
+    # record written before they were kept.
+    processes: int | None = None
+    threads: int | None = None
 
     @property
     def kept_calibrated(self) -> bool:
@@ -281,4 +286,6 @@ class DistillResult:
             "history": [h.to_dict() for h in self.history],
             **({"pruning": self.pruning} if self.pruning is not None else {}),
             **({"taps": self.taps} if self.taps is not None else {}),
+            "processes": self.processes,
+            "threads": self.threads,
         }
