@@ -142,8 +142,8 @@ def _model_state(state: dict, model_keys: set[str], path: Path) -> dict:
         keys = ", ".join(f"'{key}'" for key in found)
         first = next(iter(found))
         raise ModelError(f"weights file '{path}' holds the model's weights under several keys ({keys}), each "
-                         "different", f"save the one you want alone, e.g. torch.save(torch.load('{path}')"
-                         f"['{first}'], 'teacher.pt'), and pass that file")
+                         "different", f"save the one you want alone, e.g. torch.save(torch.load('{path}', "
+                         f"weights_only=True)['{first}'], 'teacher.pt'), and pass that file")
     return next(iter(found.values())) if found else own
 
 

@@ -154,7 +154,8 @@ def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
 
 # What gloo and nccl say when the process at the other end of a collective is gone (killed for memory, its node
 # lost): torch raises them as DistBackendError, or, from DDP's backward, as a plain RuntimeError.
-_LOST_PEER = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "timed out")
+_PEER_FAILURES = ("connection reset", "connection closed", "broken pipe", "timed out")
+_LOST_PEER = (*_PEER_FAILURES, "gloo", "nccl")
 
 
 @contextmanager
@@ -183,12 +184,9 @@ def collective_failed(exc: BaseException) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
+    """The peer failure ``exc`` names, else its type."""
     text = str(exc).lower()
-    for mark, said in (("connection reset", "connection reset"), ("connection closed", "connection closed"),
-                       ("broken pipe", "broken pipe"), ("timed out", "timed out")):
-        if mark in text:
-            return said
-    return type(exc).__name__
+    return next((mark for mark in _PEER_FAILURES if mark in text), type(exc).__name__)
 
 
 def _resume_fix(checkpoint: Path | None, finished: int) -> str:
