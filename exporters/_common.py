@@ -21,11 +21,13 @@ def tidy_for_device(path: Path) -> None:
     """Drop what a device has no use for: the exporter's per-node debug metadata (source names, stack
     traces; on a small model more than half the file), opset imports of domains no node uses (the
     quantizer's pre-processing leaves eight, such as com.microsoft.nchwc and org.pytorch.aten, which a
-    strict runtime or converter may refuse to load), and an IR version newer than the opsets need."""
+    strict runtime or converter may refuse to load), and an IR version newer than the opsets need. The
+    batch dimension is named ``batch``, as in every file edgekd writes."""
     import onnx
 
     model = onnx.load(str(path))
     graph = model.graph
+    _name_batch(graph)
     for node in graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
@@ -46,6 +48,24 @@ def tidy_for_device(path: Path) -> None:
     if not model.functions and lowest < model.ir_version:
         model.ir_version = lowest
     onnx.save(model, str(path))
+
+
+def _name_batch(graph: Any) -> None:
+    """A torch.export program keeps the symbol torch gave its batch (``s77``), which the ONNX file carried
+    as its input's first dimension: a device app reading the input's shape met ``s77`` where edgekd's other
+    files say ``batch``. Renamed wherever that symbol appears, so the outputs' batch stays the input's."""
+    dims = graph.input[0].type.tensor_type.shape.dim if len(graph.input) else ()
+    symbol = dims[0].dim_param if len(dims) else ""
+    if not symbol or symbol == "batch":
+        return
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    shapes = [v.type.tensor_type.shape for v in values if v.type.HasField("tensor_type")]
+    if any(d.dim_param == "batch" for shape in shapes for d in shape.dim):  # "batch" already names another size
+        return
+    for shape in shapes:
+        for dim in shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = "batch"
 
 
 def _domains(nodes: object) -> set[str]:

@@ -564,6 +564,17 @@ def test_a_pt2_program_exports_at_opset_18_or_later_only(student, small_data, tm
     assert not (tmp_path / "p.onnx").exists()
 
 
+def test_a_pt2_programs_batch_is_named_batch_not_torchs_symbol(student, small_data, tmp_path):
+    # the program's symbol for its batch (s77) named the ONNX file's batch dimension, which a device app reads
+    import torch
+
+    x = torch.from_numpy(np.repeat(small_data.x_val[:1], 2, axis=0))
+    program = torch.export.export(student, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    art = get_exporter("onnx-fp32")(ExportRequest("p", "teacher", tmp_path, program, small_data.x_val[:1]))
+    graph = onnx.load(art.path).graph
+    assert [v.type.tensor_type.shape.dim[0].dim_param for v in [*graph.input, *graph.output]] == ["batch", "batch"]
+
+
 def test_a_file_at_another_opset_than_asked_is_not_passed_off(fp32_artifact, tmp_path):
     import shutil
 
