@@ -17,17 +17,19 @@ from edgekd.fsutil import sha256
 from edgekd.types import Artifact
 
 
-def tidy_for_device(path: Path) -> None:
+def tidy_for_device(path: Path, name_batch: bool = False) -> None:
     """Drop what a device has no use for: the exporter's per-node debug metadata (source names, stack
     traces; on a small model more than half the file), opset imports of domains no node uses (the
     quantizer's pre-processing leaves eight, such as com.microsoft.nchwc and org.pytorch.aten, which a
-    strict runtime or converter may refuse to load), and an IR version newer than the opsets need. The
-    batch dimension is named ``batch``, as in every file edgekd writes."""
+    strict runtime or converter may refuse to load), and an IR version newer than the opsets need. With
+    ``name_batch``, the batch dimension is named ``batch``, as in every file edgekd exports from torch
+    (a torch.export program keeps its own symbol for it)."""
     import onnx
 
     model = onnx.load(str(path))
     graph = model.graph
-    _name_batch(graph)
+    if name_batch:
+        _name_batch(graph)
     for node in graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
@@ -51,9 +53,9 @@ def tidy_for_device(path: Path) -> None:
 
 
 def _name_batch(graph: Any) -> None:
-    """A torch.export program keeps the symbol torch gave its batch (``s77``), which the ONNX file carried
-    as its input's first dimension: a device app reading the input's shape met ``s77`` where edgekd's other
-    files say ``batch``. Renamed wherever that symbol appears, so the outputs' batch stays the input's."""
+    """The symbol torch gave a program's batch (``s77``) named the ONNX file's batch dimension: a device app
+    reading the input's shape met ``s77`` where edgekd's other files say ``batch``. Renamed wherever that
+    symbol appears, so the outputs' batch stays the input's."""
     dims = graph.input[0].type.tensor_type.shape.dim if len(graph.input) else ()
     symbol = dims[0].dim_param if len(dims) else ""
     if not symbol or symbol == "batch":

@@ -65,7 +65,7 @@ def export_fp32(request: ExportRequest) -> Artifact:
                               export_fix(exc, tuple(sample.shape), runs_one_not_two(model, sample))) from None
         if isinstance(model, torch.nn.Module):
             _check_batch_of_one(written, model, sample, request.name)
-        tidy_for_device(written)
+        tidy_for_device(written, name_batch=not isinstance(model, torch.nn.Module))
         art = finish(written, request.name, request.role, "fp32", "onnx-fp32", opset=request.opset)
     return placed(art, path)
 
