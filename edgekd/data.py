@@ -133,7 +133,7 @@ def data_digest(path: Path, legacy: bool = False) -> str:
         return _file_digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
     digest = hashlib.sha256()
     for name, size in _walked(path) if legacy else _listed(path):
-        digest.update(f"{name}\0{size}\n".encode())
+        digest.update(f"{name}\0{size}\n".encode(errors="surrogateescape"))  # a name not UTF-8: its own bytes
     return digest.hexdigest()
 
 
@@ -524,7 +524,8 @@ def order_digest(items: Any) -> str:
         digest.update(np.ascontiguousarray(items, dtype=np.int64).tobytes())
     else:
         for item in items:
-            digest.update(f"{item}\n".encode())
+            # surrogateescape: a file name that is not UTF-8 (from a Windows zip) is hashed as its own bytes
+            digest.update(f"{item}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()[:16]
 
 

@@ -1,7 +1,7 @@
 """A CSV file listing images and their labels, as Kaggle-style datasets come: a header names the image column
 (path, file, filename, image, ...) and the label column (label, class, target, ...), and optionally a split
 column (train, val, test). Paths are read relative to the CSV's folder. Labels are class numbers 0..K-1, or
-class names numbered in sorted order as class folders are."""
+class names numbered in sorted order as class folders are (as written; matched in composed Unicode, NFC)."""
 
 from __future__ import annotations
 
@@ -39,17 +39,28 @@ def load_image_list(path: Path, resolution: Any = None, seed: int = 0, normalize
     ``resolution`` or the first image's size); split 70/10/20 unless a split column gives the splits. ``log``:
     where a long read says how far it is (``read_images``)."""
     resolution = parse_resolution(resolution)
-    files, labels, roles, numbers = _rows(path)
+    files, written, roles, numbers = _rows(path)
+    labels, spelled = _composed(written)
     files, labels, roles, notes = _without_repeats(path, files, labels, roles, numbers)
     notes = (*_label_notes(path, labels, numbers), *notes)
-    data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels, log)
+    data = _listed_data(path, files, labels, roles, resolution, seed, normalize, channels, log, spelled)
     return dataclasses.replace(data, notes=(*data.notes, *notes))
+
+
+def _composed(written: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The labels in composed Unicode (``nfc``: a name typed on macOS and one typed elsewhere are one class), and
+    {label: as written (the first in sorted order, where both forms are)}: labels listed from a macOS folder's
+    names come decomposed, and are numbered as that folder's classes are, by the names as written."""
+    labels, spelled = [nfc(label) for label in written], {}
+    for label, spelling in zip(labels, written):
+        spelled[label] = min(spelled.get(label, spelling), spelling)
+    return labels, spelled
 
 
 def _listed_data(path: Path, files: list[Path], labels: list[str], roles: list[str] | None,
                  resolution: tuple[int, int] | None, seed: int, normalize: Any, channels: int | None,
-                 log: Log | None = None) -> Dataset:
-    classes, y = _classes(path, labels)
+                 log: Log | None = None, spelled: dict[str, str] | None = None) -> Dataset:
+    classes, y = _classes(path, labels, spelled)
     x, read = read_images(path, files, resolution, channels, log=log)
     if roles is None:
         # the split deals by row, so reordered rows deal another split: the model records the order (each image
@@ -143,7 +154,7 @@ def _rows(path: Path, check: bool = True) -> tuple[list[Path], list[str], list[s
             what = "image path" if not cells[file_col] else "label"
             raise DataError(f"{path}: row {number} has no {what}", "give every row an image path and a label")
         files.append(_resolved(path, cells[file_col]))
-        labels.append(nfc(cells[label_col]))  # a name typed on macOS and one typed elsewhere: one class
+        labels.append(cells[label_col])
         numbers.append(number)
         if split_col is not None:
             roles.append(_role(path, number, cells[split_col]))
@@ -231,12 +242,15 @@ def _label_notes(path: Path, labels: list[str], numbers: list[int]) -> tuple[str
             f"order ({len(distinct)} classes); write every label as a class number 0..K-1, or every one as a name",)
 
 
-def _classes(path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
-    """(class names, class number of each row): numbers as written, or names numbered in sorted order."""
+def _classes(path: Path, labels: list[str],
+             spelled: dict[str, str] | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+    """(class names, class number of each row): numbers as written, or names numbered in sorted order, sorted as
+    written (``spelled``: each name's spelling) as class folders are, by their names as stored."""
     if whole_numbers(set(labels)):
         y = np.array([int(float(label)) for label in labels], dtype=np.int64)
         check_label_range(path, int(y.max()))
         return tuple(str(i) for i in range(int(y.max()) + 1)), y
-    names = tuple(sorted(set(labels)))
+    spelled = spelled or {}
+    names = tuple(sorted(set(labels), key=lambda name: spelled.get(name, name)))
     number = {name: i for i, name in enumerate(names)}
     return names, np.array([number[label] for label in labels], dtype=np.int64)

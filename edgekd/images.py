@@ -6,6 +6,7 @@ held-out test set, measured whole by validate and gate. Or a CSV file listing th
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from edgekd.preprocess import (
     orientation_notes,
     parse_resolution,
 )
+from edgekd.textfmt import one_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp"}  # .jfif: a JPEG
 IMAGE_KINDS = ".png/.jpg/.bmp/.tif/.webp"
@@ -46,6 +48,10 @@ WIDE_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grayscale, as Pil
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}  # read case-insensitively (Kaggle's Training/, Testing/)
 HIDDEN_FOLDERS = {"__macosx"}  # what macOS's zip adds beside the data: resource forks, no images
+# Files an OS adds to any folder it shows (Windows' thumbnail caches and folder settings, macOS's custom-icon
+# file), read case-insensitively: skipped unsaid, as a .DS_Store is; counted as data not read, a warning on
+# every run told the user to convert them.
+OS_LITTER = {"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"}
 VAL_SHARE = 0.125  # of the training images, when no val/ folder is given (as for a .npz's given splits)
 QUIET_S = 5.0  # reading images says nothing before this: a small folder, read in seconds, adds no line
 Log = Callable[[str], None]
@@ -74,13 +80,13 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
     folders = _visible_dirs(path)
     splits = _split_layout(path, folders)
     if splits is None:
-        classes = tuple(sorted(_class_dirs(path)))
-        files = _class_files(path, classes, path)
-        _refuse_two_classes(path, files, classes)
+        classes = _class_order(path)
+        files, repeats = _distinct(path, _class_files(path, classes, path), classes)
         x, read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
         y = np.array([label for _, label in files], dtype=np.int64)
         data = split_whole(path, x, y, classes, read, resolution, seed, normalize, channels,
                            order_digest(f"{classes[label]}/{f.name}" for f, label in files))
+        data = dataclasses.replace(data, notes=(*data.notes, *repeats))
     else:
         data = _load_splits(path, splits, resolution, seed, normalize, channels, log)
     roots = list(splits.values()) if splits else [path]
@@ -91,15 +97,18 @@ def load_image_folder(path: Path, resolution: Any = None, seed: int = 0, normali
 def image_files(path: Path) -> list[Path]:
     """The image files ``load_image_folder`` reads from the folder ``path``, as it finds them (through linked
     class folders, skipping hidden and non-image files), without decoding any: what a run's record of the
-    folder hashes (``data.data_digest``)."""
+    folder hashes (``data.data_digest``); an image reached twice (a link beside its file) once, as it is read."""
     splits = _split_layout(path, _visible_dirs(path))
     if splits is None:
-        return [f for f, _ in _class_files(path, tuple(sorted(_class_dirs(path))), path)]
-    if "train" not in splits:
+        classes = _class_order(path)
+        found = _class_files(path, classes, path)
+    elif "train" not in splits:
         folder = splits["test"]
-        return [f for f, _ in _class_files(folder, tuple(sorted(_class_dirs(folder))), folder, fewest=1)]
-    classes = tuple(sorted(_class_dirs(splits["train"])))
-    return [f for folder in splits.values() for f, _ in _class_files(splits["train"], classes, folder)]
+        classes = _class_order(folder)
+        found = _class_files(folder, classes, folder, fewest=1)
+    else:
+        return [f for _, f, _ in _split_files(path, splits, _class_order(splits["train"]))[0]]
+    return [f for f, _ in _distinct(path, found, classes)[0]]
 
 
 def _loose_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
@@ -107,23 +116,21 @@ def _loose_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
     folders: they belong to no class, so they are not read, and unsaid a user who unzipped half the images one
     level too high would never learn that they were left out."""
     loose = [f for root in roots for f in sorted(root.iterdir())
-             if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
+             if f.is_file() and not _litter(f.name) and f.suffix.lower() in IMAGE_SUFFIXES]
     if not loose:
         return ()
     many = len(loose) > 1
     return (f"{path}: {len(loose)} image{'s' if many else ''} {'lie' if many else 'lies'} beside the class folders, "
-            f"in no class folder, and {'were' if many else 'was'} not read (e.g. {loose[0]}); move "
+            f"in no class folder, and {'were' if many else 'was'} not read (e.g. {one_line(str(loose[0]))}); move "
             f"{'each' if many else 'it'} into the folder of its class to use {'them' if many else 'it'}",)
 
 
 def _unread_note(path: Path, roots: list[Path]) -> tuple[str, ...]:
     """A note on the files in the class folders under ``roots`` that are not read as images (a .gif, a .heic):
     left out unsaid, a class could lose most of its images without anyone knowing."""
-    from collections import Counter
-
-    kinds = Counter(f.suffix.lower() or "(no suffix)" for root in roots for name in _visible_dirs(root)
+    kinds = Counter(one_line(f.suffix.lower()) or "(no suffix)" for root in roots for name in _visible_dirs(root)
                     for f in (root / name).iterdir()
-                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in IMAGE_SUFFIXES)
+                    if f.is_file() and not _litter(f.name) and f.suffix.lower() not in IMAGE_SUFFIXES)
     if not kinds:
         return ()
     count = sum(kinds.values())
@@ -153,16 +160,43 @@ def _visible_dirs(path: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in HIDDEN_FOLDERS)
 
 
+def _litter(name: str) -> bool:
+    """A hidden file (.DS_Store, a ._ resource fork) or one an OS adds to the folders it shows (``OS_LITTER``)."""
+    return name.startswith(".") or name.lower() in OS_LITTER
+
+
+def _class_order(folder: Path) -> tuple[str, ...]:
+    """The class names of ``folder``'s class folders, numbered as torchvision's ImageFolder (and Keras) number
+    them: by the folders' names as stored, in Python's order. Sorted by their composed (NFC) forms instead,
+    folders named on macOS (decomposed: "e" and an accent) were numbered otherwise than the teacher trained on
+    that very folder numbers them."""
+    return tuple(_class_dirs(folder))  # _visible_dirs lists them sorted as stored
+
+
 def _class_dirs(folder: Path) -> dict[str, str]:
-    """{class name: its folder's name} of ``folder``'s class folders, the names in composed Unicode (``nfc``):
-    a training set named on macOS and a test set named on Linux name a class alike."""
+    """{class name: its folder's name} of ``folder``'s class folders, in the folders' sorted order, the names in
+    composed Unicode (``nfc``): a training set named on macOS and a test set named on Linux name a class alike."""
     dirs: dict[str, str] = {}
     for name in _visible_dirs(folder):
+        _refuse_undecoded(folder, name)
         if nfc(name) in dirs:
             raise DataError(f"{folder}: folders '{dirs[nfc(name)]}' and '{name}' are one name, written in two "
                             "Unicode forms (composed and decomposed accents)", "merge them into one class folder")
         dirs[nfc(name)] = name
     return dirs
+
+
+def _refuse_undecoded(folder: Path, name: str) -> None:
+    """A class folder whose name is not UTF-8 (cp1252 or cp437 bytes from a Windows zip or an old share) is
+    refused by name: its name becomes a class name, recorded in the model's metadata and the manifest, which
+    hold UTF-8 text only."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = one_line(str(folder))
+        raise DataError(f"{shown}: class folder '{one_line(name)}' is not named in UTF-8 (its name becomes the class "
+                        "name the model records)",
+                        f"rename it in UTF-8, e.g. with convmv -f cp1252 -t utf8 -r --notest '{shown}'") from None
 
 
 def _split_layout(path: Path, folders: list[str]) -> dict[str, Path] | None:
@@ -218,7 +252,7 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int
     present = [c for c in classes if c in dirs]
     _refuse_nested(folder, [dirs[c] for c in present])
     files = [(f, classes.index(c)) for c in present for f in sorted((folder / dirs[c]).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+             if f.suffix.lower() in IMAGE_SUFFIXES and not _litter(f.name)]
     if folder == path and (len(classes) < fewest or not files):
         least = "at least two" if fewest == 2 else f"at least {fewest}"
         other = _other_files(folder, [dirs[c] for c in present]) if not files else ""
@@ -236,32 +270,46 @@ def _class_files(path: Path, classes: tuple[str, ...], folder: Path, fewest: int
 def _other_files(folder: Path, names: list[str]) -> str:
     """What the class folders ``names`` hold instead of images, counted by kind (" (400 .gif files, which are not
     read)"), or "" when nothing: a folder of GIFs was said to hold 0 images, and nothing more."""
-    from collections import Counter
-
-    kinds = Counter(f.suffix.lower() or "(no suffix)" for name in names for f in (folder / name).iterdir()
-                    if f.is_file() and not f.name.startswith("."))
+    kinds = Counter(one_line(f.suffix.lower()) or "(no suffix)" for name in names for f in (folder / name).iterdir()
+                    if f.is_file() and not _litter(f.name))
     if not kinds:
         return ""
     listed = ", ".join(f"{n} {kind} file{'s' * (n > 1)}" for kind, n in kinds.most_common(3))
     return f" ({listed}{', ...' if len(kinds) > 3 else ''}, which are not read)"
 
 
-def _refuse_two_classes(path: Path, files: list[tuple[Path, int]], classes: tuple[str, ...]) -> None:
-    """Refuse one image (a link, or a linked folder, to another's file) in two class folders, as a CSV listing
-    it under two labels is: which class it is cannot be told, and read twice it trains as both."""
+def _distinct(path: Path, files: list[tuple[Path, int]],
+              classes: tuple[str, ...]) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
+    """``files`` with an image reached twice in its class (a link beside the file it links to, as folders of
+    links into a shared pool hold) read once, at the first of its names, and a note saying so, as a CSV row
+    repeating an image is: read twice, one copy could train and its twin be scored. One image in two class
+    folders is refused, as a CSV listing it under two labels is: which class it is cannot be told."""
     first: dict[Path, tuple[Path, int]] = {}
+    kept, repeats = [], []
     for file, label in files:
         at, was = first.setdefault(file.resolve(), (file, label))
-        if was != label:
-            raise DataError(f"{path}: {at.relative_to(path)} and {file.relative_to(path)} are one image, in class "
-                            f"folders '{classes[was]}' and '{classes[label]}'",
+        if at == file:
+            kept.append((file, label))
+        elif was == label:
+            repeats.append((file, at))
+        else:
+            raise DataError(f"{one_line(str(path))}: {one_line(str(at.relative_to(path)))} and "
+                            f"{one_line(str(file.relative_to(path)))} are one image, in class folders "
+                            f"'{one_line(classes[was])}' and '{one_line(classes[label])}'",
                             "keep it in the folder of its one class, and remove the other copy or link")
+    if not repeats:
+        return files, ()
+    many, (twin, at) = len(repeats) > 1, repeats[0]
+    return kept, (f"{one_line(str(path))}: {len(repeats)} image file{'s' if many else ''} "
+                  f"{'repeat images' if many else 'repeats an image'} of {'their' if many else 'its'} class (e.g. "
+                  f"{_shown(path, twin)} is {_shown(path, at)}, linked); each image is read once, at the first of "
+                  "its names",)
 
 
 def _refuse_nested(folder: Path, classes: list[str]) -> None:
     """Only a class folder's own files are read: images in a sub-folder of it would be left out unseen."""
     for name in classes:
-        nested = _visible_dirs(folder / name)
+        nested = [one_line(sub) for sub in _visible_dirs(folder / name)]
         if nested:
             raise DataError(f"{folder}: class folder '{name}' holds a sub-folder '{nested[0]}', whose images "
                             "edgekd would not read", f"move the images of '{nested[0]}' up into '{name}/', or "
@@ -272,25 +320,39 @@ def _load_splits(path: Path, splits: dict[str, Path], resolution: tuple[int, int
                  channels: int | None, log: Log | None = None) -> Dataset:
     if "train" not in splits:
         return _test_only(path, splits["test"], resolution, normalize, channels, log)
-    classes = tuple(sorted(_class_dirs(splits["train"])))
+    classes = _class_order(splits["train"])  # one order, whichever Unicode form another split names a class in
     for folder in splits.values():
         extra = sorted(set(_class_dirs(folder)) - set(classes))
         if extra:
             raise DataError(f"{folder}: class folder '{extra[0]}' is not in {splits['train'].name}/",
                             "give every split the class folders of the training split")
-    # train/ itself must hold at least two classes with images (checked where folder is the root given)
-    files = {role: _class_files(splits["train"], classes, folder) for role, folder in splits.items()}
-    order = [(role, f, label) for role, found in files.items() for f, label in found]
-    _refuse_two_classes(path, [(f, label) for _, f, label in order], classes)
+    order, repeats = _split_files(path, splits, classes)
     x, read = read_images(path, [f for _, f, _ in order], resolution, channels, log=log)
     y = np.array([label for _, _, label in order], dtype=np.int64)
-    part = {role: np.array([r == role for r, _, _ in order]) for role in files}
+    part = {role: np.array([r == role for r, _, _ in order]) for role in splits}
     xs, ys = {r: x[m] for r, m in part.items()}, {r: y[m] for r, m in part.items()}
     check_classes(splits["train"], ys["train"], len(classes))
     held_out = (f"{splits['train'].name}/ alone", "add a test/ (or val/) folder with the same class folders, or put "
                 "the class folders directly in the data folder to have them split 70/10/20")
-    return from_parts(path, xs, ys, classes, read, resolution, seed, normalize, channels,
-                      held_out)
+    data = from_parts(path, xs, ys, classes, read, resolution, seed, normalize, channels, held_out)
+    return dataclasses.replace(data, notes=(*data.notes, *repeats))
+
+
+SPLIT_RANK = {"train": 0, "val": 1, "test": 2}  # where an image in two splits is read
+
+
+def _split_files(path: Path, splits: dict[str, Path],
+                 classes: tuple[str, ...]) -> tuple[list[tuple[str, Path, int]], tuple[str, ...]]:
+    """(split, image file, class index) of each image of the splits, in the splits' listed order, and
+    ``_distinct``'s note: an image in two splits too is read once, in train/ (else val/): kept in test/ as well,
+    it was trained on and scored."""
+    # train/ itself must hold at least two classes with images (checked where folder is the root given)
+    order = [(role, f, label) for role, folder in splits.items()
+             for f, label in _class_files(splits["train"], classes, folder)]
+    ranked = sorted(order, key=lambda item: SPLIT_RANK[item[0]])  # stable: each split's files in their order
+    kept, repeats = _distinct(path, [(f, label) for _, f, label in ranked], classes)
+    read_once = {f for f, _ in kept}
+    return [item for item in order if item[1] in read_once], repeats
 
 
 def from_parts(path: Path, xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], classes: tuple[str, ...],
@@ -324,14 +386,14 @@ def _test_only(path: Path, folder: Path, resolution: tuple[int, int] | None, nor
     """A held-out test set: every image of ``folder``'s class folders, for validate and gate (the training
     stages refuse it). Its classes are matched to a model's by name (folders named by number: by number), so it may
     hold some of them only."""
-    classes = tuple(sorted(_class_dirs(folder)))
-    files = _class_files(folder, classes, folder, fewest=1)
-    _refuse_two_classes(path, files, classes)
+    classes = _class_order(folder)
+    files, repeats = _distinct(path, _class_files(folder, classes, folder, fewest=1), classes)
     y = np.array([label for _, label in files], dtype=np.int64)
     if whole_numbers(classes):
         classes, y = _numbered(folder, classes, y)
     x, read = read_images(path, [f for f, _ in files], resolution, channels, log=log)
-    return held_out_set(path, x, y, classes, read, normalize, channels)
+    data = held_out_set(path, x, y, classes, read, normalize, channels)
+    return dataclasses.replace(data, notes=(*data.notes, *repeats))
 
 
 def _numbered(folder: Path, classes: tuple[str, ...], y: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -387,7 +449,8 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
         except _Unreadable as exc:
             unread.append(exc)
         beat.tick(f"data: read {n:,} of {total} image headers of '{named}'")
-    _refuse_unread(path, len(files), unread)
+    if unread:
+        _refuse_unread(path, len(files), _undecodable(path, files, unread, log))
     size = sizes[0]
     h, w = resolution or (size[1], size[0])  # Pillow's size is (width, height)
     if resolution is None:
@@ -423,20 +486,55 @@ def read_images(path: Path, files: list[Path], resolution: tuple[int, int] | Non
                                                 (most[1], most[0]), notes)
 
 
+def _undecodable(path: Path, files: list[Path], unread: list[_Unreadable], log: Log | None) -> list[_Unreadable]:
+    """``unread`` (files whose headers failed) with every other file that fails when decoded, in the files'
+    order: refused at the headers alone, the files whose pixels are cut short were found a whole run later, in a
+    second error, while the first one's count read as the whole story."""
+    failed = {u.file for u in unread}
+    beat, total, named = Heartbeat(log, after_s=QUIET_S), f"{len(files):,}", path.name or str(path)
+    for i, file in enumerate(files):
+        if file not in failed:
+            try:
+                with _opened(file) as img:
+                    img.load()
+            except _Unreadable as exc:
+                unread.append(exc)
+        beat.tick(f"data: checked {i + 1:,} of {total} images of '{named}'", done=i + 1 == len(files))
+    at = {file: i for i, file in enumerate(files)}
+    return sorted(unread, key=lambda u: at[u.file])
+
+
 def _size_notes(path: Path, files: list[Path], sizes: list[tuple[int, int]],
                 counts: Counter[tuple[int, int]]) -> tuple[str, ...]:
     """A warning when images of several sizes were all resized to the first one's, with no --resolution:
     one odd image listed first (a screenshot among camera frames) set the size, and the aspect ratio, of
-    every image the model is trained on and takes."""
+    every image the model is trained on and takes. Where the first one's size is the most common, the odd
+    images are named instead, and --resolution, which would change nothing, is not suggested."""
     if len(counts) < 2:
         return ()
     (w0, h0), ((w, h), most) = sizes[0], counts.most_common(1)[0]
-    shared = counts[sizes[0]]
-    common = ("" if (w, h) == (w0, h0) else
-              f"; {most:,} of them are {h}x{w}, e.g. {files[sizes.index((w, h))].name}")
-    return (f"'{path.name or path}': its {len(files):,} images come in {len(counts):,} sizes and were all resized "
-            f"to the first one's, {h0}x{w0} (height x width, {files[0].name}, shared by {shared:,}){common}; "
-            f"pass --resolution (e.g. {h if h == w else f'{h}x{w}'}) to choose the size the model takes",)
+    said = (f"'{path.name or path}': its {len(files):,} images come in {len(counts):,} sizes and were all resized "
+            f"to the first one's, {h0}x{w0} (height x width, {_shown(path, files[0])}, shared by {counts[sizes[0]]:,})")
+    if (w, h) != (w0, h0):
+        return (f"{said}; {most:,} of them are {h}x{w}, e.g. {_shown(path, files[sizes.index((w, h))])}; pass "
+                f"--resolution (e.g. {h if h == w else f'{h}x{w}'}) to choose the size the model takes",)
+    odd = [(size, n) for size, n in counts.most_common() if size != (w0, h0)]
+    listed = "; ".join(f"{n:,} {'are' if n > 1 else 'is'} {oh}x{ow}{', e.g.' if n > 1 else ':'} "
+                       f"{_shown(path, files[sizes.index((ow, oh))])}" for (ow, oh), n in odd[:3])
+    those = "they belong" if len(files) - counts[sizes[0]] > 1 else "it belongs"
+    return (f"{said}; {listed}{'; ...' if len(odd) > 3 else ''}; check that {those} in the data (an image of "
+            "another aspect ratio is stretched to this one)",)
+
+
+def _shown(path: Path, file: Path) -> str:
+    """``file`` as a message names it: inside the data folder ``path``, from there (cat/rot.jpg, which finds
+    it where two classes hold a 01.png), from a CSV's folder for the files it lists, else whole; on one line
+    whatever bytes its name holds."""
+    try:
+        name = file.relative_to(path if path.is_dir() else path.parent).as_posix()
+    except ValueError:
+        name = str(file)
+    return one_line(name)
 
 
 # EXIF Orientation values that turn the stored image a quarter turn (or transpose it) to display it upright.
@@ -486,17 +584,19 @@ def _opened(file: Path) -> Iterator[Any]:
                 yield img
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             said = str(exc).split(", could be")[0]
-            raise DataError(f"{file}: is too large to decode safely ({said})",
+            raise DataError(f"{one_line(str(file))}: is too large to decode safely ({said})",
                             f"downscale it (edgekd trains at most {MAX_SIDE} pixels a side) or remove it") from None
         except (OSError, UnidentifiedImageError) as exc:
-            raise _Unreadable(file, str(exc)) from None
+            broken = file.is_symlink() and not file.exists()
+            raise _Unreadable(file, f"a broken link to {os.readlink(file)}" if broken else str(exc)) from None
 
 
 class _Unreadable(DataError):
     """A file Pillow cannot open or decode, and why; ``read_images`` gathers them over a pass."""
 
     def __init__(self, file: Path, reason: str) -> None:
-        super().__init__(f"{file}: cannot be read as an image ({reason})", "remove or replace that file")
+        super().__init__(f"{one_line(str(file))}: cannot be read as an image ({one_line(reason)})",
+                         "remove or replace that file")
         self.file, self.reason = file, reason
 
 
@@ -509,7 +609,7 @@ def _refuse_unread(path: Path, total: int, unread: list[_Unreadable]) -> None:
     if len(unread) == 1:
         raise unread[0]
     if unread:
-        shown = ", ".join(f"{u.file} ({u.reason})" for u in unread[:SHOWN_UNREAD])
+        shown = ", ".join(f"{one_line(str(u.file))} ({one_line(u.reason)})" for u in unread[:SHOWN_UNREAD])
         more = f", and {len(unread) - SHOWN_UNREAD} more" if len(unread) > SHOWN_UNREAD else ""
         raise DataError(f"{path}: {len(unread)} of {total} files cannot be read as images: {shown}{more}",
                         "remove or replace those files")
@@ -520,12 +620,12 @@ def _depth(path: Path, files: list[Path], modes: list[str]) -> tuple[str, float]
     clips every value above 255 instead of scaling, leaving such images nearly white), "L" or "RGB"; and
     the top stored value, which becomes 1."""
     if "F" in modes:
-        raise DataError(f"{files[modes.index('F')]}: holds floating-point pixels",
+        raise DataError(f"{one_line(str(files[modes.index('F')]))}: holds floating-point pixels",
                         "store 8- or 16-bit images, or a .npz of floats")
     wide = [m in WIDE_GRAY for m in modes]
     if any(wide) and not all(wide):
         first = files[wide.index(True)] if not wide[0] else files[wide.index(False)]
-        raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {first})",
+        raise DataError(f"{path}: mixes 16-bit grayscale with 8-bit images (e.g. {one_line(str(first))})",
                         "store every image at one bit depth")
     if all(wide):
         return "I;16", 65535.0

@@ -284,4 +284,5 @@ def _notes(manifest: dict[str, Any]) -> str:
     notes = manifest.get("notes") or []
     if not notes:
         return ""
-    return "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
+    # written as markdown in report.md (`class_accuracy` a code span): shown as that renders, not with its backticks
+    return "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{md_code_to_html(n)}</li>" for n in notes) + "</ul>"

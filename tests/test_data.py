@@ -1350,3 +1350,19 @@ def test_a_data_folder_s_digest_covers_the_images_read_through_linked_folders_an
     assert recorded_data(recorded).missing.startswith("has changed since the run")  # a listing, checked as one
     recorded["data"]["source"].update(sha256=digest)
     assert recorded_data(recorded).source == str(real)
+
+
+def test_names_that_are_not_utf8_are_hashed_as_their_own_bytes(tmp_path):
+    """A file named in cp1252 (from a Windows zip) reaches Python with a lone surrogate, which .encode() refused:
+    validate and compress died with a UnicodeEncodeError traceback naming no file. UTF-8 names hash as before."""
+    import hashlib
+    import os
+
+    from edgekd.data import data_digest, order_digest
+
+    assert order_digest(["a/b.png", "é/c.png"]) == hashlib.sha256("a/b.png\né/c.png\n".encode()).hexdigest()[:16]
+    assert order_digest(["cat/\udce9t\udce9.png"]) == hashlib.sha256(b"cat/\xe9t\xe9.png\n").hexdigest()[:16]
+    real = _image_folder(tmp_path / "real", per_class=3)
+    os.rename(real / "cat" / "00.png", os.fsencode(real / "cat") + b"/\xe9t\xe9.png")
+    listed, walked = data_digest(real), data_digest(real, legacy=True)
+    assert len(listed) == 64 and listed == walked  # images alone: the listing hashes what the walk does

@@ -139,6 +139,17 @@ def test_a_label_typed_on_macos_and_one_typed_elsewhere_are_one_class(tmp_path):
     assert ds.class_names == ("café", "thé")
 
 
+def test_named_labels_are_numbered_as_written_as_class_folders_are(tmp_path):
+    """Labels listed from a macOS folder's names come decomposed (NFD), and are numbered in the order that folder's
+    classes are, by the names as stored (torchvision's rule): sorted composed, église went after fontaine."""
+    import unicodedata
+
+    names = ("arbre", unicodedata.normalize("NFD", "église"), "fontaine")
+    rows = [(f"imgs/{i}.png", names[i % 3]) for i in range(30)]
+    ds = load_data(str(_listed(tmp_path, rows)))
+    assert ds.class_names == ("arbre", "église", "fontaine")  # composed, as every name is matched
+
+
 def test_the_folders_of_a_csv_are_read_once_per_version_of_the_file(tmp_path, monkeypatch):
     """Every stage's output check asks for them; a CSV of a million rows was parsed each time."""
     import os

@@ -79,6 +79,13 @@ def test_html_has_every_plot_inline_and_the_tables(manifest, search):
     assert not re.search(r'(src|href)="(http|file|/)', html)  # nothing outside the one file
 
 
+def test_html_notes_show_code_spans_as_report_md_renders_them(manifest, search):
+    """The notes are markdown in report.md: their code spans showed in report.html with the backticks written."""
+    manifest["notes"] = ["per-class accuracy (`class_accuracy`) leaves <b> out"]
+    html = render_html(manifest, search)
+    assert "<li>per-class accuracy (<code>class_accuracy</code>) leaves &lt;b&gt; out</li>" in html
+
+
 def test_html_candidates_table_marks_the_limits_passed_over_candidates_broke(manifest, search):
     search = {**search, "budget": {"latency_ms": 0.3, "max_size_kb": 3.0}}
     search["candidates"][1] = {**search["candidates"][1], "file_bytes": 3073}  # on the front, 1 byte over
