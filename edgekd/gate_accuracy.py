@@ -36,7 +36,8 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
         checks.append(class_check(by_class, config.min_class_accuracy, on + said, data, notes, classes))
     if baseline is not None:
         own = config.normalize if isinstance(config.normalize, str) else None  # a flag, not the target's record
-        base, base_data, base_read, _, _ = _accuracy(baseline, config, own, loaded, notes, log)
+        size = _own_size(baseline, model, data, notes)
+        base, base_data, base_read, _, _ = _accuracy(baseline, config, own, loaded, notes, log, size)
         drop = (base - acc) * 100
         limit = config.max_accuracy_drop or 0.0
         said += "".join(f"; baseline: {note}" for note in base_read if note not in read)
@@ -96,13 +97,14 @@ def points(drop: float, limit: float, passed: bool) -> str:
 
 
 def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str, Any],
-              notes: list[str], log: Callable[[str], None] | None = None,
+              notes: list[str], log: Callable[[str], None] | None = None, resolution: Any = None,
               ) -> tuple[float, Any, tuple[str, ...], dict[str, float], tuple[str, ...]]:
     """``model``'s top-1 accuracy on ``config.data``'s test split, the data as loaded for it, what was noted in reading
     its outputs, its accuracy per class and its classes (``model_classes``); ``normalize`` None feeds the
-    preprocessing the model's metadata records (without any, ``config.normalize``'s, and without that the data's own
-    statistics, said in ``notes``). ``loaded`` keeps the data by how it was loaded: a baseline fed as the candidate
-    is does not read the images again."""
+    preprocessing the model's metadata records (without any, ``config.normalize``'s, the gated manifest's record,
+    and without that the data's own statistics, each said in ``notes``). ``resolution``: the size to load the data
+    at (default: ``config.resolution``). ``loaded`` keeps the data by how it was loaded: a baseline fed as the
+    candidate is does not read the images again."""
     from edgekd.data import load_data
     from edgekd.data_match import normalize_note, with_class_order_note, with_scale_note, with_split_note
     from edgekd.latency.runtime import predictions_on_test_split, top1
@@ -114,18 +116,21 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
     recorded = embedded_preprocess(model)  # a --normalize given still keeps the recorded channel conversion
     how = {"normalize": normalize if normalize is not None else recorded or config.normalize,
            "channels": _channels(model, config.channels, recorded_channels(recorded), notes)}
-    key = repr(how)
+    size = resolution if resolution is not None else config.resolution
+    key = repr((how, size))
     if key not in loaded:
         from edgekd.onnxfile import input_dims
         from edgekd.preprocess import loading_for_model
 
         # the model's fixed size known while loading: images of another size are refused before any is decoded
         with loading_for_model(model, input_dims(model)):
-            loaded[key] = load_data(config.data, resolution=config.resolution, seed=config.seed, log=log, **how)
+            loaded[key] = load_data(config.data, resolution=size, seed=config.seed, log=log, **how)
     data = with_split_note(with_scale_note(with_class_order_note(loaded[key], embedded_class_names(model)), recorded),
                            model, int(config.seed))
     if how["normalize"] is None:
         notes.extend(normalize_note(data, model))
+    elif normalize is None and recorded is None:  # a baseline exported elsewhere, fed the gated manifest's record
+        notes.append(_fed_record_note(model, how["normalize"]))
     logits, labels, read = predictions_on_test_split(model, load_profile(config.profile), data)
     split = embedded_split_seed(model)
     if split is not None and split != int(config.seed):  # baseline and candidate share one split: said, not switched
@@ -133,6 +138,38 @@ def _accuracy(model: Path, config: GateConfig, normalize: Any, loaded: dict[str,
                 f"seed {config.seed}'s test images, some of them its training images: pass --seed {split}")
     return (top1(logits, labels), data, read, class_accuracy(logits, labels, data),
             model_classes(embedded_class_names(model), data, int(logits.shape[1])))
+
+
+def _fed_record_note(model: Path, record: Any) -> str:
+    """The note for a baseline that records no preprocessing, fed the one the gated manifest records: gated or
+    validated alone, the same file is fed the data's own statistics, so its accuracy depends on its role, and
+    the drop verdict rested on a preprocessing nobody was told of."""
+    from edgekd.preprocess import pixel_text
+
+    mean, std = (", ".join(f"{v:.4g}" for v in values) for values in (record.mean, record.std))
+    return (f"'{model.name}' records no preprocessing, so it was fed the one the gated manifest records "
+            f"({pixel_text(record.scale)}, mean {mean}, std {std}), as a model trained on the same data would be "
+            "(validated or gated alone it is fed the data's own mean and std); pass --normalize none, dataset or "
+            "MEAN/STD to feed both models another")
+
+
+def _own_size(baseline: Path, model: Path, data: Any, notes: list[str]) -> tuple[int, int] | None:
+    """The size the baseline is fed at where its input is fixed at another than ``model``'s test images
+    (``data``), said in ``notes``: one --resolution cannot serve two models of different fixed sizes (a release
+    that changed its input size), and each refusal asked for the size the other model refuses. None: the
+    gated model's size serves it."""
+    from edgekd.onnxfile import input_dims
+    from edgekd.preprocess import model_image_size
+
+    fixed = model_image_size(input_dims(baseline))
+    have = tuple(data.input_shape[1:])
+    if fixed is None or tuple(fixed[0]) == have:
+        return None
+    (h, w), shown = fixed[0], "x".join(map(str, have))
+    notes.append(f"the baseline '{baseline.name}' takes {h}x{w} images and '{model.name}' was scored on {shown}: the "
+                 f"baseline was scored on the same test images at {h}x{w}, its own fixed size (one --resolution "
+                 "cannot serve both)")
+    return h, w
 
 
 def _channels(model: Path, given: int | None, recorded: int | None, notes: list[str]) -> int | None:

@@ -266,16 +266,47 @@ def is_int8(model: Any) -> bool:
 def _integer_constants(graph: Any) -> set[str]:
     """Names of the integer tensors ``graph`` stores (initializers and Constant nodes): a DequantizeLinear
     reading one dequantizes stored weights, not an activation quantized on the way."""
-    import onnx
+    return set(_stored_types(graph, set(_quant_bits())))
 
-    integer = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    integer |= {getattr(onnx.TensorProto, t) for t in ("INT4", "UINT4") if hasattr(onnx.TensorProto, t)}
-    names = {t.name for t in graph.initializer if t.data_type in integer}
+
+def _stored_types(graph: Any, types: set[int] | None = None) -> dict[str, int]:
+    """{name: element type} of the tensors ``graph`` stores (initializers and Constant nodes), of ``types`` only
+    when given."""
+    stored = {t.name: t.data_type for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
-            names |= {out for attr in node.attribute if attr.HasField("t") and attr.t.data_type in integer
-                      for out in node.output}
-    return names
+            stored |= {out: attr.t.data_type for attr in node.attribute if attr.HasField("t") for out in node.output}
+    return {name: kind for name, kind in stored.items() if types is None or kind in types}
+
+
+def _quant_bits() -> dict[int, int]:
+    """Bits of the element types quantized tensors are stored in (int32 is a bias's, not a weight's)."""
+    import onnx
+
+    bits = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16,
+            onnx.TensorProto.UINT16: 16}
+    return bits | {getattr(onnx.TensorProto, t): 4 for t in ("INT4", "UINT4") if hasattr(onnx.TensorProto, t)}
+
+
+def quantized_bits(model: Any) -> tuple[int | None, int | None]:
+    """(activation bits, weight bits) of a quantized ``model`` (None: none of that kind is quantized):
+    activations by what their QuantizeLinear quantizes to (its zero point's type, else its ``output_dtype``,
+    else uint8, the op's default), weights by the integer tensors a DequantizeLinear reads from storage. The
+    operator-oriented kernels (QLinear*, ConvInteger, MatMulInteger) and DynamicQuantizeLinear are 8-bit."""
+    bits = _quant_bits()
+    stored = _stored_types(model.graph)
+    acts, weights = [], []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in stored:  # one of stored floats is a weight's
+            zero = stored.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            given = next((a.i for a in node.attribute if a.name == "output_dtype" and a.i), None)
+            acts.append(bits.get(zero or given or 0, 8))
+        elif node.op_type == "DequantizeLinear" and node.input and stored.get(node.input[0]) in bits:
+            weights.append(bits[stored[node.input[0]]])
+        elif node.op_type in ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger") or \
+                node.op_type.startswith("QLinear"):
+            acts.append(8)
+    return max(acts, default=None), max(weights, default=None)
 
 
 # Ops whose first output holds their first input's values, rearranged at most (Dropout: at inference).
@@ -310,12 +341,17 @@ def softmax_outputs(path: str | Path) -> set[str]:
 
 
 def precision_of(model: Any) -> str:
-    """"int8" for a quantized model, "fp16" for one whose weights are mostly float16 (converted for a GPU or
-    NPU delegate), else "fp32"."""
+    """For a quantized model, "int8", or where it quantizes to 16 bits (NPU recipes) "int16" (16-bit weights,
+    or 16-bit activations with no quantized weights) or "a16w8" (16-bit activations, 8-bit weights): a CI step
+    reading "int8" for those was told another model; "fp16" for one whose weights are mostly float16 (converted
+    for a GPU or NPU delegate); else "fp32"."""
     import onnx
 
     if is_int8(model):
-        return "int8"
+        acts, weights = quantized_bits(model)
+        if weights == 16 or (acts == 16 and weights is None):
+            return "int16"
+        return "a16w8" if acts == 16 else "int8"
     counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
     for tensor in _tensors(model.graph):
         if tensor.data_type in counts:

@@ -62,6 +62,40 @@ def artifact_from_file(path: str | Path, name: str | None = None, role: str = "m
                     size_bytes=path.stat().st_size + sum(f.stat().st_size for f in external), details=details)
 
 
+# The element type a model's float input is fed the test images as (latency.runtime casts them to it).
+_FED_AS = {"float": "float32", "float16": "float16", "double": "float64"}
+
+
+def data_record(art: Artifact, data: Dataset, given: Any, seed: int, normalize: Any = None,
+                resolution: Any = None, channels: Any = None) -> dict[str, Any]:
+    """What ``validate --json`` records of the data ``art``'s accuracy was measured on: the data as ``given`` and
+    as named, its test images and split ``seed``, and the preprocessing the images were fed to the model with
+    (scale, mean, std, size, channels, and the layout and type as fed), with where its normalisation, size and
+    channels came from (``normalize``, ``resolution``, ``channels``: the flags given, None where left out). A
+    model exported elsewhere scores by these alone: two records that differ only in them are not comparable."""
+    from edgekd.input_shape import input_layout
+    from edgekd.onnx_metadata import embedded_preprocess
+
+    record: dict[str, Any] = {"given": given, "name": data.name, "test_images": len(data.y_test), "seed": seed}
+    if data.preprocess is None:  # arrays prepared by hand, through the Python API: nothing to say of them
+        return record
+    recorded = embedded_preprocess(art.path)
+    inputs = art.details.get("inputs") or [{}]
+    shape = inputs[0].get("shape")
+    fed = data.preprocess.to_dict() | {
+        "layout": input_layout(shape, data.input_shape) if shape else "NCHW",
+        "dtype": _FED_AS.get(inputs[0].get("dtype"), "float32"),
+        "input_shape": list(data.input_shape)}
+    fed["from"] = {
+        "normalize": "--normalize" if normalize is not None else "model metadata" if recorded is not None
+        else "data statistics",
+        "resize": "--resolution" if resolution is not None else "as stored" if data.preprocess.resize is None
+        else "data default",
+        "channels": "--channels" if channels is not None else "model metadata"
+        if recorded is not None and recorded.to_channels else "as stored"}
+    return record | {"preprocess": fed}
+
+
 def check_onnx(path: str | Path) -> tuple[bool, str]:
     import onnx
 

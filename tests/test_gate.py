@@ -975,7 +975,10 @@ def test_data_stored_on_another_pixel_scale_than_the_model_was_trained_on_is_war
     assert code == 0 and "warning: the model was trained on pixels scaled as pixel / 16" in err, out + err
     record = json.loads(report.read_text())  # a CI step reading the JSON alone hears it too
     assert record["notes"][0].startswith("warning: the model was trained on pixels scaled as pixel / 16")
+    fed = record["data"].pop("preprocess")  # and what it was fed, the recorded pixel / 16 it warns of
     assert record["data"] == {"given": str(floats), "name": "digits-float.npz", "test_images": 359, "seed": 0}
+    assert fed["scale"] == 1.0 and fed["from"] == {"normalize": "model metadata", "resize": "--resolution",
+                                                   "channels": "as stored"}, fed
     code, out, err = _gate(run_cli, run_dir / "teacher-fp32.onnx", "--min-accuracy", "0.01", "--data", "digits",
                            "--resolution", "16")
     assert code == 0 and "scaled as" not in out + err

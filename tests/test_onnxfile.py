@@ -187,3 +187,59 @@ def test_a_model_quantized_weight_only_is_int8(tmp_path, op):
     model = load_model(path)
     assert is_int8(model) and precision_of(model) == "int8" and quantized_ops(model) == [op]
     assert artifact_from_file(path).precision == "int8"
+
+
+def _qdq(path: Path, activations: str | None, weights: str | None) -> Path:
+    """x -> [QuantizeLinear/DequantizeLinear to ``activations``] -> MatMul with weights [stored as ``weights``,
+    behind a DequantizeLinear] -> y, as onnxruntime's quantize_static writes a QDQ model; None leaves that part
+    in float. Opset 21, which quantizes to 16 bits."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits, nodes, fed, weight = [], [], "x", "w"
+    if activations:
+        inits += [numpy_helper.from_array(np.array(0.01, np.float32), "x_s"),
+                  numpy_helper.from_array(np.array(0, activations), "x_z")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["x_q"]),
+                  helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_d"])]
+        fed = "x_d"
+    if weights:
+        inits += [numpy_helper.from_array(np.ones((16, 4), weights), "w_q"),
+                  numpy_helper.from_array(np.array(0.1, np.float32), "w_s"),
+                  numpy_helper.from_array(np.array(0, weights), "w_z")]
+        nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"]))
+    else:
+        inits.append(numpy_helper.from_array(np.ones((16, 4), np.float32), "w"))
+    nodes.append(helper.make_node("MatMul", [fed, weight], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(path))
+    return path
+
+
+@pytest.mark.parametrize("activations, weights, label", [
+    ("uint8", "int8", "int8"),  # quantize_static's default
+    ("int16", "int16", "int16"),  # QInt16 activations and weights (A16W16)
+    ("uint16", "uint8", "a16w8"),  # QUInt16 activations, QUInt8 weights: the NPU (QNN) recipe
+    ("int16", None, "int16"),  # 16-bit activations, float weights
+    (None, "int16", "int16"),  # weight-only, 16-bit: read as fp32 (an int16 weight was no stored integer)
+    (None, "uint8", "int8"),
+])
+def test_a_model_quantized_to_16_bits_is_labelled_by_its_bits_not_int8(tmp_path, run_cli, activations, weights,
+                                                                        label):
+    """Any QDQ model read "int8", int16 (A16W16) and A16W8 ones too, in validate's line, --json and the gate."""
+    import json
+
+    from edgekd.onnxfile import precision_of
+    from edgekd.validate import artifact_from_file
+
+    path = _qdq(tmp_path / "q.onnx", activations, weights)
+    assert precision_of(load_model(path)) == label
+    assert artifact_from_file(path).precision == label
+    schema = json.loads((Path(__file__).parents[1] / "edgekd" / "schemas" / "manifest-v1.schema.json").read_text())
+    enum = schema["$defs"]["entry"]["properties"]["artifact"]["properties"]["precision"]["enum"]
+    assert label in enum  # a run whose --teacher is such a file records it in its manifest
+    if label == "a16w8":  # the line a user reads
+        code, out, err = run_cli("validate", path, "--input-shape", "1,16")
+        assert code == 0 and out.startswith(f"{path}: a16w8, opset 21"), out + err

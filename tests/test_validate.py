@@ -1162,6 +1162,129 @@ def test_a_model_with_more_classes_than_the_data_is_scored_with_a_note(tmp_path,
     assert notes == ()
 
 
+def _symbolic_classes(path: Path, widths: dict[str, int]) -> Path:
+    """A model taking pixel_data's (N, 1, 4, 4) images with an output of each of ``widths`` (name: classes), class k
+    scored by pixel k (the data's label where k < 4), each width computed from the input's height (a slice to
+    x.shape[2] + width - 4), so that neither the file nor onnxruntime's shape inference knows it: ['N', 'K'], as
+    a head whose width follows the input gives."""
+    inits = [helper.make_tensor("two", TensorProto.INT64, [1], [2]), helper.make_tensor("zero", TensorProto.INT64,
+                                                                                        [1], [0])]
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "two"], ["height"], axis=0)]
+    for name, width in widths.items():
+        weight = np.zeros((16, width), np.float32)
+        weight[np.arange(min(4, width)), np.arange(min(4, width))] = 1
+        inits += [helper.make_tensor(f"w_{name}", TensorProto.FLOAT, [16, width], weight.ravel().tolist()),
+                  helper.make_tensor(f"more_{name}", TensorProto.INT64, [1], [width - 4])]
+        nodes += [helper.make_node("MatMul", ["flat", f"w_{name}"], [f"all_{name}"]),
+                  helper.make_node("Add", ["height", f"more_{name}"], [f"end_{name}"]),
+                  helper.make_node("Slice", [f"all_{name}", "zero", f"end_{name}", "one_axis"], [name])]
+    inits.append(helper.make_tensor("one_axis", TensorProto.INT64, [1], [1]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", f"K{n}"]) for n in widths],
+                              inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_a_model_whose_class_count_is_symbolic_is_checked_by_the_count_it_gives(tmp_path, fast_profile, run_cli,
+                                                                                 fast_profile_path):
+    """Only a declared class count was checked: a 3-class model with a symbolic one was scored on 4-class data,
+    the images of class 3 counted wrong, and validate and gate passed it without a word."""
+    from conftest import pixel_data
+
+    from edgekd.data import load_data
+    from edgekd.errors import DataError
+    from edgekd.latency.runtime import open_session, predictions_on_test_split
+
+    data_file = pixel_data(tmp_path / "d.npz")
+    data = load_data(str(data_file), normalize="none")
+    three = _symbolic_classes(tmp_path / "three.onnx", {"y": 3})
+    assert open_session(three, fast_profile).get_outputs()[0].shape == ["N", "Ky"]  # unknown to onnxruntime too
+    with pytest.raises(DataError, match="'.*three.onnx' predicts 3 classes, and data 'd.npz' has 4; pass the data"):
+        predictions_on_test_split(three, fast_profile, data)
+    for command in (["validate", three, "--profile", fast_profile_path],
+                    ["gate", three, "--no-latency", "--min-accuracy", "0.5", "--config", os.devnull]):
+        code, out, err = run_cli(*command, "--data", data_file, "--normalize", "none")
+        assert code == 2 and err.startswith(f"error: '{three}' predicts 3 classes, and data 'd.npz' has 4"), out + err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # more classes than the data: the note a declared count gets
+    _, _, notes = predictions_on_test_split(_symbolic_classes(tmp_path / "six.onnx", {"y": 6}), fast_profile, data)
+    assert notes == ("'six.onnx' gives 6 classes and data 'd.npz' has 4: its labels 0-3 are compared with the model's "
+                     "top class among all 6, so a prediction of 4 or above counts as wrong; pass the data the model "
+                     "was built for",)
+
+
+def test_of_several_outputs_of_symbolic_width_the_one_giving_the_datas_classes_is_read(tmp_path, fast_profile):
+    """With every class dimension symbolic, the first output was read (none 'gave' the data's classes): here a
+    3-wide one beside the 4-class scores."""
+    from conftest import pixel_data
+
+    from edgekd.data import load_data
+    from edgekd.latency.runtime import predictions_on_test_split, top1
+
+    model = _symbolic_classes(tmp_path / "two.onnx", {"a": 3, "b": 4})
+    data = load_data(str(pixel_data(tmp_path / "d.npz")), normalize="none")
+    scores, labels, notes = predictions_on_test_split(model, fast_profile, data)
+    assert top1(scores, labels) == 1.0
+    assert notes == ("'two.onnx' has 2 outputs; accuracy is read from 'b', the only one of 4 classes",)
+
+
+def test_a_model_with_several_inputs_is_refused_with_data_as_without(tmp_path, run_cli, fast_profile_path):
+    """Without --data it was one line naming its inputs; with it, onnxruntime's 'Required inputs are missing' after
+    two runs, with advice on layouts and --resolution that could not fix it."""
+    from conftest import pixel_data
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [16, 4], np.ones((16, 4), np.float32).ravel().tolist())
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["s"]),
+             helper.make_node("Mul", ["s", "t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4]),
+                                           helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    model = tmp_path / "two_in.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(model))
+    data = pixel_data(tmp_path / "d.npz")
+    said = (f"error: model '{model}' has 2 inputs (x, t); edgekd measures single-input models (one image tensor); "
+            "export the model with one input")
+    code, out, err = run_cli("validate", model, "--input-shape", "1,1,4,4", "--profile", fast_profile_path)
+    assert code == 2 and err.strip() == said, out + err
+    for command in (["validate", model, "--profile", fast_profile_path],
+                    ["gate", model, "--no-latency", "--min-accuracy", "0.5", "--config", os.devnull]):
+        code, out, err = run_cli(*command, "--data", data, "--normalize", "none")
+        assert code == 2 and err.strip().splitlines()[-1] == said, out + err
+        assert "Required inputs" not in err and "Traceback" not in err
+
+
+def test_validate_json_records_the_preprocessing_the_images_were_fed_with(run_cli, tmp_path, fast_profile_path):
+    """A model exported elsewhere scores by --normalize, --resolution and --channels alone, and the JSON's data
+    block read the same whichever were given: a CI job comparing two records could not tell."""
+    from conftest import pixel_data, pixel_onnx
+
+    from edgekd.data import Preprocess
+    from edgekd.onnx_metadata import PREPROCESS_KEY
+
+    data = pixel_data(tmp_path / "d.npz")
+    common = ["--data", data, "--profile", fast_profile_path, "--json"]
+    records = {}
+    for name, flags, metadata in (("stats", [], None), ("flags", ["--normalize", "0.5/0.25"], None),
+                                  ("recorded", [], Preprocess(1.0, (0.0,), (1.0,), "as stored").to_dict())):
+        model = pixel_onnx(tmp_path / f"{name}.onnx",
+                           metadata={PREPROCESS_KEY: json.dumps(metadata)} if metadata else None)
+        code, out, err = run_cli("validate", model, *flags, *common, tmp_path / f"{name}.json")
+        assert code == 0, out + err
+        records[name] = json.loads((tmp_path / f"{name}.json").read_text())["data"]
+    fed = records["stats"]["preprocess"]
+    assert {k: records["stats"][k] for k in ("given", "name", "test_images", "seed")} == {
+        "given": str(data), "name": "d.npz", "test_images": 40, "seed": 0}
+    assert fed["layout"] == "NCHW" and fed["dtype"] == "float32" and fed["input_shape"] == [1, 4, 4]
+    assert fed["scale"] == 1.0 and fed["mean"][0] > 0.3 and fed["resize"] is None and fed["channels"] == "as stored"
+    assert fed["from"] == {"normalize": "data statistics", "resize": "as stored", "channels": "as stored"}
+    assert records["flags"]["preprocess"]["mean"] == [0.5] and records["flags"]["preprocess"]["std"] == [0.25]
+    assert records["flags"]["preprocess"]["from"]["normalize"] == "--normalize"
+    assert records["recorded"]["preprocess"]["mean"] == [0.0]
+    assert records["recorded"]["preprocess"]["from"]["normalize"] == "model metadata"
+
+
 def test_the_api_loads_data_for_a_model_as_validate_does_with_its_notes(tmp_path, fast_profile):
     """The notes on what was assumed came from the CLI alone: a Python user calling validate() with load_data's
     data scored a model exported elsewhere on a seeded fifth, normalised with the data's statistics, unsaid."""

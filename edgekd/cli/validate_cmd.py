@@ -113,8 +113,10 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if json_out:
         record = report.to_dict()
         if dataset is not None:  # what the accuracy was measured on, and what makes it doubtful, for a CI step
-            record["data"] = {"given": data, "name": dataset.name, "test_images": len(dataset.y_test),
-                              "seed": split_seed(art.path, seed)}
+            from edgekd.validate import data_record
+
+            record["data"] = data_record(art, dataset, data, split_seed(art.path, seed), normalize, resolution,
+                                         channels)
             record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *record["notes"]]
         write_json(json_out, record)
     if not r.passed:

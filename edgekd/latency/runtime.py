@@ -90,28 +90,58 @@ def predictions_on_test_split(path: str | Path, profile: DeviceProfile,
     session = open_session(path, profile)
     names = parse_class_names(session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY))
     data = present_classes(data, names)  # a numbered test set's classes no image has are none to predict
-    output, notes = scored_output(session, len(names) if names else data.num_classes, path)
-    layout = check_data_fits(session, data, path, output)
+    layout = check_input_fits(session, data, path)
     x = in_layout(data.x_test, layout)
+    widths = output_widths(session, x[:1])
+    output, notes = scored_output(session, len(names) if names else data.num_classes, path, widths)
+    check_classes(widths[output], data, path)
     if layout != "NCHW":
         taken = "channels-last (NHWC) input" if layout == "NHWC" else f"flat input ({x.shape[1]} values an image)"
         notes = (*notes, f"'{Path(path).name}' takes {taken}: the test images were fed to it as {layout}")
-    if not names:
-        notes = (*notes, *_more_classes(session.get_outputs()[output].shape, data, path))
     out, ran = scored_run(session, x, output, path)
-    return class_scores(out, path), labels_for(data, names), (*notes, *ran)
+    scores = class_scores(out, path)
+    width = widths[output] if widths[output] is not None else scores.shape[1] if scores.ndim == 2 else None
+    if widths[output] is None:  # the one-image probe failed where the whole run did not: its scores tell
+        check_classes(width, data, path)
+    if not names:
+        notes = (*notes, *_more_classes(width, data, path))
+    return scores, labels_for(data, names), (*notes, *ran)
 
 
-def _more_classes(shape: Any, data: Any, path: str | Path) -> tuple[str, ...]:
-    """A note when a model that names no classes gives more than the data has: its outputs are taken to be
-    the data's labels in order, and a prediction among the outputs beyond them counts as wrong, which reads as a
-    weak model when the data is not the model's (fewer is refused in ``check_data_fits``)."""
-    classes = _class_dim(shape)
+def _more_classes(classes: int | None, data: Any, path: str | Path) -> tuple[str, ...]:
+    """A note when a model that names no classes gives more (``classes``) than the data has: its outputs are
+    taken to be the data's labels in order, and a prediction among the outputs beyond them counts as wrong, which
+    reads as a weak model when the data is not the model's (fewer is refused in ``check_classes``)."""
     if classes is None or classes <= data.num_classes:
         return ()
     return (f"'{Path(path).name}' gives {classes} classes and data '{data.name}' has {data.num_classes}: its labels "
             f"0-{data.num_classes - 1} are compared with the model's top class among all {classes}, so a prediction "
             f"of {data.num_classes} or above counts as wrong; pass the data the model was built for",)
+
+
+def check_classes(classes: int | None, data: Any, path: str | Path) -> None:
+    """Refuse a model whose scored output gives fewer ``classes`` than the data has (None: not known)."""
+    from edgekd.errors import DataError
+
+    if classes is not None and classes < data.num_classes:
+        raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
+                        "pass the data the model was built for")
+
+
+def output_widths(session: Any, image: np.ndarray) -> list[int | None]:
+    """Each output's class count (``_class_dim``): as declared, and where a declared one is symbolic (['N', 'K'],
+    from dynamic_axes or a head whose width depends on the input), as one image (``image``, in the model's
+    layout) run through it gives it: read from the declared shape alone, a 5-class model was scored on 10-class
+    data with classes 5-9 counted wrong and passed. None where that run fails too (the scoring run says why)."""
+    outputs = session.get_outputs()
+    widths = [_class_dim(o.shape) for o in outputs]
+    if all(o.shape and all(isinstance(d, int) for d in o.shape[1:]) for o in outputs):
+        return widths
+    try:
+        got = session.run(None, _feed(session, image), _silent())
+    except Exception:  # noqa: BLE001 (onnxruntime raises several unrelated types; scored_run says it in one line)
+        return widths
+    return [w if w is not None else _class_dim(np.shape(g)) for w, g in zip(widths, got)]
 
 
 def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
@@ -123,17 +153,20 @@ def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return x
 
 
-def scored_output(session: Any, classes: int, path: str | Path) -> tuple[int, tuple[str, ...]]:
+def scored_output(session: Any, classes: int, path: str | Path,
+                  widths: list[int | None] | None = None) -> tuple[int, tuple[str, ...]]:
     """Which output accuracy is read from, and a note when there is a choice: the one output whose class
     dimension is ``classes`` (a model may return its features beside, or before, its logits); of several, the
     one named as class scores (``_score_name_rank``: raw scores before a Softmax's probabilities, whose log
-    flattens the gaps a float cannot hold, then a whole name before an ending, then the first); else the first."""
+    flattens the gaps a float cannot hold, then a whole name before an ending, then the first); else the first.
+    ``widths``: each output's class count as ``output_widths`` gives it (default: as declared)."""
     from edgekd.onnxfile import softmax_outputs
 
     outputs = session.get_outputs()
     if len(outputs) == 1:
         return 0, ()
-    fitting = [i for i, o in enumerate(outputs) if _class_dim(o.shape) == classes]
+    widths = widths if widths is not None else [_class_dim(o.shape) for o in outputs]
+    fitting = [i for i, width in enumerate(widths) if width == classes]
     named = [i for i in fitting if _score_name_rank(outputs[i].name) is not None]
     softmax = softmax_outputs(path) if len(fitting) > 1 and len(named) > 1 else set()
     ranked = sorted((_score_name_rank(outputs[i].name, outputs[i].name in softmax), i) for i in named)
@@ -240,14 +273,30 @@ def check_takes_float(path: str | Path, details: dict[str, Any]) -> None:
         check_float_input(path, taken["dtype"])
 
 
-def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) -> str:
-    """Refuse data the model cannot take, or whose classes its ``output`` cannot predict; the layout it
-    takes the images in (``input_shape.input_layout``)."""
+def check_data_fits(session: Any, data: Any, path: str | Path, output: int | None = None) -> str:
+    """Refuse data the model cannot take (``check_input_fits``), or whose classes its ``output`` (default: the
+    one ``scored_output`` reads) cannot predict, counted as ``output_widths`` counts them; the layout it takes
+    the images in (``input_shape.input_layout``)."""
+    layout = check_input_fits(session, data, path)
+    widths = output_widths(session, in_layout(data.x_test[:1], layout))
+    if output is None:
+        output = scored_output(session, data.num_classes, path, widths)[0]
+    check_classes(widths[output], data, path)
+    return layout
+
+
+def check_input_fits(session: Any, data: Any, path: str | Path) -> str:
+    """Refuse data the model cannot take (one input, of a float type, with a shape the images fit); the layout
+    it takes them in (``input_shape.input_layout``)."""
     from edgekd.errors import DataError
     from edgekd.input_shape import input_layout
 
+    inputs = session.get_inputs()
+    if len(inputs) != 1:  # refused as the latency worker refuses it: fed the images alone, onnxruntime named the rest
+        raise ArtifactError(f"model '{path}' has {len(inputs)} inputs ({', '.join(i.name for i in inputs)})",
+                            "edgekd measures single-input models (one image tensor); export the model with one input")
     given = (len(data.x_test), *data.input_shape)
-    taken = session.get_inputs()[0]
+    taken = inputs[0]
     check_float_input(path, taken.type.removeprefix("tensor(").rstrip(")"))
     expected = taken.shape
     if not expected:  # onnxruntime's [] for an input of unknown rank (a scalar, its other [], takes no images either)
@@ -282,10 +331,6 @@ def check_data_fits(session: Any, data: Any, path: str | Path, output: int = 0) 
         said = f"'{path}' takes {want} inputs, and data '{data.name}' has {'x'.join(map(str, given[1:]))} images"
         turned = _channels_fix(fixed, given, spatial, channel)
         raise DataError(said, turned or f"pass the data the model was built for, at its resolution{size}")
-    classes = _class_dim(session.get_outputs()[output].shape)
-    if classes is not None and classes < data.num_classes:
-        raise DataError(f"'{path}' predicts {classes} classes, and data '{data.name}' has {data.num_classes}",
-                        "pass the data the model was built for")
     return layout
 
 
@@ -352,21 +397,33 @@ def scored_run(session: Any, x: np.ndarray, output: int, path: str | Path) -> tu
 def run_batches(session: Any, x: np.ndarray, batch: int = 256, output: int = 0) -> np.ndarray:
     """Run ``x`` through the session in chunks, honouring a fixed batch dimension by padding; the
     ``output``-th output."""
-    import onnxruntime as ort
-
-    name = session.get_inputs()[0].name
-    dtype = _FLOAT_INPUTS.get(session.get_inputs()[0].type.removeprefix("tensor(").rstrip(")"), np.float32)
     wanted = [session.get_outputs()[output].name]
     fixed = session.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
-    # onnxruntime logs a failed run to stderr besides raising it: the caller says it in one line, or retries
-    silent = ort.RunOptions()
-    silent.log_severity_level = 4
+    silent = _silent()
     outs = []
     for start in range(0, len(x), step):
         chunk = x[start:start + step]
-        n = len(chunk)
-        if n < step and isinstance(fixed, int) and fixed > 0:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        outs.append(session.run(wanted, {name: np.ascontiguousarray(chunk, dtype=dtype)}, silent)[0][:n])
+        outs.append(session.run(wanted, _feed(session, chunk), silent)[0][:len(chunk)])
     return np.concatenate(outs)
+
+
+def _feed(session: Any, chunk: np.ndarray) -> dict[str, np.ndarray]:
+    """``chunk`` as the session's input takes it: cast to its float type, and padded with its last image to a
+    fixed batch."""
+    taken = session.get_inputs()[0]
+    dtype = _FLOAT_INPUTS.get(taken.type.removeprefix("tensor(").rstrip(")"), np.float32)
+    fixed = taken.shape[0]
+    if isinstance(fixed, int) and fixed > len(chunk):
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+    return {taken.name: np.ascontiguousarray(chunk, dtype=dtype)}
+
+
+def _silent() -> Any:
+    """Run options that keep onnxruntime from logging a failed run to stderr besides raising it: the caller says
+    it in one line, or retries."""
+    import onnxruntime as ort
+
+    silent = ort.RunOptions()
+    silent.log_severity_level = 4
+    return silent

@@ -15,7 +15,7 @@ class Artifact:
 
     name: str  # e.g. "student-int8"
     role: str  # "teacher" | "student"
-    precision: str  # "fp32" | "int8" (and "fp16" for a float16 model made elsewhere)
+    precision: str  # "fp32" | "int8"; a model made elsewhere may be "fp16", "int16" or "a16w8" (16-bit activations)
     path: str
     exporter: str
     opset: int
