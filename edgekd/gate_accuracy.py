@@ -51,11 +51,10 @@ def accuracy_checks(model: Path, baseline: Path | None, config: GateConfig, note
 def _computed_here(profile: Any) -> str:
     """Accuracy is computed in this host's onnxruntime whatever the profile: for a device's profile (ssh, adb),
     which the gate's notes name as the one measured on, said in the row."""
-    from edgekd.profiles import load_profile
+    from edgekd.profiles import computed_here, load_profile
 
     loaded = load_profile(profile)
-    return "" if loaded.is_local else (f"; computed on this host with {loaded.name}'s runtime settings, not on "
-                                       "its device")
+    return "" if loaded.is_local else f"; {computed_here(loaded)}"
 
 
 def class_check(by_class: dict[str, float], floor: float, on: str, data: Any, notes: list[str],

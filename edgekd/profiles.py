@@ -172,6 +172,12 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
     return _load_found(text, files[text])
 
 
+def computed_here(profile: DeviceProfile) -> str:
+    """Where an accuracy measured for a device's profile (ssh, adb) comes from: onnxruntime on this host, the
+    latency alone being the device's. Said wherever both are shown, since a reader takes both for the device's."""
+    return f"computed on this host with {profile.name}'s runtime settings, not on its device"
+
+
 def profile_record(profile: Any) -> Any:
     """A profile as a run's recipe records it, as the CLI takes it: a loaded one by its name where
     ``load_profile(name)`` finds its file (or it was rebuilt from a manifest), else by that file's path;

@@ -349,6 +349,9 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         " images",
         f"- Teacher: {manifest.get('teacher', {}).get('source', '?')}",
     ]
+    if profile.get("runner", {}).get("kind", "local") != "local":  # the latencies are the device's, not these
+        lines[5] += (f"; accuracy computed on this host with {profile['name']}'s runtime settings, not on its "
+                     "device")
     preprocess = (manifest.get("data") or {}).get("preprocess")
     if preprocess:
         lines.insert(6, f"- Input: {input_text(preprocess)}")

@@ -158,6 +158,17 @@ def _pruned(manifest, steps=({"step": 1, "params": 2000, "macs": 0.1, "measured_
     return {**manifest, "student": student}
 
 
+def test_a_board_profiles_report_says_the_accuracy_is_this_hosts(manifest):
+    import copy
+
+    said = "accuracy computed on this host with rpi4-arm64's runtime settings, not on its device"
+    assert "computed on this host" not in render_markdown(manifest)
+    board = copy.deepcopy(manifest)
+    board["profile"].update(name="rpi4-arm64", runner={"kind": "ssh", "host": "pi"})
+    data_line = next(line for line in render_markdown(board).splitlines() if line.startswith("- Data:"))
+    assert data_line.endswith(f"; {said}"), data_line
+
+
 def test_a_pruned_student_is_reported_as_pruned_with_the_parameters_it_ships(manifest, search):
     """The report gave the searched config's 117,158 parameters for a student shipped with 4,236, never said it
     was pruned, and plotted the searched network's prediction against the pruned file's latency."""

@@ -486,6 +486,19 @@ def test_a_boards_kept_latency_fit_is_measured_again_once_the_board_runs_another
     assert lines[1].startswith("search: measuring 4") and json.loads(kept.read_text())["fit"]["onnxruntime"] == "1.20.0"
 
 
+def test_validate_on_a_board_says_its_accuracy_is_this_hosts(fakes, models, tmp_path, run_cli):
+    # the latency line named the board, and nothing said the accuracy beside it was computed here
+    _profile(tmp_path, _ssh(fakes))
+    code, out, err = run_cli("validate", models[0], "--profile", tmp_path / "runner-test.toml", "--data", "digits",
+                             "--resolution", "16", "--json", tmp_path / "v.json")
+    said = ("note: the accuracy was computed on this host with runner-test's runtime settings, not on its device; "
+            "the latency is the device's")
+    assert code in (0, 1) and said in out.splitlines(), out + err
+    assert said in json.loads((tmp_path / "v.json").read_text())["notes"]
+    code, out, _ = run_cli("validate", models[0], "--profile", "host-cpu-1t", "--data", "digits", "--resolution", "16")
+    assert "computed on this host" not in out
+
+
 def test_a_cached_bench_on_a_board_says_which_runtime_measured_it(fakes, models, tmp_path, run_cli):
     profile = _profile(tmp_path, _ssh(fakes))
     path = tmp_path / "runner-test.toml"

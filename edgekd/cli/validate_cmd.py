@@ -70,7 +70,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
         needs("--data", ("--resolution", resolution), ("--normalize", normalize), ("--channels", channels),
                ("--seed", seed))
     from edgekd.latency.cache import noisy
-    from edgekd.profiles import load_profile
+    from edgekd.profiles import computed_here, load_profile
+    from edgekd.textfmt import one_line
     from edgekd.types import Budget
     from edgekd.validate import artifact_from_file
     from edgekd.validate import validate as run
@@ -100,12 +101,16 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
     if noisy([lat], prof):
         click.echo(f"note: cv above the profile's max_cv ({prof.measure['max_cv']:.0%}) even after measuring twice "
                    "as long: the latency is rough; rerun when the machine is quieter")
+    # the latency line names the device; the accuracy is this host's
+    here = [] if prof.is_local else [f"the accuracy was {computed_here(prof)}; the latency is the device's"]
     if r.accuracy is not None:
         lowest = sorted((acc, name) for name, acc in (r.class_accuracy or {}).items())[:3]
-        weakest = (" (lowest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in lowest) + ")"
+        weakest = (" (lowest classes: " + ", ".join(f"{one_line(name)} {acc:.1%}" for acc, name in lowest) + ")"
                    if len(r.class_accuracy or {}) > 3 else "")
         click.echo(f"accuracy on {dataset.name} test split ({len(dataset.y_test)} images): {r.accuracy * 100:.2f}%"
                    f"{weakest}")
+        if here:
+            click.echo(f"note: {here[0]}")
     for name, ok in r.verdicts.items():
         click.echo(f"{name}: {'pass' if ok else 'FAIL'}")
     for note in report.notes:
@@ -117,7 +122,8 @@ def validate(ctx: click.Context, model: str, profile: str, data: str | None, res
 
             record["data"] = data_record(art, dataset, data, split_seed(art.path, seed), normalize, resolution,
                                          channels)
-            record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *record["notes"]]
+            record["notes"] = [*(f"warning: {n}" for n in dataset.notes), *(f"note: {n}" for n in here),
+                               *record["notes"]]
         write_json(json_out, record)
     if not r.passed:
         ctx.exit(1)
