@@ -314,8 +314,8 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
     regresses = bool(config.baseline) and not config.no_latency
     if regresses and base is None:
         base = _baseline_file(config.baseline, config.artifact)  # type: ignore[arg-type]
-    baseline, recorded, elsewhere = (_baseline(config.baseline, base, profile, config.input_shape)  # type: ignore[arg-type]
-                                     if regresses else (None, None, ""))
+    baseline, recorded, setup = (_baseline(config.baseline, base, profile, config.input_shape)  # type: ignore[arg-type]
+                                 if regresses else (None, None, None))
     which = _which(base[1] if base else None)
     tol = config.latency_tolerance
     copy, untimed = timed
@@ -348,6 +348,8 @@ def _latency_checks(model: Path, profile: Any, config: GateConfig,
                             f"{found.pairs} paired repeats, {found.interval(decimals(shown))}; at most {line}x: "
                             f"tolerance +{_percent(tol)}){which}{near}{noise}", found.median))
     elif recorded is not None:
+        was = (((base[1] if base else None) or {}).get("latency") or {}).get("onnxruntime")
+        elsewhere = _elsewhere(setup or {}, profile, (str(was or ""), rounds[0][0].onnxruntime))
         ratio = p50 / recorded
         shown, line = figures(ratio, 1 + tol, 2, ratio <= 1 + tol)
         checks.append(Check("regression", ratio <= 1 + tol, f"{shown}x the baseline manifest's recorded p50, at most "
@@ -371,14 +373,14 @@ def _measure_rounds(model: Path, baseline: Path | None, profile: Any, config: Ga
 
 
 def _baseline(ref: str, base: tuple[Path, dict | None], profile: Any,
-              shape: tuple[int, ...] | None) -> tuple[Path | None, float | None, str]:
+              shape: tuple[int, ...] | None) -> tuple[Path | None, float | None, dict[str, Any] | None]:
     """``base`` (the baseline's file and manifest entry, as _baseline_file found them) as a model to re-measure
     side by side (fed ``shape`` too, so checked against it before measuring), or (when only its manifest is left)
-    its recorded p50, which compares only with a p50 measured on the same profile, and what differs between where it
-    was measured and here (the profile's settings, the CPU)."""
+    its recorded p50, which compares only with a p50 measured on the same profile, and the profile its manifest
+    records, for _elsewhere to say what differs between where it was measured and here."""
     model, entry = base
     if model.is_file():
-        return _fits(model, shape), None, ""
+        return _fits(model, shape), None, None
     recorded = load_manifest(Path(ref))["profile"]
     if recorded["name"] != profile.name:
         raise ConfigError(f"baseline '{ref}' has no model file left, and its recorded p50 was measured on profile "
@@ -387,18 +389,24 @@ def _baseline(ref: str, base: tuple[Path, dict | None], profile: Any,
     if not (entry or {}).get("latency"):
         raise ConfigError(f"baseline '{ref}' has no model file left ({model.name}) and records no latency for it",
                           "keep the baseline's model files beside its manifest so it is re-measured here")
-    return None, float(entry["latency"]["p50_ms"]), _elsewhere(recorded, profile)  # type: ignore[index]
+    return None, float(entry["latency"]["p50_ms"]), recorded  # type: ignore[index]
 
 
-def _elsewhere(recorded: dict[str, Any], profile: Any) -> str:
+def _elsewhere(recorded: dict[str, Any], profile: Any, runtimes: tuple[str, str] = ("", "")) -> str:
     """What makes a recorded p50 a measurement of another setup than this one: the profile's settings changed
-    since, or (a local profile) another CPU. Said beside the verdict: a ratio across machines is no regression."""
+    since, (a local profile) another CPU, or another onnxruntime (``runtimes``: the recorded p50's and the one
+    that measured this run, "" where not known, as in perf_test mode), as an upgraded board has. Said beside the
+    verdict: a ratio across machines or runtimes is no regression."""
     said = []
     if recorded.get("digest") and recorded["digest"] != profile.digest():
         said.append(f"profile {profile.name}'s settings differ from the ones recorded")
     here = _other_host(recorded, profile)
     if here:
         said.append(f"it was measured on {recorded['host']}, this run on {here}")
+    was, now = runtimes
+    if was and now and was != now:
+        said.append(f"the recorded p50 came from onnxruntime {was}, {'this host' if profile.is_local else 'the device'}"
+                    f" now runs {now}")
     return "; " + " and ".join(said) + ", so the ratio compares setups, not models" if said else ""
 
 

@@ -945,6 +945,29 @@ def test_a_recorded_baseline_p50_from_another_cpu_or_profile_setting_says_so(run
     assert "Traceback" not in err
 
 
+def test_a_recorded_baseline_p50_from_another_onnxruntime_says_so(run_cli, run_dir, fast_profile_path, tmp_path):
+    """A board whose onnxruntime was upgraded since the baseline was measured was compared with its recorded p50
+    without a word: a new runtime moves int8 latency by more than the tolerance, and the verdict went to the model."""
+    import onnxruntime
+
+    gone, manifest = _released_without_models(run_dir, tmp_path)
+    manifest["profile"]["name"] = load_profile(fast_profile_path).name
+    manifest["profile"].pop("host", None)  # the same CPU and settings: only the runtime differs
+    manifest["profile"].pop("digest", None)
+    for entry in manifest["artifacts"]:
+        entry["latency"]["onnxruntime"] = "1.17.3"
+    (gone / "manifest.json").write_text(json.dumps(manifest))
+    args = ["--baseline", gone / "manifest.json", "--rounds", "1", "--profile", fast_profile_path]
+    code, out, _ = _gate(run_cli, run_dir / "student-int8.onnx", *args)
+    assert code == 0 and (f"drift between runs counts here; the recorded p50 came from onnxruntime 1.17.3, this host "
+                          f"now runs {onnxruntime.__version__}, so the ratio compares setups, not models)") in out, out
+    for entry in manifest["artifacts"]:
+        entry["latency"]["onnxruntime"] = onnxruntime.__version__
+    (gone / "manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = _gate(run_cli, run_dir / "student-int8.onnx", *args)
+    assert code == 0 and "drift between runs counts here)" in out and "compares setups" not in out, out
+
+
 def test_bad_data_is_refused_before_any_latency_round(run_cli, tiny_model, tmp_path, monkeypatch):
     import importlib
 

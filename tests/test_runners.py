@@ -28,7 +28,11 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps(["ssh"] + args) + "\\n")
 time.sleep(float(os.environ.get("FAKE_SSH_SLEEP", "0")))
-if args[-1].startswith("rm -rf "):  # the clean-up
+if os.environ.get("FAKE_SSH_SAYS"):  # ssh's own refusal, before any remote command (a host key)
+    sys.stderr.write(os.environ["FAKE_SSH_SAYS"])
+    sys.exit(255)
+sys.stderr.write(os.environ.get("FAKE_LOGIN_SAYS", ""))  # a login banner, the remote shell's locale warning
+if " rm -rf " in args[-1]:  # the clean-up
     time.sleep(float(os.environ.get("FAKE_RM_SLEEP", "0")))
     if os.environ.get("FAKE_RM_FAIL"):
         sys.stderr.write("rm: cannot remove '" + args[-1].split()[-1] + "': " + os.environ["FAKE_RM_FAIL"] + "\\n")
@@ -63,6 +67,7 @@ import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps(["scp"] + args) + "\\n")
+sys.stderr.write(os.environ.get("FAKE_LOGIN_SAYS", ""))  # the remote shell's locale warning, as for ssh
 rest, i = [], 0
 while i < len(args):
     if args[i] in ("-P", "-o", "-i"):
@@ -100,7 +105,11 @@ if os.environ.get("FAKE_ADB_UNAUTHORIZED"):  # as adb 35 says it, while the phon
 if args[0] == "push":
     copy(args[1:-1], args[-1])
 elif args[0] == "shell":
-    sys.exit(subprocess.run(["bash", "-c", " ".join(args[1:])]).returncode)
+    # FAKE_ADB_MERGED: an adb without shell v2 (older devices), which sends the command's stderr on stdout
+    merged = subprocess.STDOUT if os.environ.get("FAKE_ADB_MERGED") else None
+    (sys.stdout if merged else sys.stderr).write(os.environ.get("FAKE_LOGIN_SAYS", ""))  # a device's shell rc's
+    (sys.stdout if merged else sys.stderr).flush()
+    sys.exit(subprocess.run(["bash", "-c", " ".join(args[1:])], stderr=merged).returncode)
 """
 
 # onnxruntime_perf_test as it prints; latency grows with the model file's size (the big model is slower)
@@ -229,6 +238,17 @@ def _left_running(marker: str, wait_s: float = 15.0) -> list[int]:
     return left
 
 
+# How each remote command reaches the device's shell: after a marker on stderr, before which the login's own words
+# (a banner, a locale warning) are not the command's.
+MARKED = "sh -c 'echo __edgekd_command_starts__ >&2; \"$@\"' sh "
+
+
+def _command(line: str) -> str:
+    """The command a remote shell was given, without the marker that goes before it."""
+    assert line.startswith(MARKED), line
+    return line[len(MARKED):]
+
+
 def _check_ordered(small, big) -> None:
     for s in (small, big):
         assert 0 < s.p50_ms <= s.p90_ms <= s.p99_ms
@@ -249,8 +269,8 @@ def test_ssh_measures_two_models_in_order(fakes, models, tmp_path):
     for argv in ssh:
         assert argv[:6] == ["-o", "BatchMode=yes", "-o", "ConnectTimeout=7", "-i", str(key)]
         assert argv[6:9] == ["-p", "2222", "pi@edge-box"] and len(argv) == 10
-    assert ssh[0][-1].startswith(f"mkdir -p {fakes.remote}/run-")
-    assert ssh[1][-1].startswith(f"{PY} {fakes.remote}/run-") and ssh[1][-1].endswith("/spec.json")
+    assert _command(ssh[0][-1]).startswith(f"mkdir -p {fakes.remote}/run-")
+    assert _command(ssh[1][-1]).startswith(f"{PY} {fakes.remote}/run-") and ssh[1][-1].endswith("/spec.json")
     assert scp[0][scp[0].index("-P") + 1] == "2222" and "BatchMode=yes" in scp[0]
     assert scp[0][-1].startswith(f"pi@edge-box:{fakes.remote}/run-")
     assert sorted(Path(p).name for p in scp[0] if p.startswith("/") and "edgekd-stage" in p) == \
@@ -366,7 +386,7 @@ def test_a_clean_up_that_cannot_even_start_is_said_too(fakes, models, tmp_path, 
     real_run = subprocess.run
 
     def run(argv, **kwargs):
-        if argv[-1].startswith("rm -rf "):
+        if " rm -rf " in argv[-1]:
             raise PermissionError(13, "Permission denied", argv[0])
         return real_run(argv, **kwargs)
 
@@ -377,11 +397,84 @@ def test_a_clean_up_that_cannot_even_start_is_said_too(fakes, models, tmp_path, 
                         r"denied: 'ssh'\), so the models .* remove them with: ssh .*'rm -rf \S+'", record.getMessage())
 
 
+def test_a_second_ctrl_c_during_the_clean_up_still_says_what_it_left(fakes, models, tmp_path, monkeypatch, caplog):
+    """A slow rm over a bad link invites a second Ctrl-C (or SIGTERM, which the CLI raises as one): the run stops,
+    and the folder it leaves on the device is said, with the command that removes it. Simulated: a background
+    test runs with SIGINT ignored."""
+    real_run = subprocess.run
+
+    def run(argv, **kwargs):
+        if " rm -rf " in argv[-1]:
+            raise KeyboardInterrupt
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        measure([models[0]], _profile(tmp_path, _ssh(fakes)))
+    (left,) = fakes.remote.iterdir()
+    (record,) = [r for r in caplog.records if r.name == "edgekd.latency.remote"]
+    said = record.getMessage()
+    assert record.levelname == "WARNING" and said == (
+        f"warning: could not remove the run folder {left} on edge-box (interrupted), so the models copied there are "
+        "still on the device; remove them with: ssh -o BatchMode=yes -o ConnectTimeout=7 -p 2222 pi@edge-box "
+        f"'rm -rf {left}'")
+    monkeypatch.setattr(subprocess, "run", real_run)
+    real_run(["bash", "-c", said.split("remove them with: ")[1]], check=True, timeout=60)
+    assert list(fakes.remote.iterdir()) == []  # the command given removes it
+
+
 def test_ssh_connection_refused(fakes, models, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SSH_FAIL", "Connection refused")
     with pytest.raises(RunnerError, match="ssh to pi@edge-box:2222 failed while creating the remote folder "
                                           r"\(exit 255\): ssh: connect to host .*Connection refused"):
         measure([models[0]], _profile(tmp_path, _ssh(fakes)))
+
+
+# What OpenSSH prints, with BatchMode=yes, for a host key it does not know and for one that changed (a re-flashed
+# board); older releases say only the last line.
+HOST_KEY_UNKNOWN = ("No ED25519 host key is known for [edge-box]:2222 and you have requested strict checking.\r\n"
+                    "Host key verification failed.\r\n")
+HOST_KEY_CHANGED = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+It is also possible that a host key has just been changed.
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:3q2+7w1eJmZkq0bF7Vx3m2w3sJ4l7w8N0gQ1r2s3t4u.
+Please contact your system administrator.
+Add correct host key in /home/pi/.ssh/known_hosts to get rid of this message.
+Offending ECDSA key in /home/pi/.ssh/known_hosts:3
+  remove with:
+  ssh-keygen -f "/home/pi/.ssh/known_hosts" -R "[edge-box]:2222"
+Host key for [edge-box]:2222 has changed and you have requested strict checking.
+Host key verification failed.
+"""
+
+
+@pytest.mark.parametrize("says, reason, fix", [
+    (HOST_KEY_CHANGED, "Host key for [edge-box]:2222 has changed and you have requested strict checking",
+     "the host key edge-box sent is not the one known_hosts holds for it (a re-flashed or replaced board, or its "
+     "address now another device's): if that is expected, remove the old key with `ssh-keygen -R '[edge-box]:2222'`, "
+     "then connect once with `ssh -p 2222 pi@edge-box` and accept the new one; then run again"),
+    (HOST_KEY_UNKNOWN, "No ED25519 host key is known for [edge-box]:2222 and you have requested strict checking",
+     "edge-box's host key is not in known_hosts yet, and ssh cannot ask to accept it with BatchMode=yes: connect once "
+     "with `ssh -p 2222 pi@edge-box` and accept it, then run again"),
+    ("Host key verification failed.\n", "Host key verification failed",
+     "connect once with `ssh -p 2222 pi@edge-box` to see why: accept the host key when a new host asks, or, where its "
+     "key changed (a re-flashed board), remove the old one with `ssh-keygen -R '[edge-box]:2222'` first; then run "
+     "again"),
+], ids=["changed", "unknown", "old-openssh"])
+def test_a_host_key_ssh_refuses_is_named_with_the_command_that_accepts_it(fakes, models, tmp_path, monkeypatch,
+                                                                          run_cli, says, reason, fix):
+    """The reason was the first line, a row of "@" for a changed key, and the fix never named host keys."""
+    _profile(tmp_path, _ssh(fakes))
+    monkeypatch.setenv("FAKE_SSH_SAYS", says)
+    code, out, err = run_cli("bench", models[0], "--profile", tmp_path / "runner-test.toml", "--no-cache")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("error: ssh to pi@edge-box:2222 failed while creating the remote folder "
+                                            f"(exit 255): {reason}; {fix}")
 
 
 def test_ssh_remote_python_missing(fakes, models, tmp_path):
@@ -532,7 +625,7 @@ def test_adb_python_mode(fakes, models, tmp_path, monkeypatch):
     adb = fakes.calls("adb")
     assert [a[2] for a in adb] == ["shell", "push", "shell", "shell"]
     assert all(a[:2] == ["-s", "emulator-5554"] for a in adb)
-    assert adb[2][-1].startswith(f"{PY} {fakes.remote}/run-")
+    assert _command(adb[2][-1]).startswith(f"{PY} {fakes.remote}/run-")
     assert list(fakes.remote.iterdir()) == []
 
 
@@ -691,6 +784,46 @@ def test_a_remote_dir_the_device_refuses_is_named_not_the_connection(fakes, mode
                              f"writable folder there{phone}")
 
 
+# A login banner and the warning bash gives for a locale the board lacks (a client's SendEnv LC_*), on stderr before
+# any command's own words
+LOGIN = ("Authorized uses only. All activity may be monitored and reported.\n"
+         "bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)\n")
+
+
+@pytest.mark.parametrize("kind", ["ssh", "adb", "adb-merged"])
+def test_the_login_s_banner_and_locale_warning_never_stand_in_for_the_reason(fakes, models, tmp_path, monkeypatch,
+                                                                             kind):
+    """Each failure read from stderr (the folder, the copy, a device program that would not start) gave the
+    banner's line as its reason; an adb without shell v2 sends the command's stderr, the marker included, on stdout."""
+    monkeypatch.setenv("FAKE_LOGIN_SAYS", LOGIN)
+    if kind == "adb-merged":
+        monkeypatch.setenv("FAKE_ADB_MERGED", "1")
+    (tmp_path / "a-file").write_text("")
+    broken = _script(tmp_path / "python3", "#!/bin/sh\necho \"$0: error while loading shared libraries: "
+                     "libpython3.11.so.1.0: cannot open shared object file\" >&2\nexit 127\n")
+
+    def failing(**runner):
+        base = (_ssh(fakes) if kind == "ssh" else {"kind": "adb", "remote_dir": str(fakes.remote), "python": PY})
+        with pytest.raises(RunnerError) as exc:
+            measure([models[0]], _profile(tmp_path, {**base, **runner}))
+        assert "Authorized" not in exc.value.message and "setlocale" not in exc.value.message
+        return exc.value.message
+
+    said = failing(remote_dir=str(tmp_path / "a-file" / "edgekd"))
+    assert "failed while creating the remote folder (exit 1): mkdir: cannot create directory" in said, said
+    assert "(exit 127): " + str(broken) + ": error while loading shared libraries" in failing(python=str(broken))
+    if kind == "ssh":  # scp has no command to mark: the lines the login printed before mkdir are left out
+        monkeypatch.setenv("FAKE_COPY_SAYS", f"scp: {fakes.remote}/m0: No space left on device")
+        said = failing()
+        assert f"failed while copying the models (exit 1): scp: {fakes.remote}/m0: No space left on device" in said
+    else:  # the probe reads what `command -v` prints: the marker is not perf_test's path
+        from edgekd.latency.runners import probe_device
+
+        profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote)})
+        with pytest.raises(RunnerError, match=f"^{fakes.remote}/onnxruntime_perf_test was not found on the adb"):
+            probe_device(profile)
+
+
 @pytest.mark.parametrize("kind, says, link", [
     ("ssh", "scp: {dir}/m0: No space left on device", False),
     ("ssh", "ssh: connect to host edge-box port 2222: Connection timed out\nlost connection", True),
@@ -751,6 +884,40 @@ def test_a_perf_test_that_is_there_but_cannot_start_says_why(fakes, models, tmp_
                                     "LD_LIBRARY_PATH there, or set runner.perf_test"), exc.value.fix
 
 
+# onnxruntime's reason, preceded by its C++ source location, as perf_test prints it (ex.what(), exit -1) for a model
+# it cannot load; {model} is the path it was given, the run folder's copy
+ORT_WHERE = ("Load model from {model} failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:180 onnxruntime::Model::"
+             "Model(ONNX_NAMESPACE::ModelProto&&, const PathString&, const IOnnxRuntimeOpSchemaRegistryList*, const "
+             "onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) ")
+
+
+@pytest.mark.parametrize("says, problem, fix", [
+    (ORT_WHERE + "Unsupported model IR version: 10, max supported IR version: 9",
+     "'{small}' is ONNX IR version 10, and onnxruntime (version unknown in perf_test mode) reads up to 9",
+     "upgrade onnxruntime where the model runs, or save the model with IR version 9 (the onnx package that wrote it "
+     "is newer than that onnxruntime)"),
+    (ORT_WHERE + "Unknown model file format version.",
+     "onnxruntime cannot load '{small}': Unknown model file format version.",
+     "pass a complete, valid ONNX model (re-export it)"),
+], ids=["ir-too-new", "other"])
+def test_a_model_perf_test_cannot_load_is_named_as_python_mode_names_it(fakes, models, tmp_path, run_cli, says,
+                                                                        problem, fix):
+    """The reason was cut at 200 characters, inside the C++ signature, named the device's copy of the model, and
+    blamed runner.perf_test; it is the model, an ArtifactError, as in python mode."""
+    device_bin = tmp_path / "device-bin"
+    device_bin.mkdir()
+    perf = _script(device_bin / "onnxruntime_perf_test",
+                   f"#!/bin/sh\nfor model; do :; done\necho \"{says.format(model='$model')}\" >&2\nexit 255\n")
+    profile = _profile(tmp_path, {"kind": "adb", "mode": "perf_test", "remote_dir": str(fakes.remote),
+                                  "perf_test": str(perf)})
+    with pytest.raises(ArtifactError) as exc:
+        measure([models[0]], profile)
+    assert exc.value.message == f"adb on the device: {problem.format(small=models[0])}; {fix}"
+    code, out, err = run_cli("bench", models[0], "--profile", tmp_path / "runner-test.toml", "--no-cache")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"error: {exc.value.message}"
+
+
 def test_a_device_python_that_cannot_start_says_why(fakes, models, tmp_path):
     """The same for runner.python: one there but broken is named with its own reason; one missing, as missing."""
     broken = _script(tmp_path / "python3", "#!/bin/sh\necho \"$0: error while loading shared libraries: "
@@ -786,7 +953,7 @@ def test_the_probe_asks_the_device_one_question_and_copies_nothing(fakes, tmp_pa
     probe_device(_profile(tmp_path, _ssh(fakes)))
     assert fakes.calls("scp") == [] and not fakes.remote.exists()
     (call,) = fakes.calls("ssh")
-    assert call[-1] == f"{PY} -c 'import numpy, onnxruntime'"
+    assert _command(call[-1]) == f"{PY} -c 'import numpy, onnxruntime'"
 
 
 def test_the_probe_leaves_this_host_alone(fast_profile, monkeypatch):

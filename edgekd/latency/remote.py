@@ -19,17 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import RunnerError
+from edgekd.errors import ArtifactError, RunnerError
 from edgekd.latency.measure import Shapes, per_model
 from edgekd.latency.runner_io import (
+    after_mark,
     call,
     first_line,
     garbled,
     json_line,
+    marked,
     old_python,
     reason,
     said_lines,
     too_slow,
+    without,
     worker_stats,
 )
 from edgekd.latency.runners import RUNNERS, WORKER, _existing, _settings, _spec, _stage
@@ -51,7 +54,7 @@ class _RemoteRunner:
     def _where(self) -> str: raise NotImplementedError
     def _device(self) -> str: raise NotImplementedError
     def _fix(self) -> str: raise NotImplementedError
-    def _shell(self, cmd: list[str]) -> list[str]: raise NotImplementedError
+    def _shell_line(self, line: str) -> list[str]: raise NotImplementedError
     def _push(self, sources: list[str], dest: str) -> list[str]: raise NotImplementedError
     def _transport_failed(self, proc: subprocess.CompletedProcess) -> bool: raise NotImplementedError
 
@@ -61,6 +64,16 @@ class _RemoteRunner:
 
     def _missing_fix(self, key: str) -> str:
         return f"set runner.{key} in the profile to its path on the device"
+
+    def _said(self, proc: subprocess.CompletedProcess) -> str:
+        """The line of a failed command's output that says why."""
+        return reason(proc)
+
+    def _shell(self, cmd: list[str], mark: bool = True) -> list[str]:
+        """The local argv that runs ``cmd`` on the device; ``mark``: after printing runner_io.MARK, by which
+        ``_call`` tells the command's own output from the login's. The device's shell gets one string, each
+        argument quoted for it."""
+        return self._shell_line(shlex.join(marked(cmd) if mark else cmd))
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -78,10 +91,11 @@ class _RemoteRunner:
                 shutil.copy2(WORKER, Path(tmp) / "worker.py")
                 (Path(tmp) / "spec.json").write_text(json.dumps(_spec(remote, models, shape, self.profile)),
                                                      encoding="utf-8")
-            self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder", in_remote_dir=True)
+            login = self._step(self._shell(["mkdir", "-p", run_dir]), "creating the remote folder",
+                               in_remote_dir=True)
             try:
                 sources = [str(Path(tmp) / name) for name in sorted(os.listdir(tmp))]
-                self._step(self._push(sources, run_dir), "copying the models", in_remote_dir=True)
+                self._step(self._push(sources, run_dir), "copying the models", in_remote_dir=True, noise=login)
                 if self._mode() == "python":
                     return self._run_worker(run_dir, len(models))
                 return self._run_perf_test(models, remote, shape)
@@ -97,10 +111,10 @@ class _RemoteRunner:
         step = "checking the device before the run"
         if self._mode() == "python":
             proc = self._call(self._shell([self.cfg["python"], "-c", "import numpy, onnxruntime"]), step)
-            if "No module named" in reason(proc) and proc.returncode != 0 and not self._transport_failed(proc):
+            if "No module named" in self._said(proc) and proc.returncode != 0 and not self._transport_failed(proc):
                 # the fix the worker gives for the same, which the probe finds first
                 raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot import numpy and onnxruntime: "
-                                  f"{reason(proc)}", "install them for that Python (pip install numpy onnxruntime) "
+                                  f"{self._said(proc)}", "install them for that Python (pip install numpy onnxruntime) "
                                   "or set runner.python in the profile to a Python that has them")
             if proc.returncode != 0 or self._transport_failed(proc):
                 self._raise_for(proc, step, "python")
@@ -120,18 +134,28 @@ class _RemoteRunner:
         return False
 
     def _call(self, argv: list[str], step: str, measuring: bool = False) -> subprocess.CompletedProcess:
+        """Run ``argv``; what the command printed, from runner_io.MARK on where it printed one."""
+        return self._call_login(argv, step, measuring)[0]
+
+    def _call_login(self, argv: list[str], step: str,
+                    measuring: bool = False) -> tuple[subprocess.CompletedProcess, tuple[str, ...]]:
+        """``_call``'s answer and the lines the login printed before the command began."""
         timeout = float(self.cfg["timeout_s"])
         late = too_slow(self._where(), timeout, step) if measuring else None
-        return call(argv, timeout, self._where(), step, self._fix(), late)
+        return after_mark(call(argv, timeout, self._where(), step, self._fix(), late))
 
-    def _step(self, argv: list[str], step: str, in_remote_dir: bool = False) -> None:
-        proc = self._call(argv, step)
+    def _step(self, argv: list[str], step: str, in_remote_dir: bool = False,
+              noise: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Run one step, raising on a failure; the lines its login printed first, which a copy over the same link
+        prints too but without runner_io.MARK after them: ``noise``, the lines to leave out of its reason."""
+        proc, login = self._call_login(argv, step)
         if proc.returncode != 0:
-            raise self._failure(proc, step, in_remote_dir)
+            raise self._failure(without(proc, noise), step, in_remote_dir)
+        return login
 
     def _failure(self, proc: subprocess.CompletedProcess, step: str, in_remote_dir: bool = False) -> RunnerError:
         # its full stop would end the problem before the "; fix" that follows ("unauthorized.;")
-        said = reason(proc).rstrip(".")
+        said = self._said(proc).rstrip(".")
         # a link that worked to a device that refused the folder or the files: the connection advice would send
         # the user after the wrong thing
         fix = self._dir_fix() if in_remote_dir and not self._transport_failed(proc) else self._transport_fix(proc)
@@ -152,7 +176,7 @@ class _RemoteRunner:
         if _missing(proc, str(self.cfg[key])):
             raise self._not_found(key)
         if proc.returncode != 0:  # the program ran on the device, or its loader did: the link is not to blame
-            raise RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {reason(proc)}",
+            raise RunnerError(f"{self._where()} failed while {step} (exit {proc.returncode}): {self._said(proc)}",
                               _program_fix(proc, f"runner.{key}", self._device()))
 
     def _run_worker(self, run_dir: str, count: int) -> list[LatencyStats]:
@@ -163,7 +187,7 @@ class _RemoteRunner:
         if data is None or self._transport_failed(proc):
             if old_python(proc):
                 raise RunnerError(f"{self.cfg['python']} on {self._device()} cannot run edgekd's worker: "
-                                  f"{reason(proc)}", "the worker needs Python 3.7 or later on the device: set "
+                                  f"{self._said(proc)}", "the worker needs Python 3.7 or later on the device: set "
                                   "runner.python in the profile to one that has numpy and onnxruntime")
             self._raise_for(proc, step, "python")
             raise garbled(proc.stdout)
@@ -175,21 +199,31 @@ class _RemoteRunner:
     def _clean(self, run_dir: str) -> None:
         """Best effort: a failed clean-up never hides the measurement or its error, but it is said, as the
         user's models stay on the device."""
-        argv = ["rm", "-rf", run_dir]
+        remove = ["rm", "-rf", run_dir]
+        shown = remove
         try:
-            argv = self._shell(argv)
-            proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, errors="replace",
-                                  timeout=min(float(self.cfg["timeout_s"]), _CLEAN_TIMEOUT_S), check=False)
-            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {reason(proc)}"
+            shown = self._shell(remove, mark=False)  # the command to give the user, without the marker
+            proc = subprocess.run(self._shell(remove), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                  errors="replace", timeout=min(float(self.cfg["timeout_s"]), _CLEAN_TIMEOUT_S),
+                                  check=False)
+            why = None if proc.returncode == 0 else f"exit {proc.returncode}: {self._said(after_mark(proc)[0])}"
         except subprocess.TimeoutExpired as exc:
             why = f"timed out after {exc.timeout:g} s"
         except (OSError, subprocess.SubprocessError, RunnerError) as exc:
             why = str(exc).strip() or type(exc).__name__
+        except KeyboardInterrupt:
+            # A second Ctrl-C (or SIGTERM) while a slow link removes the folder: the run stops, but the user is
+            # still told what it left on the device.
+            self._left(run_dir, "interrupted", shown)
+            raise
         if why:
-            # No error channel is left here (the result or its error is on its way): a logged warning, which
-            # the CLI shows on stderr as it is (logging's last-resort handler) and an API user can route.
-            _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are "
-                         "still on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
+            self._left(run_dir, why, shown)
+
+    def _left(self, run_dir: str, why: str, argv: list[str]) -> None:
+        # No error channel is left here (the result or its error is on its way): a logged warning, which the CLI
+        # shows on stderr as it is (logging's last-resort handler) and an API user can route.
+        _LOG.warning("warning: could not remove the run folder %s on %s (%s), so the models copied there are still "
+                     "on the device; remove them with: %s", run_dir, self._device(), why, shlex.join(argv))
 
 
 def _program_fix(proc: subprocess.CompletedProcess, setting: str, device: str) -> str:
@@ -219,6 +253,14 @@ def _missing(proc: subprocess.CompletedProcess, program: str) -> bool:
 # What ssh (run by scp) says when the link itself failed, as opposed to the remote side refusing a file.
 _SSH_LINK = re.compile(r"^ssh: |^lost connection|Connection closed by|Connection reset by|Permission denied \(|"
                        r"Host key verification failed|Could not resolve hostname", re.MULTILINE)
+# ssh's own lines that say why the link failed, the one to show: a changed host key comes in a block of "@@@@" lines
+# and advice ending with its summary, "Host key verification failed.", which is taken only when nothing says more;
+# a login banner can come before "Permission denied (publickey)."
+_SSH_SAYS = re.compile(r"^ssh: |Host key for .* has changed|host key is known for|Permission denied \(|"
+                       r"Connection (?:to \S+ closed|closed by|reset by|refused|timed out)|Could not resolve hostname|"
+                       r"^kex_exchange_identification|Too many authentication failures|^lost connection")
+_HOST_KEY_CHANGED = re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed")
+_HOST_KEY = re.compile(rf"Host key verification failed|host key is known for|{_HOST_KEY_CHANGED.pattern}")
 # adb's words for a refusal on the device (a folder it may not write, a full disk) rather than of the link:
 # "adb: error: failed to copy '...' to '...': remote couldn't create file: Permission denied".
 _ADB_DEVICE_SIDE = re.compile(r"\bremote\b|Permission denied|Operation not permitted|No space left|"
@@ -249,6 +291,35 @@ class SshRunner(_RemoteRunner):
                 "login works without a password (ssh runs with BatchMode=yes); raise runner.timeout_s for slow "
                 "devices")
 
+    def _said(self, proc: subprocess.CompletedProcess) -> str:
+        if not self._transport_failed(proc):
+            return reason(proc)
+        lines = said_lines(proc.stderr)
+        line = next((x for x in lines if _SSH_SAYS.search(x)), None)
+        line = line or next((x for x in lines if "Host key verification failed" in x), None)
+        return line[:200] if line else reason(proc)
+
+    def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
+        # BatchMode=yes cannot ask to accept a key: the one command the user runs to answer ssh's question
+        text = proc.stderr or ""
+        if not _HOST_KEY.search(text):
+            return self._fix()
+        host, port = str(self.cfg["host"]), int(self.cfg["port"])
+        # known_hosts keeps a host on another port than 22 as [host]:port
+        forget = shlex.join(["ssh-keygen", "-R", host if port == 22 else f"[{host}]:{port}"])
+        identity = self.cfg.get("identity_file")
+        login = shlex.join(["ssh", *(["-p", str(port)] if port != 22 else []),
+                            *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
+        if _HOST_KEY_CHANGED.search(text):
+            return (f"the host key {host} sent is not the one known_hosts holds for it (a re-flashed or replaced "
+                    f"board, or its address now another device's): if that is expected, remove the old key with "
+                    f"`{forget}`, then connect once with `{login}` and accept the new one; then run again")
+        if "host key is known for" in text:
+            return (f"{host}'s host key is not in known_hosts yet, and ssh cannot ask to accept it with BatchMode=yes: "
+                    f"connect once with `{login}` and accept it, then run again")
+        return (f"connect once with `{login}` to see why: accept the host key when a new host asks, or, where its key "
+                f"changed (a re-flashed board), remove the old one with `{forget}` first; then run again")
+
     def _options(self) -> list[str]:
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.cfg['connect_timeout_s']}"]
         identity = self.cfg.get("identity_file")
@@ -260,9 +331,8 @@ class SshRunner(_RemoteRunner):
             opts += ["-i", str(path)]
         return opts
 
-    def _shell(self, cmd: list[str]) -> list[str]:
-        # ssh hands its command to the remote shell as one string: quote each argument for it.
-        return ["ssh", *self._options(), "-p", str(self.cfg["port"]), self._target(), shlex.join(cmd)]
+    def _shell_line(self, line: str) -> list[str]:
+        return ["ssh", *self._options(), "-p", str(self.cfg["port"]), self._target(), line]
 
     def _push(self, sources: list[str], dest: str) -> list[str]:
         return ["scp", "-q", "-r", *self._options(), "-P", str(self.cfg["port"]), *sources,
@@ -328,8 +398,8 @@ class AdbRunner(_RemoteRunner):
         return (f"build onnxruntime_perf_test for the device and copy it there with `{push}`, or set "
                 "runner.perf_test in the profile to its path on the device")
 
-    def _shell(self, cmd: list[str]) -> list[str]:
-        return [*self._base(), "shell", shlex.join(cmd)]
+    def _shell_line(self, line: str) -> list[str]:
+        return [*self._base(), "shell", line]
 
     def _push(self, sources: list[str], dest: str) -> list[str]:
         return [*self._base(), "push", *sources, f"{dest}/"]
@@ -349,7 +419,7 @@ class AdbRunner(_RemoteRunner):
 
         def timed(i: int, runs: int) -> dict[str, float]:
             cmd = perftest.command(self.cfg["perf_test"], remote[i], self.profile.runtime, runs, dims[i])
-            return self._perf_once(cmd, models[i])
+            return self._perf_once(cmd, models[i], remote[i])
 
         if m["warmup_runs"]:
             for i in range(len(models)):
@@ -367,13 +437,15 @@ class AdbRunner(_RemoteRunner):
                 i = (rep + k) % n  # rotate so no model always runs first after a switch
                 samples[i].append(timed(i, int(m["runs_per_repeat"])))
 
-    def _perf_once(self, cmd: list[str], model: Path) -> dict[str, float]:
+    def _perf_once(self, cmd: list[str], model: Path, remote: str) -> dict[str, float]:
         from edgekd.latency import perftest
 
         step = f"running onnxruntime_perf_test on {model.name}"
         proc = self._call(self._shell(perftest.bounded(cmd, float(self.cfg["timeout_s"]))), step, measuring=True)
         sample = perftest.parse(proc.stdout)
         if sample is None or proc.returncode != 0:
+            if proc.returncode != 0 and not self._transport_failed(proc):
+                self._raise_if_unloadable(proc, model, remote)
             self._raise_for(proc, step, "perf_test")
             missing = perftest.missing_lines(proc.stdout)
             raise RunnerError(f"could not parse the output of {self.cfg['perf_test']} (runner.perf_test) on "
@@ -382,3 +454,25 @@ class AdbRunner(_RemoteRunner):
                               "check that runner.perf_test is onnxruntime's own onnxruntime_perf_test, which prints "
                               "these latency lines, and that it runs on the device")
         return sample
+
+    def _raise_if_unloadable(self, proc: subprocess.CompletedProcess, model: Path, remote: str) -> None:
+        """An ArtifactError, as python mode's, where perf_test said onnxruntime could not load the model (its
+        ``ex.what()`` on stderr): the model newer than the device's runtime, named with the version to save it at,
+        or onnxruntime's reason without the C++ source location that filled the first 200 characters."""
+        from edgekd.latency.worker import load_failure
+
+        lines = said_lines(proc.stderr) or said_lines(proc.stdout)  # an adb without shell v2 sends both on stdout
+        start = next((i for i, line in enumerate(lines) if _LOAD_FAILED.search(line)), None)
+        if start is None:
+            return
+        # the user's file, not the run folder's copy on the device
+        text = "\n".join(lines[start:]).replace(remote, str(model))
+        problem, fix = load_failure(RuntimeError(text), str(model), "(version unknown in perf_test mode)")
+        raise ArtifactError(f"{self._where()}: {problem}", fix)
+
+
+# onnxruntime's words, as perf_test prints them, for a model it could not load (not one that failed to run).
+_LOAD_FAILED = re.compile(r"Load model from .* failed|Unsupported model IR version|Opset \d+ is under development|"
+                          r"ORT format model version \[\d+\] is not supported|"
+                          r"Could not find an implementation for \w+\(\d+\) node|"
+                          r"\[ONNXRuntimeError\] : \d+ : (?:INVALID_PROTOBUF|INVALID_GRAPH|NO_MODEL|NOT_IMPLEMENTED)")

@@ -58,6 +58,44 @@ def first_line(proc: subprocess.CompletedProcess) -> str:
 
 FRAME = re.compile(r'File ".*", line \d+')
 
+# Printed to stderr by each remote command before it starts (see ``marked``): whatever the device's login said
+# first, a banner or a shell's locale warning ("bash: warning: setlocale: LC_ALL: cannot change locale"), was read
+# as the reason a command failed.
+MARK = "__edgekd_command_starts__"
+
+
+def marked(cmd: list[str]) -> list[str]:
+    """``cmd`` run by the device's sh after it prints MARK to stderr. Through sh, not the login shell, which may not
+    be one that takes ``>&2``; ``"$@"``, not exec, so that a builtin (`command -v`) runs too."""
+    return ["sh", "-c", f'echo {MARK} >&2; "$@"', "sh", *cmd]
+
+
+def after_mark(proc: subprocess.CompletedProcess) -> tuple[subprocess.CompletedProcess, tuple[str, ...]]:
+    """``proc`` with what came before MARK cut from its stderr and stdout (an adb without shell v2 sends both on
+    stdout), and the lines cut from stderr: what the login prints on every command. A proc without MARK (the link
+    failed first, or the command was no remote shell's) is as it was."""
+    cut: list[str] = []
+    texts = []
+    for k, text in enumerate((proc.stderr, proc.stdout)):
+        lines = (text or "").splitlines(keepends=True)
+        at = next((i for i, line in enumerate(lines) if line.strip() == MARK), None)
+        if at is None:
+            texts.append(text)
+            continue
+        if k == 0:
+            cut = [line.strip() for line in lines[:at] if line.strip()]
+        texts.append("".join(lines[at + 1:]))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, texts[1], texts[0]), tuple(cut)
+
+
+def without(proc: subprocess.CompletedProcess, noise: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """``proc`` with the lines in ``noise`` taken out of its stderr: what a command with no MARK of its own (a copy)
+    prints of the login's words."""
+    if not noise or not proc.stderr:
+        return proc
+    kept = "".join(line for line in proc.stderr.splitlines(keepends=True) if line.strip() not in noise)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, kept)
+
 
 def reason(proc: subprocess.CompletedProcess) -> str:
     """The line that says what went wrong: a Python traceback's last one (its exception; its first only
