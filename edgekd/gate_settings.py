@@ -47,7 +47,8 @@ def pyproject_settings(path: Path = DEFAULT_PYPROJECT, required: bool = False) -
     if not required and not path.is_file():
         return {}
     try:
-        data = tomlread.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, which Windows editors still write, read as a syntax error at line 1
+        data = tomlread.loads(path.read_text(encoding="utf-8-sig"))
     except tomlread.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})", "fix the syntax") from None
     except UnicodeDecodeError:
@@ -86,18 +87,21 @@ def _check_one_spelling(path: Path, table: dict[str, Any]) -> None:
 
 def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Relative paths in a config file are read from the file's folder, as a CI job keeping its settings in
-    ci/pyproject.toml writes them; 'digits' and profile names are no paths."""
+    ci/pyproject.toml writes them; 'digits' and profile names are no paths. ~ is the home folder, as in a flag
+    (joined to ci/ first, "~/test.npz" read as ci/~/test.npz)."""
     folder = path.parent
-    if folder.resolve() == Path.cwd().resolve():
-        return settings
+    here = folder.resolve() == Path.cwd().resolve()
     out = dict(settings)
     for key in ("data", "baseline", "profile", "ops_config"):
         value = out.get(key)
-        if not isinstance(value, str) or not value or Path(value).is_absolute() or value == "digits":
+        if not isinstance(value, str) or not value or value == "digits":
             continue
         if key == "profile" and not value.lower().endswith(".toml"):
             continue
-        out[key] = str(folder / value)
+        if value.startswith("~"):
+            out[key] = str(Path(value).expanduser())
+        elif not here and not Path(value).is_absolute():
+            out[key] = str(folder / value)
     return out
 
 
@@ -118,33 +122,75 @@ def _reads_as_gate(table: Any) -> bool:
     return isinstance(table, dict) and ("gate" in table or any(str(k).replace("-", "_") in _TYPES for k in table))
 
 
+def _folded(name: Any) -> str:
+    """A header's name as one compares it to another: edgeKD, edge-kd and edge_kd are edgekd."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
+def _misplaced(data: dict[str, Any]) -> str | None:
+    """The header of a table meant for edgekd that edgekd never reads, as written: [edgekd.gate] (no tool.),
+    [tools.edgekd.gate], [tool.EdgeKD.gate], [tool.edge-kd]; or None. [tool.edgedb] or [tool.edge] is another
+    tool's, named alike: a [tool.*] table merely close to edgekd counts only where it reads as the gate's."""
+    import difflib
+
+    for top, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        if _folded(top) == "edgekd":
+            return _header(str(top), table)
+        if _folded(top) not in ("tool", "tools"):
+            continue
+        for name, inner in table.items():
+            if top == "tool" and name == "edgekd":
+                continue  # read, and checked by _check_no_near_miss
+            close = difflib.get_close_matches("edgekd", [_folded(name)], n=1, cutoff=0.7)
+            if _folded(name) == "edgekd" or (close and _reads_as_gate(inner)):
+                return _header(f"{top}.{name}", inner)
+    return None
+
+
+def _header(name: str, table: dict[str, Any]) -> str:
+    gate = next((k for k in table if _folded(k) == "gate" and isinstance(table[k], dict)), None)
+    return f"[{name}.{gate}]" if gate else f"[{name}]"
+
+
+# [tool.edgekd.<these>] tables hold another command's settings, which pyproject.toml does not give it
+_OTHER_COMMANDS = ("compress", "search", "distill")
+
+
+def _stray_fix(path: Path, name: str, value: Any) -> str:
+    """Where a [tool.edgekd] entry beside (or instead of) the gate table belongs: the gate table for gate
+    settings; a recipe for compress's (moved into the gate table, they were refused there in turn)."""
+    keys = [str(k) for k in value] if isinstance(value, dict) else [name]
+    if name not in _OTHER_COMMANDS and any(k.replace("-", "_") in _TYPES for k in keys):
+        return (f"move {name} under the [tool.edgekd.gate] header" if not isinstance(value, dict) else
+                "move its settings under the [tool.edgekd.gate] header")
+    what = f"[tool.edgekd.{name}]" if isinstance(value, dict) else name
+    return (f"remove {what} from {path.name}, which holds the gate's settings only, and keep compress's (search's, "
+            "distill's) settings in a recipe file: edgekd compress --config recipe.toml")
+
+
 def _check_no_near_miss(path: Path, data: dict[str, Any], named: bool) -> None:
-    """Settings written under another header ([tool.edgekd], [tool.edgekd.gates], [tool.edge-kd.gate]) would be
-    skipped, with or without a gate table beside them, and a gate holding the model to less than the user wrote
-    passes: [tool.edgekd.gate] is the only table edgekd reads under [tool]. A file the user named (``named``) must
-    hold the gate table unless it is empty."""
+    """Settings written under another header ([tool.edgekd], [tool.edgekd.gates], [tool.edge-kd.gate],
+    [edgekd.gate], [tools.edgekd.gate]) would be skipped, with or without a gate table beside them, and a gate
+    holding the model to less than the user wrote passes: [tool.edgekd.gate] is the only table edgekd reads. A
+    file the user named (``named``) must hold the gate table unless it is empty."""
     tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
     ours = tool.get("edgekd")
     gate = isinstance(ours, dict) and "gate" in ours
     stray = sorted(k for k in ours if k != "gate") if isinstance(ours, dict) else []
     if stray and gate:
         found = stray[0]
-        what, fix = ((f"a [tool.edgekd.{found}] table", "move its settings under the [tool.edgekd.gate] header")
-                     if isinstance(ours[found], dict) else
-                     (f"'{found}'", f"move {found} under the [tool.edgekd.gate] header"))
+        what = f"a [tool.edgekd.{found}] table" if isinstance(ours[found], dict) else f"'{found}'"
         raise ConfigError(f"{path}: [tool.edgekd] holds {what} beside the gate table, and edgekd reads only "
-                          "[tool.edgekd.gate], so it would be skipped", fix)
+                          "[tool.edgekd.gate], so it would be skipped", _stray_fix(path, found, ours[found]))
     if stray:
         raise ConfigError(f"{path}: [tool.edgekd] holds '{stray[0]}' and no gate table, so edgekd reads no gate "
-                          "settings from it", "write the gate's settings under a [tool.edgekd.gate] header")
-    import difflib
-
-    # only a table that reads as the gate's: [tool.edgedb] or [tool.edge] is another tool's, named alike
-    misspelt = [str(k) for k, v in tool.items() if k != "edgekd" and _reads_as_gate(v)]
-    close = difflib.get_close_matches("edgekd", misspelt, n=1, cutoff=0.7)
-    if close:
-        raise ConfigError(f"{path}: [tool.{close[0]}] is not a table edgekd reads", "write the gate's settings "
-                          "under a [tool.edgekd.gate] header")
+                          "settings from it", _stray_fix(path, stray[0], ours[stray[0]]))
+    header = _misplaced(data)
+    if header:
+        raise ConfigError(f"{path}: {header} is not a table edgekd reads, so its settings would be skipped",
+                          "write the gate's settings under a [tool.edgekd.gate] header")
     if gate:
         return  # an empty table: no settings, as written
     if named and data:

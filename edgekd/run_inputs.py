@@ -297,10 +297,16 @@ def _check_teacher_knows_the_data(teacher: Any, data: Any, config: Any, log: Log
     raise DataError(said, fix)
 
 
+# CompressConfig fields no flag sets, so a recipe may not either (the command line could never win over them), and
+# a run's records leave them out: its recorded recipe loads back as a recipe. The int8 artifact's details record
+# the calibration inputs it was fed.
+NOT_RECIPE_KEYS = frozenset({"force", "progress", "calibration_samples"})
+
+
 def recipe(config: Any, fields: list[str]) -> dict[str, Any]:
-    """What a manifest or distill.json records of the run's options. A teacher or data passed in memory
-    has no path to record: null, beside the teacher's source and the data's own description."""
-    out = {k: config.setting(k) for k in fields if k not in ("force", "progress")}
+    """What a manifest or distill.json records of the run's options, as a recipe's keys. A teacher or data
+    passed in memory has no path to record: null, beside the teacher's source and the data's own description."""
+    out = {k: config.setting(k) for k in fields if k not in NOT_RECIPE_KEYS}
     if "normalize" in out and out["normalize"] is None:
         out["normalize"] = "dataset"  # what not giving it means, as a record read later states it
     for key in ("teacher", "data"):

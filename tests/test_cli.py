@@ -880,7 +880,8 @@ def test_empty_losses_are_refused_not_read_as_kd(run_cli, tmp_path, args):
     recipe.write_text("losses = {}\n")
     args = [str(recipe) if a == "RECIPE" else a for a in args]
     line = _one_line_error(*run_cli("distill", *args, "--out", tmp_path / "o")[::2])
-    assert "--losses is empty" in line and not (tmp_path / "o").exists()
+    assert "losses is empty" in line and not (tmp_path / "o").exists()
+    assert (f"error: recipe '{recipe}': losses = " in line) == (args[0] == "--config")  # a recipe's, named so
 
 
 def test_an_output_beside_the_images_a_csv_lists_is_allowed(tmp_path, monkeypatch):

@@ -169,3 +169,79 @@ def test_calibration_samples_is_no_recipe_key(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key 'calibration-samples'; did you mean 'calibration'"):
         load_recipe(_recipe(tmp_path, "calibration-samples = 64\n"))
+
+
+# -- fix Q: sections, a byte-order mark, ~ in paths, and a recipe's value refused by the checks written for flags -----
+
+
+@pytest.mark.parametrize("text, section", [("[search]\ncandidates = 4\n", "search"),
+                                           ("[distill]\nepochs = 2\n", "distill"),
+                                           ("[compress]\nepochs = 2\n[compress.search]\ncandidates = 4\n",
+                                            "compress.search"),
+                                           ("seed = 1\n[gate]\nmax_size = 1\n", "gate")])
+def test_a_recipe_section_other_than_compress_is_refused_as_not_read(run_cli, tmp_path, text, section):
+    """[search] was read as the search-file key ("write e.g. search-file = ..."), [distill] as a mistyped
+    'distilled'."""
+    path = _recipe(tmp_path, text)
+    code, out, err = run_cli("compress", "--config", path, "--out", tmp_path / "out")
+    assert code == 2 and out == "" and err.startswith(
+        f"error: recipe '{path}' has a [{section}] section, which edgekd does not read (a recipe's keys go at the top "
+        f"level or in one [compress] table, losses the only table among them); move the keys of [{section}] to the "
+        "top level or into [compress] (valid keys are alpha, augment,"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_losses_table_is_still_read_at_the_top_level_and_in_compress(tmp_path):
+    from edgekd.pipeline.recipe import load_recipe
+
+    assert load_recipe(_recipe(tmp_path, "[losses]\nkd = 1\n")) == {"losses": "kd:1"}
+    assert load_recipe(_recipe(tmp_path, "[compress]\nseed = 1\n[compress.losses]\nkd = 1\n")) == {
+        "seed": 1, "losses": "kd:1"}
+
+
+def test_a_recipe_with_a_byte_order_mark_is_read(run_cli, tmp_path):
+    """Windows editors write one: the recipe read as bad syntax at line 1, though it looks right in any editor."""
+    from edgekd.pipeline.recipe import load_recipe
+
+    path = tmp_path / "recipe.toml"
+    path.write_bytes(b"\xef\xbb\xbfbudget-ms = 0.5\n")
+    assert load_recipe(path) == {"budget_ms": 0.5}
+    path.write_bytes(b"\xef\xbb\xbf[compress]\nepochs = 0\n")
+    code, _, err = run_cli("compress", "--config", path)
+    assert code == 2 and "epochs = 0" in err and "cannot be read" not in err, err
+
+
+def test_a_home_path_in_a_recipe_is_not_taken_as_beside_the_recipe(tmp_path, monkeypatch):
+    """"~/data.npz" is the home folder's: found under configs/~/ it was refused as written relative to the recipe."""
+    from edgekd.pipeline.recipe import load_recipe
+
+    home, configs = tmp_path / "home", tmp_path / "configs"
+    (configs / "~").mkdir(parents=True)
+    home.mkdir()
+    (configs / "~" / "data.npz").write_bytes(b"")
+    (home / "data.npz").write_bytes(b"")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (configs / "r.toml").write_text('data = "~/data.npz"\n')
+    assert load_recipe("configs/r.toml") == {"data": "~/data.npz"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs = 0\n", "epochs = 0: epochs must be at least 1, got 0; fix it in '{path}': set epochs = 1 or more"),
+    ("[compress]\nprune-steps = 4\n", "prune-steps = 4: prune-steps only applies to pruning, and nothing is pruned "
+     "without --target-ms; fix it in '{path}': pass --target-ms MS to prune toward a latency, or leave the pruning "
+     "settings out"),
+    ("latency_anchors = 2\n", "latency-anchors = 2: latency-anchors must be at least 3, got 2; fix it in '{path}': "
+     "pass 32 (the default"),
+])
+def test_a_recipe_s_bad_value_is_named_with_the_recipe_and_its_key(run_cli, tmp_path, text, message):
+    """Refused in the checks written for flags, a recipe's epochs = 0 read "pass --epochs 1 or more" in a log
+    where no flag was typed."""
+    path = _recipe(tmp_path, text)
+    for command in ("compress", "search", "distill"):
+        code, out, err = run_cli(command, "--config", path, "--out", tmp_path / "out")
+        said = message.format(path=path)
+        assert code == 2 and err.startswith(f"error: recipe '{path}': {said}") and err.count("\n") == 1, err
+    # a flag's own value is still named as the flag
+    code, _, err = run_cli("compress", "--config", _recipe(tmp_path, "epochs = 3\n"), "--epochs", "0")
+    assert code == 2 and err == "error: epochs must be at least 1, got 0; pass --epochs 1 or more\n", err

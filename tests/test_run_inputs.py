@@ -412,3 +412,25 @@ def test_qat_calibration_images_are_drawn_from_every_class_by_the_run_seed(monke
             _distill_into(CompressConfig(qat_epochs=1, seed=5), tmp_path / f"out{run}", False, lambda _m: None)
     assert len(taken[0]) == 256 and 0.3 < float(taken[0].mean()) < 0.7  # both classes, not class a's alone
     assert np.array_equal(taken[0], taken[1])  # the same images for the same seed
+
+
+def test_the_recipe_a_manifest_records_loads_back_as_the_same_recipe(teacher_files, fast_profile_path, tmp_path,
+                                                                     monkeypatch):
+    """The recorded recipe held calibration_samples, which no recipe takes (no flag sets it): written back as a
+    recipe, it was refused as an unknown key."""
+    from edgekd.pipeline.config import config_fields
+    from edgekd.pipeline.recipe import load_recipe
+    from edgekd.run_inputs import recipe
+
+    module, weights = teacher_files
+    monkeypatch.chdir(tmp_path)
+    config = CompressConfig(out="run1", teacher=f"{module}:build", weights=str(weights), data="digits",
+                            resolution=[32, 24], channels=1, profile=str(fast_profile_path), budget_ms=5.0,
+                            max_size_kb=512.0, space=["mbv2"], candidates=4, latency_anchors=3, epochs=1,
+                            losses="kd:1", ort=True, seed=3)
+    recorded = json.loads(json.dumps(recipe(config, config_fields())))  # as manifest.json holds it
+    assert "calibration_samples" not in recorded
+    Path("from-manifest.toml").write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in recorded.items()
+                                                  if value is not None))
+    loaded = CompressConfig(**load_recipe("from-manifest.toml"))
+    assert json.loads(json.dumps(recipe(loaded, config_fields()))) == recorded

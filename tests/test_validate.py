@@ -620,7 +620,7 @@ def test_channels_flag_feeds_a_colour_model_without_metadata_grayscale_data(run_
 def test_channels_in_pyproject_must_be_1_or_3(tmp_path, run_cli):
     (tmp_path / "pyproject.toml").write_text("[tool.edgekd.gate]\nmax-size = '1MB'\nchannels = 4\n")
     code, _, err = run_cli("gate", tmp_path / "m.onnx", "--config", tmp_path / "pyproject.toml")
-    assert code == 2 and "--channels 4 is not 1 or 3" in err
+    assert code == 2 and "[tool.edgekd.gate] channels = 4: channels 4 is not 1 or 3" in err, err  # the file's key
 
 
 def test_a_report_file_never_replaces_the_model_or_data_it_checks_even_with_force(run_cli, run_dir, tmp_path):

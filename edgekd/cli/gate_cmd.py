@@ -87,18 +87,20 @@ def gate(ctx: click.Context, target: str, config_path: str | None, junit: str | 
     check_report_files(force, *outputs, inputs=inputs)
     if step_summary:  # appended to, not replaced, yet an input it names (the model) would be broken all the same
         check_not_input(step_summary, inputs, "$GITHUB_STEP_SUMMARY")
+    said = _no_latency_from(settings, config, given)
     try:
         result = run_gate(target, config, log=lambda m: click.echo(m, err=True))  # stdout: the report alone
     except GateIncomplete as exc:
         # Still exit 2 (the gate could not run), but CI's upload step gets the checks done and the error.
-        _report_gate(exc.result, junit, summary, json_out, step_summary)
+        _report_gate(said(exc.result), junit, summary, json_out, step_summary)
         raise
     except EdgeKDError as exc:
         # Bad input found while gating (data, a model file, a baseline): the reports asked for say so as an
         # error. Without them CI's upload step has nothing, and under --force it would upload the last run's PASS.
-        _report_gate(_errored(exc, target, config.artifact, config.notes), junit, summary, json_out, step_summary,
-                     echo=False)
+        _report_gate(said(_errored(exc, target, config.artifact, config.notes)), junit, summary, json_out,
+                     step_summary, echo=False)
         raise
+    result = said(result)
     _report_gate(result, junit, summary, json_out, step_summary)
     if not result.passed:
         ctx.exit(1)
@@ -108,15 +110,20 @@ def _config(target: str, settings: Path, required: bool, given: dict[str, Any], 
     """The GateConfig of the flags ``given`` over the pyproject ``settings`` (merged into ``values``, for a refusal
     to read), and every refusal of how they combine, before any report is checked or anything measured."""
     from edgekd.gate import build_config, check_not_folder, pyproject_settings
+    from edgekd.tomlread import from_file
 
     check_not_folder(Path(target), "target")  # before "no thresholds": a run's folder is gated by its manifest
-    values.update(pyproject_settings(settings, required=required))
+    from_settings = pyproject_settings(settings, required=required)
+    values.update(from_settings)
     values.update(given)  # flags win
     if "artifact" in given and not _is_json(target) and not _is_json(values.get("baseline")):
         needs("a manifest.json TARGET or a manifest.json --baseline", ("--artifact", given["artifact"]),
               why=" (it picks one of its artifacts)")
     flagged = _flags_over_settings(values, given)
-    config = build_config(values, target)
+    # a value of the file's refused names the file and its key, not a flag nobody typed
+    config = from_file(lambda v: build_config(v, target), values, [k for k in from_settings if k not in given],
+                       where=f"{settings}: [tool.edgekd.gate]", file=f"'{settings}'", spell=lambda k: k,
+                       flag=lambda k: f"--{k.replace('_', '-')}")
     if flagged:
         from dataclasses import replace
 
@@ -204,7 +211,7 @@ def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[
         compares = any(k in values for k in ("max_size_growth", "max_accuracy_drop"))
         if "baseline" in values and "baseline" not in given and not compares:
             dropped.append(f"baseline = {values.pop('baseline')!r}")
-        for key in ("rounds", "latency_tolerance"):
+        for key in ("rounds", "latency_tolerance", "input_shape"):  # they only feed the latency checks
             if key in values and key not in given:
                 values.pop(key)
         return [f"not checked: {', '.join(dropped)} from the gate settings (--no-latency)"] if dropped else []
@@ -215,6 +222,17 @@ def _flags_over_settings(values: dict[str, Any], given: dict[str, Any]) -> list[
         values.pop("no_latency")
         return ["the gate settings' no_latency = true is overridden by the latency flags given"]
     return []
+
+
+def _no_latency_from(settings: Path, config: Any, given: dict[str, Any]) -> Any:
+    """What the result's notes should say of a no_latency set in the settings file, not on the command line:
+    "(--no-latency)" sent the user looking for a flag nobody typed. A function of the result."""
+    from dataclasses import replace
+
+    if not config.no_latency or "no_latency" in given:
+        return lambda result: result
+    source = f"(no_latency = true in '{settings}')"
+    return lambda result: replace(result, notes=tuple(n.replace("(--no-latency)", source) for n in result.notes))
 
 
 def _report_gate(result: Any, junit: str | None, summary: str | None, json_out: str | None,

@@ -175,12 +175,26 @@ def _merged_options(ctx: click.Context, recipe: str | None, quiet: bool, flags: 
     return values, force, log
 
 
+def _compress_config(ctx: click.Context, recipe: str | None, values: dict[str, Any], **extra: Any) -> Any:
+    """CompressConfig of the merged ``values``, where a refusal of the recipe's value (``epochs = 0``) names the
+    recipe and its key, not the flag (--epochs) nobody typed; a flag's own is named as a flag."""
+    from edgekd.pipeline import CompressConfig
+    from edgekd.tomlread import from_file
+
+    return from_file(lambda v: CompressConfig(**v, **extra), values,
+                     [k for k in values if recipe and not _given(ctx, k)], where=f"recipe '{recipe}':",
+                     file=f"'{recipe}'", spell=_recipe_key, flag=lambda k: f"--{_recipe_key(k)}")
+
+
+def _recipe_key(field: str) -> str:
+    return "search" if field == "search_file" else field.replace("_", "-")
+
+
 @cli.command()
 @with_options(_COMPRESS_OPTIONS)
 @click.pass_context
 def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Search, distill, export (fp32 + int8 ONNX) and validate a student for a device budget."""
-    from edgekd.pipeline import CompressConfig
     from edgekd.pipeline import compress as run
     from edgekd.report import summary_table
 
@@ -190,7 +204,7 @@ def compress(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) 
         _say_recipe_training_keys(ctx, values, log)
         _refuse_search_with_distilled(ctx, values, recipe)
     _refuse_search_flags(ctx, values)
-    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    config = _compress_config(ctx, recipe, values, force=force, progress=not quiet and sys.stderr.isatty())
     _refuse_recipe_as_out(recipe, config.out)
     on_interrupt(lambda: f"interrupted: nothing was written to {config.out}/ (to make a long training resumable, "
                  "run it as `edgekd distill --out DIR`, continue it with --resume, then ship it with "
@@ -318,14 +332,14 @@ def _refuse_search_flags(ctx: click.Context, values: dict[str, Any], resumed: Pa
 @click.pass_context
 def search_cmd(ctx: click.Context, recipe: str | None, quiet: bool, **flags: Any) -> None:
     """Rank students for a budget without training them; write the ranking (--out, a JSON file)."""
-    from edgekd.pipeline import CompressConfig, run_search
+    from edgekd.pipeline import run_search
     from edgekd.types.search import broken_limits, score_text, size_kb_text
 
     values, force, log = _merged_options(ctx, recipe, quiet, flags)
     out = _stage_out(ctx, values, "search.json", log)
     _drop_stage_product(ctx, values, out, log)
     _refuse_recipe_as_out(recipe, out)
-    config = CompressConfig(**values, progress=not quiet and sys.stderr.isatty())
+    config = _compress_config(ctx, recipe, values, progress=not quiet and sys.stderr.isatty())
     result = run_search(config, out, force=force, log=log)
     click.echo(f"| rank | params | {result.precision} KB (~ estimated) | score | measured ms | predicted ms | "
                "chosen / limit broken | space | config |")
@@ -359,7 +373,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     student.pt, student-fp32.onnx (student-int8.onnx instead with --qat-epochs), distill.json and search.json to --out,
     with a checkpoint after every epoch (none while pruning)."""
     from edgekd.distill.ddp import launched
-    from edgekd.pipeline import CompressConfig, run_distill
+    from edgekd.pipeline import run_distill
 
     follower = launched()[1] != 0  # under torchrun rank 0 speaks for every process
     if resume and flags.get("force"):
@@ -372,7 +386,7 @@ def distill_cmd(ctx: click.Context, recipe: str | None, quiet: bool, resume: boo
     _drop_stage_product(ctx, values, out, log)
     _refuse_search_flags(ctx, values, Path(out) / "search.json" if resume and str(out).strip() else None)
     _refuse_recipe_as_out(recipe, out)
-    config = CompressConfig(**values, force=force, progress=not quiet and sys.stderr.isatty())
+    config = _compress_config(ctx, recipe, values, force=force, progress=not quiet and sys.stderr.isatty())
     wrote: list[Path] = []  # the checkpoints this run wrote, as the stage reports them
     replaces = not resume and force and _holds_files(out)
     on_interrupt(lambda: _distill_interrupted(out, resume, force, replaces, bool(wrote)))

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from edgekd import tomlread
 from edgekd.errors import ConfigError, did_you_mean
 from edgekd.pipeline.config import CompressConfig, config_fields
+from edgekd.run_inputs import NOT_RECIPE_KEYS as _NOT_KEYS  # no flag sets them, so a recipe may not either
 
 # Recipe keys spelled as their flag where the flag's name differs from the config field's.
 _RECIPE_ALIASES = {"search": "search_file"}
-# CompressConfig fields no flag sets, so a recipe may not either: the command line could never win over them.
-_NOT_KEYS = {"force", "progress", "calibration_samples"}
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"recipe '{path}' cannot be read ({exc.strerror or exc})",
                           "check that the file is readable") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as Windows editors write, read as bad syntax
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError(f"recipe '{path}' is not UTF-8 text (line {line})", "save it as UTF-8") from None
@@ -57,6 +57,7 @@ def _recipe_keys(path: str | Path) -> dict[str, Any]:
     """The recipe's values by CompressConfig field; unknown keys and one key in two spellings are refused."""
     path = Path(path)
     raw = _read_toml(path)
+    _check_sections(path, raw)
     if isinstance(raw.get("compress"), dict):  # a [compress] table, or keys at the top level, not both
         loose = sorted(k for k in raw if k != "compress")
         if loose:
@@ -79,6 +80,20 @@ def _recipe_keys(path: str | Path) -> dict[str, Any]:
                               f"{did_you_mean(key.replace('_', '-'), keys)}valid keys are {', '.join(keys)}")
         out[name] = value
     return out
+
+
+def _check_sections(path: Path, raw: dict[str, Any], within: str = "") -> None:
+    """A [search] or [distill] section (any table but [compress] and losses) is not read: taken for the key of
+    its name, [search] was refused as a search file path, and [distill] was told it meant 'distilled'."""
+    for key, value in raw.items():
+        if key == "compress" and not within and isinstance(value, dict):
+            _check_sections(path, value, "compress.")
+        elif isinstance(value, dict) and key != "losses":
+            raise ConfigError(f"recipe '{path}' has a [{within}{key}] section, which edgekd does not read (a "
+                              "recipe's keys go at the top level or in one [compress] table, losses the only table "
+                              "among them)",
+                              f"move the keys of [{within}{key}] to the top level or into [compress] (valid keys are "
+                              f"{', '.join(recipe_keys())})")
 
 
 def recipe_keys() -> list[str]:
@@ -105,6 +120,7 @@ def _check_recipe_path(recipe: str | Path, key: str, value: Any) -> None:
     from edgekd.run_inputs import input_file
 
     file = input_file(key, value) if key in _PATH_KEYS else None
+    file = os.path.expanduser(file) if file else file  # "~/data.npz" is no path relative to the recipe's folder
     folder = Path(recipe).parent
     if not file or Path(file).is_absolute() or folder == Path(".") or Path(file).exists():
         return
