@@ -319,8 +319,10 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     from edgekd.latency.measure import measure
 
     refs = _reference_entries(entry, manifest, folder)
-    # an ORT-format copy beside its own .onnx: their ratio compress measured in the same rounds (``twin_ratio``),
-    # where the two recorded p50s come from separate sessions
+    if twin is None and (paired := _student_twin(entry, manifest)) is not None:
+        twin, twin_ratio = paired
+    # an ORT-format copy beside its own .onnx, or a student beside its twin of the other precision: their ratio
+    # compress measured repeat by repeat (``twin_ratio``), where the two recorded p50s come from separate runs
     refs = ([r for r in refs if r["artifact"]["name"] == twin] or refs)[:1]
     recorded = float(entry["latency"]["p50_ms"])
     tol = config.latency_tolerance
@@ -347,6 +349,23 @@ def _recheck_latency(model: Path, entry: dict[str, Any], manifest: dict[str, Any
     how = how.format(interval=found.interval(decimals(shown))) if found is not None else how
     return Check("latency", ratio <= 1 + tol, f"{shown}x the recorded p50 {how}; p50 now {p50:.3f} ms, "
                  f"recorded {recorded:.3f} ms on {profile.name} (tolerance +{tol:.0%})", ratio)
+
+
+def _student_twin(entry: dict[str, Any], manifest: dict[str, Any]) -> tuple[str, float] | None:
+    """(the name of the student of the other precision, ``entry``'s p50 over its) from the int8 speedup compress
+    measured repeat by repeat (``int8_speedup``). The ratio of the two recorded p50s mixes runs (each artifact's
+    p50 is its own median run's): an unchanged int8 student failed its recheck at 1.12x a recorded 0.90 whose
+    paired figure was 0.99."""
+    median = (manifest.get("int8_speedup") or {}).get("median")
+    art = entry["artifact"]
+    if not median or art.get("role") != "student" or art.get("precision") not in ("fp32", "int8"):
+        return None
+    other = "int8" if art["precision"] == "fp32" else "fp32"
+    names = [e["artifact"]["name"] for e in manifest["artifacts"]
+             if e["artifact"].get("role") == "student" and e["artifact"].get("precision") == other]
+    if len(names) != 1:
+        return None
+    return names[0], float(median) if other == "int8" else 1 / float(median)
 
 
 def _recorded_shape(entry: dict[str, Any], manifest: dict[str, Any], profile: DeviceProfile) -> tuple[int, ...] | None:

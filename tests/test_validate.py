@@ -1061,6 +1061,45 @@ def test_a_recheck_just_past_its_latency_tolerance_prints_the_digit_that_fails_i
     assert "95% interval 1.090-1.120x" in check.message
 
 
+def test_a_student_is_rechecked_against_its_twin_by_the_paired_ratio_compress_measured(monkeypatch, tmp_path):
+    """An unchanged int8 student failed validate --manifest at 1.12x: its ratio to the fp32 twin was held to the
+    ratio of the two recorded p50s (0.90, each its own median run's), not to the paired 0.99 that decided it."""
+    import edgekd.latency.compare as compare
+    import edgekd.manifest_check as manifest_check
+    from edgekd.profiles import load_profile
+    from edgekd.types import LatencyStats, Ratio
+
+    scales = []
+
+    def measured(*_, scale=1.0, **__):
+        scales.append(scale)
+        return Ratio(1.0, 0.98, 1.02, 27), [[LatencyStats(0.1, 0.1, 0.1, 0.1, 0.0, 10, 3)] * 2], 0
+
+    def entry(name, role, precision, p50):
+        return {"artifact": {"name": name, "path": f"{name}.onnx", "role": role, "precision": precision},
+                "latency": {"p50_ms": p50}}
+
+    int8, fp32 = entry("student-int8", "student", "int8", 0.09), entry("student-fp32", "student", "fp32", 0.1)
+    teacher = entry("teacher-fp32", "teacher", "fp32", 0.09)
+    monkeypatch.setattr(compare, "measure_until_clear", measured)
+    # the teacher first, as the closest in recorded p50
+    monkeypatch.setattr(manifest_check, "_reference_entries",
+                        lambda own, *a: [e for e in (teacher, int8, fp32) if e is not own])
+    manifest = {"artifacts": [int8, fp32, teacher], "int8_speedup": {"median": 0.99, "runs": [0.9]}}
+    check = manifest_check._recheck_latency(tmp_path / "student-int8.onnx", int8, manifest, tmp_path,
+                                            load_profile("host-cpu-1t"), manifest_check.RecheckConfig())
+    assert scales == [pytest.approx(1 / 0.99)] and check.message.startswith("1.00x the recorded p50 relative to "
+                                                                            "student-fp32"), check.message
+    assert check.passed
+    # the fp32 twin the other way round; with no paired figure recorded, the recorded p50s as before
+    manifest_check._recheck_latency(tmp_path / "student-fp32.onnx", fp32, manifest, tmp_path,
+                                    load_profile("host-cpu-1t"), manifest_check.RecheckConfig())
+    del manifest["int8_speedup"]
+    manifest_check._recheck_latency(tmp_path / "student-int8.onnx", int8, manifest, tmp_path,
+                                    load_profile("host-cpu-1t"), manifest_check.RecheckConfig())
+    assert scales[1:] == [pytest.approx(0.99), pytest.approx(0.09 / 0.09)]
+
+
 def test_the_stage_functions_take_a_profile_by_name_or_path_and_no_budget_as_search_does(tmp_path,
                                                                                         fast_profile_path):
     """validate(), measure() and get_runner() failed on a profile name ('str' object has no attribute 'runner'),
