@@ -30,7 +30,7 @@ from edgekd.gate_config import (  # noqa: F401  (this module's API, as before th
 )
 from edgekd.gate_result import Check, GateResult  # noqa: F401  (this module's API, as before the split)
 from edgekd.gate_settings import pyproject_settings  # noqa: F401  (this module's API)
-from edgekd.manifest_io import load_manifest
+from edgekd.manifest_io import inside, load_manifest
 from edgekd.onnxfile import LFS_HOW, lfs_pointer
 from edgekd.textfmt import decimals, figures, sizes
 
@@ -60,6 +60,8 @@ def run_gate(target: str, config: GateConfig, log: Callable[[str], None] | None 
     config = for_target(config, target)  # the CLI's config has them already: one way to them for both
     if entry is not None:
         _check_listed(Path(target), model, entry)
+    else:
+        _refuse_ort_copy(model)
     try:
         art = artifact_from_file(model)  # missing, truncated or non-ONNX -> ArtifactError
     except ArtifactError as exc:
@@ -205,10 +207,29 @@ def _check_listed(manifest: Path, model: Path, entry: dict[str, Any]) -> None:
     if model.is_file():
         return
     recorded = entry["artifact"]["path"]
+    copy = gate_ort.ort_copy(manifest.parent, entry)
+    # a mobile pipeline may keep only the .ort an app ships: validate --manifest re-checks that copy on its own
+    fix = ("keep manifest.json beside the files compress wrote, under the names it lists (move the folder whole), "
+           + ("or gate the model file itself (edgekd gate MODEL.onnx)" if copy is None else
+              f"or re-check the ORT-format copy that is here against the manifest (edgekd validate {copy} --manifest "
+              f"{manifest})"))
     raise ArtifactError(f"manifest '{manifest}' lists artifact '{entry['artifact']['name']}' as '{recorded}', "
-                        f"read relative to the manifest's folder, and '{manifest.parent}' has no such file",
-                        "keep manifest.json beside the files compress wrote, under the names it lists (move the "
-                        "folder whole), or gate the model file itself (edgekd gate MODEL.onnx)")
+                        f"read relative to the manifest's folder, and '{manifest.parent}' has no such file", fix)
+
+
+def _refuse_ort_copy(model: Path) -> None:
+    """An ORT-format file given as the target with no .onnx beside it: gate reads what only an .onnx holds (opset,
+    operators, the input metadata), and a mobile pipeline that keeps just the .ort an app ships and its manifest
+    re-checks the copy with validate --manifest (an .onnx beside it is named by artifact_from_file's refusal)."""
+    from edgekd.onnxfile import is_ort_format
+
+    if model.suffix.lower() != ".ort" or not is_ort_format(model) or model.with_suffix(".onnx").is_file():
+        return
+    manifest = model.parent / "manifest.json"
+    raise ArtifactError(f"'{model}' is an ORT-format model, and gate checks the .onnx model it was converted from, "
+                        "which is not beside it", "re-check the copy against the manifest of the compress --ort run "
+                        f"that wrote it (edgekd validate {model} --manifest "
+                        f"{manifest if manifest.is_file() else 'OUT/manifest.json'}), or gate its .onnx")
 
 
 def check_not_folder(path: Path, what: str) -> None:
@@ -228,8 +249,8 @@ def _resolve(target: str, artifact: str | None) -> tuple[Path, dict | None]:
     name = artifact or manifest["primary"]
     for entry in manifest["artifacts"]:
         if entry["artifact"]["name"] == name:
-            model = (path.parent / entry["artifact"]["path"]).resolve()
-            if not model.is_relative_to(path.parent.resolve()):
+            model = inside(path.parent, entry["artifact"]["path"])
+            if model is None:
                 raise ArtifactError(f"manifest '{path}' points artifact '{name}' outside its folder "
                                     f"({entry['artifact']['path']})", "use the manifest edgekd wrote, unedited")
             return model, entry

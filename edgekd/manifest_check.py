@@ -381,14 +381,15 @@ def _recorded_shape(entry: dict[str, Any], manifest: dict[str, Any], profile: De
 
 
 def _reference_entries(entry: dict[str, Any], manifest: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
-    """The manifest's other artifacts whose files are present, unchanged and inside the manifest's folder,
-    closest in recorded p50 first."""
+    """The manifest's other artifacts whose files are present, unchanged and inside the manifest's folder (by
+    the path recorded, a symlink to elsewhere included), closest in recorded p50 first."""
+    from edgekd.manifest_io import inside
+
     refs = []
-    root = folder.resolve()
     for other in manifest["artifacts"]:
         art = other["artifact"]
-        path = (folder / art["path"]).resolve()
-        if (art["name"] == entry["artifact"]["name"] or not other.get("latency") or not path.is_relative_to(root)
+        path = inside(folder, art["path"])  # by its recorded name: a link into git-annex's store is in the folder
+        if (art["name"] == entry["artifact"]["name"] or not other.get("latency") or path is None
                 or not path.is_file() or sha256(path) != art["sha256"]):
             continue
         refs.append(other)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edgekd.errors import ArtifactError
@@ -233,25 +234,41 @@ def _version_error(path: Path, found: Any, reads: int) -> ArtifactError:
     return ArtifactError(said, "regenerate it with this edgekd version (edgekd compress)")
 
 
+def inside(folder: Path, recorded: str) -> Path | None:
+    """The file a manifest in ``folder`` records as ``recorded``, or None when that path leads out of the folder
+    (absolute, or a '..' part once normalised, as only an edited manifest has). Judged on the path as written, not
+    on where symlinks lead: git-annex, DVC and Bazel keep every file of a folder as a link into a store elsewhere,
+    and the sha256 checks read the bytes through the link."""
+    norm = os.path.normpath(recorded.replace("\\", "/"))
+    if norm.startswith("/") or PureWindowsPath(recorded).drive or ".." in PurePosixPath(norm).parts:
+        return None
+    return folder / os.path.normpath(recorded)
+
+
 def files_not_recorded(manifest: dict[str, Any], folder: Path) -> list[str]:
     """The files ``manifest`` lists in ``folder`` that are not the ones it records, each said as "NAME is gone"
     or "NAME changed since the manifest was written (sha256 differs)": each artifact's .onnx and the weights kept
-    beside it, its ORT-format copy and that copy's operator list, by the sha256 gate's integrity checks compare.
-    Its figures and verdict are those files', not the ones here."""
+    beside it, its ORT-format copy and that copy's operator list, by the sha256 gate's integrity checks compare,
+    and the student's state dict (student.pt), by the sha256 recorded for it. Its figures and verdict are those
+    files', not the ones here."""
     from edgekd.fsutil import sha256
 
-    said = []
+    recorded: dict[str, str] = {}
     for entry in manifest["artifacts"]:
         art, ort = entry["artifact"], entry.get("ort") or {}
         external = (art.get("details") or {}).get("external_sha256")  # not in the loader's table: read with care
-        recorded = {art["path"]: art["sha256"], **({k: v for k, v in external.items() if isinstance(v, str)}
-                                                   if isinstance(external, dict) else {})}
+        recorded.update({art["path"]: art["sha256"], **({k: v for k, v in external.items() if isinstance(v, str)}
+                                                        if isinstance(external, dict) else {})})
         recorded.update({ort[k]: ort[h] for k, h in (("path", "sha256"), ("operators", "operators_sha256"))
                          if ort.get(k) and ort.get(h)})
-        for name, digest in recorded.items():
-            file = folder / name
-            if not file.is_file():
-                said.append(f"{name} is gone")
-            elif sha256(file) != digest:
-                said.append(f"{name} changed since the manifest was written (sha256 differs)")
+    student = manifest.get("student") or {}
+    if student.get("weights") and student.get("weights_sha256"):
+        recorded[student["weights"]] = student["weights_sha256"]
+    said = []
+    for name, digest in recorded.items():
+        file = folder / name
+        if not file.is_file():
+            said.append(f"{name} is gone")
+        elif sha256(file) != digest:
+            said.append(f"{name} changed since the manifest was written (sha256 differs)")
     return said

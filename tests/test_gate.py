@@ -165,6 +165,40 @@ def test_manifest_of_another_schema_or_escaping_paths(run_cli, run_dir, tmp_path
     assert code == 2 and "outside its folder" in err
 
 
+def _into_a_store(folder: Path, tmp_path: Path, suffix: bool = True) -> Path:
+    """``folder`` as git-annex (``suffix``: each name's extension kept) or DVC (none) keep one: every file a
+    symlink into a content-addressed store outside it."""
+    from edgekd.fsutil import sha256
+
+    store, release = tmp_path / "store", tmp_path / "release"
+    store.mkdir()
+    release.mkdir()
+    for file in sorted(folder.iterdir()):
+        kept = store / (f"SHA256E--{sha256(file)[:16]}" + ("".join(file.suffixes) if suffix else ""))
+        shutil.copy(file, kept)
+        (release / file.name).symlink_to(os.path.relpath(kept, release))
+    return release
+
+
+def test_a_folder_of_links_into_an_object_store_is_gated_as_its_files(run_cli, ort_run, tmp_path):
+    """git-annex and DVC keep each file as a link into a store outside the folder: gate refused such a release,
+    byte for byte the one compress wrote, as pointing "outside its folder ... use the manifest edgekd wrote,
+    unedited". A path recorded outside the folder is still refused, by its name, not by where a link leads."""
+    release = _into_a_store(ort_run, tmp_path)
+    code, out, err = _gate(run_cli, release / "manifest.json", "--max-size", "10MB")
+    rows = _rows(out)
+    assert code == 0, out + err
+    assert rows["integrity"] == "pass | file matches its manifest entry"
+    assert rows["ort integrity"].startswith("pass") and rows["operators integrity"].startswith("pass")
+    data = json.loads((release / "manifest.json").read_text())
+    entry = next(e for e in data["artifacts"] if e["primary"])
+    entry["artifact"]["path"] = str((release / entry["artifact"]["path"]).resolve())  # the very file, absolute
+    (release / "manifest.json").unlink()
+    (release / "manifest.json").write_text(json.dumps(data))
+    code, _, err = _gate(run_cli, release / "manifest.json", "--max-size", "10MB")
+    assert code == 2 and "outside its folder" in err
+
+
 def _edited_manifest(run_dir: Path, tmp_path: Path, **changes) -> Path:
     """A copy of the run whose manifest has ``changes`` applied (dotted keys reach into nested tables)."""
     folder = tmp_path / "edited"
@@ -1411,6 +1445,32 @@ def test_an_edited_operator_list_or_an_absent_copy_fails_the_reduced_build_check
         f"**FAIL** | {copy}, the manifest's ORT-format copy, is not here, so nothing the app ships was checked")
 
 
+def test_an_operator_list_not_here_is_noted_and_fails_the_reduced_build_check_beside_every_other(run_cli, ort_run,
+                                                                                                 tmp_path):
+    """A pipeline that uploaded the .ort without its operator list: gate said nothing of the list it otherwise
+    verifies, and with --ops-config stopped at exit 2, its JUnit one error, every other check's result lost."""
+    import xml.etree.ElementTree as ET
+
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    listed = folder / entry["ort"]["operators"]
+    app = tmp_path / "app.config"
+    shutil.copy(listed, app)
+    listed.unlink()
+    code, out, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB")
+    assert code == 0 and f"- not checked: {listed.name}, the copy's operator list, is not here" in out, out + err
+    junit = tmp_path / "gate.xml"
+    code, out, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB", "--ops-config", app,
+                           "--junit", junit)
+    rows = _rows(out)
+    assert code == 1, out + err
+    assert rows["reduced build"] == (f"**FAIL** | {listed.name}, the operator list of {entry['ort']['path']}, is not "
+                                     "here, so what the copy needs was not checked against app.config: keep the "
+                                     "folder compress --ort wrote whole, or drop --ops-config")
+    assert rows["size"].startswith("pass") and rows["ort integrity"].startswith("pass")
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    assert {"integrity", "size", "reduced build"} <= set(cases) and cases["reduced build"].find("failure") is not None
+
+
 def test_a_manifest_from_before_the_operator_list_was_hashed_says_it_cannot_be_verified(run_cli, ort_run, tmp_path):
     folder, _ = _ort_copy_of(ort_run, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -1450,6 +1510,20 @@ def test_a_manifest_away_from_its_files_or_a_changed_file_is_said_with_the_fix(r
     for row, file in (("integrity", path), ("ort integrity", entry["ort"]["path"])):
         assert rows[row] == (f"**FAIL** | {file} changed since the manifest was written (sha256 differs): restore the "
                              "file compress wrote, or run compress again for a new manifest")
+
+
+def test_a_folder_keeping_only_the_ort_copy_is_pointed_at_validate_which_rechecks_it(run_cli, ort_run, tmp_path):
+    """A mobile pipeline keeps the .ort an app ships and its manifest: gate's fixes (keep the folder whole, gate
+    MODEL.onnx, pass the .onnx it was converted from) all named a file that is not there."""
+    folder, entry = _ort_copy_of(ort_run, tmp_path)
+    (folder / entry["artifact"]["path"]).unlink()
+    copy, manifest = folder / entry["ort"]["path"], folder / "manifest.json"
+    for target in (manifest, copy):
+        code, out, err = _gate(run_cli, target, "--max-size", "10MB")
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"(edgekd validate {copy} --manifest {manifest})" in err
+    code, out, err = run_cli("validate", copy, "--manifest", manifest, "--rounds", "1")  # the command works
+    assert code == 0 and "| sha256 | pass |" in out and "| accuracy | pass |" in out, out + err
 
 
 def test_a_manifest_s_model_replaced_by_a_git_lfs_pointer_or_damaged_fails_integrity_with_reports(run_cli, ort_run,

@@ -245,3 +245,45 @@ def test_the_files_that_are_not_the_recorded_ones_are_named(tmp_path):
     manifest["artifacts"][1]["artifact"].update(sha256=sha256(tmp_path / "teacher-fp32.onnx"), path="teacher-fp32.onnx")
     manifest["artifacts"][1]["ort"]["operators_sha256"] = sha256(tmp_path / "ops.config")
     assert files_not_recorded(manifest, tmp_path) == []
+
+
+def test_the_student_s_weights_gone_or_changed_are_named_as_the_models_are(tmp_path):
+    """student.pt has a recorded sha256, yet report named every other file gone or changed and not it."""
+    from edgekd.fsutil import sha256
+    from edgekd.manifest_io import files_not_recorded
+
+    for name in ("teacher-fp32.onnx", "student-fp32.onnx", "student.pt"):
+        (tmp_path / name).write_bytes(name.encode())
+    weights = {"weights": "student.pt", "weights_sha256": sha256(tmp_path / "student.pt"), "weights_size_bytes": 10}
+    manifest = edited({"student": {**STUDENT, **weights}})
+    for entry in manifest["artifacts"]:
+        entry["artifact"]["sha256"] = sha256(tmp_path / entry["artifact"]["path"])
+    assert files_not_recorded(manifest, tmp_path) == []
+    (tmp_path / "student.pt").write_bytes(b"retrained")
+    assert files_not_recorded(manifest, tmp_path) == [
+        "student.pt changed since the manifest was written (sha256 differs)"]
+    (tmp_path / "student.pt").unlink()
+    assert files_not_recorded(manifest, tmp_path) == ["student.pt is gone"]
+
+
+@pytest.mark.parametrize("recorded, found", [
+    ("student-int8.onnx", "student-int8.onnx"), ("sub/../student-int8.onnx", "student-int8.onnx"),
+    ("./models/a.onnx", "models/a.onnx"), ("../student-int8.onnx", None), ("sub/../../x.onnx", None),
+    ("/etc/passwd", None), ("C:/models/a.onnx", None), ("..\\x.onnx", None),
+])
+def test_a_recorded_path_is_inside_its_folder_by_its_name_not_where_a_link_leads(tmp_path, recorded, found):
+    from edgekd.manifest_io import inside
+
+    assert inside(tmp_path, recorded) == (None if found is None else tmp_path / found)
+
+
+def test_a_file_that_links_out_of_the_folder_is_still_inside_it(tmp_path):
+    """gate refused a git-annex folder (every file a link into .git/annex/objects) as an edited manifest."""
+    from edgekd.manifest_io import inside
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "SHA256E-s4--ab.onnx").write_bytes(b"onnx")
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "student-int8.onnx").symlink_to("../store/SHA256E-s4--ab.onnx")
+    found = inside(tmp_path / "release", "student-int8.onnx")
+    assert found == tmp_path / "release" / "student-int8.onnx" and found.read_bytes() == b"onnx"

@@ -306,6 +306,26 @@ def test_ssh_measures_an_ort_format_file_under_its_own_suffix(fakes, models, tmp
     assert list(fakes.remote.iterdir()) == []
 
 
+def test_an_ort_file_linked_to_a_name_without_the_suffix_is_measured_as_ort_here_and_on_a_device(
+        fakes, models, fast_profile, tmp_path):
+    """DVC and Bazel keep objects without extensions: the local runner handed the worker the link's target, and
+    onnxruntime, which tells the format by the .ort name, failed with "Protobuf parsing failed"."""
+    from edgekd.ort_format import to_ort
+
+    folder = tmp_path / "ort"
+    folder.mkdir()
+    onnx_file = folder / "small.onnx"
+    onnx_file.write_bytes(models[0].read_bytes())
+    made = to_ort(onnx_file, "arm", np.zeros((2, 1, 16, 16), np.float32), "fp32")
+    (folder / made.path).rename(tmp_path / "3f9a0c")  # the store's object, named by its hash
+    link = tmp_path / "release" / "small.ort"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "3f9a0c")
+    (here,) = measure([link], fast_profile)
+    (there,) = measure([link], _profile(tmp_path, _ssh(fakes)))  # staged as model.ort on the device
+    assert here.p50_ms > 0 and there.p50_ms > 0
+
+
 def test_ssh_copies_to_an_ipv6_host_in_brackets(fakes, models, tmp_path):
     """scp reads user@host:path, so an IPv6 address's colons need brackets there; ssh takes the address bare."""
     profile = _profile(tmp_path, _ssh(fakes, host="fe80::1%usb0"))

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgekd.errors import ArtifactError
+from edgekd.fsutil import sha256
 from edgekd.types import Budget
 from edgekd.validate import artifact_from_file, validate
 
@@ -159,6 +160,25 @@ def test_an_ort_copy_is_rechecked_against_its_record(run_cli, ort_shipped, tmp_p
     code, out, _ = run_cli("validate", copy / "student-int8.ort", "--manifest", copy / "manifest.json", *LOOSE)
     assert "| operators | skipped | student-int8.required_operators.config, the copy's operator list, is not " \
            "beside it |" in out
+
+
+def test_a_folder_of_links_into_an_object_store_is_rechecked_as_the_folder_itself(run_cli, ort_shipped, tmp_path):
+    """DVC keeps every file as a link into its cache, named by hash without an extension: validate --manifest took
+    the present, unchanged student-fp32.onnx for absent (timed alone, drift counted), and the .ort failed to load
+    ("Protobuf parsing failed"), onnxruntime reading the format from the name the link leads to."""
+    release, store = tmp_path / "release", tmp_path / "cache"
+    release.mkdir()
+    store.mkdir()
+    for file in ort_shipped.iterdir():
+        kept = store / sha256(file)
+        shutil.copy(file, kept)
+        (release / file.name).symlink_to(kept)
+    code, out, err = run_cli("validate", release / "student-int8.onnx", "--manifest", release / "manifest.json",
+                             *LOOSE)
+    assert code == 0 and "relative to student-fp32, measured interleaved" in out, out + err
+    code, out, err = run_cli("validate", release / "student-int8.ort", "--manifest", release / "manifest.json",
+                             *LOOSE)
+    assert code == 0 and "relative to student-int8, measured interleaved" in out, out + err
 
 
 def test_an_ort_copy_the_manifest_does_not_record_is_refused_in_one_line(run_cli, run_dir, ort_shipped, tmp_path):

@@ -100,7 +100,9 @@ class LocalRunner:
         where = "the local latency worker"
         with tempfile.TemporaryDirectory(prefix="edgekd-run-") as tmp:
             spec = Path(tmp) / "spec.json"
-            spec.write_text(json.dumps(_spec([str(p.resolve()) for p in models], models, shape, self.profile)),
+            # absolute, links not followed: onnxruntime tells an ORT-format file by its .ort name, which a link
+            # into an object store (DVC, Bazel) has and its target often lacks
+            spec.write_text(json.dumps(_spec([str(p.absolute()) for p in models], models, shape, self.profile)),
                             encoding="utf-8")
             proc = call([sys.executable, str(WORKER), str(spec)], timeout, where, "measuring",
                          "raise runner.timeout_s in the profile or measure fewer models")
