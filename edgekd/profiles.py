@@ -165,11 +165,25 @@ def load_profile(name_or_path: str | os.PathLike[str] | DeviceProfile) -> Device
         return load_profile_file(path)
     files = _profile_files()
     if text not in files:
+        declared = next((path for path in files.values() if _declared_name(path) == text), None)
+        if declared is not None:  # the name inside a file: the choices listed were that file's name, refused too
+            raise ProfileError(f"unknown profile '{text}': {declared} declares name = '{text}', but profiles are "
+                               f"found by file name, and it is found as '{declared.stem}'",
+                               f"make them agree: rename the file {text}.toml, or set name = \"{declared.stem}\"")
         raise ProfileError(
             f"unknown profile '{text}'",
             f"choose one of: {', '.join(sorted(files))} (or pass a path to a .toml file)",
         )
     return _load_found(text, files[text])
+
+
+def _declared_name(path: Path) -> str | None:
+    """The ``name`` a profile file declares, or None where it cannot be read: only to explain a name not found."""
+    try:
+        name = tomlread.loads(path.read_text(encoding="utf-8-sig")).get("name")
+    except (OSError, UnicodeDecodeError, tomlread.TOMLDecodeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def computed_here(profile: DeviceProfile) -> str:

@@ -288,6 +288,15 @@ def test_profiles_list_names_a_file_whose_name_is_not_its_file_name_and_lists_th
         list_profiles()
 
 
+def test_a_profile_asked_for_by_the_name_inside_a_misnamed_file_names_that_file(user_folder, run_cli):
+    # "unknown profile 'other'; choose one of: ..., misnamed": the name offered was refused in turn
+    misnamed = _write(user_folder, "misnamed", _valid(name="other"))
+    code, _, err = run_cli("bench", misnamed, "--profile", "other")
+    assert (code, err) == (2, f"error: unknown profile 'other': {misnamed} declares name = 'other', but profiles are "
+                              "found by file name, and it is found as 'misnamed'; make them agree: rename the file "
+                              "other.toml, or set name = \"misnamed\"\n")
+
+
 def test_load_by_toml_path(tmp_path):
     path = _write(tmp_path, "by-path", _valid(name="by-path"))
     prof = load_profile(str(path))
