@@ -16,9 +16,24 @@ RESTORE = "restore the file compress wrote, or run compress again for a new mani
 def ort_copy(folder: Path, entry: dict[str, Any] | None) -> Path | None:
     """The ORT-format copy the manifest ``entry`` records, when it is here."""
     recorded = (entry or {}).get("ort")
-    if not recorded or not (folder / recorded["path"]).is_file():
+    if not recorded:
         return None
-    return folder / recorded["path"]
+    copy = recorded_file(folder, recorded["path"], entry)
+    return copy if copy.is_file() else None
+
+
+def recorded_file(folder: Path, recorded: str, entry: dict[str, Any] | None) -> Path:
+    """The file an artifact's ``ort`` record names (the copy, its operator list) in the manifest's ``folder``;
+    refused when the path leads out of it, as an artifact's own path is (only an edited manifest has one)."""
+    from edgekd.errors import ArtifactError
+    from edgekd.manifest_io import inside
+
+    found = inside(folder, recorded)
+    if found is None:
+        name = (entry or {}).get("artifact", {}).get("name", "?")
+        raise ArtifactError(f"the manifest in '{folder}' points the ORT-format copy of '{name}' outside its folder "
+                            f"({recorded})", "use the manifest edgekd wrote, unedited")
+    return found
 
 
 def ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list[Any]:
@@ -38,7 +53,7 @@ def ort_integrity(folder: Path, entry: dict[str, Any], notes: list[str]) -> list
     same = sha256(copy) == recorded["sha256"]
     checks = [Check("ort integrity", same, f"{copy.name} matches its manifest entry" if same else
                     f"{copy.name} changed since the manifest was written (sha256 differs): {RESTORE}")]
-    listed = folder / recorded["operators"]
+    listed = recorded_file(folder, recorded["operators"], entry)
     if not recorded.get("operators_sha256"):
         notes.append(f"not verified: {recorded['operators']}, the copy's operator list, has no sha256 in this "
                      "manifest (written before edgekd recorded one)")
@@ -74,7 +89,7 @@ def reduced_build_check(folder: Path, entry: dict[str, Any] | None, config: Any)
         return [Check("reduced build", False, f"{recorded['path']}, the manifest's ORT-format copy, is not here, "
                       f"so nothing the app ships was checked against {build}: keep the folder compress --ort wrote "
                       "whole, or drop --ops-config")]
-    needed = folder / recorded["operators"]
+    needed = recorded_file(folder, recorded["operators"], entry)
     if not needed.is_file():  # failed as a missing copy is, not refused: the other checks' results still reach CI
         return [Check("reduced build", False, f"{recorded['operators']}, the operator list of {recorded['path']}, is "
                       f"not here, so what the copy needs was not checked against {build}: keep the folder compress "

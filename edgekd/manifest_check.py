@@ -103,6 +103,7 @@ def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], con
     ships, byte for byte, with the operator list beside it; its accuracy on the test split against its .onnx's
     recorded one (the copy computes what its .onnx does); its p50 against the one recorded for it, measured
     beside its .onnx where that is here and unchanged (their recorded ratio, as compress timed them)."""
+    from edgekd.manifest_io import inside
     from edgekd.ort_format import check_ort_file
 
     check_ort_file(model)  # an unreadable file: one line, before anything is measured
@@ -128,10 +129,10 @@ def _recheck_ort(model: Path, manifest_path: Path, manifest: dict[str, Any], con
         checks.append(Check("operators", same, f"{listed.name} is the recorded operator list" if same else
                             f"{listed.name} differs from the recorded operator list (sha256)", same))
     folder = manifest_path.parent
-    twin = folder / entry["artifact"]["path"]
-    twin_ok = twin.is_file() and sha256(twin) == entry["artifact"]["sha256"]
+    twin = inside(folder, entry["artifact"]["path"])  # None: led out of the folder, as an edited manifest's
+    twin_ok = twin is not None and twin.is_file() and sha256(twin) == entry["artifact"]["sha256"]
     accuracy = _recheck_accuracy(model, entry, manifest, profile, config, meta=twin if twin_ok else None,
-                                 whose=f"its {twin.name}'s", log=log)
+                                 whose=f"its {Path(entry['artifact']['path']).name}'s", log=log)
     checks += [accuracy] if isinstance(accuracy, Check) else []
     skipped += [accuracy] if isinstance(accuracy, str) else []
     if recorded.get("p50_ms") is None:

@@ -180,6 +180,23 @@ def _into_a_store(folder: Path, tmp_path: Path, suffix: bool = True) -> Path:
     return release
 
 
+def test_an_ort_copy_or_operator_list_recorded_outside_the_folder_is_refused(run_cli, ort_run, tmp_path):
+    # the artifact's own path was held to its folder, and its ORT-format copy's and operator list's were read as
+    # recorded: an edited manifest's '../' led gate to hash, time and check files outside it
+    for key in ("path", "operators"):
+        folder = tmp_path / key
+        shutil.copytree(ort_run, folder)
+        data = json.loads((folder / "manifest.json").read_text())
+        entry = next(e for e in data["artifacts"] if e["primary"])
+        shutil.copy(folder / entry["ort"][key], tmp_path / Path(entry["ort"][key]).name)
+        entry["ort"][key] = "../" + Path(entry["ort"][key]).name
+        (folder / "manifest.json").write_text(json.dumps(data))
+        code, _, err = _gate(run_cli, folder / "manifest.json", "--max-size", "10MB")
+        assert (code, err) == (2, f"error: the manifest in '{folder}' points the ORT-format copy of "
+                                  f"'{entry['artifact']['name']}' outside its folder ({entry['ort'][key]}); use the "
+                                  "manifest edgekd wrote, unedited\n"), err
+
+
 def test_a_folder_of_links_into_an_object_store_is_gated_as_its_files(run_cli, ort_run, tmp_path):
     """git-annex and DVC keep each file as a link into a store outside the folder: gate refused such a release,
     byte for byte the one compress wrote, as pointing "outside its folder ... use the manifest edgekd wrote,
