@@ -485,7 +485,11 @@ Host key verification failed.
      "connect once with `ssh -p 2222 pi@edge-box` to see why: accept the host key when a new host asks, or, where its "
      "key changed (a re-flashed board), remove the old one with `ssh-keygen -R '[edge-box]:2222'` first; then run "
      "again"),
-], ids=["changed", "unknown", "old-openssh"])
+    ("pi@edge-box: Permission denied (publickey,password).\n", "pi@edge-box: Permission denied (publickey,password)",
+     "pi@edge-box accepts no key ssh offered, and edgekd's ssh asks for no password (BatchMode=yes): install your "
+     "public key on the board with `ssh-copy-id -p 2222 pi@edge-box`, or set runner.identity_file in the profile to "
+     "the key it accepts; then run again"),
+], ids=["changed", "unknown", "old-openssh", "no-key"])
 def test_a_host_key_ssh_refuses_is_named_with_the_command_that_accepts_it(fakes, models, tmp_path, monkeypatch,
                                                                           run_cli, says, reason, fix):
     """The reason was the first line, a row of "@" for a changed key, and the fix never named host keys."""

@@ -302,12 +302,18 @@ class SshRunner(_RemoteRunner):
     def _transport_fix(self, proc: subprocess.CompletedProcess) -> str:
         # BatchMode=yes cannot ask to accept a key: the one command the user runs to answer ssh's question
         text = proc.stderr or ""
+        host, port = str(self.cfg["host"]), int(self.cfg["port"])
+        identity = self.cfg.get("identity_file")
+        if "Permission denied (publickey" in text:  # no password prompt in BatchMode: the key is all there is
+            install = shlex.join(["ssh-copy-id", *(["-p", str(port)] if port != 22 else []),
+                                  *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
+            return (f"{self._target()} accepts no key ssh offered, and edgekd's ssh asks for no password "
+                    f"(BatchMode=yes): install your public key on the board with `{install}`, or set "
+                    "runner.identity_file in the profile to the key it accepts; then run again")
         if not _HOST_KEY.search(text):
             return self._fix()
-        host, port = str(self.cfg["host"]), int(self.cfg["port"])
         # known_hosts keeps a host on another port than 22 as [host]:port
         forget = shlex.join(["ssh-keygen", "-R", host if port == 22 else f"[{host}]:{port}"])
-        identity = self.cfg.get("identity_file")
         login = shlex.join(["ssh", *(["-p", str(port)] if port != 22 else []),
                             *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
         if _HOST_KEY_CHANGED.search(text):
