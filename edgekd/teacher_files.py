@@ -141,9 +141,10 @@ def _model_state(state: dict, model_keys: set[str], path: Path) -> dict:
     if len(found) > 1 and not _same_weights(list(found.values())):
         keys = ", ".join(f"'{key}'" for key in found)
         first = next(iter(found))
+        load = f"torch.load('{path}', weights_only=True)"  # as edgekd loads it: an untrusted file runs no code
         raise ModelError(f"weights file '{path}' holds the model's weights under several keys ({keys}), each "
-                         "different", f"save the one you want alone, e.g. torch.save(torch.load('{path}', "
-                         f"weights_only=True)['{first}'], 'teacher.pt'), and pass that file")
+                         "different", f"save the one you want alone, e.g. torch.save({load}['{first}'], "
+                         "'teacher.pt'), and pass that file")
     return next(iter(found.values())) if found else own
 
 

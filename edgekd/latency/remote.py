@@ -303,10 +303,8 @@ class SshRunner(_RemoteRunner):
         # BatchMode=yes cannot ask to accept a key: the one command the user runs to answer ssh's question
         text = proc.stderr or ""
         host, port = str(self.cfg["host"]), int(self.cfg["port"])
-        identity = self.cfg.get("identity_file")
         if "Permission denied (publickey" in text:  # no password prompt in BatchMode: the key is all there is
-            install = shlex.join(["ssh-copy-id", *(["-p", str(port)] if port != 22 else []),
-                                  *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
+            install = self._login_line("ssh-copy-id")
             return (f"{self._target()} accepts no key ssh offered, and edgekd's ssh asks for no password "
                     f"(BatchMode=yes): install your public key on the board with `{install}`, or set "
                     "runner.identity_file in the profile to the key it accepts; then run again")
@@ -314,8 +312,7 @@ class SshRunner(_RemoteRunner):
             return self._fix()
         # known_hosts keeps a host on another port than 22 as [host]:port
         forget = shlex.join(["ssh-keygen", "-R", host if port == 22 else f"[{host}]:{port}"])
-        login = shlex.join(["ssh", *(["-p", str(port)] if port != 22 else []),
-                            *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
+        login = self._login_line("ssh")
         if _HOST_KEY_CHANGED.search(text):
             return (f"the host key {host} sent is not the one known_hosts holds for it (a re-flashed or replaced "
                     f"board, or its address now another device's): if that is expected, remove the old key with "
@@ -325,6 +322,13 @@ class SshRunner(_RemoteRunner):
                     f"connect once with `{login}` and accept it, then run again")
         return (f"connect once with `{login}` to see why: accept the host key when a new host asks, or, where its key "
                 f"changed (a re-flashed board), remove the old one with `{forget}` first; then run again")
+
+    def _login_line(self, tool: str) -> str:
+        """The command a user runs once, by hand, to log in to the board as edgekd does (``ssh``) or to install
+        a key there (``ssh-copy-id``): the profile's port and identity file, where they are not ssh's defaults."""
+        port, identity = int(self.cfg["port"]), self.cfg.get("identity_file")
+        return shlex.join([tool, *(["-p", str(port)] if port != 22 else []),
+                           *(["-i", str(Path(identity).expanduser())] if identity else []), self._target()])
 
     def _options(self) -> list[str]:
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.cfg['connect_timeout_s']}"]
